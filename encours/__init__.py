@@ -1,0 +1,1 @@
+"""Encours: self-service payment portal for accounts-receivable collection."""

@@ -1,0 +1,242 @@
+"""The `encours` command line. Errors print one line on stderr and exit non-zero."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
+
+from encours.settings import SettingsError, database_url_from_env, load_settings
+
+
+class CommandError(click.ClickException):
+    """A failure the user can act on; its message is the whole output."""
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"encours: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _database_url() -> str:
+    return database_url_from_env()
+
+
+def _engine() -> Any:
+    from encours.db import check_connection, make_engine
+
+    url = _database_url()
+    engine = make_engine(url)
+    check_connection(engine)
+    return engine
+
+
+def _sessions() -> Any:
+    from encours.db import make_sessionmaker
+
+    return make_sessionmaker(_engine())
+
+
+def _settings() -> Any:
+    try:
+        return load_settings()
+    except SettingsError as error:
+        raise CommandError(str(error)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Encours: self-service payment portal for accounts-receivable collection."""
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration to ENCOURS_DATABASE_URL."""
+    from encours.db import upgrade
+
+    _engine().dispose()
+    upgrade(_database_url())
+    click.echo("database is up to date")
+
+
+@cli.group()
+def company() -> None:
+    """Creditor entities."""
+
+
+@company.command("create")
+@click.argument("code")
+@click.option("--name", required=True, help="Legal name shown to debtors.")
+@click.option("--currency", required=True, help="Base currency (ISO 4217), e.g. EUR.")
+@click.option("--country", default="FR", show_default=True, help="ISO 3166 country code.")
+@click.option("--timezone", "tz", default="Europe/Paris", show_default=True, help="IANA timezone.")
+def company_create(code: str, name: str, currency: str, country: str, tz: str) -> None:
+    """Create a creditor entity CODE."""
+    from encours.db import unit_of_work
+    from ledger.companies import CompanyError, create_company
+
+    with unit_of_work(_sessions()) as session:
+        try:
+            created = create_company(session, code=code, name=name, currency=currency, country=country, timezone=tz)
+        except CompanyError as error:
+            raise CommandError(str(error)) from None
+    click.echo(f"company {created.code} created ({created.name}, {created.base_currency})")
+
+
+@cli.command("link")
+@click.argument("customer_ref")
+@click.option("--company", "company_code", help="Company code, when the ref exists in several.")
+@click.option("--revoke", is_flag=True, help="Revoke every link the customer's contacts were sent.")
+def link(customer_ref: str, company_code: str | None, revoke: bool) -> None:
+    """Print a fresh magic link for CUSTOMER_REF's primary contact, or revoke all its links."""
+    from encours.db import unit_of_work
+    from links import tokens
+
+    settings = _settings()
+    with unit_of_work(_sessions()) as session:
+        try:
+            customer = tokens.find_customer(session, customer_ref, company_code)
+            if revoke:
+                count = tokens.revoke_all(session, customer)
+                click.echo(f"revoked every link of {customer.ref} ({count} contact(s))")
+                return
+            click.echo(tokens.fresh_link(session, settings.secret_key._value, settings.base_url, customer))
+        except tokens.UnknownCustomer as error:
+            raise CommandError(str(error)) from None
+
+
+@cli.group("import")
+def import_group() -> None:
+    """ERP imports (CSV, all-or-nothing)."""
+
+
+def _run_import(kind: str, path: Path) -> None:
+    from encours.db import unit_of_work
+    from ledger.csv_import import ImportFailed, import_csv
+
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise CommandError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        with unit_of_work(_sessions()) as session:
+            report = import_csv(session, kind, raw)
+    except ImportFailed as failed:
+        click.echo(f"encours: error: {path.name}: nothing imported, {len(failed.errors)} bad line(s):", err=True)
+        for error in failed.errors:
+            click.echo(f"  {error}", err=True)
+        sys.exit(1)
+    click.echo(f"{path.name}: {report.summary()}")
+
+
+@import_group.command("customers")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+def import_customers(file: Path) -> None:
+    """Import customers: company,customer_ref,name,email,language,phone,segment."""
+    _run_import("customers", file)
+
+
+@import_group.command("invoices")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+def import_invoices(file: Path) -> None:
+    """Import invoices and credit notes:
+    company,customer_ref,number,issue_date,due_date,currency,amount,discount_percent,discount_until[,type]."""
+    _run_import("invoices", file)
+
+
+@cli.group("user")
+def user_group() -> None:
+    """Staff accounts."""
+
+
+@user_group.command("create")
+@click.argument("email")
+@click.option("--role", required=True, type=click.Choice(["admin", "manager", "collector", "viewer"]))
+@click.option("--company", "companies", multiple=True, help="Company code this user may see (repeatable).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def user_create(email: str, role: str, companies: tuple[str, ...], password_stdin: bool) -> None:
+    """Create a staff account; prints a generated password unless one is read from stdin."""
+    from encours.db import unit_of_work
+    from encours.users import UserError, create_user
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else secrets.token_urlsafe(12)
+    with unit_of_work(_sessions()) as session:
+        try:
+            create_user(session, email=email, role=role, password=password, company_codes=list(companies))
+        except UserError as error:
+            raise CommandError(str(error)) from None
+    click.echo(f"user {email} created with role {role}")
+    if not password_stdin:
+        click.echo(f"password: {password}")
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the portal, the back-office and the webhooks."""
+    import uvicorn
+
+    _settings()
+    _engine().dispose()
+    uvicorn.run("encours.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
+                proxy_headers=True)
+
+
+def _register_optional(group: click.Group, loader: Callable[[], click.Command]) -> None:
+    group.add_command(loader())
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="encours", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as error:
+        click.echo(error.ctx.get_help() if error.ctx else str(error))
+        sys.exit(2)
+    except click.UsageError as error:
+        hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
+        _fail(f"{error.format_message()}{hint}", 2)
+    except click.ClickException as error:
+        _fail(error.format_message(), error.exit_code)
+    except click.exceptions.Abort:
+        _fail("aborted", 1)
+    except click.exceptions.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except OperationalError as error:
+        _fail(f"cannot use the database at {_safe_url()}: {_first_line(error.orig)}")
+    except ProgrammingError as error:
+        _fail(f"database at {_safe_url()} is not ready ({_first_line(error.orig)}); run 'encours db upgrade'")
+    except DBAPIError as error:
+        _fail(f"database error: {_first_line(error.orig)}")
+    except SettingsError as error:
+        _fail(str(error))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _first_line(error: object) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _safe_url() -> str:
+    from sqlalchemy import make_url
+
+    try:
+        return make_url(_database_url()).render_as_string(hide_password=True)
+    except Exception:
+        return "ENCOURS_DATABASE_URL"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,360 @@
+"""The domain's tables. Amounts are BigInteger minor units beside a CHAR(3) currency."""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    CHAR,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from ledger.money import Money
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes as UTC and gives them back aware, on SQLite too."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime()}
+
+
+def _utcnow() -> datetime:
+    from encours.clock import clock
+
+    return clock.now()
+
+
+class InvoiceKind(str, enum.Enum):
+    invoice = "invoice"
+    credit_note = "credit_note"
+
+
+class InvoiceStatus(str, enum.Enum):
+    open = "open"
+    partially_paid = "partially_paid"
+    paid = "paid"
+    disputed = "disputed"
+    void = "void"
+
+
+class PaymentStatus(str, enum.Enum):
+    pending = "pending"
+    processing = "processing"
+    succeeded = "succeeded"
+    failed = "failed"
+    refunded = "refunded"
+    charged_back = "charged_back"
+
+
+class Role(str, enum.Enum):
+    admin = "admin"
+    manager = "manager"
+    collector = "collector"
+    viewer = "viewer"
+
+
+user_companies = Table(
+    "user_companies",
+    Base.metadata,
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("company_id", ForeignKey("companies.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Company(Base):
+    __tablename__ = "companies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    base_currency: Mapped[str] = mapped_column(CHAR(3))
+    country: Mapped[str] = mapped_column(CHAR(2), default="FR")
+    timezone: Mapped[str] = mapped_column(String(64), default="Europe/Paris")
+    brand_color: Mapped[str] = mapped_column(String(7), default="#1d4f91")
+    logo: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    logo_mime: Mapped[str | None] = mapped_column(String(64), default=None)
+    iban: Mapped[str | None] = mapped_column(String(34), default=None)
+    bic: Mapped[str | None] = mapped_column(String(11), default=None)
+    address: Mapped[str | None] = mapped_column(Text, default=None)
+    support_email: Mapped[str | None] = mapped_column(String(254), default=None)
+    link_lifetime_days: Mapped[int] = mapped_column(Integer, default=30)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+    customers: Mapped[list[Customer]] = relationship(back_populates="company")
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+    companies: Mapped[list[Company]] = relationship(secondary=user_companies)
+
+    __table_args__ = (CheckConstraint("role IN ('admin','manager','collector','viewer')", name="role"),)
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id"), index=True)
+    ref: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    language: Mapped[str] = mapped_column(String(2), default="fr")
+    segment: Mapped[str | None] = mapped_column(String(64), default=None)
+    collector_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    gocardless_customer_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    gocardless_mandate_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+    company: Mapped[Company] = relationship(back_populates="customers")
+    contacts: Mapped[list[Contact]] = relationship(
+        back_populates="customer", order_by="(Contact.is_primary.desc(), Contact.id)"
+    )
+
+    __table_args__ = (UniqueConstraint("company_id", "ref", name="uq_customers_company_ref"),)
+
+    @property
+    def primary_contact(self) -> Contact | None:
+        return next((c for c in self.contacts if c.is_primary), self.contacts[0] if self.contacts else None)
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(254))
+    name: Mapped[str | None] = mapped_column(String(200), default=None)
+    phone: Mapped[str | None] = mapped_column(String(40), default=None)
+    language: Mapped[str] = mapped_column(String(2), default="fr")
+    is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Bumping this revokes every link (and portal session) the contact was given.
+    link_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+    customer: Mapped[Customer] = relationship(back_populates="contacts")
+
+
+class Invoice(Base):
+    """An invoice or a credit note (kind); amounts always positive."""
+
+    __tablename__ = "invoices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id"), index=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default=InvoiceKind.invoice.value)
+    number: Mapped[str] = mapped_column(String(64))
+    issue_date: Mapped[date] = mapped_column(Date)
+    due_date: Mapped[date] = mapped_column(Date)
+    currency: Mapped[str] = mapped_column(CHAR(3))
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    open_minor: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default=InvoiceStatus.open.value)
+    discount_bps: Mapped[int | None] = mapped_column(Integer, default=None)
+    discount_until: Mapped[date | None] = mapped_column(Date, default=None)
+    pdf: Mapped[bytes | None] = mapped_column(LargeBinary, default=None, deferred=True)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=_utcnow, onupdate=_utcnow)
+
+    customer: Mapped[Customer] = relationship()
+    company: Mapped[Company] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("company_id", "number", name="uq_invoices_company_number"),
+        CheckConstraint("total_minor >= 0", name="total_not_negative"),
+        CheckConstraint("open_minor >= 0", name="open_not_negative"),
+        CheckConstraint("open_minor <= total_minor", name="open_within_total"),
+        CheckConstraint("kind IN ('invoice','credit_note')", name="kind"),
+        CheckConstraint(
+            "status IN ('open','partially_paid','paid','disputed','void')", name="status"
+        ),
+        CheckConstraint("discount_bps IS NULL OR (discount_bps > 0 AND discount_bps < 10000)", name="discount_bps"),
+        Index("ix_invoices_customer_open", "customer_id", "status"),
+    )
+
+    @property
+    def total(self) -> Money:
+        return Money(self.total_minor, self.currency)
+
+    @property
+    def open(self) -> Money:
+        return Money(self.open_minor, self.currency)
+
+    @property
+    def is_credit_note(self) -> bool:
+        return self.kind == InvoiceKind.credit_note.value
+
+
+class Payment(Base):
+    __tablename__ = "payments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_ref: Mapped[str | None] = mapped_column(String(128), default=None)
+    method: Mapped[str] = mapped_column(String(32))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(CHAR(3))
+    status: Mapped[str] = mapped_column(String(16), default=PaymentStatus.pending.value)
+    received_on: Mapped[date | None] = mapped_column(Date, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=_utcnow, onupdate=_utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_ref", name="uq_payments_provider_ref"),
+        CheckConstraint("amount_minor > 0", name="amount_positive"),
+        CheckConstraint(
+            "status IN ('pending','processing','succeeded','failed','refunded','charged_back')",
+            name="status",
+        ),
+        CheckConstraint("method IN ('card','instant_transfer','direct_debit','bank_transfer')", name="method"),
+    )
+
+    @property
+    def amount(self) -> Money:
+        return Money(self.amount_minor, self.currency)
+
+
+class Allocation(Base):
+    """Part of a payment or credit note settling part of an invoice."""
+
+    __tablename__ = "allocations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), index=True, default=None)
+    credit_note_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"), index=True, default=None)
+    currency: Mapped[str] = mapped_column(CHAR(3))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    discount_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+    invoice: Mapped[Invoice] = relationship(foreign_keys=[invoice_id])
+    payment: Mapped[Payment | None] = relationship()
+    credit_note: Mapped[Invoice | None] = relationship(foreign_keys=[credit_note_id])
+
+    __table_args__ = (
+        CheckConstraint("amount_minor >= 0 AND discount_minor >= 0", name="amounts_not_negative"),
+        CheckConstraint("amount_minor + discount_minor > 0", name="not_empty"),
+        CheckConstraint(
+            "(payment_id IS NULL) <> (credit_note_id IS NULL)", name="one_source"
+        ),
+    )
+
+
+class LinkOpen(Base):
+    __tablename__ = "link_opens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    opened_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    ip: Mapped[str | None] = mapped_column(String(64), default=None)
+    user_agent: Mapped[str | None] = mapped_column(String(400), default=None)
+
+
+class Throttle(Base):
+    """Counts failures per key (e.g. bad link tokens per client) in a fixed window."""
+
+    __tablename__ = "throttles"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column()
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    actor_type: Mapped[str] = mapped_column(String(16))  # user, contact, provider, system
+    actor: Mapped[str | None] = mapped_column(String(254), default=None)
+    action: Mapped[str] = mapped_column(String(64))
+    entity_type: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True, default=None)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+    __table_args__ = (Index("ix_audit_events_entity", "entity_type", "entity_id"),)
+
+
+class OutboxMessage(Base):
+    """An email waiting for (or done with) SMTP delivery."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True, default=None)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), default=None)
+    kind: Mapped[str] = mapped_column(String(32))
+    to_address: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(300))
+    body_text: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str | None] = mapped_column(Text, default=None)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('queued','sent','failed')", name="status"),
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+    )

@@ -1,0 +1,131 @@
+"""Magic links: sign, verify, revoke, record opens.
+
+A token is `URLSafeTimedSerializer(secret, salt="portal-link")` over
+`{"c": contact_id, "v": link_version}`; its timestamp comes from our clock.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import timedelta
+
+from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from encours.clock import clock
+from ledger import audit
+from ledger.models import Company, Contact, Customer, LinkOpen
+
+SALT = "portal-link"
+
+
+class _ClockSigner(TimestampSigner):
+    def get_timestamp(self) -> int:
+        return int(clock.now().timestamp())
+
+
+def _serializer(secret: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(secret, salt=SALT, signer=_ClockSigner)
+
+
+class LinkProblem(str, enum.Enum):
+    invalid = "invalid"  # tampered, truncated, or not ours
+    expired = "expired"
+    revoked = "revoked"  # version bumped, or the contact is gone
+
+
+@dataclass(frozen=True)
+class LinkCheck:
+    contact: Contact | None
+    problem: LinkProblem | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def make_token(secret: str, contact: Contact) -> str:
+    return _serializer(secret).dumps({"c": contact.id, "v": contact.link_version})
+
+
+def link_url(base_url: str, token: str) -> str:
+    return f"{base_url}/p/{token}"
+
+
+def verify(session: Session, secret: str, token: str) -> LinkCheck:
+    """Check a token; `contact` is set whenever the signature is ours (even expired),
+    so the error page can speak the contact's language. Nothing about the contact
+    may be shown to the visitor unless `ok`."""
+    serializer = _serializer(secret)
+    try:
+        payload, signed_at = serializer.loads(token, return_timestamp=True)
+    except BadSignature:
+        return LinkCheck(None, LinkProblem.invalid)
+    contact = _contact_for(session, payload)
+    if contact is None:
+        return LinkCheck(None, LinkProblem.invalid)
+    if contact.link_version != payload.get("v"):
+        return LinkCheck(contact, LinkProblem.revoked)
+    lifetime = timedelta(days=contact.customer.company.link_lifetime_days)
+    if clock.now() - signed_at > lifetime:
+        return LinkCheck(contact, LinkProblem.expired)
+    return LinkCheck(contact, None)
+
+
+def _contact_for(session: Session, payload: object) -> Contact | None:
+    if not isinstance(payload, dict):
+        return None
+    contact_id = payload.get("c")
+    if not isinstance(contact_id, int) or isinstance(contact_id, bool):
+        return None
+    return session.get(Contact, contact_id)
+
+
+def record_open(session: Session, contact: Contact, ip: str | None, user_agent: str | None) -> LinkOpen:
+    link_open = LinkOpen(contact_id=contact.id, ip=ip, user_agent=(user_agent or "")[:400] or None)
+    session.add(link_open)
+    return link_open
+
+
+class UnknownCustomer(LookupError):
+    pass
+
+
+def find_customer(session: Session, ref: str, company_code: str | None) -> Customer:
+    """The customer with this ERP ref; the company is needed only when the ref is ambiguous."""
+    query = select(Customer).where(Customer.ref == ref)
+    if company_code:
+        query = query.join(Company).where(Company.code == company_code)
+    matches = session.scalars(query).all()
+    if not matches:
+        where = f" in company {company_code}" if company_code else ""
+        raise UnknownCustomer(f"no customer with ref {ref!r}{where}")
+    if len(matches) > 1:
+        codes = ", ".join(sorted(c.company.code for c in matches))
+        raise UnknownCustomer(f"customer ref {ref!r} exists in several companies ({codes}); pass --company")
+    return matches[0]
+
+
+def fresh_link(session: Session, secret: str, base_url: str, customer: Customer) -> str:
+    contact = customer.primary_contact
+    if contact is None:
+        raise UnknownCustomer(f"customer {customer.ref!r} has no contact to send a link to")
+    return link_url(base_url, make_token(secret, contact))
+
+
+def revoke_all(session: Session, customer: Customer, actor: str = "cli") -> int:
+    """Invalidate every link (and portal session) given to any contact of the customer."""
+    for contact in customer.contacts:
+        contact.link_version += 1
+    audit.record(
+        session,
+        actor_type="system",
+        actor=actor,
+        action="links.revoked",
+        entity_type="customer",
+        entity_id=customer.id,
+        customer_id=customer.id,
+    )
+    return len(customer.contacts)
