@@ -6,7 +6,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
@@ -194,8 +194,55 @@ def serve(host: str, port: int, workers: int) -> None:
                 proxy_headers=True)
 
 
-def _register_optional(group: click.Group, loader: Callable[[], click.Command]) -> None:
-    group.add_command(loader())
+@cli.command("demo")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--dir", "directory", default="var", show_default=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Where the demo database and its secret live.")
+@click.option("--no-serve", is_flag=True, help="Create the demo and print its logins, without serving.")
+def demo(host: str, port: int, directory: Path, no_serve: bool) -> None:
+    """Create (or refresh) the SQLite demo, print the staff login and debtor links, and serve it."""
+    from encours import demo as demo_data
+    from encours.db import make_engine, make_sessionmaker, unit_of_work, upgrade
+
+    directory.mkdir(parents=True, exist_ok=True)
+    database = (directory / "demo.sqlite3").resolve()
+    for stale in (database, database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")):
+        stale.unlink(missing_ok=True)
+    secret_file = directory / "demo-secret"
+    if not secret_file.exists():
+        secret_file.write_text(secrets.token_urlsafe(32))
+        secret_file.chmod(0o600)
+    base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    url = f"sqlite:///{database}"
+    os.environ["ENCOURS_DATABASE_URL"] = url
+    os.environ.setdefault("ENCOURS_SECRET_KEY", secret_file.read_text().strip())
+    os.environ["ENCOURS_BASE_URL"] = base_url
+    settings = _settings()
+    upgrade(url)
+    engine = make_engine(url)
+    with unit_of_work(make_sessionmaker(engine)) as session:
+        info = demo_data.seed(session, secret=str(settings.secret_key), base_url=base_url,
+                              staff_password=secrets.token_urlsafe(12))
+    engine.dispose()
+    click.echo(f"Encours demo database: {database}")
+    click.echo("")
+    click.echo(f"Staff login:  {info.staff_email}")
+    click.echo(f"    password: {info.staff_password}")
+    click.echo("")
+    click.echo("Debtor links (each opens that customer's portal):")
+    for debtor in info.debtors:
+        click.echo(f"  {debtor.label} ({debtor.company_code} / {debtor.customer_ref}):")
+        click.echo(f"    {debtor.link}")
+    click.echo("")
+    if no_serve:
+        return
+    click.echo(f"Serving on {base_url}  (Ctrl+C to stop)")
+    import uvicorn
+
+    from encours.app import create_app
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -214,6 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exit_:
         sys.exit(exit_.exit_code)
     except OperationalError as error:
+        if "no such table" in str(error.orig) or "no such column" in str(error.orig):  # SQLite's missing schema
+            _fail(f"database at {_safe_url()} is not ready ({_first_line(error.orig)}); run 'encours db upgrade'")
         _fail(f"cannot use the database at {_safe_url()}: {_first_line(error.orig)}")
     except ProgrammingError as error:
         _fail(f"database at {_safe_url()} is not ready ({_first_line(error.orig)}); run 'encours db upgrade'")

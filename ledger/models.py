@@ -296,6 +296,14 @@ class Allocation(Base):
         ),
     )
 
+    @property
+    def amount(self) -> Money:
+        return Money(self.amount_minor, self.currency)
+
+    @property
+    def discount(self) -> Money:
+        return Money(self.discount_minor, self.currency)
+
 
 class LinkOpen(Base):
     __tablename__ = "link_opens"

@@ -1,0 +1,102 @@
+"""The application factory: the composition root of the web side."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from encours import errors
+from encours.db import make_engine, make_sessionmaker, unit_of_work
+from encours.security import CSRFMiddleware, SecurityHeadersMiddleware
+from encours.settings import Settings, load_settings
+from encours.templating import Templates
+from ledger.models import Company
+from portal import branding
+from portal.routes import routes as portal_routes
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+SESSION_COOKIE = "encours_session"
+SESSION_MAX_AGE = 12 * 60 * 60
+
+
+def healthz(request: Request) -> Response:
+    with unit_of_work(request.app.state.sessions) as session:
+        session.execute(text("SELECT 1"))
+    return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+
+def brand_css(request: Request) -> Response:
+    with unit_of_work(request.app.state.sessions) as session:
+        company = session.query(Company).filter_by(code=request.path_params["code"]).one_or_none()
+        if company is None:
+            raise HTTPException(404)
+        css = branding.stylesheet(company.brand_color)
+    return Response(css, media_type="text/css", headers={"Cache-Control": "public, max-age=300"})
+
+
+def brand_logo(request: Request) -> Response:
+    with unit_of_work(request.app.state.sessions) as session:
+        company = session.query(Company).filter_by(code=request.path_params["code"]).one_or_none()
+        if company is None or not company.logo or not company.logo_mime:
+            raise HTTPException(404)
+        content, mime = company.logo, company.logo_mime
+    return Response(content, media_type=mime, headers={"Cache-Control": "public, max-age=300"})
+
+
+def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None) -> Starlette:
+    engine = None
+    if sessions is None:
+        engine = make_engine(settings.database_url)
+        sessions = make_sessionmaker(engine)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if engine is not None:
+            engine.dispose()
+
+    routes = [
+        Route("/healthz", healthz, name="healthz"),
+        Route("/brand/{code:str}.css", brand_css, name="brand_css"),
+        Route("/brand/{code:str}/logo", brand_logo, name="brand_logo"),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        *portal_routes,
+    ]
+    middleware = [
+        Middleware(SecurityHeadersMiddleware),
+        Middleware(
+            SessionMiddleware,
+            secret_key=str(settings.secret_key),
+            session_cookie=SESSION_COOKIE,
+            max_age=SESSION_MAX_AGE,
+            same_site="lax",
+            https_only=settings.https,
+        ),
+        Middleware(CSRFMiddleware),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={HTTPException: errors.http_exception, 500: errors.server_error},
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.sessions = sessions
+    app.state.templates = Templates()
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    return create_app(load_settings())

@@ -1,0 +1,84 @@
+"""Languages, message catalogs and locale-aware formatting (Babel)."""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+
+from babel import Locale
+from babel.dates import format_date
+from babel.numbers import get_currency_name
+from babel.support import NullTranslations, Translations
+
+from ledger.money import Money
+
+LANGUAGES = ("fr", "en")
+DEFAULT_LANGUAGE = "fr"
+# The territory picks number and date conventions: French for fr, British for en (£1,234.56).
+FORMAT_LOCALES = {"fr": "fr_FR", "en": "en_GB"}
+LOCALE_DIR = Path(__file__).resolve().parent / "locale"
+
+
+def normalize(language: str | None) -> str:
+    code = (language or "").strip().lower()[:2]
+    return code if code in LANGUAGES else DEFAULT_LANGUAGE
+
+
+@lru_cache(maxsize=None)
+def translations(language: str) -> NullTranslations:
+    return Translations.load(str(LOCALE_DIR), [normalize(language)], domain="messages")
+
+
+def gettext(language: str, message: str, **values: object) -> str:
+    text = translations(language).gettext(message)
+    return text % values if values else text
+
+
+def N_(message: str) -> str:
+    """Marks a message for extraction where it is translated later."""
+    return message
+
+
+def negotiate(accept_language: str | None) -> str:
+    """The best of our languages for an Accept-Language header."""
+    if not accept_language:
+        return DEFAULT_LANGUAGE
+    weighted = []
+    for part in accept_language.split(","):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                quality = 0.0
+        weighted.append((quality, tag.strip().lower()[:2]))
+    for _, tag in sorted(weighted, key=lambda item: -item[0]):
+        if tag in LANGUAGES:
+            return tag
+    return DEFAULT_LANGUAGE
+
+
+def format_money(money: Money, language: str) -> str:
+    return money.format(FORMAT_LOCALES[normalize(language)])
+
+
+def format_day(day: date, language: str, style: str = "medium") -> str:
+    return format_date(day, format=style, locale=FORMAT_LOCALES[normalize(language)])
+
+
+def day_month(day: date, language: str) -> str:
+    """'12 December' / '12 décembre', for sentences."""
+    return format_date(day, format="d MMMM", locale=FORMAT_LOCALES[normalize(language)])
+
+
+def language_name(language: str) -> str:
+    """The language's name in itself: 'français', 'English'."""
+    name = Locale.parse(language).get_display_name(language) or language
+    return name[:1].upper() + name[1:] if language == "en" else name
+
+
+def currency_name(code: str, language: str) -> str:
+    name = get_currency_name(code, locale=FORMAT_LOCALES[normalize(language)])
+    return name[:1].upper() + name[1:]

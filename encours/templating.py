@@ -1,0 +1,100 @@
+"""Jinja2 rendering: one template per page, `{% block %}`s served alone to htmx."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from encours import i18n
+from encours.security import csrf_token
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_DIRS = [ROOT / "portal" / "templates", ROOT / "encours" / "templates"]
+
+
+def make_environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(d) for d in TEMPLATE_DIRS]),
+        autoescape=jinja2.select_autoescape(["html", "xml"]),
+        extensions=["jinja2.ext.i18n"],
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.install_null_translations(newstyle=True)  # real catalogs come per render, see context()
+    env.globals["languages"] = i18n.LANGUAGES
+    env.globals["language_name"] = i18n.language_name
+    return env
+
+
+def language_context(language: str) -> dict[str, Any]:
+    """gettext and formatters bound to one language; the context overrides the env's globals."""
+    language = i18n.normalize(language)
+    translations = i18n.translations(language)
+
+    def gettext(message: str, **values: Any) -> str:
+        # Jinja's newstyle gettext always formats, so a literal % is written %% in templates.
+        return translations.gettext(message) % values
+
+    def ngettext(singular: str, plural: str, n: int, **values: Any) -> str:
+        text = translations.ngettext(singular, plural, n)
+        values.setdefault("num", n)
+        return text % values
+
+    return {
+        "lang": language,
+        "gettext": gettext,
+        "_": gettext,
+        "ngettext": ngettext,
+        "money": lambda m: i18n.format_money(m, language),
+        "day": lambda d, style="medium": i18n.format_day(d, language, style),
+        "day_month": lambda d: i18n.day_month(d, language),
+        "currency_name": lambda code: i18n.currency_name(code, language),
+        "status_label": lambda status: status_label(status, gettext),
+    }
+
+
+def status_label(status: str, gettext: Any) -> str:
+    labels = {
+        "open": gettext("Open"),
+        "partially_paid": gettext("Partially paid"),
+        "paid": gettext("Paid"),
+        "disputed": gettext("Disputed"),
+        "void": gettext("Cancelled"),
+    }
+    return labels.get(status, status)
+
+
+class Templates:
+    def __init__(self) -> None:
+        self.env = make_environment()
+
+    def render_string(self, name: str, context: dict[str, Any], language: str, block: str | None = None) -> str:
+        template = self.env.get_template(name)
+        full = {**context, **language_context(language)}
+        if block is None:
+            return template.render(full)
+        return "".join(template.blocks[block](template.new_context(full)))
+
+    def response(
+        self,
+        request: Request,
+        name: str,
+        context: dict[str, Any],
+        language: str,
+        status_code: int = 200,
+        block: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> HTMLResponse:
+        """The page, or only `block` when htmx asks for it."""
+        fragment = block if block and request.headers.get("HX-Request") == "true" else None
+        full = {"request": request, "csrf_token": csrf_token(request), **context}
+        html = self.render_string(name, full, language, block=fragment)
+        response = HTMLResponse(html, status_code=status_code, headers=headers)
+        response.headers["Vary"] = "HX-Request, Cookie"
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response

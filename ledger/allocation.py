@@ -1,0 +1,117 @@
+"""Settling invoices: allocations from payments or credit notes, keeping the open amount true.
+
+Invariant, for every invoice: total = open + Σ allocation.amount + Σ allocation.discount, open >= 0.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ledger.models import Allocation, Invoice, InvoiceKind, InvoiceStatus, Payment
+from ledger.money import CurrencyError, Money
+
+
+class AllocationError(ValueError):
+    pass
+
+
+def settled_status(invoice: Invoice) -> str:
+    if invoice.status in (InvoiceStatus.disputed.value, InvoiceStatus.void.value):
+        return invoice.status
+    if invoice.open_minor == 0:
+        return InvoiceStatus.paid.value
+    if invoice.open_minor < invoice.total_minor:
+        return InvoiceStatus.partially_paid.value
+    return InvoiceStatus.open.value
+
+
+def allocate(
+    session: Session,
+    invoice: Invoice,
+    amount: Money,
+    discount: Money | None = None,
+    *,
+    payment: Payment | None = None,
+    credit_note: Invoice | None = None,
+) -> Allocation:
+    """Apply `amount` (and a granted `discount`) of a payment or credit note to an invoice."""
+    discount = discount or Money.zero(invoice.currency)
+    if (payment is None) == (credit_note is None):
+        raise AllocationError("an allocation comes from exactly one payment or one credit note")
+    if invoice.kind != InvoiceKind.invoice.value:
+        raise AllocationError(f"{invoice.number} is a credit note, not an invoice")
+    for money in (amount, discount):
+        if money.currency != invoice.currency:
+            raise CurrencyError(f"cannot settle a {invoice.currency} invoice with {money.currency}")
+    if amount.minor < 0 or discount.minor < 0 or amount.minor + discount.minor == 0:
+        raise AllocationError("an allocation settles a positive amount")
+    if amount.minor + discount.minor > invoice.open_minor:
+        raise AllocationError(
+            f"{invoice.number}: {(amount + discount)} exceeds the open {invoice.open}"
+        )
+    if credit_note is not None:
+        if credit_note.kind != InvoiceKind.credit_note.value:
+            raise AllocationError(f"{credit_note.number} is not a credit note")
+        if credit_note.currency != invoice.currency:
+            raise CurrencyError(f"cannot apply a {credit_note.currency} credit note to a {invoice.currency} invoice")
+        if credit_note.customer_id != invoice.customer_id:
+            raise AllocationError("a credit note settles invoices of its own customer only")
+        if amount.minor > credit_note.open_minor:
+            raise AllocationError(f"{credit_note.number} has only {credit_note.open} left")
+        credit_note.open_minor -= amount.minor
+        credit_note.status = settled_status(credit_note)
+    if payment is not None and payment.currency != invoice.currency:
+        raise CurrencyError(f"cannot apply a {payment.currency} payment to a {invoice.currency} invoice")
+    invoice.open_minor -= amount.minor + discount.minor
+    invoice.status = settled_status(invoice)
+    allocation = Allocation(
+        invoice_id=invoice.id,
+        payment_id=payment.id if payment else None,
+        credit_note_id=credit_note.id if credit_note else None,
+        currency=invoice.currency,
+        amount_minor=amount.minor,
+        discount_minor=discount.minor,
+    )
+    session.add(allocation)
+    session.flush()
+    return allocation
+
+
+def invariant_violations(session: Session) -> list[str]:
+    """Invoices whose stored open amount disagrees with their allocations (should be none)."""
+    settled = (
+        select(
+            Allocation.invoice_id,
+            func.coalesce(func.sum(Allocation.amount_minor + Allocation.discount_minor), 0).label("settled"),
+        )
+        .group_by(Allocation.invoice_id)
+        .subquery()
+    )
+    credited = (
+        select(
+            Allocation.credit_note_id,
+            func.coalesce(func.sum(Allocation.amount_minor), 0).label("used"),
+        )
+        .where(Allocation.credit_note_id.is_not(None))
+        .group_by(Allocation.credit_note_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(
+            Invoice.number,
+            Invoice.kind,
+            Invoice.total_minor,
+            Invoice.open_minor,
+            func.coalesce(settled.c.settled, 0),
+            func.coalesce(credited.c.used, 0),
+        )
+        .outerjoin(settled, settled.c.invoice_id == Invoice.id)
+        .outerjoin(credited, credited.c.credit_note_id == Invoice.id)
+    ).all()
+    problems = []
+    for number, kind, total, open_, settled_sum, used in rows:
+        consumed = settled_sum if kind == InvoiceKind.invoice.value else used
+        if open_ < 0 or total != open_ + consumed:
+            problems.append(f"{number}: total {total} != open {open_} + settled {consumed}")
+    return problems

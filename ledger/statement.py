@@ -1,0 +1,181 @@
+"""A customer's statement of account, per currency, as of a date."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ledger.models import Allocation, Customer, Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentStatus
+from ledger.money import Money
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    invoice: Invoice
+    days_overdue: int
+
+    @property
+    def is_credit_note(self) -> bool:
+        return self.invoice.is_credit_note
+
+    @property
+    def is_disputed(self) -> bool:
+        return self.invoice.status == InvoiceStatus.disputed.value
+
+
+@dataclass
+class CurrencySection:
+    currency: str
+    lines: list[StatementLine] = field(default_factory=list)
+    unapplied_credit: Money | None = None
+
+    def __post_init__(self) -> None:
+        if self.unapplied_credit is None:
+            self.unapplied_credit = Money.zero(self.currency)
+
+    def _sum(self, lines: list[StatementLine]) -> Money:
+        return Money(sum(line.invoice.open_minor for line in lines), self.currency)
+
+    @property
+    def invoice_lines(self) -> list[StatementLine]:
+        return [line for line in self.lines if not line.is_credit_note]
+
+    @property
+    def invoices_open(self) -> Money:
+        """Open invoices the customer is asked to pay: disputed ones are set aside."""
+        return self._sum([line for line in self.invoice_lines if not line.is_disputed])
+
+    @property
+    def disputed(self) -> Money:
+        return self._sum([line for line in self.invoice_lines if line.is_disputed])
+
+    @property
+    def credit_notes_open(self) -> Money:
+        return self._sum([line for line in self.lines if line.is_credit_note])
+
+    @property
+    def credits(self) -> Money:
+        assert self.unapplied_credit is not None
+        return self.credit_notes_open + self.unapplied_credit
+
+    @property
+    def balance(self) -> Money:
+        """What is owed after credits; negative when the customer is in credit."""
+        return self.invoices_open - self.credits
+
+    @property
+    def total_due(self) -> Money:
+        balance = self.balance
+        return balance if balance.minor > 0 else Money.zero(self.currency)
+
+    @property
+    def overdue(self) -> Money:
+        return self._sum(
+            [line for line in self.invoice_lines if line.days_overdue > 0 and not line.is_disputed]
+        )
+
+
+@dataclass(frozen=True)
+class Statement:
+    customer: Customer
+    as_of: date
+    sections: list[CurrencySection]
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.sections
+
+
+def days_overdue(due_date: date, today: date) -> int:
+    return max(0, (today - due_date).days)
+
+
+def open_items(session: Session, customer_id: int) -> list[Invoice]:
+    return list(
+        session.scalars(
+            select(Invoice)
+            .where(
+                Invoice.customer_id == customer_id,
+                Invoice.open_minor > 0,
+                Invoice.status != InvoiceStatus.void.value,
+            )
+            .order_by(Invoice.currency, Invoice.due_date, Invoice.number)
+        )
+    )
+
+
+def unapplied_credit(session: Session, customer_id: int) -> dict[str, Money]:
+    """Succeeded payments minus what was allocated from them, per currency."""
+    received = dict(
+        session.execute(
+            select(Payment.currency, func.sum(Payment.amount_minor))
+            .where(Payment.customer_id == customer_id, Payment.status == PaymentStatus.succeeded.value)
+            .group_by(Payment.currency)
+        ).all()
+    )
+    allocated = dict(
+        session.execute(
+            select(Allocation.currency, func.sum(Allocation.amount_minor))
+            .join(Payment, Allocation.payment_id == Payment.id)
+            .where(Payment.customer_id == customer_id, Payment.status == PaymentStatus.succeeded.value)
+            .group_by(Allocation.currency)
+        ).all()
+    )
+    credit: dict[str, Money] = {}
+    for currency, amount in received.items():
+        remaining = int(amount or 0) - int(allocated.get(currency) or 0)
+        if remaining > 0:
+            credit[currency] = Money(remaining, currency)
+    return credit
+
+
+def build_statement(session: Session, customer: Customer, today: date) -> Statement:
+    sections: dict[str, CurrencySection] = {}
+    for invoice in open_items(session, customer.id):
+        section = sections.setdefault(invoice.currency, CurrencySection(invoice.currency))
+        overdue = 0 if invoice.kind == InvoiceKind.credit_note.value else days_overdue(invoice.due_date, today)
+        section.lines.append(StatementLine(invoice, overdue))
+    for currency, credit in unapplied_credit(session, customer.id).items():
+        sections.setdefault(currency, CurrencySection(currency)).unapplied_credit = credit
+    base = customer.company.base_currency
+    # The company's own currency first, then the others alphabetically.
+    ordered = sorted(sections.values(), key=lambda s: (s.currency != base, s.currency))
+    return Statement(customer=customer, as_of=today, sections=ordered)
+
+
+def customer_invoice(session: Session, customer_id: int, invoice_id: int) -> Invoice | None:
+    """The invoice only if it belongs to this customer: the portal's one way to fetch one."""
+    return session.scalar(select(Invoice).where(Invoice.id == invoice_id, Invoice.customer_id == customer_id))
+
+
+def allocations_for(session: Session, invoice_id: int) -> list[Allocation]:
+    return list(
+        session.scalars(select(Allocation).where(Allocation.invoice_id == invoice_id).order_by(Allocation.created_at))
+    )
+
+
+@dataclass(frozen=True)
+class Discount:
+    amount: Money
+    until: date
+    bps: int
+
+
+def available_discount(invoice: Invoice, today: date) -> Discount | None:
+    """The early-payment saving on paying the whole open amount today, if still on offer."""
+    if (
+        invoice.kind != InvoiceKind.invoice.value
+        or not invoice.discount_bps
+        or invoice.discount_until is None
+        or today > invoice.discount_until
+        or invoice.open_minor == 0
+        or invoice.status in (InvoiceStatus.void.value,)
+    ):
+        return None
+    saving = invoice.open.percent_bps(invoice.discount_bps)
+    if saving.minor == 0:
+        return None
+    return Discount(amount=saving, until=invoice.discount_until, bps=invoice.discount_bps)

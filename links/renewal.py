@@ -1,0 +1,52 @@
+"""'Email me a fresh link': only ever to the address on file, at a bounded rate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from ledger import audit
+from ledger.models import Contact, OutboxMessage
+from links import throttle, tokens
+
+RENEWALS_PER_HOUR = 3
+
+
+def send_fresh_link(session: Session, contact: Contact, *, secret: str, base_url: str, templates: Any) -> bool:
+    """Queue an email with a new link for `contact`; False when the hourly cap is reached."""
+    key = f"renew:{contact.id}"
+    if throttle.is_blocked(session, key, RENEWALS_PER_HOUR, 3600):
+        return False
+    throttle.record_failure(session, key, 3600)
+    customer = contact.customer
+    context = {
+        "company": customer.company,
+        "customer": customer,
+        "contact": contact,
+        "link": tokens.link_url(base_url, tokens.make_token(secret, contact)),
+        "lifetime_days": customer.company.link_lifetime_days,
+    }
+    language = contact.language
+    subject = templates.render_string("email/fresh_link_subject.txt", context, language).strip()
+    session.add(
+        OutboxMessage(
+            customer_id=customer.id,
+            contact_id=contact.id,
+            kind="fresh_link",
+            to_address=contact.email,
+            subject=subject,
+            body_text=templates.render_string("email/fresh_link.txt", context, language),
+            body_html=templates.render_string("email/fresh_link.html", context, language),
+        )
+    )
+    audit.record(
+        session,
+        actor_type="contact",
+        actor=contact.email,
+        action="link.renewal_requested",
+        entity_type="contact",
+        entity_id=contact.id,
+        customer_id=customer.id,
+    )
+    return True

@@ -1,0 +1,49 @@
+"""Statement and invoice PDFs, rendered by WeasyPrint from the same templates' data."""
+
+from __future__ import annotations
+
+import base64
+from datetime import date
+from typing import Any
+
+from ledger.models import Company, Invoice
+from ledger.statement import Statement, available_discount, days_overdue
+from portal.branding import palette
+
+
+def _refuse_fetch(url: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    # Every resource is inlined; a PDF must never reach the network.
+    raise ValueError(f"PDF rendering does not fetch {url!r}")
+
+
+def _logo_data_uri(company: Company) -> str | None:
+    if not company.logo or not company.logo_mime:
+        return None
+    return f"data:{company.logo_mime};base64,{base64.b64encode(company.logo).decode()}"
+
+
+def _render(html: str) -> bytes:
+    from weasyprint import HTML
+
+    return HTML(string=html, url_fetcher=_refuse_fetch).write_pdf()
+
+
+def _brand(company: Company) -> dict[str, Any]:
+    return {"company": company, "logo_uri": _logo_data_uri(company), "colors": palette(company.brand_color)}
+
+
+def statement_pdf(templates: Any, statement: Statement, language: str) -> bytes:
+    context = {**_brand(statement.customer.company), "statement": statement, "customer": statement.customer}
+    return _render(templates.render_string("pdf/statement.html", context, language))
+
+
+def invoice_pdf(templates: Any, invoice: Invoice, language: str, today: date) -> bytes:
+    context = {
+        **_brand(invoice.company),
+        "invoice": invoice,
+        "customer": invoice.customer,
+        "days_overdue": 0 if invoice.is_credit_note else days_overdue(invoice.due_date, today),
+        "discount": available_discount(invoice, today),
+        "today": today,
+    }
+    return _render(templates.render_string("pdf/invoice.html", context, language))

@@ -1,0 +1,317 @@
+"""What the debtor sees and does. Handlers stay thin: services do the work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from encours import i18n
+from encours.clock import clock
+from encours.db import unit_of_work
+from encours.security import client_ip
+from ledger import statement as statements
+from ledger.models import Company, Contact, Customer
+from links import renewal, throttle, tokens
+from links.tokens import LinkProblem
+from portal import pdf
+
+PORTAL_SESSION_KEY = "portal"
+LANGUAGE_SESSION_KEY = "lang"
+
+
+@dataclass(frozen=True)
+class Visit:
+    contact: Contact
+    customer: Customer
+    company: Company
+    language: str
+
+
+def _sessions(request: Request) -> Any:
+    return request.app.state.sessions
+
+
+def _secret(request: Request) -> str:
+    return str(request.app.state.settings.secret_key)
+
+
+def _visitor_language(request: Request) -> str:
+    chosen = request.session.get(LANGUAGE_SESSION_KEY)
+    return i18n.normalize(chosen) if chosen else i18n.negotiate(request.headers.get("accept-language"))
+
+
+def current_visit(request: Request, session: Session) -> Visit | None:
+    """The debtor's visit from the signed session cookie, re-checked against the database
+    so that revoking links also ends open sessions."""
+    data = request.session.get(PORTAL_SESSION_KEY)
+    if not isinstance(data, dict):
+        return None
+    contact = session.get(Contact, data.get("contact"))
+    if contact is None or contact.link_version != data.get("v") or contact.customer_id != data.get("customer"):
+        request.session.pop(PORTAL_SESSION_KEY, None)
+        return None
+    customer = contact.customer
+    language = request.session.get(LANGUAGE_SESSION_KEY) or contact.language
+    return Visit(contact=contact, customer=customer, company=customer.company, language=i18n.normalize(language))
+
+
+def _message(
+    request: Request, language: str, title: str, body: str, status_code: int, **extra: Any
+) -> Response:
+    context = {"title": title, "body": body, "company": None, "visit": None, **extra}
+    return request.app.state.templates.response(
+        request, "portal/message.html", context, language, status_code=status_code
+    )
+
+
+def _t(language: str, message: str) -> str:
+    return i18n.gettext(language, message)
+
+
+def session_required(request: Request) -> Response:
+    language = _visitor_language(request)
+    return _message(
+        request,
+        language,
+        _t(language, "Please open the link from your email"),
+        _t(language, "For your security, your account can only be reached through the personal link "
+                     "we sent you by email. Open the latest one to continue."),
+        401,
+    )
+
+
+def open_link(request: Request) -> Response:
+    token = request.path_params["token"]
+    settings = request.app.state.settings
+    throttle_key = f"link:{client_ip(request)}"
+    with unit_of_work(_sessions(request)) as session:
+        if throttle.is_blocked(session, throttle_key, settings.link_throttle_max, settings.link_throttle_window_seconds):
+            language = _visitor_language(request)
+            return _message(
+                request,
+                language,
+                _t(language, "Too many attempts"),
+                _t(language, "Too many invalid links were opened from your connection. Please wait a few "
+                             "minutes, then open the link from your latest email."),
+                429,
+                headers={"Retry-After": str(settings.link_throttle_window_seconds)},
+            )
+        check = tokens.verify(session, _secret(request), token)
+        if not check.ok:
+            throttle.record_failure(session, throttle_key, settings.link_throttle_window_seconds)
+            return _link_problem(request, check, token)
+        assert check.contact is not None
+        contact = check.contact
+        tokens.record_open(session, contact, client_ip(request), request.headers.get("user-agent"))
+        request.session.clear()  # a fresh session: nothing from an earlier visitor survives
+        request.session[PORTAL_SESSION_KEY] = {
+            "contact": contact.id,
+            "customer": contact.customer_id,
+            "v": contact.link_version,
+        }
+    # 303 to a clean URL: the token leaves the address bar, history and Referer headers.
+    return RedirectResponse("/portal", status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def _link_problem(request: Request, check: tokens.LinkCheck, token: str) -> Response:
+    language = i18n.normalize(check.contact.language) if check.contact else _visitor_language(request)
+    if check.problem is LinkProblem.expired:
+        return _message(
+            request,
+            language,
+            _t(language, "This link has expired"),
+            _t(language, "Links to your account stay valid for a limited time. We can email a fresh link "
+                         "to the address this one was sent to."),
+            410,
+            renew_token=token,
+        )
+    if check.problem is LinkProblem.revoked:
+        return _message(
+            request,
+            language,
+            _t(language, "This link is no longer valid"),
+            _t(language, "A newer link replaced this one. Please open the latest email we sent you, or "
+                         "contact us."),
+            410,
+        )
+    return _message(
+        request,
+        language,
+        _t(language, "This link is not valid"),
+        _t(language, "The link may have been cut or altered. Please open it again from your email, "
+                     "copying the whole address."),
+        400,
+    )
+
+
+async def renew_link(request: Request) -> Response:
+    form = await request.form()
+    token = str(form.get("token", ""))
+    language = await _run(request, lambda: _renew(request, token))
+    return _message(
+        request,
+        language,
+        _t(language, "Check your inbox"),
+        _t(language, "If this link was one of ours, a fresh one is on its way to the address it was sent "
+                     "to. It may take a few minutes to arrive."),
+        200,
+    )
+
+
+def _renew(request: Request, token: str) -> str:
+    settings = request.app.state.settings
+    with unit_of_work(_sessions(request)) as session:
+        check = tokens.verify(session, _secret(request), token)
+        language = i18n.normalize(check.contact.language) if check.contact else _visitor_language(request)
+        if check.problem is LinkProblem.expired and check.contact is not None:
+            renewal.send_fresh_link(
+                session, check.contact, secret=_secret(request), base_url=settings.base_url,
+                templates=request.app.state.templates,
+            )
+        elif check.problem is LinkProblem.invalid:
+            throttle.record_failure(session, f"link:{client_ip(request)}", settings.link_throttle_window_seconds)
+    return language
+
+
+async def _run(request: Request, work: Any) -> Any:
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(work)
+
+
+def statement_page(request: Request) -> Response:
+    with unit_of_work(_sessions(request)) as session:
+        visit = current_visit(request, session)
+        if visit is None:
+            return session_required(request)
+        today = clock.today(visit.company.timezone)
+        statement = statements.build_statement(session, visit.customer, today)
+        return request.app.state.templates.response(
+            request,
+            "portal/statement.html",
+            {
+                "visit": visit,
+                "company": visit.company,
+                "statement": statement,
+                "today": today,
+                "discount_for": lambda invoice: statements.available_discount(invoice, today),
+            },
+            visit.language,
+            block="statement",
+        )
+
+
+def _owned_invoice(request: Request, session: Session, visit: Visit) -> Any:
+    invoice = statements.customer_invoice(session, visit.customer.id, request.path_params["invoice_id"])
+    if invoice is None:
+        raise HTTPException(404)
+    return invoice
+
+
+def invoice_page(request: Request) -> Response:
+    with unit_of_work(_sessions(request)) as session:
+        visit = current_visit(request, session)
+        if visit is None:
+            return session_required(request)
+        invoice = _owned_invoice(request, session, visit)
+        today = clock.today(visit.company.timezone)
+        return request.app.state.templates.response(
+            request,
+            "portal/invoice.html",
+            {
+                "visit": visit,
+                "company": visit.company,
+                "invoice": invoice,
+                "today": today,
+                "days_overdue": statements.days_overdue(invoice.due_date, today),
+                "allocations": statements.allocations_for(session, invoice.id),
+                "discount": statements.available_discount(invoice, today),
+            },
+            visit.language,
+        )
+
+
+def invoice_pdf(request: Request) -> Response:
+    with unit_of_work(_sessions(request)) as session:
+        visit = current_visit(request, session)
+        if visit is None:
+            return session_required(request)
+        invoice = _owned_invoice(request, session, visit)
+        content = invoice.pdf or pdf.invoice_pdf(
+            request.app.state.templates, invoice, visit.language, clock.today(visit.company.timezone)
+        )
+        filename = f"{_safe_filename(invoice.number)}.pdf"
+    return _pdf_response(content, filename)
+
+
+def statement_pdf(request: Request) -> Response:
+    with unit_of_work(_sessions(request)) as session:
+        visit = current_visit(request, session)
+        if visit is None:
+            return session_required(request)
+        today = clock.today(visit.company.timezone)
+        statement = statements.build_statement(session, visit.customer, today)
+        content = pdf.statement_pdf(request.app.state.templates, statement, visit.language)
+        filename = f"statement-{_safe_filename(visit.customer.ref)}-{today.isoformat()}.pdf"
+    return _pdf_response(content, filename)
+
+
+def _pdf_response(content: bytes, filename: str) -> Response:
+    return Response(
+        content,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="{filename}"', "Cache-Control": "no-store"},
+    )
+
+
+def _safe_filename(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)[:80] or "document"
+
+
+async def set_language(request: Request) -> Response:
+    form = await request.form()
+    language = str(form.get("lang", ""))
+    if language in i18n.LANGUAGES:
+        request.session[LANGUAGE_SESSION_KEY] = language
+    return RedirectResponse(_local_path(str(form.get("next", "/portal"))), status_code=303)
+
+
+def _local_path(target: str) -> str:
+    """Only same-site paths: never an open redirect."""
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/") or parts.path.startswith("//"):
+        return "/portal"
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def sign_out(request: Request) -> Response:
+    language = _visitor_language(request) if PORTAL_SESSION_KEY not in request.session else i18n.normalize(
+        request.session.get(LANGUAGE_SESSION_KEY) or _visitor_language(request)
+    )
+    request.session.clear()
+    return _message(
+        request,
+        language,
+        _t(language, "You are signed out"),
+        _t(language, "To come back, open the link from your latest email."),
+        200,
+    )
+
+
+routes = [
+    Route("/p/renew", renew_link, methods=["POST"], name="portal:renew"),
+    Route("/p/{token:str}", open_link, methods=["GET"], name="portal:open_link"),
+    Route("/portal", statement_page, methods=["GET"], name="portal:statement"),
+    Route("/portal/statement.pdf", statement_pdf, methods=["GET"], name="portal:statement_pdf"),
+    Route("/portal/invoices/{invoice_id:int}", invoice_page, methods=["GET"], name="portal:invoice"),
+    Route("/portal/invoices/{invoice_id:int}/pdf", invoice_pdf, methods=["GET"], name="portal:invoice_pdf"),
+    Route("/portal/language", set_language, methods=["POST"], name="portal:language"),
+    Route("/portal/sign-out", sign_out, methods=["POST"], name="portal:sign_out"),
+]
