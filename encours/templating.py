@@ -95,6 +95,6 @@ class Templates:
         full = {"request": request, "csrf_token": csrf_token(request), **context}
         html = self.render_string(name, full, language, block=fragment)
         response = HTMLResponse(html, status_code=status_code, headers=headers)
-        response.headers["Vary"] = "HX-Request, Cookie"
+        response.headers.append("Vary", "HX-Request")
         response.headers.setdefault("Cache-Control", "no-store")
         return response

@@ -63,11 +63,17 @@ def current_visit(request: Request, session: Session) -> Visit | None:
 
 
 def _message(
-    request: Request, language: str, title: str, body: str, status_code: int, **extra: Any
+    request: Request,
+    language: str,
+    title: str,
+    body: str,
+    status_code: int,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> Response:
     context = {"title": title, "body": body, "company": None, "visit": None, **extra}
     return request.app.state.templates.response(
-        request, "portal/message.html", context, language, status_code=status_code
+        request, "portal/message.html", context, language, status_code=status_code, headers=headers
     )
 
 
