@@ -67,3 +67,58 @@ def settings(db_url: str) -> Settings:
             "ENCOURS_BASE_URL": "http://testserver",
         }
     )
+
+
+# --- PostgreSQL: a throwaway server per test session (per xdist worker), see tests/pgserver.py ---
+
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.pgserver import PostgresServer
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator["PostgresServer"]:
+    from tests.pgserver import PostgresError, PostgresNotInstalled, PostgresServer
+
+    problem = None
+    try:
+        server = PostgresServer()
+        server.start()
+    except (PostgresNotInstalled, PostgresError) as error:
+        problem = str(error)
+    if problem is not None:  # a missing database must fail the tests that need it, never skip them
+        pytest.fail(problem, pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_server: "PostgresServer") -> str:
+    """SQLAlchemy URL of an empty database on the session's PostgreSQL server."""
+    return pg_server.url()
+
+
+@pytest.fixture(scope="session")
+def pg_engine(pg_url: str) -> Iterator[Engine]:
+    upgrade(pg_url)
+    engine = make_engine(pg_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_session_factory(pg_engine: Engine) -> Iterator[sessionmaker[Session]]:
+    """Like `session_factory`, on PostgreSQL: everything is rolled back after the test."""
+    connection = pg_engine.connect()
+    outer = connection.begin()
+    factory = sessionmaker(bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint")
+    yield factory
+    outer.rollback()
+    connection.close()
+
+
+@pytest.fixture
+def pg_session(pg_session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    with pg_session_factory() as session:
+        yield session

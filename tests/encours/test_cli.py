@@ -1,0 +1,314 @@
+"""The real `encours` console script, run as a user would: every failure is one line on stderr."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import click
+import pytest
+from sqlalchemy.orm import Session
+
+import encours.cli
+from encours.clock import clock
+from encours.db import make_engine, upgrade
+from encours.users import check_password
+from ledger.models import Company, Contact, Customer, User
+from links import tokens
+from links.tokens import LinkProblem
+from tests.pgserver import PostgresServer
+
+ENCOURS = Path(sys.executable).with_name("encours")
+SECRET = "cli-test-secret-0123456789abcdef"
+BASE_URL = "http://127.0.0.1:8000"
+UNREACHABLE = "postgresql+psycopg://nobody:s3cret@127.0.0.1:1/nowhere"
+ERROR = "encours: error: "
+LINK = re.compile(r"^http://127\.0\.0\.1:8000/p/(?P<token>[A-Za-z0-9_.\-]+)$")
+
+assert len(SECRET) == 32
+
+
+def _command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    ctx = click.Context(group, info_name="encours")
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if command is None or command.hidden:
+            continue
+        yield (*prefix, name)
+        if isinstance(command, click.Group):
+            yield from _command_paths(command, (*prefix, name))
+
+
+COMMANDS = [(), *_command_paths(encours.cli.cli)]
+
+
+class Cli:
+    """Runs the console script in a scratch directory (so no `.env` is read) against `url`."""
+
+    def __init__(self, cwd: Path, url: str) -> None:
+        self.cwd = cwd
+        self.url = url
+
+    def __call__(self, *args: str, input: str | None = None, url: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ENCOURS_", "STRIPE_", "GOCARDLESS_"))}
+        env.update(
+            ENCOURS_DATABASE_URL=url or self.url,
+            ENCOURS_SECRET_KEY=SECRET,
+            ENCOURS_BASE_URL=BASE_URL,
+            PYTHONUNBUFFERED="1",
+        )
+        return subprocess.run(
+            [str(ENCOURS), *args],
+            cwd=self.cwd,
+            env=env,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+
+def one_error(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
+    """The single error line, after checking the exit code and that nothing else was said."""
+    output = f"exit {result.returncode}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}"
+    assert result.returncode == code, output
+    assert "Traceback" not in result.stderr + result.stdout, output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(ERROR), output
+    return lines[0][len(ERROR):]
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    assert result.stderr == "", result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def fresh_url(tmp_path: Path) -> str:
+    """A SQLite file nobody ran the migrations on."""
+    return f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+
+
+@pytest.fixture
+def db_file_url(fresh_url: str) -> str:
+    upgrade(fresh_url)
+    return fresh_url
+
+
+@pytest.fixture
+def run(tmp_path: Path, db_file_url: str) -> Cli:
+    return Cli(tmp_path, db_file_url)
+
+
+@pytest.fixture
+def run_fresh(tmp_path: Path, fresh_url: str) -> Cli:
+    return Cli(tmp_path, fresh_url)
+
+
+@pytest.fixture
+def db(db_file_url: str) -> Iterator[Session]:
+    engine = make_engine(db_file_url)
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+    engine.dispose()
+
+
+def _customer(session: Session, company_code: str, ref: str) -> Customer:
+    company = session.query(Company).filter_by(code=company_code).one_or_none()
+    if company is None:
+        company = Company(code=company_code, name=f"{company_code} SAS", base_currency="EUR")
+        session.add(company)
+        session.flush()
+    customer = Customer(company_id=company.id, ref=ref, name=f"Customer {ref}")
+    session.add(customer)
+    session.flush()
+    session.add(Contact(customer_id=customer.id, email=f"ap-{ref.lower()}@example.com", is_primary=True))
+    session.commit()
+    return customer
+
+
+# --- help and usage errors -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda path: " ".join(path) or "encours")
+def test_every_command_has_help(tmp_path: Path, fresh_url: str, path: tuple[str, ...]) -> None:
+    out = ok(Cli(tmp_path, fresh_url)(*path, "--help"))
+    assert out.startswith(f"Usage: {' '.join(('encours', *path))} "), out
+    assert not (tmp_path / "fresh.sqlite3").exists(), "--help must not touch the database"
+
+
+def test_the_command_list_is_not_empty() -> None:
+    paths = {" ".join(path) for path in COMMANDS}
+    assert {"db upgrade", "company create", "link", "user create"} <= paths
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--bogus",),
+        ("db", "upgrade", "--bogus"),
+        ("company", "create", "ACME", "--name", "Acme", "--currency", "EUR", "--frobnicate"),
+    ],
+    ids=["top-level", "db upgrade", "company create"],
+)
+def test_unknown_option_is_one_line_exit_2(run_fresh: Cli, args: tuple[str, ...]) -> None:
+    assert args[-1] in one_error(run_fresh(*args), 2)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("company", "create"), ("link",), ("user", "create", "--role", "admin"), ("company", "create", "ACME")],
+    ids=["company code", "link ref", "user email", "company --name"],
+)
+def test_missing_argument_is_one_line_exit_2(run_fresh: Cli, args: tuple[str, ...]) -> None:
+    assert "Missing" in one_error(run_fresh(*args), 2)
+
+
+@pytest.mark.parametrize("args", [("frobnicate",), ("db", "downgrade-everything")], ids=["top-level", "in a group"])
+def test_unknown_command_is_one_line_exit_2(run_fresh: Cli, args: tuple[str, ...]) -> None:
+    assert args[-1] in one_error(run_fresh(*args), 2)
+
+
+def test_bad_choice_is_one_line_exit_2(run_fresh: Cli) -> None:
+    assert "--role" in one_error(run_fresh("user", "create", "a@b.fr", "--role", "emperor"), 2)
+
+
+# --- database problems -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [("db", "upgrade"), ("link", "X"), ("company", "create", "A", "--name", "A",
+                                                                      "--currency", "EUR")])
+def test_unreachable_database_is_one_line_exit_1(run_fresh: Cli, args: tuple[str, ...]) -> None:
+    message = one_error(run_fresh(*args, url=UNREACHABLE), 1)
+    assert message.startswith("cannot use the database "), message
+    assert "127.0.0.1" in message
+    assert "s3cret" not in message
+
+
+@pytest.mark.parametrize("args", [("link", "X"), ("company", "create", "A", "--name", "A", "--currency", "EUR"),
+                                  ("user", "create", "a@b.fr", "--role", "admin")])
+def test_sqlite_database_never_upgraded_says_to_upgrade(run_fresh: Cli, args: tuple[str, ...]) -> None:
+    assert "encours db upgrade" in one_error(run_fresh(*args), 1)
+
+
+@pytest.mark.postgres
+def test_postgresql_database_never_upgraded_says_to_upgrade(tmp_path: Path, pg_server: PostgresServer) -> None:
+    run = Cli(tmp_path, pg_server.create_database("cli_never_upgraded"))
+    assert "encours db upgrade" in one_error(run("link", "X"), 1)
+    assert "up to date" in ok(run("db", "upgrade"))
+    assert "no customer" in one_error(run("link", "X"), 1)
+
+
+# --- db upgrade, company create -------------------------------------------------------------------
+
+
+def test_upgrade_then_create_a_company(run_fresh: Cli, fresh_url: str) -> None:
+    assert "up to date" in ok(run_fresh("db", "upgrade"))
+    assert "up to date" in ok(run_fresh("db", "upgrade"))  # twice is harmless
+    out = ok(run_fresh("company", "create", "ACME", "--name", "Acme SAS", "--currency", "EUR"))
+    assert "ACME" in out
+    engine = make_engine(fresh_url)
+    with Session(engine) as session:
+        company = session.query(Company).filter_by(code="ACME").one()
+        assert (company.name, company.base_currency, company.country, company.timezone) == (
+            "Acme SAS", "EUR", "FR", "Europe/Paris")
+    engine.dispose()
+
+
+def test_company_create_refuses_bad_input(run: Cli) -> None:
+    ok(run("company", "create", "ACME", "--name", "Acme SAS", "--currency", "EUR"))
+    assert "already exists" in one_error(run("company", "create", "ACME", "--name", "Other", "--currency", "EUR"))
+    assert "XYZ" in one_error(run("company", "create", "B", "--name", "B", "--currency", "XYZ"))
+    assert "Mars/Olympus" in one_error(
+        run("company", "create", "C", "--name", "C", "--currency", "EUR", "--timezone", "Mars/Olympus"))
+    assert "XX" in one_error(run("company", "create", "D", "--name", "D", "--currency", "EUR", "--country", "XX"))
+
+
+# --- user create ----------------------------------------------------------------------------------
+
+
+def test_user_create_prints_a_generated_password(run: Cli, db: Session) -> None:
+    out = ok(run("user", "create", "a@b.fr", "--role", "admin"))
+    match = re.search(r"^password: (\S+)$", out, re.MULTILINE)
+    assert match, out
+    user = db.query(User).filter_by(email="a@b.fr").one()
+    assert user.role == "admin"
+    assert check_password(user, match.group(1))
+
+
+def test_user_create_reads_the_password_from_stdin(run: Cli, db: Session) -> None:
+    out = ok(run("user", "create", "c@b.fr", "--role", "admin", "--password-stdin", input="correct horse battery\n"))
+    assert "password" not in out.lower().replace("password-stdin", "")
+    user = db.query(User).filter_by(email="c@b.fr").one()
+    assert check_password(user, "correct horse battery")
+    assert not check_password(user, "correct horse battery\n")
+
+
+def test_user_create_with_a_short_or_missing_stdin_password_fails(run: Cli) -> None:
+    assert "password" in one_error(run("user", "create", "c@b.fr", "--role", "admin", "--password-stdin", input="short\n"))
+    assert "password" in one_error(run("user", "create", "c@b.fr", "--role", "admin", "--password-stdin"))
+
+
+def test_collector_needs_a_company(run: Cli, db: Session) -> None:
+    assert "--company" in one_error(run("user", "create", "col@b.fr", "--role", "collector"))
+    assert "NOPE" in one_error(run("user", "create", "col@b.fr", "--role", "collector", "--company", "NOPE"))
+    ok(run("company", "create", "ACME", "--name", "Acme SAS", "--currency", "EUR"))
+    ok(run("user", "create", "col@b.fr", "--role", "collector", "--company", "ACME"))
+    assert [c.code for c in db.query(User).filter_by(email="col@b.fr").one().companies] == ["ACME"]
+
+
+def test_duplicate_user_is_one_line(run: Cli) -> None:
+    ok(run("user", "create", "a@b.fr", "--role", "admin"))
+    assert "already exists" in one_error(run("user", "create", "A@B.fr", "--role", "admin"))
+
+
+# --- link -------------------------------------------------------------------------------------------
+
+
+def test_link_prints_a_magic_link_that_verifies(run: Cli, db: Session) -> None:
+    clock.reset()  # the subprocess signs with the real time
+    customer = _customer(db, "ACME", "C001")
+    lines = ok(run("link", "C001")).splitlines()
+    assert len(lines) == 1
+    match = LINK.match(lines[0])
+    assert match, lines
+    check = tokens.verify(db, SECRET, match.group("token"))
+    assert check.ok, check.problem
+    assert check.contact is not None and check.contact.customer_id == customer.id
+
+
+def test_link_revoke_invalidates_earlier_links(run: Cli, db: Session) -> None:
+    clock.reset()
+    _customer(db, "ACME", "C001")
+    first = LINK.match(ok(run("link", "C001")).strip())
+    assert first
+    assert "C001" in ok(run("link", "--revoke", "C001"))
+    db.expire_all()
+    assert tokens.verify(db, SECRET, first.group("token")).problem is LinkProblem.revoked
+    second = LINK.match(ok(run("link", "C001")).strip())
+    assert second
+    db.expire_all()
+    assert tokens.verify(db, SECRET, second.group("token")).ok
+
+
+def test_link_for_an_unknown_customer_is_one_line(run: Cli, db: Session) -> None:
+    _customer(db, "ACME", "C001")
+    assert "UNKNOWN" in one_error(run("link", "UNKNOWN"))
+    assert "OTHER" in one_error(run("link", "C001", "--company", "OTHER"))
+
+
+def test_link_for_a_ref_in_two_companies_needs_company(run: Cli, db: Session) -> None:
+    clock.reset()
+    _customer(db, "ACME", "C001")
+    other = _customer(db, "BETA", "C001")
+    assert "--company" in one_error(run("link", "C001"))
+    match = LINK.match(ok(run("link", "C001", "--company", "BETA")).strip())
+    assert match
+    check = tokens.verify(db, SECRET, match.group("token"))
+    assert check.ok and check.contact is not None and check.contact.customer_id == other.id
