@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 from babel.numbers import format_currency, get_currency_precision, is_currency
 
@@ -16,6 +17,7 @@ class AmountError(ValueError):
     pass
 
 
+@lru_cache(maxsize=512)
 def check_currency(code: str) -> str:
     """The upper-cased ISO 4217 code, or CurrencyError naming it."""
     normalized = (code or "").strip().upper()
@@ -24,6 +26,7 @@ def check_currency(code: str) -> str:
     return normalized
 
 
+@lru_cache(maxsize=512)
 def decimals(currency: str) -> int:
     """Minor-unit digits of a currency (EUR 2, JPY 0, KWD 3)."""
     return get_currency_precision(check_currency(currency))

@@ -1,0 +1,721 @@
+"""ERP imports of customers and invoices from CSV, all-or-nothing.
+
+The whole file is parsed and checked against the database before anything is written:
+either every line is good and all of it is applied, or nothing is and every bad line is
+reported with its number (as a spreadsheet counts them: the header is line 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session, selectinload
+
+from ledger import audit
+from ledger.models import Company, Contact, Customer, Invoice, InvoiceKind, InvoiceStatus
+from ledger.money import AmountError, CurrencyError, Money, check_currency
+
+ImportKind = Literal["customers", "invoices"]
+
+MAX_DATA_LINES = 50_000
+# Keeps IN (...) lists well under every database's bound-parameter limit.
+_CHUNK = 500
+_MAX_MINOR = 2**63 - 1
+
+CUSTOMER_COLUMNS: tuple[str, ...] = ("company", "customer_ref", "name", "email", "language", "phone", "segment")
+INVOICE_COLUMNS: tuple[str, ...] = (
+    "company",
+    "customer_ref",
+    "number",
+    "issue_date",
+    "due_date",
+    "currency",
+    "amount",
+    "discount_percent",
+    "discount_until",
+)
+_REQUIRED: dict[str, tuple[str, ...]] = {"customers": CUSTOMER_COLUMNS, "invoices": INVOICE_COLUMNS}
+_OPTIONAL: dict[str, tuple[str, ...]] = {"customers": (), "invoices": ("type",)}
+
+_EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_PERCENT = re.compile(r"^\d+(\.\d+)?$")
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+_EXPONENT = re.compile(r"\d[eE][+-]?\d")
+_LANGUAGES = ("fr", "en")
+_ACTOR = "import"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LineError:
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+class ImportFailed(Exception):
+    """Nothing was written; `errors` holds one entry per bad line, in file order."""
+
+    def __init__(self, errors: list[LineError]) -> None:
+        self.errors = errors
+        super().__init__(f"{len(errors)} bad line(s): " + "; ".join(str(e) for e in errors[:3]))
+
+
+@dataclass
+class ImportReport:
+    kind: ImportKind
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def summary(self) -> str:
+        return f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged"
+
+
+def import_csv(session: Session, kind: ImportKind, raw: bytes) -> ImportReport:
+    """Validate the whole file, then apply it with `session` (flushed, not committed)."""
+    if kind not in _REQUIRED:
+        raise ValueError(f"unknown import kind {kind!r}")
+    rows, problems = _read_rows(kind, raw)
+    if kind == "customers":
+        return _import_customers(session, rows, problems)
+    return _import_invoices(session, rows, problems)
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    line: int
+    values: dict[str, str]
+
+    def get(self, column: str) -> str:
+        return self.values.get(column, "").strip()
+
+
+@dataclass
+class _Problems:
+    """Reasons per line; one LineError per bad line, its reasons joined."""
+
+    by_line: dict[int, list[str]] = field(default_factory=dict)
+
+    def add(self, line: int, message: str) -> None:
+        self.by_line.setdefault(line, []).append(message)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_line)
+
+    def has(self, line: int) -> bool:
+        return line in self.by_line
+
+    def raise_if_any(self) -> None:
+        if self.by_line:
+            raise ImportFailed(
+                [LineError(line, "; ".join(messages)) for line, messages in sorted(self.by_line.items())]
+            )
+
+
+def _fail(line: int, message: str) -> ImportFailed:
+    return ImportFailed([LineError(line, message)])
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        byte = raw[error.start : error.start + 1].hex()
+        raise _fail(line, f"the file is not UTF-8 text (byte 0x{byte}); export it as CSV UTF-8") from None
+
+
+def _read_rows(kind: ImportKind, raw: bytes) -> tuple[list[_Row], _Problems]:
+    text = _decode(raw)
+    if not text.strip():
+        raise _fail(1, "the file is empty")
+    first_line = _NEWLINE.split(text, maxsplit=1)[0]
+    # The header has no decimals, so the separator it uses most is the file's.
+    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except csv.Error as error:
+        raise _fail(1, f"cannot read the header: {error}") from None
+    columns = _check_header(kind, header)
+
+    rows: list[_Row] = []
+    problems = _Problems()
+    data_lines = 0
+    line_end = reader.line_num
+    while True:
+        start = line_end + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as error:
+            raise _fail(start, f"cannot read this line: {error}") from None
+        line_end = reader.line_num
+        if not any(value.strip() for value in fields):
+            continue  # blank lines and spreadsheets' trailing ";;;;" rows carry nothing
+        data_lines += 1
+        if data_lines > MAX_DATA_LINES:
+            raise _fail(1, f"the file has more than {MAX_DATA_LINES:,} data lines; split it into smaller files")
+        if len(fields) != len(columns):
+            hint = f" (a '{delimiter}' inside a value needs quotes)" if len(fields) > len(columns) else ""
+            problems.add(start, f"expected {len(columns)} values, found {len(fields)}{hint}")
+            continue
+        rows.append(_Row(start, dict(zip(columns, fields))))
+    if not rows and not problems:
+        raise _fail(1, "the file has a header but no data lines")
+    return rows, problems
+
+
+def _check_header(kind: ImportKind, header: list[str]) -> list[str]:
+    required, optional = _REQUIRED[kind], _OPTIONAL[kind]
+    columns = [name.strip().lower() for name in header]
+    messages: list[str] = []
+    for position, name in enumerate(columns, start=1):
+        if not name:
+            messages.append(f"column {position} has no name")
+        elif name not in required and name not in optional:
+            messages.append(f"unknown column {name!r}")
+    duplicated = sorted({name for name in columns if name and columns.count(name) > 1})
+    if duplicated:
+        messages.append("duplicated column(s) " + ", ".join(duplicated))
+    missing = [name for name in required if name not in columns]
+    if missing:
+        messages.append("missing column(s) " + ", ".join(missing))
+    if messages:
+        expected = ",".join(required + optional)
+        raise _fail(1, "; ".join(messages) + f" (expected {expected})")
+    return columns
+
+
+# --- field parsing -------------------------------------------------------------------
+
+
+class _Bad(ValueError):
+    pass
+
+
+def _required(row: _Row, column: str, max_length: int) -> str:
+    value = row.get(column)
+    if not value:
+        raise _Bad(f"{column} is empty")
+    return _limited(column, value, max_length)
+
+
+def _optional(row: _Row, column: str, max_length: int) -> str | None:
+    value = row.get(column)
+    return _limited(column, value, max_length) if value else None
+
+
+def _limited(column: str, value: str, max_length: int) -> str:
+    if len(value) > max_length:
+        raise _Bad(f"{column} is longer than {max_length} characters")
+    return value
+
+
+def _date(row: _Row, column: str) -> date | None:
+    value = row.get(column)
+    if not value:
+        return None
+    if _ISO_DATE.match(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise _Bad(f"{column} {value!r} is not a date (expected YYYY-MM-DD)")
+
+
+def _required_date(row: _Row, column: str) -> date:
+    value = _date(row, column)
+    if value is None:
+        raise _Bad(f"{column} is empty")
+    return value
+
+
+def _discount_bps(row: _Row) -> int | None:
+    value = row.get("discount_percent").replace(" ", "").removesuffix("%")
+    if not value:
+        return None
+    normalized = value.replace(",", ".")
+    if not _PERCENT.match(normalized):
+        raise _Bad(f"discount_percent {value!r} is not a number")
+    percent = Decimal(normalized)
+    bps = percent.scaleb(2)
+    if bps != bps.to_integral_value():
+        raise _Bad(f"discount_percent {value!r} has more than 2 decimals")
+    if not 0 < percent < 100:
+        raise _Bad(f"discount_percent {value!r} must be above 0 and below 100")
+    return int(bps)
+
+
+def _collect(problems: _Problems, line: int, parse: Callable[..., T], *args: Any) -> T | None:
+    """parse(*args), or None with the reason recorded against the line."""
+    try:
+        return parse(*args)
+    except _Bad as error:
+        problems.add(line, str(error))
+        return None
+
+
+def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]
+
+
+def _load_companies(session: Session, codes: Iterable[str]) -> dict[str, Company]:
+    wanted = sorted(set(codes))
+    found: dict[str, Company] = {}
+    for chunk in _chunks(wanted):
+        for company in session.scalars(select(Company).where(Company.code.in_(chunk))):
+            found[company.code] = company
+    return found
+
+
+def _changes(current: dict[str, Any], wanted: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    before = {key: current[key] for key in wanted if current[key] != wanted[key]}
+    after = {key: wanted[key] for key in before}
+    return before, after
+
+
+# --- customers -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _CustomerLine:
+    line: int
+    company_code: str
+    ref: str
+    name: str
+    email: str
+    language: str | None  # None: the company's default, known once companies are loaded
+    phone: str | None
+    segment: str | None
+
+
+def _parse_customer(row: _Row, problems: _Problems) -> _CustomerLine | None:
+    line = row.line
+    company_code = _collect(problems, line, _required, row, "company", 32)
+    ref = _collect(problems, line, _required, row, "customer_ref", 64)
+    name = _collect(problems, line, _required, row, "name", 200)
+    email = _collect(problems, line, _required, row, "email", 254)
+    if email is not None and not _EMAIL.match(email):
+        problems.add(line, f"email {email!r} is not an email address (one address per line)")
+    language = row.get("language").lower() or None
+    if language is not None and language not in _LANGUAGES:
+        problems.add(line, f"language {row.get('language')!r} must be fr or en")
+    phone = _collect(problems, line, _optional, row, "phone", 40)
+    segment = _collect(problems, line, _optional, row, "segment", 64)
+    if problems.has(line):
+        return None
+    return _CustomerLine(line, company_code, ref, name, email, language, phone, segment)
+
+
+def _customer_values(parsed: _CustomerLine, company: Company) -> dict[str, Any]:
+    language = parsed.language or ("fr" if company.country == "FR" else "en")
+    return {
+        "name": parsed.name,
+        "language": language,
+        "segment": parsed.segment,
+        "email": parsed.email,
+        "phone": parsed.phone,
+        "contact_language": language,
+    }
+
+
+def _current_customer_values(customer: Customer) -> dict[str, Any]:
+    contact = customer.primary_contact
+    return {
+        "name": customer.name,
+        "language": customer.language,
+        "segment": customer.segment,
+        "email": contact.email if contact else None,
+        "phone": contact.phone if contact else None,
+        "contact_language": contact.language if contact else None,
+    }
+
+
+def _import_customers(session: Session, rows: list[_Row], problems: _Problems) -> ImportReport:
+    parsed = [p for p in (_parse_customer(row, problems) for row in rows) if p is not None]
+    companies = _load_companies(session, (p.company_code for p in parsed))
+
+    # (company id, ref) -> (first line, wanted values)
+    wanted: dict[tuple[int, str], tuple[int, dict[str, Any]]] = {}
+    for p in parsed:
+        company = companies.get(p.company_code)
+        if company is None:
+            problems.add(p.line, f"unknown company {p.company_code!r}")
+            continue
+        values = _customer_values(p, company)
+        key = (company.id, p.ref)
+        earlier = wanted.get(key)
+        if earlier is None:
+            wanted[key] = (p.line, values)
+        elif earlier[1] != values:
+            problems.add(p.line, f"customer {p.ref!r} is already on line {earlier[0]} with different values")
+    problems.raise_if_any()
+
+    existing = _load_customers(session, wanted.keys())
+    report = ImportReport("customers")
+    new: list[tuple[int, str, dict[str, Any]]] = []
+    for (company_id, ref), (_, values) in wanted.items():
+        customer = existing.get((company_id, ref))
+        if customer is None:
+            new.append((company_id, ref, values))
+            report.created += 1
+            continue
+        before, after = _changes(_current_customer_values(customer), values)
+        if not before:
+            report.unchanged += 1
+            continue
+        _update_customer(customer, values)
+        audit.record(
+            session,
+            actor_type="system",
+            actor=_ACTOR,
+            action="customer.updated",
+            entity_type="customer",
+            entity_id=customer.id,
+            customer_id=customer.id,
+            before=before,
+            after=after,
+        )
+        report.updated += 1
+    session.flush()
+    _insert_customers(session, new)
+    return report
+
+
+def _insert_customers(session: Session, new: list[tuple[int, str, dict[str, Any]]]) -> None:
+    # Bulk INSERT ... RETURNING: building one ORM object per line is what makes big files slow.
+    if not new:
+        return
+    customer_rows = [
+        {"company_id": company_id, "ref": ref, "name": values["name"], "language": values["language"],
+         "segment": values["segment"]}
+        for company_id, ref, values in new
+    ]
+    returning = insert(Customer).returning(Customer.id, sort_by_parameter_order=True)
+    ids = session.scalars(returning, customer_rows).all()
+    contact_rows = [
+        {"customer_id": customer_id, "email": values["email"], "phone": values["phone"],
+         "language": values["contact_language"], "is_primary": True}
+        for customer_id, (_, _, values) in zip(ids, new, strict=True)
+    ]
+    session.execute(insert(Contact), contact_rows)
+
+
+def _load_customers(session: Session, keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str], Customer]:
+    refs_by_company: dict[int, list[str]] = {}
+    for company_id, ref in keys:
+        refs_by_company.setdefault(company_id, []).append(ref)
+    found: dict[tuple[int, str], Customer] = {}
+    for company_id, refs in refs_by_company.items():
+        for chunk in _chunks(refs):
+            query = (
+                select(Customer)
+                .where(Customer.company_id == company_id, Customer.ref.in_(chunk))
+                .options(selectinload(Customer.contacts))
+            )
+            for customer in session.scalars(query):
+                found[(company_id, customer.ref)] = customer
+    return found
+
+
+def _update_customer(customer: Customer, values: dict[str, Any]) -> None:
+    customer.name = values["name"]
+    customer.language = values["language"]
+    customer.segment = values["segment"]
+    contact = customer.primary_contact
+    if contact is None:
+        customer.contacts.append(
+            Contact(email=values["email"], phone=values["phone"], language=values["contact_language"], is_primary=True)
+        )
+        return
+    if contact.email != values["email"]:
+        # Links already sent went to the old address: they must stop opening the portal.
+        contact.link_version += 1
+    contact.email = values["email"]
+    contact.phone = values["phone"]
+    contact.language = values["contact_language"]
+
+
+# --- invoices ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _InvoiceLine:
+    line: int
+    company_code: str
+    customer_ref: str
+    number: str
+    kind: str
+    issue_date: date
+    due_date: date
+    currency: str
+    total_minor: int
+    discount_bps: int | None
+    discount_until: date | None
+
+    def content(self) -> tuple[Any, ...]:
+        return (self.customer_ref, self.kind, self.issue_date, self.due_date, self.currency, self.total_minor,
+                self.discount_bps, self.discount_until)
+
+
+def _parse_amount(row: _Row, currency: str) -> int:
+    text = row.get("amount")
+    if _EXPONENT.search(text):
+        # Spreadsheets write big numbers as 1,23E+05: the digits they dropped are gone.
+        raise _Bad(f"amount {text!r} is in scientific notation; format the column as a plain number")
+    try:
+        minor = Money.parse(text, currency).minor
+    except AmountError as error:
+        raise _Bad(str(error)) from None
+    if minor <= 0:
+        raise _Bad("amount must be positive")
+    if minor > _MAX_MINOR:
+        raise _Bad(f"amount {text!r} is too large")
+    return minor
+
+
+def _currency(code: str) -> str | None:
+    try:
+        return check_currency(code)
+    except CurrencyError:
+        return None
+
+
+def _parse_currency(row: _Row) -> str:
+    code = row.get("currency")
+    if not code:
+        raise _Bad("currency is empty")
+    currency = _currency(code)
+    if currency is None:
+        raise _Bad(f"unknown currency {code!r}")
+    return currency
+
+
+def _parse_kind(row: _Row) -> str:
+    value = row.get("type").lower() or InvoiceKind.invoice.value
+    if value not in {k.value for k in InvoiceKind}:
+        raise _Bad(f"type {row.get('type')!r} must be invoice or credit_note")
+    return value
+
+
+def _parse_invoice(row: _Row, problems: _Problems) -> _InvoiceLine | None:
+    line = row.line
+    company_code = _collect(problems, line, _required, row, "company", 32)
+    customer_ref = _collect(problems, line, _required, row, "customer_ref", 64)
+    number = _collect(problems, line, _required, row, "number", 64)
+    kind = _collect(problems, line, _parse_kind, row)
+    issue_date = _collect(problems, line, _required_date, row, "issue_date")
+    due_date = _collect(problems, line, _required_date, row, "due_date")
+    if issue_date is not None and due_date is not None and due_date < issue_date:
+        problems.add(line, f"due_date {due_date.isoformat()} is before issue_date {issue_date.isoformat()}")
+
+    currency = _collect(problems, line, _parse_currency, row)
+    total_minor = _collect(problems, line, _parse_amount, row, currency) if currency else None
+
+    discount_bps = _collect(problems, line, _discount_bps, row)
+    discount_until = _collect(problems, line, _date, row, "discount_until")
+    percent_given, until_given = bool(row.get("discount_percent")), bool(row.get("discount_until"))
+    if kind == InvoiceKind.credit_note.value and (percent_given or until_given):
+        problems.add(line, "a credit note cannot carry a discount")
+    elif percent_given and not until_given:
+        problems.add(line, "discount_until is empty but discount_percent is given")
+    elif until_given and not percent_given:
+        problems.add(line, "discount_percent is empty but discount_until is given")
+
+    if problems.has(line):
+        return None
+    return _InvoiceLine(line, company_code, customer_ref, number, kind, issue_date, due_date, currency,
+                        total_minor, discount_bps, discount_until)
+
+
+def _import_invoices(session: Session, rows: list[_Row], problems: _Problems) -> ImportReport:
+    parsed = [p for p in (_parse_invoice(row, problems) for row in rows) if p is not None]
+    companies = _load_companies(session, (p.company_code for p in parsed))
+    known = [p for p in parsed if p.company_code in companies]
+    customer_ids = _load_customer_ids(session, ((companies[p.company_code].id, p.customer_ref) for p in known))
+    existing = _load_invoices(session, ((companies[p.company_code].id, p.number) for p in known))
+
+    # (company id, number) -> the line that first gave it
+    wanted: dict[tuple[int, str], _InvoiceLine] = {}
+    for p in parsed:
+        company = companies.get(p.company_code)
+        if company is None:
+            problems.add(p.line, f"unknown company {p.company_code!r}")
+            continue
+        if (company.id, p.customer_ref) not in customer_ids:
+            problems.add(p.line, f"unknown customer {p.customer_ref!r} in company {company.code}")
+        key = (company.id, p.number)
+        earlier = wanted.get(key)
+        if earlier is not None:
+            if earlier.content() != p.content():
+                message = f"{_label(p.kind)} {p.number} is already on line {earlier.line} with different values"
+                problems.add(p.line, message)
+            continue
+        found = existing.get(key)
+        if found is not None:
+            conflict = _conflict(p, *found)
+            if conflict:
+                problems.add(p.line, conflict)
+        if not problems.has(p.line):
+            wanted[key] = p
+    problems.raise_if_any()
+
+    report = ImportReport("invoices")
+    new: list[dict[str, Any]] = []
+    for (company_id, number), p in wanted.items():
+        found = existing.get((company_id, number))
+        if found is None:
+            new.append(
+                {
+                    "company_id": company_id,
+                    "customer_id": customer_ids[(company_id, p.customer_ref)],
+                    "kind": p.kind,
+                    "number": p.number,
+                    "issue_date": p.issue_date,
+                    "due_date": p.due_date,
+                    "currency": p.currency,
+                    "total_minor": p.total_minor,
+                    "open_minor": p.total_minor,
+                    "status": InvoiceStatus.open.value,
+                    "discount_bps": p.discount_bps,
+                    "discount_until": p.discount_until,
+                }
+            )
+            report.created += 1
+        elif _update_invoice(session, found[0], p):
+            report.updated += 1
+        else:
+            report.unchanged += 1
+    session.flush()
+    if new:
+        # One bulk INSERT: one ORM object per line is what makes big files slow.
+        session.execute(insert(Invoice), new)
+    return report
+
+
+def _label(kind: str) -> str:
+    return "credit note" if kind == InvoiceKind.credit_note.value else "invoice"
+
+
+def _a(kind: str) -> str:
+    return "a credit note" if kind == InvoiceKind.credit_note.value else "an invoice"
+
+
+def _conflict(p: _InvoiceLine, invoice: Invoice, customer_ref: str) -> str | None:
+    """Why this line cannot update the existing invoice with its number, if it cannot."""
+    if customer_ref != p.customer_ref:
+        return f"{_label(invoice.kind)} {p.number} already exists for customer {customer_ref}"
+    if invoice.kind != p.kind:
+        return f"{p.number} already exists as {_a(invoice.kind)}, not {_a(p.kind)}"
+    if invoice.currency != p.currency:
+        return f"{_label(invoice.kind)} {p.number} already exists in {invoice.currency}"
+    settled = invoice.total_minor - invoice.open_minor
+    if p.total_minor < settled:
+        return (
+            f"amount {Money(p.total_minor, p.currency)} is below the {Money(settled, p.currency)} "
+            f"already settled on {_label(invoice.kind)} {p.number}"
+        )
+    return None
+
+
+def _load_customer_ids(session: Session, keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str], int]:
+    refs_by_company: dict[int, set[str]] = {}
+    for company_id, ref in keys:
+        refs_by_company.setdefault(company_id, set()).add(ref)
+    found: dict[tuple[int, str], int] = {}
+    for company_id, refs in refs_by_company.items():
+        for chunk in _chunks(sorted(refs)):
+            query = select(Customer.id, Customer.ref).where(Customer.company_id == company_id, Customer.ref.in_(chunk))
+            for customer_id, ref in session.execute(query):
+                found[(company_id, ref)] = customer_id
+    return found
+
+
+def _load_invoices(
+    session: Session, keys: Iterable[tuple[int, str]]
+) -> dict[tuple[int, str], tuple[Invoice, str]]:
+    """Existing invoices by (company id, number), each with its customer's ref."""
+    numbers_by_company: dict[int, set[str]] = {}
+    for company_id, number in keys:
+        numbers_by_company.setdefault(company_id, set()).add(number)
+    found: dict[tuple[int, str], tuple[Invoice, str]] = {}
+    for company_id, numbers in numbers_by_company.items():
+        for chunk in _chunks(sorted(numbers)):
+            query = (
+                select(Invoice, Customer.ref)
+                .join(Customer, Invoice.customer_id == Customer.id)
+                .where(Invoice.company_id == company_id, Invoice.number.in_(chunk))
+            )
+            for invoice, ref in session.execute(query):
+                found[(company_id, invoice.number)] = (invoice, ref)
+    return found
+
+
+def _invoice_state(invoice: Invoice) -> dict[str, Any]:
+    return {
+        "issue_date": invoice.issue_date.isoformat(),
+        "due_date": invoice.due_date.isoformat(),
+        "total_minor": invoice.total_minor,
+        "open_minor": invoice.open_minor,
+        "status": invoice.status,
+        "discount_bps": invoice.discount_bps,
+        "discount_until": invoice.discount_until.isoformat() if invoice.discount_until else None,
+    }
+
+
+def _update_invoice(session: Session, invoice: Invoice, p: _InvoiceLine) -> bool:
+    """Apply the line's terms to an existing invoice; False when nothing differs."""
+    current = (invoice.issue_date, invoice.due_date, invoice.total_minor, invoice.discount_bps, invoice.discount_until)
+    if current == (p.issue_date, p.due_date, p.total_minor, p.discount_bps, p.discount_until):
+        return False
+    state = _invoice_state(invoice)
+    # What payments, credit notes and discounts already settled stays settled.
+    settled = invoice.total_minor - invoice.open_minor
+    invoice.issue_date = p.issue_date
+    invoice.due_date = p.due_date
+    invoice.total_minor = p.total_minor
+    invoice.open_minor = p.total_minor - settled
+    invoice.discount_bps = p.discount_bps
+    invoice.discount_until = p.discount_until
+    if invoice.status not in (InvoiceStatus.disputed.value, InvoiceStatus.void.value):
+        invoice.status = _status(invoice.open_minor, invoice.total_minor)
+    before, after = _changes(state, _invoice_state(invoice))
+    audit.record(
+        session,
+        actor_type="system",
+        actor=_ACTOR,
+        action="invoice.updated",
+        entity_type="invoice",
+        entity_id=invoice.id,
+        customer_id=invoice.customer_id,
+        before=before,
+        after=after,
+    )
+    return True
+
+
+def _status(open_minor: int, total_minor: int) -> str:
+    if open_minor == 0:
+        return InvoiceStatus.paid.value
+    if open_minor < total_minor:
+        return InvoiceStatus.partially_paid.value
+    return InvoiceStatus.open.value
