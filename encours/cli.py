@@ -245,6 +245,33 @@ def demo(host: str, port: int, directory: Path, no_serve: bool) -> None:
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 
+@cli.command("worker")
+@click.option("--once", is_flag=True, help="Do what is due now, print a summary and exit.")
+@click.option("--interval", default=30.0, show_default=True, type=click.FloatRange(min=1),
+              help="Seconds between runs, when not --once.")
+def worker(once: bool, interval: float) -> None:
+    """Background work: deliver the email outbox over ENCOURS_SMTP_URL, with retries.
+    Runs until SIGTERM or Ctrl+C; --once does what is due now and exits."""
+    from dunning.outbox import SMTPConfigError
+    from encours import worker as background
+
+    def echo(report: Any) -> None:
+        if once or report.busy:
+            for line in report.lines():
+                click.echo(line)
+
+    settings = _settings()
+    sessions = _sessions()
+    try:
+        if once:
+            echo(background.run_once(settings, sessions))
+            return
+        click.echo(f"encours worker: running every {interval:g} s (Ctrl+C or SIGTERM to stop)")
+        background.run_forever(settings, sessions, interval=interval, on_report=echo)
+    except SMTPConfigError as error:
+        raise CommandError(str(error)) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="encours", standalone_mode=False)

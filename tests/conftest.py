@@ -37,6 +37,17 @@ def session_factory(engine: Engine) -> Iterator[sessionmaker[Session]]:
 
     Code under test may commit: its commits become savepoints of that transaction.
     """
+    yield from _rolled_back_sessions(engine)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def both_databases_session_factory(request: pytest.FixtureRequest) -> Iterator[sessionmaker[Session]]:
+    """`session_factory` on SQLite, then on PostgreSQL: packages opt in through their conftest."""
+    engine = request.getfixturevalue("engine" if request.param == "sqlite" else "pg_engine")
+    yield from _rolled_back_sessions(engine)
+
+
+def _rolled_back_sessions(engine: Engine) -> Iterator[sessionmaker[Session]]:
     connection = engine.connect()
     outer = connection.begin()
     factory = sessionmaker(bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint")
@@ -110,12 +121,7 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def pg_session_factory(pg_engine: Engine) -> Iterator[sessionmaker[Session]]:
     """Like `session_factory`, on PostgreSQL: everything is rolled back after the test."""
-    connection = pg_engine.connect()
-    outer = connection.begin()
-    factory = sessionmaker(bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint")
-    yield factory
-    outer.rollback()
-    connection.close()
+    yield from _rolled_back_sessions(pg_engine)
 
 
 @pytest.fixture

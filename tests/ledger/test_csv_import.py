@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from datetime import date
 
 import pytest
@@ -620,20 +619,18 @@ def test_import_flushes_but_leaves_the_commit_to_the_caller(session: Session, ac
     assert count(session, Invoice) == 0
 
 
-def test_a_large_file_imports_quickly(session: Session, acme: Company) -> None:
-    lines = 20_000
-    customers = [f"ACME;C{n:05d};Client {n};ap{n}@example.com;;;" for n in range(2_000)]
-    started = time.perf_counter()
+def test_a_large_file_imports_whole_and_reimports_unchanged(session: Session, acme: Company) -> None:
+    # Speed is measured in bench/, never asserted here; this checks the batched paths are right.
+    lines = 3_000
+    customers = [f"ACME;C{n:05d};Client {n};ap{n}@example.com;;;" for n in range(600)]
     import_csv(session, "customers", csv_bytes(CUSTOMER_HEADER.replace(",", ";"), *customers))
     invoices = [
-        f"ACME;C{n % 2_000:05d};F{n:06d};2026-10-01;2026-10-31;EUR;{n + 1},{n % 100:02d};;" for n in range(lines)
+        f"ACME;C{n % 600:05d};F{n:06d};2026-10-01;2026-10-31;EUR;{n + 1},{n % 100:02d};;" for n in range(lines)
     ]
     raw = csv_bytes(INVOICE_HEADER.replace(",", ";"), *invoices)
     assert import_csv(session, "invoices", raw).created == lines
     assert import_csv(session, "invoices", raw).unchanged == lines
-    elapsed = time.perf_counter() - started
     assert count(session, Invoice) == lines
-    assert elapsed < 30, f"took {elapsed:.1f}s"
 
 
 @pytest.mark.postgres

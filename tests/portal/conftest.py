@@ -38,3 +38,9 @@ def csrf_from(html: str) -> str:
     match = re.search(r'name="csrf_token" value="([^"]+)"', html)
     assert match, "no CSRF token in the page"
     return match.group(1)
+
+
+@pytest.fixture
+def session_factory(both_databases_session_factory):  # type: ignore[no-untyped-def]
+    """Every test of this package runs on SQLite and on PostgreSQL."""
+    return both_databases_session_factory

@@ -1,0 +1,1 @@
+"""Test doubles of third-party services."""
