@@ -11,11 +11,6 @@ from ledger.statement import Statement, available_discount, days_overdue
 from portal.branding import palette
 
 
-def _refuse_fetch(url: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    # Every resource is inlined; a PDF must never reach the network.
-    raise ValueError(f"PDF rendering does not fetch {url!r}")
-
-
 def _logo_data_uri(company: Company) -> str | None:
     if not company.logo or not company.logo_mime:
         return None
@@ -24,8 +19,10 @@ def _logo_data_uri(company: Company) -> str | None:
 
 def _render(html: str) -> bytes:
     from weasyprint import HTML
+    from weasyprint.urls import URLFetcher
 
-    return HTML(string=html, url_fetcher=_refuse_fetch).write_pdf()
+    # Every resource is inlined as a data: URI; a PDF must never reach the network or the disk.
+    return HTML(string=html, url_fetcher=URLFetcher(allowed_protocols=("data",))).write_pdf()
 
 
 def _brand(company: Company) -> dict[str, Any]:

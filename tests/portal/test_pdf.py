@@ -55,3 +55,47 @@ def test_uploaded_invoice_pdf_is_served_as_is(session: Session, client: TestClie
     invoice = factories.invoice(session, customer, pdf=original)
     login(client, customer)
     assert client.get(f"/portal/invoices/{invoice.id}/pdf").content == original
+
+
+def test_company_logo_is_embedded_without_any_fetch(session: Session, client: TestClient) -> None:
+    from encours.demo import _logo
+
+    company = factories.company(session, name="Logo SAS", logo=_logo("LS", "#0f6e5b"), logo_mime="image/svg+xml")
+    customer = factories.customer(session, company)
+    invoice = factories.invoice(session, customer, number="F-LOGO")
+    login(client, customer)
+    for path in ("/portal/statement.pdf", f"/portal/invoices/{invoice.id}/pdf"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert "Logo SAS" in pdf_text(response.content)
+
+
+def test_pdf_rendering_refuses_to_fetch_files_or_urls(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import http.server
+    import threading
+
+    from portal.pdf import _render
+
+    requests: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            requests.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        secret = tmp_path / "secret.css"
+        secret.write_text("p { color: red }")
+        html = (f'<link rel="stylesheet" href="file://{secret}">'
+                f'<img src="http://127.0.0.1:{server.server_port}/tracker.png"><p>ok</p>')
+        assert _render(html).startswith(b"%PDF")
+    finally:
+        server.shutdown()
+    assert requests == []
