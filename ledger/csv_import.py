@@ -20,6 +20,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, selectinload
 
 from ledger import audit
+from ledger.allocation import settled_status
 from ledger.models import Company, Contact, Customer, Invoice, InvoiceKind, InvoiceStatus
 from ledger.money import AmountError, CurrencyError, Money, check_currency
 
@@ -696,8 +697,7 @@ def _update_invoice(session: Session, invoice: Invoice, p: _InvoiceLine) -> bool
     invoice.open_minor = p.total_minor - settled
     invoice.discount_bps = p.discount_bps
     invoice.discount_until = p.discount_until
-    if invoice.status not in (InvoiceStatus.disputed.value, InvoiceStatus.void.value):
-        invoice.status = _status(invoice.open_minor, invoice.total_minor)
+    invoice.status = settled_status(invoice)
     before, after = _changes(state, _invoice_state(invoice))
     audit.record(
         session,
@@ -713,9 +713,3 @@ def _update_invoice(session: Session, invoice: Invoice, p: _InvoiceLine) -> bool
     return True
 
 
-def _status(open_minor: int, total_minor: int) -> str:
-    if open_minor == 0:
-        return InvoiceStatus.paid.value
-    if open_minor < total_minor:
-        return InvoiceStatus.partially_paid.value
-    return InvoiceStatus.open.value

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -17,7 +19,7 @@ from encours.clock import clock
 from encours.db import unit_of_work
 from encours.security import client_ip
 from ledger import statement as statements
-from ledger.models import Company, Contact, Customer
+from ledger.models import Company, Contact, Customer, Invoice
 from links import renewal, throttle, tokens
 from links.tokens import LinkProblem
 from portal import pdf
@@ -160,7 +162,7 @@ def _link_problem(request: Request, check: tokens.LinkCheck, token: str) -> Resp
 async def renew_link(request: Request) -> Response:
     form = await request.form()
     token = str(form.get("token", ""))
-    language = await _run(request, lambda: _renew(request, token))
+    language = await run_in_threadpool(_renew, request, token)
     return _message(
         request,
         language,
@@ -186,87 +188,84 @@ def _renew(request: Request, token: str) -> str:
     return language
 
 
-async def _run(request: Request, work: Any) -> Any:
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(work)
+DebtorHandler = Callable[[Request, Session, Visit], Response]
 
 
-def statement_page(request: Request) -> Response:
-    with unit_of_work(_sessions(request)) as session:
-        visit = current_visit(request, session)
-        if visit is None:
-            return session_required(request)
-        today = clock.today(visit.company.timezone)
-        statement = statements.build_statement(session, visit.customer, today)
-        return request.app.state.templates.response(
-            request,
-            "portal/statement.html",
-            {
-                "visit": visit,
-                "company": visit.company,
-                "statement": statement,
-                "today": today,
-                "discount_for": lambda invoice: statements.available_discount(invoice, today),
-            },
-            visit.language,
-            block="statement",
-        )
+def debtor_page(handler: DebtorHandler) -> Callable[[Request], Response]:
+    """Runs `handler` inside a unit of work for the signed-in debtor, or asks for the link."""
+
+    @functools.wraps(handler)
+    def endpoint(request: Request) -> Response:
+        with unit_of_work(_sessions(request)) as session:
+            visit = current_visit(request, session)
+            if visit is None:
+                return session_required(request)
+            return handler(request, session, visit)
+
+    return endpoint
 
 
-def _owned_invoice(request: Request, session: Session, visit: Visit) -> Any:
+@debtor_page
+def statement_page(request: Request, session: Session, visit: Visit) -> Response:
+    today = clock.today(visit.company.timezone)
+    statement = statements.build_statement(session, visit.customer, today)
+    return request.app.state.templates.response(
+        request,
+        "portal/statement.html",
+        {
+            "visit": visit,
+            "company": visit.company,
+            "statement": statement,
+            "today": today,
+            "discount_for": lambda invoice: statements.available_discount(invoice, today),
+        },
+        visit.language,
+        block="statement",
+    )
+
+
+def _owned_invoice(request: Request, session: Session, visit: Visit) -> Invoice:
     invoice = statements.customer_invoice(session, visit.customer.id, request.path_params["invoice_id"])
     if invoice is None:
         raise HTTPException(404)
     return invoice
 
 
-def invoice_page(request: Request) -> Response:
-    with unit_of_work(_sessions(request)) as session:
-        visit = current_visit(request, session)
-        if visit is None:
-            return session_required(request)
-        invoice = _owned_invoice(request, session, visit)
-        today = clock.today(visit.company.timezone)
-        return request.app.state.templates.response(
-            request,
-            "portal/invoice.html",
-            {
-                "visit": visit,
-                "company": visit.company,
-                "invoice": invoice,
-                "today": today,
-                "days_overdue": statements.days_overdue(invoice.due_date, today),
-                "allocations": statements.allocations_for(session, invoice.id),
-                "discount": statements.available_discount(invoice, today),
-            },
-            visit.language,
-        )
+@debtor_page
+def invoice_page(request: Request, session: Session, visit: Visit) -> Response:
+    invoice = _owned_invoice(request, session, visit)
+    today = clock.today(visit.company.timezone)
+    return request.app.state.templates.response(
+        request,
+        "portal/invoice.html",
+        {
+            "visit": visit,
+            "company": visit.company,
+            "invoice": invoice,
+            "today": today,
+            "days_overdue": statements.days_overdue(invoice.due_date, today),
+            "allocations": statements.allocations_for(session, invoice.id),
+            "discount": statements.available_discount(invoice, today),
+        },
+        visit.language,
+    )
 
 
-def invoice_pdf(request: Request) -> Response:
-    with unit_of_work(_sessions(request)) as session:
-        visit = current_visit(request, session)
-        if visit is None:
-            return session_required(request)
-        invoice = _owned_invoice(request, session, visit)
-        content = invoice.pdf or pdf.invoice_pdf(
-            request.app.state.templates, invoice, visit.language, clock.today(visit.company.timezone)
-        )
-        filename = f"{_safe_filename(invoice.number)}.pdf"
-    return _pdf_response(content, filename)
+@debtor_page
+def invoice_pdf(request: Request, session: Session, visit: Visit) -> Response:
+    invoice = _owned_invoice(request, session, visit)
+    content = invoice.pdf or pdf.invoice_pdf(
+        request.app.state.templates, invoice, visit.language, clock.today(visit.company.timezone)
+    )
+    return _pdf_response(content, f"{_safe_filename(invoice.number)}.pdf")
 
 
-def statement_pdf(request: Request) -> Response:
-    with unit_of_work(_sessions(request)) as session:
-        visit = current_visit(request, session)
-        if visit is None:
-            return session_required(request)
-        today = clock.today(visit.company.timezone)
-        statement = statements.build_statement(session, visit.customer, today)
-        content = pdf.statement_pdf(request.app.state.templates, statement, visit.language)
-        filename = f"statement-{_safe_filename(visit.customer.ref)}-{today.isoformat()}.pdf"
-    return _pdf_response(content, filename)
+@debtor_page
+def statement_pdf(request: Request, session: Session, visit: Visit) -> Response:
+    today = clock.today(visit.company.timezone)
+    statement = statements.build_statement(session, visit.customer, today)
+    content = pdf.statement_pdf(request.app.state.templates, statement, visit.language)
+    return _pdf_response(content, f"statement-{_safe_filename(visit.customer.ref)}-{today.isoformat()}.pdf")
 
 
 def _pdf_response(content: bytes, filename: str) -> Response:
@@ -298,9 +297,9 @@ def _local_path(target: str) -> str:
 
 
 def sign_out(request: Request) -> Response:
-    language = _visitor_language(request) if PORTAL_SESSION_KEY not in request.session else i18n.normalize(
-        request.session.get(LANGUAGE_SESSION_KEY) or _visitor_language(request)
-    )
+    with unit_of_work(_sessions(request)) as session:
+        visit = current_visit(request, session)
+        language = visit.language if visit else _visitor_language(request)
     request.session.clear()
     return _message(
         request,

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-import os
+
 from datetime import datetime, timezone
-from pathlib import Path
+
 from typing import Iterator
 
 import pytest
@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from encours.clock import clock
 from encours.db import make_engine, upgrade
 from encours.settings import Settings, load_settings
+
+pytest_plugins = ["tests.fakes.smtp"]
 
 TEST_SECRET = "test-secret-key-0123456789abcdef"
 

@@ -24,7 +24,7 @@ from dunning.outbox import (
 from encours.clock import clock
 from encours.db import make_engine, make_sessionmaker, upgrade
 from ledger.models import OutboxMessage
-from tests.fakes.smtp import CapturingSMTP, smtp_server  # noqa: F401
+from tests.fakes.smtp import CapturingSMTP
 
 MAIL_FROM = "Durand Industrie <relances@durand.test>"
 
@@ -56,12 +56,12 @@ def _closed_port() -> int:
 
 
 @pytest.fixture
-def smtp(smtp_server: CapturingSMTP) -> SMTPConfig:  # noqa: F811
+def smtp(smtp_server: CapturingSMTP) -> SMTPConfig:
     return parse_smtp_url(smtp_server.url)
 
 
 def test_delivers_text_and_html_alternatives_with_headers(
-    session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig  # noqa: F811
+    session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig
 ) -> None:
     message = _queue(session)
 
@@ -87,7 +87,7 @@ def test_delivers_text_and_html_alternatives_with_headers(
 
 
 def test_text_only_message_is_a_single_part(
-    session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig  # noqa: F811
+    session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig
 ) -> None:
     _queue(session, body_html=None)
     deliver_due(session_factory, smtp, MAIL_FROM)
@@ -97,7 +97,7 @@ def test_text_only_message_is_a_single_part(
 
 
 def test_temporary_refusal_is_retried_only_after_the_backoff(
-    session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig  # noqa: F811
+    session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig
 ) -> None:
     message = _queue(session)
     smtp_server.fail_rcpt("450 4.2.1 Mailbox busy, try later")
@@ -121,7 +121,7 @@ def test_temporary_refusal_is_retried_only_after_the_backoff(
 
 
 def test_backoff_grows_then_gives_up_after_eight_attempts(
-    session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig  # noqa: F811
+    session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig
 ) -> None:
     message = _queue(session)
     smtp_server.fail_rcpt("421 4.7.0 Try again later", times=MAX_ATTEMPTS)
@@ -146,7 +146,7 @@ def test_backoff_grows_then_gives_up_after_eight_attempts(
 
 
 def test_permanent_recipient_refusal_fails_at_once(
-    session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig  # noqa: F811
+    session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig
 ) -> None:
     refused = _queue(session, to_address="nobody@client.test")
     accepted = _queue(session, to_address="compta@client.test")
@@ -173,7 +173,7 @@ def test_permanent_recipient_refusal_fails_at_once(
 def test_refusal_at_data_follows_the_reply_class(
     session: Session,
     session_factory: sessionmaker[Session],
-    smtp_server: CapturingSMTP,  # noqa: F811
+    smtp_server: CapturingSMTP,
     smtp: SMTPConfig,
     reply: str,
     status: str,
@@ -220,7 +220,7 @@ def test_a_server_that_never_answers_times_out_and_is_retried(
 
 
 def test_nothing_is_sent_twice_and_one_connection_serves_the_batch(
-    session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig  # noqa: F811
+    session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig
 ) -> None:
     for n in range(3):
         _queue(session, to_address=f"ap{n}@client.test")
@@ -235,7 +235,7 @@ def test_nothing_is_sent_twice_and_one_connection_serves_the_batch(
 
 
 def test_limit_and_not_yet_due(
-    session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig  # noqa: F811
+    session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig
 ) -> None:
     later = _queue(session, next_attempt_at=clock.now() + timedelta(hours=1))
     for _ in range(3):
@@ -248,7 +248,7 @@ def test_limit_and_not_yet_due(
 
 
 def test_a_header_injection_fails_without_reaching_the_server(
-    session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig  # noqa: F811
+    session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig
 ) -> None:
     message = _queue(session, to_address="victim@client.test\r\nBcc: everyone@client.test")
     assert deliver_due(session_factory, smtp, MAIL_FROM) == DeliveryReport(0, 0, 1)
@@ -277,7 +277,7 @@ def test_logs_in_with_the_url_decoded_credentials(session: Session, session_fact
 
 
 def test_two_workers_on_one_sqlite_file_never_send_a_message_twice(
-    tmp_path: Path, smtp_server: CapturingSMTP, smtp: SMTPConfig  # noqa: F811
+    tmp_path: Path, smtp_server: CapturingSMTP, smtp: SMTPConfig
 ) -> None:
     url = f"sqlite:///{tmp_path / 'race.sqlite3'}"
     upgrade(url)
@@ -311,7 +311,7 @@ def test_two_workers_on_one_sqlite_file_never_send_a_message_twice(
 
 @pytest.mark.postgres
 def test_postgresql_skips_a_message_another_worker_holds(
-    pg_url: str, pg_engine: Engine, smtp_server: CapturingSMTP, smtp: SMTPConfig  # noqa: F811
+    pg_url: str, pg_engine: Engine, smtp_server: CapturingSMTP, smtp: SMTPConfig
 ) -> None:
     # No waiting on locks here: SKIP LOCKED must pass the held row by, never block on it.
     engine = make_engine(pg_url, connect_args={"options": "-c lock_timeout=5000"})

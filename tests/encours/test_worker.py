@@ -22,7 +22,7 @@ from encours.db import make_engine
 from encours.settings import Settings, load_settings
 from ledger.models import OutboxMessage
 from tests.conftest import TEST_SECRET
-from tests.fakes.smtp import CapturingSMTP, smtp_server  # noqa: F401
+from tests.fakes.smtp import CapturingSMTP
 
 ENCOURS = Path(sys.executable).with_name("encours")
 SECRET = "worker-test-secret-0123456789abc"
@@ -81,7 +81,7 @@ def _ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-def test_worker_once_delivers_the_outbox_and_says_so(tmp_path: Path, smtp_server: CapturingSMTP) -> None:  # noqa: F811
+def test_worker_once_delivers_the_outbox_and_says_so(tmp_path: Path, smtp_server: CapturingSMTP) -> None:
     url = f"sqlite:///{tmp_path / 'encours.sqlite3'}"
     env = {
         "ENCOURS_DATABASE_URL": url,
@@ -108,7 +108,7 @@ def test_worker_once_delivers_the_outbox_and_says_so(tmp_path: Path, smtp_server
         engine.dispose()
 
 
-def test_worker_runs_until_sigterm(tmp_path: Path, smtp_server: CapturingSMTP) -> None:  # noqa: F811
+def test_worker_runs_until_sigterm(tmp_path: Path, smtp_server: CapturingSMTP) -> None:
     url = f"sqlite:///{tmp_path / 'encours.sqlite3'}"
     env = {"ENCOURS_DATABASE_URL": url, "ENCOURS_SMTP_URL": smtp_server.url}
     _ok(_encours(tmp_path, "db", "upgrade", **env))
@@ -173,7 +173,7 @@ def _queue(session: Session) -> None:
 
 
 def test_run_once_reports_each_kind_of_work(
-    db_url: str, session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP  # noqa: F811
+    db_url: str, session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP
 ) -> None:
     _queue(session)
     report = worker.run_once(_settings(db_url, smtp_server.url), session_factory)
@@ -184,7 +184,7 @@ def test_run_once_reports_each_kind_of_work(
 
 
 def test_run_forever_stops_on_sigterm_and_restores_the_handler(
-    db_url: str, session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP  # noqa: F811
+    db_url: str, session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP
 ) -> None:
     _queue(session)
     reports: list[worker.WorkerReport] = []

@@ -18,7 +18,7 @@ from links import tokens
 from links.renewal import RENEWALS_PER_HOUR
 from tests import factories
 from tests.conftest import TEST_SECRET
-from tests.fakes.smtp import CapturingSMTP, smtp_server  # noqa: F401
+from tests.fakes.smtp import CapturingSMTP
 from tests.portal.conftest import csrf_from
 
 MAIL_FROM = "Durand Industrie <relances@durand.test>"
@@ -43,7 +43,7 @@ def _expired_link_page(client: TestClient, token: str) -> str:
     return page.text
 
 
-def _deliver(session_factory: sessionmaker[Session], smtp_server: CapturingSMTP) -> DeliveryReport:  # noqa: F811
+def _deliver(session_factory: sessionmaker[Session], smtp_server: CapturingSMTP) -> DeliveryReport:
     return deliver_due(session_factory, parse_smtp_url(smtp_server.url), MAIL_FROM)
 
 
@@ -56,7 +56,7 @@ def test_an_expired_link_gets_a_fresh_one_by_email_that_opens_the_portal(
     session: Session,
     session_factory: sessionmaker[Session],
     client: TestClient,
-    smtp_server: CapturingSMTP,  # noqa: F811
+    smtp_server: CapturingSMTP,
 ) -> None:
     contact = _contact(session, lifetime_days=30)
     old = tokens.make_token(TEST_SECRET, contact)
@@ -99,7 +99,7 @@ def test_the_email_speaks_the_contacts_language(
     session: Session,
     session_factory: sessionmaker[Session],
     client: TestClient,
-    smtp_server: CapturingSMTP,  # noqa: F811
+    smtp_server: CapturingSMTP,
 ) -> None:
     contact = _contact(session, language="en")
     old = tokens.make_token(TEST_SECRET, contact)
@@ -117,7 +117,7 @@ def test_the_french_email_says_how_long_the_link_lasts_in_french(
     session: Session,
     session_factory: sessionmaker[Session],
     client: TestClient,
-    smtp_server: CapturingSMTP,  # noqa: F811
+    smtp_server: CapturingSMTP,
 ) -> None:
     contact = _contact(session, lifetime_days=30)
     old = tokens.make_token(TEST_SECRET, contact)
@@ -140,7 +140,7 @@ def test_only_an_expired_link_of_ours_sends_anything_and_every_answer_looks_alik
     session: Session,
     session_factory: sessionmaker[Session],
     client: TestClient,
-    smtp_server: CapturingSMTP,  # noqa: F811
+    smtp_server: CapturingSMTP,
     kind: str,
 ) -> None:
     contact = _contact(session)
@@ -180,7 +180,7 @@ def test_renewal_without_the_csrf_token_is_refused(
     session: Session,
     session_factory: sessionmaker[Session],
     client: TestClient,
-    smtp_server: CapturingSMTP,  # noqa: F811
+    smtp_server: CapturingSMTP,
 ) -> None:
     contact = _contact(session)
     old = tokens.make_token(TEST_SECRET, contact)
@@ -197,7 +197,7 @@ def test_at_most_three_fresh_links_an_hour_per_contact(
     session: Session,
     session_factory: sessionmaker[Session],
     client: TestClient,
-    smtp_server: CapturingSMTP,  # noqa: F811
+    smtp_server: CapturingSMTP,
 ) -> None:
     assert RENEWALS_PER_HOUR == 3
     contact = _contact(session)
