@@ -1,6 +1,6 @@
 """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps what it receives, for tests.
 
-    from tests.fakes.smtp import smtp_server  # noqa: F401
+The `smtp_server` fixture is available everywhere (tests/conftest.py loads this module as a plugin):
 
     def test_x(smtp_server: CapturingSMTP) -> None:
         smtp_server.fail_rcpt("450 4.2.1 Mailbox busy")   # next RCPT answers 450, then back to 250
