@@ -75,7 +75,7 @@ test: venv test-deps
 
 i18n: venv
 	$(BIN)/pybabel extract -F babel.cfg -k _t:2 -k N_ --no-location --sort-output \
-		-o encours/locale/messages.pot encours portal links ledger dunning
+		-o encours/locale/messages.pot encours portal links ledger dunning admin
 	$(BIN)/pybabel update -i encours/locale/messages.pot -d encours/locale --no-fuzzy-matching
 	$(BIN)/pybabel compile -d encours/locale
 

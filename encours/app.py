@@ -25,6 +25,7 @@ from encours.templating import Templates
 from ledger.models import Company
 from portal import branding
 from portal.routes import routes as portal_routes
+from admin.routes import routes as admin_routes
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 SESSION_COOKIE = "encours_session"
@@ -73,6 +74,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         Route("/brand/{code:str}/logo", brand_logo, name="brand_logo"),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         *portal_routes,
+        *admin_routes,
     ]
     middleware = [
         Middleware(SecurityHeadersMiddleware),

@@ -13,7 +13,7 @@ from encours import i18n
 from encours.security import csrf_token
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE_DIRS = [ROOT / "portal" / "templates", ROOT / "encours" / "templates"]
+TEMPLATE_DIRS = [ROOT / "portal" / "templates", ROOT / "encours" / "templates", ROOT / "admin" / "templates"]
 
 
 def make_environment() -> jinja2.Environment:

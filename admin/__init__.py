@@ -1,0 +1,1 @@
+"""Back-office for staff: login, dashboard and the pages that run collection."""

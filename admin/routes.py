@@ -1,0 +1,184 @@
+"""Back-office pages. Handlers stay thin: `admin.auth` does the work."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from admin import auth
+from encours import i18n
+from encours.db import unit_of_work
+from encours.security import client_ip
+from encours.i18n import N_
+from encours.users import MIN_PASSWORD_LENGTH
+from ledger.models import User
+
+STAFF_SESSION_KEY = "staff"
+LANGUAGE_SESSION_KEY = "lang"
+HOME = "/admin"
+LOGIN = "/admin/login"
+ROLE_LABELS = {
+    "admin": N_("Administrator"),
+    "manager": N_("Manager"),
+    "collector": N_("Collector"),
+    "viewer": N_("Viewer"),
+}
+
+
+def _sessions(request: Request) -> Any:
+    return request.app.state.sessions
+
+
+def _language(request: Request) -> str:
+    chosen = request.session.get(LANGUAGE_SESSION_KEY)
+    return i18n.normalize(chosen) if chosen else i18n.negotiate(request.headers.get("accept-language"))
+
+
+def _t(language: str, message: str, **values: object) -> str:
+    return i18n.gettext(language, message, **values)
+
+
+def safe_next(target: str | None) -> str:
+    """Only back-office paths of this site: never an open redirect."""
+    target = (target or "").strip()
+    if not target or "\\" in target or any(ord(ch) < 32 for ch in target):
+        return HOME
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or parts.path.startswith("//"):
+        return HOME
+    if parts.path != HOME and not parts.path.startswith(HOME + "/"):
+        return HOME
+    if parts.path.startswith(LOGIN) or any(seg in (".", "..") for seg in unquote(parts.path).split("/")):
+        return HOME
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _rotate(request: Request) -> None:
+    """A fresh session: nothing from before survives but the chosen language."""
+    language = request.session.get(LANGUAGE_SESSION_KEY)
+    request.session.clear()
+    if language:
+        request.session[LANGUAGE_SESSION_KEY] = language
+
+
+def _staff(request: Request, session: Session) -> User | None:
+    user = auth.current_user(session, request.session.get(STAFF_SESSION_KEY))
+    if user is None:
+        request.session.pop(STAFF_SESSION_KEY, None)
+    return user
+
+
+def _to_login(request: Request) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"{LOGIN}?next={quote(safe_next(target), safe='/')}", status_code=303,
+                            headers={"Cache-Control": "no-store"})
+
+
+def _render(request: Request, name: str, context: dict[str, Any], language: str, status_code: int = 200,
+            headers: dict[str, str] | None = None) -> Response:
+    return request.app.state.templates.response(
+        request, name, {"user": None, **context}, language, status_code=status_code, headers=headers
+    )
+
+
+def _login_page(request: Request, language: str, *, email: str = "", next_path: str = HOME,
+                error: str | None = None, status_code: int = 200,
+                headers: dict[str, str] | None = None) -> Response:
+    return _render(
+        request, "admin/login.html", {"email": email, "next": next_path, "error": error}, language,
+        status_code=status_code, headers=headers,
+    )
+
+
+async def login(request: Request) -> Response:
+    language = _language(request)
+    if request.method == "GET":
+        next_path = safe_next(request.query_params.get("next"))
+        with unit_of_work(_sessions(request)) as session:
+            if _staff(request, session) is not None:
+                return RedirectResponse(next_path, status_code=303)
+        return _login_page(request, language, next_path=next_path)
+    form = await request.form()
+    email = str(form.get("email", ""))[:254]
+    password = str(form.get("password", ""))[:1024]
+    next_path = safe_next(str(form.get("next", "")))
+    with unit_of_work(_sessions(request)) as session:
+        outcome = auth.authenticate(session, email, password, client_ip(request))
+        if outcome.blocked:
+            minutes = max(1, (outcome.retry_after + 59) // 60)
+            return _login_page(
+                request, language, email=email, next_path=next_path, status_code=429,
+                error=i18n.translations(language).ngettext(
+                    "Too many attempts. Please wait %(num)s minute and try again.",
+                    "Too many attempts. Please wait %(num)s minutes and try again.",
+                    minutes,
+                ) % {"num": minutes},
+                headers={"Retry-After": str(outcome.retry_after)},
+            )
+        if outcome.user is None:
+            return _login_page(
+                request, language, email=email, next_path=next_path, status_code=401,
+                error=_t(language, "Wrong email or password"),
+            )
+        data = auth.session_data(outcome.user)
+    _rotate(request)
+    request.session[STAFF_SESSION_KEY] = data
+    return RedirectResponse(next_path, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def logout(request: Request) -> Response:
+    _rotate(request)
+    return RedirectResponse(LOGIN, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def home(request: Request) -> Response:
+    language = _language(request)
+    with unit_of_work(_sessions(request)) as session:
+        user = _staff(request, session)
+        if user is None:
+            return _to_login(request)
+        summaries = auth.company_summaries(session, user)
+        role = _t(language, ROLE_LABELS.get(user.role, user.role))
+        return _render(request, "admin/home.html", {"user": user, "summaries": summaries, "role": role}, language)
+
+
+async def password(request: Request) -> Response:
+    language = _language(request)
+    if request.method == "POST":
+        form = await request.form()
+        current = str(form.get("current_password", ""))[:1024]
+        new = str(form.get("new_password", ""))[:1024]
+        confirm = str(form.get("confirm_password", ""))[:1024]
+    with unit_of_work(_sessions(request)) as session:
+        user = _staff(request, session)
+        if user is None:
+            return _to_login(request)
+        if request.method == "GET":
+            changed = request.query_params.get("changed") == "1"
+            return _render(request, "admin/password.html",
+                           {"user": user, "errors": [], "changed": changed, "min_length": MIN_PASSWORD_LENGTH},
+                           language)
+        problems = auth.change_password(session, user, current, new, confirm)
+        if problems:
+            errors = [_t(language, p, count=MIN_PASSWORD_LENGTH) if "%(count)s" in p else _t(language, p)
+                      for p in problems]
+            return _render(request, "admin/password.html",
+                           {"user": user, "errors": errors, "changed": False, "min_length": MIN_PASSWORD_LENGTH},
+                           language, status_code=400)
+        data = auth.session_data(user)
+    _rotate(request)  # this session carries on under the new fingerprint; every other one ends
+    request.session[STAFF_SESSION_KEY] = data
+    return RedirectResponse("/admin/password?changed=1", status_code=303, headers={"Cache-Control": "no-store"})
+
+
+routes = [
+    Route("/admin", home, methods=["GET"], name="admin:home"),
+    Route("/admin/login", login, methods=["GET", "POST"], name="admin:login"),
+    Route("/admin/logout", logout, methods=["POST"], name="admin:logout"),
+    Route("/admin/password", password, methods=["GET", "POST"], name="admin:password"),
+]
