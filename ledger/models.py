@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     CHAR,
 )
+from sqlalchemy import false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -125,6 +126,16 @@ class Company(Base):
     address: Mapped[str | None] = mapped_column(Text, default=None)
     support_email: Mapped[str | None] = mapped_column(String(254), default=None)
     link_lifetime_days: Mapped[int] = mapped_column(Integer, default=30)
+    # Methods this company turned off ("card", "instant_transfer", "direct_debit", "bank_transfer").
+    disabled_methods: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    allow_partial_payments: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    default_discount_bps: Mapped[int | None] = mapped_column(Integer, default=None)
+    default_discount_days: Mapped[int | None] = mapped_column(Integer, default=None)
+    promise_horizon_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
+    promise_grace_days: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
+    reminder_hour: Mapped[int] = mapped_column(Integer, default=9, server_default="9")  # company-local hour of the daily run
+    reminder_from: Mapped[str | None] = mapped_column(String(254), default=None)
+    collections_email: Mapped[str | None] = mapped_column(String(254), default=None)
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     customers: Mapped[list[Customer]] = relationship(back_populates="company")
@@ -158,6 +169,8 @@ class Customer(Base):
     stripe_customer_id: Mapped[str | None] = mapped_column(String(64), default=None)
     gocardless_customer_id: Mapped[str | None] = mapped_column(String(64), default=None)
     gocardless_mandate_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    gocardless_mandate_status: Mapped[str | None] = mapped_column(String(32), default=None)
+    reminders_paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     company: Mapped[Company] = relationship(back_populates="customers")
@@ -252,6 +265,8 @@ class Payment(Base):
     currency: Mapped[str] = mapped_column(CHAR(3))
     status: Mapped[str] = mapped_column(String(16), default=PaymentStatus.pending.value)
     received_on: Mapped[date | None] = mapped_column(Date, default=None)
+    checkout_id: Mapped[int | None] = mapped_column(ForeignKey("checkouts.id"), index=True, default=None)
+    failure_reason: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=_utcnow, onupdate=_utcnow)
 
@@ -365,4 +380,286 @@ class OutboxMessage(Base):
     __table_args__ = (
         CheckConstraint("status IN ('queued','sent','failed')", name="status"),
         Index("ix_outbox_due", "status", "next_attempt_at"),
+    )
+
+
+# --- Payments: what the debtor chose to pay, and what providers told us -------------------------
+
+
+class Checkout(Base):
+    """The debtor's choice: invoices, amount per invoice, discounts locked at that moment, method."""
+
+    __tablename__ = "checkouts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), default=None)
+    method: Mapped[str] = mapped_column(String(32))
+    currency: Mapped[str] = mapped_column(CHAR(3))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)  # what is charged
+    discount_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    idempotency_key: Mapped[str] = mapped_column(String(80), unique=True)
+    reference: Mapped[str | None] = mapped_column(String(35), unique=True, default=None)  # ISO 11649 RF
+    provider: Mapped[str | None] = mapped_column(String(32), default=None)
+    provider_ref: Mapped[str | None] = mapped_column(String(128), index=True, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=_utcnow, onupdate=_utcnow)
+
+    lines: Mapped[list[CheckoutLine]] = relationship(back_populates="checkout", order_by="CheckoutLine.id")
+
+    __table_args__ = (
+        CheckConstraint("amount_minor > 0 AND discount_minor >= 0", name="amounts"),
+        CheckConstraint(
+            "status IN ('open','processing','succeeded','failed','cancelled')", name="status"
+        ),
+    )
+
+    @property
+    def amount(self) -> Money:
+        return Money(self.amount_minor, self.currency)
+
+    @property
+    def discount(self) -> Money:
+        return Money(self.discount_minor, self.currency)
+
+
+class CheckoutLine(Base):
+    __tablename__ = "checkout_lines"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    checkout_id: Mapped[int] = mapped_column(ForeignKey("checkouts.id", ondelete="CASCADE"), index=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    discount_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    checkout: Mapped[Checkout] = relationship(back_populates="lines")
+    invoice: Mapped[Invoice] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("checkout_id", "invoice_id", name="uq_checkout_lines_invoice"),
+        CheckConstraint("amount_minor > 0 AND discount_minor >= 0", name="amounts"),
+    )
+
+
+class WebhookEvent(Base):
+    """A provider event, stored raw before anything is done with it."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(String(128))
+    event_type: Mapped[str] = mapped_column(String(128))
+    body: Mapped[str] = mapped_column(Text)
+    headers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    received_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+
+    __table_args__ = (
+        UniqueConstraint("provider", "event_id", name="uq_webhook_events_provider_event"),
+        Index("ix_webhook_events_pending", "processed_at", "next_attempt_at"),
+    )
+
+
+# --- Reminders ("relances groupées") -------------------------------------------------------------
+
+
+class Scenario(Base):
+    """How a company chases one segment of customers (segment None: the company default)."""
+
+    __tablename__ = "scenarios"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id"), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    segment: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Below these open totals (currency -> minor units) a customer is not chased.
+    minimums: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+    steps: Mapped[list[ScenarioStep]] = relationship(
+        back_populates="scenario", order_by="ScenarioStep.offset_days", cascade="all, delete-orphan"
+    )
+
+
+class ScenarioStep(Base):
+    __tablename__ = "scenario_steps"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scenario_id: Mapped[int] = mapped_column(ForeignKey("scenarios.id", ondelete="CASCADE"), index=True)
+    offset_days: Mapped[int] = mapped_column(Integer)  # from the due date; negative is before
+    tone: Mapped[str] = mapped_column(String(16), default="courteous")  # courteous, firm, formal
+    whole_balance: Mapped[bool] = mapped_column(Boolean, default=False)
+    channel: Mapped[str] = mapped_column(String(16), default="email")
+    subject_fr: Mapped[str] = mapped_column(Text)
+    body_fr: Mapped[str] = mapped_column(Text)
+    subject_en: Mapped[str] = mapped_column(Text)
+    body_en: Mapped[str] = mapped_column(Text)
+
+    scenario: Mapped[Scenario] = relationship(back_populates="steps")
+
+    __table_args__ = (UniqueConstraint("scenario_id", "offset_days", name="uq_scenario_steps_offset"),)
+
+
+class ReminderRun(Base):
+    __tablename__ = "reminder_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"), index=True, default=None)
+    run_date: Mapped[date] = mapped_column(Date)
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    planned: Mapped[int] = mapped_column(Integer, default=0)
+    queued: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    problems: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+reminder_invoices = Table(
+    "reminder_invoices",
+    Base.metadata,
+    Column("reminder_id", ForeignKey("reminders.id", ondelete="CASCADE"), primary_key=True),
+    Column("invoice_id", ForeignKey("invoices.id"), primary_key=True),
+)
+
+
+class Reminder(Base):
+    """One message to one contact, for one step, covering a set of invoices; never queued twice."""
+
+    __tablename__ = "reminders"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
+    step_id: Mapped[int | None] = mapped_column(ForeignKey("scenario_steps.id"), default=None)  # None: by hand
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("reminder_runs.id"), index=True, default=None)
+    # Sorted invoice ids, joined: the identity of "the same invoices".
+    invoice_key: Mapped[str] = mapped_column(Text)
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+    invoices: Mapped[list[Invoice]] = relationship(secondary=reminder_invoices)
+
+    __table_args__ = (
+        UniqueConstraint("customer_id", "contact_id", "step_id", "invoice_key", name="uq_reminders_once"),
+    )
+
+
+# --- Disputes, questions and promises to pay -------------------------------------------------------
+
+
+class DisputeReason(Base):
+    __tablename__ = "dispute_reasons"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id"), index=True)
+    code: Mapped[str] = mapped_column(String(40))
+    label_fr: Mapped[str] = mapped_column(String(200))
+    label_en: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (UniqueConstraint("company_id", "code", name="uq_dispute_reasons_code"),)
+
+
+dispute_invoices = Table(
+    "dispute_invoices",
+    Base.metadata,
+    Column("dispute_id", ForeignKey("disputes.id", ondelete="CASCADE"), primary_key=True),
+    Column("invoice_id", ForeignKey("invoices.id"), primary_key=True),
+)
+
+
+class Dispute(Base):
+    """A case opened by the debtor: a dispute (kind 'dispute') or a question (kind 'question')."""
+
+    __tablename__ = "disputes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), default=None)
+    kind: Mapped[str] = mapped_column(String(16), default="dispute")
+    reason_id: Mapped[int | None] = mapped_column(ForeignKey("dispute_reasons.id"), default=None)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    assigned_to_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    resolution_note: Mapped[str | None] = mapped_column(Text, default=None)
+    credit_note_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"), default=None)
+    opened_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    invoices: Mapped[list[Invoice]] = relationship(secondary=dispute_invoices)
+    messages: Mapped[list[DisputeMessage]] = relationship(
+        back_populates="dispute", order_by="DisputeMessage.created_at"
+    )
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('dispute','question')", name="kind"),
+        CheckConstraint("status IN ('open','accepted','rejected','closed')", name="status"),
+    )
+
+
+class DisputeMessage(Base):
+    __tablename__ = "dispute_messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dispute_id: Mapped[int] = mapped_column(ForeignKey("disputes.id", ondelete="CASCADE"), index=True)
+    author_type: Mapped[str] = mapped_column(String(16))  # contact, user
+    author_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    internal: Mapped[bool] = mapped_column(Boolean, default=False)  # staff notes the debtor never sees
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+    dispute: Mapped[Dispute] = relationship(back_populates="messages")
+    attachments: Mapped[list[Attachment]] = relationship(back_populates="message")
+
+
+class Attachment(Base):
+    """A file stored outside the web root under `storage_key`; served only to those allowed."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("dispute_messages.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+    message: Mapped[DisputeMessage] = relationship(back_populates="attachments")
+
+
+promise_invoices = Table(
+    "promise_invoices",
+    Base.metadata,
+    Column("promise_id", ForeignKey("promises.id", ondelete="CASCADE"), primary_key=True),
+    Column("invoice_id", ForeignKey("invoices.id"), primary_key=True),
+)
+
+
+class PromiseToPay(Base):
+    __tablename__ = "promises"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"), default=None)
+    promised_for: Mapped[date] = mapped_column(Date)
+    currency: Mapped[str] = mapped_column(CHAR(3))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    settled_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    invoices: Mapped[list[Invoice]] = relationship(secondary=promise_invoices)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('pending','kept','broken','cancelled')", name="status"),
+        Index("ix_promises_status_date", "status", "promised_for"),
     )
