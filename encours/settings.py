@@ -33,6 +33,7 @@ class Settings:
     gocardless_base_url: str | None
     link_throttle_max: int
     link_throttle_window_seconds: int
+    storage_dir: str
 
     @property
     def https(self) -> bool:
@@ -65,6 +66,7 @@ class Settings:
             gocardless_base_url=config("GOCARDLESS_BASE_URL", default=None),
             link_throttle_max=config("ENCOURS_LINK_THROTTLE_MAX", cast=int, default=10),
             link_throttle_window_seconds=config("ENCOURS_LINK_THROTTLE_WINDOW", cast=int, default=600),
+            storage_dir=config("ENCOURS_STORAGE_DIR", default="var/storage"),
         )
 
 

@@ -1,0 +1,390 @@
+"""Disputes, questions and promises to pay: the conversation between debtor and collector.
+
+An open dispute takes its invoices out of the amount due and out of reminders; a pending
+promise pauses reminders for its invoices until its date plus the company's grace period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import PurePath
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from encours.clock import clock
+from ledger import audit
+from ledger.allocation import allocate, settled_status
+from ledger.models import (
+    Attachment,
+    Company,
+    Contact,
+    Customer,
+    Dispute,
+    DisputeMessage,
+    DisputeReason,
+    Invoice,
+    InvoiceKind,
+    InvoiceStatus,
+    PromiseToPay,
+    User,
+)
+from ledger.money import Money
+from ledger.storage import FileStorage
+
+MAX_FILES = 5
+MAX_FILE_BYTES = 10 * 1024 * 1024
+MAX_MESSAGE_CHARS = 5000
+
+# (code, French, English): the list a company starts with, and may edit.
+DEFAULT_REASONS = (
+    ("wrong_amount", "Montant erroné", "Wrong amount"),
+    ("not_received", "Marchandise ou prestation non reçue", "Goods or service not received"),
+    ("quality", "Problème de qualité", "Quality problem"),
+    ("already_paid", "Déjà payée", "Already paid"),
+    ("wrong_customer", "Mauvais client facturé", "Wrong customer"),
+    ("missing_po", "Bon de commande manquant", "Missing purchase order"),
+    ("other", "Autre", "Other"),
+)
+
+# What a file's first bytes must be for each type we accept, and the names it may carry.
+FILE_TYPES = {
+    "application/pdf": (b"%PDF-", (".pdf",)),
+    "image/png": (b"\x89PNG\r\n\x1a\n", (".png",)),
+    "image/jpeg": (b"\xff\xd8\xff", (".jpg", ".jpeg")),
+}
+
+
+class DisputeError(ValueError):
+    """Bad input from a debtor or a collector; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    filename: str
+    content: bytes
+
+
+def ensure_default_reasons(session: Session, company: Company) -> list[DisputeReason]:
+    existing = {r.code: r for r in session.scalars(select(DisputeReason).where(DisputeReason.company_id == company.id))}
+    for position, (code, label_fr, label_en) in enumerate(DEFAULT_REASONS):
+        if code not in existing:
+            reason = DisputeReason(company_id=company.id, code=code, label_fr=label_fr, label_en=label_en,
+                                   position=position)
+            session.add(reason)
+            existing[code] = reason
+    session.flush()
+    return sorted(existing.values(), key=lambda r: r.position)
+
+
+def active_reasons(session: Session, company_id: int) -> list[DisputeReason]:
+    return list(
+        session.scalars(
+            select(DisputeReason)
+            .where(DisputeReason.company_id == company_id, DisputeReason.active.is_(True))
+            .order_by(DisputeReason.position, DisputeReason.id)
+        )
+    )
+
+
+def sniff_type(upload: Upload) -> str:
+    """The file's type from its content; its name must agree."""
+    suffix = PurePath(upload.filename).suffix.lower()
+    for content_type, (magic, suffixes) in FILE_TYPES.items():
+        if upload.content.startswith(magic):
+            if suffix not in suffixes:
+                raise DisputeError(f"{upload.filename}: its content is {content_type}, not what its name says")
+            return content_type
+    raise DisputeError(f"{upload.filename}: only PDF, PNG and JPEG files are accepted")
+
+
+def check_uploads(uploads: list[Upload]) -> list[tuple[Upload, str]]:
+    uploads = [u for u in uploads if u.filename or u.content]
+    if len(uploads) > MAX_FILES:
+        raise DisputeError(f"at most {MAX_FILES} files, {len(uploads)} given")
+    checked = []
+    for upload in uploads:
+        if not upload.content:
+            raise DisputeError(f"{upload.filename}: the file is empty")
+        if len(upload.content) > MAX_FILE_BYTES:
+            raise DisputeError(f"{upload.filename}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MB")
+        checked.append((upload, sniff_type(upload)))
+    return checked
+
+
+def _clean_message(text: str) -> str:
+    body = (text or "").strip()
+    if not body:
+        raise DisputeError("the message is empty")
+    if len(body) > MAX_MESSAGE_CHARS:
+        raise DisputeError(f"the message is longer than {MAX_MESSAGE_CHARS} characters")
+    return body
+
+
+def _customer_invoices(session: Session, customer: Customer, invoice_ids: list[int]) -> list[Invoice]:
+    if not invoice_ids:
+        raise DisputeError("choose at least one invoice")
+    invoices = list(
+        session.scalars(
+            select(Invoice).where(
+                Invoice.id.in_(set(invoice_ids)),
+                Invoice.customer_id == customer.id,
+                Invoice.kind == InvoiceKind.invoice.value,
+            )
+        )
+    )
+    if len(invoices) != len(set(invoice_ids)):
+        raise DisputeError("unknown invoice")  # never says whether it exists for someone else
+    return sorted(invoices, key=lambda i: i.id)
+
+
+def open_cases_for(session: Session, invoice_ids: list[int], kind: str = "dispute") -> list[Dispute]:
+    return list(
+        session.scalars(
+            select(Dispute)
+            .join(Dispute.invoices)
+            .where(Invoice.id.in_(invoice_ids), Dispute.status == "open", Dispute.kind == kind)
+            .distinct()
+        )
+    )
+
+
+def _attach(session: Session, message: DisputeMessage, uploads: list[tuple[Upload, str]],
+            storage: FileStorage) -> None:
+    for upload, content_type in uploads:
+        stored = storage.save(upload.content)
+        session.add(
+            Attachment(message=message, filename=PurePath(upload.filename).name[:255] or "file",
+                       content_type=content_type, size=stored.size, sha256=stored.sha256, storage_key=stored.key)
+        )
+
+
+def open_case(
+    session: Session,
+    *,
+    customer: Customer,
+    contact: Contact | None,
+    invoice_ids: list[int],
+    message: str,
+    storage: FileStorage,
+    reason_code: str | None = None,
+    uploads: list[Upload] = (),  # type: ignore[assignment]
+    kind: str = "dispute",
+) -> Dispute:
+    """A dispute (takes the invoices out of the amount due and reminders) or a question (changes nothing)."""
+    if kind not in ("dispute", "question"):
+        raise DisputeError(f"unknown kind {kind!r}")
+    invoices = _customer_invoices(session, customer, invoice_ids)
+    body = _clean_message(message)
+    reason = None
+    if kind == "dispute":
+        reason = next((r for r in active_reasons(session, customer.company_id) if r.code == reason_code), None)
+        if reason is None:
+            raise DisputeError(f"unknown reason {reason_code!r}")
+        already = open_cases_for(session, [i.id for i in invoices])
+        if already:
+            numbers = ", ".join(sorted(i.number for d in already for i in d.invoices if i in invoices))
+            raise DisputeError(f"already disputed: {numbers}")
+    checked = check_uploads(list(uploads))
+    dispute = Dispute(customer_id=customer.id, contact_id=contact.id if contact else None, kind=kind,
+                      reason_id=reason.id if reason else None, invoices=invoices,
+                      assigned_to_id=customer.collector_id)
+    session.add(dispute)
+    first = DisputeMessage(dispute=dispute, author_type="contact", author_id=contact.id if contact else None,
+                           body=body)
+    session.add(first)
+    session.flush()
+    _attach(session, first, checked, storage)
+    if kind == "dispute":
+        for invoice in invoices:
+            invoice.status = InvoiceStatus.disputed.value
+    audit.record(session, actor_type="contact", actor=contact.email if contact else None,
+                 action=f"{kind}.opened", entity_type="dispute", entity_id=dispute.id, customer_id=customer.id,
+                 after={"invoices": [i.number for i in invoices], "reason": reason_code})
+    session.flush()
+    return dispute
+
+
+def add_message(
+    session: Session,
+    dispute: Dispute,
+    *,
+    body: str,
+    storage: FileStorage,
+    contact: Contact | None = None,
+    user: User | None = None,
+    internal: bool = False,
+    uploads: list[Upload] = (),  # type: ignore[assignment]
+) -> DisputeMessage:
+    if (contact is None) == (user is None):
+        raise DisputeError("a message has one author")
+    if internal and user is None:
+        raise DisputeError("only staff write internal notes")
+    text = _clean_message(body)
+    checked = check_uploads(list(uploads))
+    message = DisputeMessage(dispute=dispute, author_type="user" if user else "contact",
+                             author_id=user.id if user else contact.id if contact else None,
+                             internal=internal, body=text)
+    session.add(message)
+    session.flush()
+    _attach(session, message, checked, storage)
+    audit.record(session, actor_type="user" if user else "contact",
+                 actor=user.email if user else contact.email if contact else None,
+                 action="dispute.note" if internal else "dispute.message", entity_type="dispute",
+                 entity_id=dispute.id, customer_id=dispute.customer_id)
+    session.flush()
+    return message
+
+
+def _restore(invoice: Invoice) -> None:
+    invoice.status = InvoiceStatus.open.value
+    invoice.status = settled_status(invoice)
+
+
+def _still_disputed(session: Session, invoice: Invoice, closing: Dispute) -> bool:
+    return any(d.id != closing.id for d in open_cases_for(session, [invoice.id]))
+
+
+def accept(
+    session: Session, dispute: Dispute, *, user: User, note: str, credit_minor: int | None = None,
+    credit_number: str | None = None,
+) -> Invoice | None:
+    """Accept the dispute; with a credit (whole open amount when `credit_minor` is None on a
+    one-invoice case) a credit note is issued and allocated to the invoice, the rest stays due."""
+    if dispute.status != "open" or dispute.kind != "dispute":
+        raise DisputeError("this case is not an open dispute")
+    message = _clean_message(note)
+    credit_note = None
+    if credit_minor != 0:
+        if len(dispute.invoices) != 1:
+            raise DisputeError("a credit note settles one invoice: accept without credit, or one invoice per case")
+        invoice = dispute.invoices[0]
+        amount = invoice.open_minor if credit_minor is None else credit_minor
+        if amount <= 0 or amount > invoice.open_minor:
+            raise DisputeError(f"the credit must be between 0 and {invoice.open} ")
+        today = clock.today(invoice.company.timezone)
+        number = credit_number or _next_credit_number(session, invoice)
+        credit_note = Invoice(company_id=invoice.company_id, customer_id=invoice.customer_id,
+                              kind=InvoiceKind.credit_note.value, number=number, issue_date=today, due_date=today,
+                              currency=invoice.currency, total_minor=amount, open_minor=amount)
+        session.add(credit_note)
+        session.flush()
+        allocate(session, invoice, Money(amount, invoice.currency), credit_note=credit_note)
+        dispute.credit_note_id = credit_note.id
+    _close(session, dispute, "accepted", user, message)
+    return credit_note
+
+
+def reject(session: Session, dispute: Dispute, *, user: User, message: str) -> None:
+    """The invoices return to the amount due and to the reminder flow."""
+    if dispute.status != "open" or dispute.kind != "dispute":
+        raise DisputeError("this case is not an open dispute")
+    _close(session, dispute, "rejected", user, _clean_message(message))
+
+
+def close_question(session: Session, dispute: Dispute, *, user: User) -> None:
+    if dispute.status != "open" or dispute.kind != "question":
+        raise DisputeError("this case is not an open question")
+    dispute.status = "closed"
+    dispute.closed_at = clock.now()
+    audit.record(session, actor_type="user", actor=user.email, action="question.closed", entity_type="dispute",
+                 entity_id=dispute.id, customer_id=dispute.customer_id)
+
+
+def _close(session: Session, dispute: Dispute, status: str, user: User, message: str) -> None:
+    dispute.status = status
+    dispute.closed_at = clock.now()
+    dispute.resolution_note = message
+    session.add(DisputeMessage(dispute=dispute, author_type="user", author_id=user.id, body=message))
+    session.flush()
+    for invoice in dispute.invoices:
+        if invoice.status == InvoiceStatus.disputed.value and not _still_disputed(session, invoice, dispute):
+            _restore(invoice)
+    audit.record(session, actor_type="user", actor=user.email, action=f"dispute.{status}", entity_type="dispute",
+                 entity_id=dispute.id, customer_id=dispute.customer_id,
+                 after={"credit_note_id": dispute.credit_note_id})
+    session.flush()
+
+
+def _next_credit_number(session: Session, invoice: Invoice) -> str:
+    base = f"AV-{invoice.number}"
+    taken = set(session.scalars(select(Invoice.number).where(Invoice.company_id == invoice.company_id,
+                                                             Invoice.number.like(f"{base}%"))))
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+# --- Promises to pay ---------------------------------------------------------------------------
+
+
+def make_promise(
+    session: Session, *, customer: Customer, contact: Contact | None, invoice_ids: list[int], promised_for: date,
+) -> PromiseToPay:
+    company = customer.company
+    today = clock.today(company.timezone)
+    if promised_for < today:
+        raise DisputeError("the promised date is in the past")
+    if promised_for > today + timedelta(days=company.promise_horizon_days):
+        raise DisputeError(f"the promised date is more than {company.promise_horizon_days} days away")
+    invoices = _customer_invoices(session, customer, invoice_ids)
+    unpayable = [i.number for i in invoices if i.open_minor == 0 or i.status == InvoiceStatus.void.value]
+    if unpayable:
+        raise DisputeError(f"nothing left to pay on {', '.join(unpayable)}")
+    currencies = {i.currency for i in invoices}
+    if len(currencies) > 1:
+        raise DisputeError("a promise covers invoices of one currency")
+    pending = pending_promises_for(session, [i.id for i in invoices])
+    if pending:
+        raise DisputeError("a promise is already pending for " + ", ".join(
+            sorted({i.number for p in pending for i in p.invoices if i in invoices})))
+    promise = PromiseToPay(customer_id=customer.id, contact_id=contact.id if contact else None,
+                           promised_for=promised_for, currency=currencies.pop(),
+                           amount_minor=sum(i.open_minor for i in invoices), invoices=invoices)
+    session.add(promise)
+    session.flush()
+    audit.record(session, actor_type="contact", actor=contact.email if contact else None, action="promise.made",
+                 entity_type="promise", entity_id=promise.id, customer_id=customer.id,
+                 after={"date": promised_for.isoformat(), "invoices": [i.number for i in invoices],
+                        "amount_minor": promise.amount_minor})
+    return promise
+
+
+def pending_promises_for(session: Session, invoice_ids: list[int]) -> list[PromiseToPay]:
+    return list(
+        session.scalars(
+            select(PromiseToPay)
+            .join(PromiseToPay.invoices)
+            .where(Invoice.id.in_(invoice_ids), PromiseToPay.status == "pending")
+            .distinct()
+        )
+    )
+
+
+def settle_promises(session: Session, today_for: dict[int, date] | None = None) -> tuple[int, int]:
+    """Mark pending promises kept (all their invoices paid) or broken (date + grace passed).
+
+    Returns (kept, broken). `today_for` maps company id to its local date; by default each
+    company's date from the clock.
+    """
+    kept = broken = 0
+    for promise in session.scalars(select(PromiseToPay).where(PromiseToPay.status == "pending")):
+        customer = session.get(Customer, promise.customer_id)
+        assert customer is not None
+        company = customer.company
+        today = (today_for or {}).get(company.id) or clock.today(company.timezone)
+        if all(i.open_minor == 0 for i in promise.invoices):
+            promise.status, kept = "kept", kept + 1
+        elif today > promise.promised_for + timedelta(days=company.promise_grace_days):
+            promise.status, broken = "broken", broken + 1
+        else:
+            continue
+        promise.settled_at = clock.now()
+        audit.record(session, actor_type="system", action=f"promise.{promise.status}", entity_type="promise",
+                     entity_id=promise.id, customer_id=promise.customer_id)
+    session.flush()
+    return kept, broken
