@@ -16,6 +16,9 @@ PYTEST_WORKERS ?= 2
 RUNTIME_DEBS := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
 # Tests: the browser, pdftotext, and the PostgreSQL server the test set-up starts itself.
 TEST_DEBS := chromium poppler-utils postgresql
+# Benchmarks: the load generator.
+BENCH_DEBS := wrk
+BENCH_ARGS ?=
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -36,7 +39,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: help venv system-deps test-deps demo test i18n clean
+.PHONY: help venv system-deps test-deps demo test bench i18n clean
 
 help:
 	@echo "make demo         install into $(VENV), create the SQLite demo and serve it"
@@ -44,6 +47,8 @@ help:
 	@echo "make venv         (re)install the Python packages into $(VENV) when pyproject.toml changed"
 	@echo "make system-deps  install the Debian packages needed at runtime, if missing"
 	@echo "make test-deps    ... and those the tests need (chromium, poppler-utils, postgresql)"
+	@echo "make bench        build (once, cached in var/bench/) a 50,000-customer book and run the benchmarks;"
+	@echo "                  not tests: prints a table and JSON (BENCH_ARGS='--small' for a quick run)"
 	@echo "make i18n         extract, update and compile the translation catalogs"
 	@echo "make clean        remove $(VENV) and caches (databases are kept)"
 
@@ -73,9 +78,13 @@ demo: venv system-deps
 test: venv test-deps
 	$(BIN)/pytest -p xdist -n $(PYTEST_WORKERS)
 
+bench: venv system-deps
+	@$(call install_debs,$(BENCH_DEBS))
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 i18n: venv
 	$(BIN)/pybabel extract -F babel.cfg -k _t:2 -k N_ --no-location --sort-output \
-		-o encours/locale/messages.pot encours portal links ledger dunning admin
+		-o encours/locale/messages.pot encours portal links ledger dunning admin payments
 	$(BIN)/pybabel update -i encours/locale/messages.pot -d encours/locale --no-fuzzy-matching
 	$(BIN)/pybabel compile -d encours/locale
 

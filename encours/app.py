@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
 
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -18,16 +20,22 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from encours import errors
-from encours.db import make_engine, make_sessionmaker, unit_of_work
+from encours.db import make_engine, make_sessionmaker, pending_migrations, unit_of_work
 from encours.security import CSRFMiddleware, SecurityHeadersMiddleware
 from encours.settings import Settings, load_settings
 from encours.templating import Templates
 from ledger.models import Company
 from portal import branding
 from portal.routes import routes as portal_routes
+from payments.routes import routes as payment_routes
+from portal.disputes import routes as portal_dispute_routes
 from admin.routes import routes as admin_routes
+from admin.disputes import routes as admin_dispute_routes
+from payments import stripe as stripe_provider
+from payments.stripe_routes import routes as stripe_routes
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+logger = logging.getLogger(__name__)
 SESSION_COOKIE = "encours_session"
 SESSION_MAX_AGE = 12 * 60 * 60
 
@@ -36,6 +44,21 @@ def healthz(request: Request) -> Response:
     with unit_of_work(request.app.state.sessions) as session:
         session.execute(text("SELECT 1"))
     return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+
+def readyz(request: Request) -> Response:
+    """Readiness: the database answers and its schema is at the migrations' head(s)."""
+    headers = {"Cache-Control": "no-store"}
+    try:
+        with unit_of_work(request.app.state.sessions) as session:
+            session.execute(text("SELECT 1"))
+            reason = pending_migrations(session.connection())
+    except SQLAlchemyError as error:
+        logger.warning("readyz: database unreachable: %s", error)
+        return JSONResponse({"status": "unavailable", "reason": "database unreachable"}, 503, headers=headers)
+    if reason is not None:
+        return JSONResponse({"status": "unavailable", "reason": reason}, 503, headers=headers)
+    return JSONResponse({"status": "ok"}, headers=headers)
 
 
 def brand_css(request: Request) -> Response:
@@ -57,6 +80,7 @@ def brand_logo(request: Request) -> Response:
 
 
 def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None) -> Starlette:
+    stripe_provider.check_settings(settings)  # a missing webhook secret stops the start, never skips checks
     engine = None
     if sessions is None:
         engine = make_engine(settings.database_url)
@@ -70,11 +94,16 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
 
     routes = [
         Route("/healthz", healthz, name="healthz"),
+        Route("/readyz", readyz, name="readyz"),
         Route("/brand/{code:str}.css", brand_css, name="brand_css"),
         Route("/brand/{code:str}/logo", brand_logo, name="brand_logo"),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        *stripe_routes,
         *portal_routes,
+        *payment_routes,
+        *portal_dispute_routes,
         *admin_routes,
+        *admin_dispute_routes,
     ]
     middleware = [
         Middleware(SecurityHeadersMiddleware),

@@ -251,7 +251,8 @@ def demo(host: str, port: int, directory: Path, no_serve: bool) -> None:
 @click.option("--interval", default=30.0, show_default=True, type=click.FloatRange(min=1),
               help="Seconds between runs, when not --once.")
 def worker(once: bool, interval: float) -> None:
-    """Background work: deliver the email outbox over ENCOURS_SMTP_URL, with retries.
+    """Background work: the daily reminder plan of each company at its local reminder hour, and
+    delivering the email outbox over ENCOURS_SMTP_URL, with retries.
     Runs until SIGTERM or Ctrl+C; --once does what is due now and exits."""
     from dunning.outbox import SMTPConfigError
     from encours import worker as background
@@ -271,6 +272,33 @@ def worker(once: bool, interval: float) -> None:
         background.run_forever(settings, sessions, interval=interval, on_report=echo)
     except SMTPConfigError as error:
         raise CommandError(str(error)) from None
+
+
+@cli.command("remind")
+@click.option("--date", "day", type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="Plan as of this date (YYYY-MM-DD); default: each company's local today.")
+@click.option("--company", "company_code", help="Only this company (its code).")
+@click.option("--dry-run", is_flag=True, help="Print what would go, to whom and why; queue nothing.")
+def remind(day: Any, company_code: str | None, dry_run: bool) -> None:
+    """Plan today's reminders and queue one message per customer in the outbox."""
+    from dunning.planner import UnknownCompany, run
+
+    settings = _settings()
+    try:
+        reports = run(_sessions(), settings, day.date() if day else None, company_code, dry_run=dry_run)
+    except UnknownCompany as error:
+        raise CommandError(str(error)) from None
+    if not reports:
+        click.echo("no company: nothing to plan")
+    for report in reports:
+        click.echo(report.summary())
+        if dry_run:
+            for message in report.messages:
+                click.echo(f"  would send {message.describe()}")
+        for skipped in report.skipped:
+            click.echo(f"  skipped {skipped.customer_ref}: {skipped.reason}")
+        for problem in report.problems:
+            click.echo(f"  problem: {problem}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,8 +25,11 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.close()
 
 
+SQLITE_BEGIN_OPTION = "sqlite_begin"
+
+
 def _sqlite_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN")
+    connection.exec_driver_sql(f"BEGIN {connection.get_execution_options().get(SQLITE_BEGIN_OPTION, '')}".strip())
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -39,6 +43,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for units of work (requests, commands, the worker).
+
+    On SQLite they begin IMMEDIATE: a deferred transaction that reads, then writes after
+    another writer committed, fails at once with "database is locked" (busy_timeout cannot
+    help). IMMEDIATE waits for the one write lock up front instead. Readers outside these
+    sessions still never wait, thanks to WAL.
+    """
+    if engine.dialect.name == "sqlite":
+        engine = engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
@@ -65,10 +78,67 @@ def alembic_config(url: str) -> Any:
     return config
 
 
-def upgrade(url: str, revision: str = "heads") -> None:
+def _foreign_keys_off(dbapi_connection: Any, connection_record: Any) -> None:
+    dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+
+
+def _migrate(url: str, action: str, revision: str) -> None:
+    """Run alembic's upgrade/downgrade. On SQLite, with foreign keys off while it runs.
+
+    Batch migrations rebuild a SQLite table as copy, DROP, rename: with foreign keys on,
+    dropping a table that other rows reference fails (or would cascade). SQLite ignores
+    `PRAGMA foreign_keys` inside a transaction, so it is set as each connection opens, and
+    the keys are checked once the migration is done.
+    """
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)
+    config = alembic_config(url)
+    run = getattr(command, action)
+    if make_url(url).get_backend_name() != "sqlite":
+        run(config, revision)
+        return
+    engine = make_engine(url)
+    event.listen(engine, "connect", _foreign_keys_off)
+    try:
+        with engine.connect() as connection:
+            config.attributes["connection"] = connection
+            run(config, revision)
+            connection.commit()
+            problems = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            connection.rollback()
+        if problems:
+            raise RuntimeError(f"{action} to {revision} left rows with broken foreign keys: {problems[:5]}")
+    finally:
+        engine.dispose()
+
+
+def upgrade(url: str, revision: str = "heads") -> None:
+    _migrate(url, "upgrade", revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    _migrate(url, "downgrade", revision)
+
+
+@functools.cache
+def migration_heads() -> frozenset[str]:
+    """The head revision(s) of the migration scripts (read once per process)."""
+    from alembic.script import ScriptDirectory
+
+    return frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
+
+
+def pending_migrations(connection: Any) -> str | None:
+    """None when the database on `connection` is at the migrations' head(s), else a short reason."""
+    from alembic.runtime.migration import MigrationContext
+
+    current = set(MigrationContext.configure(connection).get_current_heads())
+    heads = migration_heads()
+    if current == heads:
+        return None
+    if not current:
+        return "database not migrated (run `encours db upgrade`)"
+    return f"database at revision {', '.join(sorted(current))}, migrations head is {', '.join(sorted(heads))}"
 
 
 def check_connection(engine: Engine) -> None:

@@ -10,10 +10,12 @@ from datetime import date, timedelta
 
 from sqlalchemy.orm import Session
 
+from dunning.scenarios import ensure_default_scenario
 from encours.clock import clock
 from encours.users import create_user
 from ledger.allocation import allocate
 from ledger.companies import create_company
+from ledger.disputes import ensure_default_reasons
 from ledger.models import Company, Contact, Customer, Invoice, InvoiceKind, Payment
 from ledger.money import Money
 from links import tokens
@@ -98,6 +100,12 @@ def seed(session: Session, *, secret: str, base_url: str, staff_password: str) -
         iban="GB33BUKB20201555555555", bic="BUKBGB22", support_email="credit.control@durand-industrie.co.uk",
         address="4 Riverside Way\nReading RG1 8AA\nUnited Kingdom",
     )
+
+    for company in (durand, durand_uk):
+        ensure_default_scenario(session, company)
+
+    for company in (durand, durand_uk):
+        ensure_default_reasons(session, company)
 
     martin = _customer(session, durand, "C-MARTIN", "Boulangeries Martin SARL", "fr",
                        "compta@boulangeries-martin.fr", "pme")

@@ -60,17 +60,32 @@ def negotiate(accept_language: str | None) -> str:
     return DEFAULT_LANGUAGE
 
 
+# Formatting is pure and pages repeat the same amounts and dates (a 200-invoice statement
+# formats about a thousand of them): Babel parsing its locale and pattern on every call was
+# most of that page's time. Parsed Locale objects are kept, and results are memoized.
+@lru_cache(maxsize=None)
+def _format_locale(language: str) -> Locale:
+    return Locale.parse(FORMAT_LOCALES[normalize(language)])
+
+
 def format_money(money: Money, language: str) -> str:
-    return money.format(FORMAT_LOCALES[normalize(language)])
+    return _format_money(money.minor, money.currency, language)
 
 
+@lru_cache(maxsize=16384)
+def _format_money(minor: int, currency: str, language: str) -> str:
+    return Money(minor, currency).format(_format_locale(language))  # type: ignore[arg-type]
+
+
+@lru_cache(maxsize=8192)
 def format_day(day: date, language: str, style: str = "medium") -> str:
-    return format_date(day, format=style, locale=FORMAT_LOCALES[normalize(language)])
+    return format_date(day, format=style, locale=_format_locale(language))
 
 
+@lru_cache(maxsize=4096)
 def day_month(day: date, language: str) -> str:
     """'12 December' / '12 décembre', for sentences."""
-    return format_date(day, format="d MMMM", locale=FORMAT_LOCALES[normalize(language)])
+    return format_date(day, format="d MMMM", locale=_format_locale(language))
 
 
 def language_name(language: str) -> str:

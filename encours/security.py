@@ -34,6 +34,16 @@ def csp_header(directives: dict[str, list[str]]) -> str:
     return "; ".join(f"{name} {' '.join(values)}" for name, values in directives.items())
 
 
+def extend_csp(base: dict[str, list[str]], additions: dict[str, list[str]]) -> dict[str, list[str]]:
+    """`base` with more sources per directive (a page that loads a provider's script, say);
+    an added source replaces a directive's 'none'."""
+    merged = {name: list(values) for name, values in base.items()}
+    for name, sources in additions.items():
+        values = [value for value in merged.get(name, list(base.get("default-src", []))) if value != "'none'"]
+        merged[name] = values + [source for source in sources if source not in values]
+    return merged
+
+
 class SecurityHeadersMiddleware:
     def __init__(self, app: ASGIApp, csp: dict[str, list[str]] | None = None) -> None:
         self.app = app

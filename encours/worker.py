@@ -6,13 +6,20 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass
+from datetime import date, timedelta
 from types import FrameType
 from typing import Any, Callable
+from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from dunning import outbox
+from dunning import outbox, planner
+from encours.clock import clock
 from encours.settings import Settings
+from payments import webhooks
+from payments.webhooks import RetryReport
+from ledger.models import Company, ReminderRun
 
 log = logging.getLogger("encours.worker")
 
@@ -22,19 +29,61 @@ DEFAULT_INTERVAL = 30.0  # seconds between runs
 @dataclass(frozen=True)
 class WorkerReport:
     outbox: outbox.DeliveryReport
+    reminders: tuple[planner.RunReport, ...] = ()
+    webhooks: RetryReport = RetryReport()
 
     @property
     def busy(self) -> bool:
-        return bool(self.outbox.sent or self.outbox.retried or self.outbox.failed)
+        return bool(self.outbox.sent or self.outbox.retried or self.outbox.failed or self.reminders or self.webhooks.busy)
 
     def lines(self) -> list[str]:
-        return [f"outbox: {self.outbox.summary()}"]
+        return [f"reminders: {report.summary()}" for report in self.reminders] + [f"outbox: {self.outbox.summary()}"] + (
+            [f"webhooks: {self.webhooks.summary()}"] if self.webhooks.busy else []
+        )
 
 
 def run_once(settings: Settings, session_factory: sessionmaker[Session]) -> WorkerReport:
-    """Everything that is due now: today, delivering the outbox."""
+    """Everything that is due now: the daily reminder plans that are due, then delivering the outbox."""
     smtp_config = outbox.parse_smtp_url(settings.smtp_url)
-    return WorkerReport(outbox=outbox.deliver_due(session_factory, smtp_config, settings.mail_from))
+    reminders = run_due_reminders(settings, session_factory)
+    retried = webhooks.retry_due(session_factory, webhooks.registered_handlers())  # failed or unprocessed events
+    return WorkerReport(outbox=outbox.deliver_due(session_factory, smtp_config, settings.mail_from),
+                        reminders=tuple(reminders), webhooks=retried)
+
+
+def due_reminder_runs(session_factory: sessionmaker[Session]) -> list[tuple[int, date]]:
+    """(company id, local date) of each company whose daily plan is due now: its local
+    `reminder_hour` has passed and no finished run exists for its local date. A day the
+    worker was down is caught up by the next day's run, which sends each customer only
+    its latest step."""
+    due = []
+    now = clock.now()
+    with session_factory() as session:
+        companies = session.execute(select(Company.id, Company.timezone, Company.reminder_hour)).all()
+        done = {
+            (company_id, run_date)
+            for company_id, run_date in session.execute(
+                select(ReminderRun.company_id, ReminderRun.run_date)
+                .where(ReminderRun.dry_run.is_(False), ReminderRun.finished_at.is_not(None),
+                       ReminderRun.run_date >= (now - timedelta(days=2)).date())
+            )
+        }
+    for company_id, tz, hour in companies:
+        local = now.astimezone(ZoneInfo(tz))
+        if local.hour >= hour and (company_id, local.date()) not in done:
+            due.append((company_id, local.date()))
+    return due
+
+
+def run_due_reminders(settings: Settings, session_factory: sessionmaker[Session]) -> list[planner.RunReport]:
+    reports = []
+    for company_id, today in due_reminder_runs(session_factory):
+        try:
+            reports.append(planner.run_company(session_factory, settings, company_id, today))
+        except Exception:
+            # One company's failure must not hold up the others, nor the outbox.
+            log.exception("reminder run failed for company %s on %s; retried on the next pass", company_id, today)
+    return reports
 
 
 def run_forever(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from functools import cached_property
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -17,11 +18,12 @@ class StatementLine:
     invoice: Invoice
     days_overdue: int
 
-    @property
+    # Read once per line: the statement page asks each line these many times (totals, rows).
+    @cached_property
     def is_credit_note(self) -> bool:
         return self.invoice.is_credit_note
 
-    @property
+    @cached_property
     def is_disputed(self) -> bool:
         return self.invoice.status == InvoiceStatus.disputed.value
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import case, type_coerce
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from encours.clock import clock
 from ledger.models import Throttle
@@ -20,15 +24,31 @@ def is_blocked(session: Session, key: str, limit: int, window_seconds: int) -> b
 
 
 def record_failure(session: Session, key: str, window_seconds: int) -> int:
-    """Count one failure; returns the count in the current window."""
+    """Count one failure; returns the count in the current window.
+
+    One atomic upsert, so concurrent failures from several threads or processes are all
+    counted: with a read-then-insert, two first failures both insert (a unique violation on
+    PostgreSQL), and on SQLite a read-then-write transaction fails with "database is locked"
+    once another writer has committed since it read.
+    """
     now = clock.now()
-    row = session.get(Throttle, key, with_for_update=True)
-    if row is None:
-        row = Throttle(key=key, window_start=now, count=0)
-        session.add(row)
-    elif now - row.window_start >= timedelta(seconds=window_seconds):
-        row.window_start = now
-        row.count = 0
-    row.count += 1
-    session.flush()
-    return row.count
+    expired = now - timedelta(seconds=window_seconds)
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    table = Throttle.__table__
+    statement = insert(table).values(key=key, window_start=now, count=1)
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c.key],
+        set_={
+            "count": case((table.c.window_start <= expired, 1), else_=table.c.count + 1),
+            "window_start": case(
+                (table.c.window_start <= expired, type_coerce(now, table.c.window_start.type)),
+                else_=table.c.window_start,
+            ),
+        },
+    ).returning(table.c.count)
+    count = session.execute(statement).scalar_one()
+    loaded = session.identity_map.get(identity_key(Throttle, key))
+    if loaded is not None:  # keep an object this session already holds in step with the database
+        session.refresh(loaded)
+    return int(count)

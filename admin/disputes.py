@@ -1,0 +1,372 @@
+"""Back-office: the disputes queue, one case, its resolution, and promises to pay.
+
+Who sees what: an admin everything, a manager or a viewer its companies, a collector the
+customers assigned to it. A viewer reads and never acts (403). Thin: `ledger.disputes` does
+the work and the audit trail.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Awaitable, Callable
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from admin import auth
+from admin.routes import _language, _render, _staff, _to_login
+from encours import i18n
+from encours.clock import clock
+from encours.db import unit_of_work
+from ledger import disputes, notifications
+from ledger import statement as statements
+from ledger.disputes import DisputeError
+from ledger.models import (
+    Attachment,
+    Company,
+    Customer,
+    Dispute,
+    DisputeMessage,
+    DisputeReason,
+    Invoice,
+    PromiseToPay,
+    Role,
+    User,
+)
+from ledger.money import AmountError, Money
+from portal.disputes import Posted, attachment_response, case_context, explain, read_posted, storage
+
+STATUSES = ("open", "accepted", "rejected", "closed", "all")
+
+
+def _t(language: str, message: str, **values: object) -> str:
+    return i18n.gettext(language, message, **values)
+
+
+# --- who sees what ------------------------------------------------------------------------------
+
+
+def _scoped(query: Select[Any], user: User) -> Select[Any]:
+    """Restricts a query that joins Customer to what `user` may see."""
+    if user.role == Role.admin.value:
+        return query
+    if user.role == Role.collector.value:
+        return query.where(Customer.collector_id == user.id)
+    return query.where(Customer.company_id.in_([c.id for c in user.companies] or [-1]))
+
+
+def visible_case(session: Session, user: User, case_id: int) -> Dispute:
+    case = session.scalar(
+        _scoped(select(Dispute).join(Customer, Customer.id == Dispute.customer_id), user).where(Dispute.id == case_id)
+    )
+    if case is None:
+        raise HTTPException(404)
+    return case
+
+
+def can_act(user: User) -> bool:
+    return user.role != Role.viewer.value
+
+
+# --- plumbing -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Staff:
+    user: User
+    language: str
+
+
+def staff_get(handler: Callable[[Request, Session, Staff], Response]) -> Callable[[Request], Response]:
+    @functools.wraps(handler)
+    def endpoint(request: Request) -> Response:
+        with unit_of_work(request.app.state.sessions) as session:
+            user = _staff(request, session)
+            if user is None:
+                return _to_login(request)
+            return handler(request, session, Staff(user, _language(request)))
+
+    return endpoint
+
+
+class Rejected(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def staff_post(handler: Callable[[Request, Session, Staff, Posted], Response]) -> Callable[[Request],
+                                                                                          Awaitable[Response]]:
+    """Reads the form, then acts in a unit of work; a viewer gets 403, `Rejected` rolls back."""
+
+    def run(request: Request, posted: Posted) -> Response:
+        with unit_of_work(request.app.state.sessions) as session:
+            user = _staff(request, session)
+            if user is None:
+                return _to_login(request)
+            staff = Staff(user, _language(request))
+            if not can_act(user):
+                return _render(request, "admin/dispute.html", {"user": user, "forbidden": True, "case": None},
+                               staff.language, status_code=403)
+            try:
+                return handler(request, session, staff, posted)
+            except Rejected as rejected:
+                session.rollback()
+                return rejected.response
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        posted = await read_posted(request)
+        try:
+            return await run_in_threadpool(run, request, posted)
+        finally:
+            await posted.form.close()
+
+    return endpoint
+
+
+def _page(request: Request, staff: Staff, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
+    return _render(request, name, {"user": staff.user, "forbidden": False, **case_context(staff.language), **context},
+                   staff.language, status_code=status_code)
+
+
+# --- the queue ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    case: Dispute
+    customer: Customer
+    company: Company
+    reason: DisputeReason | None
+    collector: User | None
+    amounts: list[Money]
+    age_days: int
+
+
+def _amounts(case: Dispute) -> list[Money]:
+    totals: dict[str, int] = {}
+    for invoice in case.invoices:
+        totals[invoice.currency] = totals.get(invoice.currency, 0) + invoice.open_minor
+    return [Money(minor, currency) for currency, minor in sorted(totals.items())]
+
+
+@staff_get
+def queue(request: Request, session: Session, staff: Staff) -> Response:
+    params = request.query_params
+    status = params.get("status", "open") if params.get("status", "open") in STATUSES else "open"
+    company_code = params.get("company", "")
+    reason_code = params.get("reason", "")
+    sort = params.get("sort", "age") if params.get("sort") in ("age", "amount") else "age"
+    query = _scoped(
+        select(Dispute, Customer, Company, DisputeReason)
+        .join(Customer, Customer.id == Dispute.customer_id)
+        .join(Company, Company.id == Customer.company_id)
+        .outerjoin(DisputeReason, DisputeReason.id == Dispute.reason_id),
+        staff.user,
+    ).order_by(Dispute.opened_at, Dispute.id).limit(500)
+    if status != "all":
+        query = query.where(Dispute.status == status)
+    if company_code:
+        query = query.where(Company.code == company_code)
+    if reason_code:
+        query = query.where(DisputeReason.code == reason_code)
+    now = clock.now()
+    collectors = {u.id: u for u in session.scalars(select(User).where(User.role == Role.collector.value))}
+    rows = [
+        QueueRow(case=case, customer=customer, company=company, reason=reason,
+                 collector=collectors.get(case.assigned_to_id or customer.collector_id or -1),
+                 amounts=_amounts(case), age_days=max(0, (now - case.opened_at).days))
+        for case, customer, company, reason in session.execute(query).all()
+    ]
+    if sort == "amount":
+        rows.sort(key=lambda r: -max((m.minor for m in r.amounts), default=0))
+    companies = auth.visible_companies(session, staff.user)
+    reasons = sorted({(r.code, r.label_fr if staff.language == "fr" else r.label_en) for r in session.scalars(
+        select(DisputeReason).where(DisputeReason.company_id.in_([c.id for c in companies] or [-1])))})
+    return _page(request, staff, "admin/disputes.html", {
+        "rows": rows, "companies": companies, "reasons": reasons, "status": status, "company_code": company_code,
+        "reason_code": reason_code, "sort": sort, "statuses": STATUSES,
+    })
+
+
+# --- one case -----------------------------------------------------------------------------------
+
+
+def _case_page(request: Request, session: Session, staff: Staff, case: Dispute, *, error: str | None = None,
+               form: dict[str, str] | None = None, status_code: int = 200) -> Response:
+    customer = session.get(Customer, case.customer_id)
+    assert customer is not None
+    today = clock.today(customer.company.timezone)
+    authors = {u.id: u for u in session.scalars(select(User).where(
+        User.id.in_({m.author_id for m in case.messages if m.author_type == "user" and m.author_id})))}
+    notice = {
+        "reply": _t(staff.language, "Reply sent; the customer was emailed a link."),
+        "note": _t(staff.language, "Internal note added."),
+        "accepted": _t(staff.language, "Dispute accepted."),
+        "rejected": _t(staff.language, "Dispute rejected."),
+        "closed": _t(staff.language, "Question closed."),
+    }.get(request.query_params.get("done", ""))
+    return _page(request, staff, "admin/dispute.html", {
+        "case": case,
+        "customer": customer,
+        "reason": session.get(DisputeReason, case.reason_id) if case.reason_id else None,
+        "authors": authors,
+        "statement": statements.build_statement(session, customer, today),
+        "credit_note": session.get(Invoice, case.credit_note_id) if case.credit_note_id else None,
+        "can_act": can_act(staff.user),
+        "error": error,
+        "notice": notice,
+        "form": form or {},
+        "max_files": disputes.MAX_FILES,
+        "max_mb": disputes.MAX_FILE_BYTES // (1024 * 1024),
+    }, status_code=status_code)
+
+
+@staff_get
+def case_page(request: Request, session: Session, staff: Staff) -> Response:
+    case = visible_case(session, staff.user, request.path_params["case_id"])
+    return _case_page(request, session, staff, case)
+
+
+def _fail(request: Request, session: Session, staff: Staff, case: Dispute, error: DisputeError | str,
+          posted: Posted) -> Rejected:
+    text = explain(error, staff.language) if isinstance(error, DisputeError) else error
+    form = {k: posted.text(k, 6000) for k in ("message", "note", "credit", "amount", "internal")}
+    return Rejected(_case_page(request, session, staff, case, error=text, form=form, status_code=400))
+
+
+def _done(case: Dispute, what: str) -> Response:
+    return RedirectResponse(f"/admin/disputes/{case.id}?done={what}", status_code=303)
+
+
+def _tell_debtor(request: Request, session: Session, case: Dispute) -> None:
+    settings = request.app.state.settings
+    notifications.notify_debtor(session, case, secret=str(settings.secret_key), base_url=settings.base_url,
+                                templates=request.app.state.templates)
+
+
+@staff_post
+def reply(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    case = visible_case(session, staff.user, request.path_params["case_id"])
+    internal = posted.text("internal") == "1"
+    if case.status != "open" and not internal:
+        raise _fail(request, session, staff, case, _t(staff.language, "This case is closed."), posted)
+    try:
+        disputes.add_message(session, case, body=posted.text("message", disputes.MAX_MESSAGE_CHARS + 1),
+                             storage=storage(request), user=staff.user, internal=internal, uploads=posted.uploads)
+    except DisputeError as error:
+        raise _fail(request, session, staff, case, error, posted)
+    if not internal:
+        _tell_debtor(request, session, case)
+    return _done(case, "note" if internal else "reply")
+
+
+@staff_post
+def accept(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    case = visible_case(session, staff.user, request.path_params["case_id"])
+    credit = posted.text("credit", 10)
+    credit_minor: int | None = 0
+    if credit == "full":
+        credit_minor = None
+    elif credit == "partial":
+        currency = case.invoices[0].currency if case.invoices else "EUR"
+        try:
+            credit_minor = Money.parse(posted.text("amount", 40), currency).minor
+        except AmountError:
+            raise _fail(request, session, staff, case,
+                        _t(staff.language, "Type the credit amount, for example 250.00."), posted)
+        if credit_minor <= 0:
+            raise _fail(request, session, staff, case,
+                        _t(staff.language, "The credit must be more than zero and at most the open amount."), posted)
+    try:
+        disputes.accept(session, case, user=staff.user, note=posted.text("note", disputes.MAX_MESSAGE_CHARS + 1),
+                        credit_minor=credit_minor)
+    except DisputeError as error:
+        raise _fail(request, session, staff, case, error, posted)
+    _tell_debtor(request, session, case)
+    return _done(case, "accepted")
+
+
+@staff_post
+def reject(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    case = visible_case(session, staff.user, request.path_params["case_id"])
+    try:
+        disputes.reject(session, case, user=staff.user, message=posted.text("note", disputes.MAX_MESSAGE_CHARS + 1))
+    except DisputeError as error:
+        raise _fail(request, session, staff, case, error, posted)
+    _tell_debtor(request, session, case)
+    return _done(case, "rejected")
+
+
+@staff_post
+def close(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    case = visible_case(session, staff.user, request.path_params["case_id"])
+    try:
+        disputes.close_question(session, case, user=staff.user)
+    except DisputeError as error:
+        raise _fail(request, session, staff, case, error, posted)
+    return _done(case, "closed")
+
+
+@staff_get
+def case_file(request: Request, session: Session, staff: Staff) -> Response:
+    case = visible_case(session, staff.user, request.path_params["case_id"])
+    attachment = session.scalar(
+        select(Attachment).join(DisputeMessage, Attachment.message_id == DisputeMessage.id)
+        .where(Attachment.id == request.path_params["file_id"], DisputeMessage.dispute_id == case.id)
+    )
+    if attachment is None:
+        raise HTTPException(404)
+    try:
+        content = storage(request).read(attachment.storage_key)
+    except (OSError, ValueError):
+        raise HTTPException(404)
+    return attachment_response(content, attachment)
+
+
+# --- promises -----------------------------------------------------------------------------------
+
+
+@staff_get
+def promises(request: Request, session: Session, staff: Staff) -> Response:
+    # Settled on view until the worker does it too: reading the page gives today's truth.
+    disputes.settle_promises(session)
+    query = _scoped(
+        select(PromiseToPay, Customer, Company)
+        .join(Customer, Customer.id == PromiseToPay.customer_id)
+        .join(Company, Company.id == Customer.company_id),
+        staff.user,
+    )
+    due_today, broken, upcoming = [], [], []
+    for promise, customer, company in session.execute(query.order_by(PromiseToPay.promised_for,
+                                                                     PromiseToPay.id).limit(1000)).all():
+        today: date = clock.today(company.timezone)
+        row = (promise, customer, company)
+        if promise.status == "broken":
+            broken.append(row)
+        elif promise.status == "pending" and promise.promised_for <= today:
+            due_today.append(row)
+        elif promise.status == "pending":
+            upcoming.append(row)
+    return _page(request, staff, "admin/promises.html",
+                 {"due_today": due_today, "broken": broken, "upcoming": upcoming})
+
+
+routes = [
+    Route("/admin/disputes", queue, methods=["GET"], name="admin:disputes"),
+    Route("/admin/disputes/{case_id:int}", case_page, methods=["GET"], name="admin:dispute"),
+    Route("/admin/disputes/{case_id:int}/reply", reply, methods=["POST"], name="admin:dispute_reply"),
+    Route("/admin/disputes/{case_id:int}/accept", accept, methods=["POST"], name="admin:dispute_accept"),
+    Route("/admin/disputes/{case_id:int}/reject", reject, methods=["POST"], name="admin:dispute_reject"),
+    Route("/admin/disputes/{case_id:int}/close", close, methods=["POST"], name="admin:dispute_close"),
+    Route("/admin/disputes/{case_id:int}/files/{file_id:int}", case_file, methods=["GET"],
+          name="admin:dispute_file"),
+    Route("/admin/promises", promises, methods=["GET"], name="admin:promises"),
+]

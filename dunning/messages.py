@@ -1,0 +1,545 @@
+"""Reminder messages: scenario texts rendered in a sandboxed Jinja environment, text and HTML.
+
+Scenario subjects and bodies are data written by staff: they are rendered by
+`jinja2.sandbox.SandboxedEnvironment` with `StrictUndefined`, and see only the plain values
+below, never a model (so no template can walk from a customer to another one).
+
+Placeholders (`PLACEHOLDERS`):
+
+- `{{ customer.name }}`, `{{ customer.ref }}`
+- `{{ contact.name }}` (may be empty), `{{ contact.email }}`
+- `{{ company.name }}`, `{{ company.support_email }}`, `{{ company.address }}`
+- `{{ invoices }}`: the table of the invoices chased (number, due date, open amount, days late);
+  also iterable: `{% for row in invoices %}{{ row.number }} {{ row.due_date }} {{ row.open }}
+  {{ row.days_late }}{% endfor %}`
+- `{{ totals }}`: the total chased per currency, e.g. `1 234,56 € · 300,00 $US`; iterable
+  (`row.currency`, `row.amount`)
+- `{{ savings }}`: early-payment discounts still on offer, one line each; empty when none
+  (`{% if savings %}…{% endif %}`); iterable (`row.number`, `row.amount`, `row.until`)
+- `{{ late_charges }}`: for companies in France, the late-payment interest and the 40 €
+  indemnity per late invoice (Code de commerce L441-10), as a table; empty elsewhere;
+  also `late_charges.rate` ("12,15 %") and `late_charges.indemnity` ("40,00 €")
+- `{{ link }}`: the debtor's fresh magic link (the HTML part also shows a pay button)
+- `{{ today }}`: the run's date, formatted
+
+Each table renders as aligned text in the text part and as an HTML table in the HTML part.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+import jinja2
+from babel.numbers import format_decimal
+from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup, escape
+
+from dunning import interest
+from encours import i18n
+from ledger.money import Money, decimals as money_decimals
+
+PLACEHOLDERS: dict[str, str] = {
+    "customer": "the customer: name, ref",
+    "contact": "the contact written to: name, email",
+    "company": "the creditor: name, support_email, address",
+    "invoices": "table of the invoices chased: number, due_date, open, days_late",
+    "totals": "total chased per currency",
+    "savings": "early-payment discounts still on offer",
+    "late_charges": "France: late-payment interest and 40 EUR indemnity per late invoice",
+    "link": "the debtor's magic link",
+    "today": "the date of the run",
+}
+# Attributes a template may read on the plain objects above (checked on save).
+ATTRIBUTES: dict[str, frozenset[str]] = {
+    "customer": frozenset({"name", "ref"}),
+    "contact": frozenset({"name", "email"}),
+    "company": frozenset({"name", "support_email", "address"}),
+    "late_charges": frozenset({"rate", "indemnity"}),
+}
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+
+
+def _t(language: str, message: str, **values: object) -> str:
+    """gettext in one language; `make i18n` extracts its second argument (babel's `-k _t:2`)."""
+    return i18n.gettext(language, message, **values)
+
+
+# --- facts: what a message is made of, read from the database beforehand ------------------------
+
+
+@dataclass(frozen=True)
+class InvoiceFacts:
+    id: int
+    number: str
+    issue_date: date
+    due_date: date
+    currency: str
+    open_minor: int
+    discount_bps: int | None = None
+    discount_until: date | None = None
+
+    @property
+    def open(self) -> Money:
+        return Money(self.open_minor, self.currency)
+
+
+@dataclass(frozen=True)
+class StepTexts:
+    id: int | None
+    offset_days: int
+    tone: str
+    whole_balance: bool
+    subject_fr: str
+    body_fr: str
+    subject_en: str
+    body_en: str
+
+    @property
+    def label(self) -> str:
+        return f"D{self.offset_days:+d}" if self.offset_days else "D"
+
+    def texts(self, language: str) -> tuple[str, str]:
+        if i18n.normalize(language) == "en":
+            return self.subject_en, self.body_en
+        return self.subject_fr, self.body_fr
+
+
+@dataclass(frozen=True)
+class CompanyView:
+    name: str
+    support_email: str
+    address: str
+
+
+@dataclass(frozen=True)
+class CustomerView:
+    name: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class ContactView:
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    subject: str
+    text: str
+    html: str
+
+
+# --- the values templates see -------------------------------------------------------------------
+
+
+def _text_table(header: list[str], rows: list[list[str]], right: set[int]) -> str:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            cell.rjust(width) if index in right else cell.ljust(width)
+            for index, (cell, width) in enumerate(zip(cells, widths))
+        ).rstrip()
+
+    return "\n".join([line(header), line(["-" * width for width in widths]), *(line(row) for row in rows)])
+
+
+def _html_table(header: list[str], rows: list[list[str]], right: set[int], foot: list[str] | None = None) -> Markup:
+    def cells(tag: str, values: list[str]) -> str:
+        return "".join(
+            f'<{tag} style="padding:4px 10px;border-bottom:1px solid #d0d7de;'
+            f'text-align:{"right" if index in right else "left"}">{escape(value)}</{tag}>'
+            for index, value in enumerate(values)
+        )
+
+    body = "".join(f"<tr>{cells('td', row)}</tr>" for row in rows)
+    footer = f"<tfoot><tr>{cells('th', foot)}</tr></tfoot>" if foot else ""
+    return Markup(
+        '<table style="border-collapse:collapse;margin:8px 0">'
+        f"<thead><tr>{cells('th', header)}</tr></thead><tbody>{body}</tbody>{footer}</table>"
+    )
+
+
+@dataclass(frozen=True)
+class InvoiceRow:
+    number: str
+    due_date: str
+    open: str
+    days_late: int
+    currency: str
+
+
+class InvoiceTable(list[InvoiceRow]):
+    def __init__(self, rows: Iterable[InvoiceRow], language: str) -> None:
+        super().__init__(rows)
+        self._language = language
+
+    def _parts(self) -> tuple[list[str], list[list[str]]]:
+        g = self._language
+        header = [_t(g, "Invoice"), _t(g, "Due date"), _t(g, "Open amount"),
+                  _t(g, "Days overdue")]
+        rows = [[row.number, row.due_date, row.open, str(row.days_late)] for row in self]
+        return header, rows
+
+    def __str__(self) -> str:
+        return _text_table(*self._parts(), right={2, 3})
+
+    def __html__(self) -> Markup:
+        return _html_table(*self._parts(), right={2, 3})
+
+
+@dataclass(frozen=True)
+class TotalRow:
+    currency: str
+    amount: str
+
+
+class Totals(list[TotalRow]):
+    def __str__(self) -> str:
+        return " · ".join(row.amount for row in self)
+
+    def __html__(self) -> Markup:
+        return Markup("<strong>{}</strong>").format(str(self))
+
+
+@dataclass(frozen=True)
+class SavingRow:
+    number: str
+    amount: str
+    until: str
+    sentence: str
+
+
+class Savings(list[SavingRow]):
+    def __str__(self) -> str:
+        return "\n".join(f"- {row.number}: {row.sentence}" for row in self)
+
+    def __html__(self) -> Markup:
+        items = "".join(f"<li>{escape(row.number)}: {escape(row.sentence)}</li>" for row in self)
+        return Markup(f"<ul>{items}</ul>") if items else Markup("")
+
+
+@dataclass(frozen=True)
+class LateChargeRow:
+    number: str
+    days_late: int
+    interest: str
+    indemnity: str
+
+
+class LateChargesTable(list[LateChargeRow]):
+    def __init__(self, rows: Iterable[LateChargeRow], language: str, rate: str, indemnity: str,
+                 total_rows: list[str]) -> None:
+        super().__init__(rows)
+        self._language = language
+        self.rate = rate
+        self.indemnity = indemnity
+        self._total_rows = total_rows
+
+    def _parts(self) -> tuple[list[str], list[list[str]]]:
+        g = self._language
+        header = [_t(g, "Invoice"), _t(g, "Days overdue"), _t(g, "Late-payment interest"),
+                  _t(g, "Recovery indemnity")]
+        return header, [[row.number, str(row.days_late), row.interest, row.indemnity] for row in self]
+
+    def __str__(self) -> str:
+        header, rows = self._parts()
+        table = _text_table(header, rows, right={1, 2, 3})
+        return table + "".join(f"\n{line}" for line in self._total_rows)
+
+    def __html__(self) -> Markup:
+        header, rows = self._parts()
+        table = _html_table(header, rows, right={1, 2, 3})
+        totals = "".join(f"<br>{escape(line)}" for line in self._total_rows)
+        return Markup(f"{table}<p>{totals[4:]}</p>") if totals else table
+
+
+def available_saving(invoice: InvoiceFacts, today: date) -> Money | None:
+    """The early-payment discount on paying the whole open amount today (as ledger.statement's)."""
+    if not invoice.discount_bps or invoice.discount_until is None or today > invoice.discount_until:
+        return None
+    saving = invoice.open.percent_bps(invoice.discount_bps)
+    return saving if saving.minor > 0 else None
+
+
+@lru_cache(maxsize=64)
+def format_rate(rate_bps: int, language: str) -> str:
+    value = format_decimal(Decimal(rate_bps).scaleb(-2), format="0.00",
+                           locale=i18n.FORMAT_LOCALES[i18n.normalize(language)])
+    return f"{value}\u00a0%" if i18n.normalize(language) == "fr" else f"{value}%"
+
+
+def totals_by_currency(invoices: Iterable[InvoiceFacts]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for invoice in invoices:
+        totals[invoice.currency] = totals.get(invoice.currency, 0) + invoice.open_minor
+    return totals
+
+
+@lru_cache(maxsize=256)
+def _money_shape(currency: str, language: str) -> tuple[str, str, str, str, int] | None:
+    """(prefix, group separator, decimal separator, suffix, decimals) of Babel's format for this
+    currency and language, learnt from one sample; None when the sample does not read back."""
+    places = money_decimals(currency)
+    sample = i18n.format_money(Money(int("1234567" + "8" * places), currency), language)
+    match = re.fullmatch(r"(\D*?)1(\D?)234(\D?)567" + (r"(\D+)" + "8" * places if places else "()") + r"(\D*)", sample)
+    if match is None or match.group(2) != match.group(3):
+        return None
+    return match.group(1), match.group(2), match.group(4), match.group(5), places
+
+
+def _format_money(minor: int, currency: str, language: str) -> str:
+    """Same text as i18n.format_money, without Babel's cost per call (a run formats thousands)."""
+    shape = _money_shape(currency, language)
+    if shape is None or minor < 0:
+        return i18n.format_money(Money(minor, currency), language)
+    prefix, group, point, suffix, places = shape
+    whole, fraction = divmod(minor, 10**places) if places else (minor, 0)
+    digits = f"{whole:,}".replace(",", group)
+    return f"{prefix}{digits}{point}{fraction:0{places}d}{suffix}" if places else f"{prefix}{digits}{suffix}"
+
+
+@lru_cache(maxsize=4096)
+def _format_day(day: date, language: str) -> str:
+    return i18n.format_day(day, language)
+
+
+def build_context(
+    *,
+    language: str,
+    today: date,
+    company: CompanyView,
+    country: str,
+    base_currency: str,
+    customer: CustomerView,
+    contact: ContactView,
+    invoices: list[InvoiceFacts],
+    all_open: list[InvoiceFacts],
+    link: str,
+    needed: frozenset[str] | None = None,
+) -> dict[str, Any]:
+    """The template context for one message; `all_open` gives the savings still on offer.
+
+    `needed`: the placeholders the texts use (None: all); the costly ones are left empty otherwise.
+    """
+    language = i18n.normalize(language)
+    money = lambda m: _format_money(m.minor, m.currency, language)  # noqa: E731
+    day = lambda d: _format_day(d, language)  # noqa: E731
+    ordered = sorted(invoices, key=lambda i: (i.currency != base_currency, i.currency, i.due_date, i.number))
+    table = InvoiceTable(
+        (InvoiceRow(number=i.number, due_date=day(i.due_date), open=money(i.open),
+                    days_late=interest.days_late(i.due_date, today), currency=i.currency) for i in ordered),
+        language,
+    )
+    totals = Totals(
+        TotalRow(currency=currency, amount=money(Money(minor, currency)))
+        for currency, minor in sorted(totals_by_currency(ordered).items(),
+                                      key=lambda item: (item[0] != base_currency, item[0]))
+    )
+    savings = Savings()
+    for invoice in [] if needed is not None and "savings" not in needed else sorted(all_open, key=lambda i: (i.discount_until or today, i.number)):
+        saving = available_saving(invoice, today)
+        if saving is not None and invoice.discount_until is not None:
+            savings.append(SavingRow(
+                number=invoice.number, amount=money(saving), until=day(invoice.discount_until),
+                sentence=_t(language, "Pay by %(date)s and save %(amount)s",
+                                      date=i18n.day_month(invoice.discount_until, language), amount=money(saving)),
+            ))
+    return {
+        "customer": customer,
+        "contact": contact,
+        "company": company,
+        "invoices": table,
+        "totals": totals,
+        "savings": savings,
+        "late_charges": _late_charges(ordered if needed is None or "late_charges" in needed else [], today,
+                                      language, country),
+        "link": link,
+        "today": day(today),
+    }
+
+
+def _late_charges(invoices: list[InvoiceFacts], today: date, language: str, country: str) -> LateChargesTable:
+    rate = format_rate(interest.LATE_PAYMENT_RATE_BPS, language)
+    indemnity = i18n.format_money(interest.RECOVERY_INDEMNITY, language)
+    if country.upper() != "FR":
+        return LateChargesTable([], language, rate, indemnity, [])
+    rows = []
+    interest_totals: dict[str, int] = {}
+    indemnities = 0
+    for invoice in invoices:
+        charges = interest.late_charges(invoice.open, invoice.due_date, today)
+        if charges is None:
+            continue
+        rows.append(LateChargeRow(number=invoice.number, days_late=charges.days_late,
+                                  interest=_format_money(charges.interest.minor, charges.interest.currency, language),
+                                  indemnity=_format_money(charges.indemnity.minor, charges.indemnity.currency,
+                                                          language)))
+        interest_totals[invoice.currency] = interest_totals.get(invoice.currency, 0) + charges.interest.minor
+        indemnities += charges.indemnity.minor
+    total_rows = []
+    if rows:
+        amounts = " · ".join(i18n.format_money(Money(minor, currency), language)
+                             for currency, minor in sorted(interest_totals.items()))
+        total_rows = [
+            _t(language, "Total late-payment interest: %(amount)s", amount=amounts),
+            _t(language, "Total recovery indemnities: %(amount)s",
+                         amount=i18n.format_money(Money(indemnities, interest.RECOVERY_INDEMNITY.currency), language)),
+        ]
+    return LateChargesTable(rows, language, rate, indemnity, total_rows)
+
+
+# --- sandboxed rendering ------------------------------------------------------------------------
+
+
+def _sandbox(autoescape: bool) -> SandboxedEnvironment:
+    return SandboxedEnvironment(
+        undefined=jinja2.StrictUndefined, autoescape=autoescape, trim_blocks=True, lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+
+
+TEXT_ENV = _sandbox(autoescape=False)
+HTML_ENV = _sandbox(autoescape=True)
+
+
+@lru_cache(maxsize=256)
+def _compiled(autoescape: bool, source: str) -> jinja2.Template:
+    """Compiled once per text: a run renders the same few texts thousands of times."""
+    return (HTML_ENV if autoescape else TEXT_ENV).from_string(source)
+
+
+_layout_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), autoescape=True, undefined=jinja2.StrictUndefined,
+    trim_blocks=True, lstrip_blocks=True,
+)
+
+
+@lru_cache(maxsize=1)
+def _layout() -> jinja2.Template:
+    return _layout_env.get_template("reminder.html")
+
+
+def _paragraphs(html: Markup) -> Markup:
+    """Blank lines separate paragraphs; a paragraph that is a table or a list stays as it is."""
+    parts = []
+    for chunk in re.split(r"\n\s*\n", str(html).strip()):
+        chunk = chunk.strip()
+        if not chunk:
+            continue
+        if chunk.startswith(("<table", "<ul")):
+            parts.append(chunk)
+        else:
+            parts.append(f"<p>{chunk.replace(chr(10), '<br>' + chr(10))}</p>")
+    return Markup("\n".join(parts))
+
+
+@lru_cache(maxsize=256)
+def placeholders_used(*sources: str) -> frozenset[str]:
+    """The placeholders some texts refer to (texts that do not parse refer to none)."""
+    from jinja2 import meta
+
+    used: set[str] = set()
+    for source in sources:
+        try:
+            used |= meta.find_undeclared_variables(TEXT_ENV.parse(source))
+        except jinja2.TemplateSyntaxError:
+            continue
+    return frozenset(used)
+
+
+def render(step: StepTexts, language: str, context: dict[str, Any], *, brand_color: str = "#1d4f91") -> RenderedMessage:
+    """Subject, text and HTML of one message, in `language` (fr or en)."""
+    language = i18n.normalize(language)
+    subject_source, body_source = step.texts(language)
+    subject = " ".join(_compiled(False, subject_source).render(context).split())
+    text = _compiled(False, body_source).render(context).strip() + "\n"
+    body_html = _paragraphs(Markup(_compiled(True, body_source).render(context)))
+    html = _layout().render(
+        lang=language, subject=subject, body=body_html, link=context["link"],
+        company_name=context["company"].name, brand_color=brand_color,
+        pay_label=_t(language, "View and pay my invoices"),
+    )
+    return RenderedMessage(subject=subject, text=text, html=html)
+
+
+# --- validation on save -------------------------------------------------------------------------
+
+
+class TemplateProblem(ValueError):
+    """A step's text cannot be saved; the message names the field, the line and the culprit."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def check_template(source: str, field_name: str) -> list[str]:
+    """Problems in one template text: syntax errors, unknown placeholders and attributes."""
+    from jinja2 import meta, nodes
+
+    try:
+        tree = TEXT_ENV.parse(source)
+        TEXT_ENV.compile(source)  # unknown filters and tests are only found when compiling
+    except jinja2.TemplateSyntaxError as error:
+        return [f"{field_name}, line {error.lineno}: syntax error: {error.message}"]
+    problems = []
+    unknown = meta.find_undeclared_variables(tree) - set(PLACEHOLDERS)
+    for name_node in tree.find_all(nodes.Name):
+        if name_node.ctx == "load" and name_node.name in unknown:
+            problems.append(f"{field_name}, line {name_node.lineno}: unknown placeholder '{name_node.name}'"
+                            f" (known: {', '.join(sorted(PLACEHOLDERS))})")
+            unknown.discard(name_node.name)
+    for getattr_node in tree.find_all(nodes.Getattr):
+        target = getattr_node.node
+        if isinstance(target, nodes.Name) and target.name in ATTRIBUTES \
+                and getattr_node.attr not in ATTRIBUTES[target.name]:
+            problems.append(f"{field_name}, line {getattr_node.lineno}: unknown placeholder "
+                            f"'{target.name}.{getattr_node.attr}' (known: "
+                            f"{', '.join(f'{target.name}.{a}' for a in sorted(ATTRIBUTES[target.name]))})")
+    return problems
+
+
+def sample_context(language: str = "fr", country: str = "FR") -> dict[str, Any]:
+    """A made-up context, to try a text before saving it."""
+    today = date(2026, 11, 25)
+    invoices = [
+        InvoiceFacts(1, "F-0001", date(2026, 9, 1), date(2026, 10, 1), "EUR", 1234_56),
+        InvoiceFacts(2, "F-0002", date(2026, 11, 1), date(2026, 12, 1), "EUR", 500_00, 200, date(2026, 12, 5)),
+    ]
+    return build_context(
+        language=language, today=today, company=CompanyView("Exemple SAS", "compta@exemple.test", ""),
+        country=country, base_currency="EUR", customer=CustomerView("Client SARL", "C-0001"),
+        contact=ContactView("", "ap@client.test"), invoices=invoices, all_open=invoices,
+        link="https://encours.test/p/sample",
+    )
+
+
+def validate_step(subject: str, body: str, field_prefix: str = "") -> None:
+    """Refuse a text that would fail at send time: raise TemplateProblem naming line and name."""
+    problems = check_template(subject, f"{field_prefix}subject") + check_template(body, f"{field_prefix}body")
+    if not problems:
+        for source, name in ((subject, "subject"), (body, "body")):
+            for autoescape in (False, True):
+                try:
+                    _compiled(autoescape, source).render(sample_context())
+                except jinja2.TemplateError as error:  # SecurityError and UndefinedError included
+                    problems.append(f"{field_prefix}{name}: {error}")
+                    break
+    if problems:
+        raise TemplateProblem(problems)
+
+
+__all__ = [
+    "PLACEHOLDERS", "InvoiceFacts", "StepTexts", "CompanyView", "CustomerView", "ContactView", "RenderedMessage",
+    "TemplateProblem", "build_context", "render", "validate_step", "check_template", "totals_by_currency",
+    "available_saving", "sample_context",
+]

@@ -1,0 +1,1 @@
+"""Paying from the portal: providers behind one protocol, checkouts, webhook intake, settlement."""

@@ -1,0 +1,196 @@
+"""The debtor's payment pages. Handlers stay thin: payments.checkout and the providers do the work."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from encours import i18n
+from encours.clock import clock
+from encours.db import unit_of_work
+from encours.settings import Settings
+from ledger.models import Checkout, Payment
+from ledger.money import Money
+from payments import base, rf
+from payments.bank_transfer import pretty_iban
+from payments.checkout import CheckoutError, Quote, create_checkout, customer_checkout, parse_selection, quote
+from portal import pdf
+from portal.routes import Visit, current_visit, debtor_page, session_required
+
+FormHandler = Callable[[Request, Session, Visit, FormData], Response]
+
+
+def debtor_form(handler: FormHandler) -> Callable[[Request], Any]:
+    """Reads the posted form, then runs `handler` in a unit of work for the signed-in debtor."""
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        form = await request.form()
+
+        def run() -> Response:
+            with unit_of_work(request.app.state.sessions) as session:
+                visit = current_visit(request, session)
+                if visit is None:
+                    return session_required(request)
+                return handler(request, session, visit, form)
+
+        return await run_in_threadpool(run)
+
+    return endpoint
+
+
+def _read_form(session: Session, visit: Visit, form: FormData, settings: Settings) -> dict[str, Any]:
+    """The pay form's state: selection priced (or the problem with it), methods, chosen method."""
+    ids = [str(value) for value in form.getlist("invoice")]
+    amounts = {key: str(value) for key, value in form.items() if key.startswith(("amount-", "minor-"))}
+    today = clock.today(visit.company.timezone)
+    priced: Quote | None = None
+    error: str | None = None
+    try:
+        if ids or form.get("action") == "pay":  # nothing ticked yet is no error, only an invitation
+            priced = quote(session, visit.customer, parse_selection(session, visit.customer, ids, amounts), today)
+    except CheckoutError as problem:
+        error = problem.translated(visit.language)
+    return {
+        "visit": visit,
+        "company": visit.company,
+        "in_progress": in_progress(session, visit.customer.id),
+        "quote": priced,
+        "error": error,
+        "methods": base.offered_methods(settings, visit.company, priced.currency) if priced else [],
+        "method": str(form.get("method", "")),
+        "today": today,
+    }
+
+
+def in_progress(session: Session, customer_id: int) -> list[Checkout]:
+    """Checkouts whose money is on its way: the provider is processing, or a transfer is awaited."""
+    return list(
+        session.scalars(
+            select(Checkout)
+            .where(
+                Checkout.customer_id == customer_id,
+                (Checkout.status == "processing")
+                | ((Checkout.status == "open") & (Checkout.method == "bank_transfer") & Checkout.reference.is_not(None)),
+            )
+            .order_by(Checkout.id.desc())
+            .limit(5)
+        )
+    )
+
+
+def _render(request: Request, visit: Visit, context: dict[str, Any], status_code: int = 200) -> Response:
+    return request.app.state.templates.response(
+        request, "portal/pay.html", context, visit.language, status_code=status_code, block="summary"
+    )
+
+
+@debtor_form
+def pay_summary(request: Request, session: Session, visit: Visit, form: FormData) -> Response:
+    return _render(request, visit, _read_form(session, visit, form, request.app.state.settings))
+
+
+@debtor_form
+def pay(request: Request, session: Session, visit: Visit, form: FormData) -> Response:
+    """Review the selection (no JavaScript) or, with a method chosen, create the checkout and start it."""
+    settings = request.app.state.settings
+    context = _read_form(session, visit, form, settings)
+    priced: Quote | None = context["quote"]
+    if form.get("action") != "pay" or priced is None:
+        return _render(request, visit, context, 200 if priced else 422)
+    method = context["method"]
+    if method not in context["methods"]:
+        context["error"] = i18n.gettext(visit.language, "Choose a payment method.")
+        return _render(request, visit, context, 422)
+    try:
+        checkout = create_checkout(
+            session,
+            customer=visit.customer,
+            contact=visit.contact,
+            selection={line.invoice.id: line.amount.minor for line in priced.lines},
+            method=method,
+            today=context["today"],
+        )
+    except CheckoutError as problem:
+        context["error"] = problem.translated(visit.language)
+        return _render(request, visit, context, 422)
+    if checkout.status != "open":  # the same checkout, already on its way: show where it is
+        return RedirectResponse(f"/portal/pay/{checkout.id}", status_code=303)
+    result = base.provider_for(method).start(session, checkout, settings, settings.base_url)
+    return RedirectResponse(result.location, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def _own_checkout(request: Request, session: Session, visit: Visit) -> Checkout:
+    checkout = customer_checkout(session, visit.customer.id, request.path_params["checkout_id"])
+    if checkout is None:
+        raise HTTPException(404)
+    return checkout
+
+
+@debtor_page
+def checkout_page(request: Request, session: Session, visit: Visit) -> Response:
+    checkout = _own_checkout(request, session, visit)
+    payment = session.scalar(
+        select(Payment).where(Payment.checkout_id == checkout.id).order_by(Payment.id.desc()).limit(1)
+    )
+    return request.app.state.templates.response(
+        request,
+        "portal/checkout.html",
+        {"visit": visit, "company": visit.company, "checkout": checkout, "payment": payment, "money_of": Money},
+        visit.language,
+    )
+
+
+def _transfer_context(session: Session, visit: Visit, checkout: Checkout) -> dict[str, Any]:
+    if checkout.method != "bank_transfer" or not checkout.reference or not visit.company.iban:
+        raise HTTPException(404)
+    return {
+        "visit": visit,
+        "company": visit.company,
+        "checkout": checkout,
+        "iban": pretty_iban(visit.company.iban),
+        "reference": rf.pretty(checkout.reference),
+        "reference_compact": checkout.reference,
+        "money_of": Money,
+    }
+
+
+@debtor_page
+def transfer_page(request: Request, session: Session, visit: Visit) -> Response:
+    checkout = _own_checkout(request, session, visit)
+    return request.app.state.templates.response(
+        request, "portal/transfer.html", _transfer_context(session, visit, checkout), visit.language
+    )
+
+
+@debtor_page
+def transfer_pdf(request: Request, session: Session, visit: Visit) -> Response:
+    checkout = _own_checkout(request, session, visit)
+    context = {**pdf._brand(visit.company), **_transfer_context(session, visit, checkout)}
+    content = pdf._render(request.app.state.templates.render_string("pdf/transfer.html", context, visit.language))
+    return Response(
+        content,
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": f'inline; filename="transfer-{checkout.reference}.pdf"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+routes = [
+    Route("/portal/pay", pay, methods=["POST"], name="payments:pay"),
+    Route("/portal/pay/summary", pay_summary, methods=["POST"], name="payments:summary"),
+    Route("/portal/pay/{checkout_id:int}", checkout_page, methods=["GET"], name="payments:checkout"),
+    Route("/portal/pay/{checkout_id:int}/transfer", transfer_page, methods=["GET"], name="payments:transfer"),
+    Route("/portal/pay/{checkout_id:int}/transfer.pdf", transfer_pdf, methods=["GET"], name="payments:transfer_pdf"),
+]

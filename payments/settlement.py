@@ -1,0 +1,328 @@
+"""Applying what providers tell us about a payment to the ledger.
+
+The payment state machine. Each status has a rank, and a payment only ever moves to a
+higher rank; an event of the same or a lower rank is a no-op (a duplicate, or a late,
+older event):
+
+    pending (0) → processing (1) → succeeded (2) → refunded (3) → charged_back (4) → failed (5)
+
+- `failed` is final and reachable from every other status: before success it is a plain
+  failure; after success it is a late failure (GoCardless `late_failure`; pass either
+  "failed" or "late_failure").
+- `refunded`, `charged_back` and a late `failed` all undo a success: the payment's
+  allocations are deleted and the invoices reopen at their full open amount (an early-payment
+  discount is not kept: a new checkout offers it again only while its date has not passed).
+- Entering `succeeded` allocates the payment to its checkout's invoices, in line order, with
+  the discounts locked in the checkout (granted only while the invoice is still wholly open for
+  that line); what is no longer owed (an invoice paid twice) stays as unapplied credit
+  (succeeded payments minus their allocations), never lost. When a success is undone, that
+  leftover money of the customer's other succeeded payments goes to the invoices that reopened,
+  so which of two payments for one invoice arrived first does not change the balance.
+
+Because the rank only grows, the final state is the highest-ranked status received, whatever
+the order or number of deliveries. Consequence for providers: report a failed *attempt* that
+the debtor may retry under the same reference (a Stripe PaymentIntent after
+`payment_intent.payment_failed`) as "pending" with a reason, not as "failed".
+
+Everything happens in the caller's transaction: one transaction per event.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from encours.clock import clock
+from encours.settings import Settings, load_settings
+from ledger import audit
+from ledger.allocation import allocate, settled_status
+from ledger.models import Allocation, Checkout, CheckoutLine, Contact, Customer, Invoice, InvoiceKind, InvoiceStatus, OutboxMessage, Payment
+from ledger.money import Money
+from links import tokens
+
+RANK = {"pending": 0, "processing": 1, "succeeded": 2, "refunded": 3, "charged_back": 4, "failed": 5}
+ALIASES = {"late_failure": "failed"}
+UNDOES_SUCCESS = ("refunded", "charged_back", "failed")
+CHECKOUT_STATUS = {
+    "pending": "open",  # e.g. a declined card attempt the debtor may retry
+    "processing": "processing",
+    "succeeded": "succeeded",
+    "refunded": "cancelled",
+    "charged_back": "failed",
+    "failed": "failed",
+}
+
+
+class SettlementError(ValueError):
+    pass
+
+
+@lru_cache(maxsize=1)
+def _templates() -> Any:
+    from encours.templating import Templates
+
+    return Templates()
+
+
+def apply_payment_status(
+    session: Session,
+    *,
+    checkout: Checkout,
+    provider: str,
+    provider_ref: str,
+    method: str,
+    status: str,
+    amount_minor: int,
+    currency: str,
+    reason: str | None = None,
+    occurred_at: datetime | None = None,
+    settings: Settings | None = None,
+) -> Payment:
+    """Create or move forward the Payment (provider, provider_ref) of `checkout`; see the module doc.
+
+    `settings` gives the secret and base URL of the links in the emails (default: the environment).
+    """
+    status = ALIASES.get(status, status)
+    if status not in RANK:
+        raise SettlementError(f"unknown payment status {status!r}")
+    if amount_minor <= 0:
+        raise SettlementError("a payment amount is positive")
+    if currency != checkout.currency:
+        raise SettlementError(f"a {currency} payment cannot pay a {checkout.currency} checkout")
+    occurred_at = occurred_at or clock.now()
+    payment, created = _payment_for(session, checkout, provider, provider_ref, method, amount_minor, currency)
+    if payment.checkout_id != checkout.id:
+        raise SettlementError(f"{provider} {provider_ref} belongs to another checkout")
+    previous = None if created else payment.status
+    if previous is not None and RANK[status] <= RANK[previous]:
+        if status == previous == "pending" and reason:
+            payment.failure_reason = reason  # another declined attempt: the debtor sees the latest why
+        return payment  # a duplicate, or an older event arriving late
+    was_succeeded = previous == "succeeded"
+    payment.status = status
+    if reason:
+        payment.failure_reason = reason
+    if status == "succeeded":
+        payment.amount_minor = amount_minor
+        payment.received_on = _local_day(session, checkout, occurred_at)
+        if reason is None:
+            payment.failure_reason = None
+        session.flush()
+        _allocate(session, checkout, payment)
+    elif status in UNDOES_SUCCESS and was_succeeded:
+        session.flush()
+        _reapply_leftovers(session, checkout.customer_id, _reverse(session, payment), payment)
+    session.flush()
+    _follow(session, checkout, payment)
+    audit.record(
+        session,
+        actor_type="provider",
+        actor=provider,
+        action=f"payment.{status}",
+        entity_type="payment",
+        entity_id=payment.id,
+        customer_id=checkout.customer_id,
+        before={"status": previous},
+        after={"status": status, "amount_minor": payment.amount_minor, "reason": reason},
+    )
+    if status == "succeeded":
+        _queue_email(session, checkout, payment, "receipt", settings)
+    elif status in UNDOES_SUCCESS and previous != "refunded" and previous != "charged_back":
+        _queue_email(session, checkout, payment, "payment_failed", settings)
+    return payment
+
+
+def _payment_for(
+    session: Session, checkout: Checkout, provider: str, provider_ref: str, method: str, amount: int, currency: str
+) -> tuple[Payment, bool]:
+    """The payment and whether it was created just now."""
+    query = select(Payment).where(Payment.provider == provider, Payment.provider_ref == provider_ref)
+    payment = session.scalar(query.with_for_update())
+    if payment is not None:
+        return payment, False
+    payment = Payment(
+        customer_id=checkout.customer_id,
+        provider=provider,
+        provider_ref=provider_ref,
+        method=method,
+        amount_minor=amount,
+        currency=currency,
+        status="pending",
+        checkout_id=checkout.id,
+    )
+    try:
+        with session.begin_nested():
+            session.add(payment)
+            session.flush()
+    except IntegrityError:
+        # Another transaction created it meanwhile: use theirs.
+        existing = session.scalar(query.with_for_update())
+        if existing is None:
+            raise
+        return existing, False
+    return payment, True
+
+
+def _local_day(session: Session, checkout: Checkout, moment: datetime) -> date:
+    customer = session.get(Customer, checkout.customer_id)
+    assert customer is not None
+    return moment.astimezone(ZoneInfo(customer.company.timezone)).date()
+
+
+def _allocate(session: Session, checkout: Checkout, payment: Payment) -> None:
+    """Settle the checkout's invoices in line order with what the payment brought and has not
+    yet applied (so it also re-applies a leftover once an invoice reopens)."""
+    ids = [line.invoice_id for line in checkout.lines]
+    invoices = {
+        invoice.id: invoice
+        for invoice in session.scalars(select(Invoice).where(Invoice.id.in_(ids)).with_for_update())
+    }
+    applied_before = dict(
+        session.execute(
+            select(Allocation.invoice_id, func.sum(Allocation.amount_minor))
+            .where(Allocation.payment_id == payment.id)
+            .group_by(Allocation.invoice_id)
+        ).all()
+    )
+    budget = payment.amount_minor - sum(int(amount or 0) for amount in applied_before.values())
+    for line in checkout.lines:
+        if budget <= 0:
+            break
+        invoice = invoices[line.invoice_id]
+        if invoice.kind != InvoiceKind.invoice.value or invoice.status == InvoiceStatus.void.value:
+            continue
+        cash = line.amount_minor - line.discount_minor
+        already = int(applied_before.get(invoice.id) or 0)
+        if not already and line.discount_minor and invoice.open_minor == line.amount_minor and budget >= cash:
+            # The discount only while the invoice is still wholly open for this line.
+            allocate(session, invoice, Money(cash, invoice.currency), Money(line.discount_minor, invoice.currency),
+                     payment=payment)
+            budget -= cash
+            continue
+        applied = min(cash - already, invoice.open_minor, budget)
+        if applied > 0:
+            allocate(session, invoice, Money(applied, invoice.currency), payment=payment)
+            budget -= applied
+
+
+def _reverse(session: Session, payment: Payment) -> set[int]:
+    """Delete the payment's allocations and reopen what they settled; the reopened invoice ids."""
+    reopened: set[int] = set()
+    for allocation in session.scalars(
+        select(Allocation).where(Allocation.payment_id == payment.id).order_by(Allocation.id)
+    ).all():
+        invoice = session.scalar(select(Invoice).where(Invoice.id == allocation.invoice_id).with_for_update())
+        assert invoice is not None
+        invoice.open_minor += allocation.amount_minor + allocation.discount_minor
+        invoice.status = settled_status(invoice)
+        reopened.add(invoice.id)
+        session.delete(allocation)
+    session.flush()
+    return reopened
+
+
+def _reapply_leftovers(session: Session, customer_id: int, reopened: set[int], undone: Payment) -> None:
+    """Money of other succeeded payments that was left unapplied because these invoices were
+    already paid goes to them now, so the outcome does not depend on which payment came first."""
+    if not reopened:
+        return
+    others = session.scalars(
+        select(Payment)
+        .join(CheckoutLine, CheckoutLine.checkout_id == Payment.checkout_id)
+        .where(
+            Payment.customer_id == customer_id,
+            Payment.status == "succeeded",
+            Payment.id != undone.id,
+            CheckoutLine.invoice_id.in_(reopened),
+        )
+        .order_by(Payment.id)
+        .distinct()
+    ).all()
+    for other in others:
+        other_checkout = session.get(Checkout, other.checkout_id)
+        if other_checkout is not None:
+            _allocate(session, other_checkout, other)
+
+
+def _follow(session: Session, checkout: Checkout, payment: Payment) -> None:
+    """The checkout shows the state of its latest payment."""
+    latest = session.scalar(
+        select(Payment).where(Payment.checkout_id == checkout.id).order_by(Payment.id.desc()).limit(1)
+    )
+    if latest is not None and latest.id == payment.id:
+        checkout.status = CHECKOUT_STATUS[payment.status]
+        checkout.provider = payment.provider
+        checkout.provider_ref = checkout.provider_ref or payment.provider_ref
+
+
+def _queue_email(session: Session, checkout: Checkout, payment: Payment, kind: str, settings: Settings | None) -> None:
+    customer = session.get(Customer, checkout.customer_id)
+    assert customer is not None
+    contact = session.get(Contact, checkout.contact_id) if checkout.contact_id else None
+    contact = contact or customer.primary_contact
+    if contact is None:
+        return
+    settings = settings or load_settings()
+    allocations = list(
+        session.scalars(select(Allocation).where(Allocation.payment_id == payment.id).order_by(Allocation.id))
+    )
+    context = {
+        "company": customer.company,
+        "customer": customer,
+        "contact": contact,
+        "checkout": checkout,
+        "payment": payment,
+        "allocations": allocations,
+        "link": tokens.link_url(settings.base_url, tokens.make_token(str(settings.secret_key), contact)),
+    }
+    templates = _templates()
+    language = contact.language
+    session.add(
+        OutboxMessage(
+            customer_id=customer.id,
+            contact_id=contact.id,
+            kind=kind,
+            to_address=contact.email,
+            subject=templates.render_string(f"email/{kind}_subject.txt", context, language).strip(),
+            body_text=templates.render_string(f"email/{kind}.txt", context, language),
+            body_html=templates.render_string(f"email/{kind}.html", context, language),
+        )
+    )
+
+
+def record_bank_transfer(
+    session: Session,
+    checkout: Checkout,
+    amount_minor: int,
+    received_on: date,
+    *,
+    bank_ref: str | None = None,
+    settings: Settings | None = None,
+) -> Payment:
+    """A transfer found on the bank statement for `checkout` (staff matching calls this).
+
+    `bank_ref` identifies the statement line, so recording the same line twice changes nothing;
+    by default it is made of the checkout's reference, the day and the amount.
+    """
+    if checkout.method != "bank_transfer":
+        raise SettlementError("only a bank-transfer checkout is paid by a bank transfer")
+    reference = checkout.reference or f"checkout-{checkout.id}"
+    occurred = datetime.combine(received_on, datetime.min.time().replace(hour=12), tzinfo=ZoneInfo("UTC"))
+    return apply_payment_status(
+        session,
+        checkout=checkout,
+        provider="bank_transfer",
+        provider_ref=bank_ref or f"{reference}/{received_on.isoformat()}/{amount_minor}",
+        method="bank_transfer",
+        status="succeeded",
+        amount_minor=amount_minor,
+        currency=checkout.currency,
+        occurred_at=occurred,
+        settings=settings,
+    )

@@ -1,0 +1,331 @@
+"""Card payments through Stripe: the only module that imports the `stripe` SDK.
+
+A PaymentIntent is created server-side when the debtor starts a card checkout; Stripe.js
+(Card Element + `confirmCardPayment`, 3-D Secure included) confirms it in the page; Stripe's
+signed webhooks tell us what happened, and `apply_event` turns them into payment statuses.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import stripe
+from sqlalchemy import select
+
+from encours.settings import SettingsError
+from ledger import audit
+from ledger.models import Checkout
+from ledger.money import decimals
+from payments.base import StartResult
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from encours.settings import Settings
+    from ledger.models import Company
+
+PROVIDER = "stripe"
+METHOD = "card"
+NETWORK_RETRIES = 2
+
+# Stripe's presentment currencies (https://docs.stripe.com/currencies), upper-case ISO codes.
+CURRENCIES = frozenset("""
+    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BWP BYN
+    BZD CAD CDF CHF CLP CNY COP CRC CVE CZK DJF DKK DOP DZD EGP ETB EUR FJD FKP GBP GEL GIP GMD
+    GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR ISK JMD JOD JPY KES KGS KHR KMF KRW KWD KYD KZT LAK
+    LBP LKR LRD LSL MAD MDL MGA MKD MMK MNT MOP MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD
+    OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SEK SGD SHP SLE SOS SRD STD
+    SZL THB TJS TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VND VUV WST XAF XCD XOF XPF YER ZAR ZMW
+""".split())
+# Where Stripe's amount exponent differs from ISO 4217's minor units: ISK is zero-decimal in
+# ISO but stays two-decimal in Stripe's API (amounts multiples of 100).
+STRIPE_EXPONENT = {"ISK": 2}
+# Three-decimal currencies: Stripe wants the last digit 0.
+THREE_DECIMAL = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
+
+
+class StripeAmountError(ValueError):
+    """An amount Stripe cannot charge in that currency (e.g. 5,125 KWD)."""
+
+
+class StripeUnavailable(RuntimeError):
+    """Stripe's API could not be reached or refused the call; the message says why (no secrets)."""
+
+
+class SignatureError(ValueError):
+    """A webhook whose Stripe-Signature is missing, malformed, stale or wrong."""
+
+
+class StripeEventError(ValueError):
+    """A verified event that cannot be applied (e.g. it names no checkout of ours)."""
+
+
+def _exponent_shift(currency: str) -> int:
+    currency = currency.upper()
+    return STRIPE_EXPONENT.get(currency, decimals(currency)) - decimals(currency)
+
+
+def to_stripe_amount(minor: int, currency: str) -> int:
+    """Our minor units (ISO 4217, see ledger.money) as Stripe's `amount`; never a /100."""
+    currency = currency.upper()
+    amount = minor * 10 ** _exponent_shift(currency)
+    if currency in THREE_DECIMAL and amount % 10:
+        raise StripeAmountError(f"Stripe charges {currency} only in multiples of 10 minor units")
+    return amount
+
+
+def from_stripe_amount(amount: int, currency: str) -> int:
+    shift = _exponent_shift(currency)
+    return amount // 10**shift if shift else amount
+
+
+def check_settings(settings: Settings) -> None:
+    """Start-up check: with Stripe keys set, webhooks must be verifiable."""
+    configured = bool(str(settings.stripe_secret_key or "") or settings.stripe_publishable_key)
+    if configured and not str(settings.stripe_webhook_secret or ""):
+        raise SettingsError(
+            "STRIPE_WEBHOOK_SECRET is missing while Stripe keys are set; copy the webhook "
+            "endpoint's signing secret (whsec_...) from the Stripe dashboard"
+        )
+    if configured and not (settings.stripe_secret_key and settings.stripe_publishable_key):
+        raise SettingsError("set both STRIPE_SECRET_KEY and STRIPE_PUBLISHABLE_KEY, or neither")
+
+
+def client(settings: Settings, http_client: Any = None) -> stripe.StripeClient:
+    """The SDK's client; `api_base` from STRIPE_API_BASE (a local Stripe double) when set."""
+    if settings.stripe_secret_key is None:
+        raise SettingsError("STRIPE_SECRET_KEY is not set")
+    base = {"api": settings.stripe_api_base.rstrip("/")} if settings.stripe_api_base else None
+    return stripe.StripeClient(str(settings.stripe_secret_key), base_addresses=base,
+                               max_network_retries=NETWORK_RETRIES, http_client=http_client)
+
+
+def js_origin(settings: Settings) -> str:
+    parts = urlsplit(settings.stripe_js_url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def content_security_policy(settings: Settings) -> dict[str, list[str]]:
+    """What the card page adds to the default CSP: Stripe.js, its frames and its API calls."""
+    origin = js_origin(settings)
+    sources = {"script-src": [origin], "frame-src": [origin], "connect-src": [origin]}
+    if settings.stripe_api_base:
+        api = urlsplit(settings.stripe_api_base)
+        sources["connect-src"].append(f"{api.scheme}://{api.netloc}")
+    if origin == "https://js.stripe.com":
+        # Stripe's published CSP for Stripe.js: its frames (3-D Secure at hooks.stripe.com) and API.
+        sources["script-src"].append("https://*.js.stripe.com")
+        sources["frame-src"] += ["https://*.js.stripe.com", "https://hooks.stripe.com"]
+        sources["connect-src"].append("https://api.stripe.com")
+    return sources
+
+
+@dataclass(frozen=True)
+class Intent:
+    id: str
+    client_secret: str
+    status: str
+
+
+class StripeProvider:
+    name = PROVIDER
+    methods = (METHOD,)
+
+    def is_configured(self, settings: Settings) -> bool:
+        return bool(settings.stripe_secret_key and settings.stripe_publishable_key)
+
+    def is_available(self, settings: Settings, company: Company, currency: str) -> bool:
+        return currency.upper() in CURRENCIES
+
+    def start(self, session: Session, checkout: Checkout, settings: Settings, base_url: str) -> StartResult:
+        """Create the checkout's PaymentIntent once; the card page confirms it."""
+        if not (checkout.provider == PROVIDER and checkout.provider_ref):
+            intent = _call(lambda: client(settings).v1.payment_intents.create(
+                params={
+                    "amount": to_stripe_amount(checkout.amount_minor, checkout.currency),
+                    "currency": checkout.currency.lower(),
+                    "payment_method_types": ["card"],
+                    "metadata": {"checkout_id": str(checkout.id)},
+                },
+                # The same key on a retry or a second click: Stripe answers with the first intent.
+                options={"idempotency_key": checkout.idempotency_key},
+            ))
+            checkout.provider = PROVIDER
+            checkout.provider_ref = intent.id
+            session.flush()
+        return StartResult(next_path=card_path(checkout))
+
+    def intent(self, settings: Settings, checkout: Checkout) -> Intent:
+        """The checkout's PaymentIntent as Stripe has it now (its client secret is never stored)."""
+        if checkout.provider != PROVIDER or not checkout.provider_ref:
+            raise StripeEventError(f"checkout {checkout.id} has no PaymentIntent")
+        intent_id = checkout.provider_ref
+        found = _call(lambda: client(settings).v1.payment_intents.retrieve(intent_id))
+        # stripe-python 13+: a StripeObject is no dict (no .get); to_dict() first.
+        metadata = found.metadata.to_dict() if found.metadata is not None else {}
+        if str(metadata.get("checkout_id")) != str(checkout.id):
+            raise StripeEventError(f"PaymentIntent {found.id} is not checkout {checkout.id}'s")
+        return Intent(id=found.id, client_secret=found.client_secret or "", status=found.status)
+
+
+def mark_processing(session: Session, settings: Settings, checkout: Checkout) -> bool:
+    """After Stripe.js confirmed: if Stripe says the intent is paid or on its way, the checkout
+    shows "processing" (never "succeeded": that is the webhook's to say). True when it moved."""
+    from payments.settlement import apply_payment_status
+
+    intent = StripeProvider().intent(settings, checkout)
+    if intent.status not in ("processing", "succeeded", "requires_capture"):
+        return False
+    apply_payment_status(
+        session, checkout=checkout, provider=PROVIDER, provider_ref=intent.id, method=METHOD, status="processing",
+        amount_minor=checkout.amount_minor, currency=checkout.currency, settings=settings,
+    )
+    return True
+
+
+def _call(request: Any) -> Any:
+    try:
+        return request()
+    except stripe.StripeError as error:
+        raise StripeUnavailable(f"{type(error).__name__}: {error.user_message or error.code or 'no detail'}") from None
+
+
+def card_path(checkout: Checkout) -> str:
+    return f"/portal/pay/{checkout.id}/card"
+
+
+# --- webhooks ---
+
+
+@dataclass(frozen=True)
+class VerifiedEvent:
+    id: str
+    type: str
+    payload: dict[str, Any]
+
+
+def verify_webhook(settings: Settings, payload: bytes, signature: str | None) -> VerifiedEvent:
+    """`stripe.Webhook.construct_event` on the raw body; SignatureError when it does not verify."""
+    secret = settings.stripe_webhook_secret
+    if secret is None or not str(secret):
+        # check_settings refuses to start like this; never verify against an empty secret.
+        raise SettingsError("STRIPE_WEBHOOK_SECRET is not set")
+    if not signature:
+        raise SignatureError("no Stripe-Signature header")
+    try:
+        event = stripe.Webhook.construct_event(payload, signature, str(secret))
+    except stripe.SignatureVerificationError as error:
+        raise SignatureError(str(error)) from None
+    except (ValueError, UnicodeDecodeError) as error:  # not JSON, or not an event
+        raise SignatureError(f"not a Stripe event: {error}") from None
+    raw = event.to_dict()
+    if not raw.get("id") or not raw.get("type"):
+        raise SignatureError("not a Stripe event: no id or type")
+    return VerifiedEvent(id=str(raw["id"]), type=str(raw["type"]), payload=json.loads(payload))
+
+
+def apply_event(session: Session, payload: dict[str, Any], settings: Settings | None = None) -> str:
+    """Apply one verified Stripe event (a dict of its raw JSON) in the caller's transaction.
+
+    Returns what was done, for the log. Raises StripeEventError when the event names no
+    checkout of ours (kept with its error, retried by the worker).
+    """
+    from payments.settlement import apply_payment_status
+
+    kind = payload.get("type", "")
+    obj = (payload.get("data") or {}).get("object") or {}
+    occurred = datetime.fromtimestamp(int(payload.get("created") or 0), tz=timezone.utc) \
+        if payload.get("created") else None
+
+    def settle(checkout: Checkout, intent_id: str, status: str, amount: int, currency: str,
+               reason: str | None = None) -> str:
+        apply_payment_status(
+            session, checkout=checkout, provider=PROVIDER, provider_ref=intent_id, method=METHOD,
+            status=status, amount_minor=from_stripe_amount(amount, currency), currency=currency.upper(),
+            reason=reason, occurred_at=occurred, settings=settings,
+        )
+        return f"{intent_id} {status}"
+
+    match kind:
+        case "payment_intent.processing" | "payment_intent.succeeded" | "payment_intent.payment_failed":
+            checkout = _checkout_of_intent(session, obj)
+            currency = obj.get("currency") or checkout.currency
+            if kind == "payment_intent.succeeded":
+                # amount_received is what was captured; localstripe's intents do not carry it.
+                received = obj.get("amount_received") or obj.get("amount")
+                return settle(checkout, obj["id"], "succeeded", int(received), currency)
+            if kind == "payment_intent.processing":
+                return settle(checkout, obj["id"], "processing", int(obj["amount"]), currency)
+            # A declined attempt: the debtor may retry on the same intent, so "pending", with why.
+            error = obj.get("last_payment_error") or {}
+            reason = error.get("message") or error.get("code") or "card payment declined"
+            return settle(checkout, obj["id"], "pending", int(obj["amount"]), currency, reason)
+        case "charge.refunded":
+            checkout = _checkout_of_charge(session, obj)
+            if not obj.get("refunded"):  # partial refund: the payment still stands
+                _record(session, checkout, "payment.partially_refunded",
+                        {"charge": obj.get("id"), "amount_refunded": obj.get("amount_refunded")})
+                return f"{obj.get('payment_intent')} partially refunded: recorded"
+            return settle(checkout, obj["payment_intent"], "refunded", int(obj["amount"]), obj["currency"],
+                          "refunded")
+        case "charge.dispute.created":
+            checkout = _checkout_of_charge(session, obj)
+            _record(session, checkout, "payment.dispute_opened",
+                    {"dispute": obj.get("id"), "reason": obj.get("reason"), "amount": obj.get("amount")})
+            return f"{obj.get('payment_intent')} dispute opened: recorded"
+        case "charge.dispute.closed":
+            checkout = _checkout_of_charge(session, obj)
+            if obj.get("status") == "lost":
+                return settle(checkout, obj["payment_intent"], "charged_back", int(obj["amount"]), obj["currency"],
+                              f"dispute lost ({obj.get('reason') or 'no reason given'})")
+            _record(session, checkout, "payment.dispute_closed", {"dispute": obj.get("id"), "status": obj.get("status")})
+            return f"{obj.get('payment_intent')} dispute closed {obj.get('status')}: recorded"
+        case _:
+            return f"{kind}: ignored"
+
+
+def _checkout_of_intent(session: Session, intent: dict[str, Any]) -> Checkout:
+    checkout_id = (intent.get("metadata") or {}).get("checkout_id")
+    checkout = None
+    if checkout_id and str(checkout_id).isdigit():
+        checkout = session.get(Checkout, int(checkout_id))
+    if checkout is None:
+        checkout = _by_intent_id(session, intent.get("id"))
+    if checkout is None:
+        raise StripeEventError(f"PaymentIntent {intent.get('id')} names no checkout of ours "
+                               f"(metadata.checkout_id={checkout_id!r})")
+    if checkout.provider_ref and checkout.provider_ref != intent.get("id"):
+        raise StripeEventError(f"PaymentIntent {intent.get('id')} is not checkout {checkout.id}'s "
+                               f"({checkout.provider_ref})")
+    return checkout
+
+
+def _checkout_of_charge(session: Session, obj: dict[str, Any]) -> Checkout:
+    """The checkout of a charge or dispute, by its PaymentIntent id (charges do not carry our metadata)."""
+    checkout = _by_intent_id(session, obj.get("payment_intent"))
+    if checkout is None:
+        raise StripeEventError(f"{obj.get('object', 'object')} {obj.get('id')} has no checkout of ours "
+                               f"(payment_intent={obj.get('payment_intent')!r})")
+    return checkout
+
+
+def _by_intent_id(session: Session, intent_id: Any) -> Checkout | None:
+    if not intent_id:
+        return None
+    return session.scalar(
+        select(Checkout).where(Checkout.provider == PROVIDER, Checkout.provider_ref == str(intent_id))
+    )
+
+
+def _record(session: Session, checkout: Checkout, action: str, after: dict[str, Any]) -> None:
+    audit.record(session, actor_type="provider", actor=PROVIDER, action=action, entity_type="checkout",
+                 entity_id=checkout.id, customer_id=checkout.customer_id, after=after)
+
+
+def handle_event(session: Session, event: Any) -> None:
+    """The worker's handler for a stored Stripe event (payments.webhooks): settings from the environment."""
+    apply_event(session, json.loads(event.body))

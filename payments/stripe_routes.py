@@ -1,0 +1,158 @@
+"""Stripe's two HTTP surfaces: the card page the debtor pays on, and the webhook Stripe calls."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from encours import i18n
+from encours.db import unit_of_work
+from encours.security import DEFAULT_CSP, csp_header, extend_csp
+from ledger.models import WebhookEvent
+from ledger.money import Money
+from payments import stripe as stripe_provider
+from payments.checkout import customer_checkout
+from payments.webhooks import decode_headers, process_event, store_event
+from portal.routes import Visit, debtor_page
+
+log = logging.getLogger("encours.stripe")
+
+# Checkout statuses past the card step: the debtor goes to the status page instead. A
+# "processing" checkout may still be a declined attempt (reported "pending"): Stripe's intent decides.
+SETTLED = ("succeeded", "failed", "cancelled")
+# PaymentIntent statuses after which the page has nothing left to confirm.
+INTENT_DONE = ("processing", "succeeded", "requires_capture", "canceled")
+
+
+def status_path(checkout_id: int) -> str:
+    return f"/portal/pay/{checkout_id}"
+
+
+def return_path(checkout_id: int) -> str:
+    return f"/portal/pay/{checkout_id}/card/return"
+
+
+def is_sandbox(settings: Any) -> bool:
+    """A local Stripe double, or Stripe's test mode: no real card is charged."""
+    return bool(settings.stripe_api_base) or str(settings.stripe_secret_key or "").startswith("sk_test_")
+
+
+def _t(language: str, message: str) -> str:
+    return i18n.gettext(language, message)
+
+
+def unavailable(request: Request, visit: Visit) -> Response:
+    title = _t(visit.language, "Card payment is unavailable")
+    body = _t(visit.language, "The card payment service could not be reached. Please try again in a moment.")
+    return request.app.state.templates.response(
+        request, "portal/message.html", {"title": title, "body": body, "company": visit.company, "visit": visit},
+        visit.language, status_code=503, headers={"Retry-After": "30"},
+    )
+
+
+@debtor_page
+def card_page(request: Request, session: Session, visit: Visit) -> Response:
+    settings = request.app.state.settings
+    provider = stripe_provider.StripeProvider()
+    checkout = customer_checkout(session, visit.customer.id, request.path_params["checkout_id"])
+    if checkout is None or checkout.method != stripe_provider.METHOD:
+        raise HTTPException(404)  # another customer's checkout reads like one that does not exist
+    if not provider.is_configured(settings):
+        raise HTTPException(404)
+    if checkout.status in SETTLED:
+        return RedirectResponse(status_path(checkout.id), status_code=303)
+    try:
+        if checkout.provider != stripe_provider.PROVIDER or not checkout.provider_ref:
+            provider.start(session, checkout, settings, settings.base_url)
+        intent = provider.intent(settings, checkout)
+    except stripe_provider.StripeUnavailable as error:
+        log.error("card page of checkout %s: %s", checkout.id, error)
+        return unavailable(request, visit)
+    if intent.status in INTENT_DONE:
+        return RedirectResponse(return_path(checkout.id), status_code=303)
+    csp = extend_csp(DEFAULT_CSP, stripe_provider.content_security_policy(settings))
+    return request.app.state.templates.response(
+        request,
+        "portal/card.html",
+        {
+            "visit": visit,
+            "company": visit.company,
+            "checkout": checkout,
+            "amount": Money(checkout.amount_minor, checkout.currency),
+            "discount": Money(checkout.discount_minor, checkout.currency),
+            "stripe_js_url": settings.stripe_js_url,
+            "publishable_key": settings.stripe_publishable_key,
+            "client_secret": intent.client_secret,
+            "return_path": return_path(checkout.id),
+            "status_path": status_path(checkout.id),
+            "sandbox": is_sandbox(settings),
+        },
+        visit.language,
+        headers={"Content-Security-Policy": csp_header(csp), "Cache-Control": "no-store"},
+    )
+
+
+@debtor_page
+def card_return(request: Request, session: Session, visit: Visit) -> Response:
+    """Where the card page goes once Stripe.js confirmed: ask Stripe (server to server, with the
+    secret key) and show the checkout as processing until the webhook says succeeded. Only the
+    webhook settles; the browser's word is never taken."""
+    settings = request.app.state.settings
+    checkout = customer_checkout(session, visit.customer.id, request.path_params["checkout_id"])
+    if checkout is None or checkout.method != stripe_provider.METHOD:
+        raise HTTPException(404)
+    if checkout.status in ("open", "processing") and checkout.provider == stripe_provider.PROVIDER \
+            and checkout.provider_ref:
+        try:
+            stripe_provider.mark_processing(session, settings, checkout)
+        except stripe_provider.StripeUnavailable as error:  # the webhook will tell
+            log.warning("return from the card page of checkout %s: %s", checkout.id, error)
+    return RedirectResponse(status_path(checkout.id), status_code=303, headers={"Cache-Control": "no-store"})
+
+
+async def stripe_webhook(request: Request) -> Response:
+    """Verify on the raw body, store raw once, apply in its own transaction, answer 2xx."""
+    settings = request.app.state.settings
+    if not stripe_provider.StripeProvider().is_configured(settings):
+        return PlainTextResponse("Stripe is not configured", status_code=404)
+    payload = await request.body()
+    try:
+        event = stripe_provider.verify_webhook(settings, payload, request.headers.get("stripe-signature"))
+    except stripe_provider.SignatureError as error:
+        log.warning("stripe webhook refused: %s", error)
+        return PlainTextResponse("invalid signature", status_code=400)
+    outcome = await run_in_threadpool(_intake, request, event, payload)
+    return JSONResponse({"received": True, "outcome": outcome})
+
+
+def _intake(request: Request, event: stripe_provider.VerifiedEvent, payload: bytes) -> str:
+    sessions = request.app.state.sessions
+    settings = request.app.state.settings
+    with unit_of_work(sessions) as session:
+        stored, created = store_event(
+            session, stripe_provider.PROVIDER, event.id, event.type, payload.decode("utf-8"),
+            decode_headers(request.headers),
+        )
+        pk = stored.id
+    if not created:
+        return "duplicate"
+
+    def handler(session: Session, stored_event: WebhookEvent) -> None:
+        stripe_provider.apply_event(session, json.loads(stored_event.body), settings)
+
+    return "processed" if process_event(sessions, pk, handler) else "kept for retry"
+
+
+routes = [
+    Route("/portal/pay/{checkout_id:int}/card", card_page, methods=["GET"], name="payments:stripe_card"),
+    Route("/portal/pay/{checkout_id:int}/card/return", card_return, methods=["GET"], name="payments:stripe_return"),
+    Route("/webhooks/stripe", stripe_webhook, methods=["POST"], name="payments:stripe_webhook"),
+]

@@ -1,0 +1,95 @@
+"""Default scenarios and the checks a step's texts pass on save."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from dunning.messages import TemplateProblem, validate_step
+from dunning.scenarios import DEFAULT_STEPS, ScenarioError, ensure_default_scenario, save_step, validate_step_fields
+from ledger.models import Scenario
+from tests import factories
+
+
+def test_default_scenario_has_the_four_standard_steps_in_both_languages(session: Session) -> None:
+    company = factories.company(session)
+    scenario = ensure_default_scenario(session, company)
+    assert scenario.segment is None and scenario.active
+    assert [(s.offset_days, s.tone, s.whole_balance) for s in scenario.steps] == [
+        (-5, "courteous", False), (3, "courteous", False), (15, "firm", False), (30, "formal", True)
+    ]
+    formal = scenario.steps[-1]
+    assert "Mise en demeure" in formal.subject_fr and "Formal notice" in formal.subject_en
+    assert "L441-10" in formal.body_fr and "L441-10" in formal.body_en
+    for step in scenario.steps:
+        assert "{{ invoices }}" in step.body_fr and "{{ link }}" in step.body_en
+
+
+def test_ensure_default_scenario_is_idempotent(session: Session) -> None:
+    company = factories.company(session)
+    first = ensure_default_scenario(session, company)
+    assert ensure_default_scenario(session, company) is first
+    assert session.scalar(select(func.count()).select_from(Scenario).where(Scenario.company_id == company.id)) == 1
+
+
+def test_every_default_text_passes_validation() -> None:
+    for step in DEFAULT_STEPS:
+        validate_step_fields(step)
+
+
+def test_a_syntax_error_is_refused_with_its_line() -> None:
+    with pytest.raises(TemplateProblem) as refused:
+        validate_step("Relance", "Bonjour,\n\n{% if invoices %}\n{{ invoices }}\n")
+    [problem] = refused.value.problems
+    assert problem.startswith("body, line 4: syntax error:")
+    assert "endif" in problem
+
+
+def test_an_unknown_placeholder_is_refused_with_its_line_and_name() -> None:
+    with pytest.raises(TemplateProblem) as refused:
+        validate_step("Relance {{ company.name }}", "Bonjour {{ client.name }},\n\nTotal : {{ total }}")
+    assert refused.value.problems == [
+        "body, line 1: unknown placeholder 'client' (known: company, contact, customer, invoices, late_charges, "
+        "link, savings, today, totals)",
+        "body, line 3: unknown placeholder 'total' (known: company, contact, customer, invoices, late_charges, "
+        "link, savings, today, totals)",
+    ]
+
+
+def test_an_unknown_attribute_is_refused_too() -> None:
+    with pytest.raises(TemplateProblem) as refused:
+        validate_step("{{ customer.nmae }}", "ok")
+    assert refused.value.problems == [
+        "subject, line 1: unknown placeholder 'customer.nmae' (known: customer.name, customer.ref)"
+    ]
+
+
+def test_an_unknown_filter_is_a_syntax_error() -> None:
+    with pytest.raises(TemplateProblem, match=r"body, line 2: syntax error: No filter named 'shout'"):
+        validate_step("Relance", "Bonjour\n{{ customer.name | shout }}")
+
+
+def test_the_sandbox_refuses_reaching_into_python() -> None:
+    with pytest.raises(TemplateProblem, match="body: .*(unsafe|not safely|undefined)"):
+        validate_step("Relance", "{{ customer.name.__class__.__mro__ }}")
+
+
+def test_loops_and_variables_set_in_the_template_are_allowed() -> None:
+    validate_step("{{ customer.name }}", "{% set n = invoices | length %}{{ n }}\n"
+                  "{% for row in invoices %}{{ row.number }} {{ row.open }} {{ row.days_late }}\n{% endfor %}")
+
+
+def test_save_step_refuses_a_broken_text_and_a_duplicate_offset(session: Session) -> None:
+    company = factories.company(session)
+    scenario = ensure_default_scenario(session, company)
+    good = {"offset_days": 45, "tone": "formal", "subject_fr": "Dernier avis", "body_fr": "{{ invoices }}",
+            "subject_en": "Last notice", "body_en": "{{ invoices }}"}
+    with pytest.raises(TemplateProblem, match="en body, line 1: unknown placeholder 'invoice'"):
+        save_step(session, scenario, **{**good, "body_en": "{{ invoice }}"})
+    with pytest.raises(ScenarioError, match="unknown tone"):
+        save_step(session, scenario, **{**good, "tone": "angry"})
+    with pytest.raises(ScenarioError, match="already has a step at D\\+30"):
+        save_step(session, scenario, **{**good, "offset_days": 30})
+    step = save_step(session, scenario, **good)
+    assert step.id is not None and [s.offset_days for s in scenario.steps][-1] == 45

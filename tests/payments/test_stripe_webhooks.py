@@ -1,0 +1,256 @@
+"""POST /webhooks/stripe: payloads signed exactly as Stripe signs them (t=..., v1=HMAC-SHA256)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import date
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.testclient import TestClient
+
+from encours.settings import Settings, load_settings
+from ledger.models import Allocation, AuditEvent, Checkout, Customer, Invoice, Payment, WebhookEvent
+from payments.checkout import create_checkout
+from tests.conftest import TEST_SECRET
+from tests.fakes.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET, event_payload, sign
+
+TODAY = date(2026, 11, 25)
+INTENT = "pi_encours_test_0001"
+CHARGE = "ch_encours_test_0001"
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    # Nothing here calls Stripe's API: the webhook only verifies and applies.
+    return load_settings({
+        "ENCOURS_DATABASE_URL": db_url,
+        "ENCOURS_SECRET_KEY": TEST_SECRET,
+        "ENCOURS_BASE_URL": "http://testserver",
+        "STRIPE_SECRET_KEY": SECRET_KEY,
+        "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY,
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STRIPE_API_BASE": "http://127.0.0.1:9",  # never reached
+    })
+
+
+@pytest.fixture
+def checkout(session: Session, customer: Customer, invoices: list[Invoice]) -> Checkout:
+    """A card checkout of the overdue invoice and the discounted one, its PaymentIntent created."""
+    checkout = create_checkout(session, customer=customer, contact=customer.primary_contact,
+                               selection={invoices[0].id: None, invoices[1].id: None}, method="card", today=TODAY)
+    checkout.provider, checkout.provider_ref = "stripe", INTENT
+    session.commit()
+    return checkout
+
+
+def intent(checkout: Checkout, status: str, **extra: Any) -> dict[str, Any]:
+    return {"id": INTENT, "object": "payment_intent", "amount": checkout.amount_minor,
+            "amount_received": checkout.amount_minor if status == "succeeded" else 0, "currency": "eur",
+            "metadata": {"checkout_id": str(checkout.id)}, "status": status, **extra}
+
+
+def charge(checkout: Checkout, **extra: Any) -> dict[str, Any]:
+    return {"id": CHARGE, "object": "charge", "amount": checkout.amount_minor, "currency": "eur",
+            "payment_intent": INTENT, "metadata": {}, **extra}
+
+
+def deliver(client: TestClient, payload: bytes, signature: str | None = "sign") -> Any:
+    headers = {"Content-Type": "application/json"}
+    if signature == "sign":
+        headers["Stripe-Signature"] = sign(payload)
+    elif signature is not None:
+        headers["Stripe-Signature"] = signature
+    return client.post("/webhooks/stripe", content=payload, headers=headers)
+
+
+def state(session: Session, invoices: list[Invoice]) -> tuple[list[tuple[str, int]], list[str], int]:
+    session.expire_all()
+    return (
+        [(invoice.status, invoice.open_minor) for invoice in invoices[:2]],
+        list(session.scalars(select(Payment.status).order_by(Payment.id))),
+        session.scalar(select(func.count()).select_from(Allocation)) or 0,
+    )
+
+
+PAID = [("paid", 0), ("paid", 0)]
+OPEN = [("open", 1234_56), ("open", 500_00)]
+
+
+def test_succeeded_pays_the_invoices_with_the_locked_discount(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
+) -> None:
+    response = deliver(client, event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_ok"))
+    assert response.status_code == 200 and response.json()["outcome"] == "processed"
+    assert state(session, invoices) == (PAID, ["succeeded"], 2)
+    discounts = session.scalars(select(Allocation.discount_minor).order_by(Allocation.id)).all()
+    assert discounts == [0, 10_00]
+    stored = session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == "evt_ok"))
+    assert stored is not None and stored.provider == "stripe" and stored.processed_at is not None
+    assert stored.event_type == "payment_intent.succeeded" and json.loads(stored.body)["id"] == "evt_ok"
+    assert "stripe-signature" in stored.headers
+    session.refresh(checkout)
+    assert checkout.status == "succeeded"
+
+
+@pytest.mark.parametrize("signature", [
+    None,  # missing
+    "",
+    "t=1,v1=deadbeef",  # malformed and stale
+    "garbage",
+])
+def test_a_missing_or_bad_signature_changes_nothing(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice], signature: str | None
+) -> None:
+    payload = event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_bad")
+    response = deliver(client, payload, signature)
+    assert response.status_code == 400
+    assert state(session, invoices) == (OPEN, [], 0)
+    assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 0
+
+
+def test_a_tampered_body_or_another_secret_changes_nothing(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
+) -> None:
+    honest = event_payload("payment_intent.processing", intent(checkout, "processing"), "evt_t")
+    tampered = honest.replace(b"payment_intent.processing", b"payment_intent.succeeded")
+    assert deliver(client, tampered, sign(honest)).status_code == 400
+    forged = event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_f")
+    assert deliver(client, forged, sign(forged, secret="whsec_someone_else")).status_code == 400
+    stale = int(time.time()) - 3600  # a replay from an hour ago: outside Stripe's 5-minute tolerance
+    assert deliver(client, forged, sign(forged, timestamp=stale)).status_code == 400
+    assert state(session, invoices) == (OPEN, [], 0)
+    assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 0
+
+
+def test_a_duplicate_delivery_is_a_no_op(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
+) -> None:
+    payload = event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_dup")
+    assert deliver(client, payload).json()["outcome"] == "processed"
+    again = deliver(client, payload)  # Stripe retries with a fresh signature
+    assert again.status_code == 200 and again.json()["outcome"] == "duplicate"
+    assert state(session, invoices) == (PAID, ["succeeded"], 2)
+    assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 1
+
+
+def test_succeeded_before_processing_ends_succeeded(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
+) -> None:
+    deliver(client, event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_2"))
+    deliver(client, event_payload("payment_intent.processing", intent(checkout, "processing"), "evt_1"))
+    assert state(session, invoices) == (PAID, ["succeeded"], 2)
+
+
+def test_processing_then_succeeded(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
+) -> None:
+    deliver(client, event_payload("payment_intent.processing", intent(checkout, "processing"), "evt_1"))
+    assert state(session, invoices) == (OPEN, ["processing"], 0)
+    session.refresh(checkout)
+    assert checkout.status == "processing"
+    deliver(client, event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_2"))
+    assert state(session, invoices) == (PAID, ["succeeded"], 2)
+
+
+def test_a_declined_attempt_leaves_the_invoices_open_and_retryable(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
+) -> None:
+    failed = intent(checkout, "requires_payment_method",
+                    last_payment_error={"code": "card_declined", "message": "Your card was declined."})
+    deliver(client, event_payload("payment_intent.payment_failed", failed, "evt_fail"))
+    assert state(session, invoices) == (OPEN, ["pending"], 0)
+    assert session.scalar(select(Payment.failure_reason)) == "Your card was declined."
+    # The debtor tries again with another card on the same intent.
+    deliver(client, event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_retry"))
+    assert state(session, invoices) == (PAID, ["succeeded"], 2)
+
+
+def test_a_refund_after_success_reverses_the_allocations(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
+) -> None:
+    deliver(client, event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_ok"))
+    partial = charge(checkout, refunded=False, amount_refunded=100_00)
+    deliver(client, event_payload("charge.refunded", partial, "evt_partial"))
+    assert state(session, invoices) == (PAID, ["succeeded"], 2)  # a partial refund is recorded only
+    full = charge(checkout, refunded=True, amount_refunded=checkout.amount_minor)
+    deliver(client, event_payload("charge.refunded", full, "evt_refund"))
+    assert state(session, invoices) == (OPEN, ["refunded"], 0)
+    # A late, older success never moves it back.
+    deliver(client, event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_late"))
+    assert state(session, invoices) == (OPEN, ["refunded"], 0)
+
+
+def test_a_dispute_is_recorded_and_only_a_lost_one_charges_back(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
+) -> None:
+    deliver(client, event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_ok"))
+    dispute = {"id": "dp_1", "object": "dispute", "amount": checkout.amount_minor, "currency": "eur",
+               "charge": CHARGE, "payment_intent": INTENT, "reason": "fraudulent"}
+    deliver(client, event_payload("charge.dispute.created", {**dispute, "status": "needs_response"}, "evt_d1"))
+    assert state(session, invoices) == (PAID, ["succeeded"], 2)
+    actions = session.scalars(select(AuditEvent.action).where(AuditEvent.actor == "stripe")).all()
+    assert "payment.dispute_opened" in actions
+    deliver(client, event_payload("charge.dispute.closed", {**dispute, "status": "won"}, "evt_won"))
+    assert state(session, invoices) == (PAID, ["succeeded"], 2)
+    deliver(client, event_payload("charge.dispute.closed", {**dispute, "status": "lost"}, "evt_lost"))
+    assert state(session, invoices) == (OPEN, ["charged_back"], 0)
+
+
+def test_an_event_for_an_unknown_checkout_is_kept_with_its_error(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
+) -> None:
+    stray = {**intent(checkout, "succeeded"), "id": "pi_not_ours", "metadata": {"checkout_id": "987654"}}
+    response = deliver(client, event_payload("payment_intent.succeeded", stray, "evt_stray"))
+    assert response.status_code == 200 and response.json()["outcome"] == "kept for retry"
+    stored = session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == "evt_stray"))
+    assert stored is not None and stored.processed_at is None and stored.attempts == 1
+    assert "names no checkout of ours" in (stored.error or "")
+    assert stored.next_attempt_at is not None  # the worker retries it
+    assert state(session, invoices) == (OPEN, [], 0)
+
+
+def test_an_intent_claiming_another_checkout_is_refused(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
+) -> None:
+    wrong = {**intent(checkout, "succeeded"), "id": "pi_someone_else"}  # our checkout id, another intent
+    assert deliver(client, event_payload("payment_intent.succeeded", wrong, "evt_w")).json()["outcome"] == \
+        "kept for retry"
+    assert state(session, invoices) == (OPEN, [], 0)
+
+
+def test_other_event_types_are_stored_and_ignored(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
+) -> None:
+    response = deliver(client, event_payload("customer.created", {"id": "cus_1", "object": "customer"}, "evt_c"))
+    assert response.status_code == 200 and response.json()["outcome"] == "processed"
+    assert state(session, invoices) == (OPEN, [], 0)
+
+
+def test_a_kept_event_is_applied_by_the_workers_retry(
+    client: TestClient, session: Session, session_factory: Any, checkout: Checkout, invoices: list[Invoice],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from encours.clock import clock
+    from payments import webhooks
+
+    checkout.provider_ref = "pi_created_by_a_retry"  # our side does not know this intent yet
+    session.commit()
+    response = deliver(client, event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_r"))
+    assert response.json()["outcome"] == "kept for retry"
+    assert state(session, invoices) == (OPEN, [], 0)
+
+    checkout.provider_ref = INTENT
+    session.commit()
+    # The worker runs with the environment's settings (for the links in the receipt email).
+    monkeypatch.setenv("ENCOURS_SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("ENCOURS_BASE_URL", "http://testserver")
+    clock.set(clock.now() + webhooks.backoff(1) * 2)
+    report = webhooks.retry_due(session_factory, webhooks.registered_handlers())
+    assert (report.processed, report.failed) == (1, 0)
+    assert state(session, invoices) == (PAID, ["succeeded"], 2)
+    stored = session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == "evt_r"))
+    assert stored is not None and stored.processed_at is not None and stored.error is None and stored.attempts == 2
