@@ -83,7 +83,7 @@ bench: venv system-deps
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 i18n: venv
-	$(BIN)/pybabel extract -F babel.cfg -k _t:2 -k N_ --no-location --sort-output \
+	$(BIN)/pybabel extract -F babel.cfg -k _t:2 -k N_ -k gettext:1,1t -k gettext:2,2t -k CheckoutError --no-location --sort-output \
 		-o encours/locale/messages.pot encours portal links ledger dunning admin payments
 	$(BIN)/pybabel update -i encours/locale/messages.pot -d encours/locale --no-fuzzy-matching
 	$(BIN)/pybabel compile -d encours/locale

@@ -43,10 +43,14 @@ def _sessions() -> Any:
 
 
 def _settings() -> Any:
+    from payments import stripe as stripe_provider
+
     try:
-        return load_settings()
+        settings = load_settings()
+        stripe_provider.check_settings(settings)  # the same start-up check the app makes, as one line
     except SettingsError as error:
         raise CommandError(str(error)) from None
+    return settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

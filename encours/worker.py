@@ -16,7 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dunning import outbox, planner
 from encours.clock import clock
+from encours.db import unit_of_work
 from encours.settings import Settings
+from ledger import disputes
 from payments import webhooks
 from payments.webhooks import RetryReport
 from ledger.models import Company, ReminderRun
@@ -31,24 +33,34 @@ class WorkerReport:
     outbox: outbox.DeliveryReport
     reminders: tuple[planner.RunReport, ...] = ()
     webhooks: RetryReport = RetryReport()
+    promises_kept: int = 0
+    promises_broken: int = 0
 
     @property
     def busy(self) -> bool:
-        return bool(self.outbox.sent or self.outbox.retried or self.outbox.failed or self.reminders or self.webhooks.busy)
+        return bool(self.outbox.sent or self.outbox.retried or self.outbox.failed or self.reminders or self.webhooks.busy
+                    or self.promises_kept or self.promises_broken)
 
     def lines(self) -> list[str]:
-        return [f"reminders: {report.summary()}" for report in self.reminders] + [f"outbox: {self.outbox.summary()}"] + (
-            [f"webhooks: {self.webhooks.summary()}"] if self.webhooks.busy else []
+        promises = (
+            [f"promises: {self.promises_kept} kept, {self.promises_broken} broken"]
+            if self.promises_kept or self.promises_broken else []
         )
+        return promises + [f"reminders: {report.summary()}" for report in self.reminders] + [
+            f"outbox: {self.outbox.summary()}"] + ([f"webhooks: {self.webhooks.summary()}"] if self.webhooks.busy else [])
 
 
 def run_once(settings: Settings, session_factory: sessionmaker[Session]) -> WorkerReport:
-    """Everything that is due now: the daily reminder plans that are due, then delivering the outbox."""
+    """Everything that is due now: promises to settle, the daily reminder plans that are due,
+    failed webhook events to retry, then delivering the outbox."""
     smtp_config = outbox.parse_smtp_url(settings.smtp_url)
+    # Promises first: a broken one puts its invoices back into today's reminders.
+    with unit_of_work(session_factory) as session:
+        kept, broken = disputes.settle_promises(session)
     reminders = run_due_reminders(settings, session_factory)
     retried = webhooks.retry_due(session_factory, webhooks.registered_handlers())  # failed or unprocessed events
     return WorkerReport(outbox=outbox.deliver_due(session_factory, smtp_config, settings.mail_from),
-                        reminders=tuple(reminders), webhooks=retried)
+                        reminders=tuple(reminders), webhooks=retried, promises_kept=kept, promises_broken=broken)
 
 
 def due_reminder_runs(session_factory: sessionmaker[Session]) -> list[tuple[int, date]]:

@@ -69,6 +69,10 @@ class UnknownMethod(LookupError):
     pass
 
 
+class ProviderUnavailable(RuntimeError):
+    """The provider could not be reached or refused the call: the debtor may retry or choose another method."""
+
+
 @lru_cache(maxsize=None)
 def _load(path: str) -> PaymentProvider:
     module_name, _, class_name = path.partition(":")

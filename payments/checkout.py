@@ -10,6 +10,7 @@ from typing import Mapping
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from encours.i18n import N_
 from ledger.models import Checkout, CheckoutLine, Contact, Customer, Invoice, InvoiceKind, InvoiceStatus
 from ledger.money import AmountError, Money
 from ledger.statement import available_discount
@@ -18,9 +19,9 @@ from payments.base import METHODS
 # A checkout still waiting for its money: a second identical one returns it instead.
 LIVE_STATUSES = ("open", "processing")
 
-UNKNOWN_INVOICE = "The selection names an unknown invoice."
-NOT_AN_AMOUNT = "Invoice %(number)s: “%(text)s” is not an amount."
-MIXED_CURRENCIES = "These invoices are in different currencies: please pay one currency at a time."
+UNKNOWN_INVOICE = N_("The selection names an unknown invoice.")
+NOT_AN_AMOUNT = N_("Invoice %(number)s: “%(text)s” is not an amount.")
+MIXED_CURRENCIES = N_("These invoices are in different currencies: please pay one currency at a time.")
 
 
 class CheckoutError(ValueError):

@@ -125,7 +125,13 @@ def pay(request: Request, session: Session, visit: Visit, form: FormData) -> Res
         return _render(request, visit, context, 422)
     if checkout.status != "open":  # the same checkout, already on its way: show where it is
         return RedirectResponse(f"/portal/pay/{checkout.id}", status_code=303)
-    result = base.provider_for(method).start(session, checkout, settings, settings.base_url)
+    try:
+        result = base.provider_for(method).start(session, checkout, settings, settings.base_url)
+    except base.ProviderUnavailable:
+        context["error"] = i18n.gettext(
+            visit.language, "The payment service is not answering. Please try again in a moment, or choose another method."
+        )
+        return _render(request, visit, context, 503)
     return RedirectResponse(result.location, status_code=303, headers={"Cache-Control": "no-store"})
 
 

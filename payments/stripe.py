@@ -20,7 +20,7 @@ from encours.settings import SettingsError
 from ledger import audit
 from ledger.models import Checkout
 from ledger.money import decimals
-from payments.base import StartResult
+from payments.base import ProviderUnavailable, StartResult
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -52,7 +52,7 @@ class StripeAmountError(ValueError):
     """An amount Stripe cannot charge in that currency (e.g. 5,125 KWD)."""
 
 
-class StripeUnavailable(RuntimeError):
+class StripeUnavailable(ProviderUnavailable):
     """Stripe's API could not be reached or refused the call; the message says why (no secrets)."""
 
 

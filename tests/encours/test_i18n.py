@@ -24,3 +24,26 @@ def test_negotiation_prefers_the_visitors_best_language() -> None:
     assert i18n.negotiate("de-DE,fr;q=0.5,en;q=0.4") == "fr"
     assert i18n.negotiate("de") == i18n.DEFAULT_LANGUAGE
     assert i18n.negotiate(None) == i18n.DEFAULT_LANGUAGE
+
+
+def test_every_message_in_the_code_is_in_the_french_catalog(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Messages are added to the catalog by hand at times: none may be forgotten (it would show in English)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    pot = tmp_path / "messages.pot"
+    pybabel = Path(sys.executable).with_name("pybabel")
+    subprocess.run(
+        [str(pybabel), "-q", "extract", "-F", "babel.cfg", "-k", "_t:2", "-k", "N_", "-k", "gettext:1,1t", "-k",
+         "gettext:2,2t", "-k", "CheckoutError", "--no-location", "-o", str(pot),
+         "encours", "portal", "links", "ledger", "dunning", "admin", "payments"],
+        cwd=root, check=True, capture_output=True,
+    )
+    with open(pot, "rb") as handle:
+        extracted = {m.id for m in read_po(handle) if m.id}
+    with open(i18n.LOCALE_DIR / "fr" / "LC_MESSAGES" / "messages.po", "rb") as handle:
+        catalog = {m.id: m.string for m in read_po(handle) if m.id}
+    missing = sorted(str(m) for m in extracted if not catalog.get(m))
+    assert missing == [], f"{len(missing)} message(s) without a French translation: {missing[:20]}"

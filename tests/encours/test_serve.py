@@ -51,3 +51,11 @@ def test_serve_without_secret_key_says_so_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "ENCOURS_SECRET_KEY" in lines[0] and lines[0].startswith("encours: error:")
+
+
+def test_stripe_keys_without_webhook_secret_refuse_to_start_in_one_line(tmp_path: Path) -> None:
+    env = _env(tmp_path, ENCOURS_SECRET_KEY="s" * 32, STRIPE_SECRET_KEY="sk_test_1", STRIPE_PUBLISHABLE_KEY="pk_test_1")
+    result = subprocess.run([ENCOURS, "serve"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "STRIPE_WEBHOOK_SECRET" in lines[0]

@@ -220,3 +220,28 @@ def test_run_forever_outlives_a_failed_run(
         worker.run_forever(_settings(db_url, "smtp://127.0.0.1:25"), session_factory, interval=0, stop=stop)
     assert len(calls) == 2
     assert "worker run failed" in caplog.text
+
+
+def test_run_once_settles_promises_before_planning(session_factory, settings) -> None:  # type: ignore[no-untyped-def]
+    from datetime import date, timedelta
+
+    from encours.clock import clock
+    from encours.worker import run_once
+    from ledger import disputes
+    from ledger.models import PromiseToPay
+    from tests import factories
+
+    with session_factory() as session:
+        customer = factories.customer(session, factories.company(session))
+        invoice = factories.invoice(session, customer, due_date=date(2026, 11, 1))
+        promise = disputes.make_promise(session, customer=customer, contact=customer.primary_contact,
+                                        invoice_ids=[invoice.id], promised_for=date(2026, 11, 30))
+        session.commit()
+        promise_id = promise.id
+    clock.set(clock.now() + timedelta(days=10))  # past the date and the 3-day grace
+    from dataclasses import replace
+
+    report = run_once(replace(settings, smtp_url="smtp://127.0.0.1:9"), session_factory)
+    assert report.promises_broken == 1 and "promises: 0 kept, 1 broken" in report.lines()
+    with session_factory() as session:
+        assert session.get(PromiseToPay, promise_id).status == "broken"

@@ -192,3 +192,25 @@ def test_processing_and_failed_pages(client: TestClient, session: Session, setti
     session.flush()
     html = client.get(f"/portal/pay/{checkout.id}").text
     assert "card_declined" in html and 'href="/portal"' in html
+
+
+def test_an_unreachable_provider_gives_a_clear_message_and_a_retry(session: Session, settings: Settings,
+                                                                   session_factory, customer: Customer,  # type: ignore[no-untyped-def]
+                                                                   invoices: list[Invoice]) -> None:
+    from dataclasses import replace
+
+    from starlette.datastructures import Secret
+
+    from encours.app import create_app
+
+    closed_port = replace(settings, stripe_secret_key=Secret("sk_test_unreachable"), stripe_publishable_key="pk_test_x",
+                          stripe_webhook_secret=Secret("whsec_test"), stripe_api_base="http://127.0.0.1:9")
+    with TestClient(create_app(closed_port, sessions=session_factory), base_url="http://testserver") as client:
+        login(client, customer)
+        token = csrf_from(client.get("/portal").text)
+        response = client.post("/portal/pay", data=_form(token, invoices[:1], method="card", action="pay"),
+                               follow_redirects=False)
+    assert response.status_code == 503
+    assert "Le service de paiement ne répond pas" in response.text
+    checkout = session.scalar(select(Checkout).where(Checkout.customer_id == customer.id))
+    assert checkout is not None and checkout.status == "open"  # the same one is reused on retry
