@@ -11,6 +11,8 @@ every test gets its own browser context, so no cookie survives from one test to 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import os
 import re
 import socket
@@ -134,9 +136,10 @@ def _run_demo(port: int, directory: Path) -> tuple[dict[str, str], dict[str, str
     return links, labels
 
 
-@pytest.fixture(scope="session")
-def live_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveDemo]:
-    directory = tmp_path_factory.mktemp("demo")
+@contextmanager
+def serve_demo(directory: Path, extra_settings: dict[str, str] | None = None) -> Iterator[LiveDemo]:
+    """Create a demo with the real `encours demo --no-serve` in `directory` and serve it from a
+    thread of this process (so tests can move the clock), until the block ends."""
     # Bound now and handed to uvicorn later: the port the demo's links name stays ours.
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server: uvicorn.Server | None = None
@@ -155,15 +158,17 @@ def live_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveDemo]:
             "ENCOURS_DATABASE_URL": database_url,
             "ENCOURS_SECRET_KEY": secret,
             "ENCOURS_BASE_URL": base_url,
+            "ENCOURS_STORAGE_DIR": str(directory / "storage"),
             # Several tests open bad links on purpose, all from 127.0.0.1 at one frozen instant:
             # keep the per-IP throttle (which has its own tests) out of their way.
             "ENCOURS_LINK_THROTTLE_MAX": "100000",
+            **(extra_settings or {}),
         })
         server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
                                                log_level="warning", lifespan="on"))
         listener.listen(128)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="live-server",
-                                  daemon=True)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]},
+                                  name=f"live-server-{directory.name}", daemon=True)
         thread.start()
         _wait_until_healthy(base_url, thread)
         engine = make_engine(database_url)
@@ -177,6 +182,12 @@ def live_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveDemo]:
         listener.close()
         if engine is not None:
             engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def live_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveDemo]:
+    with serve_demo(tmp_path_factory.mktemp("demo")) as demo:
+        yield demo
 
 
 @pytest.fixture(autouse=True)

@@ -19,24 +19,18 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
-import threading
 import time
 import urllib.error
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import pytest
-import uvicorn
 from playwright.sync_api import Page, Route, expect
 from sqlalchemy import Engine, select
 
-from encours.app import create_app
-from encours.db import make_engine
-from encours.settings import load_settings
 from ledger.models import AuditEvent, Checkout, Payment, WebhookEvent
-from tests.e2e.conftest import _run_demo, _wait_until_healthy
+from tests.e2e.conftest import serve_demo
 from tests.fakes.localstripe_server import LocalStripe, start_localstripe
 
 pytestmark = pytest.mark.e2e
@@ -80,42 +74,11 @@ def card_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CardDemo]:
     stays without them, as a user without keys sees it)."""
     process, url, (workdir, log) = start_localstripe()
     localstripe = LocalStripe(url=url)
-    directory = tmp_path_factory.mktemp("card-demo")
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server: uvicorn.Server | None = None
-    thread: threading.Thread | None = None
-    engine: Engine | None = None
     try:
-        listener.bind(("127.0.0.1", 0))
-        port = listener.getsockname()[1]
-        base_url = f"http://127.0.0.1:{port}"
-        links, _ = _run_demo(port, directory)
-        database_url = f"sqlite:///{(directory / 'demo.sqlite3').resolve()}"
-        settings = load_settings({
-            "ENCOURS_DATABASE_URL": database_url,
-            "ENCOURS_SECRET_KEY": (directory / "demo-secret").read_text().strip(),
-            "ENCOURS_BASE_URL": base_url,
-            "ENCOURS_LINK_THROTTLE_MAX": "100000",
-            **localstripe.settings(),
-        })
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                               log_level="warning", lifespan="on"))
-        listener.listen(128)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="card-live-server",
-                                  daemon=True)
-        thread.start()
-        _wait_until_healthy(base_url, thread)
-        localstripe.register_webhook("encours", f"{base_url}/webhooks/stripe")
-        engine = make_engine(database_url)
-        yield CardDemo(base_url=base_url, engine=engine, links=links, localstripe=localstripe)
+        with serve_demo(tmp_path_factory.mktemp("card-demo"), localstripe.settings()) as demo:
+            localstripe.register_webhook("encours", f"{demo.base_url}/webhooks/stripe")
+            yield CardDemo(base_url=demo.base_url, engine=demo.engine, links=demo.links, localstripe=localstripe)
     finally:
-        if server is not None:
-            server.should_exit = True
-        if thread is not None:
-            thread.join(timeout=10)
-        listener.close()
-        if engine is not None:
-            engine.dispose()
         process.terminate()
         try:
             process.wait(timeout=10)

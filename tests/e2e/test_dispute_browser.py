@@ -11,22 +11,16 @@ from __future__ import annotations
 
 import itertools
 import re
-import socket
-import threading
 from datetime import timedelta
 from typing import Iterator
 
 import pytest
-import uvicorn
 from playwright.sync_api import Page, expect
 from sqlalchemy import select, text
 
-from encours.app import create_app
 from encours.clock import clock
-from encours.db import make_engine
-from encours.settings import load_settings
 from ledger.models import Dispute, OutboxMessage, PromiseToPay
-from tests.e2e.conftest import DESKTOP, PHONE, LiveDemo, _run_demo, _wait_until_healthy
+from tests.e2e.conftest import DESKTOP, PHONE, LiveDemo, serve_demo
 from tests.e2e.test_portal_browser import MakePage, _describe, _serious_violations, main_text
 
 pytestmark = pytest.mark.e2e
@@ -35,44 +29,10 @@ PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory, live_demo: LiveDemo) -> Iterator[LiveDemo]:
-    """A demo of this module's own, served like `live_demo` (see tests/e2e/conftest.py)."""
-    directory = tmp_path_factory.mktemp("dispute-demo")
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server: uvicorn.Server | None = None
-    thread: threading.Thread | None = None
-    engine = None
-    try:
-        listener.bind(("127.0.0.1", 0))
-        port = listener.getsockname()[1]
-        base_url = f"http://127.0.0.1:{port}"
-        links, labels = _run_demo(port, directory)
-        database_url = f"sqlite:///{(directory / 'demo.sqlite3').resolve()}"
-        secret = (directory / "demo-secret").read_text().strip()
-        settings = load_settings({
-            "ENCOURS_DATABASE_URL": database_url,
-            "ENCOURS_SECRET_KEY": secret,
-            "ENCOURS_BASE_URL": base_url,
-            "ENCOURS_STORAGE_DIR": str(directory / "storage"),
-        })
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                               log_level="warning", lifespan="on"))
-        listener.listen(128)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="dispute-demo",
-                                  daemon=True)
-        thread.start()
-        _wait_until_healthy(base_url, thread)
-        engine = make_engine(database_url)
-        yield LiveDemo(base_url=base_url, directory=directory, database_url=database_url, secret=secret,
-                       created_at=live_demo.created_at, engine=engine, links=links, labels=labels)
-    finally:
-        if server is not None:
-            server.should_exit = True
-        if thread is not None:
-            thread.join(timeout=10)
-        listener.close()
-        if engine is not None:
-            engine.dispose()
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveDemo]:
+    """A demo of this module's own: its disputes change balances the shared `live_demo` checks."""
+    with serve_demo(tmp_path_factory.mktemp("dispute-demo")) as own:
+        yield own
 
 
 def _staff(demo: LiveDemo, role: str, company: str) -> tuple[str, str]:
