@@ -168,3 +168,52 @@ def test_promise_to_pay_made_in_the_browser(make_page: MakePage, demo: LiveDemo)
     expect(upcoming).to_contain_text("C-THAMES")
     _check_page(staff, "promises page", problems)
     assert not problems, "\n".join(problems)
+
+
+def test_a_promise_is_kept_when_paid_and_broken_when_its_date_and_grace_pass(make_page: MakePage,
+                                                                              demo: LiveDemo) -> None:
+    """Two promises made in the browser by the French debtor: one paid in time (kept), one not (broken)."""
+    from sqlalchemy.orm import Session
+
+    from encours.settings import load_settings
+    from ledger.models import Contact, Customer, Invoice
+    from payments.checkout import create_checkout
+    from payments.settlement import record_bank_transfer
+
+    debtor = make_page(viewport=DESKTOP, locale="fr-FR")
+    debtor.goto(demo.link("C-MARTIN"))
+    today = clock.today("Europe/Paris")
+    promised = today + timedelta(days=5)
+    for number in ("F-2026-0519", "F-2026-0501"):
+        debtor.goto(f"{demo.base_url}/portal")
+        debtor.get_by_role("link", name=f"Facture {number}").click()
+        debtor.get_by_role("link", name=re.compile("Promettre|promesse", re.IGNORECASE)).click()
+        debtor.get_by_label(re.compile("Date")).fill(promised.isoformat())
+        debtor.get_by_role("button", name=re.compile("Enregistrer")).click()
+        expect(debtor.get_by_role("status")).to_be_visible()
+
+    # F-2026-0519 is paid by transfer two days later: the money reaches the bank.
+    clock.set(clock.now() + timedelta(days=2))
+    with Session(demo.engine) as session, session.begin():
+        customer = session.scalar(select(Customer).where(Customer.ref == "C-MARTIN"))
+        invoice = session.scalar(select(Invoice).where(Invoice.number == "F-2026-0519"))
+        assert customer is not None and invoice is not None
+        contact = session.scalar(select(Contact).where(Contact.customer_id == customer.id))
+        checkout = create_checkout(session, customer=customer, contact=contact, selection={invoice.id: None},
+                                   method="bank_transfer", today=clock.today("Europe/Paris"))
+        record_bank_transfer(session, checkout, checkout.amount_minor, clock.today("Europe/Paris"),
+                             settings=load_settings(demo.env(), env_file=None))
+
+    # A week after the promised date (grace: 3 days), the manager looks at the promises.
+    clock.set(clock.now() + timedelta(days=10))
+    manager, password = _staff(demo, "manager", "DURAND")
+    staff = make_page()
+    _staff_sign_in(staff, demo, manager, password, "/admin/promises")
+    broken = staff.locator("section[aria-labelledby=broken-title]")
+    expect(broken).to_contain_text("F-2026-0501")
+    assert "F-2026-0519" not in broken.inner_text()
+    with demo.engine.connect() as connection:
+        outcomes = dict(connection.execute(
+            text("SELECT i.number, p.status FROM promises p JOIN promise_invoices pi ON pi.promise_id = p.id "
+                 "JOIN invoices i ON i.id = pi.invoice_id WHERE i.number IN ('F-2026-0519', 'F-2026-0501')")).all())
+    assert outcomes == {"F-2026-0519": "kept", "F-2026-0501": "broken"}
