@@ -36,7 +36,7 @@ from ledger.models import (
 )
 from ledger.money import Money
 from ledger.storage import FileStorage
-from portal.routes import Visit, current_visit, session_required
+from portal.routes import Visit, current_visit, debtor_page, session_required
 
 # Generous: the service gives the clear message ("at most 5 files") before the parser refuses.
 FORM_LIMITS = {"max_files": 20, "max_fields": 200}
@@ -176,18 +176,6 @@ def rolled_back(handler: PostHandler) -> PostHandler:
     return wrapper
 
 
-def debtor_get(handler: Callable[[Request, Session, Visit], Response]) -> Callable[[Request], Response]:
-    @functools.wraps(handler)
-    def endpoint(request: Request) -> Response:
-        with unit_of_work(request.app.state.sessions) as session:
-            visit = current_visit(request, session)
-            if visit is None:
-                return session_required(request)
-            return handler(request, session, visit)
-
-    return endpoint
-
-
 CASE_STATUSES = {
     "open": i18n.N_("In progress"),
     "accepted": i18n.N_("Accepted"),
@@ -230,7 +218,7 @@ def _t(visit: Visit, message: str, **values: object) -> str:
 # --- list -------------------------------------------------------------------------------------
 
 
-@debtor_get
+@debtor_page
 def cases_page(request: Request, session: Session, visit: Visit) -> Response:
     cases = list(session.scalars(
         select(Dispute).where(Dispute.customer_id == visit.customer.id).order_by(Dispute.opened_at.desc(),
@@ -285,7 +273,7 @@ def _dispute_form(request: Request, session: Session, visit: Visit, *, kind: str
     }, status_code=status_code)
 
 
-@debtor_get
+@debtor_page
 def dispute_form(request: Request, session: Session, visit: Visit) -> Response:
     kind = _kind(request.query_params.get("kind", ""))
     chosen = _ids(request.query_params.getlist("invoice"))
@@ -333,7 +321,7 @@ def _case_page(request: Request, session: Session, visit: Visit, case: Dispute, 
     }, status_code=status_code)
 
 
-@debtor_get
+@debtor_page
 def case_page(request: Request, session: Session, visit: Visit) -> Response:
     case = _owned_case(session, visit, request.path_params["case_id"])
     return _case_page(request, session, visit, case)
@@ -370,7 +358,7 @@ def attachment_response(content: bytes, attachment: Attachment) -> Response:
     })
 
 
-@debtor_get
+@debtor_page
 def case_file(request: Request, session: Session, visit: Visit) -> Response:
     attachment = session.scalar(
         select(Attachment)
@@ -418,7 +406,7 @@ def _promise_form(request: Request, session: Session, visit: Visit, *, chosen: l
     }, status_code=status_code, block=block)
 
 
-@debtor_get
+@debtor_page
 def promise_form(request: Request, session: Session, visit: Visit) -> Response:
     chosen = _ids(request.query_params.getlist("invoice"))
     return _promise_form(request, session, visit, chosen=chosen, promised=request.query_params.get("date", "")[:10],
