@@ -322,13 +322,7 @@ def case_file(request: Request, session: Session, staff: Staff) -> Response:
         select(Attachment).join(DisputeMessage, Attachment.message_id == DisputeMessage.id)
         .where(Attachment.id == request.path_params["file_id"], DisputeMessage.dispute_id == case.id)
     )
-    if attachment is None:
-        raise HTTPException(404)
-    try:
-        content = storage(request).read(attachment.storage_key)
-    except (OSError, ValueError):
-        raise HTTPException(404)
-    return attachment_response(content, attachment)
+    return attachment_response(request, attachment)
 
 
 # --- promises -----------------------------------------------------------------------------------

@@ -347,8 +347,15 @@ def case_reply(request: Request, session: Session, visit: Visit, posted: Posted)
     return RedirectResponse(f"/portal/requests/{case.id}?done=reply", status_code=303)
 
 
-def attachment_response(content: bytes, attachment: Attachment) -> Response:
-    """A stored file as a download, never rendered in place, under the type sniffed at upload."""
+def attachment_response(request: Request, attachment: Attachment | None) -> Response:
+    """A stored file as a download, never rendered in place, under the type sniffed at upload;
+    404 when the caller found none (not allowed) or the file is gone from storage."""
+    if attachment is None:
+        raise HTTPException(404)
+    try:
+        content = storage(request).read(attachment.storage_key)
+    except (OSError, ValueError):
+        raise HTTPException(404)
     name = attachment.filename
     ascii_name = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_. ") else "_" for ch in name)[:120] or "file"
     return Response(content, media_type=attachment.content_type, headers={
@@ -371,13 +378,7 @@ def case_file(request: Request, session: Session, visit: Visit) -> Response:
             DisputeMessage.internal.is_(False),
         )
     )
-    if attachment is None:
-        raise HTTPException(404)
-    try:
-        content = storage(request).read(attachment.storage_key)
-    except (OSError, ValueError):
-        raise HTTPException(404)
-    return attachment_response(content, attachment)
+    return attachment_response(request, attachment)
 
 
 # --- promises to pay ----------------------------------------------------------------------------
