@@ -24,7 +24,7 @@ from payments import base, rf
 from payments.bank_transfer import pretty_iban
 from payments.checkout import CheckoutError, Quote, create_checkout, customer_checkout, parse_selection, quote
 from portal import pdf
-from portal.routes import Visit, current_visit, debtor_page, session_required
+from portal.routes import Visit, current_visit, debtor_page, pdf_response, session_required
 
 FormHandler = Callable[[Request, Session, Visit, FormData], Response]
 
@@ -181,16 +181,9 @@ def transfer_page(request: Request, session: Session, visit: Visit) -> Response:
 @debtor_page
 def transfer_pdf(request: Request, session: Session, visit: Visit) -> Response:
     checkout = _own_checkout(request, session, visit)
-    context = {**pdf._brand(visit.company), **_transfer_context(session, visit, checkout)}
-    content = pdf._render(request.app.state.templates.render_string("pdf/transfer.html", context, visit.language))
-    return Response(
-        content,
-        media_type="application/pdf",
-        headers={
-            "Content-Disposition": f'inline; filename="transfer-{checkout.reference}.pdf"',
-            "Cache-Control": "no-store",
-        },
-    )
+    content = pdf.branded_pdf(request.app.state.templates, "pdf/transfer.html", visit.company,
+                              _transfer_context(session, visit, checkout), visit.language)
+    return pdf_response(content, f"transfer-{checkout.reference}.pdf")
 
 
 routes = [

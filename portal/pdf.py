@@ -17,7 +17,7 @@ def _logo_data_uri(company: Company) -> str | None:
     return f"data:{company.logo_mime};base64,{base64.b64encode(company.logo).decode()}"
 
 
-def _render(html: str) -> bytes:
+def render(html: str) -> bytes:
     from weasyprint import HTML
     from weasyprint.urls import URLFetcher
 
@@ -29,18 +29,22 @@ def _brand(company: Company) -> dict[str, Any]:
     return {"company": company, "logo_uri": _logo_data_uri(company), "colors": palette(company.brand_color)}
 
 
+def branded_pdf(templates: Any, template: str, company: Company, context: dict[str, Any], language: str) -> bytes:
+    """A PDF template rendered with the company's name, logo and colours."""
+    return render(templates.render_string(template, {**_brand(company), **context}, language))
+
+
 def statement_pdf(templates: Any, statement: Statement, language: str) -> bytes:
-    context = {**_brand(statement.customer.company), "statement": statement, "customer": statement.customer}
-    return _render(templates.render_string("pdf/statement.html", context, language))
+    context = {"statement": statement, "customer": statement.customer}
+    return branded_pdf(templates, "pdf/statement.html", statement.customer.company, context, language)
 
 
 def invoice_pdf(templates: Any, invoice: Invoice, language: str, today: date) -> bytes:
     context = {
-        **_brand(invoice.company),
         "invoice": invoice,
         "customer": invoice.customer,
         "days_overdue": 0 if invoice.is_credit_note else days_overdue(invoice.due_date, today),
         "discount": available_discount(invoice, today),
         "today": today,
     }
-    return _render(templates.render_string("pdf/invoice.html", context, language))
+    return branded_pdf(templates, "pdf/invoice.html", invoice.company, context, language)

@@ -257,7 +257,7 @@ def invoice_pdf(request: Request, session: Session, visit: Visit) -> Response:
     content = invoice.pdf or pdf.invoice_pdf(
         request.app.state.templates, invoice, visit.language, clock.today(visit.company.timezone)
     )
-    return _pdf_response(content, f"{_safe_filename(invoice.number)}.pdf")
+    return pdf_response(content, f"{_safe_filename(invoice.number)}.pdf")
 
 
 @debtor_page
@@ -265,10 +265,10 @@ def statement_pdf(request: Request, session: Session, visit: Visit) -> Response:
     today = clock.today(visit.company.timezone)
     statement = statements.build_statement(session, visit.customer, today)
     content = pdf.statement_pdf(request.app.state.templates, statement, visit.language)
-    return _pdf_response(content, f"statement-{_safe_filename(visit.customer.ref)}-{today.isoformat()}.pdf")
+    return pdf_response(content, f"statement-{_safe_filename(visit.customer.ref)}-{today.isoformat()}.pdf")
 
 
-def _pdf_response(content: bytes, filename: str) -> Response:
+def pdf_response(content: bytes, filename: str) -> Response:
     return Response(
         content,
         media_type="application/pdf",

@@ -74,7 +74,7 @@ def test_pdf_rendering_refuses_to_fetch_files_or_urls(tmp_path) -> None:  # type
     import http.server
     import threading
 
-    from portal.pdf import _render
+    from portal.pdf import render
 
     requests: list[str] = []
 
@@ -95,7 +95,7 @@ def test_pdf_rendering_refuses_to_fetch_files_or_urls(tmp_path) -> None:  # type
         secret.write_text("p { color: red }")
         html = (f'<link rel="stylesheet" href="file://{secret}">'
                 f'<img src="http://127.0.0.1:{server.server_port}/tracker.png"><p>ok</p>')
-        assert _render(html).startswith(b"%PDF")
+        assert render(html).startswith(b"%PDF")
     finally:
         server.shutdown()
     assert requests == []
