@@ -7,24 +7,22 @@ the work and the audit trail.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from admin import auth
-from admin.routes import _language, _render, _staff, _to_login
+from admin.access import Rejected, Staff, can_act, scoped, staff_get, staff_post
+from admin.routes import _render
 from encours import i18n
 from encours.clock import clock
-from encours.db import unit_of_work
 from ledger import disputes, notifications
 from ledger import statement as statements
 from ledger.disputes import DisputeError
@@ -41,7 +39,7 @@ from ledger.models import (
     User,
 )
 from ledger.money import AmountError, Money
-from portal.disputes import Posted, attachment_response, case_context, explain, read_posted, storage
+from portal.disputes import Posted, attachment_response, case_context, explain, storage
 
 STATUSES = ("open", "accepted", "rejected", "closed", "all")
 
@@ -50,85 +48,13 @@ def _t(language: str, message: str, **values: object) -> str:
     return i18n.gettext(language, message, **values)
 
 
-# --- who sees what ------------------------------------------------------------------------------
-
-
-def _scoped(query: Select[Any], user: User) -> Select[Any]:
-    """Restricts a query that joins Customer to what `user` may see."""
-    if user.role == Role.admin.value:
-        return query
-    if user.role == Role.collector.value:
-        return query.where(Customer.collector_id == user.id)
-    return query.where(Customer.company_id.in_([c.id for c in user.companies] or [-1]))
-
-
 def visible_case(session: Session, user: User, case_id: int) -> Dispute:
     case = session.scalar(
-        _scoped(select(Dispute).join(Customer, Customer.id == Dispute.customer_id), user).where(Dispute.id == case_id)
+        scoped(select(Dispute).join(Customer, Customer.id == Dispute.customer_id), user).where(Dispute.id == case_id)
     )
     if case is None:
         raise HTTPException(404)
     return case
-
-
-def can_act(user: User) -> bool:
-    return user.role != Role.viewer.value
-
-
-# --- plumbing -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Staff:
-    user: User
-    language: str
-
-
-def staff_get(handler: Callable[[Request, Session, Staff], Response]) -> Callable[[Request], Response]:
-    @functools.wraps(handler)
-    def endpoint(request: Request) -> Response:
-        with unit_of_work(request.app.state.sessions) as session:
-            user = _staff(request, session)
-            if user is None:
-                return _to_login(request)
-            return handler(request, session, Staff(user, _language(request)))
-
-    return endpoint
-
-
-class Rejected(Exception):
-    def __init__(self, response: Response) -> None:
-        self.response = response
-
-
-def staff_post(handler: Callable[[Request, Session, Staff, Posted], Response]) -> Callable[[Request],
-                                                                                          Awaitable[Response]]:
-    """Reads the form, then acts in a unit of work; a viewer gets 403, `Rejected` rolls back."""
-
-    def run(request: Request, posted: Posted) -> Response:
-        with unit_of_work(request.app.state.sessions) as session:
-            user = _staff(request, session)
-            if user is None:
-                return _to_login(request)
-            staff = Staff(user, _language(request))
-            if not can_act(user):
-                return _render(request, "admin/dispute.html", {"user": user, "forbidden": True, "case": None},
-                               staff.language, status_code=403)
-            try:
-                return handler(request, session, staff, posted)
-            except Rejected as rejected:
-                session.rollback()
-                return rejected.response
-
-    @functools.wraps(handler)
-    async def endpoint(request: Request) -> Response:
-        posted = await read_posted(request)
-        try:
-            return await run_in_threadpool(run, request, posted)
-        finally:
-            await posted.form.close()
-
-    return endpoint
 
 
 def _page(request: Request, staff: Staff, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
@@ -164,7 +90,7 @@ def queue(request: Request, session: Session, staff: Staff) -> Response:
     company_code = params.get("company", "")
     reason_code = params.get("reason", "")
     sort = params.get("sort", "age") if params.get("sort") in ("age", "amount") else "age"
-    query = _scoped(
+    query = scoped(
         select(Dispute, Customer, Company, DisputeReason)
         .join(Customer, Customer.id == Dispute.customer_id)
         .join(Company, Company.id == Customer.company_id)
@@ -332,7 +258,7 @@ def case_file(request: Request, session: Session, staff: Staff) -> Response:
 def promises(request: Request, session: Session, staff: Staff) -> Response:
     # Settled on view until the worker does it too: reading the page gives today's truth.
     disputes.settle_promises(session)
-    query = _scoped(
+    query = scoped(
         select(PromiseToPay, Customer, Company)
         .join(Customer, Customer.id == PromiseToPay.customer_id)
         .join(Company, Company.id == Customer.company_id),
