@@ -22,7 +22,15 @@ from ledger.models import Checkout, Payment
 from ledger.money import Money
 from payments import base, rf
 from payments.bank_transfer import pretty_iban
-from payments.checkout import CheckoutError, Quote, create_checkout, customer_checkout, parse_selection, quote
+from payments.checkout import (
+    CheckoutError,
+    Quote,
+    create_checkout,
+    customer_checkout,
+    parse_selection,
+    quote,
+    settle_with_credit,
+)
 from portal import pdf
 from portal.routes import Visit, current_visit, debtor_page, pdf_response, session_required
 
@@ -107,6 +115,15 @@ def pay(request: Request, session: Session, visit: Visit, form: FormData) -> Res
     priced: Quote | None = context["quote"]
     if form.get("action") != "pay" or priced is None:
         return _render(request, visit, context, 200 if priced else 422)
+    if priced.charged.minor == 0 and priced.credit.minor > 0:
+        try:
+            settle_with_credit(session, customer=visit.customer, contact=visit.contact,
+                               selection={line.invoice.id: line.amount.minor for line in priced.lines},
+                               today=context["today"])
+        except CheckoutError as problem:
+            context["error"] = problem.translated(visit.language)
+            return _render(request, visit, context, 422)
+        return RedirectResponse("/portal?settled=credit", status_code=303)
     method = context["method"]
     if method not in context["methods"]:
         context["error"] = i18n.gettext(visit.language, "Choose a payment method.")

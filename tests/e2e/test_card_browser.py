@@ -192,14 +192,15 @@ def test_pay_two_overdue_invoices_by_card(card_demo: CardDemo, make_page: MakePa
                                      .order_by(AuditEvent.id)).scalars().all()
     assert [(kind, processed is not None, error) for kind, processed, error in events] == [
         ("payment_intent.succeeded", True, None)]
-    assert payments == [("succeeded", 4094_56, "stripe")]
+    # The 150,00 € credit note AV-2026-0033 is deducted from the card charge.
+    assert payments == [("succeeded", 4094_56 - 150_00, "stripe")]
     assert history == ["payment.processing", "payment.succeeded"]  # "processing" until the webhook came
 
     page.reload()
     expect(page.locator("h1")).to_have_text(re.compile("Paiement reçu|Payment received"))
     page.goto(f"{card_demo.base_url}/portal")
     summary = plain(page.locator(".summary").inner_text())
-    assert re.search(r"Total à régler\s+2 568,40 €", summary), summary  # 6 662,96 − 4 094,56
+    assert re.search(r"Total à régler\s+2 718,40 €", summary), summary  # 6 662,96 − 3 944,56 charged
     assert not re.search(r"dont en retard", summary) or re.search(r"dont en retard\s+0,00 €", summary), summary
     assert csp_violations == []
 

@@ -80,26 +80,27 @@ def test_french_customer_pays_two_invoices_by_bank_transfer(make_page: MakePage,
     expect(page.locator("h1")).to_have_text("Relevé de compte")
     summary = page.locator("#pay-summary")
     # Everything due is ticked at first; the summary comes from the server through htmx.
-    expect(summary.locator(".pay-charged")).to_have_text(re.compile(r"6\s812,96\s€|6\s764,96\s€"))
+    expect(summary.locator(".pay-charged")).to_have_text(re.compile(r"^6\s614,96\s€$"))  # 6 662,96 € due less the 48,00 € discount
 
     page.get_by_role("link", name="rien").first.click()
     expect(page.get_by_role("checkbox", name="Payer la facture F-2026-0412")).not_to_be_checked()
     expect(summary).to_contain_text("Choisissez les factures à payer.")
     page.get_by_role("checkbox", name="Payer la facture F-2026-0412").check()
-    expect(summary.locator(".pay-charged")).to_have_text(re.compile(r"^1\s234,56\s€$"))
+    # The 150,00 € credit note is deducted from what is charged.
+    expect(summary.locator(".pay-charged")).to_have_text(re.compile(r"^1\s084,56\s€$"))
     page.get_by_role("checkbox", name="Payer la facture F-2026-0519").check()
-    expect(summary.locator(".pay-charged")).to_have_text(re.compile(r"^1\s552,96\s€$"))
+    expect(summary.locator(".pay-charged")).to_have_text(re.compile(r"^1\s402,96\s€$"))
     assert "Facture F-2026-0519" in plain(summary.inner_text())
     problems += _accessible_and_narrow(page, "statement with its pay summary")
 
     methods = page.get_by_role("group", name="Moyen de paiement")
     methods.get_by_role("radio", name="Virement bancaire").check()
-    page.get_by_role("button", name=re.compile(r"^Payer 1\s552,96\s€$")).click()
+    page.get_by_role("button", name=re.compile(r"^Payer 1\s402,96\s€$")).click()
 
     expect(page.locator("h1")).to_have_text("Payer par virement")
     assert re.search(r"/portal/pay/\d+/transfer$", page.url)
     details = plain(page.locator(".transfer-details").inner_text())
-    assert "FR76 3000 6000 0112 3456 7890 189" in details and "1 552,96 €" in details
+    assert "FR76 3000 6000 0112 3456 7890 189" in details and "1 402,96 €" in details
     reference = page.locator(".transfer-reference").inner_text()
     assert rf.is_valid(reference), reference
     expect(page.get_by_role("button", name="Copier").first).to_be_visible()  # the copy script ran under the CSP
@@ -114,7 +115,7 @@ def test_french_customer_pays_two_invoices_by_bank_transfer(make_page: MakePage,
 
     page.goto("/portal")
     text = plain(page.locator(".summary").inner_text())
-    assert re.search(r"Total à régler\s+5 110,00 €", text), text  # 6 662,96 € less 1 552,96 €
+    assert re.search(r"Total à régler\s+5 260,00 €", text), text  # 6 662,96 € less 1 402,96 € paid
     assert "F-2026-0412" not in plain(page.locator("main").inner_text())
     page.goto(f"/portal/pay/{checkout_id}")
     expect(page.locator("h1")).to_have_text("Paiement reçu")

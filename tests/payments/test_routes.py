@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from encours.settings import Settings
-from ledger.models import Checkout, Company, Customer, Invoice
+from ledger.models import Checkout, Company, Customer, Invoice, InvoiceKind
 from payments import rf
 from payments.settlement import apply_payment_status, record_bank_transfer
 from tests import factories
@@ -214,3 +214,30 @@ def test_an_unreachable_provider_gives_a_clear_message_and_a_retry(session: Sess
     assert "Le service de paiement ne répond pas" in response.text
     checkout = session.scalar(select(Checkout).where(Checkout.customer_id == customer.id))
     assert checkout is not None and checkout.status == "open"  # the same one is reused on retry
+
+
+def test_credit_notes_are_deducted_on_the_pay_page(client: TestClient, session: Session, customer: Customer,
+                                                   invoices: list[Invoice]) -> None:
+    factories.invoice(session, customer, total_minor=102_00, number="AV-1", kind=InvoiceKind.credit_note)
+    login(client, customer)
+    token = csrf_from(client.get("/portal").text)
+    html = _nbsp(client.post("/portal/pay/summary", data=_form(token, invoices[:2]), headers=HTMX).text)
+    assert "Votre crédit (avoirs, paiements non encore imputés)" in html and "-102,00 €" in html
+    assert "Payer 1 622,56 €" in html  # 1 734,56 − 10,00 discount − 102,00 credit
+
+
+def test_a_selection_the_credit_covers_is_settled_without_a_provider(
+    client: TestClient, session: Session, customer: Customer, invoices: list[Invoice]
+) -> None:
+    factories.invoice(session, customer, total_minor=2000_00, number="AV-BIG", kind=InvoiceKind.credit_note)
+    login(client, customer)
+    token = csrf_from(client.get("/portal").text)
+    html = _nbsp(client.post("/portal/pay/summary", data=_form(token, invoices[:1]), headers=HTMX).text)
+    assert "Votre crédit couvre cette sélection" in html and 'name="method" id="method-' not in html
+    response = client.post("/portal/pay", data=_form(token, invoices[:1], action="pay", method="credit"),
+                           follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/portal?settled=credit"
+    session.expire_all()
+    assert session.get(Invoice, invoices[0].id).open_minor == 0  # type: ignore[union-attr]
+    assert session.scalar(select(Checkout.id)) is None  # nothing charged, no checkout
+    assert "Réglé avec votre crédit" in client.get("/portal?settled=credit").text

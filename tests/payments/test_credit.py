@@ -1,0 +1,149 @@
+"""The customer's credit (open credit notes, money not yet applied) is deducted from what a
+checkout charges, held while the checkout is live, and applied when the payment succeeds."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from encours.settings import Settings
+from ledger.allocation import invariant_violations
+from ledger.models import Allocation, Checkout, Customer, Invoice, InvoiceKind, Payment
+from ledger.statement import build_statement
+from payments.checkout import CheckoutError, available_credit, create_checkout, quote, settle_with_credit
+from payments.settlement import apply_payment_status
+from tests import factories
+
+TODAY = date(2026, 11, 25)
+
+
+def _credit_note(session: Session, customer: Customer, minor: int, number: str = "AV-1") -> Invoice:
+    return factories.invoice(session, customer, total_minor=minor, number=number, kind=InvoiceKind.credit_note,
+                             due_date=date(2026, 10, 15))
+
+
+def _checkout(session: Session, customer: Customer, invoices: list[Invoice], method: str = "card") -> Checkout:
+    return create_checkout(session, customer=customer, contact=customer.primary_contact,
+                           selection={invoice.id: None for invoice in invoices}, method=method, today=TODAY)
+
+
+def _pay(session: Session, settings: Settings, checkout: Checkout, status: str, ref: str = "pi_1") -> Payment:
+    return apply_payment_status(session, checkout=checkout, provider="stripe", provider_ref=ref, method="card",
+                                status=status, amount_minor=checkout.amount_minor, currency=checkout.currency,
+                                settings=settings)
+
+
+def test_a_credit_note_is_deducted_from_what_is_charged(
+    session: Session, customer: Customer, invoices: list[Invoice]
+) -> None:
+    overdue, discounted, later = invoices
+    _credit_note(session, customer, 102_00)
+    priced = quote(session, customer, {i.id: None for i in invoices}, TODAY)
+    assert priced.subtotal.minor == 1234_56 + 500_00 + 318_40
+    assert priced.discount.minor == 10_00 and priced.credit.minor == 102_00
+    assert priced.charged.minor == 2052_96 - 10_00 - 102_00
+    # The oldest due invoice takes the credit: its discount-free line, not the discounted one.
+    assert [line.credited.minor for line in priced.lines] == [102_00, 0, 0]
+    # What the statement says is due, minus the discount earned, is what is charged.
+    section = build_statement(session, customer, TODAY).sections[0]
+    assert priced.charged == section.total_due - priced.discount
+
+
+def test_success_applies_the_credit_note_then_the_cash(
+    session: Session, settings: Settings, customer: Customer, invoices: list[Invoice]
+) -> None:
+    overdue, discounted, _ = invoices
+    note = _credit_note(session, customer, 102_00)
+    checkout = _checkout(session, customer, [overdue, discounted])
+    assert (checkout.credit_minor, checkout.amount_minor) == (102_00, 1734_56 - 10_00 - 102_00)
+    _pay(session, settings, checkout, "processing")
+    assert overdue.open_minor == 1234_56 and note.open_minor == 102_00  # nothing applied before success
+    payment = _pay(session, settings, checkout, "succeeded")
+    assert (overdue.open_minor, overdue.status) == (0, "paid")
+    assert (discounted.open_minor, discounted.status) == (0, "paid")  # the discount still earned
+    assert (note.open_minor, note.status) == (0, "paid")
+    rows = session.execute(select(Allocation.invoice_id, Allocation.payment_id, Allocation.credit_note_id,
+                                  Allocation.amount_minor, Allocation.discount_minor)).all()
+    assert sorted(rows, key=lambda r: (r[0], r[3])) == sorted([
+        (overdue.id, None, note.id, 102_00, 0),
+        (overdue.id, payment.id, None, 1132_56, 0),
+        (discounted.id, payment.id, None, 490_00, 10_00),
+    ], key=lambda r: (r[0], r[3]))
+    assert invariant_violations(session) == []
+    # A late duplicate of the success applies nothing twice.
+    _pay(session, settings, checkout, "succeeded")
+    assert session.query(Allocation).count() == 3
+
+
+def test_a_live_checkout_holds_its_credit_and_a_failure_releases_it(
+    session: Session, settings: Settings, customer: Customer, invoices: list[Invoice]
+) -> None:
+    overdue, discounted, later = invoices
+    _credit_note(session, customer, 100_00)
+    first = _checkout(session, customer, [overdue])
+    assert first.credit_minor == 100_00 and available_credit(session, customer.id, "EUR") == 0
+    second = _checkout(session, customer, [later], method="bank_transfer")
+    assert second.credit_minor == 0 and second.amount_minor == 318_40  # the same credit is never spent twice
+    _pay(session, settings, first, "failed")
+    assert available_credit(session, customer.id, "EUR") == 100_00
+    again = _checkout(session, customer, [overdue], method="bank_transfer")
+    assert again.credit_minor == 100_00
+
+
+def test_a_second_click_returns_the_same_checkout_despite_the_credit_it_holds(
+    session: Session, customer: Customer, invoices: list[Invoice]
+) -> None:
+    _credit_note(session, customer, 50_00)
+    first = _checkout(session, customer, [invoices[0]])
+    assert _checkout(session, customer, [invoices[0]]).id == first.id
+    assert session.query(Checkout).count() == 1
+
+
+def test_unapplied_money_is_credit_too(
+    session: Session, settings: Settings, customer: Customer, invoices: list[Invoice]
+) -> None:
+    overdue, discounted, later = invoices
+    # The same invoice paid twice: the second payment's 318,40 € stays unapplied.
+    one = _checkout(session, customer, [later])
+    two = _checkout(session, customer, [later], method="bank_transfer")
+    _pay(session, settings, one, "succeeded", ref="pi_one")
+    apply_payment_status(session, checkout=two, provider="bank_transfer", provider_ref="tr_two",
+                         method="bank_transfer", status="succeeded", amount_minor=318_40, currency="EUR",
+                         settings=settings)
+    assert available_credit(session, customer.id, "EUR") == 318_40
+    checkout = _checkout(session, customer, [overdue])
+    assert checkout.credit_minor == 318_40 and checkout.amount_minor == 1234_56 - 318_40
+    _pay(session, settings, checkout, "succeeded", ref="pi_three")
+    assert overdue.open_minor == 0
+    assert available_credit(session, customer.id, "EUR") == 0
+    assert invariant_violations(session) == []
+
+
+def test_credit_covering_everything_settles_without_a_charge(
+    session: Session, customer: Customer, invoices: list[Invoice]
+) -> None:
+    _, discounted, _ = invoices
+    note = _credit_note(session, customer, 600_00)
+    with pytest.raises(CheckoutError, match="nothing to charge"):
+        _checkout(session, customer, [discounted])
+    priced = settle_with_credit(session, customer=customer, contact=customer.primary_contact,
+                                selection={discounted.id: None}, today=TODAY)
+    assert priced.charged.minor == 0 and priced.credit.minor == 490_00
+    assert (discounted.open_minor, discounted.status) == (0, "paid")
+    assert note.open_minor == 600_00 - 490_00
+    allocation = session.scalar(select(Allocation).where(Allocation.invoice_id == discounted.id))
+    assert allocation is not None and (allocation.amount_minor, allocation.discount_minor) == (490_00, 10_00)
+    assert invariant_violations(session) == []
+    with pytest.raises(CheckoutError):
+        settle_with_credit(session, customer=customer, contact=None, selection={invoices[0].id: None}, today=TODAY)
+
+
+def test_credit_in_another_currency_is_not_deducted(
+    session: Session, customer: Customer, invoices: list[Invoice]
+) -> None:
+    factories.invoice(session, customer, total_minor=50_00, currency="GBP", number="AV-GBP",
+                      kind=InvoiceKind.credit_note)
+    assert quote(session, customer, {invoices[0].id: None}, TODAY).credit.minor == 0
