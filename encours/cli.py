@@ -204,8 +204,13 @@ def serve(host: str, port: int, workers: int) -> None:
 @click.option("--dir", "directory", default="var", show_default=True, type=click.Path(path_type=Path, file_okay=False),
               help="Where the demo database and its secret live.")
 @click.option("--no-serve", is_flag=True, help="Create the demo and print its logins, without serving.")
-def demo(host: str, port: int, directory: Path, no_serve: bool) -> None:
-    """Create (or refresh) the SQLite demo, print the staff login and debtor links, and serve it."""
+@click.option("--no-sandbox", is_flag=True,
+              help="Do not run the payment providers' local stand-ins (they run only when no provider keys are set).")
+def demo(host: str, port: int, directory: Path, no_serve: bool, no_sandbox: bool) -> None:
+    """Create (or refresh) the SQLite demo, print the staff login and debtor links, and serve it.
+
+    Without provider keys in the environment, the providers' local stand-ins run beside it
+    (sandbox), so every payment method can be tried end to end on this machine."""
     from encours import demo as demo_data
     from encours.db import make_engine, make_sessionmaker, unit_of_work, upgrade
 
@@ -242,12 +247,29 @@ def demo(host: str, port: int, directory: Path, no_serve: bool) -> None:
     click.echo("")
     if no_serve:
         return
-    click.echo(f"Serving on {base_url}  (Ctrl+C to stop)")
     import uvicorn
 
+    from encours import sandbox as providers_sandbox
     from encours.app import create_app
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    stand_ins = None
+    if not no_sandbox and not any(os.environ.get(name) for name in providers_sandbox.PROVIDER_SETTINGS):
+        try:
+            stand_ins = providers_sandbox.start(base_url)
+        except RuntimeError as error:
+            raise click.ClickException(f"the payment sandbox did not start: {error}") from None
+        os.environ.update(stand_ins.settings)
+        settings = _settings()
+        click.echo("Sandbox payments (local stand-ins, nothing real is charged):")
+        for note in stand_ins.notes:
+            click.echo(f"  {note}")
+        click.echo("")
+    click.echo(f"Serving on {base_url}  (Ctrl+C to stop)")
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    finally:
+        if stand_ins is not None:
+            stand_ins.stop()
 
 
 @cli.command("worker")

@@ -1,0 +1,98 @@
+"""`encours demo` as a new user runs it, without provider keys: the providers' stand-ins run
+beside the server (sandbox) and a debtor pays by card end to end, with nothing patched in the
+browser — the demo's own Stripe bridge (encours/sandbox.py) plays Stripe.js's part."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.e2e.conftest import ENCOURS, _clean_environ, _parse_links
+from tests.e2e.test_card_browser import fill_card, plain
+
+pytestmark = pytest.mark.e2e
+MARTIN = "C-MARTIN"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_healthy(base_url: str, process: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"encours demo exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.1)
+    raise AssertionError("encours demo did not answer /healthz")
+
+
+@pytest.fixture(scope="module")
+def sandbox_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str], Path]]:
+    directory = tmp_path_factory.mktemp("sandbox-demo")
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    output = directory / "demo.out"
+    with open(output, "w") as sink:
+        process = subprocess.Popen([str(ENCOURS), "demo", "--port", str(port), "--dir", str(directory)],
+                                   cwd=directory, env=_clean_environ(), stdout=sink, stderr=subprocess.STDOUT,
+                                   text=True)
+    try:
+        _wait_healthy(base_url, process)
+        links, _ = _parse_links(output.read_text())
+        yield base_url, links, output
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_the_demo_runs_a_card_sandbox_a_debtor_can_pay_with(
+    sandbox_demo: tuple[str, dict[str, str], Path], make_page: Callable[..., Page]
+) -> None:
+    base_url, links, output = sandbox_demo
+    printed = output.read_text()
+    assert "Sandbox payments" in printed and "localstripe" in printed and "4242 4242 4242 4242" in printed
+
+    page = make_page()
+    page.goto(links[MARTIN])
+    page.goto(f"{base_url}/portal?select=overdue&currency=EUR")
+    summary = page.locator("#pay-summary")
+    summary.locator("#method-card").check()
+    summary.locator("button[name=action][value=pay]").click()
+    expect(page).to_have_url(re.compile(r"/portal/pay/\d+/card$"))
+    expect(page.locator(".sandbox-banner")).to_be_visible()
+    expect(page.locator("#card-element input")).to_have_count(5)
+    fill_card(page, "4242424242424242")
+    page.locator("#card-submit").click()
+    expect(page).to_have_url(re.compile(r"/portal/pay/\d+$"))
+
+    # localstripe signs payment_intent.succeeded and posts it to the demo's /webhooks/stripe.
+    deadline = time.monotonic() + 20
+    while "Paiement reçu" not in page.locator("h1").inner_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+        page.reload()
+    expect(page.locator("h1")).to_have_text(re.compile("Paiement reçu"))
+    page.goto(f"{base_url}/portal")
+    # 6 662,96 € due; the two overdue invoices (4 094,56 €) paid with 3 944,56 € by card and the
+    # 150,00 € credit note.
+    assert re.search(r"Total à régler\s+2 718,40 €", plain(page.locator(".summary").inner_text()))
