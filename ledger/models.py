@@ -398,10 +398,8 @@ class Checkout(Base):
     currency: Mapped[str] = mapped_column(CHAR(3))
     amount_minor: Mapped[int] = mapped_column(BigInteger)  # what is charged
     discount_minor: Mapped[int] = mapped_column(BigInteger, default=0)
-    # Credit notes and unapplied money of the customer deducted from what is charged; applied
-    # to the invoices when the payment succeeds (`credit_applied`), held for this checkout meanwhile.
+    # The customer's credit (credit notes, unapplied money) applied when the checkout was made.
     credit_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
-    credit_applied: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     status: Mapped[str] = mapped_column(String(16), default="open")
     idempotency_key: Mapped[str] = mapped_column(String(80), unique=True)
     reference: Mapped[str | None] = mapped_column(String(35), unique=True, default=None)  # ISO 11649 RF
@@ -436,7 +434,8 @@ class CheckoutLine(Base):
     invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"), index=True)
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     discount_minor: Mapped[int] = mapped_column(BigInteger, default=0)
-    credit_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # settled by credit
+    # Settled by the customer's credit when the checkout was made; `amount_minor` is what was left.
+    credit_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     checkout: Mapped[Checkout] = relationship(back_populates="lines")
     invoice: Mapped[Invoice] = relationship()

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
-from datetime import date, timedelta
-from typing import Any, Mapping
+from datetime import date
+from typing import Mapping
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from encours.clock import clock
 from encours.i18n import N_
 from ledger import audit
 from ledger.allocation import allocate
@@ -31,8 +30,6 @@ from payments.base import METHODS
 
 # A checkout still waiting for its money: a second identical one returns it instead.
 LIVE_STATUSES = ("open", "processing")
-# How long an open checkout (a card form left open, a transfer awaited) holds the credit it deducted.
-CREDIT_HOLD_DAYS = 7
 
 UNKNOWN_INVOICE = N_("The selection names an unknown invoice.")
 NOT_AN_AMOUNT = N_("Invoice %(number)s: “%(text)s” is not an amount.")
@@ -165,33 +162,33 @@ def quote(session: Session, customer: Customer, selection: Mapping[int, int | No
                                 number=invoice.number)
         if amount < invoice.open_minor and not company.allow_partial_payments:
             raise CheckoutError("Invoice %(number)s can only be paid in full.", number=invoice.number)
-        discount = Money.zero(invoice.currency)
-        if amount == invoice.open_minor:
-            offer = available_discount(invoice, today)
-            if offer is not None:
-                discount = offer.amount
-        lines.append(QuoteLine(invoice, Money(amount, invoice.currency), discount))
+        lines.append(QuoteLine(invoice, Money(amount, invoice.currency), Money.zero(invoice.currency)))
     if len(currencies) > 1:
         raise CheckoutError(MIXED_CURRENCIES)
     lines.sort(key=lambda line: (line.invoice.due_date, line.invoice.number))
     currency = currencies.pop()
-    return Quote(currency=currency, lines=_with_credit(lines, available_credit(session, customer.id, currency)))
+    return Quote(currency=currency, lines=_price(lines, available_credit(session, customer.id, currency), today))
 
 
-def _with_credit(lines: list[QuoteLine], credit_minor: int) -> list[QuoteLine]:
-    """Spread the customer's credit over the lines in order (oldest due first)."""
-    spread = []
+def _price(lines: list[QuoteLine], credit_minor: int, today: date) -> list[QuoteLine]:
+    """Spread the customer's credit over the lines, oldest due first, then grant each whole
+    invoice its early-payment discount on what is left to pay (credit earns no discount)."""
+    priced = []
     for line in lines:
-        used = min(credit_minor, (line.amount - line.discount).minor)
+        currency = line.amount.currency
+        used = min(credit_minor, line.amount.minor)
         credit_minor -= used
-        spread.append(replace(line, credit=Money(used, line.amount.currency)))
-    return spread
+        discount = Money.zero(currency)
+        offer = available_discount(line.invoice, today)
+        if offer is not None and line.is_whole and used < line.amount.minor:
+            discount = Money(line.amount.minor - used, currency).percent_bps(offer.bps)
+        priced.append(replace(line, discount=discount, credit=Money(used, currency)))
+    return priced
 
 
 def available_credit(session: Session, customer_id: int, currency: str) -> int:
-    """What the customer may deduct from a payment in `currency`, in minor units: its open credit
-    notes and unapplied money, less what live checkouts already hold (so two tabs never spend
-    the same credit twice). A checkout left open for CREDIT_HOLD_DAYS lets its credit go."""
+    """What the customer may deduct from a payment in `currency`, in minor units: its open
+    credit notes and money of succeeded payments not yet applied to an invoice."""
     credit_notes = session.scalar(
         select(func.coalesce(func.sum(Invoice.open_minor), 0)).where(
             Invoice.customer_id == customer_id,
@@ -202,16 +199,7 @@ def available_credit(session: Session, customer_id: int, currency: str) -> int:
         )
     )
     unapplied = unapplied_credit(session, customer_id).get(currency)
-    held = session.scalar(
-        select(func.coalesce(func.sum(Checkout.credit_minor), 0)).where(
-            Checkout.customer_id == customer_id,
-            Checkout.currency == currency,
-            Checkout.credit_applied.is_(False),
-            (Checkout.status == "processing")
-            | ((Checkout.status == "open") & (Checkout.created_at >= clock.now() - timedelta(days=CREDIT_HOLD_DAYS))),
-        )
-    )
-    return max(0, int(credit_notes or 0) + (unapplied.minor if unapplied else 0) - int(held or 0))
+    return int(credit_notes or 0) + (unapplied.minor if unapplied else 0)
 
 
 def create_checkout(
@@ -224,11 +212,16 @@ def create_checkout(
     today: date,
 ) -> Checkout:
     """A checkout for `selection`, or the open one already made of the same lines and method
-    (a double click, a second tab). Raises CheckoutError before writing anything."""
+    (a double click, a second tab). Raises CheckoutError before writing anything.
+
+    The customer's credit the quote deducts is applied to the invoices now, before anything is
+    charged: netting a credit note against an invoice is right whatever the payment does, and
+    it keeps the credit out of the events' way (their order cannot change where it went). The
+    lines then hold what is left to pay on each invoice."""
     if method not in METHODS:
         raise CheckoutError("Unknown payment method.")
     # On PostgreSQL two tabs of one customer queue here rather than both creating a checkout
-    # (or both deducting the same credit).
+    # (or both spending the same credit).
     session.execute(select(Customer.id).where(Customer.id == customer.id).with_for_update())
     priced = quote(session, customer, selection, today)
     existing = _same_live_checkout(session, customer.id, method, priced)
@@ -236,6 +229,7 @@ def create_checkout(
         return existing
     if priced.charged.minor <= 0:
         raise CheckoutError("There is nothing to charge.")  # settle_with_credit() is for that
+    _apply_quoted_credit(session, customer, contact, priced)
     checkout = Checkout(
         customer_id=customer.id,
         contact_id=contact.id if contact else None,
@@ -255,7 +249,7 @@ def create_checkout(
             CheckoutLine(
                 checkout_id=checkout.id,
                 invoice_id=line.invoice.id,
-                amount_minor=line.amount.minor,
+                amount_minor=(line.amount - line.credited).minor,
                 discount_minor=line.discount.minor,
                 credit_minor=line.credited.minor,
             )
@@ -273,8 +267,17 @@ def settle_with_credit(
     priced = quote(session, customer, selection, today)
     if priced.charged.minor > 0 or priced.credit.minor <= 0:
         raise CheckoutError("Your credit does not cover this selection.")
-    for line in priced.lines:
-        apply_credit(session, line.invoice, line.credited.minor, line.discount.minor)
+    _apply_quoted_credit(session, customer, contact, priced)
+    return priced
+
+
+def _apply_quoted_credit(session: Session, customer: Customer, contact: Contact | None, priced: Quote) -> None:
+    if not priced.credit.minor:
+        return
+    with session.begin_nested():  # credit that changed meanwhile leaves nothing half-applied
+        for line in priced.lines:
+            if line.credited.minor and apply_credit(session, line.invoice, line.credited.minor) != line.credited.minor:
+                raise CheckoutError("Your credit changed meanwhile: please check the amounts and try again.")
     audit.record(
         session,
         actor_type="contact" if contact else "system",
@@ -283,36 +286,30 @@ def settle_with_credit(
         entity_type="customer",
         entity_id=customer.id,
         customer_id=customer.id,
-        after={"invoices": [line.invoice.number for line in priced.lines], "credit_minor": priced.credit.minor,
-               "discount_minor": priced.discount.minor, "currency": priced.currency},
+        after={"invoices": {line.invoice.number: line.credited.minor for line in priced.lines if line.credited.minor},
+               "currency": priced.currency},
     )
-    return priced
 
 
-def apply_credit(session: Session, invoice: Invoice, amount_minor: int, discount_minor: int = 0,
-                 *, exclude_payment_id: int | None = None) -> int:
-    """Settle up to `amount_minor` of `invoice` from the customer's credit — open credit notes
-    first (oldest first), then money of succeeded payments not yet applied — with `discount_minor`
-    granted on the last part. Returns what was applied: less when the credit has gone meanwhile."""
-    amount_minor = min(amount_minor, invoice.open_minor - discount_minor)
+def apply_credit(session: Session, invoice: Invoice, amount_minor: int) -> int:
+    """Settle up to `amount_minor` of `invoice` from the customer's credit: open credit notes
+    first (oldest first), then money of succeeded payments not yet applied. Returns what was
+    applied, less than asked when the credit is not there."""
+    amount_minor = min(amount_minor, invoice.open_minor)
     applied = 0
-    for source in _credit_sources(session, invoice, exclude_payment_id):
-        if applied >= amount_minor:
-            break
-        take = min(amount_minor - applied, source[1])
+    for source, available in _credit_sources(session, invoice):
+        take = min(amount_minor - applied, available)
         if take <= 0:
-            continue
-        last = applied + take >= amount_minor
-        discount = Money(discount_minor if last else 0, invoice.currency)
-        if isinstance(source[0], Payment):
-            allocate(session, invoice, Money(take, invoice.currency), discount, payment=source[0])
+            break
+        if isinstance(source, Payment):
+            allocate(session, invoice, Money(take, invoice.currency), payment=source)
         else:
-            allocate(session, invoice, Money(take, invoice.currency), discount, credit_note=source[0])
+            allocate(session, invoice, Money(take, invoice.currency), credit_note=source)
         applied += take
     return applied
 
 
-def _credit_sources(session: Session, invoice: Invoice, exclude_payment_id: int | None) -> list[tuple[Any, int]]:
+def _credit_sources(session: Session, invoice: Invoice) -> list[tuple[Invoice | Payment, int]]:
     notes = session.scalars(
         select(Invoice)
         .where(
@@ -325,7 +322,7 @@ def _credit_sources(session: Session, invoice: Invoice, exclude_payment_id: int 
         .order_by(Invoice.issue_date, Invoice.id)
         .with_for_update()
     ).all()
-    sources: list[tuple[Any, int]] = [(note, note.open_minor) for note in notes]
+    sources: list[tuple[Invoice | Payment, int]] = [(note, note.open_minor) for note in notes]
     allocated = (
         select(Allocation.payment_id, func.sum(Allocation.amount_minor).label("used"))
         .where(Allocation.payment_id.is_not(None))
@@ -339,7 +336,6 @@ def _credit_sources(session: Session, invoice: Invoice, exclude_payment_id: int 
             Payment.customer_id == invoice.customer_id,
             Payment.currency == invoice.currency,
             Payment.status == "succeeded",
-            Payment.id != (exclude_payment_id or -1),
         )
         .order_by(Payment.id)
     ).all()
@@ -349,9 +345,10 @@ def _credit_sources(session: Session, invoice: Invoice, exclude_payment_id: int 
 
 
 def _same_live_checkout(session: Session, customer_id: int, method: str, priced: Quote) -> Checkout | None:
-    """The live checkout of the same invoices, amounts and discounts; its charge may differ from
-    this quote's only by the credit it already holds, so the charge is not compared."""
-    wanted = sorted((line.invoice.id, line.amount.minor, line.discount.minor) for line in priced.lines)
+    """The live checkout of the same invoices, amounts and discounts (its lines hold what was left
+    after the credit it applied, which a new quote no longer sees as credit)."""
+    wanted = sorted(((line.invoice.id, (line.amount - line.credited).minor, line.discount.minor)
+                     for line in priced.lines))
     candidates = session.scalars(
         select(Checkout)
         .where(

@@ -45,7 +45,6 @@ from ledger.allocation import allocate, settled_status
 from ledger.models import Allocation, Checkout, CheckoutLine, Contact, Customer, Invoice, InvoiceKind, InvoiceStatus, OutboxMessage, Payment
 from ledger.money import Money
 from links import tokens
-from payments.checkout import apply_credit
 
 RANK = {"pending": 0, "processing": 1, "succeeded": 2, "refunded": 3, "charged_back": 4, "failed": 5}
 ALIASES = {"late_failure": "failed"}
@@ -191,16 +190,6 @@ def _allocate(session: Session, checkout: Checkout, payment: Payment) -> None:
             .group_by(Allocation.invoice_id)
         ).all()
     )
-    if checkout.credit_minor and not checkout.credit_applied:
-        # The credit this checkout deducted settles its part first, once, before the cash.
-        checkout.credit_applied = True
-        for line in checkout.lines:
-            invoice = invoices[line.invoice_id]
-            if line.credit_minor and invoice.kind == InvoiceKind.invoice.value and invoice.status != InvoiceStatus.void.value:
-                # Wholly settled by credit: the locked discount rides on the credit (no cash comes).
-                by_credit_alone = line.credit_minor >= line.amount_minor - line.discount_minor
-                discount = line.discount_minor if by_credit_alone and invoice.open_minor == line.amount_minor else 0
-                apply_credit(session, invoice, line.credit_minor, discount, exclude_payment_id=payment.id)
     budget = payment.amount_minor - sum(int(amount or 0) for amount in applied_before.values())
     for line in checkout.lines:
         if budget <= 0:
@@ -208,12 +197,9 @@ def _allocate(session: Session, checkout: Checkout, payment: Payment) -> None:
         invoice = invoices[line.invoice_id]
         if invoice.kind != InvoiceKind.invoice.value or invoice.status == InvoiceStatus.void.value:
             continue
-        cash = line.amount_minor - line.discount_minor - line.credit_minor
-        if cash <= 0:
-            continue
+        cash = line.amount_minor - line.discount_minor
         already = int(applied_before.get(invoice.id) or 0)
-        whole = invoice.open_minor == line.amount_minor - line.credit_minor
-        if not already and line.discount_minor and whole and budget >= cash:
+        if not already and line.discount_minor and invoice.open_minor == line.amount_minor and budget >= cash:
             # The discount only while the invoice is still wholly open for this line.
             allocate(session, invoice, Money(cash, invoice.currency), Money(line.discount_minor, invoice.currency),
                      payment=payment)

@@ -1,4 +1,4 @@
-"""checkout credit: credit notes and unapplied money deducted from what a checkout charges
+"""checkout credit: the customer's credit a checkout applied before charging the rest
 
 Revision ID: 0009_checkout_credit
 Revises: 0002
@@ -17,7 +17,6 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("checkouts", schema=None) as batch_op:
         batch_op.add_column(sa.Column("credit_minor", sa.BigInteger(), server_default="0", nullable=False))
-        batch_op.add_column(sa.Column("credit_applied", sa.Boolean(), server_default=sa.false(), nullable=False))
     with op.batch_alter_table("checkout_lines", schema=None) as batch_op:
         batch_op.add_column(sa.Column("credit_minor", sa.BigInteger(), server_default="0", nullable=False))
 
@@ -26,5 +25,4 @@ def downgrade() -> None:
     with op.batch_alter_table("checkout_lines", schema=None) as batch_op:
         batch_op.drop_column("credit_minor")
     with op.batch_alter_table("checkouts", schema=None) as batch_op:
-        batch_op.drop_column("credit_applied")
         batch_op.drop_column("credit_minor")

@@ -1,5 +1,5 @@
 """The customer's credit (open credit notes, money not yet applied) is deducted from what a
-checkout charges, held while the checkout is live, and applied when the payment succeeds."""
+checkout charges: applied to the invoices when the checkout is made, the rest paid in cash."""
 
 from __future__ import annotations
 
@@ -50,21 +50,35 @@ def test_a_credit_note_is_deducted_from_what_is_charged(
     # What the statement says is due, minus the discount earned, is what is charged.
     section = build_statement(session, customer, TODAY).sections[0]
     assert priced.charged == section.total_due - priced.discount
+    assert session.query(Allocation).count() == 0  # a quote writes nothing
 
 
-def test_success_applies_the_credit_note_then_the_cash(
+def test_credit_earns_no_discount_only_cash_does(session: Session, customer: Customer,
+                                                 invoices: list[Invoice]) -> None:
+    _, discounted, _ = invoices
+    _credit_note(session, customer, 100_00)
+    line = quote(session, customer, {discounted.id: None}, TODAY).lines[0]
+    # 2 % of the 400,00 € paid in cash, not of the 500,00 € invoice.
+    assert (line.credited.minor, line.discount.minor, line.charged.minor) == (100_00, 8_00, 392_00)
+
+
+def test_the_checkout_applies_the_credit_note_and_the_payment_the_rest(
     session: Session, settings: Settings, customer: Customer, invoices: list[Invoice]
 ) -> None:
     overdue, discounted, _ = invoices
     note = _credit_note(session, customer, 102_00)
     checkout = _checkout(session, customer, [overdue, discounted])
     assert (checkout.credit_minor, checkout.amount_minor) == (102_00, 1734_56 - 10_00 - 102_00)
+    # Netted when the checkout is made: the credit note settles part of the oldest invoice.
+    assert (note.open_minor, note.status) == (0, "paid")
+    assert (overdue.open_minor, overdue.status) == (1132_56, "partially_paid")
+    assert [(line.amount_minor, line.discount_minor, line.credit_minor) for line in checkout.lines] == [
+        (1132_56, 0, 102_00), (500_00, 10_00, 0)]
+    assert invariant_violations(session) == []
     _pay(session, settings, checkout, "processing")
-    assert overdue.open_minor == 1234_56 and note.open_minor == 102_00  # nothing applied before success
     payment = _pay(session, settings, checkout, "succeeded")
     assert (overdue.open_minor, overdue.status) == (0, "paid")
     assert (discounted.open_minor, discounted.status) == (0, "paid")  # the discount still earned
-    assert (note.open_minor, note.status) == (0, "paid")
     rows = session.execute(select(Allocation.invoice_id, Allocation.payment_id, Allocation.credit_note_id,
                                   Allocation.amount_minor, Allocation.discount_minor)).all()
     assert sorted(rows, key=lambda r: (r[0], r[3])) == sorted([
@@ -73,12 +87,11 @@ def test_success_applies_the_credit_note_then_the_cash(
         (discounted.id, payment.id, None, 490_00, 10_00),
     ], key=lambda r: (r[0], r[3]))
     assert invariant_violations(session) == []
-    # A late duplicate of the success applies nothing twice.
-    _pay(session, settings, checkout, "succeeded")
+    _pay(session, settings, checkout, "succeeded")  # a duplicate applies nothing twice
     assert session.query(Allocation).count() == 3
 
 
-def test_a_live_checkout_holds_its_credit_and_a_failure_releases_it(
+def test_the_same_credit_is_never_spent_twice_and_stays_applied_if_the_payment_fails(
     session: Session, settings: Settings, customer: Customer, invoices: list[Invoice]
 ) -> None:
     overdue, discounted, later = invoices
@@ -86,20 +99,22 @@ def test_a_live_checkout_holds_its_credit_and_a_failure_releases_it(
     first = _checkout(session, customer, [overdue])
     assert first.credit_minor == 100_00 and available_credit(session, customer.id, "EUR") == 0
     second = _checkout(session, customer, [later], method="bank_transfer")
-    assert second.credit_minor == 0 and second.amount_minor == 318_40  # the same credit is never spent twice
+    assert second.credit_minor == 0 and second.amount_minor == 318_40
     _pay(session, settings, first, "failed")
-    assert available_credit(session, customer.id, "EUR") == 100_00
+    # The credit note still settles 100,00 € of the invoice: only the cash failed.
+    assert overdue.open_minor == 1134_56 and available_credit(session, customer.id, "EUR") == 0
     again = _checkout(session, customer, [overdue], method="bank_transfer")
-    assert again.credit_minor == 100_00
+    assert (again.credit_minor, again.amount_minor) == (0, 1134_56)
+    assert invariant_violations(session) == []
 
 
-def test_a_second_click_returns_the_same_checkout_despite_the_credit_it_holds(
+def test_a_second_click_returns_the_same_checkout_after_its_credit_was_applied(
     session: Session, customer: Customer, invoices: list[Invoice]
 ) -> None:
     _credit_note(session, customer, 50_00)
     first = _checkout(session, customer, [invoices[0]])
     assert _checkout(session, customer, [invoices[0]]).id == first.id
-    assert session.query(Checkout).count() == 1
+    assert session.query(Checkout).count() == 1 and invoices[0].open_minor == 1184_56
 
 
 def test_unapplied_money_is_credit_too(
@@ -116,6 +131,7 @@ def test_unapplied_money_is_credit_too(
     assert available_credit(session, customer.id, "EUR") == 318_40
     checkout = _checkout(session, customer, [overdue])
     assert checkout.credit_minor == 318_40 and checkout.amount_minor == 1234_56 - 318_40
+    assert available_credit(session, customer.id, "EUR") == 0
     _pay(session, settings, checkout, "succeeded", ref="pi_three")
     assert overdue.open_minor == 0
     assert available_credit(session, customer.id, "EUR") == 0
@@ -131,11 +147,11 @@ def test_credit_covering_everything_settles_without_a_charge(
         _checkout(session, customer, [discounted])
     priced = settle_with_credit(session, customer=customer, contact=customer.primary_contact,
                                 selection={discounted.id: None}, today=TODAY)
-    assert priced.charged.minor == 0 and priced.credit.minor == 490_00
+    assert priced.charged.minor == 0 and priced.credit.minor == 500_00 and priced.discount.minor == 0
     assert (discounted.open_minor, discounted.status) == (0, "paid")
-    assert note.open_minor == 600_00 - 490_00
+    assert note.open_minor == 600_00 - 500_00
     allocation = session.scalar(select(Allocation).where(Allocation.invoice_id == discounted.id))
-    assert allocation is not None and (allocation.amount_minor, allocation.discount_minor) == (490_00, 10_00)
+    assert allocation is not None and (allocation.amount_minor, allocation.discount_minor) == (500_00, 0)
     assert invariant_violations(session) == []
     with pytest.raises(CheckoutError):
         settle_with_credit(session, customer=customer, contact=None, selection={invoices[0].id: None}, today=TODAY)

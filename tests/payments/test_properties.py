@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 from encours.settings import Settings
 from ledger.allocation import invariant_violations
-from ledger.models import Allocation, Checkout, Customer, Invoice, Payment
+from ledger.models import Allocation, Checkout, Customer, Invoice, InvoiceKind, Payment
 from ledger.statement import unapplied_credit
-from payments.checkout import create_checkout
+from payments.checkout import CheckoutError, create_checkout
 from payments.settlement import apply_payment_status
 from tests import factories
 
@@ -58,9 +58,10 @@ def _check_and_snapshot(session: Session, customer: Customer) -> tuple[Any, ...]
 
 
 @hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(chosen=selections, sent=events, data=st.data())
+@given(chosen=selections, sent=events, credit=st.sampled_from([0, 150_00, 5000_00]), data=st.data())
 def test_any_delivery_order_gives_the_same_right_ledger(
-    session: Session, settings: Settings, chosen: list[list[int]], sent: list[Any], data: st.DataObject
+    session: Session, settings: Settings, chosen: list[list[int]], sent: list[Any], credit: int,
+    data: st.DataObject
 ) -> None:
     outer = session.begin_nested()
     try:
@@ -72,11 +73,17 @@ def test_any_delivery_order_gives_the_same_right_ledger(
                               discount_bps=200, discount_until=date(2026, 12, 12)),
             factories.invoice(session, customer, total_minor=318_40, number="P-3", due_date=date(2026, 12, 24)),
         ]
-        checkouts = [
-            create_checkout(session, customer=customer, contact=None, method="card", today=TODAY,
-                            selection={invoices[i].id: None for i in picks})
-            for picks in chosen
-        ]
+        if credit:  # deducted from the first checkouts, until it runs out
+            factories.invoice(session, customer, total_minor=credit, number="P-AV", kind=InvoiceKind.credit_note)
+        checkouts = []
+        for picks in chosen:
+            try:
+                checkouts.append(create_checkout(session, customer=customer, contact=None, method="card",
+                                                 today=TODAY, selection={invoices[i].id: None for i in picks}))
+            except CheckoutError:  # the credit already settled all of it: nothing to charge
+                pass
+        if not checkouts:
+            return
         duplicated = sent + data.draw(st.lists(st.sampled_from(sent), max_size=4), label="duplicates")
         reordered = data.draw(st.permutations(duplicated), label="delivery order")
 
