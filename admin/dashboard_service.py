@@ -41,7 +41,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Integer, cast, func, select
+from sqlalchemy import Integer, cast, func, literal_column, select, union_all
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -68,6 +68,9 @@ from ledger.models import (
 from ledger.money import Money
 
 NOT_DUE = (InvoiceStatus.void.value, InvoiceStatus.disputed.value)
+# Written as a literal so SQLite can prove the partial indexes' "WHERE open_minor > 0" (a bound
+# parameter would hide it).
+OPEN = Invoice.open_minor > literal_column("0")
 METHODS = ("card", "instant_transfer", "direct_debit", "bank_transfer")
 BUCKETS = (
     ("not_due", N_("Not yet due")),
@@ -285,30 +288,37 @@ def _nested() -> defaultdict[Any, dict[str, int]]:
 # --- building -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Days:
+    """One company's calendar: today in its timezone and the windows counted back from it."""
+
+    today: date
+    d30: date
+    d90: date
+    monday: date
+    sunday: date
+
+    @classmethod
+    def of(cls, today: date) -> _Days:
+        monday = today - timedelta(days=today.weekday())
+        return cls(today, today - timedelta(days=CEI_DAYS - 1), today - timedelta(days=DSO_DAYS - 1), monday,
+                   monday + timedelta(days=6))
+
+
 def build_dashboard(session: Session, scope: Scope) -> Dashboard:
+    """Every figure for the companies of `scope`. One query per figure for all companies at once,
+    over the union of their windows (companies in different timezones may be on different days);
+    each company's own window is applied when folding the rows grouped by day."""
     companies = list(session.scalars(select(Company).where(Company.id.in_(scope.company_ids or [-1]))
                                      .order_by(Company.name, Company.id)))
-    by_tz: dict[str, list[Company]] = defaultdict(list)
-    for company in companies:
-        by_tz[company.timezone].append(company)
-    built: dict[int, CompanyDashboard] = {}
-    books: dict[date, RateBook] = {}
-    for tz, group in by_tz.items():
-        today = clock.today(tz)
-        if today not in books:
-            books[today] = RateBook.load(session, today)
-        for company_dashboard in _build_group(session, scope, group, tz, today, books[today]):
-            built[company_dashboard.company.id] = company_dashboard
-    return Dashboard([built[c.id] for c in companies])
-
-
-def _build_group(session: Session, scope: Scope, companies: list[Company], tz: str, today: date,
-                 book: RateBook) -> Iterable[CompanyDashboard]:
+    if not companies:
+        return Dashboard([])
     ids = [c.id for c in companies]
-    d30 = today - timedelta(days=CEI_DAYS - 1)
-    d90 = today - timedelta(days=DSO_DAYS - 1)
-    monday = today - timedelta(days=today.weekday())
-    sunday = monday + timedelta(days=6)
+    days = {c.id: _Days.of(clock.today(c.timezone)) for c in companies}
+    first_d90 = min(d.d90 for d in days.values())
+    first_d30 = min(min(d.d30, d.monday) for d in days.values())
+    last_today = max(d.today for d in days.values())
+    last_sunday = max(d.sunday for d in days.values())
 
     # Open items by company, currency, kind, status and due date (ix_invoices_open_items).
     outstanding, overdue, disputed, credits = _nested(), _nested(), _nested(), _nested()
@@ -317,7 +327,7 @@ def _build_group(session: Session, scope: Scope, companies: list[Company], tz: s
     open_rows = session.execute(_invoice_scope(
         select(Invoice.company_id, Invoice.currency, Invoice.kind, Invoice.status, Invoice.due_date,
                func.sum(Invoice.open_minor))
-        .where(Invoice.open_minor > 0, Invoice.status != InvoiceStatus.void.value), scope, ids)
+        .where(OPEN, Invoice.status != InvoiceStatus.void.value), scope, ids)
         .group_by(Invoice.company_id, Invoice.currency, Invoice.kind, Invoice.status, Invoice.due_date))
     for company_id, currency, kind, status, due_date, minor in open_rows:
         currencies[company_id].add(currency)
@@ -326,62 +336,68 @@ def _build_group(session: Session, scope: Scope, companies: list[Company], tz: s
         elif status == InvoiceStatus.disputed.value:
             _add(disputed, company_id, currency, minor)
         else:
-            past = (today - _as_date(due_date)).days
+            past = (days[company_id].today - _as_date(due_date)).days
             _add(outstanding, company_id, currency, minor)
             _add(aging, (company_id, bucket_of(past)), currency, minor)
             if past > 0:
                 _add(overdue, company_id, currency, minor)
 
-    # Invoices issued over the last 90 and 30 days (ix_invoices_issued).
+    # Invoices issued over the last 90 and 30 days, by day (ix_invoices_issued).
     sales_90, sales_30 = _nested(), _nested()
     issued = session.execute(_invoice_scope(
         select(Invoice.issue_date, Invoice.company_id, Invoice.currency, func.sum(Invoice.total_minor))
-        .where(Invoice.issue_date >= d90, Invoice.issue_date <= today,
+        .where(Invoice.issue_date >= first_d90, Invoice.issue_date <= last_today,
                Invoice.kind == InvoiceKind.invoice.value, Invoice.status != InvoiceStatus.void.value), scope, ids)
         .group_by(Invoice.issue_date, Invoice.company_id, Invoice.currency))
     for issue_date, company_id, currency, minor in issued:
-        currencies[company_id].add(currency)
-        _add(sales_90, company_id, currency, minor)
-        if _as_date(issue_date) >= d30:
-            _add(sales_30, company_id, currency, minor)
+        window, issue_date = days[company_id], _as_date(issue_date)
+        if window.d90 <= issue_date <= window.today:
+            currencies[company_id].add(currency)
+            _add(sales_90, company_id, currency, minor)
+            if issue_date >= window.d30:
+                _add(sales_30, company_id, currency, minor)
 
-    # Cash collected by method over 90 days, by day (ix_payments_received).
+    # Cash collected by method, by day (ix_payments_received).
     cash_30: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
     cash_90: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
     collected_30 = _nested()
     cash_query = _customer_scope(
-        select(Customer.company_id, Payment.currency, Payment.method, Payment.received_on, func.sum(Payment.amount_minor))
+        select(Customer.company_id, Payment.currency, Payment.method, Payment.received_on,
+               func.sum(Payment.amount_minor))
         .join(Customer, Customer.id == Payment.customer_id)
-        .where(Payment.status == PaymentStatus.succeeded.value, Payment.received_on >= d90,
-               Payment.received_on <= today), scope, ids)
+        .where(Payment.status == PaymentStatus.succeeded.value, Payment.received_on >= first_d90,
+               Payment.received_on <= last_today), scope, ids)
     if scope.currency:
         cash_query = cash_query.where(Payment.currency == scope.currency)
     for company_id, currency, method, received_on, minor in session.execute(
             cash_query.group_by(Customer.company_id, Payment.currency, Payment.method, Payment.received_on)):
+        window, received_on = days[company_id], _as_date(received_on)
+        if not window.d90 <= received_on <= window.today:
+            continue
         currencies[company_id].add(currency)
         _add(cash_90, (company_id, method), currency, minor)
-        if _as_date(received_on) >= d30:
+        if received_on >= window.d30:
             _add(cash_30, (company_id, method), currency, minor)
             _add(collected_30, company_id, currency, minor)
 
-    # Days to pay: what those payments settled, weighted by amount.
-    days = _days_between(session, Payment.received_on, Invoice.issue_date)
-    pay_query = _customer_scope(
-        select(Customer.company_id, Allocation.currency, func.sum(Allocation.amount_minor),
-               func.sum(Allocation.amount_minor * days))
+    # Days to pay: what those payments settled, weighted by amount, by payment day
+    # (ix_payments_received, ix_allocations_payment_invoice; the invoice gives issue date and company).
+    day_count = _days_between(session, Payment.received_on, Invoice.issue_date)
+    pay_query = _invoice_scope(
+        select(Invoice.company_id, Allocation.currency, Payment.received_on, func.sum(Allocation.amount_minor),
+               func.sum(Allocation.amount_minor * day_count))
         .select_from(Payment)
-        .join(Customer, Customer.id == Payment.customer_id)
         .join(Allocation, Allocation.payment_id == Payment.id)
         .join(Invoice, Invoice.id == Allocation.invoice_id)
-        .where(Payment.status == PaymentStatus.succeeded.value, Payment.received_on >= today - timedelta(days=PAY_DAYS - 1),
-               Payment.received_on <= today), scope, ids)
-    if scope.currency:
-        pay_query = pay_query.where(Allocation.currency == scope.currency)
+        .where(Payment.status == PaymentStatus.succeeded.value, Payment.received_on >= first_d90,
+               Payment.received_on <= last_today), scope, ids)
     paid_amount, paid_days = _nested(), _nested()
-    for company_id, currency, amount, weighted in session.execute(
-            pay_query.group_by(Customer.company_id, Allocation.currency)):
-        _add(paid_amount, company_id, currency, amount)
-        _add(paid_days, company_id, currency, weighted)
+    for company_id, currency, received_on, amount, weighted in session.execute(
+            pay_query.group_by(Invoice.company_id, Allocation.currency, Payment.received_on)):
+        window = days[company_id]
+        if window.d90 <= _as_date(received_on) <= window.today:
+            _add(paid_amount, company_id, currency, amount)
+            _add(paid_days, company_id, currency, weighted)
 
     # Open disputes (cases), by company.
     dispute_query = _customer_scope(
@@ -400,8 +416,8 @@ def _build_group(session: Session, scope: Scope, companies: list[Company], tz: s
         select(Customer.company_id, PromiseToPay.status, PromiseToPay.promised_for, PromiseToPay.currency,
                func.count(PromiseToPay.id), func.sum(PromiseToPay.amount_minor))
         .join(Customer, Customer.id == PromiseToPay.customer_id)
-        .where(PromiseToPay.status.in_(("pending", "broken")), PromiseToPay.promised_for >= min(d30, monday),
-               PromiseToPay.promised_for <= sunday), scope, ids)
+        .where(PromiseToPay.status.in_(("pending", "broken")), PromiseToPay.promised_for >= first_d30,
+               PromiseToPay.promised_for <= last_sunday), scope, ids)
     if scope.currency:
         promise_query = promise_query.where(PromiseToPay.currency == scope.currency)
     due_week, broken = _nested(), _nested()
@@ -410,41 +426,49 @@ def _build_group(session: Session, scope: Scope, companies: list[Company], tz: s
     for company_id, status, promised_for, currency, count, minor in session.execute(
             promise_query.group_by(Customer.company_id, PromiseToPay.status, PromiseToPay.promised_for,
                                    PromiseToPay.currency)):
-        promised_for = _as_date(promised_for)
-        lapsed = today > promised_for + timedelta(days=grace[company_id])
+        window, promised_for = days[company_id], _as_date(promised_for)
+        lapsed = window.today > promised_for + timedelta(days=grace[company_id])
         if status == "broken" or lapsed:
-            if d30 <= promised_for <= today:
+            if window.d30 <= promised_for <= window.today:
                 _add(broken, company_id, currency, minor)
                 broken_count[company_id] += int(count)
-        elif monday <= promised_for <= sunday:
+        elif window.monday <= promised_for <= window.sunday:
             _add(due_week, company_id, currency, minor)
             due_count[company_id] += int(count)
 
-    funnel = _funnel(session, scope, ids, tz, today, d30)
-    top = _top_overdue(session, scope, ids, today)
-
+    funnel: dict[int, Funnel] = {}
+    by_tz: dict[str, list[Company]] = defaultdict(list)
     for company in companies:
-        convert = Converter(book, company.base_currency)
+        by_tz[company.timezone].append(company)
+    for tz, group in by_tz.items():  # small tables, but timestamps: one window per timezone
+        window = days[group[0].id]
+        funnel.update(_funnel(session, scope, [c.id for c in group], tz, window.today, window.d30))
+    top = _top_overdue(session, scope, {cid: (days[cid].today, sorted(overdue[cid])) for cid in ids})
+
+    books: dict[date, RateBook] = {}
+    built: list[CompanyDashboard] = []
+    for company in companies:
+        window = days[company.id]
+        if window.today not in books:
+            books[window.today] = RateBook.load(session, window.today)
+        convert = Converter(books[window.today], company.base_currency)
         cid = company.id
-        outstanding_amount = convert.amount(outstanding[cid])
-        credit_amount = convert.amount(credits[cid])
         net = {cur: outstanding[cid].get(cur, 0) - credits[cid].get(cur, 0)
                for cur in set(outstanding[cid]) | set(credits[cid])}
-        cash_rows = [(m, convert.amount(cash_30[(cid, m)]), convert.amount(cash_90[(cid, m)])) for m in METHODS]
-        top_rows = []
-        for customer_id, ref, name, money in top.get(cid, []):
-            top_rows.append(TopCustomer(customer_id, ref, name, money, convert.to_base(money)))
-        top_rows.sort(key=lambda t: (t.converted is None, -(t.converted.minor if t.converted else t.overdue.minor)))
-        yield CompanyDashboard(
+        top_rows = [TopCustomer(customer_id, ref, name, money, convert.to_base(money))
+                    for customer_id, ref, name, money in top.get(cid, [])]
+        top_rows.sort(key=lambda t: (t.converted is None, -(t.converted.minor if t.converted else t.overdue.minor),
+                                     t.customer_id))
+        built.append(CompanyDashboard(
             company=company,
-            today=today,
-            week=(monday, sunday),
-            outstanding=outstanding_amount,
+            today=window.today,
+            week=(window.monday, window.sunday),
+            outstanding=convert.amount(outstanding[cid]),
             overdue=convert.amount(overdue[cid]),
             aging=[(key, label, convert.amount(aging[(cid, key)])) for key, label in BUCKETS],
             disputed=convert.amount(disputed[cid]),
             open_disputes=int(open_disputes.get(cid, 0)),
-            credit_notes=credit_amount,
+            credit_notes=convert.amount(credits[cid]),
             net_balance=convert.amount(net),
             dso=_ratio(convert, outstanding[cid], sales_90[cid], lambda r, s: r * DSO_DAYS / s),
             cei=_cei(convert, collected_30[cid], overdue[cid]),
@@ -453,7 +477,7 @@ def _build_group(session: Session, scope: Scope, companies: list[Company], tz: s
             promises_due_count=due_count[cid],
             promises_broken=convert.amount(broken[cid]),
             promises_broken_count=broken_count[cid],
-            cash=cash_rows,
+            cash=[(m, convert.amount(cash_30[(cid, m)]), convert.amount(cash_90[(cid, m)])) for m in METHODS],
             cash_30_total=convert.amount(_sum_by_currency(cash_30[(cid, m)] for m in METHODS)),
             cash_90_total=convert.amount(_sum_by_currency(cash_90[(cid, m)] for m in METHODS)),
             funnel=funnel.get(cid, Funnel()),
@@ -461,7 +485,8 @@ def _build_group(session: Session, scope: Scope, companies: list[Company], tz: s
             rates_used=[convert.used[c] for c in sorted(convert.used)],
             missing_rates=sorted(convert.missing),
             currencies=[c for c, _ in _ordered({c: 0 for c in currencies[cid]}, company.base_currency)],
-        )
+        ))
+    return Dashboard(built)
 
 
 def _sum_by_currency(parts: Iterable[dict[str, int]]) -> dict[str, int]:
@@ -540,26 +565,31 @@ def _funnel(session: Session, scope: Scope, ids: list[int], tz: str, today: date
     return result
 
 
-def _top_overdue(session: Session, scope: Scope, ids: list[int], today: date
+def _top_overdue(session: Session, scope: Scope, wanted: dict[int, tuple[date, list[str]]]
                  ) -> dict[int, list[tuple[int, str, str, Money]]]:
-    """The largest overdue amounts per company and currency (one row per customer and currency),
-    ranked in SQL (ix_invoices_open_by_customer); the caller ranks them again once converted."""
+    """The largest overdue amounts of each company in each currency (one row per customer and
+    currency), ranked in SQL: one small query per company and currency, all in one statement,
+    each reading its slice of ix_invoices_open_by_customer; the caller ranks them again converted."""
     total = func.sum(Invoice.open_minor)
-    company = func.min(Invoice.company_id)
-    grouped = _invoice_scope(
-        select(Invoice.customer_id.label("customer_id"), Invoice.currency.label("currency"),
-               company.label("company_id"), total.label("overdue"),
-               func.row_number().over(partition_by=(company, Invoice.currency), order_by=total.desc()).label("rank"))
-        .where(Invoice.open_minor > 0, Invoice.kind == InvoiceKind.invoice.value, Invoice.status.not_in(NOT_DUE),
-               Invoice.due_date < today), scope, ids).group_by(Invoice.customer_id, Invoice.currency).subquery()
-    rows = session.execute(
-        select(grouped.c.company_id, grouped.c.customer_id, Customer.ref, Customer.name, grouped.c.currency,
-               grouped.c.overdue)
-        .join(Customer, Customer.id == grouped.c.customer_id)
-        .where(grouped.c.rank <= TOP_CUSTOMERS)
-        .order_by(grouped.c.company_id, grouped.c.overdue.desc(), grouped.c.customer_id))
+    parts = []
+    for company_id, (today, currencies) in wanted.items():
+        for currency in currencies:
+            part = _invoice_scope(
+                select(Invoice.customer_id.label("customer_id"), Invoice.currency.label("currency"),
+                       total.label("overdue"))
+                .where(Invoice.company_id == company_id, Invoice.currency == currency, OPEN,
+                       Invoice.kind == InvoiceKind.invoice.value, Invoice.status.not_in(NOT_DUE),
+                       Invoice.due_date < today), scope, [company_id])
+            parts.append(select(part.group_by(Invoice.customer_id).order_by(total.desc(), Invoice.customer_id)
+                                .limit(TOP_CUSTOMERS).subquery()))
+    if not parts:
+        return {}
+    ranked = session.execute(union_all(*parts)).all()
+    customers = {row.id: row for row in session.execute(
+        select(Customer.id, Customer.company_id, Customer.ref, Customer.name)
+        .where(Customer.id.in_({customer_id for customer_id, _c, _o in ranked})))}
     found: dict[int, list[tuple[int, str, str, Money]]] = defaultdict(list)
-    for company_id, customer_id, ref, name, currency, overdue in rows:
-        found[company_id].append((customer_id, ref, name, Money(int(overdue), currency)))
+    for customer_id, currency, overdue in ranked:
+        customer = customers[customer_id]
+        found[customer.company_id].append((customer_id, customer.ref, customer.name, Money(int(overdue), currency)))
     return found
-

@@ -246,8 +246,8 @@ class Invoice(Base):
         # open items by company and due date, open items by customer, and what was issued by date.
         Index("ix_invoices_open_items", "company_id", "currency", "kind", "status", "due_date", "open_minor",
               "customer_id", sqlite_where=text("open_minor > 0"), postgresql_where=text("open_minor > 0")),
-        Index("ix_invoices_open_by_customer", "customer_id", "currency", "kind", "status", "due_date",
-              "open_minor", sqlite_where=text("open_minor > 0"), postgresql_where=text("open_minor > 0")),
+        Index("ix_invoices_open_by_customer", "company_id", "currency", "customer_id", "kind", "status",
+              "due_date", "open_minor", sqlite_where=text("open_minor > 0"), postgresql_where=text("open_minor > 0")),
         Index("ix_invoices_issued", "issue_date", "company_id", "currency", "kind", "status", "total_minor",
               "customer_id"),
     )
@@ -318,6 +318,8 @@ class Allocation(Base):
     credit_note: Mapped[Invoice | None] = relationship(foreign_keys=[credit_note_id])
 
     __table_args__ = (
+        # Days to pay (dashboard): from a payment to the invoices it settled without reading the table.
+        Index("ix_allocations_payment_invoice", "payment_id", "invoice_id", "currency", "amount_minor"),
         CheckConstraint("amount_minor >= 0 AND discount_minor >= 0", name="amounts_not_negative"),
         CheckConstraint("amount_minor + discount_minor > 0", name="not_empty"),
         CheckConstraint(

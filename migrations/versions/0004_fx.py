@@ -38,7 +38,7 @@ def upgrade() -> None:
                               ['company_id', 'currency', 'kind', 'status', 'due_date', 'open_minor', 'customer_id'],
                               unique=False, sqlite_where=_OPEN, postgresql_where=_OPEN)
         batch_op.create_index('ix_invoices_open_by_customer',
-                              ['customer_id', 'currency', 'kind', 'status', 'due_date', 'open_minor'],
+                              ['company_id', 'currency', 'customer_id', 'kind', 'status', 'due_date', 'open_minor'],
                               unique=False, sqlite_where=_OPEN, postgresql_where=_OPEN)
         batch_op.create_index('ix_invoices_issued',
                               ['issue_date', 'company_id', 'currency', 'kind', 'status', 'total_minor', 'customer_id'],
@@ -46,6 +46,9 @@ def upgrade() -> None:
     with op.batch_alter_table('payments', schema=None) as batch_op:
         batch_op.create_index('ix_payments_received',
                               ['status', 'received_on', 'currency', 'method', 'amount_minor', 'customer_id'],
+                              unique=False)
+    with op.batch_alter_table('allocations', schema=None) as batch_op:
+        batch_op.create_index('ix_allocations_payment_invoice', ['payment_id', 'invoice_id', 'currency', 'amount_minor'],
                               unique=False)
     with op.batch_alter_table('link_opens', schema=None) as batch_op:
         batch_op.create_index('ix_link_opens_opened_at', ['opened_at'], unique=False)
@@ -62,6 +65,8 @@ def downgrade() -> None:
         batch_op.drop_index('ix_reminders_outbox')
     with op.batch_alter_table('link_opens', schema=None) as batch_op:
         batch_op.drop_index('ix_link_opens_opened_at')
+    with op.batch_alter_table('allocations', schema=None) as batch_op:
+        batch_op.drop_index('ix_allocations_payment_invoice')
     with op.batch_alter_table('payments', schema=None) as batch_op:
         batch_op.drop_index('ix_payments_received')
     with op.batch_alter_table('invoices', schema=None) as batch_op:

@@ -299,3 +299,77 @@ def test_filters_answer_htmx_with_the_fragment(session, book, client):
     assert "€1,200.00" in text and "US$" not in text and "Beta Holdings" not in text
     full = client.get("/admin", params=params, headers={"Accept-Language": "en"}).text
     assert '<option value="ALPHA" selected>' in full and f'<option value="{book.col1.id}" selected>' in full
+
+
+# --- the exchange-rate page ---------------------------------------------------------------------
+
+
+def _rates(session: Session) -> list[tuple[str, str, str, date]]:
+    session.expire_all()
+    return [(r.base, r.quote, r.rate, r.valid_on) for r in session.query(FxRate).order_by(FxRate.valid_on, FxRate.rate)]
+
+
+def test_a_manager_adds_a_rate_and_imports_a_file(session, client):
+    factories.company(session, "ALPHA")
+    make_user(session, "m@example.com", "manager", ["ALPHA"])
+    login(client, "m@example.com")
+    page = client.get("/admin/fx", headers={"Accept-Language": "en"})
+    assert page.status_code == 200 and "No exchange rate yet" in page.text and "style=" not in page.text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    response = client.post("/admin/fx", data={"csrf_token": token, "valid_on": "2026-11-20", "base": "EUR",
+                                              "quote": "USD", "rate": "1,0842"}, follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/admin/fx?done=created"
+    assert "1 EUR = 1.0842 USD" in client.get("/admin/fx").text
+    bad = client.post("/admin/fx", data={"csrf_token": token, "valid_on": "2026-11-20", "base": "EUR",
+                                         "quote": "EUR", "rate": "0"}, headers={"Accept-Language": "en"})
+    assert bad.status_code == 400 and "base and quote are both EUR" in bad.text and "must be more than zero" in bad.text
+    files = {"files": ("rates.csv", b"date;base;quote;rate\n2026-11-21;EUR;GBP;0,87\n2026-11-20;EUR;USD;1.0842\n",
+                       "text/csv")}
+    response = client.post("/admin/fx/import", data={"csrf_token": token}, files=files, follow_redirects=False)
+    assert response.status_code == 303
+    notice = client.get(response.headers["location"], headers={"Accept-Language": "fr"}).text
+    assert "Fichier importé : 1 ajoutés, 0 corrigés, 1 inchangés." in notice
+    assert _rates(session) == [("EUR", "USD", "1.0842", date(2026, 11, 20)), ("EUR", "GBP", "0.87", date(2026, 11, 21))]
+
+
+def test_a_bad_file_reports_its_lines_in_french_and_changes_nothing(session, client):
+    make_user(session, "boss@example.com")
+    login(client, "boss@example.com")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/admin/fx").text).group(1)
+    files = {"files": ("rates.csv", b"date,base,quote,rate\n2026-11-21,EUR,GBP,0.87\n2026-11-21,EUR,ZZZ,1\n"
+                                    b"21/11/2026,EUR,USD,1.1\n", "text/csv")}
+    response = client.post("/admin/fx/import", data={"csrf_token": token}, files=files,
+                           headers={"Accept-Language": "fr"})
+    text = _text(response.text)
+    assert response.status_code == 400 and "Rien n’a été importé" in text
+    assert "Ligne 3 : quote ZZZ n’est pas un code de devise" in text
+    assert "Ligne 4 : date 21/11/2026 n’est pas une date" in text
+    files = {"files": ("rates.csv", b"when,base\n", "text/csv")}
+    response = client.post("/admin/fx/import", data={"csrf_token": token}, files=files,
+                           headers={"Accept-Language": "fr"})
+    assert response.status_code == 400 and "Le fichier n’a pas pu être lu" in response.text
+    assert "unknown column" in response.text
+    assert _rates(session) == []
+
+
+@pytest.mark.parametrize("role", ["collector", "viewer"])
+def test_collectors_and_viewers_read_rates_but_cannot_change_them(session, client, role):
+    factories.company(session, "ALPHA")
+    session.add(FxRate(base="EUR", quote="USD", rate="1.1", valid_on=date(2026, 11, 1)))
+    session.commit()
+    make_user(session, "u@example.com", role, ["ALPHA"])
+    login(client, "u@example.com")
+    page = client.get("/admin/fx", headers={"Accept-Language": "en"})
+    assert page.status_code == 200 and "1 EUR = 1.1 USD" in page.text and 'action="/admin/fx/import"' not in page.text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    response = client.post("/admin/fx", data={"csrf_token": token, "valid_on": "2026-11-20", "base": "EUR",
+                                              "quote": "USD", "rate": "2"})
+    assert response.status_code == 403
+    files = {"files": ("rates.csv", b"date,base,quote,rate\n2026-11-21,EUR,GBP,0.87\n", "text/csv")}
+    assert client.post("/admin/fx/import", data={"csrf_token": token}, files=files).status_code == 403
+    assert _rates(session) == [("EUR", "USD", "1.1", date(2026, 11, 1))]
+
+
+def test_the_fx_page_needs_a_login(client):
+    response = client.get("/admin/fx", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/admin/login?next=/admin/fx"
