@@ -127,10 +127,6 @@ class Amount:
         return next((p for p in self.parts if p.currency == currency), None)
 
     @property
-    def is_zero(self) -> bool:
-        return all(part.minor == 0 for part in self.parts)
-
-    @property
     def foreign(self) -> bool:
         """True when some part is not in the base currency (the converted total says something more)."""
         return any(part.currency != self.base for part in self.parts)
@@ -231,10 +227,6 @@ class CompanyDashboard:
     rates_used: list[Conversion]
     missing_rates: list[str]
     currencies: list[str]
-
-    @property
-    def empty(self) -> bool:
-        return not self.currencies and not self.open_disputes and not self.funnel.reminded
 
 
 @dataclass
@@ -342,8 +334,8 @@ def build_dashboard(session: Session, scope: Scope) -> Dashboard:
             if past > 0:
                 _add(overdue, company_id, currency, minor)
 
-    # Invoices issued over the last 90 and 30 days, by day (ix_invoices_issued).
-    sales_90, sales_30 = _nested(), _nested()
+    # Invoices issued over the last 90 days, by day (ix_invoices_issued).
+    sales_90 = _nested()
     issued = session.execute(_invoice_scope(
         select(Invoice.issue_date, Invoice.company_id, Invoice.currency, func.sum(Invoice.total_minor))
         .where(Invoice.issue_date >= first_d90, Invoice.issue_date <= last_today,
@@ -354,8 +346,6 @@ def build_dashboard(session: Session, scope: Scope) -> Dashboard:
         if window.d90 <= issue_date <= window.today:
             currencies[company_id].add(currency)
             _add(sales_90, company_id, currency, minor)
-            if issue_date >= window.d30:
-                _add(sales_30, company_id, currency, minor)
 
     # Cash collected by method, by day (ix_payments_received).
     cash_30: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
