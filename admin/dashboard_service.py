@@ -570,8 +570,9 @@ def _top_overdue(session: Session, scope: Scope, wanted: dict[int, tuple[date, l
                 .where(Invoice.company_id == company_id, Invoice.currency == currency, OPEN,
                        Invoice.kind == InvoiceKind.invoice.value, Invoice.status.not_in(NOT_DUE),
                        Invoice.due_date < today), scope, [company_id])
-            parts.append(select(part.group_by(Invoice.customer_id).order_by(total.desc(), Invoice.customer_id)
-                                .limit(TOP_CUSTOMERS).subquery()))
+            ranked_part = (part.group_by(Invoice.customer_id, Invoice.currency)
+                           .order_by(total.desc(), Invoice.customer_id).limit(TOP_CUSTOMERS))
+            parts.append(select(ranked_part.subquery()))
     if not parts:
         return {}
     ranked = session.execute(union_all(*parts)).all()
