@@ -136,17 +136,6 @@ def logout(request: Request) -> Response:
     return RedirectResponse(LOGIN, status_code=303, headers={"Cache-Control": "no-store"})
 
 
-def home(request: Request) -> Response:
-    language = _language(request)
-    with unit_of_work(_sessions(request)) as session:
-        user = _staff(request, session)
-        if user is None:
-            return _to_login(request)
-        summaries = auth.company_summaries(session, user)
-        role = _t(language, ROLE_LABELS.get(user.role, user.role))
-        return _render(request, "admin/home.html", {"user": user, "summaries": summaries, "role": role}, language)
-
-
 async def password(request: Request) -> Response:
     language = _language(request)
     if request.method == "POST":
@@ -177,7 +166,6 @@ async def password(request: Request) -> Response:
 
 
 routes = [
-    Route("/admin", home, methods=["GET"], name="admin:home"),
     Route("/admin/login", login, methods=["GET", "POST"], name="admin:login"),
     Route("/admin/logout", logout, methods=["POST"], name="admin:logout"),
     Route("/admin/password", password, methods=["GET", "POST"], name="admin:password"),

@@ -143,6 +143,15 @@ def _decode(raw: bytes) -> str:
 
 
 def _read_rows(kind: ImportKind, raw: bytes) -> tuple[list[_Row], _Problems]:
+    return read_table(raw, _REQUIRED[kind], _OPTIONAL[kind])
+
+
+def read_table(raw: bytes, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> tuple[list[_Row], _Problems]:
+    """The file's data rows by column name, with the problems of lines of the wrong width.
+
+    Shared by every CSV import (customers, invoices, exchange rates): UTF-8, a header row,
+    `,` or `;`; raises ImportFailed for a file that cannot be read at all.
+    """
     text = _decode(raw)
     if not text.strip():
         raise _fail(1, "the file is empty")
@@ -154,7 +163,7 @@ def _read_rows(kind: ImportKind, raw: bytes) -> tuple[list[_Row], _Problems]:
         header = next(reader)
     except csv.Error as error:
         raise _fail(1, f"cannot read the header: {error}") from None
-    columns = _check_header(kind, header)
+    columns = _check_header(required, optional, header)
 
     rows: list[_Row] = []
     problems = _Problems()
@@ -184,8 +193,7 @@ def _read_rows(kind: ImportKind, raw: bytes) -> tuple[list[_Row], _Problems]:
     return rows, problems
 
 
-def _check_header(kind: ImportKind, header: list[str]) -> list[str]:
-    required, optional = _REQUIRED[kind], _OPTIONAL[kind]
+def _check_header(required: tuple[str, ...], optional: tuple[str, ...], header: list[str]) -> list[str]:
     columns = [name.strip().lower() for name in header]
     messages: list[str] = []
     for position, name in enumerate(columns, start=1):

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     CHAR,
+    text,
 )
 from sqlalchemy import false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -178,7 +179,10 @@ class Customer(Base):
         back_populates="customer", order_by="(Contact.is_primary.desc(), Contact.id)"
     )
 
-    __table_args__ = (UniqueConstraint("company_id", "ref", name="uq_customers_company_ref"),)
+    __table_args__ = (
+        UniqueConstraint("company_id", "ref", name="uq_customers_company_ref"),
+        Index("ix_customers_collector", "collector_id"),
+    )
 
     @property
     def primary_contact(self) -> Contact | None:
@@ -238,6 +242,14 @@ class Invoice(Base):
         ),
         CheckConstraint("discount_bps IS NULL OR (discount_bps > 0 AND discount_bps < 10000)", name="discount_bps"),
         Index("ix_invoices_customer_open", "customer_id", "status"),
+        # The dashboard's aggregates read only these covering indexes (see admin/dashboard_service.py):
+        # open items by company and due date, open items by customer, and what was issued by date.
+        Index("ix_invoices_open_items", "company_id", "currency", "kind", "status", "due_date", "open_minor",
+              "customer_id", sqlite_where=text("open_minor > 0"), postgresql_where=text("open_minor > 0")),
+        Index("ix_invoices_open_by_customer", "company_id", "currency", "customer_id", "kind", "status",
+              "due_date", "open_minor", sqlite_where=text("open_minor > 0"), postgresql_where=text("open_minor > 0")),
+        Index("ix_invoices_issued", "issue_date", "company_id", "currency", "kind", "status", "total_minor",
+              "customer_id"),
     )
 
     @property
@@ -278,6 +290,8 @@ class Payment(Base):
             name="status",
         ),
         CheckConstraint("method IN ('card','instant_transfer','direct_debit','bank_transfer')", name="method"),
+        # Cash collected by day and method (dashboard), without reading the table itself.
+        Index("ix_payments_received", "status", "received_on", "currency", "method", "amount_minor", "customer_id"),
     )
 
     @property
@@ -304,6 +318,8 @@ class Allocation(Base):
     credit_note: Mapped[Invoice | None] = relationship(foreign_keys=[credit_note_id])
 
     __table_args__ = (
+        # Days to pay (dashboard): from a payment to the invoices it settled without reading the table.
+        Index("ix_allocations_payment_invoice", "payment_id", "invoice_id", "currency", "amount_minor"),
         CheckConstraint("amount_minor >= 0 AND discount_minor >= 0", name="amounts_not_negative"),
         CheckConstraint("amount_minor + discount_minor > 0", name="not_empty"),
         CheckConstraint(
@@ -328,6 +344,8 @@ class LinkOpen(Base):
     opened_at: Mapped[datetime] = mapped_column(default=_utcnow)
     ip: Mapped[str | None] = mapped_column(String(64), default=None)
     user_agent: Mapped[str | None] = mapped_column(String(400), default=None)
+
+    __table_args__ = (Index("ix_link_opens_opened_at", "opened_at"),)
 
 
 class Throttle(Base):
@@ -380,6 +398,7 @@ class OutboxMessage(Base):
     __table_args__ = (
         CheckConstraint("status IN ('queued','sent','failed')", name="status"),
         Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_sent", "status", "sent_at"),
     )
 
 
@@ -552,6 +571,7 @@ class Reminder(Base):
 
     __table_args__ = (
         UniqueConstraint("customer_id", "contact_id", "step_id", "invoice_key", name="uq_reminders_once"),
+        Index("ix_reminders_outbox", "outbox_id"),
     )
 
 
@@ -666,4 +686,29 @@ class PromiseToPay(Base):
     __table_args__ = (
         CheckConstraint("status IN ('pending','kept','broken','cancelled')", name="status"),
         Index("ix_promises_status_date", "status", "promised_for"),
+    )
+
+
+# --- Exchange rates -------------------------------------------------------------------------------
+
+
+class FxRate(Base):
+    """1 `base` = `rate` `quote` from `valid_on` on (until a later rate); the same for every company.
+
+    The rate is a decimal written as text ("1.0842"), never a float.
+    """
+
+    __tablename__ = "fx_rates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    base: Mapped[str] = mapped_column(CHAR(3))
+    quote: Mapped[str] = mapped_column(CHAR(3))
+    rate: Mapped[str] = mapped_column(String(32))
+    valid_on: Mapped[date] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=_utcnow, onupdate=_utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("base", "quote", "valid_on", name="uq_fx_rates_pair_day"),
+        CheckConstraint("base <> quote", name="pair"),
     )

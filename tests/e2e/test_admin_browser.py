@@ -40,7 +40,7 @@ def test_manager_signs_in_sees_only_its_company_and_signs_out(make_page: MakePag
     page.get_by_label(re.compile("^Mot de passe$")).fill(password)
     page.get_by_role("button", name="Se connecter").click()
     expect(page).to_have_url(f"{live_demo.base_url}/admin")
-    expect(page.locator("h1")).to_have_text("Sociétés")
+    expect(page.locator("h1")).to_have_text("Tableau de bord")
     body = page.locator("main").inner_text()
     assert "Durand Industrie UK Ltd" in body and "Durand Industrie SAS" not in body
     assert "10 597,46 £GB" in body.replace("\u202f", " ").replace("\u00a0", " ")
@@ -67,7 +67,13 @@ def test_back_office_accessibility(make_page: MakePage, live_demo: LiveDemo, lan
     scan("login page")
     _sign_in(page, live_demo, email, password)
     expect(page).to_have_url(f"{live_demo.base_url}/admin")
-    scan("home page")
+    scan("dashboard")
+    for viewport in (PHONE, DESKTOP):  # the charts and tables fit: no sideways scrolling of the page
+        page.set_viewport_size(viewport)
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), viewport
+        expect(page.locator("svg.chart").first).to_be_visible()
+    page.goto(f"{live_demo.base_url}/admin/fx")
+    scan("exchange rates page")
     page.goto(f"{live_demo.base_url}/admin/password")
     scan("password page")
     assert not problems, "\n".join(problems)

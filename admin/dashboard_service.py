@@ -1,0 +1,586 @@
+"""The back-office dashboard: the receivables book's key figures, per company, aggregated in SQL.
+
+Every query groups in the database (GROUP BY over covering indexes, see the indexes named in
+`ledger.models`); Python only folds the grouped rows (at most one per company, currency and
+day) into buckets, never loops over invoices or payments.
+
+Definitions (also printed on the page):
+- Outstanding: open amounts of invoices that are neither void nor disputed (gross: open credit
+  notes are shown apart, as "open credit notes", and deducted only in "net balance"; money
+  received but not yet applied to an invoice stays on each customer's statement and is not
+  deducted here).
+- Overdue and aging: the outstanding invoices by days past their due date, counted in the
+  company's own timezone (today from `clock.today(company.timezone)`): not due, 1-30, 31-60,
+  61-90, over 90.
+- Open disputes: open dispute cases, and the open amount of the invoices in dispute.
+- DSO (days sales outstanding), simple method: outstanding ÷ invoices issued over the last 90
+  days × 90.
+- CEI (collection effectiveness index, last 30 days): (B + S − E) ÷ (B + S − EC) × 100, with S
+  the invoices issued, E the outstanding now, EC its part not yet due, B the outstanding 30 days
+  ago taken as E − S + C, C the succeeded payments received over those 30 days; that is
+  C ÷ (C + overdue now) × 100.
+- Average days to pay: over succeeded payments received in the last 90 days, each amount they
+  settled, from its invoice's issue date to the payment date, weighted by that amount.
+- Promises: pending promises dated this week (Monday to Sunday) and not past their grace days;
+  broken promises dated within the last 30 days (marked broken, or still pending past the
+  company's grace days).
+- Cash collected: succeeded payments by method, received over the last 30 and 90 days.
+- Portal funnel (last 30 days): customers sent a reminder → of those, customers who opened a
+  link → of those, customers who paid online (a succeeded payment from a portal checkout).
+Every amount is shown in its own currency and converted into the company's base currency with
+the latest rate on or before today of the dated FX table; which rate is said, and a currency
+without a rate is left out of the converted total and named, never guessed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Iterable
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Integer, cast, func, literal_column, select, union_all
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from encours.clock import clock
+from encours.i18n import N_
+from ledger.fx import Conversion, RateBook
+from ledger.models import (
+    Allocation,
+    Company,
+    Contact,
+    Customer,
+    Dispute,
+    Invoice,
+    InvoiceKind,
+    InvoiceStatus,
+    LinkOpen,
+    OutboxMessage,
+    Payment,
+    PaymentStatus,
+    PromiseToPay,
+    Reminder,
+    dispute_invoices,
+)
+from ledger.money import Money
+
+NOT_DUE = (InvoiceStatus.void.value, InvoiceStatus.disputed.value)
+# Written as a literal so SQLite can prove the partial indexes' "WHERE open_minor > 0" (a bound
+# parameter would hide it).
+OPEN = Invoice.open_minor > literal_column("0")
+METHODS = ("card", "instant_transfer", "direct_debit", "bank_transfer")
+BUCKETS = (
+    ("not_due", N_("Not yet due")),
+    ("1_30", N_("1–30 days")),
+    ("31_60", N_("31–60 days")),
+    ("61_90", N_("61–90 days")),
+    ("over_90", N_("Over 90 days")),
+)
+TOP_CUSTOMERS = 10
+DSO_DAYS = 90
+CEI_DAYS = 30
+PAY_DAYS = 90
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What the dashboard covers: these companies (already limited to what the user may see),
+    only the customers of one collector when `collector_id` is set, one currency when set."""
+
+    company_ids: tuple[int, ...]
+    collector_id: int | None = None
+    currency: str | None = None
+
+
+def bucket_of(days_past_due: int) -> str:
+    if days_past_due <= 0:
+        return "not_due"
+    if days_past_due <= 30:
+        return "1_30"
+    if days_past_due <= 60:
+        return "31_60"
+    if days_past_due <= 90:
+        return "61_90"
+    return "over_90"
+
+
+# --- amounts in several currencies, converted ---------------------------------------------------
+
+
+@dataclass
+class Amount:
+    """One figure: its part in each currency, and their total in the base currency where rates allow."""
+
+    base: str
+    parts: list[Money]
+    converted: Money
+    missing: list[str]  # currencies left out of `converted` for want of a rate
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def part(self, currency: str) -> Money | None:
+        return next((p for p in self.parts if p.currency == currency), None)
+
+    @property
+    def foreign(self) -> bool:
+        """True when some part is not in the base currency (the converted total says something more)."""
+        return any(part.currency != self.base for part in self.parts)
+
+
+class Converter:
+    """Converts into one company's base currency and remembers which rates it used or lacked."""
+
+    def __init__(self, book: RateBook, base: str) -> None:
+        self.book = book
+        self.base = base
+        self.used: dict[str, Conversion] = {}
+        self.missing: set[str] = set()
+
+    def to_base(self, money: Money) -> Money | None:
+        if money.currency == self.base:
+            return money
+        conversion = self.book.convert(money, self.base)
+        if conversion is None:
+            self.missing.add(money.currency)
+            return None
+        self.used.setdefault(money.currency, conversion)
+        return conversion.amount
+
+    def amount(self, minor_by_currency: dict[str, int]) -> Amount:
+        parts = [Money(int(minor), currency) for currency, minor in _ordered(minor_by_currency, self.base)]
+        total = 0
+        missing = []
+        for part in parts:
+            converted = self.to_base(part)
+            if converted is None:
+                missing.append(part.currency)
+            else:
+                total += converted.minor
+        return Amount(self.base, parts, Money(total, self.base), missing)
+
+
+def _ordered(values: dict[str, Any], base: str) -> list[tuple[str, Any]]:
+    return sorted(values.items(), key=lambda item: (item[0] != base, item[0]))
+
+
+# --- the page's figures -------------------------------------------------------------------------
+
+
+@dataclass
+class Ratio:
+    """A ratio per currency and, where every rate exists, over all currencies in the base currency."""
+
+    by_currency: dict[str, Decimal | None]
+    overall: Decimal | None
+
+
+@dataclass
+class TopCustomer:
+    customer_id: int
+    ref: str
+    name: str
+    overdue: Money
+    converted: Money | None
+
+
+@dataclass
+class Funnel:
+    reminded: int = 0
+    opened: int = 0
+    paid_online: int = 0
+
+    def rate(self, part: int, whole: int) -> Decimal | None:
+        if not whole:
+            return None
+        return (Decimal(100 * part) / Decimal(whole)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+
+
+@dataclass
+class CompanyDashboard:
+    company: Company
+    today: date
+    week: tuple[date, date]
+    outstanding: Amount
+    overdue: Amount
+    aging: list[tuple[str, str, Amount]]  # (key, label message id, amount)
+    disputed: Amount
+    open_disputes: int
+    credit_notes: Amount
+    net_balance: Amount
+    dso: Ratio
+    cei: Ratio
+    days_to_pay: Ratio
+    promises_due: Amount
+    promises_due_count: int
+    promises_broken: Amount
+    promises_broken_count: int
+    cash: list[tuple[str, Amount, Amount]]  # per method: last 30 days, last 90 days
+    cash_30_total: Amount
+    cash_90_total: Amount
+    funnel: Funnel
+    top_overdue: list[TopCustomer]
+    rates_used: list[Conversion]
+    missing_rates: list[str]
+    currencies: list[str]
+
+
+@dataclass
+class Dashboard:
+    companies: list[CompanyDashboard] = field(default_factory=list)
+
+
+# --- query helpers ------------------------------------------------------------------------------
+
+
+def _invoice_scope(query: Any, scope: Scope, company_ids: list[int]) -> Any:
+    query = query.where(Invoice.company_id.in_(company_ids))
+    if scope.collector_id is not None:
+        query = query.where(Invoice.customer_id.in_(select(Customer.id).where(Customer.collector_id == scope.collector_id)))
+    if scope.currency:
+        query = query.where(Invoice.currency == scope.currency)
+    return query
+
+
+def _customer_scope(query: Any, scope: Scope, company_ids: list[int]) -> Any:
+    """For a query joined with Customer."""
+    query = query.where(Customer.company_id.in_(company_ids))
+    if scope.collector_id is not None:
+        query = query.where(Customer.collector_id == scope.collector_id)
+    return query
+
+
+def _days_between(session: Session, later: Any, earlier: Any) -> ColumnElement[int]:
+    """Whole days from `earlier` to `later` (two DATE columns), in each dialect's own way."""
+    if session.get_bind().dialect.name == "sqlite":
+        return cast(func.julianday(later) - func.julianday(earlier), Integer)
+    return cast(later - earlier, Integer)
+
+
+def _local_midnight_utc(day: date, tz: str) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=ZoneInfo(tz)).astimezone(timezone.utc)
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _add(target: dict[Any, dict[str, int]], key: Any, currency: str, minor: int) -> None:
+    target[key][currency] = target[key].get(currency, 0) + int(minor or 0)
+
+
+def _nested() -> defaultdict[Any, dict[str, int]]:
+    return defaultdict(dict)
+
+
+# --- building -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Days:
+    """One company's calendar: today in its timezone and the windows counted back from it."""
+
+    today: date
+    d30: date
+    d90: date
+    monday: date
+    sunday: date
+
+    @classmethod
+    def of(cls, today: date) -> _Days:
+        monday = today - timedelta(days=today.weekday())
+        return cls(today, today - timedelta(days=CEI_DAYS - 1), today - timedelta(days=DSO_DAYS - 1), monday,
+                   monday + timedelta(days=6))
+
+
+def build_dashboard(session: Session, scope: Scope) -> Dashboard:
+    """Every figure for the companies of `scope`. One query per figure for all companies at once,
+    over the union of their windows (companies in different timezones may be on different days);
+    each company's own window is applied when folding the rows grouped by day."""
+    companies = list(session.scalars(select(Company).where(Company.id.in_(scope.company_ids or [-1]))
+                                     .order_by(Company.name, Company.id)))
+    if not companies:
+        return Dashboard([])
+    ids = [c.id for c in companies]
+    days = {c.id: _Days.of(clock.today(c.timezone)) for c in companies}
+    first_d90 = min(d.d90 for d in days.values())
+    first_d30 = min(min(d.d30, d.monday) for d in days.values())
+    last_today = max(d.today for d in days.values())
+    last_sunday = max(d.sunday for d in days.values())
+
+    # Open items by company, currency, kind, status and due date (ix_invoices_open_items).
+    outstanding, overdue, disputed, credits = _nested(), _nested(), _nested(), _nested()
+    aging: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
+    currencies: dict[int, set[str]] = defaultdict(set)
+    open_rows = session.execute(_invoice_scope(
+        select(Invoice.company_id, Invoice.currency, Invoice.kind, Invoice.status, Invoice.due_date,
+               func.sum(Invoice.open_minor))
+        .where(OPEN, Invoice.status != InvoiceStatus.void.value), scope, ids)
+        .group_by(Invoice.company_id, Invoice.currency, Invoice.kind, Invoice.status, Invoice.due_date))
+    for company_id, currency, kind, status, due_date, minor in open_rows:
+        currencies[company_id].add(currency)
+        if kind == InvoiceKind.credit_note.value:
+            _add(credits, company_id, currency, minor)
+        elif status == InvoiceStatus.disputed.value:
+            _add(disputed, company_id, currency, minor)
+        else:
+            past = (days[company_id].today - _as_date(due_date)).days
+            _add(outstanding, company_id, currency, minor)
+            _add(aging, (company_id, bucket_of(past)), currency, minor)
+            if past > 0:
+                _add(overdue, company_id, currency, minor)
+
+    # Invoices issued over the last 90 days, by day (ix_invoices_issued).
+    sales_90 = _nested()
+    issued = session.execute(_invoice_scope(
+        select(Invoice.issue_date, Invoice.company_id, Invoice.currency, func.sum(Invoice.total_minor))
+        .where(Invoice.issue_date >= first_d90, Invoice.issue_date <= last_today,
+               Invoice.kind == InvoiceKind.invoice.value, Invoice.status != InvoiceStatus.void.value), scope, ids)
+        .group_by(Invoice.issue_date, Invoice.company_id, Invoice.currency))
+    for issue_date, company_id, currency, minor in issued:
+        window, issue_date = days[company_id], _as_date(issue_date)
+        if window.d90 <= issue_date <= window.today:
+            currencies[company_id].add(currency)
+            _add(sales_90, company_id, currency, minor)
+
+    # Cash collected by method, by day (ix_payments_received).
+    cash_30: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
+    cash_90: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
+    collected_30 = _nested()
+    cash_query = _customer_scope(
+        select(Customer.company_id, Payment.currency, Payment.method, Payment.received_on,
+               func.sum(Payment.amount_minor))
+        .join(Customer, Customer.id == Payment.customer_id)
+        .where(Payment.status == PaymentStatus.succeeded.value, Payment.received_on >= first_d90,
+               Payment.received_on <= last_today), scope, ids)
+    if scope.currency:
+        cash_query = cash_query.where(Payment.currency == scope.currency)
+    for company_id, currency, method, received_on, minor in session.execute(
+            cash_query.group_by(Customer.company_id, Payment.currency, Payment.method, Payment.received_on)):
+        window, received_on = days[company_id], _as_date(received_on)
+        if not window.d90 <= received_on <= window.today:
+            continue
+        currencies[company_id].add(currency)
+        _add(cash_90, (company_id, method), currency, minor)
+        if received_on >= window.d30:
+            _add(cash_30, (company_id, method), currency, minor)
+            _add(collected_30, company_id, currency, minor)
+
+    # Days to pay: what those payments settled, weighted by amount, by payment day
+    # (ix_payments_received, ix_allocations_payment_invoice; the invoice gives issue date and company).
+    day_count = _days_between(session, Payment.received_on, Invoice.issue_date)
+    pay_query = _invoice_scope(
+        select(Invoice.company_id, Allocation.currency, Payment.received_on, func.sum(Allocation.amount_minor),
+               func.sum(Allocation.amount_minor * day_count))
+        .select_from(Payment)
+        .join(Allocation, Allocation.payment_id == Payment.id)
+        .join(Invoice, Invoice.id == Allocation.invoice_id)
+        .where(Payment.status == PaymentStatus.succeeded.value, Payment.received_on >= first_d90,
+               Payment.received_on <= last_today), scope, ids)
+    paid_amount, paid_days = _nested(), _nested()
+    for company_id, currency, received_on, amount, weighted in session.execute(
+            pay_query.group_by(Invoice.company_id, Allocation.currency, Payment.received_on)):
+        window = days[company_id]
+        if window.d90 <= _as_date(received_on) <= window.today:
+            _add(paid_amount, company_id, currency, amount)
+            _add(paid_days, company_id, currency, weighted)
+
+    # Open disputes (cases), by company.
+    dispute_query = _customer_scope(
+        select(Customer.company_id, func.count(Dispute.id))
+        .join(Customer, Customer.id == Dispute.customer_id)
+        .where(Dispute.kind == "dispute", Dispute.status == "open"), scope, ids)
+    if scope.currency:
+        dispute_query = dispute_query.where(Dispute.id.in_(
+            select(dispute_invoices.c.dispute_id).join(Invoice, Invoice.id == dispute_invoices.c.invoice_id)
+            .where(Invoice.currency == scope.currency)))
+    open_disputes = dict(session.execute(dispute_query.group_by(Customer.company_id)).all())
+
+    # Promises: pending up to this Sunday, broken or pending dated within the last 30 days.
+    grace = {c.id: c.promise_grace_days for c in companies}
+    promise_query = _customer_scope(
+        select(Customer.company_id, PromiseToPay.status, PromiseToPay.promised_for, PromiseToPay.currency,
+               func.count(PromiseToPay.id), func.sum(PromiseToPay.amount_minor))
+        .join(Customer, Customer.id == PromiseToPay.customer_id)
+        .where(PromiseToPay.status.in_(("pending", "broken")), PromiseToPay.promised_for >= first_d30,
+               PromiseToPay.promised_for <= last_sunday), scope, ids)
+    if scope.currency:
+        promise_query = promise_query.where(PromiseToPay.currency == scope.currency)
+    due_week, broken = _nested(), _nested()
+    due_count: dict[int, int] = defaultdict(int)
+    broken_count: dict[int, int] = defaultdict(int)
+    for company_id, status, promised_for, currency, count, minor in session.execute(
+            promise_query.group_by(Customer.company_id, PromiseToPay.status, PromiseToPay.promised_for,
+                                   PromiseToPay.currency)):
+        window, promised_for = days[company_id], _as_date(promised_for)
+        lapsed = window.today > promised_for + timedelta(days=grace[company_id])
+        if status == "broken" or lapsed:
+            if window.d30 <= promised_for <= window.today:
+                _add(broken, company_id, currency, minor)
+                broken_count[company_id] += int(count)
+        elif window.monday <= promised_for <= window.sunday:
+            _add(due_week, company_id, currency, minor)
+            due_count[company_id] += int(count)
+
+    funnel: dict[int, Funnel] = {}
+    by_tz: dict[str, list[Company]] = defaultdict(list)
+    for company in companies:
+        by_tz[company.timezone].append(company)
+    for tz, group in by_tz.items():  # small tables, but timestamps: one window per timezone
+        window = days[group[0].id]
+        funnel.update(_funnel(session, scope, [c.id for c in group], tz, window.today, window.d30))
+    top = _top_overdue(session, scope, {cid: (days[cid].today, sorted(overdue[cid])) for cid in ids})
+
+    books: dict[date, RateBook] = {}
+    built: list[CompanyDashboard] = []
+    for company in companies:
+        window = days[company.id]
+        if window.today not in books:
+            books[window.today] = RateBook.load(session, window.today)
+        convert = Converter(books[window.today], company.base_currency)
+        cid = company.id
+        net = {cur: outstanding[cid].get(cur, 0) - credits[cid].get(cur, 0)
+               for cur in set(outstanding[cid]) | set(credits[cid])}
+        top_rows = [TopCustomer(customer_id, ref, name, money, convert.to_base(money))
+                    for customer_id, ref, name, money in top.get(cid, [])]
+        top_rows.sort(key=lambda t: (t.converted is None, -(t.converted.minor if t.converted else t.overdue.minor),
+                                     t.customer_id))
+        built.append(CompanyDashboard(
+            company=company,
+            today=window.today,
+            week=(window.monday, window.sunday),
+            outstanding=convert.amount(outstanding[cid]),
+            overdue=convert.amount(overdue[cid]),
+            aging=[(key, label, convert.amount(aging[(cid, key)])) for key, label in BUCKETS],
+            disputed=convert.amount(disputed[cid]),
+            open_disputes=int(open_disputes.get(cid, 0)),
+            credit_notes=convert.amount(credits[cid]),
+            net_balance=convert.amount(net),
+            dso=_ratio(convert, outstanding[cid], sales_90[cid], lambda r, s: r * DSO_DAYS / s),
+            cei=_cei(convert, collected_30[cid], overdue[cid]),
+            days_to_pay=_weighted_days(convert, paid_amount[cid], paid_days[cid]),
+            promises_due=convert.amount(due_week[cid]),
+            promises_due_count=due_count[cid],
+            promises_broken=convert.amount(broken[cid]),
+            promises_broken_count=broken_count[cid],
+            cash=[(m, convert.amount(cash_30[(cid, m)]), convert.amount(cash_90[(cid, m)])) for m in METHODS],
+            cash_30_total=convert.amount(_sum_by_currency(cash_30[(cid, m)] for m in METHODS)),
+            cash_90_total=convert.amount(_sum_by_currency(cash_90[(cid, m)] for m in METHODS)),
+            funnel=funnel.get(cid, Funnel()),
+            top_overdue=top_rows[:TOP_CUSTOMERS],
+            rates_used=[convert.used[c] for c in sorted(convert.used)],
+            missing_rates=sorted(convert.missing),
+            currencies=[c for c, _ in _ordered({c: 0 for c in currencies[cid]}, company.base_currency)],
+        ))
+    return Dashboard(built)
+
+
+def _sum_by_currency(parts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for part in parts:
+        for currency, minor in part.items():
+            total[currency] = total.get(currency, 0) + minor
+    return total
+
+
+def _one_decimal(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+
+
+def _ratio(convert: Converter, numerator: dict[str, int], denominator: dict[str, int], formula: Any) -> Ratio:
+    """formula(numerator, denominator) per currency (None without a denominator), and over all
+    currencies converted to the base one when every rate exists."""
+    rows: dict[str, Decimal | None] = {}
+    for currency, _ in _ordered({c: 0 for c in set(numerator) | set(denominator)}, convert.base):
+        num, den = Decimal(numerator.get(currency, 0)), Decimal(denominator.get(currency, 0))
+        rows[currency] = _one_decimal(formula(num, den)) if den else None
+    num_all, den_all = convert.amount(numerator), convert.amount(denominator)
+    overall = None
+    if num_all.complete and den_all.complete and den_all.converted.minor:
+        overall = _one_decimal(formula(Decimal(num_all.converted.minor), Decimal(den_all.converted.minor)))
+    return Ratio(rows, overall)
+
+
+def _cei(convert: Converter, collected: dict[str, int], overdue: dict[str, int]) -> Ratio:
+    # CEI = C ÷ (C + overdue) × 100: the denominator is collected + overdue, per currency.
+    denominator = {c: collected.get(c, 0) + overdue.get(c, 0) for c in set(collected) | set(overdue)}
+    return _ratio(convert, collected, denominator, lambda c, d: c * 100 / d)
+
+
+def _weighted_days(convert: Converter, amounts: dict[str, int], weighted: dict[str, int]) -> Ratio:
+    rows: dict[str, Decimal | None] = {}
+    total_weight = Decimal(0)
+    total_days = Decimal(0)
+    complete = True
+    for currency, amount in _ordered(amounts, convert.base):
+        if not amount:
+            rows[currency] = None
+            continue
+        average = Decimal(weighted.get(currency, 0)) / Decimal(amount)
+        rows[currency] = _one_decimal(average)
+        converted = convert.to_base(Money(int(amount), currency))
+        if converted is None:
+            complete = False
+        else:
+            total_weight += converted.minor
+            total_days += converted.minor * average
+    overall = _one_decimal(total_days / total_weight) if complete and total_weight else None
+    return Ratio(rows, overall)
+
+
+def _funnel(session: Session, scope: Scope, ids: list[int], tz: str, today: date, d30: date) -> dict[int, Funnel]:
+    since = _local_midnight_utc(d30, tz)
+    reminded = _customer_scope(
+        select(Reminder.customer_id)
+        .join(OutboxMessage, OutboxMessage.id == Reminder.outbox_id)
+        .join(Customer, Customer.id == Reminder.customer_id)
+        .where(OutboxMessage.status == "sent", OutboxMessage.sent_at >= since), scope, ids)
+    opened = (select(Contact.customer_id).join(LinkOpen, LinkOpen.contact_id == Contact.id)
+              .where(LinkOpen.opened_at >= since, Contact.customer_id.in_(reminded)))
+    paid = select(Payment.customer_id).where(
+        Payment.status == PaymentStatus.succeeded.value, Payment.checkout_id.is_not(None),
+        Payment.received_on >= d30, Payment.received_on <= today, Payment.customer_id.in_(opened))
+    if scope.currency:
+        paid = paid.where(Payment.currency == scope.currency)
+    result: dict[int, Funnel] = defaultdict(Funnel)
+    for stage, members in (("reminded", reminded), ("opened", opened), ("paid_online", paid)):
+        query = (select(Customer.company_id, func.count(Customer.id)).where(Customer.id.in_(members))
+                 .group_by(Customer.company_id))
+        for company_id, count in session.execute(query):
+            setattr(result[company_id], stage, int(count))
+    return result
+
+
+def _top_overdue(session: Session, scope: Scope, wanted: dict[int, tuple[date, list[str]]]
+                 ) -> dict[int, list[tuple[int, str, str, Money]]]:
+    """The largest overdue amounts of each company in each currency (one row per customer and
+    currency), ranked in SQL: one small query per company and currency, all in one statement,
+    each reading its slice of ix_invoices_open_by_customer; the caller ranks them again converted."""
+    total = func.sum(Invoice.open_minor)
+    parts = []
+    for company_id, (today, currencies) in wanted.items():
+        for currency in currencies:
+            part = _invoice_scope(
+                select(Invoice.customer_id.label("customer_id"), Invoice.currency.label("currency"),
+                       total.label("overdue"))
+                .where(Invoice.company_id == company_id, Invoice.currency == currency, OPEN,
+                       Invoice.kind == InvoiceKind.invoice.value, Invoice.status.not_in(NOT_DUE),
+                       Invoice.due_date < today), scope, [company_id])
+            ranked_part = (part.group_by(Invoice.customer_id, Invoice.currency)
+                           .order_by(total.desc(), Invoice.customer_id).limit(TOP_CUSTOMERS))
+            parts.append(select(ranked_part.subquery()))
+    if not parts:
+        return {}
+    ranked = session.execute(union_all(*parts)).all()
+    customers = {row.id: row for row in session.execute(
+        select(Customer.id, Customer.company_id, Customer.ref, Customer.name)
+        .where(Customer.id.in_({customer_id for customer_id, _c, _o in ranked})))}
+    found: dict[int, list[tuple[int, str, str, Money]]] = defaultdict(list)
+    for customer_id, currency, overdue in ranked:
+        customer = customers[customer_id]
+        found[customer.company_id].append((customer_id, customer.ref, customer.name, Money(int(overdue), currency)))
+    return found
