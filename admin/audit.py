@@ -21,8 +21,9 @@ from admin.access import Staff, staff_get
 from admin.audit_service import AuditQuery
 from admin.routes import _render
 from encours import i18n
+from encours.i18n import N_
 
-ACTOR_TYPES = {"user": "Staff", "contact": "Debtor", "provider": "Provider", "system": "System"}
+ACTOR_TYPES = {"user": N_("Staff"), "contact": N_("Debtor"), "provider": N_("Provider"), "system": N_("System")}
 
 
 def _date(text: str) -> date | None:
