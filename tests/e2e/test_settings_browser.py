@@ -83,3 +83,22 @@ def test_admin_adds_a_user_and_rebrands_a_company(make_page: MakePage, live_demo
         page.get_by_label("Remove the logo").check()
         page.get_by_role("button", name="Save the settings").click()
         expect(page.get_by_role("status")).to_have_text("Settings saved.")
+
+
+def test_settings_pages_accessibility(make_page: MakePage, live_demo: LiveDemo) -> None:
+    from tests.e2e.test_portal_browser import _describe, _serious_violations
+
+    email = "settings-a11y@durand.example"
+    out = live_demo.cli("user", "create", email, "--role", "admin")
+    match = re.search(r"^password: (\S+)$", out, re.MULTILINE)
+    assert match, out
+    page = make_page(viewport=DESKTOP, locale="en-GB")
+    _sign_in(page, live_demo, email, match.group(1))
+    problems = []
+    for path in ("/admin/users", "/admin/settings", "/admin/settings/DURAND", "/admin/imports",
+                 "/admin/audit?actor=system"):
+        page.goto(f"{live_demo.base_url}{path}")
+        found = _serious_violations(page)
+        if found:
+            problems.append(_describe(path, found))
+    assert not problems, "\n".join(problems)
