@@ -11,8 +11,8 @@ import csv
 import io
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import date
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
@@ -611,6 +611,7 @@ def _import_invoices(session: Session, rows: list[_Row], problems: _Problems, sc
     companies = _load_companies(session, (p.company_code for p in parsed))
     if scope.allowed is not None:
         companies = {code: company for code, company in companies.items() if code in scope.allowed}
+    parsed = [_with_default_terms(p, companies.get(p.company_code)) for p in parsed]
     known = [p for p in parsed if p.company_code in companies]
     customer_ids = _load_customer_ids(session, ((companies[p.company_code].id, p.customer_ref) for p in known))
     existing = _load_invoices(session, ((companies[p.company_code].id, p.number) for p in known))
@@ -672,6 +673,16 @@ def _import_invoices(session: Session, rows: list[_Row], problems: _Problems, sc
         # One bulk INSERT: one ORM object per line is what makes big files slow.
         session.execute(insert(Invoice), new)
     return report
+
+
+def _with_default_terms(p: _InvoiceLine, company: Company | None) -> _InvoiceLine:
+    """An invoice line without discount columns takes its company's default early-payment terms
+    (percent, and days after the issue date), so importing it again compares equal."""
+    if (company is None or p.kind != InvoiceKind.invoice.value or p.discount_bps is not None
+            or p.discount_until is not None or not company.default_discount_bps or not company.default_discount_days):
+        return p
+    return replace(p, discount_bps=company.default_discount_bps,
+                   discount_until=p.issue_date + timedelta(days=company.default_discount_days))
 
 
 def _label(kind: str) -> str:
