@@ -93,6 +93,7 @@ def staff_get(handler: Callable[[Request, Session, Staff], Response] | None = No
                     return forbidden(request, staff)
                 return handler(request, session, staff)
 
+        endpoint.admin_only = admin_only  # type: ignore[attr-defined]  # read by the role-matrix test
         return endpoint
 
     return wrap(handler) if handler is not None else wrap
@@ -127,6 +128,7 @@ def staff_post(handler: Callable[[Request, Session, Staff, Posted], Response] | 
             finally:
                 await posted.form.close()
 
+        endpoint.admin_only = admin_only  # type: ignore[attr-defined]
         return endpoint
 
     return wrap(handler) if handler is not None else wrap

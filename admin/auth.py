@@ -92,6 +92,7 @@ def authenticate(session: Session, email: str, password: str, ip: str) -> LoginO
             throttle.record_failure(session, key, WINDOW_SECONDS)
         return LoginOutcome()
     assert user is not None
+    user.last_login_at = clock.now()
     row = session.get(Throttle, _email_key(email))
     if row is not None:  # a success clears this account's failures, never the client's
         session.delete(row)

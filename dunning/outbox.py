@@ -7,7 +7,7 @@ import ssl
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from encours.clock import clock
 from encours.db import unit_of_work
-from ledger.models import OutboxMessage
+from ledger.models import Company, Customer, OutboxMessage
 
 MAX_ATTEMPTS = 8
 # Wait after the n-th failed attempt (the last one also applies to any later attempt).
@@ -113,6 +113,8 @@ class ClaimedMessage:
     body_text: str
     body_html: str | None
     created_at: datetime
+    # The company's own sender for mail to its debtors (its settings' reminder address), if any.
+    sender: str | None = None
 
 
 class _ConnectionLost(Exception):
@@ -130,7 +132,8 @@ def _build_email(message: ClaimedMessage, mail_from: str) -> EmailMessage:
     # Stable across retries, so a receiver can drop the copy resent after a crash mid-send.
     email["Message-ID"] = f"<encours.outbox.{message.id}.{int(message.created_at.timestamp())}@{domain}>"
     email["Date"] = format_datetime(clock.now())
-    email["From"] = mail_from
+    # The envelope sender stays ours (bounces, SPF); the From a debtor reads is the company's when it set one.
+    email["From"] = message.sender or mail_from
     email["To"] = message.to_address
     email["Subject"] = message.subject
     email.set_content(message.body_text)
@@ -220,6 +223,7 @@ def _claim_next(session_factory: sessionmaker[Session]) -> ClaimedMessage | None
                 body_text=message.body_text,
                 body_html=message.body_html,
                 created_at=message.created_at,
+                sender=_company_sender(session, message),
             )
             if postgres:
                 _take(session, claimed, seen)  # the row is ours until commit: this always matches
@@ -230,6 +234,19 @@ def _claim_next(session_factory: sessionmaker[Session]) -> ClaimedMessage | None
             if _take(session, claimed, seen):
                 return claimed
         # Another worker took it first; its claim moved it out of the due set, so look again.
+
+
+def _company_sender(session: Session, message: OutboxMessage) -> str | None:
+    """`Company name <reminder_from>` for a message to a debtor's contact; staff notices keep ours."""
+    if message.contact_id is None or message.customer_id is None:
+        return None
+    row = session.execute(
+        select(Company.name, Company.reminder_from).join(Customer, Customer.company_id == Company.id)
+        .where(Customer.id == message.customer_id)
+    ).first()
+    if row is None or not row.reminder_from:
+        return None
+    return formataddr((row.name, row.reminder_from))
 
 
 def _take(session: Session, claimed: ClaimedMessage, seen_attempts: int) -> bool:

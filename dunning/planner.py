@@ -411,7 +411,8 @@ def _insert(session: Session, batch: list[tuple[PlannedMessage, messages.Rendere
     # The customer's timeline: what was queued, to whom, at which step, for which invoices.
     connection.execute(insert(AuditEvent.__table__), [
         {"actor_type": "system", "actor": "reminders", "action": "reminder.queued", "entity_type": "reminder",
-         "entity_id": reminder_id, "customer_id": message.customer_id, "before": None, "created_at": now,
+         "entity_id": reminder_id, "customer_id": message.customer_id, "company_id": message.company_id,
+         "before": None, "created_at": now,
          "after": {"step": message.step.label, "to": message.to_address, "outbox_id": outbox_id,
                    "subject": rendered.subject, "invoices": [i.number for i in message.invoices],
                    "totals": message.totals}}

@@ -32,6 +32,10 @@ from portal.disputes import routes as portal_dispute_routes
 from admin.routes import routes as admin_routes
 from admin.disputes import routes as admin_dispute_routes
 from admin.dashboard import routes as admin_dashboard_routes
+from admin.users import routes as admin_user_routes
+from admin.company_settings import routes as admin_settings_routes
+from admin.imports import routes as admin_import_routes
+from admin.audit import routes as admin_audit_routes
 from payments import stripe as stripe_provider
 from payments.stripe_routes import routes as stripe_routes
 
@@ -106,6 +110,10 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         *admin_routes,
         *admin_dispute_routes,
         *admin_dashboard_routes,
+        *admin_user_routes,
+        *admin_settings_routes,
+        *admin_import_routes,
+        *admin_audit_routes,
     ]
     middleware = [
         Middleware(SecurityHeadersMiddleware),

@@ -171,9 +171,9 @@ def user_group() -> None:
 def user_create(email: str, role: str, companies: tuple[str, ...], password_stdin: bool) -> None:
     """Create a staff account; prints a generated password unless one is read from stdin."""
     from encours.db import unit_of_work
-    from encours.users import UserError, create_user
+    from encours.users import UserError, create_user, generate_password
 
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else secrets.token_urlsafe(12)
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else generate_password()
     with unit_of_work(_sessions()) as session:
         try:
             create_user(session, email=email, role=role, password=password, company_codes=list(companies))

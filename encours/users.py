@@ -1,14 +1,22 @@
-"""Staff accounts: creation and password checks (argon2)."""
+"""Staff accounts: creation, changes by an admin, and password checks (argon2).
+
+Shared by `encours user create` and the back-office users page. Errors carry a message id
+and its values, so the CLI prints English and the back-office the user's language.
+"""
 
 from __future__ import annotations
 
 import re
+import secrets
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from encours.i18n import N_
+from ledger import audit
 from ledger.models import Company, Role, User
 
 _hasher = PasswordHasher()
@@ -17,7 +25,12 @@ MIN_PASSWORD_LENGTH = 10
 
 
 class UserError(ValueError):
-    pass
+    """`message` is a message id, `values` fill it; str() is the English sentence."""
+
+    def __init__(self, message: str, **values: object) -> None:
+        self.message = message
+        self.values = values
+        super().__init__(message % values if values else message)
 
 
 def hash_password(password: str) -> str:
@@ -31,27 +44,100 @@ def check_password(user: User, password: str) -> bool:
         return False
 
 
-def create_user(
-    session: Session, *, email: str, role: str, password: str, company_codes: list[str]
-) -> User:
-    email = email.strip().lower()
-    if not EMAIL_PATTERN.match(email):
-        raise UserError(f"{email!r} is not an email address")
+def generate_password() -> str:
+    """A password shown once to whoever creates or resets an account (16 URL-safe characters)."""
+    return secrets.token_urlsafe(12)
+
+
+def _companies(session: Session, role: str, company_codes: list[str]) -> list[Company]:
     if role not in {r.value for r in Role}:
-        raise UserError(f"unknown role {role!r}")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise UserError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
-    if session.scalar(select(User.id).where(func.lower(User.email) == email)) is not None:
-        raise UserError(f"user {email} already exists")
+        raise UserError(N_("unknown role %(role)s"), role=repr(role))
     companies = []
-    for code in company_codes:
+    for code in dict.fromkeys(company_codes):
         company = session.scalar(select(Company).where(Company.code == code))
         if company is None:
-            raise UserError(f"unknown company {code!r}")
+            raise UserError(N_("unknown company %(code)s"), code=repr(code))
         companies.append(company)
     if role != Role.admin.value and not companies:
-        raise UserError(f"a {role} needs at least one --company")
+        raise UserError(N_("a %(role)s needs at least one --company"), role=role)
+    return companies
+
+
+def _state(user: User) -> dict[str, Any]:
+    return {"email": user.email, "role": user.role, "active": user.active,
+            "companies": sorted(c.code for c in user.companies)}
+
+
+def _audit(session: Session, actor: User | None, action: str, user: User, before: dict[str, Any] | None,
+           after: dict[str, Any] | None) -> None:
+    audit.record(session, actor_type="user" if actor else "system", actor=actor.email if actor else "cli",
+                 action=action, entity_type="user", entity_id=user.id, before=before, after=after)
+
+
+def create_user(
+    session: Session, *, email: str, role: str, password: str, company_codes: list[str], actor: User | None = None
+) -> User:
+    email = email.strip().lower()
+    if not EMAIL_PATTERN.match(email) or len(email) > 254:
+        raise UserError(N_("%(email)s is not an email address"), email=repr(email))
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(N_("password must have at least %(count)s characters"), count=MIN_PASSWORD_LENGTH)
+    if session.scalar(select(User.id).where(func.lower(User.email) == email)) is not None:
+        raise UserError(N_("user %(email)s already exists"), email=email)
+    companies = _companies(session, role, company_codes)
     user = User(email=email, role=role, password_hash=hash_password(password), companies=companies)
     session.add(user)
     session.flush()
+    _audit(session, actor, "user.created", user, None, _state(user))
     return user
+
+
+def _active_admins(session: Session) -> int:
+    return session.scalar(select(func.count(User.id)).where(User.role == Role.admin.value, User.active)) or 0
+
+
+def update_user(session: Session, *, actor: User, user: User, role: str, company_codes: list[str]) -> bool:
+    """Change a user's role and companies; False when nothing changed. An admin cannot demote
+    itself, nor leave the system without an active admin."""
+    companies = _companies(session, role, company_codes)
+    if user.role == Role.admin.value and role != Role.admin.value:
+        if user.id == actor.id:
+            raise UserError(N_("You cannot take the administrator role from yourself."))
+        if user.active and _active_admins(session) <= 1:
+            raise UserError(N_("At least one active administrator must remain."))
+    before = _state(user)
+    user.role = role
+    user.companies = companies
+    after = _state(user)
+    if before == after:
+        return False
+    changed = [key for key in after if before[key] != after[key]]
+    _audit(session, actor, "user.updated", user, {k: before[k] for k in changed}, {k: after[k] for k in changed})
+    session.flush()
+    return True
+
+
+def set_active(session: Session, *, actor: User, user: User, active: bool) -> bool:
+    """Deactivate (every session of the user ends: `admin.auth.current_user` checks `active`) or
+    reactivate; False when already so."""
+    if user.active == active:
+        return False
+    if not active:
+        if user.id == actor.id:
+            raise UserError(N_("You cannot deactivate your own account."))
+        if user.role == Role.admin.value and _active_admins(session) <= 1:
+            raise UserError(N_("At least one active administrator must remain."))
+    user.active = active
+    _audit(session, actor, "user.activated" if active else "user.deactivated", user,
+           {"active": not active}, {"active": active})
+    session.flush()
+    return True
+
+
+def reset_password(session: Session, *, actor: User, user: User) -> str:
+    """A new generated password, returned once; the old one and every session it opened stop working."""
+    password = generate_password()
+    user.password_hash = hash_password(password)
+    _audit(session, actor, "user.password_reset", user, None, None)  # never the hash
+    session.flush()
+    return password

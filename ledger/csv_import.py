@@ -10,18 +10,19 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import date
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, selectinload
 
+from encours.clock import clock
 from ledger import audit
 from ledger.allocation import settled_status
-from ledger.models import Company, Contact, Customer, Invoice, InvoiceKind, InvoiceStatus
+from ledger.models import AuditEvent, Company, Contact, Customer, Invoice, InvoiceKind, InvoiceStatus
 from ledger.money import AmountError, CurrencyError, Money, check_currency
 
 ImportKind = Literal["customers", "invoices"]
@@ -85,14 +86,69 @@ class ImportReport:
         return f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged"
 
 
-def import_csv(session: Session, kind: ImportKind, raw: bytes) -> ImportReport:
-    """Validate the whole file, then apply it with `session` (flushed, not committed)."""
+def import_csv(session: Session, kind: ImportKind, raw: bytes, *, allowed_companies: Collection[str] | None = None,
+               actor: str | None = None, filename: str | None = None) -> ImportReport:
+    """Validate the whole file, then apply it with `session` (flushed, not committed).
+
+    `allowed_companies` (codes; None: all) limits whom the file may touch: a line naming another
+    company is a bad line. `actor` (a staff email; None: the command line) is who the audit trail
+    names; each company the file touched gets one "import" event, each customer one on its timeline.
+    """
     if kind not in _REQUIRED:
         raise ValueError(f"unknown import kind {kind!r}")
     rows, problems = _read_rows(kind, raw)
+    scope = _Scope(None if allowed_companies is None else frozenset(allowed_companies))
     if kind == "customers":
-        return _import_customers(session, rows, problems)
-    return _import_invoices(session, rows, problems)
+        report = _import_customers(session, rows, problems, scope)
+    else:
+        report = _import_invoices(session, rows, problems, scope)
+    _audit_import(session, report, scope, actor, filename)
+    return report
+
+
+@dataclass
+class _Scope:
+    allowed: frozenset[str] | None
+    # company id -> customer id -> what this import did to it (for the customers' timelines)
+    touched: dict[int, dict[int, dict[str, list[str]]]] = field(default_factory=dict)
+
+    def company(self, companies: dict[str, Company], code: str, line: int, problems: _Problems) -> Company | None:
+        if self.allowed is not None and code not in self.allowed:
+            # Same words whether or not it exists: a manager learns nothing of other companies.
+            problems.add(line, f"you may not import into company {code!r}")
+            return None
+        company = companies.get(code)
+        if company is None:
+            problems.add(line, f"unknown company {code!r}")
+        return company
+
+    def note(self, company_id: int, customer_id: int, what: str, label: str) -> None:
+        self.touched.setdefault(company_id, {}).setdefault(customer_id, {}).setdefault(what, []).append(label)
+
+
+_TIMELINE_LABELS = 50  # numbers listed per customer event; the count is always whole
+
+
+def _audit_import(session: Session, report: ImportReport, scope: _Scope, actor: str | None,
+                  filename: str | None) -> None:
+    actor_type, actor_name = ("user", actor) if actor else ("system", _ACTOR)
+    now = clock.now()
+    for company_id, customers in scope.touched.items():
+        audit.record(session, actor_type=actor_type, actor=actor_name, action=f"import.{report.kind}",
+                     entity_type="company", entity_id=company_id, company_id=company_id,
+                     after={"file": filename, "customers": len(customers),
+                            "file_totals": {"created": report.created, "updated": report.updated,
+                                            "unchanged": report.unchanged}})
+        rows = [
+            {"actor_type": actor_type, "actor": actor_name, "action": f"import.{report.kind}",
+             "entity_type": "customer", "entity_id": customer_id, "customer_id": customer_id,
+             "company_id": company_id, "before": None, "created_at": now,
+             "after": {"file": filename, **{what: {"count": len(labels), "items": labels[:_TIMELINE_LABELS]}
+                                            for what, labels in sorted(changes.items())}}}
+            for customer_id, changes in customers.items()
+        ]
+        for chunk in _chunks(rows):
+            session.execute(insert(AuditEvent), list(chunk))
 
 
 # --- reading -------------------------------------------------------------------------
@@ -359,16 +415,15 @@ def _current_customer_values(customer: Customer) -> dict[str, Any]:
     }
 
 
-def _import_customers(session: Session, rows: list[_Row], problems: _Problems) -> ImportReport:
+def _import_customers(session: Session, rows: list[_Row], problems: _Problems, scope: _Scope) -> ImportReport:
     parsed = [p for p in (_parse_customer(row, problems) for row in rows) if p is not None]
     companies = _load_companies(session, (p.company_code for p in parsed))
 
     # (company id, ref) -> (first line, wanted values)
     wanted: dict[tuple[int, str], tuple[int, dict[str, Any]]] = {}
     for p in parsed:
-        company = companies.get(p.company_code)
+        company = scope.company(companies, p.company_code, p.line, problems)
         if company is None:
-            problems.add(p.line, f"unknown company {p.company_code!r}")
             continue
         values = _customer_values(p, company)
         key = (company.id, p.ref)
@@ -392,6 +447,7 @@ def _import_customers(session: Session, rows: list[_Row], problems: _Problems) -
         if not before:
             report.unchanged += 1
             continue
+        scope.note(company_id, customer.id, "updated", ", ".join(sorted(after)))
         _update_customer(customer, values)
         audit.record(
             session,
@@ -406,14 +462,15 @@ def _import_customers(session: Session, rows: list[_Row], problems: _Problems) -
         )
         report.updated += 1
     session.flush()
-    _insert_customers(session, new)
+    for (company_id, _ref, _values), customer_id in zip(new, _insert_customers(session, new), strict=True):
+        scope.note(company_id, customer_id, "created", _ref)
     return report
 
 
-def _insert_customers(session: Session, new: list[tuple[int, str, dict[str, Any]]]) -> None:
+def _insert_customers(session: Session, new: list[tuple[int, str, dict[str, Any]]]) -> list[int]:
     # Bulk INSERT ... RETURNING: building one ORM object per line is what makes big files slow.
     if not new:
-        return
+        return []
     customer_rows = [
         {"company_id": company_id, "ref": ref, "name": values["name"], "language": values["language"],
          "segment": values["segment"]}
@@ -427,6 +484,7 @@ def _insert_customers(session: Session, new: list[tuple[int, str, dict[str, Any]
         for customer_id, (_, _, values) in zip(ids, new, strict=True)
     ]
     session.execute(insert(Contact), contact_rows)
+    return list(ids)
 
 
 def _load_customers(session: Session, keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str], Customer]:
@@ -556,9 +614,12 @@ def _parse_invoice(row: _Row, problems: _Problems) -> _InvoiceLine | None:
                         total_minor, discount_bps, discount_until)
 
 
-def _import_invoices(session: Session, rows: list[_Row], problems: _Problems) -> ImportReport:
+def _import_invoices(session: Session, rows: list[_Row], problems: _Problems, scope: _Scope) -> ImportReport:
     parsed = [p for p in (_parse_invoice(row, problems) for row in rows) if p is not None]
     companies = _load_companies(session, (p.company_code for p in parsed))
+    if scope.allowed is not None:
+        companies = {code: company for code, company in companies.items() if code in scope.allowed}
+    parsed = [_with_default_terms(p, companies.get(p.company_code)) for p in parsed]
     known = [p for p in parsed if p.company_code in companies]
     customer_ids = _load_customer_ids(session, ((companies[p.company_code].id, p.customer_ref) for p in known))
     existing = _load_invoices(session, ((companies[p.company_code].id, p.number) for p in known))
@@ -566,9 +627,8 @@ def _import_invoices(session: Session, rows: list[_Row], problems: _Problems) ->
     # (company id, number) -> the line that first gave it
     wanted: dict[tuple[int, str], _InvoiceLine] = {}
     for p in parsed:
-        company = companies.get(p.company_code)
+        company = scope.company(companies, p.company_code, p.line, problems)
         if company is None:
-            problems.add(p.line, f"unknown company {p.company_code!r}")
             continue
         if (company.id, p.customer_ref) not in customer_ids:
             problems.add(p.line, f"unknown customer {p.customer_ref!r} in company {company.code}")
@@ -610,8 +670,10 @@ def _import_invoices(session: Session, rows: list[_Row], problems: _Problems) ->
                 }
             )
             report.created += 1
+            scope.note(company_id, customer_ids[(company_id, p.customer_ref)], "created", p.number)
         elif _update_invoice(session, found[0], p):
             report.updated += 1
+            scope.note(company_id, found[0].customer_id, "updated", p.number)
         else:
             report.unchanged += 1
     session.flush()
@@ -619,6 +681,16 @@ def _import_invoices(session: Session, rows: list[_Row], problems: _Problems) ->
         # One bulk INSERT: one ORM object per line is what makes big files slow.
         session.execute(insert(Invoice), new)
     return report
+
+
+def _with_default_terms(p: _InvoiceLine, company: Company | None) -> _InvoiceLine:
+    """An invoice line without discount columns takes its company's default early-payment terms
+    (percent, and days after the issue date), so importing it again compares equal."""
+    if (company is None or p.kind != InvoiceKind.invoice.value or p.discount_bps is not None
+            or p.discount_until is not None or not company.default_discount_bps or not company.default_discount_days):
+        return p
+    return replace(p, discount_bps=company.default_discount_bps,
+                   discount_until=p.issue_date + timedelta(days=company.default_discount_days))
 
 
 def _label(kind: str) -> str:

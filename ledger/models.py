@@ -151,6 +151,7 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(default=None)
 
     companies: Mapped[list[Company]] = relationship(secondary=user_companies)
 
@@ -368,11 +369,16 @@ class AuditEvent(Base):
     entity_type: Mapped[str] = mapped_column(String(32))
     entity_id: Mapped[int | None] = mapped_column(Integer, default=None)
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True, default=None)
+    # Whose record it is, so a manager reads its companies' trail; None for staff accounts and the like.
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"), index=True, default=None)
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
-    __table_args__ = (Index("ix_audit_events_entity", "entity_type", "entity_id"),)
+    __table_args__ = (
+        Index("ix_audit_events_entity", "entity_type", "entity_id"),
+        Index("ix_audit_events_created", "created_at"),
+    )
 
 
 class OutboxMessage(Base):

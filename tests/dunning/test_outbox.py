@@ -387,3 +387,20 @@ def test_parse_smtp_url_refuses(url: str, complaint: str) -> None:
 def test_password_is_kept_out_of_the_repr() -> None:
     assert "hunter2" not in repr(parse_smtp_url("smtp://me:hunter2@mail.example.com"))
 
+
+
+def test_mail_to_a_debtor_comes_from_the_companys_reminder_address(
+    session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig
+) -> None:
+    from tests import factories
+
+    company = factories.company(session, name="Durand Nord", reminder_from="relances@nord.test")
+    customer = factories.customer(session, company)
+    _queue(session, customer_id=customer.id, contact_id=customer.primary_contact.id)
+    _queue(session, customer_id=customer.id, to_address="anne@durand.test")  # a staff notice: no contact
+    deliver_due(session_factory, smtp, MAIL_FROM)
+    by_to = {r.rcpt_tos[0]: r for r in smtp_server.messages}
+    debtor = by_to["compta@client.test"]
+    assert debtor.message["From"] == "Durand Nord <relances@nord.test>"
+    assert debtor.mail_from == "relances@durand.test"  # bounces still come to us
+    assert by_to["anne@durand.test"].message["From"] == MAIL_FROM

@@ -506,11 +506,13 @@ def test_reimporting_the_same_invoices_changes_nothing(session: Session, acme: C
     )
     assert import_csv(session, "invoices", raw).created == 3
     before = [(i.id, i.total_minor, i.open_minor, i.status, i.updated_at) for i in session.scalars(select(Invoice))]
+    audits = count(session, AuditEvent)  # the creation is on the customer's timeline and the company's trail
+    assert audits == 2
     report = import_csv(session, "invoices", raw)
     assert (report.created, report.updated, report.unchanged) == (0, 0, 3)
     after = [(i.id, i.total_minor, i.open_minor, i.status, i.updated_at) for i in session.scalars(select(Invoice))]
     assert after == before
-    assert count(session, AuditEvent) == 0
+    assert count(session, AuditEvent) == audits
 
 
 def test_changed_amount_and_due_date_are_updated_and_audited(
@@ -652,3 +654,19 @@ def test_import_on_postgresql(pg_session: Session) -> None:
     pg_session.commit()
     failure(pg_session, "invoices", csv_bytes(INVOICE_HEADER, "PG-ACME,C9999,PG-X,2026-10-01,2026-10-31,EUR,1,,"))
     assert pg_session.scalar(select(func.count()).select_from(Invoice).where(Invoice.number == "PG-X")) == 0
+
+
+def test_invoices_without_discount_columns_take_the_companys_default_terms(
+        session: Session, acme: Company, client: Customer) -> None:
+    acme.default_discount_bps, acme.default_discount_days = 150, 10
+    raw = csv_bytes(
+        INVOICE_HEADER + ",type",
+        "ACME,C001,F-1,2026-10-01,2026-10-31,EUR,100,,,",
+        "ACME,C001,F-2,2026-10-01,2026-10-31,EUR,100,3,2026-10-05,",
+        "ACME,C001,AV-1,2026-10-01,2026-10-01,EUR,20,,,credit_note",
+    )
+    assert import_csv(session, "invoices", raw).created == 3
+    terms = {i.number: (i.discount_bps, i.discount_until) for i in session.scalars(select(Invoice))}
+    assert terms == {"F-1": (150, date(2026, 10, 11)), "F-2": (300, date(2026, 10, 5)), "AV-1": (None, None)}
+    report = import_csv(session, "invoices", raw)
+    assert (report.created, report.updated, report.unchanged) == (0, 0, 3)

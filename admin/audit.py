@@ -1,0 +1,73 @@
+"""Back-office: the audit trail, searchable and paged (an htmx fragment per page).
+
+Every signed-in role reads it, scoped as `admin.audit_service` says: a viewer reads its
+companies' trail (it reads everything else there too), a collector only its customers'.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from admin import audit_service
+from admin.access import Staff, staff_get
+from admin.audit_service import AuditQuery
+from admin.routes import _render
+from encours import i18n
+from encours.i18n import N_
+
+ACTOR_TYPES = {"user": N_("Staff"), "contact": N_("Debtor"), "provider": N_("Provider"), "system": N_("System")}
+
+
+def _date(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text.strip()) if text.strip() else None
+    except ValueError:
+        return None
+
+
+def _readable(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "✓" if value else "✗"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+@staff_get
+def index(request: Request, session: Session, staff: Staff) -> Response:
+    params = request.query_params
+    page_text = params.get("page", "1")
+    wanted = AuditQuery(
+        entity_type=params.get("type", "")[:32], record=params.get("record", "")[:64],
+        actor=params.get("actor", "")[:254], action=params.get("action", "")[:64],
+        since=_date(params.get("from", "")), until=_date(params.get("to", "")),
+        page=int(page_text) if page_text.isdigit() and len(page_text) < 7 else 1,
+    )
+    bad_dates = [name for name in ("from", "to") if params.get(name, "").strip() and _date(params[name]) is None]
+    result = audit_service.search(session, staff.user, wanted)
+    kept = {k: v for k, v in {"type": wanted.entity_type, "record": wanted.record, "actor": wanted.actor,
+                              "action": wanted.action, "from": params.get("from", ""),
+                              "to": params.get("to", "")}.items() if v}
+    t = staff.language
+    return request.app.state.templates.response(request, "admin/audit.html", {
+        "user": staff.user, "q": wanted, "params": kept, "result": result,
+        "types": audit_service.entity_types(session, staff.user),
+        "bad_dates": [i18n.gettext(t, "%(value)s is not a date (YYYY-MM-DD); it was ignored.", value=params[n])
+                      for n in bad_dates],
+        "page_url": lambda page: "/admin/audit?" + urlencode({**kept, "page": page}),
+        "changes": audit_service.changes, "readable": _readable,
+        "actor_type": lambda kind: i18n.gettext(t, ACTOR_TYPES[kind]) if kind in ACTOR_TYPES else kind,
+    }, t, block="results")
+
+
+routes = [Route("/admin/audit", index, methods=["GET"], name="admin:audit")]

@@ -1,0 +1,119 @@
+"""The audit trail as staff search it: by record, actor, action and dates, scoped by role.
+
+Who reads what: an admin everything; a manager or a viewer the events of its companies
+(`AuditEvent.company_id`); a collector the events on the customers assigned to it. Events
+about no company (staff accounts) are an admin's alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Select, and_, false, or_, select
+from sqlalchemy.orm import Session
+
+from ledger.models import AuditEvent, Company, Customer, Invoice, Role, User
+
+PAGE_SIZE = 50
+# What people type for an actor, beside an email or a provider name.
+ACTOR_KINDS = {"system": "system", "debtor": "contact", "contact": "contact", "provider": "provider", "user": "user"}
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    entity_type: str = ""
+    record: str = ""  # an id, or a customer ref or invoice number
+    actor: str = ""
+    action: str = ""
+    since: date | None = None
+    until: date | None = None
+    page: int = 1
+
+
+@dataclass
+class AuditPage:
+    events: list[AuditEvent]
+    page: int
+    has_next: bool
+    customers: dict[int, Customer] = field(default_factory=dict)
+    companies: dict[int, Company] = field(default_factory=dict)
+
+
+def scope(query: Select[Any], user: User) -> Select[Any]:
+    if user.role == Role.admin.value:
+        return query
+    if user.role == Role.collector.value:
+        mine = select(Customer.id).where(Customer.collector_id == user.id)
+        return query.where(AuditEvent.customer_id.in_(mine))
+    return query.where(AuditEvent.company_id.in_([c.id for c in user.companies] or [-1]))
+
+
+def _record(query: Select[Any], session: Session, wanted: AuditQuery) -> Select[Any]:
+    text = wanted.record.strip()
+    if not text:
+        return query
+    if text.isdigit() and len(text) < 12:
+        return query.where(AuditEvent.entity_id == int(text))
+    customer_ids = select(Customer.id).where(Customer.ref == text)
+    invoice_ids = select(Invoice.id).where(Invoice.number == text)
+    return query.where(or_(
+        AuditEvent.customer_id.in_(customer_ids),
+        and_(AuditEvent.entity_type == "customer", AuditEvent.entity_id.in_(customer_ids)),
+        and_(AuditEvent.entity_type == "invoice", AuditEvent.entity_id.in_(invoice_ids)),
+    ))
+
+
+def _actor(query: Select[Any], wanted: AuditQuery) -> Select[Any]:
+    text = wanted.actor.strip().lower()
+    if not text:
+        return query
+    if text in ACTOR_KINDS:
+        kind = ACTOR_KINDS[text]
+        return query.where(or_(AuditEvent.actor_type == kind, AuditEvent.actor == text))
+    return query.where(AuditEvent.actor.ilike(f"%{_escape(text)}%", escape="\\"))
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def search(session: Session, user: User, wanted: AuditQuery) -> AuditPage:
+    query = scope(select(AuditEvent), user)
+    if wanted.entity_type:
+        query = query.where(AuditEvent.entity_type == wanted.entity_type)
+    query = _record(query, session, wanted)
+    query = _actor(query, wanted)
+    if wanted.action.strip():
+        query = query.where(AuditEvent.action.ilike(f"{_escape(wanted.action.strip())}%", escape="\\"))
+    if wanted.since:
+        query = query.where(AuditEvent.created_at >= datetime.combine(wanted.since, time(), timezone.utc))
+    if wanted.until:
+        query = query.where(AuditEvent.created_at < datetime.combine(wanted.until + timedelta(days=1), time(),
+                                                                     timezone.utc))
+    if wanted.since and wanted.until and wanted.until < wanted.since:
+        query = query.where(false())
+    page = max(1, wanted.page)
+    rows = list(session.scalars(query.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
+                                .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)))
+    events = rows[:PAGE_SIZE]
+    customer_ids = {e.customer_id for e in events if e.customer_id}
+    company_ids = {e.company_id for e in events if e.company_id}
+    customers = {c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(customer_ids)))} \
+        if customer_ids else {}
+    companies = {c.id: c for c in session.scalars(select(Company).where(Company.id.in_(company_ids)))} \
+        if company_ids else {}
+    return AuditPage(events=events, page=page, has_next=len(rows) > PAGE_SIZE, customers=customers,
+                     companies=companies)
+
+
+def entity_types(session: Session, user: User) -> list[str]:
+    return sorted(t for t in session.scalars(scope(select(AuditEvent.entity_type).distinct(), user)) if t)
+
+
+def changes(event: AuditEvent) -> list[tuple[str, Any, Any]]:
+    """(field, before, after) for each field the event names, in a stable order."""
+    before, after = event.before or {}, event.after or {}
+    keys = list(dict.fromkeys([*before.keys(), *after.keys()]))
+    return [(key, before.get(key), after.get(key)) for key in keys]

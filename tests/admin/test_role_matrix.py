@@ -1,0 +1,199 @@
+"""Every back-office route against every role, discovered from the app itself.
+
+Each route under /admin registered in `create_app` is checked, so pages other branches add
+are covered once merged:
+- anonymous: a GET goes to the login page, a POST without a CSRF token is refused (403);
+- a viewer's POST is refused (403); a non-admin on an `admin_only` page gets 403;
+- on a record page (a path parameter naming a company's record), a manager of another company
+  and a collector of that company who is not assigned the customer get 404, while the admin
+  and the company's own manager see it (so the 404 is about scope, not a wrong id).
+
+Path parameters are filled from RECORD_PARAMS (records of company NORTH) and OTHER_PARAMS
+(records that belong to no company). A route with a parameter in neither is skipped, and
+its reason names the parameter: extend the tables below when a branch adds one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from encours.app import create_app
+from encours.settings import Settings, load_settings
+from ledger import disputes
+from ledger.disputes import Upload
+from ledger.models import Payment, WebhookEvent
+from ledger.storage import FileStorage
+from tests import factories
+from tests.admin.conftest import csrf_from, login, make_user
+from tests.conftest import TEST_SECRET
+
+PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+
+# Pages anyone reaches signed out, and actions every signed-in role may take on its own account.
+SIGNED_OUT_PAGES = {"/admin/login"}
+OWN_ACCOUNT = {"/admin/login", "/admin/logout", "/admin/password"}
+
+
+@dataclass
+class Book:
+    records: dict[str, Any]
+
+
+# Path parameter -> the id of a record of company NORTH (hidden from SOUTH's manager and from a
+# NORTH collector not assigned to the customer).
+RECORD_PARAMS: dict[str, Callable[[Book], object]] = {
+    "customer_id": lambda b: b.records["customer"].id,
+    "invoice_id": lambda b: b.records["invoice"].id,
+    "payment_id": lambda b: b.records["payment"].id,
+    "case_id": lambda b: b.records["case"].id,
+    "file_id": lambda b: b.records["file"].id,
+}
+# Path parameter -> a record that belongs to no company's customers (admin pages, global logs):
+# only the anonymous, viewer and admin-only checks apply.
+OTHER_PARAMS: dict[str, Callable[[Book], object]] = {
+    "user_id": lambda b: b.records["user"].id,
+    "code": lambda b: "NORTH",
+    "event_id": lambda b: b.records["webhook_event"].id,
+}
+
+
+def _settings(storage_dir: str = "/nonexistent") -> Settings:
+    return load_settings({"ENCOURS_DATABASE_URL": "sqlite://", "ENCOURS_SECRET_KEY": TEST_SECRET,
+                          "ENCOURS_BASE_URL": "http://testserver", "ENCOURS_STORAGE_DIR": storage_dir})
+
+
+def _admin_routes() -> list[tuple[str, str, Route]]:
+    app = create_app(_settings(), sessions=sessionmaker())
+    found = []
+    for route in app.routes:
+        if isinstance(route, Route) and route.path.startswith("/admin"):
+            for method in sorted((route.methods or set()) - {"HEAD"}):
+                found.append((method, route.path_format, route))
+    return found
+
+
+ROUTES = _admin_routes()
+
+
+def _unknown_params(route: Route) -> list[str]:
+    return sorted(set(route.param_convertors) - set(RECORD_PARAMS) - set(OTHER_PARAMS))
+
+
+SKIPPED = {f"{method} {path}": _unknown_params(route) for method, path, route in ROUTES if _unknown_params(route)}
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return load_settings({"ENCOURS_DATABASE_URL": db_url, "ENCOURS_SECRET_KEY": TEST_SECRET,
+                          "ENCOURS_BASE_URL": "http://testserver", "ENCOURS_STORAGE_DIR": str(tmp_path / "files")})
+
+
+@pytest.fixture
+def book(session: Session, settings: Settings) -> Book:
+    north = factories.company(session, code="NORTH", name="North SAS")
+    factories.company(session, code="SOUTH", name="South SAS")
+    disputes.ensure_default_reasons(session, north)
+    users = {
+        "admin": make_user(session, "root@x.test", "admin"),
+        "manager": make_user(session, "boss@north.test", "manager", ["NORTH"]),
+        "outsider": make_user(session, "boss@south.test", "manager", ["SOUTH"]),
+        "viewer": make_user(session, "reader@north.test", "viewer", ["NORTH"]),
+        "collector": make_user(session, "anne@north.test", "collector", ["NORTH"]),
+        "unassigned": make_user(session, "zoe@north.test", "collector", ["NORTH"]),
+    }
+    customer = factories.customer(session, north, ref="C-NORTH", collector_id=users["collector"].id)
+    invoice = factories.invoice(session, customer, number="F-NORTH")
+    payment = Payment(customer_id=customer.id, provider="bank_transfer", method="bank_transfer",
+                      amount_minor=100_00, currency="EUR", status="succeeded")
+    session.add(payment)
+    case = disputes.open_case(session, customer=customer, contact=customer.primary_contact, invoice_ids=[invoice.id],
+                              reason_code="quality", message="wrong", uploads=[Upload("proof.pdf", PDF)],
+                              storage=FileStorage(settings.storage_dir))
+    event = WebhookEvent(provider="stripe", event_id="evt_matrix", event_type="payment_intent.succeeded", body="{}")
+    session.add(event)
+    session.flush()
+    records = {"customer": customer, "invoice": invoice, "payment": payment, "case": case,
+               "file": case.messages[0].attachments[0], "user": users["collector"], "webhook_event": event}
+    session.commit()
+    return Book(records={**records, **{f"as:{k}": v for k, v in users.items()}})
+
+
+@pytest.fixture
+def signed_in(app, book: Book):  # type: ignore[no-untyped-def]
+    clients: dict[str, TestClient] = {}
+
+    def get(role: str) -> TestClient:
+        if role not in clients:
+            client = TestClient(app, base_url="http://testserver")
+            client.__enter__()
+            if role != "anonymous":
+                assert login(client, book.records[f"as:{role}"].email).status_code == 303
+            clients[role] = client
+        return clients[role]
+
+    yield get
+    for client in clients.values():
+        client.__exit__(None, None, None)
+
+
+def _path(route: Route, book: Book) -> str:
+    fill = {**RECORD_PARAMS, **OTHER_PARAMS}
+    return route.path_format.format(**{name: fill[name](book) for name in route.param_convertors})
+
+
+def _post(client: TestClient, path: str) -> Any:
+    token = csrf_from(client.get("/admin/password").text)
+    return client.post(path, data={"csrf_token": token}, follow_redirects=False)
+
+
+def _call(client: TestClient, method: str, path: str) -> Any:
+    return client.get(path, follow_redirects=False) if method == "GET" else _post(client, path)
+
+
+def test_the_matrix_covers_the_back_office() -> None:
+    paths = {path for _, path, _ in ROUTES}
+    assert {"/admin", "/admin/users", "/admin/settings/{code}", "/admin/imports", "/admin/audit",
+            "/admin/disputes/{case_id}"} <= paths
+    # Routes the matrix cannot fill yet, listed once so the reason is plain (empty today):
+    assert SKIPPED == {}, f"extend RECORD_PARAMS/OTHER_PARAMS for: {SKIPPED}"
+
+
+@pytest.mark.parametrize("method,path,route", ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES])
+def test_route_against_every_role(method: str, path: str, route: Route, book: Book, signed_in) -> None:  # type: ignore[no-untyped-def]
+    missing = _unknown_params(route)
+    if missing:
+        pytest.skip(f"no fixture record for path parameter(s) {', '.join(missing)}: extend RECORD_PARAMS")
+    url = _path(route, book)
+    admin_only = getattr(route.endpoint, "admin_only", False)
+    scoped = bool(set(route.param_convertors) & set(RECORD_PARAMS))
+
+    anonymous = signed_in("anonymous")
+    if method == "GET":
+        if path not in SIGNED_OUT_PAGES:
+            response = anonymous.get(url, follow_redirects=False)
+            assert response.status_code == 303 and response.headers["location"].startswith("/admin/login"), url
+    else:
+        assert anonymous.post(url, data={}, follow_redirects=False).status_code == 403, url
+        if path not in OWN_ACCOUNT:
+            assert _post(signed_in("viewer"), url).status_code == 403, f"a viewer acted on {url}"
+    if path in OWN_ACCOUNT:
+        return
+
+    if admin_only:
+        for role in ("manager", "viewer", "collector"):
+            assert _call(signed_in(role), method, url).status_code == 403, f"{role} reached admin-only {url}"
+    if method == "GET":
+        assert _call(signed_in("admin"), method, url).status_code == 200, f"the admin cannot open {url}"
+    if scoped and not admin_only:
+        for role in ("outsider", "unassigned"):
+            assert _call(signed_in(role), method, url).status_code == 404, f"{role} is not told 404 on {url}"
+        if method == "GET":
+            for role in ("manager", "collector"):
+                assert _call(signed_in(role), method, url).status_code == 200, f"{role} cannot open its {url}"
