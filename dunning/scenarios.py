@@ -34,6 +34,10 @@ _SAVINGS_FR = """{% if savings %}
 Escompte pour paiement anticipé encore disponible :
 {{ savings }}
 {% endif %}"""
+_BROKEN = """{% if broken_promise %}
+{{ broken_promise }}
+
+{% endif %}"""
 _SAVINGS_EN = """{% if savings %}
 Early-payment discounts still available:
 {{ savings }}
@@ -53,7 +57,7 @@ Pour faciliter votre organisation, voici les factures de {{ company.name }} qui 
 
 Total : {{ totals }}
 
-""" + _SAVINGS_FR + """
+""" + _BROKEN + _SAVINGS_FR + """
 Vous pouvez consulter votre compte et régler en ligne ici : {{ link }}
 
 Si le règlement est déjà parti, merci et ne tenez pas compte de ce message.
@@ -69,7 +73,7 @@ To help you plan, here are the invoices from {{ company.name }} falling due soon
 
 Total: {{ totals }}
 
-""" + _SAVINGS_EN + """
+""" + _BROKEN + _SAVINGS_EN + """
 You can view your account and pay online here: {{ link }}
 
 If payment is already on its way, thank you, and please ignore this message.
@@ -90,7 +94,7 @@ Sauf erreur de notre part, les factures suivantes n'ont pas encore été réglé
 
 Total : {{ totals }}
 
-""" + _SAVINGS_FR + """
+""" + _BROKEN + _SAVINGS_FR + """
 Vous pouvez les régler en ligne, ou nous signaler un litige, ici : {{ link }}
 
 Si vous avez déjà effectué le règlement, merci de ne pas tenir compte de ce message.
@@ -106,7 +110,7 @@ Unless we are mistaken, the following invoices have not been paid yet:
 
 Total: {{ totals }}
 
-""" + _SAVINGS_EN + """
+""" + _BROKEN + _SAVINGS_EN + """
 You can pay them online, or tell us about a problem, here: {{ link }}
 
 If you have already paid, please ignore this message.
@@ -127,7 +131,7 @@ Malgré notre précédent rappel, les factures suivantes restent impayées :
 
 Total dû : {{ totals }}
 
-Nous vous remercions de procéder à leur règlement sans délai, en ligne : {{ link }}
+""" + _BROKEN + """Nous vous remercions de procéder à leur règlement sans délai, en ligne : {{ link }}
 
 Si un point bloque le paiement, signalez-le depuis ce même lien : nous le traiterons rapidement.
 
@@ -142,7 +146,7 @@ Despite our previous reminder, the following invoices remain unpaid:
 
 Total due: {{ totals }}
 
-Please settle them without delay, online: {{ link }}
+""" + _BROKEN + """Please settle them without delay, online: {{ link }}
 
 If something is holding up payment, tell us through the same link and we will deal with it quickly.
 
@@ -162,7 +166,7 @@ Malgré nos relances, votre compte présente les factures échues et impayées s
 
 Total dû : {{ totals }}
 
-Nous vous mettons en demeure de régler cette somme sous huit jours à compter de la réception du présent courrier.
+""" + _BROKEN + """Nous vous mettons en demeure de régler cette somme sous huit jours à compter de la réception du présent courrier.
 {% if late_charges %}
 
 Conformément à l'article L441-10 du Code de commerce, ce retard rend exigibles de plein droit des pénalités de retard au taux annuel de {{ late_charges.rate }} ainsi qu'une indemnité forfaitaire pour frais de recouvrement de {{ late_charges.indemnity }} par facture, soit à ce jour :
@@ -184,7 +188,7 @@ Despite our reminders, your account shows the following overdue and unpaid invoi
 
 Total due: {{ totals }}
 
-We hereby give you formal notice to pay this sum within eight days of receiving this letter.
+""" + _BROKEN + """We hereby give you formal notice to pay this sum within eight days of receiving this letter.
 {% if late_charges %}
 
 Under article L441-10 of the French Commercial Code, late payment makes due, by operation of law, late-payment interest at the annual rate of {{ late_charges.rate }} and a fixed recovery indemnity of {{ late_charges.indemnity }} per invoice, that is, as of today:
