@@ -433,9 +433,14 @@ def test_ten_thousand_customers_each_get_exactly_their_message(tmp_path: Path, s
             session.commit()
             company_id = company.id
         _bulk_book(engine, company_id, customers)
+        # Every fifth customer has a second contact receiving reminders, every seventh one opted out.
+        expected = customers + len(range(0, customers, 5))
         [report] = run(factory, settings, TODAY, "SCALE")
-        assert (report.planned, report.queued, report.already_queued) == (customers, customers, 0)
+        assert (report.planned, report.queued, report.already_queued) == (expected, expected, 0)
         with engine.connect() as connection:
+            per_contact = connection.execute(
+                select(Reminder.customer_id, Reminder.contact_id, func.count())
+                .group_by(Reminder.customer_id, Reminder.contact_id)).all()
             per_customer = dict(connection.execute(
                 select(Reminder.customer_id, func.count()).group_by(Reminder.customer_id)).all())
             outbox = dict(connection.execute(
@@ -444,7 +449,12 @@ def test_ten_thousand_customers_each_get_exactly_their_message(tmp_path: Path, s
                 select(Reminder.customer_id, ScenarioStep.offset_days)
                 .join(ScenarioStep, ScenarioStep.id == Reminder.step_id)).all())
             customer_ids = list(connection.execute(select(Customer.id).order_by(Customer.id)).scalars())
-        assert set(per_customer.values()) == {1} and len(per_customer) == customers
+            opted_out = set(connection.execute(select(Contact.id).where(Contact.receives_reminders.is_(False)))
+                            .scalars())
+        assert {count for _, _, count in per_contact} == {1} and len(per_contact) == expected
+        assert not opted_out & {contact_id for _, contact_id, _ in per_contact} and len(opted_out) > 0
+        assert len(per_customer) == customers
+        assert [per_customer[cid] for cid in customer_ids] == [2 if n % 5 == 0 else 1 for n in range(customers)]
         assert outbox == per_customer
         # Customer n's invoices are (3 + n % 40) and 1 days late: its step is the latest reached by the first.
         for n, customer_id in enumerate(customer_ids):
@@ -468,6 +478,13 @@ def _bulk_book(engine: Engine, company_id: int, customers: int) -> None:
         connection.execute(insert(Contact), [
             {"customer_id": cid, "email": f"ap{n}@client.test", "language": "fr" if n % 3 else "en",
              "is_primary": True, "link_version": 1, "created_at": now} for n, cid in enumerate(ids)])
+        connection.execute(insert(Contact), [
+            {"customer_id": cid, "email": f"buyer{n}@client.test", "language": "en", "is_primary": False,
+             "link_version": 1, "created_at": now} for n, cid in enumerate(ids) if n % 5 == 0])
+        connection.execute(insert(Contact), [
+            {"customer_id": cid, "email": f"sales{n}@client.test", "language": "fr", "is_primary": False,
+             "receives_reminders": False, "link_version": 1, "created_at": now}
+            for n, cid in enumerate(ids) if n % 7 == 0])
         rows = []
         for n, cid in enumerate(ids):
             for k, due in enumerate((days(-3 - n % 40), days(-1))):
