@@ -525,30 +525,61 @@ class TemplateProblem(ValueError):
         self.problems = problems
 
 
-def check_template(source: str, field_name: str) -> list[str]:
-    """Problems in one template text: syntax errors, unknown placeholders and attributes."""
+@dataclass(frozen=True)
+class TemplateIssue:
+    """One problem in one template text: `kind` is "syntax" (detail: Jinja's message) or
+    "placeholder" (detail: the unknown name, e.g. "client" or "company.siren")."""
+
+    line: int | None
+    kind: str
+    detail: str
+    known: tuple[str, ...] = ()
+
+
+def template_issues(source: str) -> list[TemplateIssue]:
+    """Syntax errors, unknown placeholders and attributes in one template text."""
     from jinja2 import meta, nodes
 
     try:
         tree = TEXT_ENV.parse(source)
         TEXT_ENV.compile(source)  # unknown filters and tests are only found when compiling
     except jinja2.TemplateSyntaxError as error:
-        return [f"{field_name}, line {error.lineno}: syntax error: {error.message}"]
-    problems = []
+        return [TemplateIssue(error.lineno, "syntax", error.message or "")]
+    issues = []
     unknown = meta.find_undeclared_variables(tree) - set(PLACEHOLDERS)
     for name_node in tree.find_all(nodes.Name):
         if name_node.ctx == "load" and name_node.name in unknown:
-            problems.append(f"{field_name}, line {name_node.lineno}: unknown placeholder '{name_node.name}'"
-                            f" (known: {', '.join(sorted(PLACEHOLDERS))})")
+            issues.append(TemplateIssue(name_node.lineno, "placeholder", name_node.name, tuple(sorted(PLACEHOLDERS))))
             unknown.discard(name_node.name)
     for getattr_node in tree.find_all(nodes.Getattr):
         target = getattr_node.node
         if isinstance(target, nodes.Name) and target.name in ATTRIBUTES \
                 and getattr_node.attr not in ATTRIBUTES[target.name]:
-            problems.append(f"{field_name}, line {getattr_node.lineno}: unknown placeholder "
-                            f"'{target.name}.{getattr_node.attr}' (known: "
-                            f"{', '.join(f'{target.name}.{a}' for a in sorted(ATTRIBUTES[target.name]))})")
+            issues.append(TemplateIssue(getattr_node.lineno, "placeholder", f"{target.name}.{getattr_node.attr}",
+                                        tuple(f"{target.name}.{a}" for a in sorted(ATTRIBUTES[target.name]))))
+    return issues
+
+
+def check_template(source: str, field_name: str) -> list[str]:
+    """Problems in one template text, as sentences naming the field and the line."""
+    problems = []
+    for issue in template_issues(source):
+        if issue.kind == "syntax":
+            problems.append(f"{field_name}, line {issue.line}: syntax error: {issue.detail}")
+        else:
+            problems.append(f"{field_name}, line {issue.line}: unknown placeholder '{issue.detail}'"
+                            f" (known: {', '.join(issue.known)})")
     return problems
+
+
+def render_issue(source: str) -> str | None:
+    """What goes wrong rendering a (well-formed) text on sample data, text and HTML; None if nothing."""
+    for autoescape in (False, True):
+        try:
+            _compiled(autoescape, source).render(sample_context())
+        except jinja2.TemplateError as error:  # SecurityError and UndefinedError included
+            return str(error)
+    return None
 
 
 def sample_context(language: str = "fr", country: str = "FR") -> dict[str, Any]:
@@ -571,12 +602,9 @@ def validate_step(subject: str, body: str, field_prefix: str = "") -> None:
     problems = check_template(subject, f"{field_prefix}subject") + check_template(body, f"{field_prefix}body")
     if not problems:
         for source, name in ((subject, "subject"), (body, "body")):
-            for autoescape in (False, True):
-                try:
-                    _compiled(autoescape, source).render(sample_context())
-                except jinja2.TemplateError as error:  # SecurityError and UndefinedError included
-                    problems.append(f"{field_prefix}{name}: {error}")
-                    break
+            issue = render_issue(source)
+            if issue is not None:
+                problems.append(f"{field_prefix}{name}: {issue}")
     if problems:
         raise TemplateProblem(problems)
 
