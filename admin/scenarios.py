@@ -359,7 +359,7 @@ def edit_page(request: Request, session: Session, staff: Staff) -> Response:
     language = params.get("language") if params.get("language") in i18n.LANGUAGES else ""
     preview = _preview(request, session, staff, company, form, customer_id, step, language or None)
     return _editor(request, session, staff, scenario, form, saved=params.get("saved") == "1", preview=preview,
-                   preview_step=step, preview_language=language or "")
+                   preview_step=step, preview_language=language or "", preview_customer=customer_id)
 
 
 @staff_post
@@ -390,7 +390,10 @@ def save(request: Request, session: Session, staff: Staff, posted: Posted) -> Re
             problems=[explain(p, staff.language) for p in problems], preview_step=step_index,
             preview=_preview(request, session, staff, company, form, customer_id, step_index, language or None),
             preview_language=language))
-    return RedirectResponse(f"/admin/scenarios/{scenario.id}?saved=1", status_code=303)
+    # The preview stays on the customer, step and language staff were looking at.
+    query = f"saved=1&step={step_index}" + (f"&customer={customer_id}" if customer_id else "") + (
+        f"&language={language}" if language else "")
+    return RedirectResponse(f"/admin/scenarios/{scenario.id}?{query}", status_code=303)
 
 
 @staff_post

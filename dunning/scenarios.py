@@ -36,6 +36,7 @@ class StepDefaults:
 _SAVINGS_FR = """{% if savings %}
 Escompte pour paiement anticipé encore disponible :
 {{ savings }}
+
 {% endif %}"""
 _BROKEN = """{% if broken_promise %}
 {{ broken_promise }}
@@ -44,6 +45,7 @@ _BROKEN = """{% if broken_promise %}
 _SAVINGS_EN = """{% if savings %}
 Early-payment discounts still available:
 {{ savings }}
+
 {% endif %}"""
 
 DEFAULT_STEPS: tuple[StepDefaults, ...] = (
