@@ -7,7 +7,6 @@ message that failed after the run is counted as failed on the run that queued it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
@@ -127,6 +126,3 @@ def reminder_lines(session: Session, run: ReminderRun, customers: Select[tuple[C
         line.invoices = numbers.get(line.reminder.id, [])
     return lines
 
-
-def latest_run_date(session: Session, company_id: int) -> date | None:
-    return session.scalar(select(func.max(ReminderRun.run_date)).where(ReminderRun.company_id == company_id))
