@@ -40,6 +40,9 @@ def test_manager_edits_a_step_sees_the_live_preview_saves_and_is_refused_a_bad_p
     subject.fill("Still open for {{ customer.name }}")
     expect(page.locator("#preview-subject")).to_have_text("Still open for Boulangeries Martin SARL")
     expect(page.locator("#preview .preview-text")).to_contain_text("Total")
+    # The HTML part, as the mail client would show it, in a sandboxed frame.
+    html_part = page.frame_locator("#preview iframe.preview-html")
+    expect(html_part.get_by_role("link", name="View and pay my invoices")).to_be_visible()
 
     found = _serious_violations(page)
     assert not found, _describe("scenario editor", found)
