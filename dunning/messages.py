@@ -19,6 +19,10 @@ Placeholders (`PLACEHOLDERS`):
 - `{{ late_charges }}`: for companies in France, the late-payment interest and the 40 €
   indemnity per late invoice (Code de commerce L441-10), as a table; empty elsewhere;
   also `late_charges.rate` ("12,15 %") and `late_charges.indemnity` ("40,00 €")
+- `{{ broken_promise }}`: when the debtor promised to pay some of the invoices listed and did
+  not, a sentence saying so ("You promised to pay 1 200,00 € by 12 November; we have not
+  received it."); empty otherwise (`{% if broken_promise %}…{% endif %}`); also
+  `broken_promise.amount` and `broken_promise.date`
 - `{{ link }}`: the debtor's fresh magic link (the HTML part also shows a pay button)
 - `{{ today }}`: the run's date, formatted
 
@@ -52,6 +56,7 @@ PLACEHOLDERS: dict[str, str] = {
     "totals": "total chased per currency",
     "savings": "early-payment discounts still on offer",
     "late_charges": "France: late-payment interest and 40 EUR indemnity per late invoice",
+    "broken_promise": "when a promise to pay these invoices was broken: a sentence saying so; amount, date",
     "link": "the debtor's magic link",
     "today": "the date of the run",
 }
@@ -61,6 +66,7 @@ ATTRIBUTES: dict[str, frozenset[str]] = {
     "contact": frozenset({"name", "email"}),
     "company": frozenset({"name", "support_email", "address"}),
     "late_charges": frozenset({"rate", "indemnity"}),
+    "broken_promise": frozenset({"amount", "date"}),
 }
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -128,6 +134,15 @@ class CustomerView:
 class ContactView:
     name: str
     email: str
+
+
+@dataclass(frozen=True)
+class PromiseFacts:
+    """A promise to pay the debtor broke: how much, by when."""
+
+    promised_for: date
+    currency: str
+    amount_minor: int
 
 
 @dataclass(frozen=True)
@@ -262,6 +277,24 @@ class LateChargesTable(list[LateChargeRow]):
         return Markup(f"{table}<p>{totals[4:]}</p>") if totals else table
 
 
+class BrokenPromise:
+    """The sentence about a broken promise; empty (and false) when there is none."""
+
+    def __init__(self, sentence: str = "", amount: str = "", date: str = "") -> None:
+        self.sentence = sentence
+        self.amount = amount
+        self.date = date
+
+    def __bool__(self) -> bool:
+        return bool(self.sentence)
+
+    def __str__(self) -> str:
+        return self.sentence
+
+    def __html__(self) -> Markup:
+        return Markup("<strong>{}</strong>").format(self.sentence) if self.sentence else Markup("")
+
+
 def available_saving(invoice: InvoiceFacts, today: date) -> Money | None:
     """The early-payment discount on paying the whole open amount today (as ledger.statement's)."""
     if not invoice.discount_bps or invoice.discount_until is None or today > invoice.discount_until:
@@ -325,6 +358,7 @@ def build_context(
     all_open: list[InvoiceFacts],
     link: str,
     needed: frozenset[str] | None = None,
+    broken_promise: PromiseFacts | None = None,
 ) -> dict[str, Any]:
     """The template context for one message; `all_open` gives the savings still on offer.
 
@@ -353,9 +387,18 @@ def build_context(
                 sentence=_t(language, "Pay by %(date)s and save %(amount)s",
                                       date=i18n.day_month(invoice.discount_until, language), amount=money(saving)),
             ))
+    broken = BrokenPromise()
+    if broken_promise is not None:
+        amount = money(Money(broken_promise.amount_minor, broken_promise.currency))
+        broken = BrokenPromise(
+            _t(language, "You promised to pay %(amount)s by %(date)s; we have not received it.",
+               amount=amount, date=day(broken_promise.promised_for)),
+            amount=amount, date=day(broken_promise.promised_for),
+        )
     return {
         "customer": customer,
         "contact": contact,
+        "broken_promise": broken,
         "company": company,
         "invoices": table,
         "totals": totals,
@@ -482,30 +525,61 @@ class TemplateProblem(ValueError):
         self.problems = problems
 
 
-def check_template(source: str, field_name: str) -> list[str]:
-    """Problems in one template text: syntax errors, unknown placeholders and attributes."""
+@dataclass(frozen=True)
+class TemplateIssue:
+    """One problem in one template text: `kind` is "syntax" (detail: Jinja's message) or
+    "placeholder" (detail: the unknown name, e.g. "client" or "company.siren")."""
+
+    line: int | None
+    kind: str
+    detail: str
+    known: tuple[str, ...] = ()
+
+
+def template_issues(source: str) -> list[TemplateIssue]:
+    """Syntax errors, unknown placeholders and attributes in one template text."""
     from jinja2 import meta, nodes
 
     try:
         tree = TEXT_ENV.parse(source)
         TEXT_ENV.compile(source)  # unknown filters and tests are only found when compiling
     except jinja2.TemplateSyntaxError as error:
-        return [f"{field_name}, line {error.lineno}: syntax error: {error.message}"]
-    problems = []
+        return [TemplateIssue(error.lineno, "syntax", error.message or "")]
+    issues = []
     unknown = meta.find_undeclared_variables(tree) - set(PLACEHOLDERS)
     for name_node in tree.find_all(nodes.Name):
         if name_node.ctx == "load" and name_node.name in unknown:
-            problems.append(f"{field_name}, line {name_node.lineno}: unknown placeholder '{name_node.name}'"
-                            f" (known: {', '.join(sorted(PLACEHOLDERS))})")
+            issues.append(TemplateIssue(name_node.lineno, "placeholder", name_node.name, tuple(sorted(PLACEHOLDERS))))
             unknown.discard(name_node.name)
     for getattr_node in tree.find_all(nodes.Getattr):
         target = getattr_node.node
         if isinstance(target, nodes.Name) and target.name in ATTRIBUTES \
                 and getattr_node.attr not in ATTRIBUTES[target.name]:
-            problems.append(f"{field_name}, line {getattr_node.lineno}: unknown placeholder "
-                            f"'{target.name}.{getattr_node.attr}' (known: "
-                            f"{', '.join(f'{target.name}.{a}' for a in sorted(ATTRIBUTES[target.name]))})")
+            issues.append(TemplateIssue(getattr_node.lineno, "placeholder", f"{target.name}.{getattr_node.attr}",
+                                        tuple(f"{target.name}.{a}" for a in sorted(ATTRIBUTES[target.name]))))
+    return issues
+
+
+def check_template(source: str, field_name: str) -> list[str]:
+    """Problems in one template text, as sentences naming the field and the line."""
+    problems = []
+    for issue in template_issues(source):
+        if issue.kind == "syntax":
+            problems.append(f"{field_name}, line {issue.line}: syntax error: {issue.detail}")
+        else:
+            problems.append(f"{field_name}, line {issue.line}: unknown placeholder '{issue.detail}'"
+                            f" (known: {', '.join(issue.known)})")
     return problems
+
+
+def render_issue(source: str) -> str | None:
+    """What goes wrong rendering a (well-formed) text on sample data, text and HTML; None if nothing."""
+    for autoescape in (False, True):
+        try:
+            _compiled(autoescape, source).render(sample_context())
+        except jinja2.TemplateError as error:  # SecurityError and UndefinedError included
+            return str(error)
+    return None
 
 
 def sample_context(language: str = "fr", country: str = "FR") -> dict[str, Any]:
@@ -519,7 +593,7 @@ def sample_context(language: str = "fr", country: str = "FR") -> dict[str, Any]:
         language=language, today=today, company=CompanyView("Exemple SAS", "compta@exemple.test", ""),
         country=country, base_currency="EUR", customer=CustomerView("Client SARL", "C-0001"),
         contact=ContactView("", "ap@client.test"), invoices=invoices, all_open=invoices,
-        link="https://encours.test/p/sample",
+        link="https://encours.test/p/sample", broken_promise=PromiseFacts(date(2026, 11, 10), "EUR", 1234_56),
     )
 
 
@@ -528,18 +602,15 @@ def validate_step(subject: str, body: str, field_prefix: str = "") -> None:
     problems = check_template(subject, f"{field_prefix}subject") + check_template(body, f"{field_prefix}body")
     if not problems:
         for source, name in ((subject, "subject"), (body, "body")):
-            for autoescape in (False, True):
-                try:
-                    _compiled(autoescape, source).render(sample_context())
-                except jinja2.TemplateError as error:  # SecurityError and UndefinedError included
-                    problems.append(f"{field_prefix}{name}: {error}")
-                    break
+            issue = render_issue(source)
+            if issue is not None:
+                problems.append(f"{field_prefix}{name}: {issue}")
     if problems:
         raise TemplateProblem(problems)
 
 
 __all__ = [
-    "PLACEHOLDERS", "InvoiceFacts", "StepTexts", "CompanyView", "CustomerView", "ContactView", "RenderedMessage",
+    "PLACEHOLDERS", "InvoiceFacts", "PromiseFacts", "StepTexts", "CompanyView", "CustomerView", "ContactView", "RenderedMessage",
     "TemplateProblem", "build_context", "render", "validate_step", "check_template", "totals_by_currency",
     "available_saving", "sample_context",
 ]

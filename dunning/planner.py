@@ -16,7 +16,14 @@ overdue one too), each credited as above. So:
   longer pending, and two runs at once collide on the unique key, the second one rolling
   its copy back.
 
-Only the customer's primary contact (else its first) is written to.
+Every contact of the customer that receives reminders (`Contact.receives_reminders`) gets its
+own copy, in its language, with its own magic link: one Reminder per (customer, contact,
+step, invoices). A customer's copies are queued in one transaction, so a crash never leaves
+one contact told and another not. A contact without a valid email is reported on the run;
+the others still get theirs.
+
+When a promise to pay some of the listed invoices was broken, the message can say so
+(`{{ broken_promise }}`, in the default texts).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dunning import messages
-from dunning.messages import CompanyView, ContactView, CustomerView, InvoiceFacts, StepTexts
+from dunning.messages import CompanyView, ContactView, CustomerView, InvoiceFacts, PromiseFacts, StepTexts
 from encours.clock import clock
 from encours.db import unit_of_work
 from ledger.models import (
@@ -83,6 +90,8 @@ class PlannedMessage:
     invoices: tuple[InvoiceFacts, ...]  # listed in the message
     all_open: tuple[InvoiceFacts, ...]  # every chased-eligible invoice, for the savings on offer
     today: date
+    contact_name: str = ""
+    broken_promise: PromiseFacts | None = None  # the latest broken promise covering a listed invoice
 
     @property
     def invoice_ids(self) -> tuple[int, ...]:
@@ -225,18 +234,40 @@ def _chased_offsets(session: Session, company_id: int, customer_id: int | None =
     return chased
 
 
-def _first_contacts(session: Session, company_id: int) -> dict[int, Any]:
-    """Customer id -> its primary contact (else its first one), as a row."""
+def _contacts(session: Session, company_id: int) -> dict[int, list[Any]]:
+    """Customer id -> its contacts as rows, the primary one first."""
     rows = session.execute(
-        select(Contact.id, Contact.customer_id, Contact.email, Contact.name, Contact.language, Contact.link_version)
+        select(Contact.id, Contact.customer_id, Contact.email, Contact.name, Contact.language, Contact.link_version,
+               Contact.receives_reminders)
         .join(Customer, Customer.id == Contact.customer_id)
         .where(Customer.company_id == company_id)
         .order_by(Contact.customer_id, Contact.is_primary.desc(), Contact.id)
     )
-    contacts: dict[int, Any] = {}
+    contacts: dict[int, list[Any]] = defaultdict(list)
     for row in rows:
-        contacts.setdefault(row.customer_id, row)
+        contacts[row.customer_id].append(row)
     return contacts
+
+
+def _broken_promises(session: Session, company_id: int, customer_id: int | None = None) -> dict[int, PromiseFacts]:
+    """Invoice id -> the latest broken promise to pay it."""
+    query = (
+        select(promise_invoices.c.invoice_id, PromiseToPay.promised_for, PromiseToPay.currency,
+               PromiseToPay.amount_minor)
+        .join(PromiseToPay, PromiseToPay.id == promise_invoices.c.promise_id)
+        .join(Invoice, Invoice.id == promise_invoices.c.invoice_id)
+        .where(PromiseToPay.status == "broken", Invoice.company_id == company_id)
+        .order_by(PromiseToPay.promised_for, PromiseToPay.id)
+    )
+    if customer_id is not None:
+        query = query.where(Invoice.customer_id == customer_id)
+    return {row.invoice_id: PromiseFacts(row.promised_for, row.currency, int(row.amount_minor))
+            for row in session.execute(query)}
+
+
+def _latest_broken(broken: dict[int, PromiseFacts], invoices: Any) -> PromiseFacts | None:
+    found = [broken[invoice.id] for invoice in invoices if invoice.id in broken]
+    return max(found, key=lambda p: p.promised_for) if found else None
 
 
 def _stands_at(steps: list[StepTexts], invoice: InvoiceFacts, today: date) -> StepTexts | None:
@@ -258,7 +289,8 @@ def plan_company(session: Session, company: Company, today: date) -> CompanyPlan
     if not invoices:
         return result
     chased = _chased_offsets(session, company.id)
-    contacts = _first_contacts(session, company.id)
+    contacts = _contacts(session, company.id)
+    broken = _broken_promises(session, company.id)
     customers = session.execute(
         select(Customer.id, Customer.ref, Customer.name, Customer.language, Customer.segment,
                Customer.reminders_paused, Customer.gocardless_mandate_status)
@@ -288,18 +320,30 @@ def plan_company(session: Session, company: Company, today: date) -> CompanyPlan
         if customer.gocardless_mandate_status == "active":
             result.skipped.append(Skipped(customer.ref, "collected by an active direct-debit mandate"))
             continue
-        contact = contacts.get(customer.id)
-        if contact is None or not EMAIL.match(contact.email or ""):
-            problem = "has no contact" if contact is None else f"contact email {contact.email!r} is not valid"
-            result.skipped.append(Skipped(customer.ref, problem))
-            result.problems.append(f"{customer.ref}: {problem}; step {step.label} not sent")
+        everyone = contacts.get(customer.id, [])
+        receiving = [contact for contact in everyone if contact.receives_reminders]
+        if not receiving:
+            reason = "has no contact" if not everyone else "no contact receives reminders"
+            result.skipped.append(Skipped(customer.ref, reason))
+            if not everyone:
+                result.problems.append(f"{customer.ref}: {reason}; step {step.label} not sent")
             continue
-        result.messages.append(PlannedMessage(
-            company_id=company.id, company_code=company.code, customer_id=customer.id, customer_ref=customer.ref,
-            customer_name=customer.name, contact_id=contact.id, link_version=contact.link_version,
-            to_address=contact.email, language=contact.language or customer.language, step=step,
-            invoices=tuple(listed), all_open=tuple(open_invoices), today=today,
-        ))
+        valid = [contact for contact in receiving if EMAIL.match(contact.email or "")]
+        for contact in receiving:
+            if contact not in valid:
+                problem = f"contact email {contact.email!r} is not valid"
+                result.problems.append(f"{customer.ref}: {problem}; step {step.label} not sent")
+                if not valid:
+                    result.skipped.append(Skipped(customer.ref, problem))
+        promise = _latest_broken(broken, listed)
+        for contact in valid:
+            result.messages.append(PlannedMessage(
+                company_id=company.id, company_code=company.code, customer_id=customer.id, customer_ref=customer.ref,
+                customer_name=customer.name, contact_id=contact.id, link_version=contact.link_version,
+                to_address=contact.email, language=contact.language or customer.language, step=step,
+                invoices=tuple(listed), all_open=tuple(open_invoices), today=today,
+                contact_name=contact.name or "", broken_promise=promise,
+            ))
     return result
 
 
@@ -364,10 +408,11 @@ def render_planned(message: PlannedMessage, company: _CompanyFacts, secret: str,
         language=message.language, today=message.today, company=company.view, country=company.country,
         base_currency=company.base_currency,
         customer=CustomerView(name=customer_name or message.customer_name, ref=message.customer_ref),
-        contact=ContactView(name=contact_name, email=message.to_address),
+        contact=ContactView(name=contact_name or message.contact_name, email=message.to_address),
         invoices=list(message.invoices), all_open=list(message.all_open),
         link=tokens.link_url(base_url, token),
         needed=messages.placeholders_used(*message.step.texts(message.language)),
+        broken_promise=message.broken_promise,
     )
     return messages.render(message.step, message.language, context, brand_color=company.brand_color)
 
@@ -385,7 +430,30 @@ _INSERT_OUTBOX = insert(OutboxMessage.__table__).returning(OutboxMessage.__table
 _INSERT_REMINDER = insert(Reminder.__table__).returning(Reminder.__table__.c.id, sort_by_parameter_order=True)
 
 
-QUEUE_BATCH = 200  # customers per transaction
+QUEUE_BATCH = 200  # messages per transaction (a customer's copies are never split)
+
+
+def _by_customer(planned: list[PlannedMessage]) -> list[list[PlannedMessage]]:
+    """The messages grouped per customer, in plan order: each group is queued all or nothing."""
+    groups: list[list[PlannedMessage]] = []
+    for message in planned:
+        if groups and groups[-1][0].customer_id == message.customer_id:
+            groups[-1].append(message)
+        else:
+            groups.append([message])
+    return groups
+
+
+def _batches(planned: list[PlannedMessage]) -> list[list[list[PlannedMessage]]]:
+    batches: list[list[list[PlannedMessage]]] = []
+    size = QUEUE_BATCH
+    for group in _by_customer(planned):
+        if size + len(group) > QUEUE_BATCH:
+            batches.append([])
+            size = 0
+        batches[-1].append(group)
+        size += len(group)
+    return batches
 
 
 def _insert(session: Session, batch: list[tuple[PlannedMessage, messages.RenderedMessage]], run_id: int) -> None:
@@ -420,16 +488,19 @@ def _insert(session: Session, batch: list[tuple[PlannedMessage, messages.Rendere
     ])
 
 
-def _queue_batch(session_factory: sessionmaker[Session], batch: list[tuple[PlannedMessage, messages.RenderedMessage]],
-                 run_id: int) -> tuple[int, int]:
+Rendered = list[tuple[PlannedMessage, messages.RenderedMessage]]
+
+
+def _queue_batch(session_factory: sessionmaker[Session], groups: list[Rendered], run_id: int) -> tuple[int, int]:
     """Queue a batch; (queued, already queued by another run).
 
     Each customer's Reminder and outbox message are written in the same transaction, so a
     crash loses whole customers, never half of one. When another run queued some of them
-    first, the batch is redone one customer per savepoint, keeping the others. A transaction
-    here starts with a write, so on SQLite it waits for the write lock instead of failing on
-    a stale read.
+    first, the batch is redone one customer (all its contacts) per savepoint, keeping the
+    others. A transaction here starts with a write, so on SQLite it waits for the write lock
+    instead of failing on a stale read.
     """
+    batch = [item for group in groups for item in group]
     try:
         with unit_of_work(session_factory) as session:
             _insert(session, batch, run_id)
@@ -438,14 +509,14 @@ def _queue_batch(session_factory: sessionmaker[Session], batch: list[tuple[Plann
         pass
     queued = already = 0
     with unit_of_work(session_factory) as session:
-        for item in batch:
+        for group in groups:
             try:
                 with session.begin_nested():
-                    _insert(session, [item], run_id)
+                    _insert(session, group, run_id)
             except IntegrityError:
-                already += 1  # this very (customer, contact, step, invoices) is queued already
+                already += len(group)  # another run queued this customer's (contact, step, invoices)
             else:
-                queued += 1
+                queued += len(group)
     return queued, already
 
 
@@ -488,10 +559,10 @@ def run_company(session_factory: sessionmaker[Session], settings: Any, company_i
     assert report.run_id is not None
     if not dry_run:
         secret = str(settings.secret_key)
-        for start in range(0, len(planned.messages), QUEUE_BATCH):
-            batch = [(message, render_planned(message, facts, secret, settings.base_url))
-                     for message in planned.messages[start:start + QUEUE_BATCH]]
-            queued, already = _queue_batch(session_factory, batch, report.run_id)
+        for groups in _batches(planned.messages):
+            rendered = [[(message, render_planned(message, facts, secret, settings.base_url)) for message in group]
+                        for group in groups]
+            queued, already = _queue_batch(session_factory, rendered, report.run_id)
             report.queued += queued
             report.already_queued += already
     with unit_of_work(session_factory) as session:
@@ -503,9 +574,10 @@ def run_company(session_factory: sessionmaker[Session], settings: Any, company_i
     return report
 
 
-def preview(session: Session, step: ScenarioStep, customer: Customer, *, secret: str, base_url: str,
+def preview(session: Session, step: ScenarioStep | StepTexts, customer: Customer, *, secret: str, base_url: str,
             today: date | None = None, language: str | None = None) -> messages.RenderedMessage:
-    """What `step` would send `customer` today, for the scenario editor; queues nothing.
+    """What `step` (saved, or texts being edited) would send `customer` today, for the scenario
+    editor; queues nothing. Raises jinja2.TemplateError when the texts do not render.
 
     Lists the customer's overdue chased-eligible invoices (all of them if none is overdue).
     """
@@ -514,15 +586,16 @@ def preview(session: Session, step: ScenarioStep, customer: Customer, *, secret:
     open_invoices = _eligible_invoices(session, company, today, customer_id=customer.id).get(customer.id, [])
     overdue = [invoice for invoice in open_invoices if invoice.due_date < today] or open_invoices
     contact = customer.primary_contact
-    texts = StepTexts(id=step.id, offset_days=step.offset_days, tone=step.tone, whole_balance=step.whole_balance,
-                      subject_fr=step.subject_fr, body_fr=step.body_fr, subject_en=step.subject_en,
-                      body_en=step.body_en)
+    texts = step if isinstance(step, StepTexts) else StepTexts(
+        id=step.id, offset_days=step.offset_days, tone=step.tone, whole_balance=step.whole_balance,
+        subject_fr=step.subject_fr, body_fr=step.body_fr, subject_en=step.subject_en, body_en=step.body_en)
     message = PlannedMessage(
         company_id=company.id, company_code=company.code, customer_id=customer.id, customer_ref=customer.ref,
         customer_name=customer.name, contact_id=contact.id if contact else 0,
         link_version=contact.link_version if contact else 0, to_address=contact.email if contact else "",
         language=language or (contact.language if contact else customer.language), step=texts,
         invoices=tuple(overdue), all_open=tuple(open_invoices), today=today,
+        broken_promise=_latest_broken(_broken_promises(session, company.id, customer.id), overdue),
     )
     facts = _CompanyFacts(view=CompanyView(company.name, company.support_email or "", company.address or ""),
                           country=company.country, base_currency=company.base_currency,

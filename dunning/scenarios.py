@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dunning.messages import TemplateProblem, validate_step
-from ledger.models import Company, Scenario, ScenarioStep
+from dunning import messages
+from dunning.messages import StepTexts, TemplateProblem, validate_step
+from encours.i18n import N_
+from ledger import audit
+from ledger.models import Company, Reminder, Scenario, ScenarioStep
 
 DEFAULT_SCENARIO_NAME = "Standard"
 TONES = ("courteous", "firm", "formal")
@@ -33,10 +36,16 @@ class StepDefaults:
 _SAVINGS_FR = """{% if savings %}
 Escompte pour paiement anticipé encore disponible :
 {{ savings }}
+
+{% endif %}"""
+_BROKEN = """{% if broken_promise %}
+{{ broken_promise }}
+
 {% endif %}"""
 _SAVINGS_EN = """{% if savings %}
 Early-payment discounts still available:
 {{ savings }}
+
 {% endif %}"""
 
 DEFAULT_STEPS: tuple[StepDefaults, ...] = (
@@ -53,7 +62,7 @@ Pour faciliter votre organisation, voici les factures de {{ company.name }} qui 
 
 Total : {{ totals }}
 
-""" + _SAVINGS_FR + """
+""" + _BROKEN + _SAVINGS_FR + """
 Vous pouvez consulter votre compte et régler en ligne ici : {{ link }}
 
 Si le règlement est déjà parti, merci et ne tenez pas compte de ce message.
@@ -69,7 +78,7 @@ To help you plan, here are the invoices from {{ company.name }} falling due soon
 
 Total: {{ totals }}
 
-""" + _SAVINGS_EN + """
+""" + _BROKEN + _SAVINGS_EN + """
 You can view your account and pay online here: {{ link }}
 
 If payment is already on its way, thank you, and please ignore this message.
@@ -90,7 +99,7 @@ Sauf erreur de notre part, les factures suivantes n'ont pas encore été réglé
 
 Total : {{ totals }}
 
-""" + _SAVINGS_FR + """
+""" + _BROKEN + _SAVINGS_FR + """
 Vous pouvez les régler en ligne, ou nous signaler un litige, ici : {{ link }}
 
 Si vous avez déjà effectué le règlement, merci de ne pas tenir compte de ce message.
@@ -106,7 +115,7 @@ Unless we are mistaken, the following invoices have not been paid yet:
 
 Total: {{ totals }}
 
-""" + _SAVINGS_EN + """
+""" + _BROKEN + _SAVINGS_EN + """
 You can pay them online, or tell us about a problem, here: {{ link }}
 
 If you have already paid, please ignore this message.
@@ -127,7 +136,7 @@ Malgré notre précédent rappel, les factures suivantes restent impayées :
 
 Total dû : {{ totals }}
 
-Nous vous remercions de procéder à leur règlement sans délai, en ligne : {{ link }}
+""" + _BROKEN + """Nous vous remercions de procéder à leur règlement sans délai, en ligne : {{ link }}
 
 Si un point bloque le paiement, signalez-le depuis ce même lien : nous le traiterons rapidement.
 
@@ -142,7 +151,7 @@ Despite our previous reminder, the following invoices remain unpaid:
 
 Total due: {{ totals }}
 
-Please settle them without delay, online: {{ link }}
+""" + _BROKEN + """Please settle them without delay, online: {{ link }}
 
 If something is holding up payment, tell us through the same link and we will deal with it quickly.
 
@@ -162,7 +171,7 @@ Malgré nos relances, votre compte présente les factures échues et impayées s
 
 Total dû : {{ totals }}
 
-Nous vous mettons en demeure de régler cette somme sous huit jours à compter de la réception du présent courrier.
+""" + _BROKEN + """Nous vous mettons en demeure de régler cette somme sous huit jours à compter de la réception du présent courrier.
 {% if late_charges %}
 
 Conformément à l'article L441-10 du Code de commerce, ce retard rend exigibles de plein droit des pénalités de retard au taux annuel de {{ late_charges.rate }} ainsi qu'une indemnité forfaitaire pour frais de recouvrement de {{ late_charges.indemnity }} par facture, soit à ce jour :
@@ -184,7 +193,7 @@ Despite our reminders, your account shows the following overdue and unpaid invoi
 
 Total due: {{ totals }}
 
-We hereby give you formal notice to pay this sum within eight days of receiving this letter.
+""" + _BROKEN + """We hereby give you formal notice to pay this sum within eight days of receiving this letter.
 {% if late_charges %}
 
 Under article L441-10 of the French Commercial Code, late payment makes due, by operation of law, late-payment interest at the annual rate of {{ late_charges.rate }} and a fixed recovery indemnity of {{ late_charges.indemnity }} per invoice, that is, as of today:
@@ -248,4 +257,211 @@ def ensure_default_scenario(session: Session, company: Company) -> Scenario:
             subject_en=defaults.subject_en, body_en=defaults.body_en,
         ))
     session.flush()
+    return scenario
+
+
+# --- editing a scenario from the back-office -------------------------------------------------------
+
+MAX_OFFSET_DAYS = 366
+
+
+def _label(offset_days: int) -> str:
+    return f"D{offset_days:+d}" if offset_days else "D"
+
+
+@dataclass
+class StepInput:
+    """One step as staff typed it; `id` None for a new step."""
+
+    id: int | None
+    offset_days: int
+    tone: str
+    whole_balance: bool
+    subject_fr: str
+    body_fr: str
+    subject_en: str
+    body_en: str
+    remove: bool = False
+
+    @property
+    def label(self) -> str:
+        return _label(self.offset_days)
+
+    def texts(self) -> StepTexts:
+        return StepTexts(id=self.id, offset_days=self.offset_days, tone=self.tone, whole_balance=self.whole_balance,
+                         subject_fr=self.subject_fr, body_fr=self.body_fr, subject_en=self.subject_en,
+                         body_en=self.body_en)
+
+
+@dataclass
+class ScenarioInput:
+    name: str
+    segment: str | None  # None: the company default
+    minimums: dict[str, int]
+    active: bool
+    steps: list[StepInput]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a scenario cannot be saved: a message id (English, %-placeholders) and its values.
+
+    Values under "language" are language codes and under "field" one of "subject"/"body":
+    the page shows them in the reader's language.
+    """
+
+    message: str
+    values: dict[str, object]
+
+
+class ScenarioInvalid(ValueError):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(p.message % p.values for p in problems))
+        self.problems = problems
+
+
+def step_problems(step: StepInput) -> list[Problem]:
+    """Every template problem of one step, in both languages, naming field and line."""
+    found = []
+    for language in ("fr", "en"):
+        for field_name in ("subject", "body"):
+            source = getattr(step, f"{field_name}_{language}")
+            values: dict[str, object] = {"step": step.label, "language": language, "field": field_name}
+            issues = messages.template_issues(source)
+            for issue in issues:
+                if issue.kind == "syntax":
+                    found.append(Problem(N_("Step %(step)s, %(language)s %(field)s, line %(line)s: syntax error "
+                                            "(%(detail)s)."), {**values, "line": issue.line, "detail": issue.detail}))
+                else:
+                    found.append(Problem(N_("Step %(step)s, %(language)s %(field)s, line %(line)s: unknown "
+                                            "placeholder “%(name)s”."), {**values, "line": issue.line,
+                                                                          "name": issue.detail}))
+            if not issues:
+                trouble = messages.render_issue(source)
+                if trouble is not None:
+                    found.append(Problem(N_("Step %(step)s, %(language)s %(field)s: cannot be rendered "
+                                            "(%(detail)s)."), {**values, "detail": trouble}))
+    return found
+
+
+def _segment_taken(session: Session, company_id: int, segment: str | None, scenario_id: int | None) -> bool:
+    query = select(Scenario.id).where(Scenario.company_id == company_id, Scenario.active.is_(True))
+    query = query.where(Scenario.segment.is_(None) if segment is None else Scenario.segment == segment)
+    if scenario_id is not None:
+        query = query.where(Scenario.id != scenario_id)
+    return session.scalar(query.limit(1)) is not None
+
+
+def check_scenario(session: Session, scenario: Scenario, data: ScenarioInput) -> list[Problem]:
+    """Everything wrong with `data` as the new content of `scenario` (nothing is changed)."""
+    problems: list[Problem] = []
+    if not data.name.strip():
+        problems.append(Problem(N_("The scenario needs a name."), {}))
+    if data.active and _segment_taken(session, scenario.company_id, data.segment, scenario.id):
+        if data.segment is None:
+            problems.append(Problem(N_("This company already has an active default scenario."), {}))
+        else:
+            problems.append(Problem(N_("Another active scenario of this company already applies to segment "
+                                       "“%(segment)s”."), {"segment": data.segment}))
+    kept = [step for step in data.steps if not step.remove]
+    if not kept:
+        problems.append(Problem(N_("A scenario needs at least one step."), {}))
+    seen: set[int] = set()
+    for step in kept:
+        if step.offset_days in seen:
+            problems.append(Problem(N_("Two steps are at %(step)s: each step needs its own day."),
+                                    {"step": step.label}))
+        seen.add(step.offset_days)
+        if abs(step.offset_days) > MAX_OFFSET_DAYS:
+            problems.append(Problem(N_("Step %(step)s: the day must be within %(max)s days of the due date."),
+                                    {"step": step.label, "max": MAX_OFFSET_DAYS}))
+        if step.tone not in TONES:
+            problems.append(Problem(N_("Step %(step)s: unknown tone."), {"step": step.label}))
+        problems.extend(step_problems(step))
+    existing = {step.id: step for step in scenario.steps}
+    for step in data.steps:
+        if step.id is not None and step.id not in existing:
+            problems.append(Problem(N_("Step %(step)s is not part of this scenario."), {"step": step.label}))
+        elif step.id is not None and step.remove and session.scalar(
+                select(Reminder.id).where(Reminder.step_id == step.id).limit(1)) is not None:
+            problems.append(Problem(N_("Step %(step)s was already sent to customers: it cannot be removed "
+                                       "(change its texts or its day instead)."),
+                                    {"step": _label(existing[step.id].offset_days)}))
+    return problems
+
+
+def _snapshot(scenario: Scenario) -> dict[str, object]:
+    return {
+        "name": scenario.name, "segment": scenario.segment, "minimums": dict(scenario.minimums or {}),
+        "active": scenario.active,
+        "steps": [{"id": s.id, "offset_days": s.offset_days, "tone": s.tone, "whole_balance": s.whole_balance,
+                   "subject_fr": s.subject_fr, "body_fr": s.body_fr, "subject_en": s.subject_en,
+                   "body_en": s.body_en} for s in sorted(scenario.steps, key=lambda s: s.offset_days)],
+    }
+
+
+def save_scenario(session: Session, scenario: Scenario, data: ScenarioInput, *, actor: str) -> Scenario:
+    """Replace the scenario's settings and steps with `data`, all or nothing, on the audit trail.
+
+    Raises ScenarioInvalid (nothing changed) listing every problem found.
+    """
+    problems = check_scenario(session, scenario, data)
+    if problems:
+        raise ScenarioInvalid(problems)
+    before = _snapshot(scenario)
+    scenario.name = data.name.strip()[:120]
+    scenario.segment = data.segment
+    scenario.minimums = dict(data.minimums)
+    scenario.active = data.active
+    existing = {step.id: step for step in scenario.steps}
+    # Offsets are unique per scenario: park the kept steps out of the way first, so that two
+    # steps may swap days in one save.
+    for step in data.steps:
+        if step.id is not None and not step.remove:
+            existing[step.id].offset_days = -100_000 - step.id
+    for step in data.steps:
+        if step.id is not None and step.remove:
+            scenario.steps.remove(existing[step.id])
+    session.flush()
+    for step in data.steps:
+        if step.remove:
+            continue
+        fields = {"offset_days": step.offset_days, "tone": step.tone, "whole_balance": step.whole_balance,
+                  "subject_fr": step.subject_fr, "body_fr": step.body_fr, "subject_en": step.subject_en,
+                  "body_en": step.body_en}
+        if step.id is None:
+            scenario.steps.append(ScenarioStep(channel="email", **fields))
+        else:
+            for name, value in fields.items():
+                setattr(existing[step.id], name, value)
+    session.flush()
+    session.refresh(scenario)
+    audit.record(session, actor_type="user", actor=actor, action="scenario.updated", entity_type="scenario",
+                 entity_id=scenario.id, before=before, after=_snapshot(scenario))
+    session.flush()
+    return scenario
+
+
+def create_scenario(session: Session, company: Company, *, name: str, segment: str | None, actor: str) -> Scenario:
+    """A new scenario for a segment (or the default), starting from the standard steps."""
+    problems = []
+    if not name.strip():
+        problems.append(Problem(N_("The scenario needs a name."), {}))
+    if _segment_taken(session, company.id, segment, None):
+        problems.append(Problem(N_("This company already has an active default scenario."), {}) if segment is None
+                        else Problem(N_("Another active scenario of this company already applies to segment "
+                                        "“%(segment)s”."), {"segment": segment}))
+    if problems:
+        raise ScenarioInvalid(problems)
+    scenario = Scenario(company_id=company.id, name=name.strip()[:120], segment=segment, minimums={}, active=True)
+    session.add(scenario)
+    for defaults in DEFAULT_STEPS:
+        scenario.steps.append(ScenarioStep(
+            offset_days=defaults.offset_days, tone=defaults.tone, whole_balance=defaults.whole_balance,
+            channel="email", subject_fr=defaults.subject_fr, body_fr=defaults.body_fr,
+            subject_en=defaults.subject_en, body_en=defaults.body_en,
+        ))
+    session.flush()
+    audit.record(session, actor_type="user", actor=actor, action="scenario.created", entity_type="scenario",
+                 entity_id=scenario.id, after=_snapshot(scenario))
     return scenario

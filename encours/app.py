@@ -36,6 +36,7 @@ from admin.users import routes as admin_user_routes
 from admin.company_settings import routes as admin_settings_routes
 from admin.imports import routes as admin_import_routes
 from admin.audit import routes as admin_audit_routes
+from admin.scenarios import routes as admin_scenario_routes
 from payments import stripe as stripe_provider
 from payments.stripe_routes import routes as stripe_routes
 
@@ -114,6 +115,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         *admin_settings_routes,
         *admin_import_routes,
         *admin_audit_routes,
+        *admin_scenario_routes,
     ]
     middleware = [
         Middleware(SecurityHeadersMiddleware),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -18,7 +19,8 @@ from dunning import outbox, planner
 from encours.clock import clock
 from encours.db import unit_of_work
 from encours.settings import Settings
-from ledger import disputes
+from encours.templating import Templates
+from ledger import disputes, notifications
 from payments import webhooks
 from payments.webhooks import RetryReport
 from ledger.models import Company, ReminderRun
@@ -55,12 +57,19 @@ def run_once(settings: Settings, session_factory: sessionmaker[Session]) -> Work
     failed webhook events to retry, then delivering the outbox."""
     smtp_config = outbox.parse_smtp_url(settings.smtp_url)
     # Promises first: a broken one puts its invoices back into today's reminders.
+    templates = _templates()
     with unit_of_work(session_factory) as session:
-        kept, broken = disputes.settle_promises(session)
+        kept, broken = disputes.settle_promises(session, on_broken=lambda promise: notifications.notify_promise_broken(
+            session, promise, base_url=settings.base_url, templates=templates))
     reminders = run_due_reminders(settings, session_factory)
     retried = webhooks.retry_due(session_factory, webhooks.registered_handlers())  # failed or unprocessed events
     return WorkerReport(outbox=outbox.deliver_due(session_factory, smtp_config, settings.mail_from),
                         reminders=tuple(reminders), webhooks=retried, promises_kept=kept, promises_broken=broken)
+
+
+@functools.lru_cache(maxsize=1)
+def _templates() -> Templates:
+    return Templates()
 
 
 def due_reminder_runs(session_factory: sessionmaker[Session]) -> list[tuple[int, date]]:

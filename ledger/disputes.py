@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import PurePath
+from typing import Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -365,11 +366,13 @@ def pending_promises_for(session: Session, invoice_ids: list[int]) -> list[Promi
     )
 
 
-def settle_promises(session: Session, today_for: dict[int, date] | None = None) -> tuple[int, int]:
+def settle_promises(session: Session, today_for: dict[int, date] | None = None, *,
+                    on_broken: Callable[[PromiseToPay], object] | None = None) -> tuple[int, int]:
     """Mark pending promises kept (all their invoices paid) or broken (date + grace passed).
 
     Returns (kept, broken). `today_for` maps company id to its local date; by default each
-    company's date from the clock.
+    company's date from the clock. `on_broken` is called, in the same transaction, for each
+    promise found broken (to tell staff exactly once).
     """
     kept = broken = 0
     for promise in session.scalars(select(PromiseToPay).where(PromiseToPay.status == "pending")):
@@ -386,5 +389,7 @@ def settle_promises(session: Session, today_for: dict[int, date] | None = None) 
         promise.settled_at = clock.now()
         audit.record(session, actor_type="system", action=f"promise.{promise.status}", entity_type="promise",
                      entity_id=promise.id, customer_id=promise.customer_id)
+        if promise.status == "broken" and on_broken is not None:
+            on_broken(promise)
     session.flush()
     return kept, broken

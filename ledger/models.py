@@ -26,7 +26,7 @@ from sqlalchemy import (
     CHAR,
     text,
 )
-from sqlalchemy import false
+from sqlalchemy import false, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -200,6 +200,8 @@ class Contact(Base):
     phone: Mapped[str | None] = mapped_column(String(40), default=None)
     language: Mapped[str] = mapped_column(String(2), default="fr")
     is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Reminders go to every contact of the customer that has this set, each with its own link.
+    receives_reminders: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     # Bumping this revokes every link (and portal session) the contact was given.
     link_version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)

@@ -1,7 +1,9 @@
-"""Emails about disputes and questions, queued in the outbox (delivered by the worker).
+"""Emails about disputes, questions and promises to pay, queued in the outbox (delivered by the worker).
 
 Staff hear of a new case or a debtor's reply at the assigned collector's address, else at
 the company's collections address; the debtor hears of each staff reply with a fresh link.
+A promise to pay is confirmed to the debtor (amount, date, invoices, link) and told to
+staff; a broken one is told to staff.
 Services only: templates are passed in, nothing here sees HTTP.
 """
 
@@ -11,12 +13,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ledger.models import Contact, Customer, Dispute, OutboxMessage, User
+from ledger.models import Contact, Customer, Dispute, OutboxMessage, PromiseToPay, User
+from ledger.money import Money
 from links import tokens
 
 
-def _staff_address(session: Session, dispute: Dispute, customer: Customer) -> str | None:
-    collector_id = dispute.assigned_to_id or customer.collector_id
+def _staff_address(session: Session, dispute: Dispute | None, customer: Customer) -> str | None:
+    collector_id = (dispute.assigned_to_id if dispute else None) or customer.collector_id
     collector = session.get(User, collector_id) if collector_id else None
     if collector is not None and collector.active:
         return collector.email
@@ -82,3 +85,52 @@ def notify_debtor(session: Session, dispute: Dispute, *, secret: str, base_url: 
     }
     return _queue(session, customer=customer, contact=contact, kind="dispute_answer", to=contact.email,
                   name="dispute_answer", context=context, language=contact.language, templates=templates)
+
+
+def _promise_context(customer: Customer, promise: PromiseToPay) -> dict[str, Any]:
+    invoices = sorted(promise.invoices, key=lambda i: (i.due_date, i.number))
+    return {
+        "company": customer.company,
+        "customer": customer,
+        "promise": promise,
+        "amount": Money(promise.amount_minor, promise.currency),
+        "invoices": invoices,
+        "numbers": ", ".join(i.number for i in invoices),
+    }
+
+
+def _tell_staff_of_promise(session: Session, promise: PromiseToPay, customer: Customer, *, event: str,
+                           base_url: str, templates: Any) -> OutboxMessage | None:
+    to = _staff_address(session, None, customer)
+    if to is None:
+        return None
+    context = {**_promise_context(customer, promise), "event": event, "link": f"{base_url}/admin/promises"}
+    return _queue(session, customer=customer, contact=None, kind=f"promise_{event}", to=to, name="promise_staff",
+                  context=context, language=_staff_language(customer), templates=templates)
+
+
+def notify_promise_made(session: Session, promise: PromiseToPay, *, secret: str, base_url: str,
+                        templates: Any) -> list[OutboxMessage]:
+    """The debtor's confirmation (in its contact's language, with a fresh link), and staff's notice."""
+    customer = session.get(Customer, promise.customer_id)
+    assert customer is not None
+    queued = []
+    contact = session.get(Contact, promise.contact_id) if promise.contact_id else None
+    contact = contact or customer.primary_contact
+    if contact is not None:
+        context = {**_promise_context(customer, promise),
+                   "link": tokens.link_url(base_url, tokens.make_token(secret, contact))}
+        queued.append(_queue(session, customer=customer, contact=contact, kind="promise_confirmation",
+                             to=contact.email, name="promise_made", context=context, language=contact.language,
+                             templates=templates))
+    staff = _tell_staff_of_promise(session, promise, customer, event="made", base_url=base_url, templates=templates)
+    return queued + ([staff] if staff else [])
+
+
+def notify_promise_broken(session: Session, promise: PromiseToPay, *, base_url: str,
+                          templates: Any) -> OutboxMessage | None:
+    """Staff hear that a promise was not kept (the debtor hears it in its next reminder)."""
+    customer = session.get(Customer, promise.customer_id)
+    assert customer is not None
+    return _tell_staff_of_promise(session, promise, customer, event="broken", base_url=base_url,
+                                  templates=templates)

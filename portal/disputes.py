@@ -425,11 +425,14 @@ def promise_create(request: Request, session: Session, visit: Visit, posted: Pos
         except ValueError:
             raise Rejected(_promise_form(request, session, visit, chosen=chosen, promised=promised, status_code=400,
                                          error=_t(visit, "Choose the date you will pay.")))
-        disputes.make_promise(session, customer=visit.customer, contact=visit.contact, invoice_ids=chosen,
-                              promised_for=day)
+        promise = disputes.make_promise(session, customer=visit.customer, contact=visit.contact,
+                                        invoice_ids=chosen, promised_for=day)
     except DisputeError as error:
         raise Rejected(_promise_form(request, session, visit, chosen=chosen, promised=promised, status_code=400,
                                      error=explain(error, visit.language)))
+    settings = request.app.state.settings
+    notifications.notify_promise_made(session, promise, secret=str(settings.secret_key), base_url=settings.base_url,
+                                      templates=request.app.state.templates)
     return RedirectResponse("/portal/requests?done=promise", status_code=303)
 
 

@@ -432,10 +432,15 @@ def test_ten_thousand_customers_each_get_exactly_their_message(tmp_path: Path, s
             company = _company(session, code="SCALE")
             session.commit()
             company_id = company.id
-        _bulk_book(engine, company_id, customers)
+        _bulk_book(engine, company_id, customers, more_contacts=True)
+        # Every fifth customer has a second contact receiving reminders, every seventh one opted out.
+        expected = customers + len(range(0, customers, 5))
         [report] = run(factory, settings, TODAY, "SCALE")
-        assert (report.planned, report.queued, report.already_queued) == (customers, customers, 0)
+        assert (report.planned, report.queued, report.already_queued) == (expected, expected, 0)
         with engine.connect() as connection:
+            per_contact = connection.execute(
+                select(Reminder.customer_id, Reminder.contact_id, func.count())
+                .group_by(Reminder.customer_id, Reminder.contact_id)).all()
             per_customer = dict(connection.execute(
                 select(Reminder.customer_id, func.count()).group_by(Reminder.customer_id)).all())
             outbox = dict(connection.execute(
@@ -444,7 +449,12 @@ def test_ten_thousand_customers_each_get_exactly_their_message(tmp_path: Path, s
                 select(Reminder.customer_id, ScenarioStep.offset_days)
                 .join(ScenarioStep, ScenarioStep.id == Reminder.step_id)).all())
             customer_ids = list(connection.execute(select(Customer.id).order_by(Customer.id)).scalars())
-        assert set(per_customer.values()) == {1} and len(per_customer) == customers
+            opted_out = set(connection.execute(select(Contact.id).where(Contact.receives_reminders.is_(False)))
+                            .scalars())
+        assert {count for _, _, count in per_contact} == {1} and len(per_contact) == expected
+        assert not opted_out & {contact_id for _, contact_id, _ in per_contact} and len(opted_out) > 0
+        assert len(per_customer) == customers
+        assert [per_customer[cid] for cid in customer_ids] == [2 if n % 5 == 0 else 1 for n in range(customers)]
         assert outbox == per_customer
         # Customer n's invoices are (3 + n % 40) and 1 days late: its step is the latest reached by the first.
         for n, customer_id in enumerate(customer_ids):
@@ -456,8 +466,9 @@ def test_ten_thousand_customers_each_get_exactly_their_message(tmp_path: Path, s
         engine.dispose()
 
 
-def _bulk_book(engine: Engine, company_id: int, customers: int) -> None:
-    """Customers, contacts and two invoices each, with executemany inserts."""
+def _bulk_book(engine: Engine, company_id: int, customers: int, more_contacts: bool = False) -> None:
+    """Customers, contacts and two invoices each, with executemany inserts; `more_contacts`: every
+    fifth customer has a second contact receiving reminders, every seventh one that opted out."""
     now = datetime(2026, 11, 1, tzinfo=timezone.utc)
     with engine.begin() as connection:
         connection.execute(insert(Customer), [
@@ -468,6 +479,14 @@ def _bulk_book(engine: Engine, company_id: int, customers: int) -> None:
         connection.execute(insert(Contact), [
             {"customer_id": cid, "email": f"ap{n}@client.test", "language": "fr" if n % 3 else "en",
              "is_primary": True, "link_version": 1, "created_at": now} for n, cid in enumerate(ids)])
+        if more_contacts:
+            connection.execute(insert(Contact), [
+                {"customer_id": cid, "email": f"buyer{n}@client.test", "language": "en", "is_primary": False,
+                 "link_version": 1, "created_at": now} for n, cid in enumerate(ids) if n % 5 == 0])
+            connection.execute(insert(Contact), [
+                {"customer_id": cid, "email": f"sales{n}@client.test", "language": "fr", "is_primary": False,
+                 "receives_reminders": False, "link_version": 1, "created_at": now}
+                for n, cid in enumerate(ids) if n % 7 == 0])
         rows = []
         for n, cid in enumerate(ids):
             for k, due in enumerate((days(-3 - n % 40), days(-1))):
@@ -476,3 +495,108 @@ def _bulk_book(engine: Engine, company_id: int, customers: int) -> None:
                              "currency": "EUR", "total_minor": 100_00 + n, "open_minor": 100_00 + n,
                              "status": "open", "created_at": now, "updated_at": now})
         connection.execute(insert(Invoice), rows)
+
+
+# --- every contact, and a broken promise in mind ------------------------------------------------
+
+
+def _contact(session: Session, customer: Customer, email: str, language: str = "fr", **fields: Any) -> Contact:
+    contact = Contact(customer_id=customer.id, email=email, language=language, **fields)
+    session.add(contact)
+    session.flush()
+    return contact
+
+
+def test_every_contact_that_receives_reminders_gets_its_own_copy_once(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    company = _company(session)
+    customer = factories.customer(session, company, ref="MULTI", email="primary@client.test")
+    english = _contact(session, customer, "buyer@client.test", language="en", name="Ann Buyer")
+    _contact(session, customer, "sales@client.test", receives_reminders=False)
+    _contact(session, customer, "broken address")
+    factories.invoice(session, customer, number="F-1", due_date=days(-3))
+    session.refresh(customer)
+
+    report = _run(session_factory, settings, company)
+
+    assert [(m.to_address, m.language) for m in report.messages] == [
+        ("primary@client.test", "fr"), ("buyer@client.test", "en")]
+    assert (report.planned, report.queued, report.skipped) == (2, 2, [])
+    assert report.problems == ["MULTI: contact email 'broken address' is not valid; step D+3 not sent"]
+    queued = _outbox(session, customer)
+    assert [(q.to_address, q.contact_id is not None) for q in queued] == [
+        ("primary@client.test", True), ("buyer@client.test", True)]
+    assert queued[0].subject.endswith("rappel de factures échues")
+    assert queued[1].subject.endswith("reminder of overdue invoices")
+    # Each copy carries a link signed for its own contact.
+    links = [re.search(r"http://testserver/p/(\S+)", q.body_text) for q in queued]
+    checked = [tokens.verify(session, TEST_SECRET, link.group(1)) for link in links if link]
+    assert [c.contact.email for c in checked if c.ok and c.contact] == ["primary@client.test", "buyer@client.test"]
+    assert queued[1].contact_id == english.id
+    assert _reminders(session, customer) == [(3, ["F-1"]), (3, ["F-1"])]
+    # Once per (customer, step, invoices, contact): the next runs send nothing more.
+    again = _run(session_factory, settings, company)
+    assert (again.planned, again.queued) == (0, 0)
+    assert len(_outbox(session, customer)) == 2
+
+
+def test_a_customer_whose_contacts_all_opted_out_is_skipped(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    company = _company(session)
+    customer = factories.customer(session, company, ref="QUIET")
+    for contact in customer.contacts:
+        contact.receives_reminders = False
+    factories.invoice(session, customer, due_date=days(-3))
+    session.flush()
+    report = _run(session_factory, settings, company)
+    assert report.messages == [] and report.problems == []
+    assert [(s.customer_ref, s.reason) for s in report.skipped] == [("QUIET", "no contact receives reminders")]
+
+
+def test_a_batch_never_splits_a_customers_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dunning import planner
+
+    monkeypatch.setattr(planner, "QUEUE_BATCH", 3)
+    fake = [type("M", (), {"customer_id": cid})() for cid in (1, 1, 2, 2, 3, 4, 4, 4, 4)]
+    batches = planner._batches(fake)  # type: ignore[arg-type]
+    assert [[[m.customer_id for m in group] for group in batch] for batch in batches] == [
+        [[1, 1]], [[2, 2], [3]], [[4, 4, 4, 4]]]
+
+
+def test_after_a_broken_promise_the_next_reminder_says_so(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    from ledger import disputes
+
+    company = _company(session, promise_grace_days=3)
+    customer = factories.customer(session, company, language="en")
+    _contact(session, customer, "controller@client.test", language="fr")
+    promised = factories.invoice(session, customer, 1200_00, number="F-P", due_date=days(-4))
+    factories.invoice(session, customer, 300_00, number="F-LATER", due_date=days(40))
+    session.refresh(customer)
+    _run(session_factory, settings, company, today=days(-1))  # F-P at D+3
+    disputes.make_promise(session, customer=customer, contact=customer.primary_contact, invoice_ids=[promised.id],
+                          promised_for=days(2))
+    session.flush()
+    # While the promise is pending, F-P is held; nothing about it is said.
+    assert _run(session_factory, settings, company, today=days(4)).messages == []
+    # Date + grace passed without payment: settled broken, and F-P reaches D+15 on day 11.
+    clock.set(datetime(2026, 12, 6, 10, 0, tzinfo=timezone.utc))
+    assert disputes.settle_promises(session) == (0, 1)
+    report = _run(session_factory, settings, company, today=days(11))
+    assert [(m.to_address, [i.number for i in m.invoices]) for m in report.messages] == [
+        (customer.primary_contact.email, ["F-P"]), ("controller@client.test", ["F-P"])]
+    english, french = _outbox(session, customer)[-2:]
+    assert "You promised to pay €1,200.00 by 27 Nov 2026; we have not received it." in english.body_text
+    assert "<strong>You promised to pay €1,200.00 by 27 Nov 2026; we have not received it.</strong>" in (
+        english.body_html or "")
+    assert ("Vous vous étiez engagé à régler 1 200,00 € au plus tard le 27 nov. 2026 ; nous n'avons pas reçu "
+            "ce règlement.") in _plain(french.body_text)
+    # A reminder about invoices without a broken promise says nothing of it.
+    other = factories.customer(session, company)
+    factories.invoice(session, other, due_date=days(-3))
+    _run(session_factory, settings, company)
+    [plain] = _outbox(session, other)
+    assert "promise" not in plain.body_text and "engagé" not in plain.body_text

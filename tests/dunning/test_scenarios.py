@@ -50,10 +50,10 @@ def test_an_unknown_placeholder_is_refused_with_its_line_and_name() -> None:
     with pytest.raises(TemplateProblem) as refused:
         validate_step("Relance {{ company.name }}", "Bonjour {{ client.name }},\n\nTotal : {{ total }}")
     assert refused.value.problems == [
-        "body, line 1: unknown placeholder 'client' (known: company, contact, customer, invoices, late_charges, "
-        "link, savings, today, totals)",
-        "body, line 3: unknown placeholder 'total' (known: company, contact, customer, invoices, late_charges, "
-        "link, savings, today, totals)",
+        "body, line 1: unknown placeholder 'client' (known: broken_promise, company, contact, customer, invoices, "
+        "late_charges, link, savings, today, totals)",
+        "body, line 3: unknown placeholder 'total' (known: broken_promise, company, contact, customer, invoices, "
+        "late_charges, link, savings, today, totals)",
     ]
 
 

@@ -21,7 +21,7 @@ from encours import worker
 from encours.clock import clock
 from encours.db import make_engine, upgrade
 from encours.settings import Settings, load_settings
-from ledger.models import OutboxMessage, Reminder, ReminderRun
+from ledger.models import Contact, OutboxMessage, Reminder, ReminderRun
 from tests import factories
 from tests.conftest import TEST_SECRET
 from tests.dunning.test_planner import _bulk_book
@@ -115,7 +115,9 @@ def test_remind_help(tmp_path: Path, book: tuple[str, Engine]) -> None:
     assert "--dry-run" in result.stdout and "--date" in result.stdout and "--company" in result.stdout
 
 
-def test_a_run_killed_half_way_then_rerun_queues_every_message_exactly_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("more_contacts", [False, True], ids=["one-contact", "several-contacts"])
+def test_a_run_killed_half_way_then_rerun_queues_every_message_exactly_once(tmp_path: Path,
+                                                                            more_contacts: bool) -> None:
     customers = 3000
     url = f"sqlite:///{tmp_path / 'crash.sqlite3'}"
     upgrade(url)
@@ -126,7 +128,8 @@ def test_a_run_killed_half_way_then_rerun_queues_every_message_exactly_once(tmp_
             ensure_default_scenario(session, company)
             session.commit()
             company_id = company.id
-        _bulk_book(engine, company_id, customers)
+        _bulk_book(engine, company_id, customers, more_contacts=more_contacts)
+        expected = customers + (len(range(0, customers, 5)) if more_contacts else 0)
 
         process = subprocess.Popen([str(ENCOURS), "remind", "--date", "2026-11-25"], cwd=tmp_path,
                                    env=_environ(url), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -147,7 +150,7 @@ def test_a_run_killed_half_way_then_rerun_queues_every_message_exactly_once(tmp_
         assert process.returncode == -signal.SIGKILL
 
         killed_at = _count(engine, OutboxMessage)
-        assert 0 < killed_at < customers, "the run was not killed half way"
+        assert 0 < killed_at < expected, "the run was not killed half way"
         _assert_pairs(engine)
         with Session(engine) as session:
             assert session.scalars(select(ReminderRun.finished_at)).all() == [None]
@@ -155,13 +158,13 @@ def test_a_run_killed_half_way_then_rerun_queues_every_message_exactly_once(tmp_
         rerun = _encours(tmp_path, url, "remind", "--date", "2026-11-25")
         assert rerun.returncode == 0, rerun.stderr
         assert rerun.stdout.startswith(
-            f"CRASH 2026-11-25: {customers - killed_at} planned, {customers - killed_at} queued, 0 already queued")
+            f"CRASH 2026-11-25: {expected - killed_at} planned, {expected - killed_at} queued, 0 already queued")
         _assert_pairs(engine)
-        assert _count(engine, OutboxMessage) == customers
+        assert _count(engine, OutboxMessage) == expected
         with Session(engine) as session:
-            per_customer = session.execute(
-                select(OutboxMessage.customer_id, func.count()).group_by(OutboxMessage.customer_id)).all()
-            assert len(per_customer) == customers and {n for _, n in per_customer} == {1}
+            per_contact = session.execute(
+                select(OutboxMessage.contact_id, func.count()).group_by(OutboxMessage.contact_id)).all()
+            assert len(per_contact) == expected and {n for _, n in per_contact} == {1}
     finally:
         engine.dispose()
 
@@ -172,13 +175,18 @@ def _count(engine: Engine, model: Any) -> int:
 
 
 def _assert_pairs(engine: Engine) -> None:
-    """Every reminder has its outbox message and every queued reminder email its Reminder."""
+    """Every reminder has its outbox message and every queued reminder email its Reminder; a
+    customer is done whole (each of its receiving contacts) or not at all."""
     with Session(engine) as session:
         reminders = session.execute(select(Reminder.outbox_id)).scalars().all()
         outbox = session.scalars(select(OutboxMessage.id).where(OutboxMessage.kind == "reminder")).all()
         assert None not in reminders
         assert sorted(reminders) == sorted(outbox)
-        assert session.scalar(select(func.count(func.distinct(Reminder.customer_id)))) == len(reminders)
+        receiving = dict(session.execute(select(Contact.customer_id, func.count())
+                                         .where(Contact.receives_reminders.is_(True))
+                                         .group_by(Contact.customer_id)).all())
+        done = session.execute(select(Reminder.customer_id, func.count()).group_by(Reminder.customer_id)).all()
+        assert all(count == receiving[customer_id] for customer_id, count in done)
 
 
 # --- the worker runs the daily plan at each company's local hour ---------------------------------

@@ -1,0 +1,492 @@
+"""Back-office: reminder scenarios (list, edit with a live preview on a real customer) and the
+history of reminder runs, with a dry run of any day.
+
+Admins and the managers of a company edit its scenarios; everyone else who sees the company
+reads them. `dunning.scenarios` checks and saves (all or nothing, audited); `dunning.planner`
+renders previews and plans dry runs; `admin.runs_service` counts what runs sent.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import jinja2
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from admin import runs_service
+from admin.access import Rejected, Staff, forbidden, scoped, scoped_companies, staff_get, staff_post
+from admin.routes import _render
+from dunning import messages, planner
+from dunning.scenarios import (
+    TONES,
+    Problem,
+    ScenarioInput,
+    ScenarioInvalid,
+    StepInput,
+    create_scenario,
+    save_scenario,
+    step_problems,
+)
+from encours import i18n
+from encours.clock import clock
+from encours.i18n import N_
+from ledger.models import Company, Customer, Invoice, ReminderRun, Role, Scenario, User
+from ledger.money import AmountError, Money
+from portal.disputes import Posted
+
+TONE_LABELS = {"courteous": N_("Courteous"), "firm": N_("Firm"), "formal": N_("Formal")}
+FIELD_LABELS = {"subject": N_("subject"), "body": N_("body")}
+PLACEHOLDER_HELP = {
+    "customer": N_("the customer: {{ customer.name }}, {{ customer.ref }}"),
+    "contact": N_("the contact written to: {{ contact.name }} (may be empty), {{ contact.email }}"),
+    "company": N_("your company: {{ company.name }}, {{ company.support_email }}, {{ company.address }}"),
+    "invoices": N_("the table of the invoices chased (number, due date, open amount, days overdue)"),
+    "totals": N_("the total chased, per currency"),
+    "savings": N_("early-payment discounts still on offer; empty when none"),
+    "late_charges": N_("France: late-payment interest and the 40 € indemnity per invoice (L441-10); "
+                       "{{ late_charges.rate }}, {{ late_charges.indemnity }}"),
+    "broken_promise": N_("when the customer broke a promise to pay these invoices, a sentence saying so; "
+                         "{{ broken_promise.amount }}, {{ broken_promise.date }}"),
+    "link": N_("the customer's personal link to pay (the HTML part also shows a button)"),
+    "today": N_("the date of the run"),
+}
+STATUS_LABELS = {"queued": N_("Waiting"), "sent": N_("Sent"), "failed": N_("Failed")}
+STEP_FIELDS = ("subject_fr", "body_fr", "subject_en", "body_en")
+MAX_TEXT = 20_000
+
+
+def _t(language: str, message: str, **values: object) -> str:
+    return i18n.gettext(language, message, **values)
+
+
+def explain(problem: Problem, language: str) -> str:
+    values = dict(problem.values)
+    if "language" in values:
+        values["language"] = i18n.language_name(str(values["language"]))
+    if "field" in values:
+        values["field"] = _t(language, FIELD_LABELS.get(str(values["field"]), str(values["field"])))
+    return i18n.translations(language).gettext(problem.message) % values
+
+
+SKIP_REASONS = {
+    "reminders paused by staff": N_("Reminders paused by staff"),
+    "collected by an active direct-debit mandate": N_("Collected by an active direct-debit mandate"),
+    "has no contact": N_("No contact"),
+    "no contact receives reminders": N_("No contact receives reminders"),
+}
+
+
+def skip_reason(reason: str, language: str) -> str:
+    """The planner's reason (English, for the CLI) in the reader's language."""
+    if reason in SKIP_REASONS:
+        return _t(language, SKIP_REASONS[reason])
+    if reason.startswith("under the scenario's minimum"):
+        return _t(language, "Under the scenario's minimum %(detail)s", detail=reason.split("minimum", 1)[1].strip())
+    if reason.startswith("contact email ") and reason.endswith(" is not valid"):
+        return _t(language, "Contact email %(email)s is not valid",
+                  email=reason[len("contact email "):-len(" is not valid")])
+    return reason
+
+
+def can_edit(user: User, company_id: int) -> bool:
+    """Admins, and managers of the company."""
+    if user.role == Role.admin.value:
+        return True
+    return user.role == Role.manager.value and any(c.id == company_id for c in user.companies)
+
+
+def _visible_company_ids(session: Session, user: User) -> list[int]:
+    return list(session.scalars(scoped_companies(select(Company.id), user)))
+
+
+def visible_scenario(session: Session, user: User, scenario_id: int) -> Scenario:
+    scenario = session.get(Scenario, scenario_id)
+    if scenario is None or scenario.company_id not in _visible_company_ids(session, user):
+        raise HTTPException(404)
+    return scenario
+
+
+# --- the form, as typed ---------------------------------------------------------------------------
+
+
+@dataclass
+class StepForm:
+    """One step's fields as strings, to show again exactly what was typed."""
+
+    id: int | None
+    offset: str
+    tone: str
+    whole_balance: bool
+    subject_fr: str
+    body_fr: str
+    subject_en: str
+    body_en: str
+    remove: bool = False
+
+    @property
+    def label(self) -> str:
+        try:
+            offset = int(self.offset)
+        except ValueError:
+            return self.offset or "?"
+        return f"D{offset:+d}" if offset else "D"
+
+
+@dataclass
+class ScenarioForm:
+    name: str
+    segment: str
+    minimums: dict[str, str]
+    active: bool
+    steps: list[StepForm] = field(default_factory=list)
+
+
+def _form_of(scenario: Scenario, currencies: list[str]) -> ScenarioForm:
+    minimums = {c: "" for c in currencies}
+    for currency, minor in (scenario.minimums or {}).items():
+        minimums[currency] = str(Money(int(minor), currency).to_decimal())
+    return ScenarioForm(
+        name=scenario.name, segment=scenario.segment or "", minimums=minimums, active=scenario.active,
+        steps=[StepForm(id=s.id, offset=str(s.offset_days), tone=s.tone, whole_balance=s.whole_balance,
+                        subject_fr=s.subject_fr, body_fr=s.body_fr, subject_en=s.subject_en, body_en=s.body_en)
+               for s in sorted(scenario.steps, key=lambda s: s.offset_days)],
+    )
+
+
+def _form_from_post(posted: Posted, currencies: list[str]) -> ScenarioForm:
+    steps = []
+    try:
+        count = min(int(posted.text("step_count", 4)), 30)
+    except ValueError:
+        count = 0
+    for n in range(count):
+        prefix = f"step-{n}-"
+        if not posted.text(prefix + "offset", 10) and not posted.text(prefix + "id", 12) \
+                and prefix + "subject_fr" not in posted.form:
+            continue
+        step_id = posted.text(prefix + "id", 12)
+        steps.append(StepForm(
+            id=int(step_id) if step_id.isdigit() else None,
+            offset=posted.text(prefix + "offset", 10).strip(),
+            tone=posted.text(prefix + "tone", 16),
+            whole_balance=posted.text(prefix + "whole_balance", 2) == "1",
+            remove=posted.text(prefix + "remove", 2) == "1",
+            **{name: posted.text(prefix + name, MAX_TEXT).replace("\r\n", "\n") for name in STEP_FIELDS},
+        ))
+    minimums = {c: posted.text(f"minimum-{c}", 30).strip() for c in currencies}
+    return ScenarioForm(name=posted.text("name", 200).strip(), segment=posted.text("segment", 64).strip(),
+                        minimums=minimums, active=posted.text("active", 2) == "1", steps=steps)
+
+
+def _blank_step(form: ScenarioForm) -> StepForm:
+    last = max((int(s.offset) for s in form.steps if s.offset.lstrip("-").isdigit()), default=0)
+    template = form.steps[-1] if form.steps else None
+    return StepForm(id=None, offset=str(last + 10), tone="firm", whole_balance=False,
+                    subject_fr=template.subject_fr if template else "{{ company.name }}",
+                    body_fr=template.body_fr if template else "{{ invoices }}\n\n{{ totals }}\n\n{{ link }}",
+                    subject_en=template.subject_en if template else "{{ company.name }}",
+                    body_en=template.body_en if template else "{{ invoices }}\n\n{{ totals }}\n\n{{ link }}")
+
+
+def _parse(form: ScenarioForm) -> tuple[ScenarioInput | None, list[Problem]]:
+    """The typed form as service input, or the problems that prevent reading it."""
+    problems: list[Problem] = []
+    steps = []
+    for number, step in enumerate(form.steps, start=1):
+        try:
+            offset = int(step.offset)
+        except ValueError:
+            problems.append(Problem(N_("Step %(number)s: the day must be a whole number of days from the due "
+                                       "date, for example -5 or 15."), {"number": number}))
+            continue
+        steps.append(StepInput(id=step.id, offset_days=offset, tone=step.tone, whole_balance=step.whole_balance,
+                               subject_fr=step.subject_fr, body_fr=step.body_fr, subject_en=step.subject_en,
+                               body_en=step.body_en, remove=step.remove))
+    minimums: dict[str, int] = {}
+    for currency, text in form.minimums.items():
+        if not text:
+            continue
+        try:
+            amount = Money.parse(text, currency)
+        except AmountError:
+            amount = None
+        if amount is None or amount.minor < 0:
+            problems.append(Problem(N_("The minimum in %(currency)s must be an amount, for example 50.00."),
+                                    {"currency": currency}))
+        elif amount.minor > 0:
+            minimums[currency] = amount.minor
+    if problems:
+        return None, problems
+    return ScenarioInput(name=form.name, segment=form.segment or None, minimums=minimums, active=form.active,
+                         steps=steps), []
+
+
+# --- pages ----------------------------------------------------------------------------------------
+
+
+def _currencies(session: Session, company: Company, scenario: Scenario | None = None) -> list[str]:
+    used = set(session.scalars(select(Invoice.currency).distinct().where(Invoice.company_id == company.id)))
+    used |= set((scenario.minimums or {}) if scenario else {})
+    return [company.base_currency] + sorted(used - {company.base_currency})
+
+
+def _segments(session: Session, company: Company) -> list[str]:
+    return sorted(s for s in session.scalars(
+        select(Customer.segment).distinct().where(Customer.company_id == company.id)) if s)
+
+
+def _preview_customers(session: Session, staff: Staff, company: Company) -> list[Customer]:
+    return list(session.scalars(
+        scoped(select(Customer), staff.user).where(Customer.company_id == company.id)
+        .order_by(Customer.name, Customer.id).limit(500)))
+
+
+def _index(request: Request, session: Session, staff: Staff, error: str | None = None,
+           status_code: int = 200) -> Response:
+    companies = list(session.scalars(scoped_companies(select(Company), staff.user).order_by(Company.name)))
+    scenarios = {c.id: list(session.scalars(select(Scenario).where(Scenario.company_id == c.id)
+                                             .order_by(Scenario.segment.is_not(None), Scenario.segment,
+                                                       Scenario.id)))
+                 for c in companies}
+    return _render(request, "admin/scenarios.html", {
+        "user": staff.user, "companies": companies, "scenarios": scenarios,
+        "editable": {c.id: can_edit(staff.user, c.id) for c in companies},
+        "segments": {c.id: _segments(session, c) for c in companies},
+        "error": error, "tone_label": lambda tone: _t(staff.language, TONE_LABELS.get(tone, tone)),
+        "minimums": lambda scenario: [Money(int(minor), currency)
+                                      for currency, minor in sorted((scenario.minimums or {}).items())],
+    }, staff.language, status_code=status_code)
+
+
+@staff_get
+def index(request: Request, session: Session, staff: Staff) -> Response:
+    return _index(request, session, staff)
+
+
+@staff_post
+def create(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    code = posted.text("company", 32)
+    company = session.scalar(scoped_companies(select(Company), staff.user).where(Company.code == code))
+    if company is None:
+        raise HTTPException(404)
+    if not can_edit(staff.user, company.id):
+        return forbidden(request, staff)
+    try:
+        scenario = create_scenario(session, company, name=posted.text("name", 120),
+                                   segment=posted.text("segment", 64).strip() or None, actor=staff.user.email)
+    except ScenarioInvalid as invalid:
+        raise Rejected(_index(request, session, staff, status_code=400,
+                              error=" ".join(explain(p, staff.language) for p in invalid.problems)))
+    return RedirectResponse(f"/admin/scenarios/{scenario.id}", status_code=303)
+
+
+@dataclass
+class PreviewResult:
+    customer: Customer | None = None
+    step_label: str = ""
+    language: str = "fr"
+    to_address: str = ""
+    rendered: messages.RenderedMessage | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def _preview(request: Request, session: Session, staff: Staff, company: Company, form: ScenarioForm,
+             customer_id: int | None, step_index: int, language: str | None) -> PreviewResult:
+    customers = _preview_customers(session, staff, company)
+    customer = next((c for c in customers if c.id == customer_id), customers[0] if customers else None)
+    result = PreviewResult(customer=customer)
+    if customer is None or not form.steps:
+        return result
+    step_form = form.steps[min(max(step_index, 0), len(form.steps) - 1)]
+    result.step_label = step_form.label
+    parsed, problems = _parse(ScenarioForm(form.name, form.segment, {}, form.active, [step_form]))
+    if parsed is not None:
+        problems = step_problems(parsed.steps[0])
+    if problems or parsed is None:
+        result.problems = [explain(p, staff.language) for p in problems]
+        return result
+    contact = customer.primary_contact
+    result.language = i18n.normalize(language or (contact.language if contact else customer.language))
+    result.to_address = contact.email if contact else ""
+    try:
+        # A throwaway secret: the preview's link must not open the customer's portal.
+        result.rendered = planner.preview(session, parsed.steps[0].texts(), customer, secret=secrets.token_hex(16),
+                                          base_url=request.app.state.settings.base_url,
+                                          language=result.language)
+    except jinja2.TemplateError as error:
+        result.problems = [str(error)]
+    return result
+
+
+def _editor(request: Request, session: Session, staff: Staff, scenario: Scenario, form: ScenarioForm, *,
+            problems: list[str] | None = None, saved: bool = False, preview: PreviewResult | None = None,
+            status_code: int = 200, preview_customer: int | None = None, preview_step: int = 0,
+            preview_language: str = "") -> Response:
+    company = session.get_one(Company, scenario.company_id)
+    return _render(request, "admin/scenario.html", {
+        "user": staff.user, "scenario": scenario, "company": company, "form": form,
+        "editable": can_edit(staff.user, company.id), "problems": problems or [], "saved": saved,
+        "tones": TONES, "tone_label": lambda tone: _t(staff.language, TONE_LABELS.get(tone, tone)),
+        "placeholders": [(name, _t(staff.language, PLACEHOLDER_HELP[name])) for name in messages.PLACEHOLDERS
+                         if name in PLACEHOLDER_HELP],
+        "segments": _segments(session, company), "customers": _preview_customers(session, staff, company),
+        "preview": preview, "preview_customer": preview_customer or (preview.customer.id if preview and
+                                                                     preview.customer else None),
+        "preview_step": preview_step, "preview_language": preview_language,
+    }, staff.language, status_code=status_code)
+
+
+def _int(text: str | None) -> int | None:
+    text = (text or "").strip()
+    return int(text) if text.isdigit() and len(text) < 12 else None
+
+
+@staff_get
+def edit_page(request: Request, session: Session, staff: Staff) -> Response:
+    scenario = visible_scenario(session, staff.user, request.path_params["scenario_id"])
+    company = session.get_one(Company, scenario.company_id)
+    form = _form_of(scenario, _currencies(session, company, scenario))
+    params = request.query_params
+    customer_id, step = _int(params.get("customer")), _int(params.get("step")) or 0
+    language = params.get("language") if params.get("language") in i18n.LANGUAGES else ""
+    preview = _preview(request, session, staff, company, form, customer_id, step, language or None)
+    return _editor(request, session, staff, scenario, form, saved=params.get("saved") == "1", preview=preview,
+                   preview_step=step, preview_language=language or "", preview_customer=customer_id)
+
+
+@staff_post
+def save(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    scenario = visible_scenario(session, staff.user, request.path_params["scenario_id"])
+    company = session.get_one(Company, scenario.company_id)
+    if not can_edit(staff.user, company.id):
+        return forbidden(request, staff)
+    form = _form_from_post(posted, _currencies(session, company, scenario))
+    customer_id = _int(posted.text("preview_customer", 12))
+    step_index = _int(posted.text("preview_step", 4)) or 0
+    language = posted.text("preview_language", 2) if posted.text("preview_language", 2) in i18n.LANGUAGES else ""
+    if posted.text("action", 16) == "add_step":
+        form.steps.append(_blank_step(form))
+        step_index = len(form.steps) - 1
+        return _editor(request, session, staff, scenario, form, preview_step=step_index,
+                       preview=_preview(request, session, staff, company, form, customer_id, step_index,
+                                        language or None), preview_language=language)
+    parsed, problems = _parse(form)
+    if parsed is not None:
+        try:
+            save_scenario(session, scenario, parsed, actor=staff.user.email)
+        except ScenarioInvalid as invalid:
+            problems = invalid.problems
+    if problems or parsed is None:
+        raise Rejected(_editor(
+            request, session, staff, scenario, form, status_code=400,
+            problems=[explain(p, staff.language) for p in problems], preview_step=step_index,
+            preview=_preview(request, session, staff, company, form, customer_id, step_index, language or None),
+            preview_language=language))
+    # The preview stays on the customer, step and language staff were looking at.
+    query = f"saved=1&step={step_index}" + (f"&customer={customer_id}" if customer_id else "") + (
+        f"&language={language}" if language else "")
+    return RedirectResponse(f"/admin/scenarios/{scenario.id}?{query}", status_code=303)
+
+
+@staff_post
+def preview_fragment(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    scenario = visible_scenario(session, staff.user, request.path_params["scenario_id"])
+    company = session.get_one(Company, scenario.company_id)
+    form = _form_from_post(posted, [])
+    step_index = _int(posted.text("preview_step", 4)) or 0
+    language = posted.text("preview_language", 2) if posted.text("preview_language", 2) in i18n.LANGUAGES else ""
+    preview = _preview(request, session, staff, company, form, _int(posted.text("preview_customer", 12)),
+                       step_index, language or None)
+    return request.app.state.templates.response(
+        request, "admin/scenario.html",
+        {"user": staff.user, "preview": preview, "scenario": scenario, "company": company},
+        staff.language, block="preview")
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+
+def _visible_customers(staff: Staff) -> Any:
+    return scoped(select(Customer), staff.user)
+
+
+@staff_get
+def runs_page(request: Request, session: Session, staff: Staff) -> Response:
+    company_ids = None if staff.user.role == Role.admin.value else _visible_company_ids(session, staff.user)
+    companies = list(session.scalars(scoped_companies(select(Company), staff.user).order_by(Company.name)))
+    return _render(request, "admin/reminder_runs.html", {
+        "user": staff.user, "rows": runs_service.runs(session, company_ids), "companies": companies,
+        "today": clock.today(companies[0].timezone) if companies else clock.now().date(),
+    }, staff.language)
+
+
+@staff_get
+def run_page(request: Request, session: Session, staff: Staff) -> Response:
+    run = session.get(ReminderRun, request.path_params["run_id"])
+    if run is None or run.company_id not in _visible_company_ids(session, staff.user):
+        raise HTTPException(404)
+    customers = None if staff.user.role == Role.admin.value else _visible_customers(staff)
+    return _render(request, "admin/reminder_run.html", {
+        "user": staff.user, "row": runs_service.run_row(session, run),
+        "lines": runs_service.reminder_lines(session, run, customers),
+        "status_label": lambda status: _t(staff.language, STATUS_LABELS.get(status or "", "—")) if status else "—",
+    }, staff.language)
+
+
+@staff_get
+def dry_run_page(request: Request, session: Session, staff: Staff) -> Response:
+    """What a run would send for a company on a day: to whom, which step, why others are skipped.
+
+    Plans only (the `--dry-run` of `encours remind`): nothing is queued or recorded.
+    """
+    companies = list(session.scalars(scoped_companies(select(Company), staff.user).order_by(Company.name)))
+    code = request.query_params.get("company", "")
+    company = next((c for c in companies if c.code == code), None)
+    error = None
+    raw_date = request.query_params.get("date", "")[:10]
+    day = clock.today(company.timezone) if company else clock.now().date()
+    if raw_date:
+        try:
+            day = date.fromisoformat(raw_date)
+        except ValueError:
+            error = _t(staff.language, "Choose a valid date.")
+    plan = None
+    if company is None and code:
+        error = _t(staff.language, "Choose a company.")
+    if company is not None and error is None:
+        plan = planner.plan_company(session, company, day)
+        if staff.user.role == Role.collector.value:
+            # A collector sees only its own customers' part of the plan.
+            mine = set(session.scalars(_visible_customers(staff).with_only_columns(Customer.id)
+                                       .where(Customer.company_id == company.id)))
+            refs = set(session.scalars(select(Customer.ref).where(Customer.id.in_(mine))))
+            plan.messages = [m for m in plan.messages if m.customer_id in mine]
+            plan.skipped = [s for s in plan.skipped if s.customer_ref in refs]
+            plan.problems = [p for p in plan.problems if p.split(":", 1)[0] in refs]
+    return _render(request, "admin/reminder_dry_run.html", {
+        "user": staff.user, "companies": companies, "company": company, "plan": plan,
+        "skip_reason": lambda reason: skip_reason(reason, staff.language),
+        "error": error, "raw_date": raw_date or day.isoformat(),
+        "totals": lambda m: [Money(minor, currency) for currency, minor in sorted(m.totals.items())],
+    }, staff.language, status_code=400 if error else 200)
+
+
+routes = [
+    Route("/admin/scenarios", index, methods=["GET"], name="admin:scenarios"),
+    Route("/admin/scenarios/new", create, methods=["POST"], name="admin:scenario_new"),
+    Route("/admin/scenarios/runs", runs_page, methods=["GET"], name="admin:reminder_runs"),
+    Route("/admin/scenarios/runs/preview", dry_run_page, methods=["GET"], name="admin:reminder_dry_run"),
+    Route("/admin/scenarios/runs/{run_id:int}", run_page, methods=["GET"], name="admin:reminder_run"),
+    Route("/admin/scenarios/{scenario_id:int}", edit_page, methods=["GET"], name="admin:scenario"),
+    Route("/admin/scenarios/{scenario_id:int}", save, methods=["POST"], name="admin:scenario_save"),
+    Route("/admin/scenarios/{scenario_id:int}/preview", preview_fragment, methods=["POST"],
+          name="admin:scenario_preview"),
+]
