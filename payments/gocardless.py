@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from urllib.parse import urlsplit
 
 import gocardless_pro
+import gocardless_pro.webhooks  # not imported by the package itself
 from gocardless_pro import errors as gc_errors
 from requests import RequestException
 from sqlalchemy import exists, select
