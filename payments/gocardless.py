@@ -37,8 +37,9 @@ from encours.clock import clock
 from encours.db import unit_of_work
 from encours.settings import SettingsError, load_settings
 from ledger import audit
-from ledger.models import Checkout, CheckoutLine, Customer, Invoice, InvoiceKind, InvoiceStatus, Payment
+from ledger.models import Checkout, Customer, Payment
 from payments.base import ProviderUnavailable, StartResult
+from payments.collections import MANDATE_ENDED, CollectionReport, collectable_invoices, mandate_currency
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -53,7 +54,6 @@ INSTANT = "instant_transfer"
 DIRECT_DEBIT = "direct_debit"
 INSTANT_CURRENCIES = frozenset({"EUR", "GBP"})  # Instant Bank Pay
 SCHEMES = {"EUR": "sepa_core", "GBP": "bacs"}
-SCHEME_CURRENCY = {scheme: currency for currency, scheme in SCHEMES.items()}
 TIMEOUT = 20  # seconds: the debtor is waiting
 
 # GoCardless payment event action -> our payment status (payments.settlement ranks them).
@@ -82,9 +82,6 @@ MANDATE_ACTIONS = {
 # A mandate's status only moves forward, as a payment's does: a late "submitted" never
 # hides an "active", and nothing comes back from failed, cancelled or expired.
 MANDATE_RANK = {"pending_submission": 0, "submitted": 1, "active": 2, "failed": 3, "cancelled": 3, "expired": 3}
-MANDATE_ENDED = ("failed", "cancelled", "expired")
-# A mandate that can take payments: GoCardless accepts them before it is active too.
-MANDATE_USABLE = ("pending_submission", "submitted", "active")
 
 
 class GoCardlessUnavailable(ProviderUnavailable):
@@ -255,13 +252,6 @@ class DirectDebitProvider(_GoCardless):
         wants_instant = checkout.instant_first_payment and checkout.currency in INSTANT_CURRENCIES
         self._billing_request(session, checkout, settings, payment=wants_instant, mandate=True)
         return self._flow(checkout, settings, base_url)
-
-
-def mandate_currency(customer: Customer) -> str | None:
-    """The currency the customer's mandate collects in, while it can take payments."""
-    if customer.gocardless_mandate_id and customer.gocardless_mandate_status in MANDATE_USABLE:
-        return SCHEME_CURRENCY.get(customer.gocardless_mandate_scheme or "")
-    return None
 
 
 def collect_checkout(session: Session, settings: Settings, checkout: Checkout, customer: Customer,
@@ -528,40 +518,6 @@ def handle_event(session: Session, event: Any) -> None:
 # --- collecting on mandates (the worker's step) ---
 
 
-@dataclass(frozen=True)
-class CollectionReport:
-    created: int = 0
-    failed: int = 0
-
-    @property
-    def busy(self) -> bool:
-        return bool(self.created or self.failed)
-
-    def summary(self) -> str:
-        return f"{self.created} created, {self.failed} failed"
-
-
-def collectable_invoices(session: Session, customer: Customer, currency: str) -> list[Invoice]:
-    """The customer's open, undisputed invoices in `currency` that no live checkout is paying yet."""
-    live = (
-        select(CheckoutLine.invoice_id)
-        .join(Checkout, Checkout.id == CheckoutLine.checkout_id)
-        .where(Checkout.customer_id == customer.id, Checkout.status.in_(("open", "processing")))
-    )
-    return list(session.scalars(
-        select(Invoice)
-        .where(
-            Invoice.customer_id == customer.id,
-            Invoice.kind == InvoiceKind.invoice.value,
-            Invoice.status.in_((InvoiceStatus.open.value, InvoiceStatus.partially_paid.value)),
-            Invoice.open_minor > 0,
-            Invoice.currency == currency,
-            Invoice.id.not_in(live),
-        )
-        .order_by(Invoice.due_date, Invoice.number)
-    ))
-
-
 def collect_due(settings: Settings, session_factory: sessionmaker[Session]) -> CollectionReport:
     """Debit the mandates that can take payments: checkouts waiting for theirs, and every open,
     undisputed invoice whose due date (company time) has come. One transaction per customer, the
@@ -609,17 +565,3 @@ def collect_due(settings: Settings, session_factory: sessionmaker[Session]) -> C
             log.warning("collecting on the mandate of customer %s failed: %s", customer_id, error)
             failed += 1
     return CollectionReport(created=created, failed=failed)
-
-
-def next_collections(session: Session, customer: Customer, today: Any) -> list[tuple[Any, Any]]:
-    """(date, amount) of the invoices the mandate will collect next, soonest first (overdue ones: today)."""
-    from ledger.money import Money
-
-    currency = mandate_currency(customer)
-    if currency is None or customer.gocardless_mandate_status in MANDATE_ENDED:
-        return []
-    by_day: dict[Any, int] = {}
-    for invoice in collectable_invoices(session, customer, currency):
-        day = max(invoice.due_date, today)
-        by_day[day] = by_day.get(day, 0) + invoice.open_minor
-    return [(day, Money(minor, currency)) for day, minor in sorted(by_day.items())][:5]

@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 from encours.clock import clock
 from encours.settings import Settings, load_settings
 from ledger.models import Allocation, Checkout, Customer, Invoice, OutboxMessage, Payment, WebhookEvent
+from payments import collections
 from payments import gocardless as gc
 from payments import webhooks
 from payments.checkout import create_checkout
@@ -316,9 +317,12 @@ def test_the_worker_collects_due_invoices_once_even_run_twice(
     client: TestClient, session: Session, session_factory: sessionmaker[Session], settings: Settings,
     customer: Customer, invoices: list[Invoice], gocardless: GoCardlessStandIn,  # noqa: F811
 ) -> None:
+    from encours import worker
+
     with_active_mandate(session, gocardless, customer)
-    report = gc.collect_due(settings, session_factory)
-    assert (report.created, report.failed) == (1, 0)  # only F-1 is due (1 November)
+    report = worker.run_once(settings, session_factory)  # `encours worker`'s step
+    assert (report.collections.created, report.collections.failed) == (1, 0)  # only F-1 is due (1 November)
+    assert "direct debits: 1 created, 0 failed" in report.lines()
     again = gc.collect_due(settings, session_factory)
     assert (again.created, again.failed) == (0, 0)
     [payment] = gocardless.all("payments")
@@ -332,7 +336,7 @@ def test_the_worker_collects_due_invoices_once_even_run_twice(
     session.expire_all()
     assert [(invoice.status, invoice.open_minor) for invoice in invoices] == \
         [("paid", 0), ("open", 500_00), ("open", 318_40)]
-    assert gc.next_collections(session, customer, TODAY) == \
+    assert collections.next_collections(session, customer, TODAY) == \
         [(date(2026, 12, 20), invoices[1].open), (date(2026, 12, 24), invoices[2].open)]
 
     # On 20 December (Paris time) F-2 falls due and is collected, F-3 not yet.
