@@ -70,3 +70,23 @@ def next_collections(session: Session, customer: Customer, today: date) -> list[
         day = max(invoice.due_date, today)
         by_day[day] = by_day.get(day, 0) + invoice.open_minor
     return [(day, Money(minor, currency)) for day, minor in sorted(by_day.items())][:5]
+
+
+@dataclass(frozen=True)
+class MandateSummary:
+    """What the portal shows of a customer's mandate."""
+
+    scheme: str | None  # sepa_core, bacs
+    status: str  # pending_submission, submitted, active, failed, cancelled, expired
+    collections: list[tuple[date, Money]]
+
+    @property
+    def ended(self) -> bool:
+        return self.status in MANDATE_ENDED
+
+
+def mandate_summary(session: Session, customer: Customer, today: date) -> MandateSummary | None:
+    if not customer.gocardless_mandate_id or not customer.gocardless_mandate_status:
+        return None
+    return MandateSummary(scheme=customer.gocardless_mandate_scheme, status=customer.gocardless_mandate_status,
+                          collections=next_collections(session, customer, today))

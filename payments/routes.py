@@ -68,6 +68,7 @@ def _read_form(session: Session, visit: Visit, form: FormData, settings: Setting
         "error": error,
         "methods": base.offered_methods(settings, visit.company, priced.currency) if priced else [],
         "method": str(form.get("method", "")),
+        "instant_first": bool(form.get("instant_first")),
         "today": today,
     }
 
