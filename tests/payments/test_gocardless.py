@@ -193,3 +193,21 @@ def test_the_pay_form_says_when_gocardless_does_not_answer(
         "action": "pay"}, follow_redirects=False)
     assert response.status_code == 503
     assert "Le service de paiement ne répond pas" in response.text
+
+
+def test_the_statement_shows_the_mandate_and_its_next_collections(
+    client: TestClient, session: Session, customer: Customer, invoices: list[Invoice],
+) -> None:
+    customer.gocardless_mandate_id, customer.gocardless_mandate_status = "MD0001TEST", "active"
+    customer.gocardless_mandate_scheme = "sepa_core"
+    session.commit()
+    login(client, customer)
+    page = client.get("/portal").text
+    panel = page.split('class="panel mandate-panel"', 1)[1].split("</section>", 1)[0]
+    assert "Mandat de prélèvement SEPA" in panel and "actif" in panel
+    # F-1 is overdue: collected at once (today); F-2 and F-3 on their due dates.
+    assert [day in panel for day in ("25 novembre 2026", "20 décembre 2026", "24 décembre 2026")] == [True] * 3
+    customer.gocardless_mandate_status = "cancelled"
+    session.commit()
+    panel = client.get("/portal").text.split('class="panel mandate-panel"', 1)[1].split("</section>", 1)[0]
+    assert "annulé" in panel and "ne sont plus prélevées" in panel and "<table" not in panel
