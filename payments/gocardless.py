@@ -348,6 +348,8 @@ def apply_event(session: Session, event: dict[str, Any], settings: Settings | No
         if not payment_id:
             raise GoCardlessEventError(f"payments event {event.get('id')} names no payment")
         checkout = _checkout_of_payment(session, settings, payment_id, event)
+        if checkout is None:
+            return f"{payment_id} {action}: not ours, ignored"
         status = PAYMENT_ACTIONS[action]
         details = event.get("details") or {}
         reason = None
@@ -364,6 +366,8 @@ def apply_event(session: Session, event: dict[str, Any], settings: Settings | No
         if not mandate_id:
             raise GoCardlessEventError(f"mandates event {event.get('id')} names no mandate")
         customer = _customer_of_mandate(session, settings, mandate_id, event)
+        if customer is None:
+            return f"{mandate_id} {action}: not ours, ignored"
         moved = record_mandate(session, customer, mandate_id, MANDATE_ACTIONS[action], scheme=None,
                                reason=(event.get("details") or {}).get("description"))
         return f"{mandate_id} {action}" + ("" if moved else ": no change")
@@ -472,9 +476,11 @@ def _checkout_of_request(session: Session, settings: Settings, request_id: Any) 
     return checkout
 
 
-def _checkout_of_payment(session: Session, settings: Settings, payment_id: str, event: dict[str, Any]) -> Checkout:
+def _checkout_of_payment(session: Session, settings: Settings, payment_id: str,
+                         event: dict[str, Any]) -> Checkout | None:
     """The checkout a GoCardless payment pays: the payment we recorded, else the payment's metadata
-    (in the event, or asked of GoCardless when an event came before the one that made it known)."""
+    (in the event, or asked of GoCardless when an event came before the one that made it known).
+    None for a payment without our metadata: made by something else on the same GoCardless account."""
     known = session.scalar(select(Payment).where(Payment.provider == PROVIDER, Payment.provider_ref == payment_id))
     if known is not None and known.checkout_id is not None:
         checkout = session.get(Checkout, known.checkout_id)
@@ -484,13 +490,17 @@ def _checkout_of_payment(session: Session, settings: Settings, payment_id: str, 
     if not checkout_id:
         fetched = _call(lambda: client(settings).payments.get(payment_id))
         checkout_id = (fetched.metadata or {}).get("checkout_id")
+        if checkout_id is None:
+            return None
     checkout = session.get(Checkout, int(checkout_id)) if str(checkout_id or "").isdigit() else None
     if checkout is None or checkout.method not in (INSTANT, DIRECT_DEBIT):
         raise GoCardlessEventError(f"payment {payment_id} names no checkout of ours (checkout_id={checkout_id!r})")
     return checkout
 
 
-def _customer_of_mandate(session: Session, settings: Settings, mandate_id: str, event: dict[str, Any]) -> Customer:
+def _customer_of_mandate(session: Session, settings: Settings, mandate_id: str,
+                         event: dict[str, Any]) -> Customer | None:
+    """The customer of a mandate: ours by id, else by the mandate's metadata; None when it has none of ours."""
     customer = session.scalar(select(Customer).where(Customer.gocardless_mandate_id == mandate_id))
     if customer is not None:
         return customer
@@ -498,6 +508,8 @@ def _customer_of_mandate(session: Session, settings: Settings, mandate_id: str, 
     if not customer_id:
         fetched = _call(lambda: client(settings).mandates.get(mandate_id))
         customer_id = (fetched.metadata or {}).get("customer_id")
+        if customer_id is None:
+            return None
     customer = session.get(Customer, int(customer_id)) if str(customer_id or "").isdigit() else None
     if customer is None:
         raise GoCardlessEventError(f"mandate {mandate_id} names no customer of ours (customer_id={customer_id!r})")

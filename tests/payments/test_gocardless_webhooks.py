@@ -290,6 +290,21 @@ def test_an_event_naming_nothing_of_ours_is_kept_and_retried_by_the_worker(
     assert body  # the request itself would have been signed as usual
 
 
+def test_payments_and_mandates_made_by_something_else_are_ignored(
+    client: TestClient, session: Session, settings: Settings, gocardless: GoCardlessStandIn,  # noqa: F811
+) -> None:
+    gocardless.resources["payments"] = {"PM0001OTHER": {"id": "PM0001OTHER", "metadata": {}, "links": {}}}
+    gocardless.resources["mandates"] = {"MD0001OTHER": {"id": "MD0001OTHER", "metadata": {}, "links": {}}}
+    gocardless.move_payment("PM0001OTHER", "confirmed")
+    gocardless.move_mandate("MD0001OTHER", "active")
+    [delivery] = gocardless.flush_webhooks(post=lambda body, headers: client.post(
+        "/webhooks/gocardless", content=body, headers=headers).status_code)
+    assert delivery.status == 200
+    stored = session.scalars(select(WebhookEvent).where(WebhookEvent.provider == "gocardless")).all()
+    assert len(stored) == 2 and all(event.processed_at is not None and event.error is None for event in stored)
+    assert session.scalar(select(func.count()).select_from(Payment)) == 0
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     return {
         "ENCOURS_SECRET_KEY": TEST_SECRET,
