@@ -13,7 +13,6 @@ from encours.app import create_app
 from encours.settings import Settings, SettingsError, load_settings
 from ledger.models import Checkout, Company, Customer, Invoice, Payment
 from payments import base
-from payments import gocardless as provider_module
 from payments.checkout import create_checkout
 from payments.gocardless import DirectDebitProvider, GoCardlessUnavailable, InstantBankPayProvider
 from tests import factories
