@@ -103,6 +103,9 @@ def test_pay_two_overdue_invoices_by_instant_bank_transfer(gc_demo: GoCardlessDe
     checkout_id = int(page.url.rsplit("/", 1)[1])
     # Back from the bank before any webhook: "processing" (the return page asked GoCardless).
     expect(page.locator("h1")).to_have_text(re.compile("Paiement en cours|Paiement reçu"))
+    # The page keeps asking (htmx, every 5 s) and shows the receipt once the webhooks came, no reload.
+    expect(page.locator("h1")).to_have_text("Paiement reçu", timeout=30_000)
+    expect(page.locator(".pay-ok")).to_contain_text("4 094,56")
 
     wait_for(lambda: checkout_status(gc_demo, checkout_id) == "succeeded")
     with gc_demo.engine.connect() as connection:
