@@ -22,6 +22,7 @@ from sqlalchemy import Engine, select
 
 from ledger.models import Checkout, Customer, Payment, WebhookEvent
 from tests.e2e.conftest import ENCOURS, LiveDemo, serve_demo
+from tests.e2e.test_pay_browser import _accessible_and_narrow
 from tests.fakes.gocardless_server import GoCardlessStandIn
 from tests.fakes.smtp import CapturingSMTP
 
@@ -170,4 +171,5 @@ def test_set_up_a_direct_debit_mandate_and_have_the_overdue_invoice_collected(
     rows = panel.locator("tbody tr")
     expect(rows).to_have_count(2)  # UK-10251 and UK-10262, on their due dates
     assert "£8,750.00" in plain(rows.nth(0).inner_text()) and "£612.90" in plain(rows.nth(1).inner_text())
+    assert _accessible_and_narrow(page, "statement with a mandate") == []
     assert os.environ.get("GOCARDLESS_ACCESS_TOKEN") is None  # nothing leaked into the test process
