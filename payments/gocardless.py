@@ -556,6 +556,8 @@ def collect_due(settings: Settings, session_factory: sessionmaker[Session]) -> C
                 currency = mandate_currency(customer) if customer is not None else None
                 if customer is None or currency is None:
                     continue  # another worker has it, or the mandate ended meanwhile
+                if DIRECT_DEBIT in (customer.company.disabled_methods or ()):
+                    continue  # the company turned direct debit off: its mandates wait
                 for checkout in _waiting_checkouts(session, customer.id):
                     collect_checkout(session, settings, checkout, customer, f"{checkout.idempotency_key}-collect")
                     created += 1

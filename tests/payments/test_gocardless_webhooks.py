@@ -335,6 +335,11 @@ def test_the_worker_collects_due_invoices_once_even_run_twice(
     from encours import worker
 
     with_active_mandate(session, gocardless, customer)
+    customer.company.disabled_methods = ["direct_debit"]
+    session.commit()
+    assert gc.collect_due(settings, session_factory).created == 0  # turned off by the company
+    customer.company.disabled_methods = []
+    session.commit()
     report = worker.run_once(settings, session_factory)  # `encours worker`'s step
     assert (report.collections.created, report.collections.failed) == (1, 0)  # only F-1 is due (1 November)
     assert "direct debits: 1 created, 0 failed" in report.lines()
