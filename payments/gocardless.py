@@ -250,8 +250,16 @@ class DirectDebitProvider(_GoCardless):
             collect_checkout(session, settings, checkout, customer, checkout.idempotency_key)
             return StartResult(next_path=status_path(checkout.id))
         wants_instant = checkout.instant_first_payment and checkout.currency in INSTANT_CURRENCIES
-        self._billing_request(session, checkout, settings, payment=wants_instant, mandate=True)
+        # With a mandate already in place, only the instant payment is asked for: never a second mandate.
+        self._billing_request(session, checkout, settings, payment=wants_instant,
+                              mandate=mandate_currency(customer) != checkout.currency)
         return self._flow(checkout, settings, base_url)
+
+
+def payment_method(checkout: Checkout) -> str:
+    """How a checkout's GoCardless payment moves money: a direct-debit checkout's instant first
+    payment is an instant transfer; what the worker collects on a mandate is a direct debit."""
+    return INSTANT if checkout.method == INSTANT or checkout.instant_first_payment else DIRECT_DEBIT
 
 
 def collect_checkout(session: Session, settings: Settings, checkout: Checkout, customer: Customer,
@@ -356,7 +364,7 @@ def apply_event(session: Session, event: dict[str, Any], settings: Settings | No
         if status not in ("processing", "succeeded"):
             reason = details.get("description") or details.get("cause") or action
         apply_payment_status(
-            session, checkout=checkout, provider=PROVIDER, provider_ref=payment_id, method=checkout.method,
+            session, checkout=checkout, provider=PROVIDER, provider_ref=payment_id, method=payment_method(checkout),
             status=status, amount_minor=checkout.amount_minor, currency=checkout.currency, reason=reason,
             occurred_at=occurred, settings=settings,
         )
@@ -403,7 +411,7 @@ def _fulfilled(session: Session, settings: Settings, checkout: Checkout, links: 
         record_mandate(session, customer, str(mandate_id), "pending_submission", scheme=SCHEMES.get(checkout.currency))
     if payment_id:
         apply_payment_status(
-            session, checkout=checkout, provider=PROVIDER, provider_ref=str(payment_id), method=checkout.method,
+            session, checkout=checkout, provider=PROVIDER, provider_ref=str(payment_id), method=payment_method(checkout),
             status="processing", amount_minor=checkout.amount_minor, currency=checkout.currency, settings=settings,
         )
     elif checkout.status == "open":

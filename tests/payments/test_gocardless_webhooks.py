@@ -256,8 +256,17 @@ def test_an_instant_first_payment_and_its_mandate(
     gocardless.move_mandate(gocardless.all("mandates")[0]["id"], "active")
     deliver(client, gocardless)
     assert state(session, invoices) == (PAID, ["succeeded"], 2)
+    assert session.scalar(select(Payment.method)) == "instant_transfer"  # the first payment did not wait
     session.refresh(customer)
     assert customer.gocardless_mandate_status == "active"
+
+    # Later, an instant payment from a customer with that mandate asks for no second mandate.
+    later = create_checkout(session, customer=customer, contact=None, selection={invoices[2].id: None},
+                            method="direct_debit", today=TODAY)
+    later.instant_first_payment = True
+    gc.DirectDebitProvider().start(session, later, settings, settings.base_url)
+    request = gocardless.get("billing_requests", later.provider_ref or "")
+    assert request["mandate_request"] is None and request["payment_request"]["amount"] == 318_40
 
 
 def test_an_event_naming_nothing_of_ours_is_kept_and_retried_by_the_worker(
