@@ -67,6 +67,7 @@ PAYMENT_ACTIONS = {
     "charged_back": "charged_back",
     "cancelled": "failed",
     "customer_approval_denied": "failed",
+    "resubmission_requested": "processing",
 }
 # Mandate event action -> the mandate status we keep on the customer.
 MANDATE_ACTIONS = {
@@ -360,6 +361,10 @@ def apply_event(session: Session, event: dict[str, Any], settings: Settings | No
             return f"{payment_id} {action}: not ours, ignored"
         status = PAYMENT_ACTIONS[action]
         details = event.get("details") or {}
+        if action == "failed" and details.get("will_attempt_retry"):
+            # GoCardless collects it again by itself: an attempt that failed, not a failed payment
+            # (a final "failed" would shut out the "confirmed" of the retry; see payments.settlement).
+            status = "pending"
         reason = None
         if status not in ("processing", "succeeded"):
             reason = details.get("description") or details.get("cause") or action
@@ -414,6 +419,8 @@ def _fulfilled(session: Session, settings: Settings, checkout: Checkout, links: 
             session, checkout=checkout, provider=PROVIDER, provider_ref=str(payment_id), method=payment_method(checkout),
             status="processing", amount_minor=checkout.amount_minor, currency=checkout.currency, settings=settings,
         )
+    elif customer.gocardless_mandate_id == str(mandate_id) and customer.gocardless_mandate_status in MANDATE_ENDED:
+        checkout.status = "failed"  # the mandate ended before this (late) event: nothing will be debited
     elif checkout.status == "open":
         checkout.status = "processing"  # the worker debits it once the mandate can take payments
         _audit(session, checkout.customer_id, "checkout.mandate_set_up", "checkout", checkout.id,

@@ -358,13 +358,16 @@ class GoCardlessStandIn:
     # --- moving resources on, as the banks would ---
 
     def move_payment(self, payment_id: str, action: str, *, cause: str | None = None,
-                     description: str | None = None) -> dict[str, Any]:
-        """Change a payment's status and queue its event, e.g. ("failed", cause="insufficient_funds")."""
+                     description: str | None = None, **details: Any) -> dict[str, Any]:
+        """Change a payment's status and queue its event, e.g. ("failed", cause="insufficient_funds");
+        `details` go into the event's details (e.g. will_attempt_retry=True)."""
         with self._lock:
             payment = self.get("payments", payment_id)
-            payment["status"] = {"late_failure": "failed"}.get(action, action)
+            payment["status"] = {"late_failure": "failed", "resubmission_requested": "pending_submission"}.get(
+                action, action)
             return self.emit("payments", action, {"payment": payment_id}, cause=cause, description=description,
-                             origin="bank" if action in ("failed", "late_failure", "charged_back") else "gocardless")
+                             origin="bank" if action in ("failed", "late_failure", "charged_back") else "gocardless",
+                             **details)
 
     def move_mandate(self, mandate_id: str, action: str, *, cause: str | None = None,
                      description: str | None = None) -> dict[str, Any]:

@@ -191,6 +191,36 @@ def test_a_failed_payment_leaves_the_invoices_open_and_tells_the_debtor(
     assert state(session, invoices) == (OPEN, ["failed"], 0)
 
 
+def test_a_failure_gocardless_will_retry_is_not_final(
+    client: TestClient, session: Session, settings: Settings, customer: Customer, invoices: list[Invoice],
+    gocardless: GoCardlessStandIn,  # noqa: F811
+) -> None:
+    checkout, flow = started(session, settings, customer, invoices)
+    gocardless.fulfil(flow)
+    payment = payment_of(gocardless)
+    gocardless.move_payment(payment, "failed", cause="insufficient_funds", will_attempt_retry=True)
+    gocardless.move_payment(payment, "resubmission_requested")
+    gocardless.move_payment(payment, "confirmed")
+    # The failed attempt arrives last, after the retry was confirmed: it changes nothing.
+    deliver(client, gocardless, order=lambda events: events[:2] + events[3:] + events[2:3])
+    assert state(session, invoices) == (PAID, ["succeeded"], 2)
+    assert session.scalar(select(func.count()).select_from(OutboxMessage)
+                          .where(OutboxMessage.kind == "payment_failed")) == 0
+
+
+def test_a_mandate_that_ended_before_its_fulfilled_event_leaves_nothing_waiting(
+    client: TestClient, session: Session, settings: Settings, customer: Customer, invoices: list[Invoice],
+    gocardless: GoCardlessStandIn,  # noqa: F811
+) -> None:
+    checkout, flow = started(session, settings, customer, invoices, method="direct_debit")
+    gocardless.fulfil(flow)
+    gocardless.move_mandate(gocardless.all("mandates")[0]["id"], "failed", cause="invalid_bank_details")
+    deliver(client, gocardless, order=lambda events: events[::-1], batch_size=1)
+    session.refresh(customer)
+    session.refresh(checkout)
+    assert (customer.gocardless_mandate_status, checkout.status) == ("failed", "failed")
+
+
 @pytest.mark.parametrize("undo", ["late_failure", "charged_back"])
 def test_a_late_failure_or_chargeback_reverses_a_settled_payment(
     client: TestClient, session: Session, settings: Settings, customer: Customer, invoices: list[Invoice],
