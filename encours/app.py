@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 from encours import errors
 from encours.db import make_engine, make_sessionmaker, pending_migrations, unit_of_work
-from encours.security import CSRFMiddleware, SecurityHeadersMiddleware
+from encours.security import DEFAULT_CSP, CSRFMiddleware, SecurityHeadersMiddleware, extend_csp
 from encours.settings import Settings, load_settings
 from encours.templating import Templates
 from ledger.models import Company
@@ -39,6 +39,8 @@ from admin.audit import routes as admin_audit_routes
 from admin.scenarios import routes as admin_scenario_routes
 from payments import stripe as stripe_provider
 from payments.stripe_routes import routes as stripe_routes
+from payments import gocardless as gocardless_provider
+from payments.gocardless_routes import routes as gocardless_routes
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 logger = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ def brand_logo(request: Request) -> Response:
 
 def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None) -> Starlette:
     stripe_provider.check_settings(settings)  # a missing webhook secret stops the start, never skips checks
+    gocardless_provider.check_settings(settings)
     engine = None
     if sessions is None:
         engine = make_engine(settings.database_url)
@@ -105,6 +108,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         Route("/brand/{code:str}/logo", brand_logo, name="brand_logo"),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         *stripe_routes,
+        *gocardless_routes,
         *portal_routes,
         *payment_routes,
         *portal_dispute_routes,
@@ -118,7 +122,9 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         *admin_scenario_routes,
     ]
     middleware = [
-        Middleware(SecurityHeadersMiddleware),
+        # The pay form may be redirected to GoCardless's authorisation page.
+        Middleware(SecurityHeadersMiddleware,
+                   csp=extend_csp(DEFAULT_CSP, gocardless_provider.content_security_policy(settings))),
         Middleware(
             SessionMiddleware,
             secret_key=str(settings.secret_key),

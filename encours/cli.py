@@ -277,8 +277,9 @@ def demo(host: str, port: int, directory: Path, no_serve: bool, no_sandbox: bool
 @click.option("--interval", default=30.0, show_default=True, type=click.FloatRange(min=1),
               help="Seconds between runs, when not --once.")
 def worker(once: bool, interval: float) -> None:
-    """Background work: the daily reminder plan of each company at its local reminder hour, and
-    delivering the email outbox over ENCOURS_SMTP_URL, with retries.
+    """Background work: the daily reminder plan of each company at its local reminder hour, webhook
+    events to retry, direct debits to collect on active GoCardless mandates, and delivering the
+    email outbox over ENCOURS_SMTP_URL, with retries.
     Runs until SIGTERM or Ctrl+C; --once does what is due now and exits."""
     from dunning.outbox import SMTPConfigError
     from encours import worker as background

@@ -23,6 +23,7 @@ from encours.templating import Templates
 from ledger import disputes, notifications
 from payments import webhooks
 from payments.webhooks import RetryReport
+from payments.collections import CollectionReport
 from ledger.models import Company, ReminderRun
 
 log = logging.getLogger("encours.worker")
@@ -37,11 +38,12 @@ class WorkerReport:
     webhooks: RetryReport = RetryReport()
     promises_kept: int = 0
     promises_broken: int = 0
+    collections: CollectionReport = CollectionReport()
 
     @property
     def busy(self) -> bool:
         return bool(self.outbox.sent or self.outbox.retried or self.outbox.failed or self.reminders or self.webhooks.busy
-                    or self.promises_kept or self.promises_broken)
+                    or self.promises_kept or self.promises_broken or self.collections.busy)
 
     def lines(self) -> list[str]:
         promises = (
@@ -49,12 +51,13 @@ class WorkerReport:
             if self.promises_kept or self.promises_broken else []
         )
         return promises + [f"reminders: {report.summary()}" for report in self.reminders] + [
-            f"outbox: {self.outbox.summary()}"] + ([f"webhooks: {self.webhooks.summary()}"] if self.webhooks.busy else [])
+            f"outbox: {self.outbox.summary()}"] + ([f"webhooks: {self.webhooks.summary()}"] if self.webhooks.busy else []) \
+            + ([f"direct debits: {self.collections.summary()}"] if self.collections.busy else [])
 
 
 def run_once(settings: Settings, session_factory: sessionmaker[Session]) -> WorkerReport:
     """Everything that is due now: promises to settle, the daily reminder plans that are due,
-    failed webhook events to retry, then delivering the outbox."""
+    failed webhook events to retry, direct debits to collect, then delivering the outbox."""
     smtp_config = outbox.parse_smtp_url(settings.smtp_url)
     # Promises first: a broken one puts its invoices back into today's reminders.
     templates = _templates()
@@ -63,8 +66,21 @@ def run_once(settings: Settings, session_factory: sessionmaker[Session]) -> Work
             session, promise, base_url=settings.base_url, templates=templates))
     reminders = run_due_reminders(settings, session_factory)
     retried = webhooks.retry_due(session_factory, webhooks.registered_handlers())  # failed or unprocessed events
+    collections = collect_direct_debits(settings, session_factory)
     return WorkerReport(outbox=outbox.deliver_due(session_factory, smtp_config, settings.mail_from),
-                        reminders=tuple(reminders), webhooks=retried, promises_kept=kept, promises_broken=broken)
+                        reminders=tuple(reminders), webhooks=retried, promises_kept=kept, promises_broken=broken,
+                        collections=collections)
+
+
+def collect_direct_debits(settings: Settings, session_factory: sessionmaker[Session]) -> CollectionReport:
+    """Invoices due on customers' active mandates become GoCardless payments (payments.gocardless);
+    without the SDK installed there is nothing to collect with."""
+    try:
+        from payments import gocardless
+    except ImportError as error:
+        log.error("direct debits cannot be collected: %s", error)
+        return CollectionReport()
+    return gocardless.collect_due(settings, session_factory)
 
 
 @functools.lru_cache(maxsize=1)

@@ -172,6 +172,7 @@ class Customer(Base):
     gocardless_customer_id: Mapped[str | None] = mapped_column(String(64), default=None)
     gocardless_mandate_id: Mapped[str | None] = mapped_column(String(64), default=None)
     gocardless_mandate_status: Mapped[str | None] = mapped_column(String(32), default=None)
+    gocardless_mandate_scheme: Mapped[str | None] = mapped_column(String(32), default=None)  # sepa_core, bacs
     reminders_paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
@@ -432,6 +433,8 @@ class Checkout(Base):
     reference: Mapped[str | None] = mapped_column(String(35), unique=True, default=None)  # ISO 11649 RF
     provider: Mapped[str | None] = mapped_column(String(32), default=None)
     provider_ref: Mapped[str | None] = mapped_column(String(128), index=True, default=None)
+    # Direct debit: also pay this checkout at once by instant bank transfer, not on the new mandate.
+    instant_first_payment: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=_utcnow, onupdate=_utcnow)
 

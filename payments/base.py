@@ -27,6 +27,8 @@ METHODS = ("card", "instant_transfer", "direct_debit", "bank_transfer")
 # the module is imported only when the method is looked up, so a missing SDK breaks nothing else.
 REGISTRY: tuple[tuple[str, str], ...] = (
     ("card", "payments.stripe:StripeProvider"),
+    ("instant_transfer", "payments.gocardless:InstantBankPayProvider"),
+    ("direct_debit", "payments.gocardless:DirectDebitProvider"),
     ("bank_transfer", "payments.bank_transfer:BankTransferProvider"),
 )
 

@@ -76,6 +76,7 @@ def _read_form(session: Session, visit: Visit, form: FormData, settings: Setting
         "error": error,
         "methods": base.offered_methods(settings, visit.company, priced.currency) if priced else [],
         "method": str(form.get("method", "")),
+        "instant_first": bool(form.get("instant_first")),
         "today": today,
     }
 
@@ -142,6 +143,9 @@ def pay(request: Request, session: Session, visit: Visit, form: FormData) -> Res
         return _render(request, visit, context, 422)
     if checkout.status != "open":  # the same checkout, already on its way: show where it is
         return RedirectResponse(f"/portal/pay/{checkout.id}", status_code=303)
+    if method == "direct_debit" and not checkout.provider_ref:
+        # The debtor may pay this selection at once by instant transfer while setting up the mandate.
+        checkout.instant_first_payment = bool(form.get("instant_first"))
     try:
         result = base.provider_for(method).start(session, checkout, settings, settings.base_url)
     except base.ProviderUnavailable:

@@ -35,7 +35,10 @@ log = logging.getLogger("encours.webhooks")
 Handler = Callable[[Session, WebhookEvent], None]
 
 # provider -> "module:function" of its event handler, imported when the worker needs it.
-HANDLERS: tuple[tuple[str, str], ...] = (("stripe", "payments.stripe:handle_event"),)
+HANDLERS: tuple[tuple[str, str], ...] = (
+    ("stripe", "payments.stripe:handle_event"),
+    ("gocardless", "payments.gocardless:handle_event"),
+)
 
 # The route processes an event at once; the worker takes it only if that did not happen by then.
 FIRST_RETRY = timedelta(minutes=1)

@@ -20,6 +20,7 @@ from encours.db import unit_of_work
 from encours.security import client_ip
 from ledger import statement as statements
 from ledger.models import Company, Contact, Customer, Invoice
+from payments.collections import mandate_summary
 from links import renewal, throttle, tokens
 from links.tokens import LinkProblem
 from portal import pdf
@@ -218,6 +219,7 @@ def statement_page(request: Request, session: Session, visit: Visit) -> Response
             "statement": statement,
             "today": today,
             "discount_for": lambda invoice: statements.available_discount(invoice, today),
+            "mandate": mandate_summary(session, visit.customer, today),
         },
         visit.language,
         block="statement",

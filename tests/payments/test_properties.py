@@ -100,3 +100,61 @@ def test_any_delivery_order_gives_the_same_right_ledger(
         assert shuffled == in_order
     finally:
         outer.rollback()
+
+
+# GoCardless: payment event actions, through the webhook's own apply_event (the payment's metadata
+# in the event names the checkout, so GoCardless is never asked).
+GC_ACTIONS = ["created", "submitted", "confirmed", "paid_out", "failed", "late_failure", "charged_back", "cancelled"]
+gc_events = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1), st.sampled_from(GC_ACTIONS)),
+                     min_size=1, max_size=10)
+
+
+def _deliver_gocardless(session: Session, settings: Settings, checkouts: list[Checkout], delivered: list[Any]) -> None:
+    from payments.gocardless import apply_event
+
+    for index, attempt, action in delivered:
+        checkout = checkouts[index % len(checkouts)]
+        apply_event(session, {
+            "id": f"EV{checkout.id}{attempt}{action}", "resource_type": "payments", "action": action,
+            "links": {"payment": f"PM{checkout.id}X{attempt}"}, "details": {"cause": action},
+            "resource_metadata": {"checkout_id": str(checkout.id)},
+        }, settings)
+        session.flush()
+
+
+@hypothesis_settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chosen=selections, sent=gc_events, data=st.data())
+def test_any_gocardless_delivery_order_gives_the_same_right_ledger(
+    session: Session, settings: Settings, chosen: list[list[int]], sent: list[Any], data: st.DataObject
+) -> None:
+    outer = session.begin_nested()
+    try:
+        company = factories.company(session)
+        customer = factories.customer(session, company)
+        invoices = [
+            factories.invoice(session, customer, total_minor=1234_56, number="G-1", due_date=date(2026, 11, 1)),
+            factories.invoice(session, customer, total_minor=500_00, number="G-2", due_date=date(2026, 12, 20),
+                              discount_bps=200, discount_until=date(2026, 12, 12)),
+            factories.invoice(session, customer, total_minor=318_40, number="G-3", due_date=date(2026, 12, 24)),
+        ]
+        checkouts = [
+            create_checkout(session, customer=customer, contact=None, method="instant_transfer", today=TODAY,
+                            selection={invoices[i].id: None for i in picks})
+            for picks in chosen
+        ]
+        duplicated = sent + data.draw(st.lists(st.sampled_from(sent), max_size=4), label="duplicates")
+        reordered = data.draw(st.permutations(duplicated), label="delivery order")
+
+        first = session.begin_nested()
+        _deliver_gocardless(session, settings, checkouts, sent)
+        in_order = _check_and_snapshot(session, customer)
+        first.rollback()
+
+        second = session.begin_nested()
+        _deliver_gocardless(session, settings, checkouts, reordered)
+        shuffled = _check_and_snapshot(session, customer)
+        second.rollback()
+
+        assert shuffled == in_order
+    finally:
+        outer.rollback()
