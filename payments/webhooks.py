@@ -99,21 +99,24 @@ def process_event(session_factory: sessionmaker[Session], event_pk: int, handler
             raise LookupError(f"no webhook event {event_pk}")
         if event.processed_at is not None:
             return True
-        event.attempts += 1
-        try:
-            with session.begin_nested():
-                handler(session, event)
-        except Exception as error:  # noqa: BLE001 - any failure is kept and retried
-            log.warning("webhook %s %s failed: %s", event.provider, event.event_id, error)
-            event.error = "".join(traceback.format_exception(error))[-4000:]
-            event.next_attempt_at = (
-                clock.now() + backoff(event.attempts) if event.attempts < MAX_ATTEMPTS else None
-            )
-            return False
-        event.processed_at = clock.now()
-        event.next_attempt_at = None
-        event.error = None
-        return True
+        return _attempt(session, event, handler)
+
+
+def _attempt(session: Session, event: WebhookEvent, handler: Handler) -> bool:
+    """One attempt at a locked, unprocessed event, in the caller's transaction."""
+    event.attempts += 1
+    try:
+        with session.begin_nested():
+            handler(session, event)
+    except Exception as error:  # noqa: BLE001 - any failure is kept and retried
+        log.warning("webhook %s %s failed: %s", event.provider, event.event_id, error)
+        event.error = "".join(traceback.format_exception(error))[-4000:]
+        event.next_attempt_at = clock.now() + backoff(event.attempts) if event.attempts < MAX_ATTEMPTS else None
+        return False
+    event.processed_at = clock.now()
+    event.next_attempt_at = None
+    event.error = None
+    return True
 
 
 @dataclass(frozen=True)
@@ -132,13 +135,22 @@ class RetryReport:
 def retry_due(
     session_factory: sessionmaker[Session], handlers: Mapping[str, Handler], limit: int = 100
 ) -> RetryReport:
-    """Process up to `limit` unprocessed events whose retry time has come (the worker's step)."""
+    """Process up to `limit` unprocessed events whose retry time has come (the worker's step).
+
+    Each event is claimed and attempted in one transaction. Several workers at once: reading a
+    list of due ids first and attempting them after let two workers attempt the same event
+    twice in one pass (the second, once the first had failed and committed, found it still
+    unprocessed); so the due event is selected `FOR UPDATE SKIP LOCKED` on PostgreSQL (another
+    worker takes the next one instead of waiting) and the due condition is read under the
+    claim. On SQLite the transaction begins IMMEDIATE and holds the one write lock throughout.
+    """
+    processed = failed = 0
     if not handlers:
         return RetryReport()
-    with unit_of_work(session_factory) as session:
-        due = list(
-            session.scalars(
-                select(WebhookEvent.id)
+    for _ in range(limit):
+        with unit_of_work(session_factory) as session:
+            query = (
+                select(WebhookEvent)
                 .where(
                     WebhookEvent.processed_at.is_(None),
                     WebhookEvent.next_attempt_at.is_not(None),
@@ -146,18 +158,17 @@ def retry_due(
                     WebhookEvent.provider.in_(list(handlers)),
                 )
                 .order_by(WebhookEvent.received_at, WebhookEvent.id)
-                .limit(limit)
+                .limit(1)
             )
-        )
-        providers = dict(
-            session.execute(select(WebhookEvent.id, WebhookEvent.provider).where(WebhookEvent.id.in_(due))).all()
-        )
-    processed = failed = 0
-    for event_pk in due:
-        if process_event(session_factory, event_pk, handlers[providers[event_pk]]):
-            processed += 1
-        else:
-            failed += 1
+            if session.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            event = session.scalars(query).first()
+            if event is None:
+                break
+            if _attempt(session, event, handlers[event.provider]):
+                processed += 1
+            else:
+                failed += 1
     return RetryReport(processed=processed, failed=failed)
 
 
