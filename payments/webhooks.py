@@ -2,6 +2,8 @@
 
 A provider's route verifies the signature on the raw body first, then:
 
+    if is_stored(read_session, "stripe", event_id):  # a duplicate: answered without writing
+        return 200
     event, created = store_event(session, "stripe", event_id, event_type, body, headers)  # and commit
     if created:
         process_event(session_factory, event.id, handle_stripe_event)
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Mapping
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -55,17 +57,25 @@ def backoff(attempts: int) -> timedelta:
     return BACKOFF[min(max(attempts, 1), len(BACKOFF)) - 1]
 
 
+def is_stored(session: Session, provider: str, event_id: str) -> bool:
+    """Whether this (provider, event id) is stored already: a read, so that a duplicate delivery
+    costs a query and no write transaction (on SQLite, no wait for the write lock)."""
+    return session.execute(_STORED, {"provider": provider, "event_id": event_id}).first() is not None
+
+
+_STORED = select(WebhookEvent.id).where(
+    WebhookEvent.provider == bindparam("provider"), WebhookEvent.event_id == bindparam("event_id")
+)
+
+
 def store_event(
     session: Session, provider: str, event_id: str, event_type: str, body: str, headers: Mapping[str, str]
 ) -> tuple[WebhookEvent, bool]:
     """Keep the raw event; `(stored, False)` when this (provider, event id) was already stored.
 
-    Race-safe: of two concurrent deliveries one inserts, the other gets the stored row.
+    Race-safe: of two concurrent deliveries one inserts, the other gets the stored row. The
+    insert comes first (callers check `is_stored` before): the unique key decides.
     """
-    query = select(WebhookEvent).where(WebhookEvent.provider == provider, WebhookEvent.event_id == event_id)
-    existing = session.scalar(query)
-    if existing is not None:
-        return existing, False
     event = WebhookEvent(
         provider=provider,
         event_id=event_id,
@@ -80,7 +90,9 @@ def store_event(
             session.add(event)
             session.flush()
     except IntegrityError:
-        existing = session.scalar(query)
+        existing = session.scalar(
+            select(WebhookEvent).where(WebhookEvent.provider == provider, WebhookEvent.event_id == event_id)
+        )
         if existing is None:
             raise
         return existing, False
