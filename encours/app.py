@@ -91,9 +91,11 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
     stripe_provider.check_settings(settings)  # a missing webhook secret stops the start, never skips checks
     gocardless_provider.check_settings(settings)
     engine = None
+    read_sessions = sessions  # sessions given by the caller (tests) serve both
     if sessions is None:
         engine = make_engine(settings.database_url)
         sessions = make_sessionmaker(engine)
+        read_sessions = make_sessionmaker(engine, write=False)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -143,6 +145,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
     )
     app.state.settings = settings
     app.state.sessions = sessions
+    app.state.read_sessions = read_sessions  # for handlers that only read: see make_sessionmaker
     app.state.templates = Templates()
     return app
 

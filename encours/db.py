@@ -42,15 +42,20 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+def make_sessionmaker(engine: Engine, *, write: bool = True) -> sessionmaker[Session]:
     """Sessions for units of work (requests, commands, the worker).
 
     On SQLite they begin IMMEDIATE: a deferred transaction that reads, then writes after
     another writer committed, fails at once with "database is locked" (busy_timeout cannot
     help). IMMEDIATE waits for the one write lock up front instead. Readers outside these
     sessions still never wait, thanks to WAL.
+
+    `write=False` gives sessions for work that only reads (a page, checking a link): a plain
+    deferred BEGIN, so on SQLite they neither wait for nor hold the one write lock (holding it
+    while a page renders queued every other request of every process behind it). Such a
+    session must not write: SQLite would refuse once another writer has committed.
     """
-    if engine.dialect.name == "sqlite":
+    if engine.dialect.name == "sqlite" and write:
         engine = engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
     return sessionmaker(bind=engine, expire_on_commit=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ def language_context(language: str) -> dict[str, Any]:
         values.setdefault("num", n)
         return text % values
 
+    status_labels = functools.cache(_status_labels)  # translated once per render, not per row
     return {
         "lang": language,
         "gettext": gettext,
@@ -54,19 +56,22 @@ def language_context(language: str) -> dict[str, Any]:
         "day": lambda d, style="medium": i18n.format_day(d, language, style),
         "day_month": lambda d: i18n.day_month(d, language),
         "currency_name": lambda code: i18n.currency_name(code, language),
-        "status_label": lambda status: status_label(status, gettext),
+        "status_label": lambda status: status_labels(gettext).get(status, status),
     }
 
 
 def status_label(status: str, gettext: Any) -> str:
-    labels = {
+    return _status_labels(gettext).get(status, status)
+
+
+def _status_labels(gettext: Any) -> dict[str, str]:
+    return {
         "open": gettext("Open"),
         "partially_paid": gettext("Partially paid"),
         "paid": gettext("Paid"),
         "disputed": gettext("Disputed"),
         "void": gettext("Cancelled"),
     }
-    return labels.get(status, status)
 
 
 class Templates:

@@ -30,6 +30,9 @@ class StatementLine:
 
 @dataclass
 class CurrencySection:
+    """The open items of one currency. Its totals are computed once, when first read (the
+    statement page reads each several times): build the section fully before reading them."""
+
     currency: str
     lines: list[StatementLine] = field(default_factory=list)
     unapplied_credit: Money | None = None
@@ -41,20 +44,20 @@ class CurrencySection:
     def _sum(self, lines: list[StatementLine]) -> Money:
         return Money(sum(line.invoice.open_minor for line in lines), self.currency)
 
-    @property
+    @cached_property
     def invoice_lines(self) -> list[StatementLine]:
         return [line for line in self.lines if not line.is_credit_note]
 
-    @property
+    @cached_property
     def invoices_open(self) -> Money:
         """Open invoices the customer is asked to pay: disputed ones are set aside."""
         return self._sum([line for line in self.invoice_lines if not line.is_disputed])
 
-    @property
+    @cached_property
     def disputed(self) -> Money:
         return self._sum([line for line in self.invoice_lines if line.is_disputed])
 
-    @property
+    @cached_property
     def credit_notes_open(self) -> Money:
         return self._sum([line for line in self.lines if line.is_credit_note])
 
@@ -73,7 +76,7 @@ class CurrencySection:
         balance = self.balance
         return balance if balance.minor > 0 else Money.zero(self.currency)
 
-    @property
+    @cached_property
     def overdue(self) -> Money:
         return self._sum(
             [line for line in self.invoice_lines if line.days_overdue > 0 and not line.is_disputed]

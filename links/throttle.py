@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import case, type_coerce
+from sqlalchemy import bindparam, case, select, type_coerce
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -14,13 +14,18 @@ from encours.clock import clock
 from ledger.models import Throttle
 
 
+_COUNTER = select(Throttle.window_start, Throttle.count).where(Throttle.key == bindparam("key"))
+
+
 def is_blocked(session: Session, key: str, limit: int, window_seconds: int) -> bool:
-    row = session.get(Throttle, key)
+    # A plain row, not an ORM object: asked on every magic-link exchange, where loading an
+    # object cost several times the query.
+    row = session.execute(_COUNTER, {"key": key}).first()
     if row is None:
         return False
     if clock.now() - row.window_start >= timedelta(seconds=window_seconds):
         return False
-    return row.count >= limit
+    return bool(row.count >= limit)
 
 
 def record_failure(session: Session, key: str, window_seconds: int) -> int:

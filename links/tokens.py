@@ -11,14 +11,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, exists, select
+from sqlalchemy.orm import Session, joinedload
 
 from encours.clock import clock
 from ledger import audit
 from ledger.models import Company, Contact, Customer, LinkOpen
 
 SALT = "portal-link"
+# The same link opened again from the same browser within this time is one open, recorded
+# once: double clicks, a mail scanner's retries and a debtor going back and forth add no
+# information, and writing a row for each made every exchange a write transaction.
+OPEN_RECORDED_ONCE_WITHIN = timedelta(minutes=10)
 
 
 class _ClockSigner(TimestampSigner):
@@ -74,17 +78,89 @@ def verify(session: Session, secret: str, token: str) -> LinkCheck:
     return LinkCheck(contact, None)
 
 
-def _contact_for(session: Session, payload: object) -> Contact | None:
+@dataclass(frozen=True)
+class LinkFacts:
+    """What exchanging a link needs, read in one query (see `check_link`). `language` is set
+    whenever the signature is ours, for the error page; nothing else may be shown unless `ok`."""
+
+    problem: LinkProblem | None
+    contact_id: int | None = None
+    customer_id: int | None = None
+    link_version: int | None = None
+    language: str | None = None
+    recorded: bool = False  # this open was recorded already (OPEN_RECORDED_ONCE_WITHIN)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+_LINK_FACTS = (
+    select(
+        Contact.id, Contact.customer_id, Contact.link_version, Contact.language, Company.link_lifetime_days,
+        exists()
+        .where(
+            LinkOpen.contact_id == Contact.id,
+            LinkOpen.opened_at >= bindparam("since"),
+            LinkOpen.ip.is_not_distinct_from(bindparam("ip")),
+            LinkOpen.user_agent.is_not_distinct_from(bindparam("agent")),
+        )
+        .label("recorded"),
+    )
+    .join(Customer, Customer.id == Contact.customer_id)
+    .join(Company, Company.id == Customer.company_id)
+    .where(Contact.id == bindparam("contact_id"))
+)
+
+
+def check_link(session: Session, secret: str, token: str, ip: str | None, user_agent: str | None) -> LinkFacts:
+    """`verify` for the magic-link exchange, and whether this open is recorded already: one
+    Core query rather than ORM loads of contact, customer, company and opens (the exchange is
+    the portal's busiest request, and loading objects cost several times the queries)."""
+    try:
+        payload, signed_at = _serializer(secret).loads(token, return_timestamp=True)
+    except BadSignature:
+        return LinkFacts(LinkProblem.invalid)
+    contact_id = _contact_id(payload)
+    if contact_id is None:
+        return LinkFacts(LinkProblem.invalid)
+    now = clock.now()
+    row = session.execute(_LINK_FACTS, {"contact_id": contact_id, "since": now - OPEN_RECORDED_ONCE_WITHIN,
+                                        "ip": ip, "agent": _user_agent(user_agent)}).first()
+    if row is None:
+        return LinkFacts(LinkProblem.invalid)
+    facts = {"contact_id": row.id, "customer_id": row.customer_id, "link_version": row.link_version,
+             "language": row.language}
+    if row.link_version != payload.get("v"):
+        return LinkFacts(LinkProblem.revoked, **facts)
+    if now - signed_at > timedelta(days=row.link_lifetime_days):
+        return LinkFacts(LinkProblem.expired, **facts)
+    return LinkFacts(None, recorded=bool(row.recorded), **facts)
+
+
+def _contact_id(payload: object) -> int | None:
     if not isinstance(payload, dict):
         return None
     contact_id = payload.get("c")
     if not isinstance(contact_id, int) or isinstance(contact_id, bool):
         return None
-    return session.get(Contact, contact_id)
+    return contact_id
 
 
-def record_open(session: Session, contact: Contact, ip: str | None, user_agent: str | None) -> LinkOpen:
-    link_open = LinkOpen(contact_id=contact.id, ip=ip, user_agent=(user_agent or "")[:400] or None)
+def _contact_for(session: Session, payload: object) -> Contact | None:
+    contact_id = _contact_id(payload)
+    if contact_id is None:
+        return None
+    # One query for the contact, its customer and company: verify reads all three.
+    return session.get(Contact, contact_id, options=[joinedload(Contact.customer).joinedload(Customer.company)])
+
+
+def _user_agent(user_agent: str | None) -> str | None:
+    return (user_agent or "")[:400] or None
+
+
+def record_open(session: Session, contact_id: int, ip: str | None, user_agent: str | None) -> LinkOpen:
+    link_open = LinkOpen(contact_id=contact_id, ip=ip, user_agent=_user_agent(user_agent), opened_at=clock.now())
     session.add(link_open)
     return link_open
 

@@ -181,7 +181,11 @@ def _allocate(session: Session, checkout: Checkout, payment: Payment) -> None:
     ids = [line.invoice_id for line in checkout.lines]
     invoices = {
         invoice.id: invoice
-        for invoice in session.scalars(select(Invoice).where(Invoice.id.in_(ids)).with_for_update())
+        # Locked in id order: two payments settling overlapping invoices at once then queue
+        # behind each other instead of each holding one row the other waits for (a deadlock).
+        for invoice in session.scalars(
+            select(Invoice).where(Invoice.id.in_(ids)).order_by(Invoice.id).with_for_update()
+        )
     }
     applied_before = dict(
         session.execute(

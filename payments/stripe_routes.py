@@ -20,7 +20,7 @@ from ledger.models import WebhookEvent
 from ledger.money import Money
 from payments import stripe as stripe_provider
 from payments.checkout import customer_checkout
-from payments.webhooks import decode_headers, process_event, store_event
+from payments.webhooks import decode_headers, is_stored, process_event, store_event
 from portal.routes import Visit, debtor_page
 
 log = logging.getLogger("encours.stripe")
@@ -136,6 +136,9 @@ async def stripe_webhook(request: Request) -> Response:
 def _intake(request: Request, event: stripe_provider.VerifiedEvent, payload: bytes) -> str:
     sessions = request.app.state.sessions
     settings = request.app.state.settings
+    with unit_of_work(request.app.state.read_sessions) as session:
+        if is_stored(session, stripe_provider.PROVIDER, event.id):
+            return "duplicate"  # Stripe delivers at least once: the stored copy is (being) applied
     with unit_of_work(sessions) as session:
         stored, created = store_event(
             session, stripe_provider.PROVIDER, event.id, event.type, payload.decode("utf-8"),

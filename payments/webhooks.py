@@ -2,6 +2,8 @@
 
 A provider's route verifies the signature on the raw body first, then:
 
+    if is_stored(read_session, "stripe", event_id):  # a duplicate: answered without writing
+        return 200
     event, created = store_event(session, "stripe", event_id, event_type, body, headers)  # and commit
     if created:
         process_event(session_factory, event.id, handle_stripe_event)
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Mapping
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -58,17 +60,25 @@ def backoff(attempts: int) -> timedelta:
     return BACKOFF[min(max(attempts, 1), len(BACKOFF)) - 1]
 
 
+def is_stored(session: Session, provider: str, event_id: str) -> bool:
+    """Whether this (provider, event id) is stored already: a read, so that a duplicate delivery
+    costs a query and no write transaction (on SQLite, no wait for the write lock)."""
+    return session.execute(_STORED, {"provider": provider, "event_id": event_id}).first() is not None
+
+
+_STORED = select(WebhookEvent.id).where(
+    WebhookEvent.provider == bindparam("provider"), WebhookEvent.event_id == bindparam("event_id")
+)
+
+
 def store_event(
     session: Session, provider: str, event_id: str, event_type: str, body: str, headers: Mapping[str, str]
 ) -> tuple[WebhookEvent, bool]:
     """Keep the raw event; `(stored, False)` when this (provider, event id) was already stored.
 
-    Race-safe: of two concurrent deliveries one inserts, the other gets the stored row.
+    Race-safe: of two concurrent deliveries one inserts, the other gets the stored row. The
+    insert comes first (callers check `is_stored` before): the unique key decides.
     """
-    query = select(WebhookEvent).where(WebhookEvent.provider == provider, WebhookEvent.event_id == event_id)
-    existing = session.scalar(query)
-    if existing is not None:
-        return existing, False
     event = WebhookEvent(
         provider=provider,
         event_id=event_id,
@@ -83,7 +93,9 @@ def store_event(
             session.add(event)
             session.flush()
     except IntegrityError:
-        existing = session.scalar(query)
+        existing = session.scalar(
+            select(WebhookEvent).where(WebhookEvent.provider == provider, WebhookEvent.event_id == event_id)
+        )
         if existing is None:
             raise
         return existing, False
@@ -102,21 +114,24 @@ def process_event(session_factory: sessionmaker[Session], event_pk: int, handler
             raise LookupError(f"no webhook event {event_pk}")
         if event.processed_at is not None:
             return True
-        event.attempts += 1
-        try:
-            with session.begin_nested():
-                handler(session, event)
-        except Exception as error:  # noqa: BLE001 - any failure is kept and retried
-            log.warning("webhook %s %s failed: %s", event.provider, event.event_id, error)
-            event.error = "".join(traceback.format_exception(error))[-4000:]
-            event.next_attempt_at = (
-                clock.now() + backoff(event.attempts) if event.attempts < MAX_ATTEMPTS else None
-            )
-            return False
-        event.processed_at = clock.now()
-        event.next_attempt_at = None
-        event.error = None
-        return True
+        return _attempt(session, event, handler)
+
+
+def _attempt(session: Session, event: WebhookEvent, handler: Handler) -> bool:
+    """One attempt at a locked, unprocessed event, in the caller's transaction."""
+    event.attempts += 1
+    try:
+        with session.begin_nested():
+            handler(session, event)
+    except Exception as error:  # noqa: BLE001 - any failure is kept and retried
+        log.warning("webhook %s %s failed: %s", event.provider, event.event_id, error)
+        event.error = "".join(traceback.format_exception(error))[-4000:]
+        event.next_attempt_at = clock.now() + backoff(event.attempts) if event.attempts < MAX_ATTEMPTS else None
+        return False
+    event.processed_at = clock.now()
+    event.next_attempt_at = None
+    event.error = None
+    return True
 
 
 @dataclass(frozen=True)
@@ -135,13 +150,22 @@ class RetryReport:
 def retry_due(
     session_factory: sessionmaker[Session], handlers: Mapping[str, Handler], limit: int = 100
 ) -> RetryReport:
-    """Process up to `limit` unprocessed events whose retry time has come (the worker's step)."""
+    """Process up to `limit` unprocessed events whose retry time has come (the worker's step).
+
+    Each event is claimed and attempted in one transaction. Several workers at once: reading a
+    list of due ids first and attempting them after let two workers attempt the same event
+    twice in one pass (the second, once the first had failed and committed, found it still
+    unprocessed); so the due event is selected `FOR UPDATE SKIP LOCKED` on PostgreSQL (another
+    worker takes the next one instead of waiting) and the due condition is read under the
+    claim. On SQLite the transaction begins IMMEDIATE and holds the one write lock throughout.
+    """
+    processed = failed = 0
     if not handlers:
         return RetryReport()
-    with unit_of_work(session_factory) as session:
-        due = list(
-            session.scalars(
-                select(WebhookEvent.id)
+    for _ in range(limit):
+        with unit_of_work(session_factory) as session:
+            query = (
+                select(WebhookEvent)
                 .where(
                     WebhookEvent.processed_at.is_(None),
                     WebhookEvent.next_attempt_at.is_not(None),
@@ -149,18 +173,17 @@ def retry_due(
                     WebhookEvent.provider.in_(list(handlers)),
                 )
                 .order_by(WebhookEvent.received_at, WebhookEvent.id)
-                .limit(limit)
+                .limit(1)
             )
-        )
-        providers = dict(
-            session.execute(select(WebhookEvent.id, WebhookEvent.provider).where(WebhookEvent.id.in_(due))).all()
-        )
-    processed = failed = 0
-    for event_pk in due:
-        if process_event(session_factory, event_pk, handlers[providers[event_pk]]):
-            processed += 1
-        else:
-            failed += 1
+            if session.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            event = session.scalars(query).first()
+            if event is None:
+                break
+            if _attempt(session, event, handlers[event.provider]):
+                processed += 1
+            else:
+                failed += 1
     return RetryReport(processed=processed, failed=failed)
 
 

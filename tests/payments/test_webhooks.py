@@ -12,7 +12,7 @@ from encours.clock import clock
 from encours.settings import Settings
 from ledger.models import AuditEvent, WebhookEvent
 from payments import webhooks
-from payments.webhooks import MAX_ATTEMPTS, process_event, retry_due, store_event
+from payments.webhooks import MAX_ATTEMPTS, is_stored, process_event, retry_due, store_event
 
 
 def _store(session: Session, event_id: str = "evt_1", body: str = '{"id": "evt_1"}') -> tuple[WebhookEvent, bool]:
@@ -43,19 +43,15 @@ def test_an_event_is_stored_raw_once(session: Session) -> None:
     assert created_other and other_provider.id != event.id
 
 
-def test_a_concurrent_duplicate_is_caught(session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_concurrent_duplicate_is_caught(session: Session) -> None:
+    """store_event inserts first and lets the unique key decide (the route reads `is_stored`
+    before): a second delivery's insert collides, is rolled back alone, and gets the stored row."""
     event, _ = _store(session)
     session.flush()
-    real_scalar = session.scalar
-    calls = {"n": 0}
-
-    def blind_first_lookup(statement, *args, **kwargs):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        return None if calls["n"] == 1 else real_scalar(statement, *args, **kwargs)
-
-    monkeypatch.setattr(session, "scalar", blind_first_lookup)
-    duplicate, created = _store(session)  # as if another request inserted it between our read and write
+    duplicate, created = _store(session)  # as if another request had inserted it after our check
     assert not created and duplicate.id == event.id
+    assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 1
+    assert is_stored(session, "stripe", "evt_1") and not is_stored(session, "stripe", "evt_2")
 
 
 def test_process_marks_the_event_processed(session_factory: sessionmaker[Session]) -> None:

@@ -30,6 +30,28 @@ def test_link_sets_hardened_cookie_records_open_and_redirects(session: Session, 
     assert len(opens) == 1 and opens[0].user_agent == "Mail client"
 
 
+def test_an_open_is_recorded_once_per_browser_within_the_window(session: Session, client: TestClient) -> None:
+    customer = factories.customer(session, factories.company(session))
+    contact_id = customer.primary_contact.id
+    token = tokens.make_token(TEST_SECRET, customer.primary_contact)
+
+    def opens() -> list[tuple[str | None, str | None]]:
+        session.expire_all()
+        return [(o.ip, o.user_agent) for o in
+                session.scalars(select(LinkOpen).where(LinkOpen.contact_id == contact_id).order_by(LinkOpen.id))]
+
+    for agent in ("Mail client", "Mail client", "Browser", "Mail client"):
+        assert client.get(f"/p/{token}", follow_redirects=False, headers={"user-agent": agent}).status_code == 303
+    assert opens() == [("testclient", "Mail client"), ("testclient", "Browser")]
+    clock.set(clock.now() + tokens.OPEN_RECORDED_ONCE_WITHIN - timedelta(seconds=1))
+    client.get(f"/p/{token}", follow_redirects=False, headers={"user-agent": "Mail client"})
+    assert len(opens()) == 2  # still the same open
+    clock.set(clock.now() + timedelta(seconds=2))
+    response = client.get(f"/p/{token}", follow_redirects=False, headers={"user-agent": "Mail client"})
+    assert response.status_code == 303 and response.headers["location"] == "/portal"
+    assert opens()[2:] == [("testclient", "Mail client")]  # a new open, later
+
+
 def test_cookie_is_secure_when_base_url_is_https(session: Session, settings, session_factory) -> None:
     from dataclasses import replace
 

@@ -1,0 +1,217 @@
+"""Payments under real concurrency: threads released together behind a barrier, each with an
+app (or a worker step) on its own engine, against databases with committed data, so that
+what one thread writes is only visible to another through the database, as between two
+server or worker processes."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date, timedelta
+from typing import Any, Callable, Iterator
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+from starlette.testclient import TestClient
+
+from encours.app import create_app
+from encours.clock import clock
+from encours.db import make_engine, make_sessionmaker, unit_of_work
+from encours.settings import load_settings
+from ledger.allocation import invariant_violations
+from ledger.models import Allocation, Contact, Invoice, Payment, WebhookEvent
+from payments import webhooks
+from payments.checkout import create_checkout
+from tests import factories
+from tests.conftest import TEST_SECRET
+from tests.encours.test_concurrency import _together, pg_fresh_url, sqlite_fresh_url  # noqa: F401 - fixtures
+from tests.fakes.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET, event_payload, sign
+
+TODAY = date(2026, 11, 25)
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def fresh_url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue("pg_fresh_url" if request.param == "postgres" else "sqlite_fresh_url"))
+
+
+@pytest.fixture
+def engines() -> Iterator[Callable[[str], Engine]]:
+    made: list[Engine] = []
+
+    def make(url: str) -> Engine:
+        engine = make_engine(url)
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        engine.dispose()
+
+
+def _settings(url: str) -> Any:
+    return load_settings({
+        "ENCOURS_DATABASE_URL": url, "ENCOURS_SECRET_KEY": TEST_SECRET, "ENCOURS_BASE_URL": "http://testserver",
+        "STRIPE_SECRET_KEY": SECRET_KEY, "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY,
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "STRIPE_API_BASE": "http://127.0.0.1:9",  # never reached
+    })
+
+
+def _servers(url: str, count: int) -> list[Any]:
+    """`count` apps, each with its own engine and pool: two server processes, as far as the
+    database can tell."""
+    return [create_app(_settings(url)) for _ in range(count)]
+
+
+def _post_together(apps: list[Any], payloads: list[bytes]) -> list[Any]:
+    """POST payloads[i] to apps[i] at the same moment; the JSON answers."""
+
+    def work(index: int) -> Any:
+        with TestClient(apps[index], base_url="http://testserver") as client:
+            response = client.post("/webhooks/stripe", content=payloads[index],
+                                   headers={"Content-Type": "application/json", "Stripe-Signature": sign(payloads[index])})
+            assert response.status_code == 200, response.text
+            return response.json()
+
+    return _together(len(apps), work)
+
+
+def _card_checkout(session: Session, customer: Any, contact: Contact, invoices: list[Invoice], intent: str) -> Any:
+    checkout = create_checkout(session, customer=customer, contact=contact,
+                               selection={invoice.id: None for invoice in invoices}, method="card", today=TODAY)
+    checkout.provider, checkout.provider_ref = "stripe", intent
+    session.flush()
+    return checkout
+
+
+def _succeeded(checkout_id: int, intent: str, amount: int, event_id: str) -> bytes:
+    return event_payload("payment_intent.succeeded", {
+        "id": intent, "object": "payment_intent", "amount": amount, "amount_received": amount, "currency": "eur",
+        "metadata": {"checkout_id": str(checkout_id)}, "status": "succeeded"}, event_id)
+
+
+# --- (a) one webhook delivered twice at the same moment, to two servers ------------------------
+
+
+@pytest.mark.postgres
+def test_a_webhook_delivered_twice_at_once_to_two_servers_applies_once(
+    fresh_url: str, engines: Callable[[str], Engine]
+) -> None:
+    factory = make_sessionmaker(engines(fresh_url))
+    with unit_of_work(factory) as session:
+        customer = factories.customer(session, factories.company(session))
+        invoices = [factories.invoice(session, customer, total_minor=1234_56),
+                    factories.invoice(session, customer, total_minor=500_00)]
+        checkout = _card_checkout(session, customer, customer.primary_contact, invoices, "pi_twice")
+        payload = _succeeded(checkout.id, "pi_twice", checkout.amount_minor, "evt_twice")
+        invoice_ids = [invoice.id for invoice in invoices]
+
+    rounds = 3  # a few bursts of the same delivery, each on 2 servers at once
+    outcomes = []
+    for _ in range(rounds):
+        outcomes += [answer["outcome"] for answer in _post_together(_servers(fresh_url, 2), [payload, payload])]
+
+    assert sorted(outcomes) == ["duplicate"] * (2 * rounds - 1) + ["processed"]
+    with factory() as session:
+        assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 1
+        event = session.scalars(select(WebhookEvent)).one()
+        assert event.processed_at is not None and event.attempts == 1
+        assert session.execute(select(Payment.status)).scalars().all() == ["succeeded"]
+        assert sorted(session.execute(select(Allocation.invoice_id)).scalars()) == sorted(invoice_ids)
+        assert [i.open_minor for i in session.scalars(select(Invoice).order_by(Invoice.id))] == [0, 0]
+        assert invariant_violations(session) == []
+
+
+# --- (b) two debtors pay the same invoices at once ---------------------------------------------
+
+
+@pytest.mark.postgres
+def test_two_debtors_paying_the_same_invoices_at_once_leave_a_consistent_ledger(
+    fresh_url: str, engines: Callable[[str], Engine]
+) -> None:
+    """Two contacts of one customer pay at once, each a selection that shares invoice B with the
+    other's (A+B and B+C: identical selections would be one checkout); both cards succeed and
+    both webhooks arrive together on two servers. B is settled once, the second payment's B
+    part becomes unapplied credit, nothing is lost, nothing deadlocks."""
+    factory = make_sessionmaker(engines(fresh_url))
+    with unit_of_work(factory) as session:
+        customer = factories.customer(session, factories.company(session))
+        second = Contact(customer_id=customer.id, email="treasury@example.com", language="fr", is_primary=False)
+        session.add(second)
+        session.flush()
+        a = factories.invoice(session, customer, total_minor=700_00, due_date=date(2026, 10, 1))
+        b = factories.invoice(session, customer, total_minor=300_00, due_date=date(2026, 10, 15))
+        c = factories.invoice(session, customer, total_minor=250_00, due_date=date(2026, 10, 20))
+        first = _card_checkout(session, customer, customer.primary_contact, [a, b], "pi_first")
+        other = _card_checkout(session, customer, second, [c, b], "pi_second")
+        assert first.id != other.id and first.contact_id != other.contact_id
+        payloads = [_succeeded(first.id, "pi_first", first.amount_minor, "evt_first"),
+                    _succeeded(other.id, "pi_second", other.amount_minor, "evt_second")]
+        shared = b.total_minor
+        total = a.total_minor + b.total_minor + c.total_minor
+
+    answers = _post_together(_servers(fresh_url, 2), payloads)
+
+    assert [answer["outcome"] for answer in answers] == ["processed", "processed"]
+    with factory() as session:
+        assert invariant_violations(session) == []
+        assert [(i.status, i.open_minor) for i in session.scalars(select(Invoice).order_by(Invoice.id))] == [
+            ("paid", 0), ("paid", 0), ("paid", 0)]
+        payments = session.scalars(select(Payment)).all()
+        assert sorted(p.status for p in payments) == ["succeeded", "succeeded"]
+        received = sum(p.amount_minor for p in payments)
+        applied = session.scalar(select(func.sum(Allocation.amount_minor))) or 0
+        assert received == total + shared and applied == total
+        assert received - applied == shared  # B paid twice: the second time is unapplied credit, not lost
+        per_invoice = dict(session.execute(
+            select(Allocation.invoice_id, func.sum(Allocation.amount_minor)).group_by(Allocation.invoice_id)).all())
+        assert sorted(per_invoice.values()) == [250_00, 300_00, 700_00]
+
+
+# --- (c) two workers retrying webhooks never take one event twice --------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("outcome", ["succeeds", "fails"])
+def test_two_workers_retry_each_due_webhook_once(
+    fresh_url: str, engines: Callable[[str], Engine], outcome: str
+) -> None:
+    """Due events are claimed, not just read: of two workers at the same moment each event is
+    attempted by one, once, whether the handler succeeds or fails (a failure is rescheduled,
+    and the other worker must not try it again in the same pass)."""
+    count = 30
+    factory = make_sessionmaker(engines(fresh_url))
+    with unit_of_work(factory) as session:
+        for n in range(count):
+            stored, created = webhooks.store_event(session, "stripe", f"evt_{n}", "payment_intent.succeeded",
+                                                   "{}", {})
+            assert created
+    clock.set(clock.now() + webhooks.FIRST_RETRY)  # all due
+    calls: list[str] = []
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def handler(session: Session, event: WebhookEvent) -> None:
+        with lock:
+            calls.append(event.event_id)
+        release.wait(0.01)  # hold the claim a moment, as a real handler does its queries
+        if outcome == "fails":
+            raise RuntimeError("the provider's object is not there yet")
+
+    def work(index: int) -> webhooks.RetryReport:
+        return webhooks.retry_due(make_sessionmaker(engines(fresh_url)), {"stripe": handler}, limit=count)
+
+    reports = _together(2, work)
+
+    assert sorted(calls) == sorted(f"evt_{n}" for n in range(count))  # each once
+    if outcome == "succeeds":
+        assert sum(r.processed for r in reports) == count and sum(r.failed for r in reports) == 0
+    else:
+        assert sum(r.failed for r in reports) == count and sum(r.processed for r in reports) == 0
+    with factory() as session:
+        rows = session.execute(select(WebhookEvent.attempts, WebhookEvent.processed_at, WebhookEvent.next_attempt_at)).all()
+    assert all(attempts == 1 for attempts, _, _ in rows)
+    if outcome == "succeeds":
+        assert all(processed is not None and retry is None for _, processed, retry in rows)
+    else:
+        assert all(processed is None and retry > clock.now() + timedelta(seconds=30) for _, processed, retry in rows)
