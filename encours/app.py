@@ -31,6 +31,7 @@ from payments.routes import routes as payment_routes
 from portal.disputes import routes as portal_dispute_routes
 from admin.routes import routes as admin_routes
 from admin.disputes import routes as admin_dispute_routes
+from admin.customers import routes as admin_customer_routes
 from payments import stripe as stripe_provider
 from payments.stripe_routes import routes as stripe_routes
 
@@ -104,6 +105,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         *portal_dispute_routes,
         *admin_routes,
         *admin_dispute_routes,
+        *admin_customer_routes,
     ]
     middleware = [
         Middleware(SecurityHeadersMiddleware),

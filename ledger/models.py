@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     CHAR,
+    text,
 )
 from sqlalchemy import false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -178,7 +179,11 @@ class Customer(Base):
         back_populates="customer", order_by="(Contact.is_primary.desc(), Contact.id)"
     )
 
-    __table_args__ = (UniqueConstraint("company_id", "ref", name="uq_customers_company_ref"),)
+    __table_args__ = (
+        UniqueConstraint("company_id", "ref", name="uq_customers_company_ref"),
+        Index("ix_customers_name", "name", "id"),
+        Index("ix_customers_collector", "collector_id"),
+    )
 
     @property
     def primary_contact(self) -> Contact | None:
@@ -238,6 +243,11 @@ class Invoice(Base):
         ),
         CheckConstraint("discount_bps IS NULL OR (discount_bps > 0 AND discount_bps < 10000)", name="discount_bps"),
         Index("ix_invoices_customer_open", "customer_id", "status"),
+        # The customers list sums what is still open per customer; this covers it without
+        # touching the settled bulk of the book.
+        Index("ix_invoices_open_by_customer", "customer_id", "currency", "kind", "status", "due_date", "open_minor",
+              sqlite_where=text("open_minor > 0"), postgresql_where=text("open_minor > 0")),
+        Index("ix_invoices_due_date", "due_date", "id"),
     )
 
     @property
@@ -272,6 +282,7 @@ class Payment(Base):
 
     __table_args__ = (
         UniqueConstraint("provider", "provider_ref", name="uq_payments_provider_ref"),
+        Index("ix_payments_created", "created_at", "id"),
         CheckConstraint("amount_minor > 0", name="amount_positive"),
         CheckConstraint(
             "status IN ('pending','processing','succeeded','failed','refunded','charged_back')",
@@ -318,6 +329,20 @@ class Allocation(Base):
     @property
     def discount(self) -> Money:
         return Money(self.discount_minor, self.currency)
+
+
+class CustomerNote(Base):
+    """A staff note on a customer, shown on its timeline."""
+
+    __tablename__ = "customer_notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+    author: Mapped[User | None] = relationship()
 
 
 class LinkOpen(Base):
@@ -462,6 +487,7 @@ class WebhookEvent(Base):
     __table_args__ = (
         UniqueConstraint("provider", "event_id", name="uq_webhook_events_provider_event"),
         Index("ix_webhook_events_pending", "processed_at", "next_attempt_at"),
+        Index("ix_webhook_events_received", "received_at", "id"),
     )
 
 

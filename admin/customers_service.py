@@ -1,0 +1,398 @@
+"""Back-office reading of the book: the customers list, one customer's timeline, and the staff
+actions on a customer (notes, collector, pause). Services only: nothing here sees HTTP.
+
+Amounts are summed in SQL per customer and currency over the open invoices only (a partial
+index covers them), never in Python loops; amounts of different currencies are never added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from typing import Any, Mapping
+from urllib.parse import urlencode
+
+from sqlalchemy import Select, and_, case, exists, func, literal, or_, select
+from sqlalchemy.orm import Session
+
+from encours.clock import clock
+from ledger import audit
+from ledger.models import (
+    AuditEvent,
+    Company,
+    Contact,
+    Customer,
+    CustomerNote,
+    Dispute,
+    Invoice,
+    InvoiceKind,
+    InvoiceStatus,
+    LinkOpen,
+    OutboxMessage,
+    Reminder,
+    Role,
+    User,
+)
+from ledger.money import Money
+
+PAGE_SIZE = 50
+SORTS = ("name", "outstanding", "overdue", "oldest")
+CHASED = (InvoiceStatus.open.value, InvoiceStatus.partially_paid.value)
+MAX_NOTE_CHARS = 5000
+TIMELINE_LIMIT = 300
+
+
+class CustomerActionError(ValueError):
+    """A staff action refused; `message` is an English msgid for the page to translate."""
+
+    def __init__(self, message: str, **values: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.values = values
+
+
+def _text(params: Mapping[str, str], name: str, limit: int = 100) -> str:
+    return str(params.get(name, "")).strip()[:limit]
+
+
+def _flag(params: Mapping[str, str], name: str) -> bool:
+    return params.get(name, "") in ("1", "on", "true", "yes")
+
+
+def _page_number(params: Mapping[str, str]) -> int:
+    raw = str(params.get("page", "1"))
+    return max(1, min(int(raw), 100_000)) if raw.isdigit() else 1
+
+
+def _like(term: str) -> str:
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+@dataclass(frozen=True)
+class CustomerFilters:
+    q: str = ""
+    company: str = ""
+    segment: str = ""
+    collector: str = ""  # a user id, "none" for unassigned, "" for everyone
+    overdue: bool = False
+    disputed: bool = False
+    sort: str = "name"
+    page: int = 1
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> CustomerFilters:
+        sort = _text(params, "sort")
+        collector = _text(params, "collector")
+        return cls(
+            q=_text(params, "q"), company=_text(params, "company"), segment=_text(params, "segment"),
+            collector=collector if collector == "none" or collector.isdigit() else "",
+            overdue=_flag(params, "overdue"), disputed=_flag(params, "disputed"),
+            sort=sort if sort in SORTS else "name", page=_page_number(params),
+        )
+
+    def query_string(self, **changes: Any) -> str:
+        """The URL query of these filters (with `changes`), defaults left out."""
+        chosen = replace(self, **changes)
+        pairs = [(k, v) for k, v in (("q", chosen.q), ("company", chosen.company), ("segment", chosen.segment),
+                                     ("collector", chosen.collector)) if v]
+        pairs += [(k, "1") for k, v in (("overdue", chosen.overdue), ("disputed", chosen.disputed)) if v]
+        if chosen.sort != "name":
+            pairs.append(("sort", chosen.sort))
+        if chosen.page > 1:
+            pairs.append(("page", str(chosen.page)))
+        return urlencode(pairs)
+
+
+@dataclass(frozen=True)
+class CustomerRow:
+    id: int
+    ref: str
+    name: str
+    company_code: str
+    collector_email: str | None
+    outstanding: list[Money]
+    overdue: list[Money]
+    paused: bool
+    disputed: bool
+    mandate: bool
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[Any]
+    page: int
+    has_next: bool
+
+    @property
+    def has_previous(self) -> bool:
+        return self.page > 1
+
+
+def local_today(session: Session) -> Any:
+    """Each company's today: a literal when they agree (the usual case), else a CASE on the company."""
+    days = {company_id: clock.today(tz) for company_id, tz in session.execute(select(Company.id, Company.timezone))}
+    distinct = set(days.values())
+    if len(distinct) <= 1:
+        return literal(next(iter(distinct), clock.today("UTC")))
+    return case(days, value=Invoice.company_id)
+
+
+def _open() -> Any:
+    # Written exactly as the partial index's predicate, so SQLite uses it.
+    return and_(Invoice.open_minor > 0, Invoice.status != InvoiceStatus.void.value)
+
+
+def _outstanding_expr() -> Any:
+    """What the customer owes in one currency: open invoices less open credit notes."""
+    return func.sum(case((Invoice.kind == InvoiceKind.credit_note.value, -Invoice.open_minor), else_=Invoice.open_minor))
+
+
+def _is_overdue(today: Any) -> Any:
+    return and_(Invoice.kind == InvoiceKind.invoice.value, Invoice.status.in_(CHASED), Invoice.due_date < today)
+
+
+def _overdue_expr(today: Any) -> Any:
+    return func.sum(case((_is_overdue(today), Invoice.open_minor), else_=0))
+
+
+def collectors_of(session: Session, company_ids: list[int] | None = None) -> list[User]:
+    """Active collectors, of these companies when given (a collector belongs to the companies it is given)."""
+    query = select(User).where(User.role == Role.collector.value, User.active.is_(True)).order_by(User.email)
+    users = list(session.scalars(query))
+    if company_ids is None:
+        return users
+    wanted = set(company_ids)
+    return [u for u in users if not u.companies or wanted & {c.id for c in u.companies}]
+
+
+def _customer_query(session: Session, filters: CustomerFilters, today: Any,
+                    scope: Any) -> Select[Any]:
+    query = scope(select(Customer.id).join(Company, Company.id == Customer.company_id))
+    if filters.company:
+        query = query.where(Company.code == filters.company)
+    if filters.segment:
+        query = query.where(Customer.segment == filters.segment)
+    if filters.collector == "none":
+        query = query.where(Customer.collector_id.is_(None))
+    elif filters.collector:
+        query = query.where(Customer.collector_id == int(filters.collector))
+    if filters.q:
+        pattern = _like(filters.q)
+        by_contact = exists().where(Contact.customer_id == Customer.id, Contact.email.ilike(pattern, escape="\\"))
+        query = query.where(or_(Customer.ref.ilike(pattern, escape="\\"), Customer.name.ilike(pattern, escape="\\"),
+                                by_contact))
+    if filters.overdue:
+        query = query.where(exists().where(Invoice.customer_id == Customer.id, _open(), _is_overdue(today)))
+    if filters.disputed:
+        query = query.where(exists().where(Dispute.customer_id == Customer.id, Dispute.status == "open",
+                                           Dispute.kind == "dispute"))
+    return query
+
+
+def list_customers(session: Session, filters: CustomerFilters, scope: Any) -> Page:
+    """One page of customers; `scope` restricts a query joining Customer to what the user may see."""
+    today = local_today(session)
+    query = _customer_query(session, filters, today, scope)
+    if filters.sort == "name":
+        query = query.order_by(Customer.name, Customer.id)
+    else:
+        # Per customer and currency first, then the largest currency's figure: never a sum across currencies.
+        per_currency = (
+            select(Invoice.customer_id.label("customer_id"), _outstanding_expr().label("outstanding"),
+                   _overdue_expr(today).label("overdue"),
+                   func.min(case((_is_overdue(today), Invoice.due_date))).label("oldest"))
+            .where(_open())
+            .group_by(Invoice.customer_id, Invoice.currency)
+            .subquery()
+        )
+        totals = (
+            select(per_currency.c.customer_id, func.max(per_currency.c.outstanding).label("outstanding"),
+                   func.max(per_currency.c.overdue).label("overdue"), func.min(per_currency.c.oldest).label("oldest"))
+            .group_by(per_currency.c.customer_id)
+            .subquery()
+        )
+        query = query.outerjoin(totals, totals.c.customer_id == Customer.id)
+        if filters.sort == "oldest":
+            query = query.order_by(totals.c.oldest.is_(None), totals.c.oldest, Customer.name, Customer.id)
+        else:
+            key = totals.c.outstanding if filters.sort == "outstanding" else totals.c.overdue
+            query = query.order_by(func.coalesce(key, 0).desc(), Customer.name, Customer.id)
+    ids = list(session.scalars(query.offset((filters.page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)))
+    has_next = len(ids) > PAGE_SIZE
+    ids = ids[:PAGE_SIZE]
+    return Page(rows=customer_rows(session, ids, today), page=filters.page, has_next=has_next)
+
+
+def customer_rows(session: Session, ids: list[int], today: Any) -> list[CustomerRow]:
+    if not ids:
+        return []
+    outstanding: dict[int, list[Money]] = {}
+    overdue: dict[int, list[Money]] = {}
+    for customer_id, currency, owed, late in session.execute(
+        select(Invoice.customer_id, Invoice.currency, _outstanding_expr(), _overdue_expr(today))
+        .where(Invoice.customer_id.in_(ids), _open())
+        .group_by(Invoice.customer_id, Invoice.currency)
+        .order_by(Invoice.customer_id, Invoice.currency)
+    ):
+        if owed:
+            outstanding.setdefault(customer_id, []).append(Money(int(owed), currency))
+        if late:
+            overdue.setdefault(customer_id, []).append(Money(int(late), currency))
+    disputed = set(session.scalars(select(Dispute.customer_id).where(
+        Dispute.customer_id.in_(ids), Dispute.status == "open", Dispute.kind == "dispute")))
+    rows = {
+        row.id: row for row in session.execute(
+            select(Customer.id, Customer.ref, Customer.name, Company.code, User.email, Customer.reminders_paused,
+                   Customer.gocardless_mandate_status)
+            .join(Company, Company.id == Customer.company_id)
+            .outerjoin(User, User.id == Customer.collector_id)
+            .where(Customer.id.in_(ids))
+        )
+    }
+    return [
+        CustomerRow(id=cid, ref=rows[cid].ref, name=rows[cid].name, company_code=rows[cid].code,
+                    collector_email=rows[cid].email, outstanding=outstanding.get(cid, []),
+                    overdue=overdue.get(cid, []), paused=bool(rows[cid].reminders_paused), disputed=cid in disputed,
+                    mandate=rows[cid].gocardless_mandate_status == "active")
+        for cid in ids
+    ]
+
+
+def segments(session: Session, company_ids: list[int] | None) -> list[str]:
+    query = select(Customer.segment).where(Customer.segment.is_not(None)).distinct().order_by(Customer.segment)
+    if company_ids is not None:
+        query = query.where(Customer.company_id.in_(company_ids or [-1]))
+    return [s for s in session.scalars(query) if s]
+
+
+# --- one customer's timeline --------------------------------------------------------------------
+
+
+@dataclass
+class TimelineEntry:
+    at: datetime
+    kind: str  # reminder, email, link_open, note, event
+    actor: str | None = None
+    action: str | None = None
+    entity_type: str | None = None
+    entity_id: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    message: OutboxMessage | None = None
+    manual: bool = False
+    body: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.message is not None and self.message.status == "failed"
+
+    @property
+    def link(self) -> str | None:
+        if self.entity_type == "payment" and self.entity_id:
+            return f"/admin/payments/{self.entity_id}"
+        if self.entity_type == "dispute" and self.entity_id:
+            return f"/admin/disputes/{self.entity_id}"
+        return None
+
+
+# Shown as their own entries (with content) rather than as audit lines.
+_OWN_ENTRIES = ("reminder.queued", "note.added")
+
+
+def timeline(session: Session, customer: Customer) -> list[TimelineEntry]:
+    """Everything that happened to this customer, newest first."""
+    entries: list[TimelineEntry] = []
+    reminder_outbox: set[int] = set()
+    reminders = session.execute(
+        select(Reminder, OutboxMessage).outerjoin(OutboxMessage, OutboxMessage.id == Reminder.outbox_id)
+        .where(Reminder.customer_id == customer.id).order_by(Reminder.created_at.desc()).limit(TIMELINE_LIMIT)
+    ).all()
+    queued_events = {
+        event.entity_id: event for event in session.scalars(
+            select(AuditEvent).where(AuditEvent.customer_id == customer.id, AuditEvent.action == "reminder.queued"))
+    }
+    for reminder, message in reminders:
+        if message is not None:
+            reminder_outbox.add(message.id)
+        event = queued_events.get(reminder.id)
+        details = dict(event.after or {}) if event is not None else {}
+        entries.append(TimelineEntry(
+            at=reminder.created_at, kind="reminder", actor=event.actor if event is not None else None,
+            entity_type="reminder", entity_id=reminder.id, details=details, message=message,
+            manual=reminder.step_id is None))
+    for message in session.scalars(
+        select(OutboxMessage).where(OutboxMessage.customer_id == customer.id)
+        .order_by(OutboxMessage.created_at.desc()).limit(TIMELINE_LIMIT)
+    ):
+        if message.id not in reminder_outbox:
+            entries.append(TimelineEntry(at=message.created_at, kind="email", message=message,
+                                         details={"kind": message.kind}))
+    contact_ids = [c.id for c in customer.contacts]
+    emails = {c.id: c.email for c in customer.contacts}
+    for link_open in session.scalars(
+        select(LinkOpen).where(LinkOpen.contact_id.in_(contact_ids or [-1]))
+        .order_by(LinkOpen.opened_at.desc()).limit(TIMELINE_LIMIT)
+    ):
+        entries.append(TimelineEntry(at=link_open.opened_at, kind="link_open", actor=emails.get(link_open.contact_id)))
+    for note in session.scalars(
+        select(CustomerNote).where(CustomerNote.customer_id == customer.id)
+        .order_by(CustomerNote.created_at.desc()).limit(TIMELINE_LIMIT)
+    ):
+        entries.append(TimelineEntry(at=note.created_at, kind="note", actor=note.author.email if note.author else None,
+                                     entity_type="note", entity_id=note.id, body=note.body))
+    for event in session.scalars(
+        select(AuditEvent).where(AuditEvent.customer_id == customer.id, AuditEvent.action.not_in(_OWN_ENTRIES))
+        .order_by(AuditEvent.created_at.desc()).limit(TIMELINE_LIMIT)
+    ):
+        entries.append(TimelineEntry(at=event.created_at, kind="event", actor=event.actor, action=event.action,
+                                     entity_type=event.entity_type, entity_id=event.entity_id,
+                                     details={"before": event.before or {}, "after": event.after or {}}))
+    entries.sort(key=lambda e: e.at, reverse=True)
+    return entries[:TIMELINE_LIMIT]
+
+
+# --- actions ------------------------------------------------------------------------------------
+
+
+def add_note(session: Session, customer: Customer, user: User, body: str) -> CustomerNote:
+    body = body.strip()
+    if not body:
+        raise CustomerActionError("Write the note first.")
+    if len(body) > MAX_NOTE_CHARS:
+        raise CustomerActionError("A note is at most %(count)s characters.", count=MAX_NOTE_CHARS)
+    note = CustomerNote(customer_id=customer.id, author_id=user.id, body=body)
+    session.add(note)
+    session.flush()
+    audit.record(session, actor_type="user", actor=user.email, action="note.added", entity_type="note",
+                 entity_id=note.id, customer_id=customer.id)
+    return note
+
+
+def assign_collector(session: Session, customer: Customer, user: User, collector_id: int | None) -> None:
+    """Only an active collector of the customer's company, or nobody."""
+    if collector_id is not None:
+        allowed = {c.id for c in collectors_of(session, [customer.company_id])}
+        if collector_id not in allowed:
+            raise CustomerActionError("Choose a collector of this company.")
+    if collector_id == customer.collector_id:
+        return
+    before = {"collector_id": customer.collector_id}
+    customer.collector_id = collector_id
+    audit.record(session, actor_type="user", actor=user.email, action="customer.collector_assigned",
+                 entity_type="customer", entity_id=customer.id, customer_id=customer.id, before=before,
+                 after={"collector_id": collector_id,
+                        "collector": session.get_one(User, collector_id).email if collector_id else None})
+
+
+def set_paused(session: Session, customer: Customer, user: User, paused: bool) -> None:
+    if customer.reminders_paused == paused:
+        return
+    customer.reminders_paused = paused
+    audit.record(session, actor_type="user", actor=user.email,
+                 action="reminders.paused" if paused else "reminders.resumed", entity_type="customer",
+                 entity_id=customer.id, customer_id=customer.id, before={"reminders_paused": not paused},
+                 after={"reminders_paused": paused})
+
+
+def today_for(customer: Customer) -> date:
+    return clock.today(customer.company.timezone)
