@@ -32,6 +32,7 @@ from portal.disputes import routes as portal_dispute_routes
 from admin.routes import routes as admin_routes
 from admin.disputes import routes as admin_dispute_routes
 from admin.customers import routes as admin_customer_routes
+from admin.book import routes as admin_book_routes
 from payments import stripe as stripe_provider
 from payments.stripe_routes import routes as stripe_routes
 
@@ -106,6 +107,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         *admin_routes,
         *admin_dispute_routes,
         *admin_customer_routes,
+        *admin_book_routes,
     ]
     middleware = [
         Middleware(SecurityHeadersMiddleware),
