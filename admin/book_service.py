@@ -13,6 +13,7 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from encours.clock import clock
+from encours.i18n import N_
 from admin.customers_service import CHASED, PAGE_SIZE, Page, _like, _page_number, _text, _flag, local_today
 from ledger.models import (
     Allocation,
@@ -70,7 +71,7 @@ def _dates(params: Mapping[str, str], names: tuple[str, str], values: dict[str, 
         try:
             date.fromisoformat(raw)
         except ValueError:
-            problems.append(("“%(value)s” is not a date: write it as 2026-11-30. That filter was left out.",
+            problems.append((N_("“%(value)s” is not a date: write it as 2026-11-30. That filter was left out."),
                              {"value": raw}))
             continue
         values[name] = raw

@@ -190,7 +190,7 @@ def assign(request: Request, session: Session, staff: Staff, posted: Posted) -> 
         return forbidden(request, staff)
     raw = posted.text("collector", 12).strip()
     if raw and not raw.isdigit():
-        raise _refuse(request, session, staff, customer, "Choose a collector of this company.", {}, posted)
+        raise _refuse(request, session, staff, customer, N_("Choose a collector of this company."), {}, posted)
     try:
         service.assign_collector(session, customer, staff.user, int(raw) if raw else None)
     except service.CustomerActionError as error:
@@ -211,7 +211,7 @@ def send_link(request: Request, session: Session, staff: Staff, posted: Posted) 
     customer = visible_customer(session, staff.user, request.path_params["customer_id"])
     contact = customer.primary_contact
     if contact is None:
-        raise _refuse(request, session, staff, customer, "This customer has no contact to write to.", {}, posted)
+        raise _refuse(request, session, staff, customer, N_("This customer has no contact to write to."), {}, posted)
     settings = request.app.state.settings
     message = renewal.queue_link_email(session, contact, secret=str(settings.secret_key), base_url=settings.base_url,
                                        templates=request.app.state.templates, by_staff=True)

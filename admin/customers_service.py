@@ -16,6 +16,7 @@ from sqlalchemy import Select, and_, case, exists, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from encours.clock import clock
+from encours.i18n import N_
 from ledger import audit
 from ledger.models import (
     AuditEvent,
@@ -358,9 +359,9 @@ def timeline(session: Session, customer: Customer) -> list[TimelineEntry]:
 def add_note(session: Session, customer: Customer, user: User, body: str) -> CustomerNote:
     body = body.strip()
     if not body:
-        raise CustomerActionError("Write the note first.")
+        raise CustomerActionError(N_("Write the note first."))
     if len(body) > MAX_NOTE_CHARS:
-        raise CustomerActionError("A note is at most %(count)s characters.", count=MAX_NOTE_CHARS)
+        raise CustomerActionError(N_("A note is at most %(count)s characters."), count=MAX_NOTE_CHARS)
     note = CustomerNote(customer_id=customer.id, author_id=user.id, body=body)
     session.add(note)
     session.flush()
@@ -374,7 +375,7 @@ def assign_collector(session: Session, customer: Customer, user: User, collector
     if collector_id is not None:
         allowed = {c.id for c in collectors_of(session, [customer.company_id])}
         if collector_id not in allowed:
-            raise CustomerActionError("Choose a collector of this company.")
+            raise CustomerActionError(N_("Choose a collector of this company."))
     if collector_id == customer.collector_id:
         return
     before = {"collector_id": customer.collector_id}

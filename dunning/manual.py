@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from dunning import planner
 from dunning.messages import CompanyView
 from encours.clock import clock
+from encours.i18n import N_
 from ledger import audit
 from ledger.models import Customer, Invoice, OutboxMessage, Reminder, Scenario
 
@@ -42,11 +43,11 @@ def current_message(session: Session, customer: Customer, today: date) -> planne
     scenarios = planner._scenarios(session, company.id)
     chosen = scenarios.get(customer.segment) or scenarios.get(None)
     if chosen is None or not chosen[1]:
-        raise ManualReminderError("This customer's segment has no active reminder scenario.")
+        raise ManualReminderError(N_("This customer's segment has no active reminder scenario."))
     _scenario, steps = chosen
     open_invoices = planner._eligible_invoices(session, company, today, customer_id=customer.id).get(customer.id, [])
     if not open_invoices:
-        raise ManualReminderError("Nothing to chase: no open invoice outside disputes and promises.")
+        raise ManualReminderError(N_("Nothing to chase: no open invoice outside disputes and promises."))
     reached = [(step, invoice) for invoice in open_invoices
                if (step := planner._stands_at(steps, invoice, today)) is not None]
     if reached:
@@ -59,9 +60,9 @@ def current_message(session: Session, customer: Customer, today: date) -> planne
         step, invoices = steps[0], sorted(open_invoices, key=lambda i: (i.currency, i.due_date, i.number))
     contact = customer.primary_contact
     if contact is None:
-        raise ManualReminderError("This customer has no contact to write to.")
+        raise ManualReminderError(N_("This customer has no contact to write to."))
     if not planner.EMAIL.match(contact.email or ""):
-        raise ManualReminderError("The contact's email %(email)s is not valid.", email=contact.email)
+        raise ManualReminderError(N_("The contact's email %(email)s is not valid."), email=contact.email)
     return planner.PlannedMessage(
         company_id=company.id, company_code=company.code, customer_id=customer.id, customer_ref=customer.ref,
         customer_name=customer.name, contact_id=contact.id, link_version=contact.link_version,
@@ -83,7 +84,7 @@ def queue_manual_reminder(session: Session, customer: Customer, *, actor: str, s
         ).limit(1)
     )
     if recent is not None:
-        raise ManualReminderError("This reminder was sent by hand a moment ago; it is not sent twice.")
+        raise ManualReminderError(N_("This reminder was sent by hand a moment ago; it is not sent twice."))
     facts = planner._CompanyFacts(
         view=CompanyView(company.name, company.support_email or "", company.address or ""),
         country=company.country, base_currency=company.base_currency, brand_color=company.brand_color)
