@@ -47,8 +47,9 @@ def book(session: Session):  # type: ignore[no-untyped-def]
     return {"mine": mine, "other": other, "far": far, "anne": anne}
 
 
-def signed_in(new_client, email: str) -> TestClient:  # type: ignore[no-untyped-def]
+def signed_in(new_client, email: str, language: str = "en") -> TestClient:  # type: ignore[no-untyped-def]
     client = new_client()
+    client.headers["Accept-Language"] = language
     assert login(client, email).status_code == 303
     return client
 

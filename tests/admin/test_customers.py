@@ -283,10 +283,11 @@ def test_sorting(new_client, many) -> None:  # type: ignore[no-untyped-def]
     assert oldest[:3] == ["Zed 07", "Mine Industries", "Zed 08"]
 
 
-def test_amounts_per_currency_never_added(new_client, many) -> None:  # type: ignore[no-untyped-def]
-    client = signed_in(new_client, "boss@north.test")
+def test_amounts_per_currency_never_added_in_french(new_client, many) -> None:  # type: ignore[no-untyped-def]
+    client = signed_in(new_client, "boss@north.test", "fr")
     page = client.get("/admin/customers", params={"q": "Zed 11"}).text
     assert "120,00\u00a0€" in page and "100,00\u00a0$US" in page
+    assert "Encours" in page and "Page suivante" not in page and "Clients, page 1" in page
 
 
 def test_paging_with_and_without_htmx(new_client, many) -> None:  # type: ignore[no-untyped-def]
