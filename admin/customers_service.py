@@ -12,7 +12,7 @@ from datetime import date, datetime
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
-from sqlalchemy import Select, and_, case, exists, func, literal, or_, select
+from sqlalchemy import Select, and_, case, exists, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from encours.clock import clock
@@ -20,9 +20,11 @@ from encours.i18n import N_
 from ledger import audit
 from ledger.models import (
     AuditEvent,
+    BalanceState,
     Company,
     Contact,
     Customer,
+    CustomerBalance,
     CustomerNote,
     Dispute,
     Invoice,
@@ -167,11 +169,20 @@ def collectors_of(session: Session, company_ids: list[int] | None = None) -> lis
     return [u for u in users if not u.companies or wanted & {c.id for c in u.companies}]
 
 
+def contains(session: Session, column: Any, pattern: str) -> Any:
+    """Case-insensitive LIKE: SQLite's LIKE already is (for ASCII), and lower() on every row
+    would cost a function call per row; PostgreSQL needs ILIKE."""
+    if session.get_bind().dialect.name == "sqlite":
+        return column.like(pattern, escape="\\")
+    return column.ilike(pattern, escape="\\")
+
+
 def _customer_query(session: Session, filters: CustomerFilters, today: Any,
                     scope: Any) -> Select[Any]:
-    query = scope(select(Customer.id).join(Company, Company.id == Customer.company_id))
+    query = scope(select(Customer.id))
     if filters.company:
-        query = query.where(Company.code == filters.company)
+        query = query.where(Customer.company_id == select(Company.id).where(Company.code == filters.company)
+                            .scalar_subquery())
     if filters.segment:
         query = query.where(Customer.segment == filters.segment)
     if filters.collector == "none":
@@ -181,45 +192,70 @@ def _customer_query(session: Session, filters: CustomerFilters, today: Any,
     if filters.q:
         pattern = _like(filters.q)
         # One pass over the contacts, not one lookup per customer.
-        by_contact = Customer.id.in_(select(Contact.customer_id).where(Contact.email.ilike(pattern, escape="\\")))
-        query = query.where(or_(Customer.ref.ilike(pattern, escape="\\"), Customer.name.ilike(pattern, escape="\\"),
+        by_contact = Customer.id.in_(select(Contact.customer_id).where(contains(session, Contact.email, pattern)))
+        query = query.where(or_(contains(session, Customer.ref, pattern), contains(session, Customer.name, pattern),
                                 by_contact))
     if filters.overdue:
-        query = query.where(exists().where(Invoice.customer_id == Customer.id, _open(), _is_overdue(today)))
+        # The oldest due date of an open chased invoice, kept per customer by triggers.
+        query = query.where(exists().where(CustomerBalance.customer_id == Customer.id,
+                                           CustomerBalance.oldest_due < list_day(session)))
     if filters.disputed:
         query = query.where(exists().where(Dispute.customer_id == Customer.id, Dispute.status == "open",
                                            Dispute.kind == "dispute"))
     return query
 
 
+def list_day(session: Session) -> date:
+    """The day overdue counts from in the list: the earliest of the companies' local dates."""
+    days = [clock.today(tz) for tz in session.scalars(select(Company.timezone).distinct())]
+    return min(days) if days else clock.today("UTC")
+
+
+def refresh_overdue(session: Session, as_of: date) -> None:
+    """Moves the stored overdue sort keys to `as_of`: once a day, one pass over the open invoices.
+    (The triggers keep them right between two days; only the passing of time needs this.)"""
+    state = session.get(BalanceState, 1)
+    if state is None:
+        state = BalanceState(id=1)
+        session.add(state)
+    if state.as_of == as_of:
+        return
+    state.as_of = as_of
+    session.flush()
+    per_currency = (
+        select(Invoice.customer_id.label("customer_id"), _overdue_expr(literal(as_of)).label("overdue"))
+        .where(_open()).group_by(Invoice.customer_id, Invoice.currency).subquery()
+    )
+    per_customer = (select(per_currency.c.customer_id, func.max(per_currency.c.overdue).label("overdue"))
+                    .group_by(per_currency.c.customer_id).subquery())
+    session.execute(update(CustomerBalance).values(overdue_minor=0).where(CustomerBalance.overdue_minor != 0))
+    session.execute(
+        update(CustomerBalance).values(overdue_minor=per_customer.c.overdue)
+        .where(CustomerBalance.customer_id == per_customer.c.customer_id, per_customer.c.overdue != 0)
+    )
+
+
 def list_customers(session: Session, filters: CustomerFilters, scope: Any) -> Page:
-    """One page of customers; `scope` restricts a query joining Customer to what the user may see."""
+    """One page of customers; `scope` restricts a query joining Customer to what the user may see.
+
+    Sorted by amounts, the page walks the CustomerBalance indexes (kept by triggers) instead of
+    summing the invoices: the sort key is the customer's largest per-currency figure."""
     today = local_today(session)
     query = _customer_query(session, filters, today, scope)
     if filters.sort == "name":
         query = query.order_by(Customer.name, Customer.id)
     else:
-        # Per customer and currency first, then the largest currency's figure: never a sum across currencies.
-        per_currency = (
-            select(Invoice.customer_id.label("customer_id"), _outstanding_expr().label("outstanding"),
-                   _overdue_expr(today).label("overdue"),
-                   func.min(case((_is_overdue(today), Invoice.due_date))).label("oldest"))
-            .where(_open())
-            .group_by(Invoice.customer_id, Invoice.currency)
-            .subquery()
-        )
-        totals = (
-            select(per_currency.c.customer_id, func.max(per_currency.c.outstanding).label("outstanding"),
-                   func.max(per_currency.c.overdue).label("overdue"), func.min(per_currency.c.oldest).label("oldest"))
-            .group_by(per_currency.c.customer_id)
-            .subquery()
-        )
-        query = query.outerjoin(totals, totals.c.customer_id == Customer.id)
+        # Walk the sort key's index and keep the customers that pass the filters (one primary-key
+        # lookup each), stopping at a page: never a sort of the whole book.
+        passes = query.where(Customer.id == CustomerBalance.customer_id).exists()
+        query = select(CustomerBalance.customer_id).where(passes)
         if filters.sort == "oldest":
-            query = query.order_by(totals.c.oldest.is_(None), totals.c.oldest, Customer.name, Customer.id)
+            query = query.order_by(CustomerBalance.oldest_due, CustomerBalance.customer_id)
+        elif filters.sort == "outstanding":
+            query = query.order_by(CustomerBalance.outstanding_minor.desc(), CustomerBalance.customer_id.desc())
         else:
-            key = totals.c.outstanding if filters.sort == "outstanding" else totals.c.overdue
-            query = query.order_by(func.coalesce(key, 0).desc(), Customer.name, Customer.id)
+            refresh_overdue(session, list_day(session))
+            query = query.order_by(CustomerBalance.overdue_minor.desc(), CustomerBalance.customer_id.desc())
     ids = list(session.scalars(query.offset((filters.page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)))
     has_next = len(ids) > PAGE_SIZE
     ids = ids[:PAGE_SIZE]

@@ -183,6 +183,7 @@ class Customer(Base):
         UniqueConstraint("company_id", "ref", name="uq_customers_company_ref"),
         Index("ix_customers_name", "name", "id"),
         Index("ix_customers_collector", "collector_id"),
+        Index("ix_customers_segment", "segment"),
     )
 
     @property
@@ -329,6 +330,41 @@ class Allocation(Base):
     @property
     def discount(self) -> Money:
         return Money(self.discount_minor, self.currency)
+
+
+FAR_FUTURE = date(9999, 12, 31)
+
+
+class CustomerBalance(Base):
+    """Sort keys of the customers list, one row per customer, kept by database triggers on
+    `invoices` (migration 0005_customers): the largest per-currency outstanding (open invoices
+    less open credit notes) and overdue amounts, and the oldest due date of an open chased invoice
+    (FAR_FUTURE when none). Overdue counts as of `BalanceState.as_of`, moved daily
+    (`admin.customers_service.refresh_overdue`). Amounts of different currencies are never added:
+    the list shows them per currency, computed from the invoices."""
+
+    __tablename__ = "customer_balances"
+
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True,
+                                             autoincrement=False)
+    outstanding_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    overdue_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    oldest_due: Mapped[date] = mapped_column(Date, default=FAR_FUTURE)
+
+    __table_args__ = (
+        Index("ix_customer_balances_outstanding", "outstanding_minor", "customer_id"),
+        Index("ix_customer_balances_overdue", "overdue_minor", "customer_id"),
+        Index("ix_customer_balances_oldest", "oldest_due", "customer_id"),
+    )
+
+
+class BalanceState(Base):
+    """One row: the day `CustomerBalance.overdue_minor` counts from."""
+
+    __tablename__ = "balance_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    as_of: Mapped[date | None] = mapped_column(Date, default=None)
 
 
 class CustomerNote(Base):
