@@ -12,7 +12,7 @@ from datetime import date, datetime
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
-from sqlalchemy import Select, and_, case, exists, func, literal, or_, select, update
+from sqlalchemy import Select, and_, case, exists, func, literal, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from encours.clock import clock
@@ -297,11 +297,23 @@ def customer_rows(session: Session, ids: list[int], today: Any) -> list[Customer
     ]
 
 
+_SEGMENTS = text("""
+    WITH RECURSIVE found(segment) AS (
+      SELECT MIN(segment) FROM customers WHERE company_id = :company AND segment IS NOT NULL
+      UNION ALL
+      SELECT (SELECT MIN(segment) FROM customers WHERE company_id = :company AND segment > found.segment)
+      FROM found WHERE found.segment IS NOT NULL
+    ) SELECT segment FROM found WHERE segment IS NOT NULL""")
+
+
 def segments(session: Session, company_ids: list[int] | None) -> list[str]:
-    query = select(Customer.segment).where(Customer.segment.is_not(None)).distinct().order_by(Customer.segment)
-    if company_ids is not None:
-        query = query.where(Customer.company_id.in_(company_ids or [-1]))
-    return [s for s in session.scalars(query) if s]
+    """The segments in use: one index seek per segment (a skip scan), not a pass over the customers."""
+    if company_ids is None:
+        company_ids = list(session.scalars(select(Company.id)))
+    found: set[str] = set()
+    for company_id in company_ids:
+        found.update(session.scalars(_SEGMENTS, {"company": company_id}))
+    return sorted(found)
 
 
 # --- one customer's timeline --------------------------------------------------------------------

@@ -183,7 +183,7 @@ class Customer(Base):
         UniqueConstraint("company_id", "ref", name="uq_customers_company_ref"),
         Index("ix_customers_name", "name", "id"),
         Index("ix_customers_collector", "collector_id"),
-        Index("ix_customers_segment", "segment"),
+        Index("ix_customers_segment", "company_id", "segment"),
     )
 
     @property

@@ -123,7 +123,7 @@ def upgrade() -> None:
     op.create_index('ix_invoices_due_date', 'invoices', ['due_date', 'id'], unique=False)
     op.create_index('ix_customers_name', 'customers', ['name', 'id'], unique=False)
     op.create_index('ix_customers_collector', 'customers', ['collector_id'], unique=False)
-    op.create_index('ix_customers_segment', 'customers', ['segment'], unique=False)
+    op.create_index('ix_customers_segment', 'customers', ['company_id', 'segment'], unique=False)
     op.create_index('ix_payments_created', 'payments', ['created_at', 'id'], unique=False)
     op.create_index('ix_webhook_events_received', 'webhook_events', ['received_at', 'id'], unique=False)
 
