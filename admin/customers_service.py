@@ -13,7 +13,7 @@ from typing import Any, Mapping
 from urllib.parse import urlencode
 
 from sqlalchemy import Select, and_, case, exists, func, literal, or_, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from encours.clock import clock
 from encours.i18n import N_
@@ -243,7 +243,11 @@ def list_customers(session: Session, filters: CustomerFilters, scope: Any) -> Pa
     today = local_today(session)
     query = _customer_query(session, filters, today, scope)
     if filters.sort == "name":
-        query = query.order_by(Customer.name, Customer.id)
+        # Same walk on the name index: without it, SQLite would pick the company index for a manager
+        # and sort tens of thousands of names for one page.
+        listed = aliased(Customer)
+        query = (select(listed.id).where(query.where(Customer.id == listed.id).exists())
+                 .order_by(listed.name, listed.id))
     else:
         # Walk the sort key's index and keep the customers that pass the filters (one primary-key
         # lookup each), stopping at a page: never a sort of the whole book.
