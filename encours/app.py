@@ -37,6 +37,8 @@ from admin.company_settings import routes as admin_settings_routes
 from admin.imports import routes as admin_import_routes
 from admin.audit import routes as admin_audit_routes
 from admin.scenarios import routes as admin_scenario_routes
+from admin.customers import routes as admin_customer_routes
+from admin.book import routes as admin_book_routes
 from payments import stripe as stripe_provider
 from payments.stripe_routes import routes as stripe_routes
 from payments import gocardless as gocardless_provider
@@ -122,6 +124,8 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         *admin_import_routes,
         *admin_audit_routes,
         *admin_scenario_routes,
+        *admin_customer_routes,
+        *admin_book_routes,
     ]
     middleware = [
         # The pay form may be redirected to GoCardless's authorisation page.

@@ -183,7 +183,9 @@ class Customer(Base):
 
     __table_args__ = (
         UniqueConstraint("company_id", "ref", name="uq_customers_company_ref"),
+        Index("ix_customers_name", "name", "id"),
         Index("ix_customers_collector", "collector_id"),
+        Index("ix_customers_segment", "company_id", "segment"),
     )
 
     @property
@@ -254,6 +256,11 @@ class Invoice(Base):
               "due_date", "open_minor", sqlite_where=text("open_minor > 0"), postgresql_where=text("open_minor > 0")),
         Index("ix_invoices_issued", "issue_date", "company_id", "currency", "kind", "status", "total_minor",
               "customer_id"),
+        # The customers list sums what is still open per customer; this covers it without
+        # touching the settled bulk of the book.
+        Index("ix_invoices_open_per_customer", "customer_id", "currency", "kind", "status", "due_date", "open_minor",
+              sqlite_where=text("open_minor > 0"), postgresql_where=text("open_minor > 0")),
+        Index("ix_invoices_due_date", "due_date", "id"),
     )
 
     @property
@@ -288,6 +295,7 @@ class Payment(Base):
 
     __table_args__ = (
         UniqueConstraint("provider", "provider_ref", name="uq_payments_provider_ref"),
+        Index("ix_payments_created", "created_at", "id"),
         CheckConstraint("amount_minor > 0", name="amount_positive"),
         CheckConstraint(
             "status IN ('pending','processing','succeeded','failed','refunded','charged_back')",
@@ -338,6 +346,55 @@ class Allocation(Base):
     @property
     def discount(self) -> Money:
         return Money(self.discount_minor, self.currency)
+
+
+FAR_FUTURE = date(9999, 12, 31)
+
+
+class CustomerBalance(Base):
+    """Sort keys of the customers list, one row per customer, kept by database triggers on
+    `invoices` (migration 0005_customers): the largest per-currency outstanding (open invoices
+    less open credit notes) and overdue amounts, and the oldest due date of an open chased invoice
+    (FAR_FUTURE when none). Overdue counts as of `BalanceState.as_of`, moved daily
+    (`admin.customers_service.refresh_overdue`). Amounts of different currencies are never added:
+    the list shows them per currency, computed from the invoices."""
+
+    __tablename__ = "customer_balances"
+
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True,
+                                             autoincrement=False)
+    outstanding_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    overdue_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    oldest_due: Mapped[date] = mapped_column(Date, default=FAR_FUTURE)
+
+    __table_args__ = (
+        Index("ix_customer_balances_outstanding", "outstanding_minor", "customer_id"),
+        Index("ix_customer_balances_overdue", "overdue_minor", "customer_id"),
+        Index("ix_customer_balances_oldest", "oldest_due", "customer_id"),
+    )
+
+
+class BalanceState(Base):
+    """One row: the day `CustomerBalance.overdue_minor` counts from."""
+
+    __tablename__ = "balance_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    as_of: Mapped[date | None] = mapped_column(Date, default=None)
+
+
+class CustomerNote(Base):
+    """A staff note on a customer, shown on its timeline."""
+
+    __tablename__ = "customer_notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+    author: Mapped[User | None] = relationship()
 
 
 class LinkOpen(Base):
@@ -501,6 +558,7 @@ class WebhookEvent(Base):
     __table_args__ = (
         UniqueConstraint("provider", "event_id", name="uq_webhook_events_provider_event"),
         Index("ix_webhook_events_pending", "processed_at", "next_attempt_at"),
+        Index("ix_webhook_events_received", "received_at", "id"),
     )
 
 

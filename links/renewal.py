@@ -19,27 +19,8 @@ def send_fresh_link(session: Session, contact: Contact, *, secret: str, base_url
     if throttle.is_blocked(session, key, RENEWALS_PER_HOUR, 3600):
         return False
     throttle.record_failure(session, key, 3600)
+    queue_link_email(session, contact, secret=secret, base_url=base_url, templates=templates)
     customer = contact.customer
-    context = {
-        "company": customer.company,
-        "customer": customer,
-        "contact": contact,
-        "link": tokens.link_url(base_url, tokens.make_token(secret, contact)),
-        "lifetime_days": customer.company.link_lifetime_days,
-    }
-    language = contact.language
-    subject = templates.render_string("email/fresh_link_subject.txt", context, language).strip()
-    session.add(
-        OutboxMessage(
-            customer_id=customer.id,
-            contact_id=contact.id,
-            kind="fresh_link",
-            to_address=contact.email,
-            subject=subject,
-            body_text=templates.render_string("email/fresh_link.txt", context, language),
-            body_html=templates.render_string("email/fresh_link.html", context, language),
-        )
-    )
     audit.record(
         session,
         actor_type="contact",
@@ -50,3 +31,31 @@ def send_fresh_link(session: Session, contact: Contact, *, secret: str, base_url
         customer_id=customer.id,
     )
     return True
+
+
+def queue_link_email(session: Session, contact: Contact, *, secret: str, base_url: str, templates: Any,
+                     by_staff: bool = False) -> OutboxMessage:
+    """Queue the 'here is your link' email with a new link for `contact` (no cap: callers decide);
+    `by_staff`: sent on staff's initiative, not the debtor's request."""
+    customer = contact.customer
+    context = {
+        "company": customer.company,
+        "customer": customer,
+        "contact": contact,
+        "link": tokens.link_url(base_url, tokens.make_token(secret, contact)),
+        "lifetime_days": customer.company.link_lifetime_days,
+        "by_staff": by_staff,
+    }
+    language = contact.language
+    message = OutboxMessage(
+        customer_id=customer.id,
+        contact_id=contact.id,
+        kind="fresh_link",
+        to_address=contact.email,
+        subject=templates.render_string("email/fresh_link_subject.txt", context, language).strip(),
+        body_text=templates.render_string("email/fresh_link.txt", context, language),
+        body_html=templates.render_string("email/fresh_link.html", context, language),
+    )
+    session.add(message)
+    session.flush()
+    return message

@@ -191,13 +191,13 @@ def fresh_link(session: Session, secret: str, base_url: str, customer: Customer)
     return link_url(base_url, make_token(secret, contact))
 
 
-def revoke_all(session: Session, customer: Customer, actor: str = "cli") -> int:
+def revoke_all(session: Session, customer: Customer, actor: str = "cli", actor_type: str = "system") -> int:
     """Invalidate every link (and portal session) given to any contact of the customer."""
     for contact in customer.contacts:
         contact.link_version += 1
     audit.record(
         session,
-        actor_type="system",
+        actor_type=actor_type,
         actor=actor,
         action="links.revoked",
         entity_type="customer",

@@ -1,0 +1,199 @@
+"""Back-office: invoices and payments lists, one payment's page, the webhooks log and its replay.
+
+Invoices and payments follow the customer's visibility (`scoped`). Provider events are not
+any one customer's: admins, managers and viewers read the log, admins and managers replay;
+a collector is answered 403.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from admin import book_service as service
+from admin.access import Staff, forbidden, scoped, scoped_companies, staff_get, staff_post
+from admin.customers import fragment, moment
+from admin.customers_service import collectors_of, segments
+from admin.routes import _render
+from encours import i18n
+from encours.i18n import N_
+from ledger.models import Company, Role, WebhookEvent
+from ledger.money import Money
+from payments import replay as replays
+from payments.webhooks import registered_handlers
+from portal.disputes import Posted
+
+WEBHOOK_STATES = ("all", "failed", "unprocessed", "processed")
+PAYMENT_STATUS_LABELS = {
+    "pending": N_("Pending"), "processing": N_("Processing"), "succeeded": N_("Succeeded"), "failed": N_("Failed"),
+    "refunded": N_("Refunded"), "charged_back": N_("Charged back"),
+}
+METHOD_LABELS = {
+    "card": N_("Card"), "instant_transfer": N_("Instant bank transfer"), "direct_debit": N_("Direct debit"),
+    "bank_transfer": N_("Bank transfer"),
+}
+REPLAY_OUTCOMES = {
+    "processed": N_("Replayed: the event was applied and is now processed."),
+    "reprocessed": N_("Replayed: the event was already processed; running it again changed nothing."),
+    "failed": N_("Replayed, and it failed again: see the error below."),
+    "no_handler": N_("No handler is registered for this provider: nothing was done."),
+}
+
+
+def _t(language: str, message: str, **values: object) -> str:
+    return i18n.gettext(language, message, **values)
+
+
+def _labels(language: str) -> dict[str, Any]:
+    return {
+        "payment_status": lambda s: _t(language, PAYMENT_STATUS_LABELS[s]) if s in PAYMENT_STATUS_LABELS else s,
+        "method_label": lambda m: _t(language, METHOD_LABELS[m]) if m in METHOD_LABELS else m,
+        "money_of": Money,
+    }
+
+
+def _companies(session: Session, staff: Staff) -> list[Company]:
+    return list(session.scalars(scoped_companies(select(Company), staff.user).order_by(Company.name, Company.id)))
+
+
+def _problems(staff: Staff, filters: service.ListFilters) -> list[str]:
+    return [_t(staff.language, message, **values) for message, values in filters.problems]
+
+
+@staff_get
+def invoices(request: Request, session: Session, staff: Staff) -> Response:
+    filters = service.invoice_filters(request.query_params)
+    page = service.list_invoices(session, filters, lambda q: scoped(q, staff.user))
+    companies = _companies(session, staff)
+    company_ids = None if staff.user.role == Role.admin.value else [c.id for c in companies]
+    context = {
+        "user": staff.user, "filters": filters, "page": page, "companies": companies,
+        "segments": segments(session, company_ids), "statuses": service.INVOICE_STATUSES,
+        "collectors": [] if staff.user.role == Role.collector.value else collectors_of(session, company_ids),
+        "problems": _problems(staff, filters),
+    }
+    return request.app.state.templates.response(request, "admin/invoices.html", context, staff.language,
+                                                block=fragment(request, "results"))
+
+
+@staff_get
+def payments(request: Request, session: Session, staff: Staff) -> Response:
+    providers = service.providers(session)
+    filters = service.payment_filters(request.query_params, providers)
+    page = service.list_payments(session, filters, lambda q: scoped(q, staff.user))
+    context = {
+        "user": staff.user, "filters": filters, "page": page, "companies": _companies(session, staff),
+        "providers": providers, "methods": service.METHODS, "statuses": service.PAYMENT_STATUSES,
+        "problems": _problems(staff, filters), "moment": moment(staff.language, "Europe/Paris"),
+        **_labels(staff.language),
+    }
+    return request.app.state.templates.response(request, "admin/payments.html", context, staff.language,
+                                                block=fragment(request, "results"))
+
+
+@staff_get
+def payment_page(request: Request, session: Session, staff: Staff) -> Response:
+    payment = service.visible_payment(session, lambda q: scoped(q, staff.user), request.path_params["payment_id"])
+    if payment is None:
+        raise HTTPException(404)
+    story = service.payment_story(session, payment)
+    return _render(request, "admin/payment.html", {
+        "user": staff.user, "story": story, "can_see_events": staff.user.role != Role.collector.value,
+        "moment": moment(staff.language, story.customer.company.timezone), **_labels(staff.language),
+    }, staff.language)
+
+
+# --- webhooks -------------------------------------------------------------------------------------
+
+
+def _may_read_webhooks(staff: Staff) -> bool:
+    return staff.user.role != Role.collector.value
+
+
+@staff_get
+def webhooks(request: Request, session: Session, staff: Staff) -> Response:
+    if not _may_read_webhooks(staff):
+        return forbidden(request, staff)
+    params = request.query_params
+    state = params.get("state", "all") if params.get("state", "all") in WEBHOOK_STATES else "all"
+    providers = list(session.scalars(select(WebhookEvent.provider).distinct().order_by(WebhookEvent.provider)))
+    provider = params.get("provider", "") if params.get("provider", "") in providers else ""
+    filters = service.ListFilters(values={"state": "" if state == "all" else state, "provider": provider},
+                                  page=service._page_number(params))
+    query = select(WebhookEvent).order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc())
+    if state == "failed":
+        query = query.where(WebhookEvent.processed_at.is_(None), WebhookEvent.error.is_not(None))
+    elif state == "unprocessed":
+        query = query.where(WebhookEvent.processed_at.is_(None))
+    elif state == "processed":
+        query = query.where(WebhookEvent.processed_at.is_not(None))
+    if provider:
+        query = query.where(WebhookEvent.provider == provider)
+    found = list(session.scalars(query.offset((filters.page - 1) * service.PAGE_SIZE).limit(service.PAGE_SIZE + 1)))
+    failed = session.scalar(select(func.count()).select_from(WebhookEvent).where(
+        WebhookEvent.processed_at.is_(None), WebhookEvent.error.is_not(None))) or 0
+    page = service.Page(rows=found[:service.PAGE_SIZE], page=filters.page, has_next=len(found) > service.PAGE_SIZE)
+    return request.app.state.templates.response(request, "admin/webhooks.html", {
+        "user": staff.user, "page": page, "filters": filters, "state": state, "states": WEBHOOK_STATES,
+        "providers": providers, "provider": provider, "failed_count": failed,
+        "moment": moment(staff.language, "UTC"),
+    }, staff.language, block=fragment(request, "results"))
+
+
+def pretty(body: str) -> str:
+    try:
+        return json.dumps(json.loads(body), indent=2, ensure_ascii=False, sort_keys=True)
+    except ValueError:
+        return body
+
+
+def _webhook_page(request: Request, session: Session, staff: Staff, event: WebhookEvent,
+                  outcome: replays.ReplayOutcome | None = None) -> Response:
+    return _render(request, "admin/webhook.html", {
+        "user": staff.user, "event": event, "body": pretty(event.body),
+        "headers": json.dumps(event.headers or {}, indent=2, ensure_ascii=False, sort_keys=True),
+        "can_replay": staff.user.role in (Role.admin.value, Role.manager.value),
+        "outcome": outcome, "outcome_text": _t(staff.language, REPLAY_OUTCOMES[outcome.outcome]) if outcome else None,
+        "moment": moment(staff.language, "UTC"),
+    }, staff.language)
+
+
+@staff_get
+def webhook_page(request: Request, session: Session, staff: Staff) -> Response:
+    if not _may_read_webhooks(staff):
+        return forbidden(request, staff)
+    event = session.get(WebhookEvent, request.path_params["event_id"])
+    if event is None:
+        raise HTTPException(404)
+    return _webhook_page(request, session, staff, event)
+
+
+@staff_post
+def webhook_replay(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    if staff.user.role not in (Role.admin.value, Role.manager.value):
+        return forbidden(request, staff)
+    event_pk = request.path_params["event_id"]
+    if session.get(WebhookEvent, event_pk) is None:
+        raise HTTPException(404)
+    actor = staff.user.email
+    session.commit()  # the replay runs in transactions of its own
+    outcome = replays.replay(request.app.state.sessions, event_pk, registered_handlers(), actor)
+    session.expire_all()
+    return _webhook_page(request, session, staff, session.get_one(WebhookEvent, event_pk), outcome)
+
+
+routes = [
+    Route("/admin/invoices", invoices, methods=["GET"], name="admin:invoices"),
+    Route("/admin/payments", payments, methods=["GET"], name="admin:payments"),
+    Route("/admin/payments/{payment_id:int}", payment_page, methods=["GET"], name="admin:payment"),
+    Route("/admin/webhooks", webhooks, methods=["GET"], name="admin:webhooks"),
+    Route("/admin/webhooks/{event_id:int}", webhook_page, methods=["GET"], name="admin:webhook"),
+    Route("/admin/webhooks/{event_id:int}/replay", webhook_replay, methods=["POST"], name="admin:webhook_replay"),
+]

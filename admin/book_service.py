@@ -1,0 +1,262 @@
+"""Back-office reading of invoices and payments: filtered, paged lists and one payment's story
+(allocations, checkout, provider events). Services only: nothing here sees HTTP."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any, Mapping
+from urllib.parse import urlencode
+
+from sqlalchemy import Select, or_, select
+from sqlalchemy.orm import Session
+
+from encours.clock import clock
+from encours.i18n import N_
+from admin.customers_service import CHASED, PAGE_SIZE, Page, _like, _page_number, _text, _flag, local_today
+from ledger.models import (
+    Allocation,
+    Checkout,
+    Company,
+    Customer,
+    Invoice,
+    InvoiceStatus,
+    Payment,
+    PaymentStatus,
+    WebhookEvent,
+)
+
+INVOICE_STATUSES = tuple(s.value for s in InvoiceStatus)
+PAYMENT_STATUSES = tuple(s.value for s in PaymentStatus)
+METHODS = ("card", "instant_transfer", "direct_debit", "bank_transfer")
+INVOICE_SORTS = ("due", "-due")
+
+
+@dataclass(frozen=True)
+class ListFilters:
+    """Cleaned query parameters of a list page; `problems` names what was ignored and why (msgids)."""
+
+    values: dict[str, str]
+    page: int = 1
+    problems: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+
+    def get(self, name: str) -> str:
+        return self.values.get(name, "")
+
+    def date(self, name: str) -> date | None:
+        raw = self.get(name)
+        return date.fromisoformat(raw) if raw else None
+
+    def query_string(self, **changes: Any) -> str:
+        values = {**self.values, **{k: str(v) for k, v in changes.items() if k != "page"}}
+        page = int(changes.get("page", self.page))
+        pairs = [(k, v) for k, v in values.items() if v]
+        if page > 1:
+            pairs.append(("page", str(page)))
+        return urlencode(pairs)
+
+
+def _choice(params: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    value = _text(params, name)
+    return value if value in allowed else ""
+
+
+def _dates(params: Mapping[str, str], names: tuple[str, str], values: dict[str, str],
+           problems: list[tuple[str, dict[str, str]]]) -> None:
+    for name in names:
+        raw = _text(params, name, 20)
+        if not raw:
+            continue
+        try:
+            date.fromisoformat(raw)
+        except ValueError:
+            problems.append((N_("“%(value)s” is not a date: write it as 2026-11-30. That filter was left out."),
+                             {"value": raw}))
+            continue
+        values[name] = raw
+
+
+def invoice_filters(params: Mapping[str, str]) -> ListFilters:
+    collector = _text(params, "collector")
+    values = {
+        "number": _text(params, "number", 64), "company": _text(params, "company"),
+        "segment": _text(params, "segment"),
+        "collector": collector if collector == "none" or collector.isdigit() else "",
+        "overdue": "1" if _flag(params, "overdue") else "", "disputed": "1" if _flag(params, "disputed") else "",
+        "status": _choice(params, "status", INVOICE_STATUSES), "sort": _choice(params, "sort", INVOICE_SORTS[1:]),
+    }
+    problems: list[tuple[str, dict[str, str]]] = []
+    _dates(params, ("due_from", "due_to"), values, problems)
+    return ListFilters(values=values, page=_page_number(params), problems=problems)
+
+
+@dataclass(frozen=True)
+class InvoiceRow:
+    invoice: Invoice
+    customer_id: int
+    customer_ref: str
+    customer_name: str
+    company_code: str
+    days_late: int
+
+
+def list_invoices(session: Session, filters: ListFilters, scope: Any) -> Page:
+    today = local_today(session)
+    query: Select[Any] = scope(
+        select(Invoice, Customer.id, Customer.ref, Customer.name, Company.code)
+        .join(Customer, Customer.id == Invoice.customer_id)
+        .join(Company, Company.id == Invoice.company_id)
+    )
+    if filters.get("number"):
+        query = query.where(Invoice.number.ilike(_like(filters.get("number")), escape="\\"))
+    if filters.get("company"):
+        query = query.where(Company.code == filters.get("company"))
+    if filters.get("segment"):
+        query = query.where(Customer.segment == filters.get("segment"))
+    if filters.get("collector") == "none":
+        query = query.where(Customer.collector_id.is_(None))
+    elif filters.get("collector"):
+        query = query.where(Customer.collector_id == int(filters.get("collector")))
+    if filters.get("status"):
+        query = query.where(Invoice.status == filters.get("status"))
+    if filters.get("overdue"):
+        query = query.where(Invoice.open_minor > 0, Invoice.kind == "invoice", Invoice.status.in_(CHASED),
+                            Invoice.due_date < today)
+    if filters.get("disputed"):
+        query = query.where(Invoice.status == InvoiceStatus.disputed.value)
+    if filters.date("due_from"):
+        query = query.where(Invoice.due_date >= filters.date("due_from"))
+    if filters.date("due_to"):
+        query = query.where(Invoice.due_date <= filters.date("due_to"))
+    if filters.get("sort") == "-due":
+        query = query.order_by(Invoice.due_date.desc(), Invoice.id.desc())
+    else:
+        query = query.order_by(Invoice.due_date, Invoice.id)
+    found = session.execute(query.offset((filters.page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)).all()
+    days = {company_id: clock.today(tz) for company_id, tz in session.execute(select(Company.id, Company.timezone))}
+    rows = []
+    for invoice, customer_id, ref, name, code in found[:PAGE_SIZE]:
+        late = 0
+        if invoice.open_minor > 0 and invoice.kind == "invoice":
+            late = max(0, (days[invoice.company_id] - invoice.due_date).days)
+        rows.append(InvoiceRow(invoice, customer_id, ref, name, code, late))
+    return Page(rows=rows, page=filters.page, has_next=len(found) > PAGE_SIZE)
+
+
+def payment_filters(params: Mapping[str, str], providers: list[str]) -> ListFilters:
+    values = {
+        "q": _text(params, "q", 128), "company": _text(params, "company"),
+        "provider": _choice(params, "provider", tuple(providers)), "method": _choice(params, "method", METHODS),
+        "status": _choice(params, "status", PAYMENT_STATUSES),
+    }
+    problems: list[tuple[str, dict[str, str]]] = []
+    _dates(params, ("from", "to"), values, problems)
+    return ListFilters(values=values, page=_page_number(params), problems=problems)
+
+
+def providers(session: Session) -> list[str]:
+    return [p for p in session.scalars(select(Payment.provider).distinct().order_by(Payment.provider)) if p]
+
+
+@dataclass(frozen=True)
+class PaymentRow:
+    payment: Payment
+    customer_id: int
+    customer_ref: str
+    customer_name: str
+    company_code: str
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=timezone.utc)
+
+
+def list_payments(session: Session, filters: ListFilters, scope: Any) -> Page:
+    query: Select[Any] = scope(
+        select(Payment, Customer.id, Customer.ref, Customer.name, Company.code)
+        .join(Customer, Customer.id == Payment.customer_id)
+        .join(Company, Company.id == Customer.company_id)
+    )
+    if filters.get("q"):
+        pattern = _like(filters.get("q"))
+        query = query.where(or_(Payment.provider_ref.ilike(pattern, escape="\\"),
+                                Customer.ref.ilike(pattern, escape="\\"), Customer.name.ilike(pattern, escape="\\")))
+    for name, column in (("company", Company.code), ("provider", Payment.provider), ("method", Payment.method),
+                         ("status", Payment.status)):
+        if filters.get(name):
+            query = query.where(column == filters.get(name))
+    if filters.date("from"):
+        query = query.where(Payment.created_at >= _day_start(filters.date("from")))  # type: ignore[arg-type]
+    if filters.date("to"):
+        query = query.where(Payment.created_at < _day_start(filters.date("to") + timedelta(days=1)))  # type: ignore[operator]
+    query = query.order_by(Payment.created_at.desc(), Payment.id.desc())
+    found = session.execute(query.offset((filters.page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)).all()
+    rows = [PaymentRow(*row) for row in found[:PAGE_SIZE]]
+    return Page(rows=rows, page=filters.page, has_next=len(found) > PAGE_SIZE)
+
+
+# --- one payment --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaymentStory:
+    payment: Payment
+    customer: Customer
+    allocations: list[Allocation]
+    checkout: Checkout | None
+    events: list[WebhookEvent]
+
+
+def provider_events(session: Session, payment: Payment, checkout: Checkout | None, limit: int = 200) -> list[WebhookEvent]:
+    """The provider's events about this payment: those naming its provider reference (or its
+    checkout's) in their raw body, or our checkout id in their metadata."""
+    needles = {ref for ref in (payment.provider_ref, checkout.provider_ref if checkout else None) if ref}
+    conditions = [WebhookEvent.body.contains(ref, autoescape=True) for ref in needles]
+    if checkout is not None:
+        for spacing in ('": "', '":"'):
+            conditions.append(WebhookEvent.body.contains(f'"checkout_id{spacing}{checkout.id}"', autoescape=True))
+    if not conditions:
+        return []
+    query = (select(WebhookEvent).where(WebhookEvent.provider == payment.provider, or_(*conditions))
+             .order_by(WebhookEvent.received_at, WebhookEvent.id).limit(limit))
+    return [event for event in session.scalars(query) if _names(event, needles, checkout)]
+
+
+def _names(event: WebhookEvent, needles: set[str], checkout: Checkout | None) -> bool:
+    """The LIKE is a first cut; the parsed body decides (a reference inside another id does not count)."""
+    try:
+        body = json.loads(event.body)
+    except ValueError:
+        return False
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key == "checkout_id" and checkout is not None and str(item) == str(checkout.id):
+                    found.add("checkout")
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, str) and value in needles:
+            found.add(value)
+
+    walk(body)
+    return bool(found)
+
+
+def payment_story(session: Session, payment: Payment) -> PaymentStory:
+    customer = session.get_one(Customer, payment.customer_id)
+    checkout = session.get(Checkout, payment.checkout_id) if payment.checkout_id else None
+    allocations = list(session.scalars(select(Allocation).where(Allocation.payment_id == payment.id)
+                                       .order_by(Allocation.id)))
+    return PaymentStory(payment=payment, customer=customer, allocations=allocations, checkout=checkout,
+                        events=provider_events(session, payment, checkout))
+
+
+def visible_payment(session: Session, scope: Any, payment_id: int) -> Payment | None:
+    return session.scalar(scope(select(Payment).join(Customer, Customer.id == Payment.customer_id))
+                          .where(Payment.id == payment_id))
+

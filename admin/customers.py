@@ -1,0 +1,252 @@
+"""Back-office: the customers list and one customer's page with its staff actions.
+
+Thin: `admin.customers_service` reads and changes, `links` and `dunning.manual` send. Every
+action is audited (so on the customer's timeline); a viewer gets 403 on each, a user who may
+not see the customer 404.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from admin import customers_service as service
+from admin.access import Rejected, Staff, can_act, forbidden, is_admin, scoped, scoped_companies, staff_get, \
+    staff_post, visible_customer
+from admin.routes import _render
+from encours import i18n
+from encours.i18n import N_
+from dunning.manual import ManualReminderError, queue_manual_reminder
+from ledger import audit
+from ledger import statement as statements
+from ledger.models import Company, Customer, Role, User
+from links import renewal, tokens
+from portal.disputes import Posted
+
+# What each audited action reads as on the timeline.
+ACTION_LABELS = {
+    "customer.updated": N_("Customer updated by an import"),
+    "invoice.updated": N_("Invoice updated by an import"),
+    "customer.collector_assigned": N_("Collector assigned"),
+    "reminders.paused": N_("Reminders paused"),
+    "reminders.resumed": N_("Reminders resumed"),
+    "link.sent": N_("Link sent by staff"),
+    "link.renewal_requested": N_("Customer asked for a fresh link"),
+    "links.revoked": N_("Links revoked"),
+    "dispute.opened": N_("Dispute opened"),
+    "question.opened": N_("Question asked"),
+    "dispute.message": N_("Message on a dispute"),
+    "dispute.note": N_("Internal note on a dispute"),
+    "dispute.accepted": N_("Dispute accepted"),
+    "dispute.rejected": N_("Dispute rejected"),
+    "question.closed": N_("Question closed"),
+    "promise.made": N_("Promise to pay made"),
+    "promise.kept": N_("Promise to pay kept"),
+    "promise.broken": N_("Promise to pay broken"),
+    "promise.cancelled": N_("Promise to pay cancelled"),
+    "payment.pending": N_("Payment started"),
+    "payment.processing": N_("Payment processing"),
+    "payment.succeeded": N_("Payment received"),
+    "payment.failed": N_("Payment failed"),
+    "payment.refunded": N_("Payment refunded"),
+    "payment.charged_back": N_("Payment charged back"),
+    "payment.partially_refunded": N_("Payment partly refunded"),
+    "payment.dispute_opened": N_("Card dispute opened"),
+    "payment.dispute_closed": N_("Card dispute closed"),
+}
+EMAIL_KINDS = {
+    "fresh_link": N_("Email with a link"),
+    "dispute_answer": N_("Email: answer on a dispute"),
+    "dispute_opened": N_("Email to staff: new dispute"),
+    "dispute_replied": N_("Email to staff: customer replied"),
+    "receipt": N_("Email: payment receipt"),
+    "payment_failed": N_("Email: payment failed"),
+}
+NOTICES = {
+    "note": N_("Note added."),
+    "collector": N_("Collector saved."),
+    "paused": N_("Reminders paused for this customer."),
+    "resumed": N_("Reminders resumed for this customer."),
+    "link": N_("A fresh link was queued to %(email)s."),
+    "revoked": N_("Every link of this customer was revoked."),
+    "reminder": N_("A reminder was queued to %(email)s."),
+}
+
+
+def _t(language: str, message: str, **values: object) -> str:
+    return i18n.gettext(language, message, **values)
+
+
+def _companies(session: Session, staff: Staff) -> list[Company]:
+    return list(session.scalars(scoped_companies(select(Company), staff.user).order_by(Company.name, Company.id)))
+
+
+def moment(language: str, timezone: str) -> Any:
+    """Formats an aware datetime in the company's timezone, the reader's language."""
+    zone = ZoneInfo(timezone)
+    return lambda at: format_datetime(at, "short", tzinfo=zone, locale=language)
+
+
+def fragment(request: Request, block: str) -> str | None:
+    """The block htmx swaps in; None (the whole page) when htmx restores a page from history."""
+    return None if request.headers.get("HX-History-Restore-Request") == "true" else block
+
+
+def action_label(language: str, action: str | None) -> str:
+    return _t(language, ACTION_LABELS[action]) if action in ACTION_LABELS else (action or "")
+
+
+def email_label(language: str, kind: str) -> str:
+    return _t(language, EMAIL_KINDS[kind]) if kind in EMAIL_KINDS else kind
+
+
+@staff_get
+def customers(request: Request, session: Session, staff: Staff) -> Response:
+    filters = service.CustomerFilters.from_params(request.query_params)
+    page = service.list_customers(session, filters, lambda query: scoped(query, staff.user))
+    companies = _companies(session, staff)
+    company_ids = None if is_admin(staff.user) else [c.id for c in companies]
+    context: dict[str, Any] = {
+        "user": staff.user,
+        "filters": filters,
+        "page": page,
+        "companies": companies,
+        "segments": service.segments(session, company_ids),
+        "collectors": [] if staff.user.role == Role.collector.value else service.collectors_of(session, company_ids),
+        "sorts": service.SORTS,
+    }
+    return request.app.state.templates.response(request, "admin/customers.html", context, staff.language,
+                                                block=fragment(request, "results"))
+
+
+def _customer_page(request: Request, session: Session, staff: Staff, customer: Customer, *,
+                   error: str | None = None, form: dict[str, str] | None = None, status_code: int = 200) -> Response:
+    today = service.today_for(customer)
+    done = request.query_params.get("done", "")
+    contact = customer.primary_contact
+    notice = _t(staff.language, NOTICES[done], email=contact.email if contact else "") if done in NOTICES else None
+    collector = staff.user.role != Role.collector.value
+    language = staff.language
+    return _render(request, "admin/customer.html", {
+        "user": staff.user,
+        "customer": customer,
+        "company": customer.company,
+        "statement": statements.build_statement(session, customer, today),
+        "timeline": service.timeline(session, customer),
+        "collector": session.get(User, customer.collector_id) if customer.collector_id else None,
+        "collectors": service.collectors_of(session, [customer.company_id]) if collector else [],
+        "can_act": can_act(staff.user),
+        "can_assign": can_act(staff.user) and collector,
+        "error": error,
+        "notice": notice,
+        "form": form or {},
+        "max_note": service.MAX_NOTE_CHARS,
+        "action_label": lambda action: action_label(language, action),
+        "email_label": lambda kind: email_label(language, kind),
+        "moment": moment(language, customer.company.timezone),
+    }, staff.language, status_code=status_code)
+
+
+@staff_get
+def customer_page(request: Request, session: Session, staff: Staff) -> Response:
+    customer = visible_customer(session, staff.user, request.path_params["customer_id"])
+    return _customer_page(request, session, staff, customer)
+
+
+def _done(customer: Customer, what: str) -> Response:
+    return RedirectResponse(f"/admin/customers/{customer.id}?done={what}#actions", status_code=303)
+
+
+def _refuse(request: Request, session: Session, staff: Staff, customer: Customer, message: str,
+            values: dict[str, object], posted: Posted) -> Rejected:
+    session.rollback()
+    customer = visible_customer(session, staff.user, customer.id)
+    return Rejected(_customer_page(request, session, staff, customer, error=_t(staff.language, message, **values),
+                                   form={"note": posted.text("note", service.MAX_NOTE_CHARS + 1)}, status_code=400))
+
+
+@staff_post
+def add_note(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    customer = visible_customer(session, staff.user, request.path_params["customer_id"])
+    try:
+        service.add_note(session, customer, staff.user, posted.text("note", service.MAX_NOTE_CHARS + 1))
+    except service.CustomerActionError as error:
+        raise _refuse(request, session, staff, customer, error.message, error.values, posted)
+    return _done(customer, "note")
+
+
+@staff_post
+def assign(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    customer = visible_customer(session, staff.user, request.path_params["customer_id"])
+    if staff.user.role == Role.collector.value:
+        return forbidden(request, staff)
+    raw = posted.text("collector", 12).strip()
+    if raw and not raw.isdigit():
+        raise _refuse(request, session, staff, customer, N_("Choose a collector of this company."), {}, posted)
+    try:
+        service.assign_collector(session, customer, staff.user, int(raw) if raw else None)
+    except service.CustomerActionError as error:
+        raise _refuse(request, session, staff, customer, error.message, error.values, posted)
+    return _done(customer, "collector")
+
+
+@staff_post
+def pause(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    customer = visible_customer(session, staff.user, request.path_params["customer_id"])
+    paused = posted.text("paused", 2) == "1"
+    service.set_paused(session, customer, staff.user, paused)
+    return _done(customer, "paused" if paused else "resumed")
+
+
+@staff_post
+def send_link(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    customer = visible_customer(session, staff.user, request.path_params["customer_id"])
+    contact = customer.primary_contact
+    if contact is None:
+        raise _refuse(request, session, staff, customer, N_("This customer has no contact to write to."), {}, posted)
+    settings = request.app.state.settings
+    message = renewal.queue_link_email(session, contact, secret=str(settings.secret_key), base_url=settings.base_url,
+                                       templates=request.app.state.templates, by_staff=True)
+    audit.record(session, actor_type="user", actor=staff.user.email, action="link.sent", entity_type="contact",
+                 entity_id=contact.id, customer_id=customer.id, after={"to": contact.email, "outbox_id": message.id})
+    return _done(customer, "link")
+
+
+@staff_post
+def revoke_links(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    customer = visible_customer(session, staff.user, request.path_params["customer_id"])
+    tokens.revoke_all(session, customer, actor=staff.user.email, actor_type="user")
+    return _done(customer, "revoked")
+
+
+@staff_post
+def remind(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    customer = visible_customer(session, staff.user, request.path_params["customer_id"])
+    settings = request.app.state.settings
+    try:
+        queue_manual_reminder(session, customer, actor=staff.user.email, secret=str(settings.secret_key),
+                              base_url=settings.base_url)
+    except ManualReminderError as error:
+        raise _refuse(request, session, staff, customer, error.message, error.values, posted)
+    return _done(customer, "reminder")
+
+
+routes = [
+    Route("/admin/customers", customers, methods=["GET"], name="admin:customers"),
+    Route("/admin/customers/{customer_id:int}", customer_page, methods=["GET"], name="admin:customer"),
+    Route("/admin/customers/{customer_id:int}/notes", add_note, methods=["POST"], name="admin:customer_note"),
+    Route("/admin/customers/{customer_id:int}/collector", assign, methods=["POST"], name="admin:customer_collector"),
+    Route("/admin/customers/{customer_id:int}/pause", pause, methods=["POST"], name="admin:customer_pause"),
+    Route("/admin/customers/{customer_id:int}/send-link", send_link, methods=["POST"], name="admin:customer_link"),
+    Route("/admin/customers/{customer_id:int}/revoke-links", revoke_links, methods=["POST"],
+          name="admin:customer_revoke"),
+    Route("/admin/customers/{customer_id:int}/remind", remind, methods=["POST"], name="admin:customer_remind"),
+]
