@@ -16,6 +16,7 @@ its reason names the parameter: extend the tables below when a branch adds one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,7 +29,8 @@ from encours.app import create_app
 from encours.settings import Settings, load_settings
 from ledger import disputes
 from ledger.disputes import Upload
-from ledger.models import Payment, WebhookEvent
+from dunning.scenarios import ensure_default_scenario
+from ledger.models import Payment, ReminderRun, WebhookEvent
 from ledger.storage import FileStorage
 from tests import factories
 from tests.admin.conftest import csrf_from, login, make_user
@@ -54,6 +56,12 @@ RECORD_PARAMS: dict[str, Callable[[Book], object]] = {
     "payment_id": lambda b: b.records["payment"].id,
     "case_id": lambda b: b.records["case"].id,
     "file_id": lambda b: b.records["file"].id,
+}
+# Path parameter -> a record of company NORTH itself (its scenarios, its reminder runs): hidden from
+# SOUTH's manager (404), readable by NORTH's staff whatever customers they are assigned.
+COMPANY_PARAMS: dict[str, Callable[[Book], object]] = {
+    "scenario_id": lambda b: b.records["scenario"].id,
+    "run_id": lambda b: b.records["run"].id,
 }
 # Path parameter -> a record that belongs to no company's customers (admin pages, global logs):
 # only the anonymous, viewer and admin-only checks apply.
@@ -83,7 +91,7 @@ ROUTES = _admin_routes()
 
 
 def _unknown_params(route: Route) -> list[str]:
-    return sorted(set(route.param_convertors) - set(RECORD_PARAMS) - set(OTHER_PARAMS))
+    return sorted(set(route.param_convertors) - set(RECORD_PARAMS) - set(COMPANY_PARAMS) - set(OTHER_PARAMS))
 
 
 SKIPPED = {f"{method} {path}": _unknown_params(route) for method, path, route in ROUTES if _unknown_params(route)}
@@ -118,9 +126,13 @@ def book(session: Session, settings: Settings) -> Book:
                               storage=FileStorage(settings.storage_dir))
     event = WebhookEvent(provider="stripe", event_id="evt_matrix", event_type="payment_intent.succeeded", body="{}")
     session.add(event)
+    scenario = ensure_default_scenario(session, north)
+    run = ReminderRun(company_id=north.id, run_date=date(2026, 11, 25), finished_at=datetime(2026, 11, 25, 8, tzinfo=timezone.utc))
+    session.add(run)
     session.flush()
     records = {"customer": customer, "invoice": invoice, "payment": payment, "case": case,
-               "file": case.messages[0].attachments[0], "user": users["collector"], "webhook_event": event}
+               "file": case.messages[0].attachments[0], "user": users["collector"], "webhook_event": event,
+               "scenario": scenario, "run": run}
     session.commit()
     return Book(records={**records, **{f"as:{k}": v for k, v in users.items()}})
 
@@ -144,7 +156,7 @@ def signed_in(app, book: Book):  # type: ignore[no-untyped-def]
 
 
 def _path(route: Route, book: Book) -> str:
-    fill = {**RECORD_PARAMS, **OTHER_PARAMS}
+    fill = {**RECORD_PARAMS, **COMPANY_PARAMS, **OTHER_PARAMS}
     return route.path_format.format(**{name: fill[name](book) for name in route.param_convertors})
 
 
@@ -173,6 +185,7 @@ def test_route_against_every_role(method: str, path: str, route: Route, book: Bo
     url = _path(route, book)
     admin_only = getattr(route.endpoint, "admin_only", False)
     scoped = bool(set(route.param_convertors) & set(RECORD_PARAMS))
+    company_scoped = bool(set(route.param_convertors) & set(COMPANY_PARAMS))
 
     anonymous = signed_in("anonymous")
     if method == "GET":
@@ -197,3 +210,7 @@ def test_route_against_every_role(method: str, path: str, route: Route, book: Bo
         if method == "GET":
             for role in ("manager", "collector"):
                 assert _call(signed_in(role), method, url).status_code == 200, f"{role} cannot open its {url}"
+    if company_scoped and not admin_only:
+        assert _call(signed_in("outsider"), method, url).status_code == 404, f"outsider is not told 404 on {url}"
+        if method == "GET":
+            assert _call(signed_in("manager"), method, url).status_code == 200, f"manager cannot open its {url}"

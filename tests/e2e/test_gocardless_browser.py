@@ -98,7 +98,8 @@ def test_pay_two_overdue_invoices_by_instant_bank_transfer(gc_demo: GoCardlessDe
 
     choose_and_pay(page, gc_demo, link, "EUR", "instant_transfer")
     # The stand-in's authorisation page: what the bank will be asked to pay.
-    expect(page.locator("#amount")).to_have_text("4094.56 EUR")  # F-2026-0412 (1 234,56) + F-2026-0468 (2 860,00)
+    # F-2026-0412 (1 234,56) + F-2026-0468 (2 860,00) less the 150,00 € credit note AV-2026-0033
+    expect(page.locator("#amount")).to_have_text("3944.56 EUR")
     page.get_by_role("button", name="Confirm payment").click()
     expect(page).to_have_url(re.compile(re.escape(gc_demo.base_url) + r"/portal/pay/\d+$"))
     checkout_id = int(page.url.rsplit("/", 1)[1])
@@ -106,7 +107,7 @@ def test_pay_two_overdue_invoices_by_instant_bank_transfer(gc_demo: GoCardlessDe
     expect(page.locator("h1")).to_have_text(re.compile("Paiement en cours|Paiement reçu"))
     # The page keeps asking (htmx, every 5 s) and shows the receipt once the webhooks came, no reload.
     expect(page.locator("h1")).to_have_text("Paiement reçu", timeout=30_000)
-    expect(page.locator(".pay-ok")).to_contain_text("4 094,56")
+    expect(page.locator(".pay-ok")).to_contain_text("3 944,56")
 
     wait_for(lambda: checkout_status(gc_demo, checkout_id) == "succeeded")
     with gc_demo.engine.connect() as connection:
@@ -116,14 +117,14 @@ def test_pay_two_overdue_invoices_by_instant_bank_transfer(gc_demo: GoCardlessDe
                                       .where(Payment.checkout_id == checkout_id)).all()
     assert [(kind, error) for kind, error in events] == [
         ("payments.created", None), ("billing_requests.fulfilled", None), ("payments.confirmed", None)]
-    assert payments == [("succeeded", 4094_56, "instant_transfer")]
+    assert payments == [("succeeded", 3944_56, "instant_transfer")]
     assert any(len(json.loads(delivery.body)["events"]) > 1 for delivery in gc_demo.standin.deliveries)
 
     page.reload()
     expect(page.locator("h1")).to_have_text("Paiement reçu")
     page.goto(f"{gc_demo.base_url}/portal")
     summary = plain(page.locator(".summary").inner_text())
-    assert re.search(r"Total à régler\s+2 568,40 €", summary), summary  # 6 662,96 − 4 094,56
+    assert re.search(r"Total à régler\s+2 718,40 €", summary), summary  # 6 662,96 − 3 944,56 paid
     assert csp_violations == []
 
 
