@@ -12,6 +12,11 @@ script to the page with two changes: the API base points at localstripe, and
 `confirmCardPayment` posts the card to the bridge, which does with the secret key what Stripe
 does (payment method, attach, confirm); a card needing 3-D Secure then goes through
 localstripe's own dialog. localstripe signs the webhooks and posts them to /webhooks/stripe.
+
+Instant bank transfer and direct debit: our GoCardless stand-in (tests/fakes/gocardless_server.py,
+run as its own process from a source checkout, as `make demo` has) speaks GoCardless's wire
+format, serves an authorisation page to click through, moves payments and mandates on by
+itself and posts signed webhooks to /webhooks/gocardless.
 """
 
 from __future__ import annotations
@@ -160,6 +165,7 @@ def start(base_url: str) -> Sandbox:
     sandbox = Sandbox(workdir=tempfile.TemporaryDirectory(prefix="encours-sandbox-"))
     try:
         _start_stripe(sandbox, base_url)
+        _start_gocardless(sandbox, base_url)
     except Exception:
         sandbox.stop()
         raise
@@ -210,6 +216,42 @@ def _start_stripe(sandbox: Sandbox, base_url: str) -> None:
         "STRIPE_JS_URL": f"{bridge_url}/js.stripe.com/v3/",
     })
     sandbox.notes.append(f"card: localstripe at {api_url} (test card 4242 4242 4242 4242, any future date, any CVC)")
+
+
+def _start_gocardless(sandbox: Sandbox, base_url: str) -> None:
+    source = Path(__file__).resolve().parents[1]
+    if not (source / "tests" / "fakes" / "gocardless_server.py").exists():
+        sandbox.notes.append("instant transfer and direct debit: the GoCardless stand-in comes with the source "
+                             "checkout (tests/fakes), so they are not offered")
+        return
+    assert sandbox.workdir is not None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    token, secret = "sandbox_encours_demo", f"gc_{secrets.token_hex(16)}"
+    output = open(Path(sandbox.workdir.name) / "gocardless.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.gocardless_server", "--port", str(port), "--token", token,
+         "--secret", secret, "--webhook-url", f"{base_url}/webhooks/gocardless"],
+        cwd=source, stdout=output, stderr=subprocess.STDOUT,
+    )
+    sandbox.processes.append(process)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except urllib.error.HTTPError:
+            break  # it answers (401 without a token): it is up
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the GoCardless stand-in did not start; see " + output.name) from None
+            time.sleep(0.05)
+    sandbox.settings.update({"GOCARDLESS_ACCESS_TOKEN": token, "GOCARDLESS_WEBHOOK_SECRET": secret,
+                             "GOCARDLESS_BASE_URL": url})
+    sandbox.notes.append(f"instant transfer and direct debit: GoCardless stand-in at {url} "
+                         "(click through its authorisation page)")
 
 
 PROVIDER_SETTINGS = ("STRIPE_SECRET_KEY", "GOCARDLESS_ACCESS_TOKEN")

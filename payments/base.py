@@ -108,6 +108,20 @@ def providers(settings: Settings) -> list[PaymentProvider]:
     return found
 
 
+def sandbox_methods(settings: Settings) -> set[str]:
+    """Methods served by a provider's sandbox or local stand-in (no real money): the portal says so."""
+    found = set()
+    for method in METHODS:
+        try:
+            provider = provider_for(method)
+        except UnknownMethod:
+            continue
+        is_sandbox = getattr(provider, "is_sandbox", None)
+        if is_sandbox is not None and provider.is_configured(settings) and is_sandbox(settings):
+            found.add(method)
+    return found
+
+
 def offered_methods(settings: Settings, company: Company, currency: str) -> list[str]:
     """Methods the debtor may choose: provider configured and able to take the currency,
     and the company has not turned the method off."""

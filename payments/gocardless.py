@@ -180,6 +180,9 @@ class _GoCardless:
     def is_configured(self, settings: Settings) -> bool:
         return is_configured(settings)
 
+    def is_sandbox(self, settings: Settings) -> bool:
+        return is_sandbox(settings)
+
     def _billing_request(self, session: Session, checkout: Checkout, settings: Settings, *,
                          payment: bool, mandate: bool) -> None:
         """Create the checkout's Billing Request once (its id becomes the checkout's provider_ref)."""

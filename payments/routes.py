@@ -75,6 +75,7 @@ def _read_form(session: Session, visit: Visit, form: FormData, settings: Setting
         "quote": priced,
         "error": error,
         "methods": base.offered_methods(settings, visit.company, priced.currency) if priced else [],
+        "sandbox_methods": base.sandbox_methods(settings),
         "method": str(form.get("method", "")),
         "instant_first": bool(form.get("instant_first")),
         "today": today,

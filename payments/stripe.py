@@ -131,12 +131,20 @@ class Intent:
     status: str
 
 
+def is_sandbox(settings: Settings) -> bool:
+    """A local Stripe double, or Stripe's test mode: no real card is charged."""
+    return bool(settings.stripe_api_base) or str(settings.stripe_secret_key or "").startswith("sk_test_")
+
+
 class StripeProvider:
     name = PROVIDER
     methods = (METHOD,)
 
     def is_configured(self, settings: Settings) -> bool:
         return bool(settings.stripe_secret_key and settings.stripe_publishable_key)
+
+    def is_sandbox(self, settings: Settings) -> bool:
+        return is_sandbox(settings)
 
     def is_available(self, settings: Settings, company: Company, currency: str) -> bool:
         return currency.upper() in CURRENCIES

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -40,9 +40,7 @@ def return_path(checkout_id: int) -> str:
     return f"/portal/pay/{checkout_id}/card/return"
 
 
-def is_sandbox(settings: Any) -> bool:
-    """A local Stripe double, or Stripe's test mode: no real card is charged."""
-    return bool(settings.stripe_api_base) or str(settings.stripe_secret_key or "").startswith("sk_test_")
+is_sandbox = stripe_provider.is_sandbox
 
 
 def _t(language: str, message: str) -> str:

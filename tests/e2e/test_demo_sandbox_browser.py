@@ -96,3 +96,23 @@ def test_the_demo_runs_a_card_sandbox_a_debtor_can_pay_with(
     # 6 662,96 € due; the two overdue invoices (4 094,56 €) paid with 3 944,56 € by card and the
     # 150,00 € credit note.
     assert re.search(r"Total à régler\s+2 718,40 €", plain(page.locator(".summary").inner_text()))
+
+
+def test_the_demo_runs_a_gocardless_stand_in_for_instant_transfers(
+    sandbox_demo: tuple[str, dict[str, str], Path], make_page: Callable[..., Page]
+) -> None:
+    base_url, links, output = sandbox_demo
+    assert "GoCardless stand-in" in output.read_text()
+    page = make_page()
+    page.goto(links["C-THAMES"])
+    page.goto(f"{base_url}/portal?select=overdue&currency=GBP")
+    summary = page.locator("#pay-summary")
+    # The methods the sandbox serves say so.
+    expect(summary.locator("label[for=method-instant_transfer] .sandbox-tag")).to_be_visible()
+    summary.locator("#method-instant_transfer").check()
+    summary.locator("button[name=action][value=pay]").click()
+    expect(page.locator("#amount")).to_have_text("1234.56 GBP")  # UK-10233, overdue
+    page.get_by_role("button", name=re.compile("Confirm payment")).click()
+    expect(page).to_have_url(re.compile(re.escape(base_url) + r"/portal/pay/\d+$"))
+    # The stand-in confirms the payment and posts signed webhooks; the page updates itself.
+    expect(page.locator("h1")).to_have_text(re.compile("Payment received|Paiement reçu"), timeout=30_000)
