@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -473,20 +473,29 @@ def _webhook_checkout(url: str) -> tuple[int, int, str]:
 
     from encours.db import make_sessionmaker, unit_of_work
     from ledger.models import Checkout, Invoice
-    from payments.checkout import create_checkout
+    from payments.checkout import CheckoutError, create_checkout
 
     engine = make_engine(url)
     try:
         with unit_of_work(make_sessionmaker(engine)) as session:
             checkout = session.scalar(select(Checkout).where(Checkout.provider_ref == WEBHOOK_INTENT))
             if checkout is None:
-                invoice = session.scalars(
+                # The first open invoice with something left to charge once its customer's credit
+                # notes are deducted.
+                for invoice in session.scalars(
                     select(Invoice).join(Customer).where(Customer.ref != STATEMENT_CUSTOMER, Invoice.status == "open",
-                                                         Invoice.kind == "invoice").order_by(Invoice.id).limit(1)
-                ).one()
-                customer = session.get_one(Customer, invoice.customer_id)
-                checkout = create_checkout(session, customer=customer, contact=customer.primary_contact,
-                                           selection={invoice.id: None}, method="card", today=date(2026, 11, 25))
+                                                         Invoice.kind == "invoice").order_by(Invoice.id).limit(200)
+                ):
+                    customer = session.get_one(Customer, invoice.customer_id)
+                    try:
+                        checkout = create_checkout(session, customer=customer, contact=customer.primary_contact,
+                                                   selection={invoice.id: None}, method="card",
+                                                   today=date(2026, 11, 25))
+                        break
+                    except CheckoutError:
+                        continue
+                else:
+                    raise RuntimeError("no open invoice left to charge in the book")
                 checkout.provider, checkout.provider_ref = "stripe", WEBHOOK_INTENT
                 session.flush()
             return checkout.id, checkout.amount_minor, checkout.currency
