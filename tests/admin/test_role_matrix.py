@@ -8,9 +8,9 @@ are covered once merged:
   and a collector of that company who is not assigned the customer get 404, while the admin
   and the company's own manager see it (so the 404 is about scope, not a wrong id).
 
-Path parameters are filled from RECORD_PARAMS (records of company NORTH) and OTHER_PARAMS
-(records that belong to no company). A route with a parameter in neither is skipped, and
-its reason names the parameter: extend the tables below when a branch adds one.
+Path parameters are filled from RECORD_PARAMS (records of a NORTH customer), COMPANY_PARAMS
+(records of company NORTH itself) and OTHER_PARAMS (records that belong to no company). A route
+with a parameter in none of them fails, naming the parameter: extend the tables below.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def _unknown_params(route: Route) -> list[str]:
     return sorted(set(route.param_convertors) - set(RECORD_PARAMS) - set(COMPANY_PARAMS) - set(OTHER_PARAMS))
 
 
-SKIPPED = {f"{method} {path}": _unknown_params(route) for method, path, route in ROUTES if _unknown_params(route)}
+UNFILLED = {f"{method} {path}": _unknown_params(route) for method, path, route in ROUTES if _unknown_params(route)}
 
 
 @pytest.fixture
@@ -173,15 +173,14 @@ def test_the_matrix_covers_the_back_office() -> None:
     paths = {path for _, path, _ in ROUTES}
     assert {"/admin", "/admin/users", "/admin/settings/{code}", "/admin/imports", "/admin/audit",
             "/admin/disputes/{case_id}"} <= paths
-    # Routes the matrix cannot fill yet, listed once so the reason is plain (empty today):
-    assert SKIPPED == {}, f"extend RECORD_PARAMS/OTHER_PARAMS for: {SKIPPED}"
+    # Routes the matrix cannot fill, listed at once so the reason is plain:
+    assert UNFILLED == {}, f"extend RECORD_PARAMS/OTHER_PARAMS for: {UNFILLED}"
 
 
 @pytest.mark.parametrize("method,path,route", ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES])
 def test_route_against_every_role(method: str, path: str, route: Route, book: Book, signed_in) -> None:  # type: ignore[no-untyped-def]
     missing = _unknown_params(route)
-    if missing:
-        pytest.skip(f"no fixture record for path parameter(s) {', '.join(missing)}: extend RECORD_PARAMS")
+    assert not missing, f"no fixture record for path parameter(s) {', '.join(missing)}: extend RECORD_PARAMS"
     url = _path(route, book)
     admin_only = getattr(route.endpoint, "admin_only", False)
     scoped = bool(set(route.param_convertors) & set(RECORD_PARAMS))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -32,7 +31,7 @@ from sqlalchemy import Engine, select
 
 from ledger.models import AuditEvent, Checkout, Payment, WebhookEvent
 from tests.e2e.conftest import LiveDemo, serve_demo
-from tests.fakes.localstripe_server import LocalStripe, event_payload, sign, start_localstripe
+from tests.fakes.localstripe_server import LocalStripe, event_payload, sign, start_localstripe, stop_localstripe
 
 pytestmark = pytest.mark.e2e
 
@@ -82,13 +81,7 @@ def card_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CardDemo]:
             yield CardDemo(base_url=demo.base_url, engine=demo.engine, links=demo.links, localstripe=localstripe,
                            live=demo)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-        workdir.cleanup()
+        stop_localstripe(process, workdir, log)
 
 
 def bridge(page: Page, localstripe: LocalStripe) -> list[dict[str, Any]]:

@@ -15,6 +15,8 @@ In tests, `flush_webhooks()` sends them when the test says (in any order); with 
 and a background thread delivers the events a moment later.
 
     python -m tests.fakes.gocardless_server --port 8765 --webhook-url http://127.0.0.1:8000/webhooks/gocardless --secret S
+
+prints one JSON line, the GOCARDLESS_* settings pointing at it, then serves until interrupted.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import hmac
 import html
 import itertools
 import json
+import sys
 import secrets
 import string
 import threading
@@ -552,7 +555,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     server = GoCardlessStandIn(access_token=args.token, webhook_secret=args.secret, webhook_url=args.webhook_url,
                                auto=True, host=args.host, port=args.port).start()
-    print(f"GoCardless stand-in on {server.url} (GOCARDLESS_BASE_URL), webhooks to {args.webhook_url}", flush=True)
+    # One JSON line, the GOCARDLESS_* settings pointing at it (read by encours/sandbox.py).
+    print(json.dumps(server.settings()), flush=True)
+    print(f"GoCardless stand-in on {server.url}, webhooks to {args.webhook_url}", file=sys.stderr, flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -114,9 +114,19 @@ def start_localstripe() -> tuple[subprocess.Popen[bytes], str, Any]:
                 log.close()
                 output = open(log.name, "rb").read().decode(errors="replace")
                 workdir.cleanup()
-                pytest.fail(f"localstripe did not start:\n{output}", pytrace=False)
+                raise RuntimeError(f"localstripe did not start:\n{output}")
             time.sleep(0.05)
     return process, url, (workdir, log)
+
+
+def stop_localstripe(process: subprocess.Popen[bytes], workdir: Any, log: Any) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+    workdir.cleanup()
 
 
 @pytest.fixture(scope="session")
@@ -126,13 +136,7 @@ def localstripe_server() -> Iterator[LocalStripe]:
     try:
         yield LocalStripe(url=url)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-        workdir.cleanup()
+        stop_localstripe(process, workdir, log)
 
 
 @pytest.fixture

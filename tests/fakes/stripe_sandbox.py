@@ -1,0 +1,137 @@
+"""localstripe plus a Stripe.js bridge, as one process `encours demo` runs beside the server.
+
+localstripe (GPL, test-only) stays inside tests/: the demo only starts this module, as it starts
+the GoCardless stand-in. localstripe's Stripe.js stand-in renders the Card Element but its
+`confirmCardPayment` never reads the card (it only plays 3-D Secure), and localstripe refuses to
+confirm with a publishable key. So the bridge, served from its own port, hands the script to the
+page with two changes: the API base points at localstripe, and `confirmCardPayment` posts the
+card to the bridge, which does with the secret key what Stripe does (payment method, attach,
+confirm); a card needing 3-D Secure then goes through localstripe's own dialog. localstripe
+signs the webhooks and posts them to the demo's /webhooks/stripe.
+
+    python -m tests.fakes.stripe_sandbox --webhook-url http://127.0.0.1:8000/webhooks/stripe
+
+prints one JSON line, the STRIPE_* settings pointing at it, then serves until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import signal
+import threading
+import urllib.error
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from tests.fakes.localstripe_server import LocalStripe, _request, start_localstripe, stop_localstripe
+
+STAND_IN_BASE = """const LOCALSTRIPE_BASE_API = (function () {"""
+
+BRIDGE_JS = """
+;(function () {
+  var standIn = window.Stripe;
+  window.Stripe = function (key, options) {
+    var stripe = standIn(key, options);
+    var authenticate = stripe.confirmCardPayment;
+    stripe.confirmCardPayment = async function (clientSecret, data) {
+      var element = data && data.payment_method && data.payment_method.card;
+      var card = element && element.value && element.value.card;
+      if (!card || !card.number) { return {error: {message: "Your card number is incomplete."}}; }
+      var response = await fetch(%(confirm_url)s, {method: "POST", headers: {"Content-Type": "text/plain"},
+                                                   body: JSON.stringify({client_secret: clientSecret, card: card})});
+      var intent = await response.json();
+      if (intent.error) { return {error: intent.error}; }
+      if (intent.status === "requires_action") { return authenticate(clientSecret, data); }
+      return {paymentIntent: intent};
+    };
+    return stripe;
+  };
+})();
+"""
+
+
+class _Bridge(BaseHTTPRequestHandler):
+    localstripe: LocalStripe
+    page_origin: str = ""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Access-Control-Allow-Origin", self.page_origin)
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        if self.path != "/js.stripe.com/v3/":
+            self._send(404, b"not found", "text/plain")
+            return
+        api_url = self.localstripe.url
+        script = _request("GET", self.localstripe.js_url).decode()
+        script = script.replace(STAND_IN_BASE, f"const LOCALSTRIPE_BASE_API = {json.dumps(api_url)};\n"
+                                               "const LOCALSTRIPE_UNUSED = (function () {", 1)
+        host, port = self.server.server_address[:2]
+        script += BRIDGE_JS % {"confirm_url": json.dumps(f"http://{host}:{port}/confirm")}
+        self._send(200, script.encode(), "application/javascript")
+
+    def do_POST(self) -> None:  # noqa: N802
+        if self.path != "/confirm":
+            self._send(404, b"not found", "text/plain")
+            return
+        api = self.localstripe.api
+        try:
+            data = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            card = data["card"]
+            intent_id = str(data["client_secret"]).split("_secret_")[0]
+            method = api("POST", "/v1/payment_methods", {"type": "card", "card": {
+                "number": str(card["number"]).replace(" ", ""), "exp_month": str(card.get("exp_month", "")),
+                "exp_year": str(card.get("exp_year", "")), "cvc": str(card.get("cvc", ""))}})
+            api("POST", f"/v1/payment_intents/{intent_id}", {"payment_method": method["id"]})
+            intent = api("POST", f"/v1/payment_intents/{intent_id}/confirm", {})
+        except urllib.error.HTTPError as error:
+            body = json.loads(error.read() or b"{}")
+            intent = {"error": body.get("error") or {"message": f"HTTP {error.code}"}}
+        except (KeyError, TypeError, ValueError):
+            intent = {"error": {"message": "Your card number is incomplete."}}
+        self._send(200, json.dumps(intent).encode(), "application/json")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--webhook-url", required=True, help="where localstripe posts its signed events")
+    args = parser.parse_args(argv)
+    process, url, (workdir, log) = start_localstripe()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    bridge: ThreadingHTTPServer | None = None
+    try:
+        localstripe = LocalStripe(url=url, secret_key="sk_test_encours_sandbox",
+                                  publishable_key="pk_test_encours_sandbox",
+                                  webhook_secret=f"whsec_{secrets.token_hex(16)}")
+        localstripe.register_webhook("encours", args.webhook_url)
+        target = urlsplit(args.webhook_url)
+        handler = type("Bridge", (_Bridge,), {"localstripe": localstripe,
+                                              "page_origin": f"{target.scheme}://{target.netloc}"})
+        bridge = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=bridge.serve_forever, name="stripe-bridge", daemon=True).start()
+        settings = {**localstripe.settings(),
+                    "STRIPE_JS_URL": f"http://127.0.0.1:{bridge.server_address[1]}/js.stripe.com/v3/"}
+        print(json.dumps(settings), flush=True)
+        stop.wait()
+    finally:
+        if bridge is not None:
+            bridge.shutdown()
+            bridge.server_close()
+        stop_localstripe(process, workdir, log)
+
+
+if __name__ == "__main__":
+    main()
