@@ -19,7 +19,6 @@ from starlette.routing import Route
 from admin import audit_service
 from admin.access import Staff, staff_get
 from admin.audit_service import AuditQuery
-from admin.routes import _render
 from encours import i18n
 from encours.i18n import N_
 

@@ -18,13 +18,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from admin import book_service as service
-from admin.access import Staff, forbidden, scoped, scoped_companies, staff_get, staff_post
+from admin.access import Staff, companies_of, forbidden, scoped, staff_get, staff_post
 from admin.customers import fragment, moment
 from admin.customers_service import collectors_of, segments
-from admin.routes import _render
-from encours import i18n
+from admin.routes import _render, _t
 from encours.i18n import N_
-from ledger.models import Company, Role, WebhookEvent
+from ledger.models import Role, WebhookEvent
 from ledger.money import Money
 from payments import replay as replays
 from payments.webhooks import registered_handlers
@@ -47,20 +46,12 @@ REPLAY_OUTCOMES = {
 }
 
 
-def _t(language: str, message: str, **values: object) -> str:
-    return i18n.gettext(language, message, **values)
-
-
 def _labels(language: str) -> dict[str, Any]:
     return {
         "payment_status": lambda s: _t(language, PAYMENT_STATUS_LABELS[s]) if s in PAYMENT_STATUS_LABELS else s,
         "method_label": lambda m: _t(language, METHOD_LABELS[m]) if m in METHOD_LABELS else m,
         "money_of": Money,
     }
-
-
-def _companies(session: Session, staff: Staff) -> list[Company]:
-    return list(session.scalars(scoped_companies(select(Company), staff.user).order_by(Company.name, Company.id)))
 
 
 def _problems(staff: Staff, filters: service.ListFilters) -> list[str]:
@@ -71,7 +62,7 @@ def _problems(staff: Staff, filters: service.ListFilters) -> list[str]:
 def invoices(request: Request, session: Session, staff: Staff) -> Response:
     filters = service.invoice_filters(request.query_params)
     page = service.list_invoices(session, filters, lambda q: scoped(q, staff.user))
-    companies = _companies(session, staff)
+    companies = companies_of(session, staff.user)
     company_ids = None if staff.user.role == Role.admin.value else [c.id for c in companies]
     context = {
         "user": staff.user, "filters": filters, "page": page, "companies": companies,
@@ -89,7 +80,7 @@ def payments(request: Request, session: Session, staff: Staff) -> Response:
     filters = service.payment_filters(request.query_params, providers)
     page = service.list_payments(session, filters, lambda q: scoped(q, staff.user))
     context = {
-        "user": staff.user, "filters": filters, "page": page, "companies": _companies(session, staff),
+        "user": staff.user, "filters": filters, "page": page, "companies": companies_of(session, staff.user),
         "providers": providers, "methods": service.METHODS, "statuses": service.PAYMENT_STATUSES,
         "problems": _problems(staff, filters), "moment": moment(staff.language, "Europe/Paris"),
         **_labels(staff.language),

@@ -11,23 +11,30 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime
-
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from admin import customers_service as service
-from admin.access import Rejected, Staff, can_act, forbidden, is_admin, scoped, scoped_companies, staff_get, \
-    staff_post, visible_customer
-from admin.routes import _render
-from encours import i18n
+from admin.access import (
+    Rejected,
+    Staff,
+    can_act,
+    companies_of,
+    forbidden,
+    is_admin,
+    scoped,
+    staff_get,
+    staff_post,
+    visible_customer,
+)
+from admin.routes import _render, _t
 from encours.i18n import N_
 from dunning.manual import ManualReminderError, queue_manual_reminder
 from ledger import audit
 from ledger import statement as statements
-from ledger.models import Company, Customer, Role, User
+from ledger.models import Customer, Role, User
 from links import renewal, tokens
 from portal.disputes import Posted
 
@@ -81,14 +88,6 @@ NOTICES = {
 }
 
 
-def _t(language: str, message: str, **values: object) -> str:
-    return i18n.gettext(language, message, **values)
-
-
-def _companies(session: Session, staff: Staff) -> list[Company]:
-    return list(session.scalars(scoped_companies(select(Company), staff.user).order_by(Company.name, Company.id)))
-
-
 def moment(language: str, timezone: str) -> Any:
     """Formats an aware datetime in the company's timezone, the reader's language."""
     zone = ZoneInfo(timezone)
@@ -112,7 +111,7 @@ def email_label(language: str, kind: str) -> str:
 def customers(request: Request, session: Session, staff: Staff) -> Response:
     filters = service.CustomerFilters.from_params(request.query_params)
     page = service.list_customers(session, filters, lambda query: scoped(query, staff.user))
-    companies = _companies(session, staff)
+    companies = companies_of(session, staff.user)
     company_ids = None if is_admin(staff.user) else [c.id for c in companies]
     context: dict[str, Any] = {
         "user": staff.user,

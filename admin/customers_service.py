@@ -177,7 +177,7 @@ def contains(session: Session, column: Any, pattern: str) -> Any:
     return column.ilike(pattern, escape="\\")
 
 
-def _customer_query(session: Session, filters: CustomerFilters, today: Any,
+def _customer_query(session: Session, filters: CustomerFilters,
                     scope: Any) -> Select[Any]:
     query = scope(select(Customer.id))
     if filters.company:
@@ -241,7 +241,7 @@ def list_customers(session: Session, filters: CustomerFilters, scope: Any) -> Pa
     Sorted by amounts, the page walks the CustomerBalance indexes (kept by triggers) instead of
     summing the invoices: the sort key is the customer's largest per-currency figure."""
     today = local_today(session)
-    query = _customer_query(session, filters, today, scope)
+    query = _customer_query(session, filters, scope)
     if filters.sort == "name":
         # Same walk on the name index: without it, SQLite would pick the company index for a manager
         # and sort tens of thousands of names for one page.

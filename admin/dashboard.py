@@ -16,13 +16,13 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from admin.access import Rejected, Staff, can_act, scoped_companies, staff_get, staff_post
+from admin.access import Rejected, Staff, can_act, companies_of, forbidden, staff_get, staff_post
 from admin.dashboard_service import BUCKETS, METHODS, Scope, build_dashboard
-from admin.routes import ROLE_LABELS, _render
+from admin.routes import ROLE_LABELS, _render, _t
 from encours import i18n
 from encours.i18n import N_
 from ledger import fx
-from ledger.models import Company, Customer, FxRate, Role, User
+from ledger.models import Customer, FxRate, Role, User
 from ledger.money import CurrencyError, check_currency
 from portal.disputes import Posted
 
@@ -33,10 +33,6 @@ METHOD_LABELS = {
     "bank_transfer": N_("Bank transfer"),
 }
 MAX_FX_FILE_BYTES = 2 * 1024 * 1024
-
-
-def _t(language: str, message: str, **values: object) -> str:
-    return i18n.gettext(language, message, **values)
 
 
 # --- dashboard ----------------------------------------------------------------------------------
@@ -53,7 +49,7 @@ def _collectors(session: Session, company_ids: list[int]) -> list[User]:
 def home(request: Request, session: Session, staff: Staff) -> Response:
     user = staff.user
     params = request.query_params
-    visible = list(session.scalars(scoped_companies(select(Company), user).order_by(Company.name, Company.id)))
+    visible = companies_of(session, user)
     company_code = params.get("company", "")[:32]
     chosen = [c for c in visible if c.code == company_code] if company_code else visible
     is_collector = user.role == Role.collector.value
@@ -138,7 +134,7 @@ def _may_edit_rates(staff: Staff) -> bool:
 @staff_post
 def fx_add(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
     if not _may_edit_rates(staff):  # a collector reads the table; managers and admins keep it
-        raise Rejected(_render(request, "admin/forbidden.html", {"user": staff.user}, staff.language, status_code=403))
+        return forbidden(request, staff)
     form = {k: posted.text(k, 40) for k in ("valid_on", "base", "quote", "rate")}
     try:
         outcome = fx.set_rate(session, actor=staff.user.email, **form)
@@ -151,7 +147,7 @@ def fx_add(request: Request, session: Session, staff: Staff, posted: Posted) -> 
 @staff_post
 def fx_import(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
     if not _may_edit_rates(staff):
-        raise Rejected(_render(request, "admin/forbidden.html", {"user": staff.user}, staff.language, status_code=403))
+        return forbidden(request, staff)
     language = staff.language
     if not posted.uploads or not posted.uploads[0].content:
         raise Rejected(_fx_page(request, session, staff, status_code=400,

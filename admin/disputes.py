@@ -12,7 +12,7 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -20,8 +20,7 @@ from starlette.routing import Route
 
 from admin import auth
 from admin.access import Rejected, Staff, can_act, scoped, staff_get, staff_post
-from admin.routes import _render
-from encours import i18n
+from admin.routes import _render, _t
 from encours.clock import clock
 from ledger import disputes, notifications
 from ledger import statement as statements
@@ -42,10 +41,6 @@ from ledger.money import AmountError, Money
 from portal.disputes import Posted, attachment_response, case_context, explain, storage
 
 STATUSES = ("open", "accepted", "rejected", "closed", "all")
-
-
-def _t(language: str, message: str, **values: object) -> str:
-    return i18n.gettext(language, message, **values)
 
 
 def visible_case(session: Session, user: User, case_id: int) -> Dispute:
@@ -94,7 +89,8 @@ def queue(request: Request, session: Session, staff: Staff) -> Response:
         select(Dispute, Customer, Company, DisputeReason)
         .join(Customer, Customer.id == Dispute.customer_id)
         .join(Company, Company.id == Customer.company_id)
-        .outerjoin(DisputeReason, DisputeReason.id == Dispute.reason_id),
+        .outerjoin(DisputeReason, DisputeReason.id == Dispute.reason_id)
+        .options(selectinload(Dispute.invoices)),  # each row's amounts, in one query
         staff.user,
     ).order_by(Dispute.opened_at, Dispute.id).limit(500)
     if status != "all":

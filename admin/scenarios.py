@@ -22,8 +22,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from admin import runs_service
-from admin.access import Rejected, Staff, forbidden, scoped, scoped_companies, staff_get, staff_post
-from admin.routes import _render
+from admin.access import companies_of, Rejected, Staff, forbidden, scoped, scoped_companies, staff_get, staff_post
+from admin.routes import _render, _t
 from dunning import messages, planner
 from dunning.scenarios import (
     TONES,
@@ -61,10 +61,6 @@ PLACEHOLDER_HELP = {
 STATUS_LABELS = {"queued": N_("Waiting"), "sent": N_("Sent"), "failed": N_("Failed")}
 STEP_FIELDS = ("subject_fr", "body_fr", "subject_en", "body_en")
 MAX_TEXT = 20_000
-
-
-def _t(language: str, message: str, **values: object) -> str:
-    return i18n.gettext(language, message, **values)
 
 
 def explain(problem: Problem, language: str) -> str:
@@ -251,7 +247,7 @@ def _preview_customers(session: Session, staff: Staff, company: Company) -> list
 
 def _index(request: Request, session: Session, staff: Staff, error: str | None = None,
            status_code: int = 200) -> Response:
-    companies = list(session.scalars(scoped_companies(select(Company), staff.user).order_by(Company.name)))
+    companies = companies_of(session, staff.user)
     scenarios = {c.id: list(session.scalars(select(Scenario).where(Scenario.company_id == c.id)
                                              .order_by(Scenario.segment.is_not(None), Scenario.segment,
                                                        Scenario.id)))
@@ -421,7 +417,7 @@ def _visible_customers(staff: Staff) -> Any:
 @staff_get
 def runs_page(request: Request, session: Session, staff: Staff) -> Response:
     company_ids = None if staff.user.role == Role.admin.value else _visible_company_ids(session, staff.user)
-    companies = list(session.scalars(scoped_companies(select(Company), staff.user).order_by(Company.name)))
+    companies = companies_of(session, staff.user)
     return _render(request, "admin/reminder_runs.html", {
         "user": staff.user, "rows": runs_service.runs(session, company_ids), "companies": companies,
         "today": clock.today(companies[0].timezone) if companies else clock.now().date(),
@@ -447,7 +443,7 @@ def dry_run_page(request: Request, session: Session, staff: Staff) -> Response:
 
     Plans only (the `--dry-run` of `encours remind`): nothing is queued or recorded.
     """
-    companies = list(session.scalars(scoped_companies(select(Company), staff.user).order_by(Company.name)))
+    companies = companies_of(session, staff.user)
     code = request.query_params.get("company", "")
     company = next((c for c in companies if c.code == code), None)
     error = None

@@ -22,17 +22,13 @@ from dataclasses import dataclass
 from datetime import date
 
 from ledger.money import Money
+from ledger.statement import days_overdue
 
 ECB_MAIN_REFINANCING_RATE_BPS = 215  # 2.15 %, in force on 1 July 2025
 STATUTORY_MARGIN_BPS = 1_000  # "majoré de 10 points de pourcentage"
 LATE_PAYMENT_RATE_BPS = ECB_MAIN_REFINANCING_RATE_BPS + STATUTORY_MARGIN_BPS  # 12.15 % a year
 RECOVERY_INDEMNITY = Money(40_00, "EUR")  # per invoice paid late, whatever its currency
 DAYS_PER_YEAR = 365
-
-
-def days_late(due_date: date, today: date) -> int:
-    """Interest runs from the day after the due date: paid on the due date is 0 days late."""
-    return max(0, (today - due_date).days)
 
 
 def late_interest(open_amount: Money, days: int, rate_bps: int = LATE_PAYMENT_RATE_BPS) -> Money:
@@ -59,7 +55,7 @@ class LateCharges:
 def late_charges(open_amount: Money, due_date: date, today: date,
                  rate_bps: int = LATE_PAYMENT_RATE_BPS) -> LateCharges | None:
     """The interest and the indemnity due on one invoice; None when it is not late."""
-    days = days_late(due_date, today)
+    days = days_overdue(due_date, today)  # from the day after the due date: paid on it is 0 days late
     if days <= 0 or open_amount.minor <= 0:
         return None
     return LateCharges(days_late=days, interest=late_interest(open_amount, days, rate_bps),

@@ -47,6 +47,7 @@ from markupsafe import Markup, escape
 from dunning import interest
 from encours import i18n
 from ledger.money import Money, decimals as money_decimals
+from ledger.statement import days_overdue
 
 PLACEHOLDERS: dict[str, str] = {
     "customer": "the customer: name, ref",
@@ -340,11 +341,6 @@ def _format_money(minor: int, currency: str, language: str) -> str:
     return f"{prefix}{digits}{point}{fraction:0{places}d}{suffix}" if places else f"{prefix}{digits}{suffix}"
 
 
-@lru_cache(maxsize=4096)
-def _format_day(day: date, language: str) -> str:
-    return i18n.format_day(day, language)
-
-
 def build_context(
     *,
     language: str,
@@ -366,11 +362,11 @@ def build_context(
     """
     language = i18n.normalize(language)
     money = lambda m: _format_money(m.minor, m.currency, language)  # noqa: E731
-    day = lambda d: _format_day(d, language)  # noqa: E731
+    day = lambda d: i18n.format_day(d, language)  # noqa: E731 - cached there
     ordered = sorted(invoices, key=lambda i: (i.currency != base_currency, i.currency, i.due_date, i.number))
     table = InvoiceTable(
         (InvoiceRow(number=i.number, due_date=day(i.due_date), open=money(i.open),
-                    days_late=interest.days_late(i.due_date, today), currency=i.currency) for i in ordered),
+                    days_late=days_overdue(i.due_date, today), currency=i.currency) for i in ordered),
         language,
     )
     totals = Totals(

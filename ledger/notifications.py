@@ -30,8 +30,9 @@ def _staff_language(customer: Customer) -> str:
     return "fr" if customer.company.country == "FR" else "en"
 
 
-def _queue(session: Session, *, customer: Customer, contact: Contact | None, kind: str, to: str, name: str,
-           context: dict[str, Any], language: str, templates: Any) -> OutboxMessage:
+def queue_email(session: Session, *, customer: Customer, contact: Contact | None, kind: str, to: str, name: str,
+                context: dict[str, Any], language: str, templates: Any) -> OutboxMessage:
+    """Queue one email made of the `email/{name}_subject.txt`, `.txt` and `.html` templates."""
     message = OutboxMessage(
         customer_id=customer.id,
         contact_id=contact.id if contact else None,
@@ -62,7 +63,7 @@ def notify_staff(session: Session, dispute: Dispute, *, event: str, base_url: st
         "numbers": ", ".join(i.number for i in dispute.invoices),
         "link": f"{base_url}/admin/disputes/{dispute.id}",
     }
-    return _queue(session, customer=customer, contact=None, kind=f"dispute_{event}", to=to, name="dispute_staff",
+    return queue_email(session, customer=customer, contact=None, kind=f"dispute_{event}", to=to, name="dispute_staff",
                   context=context, language=_staff_language(customer), templates=templates)
 
 
@@ -83,7 +84,7 @@ def notify_debtor(session: Session, dispute: Dispute, *, secret: str, base_url: 
         "link": tokens.link_url(base_url, tokens.make_token(secret, contact)),
         "lifetime_days": customer.company.link_lifetime_days,
     }
-    return _queue(session, customer=customer, contact=contact, kind="dispute_answer", to=contact.email,
+    return queue_email(session, customer=customer, contact=contact, kind="dispute_answer", to=contact.email,
                   name="dispute_answer", context=context, language=contact.language, templates=templates)
 
 
@@ -105,7 +106,7 @@ def _tell_staff_of_promise(session: Session, promise: PromiseToPay, customer: Cu
     if to is None:
         return None
     context = {**_promise_context(customer, promise), "event": event, "link": f"{base_url}/admin/promises"}
-    return _queue(session, customer=customer, contact=None, kind=f"promise_{event}", to=to, name="promise_staff",
+    return queue_email(session, customer=customer, contact=None, kind=f"promise_{event}", to=to, name="promise_staff",
                   context=context, language=_staff_language(customer), templates=templates)
 
 
@@ -120,7 +121,7 @@ def notify_promise_made(session: Session, promise: PromiseToPay, *, secret: str,
     if contact is not None:
         context = {**_promise_context(customer, promise),
                    "link": tokens.link_url(base_url, tokens.make_token(secret, contact))}
-        queued.append(_queue(session, customer=customer, contact=contact, kind="promise_confirmation",
+        queued.append(queue_email(session, customer=customer, contact=contact, kind="promise_confirmation",
                              to=contact.email, name="promise_made", context=context, language=contact.language,
                              templates=templates))
     staff = _tell_staff_of_promise(session, promise, customer, event="made", base_url=base_url, templates=templates)

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ledger import audit
+from ledger import audit, notifications
 from ledger.models import Contact, OutboxMessage
 from links import throttle, tokens
 
@@ -46,16 +46,6 @@ def queue_link_email(session: Session, contact: Contact, *, secret: str, base_ur
         "lifetime_days": customer.company.link_lifetime_days,
         "by_staff": by_staff,
     }
-    language = contact.language
-    message = OutboxMessage(
-        customer_id=customer.id,
-        contact_id=contact.id,
-        kind="fresh_link",
-        to_address=contact.email,
-        subject=templates.render_string("email/fresh_link_subject.txt", context, language).strip(),
-        body_text=templates.render_string("email/fresh_link.txt", context, language),
-        body_html=templates.render_string("email/fresh_link.html", context, language),
-    )
-    session.add(message)
-    session.flush()
-    return message
+    return notifications.queue_email(session, customer=customer, contact=contact, kind="fresh_link", to=contact.email,
+                                     name="fresh_link", context=context, language=contact.language,
+                                     templates=templates)

@@ -37,5 +37,4 @@ class BankTransferProvider:
 
 
 def pretty_iban(iban: str) -> str:
-    compact = "".join(iban.split()).upper()
-    return " ".join(compact[i : i + 4] for i in range(0, len(compact), 4))
+    return rf.pretty(iban)  # the same groups of four as an RF reference

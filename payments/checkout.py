@@ -95,10 +95,6 @@ class Quote:
     def charged(self) -> Money:
         return self.subtotal - self.discount - self.credit
 
-    @property
-    def discounted_lines(self) -> list[QuoteLine]:
-        return [line for line in self.lines if line.discount.minor]
-
 
 def parse_selection(
     session: Session, customer: Customer, invoice_ids: list[str], amounts: Mapping[str, str]

@@ -40,9 +40,9 @@ from sqlalchemy.orm import Session
 
 from encours.clock import clock
 from encours.settings import Settings, load_settings
-from ledger import audit
+from ledger import audit, notifications
 from ledger.allocation import allocate, settled_status
-from ledger.models import Allocation, Checkout, CheckoutLine, Contact, Customer, Invoice, InvoiceKind, InvoiceStatus, OutboxMessage, Payment
+from ledger.models import Allocation, Checkout, CheckoutLine, Contact, Customer, Invoice, InvoiceKind, InvoiceStatus, Payment
 from ledger.money import Money
 from links import tokens
 
@@ -285,19 +285,8 @@ def _queue_email(session: Session, checkout: Checkout, payment: Payment, kind: s
         "allocations": allocations,
         "link": tokens.link_url(settings.base_url, tokens.make_token(str(settings.secret_key), contact)),
     }
-    templates = _templates()
-    language = contact.language
-    session.add(
-        OutboxMessage(
-            customer_id=customer.id,
-            contact_id=contact.id,
-            kind=kind,
-            to_address=contact.email,
-            subject=templates.render_string(f"email/{kind}_subject.txt", context, language).strip(),
-            body_text=templates.render_string(f"email/{kind}.txt", context, language),
-            body_html=templates.render_string(f"email/{kind}.html", context, language),
-        )
-    )
+    notifications.queue_email(session, customer=customer, contact=contact, kind=kind, to=contact.email, name=kind,
+                              context=context, language=contact.language, templates=_templates())
 
 
 def record_bank_transfer(
