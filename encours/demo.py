@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from dunning.scenarios import ensure_default_scenario
 from encours.clock import clock
+from ledger import fx
 from encours.users import create_user
 from ledger.allocation import allocate
 from ledger.companies import create_company
@@ -106,6 +107,10 @@ def seed(session: Session, *, secret: str, base_url: str, staff_password: str) -
 
     for company in (durand, durand_uk):
         ensure_default_reasons(session, company)
+
+    # Dated rates, so the dashboard converts the USD and GBP amounts instead of calling totals incomplete.
+    for base, quote, rate in (("USD", "EUR", "0.9215"), ("GBP", "EUR", "1.1830")):
+        fx.set_rate(session, base=base, quote=quote, valid_on=d(-1).isoformat(), rate=rate, actor="demo")
 
     martin = _customer(session, durand, "C-MARTIN", "Boulangeries Martin SARL", "fr",
                        "compta@boulangeries-martin.fr", "pme")
