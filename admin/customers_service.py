@@ -242,7 +242,22 @@ def list_customers(session: Session, filters: CustomerFilters, scope: Any) -> Pa
     summing the invoices: the sort key is the customer's largest per-currency figure."""
     today = local_today(session)
     query = _customer_query(session, filters, scope)
-    if filters.sort == "name":
+    if filters.q:
+        # A search matches a handful of customers: find them first (one pass over customers and
+        # contacts), then sort just those. Walking a sort index would test every customer in turn.
+        matched = query.subquery()
+        query = select(Customer.id).join(CustomerBalance, CustomerBalance.customer_id == Customer.id) \
+            .where(Customer.id.in_(select(matched.c.id)))
+        if filters.sort == "name":
+            query = query.order_by(Customer.name, Customer.id)
+        elif filters.sort == "oldest":
+            query = query.order_by(CustomerBalance.oldest_due, CustomerBalance.customer_id)
+        elif filters.sort == "outstanding":
+            query = query.order_by(CustomerBalance.outstanding_minor.desc(), CustomerBalance.customer_id.desc())
+        else:
+            refresh_overdue(session, list_day(session))
+            query = query.order_by(CustomerBalance.overdue_minor.desc(), CustomerBalance.customer_id.desc())
+    elif filters.sort == "name":
         # Same walk on the name index: without it, SQLite would pick the company index for a manager
         # and sort tens of thousands of names for one page.
         listed = aliased(Customer)

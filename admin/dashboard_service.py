@@ -41,7 +41,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Integer, cast, func, literal_column, select, union_all
+from sqlalchemy import Integer, case, cast, func, literal_column, select, union_all
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -50,16 +50,21 @@ from encours.i18n import N_
 from ledger.fx import Conversion, RateBook
 from ledger.models import (
     Allocation,
+    BalanceState,
     Company,
     Contact,
     Customer,
+    CustomerBalance,
     Dispute,
     Invoice,
+    InvoicesIssuedByDay,
     InvoiceKind,
     InvoiceStatus,
     LinkOpen,
+    OpenItemsByDue,
     OutboxMessage,
     Payment,
+    PaymentDay,
     PaymentStatus,
     PromiseToPay,
     Reminder,
@@ -297,10 +302,16 @@ class _Days:
                    monday + timedelta(days=6))
 
 
-def build_dashboard(session: Session, scope: Scope) -> Dashboard:
+def build_dashboard(session: Session, scope: Scope, use_aggregates: bool = True) -> Dashboard:
     """Every figure for the companies of `scope`. One query per figure for all companies at once,
     over the union of their windows (companies in different timezones may be on different days);
-    each company's own window is applied when folding the rows grouped by day."""
+    each company's own window is applied when folding the rows grouped by day.
+
+    Open items, sales and payments are read from the running totals kept by triggers
+    (`OpenItemsByDue`, `InvoicesIssuedByDay`, `PaymentDay`), a few thousand rows instead of a
+    million invoices. Those are per company, not per collector: a collector's dashboard (a slice
+    of the customers) groups the invoices and payments themselves, as does `use_aggregates=False`,
+    which the tests use to check the totals against the rows."""
     companies = list(session.scalars(select(Company).where(Company.id.in_(scope.company_ids or [-1]))
                                      .order_by(Company.name, Company.id)))
     if not companies:
@@ -316,32 +327,26 @@ def build_dashboard(session: Session, scope: Scope) -> Dashboard:
     outstanding, overdue, disputed, credits = _nested(), _nested(), _nested(), _nested()
     aging: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
     currencies: dict[int, set[str]] = defaultdict(set)
-    open_rows = session.execute(_invoice_scope(
-        select(Invoice.company_id, Invoice.currency, Invoice.kind, Invoice.status, Invoice.due_date,
-               func.sum(Invoice.open_minor))
-        .where(OPEN, Invoice.status != InvoiceStatus.void.value), scope, ids)
-        .group_by(Invoice.company_id, Invoice.currency, Invoice.kind, Invoice.status, Invoice.due_date))
-    for company_id, currency, kind, status, due_date, minor in open_rows:
-        currencies[company_id].add(currency)
-        if kind == InvoiceKind.credit_note.value:
-            _add(credits, company_id, currency, minor)
-        elif status == InvoiceStatus.disputed.value:
-            _add(disputed, company_id, currency, minor)
-        else:
-            past = (days[company_id].today - _as_date(due_date)).days
-            _add(outstanding, company_id, currency, minor)
-            _add(aging, (company_id, bucket_of(past)), currency, minor)
-            if past > 0:
-                _add(overdue, company_id, currency, minor)
+    live = scope.collector_id is not None or not use_aggregates
+    by_today: dict[date, list[int]] = defaultdict(list)
+    for company_id, window in days.items():
+        by_today[window.today].append(company_id)
+    for today, group in by_today.items():
+        for company_id, currency, kind, status, bucket, minor in _open_items(session, scope, group, today, live):
+            currencies[company_id].add(currency)
+            if kind == InvoiceKind.credit_note.value:
+                _add(credits, company_id, currency, minor)
+            elif status == InvoiceStatus.disputed.value:
+                _add(disputed, company_id, currency, minor)
+            else:
+                _add(outstanding, company_id, currency, minor)
+                _add(aging, (company_id, bucket), currency, minor)
+                if bucket != "not_due":
+                    _add(overdue, company_id, currency, minor)
 
     # Invoices issued over the last 90 days, by day (ix_invoices_issued).
     sales_90 = _nested()
-    issued = session.execute(_invoice_scope(
-        select(Invoice.issue_date, Invoice.company_id, Invoice.currency, func.sum(Invoice.total_minor))
-        .where(Invoice.issue_date >= first_d90, Invoice.issue_date <= last_today,
-               Invoice.kind == InvoiceKind.invoice.value, Invoice.status != InvoiceStatus.void.value), scope, ids)
-        .group_by(Invoice.issue_date, Invoice.company_id, Invoice.currency))
-    for issue_date, company_id, currency, minor in issued:
+    for issue_date, company_id, currency, minor in _issued(session, scope, ids, first_d90, last_today, live):
         window, issue_date = days[company_id], _as_date(issue_date)
         if window.d90 <= issue_date <= window.today:
             currencies[company_id].add(currency)
@@ -351,16 +356,7 @@ def build_dashboard(session: Session, scope: Scope) -> Dashboard:
     cash_30: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
     cash_90: dict[tuple[int, str], dict[str, int]] = defaultdict(dict)
     collected_30 = _nested()
-    cash_query = _customer_scope(
-        select(Customer.company_id, Payment.currency, Payment.method, Payment.received_on,
-               func.sum(Payment.amount_minor))
-        .join(Customer, Customer.id == Payment.customer_id)
-        .where(Payment.status == PaymentStatus.succeeded.value, Payment.received_on >= first_d90,
-               Payment.received_on <= last_today), scope, ids)
-    if scope.currency:
-        cash_query = cash_query.where(Payment.currency == scope.currency)
-    for company_id, currency, method, received_on, minor in session.execute(
-            cash_query.group_by(Customer.company_id, Payment.currency, Payment.method, Payment.received_on)):
+    for company_id, currency, method, received_on, minor in _cash(session, scope, ids, first_d90, last_today, live):
         window, received_on = days[company_id], _as_date(received_on)
         if not window.d90 <= received_on <= window.today:
             continue
@@ -372,18 +368,9 @@ def build_dashboard(session: Session, scope: Scope) -> Dashboard:
 
     # Days to pay: what those payments settled, weighted by amount, by payment day
     # (ix_payments_received, ix_allocations_payment_invoice; the invoice gives issue date and company).
-    day_count = _days_between(session, Payment.received_on, Invoice.issue_date)
-    pay_query = _invoice_scope(
-        select(Invoice.company_id, Allocation.currency, Payment.received_on, func.sum(Allocation.amount_minor),
-               func.sum(Allocation.amount_minor * day_count))
-        .select_from(Payment)
-        .join(Allocation, Allocation.payment_id == Payment.id)
-        .join(Invoice, Invoice.id == Allocation.invoice_id)
-        .where(Payment.status == PaymentStatus.succeeded.value, Payment.received_on >= first_d90,
-               Payment.received_on <= last_today), scope, ids)
     paid_amount, paid_days = _nested(), _nested()
-    for company_id, currency, received_on, amount, weighted in session.execute(
-            pay_query.group_by(Invoice.company_id, Allocation.currency, Payment.received_on)):
+    for company_id, currency, received_on, amount, weighted in _settled(session, scope, ids, first_d90, last_today,
+                                                                         live):
         window = days[company_id]
         if window.d90 <= _as_date(received_on) <= window.today:
             _add(paid_amount, company_id, currency, amount)
@@ -433,7 +420,15 @@ def build_dashboard(session: Session, scope: Scope) -> Dashboard:
     for tz, group in by_tz.items():  # small tables, but timestamps: one window per timezone
         window = days[group[0].id]
         funnel.update(_funnel(session, scope, [c.id for c in group], tz, window.today, window.d30))
-    top = _top_overdue(session, scope, {cid: (days[cid].today, sorted(overdue[cid])) for cid in ids})
+    wanted = {cid: (days[cid].today, sorted(overdue[cid])) for cid in ids}
+    top = _top_overdue_from_balances(session, scope, wanted) if use_aggregates else {}
+    for cid, rows in _top_overdue(session, scope, {cid: (today, [c for c in currencies if (cid, c) not in top])
+                                                   for cid, (today, currencies) in wanted.items()}).items():
+        for row in rows:
+            top.setdefault((cid, row[3].currency), []).append(row)
+    top_by_company: dict[int, list[tuple[int, str, str, Money]]] = defaultdict(list)
+    for (cid, _currency), rows in top.items():
+        top_by_company[cid].extend(rows)
 
     books: dict[date, RateBook] = {}
     built: list[CompanyDashboard] = []
@@ -446,7 +441,7 @@ def build_dashboard(session: Session, scope: Scope) -> Dashboard:
         net = {cur: outstanding[cid].get(cur, 0) - credits[cid].get(cur, 0)
                for cur in set(outstanding[cid]) | set(credits[cid])}
         top_rows = [TopCustomer(customer_id, ref, name, money, convert.to_base(money))
-                    for customer_id, ref, name, money in top.get(cid, [])]
+                    for customer_id, ref, name, money in top_by_company.get(cid, [])]
         top_rows.sort(key=lambda t: (t.converted is None, -(t.converted.minor if t.converted else t.overdue.minor),
                                      t.customer_id))
         built.append(CompanyDashboard(
@@ -477,6 +472,96 @@ def build_dashboard(session: Session, scope: Scope) -> Dashboard:
             currencies=[c for c, _ in _ordered({c: 0 for c in currencies[cid]}, company.base_currency)],
         ))
     return Dashboard(built)
+
+
+# --- the grouped rows each figure folds: from the running totals, or from the rows themselves ---
+
+
+def _aging_bucket(due_date: Any, today: date) -> ColumnElement[str]:
+    """The aging bucket of a due date as of `today`, in SQL (as `bucket_of` on the days past due)."""
+    return case((due_date >= today, "not_due"), (due_date >= today - timedelta(days=30), "1_30"),
+                (due_date >= today - timedelta(days=60), "31_60"), (due_date >= today - timedelta(days=90), "61_90"),
+                else_="over_90")
+
+
+def _open_items(session: Session, scope: Scope, ids: list[int], today: date, live: bool) -> Iterable[Any]:
+    """(company, currency, kind, status, aging bucket, open amount) of open, non-void items."""
+    if live:  # ix_invoices_open_items
+        bucket = _aging_bucket(Invoice.due_date, today)
+        return session.execute(_invoice_scope(
+            select(Invoice.company_id, Invoice.currency, Invoice.kind, Invoice.status, bucket,
+                   func.sum(Invoice.open_minor))
+            .where(OPEN, Invoice.status != InvoiceStatus.void.value), scope, ids)
+            .group_by(Invoice.company_id, Invoice.currency, Invoice.kind, Invoice.status, bucket))
+    items = OpenItemsByDue
+    bucket = _aging_bucket(items.due_date, today)
+    query = (select(items.company_id, items.currency, items.kind, items.status, bucket, func.sum(items.open_minor))
+             .where(items.company_id.in_(ids), items.open_minor != 0, items.status != InvoiceStatus.void.value)
+             .group_by(items.company_id, items.currency, items.kind, items.status, bucket))
+    if scope.currency:
+        query = query.where(items.currency == scope.currency)
+    return session.execute(query)
+
+
+def _issued(session: Session, scope: Scope, ids: list[int], first: date, last: date, live: bool) -> Iterable[Any]:
+    """(issue date, company, currency, total) of invoices issued from `first` to `last`."""
+    if live:  # ix_invoices_issued
+        return session.execute(_invoice_scope(
+            select(Invoice.issue_date, Invoice.company_id, Invoice.currency, func.sum(Invoice.total_minor))
+            .where(Invoice.issue_date >= first, Invoice.issue_date <= last,
+                   Invoice.kind == InvoiceKind.invoice.value, Invoice.status != InvoiceStatus.void.value), scope, ids)
+            .group_by(Invoice.issue_date, Invoice.company_id, Invoice.currency))
+    day = InvoicesIssuedByDay
+    query = (select(day.issue_date, day.company_id, day.currency, day.total_minor)
+             .where(day.company_id.in_(ids), day.issue_date >= first, day.issue_date <= last, day.total_minor != 0))
+    if scope.currency:
+        query = query.where(day.currency == scope.currency)
+    return session.execute(query)
+
+
+def _cash(session: Session, scope: Scope, ids: list[int], first: date, last: date, live: bool) -> Iterable[Any]:
+    """(company, currency, method, day received, amount) of succeeded payments."""
+    if live:  # ix_payments_received
+        query = _customer_scope(
+            select(Customer.company_id, Payment.currency, Payment.method, Payment.received_on,
+                   func.sum(Payment.amount_minor))
+            .join(Customer, Customer.id == Payment.customer_id)
+            .where(Payment.status == PaymentStatus.succeeded.value, Payment.received_on >= first,
+                   Payment.received_on <= last), scope, ids)
+        if scope.currency:
+            query = query.where(Payment.currency == scope.currency)
+        return session.execute(
+            query.group_by(Customer.company_id, Payment.currency, Payment.method, Payment.received_on))
+    query = (select(PaymentDay.company_id, PaymentDay.currency, PaymentDay.method, PaymentDay.received_on,
+                    PaymentDay.collected_minor)
+             .where(PaymentDay.company_id.in_(ids), PaymentDay.received_on >= first, PaymentDay.received_on <= last,
+                    PaymentDay.collected_minor != 0))
+    if scope.currency:
+        query = query.where(PaymentDay.currency == scope.currency)
+    return session.execute(query)
+
+
+def _settled(session: Session, scope: Scope, ids: list[int], first: date, last: date, live: bool) -> Iterable[Any]:
+    """(company, currency, day received, amount settled, amount × days from issue to payment) of what
+    the succeeded payments received from `first` to `last` settled."""
+    if live:  # ix_payments_received, ix_allocations_payment_invoice; the invoice gives issue date and company
+        day_count = _days_between(session, Payment.received_on, Invoice.issue_date)
+        query = _invoice_scope(
+            select(Invoice.company_id, Allocation.currency, Payment.received_on, func.sum(Allocation.amount_minor),
+                   func.sum(Allocation.amount_minor * day_count))
+            .select_from(Payment)
+            .join(Allocation, Allocation.payment_id == Payment.id)
+            .join(Invoice, Invoice.id == Allocation.invoice_id)
+            .where(Payment.status == PaymentStatus.succeeded.value, Payment.received_on >= first,
+                   Payment.received_on <= last), scope, ids)
+        return session.execute(query.group_by(Invoice.company_id, Allocation.currency, Payment.received_on))
+    query = (select(PaymentDay.company_id, PaymentDay.currency, PaymentDay.received_on,
+                    func.sum(PaymentDay.settled_minor), func.sum(PaymentDay.settled_days_minor))
+             .where(PaymentDay.company_id.in_(ids), PaymentDay.received_on >= first, PaymentDay.received_on <= last,
+                    PaymentDay.settled_minor != 0))
+    if scope.currency:
+        query = query.where(PaymentDay.currency == scope.currency)
+    return session.execute(query.group_by(PaymentDay.company_id, PaymentDay.currency, PaymentDay.received_on))
 
 
 def _sum_by_currency(parts: Iterable[dict[str, int]]) -> dict[str, int]:
@@ -553,6 +638,52 @@ def _funnel(session: Session, scope: Scope, ids: list[int], tz: str, today: date
         for company_id, count in session.execute(query):
             setattr(result[company_id], stage, int(count))
     return result
+
+
+# Candidates read from the customers list's sort keys before the exact per-currency sums.
+TOP_CANDIDATES = 40
+
+
+def _top_overdue_from_balances(session: Session, scope: Scope, wanted: dict[int, tuple[date, list[str]]]
+                               ) -> dict[tuple[int, str], list[tuple[int, str, str, Money]]]:
+    """The top overdue customers of each (company, currency) that the customers list's sort keys
+    prove exactly, without summing every overdue invoice of the company.
+
+    `CustomerBalance.overdue_minor` is each customer's largest per-currency overdue amount as of
+    `BalanceState.as_of` (kept by triggers, moved daily). Overdue only grows with the day it is
+    counted from, so when that day is not before the company's today, it bounds what the customer
+    owes overdue today in any one currency. The TOP_CANDIDATES customers with the largest keys
+    get their exact sums; a currency whose tenth exact amount exceeds the next candidate's key
+    (the bound for every customer not read) is proven, and the others are left to `_top_overdue`."""
+    as_of = session.scalar(select(BalanceState.as_of).where(BalanceState.id == 1))
+    proven: dict[tuple[int, str], list[tuple[int, str, str, Money]]] = {}
+    for company_id, (today, currencies) in wanted.items():
+        if as_of is None or _as_date(as_of) < today or not currencies:
+            continue
+        candidates = _customer_scope(
+            select(CustomerBalance.customer_id, CustomerBalance.overdue_minor)
+            .join(Customer, Customer.id == CustomerBalance.customer_id)
+            .where(CustomerBalance.overdue_minor > 0), scope, [company_id]
+        ).order_by(CustomerBalance.overdue_minor.desc(), CustomerBalance.customer_id.desc()).limit(TOP_CANDIDATES + 1)
+        keys = session.execute(candidates).all()
+        read = [customer_id for customer_id, _key in keys[:TOP_CANDIDATES]]
+        bound = keys[TOP_CANDIDATES][1] if len(keys) > TOP_CANDIDATES else 0  # 0: every debtor was read
+        total = func.sum(Invoice.open_minor)
+        sums = session.execute(
+            select(Invoice.customer_id, Invoice.currency, total)
+            .where(Invoice.customer_id.in_(read or [-1]), Invoice.currency.in_(currencies), OPEN,
+                   Invoice.kind == InvoiceKind.invoice.value, Invoice.status.not_in(NOT_DUE), Invoice.due_date < today)
+            .group_by(Invoice.customer_id, Invoice.currency)).all()
+        names = {row.id: row for row in session.execute(
+            select(Customer.id, Customer.ref, Customer.name).where(Customer.id.in_(read or [-1])))}
+        for currency in currencies:
+            ranked = sorted(((int(minor), customer_id) for customer_id, cur, minor in sums if cur == currency and minor),
+                            key=lambda item: (-item[0], item[1]))[:TOP_CUSTOMERS]
+            if len(ranked) == TOP_CUSTOMERS and ranked[-1][0] > bound or bound == 0:
+                proven[(company_id, currency)] = [
+                    (customer_id, names[customer_id].ref, names[customer_id].name, Money(minor, currency))
+                    for minor, customer_id in ranked]
+    return proven
 
 
 def _top_overdue(session: Session, scope: Scope, wanted: dict[int, tuple[date, list[str]]]

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from admin import customers_service
 from dunning import outbox, planner
 from encours.clock import clock
 from encours.db import unit_of_work
@@ -64,6 +65,9 @@ def run_once(settings: Settings, session_factory: sessionmaker[Session]) -> Work
     with unit_of_work(session_factory) as session:
         kept, broken = disputes.settle_promises(session, on_broken=lambda promise: notifications.notify_promise_broken(
             session, promise, base_url=settings.base_url, templates=templates))
+    # The customers list's overdue sort keys move to the new day once, not at the first click.
+    with unit_of_work(session_factory) as session:
+        customers_service.refresh_overdue(session, customers_service.list_day(session))
     reminders = run_due_reminders(settings, session_factory)
     retried = webhooks.retry_due(session_factory, webhooks.registered_handlers())  # failed or unprocessed events
     collections = collect_direct_debits(settings, session_factory)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ledger.day_totals import drift
 from ledger.models import Allocation, Invoice, InvoiceKind, InvoiceStatus, Payment
 from ledger.money import CurrencyError, Money
 
@@ -79,7 +80,8 @@ def allocate(
 
 
 def invariant_violations(session: Session) -> list[str]:
-    """Invoices whose stored open amount disagrees with their allocations (should be none)."""
+    """Invoices whose stored open amount disagrees with their allocations, and dashboard running
+    totals that disagree with the rows (should be none)."""
     settled = (
         select(
             Allocation.invoice_id,
@@ -114,4 +116,4 @@ def invariant_violations(session: Session) -> list[str]:
         consumed = settled_sum if kind == InvoiceKind.invoice.value else used
         if open_ < 0 or total != open_ + consumed:
             problems.append(f"{number}: total {total} != open {open_} + settled {consumed}")
-    return problems
+    return problems + drift(session)

@@ -351,6 +351,50 @@ class Allocation(Base):
 FAR_FUTURE = date(9999, 12, 31)
 
 
+class OpenItemsByDue(Base):
+    """Running total of open amounts by company, currency, kind, status and due date, moved by the
+    triggers of migration 0010_dashboard_days at each change of an invoice (never recounted):
+    the dashboard's outstanding, overdue, aging, disputed and credit figures read it instead of
+    the invoices. A row whose total fell to zero stays, at zero."""
+
+    __tablename__ = "open_items_by_due"
+
+    company_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    currency: Mapped[str] = mapped_column(CHAR(3), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    due_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    open_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class InvoicesIssuedByDay(Base):
+    """Running total of invoices (not credit notes, not void) issued per company, currency and
+    day, kept by the same triggers: the dashboard's sales for DSO."""
+
+    __tablename__ = "invoices_issued_by_day"
+
+    company_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    currency: Mapped[str] = mapped_column(CHAR(3), primary_key=True)
+    issue_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    total_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class PaymentDay(Base):
+    """Succeeded payments per company, currency, method and day received, kept by triggers on
+    payments, allocations and invoices: the cash collected, what those payments settled, and
+    that amount times the days from each invoice's issue date to the payment (days to pay)."""
+
+    __tablename__ = "payment_days"
+
+    company_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    currency: Mapped[str] = mapped_column(CHAR(3), primary_key=True)
+    method: Mapped[str] = mapped_column(String(32), primary_key=True)
+    received_on: Mapped[date] = mapped_column(Date, primary_key=True)
+    collected_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    settled_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    settled_days_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
 class CustomerBalance(Base):
     """Sort keys of the customers list, one row per customer, kept by database triggers on
     `invoices` (migration 0005_customers): the largest per-currency outstanding (open invoices

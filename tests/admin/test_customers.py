@@ -281,6 +281,12 @@ def test_sorting(new_client, many) -> None:  # type: ignore[no-untyped-def]
     assert by_overdue[:3] == ["Zed 08", "Mine Industries", "Zed 07"]
     oldest = names(client.get("/admin/customers", params={"sort": "oldest"}).text)
     assert oldest[:3] == ["Zed 07", "Mine Industries", "Zed 08"]
+    # A search sorts its matches the same way (it finds them first, then sorts only those).
+    for sort, unsearched in (("outstanding", by_outstanding), ("overdue", by_overdue), ("oldest", oldest)):
+        searched = names(client.get("/admin/customers", params={"sort": sort, "q": "zed"}).text)
+        assert searched[:3] == [name for name in unsearched if name.startswith("Zed")][:3]
+    assert names(client.get("/admin/customers", params={"sort": "name", "q": "zed 1"}).text) == [
+        f"Zed {i}" for i in range(10, 20)]
 
 
 def test_amounts_per_currency_never_added_in_french(new_client, many) -> None:  # type: ignore[no-untyped-def]

@@ -245,3 +245,22 @@ def test_run_once_settles_promises_before_planning(session_factory, settings) ->
     assert report.promises_broken == 1 and "promises: 0 kept, 1 broken" in report.lines()
     with session_factory() as session:
         assert session.get(PromiseToPay, promise_id).status == "broken"
+
+
+def test_run_once_moves_the_overdue_sort_keys_to_today(
+    db_url: str, session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP
+) -> None:
+    """The customers list and the dashboard's top overdue read keys counted as of one day: the
+    worker moves them when the day changes, so the first page of the day does not."""
+    from datetime import date
+
+    from ledger.models import BalanceState, CustomerBalance
+    from tests import factories
+
+    customer = factories.customer(session, factories.company(session))
+    factories.invoice(session, customer, 120_00, due_date=date(2026, 11, 24))  # a day late on the 25th
+    session.commit()
+    worker.run_once(_settings(db_url, smtp_server.url), session_factory)
+    session.expire_all()
+    assert session.get(BalanceState, 1).as_of == date(2026, 11, 25)
+    assert session.get(CustomerBalance, customer.id).overdue_minor == 120_00
