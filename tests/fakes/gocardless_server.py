@@ -33,7 +33,6 @@ import secrets
 import signal
 import string
 import threading
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field

@@ -5,7 +5,8 @@ closed terminal), it cannot, and they would keep their ports and localstripe run
 stand-in watches its parent itself and sends itself SIGTERM (its normal, clean way out) when the
 parent is gone:
 - on Linux, the kernel does it at once (`prctl(PR_SET_PDEATHSIG, SIGTERM)`; set by the stand-in
-  on itself, so the demo needs no `preexec_fn`, which is unsafe once threads run);
+  on itself, so the demo needs no `preexec_fn`, which is unsafe once threads run; the kernel
+  watches the parent *thread* that started it: `encours demo` starts them from its main thread);
 - everywhere, a thread polls `os.getppid()`: an orphan is re-parented, so its parent pid changes.
 The demo passes its pid (`--parent-pid`): a parent gone before the watch began is seen too.
 """
