@@ -21,6 +21,7 @@ from admin.access import Staff, staff_get
 from admin.audit_service import AuditQuery
 from encours import i18n
 from encours.i18n import N_
+from ledger import audit
 
 ACTOR_TYPES = {"user": N_("Staff"), "contact": N_("Debtor"), "provider": N_("Provider"), "system": N_("System")}
 
@@ -65,6 +66,8 @@ def index(request: Request, session: Session, staff: Staff) -> Response:
                       for n in bad_dates],
         "page_url": lambda page: "/admin/audit?" + urlencode({**kept, "page": page}),
         "changes": audit_service.changes, "readable": _readable,
+        "action_label": lambda action: audit.action_label(t, action),
+        "known_actions": sorted(audit.ACTION_LABELS),
         "actor_type": lambda kind: i18n.gettext(t, ACTOR_TYPES[kind]) if kind in ACTOR_TYPES else kind,
     }, t, block="results")
 

@@ -71,7 +71,8 @@ def upload(request: Request, session: Session, staff: Staff, posted: Posted) -> 
         report = import_csv(session, kind, raw, allowed_companies=allowed, actor=staff.user.email,  # type: ignore[arg-type]
                             filename=filename)
     except ImportFailed as failed:
-        raise Rejected(_page(request, staff, {"kind": kind, "filename": filename, "errors": failed.errors},
+        errors = [(error.line, error.render(t)) for error in failed.errors]  # in the reader's language
+        raise Rejected(_page(request, staff, {"kind": kind, "filename": filename, "errors": errors},
                              status_code=400)) from None
     return _page(request, staff, {"kind": kind, "filename": filename, "report": report})
 

@@ -6,7 +6,8 @@ provider key is in the environment, and the pages say "sandbox".
 
 The stand-ins are test doubles and live in tests/fakes (localstripe, GPL and test-only, is
 imported there and nowhere else): each runs as its own process from the source checkout, which
-`make demo` has, and prints one JSON line, the settings pointing the app at it.
+`make demo` has, and prints one JSON line, the settings pointing the app at it. Each exits by
+itself when the demo's process is gone, however it ended.
 - `tests.fakes.stripe_sandbox`: localstripe plus a bridge that plays Stripe.js's part (card);
 - `tests.fakes.gocardless_server`: our GoCardless stand-in (instant transfer, direct debit).
 """
@@ -14,6 +15,7 @@ imported there and nowhere else): each runs as its own process from the source c
 from __future__ import annotations
 
 import json
+import os
 import select
 import subprocess
 import sys
@@ -81,7 +83,10 @@ def _start(sandbox: Sandbox, stand_in: StandIn, base_url: str) -> None:
         sandbox.notes.append(f"{stand_in.label}: not offered ({stand_in.module} comes with a source checkout)")
         return
     log = open(Path(sandbox.workdir.name) / f"{stand_in.module.rsplit('.', 1)[-1]}.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", stand_in.module, "--webhook-url", base_url + stand_in.webhook],
+    # --parent-pid: the stand-in exits by itself once this process is gone, even killed (SIGKILL)
+    # before `stop` could run (tests/fakes/parent_watch.py).
+    process = subprocess.Popen([sys.executable, "-m", stand_in.module, "--webhook-url", base_url + stand_in.webhook,
+                                "--parent-pid", str(os.getpid())],
                                cwd=SOURCE, stdout=subprocess.PIPE, stderr=log)
     sandbox.processes.append(process)
     assert process.stdout is not None

@@ -7,7 +7,71 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from encours.i18n import N_, gettext
 from ledger.models import AuditEvent, Customer
+
+# What each action code reads as for staff (audit trail, timelines). Every code written through
+# `record` has one (tests/ledger/test_audit_labels.py reads the source to check); a code from
+# elsewhere (an older release) reads as itself.
+ACTION_LABELS: dict[str, str] = {
+    "checkout.mandate_set_up": N_("Direct debit mandate set up at checkout"),
+    "checkout.mandate_ended": N_("Direct debit mandate ended before collection"),
+    "company.settings_changed": N_("Company settings changed"),
+    "credit.applied": N_("Credit applied to a payment"),
+    "customer.collector_assigned": N_("Collector assigned"),
+    "customer.updated": N_("Customer updated by an import"),
+    "dispute.accepted": N_("Dispute accepted"),
+    "dispute.message": N_("Message on a dispute"),
+    "dispute.note": N_("Internal note on a dispute"),
+    "dispute.opened": N_("Dispute opened"),
+    "dispute.rejected": N_("Dispute rejected"),
+    "fx_rate.created": N_("Exchange rate added"),
+    "fx_rate.updated": N_("Exchange rate changed"),
+    "import.customers": N_("Customers imported"),
+    "import.invoices": N_("Invoices imported"),
+    "invoice.updated": N_("Invoice updated by an import"),
+    "link.renewal_requested": N_("Customer asked for a fresh link"),
+    "link.sent": N_("Link sent by staff"),
+    "links.revoked": N_("Links revoked"),
+    "mandate.pending_submission": N_("Direct debit mandate created"),
+    "mandate.submitted": N_("Direct debit mandate submitted to the bank"),
+    "mandate.active": N_("Direct debit mandate active"),
+    "mandate.failed": N_("Direct debit mandate failed"),
+    "mandate.cancelled": N_("Direct debit mandate cancelled"),
+    "mandate.expired": N_("Direct debit mandate expired"),
+    "note.added": N_("Note added"),
+    "payment.pending": N_("Payment started"),
+    "payment.processing": N_("Payment processing"),
+    "payment.succeeded": N_("Payment received"),
+    "payment.failed": N_("Payment failed"),
+    "payment.refunded": N_("Payment refunded"),
+    "payment.charged_back": N_("Payment charged back"),
+    "payment.partially_refunded": N_("Payment partly refunded"),
+    "payment.dispute_opened": N_("Card dispute opened"),
+    "payment.dispute_closed": N_("Card dispute closed"),
+    "promise.made": N_("Promise to pay made"),
+    "promise.kept": N_("Promise to pay kept"),
+    "promise.broken": N_("Promise to pay broken"),
+    "promise.cancelled": N_("Promise to pay cancelled"),
+    "question.opened": N_("Question asked"),
+    "question.closed": N_("Question closed"),
+    "reminder.queued": N_("Reminder queued"),
+    "reminders.paused": N_("Reminders paused"),
+    "reminders.resumed": N_("Reminders resumed"),
+    "scenario.created": N_("Reminder scenario created"),
+    "scenario.updated": N_("Reminder scenario changed"),
+    "user.created": N_("Staff account created"),
+    "user.updated": N_("Staff account changed"),
+    "user.activated": N_("Staff account reactivated"),
+    "user.deactivated": N_("Staff account deactivated"),
+    "user.password_reset": N_("Staff password reset"),
+    "webhook.replayed": N_("Provider event replayed"),
+}
+
+
+def action_label(language: str, action: str | None) -> str:
+    """The action's label in `language`; an unknown code reads as itself."""
+    return gettext(language, ACTION_LABELS[action]) if action in ACTION_LABELS else (action or "")
 
 
 def record(

@@ -3,6 +3,9 @@
 The whole file is parsed and checked against the database before anything is written:
 either every line is good and all of it is applied, or nothing is and every bad line is
 reported with its number (as a spreadsheet counts them: the header is line 1).
+
+Each reason is a message id with named values (`Reason`), so the back-office shows it in the
+staff member's language; the command line prints it in English (`str`).
 """
 
 from __future__ import annotations
@@ -10,20 +13,23 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
+from babel.numbers import format_decimal
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, selectinload
 
+from encours import i18n
 from encours.clock import clock
+from encours.i18n import N_
 from ledger import audit
 from ledger.allocation import settled_status
 from ledger.models import AuditEvent, Company, Contact, Customer, Invoice, InvoiceKind, InvoiceStatus
-from ledger.money import AmountError, CurrencyError, Money, check_currency
+from ledger.money import AmountError, CurrencyError, Money, check_currency, decimals
 
 ImportKind = Literal["customers", "invoices"]
 
@@ -59,9 +65,62 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class Reason:
+    """Why a line is bad: an English message id and its named values.
+
+    Values are shown as given, except: an int (a count) with the language's digit grouping, an
+    amount in the language's format, a tuple of reasons joined by "; ". Identifiers (line
+    numbers, references) are passed as text; a value from the file as `_quoted` text."""
+
+    message: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def render(self, language: str) -> str:
+        values = {name: _shown(value, language) for name, value in self.values.items()}
+        return i18n.gettext(language, self.message, **values)
+
+    def __str__(self) -> str:
+        return self.render("en")
+
+
+# Between the reasons of one line (French puts a space before the semicolon).
+REASONS_SEPARATOR = N_("; ")
+
+
+def _joined(reasons: Iterable[Reason], language: str) -> str:
+    return i18n.gettext(language, REASONS_SEPARATOR).join(reason.render(language) for reason in reasons)
+
+
+def _shown(value: Any, language: str) -> Any:
+    if isinstance(value, tuple):
+        return _joined(value, language)
+    if isinstance(value, Money):
+        # English is also the command line's, which has always printed "69.99 EUR".
+        return str(value) if language == "en" else i18n.format_money(value, language)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return format_decimal(value, locale=i18n.FORMAT_LOCALES[i18n.normalize(language)])
+    return value
+
+
+def _quoted(value: str) -> str:
+    """A value from the file as reasons show it: quoted, anything invisible escaped."""
+    return repr(value)
+
+
+@dataclass(frozen=True)
 class LineError:
+    """A bad line; `message` is its reasons in English, `render` them in another language."""
+
     line: int
     message: str
+    reasons: tuple[Reason, ...] = ()
+
+    @classmethod
+    def of(cls, line: int, reasons: Sequence[Reason]) -> LineError:
+        return cls(line, _joined(reasons, "en"), tuple(reasons))
+
+    def render(self, language: str) -> str:
+        return _joined(self.reasons, language) if self.reasons else self.message
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.message}"
@@ -115,11 +174,11 @@ class _Scope:
     def company(self, companies: dict[str, Company], code: str, line: int, problems: _Problems) -> Company | None:
         if self.allowed is not None and code not in self.allowed:
             # Same words whether or not it exists: a manager learns nothing of other companies.
-            problems.add(line, f"you may not import into company {code!r}")
+            problems.add(line, N_("you may not import into company %(company)s"), company=_quoted(code))
             return None
         company = companies.get(code)
         if company is None:
-            problems.add(line, f"unknown company {code!r}")
+            problems.add(line, N_("unknown company %(company)s"), company=_quoted(code))
         return company
 
     def note(self, company_id: int, customer_id: int, what: str, label: str) -> None:
@@ -167,10 +226,13 @@ class _Row:
 class _Problems:
     """Reasons per line; one LineError per bad line, its reasons joined."""
 
-    by_line: dict[int, list[str]] = field(default_factory=dict)
+    by_line: dict[int, list[Reason]] = field(default_factory=dict)
 
-    def add(self, line: int, message: str) -> None:
-        self.by_line.setdefault(line, []).append(message)
+    def add(self, line: int, message: str, /, **values: Any) -> None:
+        self.add_reason(line, Reason(message, values))
+
+    def add_reason(self, line: int, reason: Reason) -> None:
+        self.by_line.setdefault(line, []).append(reason)
 
     def __bool__(self) -> bool:
         return bool(self.by_line)
@@ -181,12 +243,12 @@ class _Problems:
     def raise_if_any(self) -> None:
         if self.by_line:
             raise ImportFailed(
-                [LineError(line, "; ".join(messages)) for line, messages in sorted(self.by_line.items())]
+                [LineError.of(line, reasons) for line, reasons in sorted(self.by_line.items())]
             )
 
 
-def _fail(line: int, message: str) -> ImportFailed:
-    return ImportFailed([LineError(line, message)])
+def _fail(line: int, message: str, /, **values: Any) -> ImportFailed:
+    return ImportFailed([LineError.of(line, [Reason(message, values)])])
 
 
 def _decode(raw: bytes) -> str:
@@ -195,7 +257,8 @@ def _decode(raw: bytes) -> str:
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         byte = raw[error.start : error.start + 1].hex()
-        raise _fail(line, f"the file is not UTF-8 text (byte 0x{byte}); export it as CSV UTF-8") from None
+        raise _fail(line, N_("the file is not UTF-8 text (byte 0x%(byte)s); export it as CSV UTF-8"),
+                    byte=byte) from None
 
 
 def _read_rows(kind: ImportKind, raw: bytes) -> tuple[list[_Row], _Problems]:
@@ -210,7 +273,7 @@ def read_table(raw: bytes, required: tuple[str, ...], optional: tuple[str, ...] 
     """
     text = _decode(raw)
     if not text.strip():
-        raise _fail(1, "the file is empty")
+        raise _fail(1, N_("the file is empty"))
     first_line = _NEWLINE.split(text, maxsplit=1)[0]
     # The header has no decimals, so the separator it uses most is the file's.
     delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
@@ -218,7 +281,7 @@ def read_table(raw: bytes, required: tuple[str, ...], optional: tuple[str, ...] 
     try:
         header = next(reader)
     except csv.Error as error:
-        raise _fail(1, f"cannot read the header: {error}") from None
+        raise _fail(1, N_("cannot read the header: %(error)s"), error=str(error)) from None
     columns = _check_header(required, optional, header)
 
     rows: list[_Row] = []
@@ -232,40 +295,45 @@ def read_table(raw: bytes, required: tuple[str, ...], optional: tuple[str, ...] 
         except StopIteration:
             break
         except csv.Error as error:
-            raise _fail(start, f"cannot read this line: {error}") from None
+            raise _fail(start, N_("cannot read this line: %(error)s"), error=str(error)) from None
         line_end = reader.line_num
         if not any(value.strip() for value in fields):
             continue  # blank lines and spreadsheets' trailing ";;;;" rows carry nothing
         data_lines += 1
         if data_lines > MAX_DATA_LINES:
-            raise _fail(1, f"the file has more than {MAX_DATA_LINES:,} data lines; split it into smaller files")
-        if len(fields) != len(columns):
-            hint = f" (a '{delimiter}' inside a value needs quotes)" if len(fields) > len(columns) else ""
-            problems.add(start, f"expected {len(columns)} values, found {len(fields)}{hint}")
+            raise _fail(1, N_("the file has more than %(limit)s data lines; split it into smaller files"),
+                        limit=MAX_DATA_LINES)
+        if len(fields) > len(columns):
+            problems.add(start, N_("expected %(expected)s values, found %(found)s (a '%(separator)s' inside a value "
+                                   "needs quotes)"), expected=len(columns), found=len(fields), separator=delimiter)
+            continue
+        if len(fields) < len(columns):
+            problems.add(start, N_("expected %(expected)s values, found %(found)s"), expected=len(columns),
+                         found=len(fields))
             continue
         rows.append(_Row(start, dict(zip(columns, fields))))
     if not rows and not problems:
-        raise _fail(1, "the file has a header but no data lines")
+        raise _fail(1, N_("the file has a header but no data lines"))
     return rows, problems
 
 
 def _check_header(required: tuple[str, ...], optional: tuple[str, ...], header: list[str]) -> list[str]:
     columns = [name.strip().lower() for name in header]
-    messages: list[str] = []
+    problems: list[Reason] = []
     for position, name in enumerate(columns, start=1):
         if not name:
-            messages.append(f"column {position} has no name")
+            problems.append(Reason(N_("column %(position)s has no name"), {"position": position}))
         elif name not in required and name not in optional:
-            messages.append(f"unknown column {name!r}")
+            problems.append(Reason(N_("unknown column %(column)s"), {"column": _quoted(name)}))
     duplicated = sorted({name for name in columns if name and columns.count(name) > 1})
     if duplicated:
-        messages.append("duplicated column(s) " + ", ".join(duplicated))
+        problems.append(Reason(N_("duplicated column(s) %(columns)s"), {"columns": ", ".join(duplicated)}))
     missing = [name for name in required if name not in columns]
     if missing:
-        messages.append("missing column(s) " + ", ".join(missing))
-    if messages:
-        expected = ",".join(required + optional)
-        raise _fail(1, "; ".join(messages) + f" (expected {expected})")
+        problems.append(Reason(N_("missing column(s) %(columns)s"), {"columns": ", ".join(missing)}))
+    if problems:
+        raise _fail(1, N_("%(problems)s (expected %(columns)s)"), problems=tuple(problems),
+                    columns=",".join(required + optional))
     return columns
 
 
@@ -273,13 +341,15 @@ def _check_header(required: tuple[str, ...], optional: tuple[str, ...], header: 
 
 
 class _Bad(ValueError):
-    pass
+    def __init__(self, message: str, /, **values: Any) -> None:
+        self.reason = Reason(message, values)
+        super().__init__(str(self.reason))
 
 
 def _required(row: _Row, column: str, max_length: int) -> str:
     value = row.get(column)
     if not value:
-        raise _Bad(f"{column} is empty")
+        raise _Bad(N_("%(column)s is empty"), column=column)
     return _limited(column, value, max_length)
 
 
@@ -290,7 +360,7 @@ def _optional(row: _Row, column: str, max_length: int) -> str | None:
 
 def _limited(column: str, value: str, max_length: int) -> str:
     if len(value) > max_length:
-        raise _Bad(f"{column} is longer than {max_length} characters")
+        raise _Bad(N_("%(column)s is longer than %(max)s characters"), column=column, max=max_length)
     return value
 
 
@@ -303,29 +373,31 @@ def _date(row: _Row, column: str) -> date | None:
             return date.fromisoformat(value)
         except ValueError:
             pass
-    raise _Bad(f"{column} {value!r} is not a date (expected YYYY-MM-DD)")
+    raise _Bad(N_("%(column)s %(value)s is not a date (expected YYYY-MM-DD)"), column=column, value=_quoted(value))
 
 
 def _required_date(row: _Row, column: str) -> date:
     value = _date(row, column)
     if value is None:
-        raise _Bad(f"{column} is empty")
+        raise _Bad(N_("%(column)s is empty"), column=column)
     return value
 
 
 def _discount_bps(row: _Row) -> int | None:
-    value = row.get("discount_percent").replace(" ", "").removesuffix("%")
+    column = "discount_percent"
+    value = row.get(column).replace(" ", "").removesuffix("%")
     if not value:
         return None
     normalized = value.replace(",", ".")
     if not _PERCENT.match(normalized):
-        raise _Bad(f"discount_percent {value!r} is not a number")
+        raise _Bad(N_("%(column)s %(value)s is not a number"), column=column, value=_quoted(value))
     percent = Decimal(normalized)
     bps = percent.scaleb(2)
     if bps != bps.to_integral_value():
-        raise _Bad(f"discount_percent {value!r} has more than 2 decimals")
+        raise _Bad(N_("%(column)s %(value)s has more than %(places)s decimals"), column=column,
+                   value=_quoted(value), places=2)
     if not 0 < percent < 100:
-        raise _Bad(f"discount_percent {value!r} must be above 0 and below 100")
+        raise _Bad(N_("%(column)s %(value)s must be above 0 and below 100"), column=column, value=_quoted(value))
     return int(bps)
 
 
@@ -334,7 +406,7 @@ def _collect(problems: _Problems, line: int, parse: Callable[..., T], *args: Any
     try:
         return parse(*args)
     except _Bad as error:
-        problems.add(line, str(error))
+        problems.add_reason(line, error.reason)
         return None
 
 
@@ -380,10 +452,12 @@ def _parse_customer(row: _Row, problems: _Problems) -> _CustomerLine | None:
     name = _collect(problems, line, _required, row, "name", 200)
     email = _collect(problems, line, _required, row, "email", 254)
     if email is not None and not _EMAIL.match(email):
-        problems.add(line, f"email {email!r} is not an email address (one address per line)")
+        problems.add(line, N_("%(column)s %(value)s is not an email address (one address per line)"),
+                     column="email", value=_quoted(email))
     language = row.get("language").lower() or None
     if language is not None and language not in _LANGUAGES:
-        problems.add(line, f"language {row.get('language')!r} must be fr or en")
+        problems.add(line, N_("%(column)s %(value)s must be fr or en"), column="language",
+                     value=_quoted(row.get("language")))
     phone = _collect(problems, line, _optional, row, "phone", 40)
     segment = _collect(problems, line, _optional, row, "segment", 64)
     if problems.has(line):
@@ -431,7 +505,8 @@ def _import_customers(session: Session, rows: list[_Row], problems: _Problems, s
         if earlier is None:
             wanted[key] = (p.line, values)
         elif earlier[1] != values:
-            problems.add(p.line, f"customer {p.ref!r} is already on line {earlier[0]} with different values")
+            problems.add(p.line, N_("customer %(ref)s is already on line %(line)s with different values"),
+                         ref=_quoted(p.ref), line=str(earlier[0]))
     problems.raise_if_any()
 
     existing = _load_customers(session, wanted.keys())
@@ -545,18 +620,26 @@ class _InvoiceLine:
 
 
 def _parse_amount(row: _Row, currency: str) -> int:
-    text = row.get("amount")
+    column = "amount"
+    text = row.get(column)
     if _EXPONENT.search(text):
         # Spreadsheets write big numbers as 1,23E+05: the digits they dropped are gone.
-        raise _Bad(f"amount {text!r} is in scientific notation; format the column as a plain number")
+        raise _Bad(N_("%(column)s %(value)s is in scientific notation; format the column as a plain number"),
+                   column=column, value=_quoted(text))
+    if not text:
+        raise _Bad(N_("%(column)s is empty"), column=column)
     try:
         minor = Money.parse(text, currency).minor
     except AmountError as error:
-        raise _Bad(str(error)) from None
+        # Money.parse refuses a number with more decimals than the currency has, or no number.
+        if "decimals" in str(error):
+            raise _Bad(N_("%(value)s has more than %(places)s decimals for %(currency)s"), value=_quoted(text),
+                       places=decimals(currency), currency=currency) from None
+        raise _Bad(N_("%(value)s is not an amount"), value=_quoted(text)) from None
     if minor <= 0:
-        raise _Bad("amount must be positive")
+        raise _Bad(N_("%(column)s must be positive"), column=column)
     if minor > _MAX_MINOR:
-        raise _Bad(f"amount {text!r} is too large")
+        raise _Bad(N_("%(column)s %(value)s is too large"), column=column, value=_quoted(text))
     return minor
 
 
@@ -570,17 +653,18 @@ def _currency(code: str) -> str | None:
 def _parse_currency(row: _Row) -> str:
     code = row.get("currency")
     if not code:
-        raise _Bad("currency is empty")
+        raise _Bad(N_("%(column)s is empty"), column="currency")
     currency = _currency(code)
     if currency is None:
-        raise _Bad(f"unknown currency {code!r}")
+        raise _Bad(N_("unknown currency %(value)s"), value=_quoted(code))
     return currency
 
 
 def _parse_kind(row: _Row) -> str:
     value = row.get("type").lower() or InvoiceKind.invoice.value
     if value not in {k.value for k in InvoiceKind}:
-        raise _Bad(f"type {row.get('type')!r} must be invoice or credit_note")
+        raise _Bad(N_("%(column)s %(value)s must be invoice or credit_note"), column="type",
+                   value=_quoted(row.get("type")))
     return value
 
 
@@ -593,7 +677,8 @@ def _parse_invoice(row: _Row, problems: _Problems) -> _InvoiceLine | None:
     issue_date = _collect(problems, line, _required_date, row, "issue_date")
     due_date = _collect(problems, line, _required_date, row, "due_date")
     if issue_date is not None and due_date is not None and due_date < issue_date:
-        problems.add(line, f"due_date {due_date.isoformat()} is before issue_date {issue_date.isoformat()}")
+        problems.add(line, N_("due_date %(due_date)s is before issue_date %(issue_date)s"),
+                     due_date=due_date.isoformat(), issue_date=issue_date.isoformat())
 
     currency = _collect(problems, line, _parse_currency, row)
     total_minor = _collect(problems, line, _parse_amount, row, currency) if currency else None
@@ -602,11 +687,11 @@ def _parse_invoice(row: _Row, problems: _Problems) -> _InvoiceLine | None:
     discount_until = _collect(problems, line, _date, row, "discount_until")
     percent_given, until_given = bool(row.get("discount_percent")), bool(row.get("discount_until"))
     if kind == InvoiceKind.credit_note.value and (percent_given or until_given):
-        problems.add(line, "a credit note cannot carry a discount")
+        problems.add(line, N_("a credit note cannot carry a discount"))
     elif percent_given and not until_given:
-        problems.add(line, "discount_until is empty but discount_percent is given")
+        problems.add(line, N_("discount_until is empty but discount_percent is given"))
     elif until_given and not percent_given:
-        problems.add(line, "discount_percent is empty but discount_until is given")
+        problems.add(line, N_("discount_percent is empty but discount_until is given"))
 
     if problems.has(line):
         return None
@@ -631,19 +716,21 @@ def _import_invoices(session: Session, rows: list[_Row], problems: _Problems, sc
         if company is None:
             continue
         if (company.id, p.customer_ref) not in customer_ids:
-            problems.add(p.line, f"unknown customer {p.customer_ref!r} in company {company.code}")
+            problems.add(p.line, N_("unknown customer %(ref)s in company %(company)s"), ref=_quoted(p.customer_ref),
+                         company=company.code)
         key = (company.id, p.number)
         earlier = wanted.get(key)
         if earlier is not None:
             if earlier.content() != p.content():
-                message = f"{_label(p.kind)} {p.number} is already on line {earlier.line} with different values"
-                problems.add(p.line, message)
+                message = _by_kind(p.kind, N_("invoice %(number)s is already on line %(line)s with different values"),
+                                   N_("credit note %(number)s is already on line %(line)s with different values"))
+                problems.add(p.line, message, number=p.number, line=str(earlier.line))
             continue
         found = existing.get(key)
         if found is not None:
             conflict = _conflict(p, *found)
             if conflict:
-                problems.add(p.line, conflict)
+                problems.add_reason(p.line, conflict)
         if not problems.has(p.line):
             wanted[key] = p
     problems.raise_if_any()
@@ -693,28 +780,33 @@ def _with_default_terms(p: _InvoiceLine, company: Company | None) -> _InvoiceLin
                    discount_until=p.issue_date + timedelta(days=company.default_discount_days))
 
 
-def _label(kind: str) -> str:
-    return "credit note" if kind == InvoiceKind.credit_note.value else "invoice"
+def _by_kind(kind: str, invoice: str, credit_note: str) -> str:
+    """The message for an invoice or for a credit note: languages word them apart."""
+    return credit_note if kind == InvoiceKind.credit_note.value else invoice
 
 
-def _a(kind: str) -> str:
-    return "a credit note" if kind == InvoiceKind.credit_note.value else "an invoice"
-
-
-def _conflict(p: _InvoiceLine, invoice: Invoice, customer_ref: str) -> str | None:
+def _conflict(p: _InvoiceLine, invoice: Invoice, customer_ref: str) -> Reason | None:
     """Why this line cannot update the existing invoice with its number, if it cannot."""
+    kind = invoice.kind
     if customer_ref != p.customer_ref:
-        return f"{_label(invoice.kind)} {p.number} already exists for customer {customer_ref}"
-    if invoice.kind != p.kind:
-        return f"{p.number} already exists as {_a(invoice.kind)}, not {_a(p.kind)}"
+        return Reason(_by_kind(kind, N_("invoice %(number)s already exists for customer %(ref)s"),
+                               N_("credit note %(number)s already exists for customer %(ref)s")),
+                      {"number": p.number, "ref": customer_ref})
+    if kind != p.kind:
+        return Reason(_by_kind(kind, N_("%(number)s already exists as an invoice, not a credit note"),
+                               N_("%(number)s already exists as a credit note, not an invoice")), {"number": p.number})
     if invoice.currency != p.currency:
-        return f"{_label(invoice.kind)} {p.number} already exists in {invoice.currency}"
+        return Reason(_by_kind(kind, N_("invoice %(number)s already exists in %(currency)s"),
+                               N_("credit note %(number)s already exists in %(currency)s")),
+                      {"number": p.number, "currency": invoice.currency})
     settled = invoice.total_minor - invoice.open_minor
     if p.total_minor < settled:
-        return (
-            f"amount {Money(p.total_minor, p.currency)} is below the {Money(settled, p.currency)} "
-            f"already settled on {_label(invoice.kind)} {p.number}"
-        )
+        return Reason(_by_kind(kind, N_("amount %(amount)s is below the %(settled)s already settled on invoice "
+                                        "%(number)s"),
+                               N_("amount %(amount)s is below the %(settled)s already settled on credit note "
+                                  "%(number)s")),
+                      {"amount": Money(p.total_minor, p.currency), "settled": Money(settled, p.currency),
+                       "number": p.number})
     return None
 
 

@@ -53,7 +53,7 @@ def _as(client: TestClient, email: str) -> TestClient:
 def _actions(client: TestClient, query: str = "") -> set[str]:
     html = client.get(f"/admin/audit{query}").text
     known = ("customer.paused", "payment.succeeded", "dispute.opened", "reminder.queued", "user.created")
-    return {a for a in known if f'<th scope="row">{a}</th>' in html}
+    return {a for a in known if f'data-action="{a}"' in html}
 
 
 def test_each_role_reads_its_own_part(client: TestClient, new_client, trail) -> None:  # type: ignore[no-untyped-def]
@@ -80,6 +80,22 @@ def test_search_by_record_actor_action_and_dates(client: TestClient, trail) -> N
     assert "is not a date (YYYY-MM-DD); it was ignored." in bad
 
 
+def test_actions_read_as_labels_in_the_staff_language_with_their_code(client: TestClient,
+                                                                      trail) -> None:  # type: ignore[no-untyped-def]
+    _as(client, "root@x.test")
+    english = client.get("/admin/audit?action=payment").text
+    assert ('<th scope="row" data-action="payment.succeeded">Payment received<br>'
+            '<small class="code" title="Action code">payment.succeeded</small></th>') in english
+    client.headers["Accept-Language"] = "fr"
+    french = client.get("/admin/audit").text
+    assert "Paiement reçu<br>" in french and "Litige ouvert<br>" in french and "Relance mise en file d’envoi" in french
+    assert '<small class="code" title="Code de l’action">dispute.opened</small>' in french
+    # a code no release wrote reads as itself, once
+    assert '<th scope="row" data-action="customer.paused">customer.paused</th>' in french
+    # the search box suggests every known code with its label
+    assert '<option value="reminder.queued" label="Relance mise en file d’envoi">' in french
+
+
 def test_before_and_after_are_readable(client: TestClient, trail) -> None:  # type: ignore[no-untyped-def]
     _as(client, "root@x.test")
     html = client.get("/admin/audit?action=customer.paused").text
@@ -100,7 +116,7 @@ def test_pages_come_as_htmx_fragments(client: TestClient, session: Session, trai
     assert "<html" in first.text and "Older events" in first.text
     fragment = client.get("/admin/audit?actor=bulk&page=2", headers={"HX-Request": "true"})
     assert "<html" not in fragment.text and "Newer events" in fragment.text
-    assert fragment.text.count("bulk.") == 5 and "bulk.000" in fragment.text  # oldest last
+    assert fragment.text.count('data-action="bulk.') == 5 and "bulk.000" in fragment.text  # oldest last
     assert "HX-Request" in fragment.headers["vary"]
 
 

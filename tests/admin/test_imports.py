@@ -93,6 +93,29 @@ def test_a_bad_file_imports_nothing_and_lists_every_bad_line(client: TestClient,
     assert count(session, AuditEvent) == 4  # the four accounts' creation, nothing from the import
 
 
+def test_a_french_reader_gets_the_reasons_in_french(client: TestClient, session: Session, book: None) -> None:
+    client.headers["Accept-Language"] = "fr"  # the demo's users, and the default
+    assert login(client, "boss@north.test").status_code == 303
+    bad = (
+        "company,customer_ref,name,email,language,phone,segment\n"
+        "NORTH,C001,Alpha SARL,ap@alpha.test,fr,,\n"
+        "NORTH,C002,,not-an-email,de,,\n"
+        "SOUTH,C003,Gamma,ap@gamma.test,fr,,\n"
+        "NORTH,C001,Alpha SA,ap@alpha.test,fr,,\n"
+    )
+    response = upload(client, "customers", bad)
+    assert response.status_code == 400
+    assert ('<th scope="row" class="num">3</th><td>name est vide ; email &#39;not-an-email&#39; n’est pas une '
+            'adresse e-mail (une seule adresse par ligne) ; language &#39;de&#39; doit valoir fr ou en</td>') \
+        in response.text
+    assert "vous ne pouvez pas importer dans la société &#39;SOUTH&#39;" in response.text
+    assert "le client &#39;C001&#39; figure déjà ligne 2 avec d’autres valeurs" in response.text
+    assert "is empty" not in response.text and "must be fr or en" not in response.text
+    assert count(session, Customer) == 0
+    unreadable = upload(client, "invoices", b"company;customer_ref\nNORTH;C1\n")
+    assert "colonne(s) manquante(s) number, issue_date" in unreadable.text
+
+
 @pytest.mark.parametrize("content,message", [
     (b"\xff\xfe\x00garbage", "is not UTF-8 text"),
     ("", "the file is empty"),

@@ -16,7 +16,8 @@ and a background thread delivers the events a moment later.
 
     python -m tests.fakes.gocardless_server --port 8765 --webhook-url http://127.0.0.1:8000/webhooks/gocardless --secret S
 
-prints one JSON line, the GOCARDLESS_* settings pointing at it, then serves until interrupted.
+prints one JSON line, the GOCARDLESS_* settings pointing at it, then serves until SIGTERM/SIGINT or
+until its parent (`--parent-pid`, by default the process that started it) is gone.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ import itertools
 import json
 import sys
 import secrets
+import signal
 import string
 import threading
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 import pytest
+
+from tests.fakes.parent_watch import exit_with_parent
 
 ACCESS_TOKEN = "sandbox_encours_standin_token"
 WEBHOOK_SECRET = "encours-gocardless-standin-secret"
@@ -552,17 +555,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--webhook-url", required=True)
     parser.add_argument("--secret", default=WEBHOOK_SECRET)
     parser.add_argument("--token", default=ACCESS_TOKEN)
+    parser.add_argument("--parent-pid", type=int, help="exit when this process (the demo) is gone")
     args = parser.parse_args(argv)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    exit_with_parent(args.parent_pid)
     server = GoCardlessStandIn(access_token=args.token, webhook_secret=args.secret, webhook_url=args.webhook_url,
                                auto=True, host=args.host, port=args.port).start()
     # One JSON line, the GOCARDLESS_* settings pointing at it (read by encours/sandbox.py).
     print(json.dumps(server.settings()), flush=True)
     print(f"GoCardless stand-in on {server.url}, webhooks to {args.webhook_url}", file=sys.stderr, flush=True)
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        stop.wait()
     finally:
         server.stop()
 

@@ -11,7 +11,8 @@ signs the webhooks and posts them to the demo's /webhooks/stripe.
 
     python -m tests.fakes.stripe_sandbox --webhook-url http://127.0.0.1:8000/webhooks/stripe
 
-prints one JSON line, the STRIPE_* settings pointing at it, then serves until SIGTERM/SIGINT.
+prints one JSON line, the STRIPE_* settings pointing at it, then serves until SIGTERM/SIGINT or
+until its parent (`--parent-pid`, by default the process that started it) is gone.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tests.fakes.localstripe_server import LocalStripe, _request, start_localstripe, stop_localstripe
+from tests.fakes.parent_watch import exit_with_parent
 
 STAND_IN_BASE = """const LOCALSTRIPE_BASE_API = (function () {"""
 
@@ -106,11 +108,14 @@ class _Bridge(BaseHTTPRequestHandler):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--webhook-url", required=True, help="where localstripe posts its signed events")
+    parser.add_argument("--parent-pid", type=int, help="exit when this process (the demo) is gone")
     args = parser.parse_args(argv)
-    process, url, (workdir, log) = start_localstripe()
+    # Before localstripe starts: a SIGTERM from here on still stops it (in `finally`).
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    exit_with_parent(args.parent_pid)
+    process, url, (workdir, log) = start_localstripe()
     bridge: ThreadingHTTPServer | None = None
     try:
         localstripe = LocalStripe(url=url, secret_key="sk_test_encours_sandbox",

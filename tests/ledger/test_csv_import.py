@@ -670,3 +670,76 @@ def test_invoices_without_discount_columns_take_the_companys_default_terms(
     assert terms == {"F-1": (150, date(2026, 10, 11)), "F-2": (300, date(2026, 10, 5)), "AV-1": (None, None)}
     report = import_csv(session, "invoices", raw)
     assert (report.created, report.updated, report.unchanged) == (0, 0, 3)
+
+
+# --- reasons in the reader's language ------------------------------------------------
+
+
+def errors_of(session: Session, kind: str, raw: bytes) -> list[LineError]:
+    with pytest.raises(ImportFailed) as caught:
+        import_csv(session, kind, raw)  # type: ignore[arg-type]
+    return caught.value.errors
+
+
+def test_reasons_carry_named_values_and_read_in_french(session: Session, acme: Company, client: Customer) -> None:
+    factories.invoice(session, client, number="F-9", total_minor=100_00, open_minor=30_00, status="partially_paid")
+    raw = csv_bytes(
+        INVOICE_HEADER,
+        "ACME,C001,F-1,01/10/2026,2026-10-31,XYZ,100,,",  # 2: two reasons
+        "ACME,C404,F-2,2026-10-01,2026-10-31,EUR,\"1 234,567\",,",  # 3
+        "ACME,C001,F-9,2026-10-01,2026-10-31,EUR,69.9,,",  # 4: below what is settled
+        "ACME,C001,F-4,2026-10-01,2026-10-31,EUR,100,,,",  # 5
+    )
+    errors = errors_of(session, "invoices", raw)
+    assert [e.line for e in errors] == [2, 3, 4, 5]
+    date_reason = errors[0].reasons[0]
+    assert (date_reason.message, dict(date_reason.values)) == (
+        "%(column)s %(value)s is not a date (expected YYYY-MM-DD)", {"column": "issue_date", "value": "'01/10/2026'"})
+    assert [e.render("fr") for e in errors] == [
+        "issue_date '01/10/2026' n’est pas une date (format attendu AAAA-MM-JJ) ; devise inconnue 'XYZ'",
+        "'1 234,567' a plus de 2 décimales pour la devise EUR",
+        "le montant 69,90\u00a0€ est inférieur aux 70,00\u00a0€ déjà réglés sur la facture F-9",
+        "9 valeurs attendues, 10 trouvées (un « , » dans une valeur doit être entre guillemets)",
+    ]
+    # English stays what the command line has always printed
+    assert [e.render("en") for e in errors] == [e.message for e in errors] == [
+        "issue_date '01/10/2026' is not a date (expected YYYY-MM-DD); unknown currency 'XYZ'",
+        "'1 234,567' has more than 2 decimals for EUR",
+        "amount 69.90 EUR is below the 70.00 EUR already settled on invoice F-9",
+        "expected 9 values, found 10 (a ',' inside a value needs quotes)",
+    ]
+    # the customer is only unknown once the line parses: reported on its own
+    assert errors_of(session, "invoices", csv_bytes(INVOICE_HEADER, "ACME,C404,F-2,2026-10-01,2026-10-31,EUR,1,,"))[
+        0].render("fr") == "client inconnu 'C404' dans la société ACME"
+
+
+def test_file_level_reasons_read_in_french(session: Session, acme: Company) -> None:
+    header = errors_of(session, "customers", csv_bytes("company,customer_ref,nom,email,email,language,phone,segment",
+                                                       "ACME,C1,X,a@x.fr,a@x.fr,fr,,"))
+    assert header[0].render("fr") == (
+        "colonne inconnue 'nom' ; colonne(s) en double email ; colonne(s) manquante(s) name "
+        "(colonnes attendues : company,customer_ref,name,email,language,phone,segment)")
+    assert header[0].message.startswith("unknown column 'nom'; duplicated column(s) email; missing column(s) name "
+                                        "(expected company,")
+    assert errors_of(session, "customers", b"")[0].render("fr") == "le fichier est vide"
+    lines = [f"ACME,C{n},Name {n},a{n}@x.fr,fr,," for n in range(MAX_DATA_LINES + 1)]
+    too_many = errors_of(session, "customers", csv_bytes(CUSTOMER_HEADER, *lines))[0]
+    assert too_many.render("fr") == ("le fichier compte plus de 50\u202f000 lignes de données ; "
+                                     "découpez-le en fichiers plus petits")
+
+
+def test_every_reason_message_has_a_french_translation() -> None:
+    """Each message a reason can carry (read from the source) reads differently in French."""
+    import ast
+    from pathlib import Path
+
+    from encours import i18n
+    from ledger import csv_import
+
+    tree = ast.parse(Path(csv_import.__file__).read_text(encoding="utf-8"))
+    messages = {node.args[0].value for node in ast.walk(tree)
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "N_"
+                and isinstance(node.args[0], ast.Constant)}
+    assert len(messages) > 40
+    french = i18n.translations("fr")
+    assert sorted(m for m in messages if french.gettext(m) == m) == []
