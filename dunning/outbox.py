@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import secrets
 import smtplib
@@ -197,9 +198,11 @@ def _base64_body(text: str) -> bytes:
     """Text in its canonical form (CRLF line breaks, RFC 2046), UTF-8, then base64 in
     76-column CRLF lines ending with a line break."""
     canonical = text.replace("\r\n", "\n").replace("\n", "\r\n")
-    return base64.encodebytes(canonical.encode("utf-8")).replace(b"\n", b"\r\n")
+    encoded = binascii.b2a_base64(canonical.encode("utf-8"), newline=False)
+    return b"\r\n".join([encoded[start:start + 76] for start in range(0, len(encoded), 76)]) + b"\r\n"
 
 
+@functools.lru_cache(maxsize=1024)  # a run sends the same few subjects again and again
 def _encoded_words(text: str) -> str:
     """RFC 2047 encoded words of UTF-8 (never splitting a character), separated by spaces,
     which readers drop between encoded words, so that `_fold` can break the line there."""
