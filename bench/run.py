@@ -616,7 +616,7 @@ def reminder_run(ctx: Context) -> list[Figure]:
             _wait_port(port)
             # One worker process, then as many as the machine has cores: `encours worker`
             # processes share the outbox (dunning.outbox claims each message once).
-            deliveries = {workers: _deliver(url, f"smtp://127.0.0.1:{port}", workers, ctx.duration)
+            deliveries = {workers: _deliver(url, f"smtp://127.0.0.1:{port}", workers, ctx.duration, sink.pid)
                           for workers in sorted({1, os.cpu_count() or 1})}
         finally:
             os.killpg(sink.pid, signal.SIGTERM)
@@ -634,6 +634,8 @@ def reminder_run(ctx: Context) -> list[Figure]:
         rate = result["sent"] / result["seconds"] if result["seconds"] else 0.0
         figures.append(Figure("outbox", f"delivered to local SMTP (aiosmtpd), {workers} worker process(es)",
                               round(rate, 1), "msg/s", "≥ 200 msg/s", rate >= 200 and not result["failed"], result))
+        figures.append(Figure("outbox", f"CPU per message, {workers} worker process(es) (sink: "
+                              f"{result['sink_cpu_ms_per_msg']:.2f} ms)", result["worker_cpu_ms_per_msg"], "ms"))
     return figures
 
 
@@ -645,23 +647,31 @@ from dunning import outbox
 from encours.db import make_engine, make_sessionmaker
 factory = make_sessionmaker(make_engine(sys.argv[1]))
 smtp = outbox.parse_smtp_url(sys.argv[2])
-began = time.monotonic()
+began, cpu = time.monotonic(), time.process_time()
 sent = retried = failed = 0
 while time.monotonic() - began < float(sys.argv[3]):
     report = outbox.deliver_due(factory, smtp, "Encours <relances@bench.test>", limit=50)
     sent, retried, failed = sent + report.sent, retried + report.retried, failed + report.failed
     if not (report.sent or report.retried or report.failed):
         break
-print(json.dumps({"sent": sent, "retried": retried, "failed": failed, "seconds": time.monotonic() - began}))
+print(json.dumps({"sent": sent, "retried": retried, "failed": failed, "seconds": time.monotonic() - began,
+                  "cpu": time.process_time() - cpu}))
 """
 
 
-def _deliver(url: str, smtp_url: str, workers: int, seconds: int) -> dict[str, Any]:
+def _deliver(url: str, smtp_url: str, workers: int, seconds: int, sink_pid: int) -> dict[str, Any]:
+    """The workers' CPU per message (their own, imports excluded) and the SMTP sink's, which
+    shares the machine's cores with them."""
+    sink_before = _cpu_seconds([sink_pid])
     processes = [subprocess.Popen([PYTHON, "-c", OUTBOX_WORKER, url, smtp_url, str(seconds), str(ROOT)],
                                   stdout=subprocess.PIPE, text=True) for _ in range(workers)]
     results = [json.loads(process.communicate(timeout=seconds + 300)[0]) for process in processes]
-    return {"workers": workers, "sent": sum(r["sent"] for r in results), "retried": sum(r["retried"] for r in results),
-            "failed": sum(r["failed"] for r in results), "seconds": round(max(r["seconds"] for r in results), 2)}
+    sent = sum(r["sent"] for r in results)
+    per_message = 1000 / sent if sent else 0.0
+    return {"workers": workers, "sent": sent, "retried": sum(r["retried"] for r in results),
+            "failed": sum(r["failed"] for r in results), "seconds": round(max(r["seconds"] for r in results), 2),
+            "worker_cpu_ms_per_msg": round(sum(r["cpu"] for r in results) * per_message, 3),
+            "sink_cpu_ms_per_msg": round((_cpu_seconds([sink_pid]) - sink_before) * per_message, 3)}
 
 
 def _wait_port(port: int, timeout: float = 30) -> None:

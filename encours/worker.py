@@ -6,6 +6,7 @@ import functools
 import logging
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 from types import FrameType
@@ -30,6 +31,11 @@ from ledger.models import Company, ReminderRun
 log = logging.getLogger("encours.worker")
 
 DEFAULT_INTERVAL = 30.0  # seconds between runs
+# A run delivers the outbox for up to this long (then the next run starts at once), so that a
+# large reminder run goes out at the outbox's speed, not 100 messages per interval, while
+# promises, webhook retries and direct debits wait no longer than this for their turn.
+OUTBOX_BUDGET = 20.0
+OUTBOX_CHUNK = 200  # messages per deliver_due call (and SMTP connection); the budget is checked between
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class WorkerReport:
     promises_kept: int = 0
     promises_broken: int = 0
     collections: CollectionReport = CollectionReport()
+    # The outbox still had due messages when the run's delivery time was up.
+    outbox_backlog: bool = False
 
     @property
     def busy(self) -> bool:
@@ -71,9 +79,25 @@ def run_once(settings: Settings, session_factory: sessionmaker[Session]) -> Work
     reminders = run_due_reminders(settings, session_factory)
     retried = webhooks.retry_due(session_factory, webhooks.registered_handlers())  # failed or unprocessed events
     collections = collect_direct_debits(settings, session_factory)
-    return WorkerReport(outbox=outbox.deliver_due(session_factory, smtp_config, settings.mail_from),
-                        reminders=tuple(reminders), webhooks=retried, promises_kept=kept, promises_broken=broken,
-                        collections=collections)
+    delivered, backlog = deliver_outbox(settings, session_factory, smtp_config)
+    return WorkerReport(outbox=delivered, reminders=tuple(reminders), webhooks=retried, promises_kept=kept,
+                        promises_broken=broken, collections=collections, outbox_backlog=backlog)
+
+
+def deliver_outbox(
+    settings: Settings, session_factory: sessionmaker[Session], smtp_config: outbox.SMTPConfig
+) -> tuple[outbox.DeliveryReport, bool]:
+    """Deliver what is due until none is left or OUTBOX_BUDGET is spent; also says whether
+    messages may still be due (the budget ran out on a full chunk)."""
+    began = time.monotonic()
+    sent = retried = failed = 0
+    while True:
+        report = outbox.deliver_due(session_factory, smtp_config, settings.mail_from, limit=OUTBOX_CHUNK)
+        sent, retried, failed = sent + report.sent, retried + report.retried, failed + report.failed
+        # Fewer than asked: nothing more is due, or the server stopped us (it is retried later).
+        full = report.sent + report.retried + report.failed == OUTBOX_CHUNK
+        if not full or time.monotonic() - began >= OUTBOX_BUDGET:
+            return outbox.DeliveryReport(sent, retried, failed), full
 
 
 def collect_direct_debits(settings: Settings, session_factory: sessionmaker[Session]) -> CollectionReport:
@@ -148,6 +172,8 @@ def run_forever(
             else:
                 if on_report is not None:
                     on_report(report)
+                if report.outbox_backlog:
+                    continue  # more mail is due: no pause
             stop.wait(interval)
     finally:
         for signum, handler in previous.items():
