@@ -33,42 +33,12 @@ from admin.routes import _render, _t
 from encours.i18n import N_
 from dunning.manual import ManualReminderError, queue_manual_reminder
 from ledger import audit
+from ledger.audit import action_label
 from ledger import statement as statements
 from ledger.models import Customer, Role, User
 from links import renewal, tokens
 from portal.disputes import Posted
 
-# What each audited action reads as on the timeline.
-ACTION_LABELS = {
-    "customer.updated": N_("Customer updated by an import"),
-    "invoice.updated": N_("Invoice updated by an import"),
-    "customer.collector_assigned": N_("Collector assigned"),
-    "reminders.paused": N_("Reminders paused"),
-    "reminders.resumed": N_("Reminders resumed"),
-    "link.sent": N_("Link sent by staff"),
-    "link.renewal_requested": N_("Customer asked for a fresh link"),
-    "links.revoked": N_("Links revoked"),
-    "dispute.opened": N_("Dispute opened"),
-    "question.opened": N_("Question asked"),
-    "dispute.message": N_("Message on a dispute"),
-    "dispute.note": N_("Internal note on a dispute"),
-    "dispute.accepted": N_("Dispute accepted"),
-    "dispute.rejected": N_("Dispute rejected"),
-    "question.closed": N_("Question closed"),
-    "promise.made": N_("Promise to pay made"),
-    "promise.kept": N_("Promise to pay kept"),
-    "promise.broken": N_("Promise to pay broken"),
-    "promise.cancelled": N_("Promise to pay cancelled"),
-    "payment.pending": N_("Payment started"),
-    "payment.processing": N_("Payment processing"),
-    "payment.succeeded": N_("Payment received"),
-    "payment.failed": N_("Payment failed"),
-    "payment.refunded": N_("Payment refunded"),
-    "payment.charged_back": N_("Payment charged back"),
-    "payment.partially_refunded": N_("Payment partly refunded"),
-    "payment.dispute_opened": N_("Card dispute opened"),
-    "payment.dispute_closed": N_("Card dispute closed"),
-}
 EMAIL_KINDS = {
     "fresh_link": N_("Email with a link"),
     "dispute_answer": N_("Email: answer on a dispute"),
@@ -97,10 +67,6 @@ def moment(language: str, timezone: str) -> Any:
 def fragment(request: Request, block: str) -> str | None:
     """The block htmx swaps in; None (the whole page) when htmx restores a page from history."""
     return None if request.headers.get("HX-History-Restore-Request") == "true" else block
-
-
-def action_label(language: str, action: str | None) -> str:
-    return _t(language, ACTION_LABELS[action]) if action in ACTION_LABELS else (action or "")
 
 
 def email_label(language: str, kind: str) -> str:

@@ -161,7 +161,7 @@ def fx_import(request: Request, session: Session, staff: Staff, posted: Posted) 
     except fx.FxImportFailed as failed:
         if failed.unreadable is not None:
             errors = [_t(language, "The file could not be read; nothing was imported.")]
-            lines = [(e.line, [e.message]) for e in failed.unreadable.errors]
+            lines = [(e.line, [e.render(language)]) for e in failed.unreadable.errors]
         else:
             errors = [_t(language, "Nothing was imported: fix these lines and import the file again.")]
             lines = [(p.line, [_explain(language, r) for r in p.reasons]) for p in failed.lines]

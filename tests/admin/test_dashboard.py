@@ -366,7 +366,7 @@ def test_a_bad_file_reports_its_lines_in_french_and_changes_nothing(session, cli
     response = client.post("/admin/fx/import", data={"csrf_token": token}, files=files,
                            headers={"Accept-Language": "fr"})
     assert response.status_code == 400 and "Le fichier n’a pas pu être lu" in response.text
-    assert "unknown column" in response.text
+    assert "colonne inconnue" in response.text  # the reason too is in French
     assert _rates(session) == []
 
 
