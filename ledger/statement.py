@@ -49,19 +49,14 @@ class OpenItem:
 _OPEN_ITEM_COLUMNS = [getattr(Invoice, name) for name in OpenItem.__dataclass_fields__]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StatementLine:
     invoice: OpenItem
     days_overdue: int
-
-    # Read once per line: the statement page asks each line these many times (totals, rows).
-    @cached_property
-    def is_credit_note(self) -> bool:
-        return self.invoice.is_credit_note
-
-    @cached_property
-    def is_disputed(self) -> bool:
-        return self.invoice.status == InvoiceStatus.disputed.value
+    # Plain fields, set once by build_statement: the statement page reads them for every row and
+    # every total.
+    is_credit_note: bool
+    is_disputed: bool
 
 
 @dataclass
@@ -193,8 +188,9 @@ def build_statement(session: Session, customer: Customer, today: date) -> Statem
         section = sections.get(invoice.currency)
         if section is None:
             section = sections[invoice.currency] = CurrencySection(invoice.currency)
-        overdue = 0 if invoice.kind == InvoiceKind.credit_note.value else days_overdue(invoice.due_date, today)
-        section.lines.append(StatementLine(invoice, overdue))
+        credit_note = invoice.kind == InvoiceKind.credit_note.value
+        overdue = 0 if credit_note else days_overdue(invoice.due_date, today)
+        section.lines.append(StatementLine(invoice, overdue, credit_note, invoice.status == InvoiceStatus.disputed.value))
     for currency, credit in unapplied_credit(session, customer.id).items():
         sections.setdefault(currency, CurrencySection(currency)).unapplied_credit = credit
     base = customer.company.base_currency

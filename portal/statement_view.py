@@ -21,7 +21,7 @@ from ledger.statement import Statement, available_discount
 
 @dataclass(frozen=True, slots=True)
 class StatementRow:
-    id: int
+    id: str  # the invoice's id, as text: printed four to six times per row
     css: str  # the row's class: "is-credit", "is-overdue" or ""
     payable: bool  # an invoice (credit notes are not paid)
     ticked: bool  # starts ticked in the pay form
@@ -72,7 +72,7 @@ def statement_rows(
             number = {"number": inv.number}
             if line.is_credit_note:
                 out.append(StatementRow(
-                    id=inv.id, css="is-credit", payable=False, ticked=False, title=credit_title % number,
+                    id=str(inv.id), css="is-credit", payable=False, ticked=False, title=credit_title % number,
                     pay_label="", placeholder="", issued=fmt_day(inv.issue_date, language), due="—",
                     total=fmt_minor(-inv.total_minor, currency, language),
                     open=fmt_minor(-inv.open_minor, currency, language), late=str(late) if late else "—",
@@ -88,7 +88,7 @@ def statement_rows(
                 badge_class, badge = "badge", status_label(inv.status, _)
             offer = available_discount(inv, today)
             out.append(StatementRow(
-                id=inv.id,
+                id=str(inv.id),
                 css="is-overdue" if late else "",
                 payable=True,
                 ticked=pick_section and not disputed and (pick == "due" or late > 0),
