@@ -138,3 +138,20 @@ def test_statement_page_queries_do_not_grow_with_its_lines(session: Session, cli
         event.remove(engine, "before_cursor_execute", count)
     assert page.status_code == 200 and page.text.count('name="invoice"') == 3 + 40 - 6
     assert len(statements) == few, statements
+
+
+def test_rows_printed_without_autoescape_are_escaped_already(session: Session, client: TestClient) -> None:
+    """The table's rows are printed with autoescaping off (see portal.statement_view): an invoice
+    number from an import must still come out as text."""
+    company = factories.company(session, allow_partial_payments=True)
+    customer = factories.customer(session, company, language="en")
+    invoice = factories.invoice(session, customer, number="<b>F&1</b>\"'", discount_bps=100,
+                                discount_until=date(2026, 12, 31), due_date=date(2026, 12, 31))
+    note = factories.invoice(session, customer, number="<i>AV</i>", kind=InvoiceKind.credit_note)
+    login(client, customer)
+    html = client.get("/portal").text
+    assert "<b>" not in html and "<i>" not in html
+    row = _row(html, invoice.id)
+    assert ">Invoice &lt;b&gt;F&amp;1&lt;/b&gt;&#34;&#39;</a>" in row
+    assert ">Pay invoice &lt;b&gt;F&amp;1&lt;/b&gt;&#34;&#39;</label>" in row
+    assert ">Credit note &lt;i&gt;AV&lt;/i&gt;</a>" in _row(html, note.id)
