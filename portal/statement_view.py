@@ -17,6 +17,7 @@ from decimal import Decimal
 from markupsafe import escape
 
 from encours import i18n
+from encours.i18n import N_
 from encours.templating import status_label
 from ledger.money import decimals
 from ledger.statement import Statement, available_discount
@@ -77,9 +78,9 @@ def statement_rows(
     def t(message: str) -> str:
         return str(escape(_(message)))
 
-    # The messages are escaped, then formatted with the escaped number.
-    invoice_title, credit_title, pay_label = t("Invoice %(number)s"), t("Credit note %(number)s"), t("Pay invoice %(number)s")
-    credit_label, overdue_label, none = t("Credit"), t("Overdue"), "—"
+    # The messages are escaped, then formatted with the escaped number (N_: for extraction).
+    invoice_title, credit_title, pay_label = t(N_("Invoice %(number)s")), t(N_("Credit note %(number)s")), t(N_("Pay invoice %(number)s"))
+    credit_label, overdue_label, none = t(N_("Credit")), t(N_("Overdue")), "—"
     statuses: dict[str, str] = {}
 
     def status(value: str) -> str:
@@ -131,7 +132,7 @@ def statement_rows(
                 late=str(late) if late else none,
                 badge_class=badge_class,
                 badge=badge,
-                discount=t("Pay by %(date)s and save %(amount)s") % {
+                discount=t(N_("Pay by %(date)s and save %(amount)s")) % {
                     "date": escape(i18n.day_month(offer.until, language)),
                     "amount": escape(i18n.format_money(offer.amount, language)),
                 } if offer else "",
