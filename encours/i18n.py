@@ -72,6 +72,11 @@ def format_money(money: Money, language: str) -> str:
     return _format_money(money.minor, money.currency, language)
 
 
+def format_minor(minor: int, currency: str, language: str) -> str:
+    """`format_money` of an amount still in minor units: no Money object built per row."""
+    return _format_money(minor, currency, language)
+
+
 @lru_cache(maxsize=16384)
 def _format_money(minor: int, currency: str, language: str) -> str:
     return Money(minor, currency).format(_format_locale(language))  # type: ignore[arg-type]

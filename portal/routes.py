@@ -23,7 +23,7 @@ from ledger.models import Company, Contact, Customer, Invoice
 from payments.collections import mandate_summary
 from links import renewal, throttle, tokens
 from links.tokens import LinkProblem
-from portal import pdf
+from portal import pdf, statement_view
 
 PORTAL_SESSION_KEY = "portal"
 LANGUAGE_SESSION_KEY = "lang"
@@ -238,6 +238,10 @@ def _debtor_endpoint(handler: DebtorHandler, sessions: Callable[[Request], Any])
 def statement_page(request: Request, session: Session, visit: Visit) -> Response:
     today = clock.today(visit.company.timezone)
     statement = statements.build_statement(session, visit.customer, today)
+    pick, pick_currency = statement_view.pick_from(
+        request.query_params.get("select"), request.query_params.get("currency"), statement
+    )
+    partial = visit.company.allow_partial_payments
     return request.app.state.templates.response(
         request,
         "portal/statement.html",
@@ -246,7 +250,8 @@ def statement_page(request: Request, session: Session, visit: Visit) -> Response
             "company": visit.company,
             "statement": statement,
             "today": today,
-            "discount_for": lambda invoice: statements.available_discount(invoice, today),
+            "rows": statement_view.statement_rows(statement, visit.language, today, pick, pick_currency, partial),
+            "partial": partial,
             "mandate": mandate_summary(session, visit.customer, today),
         },
         visit.language,

@@ -5,7 +5,7 @@ from datetime import date
 from sqlalchemy.orm import Session
 
 from ledger.allocation import allocate
-from ledger.models import InvoiceKind, Payment
+from ledger.models import Invoice, InvoiceKind, Payment
 from ledger.money import Money
 from ledger.statement import available_discount, build_statement
 from tests import factories
@@ -67,3 +67,19 @@ def test_discount_offered_until_its_date_only(session: Session) -> None:
     assert offer is not None and offer.amount == Money(24_00, "EUR") and offer.until == date(2026, 12, 12)
     assert available_discount(invoice, date(2026, 12, 12)) is not None
     assert available_discount(invoice, date(2026, 12, 13)) is None
+
+
+def test_lines_are_plain_rows_with_the_invoices_values(session: Session) -> None:
+    customer = factories.customer(session, factories.company(session))
+    invoice = factories.invoice(session, customer, total_minor=1200_00, open_minor=700_00, number="F-9",
+                                status="partially_paid", discount_bps=200, discount_until=date(2026, 12, 12))
+    credit = factories.invoice(session, customer, total_minor=50_00, kind=InvoiceKind.credit_note)
+    (eur,) = build_statement(session, customer, TODAY).sections
+    row, note = (line.invoice for line in eur.lines)
+    assert not isinstance(row, Invoice)  # read-only rows: nothing on a statement writes back
+    assert (row.id, row.number, row.status, row.issue_date, row.due_date) == (
+        invoice.id, "F-9", "partially_paid", invoice.issue_date, invoice.due_date)
+    assert row.total == Money(1200_00, "EUR") and row.open == Money(700_00, "EUR") and not row.is_credit_note
+    assert note.id == credit.id and note.is_credit_note and eur.lines[1].days_overdue == 0
+    offer = available_discount(row, TODAY)
+    assert offer is not None and offer.amount == Money(14_00, "EUR")  # 2 % of what is still open
