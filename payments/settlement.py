@@ -34,7 +34,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -101,7 +101,7 @@ def apply_payment_status(
         raise SettlementError(f"{provider} {provider_ref} belongs to another checkout")
     previous = None if created else payment.status
     if previous is not None and RANK[status] <= RANK[previous]:
-        if status == previous == "pending" and reason:
+        if status == previous == "pending" and reason and payment.failure_reason != reason:
             payment.failure_reason = reason  # another declined attempt: the debtor sees the latest why
         return payment  # a duplicate, or an older event arriving late
     was_succeeded = previous == "succeeded"
@@ -138,12 +138,20 @@ def apply_payment_status(
     return payment
 
 
+# Built once: every webhook event looks its payment up, and building the query cost more than running it.
+_PAYMENT_LOCKED = (
+    select(Payment)
+    .where(Payment.provider == bindparam("provider"), Payment.provider_ref == bindparam("provider_ref"))
+    .with_for_update()
+)
+
+
 def _payment_for(
     session: Session, checkout: Checkout, provider: str, provider_ref: str, method: str, amount: int, currency: str
 ) -> tuple[Payment, bool]:
     """The payment and whether it was created just now."""
-    query = select(Payment).where(Payment.provider == provider, Payment.provider_ref == provider_ref)
-    payment = session.scalar(query.with_for_update())
+    params = {"provider": provider, "provider_ref": provider_ref}
+    payment = session.scalar(_PAYMENT_LOCKED, params)
     if payment is not None:
         return payment, False
     payment = Payment(
@@ -162,7 +170,7 @@ def _payment_for(
             session.flush()
     except IntegrityError:
         # Another transaction created it meanwhile: use theirs.
-        existing = session.scalar(query.with_for_update())
+        existing = session.scalar(_PAYMENT_LOCKED, params)
         if existing is None:
             raise
         return existing, False

@@ -150,12 +150,11 @@ def store_event(
     return session.get_one(WebhookEvent, pk), True
 
 
-# The route's first attempt: the row is locked without being loaded (the route holds the payload),
-# and marked processed with one UPDATE.
-_CLAIM = select(_TABLE.c.id).where(_TABLE.c.id == bindparam("pk"), _TABLE.c.processed_at.is_(None)).with_for_update()
-_DONE = (
+# The route's first attempt claims the event and marks it processed with one conditional UPDATE,
+# without loading it; a failure rolls the mark back with the handler's writes.
+_CLAIM_DONE = (
     update(_TABLE)
-    .where(_TABLE.c.id == bindparam("pk"))
+    .where(_TABLE.c.id == bindparam("pk"), _TABLE.c.processed_at.is_(None))
     .values(attempts=_TABLE.c.attempts + 1, processed_at=bindparam("now", type_=_TABLE.c.processed_at.type),
             next_attempt_at=None, error=None)
 )
@@ -168,12 +167,12 @@ def apply_new(session_factory: sessionmaker[Session], event_pk: int, apply: Call
     but the error, recorded as `process_event` does, and a retry scheduled."""
     try:
         with unit_of_work(session_factory) as session:
-            connection = session.connection()
-            if connection.execute(_CLAIM, {"pk": event_pk}).first() is None:
+            # First, as process_event and retry_due do: the event row is locked before anything
+            # the handler locks (on PostgreSQL; on SQLite the transaction holds the write lock).
+            claimed = session.connection().execute(_CLAIM_DONE, {"pk": event_pk, "now": clock.now()}).rowcount
+            if not claimed:
                 return True  # processed meanwhile (a replay, the worker)
             apply(session)
-            session.flush()
-            connection.execute(_DONE, {"pk": event_pk, "now": clock.now()})
         return True
     except Exception as error:  # noqa: BLE001 - any failure is kept and retried
         failure = error
