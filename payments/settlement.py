@@ -105,16 +105,21 @@ def apply_payment_status(
             payment.failure_reason = reason  # another declined attempt: the debtor sees the latest why
         return payment  # a duplicate, or an older event arriving late
     was_succeeded = previous == "succeeded"
+    # Loaded before anything changes (its query would flush the payment half-updated) and held
+    # to the end: the session keeps only referenced objects, and the day, the audit row and the
+    # email all read the customer and its company (each was queried again before).
+    customer = session.get_one(Customer, checkout.customer_id)
+    received_on = _local_day(customer, occurred_at) if status == "succeeded" else None
     payment.status = status
     if reason:
         payment.failure_reason = reason
     if status == "succeeded":
         payment.amount_minor = amount_minor
-        payment.received_on = _local_day(session, checkout, occurred_at)
+        payment.received_on = received_on
         if reason is None:
             payment.failure_reason = None
         session.flush()
-        _allocate(session, checkout, payment)
+        settled = _allocate(session, checkout, payment)  # noqa: F841 - held for the receipt, as `customer`
     elif status in UNDOES_SUCCESS and was_succeeded:
         session.flush()
         _reapply_leftovers(session, checkout.customer_id, _reverse(session, payment), payment)
@@ -177,15 +182,13 @@ def _payment_for(
     return payment, True
 
 
-def _local_day(session: Session, checkout: Checkout, moment: datetime) -> date:
-    customer = session.get(Customer, checkout.customer_id)
-    assert customer is not None
+def _local_day(customer: Customer, moment: datetime) -> date:
     return moment.astimezone(ZoneInfo(customer.company.timezone)).date()
 
 
-def _allocate(session: Session, checkout: Checkout, payment: Payment) -> None:
+def _allocate(session: Session, checkout: Checkout, payment: Payment) -> dict[int, Invoice]:
     """Settle the checkout's invoices in line order with what the payment brought and has not
-    yet applied (so it also re-applies a leftover once an invoice reopens)."""
+    yet applied (so it also re-applies a leftover once an invoice reopens); the invoices, by id."""
     ids = [line.invoice_id for line in checkout.lines]
     invoices = {
         invoice.id: invoice
@@ -221,6 +224,7 @@ def _allocate(session: Session, checkout: Checkout, payment: Payment) -> None:
         if applied > 0:
             allocate(session, invoice, Money(applied, invoice.currency), payment=payment)
             budget -= applied
+    return invoices
 
 
 def _reverse(session: Session, payment: Payment) -> set[int]:

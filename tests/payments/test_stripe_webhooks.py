@@ -175,6 +175,19 @@ def test_a_new_event_is_applied_from_the_verified_payload_without_reading_it_bac
     assert session.scalars(select(Payment.failure_reason)).one() == "card_declined"
 
 
+def test_a_success_reads_its_customer_company_and_invoices_once(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice],
+    statements: list[str],  # noqa: F811
+) -> None:
+    """The local day, the audit row and the receipt all use them: loaded once, held to the end."""
+    payload = event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_ok")
+    assert deliver(client, payload).json()["outcome"] == "processed"
+    reads = [s.split(" FROM ", 1)[1].split()[0] for s in statements if s.startswith("SELECT ") and " FROM " in s]
+    assert (reads.count("customers"), reads.count("companies"), reads.count("invoices")) == (1, 1, 1)
+    assert sum(s.startswith("UPDATE payments") for s in statements) == 1  # its new state in one UPDATE
+    assert state(session, invoices) == (PAID, ["succeeded"], 2)
+
+
 def test_succeeded_before_processing_ends_succeeded(
     client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
 ) -> None:
