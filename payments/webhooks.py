@@ -118,18 +118,24 @@ def insert_event(
 # busy handler, which polls with sleeps growing to 100 ms: under a burst of deliveries most of the
 # time went there (p99 of 5 s at 111 events/s with the CPU half idle). Queued on a lock of the
 # process instead, the next writer starts as soon as the previous one commits. (Writers of other
-# processes are still waited for by SQLite's busy handler.)
+# processes are still waited for by SQLite's busy handler.) The wait is bounded like SQLite's
+# busy timeout: a handler stuck on a provider's API must not hold every delivery forever.
 _SQLITE_WRITER = threading.Lock()
+WRITER_WAIT = 10.0  # seconds, encours.db's busy_timeout
 
 
 @contextmanager
 def _one_writer(session_factory: sessionmaker[Session]) -> Iterator[None]:
     bind = session_factory.kw.get("bind")
-    if bind is not None and bind.dialect.name == "sqlite":
-        with _SQLITE_WRITER:
-            yield
-    else:
+    if bind is None or bind.dialect.name != "sqlite":
         yield
+        return
+    if not _SQLITE_WRITER.acquire(timeout=WRITER_WAIT):
+        raise TimeoutError(f"the database stayed busy with another webhook for {WRITER_WAIT:.0f} s")
+    try:
+        yield
+    finally:
+        _SQLITE_WRITER.release()
 
 
 def store_new(
