@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -63,10 +64,8 @@ def _intake(request: Request, events: list[gocardless.VerifiedEvent]) -> list[st
         if pk is None:
             outcomes.append("duplicate")
             continue
-
-        def apply(session: Session, payload: dict = event.payload) -> None:  # type: ignore[type-arg]
-            gocardless.apply_event(session, payload, settings)  # the stored body, already parsed
-
+        # Applied from the verified payload: the stored body is that same event, already parsed.
+        apply = partial(gocardless.apply_event, event=event.payload, settings=settings)
         outcomes.append("processed" if apply_new(sessions, pk, apply) else "kept for retry")
     return outcomes
 
