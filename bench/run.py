@@ -522,7 +522,9 @@ def _declined_event(checkout: tuple[int, int, str], event_id: str) -> bytes:
 def webhook_intake(ctx: Context) -> list[Figure]:
     """`POST /webhooks/stripe` with events signed as Stripe signs them: new events (each a new
     id: verified, stored raw, applied in its own transaction), then one event delivered again
-    and again (a duplicate: verified, found stored, answered)."""
+    and again (a duplicate: verified, one conflicting insert, answered), then the same body with
+    a wrong signature (refused with a 400 before any database work: what every delivery pays for
+    HTTP, the middleware and the check, the floor under both figures above)."""
     checkout = _webhook_checkout(ctx.url)
     run_id = os.urandom(4).hex()
     count = max(2_000, 600 * ctx.duration)  # more than a run sends, so every one is new
@@ -544,9 +546,13 @@ def webhook_intake(ctx: Context) -> list[Figure]:
         new = wrk_list(server.base, ctx, server, events[1:])
         again = wrk_list(server.base, ctx, server, [duplicate], duration=ctx.warmup)
         again = wrk_list(server.base, ctx, server, [duplicate])
+        forged = ("POST", "/webhooks/stripe", stripe_signature(duplicate[3].encode(), secret="whsec_not_ours"),
+                  duplicate[3])
+        refused = wrk_list(server.base, ctx, server, [forged], duration=max(2, ctx.duration // 2))
         new["server_errors"] = server.error_counts()
     outcomes = _webhook_outcomes(ctx.url, run_id)
     cpu_new, cpu_dup = new["server_cpu_ms_per_request"], again["server_cpu_ms_per_request"]
+    cpu_floor = refused["server_cpu_ms_per_request"]
     cost = cpu_dup / cpu_new if cpu_new and cpu_dup else 0.0
     ok = new["non_2xx_3xx"] == 0 and again["non_2xx_3xx"] == 0
     return [
@@ -557,6 +563,12 @@ def webhook_intake(ctx: Context) -> list[Figure]:
         Figure("webhook_intake", "server CPU per duplicate", cpu_dup or -1, "ms"),
         Figure("webhook_intake", "duplicate cost / new event (CPU)", round(100 * cost, 1), "%", "< 20 %",
                ok and 0 < cost < 0.20),
+        Figure("webhook_intake", "server CPU per refused delivery (bad signature, no database)", cpu_floor or -1,
+               "ms", detail=refused),
+        Figure("webhook_intake", "server CPU per new event above that floor",
+               round(cpu_new - cpu_floor, 2) if cpu_new and cpu_floor else -1, "ms"),
+        Figure("webhook_intake", "server CPU per duplicate above that floor",
+               round(cpu_dup - cpu_floor, 2) if cpu_dup and cpu_floor else -1, "ms"),
         Figure("webhook_intake", "events stored / processed in this run", outcomes["stored"], "",
                detail=outcomes),
     ]

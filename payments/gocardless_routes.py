@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
+from functools import partial
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -12,11 +12,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from encours.db import unit_of_work
-from ledger.models import WebhookEvent
 from payments import gocardless
 from payments.checkout import customer_checkout
-from payments.webhooks import decode_headers, process_event, store_event
+from payments.webhooks import apply_new, decode_headers, store_many
 from portal.routes import Visit, debtor_page
 
 log = logging.getLogger("encours.gocardless")
@@ -58,22 +56,17 @@ async def gocardless_webhook(request: Request) -> Response:
 def _intake(request: Request, events: list[gocardless.VerifiedEvent]) -> list[str]:
     sessions = request.app.state.sessions
     settings = request.app.state.settings
-    headers = decode_headers(request.headers)
     # All the request's events are kept (or none): GoCardless resends the whole request otherwise.
-    with unit_of_work(sessions) as session:
-        stored = [store_event(session, gocardless.PROVIDER, event.id, event.type, event.body, headers)
-                  for event in events]
-        fresh = [(row.id, created) for row, created in stored]
-
-    def handler(session: Session, stored_event: WebhookEvent) -> None:
-        gocardless.apply_event(session, json.loads(stored_event.body), settings)
-
+    stored = store_many(sessions, gocardless.PROVIDER, [(event.id, event.type, event.body) for event in events],
+                        decode_headers(request.headers))
     outcomes = []
-    for pk, created in fresh:
-        if not created:
+    for event, pk in zip(events, stored):
+        if pk is None:
             outcomes.append("duplicate")
             continue
-        outcomes.append("processed" if process_event(sessions, pk, handler) else "kept for retry")
+        # Applied from the verified payload: the stored body is that same event, already parsed.
+        apply = partial(gocardless.apply_event, event=event.payload, settings=settings)
+        outcomes.append("processed" if apply_new(sessions, pk, apply) else "kept for retry")
     return outcomes
 
 

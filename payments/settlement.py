@@ -34,7 +34,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -101,20 +101,25 @@ def apply_payment_status(
         raise SettlementError(f"{provider} {provider_ref} belongs to another checkout")
     previous = None if created else payment.status
     if previous is not None and RANK[status] <= RANK[previous]:
-        if status == previous == "pending" and reason:
+        if status == previous == "pending" and reason and payment.failure_reason != reason:
             payment.failure_reason = reason  # another declined attempt: the debtor sees the latest why
         return payment  # a duplicate, or an older event arriving late
     was_succeeded = previous == "succeeded"
+    # Loaded before anything changes (its query would flush the payment half-updated) and held
+    # to the end: the session keeps only referenced objects, and the day, the audit row and the
+    # email all read the customer and its company (each was queried again before).
+    customer = session.get_one(Customer, checkout.customer_id)
+    received_on = _local_day(customer, occurred_at) if status == "succeeded" else None
     payment.status = status
     if reason:
         payment.failure_reason = reason
     if status == "succeeded":
         payment.amount_minor = amount_minor
-        payment.received_on = _local_day(session, checkout, occurred_at)
+        payment.received_on = received_on
         if reason is None:
             payment.failure_reason = None
         session.flush()
-        _allocate(session, checkout, payment)
+        settled = _allocate(session, checkout, payment)  # noqa: F841 - held for the receipt, as `customer`
     elif status in UNDOES_SUCCESS and was_succeeded:
         session.flush()
         _reapply_leftovers(session, checkout.customer_id, _reverse(session, payment), payment)
@@ -138,12 +143,20 @@ def apply_payment_status(
     return payment
 
 
+# Built once: every webhook event looks its payment up, and building the query cost more than running it.
+_PAYMENT_LOCKED = (
+    select(Payment)
+    .where(Payment.provider == bindparam("provider"), Payment.provider_ref == bindparam("provider_ref"))
+    .with_for_update()
+)
+
+
 def _payment_for(
     session: Session, checkout: Checkout, provider: str, provider_ref: str, method: str, amount: int, currency: str
 ) -> tuple[Payment, bool]:
     """The payment and whether it was created just now."""
-    query = select(Payment).where(Payment.provider == provider, Payment.provider_ref == provider_ref)
-    payment = session.scalar(query.with_for_update())
+    params = {"provider": provider, "provider_ref": provider_ref}
+    payment = session.scalar(_PAYMENT_LOCKED, params)
     if payment is not None:
         return payment, False
     payment = Payment(
@@ -162,22 +175,20 @@ def _payment_for(
             session.flush()
     except IntegrityError:
         # Another transaction created it meanwhile: use theirs.
-        existing = session.scalar(query.with_for_update())
+        existing = session.scalar(_PAYMENT_LOCKED, params)
         if existing is None:
             raise
         return existing, False
     return payment, True
 
 
-def _local_day(session: Session, checkout: Checkout, moment: datetime) -> date:
-    customer = session.get(Customer, checkout.customer_id)
-    assert customer is not None
+def _local_day(customer: Customer, moment: datetime) -> date:
     return moment.astimezone(ZoneInfo(customer.company.timezone)).date()
 
 
-def _allocate(session: Session, checkout: Checkout, payment: Payment) -> None:
+def _allocate(session: Session, checkout: Checkout, payment: Payment) -> dict[int, Invoice]:
     """Settle the checkout's invoices in line order with what the payment brought and has not
-    yet applied (so it also re-applies a leftover once an invoice reopens)."""
+    yet applied (so it also re-applies a leftover once an invoice reopens); the invoices, by id."""
     ids = [line.invoice_id for line in checkout.lines]
     invoices = {
         invoice.id: invoice
@@ -213,6 +224,7 @@ def _allocate(session: Session, checkout: Checkout, payment: Payment) -> None:
         if applied > 0:
             allocate(session, invoice, Money(applied, invoice.currency), payment=payment)
             budget -= applied
+    return invoices
 
 
 def _reverse(session: Session, payment: Payment) -> set[int]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -14,13 +12,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from encours import i18n
-from encours.db import unit_of_work
 from encours.security import DEFAULT_CSP, csp_header, extend_csp
-from ledger.models import WebhookEvent
 from ledger.money import Money
 from payments import stripe as stripe_provider
 from payments.checkout import customer_checkout
-from payments.webhooks import decode_headers, is_stored, process_event, store_event
+from payments.webhooks import apply_new, decode_headers, store_new
 from portal.routes import Visit, debtor_page
 
 log = logging.getLogger("encours.stripe")
@@ -134,22 +130,15 @@ async def stripe_webhook(request: Request) -> Response:
 def _intake(request: Request, event: stripe_provider.VerifiedEvent, payload: bytes) -> str:
     sessions = request.app.state.sessions
     settings = request.app.state.settings
-    with unit_of_work(request.app.state.read_sessions) as session:
-        if is_stored(session, stripe_provider.PROVIDER, event.id):
-            return "duplicate"  # Stripe delivers at least once: the stored copy is (being) applied
-    with unit_of_work(sessions) as session:
-        stored, created = store_event(
-            session, stripe_provider.PROVIDER, event.id, event.type, payload.decode("utf-8"),
-            decode_headers(request.headers),
-        )
-        pk = stored.id
-    if not created:
-        return "duplicate"
+    pk = store_new(sessions, stripe_provider.PROVIDER, event.id, event.type, payload.decode("utf-8"),
+                   decode_headers(request.headers))
+    if pk is None:
+        return "duplicate"  # Stripe delivers at least once: the stored copy is (being) applied
 
-    def handler(session: Session, stored_event: WebhookEvent) -> None:
-        stripe_provider.apply_event(session, json.loads(stored_event.body), settings)
+    def apply(session: Session) -> None:
+        stripe_provider.apply_event(session, event.payload, settings)  # the stored body, already parsed
 
-    return "processed" if process_event(sessions, pk, handler) else "kept for retry"
+    return "processed" if apply_new(sessions, pk, apply) else "kept for retry"
 
 
 routes = [

@@ -20,6 +20,7 @@ from payments import webhooks
 from payments.checkout import create_checkout
 from tests.conftest import TEST_SECRET
 from tests.fakes.gocardless_server import GoCardlessStandIn, gocardless, gocardless_server, sign  # noqa: F401
+from tests.payments.test_webhooks import statements  # noqa: F401 - fixture
 
 TODAY = date(2026, 11, 25)
 PAID = [("paid", 0), ("paid", 0)]
@@ -97,7 +98,7 @@ def test_an_instant_payment_is_processing_then_settled_by_confirmed(
 
 def test_a_request_of_n_events_stores_n_and_a_duplicate_stores_nothing(
     client: TestClient, session: Session, settings: Settings, customer: Customer, invoices: list[Invoice],
-    gocardless: GoCardlessStandIn,  # noqa: F811
+    gocardless: GoCardlessStandIn, statements: list[str],  # noqa: F811
 ) -> None:
     checkout, flow = started(session, settings, customer, invoices)
     gocardless.fulfil(flow)
@@ -107,8 +108,11 @@ def test_a_request_of_n_events_stores_n_and_a_duplicate_stores_nothing(
     headers = {"Content-Type": "application/json", "Webhook-Signature": sign(delivery.body)}
     stored = session.scalar(select(func.count()).select_from(WebhookEvent))
     assert stored == 3
+    statements.clear()
     again = client.post("/webhooks/gocardless", content=delivery.body, headers=headers)  # GoCardless retries
     assert again.status_code == 200 and again.json() == {"received": 3, "outcomes": ["duplicate"] * 3}
+    # One conflicting insert per event, nothing read, nothing applied.
+    assert len(statements) == 3 and all(s.startswith("INSERT INTO webhook_events") for s in statements)
     assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 3
     assert state(session, invoices) == (PAID, ["succeeded"], 2)
 

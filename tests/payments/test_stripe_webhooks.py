@@ -17,6 +17,7 @@ from ledger.models import Allocation, AuditEvent, Checkout, Customer, Invoice, P
 from payments.checkout import create_checkout
 from tests.conftest import TEST_SECRET
 from tests.fakes.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET, event_payload, sign
+from tests.payments.test_webhooks import statements  # noqa: F401 - fixture
 
 TODAY = date(2026, 11, 25)
 INTENT = "pi_encours_test_0001"
@@ -135,6 +136,56 @@ def test_a_duplicate_delivery_is_a_no_op(
     assert again.status_code == 200 and again.json()["outcome"] == "duplicate"
     assert state(session, invoices) == (PAID, ["succeeded"], 2)
     assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 1
+
+
+def test_a_duplicate_delivery_runs_one_conflicting_insert_and_leaves_the_stored_event_untouched(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice],
+    statements: list[str],  # noqa: F811
+) -> None:
+    payload = event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_dup")
+    assert deliver(client, payload).json()["outcome"] == "processed"
+    stored = session.scalars(select(WebhookEvent)).one()
+    before = (stored.body, stored.headers, stored.received_at, stored.attempts, stored.processed_at)
+    audits = session.scalar(select(func.count()).select_from(AuditEvent))
+    statements.clear()
+    # The same id with another body (a later state of the intent): still the stored event's delivery.
+    other = event_payload("payment_intent.payment_failed", intent(checkout, "requires_payment_method"), "evt_dup")
+    again = deliver(client, other)
+    assert again.status_code == 200 and again.json()["outcome"] == "duplicate"
+    assert len(statements) == 1 and statements[0].startswith("INSERT INTO webhook_events")  # no apply, no read
+    session.expire_all()
+    stored = session.scalars(select(WebhookEvent)).one()
+    assert (stored.body, stored.headers, stored.received_at, stored.attempts, stored.processed_at) == before
+    assert state(session, invoices) == (PAID, ["succeeded"], 2)
+    assert session.scalar(select(func.count()).select_from(AuditEvent)) == audits
+
+
+def test_a_new_event_is_applied_from_the_verified_payload_without_reading_it_back(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice],
+    statements: list[str],  # noqa: F811
+) -> None:
+    payload = event_payload("payment_intent.payment_failed", intent(
+        checkout, "requires_payment_method", last_payment_error={"code": "card_declined"}), "evt_new")
+    assert deliver(client, payload).json()["outcome"] == "processed"
+    assert statements[0].startswith("INSERT INTO webhook_events")  # stored, then applied in its own transaction
+    assert statements[1].startswith("UPDATE webhook_events SET")
+    assert not any(s.startswith("SELECT") and "FROM webhook_events" in s for s in statements)
+    stored = session.scalars(select(WebhookEvent)).one()
+    assert stored.processed_at is not None and stored.attempts == 1 and json.loads(stored.body)["id"] == "evt_new"
+    assert session.scalars(select(Payment.failure_reason)).one() == "card_declined"
+
+
+def test_a_success_reads_its_customer_company_and_invoices_once(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice],
+    statements: list[str],  # noqa: F811
+) -> None:
+    """The local day, the audit row and the receipt all use them: loaded once, held to the end."""
+    payload = event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_ok")
+    assert deliver(client, payload).json()["outcome"] == "processed"
+    reads = [s.split(" FROM ", 1)[1].split()[0] for s in statements if s.startswith("SELECT ") and " FROM " in s]
+    assert (reads.count("customers"), reads.count("companies"), reads.count("invoices")) == (1, 1, 1)
+    assert sum(s.startswith("UPDATE payments") for s in statements) == 1  # its new state in one UPDATE
+    assert state(session, invoices) == (PAID, ["succeeded"], 2)
 
 
 def test_succeeded_before_processing_ends_succeeded(

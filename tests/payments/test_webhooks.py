@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -12,7 +13,9 @@ from encours.clock import clock
 from encours.settings import Settings
 from ledger.models import AuditEvent, WebhookEvent
 from payments import webhooks
-from payments.webhooks import MAX_ATTEMPTS, is_stored, process_event, retry_due, store_event
+from payments.webhooks import (
+    MAX_ATTEMPTS, apply_new, is_stored, process_event, retry_due, store_event, store_many, store_new,
+)
 
 
 def _store(session: Session, event_id: str = "evt_1", body: str = '{"id": "evt_1"}') -> tuple[WebhookEvent, bool]:
@@ -44,8 +47,8 @@ def test_an_event_is_stored_raw_once(session: Session) -> None:
 
 
 def test_a_concurrent_duplicate_is_caught(session: Session) -> None:
-    """store_event inserts first and lets the unique key decide (the route reads `is_stored`
-    before): a second delivery's insert collides, is rolled back alone, and gets the stored row."""
+    """store_event inserts first and lets the unique key decide: a second delivery's insert does
+    nothing, and gets the stored row."""
     event, _ = _store(session)
     session.flush()
     duplicate, created = _store(session)  # as if another request had inserted it after our check
@@ -130,3 +133,116 @@ def test_the_worker_retries_due_events(session_factory: sessionmaker[Session], s
     assert report.busy and "webhooks: 1 processed, 0 failed" in report.lines()
     assert _handled(session_factory, "evt_worker") == 1
     assert not worker.run_once(smtp, session_factory).webhooks.busy
+
+
+@pytest.fixture
+def statements(session_factory: sessionmaker[Session]) -> Iterator[list[str]]:
+    """The SQL statements run through the test's connection, BEGIN/SAVEPOINT bookkeeping left out."""
+    seen: list[str] = []
+    bind = session_factory.kw["bind"]
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT")):
+            seen.append(" ".join(statement.split()))
+
+    sa_event.listen(bind, "before_cursor_execute", record)
+    yield seen
+    sa_event.remove(bind, "before_cursor_execute", record)
+
+
+HEADERS = {"Stripe-Signature": "t=1,v1=abc", "Content-Type": "application/json"}
+
+
+def _row(session_factory: sessionmaker[Session], pk: int) -> tuple[Any, ...]:
+    with session_factory() as session:
+        row = session.get_one(WebhookEvent, pk)
+        return (row.event_type, row.body, row.headers, row.received_at, row.attempts, row.processed_at,
+                row.next_attempt_at, row.error)
+
+
+def test_a_duplicate_is_one_conflicting_insert_that_leaves_the_stored_event_untouched(
+    session_factory: sessionmaker[Session], statements: list[str]
+) -> None:
+    pk = store_new(session_factory, "stripe", "evt_1", "payment_intent.succeeded", '{"id": "evt_1"}', HEADERS)
+    assert pk is not None
+    assert apply_new(session_factory, pk, lambda session: _mark(session, session.get_one(WebhookEvent, pk)))
+    before = _row(session_factory, pk)
+    clock.set(clock.now() + timedelta(minutes=5))
+    statements.clear()
+    again = store_new(session_factory, "stripe", "evt_1", "payment_intent.processing", '{"id": "evt_1", "x": 1}',
+                      {"Stripe-Signature": "t=2,v1=def"})
+    assert again is None
+    assert len(statements) == 1 and statements[0].startswith("INSERT INTO webhook_events")
+    assert "ON CONFLICT (provider, event_id) DO NOTHING" in statements[0]
+    assert _row(session_factory, pk) == before  # the first copy, its headers, times and state
+    assert _handled(session_factory, "evt_1") == 1
+
+
+def test_store_many_keeps_a_request_together_and_marks_its_duplicates(session_factory: sessionmaker[Session]) -> None:
+    first = store_many(session_factory, "gocardless", [("EV1", "payments.confirmed", "{}")], {})
+    both = store_many(session_factory, "gocardless", [("EV1", "payments.confirmed", "{}"),
+                                                      ("EV2", "payments.paid_out", "{}")], {})
+    assert first[0] is not None and both[0] is None and both[1] is not None and both[1] != first[0]
+    with pytest.raises(Exception):  # a body that cannot be stored: the whole request is refused
+        store_many(session_factory, "gocardless", [("EV3", "payments.confirmed", "{}"),
+                                                   ("EV4", "payments.confirmed", None)], {})  # type: ignore[list-item]
+    with session_factory() as session:
+        assert not is_stored(session, "gocardless", "EV3")
+
+
+def test_a_new_event_is_claimed_applied_and_marked_in_one_transaction(
+    session_factory: sessionmaker[Session], statements: list[str]
+) -> None:
+    pk = store_new(session_factory, "stripe", "evt_1", "payment_intent.succeeded", '{"id": "evt_1"}', HEADERS)
+    assert pk is not None
+    statements.clear()
+
+    def handler(session: Session) -> None:  # as the routes' handlers: from the payload, not the stored row
+        session.add(AuditEvent(actor_type="provider", action="handled.evt_1", entity_type="webhook", entity_id=pk))
+
+    assert apply_new(session_factory, pk, handler)
+    # The row is claimed (and marked) by one UPDATE before the handler runs; it is never loaded.
+    assert len(statements) == 2
+    assert statements[0].startswith("UPDATE webhook_events SET") and "processed_at IS NULL" in statements[0]
+    assert statements[1].startswith("INSERT INTO audit_events")
+    event_type, body, headers, _, attempts, processed_at, next_attempt_at, error = _row(session_factory, pk)
+    assert (attempts, error, next_attempt_at) == (1, None, None) and processed_at == clock.now()
+    assert headers == {"stripe-signature": "t=1,v1=abc", "content-type": "application/json"}
+    calls: list[int] = []
+    assert apply_new(session_factory, pk, lambda session: calls.append(1))  # processed already: not applied again
+    assert calls == [] and _handled(session_factory, "evt_1") == 1 and _row(session_factory, pk)[4] == 1
+
+
+def test_a_failing_first_attempt_rolls_back_the_handler_and_keeps_the_error(
+    session_factory: sessionmaker[Session],
+) -> None:
+    pk = store_new(session_factory, "stripe", "evt_1", "payment_intent.succeeded", '{"id": "evt_1"}', HEADERS)
+    assert pk is not None
+
+    def broken(session: Session) -> None:
+        _mark(session, session.get_one(WebhookEvent, pk))
+        session.flush()
+        raise RuntimeError("database hiccup")
+
+    assert not apply_new(session_factory, pk, broken)
+    assert _handled(session_factory, "evt_1") == 0  # the handler's writes were rolled back, the claim too
+    _, _, _, _, attempts, processed_at, next_attempt_at, error = _row(session_factory, pk)
+    assert attempts == 1 and processed_at is None and "database hiccup" in (error or "")
+    assert next_attempt_at == clock.now() + webhooks.backoff(1)
+    clock.set(clock.now() + timedelta(minutes=2))
+    assert retry_due(session_factory, {"stripe": _mark}).processed == 1
+    assert _handled(session_factory, "evt_1") == 1 and _row(session_factory, pk)[4] == 2
+
+
+def test_a_delivery_waits_for_the_sqlite_writer_only_so_long(
+    session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite the intake's writes queue on one lock of the process; a writer that never lets
+    go (a handler stuck on a provider) makes the next delivery fail, not hang."""
+    if session_factory.kw["bind"].dialect.name != "sqlite":
+        pytest.skip("PostgreSQL writers are not queued in the process")
+    monkeypatch.setattr(webhooks, "WRITER_WAIT", 0)  # no wait at all: the lock is held below
+    with webhooks._one_writer(session_factory):
+        with pytest.raises(TimeoutError):
+            store_new(session_factory, "stripe", "evt_1", "payment_intent.succeeded", "{}", HEADERS)
+    assert store_new(session_factory, "stripe", "evt_1", "payment_intent.succeeded", "{}", HEADERS) is not None
