@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer, want_bytes
-from sqlalchemy import Connection, bindparam, exists, select
+from sqlalchemy import Connection, bindparam, exists, insert, select
 from sqlalchemy.orm import Session, joinedload
 
 from encours.clock import clock
@@ -196,10 +196,13 @@ def _user_agent(user_agent: str | None) -> str | None:
     return (user_agent or "")[:400] or None
 
 
-def record_open(session: Session, contact_id: int, ip: str | None, user_agent: str | None) -> LinkOpen:
-    link_open = LinkOpen(contact_id=contact_id, ip=ip, user_agent=_user_agent(user_agent), opened_at=clock.now())
-    session.add(link_open)
-    return link_open
+_RECORD_OPEN = insert(_opens)
+
+
+def record_open(session: Session, contact_id: int, ip: str | None, user_agent: str | None) -> None:
+    # A Core insert: no object to flush, on every first open of a link.
+    session.execute(_RECORD_OPEN, {"contact_id": contact_id, "ip": ip, "user_agent": _user_agent(user_agent),
+                                   "opened_at": clock.now()})
 
 
 class UnknownCustomer(LookupError):
