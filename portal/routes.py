@@ -114,16 +114,20 @@ async def _read(request: Request, function: Callable[..., Any], *args: Any) -> A
     return await run_in_threadpool(function, *args)
 
 
+def _throttle_key(ip: str) -> str:
+    return f"link:{ip}"
+
+
 def _check_link(request: Request, token: str, ip: str, user_agent: str | None) -> tokens.LinkFacts:
     settings = request.app.state.settings
-    rule = tokens.ThrottleRule(f"link:{ip}", settings.link_throttle_max, settings.link_throttle_window_seconds)
+    rule = tokens.ThrottleRule(_throttle_key(ip), settings.link_throttle_max, settings.link_throttle_window_seconds)
     with read_connection(_read_sessions(request)) as connection:
         return tokens.check_link(connection, _secret(request), token, ip, user_agent, rule)
 
 
 def _record_failure(request: Request, ip: str) -> None:
     with unit_of_work(_sessions(request)) as session:  # begins with the write: an atomic upsert
-        throttle.record_failure(session, f"link:{ip}", request.app.state.settings.link_throttle_window_seconds)
+        throttle.record_failure(session, _throttle_key(ip), request.app.state.settings.link_throttle_window_seconds)
 
 
 def _record_open(request: Request, contact_id: int, ip: str, user_agent: str | None) -> None:
@@ -229,7 +233,7 @@ def _renew(request: Request, token: str) -> str:
                 templates=request.app.state.templates,
             )
         elif check.problem is LinkProblem.invalid:
-            throttle.record_failure(session, f"link:{client_ip(request)}", settings.link_throttle_window_seconds)
+            throttle.record_failure(session, _throttle_key(client_ip(request)), settings.link_throttle_window_seconds)
     return language
 
 
