@@ -97,6 +97,20 @@ def read_connection(factory: sessionmaker[Session]) -> Iterator[Connection]:
         yield connection
 
 
+@contextmanager
+def write_connection(factory: sessionmaker[Session]) -> Iterator[Connection]:
+    """A Core connection in a transaction of `factory` (write sessions: BEGIN IMMEDIATE on
+    SQLite), committed on success, rolled back on error: for one hot write, such as an INSERT,
+    that needs no Session. When `factory` is bound to a connection (tests), a savepoint of it."""
+    bind = factory.kw["bind"]
+    if isinstance(bind, Connection):
+        with bind.begin_nested():
+            yield bind
+        return
+    with bind.begin() as connection:
+        yield connection
+
+
 def alembic_config(url: str) -> Any:
     from alembic.config import Config
 

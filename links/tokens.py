@@ -199,7 +199,7 @@ def _user_agent(user_agent: str | None) -> str | None:
 _RECORD_OPEN = insert(_opens)
 
 
-def record_open(session: Session, contact_id: int, ip: str | None, user_agent: str | None) -> None:
+def record_open(session: Session | Connection, contact_id: int, ip: str | None, user_agent: str | None) -> None:
     # A Core insert: no object to flush, on every first open of a link.
     session.execute(_RECORD_OPEN, {"contact_id": contact_id, "ip": ip, "user_agent": _user_agent(user_agent),
                                    "opened_at": clock.now()})

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from encours import i18n
 from encours.clock import clock
-from encours.db import read_connection, unit_of_work
+from encours.db import read_connection, unit_of_work, write_connection
 from encours.security import client_ip
 from ledger import statement as statements
 from ledger.models import Company, Contact, Customer, Invoice
@@ -131,8 +131,8 @@ def _record_failure(request: Request, ip: str) -> None:
 
 
 def _record_open(request: Request, contact_id: int, ip: str, user_agent: str | None) -> None:
-    with unit_of_work(_sessions(request)) as session:
-        tokens.record_open(session, contact_id, ip, user_agent)
+    with write_connection(_sessions(request)) as connection:
+        tokens.record_open(connection, contact_id, ip, user_agent)
 
 
 async def open_link(request: Request) -> Response:
