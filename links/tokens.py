@@ -10,6 +10,7 @@ import enum
 import functools
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer, want_bytes
 from sqlalchemy import Connection, bindparam, exists, insert, select
@@ -199,10 +200,18 @@ def _user_agent(user_agent: str | None) -> str | None:
 _RECORD_OPEN = insert(_opens)
 
 
+def open_row(contact_id: int, ip: str | None, user_agent: str | None) -> dict[str, Any]:
+    """A `link_opens` row for `record_opens`, stamped now."""
+    return {"contact_id": contact_id, "ip": ip, "user_agent": _user_agent(user_agent), "opened_at": clock.now()}
+
+
 def record_open(session: Session | Connection, contact_id: int, ip: str | None, user_agent: str | None) -> None:
-    # A Core insert: no object to flush, on every first open of a link.
-    session.execute(_RECORD_OPEN, {"contact_id": contact_id, "ip": ip, "user_agent": _user_agent(user_agent),
-                                   "opened_at": clock.now()})
+    record_opens(session, [open_row(contact_id, ip, user_agent)])
+
+
+def record_opens(session: Session | Connection, rows: list[dict[str, Any]]) -> None:
+    # A Core insert of many rows at once: no object to flush, on every first open of a link.
+    session.execute(_RECORD_OPEN, rows)
 
 
 class UnknownCustomer(LookupError):

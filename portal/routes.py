@@ -24,6 +24,7 @@ from payments.collections import mandate_summary
 from links import renewal, throttle, tokens
 from links.tokens import LinkProblem
 from portal import pdf
+from portal.link_opens import OpenRecorder
 
 PORTAL_SESSION_KEY = "portal"
 LANGUAGE_SESSION_KEY = "lang"
@@ -130,9 +131,17 @@ def _record_failure(request: Request, ip: str) -> None:
         throttle.record_failure(session, _throttle_key(ip), request.app.state.settings.link_throttle_window_seconds)
 
 
-def _record_open(request: Request, contact_id: int, ip: str, user_agent: str | None) -> None:
-    with write_connection(_sessions(request)) as connection:
-        tokens.record_open(connection, contact_id, ip, user_agent)
+def _open_recorder(request: Request) -> OpenRecorder:
+    recorder = getattr(request.app.state, "open_recorder", None)
+    if recorder is None:
+        sessions = _sessions(request)
+
+        def write(rows: list[dict[str, Any]]) -> None:
+            with write_connection(sessions) as connection:
+                tokens.record_opens(connection, rows)
+
+        recorder = request.app.state.open_recorder = OpenRecorder(write)
+    return recorder
 
 
 async def open_link(request: Request) -> Response:
@@ -166,7 +175,7 @@ async def open_link(request: Request) -> Response:
         return _link_problem(request, check.problem, check.language, token)
     assert check.contact_id is not None
     if not check.recorded:
-        await run_in_threadpool(_record_open, request, check.contact_id, ip, user_agent)
+        await _open_recorder(request).record(tokens.open_row(check.contact_id, ip, user_agent))
     request.session.clear()  # a fresh session: nothing from an earlier visitor survives
     request.session[PORTAL_SESSION_KEY] = {
         "contact": check.contact_id,
