@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -13,15 +13,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from encours import errors
 from encours.db import make_engine, make_sessionmaker, pending_migrations, unit_of_work
 from encours.security import DEFAULT_CSP, CSRFMiddleware, SecurityHeadersMiddleware, extend_csp
+from encours.sessions import SessionMiddleware
 from encours.settings import Settings, load_settings
 from encours.templating import Templates
 from ledger.models import Company
@@ -48,6 +49,8 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 logger = logging.getLogger(__name__)
 SESSION_COOKIE = "encours_session"
 SESSION_MAX_AGE = 12 * 60 * 60
+# Providers sign webhooks: they carry no cookie, so they get no session and no CSRF check.
+NO_SESSION_PREFIXES = ("/webhooks/",)
 
 
 def healthz(request: Request) -> Response:
@@ -89,6 +92,18 @@ def brand_logo(request: Request) -> Response:
     return Response(content, media_type=mime, headers={"Cache-Control": "public, max-age=300"})
 
 
+class _App(Starlette):
+    """Starlette with the security headers outside its ServerErrorMiddleware, so that a 500
+    page carries them too (a user middleware runs inside it)."""
+
+    def __init__(self, *, csp: dict[str, list[str]], **kwargs: Any) -> None:
+        self.csp = csp
+        super().__init__(**kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeadersMiddleware(super().build_middleware_stack(), csp=self.csp)
+
+
 def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None) -> Starlette:
     stripe_provider.check_settings(settings)  # a missing webhook secret stops the start, never skips checks
     gocardless_provider.check_settings(settings)
@@ -128,9 +143,6 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         *admin_book_routes,
     ]
     middleware = [
-        # The pay form may be redirected to GoCardless's authorisation page.
-        Middleware(SecurityHeadersMiddleware,
-                   csp=extend_csp(DEFAULT_CSP, gocardless_provider.content_security_policy(settings))),
         Middleware(
             SessionMiddleware,
             secret_key=str(settings.secret_key),
@@ -138,10 +150,13 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
             max_age=SESSION_MAX_AGE,
             same_site="lax",
             https_only=settings.https,
+            exempt_prefixes=NO_SESSION_PREFIXES,
         ),
-        Middleware(CSRFMiddleware),
+        Middleware(CSRFMiddleware, exempt_prefixes=NO_SESSION_PREFIXES),
     ]
-    app = Starlette(
+    app = _App(
+        # The pay form may be redirected to GoCardless's authorisation page.
+        csp=extend_csp(DEFAULT_CSP, gocardless_provider.content_security_policy(settings)),
         routes=routes,
         middleware=middleware,
         exception_handlers={HTTPException: errors.http_exception, 500: errors.server_error},
@@ -150,6 +165,8 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
     app.state.settings = settings
     app.state.sessions = sessions
     app.state.read_sessions = read_sessions  # for handlers that only read: see make_sessionmaker
+    # A short read may run on the event loop when it reads a local SQLite file (see portal.routes._read).
+    app.state.reads_inline = (engine.dialect if engine is not None else sessions.kw["bind"].dialect).name == "sqlite"
     app.state.templates = Templates()
     return app
 

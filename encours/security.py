@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -44,10 +43,25 @@ def extend_csp(base: dict[str, list[str]], additions: dict[str, list[str]]) -> d
     return merged
 
 
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    # Portal URLs can carry tokens and ids: never leak them to other sites.
+    "referrer-policy": "no-referrer",
+    "permissions-policy": "camera=(), microphone=(), geolocation=()",
+    "cross-origin-opener-policy": "same-origin",
+}
+
+
 class SecurityHeadersMiddleware:
+    """Adds the security headers to every response that does not set its own (a page that needs a
+    wider CSP sends its own Content-Security-Policy). The headers are encoded once, at start-up."""
+
     def __init__(self, app: ASGIApp, csp: dict[str, list[str]] | None = None) -> None:
         self.app = app
-        self.csp = csp_header(csp or DEFAULT_CSP)
+        pairs = {"content-security-policy": csp_header(csp or DEFAULT_CSP), **SECURITY_HEADERS}
+        self.headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in pairs.items()]
+        self.names = frozenset(name for name, _ in self.headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,14 +70,10 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.setdefault("Content-Security-Policy", self.csp)
-                headers.setdefault("X-Content-Type-Options", "nosniff")
-                headers.setdefault("X-Frame-Options", "DENY")
-                # Portal URLs can carry tokens and ids: never leak them to other sites.
-                headers.setdefault("Referrer-Policy", "no-referrer")
-                headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
-                headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+                headers = list(message.get("headers", ()))
+                own = {name.lower() for name, _ in headers} & self.names
+                headers.extend([pair for pair in self.headers if pair[0] not in own] if own else self.headers)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -76,6 +86,21 @@ def csrf_token(request: Request) -> str:
         token = secrets.token_urlsafe(32)
         request.session[CSRF_SESSION_KEY] = token
     return str(token)
+
+
+class LazyCSRFToken:
+    """`csrf_token(request)` for templates, made when the page prints it: a page without a
+    form (an error page, a redirect's message) leaves the session, and so the cookie, alone."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+
+    def __str__(self) -> str:
+        return csrf_token(self.request)
+
+    __html__ = __str__  # a token is URL-safe base64: nothing to escape
 
 
 class CSRFMiddleware:

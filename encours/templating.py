@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from encours import i18n
-from encours.security import csrf_token
+from encours.security import LazyCSRFToken
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DIRS = [ROOT / "portal" / "templates", ROOT / "encours" / "templates", ROOT / "admin" / "templates"]
@@ -97,7 +97,7 @@ class Templates:
     ) -> HTMLResponse:
         """The page, or only `block` when htmx asks for it."""
         fragment = block if block and request.headers.get("HX-Request") == "true" else None
-        full = {"request": request, "csrf_token": csrf_token(request), **context}
+        full = {"request": request, "csrf_token": LazyCSRFToken(request), **context}
         html = self.render_string(name, full, language, block=fragment)
         response = HTMLResponse(html, status_code=status_code, headers=headers)
         response.headers.append("Vary", "HX-Request")

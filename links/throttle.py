@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, case, select, type_coerce
+from sqlalchemy import Connection, bindparam, case, exists, select, type_coerce
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -17,7 +18,7 @@ from ledger.models import Throttle
 _COUNTER = select(Throttle.window_start, Throttle.count).where(Throttle.key == bindparam("key"))
 
 
-def is_blocked(session: Session, key: str, limit: int, window_seconds: int) -> bool:
+def is_blocked(session: Session | Connection, key: str, limit: int, window_seconds: int) -> bool:
     # A plain row, not an ORM object: asked on every magic-link exchange, where loading an
     # object cost several times the query.
     row = session.execute(_COUNTER, {"key": key}).first()
@@ -26,6 +27,23 @@ def is_blocked(session: Session, key: str, limit: int, window_seconds: int) -> b
     if clock.now() - row.window_start >= timedelta(seconds=window_seconds):
         return False
     return bool(row.count >= limit)
+
+
+def blocked_clause() -> Any:
+    """SQL for `is_blocked` (parameters `throttle_key`, `throttle_limit`, `throttle_since` = now minus
+    the window), to ask it within another query: the magic-link exchange reads it with the link's
+    facts in one statement."""
+    table = Throttle.__table__
+    return (
+        exists()
+        .where(table.c.key == bindparam("throttle_key"), table.c.count >= bindparam("throttle_limit"),
+               table.c.window_start > bindparam("throttle_since", type_=table.c.window_start.type))
+    )
+
+
+def blocked_params(key: str, limit: int, window_seconds: int) -> dict[str, Any]:
+    return {"throttle_key": key, "throttle_limit": limit,
+            "throttle_since": clock.now() - timedelta(seconds=window_seconds)}
 
 
 def record_failure(session: Session, key: str, window_seconds: int) -> int:

@@ -7,16 +7,19 @@ A token is `URLSafeTimedSerializer(secret, salt="portal-link")` over
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy import bindparam, exists, select
+from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer, want_bytes
+from sqlalchemy import Connection, bindparam, exists, insert, select
 from sqlalchemy.orm import Session, joinedload
 
 from encours.clock import clock
 from ledger import audit
 from ledger.models import Company, Contact, Customer, LinkOpen
+from links import throttle
 
 SALT = "portal-link"
 # The same link opened again from the same browser within this time is one open, recorded
@@ -29,8 +32,19 @@ class _ClockSigner(TimestampSigner):
     def get_timestamp(self) -> int:
         return int(clock.now().timestamp())
 
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        # Derived once per secret, not on every sign and check (a hash each time).
+        return _derived_key(self.secret_keys[-1] if secret_key is None else want_bytes(secret_key), self.salt)
 
+
+@functools.lru_cache(maxsize=8)
+def _derived_key(secret_key: bytes, salt: bytes) -> bytes:
+    return TimestampSigner(secret_key, salt=salt).derive_key()
+
+
+@functools.lru_cache(maxsize=8)
 def _serializer(secret: str) -> URLSafeTimedSerializer:
+    """One serializer per secret (it keeps no per-use state; the timestamp comes from `clock`)."""
     return URLSafeTimedSerializer(secret, salt=SALT, signer=_ClockSigner)
 
 
@@ -81,7 +95,8 @@ def verify(session: Session, secret: str, token: str) -> LinkCheck:
 @dataclass(frozen=True)
 class LinkFacts:
     """What exchanging a link needs, read in one query (see `check_link`). `language` is set
-    whenever the signature is ours, for the error page; nothing else may be shown unless `ok`."""
+    whenever the signature is ours, for the error page; nothing else may be shown unless `ok`.
+    `throttled`: this client opened too many bad links lately (then nothing else is decided)."""
 
     problem: LinkProblem | None
     contact_id: int | None = None
@@ -89,48 +104,71 @@ class LinkFacts:
     link_version: int | None = None
     language: str | None = None
     recorded: bool = False  # this open was recorded already (OPEN_RECORDED_ONCE_WITHIN)
+    throttled: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.problem is None
+        return self.problem is None and not self.throttled
 
 
+@dataclass(frozen=True)
+class ThrottleRule:
+    """Bad links counted per `key` (a client): `limit` within `window_seconds` blocks it."""
+
+    key: str
+    limit: int
+    window_seconds: int
+
+
+# Table columns rather than ORM attributes: a Core statement skips the ORM's compile and result
+# machinery, which cost more than the query itself on the portal's busiest request.
+_contacts, _customers, _companies, _opens = (Contact.__table__, Customer.__table__, Company.__table__,
+                                             LinkOpen.__table__)
 _LINK_FACTS = (
     select(
-        Contact.id, Contact.customer_id, Contact.link_version, Contact.language, Company.link_lifetime_days,
+        _contacts.c.id, _contacts.c.customer_id, _contacts.c.link_version, _contacts.c.language,
+        _companies.c.link_lifetime_days,
         exists()
         .where(
-            LinkOpen.contact_id == Contact.id,
-            LinkOpen.opened_at >= bindparam("since"),
-            LinkOpen.ip.is_not_distinct_from(bindparam("ip")),
-            LinkOpen.user_agent.is_not_distinct_from(bindparam("agent")),
+            _opens.c.contact_id == _contacts.c.id,
+            _opens.c.opened_at >= bindparam("since", type_=_opens.c.opened_at.type),
+            _opens.c.ip.is_not_distinct_from(bindparam("ip", type_=_opens.c.ip.type)),
+            _opens.c.user_agent.is_not_distinct_from(bindparam("agent", type_=_opens.c.user_agent.type)),
         )
         .label("recorded"),
+        throttle.blocked_clause().label("throttled"),
     )
-    .join(Customer, Customer.id == Contact.customer_id)
-    .join(Company, Company.id == Customer.company_id)
-    .where(Contact.id == bindparam("contact_id"))
+    .select_from(_contacts.join(_customers, _customers.c.id == _contacts.c.customer_id)
+                 .join(_companies, _companies.c.id == _customers.c.company_id))
+    .where(_contacts.c.id == bindparam("contact_id"))
 )
 
 
-def check_link(session: Session, secret: str, token: str, ip: str | None, user_agent: str | None) -> LinkFacts:
-    """`verify` for the magic-link exchange, and whether this open is recorded already: one
-    Core query rather than ORM loads of contact, customer, company and opens (the exchange is
-    the portal's busiest request, and loading objects cost several times the queries)."""
+def check_link(session: Session | Connection, secret: str, token: str, ip: str | None, user_agent: str | None,
+               rule: ThrottleRule) -> LinkFacts:
+    """`verify` for the magic-link exchange, whether this open is recorded already, and whether
+    the client is throttled (`rule`): one Core query, reading contact, customer, company, opens
+    and the throttle together (the exchange is the portal's busiest request). The signature is
+    checked once, before any query; a bad one costs only the throttle's query."""
     try:
         payload, signed_at = _serializer(secret).loads(token, return_timestamp=True)
     except BadSignature:
-        return LinkFacts(LinkProblem.invalid)
+        payload = None
     contact_id = _contact_id(payload)
-    if contact_id is None:
-        return LinkFacts(LinkProblem.invalid)
-    now = clock.now()
-    row = session.execute(_LINK_FACTS, {"contact_id": contact_id, "since": now - OPEN_RECORDED_ONCE_WITHIN,
-                                        "ip": ip, "agent": _user_agent(user_agent)}).first()
+    throttle_params = throttle.blocked_params(rule.key, rule.limit, rule.window_seconds)
+    row = None
+    if contact_id is not None:
+        now = clock.now()
+        row = session.execute(_LINK_FACTS, {"contact_id": contact_id, "since": now - OPEN_RECORDED_ONCE_WITHIN,
+                                            "ip": ip, "agent": _user_agent(user_agent), **throttle_params}).first()
     if row is None:
-        return LinkFacts(LinkProblem.invalid)
+        throttled = throttle.is_blocked(session, rule.key, rule.limit, rule.window_seconds)
+        return LinkFacts(LinkProblem.invalid, throttled=throttled)
+    if row.throttled:
+        return LinkFacts(None, throttled=True)
     facts = {"contact_id": row.id, "customer_id": row.customer_id, "link_version": row.link_version,
              "language": row.language}
+    assert isinstance(payload, dict)
     if row.link_version != payload.get("v"):
         return LinkFacts(LinkProblem.revoked, **facts)
     if now - signed_at > timedelta(days=row.link_lifetime_days):
@@ -159,10 +197,21 @@ def _user_agent(user_agent: str | None) -> str | None:
     return (user_agent or "")[:400] or None
 
 
-def record_open(session: Session, contact_id: int, ip: str | None, user_agent: str | None) -> LinkOpen:
-    link_open = LinkOpen(contact_id=contact_id, ip=ip, user_agent=_user_agent(user_agent), opened_at=clock.now())
-    session.add(link_open)
-    return link_open
+_RECORD_OPEN = insert(_opens)
+
+
+def open_row(contact_id: int, ip: str | None, user_agent: str | None) -> dict[str, Any]:
+    """A `link_opens` row for `record_opens`, stamped now."""
+    return {"contact_id": contact_id, "ip": ip, "user_agent": _user_agent(user_agent), "opened_at": clock.now()}
+
+
+def record_open(session: Session | Connection, contact_id: int, ip: str | None, user_agent: str | None) -> None:
+    record_opens(session, [open_row(contact_id, ip, user_agent)])
+
+
+def record_opens(session: Session | Connection, rows: list[dict[str, Any]]) -> None:
+    # A Core insert of many rows at once: no object to flush, on every first open of a link.
+    session.execute(_RECORD_OPEN, rows)
 
 
 class UnknownCustomer(LookupError):

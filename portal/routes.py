@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from encours import i18n
 from encours.clock import clock
-from encours.db import unit_of_work
+from encours.db import read_connection, unit_of_work, write_connection
 from encours.security import client_ip
 from ledger import statement as statements
 from ledger.models import Company, Contact, Customer, Invoice
@@ -24,6 +24,7 @@ from payments.collections import mandate_summary
 from links import renewal, throttle, tokens
 from links.tokens import LinkProblem
 from portal import pdf, statement_view
+from portal.link_opens import OpenRecorder
 
 PORTAL_SESSION_KEY = "portal"
 LANGUAGE_SESSION_KEY = "lang"
@@ -104,11 +105,51 @@ def _read_sessions(request: Request) -> Any:
     return request.app.state.read_sessions
 
 
-def open_link(request: Request) -> Response:
+async def _read(request: Request, function: Callable[..., Any], *args: Any) -> Any:
+    """A short read-only database call: inline on SQLite, where it reads a local file that WAL
+    never locks for readers, and a hop to the thread pool cost several times the query; in the
+    thread pool on a server database, so that a slow network or a database down never stalls
+    the event loop."""
+    if request.app.state.reads_inline:
+        return function(*args)
+    return await run_in_threadpool(function, *args)
+
+
+def _throttle_key(ip: str) -> str:
+    return f"link:{ip}"
+
+
+def _check_link(request: Request, token: str, ip: str, user_agent: str | None) -> tokens.LinkFacts:
+    settings = request.app.state.settings
+    rule = tokens.ThrottleRule(_throttle_key(ip), settings.link_throttle_max, settings.link_throttle_window_seconds)
+    with read_connection(_read_sessions(request)) as connection:
+        return tokens.check_link(connection, _secret(request), token, ip, user_agent, rule)
+
+
+def _record_failure(request: Request, ip: str) -> None:
+    with unit_of_work(_sessions(request)) as session:  # begins with the write: an atomic upsert
+        throttle.record_failure(session, _throttle_key(ip), request.app.state.settings.link_throttle_window_seconds)
+
+
+def _open_recorder(request: Request) -> OpenRecorder:
+    recorder = getattr(request.app.state, "open_recorder", None)
+    if recorder is None:
+        sessions = _sessions(request)
+
+        def write(rows: list[dict[str, Any]]) -> None:
+            with write_connection(sessions) as connection:
+                tokens.record_opens(connection, rows)
+
+        recorder = request.app.state.open_recorder = OpenRecorder(write)
+    return recorder
+
+
+async def open_link(request: Request) -> Response:
     """Exchange a magic link for a portal session.
 
-    Checking the link only reads; the writes (a failure counted, a new open recorded) are
-    short transactions of their own after it, and a repeated open writes nothing (see
+    Checking the link only reads, in one query (tokens.check_link); the writes (a failure
+    counted, a new open recorded) are short transactions of their own after it, in the thread
+    pool since they may wait for SQLite's write lock, and a repeated open writes nothing (see
     tokens.OPEN_RECORDED_ONCE_WITHIN). One read-then-write transaction per exchange held
     SQLite's single write lock while the link was checked, and every other exchange, of
     every process, queued behind it.
@@ -117,28 +158,24 @@ def open_link(request: Request) -> Response:
     settings = request.app.state.settings
     ip = client_ip(request)
     user_agent = request.headers.get("user-agent")
-    throttle_key = f"link:{ip}"
-    with unit_of_work(_read_sessions(request)) as session:
-        if throttle.is_blocked(session, throttle_key, settings.link_throttle_max, settings.link_throttle_window_seconds):
-            language = _visitor_language(request)
-            return _message(
-                request,
-                language,
-                _t(language, "Too many attempts"),
-                _t(language, "Too many invalid links were opened from your connection. Please wait a few "
-                             "minutes, then open the link from your latest email."),
-                429,
-                headers={"Retry-After": str(settings.link_throttle_window_seconds)},
-            )
-        check = tokens.check_link(session, _secret(request), token, ip, user_agent)
+    check = await _read(request, _check_link, request, token, ip, user_agent)
+    if check.throttled:
+        language = _visitor_language(request)
+        return _message(
+            request,
+            language,
+            _t(language, "Too many attempts"),
+            _t(language, "Too many invalid links were opened from your connection. Please wait a few "
+                         "minutes, then open the link from your latest email."),
+            429,
+            headers={"Retry-After": str(settings.link_throttle_window_seconds)},
+        )
     if not check.ok:
-        with unit_of_work(_sessions(request)) as session:  # begins with the write: an atomic upsert
-            throttle.record_failure(session, throttle_key, settings.link_throttle_window_seconds)
+        await run_in_threadpool(_record_failure, request, ip)
         return _link_problem(request, check.problem, check.language, token)
     assert check.contact_id is not None
     if not check.recorded:
-        with unit_of_work(_sessions(request)) as session:
-            tokens.record_open(session, check.contact_id, ip, user_agent)
+        await _open_recorder(request).record(tokens.open_row(check.contact_id, ip, user_agent))
     request.session.clear()  # a fresh session: nothing from an earlier visitor survives
     request.session[PORTAL_SESSION_KEY] = {
         "contact": check.contact_id,
@@ -205,7 +242,7 @@ def _renew(request: Request, token: str) -> str:
                 templates=request.app.state.templates,
             )
         elif check.problem is LinkProblem.invalid:
-            throttle.record_failure(session, f"link:{client_ip(request)}", settings.link_throttle_window_seconds)
+            throttle.record_failure(session, _throttle_key(client_ip(request)), settings.link_throttle_window_seconds)
     return language
 
 

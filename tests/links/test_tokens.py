@@ -63,3 +63,46 @@ def test_token_for_deleted_contact_is_invalid(session: Session) -> None:
     session.delete(contact)
     session.flush()
     assert tokens.verify(session, TEST_SECRET, token).problem is LinkProblem.invalid
+
+
+RULE = tokens.ThrottleRule("link:192.0.2.7", limit=3, window_seconds=600)
+
+
+def test_check_link_reads_the_links_facts_and_the_throttle_in_one_go(session: Session) -> None:
+    from links import throttle
+
+    contact = _contact(session)
+    token = tokens.make_token(TEST_SECRET, contact)
+    connection = session.connection()  # the exchange reads through a Core connection
+    facts = tokens.check_link(connection, TEST_SECRET, token, "192.0.2.7", "Mail client", RULE)
+    assert facts.ok and (facts.contact_id, facts.link_version, facts.recorded) == (contact.id, 1, False)
+    tokens.record_open(session, contact.id, "192.0.2.7", "Mail client")
+    assert tokens.check_link(connection, TEST_SECRET, token, "192.0.2.7", "Mail client", RULE).recorded
+    assert not tokens.check_link(connection, TEST_SECRET, token, "192.0.2.7", "Browser", RULE).recorded
+    for _ in range(RULE.limit):
+        throttle.record_failure(session, RULE.key, RULE.window_seconds)
+    blocked = tokens.check_link(connection, TEST_SECRET, token, "192.0.2.7", "Mail client", RULE)
+    assert blocked.throttled and not blocked.ok  # even a good link, from that client
+    bad = tokens.check_link(connection, TEST_SECRET, token[:-2], "192.0.2.7", None, RULE)
+    assert bad.throttled and bad.problem is LinkProblem.invalid
+    other = tokens.ThrottleRule("link:192.0.2.8", RULE.limit, RULE.window_seconds)
+    assert tokens.check_link(connection, TEST_SECRET, token, "192.0.2.8", None, other).ok
+    clock.set(clock.now() + timedelta(seconds=RULE.window_seconds))
+    assert tokens.check_link(connection, TEST_SECRET, token, "192.0.2.7", None, RULE).ok  # the window is over
+
+
+def test_check_link_refuses_revoked_expired_and_unknown_links(session: Session) -> None:
+    contact = _contact(session)
+    token = tokens.make_token(TEST_SECRET, contact)
+    assert tokens.check_link(session, TEST_SECRET, token, None, None, RULE).ok
+    contact.link_version += 1
+    session.flush()
+    revoked = tokens.check_link(session, TEST_SECRET, token, None, None, RULE)
+    assert revoked.problem is LinkProblem.revoked and revoked.language == contact.language
+    fresh = tokens.make_token(TEST_SECRET, contact)
+    clock.set(clock.now() + timedelta(days=31))
+    assert tokens.check_link(session, TEST_SECRET, fresh, None, None, RULE).problem is LinkProblem.expired
+    session.delete(contact)
+    session.flush()
+    gone = tokens.check_link(session, TEST_SECRET, fresh, None, None, RULE)
+    assert gone.problem is LinkProblem.invalid and not gone.throttled and gone.language is None

@@ -1,0 +1,63 @@
+"""Group commit of magic-link opens (portal.link_opens.OpenRecorder)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from anyio import to_thread
+
+from portal.link_opens import OpenRecorder
+
+
+def test_opens_arriving_during_a_write_are_written_together_and_each_waits_for_its_own() -> None:
+    batches: list[list[int]] = []
+    writing, release = threading.Event(), threading.Event()
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        batches.append([row["n"] for row in rows])
+        if len(batches) == 1:
+            writing.set()
+            assert release.wait(10)
+
+    async def scenario() -> None:
+        recorder = OpenRecorder(write)
+        first = asyncio.ensure_future(recorder.record({"n": 0}))
+        assert await to_thread.run_sync(writing.wait, 10)
+        others = [asyncio.ensure_future(recorder.record({"n": n})) for n in range(1, 5)]
+        await asyncio.sleep(0)  # let them queue behind the write under way
+        assert not any(task.done() for task in [first, *others])  # nobody answered before the commit
+        release.set()
+        await asyncio.gather(first, *others)
+
+    asyncio.run(scenario())
+    assert batches == [[0], [1, 2, 3, 4]]
+
+
+def test_a_row_that_cannot_be_written_fails_alone() -> None:
+    written: list[int] = []
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        if any(row["n"] == 2 for row in rows):
+            raise ValueError("contact 2 is gone")
+        written.extend(row["n"] for row in rows)
+
+    async def scenario() -> list[Any]:
+        recorder = OpenRecorder(write)
+        return await asyncio.gather(*(recorder.record({"n": n}) for n in range(4)), return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert [type(result) for result in results] == [type(None), type(None), ValueError, type(None)]
+    assert sorted(written) == [0, 1, 3]
+
+
+def test_a_recorder_outlives_its_event_loop() -> None:
+    written: list[int] = []
+    recorder = OpenRecorder(lambda rows: written.extend(row["n"] for row in rows))
+    asyncio.run(recorder.record({"n": 1}))
+    asyncio.run(recorder.record({"n": 2}))  # a second loop, as a second test client starts
+    assert written == [1, 2]
+    with pytest.raises(ZeroDivisionError):
+        asyncio.run(OpenRecorder(lambda rows: 1 / 0).record({"n": 3}))
