@@ -235,6 +235,18 @@ def refresh_overdue(session: Session, as_of: date) -> None:
     )
 
 
+def _balance_order(session: Session, sort: str) -> tuple[Any, ...]:
+    """The ORDER BY of a sort by the CustomerBalance keys; empty for the sort by name."""
+    if sort == "name":
+        return ()
+    if sort == "oldest":
+        return CustomerBalance.oldest_due, CustomerBalance.customer_id
+    if sort == "outstanding":
+        return CustomerBalance.outstanding_minor.desc(), CustomerBalance.customer_id.desc()
+    refresh_overdue(session, list_day(session))
+    return CustomerBalance.overdue_minor.desc(), CustomerBalance.customer_id.desc()
+
+
 def list_customers(session: Session, filters: CustomerFilters, scope: Any) -> Page:
     """One page of customers; `scope` restricts a query joining Customer to what the user may see.
 
@@ -248,15 +260,7 @@ def list_customers(session: Session, filters: CustomerFilters, scope: Any) -> Pa
         matched = query.subquery()
         query = select(Customer.id).join(CustomerBalance, CustomerBalance.customer_id == Customer.id) \
             .where(Customer.id.in_(select(matched.c.id)))
-        if filters.sort == "name":
-            query = query.order_by(Customer.name, Customer.id)
-        elif filters.sort == "oldest":
-            query = query.order_by(CustomerBalance.oldest_due, CustomerBalance.customer_id)
-        elif filters.sort == "outstanding":
-            query = query.order_by(CustomerBalance.outstanding_minor.desc(), CustomerBalance.customer_id.desc())
-        else:
-            refresh_overdue(session, list_day(session))
-            query = query.order_by(CustomerBalance.overdue_minor.desc(), CustomerBalance.customer_id.desc())
+        query = query.order_by(*(_balance_order(session, filters.sort) or (Customer.name, Customer.id)))
     elif filters.sort == "name":
         # Same walk on the name index: without it, SQLite would pick the company index for a manager
         # and sort tens of thousands of names for one page.
@@ -267,14 +271,7 @@ def list_customers(session: Session, filters: CustomerFilters, scope: Any) -> Pa
         # Walk the sort key's index and keep the customers that pass the filters (one primary-key
         # lookup each), stopping at a page: never a sort of the whole book.
         passes = query.where(Customer.id == CustomerBalance.customer_id).exists()
-        query = select(CustomerBalance.customer_id).where(passes)
-        if filters.sort == "oldest":
-            query = query.order_by(CustomerBalance.oldest_due, CustomerBalance.customer_id)
-        elif filters.sort == "outstanding":
-            query = query.order_by(CustomerBalance.outstanding_minor.desc(), CustomerBalance.customer_id.desc())
-        else:
-            refresh_overdue(session, list_day(session))
-            query = query.order_by(CustomerBalance.overdue_minor.desc(), CustomerBalance.customer_id.desc())
+        query = select(CustomerBalance.customer_id).where(passes).order_by(*_balance_order(session, filters.sort))
     ids = list(session.scalars(query.offset((filters.page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)))
     has_next = len(ids) > PAGE_SIZE
     ids = ids[:PAGE_SIZE]

@@ -12,31 +12,44 @@ committed, so an answered exchange is a recorded one.
 from __future__ import annotations
 
 import asyncio
+import threading
+import weakref
 from typing import Any, Callable
 
 from anyio import to_thread
 
 
+class _Queue:
+    """The opens waiting on one event loop, and the task writing them."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self.draining: asyncio.Task[None] | None = None
+
+
 class OpenRecorder:
     def __init__(self, write: Callable[[list[dict[str, Any]]], None]) -> None:
         self.write = write  # writes the rows in one transaction (in a worker thread)
-        self.pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self.draining: asyncio.Task[None] | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
+        # One queue per event loop: a server has one, but a process may run several at once (each
+        # test client runs its own), and a future can only be awaited on its own loop.
+        self.queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
+        self.lock = threading.Lock()
 
     async def record(self, row: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
-        if loop is not self.loop:  # a new event loop (tests start one per client): nothing carries over
-            self.loop, self.pending, self.draining = loop, [], None
+        with self.lock:
+            queue = self.queues.get(loop)
+            if queue is None:
+                queue = self.queues[loop] = _Queue()
         future: asyncio.Future[None] = loop.create_future()
-        self.pending.append((row, future))
-        if self.draining is None or self.draining.done():
-            self.draining = asyncio.ensure_future(self._drain())
+        queue.pending.append((row, future))
+        if queue.draining is None or queue.draining.done():
+            queue.draining = asyncio.ensure_future(self._drain(queue))
         await asyncio.shield(future)  # a client that goes away does not cancel its neighbours' write
 
-    async def _drain(self) -> None:
-        while self.pending:
-            batch, self.pending = self.pending, []
+    async def _drain(self, queue: _Queue) -> None:
+        while queue.pending:
+            batch, queue.pending = queue.pending, []
             try:
                 await to_thread.run_sync(self.write, [row for row, _ in batch])
             except Exception:

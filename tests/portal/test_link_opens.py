@@ -61,3 +61,40 @@ def test_a_recorder_outlives_its_event_loop() -> None:
     assert written == [1, 2]
     with pytest.raises(ZeroDivisionError):
         asyncio.run(OpenRecorder(lambda rows: 1 / 0).record({"n": 3}))
+
+
+def test_event_loops_running_at_once_each_get_their_opens_written() -> None:
+    """A process may run several event loops at once (each test client runs its own): an open
+    queued on one loop is never dropped because another loop recorded one meanwhile."""
+    written: list[int] = []
+    started = {0: threading.Event(), 1: threading.Event()}
+    release = threading.Event()
+    queued = threading.Barrier(3, timeout=10)
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        numbers = [row["n"] for row in rows]
+        if numbers[0] in started:  # each loop's first write holds until both loops queued another
+            started[numbers[0]].set()
+            assert release.wait(10)
+        written.extend(numbers)
+
+    recorder = OpenRecorder(write)
+
+    def loop_of(n: int) -> None:
+        async def scenario() -> None:
+            first = asyncio.ensure_future(recorder.record({"n": n}))
+            assert await to_thread.run_sync(started[n].wait, 10)
+            second = asyncio.ensure_future(recorder.record({"n": n + 2}))
+            await asyncio.sleep(0)  # queued behind this loop's write under way
+            await to_thread.run_sync(queued.wait)
+            await asyncio.wait_for(asyncio.gather(first, second), 10)
+        asyncio.run(scenario())
+
+    threads = [threading.Thread(target=loop_of, args=(n,)) for n in (0, 1)]
+    for thread in threads:
+        thread.start()
+    queued.wait()
+    release.set()
+    for thread in threads:
+        thread.join(20)
+    assert sorted(written) == [0, 1, 2, 3]
