@@ -166,7 +166,8 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
     app.state.sessions = sessions
     app.state.read_sessions = read_sessions  # for handlers that only read: see make_sessionmaker
     # A short read may run on the event loop when it reads a local SQLite file (see portal.routes._read).
-    app.state.reads_inline = (engine.dialect if engine is not None else sessions.kw["bind"].dialect).name == "sqlite"
+    bind = engine if engine is not None else sessions.kw.get("bind")  # none: an app only listed, never served
+    app.state.reads_inline = bind is not None and bind.dialect.name == "sqlite"
     app.state.templates = Templates()
     return app
 
