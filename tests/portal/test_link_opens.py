@@ -12,6 +12,26 @@ from anyio import to_thread
 from portal.link_opens import OpenRecorder
 
 
+def _run(awaitable_factory: Any) -> Any:
+    """asyncio.run in a thread of its own: the test process may already run an event loop in its
+    main thread (Playwright's sync API leaves one running for the browser tests of this worker)."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = asyncio.run(awaitable_factory())
+        except BaseException as error:  # re-raised in the test's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the scenario did not finish"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("result")
+
+
 def test_opens_arriving_during_a_write_are_written_together_and_each_waits_for_its_own() -> None:
     batches: list[list[int]] = []
     writing, release = threading.Event(), threading.Event()
@@ -32,7 +52,7 @@ def test_opens_arriving_during_a_write_are_written_together_and_each_waits_for_i
         release.set()
         await asyncio.gather(first, *others)
 
-    asyncio.run(scenario())
+    _run(scenario)
     assert batches == [[0], [1, 2, 3, 4]]
 
 
@@ -48,7 +68,7 @@ def test_a_row_that_cannot_be_written_fails_alone() -> None:
         recorder = OpenRecorder(write)
         return await asyncio.gather(*(recorder.record({"n": n}) for n in range(4)), return_exceptions=True)
 
-    results = asyncio.run(scenario())
+    results = _run(scenario)
     assert [type(result) for result in results] == [type(None), type(None), ValueError, type(None)]
     assert sorted(written) == [0, 1, 3]
 
@@ -56,11 +76,11 @@ def test_a_row_that_cannot_be_written_fails_alone() -> None:
 def test_a_recorder_outlives_its_event_loop() -> None:
     written: list[int] = []
     recorder = OpenRecorder(lambda rows: written.extend(row["n"] for row in rows))
-    asyncio.run(recorder.record({"n": 1}))
-    asyncio.run(recorder.record({"n": 2}))  # a second loop, as a second test client starts
+    _run(lambda: recorder.record({"n": 1}))
+    _run(lambda: recorder.record({"n": 2}))  # a second loop, as a second test client starts
     assert written == [1, 2]
     with pytest.raises(ZeroDivisionError):
-        asyncio.run(OpenRecorder(lambda rows: 1 / 0).record({"n": 3}))
+        _run(lambda: OpenRecorder(lambda rows: 1 / 0).record({"n": 3}))
 
 
 def test_event_loops_running_at_once_each_get_their_opens_written() -> None:
