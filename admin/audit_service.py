@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import Select, and_, false, or_, select
 from sqlalchemy.orm import Session
 
+from admin.customers_service import PAGE_SIZE, one_page  # noqa: F401 (PAGE_SIZE: the audit page's size too)
 from ledger.models import AuditEvent, Company, Customer, Invoice, Role, User
 
-PAGE_SIZE = 50
 # What people type for an actor, beside an email or a provider name.
 ACTOR_KINDS = {"system": "system", "debtor": "contact", "contact": "contact", "provider": "provider", "user": "user"}
 
@@ -95,16 +95,15 @@ def search(session: Session, user: User, wanted: AuditQuery) -> AuditPage:
     if wanted.since and wanted.until and wanted.until < wanted.since:
         query = query.where(false())
     page = max(1, wanted.page)
-    rows = list(session.scalars(query.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
-                                .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)))
-    events = rows[:PAGE_SIZE]
+    events, has_next = one_page(session.scalars, query.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()),
+                                page)
     customer_ids = {e.customer_id for e in events if e.customer_id}
     company_ids = {e.company_id for e in events if e.company_id}
     customers = {c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(customer_ids)))} \
         if customer_ids else {}
     companies = {c.id: c for c in session.scalars(select(Company).where(Company.id.in_(company_ids)))} \
         if company_ids else {}
-    return AuditPage(events=events, page=page, has_next=len(rows) > PAGE_SIZE, customers=customers,
+    return AuditPage(events=events, page=page, has_next=has_next, customers=customers,
                      companies=companies)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -118,19 +118,7 @@ def webhooks(request: Request, session: Session, staff: Staff) -> Response:
     provider = params.get("provider", "") if params.get("provider", "") in providers else ""
     filters = service.ListFilters(values={"state": "" if state == "all" else state, "provider": provider},
                                   page=service._page_number(params))
-    query = select(WebhookEvent).order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc())
-    if state == "failed":
-        query = query.where(WebhookEvent.processed_at.is_(None), WebhookEvent.error.is_not(None))
-    elif state == "unprocessed":
-        query = query.where(WebhookEvent.processed_at.is_(None))
-    elif state == "processed":
-        query = query.where(WebhookEvent.processed_at.is_not(None))
-    if provider:
-        query = query.where(WebhookEvent.provider == provider)
-    found = list(session.scalars(query.offset((filters.page - 1) * service.PAGE_SIZE).limit(service.PAGE_SIZE + 1)))
-    failed = session.scalar(select(func.count()).select_from(WebhookEvent).where(
-        WebhookEvent.processed_at.is_(None), WebhookEvent.error.is_not(None))) or 0
-    page = service.Page(rows=found[:service.PAGE_SIZE], page=filters.page, has_next=len(found) > service.PAGE_SIZE)
+    page, failed = service.list_webhook_events(session, state, provider, filters.page)
     return request.app.state.templates.response(request, "admin/webhooks.html", {
         "user": staff.user, "page": page, "filters": filters, "state": state, "states": WEBHOOK_STATES,
         "providers": providers, "provider": provider, "failed_count": failed,

@@ -9,12 +9,12 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from encours.clock import clock
 from encours.i18n import N_
-from admin.customers_service import CHASED, PAGE_SIZE, Page, _like, _page_number, _text, _flag, local_today
+from admin.customers_service import CHASED, Page, one_page, _like, _page_number, _text, _flag, local_today
 from ledger.models import (
     Allocation,
     Checkout,
@@ -133,15 +133,15 @@ def list_invoices(session: Session, filters: ListFilters, scope: Any) -> Page:
         query = query.order_by(Invoice.due_date.desc(), Invoice.id.desc())
     else:
         query = query.order_by(Invoice.due_date, Invoice.id)
-    found = session.execute(query.offset((filters.page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)).all()
+    found, has_next = one_page(session.execute, query, filters.page)
     days = {company_id: clock.today(tz) for company_id, tz in session.execute(select(Company.id, Company.timezone))}
     rows = []
-    for invoice, customer_id, ref, name, code in found[:PAGE_SIZE]:
+    for invoice, customer_id, ref, name, code in found:
         late = 0
         if invoice.open_minor > 0 and invoice.kind == "invoice":
             late = max(0, (days[invoice.company_id] - invoice.due_date).days)
         rows.append(InvoiceRow(invoice, customer_id, ref, name, code, late))
-    return Page(rows=rows, page=filters.page, has_next=len(found) > PAGE_SIZE)
+    return Page(rows=rows, page=filters.page, has_next=has_next)
 
 
 def payment_filters(params: Mapping[str, str], providers: list[str]) -> ListFilters:
@@ -191,9 +191,8 @@ def list_payments(session: Session, filters: ListFilters, scope: Any) -> Page:
     if filters.date("to"):
         query = query.where(Payment.created_at < _day_start(filters.date("to") + timedelta(days=1)))  # type: ignore[operator]
     query = query.order_by(Payment.created_at.desc(), Payment.id.desc())
-    found = session.execute(query.offset((filters.page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)).all()
-    rows = [PaymentRow(*row) for row in found[:PAGE_SIZE]]
-    return Page(rows=rows, page=filters.page, has_next=len(found) > PAGE_SIZE)
+    found, has_next = one_page(session.execute, query, filters.page)
+    return Page(rows=[PaymentRow(*row) for row in found], page=filters.page, has_next=has_next)
 
 
 # --- one payment --------------------------------------------------------------------------------
@@ -260,3 +259,21 @@ def visible_payment(session: Session, scope: Any, payment_id: int) -> Payment | 
     return session.scalar(scope(select(Payment).join(Customer, Customer.id == Payment.customer_id))
                           .where(Payment.id == payment_id))
 
+
+
+def list_webhook_events(session: Session, state: str, provider: str, page: int) -> tuple[Page, int]:
+    """A page of stored provider events, newest first, in `state` ("failed", "unprocessed",
+    "processed" or anything else for all) and from `provider` if given; with how many failed."""
+    query = select(WebhookEvent).order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc())
+    if state == "failed":
+        query = query.where(WebhookEvent.processed_at.is_(None), WebhookEvent.error.is_not(None))
+    elif state == "unprocessed":
+        query = query.where(WebhookEvent.processed_at.is_(None))
+    elif state == "processed":
+        query = query.where(WebhookEvent.processed_at.is_not(None))
+    if provider:
+        query = query.where(WebhookEvent.provider == provider)
+    events, has_next = one_page(session.scalars, query, page)
+    failed = session.scalar(select(func.count()).select_from(WebhookEvent).where(
+        WebhookEvent.processed_at.is_(None), WebhookEvent.error.is_not(None))) or 0
+    return Page(rows=events, page=page, has_next=has_next), failed

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlencode
 
 from sqlalchemy import Select, and_, case, exists, func, literal, or_, select, text, update
@@ -130,6 +130,13 @@ class Page:
     @property
     def has_previous(self) -> bool:
         return self.page > 1
+
+
+def one_page(run: Callable[[Select[Any]], Iterable[Any]], query: Select[Any], page: int) -> tuple[list[Any], bool]:
+    """Page `page` of an ordered query (PAGE_SIZE rows, `run` being `session.execute` or
+    `session.scalars`) and whether another page follows: one row more is read, nothing counted."""
+    found = list(run(query.offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)))
+    return found[:PAGE_SIZE], len(found) > PAGE_SIZE
 
 
 def local_today(session: Session) -> Any:
@@ -272,9 +279,7 @@ def list_customers(session: Session, filters: CustomerFilters, scope: Any) -> Pa
         # lookup each), stopping at a page: never a sort of the whole book.
         passes = query.where(Customer.id == CustomerBalance.customer_id).exists()
         query = select(CustomerBalance.customer_id).where(passes).order_by(*_balance_order(session, filters.sort))
-    ids = list(session.scalars(query.offset((filters.page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)))
-    has_next = len(ids) > PAGE_SIZE
-    ids = ids[:PAGE_SIZE]
+    ids, has_next = one_page(session.scalars, query, filters.page)
     return Page(rows=customer_rows(session, ids, today), page=filters.page, has_next=has_next)
 
 

@@ -41,12 +41,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Integer, case, cast, func, literal_column, select, union_all
+from sqlalchemy import case, func, literal_column, select, union_all
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from encours.clock import clock
 from encours.i18n import N_
+from ledger.day_totals import days_between
 from ledger.fx import Conversion, RateBook
 from ledger.models import (
     Allocation,
@@ -257,13 +258,6 @@ def _customer_scope(query: Any, scope: Scope, company_ids: list[int]) -> Any:
     if scope.collector_id is not None:
         query = query.where(Customer.collector_id == scope.collector_id)
     return query
-
-
-def _days_between(session: Session, later: Any, earlier: Any) -> ColumnElement[int]:
-    """Whole days from `earlier` to `later` (two DATE columns), in each dialect's own way."""
-    if session.get_bind().dialect.name == "sqlite":
-        return cast(func.julianday(later) - func.julianday(earlier), Integer)
-    return cast(later - earlier, Integer)
 
 
 def _local_midnight_utc(day: date, tz: str) -> datetime:
@@ -545,7 +539,7 @@ def _settled(session: Session, scope: Scope, ids: list[int], first: date, last: 
     """(company, currency, day received, amount settled, amount × days from issue to payment) of what
     the succeeded payments received from `first` to `last` settled."""
     if live:  # ix_payments_received, ix_allocations_payment_invoice; the invoice gives issue date and company
-        day_count = _days_between(session, Payment.received_on, Invoice.issue_date)
+        day_count = days_between(session, Payment.received_on, Invoice.issue_date)
         query = _invoice_scope(
             select(Invoice.company_id, Allocation.currency, Payment.received_on, func.sum(Allocation.amount_minor),
                    func.sum(Allocation.amount_minor * day_count))

@@ -25,7 +25,9 @@ from ledger.models import (
 )
 
 
-def _days(session: Session, later: Any, earlier: Any) -> Any:
+def days_between(session: Session, later: Any, earlier: Any) -> Any:
+    """Whole days from `earlier` to `later` (two DATE columns), in each dialect's own way (as the
+    triggers of migration 0010 count them)."""
     if session.get_bind().dialect.name == "sqlite":
         return cast(func.julianday(later) - func.julianday(earlier), Integer)
     return cast(later - earlier, Integer)
@@ -45,7 +47,7 @@ def recount(session: Session) -> dict[str, dict[tuple[Any, ...], tuple[int, ...]
     open_key = (Invoice.company_id, Invoice.currency, Invoice.kind, Invoice.status, Invoice.due_date)
     issued_key = (Invoice.company_id, Invoice.currency, Invoice.issue_date)
     settled = (select(Allocation.payment_id, func.sum(Allocation.amount_minor).label("amount"),
-                      func.sum(Allocation.amount_minor * _days(session, Payment.received_on, Invoice.issue_date))
+                      func.sum(Allocation.amount_minor * days_between(session, Payment.received_on, Invoice.issue_date))
                       .label("days"))
                .join(Invoice, Invoice.id == Allocation.invoice_id).join(Payment, Payment.id == Allocation.payment_id)
                .group_by(Allocation.payment_id).subquery())

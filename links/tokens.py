@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import functools
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer, want_bytes
@@ -84,12 +84,18 @@ def verify(session: Session, secret: str, token: str) -> LinkCheck:
     contact = _contact_for(session, payload)
     if contact is None:
         return LinkCheck(None, LinkProblem.invalid)
-    if contact.link_version != payload.get("v"):
-        return LinkCheck(contact, LinkProblem.revoked)
-    lifetime = timedelta(days=contact.customer.company.link_lifetime_days)
-    if clock.now() - signed_at > lifetime:
-        return LinkCheck(contact, LinkProblem.expired)
-    return LinkCheck(contact, None)
+    return LinkCheck(contact, _lapsed(payload, signed_at, contact.link_version,
+                                      contact.customer.company.link_lifetime_days))
+
+
+def _lapsed(payload: dict[str, Any], signed_at: datetime, link_version: int, lifetime_days: int) -> LinkProblem | None:
+    """Why a link signed by us no longer opens: revoked since (the contact's links were given a
+    new version), or older than its company's link lifetime; None while it is good."""
+    if link_version != payload.get("v"):
+        return LinkProblem.revoked
+    if clock.now() - signed_at > timedelta(days=lifetime_days):
+        return LinkProblem.expired
+    return None
 
 
 @dataclass(frozen=True)
@@ -169,10 +175,9 @@ def check_link(session: Session | Connection, secret: str, token: str, ip: str |
     facts = {"contact_id": row.id, "customer_id": row.customer_id, "link_version": row.link_version,
              "language": row.language}
     assert isinstance(payload, dict)
-    if row.link_version != payload.get("v"):
-        return LinkFacts(LinkProblem.revoked, **facts)
-    if now - signed_at > timedelta(days=row.link_lifetime_days):
-        return LinkFacts(LinkProblem.expired, **facts)
+    problem = _lapsed(payload, signed_at, row.link_version, row.link_lifetime_days)
+    if problem is not None:
+        return LinkFacts(problem, **facts)
     return LinkFacts(None, recorded=bool(row.recorded), **facts)
 
 
