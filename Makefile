@@ -84,9 +84,9 @@ bench: venv system-deps
 
 i18n: venv
 	$(BIN)/pybabel extract -F babel.cfg -k _t:2 -k N_ -k gettext:1,1t -k gettext:2,2t -k CheckoutError --no-location --sort-output \
-		-o encours/locale/messages.pot encours portal links ledger dunning admin payments
-	$(BIN)/pybabel update -i encours/locale/messages.pot -d encours/locale --no-fuzzy-matching
-	$(BIN)/pybabel compile -d encours/locale
+		-o kernel/locale/messages.pot kernel encours portal links ledger mail dunning admin payments
+	$(BIN)/pybabel update -i kernel/locale/messages.pot -d kernel/locale --no-fuzzy-matching
+	$(BIN)/pybabel compile -d kernel/locale
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis test-results

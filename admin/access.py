@@ -18,10 +18,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from admin.routes import _language, _render, _staff, _to_login
-from encours.db import unit_of_work
+from admin.routes import staff_language, render, signed_in_staff, to_login
+from kernel.db import unit_of_work
 from ledger.models import Company, Customer, Role, User
-from portal.disputes import Posted, read_posted
+from kernel.web import Posted, Rejected, read_posted
 
 
 def scoped(query: Select[Any], user: User) -> Select[Any]:
@@ -71,15 +71,8 @@ class Staff:
     language: str
 
 
-class Rejected(Exception):
-    """Raised by a POST handler to roll its unit of work back and answer `response` instead."""
-
-    def __init__(self, response: Response) -> None:
-        self.response = response
-
-
 def forbidden(request: Request, staff: Staff) -> Response:
-    return _render(request, "admin/forbidden.html", {"user": staff.user}, staff.language, status_code=403)
+    return render(request, "admin/forbidden.html", {"user": staff.user}, staff.language, status_code=403)
 
 
 def staff_get(handler: Callable[[Request, Session, Staff], Response] | None = None, *,
@@ -90,10 +83,10 @@ def staff_get(handler: Callable[[Request, Session, Staff], Response] | None = No
         @functools.wraps(handler)
         def endpoint(request: Request) -> Response:
             with unit_of_work(request.app.state.sessions) as session:
-                user = _staff(request, session)
+                user = signed_in_staff(request, session)
                 if user is None:
-                    return _to_login(request)
-                staff = Staff(user, _language(request))
+                    return to_login(request)
+                staff = Staff(user, staff_language(request))
                 if admin_only and not is_admin(user):
                     return forbidden(request, staff)
                 return handler(request, session, staff)
@@ -113,10 +106,10 @@ def staff_post(handler: Callable[[Request, Session, Staff, Posted], Response] | 
                                                                                          Awaitable[Response]]:
         def run(request: Request, posted: Posted) -> Response:
             with unit_of_work(request.app.state.sessions) as session:
-                user = _staff(request, session)
+                user = signed_in_staff(request, session)
                 if user is None:
-                    return _to_login(request)
-                staff = Staff(user, _language(request))
+                    return to_login(request)
+                staff = Staff(user, staff_language(request))
                 if not can_act(user) or (admin_only and not is_admin(user)):
                     return forbidden(request, staff)
                 try:

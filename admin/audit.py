@@ -19,8 +19,8 @@ from starlette.routing import Route
 from admin import audit_service
 from admin.access import Staff, staff_get
 from admin.audit_service import AuditQuery
-from encours import i18n
-from encours.i18n import N_
+from kernel import i18n
+from kernel.i18n import N_
 from ledger import audit
 
 ACTOR_TYPES = {"user": N_("Staff"), "contact": N_("Debtor"), "provider": N_("Provider"), "system": N_("System")}

@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from encours.clock import clock
-from encours.i18n import N_
-from encours.users import MIN_PASSWORD_LENGTH, check_password, hash_password
+from kernel.clock import clock
+from kernel.i18n import N_
+from admin.staff_accounts import MIN_PASSWORD_LENGTH, check_password, hash_password
 from ledger.models import Company, Customer, Invoice, InvoiceKind, InvoiceStatus, Role, Throttle, User
 from ledger.money import Money
 from links import throttle

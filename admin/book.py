@@ -21,13 +21,13 @@ from admin import book_service as service
 from admin.access import Staff, companies_of, forbidden, scoped, staff_get, staff_post
 from admin.customers import fragment, moment
 from admin.customers_service import collectors_of, segments
-from admin.routes import _render, _t
-from encours.i18n import N_
+from admin.routes import render, t
+from kernel.i18n import N_
 from ledger.models import Role, WebhookEvent
 from ledger.money import Money
 from payments import replay as replays
 from payments.webhooks import registered_handlers
-from portal.disputes import Posted
+from kernel.web import Posted
 
 WEBHOOK_STATES = ("all", "failed", "unprocessed", "processed")
 PAYMENT_STATUS_LABELS = {
@@ -48,14 +48,14 @@ REPLAY_OUTCOMES = {
 
 def _labels(language: str) -> dict[str, Any]:
     return {
-        "payment_status": lambda s: _t(language, PAYMENT_STATUS_LABELS[s]) if s in PAYMENT_STATUS_LABELS else s,
-        "method_label": lambda m: _t(language, METHOD_LABELS[m]) if m in METHOD_LABELS else m,
+        "payment_status": lambda s: t(language, PAYMENT_STATUS_LABELS[s]) if s in PAYMENT_STATUS_LABELS else s,
+        "method_label": lambda m: t(language, METHOD_LABELS[m]) if m in METHOD_LABELS else m,
         "money_of": Money,
     }
 
 
 def _problems(staff: Staff, filters: service.ListFilters) -> list[str]:
-    return [_t(staff.language, message, **values) for message, values in filters.problems]
+    return [t(staff.language, message, **values) for message, values in filters.problems]
 
 
 @staff_get
@@ -95,7 +95,7 @@ def payment_page(request: Request, session: Session, staff: Staff) -> Response:
     if payment is None:
         raise HTTPException(404)
     story = service.payment_story(session, payment)
-    return _render(request, "admin/payment.html", {
+    return render(request, "admin/payment.html", {
         "user": staff.user, "story": story, "can_see_events": staff.user.role != Role.collector.value,
         "moment": moment(staff.language, story.customer.company.timezone), **_labels(staff.language),
     }, staff.language)
@@ -117,7 +117,7 @@ def webhooks(request: Request, session: Session, staff: Staff) -> Response:
     providers = list(session.scalars(select(WebhookEvent.provider).distinct().order_by(WebhookEvent.provider)))
     provider = params.get("provider", "") if params.get("provider", "") in providers else ""
     filters = service.ListFilters(values={"state": "" if state == "all" else state, "provider": provider},
-                                  page=service._page_number(params))
+                                  page=service.page_number(params))
     page, failed = service.list_webhook_events(session, state, provider, filters.page)
     return request.app.state.templates.response(request, "admin/webhooks.html", {
         "user": staff.user, "page": page, "filters": filters, "state": state, "states": WEBHOOK_STATES,
@@ -135,11 +135,11 @@ def pretty(body: str) -> str:
 
 def _webhook_page(request: Request, session: Session, staff: Staff, event: WebhookEvent,
                   outcome: replays.ReplayOutcome | None = None) -> Response:
-    return _render(request, "admin/webhook.html", {
+    return render(request, "admin/webhook.html", {
         "user": staff.user, "event": event, "body": pretty(event.body),
         "headers": json.dumps(event.headers or {}, indent=2, ensure_ascii=False, sort_keys=True),
         "can_replay": staff.user.role in (Role.admin.value, Role.manager.value),
-        "outcome": outcome, "outcome_text": _t(staff.language, REPLAY_OUTCOMES[outcome.outcome]) if outcome else None,
+        "outcome": outcome, "outcome_text": t(staff.language, REPLAY_OUTCOMES[outcome.outcome]) if outcome else None,
         "moment": moment(staff.language, "UTC"),
     }, staff.language)
 

@@ -12,9 +12,9 @@ from urllib.parse import urlencode
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from encours.clock import clock
-from encours.i18n import N_
-from admin.customers_service import CHASED, Page, one_page, _like, _page_number, _text, _flag, local_today
+from kernel.clock import clock
+from kernel.i18n import N_
+from admin.customers_service import CHASED, Page, one_page, like_pattern, page_number, param_text, param_flag, local_today
 from ledger.models import (
     Allocation,
     Checkout,
@@ -58,14 +58,14 @@ class ListFilters:
 
 
 def _choice(params: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
-    value = _text(params, name)
+    value = param_text(params, name)
     return value if value in allowed else ""
 
 
 def _dates(params: Mapping[str, str], names: tuple[str, str], values: dict[str, str],
            problems: list[tuple[str, dict[str, str]]]) -> None:
     for name in names:
-        raw = _text(params, name, 20)
+        raw = param_text(params, name, 20)
         if not raw:
             continue
         try:
@@ -78,17 +78,17 @@ def _dates(params: Mapping[str, str], names: tuple[str, str], values: dict[str, 
 
 
 def invoice_filters(params: Mapping[str, str]) -> ListFilters:
-    collector = _text(params, "collector")
+    collector = param_text(params, "collector")
     values = {
-        "number": _text(params, "number", 64), "company": _text(params, "company"),
-        "segment": _text(params, "segment"),
+        "number": param_text(params, "number", 64), "company": param_text(params, "company"),
+        "segment": param_text(params, "segment"),
         "collector": collector if collector == "none" or collector.isdigit() else "",
-        "overdue": "1" if _flag(params, "overdue") else "", "disputed": "1" if _flag(params, "disputed") else "",
+        "overdue": "1" if param_flag(params, "overdue") else "", "disputed": "1" if param_flag(params, "disputed") else "",
         "status": _choice(params, "status", INVOICE_STATUSES), "sort": _choice(params, "sort", INVOICE_SORTS[1:]),
     }
     problems: list[tuple[str, dict[str, str]]] = []
     _dates(params, ("due_from", "due_to"), values, problems)
-    return ListFilters(values=values, page=_page_number(params), problems=problems)
+    return ListFilters(values=values, page=page_number(params), problems=problems)
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def list_invoices(session: Session, filters: ListFilters, scope: Any) -> Page:
         .join(Company, Company.id == Invoice.company_id)
     )
     if filters.get("number"):
-        query = query.where(Invoice.number.ilike(_like(filters.get("number")), escape="\\"))
+        query = query.where(Invoice.number.ilike(like_pattern(filters.get("number")), escape="\\"))
     if filters.get("company"):
         query = query.where(Company.code == filters.get("company"))
     if filters.get("segment"):
@@ -146,13 +146,13 @@ def list_invoices(session: Session, filters: ListFilters, scope: Any) -> Page:
 
 def payment_filters(params: Mapping[str, str], providers: list[str]) -> ListFilters:
     values = {
-        "q": _text(params, "q", 128), "company": _text(params, "company"),
+        "q": param_text(params, "q", 128), "company": param_text(params, "company"),
         "provider": _choice(params, "provider", tuple(providers)), "method": _choice(params, "method", METHODS),
         "status": _choice(params, "status", PAYMENT_STATUSES),
     }
     problems: list[tuple[str, dict[str, str]]] = []
     _dates(params, ("from", "to"), values, problems)
-    return ListFilters(values=values, page=_page_number(params), problems=problems)
+    return ListFilters(values=values, page=page_number(params), problems=problems)
 
 
 def providers(session: Session) -> list[str]:
@@ -179,7 +179,7 @@ def list_payments(session: Session, filters: ListFilters, scope: Any) -> Page:
         .join(Company, Company.id == Customer.company_id)
     )
     if filters.get("q"):
-        pattern = _like(filters.get("q"))
+        pattern = like_pattern(filters.get("q"))
         query = query.where(or_(Payment.provider_ref.ilike(pattern, escape="\\"),
                                 Customer.ref.ilike(pattern, escape="\\"), Customer.name.ilike(pattern, escape="\\")))
     for name, column in (("company", Company.code), ("provider", Payment.provider), ("method", Payment.method),

@@ -19,15 +19,15 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from admin.access import Rejected, Staff, staff_get, staff_post
-from admin.routes import _render
-from encours import i18n
-from encours.i18n import N_
+from admin.routes import render
+from kernel import i18n
+from kernel.i18n import N_
 from ledger import companies as company_service
 from ledger.companies import MAX_LOGO_BYTES, SettingsRejected
 from ledger.models import Company
 from payments.base import UnknownMethod, provider_for
 from payments.bank_transfer import pretty_iban
-from portal.disputes import Posted
+from kernel.web import Posted
 
 METHOD_LABELS = {
     "card": N_("Card"),
@@ -105,13 +105,13 @@ def _form_values(company: Company) -> dict[str, str]:
 @staff_get(admin_only=True)
 def index(request: Request, session: Session, staff: Staff) -> Response:
     rows = list(session.scalars(select(Company).order_by(Company.name, Company.id)))
-    return _render(request, "admin/settings_list.html", {"user": staff.user, "rows": rows}, staff.language)
+    return render(request, "admin/settings_list.html", {"user": staff.user, "rows": rows}, staff.language)
 
 
 def _page(request: Request, staff: Staff, company: Company, *, values: dict[str, str], form: Any = None,
           errors: list[tuple[str, str, str]] | None = None, status_code: int = 200) -> Response:
     saved = request.query_params.get("done") == "saved"
-    return _render(request, "admin/settings.html", {
+    return render(request, "admin/settings.html", {
         "user": staff.user, "company": company, "values": values, "errors": errors or [],
         "error_fields": {f for f, _, _ in errors or []}, "methods": _methods(request, company, staff.language, form),
         "saved": saved, "max_logo_kb": MAX_LOGO_BYTES // 1024,

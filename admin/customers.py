@@ -29,15 +29,16 @@ from admin.access import (
     staff_post,
     visible_customer,
 )
-from admin.routes import _render, _t
-from encours.i18n import N_
+from admin.routes import render, t
+from kernel.i18n import N_
 from dunning.manual import ManualReminderError, queue_manual_reminder
 from ledger import audit
 from ledger.audit import action_label
 from ledger import statement as statements
 from ledger.models import Customer, Role, User
-from links import renewal, tokens
-from portal.disputes import Posted
+from links import tokens
+from mail import renewal
+from kernel.web import Posted
 
 EMAIL_KINDS = {
     "fresh_link": N_("Email with a link"),
@@ -70,7 +71,7 @@ def fragment(request: Request, block: str) -> str | None:
 
 
 def email_label(language: str, kind: str) -> str:
-    return _t(language, EMAIL_KINDS[kind]) if kind in EMAIL_KINDS else kind
+    return t(language, EMAIL_KINDS[kind]) if kind in EMAIL_KINDS else kind
 
 
 @staff_get
@@ -97,10 +98,10 @@ def _customer_page(request: Request, session: Session, staff: Staff, customer: C
     today = service.today_for(customer)
     done = request.query_params.get("done", "")
     contact = customer.primary_contact
-    notice = _t(staff.language, NOTICES[done], email=contact.email if contact else "") if done in NOTICES else None
+    notice = t(staff.language, NOTICES[done], email=contact.email if contact else "") if done in NOTICES else None
     collector = staff.user.role != Role.collector.value
     language = staff.language
-    return _render(request, "admin/customer.html", {
+    return render(request, "admin/customer.html", {
         "user": staff.user,
         "customer": customer,
         "company": customer.company,
@@ -134,7 +135,7 @@ def _refuse(request: Request, session: Session, staff: Staff, customer: Customer
             values: dict[str, object], posted: Posted) -> Rejected:
     session.rollback()
     customer = visible_customer(session, staff.user, customer.id)
-    return Rejected(_customer_page(request, session, staff, customer, error=_t(staff.language, message, **values),
+    return Rejected(_customer_page(request, session, staff, customer, error=t(staff.language, message, **values),
                                    form={"note": posted.text("note", service.MAX_NOTE_CHARS + 1)}, status_code=400))
 
 

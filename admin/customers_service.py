@@ -15,8 +15,8 @@ from urllib.parse import urlencode
 from sqlalchemy import Select, and_, case, exists, func, literal, or_, select, text, update
 from sqlalchemy.orm import Session, aliased
 
-from encours.clock import clock
-from encours.i18n import N_
+from kernel.clock import clock
+from kernel.i18n import N_
 from ledger import audit
 from ledger.models import (
     AuditEvent,
@@ -54,20 +54,20 @@ class CustomerActionError(ValueError):
         self.values = values
 
 
-def _text(params: Mapping[str, str], name: str, limit: int = 100) -> str:
+def param_text(params: Mapping[str, str], name: str, limit: int = 100) -> str:
     return str(params.get(name, "")).strip()[:limit]
 
 
-def _flag(params: Mapping[str, str], name: str) -> bool:
+def param_flag(params: Mapping[str, str], name: str) -> bool:
     return params.get(name, "") in ("1", "on", "true", "yes")
 
 
-def _page_number(params: Mapping[str, str]) -> int:
+def page_number(params: Mapping[str, str]) -> int:
     raw = str(params.get("page", "1"))
     return max(1, min(int(raw), 100_000)) if raw.isdigit() else 1
 
 
-def _like(term: str) -> str:
+def like_pattern(term: str) -> str:
     escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 
@@ -85,13 +85,13 @@ class CustomerFilters:
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> CustomerFilters:
-        sort = _text(params, "sort")
-        collector = _text(params, "collector")
+        sort = param_text(params, "sort")
+        collector = param_text(params, "collector")
         return cls(
-            q=_text(params, "q"), company=_text(params, "company"), segment=_text(params, "segment"),
+            q=param_text(params, "q"), company=param_text(params, "company"), segment=param_text(params, "segment"),
             collector=collector if collector == "none" or collector.isdigit() else "",
-            overdue=_flag(params, "overdue"), disputed=_flag(params, "disputed"),
-            sort=sort if sort in SORTS else "name", page=_page_number(params),
+            overdue=param_flag(params, "overdue"), disputed=param_flag(params, "disputed"),
+            sort=sort if sort in SORTS else "name", page=page_number(params),
         )
 
     def query_string(self, **changes: Any) -> str:
@@ -197,7 +197,7 @@ def _customer_query(session: Session, filters: CustomerFilters,
     elif filters.collector:
         query = query.where(Customer.collector_id == int(filters.collector))
     if filters.q:
-        pattern = _like(filters.q)
+        pattern = like_pattern(filters.q)
         # One pass over the contacts, not one lookup per customer.
         by_contact = Customer.id.in_(select(Contact.customer_id).where(contains(session, Contact.email, pattern)))
         query = query.where(or_(contains(session, Customer.ref, pattern), contains(session, Customer.name, pattern),

@@ -18,13 +18,13 @@ from starlette.routing import Route
 
 from admin.access import Rejected, Staff, can_act, companies_of, forbidden, staff_get, staff_post
 from admin.dashboard_service import BUCKETS, METHODS, Scope, build_dashboard
-from admin.routes import ROLE_LABELS, _render, _t
-from encours import i18n
-from encours.i18n import N_
+from admin.routes import ROLE_LABELS, render, t
+from kernel import i18n
+from kernel.i18n import N_
 from ledger import fx
 from ledger.models import Customer, FxRate, Role, User
 from ledger.money import CurrencyError, check_currency
-from portal.disputes import Posted
+from kernel.web import Posted
 
 METHOD_LABELS = {
     "card": N_("Card"),
@@ -70,7 +70,7 @@ def home(request: Request, session: Session, staff: Staff) -> Response:
     dashboard = build_dashboard(session, Scope(tuple(c.id for c in chosen), collector_id, currency or None))
     context: dict[str, Any] = {
         "user": user,
-        "role": _t(staff.language, ROLE_LABELS.get(user.role, user.role)),
+        "role": t(staff.language, ROLE_LABELS.get(user.role, user.role)),
         "dashboard": dashboard,
         "companies": visible,
         "company_code": company_code,
@@ -95,7 +95,7 @@ def home(request: Request, session: Session, staff: Staff) -> Response:
 def _fx_page(request: Request, session: Session, staff: Staff, *, errors: list[str] | None = None,
              line_errors: list[tuple[int, list[str]]] | None = None, notice: str | None = None,
              form: dict[str, str] | None = None, status_code: int = 200) -> Response:
-    return _render(request, "admin/fx.html", {
+    return render(request, "admin/fx.html", {
         "user": staff.user,
         "rates": fx.list_rates(session),
         "can_act": can_act(staff.user),
@@ -107,7 +107,7 @@ def _fx_page(request: Request, session: Session, staff: Staff, *, errors: list[s
 
 
 def _explain(language: str, error: fx.FxError) -> str:
-    return _t(language, error.message, **error.values)
+    return t(language, error.message, **error.values)
 
 
 @staff_get
@@ -116,12 +116,12 @@ def fx_page(request: Request, session: Session, staff: Staff) -> Response:
     notice = None
     if done in ("created", "updated", "unchanged"):
         notice = {
-            "created": _t(staff.language, "Rate added."),
-            "updated": _t(staff.language, "Rate corrected."),
-            "unchanged": _t(staff.language, "That rate was already in the table; nothing changed."),
+            "created": t(staff.language, "Rate added."),
+            "updated": t(staff.language, "Rate corrected."),
+            "unchanged": t(staff.language, "That rate was already in the table; nothing changed."),
         }[done]
     elif done == "imported":
-        notice = _t(staff.language, "File imported: %(created)s added, %(updated)s corrected, %(unchanged)s unchanged.",
+        notice = t(staff.language, "File imported: %(created)s added, %(updated)s corrected, %(unchanged)s unchanged.",
                     created=request.query_params.get("c", "0")[:9], updated=request.query_params.get("u", "0")[:9],
                     unchanged=request.query_params.get("n", "0")[:9])
     return _fx_page(request, session, staff, notice=notice)
@@ -151,19 +151,19 @@ def fx_import(request: Request, session: Session, staff: Staff, posted: Posted) 
     language = staff.language
     if not posted.uploads or not posted.uploads[0].content:
         raise Rejected(_fx_page(request, session, staff, status_code=400,
-                                errors=[_t(language, "Choose a CSV file to import.")]))
+                                errors=[t(language, "Choose a CSV file to import.")]))
     raw = posted.uploads[0].content
     if len(raw) > MAX_FX_FILE_BYTES:
         raise Rejected(_fx_page(request, session, staff, status_code=400,
-                                errors=[_t(language, "The file is larger than %(mb)s MB.", mb=2)]))
+                                errors=[t(language, "The file is larger than %(mb)s MB.", mb=2)]))
     try:
         report = fx.import_rates(session, raw, actor=staff.user.email)
     except fx.FxImportFailed as failed:
         if failed.unreadable is not None:
-            errors = [_t(language, "The file could not be read; nothing was imported.")]
+            errors = [t(language, "The file could not be read; nothing was imported.")]
             lines = [(e.line, [e.render(language)]) for e in failed.unreadable.errors]
         else:
-            errors = [_t(language, "Nothing was imported: fix these lines and import the file again.")]
+            errors = [t(language, "Nothing was imported: fix these lines and import the file again.")]
             lines = [(p.line, [_explain(language, r) for r in p.reasons]) for p in failed.lines]
         raise Rejected(_fx_page(request, session, staff, status_code=400, errors=errors, line_errors=lines))
     return RedirectResponse(f"/admin/fx?done=imported&c={report.created}&u={report.updated}&n={report.unchanged}",

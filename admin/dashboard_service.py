@@ -45,8 +45,8 @@ from sqlalchemy import case, func, literal_column, select, union_all
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from encours.clock import clock
-from encours.i18n import N_
+from kernel.clock import clock
+from kernel.i18n import N_
 from ledger.day_totals import days_between
 from ledger.fx import Conversion, RateBook
 from ledger.models import (

@@ -20,9 +20,10 @@ from starlette.routing import Route
 
 from admin import auth
 from admin.access import Rejected, Staff, can_act, scoped, staff_get, staff_post
-from admin.routes import _render, _t
-from encours.clock import clock
-from ledger import disputes, notifications
+from admin.routes import render, t
+from kernel.clock import clock
+from ledger import disputes
+from mail import notifications
 from ledger import statement as statements
 from ledger.disputes import DisputeError
 from ledger.models import (
@@ -38,7 +39,8 @@ from ledger.models import (
     User,
 )
 from ledger.money import AmountError, Money
-from portal.disputes import Posted, attachment_response, case_context, explain, storage
+from kernel.web import Posted
+from portal.disputes import attachment_response, case_context, explain, storage
 
 STATUSES = ("open", "accepted", "rejected", "closed", "all")
 
@@ -53,7 +55,7 @@ def visible_case(session: Session, user: User, case_id: int) -> Dispute:
 
 
 def _page(request: Request, staff: Staff, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
-    return _render(request, name, {"user": staff.user, "forbidden": False, **case_context(staff.language), **context},
+    return render(request, name, {"user": staff.user, "forbidden": False, **case_context(staff.language), **context},
                    staff.language, status_code=status_code)
 
 
@@ -129,11 +131,11 @@ def _case_page(request: Request, session: Session, staff: Staff, case: Dispute, 
     authors = {u.id: u for u in session.scalars(select(User).where(
         User.id.in_({m.author_id for m in case.messages if m.author_type == "user" and m.author_id})))}
     notice = {
-        "reply": _t(staff.language, "Reply sent; the customer was emailed a link."),
-        "note": _t(staff.language, "Internal note added."),
-        "accepted": _t(staff.language, "Dispute accepted."),
-        "rejected": _t(staff.language, "Dispute rejected."),
-        "closed": _t(staff.language, "Question closed."),
+        "reply": t(staff.language, "Reply sent; the customer was emailed a link."),
+        "note": t(staff.language, "Internal note added."),
+        "accepted": t(staff.language, "Dispute accepted."),
+        "rejected": t(staff.language, "Dispute rejected."),
+        "closed": t(staff.language, "Question closed."),
     }.get(request.query_params.get("done", ""))
     return _page(request, staff, "admin/dispute.html", {
         "case": case,
@@ -179,7 +181,7 @@ def reply(request: Request, session: Session, staff: Staff, posted: Posted) -> R
     case = visible_case(session, staff.user, request.path_params["case_id"])
     internal = posted.text("internal") == "1"
     if case.status != "open" and not internal:
-        raise _fail(request, session, staff, case, _t(staff.language, "This case is closed."), posted)
+        raise _fail(request, session, staff, case, t(staff.language, "This case is closed."), posted)
     try:
         disputes.add_message(session, case, body=posted.text("message", disputes.MAX_MESSAGE_CHARS + 1),
                              storage=storage(request), user=staff.user, internal=internal, uploads=posted.uploads)
@@ -203,10 +205,10 @@ def accept(request: Request, session: Session, staff: Staff, posted: Posted) -> 
             credit_minor = Money.parse(posted.text("amount", 40), currency).minor
         except AmountError:
             raise _fail(request, session, staff, case,
-                        _t(staff.language, "Type the credit amount, for example 250.00."), posted)
+                        t(staff.language, "Type the credit amount, for example 250.00."), posted)
         if credit_minor <= 0:
             raise _fail(request, session, staff, case,
-                        _t(staff.language, "The credit must be more than zero and at most the open amount."), posted)
+                        t(staff.language, "The credit must be more than zero and at most the open amount."), posted)
     try:
         disputes.accept(session, case, user=staff.user, note=posted.text("note", disputes.MAX_MESSAGE_CHARS + 1),
                         credit_minor=credit_minor)

@@ -17,11 +17,11 @@ from starlette.routing import Route
 
 from admin import auth
 from admin.access import Rejected, Staff, forbidden, is_admin, staff_get, staff_post
-from admin.routes import _render
-from encours import i18n
+from admin.routes import render
+from kernel import i18n
 from ledger.csv_import import CUSTOMER_COLUMNS, INVOICE_COLUMNS, ImportFailed, import_csv
 from ledger.models import Role, User
-from portal.disputes import Posted
+from kernel.web import Posted
 
 KINDS = ("customers", "invoices")
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -32,7 +32,7 @@ def may_import(user: User) -> bool:
 
 
 def _page(request: Request, staff: Staff, context: dict[str, Any], status_code: int = 200) -> Response:
-    return _render(request, "admin/imports.html", {
+    return render(request, "admin/imports.html", {
         "user": staff.user, "kind": "customers", "report": None, "errors": [], "problem": None, "filename": "",
         "columns": {"customers": ",".join(CUSTOMER_COLUMNS), "invoices": ",".join(INVOICE_COLUMNS) + "[,type]"},
         "companies": [] if is_admin(staff.user) else [c.code for c in staff.user.companies],

@@ -11,11 +11,11 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from admin import auth
-from encours import i18n
-from encours.db import unit_of_work
-from encours.security import client_ip
-from encours.i18n import N_
-from encours.users import MIN_PASSWORD_LENGTH
+from kernel import i18n
+from kernel.db import unit_of_work
+from kernel.security import client_ip
+from kernel.i18n import N_
+from admin.staff_accounts import MIN_PASSWORD_LENGTH
 from ledger.models import User
 
 STAFF_SESSION_KEY = "staff"
@@ -34,12 +34,12 @@ def _sessions(request: Request) -> Any:
     return request.app.state.sessions
 
 
-def _language(request: Request) -> str:
+def staff_language(request: Request) -> str:
     chosen = request.session.get(LANGUAGE_SESSION_KEY)
     return i18n.normalize(chosen) if chosen else i18n.negotiate(request.headers.get("accept-language"))
 
 
-def _t(language: str, message: str, **values: object) -> str:
+def t(language: str, message: str, **values: object) -> str:
     return i18n.gettext(language, message, **values)
 
 
@@ -66,20 +66,20 @@ def _rotate(request: Request) -> None:
         request.session[LANGUAGE_SESSION_KEY] = language
 
 
-def _staff(request: Request, session: Session) -> User | None:
+def signed_in_staff(request: Request, session: Session) -> User | None:
     user = auth.current_user(session, request.session.get(STAFF_SESSION_KEY))
     if user is None:
         request.session.pop(STAFF_SESSION_KEY, None)
     return user
 
 
-def _to_login(request: Request) -> Response:
+def to_login(request: Request) -> Response:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse(f"{LOGIN}?next={quote(safe_next(target), safe='/')}", status_code=303,
                             headers={"Cache-Control": "no-store"})
 
 
-def _render(request: Request, name: str, context: dict[str, Any], language: str, status_code: int = 200,
+def render(request: Request, name: str, context: dict[str, Any], language: str, status_code: int = 200,
             headers: dict[str, str] | None = None) -> Response:
     return request.app.state.templates.response(
         request, name, {"user": None, **context}, language, status_code=status_code, headers=headers
@@ -89,18 +89,18 @@ def _render(request: Request, name: str, context: dict[str, Any], language: str,
 def _login_page(request: Request, language: str, *, email: str = "", next_path: str = HOME,
                 error: str | None = None, status_code: int = 200,
                 headers: dict[str, str] | None = None) -> Response:
-    return _render(
+    return render(
         request, "admin/login.html", {"email": email, "next": next_path, "error": error}, language,
         status_code=status_code, headers=headers,
     )
 
 
 async def login(request: Request) -> Response:
-    language = _language(request)
+    language = staff_language(request)
     if request.method == "GET":
         next_path = safe_next(request.query_params.get("next"))
         with unit_of_work(_sessions(request)) as session:
-            if _staff(request, session) is not None:
+            if signed_in_staff(request, session) is not None:
                 return RedirectResponse(next_path, status_code=303)
         return _login_page(request, language, next_path=next_path)
     form = await request.form()
@@ -123,7 +123,7 @@ async def login(request: Request) -> Response:
         if outcome.user is None:
             return _login_page(
                 request, language, email=email, next_path=next_path, status_code=401,
-                error=_t(language, "Wrong email or password"),
+                error=t(language, "Wrong email or password"),
             )
         data = auth.session_data(outcome.user)
     _rotate(request)
@@ -137,26 +137,26 @@ def logout(request: Request) -> Response:
 
 
 async def password(request: Request) -> Response:
-    language = _language(request)
+    language = staff_language(request)
     if request.method == "POST":
         form = await request.form()
         current = str(form.get("current_password", ""))[:1024]
         new = str(form.get("new_password", ""))[:1024]
         confirm = str(form.get("confirm_password", ""))[:1024]
     with unit_of_work(_sessions(request)) as session:
-        user = _staff(request, session)
+        user = signed_in_staff(request, session)
         if user is None:
-            return _to_login(request)
+            return to_login(request)
         if request.method == "GET":
             changed = request.query_params.get("changed") == "1"
-            return _render(request, "admin/password.html",
+            return render(request, "admin/password.html",
                            {"user": user, "errors": [], "changed": changed, "min_length": MIN_PASSWORD_LENGTH},
                            language)
         problems = auth.change_password(session, user, current, new, confirm)
         if problems:
-            errors = [_t(language, p, count=MIN_PASSWORD_LENGTH) if "%(count)s" in p else _t(language, p)
+            errors = [t(language, p, count=MIN_PASSWORD_LENGTH) if "%(count)s" in p else t(language, p)
                       for p in problems]
-            return _render(request, "admin/password.html",
+            return render(request, "admin/password.html",
                            {"user": user, "errors": errors, "changed": False, "min_length": MIN_PASSWORD_LENGTH},
                            language, status_code=400)
         data = auth.session_data(user)

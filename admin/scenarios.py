@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from admin import runs_service
 from admin.access import companies_of, Rejected, Staff, forbidden, scoped, scoped_companies, staff_get, staff_post
-from admin.routes import _render, _t
+from admin.routes import render, t
 from dunning import messages, planner
 from dunning.scenarios import (
     TONES,
@@ -35,12 +35,12 @@ from dunning.scenarios import (
     save_scenario,
     step_problems,
 )
-from encours import i18n
-from encours.clock import clock
-from encours.i18n import N_
+from kernel import i18n
+from kernel.clock import clock
+from kernel.i18n import N_
 from ledger.models import Company, Customer, Invoice, ReminderRun, Role, Scenario, User
 from ledger.money import AmountError, Money
-from portal.disputes import Posted
+from kernel.web import Posted
 
 TONE_LABELS = {"courteous": N_("Courteous"), "firm": N_("Firm"), "formal": N_("Formal")}
 FIELD_LABELS = {"subject": N_("subject"), "body": N_("body")}
@@ -68,7 +68,7 @@ def explain(problem: Problem, language: str) -> str:
     if "language" in values:
         values["language"] = i18n.language_name(str(values["language"]))
     if "field" in values:
-        values["field"] = _t(language, FIELD_LABELS.get(str(values["field"]), str(values["field"])))
+        values["field"] = t(language, FIELD_LABELS.get(str(values["field"]), str(values["field"])))
     return i18n.translations(language).gettext(problem.message) % values
 
 
@@ -83,11 +83,11 @@ SKIP_REASONS = {
 def skip_reason(reason: str, language: str) -> str:
     """The planner's reason (English, for the CLI) in the reader's language."""
     if reason in SKIP_REASONS:
-        return _t(language, SKIP_REASONS[reason])
+        return t(language, SKIP_REASONS[reason])
     if reason.startswith("under the scenario's minimum"):
-        return _t(language, "Under the scenario's minimum %(detail)s", detail=reason.split("minimum", 1)[1].strip())
+        return t(language, "Under the scenario's minimum %(detail)s", detail=reason.split("minimum", 1)[1].strip())
     if reason.startswith("contact email ") and reason.endswith(" is not valid"):
-        return _t(language, "Contact email %(email)s is not valid",
+        return t(language, "Contact email %(email)s is not valid",
                   email=reason[len("contact email "):-len(" is not valid")])
     return reason
 
@@ -252,11 +252,11 @@ def _index(request: Request, session: Session, staff: Staff, error: str | None =
                                              .order_by(Scenario.segment.is_not(None), Scenario.segment,
                                                        Scenario.id)))
                  for c in companies}
-    return _render(request, "admin/scenarios.html", {
+    return render(request, "admin/scenarios.html", {
         "user": staff.user, "companies": companies, "scenarios": scenarios,
         "editable": {c.id: can_edit(staff.user, c.id) for c in companies},
         "segments": {c.id: _segments(session, c) for c in companies},
-        "error": error, "tone_label": lambda tone: _t(staff.language, TONE_LABELS.get(tone, tone)),
+        "error": error, "tone_label": lambda tone: t(staff.language, TONE_LABELS.get(tone, tone)),
         "minimums": lambda scenario: [Money(int(minor), currency)
                                       for currency, minor in sorted((scenario.minimums or {}).items())],
     }, staff.language, status_code=status_code)
@@ -327,11 +327,11 @@ def _editor(request: Request, session: Session, staff: Staff, scenario: Scenario
             status_code: int = 200, preview_customer: int | None = None, preview_step: int = 0,
             preview_language: str = "") -> Response:
     company = session.get_one(Company, scenario.company_id)
-    return _render(request, "admin/scenario.html", {
+    return render(request, "admin/scenario.html", {
         "user": staff.user, "scenario": scenario, "company": company, "form": form,
         "editable": can_edit(staff.user, company.id), "problems": problems or [], "saved": saved,
-        "tones": TONES, "tone_label": lambda tone: _t(staff.language, TONE_LABELS.get(tone, tone)),
-        "placeholders": [(name, _t(staff.language, PLACEHOLDER_HELP[name])) for name in messages.PLACEHOLDERS
+        "tones": TONES, "tone_label": lambda tone: t(staff.language, TONE_LABELS.get(tone, tone)),
+        "placeholders": [(name, t(staff.language, PLACEHOLDER_HELP[name])) for name in messages.PLACEHOLDERS
                          if name in PLACEHOLDER_HELP],
         "segments": _segments(session, company), "customers": _preview_customers(session, staff, company),
         "preview": preview, "preview_customer": preview_customer or (preview.customer.id if preview and
@@ -418,7 +418,7 @@ def _visible_customers(staff: Staff) -> Any:
 def runs_page(request: Request, session: Session, staff: Staff) -> Response:
     company_ids = None if staff.user.role == Role.admin.value else _visible_company_ids(session, staff.user)
     companies = companies_of(session, staff.user)
-    return _render(request, "admin/reminder_runs.html", {
+    return render(request, "admin/reminder_runs.html", {
         "user": staff.user, "rows": runs_service.runs(session, company_ids), "companies": companies,
         "today": clock.today(companies[0].timezone) if companies else clock.now().date(),
     }, staff.language)
@@ -430,10 +430,10 @@ def run_page(request: Request, session: Session, staff: Staff) -> Response:
     if run is None or run.company_id not in _visible_company_ids(session, staff.user):
         raise HTTPException(404)
     customers = None if staff.user.role == Role.admin.value else _visible_customers(staff)
-    return _render(request, "admin/reminder_run.html", {
+    return render(request, "admin/reminder_run.html", {
         "user": staff.user, "row": runs_service.run_row(session, run),
         "lines": runs_service.reminder_lines(session, run, customers),
-        "status_label": lambda status: _t(staff.language, STATUS_LABELS.get(status or "", "—")) if status else "—",
+        "status_label": lambda status: t(staff.language, STATUS_LABELS.get(status or "", "—")) if status else "—",
     }, staff.language)
 
 
@@ -453,10 +453,10 @@ def dry_run_page(request: Request, session: Session, staff: Staff) -> Response:
         try:
             day = date.fromisoformat(raw_date)
         except ValueError:
-            error = _t(staff.language, "Choose a valid date.")
+            error = t(staff.language, "Choose a valid date.")
     plan = None
     if company is None and code:
-        error = _t(staff.language, "Choose a company.")
+        error = t(staff.language, "Choose a company.")
     if company is not None and error is None:
         plan = planner.plan_company(session, company, day)
         if staff.user.role == Role.collector.value:
@@ -467,7 +467,7 @@ def dry_run_page(request: Request, session: Session, staff: Staff) -> Response:
             plan.messages = [m for m in plan.messages if m.customer_id in mine]
             plan.skipped = [s for s in plan.skipped if s.customer_ref in refs]
             plan.problems = [p for p in plan.problems if p.split(":", 1)[0] in refs]
-    return _render(request, "admin/reminder_dry_run.html", {
+    return render(request, "admin/reminder_dry_run.html", {
         "user": staff.user, "companies": companies, "company": company, "plan": plan,
         "skip_reason": lambda reason: skip_reason(reason, staff.language),
         "error": error, "raw_date": raw_date or day.isoformat(),

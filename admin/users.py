@@ -1,4 +1,4 @@
-"""Back-office: staff accounts (admin only). Thin: `encours.users` does the work and the audit trail.
+"""Back-office: staff accounts (admin only). Thin: `admin.staff_accounts` does the work and the audit trail.
 
 A generated password is shown once, on the page answering the POST (never in a URL), as
 `encours user create` prints it once.
@@ -16,11 +16,12 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from admin.access import Rejected, Staff, staff_get, staff_post
-from admin.routes import ROLE_LABELS, _render
-from encours import i18n, users
-from encours.users import UserError
+from admin.routes import ROLE_LABELS, render
+from admin import staff_accounts as users
+from kernel import i18n
+from admin.staff_accounts import UserError
 from ledger.models import Company, Role, User
-from portal.disputes import Posted
+from kernel.web import Posted
 
 ROLES = [r.value for r in Role]
 
@@ -48,7 +49,7 @@ def _context(session: Session, staff: Staff) -> dict[str, Any]:
 def _list(request: Request, session: Session, staff: Staff, *, status_code: int = 200, error: str | None = None,
           form: dict[str, Any] | None = None, created: tuple[User, str] | None = None) -> Response:
     accounts = list(session.scalars(select(User).order_by(User.email)))
-    return _render(request, "admin/users.html", {
+    return render(request, "admin/users.html", {
         **_context(session, staff), "accounts": accounts, "error": error,
         "form": form or {"email": "", "role": "collector", "companies": []}, "created": created,
     }, staff.language, status_code=status_code)
@@ -84,7 +85,7 @@ def _page(request: Request, session: Session, staff: Staff, account: User, *, st
         "deactivated": i18n.gettext(staff.language, "Account deactivated: its sessions have ended."),
         "activated": i18n.gettext(staff.language, "Account reactivated."),
     }.get(request.query_params.get("done", ""))
-    return _render(request, "admin/user.html", {
+    return render(request, "admin/user.html", {
         **_context(session, staff), "account": account, "error": error, "password": password, "notice": notice,
         "account_codes": {c.code for c in account.companies},
     }, staff.language, status_code=status_code)

@@ -31,10 +31,10 @@ from starlette.testclient import TestClient  # noqa: E402
 from bench.generate import ensure_book  # noqa: E402
 from bench.run import SECRET, machine  # noqa: E402
 from encours.app import create_app  # noqa: E402
-from encours.clock import clock  # noqa: E402
-from encours.db import make_engine, make_sessionmaker, unit_of_work  # noqa: E402
-from encours.settings import load_settings  # noqa: E402
-from encours.users import create_user  # noqa: E402
+from kernel.clock import clock  # noqa: E402
+from kernel.db import make_engine, make_sessionmaker, unit_of_work  # noqa: E402
+from kernel.settings import load_settings  # noqa: E402
+from admin.staff_accounts import create_user  # noqa: E402
 from ledger.models import User  # noqa: E402
 
 TARGET_MS = 100.0

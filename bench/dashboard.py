@@ -34,8 +34,8 @@ from sqlalchemy import select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from bench.generate import NOW, ensure_book  # noqa: E402
-from encours.clock import clock  # noqa: E402
-from encours.db import make_engine, make_sessionmaker  # noqa: E402
+from kernel.clock import clock  # noqa: E402
+from kernel.db import make_engine, make_sessionmaker  # noqa: E402
 
 TARGET_MS = 300
 ADMIN_EMAIL = "bench-admin@example.com"
@@ -66,7 +66,7 @@ def _timed(action: Callable[[], Any], runs: int, warmup: int = 1) -> dict[str, A
 
 
 def _ensure_admin(url: str) -> None:
-    from encours.users import create_user
+    from admin.staff_accounts import create_user
     from ledger.models import User
 
     engine = make_engine(url)
@@ -98,7 +98,7 @@ def measure(url: str, runs: int = 7) -> dict[str, Any]:
 
     from admin.dashboard_service import Scope, build_dashboard
     from encours.app import create_app
-    from encours.settings import load_settings
+    from kernel.settings import load_settings
     from ledger.models import Company
 
     _ensure_admin(url)

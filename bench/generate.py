@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import Connection, Table, event, func, select, text  # noqa: E402
 
-from encours.db import make_engine, migration_heads, upgrade  # noqa: E402
+from kernel.db import make_engine, migration_heads, upgrade  # noqa: E402
 from ledger.models import Base  # noqa: E402
 
 CACHE_DIR = ROOT / "var" / "bench"

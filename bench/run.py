@@ -42,7 +42,7 @@ from sqlalchemy import select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from bench.generate import STATEMENT_CUSTOMER, ensure_book  # noqa: E402
-from encours.db import make_engine  # noqa: E402
+from kernel.db import make_engine  # noqa: E402
 from ledger.models import Contact, Customer  # noqa: E402
 from links import tokens  # noqa: E402
 
@@ -476,7 +476,7 @@ def _webhook_checkout(url: str) -> tuple[int, int, str]:
     book: (checkout id, amount, currency). Its events go through the whole intake, handler included."""
     from datetime import date
 
-    from encours.db import make_sessionmaker, unit_of_work
+    from kernel.db import make_sessionmaker, unit_of_work
     from ledger.models import Checkout, Invoice
     from payments.checkout import CheckoutError, create_checkout
 
@@ -602,13 +602,13 @@ def _webhook_outcomes(url: str, run_id: str) -> dict[str, int]:
 def reminder_run(ctx: Context) -> list[Figure]:
     """`dunning.planner.run_company` for every company of the book (planned, rendered, queued),
     on a copy of the book so that each bench run starts from the same state; then
-    `dunning.outbox.deliver_due` to a local SMTP server (aiosmtpd, its own process) for
+    `mail.outbox.deliver_due` to a local SMTP server (aiosmtpd, its own process) for
     `--duration` seconds."""
     from datetime import date
 
     from dunning import planner
-    from encours.db import make_sessionmaker
-    from encours.settings import load_settings
+    from kernel.db import make_sessionmaker
+    from kernel.settings import load_settings
     from ledger.models import Company
 
     url, cleanup = _scratch_copy(ctx.url)
@@ -632,7 +632,7 @@ def reminder_run(ctx: Context) -> list[Figure]:
         try:
             _wait_port(port)
             # One worker process, then as many as the machine has cores: `encours worker`
-            # processes share the outbox (dunning.outbox claims each message once).
+            # processes share the outbox (mail.outbox claims each message once).
             deliveries = {workers: _deliver(url, f"smtp://127.0.0.1:{port}", workers, ctx.duration, sink.pid)
                           for workers in sorted({1, os.cpu_count() or 1})}
         finally:
@@ -660,8 +660,8 @@ def reminder_run(ctx: Context) -> list[Figure]:
 OUTBOX_WORKER = """
 import json, sys, time
 sys.path.insert(0, sys.argv[4])
-from dunning import outbox
-from encours.db import make_engine, make_sessionmaker
+from mail import outbox
+from kernel.db import make_engine, make_sessionmaker
 factory = make_sessionmaker(make_engine(sys.argv[1]))
 smtp = outbox.parse_smtp_url(sys.argv[2])
 began, cpu = time.monotonic(), time.process_time()

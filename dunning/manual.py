@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from dunning import planner
 from dunning.messages import CompanyView
-from encours.clock import clock
-from encours.i18n import N_
+from kernel.clock import clock
+from kernel.i18n import N_
 from ledger import audit
 from ledger.models import Customer, Invoice, OutboxMessage, Reminder, Scenario
 

@@ -45,7 +45,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
 from dunning import interest
-from encours import i18n
+from kernel import i18n
 from ledger.money import Money, decimals as money_decimals
 from ledger.statement import days_overdue
 

@@ -40,8 +40,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dunning import messages
 from dunning.messages import CompanyView, ContactView, CustomerView, InvoiceFacts, PromiseFacts, StepTexts
-from encours.clock import clock
-from encours.db import unit_of_work
+from kernel.clock import clock
+from kernel.db import unit_of_work
 from ledger.models import (
     AuditEvent,
     Company,

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from dunning import messages
 from dunning.messages import StepTexts, TemplateProblem, validate_step
-from encours.i18n import N_
+from kernel.i18n import N_
 from ledger import audit
 from ledger.models import Company, Reminder, Scenario, ScenarioStep
 

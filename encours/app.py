@@ -19,31 +19,19 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from encours import errors
-from encours.db import make_engine, make_sessionmaker, pending_migrations, unit_of_work
-from encours.security import DEFAULT_CSP, CSRFMiddleware, SecurityHeadersMiddleware, extend_csp
-from encours.sessions import SessionMiddleware
-from encours.settings import Settings, load_settings
-from encours.templating import Templates
+from kernel import errors
+from kernel.db import make_engine, make_sessionmaker, pending_migrations, unit_of_work
+from kernel.security import DEFAULT_CSP, CSRFMiddleware, SecurityHeadersMiddleware, extend_csp
+from kernel.sessions import SessionMiddleware
+from kernel.settings import Settings, load_settings
+from kernel.templating import Templates
 from ledger.models import Company
-from portal import branding
-from portal.routes import routes as portal_routes
-from payments.routes import routes as payment_routes
-from portal.disputes import routes as portal_dispute_routes
-from admin.routes import routes as admin_routes
-from admin.disputes import routes as admin_dispute_routes
-from admin.dashboard import routes as admin_dashboard_routes
-from admin.users import routes as admin_user_routes
-from admin.company_settings import routes as admin_settings_routes
-from admin.imports import routes as admin_import_routes
-from admin.audit import routes as admin_audit_routes
-from admin.scenarios import routes as admin_scenario_routes
-from admin.customers import routes as admin_customer_routes
-from admin.book import routes as admin_book_routes
-from payments import stripe as stripe_provider
-from payments.stripe_routes import routes as stripe_routes
+from admin import routing as admin_routing
 from payments import gocardless as gocardless_provider
-from payments.gocardless_routes import routes as gocardless_routes
+from payments import routing as payments_routing
+from payments import stripe as stripe_provider
+from portal import branding
+from portal import routing as portal_routing
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 logger = logging.getLogger(__name__)
@@ -126,21 +114,9 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         Route("/brand/{code:str}.css", brand_css, name="brand_css"),
         Route("/brand/{code:str}/logo", brand_logo, name="brand_logo"),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
-        *stripe_routes,
-        *gocardless_routes,
-        *portal_routes,
-        *payment_routes,
-        *portal_dispute_routes,
-        *admin_routes,
-        *admin_dispute_routes,
-        *admin_dashboard_routes,
-        *admin_user_routes,
-        *admin_settings_routes,
-        *admin_import_routes,
-        *admin_audit_routes,
-        *admin_scenario_routes,
-        *admin_customer_routes,
-        *admin_book_routes,
+        *payments_routing.routes,
+        *portal_routing.routes,
+        *admin_routing.routes,
     ]
     middleware = [
         Middleware(

@@ -11,7 +11,7 @@ from typing import Any
 import click
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
-from encours.settings import SettingsError, database_url_from_env, load_settings
+from kernel.settings import SettingsError, database_url_from_env, load_settings
 
 
 class CommandError(click.ClickException):
@@ -28,7 +28,7 @@ def _database_url() -> str:
 
 
 def _engine() -> Any:
-    from encours.db import check_connection, make_engine
+    from kernel.db import check_connection, make_engine
 
     url = _database_url()
     engine = make_engine(url)
@@ -37,7 +37,7 @@ def _engine() -> Any:
 
 
 def _sessions() -> Any:
-    from encours.db import make_sessionmaker
+    from kernel.db import make_sessionmaker
 
     return make_sessionmaker(_engine())
 
@@ -66,7 +66,7 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration to ENCOURS_DATABASE_URL."""
-    from encours.db import upgrade
+    from kernel.db import upgrade
 
     _engine().dispose()
     upgrade(_database_url())
@@ -86,7 +86,7 @@ def company() -> None:
 @click.option("--timezone", "tz", default="Europe/Paris", show_default=True, help="IANA timezone.")
 def company_create(code: str, name: str, currency: str, country: str, tz: str) -> None:
     """Create a creditor entity CODE."""
-    from encours.db import unit_of_work
+    from kernel.db import unit_of_work
     from ledger.companies import CompanyError, create_company
 
     with unit_of_work(_sessions()) as session:
@@ -103,7 +103,7 @@ def company_create(code: str, name: str, currency: str, country: str, tz: str) -
 @click.option("--revoke", is_flag=True, help="Revoke every link the customer's contacts were sent.")
 def link(customer_ref: str, company_code: str | None, revoke: bool) -> None:
     """Print a fresh magic link for CUSTOMER_REF's primary contact, or revoke all its links."""
-    from encours.db import unit_of_work
+    from kernel.db import unit_of_work
     from links import tokens
 
     settings = _settings()
@@ -125,7 +125,7 @@ def import_group() -> None:
 
 
 def _run_import(kind: str, path: Path) -> None:
-    from encours.db import unit_of_work
+    from kernel.db import unit_of_work
     from ledger.csv_import import ImportFailed, import_csv
 
     try:
@@ -170,8 +170,8 @@ def user_group() -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 def user_create(email: str, role: str, companies: tuple[str, ...], password_stdin: bool) -> None:
     """Create a staff account; prints a generated password unless one is read from stdin."""
-    from encours.db import unit_of_work
-    from encours.users import UserError, create_user, generate_password
+    from kernel.db import unit_of_work
+    from admin.staff_accounts import UserError, create_user, generate_password
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else generate_password()
     with unit_of_work(_sessions()) as session:
@@ -212,7 +212,7 @@ def demo(host: str, port: int, directory: Path, no_serve: bool, no_sandbox: bool
     Without provider keys in the environment, the providers' local stand-ins run beside it
     (sandbox), so every payment method can be tried end to end on this machine."""
     from encours import demo as demo_data
-    from encours.db import make_engine, make_sessionmaker, unit_of_work, upgrade
+    from kernel.db import make_engine, make_sessionmaker, unit_of_work, upgrade
 
     directory.mkdir(parents=True, exist_ok=True)
     database = (directory / "demo.sqlite3").resolve()
@@ -278,7 +278,7 @@ def worker(once: bool, interval: float) -> None:
     events to retry, direct debits to collect on active GoCardless mandates, and delivering the
     email outbox over ENCOURS_SMTP_URL, with retries.
     Runs until SIGTERM or Ctrl+C; --once does what is due now and exits."""
-    from dunning.outbox import SMTPConfigError
+    from mail.outbox import SMTPConfigError
     from encours import worker as background
 
     def echo(report: Any) -> None:

@@ -11,9 +11,9 @@ from datetime import date, timedelta
 from sqlalchemy.orm import Session
 
 from dunning.scenarios import ensure_default_scenario
-from encours.clock import clock
+from kernel.clock import clock
 from ledger import fx
-from encours.users import create_user
+from admin.staff_accounts import create_user
 from ledger.allocation import allocate
 from ledger.companies import create_company
 from ledger.disputes import ensure_default_reasons

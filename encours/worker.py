@@ -17,12 +17,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from admin import customers_service
-from dunning import outbox, planner
-from encours.clock import clock
-from encours.db import unit_of_work
-from encours.settings import Settings
-from encours.templating import Templates
-from ledger import disputes, notifications
+from dunning import planner
+from mail import outbox
+from kernel.clock import clock
+from kernel.db import unit_of_work
+from kernel.settings import Settings
+from kernel.templating import Templates
+from ledger import disputes
+from mail import notifications
 from payments import webhooks
 from payments.webhooks import RetryReport
 from payments.collections import CollectionReport

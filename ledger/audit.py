@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from encours.i18n import N_, gettext
+from kernel.i18n import N_, gettext
 from ledger.models import AuditEvent, Customer
 
 # What each action code reads as for staff (audit trail, timelines). Every code written through

@@ -16,7 +16,7 @@ from babel import Locale
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from encours.i18n import N_
+from kernel.i18n import N_
 from ledger import audit
 from ledger.models import Company
 from ledger.money import CurrencyError, check_currency

@@ -23,9 +23,9 @@ from babel.numbers import format_decimal
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, selectinload
 
-from encours import i18n
-from encours.clock import clock
-from encours.i18n import N_
+from kernel import i18n
+from kernel.clock import clock
+from kernel.i18n import N_
 from ledger import audit
 from ledger.allocation import settled_status
 from ledger.models import AuditEvent, Company, Contact, Customer, Invoice, InvoiceKind, InvoiceStatus

@@ -6,7 +6,6 @@ promise pauses reminders for its invoices until its date plus the company's grac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import PurePath
 from typing import Callable
@@ -14,7 +13,9 @@ from typing import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from encours.clock import clock
+from kernel.files import MAX_UPLOAD_BYTES, Upload
+
+from kernel.clock import clock
 from ledger import audit
 from ledger.allocation import allocate, settled_status
 from ledger.models import (
@@ -35,7 +36,7 @@ from ledger.money import Money
 from ledger.storage import FileStorage
 
 MAX_FILES = 5
-MAX_FILE_BYTES = 10 * 1024 * 1024
+MAX_FILE_BYTES = MAX_UPLOAD_BYTES
 MAX_MESSAGE_CHARS = 5000
 
 # (code, French, English): the list a company starts with, and may edit.
@@ -59,12 +60,6 @@ FILE_TYPES = {
 
 class DisputeError(ValueError):
     """Bad input from a debtor or a collector; the message says what is wrong."""
-
-
-@dataclass(frozen=True)
-class Upload:
-    filename: str
-    content: bytes
 
 
 def ensure_default_reasons(session: Session, company: Company) -> list[DisputeReason]:

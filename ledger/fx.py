@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
-from encours.i18n import N_
+from kernel.i18n import N_
 from ledger import audit
 from ledger.csv_import import ImportFailed, read_table
 from ledger.models import FxRate

@@ -68,7 +68,7 @@ class Base(DeclarativeBase):
 
 
 def _utcnow() -> datetime:
-    from encours.clock import clock
+    from kernel.clock import clock
 
     return clock.now()
 

@@ -11,7 +11,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
-from encours.clock import clock
+from kernel.clock import clock
 from ledger.models import Throttle
 
 

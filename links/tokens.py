@@ -16,7 +16,7 @@ from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer, 
 from sqlalchemy import Connection, bindparam, exists, insert, select
 from sqlalchemy.orm import Session, joinedload
 
-from encours.clock import clock
+from kernel.clock import clock
 from ledger import audit
 from ledger.models import Company, Contact, Customer, LinkOpen
 from links import throttle

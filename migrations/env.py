@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from encours.db import make_engine
+from kernel.db import make_engine
 from ledger.models import Base
 
 config = context.config

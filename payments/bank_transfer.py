@@ -14,7 +14,7 @@ from payments.base import StartResult
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from encours.settings import Settings
+    from kernel.settings import Settings
     from ledger.models import Checkout, Company
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from encours.settings import Settings
+    from kernel.settings import Settings
     from ledger.models import Checkout, Company
 
 log = logging.getLogger("encours.payments")

@@ -10,7 +10,7 @@ from typing import Mapping
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from encours.i18n import N_
+from kernel.i18n import N_
 from ledger import audit
 from ledger.allocation import allocate
 from ledger.models import (
@@ -49,7 +49,7 @@ class CheckoutError(ValueError):
         self.values = values
 
     def translated(self, language: str) -> str:
-        from encours import i18n
+        from kernel import i18n
 
         return i18n.gettext(language, self.message, **self.values)
 

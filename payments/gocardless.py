@@ -33,9 +33,9 @@ from gocardless_pro import errors as gc_errors
 from requests import RequestException
 from sqlalchemy import exists, select
 
-from encours.clock import clock
-from encours.db import unit_of_work
-from encours.settings import SettingsError, load_settings
+from kernel.clock import clock
+from kernel.db import unit_of_work
+from kernel.settings import SettingsError, load_settings
 from ledger import audit
 from ledger.models import Checkout, Customer, Payment
 from payments.base import ProviderUnavailable, StartResult
@@ -44,7 +44,7 @@ from payments.collections import MANDATE_ENDED, CollectionReport, collectable_in
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
-    from encours.settings import Settings
+    from kernel.settings import Settings
     from ledger.models import Company
 
 log = logging.getLogger("encours.gocardless")

@@ -15,7 +15,7 @@ from typing import Mapping
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from encours.db import unit_of_work
+from kernel.db import unit_of_work
 from ledger import audit
 from ledger.models import WebhookEvent
 from payments.webhooks import Handler, process_event

@@ -38,9 +38,10 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from encours.clock import clock
-from encours.settings import Settings, load_settings
-from ledger import audit, notifications
+from kernel.clock import clock
+from kernel.settings import Settings, load_settings
+from ledger import audit
+from mail import notifications
 from ledger.allocation import allocate, settled_status
 from ledger.models import Allocation, Checkout, CheckoutLine, Contact, Customer, Invoice, InvoiceKind, InvoiceStatus, Payment
 from ledger.money import Money
@@ -65,7 +66,7 @@ class SettlementError(ValueError):
 
 @lru_cache(maxsize=1)
 def _templates() -> Any:
-    from encours.templating import Templates
+    from kernel.templating import Templates
 
     return Templates()
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import stripe
 from sqlalchemy import select
 
-from encours.settings import SettingsError
+from kernel.settings import SettingsError
 from ledger import audit
 from ledger.models import Checkout
 from ledger.money import decimals
@@ -25,7 +25,7 @@ from payments.base import ProviderUnavailable, StartResult
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from encours.settings import Settings
+    from kernel.settings import Settings
     from ledger.models import Company
 
 PROVIDER = "stripe"

@@ -33,8 +33,8 @@ from sqlalchemy import Connection, Insert, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from encours.clock import clock
-from encours.db import unit_of_work
+from kernel.clock import clock
+from kernel.db import unit_of_work
 from ledger.models import WebhookEvent
 
 log = logging.getLogger("encours.webhooks")
@@ -121,7 +121,7 @@ def insert_event(
 # processes are still waited for by SQLite's busy handler.) The wait is bounded like SQLite's
 # busy timeout: a handler stuck on a provider's API must not hold every delivery forever.
 _SQLITE_WRITER = threading.Lock()
-WRITER_WAIT = 10.0  # seconds, encours.db's busy_timeout
+WRITER_WAIT = 10.0  # seconds, kernel.db's busy_timeout
 
 
 @contextmanager

@@ -18,12 +18,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from encours import i18n
-from encours.clock import clock
-from encours.db import unit_of_work
-from ledger import disputes, notifications
+from kernel import i18n
+from kernel.clock import clock
+from kernel.db import unit_of_work
+from kernel.web import Posted, Rejected, read_posted
+from ledger import disputes
+from mail import notifications
 from ledger import statement as statements
-from ledger.disputes import DisputeError, Upload
+from ledger.disputes import DisputeError
 from ledger.models import (
     Attachment,
     Dispute,
@@ -39,7 +41,6 @@ from ledger.storage import FileStorage
 from portal.routes import Visit, current_visit, debtor_page, session_required
 
 # Generous: the service gives the clear message ("at most 5 files") before the parser refuses.
-FORM_LIMITS = {"max_files": 20, "max_fields": 200}
 
 # The service's messages (English, with details) → a translatable message and its values.
 _EXPLAINED: list[tuple[re.Pattern[str], str]] = [
@@ -96,40 +97,6 @@ def storage(request: Request) -> FileStorage:
     return FileStorage(request.app.state.settings.storage_dir)
 
 
-@dataclass
-class Posted:
-    """What a debtor's form carried, read before the database is touched."""
-
-    form: FormData
-    uploads: list[Upload] = field(default_factory=list)
-
-    def text(self, name: str, limit: int = 10_000) -> str:
-        value = self.form.get(name)
-        return value[:limit] if isinstance(value, str) else ""
-
-    def ids(self, name: str) -> list[int]:
-        return _ids([v for v in self.form.getlist(name) if isinstance(v, str)])
-
-
-def _ids(values: list[str]) -> list[int]:
-    found = []
-    for value in values:
-        if value.strip().isdigit() and len(value.strip()) < 12:
-            found.append(int(value))
-    return list(dict.fromkeys(found))
-
-
-async def read_posted(request: Request, field_name: str = "files") -> Posted:
-    form = await request.form(**FORM_LIMITS)
-    uploads = []
-    for value in form.getlist(field_name):
-        if isinstance(value, UploadFile):
-            # One byte more than allowed is enough to say "too large" without holding more.
-            content = await value.read(disputes.MAX_FILE_BYTES + 1)
-            uploads.append(Upload(value.filename or "", content))
-    return Posted(form=form, uploads=uploads)
-
-
 PostHandler = Callable[[Request, Session, Visit, Posted], Response]
 
 
@@ -153,13 +120,6 @@ def _run(request: Request, handler: PostHandler, posted: Posted) -> Response:
         if visit is None:
             return session_required(request)
         return handler(request, session, visit, posted)
-
-
-class Rejected(Exception):
-    """Carries the error page out of the unit of work so that nothing is committed."""
-
-    def __init__(self, response: Response) -> None:
-        self.response = response
 
 
 def rolled_back(handler: PostHandler) -> PostHandler:

@@ -14,14 +14,15 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from encours import i18n
-from encours.clock import clock
-from encours.db import read_connection, unit_of_work, write_connection
-from encours.security import client_ip
+from kernel import i18n
+from kernel.clock import clock
+from kernel.db import read_connection, unit_of_work, write_connection
+from kernel.security import client_ip
 from ledger import statement as statements
 from ledger.models import Company, Contact, Customer, Invoice
 from payments.collections import mandate_summary
-from links import renewal, throttle, tokens
+from links import throttle, tokens
+from mail import renewal
 from links.tokens import LinkProblem
 from portal import pdf, statement_view
 from portal.link_opens import OpenRecorder

@@ -4,7 +4,7 @@ The page lists every open item (200 and more for some customers); built in the t
 row cost a dozen attribute lookups through Jinja, several gettext and Babel calls, a discount
 computation and ~25 autoescapes. Here each row becomes escaped strings the template only
 prints: the messages are translated and escaped once per page, each date and amount formatted
-and escaped once (memoized, as `encours.i18n` memoizes the Babel formatting).
+and escaped once (memoized, as `kernel.i18n` memoizes the Babel formatting).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from decimal import Decimal
 
 from markupsafe import escape
 
-from encours import i18n
-from encours.i18n import N_
-from encours.templating import status_label
+from kernel import i18n
+from kernel.i18n import N_
+from kernel.templating import status_label
 from ledger.money import decimals
 from ledger.statement import Statement, available_discount
 

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from encours.clock import clock
-from encours.db import make_engine, upgrade
-from encours.settings import Settings, load_settings
+from kernel.clock import clock
+from kernel.db import make_engine, upgrade
+from kernel.settings import Settings, load_settings
 
 pytest_plugins = ["tests.fakes.smtp"]
 

@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
 from encours.app import create_app
-from encours.settings import Settings
-from encours.users import create_user
+from kernel.settings import Settings
+from admin.staff_accounts import create_user
 from ledger.models import User
 
 PASSWORD = "correct horse battery"

@@ -9,7 +9,7 @@ from argon2 import PasswordHasher
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
-from encours import users
+from admin import staff_accounts as users
 from ledger.models import Customer
 from tests import factories
 from tests.admin.conftest import csrf_from, login, make_user

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from admin import audit_service
-from encours.clock import clock
+from kernel.clock import clock
 from ledger import audit
 from tests import factories
 from tests.admin.conftest import login, make_user

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from encours.clock import clock
+from kernel.clock import clock
 from admin import auth
 from ledger.models import InvoiceKind
 from tests import factories

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from dunning import planner
-from encours import users
+from admin import staff_accounts as users
 from dunning.scenarios import ensure_default_scenario
 from ledger.models import (
     AuditEvent,

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
-from encours.settings import Settings, load_settings
+from kernel.settings import Settings, load_settings
 from ledger import disputes
 from ledger.disputes import Upload
 from ledger.models import AuditEvent, Dispute, Invoice, OutboxMessage, PromiseToPay
@@ -224,8 +224,8 @@ def test_the_answer_email_follows_the_contacts_language(client: TestClient, sess
 
 
 def test_nobody_to_tell_queues_nothing(session: Session, storage: FileStorage) -> None:
-    from encours.templating import Templates
-    from ledger import notifications
+    from kernel.templating import Templates
+    from mail import notifications
 
     company = factories.company(session)  # no collector, no collections address
     disputes.ensure_default_reasons(session, company)

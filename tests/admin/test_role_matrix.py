@@ -26,7 +26,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from encours.app import create_app
-from encours.settings import Settings, load_settings
+from kernel.settings import Settings, load_settings
 from ledger import disputes
 from ledger.disputes import Upload
 from dunning.scenarios import ensure_default_scenario

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 
 from admin import auth
-from encours.clock import clock
+from kernel.clock import clock
 from tests import factories
 from tests.admin.conftest import PASSWORD, csrf_from, login, make_user
 

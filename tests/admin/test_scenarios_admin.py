@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from dunning.planner import run
 from dunning.scenarios import ensure_default_scenario
-from encours.settings import Settings
+from kernel.settings import Settings
 from ledger.models import AuditEvent, Company, OutboxMessage, Scenario, ScenarioStep
 from tests import factories
 from tests.admin.conftest import csrf_from, login, make_user

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
-from encours.clock import clock
+from kernel.clock import clock
 from ledger.companies import iban_is_valid, settings_state
 from ledger.models import AuditEvent, Company
 from links import tokens

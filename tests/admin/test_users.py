@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
-from encours.users import check_password
+from admin.staff_accounts import check_password
 from ledger.models import AuditEvent, User
 from tests import factories
 from tests.admin.conftest import csrf_from, login, make_user

@@ -19,11 +19,11 @@ from dunning.messages import (
     build_context,
     render,
 )
-from dunning.outbox import deliver_due, parse_smtp_url
+from mail.outbox import deliver_due, parse_smtp_url
 from dunning.planner import run
 from dunning.scenarios import DEFAULT_STEPS, ensure_default_scenario
-from encours import i18n
-from encours.settings import Settings
+from kernel import i18n
+from kernel.settings import Settings
 from ledger.models import OutboxMessage
 from ledger.money import Money
 from tests import factories

@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dunning.planner import UnknownCompany, plan, preview, run
 from dunning.scenarios import ensure_default_scenario
-from encours.clock import clock
-from encours.db import make_engine, make_sessionmaker, upgrade
-from encours.settings import Settings
+from kernel.clock import clock
+from kernel.db import make_engine, make_sessionmaker, upgrade
+from kernel.settings import Settings
 from ledger.models import (
     AuditEvent,
     Company,

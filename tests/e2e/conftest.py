@@ -3,7 +3,7 @@
 Per pytest session (so per xdist worker): the real `encours demo --no-serve` command
 creates a SQLite demo in a temporary folder and prints its debtor links; the app is then
 served from this process by uvicorn in a daemon thread, on a socket bound before the demo
-was created (no port race), so tests can move `encours.clock.clock` under the server.
+was created (no port race), so tests can move `kernel.clock.clock` under the server.
 
 Browsers come from pytest-playwright (Debian's chromium, see `browser_type_launch_args`);
 every test gets its own browser context, so no cookie survives from one test to the next.
@@ -33,9 +33,9 @@ from playwright.sync_api import BrowserContext, Page
 from sqlalchemy import Engine, select
 
 from encours.app import create_app
-from encours.clock import clock
-from encours.db import make_engine
-from encours.settings import load_settings
+from kernel.clock import clock
+from kernel.db import make_engine
+from kernel.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 # The console script next to the interpreter running the tests (.venv/bin/encours), else the repo's venv.

@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy import select, text
 
-from encours.clock import clock
+from kernel.clock import clock
 from ledger.models import Dispute, OutboxMessage, PromiseToPay
 from tests.e2e.conftest import DESKTOP, PHONE, LiveDemo, serve_demo
 from tests.e2e.test_portal_browser import MakePage, _describe, _serious_violations, main_text
@@ -175,7 +175,7 @@ def test_a_promise_is_kept_when_paid_and_broken_when_its_date_and_grace_pass(mak
     """Two promises made in the browser by the French debtor: one paid in time (kept), one not (broken)."""
     from sqlalchemy.orm import Session
 
-    from encours.settings import load_settings
+    from kernel.settings import load_settings
     from ledger.models import Contact, Customer, Invoice
     from payments.checkout import create_checkout
     from payments.settlement import record_bank_transfer

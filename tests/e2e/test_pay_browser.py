@@ -11,8 +11,8 @@ from playwright.sync_api import Page, expect
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from encours.clock import clock
-from encours.settings import load_settings
+from kernel.clock import clock
+from kernel.settings import load_settings
 from ledger.models import AuditEvent, Checkout, CheckoutLine, Customer, Invoice, OutboxMessage, Payment
 from payments import rf
 from payments.settlement import record_bank_transfer

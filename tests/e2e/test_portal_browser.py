@@ -17,7 +17,7 @@ from babel.dates import format_date
 from playwright.sync_api import Page, Response, expect
 from sqlalchemy import select
 
-from encours.clock import clock
+from kernel.clock import clock
 from tests.e2e.conftest import DESKTOP, PHONE, REPO, LiveDemo
 
 pytestmark = pytest.mark.e2e

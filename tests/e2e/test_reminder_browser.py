@@ -9,8 +9,8 @@ from playwright.sync_api import expect
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
-from dunning.outbox import deliver_due, parse_smtp_url
-from encours.clock import clock
+from mail.outbox import deliver_due, parse_smtp_url
+from kernel.clock import clock
 from ledger.models import Customer, OutboxMessage, Reminder
 from tests.e2e.conftest import LiveDemo
 from tests.fakes.smtp import CapturingSMTP

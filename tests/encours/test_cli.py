@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy.orm import Session
 
 import encours.cli
-from encours.clock import clock
-from encours.db import make_engine, upgrade
-from encours.users import check_password
+from kernel.clock import clock
+from kernel.db import make_engine, upgrade
+from admin.staff_accounts import check_password
 from ledger.models import Company, Contact, Customer, User
 from links import tokens
 from links.tokens import LinkProblem

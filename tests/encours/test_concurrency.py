@@ -22,11 +22,11 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
-from dunning.outbox import DeliveryReport, deliver_due, parse_smtp_url
+from mail.outbox import DeliveryReport, deliver_due, parse_smtp_url
 from encours.app import create_app
-from encours.clock import clock
-from encours.db import make_engine, make_sessionmaker, unit_of_work, upgrade
-from encours.settings import load_settings
+from kernel.clock import clock
+from kernel.db import make_engine, make_sessionmaker, unit_of_work, upgrade
+from kernel.settings import load_settings
 from ledger.models import LinkOpen, OutboxMessage, Throttle
 from links import throttle, tokens
 from tests import factories

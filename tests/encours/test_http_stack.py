@@ -1,4 +1,4 @@
-"""The per-request stack (encours.app, encours.security, encours.sessions): security headers on
+"""The per-request stack (encours.app, kernel.security, kernel.sessions): security headers on
 every kind of response, signed sessions that are only sent back when they change, CSRF on unsafe
 requests, and webhooks that get neither session nor CSRF check."""
 
@@ -19,9 +19,9 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from encours.app import SESSION_COOKIE, create_app
-from encours.security import SecurityHeadersMiddleware
-from encours.sessions import SessionMiddleware
-from encours.settings import Settings, load_settings
+from kernel.security import SecurityHeadersMiddleware
+from kernel.sessions import SessionMiddleware
+from kernel.settings import Settings, load_settings
 from links import tokens
 from tests import factories
 from tests.conftest import TEST_SECRET

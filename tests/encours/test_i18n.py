@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from babel.messages.pofile import read_po
 
-from encours import i18n
+from kernel import i18n
 
 
 def test_every_message_has_a_french_translation() -> None:
@@ -38,7 +38,7 @@ def test_every_message_in_the_code_is_in_the_french_catalog(tmp_path) -> None:  
     subprocess.run(
         [str(pybabel), "-q", "extract", "-F", "babel.cfg", "-k", "_t:2", "-k", "N_", "-k", "gettext:1,1t", "-k",
          "gettext:2,2t", "-k", "CheckoutError", "--no-location", "-o", str(pot),
-         "encours", "portal", "links", "ledger", "dunning", "admin", "payments"],
+         "kernel", "encours", "portal", "links", "ledger", "mail", "dunning", "admin", "payments"],
         cwd=root, check=True, capture_output=True,
     )
     with open(pot, "rb") as handle:

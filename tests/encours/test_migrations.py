@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, MetaData, inspect, select
 from sqlalchemy.orm import Session
 
-from encours.db import alembic_config, downgrade, make_engine, upgrade
+from kernel.db import alembic_config, downgrade, make_engine, upgrade
 from ledger.models import Base, Company, Contact, Customer, Invoice
 from tests.pgserver import PostgresServer
 

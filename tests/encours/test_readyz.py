@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
 from encours.app import create_app
-from encours.db import make_engine, make_sessionmaker, migration_heads, upgrade
-from encours.settings import Settings, load_settings
+from kernel.db import make_engine, make_sessionmaker, migration_heads, upgrade
+from kernel.settings import Settings, load_settings
 from tests.conftest import TEST_SECRET
 from tests.pgserver import PostgresServer
 

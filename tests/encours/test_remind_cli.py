@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dunning.scenarios import ensure_default_scenario
 from encours import worker
-from encours.clock import clock
-from encours.db import make_engine, upgrade
-from encours.settings import Settings, load_settings
+from kernel.clock import clock
+from kernel.db import make_engine, upgrade
+from kernel.settings import Settings, load_settings
 from ledger.models import Contact, OutboxMessage, Reminder, ReminderRun
 from tests import factories
 from tests.conftest import TEST_SECRET

@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from dunning.outbox import DeliveryReport
+from mail.outbox import DeliveryReport
 from encours import worker
-from encours.db import make_engine
-from encours.settings import Settings, load_settings
+from kernel.db import make_engine
+from kernel.settings import Settings, load_settings
 from ledger.models import OutboxMessage
 from tests.conftest import TEST_SECRET
 from tests.fakes.smtp import CapturingSMTP
@@ -225,7 +225,7 @@ def test_run_forever_outlives_a_failed_run(
 def test_run_once_settles_promises_before_planning(session_factory, settings) -> None:  # type: ignore[no-untyped-def]
     from datetime import date, timedelta
 
-    from encours.clock import clock
+    from kernel.clock import clock
     from encours.worker import run_once
     from ledger import disputes
     from ledger.models import PromiseToPay

@@ -13,14 +13,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import get_args
 
-from encours import i18n
+from kernel import i18n
 from ledger import audit
 from ledger.csv_import import ImportKind
 from payments.gocardless import MANDATE_RANK
 from payments.settlement import RANK
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("encours", "portal", "links", "ledger", "dunning", "admin", "payments")
+PACKAGES = ("kernel", "encours", "portal", "links", "ledger", "mail", "dunning", "admin", "payments")
 
 # f-string codes (the template with {} for each value) -> every value the code can take.
 DYNAMIC: dict[str, Iterable[str]] = {

@@ -733,7 +733,7 @@ def test_every_reason_message_has_a_french_translation() -> None:
     import ast
     from pathlib import Path
 
-    from encours import i18n
+    from kernel import i18n
     from ledger import csv_import
 
     tree = ast.parse(Path(csv_import.__file__).read_text(encoding="utf-8"))

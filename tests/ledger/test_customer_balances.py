@@ -9,7 +9,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from admin.customers_service import refresh_overdue
-from encours.clock import clock
+from kernel.clock import clock
 from ledger.models import FAR_FUTURE, Customer, CustomerBalance, Invoice, InvoiceKind
 from tests import factories
 

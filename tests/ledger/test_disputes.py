@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from encours.clock import clock
-from encours.users import create_user
+from kernel.clock import clock
+from admin.staff_accounts import create_user
 from ledger import disputes
 from ledger.allocation import invariant_violations
 from ledger.disputes import DisputeError, Upload

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
-from encours.clock import clock
+from kernel.clock import clock
 from links import tokens
 from links.tokens import LinkProblem
 from tests import factories

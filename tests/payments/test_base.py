@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.orm import Session
 
-from encours.settings import Settings, load_settings
+from kernel.settings import Settings, load_settings
 from ledger.models import Company
 from payments import base
 from payments.bank_transfer import BankTransferProvider

@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from encours.app import create_app
-from encours.clock import clock
-from encours.db import make_engine, make_sessionmaker, unit_of_work
-from encours.settings import load_settings
+from kernel.clock import clock
+from kernel.db import make_engine, make_sessionmaker, unit_of_work
+from kernel.settings import load_settings
 from ledger.allocation import invariant_violations
 from ledger.models import Allocation, Contact, Invoice, Payment, WebhookEvent
 from payments import webhooks

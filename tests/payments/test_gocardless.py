@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from encours.app import create_app
-from encours.settings import Settings, SettingsError, load_settings
+from kernel.settings import Settings, SettingsError, load_settings
 from ledger.models import Checkout, Company, Customer, Invoice, Payment
 from payments import base
 from payments.checkout import create_checkout

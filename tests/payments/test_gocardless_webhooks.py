@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
-from encours.clock import clock
-from encours.settings import Settings, load_settings
+from kernel.clock import clock
+from kernel.settings import Settings, load_settings
 from ledger.models import Allocation, Checkout, Customer, Invoice, OutboxMessage, Payment, WebhookEvent
 from payments import collections
 from payments import gocardless as gc

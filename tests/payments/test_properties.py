@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from encours.settings import Settings
+from kernel.settings import Settings
 from ledger.allocation import invariant_violations
 from ledger.models import Allocation, Checkout, Customer, Invoice, InvoiceKind, Payment
 from ledger.statement import unapplied_credit

@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
-from encours.settings import Settings
+from kernel.settings import Settings
 from ledger.models import Checkout, Company, Customer, Invoice, InvoiceKind
 from payments import rf
 from payments.settlement import apply_payment_status, record_bank_transfer

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from encours.settings import Settings
+from kernel.settings import Settings
 from ledger.allocation import invariant_violations
 from ledger.models import Allocation, Checkout, Customer, Invoice, OutboxMessage, Payment
 from ledger.statement import unapplied_credit

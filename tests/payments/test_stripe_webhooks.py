@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
-from encours.settings import Settings, load_settings
+from kernel.settings import Settings, load_settings
 from ledger.models import Allocation, AuditEvent, Checkout, Customer, Invoice, Payment, WebhookEvent
 from payments.checkout import create_checkout
 from tests.conftest import TEST_SECRET
@@ -285,7 +285,7 @@ def test_a_kept_event_is_applied_by_the_workers_retry(
     client: TestClient, session: Session, session_factory: Any, checkout: Checkout, invoices: list[Invoice],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from encours.clock import clock
+    from kernel.clock import clock
     from payments import webhooks
 
     checkout.provider_ref = "pi_created_by_a_retry"  # our side does not know this intent yet

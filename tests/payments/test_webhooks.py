@@ -9,8 +9,8 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from encours.clock import clock
-from encours.settings import Settings
+from kernel.clock import clock
+from kernel.settings import Settings
 from ledger.models import AuditEvent, WebhookEvent
 from payments import webhooks
 from payments.webhooks import (

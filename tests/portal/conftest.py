@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
 from encours.app import create_app
-from encours.settings import Settings
+from kernel.settings import Settings
 from links import tokens
 from ledger.models import Customer
 from tests.conftest import TEST_SECRET

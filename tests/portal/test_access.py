@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
-from encours.clock import clock
+from kernel.clock import clock
 from ledger.models import Invoice, InvoiceKind, LinkOpen
 from links import tokens
 from tests import factories

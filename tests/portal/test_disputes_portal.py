@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
-from encours.settings import Settings, load_settings
-from encours.users import create_user
+from kernel.settings import Settings, load_settings
+from admin.staff_accounts import create_user
 from ledger import disputes
 from ledger.disputes import Upload
 from ledger.models import Attachment, Dispute, OutboxMessage, PromiseToPay

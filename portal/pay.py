@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from encours import i18n
-from encours.clock import clock
-from encours.db import unit_of_work
-from encours.settings import Settings
+from kernel import i18n
+from kernel.clock import clock
+from kernel.db import unit_of_work
+from kernel.settings import Settings
 from ledger.models import Checkout, Payment
 from ledger.money import Money
 from payments import base, rf

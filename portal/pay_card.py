@@ -1,4 +1,4 @@
-"""Stripe's two HTTP surfaces: the card page the debtor pays on, and the webhook Stripe calls."""
+"""The card page the debtor pays on (Stripe.js), and where it comes back to."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from encours import i18n
-from encours.security import DEFAULT_CSP, csp_header, extend_csp
+from kernel import i18n
+from kernel.security import DEFAULT_CSP, csp_header, extend_csp
 from ledger.money import Money
 from payments import stripe as stripe_provider
 from payments.checkout import customer_checkout
-from payments.webhooks import apply_new, decode_headers, store_new
 from portal.routes import Visit, debtor_page
 
 log = logging.getLogger("encours.stripe")
@@ -112,37 +111,7 @@ def card_return(request: Request, session: Session, visit: Visit) -> Response:
     return RedirectResponse(status_path(checkout.id), status_code=303, headers={"Cache-Control": "no-store"})
 
 
-async def stripe_webhook(request: Request) -> Response:
-    """Verify on the raw body, store raw once, apply in its own transaction, answer 2xx."""
-    settings = request.app.state.settings
-    if not stripe_provider.StripeProvider().is_configured(settings):
-        return PlainTextResponse("Stripe is not configured", status_code=404)
-    payload = await request.body()
-    try:
-        event = stripe_provider.verify_webhook(settings, payload, request.headers.get("stripe-signature"))
-    except stripe_provider.SignatureError as error:
-        log.warning("stripe webhook refused: %s", error)
-        return PlainTextResponse("invalid signature", status_code=400)
-    outcome = await run_in_threadpool(_intake, request, event, payload)
-    return JSONResponse({"received": True, "outcome": outcome})
-
-
-def _intake(request: Request, event: stripe_provider.VerifiedEvent, payload: bytes) -> str:
-    sessions = request.app.state.sessions
-    settings = request.app.state.settings
-    pk = store_new(sessions, stripe_provider.PROVIDER, event.id, event.type, payload.decode("utf-8"),
-                   decode_headers(request.headers))
-    if pk is None:
-        return "duplicate"  # Stripe delivers at least once: the stored copy is (being) applied
-
-    def apply(session: Session) -> None:
-        stripe_provider.apply_event(session, event.payload, settings)  # the stored body, already parsed
-
-    return "processed" if apply_new(sessions, pk, apply) else "kept for retry"
-
-
 routes = [
     Route("/portal/pay/{checkout_id:int}/card", card_page, methods=["GET"], name="payments:stripe_card"),
     Route("/portal/pay/{checkout_id:int}/card/return", card_return, methods=["GET"], name="payments:stripe_return"),
-    Route("/webhooks/stripe", stripe_webhook, methods=["POST"], name="payments:stripe_webhook"),
 ]

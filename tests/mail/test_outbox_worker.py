@@ -8,9 +8,9 @@ import threading
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from dunning.outbox import DeliveryReport
+from mail.outbox import DeliveryReport
 from encours import worker
-from encours.settings import Settings, load_settings
+from kernel.settings import Settings, load_settings
 from ledger.models import OutboxMessage
 from tests.conftest import TEST_SECRET
 from tests.fakes.smtp import CapturingSMTP

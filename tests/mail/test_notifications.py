@@ -12,11 +12,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
-from dunning import outbox
+from mail import outbox
 from encours.app import create_app
-from encours.clock import clock
-from encours.settings import Settings
-from encours.users import create_user
+from kernel.clock import clock
+from kernel.settings import Settings
+from admin.staff_accounts import create_user
 from encours.worker import run_once
 from ledger import disputes
 from ledger.models import OutboxMessage
@@ -114,8 +114,8 @@ def test_a_broken_promise_is_told_to_the_company_address_once(
 
 
 def test_without_any_staff_address_only_the_debtor_hears(session: Session) -> None:
-    from encours.templating import Templates
-    from ledger import notifications
+    from kernel.templating import Templates
+    from mail import notifications
 
     company = factories.company(session)
     customer = factories.customer(session, company)

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from dunning.outbox import (
+from mail.outbox import (
     BATCH,
     LEASE,
     MAX_ATTEMPTS,
@@ -27,8 +27,8 @@ from dunning.outbox import (
     deliver_due,
     parse_smtp_url,
 )
-from encours.clock import clock
-from encours.db import make_engine, make_sessionmaker, unit_of_work
+from kernel.clock import clock
+from kernel.db import make_engine, make_sessionmaker, unit_of_work
 from ledger.models import OutboxMessage
 from tests.encours.test_concurrency import _together, pg_fresh_url, sqlite_fresh_url  # noqa: F401 - fixtures
 from tests.fakes.smtp import CapturingSMTP

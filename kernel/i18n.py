@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol
 
 from babel import Locale
 from babel.dates import format_date
-from babel.numbers import get_currency_name
+from babel.numbers import format_currency, get_currency_name, get_currency_precision
 from babel.support import NullTranslations, Translations
 
-from ledger.money import Money
 
 LANGUAGES = ("fr", "en")
 DEFAULT_LANGUAGE = "fr"
@@ -68,7 +69,17 @@ def _format_locale(language: str) -> Locale:
     return Locale.parse(FORMAT_LOCALES[normalize(language)])
 
 
-def format_money(money: Money, language: str) -> str:
+class _Amount(Protocol):
+    """What `format_money` reads of `ledger.money.Money` (the kernel imports no domain package)."""
+
+    @property
+    def minor(self) -> int: ...
+
+    @property
+    def currency(self) -> str: ...
+
+
+def format_money(money: _Amount, language: str) -> str:
     return _format_money(money.minor, money.currency, language)
 
 
@@ -79,7 +90,8 @@ def format_minor(minor: int, currency: str, language: str) -> str:
 
 @lru_cache(maxsize=16384)
 def _format_money(minor: int, currency: str, language: str) -> str:
-    return Money(minor, currency).format(_format_locale(language))  # type: ignore[arg-type]
+    amount = Decimal(minor).scaleb(-get_currency_precision(currency))
+    return format_currency(amount, currency, locale=_format_locale(language))
 
 
 @lru_cache(maxsize=8192)

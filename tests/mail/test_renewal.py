@@ -11,11 +11,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
-from dunning.outbox import DeliveryReport, deliver_due, parse_smtp_url
-from encours.clock import clock
+from mail.outbox import DeliveryReport, deliver_due, parse_smtp_url
+from kernel.clock import clock
 from ledger.models import Contact, OutboxMessage
 from links import tokens
-from links.renewal import RENEWALS_PER_HOUR
+from mail.renewal import RENEWALS_PER_HOUR
 from tests import factories
 from tests.conftest import TEST_SECRET
 from tests.fakes.smtp import CapturingSMTP

@@ -10,11 +10,14 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from encours import i18n
-from encours.security import LazyCSRFToken
+from kernel import i18n
+from kernel.security import LazyCSRFToken
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE_DIRS = [ROOT / "portal" / "templates", ROOT / "encours" / "templates", ROOT / "admin" / "templates"]
+# Each package keeps its templates in its own `templates/` folder, names prefixed by a folder of
+# their own (`portal/statement.html`, `admin/...`, `email/...`), as Django's app directories do:
+# the kernel finds them without importing any domain package.
+TEMPLATE_DIRS = sorted(path for path in ROOT.glob("*/templates") if path.is_dir())
 
 
 def make_environment() -> jinja2.Environment:

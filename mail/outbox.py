@@ -18,8 +18,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from encours.clock import clock
-from encours.db import SQLITE_BEGIN_OPTION, unit_of_work
+from kernel.clock import clock
+from kernel.db import SQLITE_BEGIN_OPTION, unit_of_work
 from ledger.models import Company, Customer, OutboxMessage, UTCDateTime
 
 OUTBOX = cast(Table, OutboxMessage.__table__)

@@ -6,7 +6,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ledger import audit, notifications
+from ledger import audit
+from mail import notifications
 from ledger.models import Contact, OutboxMessage
 from links import throttle, tokens
 

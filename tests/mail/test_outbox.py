@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, delete, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from dunning.outbox import (
+from mail.outbox import (
     MAX_ATTEMPTS,
     DeliveryReport,
     SMTPConfig,
@@ -21,8 +21,8 @@ from dunning.outbox import (
     deliver_due,
     parse_smtp_url,
 )
-from encours.clock import clock
-from encours.db import make_engine, make_sessionmaker, upgrade
+from kernel.clock import clock
+from kernel.db import make_engine, make_sessionmaker, upgrade
 from ledger.models import OutboxMessage
 from tests.fakes.smtp import CapturingSMTP
 

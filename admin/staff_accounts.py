@@ -15,7 +15,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from encours.i18n import N_
+from kernel.i18n import N_
 from ledger import audit
 from ledger.models import Company, Role, User
 

@@ -181,7 +181,7 @@ def _replay(body: bytes, receive: Receive | None) -> Receive:
 
 
 async def _csrf_failure(scope: Scope, receive: Receive, send: Send) -> None:
-    from encours.errors import csrf_failure_response
+    from kernel.errors import csrf_failure_response
 
     request = Request(scope, receive)
     response = csrf_failure_response(request)

@@ -6,8 +6,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from encours import i18n
-from encours.i18n import N_
+from kernel import i18n
+from kernel.i18n import N_
 
 
 def _language(request: Request) -> str:
