@@ -76,6 +76,7 @@ demo: venv system-deps
 	$(BIN)/encours demo
 
 test: venv test-deps
+	$(BIN)/lint-imports
 	$(BIN)/pytest -p xdist -n $(PYTEST_WORKERS)
 
 bench: venv system-deps
