@@ -39,7 +39,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: help venv system-deps test-deps demo test bench i18n clean
+.PHONY: help venv system-deps test-deps demo test lint bench i18n clean
 
 help:
 	@echo "make demo         install into $(VENV), create the SQLite demo and serve it"
@@ -47,6 +47,7 @@ help:
 	@echo "make venv         (re)install the Python packages into $(VENV) when pyproject.toml changed"
 	@echo "make system-deps  install the Debian packages needed at runtime, if missing"
 	@echo "make test-deps    ... and those the tests need (chromium, poppler-utils, postgresql)"
+	@echo "make lint         import layers, ruff and mypy (make test runs it first)"
 	@echo "make bench        build (once, cached in var/bench/) a 50,000-customer book and run the benchmarks;"
 	@echo "                  not tests: prints a table and JSON (BENCH_ARGS='--small' for a quick run)"
 	@echo "make i18n         extract, update and compile the translation catalogs"
@@ -75,9 +76,14 @@ test-deps:
 demo: venv system-deps
 	$(BIN)/encours demo
 
-test: venv test-deps
-	$(BIN)/lint-imports
+test: venv test-deps lint
 	$(BIN)/pytest -p xdist -n $(PYTEST_WORKERS)
+
+# The layers (.importlinter), pyflakes (ruff) and strict typing of the kernel (mypy): fast, and first.
+lint: venv
+	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/mypy kernel
 
 bench: venv system-deps
 	@$(call install_debs,$(BENCH_DEBS))

@@ -20,7 +20,7 @@ def _page(request: Request, status_code: int, title: str, body: str) -> Response
     language = _language(request)
     if templates is None or "session" not in request.scope:
         return PlainTextResponse(i18n.gettext(language, title), status_code=status_code)
-    return templates.response(
+    page: Response = templates.response(
         request,
         "portal/message.html",
         {"title": i18n.gettext(language, title), "body": i18n.gettext(language, body), "company": None,
@@ -28,6 +28,7 @@ def _page(request: Request, status_code: int, title: str, body: str) -> Response
         language,
         status_code=status_code,
     )
+    return page
 
 
 def csrf_failure_response(request: Request) -> Response:

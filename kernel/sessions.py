@@ -103,7 +103,7 @@ class SessionMiddleware:
                 for part in value.split(b";"):
                     cookie_name, _, cookie_value = part.strip().partition(b"=")
                     if cookie_name == name:
-                        return cookie_value.strip(b'"')
+                        return bytes(cookie_value).strip(b'"')
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

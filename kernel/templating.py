@@ -29,7 +29,7 @@ def make_environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.install_null_translations(newstyle=True)  # real catalogs come per render, see context()
+    env.install_null_translations(newstyle=True)  # type: ignore[attr-defined]  # added by the i18n extension; real catalogs come per render
     env.globals["languages"] = i18n.LANGUAGES
     env.globals["language_name"] = i18n.language_name
     return env

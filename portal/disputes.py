@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote
@@ -12,7 +11,6 @@ from urllib.parse import quote
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -21,7 +19,7 @@ from starlette.routing import Route
 from kernel import i18n
 from kernel.clock import clock
 from kernel.db import unit_of_work
-from kernel.web import Posted, Rejected, read_posted
+from kernel.web import Posted, Rejected, posted_ids, read_posted
 from ledger import disputes
 from mail import notifications
 from ledger import statement as statements
@@ -236,7 +234,7 @@ def _dispute_form(request: Request, session: Session, visit: Visit, *, kind: str
 @debtor_page
 def dispute_form(request: Request, session: Session, visit: Visit) -> Response:
     kind = _kind(request.query_params.get("kind", ""))
-    chosen = _ids(request.query_params.getlist("invoice"))
+    chosen = posted_ids(request.query_params.getlist("invoice"))
     return _dispute_form(request, session, visit, kind=kind, chosen=chosen)
 
 
@@ -369,7 +367,7 @@ def _promise_form(request: Request, session: Session, visit: Visit, *, chosen: l
 
 @debtor_page
 def promise_form(request: Request, session: Session, visit: Visit) -> Response:
-    chosen = _ids(request.query_params.getlist("invoice"))
+    chosen = posted_ids(request.query_params.getlist("invoice"))
     return _promise_form(request, session, visit, chosen=chosen, promised=request.query_params.get("date", "")[:10],
                          block="total")
 
