@@ -238,11 +238,12 @@ def test_oversize_refused_unread():
 def test_50_000_entries_parse_in_seconds():
     entry = Ntry("12.34", ref="E", txs=(Tx("12.34", "Payer Name SARL", "FR7630006000011234567890189", "AGRIFRPPXXX", ("Facture F-2026-0468 et autres références",), "RF18539007547034", "E2E-1", "R-1"),))
     data = build(Doc("053", 8, (Stmt("BIG", "FR7630006000011234567890189", EUR, (entry,) * 50_000),)))
-    started = time.perf_counter()
+    # CPU time, not wall time: the test machines are shared. About 6 s of CPU for 47 MB here.
+    started = time.process_time()
     [stmt] = parse_statement_file(data)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert len(stmt.entries) == 50_000
-    assert elapsed < 30, f"{len(data) / 1e6:.0f} MB took {elapsed:.1f}s"
+    assert elapsed < 15, f"{len(data) / 1e6:.0f} MB took {elapsed:.1f}s of CPU"
 
 
 def test_sniffing():
