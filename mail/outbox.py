@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kernel.clock import clock
-from kernel.db import SQLITE_BEGIN_OPTION, unit_of_work
+from kernel.db import write_connection
 # The SMTP setting is parsed in the kernel (a start-up check); callers of the outbox keep these names here.
 from kernel.smtp import SMTPConfig, SMTPConfigError, parse_smtp_url  # noqa: F401
 from ledger.models import Company, Customer, OutboxMessage, UTCDateTime
@@ -231,12 +231,11 @@ def _record_and_claim(
     pause = 0.05
     while True:
         try:
-            with unit_of_work(session_factory) as session:
-                postgres = session.get_bind().dialect.name == "postgresql"
-                connection = session.connection(
-                    execution_options=None if postgres else {SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+            # A Core connection, not a Session: at one transaction per message its bookkeeping
+            # cost more than the statements. On SQLite it begins IMMEDIATE (write sessions).
+            with write_connection(session_factory) as connection:
                 outcomes.write(connection)
-                claimed = _claim_next(connection, postgres, lease) if claim else None
+                claimed = _claim_next(connection, connection.dialect.name == "postgresql", lease) if claim else None
         except OperationalError as error:
             if time.monotonic() + pause > deadline:
                 raise
@@ -248,6 +247,26 @@ def _record_and_claim(
         return claimed
 
 
+_NOW = bindparam("b_now", type_=UTCDateTime())
+# Built once: at one claim per message, building the statements cost more than running them.
+_CLAIM = (
+    select(OUTBOX.c.id, OUTBOX.c.attempts, OUTBOX.c.to_address, OUTBOX.c.subject,
+           OUTBOX.c.body_text, OUTBOX.c.body_html, OUTBOX.c.created_at, OUTBOX.c.contact_id,
+           COMPANIES.c.name, COMPANIES.c.reminder_from)
+    .select_from(OUTBOX.outerjoin(CUSTOMERS, CUSTOMERS.c.id == OUTBOX.c.customer_id)
+                 .outerjoin(COMPANIES, COMPANIES.c.id == CUSTOMERS.c.company_id))
+    .where(OUTBOX.c.status == "queued", OUTBOX.c.next_attempt_at <= _NOW)
+    .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id)
+    .limit(1)
+)
+_CLAIM_LOCKED = _CLAIM.with_for_update(skip_locked=True, of=OUTBOX)
+_TAKE = (
+    update(OUTBOX)
+    .where(OUTBOX.c.id == bindparam("b_id"), OUTBOX.c.status == "queued", OUTBOX.c.next_attempt_at <= _NOW)
+    .values(attempts=OUTBOX.c.attempts + 1, next_attempt_at=bindparam("b_until", type_=UTCDateTime()))
+)
+
+
 def _claim_next(connection: Connection, postgres: bool, lease: timedelta) -> ClaimedMessage | None:
     """Take the due message that has waited longest.
 
@@ -257,26 +276,10 @@ def _claim_next(connection: Connection, postgres: bool, lease: timedelta) -> Cla
     first statement, so a second worker's claim starts only once ours is committed.
     """
     now = clock.now()
-    query = (
-        select(OUTBOX.c.id, OUTBOX.c.attempts, OUTBOX.c.to_address, OUTBOX.c.subject,
-               OUTBOX.c.body_text, OUTBOX.c.body_html, OUTBOX.c.created_at, OUTBOX.c.contact_id,
-               COMPANIES.c.name, COMPANIES.c.reminder_from)
-        .select_from(OUTBOX.outerjoin(CUSTOMERS, CUSTOMERS.c.id == OUTBOX.c.customer_id)
-                     .outerjoin(COMPANIES, COMPANIES.c.id == CUSTOMERS.c.company_id))
-        .where(OUTBOX.c.status == "queued", OUTBOX.c.next_attempt_at <= now)
-        .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id)
-        .limit(1)
-    )
-    if postgres:
-        query = query.with_for_update(skip_locked=True, of=OUTBOX)
-    row = connection.execute(query).first()
+    row = connection.execute(_CLAIM_LOCKED if postgres else _CLAIM, {"b_now": now}).first()
     if row is None:
         return None
-    taken = connection.execute(
-        update(OUTBOX)
-        .where(OUTBOX.c.id == row.id, OUTBOX.c.status == "queued", OUTBOX.c.next_attempt_at <= now)
-        .values(attempts=OUTBOX.c.attempts + 1, next_attempt_at=now + lease)
-    )
+    taken = connection.execute(_TAKE, {"b_id": row.id, "b_now": now, "b_until": now + lease})
     if taken.rowcount != 1:  # cannot happen with the locks above: never send on a lost race
         raise RuntimeError(f"outbox claim of message {row.id} took {taken.rowcount} rows")
     return ClaimedMessage(
@@ -301,7 +304,7 @@ def _deliver_one(
     claimed: ClaimedMessage,
     outcomes: _Outcomes,
 ) -> tuple[smtplib.SMTP | None, bool]:
-    """Send one claimed message and note its outcome; also says whether the batch must stop."""
+    """Send one claimed message and note its outcome; also says whether the run must stop."""
     try:
         raw = _email_bytes(claimed, mail_from)
         email = _build_email(claimed, mail_from) if raw is None else None
