@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -55,9 +56,12 @@ def readyz(request: Request) -> Response:
             session.execute(text("SELECT 1"))
             reason = schema_problem(session.connection())
             session.rollback()
-    except Exception as error:  # whatever the driver raises, the answer stays JSON
+    except (SQLAlchemyError, OSError) as error:
         logger.warning("readyz: database unreachable: %s", error)
         return JSONResponse({"status": "unavailable", "reason": "database unreachable"}, 503, headers=headers)
+    except Exception:  # whatever else goes wrong, the load balancer reads JSON, never an HTML 500
+        logger.exception("readyz: checking the database failed")
+        return JSONResponse({"status": "unavailable", "reason": "readiness check failed"}, 503, headers=headers)
     if reason is not None:
         return JSONResponse({"status": "unavailable", "reason": reason}, 503, headers=headers)
     return JSONResponse({"status": "ok"}, headers=headers)

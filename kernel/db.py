@@ -212,11 +212,12 @@ def migration_heads() -> frozenset[str]:
 @functools.cache
 def _lineage(revision: str) -> frozenset[str] | None:
     """`revision` and its ancestors among our scripts; None when the code does not know it."""
+    from alembic.script.revision import RevisionError
     from alembic.util import CommandError
 
     try:
         return frozenset(script.revision for script in _scripts().iterate_revisions(revision, "base"))
-    except CommandError:
+    except (CommandError, RevisionError):
         return None
 
 
