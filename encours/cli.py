@@ -97,7 +97,7 @@ def db_current() -> None:
         click.echo(f"database: {', '.join(sorted(current))} (this code's head is {heads}; run 'encours db upgrade')")
 
 
-@db.command("downgrade")
+@db.command("downgrade", context_settings={"ignore_unknown_options": True})  # so that -1 is a revision
 @click.argument("revision")
 def db_downgrade(revision: str) -> None:
     """Undo migrations down to REVISION (a revision id, or e.g. -1 for the last one). Only
