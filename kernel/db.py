@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -181,9 +182,12 @@ def _migrate(url: str, action: str, revision: str) -> None:
                             f"{action} to {revision} left rows with broken foreign keys: {problems[:5]}")
             finally:
                 if not sqlite:
-                    connection.rollback()
-                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
-                    connection.commit()
+                    try:
+                        connection.rollback()
+                        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                        connection.commit()
+                    except SQLAlchemyError:  # a broken connection: closing it (dispose) releases the lock
+                        pass
     finally:
         engine.dispose()
 
