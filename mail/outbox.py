@@ -10,18 +10,18 @@ import secrets
 import smtplib
 import ssl
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
-from typing import Any, cast
+from typing import Any, Iterator, cast
 
 from sqlalchemy import Connection, Table, bindparam, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kernel.clock import clock
-from kernel.db import write_connection
 # The SMTP setting is parsed in the kernel (a start-up check); callers of the outbox keep these names here.
 from kernel.smtp import SMTPConfig, SMTPConfigError, parse_smtp_url  # noqa: F401
 from ledger.models import Company, Customer, OutboxMessage, UTCDateTime
@@ -202,24 +202,60 @@ def deliver_due(
     `lease` must outlast sending one message (connecting included).
     """
     outcomes = _Outcomes()
+    database = _Database(session_factory)
     envelope_from = parseaddr(mail_from)[1]
     connection: smtplib.SMTP | None = None
     tried = 0
     try:
-        claimed = _record_and_claim(session_factory, outcomes, lease, claim=limit > 0)
+        claimed = _record_and_claim(database, outcomes, lease, claim=limit > 0)
         while claimed is not None:
             tried += 1
             # An unexpected error here leaves this message on its lease: it may have been sent.
             connection, stop = _deliver_one(connection, smtp_config, envelope_from, mail_from, claimed, outcomes)
-            claimed = _record_and_claim(session_factory, outcomes, lease, claim=tried < limit and not stop)
+            claimed = _record_and_claim(database, outcomes, lease, claim=tried < limit and not stop)
     finally:
+        database.close()
         if connection is not None:
             _close(connection)
     return outcomes.report()
 
 
+class _Database:
+    """One database connection kept for a whole `deliver_due`, a short transaction per message:
+    at one transaction per message, taking a connection from the pool each time (and a
+    Session's bookkeeping) cost more than the statements. A connection that failed is dropped
+    and a new one opened for the next attempt."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._bind = session_factory.kw["bind"]  # write sessions' engine: BEGIN IMMEDIATE on SQLite
+        self._connection: Connection | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        if isinstance(self._bind, Connection):  # tests: one outer transaction, a savepoint of it
+            with self._bind.begin_nested():
+                yield self._bind
+            return
+        if self._connection is None:
+            self._connection = self._bind.connect()
+        try:
+            with self._connection.begin():
+                yield self._connection
+        except OperationalError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            try:
+                connection.close()
+            except SQLAlchemyError:  # already broken: the pool discards it
+                pass
+
+
 def _record_and_claim(
-    session_factory: sessionmaker[Session], outcomes: _Outcomes, lease: timedelta, *, claim: bool
+    database: _Database, outcomes: _Outcomes, lease: timedelta, *, claim: bool
 ) -> ClaimedMessage | None:
     """Write the outcome noted so far and claim the next due message, in one transaction.
 
@@ -231,9 +267,7 @@ def _record_and_claim(
     pause = 0.05
     while True:
         try:
-            # A Core connection, not a Session: at one transaction per message its bookkeeping
-            # cost more than the statements. On SQLite it begins IMMEDIATE (write sessions).
-            with write_connection(session_factory) as connection:
+            with database.transaction() as connection:
                 outcomes.write(connection)
                 claimed = _claim_next(connection, connection.dialect.name == "postgresql", lease) if claim else None
         except OperationalError as error:
