@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from kernel.clock import clock
 from kernel.i18n import N_
 from admin.staff_accounts import MIN_PASSWORD_LENGTH, check_password, hash_password
+from ledger import audit
 from ledger.models import Company, Customer, Invoice, InvoiceKind, InvoiceStatus, Role, Throttle, User
 from ledger.money import Money
 from links import throttle
@@ -80,16 +81,20 @@ def authenticate(session: Session, email: str, password: str, ip: str) -> LoginO
     keys = [(_email_key(email), EMAIL_FAILURE_LIMIT), (_ip_key(ip), IP_FAILURE_LIMIT)]
     blocked = _blocked_keys(session, keys)
     if blocked:
+        _record_failure(session, email, find_user(session, email), ip, "throttled")
         return LoginOutcome(blocked=True, retry_after=max(_seconds_left(session, key) for key in blocked))
     user = find_user(session, email)
     if user is None:
         check_password(User(password_hash=_DUMMY_HASH), password or "")
-        ok = False
+        ok, reason = False, "unknown account"
     else:
-        ok = bool(password) and check_password(user, password) and user.active
+        ok = bool(password) and check_password(user, password)
+        reason = "wrong password" if not ok else "account disabled"
+        ok = ok and user.active
     if not ok:
         for key, _limit in keys:
             throttle.record_failure(session, key, WINDOW_SECONDS)
+        _record_failure(session, email, user, ip, reason)
         return LoginOutcome()
     assert user is not None
     user.last_login_at = clock.now()
@@ -98,6 +103,15 @@ def authenticate(session: Session, email: str, password: str, ip: str) -> LoginO
         session.delete(row)
         session.flush()
     return LoginOutcome(user=user)
+
+
+def _record_failure(session: Session, email: str, user: User | None, ip: str, reason: str) -> None:
+    """A failed staff sign-in in the audit trail (admins read it; the person signing in is
+    never told which part was wrong)."""
+    audit.record(session, actor_type="user", actor=normalize_email(email)[:254] or None, action="user.sign_in_failed",
+                 entity_type="user", entity_id=user.id if user is not None else None,
+                 after={"ip": ip, "reason": reason})
+    session.flush()
 
 
 def session_data(user: User) -> dict[str, Any]:

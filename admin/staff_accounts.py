@@ -117,13 +117,13 @@ def update_user(session: Session, *, actor: User, user: User, role: str, company
     return True
 
 
-def set_active(session: Session, *, actor: User, user: User, active: bool) -> bool:
+def set_active(session: Session, *, actor: User | None, user: User, active: bool) -> bool:
     """Deactivate (every session of the user ends: `admin.auth.current_user` checks `active`) or
-    reactivate; False when already so."""
+    reactivate; False when already so. `actor` None: the command line."""
     if user.active == active:
         return False
     if not active:
-        if user.id == actor.id:
+        if actor is not None and user.id == actor.id:
             raise UserError(N_("You cannot deactivate your own account."))
         if user.role == Role.admin.value and _active_admins(session) <= 1:
             raise UserError(N_("At least one active administrator must remain."))
@@ -134,9 +134,13 @@ def set_active(session: Session, *, actor: User, user: User, active: bool) -> bo
     return True
 
 
-def reset_password(session: Session, *, actor: User, user: User) -> str:
-    """A new generated password, returned once; the old one and every session it opened stop working."""
-    password = generate_password()
+def reset_password(session: Session, *, actor: User | None, user: User, password: str | None = None) -> str:
+    """A new password (`password`, or a generated one), returned once; the old one and every
+    session it opened stop working (`admin.auth.fingerprint`). `actor` None: the command line."""
+    if password is None:
+        password = generate_password()
+    elif len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(N_("password must have at least %(count)s characters"), count=MIN_PASSWORD_LENGTH)
     user.password_hash = hash_password(password)
     _audit(session, actor, "user.password_reset", user, None, None)  # never the hash
     session.flush()

@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from kernel import errors
-from kernel.db import make_engine, make_sessionmaker, pending_migrations, unit_of_work
+from kernel.db import make_engine, make_sessionmaker, schema_problem, unit_of_work
 from kernel.security import DEFAULT_CSP, CSRFMiddleware, SecurityHeadersMiddleware, extend_csp
 from kernel.sessions import SessionMiddleware
 from kernel.settings import Settings, load_settings
@@ -42,21 +42,26 @@ NO_SESSION_PREFIXES = ("/webhooks/",)
 
 
 def healthz(request: Request) -> Response:
-    with unit_of_work(request.app.state.sessions) as session:
-        session.execute(text("SELECT 1"))
+    """Liveness: the process answers. Never the database: a database outage must take every
+    process out of the load balancer (readiness), not get them all restarted."""
     return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
 
 
 def readyz(request: Request) -> Response:
-    """Readiness: the database answers and its schema is at the migrations' head(s)."""
+    """Readiness: the database answers and this code can run on its schema (its migrations'
+    head, or a later schema during a rolling upgrade: kernel.db.schema_problem)."""
     headers = {"Cache-Control": "no-store"}
     try:
-        with unit_of_work(request.app.state.sessions) as session:
+        with request.app.state.read_sessions() as session:
             session.execute(text("SELECT 1"))
-            reason = pending_migrations(session.connection())
-    except SQLAlchemyError as error:
+            reason = schema_problem(session.connection())
+            session.rollback()
+    except (SQLAlchemyError, OSError) as error:
         logger.warning("readyz: database unreachable: %s", error)
         return JSONResponse({"status": "unavailable", "reason": "database unreachable"}, 503, headers=headers)
+    except Exception:  # whatever else goes wrong, the load balancer reads JSON, never an HTML 500
+        logger.exception("readyz: checking the database failed")
+        return JSONResponse({"status": "unavailable", "reason": "readiness check failed"}, 503, headers=headers)
     if reason is not None:
         return JSONResponse({"status": "unavailable", "reason": reason}, 503, headers=headers)
     return JSONResponse({"status": "ok"}, headers=headers)

@@ -65,12 +65,53 @@ def db() -> None:
 
 @db.command("upgrade")
 def db_upgrade() -> None:
-    """Apply every pending migration to ENCOURS_DATABASE_URL."""
+    """Apply every pending migration to ENCOURS_DATABASE_URL. A second run started meanwhile
+    waits for this one, then finds nothing to do."""
     from kernel.db import upgrade
 
     _engine().dispose()
     upgrade(_database_url())
     click.echo("database is up to date")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the database's migration revision and how it stands against this code's head."""
+    from kernel.db import current_revisions, migration_heads, schema_problem
+
+    engine = _engine()
+    try:
+        with engine.connect() as connection:
+            current = current_revisions(connection)
+            problem = schema_problem(connection)
+    finally:
+        engine.dispose()
+    heads = ", ".join(sorted(migration_heads()))
+    if not current:
+        click.echo(f"database: not migrated (this code's head: {heads}); run 'encours db upgrade'")
+    elif current == migration_heads():
+        click.echo(f"database: {', '.join(sorted(current))} (head)")
+    elif problem is None:
+        click.echo(f"database: {', '.join(sorted(current))} (later than this code's head {heads}; this code runs on it)")
+    else:
+        click.echo(f"database: {', '.join(sorted(current))} (this code's head is {heads}; run 'encours db upgrade')")
+
+
+@db.command("downgrade", context_settings={"ignore_unknown_options": True})  # so that -1 is a revision
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Undo migrations down to REVISION (a revision id, or e.g. -1 for the last one). Only
+    after the code that needs the later schema is stopped everywhere."""
+    from alembic.util import CommandError as AlembicError
+
+    from kernel.db import downgrade
+
+    _engine().dispose()
+    try:
+        downgrade(_database_url(), revision)
+    except AlembicError as error:
+        raise CommandError(f"cannot downgrade to {revision!r}: {_first_line(error)}") from None
+    click.echo(f"database downgraded to {revision}")
 
 
 @cli.group()
@@ -182,6 +223,66 @@ def user_create(email: str, role: str, companies: tuple[str, ...], password_stdi
     click.echo(f"user {email} created with role {role}")
     if not password_stdin:
         click.echo(f"password: {password}")
+
+
+def _staff_user(session: Any, email: str) -> Any:
+    from admin.auth import find_user
+
+    user = find_user(session, email)
+    if user is None:
+        raise CommandError(f"no staff user {email.strip().lower()!r}")
+    return user
+
+
+@user_group.command("reset-password")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")
+def user_reset_password(email: str, password_stdin: bool) -> None:
+    """Give EMAIL a new password (printed, unless read from stdin); every session it had ends."""
+    from admin.staff_accounts import UserError, reset_password
+    from kernel.db import unit_of_work
+
+    given = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    with unit_of_work(_sessions()) as session:
+        user = _staff_user(session, email)
+        try:
+            password = reset_password(session, actor=None, user=user, password=given)
+        except UserError as error:
+            raise CommandError(str(error)) from None
+        address = user.email
+    click.echo(f"password of {address} reset; its sessions have ended")
+    if not password_stdin:
+        click.echo(f"password: {password}")
+
+
+def _set_active(email: str, active: bool) -> None:
+    from admin.staff_accounts import UserError, set_active
+    from kernel.db import unit_of_work
+
+    with unit_of_work(_sessions()) as session:
+        user = _staff_user(session, email)
+        try:
+            changed = set_active(session, actor=None, user=user, active=active)
+        except UserError as error:
+            raise CommandError(str(error)) from None
+        address = user.email
+    state = "enabled" if active else "disabled"
+    click.echo(f"user {address} {state}" + ("" if changed else " already") +
+               ("; its sessions have ended" if changed and not active else ""))
+
+
+@user_group.command("disable")
+@click.argument("email")
+def user_disable(email: str) -> None:
+    """Disable EMAIL: it can no longer sign in, and its open sessions end."""
+    _set_active(email, False)
+
+
+@user_group.command("enable")
+@click.argument("email")
+def user_enable(email: str) -> None:
+    """Enable EMAIL again (its password is unchanged)."""
+    _set_active(email, True)
 
 
 @cli.command("serve")

@@ -94,7 +94,8 @@ def deliver_outbox(
     began = time.monotonic()
     sent = retried = failed = 0
     while True:
-        report = outbox.deliver_due(session_factory, smtp_config, settings.mail_from, limit=OUTBOX_CHUNK)
+        report = outbox.deliver_due(session_factory, smtp_config, settings.mail_from, limit=OUTBOX_CHUNK,
+                                    lease=timedelta(seconds=settings.outbox_lease_seconds))
         sent, retried, failed = sent + report.sent, retried + report.retried, failed + report.failed
         # Fewer than asked: nothing more is due, or the server stopped us (it is retried later).
         full = report.sent + report.retried + report.failed == OUTBOX_CHUNK

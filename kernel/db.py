@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -124,32 +126,68 @@ def _foreign_keys_off(dbapi_connection: Any, connection_record: Any) -> None:
     dbapi_connection.execute("PRAGMA foreign_keys=OFF")
 
 
-def _migrate(url: str, action: str, revision: str) -> None:
-    """Run alembic's upgrade/downgrade. On SQLite, with foreign keys off while it runs.
+# pg_advisory_lock key of `encours db upgrade/downgrade` ("encours" in ASCII, as a bigint).
+MIGRATION_LOCK_KEY = int.from_bytes(b"encours", "big")
 
-    Batch migrations rebuild a SQLite table as copy, DROP, rename: with foreign keys on,
-    dropping a table that other rows reference fails (or would cascade). SQLite ignores
-    `PRAGMA foreign_keys` inside a transaction, so it is set as each connection opens, and
-    the keys are checked once the migration is done.
+
+@contextmanager
+def _sqlite_migration_lock(url: str) -> Iterator[None]:
+    """An exclusive lock on a file beside the database: a second run waits for the first."""
+    import fcntl
+
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _migrate(url: str, action: str, revision: str) -> None:
+    """Run alembic's upgrade/downgrade, one run at a time per database: a concurrent run waits
+    (PostgreSQL: a session advisory lock on the migrating connection; SQLite: a file lock), then
+    finds the work done.
+
+    On SQLite, with foreign keys off while it runs: batch migrations rebuild a table as copy,
+    DROP, rename, and with foreign keys on, dropping a table that other rows reference fails (or
+    would cascade). SQLite ignores `PRAGMA foreign_keys` inside a transaction, so it is set as
+    each connection opens, and the keys are checked once the migration is done.
     """
     from alembic import command
 
     config = alembic_config(url)
     run = getattr(command, action)
-    if make_url(url).get_backend_name() != "sqlite":
-        run(config, revision)
-        return
+    sqlite = make_url(url).get_backend_name() == "sqlite"
     engine = make_engine(url)
-    event.listen(engine, "connect", _foreign_keys_off)
+    if sqlite:
+        event.listen(engine, "connect", _foreign_keys_off)
     try:
-        with engine.connect() as connection:
-            config.attributes["connection"] = connection
-            run(config, revision)
-            connection.commit()
-            problems = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-            connection.rollback()
-        if problems:
-            raise RuntimeError(f"{action} to {revision} left rows with broken foreign keys: {problems[:5]}")
+        with (_sqlite_migration_lock(url) if sqlite else contextlib.nullcontext()), engine.connect() as connection:
+            if not sqlite:
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                connection.commit()
+            try:
+                config.attributes["connection"] = connection
+                run(config, revision)
+                connection.commit()
+                if sqlite:
+                    problems = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    connection.rollback()
+                    if problems:
+                        raise RuntimeError(
+                            f"{action} to {revision} left rows with broken foreign keys: {problems[:5]}")
+            finally:
+                if not sqlite:
+                    try:
+                        connection.rollback()
+                        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                        connection.commit()
+                    except SQLAlchemyError:  # a broken connection: closing it (dispose) releases the lock
+                        pass
     finally:
         engine.dispose()
 
@@ -163,24 +201,71 @@ def downgrade(url: str, revision: str) -> None:
 
 
 @functools.cache
-def migration_heads() -> frozenset[str]:
-    """The head revision(s) of the migration scripts (read once per process)."""
+def _scripts() -> Any:
     from alembic.script import ScriptDirectory
 
-    return frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
+    return ScriptDirectory.from_config(alembic_config("sqlite://"))
 
 
-def pending_migrations(connection: Any) -> str | None:
-    """None when the database on `connection` is at the migrations' head(s), else a short reason."""
+@functools.cache
+def migration_heads() -> frozenset[str]:
+    """The head revision(s) of the migration scripts (read once per process)."""
+    return frozenset(_scripts().get_heads())
+
+
+@functools.cache
+def _lineage(revision: str) -> frozenset[str] | None:
+    """`revision` and its ancestors among our scripts; None when the code does not know it."""
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
+
+    try:
+        return frozenset(script.revision for script in _scripts().iterate_revisions(revision, "base"))
+    except (CommandError, RevisionError):
+        return None
+
+
+def current_revisions(connection: Connection) -> frozenset[str]:
     from alembic.runtime.migration import MigrationContext
 
-    current = set(MigrationContext.configure(connection).get_current_heads())
+    return frozenset(MigrationContext.configure(connection).get_current_heads())
+
+
+def schema_problem(connection: Connection) -> str | None:
+    """None when this code can run on the database's schema, else a short reason.
+
+    Migrations are written expand-then-contract (README, "Rolling upgrades"), so code runs on
+    its own head and on any later schema: the database's revision is the code's head or a
+    descendant of it. A revision this code does not know counts as later when the database's
+    `schema_revisions` (every revision applied) holds the code's head. Behind the head, or
+    on a line of revisions that never passed through it: not ready."""
+    current = current_revisions(connection)
     heads = migration_heads()
     if current == heads:
         return None
     if not current:
         return "database not migrated (run `encours db upgrade`)"
+    reached: set[str] = set()
+    unknown = False
+    for revision in current:
+        lineage = _lineage(revision)
+        if lineage is None:
+            unknown = True
+        else:
+            reached |= lineage
+    if unknown and not heads <= reached:
+        reached |= _applied_revisions(connection)
+    if heads <= reached:
+        return None
     return f"database at revision {', '.join(sorted(current))}, migrations head is {', '.join(sorted(heads))}"
+
+
+def _applied_revisions(connection: Connection) -> set[str]:
+    from sqlalchemy import inspect
+
+    if not inspect(connection).has_table("schema_revisions"):
+        return set()
+    return set(connection.execute(text("SELECT revision FROM schema_revisions")).scalars())
 
 
 def check_connection(engine: Engine) -> None:

@@ -34,6 +34,8 @@ class Settings:
     link_throttle_max: int
     link_throttle_window_seconds: int
     storage_dir: str
+    # How long the worker hides a message it claimed (see mail.outbox.deliver_due).
+    outbox_lease_seconds: int = 600
 
     @property
     def https(self) -> bool:
@@ -50,11 +52,15 @@ class Settings:
         base_url = config("ENCOURS_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
         if not base_url.startswith(("http://", "https://")):
             raise SettingsError(f"ENCOURS_BASE_URL must start with http:// or https://, got {base_url!r}")
+        from kernel.smtp import parse_smtp_url  # it raises SettingsErrors itself
+
+        smtp_url = config("ENCOURS_SMTP_URL", default="smtp://127.0.0.1:25")
+        parse_smtp_url(smtp_url)
         return cls(
-            database_url=config("ENCOURS_DATABASE_URL", default=DEFAULT_DATABASE_URL),
+            database_url=_database_url(config),
             secret_key=secret,
             base_url=base_url,
-            smtp_url=config("ENCOURS_SMTP_URL", default="smtp://127.0.0.1:25"),
+            smtp_url=smtp_url,
             mail_from=config("ENCOURS_MAIL_FROM", default="Encours <no-reply@encours.invalid>"),
             stripe_secret_key=config("STRIPE_SECRET_KEY", cast=Secret, default=None),
             stripe_publishable_key=config("STRIPE_PUBLISHABLE_KEY", default=None),
@@ -64,10 +70,65 @@ class Settings:
             gocardless_access_token=config("GOCARDLESS_ACCESS_TOKEN", cast=Secret, default=None),
             gocardless_webhook_secret=config("GOCARDLESS_WEBHOOK_SECRET", cast=Secret, default=None),
             gocardless_base_url=config("GOCARDLESS_BASE_URL", default=None),
-            link_throttle_max=config("ENCOURS_LINK_THROTTLE_MAX", cast=int, default=10),
-            link_throttle_window_seconds=config("ENCOURS_LINK_THROTTLE_WINDOW", cast=int, default=600),
+            link_throttle_max=_whole_number(config, "ENCOURS_LINK_THROTTLE_MAX", default=10, minimum=1),
+            link_throttle_window_seconds=_whole_number(config, "ENCOURS_LINK_THROTTLE_WINDOW", default=600, minimum=1),
             storage_dir=config("ENCOURS_STORAGE_DIR", default="var/storage"),
+            # At least the time one message may take (connect, TLS, log in, send: SMTP timeouts).
+            outbox_lease_seconds=_whole_number(config, "ENCOURS_OUTBOX_LEASE", default=600, minimum=10),
         )
+
+
+def _whole_number(config: Config, name: str, *, default: int, minimum: int) -> int:
+    raw = config(name, default=None)
+    if raw is None or not str(raw).strip():
+        return default
+    text = str(raw).strip()
+    if not (text.isascii() and text.isdigit()):
+        raise SettingsError(f"{name} must be a whole number, got {text!r}")
+    if int(text) < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {text}")
+    return int(text)
+
+
+def check_database_url(url: str) -> str:
+    """`url` when SQLAlchemy can use it with the drivers Encours ships; else a SettingsError
+    saying what to write instead."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
+        raise SettingsError(
+            f"ENCOURS_DATABASE_URL is not a database URL: {_hide_password(url)!r}; write "
+            "sqlite:///path/to/encours.sqlite3 or postgresql+psycopg://user:password@host:5432/dbname"
+        ) from None
+    if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg2", "postgres+psycopg"):
+        suggestion = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=True)
+        raise SettingsError(
+            f"ENCOURS_DATABASE_URL starts with {parsed.drivername}://, which Encours cannot use; "
+            f"write postgresql+psycopg://... instead: {suggestion}"
+        )
+    if parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
+        raise SettingsError(
+            f"ENCOURS_DATABASE_URL uses {parsed.drivername}://; Encours runs on sqlite:/// or postgresql+psycopg://"
+        )
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise SettingsError(f"ENCOURS_DATABASE_URL has an invalid port {parsed.port}")
+    return url
+
+
+def _hide_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
+def _database_url(config: Config) -> str:
+    return check_database_url(config("ENCOURS_DATABASE_URL", default=DEFAULT_DATABASE_URL))
 
 
 def load_settings(environ: Mapping[str, str] | None = None, env_file: str | None = ".env") -> Settings:
@@ -82,4 +143,4 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | None
 def database_url_from_env(env_file: str | None = ".env") -> str:
     """The database URL alone, for commands that need no secret (db upgrade, imports)."""
     config = Config(env_file if env_file and os.path.exists(env_file) else None)
-    return config("ENCOURS_DATABASE_URL", default=DEFAULT_DATABASE_URL)
+    return _database_url(config)

@@ -65,6 +65,7 @@ ACTION_LABELS: dict[str, str] = {
     "user.activated": N_("Staff account reactivated"),
     "user.deactivated": N_("Staff account deactivated"),
     "user.password_reset": N_("Staff password reset"),
+    "user.sign_in_failed": N_("Failed staff sign-in"),
     "webhook.replayed": N_("Provider event replayed"),
 }
 

@@ -830,3 +830,13 @@ class FxRate(Base):
         UniqueConstraint("base", "quote", "valid_on", name="uq_fx_rates_pair_day"),
         CheckConstraint("base <> quote", name="pair"),
     )
+
+
+class SchemaRevision(Base):
+    """Every migration revision applied to this database, kept by migrations/env.py: a process
+    whose code does not know the database's newer revision can still tell that its own head
+    is among its ancestors (readiness during a rolling upgrade, kernel.db.schema_problem)."""
+
+    __tablename__ = "schema_revisions"
+
+    revision: Mapped[str] = mapped_column(String(64), primary_key=True)

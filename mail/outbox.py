@@ -5,21 +5,25 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import logging
 import secrets
 import smtplib
 import ssl
-from dataclasses import dataclass, field
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
-from typing import Any, cast
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any, Iterator, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kernel.clock import clock
-from kernel.db import SQLITE_BEGIN_OPTION, unit_of_work
+# The SMTP setting is parsed in the kernel (a start-up check); callers of the outbox keep these names here.
+from kernel.smtp import SMTPConfig, SMTPConfigError, parse_smtp_url  # noqa: F401
 from ledger.models import Company, Customer, OutboxMessage, UTCDateTime
 
 OUTBOX = cast(Table, OutboxMessage.__table__)
@@ -39,67 +43,6 @@ BACKOFF = (
 )
 # A claimed message is hidden this long: if its worker dies mid-send, another one retries it then.
 LEASE = timedelta(minutes=10)
-# Messages claimed (and their outcomes written) per transaction.
-BATCH = 50
-DEFAULT_PORTS = {("smtp", False): 25, ("smtp", True): 587, ("smtps", False): 465}
-TRUE_FLAGS = ("1", "true", "yes", "on")
-FALSE_FLAGS = ("0", "false", "no", "off", "")
-
-
-class SMTPConfigError(ValueError):
-    """ENCOURS_SMTP_URL is malformed; the message says how."""
-
-
-@dataclass(frozen=True)
-class SMTPConfig:
-    scheme: str  # "smtp" (plain, or STARTTLS) or "smtps" (TLS from the first byte)
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    starttls: bool = False
-    timeout: float = 30.0
-
-
-def parse_smtp_url(url: str) -> SMTPConfig:
-    """`smtp://user:pass@host:587?starttls=1&timeout=10`, `smtps://host:465`, `smtp://127.0.0.1:2525`."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("smtp", "smtps"):
-        raise SMTPConfigError(f"ENCOURS_SMTP_URL must start with smtp:// or smtps://, got {url.split(':', 1)[0]!r}")
-    if not parts.hostname:
-        raise SMTPConfigError("ENCOURS_SMTP_URL has no host")
-    try:
-        port = parts.port
-    except ValueError:
-        raise SMTPConfigError("ENCOURS_SMTP_URL has an invalid port") from None
-    query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - {"starttls", "timeout"})
-    if unknown:
-        raise SMTPConfigError(
-            f"ENCOURS_SMTP_URL has unknown option(s): {', '.join(unknown)} (known: starttls, timeout)"
-        )
-    starttls_flag = query.get("starttls", ["0"])[-1].lower()
-    if starttls_flag not in TRUE_FLAGS + FALSE_FLAGS:
-        raise SMTPConfigError(f"ENCOURS_SMTP_URL: starttls must be 1 or 0, got {starttls_flag!r}")
-    starttls = starttls_flag in TRUE_FLAGS
-    if starttls and scheme == "smtps":
-        raise SMTPConfigError("ENCOURS_SMTP_URL: starttls=1 makes no sense with smtps:// (already TLS)")
-    try:
-        timeout = float(query.get("timeout", ["30"])[-1])
-    except ValueError:
-        timeout = 0.0
-    if not timeout > 0:
-        raise SMTPConfigError("ENCOURS_SMTP_URL: timeout must be a positive number of seconds")
-    return SMTPConfig(
-        scheme=scheme,
-        host=parts.hostname,
-        port=port or DEFAULT_PORTS[(scheme, starttls)],
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password is not None else None,
-        starttls=starttls,
-        timeout=timeout,
-    )
 
 
 @dataclass(frozen=True)
@@ -125,8 +68,9 @@ class ClaimedMessage:
     created_at: datetime
     # The company's own sender for mail to its debtors (its settings' reminder address), if any.
     sender: str | None = None
-    # When it was due before this claim: where it goes back to if it is released untried.
-    due_at: datetime | None = None
+
+
+log = logging.getLogger(__name__)
 
 
 class _ConnectionLost(Exception):
@@ -244,43 +188,146 @@ def _from_header(sender: str) -> str:
 
 
 def deliver_due(
-    session_factory: sessionmaker[Session], smtp_config: SMTPConfig, mail_from: str, limit: int = 100
+    session_factory: sessionmaker[Session], smtp_config: SMTPConfig, mail_from: str, limit: int = 100,
+    lease: timedelta = LEASE,
 ) -> DeliveryReport:
-    """Send up to `limit` queued messages that are due, over one SMTP connection.
+    """Send up to `limit` queued messages that are due, one at a time, over one SMTP connection.
 
-    Messages are claimed BATCH at a time in one transaction, and a batch's outcomes are written
-    together in one more: two commits per batch instead of two or three per message."""
+    A message's outcome is written as soon as the server has answered, in the same transaction
+    that claims the next message: one commit per message, and never more than one message
+    claimed without its outcome written. A worker killed between the server's 250 and that
+    commit leaves exactly that one message to be sent again after its LEASE, under the same
+    Message-ID (receivers can drop the copy); nothing else is resent, lost or held back. A
+    database that goes away meanwhile is waited for (half the lease) before that happens.
+    `lease` must outlast sending one message (connecting included).
+    """
     outcomes = _Outcomes()
+    database = _Database(session_factory)
     envelope_from = parseaddr(mail_from)[1]
     connection: smtplib.SMTP | None = None
-    remaining = limit
-    stop = False
+    tried = 0
     try:
-        while remaining > 0 and not stop:
-            claimed_at = clock.now()
-            batch = _claim_batch(session_factory, min(BATCH, remaining))
-            if not batch:
-                break
-            remaining -= len(batch)
-            tried: set[int] = set()
-            try:
-                for claimed in batch:
-                    if stop or clock.now() - claimed_at >= LEASE / 2:
-                        # A slow server: past half the lease, another worker could take over a
-                        # message while we send it. The rest goes back and is claimed afresh.
-                        break
-                    tried.add(claimed.id)
-                    connection, stop = _deliver_one(connection, smtp_config, envelope_from, mail_from, claimed,
-                                                    outcomes)
-            finally:
-                # Even on an unexpected error: what was not tried goes back to the due set as it
-                # was; a message in flight without an outcome waits for its lease (it may be sent).
-                outcomes.release([claimed for claimed in batch if claimed.id not in tried])
-                outcomes.write(session_factory)
+        claimed = _record_and_claim(database, outcomes, lease, claim=limit > 0)
+        while claimed is not None:
+            tried += 1
+            # An unexpected error here leaves this message on its lease: it may have been sent.
+            connection, stop = _deliver_one(connection, smtp_config, envelope_from, mail_from, claimed, outcomes)
+            claimed = _record_and_claim(database, outcomes, lease, claim=tried < limit and not stop)
     finally:
+        database.close()
         if connection is not None:
             _close(connection)
     return outcomes.report()
+
+
+class _Database:
+    """One database connection kept for a whole `deliver_due`, a short transaction per message:
+    at one transaction per message, taking a connection from the pool each time (and a
+    Session's bookkeeping) cost more than the statements. A connection that failed is dropped
+    and a new one opened for the next attempt."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._bind = session_factory.kw["bind"]  # write sessions' engine: BEGIN IMMEDIATE on SQLite
+        self._connection: Connection | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        if isinstance(self._bind, Connection):  # tests: one outer transaction, a savepoint of it
+            with self._bind.begin_nested():
+                yield self._bind
+            return
+        if self._connection is None:
+            self._connection = self._bind.connect()
+        try:
+            with self._connection.begin():
+                yield self._connection
+        except OperationalError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            try:
+                connection.close()
+            except SQLAlchemyError:  # already broken: the pool discards it
+                pass
+
+
+def _record_and_claim(
+    database: _Database, outcomes: _Outcomes, lease: timedelta, *, claim: bool
+) -> ClaimedMessage | None:
+    """Write the outcome noted so far and claim the next due message, in one transaction.
+
+    A lost connection (database restart, failover, a killed backend) is retried for up to half
+    the lease: the message just sent must not go out again because our
+    write of its outcome failed. Both writes may be replayed safely: an outcome matches the
+    claim's `attempts`, and a claim whose commit we did not see only waits for its lease."""
+    deadline = time.monotonic() + (lease / 2).total_seconds()
+    pause = 0.05
+    while True:
+        try:
+            with database.transaction() as connection:
+                outcomes.write(connection)
+                claimed = _claim_next(connection, connection.dialect.name == "postgresql", lease) if claim else None
+        except OperationalError as error:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("outbox: database unavailable (%s); retrying in %.2f s", _first_line(error), pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+            continue
+        outcomes.written()
+        return claimed
+
+
+_NOW = bindparam("b_now", type_=UTCDateTime())
+# Built once: at one claim per message, building the statements cost more than running them.
+_CLAIM = (
+    select(OUTBOX.c.id, OUTBOX.c.attempts, OUTBOX.c.to_address, OUTBOX.c.subject,
+           OUTBOX.c.body_text, OUTBOX.c.body_html, OUTBOX.c.created_at, OUTBOX.c.contact_id,
+           COMPANIES.c.name, COMPANIES.c.reminder_from)
+    .select_from(OUTBOX.outerjoin(CUSTOMERS, CUSTOMERS.c.id == OUTBOX.c.customer_id)
+                 .outerjoin(COMPANIES, COMPANIES.c.id == CUSTOMERS.c.company_id))
+    .where(OUTBOX.c.status == "queued", OUTBOX.c.next_attempt_at <= _NOW)
+    .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id)
+    .limit(1)
+)
+_CLAIM_LOCKED = _CLAIM.with_for_update(skip_locked=True, of=OUTBOX)
+_TAKE = (
+    update(OUTBOX)
+    .where(OUTBOX.c.id == bindparam("b_id"), OUTBOX.c.status == "queued", OUTBOX.c.next_attempt_at <= _NOW)
+    .values(attempts=OUTBOX.c.attempts + 1, next_attempt_at=bindparam("b_until", type_=UTCDateTime()))
+)
+
+
+def _claim_next(connection: Connection, postgres: bool, lease: timedelta) -> ClaimedMessage | None:
+    """Take the due message that has waited longest.
+
+    A claim bumps `attempts` and hides the message for `lease`. On PostgreSQL the row is read
+    locked with SKIP LOCKED: a concurrent worker passes it by and takes the next one. SQLite
+    has no row locks: the transaction begins IMMEDIATE, holding the one write lock from its
+    first statement, so a second worker's claim starts only once ours is committed.
+    """
+    now = clock.now()
+    row = connection.execute(_CLAIM_LOCKED if postgres else _CLAIM, {"b_now": now}).first()
+    if row is None:
+        return None
+    taken = connection.execute(_TAKE, {"b_id": row.id, "b_now": now, "b_until": now + lease})
+    if taken.rowcount != 1:  # cannot happen with the locks above: never send on a lost race
+        raise RuntimeError(f"outbox claim of message {row.id} took {taken.rowcount} rows")
+    return ClaimedMessage(
+        id=row.id,
+        attempts=row.attempts + 1,
+        to_address=row.to_address,
+        subject=row.subject,
+        body_text=row.body_text,
+        body_html=row.body_html,
+        created_at=row.created_at,
+        # Mail to a debtor's contact comes from the company's reminder address when it
+        # set one; staff notices (no contact) keep ours.
+        sender=formataddr((row.name, row.reminder_from)) if row.contact_id is not None and row.reminder_from else None,
+    )
 
 
 def _deliver_one(
@@ -291,7 +338,7 @@ def _deliver_one(
     claimed: ClaimedMessage,
     outcomes: _Outcomes,
 ) -> tuple[smtplib.SMTP | None, bool]:
-    """Send one claimed message and note its outcome; also says whether the batch must stop."""
+    """Send one claimed message and note its outcome; also says whether the run must stop."""
     try:
         raw = _email_bytes(claimed, mail_from)
         email = _build_email(claimed, mail_from) if raw is None else None
@@ -329,62 +376,9 @@ def _deliver_one(
     return connection, False
 
 
-def _claim_batch(session_factory: sessionmaker[Session], size: int) -> list[ClaimedMessage]:
-    """Take up to `size` due messages, oldest due first, in one transaction.
-
-    A claim bumps `attempts` and hides the message for LEASE. On PostgreSQL the rows are read
-    locked with SKIP LOCKED: a concurrent worker passes them by and takes the next ones. SQLite
-    has no row locks: the transaction begins IMMEDIATE, holding the one write lock from its
-    first statement, so a second worker's claim starts only once ours is committed.
-    """
-    now = clock.now()
-    with unit_of_work(session_factory) as session:
-        postgres = session.get_bind().dialect.name == "postgresql"
-        connection = session.connection(execution_options=None if postgres else {SQLITE_BEGIN_OPTION: "IMMEDIATE"})
-        query = (
-            select(OUTBOX.c.id, OUTBOX.c.attempts, OUTBOX.c.next_attempt_at, OUTBOX.c.to_address, OUTBOX.c.subject,
-                   OUTBOX.c.body_text, OUTBOX.c.body_html, OUTBOX.c.created_at, OUTBOX.c.contact_id,
-                   COMPANIES.c.name, COMPANIES.c.reminder_from)
-            .select_from(OUTBOX.outerjoin(CUSTOMERS, CUSTOMERS.c.id == OUTBOX.c.customer_id)
-                         .outerjoin(COMPANIES, COMPANIES.c.id == CUSTOMERS.c.company_id))
-            .where(OUTBOX.c.status == "queued", OUTBOX.c.next_attempt_at <= now)
-            .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id)
-            .limit(size)
-        )
-        if postgres:
-            query = query.with_for_update(skip_locked=True, of=OUTBOX)
-        rows = connection.execute(query).all()
-        if not rows:
-            return []
-        taken = connection.execute(
-            update(OUTBOX)
-            .where(OUTBOX.c.id.in_([row.id for row in rows]), OUTBOX.c.status == "queued",
-                   OUTBOX.c.next_attempt_at <= now)
-            .values(attempts=OUTBOX.c.attempts + 1, next_attempt_at=now + LEASE)
-        )
-        if taken.rowcount != len(rows):  # cannot happen with the locks above: never send on a lost race
-            raise RuntimeError(f"outbox claim took {taken.rowcount} of {len(rows)} messages read")
-        return [
-            ClaimedMessage(
-                id=row.id,
-                attempts=row.attempts + 1,
-                to_address=row.to_address,
-                subject=row.subject,
-                body_text=row.body_text,
-                body_html=row.body_html,
-                created_at=row.created_at,
-                # Mail to a debtor's contact comes from the company's reminder address when it
-                # set one; staff notices (no contact) keep ours.
-                sender=formataddr((row.name, row.reminder_from))
-                if row.contact_id is not None and row.reminder_from else None,
-                due_at=row.next_attempt_at,
-            )
-            for row in rows
-        ]
-
-
 class _Outcomes:
-    """The outcomes of a batch, kept until `write` records them all in one transaction.
+    """The outcome of the message just tried, kept until `write` records it (with the next
+    claim), and the run's counts.
 
     Each write matches `attempts` too: if our lease ran out and another worker took the
     message over, its outcome is the one that counts."""
@@ -411,24 +405,17 @@ class _Outcomes:
         else:
             self.retry(claimed, _reply(code, text))
 
-    def release(self, untried: list[ClaimedMessage]) -> None:
-        """Claimed but not tried: due again at once, the claim's attempt not counted."""
-        for claimed in untried:
-            self._rows["released"].append({"b_id": claimed.id, "b_attempts": claimed.attempts,
-                                           "b_before": claimed.attempts - 1, "b_at": claimed.due_at})
-
     def _add(self, kind: str, claimed: ClaimedMessage, **values: Any) -> None:
         self._rows[kind].append({"b_id": claimed.id, "b_attempts": claimed.attempts, **values})
         self.counts[kind] += 1
 
-    def write(self, session_factory: sessionmaker[Session]) -> None:
-        if not any(self._rows.values()):
-            return
-        with unit_of_work(session_factory) as session:
-            connection = session.connection()
-            for kind, rows in self._rows.items():
-                if rows:
-                    connection.execute(_WRITES[kind], rows)
+    def write(self, connection: Connection) -> None:
+        """Execute the noted outcomes in the caller's transaction; `written` once it committed."""
+        for kind, rows in self._rows.items():
+            if rows:
+                connection.execute(_WRITES[kind], rows)
+
+    def written(self) -> None:
         for rows in self._rows.values():
             rows.clear()
 
@@ -445,12 +432,10 @@ def _outcome_update(**values: Any) -> Any:
 
 
 _AT = bindparam("b_at", type_=UTCDateTime())
-# One executemany per kind of outcome, in one transaction per batch.
 _WRITES = {
     "sent": _outcome_update(status="sent", last_error=None, sent_at=_AT),
     "retried": _outcome_update(status="queued", last_error=bindparam("b_error"), next_attempt_at=_AT),
     "failed": _outcome_update(status="failed", last_error=bindparam("b_error")),
-    "released": _outcome_update(attempts=bindparam("b_before"), next_attempt_at=_AT),
 }
 
 
@@ -496,3 +481,8 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, _ConnectionLost):
         return str(error)
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

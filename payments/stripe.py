@@ -93,6 +93,28 @@ def check_settings(settings: Settings) -> None:
         )
     if configured and not (settings.stripe_secret_key and settings.stripe_publishable_key):
         raise SettingsError("set both STRIPE_SECRET_KEY and STRIPE_PUBLISHABLE_KEY, or neither")
+    if configured:
+        secret_mode = _key_mode(str(settings.stripe_secret_key), ("sk_", "rk_"))
+        publishable_mode = _key_mode(str(settings.stripe_publishable_key), ("pk_",))
+        if secret_mode is None:
+            raise SettingsError("STRIPE_SECRET_KEY must start with sk_test_, sk_live_, rk_test_ or rk_live_")
+        if publishable_mode is None:
+            raise SettingsError("STRIPE_PUBLISHABLE_KEY must start with pk_test_ or pk_live_")
+        if secret_mode != publishable_mode:
+            # Card details would go to one Stripe mode and the charge be made in the other.
+            raise SettingsError(
+                f"STRIPE_SECRET_KEY is a {secret_mode} key but STRIPE_PUBLISHABLE_KEY a {publishable_mode} key; "
+                "take both from the same mode of the Stripe dashboard"
+            )
+
+
+def _key_mode(key: str, prefixes: tuple[str, ...]) -> str | None:
+    """"test" or "live" from a Stripe key's prefix; None when it is not a Stripe key."""
+    for prefix in prefixes:
+        for mode in ("test", "live"):
+            if key.startswith(f"{prefix}{mode}_"):
+                return mode
+    return None
 
 
 def client(settings: Settings, http_client: Any = None) -> stripe.StripeClient:

@@ -80,8 +80,10 @@ def _traversable_by_others(path: Path) -> bool:
 class PostgresServer:
     """`PostgresServer().start()` gives a running server; `stop()` removes every trace."""
 
-    def __init__(self, bindir: Path | None = None) -> None:
+    def __init__(self, bindir: Path | None = None, extra_config: dict[str, str] | None = None) -> None:
         self.bindir = bindir or find_bindir()
+        # Settings over CONFIG's, e.g. {"synchronous_commit": "on"} for a server a test crashes.
+        self.extra_config = extra_config or {}
         self.as_root = os.geteuid() == 0
         self.port: int | None = None
         self.base: Path | None = None
@@ -144,6 +146,13 @@ class PostgresServer:
             shutil.rmtree(self.base, ignore_errors=True)
             self.base = None
 
+    def restart(self, mode: str = "immediate") -> None:
+        """Stop the server (`immediate`: as a crash does, every connection cut) and start it
+        again on the same port and data."""
+        self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "-t", "30", "stop")
+        self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", str(START_TIMEOUT), "start")
+        self._wait_until_ready()
+
     # -- internals ------------------------------------------------------------------
 
     def _make_base(self) -> None:
@@ -172,7 +181,8 @@ class PostgresServer:
         last_error: PostgresError | None = None
         for _attempt in range(5):
             self.port = _free_port()
-            config_path.write_text(original + CONFIG.format(port=self.port, socket_dir=self.socket_dir))
+            extra = "".join(f"{name} = {value}\n" for name, value in self.extra_config.items())
+            config_path.write_text(original + CONFIG.format(port=self.port, socket_dir=self.socket_dir) + extra)
             try:
                 self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w",
                           "-t", str(START_TIMEOUT), "start")

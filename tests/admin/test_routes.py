@@ -213,3 +213,28 @@ def test_password_post_needs_login_and_csrf(session, client):
     make_user(session, "boss@example.com")
     client.get("/admin/login")
     assert client.post("/admin/password", data={}, follow_redirects=False).status_code == 403
+
+
+def test_failed_sign_ins_are_in_the_audit_trail_and_successful_ones_are_not(session, client):
+    from sqlalchemy import select
+
+    from ledger.models import AuditEvent
+
+    user = make_user(session, "boss@example.com")
+    gone = make_user(session, "gone@example.com")
+    gone.active = False
+    session.commit()
+    assert login(client, "boss@example.com", "wrong password").status_code == 401
+    assert login(client, "nobody@example.com").status_code == 401
+    assert login(client, "gone@example.com").status_code == 401
+    assert login(client, "boss@example.com").status_code == 303
+    events = session.scalars(select(AuditEvent).where(AuditEvent.action == "user.sign_in_failed")
+                             .order_by(AuditEvent.id)).all()
+    assert [(e.actor, e.entity_id, e.after["reason"]) for e in events] == [
+        ("boss@example.com", user.id, "wrong password"),
+        ("nobody@example.com", None, "unknown account"),
+        ("gone@example.com", gone.id, "account disabled"),
+    ]
+    assert all(e.after["ip"] == "testclient" for e in events)
+    trail = client.get("/admin/audit", headers={"Accept-Language": "fr"})
+    assert trail.status_code == 200 and "Échec de connexion" in trail.text

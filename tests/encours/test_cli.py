@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 
 import encours.cli
 from kernel.clock import clock
-from kernel.db import make_engine, upgrade
+from kernel.db import make_engine, migration_heads, upgrade
+from admin import auth
 from admin.staff_accounts import check_password
-from ledger.models import Company, Contact, Customer, User
+from ledger.models import AuditEvent, Company, Contact, Customer, User
 from links import tokens
 from links.tokens import LinkProblem
 from tests.pgserver import PostgresServer
@@ -53,14 +54,19 @@ class Cli:
         self.cwd = cwd
         self.url = url
 
-    def __call__(self, *args: str, input: str | None = None, url: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ENCOURS_", "STRIPE_", "GOCARDLESS_"))}
-        env.update(
+    def __call__(self, *args: str, input: str | None = None, url: str | None = None,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith(("ENCOURS_", "STRIPE_", "GOCARDLESS_"))}
+        environ.update(
             ENCOURS_DATABASE_URL=url or self.url,
             ENCOURS_SECRET_KEY=SECRET,
             ENCOURS_BASE_URL=BASE_URL,
             PYTHONUNBUFFERED="1",
         )
+        environ.update(env or {})
+        return self._run(args, environ, input)
+
+    def _run(self, args: tuple[str, ...], env: dict[str, str], input: str | None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(ENCOURS), *args],
             cwd=self.cwd,
@@ -289,11 +295,11 @@ def test_link_revoke_invalidates_earlier_links(run: Cli, db: Session) -> None:
     first = LINK.match(ok(run("link", "C001")).strip())
     assert first
     assert "C001" in ok(run("link", "--revoke", "C001"))
-    db.expire_all()
+    db.rollback()  # a fresh snapshot: the CLI wrote in another process
     assert tokens.verify(db, SECRET, first.group("token")).problem is LinkProblem.revoked
     second = LINK.match(ok(run("link", "C001")).strip())
     assert second
-    db.expire_all()
+    db.rollback()  # a fresh snapshot: the CLI wrote in another process
     assert tokens.verify(db, SECRET, second.group("token")).ok
 
 
@@ -312,3 +318,134 @@ def test_link_for_a_ref_in_two_companies_needs_company(run: Cli, db: Session) ->
     assert match
     check = tokens.verify(db, SECRET, match.group("token"))
     assert check.ok and check.contact is not None and check.contact.customer_id == other.id
+
+
+# --- start-up checks: one line, before anything starts --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "complaint"),
+    [
+        ({"ENCOURS_DATABASE_URL": "postgres://encours:pw@db.internal/encours"}, ("db", "upgrade"),
+         "write postgresql+psycopg://"),
+        ({"ENCOURS_DATABASE_URL": "postgres://encours:pw@db.internal/encours"}, ("worker", "--once"),
+         "write postgresql+psycopg://"),
+        ({"ENCOURS_DATABASE_URL": "no database here"}, ("company", "create", "A", "--name", "A", "--currency", "EUR"),
+         "ENCOURS_DATABASE_URL is not a database URL"),
+        ({"ENCOURS_DATABASE_URL": "postgresql+psycopg://u:pw@db:five/x"}, ("serve",),
+         "ENCOURS_DATABASE_URL is not a database URL"),
+        ({"ENCOURS_LINK_THROTTLE_MAX": "ten"}, ("serve",), "ENCOURS_LINK_THROTTLE_MAX must be a whole number"),
+        ({"ENCOURS_OUTBOX_LEASE": "10m"}, ("worker", "--once"), "ENCOURS_OUTBOX_LEASE must be a whole number"),
+        ({"ENCOURS_SMTP_URL": "mail.example.com:25"}, ("worker",), "ENCOURS_SMTP_URL must start with smtp://"),
+        ({"ENCOURS_SMTP_URL": "smtp://mail.example.com:25?tls=1"}, ("serve",), "unknown option(s): tls"),
+        ({"STRIPE_SECRET_KEY": "sk_test_abc", "STRIPE_PUBLISHABLE_KEY": "pk_live_abc",
+          "STRIPE_WEBHOOK_SECRET": "whsec_abc"}, ("serve",), "STRIPE_SECRET_KEY is a test key but"),
+        ({"STRIPE_SECRET_KEY": "sk_live_abc", "STRIPE_PUBLISHABLE_KEY": "pk_test_abc",
+          "STRIPE_WEBHOOK_SECRET": "whsec_abc"}, ("worker", "--once"), "a live key but STRIPE_PUBLISHABLE_KEY a test"),
+    ],
+    ids=["postgres:// upgrade", "postgres:// worker", "not a url", "bad port", "throttle not a number",
+         "lease not a number", "smtp scheme", "smtp option", "stripe test/live", "stripe live/test"],
+)
+def test_a_bad_setting_stops_the_command_before_it_starts(
+    run: Cli, env: dict[str, str], args: tuple[str, ...], complaint: str
+) -> None:
+    message = one_error(run(*args, env=env), 1)
+    assert complaint in message, message
+    assert "pw@" not in message  # a password in the URL is never printed
+
+
+def test_a_postgres_url_is_answered_with_the_url_to_write(run: Cli) -> None:
+    message = one_error(run("db", "upgrade", env={"ENCOURS_DATABASE_URL": "postgresql://enc:pw@db:5432/enc"}))
+    assert message.endswith("postgresql+psycopg://enc:***@db:5432/enc"), message
+
+
+# --- db current, db downgrade, two upgrades at once ---------------------------------------------------
+
+
+def test_db_current_follows_upgrade_and_downgrade(run_fresh: Cli) -> None:
+    (head,) = migration_heads()
+    assert "not migrated" in ok(run_fresh("db", "current"))
+    ok(run_fresh("db", "upgrade"))
+    assert ok(run_fresh("db", "current")).strip() == f"database: {head} (head)"
+    assert "downgraded to -1" in ok(run_fresh("db", "downgrade", "-1"))
+    out = ok(run_fresh("db", "current"))
+    assert head not in out.split("(")[0] and "run 'encours db upgrade'" in out, out
+    ok(run_fresh("db", "upgrade"))
+    assert ok(run_fresh("db", "current")).strip() == f"database: {head} (head)"
+
+
+def test_db_downgrade_to_an_unknown_revision_is_one_line(run: Cli) -> None:
+    assert "cannot downgrade to 'nope'" in one_error(run("db", "downgrade", "nope"))
+
+
+def _upgrade_twice_at_once(cwd: Path, url: str) -> list[subprocess.CompletedProcess[str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENCOURS_", "STRIPE_", "GOCARDLESS_"))}
+    env.update(ENCOURS_DATABASE_URL=url, ENCOURS_SECRET_KEY=SECRET)
+    processes = [subprocess.Popen([str(ENCOURS), "db", "upgrade"], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = []
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=300)
+        results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    return results
+
+
+def test_two_upgrades_at_once_on_sqlite_both_succeed(tmp_path: Path, fresh_url: str) -> None:
+    for result in _upgrade_twice_at_once(tmp_path, fresh_url):
+        assert "up to date" in ok(result)
+    assert "(head)" in ok(Cli(tmp_path, fresh_url)("db", "current"))
+
+
+@pytest.mark.postgres
+def test_two_upgrades_at_once_on_postgresql_both_succeed(tmp_path: Path, pg_server: PostgresServer) -> None:
+    url = pg_server.create_database("cli_two_upgrades")
+    for result in _upgrade_twice_at_once(tmp_path, url):
+        assert "up to date" in ok(result)
+    assert "(head)" in ok(Cli(tmp_path, url)("db", "current"))
+
+
+# --- user reset-password, disable, enable ---------------------------------------------------------------
+
+
+def test_reset_password_prints_a_new_one_and_ends_the_user_s_sessions(run: Cli, db: Session) -> None:
+    ok(run("user", "create", "a@b.fr", "--role", "admin", "--password-stdin", input="the old password\n"))
+    user = db.query(User).filter_by(email="a@b.fr").one()
+    signed_in = auth.session_data(user)
+    out = ok(run("user", "reset-password", "A@b.fr"))
+    match = re.search(r"^password: (\S+)$", out, re.MULTILINE)
+    assert match, out
+    db.rollback()  # a fresh snapshot: the CLI wrote in another process
+    user = db.query(User).filter_by(email="a@b.fr").one()
+    assert check_password(user, match.group(1)) and not check_password(user, "the old password")
+    assert auth.current_user(db, signed_in) is None
+    assert db.query(AuditEvent).filter_by(action="user.password_reset", entity_id=user.id, actor="cli").count() == 1
+
+
+def test_reset_password_reads_it_from_stdin(run: Cli, db: Session) -> None:
+    ok(run("user", "create", "a@b.fr", "--role", "admin"))
+    out = ok(run("user", "reset-password", "a@b.fr", "--password-stdin", input="a chosen password\n"))
+    assert "password:" not in out
+    assert check_password(db.query(User).filter_by(email="a@b.fr").one(), "a chosen password")
+    assert "at least 10" in one_error(run("user", "reset-password", "a@b.fr", "--password-stdin", input="short\n"))
+    assert "no staff user 'nobody@b.fr'" in one_error(run("user", "reset-password", "nobody@b.fr"))
+
+
+def test_disable_ends_the_sessions_and_enable_lets_the_user_back(run: Cli, db: Session) -> None:
+    ok(run("user", "create", "boss@b.fr", "--role", "admin"))
+    ok(run("user", "create", "a@b.fr", "--role", "admin", "--password-stdin", input="a good password\n"))
+    user = db.query(User).filter_by(email="a@b.fr").one()
+    signed_in = auth.session_data(user)
+    assert "user a@b.fr disabled; its sessions have ended" in ok(run("user", "disable", "a@b.fr"))
+    assert "already" in ok(run("user", "disable", "a@b.fr"))
+    db.rollback()  # a fresh snapshot: the CLI wrote in another process
+    assert auth.current_user(db, signed_in) is None
+    assert not auth.authenticate(db, "a@b.fr", "a good password", "203.0.113.9").ok
+    db.rollback()  # the failed attempt's writes would hold SQLite's write lock
+    assert "user a@b.fr enabled" in ok(run("user", "enable", "a@b.fr"))
+    db.rollback()  # a fresh snapshot: the CLI wrote in another process
+    assert auth.current_user(db, signed_in) is not None
+    actions = [e.action for e in db.query(AuditEvent).filter_by(entity_type="user", entity_id=user.id, actor="cli")]
+    assert actions.count("user.deactivated") == 1 and actions.count("user.activated") == 1
+    assert "boss@b.fr disabled" in ok(run("user", "disable", "boss@b.fr"))
+    assert "At least one active administrator" in one_error(run("user", "disable", "a@b.fr"))  # the last one
+    assert "no staff user" in one_error(run("user", "enable", "ghost@b.fr"))

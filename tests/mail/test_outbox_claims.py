@@ -1,5 +1,6 @@
-"""The outbox claims and records messages in batches: each message still goes out once, a
-batch a worker dropped comes back after the lease, and every outcome of a batch is its own."""
+"""The outbox claims one message at a time and writes its outcome, with the next claim, as
+soon as the server answered: each message goes out once, a message a worker dropped comes
+back after the lease, and every outcome of a run is its own."""
 
 from __future__ import annotations
 
@@ -15,25 +16,25 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mail.outbox import (
-    BATCH,
     LEASE,
     MAX_ATTEMPTS,
     ClaimedMessage,
     DeliveryReport,
     SMTPConfig,
     _build_email,
-    _claim_batch,
+    _claim_next,
     _email_bytes,
     deliver_due,
     parse_smtp_url,
 )
 from kernel.clock import clock
-from kernel.db import make_engine, make_sessionmaker, unit_of_work
+from kernel.db import make_engine, make_sessionmaker, unit_of_work, write_connection
 from ledger.models import OutboxMessage
 from tests.encours.test_concurrency import _together, pg_fresh_url, sqlite_fresh_url  # noqa: F401 - fixtures
 from tests.fakes.smtp import CapturingSMTP
 
 MAIL_FROM = "Durand Industrie <relances@durand.test>"
+RUN = 50  # messages per deliver_due call in these tests
 
 
 def _queue(session: Session, **fields: Any) -> OutboxMessage:
@@ -61,10 +62,10 @@ def smtp(smtp_server: CapturingSMTP) -> SMTPConfig:
     return parse_smtp_url(smtp_server.url)
 
 
-# --- one batch, many outcomes -------------------------------------------------------------------
+# --- one run, many outcomes ---------------------------------------------------------------------
 
 
-def test_each_outcome_of_one_batch_is_recorded_for_its_own_message(
+def test_each_outcome_of_one_run_is_recorded_for_its_own_message(
     session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig
 ) -> None:
     start = clock.now()
@@ -103,7 +104,7 @@ def test_each_outcome_of_one_batch_is_recorded_for_its_own_message(
     assert _state(session, busy) == ("sent", 2, None)
 
 
-def test_a_closed_connection_mid_batch_puts_the_untried_messages_back_as_they_were(
+def test_a_closed_connection_leaves_the_messages_after_it_untouched(
     session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig
 ) -> None:
     start = clock.now()
@@ -118,7 +119,7 @@ def test_a_closed_connection_mid_batch_puts_the_untried_messages_back_as_they_we
     def rcpt(self: smtplib.SMTP, recip: str, options: Any = ()) -> tuple[int, bytes]:
         nonlocal calls
         calls += 1
-        if calls == 2:  # the server closes the connection: the batch stops there
+        if calls == 2:  # the server closes the connection: the run stops there
             smtp_server.fail_rcpt("421 4.3.2 Shutting down")
         return original(self, recip, options)
 
@@ -130,7 +131,7 @@ def test_a_closed_connection_mid_batch_puts_the_untried_messages_back_as_they_we
     assert _state(session, closing) == ("queued", 1, "421 4.3.2 Shutting down")
     assert closing.next_attempt_at == start + timedelta(minutes=1)
     for message, due in zip(untried, due_before):
-        assert _state(session, message) == ("queued", 2, None)  # the claim's attempt is not counted
+        assert _state(session, message) == ("queued", 2, None)  # never claimed
         assert message.next_attempt_at == due
     assert deliver_due(session_factory, smtp, MAIL_FROM) == DeliveryReport(3, 0, 0)
     assert [m.rcpt_tos[0] for m in smtp_server.messages] == [
@@ -138,31 +139,57 @@ def test_a_closed_connection_mid_batch_puts_the_untried_messages_back_as_they_we
     assert smtp_server.sessions == 2
 
 
-# --- a worker that stops mid-batch --------------------------------------------------------------
+# --- a worker that stops mid-run ----------------------------------------------------------------
 
 
-def test_a_batch_claimed_by_a_worker_that_died_is_sent_after_the_lease(
+def test_a_message_claimed_by_a_worker_that_died_is_sent_after_the_lease_and_only_it_waits(
     session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig
 ) -> None:
     messages = [_queue(session, to_address=f"ap{n}@client.test") for n in range(5)]
     start = clock.now()
 
-    # A worker claims a batch, then dies before sending or recording anything.
-    assert [claimed.id for claimed in _claim_batch(session_factory, BATCH)] == [m.id for m in messages]
+    # A worker claims a message, then dies before sending it or recording anything.
+    with write_connection(session_factory) as connection:
+        claimed = _claim_next(connection, postgres=False, lease=LEASE)
+    assert claimed is not None and claimed.id == messages[0].id
 
-    assert deliver_due(session_factory, smtp, MAIL_FROM) == DeliveryReport(0, 0, 0)
+    assert deliver_due(session_factory, smtp, MAIL_FROM) == DeliveryReport(4, 0, 0)  # the others: at once
     clock.set(start + LEASE - timedelta(seconds=1))
     assert deliver_due(session_factory, smtp, MAIL_FROM) == DeliveryReport(0, 0, 0)
-    assert smtp_server.messages == []
+    assert len(smtp_server.messages) == 4
 
     clock.set(start + LEASE)
-    assert deliver_due(session_factory, smtp, MAIL_FROM) == DeliveryReport(5, 0, 0)
+    assert deliver_due(session_factory, smtp, MAIL_FROM) == DeliveryReport(1, 0, 0)
     assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == [f"ap{n}@client.test" for n in range(5)]
-    for message in messages:
-        assert _state(session, message) == ("sent", 2, None)  # the dead worker's claim counts as an attempt
+    assert _state(session, messages[0]) == ("sent", 2, None)  # the dead worker's claim counts as an attempt
+    assert [_state(session, m) for m in messages[1:]] == [("sent", 1, None)] * 4
 
 
-def test_a_worker_stopped_mid_batch_keeps_what_it_sent_and_gives_back_what_it_did_not_try(
+def test_each_outcome_is_written_before_the_next_message_is_sent(
+    session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    messages = [_queue(session, to_address=f"ap{n}@client.test") for n in range(4)]
+    original = smtplib.SMTP.sendmail
+    seen: list[list[tuple[str, int, str | None]]] = []
+
+    def sendmail(self: smtplib.SMTP, *args: Any, **kwargs: Any) -> Any:
+        seen.append([_state(session, m) for m in messages])  # what a crash now would leave
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(smtplib.SMTP, "sendmail", sendmail)
+    assert deliver_due(session_factory, smtp, MAIL_FROM) == DeliveryReport(4, 0, 0)
+    queued, in_flight, sent = ("queued", 0, None), ("queued", 1, None), ("sent", 1, None)
+    assert seen == [
+        [in_flight, queued, queued, queued],
+        [sent, in_flight, queued, queued],
+        [sent, sent, in_flight, queued],
+        [sent, sent, sent, in_flight],
+    ]
+    assert [_state(session, m) for m in messages] == [sent] * 4
+
+
+def test_a_worker_stopped_mid_run_keeps_what_it_sent_and_never_claimed_the_rest(
     session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -196,31 +223,34 @@ def test_a_worker_stopped_mid_batch_keeps_what_it_sent_and_gives_back_what_it_di
     assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == [f"ap{n}@client.test" for n in range(6)]
 
 
-def test_a_slow_server_never_gets_a_message_whose_lease_is_half_gone(
+def test_a_slow_server_sends_every_message_within_its_own_lease(
     session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     messages = [_queue(session, to_address=f"ap{n}@client.test") for n in range(6)]
     original = smtplib.SMTP.sendmail
+    leases: list[datetime] = []
 
     def slow_sendmail(self: smtplib.SMTP, *args: Any, **kwargs: Any) -> Any:
+        leases.append(session.scalar(select(OutboxMessage.next_attempt_at).where(
+            OutboxMessage.status == "queued", OutboxMessage.attempts == 1)))
+        assert clock.now() < leases[-1]
         result = original(self, *args, **kwargs)
-        clock.set(clock.now() + timedelta(minutes=2))  # each message takes two minutes
+        clock.set(clock.now() + timedelta(minutes=4))  # each message takes four minutes
         return result
 
     monkeypatch.setattr(smtplib.SMTP, "sendmail", slow_sendmail)
-    # Sends at 0, 2 and 4 minutes into the lease; at 6 the other half of the lease is too short.
-    assert deliver_due(session_factory, smtp, MAIL_FROM, limit=6) == DeliveryReport(3, 0, 0)
-    assert [_state(session, m) for m in messages] == [("sent", 1, None)] * 3 + [("queued", 0, None)] * 3
-    assert messages[3].next_attempt_at <= clock.now()  # given back at once, not hidden for the lease
-    assert deliver_due(session_factory, smtp, MAIL_FROM, limit=6) == DeliveryReport(3, 0, 0)
+    # Claimed one at a time, just before it is sent: no message waits in a claim for the others.
+    assert deliver_due(session_factory, smtp, MAIL_FROM, limit=6) == DeliveryReport(6, 0, 0)
+    assert [_state(session, m) for m in messages] == [("sent", 1, None)] * 6
     assert len(smtp_server.messages) == 6
+    assert [later - earlier for earlier, later in zip(leases, leases[1:])] == [timedelta(minutes=4)] * 5
 
 
-def test_more_than_a_batch_goes_out_over_one_connection(
+def test_many_messages_go_out_over_one_connection(
     session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, smtp: SMTPConfig
 ) -> None:
-    count = BATCH * 2 + 3
+    count = RUN * 2 + 3
     for n in range(count):
         _queue(session, to_address=f"ap{n}@client.test")
     assert deliver_due(session_factory, smtp, MAIL_FROM, limit=count) == DeliveryReport(count, 0, 0)
@@ -252,10 +282,10 @@ def engines() -> Iterator[Callable[[str], Engine]]:
 
 
 @pytest.mark.postgres
-def test_two_workers_claiming_batches_deliver_each_message_exactly_once(
+def test_two_workers_claiming_at_once_deliver_each_message_exactly_once(
     fresh_url: str, engines: Callable[[str], Engine], smtp_server: CapturingSMTP, smtp: SMTPConfig
 ) -> None:
-    count = BATCH * 5
+    count = RUN * 5
     with unit_of_work(make_sessionmaker(engines(fresh_url))) as session:
         for n in range(count):
             session.add(OutboxMessage(kind="reminder", to_address=f"ap{n}@client.test", subject=f"Relance {n}",
@@ -265,7 +295,7 @@ def test_two_workers_claiming_batches_deliver_each_message_exactly_once(
         factory = make_sessionmaker(engines(fresh_url))  # an engine of its own, as a worker process has
         reports = []
         while True:
-            report = deliver_due(factory, smtp, MAIL_FROM, limit=BATCH)
+            report = deliver_due(factory, smtp, MAIL_FROM, limit=RUN)
             reports.append(report)
             if report.sent == 0:
                 return reports
