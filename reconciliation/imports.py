@@ -117,9 +117,10 @@ def import_statement_file(
     try:
         statements = parse_statement_file(data, filename)
     except StatementFileError as error:
-        where = f" (at {error.location})" if error.location else ""
+        where = f" (at {error.location})" if error.location and error.location not in error.message else ""
+        problem = error.message.removeprefix(f"{filename}: ")
         raise ImportRefused(N_("%(file)s: nothing imported: %(problem)s%(where)s"),
-                            {"file": filename, "problem": error.message, "where": where}) from None
+                            {"file": filename, "problem": problem, "where": where}) from None
     if not statements:
         raise ImportRefused(N_("%(file)s: nothing imported: the file holds no statement."), {"file": filename})
     forced = company_by_code(session, company_code) if company_code else None
