@@ -449,7 +449,10 @@ def _reverse_returned(session: Session, entry: BankEntry, user: User | None, set
     booking.undo(session, match, user, reason="returned by the bank", returned=True, settings=settings)
     record = booking.new_match(session, entry, evidence=Evidence.reversal.value,
                                reason=f"returns the credit of {original.value_date} (entry {original.id})",
-                               score=100, lines=[], details={"returns_entry": original.id, "undid_match": match.id})
+                               score=100, lines=[],
+                               details={"returns_entry": original.id, "undid_match": match.id,
+                                        "reason_message": N_("Returns the credit of %(day)s (bank entry %(entry)s)."),
+                                        "reason_values": {"day": str(original.value_date), "entry": str(original.id)}})
     record.state = BankMatchState.confirmed.value
     record.payment_id = match.payment_id
     record.confirmed_at = clock.now()
