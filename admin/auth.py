@@ -101,7 +101,12 @@ def authenticate(session: Session, email: str, password: str, ip: str) -> LoginO
 
 
 def session_data(user: User) -> dict[str, Any]:
-    return {"user": user.id, "pw": fingerprint(user)}
+    return {"user": user.id, "pw": fingerprint(user), "sv": user.session_version}
+
+
+def end_sessions(user: User) -> None:
+    """Every session the user has open stops working, wherever its cookie was copied to."""
+    user.session_version += 1
 
 
 def current_user(session: Session, data: object) -> User | None:
@@ -113,6 +118,8 @@ def current_user(session: Session, data: object) -> User | None:
         return None
     user = session.get(User, user_id)
     if user is None or not user.active or data.get("pw") != fingerprint(user):
+        return None
+    if data.get("sv") != user.session_version:  # signed out since: a copied cookie is worth nothing
         return None
     return user
 
@@ -135,6 +142,7 @@ def change_password(session: Session, user: User, current: str, new: str, confir
     if problems:
         return problems
     user.password_hash = hash_password(new)
+    end_sessions(user)
     session.flush()
     return []
 

@@ -132,6 +132,10 @@ async def login(request: Request) -> Response:
 
 
 def logout(request: Request) -> Response:
+    with unit_of_work(_sessions(request)) as session:
+        user = signed_in_staff(request, session)
+        if user is not None:  # ends this session on the server too: a copy of the cookie stops working
+            auth.end_sessions(user)
     _rotate(request)
     return RedirectResponse(LOGIN, status_code=303, headers={"Cache-Control": "no-store"})
 

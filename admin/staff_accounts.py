@@ -138,6 +138,7 @@ def reset_password(session: Session, *, actor: User, user: User) -> str:
     """A new generated password, returned once; the old one and every session it opened stop working."""
     password = generate_password()
     user.password_hash = hash_password(password)
+    user.session_version += 1
     _audit(session, actor, "user.password_reset", user, None, None)  # never the hash
     session.flush()
     return password

@@ -108,6 +108,7 @@ class LinkFacts:
     contact_id: int | None = None
     customer_id: int | None = None
     link_version: int | None = None
+    session_version: int | None = None
     language: str | None = None
     recorded: bool = False  # this open was recorded already (OPEN_RECORDED_ONCE_WITHIN)
     throttled: bool = False
@@ -132,7 +133,8 @@ _contacts, _customers, _companies, _opens = (Contact.__table__, Customer.__table
                                              LinkOpen.__table__)
 _LINK_FACTS = (
     select(
-        _contacts.c.id, _contacts.c.customer_id, _contacts.c.link_version, _contacts.c.language,
+        _contacts.c.id, _contacts.c.customer_id, _contacts.c.link_version, _contacts.c.session_version,
+        _contacts.c.language,
         _companies.c.link_lifetime_days,
         exists()
         .where(
@@ -173,7 +175,7 @@ def check_link(session: Session | Connection, secret: str, token: str, ip: str |
     if row.throttled:
         return LinkFacts(None, throttled=True)
     facts = {"contact_id": row.id, "customer_id": row.customer_id, "link_version": row.link_version,
-             "language": row.language}
+             "session_version": row.session_version, "language": row.language}
     assert isinstance(payload, dict)
     problem = _lapsed(payload, signed_at, row.link_version, row.link_lifetime_days)
     if problem is not None:

@@ -63,7 +63,8 @@ def current_visit(request: Request, session: Session) -> Visit | None:
         return None
     # One query for the contact, its customer and company, which every page reads.
     contact = session.get(Contact, contact_id, options=[joinedload(Contact.customer).joinedload(Customer.company)])
-    if contact is None or contact.link_version != data.get("v") or contact.customer_id != data.get("customer"):
+    if (contact is None or contact.link_version != data.get("v") or contact.customer_id != data.get("customer")
+            or contact.session_version != data.get("sv")):  # links revoked, or signed out since
         request.session.pop(PORTAL_SESSION_KEY, None)
         return None
     customer = contact.customer
@@ -182,6 +183,7 @@ async def open_link(request: Request) -> Response:
         "contact": check.contact_id,
         "customer": check.customer_id,
         "v": check.link_version,
+        "sv": check.session_version,
     }
     # 303 to a clean URL: the token leaves the address bar, history and Referer headers.
     return RedirectResponse("/portal", status_code=303, headers={"Cache-Control": "no-store"})
@@ -373,6 +375,8 @@ def sign_out(request: Request) -> Response:
     with unit_of_work(_sessions(request)) as session:
         visit = current_visit(request, session)
         language = visit.language if visit else _visitor_language(request)
+        if visit is not None:  # ends it on the server too: a copy of the cookie stops working
+            visit.contact.session_version += 1
     request.session.clear()
     return _message(
         request,

@@ -117,6 +117,17 @@ def test_logout(session, client):
     assert client_is_out(client)
 
 
+def test_logout_ends_the_session_on_the_server_so_a_copied_cookie_stops_working(session, client, new_client):
+    make_user(session, "boss@example.com")
+    login(client, "boss@example.com")
+    thief = new_client("198.51.100.66")
+    thief.cookies.update(client.cookies)  # the cookie, copied before the sign-out
+    assert thief.get("/admin", follow_redirects=False).status_code == 200
+    client.post("/admin/logout", data={"csrf_token": csrf_from(client.get("/admin").text)})
+    assert client_is_out(thief)
+    assert login(client, "boss@example.com").status_code == 303  # signing in again works
+
+
 def test_login_required(client):
     for path in ("/admin", "/admin/password"):
         response = client.get(path, follow_redirects=False)

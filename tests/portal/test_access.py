@@ -189,3 +189,16 @@ def test_sign_out_ends_the_session(session: Session, client: TestClient) -> None
     token = csrf_from(client.get("/portal").text)
     assert client.post("/portal/sign-out", data={"csrf_token": token}).status_code == 200
     assert client.get("/portal").status_code == 401
+
+
+def test_sign_out_ends_the_session_on_the_server_but_keeps_the_emailed_link(session: Session, client: TestClient,
+                                                                           app) -> None:
+    customer = factories.customer(session, factories.company(session))
+    login(client, customer)
+    with TestClient(app, base_url="http://testserver") as thief:
+        thief.cookies.update(client.cookies)  # the cookie, copied before the sign-out
+        assert thief.get("/portal").status_code == 200
+        client.post("/portal/sign-out", data={"csrf_token": csrf_from(client.get("/portal").text)})
+        assert thief.get("/portal").status_code == 401
+    login(client, customer)  # the link the debtor was sent still opens
+    assert client.get("/portal").status_code == 200
