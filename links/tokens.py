@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -70,6 +71,17 @@ def make_token(secret: str, contact: Contact) -> str:
 
 def link_url(base_url: str, token: str) -> str:
     return f"{base_url}/p/{token}"
+
+
+# A signed token is base64url segments joined by dots (payload.timestamp.signature).
+_LINK_TOKEN = re.compile(r"/p/[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)+")
+MASKED_LINK = "/p/••••••"
+
+
+def mask_links(text: str) -> str:
+    """`text` with every magic-link token replaced by a mask: what staff may read of a message sent to
+    a debtor (a working link in the back-office would let any staff member act as the debtor)."""
+    return _LINK_TOKEN.sub(MASKED_LINK, text)
 
 
 def verify(session: Session, secret: str, token: str) -> LinkCheck:
