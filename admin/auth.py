@@ -119,7 +119,7 @@ def current_user(session: Session, data: object) -> User | None:
     user = session.get(User, user_id)
     if user is None or not user.active or data.get("pw") != fingerprint(user):
         return None
-    if data.get("sv") != user.session_version:  # signed out since: a copied cookie is worth nothing
+    if data.get("sv", 1) != user.session_version:  # signed out since (no "sv": opened before versions)
         return None
     return user
 

@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from kernel import errors
+from kernel.body_limit import MIB, BodyLimitMiddleware
 from kernel.db import make_engine, make_sessionmaker, pending_migrations, unit_of_work
 from kernel.security import DEFAULT_CSP, CSRFMiddleware, SecurityHeadersMiddleware, extend_csp
 from kernel.sessions import SessionMiddleware
@@ -39,6 +40,18 @@ SESSION_COOKIE = "encours_session"
 SESSION_MAX_AGE = 12 * 60 * 60
 # Providers sign webhooks: they carry no cookie, so they get no session and no CSRF check.
 NO_SESSION_PREFIXES = ("/webhooks/",)
+# Request bodies, by path prefix: what each place needs and no more (multipart adds a little to
+# each file). Forms are small; uploads have their own limits, checked again on each file.
+FORM_BODY_LIMIT = 1 * MIB
+BODY_LIMITS = {
+    "/webhooks/": 1 * MIB,
+    "/portal/requests": 55 * MIB,  # a dispute: up to 5 attachments of 10 MB
+    "/admin/disputes": 55 * MIB,
+    "/admin/imports": 21 * MIB,  # CSV imports: 20 MB
+    "/admin/settings": 2 * MIB,  # a logo: 512 KB
+    "/admin/fx/import": 3 * MIB,  # an FX CSV: 2 MB
+    "/admin/bank": 51 * MIB,  # bank statements: 50 MB
+}
 
 
 def healthz(request: Request) -> Response:
@@ -119,6 +132,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         *admin_routing.routes,
     ]
     middleware = [
+        Middleware(BodyLimitMiddleware, limits=BODY_LIMITS, default=FORM_BODY_LIMIT),
         Middleware(
             SessionMiddleware,
             secret_key=str(settings.secret_key),

@@ -64,7 +64,7 @@ def current_visit(request: Request, session: Session) -> Visit | None:
     # One query for the contact, its customer and company, which every page reads.
     contact = session.get(Contact, contact_id, options=[joinedload(Contact.customer).joinedload(Customer.company)])
     if (contact is None or contact.link_version != data.get("v") or contact.customer_id != data.get("customer")
-            or contact.session_version != data.get("sv")):  # links revoked, or signed out since
+            or contact.session_version != data.get("sv", 1)):  # revoked or signed out since
         request.session.pop(PORTAL_SESSION_KEY, None)
         return None
     customer = contact.customer
