@@ -93,3 +93,19 @@ def test_save_step_refuses_a_broken_text_and_a_duplicate_offset(session: Session
         save_step(session, scenario, **{**good, "offset_days": 30})
     step = save_step(session, scenario, **good)
     assert step.id is not None and [s.offset_days for s in scenario.steps][-1] == 45
+
+
+def test_every_rendering_stops_at_the_output_limit() -> None:
+    from dunning import template_language
+    from dunning.messages import TEXT_ENV
+
+    # Within the language, yet large: a table repeated per invoice, on a customer with many.
+    template = TEXT_ENV.from_string("{% for row in invoices %}{{ invoices }}{% endfor %}")
+    rows = [{"number": str(n)} for n in range(3000)]
+
+    class Table(list):  # type: ignore[type-arg]
+        def __str__(self) -> str:
+            return "x" * 1000
+
+    with pytest.raises(template_language.TemplateLimit, match="more than"):
+        template.render(invoices=Table(rows))
