@@ -18,9 +18,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from kernel import errors
 from kernel.body_limit import MIB, BodyLimitMiddleware
+from kernel.logs import install_token_filter
 from kernel.db import make_engine, make_sessionmaker, pending_migrations, unit_of_work
 from kernel.security import DEFAULT_CSP, CSRFMiddleware, SecurityHeadersMiddleware, extend_csp
 from kernel.sessions import SessionMiddleware
@@ -97,15 +99,22 @@ class _App(Starlette):
     """Starlette with the security headers outside its ServerErrorMiddleware, so that a 500
     page carries them too (a user middleware runs inside it)."""
 
-    def __init__(self, *, csp: dict[str, list[str]], **kwargs: Any) -> None:
+    def __init__(self, *, csp: dict[str, list[str]], forwarded_allow_ips: str, hsts: bool, **kwargs: Any) -> None:
         self.csp = csp
+        self.forwarded_allow_ips = forwarded_allow_ips
+        self.hsts = hsts
         super().__init__(**kwargs)
 
     def build_middleware_stack(self) -> ASGIApp:
-        return SecurityHeadersMiddleware(super().build_middleware_stack(), csp=self.csp)
+        # Forwarded headers first: the client address every throttle counts by, only from trusted proxies.
+        return ProxyHeadersMiddleware(
+            SecurityHeadersMiddleware(super().build_middleware_stack(), csp=self.csp, hsts=self.hsts),
+            trusted_hosts=self.forwarded_allow_ips,
+        )
 
 
 def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None) -> Starlette:
+    install_token_filter()  # magic-link tokens never reach the access log
     stripe_provider.check_settings(settings)  # a missing webhook secret stops the start, never skips checks
     gocardless_provider.check_settings(settings)
     engine = None
@@ -147,6 +156,8 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
     app = _App(
         # The pay form may be redirected to GoCardless's authorisation page.
         csp=extend_csp(DEFAULT_CSP, gocardless_provider.content_security_policy(settings)),
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        hsts=settings.https,
         routes=routes,
         middleware=middleware,
         exception_handlers={HTTPException: errors.http_exception, 500: errors.server_error},

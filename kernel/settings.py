@@ -34,6 +34,8 @@ class Settings:
     link_throttle_max: int
     link_throttle_window_seconds: int
     storage_dir: str
+    # Peers whose X-Forwarded-For / -Proto are believed (comma-separated addresses or networks, or "*").
+    forwarded_allow_ips: str = "127.0.0.1"
 
     @property
     def https(self) -> bool:
@@ -67,6 +69,7 @@ class Settings:
             link_throttle_max=config("ENCOURS_LINK_THROTTLE_MAX", cast=int, default=10),
             link_throttle_window_seconds=config("ENCOURS_LINK_THROTTLE_WINDOW", cast=int, default=600),
             storage_dir=config("ENCOURS_STORAGE_DIR", default="var/storage"),
+            forwarded_allow_ips=config("ENCOURS_FORWARDED_ALLOW_IPS", default="127.0.0.1"),
         )
 
 

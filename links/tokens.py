@@ -114,7 +114,8 @@ def _lapsed(payload: dict[str, Any], signed_at: datetime, link_version: int, lif
 class LinkFacts:
     """What exchanging a link needs, read in one query (see `check_link`). `language` is set
     whenever the signature is ours, for the error page; nothing else may be shown unless `ok`.
-    `throttled`: this client opened too many bad links lately (then nothing else is decided)."""
+    `throttled`: this client opened too many bad links lately and this one is no good either (a good
+    link always opens)."""
 
     problem: LinkProblem | None
     contact_id: int | None = None
@@ -184,15 +185,15 @@ def check_link(session: Session | Connection, secret: str, token: str, ip: str |
     if row is None:
         throttled = throttle.is_blocked(session, rule.key, rule.limit, rule.window_seconds)
         return LinkFacts(LinkProblem.invalid, throttled=throttled)
-    if row.throttled:
-        return LinkFacts(None, throttled=True)
     facts = {"contact_id": row.id, "customer_id": row.customer_id, "link_version": row.link_version,
              "session_version": row.session_version, "language": row.language}
     assert isinstance(payload, dict)
     problem = _lapsed(payload, signed_at, row.link_version, row.link_lifetime_days)
-    if problem is not None:
-        return LinkFacts(problem, **facts)
-    return LinkFacts(None, recorded=bool(row.recorded), **facts)
+    if problem is None:  # a good link always opens: debtors behind one proxy must not lock each other out
+        return LinkFacts(None, recorded=bool(row.recorded), **facts)
+    if row.throttled:
+        return LinkFacts(None, throttled=True)
+    return LinkFacts(problem, **facts)
 
 
 def _contact_id(payload: object) -> int | None:

@@ -263,3 +263,12 @@ def test_body_limits_by_prefix_the_longest_first() -> None:
     assert client.post("/form", content=b"x" * 100).status_code == 200
     assert client.post("/form", content=iter([b"x" * 60, b"x" * 60])).status_code == 413
     assert seen == [MIB, 100]  # the refused bodies never reached the app whole
+
+
+def test_hsts_is_sent_when_the_base_url_is_https(settings: Settings, session_factory: sessionmaker[Session]) -> None:
+    plain = TestClient(create_app(settings, sessions=session_factory), base_url="http://testserver")
+    assert "strict-transport-security" not in plain.get("/healthz").headers
+    secure = create_app(replace(settings, base_url="https://pay.example.com"), sessions=session_factory)
+    response = TestClient(secure, base_url="https://testserver").get("/admin/login")
+    assert response.headers["strict-transport-security"].startswith("max-age=31536000")
+    assert "strict-transport-security" in TestClient(secure, base_url="https://testserver").get("/nowhere").headers
