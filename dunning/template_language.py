@@ -21,6 +21,7 @@ Every rendering stops with `TemplateLimit` past `MAX_OUTPUT_CHARS` of output or
 
 from __future__ import annotations
 
+import contextvars
 import operator
 import time
 from typing import Any, Iterator
@@ -94,27 +95,38 @@ def _structure_problem(tree: nodes.Template) -> tuple[int, str] | None:
     return visit(tree, False)
 
 
+# When the rendering under way must stop; also checked on attribute access and `*`, so that work
+# producing no output is timed too.
+_deadline: contextvars.ContextVar[float] = contextvars.ContextVar("reminder_template_deadline", default=float("inf"))
+
+
+def _check_time() -> None:
+    if time.monotonic() > _deadline.get():
+        raise TemplateLimit(f"the text takes more than {MAX_RENDER_SECONDS:g} seconds to render")
+
+
 class LimitedTemplate(jinja2.Template):
     """Renders chunk by chunk, counting output and time: past a limit, TemplateLimit."""
 
     def render(self, *args: Any, **kwargs: Any) -> str:
         context = self.new_context(dict(*args, **kwargs))
+        reset = _deadline.set(time.monotonic() + MAX_RENDER_SECONDS)
         try:
             return "".join(_limited(self.root_render_func(context)))
         except Exception:
             self.environment.handle_exception()
             raise  # unreachable: handle_exception raises
+        finally:
+            _deadline.reset(reset)
 
 
 def _limited(chunks: Iterator[str]) -> Iterator[str]:
-    deadline = time.monotonic() + MAX_RENDER_SECONDS
     size = 0
     for chunk in chunks:
         size += len(chunk)
         if size > MAX_OUTPUT_CHARS:
             raise TemplateLimit(f"the text renders to more than {MAX_OUTPUT_CHARS} characters")
-        if time.monotonic() > deadline:
-            raise TemplateLimit(f"the text takes more than {MAX_RENDER_SECONDS:g} seconds to render")
+        _check_time()
         yield chunk
 
 
@@ -137,7 +149,16 @@ class ReminderEnvironment(SandboxedEnvironment):
             raise jinja2.TemplateSyntaxError(problem[1], problem[0], name, filename)
         return tree
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        _check_time()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        _check_time()
+        return super().getitem(obj, argument)
+
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
+        _check_time()
         if operator_name == "**":
             if isinstance(right, (int, float)) and abs(right) > MAX_POWER:
                 raise TemplateLimit(f"powers above {MAX_POWER} are not allowed")

@@ -109,3 +109,13 @@ def test_every_rendering_stops_at_the_output_limit() -> None:
 
     with pytest.raises(template_language.TemplateLimit, match="more than"):
         template.render(invoices=Table(rows))
+
+
+def test_work_that_prints_nothing_is_timed_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dunning import template_language
+    from dunning.messages import TEXT_ENV
+
+    monkeypatch.setattr(template_language, "MAX_RENDER_SECONDS", 0.0)  # already past the deadline
+    template = TEXT_ENV.from_string("{% for row in invoices %}{% if row.number %}{% endif %}{% endfor %}")
+    with pytest.raises(template_language.TemplateLimit, match="seconds"):
+        template.render(invoices=[{"number": "1"}])
