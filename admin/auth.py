@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
@@ -21,9 +21,17 @@ from ledger.models import Company, Customer, Invoice, InvoiceKind, InvoiceStatus
 from ledger.money import Money
 from links import throttle
 
-EMAIL_FAILURE_LIMIT = 5
+# Failures are counted per (account, address), per address and per account, over WINDOW_SECONDS.
+# An address that got an account wrong PAIR_FAILURE_LIMIT times waits; once the account as a
+# whole has seen ACCOUNT_CEILING failures, any address that got it wrong even once waits. An
+# address that has not failed on the account is never held back by others' failures, so nobody
+# can lock a user out by guessing from elsewhere. The user is told by email at ALERT_AT failures.
+PAIR_FAILURE_LIMIT = 5
+ACCOUNT_CEILING = 10
+ALERT_AT = 5
 IP_FAILURE_LIMIT = 20
 WINDOW_SECONDS = 15 * 60
+EMAIL_FAILURE_LIMIT = PAIR_FAILURE_LIMIT  # what the password form tolerates on a signed-in account
 
 # Verified against when the email is unknown, so both cases take the same time.
 _DUMMY_HASH = hash_password("not-a-real-password-for-timing")
@@ -52,6 +60,19 @@ def _ip_key(ip: str) -> str:
     return f"admin-login:ip:{ip}"[:200]
 
 
+def _pair_key(email: str, ip: str) -> str:
+    # The address first: the email is cut when too long, never the address.
+    return f"admin-login:pair:{ip}:{normalize_email(email)}"[:200]
+
+
+def _failures(session: Session, key: str) -> int:
+    """Failures counted under `key` in the current window."""
+    row = session.get(Throttle, key)
+    if row is None or clock.now() - row.window_start >= timedelta(seconds=WINDOW_SECONDS):
+        return 0
+    return row.count
+
+
 def fingerprint(user: User) -> str:
     """Changes whenever the password does: stored in the session, it ends other sessions."""
     return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
@@ -76,9 +97,12 @@ def find_user(session: Session, email: str) -> User | None:
     return session.scalar(select(User).where(func.lower(User.email) == email))
 
 
-def authenticate(session: Session, email: str, password: str, ip: str) -> LoginOutcome:
-    """The user for these credentials, or why not — without saying which part was wrong."""
-    keys = [(_email_key(email), EMAIL_FAILURE_LIMIT), (_ip_key(ip), IP_FAILURE_LIMIT)]
+def authenticate(session: Session, email: str, password: str, ip: str,
+                 on_repeated_failures: Callable[[User, int], object] | None = None) -> LoginOutcome:
+    """The user for these credentials, or why not — without saying which part was wrong.
+    `on_repeated_failures(user, count)` is called once per window, when the account reaches ALERT_AT failures."""
+    pair_limit = PAIR_FAILURE_LIMIT if _failures(session, _email_key(email)) < ACCOUNT_CEILING else 1
+    keys = [(_pair_key(email, ip), pair_limit), (_ip_key(ip), IP_FAILURE_LIMIT)]
     blocked = _blocked_keys(session, keys)
     if blocked:
         _record_failure(session, email, find_user(session, email), ip, "throttled")
@@ -92,14 +116,17 @@ def authenticate(session: Session, email: str, password: str, ip: str) -> LoginO
         reason = "wrong password" if not ok else "account disabled"
         ok = ok and user.active
     if not ok:
-        for key, _limit in keys:
-            throttle.record_failure(session, key, WINDOW_SECONDS)
+        throttle.record_failure(session, _pair_key(email, ip), WINDOW_SECONDS)
+        throttle.record_failure(session, _ip_key(ip), WINDOW_SECONDS)
+        account_failures = throttle.record_failure(session, _email_key(email), WINDOW_SECONDS)
+        if user is not None and account_failures == ALERT_AT and on_repeated_failures is not None:
+            on_repeated_failures(user, account_failures)
         _record_failure(session, email, user, ip, reason)
         return LoginOutcome()
     assert user is not None
     user.last_login_at = clock.now()
-    row = session.get(Throttle, _email_key(email))
-    if row is not None:  # a success clears this account's failures, never the client's
+    row = session.get(Throttle, _pair_key(email, ip))
+    if row is not None:  # a success clears this address's failures on the account, never the address's own
         session.delete(row)
         session.flush()
     return LoginOutcome(user=user)
@@ -115,7 +142,12 @@ def _record_failure(session: Session, email: str, user: User | None, ip: str, re
 
 
 def session_data(user: User) -> dict[str, Any]:
-    return {"user": user.id, "pw": fingerprint(user)}
+    return {"user": user.id, "pw": fingerprint(user), "sv": user.session_version}
+
+
+def end_sessions(user: User) -> None:
+    """Every session the user has open stops working, wherever its cookie was copied to."""
+    user.session_version += 1
 
 
 def current_user(session: Session, data: object) -> User | None:
@@ -128,12 +160,14 @@ def current_user(session: Session, data: object) -> User | None:
     user = session.get(User, user_id)
     if user is None or not user.active or data.get("pw") != fingerprint(user):
         return None
+    if data.get("sv", 1) != user.session_version:  # signed out since (no "sv": opened before versions)
+        return None
     return user
 
 
 def change_password(session: Session, user: User, current: str, new: str, confirm: str) -> list[str]:
     """Problems as message ids (empty when the password was changed)."""
-    key = _email_key(user.email)
+    key = f"admin-password:user:{user.id}"  # its own count: failed sign-ins by others never block it
     if throttle.is_blocked(session, key, EMAIL_FAILURE_LIMIT, WINDOW_SECONDS):
         return [N_("Too many attempts. Please wait a few minutes and try again.")]
     if not current or not check_password(user, current):
@@ -149,6 +183,7 @@ def change_password(session: Session, user: User, current: str, new: str, confir
     if problems:
         return problems
     user.password_hash = hash_password(new)
+    end_sessions(user)
     session.flush()
     return []
 

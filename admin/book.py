@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from admin import book_service as service
-from admin.access import Staff, companies_of, forbidden, scoped, staff_get, staff_post
+from admin.access import Staff, companies_of, forbidden, is_admin, scoped, staff_get, staff_post
 from admin.customers import fragment, moment
 from admin.customers_service import collectors_of, segments
 from admin.routes import render, t
@@ -108,6 +108,18 @@ def _may_read_webhooks(staff: Staff) -> bool:
     return staff.user.role != Role.collector.value
 
 
+def _event_scope(staff: Staff) -> set[int] | None:
+    """The companies whose events `staff` may see (None: all of them, for an admin)."""
+    return None if is_admin(staff.user) else {company.id for company in staff.user.companies}
+
+
+def _visible_event(session: Session, staff: Staff, event_id: int) -> WebhookEvent:
+    event = service.visible_webhook_event(session, _event_scope(staff), event_id)
+    if event is None:
+        raise HTTPException(404)
+    return event
+
+
 @staff_get
 def webhooks(request: Request, session: Session, staff: Staff) -> Response:
     if not _may_read_webhooks(staff):
@@ -118,7 +130,7 @@ def webhooks(request: Request, session: Session, staff: Staff) -> Response:
     provider = params.get("provider", "") if params.get("provider", "") in providers else ""
     filters = service.ListFilters(values={"state": "" if state == "all" else state, "provider": provider},
                                   page=service.page_number(params))
-    page, failed = service.list_webhook_events(session, state, provider, filters.page)
+    page, failed = service.list_webhook_events(session, state, provider, filters.page, _event_scope(staff))
     return request.app.state.templates.response(request, "admin/webhooks.html", {
         "user": staff.user, "page": page, "filters": filters, "state": state, "states": WEBHOOK_STATES,
         "providers": providers, "provider": provider, "failed_count": failed,
@@ -148,19 +160,14 @@ def _webhook_page(request: Request, session: Session, staff: Staff, event: Webho
 def webhook_page(request: Request, session: Session, staff: Staff) -> Response:
     if not _may_read_webhooks(staff):
         return forbidden(request, staff)
-    event = session.get(WebhookEvent, request.path_params["event_id"])
-    if event is None:
-        raise HTTPException(404)
-    return _webhook_page(request, session, staff, event)
+    return _webhook_page(request, session, staff, _visible_event(session, staff, request.path_params["event_id"]))
 
 
 @staff_post
 def webhook_replay(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
     if staff.user.role not in (Role.admin.value, Role.manager.value):
         return forbidden(request, staff)
-    event_pk = request.path_params["event_id"]
-    if session.get(WebhookEvent, event_pk) is None:
-        raise HTTPException(404)
+    event_pk = _visible_event(session, staff, request.path_params["event_id"]).id
     actor = staff.user.email
     session.commit()  # the replay runs in transactions of its own
     outcome = replays.replay(request.app.state.sessions, event_pk, registered_handlers(), actor)

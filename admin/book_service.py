@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from kernel.clock import clock
 from kernel.i18n import N_
-from admin.customers_service import CHASED, Page, one_page, like_pattern, page_number, param_text, param_flag, local_today
+from admin.customers_service import CHASED, PAGE_SIZE, Page, one_page, like_pattern, page_number, param_text, param_flag, local_today
 from ledger.models import (
     Allocation,
     Checkout,
@@ -261,9 +261,110 @@ def visible_payment(session: Session, scope: Any, payment_id: int) -> Payment | 
 
 
 
-def list_webhook_events(session: Session, state: str, provider: str, page: int) -> tuple[Page, int]:
+def _event_refs(event: WebhookEvent) -> tuple[set[str], set[int]]:
+    """The ids an event names that could be ours: every short string of its body (provider
+    references: payment, intent, billing request, mandate, customer) and our checkout ids from
+    its metadata. Events are stored only once their signature is verified, so metadata is ours."""
+    try:
+        body = json.loads(event.body)
+    except ValueError:
+        return set(), set()
+    refs: set[str] = set()
+    checkouts: set[int] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key == "checkout_id" and str(item).isdigit() and len(str(item)) < 12:
+                    checkouts.add(int(item))
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, str) and 3 <= len(value) <= 128 and " " not in value:
+            refs.add(value)
+
+    walk(body)
+    return refs, checkouts
+
+
+def _chunks(values: set[Any], size: int = 500) -> list[list[Any]]:
+    ordered = sorted(values, key=str)
+    return [ordered[start:start + size] for start in range(0, len(ordered), size)]
+
+
+def event_companies(session: Session, events: list[WebhookEvent]) -> dict[int, set[int]]:
+    """Per event id, the companies it belongs to through the payments, checkouts or customers it
+    names (a set: empty when it names nothing of ours — such events are for admins only)."""
+    named = {event.id: _event_refs(event) for event in events}
+    all_refs = set().union(*(refs for refs, _ in named.values())) if named else set()
+    all_checkouts = set().union(*(ids for _, ids in named.values())) if named else set()
+    by_ref: dict[str, set[int]] = {}
+    by_checkout: dict[int, set[int]] = {}
+    for chunk in _chunks(all_refs):
+        for ref, company_id in session.execute(
+                select(Payment.provider_ref, Customer.company_id).join(Customer, Customer.id == Payment.customer_id)
+                .where(Payment.provider_ref.in_(chunk))):
+            by_ref.setdefault(ref, set()).add(company_id)
+        for ref, company_id in session.execute(
+                select(Checkout.provider_ref, Customer.company_id).join(Customer, Customer.id == Checkout.customer_id)
+                .where(Checkout.provider_ref.in_(chunk))):
+            by_ref.setdefault(ref, set()).add(company_id)
+        for column in (Customer.stripe_customer_id, Customer.gocardless_customer_id, Customer.gocardless_mandate_id):
+            for ref, company_id in session.execute(select(column, Customer.company_id).where(column.in_(chunk))):
+                by_ref.setdefault(ref, set()).add(company_id)
+    for chunk in _chunks(all_checkouts):
+        for checkout_id, company_id in session.execute(
+                select(Checkout.id, Customer.company_id).join(Customer, Customer.id == Checkout.customer_id)
+                .where(Checkout.id.in_(chunk))):
+            by_checkout.setdefault(checkout_id, set()).add(company_id)
+    found: dict[int, set[int]] = {}
+    for event_id, (refs, checkouts) in named.items():
+        companies: set[int] = set()
+        for ref in refs:
+            companies |= by_ref.get(ref, set())
+        for checkout_id in checkouts:
+            companies |= by_checkout.get(checkout_id, set())
+        found[event_id] = companies
+    return found
+
+
+def _visible(companies: set[int], company_ids: set[int] | None) -> bool:
+    """An admin (`company_ids` None) sees every event; anyone else the events that belong to its
+    companies only: none of another company, none tied to no company."""
+    return company_ids is None or (bool(companies) and companies <= company_ids)
+
+
+def visible_webhook_event(session: Session, company_ids: set[int] | None, event_id: int) -> WebhookEvent | None:
+    event = session.get(WebhookEvent, event_id)
+    if event is None or not _visible(event_companies(session, [event])[event.id], company_ids):
+        return None
+    return event
+
+
+SCAN_BATCH = 500
+
+
+def _scoped_events(session: Session, query: Select[Any], company_ids: set[int], wanted: int | None) -> list[WebhookEvent]:
+    """The events of `query`, in its order, that `company_ids` may see; stops once `wanted` are found.
+    Which company an event belongs to is read from its body, so the rows are scanned in batches."""
+    visible: list[WebhookEvent] = []
+    offset = 0
+    while wanted is None or len(visible) < wanted:
+        batch = list(session.scalars(query.offset(offset).limit(SCAN_BATCH)))
+        if not batch:
+            break
+        offset += len(batch)
+        companies = event_companies(session, batch)
+        visible.extend(event for event in batch if _visible(companies[event.id], company_ids))
+    return visible
+
+
+def list_webhook_events(session: Session, state: str, provider: str, page: int,
+                        company_ids: set[int] | None = None) -> tuple[Page, int]:
     """A page of stored provider events, newest first, in `state` ("failed", "unprocessed",
-    "processed" or anything else for all) and from `provider` if given; with how many failed."""
+    "processed" or anything else for all) and from `provider` if given; with how many failed.
+    `company_ids`: only the events of these companies (None: every event, for an admin)."""
     query = select(WebhookEvent).order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc())
     if state == "failed":
         query = query.where(WebhookEvent.processed_at.is_(None), WebhookEvent.error.is_not(None))
@@ -273,7 +374,12 @@ def list_webhook_events(session: Session, state: str, provider: str, page: int) 
         query = query.where(WebhookEvent.processed_at.is_not(None))
     if provider:
         query = query.where(WebhookEvent.provider == provider)
-    events, has_next = one_page(session.scalars, query, page)
-    failed = session.scalar(select(func.count()).select_from(WebhookEvent).where(
-        WebhookEvent.processed_at.is_(None), WebhookEvent.error.is_not(None))) or 0
-    return Page(rows=events, page=page, has_next=has_next), failed
+    failed_query = select(WebhookEvent).where(WebhookEvent.processed_at.is_(None), WebhookEvent.error.is_not(None))
+    if company_ids is None:
+        events, has_next = one_page(session.scalars, query, page)
+        failed = session.scalar(select(func.count()).select_from(failed_query.subquery())) or 0
+        return Page(rows=events, page=page, has_next=has_next), failed
+    found = _scoped_events(session, query, company_ids, page * PAGE_SIZE + 1)
+    rows = found[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
+    failed = len(_scoped_events(session, failed_query.order_by(WebhookEvent.id), company_ids, None))
+    return Page(rows=rows, page=page, has_next=len(found) > page * PAGE_SIZE), failed

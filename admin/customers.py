@@ -39,6 +39,9 @@ from ledger.models import Customer, Role, User
 from links import tokens
 from mail import renewal
 from kernel.web import Posted
+from portal import staff_view as staff_views
+from portal.routes import PORTAL_SESSION_KEY
+from portal.staff_view import STAFF_VIEW_SESSION_KEY
 
 EMAIL_KINDS = {
     "fresh_link": N_("Email with a link"),
@@ -111,6 +114,7 @@ def _customer_page(request: Request, session: Session, staff: Staff, customer: C
         "collectors": service.collectors_of(session, [customer.company_id]) if collector else [],
         "can_act": can_act(staff.user),
         "can_assign": can_act(staff.user) and collector,
+        "can_view_as": staff_views.may_view_as(staff.user, customer) and contact is not None,
         "error": error,
         "notice": notice,
         "form": form or {},
@@ -194,6 +198,24 @@ def revoke_links(request: Request, session: Session, staff: Staff, posted: Poste
 
 
 @staff_post
+def view_as_customer(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    """The portal as this customer's primary contact sees it, read-only, for a manager or an admin;
+    audited. A debtor session in this browser gives way to it."""
+    customer = visible_customer(session, staff.user, request.path_params["customer_id"])
+    if not staff_views.may_view_as(staff.user, customer):
+        return forbidden(request, staff)
+    contact = customer.primary_contact
+    if contact is None:
+        raise _refuse(request, session, staff, customer, N_("This customer has no contact to write to."), {}, posted)
+    audit.record(session, actor_type="user", actor=staff.user.email, action="portal.viewed_as_customer",
+                 entity_type="customer", entity_id=customer.id, customer_id=customer.id,
+                 after={"contact": contact.email})
+    request.session.pop(PORTAL_SESSION_KEY, None)
+    request.session[STAFF_VIEW_SESSION_KEY] = staff_views.session_data(staff.user, contact)
+    return RedirectResponse("/portal", status_code=303, headers={"Cache-Control": "no-store"})
+
+
+@staff_post
 def remind(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
     customer = visible_customer(session, staff.user, request.path_params["customer_id"])
     settings = request.app.state.settings
@@ -215,4 +237,6 @@ routes = [
     Route("/admin/customers/{customer_id:int}/revoke-links", revoke_links, methods=["POST"],
           name="admin:customer_revoke"),
     Route("/admin/customers/{customer_id:int}/remind", remind, methods=["POST"], name="admin:customer_remind"),
+    Route("/admin/customers/{customer_id:int}/view-as-customer", view_as_customer, methods=["POST"],
+          name="admin:customer_view_as"),
 ]

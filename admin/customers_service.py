@@ -37,6 +37,7 @@ from ledger.models import (
     User,
 )
 from ledger.money import Money
+from links import tokens
 
 PAGE_SIZE = 50
 SORTS = ("name", "outstanding", "overdue", "oldest")
@@ -356,6 +357,11 @@ class TimelineEntry:
     @property
     def failed(self) -> bool:
         return self.message is not None and self.message.status == "failed"
+
+    @property
+    def content(self) -> str:
+        """The message's text as staff may read it: without a usable magic link."""
+        return tokens.mask_links(self.message.body_text) if self.message is not None else ""
 
     @property
     def link(self) -> str | None:

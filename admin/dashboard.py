@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from admin.access import Rejected, Staff, can_act, companies_of, forbidden, staff_get, staff_post
+from admin.access import Rejected, Staff, companies_of, is_admin, staff_get, staff_post
 from admin.dashboard_service import BUCKETS, METHODS, Scope, build_dashboard
 from admin.routes import ROLE_LABELS, render, t
 from kernel import i18n
@@ -98,7 +98,7 @@ def _fx_page(request: Request, session: Session, staff: Staff, *, errors: list[s
     return render(request, "admin/fx.html", {
         "user": staff.user,
         "rates": fx.list_rates(session),
-        "can_act": can_act(staff.user),
+        "can_edit": is_admin(staff.user),
         "errors": errors or [],
         "line_errors": line_errors or [],
         "notice": notice,
@@ -127,14 +127,10 @@ def fx_page(request: Request, session: Session, staff: Staff) -> Response:
     return _fx_page(request, session, staff, notice=notice)
 
 
-def _may_edit_rates(staff: Staff) -> bool:
-    return staff.user.role in (Role.admin.value, Role.manager.value)
-
-
-@staff_post
+# The rates are shared by every company (each one's dashboard converts with them): only an
+# admin, who sees all companies, keeps them; everyone else reads them.
+@staff_post(admin_only=True)
 def fx_add(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
-    if not _may_edit_rates(staff):  # a collector reads the table; managers and admins keep it
-        return forbidden(request, staff)
     form = {k: posted.text(k, 40) for k in ("valid_on", "base", "quote", "rate")}
     try:
         outcome = fx.set_rate(session, actor=staff.user.email, **form)
@@ -144,10 +140,8 @@ def fx_add(request: Request, session: Session, staff: Staff, posted: Posted) -> 
     return RedirectResponse(f"/admin/fx?done={outcome}", status_code=303)
 
 
-@staff_post
+@staff_post(admin_only=True)
 def fx_import(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
-    if not _may_edit_rates(staff):
-        return forbidden(request, staff)
     language = staff.language
     if not posted.uploads or not posted.uploads[0].content:
         raise Rejected(_fx_page(request, session, staff, status_code=400,

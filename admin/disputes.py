@@ -254,10 +254,7 @@ def case_file(request: Request, session: Session, staff: Staff) -> Response:
 
 @staff_get
 def promises(request: Request, session: Session, staff: Staff) -> Response:
-    # Settled on view until the worker does it too: reading the page gives today's truth.
-    settings = request.app.state.settings
-    disputes.settle_promises(session, on_broken=lambda promise: notifications.notify_promise_broken(
-        session, promise, base_url=settings.base_url, templates=request.app.state.templates))
+    # Only reads: the worker settles promises (kept, broken, and the emails that go with it).
     query = scoped(
         select(PromiseToPay, Customer, Company)
         .join(Customer, Customer.id == PromiseToPay.customer_id)

@@ -14,6 +14,7 @@ from admin import auth
 from kernel import i18n
 from kernel.db import unit_of_work
 from kernel.security import client_ip
+from mail import notifications
 from kernel.i18n import N_
 from admin.staff_accounts import MIN_PASSWORD_LENGTH
 from ledger.models import User
@@ -107,8 +108,12 @@ async def login(request: Request) -> Response:
     email = str(form.get("email", ""))[:254]
     password = str(form.get("password", ""))[:1024]
     next_path = safe_next(str(form.get("next", "")))
+    ip = client_ip(request)
     with unit_of_work(_sessions(request)) as session:
-        outcome = auth.authenticate(session, email, password, client_ip(request))
+        outcome = auth.authenticate(
+            session, email, password, ip,
+            on_repeated_failures=lambda user, count: notifications.notify_login_failures(
+                session, user, failures=count, ip=ip, language=language, templates=request.app.state.templates))
         if outcome.blocked:
             minutes = max(1, (outcome.retry_after + 59) // 60)
             return _login_page(
@@ -132,6 +137,10 @@ async def login(request: Request) -> Response:
 
 
 def logout(request: Request) -> Response:
+    with unit_of_work(_sessions(request)) as session:
+        user = signed_in_staff(request, session)
+        if user is not None:  # ends this session on the server too: a copy of the cookie stops working
+            auth.end_sessions(user)
     _rotate(request)
     return RedirectResponse(LOGIN, status_code=303, headers={"Cache-Control": "no-store"})
 

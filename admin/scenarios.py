@@ -353,7 +353,9 @@ def edit_page(request: Request, session: Session, staff: Staff) -> Response:
     params = request.query_params
     customer_id, step = _int(params.get("customer")), _int(params.get("step")) or 0
     language = params.get("language") if params.get("language") in i18n.LANGUAGES else ""
-    preview = _preview(request, session, staff, company, form, customer_id, step, language or None)
+    # Rendering is work a text can make costly: only those who may edit the scenario preview it.
+    preview = (_preview(request, session, staff, company, form, customer_id, step, language or None)
+               if can_edit(staff.user, company.id) else None)
     return _editor(request, session, staff, scenario, form, saved=params.get("saved") == "1", preview=preview,
                    preview_step=step, preview_language=language or "", preview_customer=customer_id)
 
@@ -396,11 +398,18 @@ def save(request: Request, session: Session, staff: Staff, posted: Posted) -> Re
 def preview_fragment(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
     scenario = visible_scenario(session, staff.user, request.path_params["scenario_id"])
     company = session.get_one(Company, scenario.company_id)
-    form = _form_from_post(posted, [])
+    if not can_edit(staff.user, company.id):
+        return forbidden(request, staff)
     step_index = _int(posted.text("preview_step", 4)) or 0
     language = posted.text("preview_language", 2) if posted.text("preview_language", 2) in i18n.LANGUAGES else ""
-    preview = _preview(request, session, staff, company, form, _int(posted.text("preview_customer", 12)),
-                       step_index, language or None)
+    customer_id = _int(posted.text("preview_customer", 12))
+    if request.headers.get("HX-Request") != "true":  # without htmx the whole editor, with the preview
+        form = _form_from_post(posted, _currencies(session, company, scenario))
+        preview = _preview(request, session, staff, company, form, customer_id, step_index, language or None)
+        return _editor(request, session, staff, scenario, form, preview=preview, preview_step=step_index,
+                       preview_language=language, preview_customer=customer_id)
+    form = _form_from_post(posted, [])
+    preview = _preview(request, session, staff, company, form, customer_id, step_index, language or None)
     return request.app.state.templates.response(
         request, "admin/scenario.html",
         {"user": staff.user, "preview": preview, "scenario": scenario, "company": company},

@@ -142,6 +142,7 @@ def reset_password(session: Session, *, actor: User | None, user: User, password
     elif len(password) < MIN_PASSWORD_LENGTH:
         raise UserError(N_("password must have at least %(count)s characters"), count=MIN_PASSWORD_LENGTH)
     user.password_hash = hash_password(password)
+    user.session_version += 1
     _audit(session, actor, "user.password_reset", user, None, None)  # never the hash
     session.flush()
     return password

@@ -45,6 +45,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
 from dunning import interest
+from dunning.template_language import ReminderEnvironment
 from kernel import i18n
 from ledger.money import Money, decimals as money_decimals
 from ledger.statement import days_overdue
@@ -440,7 +441,8 @@ def _late_charges(invoices: list[InvoiceFacts], today: date, language: str, coun
 
 
 def _sandbox(autoescape: bool) -> SandboxedEnvironment:
-    return SandboxedEnvironment(
+    # The cut-down language and its limits (dunning.template_language): texts are data from staff.
+    return ReminderEnvironment(
         undefined=jinja2.StrictUndefined, autoescape=autoescape, trim_blocks=True, lstrip_blocks=True,
         keep_trailing_newline=False,
     )

@@ -18,8 +18,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from kernel import errors
+from kernel.body_limit import MIB, BodyLimitMiddleware
+from kernel.logs import install_token_filter
 from kernel.db import make_engine, make_sessionmaker, schema_problem, unit_of_work
 from kernel.security import DEFAULT_CSP, CSRFMiddleware, SecurityHeadersMiddleware, extend_csp
 from kernel.sessions import SessionMiddleware
@@ -39,6 +42,18 @@ SESSION_COOKIE = "encours_session"
 SESSION_MAX_AGE = 12 * 60 * 60
 # Providers sign webhooks: they carry no cookie, so they get no session and no CSRF check.
 NO_SESSION_PREFIXES = ("/webhooks/",)
+# Request bodies, by path prefix: what each place needs and no more (multipart adds a little to
+# each file). Forms are small; uploads have their own limits, checked again on each file.
+FORM_BODY_LIMIT = 1 * MIB
+BODY_LIMITS = {
+    "/webhooks/": 1 * MIB,
+    "/portal/requests": 55 * MIB,  # a dispute: up to 5 attachments of 10 MB
+    "/admin/disputes": 55 * MIB,
+    "/admin/imports": 21 * MIB,  # CSV imports: 20 MB
+    "/admin/settings": 2 * MIB,  # a logo: 512 KB
+    "/admin/fx/import": 3 * MIB,  # an FX CSV: 2 MB
+    "/admin/bank": 51 * MIB,  # bank statements: 50 MB
+}
 
 
 def healthz(request: Request) -> Response:
@@ -89,15 +104,22 @@ class _App(Starlette):
     """Starlette with the security headers outside its ServerErrorMiddleware, so that a 500
     page carries them too (a user middleware runs inside it)."""
 
-    def __init__(self, *, csp: dict[str, list[str]], **kwargs: Any) -> None:
+    def __init__(self, *, csp: dict[str, list[str]], forwarded_allow_ips: str, hsts: bool, **kwargs: Any) -> None:
         self.csp = csp
+        self.forwarded_allow_ips = forwarded_allow_ips
+        self.hsts = hsts
         super().__init__(**kwargs)
 
     def build_middleware_stack(self) -> ASGIApp:
-        return SecurityHeadersMiddleware(super().build_middleware_stack(), csp=self.csp)
+        # Forwarded headers first: the client address every throttle counts by, only from trusted proxies.
+        return ProxyHeadersMiddleware(
+            SecurityHeadersMiddleware(super().build_middleware_stack(), csp=self.csp, hsts=self.hsts),
+            trusted_hosts=self.forwarded_allow_ips,
+        )
 
 
 def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None) -> Starlette:
+    install_token_filter()  # magic-link tokens never reach the access log
     stripe_provider.check_settings(settings)  # a missing webhook secret stops the start, never skips checks
     gocardless_provider.check_settings(settings)
     engine = None
@@ -124,6 +146,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         *admin_routing.routes,
     ]
     middleware = [
+        Middleware(BodyLimitMiddleware, limits=BODY_LIMITS, default=FORM_BODY_LIMIT),
         Middleware(
             SessionMiddleware,
             secret_key=str(settings.secret_key),
@@ -138,6 +161,8 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
     app = _App(
         # The pay form may be redirected to GoCardless's authorisation page.
         csp=extend_csp(DEFAULT_CSP, gocardless_provider.content_security_policy(settings)),
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        hsts=settings.https,
         routes=routes,
         middleware=middleware,
         exception_handlers={HTTPException: errors.http_exception, 500: errors.server_error},

@@ -368,8 +368,9 @@ def serve(host: str, port: int, workers: int) -> None:
 
     _settings()
     _engine().dispose()
+    # Forwarded headers are read by the app itself, from the proxies ENCOURS_FORWARDED_ALLOW_IPS names.
     uvicorn.run("encours.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
-                proxy_headers=True)
+                proxy_headers=False)
 
 
 @cli.command("demo")
@@ -437,7 +438,7 @@ def demo(host: str, port: int, directory: Path, no_serve: bool, no_sandbox: bool
         click.echo("")
     click.echo(f"Serving on {base_url}  (Ctrl+C to stop)")
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", proxy_headers=False)
     finally:
         if stand_ins is not None:
             stand_ins.stop()

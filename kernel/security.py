@@ -43,6 +43,7 @@ def extend_csp(base: dict[str, list[str]], additions: dict[str, list[str]]) -> d
     return merged
 
 
+HSTS = "max-age=31536000; includeSubDomains"
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
@@ -57,9 +58,11 @@ class SecurityHeadersMiddleware:
     """Adds the security headers to every response that does not set its own (a page that needs a
     wider CSP sends its own Content-Security-Policy). The headers are encoded once, at start-up."""
 
-    def __init__(self, app: ASGIApp, csp: dict[str, list[str]] | None = None) -> None:
+    def __init__(self, app: ASGIApp, csp: dict[str, list[str]] | None = None, hsts: bool = False) -> None:
         self.app = app
         pairs = {"content-security-policy": csp_header(csp or DEFAULT_CSP), **SECURITY_HEADERS}
+        if hsts:  # only when served over https: a browser would otherwise refuse an http-only site
+            pairs["strict-transport-security"] = HSTS
         self.headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in pairs.items()]
         self.names = frozenset(name for name, _ in self.headers)
 
@@ -189,6 +192,8 @@ async def _csrf_failure(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def client_ip(request: Request) -> str:
+    """The client's address: the peer's, or what a trusted proxy forwarded (the app factory
+    applies ENCOURS_FORWARDED_ALLOW_IPS before any route sees the request)."""
     return request.client.host if request.client else "unknown"
 
 

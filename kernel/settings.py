@@ -36,6 +36,8 @@ class Settings:
     storage_dir: str
     # How long the worker hides a message it claimed (see mail.outbox.deliver_due).
     outbox_lease_seconds: int = 600
+    # Peers whose X-Forwarded-For / -Proto are believed (comma-separated addresses or networks, or "*").
+    forwarded_allow_ips: str = "127.0.0.1"
 
     @property
     def https(self) -> bool:
@@ -75,6 +77,7 @@ class Settings:
             storage_dir=config("ENCOURS_STORAGE_DIR", default="var/storage"),
             # At least the time one message may take (connect, TLS, log in, send: SMTP timeouts).
             outbox_lease_seconds=_whole_number(config, "ENCOURS_OUTBOX_LEASE", default=600, minimum=10),
+            forwarded_allow_ips=config("ENCOURS_FORWARDED_ALLOW_IPS", default="127.0.0.1"),
         )
 
 

@@ -22,6 +22,7 @@ ACTION_LABELS: dict[str, str] = {
     "checkout.mandate_set_up": N_("Direct debit mandate set up at checkout"),
     "checkout.mandate_ended": N_("Direct debit mandate ended before collection"),
     "company.settings_changed": N_("Company settings changed"),
+    "portal.viewed_as_customer": N_("Portal viewed as the customer by staff"),
     "credit.applied": N_("Credit applied to a payment"),
     "customer.collector_assigned": N_("Collector assigned"),
     "customer.updated": N_("Customer updated by an import"),

@@ -163,6 +163,8 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Sessions carry the version they were opened under: bumping it (sign-out, password change) ends them all.
+    session_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     companies: Mapped[list[Company]] = relationship(secondary=user_companies)
 
@@ -218,6 +220,8 @@ class Contact(Base):
     receives_reminders: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     # Bumping this revokes every link (and portal session) the contact was given.
     link_version: Mapped[int] = mapped_column(Integer, default=1)
+    # Portal sessions carry it: signing out bumps it (ending every copy of the cookie) without revoking links.
+    session_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     customer: Mapped[Customer] = relationship(back_populates="contacts")

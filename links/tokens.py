@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -72,6 +73,17 @@ def link_url(base_url: str, token: str) -> str:
     return f"{base_url}/p/{token}"
 
 
+# A signed token is base64url segments joined by dots (payload.timestamp.signature).
+_LINK_TOKEN = re.compile(r"/p/[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)+")
+MASKED_LINK = "/p/••••••"
+
+
+def mask_links(text: str) -> str:
+    """`text` with every magic-link token replaced by a mask: what staff may read of a message sent to
+    a debtor (a working link in the back-office would let any staff member act as the debtor)."""
+    return _LINK_TOKEN.sub(MASKED_LINK, text)
+
+
 def verify(session: Session, secret: str, token: str) -> LinkCheck:
     """Check a token; `contact` is set whenever the signature is ours (even expired),
     so the error page can speak the contact's language. Nothing about the contact
@@ -102,12 +114,14 @@ def _lapsed(payload: dict[str, Any], signed_at: datetime, link_version: int, lif
 class LinkFacts:
     """What exchanging a link needs, read in one query (see `check_link`). `language` is set
     whenever the signature is ours, for the error page; nothing else may be shown unless `ok`.
-    `throttled`: this client opened too many bad links lately (then nothing else is decided)."""
+    `throttled`: this client opened too many bad links lately and this one is no good either (a good
+    link always opens)."""
 
     problem: LinkProblem | None
     contact_id: int | None = None
     customer_id: int | None = None
     link_version: int | None = None
+    session_version: int | None = None
     language: str | None = None
     recorded: bool = False  # this open was recorded already (OPEN_RECORDED_ONCE_WITHIN)
     throttled: bool = False
@@ -132,7 +146,8 @@ _contacts, _customers, _companies, _opens = (Contact.__table__, Customer.__table
                                              LinkOpen.__table__)
 _LINK_FACTS = (
     select(
-        _contacts.c.id, _contacts.c.customer_id, _contacts.c.link_version, _contacts.c.language,
+        _contacts.c.id, _contacts.c.customer_id, _contacts.c.link_version, _contacts.c.session_version,
+        _contacts.c.language,
         _companies.c.link_lifetime_days,
         exists()
         .where(
@@ -170,15 +185,15 @@ def check_link(session: Session | Connection, secret: str, token: str, ip: str |
     if row is None:
         throttled = throttle.is_blocked(session, rule.key, rule.limit, rule.window_seconds)
         return LinkFacts(LinkProblem.invalid, throttled=throttled)
-    if row.throttled:
-        return LinkFacts(None, throttled=True)
     facts = {"contact_id": row.id, "customer_id": row.customer_id, "link_version": row.link_version,
-             "language": row.language}
+             "session_version": row.session_version, "language": row.language}
     assert isinstance(payload, dict)
     problem = _lapsed(payload, signed_at, row.link_version, row.link_lifetime_days)
-    if problem is not None:
-        return LinkFacts(problem, **facts)
-    return LinkFacts(None, recorded=bool(row.recorded), **facts)
+    if problem is None:  # a good link always opens: debtors behind one proxy must not lock each other out
+        return LinkFacts(None, recorded=bool(row.recorded), **facts)
+    if row.throttled:
+        return LinkFacts(None, throttled=True)
+    return LinkFacts(problem, **facts)
 
 
 def _contact_id(payload: object) -> int | None:

@@ -135,3 +135,18 @@ def notify_promise_broken(session: Session, promise: PromiseToPay, *, base_url: 
     assert customer is not None
     return _tell_staff_of_promise(session, promise, customer, event="broken", base_url=base_url,
                                   templates=templates)
+
+
+def notify_login_failures(session: Session, user: User, *, failures: int, ip: str, language: str,
+                          templates: Any) -> OutboxMessage:
+    """Tell a staff user its account saw repeated failed sign-ins (the last one from `ip`)."""
+    context = {"email": user.email, "failures": failures, "ip": ip}
+    message = OutboxMessage(
+        kind="login_failures", to_address=user.email,
+        subject=templates.render_string("email/login_failures_subject.txt", context, language).strip(),
+        body_text=templates.render_string("email/login_failures.txt", context, language),
+        body_html=templates.render_string("email/login_failures.html", context, language),
+    )
+    session.add(message)
+    session.flush()
+    return message

@@ -25,7 +25,9 @@ from links import throttle, tokens
 from mail import renewal
 from links.tokens import LinkProblem
 from portal import pdf, statement_view
+from portal import staff_view as staff_views
 from portal.link_opens import OpenRecorder
+from portal.staff_view import STAFF_VIEW_SESSION_KEY
 
 PORTAL_SESSION_KEY = "portal"
 LANGUAGE_SESSION_KEY = "lang"
@@ -37,6 +39,7 @@ class Visit:
     customer: Customer
     company: Company
     language: str
+    staff_view: bool = False  # staff looking, read-only (portal.staff_view)
 
 
 def _sessions(request: Request) -> Any:
@@ -52,23 +55,43 @@ def _visitor_language(request: Request) -> str:
     return i18n.normalize(chosen) if chosen else i18n.negotiate(request.headers.get("accept-language"))
 
 
-def current_visit(request: Request, session: Session) -> Visit | None:
+def current_visit(request: Request, session: Session, *, staff_view: bool = False) -> Visit | None:
     """The debtor's visit from the signed session cookie, re-checked against the database
-    so that revoking links also ends open sessions."""
+    so that revoking links also ends open sessions. `staff_view`: a read-only page, which
+    staff looking as the customer may see too (every other handler never gets their visit)."""
     data = request.session.get(PORTAL_SESSION_KEY)
     if not isinstance(data, dict):
-        return None
+        return _staff_visit(request, session) if staff_view else None
     contact_id = data.get("contact")
     if not isinstance(contact_id, int):
         return None
     # One query for the contact, its customer and company, which every page reads.
     contact = session.get(Contact, contact_id, options=[joinedload(Contact.customer).joinedload(Customer.company)])
-    if contact is None or contact.link_version != data.get("v") or contact.customer_id != data.get("customer"):
+    if (contact is None or contact.link_version != data.get("v") or contact.customer_id != data.get("customer")
+            or contact.session_version != data.get("sv", 1)):  # revoked or signed out since
         request.session.pop(PORTAL_SESSION_KEY, None)
         return None
     customer = contact.customer
     language = request.session.get(LANGUAGE_SESSION_KEY) or contact.language
     return Visit(contact=contact, customer=customer, company=customer.company, language=i18n.normalize(language))
+
+
+def _staff_visit(request: Request, session: Session) -> Visit | None:
+    if STAFF_VIEW_SESSION_KEY not in request.session:
+        return None
+    contact = staff_views.viewed_contact(session, request.session.get(STAFF_VIEW_SESSION_KEY))
+    if contact is None:
+        request.session.pop(STAFF_VIEW_SESSION_KEY, None)
+        return None
+    customer = contact.customer
+    language = request.session.get(LANGUAGE_SESSION_KEY) or contact.language
+    return Visit(contact=contact, customer=customer, company=customer.company, language=i18n.normalize(language),
+                 staff_view=True)
+
+
+def in_staff_view(request: Request) -> bool:
+    """Staff look at the portal as a customer (and are no debtor signed in): nothing may change."""
+    return STAFF_VIEW_SESSION_KEY in request.session and PORTAL_SESSION_KEY not in request.session
 
 
 def _message(
@@ -92,6 +115,13 @@ def _t(language: str, message: str) -> str:
 
 def session_required(request: Request) -> Response:
     language = _visitor_language(request)
+    if in_staff_view(request):
+        return _message(
+            request, language, _t(language, "Read-only view"),
+            _t(language, "You are looking at this account as the customer sees it: nothing can be changed "
+                         "or sent from this view."),
+            403,
+        )
     return _message(
         request,
         language,
@@ -182,6 +212,7 @@ async def open_link(request: Request) -> Response:
         "contact": check.contact_id,
         "customer": check.customer_id,
         "v": check.link_version,
+        "sv": check.session_version,
     }
     # 303 to a clean URL: the token leaves the address bar, history and Referer headers.
     return RedirectResponse("/portal", status_code=303, headers={"Cache-Control": "no-store"})
@@ -252,19 +283,21 @@ DebtorHandler = Callable[[Request, Session, Visit], Response]
 
 def debtor_page(handler: DebtorHandler) -> Callable[[Request], Response]:
     """Runs `handler` inside a unit of work for the signed-in debtor, or asks for the link."""
-    return _debtor_endpoint(handler, _sessions)
+    return _debtor_endpoint(handler, _sessions, staff_view=False)
 
 
 def debtor_view(handler: DebtorHandler) -> Callable[[Request], Response]:
-    """`debtor_page` for a handler that only reads (see make_sessionmaker's `write`)."""
-    return _debtor_endpoint(handler, _read_sessions)
+    """`debtor_page` for a handler that only reads (see make_sessionmaker's `write`); staff
+    looking as the customer see these pages, and only these."""
+    return _debtor_endpoint(handler, _read_sessions, staff_view=True)
 
 
-def _debtor_endpoint(handler: DebtorHandler, sessions: Callable[[Request], Any]) -> Callable[[Request], Response]:
+def _debtor_endpoint(handler: DebtorHandler, sessions: Callable[[Request], Any], *,
+                     staff_view: bool) -> Callable[[Request], Response]:
     @functools.wraps(handler)
     def endpoint(request: Request) -> Response:
         with unit_of_work(sessions(request)) as session:
-            visit = current_visit(request, session)
+            visit = current_visit(request, session, staff_view=staff_view)
             if visit is None:
                 return session_required(request)
             return handler(request, session, visit)
@@ -373,6 +406,8 @@ def sign_out(request: Request) -> Response:
     with unit_of_work(_sessions(request)) as session:
         visit = current_visit(request, session)
         language = visit.language if visit else _visitor_language(request)
+        if visit is not None:  # ends it on the server too: a copy of the cookie stops working
+            visit.contact.session_version += 1
     request.session.clear()
     return _message(
         request,

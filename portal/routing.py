@@ -2,7 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from typing import Any, Callable
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
 from portal import disputes, pay, pay_card, pay_gocardless
 from portal import routes as statement
 
-routes = [*statement.routes, *pay.routes, *pay_card.routes, *pay_gocardless.routes, *disputes.routes]
+
+def _read_only_in_staff_view(route: BaseRoute) -> BaseRoute:
+    """A route that takes POSTs refuses them while staff look as the customer: the view is read-only."""
+    if not isinstance(route, Route) or "POST" not in (route.methods or set()):
+        return route
+    endpoint: Callable[[Request], Any] = route.endpoint
+
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        if statement.in_staff_view(request):
+            return statement.session_required(request)
+        if asyncio.iscoroutinefunction(endpoint):
+            return await endpoint(request)
+        return await run_in_threadpool(endpoint, request)
+
+    return Route(route.path, guarded, methods=sorted(route.methods or ()), name=route.name)
+
+
+routes = [_read_only_in_staff_view(route) for route in
+          (*statement.routes, *pay.routes, *pay_card.routes, *pay_gocardless.routes, *disputes.routes)]

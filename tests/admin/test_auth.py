@@ -30,14 +30,34 @@ def test_wrong_password_unknown_email_and_inactive_all_fail_alike(session):
     assert auth.current_user(session, {"user": user.id, "pw": auth.fingerprint(user)}) is None
 
 
-def test_email_throttle_blocks_even_the_right_password_until_the_window_passes(session):
+def test_one_address_guessing_waits_but_the_user_elsewhere_signs_in(session):
     make_user(session, "a@example.com")
-    for _ in range(auth.EMAIL_FAILURE_LIMIT):
+    for _ in range(auth.PAIR_FAILURE_LIMIT):
         assert not auth.authenticate(session, "a@example.com", "nope nope nope", "1.1.1.1").ok
-    blocked = auth.authenticate(session, "a@example.com", PASSWORD, "2.2.2.2")
+    blocked = auth.authenticate(session, "a@example.com", PASSWORD, "1.1.1.1")
     assert blocked.blocked and 0 < blocked.retry_after <= auth.WINDOW_SECONDS + 1
+    assert auth.authenticate(session, "a@example.com", PASSWORD, "2.2.2.2").ok  # never locked out
     clock.set(clock.now() + timedelta(seconds=auth.WINDOW_SECONDS))
-    assert auth.authenticate(session, "a@example.com", PASSWORD, "2.2.2.2").ok
+    assert auth.authenticate(session, "a@example.com", PASSWORD, "1.1.1.1").ok
+
+
+def test_past_the_account_ceiling_each_address_gets_one_guess_and_a_fresh_one_still_signs_in(session):
+    make_user(session, "a@example.com")
+    for n in range(auth.ACCOUNT_CEILING):  # a botnet, one guess per address
+        assert not auth.authenticate(session, "a@example.com", "nope nope nope", f"10.0.0.{n}").ok
+    assert not auth.authenticate(session, "a@example.com", "still guessing", "10.0.1.1").ok
+    assert auth.authenticate(session, "a@example.com", "another guess", "10.0.1.1").blocked
+    assert auth.authenticate(session, "a@example.com", PASSWORD, "10.0.0.1").blocked  # an address that failed
+    assert auth.authenticate(session, "a@example.com", PASSWORD, "192.0.2.7").ok  # a fresh one
+
+
+def test_repeated_failures_call_the_alert_once_per_window(session):
+    user = make_user(session, "a@example.com")
+    alerts: list[tuple[int, int]] = []
+    for n in range(auth.ACCOUNT_CEILING + 3):
+        auth.authenticate(session, "a@example.com", "nope nope nope", f"10.0.0.{n}",
+                          on_repeated_failures=lambda u, count: alerts.append((u.id, count)))
+    assert alerts == [(user.id, auth.ALERT_AT)]
 
 
 def test_ip_throttle_counts_across_emails(session):

@@ -323,3 +323,41 @@ def test_bad_query_parameters_fall_back_to_defaults(new_client, many) -> None:  
         response = client.get("/admin/customers", params=params)
         assert response.status_code == 200 and names(response.text)[0] == "Mine Industries"
     assert names(client.get("/admin/customers", params={"page": "99"}).text) == []
+
+
+@pytest.mark.parametrize("email", ["reader@north.test", "boss@north.test", "admin@x.test"])
+def test_the_timeline_never_shows_a_working_magic_link(new_client, session: Session, book, email: str) -> None:  # type: ignore[no-untyped-def]
+    assert post(signed_in(new_client, "anne@north.test"), book["mine"], "send-link").status_code == 303
+    assert post(signed_in(new_client, "anne@north.test"), book["mine"], "remind").status_code == 303
+    sent = [re.search(r"/p/(\S+)", m.body_text) for m in session.scalars(select(OutboxMessage))]
+    assert len(sent) == 2 and all(sent)
+    page = signed_in(new_client, email).get(f"/admin/customers/{book['mine'].id}")
+    assert page.status_code == 200
+    for link in sent:
+        assert link is not None and link.group(1) not in page.text
+    assert page.text.count(tokens.MASKED_LINK) == 2
+
+
+def test_a_manager_views_the_portal_as_the_customer_read_only_and_audited(new_client, session: Session, book) -> None:  # type: ignore[no-untyped-def]
+    for email, status in (("anne@north.test", 403), ("boss@south.test", 404)):
+        assert post(signed_in(new_client, email), book["mine"], "view-as-customer").status_code == status, email
+    boss = signed_in(new_client, "boss@north.test")
+    assert 'action="/admin/customers/%d/view-as-customer"' % book["mine"].id in boss.get(
+        f"/admin/customers/{book['mine'].id}").text
+    response = post(boss, book["mine"], "view-as-customer")
+    assert response.status_code == 303 and response.headers["location"] == "/portal"
+    portal = boss.get("/portal")
+    assert portal.status_code == 200 and "N-1" in portal.text and "lecture seule" in portal.text  # the contact's French
+    assert boss.get("/admin").status_code == 200  # still signed in to the back-office
+    event = session.scalar(select(AuditEvent).where(AuditEvent.action == "portal.viewed_as_customer"))
+    assert event is not None and event.actor == "boss@north.test" and event.customer_id == book["mine"].id
+    token = re.search(r'name="csrf_token" value="([^"]+)"', portal.text)
+    assert token is not None
+    for path in ("/portal/sign-out", "/portal/requests/new", "/portal/promises/new", "/portal/pay/summary",
+                 "/portal/language"):
+        refused = boss.post(path, data={"csrf_token": token.group(1), "lang": "en"}, follow_redirects=False)
+        assert refused.status_code == 403 and "Read-only view" in refused.text, path  # the reader's language
+    assert boss.get("/portal/requests").status_code == 403  # a page that writes as it shows
+    assert session.scalar(select(func.count()).select_from(Dispute)) == 0
+    boss.post("/admin/logout", data={"csrf_token": token.group(1)})
+    assert boss.get("/portal").status_code == 401  # signing out of the back-office ends the view

@@ -327,9 +327,9 @@ def _rates(session: Session) -> list[tuple[str, str, str, date]]:
     return [(r.base, r.quote, r.rate, r.valid_on) for r in session.query(FxRate).order_by(FxRate.valid_on, FxRate.rate)]
 
 
-def test_a_manager_adds_a_rate_and_imports_a_file(session, client):
+def test_an_admin_adds_a_rate_and_imports_a_file(session, client):
     factories.company(session, "ALPHA")
-    make_user(session, "m@example.com", "manager", ["ALPHA"])
+    make_user(session, "m@example.com", "admin")
     login(client, "m@example.com")
     page = client.get("/admin/fx", headers={"Accept-Language": "en"})
     assert page.status_code == 200 and "No exchange rate yet" in page.text and "style=" not in page.text
@@ -370,8 +370,8 @@ def test_a_bad_file_reports_its_lines_in_french_and_changes_nothing(session, cli
     assert _rates(session) == []
 
 
-@pytest.mark.parametrize("role", ["collector", "viewer"])
-def test_collectors_and_viewers_read_rates_but_cannot_change_them(session, client, role):
+@pytest.mark.parametrize("role", ["manager", "collector", "viewer"])
+def test_only_admins_change_the_shared_rates_the_others_read_them(session, client, role):
     factories.company(session, "ALPHA")
     session.add(FxRate(base="EUR", quote="USD", rate="1.1", valid_on=date(2026, 11, 1)))
     session.commit()

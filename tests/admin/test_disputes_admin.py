@@ -193,7 +193,8 @@ def customer_invoice(session: Session, customer) -> int:  # type: ignore[no-unty
     return session.scalar(select(Invoice.id).where(Invoice.customer_id == customer.id))
 
 
-def test_promises_page_settles_and_lists_due_and_broken(client: TestClient, session: Session, book) -> None:  # type: ignore[no-untyped-def]
+def test_the_promises_page_only_reads_and_the_worker_settles(client: TestClient, session: Session, book,  # type: ignore[no-untyped-def]
+                                                             session_factory, settings: Settings, smtp_server) -> None:
     customer = book["mine"].invoices[0].customer
     due = factories.invoice(session, customer, number="F-DUE")
     late = factories.invoice(session, customer, number="F-LATE")
@@ -205,6 +206,15 @@ def test_promises_page_settles_and_lists_due_and_broken(client: TestClient, sess
     login(client, "anne@north.test")
     page = client.get("/admin/promises").text
     assert "F-DUE" in page and "F-LATE" in page
+    session.expire_all()  # opening a page changes nothing and emails nobody
+    assert session.get(PromiseToPay, old.id).status == "pending"
+    assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
+    from dataclasses import replace
+
+    from encours import worker
+
+    report = worker.run_once(replace(settings, smtp_url=smtp_server.url), session_factory)
+    assert report.promises_broken == 1
     session.expire_all()
     assert session.get(PromiseToPay, old.id).status == "broken"
     statuses = dict(session.execute(select(PromiseToPay.id, PromiseToPay.status)).all())

@@ -62,13 +62,13 @@ RECORD_PARAMS: dict[str, Callable[[Book], object]] = {
 COMPANY_PARAMS: dict[str, Callable[[Book], object]] = {
     "scenario_id": lambda b: b.records["scenario"].id,
     "run_id": lambda b: b.records["run"].id,
+    "event_id": lambda b: b.records["webhook_event"].id,  # a provider event naming NORTH's payment
 }
 # Path parameter -> a record that belongs to no company's customers (admin pages, global logs):
 # only the anonymous, viewer and admin-only checks apply.
 OTHER_PARAMS: dict[str, Callable[[Book], object]] = {
     "user_id": lambda b: b.records["user"].id,
     "code": lambda b: "NORTH",
-    "event_id": lambda b: b.records["webhook_event"].id,
 }
 
 
@@ -119,12 +119,13 @@ def book(session: Session, settings: Settings) -> Book:
     customer = factories.customer(session, north, ref="C-NORTH", collector_id=users["collector"].id)
     invoice = factories.invoice(session, customer, number="F-NORTH")
     payment = Payment(customer_id=customer.id, provider="bank_transfer", method="bank_transfer",
-                      amount_minor=100_00, currency="EUR", status="succeeded")
+                      amount_minor=100_00, currency="EUR", status="succeeded", provider_ref="BT-MATRIX")
     session.add(payment)
     case = disputes.open_case(session, customer=customer, contact=customer.primary_contact, invoice_ids=[invoice.id],
                               reason_code="quality", message="wrong", uploads=[Upload("proof.pdf", PDF)],
                               storage=FileStorage(settings.storage_dir))
-    event = WebhookEvent(provider="stripe", event_id="evt_matrix", event_type="payment_intent.succeeded", body="{}")
+    event = WebhookEvent(provider="stripe", event_id="evt_matrix", event_type="payment_intent.succeeded",
+                         body='{"data": {"object": {"id": "BT-MATRIX"}}}')
     session.add(event)
     scenario = ensure_default_scenario(session, north)
     run = ReminderRun(company_id=north.id, run_date=date(2026, 11, 25), finished_at=datetime(2026, 11, 25, 8, tzinfo=timezone.utc))

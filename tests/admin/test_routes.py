@@ -4,7 +4,10 @@ from datetime import timedelta
 
 import pytest
 
+from sqlalchemy import select
+
 from admin import auth
+from ledger.models import OutboxMessage
 from kernel.clock import clock
 from tests import factories
 from tests.admin.conftest import PASSWORD, csrf_from, login, make_user
@@ -80,19 +83,24 @@ def test_login_post_without_csrf_is_refused(session, client):
     assert client.get("/admin", follow_redirects=False).status_code == 303
 
 
-def test_throttled_per_email_with_retry_after(session, new_client):
+def test_failures_from_elsewhere_never_lock_the_user_out_and_the_user_is_told(session, new_client):
     make_user(session, "boss@example.com")
-    for n in range(auth.EMAIL_FAILURE_LIMIT):
-        # from different addresses: the account is protected whoever tries
-        assert login(new_client(f"10.0.0.{n}"), "boss@example.com", "wrong password").status_code == 401
-    browser = new_client("10.0.1.1")
-    response = login(browser, "boss@example.com", PASSWORD)
+    attacker = new_client("203.0.113.5")
+    for _ in range(auth.PAIR_FAILURE_LIMIT):
+        assert login(attacker, "boss@example.com", "wrong password").status_code == 401
+    response = login(attacker, "boss@example.com", PASSWORD)
     assert response.status_code == 429
     assert 0 < int(response.headers["Retry-After"]) <= auth.WINDOW_SECONDS + 1
     assert "Too many attempts" in response.text or "Trop de tentatives" in response.text
-    assert client_is_out(browser)
+    assert client_is_out(attacker)
+    for n in range(auth.ACCOUNT_CEILING):  # and from many more addresses
+        assert login(new_client(f"10.0.0.{n}"), "boss@example.com", "wrong password").status_code == 401
+    assert login(new_client("10.0.1.1"), "boss@example.com", PASSWORD).status_code == 303
+    alerts = list(session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "login_failures")))
+    assert [m.to_address for m in alerts] == ["boss@example.com"]
+    assert "203.0.113.5" in alerts[0].body_text and str(auth.ALERT_AT) in alerts[0].body_text
     clock.set(clock.now() + timedelta(seconds=auth.WINDOW_SECONDS + 1))
-    assert login(browser, "boss@example.com", PASSWORD).status_code == 303
+    assert login(attacker, "boss@example.com", PASSWORD).status_code == 303
 
 
 def test_throttled_per_ip(session, new_client):
@@ -115,6 +123,17 @@ def test_logout(session, client):
     response = client.post("/admin/logout", data={"csrf_token": csrf_from(home.text)}, follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"] == "/admin/login"
     assert client_is_out(client)
+
+
+def test_logout_ends_the_session_on_the_server_so_a_copied_cookie_stops_working(session, client, new_client):
+    make_user(session, "boss@example.com")
+    login(client, "boss@example.com")
+    thief = new_client("198.51.100.66")
+    thief.cookies.update(client.cookies)  # the cookie, copied before the sign-out
+    assert thief.get("/admin", follow_redirects=False).status_code == 200
+    client.post("/admin/logout", data={"csrf_token": csrf_from(client.get("/admin").text)})
+    assert client_is_out(thief)
+    assert login(client, "boss@example.com").status_code == 303  # signing in again works
 
 
 def test_login_required(client):

@@ -87,8 +87,8 @@ def test_roles_admin_and_managers_edit_others_read(session: Session, client: Tes
     login(viewer, "viewer@example.com")
     page = viewer.get(f"/admin/scenarios/{scenario.id}")
     assert page.status_code == 200 and "<fieldset disabled" in page.text and "Save the scenario" not in page.text
-    # Readers preview the saved texts with a plain GET form instead of the live preview.
-    assert "hx-post" not in page.text and 'name="step"' in page.text
+    # Readers read the texts; rendering them (the preview) is for those who may edit.
+    assert "/preview" not in page.text and 'name="step"' not in page.text and 'id="preview"' not in page.text
     refused = viewer.post(f"/admin/scenarios/{scenario.id}", data={**data, "csrf_token": csrf_from(page.text)})
     assert refused.status_code == 403
 
@@ -292,3 +292,61 @@ def test_dry_run_page_says_what_would_go_to_whom_and_why_skipped(session: Sessio
     assert "Reminders paused by staff" in page.text and "PAUSED" in page.text
     assert session.scalars(select(OutboxMessage)).all() == []
     assert client.get("/admin/scenarios/runs/preview?company=ACME&date=25/11").status_code == 400
+
+
+def test_preview_is_for_those_who_may_edit_and_works_without_htmx(session: Session, client: TestClient,
+                                                                  app: Any) -> None:
+    company, scenario = _setup(session)
+    customer = factories.customer(session, company, language="en")
+    factories.invoice(session, customer, 1234_56, number="INV-7", due_date=TODAY - timedelta(days=20))
+    session.commit()
+    make_user(session)
+    make_user(session, "anne@example.com", "collector", [company.code])
+    make_user(session, "boss@example.com", "manager", [company.code])
+    login(client, "admin@example.com")
+    data = _form(client, scenario)
+    data.update({"step-2-subject_en": "Hello {{ customer.name }}", "preview_step": "2",
+                 "preview_customer": str(customer.id)})
+    full = client.post(f"/admin/scenarios/{scenario.id}/preview", data=data)  # no HX-Request
+    assert full.status_code == 200 and "<html" in full.text and "INV-7" in full.text
+    assert "HX-Request" in full.headers["vary"]
+    for email, status in (("anne@example.com", 403), ("boss@example.com", 200)):
+        with TestClient(app, base_url="http://testserver") as other:
+            login(other, email)
+            page = other.get("/admin/scenarios")
+            data["csrf_token"] = csrf_from(page.text)
+            answer = other.post(f"/admin/scenarios/{scenario.id}/preview", data=data,
+                                headers={"HX-Request": "true"})
+            assert answer.status_code == status, email
+            if email == "anne@example.com":
+                assert "INV-7" not in other.get(f"/admin/scenarios/{scenario.id}?customer={customer.id}").text
+
+
+@pytest.mark.parametrize("body, refusal", [
+    ("{% for i in range(100000000) %}x{% endfor %}", "a loop may only go over"),
+    ("{{ range(100000000) }}", "calls are not allowed"),
+    ("{% for a in invoices %}{% for b in invoices %}x{% endfor %}{% endfor %}", "loops inside loops"),
+    ("{{ 'x' * 1000000000 }}", "repetition"),
+    ("{{ 9 ** 999999999 }}", "powers"),
+    ("{% set s = customer.name %}{% set t = s ~ s %}", "may not use another variable"),
+    ("{{ customer.name|center(999999999) }}", "center"),
+    ("{{ customer.name.__class__ }}", "unsafe"),
+])
+def test_a_costly_template_is_refused_on_save_and_in_the_preview(session: Session, client: TestClient,
+                                                                 body: str, refusal: str) -> None:
+    company, scenario = _setup(session)
+    customer = factories.customer(session, company, language="en")
+    factories.invoice(session, customer, 1234_56, number="INV-8", due_date=TODAY - timedelta(days=20))
+    session.commit()
+    make_user(session)
+    login(client, "admin@example.com")
+    data = _form(client, scenario)
+    data.update({"step-2-body_en": body, "preview_step": "2", "preview_customer": str(customer.id),
+                 "preview_language": "en"})
+    token = data["csrf_token"]
+    preview = client.post(f"/admin/scenarios/{scenario.id}/preview", data=data,
+                          headers={"HX-Request": "true", "X-CSRF-Token": token})
+    assert preview.status_code == 200 and refusal in preview.text and "INV-8" not in preview.text
+    saved = client.post(f"/admin/scenarios/{scenario.id}", data=data)
+    assert saved.status_code == 400 and refusal in saved.text
+    assert body not in [b for b, in session.execute(select(ScenarioStep.body_en))]

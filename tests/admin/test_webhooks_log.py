@@ -11,9 +11,10 @@ from ledger.models import Allocation, AuditEvent, Checkout, Invoice, OutboxMessa
 from payments.checkout import create_checkout
 from payments.stripe import handle_event
 from payments.webhooks import process_event, store_event
+from tests import factories
 from tests.admin.conftest import csrf_from
 from tests.admin.staff_book import TODAY, book, cheap_hashes, signed_in, worker_env  # noqa: F401 - fixtures
-from tests.admin.test_invoices_payments import stripe_event
+from tests.admin.test_invoices_payments import paid_by_card, stripe_event
 
 import pytest
 
@@ -58,8 +59,10 @@ def money_state(session: Session) -> tuple:  # type: ignore[type-arg]
     )
 
 
-def test_who_reads_the_log_and_who_replays(new_client, failed_event) -> None:  # type: ignore[no-untyped-def]
-    event, _ = failed_event
+def test_who_reads_the_log_and_who_replays(new_client, session: Session, session_factory, book) -> None:  # type: ignore[no-untyped-def]
+    invoice = session.scalar(select(Invoice).where(Invoice.number == "N-1"))
+    assert invoice is not None
+    _, event = paid_by_card(session, session_factory, book["mine"], invoice, "pi_north")
     for email, reads, replays in (("admin@x.test", 200, True), ("boss@north.test", 200, True),
                                   ("reader@north.test", 200, False), ("anne@north.test", 403, False)):
         client = signed_in(new_client, email)
@@ -96,7 +99,7 @@ def test_the_log_shows_failures_and_filters_them(new_client, session: Session, s
 
 def test_the_detail_pretty_prints_the_raw_body(new_client, failed_event) -> None:  # type: ignore[no-untyped-def]
     event, _ = failed_event
-    page = signed_in(new_client, "boss@north.test").get(f"/admin/webhooks/{event.id}").text
+    page = signed_in(new_client, "admin@x.test").get(f"/admin/webhooks/{event.id}").text
     assert "\n  &#34;data&#34;: {" in page or '\n  "data": {' in page
     assert LATE_INTENT in page and "stripe-signature" in page and "names no checkout of ours" in page
 
@@ -104,7 +107,7 @@ def test_the_detail_pretty_prints_the_raw_body(new_client, failed_event) -> None
 def test_replay_of_a_failed_event_succeeds_once_the_cause_is_fixed(new_client, session: Session, failed_event,  # type: ignore[no-untyped-def]
                                                                    book) -> None:
     event, invoice = failed_event
-    client = signed_in(new_client, "boss@north.test")
+    client = signed_in(new_client, "admin@x.test")
     still = replay(client, event)
     assert still.status_code == 200 and "failed again" in still.text
     session.expire_all()
@@ -124,7 +127,7 @@ def test_replay_of_a_failed_event_succeeds_once_the_cause_is_fixed(new_client, s
     replayed = list(session.scalars(select(AuditEvent).where(AuditEvent.action == "webhook.replayed")
                                     .order_by(AuditEvent.id)))
     assert [(e.actor, (e.after or {}).get("outcome")) for e in replayed] == [
-        ("boss@north.test", "failed"), ("boss@north.test", "processed")]
+        ("admin@x.test", "failed"), ("admin@x.test", "processed")]
 
 
 def test_replaying_a_processed_event_changes_no_money(new_client, session: Session, session_factory, book) -> None:  # type: ignore[no-untyped-def]
@@ -155,3 +158,31 @@ def test_replay_needs_the_csrf_token(new_client, session: Session, failed_event)
     assert client.post(f"/admin/webhooks/{event.id}/replay", data={}).status_code == 403
     session.expire_all()
     assert event.attempts == 1
+
+
+def test_the_log_and_replay_stay_within_the_users_companies(new_client, session: Session, session_factory, book,  # type: ignore[no-untyped-def]
+                                                            failed_event) -> None:
+    unowned, _ = failed_event  # names no checkout of ours: no company's, for admins only
+    north_invoice = session.scalar(select(Invoice).where(Invoice.number == "N-1"))
+    south_invoice = factories.invoice(session, book["far"], total_minor=80_00, number="S-2", due_date=TODAY)
+    session.commit()
+    assert north_invoice is not None
+    _, north = paid_by_card(session, session_factory, book["mine"], north_invoice, "pi_north", "evt_north")
+    _, south = paid_by_card(session, session_factory, book["far"], south_invoice, "pi_south", "evt_south")
+    seen = {"admin@x.test": {"evt_early", "evt_north", "evt_south"}, "boss@north.test": {"evt_north"},
+            "reader@north.test": {"evt_north"}, "boss@south.test": {"evt_south"}}
+    events = {"evt_early": unowned, "evt_north": north, "evt_south": south}
+    for email, visible in seen.items():
+        client = signed_in(new_client, email)
+        log = client.get("/admin/webhooks").text
+        for name, event in events.items():
+            assert (name in log) == (name in visible), (email, name)
+            assert client.get(f"/admin/webhooks/{event.id}").status_code == (200 if name in visible else 404)
+        assert ("1 event failed" in log) == ("evt_early" in visible), email
+    south_boss = signed_in(new_client, "boss@south.test")
+    for event in (north, unowned):
+        assert replay(south_boss, event).status_code == 404
+    session.expire_all()
+    assert north.attempts == 1 and unowned.attempts == 1
+    assert session.scalar(select(func.count()).select_from(AuditEvent)
+                          .where(AuditEvent.action == "webhook.replayed")) == 0

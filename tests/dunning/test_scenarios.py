@@ -93,3 +93,29 @@ def test_save_step_refuses_a_broken_text_and_a_duplicate_offset(session: Session
         save_step(session, scenario, **{**good, "offset_days": 30})
     step = save_step(session, scenario, **good)
     assert step.id is not None and [s.offset_days for s in scenario.steps][-1] == 45
+
+
+def test_every_rendering_stops_at_the_output_limit() -> None:
+    from dunning import template_language
+    from dunning.messages import TEXT_ENV
+
+    # Within the language, yet large: a table repeated per invoice, on a customer with many.
+    template = TEXT_ENV.from_string("{% for row in invoices %}{{ invoices }}{% endfor %}")
+    rows = [{"number": str(n)} for n in range(3000)]
+
+    class Table(list):  # type: ignore[type-arg]
+        def __str__(self) -> str:
+            return "x" * 1000
+
+    with pytest.raises(template_language.TemplateLimit, match="more than"):
+        template.render(invoices=Table(rows))
+
+
+def test_work_that_prints_nothing_is_timed_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dunning import template_language
+    from dunning.messages import TEXT_ENV
+
+    monkeypatch.setattr(template_language, "MAX_RENDER_SECONDS", 0.0)  # already past the deadline
+    template = TEXT_ENV.from_string("{% for row in invoices %}{% if row.number %}{% endif %}{% endfor %}")
+    with pytest.raises(template_language.TemplateLimit, match="seconds"):
+        template.render(invoices=[{"number": "1"}])

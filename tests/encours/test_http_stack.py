@@ -218,3 +218,57 @@ def test_webhooks_get_no_session_and_no_csrf_check(session: Session, client: Tes
     _assert_hardened(response, "webhook")
     refused = client.post("/webhooks/stripe", content=payload, headers={"Stripe-Signature": "t=1,v1=00"})
     assert refused.status_code == 400  # the provider's signature is the check, not a CSRF token
+
+
+def test_an_oversized_webhook_is_refused_before_it_is_read(session: Session, client: TestClient) -> None:
+    from sqlalchemy import func, select
+
+    from encours.app import BODY_LIMITS
+    from ledger.models import WebhookEvent
+
+    body = b"{" + b" " * BODY_LIMITS["/webhooks/"] + b"}"
+    response = client.post("/webhooks/stripe", content=body, headers={"Stripe-Signature": "t=1,v1=00"})
+    assert response.status_code == 413 and "1 MiB" in response.text
+    assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 0
+
+
+def test_a_streamed_body_is_cut_at_its_limit_whatever_its_length_said(client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(3):
+            yield b"x" * (512 * 1024)
+
+    response = client.post("/portal/language", content=chunks(), headers={"content-type": "text/plain"})
+    assert response.status_code == 413
+    assert client.post("/portal/language", content=b"x" * (2 * 1024 * 1024)).status_code == 413
+
+
+def test_body_limits_by_prefix_the_longest_first() -> None:
+    from kernel.body_limit import MIB, BodyLimitMiddleware
+
+    seen: list[int] = []
+
+    async def echo(scope, receive, send):  # type: ignore[no-untyped-def]
+        size, more = 0, True
+        while more:
+            message = await receive()
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        seen.append(size)
+        await PlainTextResponse(str(size))(scope, receive, send)
+
+    limited = BodyLimitMiddleware(echo, {"/up": 2 * MIB, "/up/small": 10}, default=100)
+    client = TestClient(limited)
+    assert client.post("/up/big", content=b"x" * MIB).status_code == 200
+    assert client.post("/up/small", content=b"x" * 11).status_code == 413
+    assert client.post("/form", content=b"x" * 100).status_code == 200
+    assert client.post("/form", content=iter([b"x" * 60, b"x" * 60])).status_code == 413
+    assert seen == [MIB, 100]  # the refused bodies never reached the app whole
+
+
+def test_hsts_is_sent_when_the_base_url_is_https(settings: Settings, session_factory: sessionmaker[Session]) -> None:
+    plain = TestClient(create_app(settings, sessions=session_factory), base_url="http://testserver")
+    assert "strict-transport-security" not in plain.get("/healthz").headers
+    secure = create_app(replace(settings, base_url="https://pay.example.com"), sessions=session_factory)
+    response = TestClient(secure, base_url="https://testserver").get("/admin/login")
+    assert response.headers["strict-transport-security"].startswith("max-age=31536000")
+    assert "strict-transport-security" in TestClient(secure, base_url="https://testserver").get("/nowhere").headers

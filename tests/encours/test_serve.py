@@ -59,3 +59,29 @@ def test_stripe_keys_without_webhook_secret_refuse_to_start_in_one_line(tmp_path
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "STRIPE_WEBHOOK_SECRET" in lines[0]
+
+
+def test_the_access_log_never_shows_a_magic_link_token(tmp_path: Path) -> None:
+    env = _env(tmp_path, ENCOURS_SECRET_KEY="s" * 32)
+    subprocess.run([ENCOURS, "db", "upgrade"], env=env, check=True, capture_output=True)
+    port = _free_port()
+    server = subprocess.Popen([ENCOURS, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    token = "eyJjIjoxLCJ2IjoxfQ.aSecretStamp.aSecretSignature"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{port}/p/{token}?utm=1", timeout=5).status_code == 400
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=10)
+    logged = out.decode() + err.decode()
+    assert "GET /p/[token]?utm=1" in logged and "/healthz" in logged
+    assert "aSecret" not in logged

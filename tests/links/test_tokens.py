@@ -81,8 +81,14 @@ def test_check_link_reads_the_links_facts_and_the_throttle_in_one_go(session: Se
     assert not tokens.check_link(connection, TEST_SECRET, token, "192.0.2.7", "Browser", RULE).recorded
     for _ in range(RULE.limit):
         throttle.record_failure(session, RULE.key, RULE.window_seconds)
-    blocked = tokens.check_link(connection, TEST_SECRET, token, "192.0.2.7", "Mail client", RULE)
-    assert blocked.throttled and not blocked.ok  # even a good link, from that client
+    good = tokens.check_link(connection, TEST_SECRET, token, "192.0.2.7", "Mail client", RULE)
+    assert good.ok and not good.throttled  # a good link always opens, even from that client
+    contact.link_version += 1  # a revoked link from a throttled client
+    session.flush()
+    revoked = tokens.check_link(connection, TEST_SECRET, token, "192.0.2.7", None, RULE)
+    assert revoked.throttled and not revoked.ok
+    contact.link_version -= 1
+    session.flush()
     bad = tokens.check_link(connection, TEST_SECRET, token[:-2], "192.0.2.7", None, RULE)
     assert bad.throttled and bad.problem is LinkProblem.invalid
     other = tokens.ThrottleRule("link:192.0.2.8", RULE.limit, RULE.window_seconds)

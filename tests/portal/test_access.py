@@ -120,12 +120,33 @@ def test_repeated_bad_tokens_are_throttled(session: Session, client: TestClient,
         assert client.get("/p/not-a-real-token").status_code == 400
     refused = client.get("/p/not-a-real-token")
     assert refused.status_code == 429 and "retry-after" in refused.headers
-    # Even a good link waits out the window from that client...
+    # A good link still opens from that client: debtors behind one proxy never lock each other out.
     good = tokens.make_token(TEST_SECRET, customer.primary_contact)
-    assert client.get(f"/p/{good}", follow_redirects=False).status_code == 429
-    # ...and works again once it has passed.
-    clock.set(clock.now() + timedelta(seconds=settings.link_throttle_window_seconds + 1))
     assert client.get(f"/p/{good}", follow_redirects=False).status_code == 303
+    assert client.get("/p/not-a-real-token").status_code == 429
+    clock.set(clock.now() + timedelta(seconds=settings.link_throttle_window_seconds + 1))
+    assert client.get("/p/not-a-real-token").status_code == 400
+
+
+def test_the_throttle_counts_the_forwarded_client_only_behind_a_trusted_proxy(session: Session,
+                                                                             session_factory) -> None:
+    from dataclasses import replace
+
+    from encours.app import create_app
+    from kernel.settings import load_settings
+
+    settings = replace(load_settings({"ENCOURS_SECRET_KEY": TEST_SECRET, "ENCOURS_BASE_URL": "http://testserver",
+                                      "ENCOURS_FORWARDED_ALLOW_IPS": "10.0.0.1"}))
+    app = create_app(settings, sessions=session_factory)
+    proxy = TestClient(app, base_url="http://testserver", client=("10.0.0.1", 4000))
+    stranger = TestClient(app, base_url="http://testserver", client=("198.51.100.3", 4000))
+    for _ in range(settings.link_throttle_max):
+        assert proxy.get("/p/bad", headers={"X-Forwarded-For": "203.0.113.1"}).status_code == 400
+    assert proxy.get("/p/bad", headers={"X-Forwarded-For": "203.0.113.1"}).status_code == 429
+    assert proxy.get("/p/bad", headers={"X-Forwarded-For": "203.0.113.2"}).status_code == 400  # another debtor
+    for _ in range(settings.link_throttle_max):  # an untrusted peer's header is ignored: counted as itself
+        stranger.get("/p/bad", headers={"X-Forwarded-For": "203.0.113.99"})
+    assert proxy.get("/p/bad", headers={"X-Forwarded-For": "198.51.100.3"}).status_code == 429
 
 
 def test_other_customers_invoices_and_pdfs_are_404_for_every_id(session: Session, client: TestClient) -> None:
@@ -189,3 +210,16 @@ def test_sign_out_ends_the_session(session: Session, client: TestClient) -> None
     token = csrf_from(client.get("/portal").text)
     assert client.post("/portal/sign-out", data={"csrf_token": token}).status_code == 200
     assert client.get("/portal").status_code == 401
+
+
+def test_sign_out_ends_the_session_on_the_server_but_keeps_the_emailed_link(session: Session, client: TestClient,
+                                                                           app) -> None:
+    customer = factories.customer(session, factories.company(session))
+    login(client, customer)
+    with TestClient(app, base_url="http://testserver") as thief:
+        thief.cookies.update(client.cookies)  # the cookie, copied before the sign-out
+        assert thief.get("/portal").status_code == 200
+        client.post("/portal/sign-out", data={"csrf_token": csrf_from(client.get("/portal").text)})
+        assert thief.get("/portal").status_code == 401
+    login(client, customer)  # the link the debtor was sent still opens
+    assert client.get("/portal").status_code == 200
