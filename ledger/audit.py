@@ -16,6 +16,7 @@ from ledger.models import AuditEvent, Customer
 ACTION_LABELS: dict[str, str] = {
     "checkout.mandate_set_up": N_("Direct debit mandate set up at checkout"),
     "checkout.mandate_ended": N_("Direct debit mandate ended before collection"),
+    "company.dispute_reasons_changed": N_("Dispute reasons changed"),
     "company.settings_changed": N_("Company settings changed"),
     "credit.applied": N_("Credit applied to a payment"),
     "customer.collector_assigned": N_("Collector assigned"),

@@ -30,7 +30,6 @@ def storage(tmp_path: Path) -> FileStorage:
 @pytest.fixture
 def book(session: Session):  # type: ignore[no-untyped-def]
     company = factories.company(session)
-    disputes.ensure_default_reasons(session, company)
     customer = factories.customer(session, company)
     first = factories.invoice(session, customer, total_minor=1000_00, due_date=date(2026, 11, 1))
     second = factories.invoice(session, customer, total_minor=500_00, due_date=date(2026, 12, 20))
