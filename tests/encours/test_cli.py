@@ -17,6 +17,7 @@ import encours.cli
 from kernel.clock import clock
 from kernel.db import make_engine, upgrade
 from admin.staff_accounts import check_password
+from ledger.disputes import DEFAULT_REASONS, active_reasons
 from ledger.models import Company, Contact, Customer, User
 from links import tokens
 from links.tokens import LinkProblem
@@ -218,6 +219,9 @@ def test_upgrade_then_create_a_company(run_fresh: Cli, fresh_url: str) -> None:
         company = session.query(Company).filter_by(code="ACME").one()
         assert (company.name, company.base_currency, company.country, company.timezone) == (
             "Acme SAS", "EUR", "FR", "Europe/Paris")
+        # Its debtors can dispute from day one: the company comes with the default reasons.
+        reasons = active_reasons(session, company.id)
+        assert [r.code for r in reasons] == [code for code, _fr, _en in DEFAULT_REASONS]
     engine.dispose()
 
 
