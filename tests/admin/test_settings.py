@@ -108,6 +108,8 @@ def test_jpeg_logo_is_accepted(admin_client: TestClient, session: Session, north
     ("brand_color", "red", "is not a colour like #1d4f91"),
     ("brand_color", "#12345g", "is not a colour like #1d4f91"),
     ("iban", "FR76 3000 6000 0112 3456 7890 188", "is not a valid IBAN"),
+    # good ISO check digits, but a French IBAN has 27 characters: this one used to be saved
+    ("iban", "FR39 3000 6000 0112 345", "FR39300060000112345 has 19 characters; an IBAN from FR has 27."),
     ("bic", "AGRI", "is not a BIC"),
     ("timezone", "Mars/Olympus", "is not a timezone like Europe/Paris"),
     ("base_currency", "XYZ", "is not a currency code"),
