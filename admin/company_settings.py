@@ -214,7 +214,9 @@ def change_reasons(request: Request, session: Session, staff: Staff, posted: Pos
         else:
             reason_id = form.get("reason_id", "")
             try:
-                reason = dispute_service.find_reason(session, company, int(reason_id) if reason_id.isdigit() else 0)
+                # Bounded: a forged id beyond PostgreSQL's integer range is simply not found.
+                wanted = int(reason_id) if reason_id.isdigit() and len(reason_id) <= 9 else 0
+                reason = dispute_service.find_reason(session, company, wanted)
             except LookupError:
                 raise HTTPException(404) from None
             if action == "rename":
