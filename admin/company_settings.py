@@ -1,6 +1,11 @@
 """Back-office: each company's settings (admin only). Thin: `ledger.companies.update_settings`
 checks every field, applies all-or-nothing and audits before/after.
 
+The company's dispute reasons are managed on the same page by its admins and managers
+(`ledger.disputes`: add, rename, reorder, deactivate; a reason a dispute carries is never
+deleted). A manager, who may not open the rest of the settings, gets the page with that
+section alone (`/admin/settings/{code}/reasons`).
+
 Provider keys are never shown: only whether each method's provider is configured
 (`payments.base.provider_for(method).is_configured(settings)`).
 """
@@ -18,13 +23,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from admin.access import Rejected, Staff, staff_get, staff_post
+from admin.access import Rejected, Staff, forbidden, is_admin, scoped_companies, staff_get, staff_post
 from admin.routes import render
 from kernel import i18n
 from kernel.i18n import N_
 from ledger import companies as company_service
+from ledger import disputes as dispute_service
 from ledger.companies import MAX_LOGO_BYTES, SettingsRejected
-from ledger.models import Company
+from ledger.models import Company, DisputeReason, Role
 from payments.base import UnknownMethod, provider_for
 from payments.bank_transfer import pretty_iban
 from kernel.web import Posted
@@ -102,27 +108,49 @@ def _form_values(company: Company) -> dict[str, str]:
     }
 
 
-@staff_get(admin_only=True)
+def _manages_reasons(staff: Staff) -> bool:
+    return staff.user.role in (Role.admin.value, Role.manager.value)
+
+
+@staff_get
 def index(request: Request, session: Session, staff: Staff) -> Response:
-    rows = list(session.scalars(select(Company).order_by(Company.name, Company.id)))
-    return render(request, "admin/settings_list.html", {"user": staff.user, "rows": rows}, staff.language)
+    """Admins: every company's settings. Managers: their companies, for the dispute reasons."""
+    if not _manages_reasons(staff):
+        return forbidden(request, staff)
+    query = scoped_companies(select(Company), staff.user).order_by(Company.name, Company.id)
+    rows = list(session.scalars(query))
+    return render(request, "admin/settings_list.html", {"user": staff.user, "rows": rows,
+                                                        "reasons_only": not is_admin(staff.user)}, staff.language)
 
 
-def _page(request: Request, staff: Staff, company: Company, *, values: dict[str, str], form: Any = None,
-          errors: list[tuple[str, str, str]] | None = None, status_code: int = 200) -> Response:
-    saved = request.query_params.get("done") == "saved"
+REASON_NOTICES = {
+    "reasons": N_("Dispute reasons saved."),
+    "deleted": N_("The reason was deleted."),
+    "kept": N_("Disputes carry this reason: it was deactivated, not deleted."),
+}
+
+
+def _page(request: Request, session: Session, staff: Staff, company: Company, *, values: dict[str, str], form: Any = None,
+          errors: list[tuple[str, str, str]] | None = None, status_code: int = 200,
+          reasons: list[DisputeReason] | None = None, reason_error: str | None = None,
+          reason_labels: tuple[str, str] = ("", ""), reasons_only: bool = False) -> Response:
+    done = request.query_params.get("done", "")
     return render(request, "admin/settings.html", {
         "user": staff.user, "company": company, "values": values, "errors": errors or [],
-        "error_fields": {f for f, _, _ in errors or []}, "methods": _methods(request, company, staff.language, form),
-        "saved": saved, "max_logo_kb": MAX_LOGO_BYTES // 1024,
+        "error_fields": {f for f, _, _ in errors or []},
+        "methods": [] if reasons_only else _methods(request, company, staff.language, form),
+        "saved": done == "saved", "max_logo_kb": MAX_LOGO_BYTES // 1024,
         "label": lambda field: i18n.gettext(staff.language, FIELD_LABELS[field]),
+        "reasons": reasons if reasons is not None else dispute_service.all_reasons(session, company.id),
+        "reason_notice": i18n.gettext(staff.language, REASON_NOTICES[done]) if done in REASON_NOTICES else None,
+        "reason_error": reason_error, "new_reason": reason_labels, "reasons_only": reasons_only,
     }, staff.language, status_code=status_code)
 
 
 @staff_get(admin_only=True)
 def show(request: Request, session: Session, staff: Staff) -> Response:
     company = _company(session, request.path_params["code"])
-    return _page(request, staff, company, values=_form_values(company))
+    return _page(request, session, staff, company, values=_form_values(company))
 
 
 def _upload(posted: Posted, name: str, limit: int) -> bytes | None:
@@ -143,13 +171,78 @@ def save(request: Request, session: Session, staff: Staff, posted: Posted) -> Re
     except SettingsRejected as rejected:
         errors = [(p.field, i18n.gettext(staff.language, FIELD_LABELS[p.field]),
                    i18n.gettext(staff.language, p.message, **p.values)) for p in rejected.problems]
-        raise Rejected(_page(request, staff, company, values=form, form=form, errors=errors,
+        raise Rejected(_page(request, session, staff, company, values=form, form=form, errors=errors,
                              status_code=400)) from None
     return RedirectResponse(f"/admin/settings/{company.code}?done=saved", status_code=303)
+
+
+def _reasons_company(session: Session, staff: Staff, code: str) -> Company:
+    """The company, if this admin or manager may manage its reasons; 404 otherwise (a manager of
+    another company learns nothing of it)."""
+    company = session.scalar(scoped_companies(select(Company).where(Company.code == code), staff.user))
+    if company is None:
+        raise HTTPException(404)
+    return company
+
+
+def _reasons_page(request: Request, session: Session, staff: Staff, company: Company, **extra: Any) -> Response:
+    if is_admin(staff.user):
+        return _page(request, session, staff, company, values=_form_values(company), **extra)
+    return _page(request, session, staff, company, values={}, reasons_only=True, **extra)
+
+
+@staff_get
+def reasons(request: Request, session: Session, staff: Staff) -> Response:
+    if not _manages_reasons(staff):
+        return forbidden(request, staff)
+    return _reasons_page(request, session, staff, _reasons_company(session, staff, request.path_params["code"]))
+
+
+@staff_post
+def change_reasons(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    """One change to the list: `action` is add, rename, up, down, activate, deactivate or delete."""
+    if not _manages_reasons(staff):
+        return forbidden(request, staff)
+    company = _reasons_company(session, staff, request.path_params["code"])
+    form = {key: value[:2000] for key, value in posted.form.items() if isinstance(value, str)}
+    action, actor = form.get("action", ""), staff.user.email
+    label_fr, label_en = form.get("label_fr", ""), form.get("label_en", "")
+    done = "reasons"
+    try:
+        if action == "add":
+            dispute_service.add_reason(session, company, label_fr=label_fr, label_en=label_en, actor=actor)
+        else:
+            reason_id = form.get("reason_id", "")
+            try:
+                # Bounded: a forged id beyond PostgreSQL's integer range is simply not found.
+                wanted = int(reason_id) if reason_id.isdigit() and len(reason_id) <= 9 else 0
+                reason = dispute_service.find_reason(session, company, wanted)
+            except LookupError:
+                raise HTTPException(404) from None
+            if action == "rename":
+                dispute_service.rename_reason(session, company, reason, label_fr=label_fr, label_en=label_en,
+                                              actor=actor)
+            elif action in ("up", "down"):
+                dispute_service.move_reason(session, company, reason, offset=-1 if action == "up" else 1, actor=actor)
+            elif action in ("activate", "deactivate"):
+                dispute_service.set_reason_active(session, company, reason, active=action == "activate", actor=actor)
+            elif action == "delete":
+                done = "deleted" if dispute_service.remove_reason(session, company, reason, actor=actor) else "kept"
+            else:
+                raise HTTPException(400)
+    except dispute_service.ReasonRejected as rejected:
+        message = i18n.gettext(staff.language, rejected.message, **rejected.values)
+        raise Rejected(_reasons_page(request, session, staff, company, reason_error=message, status_code=400,
+                                     reason_labels=(label_fr, label_en) if action == "add" else ("", ""))) from None
+    page = f"/admin/settings/{company.code}" if is_admin(staff.user) else f"/admin/settings/{company.code}/reasons"
+    return RedirectResponse(f"{page}?done={done}#reasons", status_code=303)
 
 
 routes = [
     Route("/admin/settings", index, methods=["GET"], name="admin:settings"),
     Route("/admin/settings/{code:str}", show, methods=["GET"], name="admin:company_settings"),
     Route("/admin/settings/{code:str}", save, methods=["POST"], name="admin:company_settings_save"),
+    Route("/admin/settings/{code:str}/reasons", reasons, methods=["GET"], name="admin:dispute_reasons"),
+    Route("/admin/settings/{code:str}/reasons", change_reasons, methods=["POST"],
+          name="admin:dispute_reasons_change"),
 ]

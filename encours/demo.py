@@ -16,7 +16,6 @@ from ledger import fx
 from admin.staff_accounts import create_user
 from ledger.allocation import allocate
 from ledger.companies import create_company
-from ledger.disputes import ensure_default_reasons
 from ledger.models import Company, Contact, Customer, Invoice, InvoiceKind, Payment
 from ledger.money import Money
 from links import tokens
@@ -104,9 +103,6 @@ def seed(session: Session, *, secret: str, base_url: str, staff_password: str) -
 
     for company in (durand, durand_uk):
         ensure_default_scenario(session, company)
-
-    for company in (durand, durand_uk):
-        ensure_default_reasons(session, company)
 
     # Dated rates, so the dashboard converts the USD and GBP amounts instead of calling totals incomplete.
     for base, quote, rate in (("USD", "EUR", "0.9215"), ("GBP", "EUR", "1.1830")):

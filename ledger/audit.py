@@ -21,6 +21,7 @@ ACTION_LABELS: dict[str, str] = {
     "bank_match.undone": N_("Bank match undone"),
     "checkout.mandate_set_up": N_("Direct debit mandate set up at checkout"),
     "checkout.mandate_ended": N_("Direct debit mandate ended before collection"),
+    "company.dispute_reasons_changed": N_("Dispute reasons changed"),
     "company.settings_changed": N_("Company settings changed"),
     "portal.viewed_as_customer": N_("Portal viewed as the customer by staff"),
     "credit.applied": N_("Credit applied to a payment"),

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from kernel.i18n import N_
 from ledger import audit
+from ledger.disputes import ensure_default_reasons
 from ledger.banking import BankDetailsError, normalize_bic, normalize_iban
 from ledger.models import Company
 from ledger.money import CurrencyError, check_currency
@@ -66,6 +67,8 @@ def create_company(
     company = Company(code=code, name=name.strip(), base_currency=currency, country=country, timezone=timezone, **fields)
     session.add(company)
     session.flush()
+    # Debtors must pick a reason to dispute: a company without any could never be disputed with.
+    ensure_default_reasons(session, company)
     return company
 
 

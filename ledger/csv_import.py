@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import unicodedata
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
@@ -311,10 +312,25 @@ def read_table(raw: bytes, required: tuple[str, ...], optional: tuple[str, ...] 
             problems.add(start, N_("expected %(expected)s values, found %(found)s"), expected=len(columns),
                          found=len(fields))
             continue
-        rows.append(_Row(start, dict(zip(columns, fields))))
+        row = _Row(start, dict(zip(columns, fields)))
+        for column in columns:
+            character = _control_character(row.get(column))
+            if character is not None:
+                # A line break in a name ends up in email headers and subjects, which then never send.
+                problems.add(start, N_("%(column)s contains a line break, tab or other control character "
+                                       "(%(character)s); remove it"), column=column, character=character)
+        rows.append(row)
     if not rows and not problems:
         raise _fail(1, N_("the file has a header but no data lines"))
     return rows, problems
+
+
+def _control_character(value: str) -> str | None:
+    """The first control character (C0, DEL, C1, line or paragraph separator) in value, as U+XXXX."""
+    for character in value:
+        if unicodedata.category(character) in ("Cc", "Zl", "Zp"):
+            return f"U+{ord(character):04X}"
+    return None
 
 
 def _check_header(required: tuple[str, ...], optional: tuple[str, ...], header: list[str]) -> list[str]:

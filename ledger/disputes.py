@@ -6,9 +6,11 @@ promise pauses reminders for its invoices until its date plus the company's grac
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import date, timedelta
 from pathlib import PurePath
-from typing import Callable
+from typing import Any, Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,6 +18,7 @@ from sqlalchemy.orm import Session
 from kernel.files import MAX_UPLOAD_BYTES, Upload
 
 from kernel.clock import clock
+from kernel.i18n import N_
 from ledger import audit
 from ledger.allocation import allocate, settled_status
 from ledger.models import (
@@ -72,6 +75,148 @@ def ensure_default_reasons(session: Session, company: Company) -> list[DisputeRe
             existing[code] = reason
     session.flush()
     return sorted(existing.values(), key=lambda r: r.position)
+
+
+# --- the company's list of reasons, edited by its staff -------------------------------------------
+
+MAX_REASON_LABEL = 200
+_CODE_CHARS = re.compile(r"[^a-z0-9]+")
+
+
+class ReasonRejected(ValueError):
+    """A change to the reason list that cannot be made: a message id and the values that fill it."""
+
+    def __init__(self, message: str, values: dict[str, Any] | None = None) -> None:
+        self.message = message
+        self.values = values or {}
+        super().__init__(message % self.values if self.values else message)
+
+
+def all_reasons(session: Session, company_id: int) -> list[DisputeReason]:
+    """Every reason of the company, active or not, in the order debtors see them."""
+    return list(session.scalars(select(DisputeReason).where(DisputeReason.company_id == company_id)
+                                .order_by(DisputeReason.position, DisputeReason.id)))
+
+
+def _reason_state(reason: DisputeReason) -> dict[str, Any]:
+    return {"code": reason.code, "label_fr": reason.label_fr, "label_en": reason.label_en,
+            "active": reason.active, "position": reason.position}
+
+
+def _audit_reason(session: Session, company: Company, actor: str, change: str,
+                  before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+    audit.record(session, actor_type="user", actor=actor, action="company.dispute_reasons_changed",
+                 entity_type="company", entity_id=company.id, company_id=company.id,
+                 before=None if before is None else {"change": change, **before},
+                 after=None if after is None else {"change": change, **after})
+
+
+def _checked_labels(reasons: list[DisputeReason], label_fr: str, label_en: str,
+                    renaming: DisputeReason | None = None) -> tuple[str, str]:
+    labels = (label_fr.strip(), label_en.strip())
+    for label in labels:
+        if not label or len(label) > MAX_REASON_LABEL:
+            raise ReasonRejected(N_("Enter each label with 1 to %(max)s characters."), {"max": MAX_REASON_LABEL})
+        if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in label):
+            raise ReasonRejected(N_("A label cannot hold a line break or another control character."))
+    for other in reasons:
+        if other is renaming:
+            continue
+        for label in labels:
+            if label.casefold() in (other.label_fr.casefold(), other.label_en.casefold()):
+                raise ReasonRejected(N_("A reason is already called %(label)s."), {"label": label})
+    return labels
+
+
+def _free_code(reasons: list[DisputeReason], label_en: str) -> str:
+    base = _CODE_CHARS.sub("_", unicodedata.normalize("NFKD", label_en).encode("ascii", "ignore").decode()
+                           .lower()).strip("_")[:32] or "reason"
+    taken = {r.code for r in reasons}
+    code, n = base, 1
+    while code in taken:
+        n += 1
+        code = f"{base[:32 - len(str(n)) - 1]}_{n}"
+    return code
+
+
+def find_reason(session: Session, company: Company, reason_id: int) -> DisputeReason:
+    """The company's reason with this id; LookupError for another company's or none."""
+    reason = session.get(DisputeReason, reason_id)
+    if reason is None or reason.company_id != company.id:
+        raise LookupError(reason_id)
+    return reason
+
+
+def add_reason(session: Session, company: Company, *, label_fr: str, label_en: str, actor: str) -> DisputeReason:
+    reasons = all_reasons(session, company.id)
+    label_fr, label_en = _checked_labels(reasons, label_fr, label_en)
+    reason = DisputeReason(company_id=company.id, code=_free_code(reasons, label_en), label_fr=label_fr,
+                           label_en=label_en, active=True,
+                           position=max((r.position for r in reasons), default=-1) + 1)
+    session.add(reason)
+    session.flush()
+    _audit_reason(session, company, actor, "added", None, _reason_state(reason))
+    return reason
+
+
+def rename_reason(session: Session, company: Company, reason: DisputeReason, *, label_fr: str, label_en: str,
+                  actor: str) -> None:
+    """New labels; the code (what disputes and reports key on) stays."""
+    label_fr, label_en = _checked_labels(all_reasons(session, company.id), label_fr, label_en, renaming=reason)
+    if (reason.label_fr, reason.label_en) == (label_fr, label_en):
+        return
+    before = _reason_state(reason)
+    reason.label_fr, reason.label_en = label_fr, label_en
+    session.flush()
+    _audit_reason(session, company, actor, "renamed", before, _reason_state(reason))
+
+
+def move_reason(session: Session, company: Company, reason: DisputeReason, *, offset: int, actor: str) -> None:
+    """One place up (offset -1) or down (+1) in the list debtors choose from."""
+    reasons = all_reasons(session, company.id)
+    index = reasons.index(reason)
+    target = index + offset
+    if offset not in (-1, 1) or not 0 <= target < len(reasons):
+        return
+    before = _reason_state(reason)
+    reasons[index], reasons[target] = reasons[target], reasons[index]
+    for position, each in enumerate(reasons):
+        each.position = position
+    session.flush()
+    _audit_reason(session, company, actor, "moved", before, _reason_state(reason))
+
+
+def _keep_one_active(session: Session, company: Company, reason: DisputeReason) -> None:
+    if reason.active and sum(r.active for r in all_reasons(session, company.id)) <= 1:
+        raise ReasonRejected(N_("Keep at least one active reason: debtors must be able to choose one."))
+
+
+def set_reason_active(session: Session, company: Company, reason: DisputeReason, *, active: bool,
+                      actor: str) -> None:
+    """Deactivated, a reason leaves the debtors' list; disputes that carry it keep it."""
+    if reason.active == active:
+        return
+    if not active:
+        _keep_one_active(session, company, reason)
+    before = _reason_state(reason)
+    reason.active = active
+    session.flush()
+    _audit_reason(session, company, actor, "activated" if active else "deactivated", before, _reason_state(reason))
+
+
+def remove_reason(session: Session, company: Company, reason: DisputeReason, *, actor: str) -> bool:
+    """Deleted when no dispute carries it (True); otherwise only deactivated (False), so every
+    dispute still reads with its reason."""
+    _keep_one_active(session, company, reason)
+    used = session.scalar(select(Dispute.id).where(Dispute.reason_id == reason.id).limit(1)) is not None
+    if used:
+        set_reason_active(session, company, reason, active=False, actor=actor)
+        return False
+    before = _reason_state(reason)
+    session.delete(reason)
+    session.flush()
+    _audit_reason(session, company, actor, "deleted", before, None)
+    return True
 
 
 def active_reasons(session: Session, company_id: int) -> list[DisputeReason]:

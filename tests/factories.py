@@ -7,6 +7,7 @@ from datetime import date
 
 from sqlalchemy.orm import Session
 
+from ledger.companies import create_company
 from ledger.models import Company, Contact, Customer, Invoice, InvoiceKind
 
 _seq = itertools.count(1)
@@ -22,10 +23,11 @@ def company(session: Session, code: str | None = None, **fields: object) -> Comp
         "timezone": "Europe/Paris",
     }
     values.update(fields)
-    company = Company(**values)
-    session.add(company)
-    session.flush()
-    return company
+    # Through the one service that creates companies, so tests get what production gets
+    # (default dispute reasons among it).
+    return create_company(session, code=str(values.pop("code")), name=str(values.pop("name")),
+                          currency=str(values.pop("base_currency")), country=str(values.pop("country")),
+                          timezone=str(values.pop("timezone")), **values)
 
 
 def customer(

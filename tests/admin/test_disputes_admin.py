@@ -44,8 +44,6 @@ def book(session: Session, storage: FileStorage):  # type: ignore[no-untyped-def
     """Two companies; in the first, a customer assigned to Anne and one to nobody, each with a dispute."""
     north = factories.company(session, code="NORTH", name="North SAS")
     south = factories.company(session, code="SOUTH", name="South SAS")
-    for company in (north, south):
-        disputes.ensure_default_reasons(session, company)
     anne = make_user(session, "anne@north.test", "collector", ["NORTH"])
     mine = factories.customer(session, north, email="ap@mine.test", collector_id=anne.id)
     other = factories.customer(session, north)
@@ -238,7 +236,6 @@ def test_nobody_to_tell_queues_nothing(session: Session, storage: FileStorage) -
     from mail import notifications
 
     company = factories.company(session)  # no collector, no collections address
-    disputes.ensure_default_reasons(session, company)
     customer = factories.customer(session, company)
     invoice = factories.invoice(session, customer)
     case = disputes.open_case(session, customer=customer, contact=customer.primary_contact, invoice_ids=[invoice.id],

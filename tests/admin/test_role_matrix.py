@@ -107,7 +107,6 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
 def book(session: Session, settings: Settings) -> Book:
     north = factories.company(session, code="NORTH", name="North SAS")
     factories.company(session, code="SOUTH", name="South SAS")
-    disputes.ensure_default_reasons(session, north)
     users = {
         "admin": make_user(session, "root@x.test", "admin"),
         "manager": make_user(session, "boss@north.test", "manager", ["NORTH"]),

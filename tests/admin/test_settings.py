@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from kernel.clock import clock
 from ledger.companies import settings_state
-from ledger.models import AuditEvent, Company
+from ledger.models import AuditEvent, Company, DisputeReason
 from links import tokens
 from links.tokens import LinkProblem
 from tests import factories
@@ -108,6 +108,8 @@ def test_jpeg_logo_is_accepted(admin_client: TestClient, session: Session, north
     ("brand_color", "red", "is not a colour like #1d4f91"),
     ("brand_color", "#12345g", "is not a colour like #1d4f91"),
     ("iban", "FR76 3000 6000 0112 3456 7890 188", "is not a valid IBAN"),
+    # good ISO check digits, but a French IBAN has 27 characters: this one used to be saved
+    ("iban", "FR39 3000 6000 0112 345", "FR39300060000112345 has 19 characters; an IBAN from FR has 27."),
     ("bic", "AGRI", "is not a BIC"),
     ("timezone", "Mars/Olympus", "is not a timezone like Europe/Paris"),
     ("base_currency", "XYZ", "is not a currency code"),
@@ -175,7 +177,8 @@ def test_without_csrf_nothing_changes(admin_client: TestClient, session: Session
 def test_settings_are_admin_only(client: TestClient, session: Session, north: Company) -> None:
     make_user(session, "boss@north.test", "manager", ["NORTH"])
     assert login(client, "boss@north.test").status_code == 303
-    assert client.get("/admin/settings").status_code == 403
+    listing = client.get("/admin/settings")  # a manager's list leads to its companies' dispute reasons only
+    assert listing.status_code == 200 and 'href="/admin/settings/NORTH"' not in listing.text
     assert client.get("/admin/settings/NORTH").status_code == 403
     token = csrf_from(client.get("/admin/password").text)
     assert save(client, {"csrf_token": token, "name": "Boss Inc"}).status_code == 403
@@ -198,3 +201,109 @@ def test_link_lifetime_set_here_is_what_links_live(admin_client: TestClient, ses
     assert tokens.verify(session, TEST_SECRET, token).ok
     clock.set(clock.now() + timedelta(days=2))
     assert tokens.verify(session, TEST_SECRET, token).problem is LinkProblem.expired
+
+
+# --- dispute reasons: admins and the company's managers ------------------------------------------
+
+
+def reason_ids(html: str) -> dict[str, str]:
+    """English label -> reason id, as the page's rename forms carry them."""
+    import re
+
+    return {label: rid for rid, label in re.findall(
+        r'name="reason_id" value="(\d+)">.*?name="label_en" value="([^"]*)"', html, re.S)}
+
+
+def change_reason(client: TestClient, page: str, **data: str):  # type: ignore[no-untyped-def]
+    html = client.get(page).text
+    return client.post("/admin/settings/NORTH/reasons", data={"csrf_token": csrf_from(html), **data},
+                       follow_redirects=False)
+
+
+def test_the_settings_page_lists_the_default_reasons_and_an_admin_adds_one(admin_client: TestClient,
+                                                                           session: Session) -> None:
+    html = admin_client.get("/admin/settings/NORTH").text
+    assert list(reason_ids(html)) == ["Wrong amount", "Goods or service not received", "Quality problem",
+                                      "Already paid", "Wrong customer", "Missing purchase order", "Other"]
+    response = change_reason(admin_client, "/admin/settings/NORTH", action="add", label_fr="Livraison en retard",
+                             label_en="Late delivery")
+    assert response.status_code == 303 and response.headers["location"].startswith("/admin/settings/NORTH?")
+    page = admin_client.get(response.headers["location"]).text
+    assert "Dispute reasons saved." in page and list(reason_ids(page))[-1] == "Late delivery"
+
+
+def test_a_manager_manages_the_reasons_of_its_company_only(client: TestClient, session: Session,
+                                                          north: Company) -> None:
+    factories.company(session, code="SOUTH", name="South SAS")
+    make_user(session, "boss@north.test", "manager", ["NORTH"])
+    session.commit()
+    client.headers["Accept-Language"] = "en"
+    assert login(client, "boss@north.test").status_code == 303
+    assert client.get("/admin/settings/NORTH").status_code == 403  # the rest of the settings stay the admins'
+    assert client.get("/admin/settings/SOUTH/reasons").status_code == 404
+    listing = client.get("/admin/settings").text
+    assert "/admin/settings/NORTH/reasons" in listing and "SOUTH" not in listing
+
+    page = "/admin/settings/NORTH/reasons"
+    html = client.get(page).text
+    assert 'name="iban"' not in html and "Dispute reasons" in html
+    ids = reason_ids(html)
+    assert change_reason(client, page, action="rename", reason_id=ids["Other"], label_fr="Autre motif",
+                         label_en="Something else").status_code == 303
+    assert change_reason(client, page, action="up", reason_id=ids["Other"]).status_code == 303
+    assert change_reason(client, page, action="deactivate", reason_id=ids["Wrong customer"]).status_code == 303
+    after = client.get(page).text
+    assert list(reason_ids(after))[-2:] == ["Something else", "Missing purchase order"]
+    assert "Inactive" in after
+    # another company's reason cannot be reached through this company
+    south_reason = session.scalars(select(DisputeReason).join(Company).where(Company.code == "SOUTH")).first()
+    assert change_reason(client, page, action="deactivate", reason_id=str(south_reason.id)).status_code == 404
+
+
+def test_a_bad_reason_is_refused_in_the_managers_language(client: TestClient, session: Session,
+                                                         north: Company) -> None:
+    make_user(session, "boss@north.test", "manager", ["NORTH"])
+    client.headers["Accept-Language"] = "fr"
+    assert login(client, "boss@north.test").status_code == 303
+    response = change_reason(client, "/admin/settings/NORTH/reasons", action="add", label_fr="Autre",
+                             label_en="Late")
+    assert response.status_code == 400
+    assert "Un motif s’appelle déjà Autre." in response.text
+    assert 'value="Late"' in response.text  # what was typed is given back, not dropped
+    assert len(reason_ids(response.text)) == 7
+
+
+def test_deleting_a_reason_a_dispute_carries_deactivates_it(admin_client: TestClient, session: Session,
+                                                            north: Company, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from ledger import disputes
+    from ledger.storage import FileStorage
+
+    customer = factories.customer(session, north)
+    invoice = factories.invoice(session, customer)
+    disputes.open_case(session, customer=customer, contact=customer.primary_contact, invoice_ids=[invoice.id],
+                       reason_code="quality", message="broken", storage=FileStorage(tmp_path))
+    session.commit()
+    ids = reason_ids(admin_client.get("/admin/settings/NORTH").text)
+    kept = change_reason(admin_client, "/admin/settings/NORTH", action="delete", reason_id=ids["Quality problem"])
+    assert "Disputes carry this reason: it was deactivated, not deleted." in admin_client.get(
+        kept.headers["location"]).text
+    deleted = change_reason(admin_client, "/admin/settings/NORTH", action="delete", reason_id=ids["Already paid"])
+    assert "The reason was deleted." in admin_client.get(deleted.headers["location"]).text
+    session.expire_all()
+    assert [r.code for r in disputes.all_reasons(session, north.id)] == [
+        "wrong_amount", "not_received", "quality", "wrong_customer", "missing_po", "other"]
+    assert "quality" not in [r.code for r in disputes.active_reasons(session, north.id)]
+
+
+def test_collectors_and_viewers_cannot_change_reasons(client: TestClient, session: Session, north: Company) -> None:
+    make_user(session, "anne@north.test", "collector", ["NORTH"])
+    make_user(session, "reader@north.test", "viewer", ["NORTH"])
+    for email in ("anne@north.test", "reader@north.test"):
+        assert login(client, email).status_code == 303
+        assert client.get("/admin/settings/NORTH/reasons").status_code == 403
+        html = client.get("/admin/").text
+        response = client.post("/admin/settings/NORTH/reasons", data={"csrf_token": csrf_from(html),
+                                                                      "action": "add", "label_fr": "X",
+                                                                      "label_en": "Y"}, follow_redirects=False)
+        assert response.status_code == 403
+        client.cookies.clear()

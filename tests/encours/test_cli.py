@@ -18,6 +18,7 @@ from kernel.clock import clock
 from kernel.db import make_engine, migration_heads, upgrade
 from admin import auth
 from admin.staff_accounts import check_password
+from ledger.disputes import DEFAULT_REASONS, active_reasons
 from ledger.models import AuditEvent, Company, Contact, Customer, User
 from links import tokens
 from links.tokens import LinkProblem
@@ -224,6 +225,9 @@ def test_upgrade_then_create_a_company(run_fresh: Cli, fresh_url: str) -> None:
         company = session.query(Company).filter_by(code="ACME").one()
         assert (company.name, company.base_currency, company.country, company.timezone) == (
             "Acme SAS", "EUR", "FR", "Europe/Paris")
+        # Its debtors can dispute from day one: the company comes with the default reasons.
+        reasons = active_reasons(session, company.id)
+        assert [r.code for r in reasons] == [code for code, _fr, _en in DEFAULT_REASONS]
     engine.dispose()
 
 

@@ -211,3 +211,44 @@ def test_sqlite_downgrade_then_upgrade_round_trip(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_postgresql_downgrade_then_upgrade_round_trip(pg_server: PostgresServer) -> None:
     _check_round_trip(pg_server.create_database("migrations_round_trip"))
+
+
+def _check_default_reasons_migration(url: str) -> None:
+    """0011b gives each company without dispute reasons the default list; one with reasons keeps its own."""
+    from ledger.disputes import DEFAULT_REASONS
+    from ledger.models import DisputeReason
+
+    upgrade(url, "0010_dashboard_days")
+    engine = make_engine(url)
+    try:
+        _insert_old_rows(engine)
+        metadata = MetaData()
+        metadata.reflect(engine, only=["companies", "dispute_reasons"])
+        with engine.begin() as connection:
+            connection.execute(metadata.tables["companies"].insert().values(
+                {**ROWS["companies"], "id": 2, "code": "CHOSEN", "name": "Choisie SAS"}))
+            connection.execute(metadata.tables["dispute_reasons"].insert().values(
+                company_id=2, code="late", label_fr="Livrée en retard", label_en="Delivered late", active=True,
+                position=0))
+        upgrade(url)
+        with Session(engine) as session:
+            def codes(company_id: int) -> list[str]:
+                return list(session.scalars(select(DisputeReason.code).where(DisputeReason.company_id == company_id)
+                                            .order_by(DisputeReason.position)))
+            assert codes(1) == [code for code, _fr, _en in DEFAULT_REASONS]
+            assert codes(2) == ["late"]
+        upgrade(url)  # again: nothing more
+        with Session(engine) as session:
+            assert len(session.scalars(select(DisputeReason).where(DisputeReason.company_id == 1)).all()) == len(
+                DEFAULT_REASONS)
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_companies_without_reasons_get_the_defaults(tmp_path: Path) -> None:
+    _check_default_reasons_migration(f"sqlite:///{tmp_path / 'reasons.sqlite3'}")
+
+
+@pytest.mark.postgres
+def test_postgresql_companies_without_reasons_get_the_defaults(pg_server: PostgresServer) -> None:
+    _check_default_reasons_migration(pg_server.create_database("migrations_default_reasons"))

@@ -209,6 +209,36 @@ def test_overlong_customer_fields_are_refused(session: Session, acme: Company) -
     assert failure(session, "customers", raw) == ["line 2: customer_ref is longer than 64 characters"]
 
 
+def test_control_characters_in_any_field_are_refused_naming_line_and_column(session: Session, acme: Company) -> None:
+    # A quoted value may hold a line break: in a customer's name it broke every email naming it.
+    raw = csv_bytes(
+        CUSTOMER_HEADER,
+        'ACME,C001,"Dupont\nFreres",a@dupont.fr,fr,,',  # 2 and 3 (the value spans two lines of the file)
+        "ACME,C002,Durand,b@durand.fr,fr,01 23\t45,",  # 4
+        "ACME,C003,Martin\x1b[31m,c@martin.fr,fr,,pme\u2028x",  # 5
+        "ACME,C004,Bernard,d@bernard.fr,fr,,",  # 6: good, still not written
+    )
+    assert failure(session, "customers", raw) == [
+        "line 2: name contains a line break, tab or other control character (U+000A); remove it",
+        "line 4: phone contains a line break, tab or other control character (U+0009); remove it",
+        "line 5: name contains a line break, tab or other control character (U+001B); remove it; "
+        "segment contains a line break, tab or other control character (U+2028); remove it",
+    ]
+    assert count(session, Customer) == 0
+
+
+def test_control_characters_in_invoice_fields_are_refused(session: Session, acme: Company, client: Customer) -> None:
+    raw = csv_bytes(INVOICE_HEADER, 'ACME,C001,"F-1\rA",2026-10-01,2026-10-31,EUR,100,,',  # 2 and 3
+                    "ACME,C001,F\x00-2,2026-10-01,2026-10-31,EUR,100,,")  # 4
+    errors = errors_of(session, "invoices", raw)
+    assert [str(e) for e in errors] == [
+        "line 2: number contains a line break, tab or other control character (U+000D); remove it",
+        "line 4: number contains a line break, tab or other control character (U+0000); remove it",
+    ]
+    assert errors[0].render("fr").startswith("number contient un saut de ligne")
+    assert count(session, Invoice) == 0
+
+
 # --- file-level problems -------------------------------------------------------------
 
 
@@ -271,11 +301,12 @@ def test_blank_and_separator_only_lines_are_skipped_and_numbering_follows_the_fi
         "",
         ",,,,,,",
         'ACME,C001,"Dupont',
-        'and Sons",a@dupont.fr,fr,,',  # a quoted value spanning two lines
+        'and Sons",a@dupont.fr,fr,,',  # a quoted value spanning two lines: refused, but counted as two
         "ACME,C002,Durand,bad,fr,,",
     )
     assert failure(session, "customers", raw) == [
-        "line 6: email 'bad' is not an email address (one address per line)"
+        "line 4: name contains a line break, tab or other control character (U+000A); remove it",
+        "line 6: email 'bad' is not an email address (one address per line)",
     ]
 
 

@@ -30,7 +30,6 @@ def storage(tmp_path: Path) -> FileStorage:
 @pytest.fixture
 def book(session: Session):  # type: ignore[no-untyped-def]
     company = factories.company(session)
-    disputes.ensure_default_reasons(session, company)
     customer = factories.customer(session, company)
     first = factories.invoice(session, customer, total_minor=1000_00, due_date=date(2026, 11, 1))
     second = factories.invoice(session, customer, total_minor=500_00, due_date=date(2026, 12, 20))
@@ -162,3 +161,91 @@ def test_promise_bounds_and_outcomes(session: Session, book) -> None:  # type: i
     assert disputes.settle_promises(session) == (0, 1)
     assert (kept.status, broken.status) == ("kept", "broken")
     assert session.scalar(select(func.count()).select_from(PromiseToPay).where(PromiseToPay.status == "pending")) == 0
+
+
+# --- the company's reason list ----------------------------------------------------------------
+
+
+def codes(session: Session, company_id: int, *, active_only: bool = False) -> list[str]:
+    reasons = disputes.active_reasons(session, company_id) if active_only else disputes.all_reasons(session,
+                                                                                                     company_id)
+    return [r.code for r in reasons]
+
+
+def test_a_new_company_comes_with_the_default_reasons(session: Session) -> None:
+    from ledger.companies import create_company
+
+    company = create_company(session, code="FRESH", name="Fresh SAS", currency="EUR")
+    assert codes(session, company.id, active_only=True) == [code for code, _fr, _en in disputes.DEFAULT_REASONS]
+    assert disputes.ensure_default_reasons(session, company) and len(codes(session, company.id)) == len(
+        disputes.DEFAULT_REASONS)  # asking again adds nothing
+
+
+def test_staff_add_rename_reorder_and_deactivate_reasons(session: Session, storage: FileStorage,
+                                                         book) -> None:  # type: ignore[no-untyped-def]
+    company = book[0]
+    added = disputes.add_reason(session, company, label_fr=" Livraison en retard ", label_en="Late delivery",
+                                actor="boss@x.test")
+    assert (added.code, added.label_fr, added.active) == ("late_delivery", "Livraison en retard", True)
+    assert codes(session, company.id)[-1] == "late_delivery"
+    disputes.rename_reason(session, company, added, label_fr="Livrée trop tard", label_en="Delivered too late",
+                           actor="boss@x.test")
+    assert (added.code, added.label_en) == ("late_delivery", "Delivered too late")  # the code stays
+    disputes.move_reason(session, company, added, offset=-1, actor="boss@x.test")
+    assert codes(session, company.id)[-2:] == ["late_delivery", "other"]
+    disputes.set_reason_active(session, company, added, active=False, actor="boss@x.test")
+    assert "late_delivery" not in codes(session, company.id, active_only=True)
+    with pytest.raises(DisputeError, match="unknown reason 'late_delivery'"):
+        disputes.open_case(session, customer=book[1], contact=book[1].primary_contact, invoice_ids=[book[2].id],
+                           reason_code="late_delivery", message="late", storage=storage)
+    events = session.scalars(select(AuditEvent).where(AuditEvent.action == "company.dispute_reasons_changed")
+                             .order_by(AuditEvent.id)).all()
+    assert [e.after["change"] for e in events] == ["added", "renamed", "moved", "deactivated"]
+    assert events[1].before["label_en"] == "Late delivery" and events[1].actor == "boss@x.test"
+
+
+def test_bad_labels_are_refused_and_change_nothing(session: Session, book) -> None:  # type: ignore[no-untyped-def]
+    company = book[0]
+    before = codes(session, company.id)
+    for label_fr, label_en, message in (
+        ("", "Late", "Enter each label with 1 to 200 characters."),
+        ("R" * 201, "Late", "Enter each label with 1 to 200 characters."),
+        ("Retard\nde livraison", "Late", "A label cannot hold a line break"),
+        ("Autre", "Something else", "A reason is already called Autre."),
+        ("Quelque chose", "wrong AMOUNT", "A reason is already called wrong AMOUNT."),
+    ):
+        with pytest.raises(disputes.ReasonRejected, match=message):
+            disputes.add_reason(session, company, label_fr=label_fr, label_en=label_en, actor="boss@x.test")
+    assert codes(session, company.id) == before
+
+
+def test_a_reason_a_dispute_carries_is_deactivated_never_deleted(session: Session, storage: FileStorage,
+                                                                  book) -> None:  # type: ignore[no-untyped-def]
+    company, customer, first, _second, _ = book
+    case = disputes.open_case(session, customer=customer, contact=customer.primary_contact, invoice_ids=[first.id],
+                              reason_code="quality", message="broken", storage=storage)
+    quality = next(r for r in disputes.all_reasons(session, company.id) if r.code == "quality")
+    assert disputes.remove_reason(session, company, quality, actor="boss@x.test") is False
+    assert quality.active is False and case.reason_id == quality.id
+    unused = next(r for r in disputes.all_reasons(session, company.id) if r.code == "missing_po")
+    assert disputes.remove_reason(session, company, unused, actor="boss@x.test") is True
+    assert "missing_po" not in codes(session, company.id)
+
+
+def test_the_last_active_reason_stays(session: Session, book) -> None:  # type: ignore[no-untyped-def]
+    company = book[0]
+    *others, last = disputes.active_reasons(session, company.id)
+    for reason in others:
+        disputes.set_reason_active(session, company, reason, active=False, actor="boss@x.test")
+    for attempt in (lambda: disputes.set_reason_active(session, company, last, active=False, actor="boss@x.test"),
+                    lambda: disputes.remove_reason(session, company, last, actor="boss@x.test")):
+        with pytest.raises(disputes.ReasonRejected, match="Keep at least one active reason"):
+            attempt()
+    assert codes(session, company.id, active_only=True) == [last.code]
+
+
+def test_another_companys_reason_is_not_found(session: Session, book) -> None:  # type: ignore[no-untyped-def]
+    other = factories.company(session)
+    theirs = disputes.all_reasons(session, other.id)[0]
+    with pytest.raises(LookupError):
+        disputes.find_reason(session, book[0], theirs.id)

@@ -39,7 +39,6 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 def book(session: Session):  # type: ignore[no-untyped-def]
     company = factories.company(session, name="Durand Industrie SAS", collections_email="recouvrement@durand.test")
-    disputes.ensure_default_reasons(session, company)
     customer = factories.customer(session, company, language="fr")
     first = factories.invoice(session, customer, total_minor=1000_00, number="F-1", due_date=date(2026, 11, 1))
     second = factories.invoice(session, customer, total_minor=500_00, number="F-2", due_date=date(2026, 12, 20))
@@ -265,7 +264,6 @@ def test_bad_promise_dates_are_refused(client: TestClient, session: Session, boo
 
 def test_english_debtor_reads_english(client: TestClient, session: Session) -> None:
     company = factories.company(session)
-    disputes.ensure_default_reasons(session, company)
     customer = factories.customer(session, company, language="en")
     factories.invoice(session, customer)
     session.commit()
