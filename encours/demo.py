@@ -104,6 +104,8 @@ def seed(session: Session, *, secret: str, base_url: str, staff_password: str) -
 
     for company in (durand, durand_uk):
         ensure_default_scenario(session, company)
+        # The demo is there to be tried: its reminders are on (a real company starts with them off).
+        company.reminders_enabled = True
 
     for company in (durand, durand_uk):
         ensure_default_reasons(session, company)

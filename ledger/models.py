@@ -137,6 +137,13 @@ class Company(Base):
     reminder_hour: Mapped[int] = mapped_column(Integer, default=9, server_default="9")  # company-local hour of the daily run
     reminder_from: Mapped[str | None] = mapped_column(String(254), default=None)
     collections_email: Mapped[str | None] = mapped_column(String(254), default=None)
+    # A new company sends no reminder until someone switches them on (companies that existed
+    # before this setting keep theirs on: the migration's server default).
+    reminders_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=true())
+    # The day's run waits in a review queue until a manager sends it.
+    reminders_need_approval: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Fewest days between two reminders to the same customer.
+    reminder_gap_days: Mapped[int] = mapped_column(Integer, default=7, server_default="7")
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     customers: Mapped[list[Customer]] = relationship(back_populates="company")
@@ -207,6 +214,9 @@ class Contact(Base):
     receives_reminders: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     # Bumping this revokes every link (and portal session) the contact was given.
     link_version: Mapped[int] = mapped_column(Integer, default=1)
+    # Set when the mail server refused the address for good (a 5xx at RCPT); reminders skip it.
+    email_failing_since: Mapped[datetime | None] = mapped_column(default=None)
+    email_failure: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     customer: Mapped[Customer] = relationship(back_populates="contacts")
@@ -511,7 +521,8 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column(default=None)
 
     __table_args__ = (
-        CheckConstraint("status IN ('queued','sent','failed')", name="status"),
+        # held: a reminder waiting for a manager's approval; cancelled: one the manager did not send.
+        CheckConstraint("status IN ('queued','sent','failed','held','cancelled')", name="status"),
         Index("ix_outbox_due", "status", "next_attempt_at"),
         Index("ix_outbox_sent", "status", "sent_at"),
     )
@@ -636,6 +647,8 @@ class ScenarioStep(Base):
     offset_days: Mapped[int] = mapped_column(Integer)  # from the due date; negative is before
     tone: Mapped[str] = mapped_column(String(16), default="courteous")  # courteous, firm, formal
     whole_balance: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A customer further along may jump over this step; one that may not be skipped is always sent.
+    may_skip: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     channel: Mapped[str] = mapped_column(String(16), default="email")
     subject_fr: Mapped[str] = mapped_column(Text)
     body_fr: Mapped[str] = mapped_column(Text)
