@@ -126,6 +126,7 @@ class StepForm:
     subject_en: str
     body_en: str
     remove: bool = False
+    may_skip: bool = False
 
     @property
     def label(self) -> str:
@@ -152,7 +153,8 @@ def _form_of(scenario: Scenario, currencies: list[str]) -> ScenarioForm:
     return ScenarioForm(
         name=scenario.name, segment=scenario.segment or "", minimums=minimums, active=scenario.active,
         steps=[StepForm(id=s.id, offset=str(s.offset_days), tone=s.tone, whole_balance=s.whole_balance,
-                        subject_fr=s.subject_fr, body_fr=s.body_fr, subject_en=s.subject_en, body_en=s.body_en)
+                        may_skip=s.may_skip, subject_fr=s.subject_fr, body_fr=s.body_fr, subject_en=s.subject_en,
+                        body_en=s.body_en)
                for s in sorted(scenario.steps, key=lambda s: s.offset_days)],
     )
 
@@ -174,6 +176,7 @@ def _form_from_post(posted: Posted, currencies: list[str]) -> ScenarioForm:
             offset=posted.text(prefix + "offset", 10).strip(),
             tone=posted.text(prefix + "tone", 16),
             whole_balance=posted.text(prefix + "whole_balance", 2) == "1",
+            may_skip=posted.text(prefix + "may_skip", 2) == "1",
             remove=posted.text(prefix + "remove", 2) == "1",
             **{name: posted.text(prefix + name, MAX_TEXT).replace("\r\n", "\n") for name in STEP_FIELDS},
         ))
@@ -205,7 +208,7 @@ def _parse(form: ScenarioForm) -> tuple[ScenarioInput | None, list[Problem]]:
             continue
         steps.append(StepInput(id=step.id, offset_days=offset, tone=step.tone, whole_balance=step.whole_balance,
                                subject_fr=step.subject_fr, body_fr=step.body_fr, subject_en=step.subject_en,
-                               body_en=step.body_en, remove=step.remove))
+                               body_en=step.body_en, remove=step.remove, may_skip=step.may_skip))
     minimums: dict[str, int] = {}
     for currency, text in form.minimums.items():
         if not text:

@@ -15,6 +15,19 @@ down_revision = '0010_dashboard_days'
 branch_labels = None
 depends_on = None
 
+# The standard formal notice cited the French law in its own words; it now reads the sentence of
+# the company's country (France or the UK) from {{ late_charges.law }}, so that a UK company's
+# notice no longer cites French law.
+_OLD_LAW_SENTENCES = (
+    "Conformément à l'article L441-10 du Code de commerce, ce retard rend exigibles de plein droit des pénalités "
+    "de retard au taux annuel de {{ late_charges.rate }} ainsi qu'une indemnité forfaitaire pour frais de "
+    "recouvrement de {{ late_charges.indemnity }} par facture, soit à ce jour :",
+    "Under article L441-10 of the French Commercial Code, late payment makes due, by operation of law, late-payment "
+    "interest at the annual rate of {{ late_charges.rate }} and a fixed recovery indemnity of "
+    "{{ late_charges.indemnity }} per invoice, that is, as of today:",
+)
+_LAW_PLACEHOLDER = "{{ late_charges.law }}"
+
 _OLD_STATUSES = "status IN ('queued','sent','failed')"
 _NEW_STATUSES = "status IN ('queued','sent','failed','held','cancelled')"
 
@@ -32,6 +45,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('may_skip', sa.Boolean(), server_default=sa.false(), nullable=False))
     # A notice before the due date never fits an overdue invoice: skipping it was always the rule.
     op.execute("UPDATE scenario_steps SET may_skip = true WHERE offset_days <= 0")
+
+    for old in _OLD_LAW_SENTENCES:
+        for column in ('body_fr', 'body_en'):
+            op.get_bind().execute(sa.text(f"UPDATE scenario_steps SET {column} = REPLACE({column}, :old, :new)"),
+                                  {"old": old, "new": _LAW_PLACEHOLDER})
 
     with op.batch_alter_table('contacts', schema=None) as batch_op:
         batch_op.add_column(sa.Column('email_failing_since', sa.DateTime(timezone=True), nullable=True))
