@@ -24,7 +24,7 @@ from starlette.routing import Route
 from admin import runs_service
 from admin.access import companies_of, Rejected, Staff, forbidden, scoped, scoped_companies, staff_get, staff_post
 from admin.routes import render, t
-from dunning import messages, planner
+from dunning import approval, messages, planner
 from dunning.scenarios import (
     TONES,
     Problem,
@@ -58,7 +58,8 @@ PLACEHOLDER_HELP = {
     "link": N_("the customer's personal link to pay (the HTML part also shows a button)"),
     "today": N_("the date of the run"),
 }
-STATUS_LABELS = {"queued": N_("Waiting"), "sent": N_("Sent"), "failed": N_("Failed")}
+STATUS_LABELS = {"queued": N_("Waiting"), "sent": N_("Sent"), "failed": N_("Failed"),
+                 "held": N_("Waiting for approval"), "cancelled": N_("Discarded")}
 STEP_FIELDS = ("subject_fr", "body_fr", "subject_en", "body_en")
 MAX_TEXT = 20_000
 
@@ -478,8 +479,53 @@ def dry_run_page(request: Request, session: Session, staff: Staff) -> Response:
     }, staff.language, status_code=400 if error else 200)
 
 
+# --- the review queue: runs waiting for approval ----------------------------------------------------
+
+
+def _reviewable_company_ids(session: Session, user: User) -> list[int]:
+    """Companies whose held reminders this user may send: admins all, managers their own."""
+    return [company_id for company_id in _visible_company_ids(session, user) if can_edit(user, company_id)]
+
+
+@staff_get
+def review_page(request: Request, session: Session, staff: Staff) -> Response:
+    """Per customer: the step, invoices, recipients and the message itself, to send or not."""
+    company_ids = _reviewable_company_ids(session, staff.user)
+    waiting = approval.held(session, company_ids)
+    return render(request, "admin/reminder_review.html", {
+        "user": staff.user, "waiting": waiting, "done": request.query_params.get("done", ""),
+        "count": _int(request.query_params.get("count", "")) or 0, "error": None,
+    }, staff.language)
+
+
+@staff_post
+def review_decide(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    company_ids = _reviewable_company_ids(session, staff.user)
+    action = posted.text("action", 16)
+    if not company_ids or action not in ("send", "send_all", "decline"):
+        return forbidden(request, staff) if not company_ids else RedirectResponse("/admin/scenarios/review", 303)
+    if action == "send_all":
+        chosen = approval.held(session, company_ids)
+    else:
+        ids = [int(value) for value in posted.form.getlist("reminder") if str(value).isdigit()]
+        if not ids:
+            waiting = approval.held(session, company_ids)
+            raise Rejected(render(request, "admin/reminder_review.html", {
+                "user": staff.user, "waiting": waiting, "done": "", "count": 0,
+                "error": t(staff.language, "Tick the reminders to send or to discard first."),
+            }, staff.language, status_code=400))
+        chosen = approval.held(session, company_ids, reminder_ids=ids)
+    if action == "decline":
+        count = approval.decline(session, chosen, actor=staff.user.email)
+        return RedirectResponse(f"/admin/scenarios/review?done=declined&count={count}", status_code=303)
+    count = approval.approve(session, chosen, actor=staff.user.email)
+    return RedirectResponse(f"/admin/scenarios/review?done=sent&count={count}", status_code=303)
+
+
 routes = [
     Route("/admin/scenarios", index, methods=["GET"], name="admin:scenarios"),
+    Route("/admin/scenarios/review", review_page, methods=["GET"], name="admin:reminder_review"),
+    Route("/admin/scenarios/review", review_decide, methods=["POST"], name="admin:reminder_review_decide"),
     Route("/admin/scenarios/new", create, methods=["POST"], name="admin:scenario_new"),
     Route("/admin/scenarios/runs", runs_page, methods=["GET"], name="admin:reminder_runs"),
     Route("/admin/scenarios/runs/preview", dry_run_page, methods=["GET"], name="admin:reminder_dry_run"),

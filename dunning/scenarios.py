@@ -146,7 +146,7 @@ Kind regards,
         tone="firm",
         whole_balance=False,
         may_skip=True,
-        subject_fr="{{ company.name }} : relance, factures impayées",
+        subject_fr="{{ company.name }} : deuxième relance, factures impayées",
         body_fr="""Bonjour,
 
 {% if reminded_before %}
@@ -165,7 +165,7 @@ Si un point bloque le paiement, signalez-le depuis ce même lien : nous le trait
 
 Cordialement,
 {{ company.name }}""",
-        subject_en="{{ company.name }}: reminder, unpaid invoices",
+        subject_en="{{ company.name }}: second reminder, unpaid invoices",
         body_en="""Hello,
 
 {% if reminded_before %}

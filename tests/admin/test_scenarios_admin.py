@@ -46,7 +46,7 @@ def _form(client: TestClient, scenario: Scenario) -> dict[str, str]:
     form = page.text.split('id="scenario-form"', 1)[1].split("</form>", 1)[0]
     for tag in re.findall(r"<input[^>]*>", form):
         named = re.search(r'name="([^"]+)"[^>]*value="([^"]*)"', tag)
-        if named and 'type="checkbox"' not in tag:
+        if named and ('type="checkbox"' not in tag or " checked" in tag):
             data[named.group(1)] = unescape(named.group(2))
     for name, value in re.findall(r'<textarea[^>]*name="([^"]+)"[^>]*>(.*?)</textarea>', form, re.S):
         data[name] = unescape(value)
@@ -292,3 +292,66 @@ def test_dry_run_page_says_what_would_go_to_whom_and_why_skipped(session: Sessio
     assert "Reminders paused by staff" in page.text and "PAUSED" in page.text
     assert session.scalars(select(OutboxMessage)).all() == []
     assert client.get("/admin/scenarios/runs/preview?company=ACME&date=25/11").status_code == 400
+
+
+def test_may_skip_is_edited_with_the_step(session: Session, client: TestClient) -> None:
+    company, scenario = _setup(session)
+    make_user(session)
+    login(client, "admin@example.com")
+    data = _form(client, scenario)
+    assert data["step-0-may_skip"] == "1" and "step-1-may_skip" not in data and data["step-2-may_skip"] == "1"
+    data["step-1-may_skip"] = "1"
+    del data["step-2-may_skip"]
+    assert client.post(f"/admin/scenarios/{scenario.id}", data=data, follow_redirects=False).status_code == 303
+    session.expire_all()
+    assert [s.may_skip for s in sorted(scenario.steps, key=lambda s: s.offset_days)] == [True, True, False, False]
+
+
+def test_review_queue_sends_some_discards_others_and_keeps_the_rest(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, client: TestClient
+) -> None:
+    company, scenario = _setup(session)
+    company.reminders_need_approval = True
+    customers = [factories.customer(session, company, ref=f"Q{n}", email=f"q{n}@client.test") for n in range(3)]
+    for customer in customers:
+        factories.invoice(session, customer, number=f"F-{customer.ref}", due_date=TODAY - timedelta(days=3))
+    session.commit()
+    [report] = run(session_factory, settings, TODAY, "ACME")
+    assert report.queued == 3 and report.held
+    make_user(session, "manager@example.com", "manager", ["ACME"])
+    make_user(session, "collector@example.com", "collector", ["ACME"])
+    login(client, "manager@example.com")
+    page = client.get("/admin/scenarios/review")
+    assert page.status_code == 200
+    assert all(f"q{n}@client.test" in page.text and f"F-Q{n}" in page.text for n in range(3))
+    assert "D+3" in page.text and "rappel de factures échues" in page.text
+    token = csrf_from(page.text)
+    from ledger.models import Reminder
+
+    ids = {r.customer_id: r.id for r in session.scalars(select(Reminder))}
+    nothing = client.post("/admin/scenarios/review", data={"csrf_token": token, "action": "send"})
+    assert nothing.status_code == 400 and "Tick the reminders" in nothing.text
+    sent = client.post("/admin/scenarios/review", data={"csrf_token": token, "action": "send",
+                                                         "reminder": str(ids[customers[0].id])},
+                       follow_redirects=False)
+    assert sent.status_code == 303
+    declined = client.post("/admin/scenarios/review", data={"csrf_token": token, "action": "decline",
+                                                             "reminder": str(ids[customers[1].id])},
+                           follow_redirects=False)
+    assert declined.status_code == 303
+    session.expire_all()
+    status = {m.customer_id: m.status for m in session.scalars(select(OutboxMessage))}
+    assert status == {customers[0].id: "queued", customers[1].id: "cancelled", customers[2].id: "held"}
+    # The discarded one is proposed again by the next run; the others are not queued twice.
+    [again] = run(session_factory, settings, TODAY, "ACME")
+    assert [m.customer_ref for m in again.messages] == ["Q1"]
+    actions = [e.action for e in session.scalars(select(AuditEvent).where(AuditEvent.customer_id == customers[1].id)
+                                                  .order_by(AuditEvent.id))]
+    assert actions == ["reminder.queued", "reminder.declined", "reminder.queued"]
+    # A collector may not send them.
+    client.post("/admin/logout", data={"csrf_token": token})
+    login(client, "collector@example.com")
+    page = client.get("/admin/scenarios/review")
+    assert "No reminder is waiting for approval." in page.text
+    refused = client.post("/admin/scenarios/review", data={"csrf_token": csrf_from(page.text), "action": "send_all"})
+    assert refused.status_code == 403
