@@ -238,10 +238,11 @@ def _chased_offsets(session: Session, company_id: int, customer_id: int | None =
     one in a whole-balance notice, say) still gets its own steps later.
     """
     query = (
-        select(reminder_invoices.c.invoice_id, ScenarioStep.offset_days, ReminderRun.run_date, Invoice.due_date)
+        select(reminder_invoices.c.invoice_id, ScenarioStep.offset_days, ReminderRun.run_date, Reminder.created_at,
+               Invoice.due_date)
         .join(Reminder, Reminder.id == reminder_invoices.c.reminder_id)
         .join(ScenarioStep, ScenarioStep.id == Reminder.step_id)
-        .join(ReminderRun, ReminderRun.id == Reminder.run_id)
+        .outerjoin(ReminderRun, ReminderRun.id == Reminder.run_id)
         .join(Invoice, Invoice.id == reminder_invoices.c.invoice_id)
         .outerjoin(OutboxMessage, OutboxMessage.id == Reminder.outbox_id)
         .where(Invoice.company_id == company_id, _not_cancelled())
@@ -249,8 +250,9 @@ def _chased_offsets(session: Session, company_id: int, customer_id: int | None =
     if customer_id is not None:
         query = query.where(Reminder.customer_id == customer_id)
     chased: dict[int, int] = {}
-    for invoice_id, offset, run_date, due_date in session.execute(query):
-        credited = min(int(offset), (run_date - due_date).days)
+    for invoice_id, offset, run_date, created_at, due_date in session.execute(query):
+        # A reminder sent by hand has no run: the day it was written counts.
+        credited = min(int(offset), ((run_date or created_at.date()) - due_date).days)
         if credited > chased.get(invoice_id, credited - 1):
             chased[invoice_id] = credited
     return chased
