@@ -37,9 +37,10 @@ from dunning.manual import ManualReminderError, queue_manual_reminder
 from ledger import audit
 from ledger.audit import action_label
 from ledger import statement as statements
-from ledger.models import Customer, Role, User
+from ledger.models import Customer, OutboxMessage, Role, User
 from links import tokens
 from mail import renewal
+from mail import retry as mail_retry
 from kernel.web import Posted
 
 EMAIL_KINDS = {
@@ -58,6 +59,7 @@ NOTICES = {
     "link": N_("A fresh link was queued to %(email)s."),
     "revoked": N_("Every link of this customer was revoked."),
     "reminder": N_("A reminder was queued to %(email)s."),
+    "retried": N_("The message goes out again with the next delivery."),
 }
 
 
@@ -261,8 +263,24 @@ def remind(request: Request, session: Session, staff: Staff, posted: Posted) -> 
     return _done(customer, "reminder")
 
 
+@staff_post
+def retry(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    """Send a failed message of this customer again (once its cause is fixed)."""
+    customer = visible_customer(session, staff.user, request.path_params["customer_id"])
+    message_id = _step_id(posted.text("message", 12))
+    message = session.get(OutboxMessage, message_id) if message_id is not None else None
+    if message is None or message.customer_id != customer.id:
+        raise _refuse(request, session, staff, customer, N_("Choose a message of this customer."), {}, posted)
+    done = mail_retry.retry_failed(session, [message.id], actor=staff.user.email)
+    if not done.requeued:
+        raise _refuse(request, session, staff, customer, N_("This message has not failed: it is not sent again."),
+                      {}, posted)
+    return _done(customer, "retried")
+
+
 routes = [
     Route("/admin/customers", customers, methods=["GET"], name="admin:customers"),
+    Route("/admin/customers/{customer_id:int}/retry", retry, methods=["POST"], name="admin:customer_retry"),
     Route("/admin/customers/{customer_id:int}", customer_page, methods=["GET"], name="admin:customer"),
     Route("/admin/customers/{customer_id:int}/notes", add_note, methods=["POST"], name="admin:customer_note"),
     Route("/admin/customers/{customer_id:int}/collector", assign, methods=["POST"], name="admin:customer_collector"),

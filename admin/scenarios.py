@@ -22,7 +22,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from admin import runs_service
-from admin.access import companies_of, Rejected, Staff, forbidden, scoped, scoped_companies, staff_get, staff_post
+from mail import retry as mail_retry
+from admin.access import can_act, companies_of, Rejected, Staff, forbidden, scoped, scoped_companies, staff_get, staff_post
 from admin.routes import render, t
 from dunning import approval, messages, planner
 from dunning.scenarios import (
@@ -438,7 +439,25 @@ def run_page(request: Request, session: Session, staff: Staff) -> Response:
         "user": staff.user, "row": runs_service.run_row(session, run),
         "lines": runs_service.reminder_lines(session, run, customers),
         "status_label": lambda status: t(staff.language, STATUS_LABELS.get(status or "", "—")) if status else "—",
+        "retried": _int(request.query_params.get("retried", "")),
+        "can_act": can_act(staff.user),
     }, staff.language)
+
+
+@staff_post
+def run_retry(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    """Send the run's failed messages again: the ones ticked, or all of them (`all=1`)."""
+    run = session.get(ReminderRun, request.path_params["run_id"])
+    if run is None or run.company_id not in _visible_company_ids(session, staff.user):
+        raise HTTPException(404)
+    customers = None if staff.user.role == Role.admin.value else _visible_customers(staff)
+    failed = [line.reminder.outbox_id for line in runs_service.reminder_lines(session, run, customers)
+              if line.status == "failed" and line.reminder.outbox_id is not None]
+    if posted.text("all", 2) != "1":
+        wanted = {int(value) for value in posted.form.getlist("message") if str(value).isdigit()}
+        failed = [message_id for message_id in failed if message_id in wanted]
+    report = mail_retry.retry_failed(session, failed, actor=staff.user.email)
+    return RedirectResponse(f"/admin/scenarios/runs/{run.id}?retried={report.requeued}", status_code=303)
 
 
 @staff_get
@@ -530,6 +549,7 @@ routes = [
     Route("/admin/scenarios/runs", runs_page, methods=["GET"], name="admin:reminder_runs"),
     Route("/admin/scenarios/runs/preview", dry_run_page, methods=["GET"], name="admin:reminder_dry_run"),
     Route("/admin/scenarios/runs/{run_id:int}", run_page, methods=["GET"], name="admin:reminder_run"),
+    Route("/admin/scenarios/runs/{run_id:int}/retry", run_retry, methods=["POST"], name="admin:reminder_run_retry"),
     Route("/admin/scenarios/{scenario_id:int}", edit_page, methods=["GET"], name="admin:scenario"),
     Route("/admin/scenarios/{scenario_id:int}", save, methods=["POST"], name="admin:scenario_save"),
     Route("/admin/scenarios/{scenario_id:int}/preview", preview_fragment, methods=["POST"],

@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kernel.clock import clock
 from kernel.db import SQLITE_BEGIN_OPTION, unit_of_work
-from ledger.models import Company, Customer, OutboxMessage, UTCDateTime
+from ledger.models import Company, Contact, Customer, OutboxMessage, UTCDateTime
 
 OUTBOX = cast(Table, OutboxMessage.__table__)
+CONTACTS = cast(Table, Contact.__table__)
 CUSTOMERS = cast(Table, Customer.__table__)
 COMPANIES = cast(Table, Company.__table__)
 
@@ -127,6 +128,7 @@ class ClaimedMessage:
     sender: str | None = None
     # When it was due before this claim: where it goes back to if it is released untried.
     due_at: datetime | None = None
+    contact_id: int | None = None  # the debtor's contact it goes to, if any (a bounce marks its address)
 
 
 class _ConnectionLost(Exception):
@@ -312,7 +314,7 @@ def _deliver_one(
         return connection, True
     except smtplib.SMTPRecipientsRefused as error:
         code, text = error.recipients.get(claimed.to_address, next(iter(error.recipients.values())))
-        outcomes.refused(claimed, code, text)
+        outcomes.refused(claimed, code, text, at_recipient=True)
         return connection, code == 421  # the server closed the connection
     except smtplib.SMTPResponseException as error:
         outcomes.refused(claimed, error.smtp_code, error.smtp_error)
@@ -378,6 +380,7 @@ def _claim_batch(session_factory: sessionmaker[Session], size: int) -> list[Clai
                 sender=formataddr((row.name, row.reminder_from))
                 if row.contact_id is not None and row.reminder_from else None,
                 due_at=row.next_attempt_at,
+                contact_id=row.contact_id,
             )
             for row in rows
         ]
@@ -405,9 +408,13 @@ class _Outcomes:
     def failed(self, claimed: ClaimedMessage, error: str) -> None:
         self._add("failed", claimed, b_error=error)
 
-    def refused(self, claimed: ClaimedMessage, code: int, text: bytes | str) -> None:
+    def refused(self, claimed: ClaimedMessage, code: int, text: bytes | str, at_recipient: bool = False) -> None:
         if 500 <= code < 600:
             self.failed(claimed, _reply(code, text))
+            if at_recipient and claimed.contact_id is not None:
+                # The server refused the address itself for good: the contact's address is failing.
+                self._rows["bounced"].append({"b_contact": claimed.contact_id, "b_address": claimed.to_address,
+                                              "b_error": _reply(code, text), "b_at": clock.now()})
         else:
             self.retry(claimed, _reply(code, text))
 
@@ -451,6 +458,10 @@ _WRITES = {
     "retried": _outcome_update(status="queued", last_error=bindparam("b_error"), next_attempt_at=_AT),
     "failed": _outcome_update(status="failed", last_error=bindparam("b_error")),
     "released": _outcome_update(attempts=bindparam("b_before"), next_attempt_at=_AT),
+    # Only while the contact still has the address that bounced.
+    "bounced": update(CONTACTS)
+    .where(CONTACTS.c.id == bindparam("b_contact"), CONTACTS.c.email == bindparam("b_address"))
+    .values(email_failing_since=_AT, email_failure=bindparam("b_error")),
 }
 
 

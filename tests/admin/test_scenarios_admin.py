@@ -355,3 +355,49 @@ def test_review_queue_sends_some_discards_others_and_keeps_the_rest(
     assert "No reminder is waiting for approval." in page.text
     refused = client.post("/admin/scenarios/review", data={"csrf_token": csrf_from(page.text), "action": "send_all"})
     assert refused.status_code == 403
+
+
+def test_failed_messages_are_sent_again_from_the_run_page_and_the_customer_page(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, client: TestClient,
+    smtp_server: Any,
+) -> None:
+    from mail.outbox import deliver_due, parse_smtp_url
+
+    company, scenario = _setup(session)
+    customers = [factories.customer(session, company, ref=f"R{n}", email=f"r{n}@client.test") for n in range(3)]
+    for customer in customers:
+        factories.invoice(session, customer, due_date=TODAY - timedelta(days=3))
+    session.commit()
+    [report] = run(session_factory, settings, TODAY, "ACME")
+    smtp_server.fail_rcpt("550 5.1.1 No such user", times=3)
+    assert deliver_due(session_factory, parse_smtp_url(smtp_server.url), "x@encours.test").failed == 3
+    make_user(session)
+    login(client, "admin@example.com")
+    # The dashboard raises it.
+    dashboard = client.get("/admin")
+    assert "3 email(s) could not be delivered" in dashboard.text and "550 5.1.1 No such user" in dashboard.text
+    customer_page = client.get(f"/admin/customers/{customers[0].id}")
+    assert "address failing since" in customer_page.text and "Send again" in customer_page.text
+    detail = client.get(f"/admin/scenarios/runs/{report.run_id}")
+    assert "Send every failed message again (3)" in detail.text
+    token = csrf_from(detail.text)
+    messages = {m.customer_id: m for m in session.scalars(select(OutboxMessage))}
+    one = client.post(f"/admin/scenarios/runs/{report.run_id}/retry",
+                      data={"csrf_token": token, "message": str(messages[customers[0].id].id)}, follow_redirects=False)
+    assert one.status_code == 303
+    session.expire_all()
+    assert [messages[c.id].status for c in customers] == ["queued", "failed", "failed"]
+    from_customer = client.post(f"/admin/customers/{customers[1].id}/retry",
+                                data={"csrf_token": token, "message": str(messages[customers[1].id].id)},
+                                follow_redirects=False)
+    assert from_customer.status_code == 303
+    # A message of another customer is refused on this customer's page.
+    wrong = client.post(f"/admin/customers/{customers[1].id}/retry",
+                        data={"csrf_token": token, "message": str(messages[customers[2].id].id)})
+    assert wrong.status_code == 400
+    everything = client.post(f"/admin/scenarios/runs/{report.run_id}/retry", data={"csrf_token": token, "all": "1"})
+    assert "1 message(s) go out again" in everything.text
+    session.expire_all()
+    assert {m.status for m in messages.values()} == {"queued"} and {m.attempts for m in messages.values()} == {0}
+    assert deliver_due(session_factory, parse_smtp_url(smtp_server.url), "x@encours.test").sent == 3
+    assert "could not be delivered" not in client.get("/admin").text
