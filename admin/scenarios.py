@@ -531,7 +531,7 @@ def review_decide(request: Request, session: Session, staff: Staff, posted: Post
             waiting = approval.held(session, company_ids)
             raise Rejected(render(request, "admin/reminder_review.html", {
                 "user": staff.user, "waiting": waiting, "done": "", "count": 0,
-                "error": t(staff.language, "Tick the reminders to send or to discard first."),
+                "error": t(staff.language, N_("Tick the reminders to send or to discard first.")),
             }, staff.language, status_code=400))
         chosen = approval.held(session, company_ids, reminder_ids=ids)
     if action == "decline":
