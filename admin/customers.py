@@ -30,14 +30,17 @@ from admin.access import (
     visible_customer,
 )
 from admin.routes import render, t
+from admin.scenarios import TONE_LABELS
 from kernel.i18n import N_
+from dunning import manual
 from dunning.manual import ManualReminderError, queue_manual_reminder
 from ledger import audit
 from ledger.audit import action_label
 from ledger import statement as statements
-from ledger.models import Customer, Role, User
+from ledger.models import Customer, OutboxMessage, Role, User
 from links import tokens
 from mail import renewal
+from mail import retry as mail_retry
 from kernel.web import Posted
 from portal import staff_view as staff_views
 from portal.routes import PORTAL_SESSION_KEY
@@ -59,6 +62,7 @@ NOTICES = {
     "link": N_("A fresh link was queued to %(email)s."),
     "revoked": N_("Every link of this customer was revoked."),
     "reminder": N_("A reminder was queued to %(email)s."),
+    "retried": N_("The message goes out again with the next delivery."),
 }
 
 
@@ -190,11 +194,62 @@ def send_link(request: Request, session: Session, staff: Staff, posted: Posted) 
     return _done(customer, "link")
 
 
+def _revoke_page(request: Request, staff: Staff, customer: Customer, status_code: int = 200) -> Response:
+    return render(request, "admin/customer_revoke.html", {"user": staff.user, "customer": customer},
+                  staff.language, status_code=status_code)
+
+
+@staff_get
+def revoke_confirm(request: Request, session: Session, staff: Staff) -> Response:
+    customer = visible_customer(session, staff.user, request.path_params["customer_id"])
+    if not can_act(staff.user):
+        return forbidden(request, staff)
+    return _revoke_page(request, staff, customer)
+
+
 @staff_post
 def revoke_links(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
     customer = visible_customer(session, staff.user, request.path_params["customer_id"])
+    if posted.text("confirm", 2) != "1":
+        raise Rejected(_revoke_page(request, staff, customer, status_code=400))
     tokens.revoke_all(session, customer, actor=staff.user.email, actor_type="user")
     return _done(customer, "revoked")
+
+
+def _step_id(text: str) -> int | None:
+    return int(text) if text.isdigit() and len(text) < 12 else None
+
+
+def _remind_page(request: Request, session: Session, staff: Staff, customer: Customer, step_id: int | None,
+                 status_code: int = 200) -> Response:
+    settings = request.app.state.settings
+    preview = error = None
+    try:
+        preview = manual.prepare(session, customer, secret=str(settings.secret_key), base_url=settings.base_url,
+                                 step_id=step_id)
+    except ManualReminderError as problem:
+        error = t(staff.language, problem.message, **problem.values)
+    steps = preview.steps if preview is not None else []
+    if preview is None:
+        try:
+            steps = manual._steps(session, customer)
+        except ManualReminderError:
+            steps = []
+    return render(request, "admin/customer_remind.html", {
+        "user": staff.user, "customer": customer, "preview": preview, "steps": steps, "error": error,
+        "chosen": preview.message.step.id if preview is not None else step_id,
+        "cautions": [t(staff.language, c.message, **c.values) for c in preview.warnings] if preview else [],
+        "tone_label": lambda tone: t(staff.language, TONE_LABELS.get(tone, tone)),
+    }, staff.language, status_code=status_code)
+
+
+@staff_get
+def remind_preview(request: Request, session: Session, staff: Staff) -> Response:
+    """What "send a reminder now" would send: step (changeable), invoices, recipient, message, warnings."""
+    customer = visible_customer(session, staff.user, request.path_params["customer_id"])
+    if not can_act(staff.user):
+        return forbidden(request, staff)
+    return _remind_page(request, session, staff, customer, _step_id(request.query_params.get("step", "")))
 
 
 @staff_post
@@ -218,24 +273,47 @@ def view_as_customer(request: Request, session: Session, staff: Staff, posted: P
 @staff_post
 def remind(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
     customer = visible_customer(session, staff.user, request.path_params["customer_id"])
+    step_id = _step_id(posted.text("step", 12))
+    if posted.text("confirm", 2) != "1":
+        raise Rejected(_remind_page(request, session, staff, customer, step_id, status_code=400))
     settings = request.app.state.settings
     try:
         queue_manual_reminder(session, customer, actor=staff.user.email, secret=str(settings.secret_key),
-                              base_url=settings.base_url)
+                              base_url=settings.base_url, step_id=step_id)
     except ManualReminderError as error:
         raise _refuse(request, session, staff, customer, error.message, error.values, posted)
     return _done(customer, "reminder")
 
 
+@staff_post
+def retry(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    """Send a failed message of this customer again (once its cause is fixed)."""
+    customer = visible_customer(session, staff.user, request.path_params["customer_id"])
+    message_id = _step_id(posted.text("message", 12))
+    message = session.get(OutboxMessage, message_id) if message_id is not None else None
+    if message is None or message.customer_id != customer.id:
+        raise _refuse(request, session, staff, customer, N_("Choose a message of this customer."), {}, posted)
+    done = mail_retry.retry_failed(session, [message.id], actor=staff.user.email)
+    if not done.requeued:
+        raise _refuse(request, session, staff, customer, N_("This message has not failed: it is not sent again."),
+                      {}, posted)
+    return _done(customer, "retried")
+
+
 routes = [
     Route("/admin/customers", customers, methods=["GET"], name="admin:customers"),
+    Route("/admin/customers/{customer_id:int}/retry", retry, methods=["POST"], name="admin:customer_retry"),
     Route("/admin/customers/{customer_id:int}", customer_page, methods=["GET"], name="admin:customer"),
     Route("/admin/customers/{customer_id:int}/notes", add_note, methods=["POST"], name="admin:customer_note"),
     Route("/admin/customers/{customer_id:int}/collector", assign, methods=["POST"], name="admin:customer_collector"),
     Route("/admin/customers/{customer_id:int}/pause", pause, methods=["POST"], name="admin:customer_pause"),
     Route("/admin/customers/{customer_id:int}/send-link", send_link, methods=["POST"], name="admin:customer_link"),
+    Route("/admin/customers/{customer_id:int}/revoke-links", revoke_confirm, methods=["GET"],
+          name="admin:customer_revoke_confirm"),
     Route("/admin/customers/{customer_id:int}/revoke-links", revoke_links, methods=["POST"],
           name="admin:customer_revoke"),
+    Route("/admin/customers/{customer_id:int}/remind", remind_preview, methods=["GET"],
+          name="admin:customer_remind_preview"),
     Route("/admin/customers/{customer_id:int}/remind", remind, methods=["POST"], name="admin:customer_remind"),
     Route("/admin/customers/{customer_id:int}/view-as-customer", view_as_customer, methods=["POST"],
           name="admin:customer_view_as"),

@@ -396,7 +396,7 @@ def timeline(session: Session, customer: Customer) -> list[TimelineEntry]:
         entries.append(TimelineEntry(
             at=reminder.created_at, kind="reminder", actor=event.actor if event is not None else None,
             entity_type="reminder", entity_id=reminder.id, details=details, message=message,
-            manual=reminder.step_id is None))
+            manual=reminder.run_id is None))
     for message in session.scalars(
         select(OutboxMessage).where(OutboxMessage.customer_id == customer.id)
         .order_by(OutboxMessage.created_at.desc()).limit(TIMELINE_LIMIT)

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from admin.access import Rejected, Staff, companies_of, is_admin, staff_get, staff_post
 from admin.dashboard_service import BUCKETS, METHODS, Scope, build_dashboard
 from admin.routes import ROLE_LABELS, render, t
+from mail import retry
 from kernel import i18n
 from kernel.i18n import N_
 from ledger import fx
@@ -83,6 +84,7 @@ def home(request: Request, session: Session, staff: Staff) -> Response:
         "methods": METHODS,
         "method_labels": METHOD_LABELS,
         "unknown_company": bool(company_code) and not chosen,
+        "failed_mail": retry.failed_messages(session, [c.id for c in chosen], user.id if is_collector else None),
         "number": lambda value: format_decimal(value, format="#,##0.0", locale=i18n.FORMAT_LOCALES[i18n.normalize(staff.language)]),
     }
     return request.app.state.templates.response(request, "admin/dashboard.html", context, staff.language,

@@ -22,9 +22,10 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from admin import runs_service
-from admin.access import companies_of, Rejected, Staff, forbidden, scoped, scoped_companies, staff_get, staff_post
+from mail import retry as mail_retry
+from admin.access import can_act, companies_of, Rejected, Staff, forbidden, scoped, scoped_companies, staff_get, staff_post
 from admin.routes import render, t
-from dunning import messages, planner
+from dunning import approval, messages, planner
 from dunning.scenarios import (
     TONES,
     Problem,
@@ -58,7 +59,8 @@ PLACEHOLDER_HELP = {
     "link": N_("the customer's personal link to pay (the HTML part also shows a button)"),
     "today": N_("the date of the run"),
 }
-STATUS_LABELS = {"queued": N_("Waiting"), "sent": N_("Sent"), "failed": N_("Failed")}
+STATUS_LABELS = {"queued": N_("Waiting"), "sent": N_("Sent"), "failed": N_("Failed"),
+                 "held": N_("Waiting for approval"), "cancelled": N_("Discarded")}
 STEP_FIELDS = ("subject_fr", "body_fr", "subject_en", "body_en")
 MAX_TEXT = 20_000
 
@@ -126,6 +128,7 @@ class StepForm:
     subject_en: str
     body_en: str
     remove: bool = False
+    may_skip: bool = False
 
     @property
     def label(self) -> str:
@@ -152,7 +155,8 @@ def _form_of(scenario: Scenario, currencies: list[str]) -> ScenarioForm:
     return ScenarioForm(
         name=scenario.name, segment=scenario.segment or "", minimums=minimums, active=scenario.active,
         steps=[StepForm(id=s.id, offset=str(s.offset_days), tone=s.tone, whole_balance=s.whole_balance,
-                        subject_fr=s.subject_fr, body_fr=s.body_fr, subject_en=s.subject_en, body_en=s.body_en)
+                        may_skip=s.may_skip, subject_fr=s.subject_fr, body_fr=s.body_fr, subject_en=s.subject_en,
+                        body_en=s.body_en)
                for s in sorted(scenario.steps, key=lambda s: s.offset_days)],
     )
 
@@ -174,6 +178,7 @@ def _form_from_post(posted: Posted, currencies: list[str]) -> ScenarioForm:
             offset=posted.text(prefix + "offset", 10).strip(),
             tone=posted.text(prefix + "tone", 16),
             whole_balance=posted.text(prefix + "whole_balance", 2) == "1",
+            may_skip=posted.text(prefix + "may_skip", 2) == "1",
             remove=posted.text(prefix + "remove", 2) == "1",
             **{name: posted.text(prefix + name, MAX_TEXT).replace("\r\n", "\n") for name in STEP_FIELDS},
         ))
@@ -205,7 +210,7 @@ def _parse(form: ScenarioForm) -> tuple[ScenarioInput | None, list[Problem]]:
             continue
         steps.append(StepInput(id=step.id, offset_days=offset, tone=step.tone, whole_balance=step.whole_balance,
                                subject_fr=step.subject_fr, body_fr=step.body_fr, subject_en=step.subject_en,
-                               body_en=step.body_en, remove=step.remove))
+                               body_en=step.body_en, remove=step.remove, may_skip=step.may_skip))
     minimums: dict[str, int] = {}
     for currency, text in form.minimums.items():
         if not text:
@@ -443,7 +448,25 @@ def run_page(request: Request, session: Session, staff: Staff) -> Response:
         "user": staff.user, "row": runs_service.run_row(session, run),
         "lines": runs_service.reminder_lines(session, run, customers),
         "status_label": lambda status: t(staff.language, STATUS_LABELS.get(status or "", "—")) if status else "—",
+        "retried": _int(request.query_params.get("retried", "")),
+        "can_act": can_act(staff.user),
     }, staff.language)
+
+
+@staff_post
+def run_retry(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    """Send the run's failed messages again: the ones ticked, or all of them (`all=1`)."""
+    run = session.get(ReminderRun, request.path_params["run_id"])
+    if run is None or run.company_id not in _visible_company_ids(session, staff.user):
+        raise HTTPException(404)
+    customers = None if staff.user.role == Role.admin.value else _visible_customers(staff)
+    failed = [line.reminder.outbox_id for line in runs_service.reminder_lines(session, run, customers)
+              if line.status == "failed" and line.reminder.outbox_id is not None]
+    if posted.text("all", 2) != "1":
+        wanted = {int(value) for value in posted.form.getlist("message") if str(value).isdigit()}
+        failed = [message_id for message_id in failed if message_id in wanted]
+    report = mail_retry.retry_failed(session, failed, actor=staff.user.email)
+    return RedirectResponse(f"/admin/scenarios/runs/{run.id}?retried={report.requeued}", status_code=303)
 
 
 @staff_get
@@ -484,12 +507,58 @@ def dry_run_page(request: Request, session: Session, staff: Staff) -> Response:
     }, staff.language, status_code=400 if error else 200)
 
 
+# --- the review queue: runs waiting for approval ----------------------------------------------------
+
+
+def _reviewable_company_ids(session: Session, user: User) -> list[int]:
+    """Companies whose held reminders this user may send: admins all, managers their own."""
+    return [company_id for company_id in _visible_company_ids(session, user) if can_edit(user, company_id)]
+
+
+@staff_get
+def review_page(request: Request, session: Session, staff: Staff) -> Response:
+    """Per customer: the step, invoices, recipients and the message itself, to send or not."""
+    company_ids = _reviewable_company_ids(session, staff.user)
+    waiting = approval.held(session, company_ids)
+    return render(request, "admin/reminder_review.html", {
+        "user": staff.user, "waiting": waiting, "done": request.query_params.get("done", ""),
+        "count": _int(request.query_params.get("count", "")) or 0, "error": None,
+    }, staff.language)
+
+
+@staff_post
+def review_decide(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    company_ids = _reviewable_company_ids(session, staff.user)
+    action = posted.text("action", 16)
+    if not company_ids or action not in ("send", "send_all", "decline"):
+        return forbidden(request, staff) if not company_ids else RedirectResponse("/admin/scenarios/review", 303)
+    if action == "send_all":
+        chosen = approval.held(session, company_ids)
+    else:
+        ids = [int(value) for value in posted.form.getlist("reminder") if str(value).isdigit()]
+        if not ids:
+            waiting = approval.held(session, company_ids)
+            raise Rejected(render(request, "admin/reminder_review.html", {
+                "user": staff.user, "waiting": waiting, "done": "", "count": 0,
+                "error": t(staff.language, N_("Tick the reminders to send or to discard first.")),
+            }, staff.language, status_code=400))
+        chosen = approval.held(session, company_ids, reminder_ids=ids)
+    if action == "decline":
+        count = approval.decline(session, chosen, actor=staff.user.email)
+        return RedirectResponse(f"/admin/scenarios/review?done=declined&count={count}", status_code=303)
+    count = approval.approve(session, chosen, actor=staff.user.email)
+    return RedirectResponse(f"/admin/scenarios/review?done=sent&count={count}", status_code=303)
+
+
 routes = [
     Route("/admin/scenarios", index, methods=["GET"], name="admin:scenarios"),
+    Route("/admin/scenarios/review", review_page, methods=["GET"], name="admin:reminder_review"),
+    Route("/admin/scenarios/review", review_decide, methods=["POST"], name="admin:reminder_review_decide"),
     Route("/admin/scenarios/new", create, methods=["POST"], name="admin:scenario_new"),
     Route("/admin/scenarios/runs", runs_page, methods=["GET"], name="admin:reminder_runs"),
     Route("/admin/scenarios/runs/preview", dry_run_page, methods=["GET"], name="admin:reminder_dry_run"),
     Route("/admin/scenarios/runs/{run_id:int}", run_page, methods=["GET"], name="admin:reminder_run"),
+    Route("/admin/scenarios/runs/{run_id:int}/retry", run_retry, methods=["POST"], name="admin:reminder_run_retry"),
     Route("/admin/scenarios/{scenario_id:int}", edit_page, methods=["GET"], name="admin:scenario"),
     Route("/admin/scenarios/{scenario_id:int}", save, methods=["POST"], name="admin:scenario_save"),
     Route("/admin/scenarios/{scenario_id:int}/preview", preview_fragment, methods=["POST"],

@@ -9,16 +9,26 @@ Placeholders (`PLACEHOLDERS`):
 - `{{ customer.name }}`, `{{ customer.ref }}`
 - `{{ contact.name }}` (may be empty), `{{ contact.email }}`
 - `{{ company.name }}`, `{{ company.support_email }}`, `{{ company.address }}`
-- `{{ invoices }}`: the table of the invoices chased (number, due date, open amount, days late);
+- `{{ invoices }}`: every invoice the message lists, overdue ones first, then, under their own
+  heading, the ones not yet due (so a grouped message never calls an upcoming invoice overdue);
   also iterable: `{% for row in invoices %}{{ row.number }} {{ row.due_date }} {{ row.open }}
-  {{ row.days_late }}{% endfor %}`
+  {{ row.days_late }}{% endfor %}` (days_late is negative for an invoice not yet due)
+- `{{ overdue }}`: the overdue invoices listed (number, due date, open amount, days overdue);
+  empty when none; `overdue.total` is their total per currency
+- `{{ upcoming }}`: the invoices listed that are not yet due (number, due date, open amount, days
+  left); empty when none; `upcoming.total`
+- `{{ reminded_before }}`: true when every overdue invoice listed was in an earlier reminder, so
+  "despite our previous reminder" is true (`{% if reminded_before %}…{% endif %}`)
 - `{{ totals }}`: the total chased per currency, e.g. `1 234,56 € · 300,00 $US`; iterable
   (`row.currency`, `row.amount`)
 - `{{ savings }}`: early-payment discounts still on offer, one line each; empty when none
   (`{% if savings %}…{% endif %}`); iterable (`row.number`, `row.amount`, `row.until`)
-- `{{ late_charges }}`: for companies in France, the late-payment interest and the 40 €
-  indemnity per late invoice (Code de commerce L441-10), as a table; empty elsewhere;
-  also `late_charges.rate` ("12,15 %") and `late_charges.indemnity` ("40,00 €")
+- `{{ late_charges }}`: the statutory late charges per late invoice, as a table, for companies
+  in France (interest and the 40 € indemnity, Code de commerce L441-10) and in the United
+  Kingdom (interest at base rate + 8 points and £40/£70/£100 compensation, Late Payment of
+  Commercial Debts (Interest) Act 1998); empty elsewhere (`dunning.interest`); also
+  `late_charges.law` (the sentence citing the law, in the reader's language),
+  `late_charges.rate` ("12,15 %") and `late_charges.indemnity` ("40,00 €", France)
 - `{{ broken_promise }}`: when the debtor promised to pay some of the invoices listed and did
   not, a sentence saying so ("You promised to pay 1 200,00 € by 12 November; we have not
   received it."); empty otherwise (`{% if broken_promise %}…{% endif %}`); also
@@ -47,6 +57,7 @@ from markupsafe import Markup, escape
 from dunning import interest
 from dunning.template_language import ReminderEnvironment
 from kernel import i18n
+from kernel.i18n import N_
 from ledger.money import Money, decimals as money_decimals
 from ledger.statement import days_overdue
 
@@ -54,10 +65,13 @@ PLACEHOLDERS: dict[str, str] = {
     "customer": "the customer: name, ref",
     "contact": "the contact written to: name, email",
     "company": "the creditor: name, support_email, address",
-    "invoices": "table of the invoices chased: number, due_date, open, days_late",
+    "invoices": "the invoices listed: the overdue ones, then the ones not yet due under their own heading",
+    "overdue": "table of the overdue invoices listed: number, due_date, open, days_late; total",
+    "upcoming": "table of the invoices listed not yet due: number, due_date, open, days_left; total",
+    "reminded_before": "true when an earlier reminder listed every overdue invoice of this message",
     "totals": "total chased per currency",
     "savings": "early-payment discounts still on offer",
-    "late_charges": "France: late-payment interest and 40 EUR indemnity per late invoice",
+    "late_charges": "statutory late charges (France L441-10, UK Late Payment Act) per late invoice; rate, law",
     "broken_promise": "when a promise to pay these invoices was broken: a sentence saying so; amount, date",
     "link": "the debtor's magic link",
     "today": "the date of the run",
@@ -67,8 +81,10 @@ ATTRIBUTES: dict[str, frozenset[str]] = {
     "customer": frozenset({"name", "ref"}),
     "contact": frozenset({"name", "email"}),
     "company": frozenset({"name", "support_email", "address"}),
-    "late_charges": frozenset({"rate", "indemnity"}),
+    "late_charges": frozenset({"rate", "indemnity", "law"}),
     "broken_promise": frozenset({"amount", "date"}),
+    "overdue": frozenset({"total"}),
+    "upcoming": frozenset({"total"}),
 }
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -92,6 +108,8 @@ class InvoiceFacts:
     open_minor: int
     discount_bps: int | None = None
     discount_until: date | None = None
+    # An earlier reminder sent after its due date listed it (so "despite our reminder" is true).
+    reminded: bool = False
 
     @property
     def open(self) -> Money:
@@ -108,6 +126,7 @@ class StepTexts:
     body_fr: str
     subject_en: str
     body_en: str
+    may_skip: bool = False
 
     @property
     def label(self) -> str:
@@ -195,9 +214,12 @@ class InvoiceRow:
 
 
 class InvoiceTable(list[InvoiceRow]):
-    def __init__(self, rows: Iterable[InvoiceRow], language: str) -> None:
+    """Overdue invoices: the last column counts the days overdue. `total`: their total per currency."""
+
+    def __init__(self, rows: Iterable[InvoiceRow], language: str, total: str = "") -> None:
         super().__init__(rows)
         self._language = language
+        self.total = total
 
     def _parts(self) -> tuple[list[str], list[list[str]]]:
         g = self._language
@@ -207,10 +229,45 @@ class InvoiceTable(list[InvoiceRow]):
         return header, rows
 
     def __str__(self) -> str:
-        return _text_table(*self._parts(), right={2, 3})
+        return _text_table(*self._parts(), right={2, 3}) if self else ""
 
     def __html__(self) -> Markup:
-        return _html_table(*self._parts(), right={2, 3})
+        return _html_table(*self._parts(), right={2, 3}) if self else Markup("")
+
+
+class UpcomingTable(InvoiceTable):
+    """Invoices not yet due: the last column counts the days left."""
+
+    def _parts(self) -> tuple[list[str], list[list[str]]]:
+        g = self._language
+        header = [_t(g, "Invoice"), _t(g, "Due date"), _t(g, "Open amount"), _t(g, "Days left")]
+        return header, [[row.number, row.due_date, row.open, str(-row.days_late)] for row in self]
+
+
+class InvoiceSections(list[InvoiceRow]):
+    """Every invoice listed: the overdue table, then the not yet due one under its own heading."""
+
+    def __init__(self, overdue: InvoiceTable, upcoming: UpcomingTable, language: str) -> None:
+        super().__init__([*overdue, *upcoming])
+        self.overdue = overdue
+        self.upcoming = upcoming
+        self._language = language
+
+    def _heading(self) -> str:
+        return _t(self._language, "Not yet due:")
+
+    def __str__(self) -> str:
+        if not self.upcoming:
+            return str(self.overdue)
+        upcoming = f"{self._heading()}\n\n{self.upcoming}"
+        return f"{self.overdue}\n\n{upcoming}" if self.overdue else upcoming
+
+    def __html__(self) -> Markup:
+        if not self.upcoming:
+            return self.overdue.__html__()
+        # A table keeps its own paragraph (see _paragraphs): the heading goes in one of its own.
+        upcoming = Markup("{}\n\n{}").format(self._heading(), self.upcoming.__html__())
+        return Markup("{}\n\n{}").format(self.overdue.__html__(), upcoming) if self.overdue else upcoming
 
 
 @dataclass(frozen=True)
@@ -250,31 +307,36 @@ class LateChargeRow:
     days_late: int
     interest: str
     indemnity: str
+    rate: str = ""
 
 
 class LateChargesTable(list[LateChargeRow]):
+    """The late charges per invoice; `law` is the sentence citing the statute, `rate` the annual
+    rate (the highest when invoices bear different ones), `indemnity` the French fixed sum."""
+
     def __init__(self, rows: Iterable[LateChargeRow], language: str, rate: str, indemnity: str,
-                 total_rows: list[str]) -> None:
+                 total_rows: list[str], law: str = "") -> None:
         super().__init__(rows)
         self._language = language
         self.rate = rate
         self.indemnity = indemnity
+        self.law = law
         self._total_rows = total_rows
 
     def _parts(self) -> tuple[list[str], list[list[str]]]:
         g = self._language
-        header = [_t(g, "Invoice"), _t(g, "Days overdue"), _t(g, "Late-payment interest"),
+        header = [_t(g, "Invoice"), _t(g, "Days overdue"), _t(g, "Annual rate"), _t(g, "Late-payment interest"),
                   _t(g, "Recovery indemnity")]
-        return header, [[row.number, str(row.days_late), row.interest, row.indemnity] for row in self]
+        return header, [[row.number, str(row.days_late), row.rate, row.interest, row.indemnity] for row in self]
 
     def __str__(self) -> str:
         header, rows = self._parts()
-        table = _text_table(header, rows, right={1, 2, 3})
+        table = _text_table(header, rows, right={1, 2, 3, 4})
         return table + "".join(f"\n{line}" for line in self._total_rows)
 
     def __html__(self) -> Markup:
         header, rows = self._parts()
-        table = _html_table(header, rows, right={1, 2, 3})
+        table = _html_table(header, rows, right={1, 2, 3, 4})
         totals = "".join(f"<br>{escape(line)}" for line in self._total_rows)
         return Markup(f"{table}<p>{totals[4:]}</p>") if totals else table
 
@@ -365,16 +427,25 @@ def build_context(
     money = lambda m: _format_money(m.minor, m.currency, language)  # noqa: E731
     day = lambda d: i18n.format_day(d, language)  # noqa: E731 - cached there
     ordered = sorted(invoices, key=lambda i: (i.currency != base_currency, i.currency, i.due_date, i.number))
-    table = InvoiceTable(
-        (InvoiceRow(number=i.number, due_date=day(i.due_date), open=money(i.open),
-                    days_late=days_overdue(i.due_date, today), currency=i.currency) for i in ordered),
-        language,
-    )
-    totals = Totals(
-        TotalRow(currency=currency, amount=money(Money(minor, currency)))
-        for currency, minor in sorted(totals_by_currency(ordered).items(),
-                                      key=lambda item: (item[0] != base_currency, item[0]))
-    )
+
+    def totals_of(chosen: list[InvoiceFacts]) -> Totals:
+        return Totals(
+            TotalRow(currency=currency, amount=money(Money(minor, currency)))
+            for currency, minor in sorted(totals_by_currency(chosen).items(),
+                                          key=lambda item: (item[0] != base_currency, item[0]))
+        )
+
+    def rows(chosen: list[InvoiceFacts]) -> list[InvoiceRow]:
+        return [InvoiceRow(number=i.number, due_date=day(i.due_date), open=money(i.open),
+                           days_late=(today - i.due_date).days, currency=i.currency) for i in chosen]
+
+    late = [i for i in ordered if days_overdue(i.due_date, today) > 0]
+    not_due = [i for i in ordered if days_overdue(i.due_date, today) <= 0]
+    overdue = InvoiceTable(rows(late), language, total=str(totals_of(late)))
+    upcoming = UpcomingTable(rows(not_due), language, total=str(totals_of(not_due)))
+    table = InvoiceSections(overdue, upcoming, language)
+    totals = totals_of(ordered)
+    reminded_before = bool(late) and all(invoice.reminded for invoice in late)
     savings = Savings()
     for invoice in [] if needed is not None and "savings" not in needed else sorted(all_open, key=lambda i: (i.discount_until or today, i.number)):
         saving = available_saving(invoice, today)
@@ -398,6 +469,9 @@ def build_context(
         "broken_promise": broken,
         "company": company,
         "invoices": table,
+        "overdue": overdue,
+        "upcoming": upcoming,
+        "reminded_before": reminded_before,
         "totals": totals,
         "savings": savings,
         "late_charges": _late_charges(ordered if needed is None or "late_charges" in needed else [], today,
@@ -407,34 +481,60 @@ def build_context(
     }
 
 
+_LAW_SENTENCES = {
+    # (country, one rate for every invoice) -> the sentence that cites the law
+    ("FR", True): N_("Under article L441-10 of the French Commercial Code, late payment makes due, by operation of "
+                     "law, late-payment interest at the annual rate of %(rate)s and a fixed recovery indemnity of "
+                     "%(indemnity)s per invoice, that is, as of today:"),
+    ("FR", False): N_("Under article L441-10 of the French Commercial Code, late payment makes due, by operation of "
+                      "law, late-payment interest at the annual rate shown for each invoice (the European Central "
+                      "Bank rate plus 10 points) and a fixed recovery indemnity of %(indemnity)s per invoice, that "
+                      "is, as of today:"),
+    ("GB", True): N_("Under the Late Payment of Commercial Debts (Interest) Act 1998, statutory interest is due at "
+                     "%(rate)s a year (the Bank of England base rate plus 8 points), together with fixed "
+                     "compensation per invoice of £40 under £1,000, £70 from £1,000 to £9,999.99 and £100 from "
+                     "£10,000, that is, as of today:"),
+    ("GB", False): N_("Under the Late Payment of Commercial Debts (Interest) Act 1998, statutory interest is due at "
+                      "the annual rate shown for each invoice (the Bank of England base rate plus 8 points), "
+                      "together with fixed compensation per invoice of £40 under £1,000, £70 from £1,000 to "
+                      "£9,999.99 and £100 from £10,000, that is, as of today:"),
+}
+
+
 def _late_charges(invoices: list[InvoiceFacts], today: date, language: str, country: str) -> LateChargesTable:
-    rate = format_rate(interest.LATE_PAYMENT_RATE_BPS, language)
-    indemnity = i18n.format_money(interest.RECOVERY_INDEMNITY, language)
-    if country.upper() != "FR":
-        return LateChargesTable([], language, rate, indemnity, [])
+    """The statutory late charges of the company's country (France, UK) on the late invoices listed;
+    empty (and false) where we know no such law."""
+    law = interest.law_of(country)
+    if law is None:
+        return LateChargesTable([], language, "", "", [])
     rows = []
+    rates: set[int] = set()
     interest_totals: dict[str, int] = {}
-    indemnities = 0
+    indemnity_totals: dict[str, int] = {}
     for invoice in invoices:
-        charges = interest.late_charges(invoice.open, invoice.due_date, today)
+        charges = interest.late_charges(invoice.open, invoice.due_date, today, law.country)
         if charges is None:
             continue
-        rows.append(LateChargeRow(number=invoice.number, days_late=charges.days_late,
-                                  interest=_format_money(charges.interest.minor, charges.interest.currency, language),
-                                  indemnity=_format_money(charges.indemnity.minor, charges.indemnity.currency,
-                                                          language)))
+        rates.add(charges.rate_bps)
+        indemnity = charges.indemnity
+        rows.append(LateChargeRow(
+            number=invoice.number, days_late=charges.days_late, rate=format_rate(charges.rate_bps, language),
+            interest=_format_money(charges.interest.minor, charges.interest.currency, language),
+            indemnity=_format_money(indemnity.minor, indemnity.currency, language) if indemnity else "—"))
         interest_totals[invoice.currency] = interest_totals.get(invoice.currency, 0) + charges.interest.minor
-        indemnities += charges.indemnity.minor
-    total_rows = []
-    if rows:
-        amounts = " · ".join(i18n.format_money(Money(minor, currency), language)
-                             for currency, minor in sorted(interest_totals.items()))
-        total_rows = [
-            _t(language, "Total late-payment interest: %(amount)s", amount=amounts),
-            _t(language, "Total recovery indemnities: %(amount)s",
-                         amount=i18n.format_money(Money(indemnities, interest.RECOVERY_INDEMNITY.currency), language)),
-        ]
-    return LateChargesTable(rows, language, rate, indemnity, total_rows)
+        if indemnity is not None:
+            indemnity_totals[indemnity.currency] = indemnity_totals.get(indemnity.currency, 0) + indemnity.minor
+    if not rows:
+        return LateChargesTable([], language, "", "", [])
+    rate = format_rate(max(rates), language)
+    indemnity_text = i18n.format_money(interest.RECOVERY_INDEMNITY, language) if law.country == "FR" else ""
+    amounts = lambda totals: " · ".join(i18n.format_money(Money(minor, currency), language)  # noqa: E731
+                                        for currency, minor in sorted(totals.items()))
+    total_rows = [_t(language, "Total late-payment interest: %(amount)s", amount=amounts(interest_totals))]
+    if indemnity_totals:
+        total_rows.append(_t(language, "Total recovery indemnities: %(amount)s", amount=amounts(indemnity_totals)))
+    law_sentence = _t(language, _LAW_SENTENCES[(law.country, len(rates) == 1)], rate=rate, indemnity=indemnity_text)
+    return LateChargesTable(rows, language, rate, indemnity_text, total_rows, law=law_sentence)
 
 
 # --- sandboxed rendering ------------------------------------------------------------------------

@@ -1,26 +1,40 @@
 """The daily reminder plan: which customer gets which step now, and queueing it exactly once.
 
-State, per invoice: how far along its scenario it was last chased. A reminder at step D+n
-sent on day R credits each invoice it lists with min(n, R - due date) days; the highest
-credit counts. Each day an invoice stands at the latest step it has reached
-(due date + offset <= today). It is *pending* when that step is further than where it was
-last chased. A customer with pending invoices gets ONE message per run, at the furthest
-step among them, listing every pending invoice (and, for a `whole_balance` step, every
-overdue one too), each credited as above. So:
+Escalation follows what was sent, like a careful collector, not only the days overdue:
 
-- catch-up: after days without a run an invoice stands at its latest step only, and the
-  earlier ones are never sent afterwards (a step never goes backwards);
+- an invoice's next step is the one after the furthest step that listed it (a reminder at
+  step D+n sent on day R credits each invoice it lists with min(n, R - due date), so an
+  invoice listed early in a more advanced message still gets its own steps later);
+- a step fits an invoice's state: one before the due date (offset <= 0) only an invoice not
+  yet overdue, one after it only an overdue invoice; and it must have been reached
+  (due date + offset <= today);
+- an invoice never reminded gets the earliest step that fits (a first reminder, never a
+  formal notice); one already reminded moves on to the next fitting step, jumping over the
+  steps the scenario marks `may_skip` when it has reached later ones;
+- a formal step is sent only for invoices an earlier reminder already listed after their due
+  date;
+- a customer hears from us at most once every `Company.reminder_gap_days` days.
+
+A customer with pending invoices gets ONE message per run, at the furthest step among them,
+listing every pending invoice (and, for a `whole_balance` step, every overdue one too); the
+message's texts tell overdue and not yet due invoices apart, and whether each was reminded
+before (`dunning.messages`).
+
 - never twice: a Reminder row, UNIQUE(customer, contact, step, invoice ids), is inserted in
   the same transaction (and savepoint) as its outbox message. A run killed half way leaves
   whole customers done or not done; a second run finds the done ones no
   longer pending, and two runs at once collide on the unique key, the second one rolling
   its copy back.
+- a company's reminders stay off until someone switches them on (`Company.reminders_enabled`);
+  with `reminders_need_approval` the run's messages are queued *held* and wait for a manager
+  (`dunning.approval`).
 
 Every contact of the customer that receives reminders (`Contact.receives_reminders`) gets its
 own copy, in its language, with its own magic link: one Reminder per (customer, contact,
 step, invoices). A customer's copies are queued in one transaction, so a crash never leaves
-one contact told and another not. A contact without a valid email is reported on the run;
-the others still get theirs.
+one contact told and another not. A contact without a valid email, or whose address the
+mail server refused for good (`Contact.email_failing_since`), is reported on the run; the
+others still get theirs.
 
 When a promise to pay some of the listed invoices was broken, the message can say so
 (`{{ broken_promise }}`, in the default texts).
@@ -30,7 +44,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any, cast
 
@@ -142,13 +156,19 @@ class RunReport:
     skipped: list[Skipped] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     messages: list[PlannedMessage] = field(default_factory=list)
+    reminders_off: bool = False
+    held: bool = False  # queued messages wait for a manager's approval
 
     def summary(self) -> str:
+        if self.reminders_off and not self.dry_run:
+            return (f"{self.company_code} {self.run_date.isoformat()}: reminders are off for this company, nothing "
+                    f"planned (switch them on: encours company reminders {self.company_code} on)")
         if self.dry_run:
             return (f"{self.company_code} {self.run_date.isoformat()} (dry run): {self.planned} would be sent, "
                     f"{len(self.skipped)} skipped, nothing queued")
-        return (f"{self.company_code} {self.run_date.isoformat()}: {self.planned} planned, {self.queued} queued, "
-                f"{self.already_queued} already queued, {len(self.skipped)} skipped")
+        waiting = " (waiting for approval: encours remind --approve)" if self.held and self.queued else ""
+        return (f"{self.company_code} {self.run_date.isoformat()}: {self.planned} planned, {self.queued} queued"
+                f"{waiting}, {self.already_queued} already queued, {len(self.skipped)} skipped")
 
 
 # --- reading the book -------------------------------------------------------------------------
@@ -157,7 +177,8 @@ class RunReport:
 def _steps_of(scenario: Scenario) -> list[StepTexts]:
     return [
         StepTexts(id=s.id, offset_days=s.offset_days, tone=s.tone, whole_balance=s.whole_balance,
-                  subject_fr=s.subject_fr, body_fr=s.body_fr, subject_en=s.subject_en, body_en=s.body_en)
+                  subject_fr=s.subject_fr, body_fr=s.body_fr, subject_en=s.subject_en, body_en=s.body_en,
+                  may_skip=s.may_skip)
         for s in sorted(scenario.steps, key=lambda s: s.offset_days)
     ]
 
@@ -217,28 +238,60 @@ def _chased_offsets(session: Session, company_id: int, customer_id: int | None =
     one in a whole-balance notice, say) still gets its own steps later.
     """
     query = (
-        select(reminder_invoices.c.invoice_id, ScenarioStep.offset_days, ReminderRun.run_date, Invoice.due_date)
+        select(reminder_invoices.c.invoice_id, ScenarioStep.offset_days, ReminderRun.run_date, Reminder.created_at,
+               Invoice.due_date)
         .join(Reminder, Reminder.id == reminder_invoices.c.reminder_id)
         .join(ScenarioStep, ScenarioStep.id == Reminder.step_id)
-        .join(ReminderRun, ReminderRun.id == Reminder.run_id)
+        .outerjoin(ReminderRun, ReminderRun.id == Reminder.run_id)
         .join(Invoice, Invoice.id == reminder_invoices.c.invoice_id)
-        .where(Invoice.company_id == company_id)
+        .outerjoin(OutboxMessage, OutboxMessage.id == Reminder.outbox_id)
+        .where(Invoice.company_id == company_id, _not_cancelled())
     )
     if customer_id is not None:
         query = query.where(Reminder.customer_id == customer_id)
     chased: dict[int, int] = {}
-    for invoice_id, offset, run_date, due_date in session.execute(query):
-        credited = min(int(offset), (run_date - due_date).days)
+    for invoice_id, offset, run_date, created_at, due_date in session.execute(query):
+        # A reminder sent by hand has no run: the day it was written counts.
+        credited = min(int(offset), ((run_date or created_at.date()) - due_date).days)
         if credited > chased.get(invoice_id, credited - 1):
             chased[invoice_id] = credited
     return chased
+
+
+def _not_cancelled() -> Any:
+    """A reminder a manager declined to send was never sent: it moves nothing along."""
+    return (OutboxMessage.id.is_(None)) | (OutboxMessage.status != "cancelled")
+
+
+def last_message_days(session: Session, company_id: int, customer_id: int | None = None) -> dict[int, date]:
+    """Customer id -> the day of the latest reminder it was sent (or that waits for approval).
+
+    Failed and declined messages do not count: they did not reach the customer.
+    """
+    query = (
+        select(Reminder.customer_id, ReminderRun.run_date, Reminder.created_at)
+        .join(Customer, Customer.id == Reminder.customer_id)
+        .outerjoin(ReminderRun, ReminderRun.id == Reminder.run_id)
+        .outerjoin(OutboxMessage, OutboxMessage.id == Reminder.outbox_id)
+        .where(Customer.company_id == company_id,
+               (OutboxMessage.id.is_(None)) | OutboxMessage.status.not_in(("cancelled", "failed")))
+    )
+    if customer_id is not None:
+        query = query.where(Reminder.customer_id == customer_id)
+    latest: dict[int, date] = {}
+    for customer, run_date, created_at in session.execute(query):
+        # A reminder sent by hand has no run: the day it was written counts.
+        day = run_date or created_at.date()
+        if customer not in latest or day > latest[customer]:
+            latest[customer] = day
+    return latest
 
 
 def _contacts(session: Session, company_id: int) -> dict[int, list[Any]]:
     """Customer id -> its contacts as rows, the primary one first."""
     rows = session.execute(
         select(Contact.id, Contact.customer_id, Contact.email, Contact.name, Contact.language, Contact.link_version,
-               Contact.receives_reminders)
+               Contact.receives_reminders, Contact.email_failing_since, Contact.email_failure)
         .join(Customer, Customer.id == Contact.customer_id)
         .where(Customer.company_id == company_id)
         .order_by(Contact.customer_id, Contact.is_primary.desc(), Contact.id)
@@ -279,6 +332,42 @@ def _stands_at(steps: list[StepTexts], invoice: InvoiceFacts, today: date) -> St
     return reached
 
 
+def _fits(step: StepTexts, invoice: InvoiceFacts, today: date) -> bool:
+    """Reached, and right for the invoice's state: a notice before the due date only for an
+    invoice not yet overdue, a reminder after it only for an overdue one."""
+    overdue = invoice.due_date < today
+    return invoice.due_date + timedelta(days=step.offset_days) <= today and (step.offset_days > 0) == overdue
+
+
+FORMAL_NEEDS_REMINDER = "a formal notice needs an earlier reminder, and the scenario has none before it"
+
+
+def next_step(steps: list[StepTexts], invoice: InvoiceFacts, chased: int | None, today: date
+              ) -> StepTexts | str | None:
+    """The step this invoice is due for today, a reason it cannot get one, or None (nothing due).
+
+    `chased`: how far along it was last chased (None: never listed in a reminder).
+    """
+    fitting = [step for step in steps
+               if (chased is None or step.offset_days > chased) and _fits(step, invoice, today)]
+    if not fitting:
+        return None
+    chosen = fitting[0]
+    if chased is not None:
+        # Already reminded: jump over the steps that may be skipped, up to the furthest reached.
+        for later in fitting[1:]:
+            if not chosen.may_skip:
+                break
+            chosen = later
+    reminded = chased is not None and chased > 0
+    if chosen.tone == "formal" and not reminded:
+        softer = [step for step in fitting if step.offset_days < chosen.offset_days and step.tone != "formal"]
+        if not softer:
+            return FORMAL_NEEDS_REMINDER
+        chosen = softer[-1]
+    return chosen
+
+
 def plan_company(session: Session, company: Company, today: date) -> CompanyPlan:
     result = CompanyPlan(company_id=company.id, company_code=company.code, today=today)
     scenarios = _scenarios(session, company.id)
@@ -289,6 +378,7 @@ def plan_company(session: Session, company: Company, today: date) -> CompanyPlan
     if not invoices:
         return result
     chased = _chased_offsets(session, company.id)
+    last_sent = last_message_days(session, company.id)
     contacts = _contacts(session, company.id)
     broken = _broken_promises(session, company.id)
     customers = session.execute(
@@ -320,6 +410,11 @@ def plan_company(session: Session, company: Company, today: date) -> CompanyPlan
         if customer.gocardless_mandate_status == "active":
             result.skipped.append(Skipped(customer.ref, "collected by an active direct-debit mandate"))
             continue
+        previous = last_sent.get(customer.id)
+        if previous is not None and (today - previous).days < company.reminder_gap_days:
+            result.skipped.append(Skipped(customer.ref, f"last reminder {(today - previous).days} day(s) ago; "
+                                                        f"the company waits {company.reminder_gap_days} days"))
+            continue
         everyone = contacts.get(customer.id, [])
         receiving = [contact for contact in everyone if contact.receives_reminders]
         if not receiving:
@@ -328,10 +423,12 @@ def plan_company(session: Session, company: Company, today: date) -> CompanyPlan
             if not everyone:
                 result.problems.append(f"{customer.ref}: {reason}; step {step.label} not sent")
             continue
-        valid = [contact for contact in receiving if EMAIL.match(contact.email or "")]
+        valid = [contact for contact in receiving
+                 if EMAIL.match(contact.email or "") and contact.email_failing_since is None]
         for contact in receiving:
             if contact not in valid:
-                problem = f"contact email {contact.email!r} is not valid"
+                problem = (f"contact email {contact.email!r} is not valid" if contact.email_failing_since is None
+                           else f"contact email {contact.email!r} is failing ({contact.email_failure or 'refused'})")
                 result.problems.append(f"{customer.ref}: {problem}; step {step.label} not sent")
                 if not valid:
                     result.skipped.append(Skipped(customer.ref, problem))
@@ -351,12 +448,15 @@ def _decide(steps: list[StepTexts], open_invoices: list[InvoiceFacts], chased: d
             minimums: dict[str, int]) -> tuple[StepTexts, list[InvoiceFacts]] | str | None:
     """(step, invoices to list), a reason to skip, or None when nothing is due."""
     pending: list[tuple[StepTexts, InvoiceFacts]] = []
+    reasons: list[str] = []
     for invoice in open_invoices:
-        step = _stands_at(steps, invoice, today)
-        if step is not None and (invoice.id not in chased or step.offset_days > chased[invoice.id]):
+        step = next_step(steps, invoice, chased.get(invoice.id), today)
+        if isinstance(step, str):
+            reasons.append(step)
+        elif step is not None:
             pending.append((step, invoice))
     if not pending:
-        return None
+        return reasons[0] if reasons else None
     totals = messages.totals_by_currency(invoice for _, invoice in pending)
     under = {currency for currency, minor in totals.items() if minor < int(minimums.get(currency, 0))}
     pending = [(step, invoice) for step, invoice in pending if invoice.currency not in under]
@@ -369,7 +469,9 @@ def _decide(steps: list[StepTexts], open_invoices: list[InvoiceFacts], chased: d
         for invoice in open_invoices:
             if invoice.due_date < today and invoice.currency not in under:
                 listed.setdefault(invoice.id, invoice)
-    return step, sorted(listed.values(), key=lambda i: (i.currency, i.due_date, i.number))
+    # Whether an earlier reminder listed each one after its due date: the texts say so only then.
+    marked = [replace(invoice, reminded=chased.get(invoice.id, 0) > 0) for invoice in listed.values()]
+    return step, sorted(marked, key=lambda i: (i.currency, i.due_date, i.number))
 
 
 def _companies(session: Session, company_code: str | None) -> list[Company]:
@@ -456,14 +558,15 @@ def _batches(planned: list[PlannedMessage]) -> list[list[list[PlannedMessage]]]:
     return batches
 
 
-def _insert(session: Session, batch: list[tuple[PlannedMessage, messages.RenderedMessage]], run_id: int) -> None:
+def _insert(session: Session, batch: list[tuple[PlannedMessage, messages.RenderedMessage]], run_id: int,
+            status: str = "queued") -> None:
     """Outbox messages, their Reminders, the invoices they list and the timeline events: multi-row inserts."""
     connection = session.connection()
     now = clock.now()
     outbox_ids = connection.execute(_INSERT_OUTBOX, [
         {"customer_id": message.customer_id, "contact_id": message.contact_id, "kind": OUTBOX_KIND,
          "to_address": message.to_address, "subject": rendered.subject[:300], "body_text": rendered.text,
-         "body_html": rendered.html, "status": "queued", "attempts": 0, "next_attempt_at": now, "created_at": now}
+         "body_html": rendered.html, "status": status, "attempts": 0, "next_attempt_at": now, "created_at": now}
         for message, rendered in batch
     ]).scalars().all()
     reminder_ids = connection.execute(_INSERT_REMINDER, [
@@ -483,7 +586,7 @@ def _insert(session: Session, batch: list[tuple[PlannedMessage, messages.Rendere
          "before": None, "created_at": now,
          "after": {"step": message.step.label, "to": message.to_address, "outbox_id": outbox_id,
                    "subject": rendered.subject, "invoices": [i.number for i in message.invoices],
-                   "totals": message.totals}}
+                   "totals": message.totals, **({"held": True} if status == "held" else {})}}
         for (message, rendered), reminder_id, outbox_id in zip(batch, reminder_ids, outbox_ids, strict=True)
     ])
 
@@ -491,7 +594,8 @@ def _insert(session: Session, batch: list[tuple[PlannedMessage, messages.Rendere
 Rendered = list[tuple[PlannedMessage, messages.RenderedMessage]]
 
 
-def _queue_batch(session_factory: sessionmaker[Session], groups: list[Rendered], run_id: int) -> tuple[int, int]:
+def _queue_batch(session_factory: sessionmaker[Session], groups: list[Rendered], run_id: int,
+                 status: str = "queued") -> tuple[int, int]:
     """Queue a batch; (queued, already queued by another run).
 
     Each customer's Reminder and outbox message are written in the same transaction, so a
@@ -503,7 +607,7 @@ def _queue_batch(session_factory: sessionmaker[Session], groups: list[Rendered],
     batch = [item for group in groups for item in group]
     try:
         with unit_of_work(session_factory) as session:
-            _insert(session, batch, run_id)
+            _insert(session, batch, run_id, status)
         return len(batch), 0
     except IntegrityError:
         pass
@@ -512,7 +616,7 @@ def _queue_batch(session_factory: sessionmaker[Session], groups: list[Rendered],
         for group in groups:
             try:
                 with session.begin_nested():
-                    _insert(session, group, run_id)
+                    _insert(session, group, run_id, status)
             except IntegrityError:
                 already += len(group)  # another run queued this customer's (contact, step, invoices)
             else:
@@ -546,10 +650,15 @@ def run_company(session_factory: sessionmaker[Session], settings: Any, company_i
                              address=company.address or ""),
             country=company.country, base_currency=company.base_currency, brand_color=company.brand_color,
         )
+        reminders_off = not company.reminders_enabled
+        held = company.reminders_need_approval
+        if reminders_off and not dry_run:
+            # Nothing is planned, nor recorded as a run: the day stays open for when they are on.
+            return RunReport(company_code=company.code, run_date=today, dry_run=dry_run, reminders_off=True)
         planned = plan_company(session, company, today)
     report = RunReport(company_code=planned.company_code, run_date=today, dry_run=dry_run,
                        planned=len(planned.messages), skipped=planned.skipped, problems=planned.problems,
-                       messages=planned.messages)
+                       messages=planned.messages, reminders_off=reminders_off, held=held)
     with unit_of_work(session_factory) as session:
         reminder_run = ReminderRun(company_id=company_id, run_date=today, dry_run=dry_run, started_at=clock.now(),
                                    planned=report.planned, skipped=len(report.skipped), problems=report.problems)
@@ -562,7 +671,7 @@ def run_company(session_factory: sessionmaker[Session], settings: Any, company_i
         for groups in _batches(planned.messages):
             rendered = [[(message, render_planned(message, facts, secret, settings.base_url)) for message in group]
                         for group in groups]
-            queued, already = _queue_batch(session_factory, rendered, report.run_id)
+            queued, already = _queue_batch(session_factory, rendered, report.run_id, "held" if held else "queued")
             report.queued += queued
             report.already_queued += already
     with unit_of_work(session_factory) as session:

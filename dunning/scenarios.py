@@ -31,6 +31,7 @@ class StepDefaults:
     body_fr: str
     subject_en: str
     body_en: str
+    may_skip: bool = False
 
 
 _SAVINGS_FR = """{% if savings %}
@@ -48,19 +49,35 @@ Early-payment discounts still available:
 
 {% endif %}"""
 
+_UPCOMING_FR = """{% if upcoming %}
+Pour information, ces factures arrivent prochainement à échéance :
+
+{{ upcoming }}
+
+{% endif %}"""
+_UPCOMING_EN = """{% if upcoming %}
+For your information, these invoices fall due soon:
+
+{{ upcoming }}
+
+{% endif %}"""
+
+# Each text says only what is true of the invoices it lists: overdue and not yet due ones in
+# their own sections, "despite our reminder" only when one was sent for them.
 DEFAULT_STEPS: tuple[StepDefaults, ...] = (
     StepDefaults(
         offset_days=-5,
         tone="courteous",
         whole_balance=False,
+        may_skip=True,
         subject_fr="{{ company.name }} : échéance prochaine de vos factures",
         body_fr="""Bonjour,
 
 Pour faciliter votre organisation, voici les factures de {{ company.name }} qui arrivent bientôt à échéance :
 
-{{ invoices }}
+{{ upcoming }}
 
-Total : {{ totals }}
+Total : {{ upcoming.total }}
 
 """ + _BROKEN + _SAVINGS_FR + """
 Vous pouvez consulter votre compte et régler en ligne ici : {{ link }}
@@ -74,9 +91,9 @@ Cordialement,
 
 To help you plan, here are the invoices from {{ company.name }} falling due soon:
 
-{{ invoices }}
+{{ upcoming }}
 
-Total: {{ totals }}
+Total: {{ upcoming.total }}
 
 """ + _BROKEN + _SAVINGS_EN + """
 You can view your account and pay online here: {{ link }}
@@ -90,16 +107,17 @@ Kind regards,
         offset_days=3,
         tone="courteous",
         whole_balance=False,
+        may_skip=False,
         subject_fr="{{ company.name }} : rappel de factures échues",
         body_fr="""Bonjour,
 
-Sauf erreur de notre part, les factures suivantes n'ont pas encore été réglées :
+Sauf erreur de notre part, les factures suivantes sont échues et n'ont pas encore été réglées :
 
-{{ invoices }}
+{{ overdue }}
 
-Total : {{ totals }}
+Total échu : {{ overdue.total }}
 
-""" + _BROKEN + _SAVINGS_FR + """
+""" + _UPCOMING_FR + _BROKEN + _SAVINGS_FR + """
 Vous pouvez les régler en ligne, ou nous signaler un litige, ici : {{ link }}
 
 Si vous avez déjà effectué le règlement, merci de ne pas tenir compte de ce message.
@@ -109,13 +127,13 @@ Cordialement,
         subject_en="{{ company.name }}: reminder of overdue invoices",
         body_en="""Hello,
 
-Unless we are mistaken, the following invoices have not been paid yet:
+Unless we are mistaken, the following invoices are overdue and have not been paid yet:
 
-{{ invoices }}
+{{ overdue }}
 
-Total: {{ totals }}
+Total overdue: {{ overdue.total }}
 
-""" + _BROKEN + _SAVINGS_EN + """
+""" + _UPCOMING_EN + _BROKEN + _SAVINGS_EN + """
 You can pay them online, or tell us about a problem, here: {{ link }}
 
 If you have already paid, please ignore this message.
@@ -127,16 +145,21 @@ Kind regards,
         offset_days=15,
         tone="firm",
         whole_balance=False,
+        may_skip=True,
         subject_fr="{{ company.name }} : deuxième relance, factures impayées",
         body_fr="""Bonjour,
 
+{% if reminded_before %}
 Malgré notre précédent rappel, les factures suivantes restent impayées :
+{% else %}
+Les factures suivantes sont échues et restent impayées :
+{% endif %}
 
-{{ invoices }}
+{{ overdue }}
 
-Total dû : {{ totals }}
+Total échu : {{ overdue.total }}
 
-""" + _BROKEN + """Nous vous remercions de procéder à leur règlement sans délai, en ligne : {{ link }}
+""" + _UPCOMING_FR + _BROKEN + """Nous vous remercions de procéder à leur règlement sans délai, en ligne : {{ link }}
 
 Si un point bloque le paiement, signalez-le depuis ce même lien : nous le traiterons rapidement.
 
@@ -145,13 +168,17 @@ Cordialement,
         subject_en="{{ company.name }}: second reminder, unpaid invoices",
         body_en="""Hello,
 
+{% if reminded_before %}
 Despite our previous reminder, the following invoices remain unpaid:
+{% else %}
+The following invoices are overdue and remain unpaid:
+{% endif %}
 
-{{ invoices }}
+{{ overdue }}
 
-Total due: {{ totals }}
+Total overdue: {{ overdue.total }}
 
-""" + _BROKEN + """Please settle them without delay, online: {{ link }}
+""" + _UPCOMING_EN + _BROKEN + """Please settle them without delay, online: {{ link }}
 
 If something is holding up payment, tell us through the same link and we will deal with it quickly.
 
@@ -162,19 +189,24 @@ Kind regards,
         offset_days=30,
         tone="formal",
         whole_balance=True,
+        may_skip=False,
         subject_fr="Mise en demeure de payer — {{ company.name }}",
         body_fr="""Madame, Monsieur,
 
+{% if reminded_before %}
 Malgré nos relances, votre compte présente les factures échues et impayées suivantes :
+{% else %}
+Votre compte présente les factures échues et impayées suivantes :
+{% endif %}
 
-{{ invoices }}
+{{ overdue }}
 
-Total dû : {{ totals }}
+Total dû : {{ overdue.total }}
 
 """ + _BROKEN + """Nous vous mettons en demeure de régler cette somme sous huit jours à compter de la réception du présent courrier.
 {% if late_charges %}
 
-Conformément à l'article L441-10 du Code de commerce, ce retard rend exigibles de plein droit des pénalités de retard au taux annuel de {{ late_charges.rate }} ainsi qu'une indemnité forfaitaire pour frais de recouvrement de {{ late_charges.indemnity }} par facture, soit à ce jour :
+{{ late_charges.law }}
 
 {{ late_charges }}
 {% endif %}
@@ -187,16 +219,20 @@ Règlement en ligne : {{ link }}
         subject_en="Formal notice to pay — {{ company.name }}",
         body_en="""Dear Sir or Madam,
 
+{% if reminded_before %}
 Despite our reminders, your account shows the following overdue and unpaid invoices:
+{% else %}
+Your account shows the following overdue and unpaid invoices:
+{% endif %}
 
-{{ invoices }}
+{{ overdue }}
 
-Total due: {{ totals }}
+Total due: {{ overdue.total }}
 
 """ + _BROKEN + """We hereby give you formal notice to pay this sum within eight days of receiving this letter.
 {% if late_charges %}
 
-Under article L441-10 of the French Commercial Code, late payment makes due, by operation of law, late-payment interest at the annual rate of {{ late_charges.rate }} and a fixed recovery indemnity of {{ late_charges.indemnity }} per invoice, that is, as of today:
+{{ late_charges.law }}
 
 {{ late_charges }}
 {% endif %}
@@ -253,6 +289,7 @@ def ensure_default_scenario(session: Session, company: Company) -> Scenario:
     for defaults in DEFAULT_STEPS:
         scenario.steps.append(ScenarioStep(
             offset_days=defaults.offset_days, tone=defaults.tone, whole_balance=defaults.whole_balance,
+            may_skip=defaults.may_skip,
             channel="email", subject_fr=defaults.subject_fr, body_fr=defaults.body_fr,
             subject_en=defaults.subject_en, body_en=defaults.body_en,
         ))
@@ -282,6 +319,7 @@ class StepInput:
     subject_en: str
     body_en: str
     remove: bool = False
+    may_skip: bool = False
 
     @property
     def label(self) -> str:
@@ -290,7 +328,7 @@ class StepInput:
     def texts(self) -> StepTexts:
         return StepTexts(id=self.id, offset_days=self.offset_days, tone=self.tone, whole_balance=self.whole_balance,
                          subject_fr=self.subject_fr, body_fr=self.body_fr, subject_en=self.subject_en,
-                         body_en=self.body_en)
+                         body_en=self.body_en, may_skip=self.may_skip)
 
 
 @dataclass
@@ -395,6 +433,7 @@ def _snapshot(scenario: Scenario) -> dict[str, object]:
         "name": scenario.name, "segment": scenario.segment, "minimums": dict(scenario.minimums or {}),
         "active": scenario.active,
         "steps": [{"id": s.id, "offset_days": s.offset_days, "tone": s.tone, "whole_balance": s.whole_balance,
+                   "may_skip": s.may_skip,
                    "subject_fr": s.subject_fr, "body_fr": s.body_fr, "subject_en": s.subject_en,
                    "body_en": s.body_en} for s in sorted(scenario.steps, key=lambda s: s.offset_days)],
     }
@@ -427,6 +466,7 @@ def save_scenario(session: Session, scenario: Scenario, data: ScenarioInput, *, 
         if step.remove:
             continue
         fields = {"offset_days": step.offset_days, "tone": step.tone, "whole_balance": step.whole_balance,
+                  "may_skip": step.may_skip,
                   "subject_fr": step.subject_fr, "body_fr": step.body_fr, "subject_en": step.subject_en,
                   "body_en": step.body_en}
         if step.id is None:
@@ -458,6 +498,7 @@ def create_scenario(session: Session, company: Company, *, name: str, segment: s
     for defaults in DEFAULT_STEPS:
         scenario.steps.append(ScenarioStep(
             offset_days=defaults.offset_days, tone=defaults.tone, whole_balance=defaults.whole_balance,
+            may_skip=defaults.may_skip,
             channel="email", subject_fr=defaults.subject_fr, body_fr=defaults.body_fr,
             subject_en=defaults.subject_en, body_en=defaults.body_en,
         ))

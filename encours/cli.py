@@ -182,6 +182,27 @@ def company_account_list(code: str) -> None:
         click.echo(line)
     if not lines:
         click.echo(f"{code} has no bank account")
+@company.command("reminders")
+@click.argument("code")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.option("--approval/--no-approval", default=None,
+              help="Hold each day's reminders until a manager approves them (encours remind --approve).")
+def company_reminders(code: str, state: str, approval: bool | None) -> None:
+    """Switch the reminders of company CODE on or off (a new company's are off)."""
+    from sqlalchemy import select
+
+    from kernel.db import unit_of_work
+    from ledger.companies import set_reminders
+    from ledger.models import Company
+
+    with unit_of_work(_sessions()) as session:
+        found = session.scalar(select(Company).where(Company.code == code))
+        if found is None:
+            raise CommandError(f"unknown company {code!r}")
+        changed = set_reminders(session, found, state == "on", actor_type="system", actor="cli",
+                                need_approval=approval)
+        held = " (held for approval)" if found.reminders_need_approval and state == "on" else ""
+    click.echo(f"reminders of {code} are {state}{held}" + ("" if changed else " (unchanged)"))
 
 
 @cli.command("link")
@@ -478,10 +499,16 @@ def worker(once: bool, interval: float) -> None:
               help="Plan as of this date (YYYY-MM-DD); default: each company's local today.")
 @click.option("--company", "company_code", help="Only this company (its code).")
 @click.option("--dry-run", is_flag=True, help="Print what would go, to whom and why; queue nothing.")
-def remind(day: Any, company_code: str | None, dry_run: bool) -> None:
+@click.option("--approve", is_flag=True, help="Send the reminders waiting for approval (plans nothing).")
+def remind(day: Any, company_code: str | None, dry_run: bool, approve: bool) -> None:
     """Plan today's reminders and queue one message per customer in the outbox."""
     from dunning.planner import UnknownCompany, run
 
+    if approve:
+        if dry_run or day:
+            raise click.UsageError("--approve sends what waits for approval; it takes no --date nor --dry-run")
+        _approve_held(company_code)
+        return
     settings = _settings()
     try:
         reports = run(_sessions(), settings, day.date() if day else None, company_code, dry_run=dry_run)
@@ -498,6 +525,26 @@ def remind(day: Any, company_code: str | None, dry_run: bool) -> None:
             click.echo(f"  skipped {skipped.customer_ref}: {skipped.reason}")
         for problem in report.problems:
             click.echo(f"  problem: {problem}")
+
+
+def _approve_held(company_code: str | None) -> None:
+    from sqlalchemy import select
+
+    from dunning import approval
+    from kernel.db import unit_of_work
+    from ledger.models import Company
+
+    with unit_of_work(_sessions()) as session:
+        query = select(Company.id, Company.code).order_by(Company.code)
+        if company_code is not None:
+            query = query.where(Company.code == company_code)
+        companies = session.execute(query).all()
+        if company_code is not None and not companies:
+            raise CommandError(f"unknown company {company_code!r}")
+        for company_id, code in companies:
+            waiting = approval.held(session, [company_id])
+            sent = approval.approve(session, waiting, actor_type="system", actor="cli")
+            click.echo(f"{code}: {sent} reminder(s) approved and queued for sending")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -103,6 +103,8 @@ def seed(session: Session, *, secret: str, base_url: str, staff_password: str) -
 
     for company in (durand, durand_uk):
         ensure_default_scenario(session, company)
+        # The demo is there to be tried: its reminders are on (a real company starts with them off).
+        company.reminders_enabled = True
 
     # Dated rates, so the dashboard converts the USD and GBP amounts instead of calling totals incomplete.
     for base, quote, rate in (("USD", "EUR", "0.9215"), ("GBP", "EUR", "1.1830")):

@@ -127,7 +127,9 @@ def due_reminder_runs(session_factory: sessionmaker[Session]) -> list[tuple[int,
     due = []
     now = clock.now()
     with session_factory() as session:
-        companies = session.execute(select(Company.id, Company.timezone, Company.reminder_hour)).all()
+        # A company whose reminders are off has no daily plan: nothing goes out by surprise.
+        companies = session.execute(select(Company.id, Company.timezone, Company.reminder_hour)
+                                    .where(Company.reminders_enabled.is_(True))).all()
         done = {
             (company_id, run_date)
             for company_id, run_date in session.execute(

@@ -137,6 +137,9 @@ def settings_state(company: Company) -> dict[str, Any]:
         "collections_email": company.collections_email,
         "reminder_from": company.reminder_from,
         "reminder_hour": company.reminder_hour,
+        "reminders_enabled": company.reminders_enabled,
+        "reminders_need_approval": company.reminders_need_approval,
+        "reminder_gap_days": company.reminder_gap_days,
         "disabled_methods": sorted(company.disabled_methods or []),
         "default_discount_bps": company.default_discount_bps,
         "default_discount_days": company.default_discount_days,
@@ -209,6 +212,12 @@ def update_settings(session: Session, company: Company, form: Mapping[str, str],
     for field_name in ("support_email", "collections_email", "reminder_from"):
         wanted[field_name] = _email(form, field_name, problems)
     wanted["reminder_hour"] = _whole(form, "reminder_hour", 0, 23, problems)
+    # The reminder switches come with a marker field: a form without them leaves them as they are
+    # (a checkbox left unticked sends nothing, which must not read as "off" from an older form).
+    if form.get("reminder_settings"):
+        wanted["reminders_enabled"] = bool(form.get("reminders_enabled"))
+        wanted["reminders_need_approval"] = bool(form.get("reminders_need_approval"))
+        wanted["reminder_gap_days"] = _whole(form, "reminder_gap_days", 0, 90, problems)
 
     wanted["disabled_methods"] = [m for m in METHODS if not form.get(f"method_{m}")]
     percent = (form.get("default_discount_percent") or "").strip().removesuffix("%").strip()
@@ -269,3 +278,24 @@ def update_settings(session: Session, company: Company, form: Mapping[str, str],
     session.flush()
     return {k: after[k] for k in changed}
 
+
+
+def set_reminders(session: Session, company: Company, enabled: bool, *, actor_type: str = "user",
+                  actor: str | None = None, need_approval: bool | None = None) -> bool:
+    """Switch the company's reminders on or off (and, unless None, approval before sending), on
+    the audit trail; False when nothing changed."""
+    before = {"reminders_enabled": company.reminders_enabled,
+              "reminders_need_approval": company.reminders_need_approval}
+    company.reminders_enabled = enabled
+    if need_approval is not None:
+        company.reminders_need_approval = need_approval
+    after = {"reminders_enabled": company.reminders_enabled,
+             "reminders_need_approval": company.reminders_need_approval}
+    changed = [key for key in after if before[key] != after[key]]
+    if not changed:
+        return False
+    audit.record(session, actor_type=actor_type, actor=actor, action="company.settings_changed",
+                 entity_type="company", entity_id=company.id, company_id=company.id,
+                 before={k: before[k] for k in changed}, after={k: after[k] for k in changed})
+    session.flush()
+    return True

@@ -608,6 +608,8 @@ def _update_customer(customer: Customer, values: dict[str, Any]) -> None:
     if contact.email != values["email"]:
         # Links already sent went to the old address: they must stop opening the portal.
         contact.link_version += 1
+        # A new address has not failed yet.
+        contact.email_failing_since = contact.email_failure = None
     contact.email = values["email"]
     contact.phone = values["phone"]
     contact.language = values["contact_language"]

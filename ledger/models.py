@@ -148,6 +148,13 @@ class Company(Base):
                                                   server_default="invoice_number")
     # An under-payment up to this many minor units may be written off when staff match it.
     write_off_tolerance_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # A new company sends no reminder until someone switches them on (companies that existed
+    # before this setting keep theirs on: the migration's server default).
+    reminders_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=true())
+    # The day's run waits in a review queue until a manager sends it.
+    reminders_need_approval: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Fewest days between two reminders to the same customer.
+    reminder_gap_days: Mapped[int] = mapped_column(Integer, default=7, server_default="7")
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     customers: Mapped[list[Customer]] = relationship(back_populates="company")
@@ -222,6 +229,9 @@ class Contact(Base):
     link_version: Mapped[int] = mapped_column(Integer, default=1)
     # Portal sessions carry it: signing out bumps it (ending every copy of the cookie) without revoking links.
     session_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Set when the mail server refused the address for good (a 5xx at RCPT); reminders skip it.
+    email_failing_since: Mapped[datetime | None] = mapped_column(default=None)
+    email_failure: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     customer: Mapped[Customer] = relationship(back_populates="contacts")
@@ -526,7 +536,8 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column(default=None)
 
     __table_args__ = (
-        CheckConstraint("status IN ('queued','sent','failed')", name="status"),
+        # held: a reminder waiting for a manager's approval; cancelled: one the manager did not send.
+        CheckConstraint("status IN ('queued','sent','failed','held','cancelled')", name="status"),
         Index("ix_outbox_due", "status", "next_attempt_at"),
         Index("ix_outbox_sent", "status", "sent_at"),
     )
@@ -651,6 +662,8 @@ class ScenarioStep(Base):
     offset_days: Mapped[int] = mapped_column(Integer)  # from the due date; negative is before
     tone: Mapped[str] = mapped_column(String(16), default="courteous")  # courteous, firm, formal
     whole_balance: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A customer further along may jump over this step; one that may not be skipped is always sent.
+    may_skip: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     channel: Mapped[str] = mapped_column(String(16), default="email")
     subject_fr: Mapped[str] = mapped_column(Text)
     body_fr: Mapped[str] = mapped_column(Text)

@@ -24,9 +24,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from kernel.clock import clock
 # The SMTP setting is parsed in the kernel (a start-up check); callers of the outbox keep these names here.
 from kernel.smtp import SMTPConfig, SMTPConfigError, parse_smtp_url  # noqa: F401
-from ledger.models import Company, Customer, OutboxMessage, UTCDateTime
+from ledger.models import Company, Contact, Customer, OutboxMessage, UTCDateTime
 
 OUTBOX = cast(Table, OutboxMessage.__table__)
+CONTACTS = cast(Table, Contact.__table__)
 CUSTOMERS = cast(Table, Customer.__table__)
 COMPANIES = cast(Table, Company.__table__)
 
@@ -68,6 +69,7 @@ class ClaimedMessage:
     created_at: datetime
     # The company's own sender for mail to its debtors (its settings' reminder address), if any.
     sender: str | None = None
+    contact_id: int | None = None  # the debtor's contact it goes to, if any (a bounce marks its address)
 
 
 log = logging.getLogger(__name__)
@@ -327,6 +329,7 @@ def _claim_next(connection: Connection, postgres: bool, lease: timedelta) -> Cla
         # Mail to a debtor's contact comes from the company's reminder address when it
         # set one; staff notices (no contact) keep ours.
         sender=formataddr((row.name, row.reminder_from)) if row.contact_id is not None and row.reminder_from else None,
+        contact_id=row.contact_id,
     )
 
 
@@ -359,7 +362,7 @@ def _deliver_one(
         return connection, True
     except smtplib.SMTPRecipientsRefused as error:
         code, text = error.recipients.get(claimed.to_address, next(iter(error.recipients.values())))
-        outcomes.refused(claimed, code, text)
+        outcomes.refused(claimed, code, text, at_recipient=True)
         return connection, code == 421  # the server closed the connection
     except smtplib.SMTPResponseException as error:
         outcomes.refused(claimed, error.smtp_code, error.smtp_error)
@@ -399,9 +402,13 @@ class _Outcomes:
     def failed(self, claimed: ClaimedMessage, error: str) -> None:
         self._add("failed", claimed, b_error=error)
 
-    def refused(self, claimed: ClaimedMessage, code: int, text: bytes | str) -> None:
+    def refused(self, claimed: ClaimedMessage, code: int, text: bytes | str, at_recipient: bool = False) -> None:
         if 500 <= code < 600:
             self.failed(claimed, _reply(code, text))
+            if at_recipient and claimed.contact_id is not None:
+                # The server refused the address itself for good: the contact's address is failing.
+                self._rows["bounced"].append({"b_contact": claimed.contact_id, "b_address": claimed.to_address,
+                                              "b_error": _reply(code, text), "b_at": clock.now()})
         else:
             self.retry(claimed, _reply(code, text))
 
@@ -436,6 +443,10 @@ _WRITES = {
     "sent": _outcome_update(status="sent", last_error=None, sent_at=_AT),
     "retried": _outcome_update(status="queued", last_error=bindparam("b_error"), next_attempt_at=_AT),
     "failed": _outcome_update(status="failed", last_error=bindparam("b_error")),
+    # Only while the contact still has the address that bounced.
+    "bounced": update(CONTACTS)
+    .where(CONTACTS.c.id == bindparam("b_contact"), CONTACTS.c.email == bindparam("b_address"))
+    .values(email_failing_since=_AT, email_failure=bindparam("b_error")),
 }
 
 

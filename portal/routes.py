@@ -234,9 +234,9 @@ def _link_problem(request: Request, problem: LinkProblem | None, contact_languag
         return _message(
             request,
             language,
-            _t(language, "This link is no longer valid"),
-            _t(language, "A newer link replaced this one. Please open the latest email we sent you, or "
-                         "contact us."),
+            _t(language, "This link was withdrawn"),
+            _t(language, "This link no longer opens your account: it was withdrawn. If you need to see your "
+                         "account, please contact us and we will send you a new one."),
             410,
         )
     return _message(

@@ -21,6 +21,8 @@ def company(session: Session, code: str | None = None, **fields: object) -> Comp
         "base_currency": "EUR",
         "country": "FR",
         "timezone": "Europe/Paris",
+        # A company as it is once someone switched its reminders on (new ones start off).
+        "reminders_enabled": True,
     }
     values.update(fields)
     # Through the one service that creates companies, so tests get what production gets

@@ -24,6 +24,7 @@ from ledger.models import (
     Invoice,
     OutboxMessage,
     Reminder,
+    ScenarioStep,
 )
 from links import tokens
 from tests import factories
@@ -137,13 +138,23 @@ def test_revoke_invalidates_an_old_link(new_client, session: Session, book) -> N
     old = tokens.make_token(TEST_SECRET, contact)
     assert tokens.verify(session, TEST_SECRET, old).ok
     client = signed_in(new_client, "boss@north.test")
-    assert post(client, book["mine"], "revoke-links").status_code == 303
+    # The button asks first; a post without the confirmation revokes nothing.
+    confirm = client.get(f"/admin/customers/{book['mine'].id}/revoke-links")
+    assert confirm.status_code == 200 and "Yes, revoke every link" in confirm.text
+    assert post(client, book["mine"], "revoke-links").status_code == 400
+    session.expire_all()
+    assert tokens.verify(session, TEST_SECRET, old).ok
+    assert post(client, book["mine"], "revoke-links", {"confirm": "1"}).status_code == 303
     session.expire_all()
     assert tokens.verify(session, TEST_SECRET, old).problem == tokens.LinkProblem.revoked
     event = session.scalar(select(AuditEvent).where(AuditEvent.action == "links.revoked"))
     assert event is not None and event.actor == "boss@north.test" and event.actor_type == "user"
     visitor = new_client("10.0.0.9")
-    assert visitor.get(f"/p/{old}", follow_redirects=False).status_code != 303
+    withdrawn = visitor.get(f"/p/{old}", follow_redirects=False)
+    assert withdrawn.status_code == 410
+    # The debtor is told the link was withdrawn, not that a newer one replaced it.
+    assert "withdrawn" in withdrawn.text or "retiré" in withdrawn.text
+    assert "newer" not in withdrawn.text and "plus récent" not in withdrawn.text
 
 
 def test_send_link_queues_one_email_with_a_working_link(new_client, session: Session, book) -> None:  # type: ignore[no-untyped-def]
@@ -163,14 +174,39 @@ def test_send_link_queues_one_email_with_a_working_link(new_client, session: Ses
     assert portal.status_code == 200 and "N-1" in portal.text
 
 
-def test_a_reminder_by_hand_is_queued_once_and_marked_manual(new_client, session: Session, book) -> None:  # type: ignore[no-untyped-def]
+def _confirm_reminder(client: TestClient, customer: Customer, step: str | None = None):  # type: ignore[no-untyped-def]
+    """Open "send a reminder now" (optionally on another step), then confirm what it shows."""
+    preview = client.get(f"/admin/customers/{customer.id}/remind" + (f"?step={step}" if step else ""))
+    assert preview.status_code == 200, preview.text
+    shown = re.search(r'name="step" value="(\d+)"', preview.text)
+    assert shown is not None
+    return post(client, customer, "remind", {"step": shown.group(1), "confirm": "1"})
+
+
+def test_a_reminder_by_hand_is_previewed_confirmed_queued_once_and_marked_manual(
+    new_client, session: Session, book  # type: ignore[no-untyped-def]
+) -> None:
     client = signed_in(new_client, "anne@north.test")
-    response = post(client, book["mine"], "remind")
+    preview = client.get(f"/admin/customers/{book['mine'].id}/remind")
+    # N-1 is overdue and was never reminded: the first reminder, D+3, is proposed.
+    assert "D+3" in preview.text and "ap@mine.test" in preview.text and "N-1" in preview.text
+    assert "Confirm and send" in preview.text and "rappel de factures échues" in preview.text
+    assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 0  # a preview queues nothing
+    unconfirmed = post(client, book["mine"], "remind")
+    assert unconfirmed.status_code == 400 and session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
+    response = _confirm_reminder(client, book["mine"])
     assert response.status_code == 303
-    again = post(client, book["mine"], "remind")
-    assert again.status_code == 400 and "sent by hand a moment ago" in again.text
+    # A double submit of the same step and invoices is refused.
+    step_id = re.search(r'name="step" value="(\d+)"', preview.text).group(1)  # type: ignore[union-attr]
+    again = post(client, book["mine"], "remind", {"step": step_id, "confirm": "1"})
+    assert again.status_code == 400 and "already sent" in again.text
+    # Opened again, it proposes the next step and says a message just went out.
+    later = client.get(f"/admin/customers/{book['mine'].id}/remind")
+    assert "D+15" in later.text and "A reminder went out 0 day(s) ago" in unescape(later.text)
     reminders = list(session.scalars(select(Reminder)))
-    assert len(reminders) == 1 and reminders[0].step_id is None
+    assert len(reminders) == 1 and reminders[0].run_id is None
+    step = session.get(ScenarioStep, reminders[0].step_id)
+    assert step is not None and step.offset_days == 3  # escalation follows what was sent, by hand too
     assert [i.number for i in reminders[0].invoices] == ["N-1"]
     outbox = list(session.scalars(select(OutboxMessage)))
     assert len(outbox) == 1 and outbox[0].kind == "reminder" and outbox[0].to_address == "ap@mine.test"
@@ -185,7 +221,9 @@ def test_a_reminder_by_hand_needs_something_to_chase(new_client, session: Sessio
     invoice.open_minor, invoice.status = 0, "paid"
     session.commit()
     client = signed_in(new_client, "admin@x.test")
-    response = post(client, book["mine"], "remind")
+    response = client.get(f"/admin/customers/{book['mine'].id}/remind")
+    assert "Nothing to chase" in response.text and "Confirm and send" not in response.text
+    response = post(client, book["mine"], "remind", {"confirm": "1"})
     assert response.status_code == 400 and "Nothing to chase" in response.text
     assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
 
@@ -211,7 +249,7 @@ def test_collector_assignment_by_managers_only(new_client, session: Session, boo
 
 def test_the_timeline_shows_a_permanent_failure_plainly(new_client, session: Session, book) -> None:  # type: ignore[no-untyped-def]
     client = signed_in(new_client, "admin@x.test")
-    assert post(client, book["mine"], "remind").status_code == 303
+    assert _confirm_reminder(client, book["mine"]).status_code == 303
     message = session.scalar(select(OutboxMessage))
     assert message is not None
     message.status, message.last_error = "failed", "550 5.1.1 mailbox unavailable"
@@ -361,3 +399,25 @@ def test_a_manager_views_the_portal_as_the_customer_read_only_and_audited(new_cl
     assert session.scalar(select(func.count()).select_from(Dispute)) == 0
     boss.post("/admin/logout", data={"csrf_token": token.group(1)})
     assert boss.get("/portal").status_code == 401  # signing out of the back-office ends the view
+def test_send_now_lets_staff_choose_the_step_and_warns_before_they_confirm(
+    new_client, session: Session, book  # type: ignore[no-untyped-def]
+) -> None:
+    mine = book["mine"]
+    scenario = ensure_default_scenario(session, mine.company)
+    steps = {s.offset_days: s.id for s in scenario.steps}
+    mine.reminders_paused = True
+    session.commit()
+    client = signed_in(new_client, "boss@north.test")
+    preview = client.get(f"/admin/customers/{mine.id}/remind?step={steps[30]}")
+    assert preview.status_code == 200
+    assert "Reminders are paused for this customer." in unescape(preview.text)
+    assert "a formal notice would be the first message" in unescape(preview.text)
+    assert "Mise en demeure" in preview.text
+    # The step before the due date fits no overdue invoice: said, and nothing to confirm.
+    early = client.get(f"/admin/customers/{mine.id}/remind?step={steps[-5]}")
+    assert "No invoice fits step D-5" in early.text and "Confirm and send" not in early.text
+    assert _confirm_reminder(client, mine, str(steps[3])).status_code == 303
+    # Right after, the preview says a message went out recently.
+    again = client.get(f"/admin/customers/{mine.id}/remind?step={steps[15]}")
+    assert "A reminder went out 0 day(s) ago" in unescape(again.text)
+    assert post(client, mine, "remind", {"step": "999999", "confirm": "1"}).status_code == 400

@@ -46,7 +46,7 @@ def _form(client: TestClient, scenario: Scenario) -> dict[str, str]:
     form = page.text.split('id="scenario-form"', 1)[1].split("</form>", 1)[0]
     for tag in re.findall(r"<input[^>]*>", form):
         named = re.search(r'name="([^"]+)"[^>]*value="([^"]*)"', tag)
-        if named and 'type="checkbox"' not in tag:
+        if named and ('type="checkbox"' not in tag or " checked" in tag):
             data[named.group(1)] = unescape(named.group(2))
     for name, value in re.findall(r'<textarea[^>]*name="([^"]+)"[^>]*>(.*?)</textarea>', form, re.S):
         data[name] = unescape(value)
@@ -350,3 +350,110 @@ def test_a_costly_template_is_refused_on_save_and_in_the_preview(session: Sessio
     saved = client.post(f"/admin/scenarios/{scenario.id}", data=data)
     assert saved.status_code == 400 and refusal in saved.text
     assert body not in [b for b, in session.execute(select(ScenarioStep.body_en))]
+def test_may_skip_is_edited_with_the_step(session: Session, client: TestClient) -> None:
+    company, scenario = _setup(session)
+    make_user(session)
+    login(client, "admin@example.com")
+    data = _form(client, scenario)
+    assert data["step-0-may_skip"] == "1" and "step-1-may_skip" not in data and data["step-2-may_skip"] == "1"
+    data["step-1-may_skip"] = "1"
+    del data["step-2-may_skip"]
+    assert client.post(f"/admin/scenarios/{scenario.id}", data=data, follow_redirects=False).status_code == 303
+    session.expire_all()
+    assert [s.may_skip for s in sorted(scenario.steps, key=lambda s: s.offset_days)] == [True, True, False, False]
+
+
+def test_review_queue_sends_some_discards_others_and_keeps_the_rest(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, client: TestClient
+) -> None:
+    company, scenario = _setup(session)
+    company.reminders_need_approval = True
+    customers = [factories.customer(session, company, ref=f"Q{n}", email=f"q{n}@client.test") for n in range(3)]
+    for customer in customers:
+        factories.invoice(session, customer, number=f"F-{customer.ref}", due_date=TODAY - timedelta(days=3))
+    session.commit()
+    [report] = run(session_factory, settings, TODAY, "ACME")
+    assert report.queued == 3 and report.held
+    make_user(session, "manager@example.com", "manager", ["ACME"])
+    make_user(session, "collector@example.com", "collector", ["ACME"])
+    login(client, "manager@example.com")
+    page = client.get("/admin/scenarios/review")
+    assert page.status_code == 200
+    assert all(f"q{n}@client.test" in page.text and f"F-Q{n}" in page.text for n in range(3))
+    assert "D+3" in page.text and "rappel de factures échues" in page.text
+    token = csrf_from(page.text)
+    from ledger.models import Reminder
+
+    ids = {r.customer_id: r.id for r in session.scalars(select(Reminder))}
+    nothing = client.post("/admin/scenarios/review", data={"csrf_token": token, "action": "send"})
+    assert nothing.status_code == 400 and "Tick the reminders" in nothing.text
+    sent = client.post("/admin/scenarios/review", data={"csrf_token": token, "action": "send",
+                                                         "reminder": str(ids[customers[0].id])},
+                       follow_redirects=False)
+    assert sent.status_code == 303
+    declined = client.post("/admin/scenarios/review", data={"csrf_token": token, "action": "decline",
+                                                             "reminder": str(ids[customers[1].id])},
+                           follow_redirects=False)
+    assert declined.status_code == 303
+    session.expire_all()
+    status = {m.customer_id: m.status for m in session.scalars(select(OutboxMessage))}
+    assert status == {customers[0].id: "queued", customers[1].id: "cancelled", customers[2].id: "held"}
+    # The discarded one is proposed again by the next run; the others are not queued twice.
+    [again] = run(session_factory, settings, TODAY, "ACME")
+    assert [m.customer_ref for m in again.messages] == ["Q1"]
+    actions = [e.action for e in session.scalars(select(AuditEvent).where(AuditEvent.customer_id == customers[1].id)
+                                                  .order_by(AuditEvent.id))]
+    assert actions == ["reminder.queued", "reminder.declined", "reminder.queued"]
+    # A collector may not send them.
+    client.post("/admin/logout", data={"csrf_token": token})
+    login(client, "collector@example.com")
+    page = client.get("/admin/scenarios/review")
+    assert "No reminder is waiting for approval." in page.text
+    refused = client.post("/admin/scenarios/review", data={"csrf_token": csrf_from(page.text), "action": "send_all"})
+    assert refused.status_code == 403
+
+
+def test_failed_messages_are_sent_again_from_the_run_page_and_the_customer_page(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, client: TestClient,
+    smtp_server: Any,
+) -> None:
+    from mail.outbox import deliver_due, parse_smtp_url
+
+    company, scenario = _setup(session)
+    customers = [factories.customer(session, company, ref=f"R{n}", email=f"r{n}@client.test") for n in range(3)]
+    for customer in customers:
+        factories.invoice(session, customer, due_date=TODAY - timedelta(days=3))
+    session.commit()
+    [report] = run(session_factory, settings, TODAY, "ACME")
+    smtp_server.fail_rcpt("550 5.1.1 No such user", times=3)
+    assert deliver_due(session_factory, parse_smtp_url(smtp_server.url), "x@encours.test").failed == 3
+    make_user(session)
+    login(client, "admin@example.com")
+    # The dashboard raises it.
+    dashboard = client.get("/admin")
+    assert "3 email(s) could not be delivered" in dashboard.text and "550 5.1.1 No such user" in dashboard.text
+    customer_page = client.get(f"/admin/customers/{customers[0].id}")
+    assert "address failing since" in customer_page.text and "Send again" in customer_page.text
+    detail = client.get(f"/admin/scenarios/runs/{report.run_id}")
+    assert "Send every failed message again (3)" in detail.text
+    token = csrf_from(detail.text)
+    messages = {m.customer_id: m for m in session.scalars(select(OutboxMessage))}
+    one = client.post(f"/admin/scenarios/runs/{report.run_id}/retry",
+                      data={"csrf_token": token, "message": str(messages[customers[0].id].id)}, follow_redirects=False)
+    assert one.status_code == 303
+    session.expire_all()
+    assert [messages[c.id].status for c in customers] == ["queued", "failed", "failed"]
+    from_customer = client.post(f"/admin/customers/{customers[1].id}/retry",
+                                data={"csrf_token": token, "message": str(messages[customers[1].id].id)},
+                                follow_redirects=False)
+    assert from_customer.status_code == 303
+    # A message of another customer is refused on this customer's page.
+    wrong = client.post(f"/admin/customers/{customers[1].id}/retry",
+                        data={"csrf_token": token, "message": str(messages[customers[2].id].id)})
+    assert wrong.status_code == 400
+    everything = client.post(f"/admin/scenarios/runs/{report.run_id}/retry", data={"csrf_token": token, "all": "1"})
+    assert "1 message(s) go out again" in everything.text
+    session.expire_all()
+    assert {m.status for m in messages.values()} == {"queued"} and {m.attempts for m in messages.values()} == {0}
+    assert deliver_due(session_factory, parse_smtp_url(smtp_server.url), "x@encours.test").sent == 3
+    assert "could not be delivered" not in client.get("/admin").text

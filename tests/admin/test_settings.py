@@ -307,3 +307,32 @@ def test_collectors_and_viewers_cannot_change_reasons(client: TestClient, sessio
                                                                       "label_en": "Y"}, follow_redirects=False)
         assert response.status_code == 403
         client.cookies.clear()
+def test_reminders_switch_on_with_approval_and_a_gap(admin_client: TestClient, session: Session) -> None:
+    from ledger.companies import create_company
+
+    create_company(session, code="FRESH", name="Fresh SAS", currency="EUR")
+    session.commit()
+    page = admin_client.get("/admin/settings/FRESH").text
+    # A new company starts with its reminders off.
+    assert 'name="reminders_enabled" value="1">' in page and 'name="reminder_settings" value="1"' in page
+    data = form_of(admin_client, "FRESH")
+    data.update({"reminder_settings": "1", "reminders_enabled": "1", "reminders_need_approval": "1",
+                 "reminder_gap_days": "10"})
+    assert save(admin_client, data, code="FRESH").status_code == 303
+    session.expire_all()
+    fresh = session.scalars(select(Company).where(Company.code == "FRESH")).one()
+    assert (fresh.reminders_enabled, fresh.reminders_need_approval, fresh.reminder_gap_days) == (True, True, 10)
+    event = session.scalars(select(AuditEvent).where(AuditEvent.action == "company.settings_changed",
+                                                     AuditEvent.company_id == fresh.id)).one()
+    assert event.after["reminders_enabled"] is True and event.before["reminders_enabled"] is False
+    # Unticking is "off"; a bad gap is named and nothing changes.
+    data = form_of(admin_client, "FRESH")
+    data.update({"reminder_settings": "1", "reminder_gap_days": "many"})
+    refused = save(admin_client, data, code="FRESH")
+    assert refused.status_code == 400 and "Fewest days between two reminders" in refused.text
+    session.expire_all()
+    assert fresh.reminders_enabled is True
+    data["reminder_gap_days"] = "7"
+    assert save(admin_client, data, code="FRESH").status_code == 303
+    session.expire_all()
+    assert (fresh.reminders_enabled, fresh.reminders_need_approval, fresh.reminder_gap_days) == (False, False, 7)

@@ -1,4 +1,5 @@
-"""French late-payment interest and the 40 € recovery indemnity (Code de commerce L441-10)."""
+"""Statutory late charges: French interest and the 40 € indemnity (Code de commerce L441-10), UK interest
+at base rate + 8 points and £40/£70/£100 compensation; the central bank rates from the dated rates file."""
 
 from __future__ import annotations
 
@@ -11,9 +12,41 @@ from dunning.interest import RECOVERY_INDEMNITY, late_charges, late_interest
 from ledger.money import Money
 
 
-def test_the_default_rate_is_the_ecb_rate_plus_ten_points() -> None:
-    assert interest.LATE_PAYMENT_RATE_BPS == interest.ECB_MAIN_REFINANCING_RATE_BPS + 1_000
+def test_the_french_rate_is_the_ecb_rate_of_the_half_year_plus_ten_points() -> None:
+    assert interest.reference_rate_bps("ecb_mro", date(2025, 6, 10)) == 240
+    assert interest.reference_rate_bps("ecb_mro", date(2025, 6, 11)) == 215
+    # The rate in force on 1 January serves the first half-year, on 1 July the second.
+    assert interest.statutory_rate_bps("FR", date(2025, 3, 31)) == 315 + 1_000  # 1 Jan 2025: 3.15 %
+    assert interest.statutory_rate_bps("FR", date(2025, 9, 30)) == 215 + 1_000  # 1 Jul 2025: 2.15 %
+    assert interest.statutory_rate_bps("FR", date(2024, 1, 15)) == 450 + 1_000
     assert interest.rate_percent(1215) == "12.15" and interest.rate_percent(1300) == "13"
+
+
+def test_the_uk_rate_is_the_bank_of_england_base_rate_of_the_half_year_plus_eight_points() -> None:
+    # The reference rate is the one in force on 31 December (for January-June) or 30 June (July-December).
+    assert interest.statutory_rate_bps("GB", date(2025, 3, 1)) == 475 + 800  # 31 Dec 2024: 4.75 %
+    assert interest.statutory_rate_bps("GB", date(2025, 7, 1)) == 425 + 800  # 30 Jun 2025: 4.25 %
+    assert interest.statutory_rate_bps("GB", date(2026, 2, 1)) == 400 + 800  # 31 Dec 2025: 4.00 %
+    assert interest.statutory_rate_bps("US", date(2026, 2, 1)) is None
+
+
+@pytest.mark.parametrize(("open_minor", "expected"), [
+    (1_00, 40_00), (999_99, 40_00), (1_000_00, 70_00), (9_999_99, 70_00), (10_000_00, 100_00), (250_000_00, 100_00),
+])
+def test_uk_fixed_compensation_goes_by_the_amount(open_minor: int, expected: int) -> None:
+    assert interest.fixed_compensation("GB", Money(open_minor, "GBP")) == Money(expected, "GBP")
+
+
+def test_uk_charges_on_a_late_invoice() -> None:
+    charges = late_charges(Money(2_000_00, "GBP"), date(2026, 3, 1), date(2026, 4, 10), "GB")
+    assert charges is not None and charges.days_late == 40 and charges.rate_bps == 1_200
+    assert charges.interest == Money(26_30, "GBP")  # 2,000 × 12 % × 40 / 365 = 26.30
+    assert charges.indemnity == Money(70_00, "GBP")
+
+
+def test_a_rate_before_the_first_known_one_is_refused() -> None:
+    with pytest.raises(interest.UnknownRate):
+        interest.reference_rate_bps("boe_base", date(2019, 1, 1))
 
 
 @pytest.mark.parametrize(
@@ -58,4 +91,4 @@ def test_charges_start_the_day_after_the_due_date() -> None:
 
 def test_nothing_is_due_on_a_settled_invoice() -> None:
     assert late_charges(Money(0, "EUR"), date(2026, 1, 1), date(2026, 12, 1)) is None
-    assert late_interest(Money(0, "EUR"), 10) == Money(0, "EUR")
+    assert late_interest(Money(0, "EUR"), 10, 1215) == Money(0, "EUR")

@@ -39,7 +39,8 @@ def _plain(text: str) -> str:
 def _step(index: int) -> StepTexts:
     d = DEFAULT_STEPS[index]
     return StepTexts(id=1, offset_days=d.offset_days, tone=d.tone, whole_balance=d.whole_balance,
-                     subject_fr=d.subject_fr, body_fr=d.body_fr, subject_en=d.subject_en, body_en=d.body_en)
+                     subject_fr=d.subject_fr, body_fr=d.body_fr, subject_en=d.subject_en, body_en=d.body_en,
+                     may_skip=d.may_skip)
 
 
 def _context(language: str = "fr", name: str = "Boulangeries Martin", country: str = "FR",
@@ -63,7 +64,7 @@ def test_french_message_has_the_table_totals_savings_and_link() -> None:
     assert rendered.subject == "Durand Industrie SAS : rappel de factures échues"
     assert "Facture" in text and "Échéance" in text and "Reste dû" in text
     assert "F-1" in text and "16 oct. 2026" in text and "1 000,00 €" in text
-    assert "Total : 3 400,00 € · 50,00 $US" in text
+    assert "Total échu : 1 000,00 € · 50,00 $US" in text
     assert "Payez avant le 5 décembre et économisez 48,00 €" in text
     assert "https://encours.test/p/TOKEN" in text
 
@@ -103,6 +104,58 @@ def test_formal_notice_states_french_late_charges_computed() -> None:
 def test_formal_notice_outside_france_says_nothing_of_french_law() -> None:
     text = render(_step(3), "en", _context("en", country="GB")).text
     assert "L441-10" not in text and "Formal notice" in render(_step(3), "en", _context("en", country="GB")).subject
+    text = render(_step(3), "en", _context("en", country="US")).text
+    assert "L441-10" not in text and "Late Payment" not in text and "interest" not in text
+
+
+def test_uk_formal_notice_states_statutory_interest_and_fixed_compensation() -> None:
+    invoices = [InvoiceFacts(1, "INV-1", date(2026, 9, 1), date(2026, 10, 16), "GBP", 2_000_00),  # 40 days late
+                InvoiceFacts(2, "INV-2", date(2026, 9, 1), date(2026, 10, 16), "GBP", 500_00)]
+    text = _plain(render(_step(3), "en", _context("en", country="GB", invoices=invoices)).text)
+    assert "Late Payment of Commercial Debts (Interest) Act 1998" in text and "L441-10" not in text
+    # Base rate on 30 June 2026 (the last known: 4.00 %) + 8 points.
+    assert "12.00% a year (the Bank of England base rate plus 8 points)" in text
+    assert "£26.30" in text and "£6.58" in text  # 2,000 and 500 × 12 % × 40 / 365
+    assert "£70.00" in text and "£40.00" in text
+    assert "Total recovery indemnities: £110.00" in text
+    french = _plain(render(_step(3), "fr", _context("fr", country="GB", invoices=invoices)).text)
+    assert "Late Payment of Commercial Debts (Interest) Act 1998" in french and "12,00 %" in french
+
+
+def _facts(number: str, due: date, reminded: bool = False) -> InvoiceFacts:
+    return InvoiceFacts(hash(number) % 1000, number, date(2026, 9, 1), due, "EUR", 100_00, reminded=reminded)
+
+
+@pytest.mark.parametrize("index", [1, 2, 3])
+def test_a_grouped_message_puts_invoices_not_yet_due_in_their_own_section(index: int) -> None:
+    # Seen: a D+15 email listed an invoice due in three days as unpaid and overdue.
+    invoices = [_facts("F-LATE", date(2026, 11, 5), reminded=True), _facts("F-SOON", date(2026, 11, 28))]
+    text = render(_step(index), "en", _context("en", invoices=invoices)).text
+    overdue_part, _, rest = text.partition("F-LATE")
+    assert "F-SOON" not in overdue_part
+    if DEFAULT_STEPS[index].whole_balance:
+        return  # the formal notice is about what is overdue
+    assert "fall due soon" in rest and "F-SOON" in rest.split("fall due soon", 1)[1]
+    assert "Days left" in rest
+
+
+def test_despite_our_reminder_only_when_one_was_sent_for_those_invoices() -> None:
+    never = [_facts("F-1", date(2026, 11, 5))]
+    once = [_facts("F-1", date(2026, 11, 5), reminded=True)]
+    mixed = [_facts("F-1", date(2026, 11, 5), reminded=True), _facts("F-2", date(2026, 11, 20))]
+    for index, claim in ((2, "Despite our previous reminder"), (3, "Despite our reminders")):
+        assert claim not in render(_step(index), "en", _context("en", invoices=never)).text
+        assert claim in render(_step(index), "en", _context("en", invoices=once)).text
+        assert claim not in render(_step(index), "en", _context("en", invoices=mixed)).text
+    assert "Malgré notre précédent rappel" not in render(_step(2), "fr", _context(invoices=never)).text
+    assert "Malgré notre précédent rappel" in render(_step(2), "fr", _context(invoices=once)).text
+
+
+def test_a_falling_due_soon_notice_never_lists_an_overdue_invoice_as_upcoming() -> None:
+    # Seen: a D-5 email listed one two days overdue.
+    invoices = [_facts("F-LATE", date(2026, 11, 23)), _facts("F-SOON", date(2026, 11, 30))]
+    text = render(_step(0), "en", _context("en", invoices=invoices)).text
+    assert "F-SOON" in text and "F-LATE" not in text
 
 
 def test_the_sandbox_blocks_unsafe_attribute_access_at_render_time_too() -> None:

@@ -93,10 +93,10 @@ def test_one_message_per_customer_lists_every_invoice_with_totals_per_currency(
 
     assert (report.planned, report.queued, report.already_queued, report.skipped) == (1, 1, 0, [])
     [message] = report.messages
-    assert message.step.offset_days == 15
+    assert message.step.offset_days == 3  # never reminded: the first reminder, however late
     assert [i.number for i in message.invoices] == ["F-1", "F-2", "F-3"]
     assert message.totals == {"EUR": 1334_56, "USD": 50_00}
-    assert _reminders(session, customer) == [(15, ["F-1", "F-2", "F-3"])]
+    assert _reminders(session, customer) == [(3, ["F-1", "F-2", "F-3"])]
     [queued] = _outbox(session, customer)
     assert queued.kind == "reminder" and queued.to_address == "compta@client.test"
     assert "F-1" in queued.body_text and "F-3" in queued.body_text and "F-4" not in queued.body_text
@@ -104,7 +104,7 @@ def test_one_message_per_customer_lists_every_invoice_with_totals_per_currency(
     assert queued.body_html and "<table" in queued.body_html
     [event] = session.scalars(select(AuditEvent).where(AuditEvent.customer_id == customer.id)).all()
     assert (event.action, event.entity_type) == ("reminder.queued", "reminder")
-    assert event.after == {"step": "D+15", "to": "compta@client.test", "outbox_id": queued.id,
+    assert event.after == {"step": "D+3", "to": "compta@client.test", "outbox_id": queued.id,
                            "subject": queued.subject, "invoices": ["F-1", "F-2", "F-3"],
                            "totals": {"EUR": 1334_56, "USD": 50_00}}
 
@@ -141,22 +141,46 @@ def test_steps_follow_the_scenario_then_stop(
     assert len(_outbox(session, customer)) == 4
 
 
-def test_after_an_outage_only_the_latest_step_goes(
+def test_after_an_outage_the_customer_gets_its_first_reminder_then_the_next_steps_a_gap_apart(
     session: Session, session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
     company = _company(session)
     customer = factories.customer(session, company)
     factories.invoice(session, customer, number="F-1", due_date=days(-2))
     _run(session_factory, settings, company, today=days(-7))  # D-5 went out
-    # Server down for three weeks: the invoice is now at D+18.
+    # Server down for three weeks: the invoice is now at D+20, yet it was never reminded.
     report = _run(session_factory, settings, company, today=days(18))
-    assert [m.step.offset_days for m in report.messages] == [15]
-    for later in range(19, 28):
+    assert [m.step.offset_days for m in report.messages] == [3]
+    for later in range(19, 25):  # the company waits 7 days between two messages
         assert _run(session_factory, settings, company, today=days(later)).messages == []
-    assert _reminders(session, customer) == [(-5, ["F-1"]), (15, ["F-1"])]
+    assert [m.step.offset_days for m in _run(session_factory, settings, company, today=days(25)).messages] == [15]
+    # D+30 may not be skipped: it comes a gap later, once reached.
+    assert [m.step.offset_days for m in _run(session_factory, settings, company, today=days(32)).messages] == [30]
+    assert _reminders(session, customer) == [(-5, ["F-1"]), (3, ["F-1"]), (15, ["F-1"]), (30, ["F-1"])]
 
 
-def test_a_new_invoice_joins_the_customers_next_message_at_the_furthest_step(
+def test_a_skippable_step_is_jumped_over_when_a_later_one_is_reached(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    company = _company(session)
+    customer = factories.customer(session, company)
+    factories.invoice(session, customer, number="F-1", due_date=days(-40))
+    assert [m.step.offset_days for m in _run(session_factory, settings, company, today=days(-30)).messages] == [3]
+    # Next run 20 days later: D+15 (may be skipped) and D+30 are both reached; D+30 goes.
+    assert [m.step.offset_days for m in _run(session_factory, settings, company, today=days(-10)).messages] == [30]
+    # When the scenario says D+15 may not be skipped, it is sent first.
+    other = factories.customer(session, company)
+    factories.invoice(session, other, number="F-2", due_date=days(-40))
+    step = session.scalars(select(ScenarioStep).join(Scenario).where(Scenario.company_id == company.id,
+                                                                      ScenarioStep.offset_days == 15)).one()
+    step.may_skip = False
+    session.flush()
+    _run(session_factory, settings, company, today=days(-30))
+    later = _run(session_factory, settings, company, today=days(-10))
+    assert [(m.customer_id, m.step.offset_days) for m in later.messages] == [(other.id, 15)]
+
+
+def test_invoices_never_reminded_start_with_the_first_reminder_then_escalate(
     session: Session, session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
     company = _company(session)
@@ -164,10 +188,13 @@ def test_a_new_invoice_joins_the_customers_next_message_at_the_furthest_step(
     factories.invoice(session, customer, number="OLD", due_date=days(-15))
     factories.invoice(session, customer, number="NEW", due_date=days(-3))
     report = _run(session_factory, settings, company)
-    assert [(m.step.offset_days, [i.number for i in m.invoices]) for m in report.messages] == [(15, ["OLD", "NEW"])]
-    # NEW was chased when 3 days late: it still gets its own second reminder at D+15.
+    assert [(m.step.offset_days, [i.number for i in m.invoices]) for m in report.messages] == [(3, ["OLD", "NEW"])]
+    assert [i.reminded for i in report.messages[0].invoices] == [False, False]
     report = _run(session_factory, settings, company, today=days(12))
-    assert [(m.step.offset_days, [i.number for i in m.invoices]) for m in report.messages] == [(15, ["NEW"])]
+    assert [(m.step.offset_days, [i.number for i in m.invoices]) for m in report.messages] == [(15, ["OLD", "NEW"])]
+    assert [i.reminded for i in report.messages[0].invoices] == [True, True]
+    [_, second] = _outbox(session, customer)
+    assert "Malgré notre précédent rappel" in second.body_text
 
 
 def test_formal_notice_lists_the_whole_overdue_balance_but_not_yet_due_invoices_keep_their_steps(
@@ -175,19 +202,23 @@ def test_formal_notice_lists_the_whole_overdue_balance_but_not_yet_due_invoices_
 ) -> None:
     company = _company(session)
     customer = factories.customer(session, company)
-    factories.invoice(session, customer, number="A", due_date=days(-10))
-    _run(session_factory, settings, company, today=days(-7))  # A at D+3
+    factories.invoice(session, customer, number="A", due_date=days(-40))
+    _run(session_factory, settings, company, today=days(-37))  # A at D+3
+    _run(session_factory, settings, company, today=days(-25))  # A at D+15
     factories.invoice(session, customer, number="B", due_date=days(-30))
     factories.invoice(session, customer, number="C", due_date=days(5))
     report = _run(session_factory, settings, company)
-    # B reached D+30 (whole balance): A, overdue, is listed too; C, at D-5, is pending and listed.
+    # A reached D+30 after two reminders (whole balance): B, overdue, is listed too; C, at D-5,
+    # is pending and listed, in its own section.
     assert [(m.step.offset_days, sorted(i.number for i in m.invoices)) for m in report.messages] == [
         (30, ["A", "B", "C"])
     ]
-    # C reaches D+3. A was listed when 10 days late: it is credited that far only, so it now gets
-    # the D+15 it has not had (each invoice is credited for as late as it actually was).
+    [*_, notice] = _outbox(session, customer)
+    # B was never reminded: the notice does not say "despite our reminders".
+    assert "Malgré nos relances" not in notice.body_text and "Mise en demeure" in notice.subject
+    # C reaches D+3: it keeps its own steps; A and B were credited with the notice.
     later = _run(session_factory, settings, company, today=days(8))
-    assert [(m.step.offset_days, [i.number for i in m.invoices]) for m in later.messages] == [(15, ["A", "C"])]
+    assert [(m.step.offset_days, [i.number for i in m.invoices]) for m in later.messages] == [(3, ["C"])]
 
 
 def test_disputed_and_promised_invoices_are_not_chased(
@@ -210,9 +241,11 @@ def test_disputed_and_promised_invoices_are_not_chased(
     [message] = _run(session_factory, settings, company).messages
     assert sorted(i.number for i in message.invoices) == ["CLOSED-DISPUTE", "PLAIN"]
 
-    # The promise's date plus 3 grace days has passed: the invoice is chased again.
-    [message] = _run(session_factory, settings, company, today=days(1)).messages
-    assert [i.number for i in message.invoices] == ["PROMISED"]
+    # The promise's date plus 3 grace days has passed: the invoice is chased again (a week on,
+    # with the others' next step).
+    [message] = _run(session_factory, settings, company, today=days(7)).messages
+    assert sorted(i.number for i in message.invoices) == ["CLOSED-DISPUTE", "PLAIN", "PROMISED"]
+    assert {i.number: i.reminded for i in message.invoices}["PROMISED"] is False
 
 
 def test_paused_direct_debit_under_minimum_and_bad_email_are_skipped_and_said(
@@ -329,16 +362,18 @@ def test_preview_renders_a_step_for_a_real_customer(session: Session) -> None:
     assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
 
 
-def test_formal_notice_outside_france_has_no_french_late_charges(
+def test_uk_formal_notice_cites_the_uk_act_not_french_law(
     session: Session, session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
     company = _company(session, country="GB", base_currency="GBP")
     customer = factories.customer(session, company, language="en")
     factories.invoice(session, customer, 1000_00, currency="GBP", due_date=days(-40))
-    _run(session_factory, settings, company)
-    [queued] = _outbox(session, customer)
+    for day in (-37, -25, 0):
+        _run(session_factory, settings, company, today=days(day))
+    [*_, queued] = _outbox(session, customer)
     assert queued.subject.startswith("Formal notice")
-    assert "L441-10" not in queued.body_text
+    assert "L441-10" not in queued.body_text and "Late Payment of Commercial Debts" in queued.body_text
+    assert "£70.00" in queued.body_text  # £1,000.00 is in the £1,000-£9,999.99 band
 
 
 # --- two runs at once ---------------------------------------------------------------------------
@@ -456,10 +491,8 @@ def test_ten_thousand_customers_each_get_exactly_their_message(tmp_path: Path, s
         assert len(per_customer) == customers
         assert [per_customer[cid] for cid in customer_ids] == [2 if n % 5 == 0 else 1 for n in range(customers)]
         assert outbox == per_customer
-        # Customer n's invoices are (3 + n % 40) and 1 days late: its step is the latest reached by the first.
-        for n, customer_id in enumerate(customer_ids):
-            late = 3 + n % 40
-            assert expected_steps[customer_id] == (30 if late >= 30 else 15 if late >= 15 else 3)
+        # Customer n's invoices are (3 + n % 40) and 1 days late, never reminded: the first reminder, for all.
+        assert {expected_steps[customer_id] for customer_id in customer_ids} == {3}
         [again] = run(factory, settings, TODAY, "SCALE")
         assert (again.planned, again.queued) == (0, 0)
     finally:

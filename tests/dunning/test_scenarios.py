@@ -21,9 +21,11 @@ def test_default_scenario_has_the_four_standard_steps_in_both_languages(session:
     ]
     formal = scenario.steps[-1]
     assert "Mise en demeure" in formal.subject_fr and "Formal notice" in formal.subject_en
-    assert "L441-10" in formal.body_fr and "L441-10" in formal.body_en
+    assert "{{ late_charges.law }}" in formal.body_fr and "{{ late_charges.law }}" in formal.body_en
+    assert [s.may_skip for s in scenario.steps] == [True, False, True, False]
     for step in scenario.steps:
-        assert "{{ invoices }}" in step.body_fr and "{{ link }}" in step.body_en
+        listed = "{{ upcoming }}" if step.offset_days < 0 else "{{ overdue }}"
+        assert listed in step.body_fr and listed in step.body_en and "{{ link }}" in step.body_en
 
 
 def test_ensure_default_scenario_is_idempotent(session: Session) -> None:
@@ -51,9 +53,9 @@ def test_an_unknown_placeholder_is_refused_with_its_line_and_name() -> None:
         validate_step("Relance {{ company.name }}", "Bonjour {{ client.name }},\n\nTotal : {{ total }}")
     assert refused.value.problems == [
         "body, line 1: unknown placeholder 'client' (known: broken_promise, company, contact, customer, invoices, "
-        "late_charges, link, savings, today, totals)",
+        "late_charges, link, overdue, reminded_before, savings, today, totals, upcoming)",
         "body, line 3: unknown placeholder 'total' (known: broken_promise, company, contact, customer, invoices, "
-        "late_charges, link, savings, today, totals)",
+        "late_charges, link, overdue, reminded_before, savings, today, totals, upcoming)",
     ]
 
 

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,7 +21,8 @@ from encours import worker
 from kernel.clock import clock
 from kernel.db import make_engine, upgrade
 from kernel.settings import Settings, load_settings
-from ledger.models import Contact, OutboxMessage, Reminder, ReminderRun
+from ledger.models import Contact, Customer, OutboxMessage, Reminder, ReminderRun, ScenarioStep
+from mail import outbox
 from tests import factories
 from tests.conftest import TEST_SECRET
 from tests.dunning.test_planner import _bulk_book
@@ -70,10 +71,10 @@ def test_remind_dry_run_says_what_would_go_and_why(tmp_path: Path, book: tuple[s
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "DURAND 2026-11-25 (dry run): 1 would be sent, 2 skipped, nothing queued",
-        "  would send C-LATE -> compta@late.test (fr): step D+15 [firm], 2 invoice(s) F-1, F-2; totals 1334.56 EUR",
+        "  would send C-LATE -> compta@late.test (fr): step D+3 [courteous], 2 invoice(s) F-1, F-2; totals 1334.56 EUR",
         "  skipped C-NOMAIL: contact email 'compta at nomail' is not valid",
         "  skipped C-PAUSED: reminders paused by staff",
-        "  problem: C-NOMAIL: contact email 'compta at nomail' is not valid; step D+15 not sent",
+        "  problem: C-NOMAIL: contact email 'compta at nomail' is not valid; step D+3 not sent",
     ]
     with Session(engine) as session:
         assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
@@ -86,12 +87,168 @@ def test_remind_queues_once_and_prints_a_summary(tmp_path: Path, book: tuple[str
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "DURAND 2026-11-25: 1 planned, 1 queued, 0 already queued, 2 skipped"
     again = _encours(tmp_path, url, "remind", "--date", "2026-11-25")
-    assert again.stdout.splitlines()[0] == "DURAND 2026-11-25: 0 planned, 0 queued, 0 already queued, 2 skipped"
+    # F-1 has reached D+15 but the customer heard from us today: it waits for the company's gap.
+    assert again.stdout.splitlines()[:2] == ["DURAND 2026-11-25: 0 planned, 0 queued, 0 already queued, 3 skipped",
+                                             "  skipped C-LATE: last reminder 0 day(s) ago; the company waits 7 days"]
     with Session(engine) as session:
         [message] = session.scalars(select(OutboxMessage)).all()
         assert message.to_address == "compta@late.test" and "http://encours.test/p/" in message.body_text
         runs = session.scalars(select(ReminderRun).order_by(ReminderRun.id)).all()
-        assert [(r.planned, r.queued, r.skipped, r.dry_run) for r in runs] == [(1, 1, 2, False), (0, 0, 2, False)]
+        assert [(r.planned, r.queued, r.skipped, r.dry_run) for r in runs] == [(1, 1, 2, False), (0, 0, 3, False)]
+
+
+# --- a company set up as production does: CLI, CSV imports ----------------------------------------
+
+NEW_CUSTOMERS = 20
+RUN_DAY = date(2026, 11, 25)
+
+
+def _new_company(tmp_path: Path, url: str, code: str = "ACME") -> None:
+    """A company created by `encours company create` with 20 new customers imported from CSV files:
+    customer n has one invoice due (n * 3 - 10) days before RUN_DAY (from 10 days ahead to 47 late)."""
+    created = _encours(tmp_path, url, "company", "create", code, "--name", "Acme SAS", "--currency", "EUR")
+    assert created.returncode == 0, created.stderr
+    customers = tmp_path / "customers.csv"
+    invoices = tmp_path / "invoices.csv"
+    customers.write_text("company,customer_ref,name,email,language,phone,segment\n" + "".join(
+        f"{code},N-{n:02d},Client {n},ap{n}@client{n}.test,{'en' if n % 4 == 0 else 'fr'},,\n"
+        for n in range(NEW_CUSTOMERS)), encoding="utf-8")
+    invoices.write_text(
+        "company,customer_ref,number,issue_date,due_date,currency,amount,discount_percent,discount_until\n"
+        + "".join(f"{code},N-{n:02d},F-{n:02d},2026-08-01,{RUN_DAY - timedelta(days=n * 3 - 10)},EUR,1200.00,,\n"
+                  for n in range(NEW_CUSTOMERS)), encoding="utf-8")
+    for kind, path in (("customers", customers), ("invoices", invoices)):
+        imported = _encours(tmp_path, url, "import", kind, str(path))
+        assert imported.returncode == 0, imported.stderr
+
+
+def _sent(engine: Engine) -> list[tuple[str, str, str]]:
+    """(customer ref, step, subject) of every reminder queued, in order."""
+    with Session(engine) as session:
+        return [(ref, f"D{offset:+d}", subject) for ref, offset, subject in session.execute(
+            select(Customer.ref, ScenarioStep.offset_days, OutboxMessage.subject)
+            .join(Reminder, Reminder.customer_id == Customer.id)
+            .join(ScenarioStep, ScenarioStep.id == Reminder.step_id)
+            .join(OutboxMessage, OutboxMessage.id == Reminder.outbox_id)
+            .order_by(Reminder.id))]
+
+
+@pytest.fixture
+def empty_book(tmp_path: Path) -> Iterator[tuple[str, Engine]]:
+    url = f"sqlite:///{tmp_path / 'new.sqlite3'}"
+    upgrade(url)
+    engine = make_engine(url)
+    yield url, engine
+    engine.dispose()
+
+
+def test_a_new_company_sends_no_reminder_until_someone_switches_them_on(
+    tmp_path: Path, empty_book: tuple[str, Engine]
+) -> None:
+    url, engine = empty_book
+    _new_company(tmp_path, url)
+    off = _encours(tmp_path, url, "remind", "--date", RUN_DAY.isoformat())
+    assert off.returncode == 0, off.stderr
+    assert off.stdout.splitlines() == [
+        "ACME 2026-11-25: reminders are off for this company, nothing planned "
+        "(switch them on: encours company reminders ACME on)"]
+    assert _count(engine, OutboxMessage) == 0 and _count(engine, ReminderRun) == 0
+    # Neither does the worker plan its day.
+    clock.set(datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc))
+    assert worker.due_reminder_runs(sessionmaker(engine)) == []
+    # A dry run still shows what would go.
+    dry = _encours(tmp_path, url, "remind", "--date", RUN_DAY.isoformat(), "--dry-run")
+    assert dry.stdout.startswith("ACME 2026-11-25 (dry run): 17 would be sent")
+
+    switched = _encours(tmp_path, url, "company", "reminders", "ACME", "on")
+    assert (switched.returncode, switched.stdout) == (0, "reminders of ACME are on\n")
+    assert [company_id for company_id, _ in worker.due_reminder_runs(sessionmaker(engine))] != []
+    on = _encours(tmp_path, url, "remind", "--date", RUN_DAY.isoformat())
+    assert on.stdout.splitlines()[0] == "ACME 2026-11-25: 17 planned, 17 queued, 0 already queued, 0 skipped"
+    assert _encours(tmp_path, url, "company", "reminders", "ACME", "off").stdout == "reminders of ACME are off\n"
+    bad = _encours(tmp_path, url, "company", "reminders", "NOPE", "on")
+    assert (bad.returncode, bad.stderr) == (1, "encours: error: unknown company 'NOPE'\n")
+
+
+def test_twenty_new_customers_get_a_first_reminder_never_a_formal_notice(
+    tmp_path: Path, empty_book: tuple[str, Engine]
+) -> None:
+    # Seen: after importing 20 new customers, 14 of 21 emails were the D+30 formal notice.
+    url, engine = empty_book
+    _new_company(tmp_path, url)
+    _encours(tmp_path, url, "company", "reminders", "ACME", "on")
+    result = _encours(tmp_path, url, "remind", "--date", RUN_DAY.isoformat())
+    assert result.returncode == 0, result.stderr
+    sent = _sent(engine)
+    # 2 falling due within 5 days (D-5), 15 at least 3 days late (D+3); 3 have reached no step yet.
+    assert len(sent) == 17
+    steps = {ref: step for ref, step, _ in sent}
+    for n in range(NEW_CUSTOMERS):
+        late = n * 3 - 10
+        expected = "D+3" if late >= 3 else "D-5" if -5 <= late <= 0 else None
+        assert steps.get(f"N-{n:02d}") == expected, n
+    assert not any("Mise en demeure" in subject or "Formal notice" in subject for _, _, subject in sent)
+    with Session(engine) as session:
+        bodies = session.scalars(select(OutboxMessage.body_text)).all()
+    assert not any("Malgré" in body or "Despite" in body for body in bodies)
+
+    # The next days: only customers reaching their first step hear from us; the others wait
+    # for the company's 7-day gap.
+    for later in (2, 6):
+        day = (RUN_DAY + timedelta(days=later)).isoformat()
+        assert _encours(tmp_path, url, "remind", "--date", day).returncode == 0
+    firsts = _sent(engine)[len(sent):]
+    assert not {ref for ref, _, _ in firsts} & set(steps)
+    sent = sent + firsts
+    week = RUN_DAY + timedelta(days=7)
+    _encours(tmp_path, url, "remind", "--date", week.isoformat())
+    second = _sent(engine)[len(sent):]
+    # A week on: the customers first reminded move on (to D+15, or to the formal notice when they
+    # reached it: the standard D+15 may be skipped); the D-5 ones, now overdue, get their first reminder.
+    assert {step for _, step, _ in second} <= {"D+3", "D+15", "D+30"}
+    assert all(step != "D+3" for ref, step, _ in second if steps.get(ref) == "D+3")
+    assert any(step == "D+15" for _, step, _ in second)
+    for ref, step, _ in second:
+        if step == "D+30":  # a formal notice only after a reminder
+            assert steps[ref] == "D+3"
+    # And never a formal notice to a customer no reminder reached before.
+    fortnight = RUN_DAY + timedelta(days=14)
+    _encours(tmp_path, url, "remind", "--date", fortnight.isoformat())
+    everything = _sent(engine)
+    for index, (ref, step, _) in enumerate(everything):
+        if step == "D+30":
+            assert any(r == ref and s in ("D+3", "D+15") for r, s, _ in everything[:index]), ref
+
+
+def test_approval_holds_the_days_run_until_a_manager_sends_it(
+    tmp_path: Path, empty_book: tuple[str, Engine], smtp_server: CapturingSMTP
+) -> None:
+    url, engine = empty_book
+    _new_company(tmp_path, url)
+    switched = _encours(tmp_path, url, "company", "reminders", "ACME", "on", "--approval")
+    assert switched.stdout == "reminders of ACME are on (held for approval)\n"
+    result = _encours(tmp_path, url, "remind", "--date", RUN_DAY.isoformat())
+    assert result.stdout.splitlines()[0] == ("ACME 2026-11-25: 17 planned, 17 queued (waiting for approval: "
+                                             "encours remind --approve), 0 already queued, 0 skipped")
+    with Session(engine) as session:
+        assert set(session.scalars(select(OutboxMessage.status))) == {"held"}
+    settings = _settings(url, smtp_server.url)
+    sessions = sessionmaker(engine)
+    clock.set(datetime.now(timezone.utc))  # the CLI's runs queued on the real clock: deliver what is due now
+    assert worker.deliver_outbox(settings, sessions, outbox.parse_smtp_url(smtp_server.url))[0].sent == 0
+    # The same run again adds nothing: held messages count as chased.
+    again = _encours(tmp_path, url, "remind", "--date", RUN_DAY.isoformat())
+    assert again.stdout.startswith("ACME 2026-11-25: 0 planned")
+
+    approved = _encours(tmp_path, url, "remind", "--approve")
+    assert (approved.returncode, approved.stdout) == (0, "ACME: 17 reminder(s) approved and queued for sending\n")
+    clock.set(datetime.now(timezone.utc))
+    assert worker.deliver_outbox(settings, sessions, outbox.parse_smtp_url(smtp_server.url))[0].sent == 17
+    assert len(smtp_server.messages) == 17
+    assert _encours(tmp_path, url, "remind", "--approve").stdout == (
+        "ACME: 0 reminder(s) approved and queued for sending\n")
+    refused = _encours(tmp_path, url, "remind", "--approve", "--dry-run")
+    assert refused.returncode == 2 and "--approve" in refused.stderr
 
 
 @pytest.mark.parametrize(

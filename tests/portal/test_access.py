@@ -110,7 +110,9 @@ def test_revoked_link_and_its_open_session_are_refused(session: Session, client:
     session.commit()
     assert client.get("/portal").status_code == 401
     response = client.get(f"/p/{old}")
-    assert response.status_code == 410 and "Ce lien n’est plus valable" in response.text
+    assert response.status_code == 410 and "Ce lien a été retiré" in response.text
+    # Withdrawn, not "replaced by a newer one": the debtor has no newer link to look for.
+    assert "plus récent" not in response.text and "remplacé" not in response.text
     assert "M’envoyer un nouveau lien" not in response.text
 
 
