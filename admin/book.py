@@ -163,7 +163,7 @@ def webhook_replay(request: Request, session: Session, staff: Staff, posted: Pos
         raise HTTPException(404)
     actor = staff.user.email
     session.commit()  # the replay runs in transactions of its own
-    outcome = replays.replay(request.app.state.sessions, event_pk, registered_handlers(), actor)
+    outcome = replays.replay(request.app.state.sessions, event_pk, registered_handlers(request.app.state.settings), actor)
     session.expire_all()
     return _webhook_page(request, session, staff, session.get_one(WebhookEvent, event_pk), outcome)
 

@@ -2,7 +2,7 @@
 checks every field, applies all-or-nothing and audits before/after.
 
 Provider keys are never shown: only whether each method's provider is configured
-(`payments.base.provider_for(method).is_configured(settings)`).
+(`payments.registry.provider_for(method).is_configured(settings)`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from kernel.i18n import N_
 from ledger import companies as company_service
 from ledger.companies import MAX_LOGO_BYTES, SettingsRejected
 from ledger.models import Company
-from payments.base import UnknownMethod, provider_for
+from payments.base import UnknownMethod
+from payments.registry import provider_for
 from payments.bank_transfer import pretty_iban
 from kernel.web import Posted
 

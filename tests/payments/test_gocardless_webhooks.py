@@ -303,7 +303,7 @@ def test_an_instant_first_payment_and_its_mandate(
     assert request["mandate_request"] is None and request["payment_request"]["amount"] == 318_40
 
 
-def test_an_event_naming_nothing_of_ours_is_kept_and_retried_by_the_worker(
+def test_an_event_naming_nothing_of_ours_is_not_ours_and_a_stored_one_of_ours_is_applied_by_the_worker(
     client: TestClient, session: Session, session_factory: sessionmaker[Session], settings: Settings,
     customer: Customer, invoices: list[Invoice], gocardless: GoCardlessStandIn,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
@@ -311,24 +311,22 @@ def test_an_event_naming_nothing_of_ours_is_kept_and_retried_by_the_worker(
     stray = gocardless.emit("payments", "confirmed", {"payment": "PM0000UNKNOWN"})
     assert deliver(client, gocardless) == [200]
     stored = session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == stray["id"]))
-    assert stored is not None and stored.processed_at is None and stored.attempts == 1
-    assert "Resource not found" in (stored.error or "")  # GoCardless was asked, and knows no such payment
+    assert stored is not None and stored.processed_at is not None and stored.attempts == 1
+    assert stored.outcome == "not_ours" and stored.next_attempt_at is None  # never retried
+    assert "not on our GoCardless account" in (stored.note or "")  # GoCardless was asked, and knows no such payment
 
     checkout, flow = started(session, settings, customer, invoices)
     gocardless.fulfil(flow)
     event = gocardless.move_payment(payment_of(gocardless), "confirmed")
     gocardless.pending.clear()
-    # The worker runs with the environment's settings.
-    for name, value in settings_env(settings).items():
-        monkeypatch.setenv(name, value)
     body = gocardless.webhook_body([event])
     with session_factory() as writer:  # stored but never processed (a crash between the two)
         webhooks.store_event(writer, "gocardless", event["id"], "payments.confirmed",
                              json.dumps(event), {})
         writer.commit()
     clock.set(clock.now() + webhooks.backoff(1) * 2)
-    report = webhooks.retry_due(session_factory, webhooks.registered_handlers())
-    assert (report.processed, report.failed) == (1, 1)  # ours applied; the stray one still names nothing
+    report = webhooks.retry_due(session_factory, webhooks.registered_handlers(settings))
+    assert (report.processed, report.failed) == (1, 0)  # ours applied; the stray one is done with
     assert state(session, invoices) == (PAID, ["succeeded"], 2)
     assert body  # the request itself would have been signed as usual
 
@@ -345,6 +343,8 @@ def test_payments_and_mandates_made_by_something_else_are_ignored(
     assert delivery.status == 200
     stored = session.scalars(select(WebhookEvent).where(WebhookEvent.provider == "gocardless")).all()
     assert len(stored) == 2 and all(event.processed_at is not None and event.error is None for event in stored)
+    assert [event.outcome for event in stored] == ["not_ours", "not_ours"]
+    assert all(event.next_attempt_at is None for event in stored)
     assert session.scalar(select(func.count()).select_from(Payment)) == 0
 
 
