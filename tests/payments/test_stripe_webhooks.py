@@ -382,3 +382,53 @@ def test_a_kept_event_is_applied_by_the_workers_retry(
     assert state(session, invoices) == (PAID, ["succeeded"], 2)
     stored = session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == "evt_r"))
     assert stored is not None and stored.processed_at is not None and stored.error is None and stored.attempts == 2
+
+
+@pytest.mark.parametrize("signature", ["t=1,v1=\u00e9t\u00e9".encode("utf-8"), "t=1,v1=caf\u00e9".encode("latin-1")])
+def test_a_non_ascii_signature_is_refused_with_400_not_a_crash(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice], signature: bytes
+) -> None:
+    payload = event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_accent")
+    response = client.post("/webhooks/stripe", content=payload,
+                           headers={"Content-Type": "application/json", "Stripe-Signature": signature})
+    assert response.status_code == 400
+    assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 0
+    assert state(session, invoices) == (OPEN, [], 0)
+
+
+@pytest.mark.parametrize("offset", [-3600, 3600])  # an hour old, or dated an hour ahead
+def test_a_signature_outside_the_tolerance_on_either_side_is_refused(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice], offset: int
+) -> None:
+    payload = event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_when")
+    response = deliver(client, payload, sign(payload, timestamp=int(time.time()) + offset))
+    assert response.status_code == 400
+    assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 0
+    assert state(session, invoices) == (OPEN, [], 0)
+
+
+def test_a_v2_thin_event_with_an_iso_date_is_stored_and_ignored(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
+) -> None:
+    thin = json.dumps({
+        "id": "evt_test_65R9Ijk8cs7Yd6sTPZ2h8wXfqAtRBPlHxZD5lPTLzmN", "object": "v2.core.event",
+        "type": "v1.billing.meter.error_report_triggered", "livemode": False,
+        "created": "2024-09-17T06:20:52.246Z",
+        "related_object": {"id": "mtr_test_61R9IeFmdP6Ik2cmV41IHHGiUfM5lGpQ", "type": "billing.meter",
+                           "url": "/v1/billing/meters/mtr_test_61R9IeFmdP6Ik2cmV41IHHGiUfM5lGpQ"},
+    }).encode()
+    response = deliver(client, thin)
+    assert response.status_code == 200 and response.json()["outcomes"] == ["processed"]
+    stored = session.scalar(select(WebhookEvent).where(WebhookEvent.provider == "stripe"))
+    assert stored is not None and stored.processed_at is not None and stored.error is None
+    assert state(session, invoices) == (OPEN, [], 0)
+
+
+def test_event_times_are_read_from_unix_and_iso_dates() -> None:
+    from datetime import datetime, timezone
+
+    from payments.stripe import event_time
+
+    assert event_time(1795600000) == datetime(2026, 11, 25, 9, 46, 40, tzinfo=timezone.utc)
+    assert event_time("2024-09-17T06:20:52.246Z") == datetime(2024, 9, 17, 6, 20, 52, 246000, tzinfo=timezone.utc)
+    assert event_time(None) is None and event_time("yesterday") is None
