@@ -263,7 +263,7 @@ def visible_payment(session: Session, scope: Any, payment_id: int) -> Payment | 
 
 def list_webhook_events(session: Session, state: str, provider: str, page: int) -> tuple[Page, int]:
     """A page of stored provider events, newest first, in `state` ("failed", "unprocessed",
-    "processed" or anything else for all) and from `provider` if given; with how many failed."""
+    "processed", "not_ours" or anything else for all) and from `provider` if given; with how many failed."""
     query = select(WebhookEvent).order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc())
     if state == "failed":
         query = query.where(WebhookEvent.processed_at.is_(None), WebhookEvent.error.is_not(None))
@@ -271,6 +271,8 @@ def list_webhook_events(session: Session, state: str, provider: str, page: int) 
         query = query.where(WebhookEvent.processed_at.is_(None))
     elif state == "processed":
         query = query.where(WebhookEvent.processed_at.is_not(None))
+    elif state == "not_ours":
+        query = query.where(WebhookEvent.outcome == "not_ours")
     if provider:
         query = query.where(WebhookEvent.provider == provider)
     events, has_next = one_page(session.scalars, query, page)

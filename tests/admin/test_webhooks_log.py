@@ -157,3 +157,22 @@ def test_replay_needs_the_csrf_token(new_client, session: Session, failed_event)
     assert client.post(f"/admin/webhooks/{event.id}/replay", data={}).status_code == 403
     session.expire_all()
     assert event.attempts == 1
+
+
+def test_an_event_not_ours_is_shown_as_such_and_filtered(new_client, session: Session, session_factory, book) -> None:  # type: ignore[no-untyped-def]
+    invoice = session.scalar(select(Invoice).where(Invoice.number == "N-1"))
+    assert invoice is not None
+    # Another integration's intent, naming a checkout id it made up.
+    body = stripe_event("evt_stranger", "payment_intent.succeeded", 424242, "pi_stranger", invoice.total_minor)
+    event, _ = store_event(session, "stripe", "evt_stranger", "payment_intent.succeeded", body, {})
+    session.commit()
+    assert process_event(session_factory, event.id, stripe_handler())
+    client = signed_in(new_client, "admin@x.test")
+    listed = client.get("/admin/webhooks", params={"state": "not_ours"}).text
+    assert "evt_stranger" in listed and "not ours" in listed and "pi_stranger is none of ours" in listed
+    assert "evt_stranger" not in client.get("/admin/webhooks", params={"state": "failed"}).text
+    detail = client.get(f"/admin/webhooks/{event.id}").text
+    assert "it is about nothing we created, and changed no balance" in detail
+    replayed = replay(client, event)
+    assert replayed.status_code == 200 and "the event is about nothing we created" in replayed.text
+    assert money_state(session)[0] == []
