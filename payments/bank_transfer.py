@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping
 
 from payments import rf
-from payments.base import NotOurs, ProviderEvent, StartResult
+from payments.base import NotOurs, ProviderEvent, StandIn, StartResult
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 
 class BankTransferProvider:
     name = "bank_transfer"
-    methods = ("bank_transfer",)
-    bad_signature_status = None  # no webhooks: the bank statement is the evidence
-    stand_in = None
+    methods: tuple[str, ...] = ("bank_transfer",)
+    bad_signature_status: int | None = None  # no webhooks: the bank statement is the evidence
+    stand_in: StandIn | None = None
 
     def check_settings(self, settings: Settings) -> None:
         pass

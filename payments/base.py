@@ -41,6 +41,15 @@ class StartResult:
 
 
 @dataclass(frozen=True)
+class StandIn:
+    """The local stand-in `encours demo` runs for a provider when no keys are set."""
+
+    module: str  # run as `python -m module --webhook-url <base url>/webhooks/<provider>`
+    label: str  # what it serves, as the demo says it
+    note: str  # what the demo prints once it runs
+
+
+@dataclass(frozen=True)
 class ProviderEvent:
     """One verified event of a webhook delivery."""
 
@@ -94,8 +103,8 @@ class PaymentProvider(Protocol):
     # The status a delivery with a bad signature gets (Stripe: 400; GoCardless asks for 498);
     # None: the provider sends no webhooks.
     bad_signature_status: int | None
-    # The module of the local stand-in `encours demo` runs for it (None: nothing to stand in for).
-    stand_in: str | None
+    # The local stand-in `encours demo` runs for it (None: nothing to stand in for).
+    stand_in: StandIn | None
 
     def check_settings(self, settings: Settings) -> None:
         """Start-up check: raise SettingsError when the settings cannot work (e.g. keys without a webhook secret)."""

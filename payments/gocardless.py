@@ -38,7 +38,15 @@ from kernel.db import unit_of_work
 from kernel.settings import SettingsError
 from ledger import audit
 from ledger.models import Checkout, Customer, Payment
-from payments.base import NotOurs, PaymentUpdate, ProviderEvent, ProviderUnavailable, SignatureError, StartResult
+from payments.base import (
+    NotOurs,
+    PaymentUpdate,
+    ProviderEvent,
+    ProviderUnavailable,
+    SignatureError,
+    StandIn,
+    StartResult,
+)
 from payments.collections import MANDATE_ENDED, CollectionReport, collectable_invoices, mandate_currency
 
 if TYPE_CHECKING:
@@ -232,7 +240,7 @@ class _GoCardless:
 
 
 class InstantBankPayProvider(_GoCardless):
-    methods = (INSTANT,)
+    methods: tuple[str, ...] = (INSTANT,)
 
     def is_available(self, settings: Settings, company: Company, currency: str, method: str = INSTANT) -> bool:
         return currency.upper() in INSTANT_CURRENCIES
@@ -243,7 +251,7 @@ class InstantBankPayProvider(_GoCardless):
 
 
 class DirectDebitProvider(_GoCardless):
-    methods = (DIRECT_DEBIT,)
+    methods: tuple[str, ...] = (DIRECT_DEBIT,)
 
     def is_available(self, settings: Settings, company: Company, currency: str, method: str = DIRECT_DEBIT) -> bool:
         return currency.upper() in SCHEMES
@@ -266,9 +274,10 @@ class DirectDebitProvider(_GoCardless):
 class GoCardlessProvider(_GoCardless):
     """GoCardless as a whole: both its methods, its settings and its webhooks."""
 
-    methods = (INSTANT, DIRECT_DEBIT)
-    bad_signature_status = 498  # what GoCardless's documentation asks for ("Invalid Token")
-    stand_in = "tests.fakes.gocardless_server"
+    methods: tuple[str, ...] = (INSTANT, DIRECT_DEBIT)
+    bad_signature_status: int | None = 498  # what GoCardless's documentation asks for ("Invalid Token")
+    stand_in: StandIn | None = StandIn("tests.fakes.gocardless_server", "instant transfer and direct debit",
+                       "the GoCardless stand-in (click through its authorisation page)")
     _by_method: dict[str, _GoCardless] = {INSTANT: InstantBankPayProvider(), DIRECT_DEBIT: DirectDebitProvider()}
 
     def check_settings(self, settings: Settings) -> None:
@@ -500,8 +509,8 @@ def apply_event(session: Session, event: dict[str, Any], settings: Settings, fet
         if not isinstance(fetched, PaymentFacts):
             raise GoCardlessEventError(f"payments event {event.get('id')} was applied without asking GoCardless")
         payment_id = str(links.get("payment"))
-        checkout = session.get(Checkout, fetched.checkout_id)
-        if checkout is None:
+        paid = session.get(Checkout, fetched.checkout_id)
+        if paid is None:
             raise NotOurs(f"payment {payment_id} names no checkout of ours ({fetched.checkout_id})")
         status = PAYMENT_ACTIONS[action]
         details = event.get("details") or {}
@@ -513,7 +522,7 @@ def apply_event(session: Session, event: dict[str, Any], settings: Settings, fet
         if status not in ("processing", "succeeded"):
             reason = details.get("description") or details.get("cause") or action
         apply_update(session, PaymentUpdate(
-            checkout_id=checkout.id, provider=PROVIDER, provider_ref=payment_id, method=payment_method(checkout),
+            checkout_id=paid.id, provider=PROVIDER, provider_ref=payment_id, method=payment_method(paid),
             status=status, amount_minor=fetched.amount_minor, currency=fetched.currency, reason=reason,
             occurred_at=occurred, made_by=fetched.made_by,
         ), settings)

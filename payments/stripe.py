@@ -21,7 +21,15 @@ from kernel.settings import SettingsError
 from ledger import audit
 from ledger.models import Checkout
 from ledger.money import decimals
-from payments.base import NotOurs, PaymentUpdate, ProviderEvent, ProviderUnavailable, SignatureError, StartResult
+from payments.base import (
+    NotOurs,
+    PaymentUpdate,
+    ProviderEvent,
+    ProviderUnavailable,
+    SignatureError,
+    StandIn,
+    StartResult,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -135,9 +143,11 @@ def is_sandbox(settings: Settings) -> bool:
 
 class StripeProvider:
     name = PROVIDER
-    methods = (METHOD,)
-    bad_signature_status = 400
-    stand_in = "tests.fakes.stripe_sandbox"  # localstripe plus a bridge playing Stripe.js's part
+    methods: tuple[str, ...] = (METHOD,)
+    bad_signature_status: int | None = 400
+    # localstripe plus a bridge playing Stripe.js's part
+    stand_in: StandIn | None = StandIn("tests.fakes.stripe_sandbox", "card",
+                       "localstripe (test card 4242 4242 4242 4242, any future date, any CVC)")
 
     def check_settings(self, settings: Settings) -> None:
         check_settings(settings)
