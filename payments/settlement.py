@@ -303,8 +303,8 @@ def _queue_email(session: Session, checkout: Checkout, payment: Payment, kind: s
                               context=context, language=contact.language, templates=_templates())
 
 
-# Statuses whose amount is the whole payment we asked for; an undoing event may name a part
-# (a dispute of part of a charge) and is then checked against the payment we recorded.
+# Statuses whose amount is the whole payment we asked for; an undoing event may name a part (a
+# dispute of part of a charge): it is about a payment already matched and recorded.
 _WHOLE_AMOUNT = ("pending", "processing", "succeeded")
 
 
@@ -328,10 +328,7 @@ def matched_checkout(session: Session, update: PaymentUpdate) -> Checkout:
     if recorded is None and checkout.provider_ref != (update.made_by or update.provider_ref):
         raise NotOurs(f"{update.provider} {update.provider_ref} is not the payment checkout {checkout.id} made "
                       f"({checkout.provider_ref or 'none yet'})")
-    status = ALIASES.get(update.status, update.status)
-    expected = recorded.amount_minor + recorded.refunded_minor if recorded is not None and status not in _WHOLE_AMOUNT \
-        else checkout.amount_minor
-    if status in _WHOLE_AMOUNT and update.amount_minor != expected:
+    if ALIASES.get(update.status, update.status) in _WHOLE_AMOUNT and update.amount_minor != checkout.amount_minor:
         raise NotOurs(f"{update.provider} {update.provider_ref} is for {update.amount_minor} {update.currency}; "
                       f"checkout {checkout.id} asked for {checkout.amount_minor}")
     return checkout
