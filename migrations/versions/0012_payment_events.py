@@ -23,8 +23,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('payments') as batch:
-        batch.drop_column('refunded_minor')
-    with op.batch_alter_table('webhook_events') as batch:
-        batch.drop_column('note')
-        batch.drop_column('outcome')
+    # Not a batch (copy-and-rename) on SQLite: triggers on invoices name the payments table and
+    # refuse its renaming; SQLite drops a plain column in place (3.35+), as PostgreSQL does.
+    for table, column in (("payments", "refunded_minor"), ("webhook_events", "note"), ("webhook_events", "outcome")):
+        op.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
