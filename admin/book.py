@@ -29,7 +29,7 @@ from payments import replay as replays
 from payments.webhooks import registered_handlers
 from kernel.web import Posted
 
-WEBHOOK_STATES = ("all", "failed", "unprocessed", "processed")
+WEBHOOK_STATES = ("all", "failed", "unprocessed", "processed", "not_ours")
 PAYMENT_STATUS_LABELS = {
     "pending": N_("Pending"), "processing": N_("Processing"), "succeeded": N_("Succeeded"), "failed": N_("Failed"),
     "refunded": N_("Refunded"), "charged_back": N_("Charged back"),
@@ -43,6 +43,7 @@ REPLAY_OUTCOMES = {
     "reprocessed": N_("Replayed: the event was already processed; running it again changed nothing."),
     "failed": N_("Replayed, and it failed again: see the error below."),
     "no_handler": N_("No handler is registered for this provider: nothing was done."),
+    "not_ours": N_("Replayed: the event is about nothing we created, so it changed nothing."),
 }
 
 
@@ -170,7 +171,7 @@ def webhook_replay(request: Request, session: Session, staff: Staff, posted: Pos
     event_pk = _visible_event(session, staff, request.path_params["event_id"]).id
     actor = staff.user.email
     session.commit()  # the replay runs in transactions of its own
-    outcome = replays.replay(request.app.state.sessions, event_pk, registered_handlers(), actor)
+    outcome = replays.replay(request.app.state.sessions, event_pk, registered_handlers(request.app.state.settings), actor)
     session.expire_all()
     return _webhook_page(request, session, staff, session.get_one(WebhookEvent, event_pk), outcome)
 

@@ -363,7 +363,7 @@ def _scoped_events(session: Session, query: Select[Any], company_ids: set[int], 
 def list_webhook_events(session: Session, state: str, provider: str, page: int,
                         company_ids: set[int] | None = None) -> tuple[Page, int]:
     """A page of stored provider events, newest first, in `state` ("failed", "unprocessed",
-    "processed" or anything else for all) and from `provider` if given; with how many failed.
+    "processed", "not_ours" or anything else for all) and from `provider` if given; with how many failed.
     `company_ids`: only the events of these companies (None: every event, for an admin)."""
     query = select(WebhookEvent).order_by(WebhookEvent.received_at.desc(), WebhookEvent.id.desc())
     if state == "failed":
@@ -372,6 +372,8 @@ def list_webhook_events(session: Session, state: str, provider: str, page: int,
         query = query.where(WebhookEvent.processed_at.is_(None))
     elif state == "processed":
         query = query.where(WebhookEvent.processed_at.is_not(None))
+    elif state == "not_ours":
+        query = query.where(WebhookEvent.outcome == "not_ours")
     if provider:
         query = query.where(WebhookEvent.provider == provider)
     failed_query = select(WebhookEvent).where(WebhookEvent.processed_at.is_(None), WebhookEvent.error.is_not(None))

@@ -7,7 +7,7 @@ deleted). A manager, who may not open the rest of the settings, gets the page wi
 section alone (`/admin/settings/{code}/reasons`).
 
 Provider keys are never shown: only whether each method's provider is configured
-(`payments.base.provider_for(method).is_configured(settings)`).
+(`payments.registry.provider_for(method).is_configured(settings)`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from ledger import companies as company_service
 from ledger import disputes as dispute_service
 from ledger.companies import MAX_LOGO_BYTES, SettingsRejected
 from ledger.models import Company, DisputeReason, Role
-from payments.base import UnknownMethod, provider_for
+from payments.base import UnknownMethod
+from payments.registry import provider_for
 from payments.bank_transfer import pretty_iban
 from kernel.web import Posted
 

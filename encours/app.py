@@ -30,9 +30,8 @@ from kernel.settings import Settings, load_settings
 from kernel.templating import Templates
 from ledger.models import Company
 from admin import routing as admin_routing
-from payments import gocardless as gocardless_provider
 from payments import routing as payments_routing
-from payments import stripe as stripe_provider
+from payments import registry as payment_providers
 from portal import branding
 from portal import routing as portal_routing
 
@@ -120,8 +119,7 @@ class _App(Starlette):
 
 def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None) -> Starlette:
     install_token_filter()  # magic-link tokens never reach the access log
-    stripe_provider.check_settings(settings)  # a missing webhook secret stops the start, never skips checks
-    gocardless_provider.check_settings(settings)
+    payment_providers.check_settings(settings)  # a missing webhook secret stops the start, never skips checks
     engine = None
     read_sessions = sessions  # sessions given by the caller (tests) serve both
     if sessions is None:
@@ -160,7 +158,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
     ]
     app = _App(
         # The pay form may be redirected to GoCardless's authorisation page.
-        csp=extend_csp(DEFAULT_CSP, gocardless_provider.content_security_policy(settings)),
+        csp=extend_csp(DEFAULT_CSP, payment_providers.content_security_policy(settings)),
         forwarded_allow_ips=settings.forwarded_allow_ips,
         hsts=settings.https,
         routes=routes,

@@ -43,11 +43,11 @@ def _sessions() -> Any:
 
 
 def _settings() -> Any:
-    from payments import stripe as stripe_provider
+    from payments import registry as payment_providers
 
     try:
         settings = load_settings()
-        stripe_provider.check_settings(settings)  # the same start-up check the app makes, as one line
+        payment_providers.check_settings(settings)  # the same start-up check the app makes, as one line
     except SettingsError as error:
         raise CommandError(str(error)) from None
     return settings

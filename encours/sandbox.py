@@ -23,6 +23,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from payments.registry import PROVIDERS
+
 SOURCE = Path(__file__).resolve().parents[1]
 PROVIDER_SETTINGS = ("STRIPE_SECRET_KEY", "GOCARDLESS_ACCESS_TOKEN")
 START_TIMEOUT = 30.0  # seconds
@@ -36,11 +38,10 @@ class StandIn:
     note: str  # what the demo prints once it runs
 
 
-STAND_INS = (
-    StandIn("tests.fakes.stripe_sandbox", "/webhooks/stripe", "card",
-            "localstripe (test card 4242 4242 4242 4242, any future date, any CVC)"),
-    StandIn("tests.fakes.gocardless_server", "/webhooks/gocardless", "instant transfer and direct debit",
-            "the GoCardless stand-in (click through its authorisation page)"),
+# Each provider names its own stand-in (payments.base.PaymentProvider.stand_in).
+STAND_INS = tuple(
+    StandIn(provider.stand_in.module, f"/webhooks/{provider.name}", provider.stand_in.label, provider.stand_in.note)
+    for provider in PROVIDERS if provider.stand_in is not None
 )
 
 

@@ -79,7 +79,7 @@ def run_once(settings: Settings, session_factory: sessionmaker[Session]) -> Work
     with unit_of_work(session_factory) as session:
         customers_service.refresh_overdue(session, customers_service.list_day(session))
     reminders = run_due_reminders(settings, session_factory)
-    retried = webhooks.retry_due(session_factory, webhooks.registered_handlers())  # failed or unprocessed events
+    retried = webhooks.retry_due(session_factory, webhooks.registered_handlers(settings))  # failed or unprocessed events
     collections = collect_direct_debits(settings, session_factory)
     delivered, backlog = deliver_outbox(settings, session_factory, smtp_config)
     return WorkerReport(outbox=delivered, reminders=tuple(reminders), webhooks=retried, promises_kept=kept,

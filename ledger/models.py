@@ -315,6 +315,8 @@ class Payment(Base):
     received_on: Mapped[date | None] = mapped_column(Date, default=None)
     checkout_id: Mapped[int | None] = mapped_column(ForeignKey("checkouts.id"), index=True, default=None)
     failure_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # Refunded so far of a payment that still stands (partial refunds); amount_minor is what is kept.
+    refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=_utcnow, onupdate=_utcnow)
 
@@ -624,6 +626,10 @@ class WebhookEvent(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+    # "not_ours" for a processed event about something we did not create (note says why);
+    # None for an event applied or ignored.
+    outcome: Mapped[str | None] = mapped_column(String(16), default=None)
+    note: Mapped[str | None] = mapped_column(Text, default=None)
 
     __table_args__ = (
         UniqueConstraint("provider", "event_id", name="uq_webhook_events_provider_event"),

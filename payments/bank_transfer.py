@@ -6,11 +6,11 @@ statement (`payments.settlement.record_bank_transfer`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ledger.banking import format_iban
 from payments import rf
-from payments.base import StartResult
+from payments.base import NotOurs, ProviderEvent, StandIn, StartResult
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -21,13 +21,36 @@ if TYPE_CHECKING:
 
 class BankTransferProvider:
     name = "bank_transfer"
-    methods = ("bank_transfer",)
+    methods: tuple[str, ...] = ("bank_transfer",)
+    bad_signature_status: int | None = None  # no webhooks: the bank statement is the evidence
+    stand_in: StandIn | None = None
+
+    def check_settings(self, settings: Settings) -> None:
+        pass
 
     def is_configured(self, settings: Settings) -> bool:
         return True  # nothing to configure: the IBAN is the company's
 
-    def is_available(self, settings: Settings, company: Company, currency: str) -> bool:
+    def is_sandbox(self, settings: Settings) -> bool:
+        return False
+
+    def content_security_policy(self, settings: Settings) -> dict[str, list[str]]:
+        return {}
+
+    def is_available(self, settings: Settings, company: Company, currency: str, method: str = "bank_transfer") -> bool:
         return bool(company.iban)
+
+    def verify(self, settings: Settings, headers: Mapping[str, str], body: bytes) -> list[ProviderEvent]:
+        raise LookupError("bank transfers have no webhooks")
+
+    def calls_out(self, event: ProviderEvent) -> bool:
+        return False
+
+    def fetch(self, settings: Settings, session: Session, event: ProviderEvent) -> Any:
+        return None
+
+    def apply(self, session: Session, settings: Settings, event: ProviderEvent, fetched: Any) -> str:
+        raise NotOurs("bank transfers are matched on the bank statement, never by an event")
 
     def start(self, session: Session, checkout: Checkout, settings: Settings, base_url: str) -> StartResult:
         if checkout.reference is None:

@@ -1,16 +1,19 @@
-"""The one protocol every payment provider implements, and the registry of providers.
+"""What a payment provider is: the one protocol every provider implements, and the small
+dataclasses at its boundary (Saleor-style).
 
-Small dataclasses at the boundary (Saleor-style): a provider gets our Checkout and answers
-with a StartResult; provider SDKs are imported only by their own `payments/<provider>.py`.
+A provider gets our Checkout and answers with a StartResult; a webhook delivery is verified into
+ProviderEvents; an event is applied in two steps: `fetch` asks the provider what it needs (outside
+any transaction: a slow provider must never hold the database), then `apply` turns the event and
+what was fetched into PaymentUpdates that `payments.settlement.apply_update` applies, in the
+event's own transaction. Provider SDKs are imported only by their own `payments/<provider>.py`;
+the providers are listed in `payments.registry`.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
-from dataclasses import dataclass
-from functools import lru_cache
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -18,19 +21,8 @@ if TYPE_CHECKING:
     from kernel.settings import Settings
     from ledger.models import Checkout, Company
 
-log = logging.getLogger("encours.payments")
-
 # Every method a debtor may be offered, in the order the portal lists them.
 METHODS = ("card", "instant_transfer", "direct_debit", "bank_transfer")
-
-# method -> "module:ClassName" of the provider serving it. A new provider adds its line(s);
-# the module is imported only when the method is looked up, so a missing SDK breaks nothing else.
-REGISTRY: tuple[tuple[str, str], ...] = (
-    ("card", "payments.stripe:StripeProvider"),
-    ("instant_transfer", "payments.gocardless:InstantBankPayProvider"),
-    ("direct_debit", "payments.gocardless:DirectDebitProvider"),
-    ("bank_transfer", "payments.bank_transfer:BankTransferProvider"),
-)
 
 
 @dataclass(frozen=True)
@@ -48,17 +40,90 @@ class StartResult:
         return location
 
 
+@dataclass(frozen=True)
+class StandIn:
+    """The local stand-in `encours demo` runs for a provider when no keys are set."""
+
+    module: str  # run as `python -m module --webhook-url <base url>/webhooks/<provider>`
+    label: str  # what it serves, as the demo says it
+    note: str  # what the demo prints once it runs
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """One verified event of a webhook delivery."""
+
+    id: str
+    type: str  # e.g. payment_intent.succeeded, payments.confirmed
+    payload: dict[str, Any] = field(repr=False)
+    body: str = field(repr=False)  # what is stored raw: the delivery's body, or the event alone
+
+
+@dataclass(frozen=True)
+class PaymentUpdate:
+    """What an event says about a payment of ours, for `payments.settlement.apply_update`."""
+
+    checkout_id: int
+    provider: str
+    provider_ref: str  # the provider's id of the payment (PaymentIntent, GoCardless payment)
+    method: str
+    status: str  # pending, processing, succeeded, refunded, charged_back, failed (late_failure)
+    amount_minor: int  # our minor units, as the provider reports the payment
+    currency: str
+    reason: str | None = None
+    occurred_at: datetime | None = None
+    # What our checkout created that made this payment, when not the payment itself (a GoCardless
+    # billing request, as the provider reported it): matched against the checkout's provider_ref.
+    made_by: str | None = None
+
+
+class SignatureError(ValueError):
+    """A webhook delivery whose signature is missing, malformed, out of date or wrong, or whose
+    body is no event of the provider's: nothing of it is stored or applied."""
+
+
+class NotOurs(LookupError):
+    """A verified event about something we did not create (another integration on the same
+    provider account, a forged checkout id, an amount that is not ours): stored, marked
+    unmatched, never retried, and no balance moves."""
+
+
+class ProviderUnavailable(RuntimeError):
+    """The provider could not be reached or refused the call: the debtor may retry or choose another method."""
+
+
+class UnknownMethod(LookupError):
+    pass
+
+
 @runtime_checkable
 class PaymentProvider(Protocol):
-    name: str  # stored in Payment.provider and Checkout.provider
+    name: str  # stored in Payment.provider and Checkout.provider; the webhook URL /webhooks/<name>
     methods: tuple[str, ...]
+    # The status a delivery with a bad signature gets (Stripe: 400; GoCardless asks for 498);
+    # None: the provider sends no webhooks.
+    bad_signature_status: int | None
+    # The local stand-in `encours demo` runs for it (None: nothing to stand in for).
+    stand_in: StandIn | None
+
+    def check_settings(self, settings: Settings) -> None:
+        """Start-up check: raise SettingsError when the settings cannot work (e.g. keys without a webhook secret)."""
+        ...
 
     def is_configured(self, settings: Settings) -> bool:
         """The provider's settings are present (keys, tokens)."""
         ...
 
-    def is_available(self, settings: Settings, company: Company, currency: str) -> bool:
-        """It can take this company's money in this currency (e.g. the company has an IBAN)."""
+    def is_sandbox(self, settings: Settings) -> bool:
+        """A local stand-in or the provider's test mode: no real money moves."""
+        ...
+
+    def content_security_policy(self, settings: Settings) -> dict[str, list[str]]:
+        """Sources every page adds to the default CSP for this provider (e.g. form-action to its pages)."""
+        ...
+
+    def is_available(self, settings: Settings, company: Company, currency: str, method: str) -> bool:
+        """It can take this company's money in this currency by `method` (e.g. the company has an IBAN)."""
         ...
 
     def start(self, session: Session, checkout: Checkout, settings: Settings, base_url: str) -> StartResult:
@@ -66,74 +131,21 @@ class PaymentProvider(Protocol):
         `checkout.idempotency_key`."""
         ...
 
+    def verify(self, settings: Settings, headers: Mapping[str, str], body: bytes) -> list[ProviderEvent]:
+        """The events of one webhook delivery, verified on the raw body; SignatureError otherwise."""
+        ...
 
-class UnknownMethod(LookupError):
-    pass
+    def calls_out(self, event: ProviderEvent) -> bool:
+        """Whether `fetch` asks the provider's API for this event (then the intake answers first)."""
+        ...
 
+    def fetch(self, settings: Settings, session: Session, event: ProviderEvent) -> Any:
+        """What the provider must tell us before `event` can be applied, asked outside any write
+        transaction (`session` only reads). May raise NotOurs, or ProviderUnavailable (retried)."""
+        ...
 
-class ProviderUnavailable(RuntimeError):
-    """The provider could not be reached or refused the call: the debtor may retry or choose another method."""
-
-
-@lru_cache(maxsize=None)
-def _load(path: str) -> PaymentProvider:
-    module_name, _, class_name = path.partition(":")
-    provider = getattr(importlib.import_module(module_name), class_name)()
-    return provider  # type: ignore[no-any-return]
-
-
-def provider_for(method: str) -> PaymentProvider:
-    """The provider of `method`; UnknownMethod when none is registered or its module cannot load
-    (a missing SDK takes that method away, never the portal)."""
-    for registered, path in REGISTRY:
-        if registered == method:
-            try:
-                return _load(path)
-            except (ImportError, AttributeError) as error:
-                log.error("payment provider %s cannot be loaded: %s", path, error)
-                raise UnknownMethod(f"the provider of {method!r} cannot be loaded") from error
-    raise UnknownMethod(f"no provider for the payment method {method!r}")
-
-
-def providers(settings: Settings) -> list[PaymentProvider]:
-    """The registered providers whose settings are present, each once."""
-    found: list[PaymentProvider] = []
-    for method, _ in REGISTRY:
-        try:
-            provider = provider_for(method)
-        except UnknownMethod:
-            continue
-        if provider not in found and provider.is_configured(settings):
-            found.append(provider)
-    return found
-
-
-def sandbox_methods(settings: Settings) -> set[str]:
-    """Methods served by a provider's sandbox or local stand-in (no real money): the portal says so."""
-    found = set()
-    for method in METHODS:
-        try:
-            provider = provider_for(method)
-        except UnknownMethod:
-            continue
-        is_sandbox = getattr(provider, "is_sandbox", None)
-        if is_sandbox is not None and provider.is_configured(settings) and is_sandbox(settings):
-            found.add(method)
-    return found
-
-
-def offered_methods(settings: Settings, company: Company, currency: str) -> list[str]:
-    """Methods the debtor may choose: provider configured and able to take the currency,
-    and the company has not turned the method off."""
-    disabled = set(company.disabled_methods or ())
-    offered = []
-    for method in METHODS:
-        if method in disabled:
-            continue
-        try:
-            provider = provider_for(method)
-        except UnknownMethod:
-            continue
-        if provider.is_configured(settings) and provider.is_available(settings, company, currency):
-            offered.append(method)
-    return offered
+    def apply(self, session: Session, settings: Settings, event: ProviderEvent, fetched: Any) -> str:
+        """Apply `event` in the caller's transaction (payment statuses through
+        `payments.settlement.apply_update`); what was done, for the log. NotOurs when it names
+        nothing we created."""
+        ...

@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 import gocardless_pro
@@ -35,10 +35,18 @@ from sqlalchemy import exists, select
 
 from kernel.clock import clock
 from kernel.db import unit_of_work
-from kernel.settings import SettingsError, load_settings
+from kernel.settings import SettingsError
 from ledger import audit
 from ledger.models import Checkout, Customer, Payment
-from payments.base import ProviderUnavailable, StartResult
+from payments.base import (
+    NotOurs,
+    PaymentUpdate,
+    ProviderEvent,
+    ProviderUnavailable,
+    SignatureError,
+    StandIn,
+    StartResult,
+)
 from payments.collections import MANDATE_ENDED, CollectionReport, collectable_invoices, mandate_currency
 
 if TYPE_CHECKING:
@@ -55,6 +63,7 @@ DIRECT_DEBIT = "direct_debit"
 INSTANT_CURRENCIES = frozenset({"EUR", "GBP"})  # Instant Bank Pay
 SCHEMES = {"EUR": "sepa_core", "GBP": "bacs"}
 TIMEOUT = 20  # seconds: the debtor is waiting
+REQUESTS_ASKED = 5  # a mandate unknown to us: the customer's latest billing requests asked whether they made it
 
 # GoCardless payment event action -> our payment status (payments.settlement ranks them).
 PAYMENT_ACTIONS = {
@@ -89,12 +98,12 @@ class GoCardlessUnavailable(ProviderUnavailable):
     """GoCardless could not be reached or refused the call; the message says why (no secrets)."""
 
 
-class SignatureError(ValueError):
-    """A webhook whose Webhook-Signature is missing or wrong, or a body that is no GoCardless webhook."""
+class GoCardlessNotFound(GoCardlessUnavailable):
+    """GoCardless has no such resource (404): on our account, nothing by that id."""
 
 
 class GoCardlessEventError(ValueError):
-    """A verified event that cannot be applied (yet): it names nothing of ours."""
+    """A verified event of ours that cannot be applied yet (kept, retried by the worker)."""
 
 
 def check_settings(settings: Settings) -> None:
@@ -150,6 +159,8 @@ def _call(request: Callable[[], T]) -> T:
     try:
         return request()
     except gc_errors.ApiError as error:
+        if error.code == 404:
+            raise GoCardlessNotFound(f"{type(error).__name__} (404): {error.message or error.type}") from None
         reasons = ", ".join(str(item.get("reason") or item.get("message")) for item in (error.errors or []))
         raise GoCardlessUnavailable(
             f"{type(error).__name__} ({error.code}): {error.message or error.type}" + (f" [{reasons}]" if reasons else "")
@@ -229,9 +240,9 @@ class _GoCardless:
 
 
 class InstantBankPayProvider(_GoCardless):
-    methods = (INSTANT,)
+    methods: tuple[str, ...] = (INSTANT,)
 
-    def is_available(self, settings: Settings, company: Company, currency: str) -> bool:
+    def is_available(self, settings: Settings, company: Company, currency: str, method: str = INSTANT) -> bool:
         return currency.upper() in INSTANT_CURRENCIES
 
     def start(self, session: Session, checkout: Checkout, settings: Settings, base_url: str) -> StartResult:
@@ -240,9 +251,9 @@ class InstantBankPayProvider(_GoCardless):
 
 
 class DirectDebitProvider(_GoCardless):
-    methods = (DIRECT_DEBIT,)
+    methods: tuple[str, ...] = (DIRECT_DEBIT,)
 
-    def is_available(self, settings: Settings, company: Company, currency: str) -> bool:
+    def is_available(self, settings: Settings, company: Company, currency: str, method: str = DIRECT_DEBIT) -> bool:
         return currency.upper() in SCHEMES
 
     def start(self, session: Session, checkout: Checkout, settings: Settings, base_url: str) -> StartResult:
@@ -258,6 +269,40 @@ class DirectDebitProvider(_GoCardless):
         self._billing_request(session, checkout, settings, payment=wants_instant,
                               mandate=mandate_currency(customer) != checkout.currency)
         return self._flow(checkout, settings, base_url)
+
+
+class GoCardlessProvider(_GoCardless):
+    """GoCardless as a whole: both its methods, its settings and its webhooks."""
+
+    methods: tuple[str, ...] = (INSTANT, DIRECT_DEBIT)
+    bad_signature_status: int | None = 498  # what GoCardless's documentation asks for ("Invalid Token")
+    stand_in: StandIn | None = StandIn("tests.fakes.gocardless_server", "instant transfer and direct debit",
+                       "the GoCardless stand-in (click through its authorisation page)")
+    _by_method: dict[str, _GoCardless] = {INSTANT: InstantBankPayProvider(), DIRECT_DEBIT: DirectDebitProvider()}
+
+    def check_settings(self, settings: Settings) -> None:
+        check_settings(settings)
+
+    def content_security_policy(self, settings: Settings) -> dict[str, list[str]]:
+        return content_security_policy(settings)
+
+    def is_available(self, settings: Settings, company: Company, currency: str, method: str = INSTANT) -> bool:
+        return self._by_method[method].is_available(settings, company, currency, method)  # type: ignore[attr-defined]
+
+    def start(self, session: Session, checkout: Checkout, settings: Settings, base_url: str) -> StartResult:
+        return self._by_method[checkout.method].start(session, checkout, settings, base_url)  # type: ignore[attr-defined]
+
+    def verify(self, settings: Settings, headers: Mapping[str, str], body: bytes) -> list[ProviderEvent]:
+        return verify_webhook(settings, body, headers.get("webhook-signature"))
+
+    def calls_out(self, event: ProviderEvent) -> bool:
+        return calls_out(event)
+
+    def fetch(self, settings: Settings, session: Session, event: ProviderEvent) -> Any:
+        return fetch(settings, session, event.payload)
+
+    def apply(self, session: Session, settings: Settings, event: ProviderEvent, fetched: Any) -> str:
+        return apply_event(session, event.payload, settings, fetched)
 
 
 def payment_method(checkout: Checkout) -> str:
@@ -307,15 +352,7 @@ def check_return(session: Session, settings: Settings, checkout: Checkout) -> bo
 # --- webhooks ---
 
 
-@dataclass(frozen=True)
-class VerifiedEvent:
-    id: str
-    type: str  # "<resource_type>.<action>", e.g. payments.confirmed
-    payload: dict[str, Any]
-    body: str = field(repr=False, default="")  # the event alone, as JSON, stored raw
-
-
-def verify_webhook(settings: Settings, payload: bytes, signature: str | None) -> list[VerifiedEvent]:
+def verify_webhook(settings: Settings, payload: bytes, signature: str | None) -> list[ProviderEvent]:
     """`gocardless_pro.webhooks.parse` on the raw body: every event of the request, or SignatureError."""
     secret = str(settings.gocardless_webhook_secret or "")
     if not secret:
@@ -323,6 +360,8 @@ def verify_webhook(settings: Settings, payload: bytes, signature: str | None) ->
         raise SettingsError("GOCARDLESS_WEBHOOK_SECRET is not set")
     if not signature:
         raise SignatureError("no Webhook-Signature header")
+    if not signature.isascii():
+        raise SignatureError("the Webhook-Signature header is not ASCII")
     try:
         events = gocardless_pro.webhooks.parse(payload, secret, signature)
     except gc_errors.InvalidSignatureError:
@@ -334,34 +373,145 @@ def verify_webhook(settings: Settings, payload: bytes, signature: str | None) ->
         raw = event.attributes
         if not isinstance(raw, dict) or not raw.get("id") or not raw.get("resource_type") or not raw.get("action"):
             raise SignatureError("not a GoCardless webhook: an event has no id, resource_type or action")
-        verified.append(VerifiedEvent(id=str(raw["id"]), type=f"{raw['resource_type']}.{raw['action']}", payload=raw,
+        verified.append(ProviderEvent(id=str(raw["id"]), type=f"{raw['resource_type']}.{raw['action']}", payload=raw,
                                       body=json.dumps(raw, sort_keys=True)))
     return verified
 
 
-def apply_event(session: Session, event: dict[str, Any], settings: Settings | None = None) -> str:
-    """Apply one verified GoCardless event (its raw JSON) in the caller's transaction; what was done.
+@dataclass(frozen=True)
+class PaymentFacts:
+    """What GoCardless says of one payment, and which checkout of ours it pays."""
 
-    Raises GoCardlessEventError when it names nothing of ours yet (kept, retried by the worker),
-    GoCardlessUnavailable when GoCardless had to be asked and did not answer.
-    """
-    settings = settings or load_settings()
+    checkout_id: int
+    amount_minor: int  # the payment's own amount, never the checkout's
+    currency: str
+    made_by: str | None = None  # the billing request of ours that made it; None: a payment we created
+
+
+@dataclass(frozen=True)
+class MandateFacts:
+    """The customer of ours whose billing request made a mandate."""
+
+    customer_id: int
+    billing_request: str | None = None
+
+
+def calls_out(event: ProviderEvent) -> bool:
+    """Whether applying `event` needs GoCardless's API (payments: their amount; mandates: whose they
+    are; a fulfilled billing request whose event names nothing it made)."""
+    resource, action = event.payload.get("resource_type"), event.payload.get("action")
+    if resource == "payments":
+        return action in PAYMENT_ACTIONS
+    if resource == "mandates":
+        return action in MANDATE_ACTIONS
+    if resource == "billing_requests" and action == "fulfilled":
+        links = event.payload.get("links") or {}
+        return not (links.get("payment_request_payment") or links.get("mandate_request_mandate"))
+    return False
+
+
+def fetch(settings: Settings, session: Session, event: dict[str, Any]) -> Any:
+    """What GoCardless must tell us before `event` is applied; asked outside any write transaction
+    (`session` only reads). NotOurs when it is about nothing we created."""
+    resource, action = event.get("resource_type"), event.get("action")
+    links = event.get("links") or {}
+    if resource == "payments" and action in PAYMENT_ACTIONS:
+        return _payment_facts(settings, session, str(links.get("payment") or ""), event)
+    if resource == "mandates" and action in MANDATE_ACTIONS:
+        return _mandate_facts(settings, session, str(links.get("mandate") or ""), event)
+    if resource == "billing_requests" and action == "fulfilled":
+        checkout = _checkout_of_request(session, links.get("billing_request"))
+        if links.get("payment_request_payment") or links.get("mandate_request_mandate"):
+            return dict(links)
+        request_id = checkout.provider_ref
+        request = _call(lambda: client(settings).billing_requests.get(request_id))
+        return {**(request.attributes.get("links") or {}), **links}
+    return None
+
+
+def _payment_facts(settings: Settings, session: Session, payment_id: str, event: dict[str, Any]) -> PaymentFacts:
+    """A payment is ours when we recorded it (created on a mandate by `collect_checkout`, or made by
+    our billing request and recorded when it was fulfilled), or when the billing request of the
+    checkout its metadata names made exactly this payment. Its amount is GoCardless's."""
+    if not payment_id:
+        raise NotOurs(f"payments event {event.get('id')} names no payment")
+    try:
+        payment = _call(lambda: client(settings).payments.get(payment_id))
+    except GoCardlessNotFound:
+        raise NotOurs(f"payment {payment_id} is not on our GoCardless account") from None
+
+    def facts(checkout_id: int, made_by: str | None = None) -> PaymentFacts:
+        return PaymentFacts(checkout_id=checkout_id, amount_minor=int(payment.amount),
+                            currency=str(payment.currency).upper(), made_by=made_by)
+
+    known = session.scalar(select(Payment).where(Payment.provider == PROVIDER, Payment.provider_ref == payment_id))
+    if known is not None and known.checkout_id is not None:
+        return facts(known.checkout_id)
+    checkout_id = str((payment.metadata or {}).get("checkout_id") or "")
+    checkout = session.get(Checkout, int(checkout_id)) if checkout_id.isdigit() else None
+    if checkout is None or checkout.provider != PROVIDER or checkout.method not in (INSTANT, DIRECT_DEBIT) \
+            or not checkout.provider_ref:
+        raise NotOurs(f"payment {payment_id} is none of ours (metadata.checkout_id={checkout_id!r})")
+    if checkout.provider_ref.startswith("BRQ"):
+        request_id = checkout.provider_ref
+        request = _call(lambda: client(settings).billing_requests.get(request_id))
+        if (request.attributes.get("links") or {}).get("payment_request_payment") == payment_id:
+            return facts(checkout.id, request_id)
+    customer = session.get(Customer, checkout.customer_id)
+    mandate = (payment.attributes.get("links") or {}).get("mandate")
+    if customer is not None and mandate and mandate == customer.gocardless_mandate_id and checkout.method == DIRECT_DEBIT:
+        # Made on our mandate for this checkout by a collection whose transaction has not committed
+        # yet (it records the payment): applied on a retry once it has.
+        raise GoCardlessEventError(f"payment {payment_id} of checkout {checkout.id} is not recorded yet")
+    raise NotOurs(f"payment {payment_id} was not made by checkout {checkout.id}'s billing request")
+
+
+def _mandate_facts(settings: Settings, session: Session, mandate_id: str, event: dict[str, Any]) -> MandateFacts:
+    """A mandate is ours when we recorded it for a customer (from our billing request), or when a
+    billing request of ours for the customer its metadata names made exactly this mandate."""
+    if not mandate_id:
+        raise NotOurs(f"mandates event {event.get('id')} names no mandate")
+    customer = session.scalar(select(Customer).where(Customer.gocardless_mandate_id == mandate_id))
+    if customer is not None:
+        return MandateFacts(customer_id=customer.id)
+    try:
+        mandate = _call(lambda: client(settings).mandates.get(mandate_id))
+    except GoCardlessNotFound:
+        raise NotOurs(f"mandate {mandate_id} is not on our GoCardless account") from None
+    customer_id = str((mandate.metadata or {}).get("customer_id") or "")
+    requests = list(session.scalars(
+        select(Checkout.provider_ref)
+        .where(Checkout.customer_id == int(customer_id), Checkout.provider == PROVIDER,
+               Checkout.method == DIRECT_DEBIT, Checkout.provider_ref.like("BRQ%"))
+        .order_by(Checkout.id.desc())
+        .limit(REQUESTS_ASKED)
+    )) if customer_id.isdigit() else []
+    for request_id in requests:
+        request = _call(lambda: client(settings).billing_requests.get(request_id))
+        if (request.attributes.get("links") or {}).get("mandate_request_mandate") == mandate_id:
+            return MandateFacts(customer_id=int(customer_id), billing_request=request_id)
+    raise NotOurs(f"mandate {mandate_id} was made by no billing request of ours (metadata.customer_id={customer_id!r})")
+
+
+def apply_event(session: Session, event: dict[str, Any], settings: Settings, fetched: Any) -> str:
+    """Apply one verified GoCardless event (its raw JSON) in the caller's transaction, with what
+    `fetch` got for it; what was done. NotOurs when it names nothing we created."""
+    from payments.settlement import apply_update
+
     resource, action = event.get("resource_type"), event.get("action")
     links = event.get("links") or {}
     occurred = _parse_time(event.get("created_at"))
     if resource == "billing_requests" and action == "fulfilled":
-        checkout = _checkout_of_request(session, settings, links.get("billing_request"))
-        _fulfilled(session, settings, checkout, links)
+        checkout = _checkout_of_request(session, links.get("billing_request"))
+        _fulfilled(session, settings, checkout, fetched if isinstance(fetched, dict) else links)
         return f"{links.get('billing_request')} fulfilled"
     if resource == "payments" and action in PAYMENT_ACTIONS:
-        from payments.settlement import apply_payment_status
-
-        payment_id = links.get("payment")
-        if not payment_id:
-            raise GoCardlessEventError(f"payments event {event.get('id')} names no payment")
-        checkout = _checkout_of_payment(session, settings, payment_id, event)
-        if checkout is None:
-            return f"{payment_id} {action}: not ours, ignored"
+        if not isinstance(fetched, PaymentFacts):
+            raise GoCardlessEventError(f"payments event {event.get('id')} was applied without asking GoCardless")
+        payment_id = str(links.get("payment"))
+        paid = session.get(Checkout, fetched.checkout_id)
+        if paid is None:
+            raise NotOurs(f"payment {payment_id} names no checkout of ours ({fetched.checkout_id})")
         status = PAYMENT_ACTIONS[action]
         details = event.get("details") or {}
         if action == "failed" and details.get("will_attempt_retry"):
@@ -371,19 +521,19 @@ def apply_event(session: Session, event: dict[str, Any], settings: Settings | No
         reason = None
         if status not in ("processing", "succeeded"):
             reason = details.get("description") or details.get("cause") or action
-        apply_payment_status(
-            session, checkout=checkout, provider=PROVIDER, provider_ref=payment_id, method=payment_method(checkout),
-            status=status, amount_minor=checkout.amount_minor, currency=checkout.currency, reason=reason,
-            occurred_at=occurred, settings=settings,
-        )
+        apply_update(session, PaymentUpdate(
+            checkout_id=paid.id, provider=PROVIDER, provider_ref=payment_id, method=payment_method(paid),
+            status=status, amount_minor=fetched.amount_minor, currency=fetched.currency, reason=reason,
+            occurred_at=occurred, made_by=fetched.made_by,
+        ), settings)
         return f"{payment_id} {action}"
     if resource == "mandates" and action in MANDATE_ACTIONS:
-        mandate_id = links.get("mandate")
-        if not mandate_id:
-            raise GoCardlessEventError(f"mandates event {event.get('id')} names no mandate")
-        customer = _customer_of_mandate(session, settings, mandate_id, event)
+        if not isinstance(fetched, MandateFacts):
+            raise GoCardlessEventError(f"mandates event {event.get('id')} was applied without asking GoCardless")
+        mandate_id = str(links.get("mandate"))
+        customer = session.get(Customer, fetched.customer_id)
         if customer is None:
-            return f"{mandate_id} {action}: not ours, ignored"
+            raise NotOurs(f"mandate {mandate_id} names no customer of ours ({fetched.customer_id})")
         moved = record_mandate(session, customer, mandate_id, MANDATE_ACTIONS[action], scheme=None,
                                reason=(event.get("details") or {}).get("description"))
         return f"{mandate_id} {action}" + ("" if moved else ": no change")
@@ -401,16 +551,12 @@ def _parse_time(value: Any) -> datetime | None:
 
 def _fulfilled(session: Session, settings: Settings, checkout: Checkout, links: dict[str, Any]) -> None:
     """The debtor authorised the checkout's billing request: the payment it made is processing, the
-    mandate it made is the customer's; a mandate alone leaves the checkout to the worker's collection."""
-    from payments.settlement import apply_payment_status
+    mandate it made is the customer's; a mandate alone leaves the checkout to the worker's collection.
+    `links` are the billing request's, as GoCardless reported them (no call here)."""
+    from payments.settlement import apply_update
 
     payment_id = links.get("payment_request_payment")
     mandate_id = links.get("mandate_request_mandate")
-    if not payment_id and not mandate_id:
-        request_id = checkout.provider_ref
-        request = _call(lambda: client(settings).billing_requests.get(request_id))
-        found = request.attributes.get("links") or {}
-        payment_id, mandate_id = found.get("payment_request_payment"), found.get("mandate_request_mandate")
     customer = session.get(Customer, checkout.customer_id)
     assert customer is not None
     if links.get("customer") and not customer.gocardless_customer_id:
@@ -418,10 +564,12 @@ def _fulfilled(session: Session, settings: Settings, checkout: Checkout, links: 
     if mandate_id:
         record_mandate(session, customer, str(mandate_id), "pending_submission", scheme=SCHEMES.get(checkout.currency))
     if payment_id:
-        apply_payment_status(
-            session, checkout=checkout, provider=PROVIDER, provider_ref=str(payment_id), method=payment_method(checkout),
-            status="processing", amount_minor=checkout.amount_minor, currency=checkout.currency, settings=settings,
-        )
+        # Our payment request asked for the checkout's amount: the payment it made is for that.
+        apply_update(session, PaymentUpdate(
+            checkout_id=checkout.id, provider=PROVIDER, provider_ref=str(payment_id), method=payment_method(checkout),
+            status="processing", amount_minor=checkout.amount_minor, currency=checkout.currency,
+            made_by=checkout.provider_ref,
+        ), settings)
     elif customer.gocardless_mandate_id == str(mandate_id) and customer.gocardless_mandate_status in MANDATE_ENDED:
         checkout.status = "failed"  # the mandate ended before this (late) event: nothing will be debited
     elif checkout.status == "open":
@@ -483,66 +631,21 @@ def _waiting_checkouts(session: Session, customer_id: int) -> list[Checkout]:
     ))
 
 
-def _checkout_of_request(session: Session, settings: Settings, request_id: Any) -> Checkout:
+def _checkout_of_request(session: Session, request_id: Any) -> Checkout:
     if not request_id:
-        raise GoCardlessEventError("the event names no billing request")
+        raise NotOurs("the event names no billing request")
     checkout = session.scalar(
         select(Checkout).where(Checkout.provider == PROVIDER, Checkout.provider_ref == str(request_id))
     )
     if checkout is None:
-        raise GoCardlessEventError(f"billing request {request_id} is no checkout of ours")
+        raise NotOurs(f"billing request {request_id} is no checkout of ours")
     return checkout
-
-
-def _checkout_of_payment(session: Session, settings: Settings, payment_id: str,
-                         event: dict[str, Any]) -> Checkout | None:
-    """The checkout a GoCardless payment pays: the payment we recorded, else the payment's metadata
-    (in the event, or asked of GoCardless when an event came before the one that made it known).
-    None for a payment without our metadata: made by something else on the same GoCardless account."""
-    known = session.scalar(select(Payment).where(Payment.provider == PROVIDER, Payment.provider_ref == payment_id))
-    if known is not None and known.checkout_id is not None:
-        checkout = session.get(Checkout, known.checkout_id)
-        assert checkout is not None
-        return checkout
-    checkout_id = (event.get("resource_metadata") or {}).get("checkout_id")
-    if not checkout_id:
-        fetched = _call(lambda: client(settings).payments.get(payment_id))
-        checkout_id = (fetched.metadata or {}).get("checkout_id")
-        if checkout_id is None:
-            return None
-    checkout = session.get(Checkout, int(checkout_id)) if str(checkout_id or "").isdigit() else None
-    if checkout is None or checkout.method not in (INSTANT, DIRECT_DEBIT):
-        raise GoCardlessEventError(f"payment {payment_id} names no checkout of ours (checkout_id={checkout_id!r})")
-    return checkout
-
-
-def _customer_of_mandate(session: Session, settings: Settings, mandate_id: str,
-                         event: dict[str, Any]) -> Customer | None:
-    """The customer of a mandate: ours by id, else by the mandate's metadata; None when it has none of ours."""
-    customer = session.scalar(select(Customer).where(Customer.gocardless_mandate_id == mandate_id))
-    if customer is not None:
-        return customer
-    customer_id = (event.get("resource_metadata") or {}).get("customer_id")
-    if not customer_id:
-        fetched = _call(lambda: client(settings).mandates.get(mandate_id))
-        customer_id = (fetched.metadata or {}).get("customer_id")
-        if customer_id is None:
-            return None
-    customer = session.get(Customer, int(customer_id)) if str(customer_id or "").isdigit() else None
-    if customer is None:
-        raise GoCardlessEventError(f"mandate {mandate_id} names no customer of ours (customer_id={customer_id!r})")
-    return customer
 
 
 def _audit(session: Session, customer_id: int, action: str, entity_type: str, entity_id: int,
            after: dict[str, Any]) -> None:
     audit.record(session, actor_type="provider", actor=PROVIDER, action=action, entity_type=entity_type,
                  entity_id=entity_id, customer_id=customer_id, after=after)
-
-
-def handle_event(session: Session, event: Any) -> None:
-    """The worker's handler for a stored GoCardless event (payments.webhooks): settings from the environment."""
-    apply_event(session, json.loads(event.body))
 
 
 # --- collecting on mandates (the worker's step) ---

@@ -18,17 +18,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from kernel.db import unit_of_work
 from ledger import audit
 from ledger.models import WebhookEvent
-from payments.webhooks import Handler, process_event
+from payments.base import NotOurs
+from payments.webhooks import NOT_OURS, Handler, prepared, process_event
 
 
 @dataclass(frozen=True)
 class ReplayOutcome:
-    outcome: str  # "processed", "failed", "reprocessed", "no_handler"
+    outcome: str  # "processed", "failed", "reprocessed", "not_ours", "no_handler"
     error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.outcome in ("processed", "reprocessed")
+        return self.outcome in ("processed", "reprocessed", "not_ours")
 
 
 def replay(session_factory: sessionmaker[Session], event_pk: int, handlers: Mapping[str, Handler],
@@ -44,8 +45,9 @@ def replay(session_factory: sessionmaker[Session], event_pk: int, handlers: Mapp
     elif not was_processed:
         ok = process_event(session_factory, event_pk, handler)
         with unit_of_work(session_factory) as session:
-            error = session.get_one(WebhookEvent, event_pk).error
-        result = ReplayOutcome("processed" if ok else "failed", None if ok else error)
+            after = session.get_one(WebhookEvent, event_pk)
+            error, unmatched = after.error, after.outcome == NOT_OURS
+        result = ReplayOutcome("not_ours" if unmatched else "processed" if ok else "failed", None if ok else error)
     else:
         result = _rerun(session_factory, event_pk, handler)
     with unit_of_work(session_factory) as session:
@@ -55,11 +57,14 @@ def replay(session_factory: sessionmaker[Session], event_pk: int, handlers: Mapp
 
 
 def _rerun(session_factory: sessionmaker[Session], event_pk: int, handler: Handler) -> ReplayOutcome:
+    handler = prepared(session_factory, event_pk, handler)  # the provider is asked before the transaction
     with unit_of_work(session_factory) as session:
         event = session.get_one(WebhookEvent, event_pk, with_for_update=True)
         try:
             with session.begin_nested():
                 handler(session, event)
+        except NotOurs as why:
+            return ReplayOutcome("not_ours", str(why))
         except Exception as error:  # noqa: BLE001 - reported to staff, the event stays as it was
             return ReplayOutcome("failed", "".join(traceback.format_exception(error))[-4000:])
     return ReplayOutcome("reprocessed")

@@ -46,6 +46,7 @@ from ledger.allocation import allocate, settled_status
 from ledger.models import Allocation, Checkout, CheckoutLine, Contact, Customer, Invoice, InvoiceKind, InvoiceStatus, Payment
 from ledger.money import Money
 from links import tokens
+from payments.base import NotOurs, PaymentUpdate
 
 RANK = {"pending": 0, "processing": 1, "succeeded": 2, "refunded": 3, "charged_back": 4, "failed": 5}
 ALIASES = {"late_failure": "failed"}
@@ -300,6 +301,98 @@ def _queue_email(session: Session, checkout: Checkout, payment: Payment, kind: s
     }
     notifications.queue_email(session, customer=customer, contact=contact, kind=kind, to=contact.email, name=kind,
                               context=context, language=contact.language, templates=_templates())
+
+
+# Statuses whose amount is the whole payment we asked for; an undoing event may name a part (a
+# dispute of part of a charge): it is about a payment already matched and recorded.
+_WHOLE_AMOUNT = ("pending", "processing", "succeeded")
+
+
+def matched_checkout(session: Session, update: PaymentUpdate) -> Checkout:
+    """The checkout `update` is about, only if it matches what we created: a checkout of that
+    provider, in that currency, for that amount, and the provider's payment id either the one
+    the checkout made or one recorded for it. NotOurs otherwise: nothing moves."""
+    checkout = session.get(Checkout, update.checkout_id)
+    if checkout is None:
+        raise NotOurs(f"{update.provider} {update.provider_ref} names no checkout of ours ({update.checkout_id})")
+    if checkout.provider != update.provider:
+        raise NotOurs(f"{update.provider} {update.provider_ref} names checkout {checkout.id}, "
+                      f"which is paid by {checkout.method} ({checkout.provider or 'not started'})")
+    if update.currency != checkout.currency:
+        raise NotOurs(f"{update.provider} {update.provider_ref} is in {update.currency}; "
+                      f"checkout {checkout.id} is in {checkout.currency}")
+    recorded = session.scalar(select(Payment).where(Payment.provider == update.provider,
+                                                    Payment.provider_ref == update.provider_ref))
+    if recorded is not None and recorded.checkout_id != checkout.id:
+        raise NotOurs(f"{update.provider} {update.provider_ref} is the payment of another checkout")
+    if recorded is None and checkout.provider_ref != (update.made_by or update.provider_ref):
+        raise NotOurs(f"{update.provider} {update.provider_ref} is not the payment checkout {checkout.id} made "
+                      f"({checkout.provider_ref or 'none yet'})")
+    if ALIASES.get(update.status, update.status) in _WHOLE_AMOUNT and update.amount_minor != checkout.amount_minor:
+        raise NotOurs(f"{update.provider} {update.provider_ref} is for {update.amount_minor} {update.currency}; "
+                      f"checkout {checkout.id} asked for {checkout.amount_minor}")
+    return checkout
+
+
+def apply_update(session: Session, update: PaymentUpdate, settings: Settings | None = None) -> Payment:
+    """Apply what a provider's event says about a payment of ours (see `matched_checkout`)."""
+    checkout = matched_checkout(session, update)
+    return apply_payment_status(
+        session, checkout=checkout, provider=update.provider, provider_ref=update.provider_ref, method=update.method,
+        status=update.status, amount_minor=update.amount_minor, currency=update.currency, reason=update.reason,
+        occurred_at=update.occurred_at, settings=settings,
+    )
+
+
+def apply_partial_refund(session: Session, update: PaymentUpdate, refunded_minor: int) -> Payment | None:
+    """Part of a succeeded payment was refunded: `refunded_minor` is the total refunded so far.
+
+    What was refunded since the last event is taken back: first from the payment's money not yet
+    applied to any invoice, then from its allocations, latest first; an invoice it is taken from
+    also loses the early-payment discount it was granted for paying in full. Each invoice keeps
+    `total = open + Σ allocation.amount + Σ allocation.discount` and goes back to
+    partially_paid or open. The payment keeps what is still received. None when the payment is
+    not (or no longer) succeeded: a refund of a payment that never settled changes no balance."""
+    checkout = matched_checkout(session, update)
+    payment = session.scalar(select(Payment).where(Payment.provider == update.provider,
+                                                   Payment.provider_ref == update.provider_ref).with_for_update())
+    if payment is None or payment.checkout_id != checkout.id or payment.status != "succeeded":
+        return None
+    delta = refunded_minor - payment.refunded_minor
+    if delta <= 0:
+        return payment  # a duplicate, or an older event arriving late
+    if delta >= payment.amount_minor:
+        raise SettlementError("a refund of the whole payment is a refund, not a partial one")
+    allocations = list(session.scalars(
+        select(Allocation).where(Allocation.payment_id == payment.id).order_by(Allocation.id.desc())
+    ))
+    unapplied = payment.amount_minor - sum(allocation.amount_minor for allocation in allocations)
+    to_take = delta - min(max(unapplied, 0), delta)
+    reopened = []
+    for allocation in allocations:
+        if to_take <= 0:
+            break
+        invoice = session.scalar(select(Invoice).where(Invoice.id == allocation.invoice_id).with_for_update())
+        assert invoice is not None
+        taken = min(to_take, allocation.amount_minor)
+        invoice.open_minor += taken + allocation.discount_minor
+        allocation.discount_minor = 0
+        allocation.amount_minor -= taken
+        to_take -= taken
+        invoice.status = settled_status(invoice)
+        reopened.append(invoice.number)
+        if allocation.amount_minor == 0:
+            session.delete(allocation)
+    payment.amount_minor -= delta
+    payment.refunded_minor = refunded_minor
+    session.flush()
+    audit.record(
+        session, actor_type="provider", actor=update.provider, action="payment.partially_refunded",
+        entity_type="payment", entity_id=payment.id, customer_id=checkout.customer_id,
+        before={"amount_minor": payment.amount_minor + delta},
+        after={"amount_minor": payment.amount_minor, "refunded_minor": refunded_minor, "reopened": reopened},
+    )
+    return payment
 
 
 def record_bank_transfer(

@@ -8,9 +8,10 @@ signed webhooks tell us what happened, and `apply_event` turns them into payment
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
 
 import stripe
@@ -20,7 +21,15 @@ from kernel.settings import SettingsError
 from ledger import audit
 from ledger.models import Checkout
 from ledger.money import decimals
-from payments.base import ProviderUnavailable, StartResult
+from payments.base import (
+    NotOurs,
+    PaymentUpdate,
+    ProviderEvent,
+    ProviderUnavailable,
+    SignatureError,
+    StandIn,
+    StartResult,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -56,12 +65,8 @@ class StripeUnavailable(ProviderUnavailable):
     """Stripe's API could not be reached or refused the call; the message says why (no secrets)."""
 
 
-class SignatureError(ValueError):
-    """A webhook whose Stripe-Signature is missing, malformed, stale or wrong."""
-
-
 class StripeEventError(ValueError):
-    """A verified event that cannot be applied (e.g. it names no checkout of ours)."""
+    """A verified event that cannot be applied yet (it is kept and retried)."""
 
 
 def _exponent_shift(currency: str) -> int:
@@ -160,7 +165,14 @@ def is_sandbox(settings: Settings) -> bool:
 
 class StripeProvider:
     name = PROVIDER
-    methods = (METHOD,)
+    methods: tuple[str, ...] = (METHOD,)
+    bad_signature_status: int | None = 400
+    # localstripe plus a bridge playing Stripe.js's part
+    stand_in: StandIn | None = StandIn("tests.fakes.stripe_sandbox", "card",
+                       "localstripe (test card 4242 4242 4242 4242, any future date, any CVC)")
+
+    def check_settings(self, settings: Settings) -> None:
+        check_settings(settings)
 
     def is_configured(self, settings: Settings) -> bool:
         return bool(settings.stripe_secret_key and settings.stripe_publishable_key)
@@ -168,8 +180,23 @@ class StripeProvider:
     def is_sandbox(self, settings: Settings) -> bool:
         return is_sandbox(settings)
 
-    def is_available(self, settings: Settings, company: Company, currency: str) -> bool:
+    def content_security_policy(self, settings: Settings) -> dict[str, list[str]]:
+        return {}  # Stripe.js is allowed on the card page only (content_security_policy below)
+
+    def is_available(self, settings: Settings, company: Company, currency: str, method: str = METHOD) -> bool:
         return currency.upper() in CURRENCIES
+
+    def verify(self, settings: Settings, headers: Mapping[str, str], body: bytes) -> list[ProviderEvent]:
+        return verify_webhook(settings, body, headers.get("stripe-signature"))
+
+    def calls_out(self, event: ProviderEvent) -> bool:
+        return False  # every event carries what it is about
+
+    def fetch(self, settings: Settings, session: Session, event: ProviderEvent) -> Any:
+        return None
+
+    def apply(self, session: Session, settings: Settings, event: ProviderEvent, fetched: Any) -> str:
+        return apply_event(session, event.payload, settings)
 
     def start(self, session: Session, checkout: Checkout, settings: Settings, base_url: str) -> StartResult:
         """Create the checkout's PaymentIntent once; the card page confirms it."""
@@ -231,80 +258,104 @@ def card_path(checkout: Checkout) -> str:
 # --- webhooks ---
 
 
-@dataclass(frozen=True)
-class VerifiedEvent:
-    id: str
-    type: str
-    payload: dict[str, Any]
+def verify_webhook(settings: Settings, payload: bytes, signature: str | None) -> list[ProviderEvent]:
+    """Stripe's signature check on the raw body; SignatureError when it does not verify.
 
-
-def verify_webhook(settings: Settings, payload: bytes, signature: str | None) -> VerifiedEvent:
-    """Stripe's signature check on the raw body; SignatureError when it does not verify."""
+    The timestamp is checked on both sides of the tolerance (the SDK checks only the past): a
+    signature dated in the future was made with a clock we cannot trust or is being saved up for
+    a replay. Wall time, not kernel.clock: it is compared with the time Stripe signed at."""
     secret = settings.stripe_webhook_secret
     if secret is None or not str(secret):
         # check_settings refuses to start like this; never verify against an empty secret.
         raise SettingsError("STRIPE_WEBHOOK_SECRET is not set")
     if not signature:
         raise SignatureError("no Stripe-Signature header")
+    if not signature.isascii():
+        raise SignatureError("the Stripe-Signature header is not ASCII")
+    tolerance = stripe.Webhook.DEFAULT_TOLERANCE
     try:
         # The SDK's check of the signature (what Webhook.construct_event does first), then the
         # JSON read once: construct_event also builds an SDK Event object, which cost more than
         # the rest of a duplicate delivery's handling and was thrown away.
-        stripe.WebhookSignature.verify_header(payload, signature, str(secret), stripe.Webhook.DEFAULT_TOLERANCE)
+        stripe.WebhookSignature.verify_header(payload, signature, str(secret), tolerance)
         raw = json.loads(payload)
     except stripe.SignatureVerificationError as error:
         raise SignatureError(str(error)) from None
     except (ValueError, UnicodeDecodeError) as error:  # not JSON, or not an event
         raise SignatureError(f"not a Stripe event: {error}") from None
+    stamps = [item.partition("=")[2] for item in signature.split(",") if item.strip().startswith("t=")]
+    if any(not stamp.strip().isdigit() or int(stamp) > time.time() + tolerance for stamp in stamps):
+        raise SignatureError("the Stripe-Signature is dated in the future")
     if not isinstance(raw, dict) or not raw.get("id") or not raw.get("type"):
         raise SignatureError("not a Stripe event: no id or type")
-    return VerifiedEvent(id=str(raw["id"]), type=str(raw["type"]), payload=raw)
+    return [ProviderEvent(id=str(raw["id"]), type=str(raw["type"]), payload=raw, body=payload.decode("utf-8"))]
+
+
+def event_time(value: Any) -> datetime | None:
+    """When an event happened: a Unix time (v1 snapshot events) or an ISO 8601 string (v2 thin events)."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, (int, float)) or (isinstance(value, str) and value.isdigit()):
+        return datetime.fromtimestamp(int(value), tz=timezone.utc)
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def apply_event(session: Session, payload: dict[str, Any], settings: Settings | None = None) -> str:
     """Apply one verified Stripe event (a dict of its raw JSON) in the caller's transaction.
 
-    Returns what was done, for the log. Raises StripeEventError when the event names no
-    checkout of ours (kept with its error, retried by the worker).
+    Returns what was done, for the log. Raises NotOurs when it is about a PaymentIntent we did
+    not create, or one whose amount or currency is not what we asked for; StripeEventError when
+    it names our card checkout before that checkout's PaymentIntent is recorded (retried).
     """
-    from payments.settlement import apply_payment_status
+    from payments.settlement import apply_partial_refund, apply_update
 
-    kind = payload.get("type", "")
-    obj = (payload.get("data") or {}).get("object") or {}
-    occurred = datetime.fromtimestamp(int(payload.get("created") or 0), tz=timezone.utc) \
-        if payload.get("created") else None
+    kind = str(payload.get("type") or "")
+    data = payload.get("data")
+    obj = (data.get("object") if isinstance(data, dict) else None) or {}
+    occurred = event_time(payload.get("created"))
 
-    def settle(checkout: Checkout, intent_id: str, status: str, amount: int, currency: str,
-               reason: str | None = None) -> str:
-        apply_payment_status(
-            session, checkout=checkout, provider=PROVIDER, provider_ref=intent_id, method=METHOD,
-            status=status, amount_minor=from_stripe_amount(amount, currency), currency=currency.upper(),
-            reason=reason, occurred_at=occurred, settings=settings,
-        )
-        return f"{intent_id} {status}"
+    def update(checkout: Checkout, intent_id: str, status: str, amount: int, currency: str,
+               reason: str | None = None) -> PaymentUpdate:
+        return PaymentUpdate(checkout_id=checkout.id, provider=PROVIDER, provider_ref=intent_id, method=METHOD,
+                             status=status, amount_minor=from_stripe_amount(int(amount), currency),
+                             currency=currency.upper(), reason=reason, occurred_at=occurred)
+
+    def settle(change: PaymentUpdate) -> str:
+        apply_update(session, change, settings)
+        return f"{change.provider_ref} {change.status}"
 
     match kind:
         case "payment_intent.processing" | "payment_intent.succeeded" | "payment_intent.payment_failed":
             checkout = _checkout_of_intent(session, obj)
-            currency = obj.get("currency") or checkout.currency
+            currency = str(obj.get("currency") or "")
             if kind == "payment_intent.succeeded":
                 # amount_received is what was captured; localstripe's intents do not carry it.
                 received = obj.get("amount_received") or obj.get("amount")
-                return settle(checkout, obj["id"], "succeeded", int(received), currency)
+                if obj.get("amount") and received != obj.get("amount"):
+                    raise NotOurs(f"PaymentIntent {obj['id']} received {received} of {obj.get('amount')}: "
+                                  "not the amount we asked for")
+                return settle(update(checkout, obj["id"], "succeeded", int(received or 0), currency))
             if kind == "payment_intent.processing":
-                return settle(checkout, obj["id"], "processing", int(obj["amount"]), currency)
+                return settle(update(checkout, obj["id"], "processing", int(obj.get("amount") or 0), currency))
             # A declined attempt: the debtor may retry on the same intent, so "pending", with why.
             error = obj.get("last_payment_error") or {}
             reason = error.get("message") or error.get("code") or "card payment declined"
-            return settle(checkout, obj["id"], "pending", int(obj["amount"]), currency, reason)
+            return settle(update(checkout, obj["id"], "pending", int(obj.get("amount") or 0), currency, reason))
         case "charge.refunded":
             checkout = _checkout_of_charge(session, obj)
-            if not obj.get("refunded"):  # partial refund: the payment still stands
-                _record(session, checkout, "payment.partially_refunded",
-                        {"charge": obj.get("id"), "amount_refunded": obj.get("amount_refunded")})
-                return f"{obj.get('payment_intent')} partially refunded: recorded"
-            return settle(checkout, obj["payment_intent"], "refunded", int(obj["amount"]), obj["currency"],
-                          "refunded")
+            currency = str(obj.get("currency") or "")
+            if not obj.get("refunded"):  # partial refund: the refunded part reopens, the rest stands
+                change = update(checkout, str(obj.get("payment_intent")), "refunded", int(obj.get("amount") or 0),
+                                currency)
+                refunded = from_stripe_amount(int(obj.get("amount_refunded") or 0), currency)
+                payment = apply_partial_refund(session, change, refunded)
+                return f"{change.provider_ref} partially refunded ({refunded})" + ("" if payment else ": no payment")
+            return settle(update(checkout, str(obj.get("payment_intent")), "refunded", int(obj.get("amount") or 0),
+                                 currency, "refunded"))
         case "charge.dispute.created":
             checkout = _checkout_of_charge(session, obj)
             _record(session, checkout, "payment.dispute_opened",
@@ -313,8 +364,8 @@ def apply_event(session: Session, payload: dict[str, Any], settings: Settings | 
         case "charge.dispute.closed":
             checkout = _checkout_of_charge(session, obj)
             if obj.get("status") == "lost":
-                return settle(checkout, obj["payment_intent"], "charged_back", int(obj["amount"]), obj["currency"],
-                              f"dispute lost ({obj.get('reason') or 'no reason given'})")
+                return settle(update(checkout, str(obj.get("payment_intent")), "charged_back", int(obj.get("amount") or 0),
+                                     str(obj.get("currency") or ""), f"dispute lost ({obj.get('reason') or 'no reason given'})"))
             _record(session, checkout, "payment.dispute_closed", {"dispute": obj.get("id"), "status": obj.get("status")})
             return f"{obj.get('payment_intent')} dispute closed {obj.get('status')}: recorded"
         case _:
@@ -322,27 +373,28 @@ def apply_event(session: Session, payload: dict[str, Any], settings: Settings | 
 
 
 def _checkout_of_intent(session: Session, intent: dict[str, Any]) -> Checkout:
-    checkout_id = (intent.get("metadata") or {}).get("checkout_id")
-    checkout = None
-    if checkout_id and str(checkout_id).isdigit():
-        checkout = session.get(Checkout, int(checkout_id))
-    if checkout is None:
-        checkout = _by_intent_id(session, intent.get("id"))
-    if checkout is None:
-        raise StripeEventError(f"PaymentIntent {intent.get('id')} names no checkout of ours "
-                               f"(metadata.checkout_id={checkout_id!r})")
-    if checkout.provider_ref and checkout.provider_ref != intent.get("id"):
-        raise StripeEventError(f"PaymentIntent {intent.get('id')} is not checkout {checkout.id}'s "
-                               f"({checkout.provider_ref})")
-    return checkout
+    """The card checkout that created this PaymentIntent: by the intent id we recorded, never by the
+    metadata alone (anything on the same Stripe account can write a checkout id there)."""
+    intent_id = intent.get("id")
+    checkout = _by_intent_id(session, intent_id)
+    if checkout is not None:
+        return checkout
+    checkout_id = str((intent.get("metadata") or {}).get("checkout_id") or "")
+    named = session.get(Checkout, int(checkout_id)) if checkout_id.isdigit() else None
+    if named is not None and named.method == METHOD and named.status == "open" and not named.provider_ref:
+        # Stripe made the intent and our transaction recording it has not committed yet (or died:
+        # the idempotency key gives the same intent on the next start). Until then: retried.
+        raise StripeEventError(f"PaymentIntent {intent_id} names checkout {named.id}, "
+                               "whose PaymentIntent is not recorded yet")
+    raise NotOurs(f"PaymentIntent {intent_id} is none of ours (metadata.checkout_id={checkout_id!r})")
 
 
 def _checkout_of_charge(session: Session, obj: dict[str, Any]) -> Checkout:
     """The checkout of a charge or dispute, by its PaymentIntent id (charges do not carry our metadata)."""
     checkout = _by_intent_id(session, obj.get("payment_intent"))
     if checkout is None:
-        raise StripeEventError(f"{obj.get('object', 'object')} {obj.get('id')} has no checkout of ours "
-                               f"(payment_intent={obj.get('payment_intent')!r})")
+        raise NotOurs(f"{obj.get('object', 'object')} {obj.get('id')} is about no PaymentIntent of ours "
+                      f"(payment_intent={obj.get('payment_intent')!r})")
     return checkout
 
 
@@ -357,8 +409,3 @@ def _by_intent_id(session: Session, intent_id: Any) -> Checkout | None:
 def _record(session: Session, checkout: Checkout, action: str, after: dict[str, Any]) -> None:
     audit.record(session, actor_type="provider", actor=PROVIDER, action=action, entity_type="checkout",
                  entity_id=checkout.id, customer_id=checkout.customer_id, after=after)
-
-
-def handle_event(session: Session, event: Any) -> None:
-    """The worker's handler for a stored Stripe event (payments.webhooks): settings from the environment."""
-    apply_event(session, json.loads(event.body))

@@ -1,86 +1,85 @@
-"""The webhook endpoints the providers call: verify on the raw body, store raw once, apply."""
+"""The one webhook intake of every provider: `POST /webhooks/{provider}` (/webhooks/stripe,
+/webhooks/gocardless). Verify on the raw body, store each event raw once, answer 2xx fast.
+
+An event that needs nothing from the provider's API is applied before the answer, in its own
+transaction. One that does is applied just after the answer is sent (a background task of this
+request): the provider's API is asked first, outside any transaction, so a slow provider never
+holds the database writer nor the provider's own delivery. Either way a failure is kept on the
+stored event and retried by the worker, which also picks up an event whose process died.
+"""
 
 from __future__ import annotations
 
 import logging
-from functools import partial
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from payments import gocardless
-from payments import stripe as stripe_provider
-from payments.webhooks import apply_new, decode_headers, store_many, store_new
+from kernel.settings import Settings
+from payments.base import PaymentProvider, ProviderEvent, SignatureError
+from payments.registry import webhook_providers
+from payments.webhooks import ProviderHandler, apply_new, decode_headers, prepared, store_many
 
 log = logging.getLogger("encours.webhooks")
 
+Deferred = list[tuple[int, ProviderEvent]]
 
-async def stripe_webhook(request: Request) -> Response:
-    """Verify on the raw body, store raw once, apply in its own transaction, answer 2xx."""
-    settings = request.app.state.settings
-    if not stripe_provider.StripeProvider().is_configured(settings):
-        return PlainTextResponse("Stripe is not configured", status_code=404)
-    payload = await request.body()
+
+async def webhook(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    provider = webhook_providers().get(request.path_params["provider"])
+    if provider is None:
+        return PlainTextResponse("no such provider", status_code=404)
+    if not provider.is_configured(settings):
+        return PlainTextResponse(f"{provider.name} is not configured", status_code=404)
+    body = await request.body()
     try:
-        event = stripe_provider.verify_webhook(settings, payload, request.headers.get("stripe-signature"))
-    except stripe_provider.SignatureError as error:
-        log.warning("stripe webhook refused: %s", error)
-        return PlainTextResponse("invalid signature", status_code=400)
-    outcome = await run_in_threadpool(_stripe_intake, request, event, payload)
-    return JSONResponse({"received": True, "outcome": outcome})
+        events = provider.verify(settings, request.headers, body)
+    except SignatureError as error:
+        log.warning("%s webhook refused: %s", provider.name, error)
+        return PlainTextResponse("invalid signature", status_code=provider.bad_signature_status or 400)
+    outcomes, deferred = await run_in_threadpool(_intake, request, provider, events)
+    background = BackgroundTask(_apply_deferred, request.app.state.sessions, provider, settings, deferred) \
+        if deferred else None
+    return JSONResponse({"received": len(events), "outcomes": outcomes}, background=background)
 
 
-def _stripe_intake(request: Request, event: stripe_provider.VerifiedEvent, payload: bytes) -> str:
+def _intake(request: Request, provider: PaymentProvider, events: list[ProviderEvent]) -> tuple[list[str], Deferred]:
     sessions = request.app.state.sessions
     settings = request.app.state.settings
-    pk = store_new(sessions, stripe_provider.PROVIDER, event.id, event.type, payload.decode("utf-8"),
-                   decode_headers(request.headers))
-    if pk is None:
-        return "duplicate"  # Stripe delivers at least once: the stored copy is (being) applied
-
-    def apply(session: Session) -> None:
-        stripe_provider.apply_event(session, event.payload, settings)  # the stored body, already parsed
-
-    return "processed" if apply_new(sessions, pk, apply) else "kept for retry"
-
-
-async def gocardless_webhook(request: Request) -> Response:
-    """Verify the raw body, store every event of the request raw once, apply each in its own
-    transaction, answer 2xx. A bad or missing signature: 498, nothing stored."""
-    settings = request.app.state.settings
-    if not gocardless.is_configured(settings):
-        return PlainTextResponse("GoCardless is not configured", status_code=404)
-    payload = await request.body()
-    try:
-        events = gocardless.verify_webhook(settings, payload, request.headers.get("webhook-signature"))
-    except gocardless.SignatureError as error:
-        log.warning("gocardless webhook refused: %s", error)
-        return PlainTextResponse("invalid signature", status_code=498)
-    outcomes = await run_in_threadpool(_gocardless_intake, request, events)
-    return JSONResponse({"received": len(events), "outcomes": outcomes})
-
-
-def _gocardless_intake(request: Request, events: list[gocardless.VerifiedEvent]) -> list[str]:
-    sessions = request.app.state.sessions
-    settings = request.app.state.settings
-    # All the request's events are kept (or none): GoCardless resends the whole request otherwise.
-    stored = store_many(sessions, gocardless.PROVIDER, [(event.id, event.type, event.body) for event in events],
+    # All the request's events are kept (or none): the provider resends the whole request otherwise.
+    stored = store_many(sessions, provider.name, [(event.id, event.type, event.body) for event in events],
                         decode_headers(request.headers))
-    outcomes = []
+    outcomes: list[str] = []
+    deferred: Deferred = []
     for event, pk in zip(events, stored):
         if pk is None:
-            outcomes.append("duplicate")
-            continue
-        # Applied from the verified payload: the stored body is that same event, already parsed.
-        apply = partial(gocardless.apply_event, event=event.payload, settings=settings)
-        outcomes.append("processed" if apply_new(sessions, pk, apply) else "kept for retry")
-    return outcomes
+            outcomes.append("duplicate")  # delivered at least once: the stored copy is (being) applied
+        elif provider.calls_out(event):
+            deferred.append((pk, event))
+            outcomes.append("accepted")
+        else:
+            # Applied from the verified payload: the stored body is that same event, already parsed.
+            def apply(session: Session, event: ProviderEvent = event) -> str:
+                return provider.apply(session, settings, event, None)
+
+            outcomes.append("processed" if apply_new(sessions, pk, apply) else "kept for retry")
+    return outcomes, deferred
+
+
+def _apply_deferred(sessions: sessionmaker[Session], provider: PaymentProvider, settings: Settings,
+                    deferred: Deferred) -> None:
+    """After the answer: ask the provider, then apply each event in its own transaction."""
+    handler = ProviderHandler(provider, settings)
+    for pk, _event in deferred:
+        ready = prepared(sessions, pk, handler)
+        apply_new(sessions, pk, lambda session, ready=ready: ready(session, None))  # type: ignore[misc, arg-type]
 
 
 routes = [
-    Route("/webhooks/stripe", stripe_webhook, methods=["POST"], name="payments:stripe_webhook"),
-    Route("/webhooks/gocardless", gocardless_webhook, methods=["POST"], name="payments:gocardless_webhook"),
+    Route("/webhooks/{provider:str}", webhook, methods=["POST"], name="payments:webhook"),
 ]

@@ -16,36 +16,40 @@ has just stored with the payload it already parsed; `process_event` applies any 
 handler that raises leaves the ledger untouched, and the event keeps its error and is retried
 by the worker (`retry_due`) with backoff. Handlers must be idempotent: a retry may follow a
 crash after commit.
+
+An event about something we did not create (the handler raises `payments.base.NotOurs`) is kept,
+marked processed with the outcome "not_ours" and why, and never retried. A provider's handler
+(`ProviderHandler`) asks the provider what it needs *before* the event's transaction
+(`prepare`): no transaction, and no SQLite writer, is ever held across a provider call.
 """
 
 from __future__ import annotations
 
-import importlib
+import json
 import logging
 import threading
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from sqlalchemy import Connection, Insert, bindparam, select, update
+from sqlalchemy import Connection, Engine, Insert, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from kernel.clock import clock
-from kernel.db import unit_of_work
+from kernel.db import SQLITE_BEGIN_OPTION, unit_of_work
 from ledger.models import WebhookEvent
+from payments.base import NotOurs, PaymentProvider, ProviderEvent
+
+if TYPE_CHECKING:
+    from kernel.settings import Settings
 
 log = logging.getLogger("encours.webhooks")
 
-Handler = Callable[[Session, WebhookEvent], None]
-
-# provider -> "module:function" of its event handler, imported when the worker needs it.
-HANDLERS: tuple[tuple[str, str], ...] = (
-    ("stripe", "payments.stripe:handle_event"),
-    ("gocardless", "payments.gocardless:handle_event"),
-)
+Handler = Callable[[Session, WebhookEvent], Any]
+NOT_OURS = "not_ours"
 
 # The route processes an event at once; the worker takes it only if that did not happen by then.
 FIRST_RETRY = timedelta(minutes=1)
@@ -200,6 +204,8 @@ def apply_new(session_factory: sessionmaker[Session], event_pk: int, apply: Call
                 return True  # processed meanwhile (a replay, the worker)
             apply(session)
         return True
+    except NotOurs as unmatched:
+        failure: Exception = unmatched
     except Exception as error:  # noqa: BLE001 - any failure is kept and retried
         failure = error
     with _one_writer(session_factory), unit_of_work(session_factory) as session:
@@ -209,6 +215,9 @@ def apply_new(session_factory: sessionmaker[Session], event_pk: int, apply: Call
         if event.processed_at is not None:
             return True
         event.attempts += 1
+        if isinstance(failure, NotOurs):
+            _not_ours(event, failure)
+            return True
         _failed(event, failure)
         return False
 
@@ -219,6 +228,7 @@ def process_event(session_factory: sessionmaker[Session], event_pk: int, handler
     On an exception the handler's writes are rolled back, the error is kept and a retry scheduled
     (none after MAX_ATTEMPTS: `next_attempt_at` is cleared and staff see the error).
     """
+    handler = prepared(session_factory, event_pk, handler)
     with unit_of_work(session_factory) as session:
         event = session.get(WebhookEvent, event_pk, with_for_update=True)
         if event is None:
@@ -228,12 +238,78 @@ def process_event(session_factory: sessionmaker[Session], event_pk: int, handler
         return _attempt(session, event, handler)
 
 
+def reading(session_factory: sessionmaker[Session]) -> Session:
+    """A session of `session_factory`'s database that only reads: on SQLite a deferred BEGIN, so
+    it neither waits for nor holds the one write lock (as kernel.db's `write=False` sessions)."""
+    bind = session_factory.kw.get("bind")
+    if isinstance(bind, Engine) and bind.dialect.name == "sqlite":
+        return Session(bind=bind.execution_options(**{SQLITE_BEGIN_OPTION: None}), expire_on_commit=False)
+    return session_factory()
+
+
+def prepared(session_factory: sessionmaker[Session], event_pk: int, handler: Handler) -> Handler:
+    """A provider's handler made ready for one stored event: what it asks of the provider is asked
+    now, outside any transaction (a plain handler is returned as it is)."""
+    prepare = getattr(handler, "prepare", None)
+    if prepare is None:
+        return handler
+    with reading(session_factory) as session:
+        stored = session.get(WebhookEvent, event_pk)
+        if stored is None:
+            raise LookupError(f"no webhook event {event_pk}")
+        event = ProviderEvent(id=stored.event_id, type=stored.event_type, payload={}, body=stored.body)
+    result: Handler = prepare(session_factory, event)
+    return result
+
+
+@dataclass(frozen=True)
+class ProviderHandler:
+    """A provider's stored events as the worker and staff replays apply them: `prepare` asks the
+    provider what it needs first (outside any transaction); the handler it returns applies the
+    event in the event's transaction."""
+
+    provider: PaymentProvider
+    settings: Settings
+
+    def prepare(self, session_factory: sessionmaker[Session], stored: ProviderEvent) -> Handler:
+        event = provider_event(stored.id, stored.type, stored.body)
+        fetched: Any = None
+        failure: Exception | None = None
+        try:
+            with reading(session_factory) as session:
+                fetched = self.provider.fetch(self.settings, session, event)
+        except Exception as error:  # noqa: BLE001 - raised again in the event's transaction, kept there
+            failure = error
+
+        def apply(session: Session, _stored: WebhookEvent) -> str:
+            if failure is not None:
+                raise failure
+            return self.provider.apply(session, self.settings, event, fetched)
+
+        return apply
+
+    def __call__(self, session: Session, stored: WebhookEvent) -> str:
+        """Fetch and apply in the caller's transaction: only where no transaction of our own can be
+        avoided; the worker and replays `prepare` instead."""
+        event = provider_event(stored.event_id, stored.event_type, stored.body)
+        return self.provider.apply(session, self.settings, event, self.provider.fetch(self.settings, session, event))
+
+
+def provider_event(event_id: str, event_type: str, body: str) -> ProviderEvent:
+    """A stored event as its provider verified it (its raw body is the event's JSON)."""
+    payload = json.loads(body)
+    return ProviderEvent(id=event_id, type=event_type, payload=payload if isinstance(payload, dict) else {}, body=body)
+
+
 def _attempt(session: Session, event: WebhookEvent, handler: Handler) -> bool:
     """One attempt at a locked, unprocessed event, in the caller's transaction."""
     event.attempts += 1
     try:
         with session.begin_nested():
             handler(session, event)
+    except NotOurs as unmatched:
+        _not_ours(event, unmatched)
+        return True
     except Exception as error:  # noqa: BLE001 - any failure is kept and retried
         _failed(event, error)
         return False
@@ -241,6 +317,16 @@ def _attempt(session: Session, event: WebhookEvent, handler: Handler) -> bool:
     event.next_attempt_at = None
     event.error = None
     return True
+
+
+def _not_ours(event: WebhookEvent, why: NotOurs) -> None:
+    """An event about something we did not create: kept for the log, done with, never retried."""
+    log.warning("webhook %s %s is not ours: %s", event.provider, event.event_id, why)
+    event.processed_at = clock.now()
+    event.next_attempt_at = None
+    event.error = None
+    event.outcome = NOT_OURS
+    event.note = str(why)[:2000]
 
 
 def _failed(event: WebhookEvent, error: BaseException) -> None:
@@ -268,20 +354,20 @@ def retry_due(
 ) -> RetryReport:
     """Process up to `limit` unprocessed events whose retry time has come (the worker's step).
 
-    Each event is claimed and attempted in one transaction. Several workers at once: reading a
-    list of due ids first and attempting them after let two workers attempt the same event
-    twice in one pass (the second, once the first had failed and committed, found it still
-    unprocessed); so the due event is selected `FOR UPDATE SKIP LOCKED` on PostgreSQL (another
-    worker takes the next one instead of waiting) and the due condition is read under the
-    claim. On SQLite the transaction begins IMMEDIATE and holds the one write lock throughout.
+    Each due event is first prepared (a provider's handler asks the provider what it needs,
+    outside any transaction), then claimed and attempted in one transaction, its due condition
+    read again under the claim: on PostgreSQL `FOR UPDATE SKIP LOCKED` (another worker takes the
+    next one instead of waiting; one that was attempted meanwhile is left), on SQLite under the
+    one write lock the transaction holds from its IMMEDIATE begin.
     """
     processed = failed = 0
     if not handlers:
         return RetryReport()
+    seen: set[int] = set()
     for _ in range(limit):
-        with unit_of_work(session_factory) as session:
+        with reading(session_factory) as session:
             query = (
-                select(WebhookEvent)
+                select(WebhookEvent.id, WebhookEvent.provider)
                 .where(
                     WebhookEvent.processed_at.is_(None),
                     WebhookEvent.next_attempt_at.is_not(None),
@@ -291,28 +377,41 @@ def retry_due(
                 .order_by(WebhookEvent.received_at, WebhookEvent.id)
                 .limit(1)
             )
+            if seen:
+                query = query.where(WebhookEvent.id.not_in(seen))
+            due = session.execute(query).first()
+        if due is None:
+            break
+        event_pk, provider = int(due[0]), str(due[1])
+        seen.add(event_pk)
+        handler = prepared(session_factory, event_pk, handlers[provider])
+        with unit_of_work(session_factory) as session:
+            claim = (
+                select(WebhookEvent)
+                .where(
+                    WebhookEvent.id == event_pk,
+                    WebhookEvent.processed_at.is_(None),
+                    WebhookEvent.next_attempt_at.is_not(None),
+                    WebhookEvent.next_attempt_at <= clock.now(),
+                )
+            )
             if session.get_bind().dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            event = session.scalars(query).first()
+                claim = claim.with_for_update(skip_locked=True)
+            event = session.scalars(claim).first()
             if event is None:
-                break
-            if _attempt(session, event, handlers[event.provider]):
+                continue  # another worker has it, or did it meanwhile
+            if _attempt(session, event, handler):
                 processed += 1
             else:
                 failed += 1
     return RetryReport(processed=processed, failed=failed)
 
 
-def registered_handlers() -> dict[str, Handler]:
-    """The handlers named in HANDLERS; a provider whose module cannot be imported is left out."""
-    found: dict[str, Handler] = {}
-    for provider, path in HANDLERS:
-        module_name, _, name = path.partition(":")
-        try:
-            found[provider] = getattr(importlib.import_module(module_name), name)
-        except (ImportError, AttributeError) as error:
-            log.error("webhook handler %s for %s cannot be loaded: %s", path, provider, error)
-    return found
+def registered_handlers(settings: Settings) -> dict[str, Handler]:
+    """Every webhook provider's handler (payments.registry), by provider name."""
+    from payments.registry import webhook_providers  # the registry imports every provider module
+
+    return {name: ProviderHandler(provider, settings) for name, provider in webhook_providers().items()}
 
 
 def decode_headers(headers: Any) -> dict[str, str]:

@@ -20,7 +20,7 @@ from kernel.db import unit_of_work
 from kernel.settings import Settings
 from ledger.models import Checkout, Payment
 from ledger.money import Money
-from payments import base, rf
+from payments import base, registry, rf
 from payments.bank_transfer import pretty_iban
 from payments.checkout import (
     CheckoutError,
@@ -74,8 +74,8 @@ def _read_form(session: Session, visit: Visit, form: FormData, settings: Setting
         "in_progress": in_progress(session, visit.customer.id),
         "quote": priced,
         "error": error,
-        "methods": base.offered_methods(settings, visit.company, priced.currency) if priced else [],
-        "sandbox_methods": base.sandbox_methods(settings),
+        "methods": registry.offered_methods(settings, visit.company, priced.currency) if priced else [],
+        "sandbox_methods": registry.sandbox_methods(settings),
         "method": str(form.get("method", "")),
         "instant_first": bool(form.get("instant_first")),
         "today": today,
@@ -148,7 +148,7 @@ def pay(request: Request, session: Session, visit: Visit, form: FormData) -> Res
         # The debtor may pay this selection at once by instant transfer while setting up the mandate.
         checkout.instant_first_payment = bool(form.get("instant_first"))
     try:
-        result = base.provider_for(method).start(session, checkout, settings, settings.base_url)
+        result = registry.provider_for(method).start(session, checkout, settings, settings.base_url)
     except base.ProviderUnavailable:
         context["error"] = i18n.gettext(
             visit.language, "The payment service is not answering. Please try again in a moment, or choose another method."

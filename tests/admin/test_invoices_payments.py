@@ -12,7 +12,9 @@ from sqlalchemy.orm import Session
 
 from ledger.models import Customer, Invoice, Payment, WebhookEvent
 from payments.checkout import create_checkout
-from payments.stripe import handle_event
+from kernel.settings import load_settings
+from payments.stripe import StripeProvider
+from payments.webhooks import ProviderHandler
 from payments.webhooks import process_event, store_event
 from tests import factories
 from tests.admin.staff_book import TODAY, book, cheap_hashes, signed_in, worker_env  # noqa: F401 - fixtures
@@ -30,6 +32,11 @@ def stripe_event(event_id: str, kind: str, checkout_id: int, intent_id: str, amo
         "metadata": {"checkout_id": str(checkout_id)}, "status": "succeeded"}}})
 
 
+def stripe_handler() -> ProviderHandler:
+    """Stripe's handler as the worker has it (settings from the environment worker_env sets)."""
+    return ProviderHandler(StripeProvider(), load_settings())
+
+
 def paid_by_card(session: Session, session_factory, customer: Customer, invoice: Invoice,  # type: ignore[no-untyped-def]
                  intent_id: str = INTENT, event_id: str = "evt_paid_1") -> tuple[Payment, WebhookEvent]:
     checkout = create_checkout(session, customer=customer, contact=customer.primary_contact,
@@ -39,7 +46,7 @@ def paid_by_card(session: Session, session_factory, customer: Customer, invoice:
                            stripe_event(event_id, "payment_intent.succeeded", checkout.id, intent_id,
                                         checkout.amount_minor), {"content-type": "application/json"})
     session.commit()
-    assert process_event(session_factory, event.id, handle_event)
+    assert process_event(session_factory, event.id, stripe_handler())
     session.expire_all()
     payment = session.query(Payment).filter_by(provider_ref=intent_id).one()
     return payment, event

@@ -9,12 +9,11 @@ from starlette.testclient import TestClient
 
 from ledger.models import Allocation, AuditEvent, Checkout, Invoice, OutboxMessage, Payment, WebhookEvent
 from payments.checkout import create_checkout
-from payments.stripe import handle_event
 from payments.webhooks import process_event, store_event
 from tests import factories
 from tests.admin.conftest import csrf_from
 from tests.admin.staff_book import TODAY, book, cheap_hashes, signed_in, worker_env  # noqa: F401 - fixtures
-from tests.admin.test_invoices_payments import paid_by_card, stripe_event
+from tests.admin.test_invoices_payments import paid_by_card, stripe_event, stripe_handler
 
 import pytest
 
@@ -28,16 +27,19 @@ def _env(worker_env) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def failed_event(session: Session, session_factory, book) -> tuple[WebhookEvent, Invoice]:  # type: ignore[no-untyped-def]
-    """A payment_intent.succeeded for an intent no checkout of ours knows yet: it fails, its error kept."""
+    """A payment_intent.succeeded naming our card checkout before its PaymentIntent is recorded: it
+    fails, its error kept (an intent naming no checkout of ours is "not ours", never a failure)."""
     invoice = session.scalar(select(Invoice).where(Invoice.number == "N-1"))
     assert invoice is not None
-    body = stripe_event("evt_early", "payment_intent.succeeded", 999_999, LATE_INTENT, invoice.total_minor)
+    checkout = create_checkout(session, customer=book["mine"], contact=book["mine"].primary_contact,
+                               selection={invoice.id: None}, method="card", today=TODAY)
+    body = stripe_event("evt_early", "payment_intent.succeeded", checkout.id, LATE_INTENT, invoice.total_minor)
     event, _ = store_event(session, "stripe", "evt_early", "payment_intent.succeeded", body,
                            {"content-type": "application/json", "stripe-signature": "t=1,v1=abc"})
     session.commit()
-    assert not process_event(session_factory, event.id, handle_event)
+    assert not process_event(session_factory, event.id, stripe_handler())
     session.expire_all()
-    assert event.error and "names no checkout of ours" in event.error
+    assert event.error and "is not recorded yet" in event.error
     return event, invoice
 
 
@@ -84,7 +86,7 @@ def test_who_reads_the_log_and_who_replays(new_client, session: Session, session
 def test_the_log_shows_failures_and_filters_them(new_client, session: Session, session_factory, failed_event) -> None:  # type: ignore[no-untyped-def]
     done, _ = store_event(session, "stripe", "evt_other", "customer.created", '{"id": "evt_other", "type": "customer.created"}', {})
     session.commit()
-    assert process_event(session_factory, done.id, handle_event)
+    assert process_event(session_factory, done.id, stripe_handler())
     client = signed_in(new_client, "admin@x.test")
     everything = client.get("/admin/webhooks").text
     assert "evt_early" in everything and "evt_other" in everything
@@ -101,7 +103,7 @@ def test_the_detail_pretty_prints_the_raw_body(new_client, failed_event) -> None
     event, _ = failed_event
     page = signed_in(new_client, "admin@x.test").get(f"/admin/webhooks/{event.id}").text
     assert "\n  &#34;data&#34;: {" in page or '\n  "data": {' in page
-    assert LATE_INTENT in page and "stripe-signature" in page and "names no checkout of ours" in page
+    assert LATE_INTENT in page and "stripe-signature" in page and "is not recorded yet" in page
 
 
 def test_replay_of_a_failed_event_succeeds_once_the_cause_is_fixed(new_client, session: Session, failed_event,  # type: ignore[no-untyped-def]
@@ -140,7 +142,7 @@ def test_replaying_a_processed_event_changes_no_money(new_client, session: Sessi
                            stripe_event("evt_done", "payment_intent.succeeded", checkout.id, "pi_done",
                                         checkout.amount_minor), {})
     session.commit()
-    assert process_event(session_factory, event.id, handle_event)
+    assert process_event(session_factory, event.id, stripe_handler())
     before = money_state(session)
     assert before[0] == [("pi_done", "succeeded", invoice.total_minor)] and len(before[1]) == 1
     client = signed_in(new_client, "admin@x.test")
@@ -186,3 +188,22 @@ def test_the_log_and_replay_stay_within_the_users_companies(new_client, session:
     assert north.attempts == 1 and unowned.attempts == 1
     assert session.scalar(select(func.count()).select_from(AuditEvent)
                           .where(AuditEvent.action == "webhook.replayed")) == 0
+
+
+def test_an_event_not_ours_is_shown_as_such_and_filtered(new_client, session: Session, session_factory, book) -> None:  # type: ignore[no-untyped-def]
+    invoice = session.scalar(select(Invoice).where(Invoice.number == "N-1"))
+    assert invoice is not None
+    # Another integration's intent, naming a checkout id it made up.
+    body = stripe_event("evt_stranger", "payment_intent.succeeded", 424242, "pi_stranger", invoice.total_minor)
+    event, _ = store_event(session, "stripe", "evt_stranger", "payment_intent.succeeded", body, {})
+    session.commit()
+    assert process_event(session_factory, event.id, stripe_handler())
+    client = signed_in(new_client, "admin@x.test")
+    listed = client.get("/admin/webhooks", params={"state": "not_ours"}).text
+    assert "evt_stranger" in listed and "not ours" in listed and "pi_stranger is none of ours" in listed
+    assert "evt_stranger" not in client.get("/admin/webhooks", params={"state": "failed"}).text
+    detail = client.get(f"/admin/webhooks/{event.id}").text
+    assert "it is about nothing we created, and changed no balance" in detail
+    replayed = replay(client, event)
+    assert replayed.status_code == 200 and "the event is about nothing we created" in replayed.text
+    assert money_state(session)[0] == []

@@ -105,6 +105,10 @@ class GoCardlessStandIn:
     deliveries: list[Delivery] = field(default_factory=list)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)  # method, path, headers
     fail_next: list[ApiError] = field(default_factory=list)  # answered to the next API calls, in order
+    # A slow GoCardless: while `hold_reads` is on, every API GET waits for `release` (and sets `held`).
+    hold_reads: bool = False
+    held: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
@@ -145,6 +149,9 @@ class GoCardlessStandIn:
             self.deliveries.clear()
             self.requests.clear()
             self.fail_next.clear()
+            self.hold_reads = False
+            self.held.clear()
+            self.release.clear()
 
     @property
     def url(self) -> str:
@@ -467,6 +474,9 @@ class _Handler(BaseHTTPRequestHandler):
             with standin._lock:
                 if standin.fail_next:
                     raise standin.fail_next.pop(0)
+            if method == "GET" and standin.hold_reads:
+                standin.held.set()
+                standin.release.wait(timeout=60)
             parts = path.strip("/").split("/")
             if method == "POST" and len(parts) == 1:
                 try:

@@ -5,7 +5,7 @@ from sqlalchemy.orm import Session
 
 from kernel.settings import Settings, load_settings
 from ledger.models import Company
-from payments import base
+from payments import base, registry
 from payments.bank_transfer import BankTransferProvider
 from tests import factories
 from tests.conftest import TEST_SECRET
@@ -13,34 +13,39 @@ from tests.conftest import TEST_SECRET
 
 def test_bank_transfer_is_offered_when_the_company_has_an_iban(session: Session, settings: Settings,
                                                                company: Company) -> None:
-    assert base.offered_methods(settings, company, "EUR") == ["bank_transfer"]
+    assert registry.offered_methods(settings, company, "EUR") == ["bank_transfer"]
     without_iban = factories.company(session)
-    assert base.offered_methods(settings, without_iban, "EUR") == []
+    assert registry.offered_methods(settings, without_iban, "EUR") == []
     company.disabled_methods = ["bank_transfer"]
-    assert base.offered_methods(settings, company, "EUR") == []
+    assert registry.offered_methods(settings, company, "EUR") == []
 
 
 def test_card_needs_the_stripe_keys(session: Session, company: Company) -> None:
     with_keys = load_settings({"ENCOURS_SECRET_KEY": TEST_SECRET, "STRIPE_SECRET_KEY": "sk_test_x",
                                "STRIPE_PUBLISHABLE_KEY": "pk_test_x", "STRIPE_WEBHOOK_SECRET": "whsec_x"})
-    assert "card" in base.offered_methods(with_keys, company, "EUR")
+    assert "card" in registry.offered_methods(with_keys, company, "EUR")
     company.disabled_methods = ["card"]
-    assert "card" not in base.offered_methods(with_keys, company, "EUR")
+    assert "card" not in registry.offered_methods(with_keys, company, "EUR")
 
 
 def test_every_registered_provider_follows_the_protocol(settings: Settings) -> None:
-    for method, _ in base.REGISTRY:
-        provider = base.provider_for(method)
+    for method in base.METHODS:
+        provider = registry.provider_for(method)
         assert isinstance(provider, base.PaymentProvider) and method in provider.methods
-    assert any(isinstance(p, BankTransferProvider) for p in base.providers(settings))
+        assert registry.provider_named(provider.name) is provider
+    assert any(isinstance(p, BankTransferProvider) for p in registry.providers(settings))
     with pytest.raises(base.UnknownMethod):
-        base.provider_for("cash")
+        registry.provider_for("cash")
+    # Each method is served by exactly one provider, each provider named once.
+    served = [method for provider in registry.PROVIDERS for method in provider.methods]
+    assert sorted(served) == sorted(base.METHODS)
+    assert len({provider.name for provider in registry.PROVIDERS}) == len(registry.PROVIDERS)
 
 
-def test_a_provider_that_cannot_load_is_left_out(monkeypatch: pytest.MonkeyPatch, settings: Settings,
-                                                 company: Company) -> None:
-    monkeypatch.setattr(base, "REGISTRY", (("card", "payments.nowhere:Nothing"),) + base.REGISTRY)
-    assert base.offered_methods(settings, company, "EUR") == ["bank_transfer"]
+def test_webhooks_are_taken_for_the_providers_that_send_them() -> None:
+    senders = registry.webhook_providers()
+    assert set(senders) == {"stripe", "gocardless"}
+    assert (senders["stripe"].bad_signature_status, senders["gocardless"].bad_signature_status) == (400, 498)
 
 
 def test_start_result_needs_a_destination() -> None:

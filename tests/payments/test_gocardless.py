@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 from encours.app import create_app
 from kernel.settings import Settings, SettingsError, load_settings
 from ledger.models import Checkout, Company, Customer, Invoice, Payment
-from payments import base
+from payments import base, registry
 from payments.checkout import create_checkout
 from payments.gocardless import DirectDebitProvider, GoCardlessUnavailable, InstantBankPayProvider
 from tests import factories
@@ -127,14 +127,14 @@ def test_a_customer_with_a_mandate_is_debited_at_once(
 def test_methods_are_offered_only_with_a_token_and_in_their_currencies(
     settings: Settings, company: Company, db_url: str,
 ) -> None:
-    assert base.offered_methods(settings, company, "EUR") == ["instant_transfer", "direct_debit", "bank_transfer"]
-    assert base.offered_methods(settings, company, "GBP")[:2] == ["instant_transfer", "direct_debit"]
-    assert "instant_transfer" not in base.offered_methods(settings, company, "USD")
-    assert "direct_debit" not in base.offered_methods(settings, company, "USD")
+    assert registry.offered_methods(settings, company, "EUR") == ["instant_transfer", "direct_debit", "bank_transfer"]
+    assert registry.offered_methods(settings, company, "GBP")[:2] == ["instant_transfer", "direct_debit"]
+    assert "instant_transfer" not in registry.offered_methods(settings, company, "USD")
+    assert "direct_debit" not in registry.offered_methods(settings, company, "USD")
     bare = load_settings({"ENCOURS_DATABASE_URL": db_url, "ENCOURS_SECRET_KEY": TEST_SECRET})
-    assert base.offered_methods(bare, company, "EUR") == ["bank_transfer"]
+    assert registry.offered_methods(bare, company, "EUR") == ["bank_transfer"]
     company.disabled_methods = ["direct_debit"]
-    assert base.offered_methods(settings, company, "EUR") == ["instant_transfer", "bank_transfer"]
+    assert registry.offered_methods(settings, company, "EUR") == ["instant_transfer", "bank_transfer"]
 
 
 def test_a_token_without_webhook_secret_stops_the_start(db_url: str) -> None:

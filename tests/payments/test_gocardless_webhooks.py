@@ -303,7 +303,7 @@ def test_an_instant_first_payment_and_its_mandate(
     assert request["mandate_request"] is None and request["payment_request"]["amount"] == 318_40
 
 
-def test_an_event_naming_nothing_of_ours_is_kept_and_retried_by_the_worker(
+def test_an_event_naming_nothing_of_ours_is_not_ours_and_a_stored_one_of_ours_is_applied_by_the_worker(
     client: TestClient, session: Session, session_factory: sessionmaker[Session], settings: Settings,
     customer: Customer, invoices: list[Invoice], gocardless: GoCardlessStandIn,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
@@ -311,24 +311,22 @@ def test_an_event_naming_nothing_of_ours_is_kept_and_retried_by_the_worker(
     stray = gocardless.emit("payments", "confirmed", {"payment": "PM0000UNKNOWN"})
     assert deliver(client, gocardless) == [200]
     stored = session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == stray["id"]))
-    assert stored is not None and stored.processed_at is None and stored.attempts == 1
-    assert "Resource not found" in (stored.error or "")  # GoCardless was asked, and knows no such payment
+    assert stored is not None and stored.processed_at is not None and stored.attempts == 1
+    assert stored.outcome == "not_ours" and stored.next_attempt_at is None  # never retried
+    assert "not on our GoCardless account" in (stored.note or "")  # GoCardless was asked, and knows no such payment
 
     checkout, flow = started(session, settings, customer, invoices)
     gocardless.fulfil(flow)
     event = gocardless.move_payment(payment_of(gocardless), "confirmed")
     gocardless.pending.clear()
-    # The worker runs with the environment's settings.
-    for name, value in settings_env(settings).items():
-        monkeypatch.setenv(name, value)
     body = gocardless.webhook_body([event])
     with session_factory() as writer:  # stored but never processed (a crash between the two)
         webhooks.store_event(writer, "gocardless", event["id"], "payments.confirmed",
                              json.dumps(event), {})
         writer.commit()
     clock.set(clock.now() + webhooks.backoff(1) * 2)
-    report = webhooks.retry_due(session_factory, webhooks.registered_handlers())
-    assert (report.processed, report.failed) == (1, 1)  # ours applied; the stray one still names nothing
+    report = webhooks.retry_due(session_factory, webhooks.registered_handlers(settings))
+    assert (report.processed, report.failed) == (1, 0)  # ours applied; the stray one is done with
     assert state(session, invoices) == (PAID, ["succeeded"], 2)
     assert body  # the request itself would have been signed as usual
 
@@ -345,6 +343,8 @@ def test_payments_and_mandates_made_by_something_else_are_ignored(
     assert delivery.status == 200
     stored = session.scalars(select(WebhookEvent).where(WebhookEvent.provider == "gocardless")).all()
     assert len(stored) == 2 and all(event.processed_at is not None and event.error is None for event in stored)
+    assert [event.outcome for event in stored] == ["not_ours", "not_ours"]
+    assert all(event.next_attempt_at is None for event in stored)
     assert session.scalar(select(func.count()).select_from(Payment)) == 0
 
 
@@ -465,3 +465,79 @@ def test_the_return_page_asks_gocardless_and_shows_processing(
     page = client.get(f"/portal/pay/{checkout.id}")
     assert "Paiement en cours" in page.text or "processing" in page.text.lower()
     assert client.get(f"/portal/pay/{checkout.id + 1000}/gocardless/return").status_code == 404
+
+
+def outcome_of(session: Session, event: dict[str, Any]) -> WebhookEvent:
+    session.expire_all()
+    stored = session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == event["id"]))
+    assert stored is not None and stored.processed_at is not None and stored.error is None
+    return stored
+
+
+def test_a_second_payment_naming_a_paid_checkout_is_not_ours(
+    client: TestClient, session: Session, settings: Settings, customer: Customer, invoices: list[Invoice],
+    gocardless: GoCardlessStandIn,  # noqa: F811
+) -> None:
+    checkout, flow = started(session, settings, customer, invoices)
+    gocardless.fulfil(flow)
+    gocardless.move_payment(payment_of(gocardless), "confirmed")
+    deliver(client, gocardless)
+    assert state(session, invoices) == (PAID, ["succeeded"], 2)
+    # Another integration on the account makes a payment naming our (paid) checkout in its metadata.
+    gocardless.resources["payments"]["PM0009OTHER"] = {
+        "id": "PM0009OTHER", "amount": 5_00, "currency": "EUR", "status": "confirmed",
+        "metadata": {"checkout_id": str(checkout.id)}, "links": {"creditor": "CR0000STANDIN"}}
+    other = gocardless.move_payment("PM0009OTHER", "confirmed")
+    assert deliver(client, gocardless) == [200]
+    assert outcome_of(session, other).outcome == "not_ours"
+    assert state(session, invoices) == (PAID, ["succeeded"], 2)  # no second payment, no credit made up
+
+
+def test_the_amount_is_the_payments_own(
+    client: TestClient, session: Session, settings: Settings, customer: Customer, invoices: list[Invoice],
+    gocardless: GoCardlessStandIn,  # noqa: F811
+) -> None:
+    checkout, flow = started(session, settings, customer, invoices)
+    gocardless.fulfil(flow)
+    deliver(client, gocardless)
+    payment = gocardless.get("payments", payment_of(gocardless))
+    payment["amount"] = 1_00  # GoCardless collected another amount than the checkout's
+    confirmed = gocardless.move_payment(payment["id"], "confirmed")
+    assert deliver(client, gocardless) == [200]
+    assert outcome_of(session, confirmed).outcome == "not_ours"
+    assert state(session, invoices) == (OPEN, ["processing"], 0)
+
+
+def test_a_mandate_made_elsewhere_naming_our_customer_is_not_ours(
+    client: TestClient, session: Session, settings: Settings, customer: Customer, gocardless: GoCardlessStandIn,  # noqa: F811
+) -> None:
+    gocardless.resources["mandates"] = {"MD0009OTHER": {
+        "id": "MD0009OTHER", "scheme": "sepa_core", "status": "active",
+        "metadata": {"customer_id": str(customer.id)}, "links": {}}}
+    active = gocardless.move_mandate("MD0009OTHER", "active")
+    assert deliver(client, gocardless) == [200]
+    assert outcome_of(session, active).outcome == "not_ours"
+    session.refresh(customer)
+    assert (customer.gocardless_mandate_id, customer.gocardless_mandate_status) == (None, None)
+
+
+def test_a_mandate_of_our_billing_request_is_ours_even_before_its_fulfilled_event(
+    client: TestClient, session: Session, settings: Settings, customer: Customer, invoices: list[Invoice],
+    gocardless: GoCardlessStandIn,  # noqa: F811
+) -> None:
+    checkout, flow = started(session, settings, customer, invoices, method="direct_debit")
+    gocardless.fulfil(flow)
+    [mandate] = gocardless.all("mandates")
+    gocardless.move_mandate(mandate["id"], "active")
+    # The mandate's events come first; the billing request's fulfilled event comes last.
+    assert deliver(client, gocardless, batch_size=1, order=lambda events: sorted(
+        events, key=lambda event: event["resource_type"] == "billing_requests")) == [200, 200, 200]
+    session.refresh(customer)
+    assert (customer.gocardless_mandate_id, customer.gocardless_mandate_status) == (mandate["id"], "active")
+
+
+def test_a_non_ascii_signature_answers_498(client: TestClient, session: Session) -> None:
+    response = client.post("/webhooks/gocardless", content=b'{"events": []}',
+                           headers={"Content-Type": "application/json", "Webhook-Signature": "\u00e9".encode("utf-8")})
+    assert response.status_code == 498
+    assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 0

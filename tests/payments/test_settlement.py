@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, timezone
 
 import pytest
@@ -209,3 +210,31 @@ def test_a_declined_attempt_keeps_the_checkout_open_with_its_reason(
     _event(session, settings, checkout, "succeeded")
     assert checkout.status == "succeeded" and payment.failure_reason is None
     assert invoices[0].status == "paid"
+
+
+def test_an_update_applies_only_to_what_the_checkout_created(
+    session: Session, settings: Settings, customer: Customer, invoices: list[Invoice]
+) -> None:
+    from payments.base import NotOurs, PaymentUpdate
+    from payments.settlement import apply_update
+
+    checkout = _checkout(session, customer, invoices[:1])
+    checkout.provider, checkout.provider_ref = "stripe", "pi_ours"
+    ours = PaymentUpdate(checkout_id=checkout.id, provider="stripe", provider_ref="pi_ours", method="card",
+                         status="succeeded", amount_minor=checkout.amount_minor, currency="EUR")
+    for wrong in (
+        {"checkout_id": 987654},  # no such checkout
+        {"provider": "gocardless"},  # not the provider the checkout started with
+        {"provider_ref": "pi_someone_else"},  # not the payment it made
+        {"amount_minor": checkout.amount_minor - 1},  # not the amount asked for
+        {"currency": "USD"},
+    ):
+        with pytest.raises(NotOurs):
+            apply_update(session, replace(ours, **wrong), settings)  # type: ignore[arg-type]
+    assert session.scalars(select(Payment)).all() == [] and invoices[0].open_minor == 1234_56
+    assert apply_update(session, ours, settings).status == "succeeded"
+    assert invoices[0].status == "paid"
+    # A second payment, even by the right provider and for the right amount, is not the checkout's.
+    with pytest.raises(NotOurs):
+        apply_update(session, replace(ours, provider_ref="pi_second"), settings)
+    assert len(session.scalars(select(Payment)).all()) == 1

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from encours.app import create_app
 from kernel.settings import Settings, SettingsError, load_settings
 from ledger.models import Checkout, Company, Customer, Invoice, Payment
-from payments import base
+from payments import base, registry
 from payments import stripe as provider_module
 from payments.checkout import create_checkout
 from payments.stripe import StripeAmountError, StripeProvider, from_stripe_amount, to_stripe_amount
@@ -105,16 +105,16 @@ def test_amounts_use_iso_minor_units_with_stripes_exceptions(
 def test_offered_when_keys_are_set_and_stripe_takes_the_currency(
     settings: Settings, company: Company, db_url: str
 ) -> None:
-    provider = base.provider_for("card")
+    provider = registry.provider_for("card")
     assert isinstance(provider, StripeProvider)
     assert provider.is_configured(settings)
-    assert "card" in base.offered_methods(settings, company, "EUR")
+    assert "card" in registry.offered_methods(settings, company, "EUR")
     assert not provider.is_available(settings, company, "XTS")
     bare = load_settings({"ENCOURS_DATABASE_URL": db_url, "ENCOURS_SECRET_KEY": TEST_SECRET})
     assert not provider.is_configured(bare)
-    assert "card" not in base.offered_methods(bare, company, "EUR")
+    assert "card" not in registry.offered_methods(bare, company, "EUR")
     company.disabled_methods = ["card"]
-    assert "card" not in base.offered_methods(settings, company, "EUR")
+    assert "card" not in registry.offered_methods(settings, company, "EUR")
 
 
 def test_stripe_keys_without_a_webhook_secret_stop_the_start(db_url: str, localstripe: LocalStripe) -> None:  # noqa: F811

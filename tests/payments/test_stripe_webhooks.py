@@ -85,7 +85,7 @@ def test_succeeded_pays_the_invoices_with_the_locked_discount(
     client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
 ) -> None:
     response = deliver(client, event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_ok"))
-    assert response.status_code == 200 and response.json()["outcome"] == "processed"
+    assert response.status_code == 200 and response.json()["outcomes"][0] == "processed"
     assert state(session, invoices) == (PAID, ["succeeded"], 2)
     discounts = session.scalars(select(Allocation.discount_minor).order_by(Allocation.id)).all()
     assert discounts == [0, 10_00]
@@ -131,9 +131,9 @@ def test_a_duplicate_delivery_is_a_no_op(
     client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
 ) -> None:
     payload = event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_dup")
-    assert deliver(client, payload).json()["outcome"] == "processed"
+    assert deliver(client, payload).json()["outcomes"][0] == "processed"
     again = deliver(client, payload)  # Stripe retries with a fresh signature
-    assert again.status_code == 200 and again.json()["outcome"] == "duplicate"
+    assert again.status_code == 200 and again.json()["outcomes"][0] == "duplicate"
     assert state(session, invoices) == (PAID, ["succeeded"], 2)
     assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 1
 
@@ -143,7 +143,7 @@ def test_a_duplicate_delivery_runs_one_conflicting_insert_and_leaves_the_stored_
     statements: list[str],  # noqa: F811
 ) -> None:
     payload = event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_dup")
-    assert deliver(client, payload).json()["outcome"] == "processed"
+    assert deliver(client, payload).json()["outcomes"][0] == "processed"
     stored = session.scalars(select(WebhookEvent)).one()
     before = (stored.body, stored.headers, stored.received_at, stored.attempts, stored.processed_at)
     audits = session.scalar(select(func.count()).select_from(AuditEvent))
@@ -151,7 +151,7 @@ def test_a_duplicate_delivery_runs_one_conflicting_insert_and_leaves_the_stored_
     # The same id with another body (a later state of the intent): still the stored event's delivery.
     other = event_payload("payment_intent.payment_failed", intent(checkout, "requires_payment_method"), "evt_dup")
     again = deliver(client, other)
-    assert again.status_code == 200 and again.json()["outcome"] == "duplicate"
+    assert again.status_code == 200 and again.json()["outcomes"][0] == "duplicate"
     assert len(statements) == 1 and statements[0].startswith("INSERT INTO webhook_events")  # no apply, no read
     session.expire_all()
     stored = session.scalars(select(WebhookEvent)).one()
@@ -166,7 +166,7 @@ def test_a_new_event_is_applied_from_the_verified_payload_without_reading_it_bac
 ) -> None:
     payload = event_payload("payment_intent.payment_failed", intent(
         checkout, "requires_payment_method", last_payment_error={"code": "card_declined"}), "evt_new")
-    assert deliver(client, payload).json()["outcome"] == "processed"
+    assert deliver(client, payload).json()["outcomes"][0] == "processed"
     assert statements[0].startswith("INSERT INTO webhook_events")  # stored, then applied in its own transaction
     assert statements[1].startswith("UPDATE webhook_events SET")
     assert not any(s.startswith("SELECT") and "FROM webhook_events" in s for s in statements)
@@ -181,7 +181,7 @@ def test_a_success_reads_its_customer_company_and_invoices_once(
 ) -> None:
     """The local day, the audit row and the receipt all use them: loaded once, held to the end."""
     payload = event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_ok")
-    assert deliver(client, payload).json()["outcome"] == "processed"
+    assert deliver(client, payload).json()["outcomes"][0] == "processed"
     reads = [s.split(" FROM ", 1)[1].split()[0] for s in statements if s.startswith("SELECT ") and " FROM " in s]
     assert (reads.count("customers"), reads.count("companies"), reads.count("invoices")) == (1, 1, 1)
     assert sum(s.startswith("UPDATE payments") for s in statements) == 1  # its new state in one UPDATE
@@ -226,13 +226,45 @@ def test_a_refund_after_success_reverses_the_allocations(
     deliver(client, event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_ok"))
     partial = charge(checkout, refunded=False, amount_refunded=100_00)
     deliver(client, event_payload("charge.refunded", partial, "evt_partial"))
-    assert state(session, invoices) == (PAID, ["succeeded"], 2)  # a partial refund is recorded only
+    # The refunded 100,00 comes back off the latest invoice settled (F-2), which also loses the
+    # 10,00 discount it had for paying in full; the payment stands for the rest.
+    assert state(session, invoices) == ([("paid", 0), ("partially_paid", 110_00)], ["succeeded"], 2)
     full = charge(checkout, refunded=True, amount_refunded=checkout.amount_minor)
     deliver(client, event_payload("charge.refunded", full, "evt_refund"))
     assert state(session, invoices) == (OPEN, ["refunded"], 0)
     # A late, older success never moves it back.
     deliver(client, event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_late"))
     assert state(session, invoices) == (OPEN, ["refunded"], 0)
+
+
+def invariant(session: Session, invoices: list[Invoice]) -> None:
+    """total = open + Σ allocation.amount + Σ allocation.discount, for every invoice."""
+    session.expire_all()
+    for invoice in invoices:
+        allocated = session.execute(
+            select(func.coalesce(func.sum(Allocation.amount_minor), 0), func.coalesce(func.sum(Allocation.discount_minor), 0))
+            .where(Allocation.invoice_id == invoice.id)).one()
+        assert invoice.total_minor == invoice.open_minor + allocated[0] + allocated[1], invoice.number
+
+
+def test_partial_refunds_reopen_what_was_refunded_and_nothing_twice(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
+) -> None:
+    deliver(client, event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_ok"))
+    first = charge(checkout, refunded=False, amount_refunded=30_00)
+    deliver(client, event_payload("charge.refunded", first, "evt_r1"))
+    assert state(session, invoices)[0] == [("paid", 0), ("partially_paid", 40_00)]  # 30,00 + the 10,00 discount
+    invariant(session, invoices)
+    deliver(client, event_payload("charge.refunded", first, "evt_r1_again"))  # the same total again: no change
+    second = charge(checkout, refunded=False, amount_refunded=600_00)  # 570,00 more: F-2 its 460,00 left, F-1 110,00
+    deliver(client, event_payload("charge.refunded", second, "evt_r2"))
+    assert state(session, invoices) == ([("partially_paid", 110_00), ("open", 500_00)], ["succeeded"], 1)
+    invariant(session, invoices)
+    payment = session.scalars(select(Payment)).one()
+    assert (payment.amount_minor, payment.refunded_minor) == (checkout.amount_minor - 600_00, 600_00)
+    # Older, smaller totals arriving late change nothing.
+    deliver(client, event_payload("charge.refunded", first, "evt_r1_late"))
+    assert state(session, invoices)[0] == [("partially_paid", 110_00), ("open", 500_00)]
 
 
 def test_a_dispute_is_recorded_and_only_a_lost_one_charges_back(
@@ -251,16 +283,22 @@ def test_a_dispute_is_recorded_and_only_a_lost_one_charges_back(
     assert state(session, invoices) == (OPEN, ["charged_back"], 0)
 
 
-def test_an_event_for_an_unknown_checkout_is_kept_with_its_error(
+def not_ours(session: Session, event_id: str) -> WebhookEvent:
+    """The stored event, checked to be done with as "not ours": processed, no error, no retry."""
+    stored = session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == event_id))
+    assert stored is not None and stored.processed_at is not None and stored.attempts == 1
+    assert stored.outcome == "not_ours" and stored.error is None and stored.next_attempt_at is None
+    return stored
+
+
+def test_an_event_for_an_unknown_checkout_is_kept_as_not_ours_and_never_retried(
     client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
 ) -> None:
     stray = {**intent(checkout, "succeeded"), "id": "pi_not_ours", "metadata": {"checkout_id": "987654"}}
     response = deliver(client, event_payload("payment_intent.succeeded", stray, "evt_stray"))
-    assert response.status_code == 200 and response.json()["outcome"] == "kept for retry"
-    stored = session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == "evt_stray"))
-    assert stored is not None and stored.processed_at is None and stored.attempts == 1
-    assert "names no checkout of ours" in (stored.error or "")
-    assert stored.next_attempt_at is not None  # the worker retries it
+    assert response.status_code == 200
+    stored = not_ours(session, "evt_stray")
+    assert "pi_not_ours is none of ours" in (stored.note or "")
     assert state(session, invoices) == (OPEN, [], 0)
 
 
@@ -268,40 +306,129 @@ def test_an_intent_claiming_another_checkout_is_refused(
     client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
 ) -> None:
     wrong = {**intent(checkout, "succeeded"), "id": "pi_someone_else"}  # our checkout id, another intent
-    assert deliver(client, event_payload("payment_intent.succeeded", wrong, "evt_w")).json()["outcome"] == \
-        "kept for retry"
+    assert deliver(client, event_payload("payment_intent.succeeded", wrong, "evt_w")).status_code == 200
+    not_ours(session, "evt_w")
     assert state(session, invoices) == (OPEN, [], 0)
+
+
+def test_an_intent_of_someone_else_naming_a_bank_transfer_checkout_pays_nothing(
+    client: TestClient, session: Session, customer: Customer, invoices: list[Invoice]
+) -> None:
+    from payments.bank_transfer import BankTransferProvider
+
+    transfer = create_checkout(session, customer=customer, contact=customer.primary_contact,
+                               selection={invoices[2].id: None}, method="bank_transfer", today=TODAY)
+    BankTransferProvider().start(session, transfer, load_settings({"ENCOURS_SECRET_KEY": TEST_SECRET}), "http://x")
+    session.commit()
+    forged = {"id": "pi_other_integration", "object": "payment_intent", "amount": transfer.amount_minor,
+              "amount_received": transfer.amount_minor, "currency": "eur", "status": "succeeded",
+              "metadata": {"checkout_id": str(transfer.id)}}
+    assert deliver(client, event_payload("payment_intent.succeeded", forged, "evt_forged")).status_code == 200
+    not_ours(session, "evt_forged")
+    session.expire_all()
+    assert session.scalar(select(func.count()).select_from(Payment)) == 0
+    assert (invoices[2].status, invoices[2].open_minor) == ("open", 318_40)
+    assert session.get_one(Checkout, transfer.id).status == "open"
+
+
+@pytest.mark.parametrize("change", [
+    {"amount": 1_00, "amount_received": 1_00},  # another amount than the checkout's
+    {"currency": "usd"},  # another currency
+    {"amount_received": 5_00},  # captured only in part
+])
+def test_our_intent_with_another_amount_or_currency_pays_nothing(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice], change: dict[str, Any]
+) -> None:
+    odd = {**intent(checkout, "succeeded"), **change}
+    assert deliver(client, event_payload("payment_intent.succeeded", odd, "evt_odd")).status_code == 200
+    not_ours(session, "evt_odd")
+    assert state(session, invoices) == (OPEN, [], 0)
+
+
+def test_a_charge_of_someone_elses_intent_is_not_ours(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
+) -> None:
+    stray = {**charge(checkout), "payment_intent": "pi_elsewhere", "refunded": True}
+    assert deliver(client, event_payload("charge.refunded", stray, "evt_cr")).status_code == 200
+    not_ours(session, "evt_cr")
 
 
 def test_other_event_types_are_stored_and_ignored(
     client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
 ) -> None:
     response = deliver(client, event_payload("customer.created", {"id": "cus_1", "object": "customer"}, "evt_c"))
-    assert response.status_code == 200 and response.json()["outcome"] == "processed"
+    assert response.status_code == 200 and response.json()["outcomes"][0] == "processed"
     assert state(session, invoices) == (OPEN, [], 0)
 
 
 def test_a_kept_event_is_applied_by_the_workers_retry(
     client: TestClient, session: Session, session_factory: Any, checkout: Checkout, invoices: list[Invoice],
-    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
 ) -> None:
     from kernel.clock import clock
     from payments import webhooks
 
-    checkout.provider_ref = "pi_created_by_a_retry"  # our side does not know this intent yet
+    checkout.provider, checkout.provider_ref = None, None  # our side has not recorded its intent yet
     session.commit()
     response = deliver(client, event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_r"))
-    assert response.json()["outcome"] == "kept for retry"
+    assert response.json()["outcomes"][0] == "kept for retry"
     assert state(session, invoices) == (OPEN, [], 0)
 
-    checkout.provider_ref = INTENT
+    checkout.provider, checkout.provider_ref = "stripe", INTENT
     session.commit()
-    # The worker runs with the environment's settings (for the links in the receipt email).
-    monkeypatch.setenv("ENCOURS_SECRET_KEY", TEST_SECRET)
-    monkeypatch.setenv("ENCOURS_BASE_URL", "http://testserver")
     clock.set(clock.now() + webhooks.backoff(1) * 2)
-    report = webhooks.retry_due(session_factory, webhooks.registered_handlers())
+    report = webhooks.retry_due(session_factory, webhooks.registered_handlers(settings))
     assert (report.processed, report.failed) == (1, 0)
     assert state(session, invoices) == (PAID, ["succeeded"], 2)
     stored = session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == "evt_r"))
     assert stored is not None and stored.processed_at is not None and stored.error is None and stored.attempts == 2
+
+
+@pytest.mark.parametrize("signature", ["t=1,v1=\u00e9t\u00e9".encode("utf-8"), "t=1,v1=caf\u00e9".encode("latin-1")])
+def test_a_non_ascii_signature_is_refused_with_400_not_a_crash(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice], signature: bytes
+) -> None:
+    payload = event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_accent")
+    response = client.post("/webhooks/stripe", content=payload,
+                           headers={"Content-Type": "application/json", "Stripe-Signature": signature})
+    assert response.status_code == 400
+    assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 0
+    assert state(session, invoices) == (OPEN, [], 0)
+
+
+@pytest.mark.parametrize("offset", [-3600, 3600])  # an hour old, or dated an hour ahead
+def test_a_signature_outside_the_tolerance_on_either_side_is_refused(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice], offset: int
+) -> None:
+    payload = event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_when")
+    response = deliver(client, payload, sign(payload, timestamp=int(time.time()) + offset))
+    assert response.status_code == 400
+    assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 0
+    assert state(session, invoices) == (OPEN, [], 0)
+
+
+def test_a_v2_thin_event_with_an_iso_date_is_stored_and_ignored(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
+) -> None:
+    thin = json.dumps({
+        "id": "evt_test_65R9Ijk8cs7Yd6sTPZ2h8wXfqAtRBPlHxZD5lPTLzmN", "object": "v2.core.event",
+        "type": "v1.billing.meter.error_report_triggered", "livemode": False,
+        "created": "2024-09-17T06:20:52.246Z",
+        "related_object": {"id": "mtr_test_61R9IeFmdP6Ik2cmV41IHHGiUfM5lGpQ", "type": "billing.meter",
+                           "url": "/v1/billing/meters/mtr_test_61R9IeFmdP6Ik2cmV41IHHGiUfM5lGpQ"},
+    }).encode()
+    response = deliver(client, thin)
+    assert response.status_code == 200 and response.json()["outcomes"] == ["processed"]
+    stored = session.scalar(select(WebhookEvent).where(WebhookEvent.provider == "stripe"))
+    assert stored is not None and stored.processed_at is not None and stored.error is None
+    assert state(session, invoices) == (OPEN, [], 0)
+
+
+def test_event_times_are_read_from_unix_and_iso_dates() -> None:
+    from datetime import datetime, timezone
+
+    from payments.stripe import event_time
+
+    assert event_time(1795600000) == datetime(2026, 11, 25, 9, 46, 40, tzinfo=timezone.utc)
+    assert event_time("2024-09-17T06:20:52.246Z") == datetime(2024, 9, 17, 6, 20, 52, 246000, tzinfo=timezone.utc)
+    assert event_time(None) is None and event_time("yesterday") is None

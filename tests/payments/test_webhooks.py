@@ -124,7 +124,7 @@ def test_the_worker_retries_due_events(session_factory: sessionmaker[Session], s
                                        smtp_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from encours import worker
 
-    monkeypatch.setattr(webhooks, "HANDLERS", (("stripe", "tests.payments.test_webhooks:handled_by_worker"),))
+    monkeypatch.setattr(webhooks, "registered_handlers", lambda settings: {"stripe": handled_by_worker})
     with session_factory() as session, session.begin():
         _store(session, "evt_worker")
     clock.set(clock.now() + webhooks.FIRST_RETRY)
