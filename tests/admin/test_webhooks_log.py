@@ -164,16 +164,16 @@ def test_replay_needs_the_csrf_token(new_client, session: Session, failed_event)
 
 def test_the_log_and_replay_stay_within_the_users_companies(new_client, session: Session, session_factory, book,  # type: ignore[no-untyped-def]
                                                             failed_event) -> None:
-    unowned, _ = failed_event  # names no checkout of ours: no company's, for admins only
+    early, _ = failed_event  # names North's card checkout before its intent is recorded: North's
     north_invoice = session.scalar(select(Invoice).where(Invoice.number == "N-1"))
     south_invoice = factories.invoice(session, book["far"], total_minor=80_00, number="S-2", due_date=TODAY)
     session.commit()
     assert north_invoice is not None
     _, north = paid_by_card(session, session_factory, book["mine"], north_invoice, "pi_north", "evt_north")
     _, south = paid_by_card(session, session_factory, book["far"], south_invoice, "pi_south", "evt_south")
-    seen = {"admin@x.test": {"evt_early", "evt_north", "evt_south"}, "boss@north.test": {"evt_north"},
-            "reader@north.test": {"evt_north"}, "boss@south.test": {"evt_south"}}
-    events = {"evt_early": unowned, "evt_north": north, "evt_south": south}
+    seen = {"admin@x.test": {"evt_early", "evt_north", "evt_south"}, "boss@north.test": {"evt_early", "evt_north"},
+            "reader@north.test": {"evt_early", "evt_north"}, "boss@south.test": {"evt_south"}}
+    events = {"evt_early": early, "evt_north": north, "evt_south": south}
     for email, visible in seen.items():
         client = signed_in(new_client, email)
         log = client.get("/admin/webhooks").text
@@ -182,10 +182,10 @@ def test_the_log_and_replay_stay_within_the_users_companies(new_client, session:
             assert client.get(f"/admin/webhooks/{event.id}").status_code == (200 if name in visible else 404)
         assert ("1 event failed" in log) == ("evt_early" in visible), email
     south_boss = signed_in(new_client, "boss@south.test")
-    for event in (north, unowned):
+    for event in (north, early):
         assert replay(south_boss, event).status_code == 404
     session.expire_all()
-    assert north.attempts == 1 and unowned.attempts == 1
+    assert north.attempts == 1 and early.attempts == 1
     assert session.scalar(select(func.count()).select_from(AuditEvent)
                           .where(AuditEvent.action == "webhook.replayed")) == 0
 
