@@ -137,6 +137,8 @@ class Company(Base):
     reminder_hour: Mapped[int] = mapped_column(Integer, default=9, server_default="9")  # company-local hour of the daily run
     reminder_from: Mapped[str | None] = mapped_column(String(254), default=None)
     collections_email: Mapped[str | None] = mapped_column(String(254), default=None)
+    # A bank-transfer checkout that received nothing after this many days expires and frees its invoices.
+    transfer_expiry_days: Mapped[int] = mapped_column(Integer, default=10, server_default="10")
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     customers: Mapped[list[Customer]] = relationship(back_populates="company")
@@ -541,6 +543,14 @@ class Checkout(Base):
     provider_ref: Mapped[str | None] = mapped_column(String(128), index=True, default=None)
     # Direct debit: also pay this checkout at once by instant bank transfer, not on the new mandate.
     instant_first_payment: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Why it failed or was cancelled, as a code of payments.failures' catalog (never a provider's text).
+    failure_code: Mapped[str | None] = mapped_column(String(40), default=None)
+    # Provider attempts made for it: a retry after an attempt that can no longer be confirmed gets a
+    # fresh provider intent under the key "checkout-<id>-<attempt>".
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Its credit (credit_minor) is reserved while it lives and applied to the invoices only once its
+    # payment succeeds (checkouts made before reservations applied it at once: true for them).
+    credit_applied: Mapped[bool] = mapped_column(Boolean, default=False, server_default=true())
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=_utcnow, onupdate=_utcnow)
 

@@ -6,6 +6,7 @@ statement (`payments.settlement.record_bank_transfer`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from payments import rf
@@ -18,6 +19,24 @@ if TYPE_CHECKING:
     from ledger.models import Checkout, Company
 
 
+@dataclass(frozen=True)
+class BankDetails:
+    iban: str
+    bic: str | None
+
+
+def account_for(company: Company, currency: str) -> BankDetails | None:
+    """The company's account that receives transfers in `currency`, or None: a transfer in a
+    currency the company has no account for is not offered.
+
+    Seam: today a company has one account (its IBAN setting), held in its base currency. When
+    companies get several accounts (a BankAccount per currency), this is the one place to look
+    them up."""
+    if not company.iban or currency.upper() != company.base_currency.upper():
+        return None
+    return BankDetails(iban=company.iban, bic=company.bic)
+
+
 class BankTransferProvider:
     name = "bank_transfer"
     methods = ("bank_transfer",)
@@ -26,7 +45,7 @@ class BankTransferProvider:
         return True  # nothing to configure: the IBAN is the company's
 
     def is_available(self, settings: Settings, company: Company, currency: str) -> bool:
-        return bool(company.iban)
+        return account_for(company, currency) is not None
 
     def start(self, session: Session, checkout: Checkout, settings: Settings, base_url: str) -> StartResult:
         if checkout.reference is None:

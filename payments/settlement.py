@@ -46,6 +46,7 @@ from ledger.allocation import allocate, settled_status
 from ledger.models import Allocation, Checkout, CheckoutLine, Contact, Customer, Invoice, InvoiceKind, InvoiceStatus, Payment
 from ledger.money import Money
 from links import tokens
+from payments.checkout import ENDED_BY_US, apply_reserved_credit, record_failure_code
 
 RANK = {"pending": 0, "processing": 1, "succeeded": 2, "refunded": 3, "charged_back": 4, "failed": 5}
 ALIASES = {"late_failure": "failed"}
@@ -104,7 +105,9 @@ def apply_payment_status(
     if previous is not None and RANK[status] <= RANK[previous]:
         if status == previous == "pending" and reason and payment.failure_reason != reason:
             payment.failure_reason = reason  # another declined attempt: the debtor sees the latest why
+            _journey_hooks(session, checkout, status, reason)
         return payment  # a duplicate, or an older event arriving late
+    _journey_hooks(session, checkout, status, reason)
     was_succeeded = previous == "succeeded"
     # Loaded before anything changes (its query would flush the payment half-updated) and held
     # to the end: the session keeps only referenced objects, and the day, the audit row and the
@@ -267,8 +270,20 @@ def _reapply_leftovers(session: Session, customer_id: int, reopened: set[int], u
             _allocate(session, other_checkout, other)
 
 
+def _journey_hooks(session: Session, checkout: Checkout, status: str, reason: str | None) -> None:
+    """The debtor's journey (payments.checkout): the credit a checkout reserved is applied when its
+    payment succeeds, before the payment is allocated; a failed attempt keeps its catalog code."""
+    if status == "succeeded":
+        apply_reserved_credit(session, checkout)
+    elif reason and status in ("pending", "failed", "charged_back"):
+        record_failure_code(checkout, reason)
+
+
 def _follow(session: Session, checkout: Checkout, payment: Payment) -> None:
-    """The checkout shows the state of its latest payment."""
+    """The checkout shows the state of its latest payment (one the debtor cancelled or that
+    expired stays so, unless money arrives for it after all)."""
+    if checkout.failure_code in ENDED_BY_US and payment.status != "succeeded":
+        return
     latest = session.scalar(
         select(Payment).where(Payment.checkout_id == checkout.id).order_by(Payment.id.desc()).limit(1)
     )
