@@ -325,6 +325,9 @@ class Allocation(Base):
     currency: Mapped[str] = mapped_column(CHAR(3))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     discount_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Credit applied because this checkout's payment succeeded (undone if that success is undone).
+    # A checkout id (no foreign key: SQLite cannot add one to this table in place).
+    credit_for_checkout_id: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     invoice: Mapped[Invoice] = relationship(foreign_keys=[invoice_id])

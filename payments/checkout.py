@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from kernel.i18n import N_
 from ledger import audit
-from ledger.allocation import allocate
+from ledger.allocation import allocate, settled_status
 from ledger.models import (
     Allocation,
     Checkout,
@@ -208,12 +208,26 @@ def live_checkouts(session: Session, customer_id: int) -> list[Checkout]:
     ))
 
 
+# A live checkout whose payment was started at the provider (or whose transfer reference was given):
+# one whose start failed (the provider did not answer) is a draft that locks nothing.
+_STARTED = (Checkout.status == "processing") | (Checkout.provider_ref.is_not(None)) | (Checkout.reference.is_not(None))
+
+
+def started_checkouts(session: Session, customer_id: int) -> list[Checkout]:
+    """The customer's live checkouts started at the provider, newest first: its payments in progress."""
+    return list(session.scalars(
+        select(Checkout)
+        .where(Checkout.customer_id == customer_id, Checkout.status.in_(LIVE_STATUSES), _STARTED)
+        .order_by(Checkout.id.desc())
+    ))
+
+
 def locked_invoices(session: Session, customer_id: int) -> dict[int, Checkout]:
-    """Invoice id -> the live checkout that covers it: such an invoice is not paid a second time."""
+    """Invoice id -> the started live checkout that covers it: such an invoice is not paid a second time."""
     rows = session.execute(
         select(CheckoutLine.invoice_id, Checkout)
         .join(Checkout, Checkout.id == CheckoutLine.checkout_id)
-        .where(Checkout.customer_id == customer_id, Checkout.status.in_(LIVE_STATUSES))
+        .where(Checkout.customer_id == customer_id, Checkout.status.in_(LIVE_STATUSES), _STARTED)
         .order_by(Checkout.id)
     ).all()
     return {invoice_id: checkout for invoice_id, checkout in rows}
@@ -286,6 +300,9 @@ def create_checkout(
     refuse_locked(session, customer.id, [line.invoice for line in priced.lines])
     if priced.charged.minor <= 0:
         raise CheckoutError("There is nothing to charge.")  # settle_with_credit() is for that
+    _drop_drafts(session, customer, contact)
+    # The drafts' credit is free again: price the selection anew.
+    priced = quote(session, customer, selection, today, locked=False)
     checkout = Checkout(
         customer_id=customer.id,
         contact_id=contact.id if contact else None,
@@ -342,13 +359,43 @@ def apply_reserved_credit(session: Session, checkout: Checkout) -> None:
         invoice = session.scalar(select(Invoice).where(Invoice.id == line.invoice_id).with_for_update())
         if invoice is None or invoice.kind != InvoiceKind.invoice.value or invoice.status == InvoiceStatus.void.value:
             continue
-        taken = apply_credit(session, invoice, line.credit_minor, exclude_checkout=checkout.id)
+        taken = apply_credit(session, invoice, line.credit_minor, exclude_checkout=checkout.id, for_checkout=checkout.id)
         if taken:
             applied[invoice.number] = taken
     if applied:
         audit.record(session, actor_type="system", actor="settlement", action="credit.applied",
                      entity_type="checkout", entity_id=checkout.id, customer_id=checkout.customer_id,
                      after={"invoices": applied, "currency": checkout.currency})
+
+
+def release_applied_credit(session: Session, checkout: Checkout, undone: Payment) -> set[int]:
+    """The success of `undone` was undone (refund, chargeback, late failure): unless another payment
+    of the checkout still succeeded, the credit applied for it goes back to the customer, so the
+    ledger does not depend on whether the success or its undoing arrived first. The invoice ids reopened."""
+    if not checkout.credit_applied:
+        return set()
+    still_paid = session.scalar(select(func.count()).select_from(Payment).where(
+        Payment.checkout_id == checkout.id, Payment.id != undone.id, Payment.status == "succeeded"))
+    if still_paid:
+        return set()
+    reopened: set[int] = set()
+    for allocation in session.scalars(
+        select(Allocation).where(Allocation.credit_for_checkout_id == checkout.id).order_by(Allocation.id)
+    ).all():
+        invoice = session.scalar(select(Invoice).where(Invoice.id == allocation.invoice_id).with_for_update())
+        assert invoice is not None
+        invoice.open_minor += allocation.amount_minor + allocation.discount_minor
+        invoice.status = settled_status(invoice)
+        if allocation.credit_note_id is not None:
+            note = session.scalar(select(Invoice).where(Invoice.id == allocation.credit_note_id).with_for_update())
+            assert note is not None
+            note.open_minor += allocation.amount_minor
+            note.status = settled_status(note)
+        reopened.add(invoice.id)
+        session.delete(allocation)
+    checkout.credit_applied = False
+    session.flush()
+    return reopened
 
 
 def _apply_quoted_credit(session: Session, customer: Customer, contact: Contact | None, priced: Quote) -> None:
@@ -371,7 +418,10 @@ def _apply_quoted_credit(session: Session, customer: Customer, contact: Contact 
     )
 
 
-def apply_credit(session: Session, invoice: Invoice, amount_minor: int, *, exclude_checkout: int | None = None) -> int:
+def apply_credit(
+    session: Session, invoice: Invoice, amount_minor: int, *, exclude_checkout: int | None = None,
+    for_checkout: int | None = None,
+) -> int:
     """Settle up to `amount_minor` of `invoice` from the customer's credit: open credit notes
     first (oldest first), then money of succeeded payments not yet applied (other than the
     payments of `exclude_checkout`, whose money is the payment itself). Returns what was
@@ -383,9 +433,10 @@ def apply_credit(session: Session, invoice: Invoice, amount_minor: int, *, exclu
         if take <= 0:
             break
         if isinstance(source, Payment):
-            allocate(session, invoice, Money(take, invoice.currency), payment=source)
+            allocation = allocate(session, invoice, Money(take, invoice.currency), payment=source)
         else:
-            allocate(session, invoice, Money(take, invoice.currency), credit_note=source)
+            allocation = allocate(session, invoice, Money(take, invoice.currency), credit_note=source)
+        allocation.credit_for_checkout_id = for_checkout
         applied += take
     return applied
 
@@ -452,6 +503,17 @@ def _same_live_checkout(session: Session, customer_id: int, method: str, priced:
 def customer_checkout(session: Session, customer_id: int, checkout_id: int) -> Checkout | None:
     """The checkout only if it is this customer's: the portal's one way to fetch one."""
     return session.scalar(select(Checkout).where(Checkout.id == checkout_id, Checkout.customer_id == customer_id))
+
+
+def _drop_drafts(session: Session, customer: Customer, contact: Contact | None) -> None:
+    """A new checkout supersedes the customer's drafts: open checkouts whose start failed, which
+    would otherwise hold their credit reserved."""
+    drafts = session.scalars(select(Checkout).where(
+        Checkout.customer_id == customer.id, Checkout.status == "open", Checkout.provider_ref.is_(None),
+        Checkout.reference.is_(None)))
+    for draft in drafts.all():
+        _end(session, draft, "provider_unavailable", actor_type="contact" if contact else "system",
+             actor=contact.email if contact else "portal")
 
 
 def cancel_checkout(session: Session, checkout: Checkout, *, contact: Contact | None, code: str = "debtor_cancelled") -> None:
@@ -551,7 +613,7 @@ class InProgress:
 def in_progress_by_invoice(session: Session, customer: Customer) -> dict[int, InProgress]:
     """Invoice id -> the payment in progress that covers it."""
     tz = ZoneInfo(customer.company.timezone)
-    views = {checkout.id: _in_progress(checkout, tz) for checkout in live_checkouts(session, customer.id)}
+    views = {checkout.id: _in_progress(checkout, tz) for checkout in started_checkouts(session, customer.id)}
     return {invoice_id: views[checkout.id] for invoice_id, checkout in locked_invoices(session, customer.id).items()}
 
 

@@ -46,7 +46,7 @@ from ledger.allocation import allocate, settled_status
 from ledger.models import Allocation, Checkout, CheckoutLine, Contact, Customer, Invoice, InvoiceKind, InvoiceStatus, Payment
 from ledger.money import Money
 from links import tokens
-from payments.checkout import ENDED_BY_US, apply_reserved_credit, record_failure_code
+from payments.checkout import ENDED_BY_US, apply_reserved_credit, record_failure_code, release_applied_credit
 
 RANK = {"pending": 0, "processing": 1, "succeeded": 2, "refunded": 3, "charged_back": 4, "failed": 5}
 ALIASES = {"late_failure": "failed"}
@@ -126,7 +126,8 @@ def apply_payment_status(
         settled = _allocate(session, checkout, payment)  # noqa: F841 - held for the receipt, as `customer`
     elif status in UNDOES_SUCCESS and was_succeeded:
         session.flush()
-        _reapply_leftovers(session, checkout.customer_id, _reverse(session, payment), payment)
+        reopened = _reverse(session, payment) | release_applied_credit(session, checkout, payment)  # journey hook
+        _reapply_leftovers(session, checkout.customer_id, reopened, payment)
     session.flush()
     _follow(session, checkout, payment)
     audit.record(
@@ -282,8 +283,10 @@ def _journey_hooks(session: Session, checkout: Checkout, status: str, reason: st
 def _follow(session: Session, checkout: Checkout, payment: Payment) -> None:
     """The checkout shows the state of its latest payment (one the debtor cancelled or that
     expired stays so, unless money arrives for it after all)."""
-    if checkout.failure_code in ENDED_BY_US and payment.status != "succeeded":
-        return
+    if checkout.failure_code in ENDED_BY_US:
+        if payment.status != "succeeded":
+            return
+        checkout.failure_code = None  # money came after all: from here the checkout follows it
     latest = session.scalar(
         select(Payment).where(Payment.checkout_id == checkout.id).order_by(Payment.id.desc()).limit(1)
     )

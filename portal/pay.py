@@ -30,7 +30,7 @@ from payments.checkout import (
     cancel_checkout,
     create_checkout,
     customer_checkout,
-    live_checkouts,
+    started_checkouts,
     parse_selection,
     quote,
     settle_with_credit,
@@ -69,7 +69,9 @@ def _read_form(session: Session, visit: Visit, form: FormData, settings: Setting
     error: str | None = None
     try:
         if ids or form.get("action") == "pay":  # nothing ticked yet is no error, only an invitation
-            priced = quote(session, visit.customer, parse_selection(session, visit.customer, ids, amounts), today)
+            # Paying checks the locks itself, after recognising a double click (payments.checkout).
+            priced = quote(session, visit.customer, parse_selection(session, visit.customer, ids, amounts), today,
+                           locked=form.get("action") != "pay")
     except CheckoutError as problem:
         error = problem.translated(visit.language)
     return {
@@ -88,7 +90,7 @@ def _read_form(session: Session, visit: Visit, form: FormData, settings: Setting
 
 def in_progress(session: Session, customer_id: int) -> list[Checkout]:
     """Checkouts whose money is awaited or on its way: their invoices cannot be paid again."""
-    return live_checkouts(session, customer_id)[:5]
+    return started_checkouts(session, customer_id)[:5]
 
 
 def _render(request: Request, visit: Visit, context: dict[str, Any], status_code: int = 200) -> Response:
@@ -143,8 +145,8 @@ def pay(request: Request, session: Session, visit: Visit, form: FormData) -> Res
     try:
         result = base.provider_for(method).start(session, checkout, settings, settings.base_url)
     except base.ProviderUnavailable:
-        # Nothing was started: the invoices and the credit must not stay locked by it.
-        cancel_checkout(session, checkout, contact=visit.contact, code="provider_unavailable")
+        # Nothing was started: the checkout stays a draft that locks no invoice; the same selection
+        # retried reuses it (and its idempotency key), another one supersedes it.
         context["error"] = i18n.gettext(
             visit.language, "The payment service is not answering. Please try again in a moment, or choose another method."
         )

@@ -22,9 +22,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("attempt", sa.Integer(), server_default="1", nullable=False))
         # Checkouts made before this revision applied their credit when they were made: true for them.
         batch_op.add_column(sa.Column("credit_applied", sa.Boolean(), server_default=sa.true(), nullable=False))
+    # Plain ALTERs, no batch copy: SQLite triggers on invoices name the allocations table. No foreign
+    # key either (SQLite cannot add one to a table in place); the column only ever holds checkout ids.
+    op.add_column("allocations", sa.Column("credit_for_checkout_id", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("allocations", "credit_for_checkout_id")
     with op.batch_alter_table("checkouts", schema=None) as batch_op:
         batch_op.drop_column("credit_applied")
         batch_op.drop_column("attempt")
