@@ -589,6 +589,19 @@ class CheckoutLine(Base):
     checkout: Mapped[Checkout] = relationship(back_populates="lines")
     invoice: Mapped[Invoice] = relationship()
 
+    @property
+    def requested(self) -> Money:
+        """The part of the invoice this line settles, before credit and discount."""
+        return Money(self.amount_minor + self.credit_minor, self.invoice.currency)
+
+    @property
+    def discount(self) -> Money:
+        return Money(self.discount_minor, self.invoice.currency)
+
+    @property
+    def credit(self) -> Money:
+        return Money(self.credit_minor, self.invoice.currency)
+
     __table_args__ = (
         UniqueConstraint("checkout_id", "invoice_id", name="uq_checkout_lines_invoice"),
         CheckConstraint("amount_minor > 0 AND discount_minor >= 0", name="amounts"),

@@ -197,3 +197,21 @@ def test_credit_in_another_currency_is_not_deducted(
     factories.invoice(session, customer, total_minor=50_00, currency="GBP", number="AV-GBP",
                       kind=InvoiceKind.credit_note)
     assert quote(session, customer, {invoices[0].id: None}, TODAY).credit.minor == 0
+
+
+def test_the_receipt_lists_each_invoice_in_full_with_discount_and_credit_as_their_own_lines(
+    session: Session, settings: Settings, customer: Customer, invoices: list[Invoice]
+) -> None:
+    from ledger.models import OutboxMessage
+
+    overdue, discounted, _ = invoices
+    _credit_note(session, customer, 102_00)
+    checkout = _checkout(session, customer, [overdue, discounted])
+    _pay(session, settings, checkout, "succeeded")
+    receipt = session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "receipt")).one()
+    text = receipt.body_text.replace("\u202f", " ").replace("\u00a0", " ")
+    assert "- Facture F-1: 1 234,56 €" in text
+    assert "- Facture F-2: 500,00 €" in text
+    assert "- Escompte pour paiement anticipé sur la facture F-2: -10,00 €" in text
+    assert "- Votre crédit déduit (avoirs, paiements non encore imputés) (F-1): -102,00 €" in text
+    assert receipt.body_html and "1 234,56" in receipt.body_html.replace("\u202f", " ").replace("\u00a0", " ")
