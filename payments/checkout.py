@@ -512,8 +512,8 @@ def _drop_drafts(session: Session, customer: Customer, contact: Contact | None) 
         Checkout.customer_id == customer.id, Checkout.status == "open", Checkout.provider_ref.is_(None),
         Checkout.reference.is_(None)))
     for draft in drafts.all():
-        _end(session, draft, "provider_unavailable", actor_type="contact" if contact else "system",
-             actor=contact.email if contact else "portal")
+        _end(session, draft, "provider_unavailable", action="checkout.superseded",
+             actor_type="contact" if contact else "system", actor=contact.email if contact else "portal")
 
 
 def cancel_checkout(session: Session, checkout: Checkout, *, contact: Contact | None, code: str = "debtor_cancelled") -> None:
@@ -522,7 +522,7 @@ def cancel_checkout(session: Session, checkout: Checkout, *, contact: Contact | 
     session.refresh(checkout, with_for_update=True)
     if checkout.status not in CANCELLABLE_STATUSES:
         raise CheckoutError(NOT_CANCELLABLE)
-    _end(session, checkout, code, actor_type="contact" if contact else "system",
+    _end(session, checkout, code, action="checkout.cancelled", actor_type="contact" if contact else "system",
          actor=contact.email if contact else "portal")
 
 
@@ -542,16 +542,16 @@ def expire_transfers(session: Session, now: datetime) -> int:
         if created.tzinfo is None:
             created = created.replace(tzinfo=now.tzinfo)
         if created + timedelta(days=days) <= now:
-            _end(session, checkout, "expired", actor_type="system", actor="worker")
+            _end(session, checkout, "expired", action="checkout.expired", actor_type="system", actor="worker")
             expired += 1
     return expired
 
 
-def _end(session: Session, checkout: Checkout, code: str, *, actor_type: str, actor: str) -> None:
+def _end(session: Session, checkout: Checkout, code: str, *, action: str, actor_type: str, actor: str) -> None:
     before = checkout.status
     checkout.status = "cancelled"
     checkout.failure_code = code
-    audit.record(session, actor_type=actor_type, actor=actor, action=f"checkout.{code}", entity_type="checkout",
+    audit.record(session, actor_type=actor_type, actor=actor, action=action, entity_type="checkout",
                  entity_id=checkout.id, customer_id=checkout.customer_id, before={"status": before},
                  after={"status": "cancelled", "code": code})
     session.flush()
