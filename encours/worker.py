@@ -25,7 +25,7 @@ from kernel.settings import Settings
 from kernel.templating import Templates
 from ledger import disputes
 from mail import notifications
-from payments import webhooks
+from payments import checkout as checkout_service, webhooks
 from payments.webhooks import RetryReport
 from payments.collections import CollectionReport
 from ledger.models import Company, ReminderRun
@@ -50,17 +50,18 @@ class WorkerReport:
     collections: CollectionReport = CollectionReport()
     # The outbox still had due messages when the run's delivery time was up.
     outbox_backlog: bool = False
+    transfers_expired: int = 0
 
     @property
     def busy(self) -> bool:
         return bool(self.outbox.sent or self.outbox.retried or self.outbox.failed or self.reminders or self.webhooks.busy
-                    or self.promises_kept or self.promises_broken or self.collections.busy)
+                    or self.promises_kept or self.promises_broken or self.collections.busy or self.transfers_expired)
 
     def lines(self) -> list[str]:
         promises = (
             [f"promises: {self.promises_kept} kept, {self.promises_broken} broken"]
             if self.promises_kept or self.promises_broken else []
-        )
+        ) + ([f"bank transfers expired: {self.transfers_expired}"] if self.transfers_expired else [])
         return promises + [f"reminders: {report.summary()}" for report in self.reminders] + [
             f"outbox: {self.outbox.summary()}"] + ([f"webhooks: {self.webhooks.summary()}"] if self.webhooks.busy else []) \
             + ([f"direct debits: {self.collections.summary()}"] if self.collections.busy else [])
@@ -78,12 +79,17 @@ def run_once(settings: Settings, session_factory: sessionmaker[Session]) -> Work
     # The customers list's overdue sort keys move to the new day once, not at the first click.
     with unit_of_work(session_factory) as session:
         customers_service.refresh_overdue(session, customers_service.list_day(session))
+    # Bank transfers that received nothing in their company's delay free their invoices (checked each
+    # run: the delay is counted from each checkout's own start, not from one daily hour).
+    with unit_of_work(session_factory) as session:
+        expired = checkout_service.expire_transfers(session, clock.now())
     reminders = run_due_reminders(settings, session_factory)
     retried = webhooks.retry_due(session_factory, webhooks.registered_handlers(settings))  # failed or unprocessed events
     collections = collect_direct_debits(settings, session_factory)
     delivered, backlog = deliver_outbox(settings, session_factory, smtp_config)
     return WorkerReport(outbox=delivered, reminders=tuple(reminders), webhooks=retried, promises_kept=kept,
-                        promises_broken=broken, collections=collections, outbox_backlog=backlog)
+                        promises_broken=broken, collections=collections, outbox_backlog=backlog,
+                        transfers_expired=expired)
 
 
 def deliver_outbox(

@@ -155,6 +155,8 @@ class Company(Base):
     reminders_need_approval: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Fewest days between two reminders to the same customer.
     reminder_gap_days: Mapped[int] = mapped_column(Integer, default=7, server_default="7")
+    # A bank-transfer checkout that received nothing after this many days expires and frees its invoices.
+    transfer_expiry_days: Mapped[int] = mapped_column(Integer, default=10, server_default="10")
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     customers: Mapped[list[Customer]] = relationship(back_populates="company")
@@ -350,6 +352,9 @@ class Allocation(Base):
     currency: Mapped[str] = mapped_column(CHAR(3))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     discount_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Credit applied because this checkout's payment succeeded (undone if that success is undone).
+    # A checkout id (no foreign key: SQLite cannot add one to this table in place).
+    credit_for_checkout_id: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     invoice: Mapped[Invoice] = relationship(foreign_keys=[invoice_id])
@@ -569,6 +574,14 @@ class Checkout(Base):
     provider_ref: Mapped[str | None] = mapped_column(String(128), index=True, default=None)
     # Direct debit: also pay this checkout at once by instant bank transfer, not on the new mandate.
     instant_first_payment: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Why it failed or was cancelled, as a code of payments.failures' catalog (never a provider's text).
+    failure_code: Mapped[str | None] = mapped_column(String(40), default=None)
+    # Provider attempts made for it: a retry after an attempt that can no longer be confirmed gets a
+    # fresh provider intent under the key "checkout-<id>-<attempt>".
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Its credit (credit_minor) is reserved while it lives and applied to the invoices only once its
+    # payment succeeds (checkouts made before reservations applied it at once: true for them).
+    credit_applied: Mapped[bool] = mapped_column(Boolean, default=False, server_default=true())
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=_utcnow, onupdate=_utcnow)
 
@@ -603,6 +616,19 @@ class CheckoutLine(Base):
 
     checkout: Mapped[Checkout] = relationship(back_populates="lines")
     invoice: Mapped[Invoice] = relationship()
+
+    @property
+    def requested(self) -> Money:
+        """The part of the invoice this line settles, before credit and discount."""
+        return Money(self.amount_minor + self.credit_minor, self.invoice.currency)
+
+    @property
+    def discount(self) -> Money:
+        return Money(self.discount_minor, self.invoice.currency)
+
+    @property
+    def credit(self) -> Money:
+        return Money(self.credit_minor, self.invoice.currency)
 
     __table_args__ = (
         UniqueConstraint("checkout_id", "invoice_id", name="uq_checkout_lines_invoice"),

@@ -6,6 +6,7 @@ statement (`payments.settlement.record_bank_transfer`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ledger.banking import format_iban
@@ -17,6 +18,24 @@ if TYPE_CHECKING:
 
     from kernel.settings import Settings
     from ledger.models import Checkout, Company
+
+
+@dataclass(frozen=True)
+class BankDetails:
+    iban: str
+    bic: str | None
+
+
+def account_for(company: Company, currency: str) -> BankDetails | None:
+    """The company's account that receives transfers in `currency`, or None: a transfer in a
+    currency the company has no account for is not offered.
+
+    Seam: today a company has one account (its IBAN setting), held in its base currency. When
+    companies get several accounts (a BankAccount per currency), this is the one place to look
+    them up."""
+    if not company.iban or currency.upper() != company.base_currency.upper():
+        return None
+    return BankDetails(iban=company.iban, bic=company.bic)
 
 
 class BankTransferProvider:
@@ -38,7 +57,7 @@ class BankTransferProvider:
         return {}
 
     def is_available(self, settings: Settings, company: Company, currency: str, method: str = "bank_transfer") -> bool:
-        return bool(company.iban)
+        return account_for(company, currency) is not None
 
     def verify(self, settings: Settings, headers: Mapping[str, str], body: bytes) -> list[ProviderEvent]:
         raise LookupError("bank transfers have no webhooks")

@@ -47,6 +47,7 @@ from ledger.models import Allocation, Checkout, CheckoutLine, Contact, Customer,
 from ledger.money import Money
 from links import tokens
 from payments.base import NotOurs, PaymentUpdate
+from payments.checkout import ENDED_BY_US, apply_reserved_credit, record_failure_code, release_applied_credit
 
 RANK = {"pending": 0, "processing": 1, "succeeded": 2, "refunded": 3, "charged_back": 4, "failed": 5}
 ALIASES = {"late_failure": "failed"}
@@ -105,7 +106,9 @@ def apply_payment_status(
     if previous is not None and RANK[status] <= RANK[previous]:
         if status == previous == "pending" and reason and payment.failure_reason != reason:
             payment.failure_reason = reason  # another declined attempt: the debtor sees the latest why
+            _journey_hooks(session, checkout, status, reason)
         return payment  # a duplicate, or an older event arriving late
+    _journey_hooks(session, checkout, status, reason)
     was_succeeded = previous == "succeeded"
     # Loaded before anything changes (its query would flush the payment half-updated) and held
     # to the end: the session keeps only referenced objects, and the day, the audit row and the
@@ -124,7 +127,8 @@ def apply_payment_status(
         settled = _allocate(session, checkout, payment)  # noqa: F841 - held for the receipt, as `customer`
     elif status in UNDOES_SUCCESS and was_succeeded:
         session.flush()
-        _reapply_leftovers(session, checkout.customer_id, _reverse(session, payment), payment)
+        reopened = _reverse(session, payment) | release_applied_credit(session, checkout, payment)  # journey hook
+        _reapply_leftovers(session, checkout.customer_id, reopened, payment)
     session.flush()
     _follow(session, checkout, payment)
     audit.record(
@@ -268,8 +272,22 @@ def _reapply_leftovers(session: Session, customer_id: int, reopened: set[int], u
             _allocate(session, other_checkout, other)
 
 
+def _journey_hooks(session: Session, checkout: Checkout, status: str, reason: str | None) -> None:
+    """The debtor's journey (payments.checkout): the credit a checkout reserved is applied when its
+    payment succeeds, before the payment is allocated; a failed attempt keeps its catalog code."""
+    if status == "succeeded":
+        apply_reserved_credit(session, checkout)
+    elif reason and status in ("pending", "failed", "charged_back"):
+        record_failure_code(checkout, reason)
+
+
 def _follow(session: Session, checkout: Checkout, payment: Payment) -> None:
-    """The checkout shows the state of its latest payment."""
+    """The checkout shows the state of its latest payment (one the debtor cancelled or that
+    expired stays so, unless money arrives for it after all)."""
+    if checkout.failure_code in ENDED_BY_US:
+        if payment.status != "succeeded":
+            return
+        checkout.failure_code = None  # money came after all: from here the checkout follows it
     latest = session.scalar(
         select(Payment).where(Payment.checkout_id == checkout.id).order_by(Payment.id.desc()).limit(1)
     )

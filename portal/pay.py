@@ -20,13 +20,17 @@ from kernel.db import unit_of_work
 from kernel.settings import Settings
 from ledger.models import Checkout, Payment
 from ledger.money import Money
-from payments import base, registry, rf
-from payments.bank_transfer import pretty_iban
+from payments import base, failures, registry, rf
+from payments.bank_transfer import account_for, pretty_iban
 from payments.checkout import (
+    CANCELLABLE_STATUSES,
     CheckoutError,
     Quote,
+    breakdown,
+    cancel_checkout,
     create_checkout,
     customer_checkout,
+    started_checkouts,
     parse_selection,
     quote,
     settle_with_credit,
@@ -65,7 +69,9 @@ def _read_form(session: Session, visit: Visit, form: FormData, settings: Setting
     error: str | None = None
     try:
         if ids or form.get("action") == "pay":  # nothing ticked yet is no error, only an invitation
-            priced = quote(session, visit.customer, parse_selection(session, visit.customer, ids, amounts), today)
+            # Paying checks the locks itself, after recognising a double click (payments.checkout).
+            priced = quote(session, visit.customer, parse_selection(session, visit.customer, ids, amounts), today,
+                           locked=form.get("action") != "pay")
     except CheckoutError as problem:
         error = problem.translated(visit.language)
     return {
@@ -83,19 +89,8 @@ def _read_form(session: Session, visit: Visit, form: FormData, settings: Setting
 
 
 def in_progress(session: Session, customer_id: int) -> list[Checkout]:
-    """Checkouts whose money is on its way: the provider is processing, or a transfer is awaited."""
-    return list(
-        session.scalars(
-            select(Checkout)
-            .where(
-                Checkout.customer_id == customer_id,
-                (Checkout.status == "processing")
-                | ((Checkout.status == "open") & (Checkout.method == "bank_transfer") & Checkout.reference.is_not(None)),
-            )
-            .order_by(Checkout.id.desc())
-            .limit(5)
-        )
-    )
+    """Checkouts whose money is awaited or on its way: their invoices cannot be paid again."""
+    return started_checkouts(session, customer_id)[:5]
 
 
 def _render(request: Request, visit: Visit, context: dict[str, Any], status_code: int = 200) -> Response:
@@ -150,6 +145,8 @@ def pay(request: Request, session: Session, visit: Visit, form: FormData) -> Res
     try:
         result = registry.provider_for(method).start(session, checkout, settings, settings.base_url)
     except base.ProviderUnavailable:
+        # Nothing was started: the checkout stays a draft that locks no invoice; the same selection
+        # retried reuses it (and its idempotency key), another one supersedes it.
         context["error"] = i18n.gettext(
             visit.language, "The payment service is not answering. Please try again in a moment, or choose another method."
         )
@@ -164,6 +161,13 @@ def _own_checkout(request: Request, session: Session, visit: Visit) -> Checkout:
     return checkout
 
 
+def failure_text(checkout: Checkout, language: str) -> str | None:
+    """The one sentence saying why the checkout's payment did not go through, or None."""
+    if checkout.failure_code is None and checkout.status not in ("failed", "cancelled"):
+        return None
+    return i18n.gettext(language, failures.message(checkout.failure_code))
+
+
 @debtor_page
 def checkout_page(request: Request, session: Session, visit: Visit) -> Response:
     checkout = _own_checkout(request, session, visit)
@@ -173,22 +177,46 @@ def checkout_page(request: Request, session: Session, visit: Visit) -> Response:
     return request.app.state.templates.response(
         request,
         "portal/checkout.html",
-        {"visit": visit, "company": visit.company, "checkout": checkout, "payment": payment, "money_of": Money},
+        {"visit": visit, "company": visit.company, "checkout": checkout, "payment": payment, "money_of": Money,
+         "failure": failure_text(checkout, visit.language), "breakdown": breakdown(checkout),
+         "cancellable": checkout.status in CANCELLABLE_STATUSES},
         visit.language,
     )
 
 
+@debtor_form
+def cancel(request: Request, session: Session, visit: Visit, form: FormData) -> Response:
+    """"I will pay another way": the checkout ends and its invoices are free to pay again."""
+    checkout = _own_checkout(request, session, visit)
+    try:
+        cancel_checkout(session, checkout, contact=visit.contact)
+    except CheckoutError as problem:
+        return request.app.state.templates.response(
+            request, "portal/message.html",
+            {"title": i18n.gettext(visit.language, "Payment not cancelled"), "body": problem.translated(visit.language),
+             "company": visit.company, "visit": visit},
+            visit.language, status_code=409,
+        )
+    return RedirectResponse("/portal?cancelled=1", status_code=303)
+
+
 def _transfer_context(session: Session, visit: Visit, checkout: Checkout) -> dict[str, Any]:
-    if checkout.method != "bank_transfer" or not checkout.reference or not visit.company.iban:
+    account = account_for(visit.company, checkout.currency)
+    if checkout.method != "bank_transfer" or not checkout.reference or account is None:
         raise HTTPException(404)
     return {
         "visit": visit,
         "company": visit.company,
         "checkout": checkout,
-        "iban": pretty_iban(visit.company.iban),
+        "iban": pretty_iban(account.iban),
+        "bic": account.bic,
         "reference": rf.pretty(checkout.reference),
         "reference_compact": checkout.reference,
         "money_of": Money,
+        # A transfer page is valid while the checkout awaits its money; cancelled or expired, it says so.
+        "valid": checkout.status in ("open", "processing"),
+        "failure": failure_text(checkout, visit.language),
+        "breakdown": breakdown(checkout),
     }
 
 
@@ -203,8 +231,11 @@ def transfer_page(request: Request, session: Session, visit: Visit) -> Response:
 @debtor_page
 def transfer_pdf(request: Request, session: Session, visit: Visit) -> Response:
     checkout = _own_checkout(request, session, visit)
+    context = _transfer_context(session, visit, checkout)
+    if not context["valid"]:  # no PDF of details that no longer hold: the page says why
+        return RedirectResponse(f"/portal/pay/{checkout.id}/transfer", status_code=303)
     content = pdf.branded_pdf(request.app.state.templates, "pdf/transfer.html", visit.company,
-                              _transfer_context(session, visit, checkout), visit.language)
+                              context, visit.language)
     return pdf_response(content, f"transfer-{checkout.reference}.pdf")
 
 
@@ -212,6 +243,7 @@ routes = [
     Route("/portal/pay", pay, methods=["POST"], name="payments:pay"),
     Route("/portal/pay/summary", pay_summary, methods=["POST"], name="payments:summary"),
     Route("/portal/pay/{checkout_id:int}", checkout_page, methods=["GET"], name="payments:checkout"),
+    Route("/portal/pay/{checkout_id:int}/cancel", cancel, methods=["POST"], name="payments:cancel"),
     Route("/portal/pay/{checkout_id:int}/transfer", transfer_page, methods=["GET"], name="payments:transfer"),
     Route("/portal/pay/{checkout_id:int}/transfer.pdf", transfer_pdf, methods=["GET"], name="payments:transfer_pdf"),
 ]

@@ -14,7 +14,8 @@ from kernel import i18n
 from kernel.security import DEFAULT_CSP, csp_header, extend_csp
 from ledger.money import Money
 from payments import stripe as stripe_provider
-from payments.checkout import customer_checkout
+from payments import failures
+from payments.checkout import customer_checkout, new_attempt
 from portal.routes import Visit, debtor_page
 
 log = logging.getLogger("encours.stripe")
@@ -50,6 +51,14 @@ def unavailable(request: Request, visit: Visit) -> Response:
     )
 
 
+def card_failure_messages(language: str) -> dict[str, str]:
+    """Stripe.js's error and decline codes -> our sentence in the debtor's language, for the card
+    page's script: it never shows Stripe's own (English) text."""
+    messages = {code: _t(language, failures.message(ours)) for code, ours in failures.STRIPE_CODES.items()}
+    messages[failures.GENERIC] = _t(language, failures.message(failures.GENERIC))
+    return messages
+
+
 @debtor_page
 def card_page(request: Request, session: Session, visit: Visit) -> Response:
     settings = request.app.state.settings
@@ -65,6 +74,12 @@ def card_page(request: Request, session: Session, visit: Visit) -> Response:
         if checkout.provider != stripe_provider.PROVIDER or not checkout.provider_ref:
             provider.start(session, checkout, settings, settings.base_url)
         intent = provider.intent(settings, checkout)
+        if intent.status == "canceled" and checkout.status == "open":
+            # The last attempt can no longer be confirmed (declined and cancelled, abandoned):
+            # a retry gets a fresh intent under the key checkout-<id>-<attempt>.
+            new_attempt(session, checkout)
+            provider.start(session, checkout, settings, settings.base_url)
+            intent = provider.intent(settings, checkout)
     except stripe_provider.StripeUnavailable as error:
         log.error("card page of checkout %s: %s", checkout.id, error)
         return unavailable(request, visit)
@@ -86,6 +101,7 @@ def card_page(request: Request, session: Session, visit: Visit) -> Response:
             "return_path": return_path(checkout.id),
             "status_path": status_path(checkout.id),
             "sandbox": is_sandbox(settings),
+            "failure_messages": card_failure_messages(visit.language),
         },
         visit.language,
         headers={"Content-Security-Policy": csp_header(csp), "Cache-Control": "no-store"},

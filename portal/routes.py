@@ -20,6 +20,8 @@ from kernel.db import read_connection, unit_of_work, write_connection
 from kernel.security import client_ip
 from ledger import statement as statements
 from ledger.models import Company, Contact, Customer, Invoice
+from ledger.money import Money
+from payments.checkout import in_progress_by_invoice, reservations
 from payments.collections import mandate_summary
 from links import throttle, tokens
 from mail import renewal
@@ -313,6 +315,7 @@ def statement_page(request: Request, session: Session, visit: Visit) -> Response
         request.query_params.get("select"), request.query_params.get("currency"), statement
     )
     partial = visit.company.allow_partial_payments
+    progress = in_progress_by_invoice(session, visit.customer)
     return request.app.state.templates.response(
         request,
         "portal/statement.html",
@@ -321,8 +324,11 @@ def statement_page(request: Request, session: Session, visit: Visit) -> Response
             "company": visit.company,
             "statement": statement,
             "today": today,
-            "rows": statement_view.statement_rows(statement, visit.language, today, pick, pick_currency, partial),
+            "rows": statement_view.statement_rows(statement, visit.language, today, pick, pick_currency, partial,
+                                                  progress),
             "partial": partial,
+            "reservations": reservations(session, visit.customer),
+            "money_of": Money,
             "mandate": mandate_summary(session, visit.customer, today),
         },
         visit.language,
@@ -352,6 +358,8 @@ def invoice_page(request: Request, session: Session, visit: Visit) -> Response:
             "days_overdue": statements.days_overdue(invoice.due_date, today),
             "allocations": statements.allocations_for(session, invoice.id),
             "discount": statements.available_discount(invoice, today),
+            "progress": statement_view.progress_html(progress, visit.language)
+            if (progress := in_progress_by_invoice(session, visit.customer).get(invoice.id)) else None,
         },
         visit.language,
     )

@@ -13,6 +13,7 @@ import functools
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import Mapping
 
 from markupsafe import escape
 
@@ -21,6 +22,15 @@ from kernel.i18n import N_
 from kernel.templating import status_label
 from ledger.money import decimals
 from ledger.statement import Statement, available_discount
+from payments.checkout import InProgress
+
+# How each method's payment in progress reads (N_: for extraction; translated per page).
+METHOD_LABELS = {
+    "card": N_("Card payment of %(date)s in progress"),
+    "instant_transfer": N_("Instant bank transfer of %(date)s in progress"),
+    "direct_debit": N_("Direct debit of %(date)s in progress"),
+    "bank_transfer": N_("Bank transfer of %(date)s awaited"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +54,7 @@ class StatementRow:
     badge_class: str
     badge: str
     discount: str  # the early-payment offer, or ""
+    progress: str = ""  # the payment in progress that covers it (a link), or "": it cannot be ticked then
 
 
 # A page repeats the same dates and amounts, and pages repeat them: each formatted and escaped once.
@@ -65,10 +76,20 @@ def pick_from(select: str | None, currency: str | None, statement: Statement) ->
     return pick, pick_currency
 
 
+def progress_html(progress: InProgress, language: str) -> str:
+    """"Bank transfer of 12 March awaited", linking to that payment's page (escaped HTML)."""
+    text = i18n.gettext(language, METHOD_LABELS.get(progress.method, METHOD_LABELS["card"]),
+                        date=i18n.day_month(progress.day, language))
+    return f'<a class="in-progress" href="/portal/pay/{progress.checkout_id}">{escape(text)}</a>'
+
+
 def statement_rows(
-    statement: Statement, language: str, today: date, pick: str, pick_currency: str, partial: bool
+    statement: Statement, language: str, today: date, pick: str, pick_currency: str, partial: bool,
+    in_progress: Mapping[int, InProgress] | None = None,
 ) -> dict[str, list[StatementRow]]:
-    """Each currency section's rows, in the section's order of lines."""
+    """Each currency section's rows, in the section's order of lines. An invoice a payment in
+    progress covers is shown so and is not payable (never pre-selected)."""
+    in_progress = in_progress or {}
     language = i18n.normalize(language)
     translations = i18n.translations(language)
 
@@ -81,6 +102,7 @@ def statement_rows(
     # The messages are escaped, then formatted with the escaped number (N_: for extraction).
     invoice_title, credit_title, pay_label = t(N_("Invoice %(number)s")), t(N_("Credit note %(number)s")), t(N_("Pay invoice %(number)s"))
     credit_label, overdue_label, none = t(N_("Credit")), t(N_("Overdue")), "—"
+    progress_label = t(N_("Payment in progress"))
     statuses: dict[str, str] = {}
 
     def status(value: str) -> str:
@@ -110,7 +132,10 @@ def statement_rows(
                 ))
                 continue
             disputed = line.is_disputed
-            if disputed:
+            progress = in_progress.get(inv.id)
+            if progress is not None:
+                badge_class, badge = "badge badge-progress", progress_label
+            elif disputed:
                 badge_class, badge = "badge badge-disputed", status(inv.status)
             elif late:
                 badge_class, badge = "badge badge-overdue", overdue_label
@@ -120,8 +145,8 @@ def statement_rows(
             out.append(StatementRow(
                 id=str(inv.id),
                 css="is-overdue" if late else "",
-                payable=True,
-                ticked=pick_section and not disputed and (pick == "due" or late > 0),
+                payable=progress is None,
+                ticked=progress is None and pick_section and not disputed and (pick == "due" or late > 0),
                 title=invoice_title % number,
                 pay_label=pay_label % number,
                 placeholder=str(Decimal(inv.open_minor).scaleb(-places)) if partial else "",  # digits and a point
@@ -135,6 +160,7 @@ def statement_rows(
                 discount=t(N_("Pay by %(date)s and save %(amount)s")) % {
                     "date": escape(i18n.day_month(offer.until, language)),
                     "amount": escape(i18n.format_money(offer.amount, language)),
-                } if offer else "",
+                } if offer and progress is None else "",
+                progress=progress_html(progress, language) if progress is not None else "",
             ))
     return rows

@@ -8,6 +8,14 @@
   var status = document.getElementById("card-status");
   var button = document.getElementById("card-submit");
   var idleLabel = button.textContent;
+  var next = document.getElementById("card-next");
+  var failures = {};
+  try { failures = JSON.parse(form.dataset.failures || "{}"); } catch (ignored) { failures = {}; }
+
+  // Our sentence for Stripe's decline or error code, in the page's language: never Stripe's own text.
+  function failureMessage(error) {
+    return (error && (failures[error.decline_code] || failures[error.code])) || failures.generic || form.dataset.messageFailed;
+  }
 
   function showError(message) {
     errors.textContent = message;
@@ -39,7 +47,10 @@
     stripe.confirmCardPayment(form.dataset.clientSecret, { payment_method: { card: card } })
       .then(function (result) {
         if (result.error) {
-          showError((result.error && result.error.message) || form.dataset.messageFailed);
+          showError(failureMessage(result.error));
+          // A declined attempt may leave the intent unusable: "Try again" reloads the page, which
+          // makes a fresh one when needed.
+          if (next) { next.hidden = false; }
           return;
         }
         window.location.assign(form.dataset.returnPath);

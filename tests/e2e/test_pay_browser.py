@@ -46,6 +46,7 @@ def restored_demo(live_demo: LiveDemo) -> Iterator[LiveDemo]:
         checkouts = select(Checkout.id).where(Checkout.id > last_checkout)
         payments = select(Payment.id).where(Payment.checkout_id.in_(checkouts))
         session.execute(delete(Allocation).where(Allocation.payment_id.in_(payments)))
+        session.execute(delete(Allocation).where(Allocation.credit_for_checkout_id.in_(checkouts)))
         session.execute(delete(Payment).where(Payment.id.in_(payments)))
         session.execute(delete(CheckoutLine).where(CheckoutLine.checkout_id.in_(checkouts)))
         session.execute(delete(Checkout).where(Checkout.id > last_checkout))

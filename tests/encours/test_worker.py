@@ -264,3 +264,41 @@ def test_run_once_moves_the_overdue_sort_keys_to_today(
     session.expire_all()
     assert session.get(BalanceState, 1).as_of == date(2026, 11, 25)
     assert session.get(CustomerBalance, customer.id).overdue_minor == 120_00
+
+
+def test_run_once_expires_bank_transfers_that_received_nothing(session_factory, settings) -> None:  # type: ignore[no-untyped-def]
+    """A transfer awaited past its company's delay frees its invoices and reserved credit."""
+    from dataclasses import replace
+    from datetime import date, timedelta
+
+    from kernel.clock import clock
+    from ledger.models import Checkout, InvoiceKind
+    from payments.bank_transfer import BankTransferProvider
+    from payments.checkout import create_checkout, reserved_credit
+    from tests import factories
+
+    with session_factory() as session:
+        company = factories.company(session, iban="FR7630006000011234567890189")
+        company.transfer_expiry_days = 3
+        customer = factories.customer(session, company)
+        invoice = factories.invoice(session, customer, total_minor=500_00, due_date=date(2026, 11, 1))
+        factories.invoice(session, customer, total_minor=50_00, number="AV-1", kind=InvoiceKind.credit_note)
+        checkout = create_checkout(session, customer=customer, contact=None, selection={invoice.id: None},
+                                   method="bank_transfer", today=date(2026, 11, 25))
+        BankTransferProvider().start(session, checkout, settings, "")
+        session.commit()
+        checkout_id, customer_id = checkout.id, customer.id
+    no_smtp = replace(settings, smtp_url="smtp://127.0.0.1:9")
+    clock.set(clock.now() + timedelta(days=2))
+    assert run_once_expired(no_smtp, session_factory) == 0
+    clock.set(clock.now() + timedelta(days=1))
+    report = worker.run_once(no_smtp, session_factory)
+    assert report.transfers_expired == 1 and "bank transfers expired: 1" in report.lines()
+    with session_factory() as session:
+        expired = session.get(Checkout, checkout_id)
+        assert expired is not None and (expired.status, expired.failure_code) == ("cancelled", "expired")
+        assert reserved_credit(session, customer_id, "EUR") == 0
+
+
+def run_once_expired(settings: Settings, session_factory: sessionmaker[Session]) -> int:
+    return worker.run_once(settings, session_factory).transfers_expired

@@ -5,7 +5,7 @@ from datetime import date
 import pytest
 from sqlalchemy.orm import Session
 
-from ledger.models import Company, Customer, Invoice
+from ledger.models import Checkout, Company, Customer, Invoice
 from tests import factories
 from tests.portal.conftest import app, client  # noqa: F401 - the portal's TestClient fixtures
 
@@ -36,3 +36,18 @@ def invoices(session: Session, customer: Customer) -> list[Invoice]:
                           discount_bps=200, discount_until=date(2026, 12, 12)),
         factories.invoice(session, customer, total_minor=318_40, number="F-3", due_date=date(2026, 12, 24)),
     ]
+
+
+def start(session: Session, checkout: Checkout) -> Checkout:
+    """What the provider's start does to a new checkout, without calling a provider: a transfer gets
+    its RF reference (the bank-transfer provider itself), a card or bank flow its provider reference.
+    A started checkout locks its invoices; one never started is a draft the next checkout supersedes."""
+    if checkout.method == "bank_transfer":
+        from payments.bank_transfer import BankTransferProvider
+
+        BankTransferProvider().start(session, checkout, None, "")  # type: ignore[arg-type]  # settings unused
+    elif checkout.provider_ref is None:
+        checkout.provider = "stripe" if checkout.method == "card" else "gocardless"
+        checkout.provider_ref = f"started-{checkout.id}-{checkout.attempt}"
+        session.flush()
+    return checkout

@@ -9,14 +9,15 @@ from sqlalchemy.orm import Session
 from ledger.models import Checkout, Company, Customer, Invoice, InvoiceKind
 from payments.checkout import CheckoutError, create_checkout, parse_selection, quote
 from tests import factories
+from tests.payments.conftest import start
 
 TODAY = date(2026, 11, 25)
 
 
 def _create(session: Session, customer: Customer, selection: dict[int, int | None], method: str = "bank_transfer",
             today: date = TODAY) -> Checkout:
-    return create_checkout(session, customer=customer, contact=customer.primary_contact, selection=selection,
-                           method=method, today=today)
+    return start(session, create_checkout(session, customer=customer, contact=customer.primary_contact,
+                                          selection=selection, method=method, today=today))
 
 
 def test_whole_invoices_lock_the_discount(session: Session, customer: Customer, invoices: list[Invoice]) -> None:
@@ -35,6 +36,7 @@ def test_whole_invoices_lock_the_discount(session: Session, customer: Customer, 
 def test_no_discount_after_its_date(session: Session, customer: Customer, invoices: list[Invoice]) -> None:
     checkout = _create(session, customer, {invoices[1].id: None}, today=date(2026, 12, 13))
     assert checkout.discount_minor == 0 and checkout.amount_minor == 500_00
+    checkout.status = "cancelled"  # one payment in progress at a time per invoice
     on_the_day = _create(session, customer, {invoices[1].id: None}, method="card", today=date(2026, 12, 12))
     assert on_the_day.discount_minor == 10_00
 
@@ -92,9 +94,12 @@ def test_double_click_returns_the_same_checkout(session: Session, customer: Cust
     first = _create(session, customer, {invoices[0].id: None, invoices[1].id: None})
     again = _create(session, customer, {invoices[1].id: None, invoices[0].id: None})
     assert again.id == first.id
-    other_method = _create(session, customer, {invoices[0].id: None, invoices[1].id: None}, method="card")
-    fewer = _create(session, customer, {invoices[0].id: None})
-    assert len({first.id, other_method.id, fewer.id}) == 3
+    # Another method or a part of the selection is a second payment of the same invoices: refused.
+    with pytest.raises(CheckoutError, match="already has a payment in progress"):
+        _create(session, customer, {invoices[0].id: None, invoices[1].id: None}, method="card")
+    with pytest.raises(CheckoutError, match="already has a payment in progress"):
+        _create(session, customer, {invoices[0].id: None})
+    assert _create(session, customer, {invoices[2].id: None}).id != first.id  # other invoices are free
     first.status = "failed"
     assert _create(session, customer, {invoices[0].id: None, invoices[1].id: None}).id != first.id
 

@@ -21,7 +21,7 @@ from kernel.settings import load_settings
 from ledger.allocation import invariant_violations
 from ledger.models import Allocation, Contact, Invoice, Payment, WebhookEvent
 from payments import webhooks
-from payments.checkout import create_checkout
+from payments.checkout import cancel_checkout, create_checkout
 from tests import factories
 from tests.conftest import TEST_SECRET
 from tests.encours.test_concurrency import _together, pg_fresh_url, sqlite_fresh_url  # noqa: F401 - fixtures
@@ -129,8 +129,8 @@ def test_a_webhook_delivered_twice_at_once_to_two_servers_applies_once(
 def test_two_debtors_paying_the_same_invoices_at_once_leave_a_consistent_ledger(
     fresh_url: str, engines: Callable[[str], Engine]
 ) -> None:
-    """Two contacts of one customer pay at once, each a selection that shares invoice B with the
-    other's (A+B and B+C: identical selections would be one checkout); both cards succeed and
+    """Two contacts of one customer pay, each a selection that shares invoice B with the other's
+    (A+B and B+C; the first cancelled before the second started); both cards succeed and
     both webhooks arrive together on two servers. B is settled once, the second payment's B
     part becomes unapplied credit, nothing is lost, nothing deadlocks."""
     factory = make_sessionmaker(engines(fresh_url))
@@ -143,6 +143,9 @@ def test_two_debtors_paying_the_same_invoices_at_once_leave_a_consistent_ledger(
         b = factories.invoice(session, customer, total_minor=300_00, due_date=date(2026, 10, 15))
         c = factories.invoice(session, customer, total_minor=250_00, due_date=date(2026, 10, 20))
         first = _card_checkout(session, customer, customer.primary_contact, [a, b], "pi_first")
+        # B is locked while the first is in progress: the first contact cancels it (and its card
+        # is confirmed in another tab all the same) so the second may pay B.
+        cancel_checkout(session, first, contact=customer.primary_contact)
         other = _card_checkout(session, customer, second, [c, b], "pi_second")
         assert first.id != other.id and first.contact_id != other.contact_id
         payloads = [_succeeded(first.id, "pi_first", first.amount_minor, "evt_first"),

@@ -1,5 +1,6 @@
 """The customer's credit (open credit notes, money not yet applied) is deducted from what a
-checkout charges: applied to the invoices when the checkout is made, the rest paid in cash."""
+checkout charges: reserved while the checkout lives, applied to the invoices once its payment
+succeeds, released when it fails, is cancelled or expires; the rest is paid in cash."""
 
 from __future__ import annotations
 
@@ -13,9 +14,18 @@ from kernel.settings import Settings
 from ledger.allocation import invariant_violations
 from ledger.models import Allocation, Checkout, Customer, Invoice, InvoiceKind, Payment
 from ledger.statement import build_statement
-from payments.checkout import CheckoutError, available_credit, create_checkout, quote, settle_with_credit
+from payments.checkout import (
+    CheckoutError,
+    available_credit,
+    cancel_checkout,
+    create_checkout,
+    quote,
+    reserved_credit,
+    settle_with_credit,
+)
 from payments.settlement import apply_payment_status
 from tests import factories
+from tests.payments.conftest import start
 
 TODAY = date(2026, 11, 25)
 
@@ -26,8 +36,9 @@ def _credit_note(session: Session, customer: Customer, minor: int, number: str =
 
 
 def _checkout(session: Session, customer: Customer, invoices: list[Invoice], method: str = "card") -> Checkout:
-    return create_checkout(session, customer=customer, contact=customer.primary_contact,
-                           selection={invoice.id: None for invoice in invoices}, method=method, today=TODAY)
+    return start(session, create_checkout(session, customer=customer, contact=customer.primary_contact,
+                                          selection={invoice.id: None for invoice in invoices}, method=method,
+                                          today=TODAY))
 
 
 def _pay(session: Session, settings: Settings, checkout: Checkout, status: str, ref: str = "pi_1") -> Payment:
@@ -62,21 +73,25 @@ def test_credit_earns_no_discount_only_cash_does(session: Session, customer: Cus
     assert (line.credited.minor, line.discount.minor, line.charged.minor) == (100_00, 8_00, 392_00)
 
 
-def test_the_checkout_applies_the_credit_note_and_the_payment_the_rest(
+def test_the_checkout_reserves_the_credit_note_and_applies_it_when_the_payment_succeeds(
     session: Session, settings: Settings, customer: Customer, invoices: list[Invoice]
 ) -> None:
     overdue, discounted, _ = invoices
     note = _credit_note(session, customer, 102_00)
     checkout = _checkout(session, customer, [overdue, discounted])
     assert (checkout.credit_minor, checkout.amount_minor) == (102_00, 1734_56 - 10_00 - 102_00)
-    # Netted when the checkout is made: the credit note settles part of the oldest invoice.
-    assert (note.open_minor, note.status) == (0, "paid")
-    assert (overdue.open_minor, overdue.status) == (1132_56, "partially_paid")
+    # Reserved, not consumed: nothing moved yet, the statement still shows the credit note.
+    assert (note.open_minor, note.status) == (102_00, "open")
+    assert (overdue.open_minor, overdue.status) == (1234_56, "open")
+    assert reserved_credit(session, customer.id, "EUR") == 102_00
+    assert available_credit(session, customer.id, "EUR") == 0
+    assert session.query(Allocation).count() == 0
     assert [(line.amount_minor, line.discount_minor, line.credit_minor) for line in checkout.lines] == [
         (1132_56, 0, 102_00), (500_00, 10_00, 0)]
-    assert invariant_violations(session) == []
     _pay(session, settings, checkout, "processing")
+    assert note.open_minor == 102_00  # processing is no money yet
     payment = _pay(session, settings, checkout, "succeeded")
+    assert (note.open_minor, note.status) == (0, "paid")
     assert (overdue.open_minor, overdue.status) == (0, "paid")
     assert (discounted.open_minor, discounted.status) == (0, "paid")  # the discount still earned
     rows = session.execute(select(Allocation.invoice_id, Allocation.payment_id, Allocation.credit_note_id,
@@ -87,42 +102,61 @@ def test_the_checkout_applies_the_credit_note_and_the_payment_the_rest(
         (discounted.id, payment.id, None, 490_00, 10_00),
     ], key=lambda r: (r[0], r[3]))
     assert invariant_violations(session) == []
+    assert reserved_credit(session, customer.id, "EUR") == 0
     _pay(session, settings, checkout, "succeeded")  # a duplicate applies nothing twice
     assert session.query(Allocation).count() == 3
 
 
-def test_the_same_credit_is_never_spent_twice_and_stays_applied_if_the_payment_fails(
+def test_reserved_credit_is_never_spent_twice_and_is_released_when_the_payment_fails(
     session: Session, settings: Settings, customer: Customer, invoices: list[Invoice]
 ) -> None:
     overdue, discounted, later = invoices
-    _credit_note(session, customer, 100_00)
+    note = _credit_note(session, customer, 100_00)
     first = _checkout(session, customer, [overdue])
     assert first.credit_minor == 100_00 and available_credit(session, customer.id, "EUR") == 0
     second = _checkout(session, customer, [later], method="bank_transfer")
     assert second.credit_minor == 0 and second.amount_minor == 318_40
     _pay(session, settings, first, "failed")
-    # The credit note still settles 100,00 € of the invoice: only the cash failed.
-    assert overdue.open_minor == 1134_56 and available_credit(session, customer.id, "EUR") == 0
+    # Nothing was paid: the invoice is whole again for a new payment, the credit free.
+    assert overdue.open_minor == 1234_56 and note.open_minor == 100_00
+    assert available_credit(session, customer.id, "EUR") == 100_00
     again = _checkout(session, customer, [overdue], method="bank_transfer")
-    assert (again.credit_minor, again.amount_minor) == (0, 1134_56)
+    assert (again.credit_minor, again.amount_minor) == (100_00, 1134_56)
     assert invariant_violations(session) == []
 
 
-def test_a_second_click_returns_the_same_checkout_after_its_credit_was_applied(
+def test_a_cancelled_checkout_releases_its_credit_and_its_invoices(
+    session: Session, customer: Customer, invoices: list[Invoice]
+) -> None:
+    overdue = invoices[0]
+    _credit_note(session, customer, 100_00)
+    first = _checkout(session, customer, [overdue], method="bank_transfer")
+    with pytest.raises(CheckoutError, match="already has a payment in progress"):
+        _checkout(session, customer, [overdue], method="card")
+    cancel_checkout(session, first, contact=customer.primary_contact)
+    assert (first.status, first.failure_code) == ("cancelled", "debtor_cancelled")
+    assert available_credit(session, customer.id, "EUR") == 100_00
+    card = _checkout(session, customer, [overdue], method="card")
+    assert card.credit_minor == 100_00
+
+
+def test_a_second_click_returns_the_same_checkout_after_its_credit_was_reserved(
     session: Session, customer: Customer, invoices: list[Invoice]
 ) -> None:
     _credit_note(session, customer, 50_00)
     first = _checkout(session, customer, [invoices[0]])
     assert _checkout(session, customer, [invoices[0]]).id == first.id
-    assert session.query(Checkout).count() == 1 and invoices[0].open_minor == 1184_56
+    assert session.query(Checkout).count() == 1 and invoices[0].open_minor == 1234_56
 
 
 def test_unapplied_money_is_credit_too(
     session: Session, settings: Settings, customer: Customer, invoices: list[Invoice]
 ) -> None:
     overdue, discounted, later = invoices
-    # The same invoice paid twice: the second payment's 318,40 € stays unapplied.
+    # The same invoice paid twice (a card confirmed in another tab after the debtor chose to pay
+    # by transfer instead): the second payment's 318,40 € stays unapplied.
     one = _checkout(session, customer, [later])
+    cancel_checkout(session, one, contact=customer.primary_contact)
     two = _checkout(session, customer, [later], method="bank_transfer")
     _pay(session, settings, one, "succeeded", ref="pi_one")
     apply_payment_status(session, checkout=two, provider="bank_transfer", provider_ref="tr_two",
@@ -163,3 +197,21 @@ def test_credit_in_another_currency_is_not_deducted(
     factories.invoice(session, customer, total_minor=50_00, currency="GBP", number="AV-GBP",
                       kind=InvoiceKind.credit_note)
     assert quote(session, customer, {invoices[0].id: None}, TODAY).credit.minor == 0
+
+
+def test_the_receipt_lists_each_invoice_in_full_with_discount_and_credit_as_their_own_lines(
+    session: Session, settings: Settings, customer: Customer, invoices: list[Invoice]
+) -> None:
+    from ledger.models import OutboxMessage
+
+    overdue, discounted, _ = invoices
+    _credit_note(session, customer, 102_00)
+    checkout = _checkout(session, customer, [overdue, discounted])
+    _pay(session, settings, checkout, "succeeded")
+    receipt = session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "receipt")).one()
+    text = receipt.body_text.replace("\u202f", " ").replace("\u00a0", " ")
+    assert "- Facture F-1: 1 234,56 €" in text
+    assert "- Facture F-2: 500,00 €" in text
+    assert "- Escompte pour paiement anticipé sur la facture F-2: -10,00 €" in text
+    assert "- Votre crédit déduit (avoirs, paiements non encore imputés) (F-1): -102,00 €" in text
+    assert receipt.body_html and "1 234,56" in receipt.body_html.replace("\u202f", " ").replace("\u00a0", " ")

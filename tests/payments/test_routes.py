@@ -190,8 +190,12 @@ def test_processing_and_failed_pages(client: TestClient, session: Session, setti
                          status="failed", amount_minor=checkout.amount_minor, currency="EUR",
                          reason="card_declined", settings=settings)
     session.flush()
-    html = client.get(f"/portal/pay/{checkout.id}").text
-    assert "card_declined" in html and 'href="/portal"' in html
+    assert checkout.failure_code == "card_declined"
+    html = _nbsp(client.get(f"/portal/pay/{checkout.id}").text)
+    # One sentence in the debtor's language, never the provider's code or text; then what next.
+    assert "Votre banque a refusé la carte. Aucun montant n’a été débité." in html
+    assert "card_declined" not in html
+    assert "Réessayer" in html and "Choisir un autre moyen de paiement" in html
 
 
 def test_an_unreachable_provider_gives_a_clear_message_and_a_retry(session: Session, settings: Settings,
