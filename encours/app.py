@@ -27,6 +27,7 @@ from kernel.settings import Settings, load_settings
 from kernel.templating import Templates
 from ledger.models import Company
 from admin import routing as admin_routing
+from api import routing as api_routing
 from payments import gocardless as gocardless_provider
 from payments import routing as payments_routing
 from payments import stripe as stripe_provider
@@ -38,7 +39,8 @@ logger = logging.getLogger(__name__)
 SESSION_COOKIE = "encours_session"
 SESSION_MAX_AGE = 12 * 60 * 60
 # Providers sign webhooks: they carry no cookie, so they get no session and no CSRF check.
-NO_SESSION_PREFIXES = ("/webhooks/",)
+# The ERP authenticates each API request with a bearer key: no cookie, so no CSRF either.
+NO_SESSION_PREFIXES = ("/webhooks/", "/api/")
 
 
 def healthz(request: Request) -> Response:
@@ -122,6 +124,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         *payments_routing.routes,
         *portal_routing.routes,
         *admin_routing.routes,
+        *api_routing.routes,
     ]
     middleware = [
         Middleware(

@@ -36,6 +36,8 @@ class Settings:
     storage_dir: str
     # How long the worker hides a message it claimed (see mail.outbox.deliver_due).
     outbox_lease_seconds: int = 600
+    # Requests each ERP API key may make per minute (one window shared by every process).
+    api_requests_per_minute: int = 600
 
     @property
     def https(self) -> bool:
@@ -75,6 +77,7 @@ class Settings:
             storage_dir=config("ENCOURS_STORAGE_DIR", default="var/storage"),
             # At least the time one message may take (connect, TLS, log in, send: SMTP timeouts).
             outbox_lease_seconds=_whole_number(config, "ENCOURS_OUTBOX_LEASE", default=600, minimum=10),
+            api_requests_per_minute=_whole_number(config, "ENCOURS_API_RATE_PER_MINUTE", default=600, minimum=1),
         )
 
 

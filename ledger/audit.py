@@ -14,6 +14,8 @@ from ledger.models import AuditEvent, Customer
 # `record` has one (tests/ledger/test_audit_labels.py reads the source to check); a code from
 # elsewhere (an older release) reads as itself.
 ACTION_LABELS: dict[str, str] = {
+    "api_key.created": N_("ERP API key created"),
+    "api_key.revoked": N_("ERP API key revoked"),
     "checkout.mandate_set_up": N_("Direct debit mandate set up at checkout"),
     "checkout.mandate_ended": N_("Direct debit mandate ended before collection"),
     "company.settings_changed": N_("Company settings changed"),
@@ -30,6 +32,9 @@ ACTION_LABELS: dict[str, str] = {
     "import.customers": N_("Customers imported"),
     "import.invoices": N_("Invoices imported"),
     "invoice.updated": N_("Invoice updated by an import"),
+    "invoice.settled_outside": N_("Invoice settled outside Encours (ERP open items)"),
+    "invoice.voided": N_("Invoice cancelled by the ERP"),
+    "import.open_items": N_("ERP open items applied"),
     "link.renewal_requested": N_("Customer asked for a fresh link"),
     "link.sent": N_("Link sent by staff"),
     "links.revoked": N_("Links revoked"),
