@@ -100,7 +100,10 @@ def openapi_json(request: Request) -> Response:
 def docs(request: Request) -> Response:
     templates = request.app.state.templates
     spec = document()
-    operations = [(path, method.upper(), op) for path, ops in spec["paths"].items() for method, op in ops.items()]
+    operations = [(path, method.upper(), op,
+                   op["requestBody"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
+                   if "requestBody" in op else None)
+                  for path, ops in spec["paths"].items() for method, op in ops.items()]
     html = templates.render_string("api/docs.html", {
         "operations": operations, "schemas": spec["components"]["schemas"],
         "dumps": lambda value: json.dumps(value, indent=2, ensure_ascii=False)}, "en")
