@@ -69,7 +69,7 @@ def document() -> dict[str, Any]:
                           "content": {"application/json": {"schema": _ref(op.response)}}}
             for status in op.statuses}
         errors = set(op.errors) | ({413, 415, 422} if op.body is not None else set()) | (
-            {422} if op.query else set()) | ({404} if "{" in op.path else set())
+            {422} if op.query else set()) | ({404} if "{" in op.path else set()) | ({409, 422} if op.write else set())
         for status in sorted(errors):
             responses[str(status)] = {"description": _TITLES[status],
                                       "content": {"application/problem+json": {"schema": _ref(schemas.Problem)}}}
