@@ -23,7 +23,8 @@ from kernel import i18n
 from kernel.i18n import N_
 from ledger import audit
 
-ACTOR_TYPES = {"user": N_("Staff"), "contact": N_("Debtor"), "provider": N_("Provider"), "system": N_("System")}
+ACTOR_TYPES = {"user": N_("Staff"), "contact": N_("Debtor"), "provider": N_("Provider"), "system": N_("System"),
+               "api": N_("ERP API key")}
 
 
 def _date(text: str) -> date | None:

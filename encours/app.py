@@ -30,6 +30,7 @@ from kernel.settings import Settings, load_settings
 from kernel.templating import Templates
 from ledger.models import Company
 from admin import routing as admin_routing
+from api import routing as api_routing
 from payments import routing as payments_routing
 from payments import registry as payment_providers
 from portal import branding
@@ -40,7 +41,8 @@ logger = logging.getLogger(__name__)
 SESSION_COOKIE = "encours_session"
 SESSION_MAX_AGE = 12 * 60 * 60
 # Providers sign webhooks: they carry no cookie, so they get no session and no CSRF check.
-NO_SESSION_PREFIXES = ("/webhooks/",)
+# The ERP authenticates each API request with a bearer key: no cookie, so no CSRF either.
+NO_SESSION_PREFIXES = ("/webhooks/", "/api/")
 # Request bodies, by path prefix: what each place needs and no more (multipart adds a little to
 # each file). Forms are small; uploads have their own limits, checked again on each file.
 FORM_BODY_LIMIT = 1 * MIB
@@ -52,6 +54,7 @@ BODY_LIMITS = {
     "/admin/settings": 2 * MIB,  # a logo: 512 KB
     "/admin/fx/import": 3 * MIB,  # an FX CSV: 2 MB
     "/admin/bank": 51 * MIB,  # bank statements: 50 MB
+    "/api/": 5 * MIB,  # the ERP API: bulk requests of up to 1,000 items
 }
 
 
@@ -142,6 +145,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         *payments_routing.routes,
         *portal_routing.routes,
         *admin_routing.routes,
+        *api_routing.routes,
     ]
     middleware = [
         Middleware(BodyLimitMiddleware, limits=BODY_LIMITS, default=FORM_BODY_LIMIT),

@@ -293,6 +293,88 @@ def import_invoices(file: Path) -> None:
     _run_import("invoices", file)
 
 
+@import_group.command("open-items")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--company", "company_code", required=True, help="Company code the snapshot is of.")
+@click.option("--force", is_flag=True, help="Apply even when it closes more than the company's share of the book.")
+def import_open_items(file: Path, company_code: str, force: bool) -> None:
+    """The ERP's complete list of open items (number,open_amount[,currency]): invoices missing from
+    it are settled outside Encours, the others lowered to the open amount given."""
+    from sqlalchemy import select
+
+    from kernel.clock import clock
+    from kernel.db import unit_of_work
+    from ledger.csv_import import ImportFailed
+    from ledger.models import Company
+    from ledger.open_items import SnapshotRefused, apply_snapshot, read_snapshot_csv
+
+    try:
+        raw = file.read_bytes()
+    except OSError as error:
+        raise CommandError(f"cannot read {file}: {error.strerror}") from None
+    try:
+        items = read_snapshot_csv(raw)
+        with unit_of_work(_sessions()) as session:
+            company = session.scalar(select(Company).where(Company.code == company_code))
+            if company is None:
+                raise CommandError(f"unknown company {company_code!r}")
+            report = apply_snapshot(session, company, items, as_of=clock.today(company.timezone), force=force,
+                                    actor_type="system", actor="import")
+    except ImportFailed as failed:
+        click.echo(f"encours: error: {file.name}: nothing applied, {len(failed.errors)} bad line(s):", err=True)
+        for error in failed.errors:
+            click.echo(f"  {error}", err=True)
+        sys.exit(1)
+    except SnapshotRefused as refused:
+        click.echo(f"encours: error: {file.name}: nothing applied:", err=True)
+        for problem in refused.problems:
+            where = f"line {problem.index}: " if problem.index >= 0 else ""
+            click.echo(f"  {where}{problem.field}: {problem.message}", err=True)
+        sys.exit(1)
+    click.echo(f"{file.name}: {report.summary()}")
+    for number, ours, theirs in report.higher:
+        click.echo(f"  {number}: the ERP shows {theirs} open, Encours {ours}; not applied")
+
+
+@cli.group("apikey")
+def apikey_group() -> None:
+    """API keys of the ERP (the JSON API under /api/v1)."""
+
+
+@apikey_group.command("create")
+@click.option("--company", "company_code", required=True, help="Company code the key belongs to.")
+@click.option("--name", required=True, help="A name unique in the company; the audit trail shows it.")
+@click.option("--read-only", is_flag=True, help="The key may read, never write.")
+def apikey_create(company_code: str, name: str, read_only: bool) -> None:
+    """Create a key and print it: it is shown this once, only its hash is kept."""
+    from kernel.db import unit_of_work
+    from ledger.api_keys import ApiKeyError, create_key
+
+    with unit_of_work(_sessions()) as session:
+        try:
+            _, key = create_key(session, company_code, name, read_only=read_only)
+        except ApiKeyError as error:
+            raise CommandError(str(error)) from None
+    click.echo(f"key {name!r} created for {company_code}{' (read-only)' if read_only else ''}; it is shown once:")
+    click.echo(key)
+
+
+@apikey_group.command("revoke")
+@click.argument("name")
+@click.option("--company", "company_code", required=True, help="Company code the key belongs to.")
+def apikey_revoke(name: str, company_code: str) -> None:
+    """Revoke a key: every request with it is refused from now on."""
+    from kernel.db import unit_of_work
+    from ledger.api_keys import ApiKeyError, revoke_key
+
+    with unit_of_work(_sessions()) as session:
+        try:
+            revoke_key(session, company_code, name)
+        except ApiKeyError as error:
+            raise CommandError(str(error)) from None
+    click.echo(f"key {name!r} of {company_code} revoked")
+
+
 @cli.group("user")
 def user_group() -> None:
     """Staff accounts."""

@@ -38,6 +38,8 @@ class Settings:
     outbox_lease_seconds: int = 600
     # Peers whose X-Forwarded-For / -Proto are believed (comma-separated addresses or networks, or "*").
     forwarded_allow_ips: str = "127.0.0.1"
+    # Requests each ERP API key may make per minute (one window shared by every process).
+    api_requests_per_minute: int = 600
 
     @property
     def https(self) -> bool:
@@ -78,6 +80,7 @@ class Settings:
             # At least the time one message may take (connect, TLS, log in, send: SMTP timeouts).
             outbox_lease_seconds=_whole_number(config, "ENCOURS_OUTBOX_LEASE", default=600, minimum=10),
             forwarded_allow_ips=config("ENCOURS_FORWARDED_ALLOW_IPS", default="127.0.0.1"),
+            api_requests_per_minute=_whole_number(config, "ENCOURS_API_RATE_PER_MINUTE", default=600, minimum=1),
         )
 
 

@@ -1,6 +1,7 @@
 """Settling invoices: allocations from payments or credit notes, keeping the open amount true.
 
-Invariant, for every invoice: total = open + Σ allocation.amount + Σ allocation.discount, open >= 0.
+Invariant, for every invoice: total = open + Σ allocation.amount + Σ allocation.discount
++ settled outside Encours (what the ERP's open-items snapshot closed, ledger.open_items), open >= 0.
 """
 
 from __future__ import annotations
@@ -105,8 +106,8 @@ def invariant_violations(session: Session) -> list[str]:
             Invoice.kind,
             Invoice.total_minor,
             Invoice.open_minor,
-            func.coalesce(settled.c.settled, 0),
-            func.coalesce(credited.c.used, 0),
+            func.coalesce(settled.c.settled, 0) + Invoice.settled_outside_minor,
+            func.coalesce(credited.c.used, 0) + Invoice.settled_outside_minor,
         )
         .outerjoin(settled, settled.c.invoice_id == Invoice.id)
         .outerjoin(credited, credited.c.credit_note_id == Invoice.id)

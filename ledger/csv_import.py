@@ -158,17 +158,39 @@ def import_csv(session: Session, kind: ImportKind, raw: bytes, *, allowed_compan
         raise ValueError(f"unknown import kind {kind!r}")
     rows, problems = _read_rows(kind, raw)
     scope = _Scope(None if allowed_companies is None else frozenset(allowed_companies))
+    actor_type, actor_name = ("user", actor) if actor else ("system", _ACTOR)
+    return _import_rows(session, kind, rows, problems, scope, actor_type, actor_name, filename)
+
+
+def import_records(session: Session, kind: ImportKind, records: Sequence[Mapping[str, str]], *, company_code: str,
+                   actor_type: str, actor: str) -> ImportReport:
+    """What `import_csv` does for a file, for records already split into columns (the JSON API):
+    the same checks, the same all-or-nothing upsert. A record's "line" is its index in `records`;
+    every record belongs to `company_code` (a record naming another is refused as in a file)."""
+    if kind not in _REQUIRED:
+        raise ValueError(f"unknown import kind {kind!r}")
+    known = set(_REQUIRED[kind]) | set(_OPTIONAL[kind])
+    rows = [_Row(index, {column: value for column, value in record.items() if column in known})
+            for index, record in enumerate(records)]
+    scope = _Scope(frozenset({company_code}), update_actor=(actor_type, actor))
+    return _import_rows(session, kind, rows, _Problems(), scope, actor_type, actor, None)
+
+
+def _import_rows(session: Session, kind: ImportKind, rows: list[_Row], problems: _Problems, scope: _Scope,
+                 actor_type: str, actor: str, filename: str | None) -> ImportReport:
     if kind == "customers":
         report = _import_customers(session, rows, problems, scope)
     else:
         report = _import_invoices(session, rows, problems, scope)
-    _audit_import(session, report, scope, actor, filename)
+    _audit_import(session, report, scope, actor_type, actor, filename)
     return report
 
 
 @dataclass
 class _Scope:
     allowed: frozenset[str] | None
+    # who the audit trail names on each record an import updates (a file: the import itself)
+    update_actor: tuple[str, str] = ("system", _ACTOR)
     # company id -> customer id -> what this import did to it (for the customers' timelines)
     touched: dict[int, dict[int, dict[str, list[str]]]] = field(default_factory=dict)
 
@@ -189,9 +211,8 @@ class _Scope:
 _TIMELINE_LABELS = 50  # numbers listed per customer event; the count is always whole
 
 
-def _audit_import(session: Session, report: ImportReport, scope: _Scope, actor: str | None,
+def _audit_import(session: Session, report: ImportReport, scope: _Scope, actor_type: str, actor_name: str,
                   filename: str | None) -> None:
-    actor_type, actor_name = ("user", actor) if actor else ("system", _ACTOR)
     now = clock.now()
     for company_id, customers in scope.touched.items():
         audit.record(session, actor_type=actor_type, actor=actor_name, action=f"import.{report.kind}",
@@ -542,8 +563,8 @@ def _import_customers(session: Session, rows: list[_Row], problems: _Problems, s
         _update_customer(customer, values)
         audit.record(
             session,
-            actor_type="system",
-            actor=_ACTOR,
+            actor_type=scope.update_actor[0],
+            actor=scope.update_actor[1],
             action="customer.updated",
             entity_type="customer",
             entity_id=customer.id,
@@ -652,8 +673,8 @@ def _parse_amount(row: _Row, currency: str) -> int:
         # Money.parse refuses a number with more decimals than the currency has, or no number.
         if "decimals" in str(error):
             raise _Bad(N_("%(value)s has more than %(places)s decimals for %(currency)s"), value=_quoted(text),
-                       places=decimals(currency), currency=currency) from None
-        raise _Bad(N_("%(value)s is not an amount"), value=_quoted(text)) from None
+                       places=decimals(currency), currency=currency, column=column) from None
+        raise _Bad(N_("%(value)s is not an amount"), value=_quoted(text), column=column) from None
     if minor <= 0:
         raise _Bad(N_("%(column)s must be positive"), column=column)
     if minor > _MAX_MINOR:
@@ -674,7 +695,7 @@ def _parse_currency(row: _Row) -> str:
         raise _Bad(N_("%(column)s is empty"), column="currency")
     currency = _currency(code)
     if currency is None:
-        raise _Bad(N_("unknown currency %(value)s"), value=_quoted(code))
+        raise _Bad(N_("unknown currency %(value)s"), value=_quoted(code), column="currency")
     return currency
 
 
@@ -696,7 +717,7 @@ def _parse_invoice(row: _Row, problems: _Problems) -> _InvoiceLine | None:
     due_date = _collect(problems, line, _required_date, row, "due_date")
     if issue_date is not None and due_date is not None and due_date < issue_date:
         problems.add(line, N_("due_date %(due_date)s is before issue_date %(issue_date)s"),
-                     due_date=due_date.isoformat(), issue_date=issue_date.isoformat())
+                     due_date=due_date.isoformat(), issue_date=issue_date.isoformat(), column="due_date")
 
     currency = _collect(problems, line, _parse_currency, row)
     total_minor = _collect(problems, line, _parse_amount, row, currency) if currency else None
@@ -735,7 +756,7 @@ def _import_invoices(session: Session, rows: list[_Row], problems: _Problems, sc
             continue
         if (company.id, p.customer_ref) not in customer_ids:
             problems.add(p.line, N_("unknown customer %(ref)s in company %(company)s"), ref=_quoted(p.customer_ref),
-                         company=company.code)
+                         company=company.code, column="customer_ref")
         key = (company.id, p.number)
         earlier = wanted.get(key)
         if earlier is not None:
@@ -776,7 +797,7 @@ def _import_invoices(session: Session, rows: list[_Row], problems: _Problems, sc
             )
             report.created += 1
             scope.note(company_id, customer_ids[(company_id, p.customer_ref)], "created", p.number)
-        elif _update_invoice(session, found[0], p):
+        elif _update_invoice(session, found[0], p, scope.update_actor):
             report.updated += 1
             scope.note(company_id, found[0].customer_id, "updated", p.number)
         else:
@@ -873,7 +894,8 @@ def _invoice_state(invoice: Invoice) -> dict[str, Any]:
     }
 
 
-def _update_invoice(session: Session, invoice: Invoice, p: _InvoiceLine) -> bool:
+def _update_invoice(session: Session, invoice: Invoice, p: _InvoiceLine,
+                    actor: tuple[str, str] = ("system", _ACTOR)) -> bool:
     """Apply the line's terms to an existing invoice; False when nothing differs."""
     current = (invoice.issue_date, invoice.due_date, invoice.total_minor, invoice.discount_bps, invoice.discount_until)
     if current == (p.issue_date, p.due_date, p.total_minor, p.discount_bps, p.discount_until):
@@ -891,8 +913,8 @@ def _update_invoice(session: Session, invoice: Invoice, p: _InvoiceLine) -> bool
     before, after = _changes(state, _invoice_state(invoice))
     audit.record(
         session,
-        actor_type="system",
-        actor=_ACTOR,
+        actor_type=actor[0],
+        actor=actor[1],
         action="invoice.updated",
         entity_type="invoice",
         entity_id=invoice.id,

@@ -157,6 +157,9 @@ class Company(Base):
     reminder_gap_days: Mapped[int] = mapped_column(Integer, default=7, server_default="7")
     # A bank-transfer checkout that received nothing after this many days expires and frees its invoices.
     transfer_expiry_days: Mapped[int] = mapped_column(Integer, default=10, server_default="10")
+    # The largest share of the open book (basis points) an ERP open-items snapshot may close
+    # without --force: a truncated export must never wipe the book.
+    snapshot_max_close_bps: Mapped[int] = mapped_column(Integer, default=2000, server_default="2000")
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     customers: Mapped[list[Customer]] = relationship(back_populates="company")
@@ -258,6 +261,10 @@ class Invoice(Base):
     discount_bps: Mapped[int | None] = mapped_column(Integer, default=None)
     discount_until: Mapped[date | None] = mapped_column(Date, default=None)
     pdf: Mapped[bytes | None] = mapped_column(LargeBinary, default=None, deferred=True)
+    # What the ERP says was settled without Encours (its own books: a cheque, a set-off): not a
+    # payment, so it has no allocation; it counts in the ledger invariant beside them.
+    settled_outside_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    settled_outside_on: Mapped[date | None] = mapped_column(Date, default=None)
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=_utcnow, onupdate=_utcnow)
 
@@ -288,6 +295,7 @@ class Invoice(Base):
         Index("ix_invoices_open_per_customer", "customer_id", "currency", "kind", "status", "due_date", "open_minor",
               sqlite_where=text("open_minor > 0"), postgresql_where=text("open_minor > 0")),
         Index("ix_invoices_due_date", "due_date", "id"),
+        Index("ix_invoices_company_updated", "company_id", "updated_at", "id"),
     )
 
     @property
@@ -1083,3 +1091,38 @@ class PayerAccount(Base):
     last_seen_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     __table_args__ = (UniqueConstraint("company_id", "iban", "customer_id", name="uq_payer_accounts_customer"),)
+class ApiKey(Base):
+    """A company's ERP key: only its SHA-256 is kept, the key itself is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(20))  # shown in lists so staff can tell keys apart
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(254), default=None)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    company: Mapped[Company] = relationship()
+
+    __table_args__ = (UniqueConstraint("company_id", "name", name="uq_api_keys_company_name"),)
+
+
+class ApiIdempotency(Base):
+    """The first response to a write sent with an Idempotency-Key, replayed to a retry."""
+
+    __tablename__ = "api_idempotency"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+    __table_args__ = (UniqueConstraint("api_key_id", "key", name="uq_api_idempotency_key"),)

@@ -1,0 +1,1 @@
+"""The ERP\x27s JSON API (/api/v1): keys, customers, invoices, payments, events, open items."""

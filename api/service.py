@@ -1,0 +1,359 @@
+"""What the API does, on a Session: reads shaped as the schemas, writes through the ledger's own
+services (the CSV import's validation and upsert, the open-items snapshot). No Starlette here."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from kernel.clock import clock
+from ledger import audit
+from ledger.csv_import import ImportFailed, ImportReport, import_records
+from ledger.models import (
+    Allocation,
+    ApiKey,
+    AuditEvent,
+    Company,
+    Customer,
+    Invoice,
+    InvoiceStatus,
+    Payment,
+)
+from ledger.money import Money
+from ledger.open_items import OpenItem, SnapshotReport, apply_snapshot, lower_open_amount
+from api import schemas
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 500
+
+# The audit actions the events feed carries, and the type it gives each.
+EVENT_TYPES: dict[str, str] = {
+    "payment.succeeded": "payment.succeeded",
+    "payment.failed": "payment.failed",
+    "payment.refunded": "payment.refunded",
+    "payment.partially_refunded": "payment.refunded",
+    "payment.charged_back": "payment.charged_back",
+    "dispute.opened": "dispute.opened",
+    "dispute.message": "dispute.answered",
+    "dispute.accepted": "dispute.resolved",
+    "dispute.rejected": "dispute.resolved",
+    "promise.made": "promise.made",
+    "promise.kept": "promise.kept",
+    "promise.broken": "promise.broken",
+    "invoice.settled_outside": "invoice.settled",
+    "invoice.voided": "invoice.voided",
+    "link.opened": "link.opened",
+}
+
+
+class ApiError(Exception):
+    """A request the API refuses: HTTP status, title, detail and the fields at fault."""
+
+    def __init__(self, status: int, title: str, detail: str, errors: list[tuple[str, str]] | None = None) -> None:
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.errors = errors or []
+        super().__init__(detail)
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "Not Found", f"no {what}")
+
+
+def amount(minor: int, currency: str) -> str:
+    return str(Money(minor, currency).to_decimal())
+
+
+# --- cursors: opaque to the ERP, the last row's sort key to us ------------------------
+
+
+def encode_cursor(*values: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
+    if not cursor:
+        return None
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        values = None
+    if not isinstance(values, list) or len(values) != arity:
+        raise ApiError(422, "Invalid cursor", "cursor is not one this API gave", [("cursor", "not a cursor")])
+    return values
+
+
+# --- customers -------------------------------------------------------------------------
+
+
+def customer_out(customer: Customer) -> schemas.CustomerOut:
+    return schemas.CustomerOut(
+        ref=customer.ref, name=customer.name, language=customer.language, segment=customer.segment,
+        contacts=[schemas.ContactOut(email=c.email, name=c.name, phone=c.phone, language=c.language,
+                                     is_primary=c.is_primary) for c in customer.contacts],
+        created_at=customer.created_at)
+
+
+def list_customers(session: Session, key: ApiKey, cursor: str | None, limit: int) -> schemas.CustomerPage:
+    after = decode_cursor(cursor, 1)
+    query = (select(Customer).where(Customer.company_id == key.company_id).options(selectinload(Customer.contacts))
+             .order_by(Customer.id).limit(limit + 1))
+    if after is not None:
+        query = query.where(Customer.id > int(after[0]))
+    rows = list(session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return schemas.CustomerPage(items=[customer_out(c) for c in rows],
+                                next_cursor=encode_cursor(rows[-1].id) if more else None)
+
+
+def get_customer(session: Session, key: ApiKey, ref: str) -> schemas.CustomerOut:
+    customer = session.scalar(select(Customer).where(Customer.company_id == key.company_id, Customer.ref == ref)
+                              .options(selectinload(Customer.contacts)))
+    if customer is None:
+        raise not_found(f"customer {ref}")
+    return customer_out(customer)
+
+
+def _import(session: Session, key: ApiKey, kind: str, records: list[dict[str, str]],
+            prefix: str) -> ImportReport:
+    """The CSV import's own validation and upsert; its bad lines become field errors."""
+    try:
+        return import_records(session, kind, records, company_code=key.company.code,  # type: ignore[arg-type]
+                              actor_type="api", actor=key.name)
+    except ImportFailed as failed:
+        errors = []
+        for error in failed.errors:
+            for reason in error.reasons or ():
+                column = reason.values.get("column")
+                errors.append((prefix.format(index=error.line) + (str(column) if column else ""),
+                               reason.render("en")))
+        raise ApiError(422, "Invalid items", f"{len(failed.errors)} item(s) refused; nothing was written",
+                       errors) from None
+
+
+def _customer_record(company: Company, ref: str, item: schemas.CustomerIn) -> dict[str, str]:
+    return {"company": company.code, "customer_ref": ref, "name": item.name, "email": item.email,
+            "language": item.language or "", "phone": item.phone or "", "segment": item.segment or ""}
+
+
+def put_customer(session: Session, key: ApiKey, ref: str, item: schemas.CustomerIn) -> tuple[bool, schemas.CustomerOut]:
+    report = _import(session, key, "customers", [_customer_record(key.company, ref, item)], "")
+    return report.created > 0, get_customer(session, key, ref)
+
+
+def bulk_customers(session: Session, key: ApiKey, body: schemas.CustomersBulkIn) -> schemas.BulkReport:
+    records = [_customer_record(key.company, item.ref, item) for item in body.items]
+    report = _import(session, key, "customers", records, "items[{index}].")
+    return schemas.BulkReport(created=report.created, updated=report.updated, unchanged=report.unchanged)
+
+
+# --- invoices --------------------------------------------------------------------------
+
+
+def invoice_out(invoice: Invoice, customer_ref: str) -> schemas.InvoiceOut:
+    return schemas.InvoiceOut(
+        number=invoice.number, type=invoice.kind, customer_ref=customer_ref, issue_date=invoice.issue_date,
+        due_date=invoice.due_date, currency=invoice.currency, amount=amount(invoice.total_minor, invoice.currency),
+        open_amount=amount(invoice.open_minor, invoice.currency), status=invoice.status,  # type: ignore[arg-type]
+        discount_percent=str((Decimal(invoice.discount_bps) / 100).normalize()) if invoice.discount_bps else None,
+        discount_until=invoice.discount_until,
+        settled_outside_amount=amount(invoice.settled_outside_minor, invoice.currency),
+        settled_outside_on=invoice.settled_outside_on, updated_at=invoice.updated_at)
+
+
+@dataclass(frozen=True)
+class InvoiceFilters:
+    status: str | None = None
+    customer_ref: str | None = None
+    due_from: date | None = None
+    due_to: date | None = None
+    updated_since: datetime | None = None
+
+
+def list_invoices(session: Session, key: ApiKey, filters: InvoiceFilters, cursor: str | None,
+                  limit: int) -> schemas.InvoicePage:
+    after = decode_cursor(cursor, 1)
+    query = (select(Invoice, Customer.ref).join(Customer, Customer.id == Invoice.customer_id)
+             .where(Invoice.company_id == key.company_id).order_by(Invoice.id).limit(limit + 1))
+    if filters.status:
+        query = query.where(Invoice.status == filters.status)
+    if filters.customer_ref:
+        query = query.where(Customer.ref == filters.customer_ref)
+    if filters.due_from:
+        query = query.where(Invoice.due_date >= filters.due_from)
+    if filters.due_to:
+        query = query.where(Invoice.due_date <= filters.due_to)
+    if filters.updated_since:
+        query = query.where(Invoice.updated_at >= filters.updated_since)
+    if after is not None:
+        query = query.where(Invoice.id > int(after[0]))
+    rows = session.execute(query).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return schemas.InvoicePage(items=[invoice_out(i, ref) for i, ref in rows],
+                               next_cursor=encode_cursor(rows[-1][0].id) if more else None)
+
+
+def _find_invoice(session: Session, key: ApiKey, number: str) -> tuple[Invoice, str]:
+    row = session.execute(select(Invoice, Customer.ref).join(Customer, Customer.id == Invoice.customer_id)
+                          .where(Invoice.company_id == key.company_id, Invoice.number == number)).first()
+    if row is None:
+        raise not_found(f"invoice {number}")
+    return row[0], row[1]
+
+
+def get_invoice(session: Session, key: ApiKey, number: str) -> schemas.InvoiceOut:
+    return invoice_out(*_find_invoice(session, key, number))
+
+
+def _invoice_record(company: Company, number: str, item: schemas.InvoiceIn) -> dict[str, str]:
+    return {"company": company.code, "customer_ref": item.customer_ref, "number": number, "type": item.type,
+            "issue_date": item.issue_date.isoformat(), "due_date": item.due_date.isoformat(),
+            "currency": item.currency, "amount": item.amount, "discount_percent": item.discount_percent or "",
+            "discount_until": item.discount_until.isoformat() if item.discount_until else ""}
+
+
+def _apply_open_amounts(session: Session, key: ApiKey, items: list[tuple[str, schemas.InvoiceIn]],
+                        prefix: str) -> None:
+    """The ERP's open amounts, as a snapshot would take them: lower only; higher is refused."""
+    errors = []
+    today = clock.today(key.company.timezone)
+    for index, (number, item) in enumerate(items):
+        if item.open_amount is None:
+            continue
+        invoice, _ = _find_invoice(session, key, number)
+        field = prefix.format(index=index) + "open_amount"
+        try:
+            wanted = Money.parse(item.open_amount, invoice.currency).minor
+        except ValueError as error:
+            errors.append((field, str(error)))
+            continue
+        if wanted > invoice.open_minor:
+            errors.append((field, f"{item.open_amount} is more than the {amount(invoice.open_minor, invoice.currency)}"
+                                  f" open in Encours; an open amount only goes down"))
+            continue
+        lower_open_amount(session, invoice, wanted, today, actor_type="api", actor=key.name)
+    if errors:
+        raise ApiError(422, "Invalid items", "open amounts refused; nothing was written", errors)
+
+
+def put_invoice(session: Session, key: ApiKey, number: str, item: schemas.InvoiceIn) -> tuple[bool, schemas.InvoiceOut]:
+    report = _import(session, key, "invoices", [_invoice_record(key.company, number, item)], "")
+    _apply_open_amounts(session, key, [(number, item)], "")
+    session.flush()
+    return report.created > 0, get_invoice(session, key, number)
+
+
+def bulk_invoices(session: Session, key: ApiKey, body: schemas.InvoicesBulkIn) -> schemas.BulkReport:
+    records = [_invoice_record(key.company, item.number, item) for item in body.items]
+    report = _import(session, key, "invoices", records, "items[{index}].")
+    if any(item.open_amount is not None for item in body.items):
+        _apply_open_amounts(session, key, [(item.number, item) for item in body.items], "items[{index}].")
+    return schemas.BulkReport(created=report.created, updated=report.updated, unchanged=report.unchanged)
+
+
+def void_invoice(session: Session, key: ApiKey, number: str) -> schemas.InvoiceOut:
+    invoice, ref = _find_invoice(session, key, number)
+    if invoice.status != InvoiceStatus.void.value:
+        if invoice.open_minor != invoice.total_minor:
+            raise ApiError(409, "Conflict", f"{number} is already partly settled; credit or refund it instead")
+        before = {"status": invoice.status}
+        invoice.status = InvoiceStatus.void.value
+        audit.record(session, actor_type="api", actor=key.name, action="invoice.voided", entity_type="invoice",
+                     entity_id=invoice.id, customer_id=invoice.customer_id, company_id=invoice.company_id,
+                     before=before, after={"status": invoice.status})
+        session.flush()
+    return invoice_out(invoice, ref)
+
+
+# --- payments --------------------------------------------------------------------------
+
+
+def list_payments(session: Session, key: ApiKey, since: datetime | None, cursor: str | None,
+                  limit: int) -> schemas.PaymentPage:
+    """Payments of the company's customers in the order they last changed, so polling with the
+    cursor sees a payment again when its status moves (e.g. succeeded, then refunded)."""
+    after = decode_cursor(cursor, 2)
+    query = (select(Payment, Customer.ref).join(Customer, Customer.id == Payment.customer_id)
+             .where(Customer.company_id == key.company_id).order_by(Payment.updated_at, Payment.id).limit(limit + 1))
+    if since is not None:
+        query = query.where(Payment.updated_at >= since)
+    if after is not None:
+        stamp = datetime.fromisoformat(after[0])
+        query = query.where(or_(Payment.updated_at > stamp, and_(Payment.updated_at == stamp, Payment.id > after[1])))
+    rows = session.execute(query).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    ids = [payment.id for payment, _ in rows]
+    allocations: dict[int, list[schemas.AllocationOut]] = {}
+    if ids:
+        for allocation, number in session.execute(
+                select(Allocation, Invoice.number).join(Invoice, Invoice.id == Allocation.invoice_id)
+                .where(Allocation.payment_id.in_(ids)).order_by(Allocation.id)):
+            allocations.setdefault(allocation.payment_id, []).append(schemas.AllocationOut(
+                invoice_number=number, amount=amount(allocation.amount_minor, allocation.currency),
+                discount=amount(allocation.discount_minor, allocation.currency)))
+    items = [schemas.PaymentOut(
+        id=p.id, customer_ref=ref, provider=p.provider, provider_ref=p.provider_ref, method=p.method, status=p.status,
+        amount=amount(p.amount_minor, p.currency), currency=p.currency, received_on=p.received_on,
+        allocations=allocations.get(p.id, []), created_at=p.created_at, updated_at=p.updated_at) for p, ref in rows]
+    last = rows[-1][0] if rows else None
+    return schemas.PaymentPage(items=items, next_cursor=encode_cursor(last.updated_at.isoformat(), last.id)
+                               if more and last is not None else None)
+
+
+# --- events ----------------------------------------------------------------------------
+
+
+def list_events(session: Session, key: ApiKey, after: str | None, limit: int) -> schemas.EventPage:
+    """What happened, from the audit trail (one log, not two), oldest first after the cursor."""
+    last = decode_cursor(after, 1)
+    query = (select(AuditEvent, Customer.ref).outerjoin(Customer, Customer.id == AuditEvent.customer_id)
+             .where(AuditEvent.company_id == key.company_id, AuditEvent.action.in_(list(EVENT_TYPES)))
+             .order_by(AuditEvent.id).limit(limit + 1))
+    if last is not None:
+        query = query.where(AuditEvent.id > int(last[0]))
+    rows = session.execute(query).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [schemas.EventOut(id=e.id, type=EVENT_TYPES[e.action], occurred_at=e.created_at, customer_ref=ref,
+                              record=e.entity_type, record_id=e.entity_id, data=e.after) for e, ref in rows]
+    # The cursor always moves to the last event seen, so an ERP polling an empty page keeps its place.
+    cursor = encode_cursor(rows[-1][0].id) if rows else after
+    return schemas.EventPage(items=items, next_cursor=cursor if (more or rows or after) else None)
+
+
+# --- open items ------------------------------------------------------------------------
+
+
+def put_open_items(session: Session, key: ApiKey, body: schemas.OpenItemsIn) -> schemas.OpenItemsReport:
+    from ledger.open_items import SnapshotRefused
+
+    items = [OpenItem(index, item.number, item.open_amount, item.currency) for index, item in enumerate(body.items)]
+    as_of = body.as_of or clock.today(key.company.timezone)
+    try:
+        report = apply_snapshot(session, key.company, items, as_of=as_of, force=body.force, actor_type="api",
+                                actor=key.name)
+    except SnapshotRefused as refused:
+        errors = [(f"items[{p.index}].{p.field}" if p.index >= 0 else p.field, p.message) for p in refused.problems]
+        raise ApiError(422, "Snapshot refused", "nothing was applied", errors) from None
+    return snapshot_report(report)
+
+
+def snapshot_report(report: SnapshotReport) -> schemas.OpenItemsReport:
+    return schemas.OpenItemsReport(
+        lowered=report.lowered, settled_outside=report.settled_outside, unchanged=report.unchanged,
+        higher_not_applied=[schemas.HigherItem(number=n, encours_open_amount=str(ours.to_decimal()),
+                                               snapshot_open_amount=str(theirs.to_decimal()))
+                            for n, ours, theirs in report.higher],
+        unknown=report.unknown)
+

@@ -1,0 +1,77 @@
+"""The ERP's API keys: made high-entropy, shown once, kept only as a SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kernel.clock import clock
+from ledger import audit
+from ledger.models import ApiKey, Company
+
+KEY_PREFIX = "enc_live_"
+MAX_NAME = 100
+
+
+class ApiKeyError(ValueError):
+    """A key cannot be created or revoked as asked; the message says why."""
+
+
+def key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def create_key(session: Session, company_code: str, name: str, *, read_only: bool = False,
+               created_by: str | None = None) -> tuple[ApiKey, str]:
+    """A new key for the company: the row, and the key itself (which nothing stores)."""
+    name = name.strip()
+    if not name or len(name) > MAX_NAME:
+        raise ApiKeyError(f"a key name has 1 to {MAX_NAME} characters")
+    company = session.scalar(select(Company).where(Company.code == company_code))
+    if company is None:
+        raise ApiKeyError(f"unknown company {company_code!r}")
+    if session.scalar(select(ApiKey.id).where(ApiKey.company_id == company.id, ApiKey.name == name)) is not None:
+        raise ApiKeyError(f"company {company.code} already has a key named {name!r}")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(company_id=company.id, name=name, key_hash=key_hash(key), prefix=key[: len(KEY_PREFIX) + 4],
+                 read_only=read_only, created_at=clock.now(), created_by=created_by)
+    session.add(row)
+    session.flush()
+    audit.record(session, actor_type="user" if created_by else "system", actor=created_by or "cli",
+                 action="api_key.created", entity_type="api_key", entity_id=row.id, company_id=company.id,
+                 after={"name": name, "read_only": read_only})
+    return row, key
+
+
+def revoke_key(session: Session, company_code: str, name: str, *, revoked_by: str | None = None) -> ApiKey:
+    row = session.scalar(select(ApiKey).join(Company, Company.id == ApiKey.company_id)
+                         .where(Company.code == company_code, ApiKey.name == name))
+    if row is None:
+        raise ApiKeyError(f"company {company_code!r} has no key named {name!r}")
+    if row.revoked_at is None:
+        row.revoked_at = clock.now()
+        audit.record(session, actor_type="user" if revoked_by else "system", actor=revoked_by or "cli",
+                     action="api_key.revoked", entity_type="api_key", entity_id=row.id, company_id=row.company_id,
+                     after={"name": row.name})
+    return row
+
+
+def authenticate(session: Session, key: str) -> ApiKey | None:
+    """The live key this is, marked as used now; None for an unknown or revoked key."""
+    if not key.startswith(KEY_PREFIX) or len(key) > 200:
+        return None
+    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash(key)))
+    if row is None or row.revoked_at is not None:
+        return None
+    row.last_used_at = clock.now()
+    return row
+
+
+def company_keys(session: Session, company_ids: list[int] | None = None) -> list[ApiKey]:
+    query = select(ApiKey).order_by(ApiKey.company_id, ApiKey.name)
+    if company_ids is not None:
+        query = query.where(ApiKey.company_id.in_(company_ids))
+    return list(session.scalars(query))
