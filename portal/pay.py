@@ -20,7 +20,7 @@ from kernel.db import unit_of_work
 from kernel.settings import Settings
 from ledger.models import Checkout, Payment
 from ledger.money import Money
-from payments import base, rf
+from payments import base, epc_qr, rf
 from payments.bank_transfer import pretty_iban
 from payments.checkout import (
     CheckoutError,
@@ -181,7 +181,10 @@ def checkout_page(request: Request, session: Session, visit: Visit) -> Response:
 def _transfer_context(session: Session, visit: Visit, checkout: Checkout) -> dict[str, Any]:
     if checkout.method != "bank_transfer" or not checkout.reference or not visit.company.iban:
         raise HTTPException(404)
+    details = epc_qr.TransferDetails(name=visit.company.name, iban=visit.company.iban, bic=visit.company.bic,
+                                     amount=checkout.amount, reference=checkout.reference)
     return {
+        "epc": details,
         "visit": visit,
         "company": visit.company,
         "checkout": checkout,
@@ -195,16 +198,19 @@ def _transfer_context(session: Session, visit: Visit, checkout: Checkout) -> dic
 @debtor_page
 def transfer_page(request: Request, session: Session, visit: Visit) -> Response:
     checkout = _own_checkout(request, session, visit)
-    return request.app.state.templates.response(
-        request, "portal/transfer.html", _transfer_context(session, visit, checkout), visit.language
-    )
+    context = _transfer_context(session, visit, checkout)
+    title = i18n.gettext(visit.language, "QR code for your banking app")
+    context["qr_svg"] = epc_qr.svg(context["epc"], title)
+    return request.app.state.templates.response(request, "portal/transfer.html", context, visit.language)
 
 
 @debtor_page
 def transfer_pdf(request: Request, session: Session, visit: Visit) -> Response:
     checkout = _own_checkout(request, session, visit)
-    content = pdf.branded_pdf(request.app.state.templates, "pdf/transfer.html", visit.company,
-                              _transfer_context(session, visit, checkout), visit.language)
+    context = _transfer_context(session, visit, checkout)
+    context["qr_uri"] = epc_qr.png_data_uri(context["epc"])
+    content = pdf.branded_pdf(request.app.state.templates, "pdf/transfer.html", visit.company, context,
+                              visit.language)
     return pdf_response(content, f"transfer-{checkout.reference}.pdf")
 
 
