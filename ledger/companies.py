@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from kernel.i18n import N_
 from ledger import audit
+from ledger.banking import BankDetailsError, normalize_bic, normalize_iban
 from ledger.models import Company
 from ledger.money import CurrencyError, check_currency
 
@@ -53,6 +54,13 @@ def create_company(
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise CompanyError(f"unknown timezone {timezone!r}") from None
+    try:
+        if fields.get("iban"):
+            fields["iban"] = normalize_iban(str(fields["iban"]))
+        if fields.get("bic"):
+            fields["bic"] = normalize_bic(str(fields["bic"]), iban=fields.get("iban") or None)  # type: ignore[arg-type]
+    except BankDetailsError as error:
+        raise CompanyError(str(error)) from None
     if session.scalar(select(Company.id).where(Company.code == code)) is not None:
         raise CompanyError(f"company {code!r} already exists")
     company = Company(code=code, name=name.strip(), base_currency=currency, country=country, timezone=timezone, **fields)
@@ -68,8 +76,6 @@ MAX_LOGO_SIDE = 4000
 LOGO_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
 METHODS = ("card", "instant_transfer", "direct_debit", "bank_transfer")
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
-_IBAN = re.compile(r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$")
-_BIC = re.compile(r"^[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}([A-Z0-9]{3})?$")
 _EMAIL = re.compile(r"^[^@\s,;<>\"]+@[^@\s,;<>\"]+\.[^@\s,;<>\"]+$")
 _PERCENT = re.compile(r"^\d{1,2}([.,]\d{1,2})?$")
 
@@ -90,14 +96,6 @@ class SettingsRejected(ValueError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("; ".join(str(p) for p in problems))
-
-
-def iban_is_valid(iban: str) -> bool:
-    """ISO 13616: country, check digits, then the rearranged number taken mod 97 must be 1."""
-    if not _IBAN.match(iban):
-        return False
-    rearranged = iban[4:] + iban[:4]
-    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
 
 
 def check_logo(content: bytes) -> str:
@@ -186,17 +184,20 @@ def update_settings(session: Session, company: Company, form: Mapping[str, str],
         problems.append(Problem("brand_color", N_("%(value)s is not a colour like #1d4f91."), {"value": color}))
     wanted["brand_color"] = color.lower()
 
-    iban = re.sub(r"\s+", "", form.get("iban") or "").upper()
-    if iban and not iban_is_valid(iban):
-        problems.append(Problem("iban", N_("%(value)s is not a valid IBAN (check the digits)."), {"value": iban}))
+    iban = (form.get("iban") or "").strip()
+    if iban:
+        try:
+            iban = normalize_iban(iban)
+        except BankDetailsError as error:
+            problems.append(Problem("iban", error.message, error.values))
+            iban = ""
     wanted["iban"] = iban or None
-    bic = re.sub(r"\s+", "", form.get("bic") or "").upper()
-    if bic and not _BIC.match(bic):
-        problems.append(Problem("bic", N_("%(value)s is not a BIC (8 or 11 letters and digits)."), {"value": bic}))
-    elif bic and iban and iban_is_valid(iban) and bic[4:6] != iban[:2] and not (iban[:2] in _SEPA_SHARED
-                                                                                and bic[4:6] in _SEPA_SHARED):
-        problems.append(Problem("bic", N_("The BIC's country %(bic)s differs from the IBAN's %(iban)s."),
-                                {"bic": bic[4:6], "iban": iban[:2]}))
+    bic = (form.get("bic") or "").strip()
+    if bic:
+        try:
+            bic = normalize_bic(bic, iban=iban or None)
+        except BankDetailsError as error:
+            problems.append(Problem("bic", error.message, error.values))
     wanted["bic"] = bic or None
     address = (form.get("address") or "").strip()
     if len(address) > 1000:
@@ -265,6 +266,3 @@ def update_settings(session: Session, company: Company, form: Mapping[str, str],
     session.flush()
     return {k: after[k] for k in changed}
 
-
-# Countries whose banks share one BIC country code with the IBAN's (e.g. Monaco under FR).
-_SEPA_SHARED = frozenset({"FR", "MC", "GP", "MQ", "RE", "GF", "YT", "PM", "BL", "MF", "NC", "PF", "WF"})

@@ -95,6 +95,12 @@ class PaymentStatus(str, enum.Enum):
     charged_back = "charged_back"
 
 
+# Card and the transfers come through providers or the bank statement; the last four are
+# recorded by staff (a cheque, a bill of exchange (LCR), cash, a set-off against what we owe).
+PAYMENT_METHODS = ("card", "instant_transfer", "direct_debit", "bank_transfer", "cheque", "bill_of_exchange", "cash",
+                   "set_off")
+
+
 class Role(str, enum.Enum):
     admin = "admin"
     manager = "manager"
@@ -137,6 +143,11 @@ class Company(Base):
     reminder_hour: Mapped[int] = mapped_column(Integer, default=9, server_default="9")  # company-local hour of the daily run
     reminder_from: Mapped[str | None] = mapped_column(String(254), default=None)
     collections_email: Mapped[str | None] = mapped_column(String(254), default=None)
+    # Which bank entries are matched without a person: see reconciliation.matching.AUTO_LEVELS.
+    auto_match_level: Mapped[str] = mapped_column(String(16), default="invoice_number",
+                                                  server_default="invoice_number")
+    # An under-payment up to this many minor units may be written off when staff match it.
+    write_off_tolerance_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     customers: Mapped[list[Customer]] = relationship(back_populates="company")
@@ -301,7 +312,7 @@ class Payment(Base):
             "status IN ('pending','processing','succeeded','failed','refunded','charged_back')",
             name="status",
         ),
-        CheckConstraint("method IN ('card','instant_transfer','direct_debit','bank_transfer')", name="method"),
+        CheckConstraint(f"method IN ({', '.join(repr(m) for m in PAYMENT_METHODS)})", name="method"),
         # Cash collected by day and method (dashboard), without reading the table itself.
         Index("ix_payments_received", "status", "received_on", "currency", "method", "amount_minor", "customer_id"),
     )
@@ -830,3 +841,186 @@ class FxRate(Base):
         UniqueConstraint("base", "quote", "valid_on", name="uq_fx_rates_pair_day"),
         CheckConstraint("base <> quote", name="pair"),
     )
+
+
+# --- Bank reconciliation: statements from the company's bank, matched to open items ---------------
+
+
+class BankEntryState(str, enum.Enum):
+    unmatched = "unmatched"
+    suggested = "suggested"  # a proposal waits for staff
+    matched = "matched"
+    ignored = "ignored"  # not a customer payment (staff said so)
+    debit = "debit"  # money out: not ours to match
+
+
+class BankMatchState(str, enum.Enum):
+    suggested = "suggested"
+    confirmed = "confirmed"
+    undone = "undone"
+
+
+class BankAccount(Base):
+    """An account of the company at its bank: statements are booked to the company by its IBAN."""
+
+    __tablename__ = "bank_accounts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id"), index=True)
+    iban: Mapped[str] = mapped_column(String(34), unique=True)  # electronic form, or the bank's account number
+    bic: Mapped[str | None] = mapped_column(String(11), default=None)
+    currency: Mapped[str] = mapped_column(CHAR(3))
+    label: Mapped[str | None] = mapped_column(String(100), default=None)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+    company: Mapped[Company] = relationship()
+
+
+class BankStatement(Base):
+    """One statement (camt.053/054 statement or notification, MT940 message, CSV file) as imported."""
+
+    __tablename__ = "bank_statements"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("bank_accounts.id"), index=True)
+    file_name: Mapped[str] = mapped_column(String(255))
+    file_sha256: Mapped[str] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(32))
+    statement_ref: Mapped[str | None] = mapped_column(String(64), default=None)  # the statement id in the file
+    from_date: Mapped[date | None] = mapped_column(Date, default=None)
+    to_date: Mapped[date | None] = mapped_column(Date, default=None)
+    currency: Mapped[str | None] = mapped_column(CHAR(3), default=None)
+    opening_balance_minor: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    closing_balance_minor: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    entries_read: Mapped[int] = mapped_column(Integer, default=0)
+    entries_new: Mapped[int] = mapped_column(Integer, default=0)
+    imported_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    imported_by: Mapped[str | None] = mapped_column(String(254), default=None)  # staff email; None: the CLI
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+    account: Mapped[BankAccount] = relationship()
+
+
+class BankEntry(Base):
+    """One movement on the account. Amounts are signed: credits positive, debits negative."""
+
+    __tablename__ = "bank_entries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    statement_id: Mapped[int] = mapped_column(ForeignKey("bank_statements.id"), index=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("bank_accounts.id"))
+    booking_date: Mapped[date | None] = mapped_column(Date, default=None)
+    value_date: Mapped[date | None] = mapped_column(Date, default=None)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(CHAR(3))
+    credit_debit: Mapped[str] = mapped_column(String(4))  # CRDT, DBIT
+    reversal: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    state: Mapped[str] = mapped_column(String(16), default=BankEntryState.unmatched.value)
+    payer_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    payer_iban: Mapped[str | None] = mapped_column(String(34), default=None)
+    payer_bic: Mapped[str | None] = mapped_column(String(11), default=None)
+    remittance_text: Mapped[str | None] = mapped_column(Text, default=None)
+    structured_reference: Mapped[str | None] = mapped_column(String(35), default=None)
+    end_to_end_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    bank_reference: Mapped[str | None] = mapped_column(String(64), default=None)
+    # (booking date, amount, the bank's reference) or a hash of the other fields and the
+    # occurrence index in its file: the same entry loaded twice is found, two identical ones kept.
+    identity_key: Mapped[str] = mapped_column(String(120))
+    location: Mapped[str | None] = mapped_column(String(200), default=None)
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=_utcnow, onupdate=_utcnow)
+
+    statement: Mapped[BankStatement] = relationship()
+    account: Mapped[BankAccount] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("account_id", "identity_key", name="uq_bank_entries_identity"),
+        CheckConstraint("credit_debit IN ('CRDT','DBIT')", name="credit_debit"),
+        CheckConstraint("state IN ('unmatched','suggested','matched','ignored','debit')", name="state"),
+        Index("ix_bank_entries_queue", "company_id", "state", "id"),
+    )
+
+    @property
+    def amount(self) -> Money:
+        return Money(self.amount_minor, self.currency)
+
+
+class BankMatch(Base):
+    """Why an entry pays what it pays: the evidence, who decided, and the payments it created.
+
+    A `confirmed` match has created its payments; `undone` keeps the record of a match taken
+    back (by staff, or by the bank returning the transfer)."""
+
+    __tablename__ = "bank_matches"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("bank_entries.id"), index=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16), default=BankMatchState.suggested.value)
+    evidence: Mapped[str] = mapped_column(String(32))  # reconciliation.matching.Evidence
+    reason: Mapped[str] = mapped_column(Text)  # what staff read: "RF18 0000 0001 2 of checkout 12"
+    score: Mapped[int] = mapped_column(Integer, default=0)  # 0..100
+    method: Mapped[str] = mapped_column(String(32), default="bank_transfer")
+    checkout_id: Mapped[int | None] = mapped_column(ForeignKey("checkouts.id"), default=None)
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), index=True, default=None)
+    decided_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)  # None: the rule
+    undone_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    undo_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(default=None)
+    undone_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    entry: Mapped[BankEntry] = relationship()
+    lines: Mapped[list[BankMatchLine]] = relationship(back_populates="match", order_by="BankMatchLine.id",
+                                                      cascade="all, delete-orphan")
+
+    __table_args__ = (
+        CheckConstraint("state IN ('suggested','confirmed','undone')", name="state"),
+        CheckConstraint("score >= 0 AND score <= 100", name="score"),
+    )
+
+    @property
+    def decided_by(self) -> str:
+        return "rule" if self.decided_by_user_id is None else f"user:{self.decided_by_user_id}"
+
+
+class BankMatchLine(Base):
+    """What one match gives one invoice (or, with no invoice, the customer's unapplied credit)."""
+
+    __tablename__ = "bank_match_lines"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    match_id: Mapped[int] = mapped_column(ForeignKey("bank_matches.id", ondelete="CASCADE"), index=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"), index=True, default=None)
+    currency: Mapped[str] = mapped_column(CHAR(3))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)  # money of the entry
+    discount_minor: Mapped[int] = mapped_column(BigInteger, default=0)  # early-payment discount granted
+    write_off_minor: Mapped[int] = mapped_column(BigInteger, default=0)  # small short payment let go
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), default=None)
+
+    match: Mapped[BankMatch] = relationship(back_populates="lines")
+
+    __table_args__ = (
+        CheckConstraint("amount_minor >= 0 AND discount_minor >= 0 AND write_off_minor >= 0", name="amounts"),
+    )
+
+
+class PayerAccount(Base):
+    """A payer IBAN seen paying a customer in a confirmed match: evidence for the next entry."""
+
+    __tablename__ = "payer_accounts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id"))
+    iban: Mapped[str] = mapped_column(String(34))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    times_seen: Mapped[int] = mapped_column(Integer, default=1)
+    last_seen_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+    __table_args__ = (UniqueConstraint("company_id", "iban", "customer_id", name="uq_payer_accounts_customer"),)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ledger.banking import format_iban
 from payments import rf
 from payments.base import StartResult
 
@@ -37,4 +38,4 @@ class BankTransferProvider:
 
 
 def pretty_iban(iban: str) -> str:
-    return rf.pretty(iban)  # the same groups of four as an RF reference
+    return format_iban(iban)

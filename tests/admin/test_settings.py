@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from kernel.clock import clock
-from ledger.companies import iban_is_valid, settings_state
+from ledger.companies import settings_state
 from ledger.models import AuditEvent, Company
 from links import tokens
 from links.tokens import LinkProblem
@@ -59,13 +59,6 @@ def form_of(client: TestClient, code: str = "NORTH") -> dict[str, str]:
 
 def save(client: TestClient, data: dict[str, str], files=None, code: str = "NORTH"):  # type: ignore[no-untyped-def]
     return client.post(f"/admin/settings/{code}", data=data, files=files, follow_redirects=False)
-
-
-def test_iban_check_digits() -> None:
-    assert iban_is_valid("FR7630006000011234567890189")
-    assert iban_is_valid("DE89370400440532013000")
-    assert not iban_is_valid("FR7630006000011234567890188")  # one digit off
-    assert not iban_is_valid("FR76")
 
 
 def test_a_good_save_changes_every_field_and_is_audited(admin_client: TestClient, session: Session,

@@ -1,0 +1,1 @@
+"""Bank reconciliation: statement files parsed into plain entries, then matched to open items."""
