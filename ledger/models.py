@@ -93,6 +93,7 @@ class PaymentStatus(str, enum.Enum):
     failed = "failed"
     refunded = "refunded"
     charged_back = "charged_back"
+    cancelled = "cancelled"  # a payment staff recorded by hand, then took back (payments.manual)
 
 
 # Card and the transfers come through providers or the bank statement; the last four are
@@ -301,6 +302,8 @@ class Payment(Base):
     received_on: Mapped[date | None] = mapped_column(Date, default=None)
     checkout_id: Mapped[int | None] = mapped_column(ForeignKey("checkouts.id"), index=True, default=None)
     failure_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # What staff read on the payment they record by hand: a cheque or bill number, a set-off note.
+    reference: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=_utcnow, onupdate=_utcnow)
 
@@ -309,7 +312,7 @@ class Payment(Base):
         Index("ix_payments_created", "created_at", "id"),
         CheckConstraint("amount_minor > 0", name="amount_positive"),
         CheckConstraint(
-            "status IN ('pending','processing','succeeded','failed','refunded','charged_back')",
+            "status IN ('pending','processing','succeeded','failed','refunded','charged_back','cancelled')",
             name="status",
         ),
         CheckConstraint(f"method IN ({', '.join(repr(m) for m in PAYMENT_METHODS)})", name="method"),
