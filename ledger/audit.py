@@ -46,6 +46,8 @@ ACTION_LABELS: dict[str, str] = {
     "payment.failed": N_("Payment failed"),
     "payment.refunded": N_("Payment refunded"),
     "payment.charged_back": N_("Payment charged back"),
+    "payment.recorded": N_("Payment recorded by hand"),
+    "payment.cancelled": N_("Payment cancelled"),
     "payment.partially_refunded": N_("Payment partly refunded"),
     "payment.dispute_opened": N_("Card dispute opened"),
     "payment.dispute_closed": N_("Card dispute closed"),
