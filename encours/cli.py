@@ -97,6 +97,52 @@ def company_create(code: str, name: str, currency: str, country: str, tz: str) -
     click.echo(f"company {created.code} created ({created.name}, {created.base_currency})")
 
 
+@company.group("account")
+def company_account() -> None:
+    """A company's bank accounts (statements are booked to the company by their IBAN)."""
+
+
+@company_account.command("add")
+@click.argument("code")
+@click.option("--iban", required=True, help="The account's IBAN (spaces allowed).")
+@click.option("--bic", help="The bank's BIC.")
+@click.option("--currency", help="The account's currency (ISO 4217); default: the company's.")
+@click.option("--label", help="A name for staff, e.g. 'BNP main account'.")
+def company_account_add(code: str, iban: str, bic: str | None, currency: str | None, label: str | None) -> None:
+    """Register a bank account of company CODE."""
+    from kernel.db import unit_of_work
+    from reconciliation.accounts import add_account
+    from reconciliation.errors import ReconciliationError
+
+    try:
+        with unit_of_work(_sessions()) as session:
+            account = add_account(session, code, iban=iban, bic=bic, currency=currency, label=label)
+            line = f"account {account.iban} ({account.currency}) added to {code}"
+    except ReconciliationError as error:
+        raise CommandError(str(error)) from None
+    click.echo(line)
+
+
+@company_account.command("list")
+@click.argument("code")
+def company_account_list(code: str) -> None:
+    """List the bank accounts of company CODE."""
+    from kernel.db import unit_of_work
+    from reconciliation.accounts import list_accounts
+    from reconciliation.errors import ReconciliationError
+
+    try:
+        with unit_of_work(_sessions()) as session:
+            lines = [f"{a.iban}\t{a.bic or '-'}\t{a.currency}\t{'active' if a.active else 'inactive'}\t{a.label or ''}"
+                     for a in list_accounts(session, code)]
+    except ReconciliationError as error:
+        raise CommandError(str(error)) from None
+    for line in lines:
+        click.echo(line)
+    if not lines:
+        click.echo(f"{code} has no bank account")
+
+
 @cli.command("link")
 @click.argument("customer_ref")
 @click.option("--company", "company_code", help="Company code, when the ref exists in several.")
@@ -148,6 +194,33 @@ def _run_import(kind: str, path: Path) -> None:
 def import_customers(file: Path) -> None:
     """Import customers: company,customer_ref,name,email,language,phone,segment."""
     _run_import("customers", file)
+
+
+@import_group.command("bank")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--company", "company_code", help="Book the file to this company when its account is not registered.")
+def import_bank(file: Path, company_code: str | None) -> None:
+    """Load a bank statement (camt.053/054, MT940, CSV) and match its credits; one line per statement."""
+    from kernel.db import unit_of_work
+    from reconciliation.errors import ReconciliationError
+    from reconciliation.imports import import_statement_file
+
+    settings = _settings()  # receipts emailed for matched transfers carry links
+    try:
+        raw = file.read_bytes()
+    except OSError as error:
+        raise CommandError(f"cannot read {file}: {error.strerror}") from None
+    try:
+        with unit_of_work(_sessions()) as session:
+            report = import_statement_file(session, raw, file.name, company_code=company_code, settings=settings)
+    except ReconciliationError as error:
+        raise CommandError(str(error)) from None
+    for summary in report.statements:
+        click.echo(summary.line())
+        for warning in summary.warnings[:20]:
+            click.echo(f"  warning: {warning}")
+        if len(summary.warnings) > 20:
+            click.echo(f"  ... and {len(summary.warnings) - 20} more warning(s)")
 
 
 @import_group.command("invoices")

@@ -14,6 +14,11 @@ from ledger.models import AuditEvent, Customer
 # `record` has one (tests/ledger/test_audit_labels.py reads the source to check); a code from
 # elsewhere (an older release) reads as itself.
 ACTION_LABELS: dict[str, str] = {
+    "bank_account.added": N_("Bank account added"),
+    "bank_entry.ignored": N_("Bank entry set aside: not a customer payment"),
+    "bank_entry.restored": N_("Bank entry put back in the queue"),
+    "bank_match.confirmed": N_("Bank entry matched"),
+    "bank_match.undone": N_("Bank match undone"),
     "checkout.mandate_set_up": N_("Direct debit mandate set up at checkout"),
     "checkout.mandate_ended": N_("Direct debit mandate ended before collection"),
     "company.settings_changed": N_("Company settings changed"),
@@ -29,6 +34,7 @@ ACTION_LABELS: dict[str, str] = {
     "fx_rate.updated": N_("Exchange rate changed"),
     "import.customers": N_("Customers imported"),
     "import.invoices": N_("Invoices imported"),
+    "import.bank_statement": N_("Bank statement imported"),
     "invoice.updated": N_("Invoice updated by an import"),
     "link.renewal_requested": N_("Customer asked for a fresh link"),
     "link.sent": N_("Link sent by staff"),

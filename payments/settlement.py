@@ -332,3 +332,43 @@ def record_bank_transfer(
         occurred_at=occurred,
         settings=settings,
     )
+
+
+def reverse_payment(
+    session: Session,
+    payment: Payment,
+    *,
+    reason: str,
+    actor_type: str,
+    actor: str | None,
+    notify: bool,
+    settings: Settings | None = None,
+) -> None:
+    """A succeeded payment that did not happen after all — a bank match taken back by staff, or a
+    transfer the bank returned: it becomes `failed` (the end of its state machine), its
+    allocations go and the invoices reopen exactly, other payments' leftovers go to them as on a
+    refund. `notify` emails the debtor as for a failed payment (only for a checkout's payment)."""
+    if payment.status != "succeeded":
+        raise SettlementError(f"payment {payment.id} is {payment.status}, not succeeded: nothing to reverse")
+    session.flush()
+    reopened = _reverse(session, payment)
+    payment.status = "failed"
+    payment.failure_reason = reason
+    session.flush()
+    _reapply_leftovers(session, payment.customer_id, reopened, payment)
+    checkout = session.get(Checkout, payment.checkout_id) if payment.checkout_id else None
+    if checkout is not None:
+        _follow(session, checkout, payment)
+    audit.record(
+        session,
+        actor_type=actor_type,
+        actor=actor,
+        action="payment.failed",
+        entity_type="payment",
+        entity_id=payment.id,
+        customer_id=payment.customer_id,
+        before={"status": "succeeded"},
+        after={"status": "failed", "amount_minor": payment.amount_minor, "reason": reason},
+    )
+    if notify and checkout is not None:
+        _queue_email(session, checkout, payment, "payment_failed", settings)

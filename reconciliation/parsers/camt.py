@@ -83,6 +83,19 @@ def parse(data: bytes) -> list[ParsedStatement]:
     return _Reader(ns, f"camt.{message}.001.{version:02d}", message).read(root)
 
 
+_OWN_MAP = {"Ntry", "TxDtls", "Stmt", "Rpt", "Ntfctn"}
+
+
+class _Node:
+    """An element and the descendants found under each relative path (see ``_Reader.node``)."""
+
+    __slots__ = ("el", "paths")
+
+    def __init__(self, el: etree._Element, paths: dict[str, list[etree._Element]]) -> None:
+        self.el = el
+        self.paths = paths
+
+
 class _Reader:
     def __init__(self, ns: str, format_name: str, message: str) -> None:
         self.ns = "{" + ns + "}"
@@ -90,50 +103,69 @@ class _Reader:
         self.container, self.statement_tag = _CONTAINERS[message]
 
     # -- element helpers -------------------------------------------------------------------
+    # ElementPath lookups cost more than the parse itself on big files, so each element that
+    # is queried is walked once into {relative path: [elements]}; entries and transaction
+    # details get their own maps, so a statement's map stops at its Ntry elements.
 
-    def find(self, el: etree._Element | None, path: str) -> etree._Element | None:
-        if el is None:
+    def node(self, el: etree._Element) -> _Node:
+        paths: dict[str, list[etree._Element]] = {}
+        ns, cut = self.ns, len(self.ns)
+
+        def walk(parent: etree._Element, prefix: str) -> None:
+            for child in parent:
+                tag = child.tag
+                if not isinstance(tag, str):
+                    continue  # comments and processing instructions
+                local = tag[cut:] if tag.startswith(ns) else tag
+                path = prefix + local
+                paths.setdefault(path, []).append(child)
+                if local not in _OWN_MAP:
+                    walk(child, path + "/")
+
+        walk(el, "")
+        return _Node(el, paths)
+
+    def find(self, node: _Node | None, path: str) -> etree._Element | None:
+        if node is None:
             return None
-        return el.find(self._qualify(path))
+        found = node.paths.get(path)
+        return found[0] if found else None
 
-    def findall(self, el: etree._Element, path: str) -> list[etree._Element]:
-        return el.findall(self._qualify(path))
+    def findall(self, node: _Node, path: str) -> list[etree._Element]:
+        return node.paths.get(path, [])
 
-    def text(self, el: etree._Element | None, path: str) -> str | None:
-        found = self.find(el, path)
+    def text(self, node: _Node | None, path: str) -> str | None:
+        found = self.find(node, path)
         if found is None or found.text is None:
             return None
         value = " ".join(found.text.split())
         return value or None
 
-    def _qualify(self, path: str) -> str:
-        return "/".join(self.ns + part for part in path.split("/"))
-
     # -- document --------------------------------------------------------------------------
 
     def read(self, root: etree._Element) -> list[ParsedStatement]:
-        container = self.find(root, self.container)
-        if container is None:
+        top = self.node(root)
+        if self.find(top, self.container) is None:
             raise StatementFileError(f"expected a {self.container} element under Document", "/Document")
-        group_created = self._datetime(self.find(container, "GrpHdr/CreDtTm"), f"/Document/{self.container}/GrpHdr/CreDtTm")
-        statements = self.findall(container, self.statement_tag)
+        group_created = self._datetime(self.find(top, f"{self.container}/GrpHdr/CreDtTm"), f"/Document/{self.container}/GrpHdr/CreDtTm")
+        statements = self.findall(top, f"{self.container}/{self.statement_tag}")
         if not statements:
             raise StatementFileError(f"expected at least one {self.statement_tag} element", f"/Document/{self.container}")
         return [
-            self._statement(stmt, f"/Document/{self.container}/{self.statement_tag}[{n}]", group_created)
+            self._statement(self.node(stmt), f"/Document/{self.container}/{self.statement_tag}[{n}]", group_created)
             for n, stmt in enumerate(statements, 1)
         ]
 
-    def _statement(self, stmt: etree._Element, path: str, group_created: datetime | None) -> ParsedStatement:
+    def _statement(self, stmt: _Node, path: str, group_created: datetime | None) -> ParsedStatement:
         warnings: list[str] = []
-        acct = self.find(stmt, "Acct")
-        if acct is None:
+        if self.find(stmt, "Acct") is None:
             raise StatementFileError("expected the account (Acct) of the statement", f"{path}/Acct")
-        iban = self.text(acct, "Id/IBAN")
-        account_id = iban or self.text(acct, "Id/Othr/Id")
-        currency = self.text(acct, "Ccy")
+        iban = self.text(stmt, "Acct/Id/IBAN")
+        account_id = iban or self.text(stmt, "Acct/Id/Othr/Id")
+        currency = self.text(stmt, "Acct/Ccy")
         opening = closing = None
-        for n, bal in enumerate(self.findall(stmt, "Bal"), 1):
+        for n, bal_el in enumerate(self.findall(stmt, "Bal"), 1):
+            bal = self.node(bal_el)
             code = self.text(bal, "Tp/CdOrPrtry/Cd")
             if code in _OPENING and opening is None:
                 opening = self._amount(bal, f"{path}/Bal[{n}]")
@@ -144,7 +176,7 @@ class _Reader:
         entries: list[ParsedEntry] = []
         booked_total: dict[str, int] = {}
         for n, ntry in enumerate(self.findall(stmt, "Ntry"), 1):
-            unfolded, entry_amount, status = self._entry(ntry, f"{path}/Ntry[{n}]", warnings)
+            unfolded, entry_amount, status = self._entry(self.node(ntry), f"{path}/Ntry[{n}]", warnings)
             entries.extend(unfolded)
             if status in (None, EntryStatus.BOOKED):
                 booked_total[entry_amount.currency] = booked_total.get(entry_amount.currency, 0) + entry_amount.minor
@@ -182,20 +214,20 @@ class _Reader:
     # -- entries ---------------------------------------------------------------------------
 
     def _entry(
-        self, ntry: etree._Element, path: str, warnings: list[str]
+        self, ntry: _Node, path: str, warnings: list[str]
     ) -> tuple[list[ParsedEntry], Money, EntryStatus | None]:
         amount = self._amount(ntry, path)
         credit_debit = CreditDebit(self._indicator(ntry, path))
         reversal = (self.text(ntry, "RvslInd") or "").lower() in ("true", "1")
         status = self._status(ntry, path)
-        booking = self._date_choice(self.find(ntry, "BookgDt"), f"{path}/BookgDt")
-        value = self._date_choice(self.find(ntry, "ValDt"), f"{path}/ValDt")
+        booking = self._date_choice(ntry, "BookgDt", path)
+        value = self._date_choice(ntry, "ValDt", path)
         entry_ref = self.text(ntry, "AcctSvcrRef") or self.text(ntry, "NtryRef")
         code = self._bank_code(ntry)
         charges = self._charges(ntry, path)
         entry_info = self.text(ntry, "AddtlNtryInf")
 
-        details = self.findall(ntry, "NtryDtls/TxDtls")
+        details = [self.node(tx) for tx in self.findall(ntry, "NtryDtls/TxDtls")]
         base = dict(
             credit_debit=credit_debit,
             value_date=value,
@@ -256,7 +288,7 @@ class _Reader:
 
     def _transaction(
         self,
-        tx: etree._Element,
+        tx: _Node,
         path: str,
         amount: Money,
         entry_info: str | None,
@@ -280,14 +312,14 @@ class _Reader:
 
         unstructured = [t for el in self.findall(tx, "RmtInf/Ustrd") if (t := " ".join((el.text or "").split()))]
         ref = ref_type = None
-        for strd in self.findall(tx, "RmtInf/Strd"):
-            for info in self.findall(strd, "CdtrRefInf"):
-                if ref is None and (value := self.text(info, "Ref")):
-                    ref = value
-                    ref_type = self.text(info, "Tp/CdOrPrtry/Cd") or self.text(info, "Tp/CdOrPrtry/Prtry")
-            for extra in self.findall(strd, "AddtlRmtInf"):
-                if extra.text and extra.text.strip():
-                    unstructured.append(" ".join(extra.text.split()))
+        for info_el in self.findall(tx, "RmtInf/Strd/CdtrRefInf"):
+            info = self.node(info_el)
+            if ref is None and (value := self.text(info, "Ref")):
+                ref = value
+                ref_type = self.text(info, "Tp/CdOrPrtry/Cd") or self.text(info, "Tp/CdOrPrtry/Prtry")
+        for extra in self.findall(tx, "RmtInf/Strd/AddtlRmtInf"):
+            if extra.text and extra.text.strip():
+                unstructured.append(" ".join(extra.text.split()))
         text = " ".join(unstructured) or self.text(tx, "AddtlTxInf") or entry_info
         if ref is None and (found := first_rf_reference(text)):
             ref, ref_type = found, "SCOR"
@@ -320,11 +352,11 @@ class _Reader:
             location=path,
         )
 
-    def _party_name(self, tx: etree._Element, role: str) -> str | None:
+    def _party_name(self, tx: _Node, role: str) -> str | None:
         # 001.08 onwards wraps the party in Pty (Dbtr/Pty/Nm); earlier versions do not.
         return self.text(tx, f"RltdPties/{role}/Pty/Nm") or self.text(tx, f"RltdPties/{role}/Nm")
 
-    def _tx_amount(self, tx: etree._Element, path: str, currency: str, entry_side: CreditDebit) -> Money | None:
+    def _tx_amount(self, tx: _Node, path: str, currency: str, entry_side: CreditDebit) -> Money | None:
         for sub in ("Amt", "AmtDtls/TxAmt/Amt"):
             el = self.find(tx, sub)
             if el is not None:
@@ -336,13 +368,13 @@ class _Reader:
 
     # -- values ----------------------------------------------------------------------------
 
-    def _indicator(self, el: etree._Element, path: str) -> str:
+    def _indicator(self, el: _Node, path: str) -> str:
         value = self.text(el, "CdtDbtInd")
         if value not in ("CRDT", "DBIT"):
             raise StatementFileError(f"expected CdtDbtInd CRDT or DBIT, got {value!r}", f"{path}/CdtDbtInd")
         return value
 
-    def _amount(self, el: etree._Element, path: str) -> Money:
+    def _amount(self, el: _Node, path: str) -> Money:
         amt = self.find(el, "Amt")
         if amt is None:
             raise StatementFileError("expected an amount (Amt)", f"{path}/Amt")
@@ -354,7 +386,7 @@ class _Reader:
         except ValueError as exc:
             raise StatementFileError(str(exc), path) from None
 
-    def _status(self, ntry: etree._Element, path: str) -> EntryStatus | None:
+    def _status(self, ntry: _Node, path: str) -> EntryStatus | None:
         # 001.02-001.07: <Sts>BOOK</Sts>; 001.08 onwards: <Sts><Cd>BOOK</Cd></Sts>.
         value = self.text(ntry, "Sts/Cd") or self.text(ntry, "Sts") or self.text(ntry, "Sts/Prtry")
         if value is None:
@@ -366,14 +398,14 @@ class _Reader:
                 return EntryStatus.PENDING
             raise StatementFileError(f"expected an entry status BOOK, PDNG or INFO, got {value!r}", f"{path}/Sts") from None
 
-    def _bank_code(self, el: etree._Element) -> str | None:
+    def _bank_code(self, el: _Node) -> str | None:
         domain = self.text(el, "BkTxCd/Domn/Cd")
         if domain:
             parts = [domain, self.text(el, "BkTxCd/Domn/Fmly/Cd"), self.text(el, "BkTxCd/Domn/Fmly/SubFmlyCd")]
             return "/".join(p for p in parts if p)
         return self.text(el, "BkTxCd/Prtry/Cd")
 
-    def _charges(self, ntry: etree._Element, path: str) -> Money | None:
+    def _charges(self, ntry: _Node, path: str) -> Money | None:
         total = self.find(ntry, "Chrgs/TtlChrgsAndTaxAmt")
         if total is not None:
             return self._money(total, f"{path}/Chrgs/TtlChrgsAndTaxAmt", negative=False)
@@ -386,16 +418,15 @@ class _Reader:
             return None
         return Money(sum(m.minor for m in moneys), moneys[0].currency)
 
-    def _date_choice(self, el: etree._Element | None, path: str) -> date | None:
-        if el is None:
-            return None
-        dt = self.find(el, "Dt")
+    def _date_choice(self, node: _Node, name: str, entry_path: str) -> date | None:
+        path = f"{entry_path}/{name}"
+        dt = self.find(node, f"{name}/Dt")
         if dt is not None:
             try:
                 return date.fromisoformat((dt.text or "").strip()[:10])
             except ValueError:
                 raise StatementFileError(f"expected a date such as 2026-03-31, got {dt.text!r}", f"{path}/Dt") from None
-        stamp = self._datetime(self.find(el, "DtTm"), f"{path}/DtTm")
+        stamp = self._datetime(self.find(node, f"{name}/DtTm"), f"{path}/DtTm")
         return stamp.date() if stamp else None
 
     def _datetime(self, el: etree._Element | None, path: str) -> datetime | None:

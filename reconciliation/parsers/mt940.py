@@ -289,6 +289,9 @@ def _entry(f61: _Field, line: dict[str, object], details: _Field | None) -> Pars
     if iban is None and _IBAN_START.match(custref) and stdnum_iban.is_valid(custref):
         iban = custref  # SNS-style: the counterparty's IBAN as the customer reference
         name = name or line["extra"]  # type: ignore[assignment]
+    extra = line["extra"]
+    if iban is None and isinstance(extra, str) and _IBAN_START.match(extra) and stdnum_iban.is_valid(extra.split()[0]):
+        iban = extra.split()[0]  # Rabobank-style: the counterparty account as supplementary details
     text = info.get("text")
     ref = info.get("reference")
     ref_type = info.get("reference_type")

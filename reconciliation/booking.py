@@ -1,0 +1,288 @@
+"""A match onto the ledger and back: payments of provider `bank`, allocated the way provider
+payments are (`payments.settlement`, `ledger.allocation`), undone exactly.
+
+- A match of an RF reference to a checkout goes through `settlement.apply_payment_status`, as a
+  card payment's webhook does: the checkout's invoices in line order with their locked
+  discounts, the checkout succeeded, a receipt emailed, what is left over the customer's credit.
+- Any other match creates one succeeded payment per customer it pays, allocated line by line;
+  money on no invoice stays the customer's unapplied credit; open bank-transfer checkouts whose
+  invoices are now all paid are completed.
+- Undoing marks those payments failed (their allocations go, invoices reopen exactly) and puts
+  back the checkouts it completed. The entry returns to the queue.
+
+Everything runs in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timezone
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kernel.clock import clock
+from kernel.settings import Settings
+from ledger import audit
+from ledger.allocation import AllocationError, allocate
+from ledger.models import (
+    Allocation,
+    BankEntry,
+    BankEntryState,
+    BankMatch,
+    BankMatchLine,
+    BankMatchState,
+    Checkout,
+    CheckoutLine,
+    Customer,
+    Invoice,
+    InvoiceKind,
+    InvoiceStatus,
+    PayerAccount,
+    Payment,
+    User,
+)
+from ledger.money import Money
+from payments import settlement
+from reconciliation.errors import ReconciliationError
+from kernel.i18n import N_
+
+PROVIDER = "bank"
+STAFF_METHODS = ("bank_transfer", "cheque", "bill_of_exchange", "cash", "set_off")
+
+
+def _actor(user: User | None) -> tuple[str, str]:
+    return ("user", user.email) if user is not None else ("system", "bank reconciliation")
+
+
+def received_on(entry: BankEntry) -> date:
+    return entry.value_date or entry.booking_date or clock.today("UTC")
+
+
+def confirm(session: Session, match: BankMatch, user: User | None, settings: Settings | None = None) -> BankMatch:
+    """Put a suggested match onto the ledger; ReconciliationError (nothing changed) when the
+    invoices moved since it was proposed."""
+    entry = session.get_one(BankEntry, match.entry_id)
+    if match.state != BankMatchState.suggested.value:
+        raise ReconciliationError(N_("This match is %(state)s already."), {"state": match.state})
+    if entry.state not in (BankEntryState.unmatched.value, BankEntryState.suggested.value):
+        raise ReconciliationError(N_("This bank entry is %(state)s already."), {"state": entry.state})
+    actor_type, actor = _actor(user)
+    try:
+        with session.begin_nested():
+            if match.checkout_id is not None:
+                _confirm_checkout(session, entry, match, settings)
+            else:
+                _confirm_lines(session, entry, match, actor_type, actor)
+    except (AllocationError, settlement.SettlementError) as error:
+        raise ReconciliationError(N_("The invoices changed since this match was proposed: %(problem)s"),
+                                  {"problem": str(error)}) from None
+    match.state = BankMatchState.confirmed.value
+    match.confirmed_at = clock.now()
+    match.decided_by_user_id = user.id if user is not None else None
+    entry.state = BankEntryState.matched.value
+    _learn_payer(session, entry, match)
+    for other in session.scalars(select(BankMatch).where(BankMatch.entry_id == entry.id, BankMatch.id != match.id,
+                                                         BankMatch.state == BankMatchState.suggested.value)):
+        session.delete(other)  # rival suggestions of a decided entry
+    session.flush()
+    audit.record(session, actor_type=actor_type, actor=actor, action="bank_match.confirmed",
+                 entity_type="bank_entry", entity_id=entry.id, customer_id=_first_customer(match),
+                 company_id=entry.company_id,
+                 after={"match": match.id, "evidence": match.evidence, "payment": match.payment_id,
+                        "amount_minor": entry.amount_minor, "currency": entry.currency})
+    return match
+
+
+def _confirm_checkout(session: Session, entry: BankEntry, match: BankMatch, settings: Settings | None) -> None:
+    checkout = session.get_one(Checkout, match.checkout_id)
+    match.details = {**match.details, "checkout_status_before": checkout.status}
+    occurred = datetime.combine(received_on(entry), time(12), tzinfo=timezone.utc)
+    payment = settlement.apply_payment_status(
+        session, checkout=checkout, provider=PROVIDER, provider_ref=_provider_ref(entry, match, None),
+        method="bank_transfer", status="succeeded", amount_minor=entry.amount_minor, currency=entry.currency,
+        occurred_at=occurred, settings=settings)
+    match.payment_id = payment.id
+    # The lines say what the settlement did: what each invoice received, the rest as credit.
+    for line in list(match.lines):
+        session.delete(line)
+    session.flush()
+    applied = 0
+    for allocation in session.scalars(select(Allocation).where(Allocation.payment_id == payment.id)
+                                      .order_by(Allocation.id)):
+        session.add(BankMatchLine(match_id=match.id, customer_id=payment.customer_id,
+                                  invoice_id=allocation.invoice_id, currency=allocation.currency,
+                                  amount_minor=allocation.amount_minor, discount_minor=allocation.discount_minor,
+                                  payment_id=payment.id))
+        applied += allocation.amount_minor
+    if entry.amount_minor > applied:
+        session.add(BankMatchLine(match_id=match.id, customer_id=payment.customer_id, invoice_id=None,
+                                  currency=entry.currency, amount_minor=entry.amount_minor - applied,
+                                  payment_id=payment.id))
+    session.flush()
+    session.expire(match, ["lines"])
+
+
+def _confirm_lines(session: Session, entry: BankEntry, match: BankMatch, actor_type: str, actor: str) -> None:
+    lines = list(match.lines)
+    if sum(line.amount_minor for line in lines) != entry.amount_minor:
+        raise AllocationError(f"the lines add up to {sum(line.amount_minor for line in lines)}, the entry "
+                              f"brought {entry.amount_minor}")
+    invoice_ids = sorted({line.invoice_id for line in lines if line.invoice_id is not None})
+    # Locked in id order, as the settlement does, so two matches of one invoice queue up.
+    invoices = {invoice.id: invoice for invoice in session.scalars(
+        select(Invoice).where(Invoice.id.in_(invoice_ids)).order_by(Invoice.id).with_for_update())}
+    customers = list(dict.fromkeys(line.customer_id for line in lines))
+    payments: dict[int, Payment] = {}
+    for customer_id in customers:
+        customer = session.get_one(Customer, customer_id)
+        if customer.company_id != entry.company_id:
+            raise AllocationError("a bank entry pays customers of its own company only")
+        amount = sum(line.amount_minor for line in lines if line.customer_id == customer_id)
+        payment = Payment(customer_id=customer_id, provider=PROVIDER,
+                          provider_ref=_provider_ref(entry, match, customer_id if len(customers) > 1 else None),
+                          method=match.method, amount_minor=amount, currency=entry.currency,
+                          status="succeeded", received_on=received_on(entry))
+        session.add(payment)
+        payments[customer_id] = payment
+    session.flush()
+    for line in lines:
+        payment = payments[line.customer_id]
+        line.payment_id = payment.id
+        if line.invoice_id is None:
+            continue
+        invoice = invoices[line.invoice_id]
+        if invoice.customer_id != line.customer_id or invoice.company_id != entry.company_id:
+            raise AllocationError(f"{invoice.number} is not an invoice of this customer")
+        allocate(session, invoice, Money(line.amount_minor, invoice.currency),
+                 Money(line.discount_minor + line.write_off_minor, invoice.currency), payment=payment)
+    match.payment_id = payments[customers[0]].id
+    completed = _complete_checkouts(session, invoice_ids)
+    match.details = {**match.details, "completed_checkouts": completed}
+    for customer_id, payment in payments.items():
+        audit.record(session, actor_type=actor_type, actor=actor, action="payment.succeeded",
+                     entity_type="payment", entity_id=payment.id, customer_id=customer_id,
+                     before={"status": None},
+                     after={"status": "succeeded", "amount_minor": payment.amount_minor, "method": payment.method,
+                            "bank_entry": entry.id})
+    session.flush()
+
+
+def _complete_checkouts(session: Session, invoice_ids: list[int]) -> list[int]:
+    """Open bank-transfer checkouts of these invoices whose invoices are now all paid: done."""
+    if not invoice_ids:
+        return []
+    candidates = session.scalars(
+        select(Checkout).join(CheckoutLine, CheckoutLine.checkout_id == Checkout.id)
+        .where(CheckoutLine.invoice_id.in_(invoice_ids), Checkout.method == "bank_transfer",
+               Checkout.status == "open").distinct().order_by(Checkout.id)).all()
+    completed = []
+    for checkout in candidates:
+        if all(line.invoice.open_minor == 0 for line in checkout.lines):
+            checkout.status = "succeeded"
+            completed.append(checkout.id)
+    return completed
+
+
+def _provider_ref(entry: BankEntry, match: BankMatch, customer_id: int | None) -> str:
+    suffix = f"#M{match.id}" + (f"C{customer_id}" if customer_id is not None else "")
+    return f"{entry.account_id}:{entry.identity_key}{suffix}"
+
+
+def _learn_payer(session: Session, entry: BankEntry, match: BankMatch) -> None:
+    if not entry.payer_iban:
+        return
+    for customer_id in dict.fromkeys(line.customer_id for line in match.lines):
+        known = session.scalar(select(PayerAccount).where(PayerAccount.company_id == entry.company_id,
+                                                          PayerAccount.iban == entry.payer_iban,
+                                                          PayerAccount.customer_id == customer_id))
+        if known is None:
+            session.add(PayerAccount(company_id=entry.company_id, iban=entry.payer_iban, customer_id=customer_id))
+        else:
+            known.times_seen += 1
+            known.last_seen_at = clock.now()
+
+
+def _first_customer(match: BankMatch) -> int | None:
+    return next((line.customer_id for line in match.lines), None)
+
+
+def match_payments(session: Session, match: BankMatch) -> list[Payment]:
+    ids = {line.payment_id for line in match.lines if line.payment_id is not None}
+    if match.payment_id is not None:
+        ids.add(match.payment_id)
+    return list(session.scalars(select(Payment).where(Payment.id.in_(ids)).order_by(Payment.id)))
+
+
+def undo(session: Session, match: BankMatch, user: User | None, *, reason: str, returned: bool = False,
+         settings: Settings | None = None) -> BankMatch:
+    """Take a confirmed match back: its payments fail, the invoices reopen exactly, checkouts it
+    completed are open again, and the entry waits in the queue (or, `returned` by the bank, stays
+    matched to nothing). The record stays, `undone`."""
+    if match.state != BankMatchState.confirmed.value:
+        raise ReconciliationError(N_("Only a confirmed match can be undone; this one is %(state)s."),
+                                  {"state": match.state})
+    entry = session.get_one(BankEntry, match.entry_id)
+    actor_type, actor = _actor(user)
+    for payment in match_payments(session, match):
+        if payment.status == "succeeded":
+            settlement.reverse_payment(session, payment, reason=reason, actor_type=actor_type, actor=actor,
+                                       notify=returned, settings=settings)
+    before = match.details.get("checkout_status_before")
+    if match.checkout_id is not None and before is not None and not returned:
+        session.get_one(Checkout, match.checkout_id).status = before
+    for checkout_id in match.details.get("completed_checkouts", []):
+        checkout = session.get(Checkout, checkout_id)
+        if checkout is not None and checkout.status == "succeeded":
+            checkout.status = "open"
+    _forget_payer(session, entry, match)
+    match.state = BankMatchState.undone.value
+    match.undone_at = clock.now()
+    match.undone_by_user_id = user.id if user is not None else None
+    match.undo_reason = reason
+    if not returned:
+        entry.state = BankEntryState.unmatched.value
+    session.flush()
+    audit.record(session, actor_type=actor_type, actor=actor, action="bank_match.undone",
+                 entity_type="bank_entry", entity_id=entry.id, customer_id=_first_customer(match),
+                 company_id=entry.company_id, before={"match": match.id, "state": "confirmed"},
+                 after={"state": "undone", "reason": reason})
+    return match
+
+
+def _forget_payer(session: Session, entry: BankEntry, match: BankMatch) -> None:
+    if not entry.payer_iban:
+        return
+    for customer_id in dict.fromkeys(line.customer_id for line in match.lines):
+        known = session.scalar(select(PayerAccount).where(PayerAccount.company_id == entry.company_id,
+                                                          PayerAccount.iban == entry.payer_iban,
+                                                          PayerAccount.customer_id == customer_id))
+        if known is not None:
+            if known.times_seen <= 1:
+                session.delete(known)
+            else:
+                known.times_seen -= 1
+
+
+def new_match(session: Session, entry: BankEntry, *, evidence: str, reason: str, score: int,
+              lines: list[tuple[int, int | None, int, int, int]], checkout_id: int | None = None,
+              method: str = "bank_transfer", details: dict[str, Any] | None = None) -> BankMatch:
+    """A suggested match of `entry`; lines are (customer, invoice or None, amount, discount, write-off)."""
+    match = BankMatch(entry_id=entry.id, company_id=entry.company_id, state=BankMatchState.suggested.value,
+                      evidence=evidence, reason=reason, score=score, method=method, checkout_id=checkout_id,
+                      details=details or {})
+    match.lines = [BankMatchLine(customer_id=customer_id, invoice_id=invoice_id, currency=entry.currency,
+                                 amount_minor=amount, discount_minor=discount, write_off_minor=write_off)
+                   for customer_id, invoice_id, amount, discount, write_off in lines]
+    session.add(match)
+    session.flush()
+    return match
+
+
+def open_invoice_kinds() -> tuple[str, ...]:
+    return (InvoiceKind.invoice.value,)
+
+
+def is_payable(invoice: Invoice) -> bool:
+    return (invoice.kind == InvoiceKind.invoice.value and invoice.status != InvoiceStatus.void.value
+            and invoice.open_minor > 0)

@@ -1,0 +1,396 @@
+"""Loading a bank statement file: parse, book each statement to its company's account, keep
+the entries not seen before, match the credits.
+
+All or nothing per file: any refusal raises `ImportRefused` before the caller commits, and
+nothing of the file stays. Loading a file again changes nothing: an entry is known by its
+identity within its account (`entry_identity`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kernel.clock import clock
+from kernel.i18n import N_
+from kernel.settings import Settings
+from ledger import audit
+from ledger.banking import BankDetailsError, normalize_iban
+from ledger.models import (
+    BankAccount,
+    BankEntry,
+    BankEntryState,
+    BankMatch,
+    BankMatchState,
+    BankStatement,
+    Checkout,
+    CheckoutLine,
+    Company,
+    Customer,
+    Invoice,
+    InvoiceKind,
+    InvoiceStatus,
+    PayerAccount,
+    User,
+)
+from reconciliation import booking
+from reconciliation.accounts import account_for_iban, company_by_code
+from reconciliation.entries import EntryStatus, ParsedEntry, ParsedStatement, StatementFileError
+from reconciliation.errors import ReconciliationError
+from reconciliation.matching import Book, CheckoutFacts, CustomerFacts, EntryFacts, Evidence, OpenInvoice, match_entry
+from reconciliation.parsers import parse_statement_file
+from reconciliation.references import find_rf_references
+
+_CHUNK = 500  # ids per IN (...) list
+
+
+class ImportRefused(ReconciliationError):
+    """The file was not imported at all; the message says why and where."""
+
+
+@dataclass
+class StatementSummary:
+    file_name: str
+    statement_ref: str | None
+    account: str
+    company_code: str
+    format: str
+    entries_read: int = 0
+    matched: int = 0  # credits matched automatically
+    suggested: int = 0
+    unmatched: int = 0
+    debits: int = 0  # money out, not matched
+    already_imported: int = 0
+    warnings: list[str] = field(default_factory=list)
+    statement_id: int | None = None
+
+    def line(self) -> str:
+        text = (f"{self.file_name}: statement {self.statement_ref or '-'} of {self.account} ({self.company_code}): "
+                f"{self.entries_read} entries read, {self.matched} credits matched automatically, "
+                f"{self.suggested} suggested, {self.unmatched} left unmatched, {self.debits} debits ignored, "
+                f"{self.already_imported} already imported")
+        if self.warnings:
+            text += f", {len(self.warnings)} warning(s)"
+        return text
+
+
+@dataclass
+class ImportReport:
+    statements: list[StatementSummary] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return [summary.line() for summary in self.statements]
+
+
+def entry_identity(entry: ParsedEntry, occurrence: int) -> str:
+    """Who the entry is within its account: the bank's own reference with the booking day and the
+    amount when the bank gives one; else a digest of everything the entry says plus how many
+    identical entries came before it in the file, so two identical entries in one file are two."""
+    day = (entry.booking_date or entry.value_date)
+    if entry.bank_reference:
+        key = f"R|{day}|{entry.amount.minor}|{entry.amount.currency}|{entry.bank_reference}"
+        if len(key) <= 110 and occurrence == 0:
+            return key
+    parts = (day, entry.value_date, entry.amount.minor, entry.amount.currency, entry.credit_debit.value,
+             entry.reversal, entry.counterparty_name, entry.counterparty_iban, entry.remittance_text,
+             entry.structured_reference, entry.end_to_end_id, entry.entry_reference, entry.bank_reference)
+    digest = hashlib.sha256("\x1f".join("" if p is None else str(p) for p in parts).encode()).hexdigest()[:40]
+    return f"H|{digest}|{occurrence}"
+
+
+def import_statement_file(
+    session: Session,
+    data: bytes,
+    filename: str,
+    company_code: str | None = None,
+    user: User | None = None,
+    now: datetime | None = None,
+    settings: Settings | None = None,
+) -> ImportReport:
+    """Import every statement of the file (see the module docstring); raises ImportRefused."""
+    now = now or clock.now()
+    try:
+        statements = parse_statement_file(data, filename)
+    except StatementFileError as error:
+        where = f" (at {error.location})" if error.location and error.location not in error.message else ""
+        problem = error.message.removeprefix(f"{filename}: ")
+        raise ImportRefused(N_("%(file)s: nothing imported: %(problem)s%(where)s"),
+                            {"file": filename, "problem": problem, "where": where}) from None
+    if not statements:
+        raise ImportRefused(N_("%(file)s: nothing imported: the file holds no statement."), {"file": filename})
+    forced = company_by_code(session, company_code) if company_code else None
+    digest = hashlib.sha256(data).hexdigest()
+    accounts = [_account_of(session, statement, forced, filename) for statement in statements]
+    report = ImportReport()
+    occurrences: dict[int, Counter[str]] = {}
+    books: dict[int, Book] = {}
+    for statement, (account, account_warnings) in zip(statements, accounts):
+        company = session.get_one(Company, account.company_id)
+        summary = StatementSummary(file_name=filename, statement_ref=statement.statement_id, account=account.iban,
+                                   company_code=company.code, format=statement.format,
+                                   entries_read=len(statement.entries),
+                                   warnings=[*statement.warnings, *account_warnings])
+        _import_statement(session, statement, account, company, summary, digest,
+                          occurrences.setdefault(account.id, Counter()), books, user, now, settings)
+        report.statements.append(summary)
+    audit.record(session, actor_type="user" if user else "system", actor=user.email if user else "cli",
+                 action="import.bank_statement", entity_type="company", entity_id=accounts[0][0].company_id,
+                 after={"file": filename, "statements": [s.line() for s in report.statements]})
+    return report
+
+
+def _account_of(session: Session, statement: ParsedStatement, forced: Company | None,
+                filename: str) -> tuple[BankAccount, list[str]]:
+    named = statement.account_iban or statement.account_id
+    if not named:
+        raise ImportRefused(N_("%(file)s: nothing imported: statement %(statement)s names no account."),
+                            {"file": filename, "statement": statement.statement_id or "-"})
+    try:
+        identifier = normalize_iban(named) if statement.account_iban else named.strip().replace(" ", "").upper()
+    except BankDetailsError as error:
+        raise ImportRefused(N_("%(file)s: nothing imported: the statement's account %(account)s: %(problem)s"),
+                            {"file": filename, "account": named, "problem": str(error)}) from None
+    account = account_for_iban(session, identifier)
+    if account is not None:
+        if forced is not None and account.company_id != forced.id:
+            owner = session.get_one(Company, account.company_id)
+            raise ImportRefused(
+                N_("%(file)s: nothing imported: the account %(account)s is registered to company %(owner)s, "
+                   "not %(code)s."), {"file": filename, "account": identifier, "owner": owner.code,
+                                      "code": forced.code})
+        return account, []
+    if forced is None:
+        raise ImportRefused(
+            N_("%(file)s: nothing imported: the account %(account)s belongs to no company. Register it with "
+               "`encours company account add CODE --iban %(account)s`, or name the company with --company."),
+            {"file": filename, "account": identifier})
+    account = BankAccount(company_id=forced.id, iban=identifier, currency=statement.account_currency
+                          or forced.base_currency, label=f"added by the import of {filename}"[:100], active=True)
+    session.add(account)
+    session.flush()
+    return account, [f"the account {identifier} was not registered: it is now an account of {forced.code}"]
+
+
+def _import_statement(session: Session, statement: ParsedStatement, account: BankAccount, company: Company,
+                      summary: StatementSummary, digest: str, occurrences: Counter[str], books: dict[int, Book],
+                      user: User | None, now: datetime, settings: Settings | None) -> None:
+    keyed: list[tuple[str, ParsedEntry]] = []
+    for parsed in statement.entries:
+        base = entry_identity(parsed, 0)
+        keyed.append((entry_identity(parsed, occurrences[base]), parsed))
+        occurrences[base] += 1
+    known = _known_keys(session, account.id, [key for key, _ in keyed])
+    fresh = [(key, parsed) for key, parsed in keyed if key not in known]
+    summary.already_imported = len(keyed) - len(fresh)
+    if not fresh and _statement_seen(session, account.id, digest, statement.statement_id):
+        return
+    row = BankStatement(
+        company_id=company.id, account_id=account.id, file_name=summary.file_name[:255], file_sha256=digest,
+        format=statement.format, statement_ref=(statement.statement_id or None) and statement.statement_id[:64],
+        from_date=statement.from_date, to_date=statement.to_date,
+        currency=statement.account_currency or account.currency,
+        opening_balance_minor=statement.opening_balance.minor if statement.opening_balance else None,
+        closing_balance_minor=statement.closing_balance.minor if statement.closing_balance else None,
+        entries_read=len(keyed), entries_new=len(fresh), imported_at=now,
+        imported_by=user.email if user else None, warnings=list(summary.warnings))
+    session.add(row)
+    session.flush()
+    summary.statement_id = row.id
+    entries = [_entry_row(row, account, key, parsed) for key, parsed in fresh]
+    session.add_all(entries)
+    session.flush()
+    credits = {id(entry) for entry in entries if entry.state == BankEntryState.unmatched.value
+               and entry.amount_minor > 0 and not entry.reversal and not entry.warnings}
+    book = books.get(company.id)
+    if book is None:
+        book = books[company.id] = load_book(session, company.id)
+    _load_checkouts(session, book, company.id, entries)
+    for entry in entries:
+        if entry.state == BankEntryState.debit.value:
+            summary.debits += 1
+        elif entry.reversal and entry.amount_minor < 0:
+            _reverse_returned(session, entry, user, settings)
+        elif id(entry) in credits:
+            _match(session, entry, book, company, user, settings)
+        if entry.state == BankEntryState.matched.value:
+            summary.matched += 1
+        elif entry.state == BankEntryState.suggested.value:
+            summary.suggested += 1
+        elif entry.state == BankEntryState.unmatched.value:
+            summary.unmatched += 1
+        summary.warnings.extend(f"{entry.location or 'entry'}: {warning}" for warning in entry.warnings)
+    row.warnings = list(summary.warnings)
+    session.flush()
+
+
+def _entry_row(statement: BankStatement, account: BankAccount, key: str, parsed: ParsedEntry) -> BankEntry:
+    warnings: list[str] = []
+    state = BankEntryState.unmatched.value
+    if parsed.amount.minor < 0 and not parsed.reversal:
+        state = BankEntryState.debit.value
+    elif parsed.currency != account.currency:
+        warnings.append(f"the entry is in {parsed.currency}, the account in {account.currency}: left for staff")
+    elif parsed.status in (EntryStatus.PENDING, EntryStatus.INFO):
+        warnings.append("the bank has not booked this entry yet: left for staff")
+    elif parsed.reversal and parsed.amount.minor > 0:
+        warnings.append("a returned outgoing payment: not a customer payment")
+    return BankEntry(
+        statement_id=statement.id, company_id=account.company_id, account_id=account.id,
+        booking_date=parsed.booking_date, value_date=parsed.value_date, amount_minor=parsed.amount.minor,
+        currency=parsed.currency, credit_debit=parsed.credit_debit.value, reversal=parsed.reversal, state=state,
+        payer_name=_cut(parsed.counterparty_name, 200), payer_iban=_cut(parsed.counterparty_iban, 34),
+        payer_bic=_cut(parsed.counterparty_bic, 11), remittance_text=parsed.remittance_text,
+        structured_reference=_cut(parsed.structured_reference, 35), end_to_end_id=_cut(parsed.end_to_end_id, 64),
+        bank_reference=_cut(parsed.bank_reference, 64), identity_key=key, location=_cut(parsed.location, 200),
+        warnings=warnings)
+
+
+def _cut(text: str | None, size: int) -> str | None:
+    return text[:size] if text else None
+
+
+def _known_keys(session: Session, account_id: int, keys: list[str]) -> set[str]:
+    known: set[str] = set()
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start:start + _CHUNK]
+        known.update(session.scalars(select(BankEntry.identity_key).where(BankEntry.account_id == account_id,
+                                                                          BankEntry.identity_key.in_(chunk))))
+    return known
+
+
+def _statement_seen(session: Session, account_id: int, digest: str, statement_ref: str | None) -> bool:
+    query = select(BankStatement.id).where(BankStatement.account_id == account_id,
+                                           BankStatement.file_sha256 == digest)
+    if statement_ref:
+        query = query.where(BankStatement.statement_ref == statement_ref[:64])
+    return session.scalar(query.limit(1)) is not None
+
+
+def load_book(session: Session, company_id: int) -> Book:
+    """The company's open invoices, customers and learned payer IBANs, as plain values."""
+    invoices = [OpenInvoice(*row) for row in session.execute(
+        select(Invoice.id, Invoice.company_id, Invoice.customer_id, Invoice.number, Invoice.currency,
+               Invoice.due_date, Invoice.total_minor, Invoice.open_minor, Invoice.discount_bps,
+               Invoice.discount_until)
+        .where(Invoice.company_id == company_id, Invoice.kind == InvoiceKind.invoice.value,
+               Invoice.open_minor > 0, Invoice.status != InvoiceStatus.void.value))]
+    customers = [CustomerFacts(*row) for row in session.execute(
+        select(Customer.id, Customer.company_id, Customer.name).where(Customer.company_id == company_id))]
+    payers = session.execute(select(PayerAccount.company_id, PayerAccount.iban, PayerAccount.customer_id)
+                             .where(PayerAccount.company_id == company_id)).all()
+    return Book.of(invoices, customers, payer_ibans=[tuple(row) for row in payers])
+
+
+def _load_checkouts(session: Session, book: Book, company_id: int, entries: list[BankEntry]) -> None:
+    """The checkouts whose RF references the entries name (of any company: another company's are
+    remembered so as never to be matched here)."""
+    references: set[str] = set()
+    for entry in entries:
+        if entry.amount_minor > 0:
+            references.update(find_rf_references(entry.structured_reference))
+            references.update(find_rf_references(entry.remittance_text))
+    references -= set(book.checkouts_by_reference) | book.foreign_references
+    found = list(references)
+    for start in range(0, len(found), _CHUNK):
+        rows = session.execute(
+            select(Checkout.id, Customer.company_id, Checkout.customer_id, Checkout.reference, Checkout.currency,
+                   Checkout.amount_minor, Checkout.status)
+            .join(Customer, Customer.id == Checkout.customer_id)
+            .where(Checkout.reference.in_(found[start:start + _CHUNK]))).all()
+        ids = [row[0] for row in rows]
+        lines: dict[int, list[int]] = {}
+        for checkout_id, invoice_id in session.execute(
+                select(CheckoutLine.checkout_id, CheckoutLine.invoice_id).where(CheckoutLine.checkout_id.in_(ids))
+                .order_by(CheckoutLine.id)):
+            lines.setdefault(checkout_id, []).append(invoice_id)
+        for checkout_id, owner, customer_id, reference, currency, amount, status in rows:
+            if owner != company_id:
+                book.foreign_references.add(reference)
+                continue
+            book.checkouts_by_reference[reference] = CheckoutFacts(checkout_id, owner, customer_id, reference,
+                                                                   currency, amount, status,
+                                                                   tuple(lines.get(checkout_id, ())))
+            for invoice_id in lines.get(checkout_id, ()):
+                if invoice_id not in book.invoices:
+                    invoice = session.get(Invoice, invoice_id)
+                    if invoice is not None and invoice.open_minor > 0:
+                        book.add_invoice(OpenInvoice(invoice.id, invoice.company_id, invoice.customer_id,
+                                                     invoice.number, invoice.currency, invoice.due_date,
+                                                     invoice.total_minor, invoice.open_minor, invoice.discount_bps,
+                                                     invoice.discount_until))
+
+
+def facts_of(entry: BankEntry) -> EntryFacts:
+    return EntryFacts(key=entry.id, company_id=entry.company_id, amount_minor=entry.amount_minor,
+                      currency=entry.currency, value_date=entry.value_date or entry.booking_date,
+                      payer_name=entry.payer_name, payer_iban=entry.payer_iban,
+                      remittance_text=entry.remittance_text, structured_reference=entry.structured_reference)
+
+
+def _match(session: Session, entry: BankEntry, book: Book, company: Company, user: User | None,
+           settings: Settings | None) -> None:
+    outcome = match_entry(facts_of(entry), book, company.auto_match_level)
+    if outcome.warnings:
+        entry.warnings = [*entry.warnings, *outcome.warnings]
+    proposal = outcome.proposal
+    if proposal is None:
+        return
+    match = booking.new_match(
+        session, entry, evidence=proposal.evidence.value, reason=proposal.reason, score=proposal.score,
+        lines=[(line.customer_id, line.invoice_id, line.amount_minor, line.discount_minor, 0)
+               for line in proposal.lines],
+        checkout_id=proposal.checkout_id,
+        details={"reason_message": proposal.reason_message, "reason_values": proposal.reason_values})
+    entry.state = BankEntryState.suggested.value
+    if not proposal.auto:
+        return
+    try:
+        booking.confirm(session, match, None, settings)
+    except ReconciliationError as error:
+        entry.warnings = [*entry.warnings, f"not matched automatically: {error}"]
+        return
+    for line in match.lines:
+        if line.invoice_id is not None:
+            book.settle(line.invoice_id, line.amount_minor + line.discount_minor + line.write_off_minor)
+
+
+def _reverse_returned(session: Session, entry: BankEntry, user: User | None, settings: Settings | None) -> None:
+    """A transfer the bank returned (a reversal booked as a debit): the match of the credit it
+    returns is undone, and the invoices reopen. Found by amount and the payment's own references."""
+    candidates = select(BankEntry).where(
+        BankEntry.account_id == entry.account_id, BankEntry.id != entry.id,
+        BankEntry.amount_minor == -entry.amount_minor, BankEntry.state == BankEntryState.matched.value,
+        BankEntry.reversal.is_(False))
+    same = [e for e in session.scalars(candidates) if _same_payment(e, entry)]
+    if len(same) != 1:
+        entry.warnings = [*entry.warnings, "a returned payment whose original credit was not found for sure: "
+                                           "left for staff"]
+        return
+    original = same[0]
+    match = session.scalar(select(BankMatch).where(BankMatch.entry_id == original.id,
+                                                   BankMatch.state == BankMatchState.confirmed.value))
+    if match is None:
+        entry.warnings = [*entry.warnings, "the returned payment's credit has no confirmed match: left for staff"]
+        return
+    booking.undo(session, match, user, reason="returned by the bank", returned=True, settings=settings)
+    record = booking.new_match(session, entry, evidence=Evidence.reversal.value,
+                               reason=f"returns the credit of {original.value_date} (entry {original.id})",
+                               score=100, lines=[], details={"returns_entry": original.id, "undid_match": match.id})
+    record.state = BankMatchState.confirmed.value
+    record.payment_id = match.payment_id
+    record.confirmed_at = clock.now()
+    entry.state = BankEntryState.matched.value
+
+
+def _same_payment(original: BankEntry, returned: BankEntry) -> bool:
+    for name in ("end_to_end_id", "structured_reference", "bank_reference"):
+        value = getattr(returned, name)
+        if value and value == getattr(original, name):
+            return True
+    return bool(returned.payer_iban and returned.payer_iban == original.payer_iban
+                and returned.remittance_text and returned.remittance_text == original.remittance_text)
