@@ -31,6 +31,10 @@ METHOD_LABELS = {
     "instant_transfer": N_("Instant bank transfer"),
     "direct_debit": N_("Direct debit"),
     "bank_transfer": N_("Bank transfer"),
+    "cheque": N_("Cheque"),
+    "bill_of_exchange": N_("Bill of exchange (LCR)"),
+    "cash": N_("Cash"),
+    "set_off": N_("Set-off (compensation)"),
 }
 MAX_FX_FILE_BYTES = 2 * 1024 * 1024
 

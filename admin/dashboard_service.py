@@ -67,6 +67,7 @@ from ledger.models import (
     Payment,
     PaymentDay,
     PaymentStatus,
+    PAYMENT_METHODS,
     PromiseToPay,
     Reminder,
     dispute_invoices,
@@ -77,7 +78,8 @@ NOT_DUE = (InvoiceStatus.void.value, InvoiceStatus.disputed.value)
 # Written as a literal so SQLite can prove the partial indexes' "WHERE open_minor > 0" (a bound
 # parameter would hide it).
 OPEN = Invoice.open_minor > literal_column("0")
-METHODS = ("card", "instant_transfer", "direct_debit", "bank_transfer")
+METHODS = PAYMENT_METHODS  # payments by hand (cheque, LCR, cash, set-off) are cash collected too
+ONLINE_METHODS = ("card", "instant_transfer", "direct_debit", "bank_transfer")  # always listed; the others when used
 BUCKETS = (
     ("not_due", N_("Not yet due")),
     ("1_30", N_("1–30 days")),
@@ -456,7 +458,8 @@ def build_dashboard(session: Session, scope: Scope, use_aggregates: bool = True)
             promises_due_count=due_count[cid],
             promises_broken=convert.amount(broken[cid]),
             promises_broken_count=broken_count[cid],
-            cash=[(m, convert.amount(cash_30[(cid, m)]), convert.amount(cash_90[(cid, m)])) for m in METHODS],
+            cash=[(m, convert.amount(cash_30[(cid, m)]), convert.amount(cash_90[(cid, m)])) for m in METHODS
+                  if m in ONLINE_METHODS or any(cash_90[(cid, m)].values())],
             cash_30_total=convert.amount(_sum_by_currency(cash_30[(cid, m)] for m in METHODS)),
             cash_90_total=convert.amount(_sum_by_currency(cash_90[(cid, m)] for m in METHODS)),
             funnel=funnel.get(cid, Funnel()),
