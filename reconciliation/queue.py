@@ -334,3 +334,37 @@ def list_collector_entries(session: Session, collector_id: int, search: str | No
             matches.setdefault(match.entry_id, []).append(match)
     return EntryPage([EntryRow(entry, code, matches.get(entry.id, [])) for entry, code in rows], page,
                      len(found) > PAGE_SIZE)
+
+
+SEARCH_LIMIT = 20
+
+
+def invoices_for_match(session: Session, company_id: int, ids: Sequence[int]) -> list[Invoice]:
+    """These invoices of the company, in the order given (what staff picked for a match)."""
+    if not ids:
+        return []
+    found = {invoice.id: invoice for invoice in session.scalars(
+        select(Invoice).where(Invoice.id.in_(list(ids)), Invoice.company_id == company_id))}
+    return [found[i] for i in ids if i in found]
+
+
+def search_open_invoices(session: Session, company_id: int, currency: str, term: str,
+                         exclude: Sequence[int] = ()) -> list[Invoice]:
+    """Open invoices of the company in `currency` whose number, or whose customer's name or
+    code, contains `term`: oldest due first, at most SEARCH_LIMIT."""
+    from ledger.models import Customer
+
+    term = term.strip()[:100]
+    if not term:
+        return []
+    pattern = _like(term)
+    customers = select(Customer.id).where(Customer.company_id == company_id, or_(
+        Customer.name.ilike(pattern, escape="\\"), Customer.ref.ilike(pattern, escape="\\")))
+    query = select(Invoice).where(
+        Invoice.company_id == company_id, Invoice.currency == currency,
+        Invoice.kind == InvoiceKind.invoice.value, Invoice.open_minor > 0,
+        Invoice.status != InvoiceStatus.void.value,
+        or_(Invoice.number.ilike(pattern, escape="\\"), Invoice.customer_id.in_(customers)))
+    if exclude:
+        query = query.where(Invoice.id.not_in(list(exclude)))
+    return list(session.scalars(query.order_by(Invoice.due_date, Invoice.id).limit(SEARCH_LIMIT)))
