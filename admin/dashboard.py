@@ -17,7 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from admin.access import Rejected, Staff, can_act, companies_of, forbidden, staff_get, staff_post
-from admin.dashboard_service import BUCKETS, METHODS, Scope, build_dashboard
+from admin.dashboard_service import BUCKETS, METHODS, Scope, bank_state, build_dashboard
 from admin.routes import ROLE_LABELS, render, t
 from kernel import i18n
 from kernel.i18n import N_
@@ -87,6 +87,8 @@ def home(request: Request, session: Session, staff: Staff) -> Response:
         "methods": METHODS,
         "method_labels": METHOD_LABELS,
         "unknown_company": bool(company_code) and not chosen,
+        # Bank figures are the company's, not a collector's customers'.
+        "bank": {} if is_collector else bank_state(session, [c.id for c in chosen], currency or None),
         "number": lambda value: format_decimal(value, format="#,##0.0", locale=i18n.FORMAT_LOCALES[i18n.normalize(staff.language)]),
     }
     return request.app.state.templates.response(request, "admin/dashboard.html", context, staff.language,

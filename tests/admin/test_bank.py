@@ -186,3 +186,17 @@ def test_a_file_too_large_is_refused_whole(new_client, world: World, session: Se
     assert session.scalars(select(BankEntry)).all() == []
     assert session.scalars(select(Payment)).all() == []
     assert session.scalars(select(Customer)).all()  # the world is still there
+
+
+def test_the_dashboard_shows_what_became_of_the_money_received(new_client, world: World, session: Session) -> None:  # type: ignore[no-untyped-def]
+    client = signed_in(new_client, "boss@acme.test")
+    _upload(client, STATEMENT)
+    row = re.compile(r"EUR €1,400.00 (.*?) 25 Nov 2026 · 0 days")
+    shown = row.search(_text(client.get("/admin").text))
+    assert shown, _text(client.get("/admin").text)
+    assert shown.group(1) == "€120.00 (8.6 %) €0.00 (0.0 %) €0.00 (0.0 %) €1,280.00 (91.4 %)"
+    _post(client, f"/admin/bank/entries/{_entry(session, 'E2').id}/accept")
+    _post(client, f"/admin/bank/entries/{_entry(session, 'E3').id}/ignore")
+    after = re.search(r"EUR €1,400.00 (.*?) —", _text(client.get("/admin").text))
+    assert after and after.group(1) == "€120.00 (8.6 %) €980.00 (70.0 %) €300.00 (21.4 %) €0.00 (0.0 %)"
+    assert "Bank reconciliation" not in signed_in(new_client, "anne@acme.test").get("/admin").text
