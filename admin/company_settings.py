@@ -28,6 +28,8 @@ from ledger.models import Company
 from payments.base import UnknownMethod, provider_for
 from payments.bank_transfer import pretty_iban
 from kernel.web import Posted
+from reconciliation import accounts as bank_accounts
+from reconciliation.errors import ReconciliationError
 
 METHOD_LABELS = {
     "card": N_("Card"),
@@ -108,10 +110,15 @@ def index(request: Request, session: Session, staff: Staff) -> Response:
     return render(request, "admin/settings_list.html", {"user": staff.user, "rows": rows}, staff.language)
 
 
-def _page(request: Request, staff: Staff, company: Company, *, values: dict[str, str], form: Any = None,
-          errors: list[tuple[str, str, str]] | None = None, status_code: int = 200) -> Response:
+def _page(request: Request, session: Session, staff: Staff, company: Company, *, values: dict[str, str], form: Any = None,
+          errors: list[tuple[str, str, str]] | None = None, status_code: int = 200,
+          account_error: str | None = None, account_form: dict[str, str] | None = None) -> Response:
     saved = request.query_params.get("done") == "saved"
+    done = request.query_params.get("done", "")
     return render(request, "admin/settings.html", {
+        "accounts": bank_accounts.list_accounts(session, company.code),
+        "account_error": account_error, "account_form": account_form or {},
+        "account_notice": i18n.gettext(staff.language, ACCOUNT_NOTICES[done]) if done in ACCOUNT_NOTICES else None,
         "user": staff.user, "company": company, "values": values, "errors": errors or [],
         "error_fields": {f for f, _, _ in errors or []}, "methods": _methods(request, company, staff.language, form),
         "saved": saved, "max_logo_kb": MAX_LOGO_BYTES // 1024,
@@ -122,7 +129,7 @@ def _page(request: Request, staff: Staff, company: Company, *, values: dict[str,
 @staff_get(admin_only=True)
 def show(request: Request, session: Session, staff: Staff) -> Response:
     company = _company(session, request.path_params["code"])
-    return _page(request, staff, company, values=_form_values(company))
+    return _page(request, session, staff, company, values=_form_values(company))
 
 
 def _upload(posted: Posted, name: str, limit: int) -> bytes | None:
@@ -143,13 +150,53 @@ def save(request: Request, session: Session, staff: Staff, posted: Posted) -> Re
     except SettingsRejected as rejected:
         errors = [(p.field, i18n.gettext(staff.language, FIELD_LABELS[p.field]),
                    i18n.gettext(staff.language, p.message, **p.values)) for p in rejected.problems]
-        raise Rejected(_page(request, staff, company, values=form, form=form, errors=errors,
+        raise Rejected(_page(request, session, staff, company, values=form, form=form, errors=errors,
                              status_code=400)) from None
     return RedirectResponse(f"/admin/settings/{company.code}?done=saved", status_code=303)
+
+
+ACCOUNT_NOTICES = {
+    "account_added": N_("Bank account added: statements naming it are booked to this company."),
+    "account_deactivated": N_("Bank account deactivated."),
+    "account_activated": N_("Bank account reactivated."),
+}
+
+
+@staff_post(admin_only=True)
+def add_account(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    company = _company(session, request.path_params["code"])
+    form = {name: posted.text(name, 100).strip() for name in ("iban", "bic", "currency", "label")}
+    try:
+        bank_accounts.add_account(session, company.code, iban=form["iban"], bic=form["bic"] or None,
+                                  currency=form["currency"] or None, label=form["label"] or None,
+                                  actor=staff.user.email)
+    except ReconciliationError as error:
+        session.rollback()
+        company = _company(session, company.code)
+        raise Rejected(_page(request, session, staff, company, values=_form_values(company), status_code=400,
+                             account_error=i18n.gettext(staff.language, error.message, **error.values),
+                             account_form=form)) from None
+    return RedirectResponse(f"/admin/settings/{company.code}?done=account_added#bank-accounts", status_code=303)
+
+
+@staff_post(admin_only=True)
+def account_active(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    company = _company(session, request.path_params["code"])
+    active = posted.text("active", 2) == "1"
+    try:
+        bank_accounts.set_account_active(session, request.path_params["account_id"], [company.id], active,
+                                         staff.user.email)
+    except ReconciliationError:
+        raise HTTPException(404) from None
+    done = "account_activated" if active else "account_deactivated"
+    return RedirectResponse(f"/admin/settings/{company.code}?done={done}#bank-accounts", status_code=303)
 
 
 routes = [
     Route("/admin/settings", index, methods=["GET"], name="admin:settings"),
     Route("/admin/settings/{code:str}", show, methods=["GET"], name="admin:company_settings"),
     Route("/admin/settings/{code:str}", save, methods=["POST"], name="admin:company_settings_save"),
+    Route("/admin/settings/{code:str}/accounts", add_account, methods=["POST"], name="admin:bank_account_add"),
+    Route("/admin/settings/{code:str}/accounts/{account_id:int}/active", account_active, methods=["POST"],
+          name="admin:bank_account_active"),
 ]

@@ -200,3 +200,35 @@ def test_the_dashboard_shows_what_became_of_the_money_received(new_client, world
     after = re.search(r"EUR €1,400.00 (.*?) —", _text(client.get("/admin").text))
     assert after and after.group(1) == "€120.00 (8.6 %) €980.00 (70.0 %) €300.00 (21.4 %) €0.00 (0.0 %)"
     assert "Bank reconciliation" not in signed_in(new_client, "anne@acme.test").get("/admin").text
+
+
+def test_bank_accounts_in_the_company_settings(new_client, world: World, session: Session) -> None:  # type: ignore[no-untyped-def]
+    client = signed_in(new_client, "admin@x.test")
+    page = client.get("/admin/settings/ACME")
+    assert "FR7630006000011234567890189" in page.text and "Deactivate FR7630006000011234567890189" in page.text
+    token = csrf_from(page.text)
+    bad = client.post("/admin/settings/ACME/accounts", data={"csrf_token": token, "iban": "FR76 3000 6000 0112 3456 "
+                                                              "7890 188", "currency": "EUR"})
+    assert bad.status_code == 400 and "check digits do not match" in bad.text
+    assert 'value="FR76 3000 6000 0112 3456 7890 188"' in bad.text
+    added = client.post("/admin/settings/ACME/accounts", data={"csrf_token": token, "iban": "be71 0961 2345 6769",
+                                                                "currency": "EUR", "label": "Compte belge"},
+                        follow_redirects=False)
+    assert added.status_code == 303
+    shown = client.get(added.headers["location"]).text
+    assert "BE71096123456769" in shown and "Compte belge" in shown
+    account_id = re.search(r'/admin/settings/ACME/accounts/(\d+)/active"[^>]*>\s*<input[^>]*>'
+                           r'<input type="hidden" name="active" value="0">\s*<button[^>]*>Deactivate BE71', shown)
+    assert account_id
+    off = client.post(f"/admin/settings/ACME/accounts/{account_id.group(1)}/active",
+                      data={"csrf_token": token, "active": "0"}, follow_redirects=False)
+    assert off.status_code == 303 and "Reactivate BE71096123456769" in client.get(off.headers["location"]).text
+    # Another company's account through this company's address: not found.
+    other = client.post(f"/admin/settings/OTHER/accounts/{account_id.group(1)}/active",
+                        data={"csrf_token": token, "active": "1"}, follow_redirects=False)
+    assert other.status_code == 404
+    boss = signed_in(new_client, "boss@acme.test")
+    assert boss.post("/admin/settings/ACME/accounts", data={"csrf_token": csrf_from(boss.get("/admin/bank").text),
+                                                            "iban": "BE71096123456769"}).status_code == 403
+    actions = set(session.scalars(select(AuditEvent.action).where(AuditEvent.actor == "admin@x.test")))
+    assert {"bank_account.added", "bank_account.deactivated"} <= actions
