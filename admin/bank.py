@@ -210,9 +210,10 @@ def _act(request: Request, session: Session, staff: Staff, action: Any, done: st
     except ReconciliationError as error:
         message = _message(staff.language, error)
         if request.headers.get("HX-Request") == "true":
+            # htmx swaps only 2xx answers: the refusal goes to the page's alert area instead of the row.
             session.rollback()
-            raise Rejected(Response(f'<p class="field-error" role="alert">{_escape(message)}</p>', status_code=409,
-                                    media_type="text/html", headers={"HX-Reswap": "beforeend"}))
+            raise Rejected(Response(f'<p>{_escape(message)}</p>', status_code=200, media_type="text/html",
+                                    headers={"HX-Retarget": "#bank-error", "HX-Reswap": "innerHTML"}))
         raise _refuse_on_list(request, session, staff, message, status_code=409)
     return _row_or_redirect(request, session, staff, entry_id, done)
 

@@ -151,6 +151,9 @@ def test_set_aside_and_put_back(new_client, world: World, session: Session) -> N
     assert _entry(session, "E3").state == "unmatched"
     again = _post(client, f"/admin/bank/entries/{_entry(session, 'E1').id}/ignore")
     assert again.status_code == 409  # matched already: named, nothing changed
+    in_place = _post(client, f"/admin/bank/entries/{_entry(session, 'E1').id}/ignore", headers=HTMX)
+    assert in_place.headers["HX-Retarget"] == "#bank-error" and "This bank entry is matched already." in in_place.text
+    assert _entry(session, "E1").state == "matched"
 
 
 def test_roles(new_client, world: World, session: Session) -> None:  # type: ignore[no-untyped-def]
