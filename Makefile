@@ -84,7 +84,7 @@ bench: venv system-deps
 
 i18n: venv
 	$(BIN)/pybabel extract -F babel.cfg -k _t:2 -k N_ -k gettext:1,1t -k gettext:2,2t -k CheckoutError --no-location --sort-output \
-		-o kernel/locale/messages.pot kernel encours portal links ledger mail dunning admin payments
+		-o kernel/locale/messages.pot kernel encours portal links ledger mail dunning admin payments reconciliation
 	$(BIN)/pybabel update -i kernel/locale/messages.pot -d kernel/locale --no-fuzzy-matching
 	$(BIN)/pybabel compile -d kernel/locale
 

@@ -12,8 +12,9 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from kernel.clock import clock
@@ -27,6 +28,7 @@ from ledger.models import (
     BankEntryState,
     BankMatch,
     BankMatchState,
+    BankMatchLine,
     BankStatement,
     Checkout,
     CheckoutLine,
@@ -42,7 +44,16 @@ from reconciliation import booking
 from reconciliation.accounts import account_for_iban, company_by_code
 from reconciliation.entries import EntryStatus, ParsedEntry, ParsedStatement, StatementFileError
 from reconciliation.errors import ReconciliationError
-from reconciliation.matching import Book, CheckoutFacts, CustomerFacts, EntryFacts, Evidence, OpenInvoice, match_entry
+from reconciliation.matching import (
+    Book,
+    CheckoutFacts,
+    CustomerFacts,
+    EntryFacts,
+    Evidence,
+    OpenInvoice,
+    Proposal,
+    match_entry,
+)
 from reconciliation.parsers import parse_statement_file
 from reconciliation.references import find_rf_references
 
@@ -126,6 +137,7 @@ def import_statement_file(
     forced = company_by_code(session, company_code) if company_code else None
     digest = hashlib.sha256(data).hexdigest()
     accounts = [_account_of(session, statement, forced, filename) for statement in statements]
+    first_company_id = accounts[0][0].company_id
     report = ImportReport()
     occurrences: dict[int, Counter[str]] = {}
     books: dict[int, Book] = {}
@@ -139,7 +151,7 @@ def import_statement_file(
                           occurrences.setdefault(account.id, Counter()), books, user, now, settings)
         report.statements.append(summary)
     audit.record(session, actor_type="user" if user else "system", actor=user.email if user else "cli",
-                 action="import.bank_statement", entity_type="company", entity_id=accounts[0][0].company_id,
+                 action="import.bank_statement", entity_type="company", entity_id=first_company_id,
                  after={"file": filename, "statements": [s.line() for s in report.statements]})
     return report
 
@@ -179,6 +191,9 @@ def _account_of(session: Session, statement: ParsedStatement, forced: Company | 
 def _import_statement(session: Session, statement: ParsedStatement, account: BankAccount, company: Company,
                       summary: StatementSummary, digest: str, occurrences: Counter[str], books: dict[int, Book],
                       user: User | None, now: datetime, settings: Settings | None) -> None:
+    """Entries are written in bulk and matched on plain values; only the matches applied
+    automatically go through the ORM (the ledger path), the session emptied as it goes so a
+    50,000-entry file costs each flush as little as the first."""
     keyed: list[tuple[str, ParsedEntry]] = []
     for parsed in statement.entries:
         base = entry_identity(parsed, 0)
@@ -189,8 +204,9 @@ def _import_statement(session: Session, statement: ParsedStatement, account: Ban
     summary.already_imported = len(keyed) - len(fresh)
     if not fresh and _statement_seen(session, account.id, digest, statement.statement_id):
         return
+    company_id, auto_level = company.id, company.auto_match_level
     row = BankStatement(
-        company_id=company.id, account_id=account.id, file_name=summary.file_name[:255], file_sha256=digest,
+        company_id=company_id, account_id=account.id, file_name=summary.file_name[:255], file_sha256=digest,
         format=statement.format, statement_ref=(statement.statement_id or None) and statement.statement_id[:64],
         from_date=statement.from_date, to_date=statement.to_date,
         currency=statement.account_currency or account.currency,
@@ -200,35 +216,62 @@ def _import_statement(session: Session, statement: ParsedStatement, account: Ban
         imported_by=user.email if user else None, warnings=list(summary.warnings))
     session.add(row)
     session.flush()
-    summary.statement_id = row.id
-    entries = [_entry_row(row, account, key, parsed) for key, parsed in fresh]
-    session.add_all(entries)
-    session.flush()
-    credits = {id(entry) for entry in entries if entry.state == BankEntryState.unmatched.value
-               and entry.amount_minor > 0 and not entry.reversal and not entry.warnings}
-    book = books.get(company.id)
+    statement_id = summary.statement_id = row.id
+    values = [_entry_values(statement_id, account, key, parsed, now) for key, parsed in fresh]
+
+    book = books.get(company_id)
     if book is None:
-        book = books[company.id] = load_book(session, company.id)
-    _load_checkouts(session, book, company.id, entries)
-    for entry in entries:
-        if entry.state == BankEntryState.debit.value:
-            summary.debits += 1
-        elif entry.reversal and entry.amount_minor < 0:
-            _reverse_returned(session, entry, user, settings)
-        elif id(entry) in credits:
-            _match(session, entry, book, company, user, settings)
-        if entry.state == BankEntryState.matched.value:
-            summary.matched += 1
-        elif entry.state == BankEntryState.suggested.value:
-            summary.suggested += 1
-        elif entry.state == BankEntryState.unmatched.value:
-            summary.unmatched += 1
-        summary.warnings.extend(f"{entry.location or 'entry'}: {warning}" for warning in entry.warnings)
-    row.warnings = list(summary.warnings)
+        book = books[company_id] = load_book(session, company_id)
+    _load_checkouts(session, book, company_id, values)
+    # Matched on plain values first: the book is settled as each automatic match is decided, so
+    # a later entry never counts on money an earlier one took.
+    proposals: list[Proposal | None] = []
+    for index, entry in enumerate(values):
+        proposal = None
+        if entry["state"] == BankEntryState.unmatched.value and entry["amount_minor"] > 0 and not entry["reversal"] \
+                and not entry["warnings"]:
+            outcome = match_entry(_facts(index, entry, company_id), book, auto_level)
+            entry["warnings"] = [*entry["warnings"], *outcome.warnings]
+            proposal = outcome.proposal
+            if proposal is not None:
+                entry["state"] = BankEntryState.suggested.value
+                if proposal.auto:
+                    for line in proposal.lines:
+                        if line.invoice_id is not None:
+                            book.settle(line.invoice_id, line.amount_minor + line.discount_minor)
+        proposals.append(proposal)
+    ids = _insert_entries(session, values)
+    _insert_suggestions(session, ids, values, proposals, company_id)
+
+    # Then, in file order, what moves money: automatic matches and returned transfers.
+    for done, (entry_id, entry, proposal) in enumerate(zip(ids, values, proposals)):
+        if proposal is not None and proposal.auto:
+            _confirm_automatic(session, entry_id, entry, book, user, settings)
+        elif entry["reversal"] and entry["amount_minor"] < 0:
+            _reverse_returned(session, session.get_one(BankEntry, entry_id), user, settings)
+            entry["state"] = session.get_one(BankEntry, entry_id).state
+            entry["warnings"] = session.get_one(BankEntry, entry_id).warnings
+        if done % 200 == 199:
+            session.flush()
+            session.expunge_all()  # what was written stays written; the session stays small
     session.flush()
+    for entry in values:
+        state = entry["state"]
+        if state == BankEntryState.matched.value:
+            summary.matched += 1
+        elif state == BankEntryState.suggested.value:
+            summary.suggested += 1
+        elif state == BankEntryState.unmatched.value:
+            summary.unmatched += 1
+        elif state == BankEntryState.debit.value:
+            summary.debits += 1
+        summary.warnings.extend(f"{entry['location'] or 'entry'}: {warning}" for warning in entry["warnings"])
+    session.execute(update(BankStatement).where(BankStatement.id == statement_id)
+                    .values(warnings=list(summary.warnings)))
 
 
-def _entry_row(statement: BankStatement, account: BankAccount, key: str, parsed: ParsedEntry) -> BankEntry:
+def _entry_values(statement_id: int, account: BankAccount, key: str, parsed: ParsedEntry,
+                  now: datetime) -> dict[str, Any]:
     warnings: list[str] = []
     state = BankEntryState.unmatched.value
     if parsed.amount.minor < 0 and not parsed.reversal:
@@ -239,15 +282,75 @@ def _entry_row(statement: BankStatement, account: BankAccount, key: str, parsed:
         warnings.append("the bank has not booked this entry yet: left for staff")
     elif parsed.reversal and parsed.amount.minor > 0:
         warnings.append("a returned outgoing payment: not a customer payment")
-    return BankEntry(
-        statement_id=statement.id, company_id=account.company_id, account_id=account.id,
+    return dict(
+        statement_id=statement_id, company_id=account.company_id, account_id=account.id,
         booking_date=parsed.booking_date, value_date=parsed.value_date, amount_minor=parsed.amount.minor,
         currency=parsed.currency, credit_debit=parsed.credit_debit.value, reversal=parsed.reversal, state=state,
         payer_name=_cut(parsed.counterparty_name, 200), payer_iban=_cut(parsed.counterparty_iban, 34),
         payer_bic=_cut(parsed.counterparty_bic, 11), remittance_text=parsed.remittance_text,
         structured_reference=_cut(parsed.structured_reference, 35), end_to_end_id=_cut(parsed.end_to_end_id, 64),
         bank_reference=_cut(parsed.bank_reference, 64), identity_key=key, location=_cut(parsed.location, 200),
-        warnings=warnings)
+        warnings=warnings, created_at=now, updated_at=now)
+
+
+def _facts(index: int, entry: dict[str, Any], company_id: int) -> EntryFacts:
+    return EntryFacts(key=index, company_id=company_id, amount_minor=entry["amount_minor"],
+                      currency=entry["currency"], value_date=entry["value_date"] or entry["booking_date"],
+                      payer_name=entry["payer_name"], payer_iban=entry["payer_iban"],
+                      remittance_text=entry["remittance_text"], structured_reference=entry["structured_reference"])
+
+
+def _insert_entries(session: Session, values: list[dict[str, Any]]) -> list[int]:
+    """The rows in bulk, their ids in the same order."""
+    ids: list[int] = []
+    for start in range(0, len(values), _CHUNK * 4):
+        chunk = values[start:start + _CHUNK * 4]
+        returned = session.execute(insert(BankEntry).returning(BankEntry.id, sort_by_parameter_order=True),
+                                   [dict(entry) for entry in chunk]).scalars().all()
+        ids.extend(returned)
+    return ids
+
+
+def _insert_suggestions(session: Session, ids: list[int], values: list[dict[str, Any]],
+                        proposals: list[Proposal | None], company_id: int) -> None:
+    """Every proposal as a suggested match (those applied automatically are confirmed next)."""
+    wanted = [(entry_id, entry, proposal) for entry_id, entry, proposal in zip(ids, values, proposals)
+              if proposal is not None]
+    for start in range(0, len(wanted), _CHUNK * 4):
+        chunk = wanted[start:start + _CHUNK * 4]
+        match_ids = session.execute(insert(BankMatch).returning(BankMatch.id, sort_by_parameter_order=True), [
+            dict(entry_id=entry_id, company_id=company_id, state=BankMatchState.suggested.value,
+                 evidence=proposal.evidence.value, reason=proposal.reason, score=proposal.score,
+                 method="bank_transfer", checkout_id=proposal.checkout_id,
+                 details={"reason_message": proposal.reason_message, "reason_values": proposal.reason_values},
+                 created_at=entry["created_at"])
+            for entry_id, entry, proposal in chunk]).scalars().all()
+        lines = [dict(match_id=match_id, customer_id=line.customer_id, invoice_id=line.invoice_id,
+                      currency=entry["currency"], amount_minor=line.amount_minor, discount_minor=line.discount_minor,
+                      write_off_minor=0)
+                 for match_id, (_entry_id, entry, proposal) in zip(match_ids, chunk) for line in proposal.lines]
+        if lines:
+            session.execute(insert(BankMatchLine), lines)
+
+
+def _confirm_automatic(session: Session, entry_id: int, entry: dict[str, Any], book: Book, user: User | None,
+                       settings: Settings | None) -> None:
+    match = session.scalar(select(BankMatch).where(BankMatch.entry_id == entry_id,
+                                                   BankMatch.state == BankMatchState.suggested.value))
+    assert match is not None
+    try:
+        booking.confirm(session, match, None, settings)
+    except ReconciliationError as error:
+        # The book said it fitted, the ledger says otherwise (it changed meanwhile): staff decide.
+        row = session.get_one(BankEntry, entry_id)
+        row.warnings = entry["warnings"] = [*entry["warnings"], f"not matched automatically: {error}"]
+        for line in match.lines:
+            if line.invoice_id is not None:
+                invoice = session.get(Invoice, line.invoice_id)
+                if invoice is not None:
+                    book.reopen(invoice.id, invoice.open_minor)
+        return
+    entry["state"] = BankEntryState.matched.value
 
 
 def _cut(text: str | None, size: int) -> str | None:
@@ -286,14 +389,14 @@ def load_book(session: Session, company_id: int) -> Book:
     return Book.of(invoices, customers, payer_ibans=[tuple(row) for row in payers])
 
 
-def _load_checkouts(session: Session, book: Book, company_id: int, entries: list[BankEntry]) -> None:
+def _load_checkouts(session: Session, book: Book, company_id: int, entries: list[dict[str, Any]]) -> None:
     """The checkouts whose RF references the entries name (of any company: another company's are
     remembered so as never to be matched here)."""
     references: set[str] = set()
     for entry in entries:
-        if entry.amount_minor > 0:
-            references.update(find_rf_references(entry.structured_reference))
-            references.update(find_rf_references(entry.remittance_text))
+        if entry["amount_minor"] > 0:
+            references.update(find_rf_references(entry["structured_reference"]))
+            references.update(find_rf_references(entry["remittance_text"]))
     references -= set(book.checkouts_by_reference) | book.foreign_references
     found = list(references)
     for start in range(0, len(found), _CHUNK):
@@ -325,40 +428,6 @@ def _load_checkouts(session: Session, book: Book, company_id: int, entries: list
                                                      invoice.discount_until))
 
 
-def facts_of(entry: BankEntry) -> EntryFacts:
-    return EntryFacts(key=entry.id, company_id=entry.company_id, amount_minor=entry.amount_minor,
-                      currency=entry.currency, value_date=entry.value_date or entry.booking_date,
-                      payer_name=entry.payer_name, payer_iban=entry.payer_iban,
-                      remittance_text=entry.remittance_text, structured_reference=entry.structured_reference)
-
-
-def _match(session: Session, entry: BankEntry, book: Book, company: Company, user: User | None,
-           settings: Settings | None) -> None:
-    outcome = match_entry(facts_of(entry), book, company.auto_match_level)
-    if outcome.warnings:
-        entry.warnings = [*entry.warnings, *outcome.warnings]
-    proposal = outcome.proposal
-    if proposal is None:
-        return
-    match = booking.new_match(
-        session, entry, evidence=proposal.evidence.value, reason=proposal.reason, score=proposal.score,
-        lines=[(line.customer_id, line.invoice_id, line.amount_minor, line.discount_minor, 0)
-               for line in proposal.lines],
-        checkout_id=proposal.checkout_id,
-        details={"reason_message": proposal.reason_message, "reason_values": proposal.reason_values})
-    entry.state = BankEntryState.suggested.value
-    if not proposal.auto:
-        return
-    try:
-        booking.confirm(session, match, None, settings)
-    except ReconciliationError as error:
-        entry.warnings = [*entry.warnings, f"not matched automatically: {error}"]
-        return
-    for line in match.lines:
-        if line.invoice_id is not None:
-            book.settle(line.invoice_id, line.amount_minor + line.discount_minor + line.write_off_minor)
-
-
 def _reverse_returned(session: Session, entry: BankEntry, user: User | None, settings: Settings | None) -> None:
     """A transfer the bank returned (a reversal booked as a debit): the match of the credit it
     returns is undone, and the invoices reopen. Found by amount and the payment's own references."""
@@ -380,7 +449,10 @@ def _reverse_returned(session: Session, entry: BankEntry, user: User | None, set
     booking.undo(session, match, user, reason="returned by the bank", returned=True, settings=settings)
     record = booking.new_match(session, entry, evidence=Evidence.reversal.value,
                                reason=f"returns the credit of {original.value_date} (entry {original.id})",
-                               score=100, lines=[], details={"returns_entry": original.id, "undid_match": match.id})
+                               score=100, lines=[],
+                               details={"returns_entry": original.id, "undid_match": match.id,
+                                        "reason_message": N_("Returns the credit of %(day)s (bank entry %(entry)s)."),
+                                        "reason_values": {"day": str(original.value_date), "entry": str(original.id)}})
     record.state = BankMatchState.confirmed.value
     record.payment_id = match.payment_id
     record.confirmed_at = clock.now()

@@ -428,39 +428,55 @@ def match_entry(entry: EntryFacts, book: Book, auto_level: str = "invoice_number
     return Outcome(None, tuple(warnings))
 
 
+_PAYER_REASONS = {
+    # (evidence, what the amount fits) → the sentence staff read
+    (Evidence.payer_iban, "one"): N_("The payer's account %(iban)s has paid %(customer)s before, and the amount "
+                                     "is what is open on %(number)s."),
+    (Evidence.payer_iban, "discount"): N_("The payer's account %(iban)s has paid %(customer)s before, and the "
+                                          "amount is what is open on %(number)s less its early-payment discount."),
+    (Evidence.payer_iban, "several"): N_("The payer's account %(iban)s has paid %(customer)s before, and the "
+                                         "amount is what is open on %(numbers)s together."),
+    (Evidence.payer_iban, "none"): N_("The payer's account %(iban)s has paid %(customer)s before, but the amount "
+                                      "fits none of its open invoices."),
+    (Evidence.payer_name, "one"): N_("The payer's name %(payer)s is close to %(customer)s, and the amount is what "
+                                     "is open on %(number)s."),
+    (Evidence.payer_name, "discount"): N_("The payer's name %(payer)s is close to %(customer)s, and the amount is "
+                                          "what is open on %(number)s less its early-payment discount."),
+    (Evidence.payer_name, "several"): N_("The payer's name %(payer)s is close to %(customer)s, and the amount is "
+                                         "what is open on %(numbers)s together."),
+    (Evidence.payer_name, "none"): N_("The payer's name %(payer)s is close to %(customer)s, but the amount fits "
+                                      "none of its open invoices."),
+}
+
+
 def _amount_of_customer(entry: EntryFacts, book: Book, customer_id: int, evidence: Evidence,
                         similarity: float) -> Proposal | None:
     customer = book.customers.get(customer_id)
     who = customer.name if customer else str(customer_id)
     if evidence is Evidence.payer_iban:
-        why = N_("The payer's account %(iban)s has paid %(customer)s before")
         values = {"iban": entry.payer_iban or "", "customer": who}
         base = 80
     else:
-        why = N_("The payer's name %(payer)s is close to %(customer)s")
         values = {"payer": entry.payer_name or "", "customer": who}
         base = 60 + int((similarity - _NAME_THRESHOLD) * 100)
     invoices = book.open_of_customer(customer_id, entry.currency)
     for invoice in invoices:
         if invoice.open_minor == entry.amount_minor:
-            return Proposal(evidence, why + N_(", and the amount is what is open on %(number)s."),
-                            {**values, "number": invoice.number}, base,
+            return Proposal(evidence, _PAYER_REASONS[(evidence, "one")], {**values, "number": invoice.number}, base,
                             allocate_lines(entry, [invoice], False, customer_id))
     for invoice in invoices:
         discount = invoice.discount_on(entry.value_date)
         if discount and invoice.open_minor - discount == entry.amount_minor:
-            return Proposal(evidence, why + N_(", and the amount is what is open on %(number)s less its "
-                                               "early-payment discount."),
-                            {**values, "number": invoice.number}, base - 2,
-                            allocate_lines(entry, [invoice], True, customer_id))
+            return Proposal(evidence, _PAYER_REASONS[(evidence, "discount")], {**values, "number": invoice.number},
+                            base - 2, allocate_lines(entry, [invoice], True, customer_id))
     subset = _subset_paying(entry, invoices)
     if subset is not None:
         chosen, use_discount = subset
-        return Proposal(evidence, why + N_(", and the amount is what is open on %(numbers)s together."),
+        return Proposal(evidence, _PAYER_REASONS[(evidence, "several")],
                         {**values, "numbers": ", ".join(i.number for i in chosen)}, base - 5,
                         allocate_lines(entry, chosen, use_discount, customer_id))
     # Known payer, no amount fits: oldest first, the rest as credit; a person decides.
-    return Proposal(evidence, why + N_(", but the amount fits none of its open invoices."), values, 30,
+    return Proposal(evidence, _PAYER_REASONS[(evidence, "none")], values, 30,
                     allocate_lines(entry, invoices, False, customer_id))
 
 
