@@ -14,17 +14,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from admin import book_service as service
-from admin.access import Staff, companies_of, forbidden, is_admin, scoped, staff_get, staff_post
+from admin.access import Rejected, Staff, companies_of, forbidden, is_admin, scoped, staff_get, staff_post
 from admin.customers import fragment, moment
 from admin.customers_service import collectors_of, segments
 from admin.routes import render, t
 from kernel.i18n import N_
 from ledger.models import Role, WebhookEvent
 from ledger.money import Money
+from payments import manual
 from payments import replay as replays
 from payments.webhooks import registered_handlers
 from kernel.web import Posted
@@ -32,11 +33,12 @@ from kernel.web import Posted
 WEBHOOK_STATES = ("all", "failed", "unprocessed", "processed", "not_ours")
 PAYMENT_STATUS_LABELS = {
     "pending": N_("Pending"), "processing": N_("Processing"), "succeeded": N_("Succeeded"), "failed": N_("Failed"),
-    "refunded": N_("Refunded"), "charged_back": N_("Charged back"),
+    "refunded": N_("Refunded"), "charged_back": N_("Charged back"), "cancelled": N_("Cancelled"),
 }
 METHOD_LABELS = {
     "card": N_("Card"), "instant_transfer": N_("Instant bank transfer"), "direct_debit": N_("Direct debit"),
-    "bank_transfer": N_("Bank transfer"),
+    "bank_transfer": N_("Bank transfer"), "cheque": N_("Cheque"), "bill_of_exchange": N_("Bill of exchange (LCR)"),
+    "cash": N_("Cash"), "set_off": N_("Set-off (compensation)"),
 }
 REPLAY_OUTCOMES = {
     "processed": N_("Replayed: the event was applied and is now processed."),
@@ -90,16 +92,42 @@ def payments(request: Request, session: Session, staff: Staff) -> Response:
                                                 block=fragment(request, "results"))
 
 
+def _payment_page(request: Request, session: Session, staff: Staff, payment: Any, *, notice: str | None = None,
+                  error: str | None = None, status_code: int = 200) -> Response:
+    story = service.payment_story(session, payment)
+    return render(request, "admin/payment.html", {
+        "user": staff.user, "story": story, "can_see_events": staff.user.role != Role.collector.value,
+        "moment": moment(staff.language, story.customer.company.timezone), **_labels(staff.language),
+        "can_cancel": (payment.provider == manual.PROVIDER and payment.status == "succeeded"
+                       and manual.may_act(staff.user, story.customer)),
+        "notice": notice, "error": error,
+    }, staff.language, status_code=status_code)
+
+
 @staff_get
 def payment_page(request: Request, session: Session, staff: Staff) -> Response:
     payment = service.visible_payment(session, lambda q: scoped(q, staff.user), request.path_params["payment_id"])
     if payment is None:
         raise HTTPException(404)
-    story = service.payment_story(session, payment)
-    return render(request, "admin/payment.html", {
-        "user": staff.user, "story": story, "can_see_events": staff.user.role != Role.collector.value,
-        "moment": moment(staff.language, story.customer.company.timezone), **_labels(staff.language),
-    }, staff.language)
+    notice = t(staff.language, N_("The payment was cancelled: what it settled is open again.")) \
+        if request.query_params.get("done") == "cancelled" else None
+    return _payment_page(request, session, staff, payment, notice=notice)
+
+
+@staff_post
+def cancel_payment(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    """Take back a payment recorded by hand (payments.manual)."""
+    payment = service.visible_payment(session, lambda q: scoped(q, staff.user), request.path_params["payment_id"])
+    if payment is None:
+        raise HTTPException(404)
+    try:
+        manual.reverse_manual_payment(session, payment, staff.user)
+    except manual.ManualPaymentError as error:
+        session.rollback()
+        payment = service.visible_payment(session, lambda q: scoped(q, staff.user), payment.id)
+        raise Rejected(_payment_page(request, session, staff, payment,
+                                     error=t(staff.language, error.message, **error.values), status_code=400))
+    return RedirectResponse(f"/admin/payments/{payment.id}?done=cancelled", status_code=303)
 
 
 # --- webhooks -------------------------------------------------------------------------------------
@@ -180,6 +208,7 @@ routes = [
     Route("/admin/invoices", invoices, methods=["GET"], name="admin:invoices"),
     Route("/admin/payments", payments, methods=["GET"], name="admin:payments"),
     Route("/admin/payments/{payment_id:int}", payment_page, methods=["GET"], name="admin:payment"),
+    Route("/admin/payments/{payment_id:int}/cancel", cancel_payment, methods=["POST"], name="admin:payment_cancel"),
     Route("/admin/webhooks", webhooks, methods=["GET"], name="admin:webhooks"),
     Route("/admin/webhooks/{event_id:int}", webhook_page, methods=["GET"], name="admin:webhook"),
     Route("/admin/webhooks/{event_id:int}/replay", webhook_replay, methods=["POST"], name="admin:webhook_replay"),

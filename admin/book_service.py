@@ -16,6 +16,7 @@ from kernel.clock import clock
 from kernel.i18n import N_
 from admin.customers_service import CHASED, PAGE_SIZE, Page, one_page, like_pattern, page_number, param_text, param_flag, local_today
 from ledger.models import (
+    PAYMENT_METHODS,
     Allocation,
     Checkout,
     Company,
@@ -29,7 +30,7 @@ from ledger.models import (
 
 INVOICE_STATUSES = tuple(s.value for s in InvoiceStatus)
 PAYMENT_STATUSES = tuple(s.value for s in PaymentStatus)
-METHODS = ("card", "instant_transfer", "direct_debit", "bank_transfer")
+METHODS = PAYMENT_METHODS
 INVOICE_SORTS = ("due", "-due")
 
 

@@ -35,6 +35,8 @@ from payments.base import UnknownMethod
 from payments.registry import provider_for
 from payments.bank_transfer import pretty_iban
 from kernel.web import Posted
+from reconciliation import accounts as bank_accounts
+from reconciliation.errors import ReconciliationError
 
 METHOD_LABELS = {
     "card": N_("Card"),
@@ -140,9 +142,13 @@ REASON_NOTICES = {
 def _page(request: Request, session: Session, staff: Staff, company: Company, *, values: dict[str, str], form: Any = None,
           errors: list[tuple[str, str, str]] | None = None, status_code: int = 200,
           reasons: list[DisputeReason] | None = None, reason_error: str | None = None,
-          reason_labels: tuple[str, str] = ("", ""), reasons_only: bool = False) -> Response:
+          reason_labels: tuple[str, str] = ("", ""), reasons_only: bool = False,
+          account_error: str | None = None, account_form: dict[str, str] | None = None) -> Response:
     done = request.query_params.get("done", "")
     return render(request, "admin/settings.html", {
+        "accounts": bank_accounts.list_accounts(session, company.code),
+        "account_error": account_error, "account_form": account_form or {},
+        "account_notice": i18n.gettext(staff.language, ACCOUNT_NOTICES[done]) if done in ACCOUNT_NOTICES else None,
         "user": staff.user, "company": company, "values": values, "errors": errors or [],
         "error_fields": {f for f, _, _ in errors or []},
         "methods": [] if reasons_only else _methods(request, company, staff.language, form),
@@ -245,6 +251,43 @@ def change_reasons(request: Request, session: Session, staff: Staff, posted: Pos
     return RedirectResponse(f"{page}?done={done}#reasons", status_code=303)
 
 
+ACCOUNT_NOTICES = {
+    "account_added": N_("Bank account added: statements naming it are booked to this company."),
+    "account_deactivated": N_("Bank account deactivated."),
+    "account_activated": N_("Bank account reactivated."),
+}
+
+
+@staff_post(admin_only=True)
+def add_account(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    company = _company(session, request.path_params["code"])
+    form = {name: posted.text(name, 100).strip() for name in ("iban", "bic", "currency", "label")}
+    try:
+        bank_accounts.add_account(session, company.code, iban=form["iban"], bic=form["bic"] or None,
+                                  currency=form["currency"] or None, label=form["label"] or None,
+                                  actor=staff.user.email)
+    except ReconciliationError as error:
+        session.rollback()
+        company = _company(session, company.code)
+        raise Rejected(_page(request, session, staff, company, values=_form_values(company), status_code=400,
+                             account_error=i18n.gettext(staff.language, error.message, **error.values),
+                             account_form=form)) from None
+    return RedirectResponse(f"/admin/settings/{company.code}?done=account_added#bank-accounts", status_code=303)
+
+
+@staff_post(admin_only=True)
+def account_active(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    company = _company(session, request.path_params["code"])
+    active = posted.text("active", 2) == "1"
+    try:
+        bank_accounts.set_account_active(session, request.path_params["account_id"], [company.id], active,
+                                         staff.user.email)
+    except ReconciliationError:
+        raise HTTPException(404) from None
+    done = "account_activated" if active else "account_deactivated"
+    return RedirectResponse(f"/admin/settings/{company.code}?done={done}#bank-accounts", status_code=303)
+
+
 routes = [
     Route("/admin/settings", index, methods=["GET"], name="admin:settings"),
     Route("/admin/settings/{code:str}", show, methods=["GET"], name="admin:company_settings"),
@@ -252,4 +295,7 @@ routes = [
     Route("/admin/settings/{code:str}/reasons", reasons, methods=["GET"], name="admin:dispute_reasons"),
     Route("/admin/settings/{code:str}/reasons", change_reasons, methods=["POST"],
           name="admin:dispute_reasons_change"),
+    Route("/admin/settings/{code:str}/accounts", add_account, methods=["POST"], name="admin:bank_account_add"),
+    Route("/admin/settings/{code:str}/accounts/{account_id:int}/active", account_active, methods=["POST"],
+          name="admin:bank_account_active"),
 ]

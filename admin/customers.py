@@ -7,6 +7,7 @@ not see the customer 404.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -31,13 +32,14 @@ from admin.access import (
 )
 from admin.routes import render, t
 from admin.scenarios import TONE_LABELS
-from kernel.i18n import N_
+from kernel.i18n import N_, format_money
 from dunning import manual
 from dunning.manual import ManualReminderError, queue_manual_reminder
 from ledger import audit
 from ledger.audit import action_label
 from ledger import statement as statements
 from ledger.models import Customer, OutboxMessage, Role, User
+from ledger.money import AmountError, Money, check_currency
 from links import tokens
 from mail import renewal
 from mail import retry as mail_retry
@@ -45,6 +47,7 @@ from kernel.web import Posted
 from portal import staff_view as staff_views
 from portal.routes import PORTAL_SESSION_KEY
 from portal.staff_view import STAFF_VIEW_SESSION_KEY
+from payments import manual as manual_payments
 
 EMAIL_KINDS = {
     "fresh_link": N_("Email with a link"),
@@ -63,6 +66,14 @@ NOTICES = {
     "revoked": N_("Every link of this customer was revoked."),
     "reminder": N_("A reminder was queued to %(email)s."),
     "retried": N_("The message goes out again with the next delivery."),
+    "payment": N_("Payment recorded."),
+}
+MANUAL_METHOD_LABELS = {
+    "cheque": N_("Cheque"),
+    "bill_of_exchange": N_("Bill of exchange (LCR)"),
+    "cash": N_("Cash"),
+    "set_off": N_("Set-off (compensation)"),
+    "bank_transfer": N_("Bank transfer seen elsewhere"),
 }
 
 
@@ -108,6 +119,9 @@ def _customer_page(request: Request, session: Session, staff: Staff, customer: C
     notice = t(staff.language, NOTICES[done], email=contact.email if contact else "") if done in NOTICES else None
     collector = staff.user.role != Role.collector.value
     language = staff.language
+    payable = manual_payments.payable_invoices(session, customer)
+    currencies = sorted({customer.company.base_currency, *(invoice.currency for invoice in payable)},
+                        key=lambda code: (code != customer.company.base_currency, code))
     return render(request, "admin/customer.html", {
         "user": staff.user,
         "customer": customer,
@@ -126,6 +140,12 @@ def _customer_page(request: Request, session: Session, staff: Staff, customer: C
         "action_label": lambda action: action_label(language, action),
         "email_label": lambda kind: email_label(language, kind),
         "moment": moment(language, customer.company.timezone),
+        "can_record_payment": manual_payments.may_act(staff.user, customer),
+        "payable": payable,
+        "payment_currencies": currencies,
+        "manual_methods": [(code, t(language, MANUAL_METHOD_LABELS[code])) for code in manual_payments.METHODS],
+        "payment_key": (form or {}).get("key") or manual_payments.new_key(),
+        "today": today,
     }, staff.language, status_code=status_code)
 
 
@@ -143,8 +163,10 @@ def _refuse(request: Request, session: Session, staff: Staff, customer: Customer
             values: dict[str, object], posted: Posted) -> Rejected:
     session.rollback()
     customer = visible_customer(session, staff.user, customer.id)
+    form = {key: value for key, value in posted.form.items() if isinstance(value, str) and key != "csrf_token"}
+    form["note"] = posted.text("note", service.MAX_NOTE_CHARS + 1)
     return Rejected(_customer_page(request, session, staff, customer, error=t(staff.language, message, **values),
-                                   form={"note": posted.text("note", service.MAX_NOTE_CHARS + 1)}, status_code=400))
+                                   form=form, status_code=400))
 
 
 @staff_post
@@ -300,6 +322,54 @@ def retry(request: Request, session: Session, staff: Staff, posted: Posted) -> R
     return _done(customer, "retried")
 
 
+def _posted_payment(posted: Posted, customer: Customer) -> tuple[Money, date, list[tuple[int, Money]] | None]:
+    """The amount, the day and the chosen amounts per invoice (None: oldest first) of the form;
+    ManualPaymentError naming the field that is wrong."""
+    try:
+        currency = check_currency(posted.text("currency", 3))
+    except ValueError:
+        raise manual_payments.ManualPaymentError(N_("Choose the currency of the payment.")) from None
+    raw_amount = posted.text("amount", 40)
+    try:
+        amount = Money.parse(raw_amount, currency)
+    except AmountError:
+        raise manual_payments.ManualPaymentError(N_("The amount received %(value)s is not an amount in %(currency)s."),
+                                        value=raw_amount, currency=currency) from None
+    raw_day = posted.text("received_on", 20).strip()
+    try:
+        received_on = date.fromisoformat(raw_day)
+    except ValueError:
+        raise manual_payments.ManualPaymentError(N_("The date received %(value)s is not a date."), value=raw_day) from None
+    chosen: list[tuple[int, Money]] = []
+    for key, value in posted.form.multi_items():
+        if not key.startswith("alloc-") or not isinstance(value, str) or not value.strip():
+            continue
+        invoice_id = key.removeprefix("alloc-")
+        if not invoice_id.isdigit() or len(invoice_id) > 12:
+            raise manual_payments.ManualPaymentError(N_("An invoice chosen is not an open invoice of this customer."))
+        try:
+            chosen.append((int(invoice_id), Money.parse(value, currency)))
+        except AmountError:
+            raise manual_payments.ManualPaymentError(N_("%(value)s is not an amount in %(currency)s."), value=value,
+                                            currency=currency) from None
+    return amount, received_on, (chosen or None)
+
+
+@staff_post
+def record_payment(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    customer = visible_customer(session, staff.user, request.path_params["customer_id"])
+    try:
+        amount, received_on, allocations = _posted_payment(posted, customer)
+        manual_payments.record_manual_payment(session, customer, amount, received_on, posted.text("method", 32),
+                                     posted.text("reference", manual_payments.MAX_REFERENCE * 2), allocations, staff.user,
+                                     key=posted.text("key", 64) or None)
+    except manual_payments.ManualPaymentError as error:
+        values = {key: format_money(value, staff.language) if isinstance(value, Money) else value
+                  for key, value in error.values.items()}
+        raise _refuse(request, session, staff, customer, error.message, values, posted)
+    return _done(customer, "payment")
+
+
 routes = [
     Route("/admin/customers", customers, methods=["GET"], name="admin:customers"),
     Route("/admin/customers/{customer_id:int}/retry", retry, methods=["POST"], name="admin:customer_retry"),
@@ -317,4 +387,6 @@ routes = [
     Route("/admin/customers/{customer_id:int}/remind", remind, methods=["POST"], name="admin:customer_remind"),
     Route("/admin/customers/{customer_id:int}/view-as-customer", view_as_customer, methods=["POST"],
           name="admin:customer_view_as"),
+    Route("/admin/customers/{customer_id:int}/payments", record_payment, methods=["POST"],
+          name="admin:customer_payment"),
 ]

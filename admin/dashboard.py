@@ -17,7 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from admin.access import Rejected, Staff, companies_of, is_admin, staff_get, staff_post
-from admin.dashboard_service import BUCKETS, METHODS, Scope, build_dashboard
+from admin.dashboard_service import BUCKETS, METHODS, Scope, bank_state, build_dashboard
 from admin.routes import ROLE_LABELS, render, t
 from mail import retry
 from kernel import i18n
@@ -32,6 +32,10 @@ METHOD_LABELS = {
     "instant_transfer": N_("Instant bank transfer"),
     "direct_debit": N_("Direct debit"),
     "bank_transfer": N_("Bank transfer"),
+    "cheque": N_("Cheque"),
+    "bill_of_exchange": N_("Bill of exchange (LCR)"),
+    "cash": N_("Cash"),
+    "set_off": N_("Set-off (compensation)"),
 }
 MAX_FX_FILE_BYTES = 2 * 1024 * 1024
 
@@ -85,6 +89,8 @@ def home(request: Request, session: Session, staff: Staff) -> Response:
         "method_labels": METHOD_LABELS,
         "unknown_company": bool(company_code) and not chosen,
         "failed_mail": retry.failed_messages(session, [c.id for c in chosen], user.id if is_collector else None),
+        # Bank figures are the company's, not a collector's customers'.
+        "bank": {} if is_collector else bank_state(session, [c.id for c in chosen], currency or None),
         "number": lambda value: format_decimal(value, format="#,##0.0", locale=i18n.FORMAT_LOCALES[i18n.normalize(staff.language)]),
     }
     return request.app.state.templates.response(request, "admin/dashboard.html", context, staff.language,

@@ -38,7 +38,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import case, func, literal_column, select, union_all
@@ -50,6 +50,9 @@ from kernel.i18n import N_
 from ledger.day_totals import days_between
 from ledger.fx import Conversion, RateBook
 from ledger.models import (
+    BankEntry,
+    BankMatch,
+    BankMatchState,
     Allocation,
     BalanceState,
     Company,
@@ -67,6 +70,7 @@ from ledger.models import (
     Payment,
     PaymentDay,
     PaymentStatus,
+    PAYMENT_METHODS,
     PromiseToPay,
     Reminder,
     dispute_invoices,
@@ -77,7 +81,8 @@ NOT_DUE = (InvoiceStatus.void.value, InvoiceStatus.disputed.value)
 # Written as a literal so SQLite can prove the partial indexes' "WHERE open_minor > 0" (a bound
 # parameter would hide it).
 OPEN = Invoice.open_minor > literal_column("0")
-METHODS = ("card", "instant_transfer", "direct_debit", "bank_transfer")
+METHODS = PAYMENT_METHODS  # payments by hand (cheque, LCR, cash, set-off) are cash collected too
+ONLINE_METHODS = ("card", "instant_transfer", "direct_debit", "bank_transfer")  # always listed; the others when used
 BUCKETS = (
     ("not_due", N_("Not yet due")),
     ("1_30", N_("1–30 days")),
@@ -456,7 +461,8 @@ def build_dashboard(session: Session, scope: Scope, use_aggregates: bool = True)
             promises_due_count=due_count[cid],
             promises_broken=convert.amount(broken[cid]),
             promises_broken_count=broken_count[cid],
-            cash=[(m, convert.amount(cash_30[(cid, m)]), convert.amount(cash_90[(cid, m)])) for m in METHODS],
+            cash=[(m, convert.amount(cash_30[(cid, m)]), convert.amount(cash_90[(cid, m)])) for m in METHODS
+                  if m in ONLINE_METHODS or any(cash_90[(cid, m)].values())],
             cash_30_total=convert.amount(_sum_by_currency(cash_30[(cid, m)] for m in METHODS)),
             cash_90_total=convert.amount(_sum_by_currency(cash_90[(cid, m)] for m in METHODS)),
             funnel=funnel.get(cid, Funnel()),
@@ -709,3 +715,68 @@ def _top_overdue(session: Session, scope: Scope, wanted: dict[int, tuple[date, l
         customer = customers[customer_id]
         found[customer.company_id].append((customer_id, customer.ref, customer.name, Money(int(overdue), currency)))
     return found
+
+
+# --- bank reconciliation ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BankShare:
+    amount: Money
+    count: int
+    percent: Decimal | None  # of the incoming amount in this currency; None when nothing came in
+
+
+@dataclass(frozen=True)
+class BankState:
+    """Money received on a company's accounts in one currency (credits, not returned transfers,
+    every statement imported), by what became of it."""
+
+    currency: str
+    incoming: Money
+    automatic: BankShare  # matched by a rule, no person involved
+    by_hand: BankShare  # matched or confirmed by staff
+    set_aside: BankShare  # not a customer payment
+    unmatched: BankShare  # still to do: unmatched or only suggested
+    oldest_unmatched: date | None
+
+
+def bank_state(session: Session, company_ids: Sequence[int], currency: str | None = None) -> dict[int, list[BankState]]:
+    """Per company, per currency (base currency first): one grouped query over the entries."""
+    if not company_ids:
+        return {}
+    entry, match = BankEntry, BankMatch
+    automatic = match.decided_by_user_id.is_(None)
+    query = (
+        select(entry.company_id, entry.currency, entry.state, automatic.label("automatic"),
+               func.sum(entry.amount_minor), func.count(), func.min(func.coalesce(entry.booking_date, entry.value_date)))
+        .outerjoin(match, (match.entry_id == entry.id) & (match.state == BankMatchState.confirmed.value))
+        .where(entry.company_id.in_(list(company_ids)), entry.credit_debit == "CRDT", entry.reversal.is_(False),
+               entry.state.in_(("unmatched", "suggested", "matched", "ignored")))
+        .group_by(entry.company_id, entry.currency, entry.state, automatic)
+    )
+    if currency:
+        query = query.where(entry.currency == currency)
+    sums: dict[tuple[int, str], dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    oldest: dict[tuple[int, str], date] = {}
+    for company_id, code, state, is_auto, minor, count, first in session.execute(query):
+        kind = {"matched": "automatic" if is_auto else "by_hand", "ignored": "set_aside"}.get(state, "unmatched")
+        bucket = sums[(company_id, code)][kind]
+        bucket[0] += int(minor or 0)
+        bucket[1] += int(count)
+        if kind == "unmatched" and first is not None:
+            oldest[(company_id, code)] = min(first, oldest.get((company_id, code), first))
+    bases = dict(session.execute(select(Company.id, Company.base_currency).where(Company.id.in_(list(company_ids)))).all())
+    found: dict[int, list[BankState]] = defaultdict(list)
+    for (company_id, code), kinds in sorted(sums.items(), key=lambda item: (item[0][0], item[0][1] != bases.get(
+            item[0][0]), item[0][1])):
+        total = sum(minor for minor, _count in kinds.values())
+
+        def share(kind: str) -> BankShare:
+            minor, count = kinds.get(kind, [0, 0])
+            percent = (Decimal(minor * 100) / Decimal(total)).quantize(Decimal("0.1")) if total else None
+            return BankShare(Money(minor, code), count, percent)
+
+        found[company_id].append(BankState(code, Money(total, code), share("automatic"), share("by_hand"),
+                                           share("set_aside"), share("unmatched"), oldest.get((company_id, code))))
+    return dict(found)

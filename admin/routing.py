@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from admin import audit, book, company_settings, customers, dashboard, disputes, imports, scenarios, users
+from admin import audit, bank, book, company_settings, customers, dashboard, disputes, imports, scenarios, users
 from admin import routes as sign_in
 
 routes = [
@@ -16,4 +16,5 @@ routes = [
     *scenarios.routes,
     *customers.routes,
     *book.routes,
+    *bank.routes,
 ]

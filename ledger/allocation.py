@@ -118,3 +118,22 @@ def invariant_violations(session: Session) -> list[str]:
         if open_ < 0 or total != open_ + consumed:
             problems.append(f"{number}: total {total} != open {open_} + settled {consumed}")
     return problems + drift(session)
+
+
+def unallocate(session: Session, payment: Payment) -> dict[int, int]:
+    """Delete every allocation of `payment` and reopen what each settled (amount and discount):
+    the invoices' open amounts as before the payment. What was reopened, by invoice id."""
+    reopened: dict[int, int] = {}
+    allocations = session.scalars(
+        select(Allocation).where(Allocation.payment_id == payment.id).order_by(Allocation.invoice_id, Allocation.id)
+    ).all()
+    for allocation in allocations:
+        invoice = session.scalar(select(Invoice).where(Invoice.id == allocation.invoice_id).with_for_update())
+        assert invoice is not None
+        back = allocation.amount_minor + allocation.discount_minor
+        invoice.open_minor += back
+        invoice.status = settled_status(invoice)
+        reopened[invoice.id] = reopened.get(invoice.id, 0) + back
+        session.delete(allocation)
+    session.flush()
+    return reopened

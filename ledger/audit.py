@@ -15,6 +15,8 @@ from ledger.models import AuditEvent, Customer
 # elsewhere (an older release) reads as itself.
 ACTION_LABELS: dict[str, str] = {
     "bank_account.added": N_("Bank account added"),
+    "bank_account.activated": N_("Bank account reactivated"),
+    "bank_account.deactivated": N_("Bank account deactivated"),
     "bank_entry.ignored": N_("Bank entry set aside: not a customer payment"),
     "bank_entry.restored": N_("Bank entry put back in the queue"),
     "bank_match.confirmed": N_("Bank entry matched"),
@@ -62,6 +64,8 @@ ACTION_LABELS: dict[str, str] = {
     "payment.failed": N_("Payment failed"),
     "payment.refunded": N_("Payment refunded"),
     "payment.charged_back": N_("Payment charged back"),
+    "payment.recorded": N_("Payment recorded by hand"),
+    "payment.cancelled": N_("Payment cancelled"),
     "payment.partially_refunded": N_("Payment partly refunded"),
     "payment.dispute_opened": N_("Card dispute opened"),
     "payment.dispute_closed": N_("Card dispute closed"),

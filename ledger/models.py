@@ -93,6 +93,7 @@ class PaymentStatus(str, enum.Enum):
     failed = "failed"
     refunded = "refunded"
     charged_back = "charged_back"
+    cancelled = "cancelled"  # a payment staff recorded by hand, then took back (payments.manual)
 
 
 # Card and the transfers come through providers or the bank statement; the last four are
@@ -327,6 +328,8 @@ class Payment(Base):
     failure_reason: Mapped[str | None] = mapped_column(Text, default=None)
     # Refunded so far of a payment that still stands (partial refunds); amount_minor is what is kept.
     refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # What staff read on the payment they record by hand: a cheque or bill number, a set-off note.
+    reference: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=_utcnow, onupdate=_utcnow)
 
@@ -335,7 +338,7 @@ class Payment(Base):
         Index("ix_payments_created", "created_at", "id"),
         CheckConstraint("amount_minor > 0", name="amount_positive"),
         CheckConstraint(
-            "status IN ('pending','processing','succeeded','failed','refunded','charged_back')",
+            "status IN ('pending','processing','succeeded','failed','refunded','charged_back','cancelled')",
             name="status",
         ),
         CheckConstraint(f"method IN ({', '.join(repr(m) for m in PAYMENT_METHODS)})", name="method"),

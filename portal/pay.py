@@ -20,7 +20,7 @@ from kernel.db import unit_of_work
 from kernel.settings import Settings
 from ledger.models import Checkout, Payment
 from ledger.money import Money
-from payments import base, failures, registry, rf
+from payments import base, epc_qr, failures, registry, rf
 from payments.bank_transfer import account_for, pretty_iban
 from payments.checkout import (
     CANCELLABLE_STATUSES,
@@ -204,7 +204,10 @@ def _transfer_context(session: Session, visit: Visit, checkout: Checkout) -> dic
     account = account_for(visit.company, checkout.currency)
     if checkout.method != "bank_transfer" or not checkout.reference or account is None:
         raise HTTPException(404)
+    details = epc_qr.TransferDetails(name=visit.company.name, iban=visit.company.iban, bic=visit.company.bic,
+                                     amount=checkout.amount, reference=checkout.reference)
     return {
+        "epc": details,
         "visit": visit,
         "company": visit.company,
         "checkout": checkout,
@@ -223,9 +226,10 @@ def _transfer_context(session: Session, visit: Visit, checkout: Checkout) -> dic
 @debtor_page
 def transfer_page(request: Request, session: Session, visit: Visit) -> Response:
     checkout = _own_checkout(request, session, visit)
-    return request.app.state.templates.response(
-        request, "portal/transfer.html", _transfer_context(session, visit, checkout), visit.language
-    )
+    context = _transfer_context(session, visit, checkout)
+    title = i18n.gettext(visit.language, "QR code for your banking app")
+    context["qr_svg"] = epc_qr.svg(context["epc"], title)
+    return request.app.state.templates.response(request, "portal/transfer.html", context, visit.language)
 
 
 @debtor_page
@@ -234,8 +238,9 @@ def transfer_pdf(request: Request, session: Session, visit: Visit) -> Response:
     context = _transfer_context(session, visit, checkout)
     if not context["valid"]:  # no PDF of details that no longer hold: the page says why
         return RedirectResponse(f"/portal/pay/{checkout.id}/transfer", status_code=303)
-    content = pdf.branded_pdf(request.app.state.templates, "pdf/transfer.html", visit.company,
-                              context, visit.language)
+    context["qr_uri"] = epc_qr.png_data_uri(context["epc"])
+    content = pdf.branded_pdf(request.app.state.templates, "pdf/transfer.html", visit.company, context,
+                              visit.language)
     return pdf_response(content, f"transfer-{checkout.reference}.pdf")
 
 

@@ -80,3 +80,23 @@ def account_for_iban(session: Session, iban: str) -> BankAccount | None:
     session.add(account)
     session.flush()
     return account
+
+
+def set_account_active(session: Session, account_id: int, company_ids: list[int] | None, active: bool,
+                       actor: str) -> BankAccount:
+    """Stop (or resume) booking statements of this account to its company; its entries stay."""
+    query = select(BankAccount).where(BankAccount.id == account_id)
+    if company_ids is not None:
+        query = query.where(BankAccount.company_id.in_(company_ids))
+    account = session.scalar(query)
+    if account is None:
+        raise ReconciliationError(N_("No bank account %(id)s."), {"id": account_id})
+    if account.active == active:
+        return account
+    account.active = active
+    session.flush()
+    audit.record(session, actor_type="user", actor=actor,
+                 action="bank_account.activated" if active else "bank_account.deactivated",
+                 entity_type="company", entity_id=account.company_id,
+                 before={"iban": account.iban, "active": not active}, after={"iban": account.iban, "active": active})
+    return account

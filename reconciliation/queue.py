@@ -304,3 +304,67 @@ def undo_match(session: Session, match_id: int, user: User, settings: Settings |
     if match.evidence == Evidence.reversal.value:
         raise ReconciliationError(N_("A payment the bank returned cannot be undone here."))
     return booking.undo(session, match, user, reason=f"undone by {user.email}", settings=settings)
+
+
+def list_collector_entries(session: Session, collector_id: int, search: str | None = None,
+                           page: int = 1) -> EntryPage:
+    """What a collector sees of the bank: entries matched (confirmed) to customers assigned to it,
+    newest first; `search` finds a payer or a text."""
+    from ledger.models import BankMatchLine, Customer
+
+    mine = (select(BankMatch.entry_id)
+            .join(BankMatchLine, BankMatchLine.match_id == BankMatch.id)
+            .join(Customer, Customer.id == BankMatchLine.customer_id)
+            .where(BankMatch.state == BankMatchState.confirmed.value, Customer.collector_id == collector_id))
+    query = (select(BankEntry, Company.code).join(Company, Company.id == BankEntry.company_id)
+             .where(BankEntry.id.in_(mine), BankEntry.state == BankEntryState.matched.value))
+    term = (search or "").strip()[:100]
+    if term:
+        query = query.where(or_(BankEntry.payer_name.ilike(_like(term), escape="\\"),
+                                BankEntry.remittance_text.ilike(_like(term), escape="\\")))
+    page = max(1, page)
+    found = session.execute(query.order_by(BankEntry.id.desc()).offset((page - 1) * PAGE_SIZE)
+                            .limit(PAGE_SIZE + 1)).all()
+    rows = found[:PAGE_SIZE]
+    ids = [entry.id for entry, _code in rows]
+    matches: dict[int, list[BankMatch]] = {}
+    if ids:
+        for match in session.scalars(select(BankMatch).where(
+                BankMatch.entry_id.in_(ids), BankMatch.state == BankMatchState.confirmed.value)):
+            matches.setdefault(match.entry_id, []).append(match)
+    return EntryPage([EntryRow(entry, code, matches.get(entry.id, [])) for entry, code in rows], page,
+                     len(found) > PAGE_SIZE)
+
+
+SEARCH_LIMIT = 20
+
+
+def invoices_for_match(session: Session, company_id: int, ids: Sequence[int]) -> list[Invoice]:
+    """These invoices of the company, in the order given (what staff picked for a match)."""
+    if not ids:
+        return []
+    found = {invoice.id: invoice for invoice in session.scalars(
+        select(Invoice).where(Invoice.id.in_(list(ids)), Invoice.company_id == company_id))}
+    return [found[i] for i in ids if i in found]
+
+
+def search_open_invoices(session: Session, company_id: int, currency: str, term: str,
+                         exclude: Sequence[int] = ()) -> list[Invoice]:
+    """Open invoices of the company in `currency` whose number, or whose customer's name or
+    code, contains `term`: oldest due first, at most SEARCH_LIMIT."""
+    from ledger.models import Customer
+
+    term = term.strip()[:100]
+    if not term:
+        return []
+    pattern = _like(term)
+    customers = select(Customer.id).where(Customer.company_id == company_id, or_(
+        Customer.name.ilike(pattern, escape="\\"), Customer.ref.ilike(pattern, escape="\\")))
+    query = select(Invoice).where(
+        Invoice.company_id == company_id, Invoice.currency == currency,
+        Invoice.kind == InvoiceKind.invoice.value, Invoice.open_minor > 0,
+        Invoice.status != InvoiceStatus.void.value,
+        or_(Invoice.number.ilike(pattern, escape="\\"), Invoice.customer_id.in_(customers)))
+    if exclude:
+        query = query.where(Invoice.id.not_in(list(exclude)))
+    return list(session.scalars(query.order_by(Invoice.due_date, Invoice.id).limit(SEARCH_LIMIT)))

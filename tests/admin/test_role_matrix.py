@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.routing import Route
 from starlette.testclient import TestClient
@@ -30,11 +31,17 @@ from kernel.settings import Settings, load_settings
 from ledger import disputes
 from ledger.disputes import Upload
 from dunning.scenarios import ensure_default_scenario
-from ledger.models import Payment, ReminderRun, WebhookEvent
+from ledger.models import BankEntry, Payment, ReminderRun, WebhookEvent
 from ledger.storage import FileStorage
 from tests import factories
 from tests.admin.conftest import csrf_from, login, make_user
 from tests.conftest import TEST_SECRET
+from tests.reconciliation.bank_world import camt, credit
+from reconciliation.accounts import add_account
+from reconciliation.booking import new_match
+from reconciliation.imports import import_statement_file
+
+NORTH_IBAN = "FR7630006000011234567890189"
 
 PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
@@ -63,6 +70,9 @@ COMPANY_PARAMS: dict[str, Callable[[Book], object]] = {
     "scenario_id": lambda b: b.records["scenario"].id,
     "run_id": lambda b: b.records["run"].id,
     "event_id": lambda b: b.records["webhook_event"].id,  # a provider event naming NORTH's payment
+    "entry_id": lambda b: b.records["bank_entry"].id,
+    "match_id": lambda b: b.records["bank_match"].id,
+    "account_id": lambda b: b.records["bank_account"].id,
 }
 # Path parameter -> a record that belongs to no company's customers (admin pages, global logs):
 # only the anonymous, viewer and admin-only checks apply.
@@ -129,10 +139,16 @@ def book(session: Session, settings: Settings) -> Book:
     scenario = ensure_default_scenario(session, north)
     run = ReminderRun(company_id=north.id, run_date=date(2026, 11, 25), finished_at=datetime(2026, 11, 25, 8, tzinfo=timezone.utc))
     session.add(run)
+    account = add_account(session, "NORTH", iban=NORTH_IBAN)
+    import_statement_file(session, camt(credit("42.00", ref="M1", text="virement"), iban=NORTH_IBAN), "north.xml")
+    bank_entry = session.scalars(select(BankEntry)).one()
+    bank_match = new_match(session, bank_entry, evidence="amount", reason="matrix", score=50,
+                           lines=[(customer.id, invoice.id, 42_00, 0, 0)])
     session.flush()
     records = {"customer": customer, "invoice": invoice, "payment": payment, "case": case,
                "file": case.messages[0].attachments[0], "user": users["collector"], "webhook_event": event,
-               "scenario": scenario, "run": run}
+               "scenario": scenario, "run": run, "bank_account": account, "bank_entry": bank_entry,
+               "bank_match": bank_match}
     session.commit()
     return Book(records={**records, **{f"as:{k}": v for k, v in users.items()}})
 

@@ -1,0 +1,232 @@
+"""Payments staff record by hand: a cheque, a bill of exchange (LCR), cash, a set-off against
+what the company owes the customer, or a bank transfer seen elsewhere than in a statement.
+
+Same ledger path as a provider's payment: a succeeded `Payment` allocated to invoices with
+`ledger.allocation.allocate` (they become paid or partly paid and leave the reminders), money
+beyond the chosen invoices stays the customer's unapplied credit, the dashboard counts it by
+method (triggers), the statement and the customer's timeline show it. Cancelling it deletes
+its allocations and reopens exactly what they settled; the payment stays, `cancelled`.
+
+Who: a viewer never acts; a collector only for the customers assigned to it; managers for
+their companies; admins for all.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kernel.clock import clock
+from kernel.i18n import N_
+from ledger import audit
+from ledger.allocation import allocate, unallocate
+from ledger.models import Customer, Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentStatus, Role, User
+from ledger.money import Money
+
+PROVIDER = "manual"
+METHODS = ("cheque", "bill_of_exchange", "cash", "set_off", "bank_transfer")
+# A cheque or a bill is identified by its number: without it nobody can trace it at the bank.
+REFERENCE_REQUIRED = ("cheque", "bill_of_exchange")
+MAX_REFERENCE = 64
+OPEN_STATUSES = (InvoiceStatus.open.value, InvoiceStatus.partially_paid.value)
+
+
+class ManualPaymentError(ValueError):
+    """Refused; `message` is an English msgid for the page to translate with `values`."""
+
+    def __init__(self, message: str, **values: object) -> None:
+        super().__init__(message % values if values else message)
+        self.message = message
+        self.values = values
+
+
+@dataclass(frozen=True)
+class Share:
+    invoice: Invoice
+    amount: Money
+
+
+def new_key() -> str:
+    """A fresh form key: the same form posted twice records one payment."""
+    return secrets.token_urlsafe(18)
+
+
+def may_act(user: User, customer: Customer) -> bool:
+    if user.role == Role.viewer.value or not user.active:
+        return False
+    if user.role == Role.admin.value:
+        return True
+    if user.role == Role.collector.value:
+        return customer.collector_id == user.id
+    return customer.company_id in {c.id for c in user.companies}
+
+
+def _check_actor(user: User, customer: Customer) -> None:
+    if not may_act(user, customer):
+        raise ManualPaymentError(N_("You may not record payments for this customer."))
+
+
+def payable_invoices(session: Session, customer: Customer, currency: str | None = None) -> list[Invoice]:
+    """The customer's open invoices, oldest due first: what a payment by hand is spread over."""
+    query = select(Invoice).where(
+        Invoice.customer_id == customer.id,
+        Invoice.kind == InvoiceKind.invoice.value,
+        Invoice.open_minor > 0,
+        Invoice.status.in_(OPEN_STATUSES),
+    )
+    if currency is not None:
+        query = query.where(Invoice.currency == currency)
+    return list(session.scalars(query.order_by(Invoice.due_date, Invoice.id)))
+
+
+def oldest_first(invoices: list[Invoice], amount: Money) -> list[Share]:
+    """`amount` over `invoices` in their order, each up to its open amount."""
+    left = amount.minor
+    shares = []
+    for invoice in invoices:
+        if left <= 0:
+            break
+        if invoice.currency != amount.currency:
+            continue
+        take = min(left, invoice.open_minor)
+        if take > 0:
+            shares.append(Share(invoice, Money(take, amount.currency)))
+            left -= take
+    return shares
+
+
+def record_manual_payment(
+    session: Session,
+    customer: Customer,
+    amount: Money,
+    received_on: date,
+    method: str,
+    reference: str,
+    allocations: list[tuple[int, Money]] | None,
+    user: User,
+    *,
+    key: str | None = None,
+) -> Payment:
+    """A succeeded payment of `customer`, settling `allocations` ((invoice id, amount), in that
+    order), or the open invoices oldest due first when None; what is left is unapplied credit.
+
+    `key` (from the form) makes a repeated post return the payment already recorded."""
+    _check_actor(user, customer)
+    provider_ref = f"{customer.id}/{key or new_key()}"
+    existing = session.scalar(select(Payment).where(Payment.provider == PROVIDER, Payment.provider_ref == provider_ref))
+    if existing is not None:
+        return existing
+    if method not in METHODS:
+        raise ManualPaymentError(N_("Choose how the payment was made."))
+    if amount.minor <= 0:
+        raise ManualPaymentError(N_("The amount received must be more than zero."))
+    today = clock.today(customer.company.timezone)
+    if received_on > today:
+        raise ManualPaymentError(N_("The date received %(day)s is in the future."), day=received_on.isoformat())
+    reference = " ".join(reference.split())
+    if len(reference) > MAX_REFERENCE:
+        raise ManualPaymentError(N_("The reference is at most %(count)s characters."), count=MAX_REFERENCE)
+    if method in REFERENCE_REQUIRED and not reference:
+        raise ManualPaymentError(N_("Give the cheque or bill number as the reference."))
+    shares = _shares(session, customer, amount, allocations)
+    payment = Payment(
+        customer_id=customer.id,
+        provider=PROVIDER,
+        provider_ref=provider_ref,
+        method=method,
+        amount_minor=amount.minor,
+        currency=amount.currency,
+        status=PaymentStatus.succeeded.value,
+        received_on=received_on,
+        reference=reference or None,
+    )
+    session.add(payment)
+    session.flush()
+    for share in shares:
+        allocate(session, share.invoice, share.amount, payment=payment)
+    applied = sum(share.amount.minor for share in shares)
+    audit.record(
+        session, actor_type="user", actor=user.email, action="payment.recorded", entity_type="payment",
+        entity_id=payment.id, customer_id=customer.id,
+        after={"method": method, "amount_minor": amount.minor, "currency": amount.currency,
+               "received_on": received_on.isoformat(), "reference": reference or None,
+               "invoices": {share.invoice.number: share.amount.minor for share in shares},
+               "unapplied_minor": amount.minor - applied},
+    )
+    return payment
+
+
+def _shares(session: Session, customer: Customer, amount: Money,
+            allocations: list[tuple[int, Money]] | None) -> list[Share]:
+    if allocations is None:
+        return oldest_first(_locked(session, customer, None), amount)
+    ids = [invoice_id for invoice_id, _ in allocations]
+    if len(set(ids)) != len(ids):
+        raise ManualPaymentError(N_("An invoice is listed twice."))
+    invoices = {invoice.id: invoice for invoice in _locked(session, customer, ids)}
+    shares = []
+    for invoice_id, share in allocations:
+        invoice = invoices.get(invoice_id)
+        if invoice is None:
+            raise ManualPaymentError(N_("An invoice chosen is not an open invoice of this customer."))
+        if share.currency != amount.currency or invoice.currency != amount.currency:
+            raise ManualPaymentError(N_("%(number)s is in %(currency)s: a payment settles invoices of its own "
+                                        "currency."), number=invoice.number, currency=invoice.currency)
+        if share.minor < 0:
+            raise ManualPaymentError(N_("%(number)s: an amount cannot be negative."), number=invoice.number)
+        if share.minor == 0:
+            continue  # an invoice left at zero is not settled by this payment
+        if share.minor > invoice.open_minor:
+            raise ManualPaymentError(N_("%(number)s has only %(open)s open."), number=invoice.number,
+                                     open=invoice.open)
+        shares.append(Share(invoice, share))
+    spread = sum(share.amount.minor for share in shares)
+    if spread > amount.minor:
+        raise ManualPaymentError(N_("The amounts given to invoices (%(spread)s) exceed the payment (%(amount)s)."),
+                                 spread=Money(spread, amount.currency), amount=amount)
+    return shares
+
+
+def _locked(session: Session, customer: Customer, ids: list[int] | None) -> list[Invoice]:
+    """Open invoices of the customer, locked in id order (as settlement does), oldest due first."""
+    query = select(Invoice).where(
+        Invoice.customer_id == customer.id,
+        Invoice.kind == InvoiceKind.invoice.value,
+        Invoice.open_minor > 0,
+        Invoice.status != InvoiceStatus.void.value,
+    )
+    if ids is None:
+        query = query.where(Invoice.status.in_(OPEN_STATUSES))  # disputed ones only when chosen
+    else:
+        query = query.where(Invoice.id.in_(ids))
+    locked = list(session.scalars(query.order_by(Invoice.id).with_for_update()))
+    return sorted(locked, key=lambda invoice: (invoice.due_date, invoice.id))
+
+
+def reverse_manual_payment(session: Session, payment: Payment, user: User) -> Payment:
+    """Cancel a payment recorded by hand: what it settled reopens exactly, its credit is gone."""
+    customer = session.get_one(Customer, payment.customer_id)
+    _check_actor(user, customer)
+    if payment.provider != PROVIDER:
+        raise ManualPaymentError(N_("Only a payment recorded by hand can be cancelled here."))
+    if payment.status != PaymentStatus.succeeded.value:
+        raise ManualPaymentError(N_("This payment is already cancelled."))
+    session.refresh(payment, with_for_update=True)
+    if payment.status != PaymentStatus.succeeded.value:  # cancelled meanwhile by someone else
+        raise ManualPaymentError(N_("This payment is already cancelled."))
+    reopened = unallocate(session, payment)
+    numbers = {invoice_id: session.get_one(Invoice, invoice_id).number for invoice_id in reopened}
+    payment.status = PaymentStatus.cancelled.value
+    session.flush()
+    audit.record(
+        session, actor_type="user", actor=user.email, action="payment.cancelled", entity_type="payment",
+        entity_id=payment.id, customer_id=customer.id,
+        before={"status": PaymentStatus.succeeded.value,
+                "invoices": {numbers[invoice_id]: minor for invoice_id, minor in reopened.items()}},
+        after={"status": PaymentStatus.cancelled.value},
+    )
+    return payment
