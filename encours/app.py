@@ -148,7 +148,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         *api_routing.routes,
     ]
     middleware = [
-        Middleware(BodyLimitMiddleware, limits=BODY_LIMITS, default=FORM_BODY_LIMIT),
+        Middleware(BodyLimitMiddleware, limits=BODY_LIMITS, default=FORM_BODY_LIMIT, problem_prefixes=("/api/",)),
         Middleware(
             SessionMiddleware,
             secret_key=str(settings.secret_key),

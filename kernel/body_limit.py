@@ -6,6 +6,8 @@ anyone looks at them (a webhook's signature is only checked on the whole body).
 
 from __future__ import annotations
 
+import json
+
 from typing import Mapping
 
 from starlette.datastructures import Headers
@@ -27,10 +29,13 @@ class BodyLimitMiddleware:
     with (`default` otherwise). Runs inside Starlette's error middleware and outside everything
     that reads a body (CSRF reads forms), so no body is read past its limit anywhere."""
 
-    def __init__(self, app: ASGIApp, limits: Mapping[str, int], default: int) -> None:
+    def __init__(self, app: ASGIApp, limits: Mapping[str, int], default: int,
+                 problem_prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
         self.limits = sorted(limits.items(), key=lambda item: len(item[0]), reverse=True)
         self.default = default
+        # JSON APIs answer errors as RFC 9457 problems, whoever refuses the request.
+        self.problem_prefixes = problem_prefixes
 
     def limit_for(self, path: str) -> int:
         for prefix, limit in self.limits:
@@ -43,13 +48,14 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.limit_for(scope["path"])
+        problem = scope["path"].startswith(self.problem_prefixes) if self.problem_prefixes else False
         declared = Headers(scope=scope).get("content-length")
         if declared is not None:
             if not declared.strip().isdigit():
-                await _refuse(send, 400, "Invalid Content-Length")
+                await _refuse(send, 400, "Invalid Content-Length", problem)
                 return
             if int(declared) > limit:
-                await _refuse(send, 413, f"Request body too large: the limit here is {_describe(limit)}")
+                await _refuse(send, 413, f"Request body too large: the limit here is {_describe(limit)}", problem)
                 return
         received = 0
         started = False
@@ -73,13 +79,18 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await _refuse(send, 413, f"Request body too large: the limit here is {_describe(limit)}")
+                await _refuse(send, 413, f"Request body too large: the limit here is {_describe(limit)}", problem)
 
 
-async def _refuse(send: Send, status: int, text: str) -> None:
-    body = text.encode("utf-8")
+async def _refuse(send: Send, status: int, text: str, problem: bool = False) -> None:
+    if problem:
+        title = "Request body too large" if status == 413 else "Bad request"
+        body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": text}).encode("utf-8")
+        content_type = b"application/problem+json"
+    else:
+        body, content_type = text.encode("utf-8"), b"text/plain; charset=utf-8"
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                "headers": [(b"content-type", content_type),
                             (b"content-length", str(len(body)).encode("latin-1")),
                             (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})

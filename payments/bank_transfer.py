@@ -30,10 +30,25 @@ def account_for(company: Company, currency: str) -> BankDetails | None:
     """The company's account that receives transfers in `currency`, or None: a transfer in a
     currency the company has no account for is not offered.
 
-    Seam: today a company has one account (its IBAN setting), held in its base currency. When
-    companies get several accounts (a BankAccount per currency), this is the one place to look
-    them up."""
-    if not company.iban or currency.upper() != company.base_currency.upper():
+    Its active bank account in that currency (`encours company account add`, the settings page)
+    comes first, the oldest if several; else the IBAN of its settings, held in its base currency."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import object_session
+
+    from ledger.models import BankAccount
+
+    currency = currency.upper()
+    session = object_session(company)
+    if session is not None and company.id is not None:
+        account = session.scalars(
+            select(BankAccount)
+            .where(BankAccount.company_id == company.id, BankAccount.currency == currency, BankAccount.active.is_(True))
+            .order_by(BankAccount.id)
+            .limit(1)
+        ).first()
+        if account is not None:
+            return BankDetails(iban=account.iban, bic=account.bic)
+    if not company.iban or currency != company.base_currency.upper():
         return None
     return BankDetails(iban=company.iban, bic=company.bic)
 

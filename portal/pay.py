@@ -204,7 +204,7 @@ def _transfer_context(session: Session, visit: Visit, checkout: Checkout) -> dic
     account = account_for(visit.company, checkout.currency)
     if checkout.method != "bank_transfer" or not checkout.reference or account is None:
         raise HTTPException(404)
-    details = epc_qr.TransferDetails(name=visit.company.name, iban=visit.company.iban, bic=visit.company.bic,
+    details = epc_qr.TransferDetails(name=visit.company.name, iban=account.iban, bic=account.bic,
                                      amount=checkout.amount, reference=checkout.reference)
     return {
         "epc": details,

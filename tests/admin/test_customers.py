@@ -366,7 +366,7 @@ def test_bad_query_parameters_fall_back_to_defaults(new_client, many) -> None:  
 @pytest.mark.parametrize("email", ["reader@north.test", "boss@north.test", "admin@x.test"])
 def test_the_timeline_never_shows_a_working_magic_link(new_client, session: Session, book, email: str) -> None:  # type: ignore[no-untyped-def]
     assert post(signed_in(new_client, "anne@north.test"), book["mine"], "send-link").status_code == 303
-    assert post(signed_in(new_client, "anne@north.test"), book["mine"], "remind").status_code == 303
+    assert post(signed_in(new_client, "anne@north.test"), book["mine"], "remind", {"confirm": "1"}).status_code == 303
     sent = [re.search(r"/p/(\S+)", m.body_text) for m in session.scalars(select(OutboxMessage))]
     assert len(sent) == 2 and all(sent)
     page = signed_in(new_client, email).get(f"/admin/customers/{book['mine'].id}")

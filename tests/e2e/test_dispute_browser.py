@@ -204,8 +204,16 @@ def test_a_promise_is_kept_when_paid_and_broken_when_its_date_and_grace_pass(mak
         record_bank_transfer(session, checkout, checkout.amount_minor, clock.today("Europe/Paris"),
                              settings=load_settings(demo.env(), env_file=None))
 
-    # A week after the promised date (grace: 3 days), the manager looks at the promises.
+    # A week after the promised date (grace: 3 days), the worker settles the promises (its first
+    # step, as `encours worker` runs it), then the manager looks at them.
     clock.set(clock.now() + timedelta(days=10))
+    from kernel.templating import Templates
+    from ledger import disputes
+    from mail import notifications
+
+    with Session(demo.engine) as session, session.begin():
+        disputes.settle_promises(session, on_broken=lambda promise: notifications.notify_promise_broken(
+            session, promise, base_url=demo.base_url, templates=Templates()))
     manager, password = _staff(demo, "manager", "DURAND")
     staff = make_page()
     _staff_sign_in(staff, demo, manager, password, "/admin/promises")

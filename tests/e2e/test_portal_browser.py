@@ -210,7 +210,7 @@ def test_other_customers_invoices_are_not_found(page: Page, live_demo: LiveDemo)
     invoices = live_demo.invoices()
     own = [(id_, number) for id_, number, ref in invoices if ref == MARTIN]
     others = [(id_, number, ref) for id_, number, ref in invoices if ref != MARTIN]
-    assert len(own) == 5 and len(others) == 7
+    assert len(own) == 5 and len(others) >= 7  # the demo's other customers, and what other tests imported
 
     for id_, number, ref in others:
         for path in (f"/portal/invoices/{id_}", f"/portal/invoices/{id_}/pdf"):
@@ -312,7 +312,7 @@ def test_revoked_link_ends_the_open_session(make_page: MakePage, live_demo: Live
 
         response = page.goto(old_link)
         assert response is not None and response.status == 410
-        expect(page.locator("h1")).to_have_text("Ce lien n’est plus valable")
+        expect(page.locator("h1")).to_have_text("Ce lien a été retiré")
         assert NAMES[MARTIN] not in plain(page.content())
         expect(page.get_by_role("button", name="M’envoyer un nouveau lien par e-mail")).to_have_count(0)
     finally:

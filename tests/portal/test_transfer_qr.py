@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 from ledger.models import Checkout, Company, Customer, Invoice
 from ledger.money import Money
 from payments import epc_qr, rf
+from reconciliation.accounts import add_account
 from tests import factories
 from tests.payments.conftest import company, customer, invoices  # noqa: F401 - its company has an IBAN and a BIC
 from tests.portal.conftest import csrf_from, login
@@ -119,9 +120,12 @@ def test_transfer_page_and_pdf_carry_the_code(client: TestClient, session: Sessi
 
 def test_no_code_for_a_transfer_in_another_currency(client: TestClient, session: Session, customer: Customer,
                                                     invoices: list[Invoice]) -> None:
+    # The company takes dollars on an account of its own (as `encours company account add` registers it).
+    add_account(session, customer.company.code, iban="GB33BUKB20201555555555", bic="BUKBGB22", currency="USD")
     dollars = factories.invoice(session, customer, total_minor=250_00, currency="USD", number="F-USD")
     session.commit()
     checkout = _transfer_checkout(client, session, customer, [dollars])
     html = client.get(f"/portal/pay/{checkout.id}/transfer").text
     assert rf.pretty(checkout.reference or "") in html
     assert "epc-qr" not in html and "<svg" not in html
+    assert "GB33 BUKB 2020 1555 5555 55" in html  # the dollar account, not the company's euro IBAN

@@ -12,7 +12,7 @@ from kernel.settings import Settings
 from ledger.companies import create_company
 from ledger.csv_import import import_csv
 from ledger.models import Checkout, Company, Customer, Invoice
-from payments.base import provider_for
+from payments.registry import provider_for
 from payments.checkout import create_checkout
 from reconciliation.accounts import add_account
 from tests.reconciliation.camt_builder import Doc, Ntry, Stmt, Tx, build
