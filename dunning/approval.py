@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from kernel.clock import clock
 from ledger import audit
+from links import tokens
 from ledger.models import (
     Company,
     Customer,
@@ -75,8 +76,10 @@ def held(session: Session, company_ids: list[int] | None = None, reminder_ids: l
         found.append(HeldReminder(
             reminder_id=reminder.id, outbox_id=message.id, run_id=reminder.run_id, run_date=run_date,
             company_code=code, customer_id=customer.id, customer_ref=customer.ref, customer_name=customer.name,
-            step_label=label, to_address=message.to_address, subject=message.subject, body_text=message.body_text,
-            body_html=message.body_html))
+            step_label=label, to_address=message.to_address, subject=message.subject,
+            # What staff review: the stored message with its magic link masked.
+            body_text=tokens.mask_links(message.body_text),
+            body_html=tokens.mask_links(message.body_html) if message.body_html else None))
     if found:
         numbers: dict[int, list[str]] = {}
         for reminder_id, number in session.execute(

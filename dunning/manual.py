@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dunning import planner
+from links import tokens
 from dunning.messages import CompanyView, InvoiceFacts, RenderedMessage, StepTexts
 from kernel.clock import clock
 from kernel.i18n import N_
@@ -153,6 +154,9 @@ def prepare(session: Session, customer: Customer, *, secret: str, base_url: str,
     today = today or clock.today(customer.company.timezone)
     message, steps = current_message(session, customer, today, step_id)
     rendered = planner.render_planned(message, _facts(customer), secret, base_url)
+    # Staff read the preview: its link is masked (a working one would let them act as the debtor).
+    rendered = RenderedMessage(subject=rendered.subject, text=tokens.mask_links(rendered.text),
+                               html=tokens.mask_links(rendered.html))
     return ManualPreview(message=message, rendered=rendered, steps=steps,
                          warnings=warnings(session, customer, message, today))
 

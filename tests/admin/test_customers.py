@@ -191,6 +191,8 @@ def test_a_reminder_by_hand_is_previewed_confirmed_queued_once_and_marked_manual
     # N-1 is overdue and was never reminded: the first reminder, D+3, is proposed.
     assert "D+3" in preview.text and "ap@mine.test" in preview.text and "N-1" in preview.text
     assert "Confirm and send" in preview.text and "rappel de factures échues" in preview.text
+    # The preview shows the message's link masked: a working one would let staff act as the debtor.
+    assert tokens.MASKED_LINK in preview.text and not re.search(r"/p/[A-Za-z0-9_\-]+\.", preview.text)
     assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 0  # a preview queues nothing
     unconfirmed = post(client, book["mine"], "remind")
     assert unconfirmed.status_code == 400 and session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
