@@ -29,8 +29,10 @@ _RF_MAX_BODY = 21
 def find_rf_references(text: str | None) -> list[str]:
     """Valid RF references in free text, normalized (``rf18 5390 0754 7034`` → ``RF18539007547034``).
 
-    Payers space and case references freely, so the body may be broken by single spaces; the
-    longest candidate that ends where a word ends and whose check digits hold is taken.
+    Payers space and case references freely, so the body may be broken by single spaces. Every
+    candidate that ends where a word ends and whose check digits hold is kept, longest first: a
+    spaced reference can read on into the next word and still check (1 chance in 97, e.g.
+    ``RF22 BV merci``), and matching then tries each against the references we issued.
     """
     if not text:
         return []
@@ -56,10 +58,8 @@ def find_rf_references(text: str | None) -> list[str]:
                 break
         for length in reversed(ends):
             candidate = head + "".join(body[:length])
-            if rf_is_valid(candidate):
-                if candidate not in found:
-                    found.append(candidate)
-                break
+            if rf_is_valid(candidate) and candidate not in found:
+                found.append(candidate)
     return found
 
 

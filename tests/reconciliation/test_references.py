@@ -14,6 +14,12 @@ def test_rf_tolerant_of_spaces_and_case():
     assert find_rf_references("ref:RF18 5390 0754 7034 merci") == ["RF18539007547034"]
 
 
+def test_a_spaced_rf_reading_on_into_the_next_word_keeps_both_readings():
+    # "RF22BVMERCI" checks too (1 chance in 97): both are candidates, the issued one matches.
+    assert rf.make("BV") == "RF22BV"
+    assert find_rf_references("Virement RF22 BV merci") == ["RF22BVMERCI", "RF22BV"]
+
+
 def test_rf_check_digits_and_boundaries():
     assert find_rf_references("RF19 5390 0754 7034") == []  # wrong check digits
     assert find_rf_references("XRF18539007547034") == []  # inside another word
