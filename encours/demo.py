@@ -18,6 +18,7 @@ from ledger.allocation import allocate
 from ledger.companies import create_company
 from ledger.models import Company, Contact, Customer, Invoice, InvoiceKind, Payment
 from ledger.money import Money
+from reconciliation.accounts import add_account
 from links import tokens
 
 STAFF_EMAIL = "admin@encours.demo"
@@ -105,6 +106,9 @@ def seed(session: Session, *, secret: str, base_url: str, staff_password: str) -
         ensure_default_scenario(session, company)
         # The demo is there to be tried: its reminders are on (a real company starts with them off).
         company.reminders_enabled = True
+        # Its account registered as `encours company account add` does: statements naming it are its own.
+        add_account(session, company.code, iban=company.iban or "", bic=company.bic, currency=company.base_currency,
+                    label="Compte principal" if company.country == "FR" else "Main account", actor="demo")
 
     # Dated rates, so the dashboard converts the USD and GBP amounts instead of calling totals incomplete.
     for base, quote, rate in (("USD", "EUR", "0.9215"), ("GBP", "EUR", "1.1830")):
