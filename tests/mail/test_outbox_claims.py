@@ -30,7 +30,8 @@ from mail.outbox import (
 from kernel.clock import clock
 from kernel.db import make_engine, make_sessionmaker, unit_of_work, write_connection
 from ledger.models import OutboxMessage
-from tests.encours.test_concurrency import _together, pg_fresh_url, sqlite_fresh_url  # noqa: F401 - fixtures
+from tests.encours.test_concurrency import (  # noqa: F401 - fixtures
+    _together, engines, fresh_url, pg_fresh_url, sqlite_fresh_url)
 from tests.fakes.smtp import CapturingSMTP
 
 MAIL_FROM = "Durand Industrie <relances@durand.test>"
@@ -260,25 +261,6 @@ def test_many_messages_go_out_over_one_connection(
 
 
 # --- two workers at once, on both databases -----------------------------------------------------
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def fresh_url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("pg_fresh_url" if request.param == "postgres" else "sqlite_fresh_url"))
-
-
-@pytest.fixture
-def engines() -> Iterator[Callable[[str], Engine]]:
-    made: list[Engine] = []
-
-    def make(url: str) -> Engine:
-        engine = make_engine(url)
-        made.append(engine)
-        return engine
-
-    yield make
-    for engine in made:
-        engine.dispose()
 
 
 @pytest.mark.postgres
