@@ -10,6 +10,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.encours-installed
+DEMO_STAMP := $(VENV)/.encours-demo-installed
 PYTEST_WORKERS ?= 2
 
 # Runtime: WeasyPrint's libraries (PDF statements) and a font.
@@ -55,16 +56,29 @@ help:
 
 venv: $(STAMP)
 
-# Re-run only when pyproject.toml is newer than the stamp.
+# $(call python_venv): make $(VENV) with a Python 3.11+ (installing Debian's python3-venv if needed).
+define python_venv
+if ! command -v $(PYTHON) >/dev/null || ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
+	$(call install_debs,python3 python3-venv); \
+fi; \
+$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	|| { echo "Encours needs Python 3.11 or newer ($(PYTHON) is $$($(PYTHON) -V))" >&2; exit 1; }; \
+test -x $(BIN)/python || { echo "Creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+endef
+
+# Re-run only when pyproject.toml is newer than the stamp. The test tools include the sandbox's
+# (`test` lists localstripe as `demo` does).
 $(STAMP): pyproject.toml
-	@if ! command -v $(PYTHON) >/dev/null || ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
-		$(call install_debs,python3 python3-venv); \
-	fi
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-		|| { echo "Encours needs Python 3.11 or newer ($(PYTHON) is $$($(PYTHON) -V))" >&2; exit 1; }
-	@test -x $(BIN)/python || { echo "Creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@$(call python_venv)
 	@echo "Installing Encours and its test tools into $(VENV)"
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+# The demo needs Encours and its sandbox (the `demo` extra), not the test tools.
+$(DEMO_STAMP): pyproject.toml
+	@$(call python_venv)
+	@echo "Installing Encours and its sandbox into $(VENV)"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[demo]'
 	@touch $@
 
 system-deps:
@@ -73,17 +87,17 @@ system-deps:
 test-deps:
 	@$(call install_debs,$(RUNTIME_DEBS) $(TEST_DEBS))
 
-demo: venv system-deps
+demo: $(DEMO_STAMP) system-deps
 	$(BIN)/encours demo
 
 test: venv test-deps lint
 	$(BIN)/pytest -p xdist -n $(PYTEST_WORKERS)
 
-# The layers (.importlinter), pyflakes (ruff) and strict typing of the kernel (mypy): fast, and first.
+# The layers (.importlinter), pyflakes (ruff) and strict typing (mypy): fast, and first.
 lint: venv
 	$(BIN)/lint-imports
 	$(BIN)/ruff check .
-	$(BIN)/mypy kernel
+	$(BIN)/mypy kernel sandbox
 
 bench: venv system-deps
 	@$(call install_debs,$(BENCH_DEBS))

@@ -4,16 +4,19 @@ So a new user can try every payment method on one machine, the way django-paymen
 provider lets people try it. Never used with real keys: `encours demo` starts them only when no
 provider key is in the environment, and the pages say "sandbox".
 
-The stand-ins are test doubles and live in tests/fakes (localstripe, GPL and test-only, is
-imported there and nowhere else): each runs as its own process from the source checkout, which
-`make demo` has, and prints one JSON line, the settings pointing the app at it. Each exits by
-itself when the demo's process is gone, however it ended.
-- `tests.fakes.stripe_sandbox`: localstripe plus a bridge that plays Stripe.js's part (card);
-- `tests.fakes.gocardless_server`: our GoCardless stand-in (instant transfer, direct debit).
+The stand-ins are the top-level `sandbox` package, installed with the `demo` extra (which brings
+localstripe, GPL, imported nowhere else); the tests talk to the same ones. Each provider names its
+stand-in's module (`payments.base.StandIn`); each runs as its own process and prints one JSON line,
+the settings pointing the app at it, and exits by itself when the demo's process is gone, however
+it ended (`sandbox.parent_watch`):
+- `sandbox.stripe_server`: localstripe plus a bridge that plays Stripe.js's part (card);
+- `sandbox.gocardless_server`: our GoCardless stand-in (instant transfer, direct debit).
+A stand-in that is not installed or does not start leaves its methods out, and the demo says so.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import select
@@ -80,12 +83,13 @@ def start(base_url: str) -> Sandbox:
 
 
 def _start(sandbox: Sandbox, stand_in: StandIn, base_url: str) -> None:
-    if not (SOURCE / (stand_in.module.replace(".", "/") + ".py")).exists():
-        sandbox.notes.append(f"{stand_in.label}: not offered ({stand_in.module} comes with a source checkout)")
+    if not _installed(stand_in.module):
+        sandbox.notes.append(f"{stand_in.label}: not offered ({stand_in.module} is not installed: "
+                             "pip install 'encours[demo]', or `make demo`)")
         return
     log = open(Path(sandbox.workdir.name) / f"{stand_in.module.rsplit('.', 1)[-1]}.log", "wb")
     # --parent-pid: the stand-in exits by itself once this process is gone, even killed (SIGKILL)
-    # before `stop` could run (tests/fakes/parent_watch.py).
+    # before `stop` could run (sandbox/parent_watch.py).
     process = subprocess.Popen([sys.executable, "-m", stand_in.module, "--webhook-url", base_url + stand_in.webhook,
                                 "--parent-pid", str(os.getpid())],
                                cwd=SOURCE, stdout=subprocess.PIPE, stderr=log)
@@ -98,8 +102,15 @@ def _start(sandbox: Sandbox, stand_in: StandIn, base_url: str) -> None:
     except ValueError:
         process.kill()
         sandbox.notes.append(f"{stand_in.label}: not offered ({stand_in.module} did not start; "
-                             f"`make demo` installs what it needs; its log was {log.name})")
+                             f"the `demo` extra installs what it needs; its log was {log.name})")
         return
     sandbox.settings.update(settings)
     url = settings.get("STRIPE_API_BASE") or settings.get("GOCARDLESS_BASE_URL")
     sandbox.notes.append(f"{stand_in.label}: {stand_in.note} at {url}")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its package is missing
+        return False

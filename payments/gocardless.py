@@ -276,7 +276,7 @@ class GoCardlessProvider(_GoCardless):
 
     methods: tuple[str, ...] = (INSTANT, DIRECT_DEBIT)
     bad_signature_status: int | None = 498  # what GoCardless's documentation asks for ("Invalid Token")
-    stand_in: StandIn | None = StandIn("tests.fakes.gocardless_server", "instant transfer and direct debit",
+    stand_in: StandIn | None = StandIn("sandbox.gocardless_server", "instant transfer and direct debit",
                        "the GoCardless stand-in (click through its authorisation page)")
     _by_method: dict[str, _GoCardless] = {INSTANT: InstantBankPayProvider(), DIRECT_DEBIT: DirectDebitProvider()}
 

@@ -168,7 +168,7 @@ class StripeProvider:
     methods: tuple[str, ...] = (METHOD,)
     bad_signature_status: int | None = 400
     # localstripe plus a bridge playing Stripe.js's part
-    stand_in: StandIn | None = StandIn("tests.fakes.stripe_sandbox", "card",
+    stand_in: StandIn | None = StandIn("sandbox.stripe_server", "card",
                        "localstripe (test card 4242 4242 4242 4242, any future date, any CVC)")
 
     def check_settings(self, settings: Settings) -> None:

@@ -30,8 +30,9 @@ from playwright.sync_api import Page, Route, expect
 from sqlalchemy import Engine, select
 
 from ledger.models import AuditEvent, Checkout, Payment, WebhookEvent
+from sandbox.localstripe_server import LocalStripe, start_localstripe, stop_localstripe
 from tests.e2e.conftest import LiveDemo, serve_demo
-from tests.fakes.localstripe_server import LocalStripe, event_payload, sign, start_localstripe, stop_localstripe
+from tests.fakes.localstripe_server import event_payload, sign
 
 pytestmark = pytest.mark.e2e
 

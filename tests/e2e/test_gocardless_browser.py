@@ -21,9 +21,9 @@ from playwright.sync_api import Page, expect
 from sqlalchemy import Engine, select
 
 from ledger.models import Checkout, Customer, Payment, WebhookEvent
+from sandbox.gocardless_server import GoCardlessStandIn
 from tests.e2e.conftest import ENCOURS, LiveDemo, serve_demo
 from tests.e2e.test_pay_browser import _accessible_and_narrow
-from tests.fakes.gocardless_server import GoCardlessStandIn
 from tests.fakes.smtp import CapturingSMTP
 
 pytestmark = pytest.mark.e2e

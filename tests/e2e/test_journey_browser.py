@@ -16,11 +16,11 @@ from playwright.sync_api import Page, Route, expect
 from sqlalchemy import select
 
 from ledger.models import Checkout
+from sandbox.localstripe_server import LocalStripe
+from sandbox.stripe_server import confirm_card
 from tests.e2e.conftest import DESKTOP, PHONE
 from tests.e2e.test_card_browser import BRIDGE_JS, CardDemo, card_demo, checkout_state, fill_card, plain, wait_for  # noqa: F401 - card_demo: the fixture
 from tests.e2e.test_pay_browser import _accessible_and_narrow
-from tests.fakes.localstripe_server import LocalStripe
-from tests.fakes.stripe_sandbox import confirm_card
 
 pytestmark = pytest.mark.e2e
 

@@ -23,9 +23,10 @@ from kernel.security import SecurityHeadersMiddleware
 from kernel.sessions import SessionMiddleware
 from kernel.settings import Settings, load_settings
 from links import tokens
+from sandbox.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET
 from tests import factories
 from tests.conftest import TEST_SECRET
-from tests.fakes.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET, event_payload, sign
+from tests.fakes.localstripe_server import event_payload, sign
 
 HEADERS = {
     "x-content-type-options": "nosniff",

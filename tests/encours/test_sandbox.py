@@ -100,7 +100,7 @@ def test_stand_ins_exit_when_the_demo_is_killed() -> None:
 def test_a_stand_in_whose_parent_is_already_gone_exits_at_once() -> None:
     # The demo died between starting it and its watch: its parent is not the pid it was given.
     stand_in = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.gocardless_server", "--webhook-url", "http://127.0.0.1:9/webhooks",
+        [sys.executable, "-m", "sandbox.gocardless_server", "--webhook-url", "http://127.0.0.1:9/webhooks",
          "--parent-pid", str(os.getpid() + 10_000_000)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:

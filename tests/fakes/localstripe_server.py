@@ -1,12 +1,5 @@
-"""localstripe (PyPI; GPL, test-only) run as its own process, for the real `stripe` SDK to talk to.
-
-localstripe's own command listens on every interface (`::`) and pickles its state to
-/tmp/localstripe.pickle after every POST, which two xdist workers would share. So the
-process is started with a tiny runner instead: it takes a socket this process bound to
-127.0.0.1 (no port race), turns the pickling off, and serves localstripe's aiohttp app
-unchanged. Its Stripe.js stand-in is at `<url>/js.stripe.com/v3/`; `DELETE /_config/data`
-empties it between tests; `POST /_config/webhooks/<name>` makes it sign and send events.
-"""
+"""Fixtures giving a test localstripe (`sandbox.localstripe_server`), and what tests do that Stripe
+itself would: sign an event, shape one, pay an intent as Stripe.js would."""
 
 from __future__ import annotations
 
@@ -14,119 +7,12 @@ import hashlib
 import hmac
 import json
 import os
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 import pytest
 
-SECRET_KEY = "sk_test_encours_localstripe"
-PUBLISHABLE_KEY = "pk_test_encours_localstripe"
-WEBHOOK_SECRET = "whsec_encours_localstripe_test"
-
-# Runs in the child: serve localstripe on the inherited socket, without its pickle file.
-RUNNER = """
-import logging, socket, sys
-from aiohttp import web
-from localstripe import resources, server
-resources.Store.dump_to_disk = lambda self: None
-sock = socket.socket(fileno=int(sys.argv[1]))
-logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-web.run_app(server.app, sock=sock, print=None, access_log=None)
-"""
-
-
-@dataclass
-class LocalStripe:
-    url: str
-    secret_key: str = SECRET_KEY
-    publishable_key: str = PUBLISHABLE_KEY
-    webhook_secret: str = WEBHOOK_SECRET
-
-    @property
-    def js_url(self) -> str:
-        return f"{self.url}/js.stripe.com/v3/"
-
-    def settings(self) -> dict[str, str]:
-        """STRIPE_* settings pointing the app at this server."""
-        return {
-            "STRIPE_SECRET_KEY": self.secret_key,
-            "STRIPE_PUBLISHABLE_KEY": self.publishable_key,
-            "STRIPE_WEBHOOK_SECRET": self.webhook_secret,
-            "STRIPE_API_BASE": self.url,
-            "STRIPE_JS_URL": self.js_url,
-        }
-
-    def reset(self) -> None:
-        _request("DELETE", f"{self.url}/_config/data")
-
-    def register_webhook(self, name: str, url: str, secret: str | None = None) -> None:
-        body = json.dumps({"url": url, "secret": secret or self.webhook_secret}).encode()
-        _request("POST", f"{self.url}/_config/webhooks/{name}", body, {"Content-Type": "application/json"})
-
-    def api(self, method: str, path: str, data: dict[str, Any] | None = None) -> Any:
-        """A raw call to its API with the secret key (for what the SDK under test does not do)."""
-        body = json.dumps(data).encode() if data is not None else None
-        headers = {"Authorization": f"Bearer {self.secret_key}", "Content-Type": "application/json"}
-        return json.loads(_request(method, f"{self.url}{path}", body, headers) or b"null")
-
-
-def _request(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> bytes:
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.read()
-
-
-def sign(payload: bytes, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> str:
-    """A `Stripe-Signature` header exactly as Stripe computes it: HMAC-SHA256 of `t.body`."""
-    t = int(time.time()) if timestamp is None else timestamp
-    digest = hmac.new(secret.encode(), f"{t}.".encode() + payload, hashlib.sha256).hexdigest()
-    return f"t={t},v1={digest}"
-
-
-def start_localstripe() -> tuple[subprocess.Popen[bytes], str, Any]:
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(128)
-    port = listener.getsockname()[1]
-    workdir = tempfile.TemporaryDirectory(prefix="localstripe-")
-    log = open(os.path.join(workdir.name, "localstripe.log"), "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-c", RUNNER, str(listener.fileno())],
-        pass_fds=[listener.fileno()], cwd=workdir.name, stdout=log, stderr=subprocess.STDOUT,
-    )
-    listener.close()  # the child holds its own copy
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            _request("GET", f"{url}/js.stripe.com/v3/")
-            break
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                log.close()
-                output = open(log.name, "rb").read().decode(errors="replace")
-                workdir.cleanup()
-                raise RuntimeError(f"localstripe did not start:\n{output}")
-            time.sleep(0.05)
-    return process, url, (workdir, log)
-
-
-def stop_localstripe(process: subprocess.Popen[bytes], workdir: Any, log: Any) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
-    workdir.cleanup()
+from sandbox.localstripe_server import WEBHOOK_SECRET, LocalStripe, start_localstripe, stop_localstripe
 
 
 @pytest.fixture(scope="session")
@@ -146,6 +32,13 @@ def localstripe(localstripe_server: LocalStripe) -> LocalStripe:
     return localstripe_server
 
 
+def sign(payload: bytes, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> str:
+    """A `Stripe-Signature` header exactly as Stripe computes it: HMAC-SHA256 of `t.body`."""
+    t = int(time.time()) if timestamp is None else timestamp
+    digest = hmac.new(secret.encode(), f"{t}.".encode() + payload, hashlib.sha256).hexdigest()
+    return f"t={t},v1={digest}"
+
+
 def event_payload(event_type: str, obj: dict[str, Any], event_id: str | None = None,
                   created: int | None = None) -> bytes:
     """A v1 snapshot event body shaped as Stripe sends it."""
@@ -161,7 +54,6 @@ def event_payload(event_type: str, obj: dict[str, Any], event_id: str | None = N
         "request": {"id": None, "idempotency_key": None},
         "data": {"object": obj},
     }).encode()
-
 
 
 def pay_intent(server: LocalStripe, intent_id: str, number: str = "4242424242424242") -> dict[str, Any]:

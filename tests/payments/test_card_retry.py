@@ -17,8 +17,9 @@ from ledger.models import Checkout, Customer, Invoice
 from payments import failures
 from payments.checkout import create_checkout
 from payments.settlement import apply_payment_status
+from sandbox.localstripe_server import LocalStripe
 from tests.conftest import TEST_SECRET
-from tests.fakes.localstripe_server import LocalStripe, localstripe, localstripe_server  # noqa: F401
+from tests.fakes.localstripe_server import localstripe, localstripe_server  # noqa: F401
 from tests.portal.conftest import login
 
 TODAY = date(2026, 11, 25)

@@ -22,10 +22,11 @@ from ledger.allocation import invariant_violations
 from ledger.models import Allocation, Contact, Invoice, Payment, WebhookEvent
 from payments import webhooks
 from payments.checkout import cancel_checkout, create_checkout
+from sandbox.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET
 from tests import factories
 from tests.conftest import TEST_SECRET
 from tests.encours.test_concurrency import _together, pg_fresh_url, sqlite_fresh_url  # noqa: F401 - fixtures
-from tests.fakes.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET, event_payload, sign
+from tests.fakes.localstripe_server import event_payload, sign
 
 TODAY = date(2026, 11, 25)
 

@@ -15,9 +15,10 @@ from ledger.models import Checkout, Company, Customer, Invoice, Payment
 from payments import base, registry
 from payments.checkout import create_checkout
 from payments.gocardless import DirectDebitProvider, GoCardlessUnavailable, InstantBankPayProvider
+from sandbox.gocardless_server import ACCESS_TOKEN, ApiError, GoCardlessStandIn
 from tests import factories
 from tests.conftest import TEST_SECRET
-from tests.fakes.gocardless_server import ACCESS_TOKEN, ApiError, GoCardlessStandIn, gocardless, gocardless_server  # noqa: F401
+from tests.fakes.gocardless_server import gocardless, gocardless_server  # noqa: F401
 from tests.portal.conftest import csrf_from, login
 
 TODAY = date(2026, 11, 25)

@@ -18,8 +18,9 @@ from payments import collections
 from payments import gocardless as gc
 from payments import webhooks
 from payments.checkout import create_checkout
+from sandbox.gocardless_server import GoCardlessStandIn, sign
 from tests.conftest import TEST_SECRET
-from tests.fakes.gocardless_server import GoCardlessStandIn, gocardless, gocardless_server, sign  # noqa: F401
+from tests.fakes.gocardless_server import gocardless, gocardless_server  # noqa: F401
 from tests.payments.test_webhooks import statements  # noqa: F401 - fixture
 
 TODAY = date(2026, 11, 25)

@@ -15,10 +15,11 @@ from starlette.testclient import TestClient
 
 from kernel.settings import Settings, load_settings
 from ledger.models import Allocation, Invoice, Payment, WebhookEvent
+from sandbox.gocardless_server import GoCardlessStandIn
+from sandbox.gocardless_server import sign as gocardless_sign
+from sandbox.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET
 from tests.conftest import TEST_SECRET
-from tests.fakes.gocardless_server import GoCardlessStandIn, gocardless, gocardless_server  # noqa: F401
-from tests.fakes.gocardless_server import sign as gocardless_sign
-from tests.fakes.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET
+from tests.fakes.gocardless_server import gocardless, gocardless_server  # noqa: F401
 from tests.fakes.localstripe_server import sign as stripe_sign
 
 FIXTURES = Path(__file__).parent / "fixtures"

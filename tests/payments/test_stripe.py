@@ -18,9 +18,10 @@ from payments import base, registry
 from payments import stripe as provider_module
 from payments.checkout import create_checkout
 from payments.stripe import StripeAmountError, StripeProvider, from_stripe_amount, to_stripe_amount
+from sandbox.localstripe_server import LocalStripe
 from tests import factories
 from tests.conftest import TEST_SECRET
-from tests.fakes.localstripe_server import LocalStripe, localstripe, localstripe_server, pay_intent  # noqa: F401
+from tests.fakes.localstripe_server import localstripe, localstripe_server, pay_intent  # noqa: F401
 from tests.portal.conftest import login
 
 TODAY = date(2026, 11, 25)

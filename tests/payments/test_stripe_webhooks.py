@@ -15,8 +15,9 @@ from starlette.testclient import TestClient
 from kernel.settings import Settings, load_settings
 from ledger.models import Allocation, AuditEvent, Checkout, Customer, Invoice, Payment, WebhookEvent
 from payments.checkout import create_checkout
+from sandbox.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET
 from tests.conftest import TEST_SECRET
-from tests.fakes.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET, event_payload, sign
+from tests.fakes.localstripe_server import event_payload, sign
 from tests.payments.test_webhooks import statements  # noqa: F401 - fixture
 
 TODAY = date(2026, 11, 25)

@@ -19,11 +19,13 @@ from kernel.settings import Settings, load_settings
 from ledger.models import Checkout, Invoice, Payment
 from payments import gocardless as gc
 from payments.checkout import create_checkout
+from sandbox.gocardless_server import GoCardlessStandIn
+from sandbox.gocardless_server import sign as gocardless_sign
+from sandbox.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET
 from tests import factories
 from tests.conftest import TEST_SECRET
-from tests.fakes.gocardless_server import GoCardlessStandIn, gocardless, gocardless_server  # noqa: F401
-from tests.fakes.gocardless_server import sign as gocardless_sign
-from tests.fakes.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET, event_payload
+from tests.fakes.gocardless_server import gocardless, gocardless_server  # noqa: F401
+from tests.fakes.localstripe_server import event_payload
 from tests.fakes.localstripe_server import sign as stripe_sign
 
 TODAY = date(2026, 11, 25)

@@ -1,15 +1,14 @@
 """localstripe plus a Stripe.js bridge, as one process `encours demo` runs beside the server.
 
-localstripe (GPL, test-only) stays inside tests/: the demo only starts this module, as it starts
-the GoCardless stand-in. localstripe's Stripe.js stand-in renders the Card Element but its
-`confirmCardPayment` never reads the card (it only plays 3-D Secure), and localstripe refuses to
-confirm with a publishable key. So the bridge, served from its own port, hands the script to the
-page with two changes: the API base points at localstripe, and `confirmCardPayment` posts the
-card to the bridge, which does with the secret key what Stripe does (payment method, attach,
-confirm); a card needing 3-D Secure then goes through localstripe's own dialog. localstripe
-signs the webhooks and posts them to the demo's /webhooks/stripe.
+localstripe (GPL, in the `demo` extra) runs in a process this one starts. Its Stripe.js stand-in
+renders the Card Element but its `confirmCardPayment` never reads the card (it only plays 3-D
+Secure), and localstripe refuses to confirm with a publishable key. So the bridge, served from its
+own port, hands the script to the page with two changes: the API base points at localstripe, and
+`confirmCardPayment` posts the card to the bridge, which does with the secret key what Stripe does
+(payment method, attach, confirm); a card needing 3-D Secure then goes through localstripe's own
+dialog. localstripe signs the webhooks and posts them to the demo's /webhooks/stripe.
 
-    python -m tests.fakes.stripe_sandbox --webhook-url http://127.0.0.1:8000/webhooks/stripe
+    python -m sandbox.stripe_server --webhook-url http://127.0.0.1:8000/webhooks/stripe
 
 prints one JSON line, the STRIPE_* settings pointing at it, then serves until SIGTERM/SIGINT or
 until its parent (`--parent-pid`, by default the process that started it) is gone.
@@ -18,6 +17,7 @@ until its parent (`--parent-pid`, by default the process that started it) is gon
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import secrets
 import signal
@@ -27,8 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.fakes.localstripe_server import LocalStripe, _request, start_localstripe, stop_localstripe
-from tests.fakes.parent_watch import exit_with_parent
+from sandbox.localstripe_server import LocalStripe, http_request, start_localstripe, stop_localstripe
+from sandbox.parent_watch import exit_with_parent
 
 STAND_IN_BASE = """const LOCALSTRIPE_BASE_API = (function () {"""
 
@@ -97,10 +97,12 @@ class _Bridge(BaseHTTPRequestHandler):
             self._send(404, b"not found", "text/plain")
             return
         api_url = self.localstripe.url
-        script = _request("GET", self.localstripe.js_url).decode()
+        script = http_request("GET", self.localstripe.js_url).decode()
         script = script.replace(STAND_IN_BASE, f"const LOCALSTRIPE_BASE_API = {json.dumps(api_url)};\n"
                                                "const LOCALSTRIPE_UNUSED = (function () {", 1)
-        host, port = self.server.server_address[:2]
+        address = self.server.server_address
+        assert isinstance(address, tuple)  # an AF_INET server's: (host, port)
+        host, port = address[0], address[1]
         script += BRIDGE_JS % {"confirm_url": json.dumps(f"http://{host}:{port}/confirm")}
         self._send(200, script.encode(), "application/javascript")
 
@@ -127,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--webhook-url", required=True, help="where localstripe posts its signed events")
     parser.add_argument("--parent-pid", type=int, help="exit when this process (the demo) is gone")
     args = parser.parse_args(argv)
+    if importlib.util.find_spec("localstripe") is None:
+        parser.exit(1, "localstripe is not installed: it comes with the `demo` extra (pip install 'encours[demo]')\n")
     # Before localstripe starts: a SIGTERM from here on still stops it (in `finally`).
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
