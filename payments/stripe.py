@@ -205,7 +205,8 @@ class StripeProvider:
                 params={
                     "amount": to_stripe_amount(checkout.amount_minor, checkout.currency),
                     "currency": checkout.currency.lower(),
-                    "payment_method_types": ["card"],
+                    # The API version the SDK pins refuses `payment_method_types` (400).
+                    "allowed_payment_method_types": ["card"],
                     "metadata": {"checkout_id": str(checkout.id)},
                 },
                 # The same key on a retry or a second click: Stripe answers with the first intent.

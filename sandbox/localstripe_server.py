@@ -27,12 +27,26 @@ SECRET_KEY = "sk_test_encours_localstripe"
 PUBLISHABLE_KEY = "pk_test_encours_localstripe"
 WEBHOOK_SECRET = "whsec_encours_localstripe_test"
 
-# Runs in the child: serve localstripe on the inherited socket, without its pickle file.
+# Runs in the child: serve localstripe on the inherited socket, without its pickle file, and
+# creating PaymentIntents as the API version the stripe SDK pins (2026-10-28.endive) does, which
+# localstripe predates: `payment_method_types` is refused (400), `allowed_payment_method_types`
+# taken instead and answered as the intent's `payment_method_types`.
 RUNNER = """
 import logging, socket, sys
 from aiohttp import web
 from localstripe import resources, server
+from localstripe.errors import UserError
 resources.Store.dump_to_disk = lambda self: None
+create_intent = resources.PaymentIntent._api_create
+def create_current_intent(cls, payment_method_types=None, allowed_payment_method_types=None, **data):
+    if payment_method_types is not None:
+        raise UserError(400, "payment_method_types is no longer supported on this API version: "
+                        "use allowed_payment_method_types", {"code": "payment_method_types_no_longer_supported",
+                                                            "param": "payment_method_types"})
+    intent = create_intent(**data)
+    intent.payment_method_types = list(allowed_payment_method_types or ["card"])
+    return intent
+resources.PaymentIntent._api_create = classmethod(create_current_intent)
 sock = socket.socket(fileno=int(sys.argv[1]))
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 web.run_app(server.app, sock=sock, print=None, access_log=None)

@@ -55,6 +55,8 @@ def test_start_creates_one_payment_intent_for_the_checkout(
     assert intent["currency"] == "eur"
     assert intent["metadata"] == {"checkout_id": str(checkout.id)}
     assert intent["status"] == "requires_payment_method"
+    # As the API version the SDK pins takes it (its `payment_method_types` is refused, 400).
+    assert intent["payment_method_types"] == ["card"]
 
     # A second start (double click, retry) reuses the intent: still one at Stripe.
     again = StripeProvider().start(session, checkout, settings, settings.base_url)
