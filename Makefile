@@ -97,7 +97,7 @@ test: venv test-deps lint
 lint: venv
 	$(BIN)/lint-imports
 	$(BIN)/ruff check .
-	$(BIN)/mypy kernel sandbox
+	$(BIN)/mypy kernel ledger links mail payments sandbox
 
 bench: venv system-deps
 	@$(call install_debs,$(BENCH_DEBS))

@@ -497,7 +497,8 @@ def _parse_customer(row: _Row, problems: _Problems) -> _CustomerLine | None:
                      value=_quoted(row.get("language")))
     phone = _collect(problems, line, _optional, row, "phone", 40)
     segment = _collect(problems, line, _optional, row, "segment", 64)
-    if problems.has(line):
+    # A required value that is None has its reason recorded already: the checks only narrow the types.
+    if problems.has(line) or company_code is None or ref is None or name is None or email is None:
         return None
     return _CustomerLine(line, company_code, ref, name, email, language, phone, segment)
 
@@ -732,7 +733,9 @@ def _parse_invoice(row: _Row, problems: _Problems) -> _InvoiceLine | None:
     elif until_given and not percent_given:
         problems.add(line, N_("discount_percent is empty but discount_until is given"))
 
-    if problems.has(line):
+    # A required value that is None has its reason recorded already: the checks only narrow the types.
+    if (problems.has(line) or company_code is None or customer_ref is None or number is None or kind is None
+            or issue_date is None or due_date is None or currency is None or total_minor is None):
         return None
     return _InvoiceLine(line, company_code, customer_ref, number, kind, issue_date, due_date, currency,
                         total_minor, discount_bps, discount_until)

@@ -217,7 +217,7 @@ def _user_agent(user_agent: str | None) -> str | None:
     return (user_agent or "")[:400] or None
 
 
-_RECORD_OPEN = insert(_opens)
+_RECORD_OPEN = insert(LinkOpen.metadata.tables[LinkOpen.__tablename__])  # _opens, typed as the Table it is
 
 
 def open_row(contact_id: int, ip: str | None, user_agent: str | None) -> dict[str, Any]:

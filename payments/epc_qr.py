@@ -70,7 +70,8 @@ def symbol(details: TransferDetails) -> segno.QRCode | None:
     if data is None:
         return None
     code = segno.make_qr(data, error="m", boost_error=False)
-    if code.version > MAX_VERSION:  # cannot happen within 331 bytes at level M; the standard says so
+    version = code.version  # an int: make_qr never makes a Micro QR code (versions "M1".."M4")
+    if not isinstance(version, int) or version > MAX_VERSION:  # cannot happen within 331 bytes at level M
         return None
     return code
 

@@ -278,7 +278,8 @@ class GoCardlessProvider(_GoCardless):
     bad_signature_status: int | None = 498  # what GoCardless's documentation asks for ("Invalid Token")
     stand_in: StandIn | None = StandIn("sandbox.gocardless_server", "instant transfer and direct debit",
                        "the GoCardless stand-in (click through its authorisation page)")
-    _by_method: dict[str, _GoCardless] = {INSTANT: InstantBankPayProvider(), DIRECT_DEBIT: DirectDebitProvider()}
+    _by_method: dict[str, InstantBankPayProvider | DirectDebitProvider] = {
+        INSTANT: InstantBankPayProvider(), DIRECT_DEBIT: DirectDebitProvider()}
 
     def check_settings(self, settings: Settings) -> None:
         check_settings(settings)
@@ -287,10 +288,10 @@ class GoCardlessProvider(_GoCardless):
         return content_security_policy(settings)
 
     def is_available(self, settings: Settings, company: Company, currency: str, method: str = INSTANT) -> bool:
-        return self._by_method[method].is_available(settings, company, currency, method)  # type: ignore[attr-defined]
+        return self._by_method[method].is_available(settings, company, currency, method)
 
     def start(self, session: Session, checkout: Checkout, settings: Settings, base_url: str) -> StartResult:
-        return self._by_method[checkout.method].start(session, checkout, settings, base_url)  # type: ignore[attr-defined]
+        return self._by_method[checkout.method].start(session, checkout, settings, base_url)
 
     def verify(self, settings: Settings, headers: Mapping[str, str], body: bytes) -> list[ProviderEvent]:
         return verify_webhook(settings, body, headers.get("webhook-signature"))

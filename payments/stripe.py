@@ -77,7 +77,7 @@ def _exponent_shift(currency: str) -> int:
 def to_stripe_amount(minor: int, currency: str) -> int:
     """Our minor units (ISO 4217, see ledger.money) as Stripe's `amount`; never a /100."""
     currency = currency.upper()
-    amount = minor * 10 ** _exponent_shift(currency)
+    amount: int = minor * 10 ** _exponent_shift(currency)  # a shift >= 0: an int
     if currency in THREE_DECIMAL and amount % 10:
         raise StripeAmountError(f"Stripe charges {currency} only in multiples of 10 minor units")
     return amount
@@ -126,9 +126,10 @@ def client(settings: Settings, http_client: Any = None) -> stripe.StripeClient:
     """The SDK's client; `api_base` from STRIPE_API_BASE (a local Stripe double) when set."""
     if settings.stripe_secret_key is None:
         raise SettingsError("STRIPE_SECRET_KEY is not set")
-    base = {"api": settings.stripe_api_base.rstrip("/")} if settings.stripe_api_base else None
-    return stripe.StripeClient(str(settings.stripe_secret_key), base_addresses=base,
-                               max_network_retries=NETWORK_RETRIES, http_client=http_client)
+    return stripe.StripeClient(
+        str(settings.stripe_secret_key),
+        base_addresses={"api": settings.stripe_api_base.rstrip("/")} if settings.stripe_api_base else None,
+        max_network_retries=NETWORK_RETRIES, http_client=http_client)
 
 
 def js_origin(settings: Settings) -> str:

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from kernel.settings import Settings
 from payments.base import PaymentProvider, ProviderEvent, SignatureError
 from payments.registry import webhook_providers
-from payments.webhooks import ProviderHandler, apply_new, decode_headers, prepared, store_many
+from payments.webhooks import PreparedHandler, ProviderHandler, apply_new, decode_headers, store_many, stored_event
 
 log = logging.getLogger("encours.webhooks")
 
@@ -76,8 +76,12 @@ def _apply_deferred(sessions: sessionmaker[Session], provider: PaymentProvider, 
     """After the answer: ask the provider, then apply each event in its own transaction."""
     handler = ProviderHandler(provider, settings)
     for pk, _event in deferred:
-        ready = prepared(sessions, pk, handler)
-        apply_new(sessions, pk, lambda session, ready=ready: ready(session, None))  # type: ignore[misc, arg-type]
+        ready = handler.prepare(sessions, stored_event(sessions, pk))
+
+        def apply(session: Session, ready: PreparedHandler = ready) -> str:
+            return ready(session, None)
+
+        apply_new(sessions, pk, apply)
 
 
 routes = [

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from sqlalchemy import Connection, Engine, Insert, bindparam, select, update
+from sqlalchemy import Connection, Engine, Insert, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("encours.webhooks")
 
 Handler = Callable[[Session, WebhookEvent], Any]
+# A handler `ProviderHandler.prepare` made for one event: it needs nothing of the stored row.
+PreparedHandler = Callable[[Session, WebhookEvent | None], str]
 NOT_OURS = "not_ours"
 
 # The route processes an event at once; the worker takes it only if that did not happen by then.
@@ -74,10 +76,11 @@ def is_stored(session: Session, provider: str, event_id: str) -> bool:
     return session.execute(_STORED, {"provider": provider, "event_id": event_id}).first() is not None
 
 
-_TABLE = WebhookEvent.__table__
+_TABLE = WebhookEvent.metadata.tables[WebhookEvent.__tablename__]
 _STORED = select(_TABLE.c.id).where(_TABLE.c.provider == bindparam("provider"),
                                     _TABLE.c.event_id == bindparam("event_id"))
-_INSERT_DIALECTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+_INSERT_DIALECTS: dict[str, Callable[[Table], sqlite.Insert | postgresql.Insert]] = {
+    "sqlite": sqlite.insert, "postgresql": postgresql.insert}
 _INSERTS: dict[str, Insert] = {}
 
 
@@ -253,13 +256,17 @@ def prepared(session_factory: sessionmaker[Session], event_pk: int, handler: Han
     prepare = getattr(handler, "prepare", None)
     if prepare is None:
         return handler
+    result: Handler = prepare(session_factory, stored_event(session_factory, event_pk))
+    return result
+
+
+def stored_event(session_factory: sessionmaker[Session], event_pk: int) -> ProviderEvent:
+    """A stored event's id, type and raw body, as `ProviderHandler.prepare` takes them."""
     with reading(session_factory) as session:
         stored = session.get(WebhookEvent, event_pk)
         if stored is None:
             raise LookupError(f"no webhook event {event_pk}")
-        event = ProviderEvent(id=stored.event_id, type=stored.event_type, payload={}, body=stored.body)
-    result: Handler = prepare(session_factory, event)
-    return result
+        return ProviderEvent(id=stored.event_id, type=stored.event_type, payload={}, body=stored.body)
 
 
 @dataclass(frozen=True)
@@ -271,7 +278,7 @@ class ProviderHandler:
     provider: PaymentProvider
     settings: Settings
 
-    def prepare(self, session_factory: sessionmaker[Session], stored: ProviderEvent) -> Handler:
+    def prepare(self, session_factory: sessionmaker[Session], stored: ProviderEvent) -> PreparedHandler:
         event = provider_event(stored.id, stored.type, stored.body)
         fetched: Any = None
         failure: Exception | None = None
@@ -281,7 +288,7 @@ class ProviderHandler:
         except Exception as error:  # noqa: BLE001 - raised again in the event's transaction, kept there
             failure = error
 
-        def apply(session: Session, _stored: WebhookEvent) -> str:
+        def apply(session: Session, _stored: WebhookEvent | None) -> str:
             if failure is not None:
                 raise failure
             return self.provider.apply(session, self.settings, event, fetched)
