@@ -10,6 +10,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.encours-installed
+# What CI, the demo and the tests install, pinned with hashes (make lock rewrites them from pyproject.toml).
+DEV_LOCK := requirements/dev.txt
+PROD_LOCK := requirements/prod.txt
 PYTEST_WORKERS ?= 2
 
 # Runtime: WeasyPrint's libraries (PDF statements) and a font.
@@ -39,7 +42,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: help venv system-deps test-deps demo test lint bench i18n clean
+.PHONY: help venv system-deps test-deps demo test lint lock bench i18n clean
 
 help:
 	@echo "make demo         install into $(VENV), create the SQLite demo and serve it"
@@ -48,6 +51,7 @@ help:
 	@echo "make system-deps  install the Debian packages needed at runtime, if missing"
 	@echo "make test-deps    ... and those the tests need (chromium, poppler-utils, postgresql)"
 	@echo "make lint         import layers, ruff and mypy (make test runs it first)"
+	@echo "make lock         re-pin $(DEV_LOCK) and $(PROD_LOCK) from pyproject.toml (uv, hashes)"
 	@echo "make bench        build (once, cached in var/bench/) a 50,000-customer book and run the benchmarks;"
 	@echo "                  not tests: prints a table and JSON (BENCH_ARGS='--small' for a quick run)"
 	@echo "make i18n         extract, update and compile the translation catalogs"
@@ -55,8 +59,8 @@ help:
 
 venv: $(STAMP)
 
-# Re-run only when pyproject.toml is newer than the stamp.
-$(STAMP): pyproject.toml
+# Re-run only when pyproject.toml or the lock is newer than the stamp.
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	@if ! command -v $(PYTHON) >/dev/null || ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
 		$(call install_debs,python3 python3-venv); \
 	fi
@@ -64,7 +68,8 @@ $(STAMP): pyproject.toml
 		|| { echo "Encours needs Python 3.11 or newer ($(PYTHON) is $$($(PYTHON) -V))" >&2; exit 1; }
 	@test -x $(BIN)/python || { echo "Creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
 	@echo "Installing Encours and its test tools into $(VENV)"
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(DEV_LOCK)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 system-deps:
@@ -84,6 +89,12 @@ lint: venv
 	$(BIN)/lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/mypy kernel
+
+# Every extra for development, the dependencies alone for production (deploy/Dockerfile, the wheel test).
+lock: venv
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check 'uv>=0.5'
+	$(BIN)/uv pip compile pyproject.toml --all-extras --python-version 3.11 --generate-hashes --quiet -o $(DEV_LOCK)
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes --quiet -o $(PROD_LOCK)
 
 bench: venv system-deps
 	@$(call install_debs,$(BENCH_DEBS))
