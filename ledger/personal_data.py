@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Callable
 
-from sqlalchemy import Table, delete, or_, select, update
+from sqlalchemy import Table, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from kernel.clock import clock
@@ -281,8 +281,10 @@ def purge(session: Session, retention: Retention, now: datetime | None = None) -
             LinkOpen.opened_at < cutoff, or_(LinkOpen.ip.is_not(None), LinkOpen.user_agent.is_not(None)))
             .values(ip=None, user_agent=None)).rowcount
     if (cutoff := before(retention.email_bodies_days)) is not None:
+        # Counted from sending (a message queued long ago and sent today keeps its body for the period).
         emails = session.execute(update(OutboxMessage).where(
-            OutboxMessage.status.in_(("sent", "cancelled")), OutboxMessage.created_at < cutoff,
+            OutboxMessage.status.in_(("sent", "cancelled")),
+            func.coalesce(OutboxMessage.sent_at, OutboxMessage.created_at) < cutoff,
             or_(OutboxMessage.body_text != "", OutboxMessage.body_html.is_not(None)))
             .values(body_text="", body_html=None)).rowcount
     if (cutoff := before(retention.webhook_bodies_days)) is not None:

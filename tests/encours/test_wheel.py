@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,10 +24,15 @@ import pytest
 from tests.encours.test_operator_journey import SECRET, _free_port, text_of
 
 REPO = Path(__file__).resolve().parents[2]
-# What a build needs; the rest of a checkout (venv, caches, databases, tests) stays out of the copy.
-BUILD_INPUTS = ("pyproject.toml", "README.md", "LICENSE", "requirements", "kernel", "ledger", "links", "mail",
-                "payments", "portal", "dunning", "reconciliation", "admin", "api", "encours", "sandbox",
-                "migrations")
+
+
+def _build_inputs() -> list[str]:
+    """What a build reads: the packages pyproject.toml lists, its metadata files and the lock; the rest
+    of a checkout (venv, caches, databases, tests) stays out of the copy the wheel is built from."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    packages = [pattern.rstrip("*") for pattern in project["tool"]["setuptools"]["packages"]["find"]["include"]]
+    return ["pyproject.toml", "README.md", "LICENSE", "requirements", *packages]
+
 
 pytestmark = pytest.mark.postgres
 
@@ -50,7 +56,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("wheel")
     source = root / "source"
     source.mkdir()
-    for name in BUILD_INPUTS:
+    for name in _build_inputs():
         path = REPO / name
         if path.is_dir():
             shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
