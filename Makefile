@@ -11,6 +11,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.encours-installed
 DEMO_STAMP := $(VENV)/.encours-demo-installed
+# What CI, the tests, the demo and production install, pinned with hashes (make lock rewrites them
+# from pyproject.toml): every extra, the demo's, and the dependencies alone.
+DEV_LOCK := requirements/dev.txt
+DEMO_LOCK := requirements/demo.txt
+PROD_LOCK := requirements/prod.txt
 PYTEST_WORKERS ?= 2
 
 # Runtime: WeasyPrint's libraries (PDF statements) and a font.
@@ -40,7 +45,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: help venv system-deps test-deps demo test lint bench i18n clean
+.PHONY: help venv system-deps test-deps demo test lint lock bench i18n clean
 
 help:
 	@echo "make demo         install into $(VENV), create the SQLite demo and serve it"
@@ -49,6 +54,7 @@ help:
 	@echo "make system-deps  install the Debian packages needed at runtime, if missing"
 	@echo "make test-deps    ... and those the tests need (chromium, poppler-utils, postgresql)"
 	@echo "make lint         import layers, ruff and mypy (make test runs it first)"
+	@echo "make lock         re-pin requirements/*.txt from pyproject.toml (uv, with hashes)"
 	@echo "make bench        build (once, cached in var/bench/) a 50,000-customer book and run the benchmarks;"
 	@echo "                  not tests: prints a table and JSON (BENCH_ARGS='--small' for a quick run)"
 	@echo "make i18n         extract, update and compile the translation catalogs"
@@ -66,19 +72,21 @@ $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 test -x $(BIN)/python || { echo "Creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
 endef
 
-# Re-run only when pyproject.toml is newer than the stamp. The test tools include the sandbox's
-# (`test` lists localstripe as `demo` does).
-$(STAMP): pyproject.toml
+# Re-run only when pyproject.toml or the lock is newer than the stamp. The test tools include the
+# sandbox's (`test` lists localstripe as `demo` does).
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	@$(call python_venv)
 	@echo "Installing Encours and its test tools into $(VENV)"
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(DEV_LOCK)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 # The demo needs Encours and its sandbox (the `demo` extra), not the test tools.
-$(DEMO_STAMP): pyproject.toml
+$(DEMO_STAMP): pyproject.toml $(DEMO_LOCK)
 	@$(call python_venv)
 	@echo "Installing Encours and its sandbox into $(VENV)"
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[demo]'
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(DEMO_LOCK)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 system-deps:
@@ -98,6 +106,14 @@ lint: venv
 	$(BIN)/lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/mypy kernel ledger links mail payments sandbox
+
+# Every extra for development and CI, the sandbox's for the demo, and the dependencies alone for
+# production (deploy/Dockerfile, the wheel test).
+lock: venv
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check 'uv>=0.5'
+	$(BIN)/uv pip compile pyproject.toml --all-extras --python-version 3.11 --generate-hashes --quiet -o $(DEV_LOCK)
+	$(BIN)/uv pip compile pyproject.toml --extra demo --python-version 3.11 --generate-hashes --quiet -o $(DEMO_LOCK)
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes --quiet -o $(PROD_LOCK)
 
 bench: venv system-deps
 	@$(call install_debs,$(BENCH_DEBS))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from admin import audit, bank, book, company_settings, customers, dashboard, disputes, imports, scenarios, users
+from admin import (audit, bank, book, company_settings, customers, dashboard, disputes, imports, personal_data,
+                   scenarios, users)
 from admin import routes as sign_in
 
 routes = [
@@ -15,6 +16,7 @@ routes = [
     *audit.routes,
     *scenarios.routes,
     *customers.routes,
+    *personal_data.routes,
     *book.routes,
     *bank.routes,
 ]

@@ -36,7 +36,7 @@ from payments import registry as payment_providers
 from portal import branding
 from portal import routing as portal_routing
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 logger = logging.getLogger(__name__)
 SESSION_COOKIE = "encours_session"
 SESSION_MAX_AGE = 12 * 60 * 60

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
@@ -373,6 +374,86 @@ def apikey_revoke(name: str, company_code: str) -> None:
         except ApiKeyError as error:
             raise CommandError(str(error)) from None
     click.echo(f"key {name!r} of {company_code} revoked")
+
+
+@cli.group("gdpr")
+def gdpr_group() -> None:
+    """A person's data: export it, erase it (accounting records stay)."""
+
+
+def _customer_and_contact(session: Any, customer_ref: str, company_code: str, contact_email: str | None) -> Any:
+    from ledger.personal_data import contact_by_email
+    from links import tokens
+
+    try:
+        customer = tokens.find_customer(session, customer_ref, company_code)
+    except tokens.UnknownCustomer as error:
+        raise CommandError(str(error)) from None
+    contact = None
+    if contact_email is not None:
+        contact = contact_by_email(customer, contact_email)
+        if contact is None:
+            raise CommandError(f"customer {customer.ref} has no contact {contact_email.strip().lower()!r}")
+    return customer, contact
+
+
+@gdpr_group.command("export")
+@click.option("--company", "company_code", required=True, help="Company code.")
+@click.option("--customer", "customer_ref", required=True, help="The customer's reference.")
+@click.option("--contact", "contact_email", help="Only this contact's data (its email address).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE, not stdout.")
+def gdpr_export(company_code: str, customer_ref: str, contact_email: str | None, output: Path | None) -> None:
+    """Everything held about a customer, or one of its contacts, as JSON (audited)."""
+    from kernel.db import unit_of_work
+    from ledger import audit
+    from ledger.personal_data import export_customer
+
+    with unit_of_work(_sessions()) as session:
+        customer, contact = _customer_and_contact(session, customer_ref, company_code, contact_email)
+        data = export_customer(session, customer, contact=contact)
+        audit.record(session, actor_type="system", actor="encours gdpr export", action="personal_data.exported",
+                     entity_type="customer", entity_id=customer.id, customer_id=customer.id,
+                     after={"contact": contact.id if contact is not None else None})
+    text = json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True)
+    if output is None:
+        click.echo(text)
+    else:
+        output.write_text(text + "\n", encoding="utf-8")
+        click.echo(f"wrote {output}")
+
+
+@gdpr_group.command("erase")
+@click.option("--company", "company_code", required=True, help="Company code.")
+@click.option("--customer", "customer_ref", required=True, help="The customer's reference.")
+@click.option("--contact", "contact_email", help="Only this contact (its email address); else every contact.")
+@click.option("--yes", is_flag=True, help="Do it: without this flag nothing is changed.")
+def gdpr_erase(company_code: str, customer_ref: str, contact_email: str | None, yes: bool) -> None:
+    """Erase a customer's (or one contact's) personal data; invoices and payments stay, without it."""
+    from kernel.db import unit_of_work
+    from ledger.personal_data import erase
+    from ledger.storage import FileStorage
+
+    if not yes:
+        raise CommandError("erasing cannot be undone: add --yes to erase")
+    storage = FileStorage(_settings().storage_dir)
+    with unit_of_work(_sessions()) as session:
+        customer, contact = _customer_and_contact(session, customer_ref, company_code, contact_email)
+        ref = customer.ref
+        report = erase(session, customer, contact=contact, actor="encours gdpr erase", delete_file=storage.delete)
+    click.echo(f"erased the personal data of {ref}: {report.summary()}")
+
+
+@cli.command("purge")
+def purge_command() -> None:
+    """Purge what outlived its retention now (the worker does it daily): link opens' IP addresses and
+    browsers, sent emails' bodies, processed provider events' raw bodies (ENCOURS_RETAIN_* settings)."""
+    from kernel.db import unit_of_work
+    from ledger.personal_data import Retention, purge
+
+    retention = Retention.from_settings(_settings())
+    with unit_of_work(_sessions()) as session:
+        report = purge(session, retention)
+    click.echo(report.summary())
 
 
 @cli.group("user")

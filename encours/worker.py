@@ -23,7 +23,7 @@ from kernel.clock import clock
 from kernel.db import unit_of_work
 from kernel.settings import Settings
 from kernel.templating import Templates
-from ledger import disputes
+from ledger import disputes, personal_data
 from mail import notifications
 from payments import checkout as checkout_service, webhooks
 from payments.webhooks import RetryReport
@@ -51,11 +51,13 @@ class WorkerReport:
     # The outbox still had due messages when the run's delivery time was up.
     outbox_backlog: bool = False
     transfers_expired: int = 0
+    purged: personal_data.PurgeReport = personal_data.PurgeReport()
 
     @property
     def busy(self) -> bool:
         return bool(self.outbox.sent or self.outbox.retried or self.outbox.failed or self.reminders or self.webhooks.busy
-                    or self.promises_kept or self.promises_broken or self.collections.busy or self.transfers_expired)
+                    or self.promises_kept or self.promises_broken or self.collections.busy or self.transfers_expired
+                    or self.purged.busy)
 
     def lines(self) -> list[str]:
         promises = (
@@ -64,7 +66,8 @@ class WorkerReport:
         ) + ([f"bank transfers expired: {self.transfers_expired}"] if self.transfers_expired else [])
         return promises + [f"reminders: {report.summary()}" for report in self.reminders] + [
             f"outbox: {self.outbox.summary()}"] + ([f"webhooks: {self.webhooks.summary()}"] if self.webhooks.busy else []) \
-            + ([f"direct debits: {self.collections.summary()}"] if self.collections.busy else [])
+            + ([f"direct debits: {self.collections.summary()}"] if self.collections.busy else []) \
+            + ([f"retention: {self.purged.summary()}"] if self.purged.busy else [])
 
 
 def run_once(settings: Settings, session_factory: sessionmaker[Session]) -> WorkerReport:
@@ -87,9 +90,24 @@ def run_once(settings: Settings, session_factory: sessionmaker[Session]) -> Work
     retried = webhooks.retry_due(session_factory, webhooks.registered_handlers(settings))  # failed or unprocessed events
     collections = collect_direct_debits(settings, session_factory)
     delivered, backlog = deliver_outbox(settings, session_factory, smtp_config)
+    purged = purge_once_a_day(settings, session_factory)
     return WorkerReport(outbox=delivered, reminders=tuple(reminders), webhooks=retried, promises_kept=kept,
                         promises_broken=broken, collections=collections, outbox_backlog=backlog,
-                        transfers_expired=expired)
+                        transfers_expired=expired, purged=purged)
+
+
+_last_purge: list[date] = []  # the day this process last purged (several workers purging is harmless)
+
+
+def purge_once_a_day(settings: Settings, session_factory: sessionmaker[Session]) -> personal_data.PurgeReport:
+    """Purge personal by-products past their retention (settings ENCOURS_RETAIN_*), once a day."""
+    today = clock.now().date()
+    if _last_purge and _last_purge[0] == today:
+        return personal_data.PurgeReport()
+    with unit_of_work(session_factory) as session:
+        report = personal_data.purge(session, personal_data.Retention.from_settings(settings))
+    _last_purge[:] = [today]
+    return report
 
 
 def deliver_outbox(

@@ -59,6 +59,8 @@ ACTION_LABELS: dict[str, str] = {
     "mandate.expired": N_("Direct debit mandate expired"),
     "note.added": N_("Note added"),
     "payment.pending": N_("Payment started"),
+    "personal_data.erased": N_("Personal data erased"),
+    "personal_data.exported": N_("Personal data exported"),
     "payment.processing": N_("Payment processing"),
     "payment.succeeded": N_("Payment received"),
     "payment.failed": N_("Payment failed"),

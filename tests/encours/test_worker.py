@@ -302,3 +302,32 @@ def test_run_once_expires_bank_transfers_that_received_nothing(session_factory, 
 
 def run_once_expired(settings: Settings, session_factory: sessionmaker[Session]) -> int:
     return worker.run_once(settings, session_factory).transfers_expired
+
+
+def test_run_once_purges_personal_data_past_its_retention_once_a_day(session_factory, settings) -> None:  # type: ignore[no-untyped-def]
+    """A link opened 14 months ago loses its IP address and browser at the day's first run, not
+    at every run: the purge is a daily job."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from kernel.clock import clock
+    from ledger.models import LinkOpen
+    from tests import factories
+
+    with session_factory() as session:
+        customer = factories.customer(session, factories.company(session))
+        session.add(LinkOpen(contact_id=customer.primary_contact.id, ip="203.0.113.9", user_agent="Firefox",
+                             opened_at=clock.now() - timedelta(days=420)))
+        session.commit()
+    no_smtp = replace(settings, smtp_url="smtp://127.0.0.1:9")
+    worker._last_purge.clear()
+    report = worker.run_once(no_smtp, session_factory)
+    assert report.purged.link_opens == 1 and "retention: 1 link opens, 0 email bodies, 0 webhook bodies purged" \
+        in report.lines()
+    with session_factory() as session:
+        session.add(LinkOpen(contact_id=customer.primary_contact.id, ip="203.0.113.10", user_agent="Firefox",
+                             opened_at=clock.now() - timedelta(days=420)))
+        session.commit()
+    assert worker.run_once(no_smtp, session_factory).purged.link_opens == 0  # the same day: not again
+    clock.set(clock.now() + timedelta(days=1))
+    assert worker.run_once(no_smtp, session_factory).purged.link_opens == 1
