@@ -27,6 +27,7 @@ from kernel.db import make_engine, make_sessionmaker, schema_problem, unit_of_wo
 from kernel.security import DEFAULT_CSP, CSRFMiddleware, SecurityHeadersMiddleware, extend_csp
 from kernel.sessions import SessionMiddleware
 from kernel.settings import Settings, load_settings
+from kernel.storage import storage_from_settings
 from kernel.templating import Templates
 from ledger.models import Company
 from admin import routing as admin_routing
@@ -171,6 +172,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.storage = storage_from_settings(settings)  # uploads' bytes: shared by every instance when s3
     app.state.sessions = sessions
     app.state.read_sessions = read_sessions  # for handlers that only read: see make_sessionmaker
     # A short read may run on the event loop when it reads a local SQLite file (see portal.routes._read).
