@@ -22,7 +22,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from kernel import errors
 from kernel.body_limit import MIB, BodyLimitMiddleware
-from kernel.logs import install_token_filter
+from kernel.logs import RequestIdMiddleware, configure_logging, install_token_filter
 from kernel.db import make_engine, make_sessionmaker, schema_problem, unit_of_work
 from kernel.security import DEFAULT_CSP, CSRFMiddleware, SecurityHeadersMiddleware, extend_csp
 from kernel.sessions import SessionMiddleware
@@ -114,11 +114,12 @@ class _App(Starlette):
         super().__init__(**kwargs)
 
     def build_middleware_stack(self) -> ASGIApp:
-        # Forwarded headers first: the client address every throttle counts by, only from trusted proxies.
-        return ProxyHeadersMiddleware(
+        # The request id outermost: every log line of the request carries it, a 500's included.
+        # Forwarded headers next: the client address every throttle counts by, only from trusted proxies.
+        return RequestIdMiddleware(ProxyHeadersMiddleware(
             SecurityHeadersMiddleware(super().build_middleware_stack(), csp=self.csp, hsts=self.hsts),
             trusted_hosts=self.forwarded_allow_ips,
-        )
+        ))
 
 
 def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None) -> Starlette:
@@ -183,4 +184,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
 
 
 def create_app_from_env() -> Starlette:
-    return create_app(load_settings())
+    """The app of `encours serve`, in each server process (uvicorn's workers are new processes)."""
+    settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings)

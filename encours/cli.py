@@ -11,6 +11,7 @@ from typing import Any
 import click
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
+from kernel.logs import configure_logging
 from kernel.settings import SettingsError, database_url_from_env, load_settings
 
 
@@ -469,11 +470,13 @@ def serve(host: str, port: int, workers: int) -> None:
     """Serve the portal, the back-office and the webhooks."""
     import uvicorn
 
-    _settings()
+    settings = _settings()
     _engine().dispose()
+    configure_logging(settings.log_format, settings.log_level)
     # Forwarded headers are read by the app itself, from the proxies ENCOURS_FORWARDED_ALLOW_IPS names.
+    # log_config=None: uvicorn's loggers reach our one handler (kernel.logs), secrets masked.
     uvicorn.run("encours.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
-                proxy_headers=False)
+                proxy_headers=False, log_config=None)
 
 
 @cli.command("demo")
@@ -565,6 +568,7 @@ def worker(once: bool, interval: float) -> None:
                 click.echo(line)
 
     settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
     sessions = _sessions()
     try:
         if once:

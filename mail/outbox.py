@@ -397,9 +397,15 @@ class _Outcomes:
         if claimed.attempts >= MAX_ATTEMPTS:
             self.failed(claimed, f"gave up after {claimed.attempts} attempts: {error}")
         else:
-            self._add("retried", claimed, b_error=error, b_at=clock.now() + backoff(claimed.attempts))
+            retry_at = clock.now() + backoff(claimed.attempts)
+            log.warning("outbox: message %s not sent (attempt %s), retried after %s: %s", claimed.id,
+                        claimed.attempts, retry_at.isoformat(timespec="seconds"), error,
+                        extra={"outbox_message": claimed.id, "outcome": "retried"})
+            self._add("retried", claimed, b_error=error, b_at=retry_at)
 
     def failed(self, claimed: ClaimedMessage, error: str) -> None:
+        log.error("outbox: message %s failed for good (attempt %s): %s", claimed.id, claimed.attempts, error,
+                  extra={"outbox_message": claimed.id, "outcome": "failed"})
         self._add("failed", claimed, b_error=error)
 
     def refused(self, claimed: ClaimedMessage, code: int, text: bytes | str, at_recipient: bool = False) -> None:
