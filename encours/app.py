@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from encours.metrics import MetricsMiddleware, metrics
 from kernel import errors
 from kernel.body_limit import MIB, BodyLimitMiddleware
 from kernel.logs import RequestIdMiddleware, configure_logging, install_token_filter
@@ -43,7 +44,8 @@ SESSION_COOKIE = "encours_session"
 SESSION_MAX_AGE = 12 * 60 * 60
 # Providers sign webhooks: they carry no cookie, so they get no session and no CSRF check.
 # The ERP authenticates each API request with a bearer key: no cookie, so no CSRF either.
-NO_SESSION_PREFIXES = ("/webhooks/", "/api/")
+# /metrics is read by Prometheus with its own bearer token.
+NO_SESSION_PREFIXES = ("/webhooks/", "/api/", "/metrics")
 # Request bodies, by path prefix: what each place needs and no more (multipart adds a little to
 # each file). Forms are small; uploads have their own limits, checked again on each file.
 FORM_BODY_LIMIT = 1 * MIB
@@ -116,10 +118,10 @@ class _App(Starlette):
     def build_middleware_stack(self) -> ASGIApp:
         # The request id outermost: every log line of the request carries it, a 500's included.
         # Forwarded headers next: the client address every throttle counts by, only from trusted proxies.
-        return RequestIdMiddleware(ProxyHeadersMiddleware(
+        return RequestIdMiddleware(MetricsMiddleware(ProxyHeadersMiddleware(
             SecurityHeadersMiddleware(super().build_middleware_stack(), csp=self.csp, hsts=self.hsts),
             trusted_hosts=self.forwarded_allow_ips,
-        ))
+        )))
 
 
 def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None) -> Starlette:
@@ -141,6 +143,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
     routes = [
         Route("/healthz", healthz, name="healthz"),
         Route("/readyz", readyz, name="readyz"),
+        Route("/metrics", metrics, name="metrics"),
         Route("/brand/{code:str}.css", brand_css, name="brand_css"),
         Route("/brand/{code:str}/logo", brand_logo, name="brand_logo"),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

@@ -473,10 +473,28 @@ def serve(host: str, port: int, workers: int) -> None:
     settings = _settings()
     _engine().dispose()
     configure_logging(settings.log_format, settings.log_level)
+    if workers > 1:
+        _prepare_metrics_directory()
     # Forwarded headers are read by the app itself, from the proxies ENCOURS_FORWARDED_ALLOW_IPS names.
     # log_config=None: uvicorn's loggers reach our one handler (kernel.logs), secrets masked.
     uvicorn.run("encours.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
                 proxy_headers=False, log_config=None)
+
+
+def _prepare_metrics_directory() -> None:
+    """Several server processes: each writes its request metrics to files in one directory that
+    /metrics sums (prometheus_client's multiprocess mode). Set before the processes start; the
+    files of an earlier run are removed so counters start again from zero, as a restart does."""
+    import tempfile
+
+    from encours.metrics import MULTIPROCESS_ENV
+
+    directory = os.environ.get(MULTIPROCESS_ENV)
+    if not directory:
+        directory = os.environ[MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="encours-metrics-")
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    for stale in Path(directory).glob("*.db"):
+        stale.unlink()
 
 
 @cli.command("demo")
