@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from encours.error_reports import init_error_reports
 from encours.metrics import MetricsMiddleware, metrics
 from kernel import errors
 from kernel.body_limit import MIB, BodyLimitMiddleware
@@ -190,4 +191,5 @@ def create_app_from_env() -> Starlette:
     """The app of `encours serve`, in each server process (uvicorn's workers are new processes)."""
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
+    init_error_reports(settings, component="serve")  # before the app exists: the SDK hooks Starlette
     return create_app(settings)

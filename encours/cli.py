@@ -473,12 +473,22 @@ def serve(host: str, port: int, workers: int) -> None:
     settings = _settings()
     _engine().dispose()
     configure_logging(settings.log_format, settings.log_level)
+    _error_reports(settings, "serve")
     if workers > 1:
         _prepare_metrics_directory()
     # Forwarded headers are read by the app itself, from the proxies ENCOURS_FORWARDED_ALLOW_IPS names.
     # log_config=None: uvicorn's loggers reach our one handler (kernel.logs), secrets masked.
     uvicorn.run("encours.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
                 proxy_headers=False, log_config=None)
+
+
+def _error_reports(settings: Any, component: str) -> None:
+    from encours.error_reports import init_error_reports
+
+    try:
+        init_error_reports(settings, component=component)
+    except SettingsError as error:
+        raise CommandError(str(error)) from None
 
 
 def _prepare_metrics_directory() -> None:
@@ -587,6 +597,7 @@ def worker(once: bool, interval: float) -> None:
 
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
+    _error_reports(settings, "worker")
     sessions = _sessions()
     try:
         if once:

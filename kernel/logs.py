@@ -33,6 +33,9 @@ _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*):[^@/\s]+@")
 _API_KEY = re.compile(r"\benc_(?:live|test)_[A-Za-z0-9_-]{8,}")
 _STRIPE_CLIENT_SECRET = re.compile(r"(\b(?:pi|seti)_[A-Za-z0-9]+)_secret_[A-Za-z0-9]+")
+# Values signed with itsdangerous (magic-link tokens, session cookies) and JWTs: three dot-separated
+# URL-safe base64 parts, wherever they appear without their /p/ (an exception's message, a header).
+_SIGNED = re.compile(r"(?<![A-Za-z0-9_.-])[A-Za-z0-9_+/=-]{8,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{16,}(?![A-Za-z0-9_-])")
 # 13 to 19 digits, possibly grouped by spaces or dashes: masked when the Luhn check passes.
 _CARD = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
 
@@ -62,6 +65,7 @@ def mask_tokens(text: str) -> str:
 def mask_secrets(text: str) -> str:
     """`text` with magic-link tokens, passwords, keys, credentials in URLs and card numbers masked."""
     text = _TOKEN_PATH.sub(MASKED_PATH, text)
+    text = _SIGNED.sub("[signed]", text)
     text = _SECRET_PAIR.sub(lambda match: f"{match.group(1)}={HIDDEN}", text)
     text = _SECRET_ITEM.sub(lambda match: f"{match.group(1)}{match.group(2)}{HIDDEN}{match.group(2)}", text)
     text = _BEARER.sub(lambda match: f"{match.group(1)} {HIDDEN}", text)

@@ -28,13 +28,16 @@ from kernel.logs import RequestIdMiddleware, configure_logging, mask_secrets
     ("card 4242 4242 4242 4242 declined", "4242 4242 4242 4242"),
     ("card 4000002500003155", "4000002500003155"),
     ("client_secret pi_3Abc_secret_XyZ123", "XyZ123"),
+    ("BadSignature: eyJjIjoxLCJ2IjoxfQ.aSecretStamp.aSecretSignature does not match", "aSecretSignature"),
+    ("cookie encours_session=eyJ1c2VyIjogMX0=.Zx9aQw.kT3vR2m8Yp0Qh7nWc1Lx5sA9dE", "kT3vR2m8Yp0Qh7nWc1Lx5sA9dE"),
 ])
 def test_secrets_are_masked(text: str, secret: str) -> None:
     assert secret not in mask_secrets(text)
 
 
 def test_ordinary_numbers_and_paths_stay() -> None:
-    text = "invoice F-2026-0412 of 1234567 minor units, GET /portal/pay/12/card, /p/renew"
+    text = ("invoice F-2026-0412 of 1234567 minor units, GET /portal/pay/12/card, /p/renew, "
+            "sqlalchemy.exc.OperationalError in encours.worker, pay.example.com")
     assert mask_secrets(text) == text
     assert mask_secrets("order 1234567812345678") == "order 1234567812345678"  # not a Luhn number
 
