@@ -34,6 +34,7 @@ from kernel.templating import Templates
 from ledger.models import Company
 from admin import routing as admin_routing
 from api import routing as api_routing
+from mail import routing as mail_routing
 from payments import routing as payments_routing
 from payments import registry as payment_providers
 from portal import branding
@@ -148,6 +149,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         Route("/brand/{code:str}.css", brand_css, name="brand_css"),
         Route("/brand/{code:str}/logo", brand_logo, name="brand_logo"),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        *mail_routing.routes,  # before the payments' /webhooks/{provider}
         *payments_routing.routes,
         *portal_routing.routes,
         *admin_routing.routes,

@@ -337,6 +337,35 @@ def import_open_items(file: Path, company_code: str, force: bool) -> None:
         click.echo(f"  {number}: the ERP shows {theirs} open, Encours {ours}; not applied")
 
 
+@cli.group("mail")
+def mail_group() -> None:
+    """Email: feeding back bounces that arrived after delivery."""
+
+
+@mail_group.command("bounce")
+@click.argument("files", nargs=-1, required=True, type=click.File("rb"))
+def mail_bounce(files: Any) -> None:
+    """Apply delivery status notifications (RFC 3464 DSNs, one raw message per FILE; - reads
+    stdin, e.g. from a mail server's pipe): a permanent failure marks the message failed and the
+    contact's address failing. One line per file; exit 1 if a file is not a DSN."""
+    from kernel.db import unit_of_work
+    from mail import bounces
+
+    refused = 0
+    for handle in files:
+        raw = handle.read()
+        try:
+            with unit_of_work(_sessions()) as session:
+                outcome = bounces.record_bounces(session, raw)
+        except bounces.NotADeliveryReport as error:
+            click.echo(f"{handle.name}: {error}", err=True)
+            refused += 1
+            continue
+        click.echo(f"{handle.name}: {outcome.summary()}")
+    if refused:
+        sys.exit(1)
+
+
 @cli.group("apikey")
 def apikey_group() -> None:
     """API keys of the ERP (the JSON API under /api/v1)."""
