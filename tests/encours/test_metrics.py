@@ -71,27 +71,35 @@ def test_a_scrape_reports_requests_outbox_webhooks_heartbeats_and_reminders(
     ])
     session.commit()
 
+    auth = {"Authorization": f"Bearer {TOKEN}"}
     with TestClient(create_app(settings, sessions=session_factory)) as client:
+        # Request counters live for the whole process (other tests' apps count too): compare.
+        before = _samples(client.get("/metrics", headers=auth).text)
         for _ in range(3):
             assert client.get("/healthz").status_code == 200
         assert client.get("/portal/pay/12345", follow_redirects=False).status_code in (302, 303, 401, 403, 404)
         assert client.get("/no/such/page").status_code == 404
         assert client.get("/metrics").status_code == 401
         assert client.get("/metrics", headers={"Authorization": "Bearer wrong-token-0123456789"}).status_code == 401
-        response = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+        response = client.get("/metrics", headers=auth)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     samples = _samples(response.text)
 
     def value(name: str, **labels: str) -> float:
         return samples[(name, tuple(sorted(labels.items())))]
 
-    assert value("encours_http_requests_total", method="GET", route="/healthz", status="200") == 3
-    assert value("encours_http_requests_total", method="GET", route="<unmatched>", status="404") == 1
-    assert value("encours_http_requests_total", method="GET", route="/metrics", status="401") == 2
+    def added(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return samples[key] - before.get(key, 0.0)
+
+    assert added("encours_http_requests_total", method="GET", route="/healthz", status="200") == 3
+    assert added("encours_http_requests_total", method="GET", route="<unmatched>", status="404") == 1
+    assert added("encours_http_requests_total", method="GET", route="/metrics", status="401") == 2
+    assert added("encours_http_requests_total", method="GET", route="/metrics", status="200") == 1  # `before`
     pay_routes = {dict(labels)["route"] for name, labels in samples if name == "encours_http_requests_total"}
     assert "/portal/pay/{checkout_id:int}" in pay_routes and not any("12345" in route for route in pay_routes)
-    assert value("encours_http_request_duration_seconds_count", method="GET", route="/healthz") == 3
-    assert value("encours_http_request_duration_seconds_bucket", method="GET", route="/healthz", le="+Inf") == 3
+    assert added("encours_http_request_duration_seconds_count", method="GET", route="/healthz") == 3
+    assert added("encours_http_request_duration_seconds_bucket", method="GET", route="/healthz", le="+Inf") == 3
 
     assert value("encours_outbox_messages", status="queued") == 1
     assert value("encours_outbox_messages", status="sent") == 1
