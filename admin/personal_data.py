@@ -52,7 +52,7 @@ def erase(request: Request, session: Session, staff: Staff, posted: Posted) -> R
         raise Rejected(_page(request, staff, customer, error=True, status_code=400))
     contact_id = posted.text("contact", 12)
     contact = next((c for c in customer.contacts if str(c.id) == contact_id), None) if contact_id else None
-    storage = FileStorage(request.app.state.settings.storage_dir)
+    storage = FileStorage(request.app.state.storage)
     personal_data.erase(session, customer, contact=contact, actor=staff.user.email, delete_file=storage.delete)
     what = "contact" if contact is not None else "customer"
     return RedirectResponse(f"/admin/customers/{customer.id}/personal-data?erased={what}", status_code=303)

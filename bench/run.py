@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from sqlalchemy import select  # noqa: E402
+from sqlalchemy import select, update  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from bench.generate import STATEMENT_CUSTOMER, ensure_book  # noqa: E402
@@ -618,6 +618,9 @@ def reminder_run(ctx: Context) -> list[Figure]:
         factory = make_sessionmaker(engine)
         with Session(engine) as session:
             companies = list(session.scalars(select(Company.id).order_by(Company.id)))
+            # A new company's reminders are off until switched on (encours company reminders CODE on).
+            session.execute(update(Company).values(reminders_enabled=True))
+            session.commit()
         today = date(2026, 11, 25)
         started = time.monotonic()
         reports = [planner.run_company(factory, settings, company_id, today) for company_id in companies]

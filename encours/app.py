@@ -20,17 +20,21 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from encours.error_reports import init_error_reports
+from encours.metrics import MetricsMiddleware, metrics
 from kernel import errors
 from kernel.body_limit import MIB, BodyLimitMiddleware
-from kernel.logs import install_token_filter
+from kernel.logs import RequestIdMiddleware, configure_logging, install_token_filter
 from kernel.db import make_engine, make_sessionmaker, schema_problem, unit_of_work
 from kernel.security import DEFAULT_CSP, CSRFMiddleware, SecurityHeadersMiddleware, extend_csp
 from kernel.sessions import SessionMiddleware
 from kernel.settings import Settings, load_settings
+from kernel.storage import storage_from_settings
 from kernel.templating import Templates
 from ledger.models import Company
 from admin import routing as admin_routing
 from api import routing as api_routing
+from mail import routing as mail_routing
 from payments import routing as payments_routing
 from payments import registry as payment_providers
 from portal import branding
@@ -42,7 +46,8 @@ SESSION_COOKIE = "encours_session"
 SESSION_MAX_AGE = 12 * 60 * 60
 # Providers sign webhooks: they carry no cookie, so they get no session and no CSRF check.
 # The ERP authenticates each API request with a bearer key: no cookie, so no CSRF either.
-NO_SESSION_PREFIXES = ("/webhooks/", "/api/")
+# /metrics is read by Prometheus with its own bearer token.
+NO_SESSION_PREFIXES = ("/webhooks/", "/api/", "/metrics")
 # Request bodies, by path prefix: what each place needs and no more (multipart adds a little to
 # each file). Forms are small; uploads have their own limits, checked again on each file.
 FORM_BODY_LIMIT = 1 * MIB
@@ -113,11 +118,12 @@ class _App(Starlette):
         super().__init__(**kwargs)
 
     def build_middleware_stack(self) -> ASGIApp:
-        # Forwarded headers first: the client address every throttle counts by, only from trusted proxies.
-        return ProxyHeadersMiddleware(
+        # The request id outermost: every log line of the request carries it, a 500's included.
+        # Forwarded headers next: the client address every throttle counts by, only from trusted proxies.
+        return RequestIdMiddleware(MetricsMiddleware(ProxyHeadersMiddleware(
             SecurityHeadersMiddleware(super().build_middleware_stack(), csp=self.csp, hsts=self.hsts),
             trusted_hosts=self.forwarded_allow_ips,
-        )
+        )))
 
 
 def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None) -> Starlette:
@@ -139,9 +145,11 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
     routes = [
         Route("/healthz", healthz, name="healthz"),
         Route("/readyz", readyz, name="readyz"),
+        Route("/metrics", metrics, name="metrics"),
         Route("/brand/{code:str}.css", brand_css, name="brand_css"),
         Route("/brand/{code:str}/logo", brand_logo, name="brand_logo"),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        *mail_routing.routes,  # before the payments' /webhooks/{provider}
         *payments_routing.routes,
         *portal_routing.routes,
         *admin_routing.routes,
@@ -171,6 +179,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.storage = storage_from_settings(settings)  # uploads' bytes: shared by every instance when s3
     app.state.sessions = sessions
     app.state.read_sessions = read_sessions  # for handlers that only read: see make_sessionmaker
     # A short read may run on the event loop when it reads a local SQLite file (see portal.routes._read).
@@ -181,4 +190,8 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
 
 
 def create_app_from_env() -> Starlette:
-    return create_app(load_settings())
+    """The app of `encours serve`, in each server process (uvicorn's workers are new processes)."""
+    settings = load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    init_error_reports(settings, component="serve")  # before the app exists: the SDK hooks Starlette
+    return create_app(settings)

@@ -12,6 +12,7 @@ from typing import Any
 import click
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
+from kernel.logs import configure_logging
 from kernel.settings import SettingsError, database_url_from_env, load_settings
 
 
@@ -337,6 +338,35 @@ def import_open_items(file: Path, company_code: str, force: bool) -> None:
         click.echo(f"  {number}: the ERP shows {theirs} open, Encours {ours}; not applied")
 
 
+@cli.group("mail")
+def mail_group() -> None:
+    """Email: feeding back bounces that arrived after delivery."""
+
+
+@mail_group.command("bounce")
+@click.argument("files", nargs=-1, required=True, type=click.File("rb"))
+def mail_bounce(files: Any) -> None:
+    """Apply delivery status notifications (RFC 3464 DSNs, one raw message per FILE; - reads
+    stdin, e.g. from a mail server's pipe): a permanent failure marks the message failed and the
+    contact's address failing. One line per file; exit 1 if a file is not a DSN."""
+    from kernel.db import unit_of_work
+    from mail import bounces
+
+    refused = 0
+    for handle in files:
+        raw = handle.read()
+        try:
+            with unit_of_work(_sessions()) as session:
+                outcome = bounces.record_bounces(session, raw)
+        except bounces.NotADeliveryReport as error:
+            click.echo(f"{handle.name}: {error}", err=True)
+            refused += 1
+            continue
+        click.echo(f"{handle.name}: {outcome.summary()}")
+    if refused:
+        sys.exit(1)
+
+
 @cli.group("apikey")
 def apikey_group() -> None:
     """API keys of the ERP (the JSON API under /api/v1)."""
@@ -431,11 +461,12 @@ def gdpr_erase(company_code: str, customer_ref: str, contact_email: str | None, 
     """Erase a customer's (or one contact's) personal data; invoices and payments stay, without it."""
     from kernel.db import unit_of_work
     from ledger.personal_data import erase
+    from kernel.storage import storage_from_settings
     from ledger.storage import FileStorage
 
     if not yes:
         raise CommandError("erasing cannot be undone: add --yes to erase")
-    storage = FileStorage(_settings().storage_dir)
+    storage = FileStorage(storage_from_settings(_settings()))
     with unit_of_work(_sessions()) as session:
         customer, contact = _customer_and_contact(session, customer_ref, company_code, contact_email)
         ref = customer.ref
@@ -550,11 +581,41 @@ def serve(host: str, port: int, workers: int) -> None:
     """Serve the portal, the back-office and the webhooks."""
     import uvicorn
 
-    _settings()
+    settings = _settings()
     _engine().dispose()
+    configure_logging(settings.log_format, settings.log_level)
+    _error_reports(settings, "serve")
+    if workers > 1:
+        _prepare_metrics_directory()
     # Forwarded headers are read by the app itself, from the proxies ENCOURS_FORWARDED_ALLOW_IPS names.
+    # log_config=None: uvicorn's loggers reach our one handler (kernel.logs), secrets masked.
     uvicorn.run("encours.app:create_app_from_env", factory=True, host=host, port=port, workers=workers,
-                proxy_headers=False)
+                proxy_headers=False, log_config=None)
+
+
+def _error_reports(settings: Any, component: str) -> None:
+    from encours.error_reports import init_error_reports
+
+    try:
+        init_error_reports(settings, component=component)
+    except SettingsError as error:
+        raise CommandError(str(error)) from None
+
+
+def _prepare_metrics_directory() -> None:
+    """Several server processes: each writes its request metrics to files in one directory that
+    /metrics sums (prometheus_client's multiprocess mode). Set before the processes start; the
+    files of an earlier run are removed so counters start again from zero, as a restart does."""
+    import tempfile
+
+    from encours.metrics import MULTIPROCESS_ENV
+
+    directory = os.environ.get(MULTIPROCESS_ENV)
+    if not directory:
+        directory = os.environ[MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="encours-metrics-")
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    for stale in Path(directory).glob("*.db"):
+        stale.unlink()
 
 
 @cli.command("demo")
@@ -646,6 +707,8 @@ def worker(once: bool, interval: float) -> None:
                 click.echo(line)
 
     settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
+    _error_reports(settings, "worker")
     sessions = _sessions()
     try:
         if once:

@@ -10,10 +10,14 @@ import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 from types import FrameType
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+from contextlib import contextmanager
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from admin import customers_service
@@ -28,7 +32,7 @@ from mail import notifications
 from payments import checkout as checkout_service, webhooks
 from payments.webhooks import RetryReport
 from payments.collections import CollectionReport
-from ledger.models import Company, ReminderRun
+from ledger.models import Company, ReminderRun, WorkerHeartbeat
 
 log = logging.getLogger("encours.worker")
 
@@ -76,21 +80,26 @@ def run_once(settings: Settings, session_factory: sessionmaker[Session]) -> Work
     smtp_config = outbox.parse_smtp_url(settings.smtp_url)
     # Promises first: a broken one puts its invoices back into today's reminders.
     templates = _templates()
-    with unit_of_work(session_factory) as session:
+    with _job(session_factory, "promises"), unit_of_work(session_factory) as session:
         kept, broken = disputes.settle_promises(session, on_broken=lambda promise: notifications.notify_promise_broken(
             session, promise, base_url=settings.base_url, templates=templates))
     # The customers list's overdue sort keys move to the new day once, not at the first click.
-    with unit_of_work(session_factory) as session:
+    with _job(session_factory, "overdue_days"), unit_of_work(session_factory) as session:
         customers_service.refresh_overdue(session, customers_service.list_day(session))
     # Bank transfers that received nothing in their company's delay free their invoices (checked each
     # run: the delay is counted from each checkout's own start, not from one daily hour).
-    with unit_of_work(session_factory) as session:
+    with _job(session_factory, "transfers"), unit_of_work(session_factory) as session:
         expired = checkout_service.expire_transfers(session, clock.now())
-    reminders = run_due_reminders(settings, session_factory)
-    retried = webhooks.retry_due(session_factory, webhooks.registered_handlers(settings))  # failed or unprocessed events
-    collections = collect_direct_debits(settings, session_factory)
-    delivered, backlog = deliver_outbox(settings, session_factory, smtp_config)
-    purged = purge_once_a_day(settings, session_factory)
+    with _job(session_factory, "reminders"):
+        reminders = run_due_reminders(settings, session_factory)
+    with _job(session_factory, "webhooks"):
+        retried = webhooks.retry_due(session_factory, webhooks.registered_handlers(settings))  # failed or unprocessed
+    with _job(session_factory, "direct_debits"):
+        collections = collect_direct_debits(settings, session_factory)
+    with _job(session_factory, "outbox"):
+        delivered, backlog = deliver_outbox(settings, session_factory, smtp_config)
+    with _job(session_factory, "retention"):
+        purged = purge_once_a_day(settings, session_factory)
     return WorkerReport(outbox=delivered, reminders=tuple(reminders), webhooks=retried, promises_kept=kept,
                         promises_broken=broken, collections=collections, outbox_backlog=backlog,
                         transfers_expired=expired, purged=purged)
@@ -108,6 +117,39 @@ def purge_once_a_day(settings: Settings, session_factory: sessionmaker[Session])
         report = personal_data.purge(session, personal_data.Retention.from_settings(settings))
     _last_purge[:] = [today]
     return report
+
+
+@contextmanager
+def _job(session_factory: sessionmaker[Session], job: str) -> Iterator[None]:
+    """Records the job's run in `worker_heartbeats` (how /metrics tells that a worker is alive
+    and which of its jobs fails)."""
+    try:
+        yield
+    except Exception as error:
+        _beat(session_factory, job, error=f"{type(error).__name__}: {error}"[:2000])
+        raise
+    _beat(session_factory, job)
+
+
+def _beat(session_factory: sessionmaker[Session], job: str, error: str | None = None) -> None:
+    now = clock.now()
+    try:
+        with unit_of_work(session_factory) as session:
+            postgres = session.get_bind().dialect.name == "postgresql"
+            insert = postgresql_insert if postgres else sqlite_insert
+            changes: dict[str, Any] = {"last_run_at": now, "runs": WorkerHeartbeat.runs + 1, "last_error": error}
+            if error is None:
+                changes["last_ok_at"] = now
+            else:
+                changes["failures"] = WorkerHeartbeat.failures + 1
+            session.execute(
+                insert(WorkerHeartbeat)
+                .values(job=job, last_run_at=now, last_ok_at=None if error else now, last_error=error, runs=1,
+                        failures=1 if error else 0)
+                .on_conflict_do_update(index_elements=["job"], set_=changes)
+            )
+    except SQLAlchemyError as failure:  # the database may be what failed the job: the run goes on regardless
+        log.warning("worker heartbeat of %s not recorded: %s", job, str(failure).splitlines()[0])
 
 
 def deliver_outbox(

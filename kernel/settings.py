@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 from starlette.config import Config
 from starlette.datastructures import Secret
@@ -44,6 +44,23 @@ class Settings:
     retain_link_opens_days: int = 395  # link opens' IP address and browser (13 months)
     retain_email_bodies_days: int = 90  # sent emails' bodies (they carried the magic links)
     retain_webhook_bodies_days: int = 400  # processed provider events' raw bodies
+    # Uploaded files: "local" (storage_dir, one machine) or "s3" (a bucket several machines share).
+    storage_backend: str = "local"
+    s3_bucket: str | None = None
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = None  # MinIO, Ceph, Scaleway…; none: AWS
+    s3_region: str | None = None
+    s3_access_key_id: Secret | None = None  # none: boto3's own chain (environment, instance role)
+    s3_secret_access_key: Secret | None = None
+    # Logs: "text" (one readable line per event) or "json" (one JSON object per line).
+    log_format: str = "text"
+    log_level: str = "INFO"
+    # Bearer token /metrics asks for; none: /metrics answers 404 (see encours.metrics).
+    metrics_token: Secret | None = None
+    sentry_dsn: Secret | None = None
+    sentry_environment: str | None = None
+    # Bearer token the mail relay's bounce reports (DSNs) are posted with; none: the endpoint answers 404.
+    bounce_token: Secret | None = None
 
     @property
     def https(self) -> bool:
@@ -89,6 +106,14 @@ class Settings:
             retain_email_bodies_days=_whole_number(config, "ENCOURS_RETAIN_EMAIL_BODIES_DAYS", default=90, minimum=0),
             retain_webhook_bodies_days=_whole_number(config, "ENCOURS_RETAIN_WEBHOOK_BODIES_DAYS", default=400,
                                                      minimum=0),
+            **_storage(config),
+            log_format=_choice(config, "ENCOURS_LOG_FORMAT", ("text", "json"), default="text"),
+            log_level=_choice(config, "ENCOURS_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO",
+                              upper=True),
+            metrics_token=_token(config, "ENCOURS_METRICS_TOKEN"),
+            sentry_dsn=_sentry_dsn(config),
+            sentry_environment=config("SENTRY_ENVIRONMENT", default=None) or None,
+            bounce_token=_token(config, "ENCOURS_BOUNCE_TOKEN"),
         )
 
 
@@ -102,6 +127,61 @@ def _whole_number(config: Config, name: str, *, default: int, minimum: int) -> i
     if int(text) < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {text}")
     return int(text)
+
+
+def _choice(config: Config, name: str, allowed: tuple[str, ...], *, default: str, upper: bool = False) -> str:
+    raw = str(config(name, default="") or "").strip()
+    value = (raw.upper() if upper else raw.lower()) or default
+    if value not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return value
+
+
+def _token(config: Config, name: str) -> Secret | None:
+    """An access token someone sends us: unset, or long enough not to be guessed."""
+    raw = str(config(name, default="") or "").strip()
+    if not raw:
+        return None
+    if len(raw) < 16:
+        raise SettingsError(f"{name} must be at least 16 characters long (a random string), or unset")
+    return Secret(raw)
+
+
+def _storage(config: Config) -> dict[str, Any]:
+    backend = _choice(config, "ENCOURS_STORAGE", ("local", "s3"), default="local")
+    values: dict[str, Any] = {"storage_backend": backend}
+    if backend != "s3":
+        return values
+    bucket = str(config("ENCOURS_S3_BUCKET", default="") or "").strip()
+    if not bucket:
+        raise SettingsError("ENCOURS_STORAGE=s3 needs ENCOURS_S3_BUCKET (the bucket's name)")
+    endpoint = str(config("ENCOURS_S3_ENDPOINT_URL", default="") or "").strip() or None
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise SettingsError(f"ENCOURS_S3_ENDPOINT_URL must start with http:// or https://, got {endpoint!r}")
+    key_id = config("ENCOURS_S3_ACCESS_KEY_ID", cast=Secret, default=None)
+    secret = config("ENCOURS_S3_SECRET_ACCESS_KEY", cast=Secret, default=None)
+    if bool(key_id and str(key_id)) != bool(secret and str(secret)):
+        raise SettingsError("ENCOURS_S3_ACCESS_KEY_ID and ENCOURS_S3_SECRET_ACCESS_KEY go together: set both or neither")
+    return values | {
+        "s3_bucket": bucket,
+        "s3_prefix": str(config("ENCOURS_S3_PREFIX", default="") or "").strip(),
+        "s3_endpoint_url": endpoint,
+        "s3_region": str(config("ENCOURS_S3_REGION", default="") or "").strip() or None,
+        "s3_access_key_id": key_id if key_id and str(key_id) else None,
+        "s3_secret_access_key": secret if secret and str(secret) else None,
+    }
+
+
+def _sentry_dsn(config: Config) -> Secret | None:
+    raw = str(config("SENTRY_DSN", default="") or "").strip()
+    if not raw:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.username or not parts.hostname or not parts.path.strip("/"):
+        raise SettingsError("SENTRY_DSN is not a DSN; write https://PUBLIC_KEY@HOST/PROJECT_ID (as Sentry shows it)")
+    return Secret(raw)
 
 
 def check_database_url(url: str) -> str:

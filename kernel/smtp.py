@@ -25,6 +25,9 @@ class SMTPConfig:
     password: str | None = field(default=None, repr=False)
     starttls: bool = False
     timeout: float = 30.0
+    # MAIL FROM is the company's own address when it sends under it (DMARC alignment through SPF),
+    # instead of ours (bounces come back to us): see mail.outbox.envelope_sender.
+    align_envelope: bool = False
 
 
 def parse_smtp_url(url: str) -> SMTPConfig:
@@ -40,15 +43,13 @@ def parse_smtp_url(url: str) -> SMTPConfig:
     except ValueError:
         raise SMTPConfigError("ENCOURS_SMTP_URL has an invalid port") from None
     query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(query) - {"starttls", "timeout"})
+    unknown = sorted(set(query) - {"starttls", "timeout", "align_envelope"})
     if unknown:
         raise SMTPConfigError(
-            f"ENCOURS_SMTP_URL has unknown option(s): {', '.join(unknown)} (known: starttls, timeout)"
+            f"ENCOURS_SMTP_URL has unknown option(s): {', '.join(unknown)} (known: starttls, timeout, align_envelope)"
         )
-    starttls_flag = query.get("starttls", ["0"])[-1].lower()
-    if starttls_flag not in TRUE_FLAGS + FALSE_FLAGS:
-        raise SMTPConfigError(f"ENCOURS_SMTP_URL: starttls must be 1 or 0, got {starttls_flag!r}")
-    starttls = starttls_flag in TRUE_FLAGS
+    starttls = _flag(query, "starttls")
+    align_envelope = _flag(query, "align_envelope")
     if starttls and scheme == "smtps":
         raise SMTPConfigError("ENCOURS_SMTP_URL: starttls=1 makes no sense with smtps:// (already TLS)")
     try:
@@ -65,4 +66,12 @@ def parse_smtp_url(url: str) -> SMTPConfig:
         password=unquote(parts.password) if parts.password is not None else None,
         starttls=starttls,
         timeout=timeout,
+        align_envelope=align_envelope,
     )
+
+
+def _flag(query: dict[str, list[str]], name: str) -> bool:
+    value = query.get(name, ["0"])[-1].lower()
+    if value not in TRUE_FLAGS + FALSE_FLAGS:
+        raise SMTPConfigError(f"ENCOURS_SMTP_URL: {name} must be 1 or 0, got {value!r}")
+    return value in TRUE_FLAGS

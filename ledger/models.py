@@ -903,6 +903,20 @@ class FxRate(Base):
     )
 
 
+class WorkerHeartbeat(Base):
+    """When each background job of `encours worker` last ran and last succeeded (read by /metrics):
+    in the database, so any web process can tell whether some worker is alive."""
+
+    __tablename__ = "worker_heartbeats"
+
+    job: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_run_at: Mapped[datetime] = mapped_column()
+    last_ok_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    runs: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    failures: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
 class SchemaRevision(Base):
     """Every migration revision applied to this database, kept by migrations/env.py: a process
     whose code does not know the database's newer revision can still tell that its own head

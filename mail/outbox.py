@@ -24,12 +24,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from kernel.clock import clock
 # The SMTP setting is parsed in the kernel (a start-up check); callers of the outbox keep these names here.
 from kernel.smtp import SMTPConfig, SMTPConfigError, parse_smtp_url  # noqa: F401
-from ledger.models import Company, Contact, Customer, OutboxMessage, UTCDateTime
+from ledger.models import Company, Contact, Customer, OutboxMessage, User, UTCDateTime
 
 OUTBOX = cast(Table, OutboxMessage.__table__)
 CONTACTS = cast(Table, Contact.__table__)
 CUSTOMERS = cast(Table, Customer.__table__)
 COMPANIES = cast(Table, Company.__table__)
+USERS = cast(Table, User.__table__)
 
 MAX_ATTEMPTS = 8
 # Wait after the n-th failed attempt (the last one also applies to any later attempt).
@@ -70,6 +71,8 @@ class ClaimedMessage:
     # The company's own sender for mail to its debtors (its settings' reminder address), if any.
     sender: str | None = None
     contact_id: int | None = None  # the debtor's contact it goes to, if any (a bounce marks its address)
+    # Where the debtor's answer goes: the customer's collector, else the company's collections address.
+    reply_to: str | None = None
 
 
 log = logging.getLogger(__name__)
@@ -84,16 +87,33 @@ def backoff(attempts: int) -> timedelta:
     return BACKOFF[min(max(attempts, 1), len(BACKOFF)) - 1]
 
 
+def message_reference(message_id: int, created_at: datetime) -> str:
+    """What ties an email back to its outbox row (Message-ID, X-Encours-Message, bounces):
+    its id and its creation second, which no one outside can guess for a given id."""
+    return f"{message_id}.{int(created_at.timestamp())}"
+
+
+# Every outbox email is sent by a program, not a person (RFC 3834): vacation responders and
+# other robots must not answer it; Exchange is asked not to send its automatic replies either.
+AUTOMATED_HEADERS = (("Auto-Submitted", "auto-generated"), ("X-Auto-Response-Suppress", "All"))
+
+
 def _build_email(message: ClaimedMessage, mail_from: str) -> EmailMessage:
     email = EmailMessage()
     domain = parseaddr(mail_from)[1].rpartition("@")[2] or "localhost"
+    reference = message_reference(message.id, message.created_at)
     # Stable across retries, so a receiver can drop the copy resent after a crash mid-send.
-    email["Message-ID"] = f"<encours.outbox.{message.id}.{int(message.created_at.timestamp())}@{domain}>"
+    email["Message-ID"] = f"<encours.outbox.{reference}@{domain}>"
     email["Date"] = format_datetime(clock.now())
-    # The envelope sender stays ours (bounces, SPF); the From a debtor reads is the company's when it set one.
+    # The From a debtor reads is the company's when it set one (see envelope_sender for MAIL FROM).
     email["From"] = message.sender or mail_from
     email["To"] = message.to_address
+    if message.reply_to:
+        email["Reply-To"] = message.reply_to
     email["Subject"] = message.subject
+    for name, value in AUTOMATED_HEADERS:
+        email[name] = value
+    email["X-Encours-Message"] = reference
     email.set_content(message.body_text)
     if message.body_html:
         email.add_alternative(message.body_html, subtype="html")
@@ -106,18 +126,24 @@ def _email_bytes(message: ClaimedMessage, mail_from: str) -> bytes | None:
     the rest of a message's work at outbox speed (folding a UTF-8 Subject alone was a third).
     None when an address is not ASCII: `send_message` then negotiates SMTPUTF8 (or refuses)."""
     sender = message.sender or mail_from
-    if not (message.to_address.isascii() and _address(sender)[1].isascii() and _address(mail_from)[1].isascii()):
+    reply_to = message.reply_to or ""
+    if not (message.to_address.isascii() and _address(sender)[1].isascii() and _address(mail_from)[1].isascii()
+            and reply_to.isascii()):
         return None
-    if any(ch in value for value in (message.subject, sender, message.to_address) for ch in "\r\n"):
+    if any(ch in value for value in (message.subject, sender, message.to_address, reply_to) for ch in "\r\n"):
         raise ValueError("a header holds a line break")
     domain = _address(mail_from)[1].rpartition("@")[2] or "localhost"
+    reference = message_reference(message.id, message.created_at)
     headers = [
-        _fold(f"Message-ID: <encours.outbox.{message.id}.{int(message.created_at.timestamp())}@{domain}>"),
+        _fold(f"Message-ID: <encours.outbox.{reference}@{domain}>"),
         f"Date: {format_datetime(clock.now())}",
         _fold(f"From: {_from_header(sender)}"),
         _fold(f"To: {message.to_address}"),
+        *([_fold(f"Reply-To: {_from_header(reply_to)}")] if reply_to else []),
         _fold(f"Subject: {message.subject if message.subject.isascii() else _encoded_words(message.subject)}"),
         "MIME-Version: 1.0",
+        *(f"{name}: {value}" for name, value in AUTOMATED_HEADERS),
+        f"X-Encours-Message: {reference}",
     ]
     text = _base64_body(message.body_text)
     if not message.body_html:
@@ -288,9 +314,11 @@ _NOW = bindparam("b_now", type_=UTCDateTime())
 _CLAIM = (
     select(OUTBOX.c.id, OUTBOX.c.attempts, OUTBOX.c.to_address, OUTBOX.c.subject,
            OUTBOX.c.body_text, OUTBOX.c.body_html, OUTBOX.c.created_at, OUTBOX.c.contact_id,
-           COMPANIES.c.name, COMPANIES.c.reminder_from)
+           COMPANIES.c.name, COMPANIES.c.reminder_from, COMPANIES.c.collections_email,
+           USERS.c.email.label("collector_email"))
     .select_from(OUTBOX.outerjoin(CUSTOMERS, CUSTOMERS.c.id == OUTBOX.c.customer_id)
-                 .outerjoin(COMPANIES, COMPANIES.c.id == CUSTOMERS.c.company_id))
+                 .outerjoin(COMPANIES, COMPANIES.c.id == CUSTOMERS.c.company_id)
+                 .outerjoin(USERS, (USERS.c.id == CUSTOMERS.c.collector_id) & USERS.c.active.is_(True)))
     .where(OUTBOX.c.status == "queued", OUTBOX.c.next_attempt_at <= _NOW)
     .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.id)
     .limit(1)
@@ -330,6 +358,8 @@ def _claim_next(connection: Connection, postgres: bool, lease: timedelta) -> Cla
         # set one; staff notices (no contact) keep ours.
         sender=formataddr((row.name, row.reminder_from)) if row.contact_id is not None and row.reminder_from else None,
         contact_id=row.contact_id,
+        # A debtor's answer reaches a person: its collector, else the company's collections team.
+        reply_to=(row.collector_email or row.collections_email) if row.contact_id is not None else None,
     )
 
 
@@ -351,10 +381,11 @@ def _deliver_one(
     try:
         if connection is None:
             connection = _connect(smtp_config)
+        sender = envelope_sender(claimed, envelope_from, smtp_config.align_envelope)
         if email is None:
-            connection.sendmail(envelope_from, [claimed.to_address], raw)  # type: ignore[arg-type]
+            connection.sendmail(sender, [claimed.to_address], raw)  # type: ignore[arg-type]
         else:
-            connection.send_message(email, from_addr=envelope_from, to_addrs=[claimed.to_address])
+            connection.send_message(email, from_addr=sender, to_addrs=[claimed.to_address])
     except smtplib.SMTPSenderRefused as error:
         # Our own sender refused (auth required, domain not allowed) is a settings problem
         # that every message would hit alike: none is given up for it.
@@ -379,6 +410,16 @@ def _deliver_one(
     return connection, False
 
 
+def envelope_sender(claimed: ClaimedMessage, ours: str, align: bool) -> str:
+    """MAIL FROM: ours (bounces come back to us: the DSN intake, mail.bounces), unless the
+    operator chose alignment (ENCOURS_ENVELOPE_ALIGN) and the company sends under its own
+    address: then that address, so SPF passes aligned with the From domain for DMARC (bounces
+    then reach the company's mailbox). See the README's deliverability section."""
+    if align and claimed.sender:
+        return _address(claimed.sender)[1] or ours
+    return ours
+
+
 class _Outcomes:
     """The outcome of the message just tried, kept until `write` records it (with the next
     claim), and the run's counts.
@@ -397,9 +438,15 @@ class _Outcomes:
         if claimed.attempts >= MAX_ATTEMPTS:
             self.failed(claimed, f"gave up after {claimed.attempts} attempts: {error}")
         else:
-            self._add("retried", claimed, b_error=error, b_at=clock.now() + backoff(claimed.attempts))
+            retry_at = clock.now() + backoff(claimed.attempts)
+            log.warning("outbox: message %s not sent (attempt %s), retried after %s: %s", claimed.id,
+                        claimed.attempts, retry_at.isoformat(timespec="seconds"), error,
+                        extra={"outbox_message": claimed.id, "outcome": "retried"})
+            self._add("retried", claimed, b_error=error, b_at=retry_at)
 
     def failed(self, claimed: ClaimedMessage, error: str) -> None:
+        log.error("outbox: message %s failed for good (attempt %s): %s", claimed.id, claimed.attempts, error,
+                  extra={"outbox_message": claimed.id, "outcome": "failed"})
         self._add("failed", claimed, b_error=error)
 
     def refused(self, claimed: ClaimedMessage, code: int, text: bytes | str, at_recipient: bool = False) -> None:

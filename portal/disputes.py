@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from kernel import i18n
@@ -35,7 +35,7 @@ from ledger.models import (
     PromiseToPay,
 )
 from ledger.money import Money
-from ledger.storage import FileStorage
+from ledger.storage import FileStorage, ObjectMissing
 from portal.routes import Visit, current_visit, debtor_page, session_required
 
 # Generous: the service gives the clear message ("at most 5 files") before the parser refuses.
@@ -92,7 +92,7 @@ def reason_label(reason: DisputeReason | None, language: str) -> str:
 
 
 def storage(request: Request) -> FileStorage:
-    return FileStorage(request.app.state.settings.storage_dir)
+    return FileStorage(request.app.state.storage)
 
 
 PostHandler = Callable[[Request, Session, Visit, Posted], Response]
@@ -311,12 +311,13 @@ def attachment_response(request: Request, attachment: Attachment | None) -> Resp
     if attachment is None:
         raise HTTPException(404)
     try:
-        content = storage(request).read(attachment.storage_key)
-    except (OSError, ValueError):
+        content = storage(request).stream(attachment.storage_key)
+    except (ObjectMissing, ValueError):
         raise HTTPException(404)
     name = attachment.filename
     ascii_name = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_. ") else "_" for ch in name)[:120] or "file"
-    return Response(content, media_type=attachment.content_type, headers={
+    return StreamingResponse(content, media_type=attachment.content_type, headers={
+        "Content-Length": str(attachment.size),
         "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}",
         "X-Content-Type-Options": "nosniff",
         "Cache-Control": "no-store",

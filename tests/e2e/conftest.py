@@ -137,7 +137,8 @@ def _run_demo(port: int, directory: Path) -> tuple[dict[str, str], dict[str, str
 
 
 @contextmanager
-def serve_demo(directory: Path, extra_settings: dict[str, str] | None = None) -> Iterator[LiveDemo]:
+def serve_demo(directory: Path, extra_settings: dict[str, str] | None = None,
+               uvicorn_options: dict[str, Any] | None = None) -> Iterator[LiveDemo]:
     """Create a demo with the real `encours demo --no-serve` in `directory` and serve it from a
     thread of this process (so tests can move the clock), until the block ends."""
     # Bound now and handed to uvicorn later: the port the demo's links name stays ours.
@@ -164,8 +165,8 @@ def serve_demo(directory: Path, extra_settings: dict[str, str] | None = None) ->
             "ENCOURS_LINK_THROTTLE_MAX": "100000",
             **(extra_settings or {}),
         })
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                               log_level="warning", lifespan="on"))
+        options: dict[str, Any] = {"log_level": "warning", "lifespan": "on", **(uvicorn_options or {})}
+        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, **options))
         listener.listen(128)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]},
                                   name=f"live-server-{directory.name}", daemon=True)

@@ -132,7 +132,11 @@ def test_worker_runs_until_sigterm(tmp_path: Path, smtp_server: CapturingSMTP) -
             process.kill()
             process.wait()
     assert process.returncode == 0, err
-    assert out == "" and err == ""
+    # A clean stop: nothing more on stdout, one log line (kernel.logs' format) saying why it stopped.
+    assert out == ""
+    [line] = err.splitlines()
+    assert line.split(" ", 4)[1:] == ["INFO", "encours.worker", "[-]",
+                                      "received SIGTERM; stopping after the current run"]
     assert len(smtp_server.messages) == 1
 
 

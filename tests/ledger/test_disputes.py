@@ -73,7 +73,7 @@ def test_bad_files_are_refused_and_nothing_is_stored(session: Session, storage: 
                            reason_code="other", message="see file", uploads=uploads, storage=storage)
     assert first.status == "open"
     assert session.scalar(select(func.count()).select_from(Dispute)) == 0
-    assert not (storage.root.exists() and any(storage.root.rglob("*")))
+    assert not (storage.backend.root.exists() and any(storage.backend.root.rglob("*")))  # type: ignore[attr-defined]
 
 
 def test_bad_reason_empty_message_and_foreign_invoice(session: Session, storage: FileStorage, book) -> None:  # type: ignore[no-untyped-def]

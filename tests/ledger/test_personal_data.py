@@ -26,7 +26,7 @@ from ledger.allocation import invariant_violations
 from ledger.models import (
     Attachment, AuditEvent, Base, Contact, Customer, CustomerNote, Invoice, LinkOpen, OutboxMessage, WebhookEvent,
 )
-from ledger.storage import FileStorage
+from ledger.storage import FileStorage, ObjectMissing
 from tests import factories
 from tests.conftest import TEST_SECRET
 from tests.portal.conftest import csrf_from, login
@@ -126,7 +126,7 @@ def test_erasure_leaves_nothing_personal_and_every_amount(session: Session, debt
     for value in (EMAIL, NAME, PHONE, BROWSER, "Boulangerie Lefèvre", "rappeler lundi", "Livraison abîmée"):
         assert value not in dumped, f"{value!r} is still in the database"
     assert report.contacts == 1 and report.attachments == 1 and report.link_opens == 1
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ObjectMissing):
         storage.read(key)
     # The books: every invoice with its amount and status, the ledger invariant.
     assert {i.number: (i.total_minor, i.status) for i in session.scalars(select(Invoice))} == open_before

@@ -404,3 +404,59 @@ def test_mail_to_a_debtor_comes_from_the_companys_reminder_address(
     assert debtor.message["From"] == "Durand Nord <relances@nord.test>"
     assert debtor.mail_from == "relances@durand.test"  # bounces still come to us
     assert by_to["anne@durand.test"].message["From"] == MAIL_FROM
+
+
+@pytest.mark.parametrize("to_address", ["compta@client.test", "josé@client.test"])  # fast writer, email package
+def test_a_debtor_s_reply_goes_to_its_collector_else_the_collections_team(
+    session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP, to_address: str
+) -> None:
+    from admin.staff_accounts import create_user
+    from tests import factories
+
+    company = factories.company(session, name="Durand Nord", reminder_from="relances@nord.test",
+                                collections_email="recouvrement@nord.test")
+    followed = factories.customer(session, company, ref="C-1")
+    team = factories.customer(session, company, ref="C-2")
+    anne = create_user(session, email="anne@nord.test", role="collector", password="long enough password",
+                       company_codes=[company.code])
+    followed.collector_id = anne.id
+    session.flush()
+    for customer in (followed, team):
+        _queue(session, customer_id=customer.id, contact_id=customer.primary_contact.id, to_address=to_address)
+    _queue(session, customer_id=followed.id, to_address="anne@nord.test")  # a staff notice
+    smtp_url = parse_smtp_url(smtp_server.url)
+    deliver_due(session_factory, smtp_url, MAIL_FROM)
+    received = sorted(smtp_server.messages, key=lambda r: r.message["X-Encours-Message"])
+    assert len(received) == 3
+    debtor_mail = [r.message for r in received if r.rcpt_tos[0] != "anne@nord.test"]
+    assert [m["Reply-To"] for m in debtor_mail] == ["anne@nord.test", "recouvrement@nord.test"]
+    staff = next(r.message for r in received if r.rcpt_tos[0] == "anne@nord.test")
+    assert staff["Reply-To"] is None
+    for message in [r.message for r in received]:
+        assert message["Auto-Submitted"] == "auto-generated"
+        assert message["X-Auto-Response-Suppress"] == "All"
+        reference = message["X-Encours-Message"]
+        assert message["Message-ID"] == f"<encours.outbox.{reference}@durand.test>"
+    # A collector who left (disabled) no longer gets the answers: the team does.
+    anne.active = False
+    session.flush()
+    _queue(session, customer_id=followed.id, contact_id=followed.primary_contact.id, to_address=to_address)
+    smtp_server.messages.clear()
+    deliver_due(session_factory, smtp_url, MAIL_FROM)
+    assert [r.message["Reply-To"] for r in smtp_server.messages] == ["recouvrement@nord.test"]
+
+
+def test_the_envelope_aligns_with_the_company_s_from_when_asked(
+    session: Session, session_factory: sessionmaker[Session], smtp_server: CapturingSMTP
+) -> None:
+    from tests import factories
+
+    company = factories.company(session, name="Durand Nord", reminder_from="relances@nord.test")
+    customer = factories.customer(session, company)
+    _queue(session, customer_id=customer.id, contact_id=customer.primary_contact.id)
+    _queue(session, customer_id=customer.id, to_address="anne@durand.test")  # a staff notice: ours
+    deliver_due(session_factory, parse_smtp_url(smtp_server.url + "?align_envelope=1"), MAIL_FROM)
+    by_to = {r.rcpt_tos[0]: r for r in smtp_server.messages}
+    assert by_to["compta@client.test"].mail_from == "relances@nord.test"  # SPF aligned with From: nord.test
+    assert by_to["compta@client.test"].message["From"] == "Durand Nord <relances@nord.test>"
+    assert by_to["anne@durand.test"].mail_from == "relances@durand.test"

@@ -313,6 +313,7 @@ def test_the_written_email_reads_like_the_email_package_s(subject: str, sender: 
         id=42, attempts=1, to_address="compta@client.test", subject=subject,
         body_text="Bonjour,\n\nRéglez vos factures : 1 234,56 €.\n.\nUne ligne qui commence par un point.\n" * 30,
         body_html=html, created_at=datetime(2026, 11, 1, 8, 0, tzinfo=clock.now().tzinfo), sender=sender,
+        reply_to="anne.collector@durand.test" if sender else None,
     )
     raw = _email_bytes(message, MAIL_FROM)
     assert raw is not None
@@ -321,8 +322,11 @@ def test_the_written_email_reads_like_the_email_package_s(subject: str, sender: 
     assert all(len(line) <= 78 for line in raw.split(b"\r\n")), head
     written = _parse(raw)
     built = _parse(_build_email(message, MAIL_FROM).as_bytes(policy=policy.SMTP))
-    for header in ("Message-ID", "Date", "From", "To", "Subject", "MIME-Version"):
+    for header in ("Message-ID", "Date", "From", "To", "Reply-To", "Subject", "MIME-Version", "Auto-Submitted",
+                   "X-Auto-Response-Suppress", "X-Encours-Message"):
         assert str(written[header]) == str(built[header]), header
+    assert written["Auto-Submitted"] == "auto-generated" and written["X-Encours-Message"] == f"42.{int(message.created_at.timestamp())}"
+    assert (written["Reply-To"] is not None) == (sender is not None)
     assert str(written["Subject"]) == subject
     assert written.get_content_type() == built.get_content_type()
     for kind in ("plain", "html"):

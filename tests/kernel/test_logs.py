@@ -1,0 +1,106 @@
+"""Log lines: one per event, with time, level, logger and request id; JSON on demand; no secret."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from typing import Iterator
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from kernel.logs import RequestIdMiddleware, configure_logging, mask_secrets
+
+
+@pytest.mark.parametrize(("text", "secret"), [
+    ('"GET /p/InR4LmV5SjFJam94ZlEuYWJj HTTP/1.1" 303', "InR4LmV5SjFJam94ZlEuYWJj"),
+    ("POST /admin/login email=a@b.test&password=hunter2-but-longer", "hunter2-but-longer"),
+    ("/api/v1/invoices?token=abcdef123456", "abcdef123456"),
+    ('{"password": "correct horse battery"}', "correct horse battery"),
+    ("Authorization: Bearer enc_live_0123456789abcdef", "0123456789abcdef"),
+    ("key enc_live_AbCdEf0123456789 used", "AbCdEf0123456789"),
+    ("connecting to smtp://relay:s3cr3t-pass@mail.test:587", "s3cr3t-pass"),
+    ("card 4242 4242 4242 4242 declined", "4242 4242 4242 4242"),
+    ("card 4000002500003155", "4000002500003155"),
+    ("client_secret pi_3Abc_secret_XyZ123", "XyZ123"),
+    ("BadSignature: eyJjIjoxLCJ2IjoxfQ.aSecretStamp.aSecretSignature does not match", "aSecretSignature"),
+    ("cookie encours_session=eyJ1c2VyIjogMX0=.Zx9aQw.kT3vR2m8Yp0Qh7nWc1Lx5sA9dE", "kT3vR2m8Yp0Qh7nWc1Lx5sA9dE"),
+])
+def test_secrets_are_masked(text: str, secret: str) -> None:
+    assert secret not in mask_secrets(text)
+
+
+def test_ordinary_numbers_and_paths_stay() -> None:
+    text = ("invoice F-2026-0412 of 1234567 minor units, GET /portal/pay/12/card, /p/renew, "
+            "sqlalchemy.exc.OperationalError in encours.worker, pay.example.com")
+    assert mask_secrets(text) == text
+    assert mask_secrets("order 1234567812345678") == "order 1234567812345678"  # not a Luhn number
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
+    handler = configure_logging("json", "INFO", stream=stream)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def _app() -> Starlette:
+    def hello(request: Request) -> PlainTextResponse:
+        logging.getLogger("encours.test").info("hello from %s", request.url.path)
+        return PlainTextResponse("hi")
+
+    def boom(request: Request) -> PlainTextResponse:
+        raise RuntimeError("the route broke")
+
+    return Starlette(routes=[Route("/hello", hello), Route("/boom", boom)])
+
+
+def test_json_lines_carry_the_request_id_which_the_response_echoes(captured: io.StringIO) -> None:
+    with TestClient(RequestIdMiddleware(_app())) as client:
+        mine = client.get("/hello", headers={"X-Request-ID": "lb-7f3a.42"})
+        generated = client.get("/hello")
+        forged = client.get("/hello", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert mine.headers["x-request-id"] == "lb-7f3a.42"
+    assert len(generated.headers["x-request-id"]) == 32 and generated.headers["x-request-id"] != "lb-7f3a.42"
+    assert forged.headers["x-request-id"] not in ("bad id\twith spaces", generated.headers["x-request-id"])
+    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+    ours = [line for line in lines if line["logger"] == "encours.test"]
+    assert [line["request_id"] for line in ours] == [mine.headers["x-request-id"], generated.headers["x-request-id"],
+                                                     forged.headers["x-request-id"]]
+    assert {line["level"] for line in ours} == {"INFO"} and ours[0]["message"] == "hello from /hello"
+    assert all(line["time"].endswith("Z") for line in ours)
+
+
+def test_an_unhandled_error_is_one_json_line_with_its_traceback_and_request_id(captured: io.StringIO) -> None:
+    with TestClient(RequestIdMiddleware(_app()), raise_server_exceptions=False) as client:
+        response = client.get("/boom", headers={"X-Request-ID": "req-500"})
+    assert response.status_code == 500 and response.headers["x-request-id"] == "req-500"
+    errors = [json.loads(line) for line in captured.getvalue().splitlines()]
+    errors = [line for line in errors if line["level"] == "ERROR"]
+    assert len(errors) == 1 and errors[0]["request_id"] == "req-500"
+    assert "RuntimeError: the route broke" in errors[0]["exception"]
+
+
+def test_text_lines_read_time_level_logger_request_and_message() -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
+    handler = configure_logging("text", "INFO", stream=stream)
+    try:
+        logging.getLogger("encours.worker").warning("message %s failed: %s", 7, "550 no such user")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    timestamp, level_name, logger, request, *message = stream.getvalue().strip().split(" ")
+    assert timestamp.endswith("Z") and "T" in timestamp
+    assert (level_name, logger, request, " ".join(message)) == ("WARNING", "encours.worker", "[-]",
+                                                                "message 7 failed: 550 no such user")
