@@ -20,7 +20,7 @@ from kernel.i18n import N_
 from ledger import audit
 from ledger.disputes import ensure_default_reasons
 from ledger.banking import BankDetailsError, normalize_bic, normalize_iban
-from ledger.models import Company
+from ledger.models import DEBTOR_METHODS, Company
 from ledger.money import CurrencyError, check_currency
 
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
@@ -77,7 +77,7 @@ def create_company(
 MAX_LOGO_BYTES = 512 * 1024
 MAX_LOGO_SIDE = 4000
 LOGO_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
-METHODS = ("card", "instant_transfer", "direct_debit", "bank_transfer")
+METHODS = DEBTOR_METHODS
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 _EMAIL = re.compile(r"^[^@\s,;<>\"]+@[^@\s,;<>\"]+\.[^@\s,;<>\"]+$")
 _PERCENT = re.compile(r"^\d{1,2}([.,]\d{1,2})?$")

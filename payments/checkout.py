@@ -25,6 +25,7 @@ from ledger.models import (
     InvoiceKind,
     InvoiceStatus,
     Payment,
+    PaymentMethod,
 )
 from ledger.money import AmountError, Money
 from ledger.statement import available_discount, unapplied_credit
@@ -533,7 +534,7 @@ def expire_transfers(session: Session, now: datetime) -> int:
         select(Checkout, Company.transfer_expiry_days)
         .join(Customer, Customer.id == Checkout.customer_id)
         .join(Company, Company.id == Customer.company_id)
-        .where(Checkout.method == "bank_transfer", Checkout.status == "open")
+        .where(Checkout.method == PaymentMethod.bank_transfer, Checkout.status == "open")
         .order_by(Checkout.id)
     ).all()
     expired = 0

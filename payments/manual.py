@@ -24,13 +24,24 @@ from kernel.clock import clock
 from kernel.i18n import N_
 from ledger import audit
 from ledger.allocation import allocate, unallocate
-from ledger.models import Customer, Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentStatus, Role, User
+from ledger.models import (
+    STAFF_METHODS,
+    Customer,
+    Invoice,
+    InvoiceKind,
+    InvoiceStatus,
+    Payment,
+    PaymentMethod,
+    PaymentStatus,
+    Role,
+    User,
+)
 from ledger.money import Money
 
 PROVIDER = "manual"
-METHODS = ("cheque", "bill_of_exchange", "cash", "set_off", "bank_transfer")
+METHODS = STAFF_METHODS
 # A cheque or a bill is identified by its number: without it nobody can trace it at the bank.
-REFERENCE_REQUIRED = ("cheque", "bill_of_exchange")
+REFERENCE_REQUIRED = (PaymentMethod.cheque, PaymentMethod.bill_of_exchange)
 MAX_REFERENCE = 64
 OPEN_STATUSES = (InvoiceStatus.open.value, InvoiceStatus.partially_paid.value)
 

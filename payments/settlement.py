@@ -43,22 +43,35 @@ from kernel.settings import Settings, load_settings
 from ledger import audit
 from mail import notifications
 from ledger.allocation import allocate, settled_status
-from ledger.models import Allocation, Checkout, CheckoutLine, Contact, Customer, Invoice, InvoiceKind, InvoiceStatus, Payment
+from ledger.models import (
+    Allocation,
+    Checkout,
+    CheckoutLine,
+    Contact,
+    Customer,
+    Invoice,
+    InvoiceKind,
+    InvoiceStatus,
+    Payment,
+    PaymentMethod,
+    PaymentStatus,
+)
 from ledger.money import Money
 from links import tokens
 from payments.base import NotOurs, PaymentUpdate
 from payments.checkout import ENDED_BY_US, apply_reserved_credit, record_failure_code, release_applied_credit
 
-RANK = {"pending": 0, "processing": 1, "succeeded": 2, "refunded": 3, "charged_back": 4, "failed": 5}
-ALIASES = {"late_failure": "failed"}
-UNDOES_SUCCESS = ("refunded", "charged_back", "failed")
+RANK = {PaymentStatus.pending: 0, PaymentStatus.processing: 1, PaymentStatus.succeeded: 2, PaymentStatus.refunded: 3,
+        PaymentStatus.charged_back: 4, PaymentStatus.failed: 5}
+ALIASES = {"late_failure": PaymentStatus.failed}
+UNDOES_SUCCESS = (PaymentStatus.refunded, PaymentStatus.charged_back, PaymentStatus.failed)
 CHECKOUT_STATUS = {
-    "pending": "open",  # e.g. a declined card attempt the debtor may retry
-    "processing": "processing",
-    "succeeded": "succeeded",
-    "refunded": "cancelled",
-    "charged_back": "failed",
-    "failed": "failed",
+    PaymentStatus.pending: "open",  # e.g. a declined card attempt the debtor may retry
+    PaymentStatus.processing: "processing",
+    PaymentStatus.succeeded: "succeeded",
+    PaymentStatus.refunded: "cancelled",
+    PaymentStatus.charged_back: "failed",
+    PaymentStatus.failed: "failed",
 }
 
 
@@ -427,7 +440,7 @@ def record_bank_transfer(
     `bank_ref` identifies the statement line, so recording the same line twice changes nothing;
     by default it is made of the checkout's reference, the day and the amount.
     """
-    if checkout.method != "bank_transfer":
+    if checkout.method != PaymentMethod.bank_transfer:
         raise SettlementError("only a bank-transfer checkout is paid by a bank transfer")
     reference = checkout.reference or f"checkout-{checkout.id}"
     occurred = datetime.combine(received_on, datetime.min.time().replace(hour=12), tzinfo=ZoneInfo("UTC"))
@@ -436,8 +449,8 @@ def record_bank_transfer(
         checkout=checkout,
         provider="bank_transfer",
         provider_ref=bank_ref or f"{reference}/{received_on.isoformat()}/{amount_minor}",
-        method="bank_transfer",
-        status="succeeded",
+        method=PaymentMethod.bank_transfer,
+        status=PaymentStatus.succeeded,
         amount_minor=amount_minor,
         currency=checkout.currency,
         occurred_at=occurred,

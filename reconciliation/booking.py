@@ -40,6 +40,8 @@ from ledger.models import (
     InvoiceStatus,
     PayerAccount,
     Payment,
+    PaymentMethod,
+    PaymentStatus,
     User,
 )
 from ledger.money import Money
@@ -48,7 +50,6 @@ from reconciliation.errors import ReconciliationError
 from kernel.i18n import N_
 
 PROVIDER = "bank"
-STAFF_METHODS = ("bank_transfer", "cheque", "bill_of_exchange", "cash", "set_off")
 
 
 def _actor(user: User | None) -> tuple[str, str]:
@@ -100,7 +101,7 @@ def _confirm_checkout(session: Session, entry: BankEntry, match: BankMatch, sett
     occurred = datetime.combine(received_on(entry), time(12), tzinfo=timezone.utc)
     payment = settlement.apply_payment_status(
         session, checkout=checkout, provider=PROVIDER, provider_ref=_provider_ref(entry, match, None),
-        method="bank_transfer", status="succeeded", amount_minor=entry.amount_minor, currency=entry.currency,
+        method=PaymentMethod.bank_transfer, status=PaymentStatus.succeeded, amount_minor=entry.amount_minor, currency=entry.currency,
         occurred_at=occurred, settings=settings)
     match.payment_id = payment.id
     # The lines say what the settlement did: what each invoice received, the rest as credit.
@@ -174,7 +175,7 @@ def _complete_checkouts(session: Session, invoice_ids: list[int]) -> list[int]:
         return []
     candidates = session.scalars(
         select(Checkout).join(CheckoutLine, CheckoutLine.checkout_id == Checkout.id)
-        .where(CheckoutLine.invoice_id.in_(invoice_ids), Checkout.method == "bank_transfer",
+        .where(CheckoutLine.invoice_id.in_(invoice_ids), Checkout.method == PaymentMethod.bank_transfer,
                Checkout.status == "open").distinct().order_by(Checkout.id)).all()
     completed = []
     for checkout in candidates:

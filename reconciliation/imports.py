@@ -25,6 +25,7 @@ from ledger.banking import BankDetailsError, normalize_iban
 from ledger.models import (
     BankAccount,
     BankEntry,
+    PaymentMethod,
     BankEntryState,
     BankMatch,
     BankMatchState,
@@ -321,7 +322,7 @@ def _insert_suggestions(session: Session, ids: list[int], values: list[dict[str,
         match_ids = session.execute(insert(BankMatch).returning(BankMatch.id, sort_by_parameter_order=True), [
             dict(entry_id=entry_id, company_id=company_id, state=BankMatchState.suggested.value,
                  evidence=proposal.evidence.value, reason=proposal.reason, score=proposal.score,
-                 method="bank_transfer", checkout_id=proposal.checkout_id,
+                 method=PaymentMethod.bank_transfer.value, checkout_id=proposal.checkout_id,
                  details={"reason_message": proposal.reason_message, "reason_values": proposal.reason_values},
                  created_at=entry["created_at"])
             for entry_id, entry, proposal in chunk]).scalars().all()
