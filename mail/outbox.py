@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kernel.clock import clock
+from kernel.retry import RetryPolicy
 # The SMTP setting is parsed in the kernel (a start-up check); callers of the outbox keep these names here.
 from kernel.smtp import SMTPConfig, SMTPConfigError, parse_smtp_url  # noqa: F401
 from ledger.models import Company, Contact, Customer, OutboxMessage, UTCDateTime
@@ -31,17 +32,8 @@ CONTACTS = cast(Table, Contact.__table__)
 CUSTOMERS = cast(Table, Customer.__table__)
 COMPANIES = cast(Table, Company.__table__)
 
-MAX_ATTEMPTS = 8
-# Wait after the n-th failed attempt (the last one also applies to any later attempt).
-BACKOFF = (
-    timedelta(minutes=1),
-    timedelta(minutes=5),
-    timedelta(minutes=30),
-    timedelta(hours=2),
-    timedelta(hours=6),
-    timedelta(hours=12),
-    timedelta(hours=24),
-)
+RETRY = RetryPolicy(max_attempts=8)
+MAX_ATTEMPTS = RETRY.max_attempts
 # A claimed message is hidden this long: if its worker dies mid-send, another one retries it then.
 LEASE = timedelta(minutes=10)
 
@@ -77,11 +69,6 @@ log = logging.getLogger(__name__)
 
 class _ConnectionLost(Exception):
     """Opening the SMTP session failed: the rest of the batch waits for the next run."""
-
-
-def backoff(attempts: int) -> timedelta:
-    """How long to wait after `attempts` failed attempts."""
-    return BACKOFF[min(max(attempts, 1), len(BACKOFF)) - 1]
 
 
 def _build_email(message: ClaimedMessage, mail_from: str) -> EmailMessage:
@@ -394,10 +381,11 @@ class _Outcomes:
         self._add("sent", claimed, b_at=clock.now())
 
     def retry(self, claimed: ClaimedMessage, error: str) -> None:
-        if claimed.attempts >= MAX_ATTEMPTS:
+        next_attempt = RETRY.next_attempt(claimed.attempts, clock.now())
+        if next_attempt is None:
             self.failed(claimed, f"gave up after {claimed.attempts} attempts: {error}")
         else:
-            self._add("retried", claimed, b_error=error, b_at=clock.now() + backoff(claimed.attempts))
+            self._add("retried", claimed, b_error=error, b_at=next_attempt)
 
     def failed(self, claimed: ClaimedMessage, error: str) -> None:
         self._add("failed", claimed, b_error=error)
