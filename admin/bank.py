@@ -30,12 +30,12 @@ from admin.customers import fragment
 from admin.customers_service import page_number, param_text
 from admin.routes import render, t
 from kernel.clock import clock
-from kernel.i18n import N_, format_money
+from kernel.i18n import N_
 from ledger.models import BankMatch, BankMatchState, Company, Customer, Invoice, Role, User
 from ledger.money import AmountError, Money
 from kernel.web import Posted
 from reconciliation import queue
-from reconciliation.errors import ReconciliationError
+from kernel.user_error import UserError
 from reconciliation.imports import import_statement_file
 
 MAX_STATEMENT_BYTES = 50 * 1024 * 1024
@@ -66,10 +66,8 @@ def _scope(user: User) -> list[int] | None:
     return queue.companies_of(user)
 
 
-def _message(language: str, error: ReconciliationError) -> str:
-    values = {key: format_money(value, language) if isinstance(value, Money) else value
-              for key, value in error.values.items()}
-    return t(language, error.message, **values)
+def _message(language: str, error: UserError) -> str:
+    return error.render(language)
 
 
 def _reason(language: str, match: BankMatch) -> str:
@@ -171,7 +169,7 @@ def upload(request: Request, session: Session, staff: Staff, posted: Posted) -> 
     try:
         report = import_statement_file(session, raw, filename, company_code=code or None, user=staff.user,
                                        settings=request.app.state.settings)
-    except ReconciliationError as error:
+    except UserError as error:
         raise _refuse_on_list(request, session, staff, _message(staff.language, error))
     if staff.user.role != Role.admin.value:
         foreign = sorted({s.company_code for s in report.statements} - visible)
@@ -207,7 +205,7 @@ def _act(request: Request, session: Session, staff: Staff, action: Any, done: st
         action(entry_id)
     except queue.EntryNotFound:
         raise HTTPException(404)
-    except ReconciliationError as error:
+    except UserError as error:
         message = _message(staff.language, error)
         if request.headers.get("HX-Request") == "true":
             # htmx swaps only 2xx answers: the refusal goes to the page's alert area instead of the row.
@@ -253,7 +251,7 @@ def undo(request: Request, session: Session, staff: Staff, posted: Posted) -> Re
                                  settings=request.app.state.settings)
     except queue.EntryNotFound:
         raise HTTPException(404)
-    except ReconciliationError as error:
+    except UserError as error:
         raise _refuse_on_list(request, session, staff, _message(staff.language, error), status_code=409)
     return _row_or_redirect(request, session, staff, match.entry_id, "undone")
 
@@ -338,7 +336,7 @@ def match(request: Request, session: Session, staff: Staff, posted: Posted) -> R
     try:
         queue.match_manually(session, entry_id, allocations, staff.user, write_off=write_off,
                              settings=request.app.state.settings)
-    except ReconciliationError as error:
+    except UserError as error:
         raise refuse(_message(staff.language, error))
     return RedirectResponse("/admin/bank?done=matched", status_code=303)
 

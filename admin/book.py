@@ -28,6 +28,7 @@ from ledger.money import Money
 from payments import manual
 from payments import replay as replays
 from payments.webhooks import registered_handlers
+from kernel.user_error import UserError
 from kernel.web import Posted
 
 WEBHOOK_STATES = ("all", "failed", "unprocessed", "processed", "not_ours")
@@ -122,11 +123,11 @@ def cancel_payment(request: Request, session: Session, staff: Staff, posted: Pos
         raise HTTPException(404)
     try:
         manual.reverse_manual_payment(session, payment, staff.user)
-    except manual.ManualPaymentError as error:
+    except UserError as error:
         session.rollback()
         payment = service.visible_payment(session, lambda q: scoped(q, staff.user), payment.id)
         raise Rejected(_payment_page(request, session, staff, payment,
-                                     error=t(staff.language, error.message, **error.values), status_code=400))
+                                     error=error.render(staff.language), status_code=400))
     return RedirectResponse(f"/admin/payments/{payment.id}?done=cancelled", status_code=303)
 
 

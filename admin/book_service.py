@@ -16,7 +16,7 @@ from kernel.clock import clock
 from kernel.i18n import N_
 from admin.customers_service import CHASED, PAGE_SIZE, Page, one_page, like_pattern, page_number, param_text, param_flag, local_today
 from ledger.models import (
-    PAYMENT_METHODS,
+    PaymentMethod,
     Allocation,
     Checkout,
     Company,
@@ -30,7 +30,7 @@ from ledger.models import (
 
 INVOICE_STATUSES = tuple(s.value for s in InvoiceStatus)
 PAYMENT_STATUSES = tuple(s.value for s in PaymentStatus)
-METHODS = PAYMENT_METHODS
+METHODS = tuple(PaymentMethod)
 INVOICE_SORTS = ("due", "-due")
 
 

@@ -29,14 +29,14 @@ from kernel import i18n
 from kernel.i18n import N_
 from ledger import companies as company_service
 from ledger import disputes as dispute_service
-from ledger.companies import MAX_LOGO_BYTES, SettingsRejected
+from ledger.companies import MAX_LOGO_BYTES, CompanySettings
 from ledger.models import Company, DisputeReason, Role
 from payments.base import UnknownMethod
 from payments.registry import provider_for
 from payments.bank_transfer import pretty_iban
 from kernel.web import Posted
 from reconciliation import accounts as bank_accounts
-from reconciliation.errors import ReconciliationError
+from kernel.user_error import UserError, UserErrors
 
 METHOD_LABELS = {
     "card": N_("Card"),
@@ -179,13 +179,13 @@ def save(request: Request, session: Session, staff: Staff, posted: Posted) -> Re
     company = _company(session, request.path_params["code"])
     form = {key: value[:2000] for key, value in posted.form.items() if isinstance(value, str)}
     try:
-        company_service.update_settings(session, company, form, logo=_upload(posted, "logo", MAX_LOGO_BYTES),
-                                        remove_logo=bool(form.get("remove_logo")), actor=staff.user.email)
-    except SettingsRejected as rejected:
-        errors = [(p.field, i18n.gettext(staff.language, FIELD_LABELS[p.field]),
-                   i18n.gettext(staff.language, p.message, **p.values)) for p in rejected.problems]
+        settings = CompanySettings.from_form(form, logo=_upload(posted, "logo", MAX_LOGO_BYTES))
+    except UserErrors as rejected:
+        errors = [(p.field or "", i18n.gettext(staff.language, FIELD_LABELS.get(p.field or "", p.field or "")),
+                   p.render(staff.language)) for p in rejected]
         raise Rejected(_page(request, session, staff, company, values=form, form=form, errors=errors,
                              status_code=400)) from None
+    company_service.update_settings(session, company, settings, actor=staff.user.email)
     return RedirectResponse(f"/admin/settings/{company.code}?done=saved", status_code=303)
 
 
@@ -243,8 +243,8 @@ def change_reasons(request: Request, session: Session, staff: Staff, posted: Pos
                 done = "deleted" if dispute_service.remove_reason(session, company, reason, actor=actor) else "kept"
             else:
                 raise HTTPException(400)
-    except dispute_service.ReasonRejected as rejected:
-        message = i18n.gettext(staff.language, rejected.message, **rejected.values)
+    except UserError as rejected:
+        message = rejected.render(staff.language)
         raise Rejected(_reasons_page(request, session, staff, company, reason_error=message, status_code=400,
                                      reason_labels=(label_fr, label_en) if action == "add" else ("", ""))) from None
     page = f"/admin/settings/{company.code}" if is_admin(staff.user) else f"/admin/settings/{company.code}/reasons"
@@ -266,11 +266,11 @@ def add_account(request: Request, session: Session, staff: Staff, posted: Posted
         bank_accounts.add_account(session, company.code, iban=form["iban"], bic=form["bic"] or None,
                                   currency=form["currency"] or None, label=form["label"] or None,
                                   actor=staff.user.email)
-    except ReconciliationError as error:
+    except UserError as error:
         session.rollback()
         company = _company(session, company.code)
         raise Rejected(_page(request, session, staff, company, values=_form_values(company), status_code=400,
-                             account_error=i18n.gettext(staff.language, error.message, **error.values),
+                             account_error=error.render(staff.language),
                              account_form=form)) from None
     return RedirectResponse(f"/admin/settings/{company.code}?done=account_added#bank-accounts", status_code=303)
 
@@ -282,7 +282,7 @@ def account_active(request: Request, session: Session, staff: Staff, posted: Pos
     try:
         bank_accounts.set_account_active(session, request.path_params["account_id"], [company.id], active,
                                          staff.user.email)
-    except ReconciliationError:
+    except UserError:
         raise HTTPException(404) from None
     done = "account_activated" if active else "account_deactivated"
     return RedirectResponse(f"/admin/settings/{company.code}?done={done}#bank-accounts", status_code=303)

@@ -7,7 +7,6 @@ not see the customer 404.
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -32,17 +31,17 @@ from admin.access import (
 )
 from admin.routes import render, t
 from admin.scenarios import TONE_LABELS
-from kernel.i18n import N_, format_money
+from kernel.i18n import N_
 from dunning import manual
-from dunning.manual import ManualReminderError, queue_manual_reminder
+from dunning.manual import queue_manual_reminder
 from ledger import audit
 from ledger.audit import action_label
 from ledger import statement as statements
 from ledger.models import Customer, OutboxMessage, Role, User
-from ledger.money import AmountError, Money, check_currency
 from links import tokens
 from mail import renewal
 from mail import retry as mail_retry
+from kernel.user_error import UserError, UserErrors
 from kernel.web import Posted
 from portal import staff_view as staff_views
 from portal.routes import PORTAL_SESSION_KEY
@@ -159,13 +158,13 @@ def _done(customer: Customer, what: str) -> Response:
     return RedirectResponse(f"/admin/customers/{customer.id}?done={what}#actions", status_code=303)
 
 
-def _refuse(request: Request, session: Session, staff: Staff, customer: Customer, message: str,
-            values: dict[str, object], posted: Posted) -> Rejected:
+def _refuse(request: Request, session: Session, staff: Staff, customer: Customer, error: UserError | UserErrors,
+            posted: Posted) -> Rejected:
     session.rollback()
     customer = visible_customer(session, staff.user, customer.id)
     form = {key: value for key, value in posted.form.items() if isinstance(value, str) and key != "csrf_token"}
     form["note"] = posted.text("note", service.MAX_NOTE_CHARS + 1)
-    return Rejected(_customer_page(request, session, staff, customer, error=t(staff.language, message, **values),
+    return Rejected(_customer_page(request, session, staff, customer, error=error.render(staff.language),
                                    form=form, status_code=400))
 
 
@@ -174,8 +173,8 @@ def add_note(request: Request, session: Session, staff: Staff, posted: Posted) -
     customer = visible_customer(session, staff.user, request.path_params["customer_id"])
     try:
         service.add_note(session, customer, staff.user, posted.text("note", service.MAX_NOTE_CHARS + 1))
-    except service.CustomerActionError as error:
-        raise _refuse(request, session, staff, customer, error.message, error.values, posted)
+    except UserError as error:
+        raise _refuse(request, session, staff, customer, error, posted)
     return _done(customer, "note")
 
 
@@ -186,11 +185,12 @@ def assign(request: Request, session: Session, staff: Staff, posted: Posted) -> 
         return forbidden(request, staff)
     raw = posted.text("collector", 12).strip()
     if raw and not raw.isdigit():
-        raise _refuse(request, session, staff, customer, N_("Choose a collector of this company."), {}, posted)
+        raise _refuse(request, session, staff, customer,
+                      UserError(N_("Choose a collector of this company.")), posted)
     try:
         service.assign_collector(session, customer, staff.user, int(raw) if raw else None)
-    except service.CustomerActionError as error:
-        raise _refuse(request, session, staff, customer, error.message, error.values, posted)
+    except UserError as error:
+        raise _refuse(request, session, staff, customer, error, posted)
     return _done(customer, "collector")
 
 
@@ -207,7 +207,8 @@ def send_link(request: Request, session: Session, staff: Staff, posted: Posted) 
     customer = visible_customer(session, staff.user, request.path_params["customer_id"])
     contact = customer.primary_contact
     if contact is None:
-        raise _refuse(request, session, staff, customer, N_("This customer has no contact to write to."), {}, posted)
+        raise _refuse(request, session, staff, customer,
+                      UserError(N_("This customer has no contact to write to.")), posted)
     settings = request.app.state.settings
     message = renewal.queue_link_email(session, contact, secret=str(settings.secret_key), base_url=settings.base_url,
                                        templates=request.app.state.templates, by_staff=True)
@@ -249,13 +250,13 @@ def _remind_page(request: Request, session: Session, staff: Staff, customer: Cus
     try:
         preview = manual.prepare(session, customer, secret=str(settings.secret_key), base_url=settings.base_url,
                                  step_id=step_id)
-    except ManualReminderError as problem:
-        error = t(staff.language, problem.message, **problem.values)
+    except UserError as problem:
+        error = problem.render(staff.language)
     steps = preview.steps if preview is not None else []
     if preview is None:
         try:
             steps = manual._steps(session, customer)
-        except ManualReminderError:
+        except UserError:
             steps = []
     return render(request, "admin/customer_remind.html", {
         "user": staff.user, "customer": customer, "preview": preview, "steps": steps, "error": error,
@@ -283,7 +284,8 @@ def view_as_customer(request: Request, session: Session, staff: Staff, posted: P
         return forbidden(request, staff)
     contact = customer.primary_contact
     if contact is None:
-        raise _refuse(request, session, staff, customer, N_("This customer has no contact to write to."), {}, posted)
+        raise _refuse(request, session, staff, customer,
+                      UserError(N_("This customer has no contact to write to.")), posted)
     audit.record(session, actor_type="user", actor=staff.user.email, action="portal.viewed_as_customer",
                  entity_type="customer", entity_id=customer.id, customer_id=customer.id,
                  after={"contact": contact.email})
@@ -302,8 +304,8 @@ def remind(request: Request, session: Session, staff: Staff, posted: Posted) -> 
     try:
         queue_manual_reminder(session, customer, actor=staff.user.email, secret=str(settings.secret_key),
                               base_url=settings.base_url, step_id=step_id)
-    except ManualReminderError as error:
-        raise _refuse(request, session, staff, customer, error.message, error.values, posted)
+    except UserError as error:
+        raise _refuse(request, session, staff, customer, error, posted)
     return _done(customer, "reminder")
 
 
@@ -314,59 +316,24 @@ def retry(request: Request, session: Session, staff: Staff, posted: Posted) -> R
     message_id = _step_id(posted.text("message", 12))
     message = session.get(OutboxMessage, message_id) if message_id is not None else None
     if message is None or message.customer_id != customer.id:
-        raise _refuse(request, session, staff, customer, N_("Choose a message of this customer."), {}, posted)
+        raise _refuse(request, session, staff, customer, UserError(N_("Choose a message of this customer.")), posted)
     done = mail_retry.retry_failed(session, [message.id], actor=staff.user.email)
     if not done.requeued:
-        raise _refuse(request, session, staff, customer, N_("This message has not failed: it is not sent again."),
-                      {}, posted)
+        raise _refuse(request, session, staff, customer,
+                      UserError(N_("This message has not failed: it is not sent again.")), posted)
     return _done(customer, "retried")
-
-
-def _posted_payment(posted: Posted, customer: Customer) -> tuple[Money, date, list[tuple[int, Money]] | None]:
-    """The amount, the day and the chosen amounts per invoice (None: oldest first) of the form;
-    ManualPaymentError naming the field that is wrong."""
-    try:
-        currency = check_currency(posted.text("currency", 3))
-    except ValueError:
-        raise manual_payments.ManualPaymentError(N_("Choose the currency of the payment.")) from None
-    raw_amount = posted.text("amount", 40)
-    try:
-        amount = Money.parse(raw_amount, currency)
-    except AmountError:
-        raise manual_payments.ManualPaymentError(N_("The amount received %(value)s is not an amount in %(currency)s."),
-                                        value=raw_amount, currency=currency) from None
-    raw_day = posted.text("received_on", 20).strip()
-    try:
-        received_on = date.fromisoformat(raw_day)
-    except ValueError:
-        raise manual_payments.ManualPaymentError(N_("The date received %(value)s is not a date."), value=raw_day) from None
-    chosen: list[tuple[int, Money]] = []
-    for key, value in posted.form.multi_items():
-        if not key.startswith("alloc-") or not isinstance(value, str) or not value.strip():
-            continue
-        invoice_id = key.removeprefix("alloc-")
-        if not invoice_id.isdigit() or len(invoice_id) > 12:
-            raise manual_payments.ManualPaymentError(N_("An invoice chosen is not an open invoice of this customer."))
-        try:
-            chosen.append((int(invoice_id), Money.parse(value, currency)))
-        except AmountError:
-            raise manual_payments.ManualPaymentError(N_("%(value)s is not an amount in %(currency)s."), value=value,
-                                            currency=currency) from None
-    return amount, received_on, (chosen or None)
 
 
 @staff_post
 def record_payment(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
     customer = visible_customer(session, staff.user, request.path_params["customer_id"])
     try:
-        amount, received_on, allocations = _posted_payment(posted, customer)
-        manual_payments.record_manual_payment(session, customer, amount, received_on, posted.text("method", 32),
-                                     posted.text("reference", manual_payments.MAX_REFERENCE * 2), allocations, staff.user,
-                                     key=posted.text("key", 64) or None)
-    except manual_payments.ManualPaymentError as error:
-        values = {key: format_money(value, staff.language) if isinstance(value, Money) else value
-                  for key, value in error.values.items()}
-        raise _refuse(request, session, staff, customer, error.message, values, posted)
+        form = manual_payments.ManualPaymentForm.from_form(posted.form.multi_items())
+        assert form.amount is not None
+        manual_payments.record_manual_payment(session, customer, form.amount, form.received_on, form.method,
+                                              form.reference, form.allocations, staff.user, key=form.key)
+    except (UserError, UserErrors) as error:
+        raise _refuse(request, session, staff, customer, error, posted)
     return _done(customer, "payment")
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, aliased
 
 from kernel.clock import clock
 from kernel.i18n import N_
+from kernel.user_error import UserError
 from ledger import audit
 from ledger.models import (
     AuditEvent,
@@ -44,15 +45,6 @@ SORTS = ("name", "outstanding", "overdue", "oldest")
 CHASED = (InvoiceStatus.open.value, InvoiceStatus.partially_paid.value)
 MAX_NOTE_CHARS = 5000
 TIMELINE_LIMIT = 300
-
-
-class CustomerActionError(ValueError):
-    """A staff action refused; `message` is an English msgid for the page to translate."""
-
-    def __init__(self, message: str, **values: object) -> None:
-        super().__init__(message)
-        self.message = message
-        self.values = values
 
 
 def param_text(params: Mapping[str, str], name: str, limit: int = 100) -> str:
@@ -434,9 +426,9 @@ def timeline(session: Session, customer: Customer) -> list[TimelineEntry]:
 def add_note(session: Session, customer: Customer, user: User, body: str) -> CustomerNote:
     body = body.strip()
     if not body:
-        raise CustomerActionError(N_("Write the note first."))
+        raise UserError(N_("Write the note first."))
     if len(body) > MAX_NOTE_CHARS:
-        raise CustomerActionError(N_("A note is at most %(count)s characters."), count=MAX_NOTE_CHARS)
+        raise UserError(N_("A note is at most %(count)s characters."), count=MAX_NOTE_CHARS)
     note = CustomerNote(customer_id=customer.id, author_id=user.id, body=body)
     session.add(note)
     session.flush()
@@ -450,7 +442,7 @@ def assign_collector(session: Session, customer: Customer, user: User, collector
     if collector_id is not None:
         allowed = {c.id for c in collectors_of(session, [customer.company_id])}
         if collector_id not in allowed:
-            raise CustomerActionError(N_("Choose a collector of this company."))
+            raise UserError(N_("Choose a collector of this company."))
     if collector_id == customer.collector_id:
         return
     before = {"collector_id": customer.collector_id}

@@ -25,6 +25,7 @@ from kernel.i18n import N_
 from ledger import fx
 from ledger.models import Customer, FxRate, Role, User
 from ledger.money import CurrencyError, check_currency
+from kernel.user_error import UserErrors
 from kernel.web import Posted
 
 METHOD_LABELS = {
@@ -114,10 +115,6 @@ def _fx_page(request: Request, session: Session, staff: Staff, *, errors: list[s
     }, staff.language, status_code=status_code)
 
 
-def _explain(language: str, error: fx.FxError) -> str:
-    return t(language, error.message, **error.values)
-
-
 @staff_get
 def fx_page(request: Request, session: Session, staff: Staff) -> Response:
     done = request.query_params.get("done", "")
@@ -142,9 +139,9 @@ def fx_add(request: Request, session: Session, staff: Staff, posted: Posted) -> 
     form = {k: posted.text(k, 40) for k in ("valid_on", "base", "quote", "rate")}
     try:
         outcome = fx.set_rate(session, actor=staff.user.email, **form)
-    except fx.FxFormError as error:
+    except UserErrors as error:
         raise Rejected(_fx_page(request, session, staff, form=form, status_code=400,
-                                errors=[_explain(staff.language, p) for p in error.problems]))
+                                errors=[p.render(staff.language) for p in error]))
     return RedirectResponse(f"/admin/fx?done={outcome}", status_code=303)
 
 
@@ -166,7 +163,7 @@ def fx_import(request: Request, session: Session, staff: Staff, posted: Posted) 
             lines = [(e.line, [e.render(language)]) for e in failed.unreadable.errors]
         else:
             errors = [t(language, "Nothing was imported: fix these lines and import the file again.")]
-            lines = [(p.line, [_explain(language, r) for r in p.reasons]) for p in failed.lines]
+            lines = [(p.line, [r.render(language) for r in p.reasons]) for p in failed.lines]
         raise Rejected(_fx_page(request, session, staff, status_code=400, errors=errors, line_errors=lines))
     return RedirectResponse(f"/admin/fx?done=imported&c={report.created}&u={report.updated}&n={report.unchanged}",
                             status_code=303)

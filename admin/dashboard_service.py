@@ -70,7 +70,8 @@ from ledger.models import (
     Payment,
     PaymentDay,
     PaymentStatus,
-    PAYMENT_METHODS,
+    DEBTOR_METHODS,
+    PaymentMethod,
     PromiseToPay,
     Reminder,
     dispute_invoices,
@@ -81,8 +82,8 @@ NOT_DUE = (InvoiceStatus.void.value, InvoiceStatus.disputed.value)
 # Written as a literal so SQLite can prove the partial indexes' "WHERE open_minor > 0" (a bound
 # parameter would hide it).
 OPEN = Invoice.open_minor > literal_column("0")
-METHODS = PAYMENT_METHODS  # payments by hand (cheque, LCR, cash, set-off) are cash collected too
-ONLINE_METHODS = ("card", "instant_transfer", "direct_debit", "bank_transfer")  # always listed; the others when used
+METHODS = tuple(PaymentMethod)  # payments by hand (cheque, LCR, cash, set-off) are cash collected too
+ONLINE_METHODS = DEBTOR_METHODS  # always listed; the others when used
 BUCKETS = (
     ("not_due", N_("Not yet due")),
     ("1_30", N_("1–30 days")),

@@ -25,7 +25,7 @@ from kernel.clock import clock
 from ledger import disputes
 from mail import notifications
 from ledger import statement as statements
-from ledger.disputes import DisputeError
+from kernel.user_error import UserError
 from ledger.models import (
     Attachment,
     Company,
@@ -40,7 +40,7 @@ from ledger.models import (
 )
 from ledger.money import AmountError, Money
 from kernel.web import Posted
-from portal.disputes import attachment_response, case_context, explain, storage
+from portal.disputes import attachment_response, case_context, storage
 
 STATUSES = ("open", "accepted", "rejected", "closed", "all")
 
@@ -159,9 +159,9 @@ def case_page(request: Request, session: Session, staff: Staff) -> Response:
     return _case_page(request, session, staff, case)
 
 
-def _fail(request: Request, session: Session, staff: Staff, case: Dispute, error: DisputeError | str,
+def _fail(request: Request, session: Session, staff: Staff, case: Dispute, error: UserError | str,
           posted: Posted) -> Rejected:
-    text = explain(error, staff.language) if isinstance(error, DisputeError) else error
+    text = error.render(staff.language) if isinstance(error, UserError) else error
     form = {k: posted.text(k, 6000) for k in ("message", "note", "credit", "amount", "internal")}
     return Rejected(_case_page(request, session, staff, case, error=text, form=form, status_code=400))
 
@@ -185,7 +185,7 @@ def reply(request: Request, session: Session, staff: Staff, posted: Posted) -> R
     try:
         disputes.add_message(session, case, body=posted.text("message", disputes.MAX_MESSAGE_CHARS + 1),
                              storage=storage(request), user=staff.user, internal=internal, uploads=posted.uploads)
-    except DisputeError as error:
+    except UserError as error:
         raise _fail(request, session, staff, case, error, posted)
     if not internal:
         _tell_debtor(request, session, case)
@@ -212,7 +212,7 @@ def accept(request: Request, session: Session, staff: Staff, posted: Posted) -> 
     try:
         disputes.accept(session, case, user=staff.user, note=posted.text("note", disputes.MAX_MESSAGE_CHARS + 1),
                         credit_minor=credit_minor)
-    except DisputeError as error:
+    except UserError as error:
         raise _fail(request, session, staff, case, error, posted)
     _tell_debtor(request, session, case)
     return _done(case, "accepted")
@@ -223,7 +223,7 @@ def reject(request: Request, session: Session, staff: Staff, posted: Posted) -> 
     case = visible_case(session, staff.user, request.path_params["case_id"])
     try:
         disputes.reject(session, case, user=staff.user, message=posted.text("note", disputes.MAX_MESSAGE_CHARS + 1))
-    except DisputeError as error:
+    except UserError as error:
         raise _fail(request, session, staff, case, error, posted)
     _tell_debtor(request, session, case)
     return _done(case, "rejected")
@@ -234,7 +234,7 @@ def close(request: Request, session: Session, staff: Staff, posted: Posted) -> R
     case = visible_case(session, staff.user, request.path_params["case_id"])
     try:
         disputes.close_question(session, case, user=staff.user)
-    except DisputeError as error:
+    except UserError as error:
         raise _fail(request, session, staff, case, error, posted)
     return _done(case, "closed")
 

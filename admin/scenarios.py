@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any
 
 import jinja2
+from pydantic import ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
@@ -28,9 +29,7 @@ from admin.routes import render, t
 from dunning import approval, messages, planner
 from dunning.scenarios import (
     TONES,
-    Problem,
     ScenarioInput,
-    ScenarioInvalid,
     StepInput,
     create_scenario,
     save_scenario,
@@ -41,10 +40,11 @@ from kernel.clock import clock
 from kernel.i18n import N_
 from ledger.models import Company, Customer, Invoice, ReminderRun, Role, Scenario, User
 from ledger.money import AmountError, Money
+from kernel.forms import Form, parse
+from kernel.user_error import UserError, UserErrors
 from kernel.web import Posted
 
 TONE_LABELS = {"courteous": N_("Courteous"), "firm": N_("Firm"), "formal": N_("Formal")}
-FIELD_LABELS = {"subject": N_("subject"), "body": N_("body")}
 PLACEHOLDER_HELP = {
     "customer": N_("the customer: {{ customer.name }}, {{ customer.ref }}"),
     "contact": N_("the contact written to: {{ contact.name }} (may be empty), {{ contact.email }}"),
@@ -65,33 +65,10 @@ STEP_FIELDS = ("subject_fr", "body_fr", "subject_en", "body_en")
 MAX_TEXT = 20_000
 
 
-def explain(problem: Problem, language: str) -> str:
-    values = dict(problem.values)
-    if "language" in values:
-        values["language"] = i18n.language_name(str(values["language"]))
-    if "field" in values:
-        values["field"] = t(language, FIELD_LABELS.get(str(values["field"]), str(values["field"])))
-    return i18n.translations(language).gettext(problem.message) % values
-
-
-SKIP_REASONS = {
-    "reminders paused by staff": N_("Reminders paused by staff"),
-    "collected by an active direct-debit mandate": N_("Collected by an active direct-debit mandate"),
-    "has no contact": N_("No contact"),
-    "no contact receives reminders": N_("No contact receives reminders"),
-}
-
-
-def skip_reason(reason: str, language: str) -> str:
-    """The planner's reason (English, for the CLI) in the reader's language."""
-    if reason in SKIP_REASONS:
-        return t(language, SKIP_REASONS[reason])
-    if reason.startswith("under the scenario's minimum"):
-        return t(language, "Under the scenario's minimum %(detail)s", detail=reason.split("minimum", 1)[1].strip())
-    if reason.startswith("contact email ") and reason.endswith(" is not valid"):
-        return t(language, "Contact email %(email)s is not valid",
-                  email=reason[len("contact email "):-len(" is not valid")])
-    return reason
+def skip_reason(why: UserError, language: str) -> str:
+    """The planner's reason in the reader's language, as a table cell starts it: capitalized."""
+    text = why.render(language)
+    return text[:1].upper() + text[1:]
 
 
 def can_edit(user: User, company_id: int) -> bool:
@@ -115,9 +92,10 @@ def visible_scenario(session: Session, user: User, scenario_id: int) -> Scenario
 # --- the form, as typed ---------------------------------------------------------------------------
 
 
-@dataclass
-class StepForm:
-    """One step's fields as strings, to show again exactly what was typed."""
+class StepForm(Form):
+    """One step's fields as typed (the day as text), to show again exactly what was typed."""
+
+    model_config = ConfigDict(str_strip_whitespace=False)
 
     id: int | None
     offset: str
@@ -139,13 +117,14 @@ class StepForm:
         return f"D{offset:+d}" if offset else "D"
 
 
-@dataclass
-class ScenarioForm:
-    name: str
-    segment: str
+class ScenarioForm(Form):
+    """The scenario editor's form, read at the edge (`_form_from_post`); `_parse` makes it service input."""
+
+    name: str = Field(max_length=200)
+    segment: str = Field(max_length=64)
     minimums: dict[str, str]
     active: bool
-    steps: list[StepForm] = field(default_factory=list)
+    steps: list[StepForm] = Field(default_factory=list, max_length=30)
 
 
 def _form_of(scenario: Scenario, currencies: list[str]) -> ScenarioForm:
@@ -173,18 +152,18 @@ def _form_from_post(posted: Posted, currencies: list[str]) -> ScenarioForm:
                 and prefix + "subject_fr" not in posted.form:
             continue
         step_id = posted.text(prefix + "id", 12)
-        steps.append(StepForm(
-            id=int(step_id) if step_id.isdigit() else None,
-            offset=posted.text(prefix + "offset", 10).strip(),
-            tone=posted.text(prefix + "tone", 16),
-            whole_balance=posted.text(prefix + "whole_balance", 2) == "1",
-            may_skip=posted.text(prefix + "may_skip", 2) == "1",
-            remove=posted.text(prefix + "remove", 2) == "1",
+        steps.append({
+            "id": step_id if step_id.isdigit() else None,
+            "offset": posted.text(prefix + "offset", 10).strip(),
+            "tone": posted.text(prefix + "tone", 16),
+            "whole_balance": posted.text(prefix + "whole_balance", 2) == "1",
+            "may_skip": posted.text(prefix + "may_skip", 2) == "1",
+            "remove": posted.text(prefix + "remove", 2) == "1",
             **{name: posted.text(prefix + name, MAX_TEXT).replace("\r\n", "\n") for name in STEP_FIELDS},
-        ))
+        })
     minimums = {c: posted.text(f"minimum-{c}", 30).strip() for c in currencies}
-    return ScenarioForm(name=posted.text("name", 200).strip(), segment=posted.text("segment", 64).strip(),
-                        minimums=minimums, active=posted.text("active", 2) == "1", steps=steps)
+    return parse(ScenarioForm, {"name": posted.text("name", 200).strip(), "segment": posted.text("segment", 64).strip(),
+                                "minimums": minimums, "active": posted.text("active", 2) == "1", "steps": steps})
 
 
 def _blank_step(form: ScenarioForm) -> StepForm:
@@ -197,16 +176,16 @@ def _blank_step(form: ScenarioForm) -> StepForm:
                     body_en=template.body_en if template else "{{ invoices }}\n\n{{ totals }}\n\n{{ link }}")
 
 
-def _parse(form: ScenarioForm) -> tuple[ScenarioInput | None, list[Problem]]:
+def _parse(form: ScenarioForm) -> tuple[ScenarioInput | None, list[UserError]]:
     """The typed form as service input, or the problems that prevent reading it."""
-    problems: list[Problem] = []
+    problems: list[UserError] = []
     steps = []
     for number, step in enumerate(form.steps, start=1):
         try:
             offset = int(step.offset)
         except ValueError:
-            problems.append(Problem(N_("Step %(number)s: the day must be a whole number of days from the due "
-                                       "date, for example -5 or 15."), {"number": number}))
+            problems.append(UserError(N_("Step %(number)s: the day must be a whole number of days from the due "
+                                       "date, for example -5 or 15."), number=number))
             continue
         steps.append(StepInput(id=step.id, offset_days=offset, tone=step.tone, whole_balance=step.whole_balance,
                                subject_fr=step.subject_fr, body_fr=step.body_fr, subject_en=step.subject_en,
@@ -220,8 +199,8 @@ def _parse(form: ScenarioForm) -> tuple[ScenarioInput | None, list[Problem]]:
         except AmountError:
             amount = None
         if amount is None or amount.minor < 0:
-            problems.append(Problem(N_("The minimum in %(currency)s must be an amount, for example 50.00."),
-                                    {"currency": currency}))
+            problems.append(UserError(N_("The minimum in %(currency)s must be an amount, for example 50.00."),
+                                    currency=currency))
         elif amount.minor > 0:
             minimums[currency] = amount.minor
     if problems:
@@ -283,9 +262,9 @@ def create(request: Request, session: Session, staff: Staff, posted: Posted) -> 
     try:
         scenario = create_scenario(session, company, name=posted.text("name", 120),
                                    segment=posted.text("segment", 64).strip() or None, actor=staff.user.email)
-    except ScenarioInvalid as invalid:
+    except UserErrors as invalid:
         raise Rejected(_index(request, session, staff, status_code=400,
-                              error=" ".join(explain(p, staff.language) for p in invalid.problems)))
+                              error=" ".join(p.render(staff.language) for p in invalid)))
     return RedirectResponse(f"/admin/scenarios/{scenario.id}", status_code=303)
 
 
@@ -308,11 +287,12 @@ def _preview(request: Request, session: Session, staff: Staff, company: Company,
         return result
     step_form = form.steps[min(max(step_index, 0), len(form.steps) - 1)]
     result.step_label = step_form.label
-    parsed, problems = _parse(ScenarioForm(form.name, form.segment, {}, form.active, [step_form]))
+    parsed, problems = _parse(ScenarioForm(name=form.name, segment=form.segment, minimums={}, active=form.active,
+                                           steps=[step_form]))
     if parsed is not None:
         problems = step_problems(parsed.steps[0])
     if problems or parsed is None:
-        result.problems = [explain(p, staff.language) for p in problems]
+        result.problems = [p.render(staff.language) for p in problems]
         return result
     contact = customer.primary_contact
     result.language = i18n.normalize(language or (contact.language if contact else customer.language))
@@ -385,12 +365,12 @@ def save(request: Request, session: Session, staff: Staff, posted: Posted) -> Re
     if parsed is not None:
         try:
             save_scenario(session, scenario, parsed, actor=staff.user.email)
-        except ScenarioInvalid as invalid:
-            problems = invalid.problems
+        except UserErrors as invalid:
+            problems = list(invalid)
     if problems or parsed is None:
         raise Rejected(_editor(
             request, session, staff, scenario, form, status_code=400,
-            problems=[explain(p, staff.language) for p in problems], preview_step=step_index,
+            problems=[p.render(staff.language) for p in problems], preview_step=step_index,
             preview=_preview(request, session, staff, company, form, customer_id, step_index, language or None),
             preview_language=language))
     # The preview stays on the customer, step and language staff were looking at.
@@ -501,7 +481,7 @@ def dry_run_page(request: Request, session: Session, staff: Staff) -> Response:
             plan.problems = [p for p in plan.problems if p.split(":", 1)[0] in refs]
     return render(request, "admin/reminder_dry_run.html", {
         "user": staff.user, "companies": companies, "company": company, "plan": plan,
-        "skip_reason": lambda reason: skip_reason(reason, staff.language),
+        "skip_reason": lambda why: skip_reason(why, staff.language),
         "error": error, "raw_date": raw_date or day.isoformat(),
         "totals": lambda m: [Money(minor, currency) for currency, minor in sorted(m.totals.items())],
     }, staff.language, status_code=400 if error else 200)

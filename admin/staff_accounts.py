@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Any
+from typing import Annotated, Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from pydantic import BeforeValidator, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from kernel.forms import Form
 from kernel.i18n import N_
+from kernel.user_error import UserError
 from ledger import audit
 from ledger.models import Company, Role, User
 
@@ -24,13 +27,30 @@ EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MIN_PASSWORD_LENGTH = 10
 
 
-class UserError(ValueError):
-    """`message` is a message id, `values` fill it; str() is the English sentence."""
+def _email(value: object) -> str:
+    email = str(value or "").strip().lower()
+    if not EMAIL_PATTERN.match(email) or len(email) > 254:
+        raise UserError(N_("%(email)s is not an email address"), email=repr(email))
+    return email
 
-    def __init__(self, message: str, **values: object) -> None:
-        self.message = message
-        self.values = values
-        super().__init__(message % values if values else message)
+
+def _role(value: object) -> Role:
+    if value not in {r.value for r in Role}:
+        raise UserError(N_("unknown role %(role)s"), role=repr(value))
+    return Role(str(value))
+
+
+class StaffRoleForm(Form):
+    """What the back-office sets of a staff account: its role and companies (codes)."""
+
+    role: Annotated[Role, BeforeValidator(_role)]
+    companies: list[Annotated[str, Field(max_length=32)]] = Field(default_factory=list, max_length=200)
+
+
+class StaffUserForm(StaffRoleForm):
+    """A new staff account: its address too."""
+
+    email: Annotated[str, BeforeValidator(_email)]
 
 
 def hash_password(password: str) -> str:
@@ -51,15 +71,15 @@ def generate_password() -> str:
 
 def _companies(session: Session, role: str, company_codes: list[str]) -> list[Company]:
     if role not in {r.value for r in Role}:
-        raise UserError(N_("unknown role %(role)s"), role=repr(role))
+        raise UserError(N_("unknown role %(role)s"), role=repr(role)).at(field="role")
     companies = []
     for code in dict.fromkeys(company_codes):
         company = session.scalar(select(Company).where(Company.code == code))
         if company is None:
-            raise UserError(N_("unknown company %(code)s"), code=repr(code))
+            raise UserError(N_("unknown company %(code)s"), code=repr(code)).at(field="companies")
         companies.append(company)
     if role != Role.admin.value and not companies:
-        raise UserError(N_("a %(role)s needs at least one --company"), role=role)
+        raise UserError(N_("a %(role)s needs at least one --company"), role=role).at(field="companies")
     return companies
 
 
@@ -79,11 +99,11 @@ def create_user(
 ) -> User:
     email = email.strip().lower()
     if not EMAIL_PATTERN.match(email) or len(email) > 254:
-        raise UserError(N_("%(email)s is not an email address"), email=repr(email))
+        raise UserError(N_("%(email)s is not an email address"), email=repr(email)).at(field="email")
     if len(password) < MIN_PASSWORD_LENGTH:
         raise UserError(N_("password must have at least %(count)s characters"), count=MIN_PASSWORD_LENGTH)
     if session.scalar(select(User.id).where(func.lower(User.email) == email)) is not None:
-        raise UserError(N_("user %(email)s already exists"), email=email)
+        raise UserError(N_("user %(email)s already exists"), email=email).at(field="email")
     companies = _companies(session, role, company_codes)
     user = User(email=email, role=role, password_hash=hash_password(password), companies=companies)
     session.add(user)

@@ -19,7 +19,8 @@ from admin.access import Rejected, Staff, staff_get, staff_post
 from admin.routes import ROLE_LABELS, render
 from admin import staff_accounts as users
 from kernel import i18n
-from admin.staff_accounts import UserError
+from kernel.forms import parse
+from kernel.user_error import UserError, UserErrors
 from ledger.models import Company, Role, User
 from kernel.web import Posted
 
@@ -33,8 +34,8 @@ def _user(session: Session, user_id: int) -> User:
     return user
 
 
-def _message(language: str, error: UserError) -> str:
-    return i18n.gettext(language, error.message, **error.values)
+def _message(language: str, error: UserError | UserErrors) -> str:
+    return error.render(language)
 
 
 def _context(session: Session, staff: Staff) -> dict[str, Any]:
@@ -69,9 +70,10 @@ def create(request: Request, session: Session, staff: Staff, posted: Posted) -> 
     form = {"email": posted.text("email", 254), "role": posted.text("role", 16), "companies": _codes(posted)}
     password = users.generate_password()
     try:
-        account = users.create_user(session, email=form["email"], role=form["role"], password=password,
-                                    company_codes=form["companies"], actor=staff.user)
-    except UserError as error:
+        typed = parse(users.StaffUserForm, form)
+        account = users.create_user(session, email=typed.email, role=typed.role.value, password=password,
+                                    company_codes=typed.companies, actor=staff.user)
+    except (UserError, UserErrors) as error:
         raise Rejected(_list(request, session, staff, status_code=400, error=_message(staff.language, error),
                              form=form)) from None
     return _list(request, session, staff, created=(account, password))
@@ -96,7 +98,7 @@ def show(request: Request, session: Session, staff: Staff) -> Response:
     return _page(request, session, staff, _user(session, request.path_params["user_id"]))
 
 
-def _fail(request: Request, session: Session, staff: Staff, user_id: int, error: UserError) -> Rejected:
+def _fail(request: Request, session: Session, staff: Staff, user_id: int, error: UserError | UserErrors) -> Rejected:
     session.rollback()
     return Rejected(_page(request, session, staff, _user(session, user_id), status_code=400,
                           error=_message(staff.language, error)))
@@ -106,9 +108,10 @@ def _fail(request: Request, session: Session, staff: Staff, user_id: int, error:
 def update(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
     account = _user(session, request.path_params["user_id"])
     try:
-        changed = users.update_user(session, actor=staff.user, user=account, role=posted.text("role", 16),
-                                    company_codes=_codes(posted))
-    except UserError as error:
+        typed = parse(users.StaffRoleForm, {"role": posted.text("role", 16), "companies": _codes(posted)})
+        changed = users.update_user(session, actor=staff.user, user=account, role=typed.role.value,
+                                    company_codes=typed.companies)
+    except (UserError, UserErrors) as error:
         raise _fail(request, session, staff, account.id, error) from None
     return RedirectResponse(f"/admin/users/{account.id}?done={'saved' if changed else 'unchanged'}", 303)
 

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from kernel.clock import clock
 from kernel.db import unit_of_work
+from kernel.user_error import UserError, UserErrors
 from ledger.api_keys import authenticate
 from ledger.models import ApiIdempotency, ApiKey, Company
 from links.throttle import record_failure
@@ -273,6 +274,10 @@ def _handle(state: Any, op: Operation, key_text: str | None, call: Call, raw: by
                 session.flush()
     except ApiError as error:
         return problem(error.status, error.title, error.detail, error.errors)
+    except (UserError, UserErrors) as refused:
+        # A service's refusal, each problem under the field it names (in English, as the API speaks).
+        return problem(422, "Invalid request", f"{refused}; nothing was written",
+                       [(e.field or "body", e.render("en")) for e in UserErrors.of(refused)])
     except IntegrityError:
         # Another request with the same Idempotency-Key (or number) committed first: the client retries.
         return problem(409, "Conflict", "a concurrent request changed the same records; send it again")

@@ -14,6 +14,8 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from kernel.clock import clock
+from kernel.i18n import N_
+from kernel.user_error import UserError, UserErrors
 from ledger import audit
 from ledger.csv_import import ImportFailed, ImportReport, import_records
 from ledger.models import (
@@ -26,7 +28,7 @@ from ledger.models import (
     InvoiceStatus,
     Payment,
 )
-from ledger.money import Money
+from ledger.money import AmountError, Money
 from ledger.open_items import OpenItem, SnapshotReport, apply_snapshot, lower_open_amount
 from api import schemas
 
@@ -225,7 +227,7 @@ def _invoice_record(company: Company, number: str, item: schemas.InvoiceIn) -> d
 def _apply_open_amounts(session: Session, key: ApiKey, items: list[tuple[str, schemas.InvoiceIn]],
                         prefix: str) -> None:
     """The ERP's open amounts, as a snapshot would take them: lower only; higher is refused."""
-    errors = []
+    errors: list[UserError] = []
     today = clock.today(key.company.timezone)
     for index, (number, item) in enumerate(items):
         if item.open_amount is None:
@@ -234,16 +236,17 @@ def _apply_open_amounts(session: Session, key: ApiKey, items: list[tuple[str, sc
         field = prefix.format(index=index) + "open_amount"
         try:
             wanted = Money.parse(item.open_amount, invoice.currency).minor
-        except ValueError as error:
-            errors.append((field, str(error)))
+        except AmountError as error:
+            errors.append(error.at(field=field))
             continue
         if wanted > invoice.open_minor:
-            errors.append((field, f"{item.open_amount} is more than the {amount(invoice.open_minor, invoice.currency)}"
-                                  f" open in Encours; an open amount only goes down"))
+            errors.append(UserError(N_("%(value)s is more than the %(open)s open in Encours; an open amount only "
+                                       "goes down"), value=item.open_amount,
+                                    open=amount(invoice.open_minor, invoice.currency)).at(field=field))
             continue
         lower_open_amount(session, invoice, wanted, today, actor_type="api", actor=key.name)
     if errors:
-        raise ApiError(422, "Invalid items", "open amounts refused; nothing was written", errors)
+        raise UserErrors(errors)
 
 
 def put_invoice(session: Session, key: ApiKey, number: str, item: schemas.InvoiceIn) -> tuple[bool, schemas.InvoiceOut]:
@@ -336,15 +339,14 @@ def list_events(session: Session, key: ApiKey, after: str | None, limit: int) ->
 
 
 def put_open_items(session: Session, key: ApiKey, body: schemas.OpenItemsIn) -> schemas.OpenItemsReport:
-    from ledger.open_items import SnapshotRefused
-
     items = [OpenItem(index, item.number, item.open_amount, item.currency) for index, item in enumerate(body.items)]
     as_of = body.as_of or clock.today(key.company.timezone)
     try:
         report = apply_snapshot(session, key.company, items, as_of=as_of, force=body.force, actor_type="api",
                                 actor=key.name)
-    except SnapshotRefused as refused:
-        errors = [(f"items[{p.index}].{p.field}" if p.index >= 0 else p.field, p.message) for p in refused.problems]
+    except UserErrors as refused:
+        errors = [(f"items[{p.line}].{p.field}" if p.line is not None else p.field or "items", p.render("en"))
+                  for p in refused]
         raise ApiError(422, "Snapshot refused", "nothing was applied", errors) from None
     return snapshot_report(report)
 

@@ -478,7 +478,8 @@ def _webhook_checkout(url: str) -> tuple[int, int, str]:
 
     from kernel.db import make_sessionmaker, unit_of_work
     from ledger.models import Checkout, Invoice
-    from payments.checkout import CheckoutError, create_checkout
+    from kernel.user_error import UserError
+    from payments.checkout import create_checkout
 
     engine = make_engine(url)
     try:
@@ -497,7 +498,7 @@ def _webhook_checkout(url: str) -> tuple[int, int, str]:
                                                    selection={invoice.id: None}, method="card",
                                                    today=date(2026, 11, 25))
                         break
-                    except CheckoutError:
+                    except UserError:
                         continue
                 else:
                     raise RuntimeError("no open invoice left to charge in the book")

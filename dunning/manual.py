@@ -26,17 +26,9 @@ from links import tokens
 from dunning.messages import CompanyView, InvoiceFacts, RenderedMessage, StepTexts
 from kernel.clock import clock
 from kernel.i18n import N_
+from kernel.user_error import UserError
 from ledger import audit
 from ledger.models import Customer, Invoice, OutboxMessage, Reminder, Scenario
-
-
-class ManualReminderError(ValueError):
-    """Why no reminder was queued; `message` is an English msgid for the page to translate."""
-
-    def __init__(self, message: str, **values: object) -> None:
-        super().__init__(message)
-        self.message = message
-        self.values = values
 
 
 @dataclass(frozen=True)
@@ -64,7 +56,7 @@ def _steps(session: Session, customer: Customer) -> list[StepTexts]:
     scenarios = planner._scenarios(session, company.id)
     chosen = scenarios.get(customer.segment) or scenarios.get(None)
     if chosen is None or not chosen[1]:
-        raise ManualReminderError(N_("This customer's segment has no active reminder scenario."))
+        raise UserError(N_("This customer's segment has no active reminder scenario."))
     return chosen[1]
 
 
@@ -78,17 +70,17 @@ def _listed(step: StepTexts, open_invoices: list[InvoiceFacts], today: date) -> 
 def current_message(session: Session, customer: Customer, today: date, step_id: int | None = None
                     ) -> tuple[planner.PlannedMessage, list[StepTexts]]:
     """What a reminder sent now would say, to whom, and the steps to choose from;
-    ManualReminderError when there is nothing to send."""
+    UserError when there is nothing to send."""
     company = customer.company
     steps = _steps(session, customer)
     open_invoices = planner._eligible_invoices(session, company, today, customer_id=customer.id).get(customer.id, [])
     if not open_invoices:
-        raise ManualReminderError(N_("Nothing to chase: no open invoice outside disputes and promises."))
+        raise UserError(N_("Nothing to chase: no open invoice outside disputes and promises."))
     chased = planner._chased_offsets(session, company.id, customer.id)
     if step_id is not None:
         step = next((s for s in steps if s.id == step_id), None)
         if step is None:
-            raise ManualReminderError(N_("Choose a step of this customer's scenario."))
+            raise UserError(N_("Choose a step of this customer's scenario."))
     else:
         decision = planner._decide(steps, open_invoices, chased, today, {})
         if isinstance(decision, tuple):
@@ -99,7 +91,7 @@ def current_message(session: Session, customer: Customer, today: date, step_id: 
             step = next((s for s in steps if (s.offset_days > 0) == overdue), steps[0])
     invoices = _listed(step, open_invoices, today)
     if not invoices:
-        raise ManualReminderError(N_("No invoice fits step %(step)s: it is for overdue invoices.")
+        raise UserError(N_("No invoice fits step %(step)s: it is for overdue invoices.")
                                   if step.offset_days > 0 else
                                   N_("No invoice fits step %(step)s: it is for invoices not yet due."),
                                   step=step.label)
@@ -107,9 +99,9 @@ def current_message(session: Session, customer: Customer, today: date, step_id: 
                     key=lambda i: (i.currency, i.due_date, i.number))
     contact = customer.primary_contact
     if contact is None:
-        raise ManualReminderError(N_("This customer has no contact to write to."))
+        raise UserError(N_("This customer has no contact to write to."))
     if not planner.EMAIL.match(contact.email or ""):
-        raise ManualReminderError(N_("The contact's email %(email)s is not valid."), email=contact.email)
+        raise UserError(N_("The contact's email %(email)s is not valid."), email=contact.email)
     broken = planner._latest_broken(planner._broken_promises(session, company.id, customer.id), marked)
     message = planner.PlannedMessage(
         company_id=company.id, company_code=company.code, customer_id=customer.id, customer_ref=customer.ref,
@@ -180,7 +172,7 @@ def queue_manual_reminder(session: Session, customer: Customer, *, actor: str, s
             session.add(reminder)
             session.flush()
     except IntegrityError:
-        raise ManualReminderError(N_("Step %(step)s was already sent to %(email)s for these invoices; it is not "
+        raise UserError(N_("Step %(step)s was already sent to %(email)s for these invoices; it is not "
                                      "sent twice."), step=message.step.label, email=message.to_address) from None
     audit.record(session, actor_type="user", actor=actor, action="reminder.queued", entity_type="reminder",
                  entity_id=reminder.id, customer_id=customer.id,

@@ -56,6 +56,8 @@ from dunning import messages
 from dunning.messages import CompanyView, ContactView, CustomerView, InvoiceFacts, PromiseFacts, StepTexts
 from kernel.clock import clock
 from kernel.db import unit_of_work
+from kernel.i18n import N_
+from kernel.user_error import UserError
 from ledger.models import (
     AuditEvent,
     Company,
@@ -129,7 +131,12 @@ class PlannedMessage:
 @dataclass(frozen=True)
 class Skipped:
     customer_ref: str
-    reason: str
+    why: UserError
+
+    @property
+    def reason(self) -> str:
+        """In English, as the command line prints it."""
+        return str(self.why)
 
 
 @dataclass
@@ -339,7 +346,7 @@ def _fits(step: StepTexts, invoice: InvoiceFacts, today: date) -> bool:
     return invoice.due_date + timedelta(days=step.offset_days) <= today and (step.offset_days > 0) == overdue
 
 
-FORMAL_NEEDS_REMINDER = "a formal notice needs an earlier reminder, and the scenario has none before it"
+FORMAL_NEEDS_REMINDER = N_("a formal notice needs an earlier reminder, and the scenario has none before it")
 
 
 def next_step(steps: list[StepTexts], invoice: InvoiceFacts, chased: int | None, today: date
@@ -400,35 +407,38 @@ def plan_company(session: Session, company: Company, today: date) -> CompanyPlan
         decision = _decide(steps, open_invoices, chased, today, scenario.minimums or {})
         if decision is None:
             continue
-        if isinstance(decision, str):
+        if isinstance(decision, UserError):
             result.skipped.append(Skipped(customer.ref, decision))
             continue
         step, listed = decision
         if customer.reminders_paused:
-            result.skipped.append(Skipped(customer.ref, "reminders paused by staff"))
+            result.skipped.append(Skipped(customer.ref, UserError(N_("reminders paused by staff"))))
             continue
         if customer.gocardless_mandate_status == "active":
-            result.skipped.append(Skipped(customer.ref, "collected by an active direct-debit mandate"))
+            result.skipped.append(Skipped(customer.ref, UserError(N_("collected by an active direct-debit mandate"))))
             continue
         previous = last_sent.get(customer.id)
         if previous is not None and (today - previous).days < company.reminder_gap_days:
-            result.skipped.append(Skipped(customer.ref, f"last reminder {(today - previous).days} day(s) ago; "
-                                                        f"the company waits {company.reminder_gap_days} days"))
+            result.skipped.append(Skipped(customer.ref, UserError(
+                N_("last reminder %(days)s day(s) ago; the company waits %(gap)s days"), days=(today - previous).days,
+                gap=company.reminder_gap_days)))
             continue
         everyone = contacts.get(customer.id, [])
         receiving = [contact for contact in everyone if contact.receives_reminders]
         if not receiving:
-            reason = "has no contact" if not everyone else "no contact receives reminders"
-            result.skipped.append(Skipped(customer.ref, reason))
+            why = UserError(N_("has no contact") if not everyone else N_("no contact receives reminders"))
+            result.skipped.append(Skipped(customer.ref, why))
             if not everyone:
-                result.problems.append(f"{customer.ref}: {reason}; step {step.label} not sent")
+                result.problems.append(f"{customer.ref}: {why}; step {step.label} not sent")
             continue
         valid = [contact for contact in receiving
                  if EMAIL.match(contact.email or "") and contact.email_failing_since is None]
         for contact in receiving:
             if contact not in valid:
-                problem = (f"contact email {contact.email!r} is not valid" if contact.email_failing_since is None
-                           else f"contact email {contact.email!r} is failing ({contact.email_failure or 'refused'})")
+                problem = (UserError(N_("contact email %(email)s is not valid"), email=repr(contact.email))
+                           if contact.email_failing_since is None
+                           else UserError(N_("contact email %(email)s is failing (%(failure)s)"),
+                                          email=repr(contact.email), failure=contact.email_failure or "refused"))
                 result.problems.append(f"{customer.ref}: {problem}; step {step.label} not sent")
                 if not valid:
                     result.skipped.append(Skipped(customer.ref, problem))
@@ -445,7 +455,7 @@ def plan_company(session: Session, company: Company, today: date) -> CompanyPlan
 
 
 def _decide(steps: list[StepTexts], open_invoices: list[InvoiceFacts], chased: dict[int, int], today: date,
-            minimums: dict[str, int]) -> tuple[StepTexts, list[InvoiceFacts]] | str | None:
+            minimums: dict[str, int]) -> tuple[StepTexts, list[InvoiceFacts]] | UserError | None:
     """(step, invoices to list), a reason to skip, or None when nothing is due."""
     pending: list[tuple[StepTexts, InvoiceFacts]] = []
     reasons: list[str] = []
@@ -456,13 +466,13 @@ def _decide(steps: list[StepTexts], open_invoices: list[InvoiceFacts], chased: d
         elif step is not None:
             pending.append((step, invoice))
     if not pending:
-        return reasons[0] if reasons else None
+        return UserError(reasons[0]) if reasons else None
     totals = messages.totals_by_currency(invoice for _, invoice in pending)
     under = {currency for currency, minor in totals.items() if minor < int(minimums.get(currency, 0))}
     pending = [(step, invoice) for step, invoice in pending if invoice.currency not in under]
     if not pending:
-        return "under the scenario's minimum (" + ", ".join(
-            f"{currency} {totals[currency]} < {minimums[currency]}" for currency in sorted(under)) + ")"
+        return UserError(N_("under the scenario's minimum (%(detail)s)"), detail=", ".join(
+            f"{currency} {totals[currency]} < {minimums[currency]}" for currency in sorted(under)))
     step = max((step for step, _ in pending), key=lambda s: s.offset_days)
     listed = {invoice.id: invoice for _, invoice in pending}
     if step.whole_balance:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from dunning import messages
 from dunning.messages import StepTexts, TemplateProblem, validate_step
 from kernel.i18n import N_
+from kernel.user_error import Language, Translated, UserError, UserErrors
 from ledger import audit
 from ledger.models import Company, Reminder, Scenario, ScenarioStep
 
@@ -246,14 +247,13 @@ Failing payment within this period, we will take the recovery action the law pro
 )
 
 
-class ScenarioError(ValueError):
-    """A scenario or step cannot be saved; the message says why."""
+PART_LABELS = {"subject": N_("subject"), "body": N_("body")}
 
 
 def validate_step_fields(step: ScenarioStep | StepDefaults) -> None:
-    """Both languages' subject and body, and the tone; raises TemplateProblem or ScenarioError."""
+    """Both languages' subject and body, and the tone; raises TemplateProblem or UserError."""
     if step.tone not in TONES:
-        raise ScenarioError(f"unknown tone {step.tone!r} (known: {', '.join(TONES)})")
+        raise UserError(N_("unknown tone %(tone)s (known: %(known)s)"), tone=repr(step.tone), known=", ".join(TONES))
     problems: list[str] = []
     for language in ("fr", "en"):
         try:
@@ -270,7 +270,7 @@ def save_step(session: Session, scenario: Scenario, **fields: object) -> Scenari
     step = ScenarioStep(**fields)
     validate_step_fields(step)
     if any(existing.offset_days == step.offset_days for existing in scenario.steps):
-        raise ScenarioError(f"the scenario already has a step at D{step.offset_days:+d}")
+        raise UserError(N_("the scenario already has a step at %(step)s"), step=f"D{step.offset_days:+d}")
     scenario.steps.append(step)
     session.flush()
     return step
@@ -340,45 +340,28 @@ class ScenarioInput:
     steps: list[StepInput]
 
 
-@dataclass(frozen=True)
-class Problem:
-    """Why a scenario cannot be saved: a message id (English, %-placeholders) and its values.
-
-    Values under "language" are language codes and under "field" one of "subject"/"body":
-    the page shows them in the reader's language.
-    """
-
-    message: str
-    values: dict[str, object]
-
-
-class ScenarioInvalid(ValueError):
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("; ".join(p.message % p.values for p in problems))
-        self.problems = problems
-
-
-def step_problems(step: StepInput) -> list[Problem]:
+def step_problems(step: StepInput) -> list[UserError]:
     """Every template problem of one step, in both languages, naming field and line."""
     found = []
     for language in ("fr", "en"):
         for field_name in ("subject", "body"):
             source = getattr(step, f"{field_name}_{language}")
-            values: dict[str, object] = {"step": step.label, "language": language, "field": field_name}
+            # The language by its name and the part in the reader's language, when shown.
+            values: dict[str, object] = {"step": step.label, "language": Language(language),
+                                         "field": Translated(PART_LABELS[field_name])}
             issues = messages.template_issues(source)
             for issue in issues:
                 if issue.kind == "syntax":
-                    found.append(Problem(N_("Step %(step)s, %(language)s %(field)s, line %(line)s: syntax error "
-                                            "(%(detail)s)."), {**values, "line": issue.line, "detail": issue.detail}))
+                    found.append(UserError(N_("Step %(step)s, %(language)s %(field)s, line %(line)s: syntax error "
+                                              "(%(detail)s)."), **values, line=issue.line, detail=issue.detail))
                 else:
-                    found.append(Problem(N_("Step %(step)s, %(language)s %(field)s, line %(line)s: unknown "
-                                            "placeholder “%(name)s”."), {**values, "line": issue.line,
-                                                                          "name": issue.detail}))
+                    found.append(UserError(N_("Step %(step)s, %(language)s %(field)s, line %(line)s: unknown "
+                                              "placeholder “%(name)s”."), **values, line=issue.line, name=issue.detail))
             if not issues:
                 trouble = messages.render_issue(source)
                 if trouble is not None:
-                    found.append(Problem(N_("Step %(step)s, %(language)s %(field)s: cannot be rendered "
-                                            "(%(detail)s)."), {**values, "detail": trouble}))
+                    found.append(UserError(N_("Step %(step)s, %(language)s %(field)s: cannot be rendered "
+                                              "(%(detail)s)."), **values, detail=trouble))
     return found
 
 
@@ -390,41 +373,41 @@ def _segment_taken(session: Session, company_id: int, segment: str | None, scena
     return session.scalar(query.limit(1)) is not None
 
 
-def check_scenario(session: Session, scenario: Scenario, data: ScenarioInput) -> list[Problem]:
+def check_scenario(session: Session, scenario: Scenario, data: ScenarioInput) -> list[UserError]:
     """Everything wrong with `data` as the new content of `scenario` (nothing is changed)."""
-    problems: list[Problem] = []
+    problems: list[UserError] = []
     if not data.name.strip():
-        problems.append(Problem(N_("The scenario needs a name."), {}))
+        problems.append(UserError(N_("The scenario needs a name.")))
     if data.active and _segment_taken(session, scenario.company_id, data.segment, scenario.id):
         if data.segment is None:
-            problems.append(Problem(N_("This company already has an active default scenario."), {}))
+            problems.append(UserError(N_("This company already has an active default scenario.")))
         else:
-            problems.append(Problem(N_("Another active scenario of this company already applies to segment "
-                                       "“%(segment)s”."), {"segment": data.segment}))
+            problems.append(UserError(N_("Another active scenario of this company already applies to segment "
+                                       "“%(segment)s”."), segment=data.segment))
     kept = [step for step in data.steps if not step.remove]
     if not kept:
-        problems.append(Problem(N_("A scenario needs at least one step."), {}))
+        problems.append(UserError(N_("A scenario needs at least one step.")))
     seen: set[int] = set()
     for step in kept:
         if step.offset_days in seen:
-            problems.append(Problem(N_("Two steps are at %(step)s: each step needs its own day."),
-                                    {"step": step.label}))
+            problems.append(UserError(N_("Two steps are at %(step)s: each step needs its own day."),
+                                    step=step.label))
         seen.add(step.offset_days)
         if abs(step.offset_days) > MAX_OFFSET_DAYS:
-            problems.append(Problem(N_("Step %(step)s: the day must be within %(max)s days of the due date."),
-                                    {"step": step.label, "max": MAX_OFFSET_DAYS}))
+            problems.append(UserError(N_("Step %(step)s: the day must be within %(max)s days of the due date."),
+                                    step=step.label, max=MAX_OFFSET_DAYS))
         if step.tone not in TONES:
-            problems.append(Problem(N_("Step %(step)s: unknown tone."), {"step": step.label}))
+            problems.append(UserError(N_("Step %(step)s: unknown tone."), step=step.label))
         problems.extend(step_problems(step))
     existing = {step.id: step for step in scenario.steps}
     for step in data.steps:
         if step.id is not None and step.id not in existing:
-            problems.append(Problem(N_("Step %(step)s is not part of this scenario."), {"step": step.label}))
+            problems.append(UserError(N_("Step %(step)s is not part of this scenario."), step=step.label))
         elif step.id is not None and step.remove and session.scalar(
                 select(Reminder.id).where(Reminder.step_id == step.id).limit(1)) is not None:
-            problems.append(Problem(N_("Step %(step)s was already sent to customers: it cannot be removed "
+            problems.append(UserError(N_("Step %(step)s was already sent to customers: it cannot be removed "
                                        "(change its texts or its day instead)."),
-                                    {"step": _label(existing[step.id].offset_days)}))
+                                    step=_label(existing[step.id].offset_days)))
     return problems
 
 
@@ -442,11 +425,11 @@ def _snapshot(scenario: Scenario) -> dict[str, object]:
 def save_scenario(session: Session, scenario: Scenario, data: ScenarioInput, *, actor: str) -> Scenario:
     """Replace the scenario's settings and steps with `data`, all or nothing, on the audit trail.
 
-    Raises ScenarioInvalid (nothing changed) listing every problem found.
+    Raises UserErrors (nothing changed) listing every problem found.
     """
     problems = check_scenario(session, scenario, data)
     if problems:
-        raise ScenarioInvalid(problems)
+        raise UserErrors(problems)
     before = _snapshot(scenario)
     scenario.name = data.name.strip()[:120]
     scenario.segment = data.segment
@@ -486,13 +469,13 @@ def create_scenario(session: Session, company: Company, *, name: str, segment: s
     """A new scenario for a segment (or the default), starting from the standard steps."""
     problems = []
     if not name.strip():
-        problems.append(Problem(N_("The scenario needs a name."), {}))
+        problems.append(UserError(N_("The scenario needs a name.")))
     if _segment_taken(session, company.id, segment, None):
-        problems.append(Problem(N_("This company already has an active default scenario."), {}) if segment is None
-                        else Problem(N_("Another active scenario of this company already applies to segment "
-                                        "“%(segment)s”."), {"segment": segment}))
+        problems.append(UserError(N_("This company already has an active default scenario.")) if segment is None
+                        else UserError(N_("Another active scenario of this company already applies to segment "
+                                        "“%(segment)s”."), segment=segment))
     if problems:
-        raise ScenarioInvalid(problems)
+        raise UserErrors(problems)
     scenario = Scenario(company_id=company.id, name=name.strip()[:120], segment=segment, minimums={}, active=True)
     session.add(scenario)
     for defaults in DEFAULT_STEPS:

@@ -130,12 +130,13 @@ def company() -> None:
 def company_create(code: str, name: str, currency: str, country: str, tz: str) -> None:
     """Create a creditor entity CODE."""
     from kernel.db import unit_of_work
-    from ledger.companies import CompanyError, create_company
+    from kernel.user_error import UserError
+    from ledger.companies import create_company
 
     with unit_of_work(_sessions()) as session:
         try:
             created = create_company(session, code=code, name=name, currency=currency, country=country, timezone=tz)
-        except CompanyError as error:
+        except UserError as error:
             raise CommandError(str(error)) from None
     click.echo(f"company {created.code} created ({created.name}, {created.base_currency})")
 
@@ -155,13 +156,13 @@ def company_account_add(code: str, iban: str, bic: str | None, currency: str | N
     """Register a bank account of company CODE."""
     from kernel.db import unit_of_work
     from reconciliation.accounts import add_account
-    from reconciliation.errors import ReconciliationError
+    from kernel.user_error import UserError
 
     try:
         with unit_of_work(_sessions()) as session:
             account = add_account(session, code, iban=iban, bic=bic, currency=currency, label=label)
             line = f"account {account.iban} ({account.currency}) added to {code}"
-    except ReconciliationError as error:
+    except UserError as error:
         raise CommandError(str(error)) from None
     click.echo(line)
 
@@ -172,13 +173,13 @@ def company_account_list(code: str) -> None:
     """List the bank accounts of company CODE."""
     from kernel.db import unit_of_work
     from reconciliation.accounts import list_accounts
-    from reconciliation.errors import ReconciliationError
+    from kernel.user_error import UserError
 
     try:
         with unit_of_work(_sessions()) as session:
             lines = [f"{a.iban}\t{a.bic or '-'}\t{a.currency}\t{'active' if a.active else 'inactive'}\t{a.label or ''}"
                      for a in list_accounts(session, code)]
-    except ReconciliationError as error:
+    except UserError as error:
         raise CommandError(str(error)) from None
     for line in lines:
         click.echo(line)
@@ -266,7 +267,7 @@ def import_customers(file: Path) -> None:
 def import_bank(file: Path, company_code: str | None) -> None:
     """Load a bank statement (camt.053/054, MT940, CSV) and match its credits; one line per statement."""
     from kernel.db import unit_of_work
-    from reconciliation.errors import ReconciliationError
+    from kernel.user_error import UserError
     from reconciliation.imports import import_statement_file
 
     settings = _settings()  # receipts emailed for matched transfers carry links
@@ -277,7 +278,7 @@ def import_bank(file: Path, company_code: str | None) -> None:
     try:
         with unit_of_work(_sessions()) as session:
             report = import_statement_file(session, raw, file.name, company_code=company_code, settings=settings)
-    except ReconciliationError as error:
+    except UserError as error:
         raise CommandError(str(error)) from None
     for summary in report.statements:
         click.echo(summary.line())
@@ -308,7 +309,8 @@ def import_open_items(file: Path, company_code: str, force: bool) -> None:
     from kernel.db import unit_of_work
     from ledger.csv_import import ImportFailed
     from ledger.models import Company
-    from ledger.open_items import SnapshotRefused, apply_snapshot, read_snapshot_csv
+    from kernel.user_error import UserErrors
+    from ledger.open_items import apply_snapshot, read_snapshot_csv
 
     try:
         raw = file.read_bytes()
@@ -327,11 +329,11 @@ def import_open_items(file: Path, company_code: str, force: bool) -> None:
         for error in failed.errors:
             click.echo(f"  {error}", err=True)
         sys.exit(1)
-    except SnapshotRefused as refused:
+    except UserErrors as refused:
         click.echo(f"encours: error: {file.name}: nothing applied:", err=True)
-        for problem in refused.problems:
-            where = f"line {problem.index}: " if problem.index >= 0 else ""
-            click.echo(f"  {where}{problem.field}: {problem.message}", err=True)
+        for problem in refused:
+            where = f"line {problem.line}: " if problem.line is not None else ""
+            click.echo(f"  {where}{problem.field}: {problem}", err=True)
         sys.exit(1)
     click.echo(f"{file.name}: {report.summary()}")
     for number, ours, theirs in report.higher:
@@ -379,12 +381,13 @@ def apikey_group() -> None:
 def apikey_create(company_code: str, name: str, read_only: bool) -> None:
     """Create a key and print it: it is shown this once, only its hash is kept."""
     from kernel.db import unit_of_work
-    from ledger.api_keys import ApiKeyError, create_key
+    from kernel.user_error import UserError
+    from ledger.api_keys import create_key
 
     with unit_of_work(_sessions()) as session:
         try:
             _, key = create_key(session, company_code, name, read_only=read_only)
-        except ApiKeyError as error:
+        except UserError as error:
             raise CommandError(str(error)) from None
     click.echo(f"key {name!r} created for {company_code}{' (read-only)' if read_only else ''}; it is shown once:")
     click.echo(key)
@@ -396,12 +399,13 @@ def apikey_create(company_code: str, name: str, read_only: bool) -> None:
 def apikey_revoke(name: str, company_code: str) -> None:
     """Revoke a key: every request with it is refused from now on."""
     from kernel.db import unit_of_work
-    from ledger.api_keys import ApiKeyError, revoke_key
+    from kernel.user_error import UserError
+    from ledger.api_keys import revoke_key
 
     with unit_of_work(_sessions()) as session:
         try:
             revoke_key(session, company_code, name)
-        except ApiKeyError as error:
+        except UserError as error:
             raise CommandError(str(error)) from None
     click.echo(f"key {name!r} of {company_code} revoked")
 
@@ -500,7 +504,8 @@ def user_group() -> None:
 def user_create(email: str, role: str, companies: tuple[str, ...], password_stdin: bool) -> None:
     """Create a staff account; prints a generated password unless one is read from stdin."""
     from kernel.db import unit_of_work
-    from admin.staff_accounts import UserError, create_user, generate_password
+    from admin.staff_accounts import create_user, generate_password
+    from kernel.user_error import UserError
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else generate_password()
     with unit_of_work(_sessions()) as session:
@@ -527,7 +532,8 @@ def _staff_user(session: Any, email: str) -> Any:
 @click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")
 def user_reset_password(email: str, password_stdin: bool) -> None:
     """Give EMAIL a new password (printed, unless read from stdin); every session it had ends."""
-    from admin.staff_accounts import UserError, reset_password
+    from admin.staff_accounts import reset_password
+    from kernel.user_error import UserError
     from kernel.db import unit_of_work
 
     given = sys.stdin.readline().rstrip("\n") if password_stdin else None
@@ -544,7 +550,8 @@ def user_reset_password(email: str, password_stdin: bool) -> None:
 
 
 def _set_active(email: str, active: bool) -> None:
-    from admin.staff_accounts import UserError, set_active
+    from admin.staff_accounts import set_active
+    from kernel.user_error import UserError
     from kernel.db import unit_of_work
 
     with unit_of_work(_sessions()) as session:

@@ -9,13 +9,11 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from kernel.i18n import N_
+from kernel.user_error import UserError
 from ledger.day_totals import drift
 from ledger.models import Allocation, Invoice, InvoiceKind, InvoiceStatus, Payment
 from ledger.money import CurrencyError, Money
-
-
-class AllocationError(ValueError):
-    pass
 
 
 def settled_status(invoice: Invoice) -> str:
@@ -40,31 +38,33 @@ def allocate(
     """Apply `amount` (and a granted `discount`) of a payment or credit note to an invoice."""
     discount = discount or Money.zero(invoice.currency)
     if (payment is None) == (credit_note is None):
-        raise AllocationError("an allocation comes from exactly one payment or one credit note")
+        raise UserError(N_("an allocation comes from exactly one payment or one credit note"))
     if invoice.kind != InvoiceKind.invoice.value:
-        raise AllocationError(f"{invoice.number} is a credit note, not an invoice")
+        raise UserError(N_("%(number)s is a credit note, not an invoice"), number=invoice.number)
     for money in (amount, discount):
         if money.currency != invoice.currency:
-            raise CurrencyError(f"cannot settle a {invoice.currency} invoice with {money.currency}")
+            raise CurrencyError(N_("cannot settle a %(currency)s invoice with %(other)s"), currency=invoice.currency,
+                                other=money.currency)
     if amount.minor < 0 or discount.minor < 0 or amount.minor + discount.minor == 0:
-        raise AllocationError("an allocation settles a positive amount")
+        raise UserError(N_("an allocation settles a positive amount"))
     if amount.minor + discount.minor > invoice.open_minor:
-        raise AllocationError(
-            f"{invoice.number}: {(amount + discount)} exceeds the open {invoice.open}"
-        )
+        raise UserError(N_("%(number)s: %(amount)s exceeds the open %(open)s"), number=invoice.number,
+                        amount=amount + discount, open=invoice.open)
     if credit_note is not None:
         if credit_note.kind != InvoiceKind.credit_note.value:
-            raise AllocationError(f"{credit_note.number} is not a credit note")
+            raise UserError(N_("%(number)s is not a credit note"), number=credit_note.number)
         if credit_note.currency != invoice.currency:
-            raise CurrencyError(f"cannot apply a {credit_note.currency} credit note to a {invoice.currency} invoice")
+            raise CurrencyError(N_("cannot apply a %(other)s credit note to a %(currency)s invoice"),
+                                other=credit_note.currency, currency=invoice.currency)
         if credit_note.customer_id != invoice.customer_id:
-            raise AllocationError("a credit note settles invoices of its own customer only")
+            raise UserError(N_("a credit note settles invoices of its own customer only"))
         if amount.minor > credit_note.open_minor:
-            raise AllocationError(f"{credit_note.number} has only {credit_note.open} left")
+            raise UserError(N_("%(number)s has only %(open)s left"), number=credit_note.number, open=credit_note.open)
         credit_note.open_minor -= amount.minor
         credit_note.status = settled_status(credit_note)
     if payment is not None and payment.currency != invoice.currency:
-        raise CurrencyError(f"cannot apply a {payment.currency} payment to a {invoice.currency} invoice")
+        raise CurrencyError(N_("cannot apply a %(other)s payment to a %(currency)s invoice"),
+                            other=payment.currency, currency=invoice.currency)
     invoice.open_minor -= amount.minor + discount.minor
     invoice.status = settled_status(invoice)
     allocation = Allocation(

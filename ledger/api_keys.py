@@ -9,15 +9,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kernel.clock import clock
+from kernel.i18n import N_
+from kernel.user_error import UserError
 from ledger import audit
 from ledger.models import ApiKey, Company
 
 KEY_PREFIX = "enc_live_"
 MAX_NAME = 100
-
-
-class ApiKeyError(ValueError):
-    """A key cannot be created or revoked as asked; the message says why."""
 
 
 def key_hash(key: str) -> str:
@@ -29,12 +27,13 @@ def create_key(session: Session, company_code: str, name: str, *, read_only: boo
     """A new key for the company: the row, and the key itself (which nothing stores)."""
     name = name.strip()
     if not name or len(name) > MAX_NAME:
-        raise ApiKeyError(f"a key name has 1 to {MAX_NAME} characters")
+        raise UserError(N_("a key name has 1 to %(max)s characters"), max=MAX_NAME).at(field="name")
     company = session.scalar(select(Company).where(Company.code == company_code))
     if company is None:
-        raise ApiKeyError(f"unknown company {company_code!r}")
+        raise UserError(N_("unknown company %(code)s"), code=repr(company_code))
     if session.scalar(select(ApiKey.id).where(ApiKey.company_id == company.id, ApiKey.name == name)) is not None:
-        raise ApiKeyError(f"company {company.code} already has a key named {name!r}")
+        raise UserError(N_("company %(company)s already has a key named %(name)s"), company=company.code,
+                        name=repr(name)).at(field="name")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(company_id=company.id, name=name, key_hash=key_hash(key), prefix=key[: len(KEY_PREFIX) + 4],
                  read_only=read_only, created_at=clock.now(), created_by=created_by)
@@ -50,7 +49,8 @@ def revoke_key(session: Session, company_code: str, name: str, *, revoked_by: st
     row = session.scalar(select(ApiKey).join(Company, Company.id == ApiKey.company_id)
                          .where(Company.code == company_code, ApiKey.name == name))
     if row is None:
-        raise ApiKeyError(f"company {company_code!r} has no key named {name!r}")
+        raise UserError(N_("company %(company)s has no key named %(name)s"), company=repr(company_code),
+                        name=repr(name))
     if row.revoked_at is None:
         row.revoked_at = clock.now()
         audit.record(session, actor_type="user" if revoked_by else "system", actor=revoked_by or "cli",

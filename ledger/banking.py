@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import re
 import warnings
-from typing import Any
 
 from schwifty import BIC, IBAN, exceptions
 from schwifty.registry import get_iban_spec
 
 from kernel.i18n import N_
+from kernel.user_error import UserError
 
 # Overseas territories and Monaco bank under French BICs while their IBANs carry their own code.
 _SHARES_FR_BICS = frozenset({"FR", "MC", "GP", "MQ", "RE", "GF", "YT", "PM", "BL", "MF", "NC", "PF", "WF"})
@@ -20,13 +20,8 @@ _SPACES = re.compile(r"[\s\u00a0\u202f-]+")
 _ALPHANUMERIC = re.compile(r"^[A-Z0-9]*$")
 
 
-class BankDetailsError(ValueError):
-    """A bad IBAN or BIC: a translatable message id and the values that fill it."""
-
-    def __init__(self, message: str, values: dict[str, Any] | None = None) -> None:
-        self.message = message
-        self.values = values or {}
-        super().__init__(message % self.values if self.values else message)
+class BankDetailsError(UserError):
+    """A bad IBAN or BIC (callers catch it to say which account or field held it)."""
 
 
 def _compact(text: str) -> str:
@@ -42,7 +37,7 @@ def normalize_iban(text: str) -> str:
         raise BankDetailsError(N_("Enter an IBAN."))
     if not _ALPHANUMERIC.match(iban):
         raise BankDetailsError(N_("%(value)s is not an IBAN: it may only hold letters and digits."),
-                               {"value": iban})
+                               value=iban)
     country = iban[:2]
     try:
         spec = get_iban_spec(country)
@@ -50,11 +45,11 @@ def normalize_iban(text: str) -> str:
         spec = None
     if spec is None or spec.aspirational or not country.isalpha():
         raise BankDetailsError(N_("%(value)s is not an IBAN: %(country)s is not a country code that uses IBANs."),
-                               {"value": iban, "country": country})
+                               value=iban, country=country)
     if len(iban) != spec.iban_length:
         raise BankDetailsError(
             N_("%(value)s has %(length)s characters; an IBAN from %(country)s has %(expected)s."),
-            {"value": iban, "length": len(iban), "country": country, "expected": spec.iban_length})
+            value=iban, length=len(iban), country=country, expected=spec.iban_length)
     try:
         with warnings.catch_warnings():
             # A country without a known national check: the ISO check digits still apply.
@@ -62,12 +57,12 @@ def normalize_iban(text: str) -> str:
             IBAN(iban, validate_bban=True)
     except exceptions.InvalidStructure:
         raise BankDetailsError(N_("%(value)s does not have the layout of an IBAN from %(country)s."),
-                               {"value": iban, "country": country}) from None
+                               value=iban, country=country) from None
     except (exceptions.InvalidChecksumDigits, exceptions.InvalidBBANChecksum):
         raise BankDetailsError(N_("%(value)s is not a valid IBAN: its check digits do not match (a typo?)."),
-                               {"value": iban}) from None
+                               value=iban) from None
     except exceptions.SchwiftyException:
-        raise BankDetailsError(N_("%(value)s is not a valid IBAN."), {"value": iban}) from None
+        raise BankDetailsError(N_("%(value)s is not a valid IBAN."), value=iban) from None
     return iban
 
 
@@ -78,17 +73,17 @@ def normalize_bic(text: str, *, iban: str | None = None) -> str:
     if not bic:
         raise BankDetailsError(N_("Enter a BIC."))
     if len(bic) not in (8, 11) or not _ALPHANUMERIC.match(bic):
-        raise BankDetailsError(N_("%(value)s is not a BIC (8 or 11 letters and digits)."), {"value": bic})
+        raise BankDetailsError(N_("%(value)s is not a BIC (8 or 11 letters and digits)."), value=bic)
     try:
         BIC(bic)
     except exceptions.InvalidCountryCode:
         raise BankDetailsError(N_("%(value)s is not a BIC: %(country)s is not a country code."),
-                               {"value": bic, "country": bic[4:6]}) from None
+                               value=bic, country=bic[4:6]) from None
     except exceptions.SchwiftyException:
-        raise BankDetailsError(N_("%(value)s is not a BIC (8 or 11 letters and digits)."), {"value": bic}) from None
+        raise BankDetailsError(N_("%(value)s is not a BIC (8 or 11 letters and digits)."), value=bic) from None
     if iban and not _same_country(bic[4:6], iban[:2]):
         raise BankDetailsError(N_("The BIC's country %(bic)s differs from the IBAN's %(iban)s."),
-                               {"bic": bic[4:6], "iban": iban[:2]})
+                               bic=bic[4:6], iban=iban[:2])
     return bic
 
 

@@ -4,7 +4,7 @@ The whole file is parsed and checked against the database before anything is wri
 either every line is good and all of it is applied, or nothing is and every bad line is
 reported with its number (as a spreadsheet counts them: the header is line 1).
 
-Each reason is a message id with named values (`Reason`), so the back-office shows it in the
+Each reason is a `kernel.user_error.UserError` (a message id with named values), so the back-office shows it in the
 staff member's language; the command line prints it in English (`str`).
 """
 
@@ -20,13 +20,13 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
-from babel.numbers import format_decimal
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, selectinload
 
 from kernel import i18n
 from kernel.clock import clock
 from kernel.i18n import N_
+from kernel.user_error import Count, UserError, joined
 from ledger import audit
 from ledger.allocation import settled_status
 from ledger.models import AuditEvent, Company, Contact, Customer, Invoice, InvoiceKind, InvoiceStatus
@@ -65,42 +65,33 @@ _ACTOR = "import"
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Reason:
-    """Why a line is bad: an English message id and its named values.
+class _FileAmount(Money):
+    """An amount in a reason: in the reader's format, except English, which is also the command
+    line's, which has always printed "69.99 EUR"."""
+
+    def localized(self, language: str) -> str:
+        return str(self) if language == "en" else i18n.format_money(self, language)
+
+
+def _reason(message: str, values: Mapping[str, Any] | None = None) -> UserError:
+    """Why a line is bad: a UserError whose values show as the imports always showed them.
 
     Values are shown as given, except: an int (a count) with the language's digit grouping, an
     amount in the language's format, a tuple of reasons joined by "; ". Identifiers (line
     numbers, references) are passed as text; a value from the file as `_quoted` text."""
-
-    message: str
-    values: Mapping[str, Any] = field(default_factory=dict)
-
-    def render(self, language: str) -> str:
-        values = {name: _shown(value, language) for name, value in self.values.items()}
-        return i18n.gettext(language, self.message, **values)
-
-    def __str__(self) -> str:
-        return self.render("en")
+    return UserError(message, **{name: _as_shown(value) for name, value in (values or {}).items()})
 
 
-# Between the reasons of one line (French puts a space before the semicolon).
-REASONS_SEPARATOR = N_("; ")
-
-
-def _joined(reasons: Iterable[Reason], language: str) -> str:
-    return i18n.gettext(language, REASONS_SEPARATOR).join(reason.render(language) for reason in reasons)
-
-
-def _shown(value: Any, language: str) -> Any:
-    if isinstance(value, tuple):
-        return _joined(value, language)
-    if isinstance(value, Money):
-        # English is also the command line's, which has always printed "69.99 EUR".
-        return str(value) if language == "en" else i18n.format_money(value, language)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return format_decimal(value, locale=i18n.FORMAT_LOCALES[i18n.normalize(language)])
+def _as_shown(value: Any) -> Any:
+    if isinstance(value, Money) and not isinstance(value, _FileAmount):
+        return _FileAmount(value.minor, value.currency)
+    if isinstance(value, int) and not isinstance(value, (bool, Count)):
+        return Count(value)
     return value
+
+
+def _joined(reasons: Iterable[UserError], language: str) -> str:
+    return joined(reasons, language)
 
 
 def _quoted(value: str) -> str:
@@ -114,10 +105,10 @@ class LineError:
 
     line: int
     message: str
-    reasons: tuple[Reason, ...] = ()
+    reasons: tuple[UserError, ...] = ()
 
     @classmethod
-    def of(cls, line: int, reasons: Sequence[Reason]) -> LineError:
+    def of(cls, line: int, reasons: Sequence[UserError]) -> LineError:
         return cls(line, _joined(reasons, "en"), tuple(reasons))
 
     def render(self, language: str) -> str:
@@ -248,12 +239,12 @@ class _Row:
 class _Problems:
     """Reasons per line; one LineError per bad line, its reasons joined."""
 
-    by_line: dict[int, list[Reason]] = field(default_factory=dict)
+    by_line: dict[int, list[UserError]] = field(default_factory=dict)
 
     def add(self, line: int, message: str, /, **values: Any) -> None:
-        self.add_reason(line, Reason(message, values))
+        self.add_reason(line, _reason(message, values))
 
-    def add_reason(self, line: int, reason: Reason) -> None:
+    def add_reason(self, line: int, reason: UserError) -> None:
         self.by_line.setdefault(line, []).append(reason)
 
     def __bool__(self) -> bool:
@@ -270,7 +261,7 @@ class _Problems:
 
 
 def _fail(line: int, message: str, /, **values: Any) -> ImportFailed:
-    return ImportFailed([LineError.of(line, [Reason(message, values)])])
+    return ImportFailed([LineError.of(line, [_reason(message, values)])])
 
 
 def _decode(raw: bytes) -> str:
@@ -356,18 +347,18 @@ def _control_character(value: str) -> str | None:
 
 def _check_header(required: tuple[str, ...], optional: tuple[str, ...], header: list[str]) -> list[str]:
     columns = [name.strip().lower() for name in header]
-    problems: list[Reason] = []
+    problems: list[UserError] = []
     for position, name in enumerate(columns, start=1):
         if not name:
-            problems.append(Reason(N_("column %(position)s has no name"), {"position": position}))
+            problems.append(_reason(N_("column %(position)s has no name"), {"position": position}))
         elif name not in required and name not in optional:
-            problems.append(Reason(N_("unknown column %(column)s"), {"column": _quoted(name)}))
+            problems.append(_reason(N_("unknown column %(column)s"), {"column": _quoted(name)}))
     duplicated = sorted({name for name in columns if name and columns.count(name) > 1})
     if duplicated:
-        problems.append(Reason(N_("duplicated column(s) %(columns)s"), {"columns": ", ".join(duplicated)}))
+        problems.append(_reason(N_("duplicated column(s) %(columns)s"), {"columns": ", ".join(duplicated)}))
     missing = [name for name in required if name not in columns]
     if missing:
-        problems.append(Reason(N_("missing column(s) %(columns)s"), {"columns": ", ".join(missing)}))
+        problems.append(_reason(N_("missing column(s) %(columns)s"), {"columns": ", ".join(missing)}))
     if problems:
         raise _fail(1, N_("%(problems)s (expected %(columns)s)"), problems=tuple(problems),
                     columns=",".join(required + optional))
@@ -379,7 +370,7 @@ def _check_header(required: tuple[str, ...], optional: tuple[str, ...], header: 
 
 class _Bad(ValueError):
     def __init__(self, message: str, /, **values: Any) -> None:
-        self.reason = Reason(message, values)
+        self.reason = _reason(message, values)
         super().__init__(str(self.reason))
 
 
@@ -672,7 +663,7 @@ def _parse_amount(row: _Row, currency: str) -> int:
         minor = Money.parse(text, currency).minor
     except AmountError as error:
         # Money.parse refuses a number with more decimals than the currency has, or no number.
-        if "decimals" in str(error):
+        if "places" in error.values:
             raise _Bad(N_("%(value)s has more than %(places)s decimals for %(currency)s"), value=_quoted(text),
                        places=decimals(currency), currency=currency, column=column) from None
         raise _Bad(N_("%(value)s is not an amount"), value=_quoted(text), column=column) from None
@@ -827,23 +818,23 @@ def _by_kind(kind: str, invoice: str, credit_note: str) -> str:
     return credit_note if kind == InvoiceKind.credit_note.value else invoice
 
 
-def _conflict(p: _InvoiceLine, invoice: Invoice, customer_ref: str) -> Reason | None:
+def _conflict(p: _InvoiceLine, invoice: Invoice, customer_ref: str) -> UserError | None:
     """Why this line cannot update the existing invoice with its number, if it cannot."""
     kind = invoice.kind
     if customer_ref != p.customer_ref:
-        return Reason(_by_kind(kind, N_("invoice %(number)s already exists for customer %(ref)s"),
+        return _reason(_by_kind(kind, N_("invoice %(number)s already exists for customer %(ref)s"),
                                N_("credit note %(number)s already exists for customer %(ref)s")),
                       {"number": p.number, "ref": customer_ref})
     if kind != p.kind:
-        return Reason(_by_kind(kind, N_("%(number)s already exists as an invoice, not a credit note"),
+        return _reason(_by_kind(kind, N_("%(number)s already exists as an invoice, not a credit note"),
                                N_("%(number)s already exists as a credit note, not an invoice")), {"number": p.number})
     if invoice.currency != p.currency:
-        return Reason(_by_kind(kind, N_("invoice %(number)s already exists in %(currency)s"),
+        return _reason(_by_kind(kind, N_("invoice %(number)s already exists in %(currency)s"),
                                N_("credit note %(number)s already exists in %(currency)s")),
                       {"number": p.number, "currency": invoice.currency})
     settled = invoice.total_minor - invoice.open_minor
     if p.total_minor < settled:
-        return Reason(_by_kind(kind, N_("amount %(amount)s is below the %(settled)s already settled on invoice "
+        return _reason(_by_kind(kind, N_("amount %(amount)s is below the %(settled)s already settled on invoice "
                                         "%(number)s"),
                                N_("amount %(amount)s is below the %(settled)s already settled on credit note "
                                   "%(number)s")),

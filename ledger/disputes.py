@@ -10,15 +10,18 @@ import re
 import unicodedata
 from datetime import date, timedelta
 from pathlib import PurePath
-from typing import Any, Callable
+from typing import Annotated, Any, Callable, Literal
 
+from pydantic import BeforeValidator, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kernel.files import MAX_UPLOAD_BYTES, Upload
 
 from kernel.clock import clock
+from kernel.forms import Form
 from kernel.i18n import N_
+from kernel.user_error import UserError
 from ledger import audit
 from ledger.allocation import allocate, settled_status
 from ledger.models import (
@@ -41,6 +44,7 @@ from ledger.storage import FileStorage
 MAX_FILES = 5
 MAX_FILE_BYTES = MAX_UPLOAD_BYTES
 MAX_MESSAGE_CHARS = 5000
+MAX_FORM_INVOICES = 1000
 
 # (code, French, English): the list a company starts with, and may edit.
 DEFAULT_REASONS = (
@@ -61,8 +65,27 @@ FILE_TYPES = {
 }
 
 
-class DisputeError(ValueError):
-    """Bad input from a debtor or a collector; the message says what is wrong."""
+class CaseForm(Form):
+    """A debtor's new dispute or question as the portal posts it, typed; `open_case` judges it."""
+
+    kind: Literal["dispute", "question"] = "dispute"
+    invoice_ids: list[int] = Field(default_factory=list, max_length=MAX_FORM_INVOICES)
+    reason_code: str | None = Field(default=None, max_length=40)
+    message: str = Field(default="", max_length=MAX_MESSAGE_CHARS + 1)  # one more: the service says "too long"
+
+
+def _promised_day(value: object) -> date:
+    try:
+        return date.fromisoformat(str(value or "").strip())
+    except ValueError:
+        raise UserError(N_("Choose the date you will pay.")) from None
+
+
+class PromiseForm(Form):
+    """A debtor's promise to pay as the portal posts it, typed; `make_promise` judges it."""
+
+    invoice_ids: list[int] = Field(default_factory=list, max_length=MAX_FORM_INVOICES)
+    promised_for: Annotated[date, BeforeValidator(_promised_day)]
 
 
 def ensure_default_reasons(session: Session, company: Company) -> list[DisputeReason]:
@@ -81,15 +104,6 @@ def ensure_default_reasons(session: Session, company: Company) -> list[DisputeRe
 
 MAX_REASON_LABEL = 200
 _CODE_CHARS = re.compile(r"[^a-z0-9]+")
-
-
-class ReasonRejected(ValueError):
-    """A change to the reason list that cannot be made: a message id and the values that fill it."""
-
-    def __init__(self, message: str, values: dict[str, Any] | None = None) -> None:
-        self.message = message
-        self.values = values or {}
-        super().__init__(message % self.values if self.values else message)
 
 
 def all_reasons(session: Session, company_id: int) -> list[DisputeReason]:
@@ -116,15 +130,15 @@ def _checked_labels(reasons: list[DisputeReason], label_fr: str, label_en: str,
     labels = (label_fr.strip(), label_en.strip())
     for label in labels:
         if not label or len(label) > MAX_REASON_LABEL:
-            raise ReasonRejected(N_("Enter each label with 1 to %(max)s characters."), {"max": MAX_REASON_LABEL})
+            raise UserError(N_("Enter each label with 1 to %(max)s characters."), max=MAX_REASON_LABEL)
         if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in label):
-            raise ReasonRejected(N_("A label cannot hold a line break or another control character."))
+            raise UserError(N_("A label cannot hold a line break or another control character."))
     for other in reasons:
         if other is renaming:
             continue
         for label in labels:
             if label.casefold() in (other.label_fr.casefold(), other.label_en.casefold()):
-                raise ReasonRejected(N_("A reason is already called %(label)s."), {"label": label})
+                raise UserError(N_("A reason is already called %(label)s."), label=label)
     return labels
 
 
@@ -188,7 +202,7 @@ def move_reason(session: Session, company: Company, reason: DisputeReason, *, of
 
 def _keep_one_active(session: Session, company: Company, reason: DisputeReason) -> None:
     if reason.active and sum(r.active for r in all_reasons(session, company.id)) <= 1:
-        raise ReasonRejected(N_("Keep at least one active reason: debtors must be able to choose one."))
+        raise UserError(N_("Keep at least one active reason: debtors must be able to choose one."))
 
 
 def set_reason_active(session: Session, company: Company, reason: DisputeReason, *, active: bool,
@@ -235,21 +249,23 @@ def sniff_type(upload: Upload) -> str:
     for content_type, (magic, suffixes) in FILE_TYPES.items():
         if upload.content.startswith(magic):
             if suffix not in suffixes:
-                raise DisputeError(f"{upload.filename}: its content is {content_type}, not what its name says")
+                raise UserError(N_("%(name)s: its content does not match its name."), name=upload.filename)
             return content_type
-    raise DisputeError(f"{upload.filename}: only PDF, PNG and JPEG files are accepted")
+    raise UserError(N_("%(name)s: only PDF, PNG and JPEG files are accepted."), name=upload.filename)
 
 
 def check_uploads(uploads: list[Upload]) -> list[tuple[Upload, str]]:
     uploads = [u for u in uploads if u.filename or u.content]
     if len(uploads) > MAX_FILES:
-        raise DisputeError(f"at most {MAX_FILES} files, {len(uploads)} given")
+        raise UserError(N_("You can attach at most %(max)s files (%(count)s chosen)."), max=MAX_FILES,
+                        count=len(uploads))
     checked = []
     for upload in uploads:
         if not upload.content:
-            raise DisputeError(f"{upload.filename}: the file is empty")
+            raise UserError(N_("%(name)s is empty."), name=upload.filename)
         if len(upload.content) > MAX_FILE_BYTES:
-            raise DisputeError(f"{upload.filename}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MB")
+            raise UserError(N_("%(name)s is larger than %(size)s MB."), name=upload.filename,
+                            size=MAX_FILE_BYTES // (1024 * 1024))
         checked.append((upload, sniff_type(upload)))
     return checked
 
@@ -257,15 +273,15 @@ def check_uploads(uploads: list[Upload]) -> list[tuple[Upload, str]]:
 def _clean_message(text: str) -> str:
     body = (text or "").strip()
     if not body:
-        raise DisputeError("the message is empty")
+        raise UserError(N_("Please write a message.")).at(field="message")
     if len(body) > MAX_MESSAGE_CHARS:
-        raise DisputeError(f"the message is longer than {MAX_MESSAGE_CHARS} characters")
+        raise UserError(N_("The message is longer than %(max)s characters."), max=MAX_MESSAGE_CHARS).at(field="message")
     return body
 
 
 def _customer_invoices(session: Session, customer: Customer, invoice_ids: list[int]) -> list[Invoice]:
     if not invoice_ids:
-        raise DisputeError("choose at least one invoice")
+        raise UserError(N_("Choose at least one invoice.")).at(field="invoice")
     invoices = list(
         session.scalars(
             select(Invoice).where(
@@ -276,7 +292,7 @@ def _customer_invoices(session: Session, customer: Customer, invoice_ids: list[i
         )
     )
     if len(invoices) != len(set(invoice_ids)):
-        raise DisputeError("unknown invoice")  # never says whether it exists for someone else
+        raise UserError(N_("One of the chosen invoices is not on your account.")).at(field="invoice")  # never says whether it exists for someone else
     return sorted(invoices, key=lambda i: i.id)
 
 
@@ -315,18 +331,18 @@ def open_case(
 ) -> Dispute:
     """A dispute (takes the invoices out of the amount due and reminders) or a question (changes nothing)."""
     if kind not in ("dispute", "question"):
-        raise DisputeError(f"unknown kind {kind!r}")
+        raise UserError(N_("unknown kind %(kind)s"), kind=repr(kind))
     invoices = _customer_invoices(session, customer, invoice_ids)
     body = _clean_message(message)
     reason = None
     if kind == "dispute":
         reason = next((r for r in active_reasons(session, customer.company_id) if r.code == reason_code), None)
         if reason is None:
-            raise DisputeError(f"unknown reason {reason_code!r}")
+            raise UserError(N_("Choose a reason from the list.")).at(field="reason")
         already = open_cases_for(session, [i.id for i in invoices])
         if already:
             numbers = ", ".join(sorted(i.number for d in already for i in d.invoices if i in invoices))
-            raise DisputeError(f"already disputed: {numbers}")
+            raise UserError(N_("Already under dispute: %(numbers)s."), numbers=numbers)
     checked = check_uploads(list(uploads))
     dispute = Dispute(customer_id=customer.id, contact_id=contact.id if contact else None, kind=kind,
                       reason_id=reason.id if reason else None, invoices=invoices,
@@ -359,9 +375,9 @@ def add_message(
     uploads: list[Upload] = (),  # type: ignore[assignment]
 ) -> DisputeMessage:
     if (contact is None) == (user is None):
-        raise DisputeError("a message has one author")
+        raise UserError(N_("a message has one author"))
     if internal and user is None:
-        raise DisputeError("only staff write internal notes")
+        raise UserError(N_("only staff write internal notes"))
     text = _clean_message(body)
     checked = check_uploads(list(uploads))
     message = DisputeMessage(dispute=dispute, author_type="user" if user else "contact",
@@ -394,16 +410,16 @@ def accept(
     """Accept the dispute; with a credit (whole open amount when `credit_minor` is None on a
     one-invoice case) a credit note is issued and allocated to the invoice, the rest stays due."""
     if dispute.status != "open" or dispute.kind != "dispute":
-        raise DisputeError("this case is not an open dispute")
+        raise UserError(N_("This case is not an open dispute."))
     message = _clean_message(note)
     credit_note = None
     if credit_minor != 0:
         if len(dispute.invoices) != 1:
-            raise DisputeError("a credit note settles one invoice: accept without credit, or one invoice per case")
+            raise UserError(N_("A credit note settles one invoice: accept without a credit, or open one case per invoice."))
         invoice = dispute.invoices[0]
         amount = invoice.open_minor if credit_minor is None else credit_minor
         if amount <= 0 or amount > invoice.open_minor:
-            raise DisputeError(f"the credit must be between 0 and {invoice.open} ")
+            raise UserError(N_("The credit must be more than zero and at most the open amount.")).at(field="credit")
         today = clock.today(invoice.company.timezone)
         number = credit_number or _next_credit_number(session, invoice)
         credit_note = Invoice(company_id=invoice.company_id, customer_id=invoice.customer_id,
@@ -420,13 +436,13 @@ def accept(
 def reject(session: Session, dispute: Dispute, *, user: User, message: str) -> None:
     """The invoices return to the amount due and to the reminder flow."""
     if dispute.status != "open" or dispute.kind != "dispute":
-        raise DisputeError("this case is not an open dispute")
+        raise UserError(N_("This case is not an open dispute."))
     _close(session, dispute, "rejected", user, _clean_message(message))
 
 
 def close_question(session: Session, dispute: Dispute, *, user: User) -> None:
     if dispute.status != "open" or dispute.kind != "question":
-        raise DisputeError("this case is not an open question")
+        raise UserError(N_("This case is not an open question."))
     dispute.status = "closed"
     dispute.closed_at = clock.now()
     audit.record(session, actor_type="user", actor=user.email, action="question.closed", entity_type="dispute",
@@ -469,19 +485,20 @@ def make_promise(
     company = customer.company
     today = clock.today(company.timezone)
     if promised_for < today:
-        raise DisputeError("the promised date is in the past")
+        raise UserError(N_("The date is in the past.")).at(field="promised_for")
     if promised_for > today + timedelta(days=company.promise_horizon_days):
-        raise DisputeError(f"the promised date is more than {company.promise_horizon_days} days away")
+        raise UserError(N_("The date must be within %(days)s days."), days=company.promise_horizon_days).at(
+            field="promised_for")
     invoices = _customer_invoices(session, customer, invoice_ids)
     unpayable = [i.number for i in invoices if i.open_minor == 0 or i.status == InvoiceStatus.void.value]
     if unpayable:
-        raise DisputeError(f"nothing left to pay on {', '.join(unpayable)}")
+        raise UserError(N_("Nothing is left to pay on %(numbers)s."), numbers=", ".join(unpayable))
     currencies = {i.currency for i in invoices}
     if len(currencies) > 1:
-        raise DisputeError("a promise covers invoices of one currency")
+        raise UserError(N_("A promise covers invoices in one currency."))
     pending = pending_promises_for(session, [i.id for i in invoices])
     if pending:
-        raise DisputeError("a promise is already pending for " + ", ".join(
+        raise UserError(N_("A promise is already pending for %(numbers)s."), numbers=", ".join(
             sorted({i.number for p in pending for i in p.invoices if i in invoices})))
     promise = PromiseToPay(customer_id=customer.id, contact_id=contact.id if contact else None,
                            promised_for=promised_for, currency=currencies.pop(),

@@ -19,8 +19,9 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from kernel.i18n import N_
+from kernel.user_error import UserError, UserErrors
 from ledger import audit
-from ledger.csv_import import ImportFailed, read_table
+from ledger.csv_import import ImportFailed, LineError, read_table
 from ledger.models import FxRate
 from ledger.money import CurrencyError, Money, check_currency, decimals
 
@@ -30,26 +31,11 @@ _RATE = re.compile(r"^\d{1,12}(?:[.,]\d{1,12})?$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
-class FxError(ValueError):
-    """A message id (translated where shown) with its values."""
-
-    def __init__(self, message: str, **values: Any) -> None:
-        super().__init__(message % values if values else message)
-        self.message = message
-        self.values = values
-
-
-@dataclass(frozen=True)
-class LineProblem:
-    line: int
-    reasons: list[FxError]
-
-
 class FxImportFailed(Exception):
     """Nothing was written. Either the file could not be read (`unreadable`, from the shared CSV
     reader, in English like the other imports), or these lines are bad (`lines`)."""
 
-    def __init__(self, lines: list[LineProblem] | None = None, unreadable: ImportFailed | None = None) -> None:
+    def __init__(self, lines: list[LineError] | None = None, unreadable: ImportFailed | None = None) -> None:
         self.lines = lines or []
         self.unreadable = unreadable
         super().__init__(str(unreadable) if unreadable else f"{len(self.lines)} bad line(s)")
@@ -90,37 +76,37 @@ class Conversion:
 def parse_currency(text: str, column: str) -> str:
     value = (text or "").strip()
     if not value:
-        raise FxError(N_("%(column)s is empty"), column=column)
+        raise UserError(N_("%(column)s is empty"), column=column).at(field=column)
     try:
         return check_currency(value)
     except CurrencyError:
-        raise FxError(N_("%(column)s %(value)s is not a currency code (ISO 4217, e.g. EUR)"),
-                      column=column, value=value) from None
+        raise UserError(N_("%(column)s %(value)s is not a currency code (ISO 4217, e.g. EUR)"),
+                        column=column, value=value).at(field=column) from None
 
 
 def parse_rate(text: str) -> Decimal:
     """A positive decimal with '.' or ',' and at most 12 digits on each side; never a float."""
     value = (text or "").strip().replace(" ", "").replace("\u00a0", "")
     if not value:
-        raise FxError(N_("rate is empty"))
+        raise UserError(N_("rate is empty")).at(field="rate")
     if not _RATE.match(value):
-        raise FxError(N_("rate %(value)s is not a decimal number such as 1.0842"), value=value)
+        raise UserError(N_("rate %(value)s is not a decimal number such as 1.0842"), value=value).at(field="rate")
     rate = Decimal(value.replace(",", "."))
     if rate <= 0:
-        raise FxError(N_("rate %(value)s must be more than zero"), value=value)
+        raise UserError(N_("rate %(value)s must be more than zero"), value=value).at(field="rate")
     return rate
 
 
 def parse_day(text: str) -> date:
     value = (text or "").strip()
     if not value:
-        raise FxError(N_("date is empty"))
+        raise UserError(N_("date is empty")).at(field="valid_on")
     if _ISO_DATE.match(value):
         try:
             return date.fromisoformat(value)
         except ValueError:
             pass
-    raise FxError(N_("date %(value)s is not a date (expected YYYY-MM-DD)"), value=value)
+    raise UserError(N_("date %(value)s is not a date (expected YYYY-MM-DD)"), value=value).at(field="valid_on")
 
 
 def rate_text(rate: Decimal) -> str:
@@ -129,26 +115,21 @@ def rate_text(rate: Decimal) -> str:
 
 
 def _pair(base_text: str, quote_text: str) -> tuple[str, str]:
-    problems: list[FxError] = []
+    problems: list[UserError] = []
     base = quote = ""
     try:
         base = parse_currency(base_text, "base")
-    except FxError as error:
+    except UserError as error:
         problems.append(error)
     try:
         quote = parse_currency(quote_text, "quote")
-    except FxError as error:
+    except UserError as error:
         problems.append(error)
     if problems:
-        raise _Many(problems)
+        raise UserErrors(problems)
     if base == quote:
-        raise FxError(N_("base and quote are both %(currency)s"), currency=base)
+        raise UserError(N_("base and quote are both %(currency)s"), currency=base).at(field="quote")
     return base, quote
-
-
-class _Many(ValueError):
-    def __init__(self, problems: list[FxError]) -> None:
-        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -160,23 +141,23 @@ class _Wanted:
     rate: Decimal
 
 
-def _parse_line(line: int, base: str, quote: str, day: str, rate: str) -> tuple[_Wanted | None, list[FxError]]:
-    problems: list[FxError] = []
+def _parse_line(line: int, base: str, quote: str, day: str, rate: str) -> tuple[_Wanted | None, list[UserError]]:
+    problems: list[UserError] = []
     valid_on = parsed_rate = None
     pair: tuple[str, str] | None = None
     try:
         valid_on = parse_day(day)
-    except FxError as error:
+    except UserError as error:
         problems.append(error)
     try:
         pair = _pair(base, quote)
-    except _Many as many:
-        problems.extend(many.problems)
-    except FxError as error:
+    except UserErrors as many:
+        problems.extend(many)
+    except UserError as error:
         problems.append(error)
     try:
         parsed_rate = parse_rate(rate)
-    except FxError as error:
+    except UserError as error:
         problems.append(error)
     if problems or pair is None or valid_on is None or parsed_rate is None:
         return None, problems
@@ -216,17 +197,11 @@ def _find(session: Session, base: str, quote: str, valid_on: date) -> FxRate | N
 
 
 def set_rate(session: Session, *, base: str, quote: str, valid_on: str, rate: str, actor: str) -> str:
-    """Add (or correct) one rate from a form's text; FxError (or several, in `FxFormError`) otherwise."""
+    """Add (or correct) one rate from a form's text; UserErrors naming every bad field otherwise."""
     wanted, problems = _parse_line(0, base, quote, valid_on, rate)
     if wanted is None:
-        raise FxFormError(problems)
+        raise UserErrors(problems)
     return _apply(session, wanted, _find(session, wanted.base, wanted.quote, wanted.valid_on), actor)
-
-
-class FxFormError(ValueError):
-    def __init__(self, problems: list[FxError]) -> None:
-        super().__init__("; ".join(str(p) for p in problems))
-        self.problems = problems
 
 
 def import_rates(session: Session, raw: bytes, *, actor: str) -> FxImportReport:
@@ -236,8 +211,8 @@ def import_rates(session: Session, raw: bytes, *, actor: str) -> FxImportReport:
         rows, reader_problems = read_table(raw, COLUMNS)
     except ImportFailed as failed:
         raise FxImportFailed(unreadable=failed) from None
-    problems: dict[int, list[FxError]] = {
-        line: [FxError(N_("expected 4 values (date, base, quote, rate), found another number"))]
+    problems: dict[int, list[UserError]] = {
+        line: [UserError(N_("expected 4 values (date, base, quote, rate), found another number"))]
         for line in reader_problems.by_line
     }
     wanted: dict[tuple[str, str, date], _Wanted] = {}
@@ -249,13 +224,13 @@ def import_rates(session: Session, raw: bytes, *, actor: str) -> FxImportReport:
         key = (parsed.base, parsed.quote, parsed.valid_on)
         earlier = wanted.get(key)
         if earlier is not None and earlier.rate != parsed.rate:
-            problems.setdefault(row.line, []).append(FxError(
+            problems.setdefault(row.line, []).append(UserError(
                 N_("%(pair)s on %(day)s is already on line %(line)s with another rate"),
                 pair=f"{parsed.base}/{parsed.quote}", day=parsed.valid_on.isoformat(), line=earlier.line))
             continue
         wanted.setdefault(key, parsed)
     if problems:
-        raise FxImportFailed(lines=[LineProblem(line, reasons) for line, reasons in sorted(problems.items())])
+        raise FxImportFailed(lines=[LineError.of(line, reasons) for line, reasons in sorted(problems.items())])
     existing = _existing(session, list(wanted))
     report = FxImportReport()
     for key, line in wanted.items():
@@ -287,7 +262,7 @@ def convert(amount: Money, rate: Rate, *, inverse: bool = False) -> Money:
     rounded half up to that currency's minor units."""
     source, target = (rate.quote, rate.base) if inverse else (rate.base, rate.quote)
     if amount.currency != source:
-        raise CurrencyError(f"{amount.currency} is not {source}")
+        raise CurrencyError(N_("%(currency)s is not %(other)s"), currency=amount.currency, other=source)
     with localcontext() as context:
         context.prec = 60
         value = amount.to_decimal()

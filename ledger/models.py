@@ -86,7 +86,7 @@ class InvoiceStatus(str, enum.Enum):
     void = "void"
 
 
-class PaymentStatus(str, enum.Enum):
+class PaymentStatus(enum.StrEnum):
     pending = "pending"
     processing = "processing"
     succeeded = "succeeded"
@@ -96,10 +96,27 @@ class PaymentStatus(str, enum.Enum):
     cancelled = "cancelled"  # a payment staff recorded by hand, then took back (payments.manual)
 
 
-# Card and the transfers come through providers or the bank statement; the last four are
-# recorded by staff (a cheque, a bill of exchange (LCR), cash, a set-off against what we owe).
-PAYMENT_METHODS = ("card", "instant_transfer", "direct_debit", "bank_transfer", "cheque", "bill_of_exchange", "cash",
-                   "set_off")
+class PaymentMethod(enum.StrEnum):
+    """How money came in; the value is what `payments.method` stores."""
+
+    card = "card"
+    instant_transfer = "instant_transfer"
+    direct_debit = "direct_debit"
+    bank_transfer = "bank_transfer"
+    # Recorded by staff: a cheque, a bill of exchange (LCR), cash, a set-off against what we owe.
+    cheque = "cheque"
+    bill_of_exchange = "bill_of_exchange"
+    cash = "cash"
+    set_off = "set_off"
+
+
+# What a debtor may be offered, in the order the portal lists them (each through a provider,
+# or the bank statement for a transfer).
+DEBTOR_METHODS = (PaymentMethod.card, PaymentMethod.instant_transfer, PaymentMethod.direct_debit,
+                  PaymentMethod.bank_transfer)
+# What staff record by hand, in the order the payment form lists them.
+STAFF_METHODS = (PaymentMethod.cheque, PaymentMethod.bill_of_exchange, PaymentMethod.cash, PaymentMethod.set_off,
+                 PaymentMethod.bank_transfer)
 
 
 class Role(str, enum.Enum):
@@ -341,7 +358,7 @@ class Payment(Base):
             "status IN ('pending','processing','succeeded','failed','refunded','charged_back','cancelled')",
             name="status",
         ),
-        CheckConstraint(f"method IN ({', '.join(repr(m) for m in PAYMENT_METHODS)})", name="method"),
+        CheckConstraint(f"method IN ({', '.join(repr(m.value) for m in PaymentMethod)})", name="method"),
         # Cash collected by day and method (dashboard), without reading the table itself.
         Index("ix_payments_received", "status", "received_on", "currency", "method", "amount_minor", "customer_id"),
     )

@@ -8,13 +8,16 @@ from functools import lru_cache
 
 from babel.numbers import format_currency, get_currency_precision, is_currency
 
+from kernel.i18n import N_, format_money
+from kernel.user_error import UserError
 
-class CurrencyError(ValueError):
-    pass
+
+class CurrencyError(UserError):
+    """A currency code that is not one (callers catch it to say which field held it)."""
 
 
-class AmountError(ValueError):
-    pass
+class AmountError(UserError):
+    """Text that is not an amount in the currency (callers catch it to say which field held it)."""
 
 
 @lru_cache(maxsize=512)
@@ -22,7 +25,7 @@ def check_currency(code: str) -> str:
     """The upper-cased ISO 4217 code, or CurrencyError naming it."""
     normalized = (code or "").strip().upper()
     if len(normalized) != 3 or not normalized.isalpha() or not is_currency(normalized):
-        raise CurrencyError(f"unknown currency {code!r}")
+        raise CurrencyError(N_("unknown currency %(value)s"), value=repr(code))
     return normalized
 
 
@@ -55,7 +58,7 @@ class Money:
         currency = check_currency(currency)
         raw = (text or "").strip().replace("\u00a0", "").replace("\u202f", "").replace(" ", "")
         if not raw:
-            raise AmountError("amount is empty")
+            raise AmountError(N_("amount is empty"))
         if "," in raw and "." in raw:
             # The last separator is the decimal one; the other groups thousands.
             if raw.rfind(",") > raw.rfind("."):
@@ -67,13 +70,14 @@ class Money:
         try:
             value = Decimal(raw)
         except InvalidOperation:
-            raise AmountError(f"{text!r} is not an amount") from None
+            raise AmountError(N_("%(value)s is not an amount"), value=repr(text)) from None
         if not value.is_finite():
-            raise AmountError(f"{text!r} is not an amount")
+            raise AmountError(N_("%(value)s is not an amount"), value=repr(text))
         places = decimals(currency)
         scaled = value.scaleb(places)
         if scaled != scaled.to_integral_value():
-            raise AmountError(f"{text!r} has more than {places} decimals for {currency}")
+            raise AmountError(N_("%(value)s has more than %(places)s decimals for %(currency)s"), value=repr(text),
+                              places=places, currency=currency)
         return cls(int(scaled), currency)
 
     def to_decimal(self) -> Decimal:
@@ -86,7 +90,8 @@ class Money:
         if not isinstance(other, Money):
             raise TypeError(f"cannot combine Money with {type(other).__name__}")
         if other.currency != self.currency:
-            raise CurrencyError(f"cannot combine {self.currency} with {other.currency}")
+            raise CurrencyError(N_("cannot combine %(currency)s with %(other)s"), currency=self.currency,
+                                other=other.currency)
 
     def __add__(self, other: "Money") -> "Money":
         self._same(other)
@@ -128,3 +133,7 @@ class Money:
 
     def __str__(self) -> str:
         return f"{self.to_decimal()} {self.currency}"
+
+    def localized(self, language: str) -> str:
+        """As a message shows it to a reader of `language` (kernel.user_error)."""
+        return format_money(self, language)

@@ -18,6 +18,8 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from kernel.i18n import N_
+from kernel.user_error import UserError, UserErrors
 from ledger import audit
 from ledger.allocation import settled_status
 from ledger.csv_import import read_table
@@ -36,21 +38,6 @@ class OpenItem:
     number: str
     open_amount: str  # a decimal, in the invoice currency's precision
     currency: str | None = None
-
-
-@dataclass(frozen=True)
-class ItemProblem:
-    index: int
-    field: str
-    message: str
-
-
-class SnapshotRefused(Exception):
-    """Nothing was applied; `problems` says why, item by item (index -1: the snapshot as a whole)."""
-
-    def __init__(self, problems: list[ItemProblem]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(f"{p.index}: {p.field}: {p.message}" for p in problems[:5]))
 
 
 @dataclass
@@ -92,21 +79,21 @@ def lower_open_amount(session: Session, invoice: Invoice, open_minor: int, as_of
     return True
 
 
-def parse_items(items: Sequence[OpenItem], currencies: dict[str, str]) -> tuple[dict[str, int], list[ItemProblem]]:
+def parse_items(items: Sequence[OpenItem], currencies: dict[str, str]) -> tuple[dict[str, int], list[UserError]]:
     """{number: open minor} of a snapshot, with its problems: duplicates, amounts that do not fit
     the invoice's currency, a currency that is not the invoice's. `currencies` maps our numbers to
     their currencies (an unknown number is parsed in its given currency, if any, for the report)."""
-    problems: list[ItemProblem] = []
+    problems: list[UserError] = []
     amounts: dict[str, int] = {}
     first: dict[str, int] = {}
     for item in items:
         number = item.number.strip()
         if not number:
-            problems.append(ItemProblem(item.index, "number", "number is empty"))
+            problems.append(UserError(N_("number is empty")).at(field="number", line=item.index))
             continue
         if number in first:
-            problems.append(ItemProblem(item.index, "number",
-                                        f"{number} is already at {first[number]}: a snapshot lists each item once"))
+            problems.append(UserError(N_("%(number)s is already at %(index)s: a snapshot lists each item once"),
+                                      number=number, index=first[number]).at(field="number", line=item.index))
             continue
         first[number] = item.index
         ours = currencies.get(number)
@@ -115,10 +102,12 @@ def parse_items(items: Sequence[OpenItem], currencies: dict[str, str]) -> tuple[
             try:
                 check_currency(given)
             except CurrencyError:
-                problems.append(ItemProblem(item.index, "currency", f"unknown currency {given!r}"))
+                problems.append(UserError(N_("unknown currency %(value)s"), value=repr(given)).at(
+                    field="currency", line=item.index))
                 continue
             if ours is not None and given != ours:
-                problems.append(ItemProblem(item.index, "currency", f"{number} is in {ours}, not {given}"))
+                problems.append(UserError(N_("%(number)s is in %(ours)s, not %(given)s"), number=number, ours=ours,
+                                          given=given).at(field="currency", line=item.index))
                 continue
         currency = ours or given
         if currency is None:
@@ -126,10 +115,11 @@ def parse_items(items: Sequence[OpenItem], currencies: dict[str, str]) -> tuple[
         try:
             minor = Money.parse(item.open_amount.strip(), currency).minor
         except AmountError as error:
-            problems.append(ItemProblem(item.index, "open_amount", f"{item.open_amount!r}: {error}"))
+            problems.append(UserError(N_("%(value)s: %(problem)s"), value=repr(item.open_amount), problem=error).at(
+                field="open_amount", line=item.index))
             continue
         if minor < 0:
-            problems.append(ItemProblem(item.index, "open_amount", "open_amount cannot be negative"))
+            problems.append(UserError(N_("open_amount cannot be negative")).at(field="open_amount", line=item.index))
             continue
         amounts[number] = minor
     return amounts, problems
@@ -137,7 +127,7 @@ def parse_items(items: Sequence[OpenItem], currencies: dict[str, str]) -> tuple[
 
 def apply_snapshot(session: Session, company: Company, items: Sequence[OpenItem], *, as_of: date,
                    force: bool = False, actor_type: str, actor: str) -> SnapshotReport:
-    """Apply the company's complete list of open items, all or nothing (raises SnapshotRefused)."""
+    """Apply the company's complete list of open items, all or nothing (raises UserErrors, each naming its item's index as `line`)."""
     book = {invoice.number: invoice for invoice in open_book(session, company)}
     listed_numbers = [item.number.strip() for item in items]
     known = _all_currencies(session, company)
@@ -147,11 +137,12 @@ def apply_snapshot(session: Session, company: Company, items: Sequence[OpenItem]
     closing = len(missing) + sum(1 for number, minor in amounts.items() if number in book and minor == 0)
     limit_bps = company.snapshot_max_close_bps
     if not force and book and closing * 10_000 > len(book) * limit_bps:
-        problems.append(ItemProblem(
-            -1, "items", f"this snapshot would close {closing} of the {len(book)} open items, more than "
-                         f"{limit_bps / 100:g} % of the book; check the export is complete, or force it"))
+        problems.append(UserError(
+            N_("this snapshot would close %(closing)s of the %(total)s open items, more than %(limit)s %% of the "
+               "book; check the export is complete, or force it"), closing=closing, total=len(book),
+            limit=f"{limit_bps / 100:g}").at(field="items"))
     if problems:
-        raise SnapshotRefused(problems)
+        raise UserErrors(problems)
 
     report = SnapshotReport()
     for number, minor in amounts.items():

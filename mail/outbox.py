@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kernel.clock import clock
+from kernel.retry import RetryPolicy
 # The SMTP setting is parsed in the kernel (a start-up check); callers of the outbox keep these names here.
 from kernel.smtp import SMTPConfig, SMTPConfigError, parse_smtp_url  # noqa: F401
 from ledger.models import Company, Contact, Customer, OutboxMessage, User, UTCDateTime
@@ -32,17 +33,8 @@ CUSTOMERS = cast(Table, Customer.__table__)
 COMPANIES = cast(Table, Company.__table__)
 USERS = cast(Table, User.__table__)
 
-MAX_ATTEMPTS = 8
-# Wait after the n-th failed attempt (the last one also applies to any later attempt).
-BACKOFF = (
-    timedelta(minutes=1),
-    timedelta(minutes=5),
-    timedelta(minutes=30),
-    timedelta(hours=2),
-    timedelta(hours=6),
-    timedelta(hours=12),
-    timedelta(hours=24),
-)
+RETRY = RetryPolicy(max_attempts=8)
+MAX_ATTEMPTS = RETRY.max_attempts
 # A claimed message is hidden this long: if its worker dies mid-send, another one retries it then.
 LEASE = timedelta(minutes=10)
 
@@ -80,11 +72,6 @@ log = logging.getLogger(__name__)
 
 class _ConnectionLost(Exception):
     """Opening the SMTP session failed: the rest of the batch waits for the next run."""
-
-
-def backoff(attempts: int) -> timedelta:
-    """How long to wait after `attempts` failed attempts."""
-    return BACKOFF[min(max(attempts, 1), len(BACKOFF)) - 1]
 
 
 def message_reference(message_id: int, created_at: datetime) -> str:
@@ -435,14 +422,14 @@ class _Outcomes:
         self._add("sent", claimed, b_at=clock.now())
 
     def retry(self, claimed: ClaimedMessage, error: str) -> None:
-        if claimed.attempts >= MAX_ATTEMPTS:
+        next_attempt = RETRY.next_attempt(claimed.attempts, clock.now())
+        if next_attempt is None:
             self.failed(claimed, f"gave up after {claimed.attempts} attempts: {error}")
         else:
-            retry_at = clock.now() + backoff(claimed.attempts)
             log.warning("outbox: message %s not sent (attempt %s), retried after %s: %s", claimed.id,
-                        claimed.attempts, retry_at.isoformat(timespec="seconds"), error,
+                        claimed.attempts, next_attempt.isoformat(timespec="seconds"), error,
                         extra={"outbox_message": claimed.id, "outcome": "retried"})
-            self._add("retried", claimed, b_error=error, b_at=retry_at)
+            self._add("retried", claimed, b_error=error, b_at=next_attempt)
 
     def failed(self, claimed: ClaimedMessage, error: str) -> None:
         log.error("outbox: message %s failed for good (attempt %s): %s", claimed.id, claimed.attempts, error,

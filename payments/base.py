@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, runtime_checkable
 
+from ledger.models import DEBTOR_METHODS
+
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
     from ledger.models import Checkout, Company
 
 # Every method a debtor may be offered, in the order the portal lists them.
-METHODS = ("card", "instant_transfer", "direct_debit", "bank_transfer")
+METHODS = DEBTOR_METHODS
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from kernel.i18n import N_
+from kernel.user_error import UserError
 from ledger import audit
 from ledger.allocation import allocate, settled_status
 from ledger.models import (
@@ -25,6 +26,7 @@ from ledger.models import (
     InvoiceKind,
     InvoiceStatus,
     Payment,
+    PaymentMethod,
 )
 from ledger.money import AmountError, Money
 from ledger.statement import available_discount, unapplied_credit
@@ -46,24 +48,6 @@ MIXED_CURRENCIES = N_("These invoices are in different currencies: please pay on
 IN_PROGRESS = N_("Invoice %(number)s already has a payment in progress. Cancel that payment first if you "
                  "want to pay another way.")
 NOT_CANCELLABLE = N_("This payment is already on its way and can no longer be cancelled.")
-
-
-class CheckoutError(ValueError):
-    """The selection cannot be paid as it is; the message names the problem.
-
-    `message` is an English msgid with %(name)s placeholders filled from `values`, so the
-    portal can show it in the debtor's language (`translated`).
-    """
-
-    def __init__(self, message: str, **values: object) -> None:
-        super().__init__(message % values if values else message)
-        self.message = message
-        self.values = values
-
-    def translated(self, language: str) -> str:
-        from kernel import i18n
-
-        return i18n.gettext(language, self.message, **self.values)
 
 
 @dataclass(frozen=True)
@@ -121,7 +105,7 @@ def parse_selection(
         try:
             invoice_id = int(raw)
         except ValueError:
-            raise CheckoutError(UNKNOWN_INVOICE) from None
+            raise UserError(UNKNOWN_INVOICE) from None
         invoice = _own_invoice(session, customer, invoice_id)
         minor = amounts.get(f"minor-{invoice_id}", "").strip()
         typed = amounts.get(f"amount-{invoice_id}", "").strip()
@@ -129,12 +113,12 @@ def parse_selection(
             try:
                 selection[invoice_id] = int(minor)
             except ValueError:
-                raise CheckoutError(NOT_AN_AMOUNT, number=invoice.number, text=minor) from None
+                raise UserError(NOT_AN_AMOUNT, number=invoice.number, text=minor) from None
         elif typed:
             try:
                 selection[invoice_id] = Money.parse(typed, invoice.currency).minor
             except AmountError:
-                raise CheckoutError(NOT_AN_AMOUNT, number=invoice.number, text=typed) from None
+                raise UserError(NOT_AN_AMOUNT, number=invoice.number, text=typed) from None
         else:
             selection[invoice_id] = None
     return selection
@@ -144,7 +128,7 @@ def _own_invoice(session: Session, customer: Customer, invoice_id: int) -> Invoi
     invoice = session.scalar(select(Invoice).where(Invoice.id == invoice_id, Invoice.customer_id == customer.id))
     if invoice is None:
         # Another customer's invoice reads exactly like one that does not exist.
-        raise CheckoutError(UNKNOWN_INVOICE)
+        raise UserError(UNKNOWN_INVOICE)
     return invoice
 
 
@@ -154,28 +138,28 @@ def quote(
     """Validate a selection and price it, writing nothing. An invoice a live checkout covers is
     refused (unless `locked` is False: create_checkout checks it after looking for a double click)."""
     if not selection:
-        raise CheckoutError("Choose at least one invoice to pay.")
+        raise UserError(N_("Choose at least one invoice to pay."))
     company = customer.company
     lines: list[QuoteLine] = []
     currencies: set[str] = set()
     for invoice_id, requested in selection.items():
         invoice = _own_invoice(session, customer, invoice_id)
         if invoice.kind != InvoiceKind.invoice.value:
-            raise CheckoutError("%(number)s is a credit note: it is deducted, not paid.", number=invoice.number)
+            raise UserError(N_("%(number)s is a credit note: it is deducted, not paid."), number=invoice.number)
         if invoice.status in (InvoiceStatus.paid.value, InvoiceStatus.void.value) or invoice.open_minor <= 0:
-            raise CheckoutError("Invoice %(number)s has nothing left to pay.", number=invoice.number)
+            raise UserError(N_("Invoice %(number)s has nothing left to pay."), number=invoice.number)
         currencies.add(invoice.currency)
         amount = invoice.open_minor if requested is None else requested
         if amount <= 0:
-            raise CheckoutError("Invoice %(number)s: the amount must be more than zero.", number=invoice.number)
+            raise UserError(N_("Invoice %(number)s: the amount must be more than zero."), number=invoice.number)
         if amount > invoice.open_minor:
-            raise CheckoutError("Invoice %(number)s: the amount is more than what is still open.",
+            raise UserError(N_("Invoice %(number)s: the amount is more than what is still open."),
                                 number=invoice.number)
         if amount < invoice.open_minor and not company.allow_partial_payments:
-            raise CheckoutError("Invoice %(number)s can only be paid in full.", number=invoice.number)
+            raise UserError(N_("Invoice %(number)s can only be paid in full."), number=invoice.number)
         lines.append(QuoteLine(invoice, Money(amount, invoice.currency), Money.zero(invoice.currency)))
     if len(currencies) > 1:
-        raise CheckoutError(MIXED_CURRENCIES)
+        raise UserError(MIXED_CURRENCIES)
     if locked:
         refuse_locked(session, customer.id, [line.invoice for line in lines])
     lines.sort(key=lambda line: (line.invoice.due_date, line.invoice.number))
@@ -237,7 +221,7 @@ def refuse_locked(session: Session, customer_id: int, invoices: list[Invoice]) -
     locked = locked_invoices(session, customer_id)
     for invoice in invoices:
         if invoice.id in locked:
-            raise CheckoutError(IN_PROGRESS, number=invoice.number)
+            raise UserError(IN_PROGRESS, number=invoice.number)
 
 
 def reserved_credit(session: Session, customer_id: int, currency: str) -> int:
@@ -281,7 +265,7 @@ def create_checkout(
     today: date,
 ) -> Checkout:
     """A checkout for `selection`, or the live one already made of the same invoices, amounts and
-    method (a double click, a second tab). Raises CheckoutError before writing anything, and when
+    method (a double click, a second tab). Raises UserError before writing anything, and when
     an invoice is covered by another live checkout.
 
     The customer's credit the quote deducts is reserved, not applied: it stays on the statement,
@@ -289,7 +273,7 @@ def create_checkout(
     that fails, is cancelled or expires simply stops reserving it. The lines hold what is left to
     pay on each invoice after that credit, and the credit itself."""
     if method not in METHODS:
-        raise CheckoutError("Unknown payment method.")
+        raise UserError(N_("Unknown payment method."))
     # On PostgreSQL two tabs of one customer queue here rather than both creating a checkout
     # (or both reserving the same credit).
     session.execute(select(Customer.id).where(Customer.id == customer.id).with_for_update())
@@ -299,7 +283,7 @@ def create_checkout(
         return existing
     refuse_locked(session, customer.id, [line.invoice for line in priced.lines])
     if priced.charged.minor <= 0:
-        raise CheckoutError("There is nothing to charge.")  # settle_with_credit() is for that
+        raise UserError(N_("There is nothing to charge."))  # settle_with_credit() is for that
     _drop_drafts(session, customer, contact)
     # The drafts' credit is free again: price the selection anew.
     priced = quote(session, customer, selection, today, locked=False)
@@ -340,7 +324,7 @@ def settle_with_credit(
     session.execute(select(Customer.id).where(Customer.id == customer.id).with_for_update())
     priced = quote(session, customer, selection, today)
     if priced.charged.minor > 0 or priced.credit.minor <= 0:
-        raise CheckoutError("Your credit does not cover this selection.")
+        raise UserError(N_("Your credit does not cover this selection."))
     _apply_quoted_credit(session, customer, contact, priced)
     return priced
 
@@ -404,7 +388,7 @@ def _apply_quoted_credit(session: Session, customer: Customer, contact: Contact 
     with session.begin_nested():  # credit that changed meanwhile leaves nothing half-applied
         for line in priced.lines:
             if line.credited.minor and apply_credit(session, line.invoice, line.credited.minor) != line.credited.minor:
-                raise CheckoutError("Your credit changed meanwhile: please check the amounts and try again.")
+                raise UserError(N_("Your credit changed meanwhile: please check the amounts and try again."))
     audit.record(
         session,
         actor_type="contact" if contact else "system",
@@ -521,7 +505,7 @@ def cancel_checkout(session: Session, checkout: Checkout, *, contact: Contact | 
     Refused once its money has started moving (a card confirmed, a direct debit submitted)."""
     session.refresh(checkout, with_for_update=True)
     if checkout.status not in CANCELLABLE_STATUSES:
-        raise CheckoutError(NOT_CANCELLABLE)
+        raise UserError(NOT_CANCELLABLE)
     _end(session, checkout, code, action="checkout.cancelled", actor_type="contact" if contact else "system",
          actor=contact.email if contact else "portal")
 
@@ -533,7 +517,7 @@ def expire_transfers(session: Session, now: datetime) -> int:
         select(Checkout, Company.transfer_expiry_days)
         .join(Customer, Customer.id == Checkout.customer_id)
         .join(Company, Company.id == Customer.company_id)
-        .where(Checkout.method == "bank_transfer", Checkout.status == "open")
+        .where(Checkout.method == PaymentMethod.bank_transfer, Checkout.status == "open")
         .order_by(Checkout.id)
     ).all()
     expired = 0

@@ -658,7 +658,8 @@ def collect_due(settings: Settings, session_factory: sessionmaker[Session]) -> C
     customer's row claimed with SKIP LOCKED so two workers never debit the same customer at once;
     the idempotency keys (`collect-<invoice>-<open amount>`) make a retry after a crash get the
     payment GoCardless already has."""
-    from payments.checkout import CheckoutError, create_checkout
+    from kernel.user_error import UserError
+    from payments.checkout import create_checkout
 
     if not is_configured(settings):
         return CollectionReport()
@@ -690,7 +691,7 @@ def collect_due(settings: Settings, session_factory: sessionmaker[Session]) -> C
                     try:
                         checkout = create_checkout(session, customer=customer, contact=None,
                                                    selection={invoice.id: None}, method=DIRECT_DEBIT, today=today)
-                    except CheckoutError as problem:
+                    except UserError as problem:
                         log.warning("invoice %s cannot be collected: %s", invoice.number, problem)
                         continue
                     collect_checkout(session, settings, checkout, customer,

@@ -15,33 +15,121 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import date
+from typing import Annotated
 
+from pydantic import BeforeValidator, ConfigDict, ValidationInfo, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kernel.clock import clock
+from kernel.forms import Form, parse
 from kernel.i18n import N_
+from kernel.user_error import UserError
 from ledger import audit
 from ledger.allocation import allocate, unallocate
-from ledger.models import Customer, Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentStatus, Role, User
-from ledger.money import Money
+from ledger.models import (
+    STAFF_METHODS,
+    Customer,
+    Invoice,
+    InvoiceKind,
+    InvoiceStatus,
+    Payment,
+    PaymentMethod,
+    PaymentStatus,
+    Role,
+    User,
+)
+from ledger.money import AmountError, CurrencyError, Money, check_currency
 
 PROVIDER = "manual"
-METHODS = ("cheque", "bill_of_exchange", "cash", "set_off", "bank_transfer")
+METHODS = STAFF_METHODS
 # A cheque or a bill is identified by its number: without it nobody can trace it at the bank.
-REFERENCE_REQUIRED = ("cheque", "bill_of_exchange")
+REFERENCE_REQUIRED = (PaymentMethod.cheque, PaymentMethod.bill_of_exchange)
 MAX_REFERENCE = 64
 OPEN_STATUSES = (InvoiceStatus.open.value, InvoiceStatus.partially_paid.value)
 
 
-class ManualPaymentError(ValueError):
-    """Refused; `message` is an English msgid for the page to translate with `values`."""
+def _staff_method(value: object) -> PaymentMethod:
+    if value not in METHODS:
+        raise UserError(N_("Choose how the payment was made."))
+    return PaymentMethod(str(value))
 
-    def __init__(self, message: str, **values: object) -> None:
-        super().__init__(message % values if values else message)
-        self.message = message
-        self.values = values
+
+def _payment_currency(value: object) -> str:
+    try:
+        return check_currency(str(value or ""))
+    except CurrencyError:
+        raise UserError(N_("Choose the currency of the payment.")) from None
+
+
+class ManualPaymentForm(Form):
+    """The back-office form of a payment received by other means, read at the edge: amounts in
+    the payment's currency, the day, how it came, and how to spread it (None: oldest first)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    currency: Annotated[str, BeforeValidator(_payment_currency)]
+    amount: Money | None  # None only when the currency is the problem
+    received_on: date
+    method: Annotated[PaymentMethod, BeforeValidator(_staff_method)]
+    reference: str = ""
+    # (invoice id, amount) as typed in the form's "alloc-<invoice id>" inputs; None: oldest first.
+    allocations: list[tuple[int, Money]] | None = None
+    key: str | None = None
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount(cls, value: object, info: ValidationInfo) -> Money | None:
+        currency = info.data.get("currency")
+        if currency is None:
+            return None  # the currency is named as the problem
+        try:
+            return Money.parse(str(value or ""), currency)
+        except AmountError:
+            raise UserError(N_("The amount received %(value)s is not an amount in %(currency)s."), value=value,
+                            currency=currency) from None
+
+    @field_validator("received_on", mode="before")
+    @classmethod
+    def _day(cls, value: object) -> date:
+        try:
+            return date.fromisoformat(str(value or "").strip())
+        except ValueError:
+            raise UserError(N_("The date received %(value)s is not a date."), value=value) from None
+
+    @field_validator("allocations", mode="before")
+    @classmethod
+    def _allocations(cls, value: object, info: ValidationInfo) -> list[tuple[int, Money]] | None:
+        currency = info.data.get("currency")
+        chosen: list[tuple[int, Money]] = []
+        for invoice_id, typed in value or []:  # type: ignore[attr-defined]
+            if not str(invoice_id).isdigit() or len(str(invoice_id)) > 12:
+                raise UserError(N_("An invoice chosen is not an open invoice of this customer."))
+            if currency is None:
+                continue
+            try:
+                chosen.append((int(invoice_id), Money.parse(typed, currency)))
+            except AmountError:
+                raise UserError(N_("%(value)s is not an amount in %(currency)s."), value=typed,
+                                currency=currency) from None
+        return chosen or None
+
+    @classmethod
+    def from_form(cls, form: Iterable[tuple[str, object]]) -> ManualPaymentForm:
+        """From the posted form's items; UserErrors naming every bad field."""
+        fields: dict[str, object] = {"currency": "", "amount": "", "received_on": "", "method": ""}
+        allocations = []
+        for name, value in form:
+            if not isinstance(value, str):
+                continue
+            if name.startswith("alloc-"):
+                if value.strip():
+                    allocations.append((name.removeprefix("alloc-"), value))
+            elif name in ("currency", "amount", "received_on", "method", "reference", "key"):
+                fields[name] = value[:MAX_REFERENCE * 2] if name == "reference" else value[:64]
+        return parse(cls, {**fields, "allocations": allocations, "key": fields.get("key") or None})
 
 
 @dataclass(frozen=True)
@@ -67,7 +155,7 @@ def may_act(user: User, customer: Customer) -> bool:
 
 def _check_actor(user: User, customer: Customer) -> None:
     if not may_act(user, customer):
-        raise ManualPaymentError(N_("You may not record payments for this customer."))
+        raise UserError(N_("You may not record payments for this customer."))
 
 
 def payable_invoices(session: Session, customer: Customer, currency: str | None = None) -> list[Invoice]:
@@ -121,17 +209,17 @@ def record_manual_payment(
     if existing is not None:
         return existing
     if method not in METHODS:
-        raise ManualPaymentError(N_("Choose how the payment was made."))
+        raise UserError(N_("Choose how the payment was made."))
     if amount.minor <= 0:
-        raise ManualPaymentError(N_("The amount received must be more than zero."))
+        raise UserError(N_("The amount received must be more than zero."))
     today = clock.today(customer.company.timezone)
     if received_on > today:
-        raise ManualPaymentError(N_("The date received %(day)s is in the future."), day=received_on.isoformat())
+        raise UserError(N_("The date received %(day)s is in the future."), day=received_on.isoformat())
     reference = " ".join(reference.split())
     if len(reference) > MAX_REFERENCE:
-        raise ManualPaymentError(N_("The reference is at most %(count)s characters."), count=MAX_REFERENCE)
+        raise UserError(N_("The reference is at most %(count)s characters."), count=MAX_REFERENCE)
     if method in REFERENCE_REQUIRED and not reference:
-        raise ManualPaymentError(N_("Give the cheque or bill number as the reference."))
+        raise UserError(N_("Give the cheque or bill number as the reference."))
     shares = _shares(session, customer, amount, allocations)
     payment = Payment(
         customer_id=customer.id,
@@ -166,27 +254,27 @@ def _shares(session: Session, customer: Customer, amount: Money,
         return oldest_first(_locked(session, customer, None), amount)
     ids = [invoice_id for invoice_id, _ in allocations]
     if len(set(ids)) != len(ids):
-        raise ManualPaymentError(N_("An invoice is listed twice."))
+        raise UserError(N_("An invoice is listed twice."))
     invoices = {invoice.id: invoice for invoice in _locked(session, customer, ids)}
     shares = []
     for invoice_id, share in allocations:
         invoice = invoices.get(invoice_id)
         if invoice is None:
-            raise ManualPaymentError(N_("An invoice chosen is not an open invoice of this customer."))
+            raise UserError(N_("An invoice chosen is not an open invoice of this customer."))
         if share.currency != amount.currency or invoice.currency != amount.currency:
-            raise ManualPaymentError(N_("%(number)s is in %(currency)s: a payment settles invoices of its own "
+            raise UserError(N_("%(number)s is in %(currency)s: a payment settles invoices of its own "
                                         "currency."), number=invoice.number, currency=invoice.currency)
         if share.minor < 0:
-            raise ManualPaymentError(N_("%(number)s: an amount cannot be negative."), number=invoice.number)
+            raise UserError(N_("%(number)s: an amount cannot be negative."), number=invoice.number)
         if share.minor == 0:
             continue  # an invoice left at zero is not settled by this payment
         if share.minor > invoice.open_minor:
-            raise ManualPaymentError(N_("%(number)s has only %(open)s open."), number=invoice.number,
+            raise UserError(N_("%(number)s has only %(open)s open."), number=invoice.number,
                                      open=invoice.open)
         shares.append(Share(invoice, share))
     spread = sum(share.amount.minor for share in shares)
     if spread > amount.minor:
-        raise ManualPaymentError(N_("The amounts given to invoices (%(spread)s) exceed the payment (%(amount)s)."),
+        raise UserError(N_("The amounts given to invoices (%(spread)s) exceed the payment (%(amount)s)."),
                                  spread=Money(spread, amount.currency), amount=amount)
     return shares
 
@@ -212,12 +300,12 @@ def reverse_manual_payment(session: Session, payment: Payment, user: User) -> Pa
     customer = session.get_one(Customer, payment.customer_id)
     _check_actor(user, customer)
     if payment.provider != PROVIDER:
-        raise ManualPaymentError(N_("Only a payment recorded by hand can be cancelled here."))
+        raise UserError(N_("Only a payment recorded by hand can be cancelled here."))
     if payment.status != PaymentStatus.succeeded.value:
-        raise ManualPaymentError(N_("This payment is already cancelled."))
+        raise UserError(N_("This payment is already cancelled."))
     session.refresh(payment, with_for_update=True)
     if payment.status != PaymentStatus.succeeded.value:  # cancelled meanwhile by someone else
-        raise ManualPaymentError(N_("This payment is already cancelled."))
+        raise UserError(N_("This payment is already cancelled."))
     reopened = unallocate(session, payment)
     numbers = {invoice_id: session.get_one(Invoice, invoice_id).number for invoice_id in reopened}
     payment.status = PaymentStatus.cancelled.value

@@ -73,7 +73,7 @@ def offered_methods(settings: Settings, company: Company, currency: str) -> list
     """Methods the debtor may choose: provider configured and able to take the currency,
     and the company has not turned the method off."""
     disabled = set(company.disabled_methods or ())
-    offered = []
+    offered: list[str] = []
     for method in METHODS:
         if method in disabled:
             continue

@@ -43,22 +43,35 @@ from kernel.settings import Settings, load_settings
 from ledger import audit
 from mail import notifications
 from ledger.allocation import allocate, settled_status
-from ledger.models import Allocation, Checkout, CheckoutLine, Contact, Customer, Invoice, InvoiceKind, InvoiceStatus, Payment
+from ledger.models import (
+    Allocation,
+    Checkout,
+    CheckoutLine,
+    Contact,
+    Customer,
+    Invoice,
+    InvoiceKind,
+    InvoiceStatus,
+    Payment,
+    PaymentMethod,
+    PaymentStatus,
+)
 from ledger.money import Money
 from links import tokens
 from payments.base import NotOurs, PaymentUpdate
 from payments.checkout import ENDED_BY_US, apply_reserved_credit, record_failure_code, release_applied_credit
 
-RANK = {"pending": 0, "processing": 1, "succeeded": 2, "refunded": 3, "charged_back": 4, "failed": 5}
-ALIASES = {"late_failure": "failed"}
-UNDOES_SUCCESS = ("refunded", "charged_back", "failed")
+RANK = {PaymentStatus.pending: 0, PaymentStatus.processing: 1, PaymentStatus.succeeded: 2, PaymentStatus.refunded: 3,
+        PaymentStatus.charged_back: 4, PaymentStatus.failed: 5}
+ALIASES = {"late_failure": PaymentStatus.failed}
+UNDOES_SUCCESS = (PaymentStatus.refunded, PaymentStatus.charged_back, PaymentStatus.failed)
 CHECKOUT_STATUS = {
-    "pending": "open",  # e.g. a declined card attempt the debtor may retry
-    "processing": "processing",
-    "succeeded": "succeeded",
-    "refunded": "cancelled",
-    "charged_back": "failed",
-    "failed": "failed",
+    PaymentStatus.pending: "open",  # e.g. a declined card attempt the debtor may retry
+    PaymentStatus.processing: "processing",
+    PaymentStatus.succeeded: "succeeded",
+    PaymentStatus.refunded: "cancelled",
+    PaymentStatus.charged_back: "failed",
+    PaymentStatus.failed: "failed",
 }
 
 
@@ -103,7 +116,7 @@ def apply_payment_status(
     if payment.checkout_id != checkout.id:
         raise SettlementError(f"{provider} {provider_ref} belongs to another checkout")
     previous = None if created else payment.status
-    if previous is not None and RANK[status] <= RANK[previous]:
+    if previous is not None and RANK[PaymentStatus(status)] <= RANK[PaymentStatus(previous)]:
         if status == previous == "pending" and reason and payment.failure_reason != reason:
             payment.failure_reason = reason  # another declined attempt: the debtor sees the latest why
             _journey_hooks(session, checkout, status, reason)
@@ -292,7 +305,7 @@ def _follow(session: Session, checkout: Checkout, payment: Payment) -> None:
         select(Payment).where(Payment.checkout_id == checkout.id).order_by(Payment.id.desc()).limit(1)
     )
     if latest is not None and latest.id == payment.id:
-        checkout.status = CHECKOUT_STATUS[payment.status]
+        checkout.status = CHECKOUT_STATUS[PaymentStatus(payment.status)]
         checkout.provider = payment.provider
         checkout.provider_ref = checkout.provider_ref or payment.provider_ref
 
@@ -427,7 +440,7 @@ def record_bank_transfer(
     `bank_ref` identifies the statement line, so recording the same line twice changes nothing;
     by default it is made of the checkout's reference, the day and the amount.
     """
-    if checkout.method != "bank_transfer":
+    if checkout.method != PaymentMethod.bank_transfer:
         raise SettlementError("only a bank-transfer checkout is paid by a bank transfer")
     reference = checkout.reference or f"checkout-{checkout.id}"
     occurred = datetime.combine(received_on, datetime.min.time().replace(hour=12), tzinfo=ZoneInfo("UTC"))
@@ -436,8 +449,8 @@ def record_bank_transfer(
         checkout=checkout,
         provider="bank_transfer",
         provider_ref=bank_ref or f"{reference}/{received_on.isoformat()}/{amount_minor}",
-        method="bank_transfer",
-        status="succeeded",
+        method=PaymentMethod.bank_transfer,
+        status=PaymentStatus.succeeded,
         amount_minor=amount_minor,
         currency=checkout.currency,
         occurred_at=occurred,

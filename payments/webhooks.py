@@ -31,7 +31,6 @@ import threading
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from sqlalchemy import Connection, Engine, Insert, Table, bindparam, select, update
@@ -39,6 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from kernel.clock import clock
+from kernel.retry import RetryPolicy
 from kernel.db import SQLITE_BEGIN_OPTION, unit_of_work
 from ledger.models import WebhookEvent
 from payments.base import NotOurs, PaymentProvider, ProviderEvent
@@ -54,21 +54,11 @@ PreparedHandler = Callable[[Session, WebhookEvent | None], str]
 NOT_OURS = "not_ours"
 
 # The route processes an event at once; the worker takes it only if that did not happen by then.
-FIRST_RETRY = timedelta(minutes=1)
-BACKOFF = (
-    timedelta(minutes=1),
-    timedelta(minutes=5),
-    timedelta(minutes=30),
-    timedelta(hours=2),
-    timedelta(hours=6),
-    timedelta(hours=24),
-)
-MAX_ATTEMPTS = 10
+RETRY = RetryPolicy(max_attempts=10)
+MAX_ATTEMPTS = RETRY.max_attempts
+# A stored event is first applied at once; if that process dies first, the worker takes it then.
+FIRST_RETRY = RETRY.backoff(1)
 KEPT_HEADERS = ("content-type", "user-agent", "stripe-signature", "webhook-signature", "origin")
-
-
-def backoff(attempts: int) -> timedelta:
-    return BACKOFF[min(max(attempts, 1), len(BACKOFF)) - 1]
 
 
 def is_stored(session: Session, provider: str, event_id: str) -> bool:
@@ -340,7 +330,7 @@ def _failed(event: WebhookEvent, error: BaseException) -> None:
     """Keep an attempt's error and schedule the next (none after MAX_ATTEMPTS)."""
     log.warning("webhook %s %s failed: %s", event.provider, event.event_id, error)
     event.error = "".join(traceback.format_exception(error))[-4000:]
-    event.next_attempt_at = clock.now() + backoff(event.attempts) if event.attempts < MAX_ATTEMPTS else None
+    event.next_attempt_at = RETRY.next_attempt(event.attempts, clock.now())
 
 
 @dataclass(frozen=True)

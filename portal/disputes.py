@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import functools
-import re
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
@@ -19,11 +18,12 @@ from starlette.routing import Route
 from kernel import i18n
 from kernel.clock import clock
 from kernel.db import unit_of_work
+from kernel.forms import parse
+from kernel.user_error import UserError, UserErrors
 from kernel.web import Posted, Rejected, posted_ids, read_posted
 from ledger import disputes
 from mail import notifications
 from ledger import statement as statements
-from ledger.disputes import DisputeError
 from ledger.models import (
     Attachment,
     Dispute,
@@ -39,51 +39,6 @@ from ledger.storage import FileStorage, ObjectMissing
 from portal.routes import Visit, current_visit, debtor_page, session_required
 
 # Generous: the service gives the clear message ("at most 5 files") before the parser refuses.
-
-# The service's messages (English, with details) → a translatable message and its values.
-_EXPLAINED: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^at most (?P<max>\d+) files, (?P<count>\d+) given$"),
-     i18n.N_("You can attach at most %(max)s files (%(count)s chosen).")),
-    (re.compile(r"^(?P<name>.*): larger than (?P<size>\d+) MB$"),
-     i18n.N_("%(name)s is larger than %(size)s MB.")),
-    (re.compile(r"^(?P<name>.*): its content is .*, not what its name says$"),
-     i18n.N_("%(name)s: its content does not match its name.")),
-    (re.compile(r"^(?P<name>.*): only PDF, PNG and JPEG files are accepted$"),
-     i18n.N_("%(name)s: only PDF, PNG and JPEG files are accepted.")),
-    (re.compile(r"^(?P<name>.*): the file is empty$"), i18n.N_("%(name)s is empty.")),
-    (re.compile(r"^the message is empty$"), i18n.N_("Please write a message.")),
-    (re.compile(r"^the message is longer than (?P<max>\d+) characters$"),
-     i18n.N_("The message is longer than %(max)s characters.")),
-    (re.compile(r"^choose at least one invoice$"), i18n.N_("Choose at least one invoice.")),
-    (re.compile(r"^unknown invoice$"), i18n.N_("One of the chosen invoices is not on your account.")),
-    (re.compile(r"^unknown reason .*$"), i18n.N_("Choose a reason from the list.")),
-    (re.compile(r"^already disputed: (?P<numbers>.*)$"), i18n.N_("Already under dispute: %(numbers)s.")),
-    (re.compile(r"^the promised date is in the past$"), i18n.N_("The date is in the past.")),
-    (re.compile(r"^the promised date is more than (?P<days>\d+) days away$"),
-     i18n.N_("The date must be within %(days)s days.")),
-    (re.compile(r"^nothing left to pay on (?P<numbers>.*)$"), i18n.N_("Nothing is left to pay on %(numbers)s.")),
-    (re.compile(r"^a promise covers invoices of one currency$"),
-     i18n.N_("A promise covers invoices in one currency.")),
-    (re.compile(r"^a promise is already pending for (?P<numbers>.*)$"),
-     i18n.N_("A promise is already pending for %(numbers)s.")),
-    (re.compile(r"^this case is not an open dispute$"), i18n.N_("This case is not an open dispute.")),
-    (re.compile(r"^this case is not an open question$"), i18n.N_("This case is not an open question.")),
-    (re.compile(r"^the credit must be between 0 and (?P<max>.*?) ?$"),
-     i18n.N_("The credit must be more than zero and at most the open amount.")),
-    (re.compile(r"^a credit note settles one invoice.*$"),
-     i18n.N_("A credit note settles one invoice: accept without a credit, or open one case per invoice.")),
-]
-
-
-def explain(error: DisputeError, language: str) -> str:
-    """The service's message in the reader's language."""
-    text = str(error)
-    for pattern, message in _EXPLAINED:
-        match = pattern.match(text)
-        if match:
-            return i18n.gettext(language, message) % match.groupdict()
-    return text
-
 
 def reason_label(reason: DisputeReason | None, language: str) -> str:
     if reason is None:
@@ -246,14 +201,16 @@ def dispute_create(request: Request, session: Session, visit: Visit, posted: Pos
     reason = posted.text("reason", 40)
     message = posted.text("message", disputes.MAX_MESSAGE_CHARS + 1)
     try:
+        form = parse(disputes.CaseForm, {"kind": kind, "invoice_ids": chosen, "message": message,
+                                         "reason_code": reason if kind == "dispute" else None})
         case = disputes.open_case(
-            session, customer=visit.customer, contact=visit.contact, invoice_ids=chosen, message=message,
-            storage=storage(request), reason_code=reason if kind == "dispute" else None,
-            uploads=posted.uploads, kind=kind,
+            session, customer=visit.customer, contact=visit.contact, invoice_ids=form.invoice_ids,
+            message=form.message, storage=storage(request), reason_code=form.reason_code, uploads=posted.uploads,
+            kind=form.kind,
         )
-    except DisputeError as error:
+    except (UserError, UserErrors) as error:
         raise Rejected(_dispute_form(request, session, visit, kind=kind, chosen=chosen, reason=reason,
-                                     message=message, error=explain(error, visit.language), status_code=400))
+                                     message=message, error=error.render(visit.language), status_code=400))
     settings = request.app.state.settings
     notifications.notify_staff(session, case, event="opened", base_url=settings.base_url,
                                templates=request.app.state.templates)
@@ -296,9 +253,9 @@ def case_reply(request: Request, session: Session, visit: Visit, posted: Posted)
     try:
         disputes.add_message(session, case, body=message, storage=storage(request), contact=visit.contact,
                              uploads=posted.uploads)
-    except DisputeError as error:
+    except UserError as error:
         raise Rejected(_case_page(request, session, visit, case, message=message,
-                                  error=explain(error, visit.language), status_code=400))
+                                  error=error.render(visit.language), status_code=400))
     settings = request.app.state.settings
     notifications.notify_staff(session, case, event="replied", base_url=settings.base_url,
                                templates=request.app.state.templates)
@@ -379,16 +336,12 @@ def promise_create(request: Request, session: Session, visit: Visit, posted: Pos
     chosen = posted.ids("invoice")
     promised = posted.text("date", 10)
     try:
-        try:
-            day = date.fromisoformat(promised)
-        except ValueError:
-            raise Rejected(_promise_form(request, session, visit, chosen=chosen, promised=promised, status_code=400,
-                                         error=_t(visit, "Choose the date you will pay.")))
+        form = parse(disputes.PromiseForm, {"invoice_ids": chosen, "promised_for": promised})
         promise = disputes.make_promise(session, customer=visit.customer, contact=visit.contact,
-                                        invoice_ids=chosen, promised_for=day)
-    except DisputeError as error:
+                                        invoice_ids=form.invoice_ids, promised_for=form.promised_for)
+    except (UserError, UserErrors) as error:
         raise Rejected(_promise_form(request, session, visit, chosen=chosen, promised=promised, status_code=400,
-                                     error=explain(error, visit.language)))
+                                     error=error.render(visit.language)))
     settings = request.app.state.settings
     notifications.notify_promise_made(session, promise, secret=str(settings.secret_key), base_url=settings.base_url,
                                       templates=request.app.state.templates)

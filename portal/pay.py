@@ -18,13 +18,13 @@ from kernel import i18n
 from kernel.clock import clock
 from kernel.db import unit_of_work
 from kernel.settings import Settings
+from kernel.user_error import UserError
 from ledger.models import Checkout, Payment
 from ledger.money import Money
 from payments import base, epc_qr, failures, registry, rf
 from payments.bank_transfer import account_for, pretty_iban
 from payments.checkout import (
     CANCELLABLE_STATUSES,
-    CheckoutError,
     Quote,
     breakdown,
     cancel_checkout,
@@ -72,8 +72,8 @@ def _read_form(session: Session, visit: Visit, form: FormData, settings: Setting
             # Paying checks the locks itself, after recognising a double click (payments.checkout).
             priced = quote(session, visit.customer, parse_selection(session, visit.customer, ids, amounts), today,
                            locked=form.get("action") != "pay")
-    except CheckoutError as problem:
-        error = problem.translated(visit.language)
+    except UserError as problem:
+        error = problem.render(visit.language)
     return {
         "visit": visit,
         "company": visit.company,
@@ -117,8 +117,8 @@ def pay(request: Request, session: Session, visit: Visit, form: FormData) -> Res
             settle_with_credit(session, customer=visit.customer, contact=visit.contact,
                                selection={line.invoice.id: line.amount.minor for line in priced.lines},
                                today=context["today"])
-        except CheckoutError as problem:
-            context["error"] = problem.translated(visit.language)
+        except UserError as problem:
+            context["error"] = problem.render(visit.language)
             return _render(request, visit, context, 422)
         return RedirectResponse("/portal?settled=credit", status_code=303)
     method = context["method"]
@@ -134,8 +134,8 @@ def pay(request: Request, session: Session, visit: Visit, form: FormData) -> Res
             method=method,
             today=context["today"],
         )
-    except CheckoutError as problem:
-        context["error"] = problem.translated(visit.language)
+    except UserError as problem:
+        context["error"] = problem.render(visit.language)
         return _render(request, visit, context, 422)
     if checkout.status != "open":  # the same checkout, already on its way: show where it is
         return RedirectResponse(f"/portal/pay/{checkout.id}", status_code=303)
@@ -190,10 +190,10 @@ def cancel(request: Request, session: Session, visit: Visit, form: FormData) -> 
     checkout = _own_checkout(request, session, visit)
     try:
         cancel_checkout(session, checkout, contact=visit.contact)
-    except CheckoutError as problem:
+    except UserError as problem:
         return request.app.state.templates.response(
             request, "portal/message.html",
-            {"title": i18n.gettext(visit.language, "Payment not cancelled"), "body": problem.translated(visit.language),
+            {"title": i18n.gettext(visit.language, "Payment not cancelled"), "body": problem.render(visit.language),
              "company": visit.company, "visit": visit},
             visit.language, status_code=409,
         )

@@ -6,17 +6,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kernel.i18n import N_
+from kernel.user_error import UserError
 from ledger import audit
-from ledger.banking import BankDetailsError, normalize_bic, normalize_iban
+from ledger.banking import normalize_bic, normalize_iban
 from ledger.models import BankAccount, Company
 from ledger.money import CurrencyError, check_currency
-from reconciliation.errors import ReconciliationError
 
 
 def company_by_code(session: Session, code: str) -> Company:
     company = session.scalar(select(Company).where(Company.code == code))
     if company is None:
-        raise ReconciliationError(N_("No company has the code %(code)s."), {"code": code})
+        raise UserError(N_("No company has the code %(code)s."), code=code)
     return company
 
 
@@ -35,20 +35,17 @@ def add_account(
     The first account also becomes the company's transfer details (the IBAN the portal shows)
     when none were set."""
     company = company_by_code(session, company_code)
-    try:
-        iban = normalize_iban(iban)
-        bic = normalize_bic(bic, iban=iban) if bic else None
-    except BankDetailsError as error:
-        raise ReconciliationError(error.message, error.values) from None
+    iban = normalize_iban(iban)
+    bic = normalize_bic(bic, iban=iban) if bic else None
     try:
         currency = check_currency(currency or company.base_currency)
     except CurrencyError:
-        raise ReconciliationError(N_("%(value)s is not an ISO 4217 currency code."), {"value": currency}) from None
+        raise UserError(N_("%(value)s is not an ISO 4217 currency code."), value=currency) from None
     existing = session.scalar(select(BankAccount).where(BankAccount.iban == iban))
     if existing is not None:
         owner = session.get_one(Company, existing.company_id)
-        raise ReconciliationError(N_("The account %(iban)s is already registered to company %(code)s."),
-                                  {"iban": iban, "code": owner.code})
+        raise UserError(N_("The account %(iban)s is already registered to company %(code)s."),
+                                  iban=iban, code=owner.code)
     account = BankAccount(company_id=company.id, iban=iban, bic=bic, currency=currency,
                           label=(label or "").strip() or None, active=True)
     session.add(account)
@@ -90,7 +87,7 @@ def set_account_active(session: Session, account_id: int, company_ids: list[int]
         query = query.where(BankAccount.company_id.in_(company_ids))
     account = session.scalar(query)
     if account is None:
-        raise ReconciliationError(N_("No bank account %(id)s."), {"id": account_id})
+        raise UserError(N_("No bank account %(id)s."), id=account_id)
     if account.active == active:
         return account
     account.active = active

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from kernel.clock import clock
 from kernel.settings import Settings
 from ledger import audit
-from ledger.allocation import AllocationError, allocate
+from ledger.allocation import allocate
 from ledger.models import (
     Allocation,
     BankEntry,
@@ -40,15 +40,16 @@ from ledger.models import (
     InvoiceStatus,
     PayerAccount,
     Payment,
+    PaymentMethod,
+    PaymentStatus,
     User,
 )
 from ledger.money import Money
 from payments import settlement
-from reconciliation.errors import ReconciliationError
 from kernel.i18n import N_
+from kernel.user_error import UserError
 
 PROVIDER = "bank"
-STAFF_METHODS = ("bank_transfer", "cheque", "bill_of_exchange", "cash", "set_off")
 
 
 def _actor(user: User | None) -> tuple[str, str]:
@@ -60,13 +61,13 @@ def received_on(entry: BankEntry) -> date:
 
 
 def confirm(session: Session, match: BankMatch, user: User | None, settings: Settings | None = None) -> BankMatch:
-    """Put a suggested match onto the ledger; ReconciliationError (nothing changed) when the
+    """Put a suggested match onto the ledger; UserError (nothing changed) when the
     invoices moved since it was proposed."""
     entry = session.get_one(BankEntry, match.entry_id)
     if match.state != BankMatchState.suggested.value:
-        raise ReconciliationError(N_("This match is %(state)s already."), {"state": match.state})
+        raise UserError(N_("This match is %(state)s already."), state=match.state)
     if entry.state not in (BankEntryState.unmatched.value, BankEntryState.suggested.value):
-        raise ReconciliationError(N_("This bank entry is %(state)s already."), {"state": entry.state})
+        raise UserError(N_("This bank entry is %(state)s already."), state=entry.state)
     actor_type, actor = _actor(user)
     try:
         with session.begin_nested():
@@ -74,9 +75,9 @@ def confirm(session: Session, match: BankMatch, user: User | None, settings: Set
                 _confirm_checkout(session, entry, match, settings)
             else:
                 _confirm_lines(session, entry, match, actor_type, actor)
-    except (AllocationError, settlement.SettlementError) as error:
-        raise ReconciliationError(N_("The invoices changed since this match was proposed: %(problem)s"),
-                                  {"problem": str(error)}) from None
+    except (UserError, settlement.SettlementError) as error:
+        raise UserError(N_("The invoices changed since this match was proposed: %(problem)s"),
+                        problem=error if isinstance(error, UserError) else str(error)) from None
     match.state = BankMatchState.confirmed.value
     match.confirmed_at = clock.now()
     match.decided_by_user_id = user.id if user is not None else None
@@ -100,7 +101,7 @@ def _confirm_checkout(session: Session, entry: BankEntry, match: BankMatch, sett
     occurred = datetime.combine(received_on(entry), time(12), tzinfo=timezone.utc)
     payment = settlement.apply_payment_status(
         session, checkout=checkout, provider=PROVIDER, provider_ref=_provider_ref(entry, match, None),
-        method="bank_transfer", status="succeeded", amount_minor=entry.amount_minor, currency=entry.currency,
+        method=PaymentMethod.bank_transfer, status=PaymentStatus.succeeded, amount_minor=entry.amount_minor, currency=entry.currency,
         occurred_at=occurred, settings=settings)
     match.payment_id = payment.id
     # The lines say what the settlement did: what each invoice received, the rest as credit.
@@ -126,8 +127,8 @@ def _confirm_checkout(session: Session, entry: BankEntry, match: BankMatch, sett
 def _confirm_lines(session: Session, entry: BankEntry, match: BankMatch, actor_type: str, actor: str) -> None:
     lines = list(match.lines)
     if sum(line.amount_minor for line in lines) != entry.amount_minor:
-        raise AllocationError(f"the lines add up to {sum(line.amount_minor for line in lines)}, the entry "
-                              f"brought {entry.amount_minor}")
+        raise UserError(N_("the lines add up to %(total)s, the entry brought %(amount)s"),
+                        total=Money(sum(line.amount_minor for line in lines), entry.currency), amount=entry.amount)
     invoice_ids = sorted({line.invoice_id for line in lines if line.invoice_id is not None})
     # Locked in id order, as the settlement does, so two matches of one invoice queue up.
     invoices = {invoice.id: invoice for invoice in session.scalars(
@@ -137,7 +138,7 @@ def _confirm_lines(session: Session, entry: BankEntry, match: BankMatch, actor_t
     for customer_id in customers:
         customer = session.get_one(Customer, customer_id)
         if customer.company_id != entry.company_id:
-            raise AllocationError("a bank entry pays customers of its own company only")
+            raise UserError(N_("a bank entry pays customers of its own company only"))
         amount = sum(line.amount_minor for line in lines if line.customer_id == customer_id)
         payment = Payment(customer_id=customer_id, provider=PROVIDER,
                           provider_ref=_provider_ref(entry, match, customer_id if len(customers) > 1 else None),
@@ -153,7 +154,7 @@ def _confirm_lines(session: Session, entry: BankEntry, match: BankMatch, actor_t
             continue
         invoice = invoices[line.invoice_id]
         if invoice.customer_id != line.customer_id or invoice.company_id != entry.company_id:
-            raise AllocationError(f"{invoice.number} is not an invoice of this customer")
+            raise UserError(N_("%(number)s is not an invoice of this customer"), number=invoice.number)
         allocate(session, invoice, Money(line.amount_minor, invoice.currency),
                  Money(line.discount_minor + line.write_off_minor, invoice.currency), payment=payment)
     match.payment_id = payments[customers[0]].id
@@ -174,7 +175,7 @@ def _complete_checkouts(session: Session, invoice_ids: list[int]) -> list[int]:
         return []
     candidates = session.scalars(
         select(Checkout).join(CheckoutLine, CheckoutLine.checkout_id == Checkout.id)
-        .where(CheckoutLine.invoice_id.in_(invoice_ids), Checkout.method == "bank_transfer",
+        .where(CheckoutLine.invoice_id.in_(invoice_ids), Checkout.method == PaymentMethod.bank_transfer,
                Checkout.status == "open").distinct().order_by(Checkout.id)).all()
     completed = []
     for checkout in candidates:
@@ -220,8 +221,8 @@ def undo(session: Session, match: BankMatch, user: User | None, *, reason: str, 
     completed are open again, and the entry waits in the queue (or, `returned` by the bank, stays
     matched to nothing). The record stays, `undone`."""
     if match.state != BankMatchState.confirmed.value:
-        raise ReconciliationError(N_("Only a confirmed match can be undone; this one is %(state)s."),
-                                  {"state": match.state})
+        raise UserError(N_("Only a confirmed match can be undone; this one is %(state)s."),
+                                  state=match.state)
     entry = session.get_one(BankEntry, match.entry_id)
     actor_type, actor = _actor(user)
     for payment in match_payments(session, match):

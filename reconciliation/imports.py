@@ -1,7 +1,7 @@
 """Loading a bank statement file: parse, book each statement to its company's account, keep
 the entries not seen before, match the credits.
 
-All or nothing per file: any refusal raises `ImportRefused` before the caller commits, and
+All or nothing per file: any refusal raises `UserError` before the caller commits, and
 nothing of the file stays. Loading a file again changes nothing: an entry is known by its
 identity within its account (`entry_identity`).
 """
@@ -19,12 +19,14 @@ from sqlalchemy.orm import Session
 
 from kernel.clock import clock
 from kernel.i18n import N_
+from kernel.user_error import UserError
 from kernel.settings import Settings
 from ledger import audit
 from ledger.banking import BankDetailsError, normalize_iban
 from ledger.models import (
     BankAccount,
     BankEntry,
+    PaymentMethod,
     BankEntryState,
     BankMatch,
     BankMatchState,
@@ -43,7 +45,6 @@ from ledger.models import (
 from reconciliation import booking
 from reconciliation.accounts import account_for_iban, company_by_code
 from reconciliation.entries import EntryStatus, ParsedEntry, ParsedStatement, StatementFileError
-from reconciliation.errors import ReconciliationError
 from reconciliation.matching import (
     Book,
     CheckoutFacts,
@@ -58,10 +59,6 @@ from reconciliation.parsers import parse_statement_file
 from reconciliation.references import find_rf_references
 
 _CHUNK = 500  # ids per IN (...) list
-
-
-class ImportRefused(ReconciliationError):
-    """The file was not imported at all; the message says why and where."""
 
 
 @dataclass
@@ -123,17 +120,17 @@ def import_statement_file(
     now: datetime | None = None,
     settings: Settings | None = None,
 ) -> ImportReport:
-    """Import every statement of the file (see the module docstring); raises ImportRefused."""
+    """Import every statement of the file (see the module docstring); raises UserError."""
     now = now or clock.now()
     try:
         statements = parse_statement_file(data, filename)
     except StatementFileError as error:
         where = f" (at {error.location})" if error.location and error.location not in error.message else ""
         problem = error.message.removeprefix(f"{filename}: ")
-        raise ImportRefused(N_("%(file)s: nothing imported: %(problem)s%(where)s"),
-                            {"file": filename, "problem": problem, "where": where}) from None
+        raise UserError(N_("%(file)s: nothing imported: %(problem)s%(where)s"),
+                            file=filename, problem=problem, where=where) from None
     if not statements:
-        raise ImportRefused(N_("%(file)s: nothing imported: the file holds no statement."), {"file": filename})
+        raise UserError(N_("%(file)s: nothing imported: the file holds no statement."), file=filename)
     forced = company_by_code(session, company_code) if company_code else None
     digest = hashlib.sha256(data).hexdigest()
     accounts = [_account_of(session, statement, forced, filename) for statement in statements]
@@ -160,27 +157,26 @@ def _account_of(session: Session, statement: ParsedStatement, forced: Company | 
                 filename: str) -> tuple[BankAccount, list[str]]:
     named = statement.account_iban or statement.account_id
     if not named:
-        raise ImportRefused(N_("%(file)s: nothing imported: statement %(statement)s names no account."),
-                            {"file": filename, "statement": statement.statement_id or "-"})
+        raise UserError(N_("%(file)s: nothing imported: statement %(statement)s names no account."),
+                            file=filename, statement=statement.statement_id or "-")
     try:
         identifier = normalize_iban(named) if statement.account_iban else named.strip().replace(" ", "").upper()
     except BankDetailsError as error:
-        raise ImportRefused(N_("%(file)s: nothing imported: the statement's account %(account)s: %(problem)s"),
-                            {"file": filename, "account": named, "problem": str(error)}) from None
+        raise UserError(N_("%(file)s: nothing imported: the statement's account %(account)s: %(problem)s"),
+                            file=filename, account=named, problem=error) from None
     account = account_for_iban(session, identifier)
     if account is not None:
         if forced is not None and account.company_id != forced.id:
             owner = session.get_one(Company, account.company_id)
-            raise ImportRefused(
+            raise UserError(
                 N_("%(file)s: nothing imported: the account %(account)s is registered to company %(owner)s, "
-                   "not %(code)s."), {"file": filename, "account": identifier, "owner": owner.code,
-                                      "code": forced.code})
+                   "not %(code)s."), file=filename, account=identifier, owner=owner.code, code=forced.code)
         return account, []
     if forced is None:
-        raise ImportRefused(
+        raise UserError(
             N_("%(file)s: nothing imported: the account %(account)s belongs to no company. Register it with "
                "`encours company account add CODE --iban %(account)s`, or name the company with --company."),
-            {"file": filename, "account": identifier})
+            file=filename, account=identifier)
     account = BankAccount(company_id=forced.id, iban=identifier, currency=statement.account_currency
                           or forced.base_currency, label=f"added by the import of {filename}"[:100], active=True)
     session.add(account)
@@ -321,7 +317,7 @@ def _insert_suggestions(session: Session, ids: list[int], values: list[dict[str,
         match_ids = session.execute(insert(BankMatch).returning(BankMatch.id, sort_by_parameter_order=True), [
             dict(entry_id=entry_id, company_id=company_id, state=BankMatchState.suggested.value,
                  evidence=proposal.evidence.value, reason=proposal.reason, score=proposal.score,
-                 method="bank_transfer", checkout_id=proposal.checkout_id,
+                 method=PaymentMethod.bank_transfer.value, checkout_id=proposal.checkout_id,
                  details={"reason_message": proposal.reason_message, "reason_values": proposal.reason_values},
                  created_at=entry["created_at"])
             for entry_id, entry, proposal in chunk]).scalars().all()
@@ -340,7 +336,7 @@ def _confirm_automatic(session: Session, entry_id: int, entry: dict[str, Any], b
     assert match is not None
     try:
         booking.confirm(session, match, None, settings)
-    except ReconciliationError as error:
+    except UserError as error:
         # The book said it fitted, the ledger says otherwise (it changed meanwhile): staff decide.
         row = session.get_one(BankEntry, entry_id)
         row.warnings = entry["warnings"] = [*entry["warnings"], f"not matched automatically: {error}"]

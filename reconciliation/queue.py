@@ -16,6 +16,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from kernel.i18n import N_
+from kernel.user_error import UserError
 from kernel.settings import Settings
 from ledger import audit
 from ledger.models import (
@@ -32,7 +33,6 @@ from ledger.models import (
 )
 from ledger.money import Money, decimals
 from reconciliation import booking
-from reconciliation.errors import ReconciliationError
 from reconciliation.matching import Evidence
 
 PAGE_SIZE = 50
@@ -40,7 +40,7 @@ STATES = tuple(state.value for state in BankEntryState)
 OPEN_STATES = (BankEntryState.unmatched.value, BankEntryState.suggested.value)
 
 
-class EntryNotFound(ReconciliationError):
+class EntryNotFound(UserError):
     """No such entry among the companies the user may see."""
 
 
@@ -94,7 +94,7 @@ def list_entries(
         query = query.where(BankEntry.state.in_(OPEN_STATES))
     elif state:
         if state not in STATES:
-            raise ReconciliationError(N_("Unknown entry state %(state)s."), {"state": state})
+            raise UserError(N_("Unknown entry state %(state)s."), state=state)
         query = query.where(BankEntry.state == state)
     term = (search or "").strip()[:100]
     if term:
@@ -148,14 +148,14 @@ def get_entry(session: Session, entry_id: int, company_ids: Iterable[int] | None
         query = query.with_for_update()
     entry = session.scalar(query)
     if entry is None:
-        raise EntryNotFound(N_("No bank entry %(id)s."), {"id": entry_id})
+        raise EntryNotFound(N_("No bank entry %(id)s."), id=entry_id)
     return entry
 
 
 def _open_entry(session: Session, entry_id: int, user: User) -> BankEntry:
     entry = get_entry(session, entry_id, companies_of(user), for_update=True)
     if entry.state not in OPEN_STATES:
-        raise ReconciliationError(N_("This bank entry is %(state)s already."), {"state": entry.state})
+        raise UserError(N_("This bank entry is %(state)s already."), state=entry.state)
     return entry
 
 
@@ -169,7 +169,7 @@ def confirm_suggestion(session: Session, entry_id: int, user: User, match_id: in
         query = query.where(BankMatch.id == match_id)
     match = session.scalar(query.order_by(BankMatch.score.desc(), BankMatch.id).limit(1))
     if match is None:
-        raise ReconciliationError(N_("This bank entry has no suggestion to confirm."))
+        raise UserError(N_("This bank entry has no suggestion to confirm."))
     return booking.confirm(session, match, user, settings)
 
 
@@ -189,12 +189,12 @@ def match_manually(
     and nothing is applied."""
     entry = _open_entry(session, entry_id, user)
     if entry.amount_minor <= 0 or entry.reversal:
-        raise ReconciliationError(N_("Only money received can be matched to invoices."))
+        raise UserError(N_("Only money received can be matched to invoices."))
     if not allocations:
-        raise ReconciliationError(N_("Choose at least one invoice."))
+        raise UserError(N_("Choose at least one invoice."))
     company = session.get_one(Company, entry.company_id)
     day = booking.received_on(entry)
-    problems: list[str] = []
+    problems: list[UserError] = []
     lines: list[tuple[int, int | None, int, int, int]] = []
     seen: set[int] = set()
     ids = [invoice_id for invoice_id, _amount in allocations]
@@ -203,43 +203,47 @@ def match_manually(
     for invoice_id, amount in allocations:
         invoice = invoices.get(invoice_id)
         if invoice is None:
-            problems.append(f"invoice {invoice_id} is not an invoice of {company.code}")
+            problems.append(UserError(N_("invoice %(id)s is not an invoice of %(company)s"), id=str(invoice_id),
+                                      company=company.code))
             continue
         if invoice_id in seen:
-            problems.append(f"{invoice.number} is chosen twice")
+            problems.append(UserError(N_("%(number)s is chosen twice"), number=invoice.number))
             continue
         seen.add(invoice_id)
         if invoice.kind != InvoiceKind.invoice.value or invoice.status == InvoiceStatus.void.value:
-            problems.append(f"{invoice.number} is not an invoice that can be paid")
+            problems.append(UserError(N_("%(number)s is not an invoice that can be paid"), number=invoice.number))
             continue
         if amount.currency != entry.currency or invoice.currency != entry.currency:
-            problems.append(f"{invoice.number} is in {invoice.currency}, the entry in {entry.currency}")
+            problems.append(UserError(N_("%(number)s is in %(currency)s, the entry in %(entry_currency)s"),
+                                      number=invoice.number, currency=invoice.currency, entry_currency=entry.currency))
             continue
         if amount.minor <= 0:
-            problems.append(f"{invoice.number}: the amount must be more than zero")
+            problems.append(UserError(N_("%(number)s: the amount must be more than zero"), number=invoice.number))
             continue
         discount = _discount(invoice, day)
         if discount and amount.minor == invoice.open_minor - discount:
             lines.append((invoice.customer_id, invoice.id, amount.minor, discount, 0))
             continue
         if amount.minor > invoice.open_minor:
-            problems.append(f"{invoice.number}: {amount} is more than its open {invoice.open}")
+            problems.append(UserError(N_("%(number)s: %(amount)s is more than its open %(open)s"), number=invoice.number,
+                                      amount=amount, open=invoice.open))
             continue
         short = invoice.open_minor - amount.minor
         written_off = 0
         if write_off and short:
             if short > company.write_off_tolerance_minor:
-                problems.append(f"{invoice.number}: {Money(short, entry.currency)} short is more than the "
-                                f"{Money(company.write_off_tolerance_minor, entry.currency)} that may be written off")
+                problems.append(UserError(N_("%(number)s: %(short)s short is more than the %(tolerance)s that may be "
+                                             "written off"), number=invoice.number, short=Money(short, entry.currency),
+                                          tolerance=Money(company.write_off_tolerance_minor, entry.currency)))
                 continue
             written_off = short
         lines.append((invoice.customer_id, invoice.id, amount.minor, 0, written_off))
     total = sum(line[2] for line in lines) if not problems else sum(amount.minor for _id, amount in allocations)
     if total > entry.amount_minor:
-        problems.append(f"the amounts add up to {Money(total, entry.currency)}, more than the "
-                        f"{entry.amount} the entry brought")
+        problems.append(UserError(N_("the amounts add up to %(total)s, more than the %(amount)s the entry brought"),
+                                  total=Money(total, entry.currency), amount=entry.amount))
     if problems:
-        raise ReconciliationError(N_("Nothing was matched: %(problems)s."), {"problems": "; ".join(problems)})
+        raise UserError(N_("Nothing was matched: %(problems)s."), problems=tuple(problems))
     if total < entry.amount_minor:
         lines.append((lines[0][0], None, entry.amount_minor - total, 0, 0))
     for other in session.scalars(select(BankMatch).where(BankMatch.entry_id == entry.id,
@@ -281,8 +285,8 @@ def restore_entry(session: Session, entry_id: int, user: User) -> BankEntry:
     """An entry set aside by mistake goes back to the queue, unmatched."""
     entry = get_entry(session, entry_id, companies_of(user), for_update=True)
     if entry.state != BankEntryState.ignored.value:
-        raise ReconciliationError(N_("Only an entry set aside can be put back; this one is %(state)s."),
-                                  {"state": entry.state})
+        raise UserError(N_("Only an entry set aside can be put back; this one is %(state)s."),
+                                  state=entry.state)
     entry.state = BankEntryState.unmatched.value
     session.flush()
     audit.record(session, actor_type="user", actor=user.email, action="bank_entry.restored",
@@ -300,9 +304,9 @@ def undo_match(session: Session, match_id: int, user: User, settings: Settings |
         query = query.where(BankMatch.company_id.in_(scope))
     match = session.scalar(query.with_for_update())
     if match is None:
-        raise EntryNotFound(N_("No bank match %(id)s."), {"id": match_id})
+        raise EntryNotFound(N_("No bank match %(id)s."), id=match_id)
     if match.evidence == Evidence.reversal.value:
-        raise ReconciliationError(N_("A payment the bank returned cannot be undone here."))
+        raise UserError(N_("A payment the bank returned cannot be undone here."))
     return booking.undo(session, match, user, reason=f"undone by {user.email}", settings=settings)
 
 

@@ -156,3 +156,20 @@ def test_openapi_document_and_docs_page(client):
     assert spec["components"]["schemas"]["InvoiceIn"]["additionalProperties"] is False
     page = client.get("/api/v1/docs")
     assert page.status_code == 200 and "putInvoice" in page.text and "<script" not in page.text
+
+
+def test_a_refusal_from_a_service_is_a_problem_naming_each_field_it_concerns(client, auth, session: Session):
+    _customer(client, auth)
+    items = [{**invoice_body(), "number": f"O-{n}"} for n in range(3)]
+    assert client.post("/api/v1/invoices:bulk", json={"items": items}, headers=auth).status_code == 200
+    items[0]["open_amount"], items[2]["open_amount"] = "1300.00", "1500.00"
+    answer = client.post("/api/v1/invoices:bulk", json={"items": items}, headers=auth)
+    assert answer.status_code == 422 and answer.headers["content-type"] == PROBLEM
+    assert answer.json()["errors"] == [
+        {"field": "items[0].open_amount",
+         "message": "1300.00 is more than the 1200.00 open in Encours; an open amount only goes down"},
+        {"field": "items[2].open_amount",
+         "message": "1500.00 is more than the 1200.00 open in Encours; an open amount only goes down"},
+    ]
+    assert "nothing was written" in answer.json()["detail"]
+    assert {i.open_minor for i in session.scalars(select(Invoice).where(Invoice.number.like("O-%")))} == {120000}

@@ -7,7 +7,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dunning.messages import TemplateProblem, validate_step
-from dunning.scenarios import DEFAULT_STEPS, ScenarioError, ensure_default_scenario, save_step, validate_step_fields
+from dunning.scenarios import DEFAULT_STEPS, ensure_default_scenario, save_step, validate_step_fields
+from kernel.user_error import UserError
 from ledger.models import Scenario
 from tests import factories
 
@@ -89,9 +90,9 @@ def test_save_step_refuses_a_broken_text_and_a_duplicate_offset(session: Session
             "subject_en": "Last notice", "body_en": "{{ invoices }}"}
     with pytest.raises(TemplateProblem, match="en body, line 1: unknown placeholder 'invoice'"):
         save_step(session, scenario, **{**good, "body_en": "{{ invoice }}"})
-    with pytest.raises(ScenarioError, match="unknown tone"):
+    with pytest.raises(UserError, match="unknown tone"):
         save_step(session, scenario, **{**good, "tone": "angry"})
-    with pytest.raises(ScenarioError, match="already has a step at D\\+30"):
+    with pytest.raises(UserError, match="already has a step at D\\+30"):
         save_step(session, scenario, **{**good, "offset_days": 30})
     step = save_step(session, scenario, **good)
     assert step.id is not None and [s.offset_days for s in scenario.steps][-1] == 45

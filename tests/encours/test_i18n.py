@@ -37,8 +37,8 @@ def test_every_message_in_the_code_is_in_the_french_catalog(tmp_path) -> None:  
     pybabel = Path(sys.executable).with_name("pybabel")
     subprocess.run(
         [str(pybabel), "-q", "extract", "-F", "babel.cfg", "-k", "_t:2", "-k", "N_", "-k", "gettext:1,1t", "-k",
-         "gettext:2,2t", "-k", "CheckoutError", "--no-location", "-o", str(pot),
-         "kernel", "encours", "portal", "links", "ledger", "mail", "dunning", "admin", "payments"],
+         "gettext:2,2t", "--no-location", "-o", str(pot),
+         "kernel", "encours", "portal", "links", "ledger", "mail", "dunning", "admin", "payments", "reconciliation"],
         cwd=root, check=True, capture_output=True,
     )
     with open(pot, "rb") as handle:

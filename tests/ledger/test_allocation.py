@@ -5,7 +5,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
-from ledger.allocation import AllocationError, allocate, invariant_violations
+from kernel.user_error import UserError
+from ledger.allocation import allocate, invariant_violations
 from ledger.models import InvoiceKind, Payment
 from ledger.money import CurrencyError, Money
 from tests import factories
@@ -36,8 +37,9 @@ def test_over_allocation_and_wrong_currency_are_refused(session: Session) -> Non
     customer = factories.customer(session, factories.company(session))
     invoice = factories.invoice(session, customer, total_minor=100_00)
     payment = _payment(session, customer.id, 500_00)
-    with pytest.raises(AllocationError):
+    with pytest.raises(UserError, match="exceeds the open") as raised:
         allocate(session, invoice, Money(100_01, "EUR"), payment=payment)
+    assert raised.value.render("fr") == "%s : 100,01\u00a0€ dépasse le solde ouvert de 100,00\u00a0€" % invoice.number
     with pytest.raises(CurrencyError):
         allocate(session, invoice, Money(10_00, "GBP"), payment=payment)
     assert invoice.open_minor == 100_00
@@ -49,7 +51,7 @@ def test_credit_note_settles_invoice_of_same_customer_only(session: Session) -> 
     invoice = factories.invoice(session, customer, total_minor=300_00)
     credit = factories.invoice(session, customer, total_minor=100_00, kind=InvoiceKind.credit_note)
     foreign_credit = factories.invoice(session, other, total_minor=100_00, kind=InvoiceKind.credit_note)
-    with pytest.raises(AllocationError):
+    with pytest.raises(UserError, match="a credit note settles invoices of its own customer only"):
         allocate(session, invoice, Money(50_00, "EUR"), credit_note=foreign_credit)
     allocate(session, invoice, Money(100_00, "EUR"), credit_note=credit)
     assert (invoice.open_minor, credit.open_minor, credit.status) == (200_00, 0, "paid")
@@ -78,8 +80,8 @@ def test_invariant_holds_over_generated_allocations(
             source = {"credit_note": credit} if from_credit else {"payment": payment}
             try:
                 allocate(session, invoice, Money(amount, "JPY"), Money(discount, "JPY"), **source)
-            except AllocationError:
-                pass
+            except UserError as refused:
+                assert not isinstance(refused, CurrencyError)
             assert invoice.open_minor >= 0
         assert invariant_violations(session) == []
         nested.rollback()

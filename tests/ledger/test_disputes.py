@@ -11,7 +11,8 @@ from kernel.clock import clock
 from admin.staff_accounts import create_user
 from ledger import disputes
 from ledger.allocation import invariant_violations
-from ledger.disputes import DisputeError, Upload
+from kernel.user_error import UserError
+from ledger.disputes import Upload
 from ledger.models import Attachment, AuditEvent, Dispute, PromiseToPay
 from ledger.statement import build_statement
 from ledger.storage import FileStorage
@@ -60,7 +61,7 @@ def test_dispute_takes_invoice_out_of_amount_due_and_keeps_files(session: Sessio
     [
         ([Upload(f"f{n}.pdf", PDF) for n in range(6)], "at most 5 files"),
         ([Upload("big.pdf", PDF + b"0" * (10 * 1024 * 1024))], "larger than 10 MB"),
-        ([Upload("invoice.pdf", PNG)], "not what its name says"),
+        ([Upload("invoice.pdf", PNG)], "does not match its name"),
         ([Upload("script.exe", b"MZ\x90\x00")], "only PDF, PNG and JPEG"),
         ([Upload("empty.pdf", b"")], "empty"),
     ],
@@ -68,7 +69,7 @@ def test_dispute_takes_invoice_out_of_amount_due_and_keeps_files(session: Sessio
 def test_bad_files_are_refused_and_nothing_is_stored(session: Session, storage: FileStorage, book, uploads,
                                                      message) -> None:  # type: ignore[no-untyped-def]
     _, customer, first, *_ = book
-    with pytest.raises(DisputeError, match=message):
+    with pytest.raises(UserError, match=message):
         disputes.open_case(session, customer=customer, contact=customer.primary_contact, invoice_ids=[first.id],
                            reason_code="other", message="see file", uploads=uploads, storage=storage)
     assert first.status == "open"
@@ -81,13 +82,13 @@ def test_bad_reason_empty_message_and_foreign_invoice(session: Session, storage:
     stranger = factories.customer(session, company)
     theirs = factories.invoice(session, stranger)
     cases = [
-        ({"reason_code": "nope", "message": "x", "invoice_ids": [first.id]}, "unknown reason"),
-        ({"reason_code": "other", "message": "   ", "invoice_ids": [first.id]}, "message is empty"),
-        ({"reason_code": "other", "message": "x", "invoice_ids": [theirs.id]}, "unknown invoice"),
+        ({"reason_code": "nope", "message": "x", "invoice_ids": [first.id]}, "Choose a reason from the list"),
+        ({"reason_code": "other", "message": "   ", "invoice_ids": [first.id]}, "Please write a message"),
+        ({"reason_code": "other", "message": "x", "invoice_ids": [theirs.id]}, "is not on your account"),
         ({"reason_code": "other", "message": "x", "invoice_ids": []}, "at least one invoice"),
     ]
     for arguments, message in cases:
-        with pytest.raises(DisputeError, match=message):
+        with pytest.raises(UserError, match=message):
             disputes.open_case(session, customer=customer, contact=customer.primary_contact, storage=storage,
                                **arguments)
     assert theirs.status == "open" and session.scalar(select(func.count()).select_from(Dispute)) == 0
@@ -109,7 +110,7 @@ def test_reject_returns_invoice_to_amount_due(session: Session, storage: FileSto
     _, customer, first, _, collector = book
     case = disputes.open_case(session, customer=customer, contact=customer.primary_contact, invoice_ids=[first.id],
                               reason_code="already_paid", message="Paid in October", storage=storage)
-    with pytest.raises(DisputeError, match="already disputed"):
+    with pytest.raises(UserError, match="Already under dispute"):
         disputes.open_case(session, customer=customer, contact=customer.primary_contact, invoice_ids=[first.id],
                            reason_code="other", message="again", storage=storage)
     disputes.reject(session, case, user=collector, message="No payment received; see statement")
@@ -128,7 +129,7 @@ def test_internal_notes_need_staff(session: Session, storage: FileStorage, book)
     _, customer, first, _, collector = book
     case = disputes.open_case(session, customer=customer, contact=customer.primary_contact, invoice_ids=[first.id],
                               reason_code="other", message="hello", storage=storage)
-    with pytest.raises(DisputeError):
+    with pytest.raises(UserError):
         disputes.add_message(session, case, body="secret", contact=customer.primary_contact, internal=True,
                              storage=storage)
     note = disputes.add_message(session, case, body="Call them Monday", user=collector, internal=True,
@@ -139,10 +140,10 @@ def test_internal_notes_need_staff(session: Session, storage: FileStorage, book)
 def test_promise_bounds_and_outcomes(session: Session, book) -> None:  # type: ignore[no-untyped-def]
     company, customer, first, second, _ = book
     contact = customer.primary_contact
-    with pytest.raises(DisputeError, match="past"):
+    with pytest.raises(UserError, match="past"):
         disputes.make_promise(session, customer=customer, contact=contact, invoice_ids=[first.id],
                               promised_for=TODAY - timedelta(days=1))
-    with pytest.raises(DisputeError, match="more than 30 days"):
+    with pytest.raises(UserError, match="within 30 days"):
         disputes.make_promise(session, customer=customer, contact=contact, invoice_ids=[first.id],
                               promised_for=TODAY + timedelta(days=31))
     kept = disputes.make_promise(session, customer=customer, contact=contact, invoice_ids=[first.id],
@@ -150,7 +151,7 @@ def test_promise_bounds_and_outcomes(session: Session, book) -> None:  # type: i
     broken = disputes.make_promise(session, customer=customer, contact=contact, invoice_ids=[second.id],
                                    promised_for=TODAY + timedelta(days=5))
     assert kept.amount_minor == 1000_00
-    with pytest.raises(DisputeError, match="already pending"):
+    with pytest.raises(UserError, match="already pending"):
         disputes.make_promise(session, customer=customer, contact=contact, invoice_ids=[first.id],
                               promised_for=TODAY + timedelta(days=6))
     first.open_minor, first.status = 0, "paid"
@@ -195,7 +196,7 @@ def test_staff_add_rename_reorder_and_deactivate_reasons(session: Session, stora
     assert codes(session, company.id)[-2:] == ["late_delivery", "other"]
     disputes.set_reason_active(session, company, added, active=False, actor="boss@x.test")
     assert "late_delivery" not in codes(session, company.id, active_only=True)
-    with pytest.raises(DisputeError, match="unknown reason 'late_delivery'"):
+    with pytest.raises(UserError, match="Choose a reason from the list"):
         disputes.open_case(session, customer=book[1], contact=book[1].primary_contact, invoice_ids=[book[2].id],
                            reason_code="late_delivery", message="late", storage=storage)
     events = session.scalars(select(AuditEvent).where(AuditEvent.action == "company.dispute_reasons_changed")
@@ -214,7 +215,7 @@ def test_bad_labels_are_refused_and_change_nothing(session: Session, book) -> No
         ("Autre", "Something else", "A reason is already called Autre."),
         ("Quelque chose", "wrong AMOUNT", "A reason is already called wrong AMOUNT."),
     ):
-        with pytest.raises(disputes.ReasonRejected, match=message):
+        with pytest.raises(UserError, match=message):
             disputes.add_reason(session, company, label_fr=label_fr, label_en=label_en, actor="boss@x.test")
     assert codes(session, company.id) == before
 
@@ -239,7 +240,7 @@ def test_the_last_active_reason_stays(session: Session, book) -> None:  # type: 
         disputes.set_reason_active(session, company, reason, active=False, actor="boss@x.test")
     for attempt in (lambda: disputes.set_reason_active(session, company, last, active=False, actor="boss@x.test"),
                     lambda: disputes.remove_reason(session, company, last, actor="boss@x.test")):
-        with pytest.raises(disputes.ReasonRejected, match="Keep at least one active reason"):
+        with pytest.raises(UserError, match="Keep at least one active reason"):
             attempt()
     assert codes(session, company.id, active_only=True) == [last.code]
 

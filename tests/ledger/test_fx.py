@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
+from kernel.user_error import UserErrors
 from ledger import fx
 from ledger.models import AuditEvent, FxRate
 from ledger.money import CurrencyError, Money
@@ -88,7 +89,7 @@ def test_set_rate_adds_corrects_and_audits(session):
 ])
 def test_set_rate_refuses_bad_input_and_writes_nothing(session, fields, reason):
     values = {"base": "EUR", "quote": "USD", "valid_on": "2026-11-20", "rate": "1.1", **fields}
-    with pytest.raises(fx.FxFormError) as raised:
+    with pytest.raises(UserErrors) as raised:
         fx.set_rate(session, actor="m@x.fr", **values)
     assert reason in str(raised.value)
     assert _count(session) == 0

@@ -3,11 +3,13 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+
+from kernel.user_error import UserError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ledger.models import Checkout, Company, Customer, Invoice, InvoiceKind
-from payments.checkout import CheckoutError, create_checkout, parse_selection, quote
+from payments.checkout import create_checkout, parse_selection, quote
 from tests import factories
 from tests.payments.conftest import start
 
@@ -44,7 +46,7 @@ def test_no_discount_after_its_date(session: Session, customer: Customer, invoic
 def test_partial_payments_need_the_company_to_allow_them(
     session: Session, company: Company, customer: Customer, invoices: list[Invoice]
 ) -> None:
-    with pytest.raises(CheckoutError, match="only be paid in full"):
+    with pytest.raises(UserError, match="only be paid in full"):
         _create(session, customer, {invoices[1].id: 100_00})
     company.allow_partial_payments = True
     checkout = _create(session, customer, {invoices[1].id: 100_00})
@@ -57,7 +59,7 @@ def test_amounts_must_be_within_the_open_amount(
     session: Session, company: Company, customer: Customer, invoices: list[Invoice], amount: int, message: str
 ) -> None:
     company.allow_partial_payments = True
-    with pytest.raises(CheckoutError, match=message):
+    with pytest.raises(UserError, match=message):
         _create(session, customer, {invoices[1].id: amount})
 
 
@@ -78,9 +80,9 @@ def test_refuses_what_is_not_payable(session: Session, company: Company, custome
         ({dollars.id: None, euros.id: None}, "one currency at a time"),
         ({}, "at least one invoice"),
     ):
-        with pytest.raises(CheckoutError, match=message):
+        with pytest.raises(UserError, match=message):
             _create(session, customer, selection)
-    with pytest.raises(CheckoutError, match="nknown payment method"):
+    with pytest.raises(UserError, match="nknown payment method"):
         _create(session, customer, {euros.id: None}, method="cash")
     assert session.scalar(select(func.count()).select_from(Checkout)) == before  # nothing half-applied
 
@@ -95,9 +97,9 @@ def test_double_click_returns_the_same_checkout(session: Session, customer: Cust
     again = _create(session, customer, {invoices[1].id: None, invoices[0].id: None})
     assert again.id == first.id
     # Another method or a part of the selection is a second payment of the same invoices: refused.
-    with pytest.raises(CheckoutError, match="already has a payment in progress"):
+    with pytest.raises(UserError, match="already has a payment in progress"):
         _create(session, customer, {invoices[0].id: None, invoices[1].id: None}, method="card")
-    with pytest.raises(CheckoutError, match="already has a payment in progress"):
+    with pytest.raises(UserError, match="already has a payment in progress"):
         _create(session, customer, {invoices[0].id: None})
     assert _create(session, customer, {invoices[2].id: None}).id != first.id  # other invoices are free
     first.status = "failed"
@@ -110,9 +112,9 @@ def test_parse_selection_reads_typed_and_minor_amounts(session: Session, custome
     selection = parse_selection(session, customer, ids, {f"amount-{invoices[0].id}": "1 000,50",
                                                          f"minor-{invoices[1].id}": "25000"})
     assert selection == {invoices[0].id: 1000_50, invoices[1].id: 250_00, invoices[2].id: None}
-    with pytest.raises(CheckoutError, match="not an amount"):
+    with pytest.raises(UserError, match="not an amount"):
         parse_selection(session, customer, ids[:1], {f"amount-{invoices[0].id}": "abc"})
-    with pytest.raises(CheckoutError, match="unknown invoice"):
+    with pytest.raises(UserError, match="unknown invoice"):
         parse_selection(session, customer, ["x"], {})
 
 

@@ -12,13 +12,13 @@ from sqlalchemy.orm import Session
 
 from kernel.clock import clock
 from kernel.settings import Settings
+from kernel.user_error import UserError
 from ledger.allocation import invariant_violations
 from ledger.models import Allocation, Checkout, CheckoutLine, Customer, Invoice, InvoiceKind, Payment
 from ledger.statement import unapplied_credit
 from payments.bank_transfer import BankTransferProvider
 from payments.checkout import (
     LIVE_STATUSES,
-    CheckoutError,
     available_credit,
     cancel_checkout,
     create_checkout,
@@ -51,7 +51,7 @@ def _start(session: Session, settings: Settings, customer: Customer, invoices: l
     try:
         checkout = create_checkout(session, customer=customer, contact=None, method=method, today=TODAY,
                                    selection={invoices[i].id: None for i in chosen})
-    except CheckoutError:  # an invoice already in a payment in progress, or nothing left to charge
+    except UserError:  # an invoice already in a payment in progress, or nothing left to charge
         return None
     if method == "bank_transfer":
         BankTransferProvider().start(session, checkout, settings, "")
@@ -85,7 +85,7 @@ def _run(session: Session, settings: Settings, customer: Customer, invoices: lis
                 was = checkout.status
                 try:
                     cancel_checkout(session, checkout, contact=None)
-                except CheckoutError:
+                except UserError:
                     assert was != "open", "an open checkout may always be cancelled"
                 else:
                     assert was == "open", "only a checkout whose money has not started moving is cancelled"

@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+
+from kernel.user_error import UserError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -15,7 +17,6 @@ from ledger.allocation import invariant_violations
 from ledger.models import Allocation, Checkout, Customer, Invoice, InvoiceKind, Payment
 from ledger.statement import build_statement
 from payments.checkout import (
-    CheckoutError,
     available_credit,
     cancel_checkout,
     create_checkout,
@@ -131,7 +132,7 @@ def test_a_cancelled_checkout_releases_its_credit_and_its_invoices(
     overdue = invoices[0]
     _credit_note(session, customer, 100_00)
     first = _checkout(session, customer, [overdue], method="bank_transfer")
-    with pytest.raises(CheckoutError, match="already has a payment in progress"):
+    with pytest.raises(UserError, match="already has a payment in progress"):
         _checkout(session, customer, [overdue], method="card")
     cancel_checkout(session, first, contact=customer.primary_contact)
     assert (first.status, first.failure_code) == ("cancelled", "debtor_cancelled")
@@ -177,7 +178,7 @@ def test_credit_covering_everything_settles_without_a_charge(
 ) -> None:
     _, discounted, _ = invoices
     note = _credit_note(session, customer, 600_00)
-    with pytest.raises(CheckoutError, match="nothing to charge"):
+    with pytest.raises(UserError, match="nothing to charge"):
         _checkout(session, customer, [discounted])
     priced = settle_with_credit(session, customer=customer, contact=customer.primary_contact,
                                 selection={discounted.id: None}, today=TODAY)
@@ -187,7 +188,7 @@ def test_credit_covering_everything_settles_without_a_charge(
     allocation = session.scalar(select(Allocation).where(Allocation.invoice_id == discounted.id))
     assert allocation is not None and (allocation.amount_minor, allocation.discount_minor) == (500_00, 0)
     assert invariant_violations(session) == []
-    with pytest.raises(CheckoutError):
+    with pytest.raises(UserError):
         settle_with_credit(session, customer=customer, contact=None, selection={invoices[0].id: None}, today=TODAY)
 
 

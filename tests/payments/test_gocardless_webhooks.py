@@ -325,7 +325,7 @@ def test_an_event_naming_nothing_of_ours_is_not_ours_and_a_stored_one_of_ours_is
         webhooks.store_event(writer, "gocardless", event["id"], "payments.confirmed",
                              json.dumps(event), {})
         writer.commit()
-    clock.set(clock.now() + webhooks.backoff(1) * 2)
+    clock.set(clock.now() + webhooks.RETRY.backoff(1) * 2)
     report = webhooks.retry_due(session_factory, webhooks.registered_handlers(settings))
     assert (report.processed, report.failed) == (1, 0)  # ours applied; the stray one is done with
     assert state(session, invoices) == (PAID, ["succeeded"], 2)

@@ -17,7 +17,8 @@ from ledger.models import AuditEvent, Company, Customer, Invoice, Payment, Payme
 from ledger.money import Money
 from ledger.statement import build_statement, unapplied_credit
 from payments.checkout import settle_with_credit
-from payments.manual import ManualPaymentError, record_manual_payment, reverse_manual_payment
+from kernel.user_error import UserError
+from payments.manual import record_manual_payment, reverse_manual_payment
 from tests import factories
 
 TODAY = date(2026, 11, 25)
@@ -103,7 +104,7 @@ def test_cancelling_restores_the_ledger_exactly(session: Session, customer: Cust
     assert invariant_violations(session) == []
     event = session.scalars(select(AuditEvent).where(AuditEvent.action == "payment.cancelled")).one()
     assert event.before == {"status": "succeeded", "invoices": {"F-1": 1134_56, "F-2": 500_00, "F-3": 318_40}}
-    with pytest.raises(ManualPaymentError, match="already cancelled"):
+    with pytest.raises(UserError, match="already cancelled"):
         reverse_manual_payment(session, payment, manager)
 
 
@@ -144,7 +145,7 @@ def test_bad_input_is_refused_and_nothing_is_recorded(session: Session, company:
     if isinstance(values["allocations"], str):
         values["allocations"] = allocations[values["allocations"]]
     before = _book(session, customer)
-    with pytest.raises(ManualPaymentError, match=message):
+    with pytest.raises(UserError, match=message):
         record_manual_payment(session, customer, values["amount"], values["received_on"], values["method"],
                               values["reference"], values["allocations"], manager)
     assert _book(session, customer) == before
@@ -159,11 +160,11 @@ def test_roles(session: Session, company: Company, customer: Customer, invoices:
     stranger = create_user(session, email="other@else.test", role="manager", password="correct horse battery",
                            company_codes=[factories.company(session).code])
     for user in (viewer, collector, stranger):
-        with pytest.raises(ManualPaymentError, match="may not record"):
+        with pytest.raises(UserError, match="may not record"):
             record_manual_payment(session, customer, eur(10_00), TODAY, "cash", "", None, user)
     customer.collector_id = collector.id
     payment = record_manual_payment(session, customer, eur(10_00), TODAY, "cash", "", None, collector)
-    with pytest.raises(ManualPaymentError, match="may not record"):
+    with pytest.raises(UserError, match="may not record"):
         reverse_manual_payment(session, payment, viewer)
     reverse_manual_payment(session, payment, collector)
     assert payment.status == "cancelled"
@@ -174,5 +175,25 @@ def test_a_provider_payment_is_not_cancelled_here(session: Session, customer: Cu
                    amount_minor=10_00, currency="EUR", status="succeeded", received_on=TODAY)
     session.add(card)
     session.flush()
-    with pytest.raises(ManualPaymentError, match="recorded by hand"):
+    with pytest.raises(UserError, match="recorded by hand"):
         reverse_manual_payment(session, card, manager)
+
+
+def test_the_payment_form_names_every_bad_field_at_once() -> None:
+    from kernel.user_error import UserErrors
+    from payments.manual import ManualPaymentForm
+
+    with pytest.raises(UserErrors) as raised:
+        ManualPaymentForm.from_form([("currency", "EUR"), ("amount", "huit"), ("received_on", "hier"),
+                                     ("method", "card"), ("alloc-12", "1O0")])
+    assert [(e.field, e.render("fr")) for e in raised.value] == [
+        ("amount", "Le montant reçu huit n'est pas un montant en EUR."),
+        ("received_on", "La date de réception hier n'est pas une date."),
+        ("method", "Choisissez comment le paiement a été fait."),
+        ("allocations", "1O0 n'est pas un montant en EUR."),
+    ]
+    form = ManualPaymentForm.from_form([("currency", "eur"), ("amount", "1 234,50"), ("received_on", "2026-11-30"),
+                                        ("method", "cheque"), ("reference", " 0042 "), ("alloc-12", "1000"),
+                                        ("alloc-13", ""), ("csrf_token", "x")])
+    assert (form.amount, form.method, form.reference, form.allocations) == (
+        Money(1234_50, "EUR"), "cheque", "0042", [(12, Money(1000_00, "EUR"))])

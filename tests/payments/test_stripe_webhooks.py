@@ -377,7 +377,7 @@ def test_a_kept_event_is_applied_by_the_workers_retry(
 
     checkout.provider, checkout.provider_ref = "stripe", INTENT
     session.commit()
-    clock.set(clock.now() + webhooks.backoff(1) * 2)
+    clock.set(clock.now() + webhooks.RETRY.backoff(1) * 2)
     report = webhooks.retry_due(session_factory, webhooks.registered_handlers(settings))
     assert (report.processed, report.failed) == (1, 0)
     assert state(session, invoices) == (PAID, ["succeeded"], 2)

@@ -83,7 +83,7 @@ def test_a_failing_event_keeps_its_error_and_is_retried(session_factory: session
         stored = session.get(WebhookEvent, event.id)
         assert stored is not None and stored.processed_at is None and stored.attempts == 1
         assert "database hiccup" in (stored.error or "")
-        assert stored.next_attempt_at == clock.now() + webhooks.backoff(1)
+        assert stored.next_attempt_at == clock.now() + webhooks.RETRY.backoff(1)
 
     assert retry_due(session_factory, {"stripe": _mark}).processed == 0  # not due yet
     clock.set(clock.now() + timedelta(minutes=2))
@@ -228,7 +228,7 @@ def test_a_failing_first_attempt_rolls_back_the_handler_and_keeps_the_error(
     assert _handled(session_factory, "evt_1") == 0  # the handler's writes were rolled back, the claim too
     _, _, _, _, attempts, processed_at, next_attempt_at, error = _row(session_factory, pk)
     assert attempts == 1 and processed_at is None and "database hiccup" in (error or "")
-    assert next_attempt_at == clock.now() + webhooks.backoff(1)
+    assert next_attempt_at == clock.now() + webhooks.RETRY.backoff(1)
     clock.set(clock.now() + timedelta(minutes=2))
     assert retry_due(session_factory, {"stripe": _mark}).processed == 1
     assert _handled(session_factory, "evt_1") == 1 and _row(session_factory, pk)[4] == 2

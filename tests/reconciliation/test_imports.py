@@ -24,7 +24,8 @@ from ledger.models import (
 )
 from ledger.statement import unapplied_credit
 from payments import rf
-from reconciliation.imports import ImportRefused, import_statement_file
+from kernel.user_error import UserError
+from reconciliation.imports import import_statement_file
 from tests.reconciliation.bank_world import (
     ACME_IBAN,
     OTHER_IBAN,
@@ -126,7 +127,7 @@ def test_an_unknown_account_is_refused_without_a_company_and_booked_with_one(
         session: Session, world: World, settings: Settings) -> None:
     data = camt(credit("120.00", ref="E1", text="F-2026-0468"), iban="DE89370400440532013000")
     before = _ledger(session)
-    with pytest.raises(ImportRefused) as refused:
+    with pytest.raises(UserError) as refused:
         import_statement_file(session, data, "unknown.xml", settings=settings)
     assert "DE89370400440532013000 belongs to no company" in str(refused.value)
     assert "--company" in str(refused.value)
@@ -140,7 +141,7 @@ def test_an_unknown_account_is_refused_without_a_company_and_booked_with_one(
 def test_an_account_of_another_company_is_refused_when_the_company_is_named(
         session: Session, world: World, settings: Settings) -> None:
     data = camt(credit("333.00", ref="E1", text="F-2026-0472"), iban=OTHER_IBAN)
-    with pytest.raises(ImportRefused, match="registered to company OTHER, not ACME"):
+    with pytest.raises(UserError, match="registered to company OTHER, not ACME"):
         import_statement_file(session, data, "o.xml", company_code="ACME", settings=settings)
 
 
@@ -208,7 +209,7 @@ def test_an_import_is_on_the_audit_trail(session: Session, world: World, setting
 
 def _refused(session: Session, data: bytes, name: str, settings: Settings) -> str:
     before = _ledger(session)
-    with pytest.raises(ImportRefused) as refused:
+    with pytest.raises(UserError) as refused:
         import_statement_file(session, data, name, settings=settings)
     assert _ledger(session) == before
     return str(refused.value)

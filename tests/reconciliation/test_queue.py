@@ -13,7 +13,7 @@ from ledger.models import Allocation, AuditEvent, BankEntry, BankMatch, Company,
 from ledger.money import Money
 from ledger.statement import unapplied_credit
 from reconciliation import queue
-from reconciliation.errors import ReconciliationError
+from kernel.user_error import UserError
 from reconciliation.imports import import_statement_file
 from tests.reconciliation.bank_world import PETIT_IBAN, World, camt, credit, make_world
 
@@ -61,7 +61,7 @@ def test_list_entries_filters_by_state_and_search_within_the_users_companies(
     assert [row.entry.amount_minor for row in queue.list_entries(session, None, search="inconnu").rows] == [42_00]
     assert [row.entry.amount_minor for row in queue.list_entries(session, None, search="42,00").rows] == [42_00]
     assert queue.list_entries(session, [world.other.id]).rows == []
-    with pytest.raises(ReconciliationError, match="Unknown entry state"):
+    with pytest.raises(UserError, match="Unknown entry state"):
         queue.list_entries(session, None, state="paid")
 
 
@@ -75,7 +75,7 @@ def test_confirming_a_suggestion_applies_it_and_learns_the_payer(
     invoice = world.invoice(session, "F-2026-0470")
     assert (invoice.status, invoice.open_minor) == ("partially_paid", 25_00)
     assert entry.state == "matched"
-    with pytest.raises(ReconciliationError, match="matched already"):
+    with pytest.raises(UserError, match="matched already"):
         queue.confirm_suggestion(session, entry.id, manager, settings=settings)
     assert invariant_violations(session) == []
 
@@ -101,10 +101,10 @@ def test_a_short_payment_within_the_tolerance_is_written_off_and_beyond_it_is_re
     _load(session, settings, credit("118.50", ref="E1", iban=None, text="paiement"),
           credit("77.00", ref="E2", iban=None, text="paiement"))
     f468, f469 = world.invoice(session, "F-2026-0468"), world.invoice(session, "F-2026-0469")
-    with pytest.raises(ReconciliationError) as refused:
+    with pytest.raises(UserError) as refused:
         queue.match_manually(session, _entry(session, 77_00).id, [(f469.id, Money(77_00, "EUR"))], manager,
                              write_off=True, settings=settings)
-    assert "F-2026-0469: 3.00 EUR short is more than the 2.00 EUR that may be written off" in str(refused.value)
+    assert "F-2026-0469: €3.00 short is more than the €2.00 that may be written off" in str(refused.value)
     assert world.invoice(session, "F-2026-0469").open_minor == 80_00
 
     queue.match_manually(session, _entry(session, 118_50).id, [(f468.id, Money(118_50, "EUR"))], manager,
@@ -122,11 +122,11 @@ def test_match_by_hand_names_every_problem_and_applies_nothing(
     entry = _entry(session, 100_00)
     state = entry.state
     f468, f472 = world.invoice(session, "F-2026-0468"), world.invoice(session, "F-2026-0472")
-    with pytest.raises(ReconciliationError) as refused:
+    with pytest.raises(UserError) as refused:
         queue.match_manually(session, entry.id, [(f468.id, Money(130_00, "EUR")), (f472.id, Money(10_00, "EUR")),
                                                  (f468.id, Money(1_00, "EUR"))], manager, settings=settings)
     message = str(refused.value)
-    assert "F-2026-0468: 130.00 EUR is more than its open 120.00 EUR" in message
+    assert "F-2026-0468: €130.00 is more than its open €120.00" in message
     assert f"invoice {f472.id} is not an invoice of ACME" in message
     assert "F-2026-0468 is chosen twice" in message
     assert entry.state == state and session.scalar(select(func.count()).select_from(Payment)) == 0
