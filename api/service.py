@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from kernel.clock import clock
 from ledger import audit
+from ledger.events import EVENT_TYPES
 from ledger.csv_import import ImportFailed, ImportReport, import_records
 from ledger.models import (
     Allocation,
@@ -33,24 +34,6 @@ from api import schemas
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
 
-# The audit actions the events feed carries, and the type it gives each.
-EVENT_TYPES: dict[str, str] = {
-    "payment.succeeded": "payment.succeeded",
-    "payment.failed": "payment.failed",
-    "payment.refunded": "payment.refunded",
-    "payment.partially_refunded": "payment.refunded",
-    "payment.charged_back": "payment.charged_back",
-    "dispute.opened": "dispute.opened",
-    "dispute.message": "dispute.answered",
-    "dispute.accepted": "dispute.resolved",
-    "dispute.rejected": "dispute.resolved",
-    "promise.made": "promise.made",
-    "promise.kept": "promise.kept",
-    "promise.broken": "promise.broken",
-    "invoice.settled_outside": "invoice.settled",
-    "invoice.voided": "invoice.voided",
-    "link.opened": "link.opened",
-}
 
 
 class ApiError(Exception):
@@ -314,6 +297,13 @@ def list_payments(session: Session, key: ApiKey, since: datetime | None, cursor:
 # --- events ----------------------------------------------------------------------------
 
 
+def event_out(event: AuditEvent, customer_ref: str | None) -> schemas.EventOut:
+    """An event as the feed and the webhooks publish it."""
+    return schemas.EventOut(id=event.id, type=EVENT_TYPES[event.action], occurred_at=event.created_at,
+                            customer_ref=customer_ref, record=event.entity_type, record_id=event.entity_id,
+                            data=event.after)
+
+
 def list_events(session: Session, key: ApiKey, after: str | None, limit: int) -> schemas.EventPage:
     """What happened, from the audit trail (one log, not two), oldest first after the cursor."""
     last = decode_cursor(after, 1)
@@ -325,8 +315,7 @@ def list_events(session: Session, key: ApiKey, after: str | None, limit: int) ->
     rows = session.execute(query).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    items = [schemas.EventOut(id=e.id, type=EVENT_TYPES[e.action], occurred_at=e.created_at, customer_ref=ref,
-                              record=e.entity_type, record_id=e.entity_id, data=e.after) for e, ref in rows]
+    items = [event_out(e, ref) for e, ref in rows]
     # The cursor always moves to the last event seen, so an ERP polling an empty page keeps its place.
     cursor = encode_cursor(rows[-1][0].id) if rows else after
     return schemas.EventPage(items=items, next_cursor=cursor if (more or rows or after) else None)

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from admin import customers_service
+from api import webhooks as outgoing_webhooks
 from dunning import planner
 from mail import outbox
 from kernel.clock import clock
@@ -51,11 +52,14 @@ class WorkerReport:
     # The outbox still had due messages when the run's delivery time was up.
     outbox_backlog: bool = False
     transfers_expired: int = 0
+    outgoing: outgoing_webhooks.WebhookReport = outgoing_webhooks.WebhookReport()
+    idempotency_purged: int = 0
 
     @property
     def busy(self) -> bool:
         return bool(self.outbox.sent or self.outbox.retried or self.outbox.failed or self.reminders or self.webhooks.busy
-                    or self.promises_kept or self.promises_broken or self.collections.busy or self.transfers_expired)
+                    or self.promises_kept or self.promises_broken or self.collections.busy or self.transfers_expired
+                    or self.outgoing.busy)
 
     def lines(self) -> list[str]:
         promises = (
@@ -64,7 +68,8 @@ class WorkerReport:
         ) + ([f"bank transfers expired: {self.transfers_expired}"] if self.transfers_expired else [])
         return promises + [f"reminders: {report.summary()}" for report in self.reminders] + [
             f"outbox: {self.outbox.summary()}"] + ([f"webhooks: {self.webhooks.summary()}"] if self.webhooks.busy else []) \
-            + ([f"direct debits: {self.collections.summary()}"] if self.collections.busy else [])
+            + ([f"direct debits: {self.collections.summary()}"] if self.collections.busy else []) \
+            + ([f"ERP webhooks: {self.outgoing.summary()}"] if self.outgoing.busy else [])
 
 
 def run_once(settings: Settings, session_factory: sessionmaker[Session]) -> WorkerReport:
@@ -87,9 +92,25 @@ def run_once(settings: Settings, session_factory: sessionmaker[Session]) -> Work
     retried = webhooks.retry_due(session_factory, webhooks.registered_handlers(settings))  # failed or unprocessed events
     collections = collect_direct_debits(settings, session_factory)
     delivered, backlog = deliver_outbox(settings, session_factory, smtp_config)
+    outgoing = deliver_erp_webhooks(settings, session_factory)
+    with unit_of_work(session_factory) as session:
+        purged = outgoing_webhooks.purge_idempotency(
+            session, clock.now() - timedelta(hours=settings.api_idempotency_hours))
     return WorkerReport(outbox=delivered, reminders=tuple(reminders), webhooks=retried, promises_kept=kept,
                         promises_broken=broken, collections=collections, outbox_backlog=backlog,
-                        transfers_expired=expired)
+                        transfers_expired=expired, outgoing=outgoing, idempotency_purged=purged)
+
+
+def deliver_erp_webhooks(settings: Settings, session_factory: sessionmaker[Session]) -> outgoing_webhooks.WebhookReport:
+    """Send the due ERP webhook deliveries, batch after batch, for up to OUTBOX_BUDGET."""
+    began = time.monotonic()
+    sent = retried = failed = 0
+    while True:
+        report = outgoing_webhooks.deliver_due(session_factory, settings)
+        sent, retried, failed = sent + report.sent, retried + report.retried, failed + report.failed
+        if report.sent + report.retried + report.failed < outgoing_webhooks.BATCH \
+                or time.monotonic() - began >= OUTBOX_BUDGET:
+            return outgoing_webhooks.WebhookReport(sent, retried, failed)
 
 
 def deliver_outbox(
