@@ -200,7 +200,8 @@ def record_outcomes(session_factory: sessionmaker[Session], outcomes: list[Outco
                 sent += 1
             elif outcome.put_off:
                 # Not tried: the attempt it was counted does not count.
-                values = {"attempts": outcome.attempts - 1, "next_attempt_at": now + backoff(1)}
+                values = {"attempts": outcome.attempts - 1, "next_attempt_at": now + backoff(1),
+                          "last_error": outcome.error}
                 retried += 1
             elif outcome.attempts >= max_attempts:
                 values = {"status": "failed", "last_error": outcome.error}
