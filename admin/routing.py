@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from admin import audit, bank, book, company_settings, customers, dashboard, disputes, imports, scenarios, users
+from admin import api_keys, audit, bank, book, company_settings, customers, dashboard, disputes, erp_webhooks, imports
+from admin import scenarios, users
 from admin import routes as sign_in
 
 routes = [
@@ -15,6 +16,8 @@ routes = [
     *audit.routes,
     *scenarios.routes,
     *customers.routes,
+    *erp_webhooks.routes,  # before book's /admin/webhooks/{event_id}
+    *api_keys.routes,
     *book.routes,
     *bank.routes,
 ]
