@@ -56,11 +56,11 @@ def add_endpoint(session: Session, company_code: str, url: str, event_types: lis
     """A new endpoint and its signing secret (shown once by the caller)."""
     company = _company(session, company_code)
     url = url.strip()
+    types = parse_event_types(event_types)
     try:
         check_public(url, allow_private=allow_private)
     except UnsafeUrl as error:
         raise EndpointError(N_("This URL cannot receive webhooks: %(reason)s."), reason=str(error)) from None
-    types = parse_event_types(event_types)
     count = session.scalar(select(func.count()).select_from(WebhookEndpoint)
                            .where(WebhookEndpoint.company_id == company.id)) or 0
     if count >= MAX_ENDPOINTS_PER_COMPANY:
