@@ -7,9 +7,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Iterator
 
+import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -188,3 +197,46 @@ def test_idempotency_replies_are_forgotten_by_the_worker_after_a_day(
     assert session.scalars(select(ApiIdempotency)).all() == []
     again = client.put("/api/v1/customers/C001", json=CUSTOMER, headers=headers)
     assert again.status_code == 200 and "Idempotent-Replayed" not in again.headers
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_the_readme_receiver_verifies_real_deliveries_and_rejects_forged_ones(
+        client, auth, session: Session, session_factory: sessionmaker[Session], settings: Settings,
+        tmp_path: Path) -> None:
+    example = re.search(r"<!-- webhook-receiver-example[^>]*-->\n```python\n(.*?)```", README.read_text(), re.S)
+    assert example, "the README's webhook receiver example is gone"
+    assert len(example.group(1).strip().splitlines()) <= 10
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    url = f"http://127.0.0.1:{port}/"
+    _, secret = add_endpoint(session, "ACME", url, ["invoice.voided"], allow_private=True)
+    session.commit()
+    env = {**os.environ, "ENCOURS_WEBHOOK_SECRET": secret, "PORT": str(port)}
+    receiver = subprocess.Popen([sys.executable, "-c", example.group(1)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+    try:
+        for _ in range(200):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert receiver.poll() is None, "the README's receiver exited"
+            threading.Event().wait(0.05)  # it is starting: wait for its socket
+        clock.reset()  # the receiver compares the signature's time with its own clock
+        _void(client, auth, "F-1")
+        assert webhooks.deliver_due(session_factory, settings).sent == 1
+        [delivery] = _deliveries(session)
+        assert delivery.response_code == 204
+        assert receiver.stdout is not None
+        assert receiver.stdout.readline().split() == [str(delivery.audit_event_id), "invoice.voided"]
+        body = b'{"id": 1, "type": "payment.succeeded"}'
+        forged = httpx.post(url, content=body, headers={"Encours-Event-Id": "1", "Encours-Signature":
+                                                        webhooks.signature("whsec_wrong", int(time.time()), body)})
+        assert forged.status_code == 400
+        assert receiver.stdout.readline().split() == ["1", "rejected"]
+    finally:
+        receiver.kill()
+        receiver.wait()
