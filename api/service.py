@@ -210,10 +210,14 @@ def _apply_open_amounts(session: Session, key: ApiKey, items: list[tuple[str, sc
     """The ERP's open amounts, as a snapshot would take them: lower only; higher is refused."""
     errors = []
     today = clock.today(key.company.timezone)
+    # The batch's invoices in one query (autoflush writes the import first), not one query per item.
+    wanted = [number for number, item in items if item.open_amount is not None]
+    invoices = {invoice.number: invoice for invoice in session.scalars(
+        select(Invoice).where(Invoice.company_id == key.company_id, Invoice.number.in_(wanted)))} if wanted else {}
     for index, (number, item) in enumerate(items):
         if item.open_amount is None:
             continue
-        invoice, _ = _find_invoice(session, key, number)
+        invoice = invoices[number]
         field = prefix.format(index=index) + "open_amount"
         try:
             wanted = Money.parse(item.open_amount, invoice.currency).minor
