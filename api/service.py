@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -31,6 +31,7 @@ from ledger.money import Money
 from ledger.open_items import OpenItem, SnapshotReport, apply_snapshot, lower_open_amount
 from api import schemas
 
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
 
@@ -272,8 +273,9 @@ def list_payments(session: Session, key: ApiKey, since: datetime | None, cursor:
     after = decode_cursor(cursor, 2)
     query = (select(Payment, Customer.ref).join(Customer, Customer.id == Payment.customer_id)
              .where(Customer.company_id == key.company_id).order_by(Payment.updated_at, Payment.id).limit(limit + 1))
-    if since is not None:
-        query = query.where(Payment.updated_at >= since)
+    # Always a lower bound: with it SQLite walks ix_payments_updated in order and stops at the page;
+    # without it, it read every payment of the company's customers and sorted them.
+    query = query.where(Payment.updated_at >= (since if since is not None else EPOCH))
     if after is not None:
         stamp = datetime.fromisoformat(after[0])
         query = query.where(or_(Payment.updated_at > stamp, and_(Payment.updated_at == stamp, Payment.id > after[1])))

@@ -336,6 +336,7 @@ class Payment(Base):
     __table_args__ = (
         UniqueConstraint("provider", "provider_ref", name="uq_payments_provider_ref"),
         Index("ix_payments_created", "created_at", "id"),
+        Index("ix_payments_updated", "updated_at", "id"),  # the API's payments list, in the order they changed
         CheckConstraint("amount_minor > 0", name="amount_positive"),
         CheckConstraint(
             "status IN ('pending','processing','succeeded','failed','refunded','charged_back','cancelled')",

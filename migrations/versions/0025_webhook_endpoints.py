@@ -56,9 +56,12 @@ def upgrade() -> None:
     op.create_index("ix_webhook_deliveries_endpoint", "webhook_deliveries", ["endpoint_id", "id"])
     # The worker deletes replies older than a day: by age.
     op.create_index("ix_api_idempotency_created", "api_idempotency", ["created_at"])
+    # The API's payments list on a large book, in the order they changed (see api.service.list_payments).
+    op.create_index("ix_payments_updated", "payments", ["updated_at", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_payments_updated", table_name="payments")
     op.drop_index("ix_api_idempotency_created", table_name="api_idempotency")
     op.drop_index("ix_webhook_deliveries_endpoint", table_name="webhook_deliveries")
     op.drop_index("ix_webhook_deliveries_due", table_name="webhook_deliveries")
