@@ -45,7 +45,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: help venv system-deps test-deps demo test lint lock bench i18n clean
+.PHONY: help venv system-deps test-deps demo test lint lock bench bench-api i18n clean
 
 help:
 	@echo "make demo         install into $(VENV), create the SQLite demo and serve it"
@@ -118,6 +118,11 @@ lock: venv
 bench: venv system-deps
 	@$(call install_debs,$(BENCH_DEBS))
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The ERP API (issue 18): 100,000 invoices through the bulk endpoint, list endpoints on the book; SQLite, then PostgreSQL.
+bench-api: venv system-deps
+	$(BIN)/python bench/api.py $(BENCH_ARGS)
+	$(BIN)/python bench/api.py --postgres-throwaway $(BENCH_ARGS)
 
 i18n: venv
 	$(BIN)/pybabel extract -F babel.cfg -k _t:2 -k N_ -k gettext:1,1t -k gettext:2,2t -k CheckoutError --no-location --sort-output \

@@ -365,7 +365,7 @@ class TimelineEntry:
 
 
 # Shown as their own entries (with content) rather than as audit lines.
-_OWN_ENTRIES = ("reminder.queued", "note.added")
+_OWN_ENTRIES = ("reminder.queued", "note.added", "link.opened")  # link opens: from link_opens
 
 
 def timeline(session: Session, customer: Customer) -> list[TimelineEntry]:

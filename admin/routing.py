@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from admin import (audit, bank, book, company_settings, customers, dashboard, disputes, imports, personal_data,
-                   scenarios, users)
+from admin import (api_keys, audit, bank, book, company_settings, customers, dashboard, disputes, erp_webhooks,
+                   imports, personal_data, scenarios, users)
 from admin import routes as sign_in
 
 routes = [
@@ -17,6 +17,8 @@ routes = [
     *scenarios.routes,
     *customers.routes,
     *personal_data.routes,
+    *erp_webhooks.routes,  # before book's /admin/webhooks/{event_id}
+    *api_keys.routes,
     *book.routes,
     *bank.routes,
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +17,7 @@ from kernel.clock import clock
 from kernel.i18n import N_
 from kernel.user_error import UserError, UserErrors
 from ledger import audit
+from ledger.events import EVENT_TYPES
 from ledger.csv_import import ImportFailed, ImportReport, import_records
 from ledger.models import (
     Allocation,
@@ -32,27 +33,10 @@ from ledger.money import AmountError, Money
 from ledger.open_items import OpenItem, SnapshotReport, apply_snapshot, lower_open_amount
 from api import schemas
 
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
 
-# The audit actions the events feed carries, and the type it gives each.
-EVENT_TYPES: dict[str, str] = {
-    "payment.succeeded": "payment.succeeded",
-    "payment.failed": "payment.failed",
-    "payment.refunded": "payment.refunded",
-    "payment.partially_refunded": "payment.refunded",
-    "payment.charged_back": "payment.charged_back",
-    "dispute.opened": "dispute.opened",
-    "dispute.message": "dispute.answered",
-    "dispute.accepted": "dispute.resolved",
-    "dispute.rejected": "dispute.resolved",
-    "promise.made": "promise.made",
-    "promise.kept": "promise.kept",
-    "promise.broken": "promise.broken",
-    "invoice.settled_outside": "invoice.settled",
-    "invoice.voided": "invoice.voided",
-    "link.opened": "link.opened",
-}
 
 
 class ApiError(Exception):
@@ -229,10 +213,14 @@ def _apply_open_amounts(session: Session, key: ApiKey, items: list[tuple[str, sc
     """The ERP's open amounts, as a snapshot would take them: lower only; higher is refused."""
     errors: list[UserError] = []
     today = clock.today(key.company.timezone)
+    # The batch's invoices in one query (autoflush writes the import first), not one query per item.
+    wanted = [number for number, item in items if item.open_amount is not None]
+    invoices = {invoice.number: invoice for invoice in session.scalars(
+        select(Invoice).where(Invoice.company_id == key.company_id, Invoice.number.in_(wanted)))} if wanted else {}
     for index, (number, item) in enumerate(items):
         if item.open_amount is None:
             continue
-        invoice, _ = _find_invoice(session, key, number)
+        invoice = invoices[number]
         field = prefix.format(index=index) + "open_amount"
         try:
             wanted = Money.parse(item.open_amount, invoice.currency).minor
@@ -288,8 +276,9 @@ def list_payments(session: Session, key: ApiKey, since: datetime | None, cursor:
     after = decode_cursor(cursor, 2)
     query = (select(Payment, Customer.ref).join(Customer, Customer.id == Payment.customer_id)
              .where(Customer.company_id == key.company_id).order_by(Payment.updated_at, Payment.id).limit(limit + 1))
-    if since is not None:
-        query = query.where(Payment.updated_at >= since)
+    # Always a lower bound: with it SQLite walks ix_payments_updated in order and stops at the page;
+    # without it, it read every payment of the company's customers and sorted them.
+    query = query.where(Payment.updated_at >= (since if since is not None else EPOCH))
     if after is not None:
         stamp = datetime.fromisoformat(after[0])
         query = query.where(or_(Payment.updated_at > stamp, and_(Payment.updated_at == stamp, Payment.id > after[1])))
@@ -317,6 +306,13 @@ def list_payments(session: Session, key: ApiKey, since: datetime | None, cursor:
 # --- events ----------------------------------------------------------------------------
 
 
+def event_out(event: AuditEvent, customer_ref: str | None) -> schemas.EventOut:
+    """An event as the feed and the webhooks publish it."""
+    return schemas.EventOut(id=event.id, type=EVENT_TYPES[event.action], occurred_at=event.created_at,
+                            customer_ref=customer_ref, record=event.entity_type, record_id=event.entity_id,
+                            data=event.after)
+
+
 def list_events(session: Session, key: ApiKey, after: str | None, limit: int) -> schemas.EventPage:
     """What happened, from the audit trail (one log, not two), oldest first after the cursor."""
     last = decode_cursor(after, 1)
@@ -328,8 +324,7 @@ def list_events(session: Session, key: ApiKey, after: str | None, limit: int) ->
     rows = session.execute(query).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    items = [schemas.EventOut(id=e.id, type=EVENT_TYPES[e.action], occurred_at=e.created_at, customer_ref=ref,
-                              record=e.entity_type, record_id=e.entity_id, data=e.after) for e, ref in rows]
+    items = [event_out(e, ref) for e, ref in rows]
     # The cursor always moves to the last event seen, so an ERP polling an empty page keeps its place.
     cursor = encode_cursor(rows[-1][0].id) if rows else after
     return schemas.EventPage(items=items, next_cursor=cursor if (more or rows or after) else None)

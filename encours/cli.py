@@ -13,7 +13,7 @@ import click
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from kernel.logs import configure_logging
-from kernel.settings import SettingsError, database_url_from_env, load_settings
+from kernel.settings import SettingsError, database_url_from_env, load_settings, webhook_allow_private_from_env
 
 
 class CommandError(click.ClickException):
@@ -489,6 +489,80 @@ def purge_command() -> None:
     with unit_of_work(_sessions()) as session:
         report = purge(session, retention)
     click.echo(report.summary())
+@cli.group("webhook")
+def webhook_group() -> None:
+    """Webhook endpoints of the ERP: events sent to its URLs, signed (Encours-Signature)."""
+
+
+@webhook_group.command("add")
+@click.option("--company", "company_code", required=True, help="Company code whose events are sent.")
+@click.option("--url", required=True, help="The https:// URL the events are POSTed to.")
+@click.option("--events", default="*", show_default=True,
+              help="Comma-separated event types (e.g. payment.succeeded,invoice.settled), or * for all.")
+def webhook_add(company_code: str, url: str, events: str) -> None:
+    """Register an endpoint and print its signing secret: it is shown this once."""
+    from kernel.db import unit_of_work
+    from ledger.webhook_endpoints import EndpointError, add_endpoint
+
+    try:
+        allow_private = webhook_allow_private_from_env()
+    except SettingsError as error:
+        raise CommandError(str(error)) from None
+    with unit_of_work(_sessions()) as session:
+        try:
+            endpoint, secret = add_endpoint(session, company_code, url, events.split(","),
+                                            allow_private=allow_private)
+        except EndpointError as error:
+            raise CommandError(str(error)) from None
+        endpoint_id, types = endpoint.id, ",".join(endpoint.event_types)
+    click.echo(f"endpoint {endpoint_id} of {company_code}: {url} ({types}); its signing secret is shown once:")
+    click.echo(secret)
+
+
+@webhook_group.command("list")
+@click.option("--company", "company_code", default=None, help="Only this company's endpoints.")
+def webhook_list(company_code: str | None) -> None:
+    """The endpoints, one a line: id, company, URL, event types, deliveries queued and failed."""
+    from sqlalchemy import func, select
+
+    from kernel.db import unit_of_work
+    from ledger.models import Company, WebhookDelivery
+    from ledger.webhook_endpoints import endpoints
+
+    with unit_of_work(_sessions()) as session:
+        company_ids = None
+        if company_code is not None:
+            company_id = session.scalar(select(Company.id).where(Company.code == company_code))
+            if company_id is None:
+                raise CommandError(f"unknown company {company_code!r}")
+            company_ids = [company_id]
+        counts = {(endpoint_id, status): count for endpoint_id, status, count in session.execute(
+            select(WebhookDelivery.endpoint_id, WebhookDelivery.status, func.count())
+            .where(WebhookDelivery.status.in_(("queued", "failed")))
+            .group_by(WebhookDelivery.endpoint_id, WebhookDelivery.status))}
+        found = endpoints(session, company_ids)
+        for endpoint in found:
+            click.echo(f"{endpoint.id}\t{endpoint.company.code}\t{endpoint.url}\t{','.join(endpoint.event_types)}"
+                       f"\t{counts.get((endpoint.id, 'queued'), 0)} queued, {counts.get((endpoint.id, 'failed'), 0)} failed")
+    if not found:
+        click.echo("no webhook endpoints")
+
+
+@webhook_group.command("remove")
+@click.argument("endpoint_id", type=int)
+@click.option("--company", "company_code", required=True, help="Company code the endpoint belongs to.")
+def webhook_remove(endpoint_id: int, company_code: str) -> None:
+    """Remove an endpoint: nothing more is sent to it, its delivery log goes with it."""
+    from kernel.db import unit_of_work
+    from ledger.webhook_endpoints import EndpointError, remove_endpoint
+
+    with unit_of_work(_sessions()) as session:
+        try:
+            endpoint = remove_endpoint(session, company_code, endpoint_id)
+        except EndpointError as error:
+            raise CommandError(str(error)) from None
+        url = endpoint.url
+    click.echo(f"endpoint {endpoint_id} of {company_code} removed ({url})")
 
 
 @cli.group("user")

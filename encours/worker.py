@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from admin import customers_service
+from api import webhooks as outgoing_webhooks
 from dunning import planner
 from mail import outbox
 from kernel.clock import clock
@@ -56,12 +57,14 @@ class WorkerReport:
     outbox_backlog: bool = False
     transfers_expired: int = 0
     purged: personal_data.PurgeReport = personal_data.PurgeReport()
+    outgoing: outgoing_webhooks.WebhookReport = outgoing_webhooks.WebhookReport()
+    idempotency_purged: int = 0
 
     @property
     def busy(self) -> bool:
         return bool(self.outbox.sent or self.outbox.retried or self.outbox.failed or self.reminders or self.webhooks.busy
                     or self.promises_kept or self.promises_broken or self.collections.busy or self.transfers_expired
-                    or self.purged.busy)
+                    or self.purged.busy or self.outgoing.busy)
 
     def lines(self) -> list[str]:
         promises = (
@@ -71,7 +74,8 @@ class WorkerReport:
         return promises + [f"reminders: {report.summary()}" for report in self.reminders] + [
             f"outbox: {self.outbox.summary()}"] + ([f"webhooks: {self.webhooks.summary()}"] if self.webhooks.busy else []) \
             + ([f"direct debits: {self.collections.summary()}"] if self.collections.busy else []) \
-            + ([f"retention: {self.purged.summary()}"] if self.purged.busy else [])
+            + ([f"retention: {self.purged.summary()}"] if self.purged.busy else []) \
+            + ([f"ERP webhooks: {self.outgoing.summary()}"] if self.outgoing.busy else [])
 
 
 def run_once(settings: Settings, session_factory: sessionmaker[Session]) -> WorkerReport:
@@ -98,11 +102,17 @@ def run_once(settings: Settings, session_factory: sessionmaker[Session]) -> Work
         collections = collect_direct_debits(settings, session_factory)
     with _job(session_factory, "outbox"):
         delivered, backlog = deliver_outbox(settings, session_factory, smtp_config)
+    with _job(session_factory, "erp_webhooks"):
+        outgoing = deliver_erp_webhooks(settings, session_factory)
     with _job(session_factory, "retention"):
+        with unit_of_work(session_factory) as session:
+            idempotency_purged = outgoing_webhooks.purge_idempotency(
+                session, clock.now() - timedelta(hours=settings.api_idempotency_hours))
         purged = purge_once_a_day(settings, session_factory)
     return WorkerReport(outbox=delivered, reminders=tuple(reminders), webhooks=retried, promises_kept=kept,
                         promises_broken=broken, collections=collections, outbox_backlog=backlog,
-                        transfers_expired=expired, purged=purged)
+                        transfers_expired=expired, purged=purged, outgoing=outgoing,
+                        idempotency_purged=idempotency_purged)
 
 
 _last_purge: list[date] = []  # the day this process last purged (several workers purging is harmless)
@@ -150,6 +160,18 @@ def _beat(session_factory: sessionmaker[Session], job: str, error: str | None = 
             )
     except SQLAlchemyError as failure:  # the database may be what failed the job: the run goes on regardless
         log.warning("worker heartbeat of %s not recorded: %s", job, str(failure).splitlines()[0])
+
+
+def deliver_erp_webhooks(settings: Settings, session_factory: sessionmaker[Session]) -> outgoing_webhooks.WebhookReport:
+    """Send the due ERP webhook deliveries, batch after batch, for up to OUTBOX_BUDGET."""
+    began = time.monotonic()
+    sent = retried = failed = 0
+    while True:
+        report = outgoing_webhooks.deliver_due(session_factory, settings)
+        sent, retried, failed = sent + report.sent, retried + report.retried, failed + report.failed
+        if report.sent + report.retried + report.failed < outgoing_webhooks.BATCH \
+                or time.monotonic() - began >= OUTBOX_BUDGET:
+            return outgoing_webhooks.WebhookReport(sent, retried, failed)
 
 
 def deliver_outbox(

@@ -61,6 +61,12 @@ class Settings:
     sentry_environment: str | None = None
     # Bearer token the mail relay's bounce reports (DSNs) are posted with; none: the endpoint answers 404.
     bounce_token: Secret | None = None
+    # Outgoing webhooks: to private or loopback addresses only when allowed (tests, an ERP on the LAN).
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: int = 10
+    webhook_max_attempts: int = 8
+    # How long an Idempotency-Key's first reply is kept for replays.
+    api_idempotency_hours: int = 24
 
     @property
     def https(self) -> bool:
@@ -114,7 +120,20 @@ class Settings:
             sentry_dsn=_sentry_dsn(config),
             sentry_environment=config("SENTRY_ENVIRONMENT", default=None) or None,
             bounce_token=_token(config, "ENCOURS_BOUNCE_TOKEN"),
+            webhook_allow_private=_flag(config, "ENCOURS_WEBHOOK_ALLOW_PRIVATE"),
+            webhook_timeout_seconds=_whole_number(config, "ENCOURS_WEBHOOK_TIMEOUT", default=10, minimum=1),
+            webhook_max_attempts=_whole_number(config, "ENCOURS_WEBHOOK_MAX_ATTEMPTS", default=8, minimum=1),
+            api_idempotency_hours=_whole_number(config, "ENCOURS_API_IDEMPOTENCY_HOURS", default=24, minimum=1),
         )
+
+
+def _flag(config: Config, name: str) -> bool:
+    text = str(config(name, default="") or "").strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be true or false, got {text!r}")
 
 
 def _whole_number(config: Config, name: str, *, default: int, minimum: int) -> int:
@@ -238,3 +257,9 @@ def database_url_from_env(env_file: str | None = ".env") -> str:
     """The database URL alone, for commands that need no secret (db upgrade, imports)."""
     config = Config(env_file if env_file and os.path.exists(env_file) else None)
     return _database_url(config)
+
+
+def webhook_allow_private_from_env(env_file: str | None = ".env") -> bool:
+    """ENCOURS_WEBHOOK_ALLOW_PRIVATE alone, for commands that need no secret (encours webhook add)."""
+    config = Config(env_file if env_file and os.path.exists(env_file) else None)
+    return _flag(config, "ENCOURS_WEBHOOK_ALLOW_PRIVATE")

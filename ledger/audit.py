@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kernel.i18n import N_, gettext
+from ledger.events import queue_deliveries
 from ledger.models import AuditEvent, Customer
 
 # What each action code reads as for staff (audit trail, timelines). Every code written through
@@ -92,6 +93,10 @@ ACTION_LABELS: dict[str, str] = {
     "user.password_reset": N_("Staff password reset"),
     "user.sign_in_failed": N_("Failed staff sign-in"),
     "webhook.replayed": N_("Provider event replayed"),
+    "webhook_endpoint.added": N_("ERP webhook endpoint added"),
+    "webhook_endpoint.removed": N_("ERP webhook endpoint removed"),
+    "webhook_delivery.resent": N_("ERP webhook sent again"),
+    "link.opened": N_("Link opened"),
 }
 
 
@@ -134,4 +139,5 @@ def record(
         after=after,
     )
     session.add(event)
+    queue_deliveries(session, event)
     return event

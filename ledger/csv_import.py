@@ -913,6 +913,8 @@ def _update_invoice(session: Session, invoice: Invoice, p: _InvoiceLine,
         entity_type="invoice",
         entity_id=invoice.id,
         customer_id=invoice.customer_id,
+        # Given, not looked up from the customer: that lookup flushed the session once per line.
+        company_id=invoice.company_id,
         before=before,
         after=after,
     )

@@ -353,6 +353,7 @@ class Payment(Base):
     __table_args__ = (
         UniqueConstraint("provider", "provider_ref", name="uq_payments_provider_ref"),
         Index("ix_payments_created", "created_at", "id"),
+        Index("ix_payments_updated", "updated_at", "id"),  # the API's payments list, in the order they changed
         CheckConstraint("amount_minor > 0", name="amount_positive"),
         CheckConstraint(
             "status IN ('pending','processing','succeeded','failed','refunded','charged_back','cancelled')",
@@ -1159,4 +1160,52 @@ class ApiIdempotency(Base):
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
-    __table_args__ = (UniqueConstraint("api_key_id", "key", name="uq_api_idempotency_key"),)
+    __table_args__ = (
+        UniqueConstraint("api_key_id", "key", name="uq_api_idempotency_key"),
+        Index("ix_api_idempotency_created", "created_at"),  # the worker deletes old replies by age
+    )
+
+
+class WebhookEndpoint(Base):
+    """A URL of a company's ERP that is sent the events it asked for, signed with its own secret
+    (kept as is: signing needs it; shown to staff once)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    secret: Mapped[str] = mapped_column(String(100))
+    event_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(254), default=None)
+
+    company: Mapped[Company] = relationship()
+
+
+class WebhookDelivery(Base):
+    """One event to send to one endpoint: the outbox row written with the event, then its attempts."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    audit_event_id: Mapped[int] = mapped_column(ForeignKey("audit_events.id"))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    response_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    latency_ms: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    event: Mapped[AuditEvent] = relationship()
+    endpoint: Mapped[WebhookEndpoint] = relationship()
+
+    __table_args__ = (
+        CheckConstraint("status IN ('queued','sent','failed')", name="status"),
+        UniqueConstraint("endpoint_id", "audit_event_id", name="uq_webhook_deliveries_endpoint_event"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+    )

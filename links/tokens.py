@@ -11,15 +11,16 @@ import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer, want_bytes
-from sqlalchemy import Connection, bindparam, exists, insert, select
+from sqlalchemy import Connection, Table, bindparam, exists, insert, select
 from sqlalchemy.orm import Session, joinedload
 
 from kernel.clock import clock
 from ledger import audit
-from ledger.models import Company, Contact, Customer, LinkOpen
+from ledger.events import queue_deliveries_for_ids
+from ledger.models import AuditEvent, Company, Contact, Customer, LinkOpen
 from links import throttle
 
 SALT = "portal-link"
@@ -229,9 +230,27 @@ def record_open(session: Session | Connection, contact_id: int, ip: str | None, 
     record_opens(session, [open_row(contact_id, ip, user_agent)])
 
 
+_AUDIT = cast(Table, AuditEvent.__table__)
+_OPENED_BY = select(_contacts.c.id, _contacts.c.email, _customers.c.id, _customers.c.company_id).join(
+    _customers, _customers.c.id == _contacts.c.customer_id)
+
+
 def record_opens(session: Session | Connection, rows: list[dict[str, Any]]) -> None:
-    # A Core insert of many rows at once: no object to flush, on every first open of a link.
+    # Core inserts of many rows at once: no object to flush, on every first open of a link.
     session.execute(_RECORD_OPEN, rows)
+    # Each open is also a "link.opened" event for the ERP (the events feed, its webhooks).
+    owners = {contact_id: (email, customer_id, company_id) for contact_id, email, customer_id, company_id in
+              session.execute(_OPENED_BY.where(_contacts.c.id.in_({row["contact_id"] for row in rows})))}
+    events = [{"actor_type": "contact", "actor": owners[row["contact_id"]][0], "action": "link.opened",
+               "entity_type": "contact", "entity_id": row["contact_id"], "customer_id": owners[row["contact_id"]][1],
+               "company_id": owners[row["contact_id"]][2], "created_at": row["opened_at"], "before": None,
+               "after": {"contact_email": owners[row["contact_id"]][0]}}
+              for row in rows if row["contact_id"] in owners]
+    if not events:
+        return
+    written = session.execute(insert(_AUDIT).returning(_AUDIT.c.id, _AUDIT.c.company_id,
+                                                       sort_by_parameter_order=True), events).all()
+    queue_deliveries_for_ids(session, [(event_id, company_id, "link.opened") for event_id, company_id in written])
 
 
 class UnknownCustomer(LookupError):

@@ -28,10 +28,12 @@ from starlette.testclient import TestClient
 
 from encours.app import create_app
 from kernel.settings import Settings, load_settings
-from ledger import disputes
+from ledger import audit, disputes
+from ledger.api_keys import create_key
+from ledger.webhook_endpoints import add_endpoint
 from ledger.disputes import Upload
 from dunning.scenarios import ensure_default_scenario
-from ledger.models import BankEntry, Payment, ReminderRun, WebhookEvent
+from ledger.models import BankEntry, Payment, ReminderRun, WebhookDelivery, WebhookEvent
 from ledger.storage import FileStorage
 from tests import factories
 from tests.admin.conftest import csrf_from, login, make_user
@@ -79,6 +81,9 @@ COMPANY_PARAMS: dict[str, Callable[[Book], object]] = {
 OTHER_PARAMS: dict[str, Callable[[Book], object]] = {
     "user_id": lambda b: b.records["user"].id,
     "code": lambda b: "NORTH",
+    "key_id": lambda b: b.records["api_key"].id,  # the ERP pages are admin only
+    "endpoint_id": lambda b: b.records["webhook_endpoint"].id,
+    "delivery_id": lambda b: b.records["webhook_delivery"].id,
 }
 
 
@@ -144,11 +149,17 @@ def book(session: Session, settings: Settings) -> Book:
     bank_entry = session.scalars(select(BankEntry)).one()
     bank_match = new_match(session, bank_entry, evidence="amount", reason="matrix", score=50,
                            lines=[(customer.id, invoice.id, 42_00, 0, 0)])
+    api_key, _ = create_key(session, "NORTH", "erp")
+    endpoint, _ = add_endpoint(session, "NORTH", "http://127.0.0.1:9/hook", ["*"], allow_private=True)
+    audit.record(session, actor_type="system", action="payment.succeeded", entity_type="payment",
+                 entity_id=payment.id, customer_id=customer.id)
     session.flush()
+    delivery = session.scalars(select(WebhookDelivery)).one()
     records = {"customer": customer, "invoice": invoice, "payment": payment, "case": case,
                "file": case.messages[0].attachments[0], "user": users["collector"], "webhook_event": event,
                "scenario": scenario, "run": run, "bank_account": account, "bank_entry": bank_entry,
-               "bank_match": bank_match}
+               "bank_match": bank_match, "api_key": api_key, "webhook_endpoint": endpoint,
+               "webhook_delivery": delivery}
     session.commit()
     return Book(records={**records, **{f"as:{k}": v for k, v in users.items()}})
 

@@ -129,6 +129,22 @@ def test_bulk_is_all_or_nothing_reporting_every_bad_item(client, auth, session: 
     assert too_many.status_code == 422 and too_many.json()["errors"][0]["field"] == "items"
 
 
+def test_bulk_open_amounts_are_applied_to_each_item_of_the_batch(client, auth, session: Session):
+    _customer(client, auth)
+    items = [{**invoice_body(), "number": f"O-{n}"} for n in range(4)]
+    assert client.post("/api/v1/invoices:bulk", json={"items": items}, headers=auth).status_code == 200
+    items[1]["open_amount"], items[2]["open_amount"] = "200.00", "0.00"
+    items[3]["due_date"] = "2026-12-15"
+    done = client.post("/api/v1/invoices:bulk", json={"items": items}, headers=auth)
+    assert done.json() == {"created": 0, "updated": 1, "unchanged": 3}
+    session.expire_all()
+    found = dict(session.execute(select(Invoice.number, Invoice.open_minor).where(Invoice.number.like("O-%"))).all())
+    assert found == {"O-0": 1200_00, "O-1": 200_00, "O-2": 0, "O-3": 1200_00}
+    items[0]["open_amount"] = "1300.00"
+    higher = client.post("/api/v1/invoices:bulk", json={"items": items}, headers=auth)
+    assert higher.status_code == 422 and higher.json()["errors"][0]["field"] == "items[0].open_amount"
+
+
 def test_idempotency_key_replays_the_first_response_and_refuses_another_body(client, auth):
     headers = {**auth, "Idempotency-Key": "abc-1"}
     first = client.put("/api/v1/customers/C001", json=CUSTOMER, headers=headers)

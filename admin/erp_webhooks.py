@@ -1,0 +1,103 @@
+"""Back-office: the ERP's webhook endpoints and their delivery log (admin only). Thin:
+`ledger.webhook_endpoints` does the work and the audit trail. A new endpoint's signing secret is
+shown once, on the page answering the POST, as `encours webhook add` prints it once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from admin.access import Rejected, Staff, staff_get, staff_post
+from admin.customers import moment
+from admin.routes import render
+from kernel import i18n
+from kernel.web import Posted
+from ledger.events import PUBLIC_TYPES
+from ledger.models import Company, WebhookEndpoint
+from ledger.webhook_endpoints import EndpointError, add_endpoint, deliveries, endpoints, remove_endpoint, send_again
+
+STATUSES = ("queued", "sent", "failed")
+BASE = "/admin/webhooks/endpoints"
+
+
+def _page(request: Request, session: Session, staff: Staff, *, status_code: int = 200, error: str | None = None,
+          form: dict[str, Any] | None = None, created: tuple[WebhookEndpoint, str] | None = None) -> Response:
+    companies = list(session.scalars(select(Company).order_by(Company.name, Company.id)))
+    status = request.query_params.get("status")
+    status = status if status in STATUSES else None
+    notice = {
+        "removed": i18n.gettext(staff.language, "Endpoint removed: nothing more is sent to it."),
+        "resent": i18n.gettext(staff.language, "The delivery is queued: the worker sends it again shortly."),
+    }.get(request.query_params.get("done", ""))
+    return render(request, "admin/erp_webhooks.html", {
+        "user": staff.user, "endpoints": endpoints(session), "companies": companies, "event_types": PUBLIC_TYPES,
+        "deliveries": deliveries(session, status=status), "status": status, "statuses": STATUSES,
+        "error": error, "notice": notice, "created": created, "moment": moment(staff.language, "UTC"),
+        "form": form or {"company": companies[0].code if len(companies) == 1 else "", "url": "", "events": ["*"]},
+    }, staff.language, status_code=status_code)
+
+
+@staff_get(admin_only=True)
+def show(request: Request, session: Session, staff: Staff) -> Response:
+    return _page(request, session, staff)
+
+
+@staff_post(admin_only=True)
+def add(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    form = {"company": posted.text("company", 32), "url": posted.text("url", 2000),
+            "events": [v[:64] for v in posted.form.getlist("events") if isinstance(v, str)][:50]}
+    try:
+        endpoint, secret = add_endpoint(session, str(form["company"]), str(form["url"]), list(form["events"]),
+                                        allow_private=request.app.state.settings.webhook_allow_private,
+                                        created_by=staff.user.email)
+    except EndpointError as error:
+        message = i18n.gettext(staff.language, error.message, **error.values)
+        raise Rejected(_page(request, session, staff, status_code=400, form=form, error=message)) from None
+    return _page(request, session, staff, created=(endpoint, secret))
+
+
+def _endpoint(session: Session, endpoint_id: int) -> WebhookEndpoint:
+    endpoint = session.get(WebhookEndpoint, endpoint_id)
+    if endpoint is None:
+        raise HTTPException(404)
+    return endpoint
+
+
+@staff_get(admin_only=True)
+def remove_confirm(request: Request, session: Session, staff: Staff) -> Response:
+    return render(request, "admin/erp_webhook_remove.html",
+                  {"user": staff.user, "endpoint": _endpoint(session, request.path_params["endpoint_id"])},
+                  staff.language)
+
+
+@staff_post(admin_only=True)
+def remove(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    endpoint = _endpoint(session, request.path_params["endpoint_id"])
+    if posted.text("confirm", 1) != "1":
+        raise Rejected(render(request, "admin/erp_webhook_remove.html", {"user": staff.user, "endpoint": endpoint},
+                              staff.language, status_code=400))
+    remove_endpoint(session, endpoint.company.code, endpoint.id, removed_by=staff.user.email)
+    return RedirectResponse(f"{BASE}?done=removed", 303)
+
+
+@staff_post(admin_only=True)
+def resend(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    if not send_again(session, request.path_params["delivery_id"], actor=staff.user.email):
+        raise HTTPException(404)
+    return RedirectResponse(f"{BASE}?done=resent", 303)
+
+
+routes = [
+    Route(BASE, show, methods=["GET"], name="admin:erp_webhooks"),
+    Route(BASE, add, methods=["POST"], name="admin:erp_webhook_add"),
+    Route(BASE + "/{endpoint_id:int}/remove", remove_confirm, methods=["GET"], name="admin:erp_webhook_remove_confirm"),
+    Route(BASE + "/{endpoint_id:int}/remove", remove, methods=["POST"], name="admin:erp_webhook_remove"),
+    Route("/admin/webhooks/deliveries/{delivery_id:int}/resend", resend, methods=["POST"],
+          name="admin:erp_webhook_resend"),
+]

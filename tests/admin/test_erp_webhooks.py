@@ -1,0 +1,120 @@
+"""Admins register the ERP's webhook endpoints from the back-office (secret shown once), read
+the delivery log and send a delivery again; other roles cannot see the page."""
+
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.testclient import TestClient
+
+from api import webhooks
+from encours.app import create_app
+from kernel.settings import Settings, load_settings
+from ledger import audit
+from ledger.models import AuditEvent, Company, WebhookDelivery, WebhookEndpoint
+from tests import factories
+from tests.admin.conftest import csrf_from, login, make_user
+from tests.conftest import TEST_SECRET
+from tests.fakes.receiver import Receiver, serve
+
+SECRET_SHOWN = re.compile(r'id="new-webhook-secret" data-value="([^"]+)"')
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return load_settings({"ENCOURS_DATABASE_URL": db_url, "ENCOURS_SECRET_KEY": TEST_SECRET,
+                          "ENCOURS_BASE_URL": "http://testserver", "ENCOURS_WEBHOOK_ALLOW_PRIVATE": "true",
+                          "ENCOURS_WEBHOOK_TIMEOUT": "2", "ENCOURS_WEBHOOK_MAX_ATTEMPTS": "1"})
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    yield from serve()
+
+
+def _post(client: TestClient, path: str, data: dict):  # type: ignore[no-untyped-def]
+    token = csrf_from(client.get("/admin/webhooks/endpoints").text)
+    return client.post(path, data={"csrf_token": token, **data}, follow_redirects=False)
+
+
+@pytest.fixture
+def admin(client: TestClient, session: Session):  # type: ignore[no-untyped-def]
+    factories.company(session, code="NORTH", name="North SAS")
+    make_user(session, "root@x.test", "admin")
+    client.headers["Accept-Language"] = "en"
+    assert login(client, "root@x.test").status_code == 303
+    return client
+
+
+def test_an_endpoint_added_in_the_back_office_is_sent_its_events_and_failures_can_be_sent_again(
+        admin: TestClient, session: Session, session_factory: sessionmaker[Session], settings: Settings,
+        receiver: Receiver) -> None:
+    page = _post(admin, "/admin/webhooks/endpoints", {"company": "NORTH", "url": receiver.url + "/erp",
+                                                      "events": ["payment.succeeded", "dispute.opened"]})
+    assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+    secret = SECRET_SHOWN.search(page.text).group(1)  # type: ignore[union-attr]
+    assert secret.startswith("whsec_")
+    endpoint = session.scalar(select(WebhookEndpoint))
+    assert endpoint is not None and endpoint.event_types == ["dispute.opened", "payment.succeeded"]
+    assert secret not in admin.get("/admin/webhooks/endpoints").text  # only once
+
+    north = session.scalar(select(Company).where(Company.code == "NORTH"))
+    receiver.statuses["/erp"] = [503, 200]
+    audit.record(session, actor_type="provider", actor="stripe", action="payment.succeeded", entity_type="payment",
+                 entity_id=7, company_id=north.id)
+    session.commit()
+    assert webhooks.deliver_due(session_factory, settings).failed == 1  # one attempt allowed here
+    log = admin.get("/admin/webhooks/endpoints?status=failed").text
+    row = log.split('id="deliveries"')[1].split("<tbody>")[1].split("</tr>")[0]
+    assert "payment.succeeded" in row and "Failed" in row and "503" in row and "HTTP 503" in row
+    delivery = session.scalar(select(WebhookDelivery))
+    done = _post(admin, f"/admin/webhooks/deliveries/{delivery.id}/resend", {})
+    assert done.status_code == 303 and done.headers["location"] == "/admin/webhooks/endpoints?done=resent"
+    assert webhooks.deliver_due(session_factory, settings).sent == 1
+    assert len(receiver.on("/erp")) == 2
+    assert "Sent" in admin.get("/admin/webhooks/endpoints?status=sent").text.split('id="deliveries"')[1]
+    assert _post(admin, "/admin/webhooks/deliveries/999999/resend", {}).status_code == 404
+
+    assert "Remove the endpoint" in admin.get(f"/admin/webhooks/endpoints/{endpoint.id}/remove").text
+    removed = _post(admin, f"/admin/webhooks/endpoints/{endpoint.id}/remove", {"confirm": "1"})
+    assert removed.status_code == 303
+    session.expire_all()
+    assert session.scalars(select(WebhookEndpoint)).all() == []
+    actions = session.scalars(select(AuditEvent.action).where(AuditEvent.actor == "root@x.test")
+                              .order_by(AuditEvent.id)).all()
+    assert actions == ["webhook_endpoint.added", "webhook_delivery.resent", "webhook_endpoint.removed"]
+
+
+def test_a_refused_endpoint_says_why_and_keeps_what_was_typed(
+        client: TestClient, session: Session, db_url: str, session_factory: sessionmaker[Session]) -> None:
+    strict = load_settings({"ENCOURS_DATABASE_URL": db_url, "ENCOURS_SECRET_KEY": TEST_SECRET,
+                            "ENCOURS_BASE_URL": "http://testserver"})
+    factories.company(session, code="NORTH", name="North SAS")
+    make_user(session, "root@x.test", "admin")
+    with TestClient(create_app(strict, sessions=session_factory), base_url="http://testserver") as admin:
+        admin.headers["Accept-Language"] = "en"
+        assert login(admin, "root@x.test").status_code == 303
+        page = _post(admin, "/admin/webhooks/endpoints", {"company": "NORTH", "url": "http://10.0.0.7/hook",
+                                                          "events": ["*"]})
+        assert page.status_code == 400
+        assert "This URL cannot receive webhooks: the host 10.0.0.7 is a private or local address" in page.text
+        assert 'value="http://10.0.0.7/hook"' in page.text
+        none = _post(admin, "/admin/webhooks/endpoints", {"company": "NORTH", "url": "http://10.0.0.7/hook"})
+        assert none.status_code == 400 and "Choose at least one event type." in none.text
+        admin.headers["Accept-Language"] = "fr"
+        french = _post(admin, "/admin/webhooks/endpoints", {"company": "NORTH", "url": "http://10.0.0.7/hook"})
+        assert "Choisissez au moins un type d’événement." in french.text
+    assert session.scalars(select(WebhookEndpoint)).all() == []
+
+
+@pytest.mark.parametrize("role", ["manager", "collector", "viewer"])
+def test_only_admins_see_the_page(client: TestClient, session: Session, role: str) -> None:
+    factories.company(session, code="NORTH")
+    make_user(session, "someone@north.test", role, ["NORTH"])
+    assert login(client, "someone@north.test").status_code == 303
+    assert client.get("/admin/webhooks/endpoints").status_code == 403
+    assert "/admin/webhooks/endpoints" not in client.get("/admin").text
