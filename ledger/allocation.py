@@ -335,13 +335,23 @@ def _check_group(group: Sequence[NewPayment], invoices: dict[int, _InvoiceState]
 
 
 def _insert_payments(session: Session, payments: list[NewPayment]) -> list[int]:
+    """The rows in bulk, their ids in the same order (read back by provider reference: an INSERT …
+    RETURNING of many rows goes one row at a time where the order of the ids must be kept)."""
     ids: list[int] = []
     for start in range(0, len(payments), _CHUNK * 4):
         chunk = payments[start:start + _CHUNK * 4]
-        ids.extend(session.execute(insert(Payment).returning(Payment.id, sort_by_parameter_order=True), [
+        session.execute(insert(Payment), [
             dict(customer_id=p.customer_id, provider=p.provider, provider_ref=p.provider_ref, method=p.method,
                  amount_minor=p.amount_minor, currency=p.currency, status=PaymentStatus.succeeded.value,
-                 received_on=p.received_on) for p in chunk]).scalars().all())
+                 received_on=p.received_on) for p in chunk])
+        found: dict[tuple[str, str | None], int] = {}
+        for provider in {p.provider for p in chunk}:
+            refs = [p.provider_ref for p in chunk if p.provider == provider]
+            for part in range(0, len(refs), _CHUNK):
+                found.update(((provider, ref), payment_id) for ref, payment_id in session.execute(
+                    select(Payment.provider_ref, Payment.id).where(Payment.provider == provider,
+                                                                   Payment.provider_ref.in_(refs[part:part + _CHUNK]))))
+        ids.extend(found[(p.provider, p.provider_ref)] for p in chunk)
     return ids
 
 

@@ -85,6 +85,7 @@ def confirm(session: Session, match: BankMatch, user: User | None, settings: Set
     match.confirmed_at = clock.now()
     match.decided_by_user_id = user.id if user is not None else None
     entry.state = BankEntryState.matched.value
+    entry.matched_by = "person" if user is not None else "rule"
     _learn_payer(session, entry, match)
     for other in session.scalars(select(BankMatch).where(BankMatch.entry_id == entry.id, BankMatch.id != match.id,
                                                          BankMatch.state == BankMatchState.suggested.value)):
@@ -182,7 +183,7 @@ def _record_confirmed(session: Session, confirmed: list[tuple[SuggestedMatch, Ap
     ids = [match.entry_id for match, _applied in confirmed]
     for start in range(0, len(ids), 500):
         session.execute(update(entries).where(entries.c.id.in_(ids[start:start + 500]))
-                        .values(state=BankEntryState.matched.value, updated_at=now))
+                        .values(state=BankEntryState.matched.value, matched_by="rule", updated_at=now))
     _learn_payers(session, [match for match, _applied in confirmed], now)
     session.execute(insert(AuditEvent), [
         dict(actor_type="system", actor="bank reconciliation", action="bank_match.confirmed",
@@ -377,6 +378,7 @@ def undo(session: Session, match: BankMatch, user: User | None, *, reason: str, 
     match.undo_reason = reason
     if not returned:
         entry.state = BankEntryState.unmatched.value
+    entry.matched_by = None  # a returned credit stays matched, to no one's decision
     session.flush()
     audit.record(session, actor_type=actor_type, actor=actor, action="bank_match.undone",
                  entity_type="bank_entry", entity_id=entry.id, customer_id=_first_customer(match),

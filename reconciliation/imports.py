@@ -316,13 +316,20 @@ def _facts(index: int, entry: dict[str, Any], company_id: int) -> EntryFacts:
 
 
 def _insert_entries(session: Session, values: list[dict[str, Any]]) -> list[int]:
-    """The rows in bulk, their ids in the same order."""
+    """The rows in bulk, their ids in the same order (read back by identity: an INSERT … RETURNING
+    of many rows goes one row at a time where the order of the ids must be kept)."""
     ids: list[int] = []
     for start in range(0, len(values), _CHUNK * 4):
         chunk = values[start:start + _CHUNK * 4]
-        returned = session.execute(insert(BankEntry).returning(BankEntry.id, sort_by_parameter_order=True),
-                                   [dict(entry) for entry in chunk]).scalars().all()
-        ids.extend(returned)
+        session.execute(insert(BankEntry), [dict(entry) for entry in chunk])
+        account_id = chunk[0]["account_id"]
+        keys = [entry["identity_key"] for entry in chunk]
+        found: dict[str, int] = {}
+        for part in range(0, len(keys), _CHUNK):
+            found.update((key, entry_id) for key, entry_id in session.execute(
+                select(BankEntry.identity_key, BankEntry.id).where(BankEntry.account_id == account_id,
+                                                                   BankEntry.identity_key.in_(keys[part:part + _CHUNK]))))
+        ids.extend(found[key] for key in keys)
     return ids
 
 
@@ -335,18 +342,21 @@ def _insert_suggestions(session: Session, ids: list[int], values: list[dict[str,
     found: dict[int, int] = {}
     for start in range(0, len(wanted), _CHUNK * 4):
         chunk = wanted[start:start + _CHUNK * 4]
-        match_ids = session.execute(insert(BankMatch).returning(BankMatch.id, sort_by_parameter_order=True), [
+        session.execute(insert(BankMatch), [
             dict(entry_id=entry_id, company_id=company_id, state=BankMatchState.suggested.value,
                  evidence=proposal.evidence.value, reason=proposal.reason, score=proposal.score,
                  method="bank_transfer", checkout_id=proposal.checkout_id,
                  details={"reason_message": proposal.reason_message, "reason_values": proposal.reason_values},
                  created_at=entry["created_at"])
-            for entry_id, entry, proposal in chunk]).scalars().all()
-        found.update((entry_id, match_id) for match_id, (entry_id, _entry, _proposal) in zip(match_ids, chunk))
-        lines = [dict(match_id=match_id, customer_id=line.customer_id, invoice_id=line.invoice_id,
+            for entry_id, entry, proposal in chunk])
+        entry_ids = [entry_id for entry_id, _entry, _proposal in chunk]
+        for part in range(0, len(entry_ids), _CHUNK):  # the entries are new: theirs are the only matches
+            found.update((entry_id, match_id) for entry_id, match_id in session.execute(
+                select(BankMatch.entry_id, BankMatch.id).where(BankMatch.entry_id.in_(entry_ids[part:part + _CHUNK]))))
+        lines = [dict(match_id=found[entry_id], customer_id=line.customer_id, invoice_id=line.invoice_id,
                       currency=entry["currency"], amount_minor=line.amount_minor, discount_minor=line.discount_minor,
                       write_off_minor=0)
-                 for match_id, (_entry_id, entry, proposal) in zip(match_ids, chunk) for line in proposal.lines]
+                 for entry_id, entry, proposal in chunk for line in proposal.lines]
         if lines:
             session.execute(insert(BankMatchLine), lines)
     return [found.get(entry_id) for entry_id in ids]
@@ -517,6 +527,7 @@ def _reverse_returned(session: Session, entry: BankEntry, user: User | None, set
     record.payment_id = match.payment_id
     record.confirmed_at = clock.now()
     entry.state = BankEntryState.matched.value
+    entry.matched_by = "rule"
 
 
 def _same_payment(original: BankEntry, returned: BankEntry) -> bool:

@@ -75,7 +75,7 @@ def _ledger(session: Session) -> dict[str, object]:
                             p.received_on, p.checkout_id, p.failure_reason) for p in session.scalars(select(Payment))),
         "allocations": _sorted((numbers[a.invoice_id], payments.get(a.payment_id or 0, "-"), a.amount_minor, a.discount_minor)
                               for a in session.scalars(select(Allocation))),
-        "entries": _sorted((e.identity_key, e.state, tuple(e.warnings)) for e in session.scalars(select(BankEntry))),
+        "entries": _sorted((e.identity_key, e.state, e.matched_by, tuple(e.warnings)) for e in session.scalars(select(BankEntry))),
         "matches": _sorted((entries[m.entry_id], m.state, m.evidence, m.score, m.method, m.checkout_id,
                            payments.get(m.payment_id or 0, "-"), m.decided_by_user_id,
                            re.sub(r"entry \d+", "entry #", m.reason),
