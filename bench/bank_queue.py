@@ -128,6 +128,8 @@ def measure(url: str, unmatched: int, repeat: int) -> dict[str, Any]:
         ("admin", "open entries, page 2 (htmx fragment)", {"page": "2"}, {"HX-Request": "true"}),
         ("admin", f"open entries, page {deep}", {"page": str(deep)}, {}),
         ("admin", f"open entries, last page ({open_pages})", {"page": str(open_pages)}, {}),
+        ("admin", f"open entries, page {deep} by the pager's link", {"page": str(deep), "link": "next"}, {}),
+        ("admin", "open entries, last page by the pager's link", {"page": str(open_pages), "link": "next"}, {}),
         ("admin", "unmatched only, page 1", {"state": "unmatched"}, {}),
         ("admin", "suggested only, page 1", {"state": "suggested"}, {}),
         ("admin", "matched, page 1", {"state": "matched"}, {}),
@@ -137,10 +139,19 @@ def measure(url: str, unmatched: int, repeat: int) -> dict[str, Any]:
         ("admin", "company BENCH-FR, page 1", {"company": "BENCH-FR"}, {}),
         ("manager", "manager of BENCH-FR, page 1", {}, {}),
         ("manager", f"manager of BENCH-FR, page {deep}", {"page": str(deep)}, {}),
+        ("manager", f"manager of BENCH-FR, page {deep} by the pager's link", {"page": str(deep), "link": "next"}, {}),
+        ("admin", "every state, page 100 by the pager's link", {"state": "all", "page": "100", "link": "next"}, {}),
     ]
     results = []
     for who, label, params, headers in variants:
         client = clients[who]
+        if params.get("link"):  # the page a reader reaches with "Next page" from the page before
+            before = {k: v for k, v in params.items() if k != "link"}
+            before["page"] = str(int(before["page"]) - 1)
+            found = re.search(r'rel="next" href="/admin/bank\?([^"]+)"', client.get("/admin/bank", params=before).text)
+            if found is None:
+                raise SystemExit(f"{label}: no next link")
+            params = dict(pair.split("=", 1) for pair in found.group(1).replace("&amp;", "&").split("&"))
         response = client.get("/admin/bank", params=params, headers=headers)
         if response.status_code != 200:
             raise SystemExit(f"{label}: HTTP {response.status_code}")

@@ -1015,6 +1015,9 @@ class BankEntry(Base):
         CheckConstraint("credit_debit IN ('CRDT','DBIT')", name="credit_debit"),
         CheckConstraint("state IN ('unmatched','suggested','matched','ignored','debit')", name="state"),
         Index("ix_bank_entries_queue", "company_id", "state", "id"),
+        # The queue's open entries (`reconciliation.queue.OPEN_STATES`), newest first, page after page.
+        Index("ix_bank_entries_open", "id", sqlite_where=text("state IN ('unmatched', 'suggested')"),
+              postgresql_where=text("state IN ('unmatched', 'suggested')")),
     )
 
     @property

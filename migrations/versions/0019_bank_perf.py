@@ -21,6 +21,7 @@ depends_on = None
 # the row that changed (as migration 0010's tables are).
 
 _KEY = "company_id, currency, kind, day"
+_OPEN = "state IN ('unmatched', 'suggested')"  # the queue's "open" filter, word for word (SQLite matches it so)
 _FAR_FUTURE = "'9999-12-31'"  # an entry with neither booking nor value date
 _COUNTED = ("company_id", "currency", "amount_minor", "credit_debit", "reversal", "state", "matched_by",
             "booking_date", "value_date")
@@ -70,6 +71,9 @@ def upgrade() -> None:
         sa.Column("entries", sa.Integer(), server_default="0", nullable=False),
         sa.PrimaryKeyConstraint("company_id", "currency", "kind", "day", name=op.f("pk_bank_entry_days")),
     )
+    # The queue's open entries newest first, a page after a page, from this index alone.
+    op.create_index("ix_bank_entries_open", "bank_entries", ["id"], unique=False,
+                    sqlite_where=sa.text(_OPEN), postgresql_where=sa.text(_OPEN))
     # Existing books: who matched each matched entry, from its confirmed match; then each total
     # counted once from the rows, before the triggers keep it.
     op.execute("""UPDATE bank_entries SET matched_by = CASE WHEN EXISTS (
@@ -101,5 +105,6 @@ def downgrade() -> None:
             op.execute(f"DROP TRIGGER IF EXISTS tr_{name} ON bank_entries")
             op.execute(f"DROP FUNCTION IF EXISTS encours_{name}()")
     op.drop_table("bank_entry_days")
+    op.drop_index("ix_bank_entries_open", table_name="bank_entries")
     with op.batch_alter_table("bank_entries") as batch_op:
         batch_op.drop_column("matched_by")
