@@ -256,7 +256,7 @@ def allocate_many(session: Session, groups: Sequence[Sequence[NewPayment]], *, a
             for index, group in accepted for payment, payment_id in zip(group, payment_ids[index])
             for allocation in payment.allocations]
     if rows:
-        session.execute(insert(Allocation), rows)
+        session.execute(insert(Allocation.__table__), rows)
     touched = [state for state in invoices.values() if state.changed]
     if touched:
         table = Invoice.__table__
@@ -277,7 +277,7 @@ def allocate_many(session: Session, groups: Sequence[Sequence[NewPayment]], *, a
                    created_at=now)
               for index, group in accepted for payment, payment_id in zip(group, payment_ids[index])]
     if audits:
-        session.execute(insert(AuditEvent), audits)
+        session.execute(insert(AuditEvent.__table__), audits)
     return [outcome if outcome is not None else Applied(payment_ids[index], tuple(completed.get(index, ())))
             for index, outcome in enumerate(outcomes)]
 
@@ -340,7 +340,7 @@ def _insert_payments(session: Session, payments: list[NewPayment]) -> list[int]:
     ids: list[int] = []
     for start in range(0, len(payments), _CHUNK * 4):
         chunk = payments[start:start + _CHUNK * 4]
-        session.execute(insert(Payment), [
+        session.execute(insert(Payment.__table__), [
             dict(customer_id=p.customer_id, provider=p.provider, provider_ref=p.provider_ref, method=p.method,
                  amount_minor=p.amount_minor, currency=p.currency, status=PaymentStatus.succeeded.value,
                  received_on=p.received_on) for p in chunk])

@@ -185,7 +185,7 @@ def _record_confirmed(session: Session, confirmed: list[tuple[SuggestedMatch, Ap
         session.execute(update(entries).where(entries.c.id.in_(ids[start:start + 500]))
                         .values(state=BankEntryState.matched.value, matched_by="rule", updated_at=now))
     _learn_payers(session, [match for match, _applied in confirmed], now)
-    session.execute(insert(AuditEvent), [
+    session.execute(insert(AuditEvent.__table__), [
         dict(actor_type="system", actor="bank reconciliation", action="bank_match.confirmed",
              entity_type="bank_entry", entity_id=match.entry_id,
              customer_id=next((line.customer_id for line in match.lines), None), company_id=match.company_id,
@@ -223,7 +223,7 @@ def _learn_payers(session: Session, matches: list[SuggestedMatch], now: datetime
     new = [dict(company_id=company_id, iban=iban, customer_id=customer_id, times_seen=times, last_seen_at=now)
            for (company_id, iban, customer_id), times in seen.items() if (company_id, iban, customer_id) not in known]
     if new:
-        session.execute(insert(PayerAccount), new)
+        session.execute(insert(PayerAccount.__table__), new)
 
 
 def _confirm_checkout(session: Session, entry: BankEntry, match: BankMatch, settings: Settings | None) -> None:

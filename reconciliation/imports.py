@@ -321,7 +321,7 @@ def _insert_entries(session: Session, values: list[dict[str, Any]]) -> list[int]
     ids: list[int] = []
     for start in range(0, len(values), _CHUNK * 4):
         chunk = values[start:start + _CHUNK * 4]
-        session.execute(insert(BankEntry), [dict(entry) for entry in chunk])
+        session.execute(insert(BankEntry.__table__), chunk)  # Core: no ORM bookkeeping per row
         account_id = chunk[0]["account_id"]
         keys = [entry["identity_key"] for entry in chunk]
         found: dict[str, int] = {}
@@ -342,7 +342,7 @@ def _insert_suggestions(session: Session, ids: list[int], values: list[dict[str,
     found: dict[int, int] = {}
     for start in range(0, len(wanted), _CHUNK * 4):
         chunk = wanted[start:start + _CHUNK * 4]
-        session.execute(insert(BankMatch), [
+        session.execute(insert(BankMatch.__table__), [
             dict(entry_id=entry_id, company_id=company_id, state=BankMatchState.suggested.value,
                  evidence=proposal.evidence.value, reason=proposal.reason, score=proposal.score,
                  method="bank_transfer", checkout_id=proposal.checkout_id,
@@ -358,7 +358,7 @@ def _insert_suggestions(session: Session, ids: list[int], values: list[dict[str,
                       write_off_minor=0)
                  for entry_id, entry, proposal in chunk for line in proposal.lines]
         if lines:
-            session.execute(insert(BankMatchLine), lines)
+            session.execute(insert(BankMatchLine.__table__), lines)
     return [found.get(entry_id) for entry_id in ids]
 
 
