@@ -169,3 +169,44 @@ def test_allocate_many_completes_a_transfer_checkout_with_the_group_that_pays_it
     session.refresh(checkout)
     assert checkout.status == "succeeded"
     assert invariant_violations(session) == []
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_allocate_many_never_over_allocates_nor_crosses_companies(
+        session_factory: sessionmaker[Session], data: st.DataObject) -> None:
+    with session_factory() as session:
+        nested = session.begin_nested()
+        companies = [factories.company(session), factories.company(session)]
+        customers = [factories.customer(session, company) for company in companies for _ in range(2)]
+        invoices = [factories.invoice(session, customer, total_minor=data.draw(st.integers(1, 10_000)))
+                    for customer in customers for _ in range(2)]
+        session.flush()
+        groups = []
+        for index in range(data.draw(st.integers(1, 8))):
+            group = []
+            for part in range(data.draw(st.integers(1, 2))):
+                customer = data.draw(st.sampled_from(customers))
+                chosen = data.draw(st.lists(st.sampled_from(invoices), max_size=3))
+                allocations = tuple(NewAllocation(i.id, data.draw(st.integers(0, 6_000)), data.draw(st.integers(0, 50)))
+                                    for i in chosen)
+                amount = sum(a.amount_minor for a in allocations) + data.draw(st.integers(0, 100))
+                group.append(_new(customer.id, data.draw(st.sampled_from(companies)).id, f"R{index}-{part}",
+                                  max(1, amount), *allocations))
+            groups.append(group)
+        owner = {i.id: (i.customer_id, i.company_id) for i in invoices}
+
+        outcomes = allocate_many(session, groups)
+
+        session.expire_all()
+        written = session.scalars(select(Payment).where(Payment.provider == "manual")).all()
+        applied = [g for g, o in zip(groups, outcomes) if isinstance(o, Applied)]
+        assert sorted(p.provider_ref or "" for p in written) == sorted(p.provider_ref for g in applied for p in g)
+        for group in applied:
+            for payment in group:
+                assert sum(a.amount_minor for a in payment.allocations) <= payment.amount_minor
+                assert all(owner[a.invoice_id] == (payment.customer_id, payment.company_id)
+                           for a in payment.allocations)
+        assert all(i.open_minor >= 0 for i in invoices)
+        assert invariant_violations(session) == []
+        nested.rollback()
