@@ -100,27 +100,39 @@ def _filters(request: Request) -> dict[str, Any]:
             "company": company, "page": page_number(params)}
 
 
+def _cursor(request: Request, name: str) -> int | None:
+    """The pager's `after`/`before` entry id; anything else reads as none."""
+    raw = str(request.query_params.get(name, ""))
+    return int(raw) if raw.isdigit() and len(raw) <= 18 else None
+
+
 def _query(filters: dict[str, Any], **changes: Any) -> str:
     chosen = {**filters, **changes}
     pairs = [(k, v) for k, v in (("state", chosen["state"]), ("company", chosen["company"]), ("q", chosen["q"]))
              if v and not (k == "state" and v == "open")]
     if chosen["page"] > 1:
         pairs.append(("page", str(chosen["page"])))
+        for cursor in ("after", "before"):  # the pager's links: the page found from where the reader is
+            if changes.get(cursor) is not None:
+                pairs.append((cursor, str(changes[cursor])))
     return urlencode(pairs)
 
 
 def _list_context(request: Request, session: Session, staff: Staff) -> dict[str, Any]:
     filters = _filters(request)
     companies = companies_of(session, staff.user)
+    after, before = _cursor(request, "after"), _cursor(request, "before")
     if staff.user.role == Role.collector.value:
-        page = queue.list_collector_entries(session, staff.user.id, filters["q"], filters["page"])
+        page = queue.list_collector_entries(session, staff.user.id, filters["q"], filters["page"], after=after,
+                                            before=before)
     else:
         scope = _scope(staff.user)
         if filters["company"]:
             wanted = [c.id for c in companies if c.code == filters["company"]]
             scope = [i for i in (scope if scope is not None else wanted) if i in wanted]
         state = None if filters["state"] == "all" else filters["state"]
-        page = queue.list_entries(session, scope, state=state, search=filters["q"], page=filters["page"])
+        page = queue.list_entries(session, scope, state=state, search=filters["q"], page=filters["page"],
+                                  after=after, before=before)
     return {
         "user": staff.user, "filters": filters, "query": lambda **c: _query(filters, **c), "page": page,
         "companies": companies, "filter_labels": [(k, t(staff.language, FILTER_LABELS[k])) for k in STATE_FILTERS],

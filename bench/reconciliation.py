@@ -10,12 +10,16 @@ The entries, drawn with a fixed seed from BENCH-FR's open invoices:
   20 % are noise nobody owes (left unmatched);
 plus 1,000 debits. Target (issue 14): import and match ≤ 30 s on SQLite.
 
-    .venv/bin/python bench/reconciliation.py [--small] [--entries N] [--postgres-throwaway]
+    .venv/bin/python bench/reconciliation.py [--small] [--entries N] [--postgres URL | --postgres-throwaway]
+
+The book is never changed: the run works on a copy (a file copy on SQLite, a database created
+from the book's as a template on PostgreSQL), so each run starts alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -25,13 +29,15 @@ import sys
 import tempfile
 import time
 from datetime import date, datetime, timezone
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy import func, select, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 
 from bench.generate import ensure_book  # noqa: E402
 from kernel.clock import clock  # noqa: E402
@@ -93,6 +99,45 @@ def statement_file(invoices: list[tuple[str, int, str]], credits: int) -> tuple[
     return "".join(parts).encode(), kinds
 
 
+def _backend(session: Any) -> int | None:
+    """The PostgreSQL server process serving this session (None on SQLite, which runs in ours)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    return int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def _process_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of a process on this machine, from /proc."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def book_copy(url: str) -> Iterator[str]:
+    """A throwaway copy of the book at `url`, deleted afterwards: its URL."""
+    if url.startswith("sqlite"):
+        path = Path(url.removeprefix("sqlite:///"))
+        with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+            copy = Path(scratch) / "book.sqlite3"
+            shutil.copyfile(path, copy)
+            yield f"sqlite:///{copy}"
+        return
+    original = make_url(url)
+    name = f"{original.database}_copy"
+    admin = make_engine(original.set(database="postgres").render_as_string(hide_password=False))
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{original.database}"')
+    try:
+        yield original.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
 def run(url: str, credits: int) -> dict[str, Any]:
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
@@ -114,9 +159,12 @@ def run(url: str, credits: int) -> dict[str, Any]:
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     with unit_of_work(sessions) as session:
+        backend = _backend(session)
+        server_before = _process_cpu(backend)
         report = import_statement_file(session, data, "bench.xml", settings=settings)
     seconds = time.perf_counter() - started
     cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    server_cpu = _process_cpu(backend) - server_before
     again_started = time.perf_counter()
     with unit_of_work(sessions) as session:
         again = import_statement_file(session, data, "bench.xml", settings=settings)
@@ -132,6 +180,8 @@ def run(url: str, credits: int) -> dict[str, Any]:
         "import_and_match_cpu_seconds": round(cpu_after.ru_utime + cpu_after.ru_stime
                                               - cpu_before.ru_utime - cpu_before.ru_stime, 2),
         "entries_per_second": round((credits + 1000) / seconds),
+        # PostgreSQL works in its own process: the CPU of the server backend that ran the import.
+        "database_server_cpu_seconds": round(server_cpu, 2) if backend else None,
         "matched": summary.matched, "suggested": summary.suggested, "unmatched": summary.unmatched,
         "debits": summary.debits, "warnings": len(summary.warnings),
         "reload_seconds": round(again_seconds, 2), "reload_already_imported": again.statements[0].already_imported,
@@ -144,21 +194,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--small", action="store_true", help="2,000 customers / 40,000 invoices")
     parser.add_argument("--entries", type=int, default=50_000)
     parser.add_argument("--postgres", metavar="URL", help="a PostgreSQL database holding (or to hold) the book")
+    parser.add_argument("--postgres-throwaway", action="store_true",
+                        help="start a throwaway PostgreSQL server (as the tests do) and build the book there")
     args = parser.parse_args(argv)
     customers, invoices = (2_000, 40_000) if args.small else (50_000, 1_000_000)
     clock.set(datetime(2026, 11, 25, 18, 0, tzinfo=timezone.utc))
-    load_start = os.getloadavg()
-    book = ensure_book(customers, invoices, postgres=args.postgres)
-    result: dict[str, Any] = {"book": {"customers": customers, "invoices": invoices}, "database": "sqlite"}
-    if args.postgres:
-        result["database"] = "postgresql"
-        result.update(run(book["url"], args.entries))
-    else:
-        with tempfile.TemporaryDirectory(dir=Path(book["url"].removeprefix("sqlite:///")).parent) as scratch:
-            copy = Path(scratch) / "book.sqlite3"
-            shutil.copyfile(book["url"].removeprefix("sqlite:///"), copy)
-            result.update(run(f"sqlite:///{copy}", args.entries))
-    result["loadavg_at_start"], result["loadavg_at_end"] = load_start, os.getloadavg()
+    throwaway = None
+    if args.postgres_throwaway:
+        from tests.pgserver import PostgresServer
+
+        throwaway = PostgresServer()
+        args.postgres = throwaway.start("encours_bench")
+    try:
+        load_start = os.getloadavg()
+        book = ensure_book(customers, invoices, postgres=args.postgres)
+        result: dict[str, Any] = {"book": {"customers": customers, "invoices": invoices},
+                                  "database": "postgresql" if args.postgres else "sqlite"}
+        with book_copy(book["url"]) as url:
+            result.update(run(url, args.entries))
+        result["loadavg_at_start"], result["loadavg_at_end"] = load_start, os.getloadavg()
+    finally:
+        if throwaway is not None:
+            throwaway.stop()
     result["date"] = date.today().isoformat()
     print(json.dumps(result, indent=2))
 

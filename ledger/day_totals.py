@@ -1,7 +1,7 @@
-"""The dashboard's running totals (`OpenItemsByDue`, `InvoicesIssuedByDay`, `PaymentDay`) against
-a recount from the invoices, payments and allocations themselves.
+"""The dashboard's running totals (`OpenItemsByDue`, `InvoicesIssuedByDay`, `PaymentDay`,
+`BankEntryDay`) against a recount from the invoices, payments, allocations and bank entries themselves.
 
-The totals are moved by database triggers (migration 0010_dashboard_days); `drift` is how the
+The totals are moved by database triggers (migrations 0010_dashboard_days, 0019_bank_perf); `drift` is how the
 ledger's invariant check proves they still agree with the rows after any sequence of changes."""
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
 
 from ledger.models import (
+    FAR_FUTURE,
     Allocation,
+    BankEntry,
+    BankEntryDay,
     Customer,
     Invoice,
     InvoiceKind,
@@ -43,6 +46,30 @@ def _rows(session: Session, query: Any, keys: int) -> dict[tuple[Any, ...], tupl
     return found
 
 
+def bank_kind(credit_debit: str, reversal: bool, state: str, matched_by: str | None) -> str | None:
+    """What became of a bank credit, as `BankEntryDay` counts it (None: not counted)."""
+    if credit_debit != "CRDT" or reversal:
+        return None
+    if state == "matched":
+        return "by_hand" if matched_by == "person" else "automatic"
+    return {"ignored": "set_aside", "unmatched": "unmatched", "suggested": "unmatched"}.get(state)
+
+
+def _bank_days(session: Session) -> dict[tuple[Any, ...], tuple[int, ...]]:
+    sums: dict[tuple[Any, ...], list[int]] = {}
+    e = BankEntry
+    for company_id, currency, credit_debit, reversal, state, matched_by, booked, valued, amount in session.execute(
+            select(e.company_id, e.currency, e.credit_debit, e.reversal, e.state, e.matched_by, e.booking_date,
+                   e.value_date, e.amount_minor)):
+        kind = bank_kind(credit_debit, reversal, state, matched_by)
+        if kind is not None:
+            total = sums.setdefault(tuple(str(v) for v in (company_id, currency, kind, booked or valued or FAR_FUTURE)),
+                                    [0, 0])
+            total[0] += amount
+            total[1] += 1
+    return {key: (amount, count) for key, (amount, count) in sums.items() if amount or count}
+
+
 def recount(session: Session) -> dict[str, dict[tuple[Any, ...], tuple[int, ...]]]:
     open_key = (Invoice.company_id, Invoice.currency, Invoice.kind, Invoice.status, Invoice.due_date)
     issued_key = (Invoice.company_id, Invoice.currency, Invoice.issue_date)
@@ -67,6 +94,7 @@ def recount(session: Session) -> dict[str, dict[tuple[Any, ...], tuple[int, ...]
                               .where(Payment.status == PaymentStatus.succeeded.value,
                                      Payment.received_on.is_not(None))
                               .group_by(*pay_key), 4),
+        "bank_entry_days": _bank_days(session),
     }
 
 
@@ -78,6 +106,9 @@ def stored(session: Session) -> dict[str, dict[tuple[Any, ...], tuple[int, ...]]
         "invoices_issued_by_day": _rows(session, select(i.company_id, i.currency, i.issue_date, i.total_minor), 3),
         "payment_days": _rows(session, select(p.company_id, p.currency, p.method, p.received_on, p.collected_minor,
                                               p.settled_minor, p.settled_days_minor), 4),
+        "bank_entry_days": _rows(session, select(BankEntryDay.company_id, BankEntryDay.currency, BankEntryDay.kind,
+                                                 BankEntryDay.day, BankEntryDay.amount_minor, BankEntryDay.entries),
+                                 4),
     }
 
 

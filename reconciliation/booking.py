@@ -15,18 +15,21 @@ Everything runs in the caller's transaction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from kernel.clock import clock
 from kernel.settings import Settings
 from ledger import audit
-from ledger.allocation import allocate
+from ledger.allocation import Applied, NewAllocation, NewPayment, allocate, allocate_many
 from ledger.models import (
     Allocation,
+    AuditEvent,
     BankEntry,
     BankEntryState,
     BankMatch,
@@ -46,6 +49,7 @@ from ledger.models import (
 )
 from ledger.money import Money
 from payments import settlement
+from reconciliation.matching import ProposedLine
 from kernel.i18n import N_
 from kernel.user_error import UserError
 
@@ -82,6 +86,7 @@ def confirm(session: Session, match: BankMatch, user: User | None, settings: Set
     match.confirmed_at = clock.now()
     match.decided_by_user_id = user.id if user is not None else None
     entry.state = BankEntryState.matched.value
+    entry.matched_by = "person" if user is not None else "rule"
     _learn_payer(session, entry, match)
     for other in session.scalars(select(BankMatch).where(BankMatch.entry_id == entry.id, BankMatch.id != match.id,
                                                          BankMatch.state == BankMatchState.suggested.value)):
@@ -93,6 +98,135 @@ def confirm(session: Session, match: BankMatch, user: User | None, settings: Set
                  after={"match": match.id, "evidence": match.evidence, "payment": match.payment_id,
                         "amount_minor": entry.amount_minor, "currency": entry.currency})
     return match
+
+
+@dataclass(frozen=True)
+class SuggestedMatch:
+    """A suggested match of lines (no checkout) as plain values: what `confirm_many` applies."""
+
+    match_id: int
+    entry_id: int
+    company_id: int
+    account_id: int
+    identity_key: str
+    amount_minor: int
+    currency: str
+    received_on: date
+    payer_iban: str | None
+    evidence: str
+    details: dict[str, Any]
+    lines: tuple[ProposedLine, ...]
+    method: str = "bank_transfer"
+
+
+def confirm_many(session: Session, matches: Sequence[SuggestedMatch]) -> list[UserError | None]:
+    """`confirm` for many suggested matches of lines at once, decided by a rule (no person), in a
+    few statements: the same payments, allocations, completed checkouts, learned payers and audit
+    rows as confirming them one after the other. Per match, None when applied, or why not (that
+    match changed nothing: the invoices moved since it was proposed)."""
+    groups: list[list[NewPayment]] = []
+    for match in matches:
+        customers = list(dict.fromkeys(line.customer_id for line in match.lines))
+        groups.append([
+            NewPayment(customer_id=customer_id, company_id=match.company_id, provider=PROVIDER,
+                       provider_ref=_ref_of(match.account_id, match.identity_key, match.match_id,
+                                            customer_id if len(customers) > 1 else None),
+                       method=match.method, currency=match.currency, received_on=match.received_on,
+                       amount_minor=sum(line.amount_minor for line in match.lines if line.customer_id == customer_id),
+                       allocations=tuple(NewAllocation(line.invoice_id, line.amount_minor, line.discount_minor)
+                                         for line in match.lines
+                                         if line.customer_id == customer_id and line.invoice_id is not None),
+                       audit_after={"bank_entry": match.entry_id})
+            for customer_id in customers])
+    results: list[UserError | None] = []
+    wanted: list[tuple[int, SuggestedMatch]] = []
+    for index, match in enumerate(matches):
+        brought = sum(line.amount_minor for line in match.lines)
+        if brought != match.amount_minor:
+            results.append(UserError(
+                N_("The invoices changed since this match was proposed: %(problem)s"),
+                problem=UserError(N_("the lines add up to %(total)s, the entry brought %(amount)s"),
+                                  total=Money(brought, match.currency), amount=Money(match.amount_minor,
+                                                                                      match.currency))))
+        else:
+            results.append(None)
+            wanted.append((index, match))
+    outcomes = allocate_many(session, [groups[index] for index, _match in wanted], actor_type="system",
+                             actor="bank reconciliation")
+    confirmed: list[tuple[SuggestedMatch, Applied]] = []
+    for (index, match), outcome in zip(wanted, outcomes):
+        if isinstance(outcome, Applied):
+            confirmed.append((match, outcome))
+        else:
+            results[index] = UserError(N_("The invoices changed since this match was proposed: %(problem)s"),
+                                       problem=outcome.reason)
+    if confirmed:
+        _record_confirmed(session, confirmed)
+    return results
+
+
+def _record_confirmed(session: Session, confirmed: list[tuple[SuggestedMatch, Applied]]) -> None:
+    now = clock.now()
+    matches = BankMatch.__table__
+    session.execute(update(matches).where(matches.c.id == bindparam("b_id")).values(
+        state=BankMatchState.confirmed.value, confirmed_at=now, decided_by_user_id=None,
+        payment_id=bindparam("b_payment"), details=bindparam("b_details")), [
+        dict(b_id=match.match_id, b_payment=applied.payment_ids[0],
+             b_details={**match.details, "completed_checkouts": list(applied.completed_checkouts)})
+        for match, applied in confirmed])
+    lines = BankMatchLine.__table__
+    session.execute(update(lines).where(lines.c.match_id == bindparam("b_match"),
+                                        lines.c.customer_id == bindparam("b_customer"))
+                    .values(payment_id=bindparam("b_payment")), [
+        dict(b_match=match.match_id, b_customer=customer_id, b_payment=payment_id)
+        for match, applied in confirmed
+        for customer_id, payment_id in zip(dict.fromkeys(line.customer_id for line in match.lines),
+                                           applied.payment_ids)])
+    entries = BankEntry.__table__
+    ids = [match.entry_id for match, _applied in confirmed]
+    for start in range(0, len(ids), 500):
+        session.execute(update(entries).where(entries.c.id.in_(ids[start:start + 500]))
+                        .values(state=BankEntryState.matched.value, matched_by="rule", updated_at=now))
+    _learn_payers(session, [match for match, _applied in confirmed], now)
+    session.execute(insert(AuditEvent.__table__), [
+        dict(actor_type="system", actor="bank reconciliation", action="bank_match.confirmed",
+             entity_type="bank_entry", entity_id=match.entry_id,
+             customer_id=next((line.customer_id for line in match.lines), None), company_id=match.company_id,
+             before=None, after={"match": match.match_id, "evidence": match.evidence,
+                                 "payment": applied.payment_ids[0], "amount_minor": match.amount_minor,
+                                 "currency": match.currency}, created_at=now)
+        for match, applied in confirmed])
+
+
+def _learn_payers(session: Session, matches: list[SuggestedMatch], now: datetime) -> None:
+    """Each (payer IBAN, customer) paid once more: counted where known, else remembered."""
+    seen: dict[tuple[int, str, int], int] = {}
+    for match in matches:
+        if match.payer_iban:
+            for customer_id in dict.fromkeys(line.customer_id for line in match.lines):
+                key = (match.company_id, match.payer_iban, customer_id)
+                seen[key] = seen.get(key, 0) + 1
+    if not seen:
+        return
+    known: dict[tuple[int, str, int], int] = {}
+    ibans = sorted({iban for _company, iban, _customer in seen})
+    companies = sorted({company_id for company_id, _iban, _customer in seen})
+    for start in range(0, len(ibans), 500):
+        for row in session.execute(select(PayerAccount.id, PayerAccount.company_id, PayerAccount.iban,
+                                          PayerAccount.customer_id)
+                                   .where(PayerAccount.company_id.in_(companies),
+                                          PayerAccount.iban.in_(ibans[start:start + 500]))):
+            known[(row.company_id, row.iban, row.customer_id)] = row.id
+    table = PayerAccount.__table__
+    counted = [dict(b_id=known[key], b_more=times, b_now=now) for key, times in seen.items() if key in known]
+    if counted:
+        session.execute(update(table).where(table.c.id == bindparam("b_id"))
+                        .values(times_seen=table.c.times_seen + bindparam("b_more"), last_seen_at=bindparam("b_now")),
+                        counted)
+    new = [dict(company_id=company_id, iban=iban, customer_id=customer_id, times_seen=times, last_seen_at=now)
+           for (company_id, iban, customer_id), times in seen.items() if (company_id, iban, customer_id) not in known]
+    if new:
+        session.execute(insert(PayerAccount.__table__), new)
 
 
 def _confirm_checkout(session: Session, entry: BankEntry, match: BankMatch, settings: Settings | None) -> None:
@@ -186,8 +320,12 @@ def _complete_checkouts(session: Session, invoice_ids: list[int]) -> list[int]:
 
 
 def _provider_ref(entry: BankEntry, match: BankMatch, customer_id: int | None) -> str:
-    suffix = f"#M{match.id}" + (f"C{customer_id}" if customer_id is not None else "")
-    return f"{entry.account_id}:{entry.identity_key}{suffix}"
+    return _ref_of(entry.account_id, entry.identity_key, match.id, customer_id)
+
+
+def _ref_of(account_id: int, identity_key: str, match_id: int, customer_id: int | None) -> str:
+    suffix = f"#M{match_id}" + (f"C{customer_id}" if customer_id is not None else "")
+    return f"{account_id}:{identity_key}{suffix}"
 
 
 def _learn_payer(session: Session, entry: BankEntry, match: BankMatch) -> None:
@@ -243,6 +381,7 @@ def undo(session: Session, match: BankMatch, user: User | None, *, reason: str, 
     match.undo_reason = reason
     if not returned:
         entry.state = BankEntryState.unmatched.value
+    entry.matched_by = None  # a returned credit stays matched, to no one's decision
     session.flush()
     audit.record(session, actor_type=actor_type, actor=actor, action="bank_match.undone",
                  entity_type="bank_entry", entity_id=entry.id, customer_id=_first_customer(match),

@@ -59,6 +59,7 @@ from reconciliation.parsers import parse_statement_file
 from reconciliation.references import find_rf_references
 
 _CHUNK = 500  # ids per IN (...) list
+_BATCH = 2000  # automatic matches applied together
 
 
 @dataclass
@@ -119,8 +120,12 @@ def import_statement_file(
     user: User | None = None,
     now: datetime | None = None,
     settings: Settings | None = None,
+    *,
+    bulk: bool = True,
 ) -> ImportReport:
-    """Import every statement of the file (see the module docstring); raises UserError."""
+    """Import every statement of the file (see the module docstring); raises UserError.
+    `bulk` applies the automatic matches many at a time (`booking.confirm_many`); without it each
+    goes through `booking.confirm` alone, as staff's confirmations do (same ledger either way)."""
     now = now or clock.now()
     try:
         statements = parse_statement_file(data, filename)
@@ -145,7 +150,7 @@ def import_statement_file(
                                    entries_read=len(statement.entries),
                                    warnings=[*statement.warnings, *account_warnings])
         _import_statement(session, statement, account, company, summary, digest,
-                          occurrences.setdefault(account.id, Counter()), books, user, now, settings)
+                          occurrences.setdefault(account.id, Counter()), books, user, now, settings, bulk)
         report.statements.append(summary)
     audit.record(session, actor_type="user" if user else "system", actor=user.email if user else "cli",
                  action="import.bank_statement", entity_type="company", entity_id=first_company_id,
@@ -186,10 +191,10 @@ def _account_of(session: Session, statement: ParsedStatement, forced: Company | 
 
 def _import_statement(session: Session, statement: ParsedStatement, account: BankAccount, company: Company,
                       summary: StatementSummary, digest: str, occurrences: Counter[str], books: dict[int, Book],
-                      user: User | None, now: datetime, settings: Settings | None) -> None:
-    """Entries are written in bulk and matched on plain values; only the matches applied
-    automatically go through the ORM (the ledger path), the session emptied as it goes so a
-    50,000-entry file costs each flush as little as the first."""
+                      user: User | None, now: datetime, settings: Settings | None, bulk: bool) -> None:
+    """Entries are written in bulk and matched on plain values; the automatic matches go onto the
+    ledger in batches (`booking.confirm_many`), those of a checkout's RF reference one by one
+    through the settlement (receipt email and all), as staff's confirmations do."""
     keyed: list[tuple[str, ParsedEntry]] = []
     for parsed in statement.entries:
         base = entry_identity(parsed, 0)
@@ -237,19 +242,29 @@ def _import_statement(session: Session, statement: ParsedStatement, account: Ban
                             book.settle(line.invoice_id, line.amount_minor + line.discount_minor)
         proposals.append(proposal)
     ids = _insert_entries(session, values)
-    _insert_suggestions(session, ids, values, proposals, company_id)
+    match_ids = _insert_suggestions(session, ids, values, proposals, company_id)
 
-    # Then, in file order, what moves money: automatic matches and returned transfers.
-    for done, (entry_id, entry, proposal) in enumerate(zip(ids, values, proposals)):
+    # Then, in file order, what moves money: automatic matches (in bulk, or one by one) and
+    # returned transfers (each after the matches before it, whose credits it may return).
+    pending: list[tuple[int, booking.SuggestedMatch]] = []
+    for done, (entry_id, entry, proposal, match_id) in enumerate(zip(ids, values, proposals, match_ids)):
         if proposal is not None and proposal.auto:
-            _confirm_automatic(session, entry_id, entry, book, user, settings)
+            if bulk and proposal.checkout_id is None and match_id is not None:
+                pending.append((done, _suggested(match_id, entry_id, entry, proposal, account)))
+                if len(pending) >= _BATCH:
+                    _confirm_pending(session, pending, values, book)
+            else:
+                _confirm_pending(session, pending, values, book)
+                _confirm_automatic(session, entry_id, entry, book, user, settings)
         elif entry["reversal"] and entry["amount_minor"] < 0:
+            _confirm_pending(session, pending, values, book)
             _reverse_returned(session, session.get_one(BankEntry, entry_id), user, settings)
             entry["state"] = session.get_one(BankEntry, entry_id).state
             entry["warnings"] = session.get_one(BankEntry, entry_id).warnings
-        if done % 200 == 199:
+        if not bulk and done % 200 == 199:
             session.flush()
             session.expunge_all()  # what was written stays written; the session stays small
+    _confirm_pending(session, pending, values, book)
     session.flush()
     for entry in values:
         state = entry["state"]
@@ -297,36 +312,91 @@ def _facts(index: int, entry: dict[str, Any], company_id: int) -> EntryFacts:
 
 
 def _insert_entries(session: Session, values: list[dict[str, Any]]) -> list[int]:
-    """The rows in bulk, their ids in the same order."""
+    """The rows in bulk, their ids in the same order (read back by identity: an INSERT … RETURNING
+    of many rows goes one row at a time where the order of the ids must be kept)."""
     ids: list[int] = []
     for start in range(0, len(values), _CHUNK * 4):
         chunk = values[start:start + _CHUNK * 4]
-        returned = session.execute(insert(BankEntry).returning(BankEntry.id, sort_by_parameter_order=True),
-                                   [dict(entry) for entry in chunk]).scalars().all()
-        ids.extend(returned)
+        session.execute(insert(BankEntry.__table__), chunk)  # Core: no ORM bookkeeping per row
+        account_id = chunk[0]["account_id"]
+        keys = [entry["identity_key"] for entry in chunk]
+        found: dict[str, int] = {}
+        for part in range(0, len(keys), _CHUNK):
+            found.update((key, entry_id) for key, entry_id in session.execute(
+                select(BankEntry.identity_key, BankEntry.id).where(BankEntry.account_id == account_id,
+                                                                   BankEntry.identity_key.in_(keys[part:part + _CHUNK]))))
+        ids.extend(found[key] for key in keys)
     return ids
 
 
 def _insert_suggestions(session: Session, ids: list[int], values: list[dict[str, Any]],
-                        proposals: list[Proposal | None], company_id: int) -> None:
-    """Every proposal as a suggested match (those applied automatically are confirmed next)."""
+                        proposals: list[Proposal | None], company_id: int) -> list[int | None]:
+    """Every proposal as a suggested match (those applied automatically are confirmed next); the
+    match ids in the entries' order (None: no proposal)."""
     wanted = [(entry_id, entry, proposal) for entry_id, entry, proposal in zip(ids, values, proposals)
               if proposal is not None]
+    found: dict[int, int] = {}
     for start in range(0, len(wanted), _CHUNK * 4):
         chunk = wanted[start:start + _CHUNK * 4]
-        match_ids = session.execute(insert(BankMatch).returning(BankMatch.id, sort_by_parameter_order=True), [
+        session.execute(insert(BankMatch.__table__), [
             dict(entry_id=entry_id, company_id=company_id, state=BankMatchState.suggested.value,
                  evidence=proposal.evidence.value, reason=proposal.reason, score=proposal.score,
                  method=PaymentMethod.bank_transfer.value, checkout_id=proposal.checkout_id,
                  details={"reason_message": proposal.reason_message, "reason_values": proposal.reason_values},
                  created_at=entry["created_at"])
-            for entry_id, entry, proposal in chunk]).scalars().all()
-        lines = [dict(match_id=match_id, customer_id=line.customer_id, invoice_id=line.invoice_id,
+            for entry_id, entry, proposal in chunk])
+        entry_ids = [entry_id for entry_id, _entry, _proposal in chunk]
+        for part in range(0, len(entry_ids), _CHUNK):  # the entries are new: theirs are the only matches
+            found.update((entry_id, match_id) for entry_id, match_id in session.execute(
+                select(BankMatch.entry_id, BankMatch.id).where(BankMatch.entry_id.in_(entry_ids[part:part + _CHUNK]))))
+        lines = [dict(match_id=found[entry_id], customer_id=line.customer_id, invoice_id=line.invoice_id,
                       currency=entry["currency"], amount_minor=line.amount_minor, discount_minor=line.discount_minor,
                       write_off_minor=0)
-                 for match_id, (_entry_id, entry, proposal) in zip(match_ids, chunk) for line in proposal.lines]
+                 for entry_id, entry, proposal in chunk for line in proposal.lines]
         if lines:
-            session.execute(insert(BankMatchLine), lines)
+            session.execute(insert(BankMatchLine.__table__), lines)
+    return [found.get(entry_id) for entry_id in ids]
+
+
+def _suggested(match_id: int, entry_id: int, entry: dict[str, Any], proposal: Proposal,
+               account: BankAccount) -> booking.SuggestedMatch:
+    return booking.SuggestedMatch(
+        match_id=match_id, entry_id=entry_id, company_id=entry["company_id"], account_id=account.id,
+        identity_key=entry["identity_key"], amount_minor=entry["amount_minor"], currency=entry["currency"],
+        received_on=entry["value_date"] or entry["booking_date"] or clock.today("UTC"),
+        payer_iban=entry["payer_iban"], evidence=proposal.evidence.value,
+        details={"reason_message": proposal.reason_message, "reason_values": proposal.reason_values},
+        lines=proposal.lines)
+
+
+def _confirm_pending(session: Session, pending: list[tuple[int, booking.SuggestedMatch]],
+                     values: list[dict[str, Any]], book: Book) -> None:
+    """The automatic matches waiting, applied together; emptied. A match the ledger refuses (its
+    invoices changed meanwhile) stays a suggestion for staff, as on the one-by-one path."""
+    if not pending:
+        return
+    session.flush()
+    results = booking.confirm_many(session, [match for _index, match in pending])
+    refused: list[tuple[dict[str, Any], booking.SuggestedMatch, UserError]] = []
+    for (index, match), problem in zip(pending, results):
+        if problem is None:
+            values[index]["state"] = BankEntryState.matched.value
+        else:
+            refused.append((values[index], match, problem))
+    if refused:
+        entries = BankEntry.__table__
+        for entry, match, problem in refused:
+            entry["warnings"] = [*entry["warnings"], f"not matched automatically: {problem}"]
+            session.execute(update(entries).where(entries.c.id == match.entry_id)
+                            .values(warnings=entry["warnings"]))
+        invoice_ids = sorted({line.invoice_id for _entry, match, _problem in refused for line in match.lines
+                              if line.invoice_id is not None})
+        for start in range(0, len(invoice_ids), _CHUNK):
+            for invoice_id, open_minor in session.execute(select(Invoice.id, Invoice.open_minor).where(
+                    Invoice.id.in_(invoice_ids[start:start + _CHUNK]))):
+                book.reopen(invoice_id, open_minor)
+    pending.clear()
+    session.expire_all()  # rows the session holds were written around it
 
 
 def _confirm_automatic(session: Session, entry_id: int, entry: dict[str, Any], book: Book, user: User | None,
@@ -453,6 +523,7 @@ def _reverse_returned(session: Session, entry: BankEntry, user: User | None, set
     record.payment_id = match.payment_id
     record.confirmed_at = clock.now()
     entry.state = BankEntryState.matched.value
+    entry.matched_by = "rule"
 
 
 def _same_payment(original: BankEntry, returned: BankEntry) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Select, and_, or_, select, text
 from sqlalchemy.orm import Session
 
 from kernel.i18n import N_
@@ -38,6 +38,9 @@ from reconciliation.matching import Evidence
 PAGE_SIZE = 50
 STATES = tuple(state.value for state in BankEntryState)
 OPEN_STATES = (BankEntryState.unmatched.value, BankEntryState.suggested.value)
+# Written out, not bound: SQLite uses the partial index ix_bank_entries_open only for a WHERE that
+# says what the index says, values included.
+_OPEN = text("bank_entries.state IN ('unmatched', 'suggested')")
 
 
 class EntryNotFound(UserError):
@@ -65,6 +68,16 @@ class EntryPage:
     def has_previous(self) -> bool:
         return self.page > 1
 
+    @property
+    def first_id(self) -> int | None:
+        """The cursor of the previous page (`before`)."""
+        return self.rows[0].entry.id if self.rows else None
+
+    @property
+    def last_id(self) -> int | None:
+        """The cursor of the next page (`after`)."""
+        return self.rows[-1].entry.id if self.rows else None
+
 
 def companies_of(user: User) -> list[int] | None:
     """The company ids the user may see; None for every company (an admin)."""
@@ -84,14 +97,21 @@ def list_entries(
     state: str | None = None,
     search: str | None = None,
     page: int = 1,
+    *,
+    after: int | None = None,
+    before: int | None = None,
 ) -> EntryPage:
     """Entries of these companies (None: all), newest first; `state` one of STATES, or "open" for
-    unmatched and suggested together; `search` finds a payer, a text, a reference or an amount."""
-    query = select(BankEntry, Company.code).join(Company, Company.id == BankEntry.company_id)
+    unmatched and suggested together; `search` finds a payer, a text, a reference or an amount.
+
+    `after` (the last entry id of the page before) or `before` (the first id of the page after)
+    find the page from where the reader is, in one index range whatever its depth; a bare `page`
+    number counts its way there."""
+    query = select(BankEntry.id)
     if company_ids is not None:
         query = query.where(BankEntry.company_id.in_(list(company_ids)))
     if state == "open":
-        query = query.where(BankEntry.state.in_(OPEN_STATES))
+        query = query.where(_OPEN)
     elif state:
         if state not in STATES:
             raise UserError(N_("Unknown entry state %(state)s."), state=state)
@@ -106,19 +126,35 @@ def list_entries(
         if amount is not None:
             conditions.append(_amount_condition(session, amount))
         query = query.where(or_(*conditions))
-    page = max(1, page)
-    found = session.execute(query.order_by(BankEntry.id.desc()).offset((page - 1) * PAGE_SIZE)
-                            .limit(PAGE_SIZE + 1)).all()
-    rows = found[:PAGE_SIZE]
-    ids = [entry.id for entry, _code in rows]
+    return _page_of(session, query, max(1, page), after, before, undone_too=False)
+
+
+def _page_of(session: Session, ids_query: Select[tuple[int]], page: int, after: int | None, before: int | None,
+             undone_too: bool) -> EntryPage:
+    """The page of entries `ids_query` finds, newest first: ids alone first (from an index), then
+    those rows with their companies and matches."""
+    if before is not None:
+        found = list(session.scalars(ids_query.where(BankEntry.id > before).order_by(BankEntry.id)
+                                     .limit(PAGE_SIZE + 1)))
+        has_next, ids = True, sorted(found[:PAGE_SIZE], reverse=True)
+        if len(found) <= PAGE_SIZE:  # back at the newest entries: the first page, whatever was asked
+            page = 1
+    else:
+        if after is not None:
+            ids_query = ids_query.where(BankEntry.id < after)
+        else:
+            ids_query = ids_query.offset((page - 1) * PAGE_SIZE)
+        found = list(session.scalars(ids_query.order_by(BankEntry.id.desc()).limit(PAGE_SIZE + 1)))
+        has_next, ids = len(found) > PAGE_SIZE, found[:PAGE_SIZE]
+    rows = session.execute(select(BankEntry, Company.code).join(Company, Company.id == BankEntry.company_id)
+                           .where(BankEntry.id.in_(ids)).order_by(BankEntry.id.desc())).all() if ids else []
     matches: dict[int, list[BankMatch]] = {}
     if ids:
-        for match in session.scalars(select(BankMatch).where(
-                BankMatch.entry_id.in_(ids), BankMatch.state != BankMatchState.undone.value)
-                .order_by(BankMatch.score.desc(), BankMatch.id)):
+        wanted = select(BankMatch).where(BankMatch.entry_id.in_(ids))
+        wanted = wanted.where(BankMatch.state != BankMatchState.undone.value) if not undone_too else wanted
+        for match in session.scalars(wanted.order_by(BankMatch.score.desc(), BankMatch.id)):
             matches.setdefault(match.entry_id, []).append(match)
-    return EntryPage([EntryRow(entry, code, matches.get(entry.id, [])) for entry, code in rows], page,
-                     len(found) > PAGE_SIZE)
+    return EntryPage([EntryRow(entry, code, matches.get(entry.id, [])) for entry, code in rows], page, has_next)
 
 
 def _amount_term(term: str) -> Decimal | None:
@@ -311,7 +347,7 @@ def undo_match(session: Session, match_id: int, user: User, settings: Settings |
 
 
 def list_collector_entries(session: Session, collector_id: int, search: str | None = None,
-                           page: int = 1) -> EntryPage:
+                           page: int = 1, *, after: int | None = None, before: int | None = None) -> EntryPage:
     """What a collector sees of the bank: entries matched (confirmed) to customers assigned to it,
     newest first; `search` finds a payer or a text."""
     from ledger.models import BankMatchLine, Customer
@@ -320,24 +356,16 @@ def list_collector_entries(session: Session, collector_id: int, search: str | No
             .join(BankMatchLine, BankMatchLine.match_id == BankMatch.id)
             .join(Customer, Customer.id == BankMatchLine.customer_id)
             .where(BankMatch.state == BankMatchState.confirmed.value, Customer.collector_id == collector_id))
-    query = (select(BankEntry, Company.code).join(Company, Company.id == BankEntry.company_id)
-             .where(BankEntry.id.in_(mine), BankEntry.state == BankEntryState.matched.value))
+    query = select(BankEntry.id).where(BankEntry.id.in_(mine), BankEntry.state == BankEntryState.matched.value)
     term = (search or "").strip()[:100]
     if term:
         query = query.where(or_(BankEntry.payer_name.ilike(_like(term), escape="\\"),
                                 BankEntry.remittance_text.ilike(_like(term), escape="\\")))
-    page = max(1, page)
-    found = session.execute(query.order_by(BankEntry.id.desc()).offset((page - 1) * PAGE_SIZE)
-                            .limit(PAGE_SIZE + 1)).all()
-    rows = found[:PAGE_SIZE]
-    ids = [entry.id for entry, _code in rows]
-    matches: dict[int, list[BankMatch]] = {}
-    if ids:
-        for match in session.scalars(select(BankMatch).where(
-                BankMatch.entry_id.in_(ids), BankMatch.state == BankMatchState.confirmed.value)):
-            matches.setdefault(match.entry_id, []).append(match)
-    return EntryPage([EntryRow(entry, code, matches.get(entry.id, [])) for entry, code in rows], page,
-                     len(found) > PAGE_SIZE)
+    found = _page_of(session, query, max(1, page), after, before, undone_too=True)
+    # A collector reads the confirmed matches only.
+    return EntryPage([EntryRow(row.entry, row.company_code,
+                               [m for m in row.matches if m.state == BankMatchState.confirmed.value])
+                      for row in found.rows], found.page, found.has_next)
 
 
 SEARCH_LIMIT = 20

@@ -235,3 +235,21 @@ def test_bank_accounts_in_the_company_settings(new_client, world: World, session
                                                             "iban": "BE71096123456769"}).status_code == 403
     actions = set(session.scalars(select(AuditEvent.action).where(AuditEvent.actor == "admin@x.test")))
     assert {"bank_account.added", "bank_account.deactivated"} <= actions
+
+
+def test_the_pager_links_carry_where_the_reader_is(new_client, world: World, session: Session) -> None:  # type: ignore[no-untyped-def]
+    client = signed_in(new_client, "boss@acme.test")
+    _upload(client, camt(*(credit(f"{2000 + n}.00", ref=f"P{n}", name=f"Payeur {n:03d}", iban=None, text="divers")
+                           for n in range(bank_routes.queue.PAGE_SIZE + 3))))
+    first = client.get("/admin/bank").text
+    link = re.search(r'rel="next" href="([^"]+)"', first)
+    assert link is not None and "page=2" in link.group(1) and "after=" in link.group(1)
+    second = client.get(unescape(link.group(1)), headers=HTMX)
+    assert second.status_code == 200 and "<html" not in second.text
+    assert _text(second.text).count("Payeur") == 3 and "Payeur 000" in _text(second.text)
+    assert 'rel="next"' not in second.text
+    counted = client.get("/admin/bank?page=2", headers=HTMX).text
+    assert re.findall(r'id="entry-(\d+)"', counted) == re.findall(r'id="entry-(\d+)"', second.text)
+    back = re.search(r'rel="prev" href="([^"]+)"', second.text)
+    assert back is not None and unescape(back.group(1)).rstrip("?") == "/admin/bank"
+    assert client.get("/admin/bank?page=2&after=nonsense").status_code == 200

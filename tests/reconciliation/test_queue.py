@@ -172,3 +172,28 @@ def test_an_entry_of_another_company_is_not_found_and_every_action_is_audited(
     admin = _user(session, "admin@encours.fr", "admin", [])
     queue.mark_not_customer_payment(session, entry.id, admin)
     assert session.scalar(select(AuditEvent.actor).where(AuditEvent.action == "bank_entry.ignored")) == admin.email
+
+
+def test_the_pager_cursors_find_the_same_pages_as_counting_and_new_entries_do_not_shift_them(
+        session: Session, world: World, manager: User, settings: Settings) -> None:
+    _load(session, settings, *(credit(f"{1000 + n}.00", ref=f"Q{n}", name=f"Payeur {n}", iban=None, text="divers")
+                               for n in range(2 * queue.PAGE_SIZE + 7)))
+    scope = queue.companies_of(manager)
+    counted = [queue.list_entries(session, scope, state="open", page=n) for n in (1, 2, 3)]
+    assert [len(p.rows) for p in counted] == [queue.PAGE_SIZE, queue.PAGE_SIZE, 7]
+    assert [p.has_next for p in counted] == [True, True, False]
+
+    second = queue.list_entries(session, scope, state="open", page=2, after=counted[0].last_id)
+    third = queue.list_entries(session, scope, state="open", page=3, after=second.last_id)
+    assert [r.entry.id for r in second.rows] == [r.entry.id for r in counted[1].rows]
+    assert [r.entry.id for r in third.rows] == [r.entry.id for r in counted[2].rows] and not third.has_next
+    back = queue.list_entries(session, scope, state="open", page=2, before=third.first_id)
+    assert [r.entry.id for r in back.rows] == [r.entry.id for r in counted[1].rows] and back.has_next
+    first = queue.list_entries(session, scope, state="open", page=1, before=back.first_id)
+    assert [r.entry.id for r in first.rows] == [r.entry.id for r in counted[0].rows] and first.page == 1
+
+    # A statement loaded meanwhile puts its entries on page 1: the reader's next page stays where it was.
+    _load(session, settings, credit("5.00", ref="LATE", iban=None, text="divers"), name="late.xml")
+    assert [r.entry.id for r in queue.list_entries(session, scope, state="open", page=2,
+                                                   after=counted[0].last_id).rows] == [r.entry.id
+                                                                                       for r in counted[1].rows]
