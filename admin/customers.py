@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from admin import contacts_service
 from admin import customers_service as service
 from admin.access import (
     Rejected,
@@ -30,7 +32,7 @@ from admin.access import (
     staff_post,
     visible_customer,
 )
-from admin.routes import render, t
+from admin.routes import render, safe_next, t
 from admin.scenarios import TONE_LABELS
 from kernel.i18n import N_, format_money
 from dunning import manual
@@ -67,6 +69,10 @@ NOTICES = {
     "reminder": N_("A reminder was queued to %(email)s."),
     "retried": N_("The message goes out again with the next delivery."),
     "payment": N_("Payment recorded."),
+    "contact_added": N_("Contact added."),
+    "contact_saved": N_("Contact saved."),
+    "contact_removed": N_("Contact removed: it receives nothing any more and its links no longer open."),
+    "task_done": N_("Task marked done."),
 }
 MANUAL_METHOD_LABELS = {
     "cheque": N_("Cheque"),
@@ -116,7 +122,8 @@ def _customer_page(request: Request, session: Session, staff: Staff, customer: C
     today = service.today_for(customer)
     done = request.query_params.get("done", "")
     contact = customer.primary_contact
-    notice = t(staff.language, NOTICES[done], email=contact.email if contact else "") if done in NOTICES else None
+    sent_to = request.query_params.get("to", "")[:254] or (contact.email if contact else "")
+    notice = t(staff.language, NOTICES[done], email=sent_to) if done in NOTICES else None
     collector = staff.user.role != Role.collector.value
     language = staff.language
     payable = manual_payments.payable_invoices(session, customer)
@@ -146,6 +153,8 @@ def _customer_page(request: Request, session: Session, staff: Staff, customer: C
         "manual_methods": [(code, t(language, MANUAL_METHOD_LABELS[code])) for code in manual_payments.METHODS],
         "payment_key": (form or {}).get("key") or manual_payments.new_key(),
         "today": today,
+        "role_labels": {code: t(language, label) for code, label in contacts_service.ROLE_LABELS.items()},
+        "tasks": service.open_tasks(session, customer),
     }, staff.language, status_code=status_code)
 
 
@@ -155,8 +164,9 @@ def customer_page(request: Request, session: Session, staff: Staff) -> Response:
     return _customer_page(request, session, staff, customer)
 
 
-def _done(customer: Customer, what: str) -> Response:
-    return RedirectResponse(f"/admin/customers/{customer.id}?done={what}#actions", status_code=303)
+def _done(customer: Customer, what: str, to: str | None = None) -> Response:
+    extra = f"&{urlencode({'to': to})}" if to else ""
+    return RedirectResponse(f"/admin/customers/{customer.id}?done={what}{extra}#actions", status_code=303)
 
 
 def _refuse(request: Request, session: Session, staff: Staff, customer: Customer, message: str,
@@ -172,11 +182,32 @@ def _refuse(request: Request, session: Session, staff: Staff, customer: Customer
 @staff_post
 def add_note(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
     customer = visible_customer(session, staff.user, request.path_params["customer_id"])
+    raw_day = posted.text("next_action_on", 20).strip()
     try:
-        service.add_note(session, customer, staff.user, posted.text("note", service.MAX_NOTE_CHARS + 1))
+        try:
+            next_action_on = date.fromisoformat(raw_day) if raw_day else None
+        except ValueError:
+            raise service.CustomerActionError(N_("The next action date %(value)s is not a date."),
+                                              value=raw_day) from None
+        service.add_note(session, customer, staff.user, posted.text("note", service.MAX_NOTE_CHARS + 1),
+                         kind="call" if posted.text("call", 2) == "1" else "note", next_action_on=next_action_on)
     except service.CustomerActionError as error:
         raise _refuse(request, session, staff, customer, error.message, error.values, posted)
     return _done(customer, "note")
+
+
+@staff_post
+def task_done(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    """A note's next action is done: it leaves "My day"."""
+    customer = visible_customer(session, staff.user, request.path_params["customer_id"])
+    try:
+        service.mark_task_done(session, customer, staff.user, request.path_params["note_id"])
+    except service.CustomerActionError as error:
+        raise _refuse(request, session, staff, customer, error.message, error.values, posted)
+    back = posted.text("next", 500)
+    if back:
+        return RedirectResponse(safe_next(back), status_code=303)
+    return _done(customer, "task_done")
 
 
 @staff_post
@@ -205,7 +236,13 @@ def pause(request: Request, session: Session, staff: Staff, posted: Posted) -> R
 @staff_post
 def send_link(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
     customer = visible_customer(session, staff.user, request.path_params["customer_id"])
-    contact = customer.primary_contact
+    chosen = posted.text("contact", 12)
+    if chosen:
+        contact = next((c for c in customer.contacts if str(c.id) == chosen), None)
+        if contact is None:
+            raise _refuse(request, session, staff, customer, N_("Choose a contact of this customer."), {}, posted)
+    else:
+        contact = customer.primary_contact
     if contact is None:
         raise _refuse(request, session, staff, customer, N_("This customer has no contact to write to."), {}, posted)
     settings = request.app.state.settings
@@ -213,7 +250,7 @@ def send_link(request: Request, session: Session, staff: Staff, posted: Posted) 
                                        templates=request.app.state.templates, by_staff=True)
     audit.record(session, actor_type="user", actor=staff.user.email, action="link.sent", entity_type="contact",
                  entity_id=contact.id, customer_id=customer.id, after={"to": contact.email, "outbox_id": message.id})
-    return _done(customer, "link")
+    return _done(customer, "link", to=contact.email)
 
 
 def _revoke_page(request: Request, staff: Staff, customer: Customer, status_code: int = 200) -> Response:
@@ -375,6 +412,8 @@ routes = [
     Route("/admin/customers/{customer_id:int}/retry", retry, methods=["POST"], name="admin:customer_retry"),
     Route("/admin/customers/{customer_id:int}", customer_page, methods=["GET"], name="admin:customer"),
     Route("/admin/customers/{customer_id:int}/notes", add_note, methods=["POST"], name="admin:customer_note"),
+    Route("/admin/customers/{customer_id:int}/notes/{note_id:int}/done", task_done, methods=["POST"],
+          name="admin:customer_task_done"),
     Route("/admin/customers/{customer_id:int}/collector", assign, methods=["POST"], name="admin:customer_collector"),
     Route("/admin/customers/{customer_id:int}/pause", pause, methods=["POST"], name="admin:customer_pause"),
     Route("/admin/customers/{customer_id:int}/send-link", send_link, methods=["POST"], name="admin:customer_link"),

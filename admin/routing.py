@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from admin import audit, bank, book, company_settings, customers, dashboard, disputes, imports, scenarios, users
+from admin import audit, bank, book, company_settings, contacts, customers, dashboard, disputes, imports, scenarios, users
 from admin import routes as sign_in
 
 routes = [
@@ -15,6 +15,7 @@ routes = [
     *audit.routes,
     *scenarios.routes,
     *customers.routes,
+    *contacts.routes,
     *book.routes,
     *bank.routes,
 ]

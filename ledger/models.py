@@ -203,8 +203,10 @@ class Customer(Base):
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     company: Mapped[Company] = relationship(back_populates="customers")
+    # A contact staff removed stays as the record of what it was sent, out of this list.
     contacts: Mapped[list[Contact]] = relationship(
-        back_populates="customer", order_by="(Contact.is_primary.desc(), Contact.id)"
+        back_populates="customer", order_by="(Contact.is_primary.desc(), Contact.id)",
+        primaryjoin="and_(Customer.id == Contact.customer_id, Contact.removed_at.is_(None))",
     )
 
     __table_args__ = (
@@ -250,6 +252,8 @@ class Contact(Base):
     # Set when the mail server refused the address for good (a 5xx at RCPT); reminders skip it.
     email_failing_since: Mapped[datetime | None] = mapped_column(default=None)
     email_failure: Mapped[str | None] = mapped_column(Text, default=None)
+    # Removed by staff: kept because reminders, disputes and payments name it; no longer written to.
+    removed_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     customer: Mapped[Customer] = relationship(back_populates="contacts")

@@ -1,4 +1,4 @@
-"""a collector's day: contact roles, notes that are tasks (next action, done), saved views of the customers list
+"""a collector's day: contact roles (and removal), notes that are tasks (next action, done), saved views of the customers list
 
 Revision ID: 0020_collector_day
 Revises: 0013b_manual_payments (the lead re-chains at merge)
@@ -21,6 +21,7 @@ def upgrade() -> None:
     # The address the customers CSV gives is the one the invoices go to: accounts payable.
     op.add_column("contacts", sa.Column("role", sa.String(length=24), nullable=False,
                                         server_default="accounts_payable"))
+    op.add_column("contacts", sa.Column("removed_at", sa.DateTime(timezone=True), nullable=True))
     # customer_notes is small and nothing points to it: rebuilt on SQLite for the CHECK.
     with op.batch_alter_table("customer_notes") as batch_op:
         batch_op.add_column(sa.Column("kind", sa.String(length=16), nullable=False, server_default="note"))
@@ -57,4 +58,5 @@ def downgrade() -> None:
         batch_op.drop_column("next_action_on")
         batch_op.drop_column("kind")
     with op.batch_alter_table("contacts") as batch_op:
+        batch_op.drop_column("removed_at")
         batch_op.drop_column("role")
