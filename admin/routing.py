@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from admin import audit, bank, book, company_settings, contacts, customers, dashboard, disputes, imports, scenarios, users
+from admin import (audit, bank, book, company_settings, contacts, customers, dashboard, disputes, imports, my_day,
+                   scenarios, users)
 from admin import routes as sign_in
 
 routes = [
@@ -16,6 +17,7 @@ routes = [
     *scenarios.routes,
     *customers.routes,
     *contacts.routes,
+    *my_day.routes,
     *book.routes,
     *bank.routes,
 ]
