@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime
@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from admin import contacts_service
+from admin import bulk_service, contacts_service
 from admin import customers_service as service
 from admin.access import (
     Rejected,
@@ -98,20 +98,49 @@ def email_label(language: str, kind: str) -> str:
     return t(language, EMAIL_KINDS[kind]) if kind in EMAIL_KINDS else kind
 
 
+BULK_NOTICES = {
+    "assign": N_("Collector saved for %(count)s customer(s)."),
+    "pause": N_("Reminders paused for %(count)s customer(s)."),
+    "resume": N_("Reminders resumed for %(count)s customer(s)."),
+    "send_links": N_("%(emails)s link email(s) queued for %(count)s customer(s)."),
+}
+
+
+def _list_notice(request: Request, language: str) -> str | None:
+    params = request.query_params
+    done = params.get("done", "")
+    number = lambda name: int(params[name]) if params.get(name, "").isdigit() and len(params[name]) < 9 else 0  # noqa: E731
+    if done in BULK_NOTICES:
+        return t(language, BULK_NOTICES[done], count=number("n"), emails=number("emails"))
+    if done == "view_saved":
+        return t(language, N_("View saved."))
+    if done == "view_deleted":
+        return t(language, N_("View deleted."))
+    return None
+
+
 @staff_get
 def customers(request: Request, session: Session, staff: Staff) -> Response:
     filters = service.CustomerFilters.from_params(request.query_params)
     page = service.list_customers(session, filters, lambda query: scoped(query, staff.user))
     companies = companies_of(session, staff.user)
     company_ids = None if is_admin(staff.user) else [c.id for c in companies]
+    collectors = [] if staff.user.role == Role.collector.value else service.collectors_of(session, company_ids)
+    skipped = request.query_params.get("skipped", "")[:2000]
     context: dict[str, Any] = {
         "user": staff.user,
         "filters": filters,
         "page": page,
         "companies": companies,
         "segments": service.segments(session, company_ids),
-        "collectors": [] if staff.user.role == Role.collector.value else service.collectors_of(session, company_ids),
+        "collectors": collectors,
         "sorts": service.SORTS,
+        "views": bulk_service.views_for(session, staff.user),
+        "notice": _list_notice(request, staff.language),
+        "skipped": skipped,
+        "can_act": can_act(staff.user),
+        "bulk_actions": [(code, t(staff.language, label)) for code, label in bulk_service.ACTION_LABELS.items()
+                         if code != "assign" or collectors],
     }
     return request.app.state.templates.response(request, "admin/customers.html", context, staff.language,
                                                 block=fragment(request, "results"))
@@ -407,8 +436,89 @@ def record_payment(request: Request, session: Session, staff: Staff, posted: Pos
     return _done(customer, "payment")
 
 
+def _bulk_selection(posted: Posted) -> tuple[list[int] | None, service.CustomerFilters | None, str]:
+    """The ticked ids, or the filters when every matching customer is chosen; and the list's query."""
+    query = posted.text("filters", 2000)
+    if posted.text("all", 2) == "1":
+        return None, service.CustomerFilters.from_params(dict(parse_qsl(query))), query
+    ids = [int(value) for value in posted.form.getlist("ids") if isinstance(value, str) and value.isdigit()
+           and len(value) < 12]
+    return ids, None, query
+
+
+def _back_to_list(query: str, **extra: str) -> Response:
+    normalized = bulk_service.normalized_query(query)
+    pairs = urlencode(extra)
+    target = "/admin/customers?" + "&".join(part for part in (normalized, pairs) if part)
+    return RedirectResponse(target, status_code=303)
+
+
+def _list_refusal(request: Request, staff: Staff, message: str, values: dict[str, object], query: str) -> Rejected:
+    return Rejected(render(request, "admin/customers_bulk.html", {
+        "user": staff.user, "error": t(staff.language, message, **values), "query": query, "count": 0,
+    }, staff.language, status_code=400))
+
+
+@staff_post
+def bulk(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    """A bulk action: first a confirmation naming the action and how many customers it covers."""
+    ids, filters, query = _bulk_selection(posted)
+    action = posted.text("action", 16)
+    raw_collector = posted.text("collector", 12).strip()
+    collector_id = int(raw_collector) if raw_collector.isdigit() else None
+    try:
+        chosen = bulk_service.targets(session, lambda q: scoped(q, staff.user), ids, filters)
+        bulk_service.check(session, staff.user, action, chosen, collector_id)
+    except service.CustomerActionError as error:
+        raise _list_refusal(request, staff, error.message, error.values, query)
+    if posted.text("confirm", 2) != "1":
+        collector = session.get(User, collector_id) if collector_id else None
+        return render(request, "admin/customers_bulk.html", {
+            "user": staff.user, "error": None, "query": query, "count": len(chosen), "action": action,
+            "action_label": t(staff.language, bulk_service.ACTION_LABELS[action]), "collector": collector,
+            "collector_id": raw_collector, "all": filters is not None, "ids": ids or [],
+        }, staff.language)
+    settings = request.app.state.settings
+    templates = request.app.state.templates
+    result = bulk_service.apply(
+        session, staff.user, action, chosen, collector_id=collector_id,
+        send_link=lambda contact: renewal.queue_link_email(session, contact, secret=str(settings.secret_key),
+                                                           base_url=settings.base_url, templates=templates,
+                                                           by_staff=True))
+    extra = {"done": action, "n": str(result.customers)}
+    if action == "send_links":
+        extra["emails"] = str(result.emails)
+        if result.without_contact:
+            extra["skipped"] = ", ".join(result.without_contact[:50])
+    return _back_to_list(query, **extra)
+
+
+@staff_post
+def save_view(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    query = posted.text("filters", 2000)
+    try:
+        bulk_service.save_view(session, staff.user, posted.text("name", bulk_service.MAX_VIEW_NAME * 2), query,
+                               shared=posted.text("shared", 2) == "1")
+    except service.CustomerActionError as error:
+        raise _list_refusal(request, staff, error.message, error.values, query)
+    return _back_to_list(query, done="view_saved")
+
+
+@staff_post
+def delete_view(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    try:
+        bulk_service.delete_view(session, staff.user, request.path_params["view_id"])
+    except service.CustomerActionError as error:
+        raise _list_refusal(request, staff, error.message, error.values, "")
+    return _back_to_list(posted.text("filters", 2000), done="view_deleted")
+
+
 routes = [
     Route("/admin/customers", customers, methods=["GET"], name="admin:customers"),
+    Route("/admin/customers/bulk", bulk, methods=["POST"], name="admin:customers_bulk"),
+    Route("/admin/customers/views", save_view, methods=["POST"], name="admin:customers_view_save"),
+    Route("/admin/customers/views/{view_id:int}/delete", delete_view, methods=["POST"],
+          name="admin:customers_view_delete"),
     Route("/admin/customers/{customer_id:int}/retry", retry, methods=["POST"], name="admin:customer_retry"),
     Route("/admin/customers/{customer_id:int}", customer_page, methods=["GET"], name="admin:customer"),
     Route("/admin/customers/{customer_id:int}/notes", add_note, methods=["POST"], name="admin:customer_note"),
