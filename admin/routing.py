@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from admin import (audit, bank, book, company_settings, contacts, customers, dashboard, disputes, imports, my_day,
-                   scenarios, users)
+                   reports, scenarios, users)
 from admin import routes as sign_in
 
 routes = [
@@ -18,6 +18,7 @@ routes = [
     *customers.routes,
     *contacts.routes,
     *my_day.routes,
+    *reports.routes,
     *book.routes,
     *bank.routes,
 ]
