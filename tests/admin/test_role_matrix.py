@@ -33,6 +33,8 @@ from ledger.disputes import Upload
 from dunning.scenarios import ensure_default_scenario
 from ledger.models import BankEntry, Payment, ReminderRun, WebhookEvent
 from ledger.storage import FileStorage
+from admin.bulk_service import save_view
+from admin.customers_service import add_note
 from tests import factories
 from tests.admin.conftest import csrf_from, login, make_user
 from tests.conftest import TEST_SECRET
@@ -63,6 +65,8 @@ RECORD_PARAMS: dict[str, Callable[[Book], object]] = {
     "payment_id": lambda b: b.records["payment"].id,
     "case_id": lambda b: b.records["case"].id,
     "file_id": lambda b: b.records["file"].id,
+    "contact_id": lambda b: b.records["contact"].id,
+    "note_id": lambda b: b.records["note"].id,
 }
 # Path parameter -> a record of company NORTH itself (its scenarios, its reminder runs): hidden from
 # SOUTH's manager (404), readable by NORTH's staff whatever customers they are assigned.
@@ -79,6 +83,7 @@ COMPANY_PARAMS: dict[str, Callable[[Book], object]] = {
 OTHER_PARAMS: dict[str, Callable[[Book], object]] = {
     "user_id": lambda b: b.records["user"].id,
     "code": lambda b: "NORTH",
+    "view_id": lambda b: b.records["view"].id,  # a user's saved view of the customers list
 }
 
 
@@ -144,8 +149,10 @@ def book(session: Session, settings: Settings) -> Book:
     bank_entry = session.scalars(select(BankEntry)).one()
     bank_match = new_match(session, bank_entry, evidence="amount", reason="matrix", score=50,
                            lines=[(customer.id, invoice.id, 42_00, 0, 0)])
+    note = add_note(session, customer, users["collector"], "call back", next_action_on=date(2026, 11, 26))
+    view = save_view(session, users["manager"], "Late", "overdue=1", shared=False)
     session.flush()
-    records = {"customer": customer, "invoice": invoice, "payment": payment, "case": case,
+    records = {"customer": customer, "contact": customer.primary_contact, "note": note, "view": view, "invoice": invoice, "payment": payment, "case": case,
                "file": case.messages[0].attachments[0], "user": users["collector"], "webhook_event": event,
                "scenario": scenario, "run": run, "bank_account": account, "bank_entry": bank_entry,
                "bank_match": bank_match}
