@@ -406,8 +406,9 @@ def timeline(session: Session, customer: Customer) -> list[TimelineEntry]:
         if message.id not in reminder_outbox:
             entries.append(TimelineEntry(at=message.created_at, kind="email", message=message,
                                          details={"kind": message.kind}))
-    contact_ids = [c.id for c in customer.contacts]
-    emails = {c.id: c.email for c in customer.contacts}
+    # Removed contacts too: what they opened stays on the timeline.
+    emails = dict(session.execute(select(Contact.id, Contact.email).where(Contact.customer_id == customer.id)).all())
+    contact_ids = list(emails)
     for link_open in session.scalars(
         select(LinkOpen).where(LinkOpen.contact_id.in_(contact_ids or [-1]))
         .order_by(LinkOpen.opened_at.desc()).limit(TIMELINE_LIMIT)

@@ -31,6 +31,7 @@ from admin.dashboard_service import Amount, Converter
 from kernel.clock import clock
 from kernel.i18n import N_
 from ledger.fx import RateBook
+from ledger.money import Money
 from ledger.models import (
     Company,
     Customer,
@@ -86,9 +87,6 @@ class DayRow:
     def max_days_overdue(self) -> int | None:
         return (self.today - self.oldest_due).days if self.oldest_due is not None else None
 
-    def sort_key(self) -> tuple[Any, ...]:
-        return (not self.urgent, -self.overdue.converted.minor, self.oldest_due or date.max, self.customer_id)
-
 
 @dataclass
 class MyDay:
@@ -102,10 +100,31 @@ def _chunks(values: Sequence[int]) -> Iterable[Sequence[int]]:
         yield values[start:start + _CHUNK]
 
 
+@dataclass
+class _Candidate:
+    """A customer on the list before the page is built: what ranks it, nothing more."""
+
+    customer_id: int
+    company: Company
+    today: date
+    convert: Converter
+    reasons: list[Reason]
+    overdue: dict[str, int]
+    oldest_due: date | None
+    converted_minor: int = 0
+
+    def sort_key(self) -> tuple[Any, ...]:
+        urgent = any(reason.urgent for reason in self.reasons)
+        return (not urgent, -self.converted_minor, self.oldest_due or date.max, self.customer_id)
+
+
 def build_my_day(session: Session, collector_id: int, company_ids: Sequence[int], limit: int = LIMIT) -> MyDay:
-    """The worklist of the customers assigned to `collector_id` in these companies."""
+    """The worklist of the customers assigned to `collector_id` in these companies.
+
+    Every candidate is ranked on plain numbers (its overdue amount converted, one multiplication
+    per foreign currency); rows, amounts and columns are built for the `limit` shown only."""
     companies = list(session.scalars(select(Company).where(Company.id.in_(list(company_ids) or [-1]))))
-    rows: list[DayRow] = []
+    candidates: list[_Candidate] = []
     missing: set[str] = set()
     books: dict[date, RateBook] = {}
     for company in companies:
@@ -113,20 +132,29 @@ def build_my_day(session: Session, collector_id: int, company_ids: Sequence[int]
         if today not in books:
             books[today] = RateBook.load(session, today)
         convert = Converter(books[today], company.base_currency)
-        rows.extend(_company_rows(session, company, collector_id, today, convert))
+        candidates.extend(_company_candidates(session, company, collector_id, today, convert))
         missing |= convert.missing
-    rows.sort(key=DayRow.sort_key)
-    shown = rows[:limit]
+    candidates.sort(key=_Candidate.sort_key)
+    chosen = candidates[:limit]
+    names: dict[int, tuple[str, str]] = {}
+    for chunk in _chunks([c.customer_id for c in chosen]):
+        for customer_id, ref, name in session.execute(
+                select(Customer.id, Customer.ref, Customer.name).where(Customer.id.in_(chunk))):
+            names[customer_id] = (ref, name)
+    shown = [DayRow(customer_id=c.customer_id, ref=names[c.customer_id][0], name=names[c.customer_id][1],
+                    company=c.company, reasons=sorted(c.reasons, key=lambda r: (not r.urgent, r.code)),
+                    overdue=c.convert.amount(c.overdue), oldest_due=c.oldest_due, today=c.today)
+             for c in chosen]
     _fill_columns(session, shown)
-    return MyDay(shown, len(rows), sorted(missing))
+    return MyDay(shown, len(candidates), sorted(missing))
 
 
 def _mine(collector_id: int, company_id: int) -> Any:
     return select(Customer.id).where(Customer.collector_id == collector_id, Customer.company_id == company_id)
 
 
-def _company_rows(session: Session, company: Company, collector_id: int, today: date,
-                  convert: Converter) -> list[DayRow]:
+def _company_candidates(session: Session, company: Company, collector_id: int, today: date,
+                        convert: Converter) -> list[_Candidate]:
     reasons: dict[int, list[Reason]] = defaultdict(list)
     mine = _mine(collector_id, company.id)
 
@@ -194,26 +222,33 @@ def _company_rows(session: Session, company: Company, collector_id: int, today: 
     wanted = [customer_id for customer_id, found in reasons.items() if found]
     if not wanted:
         return []
+    # The overdue invoices of the collector's overdue customers, summed per currency in one pass
+    # (ix_invoices_open_per_customer, one seek per customer).
     overdue: dict[int, dict[str, int]] = defaultdict(dict)
-    overdue_ids = [customer_id for customer_id in wanted if customer_id in oldest]
-    for chunk in _chunks(overdue_ids):
-        for customer_id, currency, minor in session.execute(
-                select(Invoice.customer_id, Invoice.currency, func.sum(Invoice.open_minor))
-                .where(Invoice.customer_id.in_(chunk), Invoice.open_minor > 0,
-                       Invoice.status != InvoiceStatus.void.value, Invoice.kind == InvoiceKind.invoice.value,
-                       Invoice.status.in_(CHASED), Invoice.due_date < today)
-                .group_by(Invoice.customer_id, Invoice.currency)):
-            overdue[customer_id][currency] = int(minor or 0)
-    names: dict[int, tuple[str, str]] = {}
-    for chunk in _chunks(wanted):
-        for customer_id, ref, name in session.execute(
-                select(Customer.id, Customer.ref, Customer.name).where(Customer.id.in_(chunk))):
-            names[customer_id] = (ref, name)
-    return [DayRow(customer_id=customer_id, ref=names[customer_id][0], name=names[customer_id][1], company=company,
-                   reasons=sorted(reasons[customer_id], key=lambda r: (not r.urgent, r.code)),
-                   overdue=convert.amount(overdue.get(customer_id, {})), oldest_due=oldest.get(customer_id),
-                   today=today)
-            for customer_id in wanted]
+    late_customers = (select(CustomerBalance.customer_id).join(Customer, Customer.id == CustomerBalance.customer_id)
+                      .where(Customer.collector_id == collector_id, Customer.company_id == company.id,
+                             CustomerBalance.oldest_due < today))
+    for customer_id, currency, minor in session.execute(
+            select(Invoice.customer_id, Invoice.currency, func.sum(Invoice.open_minor))
+            .where(Invoice.customer_id.in_(late_customers), Invoice.open_minor > 0,
+                   Invoice.status != InvoiceStatus.void.value, Invoice.kind == InvoiceKind.invoice.value,
+                   Invoice.status.in_(CHASED), Invoice.due_date < today)
+            .group_by(Invoice.customer_id, Invoice.currency)):
+        overdue[customer_id][currency] = int(minor or 0)
+    base = company.base_currency
+    candidates = []
+    for customer_id in wanted:
+        amounts = overdue.get(customer_id, {})
+        converted = 0
+        for currency, minor in amounts.items():
+            if currency == base:
+                converted += minor
+            else:
+                money = convert.to_base(Money(minor, currency))
+                converted += money.minor if money is not None else 0
+        candidates.append(_Candidate(customer_id, company, today, convert, reasons[customer_id], dict(amounts),
+                                     oldest.get(customer_id), converted))
+    return candidates
 
 
 def _fill_columns(session: Session, rows: list[DayRow]) -> None:
