@@ -13,11 +13,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from admin import contacts_service as service
-from admin.access import Rejected, Staff, can_act, forbidden, staff_get, staff_post, visible_customer
+from admin.access import Staff, can_act, forbidden, staff_get, staff_post, visible_customer
 from admin.customers import _done, _refuse
 from admin.customers_service import CustomerActionError
 from admin.routes import render
-from kernel.web import Posted
+from kernel.web import Posted, Rejected
 from ledger.models import Contact, Customer
 
 

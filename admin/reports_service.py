@@ -126,8 +126,8 @@ def build_report(session: Session, company: Company, first: date, last: date,
     if collector_ids is None:
         assigned = set(session.scalars(select(Customer.collector_id).where(Customer.company_id == company.id)
                                        .distinct()))
-        wanted = sorted((c for c in assigned | set(collected) | set(made) | set(resolved) if c is not None))
-        wanted.append(None)
+        named: list[int] = sorted(c for c in assigned | set(collected) | set(made) | set(resolved) if c is not None)
+        wanted = [*named, None]
     else:
         wanted = list(collector_ids)
     emails = dict(session.execute(select(User.id, User.email).where(
@@ -159,31 +159,31 @@ def _dso(session: Session, company: Company, customers: Any, months: list[date],
             .group_by(Customer.collector_id, Invoice.currency, Invoice.issue_date)):
         moves[(collector_id, currency)].append((_as_date(day), int(minor or 0)))
         issued[(collector_id, currency)].append((_as_date(day), int(minor or 0)))
-    for collector_id, currency, day, minor in session.execute(
+    for collector_id, currency, received_on, minor in session.execute(
             select(Customer.collector_id, Allocation.currency, Payment.received_on,
                    func.sum(Allocation.amount_minor + Allocation.discount_minor))
             .select_from(Payment).join(Allocation, Allocation.payment_id == Payment.id)
             .join(Invoice, Invoice.id == Allocation.invoice_id).join(Customer, Customer.id == Invoice.customer_id)
             .where(*invoice_scope, Payment.status == PaymentStatus.succeeded.value, Payment.received_on <= last)
             .group_by(Customer.collector_id, Allocation.currency, Payment.received_on)):
-        if day is not None:
-            moves[(collector_id, currency)].append((_as_date(day), -int(minor or 0)))
+        if received_on is not None:
+            moves[(collector_id, currency)].append((_as_date(received_on), -int(minor or 0)))
     zone = ZoneInfo(company.timezone)
     for collector_id, currency, at, minor in session.execute(
             select(Customer.collector_id, Allocation.currency, Allocation.created_at,
                    Allocation.amount_minor + Allocation.discount_minor)
             .join(Invoice, Invoice.id == Allocation.invoice_id).join(Customer, Customer.id == Invoice.customer_id)
             .where(*invoice_scope, Allocation.credit_note_id.is_not(None))):
-        day = at.astimezone(zone).date()
-        if day <= last:
-            moves[(collector_id, currency)].append((day, -int(minor or 0)))
-    for collector_id, currency, day, minor in session.execute(
+        applied_on = at.astimezone(zone).date()
+        if applied_on <= last:
+            moves[(collector_id, currency)].append((applied_on, -int(minor or 0)))
+    for collector_id, currency, settled_on, minor in session.execute(
             select(Customer.collector_id, Invoice.currency, Invoice.settled_outside_on,
                    func.sum(Invoice.settled_outside_minor))
             .join(Customer, Customer.id == Invoice.customer_id)
             .where(*invoice_scope, Invoice.settled_outside_minor > 0, Invoice.settled_outside_on <= last)
             .group_by(Customer.collector_id, Invoice.currency, Invoice.settled_outside_on)):
-        moves[(collector_id, currency)].append((_as_date(day), -int(minor or 0)))
+        moves[(collector_id, currency)].append((_as_date(settled_on), -int(minor or 0)))
 
     outstanding: dict[tuple[int | None, date], dict[str, int]] = defaultdict(dict)
     sales: dict[tuple[int | None, date], dict[str, int]] = defaultdict(dict)
