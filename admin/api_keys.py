@@ -18,7 +18,8 @@ from admin.access import Rejected, Staff, staff_get, staff_post
 from admin.routes import render
 from kernel import i18n
 from kernel.web import Posted
-from ledger.api_keys import ApiKeyError, company_keys, create_key, revoke_key
+from kernel.user_error import UserError
+from ledger.api_keys import company_keys, create_key, revoke_key
 from ledger.models import ApiKey, Company
 
 
@@ -46,10 +47,10 @@ def create(request: Request, session: Session, staff: Staff, posted: Posted) -> 
     try:
         row, key = create_key(session, form["company"], form["name"], read_only=bool(form["read_only"]),
                               created_by=staff.user.email)
-    except ApiKeyError as error:
+    except UserError as error:
         raise Rejected(_list(request, session, staff, status_code=400, form=form,
                              error=i18n.gettext(staff.language, "The key was not created: %(reason)s",
-                                                reason=str(error)))) from None
+                                                reason=error.render(staff.language)))) from None
     return _list(request, session, staff, created=(row, key))
 
 

@@ -7,7 +7,9 @@ not see the customer 404.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime
@@ -16,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from admin import bulk_service, contacts_service
 from admin import customers_service as service
 from admin.access import (
     Rejected,
@@ -29,7 +32,7 @@ from admin.access import (
     staff_post,
     visible_customer,
 )
-from admin.routes import render, t
+from admin.routes import render, safe_next, t
 from admin.scenarios import TONE_LABELS
 from kernel.i18n import N_
 from dunning import manual
@@ -66,6 +69,10 @@ NOTICES = {
     "reminder": N_("A reminder was queued to %(email)s."),
     "retried": N_("The message goes out again with the next delivery."),
     "payment": N_("Payment recorded."),
+    "contact_added": N_("Contact added."),
+    "contact_saved": N_("Contact saved."),
+    "contact_removed": N_("Contact removed: it receives nothing any more and its links no longer open."),
+    "task_done": N_("Task marked done."),
 }
 MANUAL_METHOD_LABELS = {
     "cheque": N_("Cheque"),
@@ -91,20 +98,49 @@ def email_label(language: str, kind: str) -> str:
     return t(language, EMAIL_KINDS[kind]) if kind in EMAIL_KINDS else kind
 
 
+BULK_NOTICES = {
+    "assign": N_("Collector saved for %(count)s customer(s)."),
+    "pause": N_("Reminders paused for %(count)s customer(s)."),
+    "resume": N_("Reminders resumed for %(count)s customer(s)."),
+    "send_links": N_("%(emails)s link email(s) queued for %(count)s customer(s)."),
+}
+
+
+def _list_notice(request: Request, language: str) -> str | None:
+    params = request.query_params
+    done = params.get("done", "")
+    number = lambda name: int(params[name]) if params.get(name, "").isdigit() and len(params[name]) < 9 else 0  # noqa: E731
+    if done in BULK_NOTICES:
+        return t(language, BULK_NOTICES[done], count=number("n"), emails=number("emails"))
+    if done == "view_saved":
+        return t(language, N_("View saved."))
+    if done == "view_deleted":
+        return t(language, N_("View deleted."))
+    return None
+
+
 @staff_get
 def customers(request: Request, session: Session, staff: Staff) -> Response:
     filters = service.CustomerFilters.from_params(request.query_params)
     page = service.list_customers(session, filters, lambda query: scoped(query, staff.user))
     companies = companies_of(session, staff.user)
     company_ids = None if is_admin(staff.user) else [c.id for c in companies]
+    collectors = [] if staff.user.role == Role.collector.value else service.collectors_of(session, company_ids)
+    skipped = request.query_params.get("skipped", "")[:2000]
     context: dict[str, Any] = {
         "user": staff.user,
         "filters": filters,
         "page": page,
         "companies": companies,
         "segments": service.segments(session, company_ids),
-        "collectors": [] if staff.user.role == Role.collector.value else service.collectors_of(session, company_ids),
+        "collectors": collectors,
         "sorts": service.SORTS,
+        "views": bulk_service.views_for(session, staff.user),
+        "notice": _list_notice(request, staff.language),
+        "skipped": skipped,
+        "can_act": can_act(staff.user),
+        "bulk_actions": [(code, t(staff.language, label)) for code, label in bulk_service.ACTION_LABELS.items()
+                         if code != "assign" or collectors],
     }
     return request.app.state.templates.response(request, "admin/customers.html", context, staff.language,
                                                 block=fragment(request, "results"))
@@ -115,7 +151,8 @@ def _customer_page(request: Request, session: Session, staff: Staff, customer: C
     today = service.today_for(customer)
     done = request.query_params.get("done", "")
     contact = customer.primary_contact
-    notice = t(staff.language, NOTICES[done], email=contact.email if contact else "") if done in NOTICES else None
+    sent_to = request.query_params.get("to", "")[:254] or (contact.email if contact else "")
+    notice = t(staff.language, NOTICES[done], email=sent_to) if done in NOTICES else None
     collector = staff.user.role != Role.collector.value
     language = staff.language
     payable = manual_payments.payable_invoices(session, customer)
@@ -145,6 +182,8 @@ def _customer_page(request: Request, session: Session, staff: Staff, customer: C
         "manual_methods": [(code, t(language, MANUAL_METHOD_LABELS[code])) for code in manual_payments.METHODS],
         "payment_key": (form or {}).get("key") or manual_payments.new_key(),
         "today": today,
+        "role_labels": {code: t(language, label) for code, label in contacts_service.ROLE_LABELS.items()},
+        "tasks": service.open_tasks(session, customer),
     }, staff.language, status_code=status_code)
 
 
@@ -154,8 +193,9 @@ def customer_page(request: Request, session: Session, staff: Staff) -> Response:
     return _customer_page(request, session, staff, customer)
 
 
-def _done(customer: Customer, what: str) -> Response:
-    return RedirectResponse(f"/admin/customers/{customer.id}?done={what}#actions", status_code=303)
+def _done(customer: Customer, what: str, to: str | None = None) -> Response:
+    extra = f"&{urlencode({'to': to})}" if to else ""
+    return RedirectResponse(f"/admin/customers/{customer.id}?done={what}{extra}#actions", status_code=303)
 
 
 def _refuse(request: Request, session: Session, staff: Staff, customer: Customer, error: UserError | UserErrors,
@@ -171,11 +211,32 @@ def _refuse(request: Request, session: Session, staff: Staff, customer: Customer
 @staff_post
 def add_note(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
     customer = visible_customer(session, staff.user, request.path_params["customer_id"])
+    raw_day = posted.text("next_action_on", 20).strip()
     try:
-        service.add_note(session, customer, staff.user, posted.text("note", service.MAX_NOTE_CHARS + 1))
+        try:
+            next_action_on = date.fromisoformat(raw_day) if raw_day else None
+        except ValueError:
+            raise UserError(N_("The next action date %(value)s is not a date."),
+                            value=raw_day) from None
+        service.add_note(session, customer, staff.user, posted.text("note", service.MAX_NOTE_CHARS + 1),
+                         kind="call" if posted.text("call", 2) == "1" else "note", next_action_on=next_action_on)
     except UserError as error:
         raise _refuse(request, session, staff, customer, error, posted)
     return _done(customer, "note")
+
+
+@staff_post
+def task_done(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    """A note's next action is done: it leaves "My day"."""
+    customer = visible_customer(session, staff.user, request.path_params["customer_id"])
+    try:
+        service.mark_task_done(session, customer, staff.user, request.path_params["note_id"])
+    except UserError as error:
+        raise _refuse(request, session, staff, customer, error, posted)
+    back = posted.text("next", 500)
+    if back:
+        return RedirectResponse(safe_next(back), status_code=303)
+    return _done(customer, "task_done")
 
 
 @staff_post
@@ -205,7 +266,13 @@ def pause(request: Request, session: Session, staff: Staff, posted: Posted) -> R
 @staff_post
 def send_link(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
     customer = visible_customer(session, staff.user, request.path_params["customer_id"])
-    contact = customer.primary_contact
+    chosen = posted.text("contact", 12)
+    if chosen:
+        contact = next((c for c in customer.contacts if str(c.id) == chosen), None)
+        if contact is None:
+            raise _refuse(request, session, staff, customer, UserError(N_("Choose a contact of this customer.")), posted)
+    else:
+        contact = customer.primary_contact
     if contact is None:
         raise _refuse(request, session, staff, customer,
                       UserError(N_("This customer has no contact to write to.")), posted)
@@ -214,7 +281,7 @@ def send_link(request: Request, session: Session, staff: Staff, posted: Posted) 
                                        templates=request.app.state.templates, by_staff=True)
     audit.record(session, actor_type="user", actor=staff.user.email, action="link.sent", entity_type="contact",
                  entity_id=contact.id, customer_id=customer.id, after={"to": contact.email, "outbox_id": message.id})
-    return _done(customer, "link")
+    return _done(customer, "link", to=contact.email)
 
 
 def _revoke_page(request: Request, staff: Staff, customer: Customer, status_code: int = 200) -> Response:
@@ -337,11 +404,94 @@ def record_payment(request: Request, session: Session, staff: Staff, posted: Pos
     return _done(customer, "payment")
 
 
+def _bulk_selection(posted: Posted) -> tuple[list[int] | None, service.CustomerFilters | None, str]:
+    """The ticked ids, or the filters when every matching customer is chosen; and the list's query."""
+    query = posted.text("filters", 2000)
+    if posted.text("all", 2) == "1":
+        return None, service.CustomerFilters.from_params(dict(parse_qsl(query))), query
+    ids = [int(value) for value in posted.form.getlist("ids") if isinstance(value, str) and value.isdigit()
+           and len(value) < 12]
+    return ids, None, query
+
+
+def _back_to_list(query: str, **extra: str) -> Response:
+    normalized = bulk_service.normalized_query(query)
+    pairs = urlencode(extra)
+    target = "/admin/customers?" + "&".join(part for part in (normalized, pairs) if part)
+    return RedirectResponse(target, status_code=303)
+
+
+def _list_refusal(request: Request, staff: Staff, message: str, values: dict[str, object], query: str) -> Rejected:
+    return Rejected(render(request, "admin/customers_bulk.html", {
+        "user": staff.user, "error": t(staff.language, message, **values), "query": query, "count": 0,
+    }, staff.language, status_code=400))
+
+
+@staff_post
+def bulk(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    """A bulk action: first a confirmation naming the action and how many customers it covers."""
+    ids, filters, query = _bulk_selection(posted)
+    action = posted.text("action", 16)
+    raw_collector = posted.text("collector", 12).strip()
+    collector_id = int(raw_collector) if raw_collector.isdigit() else None
+    try:
+        chosen = bulk_service.targets(session, lambda q: scoped(q, staff.user), ids, filters)
+        bulk_service.check(session, staff.user, action, chosen, collector_id)
+    except UserError as error:
+        raise _list_refusal(request, staff, error.message, error.values, query)
+    if posted.text("confirm", 2) != "1":
+        collector = session.get(User, collector_id) if collector_id else None
+        return render(request, "admin/customers_bulk.html", {
+            "user": staff.user, "error": None, "query": query, "count": len(chosen), "action": action,
+            "action_label": t(staff.language, bulk_service.ACTION_LABELS[action]), "collector": collector,
+            "collector_id": raw_collector, "all": filters is not None, "ids": ids or [],
+        }, staff.language)
+    settings = request.app.state.settings
+    templates = request.app.state.templates
+    result = bulk_service.apply(
+        session, staff.user, action, chosen, collector_id=collector_id,
+        send_link=lambda contact: renewal.queue_link_email(session, contact, secret=str(settings.secret_key),
+                                                           base_url=settings.base_url, templates=templates,
+                                                           by_staff=True))
+    extra = {"done": action, "n": str(result.customers)}
+    if action == "send_links":
+        extra["emails"] = str(result.emails)
+        if result.without_contact:
+            extra["skipped"] = ", ".join(result.without_contact[:50])
+    return _back_to_list(query, **extra)
+
+
+@staff_post
+def save_view(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    query = posted.text("filters", 2000)
+    try:
+        bulk_service.save_view(session, staff.user, posted.text("name", bulk_service.MAX_VIEW_NAME * 2), query,
+                               shared=posted.text("shared", 2) == "1")
+    except UserError as error:
+        raise _list_refusal(request, staff, error.message, error.values, query)
+    return _back_to_list(query, done="view_saved")
+
+
+@staff_post
+def delete_view(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
+    try:
+        bulk_service.delete_view(session, staff.user, request.path_params["view_id"])
+    except UserError as error:
+        raise _list_refusal(request, staff, error.message, error.values, "")
+    return _back_to_list(posted.text("filters", 2000), done="view_deleted")
+
+
 routes = [
     Route("/admin/customers", customers, methods=["GET"], name="admin:customers"),
+    Route("/admin/customers/bulk", bulk, methods=["POST"], name="admin:customers_bulk"),
+    Route("/admin/customers/views", save_view, methods=["POST"], name="admin:customers_view_save"),
+    Route("/admin/customers/views/{view_id:int}/delete", delete_view, methods=["POST"],
+          name="admin:customers_view_delete"),
     Route("/admin/customers/{customer_id:int}/retry", retry, methods=["POST"], name="admin:customer_retry"),
     Route("/admin/customers/{customer_id:int}", customer_page, methods=["GET"], name="admin:customer"),
     Route("/admin/customers/{customer_id:int}/notes", add_note, methods=["POST"], name="admin:customer_note"),
+    Route("/admin/customers/{customer_id:int}/notes/{note_id:int}/done", task_done, methods=["POST"],
+          name="admin:customer_task_done"),
     Route("/admin/customers/{customer_id:int}/collector", assign, methods=["POST"], name="admin:customer_collector"),
     Route("/admin/customers/{customer_id:int}/pause", pause, methods=["POST"], name="admin:customer_pause"),
     Route("/admin/customers/{customer_id:int}/send-link", send_link, methods=["POST"], name="admin:customer_link"),

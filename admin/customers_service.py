@@ -44,6 +44,7 @@ PAGE_SIZE = 50
 SORTS = ("name", "outstanding", "overdue", "oldest")
 CHASED = (InvoiceStatus.open.value, InvoiceStatus.partially_paid.value)
 MAX_NOTE_CHARS = 5000
+NOTE_KINDS = ("note", "call")
 TIMELINE_LIMIT = 300
 
 
@@ -177,7 +178,7 @@ def contains(session: Session, column: Any, pattern: str) -> Any:
     return column.ilike(pattern, escape="\\")
 
 
-def _customer_query(session: Session, filters: CustomerFilters,
+def customer_query(session: Session, filters: CustomerFilters,
                     scope: Any) -> Select[Any]:
     query = scope(select(Customer.id))
     if filters.company:
@@ -192,7 +193,8 @@ def _customer_query(session: Session, filters: CustomerFilters,
     if filters.q:
         pattern = like_pattern(filters.q)
         # One pass over the contacts, not one lookup per customer.
-        by_contact = Customer.id.in_(select(Contact.customer_id).where(contains(session, Contact.email, pattern)))
+        by_contact = Customer.id.in_(select(Contact.customer_id).where(contains(session, Contact.email, pattern),
+                                                                     Contact.removed_at.is_(None)))
         query = query.where(or_(contains(session, Customer.ref, pattern), contains(session, Customer.name, pattern),
                                 by_contact))
     if filters.overdue:
@@ -253,7 +255,7 @@ def list_customers(session: Session, filters: CustomerFilters, scope: Any) -> Pa
     Sorted by amounts, the page walks the CustomerBalance indexes (kept by triggers) instead of
     summing the invoices: the sort key is the customer's largest per-currency figure."""
     today = local_today(session)
-    query = _customer_query(session, filters, scope)
+    query = customer_query(session, filters, scope)
     if filters.q:
         # A search matches a handful of customers: find them first (one pass over customers and
         # contacts), then sort just those. Walking a sort index would test every customer in turn.
@@ -396,8 +398,9 @@ def timeline(session: Session, customer: Customer) -> list[TimelineEntry]:
         if message.id not in reminder_outbox:
             entries.append(TimelineEntry(at=message.created_at, kind="email", message=message,
                                          details={"kind": message.kind}))
-    contact_ids = [c.id for c in customer.contacts]
-    emails = {c.id: c.email for c in customer.contacts}
+    # Removed contacts too: what they opened stays on the timeline.
+    emails = dict(session.execute(select(Contact.id, Contact.email).where(Contact.customer_id == customer.id)).all())
+    contact_ids = list(emails)
     for link_open in session.scalars(
         select(LinkOpen).where(LinkOpen.contact_id.in_(contact_ids or [-1]))
         .order_by(LinkOpen.opened_at.desc()).limit(TIMELINE_LIMIT)
@@ -408,7 +411,9 @@ def timeline(session: Session, customer: Customer) -> list[TimelineEntry]:
         .order_by(CustomerNote.created_at.desc()).limit(TIMELINE_LIMIT)
     ):
         entries.append(TimelineEntry(at=note.created_at, kind="note", actor=note.author.email if note.author else None,
-                                     entity_type="note", entity_id=note.id, body=note.body))
+                                     entity_type="note", entity_id=note.id, body=note.body,
+                                     details={"kind": note.kind, "next_action_on": note.next_action_on,
+                                              "done_at": note.done_at, "done_by": note.done_by}))
     for event in session.scalars(
         select(AuditEvent).where(AuditEvent.customer_id == customer.id, AuditEvent.action.not_in(_OWN_ENTRIES))
         .order_by(AuditEvent.created_at.desc()).limit(TIMELINE_LIMIT)
@@ -423,17 +428,49 @@ def timeline(session: Session, customer: Customer) -> list[TimelineEntry]:
 # --- actions ------------------------------------------------------------------------------------
 
 
-def add_note(session: Session, customer: Customer, user: User, body: str) -> CustomerNote:
+def add_note(session: Session, customer: Customer, user: User, body: str, *, kind: str = "note",
+             next_action_on: date | None = None) -> CustomerNote:
+    """A note (or the record of a call); with `next_action_on`, also a task from that day."""
     body = body.strip()
     if not body:
         raise UserError(N_("Write the note first."))
     if len(body) > MAX_NOTE_CHARS:
         raise UserError(N_("A note is at most %(count)s characters."), count=MAX_NOTE_CHARS)
-    note = CustomerNote(customer_id=customer.id, author_id=user.id, body=body)
+    if kind not in NOTE_KINDS:
+        raise ValueError(f"unknown note kind {kind!r}")
+    if next_action_on is not None and next_action_on < today_for(customer):
+        raise UserError(N_("The next action date %(value)s is in the past."),
+                        value=next_action_on.isoformat())
+    note = CustomerNote(customer_id=customer.id, author_id=user.id, body=body, kind=kind,
+                        next_action_on=next_action_on)
     session.add(note)
     session.flush()
     audit.record(session, actor_type="user", actor=user.email, action="note.added", entity_type="note",
-                 entity_id=note.id, customer_id=customer.id)
+                 entity_id=note.id, customer_id=customer.id,
+                 after={"kind": kind, "next_action_on": next_action_on.isoformat()} if next_action_on else
+                 {"kind": kind})
+    return note
+
+
+def open_tasks(session: Session, customer: Customer) -> list[CustomerNote]:
+    """The customer's notes whose next action is not done yet, soonest first."""
+    return list(session.scalars(
+        select(CustomerNote).where(CustomerNote.customer_id == customer.id, CustomerNote.done_at.is_(None),
+                                   CustomerNote.next_action_on.is_not(None))
+        .order_by(CustomerNote.next_action_on, CustomerNote.id)))
+
+
+def mark_task_done(session: Session, customer: Customer, user: User, note_id: int) -> CustomerNote:
+    note = session.get(CustomerNote, note_id)
+    if note is None or note.customer_id != customer.id or note.next_action_on is None:
+        raise UserError(N_("Choose a task of this customer."))
+    if note.done_at is not None:
+        return note
+    note.done_at = clock.now()
+    note.done_by = user.email
+    audit.record(session, actor_type="user", actor=user.email, action="task.done", entity_type="note",
+                 entity_id=note.id, customer_id=customer.id,
+                 after={"next_action_on": note.next_action_on.isoformat()})
     return note
 
 

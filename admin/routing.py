@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from admin import (api_keys, audit, bank, book, company_settings, customers, dashboard, disputes, erp_webhooks,
-                   imports, personal_data, scenarios, users)
+from admin import (api_keys, audit, bank, book, company_settings, contacts, customers, dashboard, disputes,
+                   erp_webhooks, imports, my_day, personal_data, reports, scenarios, users)
 from admin import routes as sign_in
 
 routes = [
@@ -19,6 +19,9 @@ routes = [
     *personal_data.routes,
     *erp_webhooks.routes,  # before book's /admin/webhooks/{event_id}
     *api_keys.routes,
+    *contacts.routes,
+    *my_day.routes,
+    *reports.routes,
     *book.routes,
     *bank.routes,
 ]

@@ -300,7 +300,7 @@ def _contacts(session: Session, company_id: int) -> dict[int, list[Any]]:
         select(Contact.id, Contact.customer_id, Contact.email, Contact.name, Contact.language, Contact.link_version,
                Contact.receives_reminders, Contact.email_failing_since, Contact.email_failure)
         .join(Customer, Customer.id == Contact.customer_id)
-        .where(Customer.company_id == company_id)
+        .where(Customer.company_id == company_id, Contact.removed_at.is_(None))
         .order_by(Contact.customer_id, Contact.is_primary.desc(), Contact.id)
     )
     contacts: dict[int, list[Any]] = defaultdict(list)

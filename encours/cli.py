@@ -235,9 +235,9 @@ def import_group() -> None:
     """ERP imports (CSV, all-or-nothing)."""
 
 
-def _run_import(kind: str, path: Path) -> None:
+def _run_import(kind: str, path: Path, company_code: str | None = None) -> None:
     from kernel.db import unit_of_work
-    from ledger.csv_import import ImportFailed, import_csv
+    from ledger.csv_import import ImportFailed, import_contacts, import_csv
 
     try:
         raw = path.read_bytes()
@@ -245,7 +245,10 @@ def _run_import(kind: str, path: Path) -> None:
         raise CommandError(f"cannot read {path}: {error.strerror}") from None
     try:
         with unit_of_work(_sessions()) as session:
-            report = import_csv(session, kind, raw)
+            if company_code is not None:
+                report = import_contacts(session, raw, company_code=company_code, filename=path.name)
+            else:
+                report = import_csv(session, kind, raw)
     except ImportFailed as failed:
         click.echo(f"encours: error: {path.name}: nothing imported, {len(failed.errors)} bad line(s):", err=True)
         for error in failed.errors:
@@ -259,6 +262,16 @@ def _run_import(kind: str, path: Path) -> None:
 def import_customers(file: Path) -> None:
     """Import customers: company,customer_ref,name,email,language,phone,segment."""
     _run_import("customers", file)
+
+
+@import_group.command("contacts")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--company", "company_code", required=True, help="Company code of the customers the file names.")
+def import_contacts_command(file: Path, company_code: str) -> None:
+    """Add or update customers' further contacts:
+    customer_ref,email[,name,phone,language,role,receives_reminders]
+    (role: accounts_payable, manager or other; receives_reminders: yes or no)."""
+    _run_import("contacts", file, company_code)
 
 
 @import_group.command("bank")

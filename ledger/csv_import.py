@@ -29,10 +29,11 @@ from kernel.i18n import N_
 from kernel.user_error import Count, UserError, joined
 from ledger import audit
 from ledger.allocation import settled_status
-from ledger.models import AuditEvent, Company, Contact, Customer, Invoice, InvoiceKind, InvoiceStatus
+from ledger.models import CONTACT_ROLES, AuditEvent, Company, Contact, ContactRole, Customer, Invoice, InvoiceKind, \
+    InvoiceStatus
 from ledger.money import AmountError, CurrencyError, Money, check_currency, decimals
 
-ImportKind = Literal["customers", "invoices"]
+ImportKind = Literal["customers", "invoices", "contacts"]
 
 MAX_DATA_LINES = 50_000
 # Keeps IN (...) lists well under every database's bound-parameter limit.
@@ -51,8 +52,13 @@ INVOICE_COLUMNS: tuple[str, ...] = (
     "discount_percent",
     "discount_until",
 )
+# The contacts file names no company: the command gives it (`encours import contacts FILE --company CODE`).
+CONTACT_COLUMNS: tuple[str, ...] = ("customer_ref", "email")
+CONTACT_OPTIONAL: tuple[str, ...] = ("name", "phone", "language", "role", "receives_reminders")
 _REQUIRED: dict[str, tuple[str, ...]] = {"customers": CUSTOMER_COLUMNS, "invoices": INVOICE_COLUMNS}
 _OPTIONAL: dict[str, tuple[str, ...]] = {"customers": (), "invoices": ("type",)}
+_YES = ("1", "yes", "y", "true", "oui", "o", "vrai")
+_NO = ("0", "no", "n", "false", "non", "faux")
 
 _EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -921,3 +927,115 @@ def _update_invoice(session: Session, invoice: Invoice, p: _InvoiceLine,
     return True
 
 
+
+
+# --- contacts ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ContactLine:
+    line: int
+    ref: str
+    email: str
+    name: str | None
+    phone: str | None
+    language: str | None  # None: the customer's language
+    role: str
+    receives_reminders: bool
+
+
+def _parse_contact(row: _Row, problems: _Problems) -> _ContactLine | None:
+    line = row.line
+    ref = _collect(problems, line, _required, row, "customer_ref", 64)
+    email = _collect(problems, line, _required, row, "email", 254)
+    if email is not None and not _EMAIL.match(email):
+        problems.add(line, N_("%(column)s %(value)s is not an email address (one address per line)"),
+                     column="email", value=_quoted(email))
+    name = _collect(problems, line, _optional, row, "name", 200)
+    phone = _collect(problems, line, _optional, row, "phone", 40)
+    language = row.get("language").lower() or None
+    if language is not None and language not in _LANGUAGES:
+        problems.add(line, N_("%(column)s %(value)s must be fr or en"), column="language",
+                     value=_quoted(row.get("language")))
+    role = row.get("role").lower() or ContactRole.other.value
+    if role not in CONTACT_ROLES:
+        problems.add(line, N_("%(column)s %(value)s must be one of %(choices)s"), column="role",
+                     value=_quoted(row.get("role")), choices=", ".join(CONTACT_ROLES))
+    flag = row.get("receives_reminders").lower()
+    if flag and flag not in _YES and flag not in _NO:
+        problems.add(line, N_("%(column)s %(value)s must be yes or no"), column="receives_reminders",
+                     value=_quoted(row.get("receives_reminders")))
+    if problems.has(line):
+        return None
+    return _ContactLine(line, ref or "", email or "", name, phone, language, role, flag not in _NO)
+
+
+def _contact_values(parsed: _ContactLine, customer: Customer) -> dict[str, Any]:
+    return {"name": parsed.name, "phone": parsed.phone, "language": parsed.language or customer.language,
+            "role": parsed.role, "receives_reminders": parsed.receives_reminders}
+
+
+def _current_contact_values(contact: Contact) -> dict[str, Any]:
+    return {"name": contact.name, "phone": contact.phone, "language": contact.language, "role": contact.role,
+            "receives_reminders": contact.receives_reminders}
+
+
+def import_contacts(session: Session, raw: bytes, *, company_code: str,
+                    allowed_companies: Collection[str] | None = None, actor: str | None = None,
+                    filename: str | None = None) -> ImportReport:
+    """A customer's further contacts, all-or-nothing like the other imports: each line adds a
+    contact to the customer `customer_ref` of `company_code`, or updates the one with that email
+    (an address already on the customer); contacts the file does not name are left as they are.
+    The customers import keeps the primary contact; this one never changes which one is primary."""
+    rows, problems = read_table(raw, CONTACT_COLUMNS, CONTACT_OPTIONAL)
+    scope = _Scope(None if allowed_companies is None else frozenset(allowed_companies))
+    actor_type, actor_name = ("user", actor) if actor else ("system", _ACTOR)
+    companies = _load_companies(session, [company_code])
+    company = scope.company(companies, company_code, 1, problems)
+    if company is None:
+        problems.raise_if_any()
+    assert company is not None
+    parsed = [p for p in (_parse_contact(row, problems) for row in rows) if p is not None]
+    customers = _load_customers(session, [(company.id, p.ref) for p in parsed])
+    wanted: dict[tuple[int, str], tuple[int, Customer, _ContactLine, dict[str, Any]]] = {}
+    for p in parsed:
+        customer = customers.get((company.id, p.ref))
+        if customer is None:
+            problems.add(p.line, N_("unknown customer %(ref)s in company %(company)s"), ref=_quoted(p.ref),
+                         company=_quoted(company_code))
+            continue
+        values = _contact_values(p, customer)
+        key = (customer.id, p.email.lower())
+        earlier = wanted.get(key)
+        if earlier is None:
+            wanted[key] = (p.line, customer, p, values)
+        elif earlier[3] != values:
+            problems.add(p.line, N_("contact %(email)s of customer %(ref)s is already on line %(line)s with "
+                                    "different values"), email=_quoted(p.email), ref=_quoted(p.ref),
+                         line=str(earlier[0]))
+    problems.raise_if_any()
+
+    report = ImportReport("contacts")
+    for (_customer_id, email), (_line, customer, p, values) in wanted.items():
+        contact = next((c for c in customer.contacts if c.email.lower() == email), None)
+        if contact is None:
+            contact = Contact(email=p.email, is_primary=not customer.contacts, **values)
+            customer.contacts.append(contact)
+            scope.note(company.id, customer.id, "created", p.email)
+            report.created += 1
+            continue
+        before, after = _changes(_current_contact_values(contact), values)
+        if not before:
+            report.unchanged += 1
+            continue
+        for field, field_value in values.items():
+            setattr(contact, field, field_value)
+        scope.note(company.id, customer.id, "updated", p.email)
+        session.flush()
+        audit.record(session, actor_type=scope.update_actor[0], actor=scope.update_actor[1],
+                     action="contact.updated", entity_type="contact", entity_id=contact.id,
+                     customer_id=customer.id, before=before, after=after)
+        report.updated += 1
+    session.flush()
+    _audit_import(session, report, scope, actor_type, actor_name, filename)
+    return report

@@ -220,8 +220,10 @@ class Customer(Base):
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     company: Mapped[Company] = relationship(back_populates="customers")
+    # A contact staff removed stays as the record of what it was sent, out of this list.
     contacts: Mapped[list[Contact]] = relationship(
-        back_populates="customer", order_by="(Contact.is_primary.desc(), Contact.id)"
+        back_populates="customer", order_by="(Contact.is_primary.desc(), Contact.id)",
+        primaryjoin="and_(Customer.id == Contact.customer_id, Contact.removed_at.is_(None))",
     )
 
     __table_args__ = (
@@ -236,6 +238,15 @@ class Customer(Base):
         return next((c for c in self.contacts if c.is_primary), self.contacts[0] if self.contacts else None)
 
 
+class ContactRole(str, enum.Enum):
+    accounts_payable = "accounts_payable"
+    manager = "manager"
+    other = "other"
+
+
+CONTACT_ROLES = tuple(role.value for role in ContactRole)
+
+
 class Contact(Base):
     __tablename__ = "contacts"
 
@@ -246,6 +257,9 @@ class Contact(Base):
     phone: Mapped[str | None] = mapped_column(String(40), default=None)
     language: Mapped[str] = mapped_column(String(2), default="fr")
     is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Who the person is at the customer (ContactRole): accounts payable, a manager, someone else.
+    role: Mapped[str] = mapped_column(String(24), default=ContactRole.accounts_payable.value,
+                                      server_default=ContactRole.accounts_payable.value)
     # Reminders go to every contact of the customer that has this set, each with its own link.
     receives_reminders: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     # Bumping this revokes every link (and portal session) the contact was given.
@@ -255,6 +269,8 @@ class Contact(Base):
     # Set when the mail server refused the address for good (a 5xx at RCPT); reminders skip it.
     email_failing_since: Mapped[datetime | None] = mapped_column(default=None)
     email_failure: Mapped[str | None] = mapped_column(Text, default=None)
+    # Removed by staff: kept because reminders, disputes and payments name it; no longer written to.
+    removed_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     customer: Mapped[Customer] = relationship(back_populates="contacts")
@@ -489,17 +505,47 @@ class BalanceState(Base):
 
 
 class CustomerNote(Base):
-    """A staff note on a customer, shown on its timeline."""
+    """A staff note on a customer, shown on its timeline. With `next_action_on` it is also a task
+    (on the collector's "My day" from that date) until someone marks it done."""
 
     __tablename__ = "customer_notes"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
     author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    kind: Mapped[str] = mapped_column(String(16), default="note", server_default="note")  # note, call
     body: Mapped[str] = mapped_column(Text)
+    next_action_on: Mapped[date | None] = mapped_column(Date, default=None)
+    done_at: Mapped[datetime | None] = mapped_column(default=None)
+    done_by: Mapped[str | None] = mapped_column(String(254), default=None)  # staff email
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     author: Mapped[User | None] = relationship()
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('note','call')", name="kind"),
+        # Open tasks by date: "My day" reads the few that are due, not every note.
+        Index("ix_customer_notes_open_tasks", "next_action_on", "customer_id",
+              sqlite_where=text("done_at IS NULL AND next_action_on IS NOT NULL"),
+              postgresql_where=text("done_at IS NULL AND next_action_on IS NOT NULL")),
+    )
+
+
+class SavedView(Base):
+    """A named set of customers-list filters (its URL query), a user's own or shared with the staff."""
+
+    __tablename__ = "saved_views"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    query: Mapped[str] = mapped_column(Text)
+    shared: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+    user: Mapped[User] = relationship()
+
+    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_saved_views_user_name"),)
 
 
 class LinkOpen(Base):

@@ -35,6 +35,8 @@ from ledger.disputes import Upload
 from dunning.scenarios import ensure_default_scenario
 from ledger.models import BankEntry, Payment, ReminderRun, WebhookDelivery, WebhookEvent
 from ledger.storage import FileStorage
+from admin.bulk_service import save_view
+from admin.customers_service import add_note
 from tests import factories
 from tests.admin.conftest import csrf_from, login, make_user
 from tests.conftest import TEST_SECRET
@@ -65,6 +67,8 @@ RECORD_PARAMS: dict[str, Callable[[Book], object]] = {
     "payment_id": lambda b: b.records["payment"].id,
     "case_id": lambda b: b.records["case"].id,
     "file_id": lambda b: b.records["file"].id,
+    "contact_id": lambda b: b.records["contact"].id,
+    "note_id": lambda b: b.records["note"].id,
 }
 # Path parameter -> a record of company NORTH itself (its scenarios, its reminder runs): hidden from
 # SOUTH's manager (404), readable by NORTH's staff whatever customers they are assigned.
@@ -84,6 +88,7 @@ OTHER_PARAMS: dict[str, Callable[[Book], object]] = {
     "key_id": lambda b: b.records["api_key"].id,  # the ERP pages are admin only
     "endpoint_id": lambda b: b.records["webhook_endpoint"].id,
     "delivery_id": lambda b: b.records["webhook_delivery"].id,
+    "view_id": lambda b: b.records["view"].id,  # a user's saved view of the customers list
 }
 
 
@@ -155,7 +160,11 @@ def book(session: Session, settings: Settings) -> Book:
                  entity_id=payment.id, customer_id=customer.id)
     session.flush()
     delivery = session.scalars(select(WebhookDelivery)).one()
-    records = {"customer": customer, "invoice": invoice, "payment": payment, "case": case,
+    note = add_note(session, customer, users["collector"], "call back", next_action_on=date(2026, 11, 26))
+    view = save_view(session, users["manager"], "Late", "overdue=1", shared=False)
+    session.flush()
+    records = {"customer": customer, "contact": customer.primary_contact, "note": note, "view": view,
+               "invoice": invoice, "payment": payment, "case": case,
                "file": case.messages[0].attachments[0], "user": users["collector"], "webhook_event": event,
                "scenario": scenario, "run": run, "bank_account": account, "bank_entry": bank_entry,
                "bank_match": bank_match, "api_key": api_key, "webhook_endpoint": endpoint,

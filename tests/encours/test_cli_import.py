@@ -126,3 +126,51 @@ def test_missing_file(tmp_path: Path, cli_env: dict[str, str]) -> None:
     result = run(tmp_path, cli_env, "import", "customers", "nope.csv")
     assert result.returncode == 1
     assert result.stderr.strip() == "encours: error: cannot read nope.csv: No such file or directory"
+
+
+CONTACTS = """customer_ref,email,name,phone,language,role,receives_reminders
+C001,direction@dupont.fr,Marie Dupont,+33 6 00 00 00 01,fr,manager,no
+C001,compta2@dupont.fr,,,,accounts_payable,yes
+C002,boss@smith.co.uk,John Smith,,en,other,
+"""
+
+
+def test_import_contacts_adds_further_contacts_with_roles_then_again(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    run(tmp_path, cli_env, "import", "customers", write(tmp_path, "customers.csv", CUSTOMERS))
+    contacts = write(tmp_path, "contacts.csv", CONTACTS)
+    result = run(tmp_path, cli_env, "import", "contacts", contacts, "--company", "ACME")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "contacts.csv: 3 created, 0 updated, 0 unchanged"
+    assert rows(tmp_path, "SELECT c.ref, k.email, k.role, k.language, k.receives_reminders, k.is_primary "
+                          "FROM contacts k JOIN customers c ON c.id = k.customer_id ORDER BY k.id") == [
+        ("C001", "compta@dupont.fr", "accounts_payable", "fr", 1, 1),
+        ("C002", "ap@smith.co.uk", "accounts_payable", "en", 1, 1),
+        ("C001", "direction@dupont.fr", "manager", "fr", 0, 0),
+        ("C001", "compta2@dupont.fr", "accounts_payable", "fr", 1, 0),
+        ("C002", "boss@smith.co.uk", "other", "en", 1, 0),
+    ]
+    again = run(tmp_path, cli_env, "import", "contacts", contacts, "--company", "ACME")
+    assert again.stdout.strip() == "contacts.csv: 0 created, 0 updated, 3 unchanged"
+    changed = write(tmp_path, "contacts.csv", CONTACTS.replace("manager,no", "manager,yes"))
+    assert run(tmp_path, cli_env, "import", "contacts", changed, "--company", "ACME").stdout.strip() == \
+        "contacts.csv: 0 created, 1 updated, 2 unchanged"
+
+
+def test_a_bad_contacts_file_reports_every_bad_line_and_imports_nothing(tmp_path: Path,
+                                                                        cli_env: dict[str, str]) -> None:
+    run(tmp_path, cli_env, "import", "customers", write(tmp_path, "customers.csv", CUSTOMERS))
+    before = rows(tmp_path, "SELECT count(*) FROM contacts")
+    bad = write(tmp_path, "bad.csv", "customer_ref;email;role;receives_reminders\n"
+                                     "C001;ok@dupont.fr;manager;yes\n"
+                                     "C404;x@dupont.fr;manager;yes\n"
+                                     "C001;not-an-email;boss;maybe\n")
+    result = run(tmp_path, cli_env, "import", "contacts", bad, "--company", "ACME")
+    assert result.returncode == 1
+    assert "nothing imported, 2 bad line(s)" in result.stderr
+    assert "line 3: unknown customer 'C404' in company 'ACME'" in result.stderr
+    assert "line 4: email 'not-an-email' is not an email address" in result.stderr
+    assert "role 'boss' must be one of accounts_payable, manager, other" in result.stderr
+    assert "receives_reminders 'maybe' must be yes or no" in result.stderr
+    assert rows(tmp_path, "SELECT count(*) FROM contacts") == before
+    unknown = run(tmp_path, cli_env, "import", "contacts", write(tmp_path, "c.csv", CONTACTS), "--company", "NOPE")
+    assert unknown.returncode == 1 and "unknown company 'NOPE'" in unknown.stderr

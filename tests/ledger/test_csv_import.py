@@ -774,3 +774,47 @@ def test_every_reason_message_has_a_french_translation() -> None:
     assert len(messages) > 40
     french = i18n.translations("fr")
     assert sorted(m for m in messages if french.gettext(m) == m) == []
+
+
+# --- further contacts (`encours import contacts FILE --company CODE`) ---------------------------------
+
+CONTACT_HEADER = "customer_ref,email,name,phone,language,role,receives_reminders"
+
+
+def test_contacts_are_added_updated_by_address_and_never_change_the_primary(session: Session, acme: Company,
+                                                                           client: Customer) -> None:
+    from ledger.csv_import import import_contacts
+
+    primary = client.primary_contact
+    assert primary is not None
+    raw = csv_bytes(CONTACT_HEADER, "C001,boss@c001.test,Ann Boss,,en,manager,no",
+                    f"C001,{primary.email.upper()},Primary Person,+33 1,fr,accounts_payable,yes")
+    report = import_contacts(session, raw, company_code="ACME", allowed_companies=["ACME"], actor="boss@x.test")
+    assert (report.created, report.updated, report.unchanged) == (1, 1, 0)
+    session.expire_all()
+    contacts = {c.email: c for c in client.contacts}
+    assert contacts["boss@c001.test"].role == "manager" and not contacts["boss@c001.test"].receives_reminders
+    assert not contacts["boss@c001.test"].is_primary and client.primary_contact is primary
+    assert primary.name == "Primary Person" and primary.role == "accounts_payable"
+    # one event for the company, one on the customer's timeline
+    assert [(e.entity_type, e.actor) for e in audit_events(session, "import.contacts")] == [
+        ("company", "boss@x.test"), ("customer", "boss@x.test")]
+    again = import_contacts(session, raw, company_code="ACME")
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 2)
+
+
+def test_a_bad_contacts_file_imports_nothing_and_names_every_bad_line(session: Session, acme: Company,
+                                                                    client: Customer) -> None:
+    from ledger.csv_import import import_contacts
+
+    before = count(session, Contact)
+    raw = csv_bytes(CONTACT_HEADER, "C001,ok@c001.test,,,,,", "C404,x@c001.test,,,,,", "C001,ok@c001.test,Other,,,,",
+                    "C001,bad,,,de,chief,perhaps")
+    with pytest.raises(ImportFailed) as caught:
+        import_contacts(session, raw, company_code="ACME")
+    assert [error.line for error in caught.value.errors] == [3, 4, 5]
+    assert "already on line 2 with different values" in str(caught.value.errors[1])
+    assert count(session, Contact) == before
+    with pytest.raises(ImportFailed) as refused:
+        import_contacts(session, raw, company_code="ACME", allowed_companies=["OTHER"])
+    assert "you may not import into company 'ACME'" in str(refused.value.errors[0])
