@@ -1028,8 +1028,8 @@ def import_contacts(session: Session, raw: bytes, *, company_code: str,
         if not before:
             report.unchanged += 1
             continue
-        for field, field_value in values.items():
-            setattr(contact, field, field_value)
+        for name, field_value in values.items():
+            setattr(contact, name, field_value)
         scope.note(company.id, customer.id, "updated", p.email)
         session.flush()
         audit.record(session, actor_type=scope.update_actor[0], actor=scope.update_actor[1],
