@@ -22,6 +22,9 @@ from admin.audit_service import AuditQuery
 from kernel import i18n
 from kernel.i18n import N_
 from ledger import audit
+from ledger.models import AuditEvent
+from admin.customers import moment
+from admin.exports_service import DEFAULT_ZONE
 
 ACTOR_TYPES = {"user": N_("Staff"), "contact": N_("Debtor"), "provider": N_("Provider"), "system": N_("System"),
                "api": N_("ERP API key")}
@@ -34,14 +37,31 @@ def _date(text: str) -> date | None:
         return None
 
 
-def _readable(value: Any) -> str:
+def _readable(value: Any, currency: str | None = None, language: str = "en", key: str = "") -> str:
     if value is None:
         return "—"
     if isinstance(value, bool):
         return "✓" if value else "✗"
+    if key.endswith("_minor") and isinstance(value, int) and currency:
+        return i18n.format_minor(value, currency, language)  # amounts as money, never minor units
     if isinstance(value, (str, int, float)):
         return str(value)
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def shown_changes(session: Session, event: AuditEvent, language: str) -> list[tuple[str, str, str]]:
+    """(field, before, after) as staff read them: amounts in the event's currency."""
+    rows = audit_service.changes(event)
+    currency = audit_service.event_currency(session, event) if any(k.endswith("_minor") for k, _, _ in rows) \
+        else None
+    return [(key, _readable(old, currency, language, key), _readable(new, currency, language, key))
+            for key, old, new in rows]
+
+
+def describe_changes(session: Session, event: AuditEvent, language: str) -> str:
+    """The changes on one line, for an export."""
+    return "; ".join(f"{key}: {old} → {new}" if event.before is not None else f"{key}: {new}"
+                     for key, old, new in shown_changes(session, event, language))
 
 
 @staff_get
@@ -66,7 +86,10 @@ def index(request: Request, session: Session, staff: Staff) -> Response:
         "bad_dates": [i18n.gettext(t, "%(value)s is not a date (YYYY-MM-DD); it was ignored.", value=params[n])
                       for n in bad_dates],
         "page_url": lambda page: "/admin/audit?" + urlencode({**kept, "page": page}),
-        "changes": audit_service.changes, "readable": _readable,
+        "changes": lambda event: shown_changes(session, event, t),
+        "moment": lambda event: moment(t, result.companies[event.company_id].timezone
+                                       if event.company_id in result.companies else DEFAULT_ZONE)(event.created_at),
+        "export_query": urlencode(kept),
         "action_label": lambda action: audit.action_label(t, action),
         "known_actions": sorted(audit.ACTION_LABELS),
         "actor_type": lambda kind: i18n.gettext(t, ACTOR_TYPES[kind]) if kind in ACTOR_TYPES else kind,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from admin import audit, bank, book, company_settings, customers, dashboard, disputes, imports, scenarios, users
+from admin import (audit, bank, book, company_settings, customers, dashboard, disputes, exports, imports, scenarios,
+                   users)
 from admin import routes as sign_in
 
 routes = [
@@ -17,4 +18,5 @@ routes = [
     *customers.routes,
     *book.routes,
     *bank.routes,
+    *exports.routes,
 ]
