@@ -8,8 +8,12 @@ and never acts (403). What a user may not see answers 404, as if it did not exis
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_datetime
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
@@ -43,6 +47,22 @@ def scoped_companies(query: Select[Any], user: User) -> Select[Any]:
         ids = [c.id for c in user.companies]
         return query.where(Company.id.in_(mine) | Company.id.in_(ids or [-1]))
     return query.where(Company.id.in_([c.id for c in user.companies] or [-1]))
+
+
+DEFAULT_ZONE = "Europe/Paris"
+
+
+def moment(language: str, timezone: str) -> Any:
+    """Formats an aware datetime in the company's timezone, the reader's language."""
+    zone = ZoneInfo(timezone)
+    return lambda at: format_datetime(at, "short", tzinfo=zone, locale=language)
+
+
+def staff_zone(session: Session, user: User) -> str:
+    """The time zone of what `user` reads when a date is no one company's: the zone most of its
+    companies are in (the first by name on a tie), Europe/Paris when it has none."""
+    zones = Counter(company.timezone for company in companies_of(session, user))
+    return zones.most_common(1)[0][0] if zones else DEFAULT_ZONE
 
 
 def companies_of(session: Session, user: User) -> list[Company]:

@@ -17,14 +17,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from admin import audit_service
-from admin.access import Staff, staff_get
+from admin.access import Staff, staff_get, staff_zone
 from admin.audit_service import AuditQuery
 from kernel import i18n
 from kernel.i18n import N_
 from ledger import audit
 from ledger.models import AuditEvent
-from admin.customers import moment
-from admin.exports_service import DEFAULT_ZONE
+from admin.access import moment
 
 ACTOR_TYPES = {"user": N_("Staff"), "contact": N_("Debtor"), "provider": N_("Provider"), "system": N_("System"),
                "api": N_("ERP API key")}
@@ -73,6 +72,7 @@ def index(request: Request, session: Session, staff: Staff) -> Response:
         actor=params.get("actor", "")[:254], action=params.get("action", "")[:64],
         since=_date(params.get("from", "")), until=_date(params.get("to", "")),
         page=int(page_text) if page_text.isdigit() and len(page_text) < 7 else 1,
+        zone=staff_zone(session, staff.user),
     )
     bad_dates = [name for name in ("from", "to") if params.get(name, "").strip() and _date(params[name]) is None]
     result = audit_service.search(session, staff.user, wanted)
@@ -80,6 +80,7 @@ def index(request: Request, session: Session, staff: Staff) -> Response:
                               "action": wanted.action, "from": params.get("from", ""),
                               "to": params.get("to", "")}.items() if v}
     t = staff.language
+    zone = wanted.zone
     return request.app.state.templates.response(request, "admin/audit.html", {
         "user": staff.user, "q": wanted, "params": kept, "result": result,
         "types": audit_service.entity_types(session, staff.user),
@@ -88,7 +89,7 @@ def index(request: Request, session: Session, staff: Staff) -> Response:
         "page_url": lambda page: "/admin/audit?" + urlencode({**kept, "page": page}),
         "changes": lambda event: shown_changes(session, event, t),
         "moment": lambda event: moment(t, result.companies[event.company_id].timezone
-                                       if event.company_id in result.companies else DEFAULT_ZONE)(event.created_at),
+                                       if event.company_id in result.companies else zone)(event.created_at),
         "export_query": urlencode(kept),
         "action_label": lambda action: audit.action_label(t, action),
         "known_actions": sorted(audit.ACTION_LABELS),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, and_, false, or_, select
 from sqlalchemy.orm import Session
@@ -30,6 +31,7 @@ class AuditQuery:
     since: date | None = None
     until: date | None = None
     page: int = 1
+    zone: str = "UTC"  # whose days `since` and `until` are: the staff's time zone
 
 
 @dataclass
@@ -79,6 +81,10 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _midnight(day: date, zone: str) -> datetime:
+    return datetime.combine(day, time(), ZoneInfo(zone)).astimezone(timezone.utc)
+
+
 def audit_query(session: Session, user: User, wanted: AuditQuery) -> Select[Any]:
     """The events `user` may read that `wanted` asks for, newest first."""
     query = scope(select(AuditEvent), user)
@@ -89,10 +95,9 @@ def audit_query(session: Session, user: User, wanted: AuditQuery) -> Select[Any]
     if wanted.action.strip():
         query = query.where(AuditEvent.action.ilike(f"{_escape(wanted.action.strip())}%", escape="\\"))
     if wanted.since:
-        query = query.where(AuditEvent.created_at >= datetime.combine(wanted.since, time(), timezone.utc))
+        query = query.where(AuditEvent.created_at >= _midnight(wanted.since, wanted.zone))
     if wanted.until:
-        query = query.where(AuditEvent.created_at < datetime.combine(wanted.until + timedelta(days=1), time(),
-                                                                     timezone.utc))
+        query = query.where(AuditEvent.created_at < _midnight(wanted.until + timedelta(days=1), wanted.zone))
     if wanted.since and wanted.until and wanted.until < wanted.since:
         query = query.where(false())
     return query.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())

@@ -176,6 +176,7 @@ class PaymentRow:
     customer_ref: str
     customer_name: str
     company_code: str
+    company_id: int
 
 
 def _day_start(day: date) -> datetime:
@@ -185,7 +186,7 @@ def _day_start(day: date) -> datetime:
 def payment_query(filters: ListFilters, scope: Any) -> Select[Any]:
     """(Payment, customer id, ref, name, company code) of the payments the filters keep, newest first."""
     query: Select[Any] = scope(
-        select(Payment, Customer.id, Customer.ref, Customer.name, Company.code)
+        select(Payment, Customer.id, Customer.ref, Customer.name, Company.code, Company.id)
         .join(Customer, Customer.id == Payment.customer_id)
         .join(Company, Company.id == Customer.company_id)
     )

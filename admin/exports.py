@@ -19,7 +19,7 @@ from admin import exports_service as service
 from admin import spreadsheets
 from admin.access import Staff, staff_get
 from admin.audit import ACTOR_TYPES, describe_changes
-from admin.book import METHOD_LABELS, PAYMENT_STATUS_LABELS
+from admin.book import METHOD_LABELS, PAYMENT_STATUS_LABELS, PROVIDER_LABELS
 from admin.routes import t
 from kernel.clock import clock
 from kernel.db import unit_of_work
@@ -43,6 +43,8 @@ def labels(language: str) -> service.Labels:
             return gettext("Credit note") if code == "credit_note" else gettext("Invoice")
         if kind == "method":
             return gettext(METHOD_LABELS[code]) if code in METHOD_LABELS else code
+        if kind == "provider":
+            return gettext(PROVIDER_LABELS[code]) if code in PROVIDER_LABELS else code
         if kind == "payment_status":
             return gettext(PAYMENT_STATUS_LABELS[code]) if code in PAYMENT_STATUS_LABELS else code
         if kind == "case_status":

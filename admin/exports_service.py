@@ -4,7 +4,7 @@ here sees HTTP; `admin.spreadsheets` writes the rows, `admin.exports` serves the
 
 Each list has its columns (English msgids, translated by the caller) and a function giving its
 rows: amounts as `Money` beside a currency column, days as dates, moments as naive datetimes in
-the company's time zone (Europe/Paris for an event of no company).
+the company's time zone (the reader's, `admin.access.staff_zone`, for an event of no company).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, selectinload
 
 from admin import audit_service, book_service
-from admin.access import scoped
+from admin.access import scoped, staff_zone
 from admin.audit_service import AuditQuery
 from admin.customers_service import CustomerFilters, _customer_query
 from admin.dashboard_service import BUCKETS, bucket_of
@@ -41,7 +41,6 @@ from ledger.models import (
 from ledger.money import Money
 
 BATCH = 1000
-DEFAULT_ZONE = "Europe/Paris"
 DISPUTE_STATUSES = ("open", "accepted", "rejected", "closed", "all")
 PROMISE_STATUSES = ("pending", "kept", "broken", "cancelled")
 Row = list[Any]
@@ -149,12 +148,13 @@ PAYMENT_COLUMNS = [
 
 def payment_rows(session: Session, user: User, params: Mapping[str, str], labels: Labels) -> Iterator[Row]:
     filters = book_service.payment_filters(params, book_service.providers(session))
-    query = book_service.payment_query(filters, lambda q: scoped(q, user)).add_columns(Customer.company_id)
+    query = book_service.payment_query(filters, lambda q: scoped(q, user))
     zones = _zones(session)
     for batch in batches(session, query):
         for payment, _customer_id, ref, name, code, company_id in batch:
-            yield [local(payment.created_at, zones.get(company_id, DEFAULT_ZONE)), payment.received_on, ref, name,
-                   code, payment.provider, payment.provider_ref, labels("method", payment.method), payment.currency,
+            yield [local(payment.created_at, zones[company_id]), payment.received_on, ref, name, code,
+                   labels("provider", payment.provider), payment.provider_ref, labels("method", payment.method),
+                   payment.currency,
                    Money(payment.amount_minor, payment.currency), Money(payment.refunded_minor, payment.currency),
                    labels("payment_status", payment.status)]
 
@@ -251,7 +251,7 @@ AUDIT_COLUMNS = [
 ]
 
 
-def audit_wanted(params: Mapping[str, str]) -> AuditQuery:
+def audit_wanted(params: Mapping[str, str], zone: str) -> AuditQuery:
     def day(name: str) -> date | None:
         try:
             return date.fromisoformat(params.get(name, "").strip()) if params.get(name, "").strip() else None
@@ -260,17 +260,18 @@ def audit_wanted(params: Mapping[str, str]) -> AuditQuery:
 
     return AuditQuery(entity_type=params.get("type", "")[:32], record=params.get("record", "")[:64],
                       actor=params.get("actor", "")[:254], action=params.get("action", "")[:64],
-                      since=day("from"), until=day("to"))
+                      since=day("from"), until=day("to"), zone=zone)
 
 
 def audit_rows(session: Session, user: User, params: Mapping[str, str], labels: Labels,
                describe: Callable[[AuditEvent], str] | None = None) -> Iterator[Row]:
-    query = audit_service.audit_query(session, user, audit_wanted(params)).add_columns(Customer.ref, Company) \
+    zone = staff_zone(session, user)
+    query = audit_service.audit_query(session, user, audit_wanted(params, zone)).add_columns(Customer.ref, Company) \
         .outerjoin(Customer, Customer.id == AuditEvent.customer_id) \
         .outerjoin(Company, Company.id == AuditEvent.company_id)
     for batch in batches(session, query):
         for event, ref, company in batch:
-            yield [local(event.created_at, company.timezone if company else DEFAULT_ZONE),
+            yield [local(event.created_at, company.timezone if company else zone),
                    labels("actor_type", event.actor_type), event.actor, labels("action", event.action),
                    event.entity_type, event.entity_id, ref, company.code if company else None,
                    describe(event) if describe else None]

@@ -23,7 +23,8 @@ from starlette.routing import Route
 
 from admin import runs_service
 from mail import retry as mail_retry
-from admin.access import can_act, companies_of, Rejected, Staff, forbidden, scoped, scoped_companies, staff_get, staff_post
+from admin.access import (can_act, companies_of, Rejected, Staff, forbidden, moment, scoped, scoped_companies,
+                          staff_get, staff_post, staff_zone)
 from admin.routes import render, t
 from dunning import approval, messages, planner
 from dunning.scenarios import (
@@ -432,9 +433,11 @@ def _visible_customers(staff: Staff) -> Any:
 def runs_page(request: Request, session: Session, staff: Staff) -> Response:
     company_ids = None if staff.user.role == Role.admin.value else _visible_company_ids(session, staff.user)
     companies = companies_of(session, staff.user)
+    zone = staff_zone(session, staff.user)
     return render(request, "admin/reminder_runs.html", {
         "user": staff.user, "rows": runs_service.runs(session, company_ids), "companies": companies,
         "today": clock.today(companies[0].timezone) if companies else clock.now().date(),
+        "at": lambda row, when: moment(staff.language, row.company.timezone if row.company else zone)(when),
     }, staff.language)
 
 
