@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from admin.routes import staff_language, render, signed_in_staff, to_login
+from admin.routes import staff_language, render, signed_in_staff, to_login, to_password
 from kernel.db import unit_of_work
 from ledger.models import Company, Customer, Role, User
 from kernel.web import Posted, Rejected, read_posted
@@ -106,6 +106,8 @@ def staff_get(handler: Callable[[Request, Session, Staff], Response] | None = No
                 user = signed_in_staff(request, session)
                 if user is None:
                     return to_login(request)
+                if user.must_change_password:
+                    return to_password(request)
                 staff = Staff(user, staff_language(request))
                 if admin_only and not is_admin(user):
                     return forbidden(request, staff)
@@ -129,6 +131,8 @@ def staff_post(handler: Callable[[Request, Session, Staff, Posted], Response] | 
                 user = signed_in_staff(request, session)
                 if user is None:
                     return to_login(request)
+                if user.must_change_password:
+                    return to_password(request)
                 staff = Staff(user, staff_language(request))
                 if not can_act(user) or (admin_only and not is_admin(user)):
                     return forbidden(request, staff)

@@ -69,7 +69,7 @@ def create(request: Request, session: Session, staff: Staff, posted: Posted) -> 
     form = {"email": posted.text("email", 254), "role": posted.text("role", 16), "companies": _codes(posted)}
     password = users.generate_password()
     try:
-        account = users.create_user(session, email=form["email"], role=form["role"], password=password,
+        account = users.create_user(session, email=form["email"], role=form["role"], password=password, one_time=True,
                                     company_codes=form["companies"], actor=staff.user)
     except UserError as error:
         raise Rejected(_list(request, session, staff, status_code=400, error=_message(staff.language, error),
