@@ -29,11 +29,28 @@ ACTOR_TYPES = {"user": N_("Staff"), "contact": N_("Debtor"), "provider": N_("Pro
                "api": N_("ERP API key")}
 
 
+RECORD_TYPES = {
+    "api_key": N_("ERP API key"), "bank_entry": N_("Bank entry"), "checkout": N_("Payment started by the debtor"),
+    "company": N_("Company"), "contact": N_("Contact"), "customer": N_("Customer"), "dispute": N_("Dispute"),
+    "export": N_("Download"), "fx_rate": N_("Exchange rate"), "invoice": N_("Invoice"), "note": N_("Note"),
+    "outbox": N_("Email"), "payment": N_("Payment"), "promise": N_("Promise to pay"), "reminder": N_("Reminder"),
+    "scenario": N_("Reminder scenario"), "user": N_("Staff account"), "webhook_event": N_("Provider event"),
+}
+
+
+def record_type(language: str, entity_type: str) -> str:
+    return i18n.gettext(language, RECORD_TYPES[entity_type]) if entity_type in RECORD_TYPES else entity_type
+
+
 def _date(text: str) -> date | None:
     try:
         return date.fromisoformat(text.strip()) if text.strip() else None
     except ValueError:
         return None
+
+
+# Fields holding {invoice number: amount in minor units}.
+AMOUNTS_BY_INVOICE = {"invoices"}
 
 
 def _readable(value: Any, currency: str | None = None, language: str = "en", key: str = "") -> str:
@@ -43,6 +60,9 @@ def _readable(value: Any, currency: str | None = None, language: str = "en", key
         return "✓" if value else "✗"
     if key.endswith("_minor") and isinstance(value, int) and currency:
         return i18n.format_minor(value, currency, language)  # amounts as money, never minor units
+    if key in AMOUNTS_BY_INVOICE and isinstance(value, dict) and currency \
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value.values()):
+        return ", ".join(f"{number}: {i18n.format_minor(v, currency, language)}" for number, v in value.items())
     if isinstance(value, (str, int, float)):
         return str(value)
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
@@ -51,9 +71,9 @@ def _readable(value: Any, currency: str | None = None, language: str = "en", key
 def shown_changes(session: Session, event: AuditEvent, language: str) -> list[tuple[str, str, str]]:
     """(field, before, after) as staff read them: amounts in the event's currency."""
     rows = audit_service.changes(event)
-    currency = audit_service.event_currency(session, event) if any(k.endswith("_minor") for k, _, _ in rows) \
-        else None
-    return [(key, _readable(old, currency, language, key), _readable(new, currency, language, key))
+    currency = audit_service.event_currency(session, event) \
+        if any(k.endswith("_minor") or k in AMOUNTS_BY_INVOICE for k, _, _ in rows) else None
+    return [(key.removesuffix("_minor"), _readable(old, currency, language, key), _readable(new, currency, language, key))
             for key, old, new in rows]
 
 
@@ -88,6 +108,7 @@ def index(request: Request, session: Session, staff: Staff) -> Response:
                       for n in bad_dates],
         "page_url": lambda page: "/admin/audit?" + urlencode({**kept, "page": page}),
         "changes": lambda event: shown_changes(session, event, t),
+        "record_type": lambda entity_type: record_type(t, entity_type),
         "moment": lambda event: moment(t, result.companies[event.company_id].timezone
                                        if event.company_id in result.companies else zone)(event.created_at),
         "export_query": urlencode(kept),

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from admin import exports_service as service
 from admin import spreadsheets
 from admin.access import Staff, staff_get
-from admin.audit import ACTOR_TYPES, describe_changes
+from admin.audit import ACTOR_TYPES, describe_changes, record_type
 from admin.book import METHOD_LABELS, PAYMENT_STATUS_LABELS, PROVIDER_LABELS
 from admin.routes import t
 from kernel.clock import clock
@@ -55,6 +55,8 @@ def labels(language: str) -> service.Labels:
             return case_reason(code, language)
         if kind == "actor_type":
             return gettext(ACTOR_TYPES[code]) if code in ACTOR_TYPES else code
+        if kind == "record_type":
+            return record_type(language, code)
         if kind == "action":
             return audit.action_label(language, code)
         return str(code)

@@ -273,7 +273,7 @@ def audit_rows(session: Session, user: User, params: Mapping[str, str], labels: 
         for event, ref, company in batch:
             yield [local(event.created_at, company.timezone if company else zone),
                    labels("actor_type", event.actor_type), event.actor, labels("action", event.action),
-                   event.entity_type, event.entity_id, ref, company.code if company else None,
+                   labels("record_type", event.entity_type), event.entity_id, ref, company.code if company else None,
                    describe(event) if describe else None]
 
 

@@ -45,8 +45,10 @@ def test_the_audit_trail_shows_amounts_as_money(new_client, book) -> None:  # ty
     client = signed_in(new_client, "boss@north.test", "fr")
     record_cheque(client, book["mine"])
     trail = _text(client.get("/admin/audit?action=payment.recorded").text)
-    assert "1 234,56 €" in trail
-    assert "123456" not in trail
+    assert re.search(r"amount : (après )?1 234,56 €", trail), trail
+    assert re.search(r"invoices : (après )?N-1 : 1 200,00 €", trail.replace("N-1: ", "N-1 : ")), trail
+    assert "123456" not in trail and "120000" not in trail and "amount_minor" not in trail
+    assert "Paiement" in trail and " payment " not in f" {trail} "  # the record's type, in words
 
 
 def test_every_layout_links_the_favicon(new_client, client, book) -> None:  # type: ignore[no-untyped-def]
