@@ -363,14 +363,18 @@ def template_error(error: jinja2.TemplateError, language: str) -> str:
 
 @staff_get
 def preview_frame(request: Request, session: Session, staff: Staff) -> Response:
+    headers = {"Content-Security-Policy": PREVIEW_FRAME_CSP, "X-Frame-Options": "SAMEORIGIN",
+               "Cache-Control": "no-store"}
+    token = request.query_params.get("t")
+    if not token:  # nothing asked: an empty frame
+        return HTMLResponse("<!doctype html><title></title>", headers=headers)
     try:
-        payload = _frames(request).loads(request.query_params.get("t", ""), max_age=PREVIEW_FRAME_SECONDS)
+        payload = _frames(request).loads(token, max_age=PREVIEW_FRAME_SECONDS)
     except BadData:
         raise HTTPException(404)
     if not isinstance(payload, dict) or payload.get("u") != staff.user.id or not isinstance(payload.get("h"), str):
         raise HTTPException(404)
-    return HTMLResponse(payload["h"], headers={
-        "Content-Security-Policy": PREVIEW_FRAME_CSP, "X-Frame-Options": "SAMEORIGIN", "Cache-Control": "no-store"})
+    return HTMLResponse(payload["h"], headers=headers)
 
 
 def _preview(request: Request, session: Session, staff: Staff, company: Company, form: ScenarioForm,

@@ -79,6 +79,8 @@ COMPANY_PARAMS: dict[str, Callable[[Book], object]] = {
 OTHER_PARAMS: dict[str, Callable[[Book], object]] = {
     "user_id": lambda b: b.records["user"].id,
     "code": lambda b: "NORTH",
+    "list": lambda b: "customers",  # /admin/exports/{list}.{format}: a list, scoped as its page
+    "format": lambda b: "csv",
 }
 
 
