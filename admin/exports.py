@@ -65,7 +65,8 @@ def labels(language: str) -> service.Labels:
 
 
 def _rows(request: Request, user_id: int, export: service.Export, language: str) -> Iterator[list[Any]]:
-    with unit_of_work(request.app.state.sessions) as session:
+    # A read session: on SQLite a long download never holds the one write lock.
+    with unit_of_work(request.app.state.read_sessions) as session:
         user = session.get_one(User, user_id)
         extra: dict[str, Any] = {}
         if export.name == "audit":

@@ -81,7 +81,7 @@ JINJA_DETAILS = (
     (re.compile(r"^Encountered unknown tag '([^']+)'.*$"), N_("unknown tag “%(a)s”")),
     (re.compile(r"^[Nn]o filter named '([^']+)'.*$"), N_("unknown filter “%(a)s”")),
     (re.compile(r"^access to attribute '([^']+)' of '([^']+)' object is unsafe\.?$"),
-     N_("“%(a)s” may not be used in a message")),
+     N_("“%(a)s” is unsafe: it may not be used in a message")),
 )
 
 
