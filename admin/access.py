@@ -8,8 +8,12 @@ and never acts (403). What a user may not see answers 404, as if it did not exis
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_datetime
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
@@ -18,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from admin.routes import staff_language, render, signed_in_staff, to_login
+from admin.routes import staff_language, render, signed_in_staff, to_login, to_password
 from kernel.db import unit_of_work
 from ledger.models import Company, Customer, Role, User
 from kernel.web import Posted, Rejected, read_posted
@@ -43,6 +47,22 @@ def scoped_companies(query: Select[Any], user: User) -> Select[Any]:
         ids = [c.id for c in user.companies]
         return query.where(Company.id.in_(mine) | Company.id.in_(ids or [-1]))
     return query.where(Company.id.in_([c.id for c in user.companies] or [-1]))
+
+
+DEFAULT_ZONE = "Europe/Paris"
+
+
+def moment(language: str, timezone: str) -> Any:
+    """Formats an aware datetime in the company's timezone, the reader's language."""
+    zone = ZoneInfo(timezone)
+    return lambda at: format_datetime(at, "short", tzinfo=zone, locale=language)
+
+
+def staff_zone(session: Session, user: User) -> str:
+    """The time zone of what `user` reads when a date is no one company's: the zone most of its
+    companies are in (the first by name on a tie), Europe/Paris when it has none."""
+    zones = Counter(company.timezone for company in companies_of(session, user))
+    return zones.most_common(1)[0][0] if zones else DEFAULT_ZONE
 
 
 def companies_of(session: Session, user: User) -> list[Company]:
@@ -86,6 +106,8 @@ def staff_get(handler: Callable[[Request, Session, Staff], Response] | None = No
                 user = signed_in_staff(request, session)
                 if user is None:
                     return to_login(request)
+                if user.must_change_password:
+                    return to_password(request)
                 staff = Staff(user, staff_language(request))
                 if admin_only and not is_admin(user):
                     return forbidden(request, staff)
@@ -109,6 +131,8 @@ def staff_post(handler: Callable[[Request, Session, Staff, Posted], Response] | 
                 user = signed_in_staff(request, session)
                 if user is None:
                     return to_login(request)
+                if user.must_change_password:
+                    return to_password(request)
                 staff = Staff(user, staff_language(request))
                 if not can_act(user) or (admin_only and not is_admin(user)):
                     return forbidden(request, staff)

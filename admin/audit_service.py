@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, and_, false, or_, select
 from sqlalchemy.orm import Session
 
 from admin.customers_service import PAGE_SIZE, one_page  # noqa: F401 (PAGE_SIZE: the audit page's size too)
-from ledger.models import AuditEvent, Company, Customer, Invoice, Role, User
+from ledger.models import AuditEvent, BankEntry, Checkout, Company, Customer, Invoice, Payment, PromiseToPay, Role, User
 
 # What people type for an actor, beside an email or a provider name.
 ACTOR_KINDS = {"system": "system", "debtor": "contact", "contact": "contact", "provider": "provider", "user": "user"}
@@ -30,6 +31,7 @@ class AuditQuery:
     since: date | None = None
     until: date | None = None
     page: int = 1
+    zone: str = "UTC"  # whose days `since` and `until` are: the staff's time zone
 
 
 @dataclass
@@ -79,7 +81,12 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def search(session: Session, user: User, wanted: AuditQuery) -> AuditPage:
+def _midnight(day: date, zone: str) -> datetime:
+    return datetime.combine(day, time(), ZoneInfo(zone)).astimezone(timezone.utc)
+
+
+def audit_query(session: Session, user: User, wanted: AuditQuery) -> Select[Any]:
+    """The events `user` may read that `wanted` asks for, newest first."""
     query = scope(select(AuditEvent), user)
     if wanted.entity_type:
         query = query.where(AuditEvent.entity_type == wanted.entity_type)
@@ -88,15 +95,17 @@ def search(session: Session, user: User, wanted: AuditQuery) -> AuditPage:
     if wanted.action.strip():
         query = query.where(AuditEvent.action.ilike(f"{_escape(wanted.action.strip())}%", escape="\\"))
     if wanted.since:
-        query = query.where(AuditEvent.created_at >= datetime.combine(wanted.since, time(), timezone.utc))
+        query = query.where(AuditEvent.created_at >= _midnight(wanted.since, wanted.zone))
     if wanted.until:
-        query = query.where(AuditEvent.created_at < datetime.combine(wanted.until + timedelta(days=1), time(),
-                                                                     timezone.utc))
+        query = query.where(AuditEvent.created_at < _midnight(wanted.until + timedelta(days=1), wanted.zone))
     if wanted.since and wanted.until and wanted.until < wanted.since:
         query = query.where(false())
+    return query.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
+
+
+def search(session: Session, user: User, wanted: AuditQuery) -> AuditPage:
     page = max(1, wanted.page)
-    events, has_next = one_page(session.scalars, query.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()),
-                                page)
+    events, has_next = one_page(session.scalars, audit_query(session, user, wanted), page)
     customer_ids = {e.customer_id for e in events if e.customer_id}
     company_ids = {e.company_id for e in events if e.company_id}
     customers = {c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(customer_ids)))} \
@@ -116,3 +125,24 @@ def changes(event: AuditEvent) -> list[tuple[str, Any, Any]]:
     before, after = event.before or {}, event.after or {}
     keys = list(dict.fromkeys([*before.keys(), *after.keys()]))
     return [(key, before.get(key), after.get(key)) for key in keys]
+
+
+# Records whose amounts are in their own currency; anything else of a company is in its base currency.
+_CURRENCY_OF = {"payment": Payment, "invoice": Invoice, "promise": PromiseToPay, "checkout": Checkout,
+                "bank_entry": BankEntry}
+
+
+def event_currency(session: Session, event: AuditEvent) -> str | None:
+    """The currency of the amounts (`…_minor` fields) an event names: its own `currency` field,
+    else the record's, else its company's base currency; None when nothing says."""
+    for values in (event.after or {}, event.before or {}):
+        if isinstance(values.get("currency"), str):
+            return str(values["currency"])
+    model = _CURRENCY_OF.get(event.entity_type)
+    if model is not None and event.entity_id is not None:
+        currency = session.scalar(select(model.currency).where(model.id == event.entity_id))  # type: ignore[attr-defined]
+        if currency:
+            return str(currency)
+    if event.company_id is not None:
+        return session.scalar(select(Company.base_currency).where(Company.id == event.company_id))
+    return None

@@ -183,6 +183,7 @@ def change_password(session: Session, user: User, current: str, new: str, confir
     if problems:
         return problems
     user.password_hash = hash_password(new)
+    user.must_change_password = False
     end_sessions(user)
     session.flush()
     return []

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from admin.access import Rejected, Staff, companies_of, forbidden, staff_get, staff_post
+from admin.access import Rejected, Staff, companies_of, forbidden, staff_get, staff_post, staff_zone
 from admin.customers import fragment
 from admin.customers_service import page_number, param_text
 from admin.routes import render, t
@@ -138,7 +138,7 @@ def _list_context(request: Request, session: Session, staff: Staff) -> dict[str,
         "companies": companies, "filter_labels": [(k, t(staff.language, FILTER_LABELS[k])) for k in STATE_FILTERS],
         "can_act": may_act(staff.user), "is_collector": staff.user.role == Role.collector.value,
         "max_mb": MAX_STATEMENT_BYTES // (1024 * 1024), "notice": None, "error": None, "report": None, "row_notice": None,
-        **_labels(staff, clock.today("Europe/Paris")),
+        **_labels(staff, clock.today(staff_zone(session, staff.user))),
     }
 
 
@@ -204,7 +204,7 @@ def _row_or_redirect(request: Request, session: Session, staff: Staff, entry_id:
             .order_by(BankMatch.score.desc(), BankMatch.id)))
         code = session.get_one(Company, entry.company_id).code
         context = {"user": staff.user, "row": queue.EntryRow(entry, code, matches), "can_act": may_act(staff.user),
-                   "row_notice": t(staff.language, NOTICES[done]), **_labels(staff, clock.today("Europe/Paris"))}
+                   "row_notice": t(staff.language, NOTICES[done]), **_labels(staff, clock.today(staff_zone(session, staff.user)))}
         return request.app.state.templates.response(request, "admin/bank_row.html", context, staff.language)
     return RedirectResponse(f"/admin/bank?done={done}", status_code=303)
 

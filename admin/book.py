@@ -18,12 +18,13 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from admin import book_service as service
-from admin.access import Rejected, Staff, companies_of, forbidden, is_admin, scoped, staff_get, staff_post
+from admin.access import (Rejected, Staff, companies_of, forbidden, is_admin, scoped, staff_get, staff_post,
+                          staff_zone)
 from admin.customers import fragment, moment
 from admin.customers_service import collectors_of, segments
 from admin.routes import render, t
 from kernel.i18n import N_
-from ledger.models import Role, WebhookEvent
+from ledger.models import Company, Role, WebhookEvent
 from ledger.money import Money
 from payments import manual
 from payments import replay as replays
@@ -41,6 +42,14 @@ METHOD_LABELS = {
     "bank_transfer": N_("Bank transfer"), "cheque": N_("Cheque"), "bill_of_exchange": N_("Bill of exchange (LCR)"),
     "cash": N_("Cash"), "set_off": N_("Set-off (compensation)"),
 }
+PROVIDER_LABELS = {
+    "stripe": N_("Stripe (card)"), "gocardless": N_("GoCardless"), "manual": N_("Recorded by hand"),
+    "bank": N_("Bank statement"), "bank_transfer": N_("Bank transfer"),
+}
+CHECKOUT_STATUS_LABELS = {
+    "open": N_("Open, not paid yet"), "expired": N_("Expired"), "superseded": N_("Replaced by a newer one"),
+    **PAYMENT_STATUS_LABELS,
+}
 REPLAY_OUTCOMES = {
     "processed": N_("Replayed: the event was applied and is now processed."),
     "reprocessed": N_("Replayed: the event was already processed; running it again changed nothing."),
@@ -50,12 +59,32 @@ REPLAY_OUTCOMES = {
 }
 
 
+def provider_labeller(language: str) -> Any:
+    return lambda p: t(language, PROVIDER_LABELS[p]) if p in PROVIDER_LABELS else p
+
+
 def _labels(language: str) -> dict[str, Any]:
     return {
         "payment_status": lambda s: t(language, PAYMENT_STATUS_LABELS[s]) if s in PAYMENT_STATUS_LABELS else s,
         "method_label": lambda m: t(language, METHOD_LABELS[m]) if m in METHOD_LABELS else m,
+        "provider_label": provider_labeller(language),
+        "checkout_status": lambda s: t(language, CHECKOUT_STATUS_LABELS[s]) if s in CHECKOUT_STATUS_LABELS else s,
         "money_of": Money,
     }
+
+
+def _zoned(staff: Staff, session: Session, company_of: dict[int, int | None]) -> Any:
+    """(row id, moment) -> the moment in the zone of the row's company (the staff's zone for a row
+    of no company): a payment and the provider's events about it read the same day and hour."""
+    zones = {company_id: zone for company_id, zone in session.execute(select(Company.id, Company.timezone))}
+    fallback = staff_zone(session, staff.user)
+    return lambda row_id, when: moment(staff.language, zones.get(company_of.get(row_id) or -1, fallback))(when)
+
+
+def _event_company(session: Session, events: list[WebhookEvent]) -> dict[int, int | None]:
+    """Each event's company (the first by id when it names several)."""
+    return {event_id: min(companies) if companies else None
+            for event_id, companies in service.event_companies(session, events).items()}
 
 
 def _problems(staff: Staff, filters: service.ListFilters) -> list[str]:
@@ -86,7 +115,8 @@ def payments(request: Request, session: Session, staff: Staff) -> Response:
     context = {
         "user": staff.user, "filters": filters, "page": page, "companies": companies_of(session, staff.user),
         "providers": providers, "methods": service.METHODS, "statuses": service.PAYMENT_STATUSES,
-        "problems": _problems(staff, filters), "moment": moment(staff.language, "Europe/Paris"),
+        "problems": _problems(staff, filters),
+        "at": _zoned(staff, session, {row.payment.id: row.company_id for row in page.rows}),
         **_labels(staff.language),
     }
     return request.app.state.templates.response(request, "admin/payments.html", context, staff.language,
@@ -164,7 +194,8 @@ def webhooks(request: Request, session: Session, staff: Staff) -> Response:
     return request.app.state.templates.response(request, "admin/webhooks.html", {
         "user": staff.user, "page": page, "filters": filters, "state": state, "states": WEBHOOK_STATES,
         "providers": providers, "provider": provider, "failed_count": failed,
-        "moment": moment(staff.language, "UTC"),
+        "provider_label": provider_labeller(staff.language),
+        "at": _zoned(staff, session, _event_company(session, page.rows)),
     }, staff.language, block=fragment(request, "results"))
 
 
@@ -182,7 +213,8 @@ def _webhook_page(request: Request, session: Session, staff: Staff, event: Webho
         "headers": json.dumps(event.headers or {}, indent=2, ensure_ascii=False, sort_keys=True),
         "can_replay": staff.user.role in (Role.admin.value, Role.manager.value),
         "outcome": outcome, "outcome_text": t(staff.language, REPLAY_OUTCOMES[outcome.outcome]) if outcome else None,
-        "moment": moment(staff.language, "UTC"),
+        "provider_label": provider_labeller(staff.language),
+        "moment": lambda when: _zoned(staff, session, _event_company(session, [event]))(event.id, when),
     }, staff.language)
 
 

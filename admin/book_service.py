@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 from urllib.parse import urlencode
 
 from sqlalchemy import Select, func, or_, select
@@ -102,7 +102,8 @@ class InvoiceRow:
     days_late: int
 
 
-def list_invoices(session: Session, filters: ListFilters, scope: Any) -> Page:
+def invoice_query(session: Session, filters: ListFilters, scope: Any) -> Select[Any]:
+    """(Invoice, customer id, ref, name, company code) of the invoices the filters keep, in the list's order."""
     today = local_today(session)
     query: Select[Any] = scope(
         select(Invoice, Customer.id, Customer.ref, Customer.name, Company.code)
@@ -134,7 +135,10 @@ def list_invoices(session: Session, filters: ListFilters, scope: Any) -> Page:
         query = query.order_by(Invoice.due_date.desc(), Invoice.id.desc())
     else:
         query = query.order_by(Invoice.due_date, Invoice.id)
-    found, has_next = one_page(session.execute, query, filters.page)
+    return query
+
+
+def invoice_rows(session: Session, found: Iterable[Any]) -> list[InvoiceRow]:
     days = {company_id: clock.today(tz) for company_id, tz in session.execute(select(Company.id, Company.timezone))}
     rows = []
     for invoice, customer_id, ref, name, code in found:
@@ -142,7 +146,12 @@ def list_invoices(session: Session, filters: ListFilters, scope: Any) -> Page:
         if invoice.open_minor > 0 and invoice.kind == "invoice":
             late = max(0, (days[invoice.company_id] - invoice.due_date).days)
         rows.append(InvoiceRow(invoice, customer_id, ref, name, code, late))
-    return Page(rows=rows, page=filters.page, has_next=has_next)
+    return rows
+
+
+def list_invoices(session: Session, filters: ListFilters, scope: Any) -> Page:
+    found, has_next = one_page(session.execute, invoice_query(session, filters, scope), filters.page)
+    return Page(rows=invoice_rows(session, found), page=filters.page, has_next=has_next)
 
 
 def payment_filters(params: Mapping[str, str], providers: list[str]) -> ListFilters:
@@ -167,15 +176,17 @@ class PaymentRow:
     customer_ref: str
     customer_name: str
     company_code: str
+    company_id: int
 
 
 def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=timezone.utc)
 
 
-def list_payments(session: Session, filters: ListFilters, scope: Any) -> Page:
+def payment_query(filters: ListFilters, scope: Any) -> Select[Any]:
+    """(Payment, customer id, ref, name, company code) of the payments the filters keep, newest first."""
     query: Select[Any] = scope(
-        select(Payment, Customer.id, Customer.ref, Customer.name, Company.code)
+        select(Payment, Customer.id, Customer.ref, Customer.name, Company.code, Company.id)
         .join(Customer, Customer.id == Payment.customer_id)
         .join(Company, Company.id == Customer.company_id)
     )
@@ -191,8 +202,11 @@ def list_payments(session: Session, filters: ListFilters, scope: Any) -> Page:
         query = query.where(Payment.created_at >= _day_start(filters.date("from")))  # type: ignore[arg-type]
     if filters.date("to"):
         query = query.where(Payment.created_at < _day_start(filters.date("to") + timedelta(days=1)))  # type: ignore[operator]
-    query = query.order_by(Payment.created_at.desc(), Payment.id.desc())
-    found, has_next = one_page(session.execute, query, filters.page)
+    return query.order_by(Payment.created_at.desc(), Payment.id.desc())
+
+
+def list_payments(session: Session, filters: ListFilters, scope: Any) -> Page:
+    found, has_next = one_page(session.execute, payment_query(filters, scope), filters.page)
     return Page(rows=[PaymentRow(*row) for row in found], page=filters.page, has_next=has_next)
 
 

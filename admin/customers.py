@@ -10,9 +10,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
-from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -27,6 +25,7 @@ from admin.access import (
     companies_of,
     forbidden,
     is_admin,
+    moment,
     scoped,
     staff_get,
     staff_post,
@@ -81,12 +80,6 @@ MANUAL_METHOD_LABELS = {
     "set_off": N_("Set-off (compensation)"),
     "bank_transfer": N_("Bank transfer seen elsewhere"),
 }
-
-
-def moment(language: str, timezone: str) -> Any:
-    """Formats an aware datetime in the company's timezone, the reader's language."""
-    zone = ZoneInfo(timezone)
-    return lambda at: format_datetime(at, "short", tzinfo=zone, locale=language)
 
 
 def fragment(request: Request, block: str) -> str | None:

@@ -148,8 +148,11 @@ def _open() -> Any:
 
 
 def _outstanding_expr() -> Any:
-    """What the customer owes in one currency: open invoices less open credit notes."""
-    return func.sum(case((Invoice.kind == InvoiceKind.credit_note.value, -Invoice.open_minor), else_=Invoice.open_minor))
+    """The customer's outstanding in one currency, as the dashboard counts it: open invoices neither
+    void nor disputed; open credit notes are not deducted (they show on the customer's page and
+    in the dashboard's net balance). Kept the same in the sort key (migration 0021_polish)."""
+    return func.sum(case((and_(Invoice.kind == InvoiceKind.invoice.value, Invoice.status.in_(CHASED)),
+                          Invoice.open_minor), else_=0))
 
 
 def _is_overdue(today: Any) -> Any:

@@ -35,7 +35,7 @@ without a rate is left out of the converted total and named, never guessed.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable, Sequence
@@ -175,6 +175,29 @@ class Converter:
         return Amount(self.base, parts, Money(total, self.base), missing)
 
 
+def _apportioned(convert: Converter, parts: list[tuple[str, str, dict[str, int]]], whole: dict[str, int]
+                 ) -> list[tuple[str, str, Amount]]:
+    """The parts of a figure (non-negative amounts per currency), converted so that they add up to
+    the figure converted, to the cent: each currency's whole is converted once and shared among
+    the parts in proportion to their amounts, the cents left over going to the largest remainders.
+    (Converting and rounding each part on its own can leave the sum a cent off the total.)"""
+    shares: dict[str, int] = {key: 0 for key, _label, _amounts in parts}
+    for currency, total in whole.items():
+        converted = convert.to_base(Money(int(total), currency)) if total else None
+        if converted is None:
+            continue
+        amounts = [(key, int(minor_by_currency.get(currency, 0))) for key, _label, minor_by_currency in parts]
+        floors = {key: minor * converted.minor // total for key, minor in amounts}
+        leftover = converted.minor - sum(floors.values())
+        by_remainder = sorted(amounts, key=lambda item: -(item[1] * converted.minor % total))
+        for key, _minor in by_remainder[:leftover]:
+            floors[key] += 1
+        for key, share in floors.items():
+            shares[key] += share
+    return [(key, label, replace(convert.amount(minor_by_currency), converted=Money(shares[key], convert.base)))
+            for key, label, minor_by_currency in parts]
+
+
 def _ordered(values: dict[str, Any], base: str) -> list[tuple[str, Any]]:
     return sorted(values.items(), key=lambda item: (item[0] != base, item[0]))
 
@@ -192,10 +215,13 @@ class Ratio:
 
 @dataclass
 class TopCustomer:
+    """One customer, once: its overdue in each currency and their total in the base currency
+    (None when a currency has no rate)."""
+
     customer_id: int
     ref: str
     name: str
-    overdue: Money
+    overdue: list[Money]
     converted: Money | None
 
 
@@ -425,9 +451,11 @@ def build_dashboard(session: Session, scope: Scope, use_aggregates: bool = True)
                                                    for cid, (today, currencies) in wanted.items()}).items():
         for row in rows:
             top.setdefault((cid, row[3].currency), []).append(row)
-    top_by_company: dict[int, list[tuple[int, str, str, Money]]] = defaultdict(list)
+    candidates: dict[int, set[int]] = defaultdict(set)
     for (cid, _currency), rows in top.items():
-        top_by_company[cid].extend(rows)
+        candidates[cid].update(row[0] for row in rows)
+    top_by_company = _overdue_by_customer(session, scope, {cid: (days[cid].today, found)
+                                                            for cid, found in candidates.items()})
 
     books: dict[date, RateBook] = {}
     built: list[CompanyDashboard] = []
@@ -439,17 +467,19 @@ def build_dashboard(session: Session, scope: Scope, use_aggregates: bool = True)
         cid = company.id
         net = {cur: outstanding[cid].get(cur, 0) - credits[cid].get(cur, 0)
                for cur in set(outstanding[cid]) | set(credits[cid])}
-        top_rows = [TopCustomer(customer_id, ref, name, money, convert.to_base(money))
-                    for customer_id, ref, name, money in top_by_company.get(cid, [])]
-        top_rows.sort(key=lambda t: (t.converted is None, -(t.converted.minor if t.converted else t.overdue.minor),
-                                     t.customer_id))
+        top_rows = []
+        for customer_id, ref, name, by_currency in top_by_company.get(cid, []):
+            total = convert.amount(by_currency)
+            top_rows.append(TopCustomer(customer_id, ref, name, total.parts, total.converted if total.complete else None))
+        top_rows.sort(key=lambda t: (t.converted is None, -(t.converted.minor if t.converted else
+                                                             max(m.minor for m in t.overdue)), t.customer_id))
         built.append(CompanyDashboard(
             company=company,
             today=window.today,
             week=(window.monday, window.sunday),
             outstanding=convert.amount(outstanding[cid]),
             overdue=convert.amount(overdue[cid]),
-            aging=[(key, label, convert.amount(aging[(cid, key)])) for key, label in BUCKETS],
+            aging=_apportioned(convert, [(key, label, aging[(cid, key)]) for key, label in BUCKETS], outstanding[cid]),
             disputed=convert.amount(disputed[cid]),
             open_disputes=int(open_disputes.get(cid, 0)),
             credit_notes=convert.amount(credits[cid]),
@@ -714,6 +744,29 @@ def _top_overdue(session: Session, scope: Scope, wanted: dict[int, tuple[date, l
     for customer_id, currency, overdue in ranked:
         customer = customers[customer_id]
         found[customer.company_id].append((customer_id, customer.ref, customer.name, Money(int(overdue), currency)))
+    return found
+
+
+def _overdue_by_customer(session: Session, scope: Scope, wanted: dict[int, tuple[date, set[int]]]
+                         ) -> dict[int, list[tuple[int, str, str, dict[str, int]]]]:
+    """Per company, its top candidates (the largest debtors in each currency) with what each owes
+    overdue in every currency: a customer is one row however many currencies it owes in."""
+    found: dict[int, list[tuple[int, str, str, dict[str, int]]]] = defaultdict(list)
+    for company_id, (today, customer_ids) in wanted.items():
+        if not customer_ids:
+            continue
+        sums: dict[int, dict[str, int]] = defaultdict(dict)
+        for customer_id, currency, minor in session.execute(_invoice_scope(
+                select(Invoice.customer_id, Invoice.currency, func.sum(Invoice.open_minor))
+                .where(Invoice.customer_id.in_(customer_ids), OPEN, Invoice.kind == InvoiceKind.invoice.value,
+                       Invoice.status.not_in(NOT_DUE), Invoice.due_date < today), scope, [company_id])
+                .group_by(Invoice.customer_id, Invoice.currency)):
+            if minor:
+                sums[customer_id][currency] = int(minor)
+        for customer_id, ref, name in session.execute(
+                select(Customer.id, Customer.ref, Customer.name).where(Customer.id.in_(customer_ids))):
+            if sums.get(customer_id):
+                found[company_id].append((customer_id, ref, name, sums[customer_id]))
     return found
 
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
+from urllib.parse import urlencode
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from admin import auth
+from admin.exports_service import DisputeFilters, dispute_query
 from admin.access import Rejected, Staff, can_act, scoped, staff_get, staff_post
 from admin.routes import render, t
 from kernel.clock import clock
@@ -87,20 +89,8 @@ def queue(request: Request, session: Session, staff: Staff) -> Response:
     company_code = params.get("company", "")
     reason_code = params.get("reason", "")
     sort = params.get("sort", "age") if params.get("sort") in ("age", "amount") else "age"
-    query = scoped(
-        select(Dispute, Customer, Company, DisputeReason)
-        .join(Customer, Customer.id == Dispute.customer_id)
-        .join(Company, Company.id == Customer.company_id)
-        .outerjoin(DisputeReason, DisputeReason.id == Dispute.reason_id)
-        .options(selectinload(Dispute.invoices)),  # each row's amounts, in one query
-        staff.user,
-    ).order_by(Dispute.opened_at, Dispute.id).limit(500)
-    if status != "all":
-        query = query.where(Dispute.status == status)
-    if company_code:
-        query = query.where(Company.code == company_code)
-    if reason_code:
-        query = query.where(DisputeReason.code == reason_code)
+    filters = DisputeFilters(status, company_code, reason_code)
+    query = dispute_query(staff.user, filters).limit(500)
     now = clock.now()
     collectors = {u.id: u for u in session.scalars(select(User).where(User.role == Role.collector.value))}
     rows = [
@@ -117,6 +107,8 @@ def queue(request: Request, session: Session, staff: Staff) -> Response:
     return _page(request, staff, "admin/disputes.html", {
         "rows": rows, "companies": companies, "reasons": reasons, "status": status, "company_code": company_code,
         "reason_code": reason_code, "sort": sort, "statuses": STATUSES,
+        "export_query": urlencode([(k, v) for k, v in (("status", status), ("company", company_code),
+                                                       ("reason", reason_code)) if v]),
     })
 
 

@@ -23,6 +23,7 @@ STAFF_SESSION_KEY = "staff"
 LANGUAGE_SESSION_KEY = "lang"
 HOME = "/admin"
 LOGIN = "/admin/login"
+PASSWORD = "/admin/password"
 ROLE_LABELS = {
     "admin": N_("Administrator"),
     "manager": N_("Manager"),
@@ -145,6 +146,14 @@ def logout(request: Request) -> Response:
     return RedirectResponse(LOGIN, status_code=303, headers={"Cache-Control": "no-store"})
 
 
+def to_password(request: Request) -> Response:
+    """A user holding a one-time password goes to the password page first, then where it was going."""
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "") \
+        if request.method == "GET" else HOME
+    return RedirectResponse(f"{PASSWORD}?next={quote(safe_next(target), safe='/')}", status_code=303,
+                            headers={"Cache-Control": "no-store"})
+
+
 async def password(request: Request) -> Response:
     language = staff_language(request)
     if request.method == "POST":
@@ -152,26 +161,30 @@ async def password(request: Request) -> Response:
         current = str(form.get("current_password", ""))[:1024]
         new = str(form.get("new_password", ""))[:1024]
         confirm = str(form.get("confirm_password", ""))[:1024]
+        next_path = safe_next(str(form.get("next", "")))
+    else:
+        next_path = safe_next(request.query_params.get("next"))
     with unit_of_work(_sessions(request)) as session:
         user = signed_in_staff(request, session)
         if user is None:
             return to_login(request)
+        forced = user.must_change_password
+        page = {"user": user, "min_length": MIN_PASSWORD_LENGTH, "forced": forced,
+                "next": next_path if next_path != PASSWORD else HOME}
         if request.method == "GET":
             changed = request.query_params.get("changed") == "1"
-            return render(request, "admin/password.html",
-                           {"user": user, "errors": [], "changed": changed, "min_length": MIN_PASSWORD_LENGTH},
-                           language)
+            return render(request, "admin/password.html", {**page, "errors": [], "changed": changed}, language)
         problems = auth.change_password(session, user, current, new, confirm)
         if problems:
             errors = [t(language, p, count=MIN_PASSWORD_LENGTH) if "%(count)s" in p else t(language, p)
                       for p in problems]
-            return render(request, "admin/password.html",
-                           {"user": user, "errors": errors, "changed": False, "min_length": MIN_PASSWORD_LENGTH},
-                           language, status_code=400)
+            return render(request, "admin/password.html", {**page, "errors": errors, "changed": False},
+                          language, status_code=400)
         data = auth.session_data(user)
     _rotate(request)  # this session carries on under the new fingerprint; every other one ends
     request.session[STAFF_SESSION_KEY] = data
-    return RedirectResponse("/admin/password?changed=1", status_code=303, headers={"Cache-Control": "no-store"})
+    target = page["next"] if forced else f"{PASSWORD}?changed=1"
+    return RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})
 
 
 routes = [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from admin import (api_keys, audit, bank, book, company_settings, contacts, customers, dashboard, disputes,
-                   erp_webhooks, imports, my_day, personal_data, reports, scenarios, users)
+                   erp_webhooks, exports, imports, my_day, personal_data, reports, scenarios, users)
 from admin import routes as sign_in
 
 routes = [
@@ -24,4 +24,5 @@ routes = [
     *reports.routes,
     *book.routes,
     *bank.routes,
+    *exports.routes,
 ]

@@ -15,16 +15,18 @@ from typing import Any
 
 import jinja2
 from pydantic import ConfigDict, Field
+from itsdangerous import BadData, URLSafeTimedSerializer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from admin import runs_service
 from mail import retry as mail_retry
-from admin.access import can_act, companies_of, Rejected, Staff, forbidden, scoped, scoped_companies, staff_get, staff_post
+from admin.access import (can_act, companies_of, Rejected, Staff, forbidden, moment, scoped, scoped_companies,
+                          staff_get, staff_post, staff_zone)
 from admin.routes import render, t
 from dunning import approval, messages, planner
 from dunning.scenarios import (
@@ -37,10 +39,12 @@ from dunning.scenarios import (
 )
 from kernel import i18n
 from kernel.clock import clock
+from kernel.security import csp_header, extend_csp
 from kernel.i18n import N_
 from ledger.models import Company, Customer, Invoice, ReminderRun, Role, Scenario, User
 from ledger.money import AmountError, Money
 from kernel.forms import Form, parse
+from dunning.template_language import jinja_detail
 from kernel.user_error import UserError, UserErrors
 from kernel.web import Posted
 
@@ -276,6 +280,54 @@ class PreviewResult:
     to_address: str = ""
     rendered: messages.RenderedMessage | None = None
     problems: list[str] = field(default_factory=list)
+    frame_url: str = ""  # the HTML part, served apart with a policy of its own (`preview_frame`)
+
+
+# The HTML part of a preview is an email: inline styles and images, never a script, never a form.
+# It is served apart from the editor (whose policy stays strict) to a sandboxed frame of it.
+PREVIEW_FRAME_PATH = "/admin/scenarios/preview-frame"
+PREVIEW_FRAME_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data: https:; font-src data:; "
+                     "frame-ancestors 'self'; base-uri 'none'; form-action 'none'; sandbox")
+PREVIEW_FRAME_SALT = "scenario-preview-frame"
+PREVIEW_FRAME_SECONDS = 3600
+TEMPLATE_ERRORS = {
+    "syntax": N_("The message has a template error on line %(line)s: %(detail)s"),
+    "other": N_("The message could not be rendered: %(detail)s"),
+}
+
+
+def _frames(request: Request) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(str(request.app.state.settings.secret_key), salt=PREVIEW_FRAME_SALT)
+
+
+def _frame_url(request: Request, staff: Staff, html: str) -> str:
+    """The rendered HTML rides in the address, signed for this user (compressed): nothing is kept
+    on the server for it, whichever process answers the frame's request."""
+    return f"{PREVIEW_FRAME_PATH}?t={_frames(request).dumps({'u': staff.user.id, 'h': html})}"
+
+
+def template_error(error: jinja2.TemplateError, language: str) -> str:
+    """A template error in the staff's words (Jinja's own text is English)."""
+    if isinstance(error, jinja2.TemplateSyntaxError):
+        return t(language, TEMPLATE_ERRORS["syntax"], line=error.lineno,
+                 detail=jinja_detail(error.message or "", language))
+    return t(language, TEMPLATE_ERRORS["other"], detail=jinja_detail(str(error), language))
+
+
+@staff_get
+def preview_frame(request: Request, session: Session, staff: Staff) -> Response:
+    headers = {"Content-Security-Policy": PREVIEW_FRAME_CSP, "X-Frame-Options": "SAMEORIGIN",
+               "Cache-Control": "no-store"}
+    token = request.query_params.get("t")
+    if not token:  # nothing asked: an empty frame
+        return HTMLResponse("<!doctype html><title></title>", headers=headers)
+    try:
+        payload = _frames(request).loads(token, max_age=PREVIEW_FRAME_SECONDS)
+    except BadData:
+        raise HTTPException(404)
+    if not isinstance(payload, dict) or payload.get("u") != staff.user.id or not isinstance(payload.get("h"), str):
+        raise HTTPException(404)
+    return HTMLResponse(payload["h"], headers=headers)
 
 
 def _preview(request: Request, session: Session, staff: Staff, company: Company, form: ScenarioForm,
@@ -303,7 +355,9 @@ def _preview(request: Request, session: Session, staff: Staff, company: Company,
                                           base_url=request.app.state.settings.base_url,
                                           language=result.language)
     except jinja2.TemplateError as error:
-        result.problems = [str(error)]
+        result.problems = [template_error(error, staff.language)]
+        return result
+    result.frame_url = _frame_url(request, staff, result.rendered.html)
     return result
 
 
@@ -322,7 +376,9 @@ def _editor(request: Request, session: Session, staff: Staff, scenario: Scenario
         "preview": preview, "preview_customer": preview_customer or (preview.customer.id if preview and
                                                                      preview.customer else None),
         "preview_step": preview_step, "preview_language": preview_language,
-    }, staff.language, status_code=status_code)
+    }, staff.language, status_code=status_code, headers={
+        # The editor frames its own preview (PREVIEW_FRAME_PATH), nothing else.
+        "Content-Security-Policy": csp_header(extend_csp(request.app.csp, {"frame-src": ["'self'"]}))})
 
 
 def _int(text: str | None) -> int | None:
@@ -412,9 +468,11 @@ def _visible_customers(staff: Staff) -> Any:
 def runs_page(request: Request, session: Session, staff: Staff) -> Response:
     company_ids = None if staff.user.role == Role.admin.value else _visible_company_ids(session, staff.user)
     companies = companies_of(session, staff.user)
+    zone = staff_zone(session, staff.user)
     return render(request, "admin/reminder_runs.html", {
         "user": staff.user, "rows": runs_service.runs(session, company_ids), "companies": companies,
         "today": clock.today(companies[0].timezone) if companies else clock.now().date(),
+        "at": lambda row, when: moment(staff.language, row.company.timezone if row.company else zone)(when),
     }, staff.language)
 
 
@@ -533,6 +591,7 @@ def review_decide(request: Request, session: Session, staff: Staff, posted: Post
 routes = [
     Route("/admin/scenarios", index, methods=["GET"], name="admin:scenarios"),
     Route("/admin/scenarios/review", review_page, methods=["GET"], name="admin:reminder_review"),
+    Route(PREVIEW_FRAME_PATH, preview_frame, methods=["GET"], name="admin:scenario_preview_frame"),
     Route("/admin/scenarios/review", review_decide, methods=["POST"], name="admin:reminder_review_decide"),
     Route("/admin/scenarios/new", create, methods=["POST"], name="admin:scenario_new"),
     Route("/admin/scenarios/runs", runs_page, methods=["GET"], name="admin:reminder_runs"),

@@ -95,8 +95,11 @@ def _audit(session: Session, actor: User | None, action: str, user: User, before
 
 
 def create_user(
-    session: Session, *, email: str, role: str, password: str, company_codes: list[str], actor: User | None = None
+    session: Session, *, email: str, role: str, password: str, company_codes: list[str], actor: User | None = None,
+    one_time: bool = False,
 ) -> User:
+    """`one_time`: the password was chosen for the user (generated, shown to whoever creates the
+    account); the user must change it at its first sign-in."""
     email = email.strip().lower()
     if not EMAIL_PATTERN.match(email) or len(email) > 254:
         raise UserError(N_("%(email)s is not an email address"), email=repr(email)).at(field="email")
@@ -105,7 +108,8 @@ def create_user(
     if session.scalar(select(User.id).where(func.lower(User.email) == email)) is not None:
         raise UserError(N_("user %(email)s already exists"), email=email).at(field="email")
     companies = _companies(session, role, company_codes)
-    user = User(email=email, role=role, password_hash=hash_password(password), companies=companies)
+    user = User(email=email, role=role, password_hash=hash_password(password), companies=companies,
+                must_change_password=one_time)
     session.add(user)
     session.flush()
     _audit(session, actor, "user.created", user, None, _state(user))
@@ -156,7 +160,9 @@ def set_active(session: Session, *, actor: User | None, user: User, active: bool
 
 def reset_password(session: Session, *, actor: User | None, user: User, password: str | None = None) -> str:
     """A new password (`password`, or a generated one), returned once; the old one and every
-    session it opened stop working (`admin.auth.fingerprint`). `actor` None: the command line."""
+    session it opened stop working (`admin.auth.fingerprint`). `actor` None: the command line.
+    A generated password is one-time: the user changes it at its next sign-in."""
+    user.must_change_password = password is None
     if password is None:
         password = generate_password()
     elif len(password) < MIN_PASSWORD_LENGTH:

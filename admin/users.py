@@ -72,6 +72,7 @@ def create(request: Request, session: Session, staff: Staff, posted: Posted) -> 
     try:
         typed = parse(users.StaffUserForm, form)
         account = users.create_user(session, email=typed.email, role=typed.role.value, password=password,
+                                    one_time=True,
                                     company_codes=typed.companies, actor=staff.user)
     except (UserError, UserErrors) as error:
         raise Rejected(_list(request, session, staff, status_code=400, error=_message(staff.language, error),

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from dunning import messages
 from dunning.messages import StepTexts, TemplateProblem, validate_step
 from kernel.i18n import N_
+from dunning.template_language import JinjaDetail
 from kernel.user_error import Language, Translated, UserError, UserErrors
 from ledger import audit
 from ledger.models import Company, Reminder, Scenario, ScenarioStep
@@ -353,7 +354,8 @@ def step_problems(step: StepInput) -> list[UserError]:
             for issue in issues:
                 if issue.kind == "syntax":
                     found.append(UserError(N_("Step %(step)s, %(language)s %(field)s, line %(line)s: syntax error "
-                                              "(%(detail)s)."), **values, line=issue.line, detail=issue.detail))
+                                              "(%(detail)s)."), **values, line=issue.line,
+                                           detail=JinjaDetail(issue.detail)))
                 else:
                     found.append(UserError(N_("Step %(step)s, %(language)s %(field)s, line %(line)s: unknown "
                                               "placeholder “%(name)s”."), **values, line=issue.line, name=issue.detail))
@@ -361,7 +363,7 @@ def step_problems(step: StepInput) -> list[UserError]:
                 trouble = messages.render_issue(source)
                 if trouble is not None:
                     found.append(UserError(N_("Step %(step)s, %(language)s %(field)s: cannot be rendered "
-                                              "(%(detail)s)."), **values, detail=trouble))
+                                              "(%(detail)s)."), **values, detail=JinjaDetail(trouble)))
     return found
 
 

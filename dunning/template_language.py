@@ -22,6 +22,7 @@ Every rendering stops with `TemplateLimit` past `MAX_OUTPUT_CHARS` of output or
 from __future__ import annotations
 
 import contextvars
+import re
 import operator
 import time
 from typing import Any, Iterator
@@ -30,6 +31,9 @@ import jinja2
 from jinja2 import nodes
 from jinja2.filters import FILTERS as DEFAULT_FILTERS
 from jinja2.sandbox import SandboxedEnvironment
+
+from kernel import i18n
+from kernel.i18n import N_
 
 LOOP_LISTS = frozenset({"invoices", "totals", "savings", "late_charges"})
 ALLOWED_FILTERS = frozenset({
@@ -168,3 +172,35 @@ class ReminderEnvironment(SandboxedEnvironment):
                 if len(sequence) * max(times, 0) > MAX_REPEAT:
                     raise TemplateLimit(f"a repetition may build at most {MAX_REPEAT} characters")
         return operator.mul(left, right)
+
+
+# Jinja explains a template error in English: the usual ones, in the reader's language. Jinja's
+# errors carry no codes, only these sentences, so this is the one place that reads them.
+JINJA_DETAILS = (
+    (re.compile(r"^'([^']+)' is undefined$"), N_("“%(a)s” is not defined")),
+    (re.compile(r"^'([^']+?)(?: object)?' (?:object )?has no attribute '([^']+)'$"),
+     N_("“%(b)s” does not exist on “%(a)s”")),
+    (re.compile(r"^unexpected '([^']+)'$"), N_("unexpected “%(a)s”")),
+    (re.compile(r"^unexpected char '([^']+)'.*$"), N_("unexpected “%(a)s”")),
+    (re.compile(r"^expected token '([^']+)', got '([^']+)'$"), N_("“%(a)s” expected, found “%(b)s”")),
+    (re.compile(r"^[Uu]nexpected end of template.*$"), N_("the text ends before a block is closed")),
+    (re.compile(r"^Encountered unknown tag '([^']+)'.*$"), N_("unknown tag “%(a)s”")),
+    (re.compile(r"^[Nn]o filter named '([^']+)'.*$"), N_("unknown filter “%(a)s”")),
+    (re.compile(r"^access to attribute '([^']+)' of '([^']+)' object is unsafe\.?$"),
+     N_("“%(a)s” is unsafe: it may not be used in a message")),
+)
+
+
+def jinja_detail(detail: str, language: str) -> str:
+    for pattern, message in JINJA_DETAILS:
+        found = pattern.match(detail.strip())
+        if found:
+            return i18n.gettext(language, message, **dict(zip("ab", found.groups())))
+    return detail
+
+
+class JinjaDetail(str):
+    """Jinja's explanation as a value of a UserError: shown in the reader's language."""
+
+    def localized(self, language: str) -> str:
+        return jinja_detail(str(self), language)

@@ -597,12 +597,14 @@ def user_create(email: str, role: str, companies: tuple[str, ...], password_stdi
     password = sys.stdin.readline().rstrip("\n") if password_stdin else generate_password()
     with unit_of_work(_sessions()) as session:
         try:
-            create_user(session, email=email, role=role, password=password, company_codes=list(companies))
+            create_user(session, email=email, role=role, password=password, company_codes=list(companies),
+                        one_time=not password_stdin)
         except UserError as error:
             raise CommandError(str(error)) from None
     click.echo(f"user {email} created with role {role}")
     if not password_stdin:
         click.echo(f"password: {password}")
+        click.echo("the user chooses its own password at first sign-in")
 
 
 def _staff_user(session: Any, email: str) -> Any:
@@ -634,6 +636,7 @@ def user_reset_password(email: str, password_stdin: bool) -> None:
     click.echo(f"password of {address} reset; its sessions have ended")
     if not password_stdin:
         click.echo(f"password: {password}")
+        click.echo("the user chooses its own password at next sign-in")
 
 
 def _set_active(email: str, active: bool) -> None:

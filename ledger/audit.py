@@ -44,6 +44,7 @@ ACTION_LABELS: dict[str, str] = {
     "dispute.note": N_("Internal note on a dispute"),
     "dispute.opened": N_("Dispute opened"),
     "dispute.rejected": N_("Dispute rejected"),
+    "export.downloaded": N_("List downloaded (CSV or Excel)"),
     "fx_rate.created": N_("Exchange rate added"),
     "fx_rate.updated": N_("Exchange rate changed"),
     "import.customers": N_("Customers imported"),

@@ -195,6 +195,9 @@ class User(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(default=None)
     # Sessions carry the version they were opened under: bumping it (sign-out, password change) ends them all.
     session_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Set when someone else chose the password (generated on creation or reset): the user picks
+    # its own before opening any other page.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     companies: Mapped[list[Company]] = relationship(secondary=user_companies)
 

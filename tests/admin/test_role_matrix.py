@@ -89,6 +89,8 @@ OTHER_PARAMS: dict[str, Callable[[Book], object]] = {
     "endpoint_id": lambda b: b.records["webhook_endpoint"].id,
     "delivery_id": lambda b: b.records["webhook_delivery"].id,
     "view_id": lambda b: b.records["view"].id,  # a user's saved view of the customers list
+    "list": lambda b: "customers",  # /admin/exports/{list}.{format}: a list, scoped as its page
+    "format": lambda b: "csv",
 }
 
 

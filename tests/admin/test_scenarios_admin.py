@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from html import unescape
 
 from datetime import date, timedelta
 from typing import Any, Iterator
@@ -208,7 +209,14 @@ def test_live_preview_renders_the_unsaved_texts_for_a_real_customer(session: Ses
     assert "<html" not in fragment.text  # only the preview block
     assert "Still waiting, Globex Ltd" in fragment.text
     assert "INV-42" in fragment.text and "€1,234.56" in fragment.text
-    assert "srcdoc=" in fragment.text
+    # The HTML part: in a sandboxed frame, from a URL served with its own policy (inline styles).
+    frame = re.search(r'<iframe class="preview-html" sandbox="" [^>]*src="([^"]+)"', fragment.text)
+    assert frame and "srcdoc" not in fragment.text
+    html = client.get(unescape(frame.group(1)))
+    assert html.status_code == 200 and "INV-42" in html.text
+    assert "style-src 'unsafe-inline'" in html.headers["content-security-policy"]
+    assert "script-src" not in html.headers["content-security-policy"]  # default-src 'none': no script
+    assert html.headers["x-frame-options"] == "SAMEORIGIN"
     # Nothing saved by previewing.
     assert "Still waiting" not in " ".join(subject for _, subject in _steps(session, scenario))
     # A bad placeholder shows in the preview instead of failing.

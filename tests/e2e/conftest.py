@@ -71,12 +71,20 @@ class LiveDemo:
         return {**_clean_environ(), "ENCOURS_DATABASE_URL": self.database_url,
                 "ENCOURS_SECRET_KEY": self.secret, "ENCOURS_BASE_URL": self.base_url}
 
-    def cli(self, *args: str) -> str:
+    def cli(self, *args: str, input: str | None = None) -> str:
         """Run the real `encours` command on the demo; returns its stdout."""
         done = subprocess.run([str(ENCOURS), *args], cwd=self.directory, env=self.env(), capture_output=True,
-                              text=True, timeout=60)
+                              text=True, timeout=60, input=input)
         assert done.returncode == 0, f"encours {' '.join(args)} failed ({done.returncode}):\n{done.stderr}"
         return done.stdout
+
+    def staff(self, email: str, role: str, *companies: str) -> str:
+        """A staff account made with the real CLI, its password chosen by its owner on the command
+        line (a generated one is one-time: tests/e2e/test_first_sign_in_browser.py); returns it."""
+        password = f"chosen {email} password"
+        args = [arg for code in companies for arg in ("--company", code)]
+        self.cli("user", "create", email, "--role", role, *args, "--password-stdin", input=password + "\n")
+        return password
 
     def invoices(self) -> list[tuple[int, str, str]]:
         """(id, number, customer ref) of every invoice and credit note in the demo database."""

@@ -18,10 +18,7 @@ _seq = itertools.count(1)
 def _manager(live_demo: LiveDemo, company: str) -> tuple[str, str]:
     """A manager created with the real CLI; returns (email, the password it printed)."""
     email = f"manager{next(_seq)}-{company.lower()}@durand.example"
-    out = live_demo.cli("user", "create", email, "--role", "manager", "--company", company)
-    match = re.search(r"^password: (\S+)$", out, re.MULTILINE)
-    assert match, out
-    return email, match.group(1)
+    return email, live_demo.staff(email, "manager", company)
 
 
 def _sign_in(page: Page, live_demo: LiveDemo, email: str, password: str) -> None:

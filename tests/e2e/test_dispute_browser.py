@@ -38,10 +38,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveDemo]:
 def _staff(demo: LiveDemo, role: str, company: str) -> tuple[str, str]:
     """A staff account made with the real CLI; (email, the password it printed)."""
     email = f"{role}{next(_seq)}-{company.lower()}@durand.example"
-    out = demo.cli("user", "create", email, "--role", role, "--company", company)
-    match = re.search(r"^password: (\S+)$", out, re.MULTILINE)
-    assert match, out
-    return email, match.group(1)
+    return email, demo.staff(email, role, company)
 
 
 def _staff_sign_in(page: Page, demo: LiveDemo, email: str, password: str, path: str) -> None:

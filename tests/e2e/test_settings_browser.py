@@ -25,10 +25,7 @@ def _png() -> bytes:
 
 def _admin(live_demo: LiveDemo) -> tuple[str, str]:
     email = "settings-admin@durand.example"
-    out = live_demo.cli("user", "create", email, "--role", "admin")
-    match = re.search(r"^password: (\S+)$", out, re.MULTILINE)
-    assert match, out
-    return email, match.group(1)
+    return email, live_demo.staff(email, "admin")
 
 
 def _sign_in(page: Page, live_demo: LiveDemo, email: str, password: str) -> None:
@@ -89,11 +86,9 @@ def test_settings_pages_accessibility(make_page: MakePage, live_demo: LiveDemo) 
     from tests.e2e.test_portal_browser import _describe, _serious_violations
 
     email = "settings-a11y@durand.example"
-    out = live_demo.cli("user", "create", email, "--role", "admin")
-    match = re.search(r"^password: (\S+)$", out, re.MULTILINE)
-    assert match, out
+    password = live_demo.staff(email, "admin")
     page = make_page(viewport=DESKTOP, locale="en-GB")
-    _sign_in(page, live_demo, email, match.group(1))
+    _sign_in(page, live_demo, email, password)
     problems = []
     for path in ("/admin/users", "/admin/settings", "/admin/settings/DURAND", "/admin/imports",
                  "/admin/audit?actor=system"):

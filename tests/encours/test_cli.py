@@ -250,6 +250,8 @@ def test_user_create_prints_a_generated_password(run: Cli, db: Session) -> None:
     user = db.query(User).filter_by(email="a@b.fr").one()
     assert user.role == "admin"
     assert check_password(user, match.group(1))
+    assert user.must_change_password  # a password someone else saw: changed at first sign-in
+    assert "first sign-in" in out
 
 
 def test_user_create_reads_the_password_from_stdin(run: Cli, db: Session) -> None:
@@ -258,6 +260,7 @@ def test_user_create_reads_the_password_from_stdin(run: Cli, db: Session) -> Non
     user = db.query(User).filter_by(email="c@b.fr").one()
     assert check_password(user, "correct horse battery")
     assert not check_password(user, "correct horse battery\n")
+    assert not user.must_change_password
 
 
 def test_user_create_with_a_short_or_missing_stdin_password_fails(run: Cli) -> None:
@@ -421,6 +424,7 @@ def test_reset_password_prints_a_new_one_and_ends_the_user_s_sessions(run: Cli, 
     db.rollback()  # a fresh snapshot: the CLI wrote in another process
     user = db.query(User).filter_by(email="a@b.fr").one()
     assert check_password(user, match.group(1)) and not check_password(user, "the old password")
+    assert user.must_change_password
     assert auth.current_user(db, signed_in) is None
     assert db.query(AuditEvent).filter_by(action="user.password_reset", entity_id=user.id, actor="cli").count() == 1
 
