@@ -147,6 +147,7 @@ def settings_state(company: Company) -> dict[str, Any]:
         "promise_horizon_days": company.promise_horizon_days,
         "promise_grace_days": company.promise_grace_days,
         "link_lifetime_days": company.link_lifetime_days,
+        "transfer_expiry_days": company.transfer_expiry_days,
         "base_currency": company.base_currency,
         "timezone": company.timezone,
         "country": company.country,
@@ -236,6 +237,8 @@ def update_settings(session: Session, company: Company, form: Mapping[str, str],
     wanted["promise_horizon_days"] = _whole(form, "promise_horizon_days", 1, 365, problems)
     wanted["promise_grace_days"] = _whole(form, "promise_grace_days", 0, 60, problems)
     wanted["link_lifetime_days"] = _whole(form, "link_lifetime_days", 1, 365, problems)
+    if "transfer_expiry_days" in form:  # a form from before this field leaves it as it is
+        wanted["transfer_expiry_days"] = _whole(form, "transfer_expiry_days", 1, 90, problems)
 
     currency = (form.get("base_currency") or "").strip()
     try:

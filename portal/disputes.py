@@ -70,6 +70,12 @@ _EXPLAINED: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^this case is not an open question$"), i18n.N_("This case is not an open question.")),
     (re.compile(r"^the credit must be between 0 and (?P<max>.*?) ?$"),
      i18n.N_("The credit must be more than zero and at most the open amount.")),
+    (re.compile(r"^a disputed amount names part of one invoice$"),
+     i18n.N_("Name a disputed amount for one invoice at a time.")),
+    (re.compile(r"^the disputed amount must be more than zero and at most .*$"),
+     i18n.N_("The disputed amount must be more than zero and at most the open amount.")),
+    (re.compile(r"^the disputed amount “(?P<text>.*)” is not an amount$"),
+     i18n.N_("The disputed amount “%(text)s” is not an amount.")),
     (re.compile(r"^a credit note settles one invoice.*$"),
      i18n.N_("A credit note settles one invoice: accept without a credit, or open one case per invoice.")),
 ]
@@ -210,13 +216,28 @@ def _choosable(session: Session, visit: Visit, kind: str, chosen: list[int]) -> 
     return extra + open_invoices
 
 
+def _disputed_minor(session: Session, visit: Visit, chosen: list[int], typed: str) -> int | None:
+    """The disputed part the debtor typed, in the chosen invoice's currency; None: the whole invoice."""
+    if not typed:
+        return None
+    if len(chosen) != 1:
+        raise DisputeError("a disputed amount names part of one invoice")
+    invoice = statements.customer_invoice(session, visit.customer.id, chosen[0])
+    if invoice is None:
+        raise DisputeError("unknown invoice")
+    try:
+        return Money.parse(typed, invoice.currency).minor
+    except ValueError:
+        raise DisputeError(f"the disputed amount “{typed}” is not an amount") from None
+
+
 def _kind(value: str) -> str:
     return "question" if value == "question" else "dispute"
 
 
 def _dispute_form(request: Request, session: Session, visit: Visit, *, kind: str, chosen: list[int],
                   reason: str = "", message: str = "", error: str | None = None,
-                  status_code: int = 200) -> Response:
+                  status_code: int = 200, disputed_amount: str = "") -> Response:
     return _render(request, visit, "portal/dispute_new.html", {
         "kind": kind,
         "invoices": _choosable(session, visit, kind, chosen),
@@ -224,6 +245,7 @@ def _dispute_form(request: Request, session: Session, visit: Visit, *, kind: str
         "reasons": disputes.active_reasons(session, visit.company.id),
         "reason": reason,
         "message": message,
+        "disputed_amount": disputed_amount,
         "error": error,
         "max_files": disputes.MAX_FILES,
         "max_mb": disputes.MAX_FILE_BYTES // (1024 * 1024),
@@ -245,15 +267,17 @@ def dispute_create(request: Request, session: Session, visit: Visit, posted: Pos
     chosen = posted.ids("invoice")
     reason = posted.text("reason", 40)
     message = posted.text("message", disputes.MAX_MESSAGE_CHARS + 1)
+    typed = posted.text("disputed_amount", 200).strip() if kind == "dispute" else ""
     try:
         case = disputes.open_case(
             session, customer=visit.customer, contact=visit.contact, invoice_ids=chosen, message=message,
             storage=storage(request), reason_code=reason if kind == "dispute" else None,
-            uploads=posted.uploads, kind=kind,
+            uploads=posted.uploads, kind=kind, disputed_minor=_disputed_minor(session, visit, chosen, typed),
         )
     except DisputeError as error:
         raise Rejected(_dispute_form(request, session, visit, kind=kind, chosen=chosen, reason=reason,
-                                     message=message, error=explain(error, visit.language), status_code=400))
+                                     message=message, error=explain(error, visit.language), status_code=400,
+                                     disputed_amount=typed))
     settings = request.app.state.settings
     notifications.notify_staff(session, case, event="opened", base_url=settings.base_url,
                                templates=request.app.state.templates)
