@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from kernel.clock import clock
 from kernel.i18n import N_
 from ledger import audit
+from ledger.receipts import assign_receipt_number
 from ledger.allocation import allocate, unallocate
 from ledger.models import Customer, Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentStatus, Role, User
 from ledger.money import Money
@@ -148,6 +149,7 @@ def record_manual_payment(
     session.flush()
     for share in shares:
         allocate(session, share.invoice, share.amount, payment=payment)
+    assign_receipt_number(session, payment)
     applied = sum(share.amount.minor for share in shares)
     audit.record(
         session, actor_type="user", actor=user.email, action="payment.recorded", entity_type="payment",

@@ -178,7 +178,7 @@ def statement_rows(
                 discount=t(N_("Pay by %(date)s and save %(amount)s")) % {
                     "date": escape(i18n.day_month(offer.until, language)),
                     "amount": escape(i18n.format_money(offer.amount, language)),
-                } if offer and progress is None else "",
+                } if offer and progress is None and not line.disputed_part else "",  # only a whole payment earns it
                 progress=progress_html(progress, language) if progress is not None else "",
                 promise=promise_text % {"date": escape(i18n.day_month(promised[inv.id], language))}
                 if inv.id in promised else "",

@@ -118,6 +118,29 @@ def test_the_demo_runs_a_gocardless_stand_in_for_instant_transfers(
     expect(page.locator("h1")).to_have_text(re.compile("Payment received|Paiement reçu"), timeout=30_000)
 
 
+def test_in_the_demo_a_new_mandate_is_collected_and_the_payment_ends_received(
+    sandbox_demo: tuple[str, dict[str, str], Path], make_page: Callable[..., Page]
+) -> None:
+    """The demo runs the worker's jobs: the mandate set up at checkout is debited, the stand-in moves
+    the payment from submitted to confirmed and signs the webhook, and the page says it was received."""
+    base_url, links, _output = sandbox_demo
+    page = make_page(locale="en-GB")
+    page.goto(links["C-NORDIC"])
+    page.goto(f"{base_url}/portal?select=overdue&currency=EUR")
+    summary = page.locator("#pay-summary")
+    summary.locator("#method-direct_debit").check()
+    summary.locator("button[name=action][value=pay]").click()
+    expect(page.locator("#scheme")).to_have_text("sepa_core")
+    page.get_by_role("button", name="Set up mandate").click()
+    expect(page).to_have_url(re.compile(re.escape(base_url) + r"/portal/pay/\d+$"))
+    # The mandate becomes active, the worker (every few seconds) debits it, the stand-in confirms it.
+    expect(page.locator("h1")).to_have_text("Payment received", timeout=60_000)
+    page.goto(f"{base_url}/portal")
+    expect(page.locator(".mandate-status")).to_contain_text("active")
+    page.goto(f"{base_url}/portal/payments")
+    expect(page.locator("table.payments-list tbody tr").first).to_contain_text("Direct debit · mandate MD")
+
+
 def _fill(page: Page, number: str, year: str) -> None:
     element = page.locator("#card-element")
     element.locator("input[placeholder=number]").fill(number)

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
-from kernel.clock import clock
+from kernel.settings import load_settings
 from ledger import disputes
 from ledger.storage import FileStorage
 from ledger.models import Checkout, Customer, Invoice, InvoiceKind, OutboxMessage, Payment
@@ -46,13 +46,15 @@ def _customer(session: Session, language: str = "fr", **company: object) -> tupl
 
 
 def _card_payment(session: Session, customer: Customer, invoices: list[Invoice]) -> Payment:
+    settings = load_settings({"ENCOURS_DATABASE_URL": "sqlite://", "ENCOURS_SECRET_KEY": TEST_SECRET,
+                              "ENCOURS_BASE_URL": "http://testserver"})
     checkout = create_checkout(session, customer=customer, contact=customer.primary_contact,
                                selection={invoice.id: None for invoice in invoices}, method="card", today=TODAY)
     checkout.provider, checkout.provider_ref = "stripe", f"pi_{checkout.id}"
     session.flush()
     return apply_payment_status(session, checkout=checkout, provider="stripe", provider_ref=f"pi_{checkout.id}",
                                 method="card", status="succeeded", amount_minor=checkout.amount_minor,
-                                currency="EUR", card=CardDetails(brand="visa", last4="4242"))
+                                currency="EUR", card=CardDetails(brand="visa", last4="4242"), settings=settings)
 
 
 def test_the_payments_page_lists_each_payment_with_its_method_and_receipt_in_french(
@@ -106,24 +108,20 @@ def test_another_customers_receipt_is_not_found(client: TestClient, session: Ses
     assert f"/portal/payments/{theirs.id}" not in client.get("/portal/payments").text
 
 
-def test_a_payment_staff_recorded_gets_its_receipt_number_when_first_shown(
-    client: TestClient, session: Session
-) -> None:
-    from ledger.allocation import allocate
+def test_a_cheque_staff_recorded_has_its_receipt_with_its_number(client: TestClient, session: Session) -> None:
+    from admin.staff_accounts import create_user
     from ledger.money import Money
+    from payments.manual import record_manual_payment
 
     customer, invoices = _customer(session)
-    payment = Payment(customer_id=customer.id, provider="manual", provider_ref="CHQ-1", method="cheque",
-                      amount_minor=200_00, currency="EUR", status="succeeded", received_on=TODAY, reference="1234567")
-    session.add(payment)
-    session.flush()
-    allocate(session, invoices[0], Money(200_00, "EUR"), payment=payment)
+    user = create_user(session, email="compta@durand.test", role="admin", password="Tr3s-long-mot-de-passe!", company_codes=[])
+    payment = record_manual_payment(session, customer, Money(200_00, "EUR"), TODAY, "cheque", "1234567",
+                                    [(invoices[0].id, Money(200_00, "EUR"))], user)
+    assert payment.receipt_number == "DURAND-R000001"
     session.commit()
     login(client, customer)
     receipt = _text(client.get(f"/portal/payments/{payment.id}").text)
     assert "Reçu DURAND-R000001" in receipt and "Chèque · 1234567" in receipt and "Facture F-1" in receipt
-    session.refresh(payment)
-    assert payment.receipt_number == "DURAND-R000001"
     client.get(f"/portal/payments/{payment.id}")
     session.refresh(payment)
     assert payment.receipt_number == "DURAND-R000001"
