@@ -63,6 +63,7 @@ FIELD_LABELS = {
     "promise_horizon_days": N_("Furthest promise to pay (days)"),
     "promise_grace_days": N_("Grace days after a promised date"),
     "link_lifetime_days": N_("Link lifetime (days)"),
+    "transfer_expiry_days": N_("Days a bank transfer is awaited before its invoices are freed"),
     "base_currency": N_("Base currency"),
     "timezone": N_("Timezone"),
     "country": N_("Country"),
@@ -112,7 +113,8 @@ def _form_values(company: Company) -> dict[str, str]:
         "allow_partial_payments": "1" if company.allow_partial_payments else "",
         "promise_horizon_days": str(company.promise_horizon_days),
         "promise_grace_days": str(company.promise_grace_days),
-        "link_lifetime_days": str(company.link_lifetime_days), "base_currency": company.base_currency,
+        "link_lifetime_days": str(company.link_lifetime_days),
+        "transfer_expiry_days": str(company.transfer_expiry_days), "base_currency": company.base_currency,
         "timezone": company.timezone, "country": company.country,
     }
 

@@ -136,6 +136,9 @@ def _case_page(request: Request, session: Session, staff: Staff, case: Dispute, 
         "authors": authors,
         "statement": statements.build_statement(session, customer, today),
         "credit_note": session.get(Invoice, case.credit_note_id) if case.credit_note_id else None,
+        # A dispute of part of its one invoice: that part (the credit accepting it offers by default).
+        "disputed_part": Money(case.disputed_minor, case.invoices[0].currency)
+        if case.disputed_minor is not None and case.invoices else None,
         "can_act": can_act(staff.user),
         "error": error,
         "notice": notice,

@@ -58,6 +58,7 @@ from kernel.clock import clock
 from kernel.db import unit_of_work
 from kernel.i18n import N_
 from kernel.user_error import UserError
+from ledger.disputes import disputed_parts
 from ledger.models import (
     AuditEvent,
     Company,
@@ -212,7 +213,7 @@ def _eligible_invoices(session: Session, company: Company, today: date,
     disputed_query = (
         select(dispute_invoices.c.invoice_id).join(Dispute, Dispute.id == dispute_invoices.c.dispute_id)
         .join(Invoice, Invoice.id == dispute_invoices.c.invoice_id)
-        .where(Dispute.status == "open", Invoice.company_id == company.id)
+        .where(Dispute.status == "open", Invoice.company_id == company.id, Dispute.disputed_minor.is_(None))
     )
     # A pending promise holds the invoices until its date plus the company's grace days.
     promised_query = (
@@ -226,13 +227,16 @@ def _eligible_invoices(session: Session, company: Company, today: date,
         disputed_query = disputed_query.where(Invoice.customer_id == customer_id)
         promised_query = promised_query.where(Invoice.customer_id == customer_id)
     held = set(session.scalars(disputed_query)) | set(session.scalars(promised_query))
+    # An invoice disputed in part is chased for the rest only.
+    parts = disputed_parts(session, customer_id=customer_id, company_id=company.id)
     by_customer: dict[int, list[InvoiceFacts]] = defaultdict(list)
     for row in session.execute(query):
-        if row.id in held:
+        chased = int(row.open_minor) - parts.get(row.id, 0)
+        if row.id in held or chased <= 0:
             continue
         by_customer[row.customer_id].append(InvoiceFacts(
             id=row.id, number=row.number, issue_date=row.issue_date, due_date=row.due_date, currency=row.currency,
-            open_minor=int(row.open_minor), discount_bps=row.discount_bps, discount_until=row.discount_until,
+            open_minor=chased, discount_bps=row.discount_bps, discount_until=row.discount_until,
         ))
     return by_customer
 

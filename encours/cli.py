@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -778,12 +779,32 @@ def demo(host: str, port: int, directory: Path, no_serve: bool, no_sandbox: bool
         for note in stand_ins.notes:
             click.echo(f"  {note}")
         click.echo("")
+    # The worker's jobs run beside the server, as `encours worker` would: direct debits are collected
+    # on their dates, transfers expire, promises settle. Without a mail server the emails stay queued.
+    jobs = _demo_worker(settings, deliver="ENCOURS_SMTP_URL" in os.environ)
     click.echo(f"Serving on {base_url}  (Ctrl+C to stop)")
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", proxy_headers=False)
     finally:
+        jobs.set()
         if stand_ins is not None:
             stand_ins.stop()
+
+
+DEMO_WORKER_INTERVAL = 5.0  # seconds: a direct debit set up in the demo is seen paid within moments
+
+
+def _demo_worker(settings: Any, *, deliver: bool) -> threading.Event:
+    """Run the worker's loop in a daemon thread; set the returned event to stop it."""
+    from encours import worker as background
+    from kernel.db import make_engine, make_sessionmaker
+
+    stop = threading.Event()
+    session_factory = make_sessionmaker(make_engine(settings.database_url))
+    threading.Thread(target=background.run_forever, name="demo-worker", daemon=True,
+                     kwargs={"settings": settings, "session_factory": session_factory,
+                             "interval": DEMO_WORKER_INTERVAL, "stop": stop, "deliver": deliver}).start()
+    return stop
 
 
 @cli.command("worker")

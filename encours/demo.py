@@ -18,6 +18,7 @@ from ledger.allocation import allocate
 from ledger.companies import create_company
 from ledger.models import Company, Contact, Customer, Invoice, InvoiceKind, Payment
 from ledger.money import Money
+from ledger.receipts import assign_receipt_number
 from reconciliation.accounts import add_account
 from links import tokens
 
@@ -83,6 +84,7 @@ def _paid(session: Session, customer: Customer, invoice: Invoice, amount: str, m
     session.add(payment)
     session.flush()
     allocate(session, invoice, money, payment=payment)
+    assign_receipt_number(session, payment)
 
 
 def seed(session: Session, *, secret: str, base_url: str, staff_password: str) -> DemoInfo:
@@ -109,6 +111,9 @@ def seed(session: Session, *, secret: str, base_url: str, staff_password: str) -
         # Its account registered as `encours company account add` does: statements naming it are its own.
         add_account(session, company.code, iban=company.iban or "", bic=company.bic, currency=company.base_currency,
                     label="Compte principal" if company.country == "FR" else "Main account", actor="demo")
+
+    # Its British entity lets debtors pay part of an invoice, so the demo shows both ways.
+    durand_uk.allow_partial_payments = True
 
     # Dated rates, so the dashboard converts the USD and GBP amounts instead of calling totals incomplete.
     for base, quote, rate in (("USD", "EUR", "0.9215"), ("GBP", "EUR", "1.1830")):
@@ -144,7 +149,7 @@ def seed(session: Session, *, secret: str, base_url: str, staff_password: str) -
     debtors = []
     for label, customer in (
         ("French customer, EUR", martin),
-        ("UK customer, GBP", thames),
+        ("UK customer, GBP, may pay part of an invoice", thames),
         ("Export customer, EUR and USD", nordic),
     ):
         contact = customer.primary_contact

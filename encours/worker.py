@@ -78,9 +78,10 @@ class WorkerReport:
             + ([f"ERP webhooks: {self.outgoing.summary()}"] if self.outgoing.busy else [])
 
 
-def run_once(settings: Settings, session_factory: sessionmaker[Session]) -> WorkerReport:
+def run_once(settings: Settings, session_factory: sessionmaker[Session], *, deliver: bool = True) -> WorkerReport:
     """Everything that is due now: promises to settle, the daily reminder plans that are due,
-    failed webhook events to retry, direct debits to collect, then delivering the outbox."""
+    failed webhook events to retry, direct debits to collect, then delivering the outbox (unless
+    `deliver` is False: the demo without a mail server keeps its emails queued, for staff to read)."""
     smtp_config = outbox.parse_smtp_url(settings.smtp_url)
     # Promises first: a broken one puts its invoices back into today's reminders.
     templates = _templates()
@@ -101,7 +102,8 @@ def run_once(settings: Settings, session_factory: sessionmaker[Session]) -> Work
     with _job(session_factory, "direct_debits"):
         collections = collect_direct_debits(settings, session_factory)
     with _job(session_factory, "outbox"):
-        delivered, backlog = deliver_outbox(settings, session_factory, smtp_config)
+        delivered, backlog = deliver_outbox(settings, session_factory, smtp_config) if deliver \
+            else (outbox.DeliveryReport(0, 0, 0), False)
     with _job(session_factory, "erp_webhooks"):
         outgoing = deliver_erp_webhooks(settings, session_factory)
     with _job(session_factory, "retention"):
@@ -250,6 +252,7 @@ def run_forever(
     interval: float = DEFAULT_INTERVAL,
     stop: threading.Event | None = None,
     on_report: Callable[[WorkerReport], None] | None = None,
+    deliver: bool = True,
 ) -> None:
     """Run until SIGTERM/SIGINT (or `stop` is set); a failed run is logged and retried next time."""
     stop = stop or threading.Event()
@@ -258,7 +261,7 @@ def run_forever(
     try:
         while not stop.is_set():
             try:
-                report = run_once(settings, session_factory)
+                report = run_once(settings, session_factory, deliver=deliver)
             except Exception:
                 # The database or the mail server may come back: the worker must outlive them.
                 log.exception("worker run failed; retrying in %s s", interval)

@@ -208,6 +208,8 @@ class CompanySettings(Form):
     promise_horizon_days: Annotated[int, whole_number(1, 365)]
     promise_grace_days: Annotated[int, whole_number(0, 60)]
     link_lifetime_days: Annotated[int, whole_number(1, 365)]
+    # None: a form from before this field leaves the delay as it is.
+    transfer_expiry_days: Annotated[int | None, whole_number(1, 90, optional=True)] = None
     base_currency: Annotated[str, BeforeValidator(_currency_code)]
     timezone: Annotated[str, BeforeValidator(_timezone)]
     country: Annotated[str, BeforeValidator(_country)]
@@ -249,6 +251,8 @@ class CompanySettings(Form):
         if percent or days:
             data["default_discount_percent"], data["default_discount_days"] = percent, days
         data["allow_partial_payments"] = bool(form.get("allow_partial_payments"))
+        if "transfer_expiry_days" in form:
+            data["transfer_expiry_days"] = form.get("transfer_expiry_days") or ""
         return parse(cls, data)
 
 
@@ -275,6 +279,7 @@ def settings_state(company: Company) -> dict[str, Any]:
         "promise_horizon_days": company.promise_horizon_days,
         "promise_grace_days": company.promise_grace_days,
         "link_lifetime_days": company.link_lifetime_days,
+        "transfer_expiry_days": company.transfer_expiry_days,
         "base_currency": company.base_currency,
         "timezone": company.timezone,
         "country": company.country,
@@ -296,6 +301,8 @@ def update_settings(session: Session, company: Company, settings: CompanySetting
         "link_lifetime_days": settings.link_lifetime_days, "base_currency": settings.base_currency,
         "timezone": settings.timezone, "country": settings.country,
     }
+    if settings.transfer_expiry_days is not None:
+        wanted["transfer_expiry_days"] = settings.transfer_expiry_days
     if settings.reminders_enabled is not None:
         wanted["reminders_enabled"] = settings.reminders_enabled
         wanted["reminders_need_approval"] = bool(settings.reminders_need_approval)

@@ -37,6 +37,7 @@ from ledger.models import (
     InvoiceStatus,
     PromiseToPay,
     User,
+    dispute_invoices,
 )
 from ledger.money import Money
 from ledger.storage import FileStorage
@@ -328,11 +329,23 @@ def open_case(
     reason_code: str | None = None,
     uploads: list[Upload] = (),  # type: ignore[assignment]
     kind: str = "dispute",
+    disputed_minor: int | None = None,
 ) -> Dispute:
-    """A dispute (takes the invoices out of the amount due and reminders) or a question (changes nothing)."""
+    """A dispute (takes the invoices out of the amount due and reminders) or a question (changes nothing).
+
+    `disputed_minor`: a dispute of part of one invoice; that part is set aside, the rest stays due and
+    chased (the invoice keeps its status). The whole open amount, or None, disputes the whole invoice."""
     if kind not in ("dispute", "question"):
         raise UserError(N_("unknown kind %(kind)s"), kind=repr(kind))
     invoices = _customer_invoices(session, customer, invoice_ids)
+    if disputed_minor is not None:
+        if kind != "dispute" or len(invoices) != 1:
+            raise UserError(N_("Name a disputed amount for one invoice at a time.")).at(field="disputed_amount")
+        if not 0 < disputed_minor <= invoices[0].open_minor:
+            raise UserError(N_("The disputed amount must be more than zero and at most %(open)s."),
+                            open=invoices[0].open).at(field="disputed_amount")
+        if disputed_minor == invoices[0].open_minor:
+            disputed_minor = None
     body = _clean_message(message)
     reason = None
     if kind == "dispute":
@@ -346,19 +359,20 @@ def open_case(
     checked = check_uploads(list(uploads))
     dispute = Dispute(customer_id=customer.id, contact_id=contact.id if contact else None, kind=kind,
                       reason_id=reason.id if reason else None, invoices=invoices,
-                      assigned_to_id=customer.collector_id)
+                      assigned_to_id=customer.collector_id, disputed_minor=disputed_minor)
     session.add(dispute)
     first = DisputeMessage(dispute=dispute, author_type="contact", author_id=contact.id if contact else None,
                            body=body)
     session.add(first)
     session.flush()
     _attach(session, first, checked, storage)
-    if kind == "dispute":
+    if kind == "dispute" and disputed_minor is None:
         for invoice in invoices:
             invoice.status = InvoiceStatus.disputed.value
     audit.record(session, actor_type="contact", actor=contact.email if contact else None,
                  action=f"{kind}.opened", entity_type="dispute", entity_id=dispute.id, customer_id=customer.id,
-                 after={"invoices": [i.number for i in invoices], "reason": reason_code})
+                 after={"invoices": [i.number for i in invoices], "reason": reason_code,
+                        **({"disputed_minor": disputed_minor} if disputed_minor is not None else {})})
     session.flush()
     return dispute
 
@@ -394,6 +408,26 @@ def add_message(
     return message
 
 
+def disputed_parts(session: Session, customer_id: int | None = None, invoice_ids: list[int] | None = None,
+                   company_id: int | None = None) -> dict[int, int]:
+    """Invoice id -> the part of it an open dispute sets aside (capped at what is still open), for
+    invoices disputed in part only (a wholly disputed invoice has the status `disputed` instead)."""
+    query = (select(Invoice.id, Invoice.open_minor, Dispute.disputed_minor)
+             .join(dispute_invoices, dispute_invoices.c.invoice_id == Invoice.id)
+             .join(Dispute, Dispute.id == dispute_invoices.c.dispute_id)
+             .where(Dispute.status == "open", Dispute.kind == "dispute", Dispute.disputed_minor.is_not(None)))
+    if customer_id is not None:
+        query = query.where(Invoice.customer_id == customer_id)
+    if invoice_ids is not None:
+        query = query.where(Invoice.id.in_(invoice_ids))
+    if company_id is not None:
+        query = query.where(Invoice.company_id == company_id)
+    parts: dict[int, int] = {}
+    for invoice_id, open_minor, part in session.execute(query):
+        parts[invoice_id] = min(int(open_minor), parts.get(invoice_id, 0) + int(part or 0))
+    return parts
+
+
 def _restore(invoice: Invoice) -> None:
     invoice.status = InvoiceStatus.open.value
     invoice.status = settled_status(invoice)
@@ -417,7 +451,9 @@ def accept(
         if len(dispute.invoices) != 1:
             raise UserError(N_("A credit note settles one invoice: accept without a credit, or open one case per invoice."))
         invoice = dispute.invoices[0]
-        amount = invoice.open_minor if credit_minor is None else credit_minor
+        default = invoice.open_minor if dispute.disputed_minor is None else min(dispute.disputed_minor,
+                                                                                 invoice.open_minor)
+        amount = default if credit_minor is None else credit_minor
         if amount <= 0 or amount > invoice.open_minor:
             raise UserError(N_("The credit must be more than zero and at most the open amount.")).at(field="credit")
         today = clock.today(invoice.company.timezone)

@@ -178,6 +178,8 @@ class Company(Base):
     # The largest share of the open book (basis points) an ERP open-items snapshot may close
     # without --force: a truncated export must never wipe the book.
     snapshot_max_close_bps: Mapped[int] = mapped_column(Integer, default=2000, server_default="2000")
+    # Receipt numbers given so far: the next receipt is this plus one (ledger.receipts).
+    receipts_issued: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     customers: Mapped[list[Customer]] = relationship(back_populates="company")
@@ -366,11 +368,18 @@ class Payment(Base):
     refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # What staff read on the payment they record by hand: a cheque or bill number, a set-off note.
     reference: Mapped[str | None] = mapped_column(String(64), default=None)
+    # How it was paid, as the provider reported it when it succeeded: the debtor's history shows it.
+    card_brand: Mapped[str | None] = mapped_column(String(20), default=None)
+    card_last4: Mapped[str | None] = mapped_column(String(4), default=None)
+    mandate_ref: Mapped[str | None] = mapped_column(String(64), default=None)
+    # Given once, in order per company, when the receipt is first needed (ledger.receipts).
+    receipt_number: Mapped[str | None] = mapped_column(String(48), default=None)
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=_utcnow, onupdate=_utcnow)
 
     __table_args__ = (
         UniqueConstraint("provider", "provider_ref", name="uq_payments_provider_ref"),
+        Index("uq_payments_receipt_number", "receipt_number", unique=True),
         Index("ix_payments_created", "created_at", "id"),
         Index("ix_payments_updated", "updated_at", "id"),  # the API's payments list, in the order they changed
         CheckConstraint("amount_minor > 0", name="amount_positive"),
@@ -870,6 +879,9 @@ class Dispute(Base):
     assigned_to_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
     resolution_note: Mapped[str | None] = mapped_column(Text, default=None)
     credit_note_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"), default=None)
+    # The part of its one invoice disputed (minor units); None: the whole invoice. The rest of the
+    # invoice stays due and chased (ledger.disputes.disputed_parts).
+    disputed_minor: Mapped[int | None] = mapped_column(BigInteger, default=None)
     opened_at: Mapped[datetime] = mapped_column(default=_utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(default=None)
 

@@ -9,7 +9,17 @@ from functools import cached_property
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from ledger.models import Allocation, Customer, Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentStatus
+from ledger.models import (
+    Allocation,
+    Customer,
+    Invoice,
+    InvoiceKind,
+    InvoiceStatus,
+    Payment,
+    PaymentStatus,
+    PromiseToPay,
+    promise_invoices,
+)
 from ledger.money import Money
 
 
@@ -57,6 +67,13 @@ class StatementLine:
     # every total.
     is_credit_note: bool
     is_disputed: bool
+    # The part an open dispute sets aside of an invoice disputed in part (0 otherwise): the rest is due.
+    disputed_part: int = 0
+
+    @property
+    def payable_minor(self) -> int:
+        """What is asked of the customer on this line: nothing while wholly disputed."""
+        return 0 if self.is_disputed else self.invoice.open_minor - self.disputed_part
 
 
 @dataclass
@@ -75,18 +92,23 @@ class CurrencySection:
     def _sum(self, lines: list[StatementLine]) -> Money:
         return Money(sum(line.invoice.open_minor for line in lines), self.currency)
 
+    def _payable(self, lines: list[StatementLine]) -> Money:
+        return Money(sum(line.payable_minor for line in lines), self.currency)
+
     @cached_property
     def invoice_lines(self) -> list[StatementLine]:
         return [line for line in self.lines if not line.is_credit_note]
 
     @cached_property
     def invoices_open(self) -> Money:
-        """Open invoices the customer is asked to pay: disputed ones are set aside."""
-        return self._sum([line for line in self.invoice_lines if not line.is_disputed])
+        """Open invoices the customer is asked to pay: what is disputed is set aside."""
+        return self._payable(self.invoice_lines)
 
     @cached_property
     def disputed(self) -> Money:
-        return self._sum([line for line in self.invoice_lines if line.is_disputed])
+        """Wholly disputed invoices, and the disputed parts of the others."""
+        return self._sum([line for line in self.invoice_lines if line.is_disputed]) + Money(
+            sum(line.disputed_part for line in self.invoice_lines if not line.is_disputed), self.currency)
 
     @cached_property
     def credit_notes_open(self) -> Money:
@@ -109,9 +131,7 @@ class CurrencySection:
 
     @cached_property
     def overdue(self) -> Money:
-        return self._sum(
-            [line for line in self.invoice_lines if line.days_overdue > 0 and not line.is_disputed]
-        )
+        return self._payable([line for line in self.invoice_lines if line.days_overdue > 0])
 
 
 @dataclass(frozen=True)
@@ -187,20 +207,35 @@ def unapplied_credit(session: Session, customer_id: int) -> dict[str, Money]:
 
 
 def build_statement(session: Session, customer: Customer, today: date) -> Statement:
+    from ledger.disputes import disputed_parts
+
     sections: dict[str, CurrencySection] = {}
+    parts = disputed_parts(session, customer_id=customer.id)
     for invoice in open_item_rows(session, customer.id):
         section = sections.get(invoice.currency)
         if section is None:
             section = sections[invoice.currency] = CurrencySection(invoice.currency)
         credit_note = invoice.kind == _CREDIT_NOTE
         overdue = 0 if credit_note else max(0, (today - invoice.due_date).days)  # days_overdue, inlined
-        section.lines.append(StatementLine(invoice, overdue, credit_note, invoice.status == _DISPUTED))
+        section.lines.append(StatementLine(invoice, overdue, credit_note, invoice.status == _DISPUTED,
+                                           parts.get(invoice.id, 0)))
     for currency, credit in unapplied_credit(session, customer.id).items():
         sections.setdefault(currency, CurrencySection(currency)).unapplied_credit = credit
     base = customer.company.base_currency
     # The company's own currency first, then the others alphabetically.
     ordered = sorted(sections.values(), key=lambda s: (s.currency != base, s.currency))
     return Statement(customer=customer, as_of=today, sections=ordered)
+
+
+def promised_invoices(session: Session, customer_id: int) -> dict[int, date]:
+    """Invoice id -> the date a pending promise to pay names for it (the earliest, if several)."""
+    rows = session.execute(
+        select(promise_invoices.c.invoice_id, func.min(PromiseToPay.promised_for))
+        .join(PromiseToPay, PromiseToPay.id == promise_invoices.c.promise_id)
+        .where(PromiseToPay.customer_id == customer_id, PromiseToPay.status == "pending")
+        .group_by(promise_invoices.c.invoice_id)
+    ).all()
+    return {invoice_id: promised_for for invoice_id, promised_for in rows}
 
 
 def customer_invoice(session: Session, customer_id: int, invoice_id: int) -> Invoice | None:

@@ -62,6 +62,14 @@ class ProviderEvent:
 
 
 @dataclass(frozen=True)
+class CardDetails:
+    """The card a payment was made with, as the provider reports it (never more than this)."""
+
+    brand: str  # visa, mastercard, amex, cartes_bancaires…
+    last4: str
+
+
+@dataclass(frozen=True)
 class PaymentUpdate:
     """What an event says about a payment of ours, for `payments.settlement.apply_update`."""
 
@@ -77,6 +85,7 @@ class PaymentUpdate:
     # What our checkout created that made this payment, when not the payment itself (a GoCardless
     # billing request, as the provider reported it): matched against the checkout's provider_ref.
     made_by: str | None = None
+    card: CardDetails | None = None  # a card payment's brand and last four, when the event carries them
 
 
 class SignatureError(ValueError):

@@ -15,6 +15,7 @@ from kernel.i18n import N_
 from kernel.user_error import UserError
 from ledger import audit
 from ledger.allocation import allocate, settled_status
+from ledger.disputes import disputed_parts
 from ledger.models import (
     Allocation,
     Checkout,
@@ -47,6 +48,8 @@ NOT_AN_AMOUNT = N_("Invoice %(number)s: “%(text)s” is not an amount.")
 MIXED_CURRENCIES = N_("These invoices are in different currencies: please pay one currency at a time.")
 IN_PROGRESS = N_("Invoice %(number)s already has a payment in progress. Cancel that payment first if you "
                  "want to pay another way.")
+DISPUTED_PART = N_("Invoice %(number)s: %(disputed)s of it is under dispute, so at most %(payable)s can be paid "
+                   "until the dispute is settled.")
 NOT_CANCELLABLE = N_("This payment is already on its way and can no longer be cancelled.")
 
 
@@ -142,6 +145,8 @@ def quote(
     company = customer.company
     lines: list[QuoteLine] = []
     currencies: set[str] = set()
+    # An invoice disputed in part: its disputed part is set aside, the rest is what may be paid.
+    parts = disputed_parts(session, invoice_ids=list(selection))
     for invoice_id, requested in selection.items():
         invoice = _own_invoice(session, customer, invoice_id)
         if invoice.kind != InvoiceKind.invoice.value:
@@ -149,13 +154,19 @@ def quote(
         if invoice.status in (InvoiceStatus.paid.value, InvoiceStatus.void.value) or invoice.open_minor <= 0:
             raise UserError(N_("Invoice %(number)s has nothing left to pay."), number=invoice.number)
         currencies.add(invoice.currency)
-        amount = invoice.open_minor if requested is None else requested
+        payable = invoice.open_minor - parts.get(invoice.id, 0)
+        if payable <= 0:
+            raise UserError(N_("Invoice %(number)s has nothing left to pay."), number=invoice.number)
+        amount = payable if requested is None else requested
         if amount <= 0:
             raise UserError(N_("Invoice %(number)s: the amount must be more than zero."), number=invoice.number)
         if amount > invoice.open_minor:
             raise UserError(N_("Invoice %(number)s: the amount is more than what is still open."),
                                 number=invoice.number)
-        if amount < invoice.open_minor and not company.allow_partial_payments:
+        if amount > payable:
+            raise UserError(DISPUTED_PART, number=invoice.number, disputed=Money(parts[invoice.id], invoice.currency),
+                            payable=Money(payable, invoice.currency))
+        if amount < payable and not company.allow_partial_payments:
             raise UserError(N_("Invoice %(number)s can only be paid in full."), number=invoice.number)
         lines.append(QuoteLine(invoice, Money(amount, invoice.currency), Money.zero(invoice.currency)))
     if len(currencies) > 1:

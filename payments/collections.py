@@ -85,6 +85,11 @@ class MandateSummary:
         return self.status in MANDATE_ENDED
 
 
+def has_live_mandate(customer: Customer) -> bool:
+    """The customer's mandate is set up or on its way: offering a new one would make a second."""
+    return bool(customer.gocardless_mandate_id) and customer.gocardless_mandate_status not in (None, *MANDATE_ENDED)
+
+
 def mandate_summary(session: Session, customer: Customer, today: date) -> MandateSummary | None:
     if not customer.gocardless_mandate_id or not customer.gocardless_mandate_status:
         return None

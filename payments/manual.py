@@ -28,6 +28,7 @@ from kernel.forms import Form, parse
 from kernel.i18n import N_
 from kernel.user_error import UserError
 from ledger import audit
+from ledger.receipts import assign_receipt_number
 from ledger.allocation import allocate, unallocate
 from ledger.models import (
     STAFF_METHODS,
@@ -236,6 +237,7 @@ def record_manual_payment(
     session.flush()
     for share in shares:
         allocate(session, share.invoice, share.amount, payment=payment)
+    assign_receipt_number(session, payment)
     applied = sum(share.amount.minor for share in shares)
     audit.record(
         session, actor_type="user", actor=user.email, action="payment.recorded", entity_type="payment",

@@ -5,13 +5,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from payments.bank_transfer import BankTransferProvider
-from payments.base import METHODS, PaymentProvider, UnknownMethod
+from kernel.i18n import N_
+from kernel.user_error import UserError
+from payments.base import METHODS, PaymentProvider, ProviderUnavailable, UnknownMethod
 from payments.gocardless import GoCardlessProvider
 from payments.stripe import StripeProvider
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from kernel.settings import Settings
-    from ledger.models import Company
+    from ledger.models import Checkout, Company, Contact
+
+PROVIDER_NOT_ANSWERING = N_("The payment service is not answering, so this payment could not be cancelled yet. "
+                            "Please try again in a moment.")
 
 PROVIDERS: tuple[PaymentProvider, ...] = (
     StripeProvider(),
@@ -84,3 +91,22 @@ def offered_methods(settings: Settings, company: Company, currency: str) -> list
         if provider.is_configured(settings) and provider.is_available(settings, company, currency, method):
             offered.append(method)
     return offered
+
+
+def cancel_checkout_payment(session: Session, checkout: Checkout, settings: Settings, *,
+                            contact: Contact | None) -> None:
+    """"I will pay another way": the provider's intent is cancelled first (a card confirmed later in
+    another tab cannot be charged), then the checkout ends and frees its invoices and credit.
+    UserError when its money is already on its way, or the provider cannot be reached."""
+    from payments import stripe as stripe_provider
+    from payments.checkout import NOT_CANCELLABLE, CANCELLABLE_STATUSES, cancel_checkout
+
+    if checkout.status in CANCELLABLE_STATUSES and checkout.method == stripe_provider.METHOD \
+            and checkout.provider == stripe_provider.PROVIDER and checkout.provider_ref:
+        try:
+            cancelled = stripe_provider.cancel_intent(settings, checkout)
+        except ProviderUnavailable:
+            raise UserError(PROVIDER_NOT_ANSWERING) from None
+        if not cancelled:
+            raise UserError(NOT_CANCELLABLE)
+    cancel_checkout(session, checkout, contact=contact)

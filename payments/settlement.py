@@ -58,7 +58,8 @@ from ledger.models import (
 )
 from ledger.money import Money
 from links import tokens
-from payments.base import NotOurs, PaymentUpdate
+from ledger.receipts import assign_receipt_number
+from payments.base import CardDetails, NotOurs, PaymentUpdate
 from payments.checkout import ENDED_BY_US, apply_reserved_credit, record_failure_code, release_applied_credit
 
 RANK = {PaymentStatus.pending: 0, PaymentStatus.processing: 1, PaymentStatus.succeeded: 2, PaymentStatus.refunded: 3,
@@ -99,6 +100,7 @@ def apply_payment_status(
     reason: str | None = None,
     occurred_at: datetime | None = None,
     settings: Settings | None = None,
+    card: CardDetails | None = None,
 ) -> Payment:
     """Create or move forward the Payment (provider, provider_ref) of `checkout`; see the module doc.
 
@@ -116,6 +118,8 @@ def apply_payment_status(
     if payment.checkout_id != checkout.id:
         raise SettlementError(f"{provider} {provider_ref} belongs to another checkout")
     previous = None if created else payment.status
+    if card is not None and payment.card_last4 is None:  # told at confirmation or by the event, whichever first
+        payment.card_brand, payment.card_last4 = card.brand[:20], card.last4[-4:]
     if previous is not None and RANK[PaymentStatus(status)] <= RANK[PaymentStatus(previous)]:
         if status == previous == "pending" and reason and payment.failure_reason != reason:
             payment.failure_reason = reason  # another declined attempt: the debtor sees the latest why
@@ -136,6 +140,8 @@ def apply_payment_status(
         payment.received_on = received_on
         if reason is None:
             payment.failure_reason = None
+        _record_mandate(payment, customer)
+        assign_receipt_number(session, payment)
         session.flush()
         settled = _allocate(session, checkout, payment)  # noqa: F841 - held for the receipt, as `customer`
     elif status in UNDOES_SUCCESS and was_succeeded:
@@ -160,6 +166,12 @@ def apply_payment_status(
     elif status in UNDOES_SUCCESS and previous != "refunded" and previous != "charged_back":
         _queue_email(session, checkout, payment, "payment_failed", settings)
     return payment
+
+
+def _record_mandate(payment: Payment, customer: Customer) -> None:
+    """The debtor's history shows which mandate a direct debit was collected on."""
+    if payment.method == "direct_debit" and customer.gocardless_mandate_id and not payment.mandate_ref:
+        payment.mandate_ref = customer.gocardless_mandate_id
 
 
 # Built once: every webhook event looks its payment up, and building the query cost more than running it.
@@ -371,7 +383,7 @@ def apply_update(session: Session, update: PaymentUpdate, settings: Settings | N
     return apply_payment_status(
         session, checkout=checkout, provider=update.provider, provider_ref=update.provider_ref, method=update.method,
         status=update.status, amount_minor=update.amount_minor, currency=update.currency, reason=update.reason,
-        occurred_at=update.occurred_at, settings=settings,
+        occurred_at=update.occurred_at, settings=settings, card=update.card,
     )
 
 

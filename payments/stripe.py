@@ -22,6 +22,7 @@ from ledger import audit
 from ledger.models import Checkout
 from ledger.money import decimals
 from payments.base import (
+    CardDetails,
     NotOurs,
     PaymentUpdate,
     ProviderEvent,
@@ -157,6 +158,7 @@ class Intent:
     id: str
     client_secret: str
     status: str
+    card: CardDetails | None = None
 
 
 def is_sandbox(settings: Settings) -> bool:
@@ -223,12 +225,42 @@ class StripeProvider:
         if checkout.provider != PROVIDER or not checkout.provider_ref:
             raise StripeEventError(f"checkout {checkout.id} has no PaymentIntent")
         intent_id = checkout.provider_ref
-        found = _call(lambda: client(settings).v1.payment_intents.retrieve(intent_id))
+        # Its payment method expanded: the card's brand and last four go to the debtor's history.
+        found = _call(lambda: client(settings).v1.payment_intents.retrieve(
+            intent_id, params={"expand": ["payment_method"]}))
         # stripe-python 13+: a StripeObject is no dict (no .get); to_dict() first.
         metadata = found.metadata.to_dict() if found.metadata is not None else {}
         if str(metadata.get("checkout_id")) != str(checkout.id):
             raise StripeEventError(f"PaymentIntent {found.id} is not checkout {checkout.id}'s")
-        return Intent(id=found.id, client_secret=found.client_secret or "", status=found.status)
+        return Intent(id=found.id, client_secret=found.client_secret or "", status=found.status,
+                      card=card_of(found.to_dict()))
+
+
+# PaymentIntent statuses Stripe lets us cancel: nothing was charged and nothing is on its way.
+CANCELLABLE_INTENT = ("requires_payment_method", "requires_confirmation", "requires_action", "canceled")
+
+
+def cancel_intent(settings: Settings, checkout: Checkout) -> bool:
+    """The debtor pays another way: cancel the checkout's PaymentIntent at Stripe, so a card
+    confirmed later (in another tab, from a stale page) can no longer be charged. The key is
+    made of our checkout's own: a retry cancels once. False when the intent is already paid or
+    on its way (Stripe refuses to cancel it then): the checkout must not end."""
+    if checkout.provider != PROVIDER or not checkout.provider_ref:
+        return True  # no intent was ever created: nothing can be charged
+    intent_id = checkout.provider_ref
+    found = _call(lambda: client(settings).v1.payment_intents.retrieve(intent_id))
+    if found.status == "canceled":
+        return True
+    if found.status not in CANCELLABLE_INTENT:
+        return False
+    try:
+        client(settings).v1.payment_intents.cancel(
+            intent_id, options={"idempotency_key": f"cancel-{checkout.idempotency_key}"})
+    except stripe.InvalidRequestError:
+        return False  # confirmed meanwhile: Stripe no longer cancels it
+    except stripe.StripeError as error:
+        raise StripeUnavailable(f"{type(error).__name__}: {error.user_message or error.code or 'no detail'}") from None
+    return True
 
 
 def mark_processing(session: Session, settings: Settings, checkout: Checkout) -> bool:
@@ -241,9 +273,28 @@ def mark_processing(session: Session, settings: Settings, checkout: Checkout) ->
         return False
     apply_payment_status(
         session, checkout=checkout, provider=PROVIDER, provider_ref=intent.id, method=METHOD, status="processing",
-        amount_minor=checkout.amount_minor, currency=checkout.currency, settings=settings,
+        amount_minor=checkout.amount_minor, currency=checkout.currency, settings=settings, card=intent.card,
     )
     return True
+
+
+def card_of(intent: Any) -> CardDetails | None:
+    """The card of a PaymentIntent (a dict of its JSON), when it carries one: its payment method
+    expanded, or its charge's payment_method_details (events of older API versions list charges)."""
+    def read(card: Any) -> CardDetails | None:
+        if isinstance(card, dict) and card.get("last4"):
+            return CardDetails(brand=str(card.get("brand") or "card"), last4=str(card["last4"]))
+        return None
+
+    method = intent.get("payment_method")
+    if isinstance(method, dict) and (found := read(method.get("card"))):
+        return found
+    charge = intent.get("latest_charge")
+    charges = [charge] if isinstance(charge, dict) else list((intent.get("charges") or {}).get("data") or [])
+    for charge in reversed(charges):
+        if isinstance(charge, dict) and (found := read((charge.get("payment_method_details") or {}).get("card"))):
+            return found
+    return None
 
 
 def _call(request: Any) -> Any:
@@ -324,7 +375,8 @@ def apply_event(session: Session, payload: dict[str, Any], settings: Settings | 
                reason: str | None = None) -> PaymentUpdate:
         return PaymentUpdate(checkout_id=checkout.id, provider=PROVIDER, provider_ref=intent_id, method=METHOD,
                              status=status, amount_minor=from_stripe_amount(int(amount), currency),
-                             currency=currency.upper(), reason=reason, occurred_at=occurred)
+                             currency=currency.upper(), reason=reason, occurred_at=occurred,
+                             card=card_of(obj) if kind.startswith("payment_intent.") else None)
 
     def settle(change: PaymentUpdate) -> str:
         apply_update(session, change, settings)

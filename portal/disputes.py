@@ -165,13 +165,29 @@ def _choosable(session: Session, visit: Visit, kind: str, chosen: list[int]) -> 
     return extra + open_invoices
 
 
+def _disputed_minor(session: Session, visit: Visit, chosen: list[int], typed: str) -> int | None:
+    """The disputed part the debtor typed, in the chosen invoice's currency; None: the whole invoice."""
+    if not typed:
+        return None
+    if len(chosen) != 1:
+        raise UserError(i18n.N_("Name a disputed amount for one invoice at a time.")).at(field="disputed_amount")
+    invoice = statements.customer_invoice(session, visit.customer.id, chosen[0])
+    if invoice is None:
+        raise UserError(i18n.N_("One of the chosen invoices is not on your account.")).at(field="invoice")
+    try:
+        return Money.parse(typed, invoice.currency).minor
+    except ValueError:
+        raise UserError(i18n.N_("The disputed amount “%(text)s” is not an amount."), text=typed).at(
+            field="disputed_amount") from None
+
+
 def _kind(value: str) -> str:
     return "question" if value == "question" else "dispute"
 
 
 def _dispute_form(request: Request, session: Session, visit: Visit, *, kind: str, chosen: list[int],
                   reason: str = "", message: str = "", error: str | None = None,
-                  status_code: int = 200) -> Response:
+                  status_code: int = 200, disputed_amount: str = "") -> Response:
     return _render(request, visit, "portal/dispute_new.html", {
         "kind": kind,
         "invoices": _choosable(session, visit, kind, chosen),
@@ -179,6 +195,7 @@ def _dispute_form(request: Request, session: Session, visit: Visit, *, kind: str
         "reasons": disputes.active_reasons(session, visit.company.id),
         "reason": reason,
         "message": message,
+        "disputed_amount": disputed_amount,
         "error": error,
         "max_files": disputes.MAX_FILES,
         "max_mb": disputes.MAX_FILE_BYTES // (1024 * 1024),
@@ -200,17 +217,19 @@ def dispute_create(request: Request, session: Session, visit: Visit, posted: Pos
     chosen = posted.ids("invoice")
     reason = posted.text("reason", 40)
     message = posted.text("message", disputes.MAX_MESSAGE_CHARS + 1)
+    typed = posted.text("disputed_amount", 200).strip() if kind == "dispute" else ""
     try:
         form = parse(disputes.CaseForm, {"kind": kind, "invoice_ids": chosen, "message": message,
                                          "reason_code": reason if kind == "dispute" else None})
         case = disputes.open_case(
             session, customer=visit.customer, contact=visit.contact, invoice_ids=form.invoice_ids,
             message=form.message, storage=storage(request), reason_code=form.reason_code, uploads=posted.uploads,
-            kind=form.kind,
+            kind=form.kind, disputed_minor=_disputed_minor(session, visit, chosen, typed),
         )
     except (UserError, UserErrors) as error:
         raise Rejected(_dispute_form(request, session, visit, kind=kind, chosen=chosen, reason=reason,
-                                     message=message, error=error.render(visit.language), status_code=400))
+                                     message=message, error=error.render(visit.language), status_code=400,
+                                     disputed_amount=typed))
     settings = request.app.state.settings
     notifications.notify_staff(session, case, event="opened", base_url=settings.base_url,
                                templates=request.app.state.templates)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from decimal import Decimal
 from typing import Any, Callable
 
 from sqlalchemy import select
@@ -20,14 +21,14 @@ from kernel.db import unit_of_work
 from kernel.settings import Settings
 from kernel.user_error import UserError
 from ledger.models import Checkout, Payment
-from ledger.money import Money
+from ledger.money import Money, decimals
 from payments import base, epc_qr, failures, registry, rf
 from payments.bank_transfer import account_for, pretty_iban
+from payments.collections import has_live_mandate
 from payments.checkout import (
     CANCELLABLE_STATUSES,
     Quote,
     breakdown,
-    cancel_checkout,
     create_checkout,
     customer_checkout,
     started_checkouts,
@@ -80,12 +81,21 @@ def _read_form(session: Session, visit: Visit, form: FormData, settings: Setting
         "in_progress": in_progress(session, visit.customer.id),
         "quote": priced,
         "error": error,
-        "methods": registry.offered_methods(settings, visit.company, priced.currency) if priced else [],
+        "methods": _methods(settings, visit, priced.currency) if priced else [],
         "sandbox_methods": registry.sandbox_methods(settings),
         "method": str(form.get("method", "")),
         "instant_first": bool(form.get("instant_first")),
         "today": today,
     }
+
+
+def _methods(settings: Settings, visit: Visit, currency: str) -> list[str]:
+    """The methods offered; not direct debit to a customer whose mandate lives: its invoices are
+    collected on it already (the statement says what, and when)."""
+    methods = registry.offered_methods(settings, visit.company, currency)
+    if has_live_mandate(visit.customer):
+        methods = [method for method in methods if method != "direct_debit"]
+    return methods
 
 
 def in_progress(session: Session, customer_id: int) -> list[Checkout]:
@@ -189,7 +199,7 @@ def cancel(request: Request, session: Session, visit: Visit, form: FormData) -> 
     """"I will pay another way": the checkout ends and its invoices are free to pay again."""
     checkout = _own_checkout(request, session, visit)
     try:
-        cancel_checkout(session, checkout, contact=visit.contact)
+        registry.cancel_checkout_payment(session, checkout, request.app.state.settings, contact=visit.contact)
     except UserError as problem:
         return request.app.state.templates.response(
             request, "portal/message.html",
@@ -198,6 +208,14 @@ def cancel(request: Request, session: Session, visit: Visit, form: FormData) -> 
             visit.language, status_code=409,
         )
     return RedirectResponse("/portal?cancelled=1", status_code=303)
+
+
+def plain_amount(amount: Money, language: str) -> str:
+    """The amount as a banking app's amount field takes it: digits and the language's decimal
+    separator, no grouping, no currency ("1234,56" in French, "1234.56" in English)."""
+    places = decimals(amount.currency)
+    text = str(Decimal(amount.minor).scaleb(-places).quantize(Decimal(1).scaleb(-places)))
+    return text.replace(".", ",") if i18n.normalize(language) == "fr" else text
 
 
 def _transfer_context(session: Session, visit: Visit, checkout: Checkout) -> dict[str, Any]:
@@ -215,6 +233,7 @@ def _transfer_context(session: Session, visit: Visit, checkout: Checkout) -> dic
         "bic": account.bic,
         "reference": rf.pretty(checkout.reference),
         "reference_compact": checkout.reference,
+        "amount_plain": plain_amount(checkout.amount, visit.language),
         "money_of": Money,
         # A transfer page is valid while the checkout awaits its money; cancelled or expired, it says so.
         "valid": checkout.status in ("open", "processing"),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -19,6 +20,7 @@ from kernel.clock import clock
 from kernel.db import read_connection, unit_of_work, write_connection
 from kernel.security import client_ip
 from ledger import statement as statements
+from ledger.disputes import disputed_parts
 from ledger.models import Company, Contact, Customer, Invoice
 from ledger.money import Money
 from payments.checkout import in_progress_by_invoice, reservations
@@ -131,6 +133,7 @@ def session_required(request: Request) -> Response:
         _t(language, "For your security, your account can only be reached through the personal link "
                      "we sent you by email. Open the latest one to continue."),
         401,
+        ask_by_email=True,
     )
 
 
@@ -205,7 +208,8 @@ async def open_link(request: Request) -> Response:
         )
     if not check.ok:
         await run_in_threadpool(_record_failure, request, ip)
-        return _link_problem(request, check.problem, check.language, token)
+        brand = await _read(request, _brand_of_contact, request, check.contact_id) if check.contact_id else None
+        return _link_problem(request, check.problem, check.language, token, brand)
     assert check.contact_id is not None
     if not check.recorded:
         await _open_recorder(request).record(tokens.open_row(check.contact_id, ip, user_agent))
@@ -220,8 +224,38 @@ async def open_link(request: Request) -> Response:
     return RedirectResponse("/portal", status_code=303, headers={"Cache-Control": "no-store"})
 
 
-def _link_problem(request: Request, problem: LinkProblem | None, contact_language: str | None, token: str) -> Response:
+@dataclass(frozen=True)
+class Brand:
+    """What a page without a visit shows of the company a link names: name, logo, colours, contact."""
+
+    code: str
+    name: str
+    logo: bool
+    support_email: str | None
+
+
+def _brand_of_contact(request: Request, contact_id: int) -> Brand | None:
+    with read_connection(_read_sessions(request)) as connection:
+        row = connection.execute(
+            select(Company.code, Company.name, Company.logo.is_not(None), Company.support_email)
+            .join(Customer, Customer.company_id == Company.id).join(Contact, Contact.customer_id == Customer.id)
+            .where(Contact.id == contact_id)
+        ).first()
+    return Brand(row[0], row[1], bool(row[2]), row[3]) if row is not None else None
+
+
+def _brand_of_code(session: Session, code: str) -> tuple[Company | None, Brand | None]:
+    company = session.scalar(select(Company).where(Company.code == code)) if code else None
+    if company is None:
+        return None, None
+    return company, Brand(company.code, company.name, company.logo is not None, company.support_email)
+
+
+def _link_problem(request: Request, problem: LinkProblem | None, contact_language: str | None, token: str,
+                  brand: Brand | None = None) -> Response:
     language = i18n.normalize(contact_language) if contact_language else _visitor_language(request)
+    # Whoever holds a dead link may ask for a new one by address (mail.renewal.request_link_by_email).
+    ask = {"company": brand, "ask_by_email": True}
     if problem is LinkProblem.expired:
         return _message(
             request,
@@ -231,6 +265,7 @@ def _link_problem(request: Request, problem: LinkProblem | None, contact_languag
                          "to the address this one was sent to."),
             410,
             renew_token=token,
+            **ask,
         )
     if problem is LinkProblem.revoked:
         return _message(
@@ -240,6 +275,7 @@ def _link_problem(request: Request, problem: LinkProblem | None, contact_languag
             _t(language, "This link no longer opens your account: it was withdrawn. If you need to see your "
                          "account, please contact us and we will send you a new one."),
             410,
+            company=brand,  # no new link by email: its address may be the one the withdrawal shuts out
         )
     return _message(
         request,
@@ -248,11 +284,15 @@ def _link_problem(request: Request, problem: LinkProblem | None, contact_languag
         _t(language, "The link may have been cut or altered. Please open it again from your email, "
                      "copying the whole address."),
         400,
+        **ask,
     )
 
 
 async def renew_link(request: Request) -> Response:
     form = await request.form()
+    if "email" in form:
+        return await run_in_threadpool(_renew_by_email, request, str(form.get("email", "")).strip(),
+                                       str(form.get("company", "")))
     token = str(form.get("token", ""))
     language = await run_in_threadpool(_renew, request, token)
     return _message(
@@ -262,6 +302,31 @@ async def renew_link(request: Request) -> Response:
         _t(language, "If this link was one of ours, a fresh one is on its way to the address it was sent "
                      "to. It may take a few minutes to arrive."),
         200,
+    )
+
+
+def _renew_by_email(request: Request, address: str, company_code: str) -> Response:
+    """"Email me a new link" by address: the same answer whether the address is known or not."""
+    language = _visitor_language(request)
+    settings = request.app.state.settings
+    with unit_of_work(_sessions(request)) as session:
+        company, brand = _brand_of_code(session, company_code)
+        if not renewal.is_email(address):
+            return _message(
+                request, language, _t(language, "Email me a new link"),
+                _t(language, "Enter the email address our messages reach you at."), 422,
+                company=brand, ask_by_email=True, email_value=address,
+                email_error=_t(language, "“%(value)s” is not an email address.") % {"value": address},
+            )
+        renewal.request_link_by_email(
+            session, address, company=company, client=client_ip(request), language=language,
+            secret=_secret(request), base_url=settings.base_url, templates=request.app.state.templates,
+        )
+    return _message(
+        request, language, _t(language, "Check your inbox"),
+        _t(language, "If this address is on file with us, a link to your account is on its way to it. "
+                     "It may take a few minutes to arrive."),
+        200, company=brand,
     )
 
 
@@ -325,7 +390,7 @@ def statement_page(request: Request, session: Session, visit: Visit) -> Response
             "statement": statement,
             "today": today,
             "rows": statement_view.statement_rows(statement, visit.language, today, pick, pick_currency, partial,
-                                                  progress),
+                                                  progress, statements.promised_invoices(session, visit.customer.id)),
             "partial": partial,
             "reservations": reservations(session, visit.customer),
             "money_of": Money,
@@ -347,6 +412,8 @@ def _owned_invoice(request: Request, session: Session, visit: Visit) -> Invoice:
 def invoice_page(request: Request, session: Session, visit: Visit) -> Response:
     invoice = _owned_invoice(request, session, visit)
     today = clock.today(visit.company.timezone)
+    progress = in_progress_by_invoice(session, visit.customer).get(invoice.id)
+    disputed_part = disputed_parts(session, invoice_ids=[invoice.id]).get(invoice.id, 0)
     return request.app.state.templates.response(
         request,
         "portal/invoice.html",
@@ -358,8 +425,13 @@ def invoice_page(request: Request, session: Session, visit: Visit) -> Response:
             "days_overdue": statements.days_overdue(invoice.due_date, today),
             "allocations": statements.allocations_for(session, invoice.id),
             "discount": statements.available_discount(invoice, today),
-            "progress": statement_view.progress_html(progress, visit.language)
-            if (progress := in_progress_by_invoice(session, visit.customer).get(invoice.id)) else None,
+            "progress": statement_view.progress_html(progress, visit.language) if progress else None,
+            # Paid from here as from the statement; staff looking as the customer only read.
+            "payable": statement_view.payable_here(invoice, progress is not None) and not visit.staff_view,
+            "partial": visit.company.allow_partial_payments,
+            "placeholder": statement_view.decimal_text(invoice.open_minor - disputed_part, invoice.currency),
+            "disputed_part": Money(disputed_part, invoice.currency),
+            "promised_for": statements.promised_invoices(session, visit.customer.id).get(invoice.id),
         },
         visit.language,
     )

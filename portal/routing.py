@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from portal import disputes, pay, pay_card, pay_gocardless
+from portal import disputes, pay, pay_card, pay_gocardless, receipts
 from portal import routes as statement
 
 
@@ -33,4 +33,4 @@ def _read_only_in_staff_view(route: BaseRoute) -> BaseRoute:
 
 
 routes = [_read_only_in_staff_view(route) for route in
-          (*statement.routes, *pay.routes, *pay_card.routes, *pay_gocardless.routes, *disputes.routes)]
+          (*statement.routes, *pay.routes, *pay_card.routes, *pay_gocardless.routes, *disputes.routes, *receipts.routes)]

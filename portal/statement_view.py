@@ -20,6 +20,7 @@ from markupsafe import escape
 from kernel import i18n
 from kernel.i18n import N_
 from kernel.templating import status_label
+from ledger.models import Invoice, InvoiceStatus
 from ledger.money import decimals
 from ledger.statement import Statement, available_discount
 from payments.checkout import InProgress
@@ -55,6 +56,8 @@ class StatementRow:
     badge: str
     discount: str  # the early-payment offer, or ""
     progress: str = ""  # the payment in progress that covers it (a link), or "": it cannot be ticked then
+    promise: str = ""  # "Promised for 12 December", or ""
+    disputed: str = ""  # "120,00 € under dispute" for an invoice disputed in part, or ""
 
 
 # A page repeats the same dates and amounts, and pages repeat them: each formatted and escaped once.
@@ -76,6 +79,17 @@ def pick_from(select: str | None, currency: str | None, statement: Statement) ->
     return pick, pick_currency
 
 
+def payable_here(invoice: Invoice, in_progress: bool) -> bool:
+    """An invoice the debtor may start paying: open, not a credit note, no payment on its way."""
+    return (not invoice.is_credit_note and invoice.open_minor > 0 and not in_progress
+            and invoice.status not in (InvoiceStatus.void.value, InvoiceStatus.paid.value))
+
+
+def decimal_text(minor: int, currency: str) -> str:
+    """Minor units as digits and a point, the way the amount fields show their placeholder."""
+    return str(Decimal(minor).scaleb(-decimals(currency)))
+
+
 def progress_html(progress: InProgress, language: str) -> str:
     """"Bank transfer of 12 March awaited", linking to that payment's page (escaped HTML)."""
     text = i18n.gettext(language, METHOD_LABELS.get(progress.method, METHOD_LABELS["card"]),
@@ -85,11 +99,12 @@ def progress_html(progress: InProgress, language: str) -> str:
 
 def statement_rows(
     statement: Statement, language: str, today: date, pick: str, pick_currency: str, partial: bool,
-    in_progress: Mapping[int, InProgress] | None = None,
+    in_progress: Mapping[int, InProgress] | None = None, promised: Mapping[int, date] | None = None,
 ) -> dict[str, list[StatementRow]]:
     """Each currency section's rows, in the section's order of lines. An invoice a payment in
     progress covers is shown so and is not payable (never pre-selected)."""
     in_progress = in_progress or {}
+    promised = promised or {}
     language = i18n.normalize(language)
     translations = i18n.translations(language)
 
@@ -103,6 +118,8 @@ def statement_rows(
     invoice_title, credit_title, pay_label = t(N_("Invoice %(number)s")), t(N_("Credit note %(number)s")), t(N_("Pay invoice %(number)s"))
     credit_label, overdue_label, none = t(N_("Credit")), t(N_("Overdue")), "—"
     progress_label = t(N_("Payment in progress"))
+    promise_text = t(N_("Promised for %(date)s"))
+    part_text = t(N_("%(amount)s under dispute"))
     statuses: dict[str, str] = {}
 
     def status(value: str) -> str:
@@ -149,7 +166,8 @@ def statement_rows(
                 ticked=progress is None and pick_section and not disputed and (pick == "due" or late > 0),
                 title=invoice_title % number,
                 pay_label=pay_label % number,
-                placeholder=str(Decimal(inv.open_minor).scaleb(-places)) if partial else "",  # digits and a point
+                # digits and a point; what is not disputed
+                placeholder=str(Decimal(line.payable_minor).scaleb(-places)) if partial else "",
                 issued=_day_html(inv.issue_date, language),
                 due=_day_html(inv.due_date, language),
                 total=_amount_html(inv.total_minor, currency, language),
@@ -160,7 +178,11 @@ def statement_rows(
                 discount=t(N_("Pay by %(date)s and save %(amount)s")) % {
                     "date": escape(i18n.day_month(offer.until, language)),
                     "amount": escape(i18n.format_money(offer.amount, language)),
-                } if offer and progress is None else "",
+                } if offer and progress is None and not line.disputed_part else "",  # only a whole payment earns it
                 progress=progress_html(progress, language) if progress is not None else "",
+                promise=promise_text % {"date": escape(i18n.day_month(promised[inv.id], language))}
+                if inv.id in promised else "",
+                disputed=part_text % {"amount": _amount_html(line.disputed_part, currency, language)}
+                if line.disputed_part else "",
             ))
     return rows

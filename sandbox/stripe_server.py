@@ -62,16 +62,49 @@ DECLINED_ON_ATTACH = ("4000000000000002", "4000000000009995", "4000000000009987"
                       "4000000000000069", "4000000000000127", "4000000000000119")
 
 
+# What Stripe answers for each of them (https://docs.stripe.com/testing#declined-payments): localstripe
+# says only `card_declined`, so the bridge gives the documented code and decline code.
+DECLINES = {
+    "4000000000000002": {"code": "card_declined", "decline_code": "generic_decline"},
+    "4000000000009995": {"code": "card_declined", "decline_code": "insufficient_funds"},
+    "4000000000009987": {"code": "card_declined", "decline_code": "lost_card"},
+    "4000000000009979": {"code": "card_declined", "decline_code": "stolen_card"},
+    "4000000000000069": {"code": "expired_card"},
+    "4000000000000127": {"code": "incorrect_cvc"},
+    "4000000000000119": {"code": "processing_error"},
+}
+
+
+class Declined(Exception):
+    """The card was declined: `error` is Stripe's error object, as Stripe.js hands it to the page."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error.get("message"))
+        self.error = error
+
+
+def card_year(value: Any) -> str:
+    """The expiry year as typed, two or four digits: localstripe's Card Element prefixes "20" to
+    whatever it is given, so "2034" arrives as "202034"."""
+    year = str(value or "")
+    return year[2:] if len(year) == 6 and year.startswith("20") else year
+
+
 def confirm_card(api: Any, intent_id: str, card: dict[str, Any]) -> Any:
     """What Stripe.js does with a Card Element's values: a payment method, then confirm the intent.
-    Raises urllib.error.HTTPError with Stripe's error body when the card is declined."""
+    Raises Declined with Stripe's error when a test card is declined (urllib.error.HTTPError with
+    localstripe's error body for anything else it refuses)."""
     number = str(card["number"]).replace(" ", "")
     method = api("POST", "/v1/payment_methods", {"type": "card", "card": {
         "number": number, "exp_month": str(card.get("exp_month", "")),
-        "exp_year": str(card.get("exp_year", "")), "cvc": str(card.get("cvc", ""))}})
+        "exp_year": card_year(card.get("exp_year")), "cvc": str(card.get("cvc", ""))}})
     if number in DECLINED_ON_ATTACH:
         customer = api("POST", "/v1/customers", {})
-        api("POST", f"/v1/payment_methods/{method['id']}/attach", {"customer": customer["id"]})
+        try:
+            api("POST", f"/v1/payment_methods/{method['id']}/attach", {"customer": customer["id"]})
+        except urllib.error.HTTPError as error:
+            body = json.loads(error.read() or b"{}").get("error") or {}
+            raise Declined({**body, "type": "card_error", **DECLINES.get(number, {})}) from None
     api("POST", f"/v1/payment_intents/{intent_id}", {"payment_method": method["id"]})
     return api("POST", f"/v1/payment_intents/{intent_id}/confirm", {})
 
@@ -116,6 +149,8 @@ class _Bridge(BaseHTTPRequestHandler):
             card = data["card"]
             intent_id = str(data["client_secret"]).split("_secret_")[0]
             intent = confirm_card(api, intent_id, card)
+        except Declined as declined:
+            intent = {"error": declined.error}
         except urllib.error.HTTPError as error:
             body = json.loads(error.read() or b"{}")
             intent = {"error": body.get("error") or {"message": f"HTTP {error.code}"}}

@@ -633,3 +633,23 @@ def test_after_a_broken_promise_the_next_reminder_says_so(
     _run(session_factory, settings, company)
     [plain] = _outbox(session, other)
     assert "promise" not in plain.body_text and "engagé" not in plain.body_text
+
+
+def test_an_invoice_disputed_in_part_is_chased_for_the_rest_only(
+    session: Session, session_factory: sessionmaker[Session], settings: Settings, tmp_path: Path
+) -> None:
+    from ledger import disputes
+    from ledger.storage import FileStorage
+
+    company = _company(session)
+    customer = factories.customer(session, company)
+    part = factories.invoice(session, customer, number="PART", total_minor=1000_00, due_date=days(-20))
+    whole = factories.invoice(session, customer, number="WHOLE", total_minor=400_00, due_date=days(-20))
+    for invoice, disputed in ((part, 250_00), (whole, None)):
+        disputes.open_case(session, customer=customer, contact=None, invoice_ids=[invoice.id], message="Erreur",
+                           storage=FileStorage(tmp_path), reason_code="wrong_amount", disputed_minor=disputed)
+    session.commit()
+    [message] = _run(session_factory, settings, company).messages
+    assert [(i.number, i.open_minor) for i in message.invoices] == [("PART", 750_00)]
+    [sent] = _outbox(session, customer)
+    assert "750,00" in _plain(sent.body_text) and "1 000,00" not in _plain(sent.body_text)

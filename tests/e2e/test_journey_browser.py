@@ -21,6 +21,8 @@ from sandbox.stripe_server import confirm_card
 from tests.e2e.conftest import DESKTOP, PHONE
 from tests.e2e.test_card_browser import BRIDGE_JS, CardDemo, card_demo, checkout_state, fill_card, plain, wait_for  # noqa: F401 - card_demo: the fixture
 from tests.e2e.test_pay_browser import _accessible_and_narrow
+from sandbox.localstripe_server import LocalStripe
+from sandbox.stripe_server import Declined, confirm_card
 
 pytestmark = pytest.mark.e2e
 
@@ -82,6 +84,8 @@ def bridge(page: Page, localstripe: LocalStripe) -> None:
     def confirm(client_secret: str, card: dict[str, Any]) -> Any:
         try:
             return confirm_card(localstripe.api, client_secret.split("_secret_")[0], card)
+        except Declined as declined:
+            return {"error": declined.error}
         except urllib.error.HTTPError as error:
             body = json.loads(error.read() or b"{}")
             return {"error": body.get("error") or {"message": f"HTTP {error.code}"}}

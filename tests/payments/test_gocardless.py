@@ -211,3 +211,22 @@ def test_the_statement_shows_the_mandate_and_its_next_collections(
     session.commit()
     panel = client.get("/portal").text.split('class="panel mandate-panel"', 1)[1].split("</section>", 1)[0]
     assert "annulé" in panel and "ne sont plus prélevées" in panel and "<table" not in panel
+
+
+def test_a_customer_whose_mandate_lives_is_not_offered_direct_debit_again(
+    client: TestClient, session: Session, customer: Customer, invoices: list[Invoice],
+) -> None:
+    login(client, customer)
+    token = csrf_from(client.get("/portal").text)
+    form = {"csrf_token": token, "invoice": [str(invoices[0].id)]}
+    headers = {"HX-Request": "true"}
+    assert 'value="direct_debit"' in client.post("/portal/pay/summary", data=form, headers=headers).text
+    customer.gocardless_mandate_id, customer.gocardless_mandate_status = "MD0001", "active"
+    session.commit()
+    summary = client.post("/portal/pay/summary", data=form, headers=headers).text
+    assert 'value="direct_debit"' not in summary and 'value="instant_transfer"' in summary
+    refused = client.post("/portal/pay", data={**form, "method": "direct_debit", "action": "pay"})
+    assert refused.status_code == 422
+    customer.gocardless_mandate_status = "cancelled"  # an ended mandate: a new one may be set up
+    session.commit()
+    assert 'value="direct_debit"' in client.post("/portal/pay/summary", data=form, headers=headers).text

@@ -302,3 +302,34 @@ def test_a_file_name_in_any_script_downloads(client: TestClient, session: Sessio
     assert download.status_code == 200 and download.content == PDF
     assert download.headers["content-disposition"] == (
         "attachment; filename=\"re_u __.pdf\"; filename*=UTF-8''re%C3%A7u%20%E7%99%BA%E7%A5%A8.pdf")
+
+
+def test_a_dispute_may_name_the_disputed_part_the_rest_stays_payable(
+    client: TestClient, session: Session, book  # type: ignore[no-untyped-def]
+) -> None:
+    _company, customer, first, second = book
+    login(client, customer)
+    token = _csrf(client)
+    two = client.post("/portal/requests/new", follow_redirects=False, data={
+        "csrf_token": token, "kind": "dispute", "reason": "quality", "message": "Une partie manque",
+        "invoice": [str(first.id), str(second.id)], "disputed_amount": "100"})
+    assert two.status_code == 400 and "Indiquez un montant contesté pour une seule facture à la fois." in two.text
+    bad = client.post("/portal/requests/new", follow_redirects=False, data={
+        "csrf_token": token, "kind": "dispute", "reason": "quality", "message": "Une partie manque",
+        "invoice": [str(first.id)], "disputed_amount": "1500"})
+    assert bad.status_code == 400 and "au plus égal au montant restant dû" in bad.text
+    assert 'value="1500"' in bad.text  # what was typed is kept
+    done = client.post("/portal/requests/new", follow_redirects=False, data={
+        "csrf_token": token, "kind": "dispute", "reason": "quality", "message": "Une partie manque",
+        "invoice": [str(first.id)], "disputed_amount": "250,00"})
+    assert done.status_code == 303
+    case = session.scalar(select(Dispute).where(Dispute.customer_id == customer.id))
+    assert case is not None and case.disputed_minor == 250_00
+    session.refresh(first)
+    assert first.status == "open"  # still due: only its part is set aside
+    statement = client.get("/portal").text.replace("\u202f", " ").replace("\u00a0", " ")
+    assert "250,00 € en litige" in statement
+    assert re.search(r"En litige, mis de côté</dt><dd>-250,00 €", statement)
+    assert re.search(r'class="grand-total"><dt>Total à régler</dt><dd>1 250,00 €', statement)  # 750 + 500
+    invoice_page = client.get(f"/portal/invoices/{first.id}").text
+    assert "Payer cette facture" in invoice_page and f"/portal/requests/new?invoice={first.id}" not in invoice_page

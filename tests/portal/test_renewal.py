@@ -221,3 +221,53 @@ def test_at_most_three_fresh_links_an_hour_per_contact(
     clock.set(start + timedelta(hours=1, minutes=1))
     client.post("/p/renew", data={"token": old, "csrf_token": csrf})
     assert _queued_for(session, contact) == 4  # a new hour, a new allowance
+
+
+def test_a_dead_link_page_carries_the_companys_brand_and_asks_for_a_new_link_by_address(
+    session: Session,
+    session_factory: sessionmaker[Session],
+    client: TestClient,
+    smtp_server: CapturingSMTP,
+) -> None:
+    contact = _contact(session)
+    company = contact.customer.company
+    company.support_email = "recouvrement@durand.test"
+    session.commit()
+    old = tokens.make_token(TEST_SECRET, contact)
+    clock.set(clock.now() + timedelta(days=31))
+    page = _expired_link_page(client, old)
+    assert f'href="/brand/{company.code}.css"' in page and "Durand Industrie SAS" in page
+    assert "recouvrement@durand.test" in page and 'name="email"' in page
+
+    # A known address and an unknown one get the same page, and each one email through the outbox.
+    answers = []
+    for address in (EMAIL.upper(), "inconnu@ailleurs.test"):
+        answer = client.post("/p/renew", data={"email": address, "company": company.code,
+                                               "csrf_token": csrf_from(page)})
+        assert answer.status_code == 200
+        answers.append(answer.text.replace(address, "ADDRESS"))
+    assert answers[0] == answers[1] and "Si cette adresse figure dans nos fichiers" in answers[0]
+    assert EMAIL not in answers[0]
+    clock.set(clock.now() + timedelta(minutes=2))
+    assert _deliver(session_factory, smtp_server).sent == 2
+    by_address = {message.rcpt_tos[0]: message for message in smtp_server.messages}
+    [fresh] = set(LINK.findall(by_address[EMAIL].text()))  # to the address on file, as it is written there
+    assert client.get(f"/p/{fresh}", follow_redirects=False).status_code == 303
+    assert "ne figure pas dans nos fichiers" in by_address["inconnu@ailleurs.test"].text()
+    assert not LINK.findall(by_address["inconnu@ailleurs.test"].text())
+
+
+def test_asking_for_a_link_by_address_is_capped_and_a_bad_address_is_named(
+    session: Session, client: TestClient
+) -> None:
+    contact = _contact(session)
+    session.commit()
+    page = client.get("/portal").text  # no session: the page asks for the link, or an address
+    assert 'name="email"' in page
+    csrf = csrf_from(page)
+    bad = client.post("/p/renew", data={"email": "pas une adresse", "csrf_token": csrf})
+    assert bad.status_code == 422 and "« pas une adresse » n’est pas une adresse e-mail." in bad.text
+    for _ in range(RENEWALS_PER_HOUR + 2):
+        assert client.post("/p/renew", data={"email": EMAIL, "csrf_token": csrf}).status_code == 200
+    session.expire_all()
+    assert _queued_for(session, contact) == RENEWALS_PER_HOUR
