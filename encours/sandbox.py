@@ -28,7 +28,7 @@ from pathlib import Path
 
 from payments.registry import PROVIDERS
 
-SOURCE = Path(__file__).resolve().parents[1]
+SOURCE = Path(__file__).resolve().parents[1]  # the stand-ins run from here: a bare checkout finds `sandbox` too
 PROVIDER_SETTINGS = ("STRIPE_SECRET_KEY", "GOCARDLESS_ACCESS_TOKEN")
 START_TIMEOUT = 30.0  # seconds
 

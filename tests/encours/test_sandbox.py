@@ -1,7 +1,9 @@
-"""The demo's provider stand-ins never outlive it, even when it is killed outright."""
+"""The demo's provider stand-ins come from the sandbox package, and never outlive the demo, even
+when it is killed outright."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import select
@@ -10,6 +12,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from encours import sandbox
 
@@ -109,3 +113,21 @@ def test_a_stand_in_whose_parent_is_already_gone_exits_at_once() -> None:
         stand_in.kill()
         stand_in.wait()
 
+
+def test_a_stand_in_that_is_not_installed_is_left_out_and_the_demo_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = sandbox.StandIn("sandbox_not_installed.server", "/webhooks/stripe", "card", "never printed")
+    monkeypatch.setattr(sandbox, "STAND_INS", (missing,))
+    stand_ins = sandbox.start("http://127.0.0.1:9")
+    try:
+        assert stand_ins.processes == [] and stand_ins.settings == {}
+        assert stand_ins.notes == ["card: not offered (sandbox_not_installed.server is not installed: "
+                                   "pip install 'encours[demo]', or `make demo`)"]
+    finally:
+        stand_ins.stop()
+
+
+def test_every_providers_stand_in_is_a_module_of_the_sandbox_package() -> None:
+    # What the demo runs is installed with Encours (the `sandbox` package), never taken from tests/.
+    modules = [stand_in.module for stand_in in sandbox.STAND_INS]
+    assert sorted(modules) == ["sandbox.gocardless_server", "sandbox.stripe_server"]
+    assert all(importlib.util.find_spec(module) is not None for module in modules)
