@@ -183,8 +183,8 @@ def save(request: Request, session: Session, staff: Staff, posted: Posted) -> Re
     try:
         settings = CompanySettings.from_form(form, logo=_upload(posted, "logo", MAX_LOGO_BYTES))
     except UserErrors as rejected:
-        errors = [(p.field or "", i18n.gettext(staff.language, FIELD_LABELS.get(p.field or "", p.field or "")),
-                   p.render(staff.language)) for p in rejected]
+        errors = [(p.field or "", i18n.gettext(staff.language, FIELD_LABELS[p.field]) if p.field in FIELD_LABELS
+                   else "", p.render(staff.language)) for p in rejected]
         raise Rejected(_page(request, session, staff, company, values=form, form=form, errors=errors,
                              status_code=400)) from None
     company_service.update_settings(session, company, settings, actor=staff.user.email)

@@ -72,7 +72,9 @@ class UserError(ValueError):
 
     def render(self, language: str) -> str:
         shown = {name: _shown(value, language) for name, value in self.values.items()}
-        return i18n.gettext(language, self.message_id, **shown)
+        # Not i18n.gettext(language, ..., **values): a value may itself be named "language".
+        text = i18n.translations(language).gettext(self.message_id)
+        return text % shown if shown else text
 
     def __str__(self) -> str:
         return self.render("en")

@@ -374,10 +374,11 @@ def _check_header(required: tuple[str, ...], optional: tuple[str, ...], header: 
 # --- field parsing -------------------------------------------------------------------
 
 
-class _Bad(ValueError):
+class _Bad(UserError):
+    """A bad value of a line, as its parser refuses it (values shown as `_reason` shows them)."""
+
     def __init__(self, message: str, /, **values: Any) -> None:
-        self.reason = _reason(message, values)
-        super().__init__(str(self.reason))
+        super().__init__(message, **{name: _as_shown(value) for name, value in values.items()})
 
 
 def _required(row: _Row, column: str, max_length: int) -> str:
@@ -440,7 +441,7 @@ def _collect(problems: _Problems, line: int, parse: Callable[..., T], *args: Any
     try:
         return parse(*args)
     except _Bad as error:
-        problems.add_reason(line, error.reason)
+        problems.add_reason(line, error)
         return None
 
 

@@ -29,6 +29,15 @@ def test_a_value_may_be_named_line_or_field() -> None:
     assert error.line == 7
 
 
+def test_a_value_named_language_is_shown_by_its_name() -> None:
+    from kernel.user_error import Language, Translated
+
+    error = UserError(N_("Step %(step)s, %(language)s %(field)s: cannot be rendered (%(detail)s)."), step="D+3",
+                      language=Language("en"), field=Translated(N_("subject")), detail="x")
+    assert error.render("fr") == "Étape D+3, objet (English) : rendu impossible (x)."
+    assert str(error) == "Step D+3, English subject: cannot be rendered (x)."
+
+
 def test_several_errors_keep_their_fields_and_join_in_each_language() -> None:
     errors = UserErrors([
         UserError(N_("%(value)s is not a colour like #1d4f91."), value="blue").at(field="brand_color"),

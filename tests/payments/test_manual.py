@@ -122,7 +122,7 @@ def test_the_same_form_posted_twice_records_once(session: Session, customer: Cus
     ({"received_on": date(2026, 11, 26)}, "2026-11-26 is in the future"),
     ({"reference": ""}, "cheque or bill number"),
     ({"reference": "x" * 65}, "at most 64 characters"),
-    ({"allocations": "F-1>open"}, "F-1 has only 1234.56 EUR open"),
+    ({"allocations": "F-1>open"}, "F-1 has only €1,234.56 open"),
     ({"allocations": "twice"}, "listed twice"),
     ({"allocations": "more than paid"}, "exceed the payment"),
     ({"allocations": "negative"}, "F-2: an amount cannot be negative"),
