@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from admin import contacts_service as service
 from admin.access import Staff, can_act, forbidden, staff_get, staff_post, visible_customer
-from admin.customers import _done, _refuse
+from admin.customers import back_to_customer, refused_on_customer_page
 from kernel.user_error import UserError
 from admin.routes import render
 from kernel.web import Posted, Rejected
@@ -32,8 +32,8 @@ def add(request: Request, session: Session, staff: Staff, posted: Posted) -> Res
     try:
         service.add_contact(session, customer, staff.user, service.ContactFields.read(_fields(posted)))
     except UserError as error:
-        raise _refuse(request, session, staff, customer, error, posted)
-    return _done(customer, "contact_added")
+        raise refused_on_customer_page(request, session, staff, customer, error, posted)
+    return back_to_customer(customer, "contact_added")
 
 
 def _contact(customer: Customer, raw: int) -> Contact:
@@ -51,8 +51,8 @@ def edit(request: Request, session: Session, staff: Staff, posted: Posted) -> Re
         service.update_contact(session, customer, contact, staff.user, service.ContactFields.read(_fields(posted)),
                                make_primary=posted.text("primary", 2) == "1")
     except UserError as error:
-        raise _refuse(request, session, staff, customer, error, posted)
-    return _done(customer, "contact_saved")
+        raise refused_on_customer_page(request, session, staff, customer, error, posted)
+    return back_to_customer(customer, "contact_saved")
 
 
 def _remove_page(request: Request, staff: Staff, customer: Customer, contact: Contact,
@@ -78,7 +78,7 @@ def remove(request: Request, session: Session, staff: Staff, posted: Posted) -> 
     if posted.text("confirm", 2) != "1":
         raise Rejected(_remove_page(request, staff, customer, contact, status_code=400))
     service.remove_contact(session, customer, contact, staff.user)
-    return _done(customer, "contact_removed")
+    return back_to_customer(customer, "contact_removed")
 
 
 routes = [

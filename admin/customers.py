@@ -186,13 +186,13 @@ def customer_page(request: Request, session: Session, staff: Staff) -> Response:
     return _customer_page(request, session, staff, customer)
 
 
-def _done(customer: Customer, what: str, to: str | None = None) -> Response:
+def back_to_customer(customer: Customer, what: str, to: str | None = None) -> Response:
     extra = f"&{urlencode({'to': to})}" if to else ""
     return RedirectResponse(f"/admin/customers/{customer.id}?done={what}{extra}#actions", status_code=303)
 
 
-def _refuse(request: Request, session: Session, staff: Staff, customer: Customer, error: UserError | UserErrors,
-            posted: Posted) -> Rejected:
+def refused_on_customer_page(request: Request, session: Session, staff: Staff, customer: Customer,
+                             error: UserError | UserErrors, posted: Posted) -> Rejected:
     session.rollback()
     customer = visible_customer(session, staff.user, customer.id)
     form = {key: value for key, value in posted.form.items() if isinstance(value, str) and key != "csrf_token"}
@@ -214,8 +214,8 @@ def add_note(request: Request, session: Session, staff: Staff, posted: Posted) -
         service.add_note(session, customer, staff.user, posted.text("note", service.MAX_NOTE_CHARS + 1),
                          kind="call" if posted.text("call", 2) == "1" else "note", next_action_on=next_action_on)
     except UserError as error:
-        raise _refuse(request, session, staff, customer, error, posted)
-    return _done(customer, "note")
+        raise refused_on_customer_page(request, session, staff, customer, error, posted)
+    return back_to_customer(customer, "note")
 
 
 @staff_post
@@ -225,11 +225,11 @@ def task_done(request: Request, session: Session, staff: Staff, posted: Posted) 
     try:
         service.mark_task_done(session, customer, staff.user, request.path_params["note_id"])
     except UserError as error:
-        raise _refuse(request, session, staff, customer, error, posted)
+        raise refused_on_customer_page(request, session, staff, customer, error, posted)
     back = posted.text("next", 500)
     if back:
         return RedirectResponse(safe_next(back), status_code=303)
-    return _done(customer, "task_done")
+    return back_to_customer(customer, "task_done")
 
 
 @staff_post
@@ -239,13 +239,13 @@ def assign(request: Request, session: Session, staff: Staff, posted: Posted) -> 
         return forbidden(request, staff)
     raw = posted.text("collector", 12).strip()
     if raw and not raw.isdigit():
-        raise _refuse(request, session, staff, customer,
+        raise refused_on_customer_page(request, session, staff, customer,
                       UserError(N_("Choose a collector of this company.")), posted)
     try:
         service.assign_collector(session, customer, staff.user, int(raw) if raw else None)
     except UserError as error:
-        raise _refuse(request, session, staff, customer, error, posted)
-    return _done(customer, "collector")
+        raise refused_on_customer_page(request, session, staff, customer, error, posted)
+    return back_to_customer(customer, "collector")
 
 
 @staff_post
@@ -253,7 +253,7 @@ def pause(request: Request, session: Session, staff: Staff, posted: Posted) -> R
     customer = visible_customer(session, staff.user, request.path_params["customer_id"])
     paused = posted.text("paused", 2) == "1"
     service.set_paused(session, customer, staff.user, paused)
-    return _done(customer, "paused" if paused else "resumed")
+    return back_to_customer(customer, "paused" if paused else "resumed")
 
 
 @staff_post
@@ -263,18 +263,19 @@ def send_link(request: Request, session: Session, staff: Staff, posted: Posted) 
     if chosen:
         contact = next((c for c in customer.contacts if str(c.id) == chosen), None)
         if contact is None:
-            raise _refuse(request, session, staff, customer, UserError(N_("Choose a contact of this customer.")), posted)
+            raise refused_on_customer_page(request, session, staff, customer,
+                                           UserError(N_("Choose a contact of this customer.")), posted)
     else:
         contact = customer.primary_contact
     if contact is None:
-        raise _refuse(request, session, staff, customer,
+        raise refused_on_customer_page(request, session, staff, customer,
                       UserError(N_("This customer has no contact to write to.")), posted)
     settings = request.app.state.settings
     message = renewal.queue_link_email(session, contact, secret=str(settings.secret_key), base_url=settings.base_url,
                                        templates=request.app.state.templates, by_staff=True)
     audit.record(session, actor_type="user", actor=staff.user.email, action="link.sent", entity_type="contact",
                  entity_id=contact.id, customer_id=customer.id, after={"to": contact.email, "outbox_id": message.id})
-    return _done(customer, "link", to=contact.email)
+    return back_to_customer(customer, "link", to=contact.email)
 
 
 def _revoke_page(request: Request, staff: Staff, customer: Customer, status_code: int = 200) -> Response:
@@ -296,7 +297,7 @@ def revoke_links(request: Request, session: Session, staff: Staff, posted: Poste
     if posted.text("confirm", 2) != "1":
         raise Rejected(_revoke_page(request, staff, customer, status_code=400))
     tokens.revoke_all(session, customer, actor=staff.user.email, actor_type="user")
-    return _done(customer, "revoked")
+    return back_to_customer(customer, "revoked")
 
 
 def _step_id(text: str) -> int | None:
@@ -344,7 +345,7 @@ def view_as_customer(request: Request, session: Session, staff: Staff, posted: P
         return forbidden(request, staff)
     contact = customer.primary_contact
     if contact is None:
-        raise _refuse(request, session, staff, customer,
+        raise refused_on_customer_page(request, session, staff, customer,
                       UserError(N_("This customer has no contact to write to.")), posted)
     audit.record(session, actor_type="user", actor=staff.user.email, action="portal.viewed_as_customer",
                  entity_type="customer", entity_id=customer.id, customer_id=customer.id,
@@ -365,8 +366,8 @@ def remind(request: Request, session: Session, staff: Staff, posted: Posted) -> 
         queue_manual_reminder(session, customer, actor=staff.user.email, secret=str(settings.secret_key),
                               base_url=settings.base_url, step_id=step_id)
     except UserError as error:
-        raise _refuse(request, session, staff, customer, error, posted)
-    return _done(customer, "reminder")
+        raise refused_on_customer_page(request, session, staff, customer, error, posted)
+    return back_to_customer(customer, "reminder")
 
 
 @staff_post
@@ -376,12 +377,13 @@ def retry(request: Request, session: Session, staff: Staff, posted: Posted) -> R
     message_id = _step_id(posted.text("message", 12))
     message = session.get(OutboxMessage, message_id) if message_id is not None else None
     if message is None or message.customer_id != customer.id:
-        raise _refuse(request, session, staff, customer, UserError(N_("Choose a message of this customer.")), posted)
+        raise refused_on_customer_page(request, session, staff, customer,
+                                       UserError(N_("Choose a message of this customer.")), posted)
     done = mail_retry.retry_failed(session, [message.id], actor=staff.user.email)
     if not done.requeued:
-        raise _refuse(request, session, staff, customer,
+        raise refused_on_customer_page(request, session, staff, customer,
                       UserError(N_("This message has not failed: it is not sent again.")), posted)
-    return _done(customer, "retried")
+    return back_to_customer(customer, "retried")
 
 
 @staff_post
@@ -393,8 +395,8 @@ def record_payment(request: Request, session: Session, staff: Staff, posted: Pos
         manual_payments.record_manual_payment(session, customer, form.amount, form.received_on, form.method,
                                               form.reference, form.allocations, staff.user, key=form.key)
     except (UserError, UserErrors) as error:
-        raise _refuse(request, session, staff, customer, error, posted)
-    return _done(customer, "payment")
+        raise refused_on_customer_page(request, session, staff, customer, error, posted)
+    return back_to_customer(customer, "payment")
 
 
 def _bulk_selection(posted: Posted) -> tuple[list[int] | None, service.CustomerFilters | None, str]:

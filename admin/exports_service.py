@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, selectinload
 from admin import audit_service, book_service
 from admin.access import scoped, staff_zone
 from admin.audit_service import AuditQuery
-from admin.customers_service import CustomerFilters, _customer_query
+from admin.customers_service import CustomerFilters, customer_query
 from admin.dashboard_service import BUCKETS, bucket_of
 from kernel.clock import clock
 from kernel.i18n import N_
@@ -82,7 +82,7 @@ def customer_rows(session: Session, user: User, params: Mapping[str, str], label
     columns, which add up to it exactly; overdue: its part past due; net balance: outstanding
     less open credit notes (the dashboard's definitions)."""
     filters = CustomerFilters.from_params(params)
-    ids = _customer_query(session, filters, lambda q: scoped(q, user))
+    ids = customer_query(session, filters, lambda q: scoped(q, user))
     listed = select(Customer.id, Customer.ref, Customer.name, Company.code, Customer.segment, User.email) \
         .join(Company, Company.id == Customer.company_id).outerjoin(User, User.id == Customer.collector_id) \
         .where(Customer.id.in_(ids)).order_by(Customer.name, Customer.id)

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from kernel.i18n import N_
 from ledger.receipts import PaymentRecord, assign_receipt_number, customer_payment, invoice_ids, payment_history
 from portal import pdf
-from portal.routes import Visit, _safe_filename, debtor_page, debtor_view, pdf_response
+from portal.routes import Visit, safe_filename, debtor_page, debtor_view, pdf_response
 
 # How each method reads in the history (N_: for extraction; the templates translate them).
 METHOD_LABELS = {
@@ -77,7 +77,7 @@ def receipt_pdf(request: Request, session: Session, visit: Visit) -> Response:
     record = _receipt(request, session, visit)
     content = pdf.branded_pdf(request.app.state.templates, "pdf/receipt.html", visit.company,
                               _receipt_context(session, visit, record), visit.language)
-    return pdf_response(content, f"receipt-{_safe_filename(record.payment.receipt_number or '')}.pdf")
+    return pdf_response(content, f"receipt-{safe_filename(record.payment.receipt_number or '')}.pdf")
 
 
 routes = [

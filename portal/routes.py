@@ -443,7 +443,7 @@ def invoice_pdf(request: Request, session: Session, visit: Visit) -> Response:
     content = invoice.pdf or pdf.invoice_pdf(
         request.app.state.templates, invoice, visit.language, clock.today(visit.company.timezone)
     )
-    return pdf_response(content, f"{_safe_filename(invoice.number)}.pdf")
+    return pdf_response(content, f"{safe_filename(invoice.number)}.pdf")
 
 
 @debtor_view
@@ -451,7 +451,7 @@ def statement_pdf(request: Request, session: Session, visit: Visit) -> Response:
     today = clock.today(visit.company.timezone)
     statement = statements.build_statement(session, visit.customer, today)
     content = pdf.statement_pdf(request.app.state.templates, statement, visit.language)
-    return pdf_response(content, f"statement-{_safe_filename(visit.customer.ref)}-{today.isoformat()}.pdf")
+    return pdf_response(content, f"statement-{safe_filename(visit.customer.ref)}-{today.isoformat()}.pdf")
 
 
 def pdf_response(content: bytes, filename: str) -> Response:
@@ -462,7 +462,7 @@ def pdf_response(content: bytes, filename: str) -> Response:
     )
 
 
-def _safe_filename(text: str) -> str:
+def safe_filename(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)[:80] or "document"
 
 
