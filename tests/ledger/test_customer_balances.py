@@ -1,5 +1,6 @@
 """The customers list's sort keys (customer_balances) follow every invoice change, through the
-database triggers of migration 0005, on SQLite and PostgreSQL; overdue moves with the days."""
+database triggers of migration 0005 (outstanding as redefined by 0021_polish: open invoices neither
+void nor disputed, credit notes not deducted), on SQLite and PostgreSQL; overdue moves with the days."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def recomputed(session: Session, customer: Customer, as_of: date) -> tuple[int, 
     """The same figures summed from the invoices, as the list would without the table."""
     chased = (Invoice.kind == "invoice") & Invoice.status.in_(("open", "partially_paid"))
     per_currency = session.execute(
-        select(func.sum(case((Invoice.kind == "credit_note", -Invoice.open_minor), else_=Invoice.open_minor)),
+        select(func.sum(case((chased, Invoice.open_minor), else_=0)),
                func.sum(case((chased & (Invoice.due_date < as_of), Invoice.open_minor), else_=0)),
                func.min(case((chased, Invoice.due_date))))
         .where(Invoice.customer_id == customer.id, Invoice.open_minor > 0, Invoice.status != "void")
@@ -56,18 +57,20 @@ def test_every_invoice_change_is_followed(session: Session) -> None:
     assert stored(session, customer) == recomputed(session, customer, today) == (3000_00, 3000_00, date(2026, 9, 1))
     usd.open_minor, usd.status = 0, "paid"  # settled: the EUR figures lead now
     session.flush()
-    assert stored(session, customer) == recomputed(session, customer, today) == (1250_00, 1000_00, date(2026, 10, 31))
+    # The credit note is not deducted from the outstanding (shown apart, as on the dashboard).
+    assert stored(session, customer) == recomputed(session, customer, today) == (1400_00, 1000_00, date(2026, 10, 31))
     late.open_minor, late.status = 600_00, "partially_paid"
     session.flush()
-    assert stored(session, customer) == (850_00, 600_00, date(2026, 10, 31))
-    late.status = "disputed"  # still owed, no longer chased
+    assert stored(session, customer) == (1000_00, 600_00, date(2026, 10, 31))
+    late.status = "disputed"  # still owed, no longer chased nor outstanding
     session.flush()
-    assert stored(session, customer) == recomputed(session, customer, today) == (850_00, 0, date(2026, 12, 31))
+    assert stored(session, customer) == recomputed(session, customer, today) == (400_00, 0, date(2026, 12, 31))
     credit.status = "void"
+    late.status = "partially_paid"  # the dispute is over
     late.customer_id = other.id  # moved to another customer: both rows follow
     session.flush()
     assert stored(session, customer) == recomputed(session, customer, today) == (400_00, 0, date(2026, 12, 31))
-    assert stored(session, other) == recomputed(session, other, today) == (600_00, 0, FAR_FUTURE)
+    assert stored(session, other) == recomputed(session, other, today) == (600_00, 600_00, date(2026, 10, 31))
     session.delete(session.get_one(Invoice, late.id))
     session.flush()
     assert stored(session, other) == (0, 0, FAR_FUTURE)
