@@ -30,12 +30,15 @@ def assign_receipt_number(session: Session, payment: Payment) -> str:
     if payment.receipt_number:
         return payment.receipt_number
     customer = session.get_one(Customer, payment.customer_id)
-    issued = session.execute(
-        update(Company).where(Company.id == customer.company_id)
-        .values(receipts_issued=Company.receipts_issued + 1).returning(Company.receipts_issued, Company.code)
+    companies = Company.__table__
+    # On the connection, not the session: no autoflush, so the caller writes the payment's new state
+    # (status, amount, this number) in one UPDATE when it flushes.
+    issued = session.connection().execute(
+        update(companies).where(companies.c.id == customer.company_id)
+        .values(receipts_issued=companies.c.receipts_issued + 1)
+        .returning(companies.c.receipts_issued, companies.c.code)
     ).one()
     payment.receipt_number = f"{issued.code}-R{issued.receipts_issued:06d}"
-    session.flush()
     return payment.receipt_number
 
 

@@ -336,3 +336,27 @@ def test_reminders_switch_on_with_approval_and_a_gap(admin_client: TestClient, s
     assert save(admin_client, data, code="FRESH").status_code == 303
     session.expire_all()
     assert (fresh.reminders_enabled, fresh.reminders_need_approval, fresh.reminder_gap_days) == (False, False, 7)
+
+
+def test_the_transfer_delay_set_here_is_when_an_awaited_transfer_frees_its_invoices(
+    admin_client: TestClient, session: Session, north: Company
+) -> None:
+    from payments.checkout import create_checkout, expire_transfers
+
+    data = form_of(admin_client)
+    assert data["transfer_expiry_days"] == "10"
+    data["transfer_expiry_days"] = "0"
+    refused = save(admin_client, data)
+    assert refused.status_code == 400 and "Enter a whole number from 1 to 90." in refused.text
+    data["transfer_expiry_days"] = "3"
+    assert save(admin_client, data).status_code == 303
+    session.expire_all()
+    assert session.get_one(Company, north.id).transfer_expiry_days == 3
+    customer = factories.customer(session, north)
+    invoice = factories.invoice(session, customer)
+    checkout = create_checkout(session, customer=customer, contact=None, selection={invoice.id: None},
+                               method="bank_transfer", today=clock.today("Europe/Paris"))
+    session.commit()
+    assert expire_transfers(session, clock.now() + timedelta(days=2, hours=23)) == 0
+    assert expire_transfers(session, clock.now() + timedelta(days=3)) == 1
+    assert checkout.status == "cancelled" and checkout.failure_code == "expired"

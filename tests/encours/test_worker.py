@@ -212,7 +212,7 @@ def test_run_forever_outlives_a_failed_run(
     calls: list[int] = []
     healthy = worker.WorkerReport(outbox=DeliveryReport())
 
-    def flaky_run_once(settings: Any, sessions: Any) -> worker.WorkerReport:
+    def flaky_run_once(settings: Any, sessions: Any, *, deliver: bool = True) -> worker.WorkerReport:
         calls.append(1)
         if len(calls) == 1:
             raise ConnectionError("database went away")

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from kernel.settings import Settings
 from ledger import disputes
 from ledger.allocation import invariant_violations
-from ledger.models import Allocation, Checkout, Customer, Dispute, Invoice, InvoiceKind
+from ledger.models import Allocation, Checkout, CheckoutLine, Customer, Dispute, Invoice, InvoiceKind
 from ledger.storage import FileStorage
 from kernel.user_error import UserError
 from payments.checkout import LIVE_STATUSES, create_checkout, quote
@@ -58,8 +58,8 @@ def _run(session: Session, settings: Settings, customer: Customer, invoices: lis
     match step:
         case ("dispute", index, part):
             invoice = invoices[index]
-            live = session.scalar(select(func.count()).select_from(Checkout).join(Checkout.lines).where(
-                Checkout.status.in_(LIVE_STATUSES), Invoice.id == invoice.id))
+            live = session.scalar(select(func.count()).select_from(CheckoutLine).join(Checkout).where(
+                Checkout.status.in_(LIVE_STATUSES), CheckoutLine.invoice_id == invoice.id))
             try:
                 with session.begin_nested():
                     disputes.open_case(session, customer=customer, contact=None, invoice_ids=[invoice.id],
