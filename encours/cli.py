@@ -683,7 +683,7 @@ def serve(host: str, port: int, workers: int) -> None:
     _engine().dispose()
     configure_logging(settings.log_format, settings.log_level)
     _error_reports(settings, "serve")
-    if workers > 1:
+    if workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         _prepare_metrics_directory()
     # Forwarded headers are read by the app itself, from the proxies ENCOURS_FORWARDED_ALLOW_IPS names.
     # log_config=None: uvicorn's loggers reach our one handler (kernel.logs), secrets masked.
