@@ -87,15 +87,24 @@ def _server_cpu(pids: list[int]) -> float:
     return total
 
 
-def _postgres_pids() -> list[int]:
-    pids = []
+def _postgres_pids(data_dir: Path | None) -> list[int]:
+    """The processes of the PostgreSQL server in `data_dir` (its postmaster and the backends it
+    forked), so that other servers on the machine are not counted; none for a server not ours."""
+    if data_dir is None:
+        return []
+    try:
+        postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    pids = [postmaster]
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
-                    pids.append(int(entry.name))
-            except OSError:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
                 continue
+            if parent == postmaster:
+                pids.append(int(entry.name))
     return pids
 
 
@@ -108,7 +117,7 @@ def _invoice(number: int, customers: int, due: date) -> dict[str, Any]:
             "currency": "EUR", "amount": f"{100 + number % 9_900}.{number % 100:02d}"}
 
 
-def upsert(url: str, invoices: int, postgres: bool) -> dict[str, Any]:
+def upsert(url: str, invoices: int, postgres: bool, data_dir: Path | None = None) -> dict[str, Any]:
     engine = make_engine(url)
     with unit_of_work(make_sessionmaker(engine)) as session:
         create_company(session, code="BENCH-API", name="Bench API SAS", currency="EUR")
@@ -130,7 +139,7 @@ def upsert(url: str, invoices: int, postgres: bool) -> dict[str, Any]:
             bodies = [json.dumps({"items": [_invoice(n, CUSTOMERS, due_date)
                                             for n in range(start, min(invoices, start + BATCH))]})
                       for start in range(0, invoices, BATCH)]
-            pg_pids = _postgres_pids() if postgres else []
+            pg_pids = _postgres_pids(data_dir) if postgres else []
             server_cpu_started = _server_cpu(pg_pids)
             timings: list[float] = []
             counted = 0
@@ -289,7 +298,8 @@ def main(argv: list[str] | None = None) -> None:
                 cleanups.append(lambda: shutil.rmtree(folder, ignore_errors=True))
                 scratch = f"sqlite:///{folder / 'upsert.sqlite3'}"
             upgrade(scratch)
-            reports.append({**upsert(scratch, args.upsert, bool(args.postgres)), "database": database})
+            data_dir = throwaway.data_dir if throwaway is not None else None
+            reports.append({**upsert(scratch, args.upsert, bool(args.postgres), data_dir), "database": database})
         if "lists" in scenarios:
             book = ensure_book(args.customers, args.invoices, args.postgres)
             reports.append({**lists(book["url"], args.repeat), "database": database,
