@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
-from sqlalchemy import select, update
+from typing import cast
+
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from ledger.models import Allocation, Checkout, CheckoutLine, Company, Customer, Invoice, Payment, PaymentStatus
@@ -30,7 +32,7 @@ def assign_receipt_number(session: Session, payment: Payment) -> str:
     if payment.receipt_number:
         return payment.receipt_number
     customer = session.get_one(Customer, payment.customer_id)
-    companies = Company.__table__
+    companies = cast(Table, Company.__table__)
     # On the connection, not the session: no autoflush, so the caller writes the payment's new state
     # (status, amount, this number) in one UPDATE when it flushes.
     issued = session.connection().execute(
