@@ -18,7 +18,8 @@ depends_on = None
 # matches, on each load. Instead: `bank_entries.matched_by` says who matched an entry (the rule,
 # or a person), written with its state, and `bank_entry_days` holds the credits per company,
 # currency, what became of them and day, moved by triggers on bank_entries by the exact delta of
-# the row that changed (as migration 0010's tables are).
+# what changed: row by row on SQLite (as migration 0010's tables are), once per statement on
+# PostgreSQL (see `_moved`).
 
 _KEY = "company_id, currency, kind, day"
 _OPEN = "state IN ('unmatched', 'suggested')"  # the queue's "open" filter, word for word (SQLite matches it so)
