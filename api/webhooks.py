@@ -9,7 +9,7 @@ after it, and its outcome written in another: a worker that dies mid-send leaves
 again after the lease, which receivers dedupe by the event id. Endpoints are sent to in
 parallel, each with a timeout per request, and an endpoint that times out or refuses the
 connection has the rest of its batch put off: one slow receiver never holds the others up.
-Failed attempts are retried with the email outbox's backoff until the endpoint's attempts are
+Failed attempts are retried with the one retry policy (kernel.retry) until the endpoint's attempts are
 spent, then the delivery is marked failed (staff can send it again from the back-office)."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from kernel.db import unit_of_work
 from kernel.outbound import UnsafeUrl, check_public
 from kernel.settings import Settings
 from ledger.models import ApiIdempotency, AuditEvent, Customer, WebhookDelivery, WebhookEndpoint
-from mail.outbox import backoff
+from kernel.retry import RetryPolicy
 from api import service
 
 log = logging.getLogger(__name__)
@@ -188,6 +188,7 @@ def record_outcomes(session_factory: sessionmaker[Session], outcomes: list[Outco
                     max_attempts: int) -> WebhookReport:
     """Write each outcome, if the delivery is still the attempt we claimed (staff may have sent
     it again meanwhile)."""
+    policy = RetryPolicy(max_attempts=max_attempts)
     now = clock.now()
     sent = retried = failed = 0
     with unit_of_work(session_factory) as session:
@@ -200,14 +201,14 @@ def record_outcomes(session_factory: sessionmaker[Session], outcomes: list[Outco
                 sent += 1
             elif outcome.put_off:
                 # Not tried: the attempt it was counted does not count.
-                values = {"attempts": outcome.attempts - 1, "next_attempt_at": now + backoff(1),
+                values = {"attempts": outcome.attempts - 1, "next_attempt_at": now + policy.backoff(1),
                           "last_error": outcome.error}
                 retried += 1
-            elif outcome.attempts >= max_attempts:
+            elif policy.gives_up(outcome.attempts):
                 values = {"status": "failed", "last_error": outcome.error}
                 failed += 1
             else:
-                values = {"next_attempt_at": now + backoff(outcome.attempts), "last_error": outcome.error}
+                values = {"next_attempt_at": now + policy.backoff(outcome.attempts), "last_error": outcome.error}
                 retried += 1
             if not outcome.put_off:
                 values.update(response_code=outcome.response_code, latency_ms=outcome.latency_ms)
