@@ -23,7 +23,7 @@ from ledger.models import Checkout
 from tests.e2e.conftest import serve_demo
 from tests.e2e.test_card_browser import (MARTIN, CardDemo, MakePage, bridge, choose_overdue_and_pay_by_card,
                                          fill_card, wait_for)
-from tests.fakes.localstripe_server import LocalStripe, start_localstripe, stop_localstripe
+from sandbox.localstripe_server import LocalStripe, start_localstripe, stop_localstripe
 
 pytestmark = pytest.mark.e2e
 

@@ -19,8 +19,9 @@ from payments.checkout import create_checkout
 from payments.registry import cancel_checkout_payment
 from payments.stripe import card_of
 from tests.conftest import TEST_SECRET
-from tests.fakes.localstripe_server import LocalStripe, localstripe, localstripe_server, pay_intent  # noqa: F401
-from tests.fakes.stripe_sandbox import Declined, card_year, confirm_card
+from sandbox.localstripe_server import LocalStripe
+from sandbox.stripe_server import Declined, card_year, confirm_card
+from tests.fakes.localstripe_server import localstripe, localstripe_server, pay_intent  # noqa: F401
 from tests.portal.conftest import csrf_from, login
 
 TODAY = date(2026, 11, 25)

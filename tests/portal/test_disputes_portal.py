@@ -317,7 +317,7 @@ def test_a_dispute_may_name_the_disputed_part_the_rest_stays_payable(
     bad = client.post("/portal/requests/new", follow_redirects=False, data={
         "csrf_token": token, "kind": "dispute", "reason": "quality", "message": "Une partie manque",
         "invoice": [str(first.id)], "disputed_amount": "1500"})
-    assert bad.status_code == 400 and "au plus égal au montant restant dû" in bad.text
+    assert bad.status_code == 400 and "Le montant contesté doit être supérieur à zéro et au plus" in bad.text
     assert 'value="1500"' in bad.text  # what was typed is kept
     done = client.post("/portal/requests/new", follow_redirects=False, data={
         "csrf_token": token, "kind": "dispute", "reason": "quality", "message": "Une partie manque",
