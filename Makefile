@@ -20,8 +20,9 @@ PYTEST_WORKERS ?= 2
 
 # Runtime: WeasyPrint's libraries (PDF statements) and a font.
 RUNTIME_DEBS := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
-# Tests: the browser, pdftotext, and the PostgreSQL server the test set-up starts itself.
-TEST_DEBS := chromium poppler-utils postgresql
+# Tests: the browser, pdftotext, the PostgreSQL server the test set-up starts itself, and
+# systemd-analyze (the deploy/ units are verified with it).
+TEST_DEBS := chromium poppler-utils postgresql systemd
 # Benchmarks: the load generator.
 BENCH_DEBS := wrk
 BENCH_ARGS ?=
@@ -52,7 +53,7 @@ help:
 	@echo "make test         install what the tests need and run every test (browser ones too)"
 	@echo "make venv         (re)install the Python packages into $(VENV) when pyproject.toml changed"
 	@echo "make system-deps  install the Debian packages needed at runtime, if missing"
-	@echo "make test-deps    ... and those the tests need (chromium, poppler-utils, postgresql)"
+	@echo "make test-deps    ... and those the tests need (chromium, poppler-utils, postgresql, systemd)"
 	@echo "make lint         import layers, ruff and mypy (make test runs it first)"
 	@echo "make lock         re-pin requirements/*.txt from pyproject.toml (uv, with hashes)"
 	@echo "make bench        build (once, cached in var/bench/) a 50,000-customer book and run the benchmarks;"
