@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import func, select  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
+from bench.customers_list import percentile  # noqa: E402
 from bench.generate import CACHE_DIR, NOW, STATEMENT_CUSTOMER, ensure_book  # noqa: E402
 from bench.run import SECRET, machine  # noqa: E402
 from encours.app import create_app  # noqa: E402
@@ -67,11 +68,6 @@ POSTGRES_CONFIG = {"fsync": "on", "synchronous_commit": "on", "full_page_writes"
 def _settings(url: str) -> Any:
     return load_settings({"ENCOURS_DATABASE_URL": url, "ENCOURS_SECRET_KEY": SECRET,
                           "ENCOURS_BASE_URL": "http://127.0.0.1", "ENCOURS_API_RATE_PER_MINUTE": "100000000"})
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
 
 
 def _server_cpu(pids: list[int]) -> float:
@@ -158,7 +154,7 @@ def upsert(url: str, invoices: int, postgres: bool, data_dir: Path | None = None
                 "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
                 "database_server_cpu_s": round(_server_cpu(pg_pids) - server_cpu_started, 1) if postgres else None,
                 "request_median_ms": round(statistics.median(timings), 1),
-                "request_p95_ms": round(_percentile(timings, 0.95), 1),
+                "request_p95_ms": round(percentile(timings, 0.95), 1),
                 "invoices_per_s": round(invoices / wall), "target_s": UPSERT_TARGET_S, "met": wall <= UPSERT_TARGET_S,
             })
             print(f"bench api: upsert {label}: {wall:.1f} s", file=sys.stderr, flush=True)
@@ -229,11 +225,11 @@ def lists(url: str, repeat: int) -> dict[str, Any]:
                 assert response.status_code == 200
             body = response.json()
             rows = len(body["items"]) if "items" in body else 1
-            p95 = _percentile(timings, 0.95)
+            p95 = percentile(timings, 0.95)
             results.append({"variant": label, "rows": rows, "requests": repeat,
                             "median_ms": round(statistics.median(timings), 1), "p95_ms": round(p95, 1),
                             "max_ms": round(max(timings), 1), "cpu_median_ms": round(statistics.median(cpu), 1),
-                            "cpu_p95_ms": round(_percentile(cpu, 0.95), 1), "target_ms": LIST_TARGET_MS,
+                            "cpu_p95_ms": round(percentile(cpu, 0.95), 1), "target_ms": LIST_TARGET_MS,
                             "met": p95 <= LIST_TARGET_MS})
     clock.reset()
     return {"scenario": "lists", "results": results}

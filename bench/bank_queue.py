@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import select  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
-from bench.customers_list import STAFF, _ensure_staff, _signed_in  # noqa: E402
+from bench.customers_list import STAFF, _ensure_staff, percentile, signed_in  # noqa: E402
 from bench.generate import ensure_book  # noqa: E402
 from bench.reconciliation import IBAN, _entry, book_copy  # noqa: E402
 from bench.run import SECRET, machine  # noqa: E402
@@ -64,11 +64,6 @@ def queue_file(invoices: list[tuple[str, int, str]], unmatched: int) -> bytes:
     return "".join(parts).encode()
 
 
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
-
-
 def _timed(action: Callable[[], Any], repeat: int) -> dict[str, Any]:
     for _ in range(3):
         action()
@@ -79,8 +74,8 @@ def _timed(action: Callable[[], Any], repeat: int) -> dict[str, Any]:
         wall.append((time.perf_counter() - started) * 1000)
         cpu.append((time.process_time() - cpu_started) * 1000)
     return {"requests": repeat, "median_ms": round(statistics.median(wall), 1),
-            "p95_ms": round(_percentile(wall, 0.95), 1), "cpu_median_ms": round(statistics.median(cpu), 1),
-            "cpu_p95_ms": round(_percentile(cpu, 0.95), 1)}
+            "p95_ms": round(percentile(wall, 0.95), 1), "cpu_median_ms": round(statistics.median(cpu), 1),
+            "cpu_p95_ms": round(percentile(cpu, 0.95), 1)}
 
 
 def _load(url: str, unmatched: int) -> dict[str, Any]:
@@ -120,7 +115,7 @@ def measure(url: str, unmatched: int, repeat: int) -> dict[str, Any]:
     from encours.app import create_app
 
     app = create_app(settings)
-    clients = {"admin": _signed_in(app, STAFF[0][0]), "manager": _signed_in(app, STAFF[1][0])}
+    clients = {"admin": signed_in(app, STAFF[0][0]), "manager": signed_in(app, STAFF[1][0])}
     open_pages = (loaded["unmatched"] + loaded["suggested"] + 49) // 50
     deep = max(1, open_pages * 3 // 4)
     variants: list[tuple[str, str, dict[str, str], dict[str, str]]] = [

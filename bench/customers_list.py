@@ -68,7 +68,7 @@ def _ensure_staff(url: str) -> None:
         engine.dispose()
 
 
-def _signed_in(app: Any, email: str) -> TestClient:
+def signed_in(app: Any, email: str) -> TestClient:
     client = TestClient(app, base_url="http://testserver")
     client.__enter__()
     page = client.get("/admin/login")
@@ -80,7 +80,7 @@ def _signed_in(app: Any, email: str) -> TestClient:
     return client
 
 
-def _percentile(values: list[float], fraction: float) -> float:
+def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings({"ENCOURS_DATABASE_URL": url, "ENCOURS_SECRET_KEY": SECRET,
                               "ENCOURS_BASE_URL": "http://127.0.0.1"})
     app = create_app(settings)
-    clients = {"admin": _signed_in(app, STAFF[0][0]), "manager": _signed_in(app, STAFF[1][0])}
+    clients = {"admin": signed_in(app, STAFF[0][0]), "manager": signed_in(app, STAFF[1][0])}
     results = []
     for who, label, params, headers in VARIANTS:
         client = clients[who]
@@ -120,10 +120,10 @@ def main(argv: list[str] | None = None) -> None:
             cpu.append((time.process_time() - cpu_started) * 1000)
             assert response.status_code == 200
         rows = response.text.count('<th scope="row">')
-        median, p95 = statistics.median(timings), _percentile(timings, 0.95)
+        median, p95 = statistics.median(timings), percentile(timings, 0.95)
         results.append({"variant": label, "as": who, "params": params, "rows": rows, "requests": len(timings),
                         "median_ms": round(median, 1), "p95_ms": round(p95, 1), "max_ms": round(max(timings), 1),
-                        "cpu_median_ms": round(statistics.median(cpu), 1), "cpu_p95_ms": round(_percentile(cpu, 0.95), 1),
+                        "cpu_median_ms": round(statistics.median(cpu), 1), "cpu_p95_ms": round(percentile(cpu, 0.95), 1),
                         "target_ms": TARGET_MS, "met": p95 < TARGET_MS})
     for client in clients.values():
         client.__exit__(None, None, None)

@@ -34,7 +34,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from admin.my_day_service import build_my_day  # noqa: E402
 from admin.staff_accounts import create_user  # noqa: E402
-from bench.customers_list import PASSWORD, _percentile, _signed_in  # noqa: E402
+from bench.customers_list import PASSWORD, percentile, signed_in  # noqa: E402
 from bench.generate import NOW, TODAY, ensure_book  # noqa: E402
 from bench.run import SECRET, machine  # noqa: E402
 from encours.app import create_app  # noqa: E402
@@ -101,9 +101,9 @@ def _time(run: Callable[[], Any], repeat: int) -> dict[str, float]:
         run()
         wall.append((time.perf_counter() - started) * 1000)
         cpu.append((time.process_time() - cpu_started) * 1000)
-    return {"runs": repeat, "median_ms": round(statistics.median(wall), 1), "p95_ms": round(_percentile(wall, 0.95), 1),
+    return {"runs": repeat, "median_ms": round(statistics.median(wall), 1), "p95_ms": round(percentile(wall, 0.95), 1),
             "max_ms": round(max(wall), 1), "cpu_median_ms": round(statistics.median(cpu), 1),
-            "cpu_p95_ms": round(_percentile(cpu, 0.95), 1)}
+            "cpu_p95_ms": round(percentile(cpu, 0.95), 1)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings({"ENCOURS_DATABASE_URL": url, "ENCOURS_SECRET_KEY": SECRET,
                               "ENCOURS_BASE_URL": "http://127.0.0.1"})
     app = create_app(settings)
-    collector: TestClient = _signed_in(app, collector_email(0))
-    manager: TestClient = _signed_in(app, MANAGER)
+    collector: TestClient = signed_in(app, collector_email(0))
+    manager: TestClient = signed_in(app, MANAGER)
     sessions = app.state.sessions
     shown: dict[str, int] = {}
 
