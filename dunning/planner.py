@@ -71,6 +71,7 @@ from ledger.models import (
     OutboxMessage,
     PromiseToPay,
     Reminder,
+    reminder_invoice_key,
     ReminderRun,
     Scenario,
     ScenarioStep,
@@ -116,7 +117,7 @@ class PlannedMessage:
 
     @property
     def invoice_key(self) -> str:
-        return ",".join(str(i) for i in self.invoice_ids)
+        return reminder_invoice_key(self.invoice_ids)
 
     @property
     def totals(self) -> dict[str, int]:

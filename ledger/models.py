@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import hashlib
+from collections.abc import Iterable
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -817,6 +819,14 @@ reminder_invoices = Table(
 )
 
 
+def reminder_invoice_key(invoice_ids: Iterable[int]) -> str:
+    """The identity of "the same invoices": a digest of their sorted ids, of fixed length so the
+    unique index holds it whatever the number of invoices (PostgreSQL refuses index rows over
+    2,704 bytes: a few hundred ids joined)."""
+    joined = ",".join(str(i) for i in sorted(invoice_ids))
+    return hashlib.sha256(joined.encode("ascii")).hexdigest()
+
+
 class Reminder(Base):
     """One message to one contact, for one step, covering a set of invoices; never queued twice."""
 
@@ -827,7 +837,7 @@ class Reminder(Base):
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
     step_id: Mapped[int | None] = mapped_column(ForeignKey("scenario_steps.id"), default=None)  # None: by hand
     run_id: Mapped[int | None] = mapped_column(ForeignKey("reminder_runs.id"), index=True, default=None)
-    # Sorted invoice ids, joined: the identity of "the same invoices".
+    # reminder_invoice_key(the invoices' ids): the identity of "the same invoices".
     invoice_key: Mapped[str] = mapped_column(Text)
     outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"), default=None)
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)

@@ -653,3 +653,32 @@ def test_an_invoice_disputed_in_part_is_chased_for_the_rest_only(
     assert [(i.number, i.open_minor) for i in message.invoices] == [("PART", 750_00)]
     [sent] = _outbox(session, customer)
     assert "750,00" in _plain(sent.body_text) and "1 000,00" not in _plain(sent.body_text)
+
+
+# --- a customer with many overdue invoices ------------------------------------------------------
+
+
+def test_a_customer_with_hundreds_of_overdue_invoices_is_reminded_once_on_postgresql(
+        pg_server: Any, settings: Settings) -> None:
+    # The joined ids of 600 invoices make an index row PostgreSQL refuses (over 2,704 bytes):
+    # the reminder's identity is a digest of them.
+    url = pg_server.create_database(f"many_{os.getpid()}")
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        factory = make_sessionmaker(engine)
+        with factory() as session:
+            company = _company(session, code="MANY")
+            customer = factories.customer(session, company, ref="MANY-1")
+            for n in range(600):
+                factories.invoice(session, customer, 100_00, number=f"F-2026-{n:06d}", due_date=days(-10 - n % 5))
+            session.commit()
+        first = _run(factory, settings, company)
+        again = _run(factory, settings, company)
+        assert (first.queued, again.queued) == (1, 0)
+        with factory() as session:
+            [reminder] = session.scalars(select(Reminder)).all()
+            assert len(reminder.invoices) == 600
+            assert len(reminder.invoice_key) == 64
+    finally:
+        engine.dispose()
