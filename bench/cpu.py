@@ -1,0 +1,157 @@
+"""CPU time of processes from /proc, for the benchmarks' "CPU per operation" figures.
+
+`tree_cpu_seconds(pid)` counts a process, its live descendants and the children it has already
+reaped (`cutime`/`cstime`), so a PostgreSQL server measured between two instants keeps the CPU of
+backends that ended in between. `PostgresMeter` finds a local server's postmaster from its data
+directory's `postmaster.pid` and the backends of one database from `pg_stat_activity`.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+TICKS = os.sysconf("SC_CLK_TCK")
+PROC = Path("/proc")
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Clock ticks from /proc/<pid>/stat: own user and system time, and that of reaped children."""
+
+    utime: int
+    stime: int
+    cutime: int
+    cstime: int
+
+    @property
+    def own(self) -> int:
+        return self.utime + self.stime
+
+    @property
+    def reaped(self) -> int:
+        return self.cutime + self.cstime
+
+
+def parse_stat(text: str) -> Stat:
+    """Fields 14-17 of /proc/<pid>/stat (proc(5)); the command name (field 2) may hold spaces
+    and parentheses, so the fields are counted from its last ')'."""
+    fields = text.rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state): utime is field 14
+    return Stat(int(fields[11]), int(fields[12]), int(fields[13]), int(fields[14]))
+
+
+def read_stat(pid: int, proc: Path = PROC) -> Stat | None:
+    try:
+        return parse_stat((proc / str(pid) / "stat").read_text())
+    except (OSError, IndexError, ValueError):
+        return None  # gone
+
+
+def children(pid: int, proc: Path = PROC) -> list[int]:
+    """Live children of a process, from every one of its threads' `children` lists."""
+    found: list[int] = []
+    try:
+        tasks = list((proc / str(pid) / "task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found.extend(int(child) for child in (task / "children").read_text().split())
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+def cpu_seconds(pids: list[int], proc: Path = PROC) -> float:
+    """User + system CPU of these processes (all their threads), without their children."""
+    return sum(stat.own for pid in pids if (stat := read_stat(pid, proc)) is not None) / TICKS
+
+
+def tree_cpu_seconds(pid: int, proc: Path = PROC) -> float:
+    """A process and all its descendants, the exited ones it reaped included."""
+    ticks = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        stat = read_stat(current, proc)
+        if stat is None:
+            continue
+        ticks += stat.own + stat.reaped
+        pending.extend(children(current, proc))
+    return ticks / TICKS
+
+
+def children_cpu_seconds() -> float:
+    """CPU of this process's children that have ended and been waited for (wrk, the load generator)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def per_request_ms(seconds: float, requests: int | None) -> float | None:
+    return round(1000 * seconds / requests, 3) if requests else None
+
+
+def delta_by_pid(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU spent between two readings of a set of processes: those that appeared in between
+    count from zero (a new backend), those gone by the second reading are not seen."""
+    return sum(max(0.0, seconds - before.get(pid, 0.0)) for pid, seconds in after.items())
+
+
+def postmaster_pid(data_directory: str | Path, proc: Path = PROC) -> int | None:
+    """The postmaster's pid from `postmaster.pid` (its first line) when this machine can see it."""
+    try:
+        pid = int((Path(data_directory) / "postmaster.pid").read_text().split("\n", 1)[0])
+        command = (proc / str(pid) / "cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"postgres" in command else None
+
+
+class PostgresMeter:
+    """CPU of a PostgreSQL server on this machine: the whole server (postmaster, backends,
+    background writers, reaped backends) and the backends connected to one database. Its own
+    connection goes to the `postgres` database, so it never holds the book's open (a book used
+    as a TEMPLATE must have no connection)."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+        self.database = parsed.database or ""
+        self.connection = psycopg.connect(host=parsed.host or "127.0.0.1", port=parsed.port or 5432,
+                                          user=parsed.username, password=parsed.password, dbname="postgres",
+                                          autocommit=True, connect_timeout=10)
+        directory = self.connection.execute("SHOW data_directory").fetchone()
+        self.postmaster = postmaster_pid(directory[0]) if directory else None
+
+    @property
+    def available(self) -> bool:
+        return self.postmaster is not None
+
+    def backends(self, database: str | None = None) -> list[int]:
+        rows = self.connection.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database or self.database,)).fetchall()
+        return [int(row[0]) for row in rows]
+
+    def reading(self, database: str | None = None) -> dict[str, Any]:
+        if self.postmaster is None:
+            return {}
+        backends = {pid: (stat.own / TICKS) for pid in self.backends(database)
+                    if (stat := read_stat(pid)) is not None}
+        return {"server": tree_cpu_seconds(self.postmaster), "backends": backends}
+
+    def spent(self, before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+        """Seconds of CPU between two readings: the database's backends, and the whole server."""
+        if not before or not after:
+            return {}
+        return {"backends": delta_by_pid(before["backends"], after["backends"]),
+                "server": max(0.0, after["server"] - before["server"])}
+
+    def close(self) -> None:
+        self.connection.close()
