@@ -30,7 +30,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
 
@@ -118,6 +118,10 @@ class Run:
     start: float
     intended: list[float]
     requests: list[bytes]
+    # perf_counter, not uvloop's loop.time(), which counts whole milliseconds; both replaceable
+    # so that a test can run on a clock of its own.
+    clock: Callable[[], float] = time.perf_counter
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     next_index: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     send_lag_ms: list[float] = field(default_factory=list)
@@ -132,14 +136,14 @@ class Run:
 
 
 async def _connection(run: Run, host: str, port: int, timeout: float) -> None:
-    clock = time.perf_counter  # uvloop's loop.time() counts whole milliseconds
+    clock = run.clock
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     while (index := run.take()) is not None:
         due = run.start + run.intended[index]
         early = due - clock()
         if early > 0:
-            await asyncio.sleep(early)
+            await run.sleep(early)
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection(host, port)
@@ -165,17 +169,19 @@ async def _connection(run: Run, host: str, port: int, timeout: float) -> None:
 
 
 async def generate(url: str, rate: float, duration: float, connections: int,
-                   requests: list[dict[str, Any]] | None = None, timeout: float = 10.0) -> dict[str, Any]:
+                   requests: list[dict[str, Any]] | None = None, timeout: float = 10.0,
+                   clock: Callable[[], float] = time.perf_counter,
+                   sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> dict[str, Any]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     authority = f"{host}:{port}"
     specs = requests or [{"method": "GET", "path": parts.path or "/"}]
     raw = [raw_request(authority, s.get("method", "GET"), s["path"], s.get("headers"), s.get("body")) for s in specs]
-    run = Run(start=time.perf_counter() + 0.05, intended=schedule(rate, duration), requests=raw)
+    run = Run(start=clock() + 0.05, intended=schedule(rate, duration), requests=raw, clock=clock, sleep=sleep)
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
-    began = time.monotonic()
+    began = clock()
     await asyncio.gather(*(_connection(run, host, port, timeout) for _ in range(connections)))
-    wall = time.monotonic() - began
+    wall = clock() - began
     cpu_after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     done = len(run.latencies_ms)
