@@ -112,10 +112,20 @@ def postmaster_pid(data_directory: str | Path, proc: Path = PROC) -> int | None:
 
 
 class PostgresMeter:
-    """CPU of a PostgreSQL server on this machine: the whole server (postmaster, backends,
-    background writers, reaped backends) and the backends connected to one database. Its own
-    connection goes to the `postgres` database, so it never holds the book's open (a book used
-    as a TEMPLATE must have no connection)."""
+    """CPU of a PostgreSQL server on this machine, three ways:
+
+    - `server`: the whole server (postmaster, backends, WAL writer, checkpointer, autovacuum, and
+      the backends that ended meanwhile, through the postmaster's reaped-children time). Exact on
+      a server of one's own; it counts the backend started for each new connection, which an app
+      whose pool opens and closes overflow connections under load pays for.
+    - `ours`: that, less the CPU of the backends of *other* databases seen at either reading
+      (someone else's work on a shared server; what they ran in connections that ended in
+      between cannot be told apart and stays in).
+    - `backends`: the backends of the book's database seen at either reading; misses connections
+      that opened and closed in between, so a lower bound.
+
+    Its own connection goes to the `postgres` database (counted as another database's), so it
+    never holds the book open (a book used as a TEMPLATE must have no connection)."""
 
     def __init__(self, url: str) -> None:
         import psycopg
@@ -133,25 +143,31 @@ class PostgresMeter:
     def available(self) -> bool:
         return self.postmaster is not None
 
-    def backends(self, database: str | None = None) -> list[int]:
-        rows = self.connection.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (database or self.database,)).fetchall()
-        return [int(row[0]) for row in rows]
+    def backends(self, database: str | None = None) -> tuple[list[int], list[int]]:
+        """Backends connected to this database, and those connected to any other."""
+        ours, others = [], []
+        for pid, name in self.connection.execute(
+                "SELECT pid, datname FROM pg_stat_activity WHERE datname IS NOT NULL").fetchall():
+            (ours if name == (database or self.database) else others).append(int(pid))
+        return ours, others
 
     def reading(self, database: str | None = None) -> dict[str, Any]:
         if self.postmaster is None:
             return {}
-        backends = {pid: (stat.own / TICKS) for pid in self.backends(database)
-                    if (stat := read_stat(pid)) is not None}
-        return {"server": tree_cpu_seconds(self.postmaster), "backends": backends}
+        ours, others = self.backends(database)
+        return {"server": tree_cpu_seconds(self.postmaster),
+                "backends": {pid: stat.own / TICKS for pid in ours if (stat := read_stat(pid)) is not None},
+                "others": {pid: stat.own / TICKS for pid in others if (stat := read_stat(pid)) is not None}}
 
-    def spent(self, before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
-        """Seconds of CPU between two readings: the database's backends, and the whole server."""
+    @staticmethod
+    def spent(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+        """Seconds of CPU between two readings (see the class): `server`, `ours`, `backends`."""
         if not before or not after:
             return {}
-        return {"backends": delta_by_pid(before["backends"], after["backends"]),
-                "server": max(0.0, after["server"] - before["server"])}
+        server = max(0.0, after["server"] - before["server"])
+        others = delta_by_pid(before["others"], after["others"])
+        return {"server": server, "ours": max(0.0, server - others),
+                "backends": delta_by_pid(before["backends"], after["backends"])}
 
     def close(self) -> None:
         self.connection.close()

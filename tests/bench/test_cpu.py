@@ -80,3 +80,14 @@ def test_real_proc_sees_a_busy_child_and_its_cpu_once_reaped() -> None:
         child.communicate(b"")
     # the child's CPU moves to this process's reaped children once it is waited for
     assert cpu.children_cpu_seconds() > before
+
+
+def test_postgres_spent_leaves_out_other_databases() -> None:
+    """Between two readings of a shared server: 10 s of server CPU, of which another database's
+    backends ran 3 s (one throughout, one that started in between), ours 4 s in the backends
+    seen; the rest (ended connections, WAL writer) stays ours."""
+    before = {"server": 100.0, "backends": {10: 1.0}, "others": {20: 50.0, 21: 7.0}}
+    after = {"server": 110.0, "backends": {10: 3.0, 11: 2.0}, "others": {20: 52.0, 22: 1.0}}
+    spent = cpu.PostgresMeter.spent(before, after)
+    assert spent == pytest.approx({"server": 10.0, "ours": 7.0, "backends": 4.0})
+    assert cpu.PostgresMeter.spent({}, after) == {}
