@@ -145,7 +145,8 @@ class PostgresMeter:
 
     def backends(self, database: str | None = None) -> tuple[list[int], list[int]]:
         """Backends connected to this database, and those connected to any other."""
-        ours, others = [], []
+        ours: list[int] = []
+        others: list[int] = []
         for pid, name in self.connection.execute(
                 "SELECT pid, datname FROM pg_stat_activity WHERE datname IS NOT NULL").fetchall():
             (ours if name == (database or self.database) else others).append(int(pid))
