@@ -120,7 +120,9 @@ class PostgresMeter:
       whose pool opens and closes overflow connections under load pays for.
     - `ours`: that, less the CPU of the backends of *other* databases seen at either reading
       (someone else's work on a shared server; what they ran in connections that ended in
-      between cannot be told apart and stays in).
+      between cannot be told apart and stays in) and less the background processes (WAL
+      writer, checkpointer, background writer, launchers: shared by every database's writes).
+    - `background`: those background processes alone; ours too on a server of one's own.
     - `backends`: the backends of the book's database seen at either reading; misses connections
       that opened and closed in between, so a lower bound.
 
@@ -143,31 +145,36 @@ class PostgresMeter:
     def available(self) -> bool:
         return self.postmaster is not None
 
-    def backends(self, database: str | None = None) -> tuple[list[int], list[int]]:
-        """Backends connected to this database, and those connected to any other."""
+    def backends(self, database: str | None = None) -> tuple[list[int], list[int], list[int]]:
+        """Backends connected to this database, those connected to any other, and the
+        server's background processes (no database)."""
         ours: list[int] = []
         others: list[int] = []
-        for pid, name in self.connection.execute(
-                "SELECT pid, datname FROM pg_stat_activity WHERE datname IS NOT NULL").fetchall():
-            (ours if name == (database or self.database) else others).append(int(pid))
-        return ours, others
+        background: list[int] = []
+        for pid, name in self.connection.execute("SELECT pid, datname FROM pg_stat_activity").fetchall():
+            group = background if name is None else ours if name == (database or self.database) else others
+            group.append(int(pid))
+        return ours, others, background
 
     def reading(self, database: str | None = None) -> dict[str, Any]:
         if self.postmaster is None:
             return {}
-        ours, others = self.backends(database)
-        return {"server": tree_cpu_seconds(self.postmaster),
-                "backends": {pid: stat.own / TICKS for pid in ours if (stat := read_stat(pid)) is not None},
-                "others": {pid: stat.own / TICKS for pid in others if (stat := read_stat(pid)) is not None}}
+        groups = self.backends(database)
+        ours, others, background = ({pid: stat.own / TICKS for pid in group if (stat := read_stat(pid)) is not None}
+                                    for group in groups)
+        return {"server": tree_cpu_seconds(self.postmaster), "backends": ours, "others": others,
+                "background": background}
 
     @staticmethod
     def spent(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
-        """Seconds of CPU between two readings (see the class): `server`, `ours`, `backends`."""
+        """Seconds of CPU between two readings (see the class): `server`, `ours`, `background`,
+        `backends`."""
         if not before or not after:
             return {}
         server = max(0.0, after["server"] - before["server"])
         others = delta_by_pid(before["others"], after["others"])
-        return {"server": server, "ours": max(0.0, server - others),
+        background = delta_by_pid(before["background"], after["background"])
+        return {"server": server, "ours": max(0.0, server - others - background), "background": background,
                 "backends": delta_by_pid(before["backends"], after["backends"])}
 
     def close(self) -> None:

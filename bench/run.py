@@ -186,6 +186,7 @@ class Meter:
         if self.db:  # see cpu.PostgresMeter
             figures["postgres_cpu_ms_per_request"] = cpu.per_request_ms(self.db["ours"], requests)
             figures["postgres_server_cpu_ms_per_request"] = cpu.per_request_ms(self.db["server"], requests)
+            figures["postgres_background_cpu_ms_per_request"] = cpu.per_request_ms(self.db["background"], requests)
             figures["postgres_backends_seen_cpu_ms_per_request"] = cpu.per_request_ms(self.db["backends"],
                                                                                       requests)
         return figures
@@ -232,6 +233,7 @@ def cpu_figures(scenario: str, what: str, result: dict[str, Any]) -> list[Figure
     if result.get("postgres_cpu_ms_per_request") is not None:
         figures.append(Figure(scenario, f"CPU per {what}: PostgreSQL", result["postgres_cpu_ms_per_request"], "ms",
                               detail={"whole_server_ms": result.get("postgres_server_cpu_ms_per_request"),
+                                      "background_processes_ms": result.get("postgres_background_cpu_ms_per_request"),
                                       "backends_seen_ms": result.get("postgres_backends_seen_cpu_ms_per_request")}))
     figures.append(Figure(scenario, f"CPU per {what}: load generator",
                           result.get("loadgen_cpu_ms_per_request") or -1, "ms"))

@@ -84,10 +84,10 @@ def test_real_proc_sees_a_busy_child_and_its_cpu_once_reaped() -> None:
 
 def test_postgres_spent_leaves_out_other_databases() -> None:
     """Between two readings of a shared server: 10 s of server CPU, of which another database's
-    backends ran 3 s (one throughout, one that started in between), ours 4 s in the backends
-    seen; the rest (ended connections, WAL writer) stays ours."""
-    before = {"server": 100.0, "backends": {10: 1.0}, "others": {20: 50.0, 21: 7.0}}
-    after = {"server": 110.0, "backends": {10: 3.0, 11: 2.0}, "others": {20: 52.0, 22: 1.0}}
+    backends ran 3 s (one throughout, one that started in between), the WAL writer 0.5 s, ours
+    4 s in the backends seen; the rest (connections that ended) stays ours."""
+    before = {"server": 100.0, "backends": {10: 1.0}, "others": {20: 50.0, 21: 7.0}, "background": {5: 9.0}}
+    after = {"server": 110.0, "backends": {10: 3.0, 11: 2.0}, "others": {20: 52.0, 22: 1.0}, "background": {5: 9.5}}
     spent = cpu.PostgresMeter.spent(before, after)
-    assert spent == pytest.approx({"server": 10.0, "ours": 7.0, "backends": 4.0})
+    assert spent == pytest.approx({"server": 10.0, "ours": 6.5, "background": 0.5, "backends": 4.0})
     assert cpu.PostgresMeter.spent({}, after) == {}
