@@ -162,20 +162,24 @@ class PostgresMeter:
         groups = self.backends(database)
         ours, others, background = ({pid: stat.own / TICKS for pid in group if (stat := read_stat(pid)) is not None}
                                     for group in groups)
+        sessions = self.connection.execute("SELECT sessions FROM pg_stat_database WHERE datname = %s",
+                                           (database or self.database,)).fetchone()
         return {"server": tree_cpu_seconds(self.postmaster), "backends": ours, "others": others,
-                "background": background}
+                "background": background, "sessions": int(sessions[0]) if sessions else 0}
 
     @staticmethod
     def spent(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
         """Seconds of CPU between two readings (see the class): `server`, `ours`, `background`,
-        `backends`."""
+        `backends`; and `sessions`, the connections opened to the database in between (each
+        starts a backend: a pool that closes its overflow pays for that)."""
         if not before or not after:
             return {}
         server = max(0.0, after["server"] - before["server"])
         others = delta_by_pid(before["others"], after["others"])
         background = delta_by_pid(before["background"], after["background"])
         return {"server": server, "ours": max(0.0, server - others - background), "background": background,
-                "backends": delta_by_pid(before["backends"], after["backends"])}
+                "backends": delta_by_pid(before["backends"], after["backends"]),
+                "sessions": after.get("sessions", 0) - before.get("sessions", 0)}
 
     def close(self) -> None:
         self.connection.close()

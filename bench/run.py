@@ -189,6 +189,7 @@ class Meter:
             figures["postgres_background_cpu_ms_per_request"] = cpu.per_request_ms(self.db["background"], requests)
             figures["postgres_backends_seen_cpu_ms_per_request"] = cpu.per_request_ms(self.db["backends"],
                                                                                       requests)
+            figures["postgres_connections_opened"] = self.db["sessions"]
         return figures
 
 
@@ -237,6 +238,7 @@ def cpu_figures(scenario: str, what: str, result: dict[str, Any]) -> list[Figure
         figures.append(Figure(scenario, f"CPU per {what}: PostgreSQL", result["postgres_cpu_ms_per_request"], "ms",
                               detail={"whole_server_ms": result.get("postgres_server_cpu_ms_per_request"),
                                       "background_processes_ms": result.get("postgres_background_cpu_ms_per_request"),
+                                      "connections_opened": result.get("postgres_connections_opened"),
                                       "backends_seen_ms": result.get("postgres_backends_seen_cpu_ms_per_request")}))
     figures.append(Figure(scenario, f"CPU per {what}: load generator",
                           result.get("loadgen_cpu_ms_per_request") or -1, "ms"))

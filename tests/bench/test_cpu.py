@@ -86,8 +86,10 @@ def test_postgres_spent_leaves_out_other_databases() -> None:
     """Between two readings of a shared server: 10 s of server CPU, of which another database's
     backends ran 3 s (one throughout, one that started in between), the WAL writer 0.5 s, ours
     4 s in the backends seen; the rest (connections that ended) stays ours."""
-    before = {"server": 100.0, "backends": {10: 1.0}, "others": {20: 50.0, 21: 7.0}, "background": {5: 9.0}}
-    after = {"server": 110.0, "backends": {10: 3.0, 11: 2.0}, "others": {20: 52.0, 22: 1.0}, "background": {5: 9.5}}
+    before = {"server": 100.0, "backends": {10: 1.0}, "others": {20: 50.0, 21: 7.0}, "background": {5: 9.0},
+              "sessions": 40}
+    after = {"server": 110.0, "backends": {10: 3.0, 11: 2.0}, "others": {20: 52.0, 22: 1.0}, "background": {5: 9.5},
+             "sessions": 52}
     spent = cpu.PostgresMeter.spent(before, after)
-    assert spent == pytest.approx({"server": 10.0, "ours": 6.5, "background": 0.5, "backends": 4.0})
+    assert spent == pytest.approx({"server": 10.0, "ours": 6.5, "background": 0.5, "backends": 4.0, "sessions": 12})
     assert cpu.PostgresMeter.spent({}, after) == {}
