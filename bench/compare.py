@@ -43,25 +43,29 @@ def _value(figure: dict[str, Any]) -> str:
 
 def rows(first: dict[str, Any], second: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """(scenario, metric, first value, second value, second as % of first), in the first
-    document's order, then figures only the second has."""
+    document's order, a figure only the second has placed after the one it follows there."""
     def key(figure: dict[str, Any]) -> tuple[str, str]:
         return figure["scenario"], figure["metric"]
 
+    mine = {key(f): f for f in first.get("figures", [])}
     theirs = {key(f): f for f in second.get("figures", [])}
-    ours = {key(f) for f in first.get("figures", [])}
-    result = []
-    for figure in first.get("figures", []):
-        other = theirs.get(key(figure))
-        ratio = ""
-        if other is not None and figure["value"] not in (None, 0, -1) and other["value"] not in (None, -1) \
-                and figure.get("unit") == other.get("unit") and figure.get("unit") != "%":
-            ratio = f"{100 * other['value'] / figure['value']:.0f} %"
-        target = figure.get("target") or (other or {}).get("target") or ""
-        result.append((figure["scenario"], figure["metric"] + (f" (target {target})" if target else ""),
-                       _value(figure), _value(other) if other else "—", ratio))
+    order = list(mine)
+    previous: tuple[str, str] | None = None
     for figure in second.get("figures", []):
-        if key(figure) not in ours:
-            result.append((figure["scenario"], figure["metric"], "—", _value(figure), ""))
+        if key(figure) not in mine:
+            order.insert(order.index(previous) + 1 if previous in order else len(order), key(figure))
+        previous = key(figure)
+    result = []
+    for k in order:
+        figure, other = mine.get(k), theirs.get(k)
+        ratio = ""
+        if figure is not None and other is not None and figure["value"] not in (None, 0, -1) \
+                and other["value"] not in (None, -1) and figure.get("unit") == other.get("unit") \
+                and figure.get("unit") != "%":
+            ratio = f"{100 * other['value'] / figure['value']:.0f} %"
+        target = ((figure or {}).get("target") or (other or {}).get("target") or "").strip("()")
+        result.append((k[0], k[1] + (f" (target {target})" if target else ""),
+                       _value(figure) if figure else "—", _value(other) if other else "—", ratio))
     return result
 
 
