@@ -956,7 +956,15 @@ def _run(args: argparse.Namespace) -> None:
     try:
         for scenario in scenarios:
             print(f"bench: {scenario.__name__} …", file=sys.stderr, flush=True)
-            figures.extend(scenario(ctx))
+            try:
+                figures.extend(scenario(ctx))
+            except Exception as error:  # a scenario that fails is a result too; the others still run
+                import traceback
+
+                traceback.print_exc()
+                message = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+                figures.append(Figure(scenario.__name__, f"FAILED: {type(error).__name__}: {message}", -1, "",
+                                      "runs", False, {"traceback": traceback.format_exc()[-4000:]}))
     finally:
         if ctx.pg is not None:
             ctx.pg.close()
