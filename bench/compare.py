@@ -52,7 +52,7 @@ def rows(first: dict[str, Any], second: dict[str, Any]) -> list[tuple[str, str, 
     order = list(mine)
     previous: tuple[str, str] | None = None
     for figure in second.get("figures", []):
-        if key(figure) not in mine:
+        if key(figure) not in mine and key(figure) not in order:
             order.insert(order.index(previous) + 1 if previous in order else len(order), key(figure))
         previous = key(figure)
     result = []
@@ -78,11 +78,16 @@ def markdown(first: dict[str, Any], second: dict[str, Any]) -> str:
 
 
 def merged(documents: list[dict[str, Any]]) -> dict[str, Any]:
-    """Several runs of one engine (split with --only) as one document: the figures of all, the
-    settings of the first, the highest load average seen at any start."""
+    """Several runs of one engine (split with --only) as one document: the figures of all (a
+    figure measured again by a later run replaces the earlier one, in its place), the settings of
+    the first, the highest load average seen at any start."""
     if len(documents) == 1:
         return documents[0]
-    result = {**documents[0], "figures": [f for d in documents for f in d.get("figures", [])]}
+    figures: dict[tuple[str, str], dict[str, Any]] = {}
+    for document in documents:
+        for figure in document.get("figures", []):
+            figures[figure["scenario"], figure["metric"]] = figure
+    result = {**documents[0], "figures": list(figures.values())}
     loads = [d.get("machine", {}).get("loadavg_at_start") for d in documents]
     known = [load for load in loads if load]
     if known:

@@ -49,6 +49,11 @@ def test_markdown_and_merged_runs(tmp_path: Path, capsys: pytest.CaptureFixture[
     second_half = {**SQLITE, "machine": {"loadavg_at_start": [2.5, 1, 1]}, "figures": SQLITE["figures"][2:]}
     merged = compare.merged([first_half, second_half])
     assert merged["figures"] == SQLITE["figures"] and merged["machine"]["loadavg_at_start"][0] == 2.5
+    # a figure measured again in a later run replaces the earlier one, where it stood
+    again = {**SQLITE, "figures": [{**SQLITE["figures"][0], "value": 3000.0}]}
+    assert [f["value"] for f in compare.merged([SQLITE, again])["figures"]] == [3000.0, 0.4, 110.0, 5.0]
+    twice = compare.merged([POSTGRES, POSTGRES])
+    assert len(compare.rows(SQLITE, twice)) == 5
     paths = []
     for name, document in (("a", first_half), ("b", second_half), ("pg", POSTGRES)):
         paths.append(tmp_path / f"{name}.json")
