@@ -23,9 +23,12 @@ RUNTIME_DEBS := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejav
 # Tests: the browser, pdftotext, the PostgreSQL server the test set-up starts itself, and
 # systemd-analyze (the deploy/ units are verified with it).
 TEST_DEBS := chromium poppler-utils postgresql systemd
-# Benchmarks: the load generator.
+# Benchmarks: the load generator (bench/loadgen.py, the open-loop one, is ours).
 BENCH_DEBS := wrk
 BENCH_ARGS ?=
+# make bench-postgres: this database (a PostgreSQL URL) instead of a throwaway server.
+BENCH_POSTGRES ?=
+BENCH_OUT := var/bench
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -46,7 +49,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: help venv system-deps test-deps demo test lint lock bench bench-api i18n clean
+.PHONY: help venv system-deps test-deps demo test lint lock bench bench-postgres bench-api i18n clean
 
 help:
 	@echo "make demo         install into $(VENV), create the SQLite demo and serve it"
@@ -57,7 +60,9 @@ help:
 	@echo "make lint         import layers, ruff and mypy (make test runs it first)"
 	@echo "make lock         re-pin requirements/*.txt from pyproject.toml (uv, with hashes)"
 	@echo "make bench        build (once, cached in var/bench/) a 50,000-customer book and run the benchmarks;"
-	@echo "                  not tests: prints a table and JSON (BENCH_ARGS='--small' for a quick run)"
+	@echo "                  not tests: prints a table and JSON (BENCH_ARGS='--small' for a quick run), SQLite"
+	@echo "make bench-postgres  the same on PostgreSQL: a throwaway server (fsync on), or BENCH_POSTGRES=URL;"
+	@echo "                  then both engines side by side (bench/compare.py) when make bench ran before"
 	@echo "make i18n         extract, update and compile the translation catalogs"
 	@echo "make clean        remove $(VENV) and caches (databases are kept)"
 
@@ -118,7 +123,18 @@ lock: venv
 
 bench: venv system-deps
 	@$(call install_debs,$(BENCH_DEBS))
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	@mkdir -p $(BENCH_OUT)
+	$(BIN)/python bench/run.py --output $(BENCH_OUT)/last-sqlite.json $(BENCH_ARGS)
+
+# Every scenario of `make bench` on PostgreSQL (the full book is built there once: long on a
+# throwaway server), then both columns side by side.
+bench-postgres: venv system-deps
+	@$(call install_debs,$(BENCH_DEBS) $(if $(BENCH_POSTGRES),,postgresql))
+	@mkdir -p $(BENCH_OUT)
+	$(BIN)/python bench/run.py $(if $(BENCH_POSTGRES),--postgres $(BENCH_POSTGRES),--postgres-throwaway) \
+		--output $(BENCH_OUT)/last-postgresql.json $(BENCH_ARGS)
+	@if [ -f $(BENCH_OUT)/last-sqlite.json ]; then \
+		$(BIN)/python bench/compare.py $(BENCH_OUT)/last-sqlite.json $(BENCH_OUT)/last-postgresql.json; fi
 
 # The ERP API (issue 18): 100,000 invoices through the bulk endpoint, list endpoints on the book; SQLite, then PostgreSQL.
 bench-api: venv system-deps

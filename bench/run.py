@@ -3,12 +3,17 @@
     .venv/bin/python bench/run.py [--duration 10] [--connections 32] [--workers 1] [--only statement_page]
     .venv/bin/python bench/run.py --small        # a 2,000-customer book, 5 s runs: while developing
     .venv/bin/python bench/run.py --postgres postgresql+psycopg://user@host/encours_bench
+    .venv/bin/python bench/run.py --postgres-throwaway      # a temporary server, fsync on
+    .venv/bin/python bench/compare.py sqlite.json postgresql.json   # both columns side by side
 
 Each scenario serves the app with uvicorn on 127.0.0.1 (a free port, its own process), puts load
-on it with `wrk` (Debian package `wrk`), and reports figures beside their target. Where a
-target is a ratio, the baseline is measured in the same run under the same server settings,
-since the machine may be shared and noisy. Prints a readable table on stderr and one JSON
-document on stdout. Nothing here is asserted: targets are reported as met or missed.
+on it with `wrk` (Debian package `wrk`: the maximum, a closed loop) and with `bench/loadgen.py`
+(latency at a constant rate of half that maximum, an open loop), and reports figures beside
+their target, with the CPU per request of the app, of PostgreSQL (when it runs on this machine)
+and of the load generator. Where a target is a ratio, the baseline is measured in the same run
+under the same server settings, since the machine may be shared and noisy. Prints a readable
+table on stderr and one JSON document on stdout (and to `--output`). Nothing here is asserted:
+targets are reported as met or missed.
 
 A scenario is a function `(Context) -> list[Figure]` in SCENARIOS; add new ones there
 (webhook intake, reminder run: to come with their features).
@@ -39,14 +44,18 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 from sqlalchemy import select, update  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
+from bench import cpu  # noqa: E402
 from bench.generate import STATEMENT_CUSTOMER, ensure_book  # noqa: E402
 from kernel.db import make_engine  # noqa: E402
 from ledger.models import Contact, Customer  # noqa: E402
 from links import tokens  # noqa: E402
 
 SECRET = "bench-secret-key-0123456789abcdef"
+# A throwaway server with production's durability (the tests' servers turn fsync off).
+POSTGRES_CONFIG = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on", "shared_buffers": "256MB"}
 PYTHON = sys.executable
 
 
@@ -69,6 +78,9 @@ class Context:
     threads: int
     workers: int
     warmup: int = 2
+    pg: cpu.PostgresMeter | None = None  # a PostgreSQL book on this machine: its server's CPU
+    rate_fraction: float = 0.5  # the open-loop latency runs at this fraction of the measured maximum
+    open_loop_connections: int = 32
 
 
 # --- the server and the load -------------------------------------------------------------------
@@ -148,28 +160,102 @@ class Server:
         self.stop()
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes (and their threads), from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, IndexError, ValueError):
-            pass
-    return total / ticks
+class Meter:
+    """CPU spent during one measurement: the app's serving processes, PostgreSQL (the book's
+    backends and the whole server, when it runs on this machine) and the load generator (wrk or
+    bench/loadgen.py, children of this process that have ended by the time it stops)."""
+
+    def __init__(self, server: Server | None, ctx: Context, database: str | None = None) -> None:
+        self.pids = server.pids() if server else []
+        self.pg, self.database = ctx.pg, database
+
+    def __enter__(self) -> Meter:
+        self.app = cpu.cpu_seconds(self.pids)
+        self.generator = cpu.children_cpu_seconds()
+        self.db = self.pg.reading(self.database) if self.pg else {}
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.app = cpu.cpu_seconds(self.pids) - self.app
+        self.generator = cpu.children_cpu_seconds() - self.generator
+        self.db = self.pg.spent(self.db, self.pg.reading(self.database)) if self.pg else {}
+
+    def per_request(self, requests: int | None) -> dict[str, Any]:
+        figures = {"server_cpu_ms_per_request": cpu.per_request_ms(self.app, requests),
+                   "loadgen_cpu_ms_per_request": cpu.per_request_ms(self.generator, requests)}
+        if self.db:  # see cpu.PostgresMeter
+            figures["postgres_cpu_ms_per_request"] = cpu.per_request_ms(self.db["ours"], requests)
+            figures["postgres_server_cpu_ms_per_request"] = cpu.per_request_ms(self.db["server"], requests)
+            figures["postgres_background_cpu_ms_per_request"] = cpu.per_request_ms(self.db["background"], requests)
+            figures["postgres_backends_seen_cpu_ms_per_request"] = cpu.per_request_ms(self.db["backends"],
+                                                                                      requests)
+            figures["postgres_connections_opened"] = self.db["sessions"]
+        return figures
 
 
 def measured(server: Server, url: str, ctx: Context, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """wrk on `url`, with the server's CPU time per request: a figure that a loaded machine
-    distorts much less than requests/s (it still pays for cache misses and switches)."""
-    pids = server.pids()
-    before = _cpu_seconds(pids)
-    result = wrk(url, ctx, headers)
-    spent = _cpu_seconds(pids) - before
-    result["server_cpu_ms_per_request"] = round(1000 * spent / result["requests"], 2) if result["requests"] else None
+    """wrk on `url`, with the CPU time per request of the server, of PostgreSQL and of wrk: figures
+    that a loaded machine distorts much less than requests/s (they still pay for cache misses and
+    switches)."""
+    with Meter(server, ctx) as meter:
+        result = wrk(url, ctx, headers)
+    result.update(meter.per_request(result["requests"]))
     return result
+
+
+def open_loop(server: Server, ctx: Context, rate: float, requests: list[dict[str, Any]]) -> dict[str, Any]:
+    """bench/loadgen.py at a constant `rate` (requests/s) for `--duration` seconds: latency from
+    each request's intended send time, with the same CPU figures as `measured`."""
+    folder = Path(tempfile.mkdtemp(prefix="encours-bench-"))
+    try:
+        file = folder / "requests.json"
+        file.write_text(json.dumps(requests))
+        command = [PYTHON, str(ROOT / "bench" / "loadgen.py"), server.base, "--rate", f"{rate:.1f}",
+                   "--duration", str(ctx.duration), "--connections", str(ctx.open_loop_connections),
+                   "--requests", str(file)]
+        with Meter(server, ctx) as meter:
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    result: dict[str, Any] = json.loads(output)
+    own = result["loadgen_cpu_ms_per_request"]  # the load phase alone, without the interpreter's start
+    result.update(meter.per_request(result["requests"]))
+    result["loadgen_process_cpu_ms_per_request"] = result["loadgen_cpu_ms_per_request"]
+    result["loadgen_cpu_ms_per_request"] = own
+    return result
+
+
+def half_max(requests_per_s: float, ctx: Context) -> float:
+    """The open-loop rate: `rate_fraction` of the maximum measured in the same run (at least 1/s)."""
+    return max(1.0, round(requests_per_s * ctx.rate_fraction, 1))
+
+
+def cpu_figures(scenario: str, what: str, result: dict[str, Any]) -> list[Figure]:
+    """The CPU split of one measurement, as figures: app, PostgreSQL (its backends of the book;
+    the whole server in the detail), load generator."""
+    figures = [Figure(scenario, f"CPU per {what}: app", result.get("server_cpu_ms_per_request") or -1, "ms")]
+    if result.get("postgres_cpu_ms_per_request") is not None:
+        figures.append(Figure(scenario, f"CPU per {what}: PostgreSQL", result["postgres_cpu_ms_per_request"], "ms",
+                              detail={"whole_server_ms": result.get("postgres_server_cpu_ms_per_request"),
+                                      "background_processes_ms": result.get("postgres_background_cpu_ms_per_request"),
+                                      "connections_opened": result.get("postgres_connections_opened"),
+                                      "backends_seen_ms": result.get("postgres_backends_seen_cpu_ms_per_request")}))
+    figures.append(Figure(scenario, f"CPU per {what}: load generator",
+                          result.get("loadgen_cpu_ms_per_request") or -1, "ms"))
+    return figures
+
+
+def latency_figures(scenario: str, what: str, result: dict[str, Any]) -> list[Figure]:
+    """p50 and p99 of an open-loop run, the p99 against its target (≤ 50 ms)."""
+    ok = result["non_2xx_3xx"] == 0 and not result["errors"] and result["completed"] == result["scheduled"]
+    label = f"{what}, open loop at half max"
+    return [
+        Figure(scenario, f"{label}: rate", result["rate_per_s"], "/s", detail={"achieved": result["achieved_per_s"]}),
+        Figure(scenario, f"{label}: p50", result["p50_ms"] if result["p50_ms"] is not None else -1, "ms",
+               detail=result),
+        Figure(scenario, f"{label}: p99", result["p99_ms"] if result["p99_ms"] is not None else -1, "ms",
+               "≤ 50 ms", ok and result["p99_ms"] is not None and result["p99_ms"] <= 50),
+    ]
 
 
 def _rss_kib(pid: int) -> int:
@@ -282,6 +368,8 @@ def statement_page(ctx: Context) -> list[Figure]:
         sampler.start()
         app = measured(server, f"{server.base}/portal", ctx, {"Cookie": cookie})
         peak = sampler.stop()
+        steady = open_loop(server, ctx, half_max(app["requests_per_s"], ctx),
+                           [{"method": "GET", "path": "/portal", "headers": {"Cookie": cookie}}])
         app["server_errors"] = server.error_counts()
     with Server("bench.baseline:create_app", ctx.workers, {"BENCH_PAGE_BYTES": str(size)}) as baseline_server:
         baseline_server.wait("/statement")
@@ -302,8 +390,8 @@ def statement_page(ctx: Context) -> list[Figure]:
         Figure("statement_page", "baseline server CPU per request", cpu_base or -1, "ms"),
         Figure("statement_page", "ratio by CPU per request (baseline / app)", round(100 * cpu_ratio, 1), "%",
                "(≥ 40 %)", cpu_ratio >= 0.40),
-        Figure("statement_page", f"p99 latency at {ctx.connections} connections", app["p99_ms"] or -1, "ms",
-               "< 50 ms", app["p99_ms"] is not None and app["p99_ms"] < 50),
+        *latency_figures("statement_page", "GET /portal", steady),
+        *cpu_figures("statement_page", "page", app),
         Figure("memory", "server RSS under statement load (peak, per process)", round(rss_mb, 1), "MB",
                "≤ 250 MB", rss_mb <= 250, {"peak_kib_by_pid": {str(k): v for k, v in peak.items()}}),
     ]
@@ -368,25 +456,24 @@ def wrk_list(url: str, ctx: Context, server: Server, lines: list[tuple[str, str,
     script, args = _lua_from_list(lines, ctx.threads)
     if user_agent:
         args.append(user_agent)
-    pids = server.pids()
-    before = _cpu_seconds(pids)
     command = ["wrk", f"-t{ctx.threads}", f"-c{ctx.connections}", f"-d{duration or ctx.duration}s", "--latency",
                "--timeout", "10s", "-s", script, url, "--", *args]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    with Meter(server, ctx) as meter:
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     result = _parse_wrk(output)
-    spent = _cpu_seconds(pids) - before
-    result["server_cpu_ms_per_request"] = round(1000 * spent / result["requests"], 2) if result["requests"] else None
+    result.update(meter.per_request(result["requests"]))
     return result
 
 
 def magic_link_exchange(ctx: Context) -> list[Figure]:
     """`GET /p/{token}`: verify, record the open, set the session cookie, 303 to /portal; the
     same link again and again (a repeated open, recorded once), then distinct links of many
-    contacts (first opens, each recorded), beside `GET /healthz` (a transaction with SELECT 1,
-    the cheapest request that touches the database) on the same server in the same run."""
+    contacts (first opens, each recorded), beside `GET /healthz` (liveness: no database, the
+    cheapest request through the whole stack) on the same server in the same run."""
     contact = _statement_contact(ctx.url)
     token = tokens.make_token(SECRET, contact)
-    links = [("GET", f"/p/{tokens.make_token(SECRET, other)}", "", "") for other in _contacts(ctx.url, 20_000)]
+    # More links than a run sends at 3,000 req/s for 10 s, so every open of a run is a first one.
+    links = [("GET", f"/p/{tokens.make_token(SECRET, other)}", "", "") for other in _contacts(ctx.url, 50_000)]
     with Server("encours.app:create_app_from_env", ctx.workers, _app_env(ctx)) as server:
         server.wait("/healthz")
         _session_cookie(server.base, token)  # a 303, not an error page
@@ -395,6 +482,12 @@ def magic_link_exchange(ctx: Context) -> list[Figure]:
         # A browser of its own for this run: an open is recorded once per contact, address and
         # browser within 10 minutes, so a run soon after another would otherwise write nothing.
         first = wrk_list(server.base, ctx, server, links, user_agent=f"encours-bench/{time.time_ns()}")
+        # The same two at a constant half of those rates: latency from each intended send time.
+        steady = open_loop(server, ctx, half_max(result["requests_per_s"], ctx),
+                           [{"method": "GET", "path": f"/p/{token}"}])
+        browser = {"User-Agent": f"encours-bench/{time.time_ns()}"}
+        steady_first = open_loop(server, ctx, half_max(first["requests_per_s"], ctx),
+                                 [{"method": "GET", "path": path, "headers": browser} for _, path, _, _ in links])
         wrk(f"{server.base}/healthz", ctx, duration=ctx.warmup)
         health = measured(server, f"{server.base}/healthz", ctx)
         result["server_errors"] = server.error_counts()
@@ -408,12 +501,12 @@ def magic_link_exchange(ctx: Context) -> list[Figure]:
         Figure("magic_link", "GET /healthz, same server (baseline)", round(health["requests_per_s"], 1), "req/s",
                detail=health),
         Figure("magic_link", "exchange / healthz requests/s", round(100 * ratio, 1), "%"),
+        *latency_figures("magic_link", "same link", steady),
+        *latency_figures("magic_link", "first opens", steady_first),
+        *cpu_figures("magic_link", "exchange (same link)", result),
+        *cpu_figures("magic_link", "first open", first),
+        *cpu_figures("magic_link", "healthz", health),
     ]
-    for name, run in (("server CPU per exchange", result), ("server CPU per first open", first),
-                      ("server CPU per healthz", health)):
-        if run["server_cpu_ms_per_request"]:
-            figures.append(Figure("magic_link", name, run["server_cpu_ms_per_request"], "ms",
-                                  detail={"req_per_s_per_busy_core": round(1000 / run["server_cpu_ms_per_request"])}))
     if not ok:  # an error page is not a figure
         figures.append(Figure("magic_link", "responses other than 303 (errors)",
                               result["non_2xx_3xx"] + first["non_2xx_3xx"], "", "0", False))
@@ -577,6 +670,8 @@ def webhook_intake(ctx: Context) -> list[Figure]:
                round(cpu_dup - cpu_floor, 2) if cpu_dup and cpu_floor else -1, "ms"),
         Figure("webhook_intake", "events stored / processed in this run", outcomes["stored"], "",
                detail=outcomes),
+        *cpu_figures("webhook_intake", "new event", new),
+        *cpu_figures("webhook_intake", "duplicate", again),
     ]
 
 
@@ -602,9 +697,11 @@ def _webhook_outcomes(url: str, run_id: str) -> dict[str, int]:
 
 def reminder_run(ctx: Context) -> list[Figure]:
     """`dunning.planner.run_company` for every company of the book (planned, rendered, queued),
-    on a copy of the book so that each bench run starts from the same state; then
+    on a copy of the book so that each bench run starts from the same state (a file copy on
+    SQLite, a database created from the book's as a TEMPLATE on PostgreSQL); then
     `mail.outbox.deliver_due` to a local SMTP server (aiosmtpd, its own process) for
-    `--duration` seconds."""
+    `--duration` seconds, the messages already sent queued again before each delivery run so
+    that none runs dry."""
     from datetime import date
 
     from dunning import planner
@@ -612,7 +709,10 @@ def reminder_run(ctx: Context) -> list[Figure]:
     from kernel.settings import load_settings
     from ledger.models import Company
 
+    copy_started = time.monotonic()
     url, cleanup = _scratch_copy(ctx.url)
+    copy_seconds = time.monotonic() - copy_started
+    scratch = make_url(url).database if not url.startswith("sqlite") else None
     try:
         settings = load_settings({**_app_env(ctx), "ENCOURS_DATABASE_URL": url})
         engine = make_engine(url)
@@ -623,9 +723,10 @@ def reminder_run(ctx: Context) -> list[Figure]:
             session.execute(update(Company).values(reminders_enabled=True))
             session.commit()
         today = date(2026, 11, 25)
-        started = time.monotonic()
-        reports = [planner.run_company(factory, settings, company_id, today) for company_id in companies]
-        seconds = time.monotonic() - started
+        started, cpu_started = time.monotonic(), time.process_time()
+        with Meter(None, ctx, scratch) as meter:
+            reports = [planner.run_company(factory, settings, company_id, today) for company_id in companies]
+        seconds, planner_cpu = time.monotonic() - started, time.process_time() - cpu_started
         queued = sum(r.queued for r in reports)
         planned = sum(r.planned for r in reports)
         engine.dispose()
@@ -637,8 +738,17 @@ def reminder_run(ctx: Context) -> list[Figure]:
             _wait_port(port)
             # One worker process, then as many as the machine has cores: `encours worker`
             # processes share the outbox (mail.outbox claims each message once).
-            deliveries = {workers: _deliver(url, f"smtp://127.0.0.1:{port}", workers, ctx.duration, sink.pid)
-                          for workers in sorted({1, os.cpu_count() or 1})}
+            deliveries = {}
+            for workers in sorted({1, os.cpu_count() or 1}):
+                waiting = _refill_outbox(url)
+                with Meter(None, ctx, scratch) as delivery_meter:
+                    deliveries[workers] = _deliver(url, f"smtp://127.0.0.1:{port}", workers, ctx.duration,
+                                                   sink.pid)
+                deliveries[workers]["queued_at_start"] = waiting
+                if delivery_meter.db and deliveries[workers]["sent"]:
+                    # The workers' backends end with them: the server's CPU, reaped ones included.
+                    deliveries[workers]["postgres_server_cpu_ms_per_msg"] = cpu.per_request_ms(
+                        delivery_meter.db["ours"], deliveries[workers]["sent"])
         finally:
             os.killpg(sink.pid, signal.SIGTERM)
             sink.wait(timeout=20)
@@ -648,6 +758,8 @@ def reminder_run(ctx: Context) -> list[Figure]:
         Figure("reminder_run", "whole book planned, rendered, queued", round(seconds, 1), "s", "≤ 60 s",
                seconds <= 60, {"planned": planned, "queued": queued,
                                "skipped": sum(len(r.skipped) for r in reports),
+                               "copy_of_the_book_s": round(copy_seconds, 1), "planner_cpu_s": round(planner_cpu, 2),
+                               "postgres_cpu_s": {k: round(v, 2) for k, v in meter.db.items()},
                                "companies": [r.summary() for r in reports]}),
         Figure("reminder_run", "messages queued", queued, "", detail={"per_s": round(queued / seconds, 1)}),
     ]
@@ -657,6 +769,9 @@ def reminder_run(ctx: Context) -> list[Figure]:
                               round(rate, 1), "msg/s", "≥ 200 msg/s", rate >= 200 and not result["failed"], result))
         figures.append(Figure("outbox", f"CPU per message, {workers} worker process(es) (sink: "
                               f"{result['sink_cpu_ms_per_msg']:.2f} ms)", result["worker_cpu_ms_per_msg"], "ms"))
+        if "postgres_server_cpu_ms_per_msg" in result:
+            figures.append(Figure("outbox", f"CPU per message, {workers} worker process(es): PostgreSQL",
+                                  result["postgres_server_cpu_ms_per_msg"] or -1, "ms"))
     return figures
 
 
@@ -683,7 +798,7 @@ print(json.dumps({"sent": sent, "retried": retried, "failed": failed, "seconds":
 def _deliver(url: str, smtp_url: str, workers: int, seconds: int, sink_pid: int) -> dict[str, Any]:
     """The workers' CPU per message (their own, imports excluded) and the SMTP sink's, which
     shares the machine's cores with them."""
-    sink_before = _cpu_seconds([sink_pid])
+    sink_before = cpu.cpu_seconds([sink_pid])
     processes = [subprocess.Popen([PYTHON, "-c", OUTBOX_WORKER, url, smtp_url, str(seconds), str(ROOT)],
                                   stdout=subprocess.PIPE, text=True) for _ in range(workers)]
     results = [json.loads(process.communicate(timeout=seconds + 300)[0]) for process in processes]
@@ -692,7 +807,7 @@ def _deliver(url: str, smtp_url: str, workers: int, seconds: int, sink_pid: int)
     return {"workers": workers, "sent": sent, "retried": sum(r["retried"] for r in results),
             "failed": sum(r["failed"] for r in results), "seconds": round(max(r["seconds"] for r in results), 2),
             "worker_cpu_ms_per_msg": round(sum(r["cpu"] for r in results) * per_message, 3),
-            "sink_cpu_ms_per_msg": round((_cpu_seconds([sink_pid]) - sink_before) * per_message, 3)}
+            "sink_cpu_ms_per_msg": round((cpu.cpu_seconds([sink_pid]) - sink_before) * per_message, 3)}
 
 
 def _wait_port(port: int, timeout: float = 30) -> None:
@@ -708,15 +823,49 @@ def _wait_port(port: int, timeout: float = 30) -> None:
 
 
 def _scratch_copy(url: str) -> tuple[str, Callable[[], None]]:
-    """A copy of a SQLite book to run a destructive scenario on; a PostgreSQL book is used as it
-    is (its outbox and reminders then carry over to the next run: rebuild it to start afresh)."""
+    """A copy of the book to run a destructive scenario on: a file copy of a SQLite book, or on
+    PostgreSQL a database created with the book's as TEMPLATE (no one may be connected to the
+    book meanwhile), dropped by the returned cleanup."""
     if not url.startswith("sqlite:///"):
-        return url, lambda: None
+        original = make_url(url)
+        name = f"{original.database}_scratch_{os.getpid()}"
+        admin = make_engine(original.set(database="postgres").render_as_string(hide_password=False))
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{original.database}"')
+
+        def drop() -> None:
+            with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.dispose()
+
+        return original.set(database=name).render_as_string(hide_password=False), drop
     source = Path(url.removeprefix("sqlite:///"))
     folder = Path(tempfile.mkdtemp(prefix="encours-bench-", dir=source.parent))
     target = folder / source.name
     shutil.copyfile(source, target)
     return f"sqlite:///{target}", lambda: shutil.rmtree(folder, ignore_errors=True)
+
+
+def _refill_outbox(url: str) -> int:
+    """Queue again every message already sent (due at once), so that a delivery run never finds
+    the outbox emptied by the one before; returns how many messages wait."""
+    from sqlalchemy import func
+
+    from ledger.models import OutboxMessage
+
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            session.execute(update(OutboxMessage).where(OutboxMessage.status == "sent")
+                            .values(status="queued", sent_at=None, attempts=0, last_error=None,
+                                    next_attempt_at=OutboxMessage.created_at))
+            waiting = session.scalar(select(func.count()).select_from(OutboxMessage)
+                                     .where(OutboxMessage.status == "queued")) or 0
+            session.commit()
+            return int(waiting)
+    finally:
+        engine.dispose()
 
 
 SCENARIOS: list[Callable[[Context], list[Figure]]] = [statement_page, magic_link_exchange, webhook_intake,
@@ -744,7 +893,8 @@ def table(figures: list[Figure]) -> str:
     lines = [f"{'scenario':<16} {'metric':<52} {'value':>12}  {'target':<16} result", "-" * 108]
     for f in figures:
         verdict = "" if f.met is None else ("met" if f.met else "MISSED")
-        lines.append(f"{f.scenario:<16} {f.metric:<52} {f.value:>9,.1f} {f.unit:<3} {f.target:<16} {verdict}")
+        value = f"{f.value:>9,.1f}" if abs(f.value) >= 10 or f.value == -1 else f"{f.value:>9.3f}"
+        lines.append(f"{f.scenario:<16} {f.metric:<52} {value} {f.unit:<3} {f.target:<16} {verdict}")
     return "\n".join(lines)
 
 
@@ -759,8 +909,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--small", action="store_true", help="2,000 customers / 40,000 invoices, 5 s runs")
     parser.add_argument("--postgres", metavar="URL", help="run against a PostgreSQL book (built there if missing)")
     parser.add_argument("--postgres-throwaway", action="store_true",
-                        help="start a throwaway PostgreSQL server (Debian's postgresql, as the tests do) "
-                             "and build the book there; everything is deleted afterwards")
+                        help="start a throwaway PostgreSQL server (Debian's postgresql, as the tests do, but "
+                             "with production settings: fsync on) and build the book there; everything is "
+                             "deleted afterwards")
+    parser.add_argument("--rate-fraction", type=float, default=0.5,
+                        help="open-loop latency runs at this fraction of the measured maximum (default 0.5)")
+    parser.add_argument("--open-loop-connections", type=int, default=32,
+                        help="keep-alive connections of the open-loop generator (default 32)")
+    parser.add_argument("--output", metavar="FILE", help="also write the JSON document to FILE (for compare.py)")
     parser.add_argument("--only", action="append", metavar="SCENARIO",
                         help=f"run only these ({', '.join(s.__name__ for s in SCENARIOS)})")
     args = parser.parse_args(argv)
@@ -772,7 +928,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.postgres_throwaway:
         from tests.pgserver import PostgresServer
 
-        throwaway = PostgresServer()
+        throwaway = PostgresServer(extra_config=POSTGRES_CONFIG)
         args.postgres = throwaway.start("encours_bench")
     try:
         _run(args)
@@ -784,26 +940,64 @@ def main(argv: list[str] | None = None) -> None:
 def _run(args: argparse.Namespace) -> None:
     book = ensure_book(args.customers, args.invoices, args.postgres)
     ctx = Context(url=book["url"], duration=args.duration, connections=args.connections, threads=args.threads,
-                  workers=args.workers)
+                  workers=args.workers, rate_fraction=args.rate_fraction,
+                  open_loop_connections=args.open_loop_connections)
+    if args.postgres:
+        ctx.pg = cpu.PostgresMeter(book["url"])
+        if not ctx.pg.available:
+            print("bench: PostgreSQL does not run on this machine (or its data directory is not readable): "
+                  "no database CPU figures", file=sys.stderr)
     scenarios = [s for s in SCENARIOS if not args.only or s.__name__ in args.only]
     if args.postgres:  # the book's URL without a password, in the report
         book["url"] = re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", book["url"])
     started = datetime.now(timezone.utc)
     host = machine()
     figures: list[Figure] = []
-    for scenario in scenarios:
-        print(f"bench: {scenario.__name__} …", file=sys.stderr, flush=True)
-        figures.extend(scenario(ctx))
+    try:
+        for scenario in scenarios:
+            print(f"bench: {scenario.__name__} …", file=sys.stderr, flush=True)
+            try:
+                figures.extend(scenario(ctx))
+            except Exception as error:  # a scenario that fails is a result too; the others still run
+                import traceback
+
+                traceback.print_exc()
+                message = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+                figures.append(Figure(scenario.__name__, f"FAILED: {type(error).__name__}: {message}", -1, "",
+                                      "runs", False, {"traceback": traceback.format_exc()[-4000:]}))
+    finally:
+        if ctx.pg is not None:
+            ctx.pg.close()
     report = {
         "date": started.isoformat(timespec="seconds"),
         "machine": {**host, "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
         "book": {k: v for k, v in book.items() if k != "rows"},
         "settings": {"duration_s": ctx.duration, "connections": ctx.connections, "wrk_threads": ctx.threads,
-                     "uvicorn_workers": ctx.workers, "database": "postgresql" if args.postgres else "sqlite"},
+                     "uvicorn_workers": ctx.workers, "database": "postgresql" if args.postgres else "sqlite",
+                     "open_loop_rate_fraction": ctx.rate_fraction,
+                     "open_loop_connections": ctx.open_loop_connections,
+                     "postgres_settings": _postgres_settings(book["url"]) if args.postgres else None},
         "figures": [asdict(f) for f in figures],
     }
     print(table(figures), file=sys.stderr)
-    print(json.dumps(report, indent=2, default=str))
+    document = json.dumps(report, indent=2, default=str)
+    print(document)
+    if args.output:
+        Path(args.output).write_text(document + "\n")
+
+
+def _postgres_settings(url: str) -> dict[str, str]:
+    """The server settings a reader needs to judge the figures (fsync on: production-like)."""
+    from sqlalchemy import text
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return {name: str(connection.execute(text(f"SHOW {name}")).scalar()) for name in
+                    ("server_version", "fsync", "synchronous_commit", "full_page_writes", "shared_buffers",
+                     "max_connections")}
+    finally:
+        engine.dispose()
 
 
 if __name__ == "__main__":
