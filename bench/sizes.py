@@ -1,0 +1,65 @@
+"""Table and index sizes of a PostgreSQL book, and rows per table (not a test).
+
+    .venv/bin/python bench/sizes.py --postgres URL > sizes.json
+
+Per table: rows (an exact count), heap (`pg_relation_size`), indexes (`pg_indexes_size`), total with
+TOAST (`pg_total_relation_size`); per index its own size. bench/capacity.py divides them by the book's
+invoices or customers to extrapolate (bench/CAPACITY.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from kernel.db import make_engine  # noqa: E402
+
+
+def sizes(url: str) -> dict[str, Any]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            tables = connection.exec_driver_sql(
+                "SELECT c.relname, pg_relation_size(c.oid), pg_indexes_size(c.oid), pg_total_relation_size(c.oid) "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY pg_total_relation_size(c.oid) DESC"
+            ).all()
+            indexes = connection.exec_driver_sql(
+                "SELECT t.relname, i.relname, pg_relation_size(i.oid) FROM pg_index x "
+                "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
+                "JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = 'public' "
+                "ORDER BY pg_relation_size(i.oid) DESC").all()
+            report: dict[str, Any] = {"database_bytes": connection.exec_driver_sql(
+                "SELECT pg_database_size(current_database())").scalar_one(), "tables": {}}
+            for name, heap, index_bytes, total in tables:
+                rows = connection.exec_driver_sql(f'SELECT count(*) FROM "{name}"').scalar_one()
+                report["tables"][name] = {"rows": rows, "heap_bytes": heap, "index_bytes": index_bytes,
+                                          "total_bytes": total, "indexes": {}}
+            for table, index, size in indexes:
+                report["tables"][table]["indexes"][index] = size
+            return report
+    finally:
+        engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--postgres", metavar="URL", required=True)
+    args = parser.parse_args(argv)
+    report = sizes(args.postgres)
+    for name, table in report["tables"].items():
+        if table["total_bytes"] > 1 << 20:
+            print(f"{name:<28} {table['rows']:>11,} rows  heap {table['heap_bytes'] / 2**20:8.1f} MiB  "
+                  f"indexes {table['index_bytes'] / 2**20:8.1f} MiB  total {table['total_bytes'] / 2**20:8.1f} MiB",
+                  file=sys.stderr)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
