@@ -1,6 +1,7 @@
 """Table and index sizes of a PostgreSQL book, and rows per table (not a test).
 
     .venv/bin/python bench/sizes.py --postgres URL > sizes.json
+    .venv/bin/python bench/sizes.py --compare sizes-1m.json sizes-5m.json   # markdown, for CAPACITY.md
 
 Per table: rows (an exact count), heap (`pg_relation_size`), indexes (`pg_indexes_size`), total with
 TOAST (`pg_total_relation_size`); per index its own size. bench/capacity.py divides them by the book's
@@ -48,10 +49,45 @@ def sizes(url: str) -> dict[str, Any]:
         engine.dispose()
 
 
+def compare(small: dict[str, Any], large: dict[str, Any], target_invoices: int, minimum: int = 8 << 20) -> str:
+    """A markdown table: each table of the larger book (over `minimum` bytes) at both sizes, the ratio of
+    the two (linear growth gives the ratio of the books' invoices) and the total extrapolated linearly
+    from the larger book to `target_invoices`."""
+    invoices_small, invoices_large = small["tables"]["invoices"]["rows"], large["tables"]["invoices"]["rows"]
+    factor = target_invoices / invoices_large
+    mib = 2**20
+    lines = [f"| table | rows at {invoices_small:,} inv. | total MiB | rows at {invoices_large:,} inv. | heap MiB "
+             f"| index MiB | total MiB | ratio | bytes per invoice | at {target_invoices:,} invoices, GiB |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, table in large["tables"].items():
+        if table["total_bytes"] < minimum:
+            continue
+        before = small["tables"].get(name, {"rows": 0, "total_bytes": 0})
+        ratio = table["total_bytes"] / before["total_bytes"] if before["total_bytes"] else float("nan")
+        lines.append(f"| `{name}` | {before['rows']:,} | {before['total_bytes'] / mib:,.0f} | {table['rows']:,} | "
+                     f"{table['heap_bytes'] / mib:,.0f} | {table['index_bytes'] / mib:,.0f} | "
+                     f"{table['total_bytes'] / mib:,.0f} | {ratio:.2f} | {table['total_bytes'] / invoices_large:,.0f} | "
+                     f"{table['total_bytes'] * factor / 2**30:,.1f} |")
+    total_small, total_large = small["database_bytes"], large["database_bytes"]
+    lines.append(f"| **database** | | {total_small / mib:,.0f} | | | | {total_large / mib:,.0f} | "
+                 f"{total_large / total_small:.2f} | {total_large / invoices_large:,.0f} | "
+                 f"{total_large * factor / 2**30:,.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--postgres", metavar="URL", required=True)
+    parser.add_argument("--postgres", metavar="URL")
+    parser.add_argument("--compare", nargs=2, metavar=("SMALL.json", "LARGE.json"),
+                        help="two reports of this script: a markdown table of both, the ratio, the extrapolation")
+    parser.add_argument("--target-invoices", type=int, default=100_000_000)
     args = parser.parse_args(argv)
+    if args.compare:
+        small, large = (json.loads(Path(name).read_text()) for name in args.compare)
+        print(compare(small, large, args.target_invoices))
+        return
+    if not args.postgres:
+        parser.error("--postgres URL or --compare SMALL.json LARGE.json")
     report = sizes(args.postgres)
     for name, table in report["tables"].items():
         if table["total_bytes"] > 1 << 20:
