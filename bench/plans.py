@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/plans.py --setup --postgres URL          # once per book: staff, API key, collectors...
     flock /work/bench.lock nice -n -10 .venv/bin/python bench/plans.py --postgres URL [--only dashboard] > plans.json
+    .venv/bin/python bench/plans.py --compare plans-1m.json plans-5m.json    # markdown, for CAPACITY.md
 
 Each operation runs through the real code (the whole ASGI app in-process for pages, links, webhooks
 and the API; the service functions for the planner and the nightly jobs, rolled back), with a
@@ -278,15 +279,44 @@ def operations(url: str, engine: Engine) -> list[tuple[str, Callable[[], Any]]]:
     ]
 
 
+def compare(small: dict[str, Any], large: dict[str, Any]) -> str:
+    """A markdown table: each operation's statements, server execution time (sum of EXPLAIN ANALYZE) and the
+    database's CPU per run in both books, their ratio, and the costliest statement of the larger book."""
+    before = {o["operation"]: o for o in small["operations"]}
+    lines = [f"| operation | statements | exec ms at {small['invoices']:,} | at {large['invoices']:,} | ratio "
+             f"| db CPU ms at {small['invoices']:,} | at {large['invoices']:,} | costliest statement at "
+             f"{large['invoices']:,}: exec ms, its scans |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for operation in large["operations"]:
+        first = before.get(operation["operation"])
+        if first is None:
+            continue
+        worst = max(operation["detail"], key=lambda s: s.get("execution_ms", 0), default=None)
+        ratio = operation["server_ms"] / first["server_ms"] if first["server_ms"] else float("nan")
+        where = "; ".join(worst.get("scans", [])[:2]) if worst else ""
+        lines.append(f"| {operation['operation']} | {operation['statements']} | {first['server_ms']:,.1f} | "
+                     f"{operation['server_ms']:,.1f} | {ratio:.1f} | {first['cpu'].get('db_cpu_ms', 0):,.1f} | "
+                     f"{operation['cpu'].get('db_cpu_ms', 0):,.1f} | "
+                     f"{worst.get('execution_ms', 0) if worst else 0:,.1f}: {where} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--postgres", metavar="URL", required=True)
+    parser.add_argument("--postgres", metavar="URL")
+    parser.add_argument("--compare", nargs=2, metavar=("SMALL.json", "LARGE.json"),
+                        help="two reports of this script: a markdown table of both books and their ratio")
     parser.add_argument("--setup", action="store_true", help="add staff, API key, collectors, a checkout; then stop")
     parser.add_argument("--only", action="append", help="operations whose name contains this (repeatable)")
     parser.add_argument("--seconds", type=float, default=2.0,
                         help="run each operation this long for its CPU per run, app and database apart (0: not)")
     parser.add_argument("--min-ms", type=float, default=0.5, help="list statements slower than this")
     args = parser.parse_args(argv)
+    if args.compare:
+        small, large = (json.loads(Path(name).read_text()) for name in args.compare)
+        print(compare(small, large))
+        return
+    if not args.postgres:
+        parser.error("--postgres URL or --compare SMALL.json LARGE.json")
     if args.setup:
         setup(args.postgres)
         return
