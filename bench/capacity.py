@@ -121,7 +121,7 @@ def plan(i: dict[str, float]) -> str:
     out(f"- {_n(staff)} staff, {_n(i['dashboard_views_per_staff_peak_hour'])} dashboard or list pages each in "
         f"the peak hour: {_n(views)} pages, **{_n(dash_app, 2)} app cores, {_n(dash_db, 2)} database cores**: "
         f"small beside the portal. Per page {_n(i['dashboard_app_ms'])} ms app + {_n(i['dashboard_db_ms'])} ms "
-        f"database (one company of the 5M book, 200,000 customers: four times the average target company).")
+        f"database (an average company's dashboard: see the inputs).")
 
     # --- database --------------------------------------------------------------------------------
     data = i["book5m_bytes"] * scale
@@ -159,7 +159,23 @@ def plan(i: dict[str, float]) -> str:
     cores = db_cores_portal + messages * i["outbox_db_ms"] / 1000 / send_s / util + dash_db
     out(f"- Database CPU at the peak hour (portal + outbox + back office): **{_n(cores, 1)} cores**; "
         f"provision {math.ceil(cores * 2)} (a replica for reads and failover doubles it).")
-    return "\n".join(lines) + "\n"
+    ram = math.ceil(hot * i["ram_headroom"] / GIB / 16) * 16
+    disk = (data + growth * years) * i["disk_headroom"] / GIB
+    summary = [
+        "| resource | peak reminder day | why |",
+        "| --- | ---: | --- |",
+        f"| app cores (`encours serve` processes) | {procs} | portal and webhooks in the peak hour |",
+        f"| `encours worker` processes (outbox) | {workers} | {_n(messages)} messages in "
+        f"{_n(i['send_window_hours'])} h, synchronous SMTP |",
+        f"| `encours worker` processes (nightly planning) | {plan_workers} | within {_n(i['plan_window_hours'])} h |",
+        f"| database cores | {math.ceil(cores)} busy, {math.ceil(cores * 2)} provisioned | peak hour |",
+        f"| database RAM | {ram} GiB | working set {_n(hot / GIB)} GiB × {i['ram_headroom']:.1f} |",
+        f"| database disk | {_n(disk)} GiB | ledger + {_n(years)} years of append-only rows, × "
+        f"{i['disk_headroom']:.1f} |",
+        f"| write IOPS | {_n(commits * i['iops_per_commit'])} | commits at the peak |",
+        f"| connections | {_n(connections)} client, ~{_n(math.ceil((db_cores_portal + 1) * 4))} server | PgBouncer |",
+    ]
+    return "\n".join(summary) + "\n\n" + "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:

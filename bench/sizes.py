@@ -49,6 +49,22 @@ def sizes(url: str) -> dict[str, Any]:
         engine.dispose()
 
 
+# What the hot paths read (bench/CAPACITY.md, "Database"): the per-customer tables and running totals whole;
+# the invoices' heap whole too (a customer's open invoices are spread over the pages of the table: at ~60 rows
+# a page and 16 % of them open, nearly every page holds one) and the indexes that find open items.
+HOT_TABLES = ("customers", "contacts", "customer_balances", "open_items_by_due", "invoices_issued_by_day",
+              "payment_days", "companies", "throttles")
+HOT_INVOICE_INDEXES = ("pk_invoices", "ix_invoices_customer_open", "ix_invoices_open_by_customer",
+                       "ix_invoices_open_items", "ix_invoices_open_per_customer")
+
+
+def working_set(report: dict[str, Any]) -> int:
+    tables = report["tables"]
+    invoices = tables["invoices"]
+    return (sum(tables[name]["total_bytes"] for name in HOT_TABLES if name in tables) + invoices["heap_bytes"]
+            + sum(invoices["indexes"].get(name, 0) for name in HOT_INVOICE_INDEXES))
+
+
 def compare(small: dict[str, Any], large: dict[str, Any], target_invoices: int, minimum: int = 8 << 20) -> str:
     """A markdown table: each table of the larger book (over `minimum` bytes) at both sizes, the ratio of
     the two (linear growth gives the ratio of the books' invoices) and the total extrapolated linearly
@@ -72,6 +88,9 @@ def compare(small: dict[str, Any], large: dict[str, Any], target_invoices: int, 
     lines.append(f"| **database** | | {total_small / mib:,.0f} | | | | {total_large / mib:,.0f} | "
                  f"{total_large / total_small:.2f} | {total_large / invoices_large:,.0f} | "
                  f"{total_large * factor / 2**30:,.1f} |")
+    hot_small, hot_large = working_set(small), working_set(large)
+    lines.append(f"| **working set** (see below) | | {hot_small / mib:,.0f} | | | | {hot_large / mib:,.0f} | "
+                 f"{hot_large / hot_small:.2f} | {hot_large / invoices_large:,.0f} | {hot_large * factor / 2**30:,.1f} |")
     return "\n".join(lines)
 
 
