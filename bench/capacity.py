@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import math
 import re
-import sys
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parent / "CAPACITY.md"
