@@ -97,18 +97,19 @@ def _walk(node: dict[str, Any], scans: list[str]) -> None:
     kind = node["Node Type"]
     if "Scan" in kind:
         target = node.get("Index Name") or node.get("Relation Name") or ""
-        rows = int(node.get("Actual Rows", 0) * node.get("Actual Loops", 1))
+        rows = int(node.get("Actual Rows", node.get("Plan Rows", 0)) * node.get("Actual Loops", 1))
         removed = int(node.get("Rows Removed by Filter", 0) * node.get("Actual Loops", 1))
         scans.append(f"{kind} {target} ({rows:,} rows{f', {removed:,} filtered out' if removed else ''})")
     for child in node.get("Plans", []):
         _walk(child, scans)
 
 
-def explain(engine: Engine, statement: Statement) -> dict[str, Any]:
-    """The statement's plan, executed and rolled back."""
+def explain(engine: Engine, statement: Statement, analyze: bool = True) -> dict[str, Any]:
+    """The statement's plan, executed and rolled back (without `analyze`: planned only, estimated rows)."""
+    options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
     with engine.connect() as connection:
         try:
-            raw = connection.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement.sql}",
+            raw = connection.exec_driver_sql(f"EXPLAIN ({options}) {statement.sql}",
                                              statement.parameters or {}).scalar_one()
         except Exception as error:  # a statement that needs state the operation had (rare): said, not hidden
             connection.rollback()
@@ -118,6 +119,8 @@ def explain(engine: Engine, statement: Statement) -> dict[str, Any]:
     top = plan["Plan"]
     scans: list[str] = []
     _walk(top, scans)
+    if not analyze:
+        return {"cost": top["Total Cost"], "rows": int(top["Plan Rows"]), "scans": scans}
     return {"execution_ms": round(plan["Execution Time"], 3), "planning_ms": round(plan["Planning Time"], 3),
             "rows": int(top.get("Actual Rows", 0)), "shared_hit": int(top.get("Shared Hit Blocks", 0)),
             "shared_read": int(top.get("Shared Read Blocks", 0)), "temp_written": int(top.get("Temp Written Blocks", 0)),
@@ -333,6 +336,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", action="append", help="operations whose name contains this (repeatable)")
     parser.add_argument("--seconds", type=float, default=2.0,
                         help="run each operation this long for its CPU per run, app and database apart (0: not)")
+    parser.add_argument("--plan-only", action="store_true",
+                        help="plain EXPLAIN (estimates, nothing timed: no need for the benchmark lock); implies "
+                             "--seconds 0")
     parser.add_argument("--min-ms", type=float, default=0.5, help="list statements slower than this")
     args = parser.parse_args(argv)
     if args.compare:
@@ -344,6 +350,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.setup:
         setup(args.postgres)
         return
+    if args.plan_only:
+        args.seconds = 0
     engine = make_engine(args.postgres)
     recorder = Recorder()
     recorder.attach(engine)
@@ -371,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
                 cpu = {"error": repr(error)[:300]}
             statements = []
             for statement in captured.values():
-                plan = explain(engine, statement)
+                plan = explain(engine, statement, analyze=not args.plan_only)
                 statements.append({"sql": " ".join(statement.sql.split())[:300], "executions": statement.executions,
                                    "client_ms": round(statement.client_ms, 2), **plan})
             server_ms = sum(s.get("execution_ms", 0) * s["executions"] for s in statements)
