@@ -388,7 +388,8 @@ def main(argv: list[str] | None = None) -> None:
                                          "server_ms": round(server_ms, 2), "cpu": cpu, "detail": statements})
             print(f"{name:<45} {wall_ms:9.1f} ms wall {len(captured):3d} stmts {server_ms:9.2f} ms server"
                   + (f"  | x{cpu['repeat']}: app {cpu['app_cpu_ms']:8.2f} ms CPU, db {cpu['db_cpu_ms']:8.2f} ms CPU"
-                     if "repeat" in cpu else f"  | {cpu.get('error', '')}"), file=sys.stderr, flush=True)
+                     if "repeat" in cpu else f"  | {cpu['error']}" if "error" in cpu else ""),
+                  file=sys.stderr, flush=True)
             for s in sorted(statements, key=lambda s: -s.get("execution_ms", 0)):
                 if s.get("execution_ms", 0) >= args.min_ms or "error" in s:
                     print(f"    {s.get('execution_ms', '?'):>9} ms  hit {s.get('shared_hit', 0):>7} "
