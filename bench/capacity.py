@@ -73,6 +73,10 @@ def plan(i: dict[str, float]) -> str:
     out(f"- Portal and webhooks: {_n(portal_app_s / 3600, 1)} app core-hours and {_n(portal_db_s / 3600, 1)} "
         f"database core-hours in the day; in the peak hour at {util:.0%} utilisation **{_n(app_cores_portal, 1)} app "
         f"cores** and **{_n(db_cores_portal, 1)} database cores**.")
+    statement_share = statement_views * i["statement_app_ms"] / 1000 / portal_app_s
+    out(f"- The statement page is {statement_share:.0%} of that app CPU ({_n(i['statement_app_ms'], 1)} ms a page, "
+        f"a SQLite figure with SQLite's work included): the one per-request cost worth measuring again on "
+        f"PostgreSQL, and the first to make cheaper.")
     procs = math.ceil(app_cores_portal)
     out(f"- `encours serve`: one process per app core (a process uses one core: the GIL), so "
         f"**{procs} server processes**, e.g. {math.ceil(procs / i['app_cores_per_host'])} hosts of "
@@ -104,7 +108,8 @@ def plan(i: dict[str, float]) -> str:
         f"min to plan alone).")
     out(f"- `refresh_overdue` (one pass over every open invoice of every company, one transaction): "
         f"{_n(refresh_s)} s of database time, extrapolated linearly from {_n(i['refresh_overdue_db_ms_5m'])} ms "
-        f"at 5M; it rewrites every customer's balance row: {_n(customers)} row versions a night to vacuum.")
+        f"at 5M; it rewrites every overdue customer's balance row: up to {_n(customers)} row versions a night "
+        f"to vacuum, all locked until it commits.")
     out(f"- Purge: updates (never deletes) link opens older than {_n(i['retain_link_opens_days'])} days, "
         f"email bodies older than {_n(i['retain_email_bodies_days'])} days, webhook bodies older than "
         f"{_n(i['retain_webhook_bodies_days'])} days: rows stay for ever (see archiving).")
