@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
@@ -31,6 +32,7 @@ class Received:
     rcpt_tos: list[str]
     message: EmailMessage
     peer: tuple[str, int] | None = None  # the client's address and port: which process sent it
+    received_at: float = 0.0  # time.monotonic() when it was accepted
 
     def text(self) -> str:
         part = self.message.get_body(preferencelist=("plain",))
@@ -80,7 +82,7 @@ class _Handler:
         assert isinstance(message, EmailMessage)
         with server._lock:
             server.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message,
-                                            tuple(session.peer[:2])))
+                                            tuple(session.peer[:2]), time.monotonic()))
         return "250 Message accepted for delivery"
 
 
