@@ -78,6 +78,7 @@ def _follow_clock() -> None:
             clock.follow(path)
         except ValueError as error:
             raise CommandError(str(error)) from None
+        click.echo(f"encours: warning: the clock follows ENCOURS_CLOCK_FILE ({path}), as in tests only", err=True)
 
 
 @cli.group()

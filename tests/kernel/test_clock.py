@@ -57,3 +57,21 @@ def test_the_command_line_says_in_one_line_that_its_clock_file_is_bad(tmp_path: 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"encours: error: ENCOURS_CLOCK_FILE {tmp_path / 'none'}: No such file or directory"]
+
+
+def test_a_command_takes_its_today_from_the_clock_file_and_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "clock"
+    _write(path, "2031-02-03T10:00:00+00:00")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENCOURS_")}
+    env.update(ENCOURS_DATABASE_URL=f"sqlite:///{tmp_path / 'x.sqlite3'}", ENCOURS_SECRET_KEY="k" * 32,
+               ENCOURS_CLOCK_FILE=str(path))
+
+    def encours(*args: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([ENCOURS, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "the clock follows ENCOURS_CLOCK_FILE" in result.stderr
+        return result
+
+    encours("db", "upgrade")
+    encours("company", "create", "ACME", "--name", "Acme SA", "--currency", "EUR")
+    assert encours("remind", "--dry-run").stdout.startswith("ACME 2031-02-03 (dry run)")
