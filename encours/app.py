@@ -28,7 +28,8 @@ from kernel.logs import RequestIdMiddleware, configure_logging, install_token_fi
 from kernel.db import make_engine, make_sessionmaker, schema_problem, unit_of_work
 from kernel.security import DEFAULT_CSP, CSRFMiddleware, SecurityHeadersMiddleware, extend_csp
 from kernel.sessions import SessionMiddleware
-from kernel.settings import Settings, load_settings
+from kernel.clock import clock
+from kernel.settings import Settings, clock_file_from_env, load_settings
 from kernel.storage import storage_from_settings
 from kernel.templating import Templates
 from ledger.models import Company
@@ -192,6 +193,9 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
 def create_app_from_env() -> Starlette:
     """The app of `encours serve`, in each server process (uvicorn's workers are new processes)."""
     settings = load_settings()
+    clock_file = clock_file_from_env()
+    if clock_file is not None:  # tests that start servers set their "now" (kernel.clock)
+        clock.follow(clock_file)
     configure_logging(settings.log_format, settings.log_level)
     init_error_reports(settings, component="serve")  # before the app exists: the SDK hooks Starlette
     return create_app(settings)

@@ -14,7 +14,13 @@ import click
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from kernel.logs import configure_logging
-from kernel.settings import SettingsError, database_url_from_env, load_settings, webhook_allow_private_from_env
+from kernel.settings import (
+    SettingsError,
+    clock_file_from_env,
+    database_url_from_env,
+    load_settings,
+    webhook_allow_private_from_env,
+)
 
 
 class CommandError(click.ClickException):
@@ -59,6 +65,20 @@ def _settings() -> Any:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Encours: self-service payment portal for accounts-receivable collection."""
+    _follow_clock()
+
+
+def _follow_clock() -> None:
+    """ENCOURS_CLOCK_FILE (tests that start processes): "now" comes from that file."""
+    from kernel.clock import clock
+
+    path = clock_file_from_env()
+    if path is not None:
+        try:
+            clock.follow(path)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        click.echo(f"encours: warning: the clock follows ENCOURS_CLOCK_FILE ({path}), as in tests only", err=True)
 
 
 @cli.group()

@@ -259,6 +259,12 @@ def database_url_from_env(env_file: str | None = ".env") -> str:
     return _database_url(config)
 
 
+def clock_file_from_env(env_file: str | None = ".env") -> str | None:
+    """ENCOURS_CLOCK_FILE: a file whose moment every process takes as "now" (kernel.clock; tests only)."""
+    config = Config(env_file if env_file and os.path.exists(env_file) else None)
+    return str(config("ENCOURS_CLOCK_FILE", default="") or "") or None
+
+
 def webhook_allow_private_from_env(env_file: str | None = ".env") -> bool:
     """ENCOURS_WEBHOOK_ALLOW_PRIVATE alone, for commands that need no secret (encours webhook add)."""
     config = Config(env_file if env_file and os.path.exists(env_file) else None)

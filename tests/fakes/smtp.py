@@ -4,12 +4,15 @@ The `smtp_server` fixture is available everywhere (tests/conftest.py loads this 
 
     def test_x(smtp_server: CapturingSMTP) -> None:
         smtp_server.fail_rcpt("450 4.2.1 Mailbox busy")   # next RCPT answers 450, then back to 250
+        smtp_server.hold("ap@client.test")   # the next DATA to it waits (held.wait()) until release()
         ... smtp_server.url ... smtp_server.messages[0].message["Subject"] ...
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
@@ -28,6 +31,8 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     message: EmailMessage
+    peer: tuple[str, int] | None = None  # the client's address and port: which process sent it
+    received_at: float = 0.0  # time.monotonic() when it was accepted
 
     def text(self) -> str:
         part = self.message.get_body(preferencelist=("plain",))
@@ -59,14 +64,25 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, smtp: Any, session: Any, envelope: Any) -> str:
-        reply = self.server._next_reply("data")
+        server = self.server
+        with server._lock:
+            held = server._hold is not None and server._hold in envelope.rcpt_tos
+            if held:
+                server._hold, server.held_peer = None, tuple(session.peer[:2])
+        if held:
+            server.held.set()
+            while not server._released.is_set():  # other sessions go on meanwhile
+                await asyncio.sleep(0.02)
+            return "451 4.3.0 Held by the test, not accepted"
+        reply = server._next_reply("data")
         if reply:
             return reply
         raw = envelope.original_content or envelope.content
         message = BytesParser(policy=policy.default).parsebytes(raw)
         assert isinstance(message, EmailMessage)
-        with self.server._lock:
-            self.server.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))
+        with server._lock:
+            server.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message,
+                                            tuple(session.peer[:2]), time.monotonic()))
         return "250 Message accepted for delivery"
 
 
@@ -88,6 +104,10 @@ class CapturingSMTP:
         self._lock = threading.Lock()
         self._replies: dict[str, list[str]] = {"rcpt": [], "data": []}
         self._credentials = credentials
+        self._hold: str | None = None
+        self._released = threading.Event()
+        self.held = threading.Event()  # set once the held message's DATA arrived
+        self.held_peer: tuple[str, int] | None = None
         auth: dict[str, Any] = {}
         if credentials is not None:
             auth = {"authenticator": self._authenticate, "auth_require_tls": False}
@@ -115,6 +135,17 @@ class CapturingSMTP:
         with self._lock:
             self._replies["data"].extend([reply] * times)
 
+    def hold(self, address: str) -> None:
+        """Keep the next message to `address` waiting at DATA (its sender blocked, the server
+        serving others) until `release()`, which then refuses it with a 451; nothing is kept."""
+        with self._lock:
+            self._hold = address
+        self._released.clear()
+        self.held.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
     def _next_reply(self, command: str) -> str | None:
         with self._lock:
             replies = self._replies[command]
@@ -134,6 +165,7 @@ class CapturingSMTP:
         return self
 
     def stop(self) -> None:
+        self.release()
         self._controller.stop()
 
 
