@@ -1291,4 +1291,5 @@ class WebhookDelivery(Base):
         UniqueConstraint("endpoint_id", "audit_event_id", name="uq_webhook_deliveries_endpoint_event"),
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+        Index("ix_webhook_deliveries_status", "status", "id"),  # the delivery log by state, newest first
     )
