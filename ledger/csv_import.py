@@ -701,9 +701,12 @@ def _parse_currency(row: _Row) -> str:
     return currency
 
 
+_KINDS = frozenset(k.value for k in InvoiceKind)
+
+
 def _parse_kind(row: _Row) -> str:
     value = row.get("type").lower() or InvoiceKind.invoice.value
-    if value not in {k.value for k in InvoiceKind}:
+    if value not in _KINDS:
         raise _Bad(N_("%(column)s %(value)s must be invoice or credit_note"), column="type",
                    value=_quoted(row.get("type")))
     return value
