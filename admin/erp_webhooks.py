@@ -5,6 +5,7 @@ shown once, on the page answering the POST, as `encours webhook add` prints it o
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,33 +15,62 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from admin.access import Rejected, Staff, staff_get, staff_post
-from admin.customers import moment
+from admin.customers import fragment, moment
+from admin.customers_service import page_number, param_text
 from admin.routes import render
 from kernel import i18n
 from kernel.web import Posted
 from ledger.events import PUBLIC_TYPES
 from ledger.models import Company, WebhookEndpoint
-from ledger.webhook_endpoints import EndpointError, add_endpoint, deliveries, endpoints, remove_endpoint, send_again
+from ledger.webhook_endpoints import (DELIVERY_STATES, EndpointError, add_endpoint, delivery_page, endpoints,
+                                      remove_endpoint, send_again)
 
-STATUSES = ("queued", "sent", "failed")
 BASE = "/admin/webhooks/endpoints"
+
+
+def _cursor(request: Request, name: str) -> int | None:
+    """The pager's `after`/`before` delivery id; anything else reads as none."""
+    raw = str(request.query_params.get(name, ""))
+    return int(raw) if raw.isdigit() and len(raw) <= 18 else None
+
+
+def _filters(request: Request) -> dict[str, Any]:
+    params = request.query_params
+    status = param_text(params, "status", 16)
+    endpoint = param_text(params, "endpoint", 18)
+    return {"status": status if status in DELIVERY_STATES else "",
+            "endpoint": int(endpoint) if endpoint.isdigit() else None, "page": page_number(params)}
+
+
+def _query(filters: dict[str, Any], **changes: Any) -> str:
+    """The log's address with these filters (and the pager's cursor when one is given)."""
+    pairs = [(k, str(filters[k])) for k in ("status", "endpoint") if filters[k]]
+    page = changes.get("page", 1)
+    if page > 1:
+        pairs.append(("page", str(page)))
+        for cursor in ("after", "before"):
+            if changes.get(cursor) is not None:
+                pairs.append((cursor, str(changes[cursor])))
+    return urlencode(pairs)
 
 
 def _page(request: Request, session: Session, staff: Staff, *, status_code: int = 200, error: str | None = None,
           form: dict[str, Any] | None = None, created: tuple[WebhookEndpoint, str] | None = None) -> Response:
     companies = list(session.scalars(select(Company).order_by(Company.name, Company.id)))
-    status = request.query_params.get("status")
-    status = status if status in STATUSES else None
+    filters = _filters(request)
     notice = {
         "removed": i18n.gettext(staff.language, "Endpoint removed: nothing more is sent to it."),
         "resent": i18n.gettext(staff.language, "The delivery is queued: the worker sends it again shortly."),
     }.get(request.query_params.get("done", ""))
-    return render(request, "admin/erp_webhooks.html", {
+    page = delivery_page(session, endpoint_id=filters["endpoint"], status=filters["status"] or None,
+                         page=filters["page"], after=_cursor(request, "after"), before=_cursor(request, "before"))
+    return request.app.state.templates.response(request, "admin/erp_webhooks.html", {
         "user": staff.user, "endpoints": endpoints(session), "companies": companies, "event_types": PUBLIC_TYPES,
-        "deliveries": deliveries(session, status=status), "status": status, "statuses": STATUSES,
+        "deliveries": page, "filters": filters, "query": lambda **c: _query(filters, **c),
         "error": error, "notice": notice, "created": created, "moment": moment(staff.language, "UTC"),
         "form": form or {"company": companies[0].code if len(companies) == 1 else "", "url": "", "events": ["*"]},
-    }, staff.language, status_code=status_code)
+    }, staff.language, status_code=status_code,
+        block=fragment(request, "deliveries") if request.method == "GET" else None)
 
 
 @staff_get(admin_only=True)

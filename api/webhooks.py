@@ -6,7 +6,10 @@ their events), each a JSON event as `/api/v1/events` shows it, signed the way St
 
 A delivery is claimed (its attempt counted, hidden for a lease) in a short transaction, sent
 after it, and its outcome written in another: a worker that dies mid-send leaves it to be sent
-again after the lease, which receivers dedupe by the event id. Endpoints are sent to in
+again after the lease, which receivers dedupe by the event id. The lease is what one attempt may
+take (the endpoint timeout) plus a margin (settings); a worker starts no attempt it could not
+finish inside its lease, so a live worker's claim never runs out under it: what it has no time
+left for is handed back, its attempt not counted. Endpoints are sent to in
 parallel, each with a timeout per request, and an endpoint that times out or refuses the
 connection has the rest of its batch put off: one slow receiver never holds the others up.
 Failed attempts are retried with the one retry policy (kernel.retry) until the endpoint's attempts are
@@ -40,7 +43,6 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "Encours-Signature"
 EVENT_ID_HEADER = "Encours-Event-Id"
 USER_AGENT = "Encours-Webhooks/1"
-LEASE = timedelta(minutes=5)  # longer than a batch can take: a timeout per request, batches of BATCH
 BATCH = 50
 MAX_PARALLEL = 8  # endpoints sent to at once
 MAX_ERROR = 500  # characters of a receiver's answer kept in the log
@@ -89,10 +91,18 @@ class WebhookReport:
         return f"{self.sent} sent, {self.retried} to retry, {self.failed} failed"
 
 
-def deliver_due(session_factory: sessionmaker[Session], settings: Settings, *, limit: int = BATCH,
-                lease: timedelta = LEASE) -> WebhookReport:
+def lease(settings: Settings) -> timedelta:
+    """How long a claimed delivery stays hidden from other workers: one attempt's timeout plus the margin."""
+    return timedelta(seconds=settings.webhook_timeout_seconds + settings.webhook_lease_margin_seconds)
+
+
+def deliver_due(session_factory: sessionmaker[Session], settings: Settings, *, limit: int = BATCH) -> WebhookReport:
     """Send up to `limit` due deliveries and record how each went."""
-    claimed = claim_due(session_factory, limit, lease)
+    held = lease(settings)
+    # The last moment an attempt may start and still end (timeout included) inside the lease,
+    # measured from before the claim, on the monotonic clock the sends are timed with.
+    last_start = time.monotonic() + settings.webhook_lease_margin_seconds * 0.9
+    claimed = claim_due(session_factory, limit, held)
     if not claimed:
         return WebhookReport()
     by_endpoint: dict[int, list[Claimed]] = {}
@@ -100,7 +110,7 @@ def deliver_due(session_factory: sessionmaker[Session], settings: Settings, *, l
         by_endpoint.setdefault(item.endpoint_id, []).append(item)
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(by_endpoint)),
                             thread_name_prefix="webhooks") as pool:
-        batches = list(pool.map(lambda items: _send_batch(items, settings), by_endpoint.values()))
+        batches = list(pool.map(lambda items: send_batch(items, settings, last_start), by_endpoint.values()))
     outcomes = [outcome for batch in batches for outcome in batch]
     return record_outcomes(session_factory, outcomes, settings.webhook_max_attempts)
 
@@ -133,14 +143,19 @@ def claim_due(session_factory: sessionmaker[Session], limit: int, lease: timedel
                 for delivery_id, attempts, event_id, endpoint_id, url, secret in rows]
 
 
-def _send_batch(items: list[Claimed], settings: Settings) -> list[Outcome]:
-    """One endpoint's deliveries, in order; once it cannot be reached, the rest wait for later."""
+def send_batch(items: list[Claimed], settings: Settings, last_start: float) -> list[Outcome]:
+    """One endpoint's deliveries, in order; once it cannot be reached, or once an attempt could
+    outlast the lease (`last_start`, on time.monotonic()), the rest wait for later."""
     outcomes: list[Outcome] = []
     unreachable = False
     for item in items:
         if unreachable:
             outcomes.append(Outcome(item.delivery_id, item.attempts, ok=False, put_off=True,
                                     error="not tried: the endpoint could not be reached earlier in this run"))
+            continue
+        if time.monotonic() > last_start:
+            outcomes.append(Outcome(item.delivery_id, item.attempts, ok=False, put_off=True,
+                                    error="not tried: no time left in this run's lease"))
             continue
         outcome, reached = send(item, settings)
         outcomes.append(outcome)

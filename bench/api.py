@@ -2,6 +2,9 @@
 
     .venv/bin/python bench/api.py                          # SQLite: both scenarios
     .venv/bin/python bench/api.py --postgres-throwaway     # the same on a throwaway PostgreSQL server
+    .venv/bin/python bench/api.py --postgres postgresql+psycopg://postgres@127.0.0.1:55432/me_book
+                                                           # lists on that book (a copy of the shared
+                                                           # book_0022_tpl), upsert on a scratch db beside it
     .venv/bin/python bench/api.py --small --only lists     # 2,000 customers / 40,000 invoices
     make bench-api                                         # both, on SQLite then on PostgreSQL
 
@@ -40,7 +43,7 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy import func, select, text  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from bench.customers_list import percentile  # noqa: E402
@@ -70,17 +73,35 @@ def _settings(url: str) -> Any:
                           "ENCOURS_BASE_URL": "http://127.0.0.1", "ENCOURS_API_RATE_PER_MINUTE": "100000000"})
 
 
-def _server_cpu(pids: list[int]) -> float:
-    """CPU seconds used so far by these processes and their children (PostgreSQL backends)."""
-    total = 0.0
+def _cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """CPU seconds used so far by each of these processes and its waited-for children."""
+    found: dict[int, float] = {}
     ticks = os.sysconf("SC_CLK_TCK")
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += sum(int(fields[i]) for i in (11, 12, 13, 14)) / ticks  # utime stime cutime cstime
-    return total
+        found[pid] = sum(int(fields[i]) for i in (11, 12, 13, 14)) / ticks  # utime stime cutime cstime
+    return found
+
+
+def _database_pids(url: str) -> list[int]:
+    """The backends serving `url`'s database now, on a server of this machine that is not ours
+    (the shared bench server): only them, not the other databases' backends."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return list(connection.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+                .scalars())
+    finally:
+        engine.dispose()
+
+
+def _server_cpu_since(started: dict[int, float], pids: list[int]) -> float:
+    """CPU the server's processes `pids` used since `started` (a process new since then from zero)."""
+    return sum(cpu - started.get(pid, 0.0) for pid, cpu in _cpu_by_pid(pids).items())
 
 
 def _postgres_pids(data_dir: Path | None) -> list[int]:
@@ -135,8 +156,12 @@ def upsert(url: str, invoices: int, postgres: bool, data_dir: Path | None = None
             bodies = [json.dumps({"items": [_invoice(n, CUSTOMERS, due_date)
                                             for n in range(start, min(invoices, start + BATCH))]})
                       for start in range(0, invoices, BATCH)]
-            pg_pids = _postgres_pids(data_dir) if postgres else []
-            server_cpu_started = _server_cpu(pg_pids)
+            def server_pids() -> list[int]:
+                if not postgres:
+                    return []
+                return _postgres_pids(data_dir) if data_dir is not None else _database_pids(url)
+
+            server_cpu_started = _cpu_by_pid(server_pids())
             timings: list[float] = []
             counted = 0
             started, cpu_started = time.perf_counter(), time.process_time()
@@ -152,7 +177,8 @@ def upsert(url: str, invoices: int, postgres: bool, data_dir: Path | None = None
             passes.append({
                 "pass": label, "invoices": invoices, "requests": len(bodies), expect: counted,
                 "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
-                "database_server_cpu_s": round(_server_cpu(pg_pids) - server_cpu_started, 1) if postgres else None,
+                "database_server_cpu_s": round(_server_cpu_since(server_cpu_started, server_pids()), 1)
+                if postgres else None,
                 "request_median_ms": round(statistics.median(timings), 1),
                 "request_p95_ms": round(percentile(timings, 0.95), 1),
                 "invoices_per_s": round(invoices / wall), "target_s": UPSERT_TARGET_S, "met": wall <= UPSERT_TARGET_S,
@@ -288,6 +314,7 @@ def main(argv: list[str] | None = None) -> None:
         if "upsert" in scenarios:
             if args.postgres:
                 scratch = _postgres_scratch(args.postgres)
+                cleanups.append(lambda: _drop_database(args.postgres, scratch))
             else:
                 CACHE_DIR.mkdir(parents=True, exist_ok=True)
                 folder = Path(tempfile.mkdtemp(prefix="encours-bench-api-", dir=CACHE_DIR))
@@ -325,6 +352,18 @@ def _postgres_scratch(url: str) -> str:
     finally:
         engine.dispose()
     return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_database(url: str, scratch: str) -> None:
+    """Drop the scratch database `scratch` from the server of `url` (it may be shared)."""
+    from sqlalchemy.engine import make_url
+
+    engine = make_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{make_url(scratch).database}" WITH (FORCE)')
+    finally:
+        engine.dispose()
 
 
 if __name__ == "__main__":

@@ -65,6 +65,8 @@ class Settings:
     webhook_allow_private: bool = False
     webhook_timeout_seconds: int = 10
     webhook_max_attempts: int = 8
+    # A claimed delivery stays hidden from other workers for the timeout plus this margin (api.webhooks.lease).
+    webhook_lease_margin_seconds: int = 30
     # How long an Idempotency-Key's first reply is kept for replays.
     api_idempotency_hours: int = 24
 
@@ -123,6 +125,7 @@ class Settings:
             webhook_allow_private=_flag(config, "ENCOURS_WEBHOOK_ALLOW_PRIVATE"),
             webhook_timeout_seconds=_whole_number(config, "ENCOURS_WEBHOOK_TIMEOUT", default=10, minimum=1),
             webhook_max_attempts=_whole_number(config, "ENCOURS_WEBHOOK_MAX_ATTEMPTS", default=8, minimum=1),
+            webhook_lease_margin_seconds=_whole_number(config, "ENCOURS_WEBHOOK_LEASE_MARGIN", default=30, minimum=5),
             api_idempotency_hours=_whole_number(config, "ENCOURS_API_IDEMPOTENCY_HOURS", default=24, minimum=1),
         )
 

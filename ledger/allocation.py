@@ -36,10 +36,11 @@ _CHUNK = 500  # ids per IN (...) list
 
 
 def settled_status(invoice: Invoice) -> str:
-    return _status_of(invoice.status, invoice.open_minor, invoice.total_minor)
+    return status_of(invoice.status, invoice.open_minor, invoice.total_minor)
 
 
-def _status_of(status: str, open_minor: int, total_minor: int) -> str:
+def status_of(status: str, open_minor: int, total_minor: int) -> str:
+    """The status an invoice with these amounts has: disputed and void stay; else paid, partly or not."""
     if status in (InvoiceStatus.disputed.value, InvoiceStatus.void.value):
         return status
     if open_minor == 0:
@@ -241,7 +242,7 @@ def allocate_many(session: Session, groups: Sequence[Sequence[NewPayment]], *, a
                 state = invoices[allocation.invoice_id]
                 state.changed = True
                 state.open_minor -= allocation.amount_minor + allocation.discount_minor
-                state.status = _status_of(state.status, state.open_minor, state.total_minor)
+                state.status = status_of(state.status, state.open_minor, state.total_minor)
                 if state.open_minor == 0:
                     state.paid_by = index
         outcomes.append(None)

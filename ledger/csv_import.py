@@ -11,6 +11,7 @@ staff member's language; the command line prints it in English (`str`).
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import re
 import unicodedata
@@ -18,17 +19,19 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, Update, bindparam, insert, select, update
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm.util import identity_key
 
 from kernel import i18n
 from kernel.clock import clock
 from kernel.i18n import N_
 from kernel.user_error import Count, UserError, joined
 from ledger import audit
-from ledger.allocation import settled_status
+from ledger.allocation import status_of
+from ledger.events import queue_deliveries_for_ids
 from ledger.models import CONTACT_ROLES, AuditEvent, Company, Contact, ContactRole, Customer, Invoice, InvoiceKind, \
     InvoiceStatus
 from ledger.money import AmountError, CurrencyError, Money, check_currency, decimals
@@ -698,9 +701,12 @@ def _parse_currency(row: _Row) -> str:
     return currency
 
 
+_KINDS = frozenset(k.value for k in InvoiceKind)
+
+
 def _parse_kind(row: _Row) -> str:
     value = row.get("type").lower() or InvoiceKind.invoice.value
-    if value not in {k.value for k in InvoiceKind}:
+    if value not in _KINDS:
         raise _Bad(N_("%(column)s %(value)s must be invoice or credit_note"), column="type",
                    value=_quoted(row.get("type")))
     return value
@@ -768,7 +774,7 @@ def _import_invoices(session: Session, rows: list[_Row], problems: _Problems, sc
             continue
         found = existing.get(key)
         if found is not None:
-            conflict = _conflict(p, *found)
+            conflict = _conflict(p, found)
             if conflict:
                 problems.add_reason(p.line, conflict)
         if not problems.has(p.line):
@@ -777,6 +783,7 @@ def _import_invoices(session: Session, rows: list[_Row], problems: _Problems, sc
 
     report = ImportReport("invoices")
     new: list[dict[str, Any]] = []
+    updates: list[tuple[_Existing, _InvoiceLine]] = []
     for (company_id, number), p in wanted.items():
         found = existing.get((company_id, number))
         if found is None:
@@ -798,12 +805,15 @@ def _import_invoices(session: Session, rows: list[_Row], problems: _Problems, sc
             )
             report.created += 1
             scope.note(company_id, customer_ids[(company_id, p.customer_ref)], "created", p.number)
-        elif _update_invoice(session, found[0], p, scope.update_actor):
+        elif _differs(found, p):
+            updates.append((found, p))
             report.updated += 1
-            scope.note(company_id, found[0].customer_id, "updated", p.number)
+            scope.note(company_id, found.customer_id, "updated", p.number)
         else:
             report.unchanged += 1
     session.flush()
+    if updates:
+        _update_invoices(session, updates, scope.update_actor)
     if new:
         # One bulk INSERT: one ORM object per line is what makes big files slow.
         session.execute(insert(Invoice), new)
@@ -825,13 +835,13 @@ def _by_kind(kind: str, invoice: str, credit_note: str) -> str:
     return credit_note if kind == InvoiceKind.credit_note.value else invoice
 
 
-def _conflict(p: _InvoiceLine, invoice: Invoice, customer_ref: str) -> UserError | None:
+def _conflict(p: _InvoiceLine, invoice: _Existing) -> UserError | None:
     """Why this line cannot update the existing invoice with its number, if it cannot."""
     kind = invoice.kind
-    if customer_ref != p.customer_ref:
+    if invoice.customer_ref != p.customer_ref:
         return _reason(_by_kind(kind, N_("invoice %(number)s already exists for customer %(ref)s"),
                                N_("credit note %(number)s already exists for customer %(ref)s")),
-                      {"number": p.number, "ref": customer_ref})
+                      {"number": p.number, "ref": invoice.customer_ref})
     if kind != p.kind:
         return _reason(_by_kind(kind, N_("%(number)s already exists as an invoice, not a credit note"),
                                N_("%(number)s already exists as a credit note, not an invoice")), {"number": p.number})
@@ -863,71 +873,121 @@ def _load_customer_ids(session: Session, keys: Iterable[tuple[int, str]]) -> dic
     return found
 
 
-def _load_invoices(
-    session: Session, keys: Iterable[tuple[int, str]]
-) -> dict[tuple[int, str], tuple[Invoice, str]]:
+@dataclass(frozen=True)
+class _Existing:
+    """What an import reads of an invoice it may update: plain values, not an ORM object (the
+    identity map's bookkeeping per object was most of the cost of a large update)."""
+
+    id: int
+    company_id: int
+    customer_id: int
+    customer_ref: str
+    kind: str
+    currency: str
+    issue_date: date
+    due_date: date
+    total_minor: int
+    open_minor: int
+    status: str
+    discount_bps: int | None
+    discount_until: date | None
+
+    def terms(self) -> dict[str, Any]:
+        return {"issue_date": self.issue_date, "due_date": self.due_date, "total_minor": self.total_minor,
+                "open_minor": self.open_minor, "status": self.status, "discount_bps": self.discount_bps,
+                "discount_until": self.discount_until}
+
+
+def _load_invoices(session: Session, keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str], _Existing]:
     """Existing invoices by (company id, number), each with its customer's ref."""
     numbers_by_company: dict[int, set[str]] = {}
     for company_id, number in keys:
         numbers_by_company.setdefault(company_id, set()).add(number)
-    found: dict[tuple[int, str], tuple[Invoice, str]] = {}
+    found: dict[tuple[int, str], _Existing] = {}
     for company_id, numbers in numbers_by_company.items():
         for chunk in _chunks(sorted(numbers)):
             query = (
-                select(Invoice, Customer.ref)
+                select(Invoice.id, Invoice.company_id, Invoice.customer_id, Customer.ref, Invoice.kind,
+                       Invoice.currency, Invoice.issue_date, Invoice.due_date, Invoice.total_minor,
+                       Invoice.open_minor, Invoice.status, Invoice.discount_bps, Invoice.discount_until,
+                       Invoice.number)
                 .join(Customer, Invoice.customer_id == Customer.id)
                 .where(Invoice.company_id == company_id, Invoice.number.in_(chunk))
             )
-            for invoice, ref in session.execute(query):
-                found[(company_id, invoice.number)] = (invoice, ref)
+            for (invoice_id, company, customer_id, ref, kind, currency, issue_date, due_date, total_minor, open_minor,
+                 status, discount_bps, discount_until, number) in session.execute(query):
+                found[(company_id, number)] = _Existing(
+                    invoice_id, company, customer_id, ref, kind, currency, issue_date, due_date, total_minor,
+                    open_minor, status, discount_bps, discount_until)
     return found
 
 
-def _invoice_state(invoice: Invoice) -> dict[str, Any]:
+def _invoice_state(values: Mapping[str, Any]) -> dict[str, Any]:
+    """An invoice's terms as its audit rows show them."""
+    until = values["discount_until"]
     return {
-        "issue_date": invoice.issue_date.isoformat(),
-        "due_date": invoice.due_date.isoformat(),
-        "total_minor": invoice.total_minor,
-        "open_minor": invoice.open_minor,
-        "status": invoice.status,
-        "discount_bps": invoice.discount_bps,
-        "discount_until": invoice.discount_until.isoformat() if invoice.discount_until else None,
+        "issue_date": values["issue_date"].isoformat(),
+        "due_date": values["due_date"].isoformat(),
+        "total_minor": values["total_minor"],
+        "open_minor": values["open_minor"],
+        "status": values["status"],
+        "discount_bps": values["discount_bps"],
+        "discount_until": until.isoformat() if until else None,
     }
 
 
-def _update_invoice(session: Session, invoice: Invoice, p: _InvoiceLine,
-                    actor: tuple[str, str] = ("system", _ACTOR)) -> bool:
-    """Apply the line's terms to an existing invoice; False when nothing differs."""
+def _differs(invoice: _Existing, p: _InvoiceLine) -> bool:
     current = (invoice.issue_date, invoice.due_date, invoice.total_minor, invoice.discount_bps, invoice.discount_until)
-    if current == (p.issue_date, p.due_date, p.total_minor, p.discount_bps, p.discount_until):
-        return False
-    state = _invoice_state(invoice)
-    # What payments, credit notes and discounts already settled stays settled.
-    settled = invoice.total_minor - invoice.open_minor
-    invoice.issue_date = p.issue_date
-    invoice.due_date = p.due_date
-    invoice.total_minor = p.total_minor
-    invoice.open_minor = p.total_minor - settled
-    invoice.discount_bps = p.discount_bps
-    invoice.discount_until = p.discount_until
-    invoice.status = settled_status(invoice)
-    before, after = _changes(state, _invoice_state(invoice))
-    audit.record(
-        session,
-        actor_type=actor[0],
-        actor=actor[1],
-        action="invoice.updated",
-        entity_type="invoice",
-        entity_id=invoice.id,
-        customer_id=invoice.customer_id,
-        # Given, not looked up from the customer: that lookup flushed the session once per line.
-        company_id=invoice.company_id,
-        before=before,
-        after=after,
-    )
-    return True
+    return current != (p.issue_date, p.due_date, p.total_minor, p.discount_bps, p.discount_until)
 
 
+_UPDATABLE = ("issue_date", "due_date", "total_minor", "open_minor", "discount_bps", "discount_until", "status")
+
+
+@functools.cache
+def _update_statement(columns: tuple[str, ...]) -> Update:
+    """UPDATE of these columns (and updated_at) by id: only what changed is written, as the ORM
+    writes it, so indexes and the running-total triggers on other columns are left alone."""
+    table = cast(Table, Invoice.__table__)
+    return (update(table).where(table.c.id == bindparam("b_id"))
+            .values({name: bindparam(f"b_{name}") for name in (*columns, "updated_at")}))
+
+
+def _update_invoices(session: Session, updates: list[tuple[_Existing, _InvoiceLine]],
+                     actor: tuple[str, str]) -> None:
+    """Apply the lines' terms to existing invoices that differ, each with its `invoice.updated`
+    audit row, in batched statements (executemany) rather than through the ORM one object at a
+    time; what payments, credit notes and discounts already settled stays settled."""
+    now = clock.now()
+    params: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    audits: list[dict[str, Any]] = []
+    for invoice, p in updates:
+        open_minor = p.total_minor - (invoice.total_minor - invoice.open_minor)
+        values: dict[str, Any] = {
+            "issue_date": p.issue_date, "due_date": p.due_date, "total_minor": p.total_minor, "open_minor": open_minor,
+            "discount_bps": p.discount_bps, "discount_until": p.discount_until,
+            "status": status_of(invoice.status, open_minor, p.total_minor)}
+        current = invoice.terms()
+        changed = tuple(name for name in _UPDATABLE if values[name] != current[name])
+        before, after = _changes(_invoice_state(current), _invoice_state(values))
+        params.setdefault(changed, []).append({f"b_{name}": values[name] for name in changed}
+                                              | {"b_id": invoice.id, "b_updated_at": now})
+        audits.append({"actor_type": actor[0], "actor": actor[1], "action": "invoice.updated",
+                       "entity_type": "invoice", "entity_id": invoice.id, "customer_id": invoice.customer_id,
+                       "company_id": invoice.company_id, "before": before, "after": after, "created_at": now})
+    for changed, rows in params.items():
+        for chunk in _chunks(rows):
+            session.execute(_update_statement(changed), list(chunk))
+    for chunk in _chunks(audits):
+        ids = session.scalars(insert(AuditEvent).returning(AuditEvent.id, sort_by_parameter_order=True),
+                              list(chunk)).all()
+        queue_deliveries_for_ids(session, [(event_id, row["company_id"], row["action"])
+                                           for event_id, row in zip(ids, chunk)])
+    # Invoices this session already holds are read again when next used: the rows changed under them.
+    for invoice, _ in updates:
+        held = session.identity_map.get(identity_key(Invoice, invoice.id))
+        if held is not None:
+            session.expire(held)
 
 
 # --- contacts ------------------------------------------------------------------------

@@ -6,8 +6,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from kernel.clock import clock
@@ -118,26 +119,92 @@ class DeliveryLine:
     delivered_at: datetime | None
 
 
-def deliveries(session: Session, company_ids: list[int] | None = None, *, endpoint_id: int | None = None,
-               status: str | None = None, limit: int = 100) -> list[DeliveryLine]:
-    """The delivery log, newest first."""
+DELIVERY_STATES = ("queued", "sent", "failed")
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class DeliveryPage:
+    rows: list[DeliveryLine]
+    page: int
+    has_next: bool
+
+    @property
+    def has_previous(self) -> bool:
+        return self.page > 1
+
+    @property
+    def first_id(self) -> int | None:
+        """The cursor of the previous page (`before`)."""
+        return self.rows[0].id if self.rows else None
+
+    @property
+    def last_id(self) -> int | None:
+        """The cursor of the next page (`after`)."""
+        return self.rows[-1].id if self.rows else None
+
+
+def _filtered(query: Select[Any], company_ids: list[int] | None, endpoint_id: int | None,
+              status: str | None) -> Select[Any]:
+    if company_ids is not None:
+        query = query.where(WebhookDelivery.endpoint_id.in_(
+            select(WebhookEndpoint.id).where(WebhookEndpoint.company_id.in_(company_ids or [-1]))))
+    if endpoint_id is not None:
+        query = query.where(WebhookDelivery.endpoint_id == endpoint_id)
+    if status is not None:
+        if status not in DELIVERY_STATES:
+            raise EndpointError(N_("Unknown delivery state %(state)s."), state=status)
+        query = query.where(WebhookDelivery.status == status)
+    return query
+
+
+def _lines(session: Session, ids: list[int]) -> list[DeliveryLine]:
+    """Those deliveries with their endpoints and events, newest first."""
+    if not ids:
+        return []
     query = (select(WebhookDelivery, WebhookEndpoint.url, Company.code, AuditEvent.action)
              .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
              .join(Company, Company.id == WebhookEndpoint.company_id)
              .join(AuditEvent, AuditEvent.id == WebhookDelivery.audit_event_id)
-             .order_by(WebhookDelivery.id.desc()).limit(limit))
-    if company_ids is not None:
-        query = query.where(WebhookEndpoint.company_id.in_(company_ids or [-1]))
-    if endpoint_id is not None:
-        query = query.where(WebhookDelivery.endpoint_id == endpoint_id)
-    if status is not None:
-        query = query.where(WebhookDelivery.status == status)
+             .where(WebhookDelivery.id.in_(ids)).order_by(WebhookDelivery.id.desc()))
     return [DeliveryLine(id=d.id, endpoint_id=d.endpoint_id, url=url, company_code=code, event_id=d.audit_event_id,
                          event_type=EVENT_TYPES.get(action, action), status=d.status, attempts=d.attempts,
                          response_code=d.response_code, latency_ms=d.latency_ms, last_error=d.last_error,
                          next_attempt_at=d.next_attempt_at if d.status == "queued" else None,
                          created_at=d.created_at, delivered_at=d.delivered_at)
             for d, url, code, action in session.execute(query)]
+
+
+def deliveries(session: Session, company_ids: list[int] | None = None, *, endpoint_id: int | None = None,
+               status: str | None = None, limit: int = 100) -> list[DeliveryLine]:
+    """The delivery log, newest first."""
+    ids = _filtered(select(WebhookDelivery.id), company_ids, endpoint_id, status)
+    return _lines(session, list(session.scalars(ids.order_by(WebhookDelivery.id.desc()).limit(limit))))
+
+
+def delivery_page(session: Session, company_ids: list[int] | None = None, *, endpoint_id: int | None = None,
+                  status: str | None = None, page: int = 1, after: int | None = None, before: int | None = None,
+                  size: int = PAGE_SIZE) -> DeliveryPage:
+    """One page of the delivery log, newest first, as the bank queue pages: `after` (the last
+    delivery id of the page before) or `before` (the first id of the page after) find the page
+    from where the reader is, in one index range whatever its depth; a bare `page` counts its
+    way there."""
+    ids_query = _filtered(select(WebhookDelivery.id), company_ids, endpoint_id, status)
+    page = max(1, page)
+    if before is not None:
+        found = list(session.scalars(ids_query.where(WebhookDelivery.id > before)
+                                     .order_by(WebhookDelivery.id).limit(size + 1)))
+        has_next, ids = True, sorted(found[:size], reverse=True)
+        if len(found) <= size:  # back at the newest deliveries: the first page, whatever was asked
+            page = 1
+    else:
+        if after is not None:
+            ids_query = ids_query.where(WebhookDelivery.id < after)
+        else:
+            ids_query = ids_query.offset((page - 1) * size)
+        found = list(session.scalars(ids_query.order_by(WebhookDelivery.id.desc()).limit(size + 1)))
+        has_next, ids = len(found) > size, found[:size]
+    return DeliveryPage(_lines(session, ids), page, has_next)
 
 
 def send_again(session: Session, delivery_id: int, *, company_ids: list[int] | None = None,

@@ -4,10 +4,11 @@ the delivery log and send a delivery again; other roles cannot see the page."""
 from __future__ import annotations
 
 import re
+from html import unescape
 from typing import Iterator
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
@@ -16,6 +17,7 @@ from encours.app import create_app
 from kernel.settings import Settings, load_settings
 from ledger import audit
 from ledger.models import AuditEvent, Company, WebhookDelivery, WebhookEndpoint
+from ledger.webhook_endpoints import PAGE_SIZE, EndpointError, add_endpoint, delivery_page
 from tests import factories
 from tests.admin.conftest import csrf_from, login, make_user
 from tests.conftest import TEST_SECRET
@@ -118,3 +120,87 @@ def test_only_admins_see_the_page(client: TestClient, session: Session, role: st
     assert login(client, "someone@north.test").status_code == 303
     assert client.get("/admin/webhooks/endpoints").status_code == 403
     assert "/admin/webhooks/endpoints" not in client.get("/admin").text
+
+
+HTMX = {"HX-Request": "true"}
+ROW = re.compile(r'id="delivery-(\d+)"')
+
+
+def _ids(html: str) -> list[int]:
+    return [int(found) for found in ROW.findall(html)]
+
+
+def _link(html: str, rel: str) -> str | None:
+    found = re.search(rf'rel="{rel}" href="([^"]+)"', html)
+    return unescape(found.group(1)) if found else None
+
+
+def test_the_delivery_log_is_paged_newest_first_by_cursor_and_filtered_by_endpoint_and_state(
+        admin: TestClient, session: Session) -> None:
+    north = session.scalar(select(Company).where(Company.code == "NORTH"))
+    first, _ = add_endpoint(session, "NORTH", "http://127.0.0.1/first", ["*"], allow_private=True)
+    second, _ = add_endpoint(session, "NORTH", "http://127.0.0.1/second", ["payment.succeeded"], allow_private=True)
+    for n in range(40):  # 40 to each endpoint, 40 more to the first: 120, more than two pages
+        audit.record(session, actor_type="provider", actor="stripe", action="payment.succeeded",
+                     entity_type="payment", entity_id=n, company_id=north.id)
+        audit.record(session, actor_type="system", action="dispute.opened", entity_type="dispute", entity_id=n,
+                     company_id=north.id)
+    session.flush()
+    every = list(session.scalars(select(WebhookDelivery.id).order_by(WebhookDelivery.id.desc())))
+    assert len(every) == 120
+    failed = every[5::7]
+    session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(failed)).values(status="failed"))
+    session.commit()
+
+    page = admin.get("/admin/webhooks/endpoints")
+    assert page.status_code == 200 and "HX-Request" in page.headers["vary"]
+    assert _ids(page.text) == every[:PAGE_SIZE]
+    assert _link(page.text, "prev") is None
+    seen, html, pages = _ids(page.text), page.text, 1
+    while (target := _link(html, "next")) is not None:
+        assert "after=" in target
+        fragment = admin.get(target, headers=HTMX)
+        assert fragment.status_code == 200 and "<html" not in fragment.text
+        assert fragment.text.lstrip().startswith('<div id="delivery-results"')
+        html, pages = fragment.text, pages + 1
+        seen += _ids(html)
+    assert pages == 3 and seen == every  # newest first, each once
+    back = _link(html, "prev")
+    assert back is not None and "before=" in back and "page=2" in back
+    assert _ids(admin.get(back, headers=HTMX).text) == every[PAGE_SIZE:2 * PAGE_SIZE]
+    assert _ids(admin.get("/admin/webhooks/endpoints?page=2", headers=HTMX).text) == every[PAGE_SIZE:2 * PAGE_SIZE]
+
+    mine = list(session.scalars(select(WebhookDelivery.id).where(WebhookDelivery.endpoint_id == second.id)
+                                .order_by(WebhookDelivery.id.desc())))
+    only = admin.get(f"/admin/webhooks/endpoints?endpoint={second.id}", headers=HTMX).text
+    assert _ids(only) == mine and len(mine) == 40 and _link(only, "next") is None
+    by_state = admin.get("/admin/webhooks/endpoints?status=failed").text
+    assert _ids(by_state) == failed and "Failed" in by_state
+    both = admin.get(f"/admin/webhooks/endpoints?status=queued&endpoint={first.id}").text
+    wanted = [i for i in every if i not in failed and i not in mine]
+    assert _ids(both) == wanted[:PAGE_SIZE]
+    following = _link(both, "next")
+    assert following is not None and "status=queued" in following and f"endpoint={first.id}" in following
+    assert _ids(admin.get(following, headers=HTMX).text) == wanted[PAGE_SIZE:2 * PAGE_SIZE]
+    # Nonsense in the address reads as no filter, never an error.
+    assert _ids(admin.get("/admin/webhooks/endpoints?status=lost&endpoint=x&after=y").text) == every[:PAGE_SIZE]
+
+
+def test_a_delivery_page_found_by_cursor_is_the_page_counted_to(session: Session) -> None:
+    north = factories.company(session, code="NORTH", name="North SAS")
+    add_endpoint(session, "NORTH", "http://127.0.0.1/hook", ["*"], allow_private=True)
+    for n in range(7):
+        audit.record(session, actor_type="system", action="payment.succeeded", entity_type="payment", entity_id=n,
+                     company_id=north.id)
+    session.flush()
+    pages = [delivery_page(session, page=n, size=3) for n in (1, 2, 3)]
+    assert [len(p.rows) for p in pages] == [3, 3, 1] and [p.has_next for p in pages] == [True, True, False]
+    assert delivery_page(session, page=2, after=pages[0].last_id, size=3).rows == pages[1].rows
+    assert delivery_page(session, page=3, after=pages[1].last_id, size=3).rows == pages[2].rows
+    back = delivery_page(session, page=2, before=pages[2].first_id, size=3)
+    assert back.rows == pages[1].rows and back.page == 2
+    top = delivery_page(session, page=2, before=pages[1].first_id, size=3)
+    assert top.rows == pages[0].rows and top.page == 1
+    assert delivery_page(session, [north.id + 1], size=3).rows == []
+    with pytest.raises(EndpointError, match="Unknown delivery state"):
+        delivery_page(session, status="pending")

@@ -240,3 +240,64 @@ def test_the_readme_receiver_verifies_real_deliveries_and_rejects_forged_ones(
     finally:
         receiver.kill()
         receiver.wait()
+
+
+def test_the_lease_is_the_endpoint_timeout_plus_the_margin_from_settings(db_url: str) -> None:
+    settings = load_settings({"ENCOURS_DATABASE_URL": db_url, "ENCOURS_SECRET_KEY": TEST_SECRET,
+                              "ENCOURS_WEBHOOK_TIMEOUT": "20", "ENCOURS_WEBHOOK_LEASE_MARGIN": "45"})
+    assert webhooks.lease(settings) == timedelta(seconds=65)
+    assert webhooks.lease(load_settings({"ENCOURS_DATABASE_URL": db_url, "ENCOURS_SECRET_KEY": TEST_SECRET})) \
+        == timedelta(seconds=40)
+
+
+def test_a_delivery_claimed_by_a_worker_that_died_is_sent_once_by_another_after_the_lease(
+        client, auth, session: Session, session_factory: sessionmaker[Session], settings: Settings,
+        receiver: Receiver) -> None:
+    _endpoint(session, receiver.url + "/erp")
+    _void(client, auth, "F-1")
+    start = clock.now()
+    lease = webhooks.lease(settings)
+    # A worker claims it and dies before sending (or mid-send): nothing recorded.
+    [claimed] = webhooks.claim_due(session_factory, webhooks.BATCH, lease)
+    [delivery] = _deliveries(session)
+    assert (delivery.status, delivery.attempts) == ("queued", 1)
+
+    for moment in (start, start + lease / 2, start + lease - timedelta(seconds=1)):
+        clock.set(moment)
+        assert webhooks.deliver_due(session_factory, settings).busy is False  # the claim holds
+    assert receiver.received == []
+
+    clock.set(start + lease)
+    assert webhooks.deliver_due(session_factory, settings).sent == 1
+    [delivery] = _deliveries(session)
+    assert (delivery.status, delivery.attempts, delivery.response_code) == ("sent", 2, 200)
+    assert [r.headers["encours-event-id"] for r in receiver.on("/erp")] == [str(claimed.event_id)]
+    # The dead worker coming back with its outcome changes nothing: the claim it had is gone.
+    outcome = webhooks.Outcome(claimed.delivery_id, claimed.attempts, ok=False, response_code=500, error="HTTP 500")
+    assert webhooks.record_outcomes(session_factory, [outcome], settings.webhook_max_attempts).retried == 1
+    [delivery] = _deliveries(session)
+    assert (delivery.status, delivery.attempts, delivery.last_error) == ("sent", 2, None)
+    clock.set(start + lease * 3)
+    assert webhooks.deliver_due(session_factory, settings).busy is False
+    assert len(receiver.on("/erp")) == 1
+
+
+def test_a_worker_starts_no_attempt_it_could_not_finish_inside_its_lease(
+        client, auth, session: Session, session_factory: sessionmaker[Session], settings: Settings,
+        receiver: Receiver) -> None:
+    _endpoint(session, receiver.url + "/erp")
+    _void(client, auth, "F-1", "F-2")
+    claimed = webhooks.claim_due(session_factory, webhooks.BATCH, webhooks.lease(settings))
+    assert len(claimed) == 2
+    # Its time to start attempts is over (the pool kept it waiting, say): both are handed back.
+    outcomes = webhooks.send_batch(claimed, settings, last_start=time.monotonic() - 1)
+    assert receiver.received == [] and all(o.put_off for o in outcomes)
+    report = webhooks.record_outcomes(session_factory, outcomes, settings.webhook_max_attempts)
+    assert (report.sent, report.retried) == (0, 2)
+    assert [(d.status, d.attempts) for d in _deliveries(session)] == [("queued", 0), ("queued", 0)]
+    # With time left, both go.
+    clock.set(clock.now() + timedelta(minutes=2))
+    claimed = webhooks.claim_due(session_factory, webhooks.BATCH, webhooks.lease(settings))
+    outcomes = webhooks.send_batch(claimed, settings, last_start=time.monotonic() + 60)
+    assert [(o.ok, o.put_off) for o in outcomes] == [(True, False), (True, False)]
+    assert len(receiver.on("/erp")) == 2
