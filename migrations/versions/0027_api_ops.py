@@ -2,7 +2,7 @@
 API's list of disputed invoices (a rare status) from a partial index instead of a scan of the book
 
 Revision ID: 0027_api_ops
-Revises: 0022_journey
+Revises: 0031_reminder_key
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0027_api_ops"
-down_revision = "0022_journey"
+down_revision = "0031_reminder_key"
 branch_labels = None
 depends_on = None
 
