@@ -7,7 +7,8 @@ per kind of request (the magic link again, first opens, new and duplicate webhoo
 statement page), counts the SQL statements SQLAlchemy sends, and on PostgreSQL the round trips
 to the server (every Sync or simple Query message of the wire protocol, read from libpq's trace:
 BEGIN, COMMIT, ROLLBACK and pings included), and the process CPU per request (client included:
-compare kinds and versions, not engines). Prints one JSON document.
+compare kinds and versions, not engines), and on PostgreSQL the CPU of the server processes
+serving this process's connections (read from /proc: the server must run on this machine). Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from links import tokens  # noqa: E402
 TRACE = Path(tempfile.mkdtemp(prefix="encours-trace-")) / "libpq.trace"
 statements: collections.Counter[str] = collections.Counter()
 PROFILE = False
+BACKENDS: set[int] = set()  # PostgreSQL server processes of our connections (the server runs on this machine)
 
 
 def _count_statement(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
@@ -51,6 +53,7 @@ def _trace(dbapi_connection: Any, record: Any) -> None:
         return
     from psycopg import pq
 
+    BACKENDS.add(int(dbapi_connection.info.backend_pid))
     handle = open(TRACE, "a")  # noqa: SIM115 - kept open for the connection's life
     record.info["trace"] = handle
     pgconn.trace(handle.fileno())
@@ -88,16 +91,19 @@ def _measure(client: httpx.AsyncClient, requests: list[dict[str, Any]], expect: 
     statements.clear()
     profiler = cProfile.Profile() if PROFILE else None
     started = time.process_time()
+    server_before = run._cpu_seconds(sorted(BACKENDS))
     if profiler:
         profiler.enable()
     asyncio.get_event_loop().run_until_complete(go())
     cpu = time.process_time() - started
+    server = run._cpu_seconds(sorted(BACKENDS)) - server_before
     if profiler:
         profiler.disable()
         stats = pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime"); stats.print_stats(25); stats.print_callers("_find_and_load")
     n = len(requests)
     trips = _round_trips()
     return {"requests": n, "cpu_ms_per_request": round(1000 * cpu / n, 3),
+            "postgres_cpu_ms_per_request": round(1000 * server / n, 3) if BACKENDS else None,
             "statements_per_request": round(sum(statements.values()) / n, 2),
             "statements": {k: round(v / n, 2) for k, v in statements.most_common()},
             "round_trips_per_request": round(sum(trips.values()) / n, 2) if trips else None,
