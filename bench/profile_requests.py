@@ -61,23 +61,19 @@ def _trace(dbapi_connection: Any, record: Any) -> None:
 
 
 def _round_trips() -> collections.Counter[str]:
-    """Frontend Sync / Query messages in the trace so far (one round trip each), by first word."""
+    """Frontend Sync and simple Query messages in the trace so far (one round trip each): the
+    simple queries by their text (BEGIN, COMMIT, ROLLBACK, ";" a ping), the rest as "statement"."""
     counts: collections.Counter[str] = collections.Counter()
     if not TRACE.exists():
         return counts
-    pending = "?"
     for line in TRACE.read_text(errors="replace").splitlines():
         parts = line.split("\t")
         if len(parts) < 3 or parts[0] != "F":
             continue
-        kind = parts[2].split(" ", 1)[0]
-        if kind == "Parse" or kind == "Query":
-            text = line.split('"', 2)[1] if '"' in line else ""
-            pending = (text.split(None, 1)[0].upper() if text else "?")
-        if kind == "Query":
-            counts[pending] += 1
-        elif kind == "Sync":
-            counts[pending] += 1
+        if parts[2] == "Query":
+            counts["\t".join(parts[3:]).strip().strip('"') or "?"] += 1
+        elif parts[2] == "Sync":
+            counts["statement"] += 1
     return counts
 
 
@@ -99,7 +95,7 @@ def _measure(client: httpx.AsyncClient, requests: list[dict[str, Any]], expect: 
     server = run._cpu_seconds(sorted(BACKENDS)) - server_before
     if profiler:
         profiler.disable()
-        stats = pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime"); stats.print_stats(25); stats.print_callers("_find_and_load")
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
     n = len(requests)
     trips = _round_trips()
     return {"requests": n, "cpu_ms_per_request": round(1000 * cpu / n, 3),
