@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -44,6 +45,36 @@ def _sqlite_begin(connection: Any) -> None:
     connection.connection.driver_connection.execute(f"BEGIN {mode}" if mode else "BEGIN")
 
 
+# A server connection that sat idle in the pool this long is pinged before use (a database restart
+# or an idle timeout may have closed it meanwhile); one in steady use is not: a ping on every
+# checkout was a round trip added to every request (bench/RESULTS.md, 2026-12-05 pgspeed).
+PING_AFTER_IDLE_SECONDS = 2.0
+# Connections kept open per process: as many as requests may use at once (anyio's thread pool
+# runs 40). Beyond the pool's size a connection was opened and closed again for each request
+# under load, and a PostgreSQL connection costs milliseconds to open.
+SERVER_POOL_SIZE = 20
+SERVER_POOL_OVERFLOW = 20
+_IDLE_SINCE = "encours_idle_since"
+
+
+def _checked_in(dbapi_connection: Any, record: Any) -> None:
+    record.info[_IDLE_SINCE] = time.monotonic()
+
+
+def _ping_if_idle(engine: Engine) -> Any:
+    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.pop(_IDLE_SINCE, None)
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            # The pool discards this connection and checks out another (a new one if need be).
+            raise DisconnectionError(f"pooled connection lost while idle: {error}") from error
+
+    return checkout
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -51,7 +82,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    options = kwargs if "poolclass" in kwargs else {"pool_size": SERVER_POOL_SIZE,
+                                                    "max_overflow": SERVER_POOL_OVERFLOW, **kwargs}
+    engine = create_engine(url, **options)
+    event.listen(engine, "checkin", _checked_in)
+    event.listen(engine, "checkout", _ping_if_idle(engine))
+    return engine
 
 
 def make_sessionmaker(engine: Engine, *, write: bool = True) -> sessionmaker[Session]:
@@ -65,10 +101,15 @@ def make_sessionmaker(engine: Engine, *, write: bool = True) -> sessionmaker[Ses
     `write=False` gives sessions for work that only reads (a page, checking a link): a plain
     deferred BEGIN, so on SQLite they neither wait for nor hold the one write lock (holding it
     while a page renders queued every other request of every process behind it). Such a
-    session must not write: SQLite would refuse once another writer has committed.
+    session must not write: SQLite would refuse once another writer has committed. On
+    PostgreSQL they run without a transaction (autocommit): at READ COMMITTED each statement
+    takes its own snapshot inside a transaction too, so a reader sees exactly what it saw
+    before, without the BEGIN and ROLLBACK round trips.
     """
     if engine.dialect.name == "sqlite" and write:
         engine = engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+    elif engine.dialect.name == "postgresql" and not write:
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
@@ -110,6 +151,21 @@ def write_connection(factory: sessionmaker[Session]) -> Iterator[Connection]:
             yield bind
         return
     with bind.begin() as connection:
+        yield connection
+
+
+@contextmanager
+def statement_connection(factory: sessionmaker[Session]) -> Iterator[Connection]:
+    """A Core connection of `factory`'s database for ONE writing statement that is a whole
+    transaction by itself (an `INSERT ... ON CONFLICT DO NOTHING`, say): on PostgreSQL in
+    autocommit, where the statement commits as it returns, without the BEGIN and COMMIT round
+    trips; elsewhere (SQLite: BEGIN IMMEDIATE, tests: a savepoint) as `write_connection`."""
+    bind = factory.kw["bind"]
+    if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
+        with bind.connect() as connection:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
+        return
+    with write_connection(factory) as connection:
         yield connection
 
 

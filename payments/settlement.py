@@ -29,9 +29,10 @@ Everything happens in the caller's transaction: one transaction per event.
 
 from __future__ import annotations
 
+import enum
 from datetime import date, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, func, select
@@ -87,6 +88,10 @@ def _templates() -> Any:
     return Templates()
 
 
+class _Unread(enum.Enum):
+    unread = "unread"  # the caller has not read the payment: `_payment_for` reads it
+
+
 def apply_payment_status(
     session: Session,
     *,
@@ -101,10 +106,13 @@ def apply_payment_status(
     occurred_at: datetime | None = None,
     settings: Settings | None = None,
     card: CardDetails | None = None,
+    payment: Payment | None | Literal[_Unread.unread] = _Unread.unread,
 ) -> Payment:
     """Create or move forward the Payment (provider, provider_ref) of `checkout`; see the module doc.
 
     `settings` gives the secret and base URL of the links in the emails (default: the environment).
+    `payment`: that payment as the caller read it locked (FOR UPDATE) in this transaction, or None
+    when it found none; it is then not read again.
     """
     status = ALIASES.get(status, status)
     if status not in RANK:
@@ -114,7 +122,8 @@ def apply_payment_status(
     if currency != checkout.currency:
         raise SettlementError(f"a {currency} payment cannot pay a {checkout.currency} checkout")
     occurred_at = occurred_at or clock.now()
-    payment, created = _payment_for(session, checkout, provider, provider_ref, method, amount_minor, currency)
+    payment, created = _payment_for(session, checkout, provider, provider_ref, method, amount_minor, currency,
+                                    payment)
     if payment.checkout_id != checkout.id:
         raise SettlementError(f"{provider} {provider_ref} belongs to another checkout")
     previous = None if created else payment.status
@@ -183,11 +192,12 @@ _PAYMENT_LOCKED = (
 
 
 def _payment_for(
-    session: Session, checkout: Checkout, provider: str, provider_ref: str, method: str, amount: int, currency: str
+    session: Session, checkout: Checkout, provider: str, provider_ref: str, method: str, amount: int, currency: str,
+    locked: Payment | None | Literal[_Unread.unread] = _Unread.unread,
 ) -> tuple[Payment, bool]:
-    """The payment and whether it was created just now."""
+    """The payment and whether it was created just now (`locked`: as the caller read it, locked)."""
     params = {"provider": provider, "provider_ref": provider_ref}
-    payment = session.scalar(_PAYMENT_LOCKED, params)
+    payment = session.scalar(_PAYMENT_LOCKED, params) if locked is _Unread.unread else locked
     if payment is not None:
         return payment, False
     payment = Payment(
@@ -355,6 +365,12 @@ def matched_checkout(session: Session, update: PaymentUpdate) -> Checkout:
     """The checkout `update` is about, only if it matches what we created: a checkout of that
     provider, in that currency, for that amount, and the provider's payment id either the one
     the checkout made or one recorded for it. NotOurs otherwise: nothing moves."""
+    return _matched(session, update)[0]
+
+
+def _matched(session: Session, update: PaymentUpdate) -> tuple[Checkout, Payment | None]:
+    """`matched_checkout`, and the payment recorded for the update, read locked (FOR UPDATE) for
+    what follows: read once (each webhook event read it twice, then locked, before)."""
     checkout = session.get(Checkout, update.checkout_id)
     if checkout is None:
         raise NotOurs(f"{update.provider} {update.provider_ref} names no checkout of ours ({update.checkout_id})")
@@ -364,8 +380,7 @@ def matched_checkout(session: Session, update: PaymentUpdate) -> Checkout:
     if update.currency != checkout.currency:
         raise NotOurs(f"{update.provider} {update.provider_ref} is in {update.currency}; "
                       f"checkout {checkout.id} is in {checkout.currency}")
-    recorded = session.scalar(select(Payment).where(Payment.provider == update.provider,
-                                                    Payment.provider_ref == update.provider_ref))
+    recorded = session.scalar(_PAYMENT_LOCKED, {"provider": update.provider, "provider_ref": update.provider_ref})
     if recorded is not None and recorded.checkout_id != checkout.id:
         raise NotOurs(f"{update.provider} {update.provider_ref} is the payment of another checkout")
     if recorded is None and checkout.provider_ref != (update.made_by or update.provider_ref):
@@ -374,16 +389,16 @@ def matched_checkout(session: Session, update: PaymentUpdate) -> Checkout:
     if ALIASES.get(update.status, update.status) in _WHOLE_AMOUNT and update.amount_minor != checkout.amount_minor:
         raise NotOurs(f"{update.provider} {update.provider_ref} is for {update.amount_minor} {update.currency}; "
                       f"checkout {checkout.id} asked for {checkout.amount_minor}")
-    return checkout
+    return checkout, recorded
 
 
 def apply_update(session: Session, update: PaymentUpdate, settings: Settings | None = None) -> Payment:
     """Apply what a provider's event says about a payment of ours (see `matched_checkout`)."""
-    checkout = matched_checkout(session, update)
+    checkout, payment = _matched(session, update)
     return apply_payment_status(
         session, checkout=checkout, provider=update.provider, provider_ref=update.provider_ref, method=update.method,
         status=update.status, amount_minor=update.amount_minor, currency=update.currency, reason=update.reason,
-        occurred_at=update.occurred_at, settings=settings, card=update.card,
+        occurred_at=update.occurred_at, settings=settings, card=update.card, payment=payment,
     )
 
 
@@ -396,9 +411,7 @@ def apply_partial_refund(session: Session, update: PaymentUpdate, refunded_minor
     `total = open + Σ allocation.amount + Σ allocation.discount` and goes back to
     partially_paid or open. The payment keeps what is still received. None when the payment is
     not (or no longer) succeeded: a refund of a payment that never settled changes no balance."""
-    checkout = matched_checkout(session, update)
-    payment = session.scalar(select(Payment).where(Payment.provider == update.provider,
-                                                   Payment.provider_ref == update.provider_ref).with_for_update())
+    checkout, payment = _matched(session, update)
     if payment is None or payment.checkout_id != checkout.id or payment.status != "succeeded":
         return None
     delta = refunded_minor - payment.refunded_minor

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kernel.clock import clock
 from kernel.retry import RetryPolicy
-from kernel.db import SQLITE_BEGIN_OPTION, unit_of_work
+from kernel.db import SQLITE_BEGIN_OPTION, statement_connection, unit_of_work
 from ledger.models import WebhookEvent
 from payments.base import NotOurs, PaymentProvider, ProviderEvent
 
@@ -150,6 +150,9 @@ def store_many(
 ) -> list[int | None]:
     """Several events of one request `(event id, type, raw body)` kept together in one transaction
     (all or none): for each, its new row id or None when it was stored already."""
+    if len(events) == 1:  # one statement: no transaction of its own around it (on PostgreSQL)
+        with _one_writer(session_factory), statement_connection(session_factory) as connection:
+            return [insert_event(connection, provider, *events[0], headers)]
     with _one_writer(session_factory), unit_of_work(session_factory) as session:
         connection = session.connection()
         return [insert_event(connection, provider, event_id, event_type, body, headers)

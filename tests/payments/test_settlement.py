@@ -242,3 +242,38 @@ def test_an_update_applies_only_to_what_the_checkout_created(
     with pytest.raises(NotOurs):
         apply_update(session, replace(ours, provider_ref="pi_second"), settings)
     assert len(session.scalars(select(Payment)).all()) == 1
+
+
+def test_a_provider_update_reads_its_payment_once_and_locked(
+    session: Session, settings: Settings, customer: Customer, invoices: list[Invoice]
+) -> None:
+    from sqlalchemy import event
+
+    from payments.base import PaymentUpdate
+    from payments.settlement import apply_update
+
+    checkout = _checkout(session, customer, invoices[:1])
+    checkout.provider, checkout.provider_ref = "stripe", "pi_ours"
+    declined = PaymentUpdate(checkout_id=checkout.id, provider="stripe", provider_ref="pi_ours", method="card",
+                             status="pending", amount_minor=checkout.amount_minor, currency="EUR", reason="declined")
+    apply_update(session, declined, settings)
+    session.flush()
+    reads: list[str] = []
+
+    def note(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM payments" in statement:
+            reads.append(statement)
+
+    connection = session.connection()
+    event.listen(connection, "before_cursor_execute", note)
+    try:
+        # Another declined attempt (the latest reason kept), then the success that settles.
+        apply_update(session, replace(declined, reason="insufficient funds"), settings)
+        payment = apply_update(session, replace(declined, status="succeeded", reason=None), settings)
+    finally:
+        event.remove(connection, "before_cursor_execute", note)
+    assert payment.status == "succeeded" and invoices[0].status == "paid"
+    payment_reads = [read for read in reads if "WHERE payments.provider = " in read]
+    assert len(payment_reads) == 2  # one per update, where each was read twice before
+    if session.get_bind().dialect.name == "postgresql":
+        assert all("FOR UPDATE" in read for read in payment_reads)

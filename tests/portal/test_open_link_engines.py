@@ -1,0 +1,65 @@
+"""The magic-link exchange on each engine as a server runs it: the app's own engine and pool
+(on PostgreSQL the link is checked in autocommit, the open written in a transaction)."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import pytest
+from sqlalchemy import Engine, func, select
+from starlette.testclient import TestClient
+
+from encours.app import create_app
+from kernel.db import make_engine, make_sessionmaker, unit_of_work
+from kernel.settings import load_settings
+from ledger.models import AuditEvent, LinkOpen
+from links import tokens
+from tests import factories
+from tests.conftest import TEST_SECRET
+from tests.encours.test_concurrency import pg_fresh_url, sqlite_fresh_url  # noqa: F401 - fixtures
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def fresh_url(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue("pg_fresh_url" if request.param == "postgres" else "sqlite_fresh_url"))
+
+
+@pytest.fixture
+def engine_of() -> Iterator[Callable[[str], Engine]]:
+    made: list[Engine] = []
+
+    def make(url: str) -> Engine:
+        made.append(make_engine(url))
+        return made[-1]
+
+    yield make
+    for engine in made:
+        engine.dispose()
+
+
+def test_a_first_open_is_recorded_once_with_its_event_and_a_repeat_writes_nothing(
+    fresh_url: str, engine_of: Callable[[str], Engine]
+) -> None:
+    factory = make_sessionmaker(engine_of(fresh_url))
+    with unit_of_work(factory) as session:
+        customer = factories.customer(session, factories.company(session))
+        contact = customer.primary_contact
+        token, contact_id = tokens.make_token(TEST_SECRET, contact), contact.id
+    app = create_app(load_settings({"ENCOURS_DATABASE_URL": fresh_url, "ENCOURS_SECRET_KEY": TEST_SECRET,
+                                    "ENCOURS_BASE_URL": "http://testserver"}))
+
+    def counts() -> tuple[int, int]:
+        with factory() as session:
+            opens = session.scalar(select(func.count()).select_from(LinkOpen).where(LinkOpen.contact_id == contact_id))
+            events = session.scalar(select(func.count()).select_from(AuditEvent)
+                                    .where(AuditEvent.action == "link.opened", AuditEvent.entity_id == contact_id))
+            return int(opens or 0), int(events or 0)
+
+    with TestClient(app, base_url="http://testserver") as client:
+        first = client.get(f"/p/{token}", follow_redirects=False)
+        assert (first.status_code, first.headers["location"]) == (303, "/portal")
+        assert counts() == (1, 1)  # committed before the answer
+        again = client.get(f"/p/{token}", follow_redirects=False)
+        assert again.status_code == 303
+        assert client.get("/portal").status_code == 200
+    assert counts() == (1, 1)
