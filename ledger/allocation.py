@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import BigInteger, Integer, String, Table, bindparam, column, func, insert, select, update, values
 from sqlalchemy.orm import Session
 
 from kernel.clock import clock
@@ -259,10 +259,7 @@ def allocate_many(session: Session, groups: Sequence[Sequence[NewPayment]], *, a
         session.execute(insert(cast(Table, Allocation.__table__)), rows)
     touched = [state for state in invoices.values() if state.changed]
     if touched:
-        table = cast(Table, Invoice.__table__)
-        session.execute(update(table).where(table.c.id == bindparam("b_id"))
-                        .values(open_minor=bindparam("b_open"), status=bindparam("b_status")),
-                        [dict(b_id=s.id, b_open=s.open_minor, b_status=s.status) for s in touched])
+        _update_invoices(session, touched)
         stale = {state.id for state in touched}
         for held in list(session.identity_map.values()):  # what the session holds of them is out of date
             if isinstance(held, Invoice) and held.id in stale:
@@ -353,6 +350,23 @@ def _insert_payments(session: Session, payments: list[NewPayment]) -> list[int]:
                                                                    Payment.provider_ref.in_(refs[part:part + _CHUNK]))))
         ids.extend(found[(p.provider, p.provider_ref)] for p in chunk)
     return ids
+
+
+def _update_invoices(session: Session, touched: list[_InvoiceState]) -> None:
+    """Each invoice's new open amount and status. On PostgreSQL one UPDATE … FROM (VALUES …) per
+    2,000 invoices, not one statement per row: the invoices' triggers (running totals, migration
+    0026_pg_totals) fire once per statement."""
+    table = cast(Table, Invoice.__table__)
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(update(table).where(table.c.id == bindparam("b_id"))
+                        .values(open_minor=bindparam("b_open"), status=bindparam("b_status")),
+                        [dict(b_id=s.id, b_open=s.open_minor, b_status=s.status) for s in touched])
+        return
+    for start in range(0, len(touched), _CHUNK * 4):
+        moved = values(column("id", Integer), column("open_minor", BigInteger), column("status", String),
+                       name="moved").data([(s.id, s.open_minor, s.status) for s in touched[start:start + _CHUNK * 4]])
+        session.execute(update(table).where(table.c.id == moved.c.id)
+                        .values(open_minor=moved.c.open_minor, status=moved.c.status))
 
 
 def _complete_checkouts(session: Session, invoices: dict[int, _InvoiceState]) -> dict[int, list[int]]:
