@@ -6,9 +6,12 @@ import contextlib
 import functools
 from contextlib import contextmanager
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any, Iterator
 
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import (
+    Connection, Engine, Table, and_, bindparam, cast, column, create_engine, event, insert, make_url, text, update, values,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,12 +54,65 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    engine = create_engine(url, pool_pre_ping=True, **kwargs)
-    # Many rows given to one INSERT go as multi-row INSERTs of up to 1,000 rows (as psycopg2's
-    # dialect does), not one statement per row: the running totals' statement triggers
-    # (migration 0026_pg_totals) then move each total once per 1,000 rows (bench/RESULTS.md).
-    engine.dialect.use_insertmanyvalues_wo_returning = True
-    return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """New rows of one table, each with the same keys, as `session.execute(insert(table), rows)`
+    writes them (Python-side column defaults and type conversions included).
+
+    On PostgreSQL, one COPY: an executemany is one statement per row there, so the table's
+    statement triggers (the running totals, migrations 0019_bank_perf and 0026_pg_totals) would
+    fire once per row; multi-row INSERTs cost more to build than the rows (bench/RESULTS.md)."""
+    if not rows:
+        return
+    session.flush()
+    connection = session.connection()
+    dialect = connection.dialect
+    given = list(rows[0])
+    filled = [column for column in table.columns if column.name not in given and column.default is not None]
+    if dialect.name != "postgresql" or any(
+            not (column.default.is_scalar or column.default.is_callable) for column in filled):  # type: ignore[union-attr]
+        session.execute(insert(table), list(rows))
+        return
+    columns = [table.c[name] for name in given] + filled
+    processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
+    defaults = [column.default for column in filled]
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(column.name) for column in columns)
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor, cursor.copy(
+            f"COPY {dialect.identifier_preparer.format_table(table)} ({names}) FROM STDIN") as copy:
+        for row in rows:
+            values = [row[name] for name in given]
+            values += [default.arg if default.is_scalar else default.arg(None)  # type: ignore[union-attr]
+                       for default in defaults]
+            copy.write_row([process(value) if process is not None else value
+                            for process, value in zip(processors, values)])
+
+
+def update_rows(session: Session, table: Table, keys: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows of one table each changed its own way: a row gives the `keys` columns that find it and
+    the new values of its other columns (the same columns in every row).
+
+    On PostgreSQL one UPDATE … FROM (VALUES …) per 2,000 rows, elsewhere an executemany: there an
+    executemany is one statement per row, each parsed, planned and run on its own, and each firing
+    the table's statement triggers (the running totals, migration 0026_pg_totals)."""
+    if not rows:
+        return
+    names = list(rows[0])
+    changed = [name for name in names if name not in keys]
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(update(table).where(and_(*(table.c[key] == bindparam(f"k_{key}") for key in keys)))
+                        .values({name: bindparam(f"v_{name}") for name in changed}),
+                        [{f"{'k' if name in keys else 'v'}_{name}": row[name] for name in names} for row in rows])
+        return
+    for start in range(0, len(rows), 2_000):
+        moved = values(*(column(name, table.c[name].type) for name in names), name="moved").data(
+            [tuple(row[name] for name in names) for row in rows[start:start + 2_000]])
+        session.execute(update(table).where(and_(*(table.c[key] == moved.c[key] for key in keys)))
+                        .values({name: cast(moved.c[name], table.c[name].type) for name in changed}))  # a column of NULLs is text
 
 
 def make_sessionmaker(engine: Engine, *, write: bool = True) -> sessionmaker[Session]:
