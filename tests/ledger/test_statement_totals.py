@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import random
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import case, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from kernel.db import downgrade, make_engine, upgrade
 from ledger.day_totals import drift, stored
 from ledger.models import FAR_FUTURE, Allocation, CustomerBalance, Invoice, Payment
 from tests import factories
+
+if TYPE_CHECKING:
+    from tests.pgserver import PostgresServer
 
 TODAY = date(2026, 11, 25)
 
@@ -121,15 +125,46 @@ def test_bulk_and_single_row_statements_keep_every_total(session: Session, seed:
     _check(session)
 
 
+_TRIGGERS = text(
+    "SELECT c.relname, t.tgname, (t.tgtype & 1) = 1 AS per_row FROM pg_trigger t "
+    "JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal "
+    "AND c.relname IN ('invoices', 'payments', 'allocations', 'customers', 'bank_entries')")
+
+
 def test_postgresql_moves_the_totals_once_per_statement(pg_session: Session) -> None:
     """No row trigger is left on the tables the totals follow: each one fires once per statement."""
-    rows = pg_session.execute(text(
-        "SELECT c.relname, t.tgname, (t.tgtype & 1) = 1 AS per_row FROM pg_trigger t "
-        "JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal "
-        "AND c.relname IN ('invoices', 'payments', 'allocations', 'customers', 'bank_entries')")).all()
+    rows = pg_session.execute(_TRIGGERS).all()
     assert {name for _table, name, _per_row in rows} >= {
         "tr_invoices_totals_insert", "tr_invoices_totals_update", "tr_invoices_totals_delete",
         "tr_payments_totals_insert", "tr_payments_totals_update", "tr_payments_totals_delete",
         "tr_allocations_totals_insert", "tr_allocations_totals_update", "tr_allocations_totals_delete",
         "tr_customers_totals_insert", "tr_bank_entries_days_insert"}
     assert [name for _table, name, per_row in rows if per_row] == []
+
+
+def test_downgrade_restores_the_row_triggers(pg_server: "PostgresServer") -> None:
+    url = pg_server.create_database("totals_downgrade")
+    upgrade(url)
+    downgrade(url, "0022_journey")
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(_TRIGGERS).all()
+        per_row = {name for _table, name, per_row in rows if per_row}
+        assert per_row == {"tr_invoices_open_insert", "tr_invoices_open_delete", "tr_invoices_open_update",
+                           "tr_invoices_issued_insert", "tr_invoices_issued_delete", "tr_invoices_issued_update",
+                           "tr_invoices_reissued", "tr_payments_days_insert", "tr_payments_days_delete",
+                           "tr_payments_days_update", "tr_allocations_days_insert", "tr_allocations_days_delete",
+                           "tr_allocations_days_update", "tr_invoices_balance", "tr_customers_balance"}
+        with Session(engine) as session:  # and they keep the totals
+            customer = factories.customer(session, factories.company(session))
+            factories.invoice(session, customer, total_minor=50_00)
+            session.flush()
+            assert drift(session) == [] and balance_drift(session) == []
+            assert stored(session)["open_items_by_due"]
+            session.rollback()
+        upgrade(url)
+        with engine.connect() as connection:
+            assert [name for _table, name, per_row in connection.execute(_TRIGGERS) if per_row] == []
+    finally:
+        engine.dispose()
