@@ -70,26 +70,26 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     connection = session.connection()
     dialect = connection.dialect
     given = list(rows[0])
-    filled = [column for column in table.columns if column.name not in given and column.default is not None]
+    filled = [c for c in table.columns if c.name not in given and c.default is not None]
     if dialect.name != "postgresql" or any(
-            not (column.default.is_scalar or column.default.is_callable) for column in filled):  # type: ignore[union-attr]
+            not (c.default.is_scalar or c.default.is_callable) for c in filled):  # type: ignore[union-attr]
         session.execute(insert(table), list(rows))
         return
     columns = [table.c[name] for name in given] + filled
-    processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
-    defaults = [column.default for column in filled]
+    processors = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+    defaults = [c.default for c in filled]
     quote = dialect.identifier_preparer.quote
-    names = ", ".join(quote(column.name) for column in columns)
+    names = ", ".join(quote(c.name) for c in columns)
     driver = connection.connection.driver_connection
     assert driver is not None
     with driver.cursor() as cursor, cursor.copy(
             f"COPY {dialect.identifier_preparer.format_table(table)} ({names}) FROM STDIN") as copy:
         for row in rows:
-            values = [row[name] for name in given]
-            values += [default.arg if default.is_scalar else default.arg(None)  # type: ignore[union-attr]
+            written = [row[name] for name in given]
+            written += [default.arg if default.is_scalar else default.arg(None)  # type: ignore[union-attr]
                        for default in defaults]
             copy.write_row([process(value) if process is not None else value
-                            for process, value in zip(processors, values)])
+                            for process, value in zip(processors, written)])
 
 
 def update_rows(session: Session, table: Table, keys: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
