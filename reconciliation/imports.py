@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from kernel.clock import clock
+from kernel.db import insert_rows
 from kernel.i18n import N_
 from kernel.user_error import UserError
 from kernel.settings import Settings
@@ -136,6 +137,11 @@ def import_statement_file(
                             file=filename, problem=problem, where=where) from None
     if not statements:
         raise UserError(N_("%(file)s: nothing imported: the file holds no statement."), file=filename)
+    if session.get_bind().dialect.name == "postgresql":
+        # The entries table grows by thousands of rows inside this one transaction: a generic
+        # plan the driver prepared while it was small (the duplicate check runs first) would stay
+        # a sequential scan for every later look-up by identity key (bench/RESULTS.md).
+        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     forced = company_by_code(session, company_code) if company_code else None
     digest = hashlib.sha256(data).hexdigest()
     accounts = [_account_of(session, statement, forced, filename) for statement in statements]
@@ -317,7 +323,7 @@ def _insert_entries(session: Session, values: list[dict[str, Any]]) -> list[int]
     ids: list[int] = []
     for start in range(0, len(values), _CHUNK * 4):
         chunk = values[start:start + _CHUNK * 4]
-        session.execute(insert(BankEntry.__table__), chunk)  # Core: no ORM bookkeeping per row
+        insert_rows(session, BankEntry.__table__, chunk)  # Core: no ORM bookkeeping per row
         account_id = chunk[0]["account_id"]
         keys = [entry["identity_key"] for entry in chunk]
         found: dict[str, int] = {}
@@ -338,7 +344,7 @@ def _insert_suggestions(session: Session, ids: list[int], values: list[dict[str,
     found: dict[int, int] = {}
     for start in range(0, len(wanted), _CHUNK * 4):
         chunk = wanted[start:start + _CHUNK * 4]
-        session.execute(insert(BankMatch.__table__), [
+        insert_rows(session, BankMatch.__table__, [
             dict(entry_id=entry_id, company_id=company_id, state=BankMatchState.suggested.value,
                  evidence=proposal.evidence.value, reason=proposal.reason, score=proposal.score,
                  method=PaymentMethod.bank_transfer.value, checkout_id=proposal.checkout_id,
@@ -354,7 +360,7 @@ def _insert_suggestions(session: Session, ids: list[int], values: list[dict[str,
                       write_off_minor=0)
                  for entry_id, entry, proposal in chunk for line in proposal.lines]
         if lines:
-            session.execute(insert(BankMatchLine.__table__), lines)
+            insert_rows(session, BankMatchLine.__table__, lines)
     return [found.get(entry_id) for entry_id in ids]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from kernel.settings import Settings
@@ -270,3 +270,12 @@ def test_an_rf_reference_is_checked_before_use(session: Session, world: World, s
 def session_factory(both_databases_session_factory):  # type: ignore[no-untyped-def]
     """Every test of this module runs on SQLite and on PostgreSQL."""
     return both_databases_session_factory
+
+
+def test_on_postgresql_the_import_plans_each_statement_anew(pg_session: Session, settings: Settings) -> None:
+    """The entries table grows inside the import's transaction: a generic plan the driver prepared
+    while it was empty (the duplicate check runs first) would stay a sequential scan for every
+    later look-up by identity key; the 50,000-entry bench spent minutes there (bench/RESULTS.md)."""
+    make_world(pg_session)
+    import_statement_file(pg_session, camt(credit("12.00", ref="PLAN1")), "plan.xml", settings=settings)
+    assert pg_session.execute(text("SELECT current_setting('plan_cache_mode')")).scalar() == "force_custom_plan"
