@@ -49,7 +49,7 @@ def test_a_syntax_error_is_refused_with_its_line() -> None:
     assert str(problem).startswith("body, line 4: syntax error (")
     assert str(problem) == "body, line 4: syntax error (the text ends before a block is closed)."
     assert "endif" in problem.values["detail"]  # Jinja's own words, kept beside ours
-    assert problem.render("fr").startswith("corps, ligne 4 : erreur de syntaxe (")
+    assert problem.render("fr").startswith("message, ligne 4 : erreur de syntaxe (")
 
 
 def test_an_unknown_placeholder_is_refused_with_its_line_and_name() -> None:
