@@ -179,8 +179,7 @@ def fx_import(request: Request, session: Session, staff: Staff, posted: Posted) 
 
 
 routes = [
-    Route("/admin", home, methods=["GET"], name="admin:home"),
-    Route("/admin/fx", fx_page, methods=["GET"], name="admin:fx"),
-    Route("/admin/fx", fx_add, methods=["POST"], name="admin:fx_add"),
-    Route("/admin/fx/import", fx_import, methods=["POST"], name="admin:fx_import"),
+    Route("/fx", fx_page, methods=["GET"], name="admin:fx"),
+    Route("/fx", fx_add, methods=["POST"], name="admin:fx_add"),
+    Route("/fx/import", fx_import, methods=["POST"], name="admin:fx_import"),
 ]

@@ -79,6 +79,6 @@ def upload(request: Request, session: Session, staff: Staff, posted: Posted) -> 
 
 
 routes = [
-    Route("/admin/imports", index, methods=["GET"], name="admin:imports"),
-    Route("/admin/imports", upload, methods=["POST"], name="admin:import_upload"),
+    Route("/imports", index, methods=["GET"], name="admin:imports"),
+    Route("/imports", upload, methods=["POST"], name="admin:import_upload"),
 ]
