@@ -146,10 +146,7 @@ def fx_add(request: Request, session: Session, staff: Staff, posted: Posted) -> 
 
 
 def _line_errors(failed: UserErrors, language: str) -> list[tuple[int | None, list[str]]]:
-    lines: dict[int | None, list[str]] = {}
-    for problem in failed:
-        lines.setdefault(problem.line, []).append(problem.render(language))
-    return list(lines.items())
+    return [(line, [problems]) for line, problems in failed.by_line(language)]
 
 
 @staff_post(admin_only=True)
