@@ -328,6 +328,7 @@ def _starlette_path(path: str) -> str:
 
 
 def routes() -> list[Route]:
+    """One route per path of OPERATIONS, relative to PREFIX (api.routing mounts them there)."""
     by_path: dict[str, list[Operation]] = {}
     for op in OPERATIONS:
         by_path.setdefault(op.path, []).append(op)
@@ -343,7 +344,7 @@ def routes() -> list[Route]:
             response: Response = await handler(request)
             return response
 
-        found.append(Route(PREFIX + _starlette_path(path), dispatch, methods=[*handlers, "PATCH", "DELETE", "POST",
+        found.append(Route(_starlette_path(path), dispatch, methods=[*handlers, "PATCH", "DELETE", "POST",
                                                                                 "PUT", "GET"]))
     return found
 

@@ -18,7 +18,7 @@ from kernel.i18n import N_
 from kernel.user_error import UserError, UserErrors
 from ledger import audit
 from ledger.events import EVENT_TYPES
-from ledger.csv_import import ImportFailed, ImportReport, import_records
+from ledger.csv_import import ImportReport, import_records
 from ledger.models import (
     Allocation,
     ApiKey,
@@ -115,15 +115,13 @@ def _import(session: Session, key: ApiKey, kind: str, records: list[dict[str, st
     try:
         return import_records(session, kind, records, company_code=key.company.code,  # type: ignore[arg-type]
                               actor_type="api", actor=key.name)
-    except ImportFailed as failed:
+    except UserErrors as failed:
         errors = []
-        for error in failed.errors:
-            for reason in error.reasons or ():
-                column = reason.values.get("column")
-                errors.append((prefix.format(index=error.line) + (str(column) if column else ""),
-                               reason.render("en")))
-        raise ApiError(422, "Invalid items", f"{len(failed.errors)} item(s) refused; nothing was written",
-                       errors) from None
+        for reason in failed:
+            column = reason.values.get("column")
+            errors.append((prefix.format(index=reason.line) + (str(column) if column else ""), reason.render("en")))
+        refused = len({reason.line for reason in failed})
+        raise ApiError(422, "Invalid items", f"{refused} item(s) refused; nothing was written", errors) from None
 
 
 def _customer_record(company: Company, ref: str, item: schemas.CustomerIn) -> dict[str, str]:

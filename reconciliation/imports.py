@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from kernel.clock import clock
 from kernel.db import insert_rows
 from kernel.i18n import N_
-from kernel.user_error import UserError
+from kernel.user_error import Count, UserError, UserErrors
 from kernel.settings import Settings
 from ledger import audit
 from ledger.banking import BankDetailsError, normalize_iban
@@ -45,7 +45,7 @@ from ledger.models import (
 )
 from reconciliation import booking
 from reconciliation.accounts import account_for_iban, company_by_code
-from reconciliation.entries import EntryStatus, ParsedEntry, ParsedStatement, StatementFileError
+from reconciliation.entries import EntryStatus, ParsedEntry, ParsedStatement
 from reconciliation.matching import (
     Book,
     CheckoutFacts,
@@ -113,6 +113,26 @@ def entry_identity(entry: ParsedEntry, occurrence: int) -> str:
     return f"H|{digest}|{occurrence}"
 
 
+SHOWN_BAD_LINES = 20
+
+
+def _at_line(problem: UserError) -> UserError:
+    return UserError(N_("line %(line)s: %(problem)s"), line=problem.line, problem=problem)
+
+
+def _unreadable(filename: str, error: UserError | UserErrors) -> UserError:
+    """Why the file could not be read, with where: its line, or the XML element its message names."""
+    if isinstance(error, UserError):
+        where: object = "" if error.line is None else UserError(N_(" (at line %(line)s)"), line=error.line)
+        return UserError(N_("%(file)s: nothing imported: %(problem)s%(where)s"), file=filename, problem=error,
+                         where=where)
+    shown = [_at_line(problem) for problem in error.errors[:SHOWN_BAD_LINES]]
+    if len(error) > SHOWN_BAD_LINES:
+        shown.append(UserError(N_("and %(count)s more"), count=Count(len(error) - SHOWN_BAD_LINES)))
+    problem = UserError(N_("%(count)s bad line(s): %(problems)s"), count=Count(len(error)), problems=tuple(shown))
+    return UserError(N_("%(file)s: nothing imported: %(problem)s%(where)s"), file=filename, problem=problem, where="")
+
+
 def import_statement_file(
     session: Session,
     data: bytes,
@@ -129,12 +149,9 @@ def import_statement_file(
     goes through `booking.confirm` alone, as staff's confirmations do (same ledger either way)."""
     now = now or clock.now()
     try:
-        statements = parse_statement_file(data, filename)
-    except StatementFileError as error:
-        where = f" (at {error.location})" if error.location and error.location not in error.message else ""
-        problem = error.message.removeprefix(f"{filename}: ")
-        raise UserError(N_("%(file)s: nothing imported: %(problem)s%(where)s"),
-                            file=filename, problem=problem, where=where) from None
+        statements = parse_statement_file(data)
+    except (UserError, UserErrors) as error:
+        raise _unreadable(filename, error) from None
     if not statements:
         raise UserError(N_("%(file)s: nothing imported: the file holds no statement."), file=filename)
     if session.get_bind().dialect.name == "postgresql":
