@@ -44,7 +44,8 @@ def _collect(components: dict[str, Any], model: type[BaseModel], mode: str) -> N
 def _path_params(op: Operation) -> list[dict[str, Any]]:
     names = [part[1:-1] for part in op.path.split("/") if part.startswith("{")]
     return [{"name": name, "in": "path", "required": True,
-             "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[^/\s](.*[^/\s])?$"}}
+             "schema": {"type": "integer", "minimum": 1, "maximum": 999_999_999_999} if name == "id" else
+             {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[^/\s](.*[^/\s])?$"}}
             for name in names]
 
 

@@ -120,6 +120,15 @@ OPERATIONS: list[Operation] = [
                                                                       c.query.get("cursor"), _limit(c))),
               schemas.PaymentPage, query=(Param("since", "date-time", "Changed at or after this moment"), *_PAGING),
               errors=(401, 422, 429)),
+    Operation("POST", "/payments", "recordPayment",
+              "Record a payment received outside Encours (cheque, transfer, LCR, cash, set-off)", "payments",
+              lambda s, k, c: (201, service.record_payment(s, k, c.body)),  # type: ignore[arg-type]
+              schemas.PaymentOut, body=schemas.PaymentIn, write=True, statuses=(201,),
+              errors=(401, 403, 413, 422, 429)),
+    Operation("POST", "/payments/{id}/cancel", "cancelPayment",
+              "Cancel a payment recorded by hand: what it settled reopens", "payments",
+              lambda s, k, c: (200, service.cancel_payment(s, k, c.path["id"])), schemas.PaymentOut,
+              write=True, errors=(401, 403, 404, 409, 429)),
     Operation("GET", "/events", "listEvents", "What happened, oldest first after the cursor", "events",
               lambda s, k, c: (200, service.list_events(s, k, c.query.get("after"), _limit(c))),
               schemas.EventPage, query=(Param("after", "string", "next_cursor of the previous page"),
@@ -324,7 +333,7 @@ def _endpoint(op: Operation) -> Callable[[Request], Any]:
 
 
 def _starlette_path(path: str) -> str:
-    return path.replace("{ref}", "{ref:str}").replace("{number}", "{number:str}")
+    return path.replace("{ref}", "{ref:str}").replace("{number}", "{number:str}").replace("{id}", "{id:str}")
 
 
 def routes() -> list[Route]:
