@@ -214,3 +214,24 @@ class Problem(Model):
     status: int
     detail: str
     errors: list[FieldError] = []
+
+
+class StatementSummaryOut(Model):
+    """One statement of the file, as `encours import bank` prints it."""
+
+    file_name: str
+    statement_ref: str | None
+    account: str
+    company_code: str
+    format: str
+    entries_read: int
+    matched: int = Field(description="Credits matched automatically")
+    suggested: int
+    unmatched: int
+    debits: int = Field(description="Money out: not matched")
+    already_imported: int = Field(description="Entries loaded before (the same file twice changes nothing)")
+    warnings: list[str]
+
+
+class BankImportReport(Model):
+    statements: list[StatementSummaryOut]

@@ -31,6 +31,8 @@ from ledger.models import (
 )
 from ledger.money import AmountError, CurrencyError, Money, check_currency
 from ledger.open_items import OpenItem, SnapshotReport, apply_snapshot, lower_open_amount
+from kernel.settings import Settings
+from reconciliation.imports import import_statement_file
 from payments.manual import KeyActor, record_manual_payment, reverse_manual_payment
 from api import schemas
 
@@ -387,6 +389,22 @@ def cancel_payment(session: Session, key: ApiKey, payment_id: str) -> schemas.Pa
     except UserError as refused:
         raise ApiError(409, "Conflict", str(refused)) from None
     return payment_out(session, payment, ref)
+
+
+# --- bank statements -----------------------------------------------------------------
+
+
+def import_bank_statement(session: Session, key: ApiKey, data: bytes, filename: str | None,
+                          settings: Settings | None) -> schemas.BankImportReport:
+    """The file, through the same import as `encours import bank --company` and /admin/bank: booked to
+    the key's company only (an account registered to another company refuses the whole file)."""
+    report = import_statement_file(session, data, filename or "statement", company_code=key.company.code,
+                                   settings=settings, actor=("api", key.name))
+    return schemas.BankImportReport(statements=[schemas.StatementSummaryOut(
+        file_name=s.file_name, statement_ref=s.statement_ref, account=s.account, company_code=s.company_code,
+        format=s.format, entries_read=s.entries_read, matched=s.matched, suggested=s.suggested,
+        unmatched=s.unmatched, debits=s.debits, already_imported=s.already_imported, warnings=s.warnings)
+        for s in report.statements])
 
 
 # --- events ----------------------------------------------------------------------------
