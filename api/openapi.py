@@ -21,7 +21,7 @@ _PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 _TITLES = {400: "Bad request", 401: "Missing, unknown or revoked key", 403: "Read-only key",
            404: "Not found (or another company's)", 409: "Conflict", 413: "Body too large",
-           415: "Body is not JSON", 422: "Invalid request: errors name each field", 429: "Rate limited"}
+           415: "Body of another media type", 422: "Invalid request: errors name each field", 429: "Rate limited"}
 
 
 def _param_schema(param: Param) -> dict[str, Any]:
@@ -44,7 +44,8 @@ def _collect(components: dict[str, Any], model: type[BaseModel], mode: str) -> N
 def _path_params(op: Operation) -> list[dict[str, Any]]:
     names = [part[1:-1] for part in op.path.split("/") if part.startswith("{")]
     return [{"name": name, "in": "path", "required": True,
-             "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[^/\s](.*[^/\s])?$"}}
+             "schema": {"type": "integer", "minimum": 1, "maximum": 999_999_999_999} if name == "id" else
+             {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[^/\s](.*[^/\s])?$"}}
             for name in names]
 
 
@@ -68,7 +69,7 @@ def document() -> dict[str, Any]:
             str(status): {"description": "Created" if status == 201 else "OK",
                           "content": {"application/json": {"schema": _ref(op.response)}}}
             for status in op.statuses}
-        errors = set(op.errors) | ({413, 415, 422} if op.body is not None else set()) | (
+        errors = set(op.errors) | ({413, 415, 422} if op.body is not None or op.file_types else set()) | (
             {422} if op.query else set()) | ({404} if "{" in op.path else set()) | ({409, 422} if op.write else set())
         for status in sorted(errors):
             responses[str(status)] = {"description": _TITLES[status],
@@ -78,6 +79,10 @@ def document() -> dict[str, Any]:
         if op.body is not None:
             operation["requestBody"] = {"required": True,
                                         "content": {"application/json": {"schema": _ref(op.body)}}}
+        elif op.file_types:
+            operation["requestBody"] = {"required": True, "description": "The file itself",
+                                        "content": {media_type: {"schema": {"type": "string", "format": "binary"}}
+                                                    for media_type in op.file_types}}
         paths.setdefault(PREFIX + op.path, {})[op.method.lower()] = operation
     return {
         "openapi": "3.1.0",
@@ -102,7 +107,7 @@ def docs(request: Request) -> Response:
     spec = document()
     operations = [(path, method.upper(), op,
                    op["requestBody"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
-                   if "requestBody" in op else None)
+                   if "application/json" in op.get("requestBody", {}).get("content", {}) else None)
                   for path, ops in spec["paths"].items() for method, op in ops.items()]
     html = templates.render_string("api/docs.html", {
         "operations": operations, "schemas": spec["components"]["schemas"],

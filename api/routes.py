@@ -26,12 +26,14 @@ from kernel.user_error import UserError, UserErrors
 from ledger.api_keys import authenticate
 from ledger.models import ApiIdempotency, ApiKey, Company
 from links.throttle import record_failure
+from reconciliation.parsers import MAX_FILE_BYTES
 from api import schemas, service
 from api.service import ApiError
 
 PREFIX = "/api/v1"
 MAX_BODY_BYTES = 5 * 1024 * 1024  # a bulk of 1,000 invoices is ~300 kB
 RATE_WINDOW_SECONDS = 60
+STATEMENT_TYPES = ("application/octet-stream", "application/xml", "text/xml", "text/plain", "text/csv")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class Call:
     path: dict[str, str]
     query: dict[str, Any]
     body: BaseModel | None
+    raw: bytes = b""  # the file itself, for an operation that takes one (`Operation.file_types`)
+    settings: Any = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,8 @@ class Operation:
     query: tuple[Param, ...] = ()
     statuses: tuple[int, ...] = (200,)
     errors: tuple[int, ...] = field(default=(401, 429))
+    file_types: tuple[str, ...] = ()  # media types of a raw file body, instead of a JSON `body`
+    max_body: int = MAX_BODY_BYTES
 
 
 _PAGING = (Param("limit", "integer", f"Items per page, 1 to {service.MAX_LIMIT} (default {service.DEFAULT_LIMIT})"),
@@ -120,6 +126,23 @@ OPERATIONS: list[Operation] = [
                                                                       c.query.get("cursor"), _limit(c))),
               schemas.PaymentPage, query=(Param("since", "date-time", "Changed at or after this moment"), *_PAGING),
               errors=(401, 422, 429)),
+    Operation("POST", "/payments", "recordPayment",
+              "Record a payment received outside Encours (cheque, transfer, LCR, cash, set-off)", "payments",
+              lambda s, k, c: (201, service.record_payment(s, k, c.body)),  # type: ignore[arg-type]
+              schemas.PaymentOut, body=schemas.PaymentIn, write=True, statuses=(201,),
+              errors=(401, 403, 413, 422, 429)),
+    Operation("POST", "/payments/{id}/cancel", "cancelPayment",
+              "Cancel a payment recorded by hand: what it settled reopens", "payments",
+              lambda s, k, c: (200, service.cancel_payment(s, k, c.path["id"])), schemas.PaymentOut,
+              write=True, errors=(401, 403, 404, 409, 429)),
+    Operation("POST", "/bank-statements", "importBankStatement",
+              "Load a bank statement file (camt.052/053/054, MT940, CSV) as `encours import bank` does",
+              "bank statements",
+              lambda s, k, c: (200, service.import_bank_statement(s, k, c.raw, c.query.get("filename"),
+                                                                  c.settings)),
+              schemas.BankImportReport, write=True, errors=(401, 403, 413, 415, 422, 429),
+              query=(Param("filename", "string", "The file's name, shown in the summary and the messages"),),
+              file_types=STATEMENT_TYPES, max_body=MAX_FILE_BYTES),
     Operation("GET", "/events", "listEvents", "What happened, oldest first after the cursor", "events",
               lambda s, k, c: (200, service.list_events(s, k, c.query.get("after"), _limit(c))),
               schemas.EventPage, query=(Param("after", "string", "next_cursor of the previous page"),
@@ -284,15 +307,15 @@ def _handle(state: Any, op: Operation, key_text: str | None, call: Call, raw: by
     return Response(body, status, media_type="application/json")
 
 
-async def _read_body(request: Request) -> bytes:
+async def _read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise ApiError(413, "Content Too Large", f"the body is over {MAX_BODY_BYTES} bytes")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "Content Too Large", f"the body is over {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(413, "Content Too Large", f"the body is over {MAX_BODY_BYTES} bytes")
+        if size > limit:
+            raise ApiError(413, "Content Too Large", f"the body is over {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -300,9 +323,14 @@ async def _read_body(request: Request) -> bytes:
 def _endpoint(op: Operation) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
         try:
-            raw = await _read_body(request) if op.body is not None else b""
+            raw = await _read_body(request, op.max_body) if op.body is not None or op.file_types else b""
             query = _query(op, request)
             body = None
+            if op.file_types:
+                media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+                if media_type not in op.file_types:
+                    raise ApiError(415, "Unsupported Media Type", "send the file itself as the body, as one of "
+                                   + ", ".join(op.file_types))
             if op.body is not None:
                 if "json" not in request.headers.get("content-type", ""):
                     raise ApiError(415, "Unsupported Media Type", "send the body as application/json")
@@ -317,14 +345,14 @@ def _endpoint(op: Operation) -> Callable[[Request], Any]:
                                [("Idempotency-Key", "1 to 200 characters")])
         except ApiError as error:
             return problem(error.status, error.title, error.detail, error.errors)
-        call = Call(dict(request.path_params), query, body)
+        call = Call(dict(request.path_params), query, body, raw, request.app.state.settings)
         return await run_in_threadpool(_handle, request.app.state, op, _bearer(request), call, raw, idempotency_key)
 
     return endpoint
 
 
 def _starlette_path(path: str) -> str:
-    return path.replace("{ref}", "{ref:str}").replace("{number}", "{number:str}")
+    return path.replace("{ref}", "{ref:str}").replace("{number}", "{number:str}").replace("{id}", "{id:str}")
 
 
 def routes() -> list[Route]:

@@ -143,10 +143,12 @@ def import_statement_file(
     settings: Settings | None = None,
     *,
     bulk: bool = True,
+    actor: tuple[str, str] | None = None,
 ) -> ImportReport:
     """Import every statement of the file (see the module docstring); raises UserError.
     `bulk` applies the automatic matches many at a time (`booking.confirm_many`); without it each
-    goes through `booking.confirm` alone, as staff's confirmations do (same ledger either way)."""
+    goes through `booking.confirm` alone, as staff's confirmations do (same ledger either way).
+    `actor` (type, name) is who loaded it when not a staff `user`, e.g. ("api", the key's name)."""
     now = now or clock.now()
     try:
         statements = parse_statement_file(data)
@@ -173,9 +175,11 @@ def import_statement_file(
                                    entries_read=len(statement.entries),
                                    warnings=[*statement.warnings, *account_warnings])
         _import_statement(session, statement, account, company, summary, digest,
-                          occurrences.setdefault(account.id, Counter()), books, user, now, settings, bulk)
+                          occurrences.setdefault(account.id, Counter()), books, user, now, settings, bulk,
+                          f"{actor[0]}:{actor[1]}"[:254] if actor and not user else None)
         report.statements.append(summary)
-    audit.record(session, actor_type="user" if user else "system", actor=user.email if user else "cli",
+    actor_type, actor_name = ("user", user.email) if user else actor or ("system", "cli")
+    audit.record(session, actor_type=actor_type, actor=actor_name,
                  action="import.bank_statement", entity_type="company", entity_id=first_company_id,
                  after={"file": filename, "statements": [s.line() for s in report.statements]})
     return report
@@ -214,7 +218,8 @@ def _account_of(session: Session, statement: ParsedStatement, forced: Company | 
 
 def _import_statement(session: Session, statement: ParsedStatement, account: BankAccount, company: Company,
                       summary: StatementSummary, digest: str, occurrences: Counter[str], books: dict[int, Book],
-                      user: User | None, now: datetime, settings: Settings | None, bulk: bool) -> None:
+                      user: User | None, now: datetime, settings: Settings | None, bulk: bool,
+                      imported_by: str | None = None) -> None:
     """Entries are written in bulk and matched on plain values; the automatic matches go onto the
     ledger in batches (`booking.confirm_many`), those of a checkout's RF reference one by one
     through the settlement (receipt email and all), as staff's confirmations do."""
@@ -237,7 +242,7 @@ def _import_statement(session: Session, statement: ParsedStatement, account: Ban
         opening_balance_minor=statement.opening_balance.minor if statement.opening_balance else None,
         closing_balance_minor=statement.closing_balance.minor if statement.closing_balance else None,
         entries_read=len(keyed), entries_new=len(fresh), imported_at=now,
-        imported_by=user.email if user else None, warnings=list(summary.warnings))
+        imported_by=user.email if user else imported_by, warnings=list(summary.warnings))
     session.add(row)
     session.flush()
     statement_id = summary.statement_id = row.id
