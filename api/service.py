@@ -173,8 +173,8 @@ def list_invoices(session: Session, key: ApiKey, filters: InvoiceFilters, cursor
              .where(Invoice.company_id == key.company_id).order_by(Invoice.id).limit(limit + 1))
     if filters.status:
         query = query.where(Invoice.status == filters.status)
-    if filters.customer_ref:
-        query = query.where(Customer.ref == filters.customer_ref)
+    if filters.customer_ref:  # with the company, so the unique (company, ref) index finds the customer
+        query = query.where(Customer.company_id == key.company_id, Customer.ref == filters.customer_ref)
     if filters.due_from:
         query = query.where(Invoice.due_date >= filters.due_from)
     if filters.due_to:
