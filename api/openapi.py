@@ -19,9 +19,10 @@ _PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     "date": {"type": "string", "format": "date"},
     "date-time": {"type": "string", "format": "date-time"},
 }
+_PDF: dict[str, Any] = {"type": "string", "contentMediaType": "application/pdf"}
 _TITLES = {400: "Bad request", 401: "Missing, unknown or revoked key", 403: "Read-only key",
            404: "Not found (or another company's)", 409: "Conflict", 413: "Body too large",
-           415: "Body is not JSON", 422: "Invalid request: errors name each field", 429: "Rate limited"}
+           415: "Body is not of the media type the operation takes", 422: "Invalid request: errors name each field", 429: "Rate limited"}
 
 
 def _param_schema(param: Param) -> dict[str, Any]:
@@ -53,7 +54,8 @@ def document() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     _collect(components, schemas.Problem, "serialization")
     for op in OPERATIONS:
-        _collect(components, op.response, "serialization")
+        if not op.pdf_response:
+            _collect(components, op.response, "serialization")
         if op.body is not None:
             _collect(components, op.body, "validation")
         parameters = _path_params(op) + [
@@ -64,11 +66,13 @@ def document() -> dict[str, Any]:
                                "description": "Replays the first response to the same request; refused with "
                                               "another request", "schema": {"type": "string", "minLength": 1,
                                                                            "maxLength": 200}})
+        content = ({"application/pdf": {"schema": _PDF}} if op.pdf_response
+                   else {"application/json": {"schema": _ref(op.response)}})
         responses: dict[str, Any] = {
-            str(status): {"description": "Created" if status == 201 else "OK",
-                          "content": {"application/json": {"schema": _ref(op.response)}}}
+            str(status): {"description": "Created" if status == 201 else "OK", "content": content}
             for status in op.statuses}
-        errors = set(op.errors) | ({413, 415, 422} if op.body is not None else set()) | (
+        has_body = op.body is not None or op.raw_body is not None
+        errors = set(op.errors) | ({413, 415, 422} if has_body else set()) | (
             {422} if op.query else set()) | ({404} if "{" in op.path else set()) | ({409, 422} if op.write else set())
         for status in sorted(errors):
             responses[str(status)] = {"description": _TITLES[status],
@@ -78,6 +82,8 @@ def document() -> dict[str, Any]:
         if op.body is not None:
             operation["requestBody"] = {"required": True,
                                         "content": {"application/json": {"schema": _ref(op.body)}}}
+        elif op.raw_body is not None:
+            operation["requestBody"] = {"required": True, "content": {op.raw_body: {"schema": _PDF}}}
         paths.setdefault(PREFIX + op.path, {})[op.method.lower()] = operation
     return {
         "openapi": "3.1.0",
@@ -102,7 +108,7 @@ def docs(request: Request) -> Response:
     spec = document()
     operations = [(path, method.upper(), op,
                    op["requestBody"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
-                   if "requestBody" in op else None)
+                   if "application/json" in op.get("requestBody", {}).get("content", {}) else None)
                   for path, ops in spec["paths"].items() for method, op in ops.items()]
     html = templates.render_string("api/docs.html", {
         "operations": operations, "schemas": spec["components"]["schemas"],
