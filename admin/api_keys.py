@@ -78,8 +78,8 @@ def revoke(request: Request, session: Session, staff: Staff, posted: Posted) -> 
 
 
 routes = [
-    Route("/admin/api-keys", list_keys, methods=["GET"], name="admin:api_keys"),
-    Route("/admin/api-keys", create, methods=["POST"], name="admin:api_key_create"),
-    Route("/admin/api-keys/{key_id:int}/revoke", revoke_confirm, methods=["GET"], name="admin:api_key_revoke_confirm"),
-    Route("/admin/api-keys/{key_id:int}/revoke", revoke, methods=["POST"], name="admin:api_key_revoke"),
+    Route("/api-keys", list_keys, methods=["GET"], name="admin:api_keys"),
+    Route("/api-keys", create, methods=["POST"], name="admin:api_key_create"),
+    Route("/api-keys/{key_id:int}/revoke", revoke_confirm, methods=["GET"], name="admin:api_key_revoke_confirm"),
+    Route("/api-keys/{key_id:int}/revoke", revoke, methods=["POST"], name="admin:api_key_revoke"),
 ]

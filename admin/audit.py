@@ -118,4 +118,4 @@ def index(request: Request, session: Session, staff: Staff) -> Response:
     }, t, block="results")
 
 
-routes = [Route("/admin/audit", index, methods=["GET"], name="admin:audit")]
+routes = [Route("/audit", index, methods=["GET"], name="admin:audit")]

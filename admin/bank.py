@@ -354,12 +354,12 @@ def match(request: Request, session: Session, staff: Staff, posted: Posted) -> R
 
 
 routes = [
-    Route("/admin/bank", index, methods=["GET"], name="admin:bank"),
-    Route("/admin/bank/import", upload, methods=["POST"], name="admin:bank_import"),
-    Route("/admin/bank/entries/{entry_id:int}", entry_page, methods=["GET"], name="admin:bank_entry"),
-    Route("/admin/bank/entries/{entry_id:int}/accept", accept, methods=["POST"], name="admin:bank_accept"),
-    Route("/admin/bank/entries/{entry_id:int}/match", match, methods=["POST"], name="admin:bank_match"),
-    Route("/admin/bank/entries/{entry_id:int}/ignore", ignore, methods=["POST"], name="admin:bank_ignore"),
-    Route("/admin/bank/entries/{entry_id:int}/restore", restore, methods=["POST"], name="admin:bank_restore"),
-    Route("/admin/bank/matches/{match_id:int}/undo", undo, methods=["POST"], name="admin:bank_undo"),
+    Route("/bank", index, methods=["GET"], name="admin:bank"),
+    Route("/bank/import", upload, methods=["POST"], name="admin:bank_import"),
+    Route("/bank/entries/{entry_id:int}", entry_page, methods=["GET"], name="admin:bank_entry"),
+    Route("/bank/entries/{entry_id:int}/accept", accept, methods=["POST"], name="admin:bank_accept"),
+    Route("/bank/entries/{entry_id:int}/match", match, methods=["POST"], name="admin:bank_match"),
+    Route("/bank/entries/{entry_id:int}/ignore", ignore, methods=["POST"], name="admin:bank_ignore"),
+    Route("/bank/entries/{entry_id:int}/restore", restore, methods=["POST"], name="admin:bank_restore"),
+    Route("/bank/matches/{match_id:int}/undo", undo, methods=["POST"], name="admin:bank_undo"),
 ]

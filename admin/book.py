@@ -238,11 +238,11 @@ def webhook_replay(request: Request, session: Session, staff: Staff, posted: Pos
 
 
 routes = [
-    Route("/admin/invoices", invoices, methods=["GET"], name="admin:invoices"),
-    Route("/admin/payments", payments, methods=["GET"], name="admin:payments"),
-    Route("/admin/payments/{payment_id:int}", payment_page, methods=["GET"], name="admin:payment"),
-    Route("/admin/payments/{payment_id:int}/cancel", cancel_payment, methods=["POST"], name="admin:payment_cancel"),
-    Route("/admin/webhooks", webhooks, methods=["GET"], name="admin:webhooks"),
-    Route("/admin/webhooks/{event_id:int}", webhook_page, methods=["GET"], name="admin:webhook"),
-    Route("/admin/webhooks/{event_id:int}/replay", webhook_replay, methods=["POST"], name="admin:webhook_replay"),
+    Route("/invoices", invoices, methods=["GET"], name="admin:invoices"),
+    Route("/payments", payments, methods=["GET"], name="admin:payments"),
+    Route("/payments/{payment_id:int}", payment_page, methods=["GET"], name="admin:payment"),
+    Route("/payments/{payment_id:int}/cancel", cancel_payment, methods=["POST"], name="admin:payment_cancel"),
+    Route("/webhooks", webhooks, methods=["GET"], name="admin:webhooks"),
+    Route("/webhooks/{event_id:int}", webhook_page, methods=["GET"], name="admin:webhook"),
+    Route("/webhooks/{event_id:int}/replay", webhook_replay, methods=["POST"], name="admin:webhook_replay"),
 ]

@@ -291,13 +291,13 @@ def account_active(request: Request, session: Session, staff: Staff, posted: Pos
 
 
 routes = [
-    Route("/admin/settings", index, methods=["GET"], name="admin:settings"),
-    Route("/admin/settings/{code:str}", show, methods=["GET"], name="admin:company_settings"),
-    Route("/admin/settings/{code:str}", save, methods=["POST"], name="admin:company_settings_save"),
-    Route("/admin/settings/{code:str}/reasons", reasons, methods=["GET"], name="admin:dispute_reasons"),
-    Route("/admin/settings/{code:str}/reasons", change_reasons, methods=["POST"],
+    Route("/settings", index, methods=["GET"], name="admin:settings"),
+    Route("/settings/{code:str}", show, methods=["GET"], name="admin:company_settings"),
+    Route("/settings/{code:str}", save, methods=["POST"], name="admin:company_settings_save"),
+    Route("/settings/{code:str}/reasons", reasons, methods=["GET"], name="admin:dispute_reasons"),
+    Route("/settings/{code:str}/reasons", change_reasons, methods=["POST"],
           name="admin:dispute_reasons_change"),
-    Route("/admin/settings/{code:str}/accounts", add_account, methods=["POST"], name="admin:bank_account_add"),
-    Route("/admin/settings/{code:str}/accounts/{account_id:int}/active", account_active, methods=["POST"],
+    Route("/settings/{code:str}/accounts", add_account, methods=["POST"], name="admin:bank_account_add"),
+    Route("/settings/{code:str}/accounts/{account_id:int}/active", account_active, methods=["POST"],
           name="admin:bank_account_active"),
 ]

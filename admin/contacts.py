@@ -82,11 +82,11 @@ def remove(request: Request, session: Session, staff: Staff, posted: Posted) -> 
 
 
 routes = [
-    Route("/admin/customers/{customer_id:int}/contacts", add, methods=["POST"], name="admin:contact_add"),
-    Route("/admin/customers/{customer_id:int}/contacts/{contact_id:int}", edit, methods=["POST"],
+    Route("/customers/{customer_id:int}/contacts", add, methods=["POST"], name="admin:contact_add"),
+    Route("/customers/{customer_id:int}/contacts/{contact_id:int}", edit, methods=["POST"],
           name="admin:contact_edit"),
-    Route("/admin/customers/{customer_id:int}/contacts/{contact_id:int}/remove", remove_confirm, methods=["GET"],
+    Route("/customers/{customer_id:int}/contacts/{contact_id:int}/remove", remove_confirm, methods=["GET"],
           name="admin:contact_remove_confirm"),
-    Route("/admin/customers/{customer_id:int}/contacts/{contact_id:int}/remove", remove, methods=["POST"],
+    Route("/customers/{customer_id:int}/contacts/{contact_id:int}/remove", remove, methods=["POST"],
           name="admin:contact_remove"),
 ]

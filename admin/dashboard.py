@@ -145,6 +145,10 @@ def fx_add(request: Request, session: Session, staff: Staff, posted: Posted) -> 
     return RedirectResponse(f"/admin/fx?done={outcome}", status_code=303)
 
 
+def _line_errors(failed: UserErrors, language: str) -> list[tuple[int | None, list[str]]]:
+    return [(line, [problems]) for line, problems in failed.by_line(language)]
+
+
 @staff_post(admin_only=True)
 def fx_import(request: Request, session: Session, staff: Staff, posted: Posted) -> Response:
     language = staff.language
@@ -156,22 +160,23 @@ def fx_import(request: Request, session: Session, staff: Staff, posted: Posted) 
         raise Rejected(_fx_page(request, session, staff, status_code=400,
                                 errors=[t(language, "The file is larger than %(mb)s MB.", mb=2)]))
     try:
-        report = fx.import_rates(session, raw, actor=staff.user.email)
-    except fx.FxImportFailed as failed:
-        if failed.unreadable is not None:
-            errors = [t(language, "The file could not be read; nothing was imported.")]
-            lines = [(e.line, [e.render(language)]) for e in failed.unreadable.errors]
-        else:
-            errors = [t(language, "Nothing was imported: fix these lines and import the file again.")]
-            lines = [(p.line, [r.render(language) for r in p.reasons]) for p in failed.lines]
-        raise Rejected(_fx_page(request, session, staff, status_code=400, errors=errors, line_errors=lines))
+        table = fx.read_rates(raw)
+    except UserErrors as unreadable:
+        raise Rejected(_fx_page(request, session, staff, status_code=400,
+                                errors=[t(language, "The file could not be read; nothing was imported.")],
+                                line_errors=_line_errors(unreadable, language))) from None
+    try:
+        report = fx.import_rates(session, table, actor=staff.user.email)
+    except UserErrors as failed:
+        raise Rejected(_fx_page(request, session, staff, status_code=400,
+                                errors=[t(language, "Nothing was imported: fix these lines and import the file again.")],
+                                line_errors=_line_errors(failed, language))) from None
     return RedirectResponse(f"/admin/fx?done=imported&c={report.created}&u={report.updated}&n={report.unchanged}",
                             status_code=303)
 
 
 routes = [
-    Route("/admin", home, methods=["GET"], name="admin:home"),
-    Route("/admin/fx", fx_page, methods=["GET"], name="admin:fx"),
-    Route("/admin/fx", fx_add, methods=["POST"], name="admin:fx_add"),
-    Route("/admin/fx/import", fx_import, methods=["POST"], name="admin:fx_import"),
+    Route("/fx", fx_page, methods=["GET"], name="admin:fx"),
+    Route("/fx", fx_add, methods=["POST"], name="admin:fx_add"),
+    Route("/fx/import", fx_import, methods=["POST"], name="admin:fx_import"),
 ]

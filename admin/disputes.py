@@ -272,13 +272,13 @@ def promises(request: Request, session: Session, staff: Staff) -> Response:
 
 
 routes = [
-    Route("/admin/disputes", queue, methods=["GET"], name="admin:disputes"),
-    Route("/admin/disputes/{case_id:int}", case_page, methods=["GET"], name="admin:dispute"),
-    Route("/admin/disputes/{case_id:int}/reply", reply, methods=["POST"], name="admin:dispute_reply"),
-    Route("/admin/disputes/{case_id:int}/accept", accept, methods=["POST"], name="admin:dispute_accept"),
-    Route("/admin/disputes/{case_id:int}/reject", reject, methods=["POST"], name="admin:dispute_reject"),
-    Route("/admin/disputes/{case_id:int}/close", close, methods=["POST"], name="admin:dispute_close"),
-    Route("/admin/disputes/{case_id:int}/files/{file_id:int}", case_file, methods=["GET"],
+    Route("/disputes", queue, methods=["GET"], name="admin:disputes"),
+    Route("/disputes/{case_id:int}", case_page, methods=["GET"], name="admin:dispute"),
+    Route("/disputes/{case_id:int}/reply", reply, methods=["POST"], name="admin:dispute_reply"),
+    Route("/disputes/{case_id:int}/accept", accept, methods=["POST"], name="admin:dispute_accept"),
+    Route("/disputes/{case_id:int}/reject", reject, methods=["POST"], name="admin:dispute_reject"),
+    Route("/disputes/{case_id:int}/close", close, methods=["POST"], name="admin:dispute_close"),
+    Route("/disputes/{case_id:int}/files/{file_id:int}", case_file, methods=["GET"],
           name="admin:dispute_file"),
-    Route("/admin/promises", promises, methods=["GET"], name="admin:promises"),
+    Route("/promises", promises, methods=["GET"], name="admin:promises"),
 ]

@@ -124,10 +124,11 @@ def resend(request: Request, session: Session, staff: Staff, posted: Posted) -> 
 
 
 routes = [
-    Route(BASE, show, methods=["GET"], name="admin:erp_webhooks"),
-    Route(BASE, add, methods=["POST"], name="admin:erp_webhook_add"),
-    Route(BASE + "/{endpoint_id:int}/remove", remove_confirm, methods=["GET"], name="admin:erp_webhook_remove_confirm"),
-    Route(BASE + "/{endpoint_id:int}/remove", remove, methods=["POST"], name="admin:erp_webhook_remove"),
-    Route("/admin/webhooks/deliveries/{delivery_id:int}/resend", resend, methods=["POST"],
+    Route("/webhooks/endpoints", show, methods=["GET"], name="admin:erp_webhooks"),
+    Route("/webhooks/endpoints", add, methods=["POST"], name="admin:erp_webhook_add"),
+    Route("/webhooks/endpoints/{endpoint_id:int}/remove", remove_confirm, methods=["GET"],
+          name="admin:erp_webhook_remove_confirm"),
+    Route("/webhooks/endpoints/{endpoint_id:int}/remove", remove, methods=["POST"], name="admin:erp_webhook_remove"),
+    Route("/webhooks/deliveries/{delivery_id:int}/resend", resend, methods=["POST"],
           name="admin:erp_webhook_resend"),
 ]

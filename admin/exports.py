@@ -94,5 +94,5 @@ def download(request: Request, session: Session, staff: Staff) -> Response:
 
 
 routes = [
-    Route("/admin/exports/{list}.{format}", download, methods=["GET"], name="admin:export"),
+    Route("/exports/{list}.{format}", download, methods=["GET"], name="admin:export"),
 ]

@@ -19,7 +19,8 @@ from admin import auth
 from admin.access import Rejected, Staff, forbidden, is_admin, staff_get, staff_post
 from admin.routes import render
 from kernel import i18n
-from ledger.csv_import import CUSTOMER_COLUMNS, INVOICE_COLUMNS, ImportFailed, import_csv
+from kernel.user_error import UserErrors
+from ledger.csv_import import CUSTOMER_COLUMNS, INVOICE_COLUMNS, import_csv
 from ledger.models import Role, User
 from kernel.web import Posted
 
@@ -70,14 +71,14 @@ def upload(request: Request, session: Session, staff: Staff, posted: Posted) -> 
     try:
         report = import_csv(session, kind, raw, allowed_companies=allowed, actor=staff.user.email,  # type: ignore[arg-type]
                             filename=filename)
-    except ImportFailed as failed:
-        errors = [(error.line, error.render(t)) for error in failed.errors]  # in the reader's language
+    except UserErrors as failed:
+        errors = failed.by_line(t)  # in the reader's language
         raise Rejected(_page(request, staff, {"kind": kind, "filename": filename, "errors": errors},
                              status_code=400)) from None
     return _page(request, staff, {"kind": kind, "filename": filename, "report": report})
 
 
 routes = [
-    Route("/admin/imports", index, methods=["GET"], name="admin:imports"),
-    Route("/admin/imports", upload, methods=["POST"], name="admin:import_upload"),
+    Route("/imports", index, methods=["GET"], name="admin:imports"),
+    Route("/imports", upload, methods=["POST"], name="admin:import_upload"),
 ]

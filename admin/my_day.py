@@ -46,4 +46,4 @@ def my_day(request: Request, session: Session, staff: Staff) -> Response:
     }, language)
 
 
-routes = [Route("/admin/my-day", my_day, methods=["GET"], name="admin:my_day")]
+routes = [Route("/my-day", my_day, methods=["GET"], name="admin:my_day")]

@@ -59,9 +59,9 @@ def erase(request: Request, session: Session, staff: Staff, posted: Posted) -> R
 
 
 routes = [
-    Route("/admin/customers/{customer_id:int}/personal-data", page, methods=["GET"], name="admin:personal_data"),
-    Route("/admin/customers/{customer_id:int}/personal-data.json", download, methods=["GET"],
+    Route("/customers/{customer_id:int}/personal-data", page, methods=["GET"], name="admin:personal_data"),
+    Route("/customers/{customer_id:int}/personal-data.json", download, methods=["GET"],
           name="admin:personal_data_json"),
-    Route("/admin/customers/{customer_id:int}/personal-data/erase", erase, methods=["POST"],
+    Route("/customers/{customer_id:int}/personal-data/erase", erase, methods=["POST"],
           name="admin:personal_data_erase"),
 ]

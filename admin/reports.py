@@ -62,4 +62,4 @@ def reports(request: Request, session: Session, staff: Staff) -> Response:
     }, staff.language, status_code=400 if error else 200)
 
 
-routes = [Route("/admin/reports", reports, methods=["GET"], name="admin:reports")]
+routes = [Route("/reports", reports, methods=["GET"], name="admin:reports")]

@@ -188,7 +188,7 @@ async def password(request: Request) -> Response:
 
 
 routes = [
-    Route("/admin/login", login, methods=["GET", "POST"], name="admin:login"),
-    Route("/admin/logout", logout, methods=["POST"], name="admin:logout"),
-    Route("/admin/password", password, methods=["GET", "POST"], name="admin:password"),
+    Route("/login", login, methods=["GET", "POST"], name="admin:login"),
+    Route("/logout", logout, methods=["POST"], name="admin:logout"),
+    Route("/password", password, methods=["GET", "POST"], name="admin:password"),
 ]

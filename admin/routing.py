@@ -1,10 +1,17 @@
-"""Every route of the back-office, under /admin."""
+"""Every route of the back-office, relative to PREFIX (the application mounts them there)."""
 
 from __future__ import annotations
+
+from starlette.routing import Route
 
 from admin import (api_keys, audit, bank, book, company_settings, contacts, customers, dashboard, disputes,
                    erp_webhooks, exports, imports, my_day, personal_data, reports, scenarios, users)
 from admin import routes as sign_in
+
+PREFIX = "/admin"
+
+# "/admin" itself, beside the mount (a Mount answers only below its path).
+home = Route(PREFIX, dashboard.home, methods=["GET"], name="admin:home")
 
 routes = [
     *sign_in.routes,

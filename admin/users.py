@@ -138,10 +138,10 @@ def reset_password(request: Request, session: Session, staff: Staff, posted: Pos
 
 
 routes = [
-    Route("/admin/users", list_users, methods=["GET"], name="admin:users"),
-    Route("/admin/users", create, methods=["POST"], name="admin:user_create"),
-    Route("/admin/users/{user_id:int}", show, methods=["GET"], name="admin:user"),
-    Route("/admin/users/{user_id:int}", update, methods=["POST"], name="admin:user_update"),
-    Route("/admin/users/{user_id:int}/active", set_active, methods=["POST"], name="admin:user_active"),
-    Route("/admin/users/{user_id:int}/password", reset_password, methods=["POST"], name="admin:user_password"),
+    Route("/users", list_users, methods=["GET"], name="admin:users"),
+    Route("/users", create, methods=["POST"], name="admin:user_create"),
+    Route("/users/{user_id:int}", show, methods=["GET"], name="admin:user"),
+    Route("/users/{user_id:int}", update, methods=["POST"], name="admin:user_update"),
+    Route("/users/{user_id:int}/active", set_active, methods=["POST"], name="admin:user_active"),
+    Route("/users/{user_id:int}/password", reset_password, methods=["POST"], name="admin:user_password"),
 ]

@@ -22,7 +22,7 @@ _PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
 _PDF: dict[str, Any] = {"type": "string", "contentMediaType": "application/pdf"}
 _TITLES = {400: "Bad request", 401: "Missing, unknown or revoked key", 403: "Read-only key",
            404: "Not found (or another company's)", 409: "Conflict", 413: "Body too large",
-           415: "Body is not of the media type the operation takes", 422: "Invalid request: errors name each field", 429: "Rate limited"}
+           415: "Body of another media type", 422: "Invalid request: errors name each field", 429: "Rate limited"}
 
 
 def _param_schema(param: Param) -> dict[str, Any]:
@@ -45,7 +45,8 @@ def _collect(components: dict[str, Any], model: type[BaseModel], mode: str) -> N
 def _path_params(op: Operation) -> list[dict[str, Any]]:
     names = [part[1:-1] for part in op.path.split("/") if part.startswith("{")]
     return [{"name": name, "in": "path", "required": True,
-             "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[^/\s](.*[^/\s])?$"}}
+             "schema": {"type": "integer", "minimum": 1, "maximum": 999_999_999_999} if name == "id" else
+             {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[^/\s](.*[^/\s])?$"}}
             for name in names]
 
 
@@ -71,8 +72,7 @@ def document() -> dict[str, Any]:
         responses: dict[str, Any] = {
             str(status): {"description": "Created" if status == 201 else "OK", "content": content}
             for status in op.statuses}
-        has_body = op.body is not None or op.raw_body is not None
-        errors = set(op.errors) | ({413, 415, 422} if has_body else set()) | (
+        errors = set(op.errors) | ({413, 415, 422} if op.body is not None or op.file_types else set()) | (
             {422} if op.query else set()) | ({404} if "{" in op.path else set()) | ({409, 422} if op.write else set())
         for status in sorted(errors):
             responses[str(status)] = {"description": _TITLES[status],
@@ -82,8 +82,10 @@ def document() -> dict[str, Any]:
         if op.body is not None:
             operation["requestBody"] = {"required": True,
                                         "content": {"application/json": {"schema": _ref(op.body)}}}
-        elif op.raw_body is not None:
-            operation["requestBody"] = {"required": True, "content": {op.raw_body: {"schema": _PDF}}}
+        elif op.file_types:
+            operation["requestBody"] = {"required": True, "description": "The file itself",
+                                        "content": {media_type: {"schema": {"type": "string", "format": "binary"}}
+                                                    for media_type in op.file_types}}
         paths.setdefault(PREFIX + op.path, {})[op.method.lower()] = operation
     return {
         "openapi": "3.1.0",

@@ -29,6 +29,7 @@ from kernel.storage import StorageUnavailable
 from ledger.models import ApiIdempotency, ApiKey, Company
 from ledger.storage import FileStorage, ObjectMissing
 from links.throttle import record_failure
+from reconciliation.parsers import MAX_FILE_BYTES
 from api import schemas, service
 from api.service import ApiError
 
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "/api/v1"
 MAX_BODY_BYTES = 5 * 1024 * 1024  # a bulk of 1,000 invoices is ~300 kB
 RATE_WINDOW_SECONDS = 60
+STATEMENT_TYPES = ("application/octet-stream", "application/xml", "text/xml", "text/plain", "text/csv")
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ class Call:
     path: dict[str, str]
     query: dict[str, Any]
     body: BaseModel | None
-    raw: bytes = b""
+    raw: bytes = b""  # the file itself, for an operation that takes one (`Operation.file_types`)
+    settings: Any = None
     storage: FileStorage | None = None
     # Storage objects the operation stopped referencing: deleted once its transaction committed.
     removed: list[str] = field(default_factory=list)
@@ -72,7 +75,9 @@ class Operation:
     query: tuple[Param, ...] = ()
     statuses: tuple[int, ...] = (200,)
     errors: tuple[int, ...] = field(default=(401, 429))
-    raw_body: str | None = None  # the body's media type when it is a file, not JSON
+    file_types: tuple[str, ...] = ()  # media types of a raw file body, instead of a JSON `body`
+    max_body: int = MAX_BODY_BYTES
+    max_body_setting: str | None = None  # a Settings attribute that holds max_body instead
     pdf_response: bool = False  # run returns (status, (storage key, number)): the stored PDF is sent
 
 
@@ -132,7 +137,8 @@ OPERATIONS: list[Operation] = [
               "Send the original PDF of an invoice: the portal serves it instead of its summary PDF", "invoices",
               lambda s, k, c: _created(service.put_invoice_pdf(s, k, c.path["number"], _storage(c), c.raw,
                                                                c.removed)),
-              schemas.InvoicePdfOut, raw_body="application/pdf", write=True, statuses=(200, 201),
+              schemas.InvoicePdfOut, file_types=("application/pdf",), max_body_setting="api_pdf_max_bytes",
+              write=True, statuses=(200, 201),
               errors=(401, 403, 404, 413, 415, 422, 429)),
     Operation("GET", "/invoices/{number}/pdf", "getInvoicePdf", "Read the original PDF of an invoice", "invoices",
               lambda s, k, c: (200, service.invoice_pdf_key(s, k, c.path["number"])), schemas.InvoicePdfOut,
@@ -149,6 +155,23 @@ OPERATIONS: list[Operation] = [
                                                                       c.query.get("cursor"), _limit(c))),
               schemas.PaymentPage, query=(Param("since", "date-time", "Changed at or after this moment"), *_PAGING),
               errors=(401, 422, 429)),
+    Operation("POST", "/payments", "recordPayment",
+              "Record a payment received outside Encours (cheque, transfer, LCR, cash, set-off)", "payments",
+              lambda s, k, c: (201, service.record_payment(s, k, c.body)),  # type: ignore[arg-type]
+              schemas.PaymentOut, body=schemas.PaymentIn, write=True, statuses=(201,),
+              errors=(401, 403, 413, 422, 429)),
+    Operation("POST", "/payments/{id}/cancel", "cancelPayment",
+              "Cancel a payment recorded by hand: what it settled reopens", "payments",
+              lambda s, k, c: (200, service.cancel_payment(s, k, c.path["id"])), schemas.PaymentOut,
+              write=True, errors=(401, 403, 404, 409, 429)),
+    Operation("POST", "/bank-statements", "importBankStatement",
+              "Load a bank statement file (camt.052/053/054, MT940, CSV) as `encours import bank` does",
+              "bank statements",
+              lambda s, k, c: (200, service.import_bank_statement(s, k, c.raw, c.query.get("filename"),
+                                                                  c.settings)),
+              schemas.BankImportReport, write=True, errors=(401, 403, 413, 415, 422, 429),
+              query=(Param("filename", "string", "The file's name, shown in the summary and the messages"),),
+              file_types=STATEMENT_TYPES, max_body=MAX_FILE_BYTES),
     Operation("GET", "/events", "listEvents", "What happened, oldest first after the cursor", "events",
               lambda s, k, c: (200, service.list_events(s, k, c.query.get("after"), _limit(c))),
               schemas.EventPage, query=(Param("after", "string", "next_cursor of the previous page"),
@@ -355,15 +378,15 @@ async def _read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
 def _endpoint(op: Operation) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
         try:
-            raw = b""
-            if op.body is not None:
-                raw = await _read_body(request)
-            elif op.raw_body is not None:
-                if request.headers.get("content-type", "").split(";")[0].strip().lower() != op.raw_body:
-                    raise ApiError(415, "Unsupported Media Type", f"send the body as {op.raw_body}")
-                raw = await _read_body(request, request.app.state.settings.api_pdf_max_bytes)
+            limit = getattr(request.app.state.settings, op.max_body_setting) if op.max_body_setting else op.max_body
+            raw = await _read_body(request, limit) if op.body is not None or op.file_types else b""
             query = _query(op, request)
             body = None
+            if op.file_types:
+                media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+                if media_type not in op.file_types:
+                    raise ApiError(415, "Unsupported Media Type", "send the file itself as the body, as one of "
+                                   + ", ".join(op.file_types))
             if op.body is not None:
                 if "json" not in request.headers.get("content-type", ""):
                     raise ApiError(415, "Unsupported Media Type", "send the body as application/json")
@@ -378,17 +401,19 @@ def _endpoint(op: Operation) -> Callable[[Request], Any]:
                                [("Idempotency-Key", "1 to 200 characters")])
         except ApiError as error:
             return problem(error.status, error.title, error.detail, error.errors)
-        call = Call(dict(request.path_params), query, body, raw, FileStorage(request.app.state.storage))
+        call = Call(dict(request.path_params), query, body, raw, request.app.state.settings,
+                    FileStorage(request.app.state.storage))
         return await run_in_threadpool(_handle, request.app.state, op, _bearer(request), call, raw, idempotency_key)
 
     return endpoint
 
 
 def _starlette_path(path: str) -> str:
-    return path.replace("{ref}", "{ref:str}").replace("{number}", "{number:str}")
+    return path.replace("{ref}", "{ref:str}").replace("{number}", "{number:str}").replace("{id}", "{id:str}")
 
 
 def routes() -> list[Route]:
+    """One route per path of OPERATIONS, relative to PREFIX (api.routing mounts them there)."""
     by_path: dict[str, list[Operation]] = {}
     for op in OPERATIONS:
         by_path.setdefault(op.path, []).append(op)
@@ -404,7 +429,7 @@ def routes() -> list[Route]:
             response: Response = await handler(request)
             return response
 
-        found.append(Route(PREFIX + _starlette_path(path), dispatch, methods=[*handlers, "PATCH", "DELETE", "POST",
+        found.append(Route(_starlette_path(path), dispatch, methods=[*handlers, "PATCH", "DELETE", "POST",
                                                                                 "PUT", "GET"]))
     return found
 

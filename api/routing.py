@@ -1,4 +1,4 @@
-"""Every route of the ERP API, under /api/v1."""
+"""Every route of the ERP API, relative to PREFIX (/api/v1), where the application mounts them."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from api import openapi
 from api.routes import PREFIX
 from api.routes import routes as operation_routes
 
+__all__ = ["PREFIX", "routes"]
+
 routes = [
-    Route(PREFIX + "/openapi.json", openapi.openapi_json, name="api_openapi"),
-    Route(PREFIX + "/docs", openapi.docs, name="api_docs"),
+    Route("/openapi.json", openapi.openapi_json, name="api_openapi"),
+    Route("/docs", openapi.docs, name="api_docs"),
     *operation_routes(),
 ]

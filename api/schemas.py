@@ -144,6 +144,26 @@ class PaymentOut(Model):
     updated_at: datetime
 
 
+class PaymentAllocationIn(Model):
+    invoice_number: Ref
+    amount: Amount
+
+
+class PaymentIn(Model):
+    """A payment the ERP knows of, received outside Encours; recorded as the back-office records one."""
+
+    customer_ref: Ref
+    amount: Amount
+    currency: Currency
+    received_on: date
+    method: Literal["cheque", "bill_of_exchange", "cash", "set_off", "bank_transfer"] = Field(
+        description="bill_of_exchange: an LCR; set_off: against what the company owes the customer")
+    reference: Annotated[str, Field(max_length=64, description="Required for a cheque or a bill of exchange")] = ""
+    allocations: Annotated[list[PaymentAllocationIn], Field(max_length=MAX_BULK)] | None = Field(
+        default=None, description="Invoices it settles and how much of each; left out: the customer's open "
+                                  "invoices, oldest due first. What is not allocated is the customer's credit")
+
+
 class PaymentPage(Model):
     items: list[PaymentOut]
     next_cursor: str | None
@@ -203,3 +223,24 @@ class Problem(Model):
     status: int
     detail: str
     errors: list[FieldError] = []
+
+
+class StatementSummaryOut(Model):
+    """One statement of the file, as `encours import bank` prints it."""
+
+    file_name: str
+    statement_ref: str | None
+    account: str
+    company_code: str
+    format: str
+    entries_read: int
+    matched: int = Field(description="Credits matched automatically")
+    suggested: int
+    unmatched: int
+    debits: int = Field(description="Money out: not matched")
+    already_imported: int = Field(description="Entries loaded before (the same file twice changes nothing)")
+    warnings: list[str]
+
+
+class BankImportReport(Model):
+    statements: list[StatementSummaryOut]

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, Sequence
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, selectinload
@@ -19,8 +19,8 @@ from kernel.i18n import N_
 from kernel.user_error import UserError, UserErrors
 from ledger import audit
 from ledger.events import EVENT_TYPES
+from ledger.csv_import import ImportReport, import_records
 from ledger.storage import FileStorage
-from ledger.csv_import import ImportFailed, ImportReport, import_records
 from ledger.models import (
     Allocation,
     ApiKey,
@@ -31,8 +31,11 @@ from ledger.models import (
     InvoiceStatus,
     Payment,
 )
-from ledger.money import AmountError, Money
+from ledger.money import AmountError, CurrencyError, Money, check_currency
 from ledger.open_items import OpenItem, SnapshotReport, apply_snapshot, lower_open_amount
+from kernel.settings import Settings
+from reconciliation.imports import import_statement_file
+from payments.manual import KeyActor, record_manual_payment, reverse_manual_payment
 from api import schemas
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -117,15 +120,13 @@ def _import(session: Session, key: ApiKey, kind: str, records: list[dict[str, st
     try:
         return import_records(session, kind, records, company_code=key.company.code,  # type: ignore[arg-type]
                               actor_type="api", actor=key.name)
-    except ImportFailed as failed:
+    except UserErrors as failed:
         errors = []
-        for error in failed.errors:
-            for reason in error.reasons or ():
-                column = reason.values.get("column")
-                errors.append((prefix.format(index=error.line) + (str(column) if column else ""),
-                               reason.render("en")))
-        raise ApiError(422, "Invalid items", f"{len(failed.errors)} item(s) refused; nothing was written",
-                       errors) from None
+        for reason in failed:
+            column = reason.values.get("column")
+            errors.append((prefix.format(index=reason.line) + (str(column) if column else ""), reason.render("en")))
+        refused = len({reason.line for reason in failed})
+        raise ApiError(422, "Invalid items", f"{refused} item(s) refused; nothing was written", errors) from None
 
 
 def _customer_record(company: Company, ref: str, item: schemas.CustomerIn) -> dict[str, str]:
@@ -343,6 +344,13 @@ def list_payments(session: Session, key: ApiKey, since: datetime | None, cursor:
     rows = session.execute(query).all()
     more = len(rows) > limit
     rows = rows[:limit]
+    items = _payments_out(session, rows)
+    last = rows[-1][0] if rows else None
+    return schemas.PaymentPage(items=items, next_cursor=encode_cursor(last.updated_at.isoformat(), last.id)
+                               if more and last is not None else None)
+
+
+def _payments_out(session: Session, rows: Sequence[tuple[Payment, str]]) -> list[schemas.PaymentOut]:
     ids = [payment.id for payment, _ in rows]
     allocations: dict[int, list[schemas.AllocationOut]] = {}
     if ids:
@@ -352,13 +360,107 @@ def list_payments(session: Session, key: ApiKey, since: datetime | None, cursor:
             allocations.setdefault(allocation.payment_id, []).append(schemas.AllocationOut(
                 invoice_number=number, amount=amount(allocation.amount_minor, allocation.currency),
                 discount=amount(allocation.discount_minor, allocation.currency)))
-    items = [schemas.PaymentOut(
+    return [schemas.PaymentOut(
         id=p.id, customer_ref=ref, provider=p.provider, provider_ref=p.provider_ref, method=p.method, status=p.status,
         amount=amount(p.amount_minor, p.currency), currency=p.currency, received_on=p.received_on,
         allocations=allocations.get(p.id, []), created_at=p.created_at, updated_at=p.updated_at) for p, ref in rows]
-    last = rows[-1][0] if rows else None
-    return schemas.PaymentPage(items=items, next_cursor=encode_cursor(last.updated_at.isoformat(), last.id)
-                               if more and last is not None else None)
+
+
+def payment_out(session: Session, payment: Payment, customer_ref: str) -> schemas.PaymentOut:
+    """One payment as `GET /payments` lists it."""
+    session.flush()
+    session.refresh(payment)  # created_at/updated_at as the database stamped them
+    return _payments_out(session, [(payment, customer_ref)])[0]
+
+
+# Where a refusal of the back-office's payment service belongs in the request body.
+_MANUAL_FIELDS = {
+    "Choose how the payment was made.": "method",
+    "The amount received must be more than zero.": "amount",
+    "The date received %(day)s is in the future.": "received_on",
+    "The reference is at most %(count)s characters.": "reference",
+    "Give the cheque or bill number as the reference.": "reference",
+    "You may not record payments for this customer.": "customer_ref",
+}
+
+
+def record_payment(session: Session, key: ApiKey, body: schemas.PaymentIn) -> schemas.PaymentOut:
+    """A payment received outside Encours, through the back-office's own service (payments.manual):
+    allocated to the invoices named, or oldest due first; audited under the key's name."""
+    errors: list[UserError] = []
+    customer = session.scalar(select(Customer).where(Customer.company_id == key.company_id,
+                                                     Customer.ref == body.customer_ref))
+    if customer is None:
+        errors.append(UserError(N_("unknown customer %(ref)s in company %(company)s"), ref=body.customer_ref,
+                                company=key.company.code).at(field="customer_ref"))
+    try:
+        currency = check_currency(body.currency)
+    except CurrencyError as error:
+        raise error.at(field="currency") from None
+    total: Money | None = None
+    try:
+        total = Money.parse(body.amount, currency)
+    except AmountError as error:
+        errors.append(error.at(field="amount"))
+    allocations: list[tuple[int, Money]] | None = None
+    if body.allocations is not None and customer is not None:
+        numbers = [item.invoice_number for item in body.allocations]
+        ids = dict(session.execute(select(Invoice.number, Invoice.id).where(
+            Invoice.customer_id == customer.id, Invoice.number.in_(numbers))).all())
+        allocations = []
+        for index, item in enumerate(body.allocations):
+            invoice_id = ids.get(item.invoice_number)
+            if invoice_id is None:
+                errors.append(UserError(N_("%(number)s is not an invoice of this customer"),
+                                        number=item.invoice_number).at(field=f"allocations[{index}].invoice_number"))
+                continue
+            try:
+                allocations.append((invoice_id, Money.parse(item.amount, currency)))
+            except AmountError as error:
+                errors.append(error.at(field=f"allocations[{index}].amount"))
+    if errors:
+        raise UserErrors(errors)
+    assert customer is not None and total is not None
+    try:
+        payment = record_manual_payment(session, customer, total, body.received_on, body.method, body.reference,
+                                        allocations, KeyActor(key.name, key.company_id))
+    except UserError as refused:
+        if refused.field is not None:
+            raise
+        raise refused.at(field=_MANUAL_FIELDS.get(refused.message_id, "allocations")) from None
+    return payment_out(session, payment, customer.ref)
+
+
+def cancel_payment(session: Session, key: ApiKey, payment_id: str) -> schemas.PaymentOut:
+    """Cancel a payment recorded by hand (here or in the back-office): what it settled reopens."""
+    row = session.execute(select(Payment, Customer.ref).join(Customer, Customer.id == Payment.customer_id)
+                          .where(Customer.company_id == key.company_id,
+                                 Payment.id == (int(payment_id) if payment_id.isascii() and payment_id.isdigit()
+                                                and len(payment_id) <= 12 else -1))).first()
+    if row is None:
+        raise not_found(f"payment {payment_id}")
+    payment, ref = row
+    try:
+        reverse_manual_payment(session, payment, KeyActor(key.name, key.company_id))
+    except UserError as refused:
+        raise ApiError(409, "Conflict", str(refused)) from None
+    return payment_out(session, payment, ref)
+
+
+# --- bank statements -----------------------------------------------------------------
+
+
+def import_bank_statement(session: Session, key: ApiKey, data: bytes, filename: str | None,
+                          settings: Settings | None) -> schemas.BankImportReport:
+    """The file, through the same import as `encours import bank --company` and /admin/bank: booked to
+    the key's company only (an account registered to another company refuses the whole file)."""
+    report = import_statement_file(session, data, filename or "statement", company_code=key.company.code,
+                                   settings=settings, actor=("api", key.name))
+    return schemas.BankImportReport(statements=[schemas.StatementSummaryOut(
+        file_name=s.file_name, statement_ref=s.statement_ref, account=s.account, company_code=s.company_code,
+        format=s.format, entries_read=s.entries_read, matched=s.matched, suggested=s.suggested,
+        unmatched=s.unmatched, debits=s.debits, already_imported=s.already_imported, warnings=s.warnings)
+        for s in report.statements])
 
 
 # --- events ----------------------------------------------------------------------------

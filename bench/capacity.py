@@ -75,8 +75,7 @@ def plan(i: dict[str, float]) -> str:
         f"cores** and **{_n(db_cores_portal, 1)} database cores**.")
     statement_share = statement_views * i["statement_app_ms"] / 1000 / portal_app_s
     out(f"- The statement page is {statement_share:.0%} of that app CPU ({_n(i['statement_app_ms'], 1)} ms a page, "
-        f"a SQLite figure with SQLite's work included): the one per-request cost worth measuring again on "
-        f"PostgreSQL, and the first to make cheaper.")
+        f"the app's CPU per page on PostgreSQL, from the inputs): the first per-request cost to make cheaper.")
     procs = math.ceil(app_cores_portal)
     out(f"- `encours serve`: one process per app core (a process uses one core: the GIL), so "
         f"**{procs} server processes**, e.g. {math.ceil(procs / i['app_cores_per_host'])} hosts of "

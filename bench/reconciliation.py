@@ -153,7 +153,7 @@ def run(url: str, credits: int) -> dict[str, Any]:
             .order_by(Invoice.id)).all()
     data, kinds = statement_file([tuple(row) for row in rows], credits)  # type: ignore[misc]
     parse_started = time.perf_counter()
-    parse_statement_file(data, "bench.xml")
+    parse_statement_file(data)
     parse_seconds = time.perf_counter() - parse_started
     settings = load_settings({"ENCOURS_SECRET_KEY": "bench-secret-0123456789abcdef", "ENCOURS_DATABASE_URL": url})
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)

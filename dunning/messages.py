@@ -55,9 +55,10 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
 from dunning import interest
-from dunning.template_language import ReminderEnvironment
+from dunning.template_language import JinjaDetail, ReminderEnvironment
 from kernel import i18n
 from kernel.i18n import N_
+from kernel.user_error import Language, Translated, UserError, UserErrors
 from ledger.money import Money, decimals as money_decimals
 from ledger.statement import days_overdue
 
@@ -615,12 +616,7 @@ def render(step: StepTexts, language: str, context: dict[str, Any], *, brand_col
 # --- validation on save -------------------------------------------------------------------------
 
 
-class TemplateProblem(ValueError):
-    """A step's text cannot be saved; the message names the field, the line and the culprit."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
+PARTS = {"subject": N_("subject"), "body": N_("body")}
 
 
 @dataclass(frozen=True)
@@ -658,15 +654,27 @@ def template_issues(source: str) -> list[TemplateIssue]:
     return issues
 
 
-def check_template(source: str, field_name: str) -> list[str]:
-    """Problems in one template text, as sentences naming the field and the line."""
+def check_template(source: str, part: str, language: str | None = None) -> list[UserError]:
+    """Problems in one template text (`part`: "subject" or "body"), each naming the part (and the
+    language, when given) and the line, at its form field (`body_fr`, or `body` without language)."""
+    where: Any = Translated(PARTS[part])
+    if language is not None:
+        where = UserError(N_("%(language)s %(field)s"), language=Language(language), field=where)
+    field = f"{part}_{language}" if language is not None else part
     problems = []
     for issue in template_issues(source):
         if issue.kind == "syntax":
-            problems.append(f"{field_name}, line {issue.line}: syntax error: {issue.detail}")
+            problem = UserError(N_("%(where)s, line %(line)s: syntax error (%(detail)s)."), where=where,
+                                line=issue.line, detail=JinjaDetail(issue.detail))
         else:
-            problems.append(f"{field_name}, line {issue.line}: unknown placeholder '{issue.detail}'"
-                            f" (known: {', '.join(issue.known)})")
+            problem = UserError(N_("%(where)s, line %(line)s: unknown placeholder “%(name)s” (known: %(known)s)."),
+                                where=where, line=issue.line, name=issue.detail, known=", ".join(issue.known))
+        problems.append(problem.at(field=field, line=issue.line))
+    if not problems:
+        trouble = render_issue(source)
+        if trouble is not None:
+            problems.append(UserError(N_("%(where)s: cannot be rendered (%(detail)s)."), where=where,
+                                      detail=JinjaDetail(trouble)).at(field=field))
     return problems
 
 
@@ -695,20 +703,15 @@ def sample_context(language: str = "fr", country: str = "FR") -> dict[str, Any]:
     )
 
 
-def validate_step(subject: str, body: str, field_prefix: str = "") -> None:
-    """Refuse a text that would fail at send time: raise TemplateProblem naming line and name."""
-    problems = check_template(subject, f"{field_prefix}subject") + check_template(body, f"{field_prefix}body")
-    if not problems:
-        for source, name in ((subject, "subject"), (body, "body")):
-            issue = render_issue(source)
-            if issue is not None:
-                problems.append(f"{field_prefix}{name}: {issue}")
+def validate_step(subject: str, body: str, language: str | None = None) -> None:
+    """Refuse a text that would fail at send time: raise `UserErrors`, each naming part and line."""
+    problems = check_template(subject, "subject", language) + check_template(body, "body", language)
     if problems:
-        raise TemplateProblem(problems)
+        raise UserErrors(problems)
 
 
 __all__ = [
     "PLACEHOLDERS", "InvoiceFacts", "PromiseFacts", "StepTexts", "CompanyView", "CustomerView", "ContactView", "RenderedMessage",
-    "TemplateProblem", "build_context", "render", "validate_step", "check_template", "totals_by_currency",
+    "build_context", "render", "validate_step", "check_template", "totals_by_currency",
     "available_saving", "sample_context",
 ]

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dunning import messages
-from dunning.messages import StepTexts, TemplateProblem, validate_step
+from dunning.messages import PARTS, StepTexts, check_template
 from kernel.i18n import N_
 from dunning.template_language import JinjaDetail
 from kernel.user_error import Language, Translated, UserError, UserErrors
@@ -248,22 +248,18 @@ Failing payment within this period, we will take the recovery action the law pro
 )
 
 
-PART_LABELS = {"subject": N_("subject"), "body": N_("body")}
+PART_LABELS = PARTS
 
 
 def validate_step_fields(step: ScenarioStep | StepDefaults) -> None:
-    """Both languages' subject and body, and the tone; raises TemplateProblem or UserError."""
+    """Both languages' subject and body, and the tone; raises UserErrors (every template problem,
+    at its field and line) or UserError (the tone)."""
     if step.tone not in TONES:
         raise UserError(N_("unknown tone %(tone)s (known: %(known)s)"), tone=repr(step.tone), known=", ".join(TONES))
-    problems: list[str] = []
-    for language in ("fr", "en"):
-        try:
-            validate_step(getattr(step, f"subject_{language}"), getattr(step, f"body_{language}"),
-                          field_prefix=f"{language} ")
-        except TemplateProblem as problem:
-            problems.extend(problem.problems)
+    problems = [problem for language in ("fr", "en") for part in ("subject", "body")
+                for problem in check_template(getattr(step, f"{part}_{language}"), part, language)]
     if problems:
-        raise TemplateProblem(problems)
+        raise UserErrors(problems)
 
 
 def save_step(session: Session, scenario: Scenario, **fields: object) -> ScenarioStep:

@@ -29,6 +29,7 @@ from kernel.db import make_engine, make_sessionmaker, schema_problem, unit_of_wo
 from kernel.security import DEFAULT_CSP, CSRFMiddleware, SecurityHeadersMiddleware, extend_csp
 from kernel.sessions import SessionMiddleware
 from kernel.clock import clock
+from kernel.routing import Prefix
 from kernel.settings import Settings, clock_file_from_env, load_settings
 from kernel.storage import storage_from_settings
 from kernel.templating import Templates
@@ -150,11 +151,17 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         Route("/brand/{code:str}.css", brand_css, name="brand_css"),
         Route("/brand/{code:str}/logo", brand_logo, name="brand_logo"),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
-        *mail_routing.routes,  # before the payments' /webhooks/{provider}
+        # /webhooks is shared by two packages (the relay's bounces, the providers' deliveries), so
+        # each lists its own absolute path; the bounces go first, before /webhooks/{provider}.
+        *mail_routing.routes,
         *payments_routing.routes,
-        *portal_routing.routes,
-        *admin_routing.routes,
-        *api_routing.routes,
+        *portal_routing.links,  # /p/{token} and /p/renew: the emailed link stays short
+        # Each package's routes under the prefix it owns; the bare prefix is a page of its own.
+        portal_routing.home,
+        Prefix(portal_routing.PREFIX, routes=portal_routing.routes),
+        admin_routing.home,
+        Prefix(admin_routing.PREFIX, routes=admin_routing.routes),
+        Prefix(api_routing.PREFIX, routes=api_routing.routes),
     ]
     middleware = [
         Middleware(BodyLimitMiddleware, limits=BODY_LIMITS, default=FORM_BODY_LIMIT, problem_prefixes=("/api/",)),

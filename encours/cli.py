@@ -258,7 +258,8 @@ def import_group() -> None:
 
 def _run_import(kind: str, path: Path, company_code: str | None = None) -> None:
     from kernel.db import unit_of_work
-    from ledger.csv_import import ImportFailed, import_contacts, import_csv
+    from kernel.user_error import UserErrors
+    from ledger.csv_import import import_contacts, import_csv
 
     try:
         raw = path.read_bytes()
@@ -270,10 +271,11 @@ def _run_import(kind: str, path: Path, company_code: str | None = None) -> None:
                 report = import_contacts(session, raw, company_code=company_code, filename=path.name)
             else:
                 report = import_csv(session, kind, raw)
-    except ImportFailed as failed:
-        click.echo(f"encours: error: {path.name}: nothing imported, {len(failed.errors)} bad line(s):", err=True)
-        for error in failed.errors:
-            click.echo(f"  {error}", err=True)
+    except UserErrors as failed:
+        lines = failed.by_line("en")
+        click.echo(f"encours: error: {path.name}: nothing imported, {len(lines)} bad line(s):", err=True)
+        for line, problems in lines:
+            click.echo(f"  line {line}: {problems}", err=True)
         sys.exit(1)
     click.echo(f"{path.name}: {report.summary()}")
 
@@ -341,7 +343,6 @@ def import_open_items(file: Path, company_code: str, force: bool) -> None:
 
     from kernel.clock import clock
     from kernel.db import unit_of_work
-    from ledger.csv_import import ImportFailed
     from ledger.models import Company
     from kernel.user_error import UserErrors
     from ledger.open_items import apply_snapshot, read_snapshot_csv
@@ -358,16 +359,12 @@ def import_open_items(file: Path, company_code: str, force: bool) -> None:
                 raise CommandError(f"unknown company {company_code!r}")
             report = apply_snapshot(session, company, items, as_of=clock.today(company.timezone), force=force,
                                     actor_type="system", actor="import")
-    except ImportFailed as failed:
-        click.echo(f"encours: error: {file.name}: nothing applied, {len(failed.errors)} bad line(s):", err=True)
-        for error in failed.errors:
-            click.echo(f"  {error}", err=True)
-        sys.exit(1)
     except UserErrors as refused:
         click.echo(f"encours: error: {file.name}: nothing applied:", err=True)
         for problem in refused:
             where = f"line {problem.line}: " if problem.line is not None else ""
-            click.echo(f"  {where}{problem.field}: {problem}", err=True)
+            field = f"{problem.field}: " if problem.field else ""
+            click.echo(f"  {where}{field}{problem}", err=True)
         sys.exit(1)
     click.echo(f"{file.name}: {report.summary()}")
     for number, ours, theirs in report.higher:

@@ -26,6 +26,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kernel.clock import clock
+from kernel.routing import Prefix
 from ledger.models import OutboxMessage, ReminderRun, WebhookEvent, WorkerHeartbeat
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -46,7 +47,14 @@ def _route_template(scope: Scope) -> str:
     path = getattr(route, "path", None)
     if not isinstance(path, str):
         return UNMATCHED
-    return f"{path}/{{path}}" if isinstance(route, Mount) else path
+    # Under a package's mount (/admin, /portal, /api/v1) the route's path is relative to it: the
+    # root path the mounts added says where.
+    mounted = scope.get("root_path", "")[len(scope["app_root_path"]):] if "app_root_path" in scope else ""
+    if isinstance(route, Prefix):
+        return UNMATCHED  # no route of the package answered: a 404, as anywhere else
+    if isinstance(route, Mount):
+        return f"{mounted or path}/{{path}}"
+    return mounted + path
 
 
 class MetricsMiddleware:

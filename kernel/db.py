@@ -7,9 +7,12 @@ import functools
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any, Iterator
 
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import (
+    Connection, Engine, Table, and_, bindparam, cast, column, create_engine, event, insert, make_url, text, update, values,
+)
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -88,6 +91,64 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     event.listen(engine, "checkin", _checked_in)
     event.listen(engine, "checkout", _ping_if_idle(engine))
     return engine
+
+
+def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """New rows of one table, each with the same keys, as `session.execute(insert(table), rows)`
+    writes them (Python-side column defaults and type conversions included).
+
+    On PostgreSQL, one COPY: an executemany is one statement per row there, so the table's
+    statement triggers (the running totals, migrations 0019_bank_perf and 0026_pg_totals) would
+    fire once per row; multi-row INSERTs cost more to build than the rows (bench/RESULTS.md)."""
+    if not rows:
+        return
+    session.flush()
+    connection = session.connection()
+    dialect = connection.dialect
+    given = list(rows[0])
+    filled = [c for c in table.columns if c.name not in given and c.default is not None]
+    if dialect.name != "postgresql" or any(
+            not (c.default.is_scalar or c.default.is_callable) for c in filled):  # type: ignore[union-attr]
+        session.execute(insert(table), list(rows))
+        return
+    columns = [table.c[name] for name in given] + filled
+    processors = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+    defaults = [c.default for c in filled]
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(c.name) for c in columns)
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor, cursor.copy(
+            f"COPY {dialect.identifier_preparer.format_table(table)} ({names}) FROM STDIN") as copy:
+        for row in rows:
+            written = [row[name] for name in given]
+            written += [default.arg if default.is_scalar else default.arg(None)  # type: ignore[union-attr]
+                       for default in defaults]
+            copy.write_row([process(value) if process is not None else value
+                            for process, value in zip(processors, written)])
+
+
+def update_rows(session: Session, table: Table, keys: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows of one table each changed its own way: a row gives the `keys` columns that find it and
+    the new values of its other columns (the same columns in every row).
+
+    On PostgreSQL one UPDATE … FROM (VALUES …) per 2,000 rows, elsewhere an executemany: there an
+    executemany is one statement per row, each parsed, planned and run on its own, and each firing
+    the table's statement triggers (the running totals, migration 0026_pg_totals)."""
+    if not rows:
+        return
+    names = list(rows[0])
+    changed = [name for name in names if name not in keys]
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(update(table).where(and_(*(table.c[key] == bindparam(f"k_{key}") for key in keys)))
+                        .values({name: bindparam(f"v_{name}") for name in changed}),
+                        [{f"{'k' if name in keys else 'v'}_{name}": row[name] for name in names} for row in rows])
+        return
+    for start in range(0, len(rows), 2_000):
+        moved = values(*(column(name, table.c[name].type) for name in names), name="moved").data(
+            [tuple(row[name] for name in names) for row in rows[start:start + 2_000]])
+        session.execute(update(table).where(and_(*(table.c[key] == moved.c[key] for key in keys)))
+                        .values({name: cast(moved.c[name], table.c[name].type) for name in changed}))  # a column of NULLs is text
 
 
 def make_sessionmaker(engine: Engine, *, write: bool = True) -> sessionmaker[Session]:

@@ -123,6 +123,15 @@ class UserErrors(ValueError):
     def render(self, language: str) -> str:
         return joined(self.errors, language)
 
+    def by_line(self, language: str) -> list[tuple[int | None, str]]:
+        """Each file line's problems in the reader's language, joined, in line order (a problem
+        of the whole file, with no line, first)."""
+        found: dict[int | None, list[UserError]] = {}
+        for error in self.errors:
+            found.setdefault(error.line, []).append(error)
+        order = sorted(found, key=lambda line: -1 if line is None else line)
+        return [(line, joined(found[line], language)) for line in order]
+
     def by_field(self, language: str) -> dict[str, list[str]]:
         """Each field's problems in the reader's language ("" for a problem of no one field)."""
         found: dict[str, list[str]] = {}

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
 from kernel.clock import clock
+from kernel.db import insert_rows, update_rows
 from kernel.i18n import N_
 from kernel.user_error import UserError
 from ledger.day_totals import drift
@@ -257,13 +258,11 @@ def allocate_many(session: Session, groups: Sequence[Sequence[NewPayment]], *, a
             for index, group in accepted for payment, payment_id in zip(group, payment_ids[index])
             for allocation in payment.allocations]
     if rows:
-        session.execute(insert(cast(Table, Allocation.__table__)), rows)
+        insert_rows(session, cast(Table, Allocation.__table__), rows)
     touched = [state for state in invoices.values() if state.changed]
     if touched:
-        table = cast(Table, Invoice.__table__)
-        session.execute(update(table).where(table.c.id == bindparam("b_id"))
-                        .values(open_minor=bindparam("b_open"), status=bindparam("b_status")),
-                        [dict(b_id=s.id, b_open=s.open_minor, b_status=s.status) for s in touched])
+        update_rows(session, cast(Table, Invoice.__table__), ("id",),
+                    [dict(id=s.id, open_minor=s.open_minor, status=s.status) for s in touched])
         stale = {state.id for state in touched}
         for held in list(session.identity_map.values()):  # what the session holds of them is out of date
             if isinstance(held, Invoice) and held.id in stale:
@@ -278,7 +277,7 @@ def allocate_many(session: Session, groups: Sequence[Sequence[NewPayment]], *, a
                    created_at=now)
               for index, group in accepted for payment, payment_id in zip(group, payment_ids[index])]
     if audits:
-        session.execute(insert(cast(Table, AuditEvent.__table__)), audits)
+        insert_rows(session, cast(Table, AuditEvent.__table__), audits)
     return [outcome if outcome is not None else Applied(payment_ids[index], tuple(completed.get(index, ())))
             for index, outcome in enumerate(outcomes)]
 
@@ -341,7 +340,7 @@ def _insert_payments(session: Session, payments: list[NewPayment]) -> list[int]:
     ids: list[int] = []
     for start in range(0, len(payments), _CHUNK * 4):
         chunk = payments[start:start + _CHUNK * 4]
-        session.execute(insert(cast(Table, Payment.__table__)), [
+        insert_rows(session, cast(Table, Payment.__table__), [
             dict(customer_id=p.customer_id, provider=p.provider, provider_ref=p.provider_ref, method=p.method,
                  amount_minor=p.amount_minor, currency=p.currency, status=PaymentStatus.succeeded.value,
                  received_on=p.received_on) for p in chunk])

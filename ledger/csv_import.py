@@ -4,8 +4,9 @@ The whole file is parsed and checked against the database before anything is wri
 either every line is good and all of it is applied, or nothing is and every bad line is
 reported with its number (as a spreadsheet counts them: the header is line 1).
 
-Each reason is a `kernel.user_error.UserError` (a message id with named values), so the back-office shows it in the
-staff member's language; the command line prints it in English (`str`).
+Each reason is a `kernel.user_error.UserError` (a message id with named values) set at its
+line; a refused file raises `UserErrors` holding them all (`by_line` groups them), so the
+back-office shows them in the staff member's language, the command line in English.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from sqlalchemy.orm.util import identity_key
 from kernel import i18n
 from kernel.clock import clock
 from kernel.i18n import N_
-from kernel.user_error import Count, UserError, joined
+from kernel.user_error import Count, UserError, UserErrors
 from ledger import audit
 from ledger.allocation import status_of
 from ledger.events import queue_deliveries_for_ids
@@ -99,40 +100,9 @@ def _as_shown(value: Any) -> Any:
     return value
 
 
-def _joined(reasons: Iterable[UserError], language: str) -> str:
-    return joined(reasons, language)
-
-
 def _quoted(value: str) -> str:
     """A value from the file as reasons show it: quoted, anything invisible escaped."""
     return repr(value)
-
-
-@dataclass(frozen=True)
-class LineError:
-    """A bad line; `message` is its reasons in English, `render` them in another language."""
-
-    line: int
-    message: str
-    reasons: tuple[UserError, ...] = ()
-
-    @classmethod
-    def of(cls, line: int, reasons: Sequence[UserError]) -> LineError:
-        return cls(line, _joined(reasons, "en"), tuple(reasons))
-
-    def render(self, language: str) -> str:
-        return _joined(self.reasons, language) if self.reasons else self.message
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.message}"
-
-
-class ImportFailed(Exception):
-    """Nothing was written; `errors` holds one entry per bad line, in file order."""
-
-    def __init__(self, errors: list[LineError]) -> None:
-        self.errors = errors
-        super().__init__(f"{len(errors)} bad line(s): " + "; ".join(str(e) for e in errors[:3]))
 
 
 @dataclass
@@ -170,13 +140,13 @@ def import_records(session: Session, kind: ImportKind, records: Sequence[Mapping
     if kind not in _REQUIRED:
         raise ValueError(f"unknown import kind {kind!r}")
     known = set(_REQUIRED[kind]) | set(_OPTIONAL[kind])
-    rows = [_Row(index, {column: value for column, value in record.items() if column in known})
+    rows = [Row(index, {column: value for column, value in record.items() if column in known})
             for index, record in enumerate(records)]
     scope = _Scope(frozenset({company_code}), update_actor=(actor_type, actor))
     return _import_rows(session, kind, rows, _Problems(), scope, actor_type, actor, None)
 
 
-def _import_rows(session: Session, kind: ImportKind, rows: list[_Row], problems: _Problems, scope: _Scope,
+def _import_rows(session: Session, kind: ImportKind, rows: list[Row], problems: _Problems, scope: _Scope,
                  actor_type: str, actor: str, filename: str | None) -> ImportReport:
     if kind == "customers":
         report = _import_customers(session, rows, problems, scope)
@@ -236,7 +206,9 @@ def _audit_import(session: Session, report: ImportReport, scope: _Scope, actor_t
 
 
 @dataclass
-class _Row:
+class Row:
+    """A data line of a file: its number (as a spreadsheet counts them) and its values by column."""
+
     line: int
     values: dict[str, str]
 
@@ -246,7 +218,7 @@ class _Row:
 
 @dataclass
 class _Problems:
-    """Reasons per line; one LineError per bad line, its reasons joined."""
+    """Reasons per line, raised together as one `UserErrors`, each reason at its line."""
 
     by_line: dict[int, list[UserError]] = field(default_factory=dict)
 
@@ -264,13 +236,12 @@ class _Problems:
 
     def raise_if_any(self) -> None:
         if self.by_line:
-            raise ImportFailed(
-                [LineError.of(line, reasons) for line, reasons in sorted(self.by_line.items())]
-            )
+            raise UserErrors([reason.at(line=line) for line, reasons in sorted(self.by_line.items())
+                              for reason in reasons])
 
 
-def _fail(line: int, message: str, /, **values: Any) -> ImportFailed:
-    return ImportFailed([LineError.of(line, [_reason(message, values)])])
+def _fail(line: int, message: str, /, **values: Any) -> UserErrors:
+    return UserErrors([_reason(message, values).at(line=line)])
 
 
 def _decode(raw: bytes) -> str:
@@ -283,15 +254,15 @@ def _decode(raw: bytes) -> str:
                     byte=byte) from None
 
 
-def _read_rows(kind: ImportKind, raw: bytes) -> tuple[list[_Row], _Problems]:
+def _read_rows(kind: ImportKind, raw: bytes) -> tuple[list[Row], _Problems]:
     return read_table(raw, _REQUIRED[kind], _OPTIONAL[kind])
 
 
-def read_table(raw: bytes, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> tuple[list[_Row], _Problems]:
+def read_table(raw: bytes, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> tuple[list[Row], _Problems]:
     """The file's data rows by column name, with the problems of lines of the wrong width.
 
     Shared by every CSV import (customers, invoices, exchange rates): UTF-8, a header row,
-    `,` or `;`; raises ImportFailed for a file that cannot be read at all.
+    `,` or `;`; raises UserErrors for a file that cannot be read at all.
     """
     text = _decode(raw)
     if not text.strip():
@@ -306,7 +277,7 @@ def read_table(raw: bytes, required: tuple[str, ...], optional: tuple[str, ...] 
         raise _fail(1, N_("cannot read the header: %(error)s"), error=str(error)) from None
     columns = _check_header(required, optional, header)
 
-    rows: list[_Row] = []
+    rows: list[Row] = []
     problems = _Problems()
     data_lines = 0
     line_end = reader.line_num
@@ -333,7 +304,7 @@ def read_table(raw: bytes, required: tuple[str, ...], optional: tuple[str, ...] 
             problems.add(start, N_("expected %(expected)s values, found %(found)s"), expected=len(columns),
                          found=len(fields))
             continue
-        row = _Row(start, dict(zip(columns, fields)))
+        row = Row(start, dict(zip(columns, fields)))
         for column in columns:
             character = _control_character(row.get(column))
             if character is not None:
@@ -384,14 +355,14 @@ class _Bad(UserError):
         super().__init__(message, **{name: _as_shown(value) for name, value in values.items()})
 
 
-def _required(row: _Row, column: str, max_length: int) -> str:
+def _required(row: Row, column: str, max_length: int) -> str:
     value = row.get(column)
     if not value:
         raise _Bad(N_("%(column)s is empty"), column=column)
     return _limited(column, value, max_length)
 
 
-def _optional(row: _Row, column: str, max_length: int) -> str | None:
+def _optional(row: Row, column: str, max_length: int) -> str | None:
     value = row.get(column)
     return _limited(column, value, max_length) if value else None
 
@@ -402,7 +373,7 @@ def _limited(column: str, value: str, max_length: int) -> str:
     return value
 
 
-def _date(row: _Row, column: str) -> date | None:
+def _date(row: Row, column: str) -> date | None:
     value = row.get(column)
     if not value:
         return None
@@ -414,14 +385,14 @@ def _date(row: _Row, column: str) -> date | None:
     raise _Bad(N_("%(column)s %(value)s is not a date (expected YYYY-MM-DD)"), column=column, value=_quoted(value))
 
 
-def _required_date(row: _Row, column: str) -> date:
+def _required_date(row: Row, column: str) -> date:
     value = _date(row, column)
     if value is None:
         raise _Bad(N_("%(column)s is empty"), column=column)
     return value
 
 
-def _discount_bps(row: _Row) -> int | None:
+def _discount_bps(row: Row) -> int | None:
     column = "discount_percent"
     value = row.get(column).replace(" ", "").removesuffix("%")
     if not value:
@@ -483,7 +454,7 @@ class _CustomerLine:
     segment: str | None
 
 
-def _parse_customer(row: _Row, problems: _Problems) -> _CustomerLine | None:
+def _parse_customer(row: Row, problems: _Problems) -> _CustomerLine | None:
     line = row.line
     company_code = _collect(problems, line, _required, row, "company", 32)
     ref = _collect(problems, line, _required, row, "customer_ref", 64)
@@ -528,7 +499,7 @@ def _current_customer_values(customer: Customer) -> dict[str, Any]:
     }
 
 
-def _import_customers(session: Session, rows: list[_Row], problems: _Problems, scope: _Scope) -> ImportReport:
+def _import_customers(session: Session, rows: list[Row], problems: _Problems, scope: _Scope) -> ImportReport:
     parsed = [p for p in (_parse_customer(row, problems) for row in rows) if p is not None]
     companies = _load_companies(session, (p.company_code for p in parsed))
 
@@ -660,7 +631,7 @@ class _InvoiceLine:
                 self.discount_bps, self.discount_until)
 
 
-def _parse_amount(row: _Row, currency: str) -> int:
+def _parse_amount(row: Row, currency: str) -> int:
     column = "amount"
     text = row.get(column)
     if _EXPONENT.search(text):
@@ -691,7 +662,7 @@ def _currency(code: str) -> str | None:
         return None
 
 
-def _parse_currency(row: _Row) -> str:
+def _parse_currency(row: Row) -> str:
     code = row.get("currency")
     if not code:
         raise _Bad(N_("%(column)s is empty"), column="currency")
@@ -704,7 +675,7 @@ def _parse_currency(row: _Row) -> str:
 _KINDS = frozenset(k.value for k in InvoiceKind)
 
 
-def _parse_kind(row: _Row) -> str:
+def _parse_kind(row: Row) -> str:
     value = row.get("type").lower() or InvoiceKind.invoice.value
     if value not in _KINDS:
         raise _Bad(N_("%(column)s %(value)s must be invoice or credit_note"), column="type",
@@ -712,7 +683,7 @@ def _parse_kind(row: _Row) -> str:
     return value
 
 
-def _parse_invoice(row: _Row, problems: _Problems) -> _InvoiceLine | None:
+def _parse_invoice(row: Row, problems: _Problems) -> _InvoiceLine | None:
     line = row.line
     company_code = _collect(problems, line, _required, row, "company", 32)
     customer_ref = _collect(problems, line, _required, row, "customer_ref", 64)
@@ -745,7 +716,7 @@ def _parse_invoice(row: _Row, problems: _Problems) -> _InvoiceLine | None:
                         total_minor, discount_bps, discount_until)
 
 
-def _import_invoices(session: Session, rows: list[_Row], problems: _Problems, scope: _Scope) -> ImportReport:
+def _import_invoices(session: Session, rows: list[Row], problems: _Problems, scope: _Scope) -> ImportReport:
     parsed = [p for p in (_parse_invoice(row, problems) for row in rows) if p is not None]
     companies = _load_companies(session, (p.company_code for p in parsed))
     if scope.allowed is not None:
@@ -1005,7 +976,7 @@ class _ContactLine:
     receives_reminders: bool
 
 
-def _parse_contact(row: _Row, problems: _Problems) -> _ContactLine | None:
+def _parse_contact(row: Row, problems: _Problems) -> _ContactLine | None:
     line = row.line
     ref = _collect(problems, line, _required, row, "customer_ref", 64)
     email = _collect(problems, line, _required, row, "email", 254)

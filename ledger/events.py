@@ -22,6 +22,9 @@ EVENT_TYPES: dict[str, str] = {
     "payment.refunded": "payment.refunded",
     "payment.partially_refunded": "payment.refunded",
     "payment.charged_back": "payment.charged_back",
+    # Recorded by hand (back-office or the ERP's POST /api/v1/payments): money in, as a provider's is.
+    "payment.recorded": "payment.succeeded",
+    "payment.cancelled": "payment.cancelled",
     "dispute.opened": "dispute.opened",
     "dispute.message": "dispute.answered",
     "dispute.accepted": "dispute.resolved",

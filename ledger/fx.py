@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from kernel.i18n import N_
 from kernel.user_error import UserError, UserErrors
 from ledger import audit
-from ledger.csv_import import ImportFailed, LineError, read_table
+from ledger.csv_import import Row, read_table
 from ledger.models import FxRate
 from ledger.money import CurrencyError, Money, check_currency, decimals
 
@@ -31,14 +31,12 @@ _RATE = re.compile(r"^\d{1,12}(?:[.,]\d{1,12})?$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
-class FxImportFailed(Exception):
-    """Nothing was written. Either the file could not be read (`unreadable`, from the shared CSV
-    reader, in English like the other imports), or these lines are bad (`lines`)."""
+@dataclass(frozen=True)
+class RatesFile:
+    """A rates file read by the shared CSV reader: its rows, and the lines of the wrong width."""
 
-    def __init__(self, lines: list[LineError] | None = None, unreadable: ImportFailed | None = None) -> None:
-        self.lines = lines or []
-        self.unreadable = unreadable
-        super().__init__(str(unreadable) if unreadable else f"{len(self.lines)} bad line(s)")
+    rows: list[Row]
+    wrong_width: frozenset[int]
 
 
 @dataclass
@@ -204,19 +202,24 @@ def set_rate(session: Session, *, base: str, quote: str, valid_on: str, rate: st
     return _apply(session, wanted, _find(session, wanted.base, wanted.quote, wanted.valid_on), actor)
 
 
-def import_rates(session: Session, raw: bytes, *, actor: str) -> FxImportReport:
-    """`date,base,quote,rate` (`,` or `;`), all-or-nothing: every bad line is reported, or every
-    line is applied (flushed, not committed). The same file twice changes nothing."""
-    try:
-        rows, reader_problems = read_table(raw, COLUMNS)
-    except ImportFailed as failed:
-        raise FxImportFailed(unreadable=failed) from None
+def read_rates(raw: bytes) -> RatesFile:
+    """The file's rows; `UserErrors` (each at its line) when it cannot be read at all."""
+    rows, reader_problems = read_table(raw, COLUMNS)
+    return RatesFile(rows, frozenset(reader_problems.by_line))
+
+
+def import_rates(session: Session, raw: bytes | RatesFile, *, actor: str) -> FxImportReport:
+    """`date,base,quote,rate` (`,` or `;`), all-or-nothing: every bad line is reported (one
+    `UserErrors`, each problem at its line), or every line is applied (flushed, not committed).
+    The same file twice changes nothing. Given bytes, an unreadable file raises `UserErrors` too;
+    callers that tell the two apart call `read_rates` first."""
+    table = read_rates(raw) if isinstance(raw, bytes) else raw
     problems: dict[int, list[UserError]] = {
         line: [UserError(N_("expected 4 values (date, base, quote, rate), found another number"))]
-        for line in reader_problems.by_line
+        for line in table.wrong_width
     }
     wanted: dict[tuple[str, str, date], _Wanted] = {}
-    for row in rows:
+    for row in table.rows:
         parsed, reasons = _parse_line(row.line, row.get("base"), row.get("quote"), row.get("date"), row.get("rate"))
         if parsed is None:
             problems.setdefault(row.line, []).extend(reasons)
@@ -230,7 +233,7 @@ def import_rates(session: Session, raw: bytes, *, actor: str) -> FxImportReport:
             continue
         wanted.setdefault(key, parsed)
     if problems:
-        raise FxImportFailed(lines=[LineError.of(line, reasons) for line, reasons in sorted(problems.items())])
+        raise UserErrors([reason.at(line=line) for line, reasons in sorted(problems.items()) for reason in reasons])
     existing = _existing(session, list(wanted))
     report = FxImportReport()
     for key, line in wanted.items():

@@ -182,7 +182,7 @@ def _all_currencies(session: Session, company: Company) -> dict[str, str]:
 
 
 def read_snapshot_csv(raw: bytes) -> list[OpenItem]:
-    """A snapshot file's items (`number,open_amount[,currency]`); ImportFailed when unreadable."""
+    """A snapshot file's items (`number,open_amount[,currency]`); UserErrors, each at its line, when unreadable."""
     rows, problems = read_table(raw, CSV_COLUMNS, CSV_OPTIONAL)
     problems.raise_if_any()
     return [OpenItem(row.line, row.get("number"), row.get("open_amount"), row.get("currency") or None)

@@ -8,7 +8,7 @@ method (triggers), the statement and the customer's timeline show it. Cancelling
 its allocations and reopens exactly what they settled; the payment stays, `cancelled`.
 
 Who: a viewer never acts; a collector only for the customers assigned to it; managers for
-their companies; admins for all.
+their companies; admins for all; an ERP's API key (`KeyActor`) for its own company's customers.
 """
 
 from __future__ import annotations
@@ -134,6 +134,17 @@ class ManualPaymentForm(Form):
 
 
 @dataclass(frozen=True)
+class KeyActor:
+    """An API key acting for its company: audited as actor type "api" under the key's name."""
+
+    name: str
+    company_id: int
+
+
+Actor = User | KeyActor
+
+
+@dataclass(frozen=True)
 class Share:
     invoice: Invoice
     amount: Money
@@ -144,7 +155,9 @@ def new_key() -> str:
     return secrets.token_urlsafe(18)
 
 
-def may_act(user: User, customer: Customer) -> bool:
+def may_act(user: Actor, customer: Customer) -> bool:
+    if isinstance(user, KeyActor):
+        return customer.company_id == user.company_id
     if user.role == Role.viewer.value or not user.active:
         return False
     if user.role == Role.admin.value:
@@ -154,9 +167,14 @@ def may_act(user: User, customer: Customer) -> bool:
     return customer.company_id in {c.id for c in user.companies}
 
 
-def _check_actor(user: User, customer: Customer) -> None:
+def _check_actor(user: Actor, customer: Customer) -> None:
     if not may_act(user, customer):
         raise UserError(N_("You may not record payments for this customer."))
+
+
+def _audited_as(user: Actor) -> tuple[str, str]:
+    """(actor type, actor) of the audit trail."""
+    return ("api", user.name) if isinstance(user, KeyActor) else ("user", user.email)
 
 
 def payable_invoices(session: Session, customer: Customer, currency: str | None = None) -> list[Invoice]:
@@ -196,7 +214,7 @@ def record_manual_payment(
     method: str,
     reference: str,
     allocations: list[tuple[int, Money]] | None,
-    user: User,
+    user: Actor,
     *,
     key: str | None = None,
 ) -> Payment:
@@ -239,8 +257,9 @@ def record_manual_payment(
         allocate(session, share.invoice, share.amount, payment=payment)
     assign_receipt_number(session, payment)
     applied = sum(share.amount.minor for share in shares)
+    actor_type, actor = _audited_as(user)
     audit.record(
-        session, actor_type="user", actor=user.email, action="payment.recorded", entity_type="payment",
+        session, actor_type=actor_type, actor=actor, action="payment.recorded", entity_type="payment",
         entity_id=payment.id, customer_id=customer.id,
         after={"method": method, "amount_minor": amount.minor, "currency": amount.currency,
                "received_on": received_on.isoformat(), "reference": reference or None,
@@ -297,7 +316,7 @@ def _locked(session: Session, customer: Customer, ids: list[int] | None) -> list
     return sorted(locked, key=lambda invoice: (invoice.due_date, invoice.id))
 
 
-def reverse_manual_payment(session: Session, payment: Payment, user: User) -> Payment:
+def reverse_manual_payment(session: Session, payment: Payment, user: Actor) -> Payment:
     """Cancel a payment recorded by hand: what it settled reopens exactly, its credit is gone."""
     customer = session.get_one(Customer, payment.customer_id)
     _check_actor(user, customer)
@@ -312,8 +331,9 @@ def reverse_manual_payment(session: Session, payment: Payment, user: User) -> Pa
     numbers = {invoice_id: session.get_one(Invoice, invoice_id).number for invoice_id in reopened}
     payment.status = PaymentStatus.cancelled.value
     session.flush()
+    actor_type, actor = _audited_as(user)
     audit.record(
-        session, actor_type="user", actor=user.email, action="payment.cancelled", entity_type="payment",
+        session, actor_type=actor_type, actor=actor, action="payment.cancelled", entity_type="payment",
         entity_id=payment.id, customer_id=customer.id,
         before={"status": PaymentStatus.succeeded.value,
                 "invoices": {numbers[invoice_id]: minor for invoice_id, minor in reopened.items()}},

@@ -368,12 +368,12 @@ def promise_create(request: Request, session: Session, visit: Visit, posted: Pos
 
 
 routes = [
-    Route("/portal/requests", cases_page, methods=["GET"], name="portal:cases"),
-    Route("/portal/requests/new", dispute_form, methods=["GET"], name="portal:dispute_form"),
-    Route("/portal/requests/new", dispute_create, methods=["POST"], name="portal:dispute_create"),
-    Route("/portal/requests/{case_id:int}", case_page, methods=["GET"], name="portal:case"),
-    Route("/portal/requests/{case_id:int}/reply", case_reply, methods=["POST"], name="portal:case_reply"),
-    Route("/portal/requests/{case_id:int}/files/{file_id:int}", case_file, methods=["GET"], name="portal:case_file"),
-    Route("/portal/promises/new", promise_form, methods=["GET"], name="portal:promise_form"),
-    Route("/portal/promises/new", promise_create, methods=["POST"], name="portal:promise_create"),
+    Route("/requests", cases_page, methods=["GET"], name="portal:cases"),
+    Route("/requests/new", dispute_form, methods=["GET"], name="portal:dispute_form"),
+    Route("/requests/new", dispute_create, methods=["POST"], name="portal:dispute_create"),
+    Route("/requests/{case_id:int}", case_page, methods=["GET"], name="portal:case"),
+    Route("/requests/{case_id:int}/reply", case_reply, methods=["POST"], name="portal:case_reply"),
+    Route("/requests/{case_id:int}/files/{file_id:int}", case_file, methods=["GET"], name="portal:case_file"),
+    Route("/promises/new", promise_form, methods=["GET"], name="portal:promise_form"),
+    Route("/promises/new", promise_create, methods=["POST"], name="portal:promise_create"),
 ]

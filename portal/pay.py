@@ -264,10 +264,10 @@ def transfer_pdf(request: Request, session: Session, visit: Visit) -> Response:
 
 
 routes = [
-    Route("/portal/pay", pay, methods=["POST"], name="payments:pay"),
-    Route("/portal/pay/summary", pay_summary, methods=["POST"], name="payments:summary"),
-    Route("/portal/pay/{checkout_id:int}", checkout_page, methods=["GET"], name="payments:checkout"),
-    Route("/portal/pay/{checkout_id:int}/cancel", cancel, methods=["POST"], name="payments:cancel"),
-    Route("/portal/pay/{checkout_id:int}/transfer", transfer_page, methods=["GET"], name="payments:transfer"),
-    Route("/portal/pay/{checkout_id:int}/transfer.pdf", transfer_pdf, methods=["GET"], name="payments:transfer_pdf"),
+    Route("/pay", pay, methods=["POST"], name="payments:pay"),
+    Route("/pay/summary", pay_summary, methods=["POST"], name="payments:summary"),
+    Route("/pay/{checkout_id:int}", checkout_page, methods=["GET"], name="payments:checkout"),
+    Route("/pay/{checkout_id:int}/cancel", cancel, methods=["POST"], name="payments:cancel"),
+    Route("/pay/{checkout_id:int}/transfer", transfer_page, methods=["GET"], name="payments:transfer"),
+    Route("/pay/{checkout_id:int}/transfer.pdf", transfer_pdf, methods=["GET"], name="payments:transfer_pdf"),
 ]

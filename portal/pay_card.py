@@ -127,6 +127,6 @@ def card_return(request: Request, session: Session, visit: Visit) -> Response:
 
 
 routes = [
-    Route("/portal/pay/{checkout_id:int}/card", card_page, methods=["GET"], name="payments:stripe_card"),
-    Route("/portal/pay/{checkout_id:int}/card/return", card_return, methods=["GET"], name="payments:stripe_return"),
+    Route("/pay/{checkout_id:int}/card", card_page, methods=["GET"], name="payments:stripe_card"),
+    Route("/pay/{checkout_id:int}/card/return", card_return, methods=["GET"], name="payments:stripe_return"),
 ]

@@ -35,6 +35,6 @@ def gocardless_return(request: Request, session: Session, visit: Visit) -> Respo
 
 
 routes = [
-    Route("/portal/pay/{checkout_id:int}/gocardless/return", gocardless_return, methods=["GET"],
+    Route("/pay/{checkout_id:int}/gocardless/return", gocardless_return, methods=["GET"],
           name="payments:gocardless_return"),
 ]

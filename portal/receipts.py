@@ -81,7 +81,7 @@ def receipt_pdf(request: Request, session: Session, visit: Visit) -> Response:
 
 
 routes = [
-    Route("/portal/payments", payments_page, methods=["GET"], name="portal:payments"),
-    Route("/portal/payments/{payment_id:int}", receipt_page, methods=["GET"], name="portal:receipt"),
-    Route("/portal/payments/{payment_id:int}/receipt.pdf", receipt_pdf, methods=["GET"], name="portal:receipt_pdf"),
+    Route("/payments", payments_page, methods=["GET"], name="portal:payments"),
+    Route("/payments/{payment_id:int}", receipt_page, methods=["GET"], name="portal:receipt"),
+    Route("/payments/{payment_id:int}/receipt.pdf", receipt_pdf, methods=["GET"], name="portal:receipt_pdf"),
 ]

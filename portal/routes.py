@@ -514,13 +514,17 @@ def sign_out(request: Request) -> Response:
     )
 
 
-routes = [
+# The magic link and its renewal, by their absolute paths: the emailed link stays short.
+links = [
     Route("/p/renew", renew_link, methods=["POST"], name="portal:renew"),
     Route("/p/{token:str}", open_link, methods=["GET"], name="portal:open_link"),
-    Route("/portal", statement_page, methods=["GET"], name="portal:statement"),
-    Route("/portal/statement.pdf", statement_pdf, methods=["GET"], name="portal:statement_pdf"),
-    Route("/portal/invoices/{invoice_id:int}", invoice_page, methods=["GET"], name="portal:invoice"),
-    Route("/portal/invoices/{invoice_id:int}/pdf", invoice_pdf, methods=["GET"], name="portal:invoice_pdf"),
-    Route("/portal/language", set_language, methods=["POST"], name="portal:language"),
-    Route("/portal/sign-out", sign_out, methods=["POST"], name="portal:sign_out"),
+]
+
+# Relative to /portal (portal.routing mounts them; /portal itself is portal.routing.home).
+routes = [
+    Route("/statement.pdf", statement_pdf, methods=["GET"], name="portal:statement_pdf"),
+    Route("/invoices/{invoice_id:int}", invoice_page, methods=["GET"], name="portal:invoice"),
+    Route("/invoices/{invoice_id:int}/pdf", invoice_pdf, methods=["GET"], name="portal:invoice_pdf"),
+    Route("/language", set_language, methods=["POST"], name="portal:language"),
+    Route("/sign-out", sign_out, methods=["POST"], name="portal:sign_out"),
 ]

@@ -1,4 +1,5 @@
-"""Every route of the debtor's portal: the magic link, the statement, requests, and paying."""
+"""Every route of the debtor's portal: the magic link (`links`, at /p), and the statement, requests
+and paying (`routes`, relative to PREFIX, where the application mounts them; `home` is PREFIX itself)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ def _read_only_in_staff_view(route: BaseRoute) -> BaseRoute:
 
     return Route(route.path, guarded, methods=sorted(route.methods or ()), name=route.name)
 
+
+PREFIX = "/portal"
+
+links = [_read_only_in_staff_view(route) for route in statement.links]
+
+# "/portal" itself, beside the mount (a Mount answers only below its path).
+home = Route(PREFIX, statement.statement_page, methods=["GET"], name="portal:statement")
 
 routes = [_read_only_in_staff_view(route) for route in
           (*statement.routes, *pay.routes, *pay_card.routes, *pay_gocardless.routes, *disputes.routes, *receipts.routes)]

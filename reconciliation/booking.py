@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from kernel.clock import clock
+from kernel.db import insert_rows, update_rows
 from kernel.settings import Settings
 from ledger import audit
 from ledger.allocation import Applied, NewAllocation, NewPayment, allocate, allocate_many
@@ -168,17 +169,13 @@ def confirm_many(session: Session, matches: Sequence[SuggestedMatch]) -> list[Us
 def _record_confirmed(session: Session, confirmed: list[tuple[SuggestedMatch, Applied]]) -> None:
     now = clock.now()
     matches = BankMatch.__table__
-    session.execute(update(matches).where(matches.c.id == bindparam("b_id")).values(
-        state=BankMatchState.confirmed.value, confirmed_at=now, decided_by_user_id=None,
-        payment_id=bindparam("b_payment"), details=bindparam("b_details")), [
-        dict(b_id=match.match_id, b_payment=applied.payment_ids[0],
-             b_details={**match.details, "completed_checkouts": list(applied.completed_checkouts)})
+    update_rows(session, matches, ("id",), [
+        dict(id=match.match_id, state=BankMatchState.confirmed.value, confirmed_at=now, decided_by_user_id=None,
+             payment_id=applied.payment_ids[0],
+             details={**match.details, "completed_checkouts": list(applied.completed_checkouts)})
         for match, applied in confirmed])
-    lines = BankMatchLine.__table__
-    session.execute(update(lines).where(lines.c.match_id == bindparam("b_match"),
-                                        lines.c.customer_id == bindparam("b_customer"))
-                    .values(payment_id=bindparam("b_payment")), [
-        dict(b_match=match.match_id, b_customer=customer_id, b_payment=payment_id)
+    update_rows(session, BankMatchLine.__table__, ("match_id", "customer_id"), [
+        dict(match_id=match.match_id, customer_id=customer_id, payment_id=payment_id)
         for match, applied in confirmed
         for customer_id, payment_id in zip(dict.fromkeys(line.customer_id for line in match.lines),
                                            applied.payment_ids)])
@@ -188,7 +185,7 @@ def _record_confirmed(session: Session, confirmed: list[tuple[SuggestedMatch, Ap
         session.execute(update(entries).where(entries.c.id.in_(ids[start:start + 500]))
                         .values(state=BankEntryState.matched.value, matched_by="rule", updated_at=now))
     _learn_payers(session, [match for match, _applied in confirmed], now)
-    session.execute(insert(AuditEvent.__table__), [
+    insert_rows(session, AuditEvent.__table__, [
         dict(actor_type="system", actor="bank reconciliation", action="bank_match.confirmed",
              entity_type="bank_entry", entity_id=match.entry_id,
              customer_id=next((line.customer_id for line in match.lines), None), company_id=match.company_id,
@@ -226,7 +223,7 @@ def _learn_payers(session: Session, matches: list[SuggestedMatch], now: datetime
     new = [dict(company_id=company_id, iban=iban, customer_id=customer_id, times_seen=times, last_seen_at=now)
            for (company_id, iban, customer_id), times in seen.items() if (company_id, iban, customer_id) not in known]
     if new:
-        session.execute(insert(PayerAccount.__table__), new)
+        insert_rows(session, PayerAccount.__table__, new)
 
 
 def _confirm_checkout(session: Session, entry: BankEntry, match: BankMatch, settings: Settings | None) -> None:

@@ -1,6 +1,8 @@
-"""The one plain shape every statement parser produces, and the one error they raise.
+"""The one plain shape every statement parser produces.
 
-Matching and the database never see XML or MT940 fields: they read these types only.
+Matching and the database never see XML or MT940 fields: they read these types only. A file
+that cannot be read as a whole raises `kernel.user_error.UserError` (one problem) or `UserErrors`
+(every bad line), each saying where: `.at(line=...)` for a line, `at_element` for an XML element.
 
 Sign convention: ``ParsedEntry.amount`` is signed from the account holder's side — a credit
 (money in) is positive, a debit (money out) negative — and ``credit_debit`` says the same in
@@ -16,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
+from kernel.i18n import N_
+from kernel.user_error import UserError
 from ledger.money import CurrencyError, Money, check_currency, decimals
 
 # Refused before any parsing: a day's statement of a busy account is a few MB; 50 MB already
@@ -23,19 +27,10 @@ from ledger.money import CurrencyError, Money, check_currency, decimals
 MAX_FILE_BYTES = 50 * 1024 * 1024
 
 
-class StatementFileError(ValueError):
-    """A statement file that cannot be read as a whole; nothing of it is imported.
-
-    ``location`` points at the problem: an element path such as
-    ``/Document/BkToCstmrStmt/Stmt[2]/Ntry[14]/Amt``, or ``line 12``, or ``""`` for the file.
-    ``problems`` lists every (location, reason) found when a parser reports more than one.
-    """
-
-    def __init__(self, message: str, location: str = "", problems: tuple[tuple[str, str], ...] = ()) -> None:
-        self.message = message
-        self.location = location
-        self.problems = problems or ((location, message),)
-        super().__init__(f"{location}: {message}" if location else message)
+def at_element(problem: UserError, path: str) -> UserError:
+    """The problem, said of one element of an XML statement (its path stays in the message, e.g.
+    ``/Document/BkToCstmrStmt/Stmt[2]/Ntry[14]/Amt``)."""
+    return UserError(N_("%(problem)s (at %(path)s)"), problem=problem, path=path)
 
 
 class CreditDebit(enum.StrEnum):
@@ -116,7 +111,8 @@ def to_minor(value: Decimal, currency: str) -> int:
     places = decimals(currency)
     scaled = value.scaleb(places)
     if scaled != scaled.to_integral_value():
-        raise ValueError(f"amount {value} has more than {places} decimals for {currency}")
+        raise UserError(N_("amount %(value)s has more than %(places)s decimals for %(currency)s"), value=str(value),
+                        places=str(places), currency=currency)
     return int(scaled)
 
 
@@ -124,14 +120,14 @@ def money_from_text(text: str | None, currency: str | None, negative: bool = Fal
     """Money from a plain decimal such as XML carries ("1405.31"): no sign, no grouping."""
     raw = (text or "").strip()
     if not _PLAIN_DECIMAL.match(raw):
-        raise ValueError(f"expected an amount such as 1405.31, got {raw!r}")
+        raise UserError(N_("expected an amount such as 1405.31, got %(value)s"), value=repr(raw))
     try:
         code = check_currency(currency or "")
     except CurrencyError:
-        raise ValueError(f"expected an ISO 4217 currency code, got {currency!r}") from None
+        raise UserError(N_("expected an ISO 4217 currency code, got %(value)s"), value=repr(currency)) from None
     try:
         value = Decimal(raw)
     except InvalidOperation:  # pragma: no cover - the pattern already guards it
-        raise ValueError(f"expected an amount such as 1405.31, got {raw!r}") from None
+        raise UserError(N_("expected an amount such as 1405.31, got %(value)s"), value=repr(raw)) from None
     minor = to_minor(value, code)
     return Money(-minor if negative else minor, code)

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from kernel.clock import clock
+from kernel.db import insert_rows
 from kernel.i18n import N_
-from kernel.user_error import UserError
+from kernel.user_error import Count, UserError, UserErrors
 from kernel.settings import Settings
 from ledger import audit
 from ledger.banking import BankDetailsError, normalize_iban
@@ -44,7 +45,7 @@ from ledger.models import (
 )
 from reconciliation import booking
 from reconciliation.accounts import account_for_iban, company_by_code
-from reconciliation.entries import EntryStatus, ParsedEntry, ParsedStatement, StatementFileError
+from reconciliation.entries import EntryStatus, ParsedEntry, ParsedStatement
 from reconciliation.matching import (
     Book,
     CheckoutFacts,
@@ -112,6 +113,26 @@ def entry_identity(entry: ParsedEntry, occurrence: int) -> str:
     return f"H|{digest}|{occurrence}"
 
 
+SHOWN_BAD_LINES = 20
+
+
+def _at_line(problem: UserError) -> UserError:
+    return UserError(N_("line %(line)s: %(problem)s"), line=problem.line, problem=problem)
+
+
+def _unreadable(filename: str, error: UserError | UserErrors) -> UserError:
+    """Why the file could not be read, with where: its line, or the XML element its message names."""
+    if isinstance(error, UserError):
+        where: object = "" if error.line is None else UserError(N_(" (at line %(line)s)"), line=error.line)
+        return UserError(N_("%(file)s: nothing imported: %(problem)s%(where)s"), file=filename, problem=error,
+                         where=where)
+    shown = [_at_line(problem) for problem in error.errors[:SHOWN_BAD_LINES]]
+    if len(error) > SHOWN_BAD_LINES:
+        shown.append(UserError(N_("and %(count)s more"), count=Count(len(error) - SHOWN_BAD_LINES)))
+    problem = UserError(N_("%(count)s bad line(s): %(problems)s"), count=Count(len(error)), problems=tuple(shown))
+    return UserError(N_("%(file)s: nothing imported: %(problem)s%(where)s"), file=filename, problem=problem, where="")
+
+
 def import_statement_file(
     session: Session,
     data: bytes,
@@ -122,20 +143,24 @@ def import_statement_file(
     settings: Settings | None = None,
     *,
     bulk: bool = True,
+    actor: tuple[str, str] | None = None,
 ) -> ImportReport:
     """Import every statement of the file (see the module docstring); raises UserError.
     `bulk` applies the automatic matches many at a time (`booking.confirm_many`); without it each
-    goes through `booking.confirm` alone, as staff's confirmations do (same ledger either way)."""
+    goes through `booking.confirm` alone, as staff's confirmations do (same ledger either way).
+    `actor` (type, name) is who loaded it when not a staff `user`, e.g. ("api", the key's name)."""
     now = now or clock.now()
     try:
-        statements = parse_statement_file(data, filename)
-    except StatementFileError as error:
-        where = f" (at {error.location})" if error.location and error.location not in error.message else ""
-        problem = error.message.removeprefix(f"{filename}: ")
-        raise UserError(N_("%(file)s: nothing imported: %(problem)s%(where)s"),
-                            file=filename, problem=problem, where=where) from None
+        statements = parse_statement_file(data)
+    except (UserError, UserErrors) as error:
+        raise _unreadable(filename, error) from None
     if not statements:
         raise UserError(N_("%(file)s: nothing imported: the file holds no statement."), file=filename)
+    if session.get_bind().dialect.name == "postgresql":
+        # The entries table grows by thousands of rows inside this one transaction: a generic
+        # plan the driver prepared while it was small (the duplicate check runs first) would stay
+        # a sequential scan for every later look-up by identity key (bench/RESULTS.md).
+        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     forced = company_by_code(session, company_code) if company_code else None
     digest = hashlib.sha256(data).hexdigest()
     accounts = [_account_of(session, statement, forced, filename) for statement in statements]
@@ -150,9 +175,11 @@ def import_statement_file(
                                    entries_read=len(statement.entries),
                                    warnings=[*statement.warnings, *account_warnings])
         _import_statement(session, statement, account, company, summary, digest,
-                          occurrences.setdefault(account.id, Counter()), books, user, now, settings, bulk)
+                          occurrences.setdefault(account.id, Counter()), books, user, now, settings, bulk,
+                          f"{actor[0]}:{actor[1]}"[:254] if actor and not user else None)
         report.statements.append(summary)
-    audit.record(session, actor_type="user" if user else "system", actor=user.email if user else "cli",
+    actor_type, actor_name = ("user", user.email) if user else actor or ("system", "cli")
+    audit.record(session, actor_type=actor_type, actor=actor_name,
                  action="import.bank_statement", entity_type="company", entity_id=first_company_id,
                  after={"file": filename, "statements": [s.line() for s in report.statements]})
     return report
@@ -191,7 +218,8 @@ def _account_of(session: Session, statement: ParsedStatement, forced: Company | 
 
 def _import_statement(session: Session, statement: ParsedStatement, account: BankAccount, company: Company,
                       summary: StatementSummary, digest: str, occurrences: Counter[str], books: dict[int, Book],
-                      user: User | None, now: datetime, settings: Settings | None, bulk: bool) -> None:
+                      user: User | None, now: datetime, settings: Settings | None, bulk: bool,
+                      imported_by: str | None = None) -> None:
     """Entries are written in bulk and matched on plain values; the automatic matches go onto the
     ledger in batches (`booking.confirm_many`), those of a checkout's RF reference one by one
     through the settlement (receipt email and all), as staff's confirmations do."""
@@ -214,7 +242,7 @@ def _import_statement(session: Session, statement: ParsedStatement, account: Ban
         opening_balance_minor=statement.opening_balance.minor if statement.opening_balance else None,
         closing_balance_minor=statement.closing_balance.minor if statement.closing_balance else None,
         entries_read=len(keyed), entries_new=len(fresh), imported_at=now,
-        imported_by=user.email if user else None, warnings=list(summary.warnings))
+        imported_by=user.email if user else imported_by, warnings=list(summary.warnings))
     session.add(row)
     session.flush()
     statement_id = summary.statement_id = row.id
@@ -317,7 +345,7 @@ def _insert_entries(session: Session, values: list[dict[str, Any]]) -> list[int]
     ids: list[int] = []
     for start in range(0, len(values), _CHUNK * 4):
         chunk = values[start:start + _CHUNK * 4]
-        session.execute(insert(BankEntry.__table__), chunk)  # Core: no ORM bookkeeping per row
+        insert_rows(session, BankEntry.__table__, chunk)  # Core: no ORM bookkeeping per row
         account_id = chunk[0]["account_id"]
         keys = [entry["identity_key"] for entry in chunk]
         found: dict[str, int] = {}
@@ -338,7 +366,7 @@ def _insert_suggestions(session: Session, ids: list[int], values: list[dict[str,
     found: dict[int, int] = {}
     for start in range(0, len(wanted), _CHUNK * 4):
         chunk = wanted[start:start + _CHUNK * 4]
-        session.execute(insert(BankMatch.__table__), [
+        insert_rows(session, BankMatch.__table__, [
             dict(entry_id=entry_id, company_id=company_id, state=BankMatchState.suggested.value,
                  evidence=proposal.evidence.value, reason=proposal.reason, score=proposal.score,
                  method=PaymentMethod.bank_transfer.value, checkout_id=proposal.checkout_id,
@@ -354,7 +382,7 @@ def _insert_suggestions(session: Session, ids: list[int], values: list[dict[str,
                       write_off_minor=0)
                  for entry_id, entry, proposal in chunk for line in proposal.lines]
         if lines:
-            session.execute(insert(BankMatchLine.__table__), lines)
+            insert_rows(session, BankMatchLine.__table__, lines)
     return [found.get(entry_id) for entry_id in ids]
 
 

@@ -1,16 +1,19 @@
 """Statement files in, ``ParsedStatement`` values out: camt.052/053/054, MT940 or CSV.
 
 ``parse_statement_file`` is the only entry point the rest of Encours needs. It reads the whole
-file or nothing: any problem raises ``StatementFileError`` with where it is.
+file or nothing: any problem raises ``UserError`` (or ``UserErrors``, one per bad line) saying
+where it is: at its line (``.line``) or naming the XML element in the message.
 """
 
 from __future__ import annotations
 
-from reconciliation.entries import MAX_FILE_BYTES, ParsedEntry, ParsedStatement, StatementFileError
+from kernel.i18n import N_
+from kernel.user_error import UserError
+from reconciliation.entries import MAX_FILE_BYTES, ParsedEntry, ParsedStatement
 from reconciliation.parsers import camt, mt940
 from reconciliation.parsers import csv as csv_format
 
-__all__ = ["MAX_FILE_BYTES", "ParsedEntry", "ParsedStatement", "StatementFileError", "detect_format", "parse_statement_file"]
+__all__ = ["MAX_FILE_BYTES", "ParsedEntry", "ParsedStatement", "detect_format", "parse_statement_file"]
 
 
 def detect_format(data: bytes) -> str:
@@ -23,22 +26,19 @@ def detect_format(data: bytes) -> str:
     return "csv"
 
 
-def parse_statement_file(data: bytes, filename: str | None = None) -> list[ParsedStatement]:
-    """Every statement in the file; raises ``StatementFileError`` and returns nothing partial.
+def parse_statement_file(data: bytes) -> list[ParsedStatement]:
+    """Every statement in the file; raises ``UserError``/``UserErrors`` and returns nothing partial.
 
-    ``filename`` only makes messages clearer; the format is sniffed from the content: an XML
+    The format is sniffed from the content: an XML
     namespace picks the camt variant, ``:20:`` with ``:60F:``/``:61:`` means MT940, anything
     else is read as CSV. Files over ``MAX_FILE_BYTES`` (50 MiB) are refused unread.
     """
-    name = f"{filename}: " if filename else ""
     if len(data) > MAX_FILE_BYTES:
-        raise StatementFileError(
-            f"{name}the file is {len(data) / 1048576:.1f} MiB; statement files up to "
-            f"{MAX_FILE_BYTES // 1048576} MiB are accepted (ask the bank for one file per day)",
-            "",
-        )
+        raise UserError(N_("the file is %(size)s MiB; statement files up to %(limit)s MiB are accepted (ask the bank "
+                           "for one file per day)"), size=f"{len(data) / 1048576:.1f}",
+                        limit=str(MAX_FILE_BYTES // 1048576))
     if not data.strip():
-        raise StatementFileError(f"{name}the file is empty", "line 1")
+        raise UserError(N_("the file is empty")).at(line=1)
     kind = detect_format(data)
     try:
         if kind == "camt":
@@ -46,9 +46,5 @@ def parse_statement_file(data: bytes, filename: str | None = None) -> list[Parse
         if kind == "mt940":
             return mt940.parse(data)
         return csv_format.parse(data)
-    except StatementFileError as exc:
-        if name:
-            raise StatementFileError(name + exc.message, exc.location, exc.problems) from None
-        raise
     except RecursionError:
-        raise StatementFileError(f"{name}the file nests too deeply to be a bank statement", "") from None
+        raise UserError(N_("the file nests too deeply to be a bank statement")) from None

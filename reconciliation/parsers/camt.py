@@ -13,13 +13,15 @@ from datetime import date, datetime
 
 from lxml import etree
 
+from kernel.i18n import N_
+from kernel.user_error import UserError
 from ledger.money import Money
 from reconciliation.entries import (
     CreditDebit,
     EntryStatus,
     ParsedEntry,
     ParsedStatement,
-    StatementFileError,
+    at_element,
     money_from_text,
 )
 from reconciliation.references import first_rf_reference
@@ -54,7 +56,8 @@ def _refuse_doctype(data: bytes) -> None:
     root = re.search(rb"<[A-Za-z_]", data)
     prolog = data[: root.start()] if root else data
     if b"<!DOCTYPE" in prolog.upper() or b"<!ENTITY" in prolog.upper():
-        raise StatementFileError("XML with a DOCTYPE (DTD or entity declarations) is refused: bank statements never carry one", "line 1")
+        raise UserError(N_("XML with a DOCTYPE (DTD or entity declarations) is refused: bank statements never carry "
+                           "one")).at(line=1)
 
 
 def parse(data: bytes) -> list[ParsedStatement]:
@@ -63,23 +66,20 @@ def parse(data: bytes) -> list[ParsedStatement]:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
         line = exc.lineno if exc.lineno else 1
-        raise StatementFileError(f"the file is not well-formed XML: {exc.msg}", f"line {line}") from None
+        raise UserError(N_("the file is not well-formed XML: %(detail)s"), detail=exc.msg).at(line=line) from None
     tree = root.getroottree()
     if tree.docinfo.doctype:
-        raise StatementFileError("XML with a DOCTYPE is refused: bank statements never carry one", "line 1")
+        raise UserError(N_("XML with a DOCTYPE is refused: bank statements never carry one")).at(line=1)
     ns = etree.QName(root).namespace or ""
     match = NAMESPACE.match(ns)
     if match is None:
-        raise StatementFileError(
-            "expected an ISO 20022 camt.052, camt.053 or camt.054 document "
-            f"(namespace urn:iso:std:iso:20022:tech:xsd:camt.05x.001.NN), got namespace {ns or 'none'!r}",
-            f"/{etree.QName(root).localname}",
-        )
+        raise at_element(UserError(N_("expected an ISO 20022 camt.052, camt.053 or camt.054 document (namespace "
+                                      "urn:iso:std:iso:20022:tech:xsd:camt.05x.001.NN), got namespace %(namespace)s"),
+                                   namespace=repr(ns or "none")), f"/{etree.QName(root).localname}")
     message, version = match.group(1), int(match.group(2))
     if version not in SUPPORTED_VERSIONS:
-        raise StatementFileError(
-            f"camt.{message}.001.{version:02d} is not supported; expected versions 001.02 to 001.13", "/Document"
-        )
+        raise at_element(UserError(N_("%(version)s is not supported; expected versions 001.02 to 001.13"),
+                                   version=f"camt.{message}.001.{version:02d}"), "/Document")
     return _Reader(ns, f"camt.{message}.001.{version:02d}", message).read(root)
 
 
@@ -146,11 +146,13 @@ class _Reader:
     def read(self, root: etree._Element) -> list[ParsedStatement]:
         top = self.node(root)
         if self.find(top, self.container) is None:
-            raise StatementFileError(f"expected a {self.container} element under Document", "/Document")
+            raise at_element(UserError(N_("expected a %(element)s element under Document"), element=self.container),
+                             "/Document")
         group_created = self._datetime(self.find(top, f"{self.container}/GrpHdr/CreDtTm"), f"/Document/{self.container}/GrpHdr/CreDtTm")
         statements = self.findall(top, f"{self.container}/{self.statement_tag}")
         if not statements:
-            raise StatementFileError(f"expected at least one {self.statement_tag} element", f"/Document/{self.container}")
+            raise at_element(UserError(N_("expected at least one %(element)s element"), element=self.statement_tag),
+                             f"/Document/{self.container}")
         return [
             self._statement(self.node(stmt), f"/Document/{self.container}/{self.statement_tag}[{n}]", group_created)
             for n, stmt in enumerate(statements, 1)
@@ -159,7 +161,7 @@ class _Reader:
     def _statement(self, stmt: _Node, path: str, group_created: datetime | None) -> ParsedStatement:
         warnings: list[str] = []
         if self.find(stmt, "Acct") is None:
-            raise StatementFileError("expected the account (Acct) of the statement", f"{path}/Acct")
+            raise at_element(UserError(N_("expected the account (Acct) of the statement")), f"{path}/Acct")
         iban = self.text(stmt, "Acct/Id/IBAN")
         account_id = iban or self.text(stmt, "Acct/Id/Othr/Id")
         currency = self.text(stmt, "Acct/Ccy")
@@ -362,7 +364,8 @@ class _Reader:
             if el is not None:
                 indicator = self.text(tx, "CdtDbtInd") or entry_side.value
                 if indicator not in ("CRDT", "DBIT"):
-                    raise StatementFileError(f"expected CdtDbtInd CRDT or DBIT, got {indicator!r}", f"{path}/CdtDbtInd")
+                    raise at_element(UserError(N_("expected CdtDbtInd CRDT or DBIT, got %(value)s"),
+                                               value=repr(indicator)), f"{path}/CdtDbtInd")
                 return self._money(el, f"{path}/{sub}", negative=indicator == "DBIT")
         return None
 
@@ -371,20 +374,21 @@ class _Reader:
     def _indicator(self, el: _Node, path: str) -> str:
         value = self.text(el, "CdtDbtInd")
         if value not in ("CRDT", "DBIT"):
-            raise StatementFileError(f"expected CdtDbtInd CRDT or DBIT, got {value!r}", f"{path}/CdtDbtInd")
+            raise at_element(UserError(N_("expected CdtDbtInd CRDT or DBIT, got %(value)s"), value=repr(value)),
+                             f"{path}/CdtDbtInd")
         return value
 
     def _amount(self, el: _Node, path: str) -> Money:
         amt = self.find(el, "Amt")
         if amt is None:
-            raise StatementFileError("expected an amount (Amt)", f"{path}/Amt")
+            raise at_element(UserError(N_("expected an amount (Amt)")), f"{path}/Amt")
         return self._money(amt, f"{path}/Amt", negative=self._indicator(el, path) == "DBIT")
 
     def _money(self, amt: etree._Element, path: str, negative: bool) -> Money:
         try:
             return money_from_text(amt.text, amt.get("Ccy"), negative=negative)
-        except ValueError as exc:
-            raise StatementFileError(str(exc), path) from None
+        except UserError as exc:
+            raise at_element(exc, path) from None
 
     def _status(self, ntry: _Node, path: str) -> EntryStatus | None:
         # 001.02-001.07: <Sts>BOOK</Sts>; 001.08 onwards: <Sts><Cd>BOOK</Cd></Sts>.
@@ -396,7 +400,8 @@ class _Reader:
         except ValueError:
             if value in ("FUTR",):
                 return EntryStatus.PENDING
-            raise StatementFileError(f"expected an entry status BOOK, PDNG or INFO, got {value!r}", f"{path}/Sts") from None
+            raise at_element(UserError(N_("expected an entry status BOOK, PDNG or INFO, got %(value)s"),
+                                       value=repr(value)), f"{path}/Sts") from None
 
     def _bank_code(self, el: _Node) -> str | None:
         domain = self.text(el, "BkTxCd/Domn/Cd")
@@ -425,7 +430,8 @@ class _Reader:
             try:
                 return date.fromisoformat((dt.text or "").strip()[:10])
             except ValueError:
-                raise StatementFileError(f"expected a date such as 2026-03-31, got {dt.text!r}", f"{path}/Dt") from None
+                raise at_element(UserError(N_("expected a date such as 2026-03-31, got %(value)s"),
+                                           value=repr(dt.text)), f"{path}/Dt") from None
         stamp = self._datetime(self.find(node, f"{name}/DtTm"), f"{path}/DtTm")
         return stamp.date() if stamp else None
 
@@ -436,4 +442,5 @@ class _Reader:
         try:
             return datetime.fromisoformat(raw)
         except ValueError:
-            raise StatementFileError(f"expected a date and time such as 2026-03-31T18:00:00, got {raw!r}", path) from None
+            raise at_element(UserError(N_("expected a date and time such as 2026-03-31T18:00:00, got %(value)s"),
+                                       value=repr(raw)), path) from None

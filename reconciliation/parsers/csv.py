@@ -16,8 +16,10 @@ from datetime import date, datetime
 
 from stdnum import iban as stdnum_iban
 
+from kernel.i18n import N_
+from kernel.user_error import Translated, UserError, UserErrors
 from ledger.money import AmountError, CurrencyError, Money, check_currency
-from reconciliation.entries import CreditDebit, ParsedEntry, ParsedStatement, StatementFileError
+from reconciliation.entries import CreditDebit, ParsedEntry, ParsedStatement
 from reconciliation.references import first_rf_reference
 
 # canonical column → accepted headers, after lower-casing, accents removed, spaces → "_"
@@ -55,7 +57,7 @@ def parse(data: bytes) -> list[ParsedStatement]:
     lines = text.splitlines()
     header_line = next((line for line in lines if line.strip()), "")
     if not header_line:
-        raise StatementFileError("the file is empty", "line 1")
+        raise UserError(N_("the file is empty")).at(line=1)
     delimiter = ";" if header_line.count(";") > header_line.count(",") else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = next(reader)
@@ -68,13 +70,12 @@ def parse(data: bytes) -> list[ParsedStatement]:
     has_amount = "amount" in columns or ("debit" in columns and "credit" in columns)
     missing = [c for c in ("date", "currency") if c not in columns] + ([] if has_amount else ["amount"])
     if missing:
-        raise StatementFileError(
-            f"expected a header row with the columns {REQUIRED_HINT}; missing {', '.join(missing)} "
-            f"(found {', '.join(h.strip() for h in header) or 'nothing'})",
-            "line 1",
-        )
+        found = ", ".join(h.strip() for h in header)
+        raise UserError(N_("expected a header row with the columns %(columns)s; missing %(missing)s (found %(found)s)"),
+                        columns=REQUIRED_HINT, missing=", ".join(missing),
+                        found=found or Translated(N_("nothing"))).at(line=1)
 
-    problems: list[tuple[str, str]] = []
+    problems: list[UserError] = []
     rows: list[tuple[str | None, ParsedEntry]] = []
     for row in reader:
         line_no = reader.line_num
@@ -82,14 +83,12 @@ def parse(data: bytes) -> list[ParsedStatement]:
             continue
         try:
             rows.append(_row(row, columns, line_no))
-        except ValueError as exc:
-            problems.append((f"line {line_no}", str(exc)))
+        except UserError as problem:
+            problems.append(problem.at(line=line_no))
     if problems:
-        listed = "; ".join(f"{where}: {why}" for where, why in problems[:20])
-        more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
-        raise StatementFileError(f"{len(problems)} bad line(s), nothing imported: {listed}{more}", problems[0][0], tuple(problems))
+        raise UserErrors(problems)
     if not rows:
-        raise StatementFileError("the file has a header but no movements", "line 2")
+        raise UserError(N_("the file has a header but no movements")).at(line=2)
 
     # One statement per account and currency, in the order they first appear.
     groups: dict[tuple[str | None, str], list[ParsedEntry]] = {}
@@ -126,7 +125,8 @@ def _date(raw: str, column: str) -> date:
             return datetime.strptime(raw, fmt).date()
         except ValueError:
             continue
-    raise ValueError(f"{column}: expected a date such as 2026-03-31 or 31/03/2026, got {raw!r}")
+    raise UserError(N_("%(column)s: expected a date such as 2026-03-31 or 31/03/2026, got %(value)s"), column=column,
+                    value=repr(raw))
 
 
 def _money(raw: str, currency: str, column: str) -> Money:
@@ -135,7 +135,7 @@ def _money(raw: str, currency: str, column: str) -> Money:
     try:
         money = Money.parse(body, currency)
     except AmountError as exc:
-        raise ValueError(f"{column}: {exc}") from None
+        raise UserError(N_("%(column)s: %(problem)s"), column=column, problem=exc) from None
     return -money if negative else money
 
 
@@ -143,26 +143,27 @@ def _row(row: list[str], columns: dict[str, int], line_no: int) -> tuple[str | N
     try:
         currency = check_currency(_cell(row, columns, "currency"))
     except CurrencyError:
-        raise ValueError(f"currency: expected an ISO 4217 code such as EUR, got {_cell(row, columns, 'currency')!r}") from None
+        raise UserError(N_("currency: expected an ISO 4217 code such as EUR, got %(value)s"),
+                        value=repr(_cell(row, columns, "currency"))) from None
     raw_date = _cell(row, columns, "date")
     if not raw_date:
-        raise ValueError("date: empty")
+        raise UserError(N_("%(column)s: empty"), column="date")
     booking = _date(raw_date, "date")
     raw_value = _cell(row, columns, "value_date")
     value = _date(raw_value, "value_date") if raw_value else booking
     if "amount" in columns:
         raw = _cell(row, columns, "amount")
         if not raw:
-            raise ValueError("amount: empty")
+            raise UserError(N_("%(column)s: empty"), column="amount")
         amount = _money(raw, currency, "amount")
     else:
         debit, credit = _cell(row, columns, "debit"), _cell(row, columns, "credit")
         if bool(debit) == bool(credit):
-            raise ValueError("expected an amount in exactly one of the debit and credit columns")
+            raise UserError(N_("expected an amount in exactly one of the debit and credit columns"))
         amount = -_magnitude(_money(debit, currency, "debit")) if debit else _magnitude(_money(credit, currency, "credit"))
     iban = _cell(row, columns, "iban").replace(" ", "").upper() or None
     if iban and not stdnum_iban.is_valid(iban):
-        raise ValueError(f"iban: {iban!r} is not a valid IBAN")
+        raise UserError(N_("iban: %(value)s is not a valid IBAN"), value=repr(iban))
     text = _cell(row, columns, "text") or None
     reference = _cell(row, columns, "reference") or None
     rf = first_rf_reference(reference) or first_rf_reference(text)

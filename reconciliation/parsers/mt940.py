@@ -22,7 +22,9 @@ from decimal import Decimal
 from stdnum import iban as stdnum_iban
 
 from ledger.money import CurrencyError, Money, check_currency
-from reconciliation.entries import CreditDebit, ParsedEntry, ParsedStatement, StatementFileError, to_minor
+from kernel.i18n import N_
+from kernel.user_error import UserError
+from reconciliation.entries import CreditDebit, ParsedEntry, ParsedStatement, to_minor
 from reconciliation.references import first_rf_reference
 
 _TAG = re.compile(r"^:(\d{2}[A-Z]?):")
@@ -64,7 +66,7 @@ def parse(data: bytes) -> list[ParsedStatement]:
     text = _decode(data).replace("\r\n", "\n").replace("\r", "\n")
     drafts = _split(text)
     if not drafts:
-        raise StatementFileError("expected an MT940 statement starting with :20:", "line 1")
+        raise UserError(N_("expected an MT940 statement starting with :20:")).at(line=1)
     return [_statement(d) for d in drafts]
 
 
@@ -103,7 +105,8 @@ def _split(text: str) -> list[_Draft]:
                 current = _Draft(line_no=i + 1)
                 drafts.append(current)
             if current is None:
-                raise StatementFileError(f"expected :20: to start a statement, found :{tag.group(1)}:", f"line {i + 1}")
+                raise UserError(N_("expected :20: to start a statement, found :%(tag)s:"),
+                                tag=tag.group(1)).at(line=i + 1)
             current.fields.append(_Field(tag.group(1), [line[tag.end() :]], i + 1))
             inside = True
         elif _TERMINATOR.match(line) and _ends_message(lines, i):
@@ -149,7 +152,7 @@ def _statement(draft: _Draft) -> ParsedStatement:
         elif f.tag == "61":
             flush(None)
             if currency is None:
-                raise StatementFileError("expected the opening balance :60F: before the first :61:", f"line {f.line_no}")
+                raise UserError(N_("expected the opening balance :60F: before the first :61:")).at(line=f.line_no)
             pending = (f, _line61(f, currency))
         elif f.tag == "86":
             if pending is not None:
@@ -211,29 +214,32 @@ def _date(text: str, line_no: int) -> date:
     try:
         return date(2000 + year if year < 80 else 1900 + year, month, day)
     except ValueError:
-        raise StatementFileError(f"expected a date YYMMDD, got {text!r}", f"line {line_no}") from None
+        raise UserError(N_("expected a date YYMMDD, got %(value)s"), value=repr(text)).at(line=line_no) from None
 
 
 def _amount(text: str, currency: str, line_no: int) -> int:
     # MT940 amounts: digits, one comma as the decimal mark, maybe no decimals ("9,"), maybe zero-padded.
     if text.count(",") != 1:
-        raise StatementFileError(f"expected an amount with a decimal comma such as 1405,31, got {text!r}", f"line {line_no}")
+        raise UserError(N_("expected an amount with a decimal comma such as 1405,31, got %(value)s"),
+                        value=repr(text)).at(line=line_no)
     whole, fraction = text.split(",")
     try:
         return to_minor(Decimal(f"{whole or '0'}.{fraction or '0'}"), currency)
-    except ValueError as exc:
-        raise StatementFileError(str(exc), f"line {line_no}") from None
+    except UserError as exc:
+        raise exc.at(line=line_no) from None
 
 
 def _balance(f: _Field) -> tuple[Money, date]:
     raw = _one_line(f.value)
     m = _BALANCE.match(raw)
     if m is None:
-        raise StatementFileError(f"expected a balance such as C140219EUR662,23 in :{f.tag}:, got {raw!r}", f"line {f.line_no}")
+        raise UserError(N_("expected a balance such as C140219EUR662,23 in :%(tag)s:, got %(value)s"), tag=f.tag,
+                        value=repr(raw)).at(line=f.line_no)
     try:
         currency = check_currency(m.group("ccy"))
     except CurrencyError:
-        raise StatementFileError(f"unknown currency {m.group('ccy')!r} in :{f.tag}:", f"line {f.line_no}") from None
+        raise UserError(N_("unknown currency %(value)s in :%(tag)s:"), value=repr(m.group("ccy")),
+                        tag=f.tag).at(line=f.line_no) from None
     minor = _amount(m.group("amount"), currency, f.line_no)
     return Money(-minor if m.group("mark") == "D" else minor, currency), _date(m.group("date"), f.line_no)
 
@@ -242,10 +248,8 @@ def _line61(f: _Field, currency: str) -> dict[str, object]:
     raw = "\n".join(line.rstrip() for line in f.lines).strip("\n")
     m = _LINE61.match(raw)
     if m is None:
-        raise StatementFileError(
-            "expected a statement line :61: such as 1402200220C1,56NTRFNONREF//bankref, got " + repr(raw.split("\n")[0]),
-            f"line {f.line_no}",
-        )
+        raise UserError(N_("expected a statement line :61: such as 1402200220C1,56NTRFNONREF//bankref, got %(value)s"),
+                        value=repr(raw.split("\n")[0])).at(line=f.line_no)
     value_date = _date(m.group("vdate"), f.line_no)
     booking = None
     if m.group("edate"):
@@ -259,7 +263,8 @@ def _line61(f: _Field, currency: str) -> dict[str, object]:
         try:
             booking = date(year, month, day)
         except ValueError:
-            raise StatementFileError(f"expected an entry date MMDD, got {m.group('edate')!r}", f"line {f.line_no}") from None
+            raise UserError(N_("expected an entry date MMDD, got %(value)s"),
+                            value=repr(m.group("edate"))).at(line=f.line_no) from None
     mark = m.group("mark")
     minor = _amount(m.group("amount"), currency, f.line_no)
     # C credit, D debit; RC reverses a credit (money out), RD reverses a debit (money in).

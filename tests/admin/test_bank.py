@@ -191,6 +191,17 @@ def test_a_file_too_large_is_refused_whole(new_client, world: World, session: Se
     assert session.scalars(select(Customer)).all()  # the world is still there
 
 
+def test_a_statement_with_bad_lines_is_refused_in_the_staff_members_language(
+        new_client, world: World, session: Session) -> None:  # type: ignore[no-untyped-def]
+    client = signed_in(new_client, "boss@acme.test", language="fr")
+    bad = b"date;montant;devise\n2026-03-02;10,005;EUR\n2026-03-02;1,00;EURO\n"
+    response = _upload(client, bad, name="releve.csv")
+    assert response.status_code == 400
+    assert ("releve.csv : rien n’a été importé : 2 ligne(s) incorrecte(s) : ligne 2 : amount : '10,005' a plus "
+            "de 2 décimales pour la devise EUR ; ligne 3 : currency : code ISO 4217 attendu") in _text(response.text)
+    assert session.scalars(select(BankEntry)).all() == []
+
+
 def test_the_dashboard_shows_what_became_of_the_money_received(new_client, world: World, session: Session) -> None:  # type: ignore[no-untyped-def]
     client = signed_in(new_client, "boss@acme.test")
     _upload(client, STATEMENT)

@@ -55,6 +55,7 @@ def admin(client: TestClient, session: Session):  # type: ignore[no-untyped-def]
 def test_an_endpoint_added_in_the_back_office_is_sent_its_events_and_failures_can_be_sent_again(
         admin: TestClient, session: Session, session_factory: sessionmaker[Session], settings: Settings,
         receiver: Receiver) -> None:
+    assert 'value="payment.cancelled"' in admin.get("/admin/webhooks/endpoints").text  # offered in the form
     page = _post(admin, "/admin/webhooks/endpoints", {"company": "NORTH", "url": receiver.url + "/erp",
                                                       "events": ["payment.succeeded", "dispute.opened"]})
     assert page.status_code == 200 and page.headers["cache-control"] == "no-store"

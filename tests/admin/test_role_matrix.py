@@ -18,12 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.testclient import TestClient
 
 from encours.app import create_app
@@ -102,11 +103,20 @@ def _settings(storage_dir: str = "/nonexistent") -> Settings:
 def _admin_routes() -> list[tuple[str, str, Route]]:
     app = create_app(_settings(), sessions=sessionmaker())
     found = []
-    for route in app.routes:
-        if isinstance(route, Route) and route.path.startswith("/admin"):
+    for prefix, route in _walk(app.routes):
+        if isinstance(route, Route) and (prefix + route.path).startswith("/admin"):
             for method in sorted((route.methods or set()) - {"HEAD"}):
-                found.append((method, route.path_format, route))
+                found.append((method, prefix + route.path_format, route))
     return found
+
+
+def _walk(routes: list[BaseRoute], prefix: str = "") -> Iterator[tuple[str, BaseRoute]]:
+    """Every route with the path it is mounted under (the packages mount theirs: /admin, ...)."""
+    for route in routes:
+        if isinstance(route, Mount) and not isinstance(route.app, StaticFiles):
+            yield from _walk(route.routes, prefix + route.path)
+        else:
+            yield prefix, route
 
 
 ROUTES = _admin_routes()
@@ -193,9 +203,9 @@ def signed_in(app, book: Book):  # type: ignore[no-untyped-def]
         client.__exit__(None, None, None)
 
 
-def _path(route: Route, book: Book) -> str:
+def _path(path_format: str, route: Route, book: Book) -> str:
     fill = {**RECORD_PARAMS, **COMPANY_PARAMS, **OTHER_PARAMS}
-    return route.path_format.format(**{name: fill[name](book) for name in route.param_convertors})
+    return path_format.format(**{name: fill[name](book) for name in route.param_convertors})
 
 
 def _post(client: TestClient, path: str) -> Any:
@@ -219,7 +229,7 @@ def test_the_matrix_covers_the_back_office() -> None:
 def test_route_against_every_role(method: str, path: str, route: Route, book: Book, signed_in) -> None:  # type: ignore[no-untyped-def]
     missing = _unknown_params(route)
     assert not missing, f"no fixture record for path parameter(s) {', '.join(missing)}: extend RECORD_PARAMS"
-    url = _path(route, book)
+    url = _path(path, route, book)
     admin_only = getattr(route.endpoint, "admin_only", False)
     scoped = bool(set(route.param_convertors) & set(RECORD_PARAMS))
     company_scoped = bool(set(route.param_convertors) & set(COMPANY_PARAMS))

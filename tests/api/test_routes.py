@@ -172,6 +172,12 @@ def test_openapi_document_and_docs_page(client):
     assert spec["components"]["schemas"]["InvoiceIn"]["additionalProperties"] is False
     page = client.get("/api/v1/docs")
     assert page.status_code == 200 and "putInvoice" in page.text and "<script" not in page.text
+    assert "importBankStatement" in page.text and "recordPayment" in page.text
+    upload = spec["paths"]["/api/v1/bank-statements"]["post"]
+    assert set(upload["requestBody"]["content"]) >= {"application/octet-stream", "application/xml", "text/csv"}
+    assert {"403", "413", "415", "422"} <= set(upload["responses"])
+    assert spec["paths"]["/api/v1/payments"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/PaymentIn"}
 
 
 def test_a_refusal_from_a_service_is_a_problem_naming_each_field_it_concerns(client, auth, session: Session):

@@ -6,9 +6,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dunning.messages import TemplateProblem, validate_step
+from dunning.messages import validate_step
 from dunning.scenarios import DEFAULT_STEPS, ensure_default_scenario, save_step, validate_step_fields
-from kernel.user_error import UserError
+from kernel.user_error import UserError, UserErrors
 from ledger.models import Scenario
 from tests import factories
 
@@ -42,39 +42,47 @@ def test_every_default_text_passes_validation() -> None:
 
 
 def test_a_syntax_error_is_refused_with_its_line() -> None:
-    with pytest.raises(TemplateProblem) as refused:
+    with pytest.raises(UserErrors) as refused:
         validate_step("Relance", "Bonjour,\n\n{% if invoices %}\n{{ invoices }}\n")
-    [problem] = refused.value.problems
-    assert problem.startswith("body, line 4: syntax error:")
-    assert "endif" in problem
+    [problem] = refused.value
+    assert (problem.field, problem.line) == ("body", 4)
+    assert str(problem).startswith("body, line 4: syntax error (")
+    assert str(problem) == "body, line 4: syntax error (the text ends before a block is closed)."
+    assert "endif" in problem.values["detail"]  # Jinja's own words, kept beside ours
+    assert problem.render("fr").startswith("message, ligne 4 : erreur de syntaxe (")
 
 
 def test_an_unknown_placeholder_is_refused_with_its_line_and_name() -> None:
-    with pytest.raises(TemplateProblem) as refused:
+    with pytest.raises(UserErrors) as refused:
         validate_step("Relance {{ company.name }}", "Bonjour {{ client.name }},\n\nTotal : {{ total }}")
-    assert refused.value.problems == [
-        "body, line 1: unknown placeholder 'client' (known: broken_promise, company, contact, customer, invoices, "
-        "late_charges, link, overdue, reminded_before, savings, today, totals, upcoming)",
-        "body, line 3: unknown placeholder 'total' (known: broken_promise, company, contact, customer, invoices, "
-        "late_charges, link, overdue, reminded_before, savings, today, totals, upcoming)",
+    assert [str(problem) for problem in refused.value] == [
+        "body, line 1: unknown placeholder “client” (known: broken_promise, company, contact, customer, invoices, "
+        "late_charges, link, overdue, reminded_before, savings, today, totals, upcoming).",
+        "body, line 3: unknown placeholder “total” (known: broken_promise, company, contact, customer, invoices, "
+        "late_charges, link, overdue, reminded_before, savings, today, totals, upcoming).",
     ]
+    assert [problem.line for problem in refused.value] == [1, 3]
 
 
 def test_an_unknown_attribute_is_refused_too() -> None:
-    with pytest.raises(TemplateProblem) as refused:
-        validate_step("{{ customer.nmae }}", "ok")
-    assert refused.value.problems == [
-        "subject, line 1: unknown placeholder 'customer.nmae' (known: customer.name, customer.ref)"
+    with pytest.raises(UserErrors) as refused:
+        validate_step("{{ customer.nmae }}", "ok", language="fr")
+    assert [str(problem) for problem in refused.value] == [
+        "français subject, line 1: unknown placeholder “customer.nmae” (known: customer.name, customer.ref)."
     ]
+    assert [problem.render("fr") for problem in refused.value] == [
+        "objet (français), ligne 1 : variable inconnue « customer.nmae » (connues : customer.name, customer.ref)."
+    ]
+    assert [problem.field for problem in refused.value] == ["subject_fr"]
 
 
 def test_an_unknown_filter_is_a_syntax_error() -> None:
-    with pytest.raises(TemplateProblem, match=r"body, line 2: syntax error: No filter named 'shout'"):
+    with pytest.raises(UserErrors, match=r"body, line 2: syntax error \(unknown filter “shout”\)"):
         validate_step("Relance", "Bonjour\n{{ customer.name | shout }}")
 
 
 def test_the_sandbox_refuses_reaching_into_python() -> None:
-    with pytest.raises(TemplateProblem, match="body: .*(unsafe|not safely|undefined)"):
+    with pytest.raises(UserErrors, match="body: cannot be rendered .*(unsafe|not safely|undefined)"):
         validate_step("Relance", "{{ customer.name.__class__.__mro__ }}")
 
 
@@ -88,7 +96,7 @@ def test_save_step_refuses_a_broken_text_and_a_duplicate_offset(session: Session
     scenario = ensure_default_scenario(session, company)
     good = {"offset_days": 45, "tone": "formal", "subject_fr": "Dernier avis", "body_fr": "{{ invoices }}",
             "subject_en": "Last notice", "body_en": "{{ invoices }}"}
-    with pytest.raises(TemplateProblem, match="en body, line 1: unknown placeholder 'invoice'"):
+    with pytest.raises(UserErrors, match="English body, line 1: unknown placeholder “invoice”"):
         save_step(session, scenario, **{**good, "body_en": "{{ invoice }}"})
     with pytest.raises(UserError, match="unknown tone"):
         save_step(session, scenario, **{**good, "tone": "angry"})

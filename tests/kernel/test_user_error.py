@@ -50,6 +50,18 @@ def test_several_errors_keep_their_fields_and_join_in_each_language() -> None:
     }
 
 
+def test_a_files_problems_group_by_line_in_line_order_in_each_language() -> None:
+    errors = UserErrors([
+        UserError(N_("unknown currency %(value)s"), value="'XYZ'").at(line=7),
+        UserError(N_("the file is empty")).at(line=3),
+        UserError(N_("unknown currency %(value)s"), value="'ABC'").at(line=7),
+        UserError(N_("the file is empty")),
+    ])
+    assert errors.by_line("en") == [(None, "the file is empty"), (3, "the file is empty"),
+                                    (7, "unknown currency 'XYZ'; unknown currency 'ABC'")]
+    assert errors.by_line("fr")[2] == (7, "devise inconnue 'XYZ' ; devise inconnue 'ABC'")
+
+
 def test_it_is_still_a_value_error_for_callers_that_catch_those() -> None:
     with pytest.raises(ValueError, match="amount is empty"):
         Money.parse(" ", "EUR")

@@ -6,7 +6,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ledger.csv_import import MAX_DATA_LINES, ImportFailed, ImportReport, LineError, import_csv
+from kernel.user_error import UserErrors
+from ledger.csv_import import MAX_DATA_LINES, ImportReport, import_csv
 from ledger.models import Allocation, AuditEvent, Company, Contact, Customer, Invoice, InvoiceKind, Payment
 from tests import factories
 
@@ -19,9 +20,10 @@ def csv_bytes(*lines: str) -> bytes:
 
 
 def failure(session: Session, kind: str, raw: bytes) -> list[str]:
-    with pytest.raises(ImportFailed) as caught:
+    """Each bad line as the command line prints it."""
+    with pytest.raises(UserErrors) as caught:
         import_csv(session, kind, raw)  # type: ignore[arg-type]
-    return [str(error) for error in caught.value.errors]
+    return [f"line {line}: {problems}" for line, problems in caught.value.by_line("en")]
 
 
 def count(session: Session, model: type) -> int:
@@ -54,8 +56,13 @@ def invoice_by_number(session: Session, number: str) -> Invoice:
 # --- the API -------------------------------------------------------------------------
 
 
-def test_line_error_reads_like_a_user_counts_lines() -> None:
-    assert str(LineError(4, "unknown currency 'XYZ'")) == "line 4: unknown currency 'XYZ'"
+def test_every_problem_is_a_user_error_at_its_line(session: Session, acme: Company) -> None:
+    raw = csv_bytes(CUSTOMER_HEADER, "ACME,C1,One,one@x.fr,de,,", "ACME,C2,Two,two@x.fr,fr,,", "ACME,C3,Three,bad,xx,,")
+    with pytest.raises(UserErrors) as caught:
+        import_csv(session, "customers", raw)
+    assert [(error.line, error.values.get("column")) for error in caught.value] == [
+        (2, "language"), (4, "email"), (4, "language")]
+    assert count(session, Customer) == 0
 
 
 def test_report_summary() -> None:
@@ -231,11 +238,11 @@ def test_control_characters_in_invoice_fields_are_refused(session: Session, acme
     raw = csv_bytes(INVOICE_HEADER, 'ACME,C001,"F-1\rA",2026-10-01,2026-10-31,EUR,100,,',  # 2 and 3
                     "ACME,C001,F\x00-2,2026-10-01,2026-10-31,EUR,100,,")  # 4
     errors = errors_of(session, "invoices", raw)
-    assert [str(e) for e in errors] == [
-        "line 2: number contains a line break, tab or other control character (U+000D); remove it",
-        "line 4: number contains a line break, tab or other control character (U+0000); remove it",
+    assert errors.by_line("en") == [
+        (2, "number contains a line break, tab or other control character (U+000D); remove it"),
+        (4, "number contains a line break, tab or other control character (U+0000); remove it"),
     ]
-    assert errors[0].render("fr").startswith("number contient un saut de ligne")
+    assert errors.by_line("fr")[0][1].startswith("number contient un saut de ligne")
     assert count(session, Invoice) == 0
 
 
@@ -706,10 +713,15 @@ def test_invoices_without_discount_columns_take_the_companys_default_terms(
 # --- reasons in the reader's language ------------------------------------------------
 
 
-def errors_of(session: Session, kind: str, raw: bytes) -> list[LineError]:
-    with pytest.raises(ImportFailed) as caught:
+def errors_of(session: Session, kind: str, raw: bytes) -> UserErrors:
+    with pytest.raises(UserErrors) as caught:
         import_csv(session, kind, raw)  # type: ignore[arg-type]
-    return caught.value.errors
+    return caught.value
+
+
+def texts(errors: UserErrors, language: str) -> list[str]:
+    """Each bad line's problems, joined, as a page shows them."""
+    return [problems for _line, problems in errors.by_line(language)]
 
 
 def test_reasons_carry_named_values_and_read_in_french(session: Session, acme: Company, client: Customer) -> None:
@@ -722,40 +734,41 @@ def test_reasons_carry_named_values_and_read_in_french(session: Session, acme: C
         "ACME,C001,F-4,2026-10-01,2026-10-31,EUR,100,,,",  # 5
     )
     errors = errors_of(session, "invoices", raw)
-    assert [e.line for e in errors] == [2, 3, 4, 5]
-    date_reason = errors[0].reasons[0]
-    assert (date_reason.message, dict(date_reason.values)) == (
-        "%(column)s %(value)s is not a date (expected YYYY-MM-DD)", {"column": "issue_date", "value": "'01/10/2026'"})
-    assert [e.render("fr") for e in errors] == [
+    assert [line for line, _problems in errors.by_line("en")] == [2, 3, 4, 5]
+    date_reason = errors.errors[0]
+    assert (date_reason.message, dict(date_reason.values), date_reason.line) == (
+        "%(column)s %(value)s is not a date (expected YYYY-MM-DD)", {"column": "issue_date", "value": "'01/10/2026'"},
+        2)
+    assert texts(errors, "fr") == [
         "issue_date '01/10/2026' n’est pas une date (format attendu AAAA-MM-JJ) ; devise inconnue 'XYZ'",
         "'1 234,567' a plus de 2 décimales pour la devise EUR",
         "le montant 69,90\u00a0€ est inférieur aux 70,00\u00a0€ déjà réglés sur la facture F-9",
         "9 valeurs attendues, 10 trouvées (un « , » dans une valeur doit être entre guillemets)",
     ]
     # English stays what the command line has always printed
-    assert [e.render("en") for e in errors] == [e.message for e in errors] == [
+    assert texts(errors, "en") == [
         "issue_date '01/10/2026' is not a date (expected YYYY-MM-DD); unknown currency 'XYZ'",
         "'1 234,567' has more than 2 decimals for EUR",
         "amount 69.90 EUR is below the 70.00 EUR already settled on invoice F-9",
         "expected 9 values, found 10 (a ',' inside a value needs quotes)",
     ]
     # the customer is only unknown once the line parses: reported on its own
-    assert errors_of(session, "invoices", csv_bytes(INVOICE_HEADER, "ACME,C404,F-2,2026-10-01,2026-10-31,EUR,1,,"))[
-        0].render("fr") == "client inconnu 'C404' dans la société ACME"
+    assert texts(errors_of(session, "invoices", csv_bytes(INVOICE_HEADER, "ACME,C404,F-2,2026-10-01,2026-10-31,EUR,1,,")),
+                 "fr") == ["client inconnu 'C404' dans la société ACME"]
 
 
 def test_file_level_reasons_read_in_french(session: Session, acme: Company) -> None:
     header = errors_of(session, "customers", csv_bytes("company,customer_ref,nom,email,email,language,phone,segment",
                                                        "ACME,C1,X,a@x.fr,a@x.fr,fr,,"))
-    assert header[0].render("fr") == (
+    assert texts(header, "fr")[0] == (
         "colonne inconnue 'nom' ; colonne(s) en double email ; colonne(s) manquante(s) name "
         "(colonnes attendues : company,customer_ref,name,email,language,phone,segment)")
-    assert header[0].message.startswith("unknown column 'nom'; duplicated column(s) email; missing column(s) name "
+    assert str(header).startswith("unknown column 'nom'; duplicated column(s) email; missing column(s) name "
                                         "(expected company,")
-    assert errors_of(session, "customers", b"")[0].render("fr") == "le fichier est vide"
+    assert texts(errors_of(session, "customers", b""), "fr") == ["le fichier est vide"]
     lines = [f"ACME,C{n},Name {n},a{n}@x.fr,fr,," for n in range(MAX_DATA_LINES + 1)]
-    too_many = errors_of(session, "customers", csv_bytes(CUSTOMER_HEADER, *lines))[0]
-    assert too_many.render("fr") == ("le fichier compte plus de 50\u202f000 lignes de données ; "
+    too_many = errors_of(session, "customers", csv_bytes(CUSTOMER_HEADER, *lines))
+    assert texts(too_many, "fr")[0] == ("le fichier compte plus de 50\u202f000 lignes de données ; "
                                      "découpez-le en fichiers plus petits")
 
 
@@ -810,11 +823,12 @@ def test_a_bad_contacts_file_imports_nothing_and_names_every_bad_line(session: S
     before = count(session, Contact)
     raw = csv_bytes(CONTACT_HEADER, "C001,ok@c001.test,,,,,", "C404,x@c001.test,,,,,", "C001,ok@c001.test,Other,,,,",
                     "C001,bad,,,de,chief,perhaps")
-    with pytest.raises(ImportFailed) as caught:
+    with pytest.raises(UserErrors) as caught:
         import_contacts(session, raw, company_code="ACME")
-    assert [error.line for error in caught.value.errors] == [3, 4, 5]
-    assert "already on line 2 with different values" in str(caught.value.errors[1])
+    lines = caught.value.by_line("en")
+    assert [line for line, _problems in lines] == [3, 4, 5]
+    assert "already on line 2 with different values" in lines[1][1]
     assert count(session, Contact) == before
-    with pytest.raises(ImportFailed) as refused:
+    with pytest.raises(UserErrors) as refused:
         import_contacts(session, raw, company_code="ACME", allowed_companies=["OTHER"])
-    assert "you may not import into company 'ACME'" in str(refused.value.errors[0])
+    assert "you may not import into company 'ACME'" in refused.value.by_line("en")[0][1]

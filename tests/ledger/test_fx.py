@@ -119,9 +119,10 @@ def test_import_reports_every_bad_line_and_writes_nothing(session):
            b"2026-11-01,EUR,USD,1.2\n"  # 6: same pair and day as line 2, another rate
            b"2026-11-01,EUR,USD\n"  # 7: a value missing
            b"2026-11-03,GBP,USD,0\n")  # 8: zero
-    with pytest.raises(fx.FxImportFailed) as raised:
-        fx.import_rates(session, raw, actor="m@x.fr")
-    problems = {p.line: "; ".join(str(r) for r in p.reasons) for p in raised.value.lines}
+    table = fx.read_rates(raw)  # readable: the bad lines are the import's to report
+    with pytest.raises(UserErrors) as raised:
+        fx.import_rates(session, table, actor="m@x.fr")
+    problems = dict(raised.value.by_line("en"))
     assert sorted(problems) == [3, 4, 5, 6, 7, 8]
     assert "date 2026-13-01 is not a date" in problems[3]
     assert "base and quote are both EUR" in problems[4]
@@ -139,7 +140,10 @@ def test_import_reports_every_bad_line_and_writes_nothing(session):
     (b"date,base,quote,rate\n2026-11-01,EUR,USD,1.1\xff\n", "not UTF-8"),
 ])
 def test_a_malformed_file_is_refused_whole(session, raw, detail):
-    with pytest.raises(fx.FxImportFailed) as raised:
+    with pytest.raises(UserErrors) as unreadable:
+        fx.read_rates(raw)
+    assert detail in str(unreadable.value)
+    with pytest.raises(UserErrors) as raised:
         fx.import_rates(session, raw, actor="m@x.fr")
-    assert raised.value.unreadable is not None and detail in str(raised.value.unreadable)
+    assert detail in str(raised.value)
     assert _count(session) == 0

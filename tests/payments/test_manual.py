@@ -18,7 +18,7 @@ from ledger.money import Money
 from ledger.statement import build_statement, unapplied_credit
 from payments.checkout import settle_with_credit
 from kernel.user_error import UserError
-from payments.manual import record_manual_payment, reverse_manual_payment
+from payments.manual import KeyActor, record_manual_payment, reverse_manual_payment
 from tests import factories
 
 TODAY = date(2026, 11, 25)
@@ -168,6 +168,19 @@ def test_roles(session: Session, company: Company, customer: Customer, invoices:
         reverse_manual_payment(session, payment, viewer)
     reverse_manual_payment(session, payment, collector)
     assert payment.status == "cancelled"
+
+
+def test_an_api_key_acts_for_its_own_company_only_and_is_the_audited_actor(
+        session: Session, company: Company, customer: Customer, invoices: list[Invoice]) -> None:
+    with pytest.raises(UserError, match="may not record"):
+        record_manual_payment(session, customer, eur(10_00), TODAY, "cash", "", None,
+                              KeyActor("other-erp", factories.company(session).id))
+    erp = KeyActor("sage-x3", company.id)
+    payment = record_manual_payment(session, customer, eur(10_00), TODAY, "cash", "", None, erp)
+    reverse_manual_payment(session, payment, erp)
+    actors = session.execute(select(AuditEvent.action, AuditEvent.actor_type, AuditEvent.actor)
+                             .where(AuditEvent.entity_type == "payment").order_by(AuditEvent.id)).all()
+    assert actors == [("payment.recorded", "api", "sage-x3"), ("payment.cancelled", "api", "sage-x3")]
 
 
 def test_a_provider_payment_is_not_cancelled_here(session: Session, customer: Customer, manager: User) -> None:

@@ -3,7 +3,7 @@ from datetime import date
 import pytest
 
 from ledger.money import Money
-from reconciliation.entries import StatementFileError
+from kernel.user_error import UserError, UserErrors
 from reconciliation.parsers import parse_statement_file
 
 
@@ -13,7 +13,7 @@ def test_french_headers_semicolons_decimal_comma():
         "02/03/2026;1 234,56;EUR;ACME SARL;FR76 3000 6000 0112 3456 7890 189;Facture F-2026-0468 RF18 5390 0754 7034;03/03/2026\n"
         "2026-03-02;-12,50;EUR;Banque;;Frais;\n"
     ).encode("cp1252")
-    [stmt] = parse_statement_file(data, "releve.csv")
+    [stmt] = parse_statement_file(data)
     assert stmt.format == "csv" and stmt.account_currency == "EUR"
     first, fee = stmt.entries
     assert first.amount == Money(123456, "EUR")
@@ -53,19 +53,19 @@ def test_every_bad_line_reported_nothing_kept():
         "2026-03-02;10,00;EURO;\n"
         "2026-03-02;10,00;EUR;FR00 1234\n"
     ).encode()
-    with pytest.raises(StatementFileError) as err:
+    with pytest.raises(UserErrors) as err:
         parse_statement_file(data)
-    assert err.value.location == "line 3"
-    assert [where for where, _ in err.value.problems] == ["line 3", "line 4", "line 5", "line 6"]
-    assert "more than 2 decimals for EUR" in err.value.problems[1][1]
+    assert [problem.line for problem in err.value] == [3, 4, 5, 6]
+    assert str(err.value.errors[1]) == "amount: '10,005' has more than 2 decimals for EUR"
+    assert err.value.errors[1].render("fr").startswith("amount : ")
 
 
 def test_missing_columns_named():
-    with pytest.raises(StatementFileError, match="missing currency") as err:
+    with pytest.raises(UserError, match="missing currency") as err:
         parse_statement_file(b"date,amount,name\n2026-03-02,1.00,x\n")
-    assert err.value.location == "line 1"
+    assert err.value.line == 1
 
 
 def test_empty_file():
-    with pytest.raises(StatementFileError, match="empty"):
+    with pytest.raises(UserError, match="empty"):
         parse_statement_file(b"  \n")

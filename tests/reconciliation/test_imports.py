@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from kernel.settings import Settings
@@ -221,6 +221,32 @@ def test_malformed_xml_is_refused_with_where(session: Session, world: World, set
     assert message.startswith("broken.xml: nothing imported: the file is not well-formed XML") and "line" in message
 
 
+def test_a_refusal_reads_in_the_staff_members_language_with_where(session: Session, world: World,
+                                                                  settings: Settings) -> None:
+    data = camt(credit("120.00", ref="E1", text="F-2026-0468")).replace(b"</Ntry>", b"</Ntr>", 1)
+    with pytest.raises(UserError) as refused:
+        import_statement_file(session, data, "broken.xml", settings=settings)
+    line = refused.value.values["problem"].line
+    assert line is not None and str(refused.value).endswith(f" (at line {line})")
+    french = refused.value.render("fr")
+    assert french.startswith("broken.xml : rien n’a été importé : le fichier n’est pas un XML bien formé : ")
+    assert french.endswith(f" (ligne {line})")
+
+
+def test_every_bad_line_of_a_csv_statement_is_listed(session: Session, world: World, settings: Settings) -> None:
+    data = b"date;montant;devise\n2026-03-02;10,005;EUR\n2026-03-02;1,00;EURO\n"
+    before = _ledger(session)
+    with pytest.raises(UserError) as refused:
+        import_statement_file(session, data, "releve.csv", settings=settings)
+    assert _ledger(session) == before
+    assert str(refused.value) == (
+        "releve.csv: nothing imported: 2 bad line(s): line 2: amount: '10,005' has more than 2 decimals for EUR; "
+        "line 3: currency: expected an ISO 4217 code such as EUR, got 'EURO'")
+    assert refused.value.render("fr") == (
+        "releve.csv : rien n’a été importé : 2 ligne(s) incorrecte(s) : ligne 2 : amount : '10,005' a plus de "
+        "2 décimales pour la devise EUR ; ligne 3 : currency : code ISO 4217 attendu, par exemple EUR ; reçu 'EURO'")
+
+
 def test_an_external_entity_is_refused(session: Session, world: World, settings: Settings) -> None:
     data = (b'<?xml version="1.0"?>\n<!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n'
             b'<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.02"><BkToCstmrStmt>&x;'
@@ -270,3 +296,12 @@ def test_an_rf_reference_is_checked_before_use(session: Session, world: World, s
 def session_factory(both_databases_session_factory):  # type: ignore[no-untyped-def]
     """Every test of this module runs on SQLite and on PostgreSQL."""
     return both_databases_session_factory
+
+
+def test_on_postgresql_the_import_plans_each_statement_anew(pg_session: Session, settings: Settings) -> None:
+    """The entries table grows inside the import's transaction: a generic plan the driver prepared
+    while it was empty (the duplicate check runs first) would stay a sequential scan for every
+    later look-up by identity key; the 50,000-entry bench spent minutes there (bench/RESULTS.md)."""
+    make_world(pg_session)
+    import_statement_file(pg_session, camt(credit("12.00", ref="PLAN1")), "plan.xml", settings=settings)
+    assert pg_session.execute(text("SELECT current_setting('plan_cache_mode')")).scalar() == "force_custom_plan"

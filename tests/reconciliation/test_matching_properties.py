@@ -189,3 +189,10 @@ def test_confirm_then_undo_restores_the_ledger_exactly(ledger_session: tuple[Ses
         assert _snapshot(session) == before
     finally:
         nested.rollback()
+
+
+@pytest.fixture
+def session_factory(both_databases_session_factory):  # type: ignore[no-untyped-def]
+    """Every test of this module runs on SQLite and on PostgreSQL (the running totals are checked
+    by `invariant_violations` at each step: row triggers on one, statement triggers on the other)."""
+    return both_databases_session_factory

@@ -3,7 +3,8 @@ from datetime import date
 import pytest
 
 from ledger.money import Money
-from reconciliation.entries import CreditDebit, StatementFileError
+from kernel.user_error import UserError
+from reconciliation.entries import CreditDebit
 from reconciliation.parsers import parse_statement_file
 
 OCA = "oca-bank-statement-import/"
@@ -154,13 +155,13 @@ def test_rf_reference_found_in_free_text_and_entry_date_across_new_year():
     ],
 )
 def test_bad_statement_lines_give_the_line(line, words):
-    with pytest.raises(StatementFileError) as err:
+    with pytest.raises(UserError) as err:
         parse_statement_file(_file(line))
-    assert err.value.location == "line 5"
-    assert words in err.value.message
+    assert err.value.line == 5
+    assert words in str(err.value)
 
 
 def test_bad_balance():
-    with pytest.raises(StatementFileError, match="C140219EUR662,23") as err:
+    with pytest.raises(UserError, match="C140219EUR662,23") as err:
         parse_statement_file(_file("").replace(b":60F:C260301EUR1000,00", b":60F:C260301EURO1000"))
-    assert err.value.location == "line 4"
+    assert err.value.line == 4

@@ -1,0 +1,80 @@
+"""`kernel.db.insert_rows` writes the same rows as an INSERT of many rows (defaults, JSON, NULLs),
+and `update_rows` changes each row its own way, on SQLite and PostgreSQL; on PostgreSQL each in one
+statement, so statement triggers (the running totals) fire once, not once per row."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Table, insert, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from kernel.db import insert_rows, update_rows
+from ledger.models import AuditEvent
+
+AUDITS = AuditEvent.__table__
+assert isinstance(AUDITS, Table)
+
+
+@pytest.fixture
+def session(both_databases_session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    with both_databases_session_factory() as session:
+        yield session
+
+
+def _rows(action: str) -> list[dict[str, Any]]:
+    return [dict(actor_type="system", actor=None if n % 3 else "test", action=action, entity_type="test",
+                 entity_id=n, before=None if n % 2 else {"status": "open", "n": n, "text": "l'été\t\"x\"\n"},
+                 after=[n, "b\\c"]) for n in range(1_200)]
+
+
+def _read(session: Session, action: str) -> list[tuple[Any, ...]]:
+    return [tuple(row) for row in session.execute(
+        select(AUDITS.c.actor_type, AUDITS.c.actor, AUDITS.c.entity_type, AUDITS.c.entity_id, AUDITS.c.customer_id,
+               AUDITS.c.before, AUDITS.c.after, AUDITS.c.created_at.is_not(None))
+        .where(AUDITS.c.action == action).order_by(AUDITS.c.entity_id))]
+
+
+def test_the_rows_are_written_as_an_insert_writes_them(session: Session) -> None:
+    insert_rows(session, AUDITS, _rows("test.copied"))
+    session.execute(insert(AUDITS), _rows("test.inserted"))
+    copied = _read(session, "test.copied")
+    assert len(copied) == 1_200 and copied == _read(session, "test.inserted")
+    insert_rows(session, AUDITS, [])  # nothing to write: nothing written
+    assert len(_read(session, "test.copied")) == 1_200
+
+
+def test_statement_triggers_fire_once_on_postgresql(pg_session: Session) -> None:
+    pg_session.execute(text("CREATE TEMPORARY TABLE fired (rows integer) ON COMMIT DROP"))
+    pg_session.execute(text("CREATE FUNCTION test_count_rows() RETURNS trigger AS $$ BEGIN "
+                            "INSERT INTO fired SELECT count(*) FROM new_rows; RETURN NULL; END $$ LANGUAGE plpgsql"))
+    pg_session.execute(text("CREATE TRIGGER tr_test_count_rows AFTER INSERT ON audit_events "
+                            "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION test_count_rows()"))
+    insert_rows(pg_session, AUDITS, _rows("test.copied"))
+    assert pg_session.scalars(text("SELECT rows FROM fired")).all() == [1_200]
+
+
+def test_each_row_is_updated_its_own_way(session: Session) -> None:
+    insert_rows(session, AUDITS, _rows("test.copied"))
+    update_rows(session, AUDITS, ("action", "entity_id"), [
+        dict(action="test.copied", entity_id=n, actor=f"changed {n}", after={"n": n}, customer_id=None)
+        for n in range(0, 1_200, 2)])
+    update_rows(session, AUDITS, ("action", "entity_id"), [])
+    read = _read(session, "test.copied")
+    assert [row[1] for row in read[:4]] == ["changed 0", None, "changed 2", "test"]
+    assert [row[6] for row in read[:3]] == [{"n": 0}, [1, "b\\c"], {"n": 2}]
+    assert len(read) == 1_200
+
+
+def test_statement_triggers_fire_once_per_update_on_postgresql(pg_session: Session) -> None:
+    insert_rows(pg_session, AUDITS, _rows("test.copied"))
+    pg_session.execute(text("CREATE TEMPORARY TABLE fired (rows integer) ON COMMIT DROP"))
+    pg_session.execute(text("CREATE FUNCTION test_count_updated() RETURNS trigger AS $$ BEGIN "
+                            "INSERT INTO fired SELECT count(*) FROM new_rows; RETURN NULL; END $$ LANGUAGE plpgsql"))
+    pg_session.execute(text("CREATE TRIGGER tr_test_count_updated AFTER UPDATE ON audit_events REFERENCING "
+                            "NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION test_count_updated()"))
+    update_rows(pg_session, AUDITS, ("action", "entity_id"), [
+        dict(action="test.copied", entity_id=n, actor="changed") for n in range(1_500)])
+    assert pg_session.scalars(text("SELECT rows FROM fired")).all() == [1_200]
