@@ -19,6 +19,7 @@ _PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
     "date": {"type": "string", "format": "date"},
     "date-time": {"type": "string", "format": "date-time"},
 }
+_PDF: dict[str, Any] = {"type": "string", "contentMediaType": "application/pdf"}
 _TITLES = {400: "Bad request", 401: "Missing, unknown or revoked key", 403: "Read-only key",
            404: "Not found (or another company's)", 409: "Conflict", 413: "Body too large",
            415: "Body of another media type", 422: "Invalid request: errors name each field", 429: "Rate limited"}
@@ -54,7 +55,8 @@ def document() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     _collect(components, schemas.Problem, "serialization")
     for op in OPERATIONS:
-        _collect(components, op.response, "serialization")
+        if not op.pdf_response:
+            _collect(components, op.response, "serialization")
         if op.body is not None:
             _collect(components, op.body, "validation")
         parameters = _path_params(op) + [
@@ -65,9 +67,10 @@ def document() -> dict[str, Any]:
                                "description": "Replays the first response to the same request; refused with "
                                               "another request", "schema": {"type": "string", "minLength": 1,
                                                                            "maxLength": 200}})
+        content = ({"application/pdf": {"schema": _PDF}} if op.pdf_response
+                   else {"application/json": {"schema": _ref(op.response)}})
         responses: dict[str, Any] = {
-            str(status): {"description": "Created" if status == 201 else "OK",
-                          "content": {"application/json": {"schema": _ref(op.response)}}}
+            str(status): {"description": "Created" if status == 201 else "OK", "content": content}
             for status in op.statuses}
         errors = set(op.errors) | ({413, 415, 422} if op.body is not None or op.file_types else set()) | (
             {422} if op.query else set()) | ({404} if "{" in op.path else set()) | ({409, 422} if op.write else set())

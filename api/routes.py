@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -24,11 +25,15 @@ from kernel.clock import clock
 from kernel.db import unit_of_work
 from kernel.user_error import UserError, UserErrors
 from ledger.api_keys import authenticate
+from kernel.storage import StorageUnavailable
 from ledger.models import ApiIdempotency, ApiKey, Company
+from ledger.storage import FileStorage, ObjectMissing
 from links.throttle import record_failure
 from reconciliation.parsers import MAX_FILE_BYTES
 from api import schemas, service
 from api.service import ApiError
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
 MAX_BODY_BYTES = 5 * 1024 * 1024  # a bulk of 1,000 invoices is ~300 kB
@@ -51,6 +56,9 @@ class Call:
     body: BaseModel | None
     raw: bytes = b""  # the file itself, for an operation that takes one (`Operation.file_types`)
     settings: Any = None
+    storage: FileStorage | None = None
+    # Storage objects the operation stopped referencing: deleted once its transaction committed.
+    removed: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ class Operation:
     operation_id: str
     summary: str
     tag: str
-    run: Callable[[Any, ApiKey, Call], tuple[int, BaseModel]]
+    run: Callable[[Any, ApiKey, Call], tuple[int, Any]]
     response: type[BaseModel]
     body: type[BaseModel] | None = None
     write: bool = False
@@ -69,6 +77,8 @@ class Operation:
     errors: tuple[int, ...] = field(default=(401, 429))
     file_types: tuple[str, ...] = ()  # media types of a raw file body, instead of a JSON `body`
     max_body: int = MAX_BODY_BYTES
+    max_body_setting: str | None = None  # a Settings attribute that holds max_body instead
+    pdf_response: bool = False  # run returns (status, (storage key, number)): the stored PDF is sent
 
 
 _PAGING = (Param("limit", "integer", f"Items per page, 1 to {service.MAX_LIMIT} (default {service.DEFAULT_LIMIT})"),
@@ -77,6 +87,11 @@ _PAGING = (Param("limit", "integer", f"Items per page, 1 to {service.MAX_LIMIT} 
 
 def _limit(call: Call) -> int:
     return int(call.query.get("limit") or service.DEFAULT_LIMIT)
+
+
+def _storage(call: Call) -> FileStorage:
+    assert call.storage is not None
+    return call.storage
 
 
 def _created(pair: tuple[bool, BaseModel]) -> tuple[int, BaseModel]:
@@ -118,6 +133,20 @@ OPERATIONS: list[Operation] = [
     Operation("POST", "/invoices/{number}/void", "voidInvoice", "Cancel an invoice nothing has settled yet",
               "invoices", lambda s, k, c: (200, service.void_invoice(s, k, c.path["number"])), schemas.InvoiceOut,
               write=True, errors=(401, 403, 404, 409, 429)),
+    Operation("PUT", "/invoices/{number}/pdf", "putInvoicePdf",
+              "Send the original PDF of an invoice: the portal serves it instead of its summary PDF", "invoices",
+              lambda s, k, c: _created(service.put_invoice_pdf(s, k, c.path["number"], _storage(c), c.raw,
+                                                               c.removed)),
+              schemas.InvoicePdfOut, file_types=("application/pdf",), max_body_setting="api_pdf_max_bytes",
+              write=True, statuses=(200, 201),
+              errors=(401, 403, 404, 413, 415, 422, 429)),
+    Operation("GET", "/invoices/{number}/pdf", "getInvoicePdf", "Read the original PDF of an invoice", "invoices",
+              lambda s, k, c: (200, service.invoice_pdf_key(s, k, c.path["number"])), schemas.InvoicePdfOut,
+              pdf_response=True, errors=(401, 404, 429)),
+    Operation("DELETE", "/invoices/{number}/pdf", "deleteInvoicePdf",
+              "Remove the original PDF of an invoice: the portal serves its summary PDF again", "invoices",
+              lambda s, k, c: (200, service.delete_invoice_pdf(s, k, c.path["number"], c.removed)),
+              schemas.InvoiceOut, write=True, errors=(401, 403, 404, 429)),
     Operation("POST", "/invoices:bulk", "bulkInvoices", "Create or update up to 1,000 invoices, all or nothing",
               "invoices", lambda s, k, c: (200, service.bulk_invoices(s, k, c.body)),  # type: ignore[arg-type]
               schemas.BulkReport, body=schemas.InvoicesBulkIn, write=True, errors=(401, 403, 413, 422, 429)),
@@ -290,7 +319,11 @@ def _handle(state: Any, op: Operation, key_text: str | None, call: Call, raw: by
                     return Response(stored.body, stored.status_code, media_type="application/json",
                                     headers={"Idempotent-Replayed": "true"})
             status, result = op.run(session, key, call)
-            body = result.model_dump_json()
+            if op.pdf_response:
+                storage_key, number = result
+                body = ""
+            else:
+                body = result.model_dump_json()
             if op.write and idempotency_key:
                 session.add(ApiIdempotency(api_key_id=key.id, key=idempotency_key, request_hash=request_hash,
                                            status_code=status, body=body, created_at=clock.now()))
@@ -304,7 +337,29 @@ def _handle(state: Any, op: Operation, key_text: str | None, call: Call, raw: by
     except IntegrityError:
         # Another request with the same Idempotency-Key (or number) committed first: the client retries.
         return problem(409, "Conflict", "a concurrent request changed the same records; send it again")
+    _forget(call.storage, call.removed)
+    if op.pdf_response:
+        assert call.storage is not None
+        try:
+            content = call.storage.read(storage_key)
+        except ObjectMissing:
+            return problem(404, "Not Found", f"the original PDF of invoice {number} is missing from the storage")
+        return Response(content, status, media_type="application/pdf",
+                        headers={"Content-Disposition": f'inline; filename="{safe_filename(number)}.pdf"'})
     return Response(body, status, media_type="application/json")
+
+
+def _forget(storage: FileStorage | None, keys: list[str]) -> None:
+    for key in keys:
+        assert storage is not None
+        try:
+            storage.delete(key)
+        except StorageUnavailable:
+            logger.warning("could not delete the stored object %s; it is no longer referenced", key)
+
+
+def safe_filename(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)[:80] or "document"
 
 
 async def _read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
@@ -323,7 +378,8 @@ async def _read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
 def _endpoint(op: Operation) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
         try:
-            raw = await _read_body(request, op.max_body) if op.body is not None or op.file_types else b""
+            limit = getattr(request.app.state.settings, op.max_body_setting) if op.max_body_setting else op.max_body
+            raw = await _read_body(request, limit) if op.body is not None or op.file_types else b""
             query = _query(op, request)
             body = None
             if op.file_types:
@@ -345,7 +401,8 @@ def _endpoint(op: Operation) -> Callable[[Request], Any]:
                                [("Idempotency-Key", "1 to 200 characters")])
         except ApiError as error:
             return problem(error.status, error.title, error.detail, error.errors)
-        call = Call(dict(request.path_params), query, body, raw, request.app.state.settings)
+        call = Call(dict(request.path_params), query, body, raw, request.app.state.settings,
+                    FileStorage(request.app.state.storage))
         return await run_in_threadpool(_handle, request.app.state, op, _bearer(request), call, raw, idempotency_key)
 
     return endpoint

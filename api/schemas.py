@@ -100,7 +100,16 @@ class InvoiceOut(Model):
     discount_until: date | None
     settled_outside_amount: str
     settled_outside_on: date | None
+    has_pdf: bool = Field(description="An original PDF was sent (GET /invoices/{number}/pdf); "
+                                      "the portal serves it instead of its summary PDF")
     updated_at: datetime
+
+
+class InvoicePdfOut(Model):
+    number: str
+    size: int = Field(description="Bytes")
+    sha256: str
+    uploaded_at: datetime
 
 
 class InvoicePage(Model):

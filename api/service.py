@@ -4,6 +4,7 @@ services (the CSV import's validation and upsert, the open-items snapshot). No S
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -19,6 +20,7 @@ from kernel.user_error import UserError, UserErrors
 from ledger import audit
 from ledger.events import EVENT_TYPES
 from ledger.csv_import import ImportReport, import_records
+from ledger.storage import FileStorage
 from ledger.models import (
     Allocation,
     ApiKey,
@@ -154,7 +156,8 @@ def invoice_out(invoice: Invoice, customer_ref: str) -> schemas.InvoiceOut:
         discount_percent=str((Decimal(invoice.discount_bps) / 100).normalize()) if invoice.discount_bps else None,
         discount_until=invoice.discount_until,
         settled_outside_amount=amount(invoice.settled_outside_minor, invoice.currency),
-        settled_outside_on=invoice.settled_outside_on, updated_at=invoice.updated_at)
+        settled_outside_on=invoice.settled_outside_on, has_pdf=invoice.pdf_key is not None,
+        updated_at=invoice.updated_at)
 
 
 @dataclass(frozen=True)
@@ -263,6 +266,61 @@ def void_invoice(session: Session, key: ApiKey, number: str) -> schemas.InvoiceO
         audit.record(session, actor_type="api", actor=key.name, action="invoice.voided", entity_type="invoice",
                      entity_id=invoice.id, customer_id=invoice.customer_id, company_id=invoice.company_id,
                      before=before, after={"status": invoice.status})
+        session.flush()
+    return invoice_out(invoice, ref)
+
+
+# --- the original invoice PDF -----------------------------------------------------------
+
+
+def _pdf_out(invoice: Invoice) -> schemas.InvoicePdfOut:
+    assert invoice.pdf_size is not None and invoice.pdf_sha256 is not None and invoice.pdf_uploaded_at is not None
+    return schemas.InvoicePdfOut(number=invoice.number, size=invoice.pdf_size, sha256=invoice.pdf_sha256,
+                                 uploaded_at=invoice.pdf_uploaded_at)
+
+
+def put_invoice_pdf(session: Session, key: ApiKey, number: str, storage: FileStorage, content: bytes,
+                    removed: list[str]) -> tuple[bool, schemas.InvoicePdfOut]:
+    """Stores the ERP's PDF of the invoice (created: True when it had none). The same bytes again
+    change nothing; other bytes replace it. Keys of objects no longer referenced are appended to
+    `removed`: the caller deletes them once the transaction committed (never a row pointing nowhere)."""
+    invoice, _ = _find_invoice(session, key, number)
+    if not content.startswith(b"%PDF-"):
+        raise ApiError(422, "Invalid body", "the body is not a PDF", [("body", "a PDF starts with %PDF-")])
+    sha256 = hashlib.sha256(content).hexdigest()
+    if invoice.pdf_key is not None and invoice.pdf_sha256 == sha256 and invoice.pdf_size == len(content):
+        return False, _pdf_out(invoice)
+    created = invoice.pdf_key is None
+    before = None if created else {"pdf_sha256": invoice.pdf_sha256, "pdf_size": invoice.pdf_size}
+    if invoice.pdf_key is not None:
+        removed.append(invoice.pdf_key)
+    stored = storage.save(content)
+    invoice.pdf_key, invoice.pdf_size, invoice.pdf_sha256 = stored.key, stored.size, stored.sha256
+    invoice.pdf_uploaded_at = clock.now()
+    audit.record(session, actor_type="api", actor=key.name, action="invoice.pdf_attached", entity_type="invoice",
+                 entity_id=invoice.id, customer_id=invoice.customer_id, company_id=invoice.company_id,
+                 before=before, after={"pdf_sha256": stored.sha256, "pdf_size": stored.size})
+    session.flush()
+    return created, _pdf_out(invoice)
+
+
+def invoice_pdf_key(session: Session, key: ApiKey, number: str) -> tuple[str, str]:
+    """(storage key, invoice number) of the invoice's original PDF; 404 when it has none."""
+    invoice, _ = _find_invoice(session, key, number)
+    if invoice.pdf_key is None:
+        raise not_found(f"an original PDF of invoice {number}")
+    return invoice.pdf_key, invoice.number
+
+
+def delete_invoice_pdf(session: Session, key: ApiKey, number: str, removed: list[str]) -> schemas.InvoiceOut:
+    """Forgets the original PDF (the portal serves its summary PDF again); nothing to forget is not an error."""
+    invoice, ref = _find_invoice(session, key, number)
+    if invoice.pdf_key is not None:
+        removed.append(invoice.pdf_key)
+        audit.record(session, actor_type="api", actor=key.name, action="invoice.pdf_removed", entity_type="invoice",
+                     entity_id=invoice.id, customer_id=invoice.customer_id, company_id=invoice.company_id,
+                     before={"pdf_sha256": invoice.pdf_sha256, "pdf_size": invoice.pdf_size}, after=None)
+        invoice.pdf_key = invoice.pdf_size = invoice.pdf_sha256 = invoice.pdf_uploaded_at = None
         session.flush()
     return invoice_out(invoice, ref)
 

@@ -40,6 +40,8 @@ class Settings:
     forwarded_allow_ips: str = "127.0.0.1"
     # Requests each ERP API key may make per minute (one window shared by every process).
     api_requests_per_minute: int = 600
+    # The largest original invoice PDF an ERP may send (api PUT /invoices/{number}/pdf); 413 over it.
+    api_pdf_max_bytes: int = 10 * 1024 * 1024
     # Days before the worker purges personal by-products (ledger.personal_data.purge); 0 keeps them.
     retain_link_opens_days: int = 395  # link opens' IP address and browser (13 months)
     retain_email_bodies_days: int = 90  # sent emails' bodies (they carried the magic links)
@@ -110,6 +112,8 @@ class Settings:
             outbox_lease_seconds=_whole_number(config, "ENCOURS_OUTBOX_LEASE", default=600, minimum=10),
             forwarded_allow_ips=config("ENCOURS_FORWARDED_ALLOW_IPS", default="127.0.0.1"),
             api_requests_per_minute=_whole_number(config, "ENCOURS_API_RATE_PER_MINUTE", default=600, minimum=1),
+            api_pdf_max_bytes=_whole_number(config, "ENCOURS_API_PDF_MAX_BYTES", default=10 * 1024 * 1024,
+                                            minimum=1024),
             retain_link_opens_days=_whole_number(config, "ENCOURS_RETAIN_LINK_OPENS_DAYS", default=395, minimum=0),
             retain_email_bodies_days=_whole_number(config, "ENCOURS_RETAIN_EMAIL_BODIES_DAYS", default=90, minimum=0),
             retain_webhook_bodies_days=_whole_number(config, "ENCOURS_RETAIN_WEBHOOK_BODIES_DAYS", default=400,

@@ -54,6 +54,8 @@ ACTION_LABELS: dict[str, str] = {
     "invoice.updated": N_("Invoice updated by an import"),
     "invoice.settled_outside": N_("Invoice settled outside Encours (ERP open items)"),
     "invoice.voided": N_("Invoice cancelled by the ERP"),
+    "invoice.pdf_attached": N_("Original invoice PDF sent by the ERP"),
+    "invoice.pdf_removed": N_("Original invoice PDF removed by the ERP"),
     "import.open_items": N_("ERP open items applied"),
     "link.renewal_requested": N_("Customer asked for a fresh link"),
     "link.sent": N_("Link sent by staff"),

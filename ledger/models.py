@@ -302,6 +302,11 @@ class Invoice(Base):
     discount_bps: Mapped[int | None] = mapped_column(Integer, default=None)
     discount_until: Mapped[date | None] = mapped_column(Date, default=None)
     pdf: Mapped[bytes | None] = mapped_column(LargeBinary, default=None, deferred=True)
+    # The original PDF an ERP sent (api PUT /invoices/{number}/pdf), in the file storage under pdf_key.
+    pdf_key: Mapped[str | None] = mapped_column(String(32), default=None)
+    pdf_size: Mapped[int | None] = mapped_column(Integer, default=None)
+    pdf_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    pdf_uploaded_at: Mapped[datetime | None] = mapped_column(default=None)
     # What the ERP says was settled without Encours (its own books: a cheque, a set-off): not a
     # payment, so it has no allocation; it counts in the ledger invariant beside them.
     settled_outside_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

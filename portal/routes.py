@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ from ledger import statement as statements
 from ledger.disputes import disputed_parts
 from ledger.models import Company, Contact, Customer, Invoice
 from ledger.money import Money
+from ledger.storage import FileStorage, ObjectMissing
 from payments.checkout import in_progress_by_invoice, reservations
 from payments.collections import mandate_summary
 from links import throttle, tokens
@@ -35,6 +37,8 @@ from portal.staff_view import STAFF_VIEW_SESSION_KEY
 
 PORTAL_SESSION_KEY = "portal"
 LANGUAGE_SESSION_KEY = "lang"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -440,10 +444,22 @@ def invoice_page(request: Request, session: Session, visit: Visit) -> Response:
 @debtor_view
 def invoice_pdf(request: Request, session: Session, visit: Visit) -> Response:
     invoice = _owned_invoice(request, session, visit)
-    content = invoice.pdf or pdf.invoice_pdf(
+    content = _original_pdf(request, invoice) or invoice.pdf or pdf.invoice_pdf(
         request.app.state.templates, invoice, visit.language, clock.today(visit.company.timezone)
     )
     return pdf_response(content, f"{safe_filename(invoice.number)}.pdf")
+
+
+def _original_pdf(request: Request, invoice: Invoice) -> bytes | None:
+    """The PDF the ERP sent for the invoice (api PUT /invoices/{number}/pdf), if any."""
+    if invoice.pdf_key is None:
+        return None
+    try:
+        return FileStorage(request.app.state.storage).read(invoice.pdf_key)
+    except ObjectMissing:
+        # The debtor still gets a document: the summary, built from the same figures.
+        logger.warning("invoice %s: its original PDF %s is missing from the storage", invoice.id, invoice.pdf_key)
+        return None
 
 
 @debtor_view
