@@ -35,6 +35,7 @@ from sqlalchemy.engine import Engine  # noqa: E402
 from sqlalchemy.pool import Pool  # noqa: E402
 
 from bench import run  # noqa: E402
+from bench.cpu import cpu_seconds  # noqa: E402
 from links import tokens  # noqa: E402
 
 TRACE = Path(tempfile.mkdtemp(prefix="encours-trace-")) / "libpq.trace"
@@ -87,12 +88,12 @@ def _measure(client: httpx.AsyncClient, requests: list[dict[str, Any]], expect: 
     statements.clear()
     profiler = cProfile.Profile() if PROFILE else None
     started = time.process_time()
-    server_before = run._cpu_seconds(sorted(BACKENDS))
+    server_before = cpu_seconds(sorted(BACKENDS))
     if profiler:
         profiler.enable()
     asyncio.get_event_loop().run_until_complete(go())
     cpu = time.process_time() - started
-    server = run._cpu_seconds(sorted(BACKENDS)) - server_before
+    server = cpu_seconds(sorted(BACKENDS)) - server_before
     if profiler:
         profiler.disable()
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
