@@ -12,7 +12,6 @@ back-office shows them in the staff member's language, the command line in Engli
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import re
 import unicodedata
@@ -22,12 +21,13 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, Literal, TypeVar, cast
 
-from sqlalchemy import Table, Update, bindparam, insert, select, update
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.util import identity_key
 
 from kernel import i18n
 from kernel.clock import clock
+from kernel.db import update_rows
 from kernel.i18n import N_
 from kernel.user_error import Count, UserError, UserErrors
 from ledger import audit
@@ -915,20 +915,13 @@ def _differs(invoice: _Existing, p: _InvoiceLine) -> bool:
 _UPDATABLE = ("issue_date", "due_date", "total_minor", "open_minor", "discount_bps", "discount_until", "status")
 
 
-@functools.cache
-def _update_statement(columns: tuple[str, ...]) -> Update:
-    """UPDATE of these columns (and updated_at) by id: only what changed is written, as the ORM
-    writes it, so indexes and the running-total triggers on other columns are left alone."""
-    table = cast(Table, Invoice.__table__)
-    return (update(table).where(table.c.id == bindparam("b_id"))
-            .values({name: bindparam(f"b_{name}") for name in (*columns, "updated_at")}))
-
-
 def _update_invoices(session: Session, updates: list[tuple[_Existing, _InvoiceLine]],
                      actor: tuple[str, str]) -> None:
     """Apply the lines' terms to existing invoices that differ, each with its `invoice.updated`
-    audit row, in batched statements (executemany) rather than through the ORM one object at a
-    time; what payments, credit notes and discounts already settled stays settled."""
+    audit row, in batched statements (`kernel.db.update_rows`) rather than through the ORM one
+    object at a time; what payments, credit notes and discounts already settled stays settled.
+    Only the columns that changed are written (invoices grouped by which changed), so indexes and
+    the running-total triggers on other columns are left alone."""
     now = clock.now()
     params: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     audits: list[dict[str, Any]] = []
@@ -941,14 +934,14 @@ def _update_invoices(session: Session, updates: list[tuple[_Existing, _InvoiceLi
         current = invoice.terms()
         changed = tuple(name for name in _UPDATABLE if values[name] != current[name])
         before, after = _changes(_invoice_state(current), _invoice_state(values))
-        params.setdefault(changed, []).append({f"b_{name}": values[name] for name in changed}
-                                              | {"b_id": invoice.id, "b_updated_at": now})
+        params.setdefault(changed, []).append({"id": invoice.id, "updated_at": now}
+                                              | {name: values[name] for name in changed})
         audits.append({"actor_type": actor[0], "actor": actor[1], "action": "invoice.updated",
                        "entity_type": "invoice", "entity_id": invoice.id, "customer_id": invoice.customer_id,
                        "company_id": invoice.company_id, "before": before, "after": after, "created_at": now})
-    for changed, rows in params.items():
-        for chunk in _chunks(rows):
-            session.execute(_update_statement(changed), list(chunk))
+    table = cast(Table, Invoice.__table__)
+    for rows in params.values():
+        update_rows(session, table, ("id",), rows)
     for chunk in _chunks(audits):
         ids = session.scalars(insert(AuditEvent).returning(AuditEvent.id, sort_by_parameter_order=True),
                               list(chunk)).all()
