@@ -1,7 +1,7 @@
 """running totals moved once per statement on PostgreSQL
 
 Revision ID: 0026_pg_totals
-Revises: 0027_api_ops
+Revises: 0032_invoice_pdf
 Create Date: 2026-12-05 09:40:00
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from types import ModuleType
 from alembic import op
 
 revision = "0026_pg_totals"
-down_revision = "0027_api_ops"
+down_revision = "0032_invoice_pdf"
 branch_labels = None
 depends_on = None
 

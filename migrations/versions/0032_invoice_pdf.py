@@ -2,7 +2,7 @@
 and recorded on its invoice (the portal serves it instead of the summary PDF)
 
 Revision ID: 0032_invoice_pdf
-Revises: 0026_pg_totals
+Revises: 0027_api_ops
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0032_invoice_pdf"
-down_revision = "0026_pg_totals"
+down_revision = "0027_api_ops"
 branch_labels = None
 depends_on = None
 
