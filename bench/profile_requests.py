@@ -36,6 +36,7 @@ from sqlalchemy.pool import Pool  # noqa: E402
 
 from bench import run  # noqa: E402
 from bench.cpu import cpu_seconds  # noqa: E402
+from bench.generate import sqlite_path  # noqa: E402
 from links import tokens  # noqa: E402
 
 TRACE = Path(tempfile.mkdtemp(prefix="encours-trace-")) / "libpq.trace"
@@ -49,6 +50,7 @@ def _count_statement(conn: Any, cursor: Any, statement: str, parameters: Any, co
 
 
 def _trace(dbapi_connection: Any, record: Any) -> None:
+    dbapi_connection = getattr(dbapi_connection, "driver_connection", dbapi_connection)  # the loop engine's
     pgconn = getattr(dbapi_connection, "pgconn", None)
     if pgconn is None:
         return
@@ -110,8 +112,7 @@ def _measure(client: httpx.AsyncClient, requests: list[dict[str, Any]], expect: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--postgres", metavar="URL")
-    parser.add_argument("--sqlite", metavar="PATH",
-                        default=str(ROOT / "var/bench/book-0022_journey-50000c-1000000i.sqlite3"))
+    parser.add_argument("--sqlite", metavar="PATH", default=str(sqlite_path(50_000, 1_000_000)))
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--only", metavar="KIND", help="measure only this kind (e.g. webhook_new; under py-spy)")
     parser.add_argument("--cprofile", metavar="KIND", help="print cProfile's top functions for this kind on stderr")
@@ -145,19 +146,24 @@ def main() -> None:
     results: dict[str, Any] = {"url": url.split("@")[-1]}
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("127.0.0.1", 5000)),
                                base_url="http://127.0.0.1", follow_redirects=False)
+    # As a server runs the app: inside its lifespan (on PostgreSQL, the event loop's own engine).
+    lifespan = app.router.lifespan_context(app)
+    loop.run_until_complete(lifespan.__aenter__())
     try:
         if args.only == "webhook_new":
             _measure(client, [webhook(f"evt_prof_warm_{run_id}_{i}") for i in range(20)], 200)
             results["webhook_new"] = _measure(client, [webhook(f"evt_prof_{run_id}_{i}") for i in range(n)], 200)
             return
         _measure(client, [same] * 20, 303)  # warm-up: pool, prepared statements, caches
+        global PROFILE
+        PROFILE = args.cprofile == "magic_link_same"
         results["magic_link_same"] = _measure(client, [same] * n, 303)
+        PROFILE = args.cprofile == "magic_link_first_open"
         results["magic_link_first_open"] = _measure(
             client, [{"method": "GET", "url": f"/p/{tokens.make_token(run.SECRET, c)}", "headers": agent}
                      for c in others], 303)
         _measure(client, [webhook(f"evt_prof_warm_{run_id}_{i}") for i in range(20)], 200)
         new = [webhook(f"evt_prof_{run_id}_{i}") for i in range(n)]
-        global PROFILE
         PROFILE = args.cprofile == "webhook_new"
         results["webhook_new"] = _measure(client, new, 200)
         PROFILE = False
@@ -168,6 +174,7 @@ def main() -> None:
         results["healthz"] = _measure(client, [{"method": "GET", "url": "/healthz"}] * n, 200)
     finally:
         loop.run_until_complete(client.aclose())
+        loop.run_until_complete(lifespan.__aexit__(None, None, None))
         print(json.dumps(results, indent=2))
 
 

@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Callable, Iterator
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
+from sqlalchemy.pool import Pool
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from encours.app import create_app
+from kernel.clock import clock
 from kernel.db import make_engine, make_sessionmaker, unit_of_work
 from kernel.settings import load_settings
-from ledger.models import AuditEvent, LinkOpen
+from ledger.models import AuditEvent, Customer, LinkOpen
 from links import tokens
 from tests import factories
 from tests.conftest import TEST_SECRET
@@ -63,3 +67,58 @@ def test_a_first_open_is_recorded_once_with_its_event_and_a_repeat_writes_nothin
         assert again.status_code == 303
         assert client.get("/portal").status_code == 200
     assert counts() == (1, 1)
+
+
+def _served_app(url: str) -> Starlette:
+    return create_app(load_settings({"ENCOURS_DATABASE_URL": url, "ENCOURS_SECRET_KEY": TEST_SECRET,
+                                     "ENCOURS_BASE_URL": "http://testserver"}))
+
+
+def test_a_link_revoked_renewed_or_expired_is_refused_at_once(
+    fresh_url: str, engine_of: Callable[[str], Engine]
+) -> None:
+    factory = make_sessionmaker(engine_of(fresh_url))
+    with unit_of_work(factory) as session:
+        customer = factories.customer(session, factories.company(session))
+        old, customer_id = tokens.make_token(TEST_SECRET, customer.primary_contact), customer.id
+    with TestClient(_served_app(fresh_url), base_url="http://testserver") as client:
+        assert client.get(f"/p/{old}", follow_redirects=False).status_code == 303
+        assert client.get(f"/p/{old}", follow_redirects=False).status_code == 303  # a repeat: nothing written
+        with unit_of_work(factory) as session:
+            tokens.revoke_all(session, session.get_one(Customer, customer_id))
+        withdrawn = client.get(f"/p/{old}", follow_redirects=False)
+        assert (withdrawn.status_code, "/p/renew" in withdrawn.text) == (410, False)  # withdrawn: no new link by email
+        assert client.get("/portal", follow_redirects=False).status_code == 401  # the session ended too
+        with factory() as session:  # the renewed link: the contact's new version
+            renewed = tokens.make_token(TEST_SECRET, session.get_one(Customer, customer_id).primary_contact)
+        assert client.get(f"/p/{renewed}", follow_redirects=False).status_code == 303
+        assert client.get(f"/p/{old}", follow_redirects=False).status_code == 410
+        clock.set(clock.now() + timedelta(days=31))  # past the company's 30 days
+        expired = client.get(f"/p/{renewed}", follow_redirects=False)
+        assert (expired.status_code, "/p/renew" in expired.text) == (410, True)  # expired: a fresh one offered
+
+
+def test_on_postgresql_the_exchange_runs_on_the_event_loop_not_the_thread_pool(
+    pg_fresh_url: str, engine_of: Callable[[str], Engine]  # noqa: F811
+) -> None:
+    factory = make_sessionmaker(engine_of(pg_fresh_url))
+    with unit_of_work(factory) as session:
+        customer = factories.customer(session, factories.company(session))
+        token, contact_id = tokens.make_token(TEST_SECRET, customer.primary_contact), customer.primary_contact.id
+    pools: list[str] = []
+
+    def checked_out(dbapi_connection: object, record: object, proxy: object) -> None:
+        pools.append(type(dbapi_connection).__name__)
+
+    app = _served_app(pg_fresh_url)
+    event.listen(Pool, "checkout", checked_out)
+    try:
+        with TestClient(app, base_url="http://testserver") as client:
+            assert client.get(f"/p/{token}", follow_redirects=False).status_code == 303  # a first open
+            assert client.get(f"/p/{token}", follow_redirects=False).status_code == 303  # a repeat
+    finally:
+        event.remove(Pool, "checkout", checked_out)
+    # The check twice and the open's write once, each on the loop's own (asyncio) pool.
+    assert pools == ["AsyncAdapt_psycopg_connection"] * 3
+    with factory() as session:
+        assert session.scalar(select(func.count()).select_from(LinkOpen).where(LinkOpen.contact_id == contact_id)) == 1
