@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, AsyncIterator, Callable, Concatenate, Iterator, ParamSpec, TypeVar
 
 from sqlalchemy import (
-    Connection, Engine, Table, and_, bindparam, cast, column, create_engine, event, insert, make_url, text, update, values,
+    Connection, Dialect, Engine, Select, Table, and_, bindparam, cast, column, create_engine, event, insert, make_url, text, update, values,
 )
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -163,6 +163,29 @@ async def write_on_loop(engine: AsyncEngine, function: Callable[Concatenate[Conn
     `write_connection`), run on the event loop."""
     async with engine.begin() as connection:
         return await connection.run_sync(function, *args, **kwargs)
+
+
+@functools.lru_cache(maxsize=32)
+def _driver_sql(statement: Select[Any], dialect: Dialect) -> str:
+    return str(statement.compile(dialect=dialect))
+
+
+def first_row(connection: Connection, statement: Select[Any], params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """`connection.execute(statement, params).first()` as a plain tuple, for the hottest reads. On
+    PostgreSQL the statement is compiled once and run on the driver's own cursor: SQLAlchemy's
+    execution and result set-up cost more than the query itself (bench/RESULTS.md, 2026-12-05
+    pglinks). So the parameters reach the driver as given: no SQLAlchemy type conversion (aware
+    datetimes, numbers and strings need none), and the columns come back as the driver reads them."""
+    if connection.dialect.name != "postgresql":
+        row = connection.execute(statement, params).first()
+        return tuple(row) if row is not None else None
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_driver_sql(statement, connection.dialect), params)
+        found = cursor.fetchone()
+    finally:
+        cursor.close()
+    return tuple(found) if found is not None else None
 
 
 def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:

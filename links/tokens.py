@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Table, bindparam, exists, insert, select
 from sqlalchemy.orm import Session, joinedload
 
 from kernel.clock import clock
+from kernel.db import first_row
 from ledger import audit
 from ledger.events import queue_deliveries_for_ids
 from ledger.models import AuditEvent, Company, Contact, Customer, LinkOpen
@@ -181,18 +182,24 @@ def check_link(session: Session | Connection, secret: str, token: str, ip: str |
     row = None
     if contact_id is not None:
         now = clock.now()
-        row = session.execute(_LINK_FACTS, {"contact_id": contact_id, "since": now - OPEN_RECORDED_ONCE_WITHIN,
-                                            "ip": ip, "agent": _user_agent(user_agent), **throttle_params}).first()
+        params = {"contact_id": contact_id, "since": now - OPEN_RECORDED_ONCE_WITHIN, "ip": ip,
+                  "agent": _user_agent(user_agent), **throttle_params}
+        if isinstance(session, Connection):
+            row = first_row(session, _LINK_FACTS, params)
+        else:
+            found = session.execute(_LINK_FACTS, params).first()
+            row = tuple(found) if found is not None else None
     if row is None:
         throttled = throttle.is_blocked(session, rule.key, rule.limit, rule.window_seconds)
         return LinkFacts(LinkProblem.invalid, throttled=throttled)
-    facts = {"contact_id": row.id, "customer_id": row.customer_id, "link_version": row.link_version,
-             "session_version": row.session_version, "language": row.language}
+    found_id, customer_id, link_version, session_version, language, lifetime_days, recorded, throttled = row
+    facts = {"contact_id": found_id, "customer_id": customer_id, "link_version": link_version,
+             "session_version": session_version, "language": language}
     assert isinstance(payload, dict)
-    problem = _lapsed(payload, signed_at, row.link_version, row.link_lifetime_days)
+    problem = _lapsed(payload, signed_at, link_version, lifetime_days)
     if problem is None:  # a good link always opens: debtors behind one proxy must not lock each other out
-        return LinkFacts(None, recorded=bool(row.recorded), **facts)
-    if row.throttled:
+        return LinkFacts(None, recorded=bool(recorded), **facts)
+    if throttled:
         return LinkFacts(None, throttled=True)
     return LinkFacts(problem, **facts)
 

@@ -112,3 +112,26 @@ def test_check_link_refuses_revoked_expired_and_unknown_links(session: Session) 
     session.flush()
     gone = tokens.check_link(session, TEST_SECRET, fresh, None, None, RULE)
     assert gone.problem is LinkProblem.invalid and not gone.throttled and gone.language is None
+
+
+def test_the_exchanges_connection_path_gives_the_facts_a_session_gives(session: Session) -> None:
+    # On PostgreSQL a Core connection runs the check on the driver's cursor (kernel.db.first_row).
+    contact = _contact(session)
+    token = tokens.make_token(TEST_SECRET, contact)
+    connection = session.connection()
+
+    def both(ip: str | None, agent: str | None) -> tokens.LinkFacts:
+        through_connection = tokens.check_link(connection, TEST_SECRET, token, ip, agent, RULE)
+        assert through_connection == tokens.check_link(session, TEST_SECRET, token, ip, agent, RULE)
+        return through_connection
+
+    assert both(None, None).ok and not both(None, None).recorded
+    tokens.record_open(session, contact.id, None, None)
+    assert both(None, None).recorded and not both("192.0.2.7", None).recorded  # NULL is NULL, not any address
+    contact.link_version += 1
+    session.flush()
+    assert both("192.0.2.7", "Mail client").problem is LinkProblem.revoked
+    contact.link_version -= 1
+    session.flush()
+    clock.set(clock.now() + timedelta(days=31))
+    assert both(None, None).problem is LinkProblem.expired
