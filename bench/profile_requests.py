@@ -50,7 +50,7 @@ def _count_statement(conn: Any, cursor: Any, statement: str, parameters: Any, co
 
 
 def _trace(dbapi_connection: Any, record: Any) -> None:
-    dbapi_connection = getattr(dbapi_connection, "driver_connection", dbapi_connection)  # the loop engine's
+    dbapi_connection = getattr(dbapi_connection, "driver_connection", dbapi_connection)  # an asyncio engine's
     pgconn = getattr(dbapi_connection, "pgconn", None)
     if pgconn is None:
         return
@@ -146,7 +146,7 @@ def main() -> None:
     results: dict[str, Any] = {"url": url.split("@")[-1]}
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("127.0.0.1", 5000)),
                                base_url="http://127.0.0.1", follow_redirects=False)
-    # As a server runs the app: inside its lifespan (on PostgreSQL, the event loop's own engine).
+    # As a server runs the app: inside its lifespan.
     lifespan = app.router.lifespan_context(app)
     loop.run_until_complete(lifespan.__aenter__())
     try:

@@ -25,7 +25,7 @@ from encours.metrics import MetricsMiddleware, metrics
 from kernel import errors
 from kernel.body_limit import MIB, BodyLimitMiddleware
 from kernel.logs import RequestIdMiddleware, configure_logging, install_token_filter
-from kernel.db import LoopEngines, make_engine, make_sessionmaker, schema_problem, unit_of_work
+from kernel.db import make_engine, make_sessionmaker, schema_problem, unit_of_work
 from kernel.security import DEFAULT_CSP, CSRFMiddleware, SecurityHeadersMiddleware, extend_csp
 from kernel.sessions import SessionMiddleware
 from kernel.clock import clock
@@ -138,13 +138,9 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         sessions = make_sessionmaker(engine)
         read_sessions = make_sessionmaker(engine, write=False)
 
-    # PostgreSQL: the magic-link exchange's statements run on the event loop (portal.routes._read).
-    loop_engines = LoopEngines(settings.database_url if engine is not None else None)
-
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with loop_engines.serving():
-            yield
+        yield
         if engine is not None:
             engine.dispose()
 
@@ -194,7 +190,6 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
     app.state.storage = storage_from_settings(settings)  # uploads' bytes: shared by every instance when s3
     app.state.sessions = sessions
     app.state.read_sessions = read_sessions  # for handlers that only read: see make_sessionmaker
-    app.state.loop_engines = loop_engines
     # A short read may run on the event loop when it reads a local SQLite file (see portal.routes._read).
     bind = engine if engine is not None else sessions.kw.get("bind")  # none: an app only listed, never served
     app.state.reads_inline = bind is not None and bind.dialect.name == "sqlite"

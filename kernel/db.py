@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import time
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from collections.abc import Mapping, Sequence
-from typing import Any, AsyncIterator, Callable, Concatenate, Iterator, ParamSpec, TypeVar
+from typing import Any, Iterator
 
 from sqlalchemy import (
     Connection, Dialect, Engine, Select, Table, and_, bindparam, cast, column, create_engine, event, insert, make_url, text, update, values,
 )
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -93,76 +91,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     event.listen(engine, "checkin", _checked_in)
     event.listen(engine, "checkout", _ping_if_idle(engine))
     return engine
-
-
-# The event loop's own connections (make_loop_engine): a request holds one for a statement or two,
-# never across a wait on anything else, so a few serve every request a process answers at once; a
-# request beyond them waits for one. No overflow: connections opened beyond the pool were closed
-# again as they came back, and each new PostgreSQL connection costs the server milliseconds.
-LOOP_POOL_SIZE = 16
-LOOP_POOL_OVERFLOW = 0
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def make_loop_engine(url: str, **kwargs: Any) -> AsyncEngine | None:
-    """On PostgreSQL, an engine for the event loop (psycopg's AsyncConnection), for the hottest short
-    requests: through the thread pool, each of their statements paid a thread hop and the GIL
-    handed back and forth (bench/RESULTS.md, 2026-12-05 pglinks). None on SQLite, whose reads run
-    on the loop already (a local file that WAL never locks for readers). Its connections belong to
-    the loop that first used them: create it in that loop's lifespan, dispose of it there."""
-    if make_url(url).get_backend_name() != "postgresql":
-        return None
-    engine = create_async_engine(url, **{"pool_size": LOOP_POOL_SIZE, "max_overflow": LOOP_POOL_OVERFLOW, **kwargs})
-    event.listen(engine.sync_engine, "checkin", _checked_in)
-    event.listen(engine.sync_engine, "checkout", _ping_if_idle(engine.sync_engine))
-    return engine
-
-
-class LoopEngines:
-    """The loop engine (`make_loop_engine`) of each event loop serving an app: a server runs one
-    loop, but a process may run several at once (each test client runs its own), and a connection
-    can only be used on the loop that opened it. None for an engine that has none (SQLite)."""
-
-    def __init__(self, url: str | None) -> None:
-        self.url = url
-        self._engines: dict[asyncio.AbstractEventLoop, AsyncEngine] = {}
-
-    @asynccontextmanager
-    async def serving(self) -> AsyncIterator[None]:
-        """While this event loop serves (an app's lifespan): its own engine, disposed at the end."""
-        engine = make_loop_engine(self.url) if self.url is not None else None
-        if engine is None:
-            yield
-            return
-        loop = asyncio.get_running_loop()
-        self._engines[loop] = engine
-        try:
-            yield
-        finally:
-            del self._engines[loop]
-            await engine.dispose()
-
-    def current(self) -> AsyncEngine | None:
-        return self._engines.get(asyncio.get_running_loop()) if self._engines else None
-
-
-async def read_on_loop(engine: AsyncEngine, function: Callable[Concatenate[Connection, P], T],
-                       *args: P.args, **kwargs: P.kwargs) -> T:
-    """`function(connection, ...)` with a connection of `engine` in autocommit (one short read, as
-    `read_connection`), run on the event loop: its statements await the server instead of blocking."""
-    async with engine.connect() as connection:
-        await connection.execution_options(isolation_level="AUTOCOMMIT")
-        return await connection.run_sync(function, *args, **kwargs)
-
-
-async def write_on_loop(engine: AsyncEngine, function: Callable[Concatenate[Connection, P], T],
-                        *args: P.args, **kwargs: P.kwargs) -> T:
-    """`function(connection, ...)` in one transaction of `engine`, committed on success (as
-    `write_connection`), run on the event loop."""
-    async with engine.begin() as connection:
-        return await connection.run_sync(function, *args, **kwargs)
 
 
 @functools.lru_cache(maxsize=32)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from anyio import to_thread
 
@@ -28,14 +28,8 @@ class _Queue:
 
 
 class OpenRecorder:
-    def __init__(self, write: Callable[[list[dict[str, Any]]], None] | None = None, *,
-                 write_async: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None) -> None:
-        """`write` writes the rows in one transaction, in a worker thread; or `write_async` does, on
-        the event loop (PostgreSQL through the app's loop engine)."""
-        if (write is None) == (write_async is None):
-            raise TypeError("OpenRecorder needs one writer: write or write_async")
-        self.write = write
-        self.write_async = write_async
+    def __init__(self, write: Callable[[list[dict[str, Any]]], None]) -> None:
+        self.write = write  # writes the rows in one transaction (in a worker thread)
         # One queue per event loop: a server has one, but a process may run several at once (each
         # test client runs its own), and a future can only be awaited on its own loop.
         self.queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
@@ -57,12 +51,12 @@ class OpenRecorder:
         while queue.pending:
             batch, queue.pending = queue.pending, []
             try:
-                await self._write([row for row, _ in batch])
+                await to_thread.run_sync(self.write, [row for row, _ in batch])
             except Exception:
                 # One bad row (a contact deleted meanwhile) must not fail the others: each alone.
                 for row, future in batch:
                     try:
-                        await self._write([row])
+                        await to_thread.run_sync(self.write, [row])
                     except Exception as error:
                         _settle(future, error)
                     else:
@@ -70,13 +64,6 @@ class OpenRecorder:
             else:
                 for _, future in batch:
                     _settle(future, None)
-
-    async def _write(self, rows: list[dict[str, Any]]) -> None:
-        if self.write_async is not None:
-            await self.write_async(rows)
-        else:
-            assert self.write is not None
-            await to_thread.run_sync(self.write, rows)
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

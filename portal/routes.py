@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -19,7 +18,7 @@ from starlette.routing import Route
 
 from kernel import i18n
 from kernel.clock import clock
-from kernel.db import read_connection, read_on_loop, unit_of_work, write_connection, write_on_loop
+from kernel.db import read_connection, unit_of_work, write_connection
 from kernel.security import client_ip
 from ledger import statement as statements
 from ledger.disputes import disputed_parts
@@ -147,41 +146,24 @@ def _read_sessions(request: Request) -> Any:
 
 
 async def _read(request: Request, function: Callable[..., Any], *args: Any) -> Any:
-    """`function(connection, *args)`: a short read-only database call. Inline on SQLite, where it
-    reads a local file that WAL never locks for readers, and a hop to the thread pool cost several
-    times the query; on a server database, on the event loop through the app's loop engine
-    (kernel.db.make_loop_engine: the statement awaits the server), else in the thread pool, so
-    that a slow network or a database down never stalls the event loop."""
-    state = request.app.state
-    if state.reads_inline:
-        with read_connection(_read_sessions(request)) as connection:
-            return function(connection, *args)
-    loop_engine = _loop_engine(state)
-    if loop_engine is not None:
-        return await read_on_loop(loop_engine, function, *args)
-    return await run_in_threadpool(_read_in_thread, request, function, *args)
-
-
-def _loop_engine(state: Any) -> AsyncEngine | None:
-    """The app's engine on this event loop (PostgreSQL, while the app's lifespan runs), else None."""
-    engines = getattr(state, "loop_engines", None)
-    return engines.current() if engines is not None else None
-
-
-def _read_in_thread(request: Request, function: Callable[..., Any], *args: Any) -> Any:
-    with read_connection(_read_sessions(request)) as connection:
-        return function(connection, *args)
+    """A short read-only database call: inline on SQLite, where it reads a local file that WAL
+    never locks for readers, and a hop to the thread pool cost several times the query; in the
+    thread pool on a server database, so that a slow network or a database down never stalls
+    the event loop."""
+    if request.app.state.reads_inline:
+        return function(*args)
+    return await run_in_threadpool(function, *args)
 
 
 def _throttle_key(ip: str) -> str:
     return f"link:{ip}"
 
 
-def _check_link(connection: Connection, request: Request, token: str, ip: str,
-                user_agent: str | None) -> tokens.LinkFacts:
+def _check_link(request: Request, token: str, ip: str, user_agent: str | None) -> tokens.LinkFacts:
     settings = request.app.state.settings
     rule = tokens.ThrottleRule(_throttle_key(ip), settings.link_throttle_max, settings.link_throttle_window_seconds)
-    return tokens.check_link(connection, _secret(request), token, ip, user_agent, rule)
+    with read_connection(_read_sessions(request)) as connection:
+        return tokens.check_link(connection, _secret(request), token, ip, user_agent, rule)
 
 
 def _record_failure(request: Request, ip: str) -> None:
@@ -190,8 +172,7 @@ def _record_failure(request: Request, ip: str) -> None:
 
 
 def _open_recorder(request: Request) -> OpenRecorder:
-    state = request.app.state
-    recorder = getattr(state, "open_recorder", None)
+    recorder = getattr(request.app.state, "open_recorder", None)
     if recorder is None:
         sessions = _sessions(request)
 
@@ -199,14 +180,7 @@ def _open_recorder(request: Request) -> OpenRecorder:
             with write_connection(sessions) as connection:
                 tokens.record_opens(connection, rows)
 
-        async def write_async(rows: list[dict[str, Any]]) -> None:
-            loop_engine = _loop_engine(state)
-            if loop_engine is not None:
-                await write_on_loop(loop_engine, tokens.record_opens, rows)
-            else:
-                await run_in_threadpool(write, rows)
-
-        recorder = state.open_recorder = OpenRecorder(write_async=write_async)
+        recorder = request.app.state.open_recorder = OpenRecorder(write)
     return recorder
 
 
@@ -238,7 +212,7 @@ async def open_link(request: Request) -> Response:
         )
     if not check.ok:
         await run_in_threadpool(_record_failure, request, ip)
-        brand = await _read(request, _brand_of_contact, check.contact_id) if check.contact_id else None
+        brand = await _read(request, _brand_of_contact, request, check.contact_id) if check.contact_id else None
         return _link_problem(request, check.problem, check.language, token, brand)
     assert check.contact_id is not None
     if not check.recorded:
@@ -264,12 +238,13 @@ class Brand:
     support_email: str | None
 
 
-def _brand_of_contact(connection: Connection, contact_id: int) -> Brand | None:
-    row = connection.execute(
-        select(Company.code, Company.name, Company.logo.is_not(None), Company.support_email)
-        .join(Customer, Customer.company_id == Company.id).join(Contact, Contact.customer_id == Customer.id)
-        .where(Contact.id == contact_id)
-    ).first()
+def _brand_of_contact(request: Request, contact_id: int) -> Brand | None:
+    with read_connection(_read_sessions(request)) as connection:
+        row = connection.execute(
+            select(Company.code, Company.name, Company.logo.is_not(None), Company.support_email)
+            .join(Customer, Customer.company_id == Company.id).join(Contact, Contact.customer_id == Customer.id)
+            .where(Contact.id == contact_id)
+        ).first()
     return Brand(row[0], row[1], bool(row[2]), row[3]) if row is not None else None
 
 

@@ -7,8 +7,7 @@ from datetime import timedelta
 from typing import Callable, Iterator
 
 import pytest
-from sqlalchemy import Engine, event, func, select
-from sqlalchemy.pool import Pool
+from sqlalchemy import Engine, func, select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -96,29 +95,3 @@ def test_a_link_revoked_renewed_or_expired_is_refused_at_once(
         clock.set(clock.now() + timedelta(days=31))  # past the company's 30 days
         expired = client.get(f"/p/{renewed}", follow_redirects=False)
         assert (expired.status_code, "/p/renew" in expired.text) == (410, True)  # expired: a fresh one offered
-
-
-def test_on_postgresql_the_exchange_runs_on_the_event_loop_not_the_thread_pool(
-    pg_fresh_url: str, engine_of: Callable[[str], Engine]  # noqa: F811
-) -> None:
-    factory = make_sessionmaker(engine_of(pg_fresh_url))
-    with unit_of_work(factory) as session:
-        customer = factories.customer(session, factories.company(session))
-        token, contact_id = tokens.make_token(TEST_SECRET, customer.primary_contact), customer.primary_contact.id
-    pools: list[str] = []
-
-    def checked_out(dbapi_connection: object, record: object, proxy: object) -> None:
-        pools.append(type(dbapi_connection).__name__)
-
-    app = _served_app(pg_fresh_url)
-    event.listen(Pool, "checkout", checked_out)
-    try:
-        with TestClient(app, base_url="http://testserver") as client:
-            assert client.get(f"/p/{token}", follow_redirects=False).status_code == 303  # a first open
-            assert client.get(f"/p/{token}", follow_redirects=False).status_code == 303  # a repeat
-    finally:
-        event.remove(Pool, "checkout", checked_out)
-    # The check twice and the open's write once, each on the loop's own (asyncio) pool.
-    assert pools == ["AsyncAdapt_psycopg_connection"] * 3
-    with factory() as session:
-        assert session.scalar(select(func.count()).select_from(LinkOpen).where(LinkOpen.contact_id == contact_id)) == 1
