@@ -213,6 +213,10 @@ def open_loop(server: Server, ctx: Context, rate: float, requests: list[dict[str
         command = [PYTHON, str(ROOT / "bench" / "loadgen.py"), server.base, "--rate", f"{rate:.1f}",
                    "--duration", str(ctx.duration), "--connections", str(ctx.open_loop_connections),
                    "--requests", str(file)]
+        # The closed loop just before leaves up to --connections requests queued in the server:
+        # started on top of them, the open loop's first requests wait for the whole backlog.
+        pids = server.pids()
+        settled_s, idle = cpu.wait_until_idle(lambda: cpu.cpu_seconds(pids))
         with Meter(server, ctx) as meter:
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     finally:
@@ -220,6 +224,7 @@ def open_loop(server: Server, ctx: Context, rate: float, requests: list[dict[str
     result: dict[str, Any] = json.loads(output)
     own = result["loadgen_cpu_ms_per_request"]  # the load phase alone, without the interpreter's start
     result.update(meter.per_request(result["requests"]))
+    result["server_settled_s"], result["server_idle_at_start"] = round(settled_s, 2), idle
     result["loadgen_process_cpu_ms_per_request"] = result["loadgen_cpu_ms_per_request"]
     result["loadgen_cpu_ms_per_request"] = own
     return result

@@ -93,3 +93,43 @@ def test_postgres_spent_leaves_out_other_databases() -> None:
     spent = cpu.PostgresMeter.spent(before, after)
     assert spent == pytest.approx({"server": 10.0, "ours": 6.5, "background": 0.5, "backends": 4.0, "sessions": 12})
     assert cpu.PostgresMeter.spent({}, after) == {}
+
+
+def test_wait_until_idle_waits_out_a_busy_process() -> None:
+    # A real process that burns one second of CPU, then sleeps: the wait ends after the burning
+    # (counted in CPU time, and "idle" meaning not one clock tick in a window: the machine may be loaded).
+    burner = subprocess.Popen([sys.executable, "-c",
+                               "import time\nwhile time.process_time() < 1.0: pass\ntime.sleep(60)"])
+    try:
+        while cpu.cpu_seconds([burner.pid]) < 0.1:  # busy by now
+            pass
+        waited, idle = cpu.wait_until_idle(lambda: cpu.cpu_seconds([burner.pid]), window=1.0,
+                                           busy_share=0.01, timeout=50)
+        assert idle
+        assert cpu.cpu_seconds([burner.pid]) >= 0.95  # it returned after the busy second, not during it
+        assert waited >= 1.0
+    finally:
+        burner.kill()
+        burner.wait()
+
+
+def test_wait_until_idle_gives_up_after_the_timeout() -> None:
+    now = [0.0]
+    readings = iter(float(n) for n in range(1000))  # one CPU second per reading: always busy
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    waited, idle = cpu.wait_until_idle(lambda: next(readings), window=0.5, timeout=3, clock=lambda: now[0],
+                                       sleep=sleep)
+    assert not idle and waited == pytest.approx(3.0)
+
+
+def test_wait_until_idle_returns_after_one_window_when_already_idle() -> None:
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    waited, idle = cpu.wait_until_idle(lambda: 5.0, window=0.25, clock=lambda: now[0], sleep=sleep)
+    assert idle and waited == pytest.approx(0.25)
