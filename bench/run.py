@@ -346,6 +346,12 @@ def _app_env(ctx: Context) -> dict[str, str]:
             "ENCOURS_LINK_THROTTLE_MAX": "1000000"}
 
 
+def kept_cookie(response: httpx.Response, cookie: str) -> str:
+    """The session cookie a browser sends next: the one the response set, else the one it had."""
+    value = response.headers.get("set-cookie")
+    return value.split(";", 1)[0] if value else cookie
+
+
 def _session_cookie(base: str, token: str) -> str:
     response = httpx.get(f"{base}/p/{token}", follow_redirects=False, timeout=30)
     assert response.status_code == 303, (response.status_code, response.text[:500])
@@ -366,6 +372,9 @@ def statement_page(ctx: Context) -> list[Figure]:
         cookie = _session_cookie(server.base, token)
         page = httpx.get(f"{server.base}/portal", headers={"Cookie": cookie}, timeout=30)
         assert page.status_code == 200 and STATEMENT_CUSTOMER not in page.url.path, page.status_code
+        # The first page adds its CSRF token to the session; sent without it, every request would
+        # mint a token and re-sign the cookie, which no browser does.
+        cookie = kept_cookie(page, cookie)
         size = len(page.content)
         rows = page.text.count("<tr")
         wrk(f"{server.base}/portal", ctx, {"Cookie": cookie}, duration=ctx.warmup)
