@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 TICKS = os.sysconf("SC_CLK_TCK")
 PROC = Path("/proc")
@@ -89,6 +90,25 @@ def children_cpu_seconds() -> float:
     """CPU of this process's children that have ended and been waited for (wrk, the load generator)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def wait_until_idle(read: Callable[[], float], window: float = 0.25, busy_share: float = 0.1,
+                    timeout: float = 30.0, clock: Callable[[], float] = time.monotonic,
+                    sleep: Callable[[float], None] = time.sleep) -> tuple[float, bool]:
+    """Wait until the processes `read` measures (CPU seconds, e.g. `lambda: cpu_seconds(pids)`) spend
+    less than `busy_share` of a core over one `window`: a server still working through the requests
+    a closed loop left queued when it stopped. Returns (seconds waited, whether it went idle before
+    `timeout`)."""
+    began = clock()
+    before = read()
+    while True:
+        sleep(window)
+        after = read()
+        if after - before < busy_share * window:
+            return clock() - began, True
+        if clock() - began >= timeout:
+            return clock() - began, False
+        before = after
 
 
 def per_request_ms(seconds: float, requests: int | None) -> float | None:

@@ -213,6 +213,10 @@ def open_loop(server: Server, ctx: Context, rate: float, requests: list[dict[str
         command = [PYTHON, str(ROOT / "bench" / "loadgen.py"), server.base, "--rate", f"{rate:.1f}",
                    "--duration", str(ctx.duration), "--connections", str(ctx.open_loop_connections),
                    "--requests", str(file)]
+        # The closed loop just before leaves up to --connections requests queued in the server:
+        # started on top of them, the open loop's first requests wait for the whole backlog.
+        pids = server.pids()
+        settled_s, idle = cpu.wait_until_idle(lambda: cpu.cpu_seconds(pids))
         with Meter(server, ctx) as meter:
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     finally:
@@ -220,6 +224,7 @@ def open_loop(server: Server, ctx: Context, rate: float, requests: list[dict[str
     result: dict[str, Any] = json.loads(output)
     own = result["loadgen_cpu_ms_per_request"]  # the load phase alone, without the interpreter's start
     result.update(meter.per_request(result["requests"]))
+    result["server_settled_s"], result["server_idle_at_start"] = round(settled_s, 2), idle
     result["loadgen_process_cpu_ms_per_request"] = result["loadgen_cpu_ms_per_request"]
     result["loadgen_cpu_ms_per_request"] = own
     return result
@@ -341,6 +346,12 @@ def _app_env(ctx: Context) -> dict[str, str]:
             "ENCOURS_LINK_THROTTLE_MAX": "1000000"}
 
 
+def kept_cookie(response: httpx.Response, cookie: str) -> str:
+    """The session cookie a browser sends next: the one the response set, else the one it had."""
+    value = response.headers.get("set-cookie")
+    return value.split(";", 1)[0] if value else cookie
+
+
 def _session_cookie(base: str, token: str) -> str:
     response = httpx.get(f"{base}/p/{token}", follow_redirects=False, timeout=30)
     assert response.status_code == 303, (response.status_code, response.text[:500])
@@ -361,6 +372,9 @@ def statement_page(ctx: Context) -> list[Figure]:
         cookie = _session_cookie(server.base, token)
         page = httpx.get(f"{server.base}/portal", headers={"Cookie": cookie}, timeout=30)
         assert page.status_code == 200 and STATEMENT_CUSTOMER not in page.url.path, page.status_code
+        # The first page adds its CSRF token to the session; sent without it, every request would
+        # mint a token and re-sign the cookie, which no browser does.
+        cookie = kept_cookie(page, cookie)
         size = len(page.content)
         rows = page.text.count("<tr")
         wrk(f"{server.base}/portal", ctx, {"Cookie": cookie}, duration=ctx.warmup)

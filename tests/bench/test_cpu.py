@@ -93,3 +93,39 @@ def test_postgres_spent_leaves_out_other_databases() -> None:
     spent = cpu.PostgresMeter.spent(before, after)
     assert spent == pytest.approx({"server": 10.0, "ours": 6.5, "background": 0.5, "backends": 4.0, "sessions": 12})
     assert cpu.PostgresMeter.spent({}, after) == {}
+
+
+def test_wait_until_idle_waits_out_a_busy_process() -> None:
+    # A server draining a backlog at a full core for three windows, then at 2 % of one. (Read from a
+    # real process under a loaded machine's scheduler, a starved window would look idle: the test
+    # would be flaky, not the function.)
+    now = [0.0]
+    readings = iter([0.0, 0.25, 0.5, 0.75, 0.755, 0.76])
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    waited, idle = cpu.wait_until_idle(lambda: next(readings), window=0.25, clock=lambda: now[0], sleep=sleep)
+    assert idle and waited == pytest.approx(1.0)  # three busy windows, then the quiet one
+
+
+def test_wait_until_idle_gives_up_after_the_timeout() -> None:
+    now = [0.0]
+    readings = iter(float(n) for n in range(1000))  # one CPU second per reading: always busy
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    waited, idle = cpu.wait_until_idle(lambda: next(readings), window=0.5, timeout=3, clock=lambda: now[0],
+                                       sleep=sleep)
+    assert not idle and waited == pytest.approx(3.0)
+
+
+def test_wait_until_idle_returns_after_one_window_when_already_idle() -> None:
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    waited, idle = cpu.wait_until_idle(lambda: 5.0, window=0.25, clock=lambda: now[0], sleep=sleep)
+    assert idle and waited == pytest.approx(0.25)
