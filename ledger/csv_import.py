@@ -27,7 +27,7 @@ from sqlalchemy.orm.util import identity_key
 
 from kernel import i18n
 from kernel.clock import clock
-from kernel.db import insert_rows, update_rows
+from kernel.db import insert_rows, insert_rows_with_ids, update_rows
 from kernel.i18n import N_
 from kernel.user_error import Count, UserError, UserErrors
 from ledger import audit
@@ -947,11 +947,9 @@ def _update_invoices(session: Session, updates: list[tuple[_Existing, _InvoiceLi
     table = cast(Table, Invoice.__table__)
     for rows in params.values():
         update_rows(session, table, ("id",), rows)
-    for chunk in _chunks(audits):
-        ids = session.scalars(insert(AuditEvent).returning(AuditEvent.id, sort_by_parameter_order=True),
-                              list(chunk)).all()
-        queue_deliveries_for_ids(session, [(event_id, row["company_id"], row["action"])
-                                           for event_id, row in zip(ids, chunk)])
+    ids = insert_rows_with_ids(session, cast(Table, AuditEvent.__table__), audits)
+    queue_deliveries_for_ids(session, [(event_id, row["company_id"], row["action"])
+                                       for event_id, row in zip(ids, audits)])
     # Invoices this session already holds are read again when next used: the rows changed under them.
     for invoice, _ in updates:
         held = session.identity_map.get(identity_key(Invoice, invoice.id))
