@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -140,7 +141,14 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
+        # What start-up built lives as long as the app: kept out of the full garbage collections,
+        # which otherwise walk all of it every few dozen large responses (bench/RESULTS.md, 2026-12-05).
+        gc.collect()
+        gc.freeze()
+        try:
+            yield
+        finally:
+            gc.unfreeze()  # an app stopped in a longer-lived process (tests) can be collected
         if engine is not None:
             engine.dispose()
 
