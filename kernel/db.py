@@ -144,6 +144,21 @@ def insert_rows_with_ids(session: Session, table: Table, rows: Sequence[Mapping[
     return ids
 
 
+def analyze_if_outgrown(session: Session, table: Table, written: int) -> None:
+    """On PostgreSQL, ANALYZE `table` when `written` new rows outnumber what its statistics say it
+    holds (never analyzed: -1). A connection plans the statements of its triggers once and keeps
+    the plans until the table's statistics change: planned on an empty table, the running totals'
+    recount read the whole table once per row it touched, more with every batch of a first load,
+    until autovacuum analyzed it (bench/RESULTS.md, 2026-12-05). Inside the transaction, which it
+    sees whole; at most twice per doubling of the table."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    known = session.execute(text("SELECT reltuples FROM pg_class WHERE oid = CAST(:name AS regclass)"),
+                            {"name": table.name}).scalar_one()
+    if known < written:
+        session.execute(text(f"ANALYZE {session.get_bind().dialect.identifier_preparer.format_table(table)}"))
+
+
 UPDATE_ROWS_BATCH = 10_000
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.orm.util import identity_key
 
 from kernel import i18n
 from kernel.clock import clock
-from kernel.db import insert_rows, insert_rows_with_ids, update_rows
+from kernel.db import analyze_if_outgrown, insert_rows, insert_rows_with_ids, update_rows
 from kernel.i18n import N_
 from kernel.user_error import Count, UserError, UserErrors
 from ledger import audit
@@ -793,7 +793,9 @@ def _insert_invoices(session: Session, new: list[dict[str, Any]]) -> None:
     """The new invoices in one bulk write (`kernel.db.insert_rows`: a COPY on PostgreSQL, so the
     running totals' statement triggers fire once, not once per invoice; an executemany elsewhere):
     one ORM object per line is what makes big files slow."""
-    insert_rows(session, cast(Table, Invoice.__table__), new)
+    table = cast(Table, Invoice.__table__)
+    insert_rows(session, table, new)
+    analyze_if_outgrown(session, table, len(new))  # a first load into an empty book
 
 
 def _with_default_terms(p: _InvoiceLine, company: Company | None) -> _InvoiceLine:
