@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Table, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from kernel.db import insert_rows, insert_rows_with_ids, update_rows
+from kernel.db import analyze_if_outgrown, insert_rows, insert_rows_with_ids, update_rows
 from ledger.models import AuditEvent, Company, Invoice
 from tests import factories
 
@@ -154,3 +154,25 @@ def test_an_update_of_many_rows_is_one_statement_on_postgresql(pg_session: Sessi
                             "NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.count_updated()"))
     update_rows(pg_session, INVOICES, ("id",), _changes(ids))
     assert pg_session.scalars(text("SELECT rows FROM fired")).all() == [2_500]
+
+
+def _reltuples(session: Session) -> float:
+    return float(session.scalar(text("SELECT reltuples FROM pg_class WHERE oid = 'invoices'::regclass")))
+
+
+def test_a_table_a_write_outgrew_is_analyzed_on_postgresql(pg_session: Session) -> None:
+    """Its triggers' statements are then planned for the table it is, not the empty one."""
+    _invoices(pg_session, 2_500)
+    analyze_if_outgrown(pg_session, INVOICES, 2_500)
+    known = _reltuples(pg_session)
+    assert known >= 2_500
+    _invoices(pg_session, 300)
+    analyze_if_outgrown(pg_session, INVOICES, 300)  # fewer than it holds: left alone
+    assert _reltuples(pg_session) == known
+
+
+def test_analyze_if_outgrown_does_nothing_on_sqlite(session: Session) -> None:
+    _invoices(session, 10)
+    analyze_if_outgrown(session, INVOICES, 10)
+    if session.get_bind().dialect.name == "sqlite":
+        assert session.scalar(text("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'")) == 0
