@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, selectinload
@@ -148,7 +148,48 @@ def bulk_customers(session: Session, key: ApiKey, body: schemas.CustomersBulkIn)
 # --- invoices --------------------------------------------------------------------------
 
 
-def invoice_out(invoice: Invoice, customer_ref: str) -> schemas.InvoiceOut:
+class InvoiceFields(Protocol):
+    """What `invoice_out` reads: an `Invoice`, or a row of `INVOICE_COLUMNS`."""
+
+    @property
+    def number(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def issue_date(self) -> date: ...
+    @property
+    def due_date(self) -> date: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def total_minor(self) -> int: ...
+    @property
+    def open_minor(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def discount_bps(self) -> int | None: ...
+    @property
+    def discount_until(self) -> date | None: ...
+    @property
+    def settled_outside_minor(self) -> int: ...
+    @property
+    def settled_outside_on(self) -> date | None: ...
+    @property
+    def pdf_key(self) -> str | None: ...
+    @property
+    def updated_at(self) -> datetime: ...
+
+
+# A page of invoices is read as plain rows of these, not as ORM objects: hundreds of objects per
+# request, kept until the session closes, set off full garbage collections (bench/RESULTS.md).
+INVOICE_COLUMNS = (Invoice.id, Invoice.number, Invoice.kind, Invoice.issue_date, Invoice.due_date, Invoice.currency,
+                   Invoice.total_minor, Invoice.open_minor, Invoice.status, Invoice.discount_bps,
+                   Invoice.discount_until, Invoice.settled_outside_minor, Invoice.settled_outside_on,
+                   Invoice.pdf_key, Invoice.updated_at)
+
+
+def invoice_out(invoice: InvoiceFields, customer_ref: str) -> schemas.InvoiceOut:
     return schemas.InvoiceOut(
         number=invoice.number, type=invoice.kind, customer_ref=customer_ref, issue_date=invoice.issue_date,
         due_date=invoice.due_date, currency=invoice.currency, amount=amount(invoice.total_minor, invoice.currency),
@@ -172,7 +213,7 @@ class InvoiceFilters:
 def list_invoices(session: Session, key: ApiKey, filters: InvoiceFilters, cursor: str | None,
                   limit: int) -> schemas.InvoicePage:
     after = decode_cursor(cursor, 1)
-    query = (select(Invoice, Customer.ref).join(Customer, Customer.id == Invoice.customer_id)
+    query = (select(*INVOICE_COLUMNS, Customer.ref).join(Customer, Customer.id == Invoice.customer_id)
              .where(Invoice.company_id == key.company_id).order_by(Invoice.id).limit(limit + 1))
     if filters.status:
         query = query.where(Invoice.status == filters.status)
@@ -189,8 +230,8 @@ def list_invoices(session: Session, key: ApiKey, filters: InvoiceFilters, cursor
     rows = session.execute(query).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    return schemas.InvoicePage(items=[invoice_out(i, ref) for i, ref in rows],
-                               next_cursor=encode_cursor(rows[-1][0].id) if more else None)
+    return schemas.InvoicePage(items=[invoice_out(row, row.ref) for row in rows],
+                               next_cursor=encode_cursor(rows[-1].id) if more else None)
 
 
 def _find_invoice(session: Session, key: ApiKey, number: str) -> tuple[Invoice, str]:

@@ -141,7 +141,14 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
+        # What start-up built lives as long as the app: kept out of the full garbage collections,
+        # which otherwise walk all of it every few dozen large responses (bench/RESULTS.md, 2026-12-05).
+        gc.collect()
+        gc.freeze()
+        try:
+            yield
+        finally:
+            gc.unfreeze()  # an app stopped in a longer-lived process (tests) can be collected
         if engine is not None:
             engine.dispose()
 
@@ -206,9 +213,4 @@ def create_app_from_env() -> Starlette:
         clock.follow(clock_file)
     configure_logging(settings.log_format, settings.log_level)
     init_error_reports(settings, component="serve")  # before the app exists: the SDK hooks Starlette
-    app = create_app(settings)
-    # What start-up loaded lives as long as the process: out of the collector's sight, a full
-    # collection scans only what requests left behind (a 110-140 ms pause otherwise: bench/RESULTS.md).
-    gc.collect()
-    gc.freeze()
-    return app
+    return create_app(settings)  # its lifespan freezes the start-up heap (uvicorn runs it)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Iterator
 
 from sqlalchemy import (
-    Connection, Dialect, Engine, Select, Table, and_, bindparam, cast, column, create_engine, event, insert, make_url, text, update, values,
+    Connection, Dialect, Engine, Select, Table, and_, bindparam, create_engine, event, insert, make_url, text, update,
 )
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -151,13 +151,49 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
                             for process, value in zip(processors, written)])
 
 
+def insert_rows_with_ids(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """`insert_rows` for a table with an integer `id` from a sequence: the new rows' ids, in the
+    order of `rows`. On PostgreSQL the ids are drawn from the sequence first, in one query, and the
+    rows go in with them in one COPY; elsewhere an INSERT … RETURNING."""
+    if not rows:
+        return []
+    if session.get_bind().dialect.name != "postgresql":
+        return list(session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True), list(rows)))
+    session.flush()
+    ids = sorted(session.execute(text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) "
+                                      "FROM generate_series(1, :count)"),
+                                 {"table": table.name, "count": len(rows)}).scalars())
+    insert_rows(session, table, [{"id": row_id, **row} for row_id, row in zip(ids, rows)])
+    return ids
+
+
+def analyze_if_outgrown(session: Session, table: Table, written: int) -> None:
+    """On PostgreSQL, ANALYZE `table` when `written` new rows outnumber what its statistics say it
+    holds (never analyzed: -1). A connection plans the statements of its triggers once and keeps
+    the plans until the table's statistics change: planned on an empty table, the running totals'
+    recount read the whole table once per row it touched, more with every batch of a first load,
+    until autovacuum analyzed it (bench/RESULTS.md, 2026-12-05). Inside the transaction, which it
+    sees whole (its lock, held to the end, only keeps out another ANALYZE or VACUUM of the table):
+    in practice the first batch of a first load (ANALYZE reads a sample of at most 30,000 rows)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    known = session.execute(text("SELECT reltuples FROM pg_class WHERE oid = CAST(:name AS regclass)"),
+                            {"name": table.name}).scalar_one()
+    if known < written:
+        session.execute(text(f"ANALYZE {session.get_bind().dialect.identifier_preparer.format_table(table)}"))
+
+
+UPDATE_ROWS_BATCH = 10_000
+
+
 def update_rows(session: Session, table: Table, keys: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
     """Rows of one table each changed its own way: a row gives the `keys` columns that find it and
     the new values of its other columns (the same columns in every row).
 
-    On PostgreSQL one UPDATE … FROM (VALUES …) per 2,000 rows, elsewhere an executemany: there an
-    executemany is one statement per row, each parsed, planned and run on its own, and each firing
-    the table's statement triggers (the running totals, migration 0026_pg_totals)."""
+    On PostgreSQL one UPDATE … FROM unnest(<one array per column>) per 10,000 rows, elsewhere an
+    executemany: there an executemany is one statement per row, each parsed, planned and run on its
+    own, and each firing the table's statement triggers (the running totals, migration
+    0026_pg_totals); a VALUES list of one parameter per value cost more to build than the update."""
     if not rows:
         return
     names = list(rows[0])
@@ -167,11 +203,24 @@ def update_rows(session: Session, table: Table, keys: Sequence[str], rows: Seque
                         .values({name: bindparam(f"v_{name}") for name in changed}),
                         [{f"{'k' if name in keys else 'v'}_{name}": row[name] for name in names} for row in rows])
         return
-    for start in range(0, len(rows), 2_000):
-        moved = values(*(column(name, table.c[name].type) for name in names), name="moved").data(
-            [tuple(row[name] for name in names) for row in rows[start:start + 2_000]])
-        session.execute(update(table).where(and_(*(table.c[key] == moved.c[key] for key in keys)))
-                        .values({name: cast(moved.c[name], table.c[name].type) for name in changed}))  # a column of NULLs is text
+    session.flush()
+    connection = session.connection()
+    dialect = connection.dialect
+    quote = dialect.identifier_preparer.quote
+    columns = [table.c[name] for name in names]
+    processors = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+    arrays = ", ".join(f"CAST(%(p{i})s AS {c.type.compile(dialect=dialect)}[])" for i, c in enumerate(columns))
+    target = dialect.identifier_preparer.format_table(table)
+    sql = (f"UPDATE {target} SET {', '.join(f'{quote(name)} = moved.{quote(name)}' for name in changed)} "
+           f"FROM unnest({arrays}) AS moved({', '.join(quote(name) for name in names)}) "
+           f"WHERE {' AND '.join(f'{target}.{quote(key)} = moved.{quote(key)}' for key in keys)}")
+    for start in range(0, len(rows), UPDATE_ROWS_BATCH):
+        batch = rows[start:start + UPDATE_ROWS_BATCH]
+        params = {}
+        for i, (name, process) in enumerate(zip(names, processors)):
+            given = [row[name] for row in batch]
+            params[f"p{i}"] = [process(value) for value in given] if process is not None else given
+        connection.exec_driver_sql(sql, params)
 
 
 def make_sessionmaker(engine: Engine, *, write: bool = True) -> sessionmaker[Session]:

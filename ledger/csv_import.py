@@ -27,7 +27,7 @@ from sqlalchemy.orm.util import identity_key
 
 from kernel import i18n
 from kernel.clock import clock
-from kernel.db import update_rows
+from kernel.db import analyze_if_outgrown, insert_rows, insert_rows_with_ids, update_rows
 from kernel.i18n import N_
 from kernel.user_error import Count, UserError, UserErrors
 from ledger import audit
@@ -198,8 +198,7 @@ def _audit_import(session: Session, report: ImportReport, scope: _Scope, actor_t
                                             for what, labels in sorted(changes.items())}}}
             for customer_id, changes in customers.items()
         ]
-        for chunk in _chunks(rows):
-            session.execute(insert(AuditEvent), list(chunk))
+        insert_rows(session, cast(Table, AuditEvent.__table__), rows)
 
 
 # --- reading -------------------------------------------------------------------------
@@ -786,9 +785,17 @@ def _import_invoices(session: Session, rows: list[Row], problems: _Problems, sco
     if updates:
         _update_invoices(session, updates, scope.update_actor)
     if new:
-        # One bulk INSERT: one ORM object per line is what makes big files slow.
-        session.execute(insert(Invoice), new)
+        _insert_invoices(session, new)
     return report
+
+
+def _insert_invoices(session: Session, new: list[dict[str, Any]]) -> None:
+    """The new invoices in one bulk write (`kernel.db.insert_rows`: a COPY on PostgreSQL, so the
+    running totals' statement triggers fire once, not once per invoice; an executemany elsewhere):
+    one ORM object per line is what makes big files slow."""
+    table = cast(Table, Invoice.__table__)
+    insert_rows(session, table, new)
+    analyze_if_outgrown(session, table, len(new))  # a first load into an empty book
 
 
 def _with_default_terms(p: _InvoiceLine, company: Company | None) -> _InvoiceLine:
@@ -942,11 +949,9 @@ def _update_invoices(session: Session, updates: list[tuple[_Existing, _InvoiceLi
     table = cast(Table, Invoice.__table__)
     for rows in params.values():
         update_rows(session, table, ("id",), rows)
-    for chunk in _chunks(audits):
-        ids = session.scalars(insert(AuditEvent).returning(AuditEvent.id, sort_by_parameter_order=True),
-                              list(chunk)).all()
-        queue_deliveries_for_ids(session, [(event_id, row["company_id"], row["action"])
-                                           for event_id, row in zip(ids, chunk)])
+    ids = insert_rows_with_ids(session, cast(Table, AuditEvent.__table__), audits)
+    queue_deliveries_for_ids(session, [(event_id, row["company_id"], row["action"])
+                                       for event_id, row in zip(ids, audits)])
     # Invoices this session already holds are read again when next used: the rows changed under them.
     for invoice, _ in updates:
         held = session.identity_map.get(identity_key(Invoice, invoice.id))

@@ -4,6 +4,7 @@ requests, and webhooks that get neither session nor CSRF check."""
 
 from __future__ import annotations
 
+import gc
 import json
 from base64 import b64encode
 from dataclasses import replace
@@ -273,3 +274,10 @@ def test_hsts_is_sent_when_the_base_url_is_https(settings: Settings, session_fac
     response = TestClient(secure, base_url="https://testserver").get("/admin/login")
     assert response.headers["strict-transport-security"].startswith("max-age=31536000")
     assert "strict-transport-security" in TestClient(secure, base_url="https://testserver").get("/nowhere").headers
+
+
+def test_what_start_up_built_is_kept_out_of_full_collections_while_the_app_runs(app: Starlette) -> None:
+    with TestClient(app, base_url="http://testserver"):
+        frozen = gc.get_freeze_count()
+        assert frozen > 1_000  # the app, its routes, templates, models: everything alive at start-up
+    assert gc.get_freeze_count() == 0  # stopped: collectable again, as in a test process running many apps

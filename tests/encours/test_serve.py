@@ -87,13 +87,23 @@ def test_the_access_log_never_shows_a_magic_link_token(tmp_path: Path) -> None:
     assert "aSecret" not in logged
 
 
-# `encours serve`'s factory in a fresh interpreter, as each uvicorn worker runs it.
+# `encours serve`'s factory in a fresh interpreter, started by uvicorn's lifespan as each worker runs it.
 FACTORY_HEAP = """
-import gc
+import asyncio, gc
+import uvicorn
+from uvicorn.lifespan.on import LifespanOn
 from encours.app import create_app_from_env
-before = len(gc.get_objects())
-create_app_from_env()
-print(gc.get_freeze_count(), len(gc.get_objects()), before)
+
+async def main() -> None:
+    before = len(gc.get_objects())
+    config = uvicorn.Config(create_app_from_env())
+    config.load()
+    lifespan = LifespanOn(config)
+    await lifespan.startup()
+    print(gc.get_freeze_count(), len(gc.get_objects()), before)
+    await lifespan.shutdown()
+
+asyncio.run(main())
 """
 
 

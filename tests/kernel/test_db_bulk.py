@@ -1,18 +1,21 @@
 """`kernel.db.insert_rows` writes the same rows as an INSERT of many rows (defaults, JSON, NULLs),
-and `update_rows` changes each row its own way, on SQLite and PostgreSQL; on PostgreSQL each in one
-statement, so statement triggers (the running totals) fire once, not once per row."""
+`insert_rows_with_ids` too and gives their ids in order, and `update_rows` changes each row its own
+way as an UPDATE per row would, on SQLite and PostgreSQL; on PostgreSQL each in one statement, so
+statement triggers (the running totals) fire once, not once per row."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Table, insert, select, text
+from sqlalchemy import Table, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from kernel.db import insert_rows, update_rows
-from ledger.models import AuditEvent
+from kernel.db import analyze_if_outgrown, insert_rows, insert_rows_with_ids, update_rows
+from ledger.models import AuditEvent, Company, Invoice
+from tests import factories
 
 AUDITS = AuditEvent.__table__
 assert isinstance(AUDITS, Table)
@@ -78,3 +81,98 @@ def test_statement_triggers_fire_once_per_update_on_postgresql(pg_session: Sessi
     update_rows(pg_session, AUDITS, ("action", "entity_id"), [
         dict(action="test.copied", entity_id=n, actor="changed") for n in range(1_500)])
     assert pg_session.scalars(text("SELECT rows FROM fired")).all() == [1_200]
+
+
+def test_rows_inserted_with_their_ids_are_those_an_insert_returning_gives(session: Session) -> None:
+    ids = insert_rows_with_ids(session, AUDITS, _rows("test.copied"))
+    session.execute(insert(AUDITS), _rows("test.inserted"))
+    assert _read(session, "test.copied") == _read(session, "test.inserted")
+    by_id = dict(session.execute(select(AUDITS.c.id, AUDITS.c.entity_id).where(AUDITS.c.action == "test.copied")).all())
+    assert [by_id[row_id] for row_id in ids] == list(range(1_200))  # in the order of the rows given
+    assert ids == sorted(ids) and insert_rows_with_ids(session, AUDITS, []) == []
+    later = insert_rows_with_ids(session, AUDITS, _rows("test.later"))
+    assert min(later) > max(ids)
+
+
+INVOICES = Invoice.__table__
+assert isinstance(INVOICES, Table)
+
+
+def _invoices(session: Session, count: int) -> tuple[Company, list[int]]:
+    company = factories.company(session)
+    customer = factories.customer(session, company)
+    insert_rows(session, INVOICES, [dict(
+        company_id=company.id, customer_id=customer.id, kind="invoice", number=f"B-{n:05d}", issue_date=date(2026, 1, 1),
+        due_date=date(2026, 2, 1), currency="EUR", total_minor=10_000 + n, open_minor=10_000 + n, status="open",
+        discount_bps=None if n % 2 else 150, discount_until=None if n % 2 else date(2026, 1, 10)) for n in range(count)])
+    ids = list(session.scalars(select(INVOICES.c.id).where(INVOICES.c.company_id == company.id)
+                               .order_by(INVOICES.c.number)))
+    return company, ids
+
+
+def _changes(ids: list[int]) -> list[dict[str, Any]]:
+    """Every kind of value: dates and NULLs both ways, big integers, text, aware datetimes."""
+    moment = datetime(2026, 3, 1, 9, 30, tzinfo=timezone(timedelta(hours=1)))
+    return [dict(id=invoice_id, due_date=date(2026, 3, 1) + timedelta(days=n % 40),
+                 total_minor=(1 << 40) + n, open_minor=(1 << 40) + n - n % 7,
+                 status=("open", "partially_paid", "paid")[n % 3],
+                 discount_bps=150 if n % 2 else None, discount_until=date(2026, 2, 20) if n % 2 else None,
+                 updated_at=moment + timedelta(seconds=n))
+            for n, invoice_id in enumerate(ids)]
+
+
+def _read_invoices(session: Session, company: Company) -> list[tuple[Any, ...]]:
+    return [tuple(row) for row in session.execute(
+        select(*(c for c in INVOICES.columns if c.name not in ("pdf",)))
+        .where(INVOICES.c.company_id == company.id).order_by(INVOICES.c.number))]
+
+
+def test_updated_rows_are_those_an_update_per_row_writes(session: Session) -> None:
+    first, first_ids = _invoices(session, 300)
+    second, second_ids = _invoices(session, 300)
+    update_rows(session, INVOICES, ("id",), _changes(first_ids))
+    names = list(_changes(second_ids)[0])
+    session.execute(update(INVOICES).where(INVOICES.c.id == bindparam("k_id"))
+                    .values({name: bindparam(f"v_{name}") for name in names if name != "id"}),
+                    [{("k_" if name == "id" else "v_") + name: value for name, value in row.items()}
+                     for row in _changes(second_ids)])
+    updated, reference = _read_invoices(session, first), _read_invoices(session, second)
+    assert len(updated) == 300
+    # the same values but for the ids and the company
+    skip = {i for i, c in enumerate(c for c in INVOICES.columns if c.name != "pdf") if c.name in ("id", "company_id",
+                                                                                                  "customer_id")}
+    assert [tuple(v for i, v in enumerate(row) if i not in skip) for row in updated] == [
+        tuple(v for i, v in enumerate(row) if i not in skip) for row in reference]
+
+
+def test_an_update_of_many_rows_is_one_statement_on_postgresql(pg_session: Session) -> None:
+    company, ids = _invoices(pg_session, 2_500)
+    pg_session.execute(text("CREATE TEMPORARY TABLE fired (rows integer) ON COMMIT DROP"))
+    pg_session.execute(text("CREATE FUNCTION pg_temp.count_updated() RETURNS trigger AS $$ BEGIN "
+                            "INSERT INTO fired SELECT count(*) FROM new_rows; RETURN NULL; END $$ LANGUAGE plpgsql"))
+    pg_session.execute(text("CREATE TRIGGER tr_test_count_updated AFTER UPDATE ON invoices REFERENCING "
+                            "NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.count_updated()"))
+    update_rows(pg_session, INVOICES, ("id",), _changes(ids))
+    assert pg_session.scalars(text("SELECT rows FROM fired")).all() == [2_500]
+
+
+def _reltuples(session: Session) -> float:
+    return float(session.scalar(text("SELECT reltuples FROM pg_class WHERE oid = 'invoices'::regclass")))
+
+
+def test_a_table_a_write_outgrew_is_analyzed_on_postgresql(pg_session: Session) -> None:
+    """Its triggers' statements are then planned for the table it is, not the empty one."""
+    _invoices(pg_session, 2_500)
+    analyze_if_outgrown(pg_session, INVOICES, 2_500)
+    known = _reltuples(pg_session)
+    assert known >= 2_500
+    _invoices(pg_session, 300)
+    analyze_if_outgrown(pg_session, INVOICES, 300)  # fewer than it holds: left alone
+    assert _reltuples(pg_session) == known
+
+
+def test_analyze_if_outgrown_does_nothing_on_sqlite(session: Session) -> None:
+    _invoices(session, 10)
+    analyze_if_outgrown(session, INVOICES, 10)
+    if session.get_bind().dialect.name == "sqlite":
+        assert session.scalar(text("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'")) == 0
