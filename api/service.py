@@ -373,15 +373,13 @@ def payment_out(session: Session, payment: Payment, customer_ref: str) -> schema
     return _payments_out(session, [(payment, customer_ref)])[0]
 
 
-# Where a refusal of the back-office's payment service belongs in the request body.
-_MANUAL_FIELDS = {
-    "Choose how the payment was made.": "method",
-    "The amount received must be more than zero.": "amount",
-    "The date received %(day)s is in the future.": "received_on",
-    "The reference is at most %(count)s characters.": "reference",
-    "Give the cheque or bill number as the reference.": "reference",
-    "You may not record payments for this customer.": "customer_ref",
-}
+def _body_field(service_field: str) -> str:
+    """The request body's name for a field the manual-payment service names (its arguments')."""
+    if service_field == "customer":
+        return "customer_ref"
+    if service_field.startswith("allocations[") and service_field.endswith("].invoice"):
+        return service_field + "_number"
+    return service_field
 
 
 def record_payment(session: Session, key: ApiKey, body: schemas.PaymentIn) -> schemas.PaymentOut:
@@ -425,9 +423,7 @@ def record_payment(session: Session, key: ApiKey, body: schemas.PaymentIn) -> sc
         payment = record_manual_payment(session, customer, total, body.received_on, body.method, body.reference,
                                         allocations, KeyActor(key.name, key.company_id))
     except UserError as refused:
-        if refused.field is not None:
-            raise
-        raise refused.at(field=_MANUAL_FIELDS.get(refused.message_id, "allocations")) from None
+        raise refused if refused.field is None else refused.at(field=_body_field(refused.field)) from None
     return payment_out(session, payment, customer.ref)
 
 
