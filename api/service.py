@@ -280,10 +280,12 @@ def _pdf_out(invoice: Invoice) -> schemas.InvoicePdfOut:
 
 
 def put_invoice_pdf(session: Session, key: ApiKey, number: str, storage: FileStorage, content: bytes,
-                    removed: list[str]) -> tuple[bool, schemas.InvoicePdfOut]:
+                    removed: list[str], saved: list[str]) -> tuple[bool, schemas.InvoicePdfOut]:
     """Stores the ERP's PDF of the invoice (created: True when it had none). The same bytes again
     change nothing; other bytes replace it. Keys of objects no longer referenced are appended to
-    `removed`: the caller deletes them once the transaction committed (never a row pointing nowhere)."""
+    `removed`: the caller deletes them once the transaction committed (never a row pointing nowhere);
+    the key of the object stored is appended to `saved`: the caller deletes it unless the transaction
+    committed (never a file nothing points to, when a concurrent request wins)."""
     invoice, _ = _find_invoice(session, key, number)
     if not content.startswith(b"%PDF-"):
         raise ApiError(422, "Invalid body", "the body is not a PDF", [("body", "a PDF starts with %PDF-")])
@@ -295,6 +297,7 @@ def put_invoice_pdf(session: Session, key: ApiKey, number: str, storage: FileSto
     if invoice.pdf_key is not None:
         removed.append(invoice.pdf_key)
     stored = storage.save(content)
+    saved.append(stored.key)
     invoice.pdf_key, invoice.pdf_size, invoice.pdf_sha256 = stored.key, stored.size, stored.sha256
     invoice.pdf_uploaded_at = clock.now()
     audit.record(session, actor_type="api", actor=key.name, action="invoice.pdf_attached", entity_type="invoice",
