@@ -22,7 +22,6 @@ import os
 import random
 import re
 import resource
-import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -35,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import select  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
-from bench.harness import STAFF, ensure_staff, percentile, signed_in  # noqa: E402
+from bench.harness import STAFF, ensure_staff, signed_in, time_runs  # noqa: E402
 from bench.generate import ensure_book  # noqa: E402
 from bench.reconciliation import IBAN, book_copy, camt_entry  # noqa: E402
 from bench.run import SECRET, machine  # noqa: E402
@@ -65,17 +64,9 @@ def queue_file(invoices: list[tuple[str, int, str]], unmatched: int) -> bytes:
 
 
 def _timed(action: Callable[[], Any], repeat: int) -> dict[str, Any]:
-    for _ in range(3):
-        action()
-    wall, cpu = [], []
-    for _ in range(repeat):
-        started, cpu_started = time.perf_counter(), time.process_time()
-        action()
-        wall.append((time.perf_counter() - started) * 1000)
-        cpu.append((time.process_time() - cpu_started) * 1000)
-    return {"requests": repeat, "median_ms": round(statistics.median(wall), 1),
-            "p95_ms": round(percentile(wall, 0.95), 1), "cpu_median_ms": round(statistics.median(cpu), 1),
-            "cpu_p95_ms": round(percentile(cpu, 0.95), 1)}
+    figures = time_runs(action, repeat)
+    return {"requests": figures["runs"], **{name: figures[name] for name in
+                                            ("median_ms", "p95_ms", "cpu_median_ms", "cpu_p95_ms")}}
 
 
 def _load(url: str, unmatched: int) -> dict[str, Any]:
