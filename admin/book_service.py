@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from kernel.clock import clock
 from kernel.i18n import N_
-from admin.customers_service import CHASED, PAGE_SIZE, Page, one_page, like_pattern, page_number, param_text, param_flag, local_today
+from kernel.paging import Page
+from admin.customers_service import CHASED, PAGE_SIZE, one_page, like_pattern, page_number, param_text, param_flag, local_today
 from ledger.models import (
     PaymentMethod,
     Allocation,
@@ -149,7 +150,7 @@ def invoice_rows(session: Session, found: Iterable[Any]) -> list[InvoiceRow]:
     return rows
 
 
-def list_invoices(session: Session, filters: ListFilters, scope: Any) -> Page:
+def list_invoices(session: Session, filters: ListFilters, scope: Any) -> Page[InvoiceRow]:
     found, has_next = one_page(session.execute, invoice_query(session, filters, scope), filters.page)
     return Page(rows=invoice_rows(session, found), page=filters.page, has_next=has_next)
 
@@ -205,7 +206,7 @@ def payment_query(filters: ListFilters, scope: Any) -> Select[Any]:
     return query.order_by(Payment.created_at.desc(), Payment.id.desc())
 
 
-def list_payments(session: Session, filters: ListFilters, scope: Any) -> Page:
+def list_payments(session: Session, filters: ListFilters, scope: Any) -> Page[PaymentRow]:
     found, has_next = one_page(session.execute, payment_query(filters, scope), filters.page)
     return Page(rows=[PaymentRow(*row) for row in found], page=filters.page, has_next=has_next)
 
@@ -376,7 +377,7 @@ def _scoped_events(session: Session, query: Select[Any], company_ids: set[int], 
 
 
 def list_webhook_events(session: Session, state: str, provider: str, page: int,
-                        company_ids: set[int] | None = None) -> tuple[Page, int]:
+                        company_ids: set[int] | None = None) -> tuple[Page[WebhookEvent], int]:
     """A page of stored provider events, newest first, in `state` ("failed", "unprocessed",
     "processed", "not_ours" or anything else for all) and from `provider` if given; with how many failed.
     `company_ids`: only the events of these companies (None: every event, for an admin)."""

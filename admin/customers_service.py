@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, aliased
 
 from kernel.clock import clock
 from kernel.i18n import N_
+from kernel.paging import Page
 from kernel.user_error import UserError
 from ledger import audit
 from ledger.models import (
@@ -113,17 +114,6 @@ class CustomerRow:
     paused: bool
     disputed: bool
     mandate: bool
-
-
-@dataclass(frozen=True)
-class Page:
-    rows: list[Any]
-    page: int
-    has_next: bool
-
-    @property
-    def has_previous(self) -> bool:
-        return self.page > 1
 
 
 def one_page(run: Callable[[Select[Any]], Iterable[Any]], query: Select[Any], page: int) -> tuple[list[Any], bool]:
@@ -252,7 +242,7 @@ def _balance_order(session: Session, sort: str) -> tuple[Any, ...]:
     return CustomerBalance.overdue_minor.desc(), CustomerBalance.customer_id.desc()
 
 
-def list_customers(session: Session, filters: CustomerFilters, scope: Any) -> Page:
+def list_customers(session: Session, filters: CustomerFilters, scope: Any) -> Page[CustomerRow]:
     """One page of customers; `scope` restricts a query joining Customer to what the user may see.
 
     Sorted by amounts, the page walks the CustomerBalance indexes (kept by triggers) instead of

@@ -1,6 +1,8 @@
 """Back-office: the ERP's webhook endpoints and their delivery log (admin only). Thin:
 `ledger.webhook_endpoints` does the work and the audit trail. A new endpoint's signing secret is
-shown once, on the page answering the POST, as `encours webhook add` prints it once."""
+shown once, on the first page after the POST (post/redirect/get: a reload adds nothing), as
+`encours webhook add` prints it once. Only the new endpoint's id waits in the signed session for
+that page, never the secret itself, nor in a URL."""
 
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ from ledger.webhook_endpoints import (DELIVERY_STATES, EndpointError, add_endpoi
                                       remove_endpoint, send_again)
 
 BASE = "/admin/webhooks/endpoints"
+# The endpoint whose secret the next page shows, once.
+REVEAL_SESSION_KEY = "erp_webhook_reveal"
 
 
 def _cursor(request: Request, name: str) -> int | None:
@@ -75,7 +79,13 @@ def _page(request: Request, session: Session, staff: Staff, *, status_code: int 
 
 @staff_get(admin_only=True)
 def show(request: Request, session: Session, staff: Staff) -> Response:
-    return _page(request, session, staff)
+    created = None
+    reveal = request.session.pop(REVEAL_SESSION_KEY, None)
+    if isinstance(reveal, int):
+        endpoint = session.get(WebhookEndpoint, reveal)
+        if endpoint is not None:
+            created = (endpoint, endpoint.secret)
+    return _page(request, session, staff, created=created)
 
 
 @staff_post(admin_only=True)
@@ -83,13 +93,14 @@ def add(request: Request, session: Session, staff: Staff, posted: Posted) -> Res
     form = {"company": posted.text("company", 32), "url": posted.text("url", 2000),
             "events": [v[:64] for v in posted.form.getlist("events") if isinstance(v, str)][:50]}
     try:
-        endpoint, secret = add_endpoint(session, str(form["company"]), str(form["url"]), list(form["events"]),
+        endpoint, _ = add_endpoint(session, str(form["company"]), str(form["url"]), list(form["events"]),
                                         allow_private=request.app.state.settings.webhook_allow_private,
                                         created_by=staff.user.email)
     except EndpointError as error:
         message = i18n.gettext(staff.language, error.message, **error.values)
         raise Rejected(_page(request, session, staff, status_code=400, form=form, error=message)) from None
-    return _page(request, session, staff, created=(endpoint, secret))
+    request.session[REVEAL_SESSION_KEY] = endpoint.id
+    return RedirectResponse(BASE, 303)
 
 
 def _endpoint(session: Session, endpoint_id: int) -> WebhookEndpoint:

@@ -59,6 +59,8 @@ class Call:
     storage: FileStorage | None = None
     # Storage objects the operation stopped referencing: deleted once its transaction committed.
     removed: list[str] = field(default_factory=list)
+    # Storage objects the operation stored: deleted unless its transaction committed (a lost race).
+    saved: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ OPERATIONS: list[Operation] = [
     Operation("PUT", "/invoices/{number}/pdf", "putInvoicePdf",
               "Send the original PDF of an invoice: the portal serves it instead of its summary PDF", "invoices",
               lambda s, k, c: _created(service.put_invoice_pdf(s, k, c.path["number"], _storage(c), c.raw,
-                                                               c.removed)),
+                                                               c.removed, c.saved)),
               schemas.InvoicePdfOut, file_types=("application/pdf",), max_body_setting="api_pdf_max_bytes",
               write=True, statuses=(200, 201),
               errors=(401, 403, 404, 413, 415, 422, 429)),
@@ -302,6 +304,15 @@ def _handle(state: Any, op: Operation, key_text: str | None, call: Call, raw: by
     request_hash = hashlib.sha256(f"{op.operation_id} {json.dumps(call.path, sort_keys=True)} ".encode() + raw
                                   ).hexdigest()
     try:
+        return _answer(state, op, key_id, call, idempotency_key, request_hash)
+    finally:
+        # What the operation stored for a transaction that did not commit is referenced by nothing.
+        _forget(call.storage, call.saved)
+
+
+def _answer(state: Any, op: Operation, key_id: int, call: Call, idempotency_key: str | None,
+            request_hash: str) -> Response:
+    try:
         with unit_of_work(state.sessions) as session:
             key = session.get(ApiKey, key_id)
             assert key is not None
@@ -328,6 +339,7 @@ def _handle(state: Any, op: Operation, key_text: str | None, call: Call, raw: by
                 session.add(ApiIdempotency(api_key_id=key.id, key=idempotency_key, request_hash=request_hash,
                                            status_code=status, body=body, created_at=clock.now()))
                 session.flush()
+        call.saved.clear()  # committed: rows point to them now
     except ApiError as error:
         return problem(error.status, error.title, error.detail, error.errors)
     except (UserError, UserErrors) as refused:

@@ -321,10 +321,12 @@ def _pdf_out(invoice: Invoice) -> schemas.InvoicePdfOut:
 
 
 def put_invoice_pdf(session: Session, key: ApiKey, number: str, storage: FileStorage, content: bytes,
-                    removed: list[str]) -> tuple[bool, schemas.InvoicePdfOut]:
+                    removed: list[str], saved: list[str]) -> tuple[bool, schemas.InvoicePdfOut]:
     """Stores the ERP's PDF of the invoice (created: True when it had none). The same bytes again
     change nothing; other bytes replace it. Keys of objects no longer referenced are appended to
-    `removed`: the caller deletes them once the transaction committed (never a row pointing nowhere)."""
+    `removed`: the caller deletes them once the transaction committed (never a row pointing nowhere);
+    the key of the object stored is appended to `saved`: the caller deletes it unless the transaction
+    committed (never a file nothing points to, when a concurrent request wins)."""
     invoice, _ = _find_invoice(session, key, number)
     if not content.startswith(b"%PDF-"):
         raise ApiError(422, "Invalid body", "the body is not a PDF", [("body", "a PDF starts with %PDF-")])
@@ -336,6 +338,7 @@ def put_invoice_pdf(session: Session, key: ApiKey, number: str, storage: FileSto
     if invoice.pdf_key is not None:
         removed.append(invoice.pdf_key)
     stored = storage.save(content)
+    saved.append(stored.key)
     invoice.pdf_key, invoice.pdf_size, invoice.pdf_sha256 = stored.key, stored.size, stored.sha256
     invoice.pdf_uploaded_at = clock.now()
     audit.record(session, actor_type="api", actor=key.name, action="invoice.pdf_attached", entity_type="invoice",
@@ -414,15 +417,13 @@ def payment_out(session: Session, payment: Payment, customer_ref: str) -> schema
     return _payments_out(session, [(payment, customer_ref)])[0]
 
 
-# Where a refusal of the back-office's payment service belongs in the request body.
-_MANUAL_FIELDS = {
-    "Choose how the payment was made.": "method",
-    "The amount received must be more than zero.": "amount",
-    "The date received %(day)s is in the future.": "received_on",
-    "The reference is at most %(count)s characters.": "reference",
-    "Give the cheque or bill number as the reference.": "reference",
-    "You may not record payments for this customer.": "customer_ref",
-}
+def _body_field(service_field: str) -> str:
+    """The request body's name for a field the manual-payment service names (its arguments')."""
+    if service_field == "customer":
+        return "customer_ref"
+    if service_field.startswith("allocations[") and service_field.endswith("].invoice"):
+        return service_field + "_number"
+    return service_field
 
 
 def record_payment(session: Session, key: ApiKey, body: schemas.PaymentIn) -> schemas.PaymentOut:
@@ -466,9 +467,7 @@ def record_payment(session: Session, key: ApiKey, body: schemas.PaymentIn) -> sc
         payment = record_manual_payment(session, customer, total, body.received_on, body.method, body.reference,
                                         allocations, KeyActor(key.name, key.company_id))
     except UserError as refused:
-        if refused.field is not None:
-            raise
-        raise refused.at(field=_MANUAL_FIELDS.get(refused.message_id, "allocations")) from None
+        raise refused if refused.field is None else refused.at(field=_body_field(refused.field)) from None
     return payment_out(session, payment, customer.ref)
 
 

@@ -46,25 +46,22 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import func, select, text  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
-from bench.customers_list import percentile  # noqa: E402
 from bench.generate import CACHE_DIR, NOW, STATEMENT_CUSTOMER, ensure_book  # noqa: E402
+from bench.harness import BOOK_KEY, ensure_book_key, percentile  # noqa: E402
 from bench.run import SECRET, machine  # noqa: E402
 from encours.app import create_app  # noqa: E402
 from kernel.clock import clock  # noqa: E402
 from kernel.db import make_engine, make_sessionmaker, unit_of_work, upgrade  # noqa: E402
 from kernel.settings import load_settings  # noqa: E402
-from ledger.api_keys import create_key, key_hash  # noqa: E402
+from ledger.api_keys import create_key  # noqa: E402
 from ledger.companies import create_company  # noqa: E402
-from ledger.models import ApiKey, Invoice  # noqa: E402
+from ledger.models import Invoice  # noqa: E402
 from api.service import encode_cursor  # noqa: E402
 
 UPSERT_TARGET_S = 60.0
 LIST_TARGET_MS = 50.0
 BATCH = 1_000
 CUSTOMERS = 2_000
-# The book's API key: made once, kept in the cached book (only its hash is stored, so the key
-# itself is derived from a fixed text, as the bench's other secrets are).
-BOOK_KEY = "enc_live_bench-book-key-0123456789abcdefghijklmnopqrs"
 POSTGRES_CONFIG = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on", "shared_buffers": "256MB"}
 
 
@@ -190,16 +187,6 @@ def upsert(url: str, invoices: int, postgres: bool, data_dir: Path | None = None
 # --- lists -------------------------------------------------------------------------------------
 
 
-def _ensure_book_key(url: str) -> None:
-    engine = make_engine(url)
-    try:
-        with unit_of_work(make_sessionmaker(engine)) as session:
-            if session.scalar(select(ApiKey.id).where(ApiKey.key_hash == key_hash(BOOK_KEY))) is None:
-                row, _ = create_key(session, "BENCH-FR", "bench-book")
-                row.key_hash = key_hash(BOOK_KEY)
-    finally:
-        engine.dispose()
-
 
 def _variants(url: str) -> list[tuple[str, str, dict[str, str]]]:
     engine = make_engine(url)
@@ -231,7 +218,7 @@ def _variants(url: str) -> list[tuple[str, str, dict[str, str]]]:
 
 
 def lists(url: str, repeat: int) -> dict[str, Any]:
-    _ensure_book_key(url)
+    ensure_book_key(url)
     clock.set(NOW)  # the book's "now"
     app = create_app(_settings(url))
     auth = {"Authorization": f"Bearer {BOOK_KEY}"}

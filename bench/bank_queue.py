@@ -22,7 +22,6 @@ import os
 import random
 import re
 import resource
-import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -35,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import select  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
-from bench.customers_list import STAFF, _ensure_staff, percentile, signed_in  # noqa: E402
+from bench.harness import STAFF, ensure_staff, signed_in, time_runs  # noqa: E402
 from bench.generate import ensure_book  # noqa: E402
-from bench.reconciliation import IBAN, _entry, book_copy  # noqa: E402
+from bench.reconciliation import IBAN, book_copy, camt_entry  # noqa: E402
 from bench.run import SECRET, machine  # noqa: E402
 from kernel.clock import clock  # noqa: E402
 from kernel.db import make_engine, make_sessionmaker, unit_of_work  # noqa: E402
@@ -56,26 +55,18 @@ def queue_file(invoices: list[tuple[str, int, str]], unmatched: int) -> bytes:
              "<Stmt><Id>QUEUE-2026-11-24</Id><CreDtTm>2026-11-24T18:00:00</CreDtTm>"
              f"<Acct><Id><IBAN>{IBAN}</IBAN></Id><Ccy>EUR</Ccy></Acct>\n"]
     for index in range(unmatched):
-        parts.append(_entry(900_000 + index, rng.randint(1, 999_99) * 7 + 3, f"Payeur Inconnu {index:05d}",
+        parts.append(camt_entry(900_000 + index, rng.randint(1, 999_99) * 7 + 3, f"Payeur Inconnu {index:05d}",
                             f"virement divers {index}"))
     for index, (number, open_minor, name) in enumerate(rng.sample(invoices, min(len(invoices), unmatched // 5))):
-        parts.append(_entry(950_000 + index, max(1, open_minor - rng.randint(1, 5000)), name, f"Fact {number} acompte"))
+        parts.append(camt_entry(950_000 + index, max(1, open_minor - rng.randint(1, 5000)), name, f"Fact {number} acompte"))
     parts.append("</Stmt></BkToCstmrStmt></Document>\n")
     return "".join(parts).encode()
 
 
 def _timed(action: Callable[[], Any], repeat: int) -> dict[str, Any]:
-    for _ in range(3):
-        action()
-    wall, cpu = [], []
-    for _ in range(repeat):
-        started, cpu_started = time.perf_counter(), time.process_time()
-        action()
-        wall.append((time.perf_counter() - started) * 1000)
-        cpu.append((time.process_time() - cpu_started) * 1000)
-    return {"requests": repeat, "median_ms": round(statistics.median(wall), 1),
-            "p95_ms": round(percentile(wall, 0.95), 1), "cpu_median_ms": round(statistics.median(cpu), 1),
-            "cpu_p95_ms": round(percentile(cpu, 0.95), 1)}
+    figures = time_runs(action, repeat)
+    return {"requests": figures["runs"], **{name: figures[name] for name in
+                                            ("median_ms", "p95_ms", "cpu_median_ms", "cpu_p95_ms")}}
 
 
 def _load(url: str, unmatched: int) -> dict[str, Any]:
@@ -108,7 +99,7 @@ def _load(url: str, unmatched: int) -> dict[str, Any]:
 def measure(url: str, unmatched: int, repeat: int) -> dict[str, Any]:
     from admin.dashboard_service import bank_state
 
-    _ensure_staff(url)
+    ensure_staff(url)
     loaded = _load(url, unmatched)
     settings = load_settings({"ENCOURS_DATABASE_URL": url, "ENCOURS_SECRET_KEY": SECRET,
                               "ENCOURS_BASE_URL": "http://127.0.0.1"})

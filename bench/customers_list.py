@@ -16,30 +16,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Any
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import select  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from bench.generate import ensure_book  # noqa: E402
+from bench.harness import STAFF, ensure_staff, signed_in, time_runs  # noqa: E402
 from bench.run import SECRET, machine  # noqa: E402
 from encours.app import create_app  # noqa: E402
 from kernel.clock import clock  # noqa: E402
-from kernel.db import make_engine, make_sessionmaker, unit_of_work  # noqa: E402
 from kernel.settings import load_settings  # noqa: E402
-from admin.staff_accounts import create_user  # noqa: E402
-from ledger.models import User  # noqa: E402
 
 TARGET_MS = 100.0
-PASSWORD = "bench-password-0123"
-STAFF = (("bench-admin@encours.example", "admin", []), ("bench-manager@encours.example", "manager", ["BENCH-FR"]))
 VARIANTS: tuple[tuple[str, str, dict[str, str], dict[str, str]], ...] = (
     ("admin", "by name, page 1", {}, {}),
     ("admin", "by name, page 200", {"page": "200"}, {}),
@@ -57,32 +50,15 @@ VARIANTS: tuple[tuple[str, str, dict[str, str], dict[str, str]], ...] = (
 )
 
 
-def _ensure_staff(url: str) -> None:
-    engine = make_engine(url)
-    try:
-        with unit_of_work(make_sessionmaker(engine)) as session:
-            for email, role, companies in STAFF:
-                if session.scalar(select(User.id).where(User.email == email)) is None:
-                    create_user(session, email=email, role=role, password=PASSWORD, company_codes=companies)
-    finally:
-        engine.dispose()
-
-
-def signed_in(app: Any, email: str) -> TestClient:
-    client = TestClient(app, base_url="http://testserver")
-    client.__enter__()
-    page = client.get("/admin/login")
-    token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-    response = client.post("/admin/login", data={"csrf_token": token, "email": email, "password": PASSWORD},
-                           follow_redirects=False)
-    if response.status_code != 303:
-        raise SystemExit(f"cannot sign in as {email}: {response.status_code}")
-    return client
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
+def _request(client: TestClient, label: str, params: dict[str, str], headers: dict[str, str],
+             shown: list[str]) -> Callable[[], None]:
+    """One GET of the variant; the page it answered kept in `shown` (its rows are counted)."""
+    def run() -> None:
+        response = client.get("/admin/customers", params=params, headers=headers)
+        if response.status_code != 200:
+            raise SystemExit(f"{label}: HTTP {response.status_code}")
+        shown[:] = [response.text]
+    return run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     host = machine()
     book = ensure_book(args.customers, args.invoices)
     url = book["url"]
-    _ensure_staff(url)
+    ensure_staff(url)
     clock.set(clock.now())  # one "today" for the whole run
     settings = load_settings({"ENCOURS_DATABASE_URL": url, "ENCOURS_SECRET_KEY": SECRET,
                               "ENCOURS_BASE_URL": "http://127.0.0.1"})
@@ -105,26 +81,13 @@ def main(argv: list[str] | None = None) -> None:
     clients = {"admin": signed_in(app, STAFF[0][0]), "manager": signed_in(app, STAFF[1][0])}
     results = []
     for who, label, params, headers in VARIANTS:
-        client = clients[who]
-        for _ in range(3):
-            warm = client.get("/admin/customers", params=params, headers=headers)
-            if warm.status_code != 200:
-                raise SystemExit(f"{label}: HTTP {warm.status_code}")
-        timings, cpu = [], []
-        for _ in range(args.repeat):
-            started, cpu_started = time.perf_counter(), time.process_time()
-            response = client.get("/admin/customers", params=params, headers=headers)
-            timings.append((time.perf_counter() - started) * 1000)
-            # CPU of this process (all threads: test client and app): far less sensitive than the
-            # wall time to other work on a shared machine.
-            cpu.append((time.process_time() - cpu_started) * 1000)
-            assert response.status_code == 200
-        rows = response.text.count('<th scope="row">')
-        median, p95 = statistics.median(timings), percentile(timings, 0.95)
-        results.append({"variant": label, "as": who, "params": params, "rows": rows, "requests": len(timings),
-                        "median_ms": round(median, 1), "p95_ms": round(p95, 1), "max_ms": round(max(timings), 1),
-                        "cpu_median_ms": round(statistics.median(cpu), 1), "cpu_p95_ms": round(percentile(cpu, 0.95), 1),
-                        "target_ms": TARGET_MS, "met": p95 < TARGET_MS})
+        shown: list[str] = []
+        figures = time_runs(_request(clients[who], label, params, headers, shown), args.repeat)
+        rows = shown[-1].count('<th scope="row">')
+        results.append({"variant": label, "as": who, "params": params, "rows": rows, "requests": figures["runs"],
+                        "median_ms": figures["median_ms"], "p95_ms": figures["p95_ms"], "max_ms": figures["max_ms"],
+                        "cpu_median_ms": figures["cpu_median_ms"], "cpu_p95_ms": figures["cpu_p95_ms"],
+                        "target_ms": TARGET_MS, "met": figures["p95_ms"] < TARGET_MS})
     for client in clients.values():
         client.__exit__(None, None, None)
     report = {"scenario": "customers_list", "book": {k: v for k, v in book.items() if k != "url"},

@@ -34,12 +34,11 @@ from sqlalchemy import select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from bench.generate import NOW, ensure_book  # noqa: E402
+from bench.harness import ADMIN_EMAIL, ADMIN_PASSWORD, ensure_admin, start_the_day  # noqa: E402
 from kernel.clock import clock  # noqa: E402
 from kernel.db import make_engine, make_sessionmaker  # noqa: E402
 
 TARGET_MS = 300
-ADMIN_EMAIL = "bench-admin@example.com"
-ADMIN_PASSWORD = "bench-admin-password"
 
 
 def _stats(samples: list[tuple[float, float]]) -> dict[str, Any]:
@@ -65,32 +64,6 @@ def _timed(action: Callable[[], Any], runs: int, warmup: int = 1) -> dict[str, A
     return _stats(samples)
 
 
-def _ensure_admin(url: str) -> None:
-    from admin.staff_accounts import create_user
-    from ledger.models import User
-
-    engine = make_engine(url)
-    try:
-        with Session(engine) as session:
-            if session.scalar(select(User.id).where(User.email == ADMIN_EMAIL)) is None:
-                create_user(session, email=ADMIN_EMAIL, role="admin", password=ADMIN_PASSWORD, company_codes=[])
-                session.commit()
-    finally:
-        engine.dispose()
-
-
-def _start_the_day(url: str) -> None:
-    """What `encours worker` does once a day: the overdue sort keys counted as of the book's today
-    (the customers list and the dashboard's top overdue read them)."""
-    from admin.customers_service import list_day, refresh_overdue
-
-    engine = make_engine(url)
-    try:
-        with Session(engine) as session:
-            refresh_overdue(session, list_day(session))
-            session.commit()
-    finally:
-        engine.dispose()
 
 
 def measure(url: str, runs: int = 7) -> dict[str, Any]:
@@ -101,9 +74,9 @@ def measure(url: str, runs: int = 7) -> dict[str, Any]:
     from kernel.settings import load_settings
     from ledger.models import Company
 
-    _ensure_admin(url)
+    ensure_admin(url)
     clock.set(NOW)
-    _start_the_day(url)
+    start_the_day(url)
     results: dict[str, Any] = {"loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
     engine = make_engine(url)
     try:

@@ -19,93 +19,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import func, insert, select, update  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from admin.my_day_service import build_my_day  # noqa: E402
-from admin.staff_accounts import create_user  # noqa: E402
-from bench.customers_list import PASSWORD, percentile, signed_in  # noqa: E402
-from bench.generate import NOW, TODAY, ensure_book  # noqa: E402
+from bench.generate import NOW, ensure_book  # noqa: E402
+from bench.harness import MANAGER, collector_email, ensure_world, signed_in, time_runs  # noqa: E402
 from bench.run import SECRET, machine  # noqa: E402
 from encours.app import create_app  # noqa: E402
 from kernel.clock import clock  # noqa: E402
-from kernel.db import make_engine, make_sessionmaker, unit_of_work  # noqa: E402
+from kernel.db import unit_of_work  # noqa: E402
 from kernel.settings import load_settings  # noqa: E402
-from ledger.models import Company, Customer, CustomerNote, User  # noqa: E402
 
 TARGET_MS = 300.0
-COLLECTORS = 10
-TASK_EVERY = 25
-MANAGER = "bench-day-manager@encours.example"
-
-
-def collector_email(n: int) -> str:
-    return f"bench-collector-{n}@encours.example"
-
-
-def _ensure_world(url: str) -> dict[str, Any]:
-    """Collectors, their customers, tasks and a manager, added to the book once."""
-    engine = make_engine(url)
-    try:
-        with unit_of_work(make_sessionmaker(engine)) as session:
-            company_id = session.scalar(select(Company.id).where(Company.code == "BENCH-FR"))
-            for n in range(COLLECTORS):
-                if session.scalar(select(User.id).where(User.email == collector_email(n))) is None:
-                    create_user(session, email=collector_email(n), role="collector", password=PASSWORD,
-                                company_codes=["BENCH-FR"])
-            if session.scalar(select(User.id).where(User.email == MANAGER)) is None:
-                create_user(session, email=MANAGER, role="manager", password=PASSWORD, company_codes=["BENCH-FR"])
-            session.flush()
-            ids = [session.scalar(select(User.id).where(User.email == collector_email(n))) for n in range(COLLECTORS)]
-            customers = list(session.scalars(select(Customer.id).where(Customer.company_id == company_id)
-                                             .order_by(Customer.id)))
-            if not session.scalar(select(func.count()).select_from(Customer).where(Customer.collector_id == ids[0])):
-                # Customer ids of the companies interleave: dealt out by rank within BENCH-FR.
-                for n, user_id in enumerate(ids):
-                    mine = customers[n::COLLECTORS]
-                    for start in range(0, len(mine), 500):
-                        session.execute(update(Customer).where(Customer.id.in_(mine[start:start + 500]))
-                                        .values(collector_id=user_id))
-            if not session.scalar(select(func.count()).select_from(CustomerNote)):
-                notes = [{"customer_id": customer_id, "author_id": ids[0], "kind": "call",
-                          "body": "Rappeler le service comptable", "created_at": NOW - timedelta(days=3),
-                          "next_action_on": TODAY + timedelta(days=(i % 3) - 1)}
-                         for i, customer_id in enumerate(customers[::TASK_EVERY])]
-                session.execute(insert(CustomerNote), notes)
-            mine = session.scalar(select(func.count()).select_from(Customer).where(Customer.collector_id == ids[0]))
-            tasks = session.scalar(select(func.count()).select_from(CustomerNote).join(
-                Customer, Customer.id == CustomerNote.customer_id).where(Customer.collector_id == ids[0],
-                                                                       CustomerNote.done_at.is_(None)))
-            return {"collector_id": ids[0], "company_id": company_id, "customers_of_collector": mine,
-                    "open_tasks_of_collector": tasks}
-    finally:
-        engine.dispose()
-
-
-def _time(run: Callable[[], Any], repeat: int) -> dict[str, float]:
-    for _ in range(3):
-        run()
-    wall, cpu = [], []
-    for _ in range(repeat):
-        started, cpu_started = time.perf_counter(), time.process_time()
-        run()
-        wall.append((time.perf_counter() - started) * 1000)
-        cpu.append((time.process_time() - cpu_started) * 1000)
-    return {"runs": repeat, "median_ms": round(statistics.median(wall), 1), "p95_ms": round(percentile(wall, 0.95), 1),
-            "max_ms": round(max(wall), 1), "cpu_median_ms": round(statistics.median(cpu), 1),
-            "cpu_p95_ms": round(percentile(cpu, 0.95), 1)}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=50_000)
@@ -118,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     host = machine()
     book = ensure_book(args.customers, args.invoices)
     url = book["url"]
-    world = _ensure_world(url)
+    world = ensure_world(url)
     clock.set(NOW)
     settings = load_settings({"ENCOURS_DATABASE_URL": url, "ENCOURS_SECRET_KEY": SECRET,
                               "ENCOURS_BASE_URL": "http://127.0.0.1"})
@@ -146,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
                 ("build_my_day (service alone)", service))
     results = []
     for label, run in variants:
-        figures = _time(run, args.repeat)
+        figures = time_runs(run, args.repeat)
         results.append({"variant": label, **figures, "target_ms": TARGET_MS, "met": figures["p95_ms"] <= TARGET_MS})
     collector.__exit__(None, None, None)
     manager.__exit__(None, None, None)

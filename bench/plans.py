@@ -162,17 +162,17 @@ def cpu_per_run(engine: Engine, action: Callable[[], Any], seconds: float, most:
 
 
 def setup(url: str) -> None:
-    from bench import api, customers_list, dashboard, my_day, run
+    from bench import harness
 
     upgrade(url)
-    dashboard._ensure_admin(url)
-    customers_list._ensure_staff(url)
-    my_day._ensure_world(url)
-    api._ensure_book_key(url)
-    run._webhook_checkout(url)
+    harness.ensure_admin(url)
+    harness.ensure_staff(url)
+    harness.ensure_world(url)
+    harness.ensure_book_key(url)
+    harness.webhook_checkout(url)
     clock.set(NOW)
     try:  # the overdue sort keys moved to the book's today, as `encours worker` does each night
-        dashboard._start_the_day(url)
+        harness.start_the_day(url)
     finally:
         clock.reset()
     from dunning.scenarios import ensure_default_scenario
@@ -194,7 +194,7 @@ def setup(url: str) -> None:
 
 def operations(url: str, engine: Engine) -> list[tuple[str, Callable[[], Any]]]:
     from admin.customers_service import list_day, refresh_overdue
-    from bench import api, customers_list, my_day, run
+    from bench import harness, run
     from dunning.planner import plan_company
     from encours.app import create_app
     from kernel.settings import load_settings
@@ -217,13 +217,13 @@ def operations(url: str, engine: Engine) -> list[tuple[str, Callable[[], Any]]]:
         fresh_tokens = [tokens.make_token(run.SECRET, fresh) for fresh in session.scalars(
             select(Contact).order_by(Contact.id).offset(first).limit(305))]
         token = tokens.make_token(run.SECRET, contact)
-    checkout = run._webhook_checkout(url)
+    checkout = harness.webhook_checkout(url)
     portal = TestClient(app, base_url="http://testserver")
-    staff = customers_list.signed_in(app, customers_list.STAFF[0][0])
-    collector = customers_list.signed_in(app, my_day.collector_email(0))
+    staff = harness.signed_in(app, harness.STAFF[0][0])
+    collector = harness.signed_in(app, harness.collector_email(0))
     webhooks = TestClient(app, base_url="http://testserver")
-    auth = {"Authorization": f"Bearer {api.BOOK_KEY}"}
-    duplicate = run._declined_event(checkout, f"evt_plans_{uuid.uuid4().hex}")
+    auth = {"Authorization": f"Bearer {harness.BOOK_KEY}"}
+    duplicate = harness.declined_event(checkout, f"evt_plans_{uuid.uuid4().hex}")
 
     def get(client: TestClient, path: str, expected: int = 200, **kw: Any) -> Callable[[], Any]:
         def action() -> None:
@@ -252,7 +252,7 @@ def operations(url: str, engine: Engine) -> list[tuple[str, Callable[[], Any]]]:
 
     def webhook(body: bytes | None = None) -> Callable[[], Any]:
         def action() -> None:
-            payload = body or run._declined_event(checkout, f"evt_plans_{uuid.uuid4().hex}")
+            payload = body or harness.declined_event(checkout, f"evt_plans_{uuid.uuid4().hex}")
             response = webhooks.post("/webhooks/stripe", content=payload,
                                      headers={"Stripe-Signature": run.stripe_signature(payload),
                                               "Content-Type": "application/json"})

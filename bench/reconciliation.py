@@ -56,7 +56,7 @@ def _amount(minor: int) -> str:
     return f"{minor // 100}.{minor % 100:02d}"
 
 
-def _entry(index: int, amount: int, name: str | None, text: str | None, side: str = "CRDT") -> str:
+def camt_entry(index: int, amount: int, name: str | None, text: str | None, side: str = "CRDT") -> str:
     party = f"<RltdPties><Dbtr><Nm>{escape(name)}</Nm></Dbtr></RltdPties>" if name else ""
     remittance = f"<RmtInf><Ustrd>{escape(text)}</Ustrd></RmtInf>" if text else ""
     return (f"<Ntry><NtryRef>N{index}</NtryRef><Amt Ccy=\"EUR\">{_amount(amount)}</Amt><CdtDbtInd>{side}</CdtDbtInd>"
@@ -80,21 +80,21 @@ def statement_file(invoices: list[tuple[str, int, str]], credits: int) -> tuple[
         roll = rng.random()
         if roll < 0.40:
             kinds["number_exact"] += 1
-            parts.append(_entry(index, open_minor, name.upper(), f"REGLEMENT FACTURE {number}"))
+            parts.append(camt_entry(index, open_minor, name.upper(), f"REGLEMENT FACTURE {number}"))
         elif roll < 0.50:
             kinds["number_other_amount"] += 1
-            parts.append(_entry(index, max(1, open_minor - rng.randint(1, 5000)), name, f"Fact {number} acompte"))
+            parts.append(camt_entry(index, max(1, open_minor - rng.randint(1, 5000)), name, f"Fact {number} acompte"))
         elif roll < 0.65:
             kinds["name_and_amount"] += 1
-            parts.append(_entry(index, open_minor, name, "VIREMENT"))
+            parts.append(camt_entry(index, open_minor, name, "VIREMENT"))
         elif roll < 0.80:
             kinds["amount_only"] += 1
-            parts.append(_entry(index, open_minor, None, None))
+            parts.append(camt_entry(index, open_minor, None, None))
         else:
             kinds["noise"] += 1
-            parts.append(_entry(index, rng.randint(1, 999_99) * 7 + 3, f"Inconnu {index}", f"divers {index}"))
+            parts.append(camt_entry(index, rng.randint(1, 999_99) * 7 + 3, f"Inconnu {index}", f"divers {index}"))
     for index in range(credits, credits + 1000):
-        parts.append(_entry(index, rng.randint(1_00, 5_000_00), "Fournisseur", "prelevement", side="DBIT"))
+        parts.append(camt_entry(index, rng.randint(1_00, 5_000_00), "Fournisseur", "prelevement", side="DBIT"))
     parts.append("</Stmt></BkToCstmrStmt></Document>\n")
     return "".join(parts).encode(), kinds
 

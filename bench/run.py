@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from bench import cpu  # noqa: E402
 from bench.generate import STATEMENT_CUSTOMER, ensure_book  # noqa: E402
+from bench.harness import declined_event, webhook_checkout  # noqa: E402
 from kernel.db import make_engine  # noqa: E402
 from ledger.models import Contact, Customer  # noqa: E402
 from links import tokens  # noqa: E402
@@ -560,7 +561,6 @@ def _contacts(url: str, limit: int) -> list[Contact]:
 # --- webhook intake -------------------------------------------------------------------------
 
 WEBHOOK_SECRET = "whsec_bench_0123456789abcdef"
-WEBHOOK_INTENT = "pi_bench_webhook_intake"
 
 
 def _stripe_env(ctx: Context) -> dict[str, str]:
@@ -578,58 +578,6 @@ def stripe_signature(payload: bytes, secret: str = WEBHOOK_SECRET, timestamp: in
     return f"t={t},v1={hmac.new(secret.encode(), f'{t}.'.encode() + payload, hashlib.sha256).hexdigest()}"
 
 
-def _webhook_checkout(url: str) -> tuple[int, int, str]:
-    """A card checkout of one open invoice of a customer other than BENCH-200, made once in the
-    book: (checkout id, amount, currency). Its events go through the whole intake, handler included."""
-    from datetime import date
-
-    from kernel.db import make_sessionmaker, unit_of_work
-    from ledger.models import Checkout, Invoice
-    from kernel.user_error import UserError
-    from payments.checkout import create_checkout
-
-    engine = make_engine(url)
-    try:
-        with unit_of_work(make_sessionmaker(engine)) as session:
-            checkout = session.scalar(select(Checkout).where(Checkout.provider_ref == WEBHOOK_INTENT))
-            if checkout is None:
-                # The first open invoice with something left to charge once its customer's credit
-                # notes are deducted.
-                for invoice in session.scalars(
-                    select(Invoice).join(Customer).where(Customer.ref != STATEMENT_CUSTOMER, Invoice.status == "open",
-                                                         Invoice.kind == "invoice").order_by(Invoice.id).limit(200)
-                ):
-                    customer = session.get_one(Customer, invoice.customer_id)
-                    try:
-                        checkout = create_checkout(session, customer=customer, contact=customer.primary_contact,
-                                                   selection={invoice.id: None}, method="card",
-                                                   today=date(2026, 11, 25))
-                        break
-                    except UserError:
-                        continue
-                else:
-                    raise RuntimeError("no open invoice left to charge in the book")
-                checkout.provider, checkout.provider_ref = "stripe", WEBHOOK_INTENT
-                session.flush()
-            return checkout.id, checkout.amount_minor, checkout.currency
-    finally:
-        engine.dispose()
-
-
-def _declined_event(checkout: tuple[int, int, str], event_id: str) -> bytes:
-    """`payment_intent.payment_failed` for the bench checkout: applied for real (the payment's
-    latest decline reason), without settling invoices, so runs can repeat on one book."""
-    checkout_id, amount, currency = checkout
-    return json.dumps({
-        "id": event_id, "object": "event", "api_version": "2026-10-28.endive", "created": int(time.time()),
-        "type": "payment_intent.payment_failed", "livemode": False, "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None},
-        "data": {"object": {
-            "id": WEBHOOK_INTENT, "object": "payment_intent", "amount": amount, "currency": currency.lower(),
-            "status": "requires_payment_method", "metadata": {"checkout_id": str(checkout_id)},
-            "last_payment_error": {"code": "card_declined", "message": "Your card was declined."},
-        }},
-    }, separators=(",", ":")).encode()
 
 
 def webhook_intake(ctx: Context) -> list[Figure]:
@@ -638,16 +586,16 @@ def webhook_intake(ctx: Context) -> list[Figure]:
     and again (a duplicate: verified, one conflicting insert, answered), then the same body with
     a wrong signature (refused with a 400 before any database work: what every delivery pays for
     HTTP, the middleware and the check, the floor under both figures above)."""
-    checkout = _webhook_checkout(ctx.url)
+    checkout = webhook_checkout(ctx.url)
     run_id = os.urandom(4).hex()
     count = max(2_000, 600 * ctx.duration)  # more than a run sends, so every one is new
     events = []
     for n in range(count):
-        payload = _declined_event(checkout, f"evt_bench_{run_id}_{n}")
+        payload = declined_event(checkout, f"evt_bench_{run_id}_{n}")
         events.append(("POST", "/webhooks/stripe", stripe_signature(payload), payload.decode()))
     warm = []
     for n in range(500):
-        payload = _declined_event(checkout, f"evt_warm_{run_id}_{n}")
+        payload = declined_event(checkout, f"evt_warm_{run_id}_{n}")
         warm.append(("POST", "/webhooks/stripe", stripe_signature(payload), payload.decode()))
     duplicate = events[0]
     with Server("encours.app:create_app_from_env", ctx.workers, _stripe_env(ctx)) as server:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from kernel.clock import clock
 from kernel.i18n import N_
 from kernel.outbound import UnsafeUrl, check_public
+from kernel.paging import Page
 from ledger import audit
 from ledger.events import EVENT_TYPES, PUBLIC_TYPES
 from ledger.models import AuditEvent, Company, WebhookDelivery, WebhookEndpoint
@@ -123,27 +124,6 @@ DELIVERY_STATES = ("queued", "sent", "failed")
 PAGE_SIZE = 50
 
 
-@dataclass(frozen=True)
-class DeliveryPage:
-    rows: list[DeliveryLine]
-    page: int
-    has_next: bool
-
-    @property
-    def has_previous(self) -> bool:
-        return self.page > 1
-
-    @property
-    def first_id(self) -> int | None:
-        """The cursor of the previous page (`before`)."""
-        return self.rows[0].id if self.rows else None
-
-    @property
-    def last_id(self) -> int | None:
-        """The cursor of the next page (`after`)."""
-        return self.rows[-1].id if self.rows else None
-
-
 def _filtered(query: Select[Any], company_ids: list[int] | None, endpoint_id: int | None,
               status: str | None) -> Select[Any]:
     if company_ids is not None:
@@ -184,7 +164,7 @@ def deliveries(session: Session, company_ids: list[int] | None = None, *, endpoi
 
 def delivery_page(session: Session, company_ids: list[int] | None = None, *, endpoint_id: int | None = None,
                   status: str | None = None, page: int = 1, after: int | None = None, before: int | None = None,
-                  size: int = PAGE_SIZE) -> DeliveryPage:
+                  size: int = PAGE_SIZE) -> Page[DeliveryLine]:
     """One page of the delivery log, newest first, as the bank queue pages: `after` (the last
     delivery id of the page before) or `before` (the first id of the page after) find the page
     from where the reader is, in one index range whatever its depth; a bare `page` counts its
@@ -204,7 +184,7 @@ def delivery_page(session: Session, company_ids: list[int] | None = None, *, end
             ids_query = ids_query.offset((page - 1) * size)
         found = list(session.scalars(ids_query.order_by(WebhookDelivery.id.desc()).limit(size + 1)))
         has_next, ids = len(found) > size, found[:size]
-    return DeliveryPage(_lines(session, ids), page, has_next)
+    return Page.by_cursor(_lines(session, ids), page, has_next, lambda line: line.id)
 
 
 def send_again(session: Session, delivery_id: int, *, company_ids: list[int] | None = None,

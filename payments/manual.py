@@ -169,7 +169,7 @@ def may_act(user: Actor, customer: Customer) -> bool:
 
 def _check_actor(user: Actor, customer: Customer) -> None:
     if not may_act(user, customer):
-        raise UserError(N_("You may not record payments for this customer."))
+        raise UserError(N_("You may not record payments for this customer.")).at(field="customer")
 
 
 def _audited_as(user: Actor) -> tuple[str, str]:
@@ -221,24 +221,27 @@ def record_manual_payment(
     """A succeeded payment of `customer`, settling `allocations` ((invoice id, amount), in that
     order), or the open invoices oldest due first when None; what is left is unapplied credit.
 
-    `key` (from the form) makes a repeated post return the payment already recorded."""
+    `key` (from the form) makes a repeated post return the payment already recorded. A refusal names
+    the argument it is about in its `field`: "customer", "method", "amount", "received_on",
+    "reference", "allocations", or "allocations[i].invoice" / "allocations[i].amount" for the i-th
+    allocation given."""
     _check_actor(user, customer)
     provider_ref = f"{customer.id}/{key or new_key()}"
     existing = session.scalar(select(Payment).where(Payment.provider == PROVIDER, Payment.provider_ref == provider_ref))
     if existing is not None:
         return existing
     if method not in METHODS:
-        raise UserError(N_("Choose how the payment was made."))
+        raise UserError(N_("Choose how the payment was made.")).at(field="method")
     if amount.minor <= 0:
-        raise UserError(N_("The amount received must be more than zero."))
+        raise UserError(N_("The amount received must be more than zero.")).at(field="amount")
     today = clock.today(customer.company.timezone)
     if received_on > today:
-        raise UserError(N_("The date received %(day)s is in the future."), day=received_on.isoformat())
+        raise UserError(N_("The date received %(day)s is in the future."), day=received_on.isoformat()).at(field="received_on")
     reference = " ".join(reference.split())
     if len(reference) > MAX_REFERENCE:
-        raise UserError(N_("The reference is at most %(count)s characters."), count=MAX_REFERENCE)
+        raise UserError(N_("The reference is at most %(count)s characters."), count=MAX_REFERENCE).at(field="reference")
     if method in REFERENCE_REQUIRED and not reference:
-        raise UserError(N_("Give the cheque or bill number as the reference."))
+        raise UserError(N_("Give the cheque or bill number as the reference.")).at(field="reference")
     shares = _shares(session, customer, amount, allocations)
     payment = Payment(
         customer_id=customer.id,
@@ -275,28 +278,31 @@ def _shares(session: Session, customer: Customer, amount: Money,
         return oldest_first(_locked(session, customer, None), amount)
     ids = [invoice_id for invoice_id, _ in allocations]
     if len(set(ids)) != len(ids):
-        raise UserError(N_("An invoice is listed twice."))
+        raise UserError(N_("An invoice is listed twice.")).at(field="allocations")
     invoices = {invoice.id: invoice for invoice in _locked(session, customer, ids)}
     shares = []
-    for invoice_id, share in allocations:
+    for index, (invoice_id, share) in enumerate(allocations):
         invoice = invoices.get(invoice_id)
         if invoice is None:
-            raise UserError(N_("An invoice chosen is not an open invoice of this customer."))
+            raise UserError(N_("An invoice chosen is not an open invoice of this customer.")).at(
+                field=f"allocations[{index}].invoice")
         if share.currency != amount.currency or invoice.currency != amount.currency:
             raise UserError(N_("%(number)s is in %(currency)s: a payment settles invoices of its own "
-                                        "currency."), number=invoice.number, currency=invoice.currency)
+                               "currency."), number=invoice.number, currency=invoice.currency).at(
+                field=f"allocations[{index}].invoice")
         if share.minor < 0:
-            raise UserError(N_("%(number)s: an amount cannot be negative."), number=invoice.number)
+            raise UserError(N_("%(number)s: an amount cannot be negative."), number=invoice.number).at(
+                field=f"allocations[{index}].amount")
         if share.minor == 0:
             continue  # an invoice left at zero is not settled by this payment
         if share.minor > invoice.open_minor:
             raise UserError(N_("%(number)s has only %(open)s open."), number=invoice.number,
-                                     open=invoice.open)
+                            open=invoice.open).at(field=f"allocations[{index}].amount")
         shares.append(Share(invoice, share))
     spread = sum(share.amount.minor for share in shares)
     if spread > amount.minor:
         raise UserError(N_("The amounts given to invoices (%(spread)s) exceed the payment (%(amount)s)."),
-                                 spread=Money(spread, amount.currency), amount=amount)
+                        spread=Money(spread, amount.currency), amount=amount).at(field="allocations")
     return shares
 
 

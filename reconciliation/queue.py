@@ -16,6 +16,7 @@ from sqlalchemy import Select, and_, or_, select, text
 from sqlalchemy.orm import Session
 
 from kernel.i18n import N_
+from kernel.paging import Page
 from kernel.user_error import UserError
 from kernel.settings import Settings
 from ledger import audit
@@ -58,25 +59,8 @@ class EntryRow:
         return next((m for m in self.matches if m.state == BankMatchState.suggested.value), None)
 
 
-@dataclass(frozen=True)
-class EntryPage:
-    rows: list[EntryRow]
-    page: int
-    has_next: bool
-
-    @property
-    def has_previous(self) -> bool:
-        return self.page > 1
-
-    @property
-    def first_id(self) -> int | None:
-        """The cursor of the previous page (`before`)."""
-        return self.rows[0].entry.id if self.rows else None
-
-    @property
-    def last_id(self) -> int | None:
-        """The cursor of the next page (`after`)."""
-        return self.rows[-1].entry.id if self.rows else None
+def _entry_id(row: EntryRow) -> int:
+    return row.entry.id
 
 
 def companies_of(user: User) -> list[int] | None:
@@ -100,7 +84,7 @@ def list_entries(
     *,
     after: int | None = None,
     before: int | None = None,
-) -> EntryPage:
+) -> Page[EntryRow]:
     """Entries of these companies (None: all), newest first; `state` one of STATES, or "open" for
     unmatched and suggested together; `search` finds a payer, a text, a reference or an amount.
 
@@ -130,7 +114,7 @@ def list_entries(
 
 
 def _page_of(session: Session, ids_query: Select[tuple[int]], page: int, after: int | None, before: int | None,
-             undone_too: bool) -> EntryPage:
+             undone_too: bool) -> Page[EntryRow]:
     """The page of entries `ids_query` finds, newest first: ids alone first (from an index), then
     those rows with their companies and matches."""
     if before is not None:
@@ -154,7 +138,8 @@ def _page_of(session: Session, ids_query: Select[tuple[int]], page: int, after: 
         wanted = wanted.where(BankMatch.state != BankMatchState.undone.value) if not undone_too else wanted
         for match in session.scalars(wanted.order_by(BankMatch.score.desc(), BankMatch.id)):
             matches.setdefault(match.entry_id, []).append(match)
-    return EntryPage([EntryRow(entry, code, matches.get(entry.id, [])) for entry, code in rows], page, has_next)
+    return Page.by_cursor([EntryRow(entry, code, matches.get(entry.id, [])) for entry, code in rows], page, has_next,
+                          _entry_id)
 
 
 def _amount_term(term: str) -> Decimal | None:
@@ -347,7 +332,7 @@ def undo_match(session: Session, match_id: int, user: User, settings: Settings |
 
 
 def list_collector_entries(session: Session, collector_id: int, search: str | None = None,
-                           page: int = 1, *, after: int | None = None, before: int | None = None) -> EntryPage:
+                           page: int = 1, *, after: int | None = None, before: int | None = None) -> Page[EntryRow]:
     """What a collector sees of the bank: entries matched (confirmed) to customers assigned to it,
     newest first; `search` finds a payer or a text."""
     from ledger.models import BankMatchLine, Customer
@@ -363,9 +348,9 @@ def list_collector_entries(session: Session, collector_id: int, search: str | No
                                 BankEntry.remittance_text.ilike(_like(term), escape="\\")))
     found = _page_of(session, query, max(1, page), after, before, undone_too=True)
     # A collector reads the confirmed matches only.
-    return EntryPage([EntryRow(row.entry, row.company_code,
-                               [m for m in row.matches if m.state == BankMatchState.confirmed.value])
-                      for row in found.rows], found.page, found.has_next)
+    return Page.by_cursor([EntryRow(row.entry, row.company_code,
+                                    [m for m in row.matches if m.state == BankMatchState.confirmed.value])
+                           for row in found.rows], found.page, found.has_next, _entry_id)
 
 
 SEARCH_LIMIT = 20

@@ -4,6 +4,7 @@ the delivery log and send a delivery again; other roles cannot see the page."""
 from __future__ import annotations
 
 import re
+from base64 import b64decode
 from html import unescape
 from typing import Iterator
 
@@ -56,8 +57,10 @@ def test_an_endpoint_added_in_the_back_office_is_sent_its_events_and_failures_ca
         admin: TestClient, session: Session, session_factory: sessionmaker[Session], settings: Settings,
         receiver: Receiver) -> None:
     assert 'value="payment.cancelled"' in admin.get("/admin/webhooks/endpoints").text  # offered in the form
-    page = _post(admin, "/admin/webhooks/endpoints", {"company": "NORTH", "url": receiver.url + "/erp",
-                                                      "events": ["payment.succeeded", "dispute.opened"]})
+    added = _post(admin, "/admin/webhooks/endpoints", {"company": "NORTH", "url": receiver.url + "/erp",
+                                                       "events": ["payment.succeeded", "dispute.opened"]})
+    assert added.status_code == 303 and added.headers["location"] == "/admin/webhooks/endpoints"
+    page = admin.get("/admin/webhooks/endpoints")
     assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
     secret = SECRET_SHOWN.search(page.text).group(1)  # type: ignore[union-attr]
     assert secret.startswith("whsec_")
@@ -90,6 +93,25 @@ def test_an_endpoint_added_in_the_back_office_is_sent_its_events_and_failures_ca
     actions = session.scalars(select(AuditEvent.action).where(AuditEvent.actor == "root@x.test")
                               .order_by(AuditEvent.id)).all()
     assert actions == ["webhook_endpoint.added", "webhook_delivery.resent", "webhook_endpoint.removed"]
+
+
+def test_reloading_after_adding_an_endpoint_adds_no_second_one_and_the_secret_is_shown_once(
+        admin: TestClient, session: Session) -> None:
+    """Post/redirect/get: the POST answers a redirect (no secret in its address nor in the session
+    cookie); the page after it shows the secret; reloading that page posts nothing again."""
+    added = _post(admin, "/admin/webhooks/endpoints", {"company": "NORTH", "url": "http://127.0.0.1:9/erp",
+                                                       "events": ["*"]})
+    assert added.status_code == 303 and added.headers["location"] == "/admin/webhooks/endpoints"
+    [endpoint] = session.scalars(select(WebhookEndpoint)).all()
+    cookie = str(admin.cookies.get("session", ""))
+    assert endpoint.secret not in b64decode(cookie.split(".")[0] + "==").decode()  # the session holds its id
+    shown = admin.get(added.headers["location"])
+    assert SECRET_SHOWN.search(shown.text).group(1) == endpoint.secret  # type: ignore[union-attr]
+    assert "Endpoint http://127.0.0.1:9/erp added for NORTH" in unescape(shown.text)
+    reloaded = admin.get("/admin/webhooks/endpoints")
+    assert reloaded.status_code == 200 and endpoint.secret not in reloaded.text
+    assert SECRET_SHOWN.search(reloaded.text) is None
+    assert len(session.scalars(select(WebhookEndpoint)).all()) == 1
 
 
 def test_a_refused_endpoint_says_why_and_keeps_what_was_typed(

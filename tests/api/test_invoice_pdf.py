@@ -4,6 +4,9 @@ and the portal serving it instead of its summary PDF to the debtor's magic-link 
 from __future__ import annotations
 
 import hashlib
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -11,12 +14,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
+from encours.app import create_app
+from kernel.db import make_engine, make_sessionmaker, unit_of_work, upgrade
 from kernel.settings import Settings, load_settings
+from kernel.storage import ObjectStorage
 from ledger.api_keys import create_key
 from ledger.companies import create_company
 from ledger.models import AuditEvent, Customer, Invoice
 from tests.api.conftest import CUSTOMER, invoice_body
 from tests.conftest import TEST_SECRET
+from tests.pgserver import PostgresServer
 from tests.portal.conftest import login
 
 PROBLEM = "application/problem+json"
@@ -156,3 +163,62 @@ def test_openapi_declares_the_pdf_operations(client):
     assert list(path["get"]["responses"]["200"]["content"]) == ["application/pdf"]
     assert "has_pdf" in spec["components"]["schemas"]["InvoiceOut"]["required"]
     assert client.get("/api/v1/docs").status_code == 200
+
+
+class _MeetingStorage:
+    """The real storage, where two requests wait for each other before they store: both have
+    passed the Idempotency-Key check by then, and only one can commit."""
+
+    def __init__(self, backend: ObjectStorage, meeting: threading.Barrier) -> None:
+        self.backend = backend
+        self.meeting = meeting
+
+    def put(self, key: str, content: bytes) -> None:
+        self.meeting.wait(timeout=30)
+        self.backend.put(key, content)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.backend, name)
+
+
+def test_the_request_that_loses_an_idempotency_race_leaves_no_file_behind(pg_server: PostgresServer,
+                                                                          tmp_path: Path) -> None:
+    """Two PUTs with one Idempotency-Key, both past its check, both storing their PDF: the one whose
+    transaction loses deletes what it stored, so the storage holds exactly the files rows point to.
+    PostgreSQL only: SQLite's write transactions (BEGIN IMMEDIATE) run one after the other, where
+    the second simply replays the first."""
+    url = pg_server.create_database(f"pdf_race_{uuid.uuid4().hex[:12]}")
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with unit_of_work(make_sessionmaker(engine)) as session:
+            create_company(session, code="ACME", name="Acme SA", currency="EUR")
+            session.flush()
+            _, key = create_key(session, "ACME", "sage-x3")
+        settings = load_settings({"ENCOURS_DATABASE_URL": url, "ENCOURS_SECRET_KEY": TEST_SECRET,
+                                  "ENCOURS_BASE_URL": "http://testserver",
+                                  "ENCOURS_STORAGE_DIR": str(tmp_path / "files")})
+        app = create_app(settings)
+        auth = {"Authorization": f"Bearer {key}"}
+        with TestClient(app, base_url="http://testserver") as client:
+            assert client.put("/api/v1/customers/C001", json=CUSTOMER, headers=auth).status_code == 201
+            assert client.put("/api/v1/invoices/F-1", json=invoice_body(), headers=auth).status_code == 201
+        app.state.storage = _MeetingStorage(app.state.storage, threading.Barrier(2))
+        start = threading.Barrier(2)
+
+        def put(_: int) -> int:
+            with TestClient(app, base_url="http://testserver") as client:
+                start.wait(timeout=30)
+                return client.put("/api/v1/invoices/F-1/pdf", content=ORIGINAL,
+                                  headers={**auth, **PDF, "Idempotency-Key": "pdf-F-1"}).status_code
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            statuses = sorted(pool.map(put, range(2)))
+        assert statuses == [201, 409]
+        with make_sessionmaker(engine)() as session:
+            referenced = set(session.scalars(select(Invoice.pdf_key).where(Invoice.pdf_key.is_not(None))))
+        assert len(referenced) == 1
+        assert {p.name for p in _stored(tmp_path)} == referenced
+        assert [p.read_bytes() for p in _stored(tmp_path)] == [ORIGINAL]
+    finally:
+        engine.dispose()

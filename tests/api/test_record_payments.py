@@ -3,6 +3,7 @@ recorded by hand, audited under the key's name, published in the events feed and
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -12,6 +13,7 @@ from ledger.api_keys import create_key
 from ledger.companies import create_company
 from ledger.models import STAFF_METHODS, AuditEvent, Invoice, Payment, WebhookDelivery
 from ledger.webhook_endpoints import add_endpoint
+from payments import manual
 from tests.api.conftest import CUSTOMER, invoice_body
 
 PROBLEM = "application/problem+json"
@@ -114,13 +116,13 @@ def test_bad_payments_are_refused_naming_the_field_and_nothing_is_written(client
         (_payment(customer_ref="NOPE"), "customer_ref"),
         (_payment(allocations=[{"invoice_number": "G-1", "amount": "10.00"}]), "allocations[0].invoice_number"),
         (_payment(allocations=[{"invoice_number": "B-1", "amount": "10.00"}]), "allocations[0].invoice_number"),
-        (_payment(allocations=[{"invoice_number": "F-1", "amount": "350.00"}]), "allocations"),
+        (_payment(allocations=[{"invoice_number": "F-1", "amount": "350.00"}]), "allocations[0].amount"),
         (_payment(amount="100.00", allocations=[{"invoice_number": "F-1", "amount": "60.00"},
                                                 {"invoice_number": "F-2", "amount": "60.00"}]), "allocations"),
         (_payment(amount="400.001"), "amount"),
         (_payment(currency="JPY", amount="400.50"), "amount"),
         (_payment(allocations=[{"invoice_number": "F-1", "amount": "10.001"}]), "allocations[0].amount"),
-        (_payment(allocations=[{"invoice_number": "U-1", "amount": "10.00"}]), "allocations"),
+        (_payment(allocations=[{"invoice_number": "U-1", "amount": "10.00"}]), "allocations[0].invoice_number"),
         (_payment(currency="XYZ"), "currency"),
         (_payment(method="card"), "method"),
         (_payment(reference=""), "reference"),
@@ -135,6 +137,41 @@ def test_bad_payments_are_refused_naming_the_field_and_nothing_is_written(client
         assert field in [e["field"] for e in answer.json()["errors"]], (body, answer.json())
     assert client.get("/api/v1/payments", headers=auth).json()["items"] == []
     assert session.scalar(select(AuditEvent.id).where(AuditEvent.action == "payment.recorded")) is None
+
+
+# Refusals of the back-office's payment service (payments.manual), each with the one field it is about.
+SERVICE_REFUSALS = [
+    (_payment(reference=""), "reference"),
+    (_payment(received_on="2026-12-31"), "received_on"),
+    (_payment(amount="0.00"), "amount"),
+    (_payment(allocations=[{"invoice_number": "F-1", "amount": "10.00"},
+                           {"invoice_number": "F-1", "amount": "10.00"}]), "allocations"),
+    (_payment(allocations=[{"invoice_number": "F-2", "amount": "10.00"},
+                           {"invoice_number": "U-1", "amount": "10.00"}]), "allocations[1].invoice_number"),
+    (_payment(allocations=[{"invoice_number": "F-1", "amount": "10.00"},
+                           {"invoice_number": "F-2", "amount": "300.01"}]), "allocations[1].amount"),
+    (_payment(allocations=[{"invoice_number": "F-2", "amount": "350.00"}]), "allocations[0].amount"),
+    (_payment(amount="100.00", allocations=[{"invoice_number": "F-1", "amount": "60.00"},
+                                            {"invoice_number": "F-2", "amount": "60.00"}]), "allocations"),
+]
+
+
+@pytest.mark.parametrize("reworded", [False, True], ids=["as-written", "message-ids-reworded"])
+def test_each_refusal_of_the_payment_service_names_its_own_field_whatever_its_wording(
+        client, auth, session: Session, monkeypatch: pytest.MonkeyPatch, reworded: bool) -> None:
+    """The field comes from the service's error (`UserError.at(field=...)`), not from its English
+    message id: rewording every message of payments.manual leaves each field where it was."""
+    _book(client, auth)
+    if reworded:
+        monkeypatch.setattr(manual, "N_", lambda message_id: f"Reworded: {message_id}")
+    for body, field in SERVICE_REFUSALS:
+        answer = client.post("/api/v1/payments", json=body, headers=auth)
+        assert answer.status_code == 422, (body, answer.text)
+        assert answer.headers["content-type"] == PROBLEM
+        problem = answer.json()
+        assert [e["field"] for e in problem["errors"]] == [field], (body, problem)
+        assert problem["errors"][0]["message"].startswith("Reworded: ") == reworded, problem
+    assert client.get("/api/v1/payments", headers=auth).json()["items"] == []
 
 
 def test_a_read_only_key_another_companys_payment_and_a_provider_payment_are_refused(client, auth,

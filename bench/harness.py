@@ -1,0 +1,226 @@
+"""What several benchmarks share (not a test): the staff accounts, collectors, API key and webhook
+checkout they add to a book once, signing in to the back-office in-process, and the timing loop
+with its percentiles. Public names: bench/customers_list.py, bench/my_day.py, bench/dashboard.py,
+bench/api.py, bench/bank_queue.py, bench/run.py and bench/plans.py (its `--setup` adds them all)
+import them from here instead of from one another."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import func, insert, select, update  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
+
+from admin.customers_service import list_day, refresh_overdue  # noqa: E402
+from admin.staff_accounts import create_user  # noqa: E402
+from bench.generate import NOW, STATEMENT_CUSTOMER, TODAY  # noqa: E402
+from kernel.db import make_engine, make_sessionmaker, unit_of_work  # noqa: E402
+from kernel.user_error import UserError  # noqa: E402
+from ledger.api_keys import create_key, key_hash  # noqa: E402
+from ledger.models import ApiKey, Checkout, Company, Customer, CustomerNote, Invoice, User  # noqa: E402
+from payments.checkout import create_checkout  # noqa: E402
+
+# Back-office accounts of bench/customers_list.py (and bench/bank_queue.py, bench/plans.py).
+PASSWORD = "bench-password-0123"
+STAFF = (("bench-admin@encours.example", "admin", []), ("bench-manager@encours.example", "manager", ["BENCH-FR"]))
+# The collectors of bench/my_day.py: each assigned a tenth of BENCH-FR's customers, tasks on every 25th.
+COLLECTORS = 10
+TASK_EVERY = 25
+MANAGER = "bench-day-manager@encours.example"
+
+
+def collector_email(n: int) -> str:
+    return f"bench-collector-{n}@encours.example"
+
+# The admin of bench/dashboard.py.
+ADMIN_EMAIL = "bench-admin@example.com"
+ADMIN_PASSWORD = "bench-admin-password"
+# The book's API key (bench/api.py): made once, kept in the cached book (only its hash is stored, so
+# the key itself is derived from a fixed text, as the bench's other secrets are).
+BOOK_KEY = "enc_live_bench-book-key-0123456789abcdefghijklmnopqrs"
+# The payment intent of the webhook scenario's checkout (bench/run.py).
+WEBHOOK_INTENT = "pi_bench_webhook_intake"
+
+
+# --- added to a book once -----------------------------------------------------------------
+
+
+def ensure_staff(url: str) -> None:
+    """The STAFF accounts, added to the book once."""
+    engine = make_engine(url)
+    try:
+        with unit_of_work(make_sessionmaker(engine)) as session:
+            for email, role, companies in STAFF:
+                if session.scalar(select(User.id).where(User.email == email)) is None:
+                    create_user(session, email=email, role=role, password=PASSWORD, company_codes=companies)
+    finally:
+        engine.dispose()
+
+
+def ensure_world(url: str) -> dict[str, Any]:
+    """Collectors, their customers, tasks and a manager, added to the book once."""
+    engine = make_engine(url)
+    try:
+        with unit_of_work(make_sessionmaker(engine)) as session:
+            company_id = session.scalar(select(Company.id).where(Company.code == "BENCH-FR"))
+            for n in range(COLLECTORS):
+                if session.scalar(select(User.id).where(User.email == collector_email(n))) is None:
+                    create_user(session, email=collector_email(n), role="collector", password=PASSWORD,
+                                company_codes=["BENCH-FR"])
+            if session.scalar(select(User.id).where(User.email == MANAGER)) is None:
+                create_user(session, email=MANAGER, role="manager", password=PASSWORD, company_codes=["BENCH-FR"])
+            session.flush()
+            ids = [session.scalar(select(User.id).where(User.email == collector_email(n))) for n in range(COLLECTORS)]
+            customers = list(session.scalars(select(Customer.id).where(Customer.company_id == company_id)
+                                             .order_by(Customer.id)))
+            if not session.scalar(select(func.count()).select_from(Customer).where(Customer.collector_id == ids[0])):
+                # Customer ids of the companies interleave: dealt out by rank within BENCH-FR.
+                for n, user_id in enumerate(ids):
+                    mine = customers[n::COLLECTORS]
+                    for start in range(0, len(mine), 500):
+                        session.execute(update(Customer).where(Customer.id.in_(mine[start:start + 500]))
+                                        .values(collector_id=user_id))
+            if not session.scalar(select(func.count()).select_from(CustomerNote)):
+                notes = [{"customer_id": customer_id, "author_id": ids[0], "kind": "call",
+                          "body": "Rappeler le service comptable", "created_at": NOW - timedelta(days=3),
+                          "next_action_on": TODAY + timedelta(days=(i % 3) - 1)}
+                         for i, customer_id in enumerate(customers[::TASK_EVERY])]
+                session.execute(insert(CustomerNote), notes)
+            mine = session.scalar(select(func.count()).select_from(Customer).where(Customer.collector_id == ids[0]))
+            tasks = session.scalar(select(func.count()).select_from(CustomerNote).join(
+                Customer, Customer.id == CustomerNote.customer_id).where(Customer.collector_id == ids[0],
+                                                                       CustomerNote.done_at.is_(None)))
+            return {"collector_id": ids[0], "company_id": company_id, "customers_of_collector": mine,
+                    "open_tasks_of_collector": tasks}
+    finally:
+        engine.dispose()
+
+
+def ensure_admin(url: str) -> None:
+    """The dashboard's admin account, added to the book once."""
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            if session.scalar(select(User.id).where(User.email == ADMIN_EMAIL)) is None:
+                create_user(session, email=ADMIN_EMAIL, role="admin", password=ADMIN_PASSWORD, company_codes=[])
+                session.commit()
+    finally:
+        engine.dispose()
+
+
+def start_the_day(url: str) -> None:
+    """What `encours worker` does once a day: the overdue sort keys counted as of the book's today
+    (the customers list and the dashboard's top overdue read them)."""
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            refresh_overdue(session, list_day(session))
+            session.commit()
+    finally:
+        engine.dispose()
+
+
+def ensure_book_key(url: str) -> None:
+    """The API key BOOK_KEY, added to the book once."""
+    engine = make_engine(url)
+    try:
+        with unit_of_work(make_sessionmaker(engine)) as session:
+            if session.scalar(select(ApiKey.id).where(ApiKey.key_hash == key_hash(BOOK_KEY))) is None:
+                row, _ = create_key(session, "BENCH-FR", "bench-book")
+                row.key_hash = key_hash(BOOK_KEY)
+    finally:
+        engine.dispose()
+
+
+def webhook_checkout(url: str) -> tuple[int, int, str]:
+    """A card checkout of one open invoice of a customer other than BENCH-200, made once in the
+    book: (checkout id, amount, currency). Its events go through the whole intake, handler included."""
+    engine = make_engine(url)
+    try:
+        with unit_of_work(make_sessionmaker(engine)) as session:
+            checkout = session.scalar(select(Checkout).where(Checkout.provider_ref == WEBHOOK_INTENT))
+            if checkout is None:
+                # The first open invoice with something left to charge once its customer's credit
+                # notes are deducted.
+                for invoice in session.scalars(
+                    select(Invoice).join(Customer).where(Customer.ref != STATEMENT_CUSTOMER, Invoice.status == "open",
+                                                         Invoice.kind == "invoice").order_by(Invoice.id).limit(200)
+                ):
+                    customer = session.get_one(Customer, invoice.customer_id)
+                    try:
+                        checkout = create_checkout(session, customer=customer, contact=customer.primary_contact,
+                                                   selection={invoice.id: None}, method="card",
+                                                   today=date(2026, 11, 25))
+                        break
+                    except UserError:
+                        continue
+                else:
+                    raise RuntimeError("no open invoice left to charge in the book")
+                checkout.provider, checkout.provider_ref = "stripe", WEBHOOK_INTENT
+                session.flush()
+            return checkout.id, checkout.amount_minor, checkout.currency
+    finally:
+        engine.dispose()
+
+
+# --- running and timing ---------------------------------------------------------------------
+
+
+def declined_event(checkout: tuple[int, int, str], event_id: str) -> bytes:
+    """`payment_intent.payment_failed` for the bench checkout: applied for real (the payment's
+    latest decline reason), without settling invoices, so runs can repeat on one book."""
+    checkout_id, amount, currency = checkout
+    return json.dumps({
+        "id": event_id, "object": "event", "api_version": "2026-10-28.endive", "created": int(time.time()),
+        "type": "payment_intent.payment_failed", "livemode": False, "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "data": {"object": {
+            "id": WEBHOOK_INTENT, "object": "payment_intent", "amount": amount, "currency": currency.lower(),
+            "status": "requires_payment_method", "metadata": {"checkout_id": str(checkout_id)},
+            "last_payment_error": {"code": "card_declined", "message": "Your card was declined."},
+        }},
+    }, separators=(",", ":")).encode()
+
+
+def signed_in(app: Any, email: str) -> TestClient:
+    """A client of `app` signed in to the back-office as `email` (one of the accounts above)."""
+    client = TestClient(app, base_url="http://testserver")
+    client.__enter__()
+    page = client.get("/admin/login")
+    token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    response = client.post("/admin/login", data={"csrf_token": token, "email": email, "password": PASSWORD},
+                           follow_redirects=False)
+    if response.status_code != 303:
+        raise SystemExit(f"cannot sign in as {email}: {response.status_code}")
+    return client
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
+
+
+def time_runs(run: Callable[[], Any], repeat: int, warmups: int = 3) -> dict[str, float]:
+    """`run` `warmups` times, then `repeat` times timed: median, p95 and max of the wall time and
+    the median and p95 of this process's CPU time (all threads: the test client's and the app's),
+    far less sensitive than the wall time to other work on a shared machine."""
+    for _ in range(warmups):
+        run()
+    wall, cpu = [], []
+    for _ in range(repeat):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        run()
+        wall.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.process_time() - cpu_started) * 1000)
+    return {"runs": repeat, "median_ms": round(statistics.median(wall), 1), "p95_ms": round(percentile(wall, 0.95), 1),
+            "max_ms": round(max(wall), 1), "cpu_median_ms": round(statistics.median(cpu), 1),
+            "cpu_p95_ms": round(percentile(cpu, 0.95), 1)}
