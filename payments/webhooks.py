@@ -69,6 +69,8 @@ def is_stored(session: Session, provider: str, event_id: str) -> bool:
 _TABLE = WebhookEvent.metadata.tables[WebhookEvent.__tablename__]
 _STORED = select(_TABLE.c.id).where(_TABLE.c.provider == bindparam("provider"),
                                     _TABLE.c.event_id == bindparam("event_id"))
+_STORED_MANY = select(_TABLE.c.event_id).where(_TABLE.c.provider == bindparam("provider"),
+                                               _TABLE.c.event_id.in_(bindparam("event_ids", expanding=True)))
 _INSERT_DIALECTS: dict[str, Callable[[Table], sqlite.Insert | postgresql.Insert]] = {
     "sqlite": sqlite.insert, "postgresql": postgresql.insert}
 _INSERTS: dict[str, Insert] = {}
@@ -79,7 +81,7 @@ def _insert(dialect: str) -> Insert:
     statement = _INSERTS.get(dialect)
     if statement is None:
         columns = ("provider", "event_id", "event_type", "body", "headers", "received_at", "attempts",
-                   "next_attempt_at")
+                   "next_attempt_at", "processed_at", "error", "outcome", "note")
         statement = (
             _INSERT_DIALECTS[dialect](_TABLE)
             .values({name: bindparam(name, type_=_TABLE.c[name].type) for name in columns})
@@ -91,12 +93,15 @@ def _insert(dialect: str) -> Insert:
 
 
 def insert_event(
-    connection: Connection, provider: str, event_id: str, event_type: str, body: str, headers: Mapping[str, str]
+    connection: Connection, provider: str, event_id: str, event_type: str, body: str, headers: Mapping[str, str],
+    state: Mapping[str, Any] | None = None,
 ) -> int | None:
     """Keep the raw event in the caller's transaction: its new row id, or None when this (provider,
     event id) is stored already. One statement either way, race-safe: of two concurrent deliveries
     the unique key lets one insert; the other's insert does nothing (on PostgreSQL it waits for the
-    first to commit or roll back), with no error to recover from."""
+    first to commit or roll back), with no error to recover from. `state`: the processing columns
+    (attempts, processed_at, next_attempt_at, error, outcome, note) when they are known already;
+    by default a new event waiting for its first attempt."""
     now = clock.now()
     row = connection.execute(_insert(connection.dialect.name), {
         "provider": provider,
@@ -107,8 +112,60 @@ def insert_event(
         "received_at": now,
         "attempts": 0,
         "next_attempt_at": now + FIRST_RETRY,
+        "processed_at": None,
+        "error": None,
+        "outcome": None,
+        "note": None,
+        **(state or {}),
     }).first()
     return None if row is None else int(row[0])
+
+
+def stored_already(connection: Connection, provider: str, event_ids: list[str]) -> bool:
+    """Whether every one of these events of `provider` is stored already: one indexed read, which on
+    SQLite neither waits for nor takes the one write lock, so a duplicate delivery is answered
+    without queuing behind the writers."""
+    found = connection.execute(_STORED_MANY, {"provider": provider, "event_ids": event_ids}).all()
+    return len(found) == len(set(event_ids))
+
+
+def store_and_apply(
+    session_factory: sessionmaker[Session], provider: str, event_id: str, event_type: str, body: str,
+    headers: Mapping[str, str], apply: Callable[[Session], Any],
+) -> bool | None:
+    """One new event stored raw and applied with `apply(session)` (from the payload the caller
+    already parsed, the same bytes as the stored body) in ONE transaction of its own: None when it
+    was stored already (a duplicate: nothing applied), True when it is applied (or not ours), False
+    when it failed and is kept for a retry.
+
+    The event and what it did commit together or not at all: no claim to write, no second
+    transaction. When `apply` raises, both are rolled back and the event is then stored with its
+    error (or as not ours) in a transaction of its own, as `apply_new` would have left it: the raw
+    event is kept whatever its handler does. A crash before the commit keeps nothing and answers
+    nothing, so the provider delivers the event again."""
+    try:
+        with _one_writer(session_factory), unit_of_work(session_factory) as session:
+            now = clock.now()
+            pk = insert_event(session.connection(), provider, event_id, event_type, body, headers,
+                              {"attempts": 1, "processed_at": now, "next_attempt_at": None})
+            if pk is None:
+                return None
+            apply(session)
+        return True
+    except NotOurs as unmatched:
+        log.warning("webhook %s %s is not ours: %s", provider, event_id, unmatched)
+        state = {"attempts": 1, "processed_at": clock.now(), "next_attempt_at": None, "outcome": NOT_OURS,
+                 "note": str(unmatched)[:2000]}
+        done = True
+    except Exception as error:  # noqa: BLE001 - any failure is kept and retried
+        log.warning("webhook %s %s failed: %s", provider, event_id, error)
+        state = {"attempts": 1, "next_attempt_at": RETRY.next_attempt(1, clock.now()),
+                 "error": "".join(traceback.format_exception(error))[-4000:]}
+        done = False
+    with _one_writer(session_factory), statement_connection(session_factory) as connection:
+        if insert_event(connection, provider, event_id, event_type, body, headers, state) is None:
+            return None  # another delivery stored it meanwhile: that one applies it
+    return done
 
 
 # SQLite has one writer at a time. Intake threads that find the write lock taken wait in SQLite's
