@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 
 from kernel.settings import Settings, load_settings
 from ledger.models import Allocation, AuditEvent, Checkout, Customer, Invoice, Payment, WebhookEvent
+from payments import webhooks
 from payments.checkout import create_checkout
 from sandbox.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET
 from tests.conftest import TEST_SECRET
@@ -160,6 +161,24 @@ def test_a_duplicate_delivery_runs_one_read_and_leaves_the_stored_event_untouche
     assert (stored.body, stored.headers, stored.received_at, stored.attempts, stored.processed_at) == before
     assert state(session, invoices) == (PAID, ["succeeded"], 2)
     assert session.scalar(select(func.count()).select_from(AuditEvent)) == audits
+
+
+def test_a_duplicate_is_answered_while_another_delivery_holds_the_writer(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On SQLite a duplicate is told by a read, so it never queues behind the one writer (a new
+    event still does, for as long as the writer's wait allows)."""
+    payload = event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_dup")
+    assert deliver(client, payload).json()["outcomes"] == ["processed"]
+    monkeypatch.setattr(webhooks, "WRITER_WAIT", 0)
+    sessions = client.app.state.sessions  # type: ignore[attr-defined]
+    with webhooks._one_writer(sessions):  # noqa: SLF001 - a writer holding it, as a slow apply would
+        again = deliver(client, payload)
+        assert again.status_code == 200 and again.json()["outcomes"] == ["duplicate"]
+        if session.get_bind().dialect.name == "sqlite":
+            with pytest.raises(TimeoutError):
+                deliver(client, event_payload("payment_intent.processing", intent(checkout, "processing"), "evt_new"))
+    assert state(session, invoices) == (PAID, ["succeeded"], 2)
 
 
 def test_a_new_event_is_applied_from_the_verified_payload_without_reading_it_back(
