@@ -1,8 +1,9 @@
 """The one webhook intake of every provider: `POST /webhooks/{provider}` (/webhooks/stripe,
 /webhooks/gocardless). Verify on the raw body, store each event raw once, answer 2xx fast.
 
-An event that needs nothing from the provider's API is applied before the answer, in its own
-transaction. One that does is applied just after the answer is sent (a background task of this
+A delivery whose events are all stored already is answered after one indexed read (on SQLite on
+the event loop: no thread hop, no wait for the one writer). An event that needs nothing from the
+provider's API is stored and applied before the answer, in one transaction of its own. One that does is applied just after the answer is sent (a background task of this
 request): the provider's API is asked first, outside any transaction, so a slow provider never
 holds the database writer nor the provider's own delivery. Either way a failure is kept on the
 stored event and retried by the worker, which also picks up an event whose process died.

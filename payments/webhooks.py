@@ -1,21 +1,25 @@
 """Provider-neutral webhook intake (dj-stripe style).
 
-A provider's route verifies the signature on the raw body first, then:
+A provider's route verifies the signature on the raw body first, then, for one event that needs
+nothing from the provider's API:
 
-    pk = store_new(session_factory, "stripe", event_id, event_type, body, headers)  # its own commit
-    if pk is None:
-        return 200  # a duplicate: one conflicting insert, nothing applied, nothing read
-    apply_new(session_factory, pk, lambda session: apply_event(session, payload))  # its own transaction
+    if stored_already(connection, "stripe", [event_id]):  # one indexed read (SQLite: on the event loop)
+        return 200  # a duplicate: nothing written, nothing applied
+    store_and_apply(session_factory, "stripe", event_id, event_type, body, headers,
+                    lambda session: apply_event(session, payload))  # one transaction of its own
     return 200
 
-`store_new` keeps each event raw, once per (provider, event id), with a single
-`INSERT ... ON CONFLICT DO NOTHING RETURNING id`: the unique key decides between two concurrent
-deliveries, and a duplicate costs that one statement. `apply_new` applies an event the route
-has just stored with the payload it already parsed; `process_event` applies any stored event
-(the worker's retries, staff replays) with a handler `(session, event) -> None`. Either way a
-handler that raises leaves the ledger untouched, and the event keeps its error and is retried
-by the worker (`retry_due`) with backoff. Handlers must be idempotent: a retry may follow a
-crash after commit.
+`store_and_apply` keeps the event raw, once per (provider, event id), with a single
+`INSERT ... ON CONFLICT DO NOTHING RETURNING id` (the unique key decides between two concurrent
+deliveries: the second one's insert does nothing) that already marks it processed, and applies it
+in the same transaction: the event and its effects commit together. When the handler raises, both
+roll back and the event is stored with its error in a transaction of its own. Events that ask the
+provider something first, and requests of several events, are stored first (`store_new`,
+`store_many`: committed before anything is applied) and applied by `apply_new`, with the payload
+the route already parsed; `process_event` applies any stored event (the worker's retries, staff
+replays) with a handler `(session, event) -> None`. Either way a handler that raises leaves the
+ledger untouched, and the event keeps its error and is retried by the worker (`retry_due`) with
+backoff. Handlers must be idempotent: a retry may follow a crash after commit.
 
 An event about something we did not create (the handler raises `payments.base.NotOurs`) is kept,
 marked processed with the outcome "not_ours" and why, and never retried. A provider's handler
