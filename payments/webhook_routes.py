@@ -3,9 +3,10 @@
 
 A delivery whose events are all stored already is answered after one indexed read (on SQLite on
 the event loop: no thread hop, no wait for the one writer). An event that needs nothing from the
-provider's API is stored and applied before the answer, in one transaction of its own. One that does is applied just after the answer is sent (a background task of this
-request): the provider's API is asked first, outside any transaction, so a slow provider never
-holds the database writer nor the provider's own delivery. Either way a failure is kept on the
+provider's API is stored and applied before the answer, in one transaction of its own. One that
+does is applied just after the answer is sent (a background task of this request): the
+provider's API is asked first, outside any transaction, so a slow provider never holds the
+database writer nor the provider's own delivery. Either way a failure is kept on the
 stored event and retried by the worker, which also picks up an event whose process died.
 """
 
@@ -20,10 +21,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from kernel.db import read_connection
 from kernel.settings import Settings
 from payments.base import PaymentProvider, ProviderEvent, SignatureError
 from payments.registry import webhook_providers
-from kernel.db import read_connection
 from payments.webhooks import (
     PreparedHandler, ProviderHandler, apply_new, decode_headers, store_and_apply, store_many, stored_already,
     stored_event,

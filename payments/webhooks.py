@@ -147,29 +147,34 @@ def store_and_apply(
     error (or as not ours) in a transaction of its own, as `apply_new` would have left it: the raw
     event is kept whatever its handler does. A crash before the commit keeps nothing and answers
     nothing, so the provider delivers the event again."""
+    failure: Exception | None = None
     try:
         with _one_writer(session_factory), unit_of_work(session_factory) as session:
-            now = clock.now()
             pk = insert_event(session.connection(), provider, event_id, event_type, body, headers,
-                              {"attempts": 1, "processed_at": now, "next_attempt_at": None})
+                              {"attempts": 1, "processed_at": clock.now(), "next_attempt_at": None})
             if pk is None:
                 return None
-            apply(session)
+            try:
+                apply(session)
+            except Exception as error:  # the handler's failure: kept below, once all is rolled back
+                failure = error
+                raise
         return True
-    except NotOurs as unmatched:
-        log.warning("webhook %s %s is not ours: %s", provider, event_id, unmatched)
+    except Exception:
+        if failure is None:  # not the handler's (the database, the writer's wait): the delivery fails
+            raise
+    if isinstance(failure, NotOurs):
+        log.warning("webhook %s %s is not ours: %s", provider, event_id, failure)
         state = {"attempts": 1, "processed_at": clock.now(), "next_attempt_at": None, "outcome": NOT_OURS,
-                 "note": str(unmatched)[:2000]}
-        done = True
-    except Exception as error:  # noqa: BLE001 - any failure is kept and retried
-        log.warning("webhook %s %s failed: %s", provider, event_id, error)
+                 "note": str(failure)[:2000]}
+    else:
+        log.warning("webhook %s %s failed: %s", provider, event_id, failure)
         state = {"attempts": 1, "next_attempt_at": RETRY.next_attempt(1, clock.now()),
-                 "error": "".join(traceback.format_exception(error))[-4000:]}
-        done = False
+                 "error": "".join(traceback.format_exception(failure))[-4000:]}
     with _one_writer(session_factory), statement_connection(session_factory) as connection:
         if insert_event(connection, provider, event_id, event_type, body, headers, state) is None:
             return None  # another delivery stored it meanwhile: that one applies it
-    return done
+    return isinstance(failure, NotOurs)
 
 
 # SQLite has one writer at a time. Intake threads that find the write lock taken wait in SQLite's

@@ -341,3 +341,23 @@ def test_stored_already_is_true_only_when_every_event_is(session_factory: sessio
         assert stored_already(connection, "gocardless", ["EV2", "EV1", "EV2"])
         assert not stored_already(connection, "gocardless", ["EV1", "EV3"])
         assert not stored_already(connection, "stripe", ["EV1"])
+
+
+def test_a_failure_that_is_not_the_handlers_fails_the_delivery_and_stores_nothing(
+    session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the handler's failures are kept for the worker: an event that cannot be stored, or a
+    SQLite writer that never lets go, fails the request (the provider delivers it again)."""
+    calls: list[int] = []
+    with pytest.raises(Exception):  # noqa: B017 - the database's own error (a body that cannot be stored)
+        store_and_apply(session_factory, "stripe", "evt_1", "payment_intent.succeeded", None,  # type: ignore[arg-type]
+                        HEADERS, lambda session: calls.append(1))
+    monkeypatch.setattr(webhooks, "WRITER_WAIT", 0)
+    with webhooks._one_writer(session_factory):
+        if session_factory.kw["bind"].dialect.name == "sqlite":
+            with pytest.raises(TimeoutError):
+                store_and_apply(session_factory, "stripe", "evt_2", "payment_intent.succeeded", "{}", HEADERS,
+                                lambda session: calls.append(2))
+    assert calls == []
+    with session_factory() as session:
+        assert not is_stored(session, "stripe", "evt_1") and not is_stored(session, "stripe", "evt_2")
