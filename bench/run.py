@@ -583,7 +583,7 @@ def stripe_signature(payload: bytes, secret: str = WEBHOOK_SECRET, timestamp: in
 def webhook_intake(ctx: Context) -> list[Figure]:
     """`POST /webhooks/stripe` with events signed as Stripe signs them: new events (each a new
     id: verified, stored raw, applied in its own transaction), then one event delivered again
-    and again (a duplicate: verified, one conflicting insert, answered), then the same body with
+    and again (a duplicate: verified, one indexed read, answered), then the same body with
     a wrong signature (refused with a 400 before any database work: what every delivery pays for
     HTTP, the middleware and the check, the floor under both figures above)."""
     checkout = webhook_checkout(ctx.url)

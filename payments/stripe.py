@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
 
 import stripe
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from kernel.settings import SettingsError
 from ledger import audit
@@ -452,12 +452,15 @@ def _checkout_of_charge(session: Session, obj: dict[str, Any]) -> Checkout:
     return checkout
 
 
+# Built once: every event looks its checkout up, and building the query cost about as much as running it.
+_CHECKOUT_OF_INTENT = select(Checkout).where(Checkout.provider == PROVIDER,
+                                             Checkout.provider_ref == bindparam("intent_id"))
+
+
 def _by_intent_id(session: Session, intent_id: Any) -> Checkout | None:
     if not intent_id:
         return None
-    return session.scalar(
-        select(Checkout).where(Checkout.provider == PROVIDER, Checkout.provider_ref == str(intent_id))
-    )
+    return session.scalar(_CHECKOUT_OF_INTENT, {"intent_id": str(intent_id)})
 
 
 def _record(session: Session, checkout: Checkout, action: str, after: dict[str, Any]) -> None:

@@ -1,21 +1,25 @@
 """Provider-neutral webhook intake (dj-stripe style).
 
-A provider's route verifies the signature on the raw body first, then:
+A provider's route verifies the signature on the raw body first, then, for one event that needs
+nothing from the provider's API:
 
-    pk = store_new(session_factory, "stripe", event_id, event_type, body, headers)  # its own commit
-    if pk is None:
-        return 200  # a duplicate: one conflicting insert, nothing applied, nothing read
-    apply_new(session_factory, pk, lambda session: apply_event(session, payload))  # its own transaction
+    if stored_already(connection, "stripe", [event_id]):  # one indexed read (SQLite: on the event loop)
+        return 200  # a duplicate: nothing written, nothing applied
+    store_and_apply(session_factory, "stripe", event_id, event_type, body, headers,
+                    lambda session: apply_event(session, payload))  # one transaction of its own
     return 200
 
-`store_new` keeps each event raw, once per (provider, event id), with a single
-`INSERT ... ON CONFLICT DO NOTHING RETURNING id`: the unique key decides between two concurrent
-deliveries, and a duplicate costs that one statement. `apply_new` applies an event the route
-has just stored with the payload it already parsed; `process_event` applies any stored event
-(the worker's retries, staff replays) with a handler `(session, event) -> None`. Either way a
-handler that raises leaves the ledger untouched, and the event keeps its error and is retried
-by the worker (`retry_due`) with backoff. Handlers must be idempotent: a retry may follow a
-crash after commit.
+`store_and_apply` keeps the event raw, once per (provider, event id), with a single
+`INSERT ... ON CONFLICT DO NOTHING RETURNING id` (the unique key decides between two concurrent
+deliveries: the second one's insert does nothing) that already marks it processed, and applies it
+in the same transaction: the event and its effects commit together. When the handler raises, both
+roll back and the event is stored with its error in a transaction of its own. Events that ask the
+provider something first, and requests of several events, are stored first (`store_new`,
+`store_many`: committed before anything is applied) and applied by `apply_new`, with the payload
+the route already parsed; `process_event` applies any stored event (the worker's retries, staff
+replays) with a handler `(session, event) -> None`. Either way a handler that raises leaves the
+ledger untouched, and the event keeps its error and is retried by the worker (`retry_due`) with
+backoff. Handlers must be idempotent: a retry may follow a crash after commit.
 
 An event about something we did not create (the handler raises `payments.base.NotOurs`) is kept,
 marked processed with the outcome "not_ours" and why, and never retried. A provider's handler
@@ -69,6 +73,8 @@ def is_stored(session: Session, provider: str, event_id: str) -> bool:
 _TABLE = WebhookEvent.metadata.tables[WebhookEvent.__tablename__]
 _STORED = select(_TABLE.c.id).where(_TABLE.c.provider == bindparam("provider"),
                                     _TABLE.c.event_id == bindparam("event_id"))
+_STORED_MANY = select(_TABLE.c.event_id).where(_TABLE.c.provider == bindparam("provider"),
+                                               _TABLE.c.event_id.in_(bindparam("event_ids", expanding=True)))
 _INSERT_DIALECTS: dict[str, Callable[[Table], sqlite.Insert | postgresql.Insert]] = {
     "sqlite": sqlite.insert, "postgresql": postgresql.insert}
 _INSERTS: dict[str, Insert] = {}
@@ -79,7 +85,7 @@ def _insert(dialect: str) -> Insert:
     statement = _INSERTS.get(dialect)
     if statement is None:
         columns = ("provider", "event_id", "event_type", "body", "headers", "received_at", "attempts",
-                   "next_attempt_at")
+                   "next_attempt_at", "processed_at", "error", "outcome", "note")
         statement = (
             _INSERT_DIALECTS[dialect](_TABLE)
             .values({name: bindparam(name, type_=_TABLE.c[name].type) for name in columns})
@@ -91,12 +97,15 @@ def _insert(dialect: str) -> Insert:
 
 
 def insert_event(
-    connection: Connection, provider: str, event_id: str, event_type: str, body: str, headers: Mapping[str, str]
+    connection: Connection, provider: str, event_id: str, event_type: str, body: str, headers: Mapping[str, str],
+    state: Mapping[str, Any] | None = None,
 ) -> int | None:
     """Keep the raw event in the caller's transaction: its new row id, or None when this (provider,
     event id) is stored already. One statement either way, race-safe: of two concurrent deliveries
     the unique key lets one insert; the other's insert does nothing (on PostgreSQL it waits for the
-    first to commit or roll back), with no error to recover from."""
+    first to commit or roll back), with no error to recover from. `state`: the processing columns
+    (attempts, processed_at, next_attempt_at, error, outcome, note) when they are known already;
+    by default a new event waiting for its first attempt."""
     now = clock.now()
     row = connection.execute(_insert(connection.dialect.name), {
         "provider": provider,
@@ -107,8 +116,65 @@ def insert_event(
         "received_at": now,
         "attempts": 0,
         "next_attempt_at": now + FIRST_RETRY,
+        "processed_at": None,
+        "error": None,
+        "outcome": None,
+        "note": None,
+        **(state or {}),
     }).first()
     return None if row is None else int(row[0])
+
+
+def stored_already(connection: Connection, provider: str, event_ids: list[str]) -> bool:
+    """Whether every one of these events of `provider` is stored already: one indexed read, which on
+    SQLite neither waits for nor takes the one write lock, so a duplicate delivery is answered
+    without queuing behind the writers."""
+    found = connection.execute(_STORED_MANY, {"provider": provider, "event_ids": event_ids}).all()
+    return len(found) == len(set(event_ids))
+
+
+def store_and_apply(
+    session_factory: sessionmaker[Session], provider: str, event_id: str, event_type: str, body: str,
+    headers: Mapping[str, str], apply: Callable[[Session], Any],
+) -> bool | None:
+    """One new event stored raw and applied with `apply(session)` (from the payload the caller
+    already parsed, the same bytes as the stored body) in ONE transaction of its own: None when it
+    was stored already (a duplicate: nothing applied), True when it is applied (or not ours), False
+    when it failed and is kept for a retry.
+
+    The event and what it did commit together or not at all: no claim to write, no second
+    transaction. When `apply` raises, both are rolled back and the event is then stored with its
+    error (or as not ours) in a transaction of its own, as `apply_new` would have left it: the raw
+    event is kept whatever its handler does. A crash before the commit keeps nothing and answers
+    nothing, so the provider delivers the event again."""
+    failure: Exception | None = None
+    try:
+        with _one_writer(session_factory), unit_of_work(session_factory) as session:
+            pk = insert_event(session.connection(), provider, event_id, event_type, body, headers,
+                              {"attempts": 1, "processed_at": clock.now(), "next_attempt_at": None})
+            if pk is None:
+                return None
+            try:
+                apply(session)
+            except Exception as error:  # the handler's failure: kept below, once all is rolled back
+                failure = error
+                raise
+        return True
+    except Exception:
+        if failure is None:  # not the handler's (the database, the writer's wait): the delivery fails
+            raise
+    if isinstance(failure, NotOurs):
+        log.warning("webhook %s %s is not ours: %s", provider, event_id, failure)
+        state = {"attempts": 1, "processed_at": clock.now(), "next_attempt_at": None, "outcome": NOT_OURS,
+                 "note": str(failure)[:2000]}
+    else:
+        log.warning("webhook %s %s failed: %s", provider, event_id, failure)
+        state = {"attempts": 1, "next_attempt_at": RETRY.next_attempt(1, clock.now()),
+                 "error": "".join(traceback.format_exception(failure))[-4000:]}
+    with _one_writer(session_factory), statement_connection(session_factory) as connection:
+        if insert_event(connection, provider, event_id, event_type, body, headers, state) is None:
+            return None  # another delivery stored it meanwhile: that one applies it
+    return isinstance(failure, NotOurs)
 
 
 # SQLite has one writer at a time. Intake threads that find the write lock taken wait in SQLite's

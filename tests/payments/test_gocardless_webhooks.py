@@ -112,8 +112,12 @@ def test_a_request_of_n_events_stores_n_and_a_duplicate_stores_nothing(
     statements.clear()
     again = client.post("/webhooks/gocardless", content=delivery.body, headers=headers)  # GoCardless retries
     assert again.status_code == 200 and again.json() == {"received": 3, "outcomes": ["duplicate"] * 3}
-    # One conflicting insert per event, nothing read, nothing applied.
-    assert len(statements) == 3 and all(s.startswith("INSERT INTO webhook_events") for s in statements)
+    if session.get_bind().dialect.name == "sqlite":
+        # One read of the three ids tells it, on the event loop: no write, no wait for the writer.
+        assert len(statements) == 1 and statements[0].startswith("SELECT webhook_events.event_id FROM webhook_events")
+    else:
+        # One conflicting insert per event, nothing read, nothing applied.
+        assert len(statements) == 3 and all(s.startswith("INSERT INTO webhook_events") for s in statements)
     assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 3
     assert state(session, invoices) == (PAID, ["succeeded"], 2)
 

@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 
 from kernel.settings import Settings, load_settings
 from ledger.models import Allocation, AuditEvent, Checkout, Customer, Invoice, Payment, WebhookEvent
+from payments import webhooks
 from payments.checkout import create_checkout
 from sandbox.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET
 from tests.conftest import TEST_SECRET
@@ -139,7 +140,7 @@ def test_a_duplicate_delivery_is_a_no_op(
     assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 1
 
 
-def test_a_duplicate_delivery_runs_one_conflicting_insert_and_leaves_the_stored_event_untouched(
+def test_a_duplicate_delivery_runs_one_read_and_leaves_the_stored_event_untouched(
     client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice],
     statements: list[str],  # noqa: F811
 ) -> None:
@@ -153,12 +154,31 @@ def test_a_duplicate_delivery_runs_one_conflicting_insert_and_leaves_the_stored_
     other = event_payload("payment_intent.payment_failed", intent(checkout, "requires_payment_method"), "evt_dup")
     again = deliver(client, other)
     assert again.status_code == 200 and again.json()["outcomes"][0] == "duplicate"
-    assert len(statements) == 1 and statements[0].startswith("INSERT INTO webhook_events")  # no apply, no read
+    # One indexed read tells it: no write (on SQLite no wait for the writer), no apply.
+    assert len(statements) == 1 and statements[0].startswith("SELECT webhook_events.event_id FROM webhook_events")
     session.expire_all()
     stored = session.scalars(select(WebhookEvent)).one()
     assert (stored.body, stored.headers, stored.received_at, stored.attempts, stored.processed_at) == before
     assert state(session, invoices) == (PAID, ["succeeded"], 2)
     assert session.scalar(select(func.count()).select_from(AuditEvent)) == audits
+
+
+def test_a_duplicate_is_answered_while_another_delivery_holds_the_writer(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On SQLite a duplicate is told by a read, so it never queues behind the one writer (a new
+    event still does, for as long as the writer's wait allows)."""
+    payload = event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_dup")
+    assert deliver(client, payload).json()["outcomes"] == ["processed"]
+    monkeypatch.setattr(webhooks, "WRITER_WAIT", 0)
+    sessions = client.app.state.sessions  # type: ignore[attr-defined]
+    with webhooks._one_writer(sessions):  # noqa: SLF001 - a writer holding it, as a slow apply would
+        again = deliver(client, payload)
+        assert again.status_code == 200 and again.json()["outcomes"] == ["duplicate"]
+        if session.get_bind().dialect.name == "sqlite":
+            with pytest.raises(TimeoutError):
+                deliver(client, event_payload("payment_intent.processing", intent(checkout, "processing"), "evt_new"))
+    assert state(session, invoices) == (PAID, ["succeeded"], 2)
 
 
 def test_a_new_event_is_applied_from_the_verified_payload_without_reading_it_back(
@@ -168,9 +188,12 @@ def test_a_new_event_is_applied_from_the_verified_payload_without_reading_it_bac
     payload = event_payload("payment_intent.payment_failed", intent(
         checkout, "requires_payment_method", last_payment_error={"code": "card_declined"}), "evt_new")
     assert deliver(client, payload).json()["outcomes"][0] == "processed"
-    assert statements[0].startswith("INSERT INTO webhook_events")  # stored, then applied in its own transaction
-    assert statements[1].startswith("UPDATE webhook_events SET")
-    assert not any(s.startswith("SELECT") and "FROM webhook_events" in s for s in statements)
+    # Whether it is stored already (one read), then stored already marked processed and applied in
+    # the same transaction: no claim to write afterwards, the stored row never read back.
+    assert statements[0].startswith("SELECT webhook_events.event_id FROM webhook_events")
+    assert statements[1].startswith("INSERT INTO webhook_events")
+    assert not any(s.startswith("UPDATE webhook_events") for s in statements)
+    assert not any(s.startswith("SELECT") and "FROM webhook_events" in s for s in statements[1:])
     stored = session.scalars(select(WebhookEvent)).one()
     assert stored.processed_at is not None and stored.attempts == 1 and json.loads(stored.body)["id"] == "evt_new"
     assert session.scalars(select(Payment.failure_reason)).one() == "card_declined"

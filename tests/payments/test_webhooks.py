@@ -14,8 +14,10 @@ from kernel.settings import Settings
 from ledger.models import AuditEvent, WebhookEvent
 from payments import webhooks
 from payments.webhooks import (
-    MAX_ATTEMPTS, apply_new, is_stored, process_event, retry_due, store_event, store_many, store_new,
+    MAX_ATTEMPTS, NOT_OURS, apply_new, is_stored, process_event, retry_due, store_and_apply, store_event, store_many,
+    store_new, stored_already,
 )
+from payments.base import NotOurs
 
 
 def _store(session: Session, event_id: str = "evt_1", body: str = '{"id": "evt_1"}') -> tuple[WebhookEvent, bool]:
@@ -248,3 +250,114 @@ def test_a_delivery_waits_for_the_sqlite_writer_only_so_long(
         else:
             assert store_new(session_factory, "stripe", "evt_0", "payment_intent.succeeded", "{}", HEADERS)
     assert store_new(session_factory, "stripe", "evt_1", "payment_intent.succeeded", "{}", HEADERS) is not None
+
+
+def _handled_in(session: Session, event_id: str = "evt_1") -> None:
+    session.add(AuditEvent(actor_type="provider", action=f"handled.{event_id}", entity_type="webhook", entity_id=0))
+
+
+def test_a_new_event_is_stored_processed_and_applied_in_one_transaction(
+    session_factory: sessionmaker[Session], statements: list[str]
+) -> None:
+    assert store_and_apply(session_factory, "stripe", "evt_1", "payment_intent.succeeded", '{"id": "evt_1"}', HEADERS,
+                           _handled_in) is True
+    # Stored already marked done, then applied: no claim UPDATE, the row never read back.
+    assert [s.split(None, 3)[:3] for s in statements] == [["INSERT", "INTO", "webhook_events"],
+                                                          ["INSERT", "INTO", "audit_events"]]
+    with session_factory() as session:
+        [pk] = session.scalars(select(WebhookEvent.id)).all()
+    event_type, body, headers, received_at, attempts, processed_at, next_attempt_at, error = _row(session_factory, pk)
+    assert (event_type, body, attempts, error, next_attempt_at) == ("payment_intent.succeeded", '{"id": "evt_1"}', 1,
+                                                                    None, None)
+    assert processed_at == received_at == clock.now()
+    assert headers == {"stripe-signature": "t=1,v1=abc", "content-type": "application/json"}
+    assert _handled(session_factory, "evt_1") == 1
+    assert retry_due(session_factory, {"stripe": _mark}).processed == 0
+    clock.set(clock.now() + timedelta(days=1))
+    assert retry_due(session_factory, {"stripe": _mark}).processed == 0  # done: the worker never takes it
+
+
+def test_a_duplicate_is_neither_applied_nor_changed(session_factory: sessionmaker[Session]) -> None:
+    assert store_and_apply(session_factory, "stripe", "evt_1", "payment_intent.succeeded", '{"id": "evt_1"}', HEADERS,
+                           _handled_in)
+    with session_factory() as session:
+        [pk] = session.scalars(select(WebhookEvent.id)).all()
+    before = _row(session_factory, pk)
+    clock.set(clock.now() + timedelta(minutes=5))
+    calls: list[int] = []
+    assert store_and_apply(session_factory, "stripe", "evt_1", "payment_intent.processing", '{"x": 1}', {},
+                           lambda session: calls.append(1)) is None
+    assert calls == [] and _row(session_factory, pk) == before and _handled(session_factory, "evt_1") == 1
+    # The same id from another provider is another event.
+    assert store_and_apply(session_factory, "gocardless", "evt_1", "payments.confirmed", "{}", {}, _handled_in)
+
+
+def test_a_failing_event_is_rolled_back_then_kept_with_its_error_for_the_worker(
+    session_factory: sessionmaker[Session],
+) -> None:
+    def broken(session: Session) -> None:
+        _handled_in(session)
+        session.flush()
+        raise RuntimeError("database hiccup")
+
+    assert store_and_apply(session_factory, "stripe", "evt_1", "payment_intent.succeeded", '{"id": "evt_1"}', HEADERS,
+                           broken) is False
+    assert _handled(session_factory, "evt_1") == 0  # the handler's writes went with the first transaction
+    with session_factory() as session:
+        [pk] = session.scalars(select(WebhookEvent.id)).all()
+    event_type, body, headers, _, attempts, processed_at, next_attempt_at, error = _row(session_factory, pk)
+    assert (event_type, body, attempts, processed_at) == ("payment_intent.succeeded", '{"id": "evt_1"}', 1, None)
+    assert headers == {"stripe-signature": "t=1,v1=abc", "content-type": "application/json"}
+    assert "database hiccup" in (error or "") and next_attempt_at == clock.now() + webhooks.RETRY.backoff(1)
+    # Stored: a second delivery is a duplicate; the worker applies it once its retry is due.
+    assert store_and_apply(session_factory, "stripe", "evt_1", "payment_intent.succeeded", "{}", {}, _handled_in) is None
+    assert retry_due(session_factory, {"stripe": _mark}).processed == 0
+    clock.set(clock.now() + webhooks.RETRY.backoff(1))
+    assert retry_due(session_factory, {"stripe": _mark}).processed == 1
+    assert _handled(session_factory, "evt_1") == 1 and _row(session_factory, pk)[4] == 2
+
+
+def test_an_event_not_ours_is_kept_done_and_never_retried(session_factory: sessionmaker[Session]) -> None:
+    def stray(session: Session) -> None:
+        _handled_in(session)
+        raise NotOurs("pi_x is none of ours")
+
+    assert store_and_apply(session_factory, "stripe", "evt_1", "payment_intent.succeeded", "{}", HEADERS, stray) is True
+    assert _handled(session_factory, "evt_1") == 0
+    with session_factory() as session:
+        stored = session.scalars(select(WebhookEvent)).one()
+        assert (stored.outcome, stored.note, stored.attempts, stored.error, stored.next_attempt_at) == (
+            NOT_OURS, "pi_x is none of ours", 1, None, None)
+        assert stored.processed_at == clock.now()
+
+
+def test_stored_already_is_true_only_when_every_event_is(session_factory: sessionmaker[Session]) -> None:
+    store_many(session_factory, "gocardless", [("EV1", "payments.confirmed", "{}"), ("EV2", "payments.paid_out", "{}")],
+               {})
+    with session_factory() as session:
+        connection = session.connection()
+        assert stored_already(connection, "gocardless", ["EV1"])
+        assert stored_already(connection, "gocardless", ["EV1", "EV2"])
+        assert stored_already(connection, "gocardless", ["EV2", "EV1", "EV2"])
+        assert not stored_already(connection, "gocardless", ["EV1", "EV3"])
+        assert not stored_already(connection, "stripe", ["EV1"])
+
+
+def test_a_failure_that_is_not_the_handlers_fails_the_delivery_and_stores_nothing(
+    session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the handler's failures are kept for the worker: an event that cannot be stored, or a
+    SQLite writer that never lets go, fails the request (the provider delivers it again)."""
+    calls: list[int] = []
+    with pytest.raises(Exception):  # noqa: B017 - the database's own error (a body that cannot be stored)
+        store_and_apply(session_factory, "stripe", "evt_1", "payment_intent.succeeded", None,  # type: ignore[arg-type]
+                        HEADERS, lambda session: calls.append(1))
+    monkeypatch.setattr(webhooks, "WRITER_WAIT", 0)
+    with webhooks._one_writer(session_factory):
+        if session_factory.kw["bind"].dialect.name == "sqlite":
+            with pytest.raises(TimeoutError):
+                store_and_apply(session_factory, "stripe", "evt_2", "payment_intent.succeeded", "{}", HEADERS,
+                                lambda session: calls.append(2))
+    assert calls == []
+    with session_factory() as session:
+        assert not is_stored(session, "stripe", "evt_1") and not is_stored(session, "stripe", "evt_2")
