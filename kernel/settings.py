@@ -36,6 +36,9 @@ class Settings:
     storage_dir: str
     # How long the worker hides a message it claimed (see mail.outbox.deliver_due).
     outbox_lease_seconds: int = 600
+    # How long a worker's claim on a company's daily reminder run lasts without news (dunning.claims);
+    # renewed between batches, so it need only outlast planning one company.
+    reminder_lease_seconds: int = 900
     # Peers whose X-Forwarded-For / -Proto are believed (comma-separated addresses or networks, or "*").
     forwarded_allow_ips: str = "127.0.0.1"
     # Requests each ERP API key may make per minute (one window shared by every process).
@@ -110,6 +113,7 @@ class Settings:
             storage_dir=config("ENCOURS_STORAGE_DIR", default="var/storage"),
             # At least the time one message may take (connect, TLS, log in, send: SMTP timeouts).
             outbox_lease_seconds=_whole_number(config, "ENCOURS_OUTBOX_LEASE", default=600, minimum=10),
+            reminder_lease_seconds=_whole_number(config, "ENCOURS_REMINDER_LEASE", default=900, minimum=10),
             forwarded_allow_ips=config("ENCOURS_FORWARDED_ALLOW_IPS", default="127.0.0.1"),
             api_requests_per_minute=_whole_number(config, "ENCOURS_API_RATE_PER_MINUTE", default=600, minimum=1),
             api_pdf_max_bytes=_whole_number(config, "ENCOURS_API_PDF_MAX_BYTES", default=10 * 1024 * 1024,
