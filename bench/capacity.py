@@ -102,7 +102,8 @@ def plan(i: dict[str, float]) -> str:
     out(f"- Reminder planning (candidates, decisions) and rendering + queueing of {_n(messages)} messages: "
         f"{_n(plan_app_s / 60)} app CPU-minutes, {_n(plan_db_s / 60)} database CPU-minutes; within "
         f"{_n(i['plan_window_hours'])} h: **{plan_workers} worker processes** planning companies in parallel "
-        f"(a company is planned by one process; the largest company, {_n(i['largest_company_customers'])} "
+        f"(a company's day is planned by the one worker that claims it first, `dunning.claims`: the others "
+        f"skip it, so adding workers adds no planning CPU; the largest company, {_n(i['largest_company_customers'])} "
         f"customers, takes {_n(i['largest_company_customers'] * i['plan_app_ms_per_customer'] / 1000 / 60, 1)} "
         f"min to plan alone).")
     out(f"- `refresh_overdue` (one pass over every open invoice of every company, one transaction): "
