@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import signal
@@ -121,14 +122,23 @@ _last_purge: list[date] = []  # the day this process last purged (several worker
 
 
 def purge_once_a_day(settings: Settings, session_factory: sessionmaker[Session]) -> personal_data.PurgeReport:
-    """Purge personal by-products past their retention (settings ENCOURS_RETAIN_*), once a day."""
+    """Purge personal by-products and delete sent emails and applied provider events past their
+    retention (settings ENCOURS_RETAIN_*), once a day."""
     today = clock.now().date()
     if _last_purge and _last_purge[0] == today:
         return personal_data.PurgeReport()
-    with unit_of_work(session_factory) as session:
-        report = personal_data.purge(session, personal_data.Retention.from_settings(settings))
+    report = purge_now(settings, session_factory)
     _last_purge[:] = [today]
     return report
+
+
+def purge_now(settings: Settings, session_factory: sessionmaker[Session]) -> personal_data.PurgeReport:
+    retention = personal_data.Retention.from_settings(settings)
+    # Deleted first: the rows going away need no purge of their columns.
+    emails, events = personal_data.delete_expired(session_factory, retention)
+    with unit_of_work(session_factory) as session:
+        report = personal_data.purge(session, retention)
+    return dataclasses.replace(report, emails_deleted=emails, events_deleted=events)
 
 
 @contextmanager

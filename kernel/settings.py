@@ -49,6 +49,9 @@ class Settings:
     retain_link_opens_days: int = 395  # link opens' IP address and browser (13 months)
     retain_email_bodies_days: int = 90  # sent emails' bodies (they carried the magic links)
     retain_webhook_bodies_days: int = 400  # processed provider events' raw bodies
+    # Days before the worker deletes rows that would otherwise grow for ever (ledger.personal_data.delete_expired).
+    retain_sent_emails_days: int = 400  # sent outbox rows (their reminders stay)
+    retain_webhook_events_days: int = 400  # processed provider events
     # Uploaded files: "local" (storage_dir, one machine) or "s3" (a bucket several machines share).
     storage_backend: str = "local"
     s3_bucket: str | None = None
@@ -121,6 +124,9 @@ class Settings:
             retain_link_opens_days=_whole_number(config, "ENCOURS_RETAIN_LINK_OPENS_DAYS", default=395, minimum=0),
             retain_email_bodies_days=_whole_number(config, "ENCOURS_RETAIN_EMAIL_BODIES_DAYS", default=90, minimum=0),
             retain_webhook_bodies_days=_whole_number(config, "ENCOURS_RETAIN_WEBHOOK_BODIES_DAYS", default=400,
+                                                     minimum=0),
+            retain_sent_emails_days=_whole_number(config, "ENCOURS_RETAIN_SENT_EMAILS_DAYS", default=400, minimum=0),
+            retain_webhook_events_days=_whole_number(config, "ENCOURS_RETAIN_WEBHOOK_EVENTS_DAYS", default=400,
                                                      minimum=0),
             **_storage(config),
             log_format=_choice(config, "ENCOURS_LOG_FORMAT", ("text", "json"), default="text"),
