@@ -110,9 +110,11 @@ def plan(i: dict[str, float]) -> str:
         f"{_n(refresh_s)} s of database time, extrapolated linearly from {_n(i['refresh_overdue_db_ms_5m'])} ms "
         f"at 5M; it rewrites every overdue customer's balance row: up to {_n(customers)} row versions a night "
         f"to vacuum, all locked until it commits.")
-    out(f"- Purge: updates (never deletes) link opens older than {_n(i['retain_link_opens_days'])} days, "
+    out(f"- Purge: updates link opens older than {_n(i['retain_link_opens_days'])} days, "
         f"email bodies older than {_n(i['retain_email_bodies_days'])} days, webhook bodies older than "
-        f"{_n(i['retain_webhook_bodies_days'])} days: rows stay for ever (see archiving).")
+        f"{_n(i['retain_webhook_bodies_days'])} days; deletes sent emails and processed provider events after "
+        f"400 days (ENCOURS_RETAIN_SENT_EMAILS_DAYS, ENCOURS_RETAIN_WEBHOOK_EVENTS_DAYS), 2,000 rows per "
+        f"transaction; link opens, reminders and audit events stay for ever (see archiving).")
 
     # --- dashboard -------------------------------------------------------------------------------
     staff = i["companies"] * i["staff_per_company"]
