@@ -102,16 +102,19 @@ def plan(i: dict[str, float]) -> str:
     out(f"- Reminder planning (candidates, decisions) and rendering + queueing of {_n(messages)} messages: "
         f"{_n(plan_app_s / 60)} app CPU-minutes, {_n(plan_db_s / 60)} database CPU-minutes; within "
         f"{_n(i['plan_window_hours'])} h: **{plan_workers} worker processes** planning companies in parallel "
-        f"(a company is planned by one process; the largest company, {_n(i['largest_company_customers'])} "
+        f"(a company's day is planned by the one worker that claims it first, `dunning.claims`: the others "
+        f"skip it, so adding workers adds no planning CPU; the largest company, {_n(i['largest_company_customers'])} "
         f"customers, takes {_n(i['largest_company_customers'] * i['plan_app_ms_per_customer'] / 1000 / 60, 1)} "
         f"min to plan alone).")
     out(f"- `refresh_overdue` (one pass over every open invoice of every company, one transaction): "
         f"{_n(refresh_s)} s of database time, extrapolated linearly from {_n(i['refresh_overdue_db_ms_5m'])} ms "
         f"at 5M; it rewrites every overdue customer's balance row: up to {_n(customers)} row versions a night "
         f"to vacuum, all locked until it commits.")
-    out(f"- Purge: updates (never deletes) link opens older than {_n(i['retain_link_opens_days'])} days, "
+    out(f"- Purge: updates link opens older than {_n(i['retain_link_opens_days'])} days, "
         f"email bodies older than {_n(i['retain_email_bodies_days'])} days, webhook bodies older than "
-        f"{_n(i['retain_webhook_bodies_days'])} days: rows stay for ever (see archiving).")
+        f"{_n(i['retain_webhook_bodies_days'])} days; deletes sent emails and processed provider events after "
+        f"400 days (ENCOURS_RETAIN_SENT_EMAILS_DAYS, ENCOURS_RETAIN_WEBHOOK_EVENTS_DAYS), 2,000 rows per "
+        f"transaction; link opens, reminders and audit events stay for ever (see archiving).")
 
     # --- dashboard -------------------------------------------------------------------------------
     staff = i["companies"] * i["staff_per_company"]

@@ -5,9 +5,10 @@
     .venv/bin/python bench/compare.py var/bench/sqlite.json var/bench/postgresql.json
     .venv/bin/python bench/compare.py a1.json,a2.json b1.json,b2.json   # runs split with --only
 
-Figures are matched by scenario and metric; the last column is the second value as a percentage
-of the first (for req/s, higher is better; for ms, lower is). A figure only one side has is
-listed with a dash on the other.
+Figures are matched by scenario and metric, several of the same name in one scenario in the order
+they come (the dashboard's "CPU p95 of the same" under each of its figures); the last column is
+the second value as a percentage of the first (for req/s, higher is better; for ms, lower is). A
+figure only one side has is listed with a dash on the other.
 """
 
 from __future__ import annotations
@@ -41,20 +42,34 @@ def _value(figure: dict[str, Any]) -> str:
     return f"{number} {unit}".strip() + verdict
 
 
+Key = tuple[str, str, int]
+
+
+def keyed(figures: list[dict[str, Any]]) -> list[tuple[Key, dict[str, Any]]]:
+    """Each figure with its key: scenario, metric, and which of that scenario's figures of the same
+    name it is (the dashboard prints one "CPU p95 of the same" under each of its four figures)."""
+    seen: dict[tuple[str, str], int] = {}
+    result = []
+    for figure in figures:
+        name = figure["scenario"], figure["metric"]
+        seen[name] = seen.get(name, -1) + 1
+        result.append(((name[0], name[1], seen[name]), figure))
+    return result
+
+
 def rows(first: dict[str, Any], second: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """(scenario, metric, first value, second value, second as % of first), in the first
-    document's order, a figure only the second has placed after the one it follows there."""
-    def key(figure: dict[str, Any]) -> tuple[str, str]:
-        return figure["scenario"], figure["metric"]
-
-    mine = {key(f): f for f in first.get("figures", [])}
-    theirs = {key(f): f for f in second.get("figures", [])}
+    document's order, a figure only the second has placed after the one it follows there.
+    Figures of the same name are paired in the order they come."""
+    mine = dict(keyed(first.get("figures", [])))
+    theirs_keyed = keyed(second.get("figures", []))
+    theirs = dict(theirs_keyed)
     order = list(mine)
-    previous: tuple[str, str] | None = None
-    for figure in second.get("figures", []):
-        if key(figure) not in mine and key(figure) not in order:
-            order.insert(order.index(previous) + 1 if previous in order else len(order), key(figure))
-        previous = key(figure)
+    previous: Key | None = None
+    for key, _figure in theirs_keyed:
+        if key not in mine and key not in order:
+            order.insert(order.index(previous) + 1 if previous in order else len(order), key)
+        previous = key
     result = []
     for k in order:
         figure, other = mine.get(k), theirs.get(k)
@@ -79,14 +94,13 @@ def markdown(first: dict[str, Any], second: dict[str, Any]) -> str:
 
 def merged(documents: list[dict[str, Any]]) -> dict[str, Any]:
     """Several runs of one engine (split with --only) as one document: the figures of all (a
-    figure measured again by a later run replaces the earlier one, in its place), the settings of
-    the first, the highest load average seen at any start."""
+    figure measured again by a later run replaces the earlier one, in its place; figures of the
+    same name, by position), the settings of the first, the highest load average seen at any start."""
     if len(documents) == 1:
         return documents[0]
-    figures: dict[tuple[str, str], dict[str, Any]] = {}
+    figures: dict[Key, dict[str, Any]] = {}
     for document in documents:
-        for figure in document.get("figures", []):
-            figures[figure["scenario"], figure["metric"]] = figure
+        figures.update(keyed(document.get("figures", [])))
     result = {**documents[0], "figures": list(figures.values())}
     loads = [d.get("machine", {}).get("loadavg_at_start") for d in documents]
     known = [load for load in loads if load]

@@ -53,6 +53,7 @@ def figures(size: multiprocess.Size, result: multiprocess.Run, smtp: CapturingSM
         "companies": size.companies, "customers": size.companies * size.customers,
         "reminders_planned": sum(result.planned.values()),
         "reminder_runs": result.reminder_runs,
+        "runs_planned_by": dict(sorted(result.plans.items())),
         "reminders_received_when_debtors_began": result.emails_when_paying,
         "emails_received_when_a_worker_was_killed": result.emails_when_killed,
         "setup_s": round(marks["built"] - marks["start"], 1),
@@ -123,7 +124,8 @@ def table(report: dict[str, Any]) -> str:
     lines = [f"2 encours serve + 2 encours worker, {report['database']}, load {report['machine']['loadavg_at_start']}"
              f" -> {report['loadavg_at_end']}",
              f"  {report['customers']:,} customers of {report['companies']} companies: "
-             f"{report['reminders_planned']:,} reminders planned, {report['reminder_runs']} runs recorded",
+             f"{report['reminders_planned']:,} reminders planned, {report['reminder_runs']} runs recorded "
+             f"(planned by {report['runs_planned_by']})",
              f"  reminders: {report['reminders_per_s']:,.1f} msg/s ({report['reminders_s']} s from due to the last),"
              f" a worker killed after {report['emails_received_when_a_worker_was_killed']:,} emails",
              f"  debtors: {report['card_payments']} card payments in {report['debtors_s']} s, starting after "

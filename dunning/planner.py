@@ -46,7 +46,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from typing import Any, cast
+from typing import Any, Callable, cast
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -652,7 +652,9 @@ def run(session_factory: sessionmaker[Session], settings: Any, today: date | Non
 
 
 def run_company(session_factory: sessionmaker[Session], settings: Any, company_id: int, today: date,
-                dry_run: bool = False) -> RunReport:
+                dry_run: bool = False, on_progress: Callable[[], object] | None = None) -> RunReport:
+    """Plan and queue one company's run. `on_progress` is called once the plan is made and after
+    each batch queued (the worker renews its claim on the run there: `dunning.claims`)."""
     with unit_of_work(session_factory) as session:
         company = session.get_one(Company, company_id)
         if session.scalar(select(func.count()).select_from(Scenario).where(Scenario.company_id == company_id)) == 0:
@@ -681,6 +683,8 @@ def run_company(session_factory: sessionmaker[Session], settings: Any, company_i
         session.flush()
         report.run_id = reminder_run.id
     assert report.run_id is not None
+    if on_progress is not None:
+        on_progress()
     if not dry_run:
         secret = str(settings.secret_key)
         for groups in _batches(planned.messages):
@@ -689,6 +693,8 @@ def run_company(session_factory: sessionmaker[Session], settings: Any, company_i
             queued, already = _queue_batch(session_factory, rendered, report.run_id, "held" if held else "queued")
             report.queued += queued
             report.already_queued += already
+            if on_progress is not None:
+                on_progress()
     with unit_of_work(session_factory) as session:
         session.execute(
             update(ReminderRun).where(ReminderRun.id == report.run_id)

@@ -512,14 +512,11 @@ def gdpr_erase(company_code: str, customer_ref: str, contact_email: str | None, 
 @cli.command("purge")
 def purge_command() -> None:
     """Purge what outlived its retention now (the worker does it daily): link opens' IP addresses and
-    browsers, sent emails' bodies, processed provider events' raw bodies (ENCOURS_RETAIN_* settings)."""
-    from kernel.db import unit_of_work
-    from ledger.personal_data import Retention, purge
+    browsers, sent emails' bodies, processed provider events' raw bodies; delete sent emails and
+    processed provider events older still (ENCOURS_RETAIN_* settings)."""
+    from encours.worker import purge_now
 
-    retention = Retention.from_settings(_settings())
-    with unit_of_work(_sessions()) as session:
-        report = purge(session, retention)
-    click.echo(report.summary())
+    click.echo(purge_now(_settings(), _sessions()).summary())
 @cli.group("webhook")
 def webhook_group() -> None:
     """Webhook endpoints of the ERP: events sent to its URLs, signed (Encours-Signature)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import signal
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from admin import customers_service
 from api import webhooks as outgoing_webhooks
-from dunning import planner
+from dunning import claims, planner
 from mail import outbox
 from kernel.clock import clock
 from kernel.db import unit_of_work
@@ -121,14 +122,23 @@ _last_purge: list[date] = []  # the day this process last purged (several worker
 
 
 def purge_once_a_day(settings: Settings, session_factory: sessionmaker[Session]) -> personal_data.PurgeReport:
-    """Purge personal by-products past their retention (settings ENCOURS_RETAIN_*), once a day."""
+    """Purge personal by-products and delete sent emails and applied provider events past their
+    retention (settings ENCOURS_RETAIN_*), once a day."""
     today = clock.now().date()
     if _last_purge and _last_purge[0] == today:
         return personal_data.PurgeReport()
-    with unit_of_work(session_factory) as session:
-        report = personal_data.purge(session, personal_data.Retention.from_settings(settings))
+    report = purge_now(settings, session_factory)
     _last_purge[:] = [today]
     return report
+
+
+def purge_now(settings: Settings, session_factory: sessionmaker[Session]) -> personal_data.PurgeReport:
+    retention = personal_data.Retention.from_settings(settings)
+    # Deleted first: the rows going away need no purge of their columns.
+    emails, events = personal_data.delete_expired(session_factory, retention)
+    with unit_of_work(session_factory) as session:
+        report = personal_data.purge(session, retention)
+    return dataclasses.replace(report, emails_deleted=emails, events_deleted=events)
 
 
 @contextmanager
@@ -236,14 +246,44 @@ def due_reminder_runs(session_factory: sessionmaker[Session]) -> list[tuple[int,
 
 
 def run_due_reminders(settings: Settings, session_factory: sessionmaker[Session]) -> list[planner.RunReport]:
+    """The due runs this worker claims first (`dunning.claims`): another worker's are skipped, so
+    each company's day is planned once however many workers share the database."""
     reports = []
+    lease = timedelta(seconds=settings.reminder_lease_seconds)
     for company_id, today in due_reminder_runs(session_factory):
+        held = claims.claim(session_factory, company_id, today, lease)
+        if held is None:
+            continue  # another worker plans it, or has just planned it
         try:
-            reports.append(planner.run_company(session_factory, settings, company_id, today))
+            report = planner.run_company(session_factory, settings, company_id, today,
+                                         on_progress=functools.partial(_renew, session_factory, held))
         except Exception:
             # One company's failure must not hold up the others, nor the outbox.
             log.exception("reminder run failed for company %s on %s; retried on the next pass", company_id, today)
+            _release(session_factory, held)
+            continue
+        if report.reminders_off:
+            _release(session_factory, held)  # switched off meanwhile: the day stays open, as without a claim
+        else:
+            claims.finish(session_factory, held)
+        reports.append(report)
     return reports
+
+
+def _renew(session_factory: sessionmaker[Session], held: claims.Claim) -> None:
+    if not claims.renew(session_factory, held):
+        # Our lease ran out and another worker took the run over: it may plan what we still queue,
+        # but the reminders' unique key lets each in once.
+        log.warning("reminder run of company %s on %s was taken over by another worker", held.company_id,
+                    held.run_date)
+
+
+def _release(session_factory: sessionmaker[Session], held: claims.Claim) -> None:
+    try:
+        claims.release(session_factory, held)
+    except SQLAlchemyError as failure:  # the database may be what failed the run: its lease frees it later
+        log.warning("reminder claim of company %s on %s not released: %s", held.company_id, held.run_date,
+                    str(failure).splitlines()[0])
 
 
 def run_forever(

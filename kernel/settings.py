@@ -36,6 +36,9 @@ class Settings:
     storage_dir: str
     # How long the worker hides a message it claimed (see mail.outbox.deliver_due).
     outbox_lease_seconds: int = 600
+    # How long a worker's claim on a company's daily reminder run lasts without news (dunning.claims);
+    # renewed between batches, so it need only outlast planning one company.
+    reminder_lease_seconds: int = 900
     # Peers whose X-Forwarded-For / -Proto are believed (comma-separated addresses or networks, or "*").
     forwarded_allow_ips: str = "127.0.0.1"
     # Requests each ERP API key may make per minute (one window shared by every process).
@@ -46,6 +49,9 @@ class Settings:
     retain_link_opens_days: int = 395  # link opens' IP address and browser (13 months)
     retain_email_bodies_days: int = 90  # sent emails' bodies (they carried the magic links)
     retain_webhook_bodies_days: int = 400  # processed provider events' raw bodies
+    # Days before the worker deletes rows that would otherwise grow for ever (ledger.personal_data.delete_expired).
+    retain_sent_emails_days: int = 400  # sent outbox rows (their reminders stay)
+    retain_webhook_events_days: int = 400  # processed provider events
     # Uploaded files: "local" (storage_dir, one machine) or "s3" (a bucket several machines share).
     storage_backend: str = "local"
     s3_bucket: str | None = None
@@ -110,6 +116,7 @@ class Settings:
             storage_dir=config("ENCOURS_STORAGE_DIR", default="var/storage"),
             # At least the time one message may take (connect, TLS, log in, send: SMTP timeouts).
             outbox_lease_seconds=_whole_number(config, "ENCOURS_OUTBOX_LEASE", default=600, minimum=10),
+            reminder_lease_seconds=_whole_number(config, "ENCOURS_REMINDER_LEASE", default=900, minimum=10),
             forwarded_allow_ips=config("ENCOURS_FORWARDED_ALLOW_IPS", default="127.0.0.1"),
             api_requests_per_minute=_whole_number(config, "ENCOURS_API_RATE_PER_MINUTE", default=600, minimum=1),
             api_pdf_max_bytes=_whole_number(config, "ENCOURS_API_PDF_MAX_BYTES", default=10 * 1024 * 1024,
@@ -117,6 +124,9 @@ class Settings:
             retain_link_opens_days=_whole_number(config, "ENCOURS_RETAIN_LINK_OPENS_DAYS", default=395, minimum=0),
             retain_email_bodies_days=_whole_number(config, "ENCOURS_RETAIN_EMAIL_BODIES_DAYS", default=90, minimum=0),
             retain_webhook_bodies_days=_whole_number(config, "ENCOURS_RETAIN_WEBHOOK_BODIES_DAYS", default=400,
+                                                     minimum=0),
+            retain_sent_emails_days=_whole_number(config, "ENCOURS_RETAIN_SENT_EMAILS_DAYS", default=400, minimum=0),
+            retain_webhook_events_days=_whole_number(config, "ENCOURS_RETAIN_WEBHOOK_EVENTS_DAYS", default=400,
                                                      minimum=0),
             **_storage(config),
             log_format=_choice(config, "ENCOURS_LOG_FORMAT", ("text", "json"), default="text"),

@@ -820,6 +820,22 @@ class ReminderRun(Base):
     problems: Mapped[list[str]] = mapped_column(JSON, default=list)
 
 
+class ReminderClaim(Base):
+    """Which worker plans a company's daily reminder run: the first to insert this row (or to
+    take it over once its lease ran out without it finishing) plans; the others skip the run."""
+
+    __tablename__ = "reminder_claims"
+
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"), primary_key=True)
+    run_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    token: Mapped[str] = mapped_column(String(32))  # this claim's own, changed by a takeover
+    holder: Mapped[str] = mapped_column(String(200))  # host and process id, for people reading the table
+    claimed_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    lease_until: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    claims: Mapped[int] = mapped_column(Integer, default=1)  # 2 and more: taken over after a lease ran out
+
+
 reminder_invoices = Table(
     "reminder_invoices",
     Base.metadata,

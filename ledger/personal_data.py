@@ -17,14 +17,15 @@ from datetime import date, datetime, timedelta
 from typing import Any, Callable, cast
 
 from sqlalchemy import ColumnElement, CursorResult, FromClause, Table, delete, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from kernel.clock import clock
+from kernel.db import unit_of_work
 from kernel.settings import Settings
 from ledger import audit
 from ledger.models import (
     Allocation, Attachment, AuditEvent, BankEntry, BankMatch, BankMatchLine, Base, Checkout, CheckoutLine, Company,
-    Contact, Customer, CustomerNote, Dispute, DisputeMessage, LinkOpen, OutboxMessage, PayerAccount, Payment,
+    Contact, Customer, CustomerNote, Dispute, DisputeMessage, LinkOpen, OutboxMessage, PayerAccount, Payment, Reminder,
     WebhookEvent,
 )
 
@@ -247,12 +248,16 @@ class Retention:
     link_opens_days: int = 395
     email_bodies_days: int = 90
     webhook_bodies_days: int = 400
+    sent_emails_days: int = 400  # sent outbox rows deleted (delete_expired)
+    webhook_events_days: int = 400  # processed provider events deleted (delete_expired)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Retention":
         return cls(link_opens_days=settings.retain_link_opens_days,
                    email_bodies_days=settings.retain_email_bodies_days,
-                   webhook_bodies_days=settings.retain_webhook_bodies_days)
+                   webhook_bodies_days=settings.retain_webhook_bodies_days,
+                   sent_emails_days=settings.retain_sent_emails_days,
+                   webhook_events_days=settings.retain_webhook_events_days)
 
 
 @dataclass(frozen=True)
@@ -260,14 +265,19 @@ class PurgeReport:
     link_opens: int = 0
     email_bodies: int = 0
     webhook_bodies: int = 0
+    emails_deleted: int = 0
+    events_deleted: int = 0
 
     @property
     def busy(self) -> bool:
-        return bool(self.link_opens or self.email_bodies or self.webhook_bodies)
+        return bool(self.link_opens or self.email_bodies or self.webhook_bodies or self.emails_deleted
+                    or self.events_deleted)
 
     def summary(self) -> str:
+        deleted = (f"; {self.emails_deleted} sent emails, {self.events_deleted} provider events deleted"
+                   if self.emails_deleted or self.events_deleted else "")
         return (f"{self.link_opens} link opens, {self.email_bodies} email bodies, "
-                f"{self.webhook_bodies} webhook bodies purged")
+                f"{self.webhook_bodies} webhook bodies purged{deleted}")
 
 
 def purge(session: Session, retention: Retention, now: datetime | None = None) -> PurgeReport:
@@ -299,6 +309,49 @@ def purge(session: Session, retention: Retention, now: datetime | None = None) -
             ~WebhookEvent.body.startswith('{"purged_at"'), ~WebhookEvent.body.startswith('{"erased_at"'))
             .values(body=purged, headers={}))
     return PurgeReport(link_opens=opens, email_bodies=emails, webhook_bodies=events)
+
+
+DELETE_BATCH = 2_000  # rows per transaction: a year's backlog never holds locks or a transaction for long
+
+
+def delete_expired(session_factory: sessionmaker[Session], retention: Retention, now: datetime | None = None,
+                   batch: int = DELETE_BATCH) -> tuple[int, int]:
+    """Delete the rows that would otherwise grow for ever: emails sent more than
+    `retention.sent_emails_days` ago (their Reminder rows stay, without the message: what was
+    sent to whom for which invoices is still known, and never sent twice) and provider events
+    processed and received more than `retention.webhook_events_days` ago (providers stop
+    retrying a delivery within days). A message not sent or an event not applied is never
+    deleted; audit events are the audit trail and are kept. One transaction per `batch` rows.
+    (sent emails deleted, provider events deleted); 0 days keeps them for ever."""
+    now = now or clock.now()
+    emails = events = 0
+    if retention.sent_emails_days > 0:
+        cutoff = now - timedelta(days=retention.sent_emails_days)
+        while True:
+            with unit_of_work(session_factory) as session:
+                ids = list(session.scalars(select(OutboxMessage.id).where(
+                    OutboxMessage.status == "sent", OutboxMessage.sent_at < cutoff).limit(batch)))
+                if ids:
+                    session.execute(update(Reminder).where(Reminder.outbox_id.in_(ids)).values(outbox_id=None)
+                                    .execution_options(synchronize_session=False))
+                    emails += _changed(session, delete(OutboxMessage)
+                                       .where(OutboxMessage.id.in_(ids), OutboxMessage.status == "sent")
+                                       .execution_options(synchronize_session=False))
+            if len(ids) < batch:
+                break
+    if retention.webhook_events_days > 0:
+        cutoff = now - timedelta(days=retention.webhook_events_days)
+        while True:
+            with unit_of_work(session_factory) as session:
+                ids = list(session.scalars(select(WebhookEvent.id).where(
+                    WebhookEvent.received_at < cutoff, WebhookEvent.processed_at.is_not(None)).limit(batch)))
+                if ids:
+                    events += _changed(session, delete(WebhookEvent)
+                                       .where(WebhookEvent.id.in_(ids), WebhookEvent.processed_at.is_not(None))
+                                       .execution_options(synchronize_session=False))
+            if len(ids) < batch:
+                break
+    return emails, events
 
 
 def contact_by_email(customer: Customer, email: str) -> Contact | None:

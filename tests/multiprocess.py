@@ -48,7 +48,8 @@ from kernel.db import make_engine
 from ledger import day_totals
 from ledger.allocation import invariant_violations
 from ledger.models import (
-    Checkout, Invoice, OutboxMessage, Payment, Reminder, ReminderRun, WebhookDelivery, WebhookEndpoint, WebhookEvent,
+    Checkout, Invoice, OutboxMessage, Payment, Reminder, ReminderClaim, ReminderRun, WebhookDelivery, WebhookEndpoint,
+    WebhookEvent,
 )
 from sandbox.localstripe_server import LocalStripe
 from tests.fakes.localstripe_server import event_payload, pay_intent, sign
@@ -169,7 +170,8 @@ class Run:
     marks: dict[str, float] = field(default_factory=dict)
     emails_when_paying: int = 0  # reminders received when the debtors began paying
     emails_when_killed: int = 0
-    reminder_runs: int = 0  # ReminderRun rows (not dry): one per company per worker that planned it
+    reminder_runs: int = 0  # ReminderRun rows (not dry): one per company and day, whichever worker planned it
+    plans: Counter[str] = field(default_factory=Counter)  # worker -> the (company, day) runs it claimed and planned
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds of each process, read before it ended
 
     def mark(self, what: str) -> None:
@@ -392,6 +394,9 @@ def run(world: World, size: Size, smtp: CapturingSMTP, stripe: LocalStripe, erp:
         with Session(engine) as session:
             result.reminder_runs = session.scalar(select(func.count()).select_from(ReminderRun)
                                                   .where(ReminderRun.dry_run.is_(False))) or 0
+            names = {process.pid: name for name, process in world.processes.items()}
+            result.plans = Counter(names.get(int(holder.rsplit(":", 1)[1]), holder)
+                                   for holder in session.scalars(select(ReminderClaim.holder)))
     finally:
         engine.dispose()
 
@@ -410,6 +415,7 @@ def problems(world: World, result: Run, smtp: CapturingSMTP, erp: Receiver) -> l
     try:
         with Session(engine) as session:
             found += _mail(session, result, smtp)
+            found += _plans(session)
             found += _payments(session, result)
             found += _erp(session, result, erp)
     finally:
@@ -443,6 +449,22 @@ def _mail(session: Session, result: Run, smtp: CapturingSMTP) -> list[str]:
     retried = {row.to_address: row.attempts for row in rows if row.attempts != 1}
     if retried != {result.held_address: 2}:
         found.append(f"attempts other than the dead worker's message taken over once: {retried}")
+    return found
+
+
+def _plans(session: Session) -> list[str]:
+    """Each company's day planned once, by the one worker that claimed it (dunning.claims)."""
+    found = []
+    runs = Counter((row.company_id, row.run_date) for row in session.execute(
+        select(ReminderRun.company_id, ReminderRun.run_date).where(ReminderRun.dry_run.is_(False))))
+    if twice := {key: count for key, count in runs.items() if count != 1}:
+        found.append(f"(company, day) runs planned more than once: {twice}")
+    claimed = session.execute(select(ReminderClaim.company_id, ReminderClaim.run_date, ReminderClaim.claims,
+                                     ReminderClaim.finished_at)).all()
+    if {(row.company_id, row.run_date) for row in claimed} != set(runs):
+        found.append(f"claims {sorted((row.company_id, row.run_date) for row in claimed)} for runs {sorted(runs)}")
+    if odd := [tuple(row) for row in claimed if row.claims != 1 or row.finished_at is None]:
+        found.append(f"claims taken over or left unfinished: {odd}")
     return found
 
 

@@ -62,3 +62,25 @@ def test_markdown_and_merged_runs(tmp_path: Path, capsys: pytest.CaptureFixture[
     printed = capsys.readouterr().out
     assert "| sqlite, load 2.5 | postgresql, load 0.7 |" in printed
     assert "| magic_link | exchange (target ≥ 2,000 req/s) | 3,371 req/s ✓ | 1,160 req/s ✗ | 34 % |" in printed
+
+
+def test_figures_of_the_same_name_in_one_scenario_are_each_kept_and_paired_in_order() -> None:
+    dashboard = [("dashboard", "build_dashboard", 40.0, "ms", "≤ 100 ms", True),
+                 ("dashboard", "  CPU p95 of the same", 30.0, "ms", "(≤ 100 ms)", True),
+                 ("dashboard", "GET /admin (p95)", 90.0, "ms", "≤ 100 ms", True),
+                 ("dashboard", "  CPU p95 of the same", 60.0, "ms", "(≤ 100 ms)", True)]
+    first = _document("sqlite", 0.5, dashboard)
+    second = _document("postgresql", 0.7, [(s, m, v * 2, u, t, met) for s, m, v, u, t, met in dashboard])
+    assert [(row[1], row[2], row[3]) for row in compare.rows(first, second)] == [
+        ("build_dashboard (target ≤ 100 ms)", "40 ms ✓", "80 ms ✓"),
+        ("  CPU p95 of the same (target ≤ 100 ms)", "30 ms ✓", "60 ms ✓"),
+        ("GET /admin (p95) (target ≤ 100 ms)", "90 ms ✓", "180 ms ✓"),
+        ("  CPU p95 of the same (target ≤ 100 ms)", "60 ms ✓", "120 ms ✓"),
+    ]
+    # Split runs merged: both kept, and a run measured again replaces each in its place.
+    assert [f["value"] for f in compare.merged([first, _document("sqlite", 0.5, [])])["figures"]] == [
+        40.0, 30.0, 90.0, 60.0]
+    assert [f["value"] for f in compare.merged([first, second])["figures"]] == [80.0, 60.0, 180.0, 120.0]
+    # A figure the second has once more than the first is listed after the last one it follows.
+    extra = _document("postgresql", 0.7, [*dashboard, ("dashboard", "  CPU p95 of the same", 7.0, "ms", "", None)])
+    assert compare.rows(first, extra)[-1][1:] == ("  CPU p95 of the same", "—", "7 ms", "")

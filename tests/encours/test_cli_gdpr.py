@@ -41,3 +41,41 @@ def test_an_operator_exports_erases_and_purges(tmp_path: Path) -> None:
     assert EMAIL not in after and "Cycles Martin" not in after and "+33 6 00 00 00 77" not in after
 
     assert operator("purge").strip() == "0 link opens, 0 email bodies, 0 webhook bodies purged"
+
+
+def test_purge_deletes_sent_emails_and_applied_provider_events_past_their_retention(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from kernel.db import make_engine
+    from ledger.models import OutboxMessage, WebhookEvent
+
+    url = f"sqlite:///{tmp_path / 'retention.sqlite3'}"
+    operator = Operator(tmp_path, url, _free_port())
+    operator("db", "upgrade")
+    long_ago = datetime.now(timezone.utc) - timedelta(days=500)
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            session.add_all([
+                OutboxMessage(kind="reminder", to_address="a@x.test", subject="s", body_text="b", status="sent",
+                              created_at=long_ago, sent_at=long_ago),
+                OutboxMessage(kind="reminder", to_address="b@x.test", subject="s", body_text="b", status="queued",
+                              created_at=long_ago),
+                WebhookEvent(provider="stripe", event_id="evt_1", event_type="charge.refunded", body="{}",
+                             received_at=long_ago, processed_at=long_ago),
+            ])
+            session.commit()
+        assert operator("purge").strip() == ("0 link opens, 0 email bodies, 0 webhook bodies purged; "
+                                             "1 sent emails, 1 provider events deleted")
+        with Session(engine) as session:
+            assert session.scalars(select(OutboxMessage.to_address)).all() == ["b@x.test"]  # not sent: kept
+            assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 0
+    finally:
+        engine.dispose()
+    operator.env["ENCOURS_RETAIN_SENT_EMAILS_DAYS"] = "x"
+    refused = subprocess.run([ENCOURS, "purge"], cwd=tmp_path, env=operator.env, capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode != 0 and "ENCOURS_RETAIN_SENT_EMAILS_DAYS must be a whole number" in refused.stderr
