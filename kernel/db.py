@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Iterator
 
 from sqlalchemy import (
-    Connection, Engine, Table, and_, bindparam, cast, column, create_engine, event, insert, make_url, text, update, values,
+    Connection, Engine, Table, and_, bindparam, create_engine, event, insert, make_url, text, update,
 )
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -130,25 +130,45 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
 
 def update_rows(session: Session, table: Table, keys: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
     """Rows of one table each changed its own way: a row gives the `keys` columns that find it and
-    the new values of its other columns (the same columns in every row).
+    the new values of its other columns (the same columns in every row). Python-side `onupdate`
+    values (an `updated_at`) are set as an UPDATE through Core sets them.
 
-    On PostgreSQL one UPDATE … FROM (VALUES …) per 2,000 rows, elsewhere an executemany: there an
-    executemany is one statement per row, each parsed, planned and run on its own, and each firing
-    the table's statement triggers (the running totals, migration 0026_pg_totals)."""
+    On PostgreSQL one UPDATE … FROM unnest(…) per 20,000 rows, each column sent as one array
+    parameter, elsewhere an executemany: there an executemany is one statement per row, each
+    parsed, planned and run on its own, and each firing the table's statement triggers (the
+    running totals, migration 0026_pg_totals); a VALUES list of bound rows cost more to compile
+    and send than the update itself (bench/RESULTS.md)."""
     if not rows:
         return
     names = list(rows[0])
     changed = [name for name in names if name not in keys]
-    if session.get_bind().dialect.name != "postgresql":
+    stamped = [c for c in table.columns if c.name not in names and c.onupdate is not None]
+    if session.get_bind().dialect.name != "postgresql" or any(
+            not (c.onupdate.is_scalar or c.onupdate.is_callable) for c in stamped):  # type: ignore[union-attr]
         session.execute(update(table).where(and_(*(table.c[key] == bindparam(f"k_{key}") for key in keys)))
                         .values({name: bindparam(f"v_{name}") for name in changed}),
                         [{f"{'k' if name in keys else 'v'}_{name}": row[name] for name in names} for row in rows])
         return
-    for start in range(0, len(rows), 2_000):
-        moved = values(*(column(name, table.c[name].type) for name in names), name="moved").data(
-            [tuple(row[name] for name in names) for row in rows[start:start + 2_000]])
-        session.execute(update(table).where(and_(*(table.c[key] == moved.c[key] for key in keys)))
-                        .values({name: cast(moved.c[name], table.c[name].type) for name in changed}))  # a column of NULLs is text
+    session.flush()
+    connection = session.connection()
+    dialect = connection.dialect
+    quote = dialect.identifier_preparer.quote
+    target = dialect.identifier_preparer.format_table(table)
+    columns = [table.c[name] for name in names]
+    processors = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+    sets = [f"{quote(name)} = moved.{quote(name)}" for name in changed]
+    sets += [f"{quote(c.name)} = %(s{n})s::{c.type.compile(dialect=dialect)}" for n, c in enumerate(stamped)]
+    sql = (f"UPDATE {target} SET {', '.join(sets)} FROM unnest("
+           + ", ".join(f"%(c{n})s::{c.type.compile(dialect=dialect)}[]" for n, c in enumerate(columns))
+           + f") AS moved ({', '.join(quote(name) for name in names)}) WHERE "
+           + " AND ".join(f"{target}.{quote(key)} = moved.{quote(key)}" for key in keys))
+    stamps = {f"s{n}": c.onupdate.arg if c.onupdate.is_scalar else c.onupdate.arg(None)  # type: ignore[union-attr]
+              for n, c in enumerate(stamped)}
+    for start in range(0, len(rows), 20_000):
+        part = rows[start:start + 20_000]
+        arrays = {f"c{n}": [row[name] for row in part] if process is None else [process(row[name]) for row in part]
+                  for n, (name, process) in enumerate(zip(names, processors))}
+        connection.exec_driver_sql(sql, {**arrays, **stamps})
 
 
 def make_sessionmaker(engine: Engine, *, write: bool = True) -> sessionmaker[Session]:

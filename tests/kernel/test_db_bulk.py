@@ -5,14 +5,16 @@ statement, so statement triggers (the running totals) fire once, not once per ro
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date, datetime, timezone
 from typing import Any
 
 import pytest
 from sqlalchemy import Table, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from kernel.clock import clock
 from kernel.db import insert_rows, update_rows
-from ledger.models import AuditEvent
+from ledger.models import AuditEvent, FxRate
 
 AUDITS = AuditEvent.__table__
 assert isinstance(AUDITS, Table)
@@ -78,3 +80,28 @@ def test_statement_triggers_fire_once_per_update_on_postgresql(pg_session: Sessi
     update_rows(pg_session, AUDITS, ("action", "entity_id"), [
         dict(action="test.copied", entity_id=n, actor="changed") for n in range(1_500)])
     assert pg_session.scalars(text("SELECT rows FROM fired")).all() == [1_200]
+
+
+def test_updated_rows_are_stamped_as_an_update_stamps_them(session: Session) -> None:
+    """A column's Python `onupdate` (an `updated_at`) is set on every updated row, and only on them."""
+    rates = FxRate.__table__
+    assert isinstance(rates, Table)
+    clock.set(datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc))
+    try:
+        insert_rows(session, rates, [dict(base="EUR", quote=quote, rate="1.5", valid_on=date(2026, 3, 1))
+                                     for quote in ("USD", "GBP", "CHF")])
+        ids = {quote: rate_id for quote, rate_id in session.execute(select(rates.c.quote, rates.c.id))}
+        clock.set(datetime(2026, 3, 2, 10, 30, tzinfo=timezone.utc))
+        update_rows(session, rates, ("id",), [dict(id=ids["USD"], rate="1.1", valid_on=date(2026, 3, 2)),
+                                              dict(id=ids["GBP"], rate="0.8", valid_on=date(2026, 3, 2))])
+        read = {quote: (rate, valid_on, _utc(updated_at)) for quote, rate, valid_on, updated_at
+                in session.execute(select(rates.c.quote, rates.c.rate, rates.c.valid_on, rates.c.updated_at))}
+    finally:
+        clock.reset()
+    assert read == {"USD": ("1.1", date(2026, 3, 2), datetime(2026, 3, 2, 10, 30)),
+                    "GBP": ("0.8", date(2026, 3, 2), datetime(2026, 3, 2, 10, 30)),
+                    "CHF": ("1.5", date(2026, 3, 1), datetime(2026, 3, 1, 9, 0))}
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
