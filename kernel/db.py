@@ -171,6 +171,22 @@ def update_rows(session: Session, table: Table, keys: Sequence[str], rows: Seque
         connection.exec_driver_sql(sql, {**arrays, **stamps})
 
 
+def reserve_ids(session: Session, table: Table, count: int) -> list[int]:
+    """`count` new ids of `table`'s integer primary key `id`, ascending, for rows written next with
+    their ids given (so nothing has to read them back). On PostgreSQL taken from the column's
+    sequence, which never gives them again; elsewhere the ids after the largest one, as SQLite
+    picks them: valid only until another row goes into the table without one of them."""
+    if count <= 0:
+        return []
+    session.flush()
+    if session.get_bind().dialect.name == "postgresql":
+        return sorted(session.execute(
+            text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :count)"),
+            {"table": table.name, "count": count}).scalars())
+    top = session.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table.name}")).scalar_one()
+    return list(range(top + 1, top + 1 + count))
+
+
 def make_sessionmaker(engine: Engine, *, write: bool = True) -> sessionmaker[Session]:
     """Sessions for units of work (requests, commands, the worker).
 
