@@ -344,20 +344,12 @@ def _facts(index: int, entry: dict[str, Any], company_id: int) -> EntryFacts:
 
 
 def _insert_entries(session: Session, values: list[dict[str, Any]]) -> list[int]:
-    """The rows in bulk, their ids in the same order (read back by identity: an INSERT … RETURNING
-    of many rows goes one row at a time where the order of the ids must be kept)."""
-    ids: list[int] = []
+    """The rows in bulk on ids reserved for them (`kernel.db.reserve_ids`): nothing to read back."""
+    ids = reserve_ids(session, BankEntry.__table__, len(values))
     for start in range(0, len(values), _CHUNK * 4):
-        chunk = values[start:start + _CHUNK * 4]
-        insert_rows(session, BankEntry.__table__, chunk)  # Core: no ORM bookkeeping per row
-        account_id = chunk[0]["account_id"]
-        keys = [entry["identity_key"] for entry in chunk]
-        found: dict[str, int] = {}
-        for part in range(0, len(keys), _CHUNK):
-            found.update((key, entry_id) for key, entry_id in session.execute(
-                select(BankEntry.identity_key, BankEntry.id).where(BankEntry.account_id == account_id,
-                                                                   BankEntry.identity_key.in_(keys[part:part + _CHUNK]))))
-        ids.extend(found[key] for key in keys)
+        insert_rows(session, BankEntry.__table__, [  # Core: no ORM bookkeeping per row
+            dict(entry, id=entry_id) for entry_id, entry in zip(ids[start:start + _CHUNK * 4],
+                                                                values[start:start + _CHUNK * 4])])
     return ids
 
 
@@ -368,20 +360,17 @@ def _insert_suggestions(session: Session, ids: list[int], values: list[dict[str,
     match written)."""
     wanted = [(entry_id, entry, proposal) for entry_id, entry, proposal in zip(ids, values, proposals)
               if proposal is not None and not (bulk and proposal.auto and proposal.checkout_id is None)]
-    found: dict[int, int] = {}
+    found = dict(zip((entry_id for entry_id, _entry, _proposal in wanted),
+                     reserve_ids(session, BankMatch.__table__, len(wanted))))
     for start in range(0, len(wanted), _CHUNK * 4):
         chunk = wanted[start:start + _CHUNK * 4]
         insert_rows(session, BankMatch.__table__, [
-            dict(entry_id=entry_id, company_id=company_id, state=BankMatchState.suggested.value,
+            dict(id=found[entry_id], entry_id=entry_id, company_id=company_id, state=BankMatchState.suggested.value,
                  evidence=proposal.evidence.value, reason=proposal.reason, score=proposal.score,
                  method=PaymentMethod.bank_transfer.value, checkout_id=proposal.checkout_id,
                  details={"reason_message": proposal.reason_message, "reason_values": proposal.reason_values},
                  created_at=entry["created_at"])
             for entry_id, entry, proposal in chunk])
-        entry_ids = [entry_id for entry_id, _entry, _proposal in chunk]
-        for part in range(0, len(entry_ids), _CHUNK):  # the entries are new: theirs are the only matches
-            found.update((entry_id, match_id) for entry_id, match_id in session.execute(
-                select(BankMatch.entry_id, BankMatch.id).where(BankMatch.entry_id.in_(entry_ids[part:part + _CHUNK]))))
         lines = [dict(match_id=found[entry_id], customer_id=line.customer_id, invoice_id=line.invoice_id,
                       currency=entry["currency"], amount_minor=line.amount_minor, discount_minor=line.discount_minor,
                       write_off_minor=0)

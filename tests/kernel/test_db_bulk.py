@@ -9,11 +9,11 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Table, insert, select, text
+from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from kernel.clock import clock
-from kernel.db import insert_rows, update_rows
+from kernel.db import insert_rows, reserve_ids, update_rows
 from ledger.models import AuditEvent, FxRate
 
 AUDITS = AuditEvent.__table__
@@ -105,3 +105,16 @@ def test_updated_rows_are_stamped_as_an_update_stamps_them(session: Session) -> 
 
 def _utc(moment: datetime) -> datetime:
     return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def test_reserved_ids_take_rows_and_the_next_row_follows_them(session: Session) -> None:
+    insert_rows(session, AUDITS, _rows("test.before"))
+    reserved = reserve_ids(session, AUDITS, 300)
+    assert len(reserved) == 300 and reserved == sorted(set(reserved))
+    assert min(reserved) > session.scalars(select(func.max(AUDITS.c.id))).one()
+    insert_rows(session, AUDITS, [dict(row, id=audit_id) for audit_id, row in zip(reserved, _rows("test.given"))])
+    session.execute(insert(AUDITS), _rows("test.after")[:5])  # ids as the database gives them
+    given = session.scalars(select(AUDITS.c.id).where(AUDITS.c.action == "test.given").order_by(AUDITS.c.id)).all()
+    after = session.scalars(select(AUDITS.c.id).where(AUDITS.c.action == "test.after")).all()
+    assert given == reserved and min(after) > max(reserved) and len(after) == 5
+    assert reserve_ids(session, AUDITS, 0) == []
