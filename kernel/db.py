@@ -159,10 +159,7 @@ def insert_rows_with_ids(session: Session, table: Table, rows: Sequence[Mapping[
         return []
     if session.get_bind().dialect.name != "postgresql":
         return list(session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True), list(rows)))
-    session.flush()
-    ids = sorted(session.execute(text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) "
-                                      "FROM generate_series(1, :count)"),
-                                 {"table": table.name, "count": len(rows)}).scalars())
+    ids = reserve_ids(session, table, len(rows))
     insert_rows(session, table, [{"id": row_id, **row} for row_id, row in zip(ids, rows)])
     return ids
 
@@ -183,22 +180,26 @@ def analyze_if_outgrown(session: Session, table: Table, written: int) -> None:
         session.execute(text(f"ANALYZE {session.get_bind().dialect.identifier_preparer.format_table(table)}"))
 
 
-UPDATE_ROWS_BATCH = 10_000
+UPDATE_ROWS_BATCH = 20_000
 
 
 def update_rows(session: Session, table: Table, keys: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
     """Rows of one table each changed its own way: a row gives the `keys` columns that find it and
-    the new values of its other columns (the same columns in every row).
+    the new values of its other columns (the same columns in every row). Python-side `onupdate`
+    values (an `updated_at`) are set as an UPDATE through Core sets them.
 
-    On PostgreSQL one UPDATE … FROM unnest(<one array per column>) per 10,000 rows, elsewhere an
-    executemany: there an executemany is one statement per row, each parsed, planned and run on its
-    own, and each firing the table's statement triggers (the running totals, migration
-    0026_pg_totals); a VALUES list of one parameter per value cost more to build than the update."""
+    On PostgreSQL one UPDATE … FROM unnest(…) per 20,000 rows, each column sent as one array
+    parameter, elsewhere an executemany: there an executemany is one statement per row, each
+    parsed, planned and run on its own, and each firing the table's statement triggers (the
+    running totals, migration 0026_pg_totals); a VALUES list of bound rows cost more to compile
+    and send than the update itself (bench/RESULTS.md)."""
     if not rows:
         return
     names = list(rows[0])
     changed = [name for name in names if name not in keys]
-    if session.get_bind().dialect.name != "postgresql":
+    stamped = [c for c in table.columns if c.name not in names and c.onupdate is not None]
+    if session.get_bind().dialect.name != "postgresql" or any(
+            not (c.onupdate.is_scalar or c.onupdate.is_callable) for c in stamped):  # type: ignore[union-attr]
         session.execute(update(table).where(and_(*(table.c[key] == bindparam(f"k_{key}") for key in keys)))
                         .values({name: bindparam(f"v_{name}") for name in changed}),
                         [{f"{'k' if name in keys else 'v'}_{name}": row[name] for name in names} for row in rows])
@@ -207,20 +208,38 @@ def update_rows(session: Session, table: Table, keys: Sequence[str], rows: Seque
     connection = session.connection()
     dialect = connection.dialect
     quote = dialect.identifier_preparer.quote
+    target = dialect.identifier_preparer.format_table(table)
     columns = [table.c[name] for name in names]
     processors = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
-    arrays = ", ".join(f"CAST(%(p{i})s AS {c.type.compile(dialect=dialect)}[])" for i, c in enumerate(columns))
-    target = dialect.identifier_preparer.format_table(table)
-    sql = (f"UPDATE {target} SET {', '.join(f'{quote(name)} = moved.{quote(name)}' for name in changed)} "
-           f"FROM unnest({arrays}) AS moved({', '.join(quote(name) for name in names)}) "
-           f"WHERE {' AND '.join(f'{target}.{quote(key)} = moved.{quote(key)}' for key in keys)}")
+    sets = [f"{quote(name)} = moved.{quote(name)}" for name in changed]
+    sets += [f"{quote(c.name)} = %(s{n})s::{c.type.compile(dialect=dialect)}" for n, c in enumerate(stamped)]
+    sql = (f"UPDATE {target} SET {', '.join(sets)} FROM unnest("
+           + ", ".join(f"%(c{n})s::{c.type.compile(dialect=dialect)}[]" for n, c in enumerate(columns))
+           + f") AS moved ({', '.join(quote(name) for name in names)}) WHERE "
+           + " AND ".join(f"{target}.{quote(key)} = moved.{quote(key)}" for key in keys))
+    stamps = {f"s{n}": c.onupdate.arg if c.onupdate.is_scalar else c.onupdate.arg(None)  # type: ignore[union-attr]
+              for n, c in enumerate(stamped)}
     for start in range(0, len(rows), UPDATE_ROWS_BATCH):
-        batch = rows[start:start + UPDATE_ROWS_BATCH]
-        params = {}
-        for i, (name, process) in enumerate(zip(names, processors)):
-            given = [row[name] for row in batch]
-            params[f"p{i}"] = [process(value) for value in given] if process is not None else given
-        connection.exec_driver_sql(sql, params)
+        part = rows[start:start + UPDATE_ROWS_BATCH]
+        arrays = {f"c{n}": [row[name] for row in part] if process is None else [process(row[name]) for row in part]
+                  for n, (name, process) in enumerate(zip(names, processors))}
+        connection.exec_driver_sql(sql, {**arrays, **stamps})
+
+
+def reserve_ids(session: Session, table: Table, count: int) -> list[int]:
+    """`count` new ids of `table`'s integer primary key `id`, ascending, for rows written next with
+    their ids given (so nothing has to read them back). On PostgreSQL taken from the column's
+    sequence, which never gives them again; elsewhere the ids after the largest one, as SQLite
+    picks them: valid only until another row goes into the table without one of them."""
+    if count <= 0:
+        return []
+    session.flush()
+    if session.get_bind().dialect.name == "postgresql":
+        return sorted(session.execute(
+            text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :count)"),
+            {"table": table.name, "count": count}).scalars())
+    top = session.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table.name}")).scalar_one()
+    return list(range(top + 1, top + 1 + count))
 
 
 def make_sessionmaker(engine: Engine, *, write: bool = True) -> sessionmaker[Session]:

@@ -15,7 +15,7 @@ from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
 from kernel.clock import clock
-from kernel.db import insert_rows, update_rows
+from kernel.db import insert_rows, update_rows, reserve_ids
 from kernel.i18n import N_
 from kernel.user_error import UserError
 from ledger.day_totals import drift
@@ -335,23 +335,15 @@ def _check_group(group: Sequence[NewPayment], invoices: dict[int, _InvoiceState]
 
 
 def _insert_payments(session: Session, payments: list[NewPayment]) -> list[int]:
-    """The rows in bulk, their ids in the same order (read back by provider reference: an INSERT …
-    RETURNING of many rows goes one row at a time where the order of the ids must be kept)."""
-    ids: list[int] = []
+    """The rows in bulk on ids reserved for them (`kernel.db.reserve_ids`), in the same order."""
+    table = cast(Table, Payment.__table__)
+    ids = reserve_ids(session, table, len(payments))
     for start in range(0, len(payments), _CHUNK * 4):
-        chunk = payments[start:start + _CHUNK * 4]
-        insert_rows(session, cast(Table, Payment.__table__), [
-            dict(customer_id=p.customer_id, provider=p.provider, provider_ref=p.provider_ref, method=p.method,
-                 amount_minor=p.amount_minor, currency=p.currency, status=PaymentStatus.succeeded.value,
-                 received_on=p.received_on) for p in chunk])
-        found: dict[tuple[str, str | None], int] = {}
-        for provider in {p.provider for p in chunk}:
-            refs = [p.provider_ref for p in chunk if p.provider == provider]
-            for part in range(0, len(refs), _CHUNK):
-                found.update(((provider, ref), payment_id) for ref, payment_id in session.execute(
-                    select(Payment.provider_ref, Payment.id).where(Payment.provider == provider,
-                                                                   Payment.provider_ref.in_(refs[part:part + _CHUNK]))))
-        ids.extend(found[(p.provider, p.provider_ref)] for p in chunk)
+        insert_rows(session, table, [
+            dict(id=payment_id, customer_id=p.customer_id, provider=p.provider, provider_ref=p.provider_ref,
+                 method=p.method, amount_minor=p.amount_minor, currency=p.currency,
+                 status=PaymentStatus.succeeded.value, received_on=p.received_on)
+            for payment_id, p in zip(ids[start:start + _CHUNK * 4], payments[start:start + _CHUNK * 4])])
     return ids
 
 

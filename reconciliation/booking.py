@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from kernel.clock import clock
-from kernel.db import insert_rows, update_rows
+from kernel.db import insert_rows
 from kernel.settings import Settings
 from ledger import audit
 from ledger.allocation import Applied, NewAllocation, NewPayment, allocate, allocate_many
@@ -103,7 +103,8 @@ def confirm(session: Session, match: BankMatch, user: User | None, settings: Set
 
 @dataclass(frozen=True)
 class SuggestedMatch:
-    """A suggested match of lines (no checkout) as plain values: what `confirm_many` applies."""
+    """A match of lines (no checkout) proposed by a rule, not yet written, as plain values: what
+    `confirm_many` applies and writes. `match_id` is reserved for it (`kernel.db.reserve_ids`)."""
 
     match_id: int
     entry_id: int
@@ -117,14 +118,21 @@ class SuggestedMatch:
     evidence: str
     details: dict[str, Any]
     lines: tuple[ProposedLine, ...]
+    reason: str
+    score: int
+    created_at: datetime
     method: str = "bank_transfer"
 
 
 def confirm_many(session: Session, matches: Sequence[SuggestedMatch]) -> list[UserError | None]:
-    """`confirm` for many suggested matches of lines at once, decided by a rule (no person), in a
-    few statements: the same payments, allocations, completed checkouts, learned payers and audit
-    rows as confirming them one after the other. Per match, None when applied, or why not (that
-    match changed nothing: the invoices moved since it was proposed)."""
+    """`confirm` for many matches of lines at once, decided by a rule (no person), in a few
+    statements: the same payments, allocations, completed checkouts, learned payers and audit rows
+    as confirming them one after the other. The matches are not written yet: each is written here
+    with its lines in its final state, confirmed, or left a suggestion for staff when the ledger
+    refuses it. Their entries the caller writes as matched by a rule beforehand, and turns back
+    into suggestions for the refused ones (inserting rows in their final state, rather than
+    updating rows this transaction inserted: bench/RESULTS.md). Per match, None when applied, or
+    why not (the invoices moved since it was proposed)."""
     groups: list[list[NewPayment]] = []
     for match in matches:
         customers = list(dict.fromkeys(line.customer_id for line in match.lines))
@@ -161,29 +169,42 @@ def confirm_many(session: Session, matches: Sequence[SuggestedMatch]) -> list[Us
         else:
             results[index] = UserError(N_("The invoices changed since this match was proposed: %(problem)s"),
                                        problem=outcome.reason)
+    applied_of = {match.match_id: applied for match, applied in confirmed}
+    _write_matches(session, [(match, applied_of.get(match.match_id)) for match in matches])
     if confirmed:
         _record_confirmed(session, confirmed)
     return results
 
 
+def _write_matches(session: Session, matches: list[tuple[SuggestedMatch, Applied | None]]) -> None:
+    """The matches and their lines as they end: confirmed with their payments, or suggested."""
+    if not matches:
+        return
+    now = clock.now()
+    insert_rows(session, BankMatch.__table__, [
+        dict(id=match.match_id, entry_id=match.entry_id, company_id=match.company_id,
+             state=BankMatchState.suggested.value if applied is None else BankMatchState.confirmed.value,
+             evidence=match.evidence, reason=match.reason, score=match.score, method=match.method,
+             checkout_id=None, payment_id=None if applied is None else applied.payment_ids[0],
+             confirmed_at=None if applied is None else now,
+             details=match.details if applied is None else {
+                 **match.details, "completed_checkouts": list(applied.completed_checkouts)},
+             created_at=match.created_at)
+        for match, applied in matches])
+    lines = []
+    for match, applied in matches:
+        paid_by = {} if applied is None else dict(zip(dict.fromkeys(line.customer_id for line in match.lines),
+                                                      applied.payment_ids))
+        lines.extend(dict(match_id=match.match_id, customer_id=line.customer_id, invoice_id=line.invoice_id,
+                          currency=match.currency, amount_minor=line.amount_minor,
+                          discount_minor=line.discount_minor, write_off_minor=0,
+                          payment_id=paid_by.get(line.customer_id))
+                     for line in match.lines)
+    insert_rows(session, BankMatchLine.__table__, lines)
+
+
 def _record_confirmed(session: Session, confirmed: list[tuple[SuggestedMatch, Applied]]) -> None:
     now = clock.now()
-    matches = BankMatch.__table__
-    update_rows(session, matches, ("id",), [
-        dict(id=match.match_id, state=BankMatchState.confirmed.value, confirmed_at=now, decided_by_user_id=None,
-             payment_id=applied.payment_ids[0],
-             details={**match.details, "completed_checkouts": list(applied.completed_checkouts)})
-        for match, applied in confirmed])
-    update_rows(session, BankMatchLine.__table__, ("match_id", "customer_id"), [
-        dict(match_id=match.match_id, customer_id=customer_id, payment_id=payment_id)
-        for match, applied in confirmed
-        for customer_id, payment_id in zip(dict.fromkeys(line.customer_id for line in match.lines),
-                                           applied.payment_ids)])
-    entries = BankEntry.__table__
-    ids = [match.entry_id for match, _applied in confirmed]
-    for start in range(0, len(ids), 500):
-        session.execute(update(entries).where(entries.c.id.in_(ids[start:start + 500]))
-                        .values(state=BankEntryState.matched.value, matched_by="rule", updated_at=now))
     _learn_payers(session, [match for match, _applied in confirmed], now)
     insert_rows(session, AuditEvent.__table__, [
         dict(actor_type="system", actor="bank reconciliation", action="bank_match.confirmed",

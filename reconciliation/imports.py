@@ -18,7 +18,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from kernel.clock import clock
-from kernel.db import insert_rows
+from kernel.db import insert_rows, reserve_ids
 from kernel.i18n import N_
 from kernel.user_error import Count, UserError, UserErrors
 from kernel.settings import Settings
@@ -268,17 +268,21 @@ def _import_statement(session: Session, statement: ParsedStatement, account: Ban
                     for line in proposal.lines:
                         if line.invoice_id is not None:
                             book.settle(line.invoice_id, line.amount_minor + line.discount_minor)
+                    if bulk and proposal.checkout_id is None:
+                        # Written matched by the rule; `confirm_many` writes its match, and the rare
+                        # one the ledger refuses turns back into a suggestion (_confirm_pending).
+                        entry["state"], entry["matched_by"] = BankEntryState.matched.value, "rule"
         proposals.append(proposal)
     ids = _insert_entries(session, values)
-    match_ids = _insert_suggestions(session, ids, values, proposals, company_id)
+    match_ids = _insert_suggestions(session, ids, values, proposals, company_id, bulk)
 
     # Then, in file order, what moves money: automatic matches (in bulk, or one by one) and
     # returned transfers (each after the matches before it, whose credits it may return).
-    pending: list[tuple[int, booking.SuggestedMatch]] = []
+    pending: list[_Pending] = []
     for done, (entry_id, entry, proposal, match_id) in enumerate(zip(ids, values, proposals, match_ids)):
         if proposal is not None and proposal.auto:
-            if bulk and proposal.checkout_id is None and match_id is not None:
-                pending.append((done, _suggested(match_id, entry_id, entry, proposal, account)))
+            if bulk and proposal.checkout_id is None:
+                pending.append((done, entry_id, proposal))
                 if len(pending) >= _BATCH:
                     _confirm_pending(session, pending, values, book)
             else:
@@ -322,7 +326,7 @@ def _entry_values(statement_id: int, account: BankAccount, key: str, parsed: Par
     elif parsed.reversal and parsed.amount.minor > 0:
         warnings.append("a returned outgoing payment: not a customer payment")
     return dict(
-        statement_id=statement_id, company_id=account.company_id, account_id=account.id,
+        statement_id=statement_id, company_id=account.company_id, account_id=account.id, matched_by=None,
         booking_date=parsed.booking_date, value_date=parsed.value_date, amount_minor=parsed.amount.minor,
         currency=parsed.currency, credit_debit=parsed.credit_debit.value, reversal=parsed.reversal, state=state,
         payer_name=_cut(parsed.counterparty_name, 200), payer_iban=_cut(parsed.counterparty_iban, 34),
@@ -340,43 +344,33 @@ def _facts(index: int, entry: dict[str, Any], company_id: int) -> EntryFacts:
 
 
 def _insert_entries(session: Session, values: list[dict[str, Any]]) -> list[int]:
-    """The rows in bulk, their ids in the same order (read back by identity: an INSERT … RETURNING
-    of many rows goes one row at a time where the order of the ids must be kept)."""
-    ids: list[int] = []
+    """The rows in bulk on ids reserved for them (`kernel.db.reserve_ids`): nothing to read back."""
+    ids = reserve_ids(session, BankEntry.__table__, len(values))
     for start in range(0, len(values), _CHUNK * 4):
-        chunk = values[start:start + _CHUNK * 4]
-        insert_rows(session, BankEntry.__table__, chunk)  # Core: no ORM bookkeeping per row
-        account_id = chunk[0]["account_id"]
-        keys = [entry["identity_key"] for entry in chunk]
-        found: dict[str, int] = {}
-        for part in range(0, len(keys), _CHUNK):
-            found.update((key, entry_id) for key, entry_id in session.execute(
-                select(BankEntry.identity_key, BankEntry.id).where(BankEntry.account_id == account_id,
-                                                                   BankEntry.identity_key.in_(keys[part:part + _CHUNK]))))
-        ids.extend(found[key] for key in keys)
+        insert_rows(session, BankEntry.__table__, [  # Core: no ORM bookkeeping per row
+            dict(entry, id=entry_id) for entry_id, entry in zip(ids[start:start + _CHUNK * 4],
+                                                                values[start:start + _CHUNK * 4])])
     return ids
 
 
 def _insert_suggestions(session: Session, ids: list[int], values: list[dict[str, Any]],
-                        proposals: list[Proposal | None], company_id: int) -> list[int | None]:
-    """Every proposal as a suggested match (those applied automatically are confirmed next); the
-    match ids in the entries' order (None: no proposal)."""
+                        proposals: list[Proposal | None], company_id: int, bulk: bool) -> list[int | None]:
+    """Every proposal as a suggested match, but those applied in bulk (written by `confirm_many`);
+    the other automatic ones are confirmed next. The match ids in the entries' order (None: no
+    match written)."""
     wanted = [(entry_id, entry, proposal) for entry_id, entry, proposal in zip(ids, values, proposals)
-              if proposal is not None]
-    found: dict[int, int] = {}
+              if proposal is not None and not (bulk and proposal.auto and proposal.checkout_id is None)]
+    found = dict(zip((entry_id for entry_id, _entry, _proposal in wanted),
+                     reserve_ids(session, BankMatch.__table__, len(wanted))))
     for start in range(0, len(wanted), _CHUNK * 4):
         chunk = wanted[start:start + _CHUNK * 4]
         insert_rows(session, BankMatch.__table__, [
-            dict(entry_id=entry_id, company_id=company_id, state=BankMatchState.suggested.value,
+            dict(id=found[entry_id], entry_id=entry_id, company_id=company_id, state=BankMatchState.suggested.value,
                  evidence=proposal.evidence.value, reason=proposal.reason, score=proposal.score,
                  method=PaymentMethod.bank_transfer.value, checkout_id=proposal.checkout_id,
                  details={"reason_message": proposal.reason_message, "reason_values": proposal.reason_values},
                  created_at=entry["created_at"])
             for entry_id, entry, proposal in chunk])
-        entry_ids = [entry_id for entry_id, _entry, _proposal in chunk]
-        for part in range(0, len(entry_ids), _CHUNK):  # the entries are new: theirs are the only matches
-            found.update((entry_id, match_id) for entry_id, match_id in session.execute(
-                select(BankMatch.entry_id, BankMatch.id).where(BankMatch.entry_id.in_(entry_ids[part:part + _CHUNK]))))
         lines = [dict(match_id=found[entry_id], customer_id=line.customer_id, invoice_id=line.invoice_id,
                       currency=entry["currency"], amount_minor=line.amount_minor, discount_minor=line.discount_minor,
                       write_off_minor=0)
@@ -386,37 +380,39 @@ def _insert_suggestions(session: Session, ids: list[int], values: list[dict[str,
     return [found.get(entry_id) for entry_id in ids]
 
 
-def _suggested(match_id: int, entry_id: int, entry: dict[str, Any], proposal: Proposal,
-               account: BankAccount) -> booking.SuggestedMatch:
+_Pending = tuple[int, int, Proposal]  # (index in the file, entry id, proposal): an automatic match to write
+
+
+def _suggested(match_id: int, entry_id: int, entry: dict[str, Any], proposal: Proposal) -> booking.SuggestedMatch:
     return booking.SuggestedMatch(
-        match_id=match_id, entry_id=entry_id, company_id=entry["company_id"], account_id=account.id,
+        match_id=match_id, entry_id=entry_id, company_id=entry["company_id"], account_id=entry["account_id"],
         identity_key=entry["identity_key"], amount_minor=entry["amount_minor"], currency=entry["currency"],
         received_on=entry["value_date"] or entry["booking_date"] or clock.today("UTC"),
         payer_iban=entry["payer_iban"], evidence=proposal.evidence.value,
         details={"reason_message": proposal.reason_message, "reason_values": proposal.reason_values},
-        lines=proposal.lines)
+        lines=proposal.lines, reason=proposal.reason, score=proposal.score, created_at=entry["created_at"])
 
 
-def _confirm_pending(session: Session, pending: list[tuple[int, booking.SuggestedMatch]],
-                     values: list[dict[str, Any]], book: Book) -> None:
-    """The automatic matches waiting, applied together; emptied. A match the ledger refuses (its
-    invoices changed meanwhile) stays a suggestion for staff, as on the one-by-one path."""
+def _confirm_pending(session: Session, pending: list[_Pending], values: list[dict[str, Any]], book: Book) -> None:
+    """The automatic matches waiting, applied and written together; emptied. A match the ledger
+    refuses (its invoices changed meanwhile) stays a suggestion for staff, as on the one-by-one path."""
     if not pending:
         return
-    session.flush()
-    results = booking.confirm_many(session, [match for _index, match in pending])
+    match_ids = reserve_ids(session, BankMatch.__table__, len(pending))
+    matches = [_suggested(match_id, entry_id, values[index], proposal)
+               for match_id, (index, entry_id, proposal) in zip(match_ids, pending)]
+    results = booking.confirm_many(session, matches)
     refused: list[tuple[dict[str, Any], booking.SuggestedMatch, UserError]] = []
-    for (index, match), problem in zip(pending, results):
-        if problem is None:
-            values[index]["state"] = BankEntryState.matched.value
-        else:
+    for (index, _entry_id, _proposal), match, problem in zip(pending, matches, results):
+        if problem is not None:
             refused.append((values[index], match, problem))
     if refused:
         entries = BankEntry.__table__
         for entry, match, problem in refused:
+            entry["state"], entry["matched_by"] = BankEntryState.suggested.value, None
             entry["warnings"] = [*entry["warnings"], f"not matched automatically: {problem}"]
             session.execute(update(entries).where(entries.c.id == match.entry_id)
-                            .values(warnings=entry["warnings"]))
+                            .values(state=entry["state"], matched_by=None, warnings=entry["warnings"]))
         invoice_ids = sorted({line.invoice_id for _entry, match, _problem in refused for line in match.lines
                               if line.invoice_id is not None})
         for start in range(0, len(invoice_ids), _CHUNK):

@@ -101,6 +101,7 @@ class _Reader:
         self.ns = "{" + ns + "}"
         self.format = format_name
         self.container, self.statement_tag = _CONTAINERS[message]
+        self.names: dict[object, tuple[str, bool]] = {}  # tag → (local name, walked into)
 
     # -- element helpers -------------------------------------------------------------------
     # ElementPath lookups cost more than the parse itself on big files, so each element that
@@ -109,20 +110,27 @@ class _Reader:
 
     def node(self, el: etree._Element) -> _Node:
         paths: dict[str, list[etree._Element]] = {}
-        ns, cut = self.ns, len(self.ns)
-
-        def walk(parent: etree._Element, prefix: str) -> None:
+        ns, cut, names = self.ns, len(self.ns), self.names
+        # Breadth first, so the elements under one path stay in document order; a loop rather
+        # than recursion, and each tag's local name worked out once per file.
+        todo: list[tuple[etree._Element, str]] = [(el, "")]
+        for parent, prefix in todo:
             for child in parent:
                 tag = child.tag
-                if not isinstance(tag, str):
-                    continue  # comments and processing instructions
-                local = tag[cut:] if tag.startswith(ns) else tag
-                path = prefix + local
-                paths.setdefault(path, []).append(child)
-                if local not in _OWN_MAP:
-                    walk(child, path + "/")
-
-        walk(el, "")
+                known = names.get(tag)
+                if known is None:
+                    if not isinstance(tag, str):
+                        continue  # comments and processing instructions
+                    local = tag[cut:] if tag.startswith(ns) else tag
+                    known = names[tag] = (local, local not in _OWN_MAP)
+                path = prefix + known[0]
+                found = paths.get(path)
+                if found is None:
+                    paths[path] = [child]
+                else:
+                    found.append(child)
+                if known[1] and len(child):
+                    todo.append((child, path + "/"))
         return _Node(el, paths)
 
     def find(self, node: _Node | None, path: str) -> etree._Element | None:

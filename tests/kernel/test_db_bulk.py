@@ -10,11 +10,12 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Table, bindparam, insert, select, text, update
+from sqlalchemy import Table, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from kernel.db import analyze_if_outgrown, insert_rows, insert_rows_with_ids, update_rows
-from ledger.models import AuditEvent, Company, Invoice
+from kernel.clock import clock
+from kernel.db import analyze_if_outgrown, insert_rows, insert_rows_with_ids, reserve_ids, update_rows
+from ledger.models import AuditEvent, Company, FxRate, Invoice
 from tests import factories
 
 AUDITS = AuditEvent.__table__
@@ -176,3 +177,41 @@ def test_analyze_if_outgrown_does_nothing_on_sqlite(session: Session) -> None:
     analyze_if_outgrown(session, INVOICES, 10)
     if session.get_bind().dialect.name == "sqlite":
         assert session.scalar(text("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'")) == 0
+
+
+def test_updated_rows_are_stamped_as_an_update_stamps_them(session: Session) -> None:
+    """A column's Python `onupdate` (an `updated_at`) is set on every updated row, and only on them."""
+    rates = FxRate.__table__
+    assert isinstance(rates, Table)
+    clock.set(datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc))
+    try:
+        insert_rows(session, rates, [dict(base="EUR", quote=quote, rate="1.5", valid_on=date(2026, 3, 1))
+                                     for quote in ("USD", "GBP", "CHF")])
+        ids = {quote: rate_id for quote, rate_id in session.execute(select(rates.c.quote, rates.c.id))}
+        clock.set(datetime(2026, 3, 2, 10, 30, tzinfo=timezone.utc))
+        update_rows(session, rates, ("id",), [dict(id=ids["USD"], rate="1.1", valid_on=date(2026, 3, 2)),
+                                              dict(id=ids["GBP"], rate="0.8", valid_on=date(2026, 3, 2))])
+        read = {quote: (rate, valid_on, _utc(updated_at)) for quote, rate, valid_on, updated_at
+                in session.execute(select(rates.c.quote, rates.c.rate, rates.c.valid_on, rates.c.updated_at))}
+    finally:
+        clock.reset()
+    assert read == {"USD": ("1.1", date(2026, 3, 2), datetime(2026, 3, 2, 10, 30)),
+                    "GBP": ("0.8", date(2026, 3, 2), datetime(2026, 3, 2, 10, 30)),
+                    "CHF": ("1.5", date(2026, 3, 1), datetime(2026, 3, 1, 9, 0))}
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def test_reserved_ids_take_rows_and_the_next_row_follows_them(session: Session) -> None:
+    insert_rows(session, AUDITS, _rows("test.before"))
+    reserved = reserve_ids(session, AUDITS, 300)
+    assert len(reserved) == 300 and reserved == sorted(set(reserved))
+    assert min(reserved) > session.scalars(select(func.max(AUDITS.c.id))).one()
+    insert_rows(session, AUDITS, [dict(row, id=audit_id) for audit_id, row in zip(reserved, _rows("test.given"))])
+    session.execute(insert(AUDITS), _rows("test.after")[:5])  # ids as the database gives them
+    given = session.scalars(select(AUDITS.c.id).where(AUDITS.c.action == "test.given").order_by(AUDITS.c.id)).all()
+    after = session.scalars(select(AUDITS.c.id).where(AUDITS.c.action == "test.after")).all()
+    assert given == reserved and min(after) > max(reserved) and len(after) == 5
+    assert reserve_ids(session, AUDITS, 0) == []

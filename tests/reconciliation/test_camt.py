@@ -285,3 +285,14 @@ def test_generated_documents_round_trip(rows, version, message):
     assert [e.counterparty_name for e in stmt.entries] == [r[2] for r in rows]
     assert [e.remittance_text for e in stmt.entries] == [r[3] for r in rows]
     assert [e.reversal for e in stmt.entries] == [r[4] for r in rows]
+
+
+@pytest.mark.parametrize("name", ["test-camt053.xml", "test-camt053-txdtls.xml", "test-camt054.xml"])
+def test_comments_and_processing_instructions_anywhere_change_nothing(read, name):
+    data = read(OCA + name)
+    noisy = data
+    for tag in (b"<Ntry>", b"<TxDtls>", b"<RmtInf>", b"<Bal>", b"<NtryDtls>"):
+        noisy = noisy.replace(tag, tag + b"<!-- a note --><?bank keep?>")
+    noisy = noisy.replace(b"</Ntry>", b"<!-- end --></Ntry>")
+    assert noisy != data
+    assert parse_statement_file(noisy) == parse_statement_file(data)

@@ -214,3 +214,38 @@ def test_any_files_leave_the_same_ledger_in_bulk_as_one_by_one(
 def session_factory(both_databases_session_factory):  # type: ignore[no-untyped-def]
     """Every test of this module runs on SQLite and on PostgreSQL."""
     return both_databases_session_factory
+
+
+def test_a_match_the_ledger_refuses_stays_a_suggestion_both_ways(
+        session: Session, world: World, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The book said the credit pays F-2026-0468 exactly, but the ledger has less open by then (as
+    when a payment lands between the two): no payment, the entry and its match wait for staff."""
+    invoice = world.invoice(session, "F-2026-0468")
+    stale_open = invoice.open_minor + 500
+    loaded = imports.load_book
+
+    def stale_book(session: Session, company_id: int) -> imports.Book:
+        book = loaded(session, company_id)
+        book.reopen(invoice.id, stale_open)
+        return book
+
+    monkeypatch.setattr(imports, "load_book", stale_book)
+    monkeypatch.setattr(imports, "_BATCH", 2)
+    day = camt(credit(_amount(stale_open), ref="S1", text="Facture F-2026-0468"),
+               credit(_amount(world.invoice(session, "F-2026-0501").open_minor), ref="S2", text="F-2026-0501"),
+               credit(_amount(world.invoice(session, "F-2026-0503").open_minor), ref="S3", text="F-2026-0503"))
+
+    one_by_one, bulk = _both_ways(session, settings, [day])
+
+    for part in one_by_one:
+        if part != "entries":
+            assert bulk[part] == one_by_one[part], part
+    states = {key: (state, by, [w.split(":")[0] for w in warnings])
+              for key, state, by, warnings in bulk["entries"]}  # type: ignore[attr-defined]
+    assert states == {key: (state, by, [w.split(":")[0] for w in warnings])
+                      for key, state, by, warnings in one_by_one["entries"]}  # type: ignore[attr-defined]
+    assert sorted(state for state, _by, _warnings in states.values()) == ["matched", "matched", "suggested"]
+    assert [warnings for state, _by, warnings in states.values() if state == "suggested"] == [
+        ["not matched automatically"]]
+    assert sorted(m[1] for m in bulk["matches"]) == ["confirmed", "confirmed", "suggested"]  # type: ignore[attr-defined]
+    assert [m[6] for m in bulk["matches"] if m[1] == "suggested"] == ["-"]  # type: ignore[attr-defined]
