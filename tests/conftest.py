@@ -13,7 +13,7 @@ from kernel.clock import clock
 from kernel.db import make_engine, upgrade
 from kernel.settings import Settings, load_settings
 
-pytest_plugins = ["tests.fakes.smtp"]
+pytest_plugins = ["tests.fakes.smtp", "tests.databases"]
 
 TEST_SECRET = "test-secret-key-0123456789abcdef"
 

@@ -3,12 +3,8 @@ data and real concurrent connections; a lease that runs out is taken over, a fin
 
 from __future__ import annotations
 
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable
 
 import pytest
 from sqlalchemy import Engine, select
@@ -16,56 +12,22 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dunning import claims
 from kernel.clock import clock
-from kernel.db import make_engine, make_sessionmaker, upgrade
+from kernel.db import make_sessionmaker
 from ledger.models import ReminderClaim
 from tests import factories
+from tests.databases import together
 
-T = TypeVar("T")
 DAY = date(2026, 11, 25)
 LEASE = timedelta(minutes=15)
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
 
 
-@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres), "sqlite"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        made = f"sqlite:///{tmp_path / 'claims.sqlite3'}"
-    else:
-        made = str(request.getfixturevalue("pg_server").create_database(f"claims_{os.getpid()}_{id(tmp_path)}"))
-    upgrade(made)
-    return made
-
-
 @pytest.fixture
-def engines() -> Iterator[Callable[[str], Engine]]:
-    made: list[Engine] = []
-
-    def make(url: str) -> Engine:
-        made.append(make_engine(url))
-        return made[-1]
-
-    yield make
-    for engine in made:
-        engine.dispose()
-
-
-@pytest.fixture
-def company_id(url: str, engines: Callable[[str], Engine]) -> int:
-    with make_sessionmaker(engines(url))() as session:
+def company_id(fresh_url: str, engines: Callable[[str], Engine]) -> int:
+    with make_sessionmaker(engines(fresh_url))() as session:
         company = factories.company(session, code="CLAIMED")
         session.commit()
         return company.id
-
-
-def _together(count: int, work: Callable[[int], T]) -> list[T]:
-    barrier = threading.Barrier(count)
-
-    def run(index: int) -> T:
-        barrier.wait(timeout=30)
-        return work(index)
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return list(pool.map(run, range(count)))
 
 
 def _row(factory: sessionmaker[Session], company_id: int) -> Any:
@@ -75,11 +37,11 @@ def _row(factory: sessionmaker[Session], company_id: int) -> Any:
 
 
 def test_of_workers_claiming_at_once_exactly_one_holds_the_run(
-    url: str, engines: Callable[[str], Engine], company_id: int
+    fresh_url: str, engines: Callable[[str], Engine], company_id: int
 ) -> None:
-    factories_ = [make_sessionmaker(engines(url)) for _ in range(4)]  # one engine, one connection per worker
+    factories_ = [make_sessionmaker(engines(fresh_url)) for _ in range(4)]  # one engine, one connection per worker
 
-    taken = _together(4, lambda n: claims.claim(factories_[n], company_id, DAY, LEASE, holder=f"worker {n}"))
+    taken = together(4, lambda n: claims.claim(factories_[n], company_id, DAY, LEASE, holder=f"worker {n}"))
 
     winners = [n for n, held in enumerate(taken) if held is not None]
     assert len(winners) == 1
@@ -89,16 +51,16 @@ def test_of_workers_claiming_at_once_exactly_one_holds_the_run(
 
 
 def test_a_claim_whose_lease_ran_out_is_taken_over_once_and_the_old_holder_knows(
-    url: str, engines: Callable[[str], Engine], company_id: int
+    fresh_url: str, engines: Callable[[str], Engine], company_id: int
 ) -> None:
-    factory = make_sessionmaker(engines(url))
+    factory = make_sessionmaker(engines(fresh_url))
     dead = claims.claim(factory, company_id, DAY, LEASE, holder="dead worker")
     assert dead is not None
     clock.set(NOW + LEASE - timedelta(seconds=1))
     assert claims.claim(factory, company_id, DAY, LEASE, holder="early") is None  # still leased
     clock.set(NOW + LEASE)
-    others = [make_sessionmaker(engines(url)) for _ in range(3)]
-    taken = _together(3, lambda n: claims.claim(others[n], company_id, DAY, LEASE, holder=f"worker {n}"))
+    others = [make_sessionmaker(engines(fresh_url)) for _ in range(3)]
+    taken = together(3, lambda n: claims.claim(others[n], company_id, DAY, LEASE, holder=f"worker {n}"))
     [heir] = [held for held in taken if held is not None]
     holder, count, finished = _row(factory, company_id)
     assert holder.startswith("worker ") and count == 2 and finished is None
@@ -111,8 +73,8 @@ def test_a_claim_whose_lease_ran_out_is_taken_over_once_and_the_old_holder_knows
     assert _row(factory, company_id)[2] is not None
 
 
-def test_a_renewed_claim_is_not_taken_over(url: str, engines: Callable[[str], Engine], company_id: int) -> None:
-    factory = make_sessionmaker(engines(url))
+def test_a_renewed_claim_is_not_taken_over(fresh_url: str, engines: Callable[[str], Engine], company_id: int) -> None:
+    factory = make_sessionmaker(engines(fresh_url))
     held = claims.claim(factory, company_id, DAY, LEASE)
     assert held is not None
     clock.set(NOW + LEASE - timedelta(minutes=1))
@@ -124,9 +86,9 @@ def test_a_renewed_claim_is_not_taken_over(url: str, engines: Callable[[str], En
 
 
 def test_a_finished_claim_is_never_taken_over_and_a_released_one_at_once(
-    url: str, engines: Callable[[str], Engine], company_id: int
+    fresh_url: str, engines: Callable[[str], Engine], company_id: int
 ) -> None:
-    factory = make_sessionmaker(engines(url))
+    factory = make_sessionmaker(engines(fresh_url))
     held = claims.claim(factory, company_id, DAY, LEASE)
     assert held is not None
     claims.finish(factory, held)

@@ -8,13 +8,10 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Callable
 
 import httpx
 import pytest
@@ -25,65 +22,18 @@ from starlette.testclient import TestClient
 from mail.outbox import DeliveryReport, deliver_due, parse_smtp_url
 from encours.app import create_app
 from kernel.clock import clock
-from kernel.db import make_engine, make_sessionmaker, unit_of_work, upgrade
+from kernel.db import make_engine, make_sessionmaker, unit_of_work
 from kernel.settings import load_settings
 from ledger.models import LinkOpen, OutboxMessage, Throttle
 from links import throttle, tokens
 from tests import factories
 from tests.conftest import TEST_SECRET
+from tests.databases import together
 from tests.fakes.smtp import CapturingSMTP
-from tests.pgserver import PostgresServer
 
-T = TypeVar("T")
 MAIL_FROM = "Encours <relances@encours.test>"
 ENCOURS = str(Path(sys.executable).with_name("encours"))
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _together(count: int, work: Callable[[int], T]) -> list[T]:
-    """Run work(0..count-1) on `count` threads released at the same moment; re-raise any error."""
-    barrier = threading.Barrier(count)
-
-    def run(index: int) -> T:
-        barrier.wait(timeout=30)
-        return work(index)
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return list(pool.map(run, range(count)))
-
-
-@pytest.fixture
-def pg_fresh_url(pg_server: PostgresServer) -> str:
-    name = f"conc_{uuid.uuid4().hex[:16]}"
-    url = pg_server.create_database(name)
-    upgrade(url)
-    return url
-
-
-@pytest.fixture
-def sqlite_fresh_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'concurrency.sqlite3'}"
-    upgrade(url)
-    return url
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def fresh_url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("pg_fresh_url" if request.param == "postgres" else "sqlite_fresh_url"))
-
-
-@pytest.fixture
-def engines() -> Iterator[Callable[[str], Engine]]:
-    made: list[Engine] = []
-
-    def make(url: str) -> Engine:
-        engine = make_engine(url)
-        made.append(engine)
-        return engine
-
-    yield make
-    for engine in made:
-        engine.dispose()
 
 
 # --- outbox: two workers never send one message twice ----------------------------------------
@@ -110,7 +60,7 @@ def test_concurrent_outbox_workers_send_each_message_exactly_once(
             if report.sent == 0:
                 return reports
 
-    reports = _together(workers, work)
+    reports = together(workers, work)
 
     sent_per_worker = [sum(r.sent for r in worker_reports) for worker_reports in reports]
     assert sum(sent_per_worker) == count
@@ -140,7 +90,7 @@ def test_concurrent_failures_are_all_counted(fresh_url: str, engines: Callable[[
                 seen.append(throttle.record_failure(session, key, window_seconds=600))
         return seen
 
-    counts = _together(threads, work)
+    counts = together(threads, work)
 
     with make_sessionmaker(engines(fresh_url))() as session:
         assert session.get(Throttle, key).count == threads * rounds  # type: ignore[union-attr]
@@ -184,7 +134,7 @@ def _check_concurrent_opens(fresh_url: str, engines: Callable[[str], Engine]) ->
             portal = client.get("/portal")
             return response.status_code, response.headers.get("location", ""), portal.status_code, portal.text
 
-    results = _together(opens, work)
+    results = together(opens, work)
 
     for status, location, portal_status, portal_text in results:
         assert (status, location, portal_status) == (303, "/portal", 200)

@@ -4,12 +4,8 @@ out. Both engines, committed data, one engine (one connection) per worker, relea
 
 from __future__ import annotations
 
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Callable
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -18,13 +14,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from dunning import claims, planner
 from encours import worker
 from kernel.clock import clock
-from kernel.db import make_engine, make_sessionmaker, upgrade
+from kernel.db import make_sessionmaker
 from kernel.settings import Settings, load_settings
 from ledger.models import OutboxMessage, Reminder, ReminderClaim, ReminderRun
 from tests import factories
+from tests.databases import together
 from tests.conftest import TEST_SECRET
 
-T = TypeVar("T")
 DAY = date(2026, 11, 25)
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)  # 11:00 in Paris: past every company's hour
 COMPANIES, CUSTOMERS = 3, 12
@@ -34,31 +30,8 @@ class Died(Exception):
     """The worker stops here, as if killed: nothing after this line of its run happens."""
 
 
-@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres), "sqlite"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        made = f"sqlite:///{tmp_path / 'workers.sqlite3'}"
-    else:
-        made = str(request.getfixturevalue("pg_server").create_database(f"workers_{os.getpid()}_{id(tmp_path)}"))
-    upgrade(made)
-    return made
-
-
-@pytest.fixture
-def engines() -> Iterator[Callable[[str], Engine]]:
-    made: list[Engine] = []
-
-    def make(url: str) -> Engine:
-        made.append(make_engine(url))
-        return made[-1]
-
-    yield make
-    for engine in made:
-        engine.dispose()
-
-
-def _settings(url: str) -> Settings:
-    return load_settings({"ENCOURS_DATABASE_URL": url, "ENCOURS_SECRET_KEY": TEST_SECRET,
+def _settings(fresh_url: str) -> Settings:
+    return load_settings({"ENCOURS_DATABASE_URL": fresh_url, "ENCOURS_SECRET_KEY": TEST_SECRET,
                           "ENCOURS_BASE_URL": "http://testserver", "ENCOURS_REMINDER_LEASE": "600"})
 
 
@@ -73,17 +46,6 @@ def _book(factory: sessionmaker[Session], companies: int = COMPANIES) -> list[in
             ids.append(company.id)
         session.commit()
     return ids
-
-
-def _together(count: int, work: Callable[[int], T]) -> list[T]:
-    barrier = threading.Barrier(count)
-
-    def run(index: int) -> T:
-        barrier.wait(timeout=30)
-        return work(index)
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return list(pool.map(run, range(count)))
 
 
 def _runs(factory: sessionmaker[Session]) -> list[tuple[int | None, date, bool]]:
@@ -102,13 +64,13 @@ def _each_customer_once(factory: sessionmaker[Session], customers: int) -> None:
 
 @pytest.mark.parametrize("workers", [2, 3])
 def test_workers_at_the_same_hour_plan_each_company_once(
-    url: str, engines: Callable[[str], Engine], workers: int
+    fresh_url: str, engines: Callable[[str], Engine], workers: int
 ) -> None:
-    companies = _book(make_sessionmaker(engines(url)))
-    settings = _settings(url)
-    factories_ = [make_sessionmaker(engines(url)) for _ in range(workers)]
+    companies = _book(make_sessionmaker(engines(fresh_url)))
+    settings = _settings(fresh_url)
+    factories_ = [make_sessionmaker(engines(fresh_url)) for _ in range(workers)]
 
-    reports = _together(workers, lambda n: worker.run_due_reminders(settings, factories_[n]))
+    reports = together(workers, lambda n: worker.run_due_reminders(settings, factories_[n]))
 
     planned = sorted(report.company_code for each in reports for report in each)
     assert planned == [f"CO{c}" for c in range(COMPANIES)]  # each company planned by one worker only
@@ -123,11 +85,11 @@ def test_workers_at_the_same_hour_plan_each_company_once(
 
 
 def test_a_run_left_by_a_dead_worker_is_taken_over_after_the_lease_and_completes(
-    url: str, engines: Callable[[str], Engine], monkeypatch: pytest.MonkeyPatch
+    fresh_url: str, engines: Callable[[str], Engine], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    [company_id] = _book(make_sessionmaker(engines(url)), companies=1)
-    settings = _settings(url)
-    dead, survivor = make_sessionmaker(engines(url)), make_sessionmaker(engines(url))
+    [company_id] = _book(make_sessionmaker(engines(fresh_url)), companies=1)
+    settings = _settings(fresh_url)
+    dead, survivor = make_sessionmaker(engines(fresh_url)), make_sessionmaker(engines(fresh_url))
     monkeypatch.setattr(planner, "QUEUE_BATCH", 5)  # several batches from a small book
     progress = iter(range(100))
 
@@ -160,11 +122,11 @@ def test_a_run_left_by_a_dead_worker_is_taken_over_after_the_lease_and_completes
 
 
 def test_a_failed_run_gives_its_claim_back_for_the_next_pass(
-    url: str, engines: Callable[[str], Engine], monkeypatch: pytest.MonkeyPatch
+    fresh_url: str, engines: Callable[[str], Engine], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    [company_id] = _book(make_sessionmaker(engines(url)), companies=1)
-    settings = _settings(url)
-    factory = make_sessionmaker(engines(url))
+    [company_id] = _book(make_sessionmaker(engines(fresh_url)), companies=1)
+    settings = _settings(fresh_url)
+    factory = make_sessionmaker(engines(fresh_url))
     real = planner.plan_company
 
     def failing(*args: object, **kwargs: object) -> planner.CompanyPlan:

@@ -14,11 +14,10 @@ from sqlalchemy.pool import NullPool
 
 from kernel import db
 from kernel.db import make_engine, make_sessionmaker, read_connection, statement_connection, unit_of_work
-from tests.encours.test_concurrency import pg_fresh_url, sqlite_fresh_url  # noqa: F401 - fixtures
 
 
 @pytest.fixture
-def pg_engine_fresh(pg_fresh_url: str) -> Iterator[Engine]:  # noqa: F811
+def pg_engine_fresh(pg_fresh_url: str) -> Iterator[Engine]:
     engine = make_engine(pg_fresh_url)
     yield engine
     engine.dispose()
@@ -127,7 +126,7 @@ def test_a_statement_connection_commits_its_statement_as_it_returns(pg_engine_fr
         assert connection.execute(text("SELECT count(*) FROM kept")).scalar_one() == 1
 
 
-def test_on_sqlite_a_statement_connection_is_a_write_transaction(sqlite_fresh_url: str) -> None:  # noqa: F811
+def test_on_sqlite_a_statement_connection_is_a_write_transaction(sqlite_fresh_url: str) -> None:
     engine = make_engine(sqlite_fresh_url)
     try:
         with engine.begin() as connection:

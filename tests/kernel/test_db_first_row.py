@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from kernel import db
-from tests.encours.test_concurrency import pg_fresh_url, sqlite_fresh_url  # noqa: F401 - fixtures
 
 
 @pytest.fixture(params=["postgres", "sqlite"])

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 from sqlalchemy import Engine, select
@@ -28,10 +28,9 @@ from mail.outbox import (
     parse_smtp_url,
 )
 from kernel.clock import clock
-from kernel.db import make_engine, make_sessionmaker, unit_of_work, write_connection
+from kernel.db import make_sessionmaker, unit_of_work, write_connection
 from ledger.models import OutboxMessage
-from tests.encours.test_concurrency import (  # noqa: F401 - fixtures
-    _together, engines, fresh_url, pg_fresh_url, sqlite_fresh_url)
+from tests.databases import together
 from tests.fakes.smtp import CapturingSMTP
 
 MAIL_FROM = "Durand Industrie <relances@durand.test>"
@@ -282,7 +281,7 @@ def test_two_workers_claiming_at_once_deliver_each_message_exactly_once(
             if report.sent == 0:
                 return reports
 
-    reports = _together(2, work)
+    reports = together(2, work)
 
     assert sum(r.sent for worker in reports for r in worker) == count
     assert all(r.retried == r.failed == 0 for worker in reports for r in worker)

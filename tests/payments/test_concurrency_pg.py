@@ -25,7 +25,7 @@ from payments.checkout import cancel_checkout, create_checkout
 from sandbox.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET
 from tests import factories
 from tests.conftest import TEST_SECRET
-from tests.encours.test_concurrency import _together, pg_fresh_url, sqlite_fresh_url  # noqa: F401 - fixtures
+from tests.databases import together
 from tests.fakes.localstripe_server import event_payload, sign
 
 TODAY = date(2026, 11, 25)
@@ -74,7 +74,7 @@ def _post_together(apps: list[Any], payloads: list[bytes]) -> list[Any]:
             assert response.status_code == 200, response.text
             return response.json()
 
-    return _together(len(apps), work)
+    return together(len(apps), work)
 
 
 def _card_checkout(session: Session, customer: Any, contact: Contact, invoices: list[Invoice], intent: str) -> Any:
@@ -205,7 +205,7 @@ def test_two_workers_retry_each_due_webhook_once(
     def work(index: int) -> webhooks.RetryReport:
         return webhooks.retry_due(make_sessionmaker(engines(fresh_url)), {"stripe": handler}, limit=count)
 
-    reports = _together(2, work)
+    reports = together(2, work)
 
     assert sorted(calls) == sorted(f"evt_{n}" for n in range(count))  # each once
     if outcome == "succeeds":

@@ -4,46 +4,26 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Callable, Iterator
+from typing import Callable
 
-import pytest
 from sqlalchemy import Engine, func, select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from encours.app import create_app
 from kernel.clock import clock
-from kernel.db import make_engine, make_sessionmaker, unit_of_work
+from kernel.db import make_sessionmaker, unit_of_work
 from kernel.settings import load_settings
 from ledger.models import AuditEvent, Customer, LinkOpen
 from links import tokens
 from tests import factories
 from tests.conftest import TEST_SECRET
-from tests.encours.test_concurrency import pg_fresh_url, sqlite_fresh_url  # noqa: F401 - fixtures
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def fresh_url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("pg_fresh_url" if request.param == "postgres" else "sqlite_fresh_url"))
-
-
-@pytest.fixture
-def engine_of() -> Iterator[Callable[[str], Engine]]:
-    made: list[Engine] = []
-
-    def make(url: str) -> Engine:
-        made.append(make_engine(url))
-        return made[-1]
-
-    yield make
-    for engine in made:
-        engine.dispose()
 
 
 def test_a_first_open_is_recorded_once_with_its_event_and_a_repeat_writes_nothing(
-    fresh_url: str, engine_of: Callable[[str], Engine]
+    fresh_url: str, engines: Callable[[str], Engine]
 ) -> None:
-    factory = make_sessionmaker(engine_of(fresh_url))
+    factory = make_sessionmaker(engines(fresh_url))
     with unit_of_work(factory) as session:
         customer = factories.customer(session, factories.company(session))
         contact = customer.primary_contact
@@ -74,9 +54,9 @@ def _served_app(url: str) -> Starlette:
 
 
 def test_a_link_revoked_renewed_or_expired_is_refused_at_once(
-    fresh_url: str, engine_of: Callable[[str], Engine]
+    fresh_url: str, engines: Callable[[str], Engine]
 ) -> None:
-    factory = make_sessionmaker(engine_of(fresh_url))
+    factory = make_sessionmaker(engines(fresh_url))
     with unit_of_work(factory) as session:
         customer = factories.customer(session, factories.company(session))
         old, customer_id = tokens.make_token(TEST_SECRET, customer.primary_contact), customer.id
