@@ -133,11 +133,10 @@ def test_the_api_bulk_records_create_the_same_way(session: Session, monkeypatch:
     assert len(written) == 5 and all(a[1] == "sap-sync" for a in written)  # the company, 3 customers, 1 update
 
 
-def test_on_postgresql_the_new_invoices_fire_the_running_totals_triggers_once(session: Session) -> None:
+def test_on_postgresql_the_new_invoices_fire_the_running_totals_triggers_once(pg_session: Session) -> None:
     """The statement triggers of migration 0026_pg_totals run once per statement: an executemany is
     one statement per invoice there, a COPY one for the whole import."""
-    if session.get_bind().dialect.name != "postgresql":
-        pytest.skip("statement triggers are PostgreSQL's")
+    session = pg_session
     _book(session)
     session.execute(text("CREATE TEMP TABLE invoice_statements (fired integer) ON COMMIT DROP"))
     session.execute(text("CREATE FUNCTION pg_temp.count_statement() RETURNS trigger AS $$ BEGIN "
