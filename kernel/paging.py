@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Select
+from sqlalchemy.orm import Session
 
 Row = TypeVar("Row")
 
@@ -27,3 +30,22 @@ class Page(Generic[Row]):
     @property
     def has_previous(self) -> bool:
         return self.page > 1
+
+
+def ids_by_cursor(session: Session, ids_query: Select[Any], id_column: Any, page: int, after: int | None,
+                  before: int | None, size: int) -> tuple[list[int], int, bool]:
+    """The ids of one page of a list read newest first, its page number and whether another follows:
+    `after` (the last id of the page before) or `before` (the first id of the page after) find the
+    page from where the reader is, in one index range; a bare `page` counts its way there."""
+    page = max(1, page)
+    if before is not None:
+        found = list(session.scalars(ids_query.where(id_column > before).order_by(id_column).limit(size + 1)))
+        if len(found) <= size:  # back at the newest rows: the first page, whatever was asked
+            page = 1
+        return sorted(found[:size], reverse=True), page, True
+    if after is not None:
+        ids_query = ids_query.where(id_column < after)
+    else:
+        ids_query = ids_query.offset((page - 1) * size)
+    found = list(session.scalars(ids_query.order_by(id_column.desc()).limit(size + 1)))
+    return found[:size], page, len(found) > size

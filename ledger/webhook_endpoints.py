@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from kernel.clock import clock
 from kernel.i18n import N_
 from kernel.outbound import UnsafeUrl, check_public
-from kernel.paging import Page
+from kernel.paging import Page, ids_by_cursor
 from ledger import audit
 from ledger.events import EVENT_TYPES, PUBLIC_TYPES
 from ledger.models import AuditEvent, Company, WebhookDelivery, WebhookEndpoint
@@ -169,21 +169,8 @@ def delivery_page(session: Session, company_ids: list[int] | None = None, *, end
     delivery id of the page before) or `before` (the first id of the page after) find the page
     from where the reader is, in one index range whatever its depth; a bare `page` counts its
     way there."""
-    ids_query = _filtered(select(WebhookDelivery.id), company_ids, endpoint_id, status)
-    page = max(1, page)
-    if before is not None:
-        found = list(session.scalars(ids_query.where(WebhookDelivery.id > before)
-                                     .order_by(WebhookDelivery.id).limit(size + 1)))
-        has_next, ids = True, sorted(found[:size], reverse=True)
-        if len(found) <= size:  # back at the newest deliveries: the first page, whatever was asked
-            page = 1
-    else:
-        if after is not None:
-            ids_query = ids_query.where(WebhookDelivery.id < after)
-        else:
-            ids_query = ids_query.offset((page - 1) * size)
-        found = list(session.scalars(ids_query.order_by(WebhookDelivery.id.desc()).limit(size + 1)))
-        has_next, ids = len(found) > size, found[:size]
+    ids, page, has_next = ids_by_cursor(session, _filtered(select(WebhookDelivery.id), company_ids, endpoint_id, status),
+                                        WebhookDelivery.id, page, after, before, size)
     return Page.by_cursor(_lines(session, ids), page, has_next, lambda line: line.id)
 
 

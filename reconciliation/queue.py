@@ -16,7 +16,7 @@ from sqlalchemy import Select, and_, or_, select, text
 from sqlalchemy.orm import Session
 
 from kernel.i18n import N_
-from kernel.paging import Page
+from kernel.paging import Page, ids_by_cursor
 from kernel.user_error import UserError
 from kernel.settings import Settings
 from ledger import audit
@@ -117,19 +117,7 @@ def _page_of(session: Session, ids_query: Select[tuple[int]], page: int, after: 
              undone_too: bool) -> Page[EntryRow]:
     """The page of entries `ids_query` finds, newest first: ids alone first (from an index), then
     those rows with their companies and matches."""
-    if before is not None:
-        found = list(session.scalars(ids_query.where(BankEntry.id > before).order_by(BankEntry.id)
-                                     .limit(PAGE_SIZE + 1)))
-        has_next, ids = True, sorted(found[:PAGE_SIZE], reverse=True)
-        if len(found) <= PAGE_SIZE:  # back at the newest entries: the first page, whatever was asked
-            page = 1
-    else:
-        if after is not None:
-            ids_query = ids_query.where(BankEntry.id < after)
-        else:
-            ids_query = ids_query.offset((page - 1) * PAGE_SIZE)
-        found = list(session.scalars(ids_query.order_by(BankEntry.id.desc()).limit(PAGE_SIZE + 1)))
-        has_next, ids = len(found) > PAGE_SIZE, found[:PAGE_SIZE]
+    ids, page, has_next = ids_by_cursor(session, ids_query, BankEntry.id, page, after, before, PAGE_SIZE)
     rows = session.execute(select(BankEntry, Company.code).join(Company, Company.id == BankEntry.company_id)
                            .where(BankEntry.id.in_(ids)).order_by(BankEntry.id.desc())).all() if ids else []
     matches: dict[int, list[BankMatch]] = {}
