@@ -14,18 +14,15 @@ import pytest
 from sqlalchemy import Table, insert, select, text
 from sqlalchemy.orm import Session
 
-from ledger import csv_import
-from ledger.allocation import allocate, invariant_violations
-from ledger.csv_import import ImportReport, import_csv, import_records
-from ledger.day_totals import drift, stored
-from ledger.models import AuditEvent, CustomerBalance, Invoice, Payment, WebhookDelivery
+from ledger.allocation import allocate
+from ledger.csv_import import import_csv, import_records
+from ledger.day_totals import drift
+from ledger.models import CustomerBalance, Invoice, Payment
 from ledger.money import Money
 from ledger.webhook_endpoints import add_endpoint
 from tests import factories
+from tests.ledger.both_ways import DUE, HEADER, ISSUE, both_ways, line
 
-HEADER = "company,customer_ref,number,issue_date,due_date,currency,amount,discount_percent,discount_until,type\n"
-ISSUE = date(2026, 10, 1)
-DUE = date(2026, 11, 15)
 
 
 def _plain_insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -34,20 +31,19 @@ def _plain_insert_rows(session: Session, table: Table, rows: Sequence[Mapping[st
         session.execute(insert(table), list(rows))
 
 
-def _line(number: str, customer: str, issue: date, due: date, amount: str, percent: str = "", until: str = "",
-          kind: str = "invoice") -> str:
-    return f"ACME,{customer},{number},{issue.isoformat()},{due.isoformat()},EUR,{amount},{percent},{until},{kind}\n"
-
+# What both_ways replaces, and the customers' balances compared besides what it always compares.
+PATCHED: dict[str, Any] = {"replaced": "insert_rows", "reference": _plain_insert_rows,
+                           "extra": [CustomerBalance.__table__]}
 
 def _file() -> bytes:
     """New invoices of three customers (overdue, due later, with and without terms, credit notes),
     and lines that update or repeat what the book holds."""
-    lines = [_line(f"N-{n:03d}", f"C{n % 3 + 1}", ISSUE + timedelta(days=n % 5), DUE + timedelta(days=n % 40),
+    lines = [line(f"N-{n:03d}", f"C{n % 3 + 1}", ISSUE + timedelta(days=n % 5), DUE + timedelta(days=n % 40),
                    f"{100 + n}.{n:02d}") for n in range(1, 61)]
-    lines.append(_line("N-100", "C1", ISSUE, DUE, "80.00", "2", "2026-10-20"))
-    lines += [_line(f"NAV-{n}", "C2", ISSUE, ISSUE, f"{10 * n}.00", kind="credit_note") for n in (1, 2)]
-    lines.append(_line("OLD-1", "C1", ISSUE, DUE + timedelta(days=3), "120.00"))  # updated
-    lines.append(_line("OLD-2", "C2", ISSUE, DUE, "50.00"))  # unchanged
+    lines.append(line("N-100", "C1", ISSUE, DUE, "80.00", "2", "2026-10-20"))
+    lines += [line(f"NAV-{n}", "C2", ISSUE, ISSUE, f"{10 * n}.00", kind="credit_note") for n in (1, 2)]
+    lines.append(line("OLD-1", "C1", ISSUE, DUE + timedelta(days=3), "120.00"))  # updated
+    lines.append(line("OLD-2", "C2", ISSUE, DUE, "50.00"))  # unchanged
     return (HEADER + "".join(lines)).encode()
 
 
@@ -55,8 +51,8 @@ def _book(session: Session) -> None:
     acme = factories.company(session, code="ACME", default_discount_bps=150, default_discount_days=10)
     customers = {ref: factories.customer(session, acme, ref=ref) for ref in ("C1", "C2", "C3")}
     add_endpoint(session, "ACME", "http://127.0.0.1/erp", ["*"], allow_private=True)
-    import_csv(session, "invoices", (HEADER + _line("OLD-1", "C1", ISSUE, DUE, "120.00")
-                                     + _line("OLD-2", "C2", ISSUE, DUE, "50.00")).encode())
+    import_csv(session, "invoices", (HEADER + line("OLD-1", "C1", ISSUE, DUE, "120.00")
+                                     + line("OLD-2", "C2", ISSUE, DUE, "50.00")).encode())
     session.flush()
     old = session.scalars(select(Invoice).where(Invoice.number == "OLD-1")).one()
     payment = Payment(customer_id=customers["C1"].id, provider="manual", provider_ref="CHQ-1", method="cheque",
@@ -67,46 +63,11 @@ def _book(session: Session) -> None:
     session.flush()
 
 
-def _state(session: Session) -> dict[str, object]:
-    session.flush()
-    session.expire_all()
-    invoice_columns = [c for c in Invoice.__table__.columns if c.name != "id"]
-    audit_columns = [c for c in AuditEvent.__table__.columns if c.name != "id"]
-    return {
-        "invoices": [tuple(row) for row in session.execute(select(*invoice_columns).order_by(Invoice.number))],
-        # In the order written (ids differ between runs on PostgreSQL: a rollback keeps its sequences).
-        "audit": [tuple(row) for row in session.execute(select(*audit_columns).order_by(AuditEvent.id))],
-        "deliveries": [tuple(row) for row in session.execute(
-            select(AuditEvent.action, WebhookDelivery.status, WebhookDelivery.next_attempt_at)
-            .join(AuditEvent, AuditEvent.id == WebhookDelivery.audit_event_id).order_by(WebhookDelivery.id))],
-        "running_totals": stored(session),
-        "balances": [tuple(row) for row in session.execute(
-            select(*CustomerBalance.__table__.columns).order_by(CustomerBalance.customer_id))],
-    }
-
-
-def _both_ways(session: Session, monkeypatch: pytest.MonkeyPatch, apply: Any) -> list[tuple[ImportReport, dict]]:
-    found = []
-    for reference in (True, False):
-        nested = session.begin_nested()
-        try:
-            with monkeypatch.context() as patched:
-                if reference:
-                    patched.setattr(csv_import, "insert_rows", _plain_insert_rows)
-                report = apply()
-            assert invariant_violations(session) == [] and drift(session) == []
-            found.append((report, _state(session)))
-        finally:
-            nested.rollback()
-            session.expire_all()
-    return found
-
-
 def test_a_file_creating_invoices_leaves_the_same_book_as_an_executemany_insert(
         session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
     _book(session)
-    (old_report, old), (new_report, new) = _both_ways(
-        session, monkeypatch, lambda: import_csv(session, "invoices", _file(), actor="admin@acme.test"))
+    (old_report, old), (new_report, new) = both_ways(
+        session, monkeypatch, lambda: import_csv(session, "invoices", _file(), actor="admin@acme.test"), **PATCHED)
     assert (new_report.created, new_report.updated, new_report.unchanged) == (63, 1, 1)
     assert new_report == old_report
     assert new == old
@@ -124,9 +85,9 @@ def test_a_file_creating_invoices_leaves_the_same_book_as_an_executemany_insert(
 
 def test_the_api_bulk_records_create_the_same_way(session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
     _book(session)
-    records = [dict(zip(HEADER.strip().split(","), line.split(","))) for line in _file().decode().splitlines()[1:]]
-    (_, old), (report, new) = _both_ways(session, monkeypatch, lambda: import_records(
-        session, "invoices", records, company_code="ACME", actor_type="api", actor="sap-sync"))
+    records = [dict(zip(HEADER.strip().split(","), raw.split(","))) for raw in _file().decode().splitlines()[1:]]
+    (_, old), (report, new) = both_ways(session, monkeypatch, lambda: import_records(
+        session, "invoices", records, company_code="ACME", actor_type="api", actor="sap-sync"), **PATCHED)
     assert report.created == 63
     assert new == old
     written = [a for a in new["audit"] if a[0] == "api"]

@@ -13,16 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger import audit, csv_import
-from ledger.allocation import allocate, invariant_violations, settled_status
-from ledger.csv_import import ImportReport, import_csv, import_records
-from ledger.day_totals import drift, stored
-from ledger.models import AuditEvent, Invoice, Payment, WebhookDelivery
+from ledger.allocation import allocate, settled_status
+from ledger.csv_import import import_csv, import_records
+from ledger.models import Invoice, Payment
 from ledger.money import Money
 from ledger.webhook_endpoints import add_endpoint
 from tests import factories
-
-HEADER = "company,customer_ref,number,issue_date,due_date,currency,amount,discount_percent,discount_until,type\n"
-
+from tests.ledger.both_ways import DUE, HEADER, ISSUE, both_ways, line
 
 @pytest.fixture
 def session_factory(both_databases_session_factory: sessionmaker[Session]) -> sessionmaker[Session]:
@@ -55,19 +52,10 @@ def _reference_update_invoices(session: Session, updates: list[tuple[Any, Any]],
     session.flush()
 
 
-def _line(number: str, customer: str, issue: date, due: date, amount: str, percent: str = "", until: str = "",
-          kind: str = "invoice") -> str:
-    return f"ACME,{customer},{number},{issue.isoformat()},{due.isoformat()},EUR,{amount},{percent},{until},{kind}\n"
-
-
-ISSUE = date(2026, 10, 1)
-DUE = date(2026, 11, 15)
-
-
 def _first_file() -> bytes:
-    lines = [_line(f"F-{n:03d}", "C1" if n % 2 else "C2", ISSUE, DUE, f"{100 + n}.{n:02d}") for n in range(1, 41)]
-    lines.append(_line("F-050", "C1", ISSUE, DUE, "80.00", "2", "2026-10-20"))
-    lines += [_line(f"AV-{n}", "C2", ISSUE, ISSUE, f"{10 * n}.00", kind="credit_note") for n in (1, 2)]
+    lines = [line(f"F-{n:03d}", "C1" if n % 2 else "C2", ISSUE, DUE, f"{100 + n}.{n:02d}") for n in range(1, 41)]
+    lines.append(line("F-050", "C1", ISSUE, DUE, "80.00", "2", "2026-10-20"))
+    lines += [line(f"AV-{n}", "C2", ISSUE, ISSUE, f"{10 * n}.00", kind="credit_note") for n in (1, 2)]
     return (HEADER + "".join(lines)).encode()
 
 
@@ -94,11 +82,11 @@ def _second_file() -> bytes:
                 pass  # unchanged
             case 7:
                 amount = "40.00"  # exactly what is settled on the part-paid ones: paid
-        lines.append(_line(f"F-{n:03d}", customer, issue, due, amount, percent, until))
-    lines.append(_line("F-050", "C1", ISSUE, DUE + timedelta(days=1), "80.00"))  # discount dropped
-    lines.append(_line("AV-1", "C2", ISSUE, ISSUE, "15.00", kind="credit_note"))
-    lines.append(_line("AV-2", "C2", ISSUE, ISSUE, "20.00", kind="credit_note"))
-    lines += [_line(f"F-{n:03d}", "C2", ISSUE, DUE, "55.00") for n in range(60, 64)]
+        lines.append(line(f"F-{n:03d}", customer, issue, due, amount, percent, until))
+    lines.append(line("F-050", "C1", ISSUE, DUE + timedelta(days=1), "80.00"))  # discount dropped
+    lines.append(line("AV-1", "C2", ISSUE, ISSUE, "15.00", kind="credit_note"))
+    lines.append(line("AV-2", "C2", ISSUE, ISSUE, "20.00", kind="credit_note"))
+    lines += [line(f"F-{n:03d}", "C2", ISSUE, DUE, "55.00") for n in range(60, 64)]
     return (HEADER + "".join(lines)).encode()
 
 
@@ -122,44 +110,12 @@ def _book(session: Session) -> None:
     session.flush()
 
 
-def _state(session: Session) -> dict[str, object]:
-    session.flush()
-    session.expire_all()
-    invoice_columns = [c for c in Invoice.__table__.columns if c.name != "id"]
-    audit_columns = [c for c in AuditEvent.__table__.columns if c.name != "id"]
-    return {
-        "invoices": [tuple(row) for row in session.execute(select(*invoice_columns).order_by(Invoice.number))],
-        # In the order written (ids differ between runs on PostgreSQL: a rollback keeps its sequences).
-        "audit": [tuple(row) for row in session.execute(select(*audit_columns).order_by(AuditEvent.id))],
-        "deliveries": [tuple(row) for row in session.execute(
-            select(AuditEvent.action, WebhookDelivery.status, WebhookDelivery.next_attempt_at)
-            .join(AuditEvent, AuditEvent.id == WebhookDelivery.audit_event_id).order_by(WebhookDelivery.id))],
-        "running_totals": stored(session),
-    }
-
-
-def _both_ways(session: Session, monkeypatch: pytest.MonkeyPatch, apply: Any) -> list[tuple[ImportReport, dict]]:
-    found = []
-    for reference in (True, False):
-        nested = session.begin_nested()
-        try:
-            with monkeypatch.context() as patched:
-                if reference:
-                    patched.setattr(csv_import, "_update_invoices", _reference_update_invoices)
-                report = apply()
-            assert invariant_violations(session) == [] and drift(session) == []
-            found.append((report, _state(session)))
-        finally:
-            nested.rollback()
-            session.expire_all()
-    return found
-
-
 def test_a_file_updating_invoices_leaves_the_same_book_as_updating_them_one_by_one(
         session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
     _book(session)
-    (old_report, old), (new_report, new) = _both_ways(
-        session, monkeypatch, lambda: import_csv(session, "invoices", _second_file(), actor="admin@acme.test"))
+    (old_report, old), (new_report, new) = both_ways(
+        session, monkeypatch, lambda: import_csv(session, "invoices", _second_file(), actor="admin@acme.test"),
+        replaced="_update_invoices", reference=_reference_update_invoices)
     assert (new_report.created, new_report.updated, new_report.unchanged) == (4, 37, 6)
     assert new_report == old_report
     assert new["invoices"] == old["invoices"]
@@ -177,10 +133,11 @@ def test_a_file_updating_invoices_leaves_the_same_book_as_updating_them_one_by_o
 def test_the_api_bulk_records_update_the_same_way_with_the_keys_name_in_the_audit(
         session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
     _book(session)
-    records = [dict(zip(HEADER.strip().split(","), line.split(","))) for line in
+    records = [dict(zip(HEADER.strip().split(","), raw.split(","))) for raw in
                _second_file().decode().splitlines()[1:]]
-    (_, old), (_, new) = _both_ways(session, monkeypatch, lambda: import_records(
-        session, "invoices", records, company_code="ACME", actor_type="api", actor="sap-sync"))
+    (_, old), (_, new) = both_ways(session, monkeypatch, lambda: import_records(
+        session, "invoices", records, company_code="ACME", actor_type="api", actor="sap-sync"),
+        replaced="_update_invoices", reference=_reference_update_invoices)
     assert new == old
     updated = [a for a in new["audit"] if a[2] == "invoice.updated"]
     assert updated and all(a[0:2] == ("api", "sap-sync") for a in updated)
@@ -190,7 +147,7 @@ def test_an_invoice_the_session_already_holds_reads_the_updated_values(session: 
     _book(session)
     held = session.scalars(select(Invoice).where(Invoice.number == "F-008")).one()
     assert held.due_date == DUE
-    report = import_csv(session, "invoices", (HEADER + _line("F-008", "C2", ISSUE, DUE + timedelta(days=15),
+    report = import_csv(session, "invoices", (HEADER + line("F-008", "C2", ISSUE, DUE + timedelta(days=15),
                                                                "108.08")).encode())
     assert report.updated == 1
     assert held.due_date == DUE + timedelta(days=15)
