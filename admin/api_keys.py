@@ -1,6 +1,8 @@
 """Back-office: the ERP's API keys (admin only). Thin: `ledger.api_keys` does the work and the
-audit trail. A new key is shown once, on the page answering the POST, as `encours apikey create`
-prints it once."""
+audit trail. A new key is shown once, as `encours apikey create` prints it once, on the first page
+after the POST (post/redirect/get: a reload creates nothing and says nothing is wrong). Only the
+id of its sealed reveal row waits in the session for that page (`ledger.api_keys.hold_for_reveal`),
+never the key itself, nor in a URL."""
 
 from __future__ import annotations
 
@@ -19,8 +21,12 @@ from admin.routes import render
 from kernel import i18n
 from kernel.web import Posted
 from kernel.user_error import UserError
-from ledger.api_keys import company_keys, create_key, revoke_key
+from ledger.api_keys import company_keys, create_key, hold_for_reveal, reveal_once, revoke_key
 from ledger.models import ApiKey, Company
+
+BASE = "/admin/api-keys"
+# The reveal row whose key the next page shows, once.
+REVEAL_SESSION_KEY = "api_key_reveal"
 
 
 def _list(request: Request, session: Session, staff: Staff, *, status_code: int = 200, error: str | None = None,
@@ -37,7 +43,12 @@ def _list(request: Request, session: Session, staff: Staff, *, status_code: int 
 
 @staff_get(admin_only=True)
 def list_keys(request: Request, session: Session, staff: Staff) -> Response:
-    return _list(request, session, staff)
+    created = None
+    reveal = request.session.pop(REVEAL_SESSION_KEY, None)
+    if isinstance(reveal, int):
+        created = reveal_once(session, reveal, user_id=staff.user.id,
+                              secret=str(request.app.state.settings.secret_key))
+    return _list(request, session, staff, created=created)
 
 
 @staff_post(admin_only=True)
@@ -51,7 +62,9 @@ def create(request: Request, session: Session, staff: Staff, posted: Posted) -> 
         raise Rejected(_list(request, session, staff, status_code=400, form=form,
                              error=i18n.gettext(staff.language, "The key was not created: %(reason)s",
                                                 reason=error.render(staff.language)))) from None
-    return _list(request, session, staff, created=(row, key))
+    request.session[REVEAL_SESSION_KEY] = hold_for_reveal(session, row, key, user_id=staff.user.id,
+                                                          secret=str(request.app.state.settings.secret_key))
+    return RedirectResponse(BASE, 303)
 
 
 def _key(session: Session, key_id: int) -> ApiKey:
@@ -74,7 +87,7 @@ def revoke(request: Request, session: Session, staff: Staff, posted: Posted) -> 
         raise Rejected(render(request, "admin/api_key_revoke.html", {"user": staff.user, "key": row},
                               staff.language, status_code=400))
     revoke_key(session, row.company.code, row.name, revoked_by=staff.user.email)
-    return RedirectResponse("/admin/api-keys?done=revoked", 303)
+    return RedirectResponse(f"{BASE}?done=revoked", 303)
 
 
 routes = [

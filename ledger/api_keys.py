@@ -1,21 +1,32 @@
-"""The ERP's API keys: made high-entropy, shown once, kept only as a SHA-256."""
+"""The ERP's API keys: made high-entropy, shown once, kept only as a SHA-256.
+
+The back-office shows a new key on the page it redirects to after the POST (a reload posts
+nothing again): until then the key waits in an `ApiKeyReveal` row, encrypted with a key derived
+from the app's secret and tied to the key and the user, and that row is deleted as the page
+reads it. Never in a URL or a cookie (the session cookie is signed, not encrypted)."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from kernel.clock import clock
 from kernel.i18n import N_
+from kernel.sealing import seal, unseal
 from kernel.user_error import UserError
 from ledger import audit
-from ledger.models import ApiKey, Company
+from ledger.models import ApiKey, ApiKeyReveal, Company
 
 KEY_PREFIX = "enc_live_"
 MAX_NAME = 100
+REVEAL_PURPOSE = "api-key-reveal"
+# Long enough for the redirect after the POST (and a slow network), short enough that a key
+# nobody came back for does not stay in the database, even sealed.
+REVEAL_WITHIN = timedelta(minutes=10)
 
 
 def key_hash(key: str) -> str:
@@ -42,6 +53,43 @@ def create_key(session: Session, company_code: str, name: str, *, read_only: boo
     audit.record(session, actor_type="user" if created_by else "system", actor=created_by or "cli",
                  action="api_key.created", entity_type="api_key", entity_id=row.id, company_id=company.id,
                  after={"name": name, "read_only": read_only})
+    return row, key
+
+
+def _binding(api_key_id: int, user_id: int) -> str:
+    return f"api-key:{api_key_id}:user:{user_id}"
+
+
+def _drop_stale(session: Session) -> None:
+    session.execute(delete(ApiKeyReveal).where(ApiKeyReveal.created_at < clock.now() - REVEAL_WITHIN))
+
+
+def hold_for_reveal(session: Session, row: ApiKey, key: str, *, user_id: int, secret: str) -> int:
+    """Keep the new `key` of `row`, sealed, for the one page that shows it to `user_id`: the
+    reveal's id (what the session may carry). Stale reveals are dropped on the way."""
+    _drop_stale(session)
+    reveal = ApiKeyReveal(api_key_id=row.id, user_id=user_id, created_at=clock.now(),
+                          sealed=seal(secret, REVEAL_PURPOSE, key, bound_to=_binding(row.id, user_id)))
+    session.add(reveal)
+    session.flush()
+    return reveal.id
+
+
+def reveal_once(session: Session, reveal_id: int, *, user_id: int, secret: str) -> tuple[ApiKey, str] | None:
+    """The key held under `reveal_id` for `user_id`, its row deleted in the same statement that
+    reads it (two requests cannot both get it); None when there is none: already shown, stale,
+    another user's, or sealed under another secret."""
+    _drop_stale(session)
+    taken = session.execute(
+        delete(ApiKeyReveal).where(ApiKeyReveal.id == reveal_id, ApiKeyReveal.user_id == user_id)
+        .returning(ApiKeyReveal.api_key_id, ApiKeyReveal.sealed)).one_or_none()
+    if taken is None:
+        return None
+    api_key_id, sealed = taken
+    key = unseal(secret, REVEAL_PURPOSE, sealed, bound_to=_binding(api_key_id, user_id))
+    row = session.get(ApiKey, api_key_id)
+    if key is None or row is None:
+        return None
     return row, key
 
 

@@ -1265,6 +1265,20 @@ class ApiKey(Base):
     __table_args__ = (UniqueConstraint("company_id", "name", name="uq_api_keys_company_name"),)
 
 
+class ApiKeyReveal(Base):
+    """A new API key waiting for the one page that shows it to the staff user who created it
+    (post/redirect/get): sealed with a key derived from the app's secret (`kernel.sealing`),
+    deleted as it is shown, or once stale (`ledger.api_keys.REVEAL_WITHIN`)."""
+
+    __tablename__ = "api_key_reveals"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+
 class ApiIdempotency(Base):
     """The first response to a write sent with an Idempotency-Key, replayed to a retry."""
 

@@ -1,16 +1,18 @@
-"""Admins manage the ERP's API keys from the back-office: a key is shown once and works on the
-API, a revoked key stops working, every change is audited; other roles cannot see the page."""
+"""Admins manage the ERP's API keys from the back-office: a key is shown once (on the page the
+POST redirects to: a reload creates nothing and shows it no more) and works on the API, a revoked
+key stops working, every change is audited; other roles cannot see the page."""
 
 from __future__ import annotations
 
 import re
+from base64 import b64decode
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
-from ledger.models import ApiKey, AuditEvent
+from ledger.models import ApiKey, ApiKeyReveal, AuditEvent
 from tests import factories
 from tests.admin.conftest import csrf_from, login, make_user
 
@@ -33,7 +35,9 @@ def admin(client: TestClient, session: Session):  # type: ignore[no-untyped-def]
 
 
 def test_a_key_is_shown_once_works_on_the_api_and_stops_when_revoked(admin: TestClient, session: Session) -> None:
-    page = _post(admin, "/admin/api-keys", {"company": "NORTH", "name": "Sage X3", "read_only": "1"})
+    made = _post(admin, "/admin/api-keys", {"company": "NORTH", "name": "Sage X3", "read_only": "1"})
+    assert made.status_code == 303 and made.headers["location"] == "/admin/api-keys"
+    page = admin.get("/admin/api-keys")
     assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
     key = KEY_SHOWN.search(page.text).group(1)  # type: ignore[union-attr]
     assert key.startswith("enc_live_") and 'data-copy="new-api-key"' in page.text
@@ -58,6 +62,27 @@ def test_a_key_is_shown_once_works_on_the_api_and_stops_when_revoked(admin: Test
     assert actions == ["api_key.created", "api_key.revoked"]
     assert set(session.scalars(select(AuditEvent.actor).where(AuditEvent.entity_type == "api_key"))) == {
         "root@x.test"}
+
+
+def test_reloading_after_creating_a_key_creates_nothing_says_nothing_wrong_and_shows_the_key_no_more(
+        admin: TestClient, session: Session) -> None:
+    made = _post(admin, "/admin/api-keys", {"company": "NORTH", "name": "Cegid"})
+    assert made.status_code == 303
+    # Neither the address nor the cookie carries the key, even encoded: only the reveal row's id.
+    cookie = made.headers["set-cookie"].split("=", 1)[1].split(";", 1)[0]
+    payload = b64decode(cookie.split(".", 1)[0] + "==")
+    reveal = session.scalars(select(ApiKeyReveal)).one()
+    assert b'"api_key_reveal": %d' % reveal.id in payload
+    shown = admin.get(made.headers["location"])
+    key = KEY_SHOWN.search(shown.text).group(1)  # type: ignore[union-attr]
+    assert key not in made.headers["location"] and key.encode() not in payload and "enc_live_" not in cookie
+    assert key.encode() not in reveal.sealed  # the row held it sealed, and is gone once shown
+    session.expire_all()
+    assert session.scalars(select(ApiKeyReveal)).all() == []
+    again = admin.get("/admin/api-keys")  # the reload: a GET, nothing posted again
+    assert again.status_code == 200 and 'id="new-api-key"' not in again.text and key not in again.text
+    assert "alert-error" not in again.text and "already has a key" not in again.text
+    assert len(session.scalars(select(ApiKey)).all()) == 1
 
 
 def test_a_bad_key_request_says_why_and_creates_nothing(admin: TestClient, session: Session) -> None:

@@ -1,4 +1,5 @@
-"""An admin creates an ERP API key in the back-office, copies it, the ERP uses it, the admin revokes it."""
+"""An admin creates an ERP API key in the back-office, copies it, reloads the page (nothing is
+posted again, the key is not shown again), the ERP uses it, the admin revokes it."""
 
 from __future__ import annotations
 
@@ -34,8 +35,12 @@ def test_admin_creates_copies_and_revokes_an_erp_key(make_page: MakePage, live_d
     page.get_by_label("Name (the audit trail shows it)").fill("Cegid browser")
     page.get_by_role("button", name="Create the key").click()
     expect(page.get_by_text("Key Cegid browser created for DURAND.")).to_be_visible()
+    # The page showing the key came by a redirect: its address carries nothing of it.
+    expect(page).to_have_url(f"{live_demo.base_url}/admin/api-keys")
     key = page.locator("#new-api-key").inner_text()
     assert key.startswith("enc_live_")
+    cookies = page.context.cookies()
+    assert all(key not in c["value"] and "enc_live_" not in c["value"] for c in cookies)
     page.get_by_role("button", name="Copy").click()
     expect(page.locator("#copy-status")).to_have_text("Copied")
     assert page.evaluate("navigator.clipboard.readText()") == key
@@ -44,8 +49,11 @@ def test_admin_creates_copies_and_revokes_an_erp_key(make_page: MakePage, live_d
 
     auth = {"Authorization": f"Bearer {key}"}
     assert httpx.get(f"{live_demo.base_url}/api/v1/customers?limit=1", headers=auth).status_code == 200
-    page.reload()  # the key is not shown again; its last use is
+    page.reload()  # posts nothing again: no second key, no error; the key is not shown again, its last use is
     expect(page.locator("#new-api-key")).to_have_count(0)
+    expect(page.get_by_role("alert")).to_have_count(0)
+    expect(page.get_by_text(key)).to_have_count(0)
+    expect(page.get_by_role("row", name=re.compile("Cegid browser"))).to_have_count(1)
     row = page.get_by_role("row", name=re.compile("Cegid browser"))
     expect(row).to_contain_text("Read and write")
     expect(row).not_to_contain_text("Never")
