@@ -26,13 +26,14 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from admin.access import Rejected, Staff, companies_of, forbidden, staff_get, staff_post, staff_zone
+from admin.amounts import typed_amount
 from admin.customers import fragment
 from admin.customers_service import page_number, param_text
 from admin.routes import render, t
 from kernel.clock import clock
 from kernel.i18n import N_
 from ledger.models import BankMatch, BankMatchState, Company, Customer, Invoice, Role, User
-from ledger.money import AmountError, Money
+from ledger.money import Money
 from kernel.web import Posted
 from reconciliation import queue
 from kernel.user_error import UserError
@@ -339,12 +340,12 @@ def match(request: Request, session: Session, staff: Staff, posted: Posted) -> R
 
     allocations: list[tuple[int, Money]] = []
     for invoice_id in picks:
-        try:
-            allocations.append((invoice_id, Money.parse(amounts[invoice_id], entry.currency)))
-        except AmountError:
+        amount = typed_amount(amounts[invoice_id], entry.currency)
+        if amount is None:
             number = session.scalar(select(Invoice.number).where(Invoice.id == invoice_id)) or str(invoice_id)
             raise refuse(t(staff.language, N_("%(number)s: %(value)s is not an amount in %(currency)s."),
                            number=number, value=amounts[invoice_id] or "—", currency=entry.currency))
+        allocations.append((invoice_id, amount))
     try:
         queue.match_manually(session, entry_id, allocations, staff.user, write_off=write_off,
                              settings=request.app.state.settings)

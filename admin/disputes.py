@@ -20,6 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from admin import auth
+from admin.amounts import typed_amount
 from admin.exports_service import DisputeFilters, dispute_query
 from admin.access import Rejected, Staff, can_act, scoped, staff_get, staff_post
 from admin.routes import render, t
@@ -40,7 +41,7 @@ from ledger.models import (
     Role,
     User,
 )
-from ledger.money import AmountError, Money
+from ledger.money import Money
 from kernel.web import Posted
 from portal.disputes import attachment_response, case_context, storage
 
@@ -195,12 +196,11 @@ def accept(request: Request, session: Session, staff: Staff, posted: Posted) -> 
     if credit == "full":
         credit_minor = None
     elif credit == "partial":
-        currency = case.invoices[0].currency if case.invoices else "EUR"
-        try:
-            credit_minor = Money.parse(posted.text("amount", 40), currency).minor
-        except AmountError:
+        amount = typed_amount(posted.text("amount", 40), case.invoices[0].currency if case.invoices else "EUR")
+        if amount is None:
             raise _fail(request, session, staff, case,
                         t(staff.language, "Type the credit amount, for example 250.00."), posted)
+        credit_minor = amount.minor
         if credit_minor <= 0:
             raise _fail(request, session, staff, case,
                         t(staff.language, "The credit must be more than zero and at most the open amount."), posted)

@@ -24,6 +24,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from admin import runs_service
+from admin.amounts import typed_amount
 from mail import retry as mail_retry
 from admin.access import (can_act, companies_of, Rejected, Staff, forbidden, moment, scoped, scoped_companies,
                           staff_get, staff_post, staff_zone)
@@ -42,7 +43,7 @@ from kernel.clock import clock
 from kernel.security import csp_header, extend_csp
 from kernel.i18n import N_
 from ledger.models import Company, Customer, Invoice, ReminderRun, Role, Scenario, User
-from ledger.money import AmountError, Money
+from ledger.money import Money
 from kernel.forms import Form, parse
 from dunning.template_language import jinja_detail
 from kernel.user_error import UserError, UserErrors
@@ -198,10 +199,7 @@ def _parse(form: ScenarioForm) -> tuple[ScenarioInput | None, list[UserError]]:
     for currency, text in form.minimums.items():
         if not text:
             continue
-        try:
-            amount = Money.parse(text, currency)
-        except AmountError:
-            amount = None
+        amount = typed_amount(text, currency)
         if amount is None or amount.minor < 0:
             problems.append(UserError(N_("The minimum in %(currency)s must be an amount, for example 50.00."),
                                     currency=currency))

@@ -175,6 +175,21 @@ def test_edit_add_remove_and_swap_steps_then_audit(session: Session, client: Tes
     assert len(event.before["steps"]) == 4 and [s["offset_days"] for s in event.after["steps"]] == [3, 15, 30, 45]
 
 
+def test_a_minimum_that_is_not_an_amount_is_refused_and_nothing_is_saved(session: Session,
+                                                                        client: TestClient) -> None:
+    company, scenario = _setup(session)
+    make_user(session)
+    login(client, "admin@example.com")
+    for typed in ("cinquante", "-5,00", "1,234"):
+        refused = client.post(f"/admin/scenarios/{scenario.id}", data={**_form(client, scenario),
+                                                                        "minimum-EUR": typed, "name": "Renamed"})
+        assert refused.status_code == 400, typed
+        assert "The minimum in EUR must be an amount, for example 50.00." in unescape(refused.text), typed
+        assert f'value="{typed}"' in refused.text  # what was typed is shown again
+    session.expire_all()
+    assert session.get_one(Scenario, scenario.id).name != "Renamed"
+
+
 def test_a_step_already_sent_cannot_be_removed(session: Session, session_factory: sessionmaker[Session],
                                                settings: Settings, client: TestClient) -> None:
     company, scenario = _setup(session)
