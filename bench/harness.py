@@ -1,24 +1,25 @@
 """What several benchmarks share (not a test): the staff accounts, collectors, API key and webhook
-checkout they add to a book once, signing in to the back-office in-process, and the timing loop
-with its percentiles. Public names: bench/customers_list.py, bench/my_day.py, bench/dashboard.py,
-bench/api.py, bench/bank_queue.py, bench/run.py and bench/plans.py (its `--setup` adds them all)
-import them from here instead of from one another."""
+checkout they add to a book once, signing in to the back-office in-process, the timing loop
+with its percentiles, and the markdown tables comparing two reports of a script. Public names: bench/customers_list.py, bench/my_day.py, bench/dashboard.py,
+bench/api.py, bench/bank_queue.py, bench/run.py, bench/plans.py (its `--setup` adds them all) and
+bench/sizes.py import them from here instead of from one another."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
 import time
+from collections.abc import Collection, Iterable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import func, insert, select, update  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
-from starlette.testclient import TestClient  # noqa: E402
 
 from admin.customers_service import list_day, refresh_overdue  # noqa: E402
 from admin.staff_accounts import create_user  # noqa: E402
@@ -28,6 +29,9 @@ from kernel.user_error import UserError  # noqa: E402
 from ledger.api_keys import create_key, key_hash  # noqa: E402
 from ledger.models import ApiKey, Checkout, Company, Customer, CustomerNote, Invoice, User  # noqa: E402
 from payments.checkout import create_checkout  # noqa: E402
+
+if TYPE_CHECKING:
+    from starlette.testclient import TestClient
 
 # Back-office accounts of bench/customers_list.py (and bench/bank_queue.py, bench/plans.py).
 PASSWORD = "bench-password-0123"
@@ -193,6 +197,9 @@ def declined_event(checkout: tuple[int, int, str], event_id: str) -> bytes:
 
 def signed_in(app: Any, email: str) -> TestClient:
     """A client of `app` signed in to the back-office as `email` (one of the accounts above)."""
+    # Imported here: the scripts that only compare reports (bench/sizes.py) need no test client.
+    from starlette.testclient import TestClient
+
     client = TestClient(app, base_url="http://testserver")
     client.__enter__()
     page = client.get("/admin/login")
@@ -224,3 +231,40 @@ def time_runs(run: Callable[[], Any], repeat: int, warmups: int = 3) -> dict[str
     return {"runs": repeat, "median_ms": round(statistics.median(wall), 1), "p95_ms": round(percentile(wall, 0.95), 1),
             "max_ms": round(max(wall), 1), "cpu_median_ms": round(statistics.median(cpu), 1),
             "cpu_p95_ms": round(percentile(cpu, 0.95), 1)}
+
+
+# --- comparing two reports ------------------------------------------------------------------
+
+
+def reports_parser(description: str | None, compare_help: str) -> argparse.ArgumentParser:
+    """The arguments of a script that reports on a PostgreSQL book (`--postgres URL`) or compares two
+    of its reports (`--compare SMALL.json LARGE.json`)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--postgres", metavar="URL")
+    parser.add_argument("--compare", nargs=2, metavar=("SMALL.json", "LARGE.json"), help=compare_help)
+    return parser
+
+
+def compared(parser: argparse.ArgumentParser, args: argparse.Namespace,
+             compare: Callable[[dict[str, Any], dict[str, Any]], str]) -> bool:
+    """With `--compare`, the two reports read and their comparison printed: True, nothing else to do.
+    Without it a book is needed: `--postgres` missing stops the script with a usage line."""
+    if args.compare:
+        small, large = (json.loads(Path(name).read_text()) for name in args.compare)
+        print(compare(small, large))
+        return True
+    if not args.postgres:
+        parser.error("--postgres URL or --compare SMALL.json LARGE.json")
+    return False
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]], *, left: Collection[int] = (0,)) -> str:
+    """A markdown table: the header, its alignment row (the columns numbered in `left` to the left,
+    the others, figures, to the right), then each row of cells already written; an empty cell stays
+    empty (`| |`)."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "|" + "".join(f" {cell} |" if cell else " |" for cell in cells)
+
+    alignment = ["---" if n in left else "---:" for n in range(len(header))]
+    return "\n".join([line(header), line(alignment), *(line(row) for row in rows)])

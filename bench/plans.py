@@ -22,7 +22,6 @@ checkout for webhook events): run it once per book, outside the benchmark lock (
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -42,6 +41,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from bench.generate import NOW, STATEMENT_CUSTOMER  # noqa: E402
+from bench.harness import compared, markdown_table, reports_parser  # noqa: E402
 from kernel.clock import clock  # noqa: E402
 from kernel.db import make_engine, make_sessionmaker, upgrade  # noqa: E402
 
@@ -310,9 +310,7 @@ def compare(small: dict[str, Any], large: dict[str, Any]) -> str:
     """A markdown table: each operation's statements, server execution time (sum of EXPLAIN ANALYZE) and the
     database's CPU per run in both books, their ratio, and the costliest statement of the larger book."""
     before = {o["operation"]: o for o in small["operations"]}
-    lines = [f"| operation | statements | exec ms at {small['invoices']:,} | at {large['invoices']:,} | ratio "
-             f"| db CPU ms at {small['invoices']:,} | at {large['invoices']:,} | costliest statement at "
-             f"{large['invoices']:,}: exec ms, its scans |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    rows = []
     for operation in large["operations"]:
         first = before.get(operation["operation"])
         if first is None or "error" in first or "error" in operation:
@@ -320,18 +318,17 @@ def compare(small: dict[str, Any], large: dict[str, Any]) -> str:
         worst = max(operation["detail"], key=lambda s: s.get("execution_ms", 0), default=None)
         ratio = operation["server_ms"] / first["server_ms"] if first["server_ms"] else float("nan")
         where = "; ".join(worst.get("scans", [])[:2]) if worst else ""
-        lines.append(f"| {operation['operation']} | {operation['statements']} | {first['server_ms']:,.1f} | "
-                     f"{operation['server_ms']:,.1f} | {ratio:.1f} | {first['cpu'].get('db_cpu_ms', 0):,.1f} | "
-                     f"{operation['cpu'].get('db_cpu_ms', 0):,.1f} | "
-                     f"{worst.get('execution_ms', 0) if worst else 0:,.1f}: {where} |")
-    return "\n".join(lines)
+        rows.append([operation["operation"], str(operation["statements"]), f"{first['server_ms']:,.1f}",
+                     f"{operation['server_ms']:,.1f}", f"{ratio:.1f}", f"{first['cpu'].get('db_cpu_ms', 0):,.1f}",
+                     f"{operation['cpu'].get('db_cpu_ms', 0):,.1f}",
+                     f"{worst.get('execution_ms', 0) if worst else 0:,.1f}: {where}"])
+    return markdown_table(["operation", "statements", f"exec ms at {small['invoices']:,}", f"at {large['invoices']:,}",
+                           "ratio", f"db CPU ms at {small['invoices']:,}", f"at {large['invoices']:,}",
+                           f"costliest statement at {large['invoices']:,}: exec ms, its scans"], rows, left=(0, 7))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--postgres", metavar="URL")
-    parser.add_argument("--compare", nargs=2, metavar=("SMALL.json", "LARGE.json"),
-                        help="two reports of this script: a markdown table of both books and their ratio")
+    parser = reports_parser(__doc__, "two reports of this script: a markdown table of both books and their ratio")
     parser.add_argument("--setup", action="store_true", help="add staff, API key, collectors, a checkout; then stop")
     parser.add_argument("--only", action="append", help="operations whose name contains this (repeatable)")
     parser.add_argument("--seconds", type=float, default=2.0,
@@ -341,12 +338,8 @@ def main(argv: list[str] | None = None) -> None:
                              "--seconds 0")
     parser.add_argument("--min-ms", type=float, default=0.5, help="list statements slower than this")
     args = parser.parse_args(argv)
-    if args.compare:
-        small, large = (json.loads(Path(name).read_text()) for name in args.compare)
-        print(compare(small, large))
+    if compared(parser, args, compare):
         return
-    if not args.postgres:
-        parser.error("--postgres URL or --compare SMALL.json LARGE.json")
     if args.setup:
         setup(args.postgres)
         return

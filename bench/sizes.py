@@ -10,7 +10,6 @@ invoices or customers to extrapolate (bench/CAPACITY.md).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import compared, markdown_table, reports_parser  # noqa: E402
 from kernel.db import make_engine  # noqa: E402
 
 
@@ -72,41 +72,32 @@ def compare(small: dict[str, Any], large: dict[str, Any], target_invoices: int, 
     invoices_small, invoices_large = small["tables"]["invoices"]["rows"], large["tables"]["invoices"]["rows"]
     factor = target_invoices / invoices_large
     mib = 2**20
-    lines = [f"| table | rows at {invoices_small:,} inv. | total MiB | rows at {invoices_large:,} inv. | heap MiB "
-             f"| index MiB | total MiB | ratio | bytes per invoice | at {target_invoices:,} invoices, GiB |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    rows = []
     for name, table in large["tables"].items():
         if table["total_bytes"] < minimum:
             continue
         before = small["tables"].get(name, {"rows": 0, "total_bytes": 0})
         ratio = table["total_bytes"] / before["total_bytes"] if before["total_bytes"] else float("nan")
-        lines.append(f"| `{name}` | {before['rows']:,} | {before['total_bytes'] / mib:,.0f} | {table['rows']:,} | "
-                     f"{table['heap_bytes'] / mib:,.0f} | {table['index_bytes'] / mib:,.0f} | "
-                     f"{table['total_bytes'] / mib:,.0f} | {ratio:.2f} | {table['total_bytes'] / invoices_large:,.0f} | "
-                     f"{table['total_bytes'] * factor / 2**30:,.1f} |")
-    total_small, total_large = small["database_bytes"], large["database_bytes"]
-    lines.append(f"| **database** | | {total_small / mib:,.0f} | | | | {total_large / mib:,.0f} | "
-                 f"{total_large / total_small:.2f} | {total_large / invoices_large:,.0f} | "
-                 f"{total_large * factor / 2**30:,.1f} |")
-    hot_small, hot_large = working_set(small), working_set(large)
-    lines.append(f"| **working set** (see below) | | {hot_small / mib:,.0f} | | | | {hot_large / mib:,.0f} | "
-                 f"{hot_large / hot_small:.2f} | {hot_large / invoices_large:,.0f} | {hot_large * factor / 2**30:,.1f} |")
-    return "\n".join(lines)
+        rows.append([f"`{name}`", f"{before['rows']:,}", f"{before['total_bytes'] / mib:,.0f}", f"{table['rows']:,}",
+                     f"{table['heap_bytes'] / mib:,.0f}", f"{table['index_bytes'] / mib:,.0f}",
+                     f"{table['total_bytes'] / mib:,.0f}", f"{ratio:.2f}", f"{table['total_bytes'] / invoices_large:,.0f}",
+                     f"{table['total_bytes'] * factor / 2**30:,.1f}"])
+    for label, at_small, at_large in (("**database**", small["database_bytes"], large["database_bytes"]),
+                                      ("**working set** (see below)", working_set(small), working_set(large))):
+        rows.append([label, "", f"{at_small / mib:,.0f}", "", "", "", f"{at_large / mib:,.0f}",
+                     f"{at_large / at_small:.2f}", f"{at_large / invoices_large:,.0f}",
+                     f"{at_large * factor / 2**30:,.1f}"])
+    return markdown_table(["table", f"rows at {invoices_small:,} inv.", "total MiB", f"rows at {invoices_large:,} inv.",
+                           "heap MiB", "index MiB", "total MiB", "ratio", "bytes per invoice",
+                           f"at {target_invoices:,} invoices, GiB"], rows)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--postgres", metavar="URL")
-    parser.add_argument("--compare", nargs=2, metavar=("SMALL.json", "LARGE.json"),
-                        help="two reports of this script: a markdown table of both, the ratio, the extrapolation")
+    parser = reports_parser(__doc__, "two reports of this script: a markdown table of both, the ratio, the extrapolation")
     parser.add_argument("--target-invoices", type=int, default=100_000_000)
     args = parser.parse_args(argv)
-    if args.compare:
-        small, large = (json.loads(Path(name).read_text()) for name in args.compare)
-        print(compare(small, large, args.target_invoices))
+    if compared(parser, args, lambda small, large: compare(small, large, args.target_invoices)):
         return
-    if not args.postgres:
-        parser.error("--postgres URL or --compare SMALL.json LARGE.json")
     report = sizes(args.postgres)
     for name, table in report["tables"].items():
         if table["total_bytes"] > 1 << 20:
