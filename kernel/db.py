@@ -116,6 +116,17 @@ def first_row(connection: Connection, statement: Select[Any], params: Mapping[st
     return tuple(found) if found is not None else None
 
 
+def execute_driver_sql(connection: Connection, sql: str, params: Mapping[str, Any]) -> None:
+    """Run one statement that returns no rows (`%(name)s` parameters) on the driver's own cursor
+    of `connection`, in its transaction (or as its own, in autocommit): `first_row`'s way, for the
+    hottest writes. The parameters reach the driver as given (no SQLAlchemy type conversion)."""
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+    finally:
+        cursor.close()
+
+
 def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """New rows of one table, each with the same keys, as `session.execute(insert(table), rows)`
     writes them (Python-side column defaults and type conversions included).

@@ -14,7 +14,7 @@ from encours.app import create_app
 from kernel.clock import clock
 from kernel.db import make_sessionmaker, unit_of_work
 from kernel.settings import load_settings
-from ledger.models import AuditEvent, Customer, LinkOpen
+from ledger.models import AuditEvent, Customer, LinkOpen, WebhookDelivery, WebhookEndpoint
 from links import tokens
 from tests import factories
 from tests.conftest import TEST_SECRET
@@ -25,27 +25,31 @@ def test_a_first_open_is_recorded_once_with_its_event_and_a_repeat_writes_nothin
 ) -> None:
     factory = make_sessionmaker(engines(fresh_url))
     with unit_of_work(factory) as session:
-        customer = factories.customer(session, factories.company(session))
+        company = factories.company(session)
+        customer = factories.customer(session, company)
+        session.add(WebhookEndpoint(company_id=company.id, url="https://erp.example/hook", secret="s",
+                                    event_types=["link.opened"]))
         contact = customer.primary_contact
         token, contact_id = tokens.make_token(TEST_SECRET, contact), contact.id
     app = create_app(load_settings({"ENCOURS_DATABASE_URL": fresh_url, "ENCOURS_SECRET_KEY": TEST_SECRET,
                                     "ENCOURS_BASE_URL": "http://testserver"}))
 
-    def counts() -> tuple[int, int]:
+    def counts() -> tuple[int, int, int]:
         with factory() as session:
             opens = session.scalar(select(func.count()).select_from(LinkOpen).where(LinkOpen.contact_id == contact_id))
             events = session.scalar(select(func.count()).select_from(AuditEvent)
                                     .where(AuditEvent.action == "link.opened", AuditEvent.entity_id == contact_id))
-            return int(opens or 0), int(events or 0)
+            deliveries = session.scalar(select(func.count()).select_from(WebhookDelivery))
+            return int(opens or 0), int(events or 0), int(deliveries or 0)
 
     with TestClient(app, base_url="http://testserver") as client:
         first = client.get(f"/p/{token}", follow_redirects=False)
         assert (first.status_code, first.headers["location"]) == (303, "/portal")
-        assert counts() == (1, 1)  # committed before the answer
+        assert counts() == (1, 1, 1)  # committed before the answer, its ERP delivery with it
         again = client.get(f"/p/{token}", follow_redirects=False)
         assert again.status_code == 303
         assert client.get("/portal").status_code == 200
-    assert counts() == (1, 1)
+    assert counts() == (1, 1, 1)
 
 
 def _served_app(url: str) -> Starlette:
