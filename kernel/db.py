@@ -52,9 +52,10 @@ def _sqlite_begin(connection: Any) -> None:
 # or an idle timeout may have closed it meanwhile); one in steady use is not: a ping on every
 # checkout was a round trip added to every request (bench/RESULTS.md, 2026-12-05 pgspeed).
 PING_AFTER_IDLE_SECONDS = 2.0
-# Connections kept open per process: as many as requests may use at once (anyio's thread pool
-# runs 40). Beyond the pool's size a connection was opened and closed again for each request
-# under load, and a PostgreSQL connection costs milliseconds to open.
+# Connections kept open per process: as many as requests may use at once (the app limits anyio's
+# thread pool to this many threads on a server database, encours.app). Beyond the pool's size a
+# connection was opened and closed again for each request under load, and a PostgreSQL
+# connection costs milliseconds to open. The overflow is for work that holds two at once.
 SERVER_POOL_SIZE = 20
 SERVER_POOL_OVERFLOW = 20
 _IDLE_SINCE = "encours_idle_since"

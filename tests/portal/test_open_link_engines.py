@@ -6,13 +6,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Callable
 
+from anyio import to_thread
 from sqlalchemy import Engine, func, select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from encours.app import create_app
 from kernel.clock import clock
-from kernel.db import make_sessionmaker, unit_of_work
+from kernel.db import SERVER_POOL_SIZE, make_sessionmaker, unit_of_work
 from kernel.settings import load_settings
 from ledger.models import AuditEvent, Customer, LinkOpen, WebhookDelivery, WebhookEndpoint
 from links import tokens
@@ -79,3 +80,12 @@ def test_a_link_revoked_renewed_or_expired_is_refused_at_once(
         clock.set(clock.now() + timedelta(days=31))  # past the company's 30 days
         expired = client.get(f"/p/{renewed}", follow_redirects=False)
         assert (expired.status_code, "/p/renew" in expired.text) == (410, True)  # expired: a fresh one offered
+
+
+def test_a_server_database_gets_no_more_threads_than_pooled_connections(fresh_url: str) -> None:
+    """Requests beyond the pool's size opened and closed a connection each under load: on a server
+    database the app's event loop runs at most SERVER_POOL_SIZE threads (anyio's default: 40)."""
+    with TestClient(_served_app(fresh_url), base_url="http://testserver") as client:
+        assert client.portal is not None
+        threads = client.portal.call(lambda: to_thread.current_default_thread_limiter().total_tokens)
+    assert threads == (40 if fresh_url.startswith("sqlite") else SERVER_POOL_SIZE)
