@@ -7,8 +7,8 @@ A token is `URLSafeTimedSerializer(secret, salt="portal-link")` over
 from __future__ import annotations
 
 import enum
-import json
 import functools
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -309,8 +309,8 @@ ORDER BY events.id, endpoint.id
 
 
 def _record_opens_in_one_statement(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    # On the driver's cursor, as kernel.db.first_row runs the link check: SQLAlchemy's execution
-    # set-up cost more than the statement (bench/RESULTS.md, 2026-12-05 opens8).
+    # On the driver's cursor, as kernel.db.first_row runs the link check (whose SQLAlchemy execution
+    # cost more than its query): 7 round trips per open became 2 (bench/RESULTS.md, 2026-12-05 opens8).
     params: dict[str, Any] = {name: [row[name] for row in rows] for name in
                               ("contact_id", "opened_at", "ip", "user_agent", "email", "customer_id", "company_id")}
     params["after"] = [json.dumps({"contact_email": row["email"]}) for row in rows]
