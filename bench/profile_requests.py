@@ -36,6 +36,7 @@ from sqlalchemy.pool import Pool  # noqa: E402
 
 from bench import run  # noqa: E402
 from bench.cpu import cpu_seconds  # noqa: E402
+from bench.harness import webhook_checkout  # noqa: E402
 from bench.generate import sqlite_path  # noqa: E402
 from links import tokens  # noqa: E402
 
@@ -131,7 +132,7 @@ def main() -> None:
     contact = run._statement_contact(url)
     n = args.requests
     others = run._contacts(url, 20_000)[-n:] if not args.only else []
-    checkout = run._webhook_checkout(url)
+    checkout = webhook_checkout(url)
     run_id = os.urandom(4).hex()
 
     def webhook(event_id: str) -> dict[str, Any]:

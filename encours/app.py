@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+from anyio import to_thread
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,7 +27,7 @@ from encours.metrics import MetricsMiddleware, metrics
 from kernel import errors
 from kernel.body_limit import MIB, BodyLimitMiddleware
 from kernel.logs import RequestIdMiddleware, configure_logging, install_token_filter
-from kernel.db import make_engine, make_sessionmaker, schema_problem, unit_of_work
+from kernel.db import SERVER_POOL_SIZE, make_engine, make_sessionmaker, schema_problem, unit_of_work
 from kernel.security import DEFAULT_CSP, CSRFMiddleware, SecurityHeadersMiddleware, extend_csp
 from kernel.sessions import SessionMiddleware
 from kernel.clock import clock
@@ -145,6 +146,11 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         # which otherwise walk all of it every few dozen large responses (bench/RESULTS.md, 2026-12-05).
         gc.collect()
         gc.freeze()
+        if engine is not None and engine.dialect.name != "sqlite":
+            # No more threads than pooled connections: with anyio's 40 threads on a pool of 20,
+            # connections beyond the pool were opened and closed again under load, 22 in 8 s with
+            # one process (bench/RESULTS.md, 2026-12-05 opens8). Set in the server's event loop.
+            to_thread.current_default_thread_limiter().total_tokens = SERVER_POOL_SIZE
         try:
             yield
         finally:

@@ -52,9 +52,10 @@ def _sqlite_begin(connection: Any) -> None:
 # or an idle timeout may have closed it meanwhile); one in steady use is not: a ping on every
 # checkout was a round trip added to every request (bench/RESULTS.md, 2026-12-05 pgspeed).
 PING_AFTER_IDLE_SECONDS = 2.0
-# Connections kept open per process: as many as requests may use at once (anyio's thread pool
-# runs 40). Beyond the pool's size a connection was opened and closed again for each request
-# under load, and a PostgreSQL connection costs milliseconds to open.
+# Connections kept open per process: as many as requests may use at once (the app limits anyio's
+# thread pool to this many threads on a server database, encours.app). Beyond the pool's size a
+# connection was opened and closed again for each request under load, and a PostgreSQL
+# connection costs milliseconds to open. The overflow is for work that holds two at once.
 SERVER_POOL_SIZE = 20
 SERVER_POOL_OVERFLOW = 20
 _IDLE_SINCE = "encours_idle_since"
@@ -114,6 +115,17 @@ def first_row(connection: Connection, statement: Select[Any], params: Mapping[st
     finally:
         cursor.close()
     return tuple(found) if found is not None else None
+
+
+def execute_driver_sql(connection: Connection, sql: str, params: Mapping[str, Any]) -> None:
+    """Run one statement that returns no rows (`%(name)s` parameters) on the driver's own cursor
+    of `connection`, in its transaction (or as its own, in autocommit): `first_row`'s way, for the
+    hottest writes. The parameters reach the driver as given (no SQLAlchemy type conversion)."""
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+    finally:
+        cursor.close()
 
 
 def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,9 +19,9 @@ from sqlalchemy import Connection, Table, bindparam, exists, insert, select
 from sqlalchemy.orm import Session, joinedload
 
 from kernel.clock import clock
-from kernel.db import first_row
+from kernel.db import execute_driver_sql, first_row
 from ledger import audit
-from ledger.events import queue_deliveries_for_ids
+from ledger.events import EVENT_TYPES, queue_deliveries_for_ids
 from ledger.models import AuditEvent, Company, Contact, Customer, LinkOpen
 from links import throttle
 
@@ -125,6 +126,8 @@ class LinkFacts:
     link_version: int | None = None
     session_version: int | None = None
     language: str | None = None
+    email: str | None = None  # the contact's, and its customer's company: the open's audit event names them
+    company_id: int | None = None
     recorded: bool = False  # this open was recorded already (OPEN_RECORDED_ONCE_WITHIN)
     throttled: bool = False
 
@@ -149,7 +152,7 @@ _contacts, _customers, _companies, _opens = (Contact.__table__, Customer.__table
 _LINK_FACTS = (
     select(
         _contacts.c.id, _contacts.c.customer_id, _contacts.c.link_version, _contacts.c.session_version,
-        _contacts.c.language,
+        _contacts.c.language, _contacts.c.email, _customers.c.company_id,
         _companies.c.link_lifetime_days,
         exists()
         .where(
@@ -192,9 +195,10 @@ def check_link(session: Session | Connection, secret: str, token: str, ip: str |
     if row is None:
         throttled = throttle.is_blocked(session, rule.key, rule.limit, rule.window_seconds)
         return LinkFacts(LinkProblem.invalid, throttled=throttled)
-    found_id, customer_id, link_version, session_version, language, lifetime_days, recorded, throttled = row
+    (found_id, customer_id, link_version, session_version, language, email, company_id, lifetime_days, recorded,
+     throttled) = row
     facts = {"contact_id": found_id, "customer_id": customer_id, "link_version": link_version,
-             "session_version": session_version, "language": language}
+             "session_version": session_version, "language": language, "email": email, "company_id": company_id}
     assert isinstance(payload, dict)
     problem = _lapsed(payload, signed_at, link_version, lifetime_days)
     if problem is None:  # a good link always opens: debtors behind one proxy must not lock each other out
@@ -226,38 +230,92 @@ def _user_agent(user_agent: str | None) -> str | None:
 
 
 _RECORD_OPEN = insert(LinkOpen.metadata.tables[LinkOpen.__tablename__])  # _opens, typed as the Table it is
-
-
-def open_row(contact_id: int, ip: str | None, user_agent: str | None) -> dict[str, Any]:
-    """A `link_opens` row for `record_opens`, stamped now."""
-    return {"contact_id": contact_id, "ip": ip, "user_agent": _user_agent(user_agent), "opened_at": clock.now()}
-
-
-def record_open(session: Session | Connection, contact_id: int, ip: str | None, user_agent: str | None) -> None:
-    record_opens(session, [open_row(contact_id, ip, user_agent)])
-
-
 _AUDIT = cast(Table, AuditEvent.__table__)
-_OPENED_BY = select(_contacts.c.id, _contacts.c.email, _customers.c.id, _customers.c.company_id).join(
+_OPENED_BY = select(_contacts.c.email, _customers.c.id, _customers.c.company_id).join(
     _customers, _customers.c.id == _contacts.c.customer_id)
 
 
+def open_row(facts: LinkFacts, ip: str | None, user_agent: str | None) -> dict[str, Any]:
+    """The open of a good link (`check_link`'s facts) for `record_opens`, stamped now: its
+    `link_opens` row and the owners its audit event names, as the check read them."""
+    assert facts.ok and facts.contact_id is not None
+    return {"contact_id": facts.contact_id, "ip": ip, "user_agent": _user_agent(user_agent), "opened_at": clock.now(),
+            "email": facts.email, "customer_id": facts.customer_id, "company_id": facts.company_id}
+
+
+def record_open(session: Session | Connection, contact_id: int, ip: str | None, user_agent: str | None) -> None:
+    """`record_opens` of one open of this contact's link, its owners read first."""
+    owners = session.execute(_OPENED_BY.where(_contacts.c.id == contact_id)).first()
+    if owners is None:
+        raise LookupError(f"no contact {contact_id}")
+    email, customer_id, company_id = owners
+    record_opens(session, [{"contact_id": contact_id, "ip": ip, "user_agent": _user_agent(user_agent),
+                            "opened_at": clock.now(), "email": email, "customer_id": customer_id,
+                            "company_id": company_id}])
+
+
 def record_opens(session: Session | Connection, rows: list[dict[str, Any]]) -> None:
-    # Core inserts of many rows at once: no object to flush, on every first open of a link.
-    session.execute(_RECORD_OPEN, rows)
-    # Each open is also a "link.opened" event for the ERP (the events feed, its webhooks).
-    owners = {contact_id: (email, customer_id, company_id) for contact_id, email, customer_id, company_id in
-              session.execute(_OPENED_BY.where(_contacts.c.id.in_({row["contact_id"] for row in rows})))}
-    events = [{"actor_type": "contact", "actor": owners[row["contact_id"]][0], "action": "link.opened",
-               "entity_type": "contact", "entity_id": row["contact_id"], "customer_id": owners[row["contact_id"]][1],
-               "company_id": owners[row["contact_id"]][2], "created_at": row["opened_at"], "before": None,
-               "after": {"contact_email": owners[row["contact_id"]][0]}}
-              for row in rows if row["contact_id"] in owners]
-    if not events:
+    """Record these opens (`open_row`): each a `link_opens` row and a "link.opened" audit event
+    for the ERP (the events feed), with a webhook delivery per endpoint of its company that
+    subscribes. On PostgreSQL in ONE statement (so a whole transaction by itself: see
+    `kernel.db.statement_connection`), elsewhere in a few Core statements."""
+    connection = session.connection() if isinstance(session, Session) else session
+    if connection.dialect.name == "postgresql":
+        _record_opens_in_one_statement(connection, rows)
         return
-    written = session.execute(insert(_AUDIT).returning(_AUDIT.c.id, _AUDIT.c.company_id,
-                                                       sort_by_parameter_order=True), events).all()
-    queue_deliveries_for_ids(session, [(event_id, company_id, "link.opened") for event_id, company_id in written])
+    connection.execute(_RECORD_OPEN, [{key: row[key] for key in _OPEN_COLUMNS} for row in rows])
+    written = connection.execute(insert(_AUDIT).returning(_AUDIT.c.id, _AUDIT.c.company_id,
+                                                          sort_by_parameter_order=True),
+                                 [_opened_event(row) for row in rows]).all()
+    queue_deliveries_for_ids(connection, [(event_id, company_id, "link.opened") for event_id, company_id in written])
+
+
+_OPEN_COLUMNS = ("contact_id", "ip", "user_agent", "opened_at")
+
+
+def _opened_event(row: dict[str, Any]) -> dict[str, Any]:
+    return {"actor_type": "contact", "actor": row["email"], "action": "link.opened", "entity_type": "contact",
+            "entity_id": row["contact_id"], "customer_id": row["customer_id"], "company_id": row["company_id"],
+            "created_at": row["opened_at"], "before": None, "after": {"contact_email": row["email"]}}
+
+
+# The opens given as one array per column, each row numbered so ids follow the given order; the
+# audit events written from them, and a delivery for each endpoint of the event's company that
+# subscribes to "link.opened" (events.subscribes: "*" or the type, in its JSON list of types).
+# The JSON columns are written as SQLAlchemy's JSON type writes them (`before` None is JSON null).
+_RECORD_OPENS_SQL = """
+WITH given AS MATERIALIZED (
+    SELECT * FROM unnest(%(contact_id)s::integer[], %(opened_at)s::timestamptz[], %(ip)s::varchar[],
+                         %(user_agent)s::varchar[], %(email)s::varchar[], %(customer_id)s::integer[],
+                         %(company_id)s::integer[], %(after)s::json[])
+        WITH ORDINALITY AS g (contact_id, opened_at, ip, user_agent, email, customer_id, company_id, after, n)
+), opened AS (
+    INSERT INTO link_opens (contact_id, opened_at, ip, user_agent)
+    SELECT contact_id, opened_at, ip, user_agent FROM given ORDER BY n
+), events AS (
+    INSERT INTO audit_events (actor_type, actor, action, entity_type, entity_id, customer_id, company_id,
+                              before, after, created_at)
+    SELECT 'contact', email, 'link.opened', 'contact', contact_id, customer_id, company_id,
+           %(before)s::json, after, opened_at
+    FROM given ORDER BY n
+    RETURNING id, company_id
+)
+INSERT INTO webhook_deliveries (endpoint_id, audit_event_id, status, attempts, next_attempt_at, created_at)
+SELECT endpoint.id, events.id, 'queued', 0, %(now)s, %(now)s
+FROM events JOIN webhook_endpoints AS endpoint ON endpoint.company_id = events.company_id
+WHERE endpoint.event_types::jsonb ?| %(subscribed)s::text[]
+ORDER BY events.id, endpoint.id
+"""
+
+
+def _record_opens_in_one_statement(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    # On the driver's cursor, as kernel.db.first_row runs the link check (whose SQLAlchemy execution
+    # cost more than its query): 7 round trips per open became 2 (bench/RESULTS.md, 2026-12-05 opens8).
+    params: dict[str, Any] = {name: [row[name] for row in rows] for name in
+                              ("contact_id", "opened_at", "ip", "user_agent", "email", "customer_id", "company_id")}
+    params["after"] = [json.dumps({"contact_email": row["email"]}) for row in rows]
+    params.update(before=json.dumps(None), now=clock.now(), subscribed=["*", EVENT_TYPES["link.opened"]])
+    execute_driver_sql(connection, _RECORD_OPENS_SQL, params)
 
 
 class UnknownCustomer(LookupError):

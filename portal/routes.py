@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from kernel import i18n
 from kernel.clock import clock
-from kernel.db import read_connection, unit_of_work, write_connection
+from kernel.db import read_connection, statement_connection, unit_of_work
 from kernel.security import client_ip
 from ledger import statement as statements
 from ledger.disputes import disputed_parts
@@ -177,7 +177,8 @@ def _open_recorder(request: Request) -> OpenRecorder:
         sessions = _sessions(request)
 
         def write(rows: list[dict[str, Any]]) -> None:
-            with write_connection(sessions) as connection:
+            # One statement on PostgreSQL (tokens.record_opens): a transaction by itself.
+            with statement_connection(sessions) as connection:
                 tokens.record_opens(connection, rows)
 
         recorder = request.app.state.open_recorder = OpenRecorder(write)
@@ -216,7 +217,7 @@ async def open_link(request: Request) -> Response:
         return _link_problem(request, check.problem, check.language, token, brand)
     assert check.contact_id is not None
     if not check.recorded:
-        await _open_recorder(request).record(tokens.open_row(check.contact_id, ip, user_agent))
+        await _open_recorder(request).record(tokens.open_row(check, ip, user_agent))
     request.session.clear()  # a fresh session: nothing from an earlier visitor survives
     request.session[PORTAL_SESSION_KEY] = {
         "contact": check.contact_id,

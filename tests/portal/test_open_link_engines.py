@@ -6,15 +6,16 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Callable
 
+from anyio import to_thread
 from sqlalchemy import Engine, func, select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from encours.app import create_app
 from kernel.clock import clock
-from kernel.db import make_sessionmaker, unit_of_work
+from kernel.db import SERVER_POOL_SIZE, make_sessionmaker, unit_of_work
 from kernel.settings import load_settings
-from ledger.models import AuditEvent, Customer, LinkOpen
+from ledger.models import AuditEvent, Customer, LinkOpen, WebhookDelivery, WebhookEndpoint
 from links import tokens
 from tests import factories
 from tests.conftest import TEST_SECRET
@@ -25,27 +26,31 @@ def test_a_first_open_is_recorded_once_with_its_event_and_a_repeat_writes_nothin
 ) -> None:
     factory = make_sessionmaker(engines(fresh_url))
     with unit_of_work(factory) as session:
-        customer = factories.customer(session, factories.company(session))
+        company = factories.company(session)
+        customer = factories.customer(session, company)
+        session.add(WebhookEndpoint(company_id=company.id, url="https://erp.example/hook", secret="s",
+                                    event_types=["link.opened"]))
         contact = customer.primary_contact
         token, contact_id = tokens.make_token(TEST_SECRET, contact), contact.id
     app = create_app(load_settings({"ENCOURS_DATABASE_URL": fresh_url, "ENCOURS_SECRET_KEY": TEST_SECRET,
                                     "ENCOURS_BASE_URL": "http://testserver"}))
 
-    def counts() -> tuple[int, int]:
+    def counts() -> tuple[int, int, int]:
         with factory() as session:
             opens = session.scalar(select(func.count()).select_from(LinkOpen).where(LinkOpen.contact_id == contact_id))
             events = session.scalar(select(func.count()).select_from(AuditEvent)
                                     .where(AuditEvent.action == "link.opened", AuditEvent.entity_id == contact_id))
-            return int(opens or 0), int(events or 0)
+            deliveries = session.scalar(select(func.count()).select_from(WebhookDelivery))
+            return int(opens or 0), int(events or 0), int(deliveries or 0)
 
     with TestClient(app, base_url="http://testserver") as client:
         first = client.get(f"/p/{token}", follow_redirects=False)
         assert (first.status_code, first.headers["location"]) == (303, "/portal")
-        assert counts() == (1, 1)  # committed before the answer
+        assert counts() == (1, 1, 1)  # committed before the answer, its ERP delivery with it
         again = client.get(f"/p/{token}", follow_redirects=False)
         assert again.status_code == 303
         assert client.get("/portal").status_code == 200
-    assert counts() == (1, 1)
+    assert counts() == (1, 1, 1)
 
 
 def _served_app(url: str) -> Starlette:
@@ -75,3 +80,12 @@ def test_a_link_revoked_renewed_or_expired_is_refused_at_once(
         clock.set(clock.now() + timedelta(days=31))  # past the company's 30 days
         expired = client.get(f"/p/{renewed}", follow_redirects=False)
         assert (expired.status_code, "/p/renew" in expired.text) == (410, True)  # expired: a fresh one offered
+
+
+def test_a_server_database_gets_no_more_threads_than_pooled_connections(fresh_url: str) -> None:
+    """Requests beyond the pool's size opened and closed a connection each under load: on a server
+    database the app's event loop runs at most SERVER_POOL_SIZE threads (anyio's default: 40)."""
+    with TestClient(_served_app(fresh_url), base_url="http://testserver") as client:
+        assert client.portal is not None
+        threads = client.portal.call(lambda: to_thread.current_default_thread_limiter().total_tokens)
+    assert threads == (40 if fresh_url.startswith("sqlite") else SERVER_POOL_SIZE)
