@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -75,9 +76,12 @@ def _intake(request: Request, provider: PaymentProvider, events: list[ProviderEv
         def apply_one(session: Session) -> str:
             return provider.apply(session, settings, event, None)
 
+        def unchanged(connection: Connection) -> str | None:
+            return provider.unchanged(connection, event)
+
         # Stored and applied in one transaction (payments.webhooks.store_and_apply).
         done = store_and_apply(sessions, provider.name, event.id, event.type, event.body,
-                               decode_headers(request.headers), apply_one)
+                               decode_headers(request.headers), apply_one, unchanged)
         return ["duplicate" if done is None else "processed" if done else "kept for retry"], []
     # All the request's events are kept (or none): the provider resends the whole request otherwise.
     stored = store_many(sessions, provider.name, [(event.id, event.type, event.body) for event in events],

@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kernel.clock import clock
 from kernel.retry import RetryPolicy
-from kernel.db import SQLITE_BEGIN_OPTION, statement_connection, unit_of_work
+from kernel.db import SQLITE_BEGIN_OPTION, driver_rows, statement_connection, unit_of_work, write_connection
 from ledger.models import WebhookEvent
 from payments.base import NotOurs, PaymentProvider, ProviderEvent
 
@@ -107,7 +107,7 @@ def insert_event(
     (attempts, processed_at, next_attempt_at, error, outcome, note) when they are known already;
     by default a new event waiting for its first attempt."""
     now = clock.now()
-    row = connection.execute(_insert(connection.dialect.name), {
+    rows = driver_rows(connection, _insert(connection.dialect.name), {
         "provider": provider,
         "event_id": event_id,
         "event_type": event_type,
@@ -121,8 +121,8 @@ def insert_event(
         "outcome": None,
         "note": None,
         **(state or {}),
-    }).first()
-    return None if row is None else int(row[0])
+    })
+    return int(rows[0][0]) if rows else None
 
 
 def stored_already(connection: Connection, provider: str, event_ids: list[str]) -> bool:
@@ -136,6 +136,7 @@ def stored_already(connection: Connection, provider: str, event_ids: list[str]) 
 def store_and_apply(
     session_factory: sessionmaker[Session], provider: str, event_id: str, event_type: str, body: str,
     headers: Mapping[str, str], apply: Callable[[Session], Any],
+    unchanged: Callable[[Connection], str | None] | None = None,
 ) -> bool | None:
     """One new event stored raw and applied with `apply(session)` (from the payload the caller
     already parsed, the same bytes as the stored body) in ONE transaction of its own: None when it
@@ -146,16 +147,27 @@ def store_and_apply(
     transaction. When `apply` raises, both are rolled back and the event is then stored with its
     error (or as not ours) in a transaction of its own, as `apply_new` would have left it: the raw
     event is kept whatever its handler does. A crash before the commit keeps nothing and answers
-    nothing, so the provider delivers the event again."""
+    nothing, so the provider delivers the event again.
+
+    `unchanged(connection)`, when given, is asked first, in the same transaction: what the event
+    would be applied as when it changes nothing (a provider's cheap check, one read on a Core
+    connection: `PaymentProvider.unchanged`), or None; then `apply` runs, in a Session joined to
+    that transaction. An event that changes nothing is then stored with no ORM work at all."""
     failure: Exception | None = None
     try:
-        with _one_writer(session_factory), unit_of_work(session_factory) as session:
-            pk = insert_event(session.connection(), provider, event_id, event_type, body, headers,
+        with _one_writer(session_factory), write_connection(session_factory) as connection:
+            pk = insert_event(connection, provider, event_id, event_type, body, headers,
                               {"attempts": 1, "processed_at": clock.now(), "next_attempt_at": None})
             if pk is None:
                 return None
             try:
-                apply(session)
+                if unchanged is None or unchanged(connection) is None:
+                    # Joined to the connection's transaction: its commit only flushes (a savepoint's
+                    # release under tests' outer transaction); the connection commits below.
+                    with Session(bind=connection, expire_on_commit=False,
+                                 join_transaction_mode="conditional_savepoint") as session:
+                        apply(session)
+                        session.commit()
             except Exception as error:  # the handler's failure: kept below, once all is rolled back
                 failure = error
                 raise
