@@ -99,7 +99,10 @@ def _measure(client: httpx.AsyncClient, requests: list[dict[str, Any]], expect: 
     server = cpu_seconds(sorted(BACKENDS)) - server_before
     if profiler:
         profiler.disable()
-        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
+        stats = pstats.Stats(profiler, stream=sys.stderr).sort_stats(os.environ.get("SORT", "cumulative"))
+        stats.print_stats(40)
+        if os.environ.get("CALLEES"):
+            stats.print_callees(os.environ["CALLEES"])
     n = len(requests)
     trips = _round_trips()
     return {"requests": n, "cpu_ms_per_request": round(1000 * cpu / n, 3),

@@ -163,8 +163,8 @@ class PaymentProvider(Protocol):
         ...
 
     def unchanged(self, connection: Connection, event: ProviderEvent) -> str | None:
-        """What `apply` would report for `event` when applying it changes nothing, told cheaply on a
-        Core connection in the event's transaction (`payments.settlement.unchanged`); None when it
-        would change something or cannot be told so: `apply` runs then. Only asked for an event
-        that needs nothing fetched."""
+        """What `apply` would report for `event` when applying it changes nothing, told by a cheap
+        read on a Core connection (`payments.settlement.unchanged`); the event is then stored as
+        processed (`payments.webhooks.store_unchanged`). None when it would change something or
+        cannot be told so: `apply` runs then. Only asked for an event that needs nothing fetched."""
         ...

@@ -393,13 +393,12 @@ def _matched(session: Session, update: PaymentUpdate) -> tuple[Checkout, Payment
     return checkout, recorded
 
 
-# A recorded payment with its checkout, read locked as `_matched` reads it, for `unchanged`.
+# A recorded payment with its checkout, for `unchanged`.
 _PAYMENT_AND_CHECKOUT = (
     select(Checkout.id, Checkout.provider, Checkout.provider_ref, Checkout.currency, Checkout.amount_minor,
            Payment.status, Payment.failure_reason, Payment.card_last4)
     .join_from(Payment, Checkout, Checkout.id == Payment.checkout_id)
     .where(Payment.provider == bindparam("provider"), Payment.provider_ref == bindparam("provider_ref"))
-    .with_for_update(of=Payment)
 )
 
 
@@ -407,9 +406,9 @@ def unchanged(connection: Connection, update: PaymentUpdate, *, by_checkout_ref:
     """Whether `apply_update` would change nothing for `update` and raise nothing: the payment is
     recorded already, for a checkout that matches it (as `matched_checkout` requires), and is at
     that status's rank or beyond, with no new decline reason and no card to record. Told by one
-    read on a Core connection (the payment row locked, as `apply_update` locks it), in the
-    caller's transaction, so an event that moves nothing costs no ORM work. False whenever it
-    would do anything, or fail: `apply_update` then runs and does it (or says why not).
+    read on a Core connection, in no transaction of its own (see `payments.webhooks.store_unchanged`),
+    so an event that moves nothing costs no ORM work and no write but its own record. False whenever it would do anything, or fail: `apply_update`
+    then runs and does it (or says why not).
 
     `by_checkout_ref`: the checkout is the one whose provider reference is `update.provider_ref`
     (a Stripe PaymentIntent's), as the provider found it, instead of `update.checkout_id`."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -27,8 +26,8 @@ from kernel.settings import Settings
 from payments.base import PaymentProvider, ProviderEvent, SignatureError
 from payments.registry import webhook_providers
 from payments.webhooks import (
-    PreparedHandler, ProviderHandler, apply_new, decode_headers, store_and_apply, store_many, stored_already,
-    stored_event,
+    PreparedHandler, ProviderHandler, apply_new, decode_headers, store_and_apply, store_many, store_unchanged,
+    stored_already, stored_event,
 )
 
 log = logging.getLogger("encours.webhooks")
@@ -73,15 +72,21 @@ def _intake(request: Request, provider: PaymentProvider, events: list[ProviderEv
         if not request.app.state.reads_inline and _stored_already(request, provider, events):
             return ["duplicate"], []
 
+        # An event that changes nothing (a declined attempt told again, a late status) is told by
+        # one read, then stored already processed in one statement (payments.webhooks.store_unchanged).
+        with read_connection(request.app.state.read_sessions) as connection:
+            unchanged = provider.unchanged(connection, event)
+        if unchanged is not None:
+            done = store_unchanged(sessions, provider.name, event.id, event.type, event.body,
+                                   decode_headers(request.headers))
+            return ["duplicate" if done is None else "processed"], []
+
         def apply_one(session: Session) -> str:
             return provider.apply(session, settings, event, None)
 
-        def unchanged(connection: Connection) -> str | None:
-            return provider.unchanged(connection, event)
-
         # Stored and applied in one transaction (payments.webhooks.store_and_apply).
         done = store_and_apply(sessions, provider.name, event.id, event.type, event.body,
-                               decode_headers(request.headers), apply_one, unchanged)
+                               decode_headers(request.headers), apply_one)
         return ["duplicate" if done is None else "processed" if done else "kept for retry"], []
     # All the request's events are kept (or none): the provider resends the whole request otherwise.
     stored = store_many(sessions, provider.name, [(event.id, event.type, event.body) for event in events],

@@ -73,6 +73,8 @@ def is_stored(session: Session, provider: str, event_id: str) -> bool:
 _TABLE = WebhookEvent.metadata.tables[WebhookEvent.__tablename__]
 _STORED = select(_TABLE.c.id).where(_TABLE.c.provider == bindparam("provider"),
                                     _TABLE.c.event_id == bindparam("event_id"))
+_STORED_ONE = select(_TABLE.c.event_id).where(_TABLE.c.provider == bindparam("provider"),
+                                              _TABLE.c.event_id == bindparam("event_id"))
 _STORED_MANY = select(_TABLE.c.event_id).where(_TABLE.c.provider == bindparam("provider"),
                                                _TABLE.c.event_id.in_(bindparam("event_ids", expanding=True)))
 _INSERT_DIALECTS: dict[str, Callable[[Table], sqlite.Insert | postgresql.Insert]] = {
@@ -129,6 +131,8 @@ def stored_already(connection: Connection, provider: str, event_ids: list[str]) 
     """Whether every one of these events of `provider` is stored already: one indexed read, which on
     SQLite neither waits for nor takes the one write lock, so a duplicate delivery is answered
     without queuing behind the writers."""
+    if len(set(event_ids)) == 1:  # most deliveries: a statement compiled once, on the driver's cursor
+        return bool(driver_rows(connection, _STORED_ONE, {"provider": provider, "event_id": event_ids[0]}))
     found = connection.execute(_STORED_MANY, {"provider": provider, "event_ids": event_ids}).all()
     return len(found) == len(set(event_ids))
 
@@ -136,7 +140,6 @@ def stored_already(connection: Connection, provider: str, event_ids: list[str]) 
 def store_and_apply(
     session_factory: sessionmaker[Session], provider: str, event_id: str, event_type: str, body: str,
     headers: Mapping[str, str], apply: Callable[[Session], Any],
-    unchanged: Callable[[Connection], str | None] | None = None,
 ) -> bool | None:
     """One new event stored raw and applied with `apply(session)` (from the payload the caller
     already parsed, the same bytes as the stored body) in ONE transaction of its own: None when it
@@ -147,12 +150,8 @@ def store_and_apply(
     transaction. When `apply` raises, both are rolled back and the event is then stored with its
     error (or as not ours) in a transaction of its own, as `apply_new` would have left it: the raw
     event is kept whatever its handler does. A crash before the commit keeps nothing and answers
-    nothing, so the provider delivers the event again.
-
-    `unchanged(connection)`, when given, is asked first, in the same transaction: what the event
-    would be applied as when it changes nothing (a provider's cheap check, one read on a Core
-    connection: `PaymentProvider.unchanged`), or None; then `apply` runs, in a Session joined to
-    that transaction. An event that changes nothing is then stored with no ORM work at all."""
+    nothing, so the provider delivers the event again. The event row goes in on the driver's
+    cursor (`kernel.db.driver_rows`); `apply` gets a Session joined to that transaction."""
     failure: Exception | None = None
     try:
         with _one_writer(session_factory), write_connection(session_factory) as connection:
@@ -161,13 +160,12 @@ def store_and_apply(
             if pk is None:
                 return None
             try:
-                if unchanged is None or unchanged(connection) is None:
-                    # Joined to the connection's transaction: its commit only flushes (a savepoint's
-                    # release under tests' outer transaction); the connection commits below.
-                    with Session(bind=connection, expire_on_commit=False,
-                                 join_transaction_mode="conditional_savepoint") as session:
-                        apply(session)
-                        session.commit()
+                # Joined to the connection's transaction: its commit only flushes (a savepoint's
+                # release under tests' outer transaction); the connection commits below.
+                with Session(bind=connection, expire_on_commit=False,
+                             join_transaction_mode="conditional_savepoint") as session:
+                    apply(session)
+                    session.commit()
             except Exception as error:  # the handler's failure: kept below, once all is rolled back
                 failure = error
                 raise
@@ -187,6 +185,25 @@ def store_and_apply(
         if insert_event(connection, provider, event_id, event_type, body, headers, state) is None:
             return None  # another delivery stored it meanwhile: that one applies it
     return isinstance(failure, NotOurs)
+
+
+def store_unchanged(
+    session_factory: sessionmaker[Session], provider: str, event_id: str, event_type: str, body: str,
+    headers: Mapping[str, str],
+) -> bool | None:
+    """A new event that changes nothing, as a read has just told (`PaymentProvider.unchanged`):
+    stored raw already marked processed, in one statement that is its whole transaction (on
+    PostgreSQL in autocommit; on SQLite the one writer holds the lock for that INSERT alone).
+    True when stored, None when it was stored already (a duplicate).
+
+    Told by a read before the write, not under a lock: the event is applied, in effect, at that
+    read, where it changes nothing; whatever commits between the read and the INSERT comes after
+    it in the order of events, so nothing is lost and no status moves backwards. Its record is
+    one statement: stored and applied in one transaction of its own all the same."""
+    with _one_writer(session_factory), statement_connection(session_factory) as connection:
+        pk = insert_event(connection, provider, event_id, event_type, body, headers,
+                          {"attempts": 1, "processed_at": clock.now(), "next_attempt_at": None})
+    return None if pk is None else True
 
 
 # SQLite has one writer at a time. Intake threads that find the write lock taken wait in SQLite's
