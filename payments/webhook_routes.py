@@ -3,7 +3,8 @@
 
 A delivery whose events are all stored already is answered after one indexed read (on SQLite on
 the event loop: no thread hop, no wait for the one writer). An event that needs nothing from the
-provider's API is stored and applied before the answer, in one transaction of its own. One that
+provider's API is stored and applied before the answer, in one transaction of its own; one that
+changes nothing, as one read tells (`PaymentProvider.unchanged`), in one statement. One that
 does is applied just after the answer is sent (a background task of this request): the
 provider's API is asked first, outside any transaction, so a slow provider never holds the
 database writer nor the provider's own delivery. Either way a failure is kept on the

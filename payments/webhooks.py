@@ -9,6 +9,9 @@ nothing from the provider's API:
                     lambda session: apply_event(session, payload))  # one transaction of its own
     return 200
 
+An event its provider tells unchanged by one read (`PaymentProvider.unchanged`: a decline told
+again, a late status) is stored already processed by `store_unchanged`, one statement.
+
 `store_and_apply` keeps the event raw, once per (provider, event id), with a single
 `INSERT ... ON CONFLICT DO NOTHING RETURNING id` (the unique key decides between two concurrent
 deliveries: the second one's insert does nothing) that already marks it processed, and applies it
