@@ -35,6 +35,7 @@ from sqlalchemy.engine import Engine  # noqa: E402
 from sqlalchemy.pool import Pool  # noqa: E402
 
 from bench import run  # noqa: E402
+from bench.harness import declined_event, webhook_checkout  # noqa: E402
 from bench.cpu import cpu_seconds  # noqa: E402
 from bench.harness import webhook_checkout  # noqa: E402
 from bench.generate import sqlite_path  # noqa: E402
@@ -99,7 +100,10 @@ def _measure(client: httpx.AsyncClient, requests: list[dict[str, Any]], expect: 
     server = cpu_seconds(sorted(BACKENDS)) - server_before
     if profiler:
         profiler.disable()
-        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
+        stats = pstats.Stats(profiler, stream=sys.stderr).sort_stats(os.environ.get("SORT", "cumulative"))
+        stats.print_stats(40)
+        if os.environ.get("CALLEES"):
+            stats.print_callees(os.environ["CALLEES"])
     n = len(requests)
     trips = _round_trips()
     return {"requests": n, "cpu_ms_per_request": round(1000 * cpu / n, 3),
@@ -136,7 +140,7 @@ def main() -> None:
     run_id = os.urandom(4).hex()
 
     def webhook(event_id: str) -> dict[str, Any]:
-        payload = run._declined_event(checkout, event_id)
+        payload = declined_event(checkout, event_id)
         return {"method": "POST", "url": "/webhooks/stripe", "content": payload,
                 "headers": {"Stripe-Signature": run.stripe_signature(payload), "Content-Type": "application/json"}}
 
@@ -151,12 +155,16 @@ def main() -> None:
     lifespan = app.router.lifespan_context(app)
     loop.run_until_complete(lifespan.__aenter__())
     try:
-        if args.only == "webhook_new":
+        global PROFILE
+        if args.only in ("webhook_new", "webhook_duplicate"):
             _measure(client, [webhook(f"evt_prof_warm_{run_id}_{i}") for i in range(20)], 200)
-            results["webhook_new"] = _measure(client, [webhook(f"evt_prof_{run_id}_{i}") for i in range(n)], 200)
+            PROFILE = args.cprofile == "webhook_new"
+            new = [webhook(f"evt_prof_{run_id}_{i}") for i in range(n)]
+            results["webhook_new"] = _measure(client, new, 200)
+            PROFILE = args.cprofile == "webhook_duplicate"
+            results["webhook_duplicate"] = _measure(client, [new[0]] * n, 200)
             return
         _measure(client, [same] * 20, 303)  # warm-up: pool, prepared statements, caches
-        global PROFILE
         PROFILE = args.cprofile == "magic_link_same"
         results["magic_link_same"] = _measure(client, [same] * n, 303)
         PROFILE = args.cprofile == "magic_link_first_open"

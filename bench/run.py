@@ -588,7 +588,8 @@ def webhook_intake(ctx: Context) -> list[Figure]:
     HTTP, the middleware and the check, the floor under both figures above)."""
     checkout = webhook_checkout(ctx.url)
     run_id = os.urandom(4).hex()
-    count = max(2_000, 600 * ctx.duration)  # more than a run sends, so every one is new
+    # More than a run sends, so every one is new (a run that wraps around sends duplicates: flagged below).
+    count = max(2_000, 3_000 * ctx.duration)
     events = []
     for n in range(count):
         payload = declined_event(checkout, f"evt_bench_{run_id}_{n}")
@@ -614,16 +615,21 @@ def webhook_intake(ctx: Context) -> list[Figure]:
     outcomes = _webhook_outcomes(ctx.url, run_id)
     cpu_new, cpu_dup = new["server_cpu_ms_per_request"], again["server_cpu_ms_per_request"]
     cpu_floor = refused["server_cpu_ms_per_request"]
-    cost = cpu_dup / cpu_new if cpu_new and cpu_dup else 0.0
-    ok = new["non_2xx_3xx"] == 0 and again["non_2xx_3xx"] == 0
+    # Issue 19: a duplicate's CPU (app + PostgreSQL, when it runs here) against a new event's.
+    whole_new = (cpu_new or 0) + (new.get("postgres_cpu_ms_per_request") or 0)
+    whole_dup = (cpu_dup or 0) + (again.get("postgres_cpu_ms_per_request") or 0)
+    cost = whole_dup / whole_new if whole_new and whole_dup else 0.0
+    # Every "new" request carried an event never sent before: as many stored (events[0] too, sent first).
+    all_new = outcomes["stored"] >= new["requests"] + 1
+    ok = new["non_2xx_3xx"] == 0 and again["non_2xx_3xx"] == 0 and all_new
     return [
         Figure("webhook_intake", "new signed events", round(new["requests_per_s"], 1), "ev/s", "≥ 1,000 ev/s",
                ok and new["requests_per_s"] >= 1000, {**new, "stored": outcomes}),
         Figure("webhook_intake", "duplicate deliveries", round(again["requests_per_s"], 1), "ev/s", detail=again),
         Figure("webhook_intake", "server CPU per new event", cpu_new or -1, "ms"),
         Figure("webhook_intake", "server CPU per duplicate", cpu_dup or -1, "ms"),
-        Figure("webhook_intake", "duplicate cost / new event (CPU)", round(100 * cost, 1), "%", "< 20 %",
-               ok and 0 < cost < 0.20),
+        Figure("webhook_intake", "duplicate cost / new event (CPU, app + PostgreSQL)", round(100 * cost, 1), "%",
+               "≤ 25 %", ok and 0 < cost <= 0.25, {"duplicate_ms": round(whole_dup, 3), "new_ms": round(whole_new, 3)}),
         Figure("webhook_intake", "server CPU per refused delivery (bad signature, no database)", cpu_floor or -1,
                "ms", detail=refused),
         Figure("webhook_intake", "server CPU per new event above that floor",
@@ -631,6 +637,7 @@ def webhook_intake(ctx: Context) -> list[Figure]:
         Figure("webhook_intake", "server CPU per duplicate above that floor",
                round(cpu_dup - cpu_floor, 2) if cpu_dup and cpu_floor else -1, "ms"),
         Figure("webhook_intake", "events stored / processed in this run", outcomes["stored"], "",
+               f"≥ new requests sent + 1 ({new['requests'] + 1}): each new", all_new,
                detail=outcomes),
         *cpu_figures("webhook_intake", "new event", new),
         *cpu_figures("webhook_intake", "duplicate", again),

@@ -7,14 +7,16 @@ import functools
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 from sqlalchemy import (
-    Connection, Dialect, Engine, Select, Table, and_, bindparam, create_engine, event, insert, make_url, text, update,
+    ClauseElement, Connection, Dialect, Engine, Select, Table, and_, bindparam, create_engine, event, insert, make_url, text, update,
 )
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.compiler import SQLCompiler
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -124,6 +126,50 @@ def execute_driver_sql(connection: Connection, sql: str, params: Mapping[str, An
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(sql, params)
+    finally:
+        cursor.close()
+
+
+@dataclass(frozen=True)
+class _DriverStatement:
+    sql: str
+    order: tuple[str, ...] | None  # a positional paramstyle's parameter names, in order
+    defaults: Mapping[str, Any]  # the statement's own values (a literal compared with, say)
+    processors: tuple[tuple[str, Callable[[Any], Any]], ...]  # the columns' type conversions
+
+
+@functools.lru_cache(maxsize=64)
+def _driver_statement(statement: ClauseElement, dialect: Dialect) -> _DriverStatement:
+    compiled = statement.compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)
+    processors = []
+    for name, bind in compiled.binds.items():
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            processors.append((name, process))
+    order = tuple(compiled.positiontup or ()) if compiled.positional else None
+    defaults = {name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required}
+    return _DriverStatement(str(compiled), order, defaults, tuple(processors))
+
+
+def driver_rows(connection: Connection, statement: ClauseElement, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """`connection.execute(statement, params).all()` as plain tuples, for the hottest statements:
+    compiled once per dialect, the parameters converted by their columns' types as SQLAlchemy
+    converts them (aware datetimes, JSON), then run on the driver's own cursor, in the
+    connection's transaction: SQLAlchemy's execution and result set-up cost more than such a
+    statement (bench/RESULTS.md, 2026-12-05 hooks8). Every parameter is a named `bindparam`;
+    the rows come back as the driver reads them (no result type conversion)."""
+    prepared = _driver_statement(statement, connection.dialect)
+    values = {**prepared.defaults, **params}
+    for name, process in prepared.processors:
+        values[name] = process(values[name])
+    arguments = values if prepared.order is None else [values[name] for name in prepared.order]
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if connection._has_events or connection.engine._has_events:  # what watches statements sees these too
+            connection.dispatch.before_cursor_execute(connection, cursor, prepared.sql, arguments, None, False)
+        cursor.execute(prepared.sql, arguments)
+        return [tuple(row) for row in cursor.fetchall()] if cursor.description is not None else []
     finally:
         cursor.close()
 

@@ -14,6 +14,7 @@ from payments import rf
 from payments.base import NotOurs, ProviderEvent, StandIn, StartResult
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
     from sqlalchemy.orm import Session
 
     from kernel.settings import Settings
@@ -85,6 +86,9 @@ class BankTransferProvider:
 
     def apply(self, session: Session, settings: Settings, event: ProviderEvent, fetched: Any) -> str:
         raise NotOurs("bank transfers are matched on the bank statement, never by an event")
+
+    def unchanged(self, connection: Connection, event: ProviderEvent) -> str | None:
+        return None
 
     def start(self, session: Session, checkout: Checkout, settings: Settings, base_url: str) -> StartResult:
         if checkout.reference is None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, runtime_checkable
 from ledger.models import DEBTOR_METHODS
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
     from sqlalchemy.orm import Session
 
     from kernel.settings import Settings
@@ -159,4 +160,11 @@ class PaymentProvider(Protocol):
         """Apply `event` in the caller's transaction (payment statuses through
         `payments.settlement.apply_update`); what was done, for the log. NotOurs when it names
         nothing we created."""
+        ...
+
+    def unchanged(self, connection: Connection, event: ProviderEvent) -> str | None:
+        """What `apply` would report for `event` when applying it changes nothing, told by a cheap
+        read on a Core connection (`payments.settlement.unchanged`); the event is then stored as
+        processed (`payments.webhooks.store_unchanged`). None when it would change something or
+        cannot be told so: `apply` runs then. Only asked for an event that needs nothing fetched."""
         ...

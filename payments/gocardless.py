@@ -50,6 +50,7 @@ from payments.base import (
 from payments.collections import MANDATE_ENDED, CollectionReport, collectable_invoices, mandate_currency
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
     from sqlalchemy.orm import Session, sessionmaker
 
     from kernel.settings import Settings
@@ -304,6 +305,9 @@ class GoCardlessProvider(_GoCardless):
 
     def apply(self, session: Session, settings: Settings, event: ProviderEvent, fetched: Any) -> str:
         return apply_event(session, event.payload, settings, fetched)
+
+    def unchanged(self, connection: Connection, event: ProviderEvent) -> str | None:
+        return None  # its events ask the API first (calls_out), or carry nothing to check cheaply
 
 
 def payment_method(checkout: Checkout) -> str:

@@ -35,11 +35,12 @@ from functools import lru_cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from kernel.clock import clock
+from kernel.db import driver_rows
 from kernel.settings import Settings, load_settings
 from ledger import audit
 from mail import notifications
@@ -390,6 +391,46 @@ def _matched(session: Session, update: PaymentUpdate) -> tuple[Checkout, Payment
         raise NotOurs(f"{update.provider} {update.provider_ref} is for {update.amount_minor} {update.currency}; "
                       f"checkout {checkout.id} asked for {checkout.amount_minor}")
     return checkout, recorded
+
+
+# A recorded payment with its checkout, for `unchanged`.
+_PAYMENT_AND_CHECKOUT = (
+    select(Checkout.id, Checkout.provider, Checkout.provider_ref, Checkout.currency, Checkout.amount_minor,
+           Payment.status, Payment.failure_reason, Payment.card_last4)
+    .join_from(Payment, Checkout, Checkout.id == Payment.checkout_id)
+    .where(Payment.provider == bindparam("provider"), Payment.provider_ref == bindparam("provider_ref"))
+)
+
+
+def unchanged(connection: Connection, update: PaymentUpdate, *, by_checkout_ref: bool = False) -> bool:
+    """Whether `apply_update` would change nothing for `update` and raise nothing: the payment is
+    recorded already, for a checkout that matches it (as `matched_checkout` requires), and is at
+    that status's rank or beyond, with no new decline reason and no card to record. Told by one
+    read on a Core connection, in no transaction of its own (see `payments.webhooks.store_unchanged`),
+    so an event that moves nothing costs no ORM work and no write but its own record. False whenever it would do anything, or fail: `apply_update`
+    then runs and does it (or says why not).
+
+    `by_checkout_ref`: the checkout is the one whose provider reference is `update.provider_ref`
+    (a Stripe PaymentIntent's), as the provider found it, instead of `update.checkout_id`."""
+    status = ALIASES.get(update.status, update.status)
+    if status not in RANK or update.amount_minor <= 0:
+        return False
+    rows = driver_rows(connection, _PAYMENT_AND_CHECKOUT,
+                       {"provider": update.provider, "provider_ref": update.provider_ref})
+    if not rows:
+        return False
+    checkout_id, provider, checkout_ref, currency, amount_minor, previous, failure_reason, card_last4 = rows[0]
+    if (checkout_ref != update.provider_ref) if by_checkout_ref else (checkout_id != update.checkout_id):
+        return False
+    if provider != update.provider or currency != update.currency:
+        return False
+    if status in _WHOLE_AMOUNT and update.amount_minor != amount_minor:
+        return False
+    if update.card is not None and card_last4 is None:
+        return False
+    if previous not in RANK or RANK[PaymentStatus(status)] > RANK[PaymentStatus(previous)]:
+        return False
+    return not (status == previous == "pending" and update.reason and failure_reason != update.reason)
 
 
 def apply_update(session: Session, update: PaymentUpdate, settings: Settings | None = None) -> Payment:

@@ -33,6 +33,7 @@ from payments.base import (
 )
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
     from sqlalchemy.orm import Session
 
     from kernel.settings import Settings
@@ -200,6 +201,9 @@ class StripeProvider:
 
     def apply(self, session: Session, settings: Settings, event: ProviderEvent, fetched: Any) -> str:
         return apply_event(session, event.payload, settings)
+
+    def unchanged(self, connection: Connection, event: ProviderEvent) -> str | None:
+        return unchanged_event(connection, event.payload)
 
     def start(self, session: Session, checkout: Checkout, settings: Settings, base_url: str) -> StartResult:
         """Create the checkout's PaymentIntent once; the card page confirms it."""
@@ -424,6 +428,41 @@ def apply_event(session: Session, payload: dict[str, Any], settings: Settings | 
             return f"{obj.get('payment_intent')} dispute closed {obj.get('status')}: recorded"
         case _:
             return f"{kind}: ignored"
+
+
+def unchanged_event(connection: Connection, payload: dict[str, Any]) -> str | None:
+    """What `apply_event` would report for a PaymentIntent event that changes nothing (a declined
+    attempt told again, a late `processing`, a redelivered success under a new event id), told by
+    one read (`payments.settlement.unchanged`); None when it would change something, or raise:
+    then `apply_event` applies it."""
+    from payments.settlement import unchanged
+
+    kind = str(payload.get("type") or "")
+    if kind not in ("payment_intent.processing", "payment_intent.succeeded", "payment_intent.payment_failed"):
+        return None
+    data = payload.get("data")
+    obj = (data.get("object") if isinstance(data, dict) else None) or {}
+    intent_id, currency = obj.get("id"), str(obj.get("currency") or "")
+    if not intent_id or not isinstance(obj.get("amount", 0), int):
+        return None
+    if kind == "payment_intent.succeeded":
+        received = obj.get("amount_received") or obj.get("amount")
+        if (obj.get("amount") and received != obj.get("amount")) or not isinstance(received, int):
+            return None
+        status, amount, reason = "succeeded", received, None
+    elif kind == "payment_intent.processing":
+        status, amount, reason = "processing", int(obj.get("amount") or 0), None
+    else:
+        error = obj.get("last_payment_error") or {}
+        status, amount = "pending", int(obj.get("amount") or 0)
+        reason = error.get("message") or error.get("code") or "card payment declined"
+    try:
+        change = PaymentUpdate(checkout_id=0, provider=PROVIDER, provider_ref=str(intent_id), method=METHOD,
+                               status=status, amount_minor=from_stripe_amount(amount, currency),
+                               currency=currency.upper(), reason=reason, card=card_of(obj))
+    except Exception:  # noqa: BLE001 - anything odd (a currency we do not know): apply_event says why
+        return None
+    return f"{change.provider_ref} {status}" if unchanged(connection, change, by_checkout_ref=True) else None
 
 
 def _checkout_of_intent(session: Session, intent: dict[str, Any]) -> Checkout:

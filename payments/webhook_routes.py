@@ -3,7 +3,8 @@
 
 A delivery whose events are all stored already is answered after one indexed read (on SQLite on
 the event loop: no thread hop, no wait for the one writer). An event that needs nothing from the
-provider's API is stored and applied before the answer, in one transaction of its own. One that
+provider's API is stored and applied before the answer, in one transaction of its own; one that
+changes nothing, as one read tells (`PaymentProvider.unchanged`), in one statement. One that
 does is applied just after the answer is sent (a background task of this request): the
 provider's API is asked first, outside any transaction, so a slow provider never holds the
 database writer nor the provider's own delivery. Either way a failure is kept on the
@@ -26,8 +27,8 @@ from kernel.settings import Settings
 from payments.base import PaymentProvider, ProviderEvent, SignatureError
 from payments.registry import webhook_providers
 from payments.webhooks import (
-    PreparedHandler, ProviderHandler, apply_new, decode_headers, store_and_apply, store_many, stored_already,
-    stored_event,
+    PreparedHandler, ProviderHandler, apply_new, decode_headers, store_and_apply, store_many, store_unchanged,
+    stored_already, stored_event,
 )
 
 log = logging.getLogger("encours.webhooks")
@@ -71,6 +72,15 @@ def _intake(request: Request, provider: PaymentProvider, events: list[ProviderEv
         # (SQLite read it on the event loop already).
         if not request.app.state.reads_inline and _stored_already(request, provider, events):
             return ["duplicate"], []
+
+        # An event that changes nothing (a declined attempt told again, a late status) is told by
+        # one read, then stored already processed in one statement (payments.webhooks.store_unchanged).
+        with read_connection(request.app.state.read_sessions) as connection:
+            unchanged = provider.unchanged(connection, event)
+        if unchanged is not None:
+            done = store_unchanged(sessions, provider.name, event.id, event.type, event.body,
+                                   decode_headers(request.headers))
+            return ["duplicate" if done is None else "processed"], []
 
         def apply_one(session: Session) -> str:
             return provider.apply(session, settings, event, None)

@@ -9,6 +9,9 @@ nothing from the provider's API:
                     lambda session: apply_event(session, payload))  # one transaction of its own
     return 200
 
+An event its provider tells unchanged by one read (`PaymentProvider.unchanged`: a decline told
+again, a late status) is stored already processed by `store_unchanged`, one statement.
+
 `store_and_apply` keeps the event raw, once per (provider, event id), with a single
 `INSERT ... ON CONFLICT DO NOTHING RETURNING id` (the unique key decides between two concurrent
 deliveries: the second one's insert does nothing) that already marks it processed, and applies it
@@ -29,9 +32,13 @@ marked processed with the outcome "not_ours" and why, and never retried. A provi
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import json
 import logging
+import os
 import threading
+import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,7 +50,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kernel.clock import clock
 from kernel.retry import RetryPolicy
-from kernel.db import SQLITE_BEGIN_OPTION, statement_connection, unit_of_work
+from kernel.db import SQLITE_BEGIN_OPTION, driver_rows, statement_connection, unit_of_work, write_connection
 from ledger.models import WebhookEvent
 from payments.base import NotOurs, PaymentProvider, ProviderEvent
 
@@ -73,6 +80,8 @@ def is_stored(session: Session, provider: str, event_id: str) -> bool:
 _TABLE = WebhookEvent.metadata.tables[WebhookEvent.__tablename__]
 _STORED = select(_TABLE.c.id).where(_TABLE.c.provider == bindparam("provider"),
                                     _TABLE.c.event_id == bindparam("event_id"))
+_STORED_ONE = select(_TABLE.c.event_id).where(_TABLE.c.provider == bindparam("provider"),
+                                              _TABLE.c.event_id == bindparam("event_id"))
 _STORED_MANY = select(_TABLE.c.event_id).where(_TABLE.c.provider == bindparam("provider"),
                                                _TABLE.c.event_id.in_(bindparam("event_ids", expanding=True)))
 _INSERT_DIALECTS: dict[str, Callable[[Table], sqlite.Insert | postgresql.Insert]] = {
@@ -107,7 +116,7 @@ def insert_event(
     (attempts, processed_at, next_attempt_at, error, outcome, note) when they are known already;
     by default a new event waiting for its first attempt."""
     now = clock.now()
-    row = connection.execute(_insert(connection.dialect.name), {
+    rows = driver_rows(connection, _insert(connection.dialect.name), {
         "provider": provider,
         "event_id": event_id,
         "event_type": event_type,
@@ -121,14 +130,16 @@ def insert_event(
         "outcome": None,
         "note": None,
         **(state or {}),
-    }).first()
-    return None if row is None else int(row[0])
+    })
+    return int(rows[0][0]) if rows else None
 
 
 def stored_already(connection: Connection, provider: str, event_ids: list[str]) -> bool:
     """Whether every one of these events of `provider` is stored already: one indexed read, which on
     SQLite neither waits for nor takes the one write lock, so a duplicate delivery is answered
     without queuing behind the writers."""
+    if len(set(event_ids)) == 1:  # most deliveries: a statement compiled once, on the driver's cursor
+        return bool(driver_rows(connection, _STORED_ONE, {"provider": provider, "event_id": event_ids[0]}))
     found = connection.execute(_STORED_MANY, {"provider": provider, "event_ids": event_ids}).all()
     return len(found) == len(set(event_ids))
 
@@ -146,16 +157,22 @@ def store_and_apply(
     transaction. When `apply` raises, both are rolled back and the event is then stored with its
     error (or as not ours) in a transaction of its own, as `apply_new` would have left it: the raw
     event is kept whatever its handler does. A crash before the commit keeps nothing and answers
-    nothing, so the provider delivers the event again."""
+    nothing, so the provider delivers the event again. The event row goes in on the driver's
+    cursor (`kernel.db.driver_rows`); `apply` gets a Session joined to that transaction."""
     failure: Exception | None = None
     try:
-        with _one_writer(session_factory), unit_of_work(session_factory) as session:
-            pk = insert_event(session.connection(), provider, event_id, event_type, body, headers,
+        with _one_writer(session_factory), write_connection(session_factory) as connection:
+            pk = insert_event(connection, provider, event_id, event_type, body, headers,
                               {"attempts": 1, "processed_at": clock.now(), "next_attempt_at": None})
             if pk is None:
                 return None
             try:
-                apply(session)
+                # Joined to the connection's transaction: its commit only flushes (a savepoint's
+                # release under tests' outer transaction); the connection commits below.
+                with Session(bind=connection, expire_on_commit=False,
+                             join_transaction_mode="conditional_savepoint") as session:
+                    apply(session)
+                    session.commit()
             except Exception as error:  # the handler's failure: kept below, once all is rolled back
                 failure = error
                 raise
@@ -177,14 +194,39 @@ def store_and_apply(
     return isinstance(failure, NotOurs)
 
 
+def store_unchanged(
+    session_factory: sessionmaker[Session], provider: str, event_id: str, event_type: str, body: str,
+    headers: Mapping[str, str],
+) -> bool | None:
+    """A new event that changes nothing, as a read has just told (`PaymentProvider.unchanged`):
+    stored raw already marked processed, in one statement that is its whole transaction (on
+    PostgreSQL in autocommit; on SQLite the one writer holds the lock for that INSERT alone).
+    True when stored, None when it was stored already (a duplicate).
+
+    Told by a read before the write, not under a lock: the event is applied, in effect, at that
+    read, where it changes nothing; whatever commits between the read and the INSERT comes after
+    it in the order of events, so nothing is lost and no status moves backwards. Its record is
+    one statement: stored and applied in one transaction of its own all the same."""
+    with _one_writer(session_factory), statement_connection(session_factory) as connection:
+        pk = insert_event(connection, provider, event_id, event_type, body, headers,
+                          {"attempts": 1, "processed_at": clock.now(), "next_attempt_at": None})
+    return None if pk is None else True
+
+
 # SQLite has one writer at a time. Intake threads that find the write lock taken wait in SQLite's
 # busy handler, which polls with sleeps growing to 100 ms: under a burst of deliveries most of the
 # time went there (p99 of 5 s at 111 events/s with the CPU half idle). Queued on a lock of the
-# process instead, the next writer starts as soon as the previous one commits. (Writers of other
-# processes are still waited for by SQLite's busy handler.) The wait is bounded like SQLite's
-# busy timeout: a handler stuck on a provider's API must not hold every delivery forever.
+# process instead, the next writer starts as soon as the previous one commits. Between processes
+# (`encours serve --workers 2`), the intake's writers also take an exclusive lock on a file beside
+# the database, polled in steps of at most half a millisecond: with SQLite's busy handler alone,
+# each one found the other process's writer in and slept 1 ms or more, for a write of 0.3 ms
+# (bench/RESULTS.md, 2026-12-05 hooks8). Other writers (the portal, the worker) still meet them
+# in SQLite's busy handler. The wait is bounded like SQLite's busy timeout: a handler stuck on a
+# provider's API must not hold every delivery forever.
 _SQLITE_WRITER = threading.Lock()
 WRITER_WAIT = 10.0  # seconds, kernel.db's busy_timeout
+_WRITER_FILES: dict[str, int] = {}  # database file → its open writer-lock file, one per process
+_POLL = (0.00005, 0.0001, 0.0002, 0.0005)
 
 
 @contextmanager
@@ -193,12 +235,43 @@ def _one_writer(session_factory: sessionmaker[Session]) -> Iterator[None]:
     if bind is None or bind.dialect.name != "sqlite":
         yield
         return
+    started = time.monotonic()
     if not _SQLITE_WRITER.acquire(timeout=WRITER_WAIT):
         raise TimeoutError(f"the database stayed busy with another webhook for {WRITER_WAIT:.0f} s")
     try:
-        yield
+        lock_file = _writer_file(bind.engine.url.database)
+        if lock_file is None:
+            yield
+            return
+        _lock_file(lock_file, started)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
     finally:
         _SQLITE_WRITER.release()
+
+
+def _writer_file(database: str | None) -> int | None:
+    """The writer-lock file of a SQLite database file, opened once (under `_SQLITE_WRITER`)."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    found = _WRITER_FILES.get(database)
+    if found is None:
+        found = _WRITER_FILES[database] = os.open(f"{database}.writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    return found
+
+
+def _lock_file(lock_file: int, started: float) -> None:
+    for step in itertools.count():
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() - started > WRITER_WAIT:
+                raise TimeoutError(f"the database stayed busy with another process's webhook for "
+                                   f"{WRITER_WAIT:.0f} s") from None
+            time.sleep(_POLL[min(step, len(_POLL) - 1)])
 
 
 def store_new(

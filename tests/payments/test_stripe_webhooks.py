@@ -188,15 +188,43 @@ def test_a_new_event_is_applied_from_the_verified_payload_without_reading_it_bac
     payload = event_payload("payment_intent.payment_failed", intent(
         checkout, "requires_payment_method", last_payment_error={"code": "card_declined"}), "evt_new")
     assert deliver(client, payload).json()["outcomes"][0] == "processed"
-    # Whether it is stored already (one read), then stored already marked processed and applied in
-    # the same transaction: no claim to write afterwards, the stored row never read back.
+    # Whether it is stored already (one read), whether it changes nothing (one read: it does, the
+    # first decline), then stored already marked processed and applied in the same transaction:
+    # no claim to write afterwards, the stored row never read back.
     assert statements[0].startswith("SELECT webhook_events.event_id FROM webhook_events")
-    assert statements[1].startswith("INSERT INTO webhook_events")
+    assert statements[1].startswith("SELECT checkouts.id") and "FROM payments JOIN checkouts" in statements[1]
+    assert statements[2].startswith("INSERT INTO webhook_events")
     assert not any(s.startswith("UPDATE webhook_events") for s in statements)
     assert not any(s.startswith("SELECT") and "FROM webhook_events" in s for s in statements[1:])
     stored = session.scalars(select(WebhookEvent)).one()
     assert stored.processed_at is not None and stored.attempts == 1 and json.loads(stored.body)["id"] == "evt_new"
     assert session.scalars(select(Payment.failure_reason)).one() == "card_declined"
+
+
+def test_an_event_that_changes_nothing_is_stored_processed_after_one_read(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice],
+    statements: list[str],  # noqa: F811
+) -> None:
+    declined = intent(checkout, "requires_payment_method", last_payment_error={"code": "card_declined"})
+    assert deliver(client, event_payload("payment_intent.payment_failed", declined, "evt_1")).json()["outcomes"] \
+        == ["processed"]
+    statements.clear()
+    # The same decline told again under a new event id: nothing to change.
+    assert deliver(client, event_payload("payment_intent.payment_failed", declined, "evt_2")).json()["outcomes"] \
+        == ["processed"]
+    assert [s.split(None, 3)[:3] for s in statements] == [["SELECT", "webhook_events.event_id", "FROM"],
+                                                          ["SELECT", "checkouts.id,", "checkouts.provider,"],
+                                                          ["INSERT", "INTO", "webhook_events"]]
+    stored = session.scalars(select(WebhookEvent).where(WebhookEvent.event_id == "evt_2")).one()
+    assert (stored.processed_at, stored.attempts, stored.next_attempt_at, stored.error, stored.outcome) == (
+        stored.received_at, 1, None, None, None)
+    assert session.scalars(select(Payment.failure_reason)).one() == "card_declined"
+    # A decline with another reason changes something: applied through the handler.
+    other = intent(checkout, "requires_payment_method", last_payment_error={"code": "insufficient_funds"})
+    assert deliver(client, event_payload("payment_intent.payment_failed", other, "evt_3")).json()["outcomes"] \
+        == ["processed"]
+    session.expire_all()
+    assert session.scalars(select(Payment.failure_reason)).one() == "insufficient_funds"
 
 
 def test_a_success_reads_its_customer_company_and_invoices_once(

@@ -361,3 +361,41 @@ def test_a_failure_that_is_not_the_handlers_fails_the_delivery_and_stores_nothin
     assert calls == []
     with session_factory() as session:
         assert not is_stored(session, "stripe", "evt_1") and not is_stored(session, "stripe", "evt_2")
+
+
+def test_the_sqlite_writer_is_one_across_processes(
+    session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `encours serve` processes on one SQLite file: the intake's writers queue on a lock file
+    beside the database instead of in SQLite's busy handler. While another process holds it, a
+    delivery waits (bounded: it fails, and the provider delivers it again); once let go, it goes in."""
+    import subprocess
+    import sys
+
+    from payments.webhooks import store_unchanged
+
+    bind = session_factory.kw["bind"]
+    if bind.dialect.name != "sqlite":  # a server database has no lock file: its own locks suffice
+        store_unchanged(session_factory, "stripe", "evt_pg", "payment_intent.processing", "{}", HEADERS)
+        with session_factory() as session:
+            assert is_stored(session, "stripe", "evt_pg")
+        return
+    lock_path = f"{bind.engine.url.database}.writer-lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.readline()", lock_path],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(webhooks, "WRITER_WAIT", 0.2)
+        with pytest.raises(TimeoutError, match="another process"):
+            store_unchanged(session_factory, "stripe", "evt_1", "payment_intent.processing", "{}", HEADERS)
+        with session_factory() as session:
+            assert not is_stored(session, "stripe", "evt_1")
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert store_unchanged(session_factory, "stripe", "evt_1", "payment_intent.processing", "{}", HEADERS) is True
+    assert store_unchanged(session_factory, "stripe", "evt_1", "payment_intent.processing", "{}", HEADERS) is None
+    with session_factory() as session:
+        stored = session.scalars(select(WebhookEvent)).one()
+        assert (stored.processed_at, stored.attempts, stored.next_attempt_at) == (clock.now(), 1, None)
