@@ -18,7 +18,8 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from kernel.clock import clock
-from kernel.db import insert_rows, reserve_ids
+from kernel.collector import collection_paused
+from kernel.db import background_writes, insert_rows, reserve_ids
 from kernel.i18n import N_
 from kernel.user_error import Count, UserError, UserErrors
 from kernel.settings import Settings
@@ -149,7 +150,12 @@ def import_statement_file(
     `bulk` applies the automatic matches many at a time (`booking.confirm_many`); without it each
     goes through `booking.confirm` alone, as staff's confirmations do (same ledger either way).
     `actor` (type, name) is who loaded it when not a staff `user`, e.g. ("api", the key's name)."""
-    now = now or clock.now()
+    with collection_paused():
+        return _import_file(session, data, filename, company_code, user, now or clock.now(), settings, bulk, actor)
+
+
+def _import_file(session: Session, data: bytes, filename: str, company_code: str | None, user: User | None,
+                 now: datetime, settings: Settings | None, bulk: bool, actor: tuple[str, str] | None) -> ImportReport:
     try:
         statements = parse_statement_file(data)
     except (UserError, UserErrors) as error:
@@ -273,6 +279,10 @@ def _import_statement(session: Session, statement: ParsedStatement, account: Ban
                         # one the ledger refuses turns back into a suggestion (_confirm_pending).
                         entry["state"], entry["matched_by"] = BankEntryState.matched.value, "rule"
         proposals.append(proposal)
+    if bulk and not any(_one_by_one(entry, proposal) for entry, proposal in zip(values, proposals)):
+        _write_all_in_bulk(session, values, proposals, company_id, book)
+        _summarize(session, summary, values, statement_id)
+        return
     ids = _insert_entries(session, values)
     match_ids = _insert_suggestions(session, ids, values, proposals, company_id, bulk)
 
@@ -298,6 +308,55 @@ def _import_statement(session: Session, statement: ParsedStatement, account: Ban
             session.expunge_all()  # what was written stays written; the session stays small
     _confirm_pending(session, pending, values, book)
     session.flush()
+    _summarize(session, summary, values, statement_id)
+
+
+def _one_by_one(entry: dict[str, Any], proposal: Proposal | None) -> bool:
+    """An entry the import applies on its own, in file order: a checkout's RF reference (through the
+    settlement) or a returned transfer (after the matches before it, whose credit it may return)."""
+    return ((proposal is not None and proposal.auto and proposal.checkout_id is not None)
+            or (entry["reversal"] and entry["amount_minor"] < 0))
+
+
+def _write_all_in_bulk(session: Session, values: list[dict[str, Any]], proposals: list[Proposal | None],
+                       company_id: int, book: Book) -> None:
+    """A statement with nothing to apply one by one: its automatic matches go onto the ledger
+    first, all together, then every row is written once, in its final state (a match the ledger
+    refuses is written a suggestion, its entry suggested). Every read comes before the first
+    write, so the writes are sent in the background while the next rows are built
+    (`kernel.db.background_writes`): one transaction all the same, nothing half written stays."""
+    ids = reserve_ids(session, BankEntry.__table__, len(values))
+    autos = [index for index, proposal in enumerate(proposals) if proposal is not None and proposal.auto]
+    suggested = sum(1 for proposal in proposals if proposal is not None) - len(autos)
+    match_ids = reserve_ids(session, BankMatch.__table__, suggested + len(autos))
+    matches = [_suggested(match_id, ids[index], values[index], proposals[index])  # type: ignore[arg-type]
+               for match_id, index in zip(match_ids[suggested:], autos)]
+    with background_writes(session):
+        confirmation = booking.apply_many(session, matches)
+        refused = [(values[index], match, problem)
+                   for index, match, problem in zip(autos, matches, confirmation.results) if problem is not None]
+        for entry, _match, problem in refused:
+            entry["state"], entry["matched_by"] = BankEntryState.suggested.value, None
+            entry["warnings"] = [*entry["warnings"], f"not matched automatically: {problem}"]
+        _reopen(session, book, [match for _entry, match, _problem in refused])
+        _insert_entries(session, values, ids)
+        _insert_suggestions(session, ids, values, proposals, company_id, True, match_ids[:suggested])
+        booking.write_confirmed(session, confirmation)
+    session.expire_all()  # rows the session holds were written around it
+
+
+def _reopen(session: Session, book: Book, refused: list[booking.SuggestedMatch]) -> None:
+    """The invoices of matches the ledger refused, in the book as they stand."""
+    invoice_ids = sorted({line.invoice_id for match in refused for line in match.lines
+                          if line.invoice_id is not None})
+    for start in range(0, len(invoice_ids), _CHUNK):
+        for invoice_id, open_minor in session.execute(select(Invoice.id, Invoice.open_minor).where(
+                Invoice.id.in_(invoice_ids[start:start + _CHUNK]))):
+            book.reopen(invoice_id, open_minor)
+
+
+def _summarize(session: Session, summary: StatementSummary, values: list[dict[str, Any]],
+               statement_id: int) -> None:
     for entry in values:
         state = entry["state"]
         if state == BankEntryState.matched.value:
@@ -343,9 +402,11 @@ def _facts(index: int, entry: dict[str, Any], company_id: int) -> EntryFacts:
                       remittance_text=entry["remittance_text"], structured_reference=entry["structured_reference"])
 
 
-def _insert_entries(session: Session, values: list[dict[str, Any]]) -> list[int]:
-    """The rows in bulk on ids reserved for them (`kernel.db.reserve_ids`): nothing to read back."""
-    ids = reserve_ids(session, BankEntry.__table__, len(values))
+def _insert_entries(session: Session, values: list[dict[str, Any]], ids: list[int] | None = None) -> list[int]:
+    """The rows in bulk on ids reserved for them (`kernel.db.reserve_ids`, here unless given):
+    nothing to read back."""
+    if ids is None:
+        ids = reserve_ids(session, BankEntry.__table__, len(values))
     for start in range(0, len(values), _CHUNK * 4):
         insert_rows(session, BankEntry.__table__, [  # Core: no ORM bookkeeping per row
             dict(entry, id=entry_id) for entry_id, entry in zip(ids[start:start + _CHUNK * 4],
@@ -354,14 +415,16 @@ def _insert_entries(session: Session, values: list[dict[str, Any]]) -> list[int]
 
 
 def _insert_suggestions(session: Session, ids: list[int], values: list[dict[str, Any]],
-                        proposals: list[Proposal | None], company_id: int, bulk: bool) -> list[int | None]:
+                        proposals: list[Proposal | None], company_id: int, bulk: bool,
+                        match_ids: list[int] | None = None) -> list[int | None]:
     """Every proposal as a suggested match, but those applied in bulk (written by `confirm_many`);
     the other automatic ones are confirmed next. The match ids in the entries' order (None: no
-    match written)."""
+    match written); reserved here unless given."""
     wanted = [(entry_id, entry, proposal) for entry_id, entry, proposal in zip(ids, values, proposals)
               if proposal is not None and not (bulk and proposal.auto and proposal.checkout_id is None)]
-    found = dict(zip((entry_id for entry_id, _entry, _proposal in wanted),
-                     reserve_ids(session, BankMatch.__table__, len(wanted))))
+    if match_ids is None:
+        match_ids = reserve_ids(session, BankMatch.__table__, len(wanted))
+    found = dict(zip((entry_id for entry_id, _entry, _proposal in wanted), match_ids))
     for start in range(0, len(wanted), _CHUNK * 4):
         chunk = wanted[start:start + _CHUNK * 4]
         insert_rows(session, BankMatch.__table__, [
