@@ -258,31 +258,13 @@ def _import_statement(session: Session, statement: ParsedStatement, account: Ban
     if book is None:
         book = books[company_id] = load_book(session, company_id)
     _load_checkouts(session, book, company_id, values)
-    # Matched on plain values first: the book is settled as each automatic match is decided, so
-    # a later entry never counts on money an earlier one took.
-    proposals: list[Proposal | None] = []
-    for index, entry in enumerate(values):
-        proposal = None
-        if entry["state"] == BankEntryState.unmatched.value and entry["amount_minor"] > 0 and not entry["reversal"] \
-                and not entry["warnings"]:
-            outcome = match_entry(_facts(index, entry, company_id), book, auto_level)
-            entry["warnings"] = [*entry["warnings"], *outcome.warnings]
-            proposal = outcome.proposal
-            if proposal is not None:
-                entry["state"] = BankEntryState.suggested.value
-                if proposal.auto:
-                    for line in proposal.lines:
-                        if line.invoice_id is not None:
-                            book.settle(line.invoice_id, line.amount_minor + line.discount_minor)
-                    if bulk and proposal.checkout_id is None:
-                        # Written matched by the rule; `confirm_many` writes its match, and the rare
-                        # one the ledger refuses turns back into a suggestion (_confirm_pending).
-                        entry["state"], entry["matched_by"] = BankEntryState.matched.value, "rule"
-        proposals.append(proposal)
-    if bulk and not any(_one_by_one(entry, proposal) for entry, proposal in zip(values, proposals)):
-        _write_all_in_bulk(session, values, proposals, company_id, book)
+    if bulk and not book.checkouts_by_reference and not any(_returned(entry) for entry in values):
+        _match_and_write_in_bulk(session, values, company_id, book, auto_level)
         _summarize(session, summary, values, statement_id)
         return
+    # Matched on plain values first: the book is settled as each automatic match is decided, so
+    # a later entry never counts on money an earlier one took.
+    proposals = _match(values, 0, company_id, book, auto_level, bulk)
     ids = _insert_entries(session, values)
     match_ids = _insert_suggestions(session, ids, values, proposals, company_id, bulk)
 
@@ -311,37 +293,72 @@ def _import_statement(session: Session, statement: ParsedStatement, account: Ban
     _summarize(session, summary, values, statement_id)
 
 
-def _one_by_one(entry: dict[str, Any], proposal: Proposal | None) -> bool:
-    """An entry the import applies on its own, in file order: a checkout's RF reference (through the
-    settlement) or a returned transfer (after the matches before it, whose credit it may return)."""
-    return ((proposal is not None and proposal.auto and proposal.checkout_id is not None)
-            or (entry["reversal"] and entry["amount_minor"] < 0))
+def _match(values: list[dict[str, Any]], first: int, company_id: int, book: Book, auto_level: str,
+           bulk: bool) -> list[Proposal | None]:
+    """The proposal for each entry (`first`: the index of the first in its file), in order; an
+    automatic match settles its invoices in the book at once."""
+    proposals: list[Proposal | None] = []
+    for index, entry in enumerate(values, start=first):
+        proposal = None
+        if entry["state"] == BankEntryState.unmatched.value and entry["amount_minor"] > 0 and not entry["reversal"] \
+                and not entry["warnings"]:
+            outcome = match_entry(_facts(index, entry, company_id), book, auto_level)
+            entry["warnings"] = [*entry["warnings"], *outcome.warnings]
+            proposal = outcome.proposal
+            if proposal is not None:
+                entry["state"] = BankEntryState.suggested.value
+                if proposal.auto:
+                    for line in proposal.lines:
+                        if line.invoice_id is not None:
+                            book.settle(line.invoice_id, line.amount_minor + line.discount_minor)
+                    if bulk and proposal.checkout_id is None:
+                        # Written matched by the rule; `confirm_many` writes its match, and the rare
+                        # one the ledger refuses turns back into a suggestion (_confirm_pending).
+                        entry["state"], entry["matched_by"] = BankEntryState.matched.value, "rule"
+        proposals.append(proposal)
+    return proposals
 
 
-def _write_all_in_bulk(session: Session, values: list[dict[str, Any]], proposals: list[Proposal | None],
-                       company_id: int, book: Book) -> None:
-    """A statement with nothing to apply one by one: its automatic matches go onto the ledger
-    first, all together, then every row is written once, in its final state (a match the ledger
-    refuses is written a suggestion, its entry suggested). Every read comes before the first
-    write, so the writes are sent in the background while the next rows are built
-    (`kernel.db.background_writes`): one transaction all the same, nothing half written stays."""
+def _returned(entry: dict[str, Any]) -> bool:
+    """A transfer the bank returned: undone in file order, after the matches before it."""
+    return bool(entry["reversal"]) and entry["amount_minor"] < 0
+
+
+_PIPELINE = 5000  # entries matched, then written while the next ones are matched
+
+
+def _match_and_write_in_bulk(session: Session, values: list[dict[str, Any]], company_id: int, book: Book,
+                             auto_level: str) -> None:
+    """A statement with nothing to apply one by one (no checkout's RF reference, no returned
+    transfer), matched and written 5,000 entries at a time: a part's automatic matches go onto
+    the ledger together, then its rows are written once, in their final state (a match the ledger
+    refuses is written a suggestion, its entry suggested). Every read of a part comes before its
+    first write, and the writes are sent in the background (`kernel.db.background_writes`) while
+    the next part is matched: one transaction all the same, nothing half written stays. The book
+    takes back what refused matches took only at the end, as on the other paths, so every entry
+    is matched against the same book whichever path it takes."""
     ids = reserve_ids(session, BankEntry.__table__, len(values))
-    autos = [index for index, proposal in enumerate(proposals) if proposal is not None and proposal.auto]
-    suggested = sum(1 for proposal in proposals if proposal is not None) - len(autos)
-    match_ids = reserve_ids(session, BankMatch.__table__, suggested + len(autos))
-    matches = [_suggested(match_id, ids[index], values[index], proposals[index])  # type: ignore[arg-type]
-               for match_id, index in zip(match_ids[suggested:], autos)]
+    refused: list[booking.SuggestedMatch] = []
     with background_writes(session):
-        confirmation = booking.apply_many(session, matches)
-        refused = [(values[index], match, problem)
-                   for index, match, problem in zip(autos, matches, confirmation.results) if problem is not None]
-        for entry, _match, problem in refused:
-            entry["state"], entry["matched_by"] = BankEntryState.suggested.value, None
-            entry["warnings"] = [*entry["warnings"], f"not matched automatically: {problem}"]
-        _reopen(session, book, [match for _entry, match, _problem in refused])
-        _insert_entries(session, values, ids)
-        _insert_suggestions(session, ids, values, proposals, company_id, True, match_ids[:suggested])
-        booking.write_confirmed(session, confirmation)
+        for start in range(0, len(values), _PIPELINE):
+            part, part_ids = values[start:start + _PIPELINE], ids[start:start + _PIPELINE]
+            proposals = _match(part, start, company_id, book, auto_level, True)
+            autos = [index for index, proposal in enumerate(proposals) if proposal is not None and proposal.auto]
+            suggested = sum(1 for proposal in proposals if proposal is not None) - len(autos)
+            match_ids = reserve_ids(session, BankMatch.__table__, suggested + len(autos))
+            matches = [_suggested(match_id, part_ids[index], part[index], proposals[index])  # type: ignore[arg-type]
+                       for match_id, index in zip(match_ids[suggested:], autos)]
+            confirmation = booking.apply_many(session, matches)
+            for index, match, problem in zip(autos, matches, confirmation.results):
+                if problem is not None:
+                    entry = part[index]
+                    entry["state"], entry["matched_by"] = BankEntryState.suggested.value, None
+                    entry["warnings"] = [*entry["warnings"], f"not matched automatically: {problem}"]
+                    refused.append(match)
+            _insert_entries(session, part, part_ids)
+            _insert_suggestions(session, part_ids, part, proposals, company_id, True, match_ids[:suggested])
+            booking.write_confirmed(session, confirmation)
+        _reopen(session, book, refused)
     session.expire_all()  # rows the session holds were written around it
 
 
