@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import queue
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -174,6 +176,104 @@ def driver_rows(connection: Connection, statement: ClauseElement, params: Mappin
         cursor.close()
 
 
+_WRITER = "encours_background_writer"
+
+
+class _Writer:
+    """One thread sending writes on a driver connection, in the order given. A failed write skips
+    the rest and is raised in the caller's thread by the next `drain`."""
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+        self.jobs: queue.Queue[Callable[[Any], object] | None] = queue.Queue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="encours-background-writes", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self.jobs.get()
+            try:
+                if job is None:
+                    return
+                if self.error is None:
+                    job(self.driver)
+            except BaseException as error:  # raised again in the caller's thread
+                self.error = error
+            finally:
+                self.jobs.task_done()
+
+    def drain(self) -> None:
+        self.jobs.join()
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def stop(self) -> None:
+        self.jobs.put(None)
+        self.thread.join()
+
+
+def _writer_of(connection: Connection) -> _Writer | None:
+    writer: _Writer | None = connection.info.get(_WRITER)
+    return writer
+
+
+def _send(connection: Connection, job: Callable[[Any], object]) -> None:
+    """Run `job(driver connection)` now, or queue it for the connection's background writer."""
+    writer = _writer_of(connection)
+    if writer is not None:
+        writer.jobs.put(job)
+        return
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    job(driver)
+
+
+_DRAIN_BEFORE = ("before_cursor_execute", "commit", "rollback", "savepoint", "rollback_savepoint",
+                 "release_savepoint")
+
+
+@contextmanager
+def background_writes(session: Session) -> Iterator[None]:
+    """Within the block, on PostgreSQL, the bulk writes of `insert_rows` and `update_rows` need no
+    answer: they are queued for a thread that sends them on the session's connection, in order,
+    while the caller goes on building the next rows; the server checks one batch's foreign keys
+    while the next is built (bench/RESULTS.md, 2026-12-05 bank8). Any other statement on that
+    connection, and the end of the block, first waits for what is queued, so everything runs in
+    the order written, in the caller's one transaction; a write that failed is raised there (then
+    the caller rolls back: nothing half written stays). Elsewhere the writes run as they come."""
+    if session.get_bind().dialect.name != "postgresql":
+        yield
+        return
+    session.flush()
+    connection = session.connection()
+    if _writer_of(connection) is not None:  # nested: the outer block's writer serves
+        yield
+        return
+    driver = connection.connection.driver_connection
+    writer = _Writer(driver)
+
+    def drain(*_args: Any, **_kwargs: Any) -> None:
+        writer.drain()
+
+    connection.info[_WRITER] = writer
+    for name in _DRAIN_BEFORE:
+        event.listen(connection, name, drain)
+    try:
+        yield
+        writer.drain()
+    finally:
+        for name in _DRAIN_BEFORE:
+            event.remove(connection, name, drain)
+        connection.info.pop(_WRITER, None)
+        try:
+            writer.drain()  # after an error: nothing may still be using the connection
+        except BaseException:  # the first error is the one already on its way
+            pass
+        writer.stop()
+
+
 def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """New rows of one table, each with the same keys, as `session.execute(insert(table), rows)`
     writes them (Python-side column defaults and type conversions included).
@@ -197,16 +297,21 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     defaults = [c.default for c in filled]
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(c.name) for c in columns)
-    driver = connection.connection.driver_connection
-    assert driver is not None
-    with driver.cursor() as cursor, cursor.copy(
-            f"COPY {dialect.identifier_preparer.format_table(table)} ({names}) FROM STDIN") as copy:
-        for row in rows:
-            written = [row[name] for name in given]
-            written += [default.arg if default.is_scalar else default.arg(None)  # type: ignore[union-attr]
-                       for default in defaults]
-            copy.write_row([process(value) if process is not None else value
-                            for process, value in zip(processors, written)])
+    sql = f"COPY {dialect.identifier_preparer.format_table(table)} ({names}) FROM STDIN"
+    data = []
+    for row in rows:
+        written = [row[name] for name in given]
+        written += [default.arg if default.is_scalar else default.arg(None)  # type: ignore[union-attr]
+                    for default in defaults]
+        data.append([process(value) if process is not None else value
+                     for process, value in zip(processors, written)])
+
+    def copy_rows(driver: Any) -> None:
+        with driver.cursor() as cursor, cursor.copy(sql) as copy:
+            for values in data:
+                copy.write_row(values)
+
+    _send(connection, copy_rows)
 
 
 def insert_rows_with_ids(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> list[int]:
@@ -281,7 +386,15 @@ def update_rows(session: Session, table: Table, keys: Sequence[str], rows: Seque
         part = rows[start:start + UPDATE_ROWS_BATCH]
         arrays = {f"c{n}": [row[name] for row in part] if process is None else [process(row[name]) for row in part]
                   for n, (name, process) in enumerate(zip(names, processors))}
-        connection.exec_driver_sql(sql, {**arrays, **stamps})
+        params = {**arrays, **stamps}
+        if _writer_of(connection) is None:
+            connection.exec_driver_sql(sql, params)
+        else:
+            _send(connection, functools.partial(_execute, sql, params))
+
+
+def _execute(sql: str, params: Mapping[str, Any], driver: Any) -> None:
+    driver.execute(sql, params)
 
 
 def reserve_ids(session: Session, table: Table, count: int) -> list[int]:

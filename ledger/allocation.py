@@ -249,6 +249,9 @@ def allocate_many(session: Session, groups: Sequence[Sequence[NewPayment]], *, a
         outcomes.append(None)
     accepted = [(index, group) for index, group in enumerate(groups) if outcomes[index] is None]
     payments = [payment for _index, group in accepted for payment in group]
+    # Every read before the first bulk write, so that the writes can go on in the background
+    # (`kernel.db.background_writes`) without being waited for.
+    completed = _complete_checkouts(session, invoices)
     ids = _insert_payments(session, payments)
     paid = iter(ids)
     payment_ids = {index: tuple(next(paid) for _payment in group) for index, group in accepted}
@@ -267,7 +270,6 @@ def allocate_many(session: Session, groups: Sequence[Sequence[NewPayment]], *, a
         for held in list(session.identity_map.values()):  # what the session holds of them is out of date
             if isinstance(held, Invoice) and held.id in stale:
                 session.expire(held)
-    completed = _complete_checkouts(session, invoices)
     now = clock.now()
     audits = [dict(actor_type=actor_type, actor=actor, action="payment.succeeded", entity_type="payment",
                    entity_id=payment_id, customer_id=payment.customer_id, company_id=payment.company_id,
@@ -349,7 +351,8 @@ def _insert_payments(session: Session, payments: list[NewPayment]) -> list[int]:
 
 def _complete_checkouts(session: Session, invoices: dict[int, _InvoiceState]) -> dict[int, list[int]]:
     """Open bank-transfer checkouts of the paid invoices whose invoices are now all paid: done, and
-    by group index (the group that paid the last of them), which completed which."""
+    by group index (the group that paid the last of them), which completed which. Run before the
+    invoices are written: their open amounts are taken from `invoices` (the others' are as stored)."""
     paid = sorted(state.id for state in invoices.values() if state.paid_by is not None)
     candidates: set[int] = set()
     for start in range(0, len(paid), _CHUNK):
@@ -366,7 +369,8 @@ def _complete_checkouts(session: Session, invoices: dict[int, _InvoiceState]) ->
                 select(CheckoutLine.checkout_id, CheckoutLine.invoice_id, Invoice.open_minor)
                 .join(Invoice, Invoice.id == CheckoutLine.invoice_id)
                 .where(CheckoutLine.checkout_id.in_(ordered[start:start + _CHUNK]))):
-            lines.setdefault(checkout_id, []).append((invoice_id, open_minor))
+            state = invoices.get(invoice_id)
+            lines.setdefault(checkout_id, []).append((invoice_id, open_minor if state is None else state.open_minor))
     by_group: dict[int, list[int]] = {}
     done: list[int] = []
     for checkout_id in ordered:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -1100,6 +1101,11 @@ class BankStatement(Base):
 
     account: Mapped[BankAccount] = relationship()
 
+    __table_args__ = (
+        # What each entry's one foreign key points at (its statement, account and company).
+        Index("uq_bank_statements_keys", "id", "account_id", "company_id", unique=True),
+    )
+
 
 class BankEntry(Base):
     """One movement on the account. Amounts are signed: credits positive, debits negative."""
@@ -1107,9 +1113,10 @@ class BankEntry(Base):
     __tablename__ = "bank_entries"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    statement_id: Mapped[int] = mapped_column(ForeignKey("bank_statements.id"), index=True)
-    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id"))
-    account_id: Mapped[int] = mapped_column(ForeignKey("bank_accounts.id"))
+    # The statement's, its account's and its company's: one foreign key for the three (migration 0039_bank).
+    statement_id: Mapped[int] = mapped_column(index=True)
+    company_id: Mapped[int] = mapped_column()
+    account_id: Mapped[int] = mapped_column()
     booking_date: Mapped[date | None] = mapped_column(Date, default=None)
     value_date: Mapped[date | None] = mapped_column(Date, default=None)
     amount_minor: Mapped[int] = mapped_column(BigInteger)
@@ -1136,9 +1143,13 @@ class BankEntry(Base):
     updated_at: Mapped[datetime] = mapped_column(default=_utcnow, onupdate=_utcnow)
 
     statement: Mapped[BankStatement] = relationship()
-    account: Mapped[BankAccount] = relationship()
+    account: Mapped[BankAccount] = relationship(primaryjoin="BankAccount.id == foreign(BankEntry.account_id)",
+                                                viewonly=True)
 
     __table_args__ = (
+        ForeignKeyConstraint(["statement_id", "account_id", "company_id"],
+                             ["bank_statements.id", "bank_statements.account_id", "bank_statements.company_id"],
+                             name="fk_bank_entries_statement_id_bank_statements"),
         UniqueConstraint("account_id", "identity_key", name="uq_bank_entries_identity"),
         CheckConstraint("credit_debit IN ('CRDT','DBIT')", name="credit_debit"),
         CheckConstraint("state IN ('unmatched','suggested','matched','ignored','debit')", name="state"),

@@ -133,6 +133,28 @@ def confirm_many(session: Session, matches: Sequence[SuggestedMatch]) -> list[Us
     into suggestions for the refused ones (inserting rows in their final state, rather than
     updating rows this transaction inserted: bench/RESULTS.md). Per match, None when applied, or
     why not (the invoices moved since it was proposed)."""
+    confirmation = apply_many(session, matches)
+    write_confirmed(session, confirmation)
+    return confirmation.results
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """What `apply_many` put on the ledger, for `write_confirmed` to record: per match None
+    (applied) or why not, the payments of those applied, the payer IBANs already known."""
+
+    matches: Sequence[SuggestedMatch]
+    results: list[UserError | None]
+    applied: dict[int, Applied]  # by match id
+    known_payers: dict[tuple[int, str, int], int]
+
+
+def apply_many(session: Session, matches: Sequence[SuggestedMatch]) -> Confirmation:
+    """The first half of `confirm_many`: the payments, allocations, invoices and completed
+    checkouts. Every read is done before its first write, so the writes can be left to
+    `kernel.db.background_writes`. The matches' entries need not be written yet; they must be
+    before `write_confirmed` writes the matches."""
+    known_payers = _known_payers(session, matches)
     groups: list[list[NewPayment]] = []
     for match in matches:
         customers = list(dict.fromkeys(line.customer_id for line in match.lines))
@@ -162,18 +184,24 @@ def confirm_many(session: Session, matches: Sequence[SuggestedMatch]) -> list[Us
             wanted.append((index, match))
     outcomes = allocate_many(session, [groups[index] for index, _match in wanted], actor_type="system",
                              actor="bank reconciliation")
-    confirmed: list[tuple[SuggestedMatch, Applied]] = []
+    applied: dict[int, Applied] = {}
     for (index, match), outcome in zip(wanted, outcomes):
         if isinstance(outcome, Applied):
-            confirmed.append((match, outcome))
+            applied[match.match_id] = outcome
         else:
             results[index] = UserError(N_("The invoices changed since this match was proposed: %(problem)s"),
                                        problem=outcome.reason)
-    applied_of = {match.match_id: applied for match, applied in confirmed}
-    _write_matches(session, [(match, applied_of.get(match.match_id)) for match in matches])
+    return Confirmation(matches, results, applied, known_payers)
+
+
+def write_confirmed(session: Session, confirmation: Confirmation) -> None:
+    """The second half of `confirm_many`: each match with its lines, confirmed or a suggestion, the
+    payers learned and the `bank_match.confirmed` audit rows."""
+    applied = confirmation.applied
+    _write_matches(session, [(match, applied.get(match.match_id)) for match in confirmation.matches])
+    confirmed = [(match, applied[match.match_id]) for match in confirmation.matches if match.match_id in applied]
     if confirmed:
-        _record_confirmed(session, confirmed)
-    return results
+        _record_confirmed(session, confirmed, confirmation.known_payers)
 
 
 def _write_matches(session: Session, matches: list[tuple[SuggestedMatch, Applied | None]]) -> None:
@@ -203,9 +231,10 @@ def _write_matches(session: Session, matches: list[tuple[SuggestedMatch, Applied
     insert_rows(session, BankMatchLine.__table__, lines)
 
 
-def _record_confirmed(session: Session, confirmed: list[tuple[SuggestedMatch, Applied]]) -> None:
+def _record_confirmed(session: Session, confirmed: list[tuple[SuggestedMatch, Applied]],
+                      known: dict[tuple[int, str, int], int]) -> None:
     now = clock.now()
-    _learn_payers(session, [match for match, _applied in confirmed], now)
+    _learn_payers(session, [match for match, _applied in confirmed], known, now)
     insert_rows(session, AuditEvent.__table__, [
         dict(actor_type="system", actor="bank reconciliation", action="bank_match.confirmed",
              entity_type="bank_entry", entity_id=match.entry_id,
@@ -216,16 +245,20 @@ def _record_confirmed(session: Session, confirmed: list[tuple[SuggestedMatch, Ap
         for match, applied in confirmed])
 
 
-def _learn_payers(session: Session, matches: list[SuggestedMatch], now: datetime) -> None:
-    """Each (payer IBAN, customer) paid once more: counted where known, else remembered."""
+def _paid_by(matches: Sequence[SuggestedMatch]) -> dict[tuple[int, str, int], int]:
+    """(company, payer IBAN, customer): how many of the matches it paid."""
     seen: dict[tuple[int, str, int], int] = {}
     for match in matches:
         if match.payer_iban:
             for customer_id in dict.fromkeys(line.customer_id for line in match.lines):
                 key = (match.company_id, match.payer_iban, customer_id)
                 seen[key] = seen.get(key, 0) + 1
-    if not seen:
-        return
+    return seen
+
+
+def _known_payers(session: Session, matches: Sequence[SuggestedMatch]) -> dict[tuple[int, str, int], int]:
+    """The payer accounts already learned for the matches' payers: their ids, by key."""
+    seen = _paid_by(matches)
     known: dict[tuple[int, str, int], int] = {}
     ibans = sorted({iban for _company, iban, _customer in seen})
     companies = sorted({company_id for company_id, _iban, _customer in seen})
@@ -235,6 +268,15 @@ def _learn_payers(session: Session, matches: list[SuggestedMatch], now: datetime
                                    .where(PayerAccount.company_id.in_(companies),
                                           PayerAccount.iban.in_(ibans[start:start + 500]))):
             known[(row.company_id, row.iban, row.customer_id)] = row.id
+    return known
+
+
+def _learn_payers(session: Session, matches: list[SuggestedMatch], known: dict[tuple[int, str, int], int],
+                  now: datetime) -> None:
+    """Each (payer IBAN, customer) paid once more: counted where `known`, else remembered."""
+    seen = _paid_by(matches)
+    if not seen:
+        return
     table = PayerAccount.__table__
     counted = [dict(b_id=known[key], b_more=times, b_now=now) for key, times in seen.items() if key in known]
     if counted:

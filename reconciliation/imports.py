@@ -18,7 +18,8 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from kernel.clock import clock
-from kernel.db import insert_rows, reserve_ids
+from kernel.collector import collection_paused
+from kernel.db import background_writes, insert_rows, reserve_ids
 from kernel.i18n import N_
 from kernel.user_error import Count, UserError, UserErrors
 from kernel.settings import Settings
@@ -149,7 +150,12 @@ def import_statement_file(
     `bulk` applies the automatic matches many at a time (`booking.confirm_many`); without it each
     goes through `booking.confirm` alone, as staff's confirmations do (same ledger either way).
     `actor` (type, name) is who loaded it when not a staff `user`, e.g. ("api", the key's name)."""
-    now = now or clock.now()
+    with collection_paused():
+        return _import_file(session, data, filename, company_code, user, now or clock.now(), settings, bulk, actor)
+
+
+def _import_file(session: Session, data: bytes, filename: str, company_code: str | None, user: User | None,
+                 now: datetime, settings: Settings | None, bulk: bool, actor: tuple[str, str] | None) -> ImportReport:
     try:
         statements = parse_statement_file(data)
     except (UserError, UserErrors) as error:
@@ -252,27 +258,13 @@ def _import_statement(session: Session, statement: ParsedStatement, account: Ban
     if book is None:
         book = books[company_id] = load_book(session, company_id)
     _load_checkouts(session, book, company_id, values)
+    if bulk and not book.checkouts_by_reference and not any(_returned(entry) for entry in values):
+        _match_and_write_in_bulk(session, values, company_id, book, auto_level)
+        _summarize(session, summary, values, statement_id)
+        return
     # Matched on plain values first: the book is settled as each automatic match is decided, so
     # a later entry never counts on money an earlier one took.
-    proposals: list[Proposal | None] = []
-    for index, entry in enumerate(values):
-        proposal = None
-        if entry["state"] == BankEntryState.unmatched.value and entry["amount_minor"] > 0 and not entry["reversal"] \
-                and not entry["warnings"]:
-            outcome = match_entry(_facts(index, entry, company_id), book, auto_level)
-            entry["warnings"] = [*entry["warnings"], *outcome.warnings]
-            proposal = outcome.proposal
-            if proposal is not None:
-                entry["state"] = BankEntryState.suggested.value
-                if proposal.auto:
-                    for line in proposal.lines:
-                        if line.invoice_id is not None:
-                            book.settle(line.invoice_id, line.amount_minor + line.discount_minor)
-                    if bulk and proposal.checkout_id is None:
-                        # Written matched by the rule; `confirm_many` writes its match, and the rare
-                        # one the ledger refuses turns back into a suggestion (_confirm_pending).
-                        entry["state"], entry["matched_by"] = BankEntryState.matched.value, "rule"
-        proposals.append(proposal)
+    proposals = _match(values, 0, company_id, book, auto_level, bulk)
     ids = _insert_entries(session, values)
     match_ids = _insert_suggestions(session, ids, values, proposals, company_id, bulk)
 
@@ -298,6 +290,90 @@ def _import_statement(session: Session, statement: ParsedStatement, account: Ban
             session.expunge_all()  # what was written stays written; the session stays small
     _confirm_pending(session, pending, values, book)
     session.flush()
+    _summarize(session, summary, values, statement_id)
+
+
+def _match(values: list[dict[str, Any]], first: int, company_id: int, book: Book, auto_level: str,
+           bulk: bool) -> list[Proposal | None]:
+    """The proposal for each entry (`first`: the index of the first in its file), in order; an
+    automatic match settles its invoices in the book at once."""
+    proposals: list[Proposal | None] = []
+    for index, entry in enumerate(values, start=first):
+        proposal = None
+        if entry["state"] == BankEntryState.unmatched.value and entry["amount_minor"] > 0 and not entry["reversal"] \
+                and not entry["warnings"]:
+            outcome = match_entry(_facts(index, entry, company_id), book, auto_level)
+            entry["warnings"] = [*entry["warnings"], *outcome.warnings]
+            proposal = outcome.proposal
+            if proposal is not None:
+                entry["state"] = BankEntryState.suggested.value
+                if proposal.auto:
+                    for line in proposal.lines:
+                        if line.invoice_id is not None:
+                            book.settle(line.invoice_id, line.amount_minor + line.discount_minor)
+                    if bulk and proposal.checkout_id is None:
+                        # Written matched by the rule; `confirm_many` writes its match, and the rare
+                        # one the ledger refuses turns back into a suggestion (_confirm_pending).
+                        entry["state"], entry["matched_by"] = BankEntryState.matched.value, "rule"
+        proposals.append(proposal)
+    return proposals
+
+
+def _returned(entry: dict[str, Any]) -> bool:
+    """A transfer the bank returned: undone in file order, after the matches before it."""
+    return bool(entry["reversal"]) and entry["amount_minor"] < 0
+
+
+_PIPELINE = 5000  # entries matched, then written while the next ones are matched
+
+
+def _match_and_write_in_bulk(session: Session, values: list[dict[str, Any]], company_id: int, book: Book,
+                             auto_level: str) -> None:
+    """A statement with nothing to apply one by one (no checkout's RF reference, no returned
+    transfer), matched and written 5,000 entries at a time: a part's automatic matches go onto
+    the ledger together, then its rows are written once, in their final state (a match the ledger
+    refuses is written a suggestion, its entry suggested). Every read of a part comes before its
+    first write, and the writes are sent in the background (`kernel.db.background_writes`) while
+    the next part is matched: one transaction all the same, nothing half written stays. The book
+    takes back what refused matches took only at the end, as on the other paths, so every entry
+    is matched against the same book whichever path it takes."""
+    ids = reserve_ids(session, BankEntry.__table__, len(values))
+    refused: list[booking.SuggestedMatch] = []
+    with background_writes(session):
+        for start in range(0, len(values), _PIPELINE):
+            part, part_ids = values[start:start + _PIPELINE], ids[start:start + _PIPELINE]
+            proposals = _match(part, start, company_id, book, auto_level, True)
+            autos = [index for index, proposal in enumerate(proposals) if proposal is not None and proposal.auto]
+            suggested = sum(1 for proposal in proposals if proposal is not None) - len(autos)
+            match_ids = reserve_ids(session, BankMatch.__table__, suggested + len(autos))
+            matches = [_suggested(match_id, part_ids[index], part[index], proposals[index])  # type: ignore[arg-type]
+                       for match_id, index in zip(match_ids[suggested:], autos)]
+            confirmation = booking.apply_many(session, matches)
+            for index, match, problem in zip(autos, matches, confirmation.results):
+                if problem is not None:
+                    entry = part[index]
+                    entry["state"], entry["matched_by"] = BankEntryState.suggested.value, None
+                    entry["warnings"] = [*entry["warnings"], f"not matched automatically: {problem}"]
+                    refused.append(match)
+            _insert_entries(session, part, part_ids)
+            _insert_suggestions(session, part_ids, part, proposals, company_id, True, match_ids[:suggested])
+            booking.write_confirmed(session, confirmation)
+        _reopen(session, book, refused)
+    session.expire_all()  # rows the session holds were written around it
+
+
+def _reopen(session: Session, book: Book, refused: list[booking.SuggestedMatch]) -> None:
+    """The invoices of matches the ledger refused, in the book as they stand."""
+    invoice_ids = sorted({line.invoice_id for match in refused for line in match.lines
+                          if line.invoice_id is not None})
+    for start in range(0, len(invoice_ids), _CHUNK):
+        for invoice_id, open_minor in session.execute(select(Invoice.id, Invoice.open_minor).where(
+                Invoice.id.in_(invoice_ids[start:start + _CHUNK]))):
+            book.reopen(invoice_id, open_minor)
+
+
+def _summarize(session: Session, summary: StatementSummary, values: list[dict[str, Any]],
+               statement_id: int) -> None:
     for entry in values:
         state = entry["state"]
         if state == BankEntryState.matched.value:
@@ -343,9 +419,11 @@ def _facts(index: int, entry: dict[str, Any], company_id: int) -> EntryFacts:
                       remittance_text=entry["remittance_text"], structured_reference=entry["structured_reference"])
 
 
-def _insert_entries(session: Session, values: list[dict[str, Any]]) -> list[int]:
-    """The rows in bulk on ids reserved for them (`kernel.db.reserve_ids`): nothing to read back."""
-    ids = reserve_ids(session, BankEntry.__table__, len(values))
+def _insert_entries(session: Session, values: list[dict[str, Any]], ids: list[int] | None = None) -> list[int]:
+    """The rows in bulk on ids reserved for them (`kernel.db.reserve_ids`, here unless given):
+    nothing to read back."""
+    if ids is None:
+        ids = reserve_ids(session, BankEntry.__table__, len(values))
     for start in range(0, len(values), _CHUNK * 4):
         insert_rows(session, BankEntry.__table__, [  # Core: no ORM bookkeeping per row
             dict(entry, id=entry_id) for entry_id, entry in zip(ids[start:start + _CHUNK * 4],
@@ -354,14 +432,16 @@ def _insert_entries(session: Session, values: list[dict[str, Any]]) -> list[int]
 
 
 def _insert_suggestions(session: Session, ids: list[int], values: list[dict[str, Any]],
-                        proposals: list[Proposal | None], company_id: int, bulk: bool) -> list[int | None]:
+                        proposals: list[Proposal | None], company_id: int, bulk: bool,
+                        match_ids: list[int] | None = None) -> list[int | None]:
     """Every proposal as a suggested match, but those applied in bulk (written by `confirm_many`);
     the other automatic ones are confirmed next. The match ids in the entries' order (None: no
-    match written)."""
+    match written); reserved here unless given."""
     wanted = [(entry_id, entry, proposal) for entry_id, entry, proposal in zip(ids, values, proposals)
               if proposal is not None and not (bulk and proposal.auto and proposal.checkout_id is None)]
-    found = dict(zip((entry_id for entry_id, _entry, _proposal in wanted),
-                     reserve_ids(session, BankMatch.__table__, len(wanted))))
+    if match_ids is None:
+        match_ids = reserve_ids(session, BankMatch.__table__, len(wanted))
+    found = dict(zip((entry_id for entry_id, _entry, _proposal in wanted), match_ids))
     for start in range(0, len(wanted), _CHUNK * 4):
         chunk = wanted[start:start + _CHUNK * 4]
         insert_rows(session, BankMatch.__table__, [

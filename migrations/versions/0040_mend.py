@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0040_mend"
-down_revision = "0036_plan_claim"
+down_revision = "0039_bank"
 branch_labels = None
 depends_on = None
 

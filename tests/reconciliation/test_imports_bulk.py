@@ -10,11 +10,14 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from kernel.db import make_engine, make_sessionmaker, unit_of_work
 from kernel.settings import Settings
 from ledger.allocation import invariant_violations
 from ledger.csv_import import import_csv
@@ -25,6 +28,7 @@ from ledger.models import (
     BankEntry,
     BankMatch,
     BankMatchLine,
+    BankStatement,
     Checkout,
     CustomerBalance,
     Invoice,
@@ -210,6 +214,23 @@ def test_any_files_leave_the_same_ledger_in_bulk_as_one_by_one(
         assert bulk[part] == one_by_one[part], part
 
 
+@given(data=st.data())
+@hypothesis_settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_files_matched_and_written_in_parts_of_any_size_leave_the_same_ledger(
+        session: Session, bulk_world: list[tuple[str, int]], settings: Settings, data: st.DataObject,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bulk path writes a statement a part at a time (`imports._PIPELINE`): whatever the part's
+    size, the same ledger as one by one."""
+    monkeypatch.setattr(imports, "_PIPELINE", data.draw(st.integers(1, 7)))
+    days = data.draw(_days(bulk_world))
+    files = [camt(*(credit(_amount(amount), ref=f"P{day}-{index}", text=text, iban=iban)
+                    for index, (text, amount, iban) in enumerate(credits)), statement=f"P-{day}")
+             for day, credits in enumerate(days)]
+    one_by_one, bulk = _both_ways(session, settings, files)
+    for part in one_by_one:
+        assert bulk[part] == one_by_one[part], part
+
+
 @pytest.fixture
 def session_factory(both_databases_session_factory):  # type: ignore[no-untyped-def]
     """Every test of this module runs on SQLite and on PostgreSQL."""
@@ -231,6 +252,7 @@ def test_a_match_the_ledger_refuses_stays_a_suggestion_both_ways(
 
     monkeypatch.setattr(imports, "load_book", stale_book)
     monkeypatch.setattr(imports, "_BATCH", 2)
+    monkeypatch.setattr(imports, "_PIPELINE", 2)  # the refused match in one part, the others in the next
     day = camt(credit(_amount(stale_open), ref="S1", text="Facture F-2026-0468"),
                credit(_amount(world.invoice(session, "F-2026-0501").open_minor), ref="S2", text="F-2026-0501"),
                credit(_amount(world.invoice(session, "F-2026-0503").open_minor), ref="S3", text="F-2026-0503"))
@@ -249,3 +271,44 @@ def test_a_match_the_ledger_refuses_stays_a_suggestion_both_ways(
         ["not matched automatically"]]
     assert sorted(m[1] for m in bulk["matches"]) == ["confirmed", "confirmed", "suggested"]  # type: ignore[attr-defined]
     assert [m[6] for m in bulk["matches"] if m[1] == "suggested"] == ["-"]  # type: ignore[attr-defined]
+
+
+def _file_state(session: Session) -> dict[str, object]:
+    return {"ledger": _ledger(session), "audit_rows": session.scalar(select(func.count()).select_from(AuditEvent)),
+            "statements": session.scalar(select(func.count()).select_from(BankStatement))}
+
+
+def test_a_file_that_fails_half_way_imports_nothing(fresh_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Matched and written two entries at a time: the first two pay invoices exactly and go onto
+    the ledger (in the background on PostgreSQL) before the third is matched; the third's amount
+    fits no database integer, so writing the second part fails. The import raises, and rolled
+    back, nothing of the file stays: no entry, match, payment, allocation, invoice change, audit row
+    or running total."""
+    monkeypatch.setattr(imports, "_PIPELINE", 2)
+    engine = make_engine(fresh_url)
+    sessions = make_sessionmaker(engine)
+    try:
+        with unit_of_work(sessions) as session:
+            world = make_world(session)
+            import_csv(session, "invoices", MORE_INVOICES.encode())
+            owed = {number: world.invoice(session, number).open_minor for number in ("F-2026-0501", "F-2026-0503")}
+        with sessions() as session:
+            before = _file_state(session)
+        day = camt(credit(_amount(owed["F-2026-0501"]), ref="P1", text="F-2026-0501"),
+                   credit(_amount(owed["F-2026-0503"]), ref="P2", text="F-2026-0503"),
+                   credit("99999999999999999999.99", ref="P3", text="virement"),
+                   credit("12.00", ref="P4", text="divers"))
+        with pytest.raises((DBAPIError, psycopg.Error, OverflowError)):
+            with unit_of_work(sessions) as session:
+                import_statement_file(session, day, "half.xml")
+        with sessions() as session:
+            assert _file_state(session) == before
+            assert session.scalar(select(func.count()).select_from(BankEntry)) == 0
+        with unit_of_work(sessions) as session:  # the same file without its bad entry imports whole
+            report = import_statement_file(session, camt(
+                credit(_amount(owed["F-2026-0501"]), ref="P1", text="F-2026-0501"),
+                credit(_amount(owed["F-2026-0503"]), ref="P2", text="F-2026-0503"),
+                credit("12.00", ref="P4", text="divers")), "whole.xml")
+        assert (report.statements[0].matched, report.statements[0].entries_read) == (2, 3)
+    finally:
+        engine.dispose()

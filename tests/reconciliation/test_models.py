@@ -73,3 +73,19 @@ def test_an_unknown_payment_method_is_still_refused(session: Session) -> None:
             session.add(Payment(customer_id=customer.id, provider="bank", provider_ref="x", method="barter",
                                 amount_minor=10_00, currency="EUR", status="succeeded"))
             session.flush()
+
+
+def test_an_entry_is_of_its_statements_account_and_company(session: Session) -> None:
+    """One foreign key (migration 0039_bank) to the statement with its account and company: an entry
+    naming another account or company than its statement's, or no statement, is refused."""
+    statement = _statement(session)
+    other = factories.company(session)
+    other_account = add_account(session, other.code, iban="FR7610107001011234567890129")
+    session.add(_entry(statement, "key-own"))
+    session.flush()
+    for key, fields in (("key-company", {"company_id": other.id}), ("key-account", {"account_id": other_account.id}),
+                        ("key-statement", {"statement_id": statement.id + 1_000})):
+        with pytest.raises(IntegrityError):
+            with session.begin_nested():
+                session.add(_entry(statement, key, **fields))
+                session.flush()
