@@ -37,7 +37,6 @@ from sqlalchemy.pool import Pool  # noqa: E402
 from bench import run  # noqa: E402
 from bench.harness import declined_event, webhook_checkout  # noqa: E402
 from bench.cpu import cpu_seconds  # noqa: E402
-from bench.harness import webhook_checkout  # noqa: E402
 from bench.generate import sqlite_path  # noqa: E402
 from links import tokens  # noqa: E402
 
