@@ -113,7 +113,19 @@ def to_minor(value: Decimal, currency: str) -> int:
     if scaled != scaled.to_integral_value():
         raise UserError(N_("amount %(value)s has more than %(places)s decimals for %(currency)s"), value=str(value),
                         places=str(places), currency=currency)
-    return int(scaled)
+    return within_range(int(scaled), str(value))
+
+
+# The ledger stores minor units in 64-bit integers: a larger amount is refused where it is read,
+# naming it, rather than failing as a database error once the file is half written.
+MAX_MINOR = 2**63 - 1
+
+
+def within_range(minor: int, text: str) -> int:
+    """`minor`, or a clear refusal naming `text` when no ledger column could hold it."""
+    if abs(minor) > MAX_MINOR:
+        raise UserError(N_("amount %(value)s is too large"), value=text)
+    return minor
 
 
 def money_from_text(text: str | None, currency: str | None, negative: bool = False) -> Money:

@@ -19,7 +19,7 @@ from stdnum import iban as stdnum_iban
 from kernel.i18n import N_
 from kernel.user_error import Translated, UserError, UserErrors
 from ledger.money import AmountError, CurrencyError, Money, check_currency
-from reconciliation.entries import CreditDebit, ParsedEntry, ParsedStatement
+from reconciliation.entries import CreditDebit, ParsedEntry, ParsedStatement, within_range
 from reconciliation.references import first_rf_reference
 
 # canonical column → accepted headers, after lower-casing, accents removed, spaces → "_"
@@ -135,6 +135,10 @@ def _money(raw: str, currency: str, column: str) -> Money:
     try:
         money = Money.parse(body, currency)
     except AmountError as exc:
+        raise UserError(N_("%(column)s: %(problem)s"), column=column, problem=exc) from None
+    try:
+        within_range(money.minor, repr(body))
+    except UserError as exc:
         raise UserError(N_("%(column)s: %(problem)s"), column=column, problem=exc) from None
     return -money if negative else money
 

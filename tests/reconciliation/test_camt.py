@@ -172,6 +172,19 @@ def test_too_many_decimals_refused_with_location():
                                       "(à /Document/BkToCstmrStmt/Stmt[2]/Ntry[2]/Amt)")
 
 
+def test_an_amount_no_ledger_column_holds_is_refused_with_location():
+    """The ledger keeps minor units in 64-bit integers: one more is refused where it is read (not
+    as a database error once part of the file is written); the largest that fits is read."""
+    with pytest.raises(UserError) as err:
+        parse_statement_file(_doc('<Ntry><Amt Ccy="EUR">92233720368547758.08</Amt><CdtDbtInd>CRDT</CdtDbtInd></Ntry>'))
+    assert str(err.value) == ("amount 92233720368547758.08 is too large "
+                              "(at /Document/BkToCstmrStmt/Stmt[2]/Ntry[1]/Amt)")
+    assert err.value.render("fr").startswith("le montant 92233720368547758.08 est trop grand")
+    [_, stmt] = parse_statement_file(_doc('<Ntry><Amt Ccy="EUR">92233720368547758.07</Amt>'
+                                          '<CdtDbtInd>DBIT</CdtDbtInd></Ntry>'))
+    assert stmt.entries[0].amount == Money(-(2**63 - 1), "EUR")
+
+
 def test_zero_decimal_currency():
     [_, stmt] = parse_statement_file(_doc('<Ntry><Amt Ccy="JPY">1200</Amt><CdtDbtInd>CRDT</CdtDbtInd></Ntry>'))
     assert stmt.entries[0].amount == Money(1200, "JPY")

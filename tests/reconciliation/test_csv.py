@@ -52,11 +52,13 @@ def test_every_bad_line_reported_nothing_kept():
         "2026-03-02;10,005;EUR;\n"
         "2026-03-02;10,00;EURO;\n"
         "2026-03-02;10,00;EUR;FR00 1234\n"
+        "2026-03-02;-99999999999999999999,99;EUR;\n"
     ).encode()
     with pytest.raises(UserErrors) as err:
         parse_statement_file(data)
-    assert [problem.line for problem in err.value] == [3, 4, 5, 6]
+    assert [problem.line for problem in err.value] == [3, 4, 5, 6, 7]
     assert str(err.value.errors[1]) == "amount: '10,005' has more than 2 decimals for EUR"
+    assert str(err.value.errors[4]) == "amount: amount '99999999999999999999,99' is too large"
     assert err.value.errors[1].render("fr").startswith("amount : ")
 
 

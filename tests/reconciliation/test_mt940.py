@@ -152,6 +152,7 @@ def test_rf_reference_found_in_free_text_and_entry_date_across_new_year():
         (":61:2603020302C10,005NTRFNONREF\n", "more than 2 decimals for EUR"),
         (":61:2603020302C10.00NTRFNONREF\n", "statement line :61:"),
         (":61:2613020302C10,00NTRFNONREF\n", "YYMMDD"),
+        (":61:2603020302C99999999999999999999,99NTRFNONREF\n", "amount 99999999999999999999.99 is too large"),
     ],
 )
 def test_bad_statement_lines_give_the_line(line, words):
