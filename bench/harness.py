@@ -145,13 +145,14 @@ def ensure_book_key(url: str) -> None:
         engine.dispose()
 
 
-def webhook_checkout(url: str) -> tuple[int, int, str]:
+def webhook_checkout(url: str, intent: str = WEBHOOK_INTENT) -> tuple[int, int, str]:
     """A card checkout of one open invoice of a customer other than BENCH-200, made once in the
-    book: (checkout id, amount, currency). Its events go through the whole intake, handler included."""
+    book for the PaymentIntent `intent`: (checkout id, amount, currency). Its events go through the
+    whole intake, handler included."""
     engine = make_engine(url)
     try:
         with unit_of_work(make_sessionmaker(engine)) as session:
-            checkout = session.scalar(select(Checkout).where(Checkout.provider_ref == WEBHOOK_INTENT))
+            checkout = session.scalar(select(Checkout).where(Checkout.provider_ref == intent))
             if checkout is None:
                 # The first open invoice with something left to charge once its customer's credit
                 # notes are deducted.
@@ -169,7 +170,7 @@ def webhook_checkout(url: str) -> tuple[int, int, str]:
                         continue
                 else:
                     raise RuntimeError("no open invoice left to charge in the book")
-                checkout.provider, checkout.provider_ref = "stripe", WEBHOOK_INTENT
+                checkout.provider, checkout.provider_ref = "stripe", intent
                 session.flush()
             return checkout.id, checkout.amount_minor, checkout.currency
     finally:
@@ -179,18 +180,20 @@ def webhook_checkout(url: str) -> tuple[int, int, str]:
 # --- running and timing ---------------------------------------------------------------------
 
 
-def declined_event(checkout: tuple[int, int, str], event_id: str) -> bytes:
-    """`payment_intent.payment_failed` for the bench checkout: applied for real (the payment's
-    latest decline reason), without settling invoices, so runs can repeat on one book."""
+def declined_event(checkout: tuple[int, int, str], event_id: str, message: str = "Your card was declined.",
+                   intent: str = WEBHOOK_INTENT) -> bytes:
+    """`payment_intent.payment_failed` for a bench checkout (of `intent`): applied for real (the
+    payment's latest decline reason, `message`), without settling invoices, so runs can repeat on
+    one book."""
     checkout_id, amount, currency = checkout
     return json.dumps({
         "id": event_id, "object": "event", "api_version": "2026-10-28.endive", "created": int(time.time()),
         "type": "payment_intent.payment_failed", "livemode": False, "pending_webhooks": 1,
         "request": {"id": None, "idempotency_key": None},
         "data": {"object": {
-            "id": WEBHOOK_INTENT, "object": "payment_intent", "amount": amount, "currency": currency.lower(),
+            "id": intent, "object": "payment_intent", "amount": amount, "currency": currency.lower(),
             "status": "requires_payment_method", "metadata": {"checkout_id": str(checkout_id)},
-            "last_payment_error": {"code": "card_declined", "message": "Your card was declined."},
+            "last_payment_error": {"code": "card_declined", "message": message},
         }},
     }, separators=(",", ":")).encode()
 

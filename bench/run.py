@@ -49,7 +49,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from bench import cpu  # noqa: E402
 from bench.generate import STATEMENT_CUSTOMER, ensure_book  # noqa: E402
-from bench.harness import declined_event, webhook_checkout  # noqa: E402
+from bench.harness import WEBHOOK_INTENT, declined_event, webhook_checkout  # noqa: E402
 from kernel.db import make_engine  # noqa: E402
 from ledger.models import Contact, Customer  # noqa: E402
 from links import tokens  # noqa: E402
@@ -580,9 +580,15 @@ def stripe_signature(payload: bytes, secret: str = WEBHOOK_SECRET, timestamp: in
 
 
 
+CHANGING_PAYMENTS = 32
+DECLINE_REASONS = ("Your card was declined.", "Your card has insufficient funds.")
+
+
 def webhook_intake(ctx: Context) -> list[Figure]:
     """`POST /webhooks/stripe` with events signed as Stripe signs them: new events (each a new
-    id: verified, stored raw, applied in its own transaction), then one event delivered again
+    id: verified, stored raw, applied in its own transaction; a decline the payment already holds,
+    so each changes nothing but its own record), new events that change their payment (a new
+    decline reason each, over 32 payments: the whole handler), then one event delivered again
     and again (a duplicate: verified, one indexed read, answered), then the same body with
     a wrong signature (refused with a 400 before any database work: what every delivery pays for
     HTTP, the middleware and the check, the floor under both figures above)."""
@@ -599,6 +605,17 @@ def webhook_intake(ctx: Context) -> list[Figure]:
         payload = declined_event(checkout, f"evt_warm_{run_id}_{n}")
         warm.append(("POST", "/webhooks/stripe", stripe_signature(payload), payload.decode()))
     duplicate = events[0]
+    # Events that do change something: each a new decline reason for one of CHANGING_PAYMENTS
+    # payments (the reasons alternate), so each goes through the whole handler and writes the
+    # payment, like a real stream of events about many payments rather than one told again.
+    payments = [(webhook_checkout(ctx.url, f"{WEBHOOK_INTENT}_{k}"), f"{WEBHOOK_INTENT}_{k}")
+                for k in range(CHANGING_PAYMENTS)]
+    changing = []
+    for n in range(count):
+        payment, intent = payments[n % CHANGING_PAYMENTS]
+        payload = declined_event(payment, f"evt_change_{run_id}_{n}", DECLINE_REASONS[n // CHANGING_PAYMENTS % 2],
+                                 intent=intent)
+        changing.append(("POST", "/webhooks/stripe", stripe_signature(payload), payload.decode()))
     with Server("encours.app:create_app_from_env", ctx.workers, _stripe_env(ctx)) as server:
         server.wait("/healthz")
         first = httpx.post(server.base + "/webhooks/stripe", content=duplicate[3].encode(),
@@ -606,13 +623,16 @@ def webhook_intake(ctx: Context) -> list[Figure]:
         assert first.status_code == 200, (first.status_code, first.text[:300])
         wrk_list(server.base, ctx, server, warm, duration=ctx.warmup)
         new = wrk_list(server.base, ctx, server, events[1:])
+        changed = wrk_list(server.base, ctx, server, changing)
         again = wrk_list(server.base, ctx, server, [duplicate], duration=ctx.warmup)
         again = wrk_list(server.base, ctx, server, [duplicate])
         forged = ("POST", "/webhooks/stripe", stripe_signature(duplicate[3].encode(), secret="whsec_not_ours"),
                   duplicate[3])
         refused = wrk_list(server.base, ctx, server, [forged], duration=max(2, ctx.duration // 2))
         new["server_errors"] = server.error_counts()
-    outcomes = _webhook_outcomes(ctx.url, run_id)
+    outcomes = _webhook_outcomes(ctx.url, f"evt_bench_{run_id}_")
+    changed_outcomes = _webhook_outcomes(ctx.url, f"evt_change_{run_id}_")
+    all_changed = changed_outcomes["processed"] >= changed["requests"] and changed["non_2xx_3xx"] == 0
     cpu_new, cpu_dup = new["server_cpu_ms_per_request"], again["server_cpu_ms_per_request"]
     cpu_floor = refused["server_cpu_ms_per_request"]
     # Issue 19: a duplicate's CPU (app + PostgreSQL, when it runs here) against a new event's.
@@ -625,6 +645,11 @@ def webhook_intake(ctx: Context) -> list[Figure]:
     return [
         Figure("webhook_intake", "new signed events", round(new["requests_per_s"], 1), "ev/s", "≥ 1,000 ev/s",
                ok and new["requests_per_s"] >= 1000, {**new, "stored": outcomes}),
+        Figure("webhook_intake", f"new signed events that change their payment (a new decline reason, "
+               f"{CHANGING_PAYMENTS} payments)", round(changed["requests_per_s"], 1), "ev/s", "≥ 1,000 ev/s",
+               all_changed and changed["requests_per_s"] >= 1000, {**changed, "stored": changed_outcomes}),
+        Figure("webhook_intake", "server CPU per new event that changes its payment",
+               changed["server_cpu_ms_per_request"] or -1, "ms"),
         Figure("webhook_intake", "duplicate deliveries", round(again["requests_per_s"], 1), "ev/s", detail=again),
         Figure("webhook_intake", "server CPU per new event", cpu_new or -1, "ms"),
         Figure("webhook_intake", "server CPU per duplicate", cpu_dup or -1, "ms"),
@@ -640,11 +665,12 @@ def webhook_intake(ctx: Context) -> list[Figure]:
                f"≥ new requests sent + 1 ({new['requests'] + 1}): each new", all_new,
                detail=outcomes),
         *cpu_figures("webhook_intake", "new event", new),
+        *cpu_figures("webhook_intake", "new event that changes its payment", changed),
         *cpu_figures("webhook_intake", "duplicate", again),
     ]
 
 
-def _webhook_outcomes(url: str, run_id: str) -> dict[str, int]:
+def _webhook_outcomes(url: str, prefix: str) -> dict[str, int]:
     from sqlalchemy import func
 
     from ledger.models import WebhookEvent
@@ -652,7 +678,7 @@ def _webhook_outcomes(url: str, run_id: str) -> dict[str, int]:
     engine = make_engine(url)
     try:
         with Session(engine) as session:
-            mine = WebhookEvent.event_id.like(f"evt_bench_{run_id}_%")
+            mine = WebhookEvent.event_id.like(f"{prefix}%")
             stored = session.scalar(select(func.count()).select_from(WebhookEvent).where(mine)) or 0
             processed = session.scalar(select(func.count()).select_from(WebhookEvent)
                                        .where(mine, WebhookEvent.processed_at.is_not(None))) or 0
