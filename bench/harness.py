@@ -165,9 +165,10 @@ def webhook_checkout(url: str, intent: str = WEBHOOK_INTENT) -> tuple[int, int, 
                         checkout = create_checkout(session, customer=customer, contact=customer.primary_contact,
                                                    selection={invoice.id: None}, method="card",
                                                    today=date(2026, 11, 25))
-                        break
                     except UserError:
                         continue
+                    if checkout.provider_ref is None:  # not the live checkout of another bench intent, given back
+                        break
                 else:
                     raise RuntimeError("no open invoice left to charge in the book")
                 checkout.provider, checkout.provider_ref = "stripe", intent
