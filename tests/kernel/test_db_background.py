@@ -6,26 +6,20 @@ caller and, rolled back, leaves nothing. Elsewhere (SQLite) they are written in 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 from sqlalchemy import Table, func, select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from kernel.db import background_writes, insert_rows, make_engine, make_sessionmaker, unit_of_work, update_rows
 from ledger.models import AuditEvent
+from tests.kernel.test_db_bulk import session  # noqa: F401 (the fixture: a session on each engine)
 
 AUDITS = AuditEvent.__table__
 assert isinstance(AUDITS, Table)
-
-
-@pytest.fixture
-def session(both_databases_session_factory: sessionmaker[Session]) -> Iterator[Session]:
-    with both_databases_session_factory() as session:
-        yield session
 
 
 def _rows(action: str, count: int = 1_200) -> list[dict[str, Any]]:

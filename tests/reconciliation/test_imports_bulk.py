@@ -201,17 +201,23 @@ def bulk_world(world: World, session: Session) -> Iterator[list[tuple[str, int]]
         select(Invoice.number, Invoice.open_minor).where(Invoice.company_id == world.acme.id).order_by(Invoice.id))]
 
 
-@given(data=st.data())
-@hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_any_files_leave_the_same_ledger_in_bulk_as_one_by_one(
-        session: Session, bulk_world: list[tuple[str, int]], settings: Settings, data: st.DataObject) -> None:
-    days = data.draw(_days(bulk_world))
-    files = [camt(*(credit(_amount(amount), ref=f"H{day}-{index}", text=text, iban=iban)
-                    for index, (text, amount, iban) in enumerate(credits)), statement=f"H-{day}")
+def _assert_same_ledger_both_ways(session: Session, settings: Settings, days: list[list[tuple[str, int, str | None]]],
+                                  prefix: str) -> None:
+    """One camt file per day of `days` (credits of text, amount, payer IBAN), imported one by one
+    and in bulk: every part of the ledger the same."""
+    files = [camt(*(credit(_amount(amount), ref=f"{prefix}{day}-{index}", text=text, iban=iban)
+                    for index, (text, amount, iban) in enumerate(credits)), statement=f"{prefix}-{day}")
              for day, credits in enumerate(days)]
     one_by_one, bulk = _both_ways(session, settings, files)
     for part in one_by_one:
         assert bulk[part] == one_by_one[part], part
+
+
+@given(data=st.data())
+@hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_files_leave_the_same_ledger_in_bulk_as_one_by_one(
+        session: Session, bulk_world: list[tuple[str, int]], settings: Settings, data: st.DataObject) -> None:
+    _assert_same_ledger_both_ways(session, settings, data.draw(_days(bulk_world)), "H")
 
 
 @given(data=st.data())
@@ -222,13 +228,7 @@ def test_any_files_matched_and_written_in_parts_of_any_size_leave_the_same_ledge
     """The bulk path writes a statement a part at a time (`imports._PIPELINE`): whatever the part's
     size, the same ledger as one by one."""
     monkeypatch.setattr(imports, "_PIPELINE", data.draw(st.integers(1, 7)))
-    days = data.draw(_days(bulk_world))
-    files = [camt(*(credit(_amount(amount), ref=f"P{day}-{index}", text=text, iban=iban)
-                    for index, (text, amount, iban) in enumerate(credits)), statement=f"P-{day}")
-             for day, credits in enumerate(days)]
-    one_by_one, bulk = _both_ways(session, settings, files)
-    for part in one_by_one:
-        assert bulk[part] == one_by_one[part], part
+    _assert_same_ledger_both_ways(session, settings, data.draw(_days(bulk_world)), "P")
 
 
 @pytest.fixture
