@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from datetime import date, timedelta
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from encours.app import create_app
 from kernel.clock import clock
-from kernel.db import make_engine, make_sessionmaker, unit_of_work
+from kernel.db import make_sessionmaker, unit_of_work
 from kernel.settings import load_settings
 from ledger.allocation import invariant_violations
 from ledger.models import Allocation, Contact, Invoice, Payment, WebhookEvent
@@ -29,25 +29,6 @@ from tests.databases import together
 from tests.fakes.localstripe_server import event_payload, sign
 
 TODAY = date(2026, 11, 25)
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def fresh_url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("pg_fresh_url" if request.param == "postgres" else "sqlite_fresh_url"))
-
-
-@pytest.fixture
-def engines() -> Iterator[Callable[[str], Engine]]:
-    made: list[Engine] = []
-
-    def make(url: str) -> Engine:
-        engine = make_engine(url)
-        made.append(engine)
-        return engine
-
-    yield make
-    for engine in made:
-        engine.dispose()
 
 
 def _settings(url: str) -> Any:
