@@ -98,27 +98,16 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
-@functools.lru_cache(maxsize=32)
-def _driver_sql(statement: Select[Any], dialect: Dialect) -> str:
-    return str(statement.compile(dialect=dialect))
-
-
 def first_row(connection: Connection, statement: Select[Any], params: Mapping[str, Any]) -> tuple[Any, ...] | None:
     """`connection.execute(statement, params).first()` as a plain tuple, for the hottest reads. On
-    PostgreSQL the statement is compiled once and run on the driver's own cursor: SQLAlchemy's
-    execution and result set-up cost more than the query itself (bench/RESULTS.md, 2026-12-05
-    pglinks). So the parameters reach the driver as given: no SQLAlchemy type conversion (aware
-    datetimes, numbers and strings need none), and the columns come back as the driver reads them."""
+    PostgreSQL run as `driver_rows` runs a statement (compiled once, on the driver's own cursor:
+    SQLAlchemy's execution and result set-up cost more than the query itself, bench/RESULTS.md,
+    2026-12-05 pglinks), reading one row; the columns come back as the driver reads them."""
     if connection.dialect.name != "postgresql":
         row = connection.execute(statement, params).first()
         return tuple(row) if row is not None else None
-    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(_driver_sql(statement, connection.dialect), params)
-        found = cursor.fetchone()
-    finally:
-        cursor.close()
-    return tuple(found) if found is not None else None
+    found: tuple[Any, ...] | None = _on_driver(connection, statement, params, lambda cursor: cursor.fetchone())
+    return found
 
 
 def execute_driver_sql(connection: Connection, sql: str, params: Mapping[str, Any]) -> None:
@@ -161,6 +150,16 @@ def driver_rows(connection: Connection, statement: ClauseElement, params: Mappin
     connection's transaction: SQLAlchemy's execution and result set-up cost more than such a
     statement (bench/RESULTS.md, 2026-12-05 hooks8). Every parameter is a named `bindparam`;
     the rows come back as the driver reads them (no result type conversion)."""
+    rows: list[tuple[Any, ...]] = _on_driver(
+        connection, statement, params,
+        lambda cursor: [tuple(row) for row in cursor.fetchall()] if cursor.description is not None else [])
+    return rows
+
+
+def _on_driver(connection: Connection, statement: ClauseElement, params: Mapping[str, Any],
+               read: Callable[[Any], Any]) -> Any:
+    """`statement` compiled once per dialect, its parameters converted, run on the driver's cursor
+    of `connection`; `read(cursor)` takes what it returned."""
     prepared = _driver_statement(statement, connection.dialect)
     values = {**prepared.defaults, **params}
     for name, process in prepared.processors:
@@ -171,7 +170,7 @@ def driver_rows(connection: Connection, statement: ClauseElement, params: Mappin
         if connection._has_events or connection.engine._has_events:  # what watches statements sees these too
             connection.dispatch.before_cursor_execute(connection, cursor, prepared.sql, arguments, None, False)
         cursor.execute(prepared.sql, arguments)
-        return [tuple(row) for row in cursor.fetchall()] if cursor.description is not None else []
+        return read(cursor)
     finally:
         cursor.close()
 
