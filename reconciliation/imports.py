@@ -194,6 +194,8 @@ def _import_file(session: Session, data: bytes, filename: str, company_code: str
 def _account_of(session: Session, statement: ParsedStatement, forced: Company | None,
                 filename: str) -> tuple[BankAccount, list[str]]:
     named = statement.account_iban or statement.account_id
+    if not named and forced is not None:
+        return _only_account_of(session, forced, statement, filename)
     if not named:
         raise UserError(N_("%(file)s: nothing imported: statement %(statement)s names no account."),
                             file=filename, statement=statement.statement_id or "-")
@@ -220,6 +222,21 @@ def _account_of(session: Session, statement: ParsedStatement, forced: Company | 
     session.add(account)
     session.flush()
     return account, [f"the account {identifier} was not registered: it is now an account of {forced.code}"]
+
+
+def _only_account_of(session: Session, company: Company, statement: ParsedStatement,
+                     filename: str) -> tuple[BankAccount, list[str]]:
+    """The account of a file that names none (a CSV exported without an account column), booked with
+    --company: the company's one active account in the statement's currency, never a guess among several."""
+    currency = statement.account_currency or company.base_currency
+    candidates = session.scalars(select(BankAccount).where(
+        BankAccount.company_id == company.id, BankAccount.active.is_(True), BankAccount.currency == currency)).all()
+    if len(candidates) != 1:
+        raise UserError(N_("%(file)s: nothing imported: the file names no account, and company %(code)s has "
+                           "%(count)s active %(currency)s accounts: add an account_iban column to the file."),
+                        file=filename, code=company.code, count=str(len(candidates)), currency=currency)
+    return candidates[0], [f"the file names no account: booked to {company.code}'s {currency} account "
+                           f"{candidates[0].iban}"]
 
 
 def _import_statement(session: Session, statement: ParsedStatement, account: BankAccount, company: Company,

@@ -32,7 +32,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "currency": ("currency", "devise", "ccy", "monnaie"),
     "name": ("counterparty_name", "counterparty", "name", "nom", "payer", "payeur", "tiers", "beneficiaire", "emetteur"),
     "iban": ("counterparty_iban", "iban", "iban_tiers", "iban_contrepartie"),
-    "text": ("remittance_text", "remittance", "libelle", "label", "description", "motif", "communication", "details"),
+    "text": ("remittance_text", "remittance", "remittance_information", "text", "libelle", "label", "description",
+             "motif", "communication", "details"),
     "reference": ("reference", "ref", "structured_reference", "end_to_end_id"),
     "account_iban": ("account_iban", "compte", "iban_compte", "account"),
 }
@@ -67,6 +68,8 @@ def parse(data: bytes) -> list[ParsedStatement]:
         for canonical, names in ALIASES.items():
             if key in names and canonical not in columns:
                 columns[canonical] = index
+    # A column no alias names is not read: said on each statement, never dropped silently.
+    unread = [name.strip() for index, name in enumerate(header) if index not in columns.values() and name.strip()]
     has_amount = "amount" in columns or ("debit" in columns and "credit" in columns)
     missing = [c for c in ("date", "currency") if c not in columns] + ([] if has_amount else ["amount"])
     if missing:
@@ -107,6 +110,7 @@ def parse(data: bytes) -> list[ParsedStatement]:
                 from_date=min(dates) if dates else None,
                 to_date=max(dates) if dates else None,
                 entries=tuple(entries),
+                warnings=(f"columns not read: {', '.join(unread)}",) if unread else (),
             )
         )
     return statements

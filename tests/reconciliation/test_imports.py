@@ -25,9 +25,11 @@ from ledger.models import (
 from ledger.statement import unapplied_credit
 from payments import rf
 from kernel.user_error import UserError
+from reconciliation.accounts import add_account
 from reconciliation.imports import import_statement_file
 from tests.reconciliation.bank_world import (
     ACME_IBAN,
+    MARTIN_IBAN,
     OTHER_IBAN,
     PETIT_IBAN,
     World,
@@ -136,6 +138,32 @@ def test_an_unknown_account_is_refused_without_a_company_and_booked_with_one(
     [summary] = import_statement_file(session, data, "unknown.xml", company_code="ACME", settings=settings).statements
     assert summary.company_code == "ACME" and summary.matched == 1
     assert any("was not registered" in warning for warning in summary.warnings)
+
+
+def test_a_csv_naming_no_account_is_booked_with_the_company_to_its_one_account_in_that_currency(
+        session: Session, world: World, settings: Settings) -> None:
+    """The issue's plain CSV (date, amount, currency, name, IBAN, text) names no account: with
+    --company it goes to that company's one active account in its currency, and its text is read;
+    with two such accounts, or without --company, nothing is imported."""
+    data = (b"date;amount;currency;name;iban;text;balance\n"
+            b"2026-11-25;120,00;EUR;Boulangeries Martin;" + MARTIN_IBAN.encode() + b";Facture F-2026-0468;999\n")
+    with pytest.raises(UserError, match="names no account"):
+        import_statement_file(session, data, "plain.csv", settings=settings)
+    add_account(session, "ACME", iban="FR7611808009101234567890147", currency="EUR")
+    before = _ledger(session)
+    with pytest.raises(UserError) as refused:
+        import_statement_file(session, data, "plain.csv", company_code="ACME", settings=settings)
+    assert str(refused.value) == ("plain.csv: nothing imported: the file names no account, and company ACME has 2 "
+                                  "active EUR accounts: add an account_iban column to the file.")
+    assert refused.value.render("fr").startswith("plain.csv : rien n’a été importé : le fichier ne nomme aucun compte")
+    assert _ledger(session) == before
+    session.execute(text("UPDATE bank_accounts SET active = false WHERE iban = 'FR7611808009101234567890147'"))
+
+    [summary] = import_statement_file(session, data, "plain.csv", company_code="ACME", settings=settings).statements
+    assert summary.account == ACME_IBAN and summary.matched == 1
+    assert summary.warnings == ["columns not read: balance",
+                                f"the file names no account: booked to ACME's EUR account {ACME_IBAN}"]
+    assert session.scalar(select(BankEntry.remittance_text)) == "Facture F-2026-0468"
 
 
 def test_an_account_of_another_company_is_refused_when_the_company_is_named(
