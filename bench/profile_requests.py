@@ -3,9 +3,9 @@
     .venv/bin/python bench/profile_requests.py [--postgres URL | --sqlite PATH] [--requests 200]
 
 Runs the app in-process (httpx's ASGI transport, one request at a time) on a bench book and,
-per kind of request (the magic link again, first opens, new and duplicate webhook events, the
-statement page), counts the SQL statements SQLAlchemy sends, and on PostgreSQL the round trips
-to the server (every Sync or simple Query message of the wire protocol, read from libpq's trace:
+per kind of request (the magic link again, first opens, new and duplicate webhook events, new
+events that change their payment, the statement page), counts the SQL statements SQLAlchemy
+sends, and on PostgreSQL the round trips to the server (every Sync or simple Query message of the wire protocol, read from libpq's trace:
 BEGIN, COMMIT, ROLLBACK and pings included), and the process CPU per request (client included:
 compare kinds and versions, not engines), and on PostgreSQL the CPU of the server processes
 serving this process's connections (read from /proc: the server must run on this machine). Prints one JSON document.
@@ -35,7 +35,7 @@ from sqlalchemy.engine import Engine  # noqa: E402
 from sqlalchemy.pool import Pool  # noqa: E402
 
 from bench import run  # noqa: E402
-from bench.harness import declined_event, webhook_checkout  # noqa: E402
+from bench.harness import WEBHOOK_INTENT, declined_event, webhook_checkout  # noqa: E402
 from bench.cpu import cpu_seconds  # noqa: E402
 from bench.generate import sqlite_path  # noqa: E402
 from links import tokens  # noqa: E402
@@ -138,10 +138,18 @@ def main() -> None:
     checkout = webhook_checkout(url)
     run_id = os.urandom(4).hex()
 
-    def webhook(event_id: str) -> dict[str, Any]:
-        payload = declined_event(checkout, event_id)
+    def webhook(event_id: str, payment: tuple[int, int, str] = checkout, intent: str = WEBHOOK_INTENT,
+                message: str = "Your card was declined.") -> dict[str, Any]:
+        payload = declined_event(payment, event_id, message, intent=intent)
         return {"method": "POST", "url": "/webhooks/stripe", "content": payload,
                 "headers": {"Stripe-Signature": run.stripe_signature(payload), "Content-Type": "application/json"}}
+
+    def changing(prefix: str, count: int) -> list[dict[str, Any]]:
+        """Events that change their payment, as `bench/run.py`'s: a new decline reason each, over its payments."""
+        payments = [(webhook_checkout(url, f"{WEBHOOK_INTENT}_{k}"), f"{WEBHOOK_INTENT}_{k}")
+                    for k in range(run.CHANGING_PAYMENTS)]
+        return [webhook(f"{prefix}{i}", *payments[i % len(payments)],
+                        message=run.DECLINE_REASONS[i // len(payments) % 2]) for i in range(count)]
 
     agent = {"User-Agent": f"profile/{time.time_ns()}"}
     same = {"method": "GET", "url": f"/p/{tokens.make_token(run.SECRET, contact)}", "headers": agent}
@@ -155,6 +163,11 @@ def main() -> None:
     loop.run_until_complete(lifespan.__aenter__())
     try:
         global PROFILE
+        if args.only == "webhook_change":
+            _measure(client, changing(f"evt_prof_change_warm_{run_id}_", 64), 200)
+            PROFILE = args.cprofile == "webhook_change"
+            results["webhook_change"] = _measure(client, changing(f"evt_prof_change_{run_id}_", n), 200)
+            return
         if args.only in ("webhook_new", "webhook_duplicate"):
             _measure(client, [webhook(f"evt_prof_warm_{run_id}_{i}") for i in range(20)], 200)
             PROFILE = args.cprofile == "webhook_new"
@@ -176,6 +189,10 @@ def main() -> None:
         results["webhook_new"] = _measure(client, new, 200)
         PROFILE = False
         results["webhook_duplicate"] = _measure(client, [new[0]] * n, 200)
+        _measure(client, changing(f"evt_prof_change_warm_{run_id}_", 64), 200)
+        PROFILE = args.cprofile == "webhook_change"
+        results["webhook_change"] = _measure(client, changing(f"evt_prof_change_{run_id}_", n), 200)
+        PROFILE = False
         cookie = loop.run_until_complete(client.get(same["url"])).headers["set-cookie"].split(";", 1)[0]
         results["statement_page"] = _measure(client, [{"method": "GET", "url": "/portal",
                                                        "headers": {"Cookie": cookie}}] * max(20, n // 10), 200)

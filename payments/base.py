@@ -89,6 +89,38 @@ class PaymentUpdate:
     card: CardDetails | None = None  # a card payment's brand and last four, when the event carries them
 
 
+@dataclass(frozen=True)
+class PaymentWrites:
+    """What applying an event changes on a payment we hold already, worked out from one read
+    (`payments.settlement.triage`) without allocating money: the payment's new fields, the
+    checkout's, the audit row. `seen_*`: what the read found; the writes apply only while the
+    rows still hold it (`payments.settlement.write_payment`), else the full handler runs."""
+
+    payment_id: int
+    seen_status: str
+    seen_reason: str | None
+    seen_card: tuple[str | None, str | None]  # (brand, last four)
+    status: str
+    reason: str | None
+    card: tuple[str | None, str | None]
+    checkout_id: int
+    # The checkout's (status, failure code) as read and as they become; None: the checkout is left alone.
+    checkout_seen: tuple[str, str | None] | None = None
+    checkout_new: tuple[str, str | None] | None = None
+    # The audit row `payments.settlement.apply_payment_status` records (no ERP delivery subscribes to
+    # it): (action, customer id, company id, before, after); None when it records none.
+    audit: tuple[str, int, int, dict[str, Any], dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class Triage:
+    """What one read tells about an event (`PaymentProvider.triage`): `outcome`, what `apply`
+    would report; `writes`, what it would change (None: nothing but the event's own record)."""
+
+    outcome: str
+    writes: PaymentWrites | None = None
+
+
 class SignatureError(ValueError):
     """A webhook delivery whose signature is missing, malformed, out of date or wrong, or whose
     body is no event of the provider's: nothing of it is stored or applied."""
@@ -167,4 +199,11 @@ class PaymentProvider(Protocol):
         read on a Core connection (`payments.settlement.unchanged`); the event is then stored as
         processed (`payments.webhooks.store_unchanged`). None when it would change something or
         cannot be told so: `apply` runs then. Only asked for an event that needs nothing fetched."""
+        ...
+
+    def triage(self, connection: Connection, event: ProviderEvent) -> Triage | None:
+        """`unchanged`, and also, for an event that moves a payment we hold without settling money
+        (a new decline reason, `processing`, a card to record), the writes `apply` would make, told
+        by the same one read (`payments.settlement.triage`); they are then made with Core
+        statements (`payments.webhooks.store_and_write`). None: `apply` runs."""
         ...

@@ -46,6 +46,7 @@ from payments.base import (
     SignatureError,
     StandIn,
     StartResult,
+    Triage,
 )
 from payments.collections import MANDATE_ENDED, CollectionReport, collectable_invoices, mandate_currency
 
@@ -308,6 +309,9 @@ class GoCardlessProvider(_GoCardless):
 
     def unchanged(self, connection: Connection, event: ProviderEvent) -> str | None:
         return None  # its events ask the API first (calls_out), or carry nothing to check cheaply
+
+    def triage(self, connection: Connection, event: ProviderEvent) -> Triage | None:
+        return None  # its events ask the API first (calls_out)
 
 
 def payment_method(checkout: Checkout) -> str:

@@ -30,14 +30,16 @@ Everything happens in the caller's transaction: one transaction per event.
 from __future__ import annotations
 
 import enum
+from dataclasses import replace
 from datetime import date, datetime
 from functools import lru_cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import Connection, String, Text, bindparam, func, insert, select
+from sqlalchemy import update as update_statement
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from kernel.clock import clock
 from kernel.db import driver_rows
@@ -45,8 +47,10 @@ from kernel.settings import Settings, load_settings
 from ledger import audit
 from mail import notifications
 from ledger.allocation import allocate, settled_status
+from ledger.events import EVENT_TYPES
 from ledger.models import (
     Allocation,
+    AuditEvent,
     Checkout,
     CheckoutLine,
     Contact,
@@ -61,7 +65,8 @@ from ledger.models import (
 from ledger.money import Money
 from links import tokens
 from ledger.receipts import assign_receipt_number
-from payments.base import CardDetails, NotOurs, PaymentUpdate
+from payments import failures
+from payments.base import CardDetails, NotOurs, PaymentUpdate, PaymentWrites, Triage
 from payments.checkout import ENDED_BY_US, apply_reserved_credit, record_failure_code, release_applied_credit
 
 RANK = {PaymentStatus.pending: 0, PaymentStatus.processing: 1, PaymentStatus.succeeded: 2, PaymentStatus.refunded: 3,
@@ -393,44 +398,145 @@ def _matched(session: Session, update: PaymentUpdate) -> tuple[Checkout, Payment
     return checkout, recorded
 
 
-# A recorded payment with its checkout, for `unchanged`.
+# A recorded payment with its checkout, its customer's company and the checkout's latest payment,
+# for `triage`.
+_LATEST = aliased(Payment)
 _PAYMENT_AND_CHECKOUT = (
     select(Checkout.id, Checkout.provider, Checkout.provider_ref, Checkout.currency, Checkout.amount_minor,
-           Payment.status, Payment.failure_reason, Payment.card_last4)
+           Payment.status, Payment.failure_reason, Payment.card_last4, Payment.id, Payment.card_brand,
+           Payment.amount_minor, Checkout.status, Checkout.failure_code, Checkout.customer_id, Customer.company_id,
+           select(func.max(_LATEST.id)).where(_LATEST.checkout_id == Checkout.id).scalar_subquery())
     .join_from(Payment, Checkout, Checkout.id == Payment.checkout_id)
+    .join(Customer, Customer.id == Checkout.customer_id)
     .where(Payment.provider == bindparam("provider"), Payment.provider_ref == bindparam("provider_ref"))
 )
 
 
 def unchanged(connection: Connection, update: PaymentUpdate, *, by_checkout_ref: bool = False) -> bool:
-    """Whether `apply_update` would change nothing for `update` and raise nothing: the payment is
-    recorded already, for a checkout that matches it (as `matched_checkout` requires), and is at
-    that status's rank or beyond, with no new decline reason and no card to record. Told by one
-    read on a Core connection, in no transaction of its own (see `payments.webhooks.store_unchanged`),
-    so an event that moves nothing costs no ORM work and no write but its own record. False whenever it would do anything, or fail: `apply_update`
-    then runs and does it (or says why not).
+    """Whether `apply_update` would change nothing for `update` and raise nothing (`triage`)."""
+    told = triage(connection, update, by_checkout_ref=by_checkout_ref)
+    return told is not None and told.writes is None
+
+
+def triage(connection: Connection, update: PaymentUpdate, *, by_checkout_ref: bool = False) -> Triage | None:
+    """What `apply_update` would do for `update`, told by one read on a Core connection, in no
+    transaction of its own, when the payment is recorded already for a checkout that matches it
+    (as `matched_checkout` requires): nothing (`writes` None: the event is stored already
+    processed, `payments.webhooks.store_unchanged`), or, when it moves the payment without
+    settling money, the writes it would make (`payments.webhooks.store_and_write` makes them):
+    a declined attempt with a new reason (the payment's reason, the checkout's failure code), a
+    card to record, `pending` → `processing` (the payment, the checkout following it, the audit
+    row). None whenever it would do anything else, or fail: `apply_update` then runs and does
+    it (or says why not). Each such event costs no ORM work.
 
     `by_checkout_ref`: the checkout is the one whose provider reference is `update.provider_ref`
     (a Stripe PaymentIntent's), as the provider found it, instead of `update.checkout_id`."""
     status = ALIASES.get(update.status, update.status)
     if status not in RANK or update.amount_minor <= 0:
-        return False
+        return None
     rows = driver_rows(connection, _PAYMENT_AND_CHECKOUT,
                        {"provider": update.provider, "provider_ref": update.provider_ref})
     if not rows:
-        return False
-    checkout_id, provider, checkout_ref, currency, amount_minor, previous, failure_reason, card_last4 = rows[0]
+        return None
+    (checkout_id, provider, checkout_ref, currency, amount_minor, previous, failure_reason, card_last4, payment_id,
+     card_brand, paid_minor, checkout_status, failure_code, customer_id, company_id, latest) = rows[0]
     if (checkout_ref != update.provider_ref) if by_checkout_ref else (checkout_id != update.checkout_id):
-        return False
+        return None
     if provider != update.provider or currency != update.currency:
-        return False
+        return None
     if status in _WHOLE_AMOUNT and update.amount_minor != amount_minor:
+        return None
+    if previous not in RANK:
+        return None
+    outcome = f"{update.provider_ref} {update.status}"
+    seen_card = (card_brand, card_last4)
+    card = (update.card.brand[:20], update.card.last4[-4:]) \
+        if update.card is not None and card_last4 is None else seen_card
+    writes = PaymentWrites(payment_id=payment_id, seen_status=previous, seen_reason=failure_reason,
+                           seen_card=seen_card, status=previous, reason=failure_reason, card=card,
+                           checkout_id=checkout_id)
+    if RANK[PaymentStatus(status)] <= RANK[PaymentStatus(previous)]:
+        # As apply_payment_status: a duplicate or a late event, but another declined attempt's reason
+        # and a card told for the first time are kept.
+        if status == previous == "pending" and update.reason and failure_reason != update.reason:
+            code = failures.classify(update.reason)  # record_failure_code, through _journey_hooks
+            writes = replace(writes, reason=update.reason)
+            if code != failure_code:
+                writes = replace(writes, checkout_seen=(checkout_status, failure_code),
+                                 checkout_new=(checkout_status, code))
+        elif card == seen_card:
+            return Triage(outcome)
+        return Triage(outcome, writes)
+    if not (previous == "pending" and status == "processing") or checkout_ref is None:
+        return None
+    action = f"payment.{status}"
+    if action in EVENT_TYPES:  # an ERP delivery to queue: the full handler's
+        return None
+    writes = replace(writes, status=status, reason=update.reason or failure_reason,
+                     audit=(action, customer_id, company_id, {"status": previous},
+                            {"status": status, "amount_minor": paid_minor, "reason": update.reason}))
+    # _follow: the checkout shows its latest payment's state, unless the debtor or we ended it.
+    follows = failure_code not in ENDED_BY_US and latest == payment_id
+    if follows and checkout_status != CHECKOUT_STATUS[PaymentStatus(status)]:
+        writes = replace(writes, checkout_seen=(checkout_status, failure_code),
+                         checkout_new=(CHECKOUT_STATUS[PaymentStatus(status)], failure_code))
+    return Triage(outcome, writes)
+
+
+_PAYMENTS = Payment.metadata.tables[Payment.__tablename__]
+_CHECKOUTS = Checkout.metadata.tables[Checkout.__tablename__]
+_WRITE_PAYMENT = (
+    update_statement(_PAYMENTS)
+    .where(_PAYMENTS.c.id == bindparam("payment_id"), _PAYMENTS.c.status == bindparam("seen_status"),
+           _PAYMENTS.c.failure_reason.is_not_distinct_from(bindparam("seen_reason", type_=Text())),
+           _PAYMENTS.c.card_brand.is_not_distinct_from(bindparam("seen_brand", type_=String())),
+           _PAYMENTS.c.card_last4.is_not_distinct_from(bindparam("seen_last4", type_=String())))
+    .values(status=bindparam("status"), failure_reason=bindparam("reason"), card_brand=bindparam("brand"),
+            card_last4=bindparam("last4"), updated_at=bindparam("now", type_=_PAYMENTS.c.updated_at.type))
+    .returning(_PAYMENTS.c.id)
+)
+_WRITE_CHECKOUT = (
+    update_statement(_CHECKOUTS)
+    .where(_CHECKOUTS.c.id == bindparam("checkout_id"), _CHECKOUTS.c.status == bindparam("seen_status"),
+           _CHECKOUTS.c.failure_code.is_not_distinct_from(bindparam("seen_code", type_=String())))
+    .values(status=bindparam("status"), failure_code=bindparam("code"),
+            updated_at=bindparam("now", type_=_CHECKOUTS.c.updated_at.type))
+    .returning(_CHECKOUTS.c.id)
+)
+_AUDIT = AuditEvent.metadata.tables[AuditEvent.__tablename__]
+_WRITE_AUDIT = insert(_AUDIT).values({
+    name: bindparam(name, type_=_AUDIT.c[name].type)
+    for name in ("actor_type", "actor", "action", "entity_type", "entity_id", "customer_id", "company_id", "before",
+                 "after", "created_at")})
+
+
+def write_payment(connection: Connection, provider: str, writes: PaymentWrites) -> bool:
+    """Make `writes` (from `triage`) in the caller's transaction, as `apply_update` would have
+    made them: the payment's UPDATE, the checkout's, the audit row. Each UPDATE applies only
+    while its row still holds what the read saw (the payment's locks it, as the handler's
+    FOR UPDATE does: a status never moves backwards); False when one found it changed: the
+    caller rolls back and leaves the event to `apply_update`."""
+    now = clock.now()
+    brand, last4 = writes.card
+    seen_brand, seen_last4 = writes.seen_card
+    if not driver_rows(connection, _WRITE_PAYMENT, {
+            "payment_id": writes.payment_id, "seen_status": writes.seen_status, "seen_reason": writes.seen_reason,
+            "seen_brand": seen_brand, "seen_last4": seen_last4, "status": writes.status, "reason": writes.reason,
+            "brand": brand, "last4": last4, "now": now}):
         return False
-    if update.card is not None and card_last4 is None:
-        return False
-    if previous not in RANK or RANK[PaymentStatus(status)] > RANK[PaymentStatus(previous)]:
-        return False
-    return not (status == previous == "pending" and update.reason and failure_reason != update.reason)
+    if writes.checkout_seen is not None and writes.checkout_new is not None:
+        if not driver_rows(connection, _WRITE_CHECKOUT, {
+                "checkout_id": writes.checkout_id, "seen_status": writes.checkout_seen[0],
+                "seen_code": writes.checkout_seen[1], "status": writes.checkout_new[0],
+                "code": writes.checkout_new[1], "now": now}):
+            return False
+    if writes.audit is not None:
+        action, customer_id, company_id, before, after = writes.audit
+        driver_rows(connection, _WRITE_AUDIT, {
+            "actor_type": "provider", "actor": provider, "action": action, "entity_type": "payment",
+            "entity_id": writes.payment_id, "customer_id": customer_id, "company_id": company_id,
+            "before": before, "after": after, "created_at": now})
+    return True
 
 
 def apply_update(session: Session, update: PaymentUpdate, settings: Settings | None = None) -> Payment:

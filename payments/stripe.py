@@ -30,6 +30,7 @@ from payments.base import (
     SignatureError,
     StandIn,
     StartResult,
+    Triage,
 )
 
 if TYPE_CHECKING:
@@ -204,6 +205,9 @@ class StripeProvider:
 
     def unchanged(self, connection: Connection, event: ProviderEvent) -> str | None:
         return unchanged_event(connection, event.payload)
+
+    def triage(self, connection: Connection, event: ProviderEvent) -> Triage | None:
+        return triage_event(connection, event.payload)
 
     def start(self, session: Session, checkout: Checkout, settings: Settings, base_url: str) -> StartResult:
         """Create the checkout's PaymentIntent once; the card page confirms it."""
@@ -433,9 +437,19 @@ def apply_event(session: Session, payload: dict[str, Any], settings: Settings | 
 def unchanged_event(connection: Connection, payload: dict[str, Any]) -> str | None:
     """What `apply_event` would report for a PaymentIntent event that changes nothing (a declined
     attempt told again, a late `processing`, a redelivered success under a new event id), told by
-    one read (`payments.settlement.unchanged`); None when it would change something, or raise:
-    then `apply_event` applies it."""
-    from payments.settlement import unchanged
+    one read (`triage_event`); None when it would change something, or raise: then `apply_event`
+    applies it."""
+    told = triage_event(connection, payload)
+    return told.outcome if told is not None and told.writes is None else None
+
+
+def triage_event(connection: Connection, payload: dict[str, Any]) -> Triage | None:
+    """What `apply_event` would do for a PaymentIntent event about a payment we hold, told by one
+    read (`payments.settlement.triage`): change nothing, or move the payment without settling
+    money (a new decline reason, `processing`, a card to record: `Triage.writes`). None for
+    anything else (a success to settle, charges, disputes, an event not ours): `apply_event`
+    applies it, or says why not."""
+    from payments.settlement import triage
 
     kind = str(payload.get("type") or "")
     if kind not in ("payment_intent.processing", "payment_intent.succeeded", "payment_intent.payment_failed"):
@@ -462,7 +476,7 @@ def unchanged_event(connection: Connection, payload: dict[str, Any]) -> str | No
                                currency=currency.upper(), reason=reason, card=card_of(obj))
     except Exception:  # noqa: BLE001 - anything odd (a currency we do not know): apply_event says why
         return None
-    return f"{change.provider_ref} {status}" if unchanged(connection, change, by_checkout_ref=True) else None
+    return triage(connection, change, by_checkout_ref=True)
 
 
 def _checkout_of_intent(session: Session, intent: dict[str, Any]) -> Checkout:

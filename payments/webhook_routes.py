@@ -4,8 +4,9 @@
 A delivery whose events are all stored already is answered after one indexed read (on SQLite on
 the event loop: no thread hop, no wait for the one writer). An event that needs nothing from the
 provider's API is stored and applied before the answer, in one transaction of its own; one that
-changes nothing, as one read tells (`PaymentProvider.unchanged`), in one statement. One that
-does is applied just after the answer is sent (a background task of this request): the
+changes nothing, as one read tells (`PaymentProvider.triage`), in one statement; one that moves
+its payment without settling money, as that read tells too, with Core statements. One that
+calls out is applied just after the answer is sent (a background task of this request): the
 provider's API is asked first, outside any transaction, so a slow provider never holds the
 database writer nor the provider's own delivery. Either way a failure is kept on the
 stored event and retried by the worker, which also picks up an event whose process died.
@@ -27,8 +28,8 @@ from kernel.settings import Settings
 from payments.base import PaymentProvider, ProviderEvent, SignatureError
 from payments.registry import webhook_providers
 from payments.webhooks import (
-    PreparedHandler, ProviderHandler, apply_new, decode_headers, store_and_apply, store_many, store_unchanged,
-    stored_already, stored_event,
+    PreparedHandler, ProviderHandler, apply_new, decode_headers, store_and_apply, store_and_write, store_many,
+    store_unchanged, stored_already, stored_event,
 )
 
 log = logging.getLogger("encours.webhooks")
@@ -73,14 +74,21 @@ def _intake(request: Request, provider: PaymentProvider, events: list[ProviderEv
         if not request.app.state.reads_inline and _stored_already(request, provider, events):
             return ["duplicate"], []
 
-        # An event that changes nothing (a declined attempt told again, a late status) is told by
-        # one read, then stored already processed in one statement (payments.webhooks.store_unchanged).
+        # One read tells an event that changes nothing (a declined attempt told again, a late
+        # status): stored already processed in one statement (payments.webhooks.store_unchanged);
+        # or one that moves its payment without settling money (a new decline reason,
+        # processing): stored and written with Core statements (payments.webhooks.store_and_write).
         with read_connection(request.app.state.read_sessions) as connection:
-            unchanged = provider.unchanged(connection, event)
-        if unchanged is not None:
-            done = store_unchanged(sessions, provider.name, event.id, event.type, event.body,
-                                   decode_headers(request.headers))
-            return ["duplicate" if done is None else "processed"], []
+            told = provider.triage(connection, event)
+        if told is not None:
+            if told.writes is None:
+                done = store_unchanged(sessions, provider.name, event.id, event.type, event.body,
+                                       decode_headers(request.headers))
+            else:
+                done = store_and_write(sessions, provider.name, event.id, event.type, event.body,
+                                       decode_headers(request.headers), told.writes)
+            if done is not False:  # False: the payment moved since the read; the handler decides
+                return ["duplicate" if done is None else "processed"], []
 
         def apply_one(session: Session) -> str:
             return provider.apply(session, settings, event, None)

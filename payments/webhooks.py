@@ -9,8 +9,10 @@ nothing from the provider's API:
                     lambda session: apply_event(session, payload))  # one transaction of its own
     return 200
 
-An event its provider tells unchanged by one read (`PaymentProvider.unchanged`: a decline told
-again, a late status) is stored already processed by `store_unchanged`, one statement.
+An event its provider tells unchanged by one read (`PaymentProvider.triage`: a decline told
+again, a late status) is stored already processed by `store_unchanged`, one statement; one that
+the same read tells moves a payment without settling money (a new decline reason, `processing`)
+is stored and written with Core statements by `store_and_write`, in one transaction.
 
 `store_and_apply` keeps the event raw, once per (provider, event id), with a single
 `INSERT ... ON CONFLICT DO NOTHING RETURNING id` (the unique key decides between two concurrent
@@ -52,7 +54,7 @@ from kernel.clock import clock
 from kernel.retry import RetryPolicy
 from kernel.db import SQLITE_BEGIN_OPTION, driver_rows, statement_connection, unit_of_work, write_connection
 from ledger.models import WebhookEvent
-from payments.base import NotOurs, PaymentProvider, ProviderEvent
+from payments.base import NotOurs, PaymentProvider, PaymentWrites, ProviderEvent
 
 if TYPE_CHECKING:
     from kernel.settings import Settings
@@ -211,6 +213,36 @@ def store_unchanged(
         pk = insert_event(connection, provider, event_id, event_type, body, headers,
                           {"attempts": 1, "processed_at": clock.now(), "next_attempt_at": None})
     return None if pk is None else True
+
+
+class _Moved(Exception):
+    """The payment or checkout changed between the read and the write: roll back."""
+
+
+def store_and_write(
+    session_factory: sessionmaker[Session], provider: str, event_id: str, event_type: str, body: str,
+    headers: Mapping[str, str], writes: PaymentWrites,
+) -> bool | None:
+    """A new event that moves a payment without settling money, as a read has just told
+    (`PaymentProvider.triage`): stored raw already marked processed and `writes` made with Core
+    statements (`payments.settlement.write_payment`), in ONE transaction of its own, as
+    `store_and_apply` would store and apply it through the ORM handler. True when done, None
+    when the event was stored already (a duplicate: nothing written), False when the payment or
+    its checkout changed since the read: nothing is kept and the caller hands the event to
+    `store_and_apply`."""
+    from payments.settlement import write_payment
+
+    try:
+        with _one_writer(session_factory), write_connection(session_factory) as connection:
+            pk = insert_event(connection, provider, event_id, event_type, body, headers,
+                              {"attempts": 1, "processed_at": clock.now(), "next_attempt_at": None})
+            if pk is None:
+                return None
+            if not write_payment(connection, provider, writes):
+                raise _Moved
+    except _Moved:
+        return False
+    return True
 
 
 # SQLite has one writer at a time. Intake threads that find the write lock taken wait in SQLite's
