@@ -40,6 +40,7 @@ from sqlalchemy import Connection, String, Text, bindparam, func, insert, select
 from sqlalchemy import update as update_statement
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from kernel.clock import clock
 from kernel.db import driver_rows
@@ -485,16 +486,26 @@ def triage(connection: Connection, update: PaymentUpdate, *, by_checkout_ref: bo
 
 _PAYMENTS = Payment.metadata.tables[Payment.__tablename__]
 _CHECKOUTS = Checkout.metadata.tables[Checkout.__tablename__]
-_WRITE_PAYMENT = (
-    update_statement(_PAYMENTS)
-    .where(_PAYMENTS.c.id == bindparam("payment_id"), _PAYMENTS.c.status == bindparam("seen_status"),
-           _PAYMENTS.c.failure_reason.is_not_distinct_from(bindparam("seen_reason", type_=Text())),
-           _PAYMENTS.c.card_brand.is_not_distinct_from(bindparam("seen_brand", type_=String())),
-           _PAYMENTS.c.card_last4.is_not_distinct_from(bindparam("seen_last4", type_=String())))
-    .values(status=bindparam("status"), failure_reason=bindparam("reason"), card_brand=bindparam("brand"),
-            card_last4=bindparam("last4"), updated_at=bindparam("now", type_=_PAYMENTS.c.updated_at.type))
-    .returning(_PAYMENTS.c.id)
-)
+
+
+def _write_payment(status: bool) -> ReturningUpdate[Any]:
+    """The payment's conditional UPDATE, with or without its status: SQLite's running-total
+    trigger fires on an UPDATE that names the status at all (the ORM names only what changed)."""
+    values = {"failure_reason": bindparam("reason"), "card_brand": bindparam("brand"), "card_last4": bindparam("last4"),
+              "updated_at": bindparam("now", type_=_PAYMENTS.c.updated_at.type)}
+    return (
+        update_statement(_PAYMENTS)
+        .where(_PAYMENTS.c.id == bindparam("payment_id"), _PAYMENTS.c.status == bindparam("seen_status"),
+               _PAYMENTS.c.failure_reason.is_not_distinct_from(bindparam("seen_reason", type_=Text())),
+               _PAYMENTS.c.card_brand.is_not_distinct_from(bindparam("seen_brand", type_=String())),
+               _PAYMENTS.c.card_last4.is_not_distinct_from(bindparam("seen_last4", type_=String())))
+        .values({**values, "status": bindparam("status")} if status else values)
+        .returning(_PAYMENTS.c.id)
+    )
+
+
+_WRITE_PAYMENT = _write_payment(status=False)
+_WRITE_PAYMENT_STATUS = _write_payment(status=True)
 _WRITE_CHECKOUT = (
     update_statement(_CHECKOUTS)
     .where(_CHECKOUTS.c.id == bindparam("checkout_id"), _CHECKOUTS.c.status == bindparam("seen_status"),
@@ -519,10 +530,11 @@ def write_payment(connection: Connection, provider: str, writes: PaymentWrites) 
     now = clock.now()
     brand, last4 = writes.card
     seen_brand, seen_last4 = writes.seen_card
-    if not driver_rows(connection, _WRITE_PAYMENT, {
+    moves = writes.status != writes.seen_status
+    if not driver_rows(connection, _WRITE_PAYMENT_STATUS if moves else _WRITE_PAYMENT, {
             "payment_id": writes.payment_id, "seen_status": writes.seen_status, "seen_reason": writes.seen_reason,
-            "seen_brand": seen_brand, "seen_last4": seen_last4, "status": writes.status, "reason": writes.reason,
-            "brand": brand, "last4": last4, "now": now}):
+            "seen_brand": seen_brand, "seen_last4": seen_last4, "reason": writes.reason, "brand": brand,
+            "last4": last4, "now": now, **({"status": writes.status} if moves else {})}):
         return False
     if writes.checkout_seen is not None and writes.checkout_new is not None:
         if not driver_rows(connection, _WRITE_CHECKOUT, {
