@@ -33,10 +33,11 @@ import enum
 from dataclasses import replace
 from datetime import date, datetime
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, String, Text, bindparam, func, insert, select
+from sqlalchemy import JSON, Connection, String, Table, Text, TextClause, bindparam, func, insert, select, text
+from sqlalchemy.engine import Dialect
 from sqlalchemy import update as update_statement
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
@@ -62,6 +63,7 @@ from ledger.models import (
     Payment,
     PaymentMethod,
     PaymentStatus,
+    WebhookEvent,
 )
 from ledger.money import Money
 from links import tokens
@@ -549,6 +551,84 @@ def write_payment(connection: Connection, provider: str, writes: PaymentWrites) 
             "entity_id": writes.payment_id, "customer_id": customer_id, "company_id": company_id,
             "before": before, "after": after, "created_at": now})
     return True
+
+
+_EVENT_COLUMNS = ("provider", "event_id", "event_type", "body", "headers", "received_at", "attempts",
+                  "next_attempt_at", "processed_at", "error", "outcome", "note")
+_AUDIT_COLUMNS = ("actor_type", "actor", "action", "entity_type", "entity_id", "customer_id", "company_id", "before",
+                  "after", "created_at")
+
+
+@lru_cache(maxsize=4)
+def _with_event(dialect: Dialect) -> TextClause:
+    """`write_payment` and the event's INSERT as ONE PostgreSQL statement: the payment (and the
+    checkout, when it changes) locked while they hold what the read saw, then the event inserted
+    (ON CONFLICT DO NOTHING), then, only if it was, the UPDATEs and the audit row. Nothing is
+    written when the rows moved or the event is stored already. Every parameter cast to its
+    column's type (an INSERT ... SELECT gives untyped parameters no column type)."""
+    events = WebhookEvent.metadata.tables[WebhookEvent.__tablename__]
+
+    def casts(table: Table, columns: tuple[str, ...], prefix: str) -> str:
+        return ", ".join(f"CAST(:{prefix}{name} AS {table.c[name].type.compile(dialect=dialect)})"
+                         for name in columns)
+
+    sql = f"""WITH lk AS (
+  SELECT p.id FROM payments p JOIN checkouts c ON c.id = :checkout_id
+  WHERE p.id = :payment_id AND p.status = :seen_status
+    AND p.failure_reason IS NOT DISTINCT FROM CAST(:seen_reason AS TEXT)
+    AND p.card_brand IS NOT DISTINCT FROM CAST(:seen_brand AS VARCHAR)
+    AND p.card_last4 IS NOT DISTINCT FROM CAST(:seen_last4 AS VARCHAR)
+    AND (NOT :checkout_change OR (c.status = :seen_checkout_status
+                                  AND c.failure_code IS NOT DISTINCT FROM CAST(:seen_code AS VARCHAR)))
+  FOR UPDATE OF p, c
+), ev AS (
+  INSERT INTO {events.name} ({", ".join(_EVENT_COLUMNS)}) SELECT {casts(events, _EVENT_COLUMNS, "ev_")}
+  WHERE EXISTS (SELECT 1 FROM lk) ON CONFLICT (provider, event_id) DO NOTHING RETURNING id
+), pu AS (
+  UPDATE payments SET status = :status, failure_reason = CAST(:reason AS TEXT), card_brand = CAST(:brand AS VARCHAR),
+    card_last4 = CAST(:last4 AS VARCHAR), updated_at = :now
+  WHERE id = :payment_id AND EXISTS (SELECT 1 FROM ev) RETURNING id
+), cu AS (
+  UPDATE checkouts SET status = :checkout_status, failure_code = CAST(:code AS VARCHAR), updated_at = :now
+  WHERE id = :checkout_id AND :checkout_change AND EXISTS (SELECT 1 FROM ev) RETURNING id
+), au AS (
+  INSERT INTO {_AUDIT.name} ({", ".join(_AUDIT_COLUMNS)}) SELECT {casts(_AUDIT, _AUDIT_COLUMNS, "au_")}
+  WHERE :audit AND EXISTS (SELECT 1 FROM ev) RETURNING id
+)
+SELECT (SELECT count(*) FROM lk), (SELECT id FROM ev),
+  EXISTS (SELECT 1 FROM {events.name} WHERE provider = CAST(:ev_provider AS VARCHAR)
+          AND event_id = CAST(:ev_event_id AS VARCHAR))"""
+    json_binds = [bindparam(name, type_=JSON()) for name in ("ev_headers", "au_before", "au_after")]
+    return text(sql).bindparams(*json_binds)
+
+
+def write_payment_with_event(connection: Connection, provider: str, writes: PaymentWrites,
+                             event: Mapping[str, Any]) -> bool | None:
+    """On PostgreSQL, the stored event's INSERT (`event`: its columns) and `write_payment`'s writes
+    in one statement, run in autocommit (`kernel.db.statement_connection`): True when done, None
+    when the event was stored already (nothing written), False when the payment or its checkout
+    no longer holds what the read saw (nothing written: the caller leaves it to the handler)."""
+    now = clock.now()
+    brand, last4 = writes.card
+    seen_brand, seen_last4 = writes.seen_card
+    checkout_seen = writes.checkout_seen or ("", None)
+    checkout_new = writes.checkout_new or ("", None)
+    action, customer_id, company_id, before, after = writes.audit or ("", None, None, None, None)
+    params: dict[str, Any] = {
+        "payment_id": writes.payment_id, "checkout_id": writes.checkout_id, "seen_status": writes.seen_status,
+        "seen_reason": writes.seen_reason, "seen_brand": seen_brand, "seen_last4": seen_last4,
+        "checkout_change": writes.checkout_new is not None, "seen_checkout_status": checkout_seen[0],
+        "seen_code": checkout_seen[1], "status": writes.status, "reason": writes.reason, "brand": brand,
+        "last4": last4, "now": now, "checkout_status": checkout_new[0], "code": checkout_new[1],
+        "audit": writes.audit is not None,
+        **{f"ev_{name}": event[name] for name in _EVENT_COLUMNS},
+        **{f"au_{name}": value for name, value in zip(_AUDIT_COLUMNS, (
+            "provider", provider, action, "payment", writes.payment_id, customer_id, company_id, before, after, now))},
+    }
+    locked, stored, stored_before = driver_rows(connection, _with_event(connection.dialect), params)[0]
+    if not locked:
+        return None if stored_before else False
+    return None if stored is None else True
 
 
 def apply_update(session: Session, update: PaymentUpdate, settings: Settings | None = None) -> Payment:

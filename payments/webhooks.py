@@ -117,8 +117,18 @@ def insert_event(
     first to commit or roll back), with no error to recover from. `state`: the processing columns
     (attempts, processed_at, next_attempt_at, error, outcome, note) when they are known already;
     by default a new event waiting for its first attempt."""
+    rows = driver_rows(connection, _insert(connection.dialect.name),
+                       event_row(provider, event_id, event_type, body, headers, state))
+    return int(rows[0][0]) if rows else None
+
+
+def event_row(
+    provider: str, event_id: str, event_type: str, body: str, headers: Mapping[str, str],
+    state: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The stored event's columns (`insert_event`'s parameters)."""
     now = clock.now()
-    rows = driver_rows(connection, _insert(connection.dialect.name), {
+    return {
         "provider": provider,
         "event_id": event_id,
         "event_type": event_type,
@@ -132,8 +142,7 @@ def insert_event(
         "outcome": None,
         "note": None,
         **(state or {}),
-    })
-    return int(rows[0][0]) if rows else None
+    }
 
 
 def stored_already(connection: Connection, provider: str, event_ids: list[str]) -> bool:
@@ -230,12 +239,18 @@ def store_and_write(
     when the event was stored already (a duplicate: nothing written), False when the payment or
     its checkout changed since the read: nothing is kept and the caller hands the event to
     `store_and_apply`."""
-    from payments.settlement import write_payment
+    from payments.settlement import write_payment, write_payment_with_event
 
+    done = {"attempts": 1, "processed_at": clock.now(), "next_attempt_at": None}
+    bind = session_factory.kw.get("bind")
+    if bind is not None and bind.dialect.name == "postgresql":
+        # One statement, its own transaction (autocommit): one round trip instead of five.
+        with statement_connection(session_factory) as connection:
+            return write_payment_with_event(connection, provider, writes,
+                                            event_row(provider, event_id, event_type, body, headers, done))
     try:
         with _one_writer(session_factory), write_connection(session_factory) as connection:
-            pk = insert_event(connection, provider, event_id, event_type, body, headers,
-                              {"attempts": 1, "processed_at": clock.now(), "next_attempt_at": None})
+            pk = insert_event(connection, provider, event_id, event_type, body, headers, done)
             if pk is None:
                 return None
             if not write_payment(connection, provider, writes):
