@@ -35,7 +35,6 @@ from payments.webhooks import (
 log = logging.getLogger("encours.webhooks")
 
 Deferred = list[tuple[int, ProviderEvent]]
-TRIAGE_ATTEMPTS = 3
 
 
 async def webhook(request: Request) -> Response:
@@ -79,20 +78,16 @@ def _intake(request: Request, provider: PaymentProvider, events: list[ProviderEv
         # status): stored already processed in one statement (payments.webhooks.store_unchanged);
         # or one that moves its payment without settling money (a new decline reason,
         # processing): stored and written with Core statements (payments.webhooks.store_and_write).
-        # An event about a payment another event moved between the read and the write is read
-        # again (events about one payment often arrive together), then left to the handler.
-        for _attempt in range(TRIAGE_ATTEMPTS):
-            with read_connection(request.app.state.read_sessions) as connection:
-                told = provider.triage(connection, event)
-            if told is None:
-                break
+        with read_connection(request.app.state.read_sessions) as connection:
+            told = provider.triage(connection, event)
+        if told is not None:
             if told.writes is None:
                 done = store_unchanged(sessions, provider.name, event.id, event.type, event.body,
                                        decode_headers(request.headers))
             else:
                 done = store_and_write(sessions, provider.name, event.id, event.type, event.body,
                                        decode_headers(request.headers), told.writes)
-            if done is not False:  # False: the payment moved since the read
+            if done is not False:  # False: the payment moved since the read; the handler decides
                 return ["duplicate" if done is None else "processed"], []
 
         def apply_one(session: Session) -> str:
