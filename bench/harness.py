@@ -178,6 +178,59 @@ def webhook_checkout(url: str, intent: str = WEBHOOK_INTENT) -> tuple[int, int, 
         engine.dispose()
 
 
+def success_checkouts(url: str, prefix: str, count: int) -> list[tuple[tuple[int, int, str], str]]:
+    """`count` new card checkouts, each of one open invoice no checkout has named yet (customers
+    other than BENCH-200), made through `create_checkout` as the portal makes them, each with a
+    PaymentIntent id of its own (`<prefix><n>`): ((checkout id, amount, currency), intent) for
+    `succeeded_event`. Each run makes new ones, so the book grows by `count` checkouts, and their
+    successes by as many payments, allocations and receipt emails."""
+    from ledger.models import CheckoutLine
+
+    engine = make_engine(url)
+    made: list[tuple[tuple[int, int, str], str]] = []
+    try:
+        with unit_of_work(make_sessionmaker(engine)) as session:
+            named = select(CheckoutLine.invoice_id).where(CheckoutLine.invoice_id == Invoice.id).exists()
+            candidates = session.scalars(
+                select(Invoice).join(Customer).where(Customer.ref != STATEMENT_CUSTOMER, Invoice.status == "open",
+                                                     Invoice.kind == "invoice", ~named)
+                .order_by(Invoice.id.desc()).limit(count * 3 + 100))
+            for invoice in candidates:
+                if len(made) == count:
+                    break
+                customer = session.get_one(Customer, invoice.customer_id)
+                try:
+                    checkout = create_checkout(session, customer=customer, contact=customer.primary_contact,
+                                               selection={invoice.id: None}, method="card", today=date(2026, 11, 25))
+                except UserError:
+                    continue
+                if checkout.provider_ref is not None:  # the live checkout of another intent, given back
+                    continue
+                intent = f"{prefix}{len(made)}"
+                checkout.provider, checkout.provider_ref = "stripe", intent
+                session.flush()
+                made.append(((checkout.id, checkout.amount_minor, checkout.currency), intent))
+        return made
+    finally:
+        engine.dispose()
+
+
+def succeeded_event(checkout: tuple[int, int, str], event_id: str, intent: str) -> bytes:
+    """`payment_intent.succeeded` for a checkout of `success_checkouts`: the whole amount received."""
+    checkout_id, amount, currency = checkout
+    return json.dumps({
+        "id": event_id, "object": "event", "api_version": "2026-10-28.endive", "created": int(time.time()),
+        "type": "payment_intent.succeeded", "livemode": False, "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "data": {"object": {
+            "id": intent, "object": "payment_intent", "amount": amount, "amount_received": amount,
+            "currency": currency.lower(), "status": "succeeded", "metadata": {"checkout_id": str(checkout_id)},
+            "payment_method": {"id": "pm_bench", "object": "payment_method",
+                               "card": {"brand": "visa", "last4": "4242"}},
+        }},
+    }, separators=(",", ":")).encode()
+
+
 # --- running and timing ---------------------------------------------------------------------
 
 

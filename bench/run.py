@@ -49,7 +49,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from bench import cpu  # noqa: E402
 from bench.generate import STATEMENT_CUSTOMER, ensure_book  # noqa: E402
-from bench.harness import WEBHOOK_INTENT, declined_event, webhook_checkout  # noqa: E402
+from bench.harness import WEBHOOK_INTENT, declined_event, success_checkouts, succeeded_event, webhook_checkout  # noqa: E402,E501
 from kernel.db import make_engine  # noqa: E402
 from ledger.models import Contact, Customer  # noqa: E402
 from links import tokens  # noqa: E402
@@ -582,13 +582,16 @@ def stripe_signature(payload: bytes, secret: str = WEBHOOK_SECRET, timestamp: in
 
 CHANGING_PAYMENTS = 32
 DECLINE_REASONS = ("Your card was declined.", "Your card has insufficient funds.")
+# Card successes prepared per second of run: more than the intake settles, so none is sent twice.
+SUCCESSES_PER_S = 200
 
 
 def webhook_intake(ctx: Context) -> list[Figure]:
     """`POST /webhooks/stripe` with events signed as Stripe signs them: new events (each a new
     id: verified, stored raw, applied in its own transaction; a decline the payment already holds,
     so each changes nothing but its own record), new events that change their payment (a new
-    decline reason each, over 32 payments: the whole handler), then one event delivered again
+    decline reason each, over 32 payments), card successes (each of a new checkout prepared
+    beforehand: the whole handler settles an invoice), then one event delivered again
     and again (a duplicate: verified, one indexed read, answered), then the same body with
     a wrong signature (refused with a 400 before any database work: what every delivery pays for
     HTTP, the middleware and the check, the floor under both figures above)."""
@@ -616,6 +619,14 @@ def webhook_intake(ctx: Context) -> list[Figure]:
         payload = declined_event(payment, f"evt_change_{run_id}_{n}", DECLINE_REASONS[n // CHANGING_PAYMENTS % 2],
                                  intent=intent)
         changing.append(("POST", "/webhooks/stripe", stripe_signature(payload), payload.decode()))
+    # Card successes: a new checkout of one invoice each, prepared through the services now, so the
+    # run settles new invoices (allocations, receipt emails, running totals) and can repeat on the
+    # same book, which grows by as many checkouts each run.
+    prepared = success_checkouts(ctx.url, f"pi_bench_success_{run_id}_", SUCCESSES_PER_S * ctx.duration)
+    successes = []
+    for n, (payment, intent) in enumerate(prepared):
+        payload = succeeded_event(payment, f"evt_success_{run_id}_{n}", intent)
+        successes.append(("POST", "/webhooks/stripe", stripe_signature(payload), payload.decode()))
     with Server("encours.app:create_app_from_env", ctx.workers, _stripe_env(ctx)) as server:
         server.wait("/healthz")
         first = httpx.post(server.base + "/webhooks/stripe", content=duplicate[3].encode(),
@@ -624,6 +635,7 @@ def webhook_intake(ctx: Context) -> list[Figure]:
         wrk_list(server.base, ctx, server, warm, duration=ctx.warmup)
         new = wrk_list(server.base, ctx, server, events[1:])
         changed = wrk_list(server.base, ctx, server, changing)
+        settled = wrk_list(server.base, ctx, server, successes)
         again = wrk_list(server.base, ctx, server, [duplicate], duration=ctx.warmup)
         again = wrk_list(server.base, ctx, server, [duplicate])
         forged = ("POST", "/webhooks/stripe", stripe_signature(duplicate[3].encode(), secret="whsec_not_ours"),
@@ -633,6 +645,10 @@ def webhook_intake(ctx: Context) -> list[Figure]:
     outcomes = _webhook_outcomes(ctx.url, f"evt_bench_{run_id}_")
     changed_outcomes = _webhook_outcomes(ctx.url, f"evt_change_{run_id}_")
     all_changed = changed_outcomes["processed"] >= changed["requests"] and changed["non_2xx_3xx"] == 0
+    settled_outcomes = _webhook_outcomes(ctx.url, f"evt_success_{run_id}_")
+    # Each success sent once (a run that wraps around its list sends duplicates: flagged).
+    all_settled = (settled_outcomes["processed"] >= settled["requests"] and settled["non_2xx_3xx"] == 0
+                   and settled["requests"] <= len(successes))
     cpu_new, cpu_dup = new["server_cpu_ms_per_request"], again["server_cpu_ms_per_request"]
     cpu_floor = refused["server_cpu_ms_per_request"]
     # Issue 19: a duplicate's CPU (app + PostgreSQL, when it runs here) against a new event's.
@@ -650,6 +666,9 @@ def webhook_intake(ctx: Context) -> list[Figure]:
                all_changed and changed["requests_per_s"] >= 1000, {**changed, "stored": changed_outcomes}),
         Figure("webhook_intake", "server CPU per new event that changes its payment",
                changed["server_cpu_ms_per_request"] or -1, "ms"),
+        Figure("webhook_intake", f"new card successes (a new checkout each, {len(successes)} prepared: settled, "
+               "receipt queued)", round(settled["requests_per_s"], 1), "ev/s", "≥ 1,000 ev/s",
+               all_settled and settled["requests_per_s"] >= 1000, {**settled, "stored": settled_outcomes}),
         Figure("webhook_intake", "duplicate deliveries", round(again["requests_per_s"], 1), "ev/s", detail=again),
         Figure("webhook_intake", "server CPU per new event", cpu_new or -1, "ms"),
         Figure("webhook_intake", "server CPU per duplicate", cpu_dup or -1, "ms"),
@@ -666,6 +685,7 @@ def webhook_intake(ctx: Context) -> list[Figure]:
                detail=outcomes),
         *cpu_figures("webhook_intake", "new event", new),
         *cpu_figures("webhook_intake", "new event that changes its payment", changed),
+        *cpu_figures("webhook_intake", "new card success", settled),
         *cpu_figures("webhook_intake", "duplicate", again),
     ]
 
