@@ -156,20 +156,27 @@ def driver_rows(connection: Connection, statement: ClauseElement, params: Mappin
     return rows
 
 
+def driver_sql(statement: ClauseElement, dialect: Dialect, params: Mapping[str, Any]) -> tuple[str, Any]:
+    """`statement`'s SQL for `dialect`'s driver (compiled once per dialect) and its arguments:
+    `params` with the statement's own values, converted by their columns' types as SQLAlchemy
+    converts them. What `driver_rows` sends, for a driver connection of one's own."""
+    prepared = _driver_statement(statement, dialect)
+    values = {**prepared.defaults, **params}
+    for name, process in prepared.processors:
+        values[name] = process(values[name])
+    return prepared.sql, values if prepared.order is None else [values[name] for name in prepared.order]
+
+
 def _on_driver(connection: Connection, statement: ClauseElement, params: Mapping[str, Any],
                read: Callable[[Any], Any]) -> Any:
     """`statement` compiled once per dialect, its parameters converted, run on the driver's cursor
     of `connection`; `read(cursor)` takes what it returned."""
-    prepared = _driver_statement(statement, connection.dialect)
-    values = {**prepared.defaults, **params}
-    for name, process in prepared.processors:
-        values[name] = process(values[name])
-    arguments = values if prepared.order is None else [values[name] for name in prepared.order]
+    sql, arguments = driver_sql(statement, connection.dialect, params)
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         if connection._has_events or connection.engine._has_events:  # what watches statements sees these too
-            connection.dispatch.before_cursor_execute(connection, cursor, prepared.sql, arguments, None, False)
-        cursor.execute(prepared.sql, arguments)
+            connection.dispatch.before_cursor_execute(connection, cursor, sql, arguments, None, False)
+        cursor.execute(sql, arguments)
         return read(cursor)
     finally:
         cursor.close()

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from kernel.clock import clock
 from kernel.db import execute_driver_sql, first_row
+from kernel.loop_reads import LoopReads
 from ledger import audit
 from ledger.events import EVENT_TYPES, queue_deliveries_for_ids
 from ledger.models import AuditEvent, Company, Contact, Customer, LinkOpen
@@ -176,17 +177,9 @@ def check_link(session: Session | Connection, secret: str, token: str, ip: str |
     the client is throttled (`rule`): one Core query, reading contact, customer, company, opens
     and the throttle together (the exchange is the portal's busiest request). The signature is
     checked once, before any query; a bad one costs only the throttle's query."""
-    try:
-        payload, signed_at = _serializer(secret).loads(token, return_timestamp=True)
-    except BadSignature:
-        payload = None
-    contact_id = _contact_id(payload)
-    throttle_params = throttle.blocked_params(rule.key, rule.limit, rule.window_seconds)
+    payload, signed_at, params = _link_question(secret, token, ip, user_agent, rule)
     row = None
-    if contact_id is not None:
-        now = clock.now()
-        params = {"contact_id": contact_id, "since": now - OPEN_RECORDED_ONCE_WITHIN, "ip": ip,
-                  "agent": _user_agent(user_agent), **throttle_params}
+    if params is not None:
         if isinstance(session, Connection):
             row = first_row(session, _LINK_FACTS, params)
         else:
@@ -195,11 +188,46 @@ def check_link(session: Session | Connection, secret: str, token: str, ip: str |
     if row is None:
         throttled = throttle.is_blocked(session, rule.key, rule.limit, rule.window_seconds)
         return LinkFacts(LinkProblem.invalid, throttled=throttled)
+    return _link_facts(payload, signed_at, row)
+
+
+_BLOCKED = select(throttle.blocked_clause())
+
+
+async def check_link_on_loop(reads: LoopReads, secret: str, token: str, ip: str | None, user_agent: str | None,
+                             rule: ThrottleRule) -> LinkFacts:
+    """`check_link` through `reads` (PostgreSQL, on the event loop): the same query and the same
+    facts; the throttle of a link that names no contact of ours read by `throttle.blocked_clause`."""
+    payload, signed_at, params = _link_question(secret, token, ip, user_agent, rule)
+    row = await reads.first(_LINK_FACTS, params) if params is not None else None
+    if row is None:
+        blocked = await reads.first(_BLOCKED, throttle.blocked_params(rule.key, rule.limit, rule.window_seconds))
+        return LinkFacts(LinkProblem.invalid, throttled=blocked is not None and bool(blocked[0]))
+    return _link_facts(payload, signed_at, row)
+
+
+def _link_question(secret: str, token: str, ip: str | None, user_agent: str | None,
+                   rule: ThrottleRule) -> tuple[Any, datetime | None, dict[str, Any] | None]:
+    """The token's payload and signing time (None, None when the signature is not ours), and the
+    parameters of `_LINK_FACTS` for it (None when it names no contact)."""
+    try:
+        payload, signed_at = _serializer(secret).loads(token, return_timestamp=True)
+    except BadSignature:
+        return None, None, None
+    contact_id = _contact_id(payload)
+    if contact_id is None:
+        return payload, signed_at, None
+    return payload, signed_at, {
+        "contact_id": contact_id, "since": clock.now() - OPEN_RECORDED_ONCE_WITHIN, "ip": ip,
+        "agent": _user_agent(user_agent), **throttle.blocked_params(rule.key, rule.limit, rule.window_seconds)}
+
+
+def _link_facts(payload: Any, signed_at: datetime | None, row: tuple[Any, ...]) -> LinkFacts:
     (found_id, customer_id, link_version, session_version, language, email, company_id, lifetime_days, recorded,
      throttled) = row
     facts = {"contact_id": found_id, "customer_id": customer_id, "link_version": link_version,
              "session_version": session_version, "language": language, "email": email, "company_id": company_id}
-    assert isinstance(payload, dict)
+    assert isinstance(payload, dict) and signed_at is not None
     problem = _lapsed(payload, signed_at, link_version, lifetime_days)
     if problem is None:  # a good link always opens: debtors behind one proxy must not lock each other out
         return LinkFacts(None, recorded=bool(recorded), **facts)
