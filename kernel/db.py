@@ -110,17 +110,6 @@ def first_row(connection: Connection, statement: Select[Any], params: Mapping[st
     return found
 
 
-def execute_driver_sql(connection: Connection, sql: str, params: Mapping[str, Any]) -> None:
-    """Run one statement that returns no rows (`%(name)s` parameters) on the driver's own cursor
-    of `connection`, in its transaction (or as its own, in autocommit): `first_row`'s way, for the
-    hottest writes. The parameters reach the driver as given (no SQLAlchemy type conversion)."""
-    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(sql, params)
-    finally:
-        cursor.close()
-
-
 @dataclass(frozen=True)
 class _DriverStatement:
     sql: str
