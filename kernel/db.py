@@ -99,15 +99,19 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def first_row(connection: Connection, statement: Select[Any], params: Mapping[str, Any]) -> tuple[Any, ...] | None:
-    """`connection.execute(statement, params).first()` as a plain tuple, for the hottest reads. On
-    PostgreSQL run as `driver_rows` runs a statement (compiled once, on the driver's own cursor:
-    SQLAlchemy's execution and result set-up cost more than the query itself, bench/RESULTS.md,
-    2026-12-05 pglinks), reading one row; the columns come back as the driver reads them."""
-    if connection.dialect.name != "postgresql":
-        row = connection.execute(statement, params).first()
-        return tuple(row) if row is not None else None
-    found: tuple[Any, ...] | None = _on_driver(connection, statement, params, lambda cursor: cursor.fetchone())
+    """`connection.execute(statement, params).first()` as a plain tuple, for the hottest reads, run
+    as `driver_rows` runs a statement (compiled once, on the driver's own cursor: SQLAlchemy's
+    execution and result set-up cost more than the query itself, bench/RESULTS.md, 2026-12-05
+    pglinks and loop9), reading one row. The columns come back as the driver reads them: on SQLite
+    a boolean as an integer, a datetime as text; on SQLite the read is its own implicit
+    transaction (no BEGIN is sent)."""
+    found: tuple[Any, ...] | None = _on_driver(connection, statement, params, _fetch_one)
     return found
+
+
+def _fetch_one(cursor: Any) -> tuple[Any, ...] | None:
+    row = cursor.fetchone()
+    return tuple(row) if row is not None else None
 
 
 @dataclass(frozen=True)
