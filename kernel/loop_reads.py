@@ -14,6 +14,7 @@ is replaced and the read run again, once: a read may run twice.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
@@ -99,17 +100,27 @@ class LoopReads:
                    read: Callable[[_Cursor], Awaitable[T]]) -> T:
         sql, arguments = driver_sql(statement, self.dialect, params)
         pool = self._pool()
-        # In a task of its own, so that giving up on it takes no longer than the timeout: a
-        # cancelled query makes psycopg ask the server to cancel it and wait, up to 10 s more.
-        work = asyncio.get_running_loop().create_task(self._read(pool, sql, arguments, read))
+        loop = asyncio.get_running_loop()
+        # In a task of its own, awaited through `done`, so that giving up on it takes no longer than
+        # the timeout (a cancelled query makes psycopg ask the server to cancel it and wait, up to
+        # 10 s more), and a caller that goes away leaves the connection in a known state. A timer
+        # and a future: asyncio.timeout and shield cost more (bench/RESULTS.md, 2026-12-05 loop9).
+        work = loop.create_task(self._read(pool, sql, arguments, read))
+        done: asyncio.Future[None] = loop.create_future()
+        work.add_done_callback(functools.partial(_settle, done))
+        timer = loop.call_later(self.timeout, _settle, done)
         try:
-            async with asyncio.timeout(self.timeout):
-                return await asyncio.shield(work)
-        except TimeoutError:
+            await done
+        except BaseException:  # the caller was cancelled: the read ends on its own
+            _let_go(pool, work)
+            raise
+        finally:
+            timer.cancel()
+        if not work.done():
             work.cancel()
-            pool.abandoned.add(work)
-            work.add_done_callback(pool.abandoned.discard)
-            raise TimeoutError(f"database read took more than {self.timeout:g} s") from None
+            _let_go(pool, work)
+            raise TimeoutError(f"database read took more than {self.timeout:g} s")
+        return work.result()
 
     async def _read(self, pool: _Connections, sql: str, arguments: Any, read: Callable[[_Cursor], Awaitable[T]]) -> T:
         async with pool.slots:
@@ -142,13 +153,29 @@ class LoopReads:
         return connection
 
 
+def _settle(done: asyncio.Future[None], *_: Any) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
+def _let_go(pool: _Connections, work: asyncio.Task[Any]) -> None:
+    """A read nobody waits for any more: kept referenced until it ends, its outcome consumed."""
+    pool.abandoned.add(work)
+    work.add_done_callback(_forget(pool))
+
+
+def _forget(pool: _Connections) -> Callable[[asyncio.Task[Any]], None]:
+    def forget(work: asyncio.Task[Any]) -> None:
+        pool.abandoned.discard(work)
+        if not work.cancelled():
+            work.exception()
+
+    return forget
+
+
 async def _execute(connection: _Connection, sql: str, arguments: Any, read: Callable[[_Cursor], Awaitable[T]]) -> T:
-    cursor = connection.cursor()
-    try:
-        await cursor.execute(sql, arguments)
-        return await read(cursor)
-    finally:
-        await cursor.close()
+    # The cursor holds nothing on the server (a client-side cursor): no close to wait for.
+    return await read(await connection.execute(sql, arguments))
 
 
 async def _all_rows(cursor: _Cursor) -> list[tuple[Any, ...]]:

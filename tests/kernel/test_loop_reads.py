@@ -212,3 +212,40 @@ def _terminate(engine: Engine, pid: int) -> None:
     with psycopg.connect(engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
                          autocommit=True) as other:
         other.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+def test_a_read_whose_caller_goes_away_ends_on_its_own_and_keeps_its_connection(pg_engine_fresh: Engine) -> None:
+    reads = LoopReads(pg_engine_fresh)
+
+    async def on_loop() -> int:
+        caller = asyncio.create_task(reads.rows(select(func.pg_sleep(0.3)), {}))
+        await asyncio.sleep(0.1)
+        caller.cancel()  # the client went away
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await asyncio.sleep(0.6)
+        kept = reads.open_connections()
+        await reads.close()
+        return kept
+
+    assert asyncio.run(on_loop()) == 1
+
+
+def test_a_statement_slower_than_the_timeout_fails_the_read_and_its_connection_is_dropped(
+    pg_engine_fresh: Engine
+) -> None:
+    reads = LoopReads(pg_engine_fresh, timeout=0.3)
+
+    async def on_loop() -> tuple[float, int, list[tuple[Any, ...]]]:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await reads.rows(select(func.pg_sleep(30)), {})
+        took = time.monotonic() - started
+        await asyncio.sleep(0.5)  # psycopg has the server cancel the statement, then the connection goes
+        dropped = reads.open_connections()
+        after = await reads.rows(select(func.now() > func.now() - text("interval '1 second'")), {})
+        await reads.close()
+        return took, dropped, after
+
+    took, dropped, after = asyncio.run(on_loop())
+    assert took < 2 and dropped == 0 and after == [(True,)]
