@@ -170,13 +170,14 @@ def _check_link(request: Request, token: str, ip: str, user_agent: str | None) -
 
 
 async def _checked_link(request: Request, token: str, ip: str, user_agent: str | None) -> tokens.LinkFacts:
-    """The link checked on the event loop: through psycopg's async connections on PostgreSQL
-    (kernel.loop_reads), inline on SQLite (`_read`)."""
+    """The link checked through the event loop's own connections on PostgreSQL (kernel.loop_reads),
+    elsewhere as `_read` runs a read (inline on SQLite)."""
     loop_reads = getattr(request.app.state, "loop_reads", None)
     if loop_reads is not None:
         return await tokens.check_link_on_loop(loop_reads, _secret(request), token, ip, user_agent,
                                                _throttle_rule(request, ip))
-    return await _read(request, _check_link, request, token, ip, user_agent)  # type: ignore[no-any-return]
+    facts: tokens.LinkFacts = await _read(request, _check_link, request, token, ip, user_agent)
+    return facts
 
 
 def _record_failure(request: Request, ip: str) -> None:
