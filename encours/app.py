@@ -28,6 +28,7 @@ from kernel import errors
 from kernel.body_limit import MIB, BodyLimitMiddleware
 from kernel.logs import RequestIdMiddleware, configure_logging, install_token_filter
 from kernel.db import SERVER_POOL_SIZE, make_engine, make_sessionmaker, schema_problem, unit_of_work
+from kernel.loop_reads import LoopReads
 from kernel.security import DEFAULT_CSP, CSRFMiddleware, SecurityHeadersMiddleware, extend_csp
 from kernel.sessions import SessionMiddleware
 from kernel.clock import clock
@@ -139,6 +140,8 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         engine = make_engine(settings.database_url)
         sessions = make_sessionmaker(engine)
         read_sessions = make_sessionmaker(engine, write=False)
+    # The hottest reads on a server database run on the event loop (kernel.loop_reads).
+    loop_reads = LoopReads(engine) if engine is not None and engine.dialect.name == "postgresql" else None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -155,6 +158,8 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
             yield
         finally:
             gc.unfreeze()  # an app stopped in a longer-lived process (tests) can be collected
+            if loop_reads is not None:
+                await loop_reads.close()
         if engine is not None:
             engine.dispose()
 
@@ -207,6 +212,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
     # A short read may run on the event loop when it reads a local SQLite file (see portal.routes._read).
     bind = engine if engine is not None else sessions.kw.get("bind")  # none: an app only listed, never served
     app.state.reads_inline = bind is not None and bind.dialect.name == "sqlite"
+    app.state.loop_reads = loop_reads
     app.state.templates = Templates()
     return app
 

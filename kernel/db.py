@@ -99,26 +99,19 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def first_row(connection: Connection, statement: Select[Any], params: Mapping[str, Any]) -> tuple[Any, ...] | None:
-    """`connection.execute(statement, params).first()` as a plain tuple, for the hottest reads. On
-    PostgreSQL run as `driver_rows` runs a statement (compiled once, on the driver's own cursor:
-    SQLAlchemy's execution and result set-up cost more than the query itself, bench/RESULTS.md,
-    2026-12-05 pglinks), reading one row; the columns come back as the driver reads them."""
-    if connection.dialect.name != "postgresql":
-        row = connection.execute(statement, params).first()
-        return tuple(row) if row is not None else None
-    found: tuple[Any, ...] | None = _on_driver(connection, statement, params, lambda cursor: cursor.fetchone())
+    """`connection.execute(statement, params).first()` as a plain tuple, for the hottest reads, run
+    as `driver_rows` runs a statement (compiled once, on the driver's own cursor: SQLAlchemy's
+    execution and result set-up cost more than the query itself, bench/RESULTS.md, 2026-12-05
+    pglinks and loop9), reading one row. The columns come back as the driver reads them: on SQLite
+    a boolean as an integer, a datetime as text; on SQLite the read is its own implicit
+    transaction (no BEGIN is sent)."""
+    found: tuple[Any, ...] | None = _on_driver(connection, statement, params, _fetch_one)
     return found
 
 
-def execute_driver_sql(connection: Connection, sql: str, params: Mapping[str, Any]) -> None:
-    """Run one statement that returns no rows (`%(name)s` parameters) on the driver's own cursor
-    of `connection`, in its transaction (or as its own, in autocommit): `first_row`'s way, for the
-    hottest writes. The parameters reach the driver as given (no SQLAlchemy type conversion)."""
-    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(sql, params)
-    finally:
-        cursor.close()
+def _fetch_one(cursor: Any) -> tuple[Any, ...] | None:
+    row = cursor.fetchone()
+    return tuple(row) if row is not None else None
 
 
 @dataclass(frozen=True)
@@ -156,20 +149,27 @@ def driver_rows(connection: Connection, statement: ClauseElement, params: Mappin
     return rows
 
 
+def driver_sql(statement: ClauseElement, dialect: Dialect, params: Mapping[str, Any]) -> tuple[str, Any]:
+    """`statement`'s SQL for `dialect`'s driver (compiled once per dialect) and its arguments:
+    `params` with the statement's own values, converted by their columns' types as SQLAlchemy
+    converts them. What `driver_rows` sends, for a driver connection of one's own."""
+    prepared = _driver_statement(statement, dialect)
+    values = {**prepared.defaults, **params}
+    for name, process in prepared.processors:
+        values[name] = process(values[name])
+    return prepared.sql, values if prepared.order is None else [values[name] for name in prepared.order]
+
+
 def _on_driver(connection: Connection, statement: ClauseElement, params: Mapping[str, Any],
                read: Callable[[Any], Any]) -> Any:
     """`statement` compiled once per dialect, its parameters converted, run on the driver's cursor
     of `connection`; `read(cursor)` takes what it returned."""
-    prepared = _driver_statement(statement, connection.dialect)
-    values = {**prepared.defaults, **params}
-    for name, process in prepared.processors:
-        values[name] = process(values[name])
-    arguments = values if prepared.order is None else [values[name] for name in prepared.order]
+    sql, arguments = driver_sql(statement, connection.dialect, params)
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         if connection._has_events or connection.engine._has_events:  # what watches statements sees these too
-            connection.dispatch.before_cursor_execute(connection, cursor, prepared.sql, arguments, None, False)
-        cursor.execute(prepared.sql, arguments)
+            connection.dispatch.before_cursor_execute(connection, cursor, sql, arguments, None, False)
+        cursor.execute(sql, arguments)
         return read(cursor)
     finally:
         cursor.close()

@@ -15,11 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer, want_bytes
-from sqlalchemy import Connection, Table, bindparam, exists, insert, select
+from sqlalchemy import Connection, Table, TextClause, bindparam, exists, insert, select, text
 from sqlalchemy.orm import Session, joinedload
 
 from kernel.clock import clock
-from kernel.db import execute_driver_sql, first_row
+from kernel.db import driver_rows, first_row
+from kernel.loop_reads import LoopReads
 from ledger import audit
 from ledger.events import EVENT_TYPES, queue_deliveries_for_ids
 from ledger.models import AuditEvent, Company, Contact, Customer, LinkOpen
@@ -176,17 +177,9 @@ def check_link(session: Session | Connection, secret: str, token: str, ip: str |
     the client is throttled (`rule`): one Core query, reading contact, customer, company, opens
     and the throttle together (the exchange is the portal's busiest request). The signature is
     checked once, before any query; a bad one costs only the throttle's query."""
-    try:
-        payload, signed_at = _serializer(secret).loads(token, return_timestamp=True)
-    except BadSignature:
-        payload = None
-    contact_id = _contact_id(payload)
-    throttle_params = throttle.blocked_params(rule.key, rule.limit, rule.window_seconds)
+    payload, signed_at, params = _link_question(secret, token, ip, user_agent, rule)
     row = None
-    if contact_id is not None:
-        now = clock.now()
-        params = {"contact_id": contact_id, "since": now - OPEN_RECORDED_ONCE_WITHIN, "ip": ip,
-                  "agent": _user_agent(user_agent), **throttle_params}
+    if params is not None:
         if isinstance(session, Connection):
             row = first_row(session, _LINK_FACTS, params)
         else:
@@ -195,11 +188,46 @@ def check_link(session: Session | Connection, secret: str, token: str, ip: str |
     if row is None:
         throttled = throttle.is_blocked(session, rule.key, rule.limit, rule.window_seconds)
         return LinkFacts(LinkProblem.invalid, throttled=throttled)
+    return _link_facts(payload, signed_at, row)
+
+
+_BLOCKED = select(throttle.blocked_clause())
+
+
+async def check_link_on_loop(reads: LoopReads, secret: str, token: str, ip: str | None, user_agent: str | None,
+                             rule: ThrottleRule) -> LinkFacts:
+    """`check_link` through `reads` (PostgreSQL, on the event loop): the same query and the same
+    facts; the throttle of a link that names no contact of ours read by `throttle.blocked_clause`."""
+    payload, signed_at, params = _link_question(secret, token, ip, user_agent, rule)
+    row = await reads.first(_LINK_FACTS, params) if params is not None else None
+    if row is None:
+        blocked = await reads.first(_BLOCKED, throttle.blocked_params(rule.key, rule.limit, rule.window_seconds))
+        return LinkFacts(LinkProblem.invalid, throttled=blocked is not None and bool(blocked[0]))
+    return _link_facts(payload, signed_at, row)
+
+
+def _link_question(secret: str, token: str, ip: str | None, user_agent: str | None,
+                   rule: ThrottleRule) -> tuple[Any, datetime | None, dict[str, Any] | None]:
+    """The token's payload and signing time (None, None when the signature is not ours), and the
+    parameters of `_LINK_FACTS` for it (None when it names no contact)."""
+    try:
+        payload, signed_at = _serializer(secret).loads(token, return_timestamp=True)
+    except BadSignature:
+        return None, None, None
+    contact_id = _contact_id(payload)
+    if contact_id is None:
+        return payload, signed_at, None
+    return payload, signed_at, {
+        "contact_id": contact_id, "since": clock.now() - OPEN_RECORDED_ONCE_WITHIN, "ip": ip,
+        "agent": _user_agent(user_agent), **throttle.blocked_params(rule.key, rule.limit, rule.window_seconds)}
+
+
+def _link_facts(payload: Any, signed_at: datetime | None, row: tuple[Any, ...]) -> LinkFacts:
     (found_id, customer_id, link_version, session_version, language, email, company_id, lifetime_days, recorded,
      throttled) = row
     facts = {"contact_id": found_id, "customer_id": customer_id, "link_version": link_version,
              "session_version": session_version, "language": language, "email": email, "company_id": company_id}
-    assert isinstance(payload, dict)
+    assert isinstance(payload, dict) and signed_at is not None
     problem = _lapsed(payload, signed_at, link_version, lifetime_days)
     if problem is None:  # a good link always opens: debtors behind one proxy must not lock each other out
         return LinkFacts(None, recorded=bool(recorded), **facts)
@@ -283,11 +311,11 @@ def _opened_event(row: dict[str, Any]) -> dict[str, Any]:
 # audit events written from them, and a delivery for each endpoint of the event's company that
 # subscribes to "link.opened" (events.subscribes: "*" or the type, in its JSON list of types).
 # The JSON columns are written as SQLAlchemy's JSON type writes them (`before` None is JSON null).
-_RECORD_OPENS_SQL = """
+_RECORD_OPENS = text("""
 WITH given AS MATERIALIZED (
-    SELECT * FROM unnest(%(contact_id)s::integer[], %(opened_at)s::timestamptz[], %(ip)s::varchar[],
-                         %(user_agent)s::varchar[], %(email)s::varchar[], %(customer_id)s::integer[],
-                         %(company_id)s::integer[], %(after)s::json[])
+    SELECT * FROM unnest(CAST(:contact_id AS integer[]), CAST(:opened_at AS timestamptz[]), CAST(:ip AS varchar[]),
+                         CAST(:user_agent AS varchar[]), CAST(:email AS varchar[]), CAST(:customer_id AS integer[]),
+                         CAST(:company_id AS integer[]), CAST(:after AS json[]))
         WITH ORDINALITY AS g (contact_id, opened_at, ip, user_agent, email, customer_id, company_id, after, n)
 ), opened AS (
     INSERT INTO link_opens (contact_id, opened_at, ip, user_agent)
@@ -296,26 +324,31 @@ WITH given AS MATERIALIZED (
     INSERT INTO audit_events (actor_type, actor, action, entity_type, entity_id, customer_id, company_id,
                               before, after, created_at)
     SELECT 'contact', email, 'link.opened', 'contact', contact_id, customer_id, company_id,
-           %(before)s::json, after, opened_at
+           CAST(:before AS json), after, opened_at
     FROM given ORDER BY n
     RETURNING id, company_id
 )
 INSERT INTO webhook_deliveries (endpoint_id, audit_event_id, status, attempts, next_attempt_at, created_at)
-SELECT endpoint.id, events.id, 'queued', 0, %(now)s, %(now)s
+SELECT endpoint.id, events.id, 'queued', 0, :now, :now
 FROM events JOIN webhook_endpoints AS endpoint ON endpoint.company_id = events.company_id
-WHERE endpoint.event_types::jsonb ?| %(subscribed)s::text[]
+WHERE CAST(endpoint.event_types AS jsonb) ?| CAST(:subscribed AS text[])
 ORDER BY events.id, endpoint.id
-"""
+""")
+
+
+def record_opens_statement(rows: list[dict[str, Any]]) -> tuple[TextClause, dict[str, Any]]:
+    """PostgreSQL's one statement recording these opens (`record_opens`) and its parameters."""
+    params: dict[str, Any] = {name: [row[name] for row in rows] for name in
+                              ("contact_id", "opened_at", "ip", "user_agent", "email", "customer_id", "company_id")}
+    params["after"] = [json.dumps({"contact_email": row["email"]}) for row in rows]
+    params.update(before=json.dumps(None), now=clock.now(), subscribed=["*", EVENT_TYPES["link.opened"]])
+    return _RECORD_OPENS, params
 
 
 def _record_opens_in_one_statement(connection: Connection, rows: list[dict[str, Any]]) -> None:
     # On the driver's cursor, as kernel.db.first_row runs the link check (whose SQLAlchemy execution
     # cost more than its query): 7 round trips per open became 2 (bench/RESULTS.md, 2026-12-05 opens8).
-    params: dict[str, Any] = {name: [row[name] for row in rows] for name in
-                              ("contact_id", "opened_at", "ip", "user_agent", "email", "customer_id", "company_id")}
-    params["after"] = [json.dumps({"contact_email": row["email"]}) for row in rows]
-    params.update(before=json.dumps(None), now=clock.now(), subscribed=["*", EVENT_TYPES["link.opened"]])
-    execute_driver_sql(connection, _RECORD_OPENS_SQL, params)
+    driver_rows(connection, *record_opens_statement(rows))
 
 
 class UnknownCustomer(LookupError):

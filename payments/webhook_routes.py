@@ -29,7 +29,7 @@ from payments.base import PaymentProvider, ProviderEvent, SignatureError
 from payments.registry import webhook_providers
 from payments.webhooks import (
     PreparedHandler, ProviderHandler, apply_new, decode_headers, store_and_apply, store_and_write, store_many,
-    store_unchanged, stored_already, stored_event,
+    store_unchanged, stored_already, stored_event, stored_one_on_loop,
 )
 
 log = logging.getLogger("encours.webhooks")
@@ -50,10 +50,17 @@ async def webhook(request: Request) -> Response:
     except SignatureError as error:
         log.warning("%s webhook refused: %s", provider.name, error)
         return PlainTextResponse("invalid signature", status_code=provider.bad_signature_status or 400)
-    if request.app.state.reads_inline and _stored_already(request, provider, events):
+    checked = request.app.state.reads_inline
+    if checked and _stored_already(request, provider, events):
         # SQLite: a read on the event loop tells a duplicate, with no thread hop and no wait for the writer.
         return JSONResponse({"received": len(events), "outcomes": ["duplicate"] * len(events)})
-    outcomes, deferred = await run_in_threadpool(_intake, request, provider, events)
+    loop_reads = getattr(request.app.state, "loop_reads", None)
+    if loop_reads is not None and len({event.id for event in events}) == 1:
+        # PostgreSQL: the same read through the loop's own connections (kernel.loop_reads).
+        if await stored_one_on_loop(loop_reads, provider.name, events[0].id):
+            return JSONResponse({"received": len(events), "outcomes": ["duplicate"] * len(events)})
+        checked = True
+    outcomes, deferred = await run_in_threadpool(_intake, request, provider, events, checked)
     background = BackgroundTask(_apply_deferred, request.app.state.sessions, provider, settings, deferred) \
         if deferred else None
     return JSONResponse({"received": len(events), "outcomes": outcomes}, background=background)
@@ -64,14 +71,15 @@ def _stored_already(request: Request, provider: PaymentProvider, events: list[Pr
         return stored_already(connection, provider.name, [event.id for event in events])
 
 
-def _intake(request: Request, provider: PaymentProvider, events: list[ProviderEvent]) -> tuple[list[str], Deferred]:
+def _intake(request: Request, provider: PaymentProvider, events: list[ProviderEvent],
+            checked: bool) -> tuple[list[str], Deferred]:
     sessions = request.app.state.sessions
     settings = request.app.state.settings
     if len(events) == 1 and not provider.calls_out(events[0]):
         event = events[0]
-        # On a server database one indexed read first, so that a duplicate costs that one round trip
-        # (SQLite read it on the event loop already).
-        if not request.app.state.reads_inline and _stored_already(request, provider, events):
+        # One indexed read first, so that a duplicate costs that one round trip (unless the event
+        # loop read it already: `checked`).
+        if not checked and _stored_already(request, provider, events):
             return ["duplicate"], []
 
         # One read tells an event that changes nothing (a declined attempt told again, a late

@@ -53,6 +53,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from kernel.clock import clock
 from kernel.retry import RetryPolicy
 from kernel.db import SQLITE_BEGIN_OPTION, driver_rows, statement_connection, unit_of_work, write_connection
+from kernel.loop_reads import LoopReads
 from ledger.models import WebhookEvent
 from payments.base import NotOurs, PaymentProvider, PaymentWrites, ProviderEvent
 
@@ -153,6 +154,12 @@ def stored_already(connection: Connection, provider: str, event_ids: list[str]) 
         return bool(driver_rows(connection, _STORED_ONE, {"provider": provider, "event_id": event_ids[0]}))
     found = connection.execute(_STORED_MANY, {"provider": provider, "event_ids": event_ids}).all()
     return len(found) == len(set(event_ids))
+
+
+async def stored_one_on_loop(reads: LoopReads, provider: str, event_id: str) -> bool:
+    """`stored_already` of one event through `reads` (PostgreSQL, on the event loop): the same
+    indexed read, without the hop to the thread pool."""
+    return bool(await reads.rows(_STORED_ONE, {"provider": provider, "event_id": event_id}))
 
 
 def store_and_apply(

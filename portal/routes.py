@@ -159,11 +159,25 @@ def _throttle_key(ip: str) -> str:
     return f"link:{ip}"
 
 
-def _check_link(request: Request, token: str, ip: str, user_agent: str | None) -> tokens.LinkFacts:
+def _throttle_rule(request: Request, ip: str) -> tokens.ThrottleRule:
     settings = request.app.state.settings
-    rule = tokens.ThrottleRule(_throttle_key(ip), settings.link_throttle_max, settings.link_throttle_window_seconds)
+    return tokens.ThrottleRule(_throttle_key(ip), settings.link_throttle_max, settings.link_throttle_window_seconds)
+
+
+def _check_link(request: Request, token: str, ip: str, user_agent: str | None) -> tokens.LinkFacts:
     with read_connection(_read_sessions(request)) as connection:
-        return tokens.check_link(connection, _secret(request), token, ip, user_agent, rule)
+        return tokens.check_link(connection, _secret(request), token, ip, user_agent, _throttle_rule(request, ip))
+
+
+async def _checked_link(request: Request, token: str, ip: str, user_agent: str | None) -> tokens.LinkFacts:
+    """The link checked through the event loop's own connections on PostgreSQL (kernel.loop_reads),
+    elsewhere as `_read` runs a read (inline on SQLite)."""
+    loop_reads = getattr(request.app.state, "loop_reads", None)
+    if loop_reads is not None:
+        return await tokens.check_link_on_loop(loop_reads, _secret(request), token, ip, user_agent,
+                                               _throttle_rule(request, ip))
+    facts: tokens.LinkFacts = await _read(request, _check_link, request, token, ip, user_agent)
+    return facts
 
 
 def _record_failure(request: Request, ip: str) -> None:
@@ -199,7 +213,7 @@ async def open_link(request: Request) -> Response:
     settings = request.app.state.settings
     ip = client_ip(request)
     user_agent = request.headers.get("user-agent")
-    check = await _read(request, _check_link, request, token, ip, user_agent)
+    check = await _checked_link(request, token, ip, user_agent)
     if check.throttled:
         language = _visitor_language(request)
         return _message(
