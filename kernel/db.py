@@ -399,8 +399,10 @@ def _execute(sql: str, params: Mapping[str, Any], driver: Any) -> None:
 def reserve_ids(session: Session, table: Table, count: int) -> list[int]:
     """`count` new ids of `table`'s integer primary key `id`, ascending, for rows written next with
     their ids given (so nothing has to read them back). On PostgreSQL taken from the column's
-    sequence, which never gives them again; elsewhere the ids after the largest one, as SQLite
-    picks them: valid only until another row goes into the table without one of them."""
+    sequence, which never gives them again; on SQLite the ids after the largest one, as SQLite
+    picks them, with the database's write lock taken first and held to the end of the transaction,
+    so no other writer can take them meanwhile: refused (RuntimeError) outside a transaction, and a
+    read-only transaction that cannot take the lock fails as any write of it would."""
     if count <= 0:
         return []
     session.flush()
@@ -408,7 +410,13 @@ def reserve_ids(session: Session, table: Table, count: int) -> list[int]:
         return sorted(session.execute(
             text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :count)"),
             {"table": table.name, "count": count}).scalars())
-    top = session.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table.name}")).scalar_one()
+    connection = session.connection()
+    if not connection.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+        raise RuntimeError(f"reserve_ids({table.name}) on SQLite outside a transaction: another writer "
+                           "could take the ids before they are written")
+    quoted = connection.dialect.identifier_preparer.format_table(table)
+    connection.exec_driver_sql(f"UPDATE {quoted} SET id = id WHERE 0")  # a write that changes nothing: the lock
+    top = connection.exec_driver_sql(f"SELECT COALESCE(MAX(id), 0) FROM {quoted}").scalar_one()
     return list(range(top + 1, top + 1 + count))
 
 

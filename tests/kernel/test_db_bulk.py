@@ -7,14 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Table, bindparam, func, insert, select, text, update
+from sqlalchemy import (Column, Engine, Integer, MetaData, String, Table, bindparam, func, insert, select, text,
+                        update)
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kernel.clock import clock
-from kernel.db import analyze_if_outgrown, insert_rows, insert_rows_with_ids, reserve_ids, update_rows
+from kernel.db import (analyze_if_outgrown, insert_rows, insert_rows_with_ids, make_engine, make_sessionmaker,
+                       reserve_ids, update_rows)
 from ledger.models import AuditEvent, Company, FxRate, Invoice
 from tests import factories
 
@@ -215,3 +219,43 @@ def test_reserved_ids_take_rows_and_the_next_row_follows_them(session: Session) 
     after = session.scalars(select(AUDITS.c.id).where(AUDITS.c.action == "test.after")).all()
     assert given == reserved and min(after) > max(reserved) and len(after) == 5
     assert reserve_ids(session, AUDITS, 0) == []
+
+
+@pytest.fixture
+def sqlite_things(tmp_path: Path) -> Iterator[tuple[Table, Engine]]:
+    """A table in a SQLite file of its own, for two connections to it."""
+    things = Table("things", MetaData(), Column("id", Integer, primary_key=True), Column("name", String(20)))
+    engine = make_engine(f"sqlite:///{tmp_path / 'things.sqlite3'}")
+    things.metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(insert(things), [{"name": "one"}, {"name": "two"}])
+    yield things, engine
+    engine.dispose()
+
+
+def test_ids_reserved_on_sqlite_are_kept_from_another_writer(sqlite_things: tuple[Table, Engine]) -> None:
+    """The write lock is taken with them, even in a transaction that had only read: another
+    writer waits instead of taking the first reserved id."""
+    things, engine = sqlite_things
+    with make_sessionmaker(engine, write=False)() as session:
+        reserved = reserve_ids(session, things, 2)
+        assert reserved == [3, 4]
+        with engine.connect() as other:
+            other.exec_driver_sql("PRAGMA busy_timeout=50")
+            with pytest.raises(OperationalError, match="database is locked"):
+                other.execute(insert(things), {"name": "other writer"})
+            other.rollback()
+        insert_rows(session, things, [{"id": reserved[0], "name": "three"}, {"id": reserved[1], "name": "four"}])
+        session.commit()
+    with engine.connect() as connection:
+        assert connection.execute(select(things.c.id, things.c.name).order_by(things.c.id)).all() == [
+            (1, "one"), (2, "two"), (3, "three"), (4, "four")]
+
+
+def test_reserving_ids_outside_a_transaction_on_sqlite_is_refused(sqlite_things: tuple[Table, Engine]) -> None:
+    things, engine = sqlite_things
+    with engine.connect() as connection, Session(bind=connection) as session:
+        session.execute(select(things.c.id)).all()
+        connection.connection.driver_connection.execute("COMMIT")  # type: ignore[union-attr]  # as autocommit leaves it
+        with pytest.raises(RuntimeError, match=r"reserve_ids\(things\) on SQLite outside a transaction"):
+            reserve_ids(session, things, 2)
