@@ -1,8 +1,7 @@
 """Back-office: the ERP's API keys (admin only). Thin: `ledger.api_keys` does the work and the
-audit trail. A new key is shown once, as `encours apikey create` prints it once, on the first page
-after the POST (post/redirect/get: a reload creates nothing and says nothing is wrong). Only the
-id of its sealed reveal row waits in the session for that page (`ledger.api_keys.hold_for_reveal`),
-never the key itself, nor in a URL."""
+audit trail. A new key is shown once, as `encours apikey create` prints it once (`admin.reveal`, as
+the ERP webhook endpoints' secrets): only the id of its sealed reveal row waits in the session
+(`ledger.api_keys.hold_for_reveal`), deleted as it is shown."""
 
 from __future__ import annotations
 
@@ -17,6 +16,7 @@ from starlette.routing import Route
 
 from admin.customers import moment
 from admin.access import Rejected, Staff, staff_get, staff_post
+from admin.reveal import ShownOnce
 from admin.routes import render
 from kernel import i18n
 from kernel.web import Posted
@@ -26,7 +26,7 @@ from ledger.models import ApiKey, Company
 
 BASE = "/admin/api-keys"
 # The reveal row whose key the next page shows, once.
-REVEAL_SESSION_KEY = "api_key_reveal"
+NEW_KEY = ShownOnce("api_key_reveal")
 
 
 def _list(request: Request, session: Session, staff: Staff, *, status_code: int = 200, error: str | None = None,
@@ -44,8 +44,8 @@ def _list(request: Request, session: Session, staff: Staff, *, status_code: int 
 @staff_get(admin_only=True)
 def list_keys(request: Request, session: Session, staff: Staff) -> Response:
     created = None
-    reveal = request.session.pop(REVEAL_SESSION_KEY, None)
-    if isinstance(reveal, int):
+    reveal = NEW_KEY.take(request)
+    if reveal is not None:
         created = reveal_once(session, reveal, user_id=staff.user.id,
                               secret=str(request.app.state.settings.secret_key))
     return _list(request, session, staff, created=created)
@@ -62,8 +62,8 @@ def create(request: Request, session: Session, staff: Staff, posted: Posted) -> 
         raise Rejected(_list(request, session, staff, status_code=400, form=form,
                              error=i18n.gettext(staff.language, "The key was not created: %(reason)s",
                                                 reason=error.render(staff.language)))) from None
-    request.session[REVEAL_SESSION_KEY] = hold_for_reveal(session, row, key, user_id=staff.user.id,
-                                                          secret=str(request.app.state.settings.secret_key))
+    NEW_KEY.hold(request, hold_for_reveal(session, row, key, user_id=staff.user.id,
+                                          secret=str(request.app.state.settings.secret_key)))
     return RedirectResponse(BASE, 303)
 
 

@@ -1,8 +1,8 @@
 """Back-office: the ERP's webhook endpoints and their delivery log (admin only). Thin:
 `ledger.webhook_endpoints` does the work and the audit trail. A new endpoint's signing secret is
-shown once, on the first page after the POST (post/redirect/get: a reload adds nothing), as
-`encours webhook add` prints it once. Only the new endpoint's id waits in the signed session for
-that page, never the secret itself, nor in a URL."""
+shown once, as `encours webhook add` prints it once (`admin.reveal`, as the ERP API keys): only the
+new endpoint's id waits in the session, and the secret is given once
+(`ledger.webhook_endpoints.reveal_secret_once`, which records to whom)."""
 
 from __future__ import annotations
 
@@ -19,17 +19,18 @@ from starlette.routing import Route
 from admin.access import Rejected, Staff, staff_get, staff_post
 from admin.customers import fragment, moment
 from admin.customers_service import page_number, param_text
+from admin.reveal import ShownOnce
 from admin.routes import render
 from kernel import i18n
 from kernel.web import Posted
 from ledger.events import PUBLIC_TYPES
 from ledger.models import Company, WebhookEndpoint
 from ledger.webhook_endpoints import (DELIVERY_STATES, EndpointError, add_endpoint, delivery_page, endpoints,
-                                      remove_endpoint, send_again)
+                                      remove_endpoint, reveal_secret_once, send_again)
 
 BASE = "/admin/webhooks/endpoints"
 # The endpoint whose secret the next page shows, once.
-REVEAL_SESSION_KEY = "erp_webhook_reveal"
+NEW_SECRET = ShownOnce("erp_webhook_reveal")
 
 
 def _cursor(request: Request, name: str) -> int | None:
@@ -80,11 +81,9 @@ def _page(request: Request, session: Session, staff: Staff, *, status_code: int 
 @staff_get(admin_only=True)
 def show(request: Request, session: Session, staff: Staff) -> Response:
     created = None
-    reveal = request.session.pop(REVEAL_SESSION_KEY, None)
-    if isinstance(reveal, int):
-        endpoint = session.get(WebhookEndpoint, reveal)
-        if endpoint is not None:
-            created = (endpoint, endpoint.secret)
+    reveal = NEW_SECRET.take(request)
+    if reveal is not None:
+        created = reveal_secret_once(session, reveal, shown_to=staff.user.email)
     return _page(request, session, staff, created=created)
 
 
@@ -99,7 +98,7 @@ def add(request: Request, session: Session, staff: Staff, posted: Posted) -> Res
     except EndpointError as error:
         message = i18n.gettext(staff.language, error.message, **error.values)
         raise Rejected(_page(request, session, staff, status_code=400, form=form, error=message)) from None
-    request.session[REVEAL_SESSION_KEY] = endpoint.id
+    NEW_SECRET.hold(request, endpoint.id)
     return RedirectResponse(BASE, 303)
 
 

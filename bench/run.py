@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -47,7 +47,7 @@ from sqlalchemy import select, update  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from bench import cpu  # noqa: E402
+from bench import cpu, settle  # noqa: E402
 from bench.generate import STATEMENT_CUSTOMER, ensure_book  # noqa: E402
 from bench.harness import WEBHOOK_INTENT, declined_event, success_checkouts, succeeded_event, webhook_checkout  # noqa: E402,E501
 from kernel.db import make_engine  # noqa: E402
@@ -885,6 +885,10 @@ def _refill_outbox(url: str) -> int:
 
 SCENARIOS: list[Callable[[Context], list[Figure]]] = [statement_page, magic_link_exchange, webhook_intake,
                                                       reminder_run, dashboard]
+# Warmed up on PostgreSQL before they are measured (`--settle`): the scenarios that serve the book
+# itself over HTTP. reminder_run starts each run on a fresh copy by design; dashboard warms up itself.
+WARMED_UP = (statement_page, magic_link_exchange, webhook_intake)
+WARM_UP_SECONDS = 2
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -931,6 +935,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="open-loop latency runs at this fraction of the measured maximum (default 0.5)")
     parser.add_argument("--open-loop-connections", type=int, default=32,
                         help="keep-alive connections of the open-loop generator (default 32)")
+    parser.add_argument("--settle", choices=("warm-up", "none"), default="warm-up",
+                        help="PostgreSQL: before measuring a scenario that writes, run it once uncounted "
+                             f"({WARM_UP_SECONDS} s loads) and VACUUM (ANALYZE) the tables it wrote, as a server "
+                             "in service has long done (default); `none` measures the book as found "
+                             "(bench/settle.py)")
     parser.add_argument("--output", metavar="FILE", help="also write the JSON document to FILE (for compare.py)")
     parser.add_argument("--only", action="append", metavar="SCENARIO",
                         help=f"run only these ({', '.join(s.__name__ for s in SCENARIOS)})")
@@ -968,10 +977,20 @@ def _run(args: argparse.Namespace) -> None:
     started = datetime.now(timezone.utc)
     host = machine()
     figures: list[Figure] = []
+    settled: dict[str, Any] | None = None
+    if args.postgres:
+        settled = {"mode": args.settle, "empty_tables_at_start": settle.empty(settle.table_counters(ctx.url)),
+                   "scenarios": {}}
+        if args.settle == "none" and settled["empty_tables_at_start"]:
+            print(f"bench: measured as found (--settle none): {len(settled['empty_tables_at_start'])} tables analyzed "
+                  "as empty; plans made on them while a run fills them are in the figures (bench/settle.py)",
+                  file=sys.stderr, flush=True)
     try:
         for scenario in scenarios:
-            print(f"bench: {scenario.__name__} …", file=sys.stderr, flush=True)
             try:
+                if settled is not None and args.settle == "warm-up" and scenario in WARMED_UP:
+                    settled["scenarios"][scenario.__name__] = warm_up(scenario, ctx)
+                print(f"bench: {scenario.__name__} …", file=sys.stderr, flush=True)
                 figures.extend(scenario(ctx))
             except Exception as error:  # a scenario that fails is a result too; the others still run
                 import traceback
@@ -991,7 +1010,8 @@ def _run(args: argparse.Namespace) -> None:
                      "uvicorn_workers": ctx.workers, "database": "postgresql" if args.postgres else "sqlite",
                      "open_loop_rate_fraction": ctx.rate_fraction,
                      "open_loop_connections": ctx.open_loop_connections,
-                     "postgres_settings": _postgres_settings(book["url"]) if args.postgres else None},
+                     "postgres_settings": _postgres_settings(book["url"]) if args.postgres else None,
+                     "postgres_settle": settled},
         "figures": [asdict(f) for f in figures],
     }
     print(table(figures), file=sys.stderr)
@@ -999,6 +1019,22 @@ def _run(args: argparse.Namespace) -> None:
     print(document)
     if args.output:
         Path(args.output).write_text(document + "\n")
+
+
+def warm_up(scenario: Callable[[Context], list[Figure]], ctx: Context) -> dict[str, Any]:
+    """One short pass of `scenario`, its figures dropped, then `VACUUM (ANALYZE)` of the tables it
+    wrote (`bench/settle.py`: why, and what it leaves in the figures)."""
+    print(f"bench: {scenario.__name__}: warm-up pass, not counted …", file=sys.stderr, flush=True)
+    before = settle.table_counters(ctx.url)
+    started = time.monotonic()
+    scenario(replace(ctx, duration=WARM_UP_SECONDS, warmup=1, pg=None))
+    done = {"warm_up_s": round(time.monotonic() - started, 1)}
+    time.sleep(1)  # the server's backends have ended: their counters reach the statistics
+    done.update(settle.vacuum_analyze_written(ctx.url, before))
+    print(f"bench: {scenario.__name__}: warm-up {done['warm_up_s']} s; VACUUM (ANALYZE) of what it wrote "
+          f"({', '.join(done['vacuum_analyze_written']) or 'nothing'}) and of {len(done['vacuum_analyze_empty'])} "
+          f"tables still empty ({done['vacuum_analyze_s']} s)", file=sys.stderr, flush=True)
+    return done
 
 
 def _postgres_settings(url: str) -> dict[str, str]:

@@ -326,6 +326,12 @@ def insert_rows_with_ids(session: Session, table: Table, rows: Sequence[Mapping[
     return ids
 
 
+# Per database (its URL) and table: what the table's statistics said it holds when last read, and
+# the rows analyze_if_outgrown was told of since. Statistics only grow the figure (ANALYZE of more
+# rows); a table emptied while the process runs is seen late, when writes outnumber the old figure.
+_KNOWN_ROWS: dict[tuple[str, str], list[float]] = {}
+
+
 def analyze_if_outgrown(session: Session, table: Table, written: int) -> None:
     """On PostgreSQL, ANALYZE `table` when `written` new rows outnumber what its statistics say it
     holds (never analyzed: -1). A connection plans the statements of its triggers once and keeps
@@ -333,13 +339,25 @@ def analyze_if_outgrown(session: Session, table: Table, written: int) -> None:
     recount read the whole table once per row it touched, more with every batch of a first load,
     until autovacuum analyzed it (bench/RESULTS.md, 2026-12-05). Inside the transaction, which it
     sees whole (its lock, held to the end, only keeps out another ANALYZE or VACUUM of the table):
-    in practice the first batch of a first load (ANALYZE reads a sample of at most 30,000 rows)."""
-    if session.get_bind().dialect.name != "postgresql":
+    in practice the first batch of a first load (ANALYZE reads a sample of at most 30,000 rows).
+    The statistics are read again only once the rows written since the last reading, in this
+    process, outnumber what they said: an API request of 1,000 invoices into a book of millions
+    asks nothing (bench/RESULTS.md, 2026-12-05 18:38)."""
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
         return
-    known = session.execute(text("SELECT reltuples FROM pg_class WHERE oid = CAST(:name AS regclass)"),
-                            {"name": table.name}).scalar_one()
-    if known < written:
-        session.execute(text(f"ANALYZE {session.get_bind().dialect.identifier_preparer.format_table(table)}"))
+    key = (bind.engine.url.render_as_string(hide_password=True), table.name)
+    known = _KNOWN_ROWS.get(key)
+    if known is not None:
+        known[1] += written
+        if known[1] <= known[0]:
+            return
+    rows = float(session.execute(text("SELECT reltuples FROM pg_class WHERE oid = CAST(:name AS regclass)"),
+                                 {"name": table.name}).scalar_one())
+    if rows < written:
+        session.execute(text(f"ANALYZE {bind.dialect.identifier_preparer.format_table(table)}"))
+        rows = float(written)  # at least: the sample saw them
+    _KNOWN_ROWS[key] = [rows, 0.0]
 
 
 UPDATE_ROWS_BATCH = 20_000
@@ -399,8 +417,10 @@ def _execute(sql: str, params: Mapping[str, Any], driver: Any) -> None:
 def reserve_ids(session: Session, table: Table, count: int) -> list[int]:
     """`count` new ids of `table`'s integer primary key `id`, ascending, for rows written next with
     their ids given (so nothing has to read them back). On PostgreSQL taken from the column's
-    sequence, which never gives them again; elsewhere the ids after the largest one, as SQLite
-    picks them: valid only until another row goes into the table without one of them."""
+    sequence, which never gives them again; on SQLite the ids after the largest one, as SQLite
+    picks them, with the database's write lock taken first and held to the end of the transaction,
+    so no other writer can take them meanwhile: refused (RuntimeError) outside a transaction, and a
+    read-only transaction that cannot take the lock fails as any write of it would."""
     if count <= 0:
         return []
     session.flush()
@@ -408,7 +428,13 @@ def reserve_ids(session: Session, table: Table, count: int) -> list[int]:
         return sorted(session.execute(
             text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :count)"),
             {"table": table.name, "count": count}).scalars())
-    top = session.execute(text(f"SELECT COALESCE(MAX(id), 0) FROM {table.name}")).scalar_one()
+    connection = session.connection()
+    if not connection.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+        raise RuntimeError(f"reserve_ids({table.name}) on SQLite outside a transaction: another writer "
+                           "could take the ids before they are written")
+    quoted = connection.dialect.identifier_preparer.format_table(table)
+    connection.exec_driver_sql(f"UPDATE {quoted} SET id = id WHERE 0")  # a write that changes nothing: the lock
+    top = connection.exec_driver_sql(f"SELECT COALESCE(MAX(id), 0) FROM {quoted}").scalar_one()
     return list(range(top + 1, top + 1 + count))
 
 

@@ -16,6 +16,7 @@ from kernel.i18n import N_
 from kernel.outbound import UnsafeUrl, check_public
 from kernel.paging import Page, ids_by_cursor
 from ledger import audit
+from ledger.api_keys import REVEAL_WITHIN
 from ledger.events import EVENT_TYPES, PUBLIC_TYPES
 from ledger.models import AuditEvent, Company, WebhookDelivery, WebhookEndpoint
 
@@ -76,6 +77,28 @@ def add_endpoint(session: Session, company_code: str, url: str, event_types: lis
                  action="webhook_endpoint.added", entity_type="webhook_endpoint", entity_id=endpoint.id,
                  company_id=company.id, after={"url": url, "event_types": types})
     return endpoint, secret
+
+
+SECRET_SHOWN = "webhook_endpoint.secret_shown"
+
+
+def reveal_secret_once(session: Session, endpoint_id: int, *, shown_to: str) -> tuple[WebhookEndpoint, str] | None:
+    """A new endpoint and its signing secret, for the one page that shows it (as
+    `api_keys.reveal_once` gives a new key): None once it was shown (the audit trail says when and
+    to whom), when the endpoint is older than `api_keys.REVEAL_WITHIN`, or gone. The endpoint's row
+    is locked first, so two requests cannot both show it."""
+    endpoint = session.scalar(select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id).with_for_update())
+    if endpoint is None or endpoint.created_at < clock.now() - REVEAL_WITHIN:
+        return None
+    shown = session.scalar(select(AuditEvent.id).where(AuditEvent.entity_type == "webhook_endpoint",
+                                                       AuditEvent.entity_id == endpoint.id,
+                                                       AuditEvent.action == SECRET_SHOWN).limit(1))
+    if shown is not None:
+        return None
+    audit.record(session, actor_type="user", actor=shown_to, action=SECRET_SHOWN, entity_type="webhook_endpoint",
+                 entity_id=endpoint.id, company_id=endpoint.company_id)
+    session.flush()
+    return endpoint, endpoint.secret
 
 
 def remove_endpoint(session: Session, company_code: str, endpoint_id: int, *,

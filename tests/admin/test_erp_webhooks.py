@@ -92,7 +92,8 @@ def test_an_endpoint_added_in_the_back_office_is_sent_its_events_and_failures_ca
     assert session.scalars(select(WebhookEndpoint)).all() == []
     actions = session.scalars(select(AuditEvent.action).where(AuditEvent.actor == "root@x.test")
                               .order_by(AuditEvent.id)).all()
-    assert actions == ["webhook_endpoint.added", "webhook_delivery.resent", "webhook_endpoint.removed"]
+    assert actions == ["webhook_endpoint.added", "webhook_endpoint.secret_shown", "webhook_delivery.resent",
+                       "webhook_endpoint.removed"]
 
 
 def test_reloading_after_adding_an_endpoint_adds_no_second_one_and_the_secret_is_shown_once(
