@@ -4,7 +4,8 @@
 
 Runs the app in-process (httpx's ASGI transport, one request at a time) on a bench book and,
 per kind of request (the magic link again, first opens, new and duplicate webhook events, new
-events that change their payment, the statement page), counts the SQL statements SQLAlchemy
+events that change their payment, the statement page; card successes with `--only
+webhook_success`), counts the SQL statements SQLAlchemy
 sends, and on PostgreSQL the round trips to the server (every Sync or simple Query message of the wire protocol, read from libpq's trace:
 BEGIN, COMMIT, ROLLBACK and pings included), and the process CPU per request (client included:
 compare kinds and versions, not engines), and on PostgreSQL the CPU of the server processes
