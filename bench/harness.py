@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import func, insert, select, update  # noqa: E402
+from sqlalchemy import func, insert, select, true, update  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from admin.customers_service import list_day, refresh_overdue  # noqa: E402
@@ -191,28 +191,44 @@ def success_checkouts(url: str, prefix: str, count: int) -> list[tuple[tuple[int
     try:
         with unit_of_work(make_sessionmaker(engine)) as session:
             named = select(CheckoutLine.invoice_id).where(CheckoutLine.invoice_id == Invoice.id).exists()
-            candidates = session.scalars(
-                select(Invoice).join(Customer).where(Customer.ref != STATEMENT_CUSTOMER, Invoice.status == "open",
-                                                     Invoice.kind == "invoice", ~named)
-                .order_by(Invoice.id.desc()).limit(count * 3 + 100))
-            for invoice in candidates:
-                if len(made) == count:
+            # Read in pages below the last one read: each run leaves the newest invoices it could not
+            # charge (a customer whose credit covers them: "nothing to charge") behind, so a fixed window
+            # of the newest ones ran dry after a few runs.
+            below: int | None = None
+            while len(made) < count:
+                page = session.scalars(
+                    select(Invoice).join(Customer).where(Customer.ref != STATEMENT_CUSTOMER, Invoice.status == "open",
+                                                         Invoice.kind == "invoice", ~named,
+                                                         Invoice.id < below if below is not None else true())
+                    .order_by(Invoice.id.desc()).limit(count * 3 + 100)).all()
+                if not page:
                     break
-                customer = session.get_one(Customer, invoice.customer_id)
-                try:
-                    checkout = create_checkout(session, customer=customer, contact=customer.primary_contact,
-                                               selection={invoice.id: None}, method="card", today=date(2026, 11, 25))
-                except UserError:
-                    continue
-                if checkout.provider_ref is not None:  # the live checkout of another intent, given back
-                    continue
-                intent = f"{prefix}{len(made)}"
-                checkout.provider, checkout.provider_ref = "stripe", intent
-                session.flush()
-                made.append(((checkout.id, checkout.amount_minor, checkout.currency), intent))
+                below = page[-1].id
+                made += _checkouts_of(session, page, prefix, count - len(made), len(made))
         return made
     finally:
         engine.dispose()
+
+
+def _checkouts_of(session: Any, candidates: list[Invoice], prefix: str, count: int,
+                  first: int) -> list[tuple[tuple[int, int, str], str]]:
+    made: list[tuple[tuple[int, int, str], str]] = []
+    for invoice in candidates:
+        if len(made) == count:
+            break
+        customer = session.get_one(Customer, invoice.customer_id)
+        try:
+            checkout = create_checkout(session, customer=customer, contact=customer.primary_contact,
+                                       selection={invoice.id: None}, method="card", today=date(2026, 11, 25))
+        except UserError:
+            continue
+        if checkout.provider_ref is not None:  # the live checkout of another intent, given back
+            continue
+        intent = f"{prefix}{first + len(made)}"
+        checkout.provider, checkout.provider_ref = "stripe", intent
+        session.flush()
+        made.append(((checkout.id, checkout.amount_minor, checkout.currency), intent))
+    return made
 
 
 def succeeded_event(checkout: tuple[int, int, str], event_id: str, intent: str) -> bytes:

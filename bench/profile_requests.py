@@ -4,7 +4,8 @@
 
 Runs the app in-process (httpx's ASGI transport, one request at a time) on a bench book and,
 per kind of request (the magic link again, first opens, new and duplicate webhook events, new
-events that change their payment, the statement page), counts the SQL statements SQLAlchemy
+events that change their payment, the statement page; card successes with `--only
+webhook_success`), counts the SQL statements SQLAlchemy
 sends, and on PostgreSQL the round trips to the server (every Sync or simple Query message of the wire protocol, read from libpq's trace:
 BEGIN, COMMIT, ROLLBACK and pings included), and the process CPU per request (client included:
 compare kinds and versions, not engines), and on PostgreSQL the CPU of the server processes
@@ -35,7 +36,8 @@ from sqlalchemy.engine import Engine  # noqa: E402
 from sqlalchemy.pool import Pool  # noqa: E402
 
 from bench import run  # noqa: E402
-from bench.harness import WEBHOOK_INTENT, declined_event, webhook_checkout  # noqa: E402
+from bench.harness import (WEBHOOK_INTENT, declined_event, success_checkouts, succeeded_event,  # noqa: E402
+                           webhook_checkout)
 from bench.cpu import cpu_seconds  # noqa: E402
 from bench.generate import sqlite_path  # noqa: E402
 from links import tokens  # noqa: E402
@@ -167,6 +169,20 @@ def main() -> None:
             _measure(client, changing(f"evt_prof_change_warm_{run_id}_", 64), 200)
             PROFILE = args.cprofile == "webhook_change"
             results["webhook_change"] = _measure(client, changing(f"evt_prof_change_{run_id}_", n), 200)
+            return
+        if args.only == "webhook_success":
+            # Card successes, as `bench/run.py`'s: a new card checkout each, prepared beforehand;
+            # the first ones warm the process (templates, caches) and are not counted.
+            warm = 10
+            prepared = success_checkouts(url, f"pi_prof_success_{run_id}_", warm + n)
+            successes = [{"method": "POST", "url": "/webhooks/stripe", "content": body,
+                          "headers": {"Stripe-Signature": run.stripe_signature(body),
+                                      "Content-Type": "application/json"}}
+                         for body in (succeeded_event(c, f"evt_prof_success_{run_id}_{i}", intent)
+                                      for i, (c, intent) in enumerate(prepared))]
+            _measure(client, successes[:warm], 200)
+            PROFILE = args.cprofile == "webhook_success"
+            results["webhook_success"] = _measure(client, successes[warm:], 200)
             return
         if args.only in ("webhook_new", "webhook_duplicate"):
             _measure(client, [webhook(f"evt_prof_warm_{run_id}_{i}") for i in range(20)], 200)
