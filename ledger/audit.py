@@ -103,6 +103,7 @@ ACTION_LABELS: dict[str, str] = {
     "user.sign_in_failed": N_("Failed staff sign-in"),
     "webhook.replayed": N_("Provider event replayed"),
     "webhook_endpoint.added": N_("ERP webhook endpoint added"),
+    "webhook_endpoint.secret_shown": N_("ERP webhook endpoint's signing secret shown"),
     "webhook_endpoint.removed": N_("ERP webhook endpoint removed"),
     "webhook_delivery.resent": N_("ERP webhook sent again"),
     "link.opened": N_("Link opened"),

@@ -95,8 +95,8 @@ def reveal_secret_once(session: Session, endpoint_id: int, *, shown_to: str) -> 
                                                        AuditEvent.action == SECRET_SHOWN).limit(1))
     if shown is not None:
         return None
-    audit.record(session, actor_type="user", actor=shown_to, action=SECRET_SHOWN, entity_type="webhook_endpoint",
-                 entity_id=endpoint.id, company_id=endpoint.company_id)
+    audit.record(session, actor_type="user", actor=shown_to, action="webhook_endpoint.secret_shown",
+                 entity_type="webhook_endpoint", entity_id=endpoint.id, company_id=endpoint.company_id)
     session.flush()
     return endpoint, endpoint.secret
 
