@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
 from api import webhooks
-from encours.app import create_app
+from encours.app import SESSION_COOKIE, create_app
 from kernel.settings import Settings, load_settings
 from ledger import audit
 from ledger.models import AuditEvent, Company, WebhookDelivery, WebhookEndpoint
@@ -104,7 +104,7 @@ def test_reloading_after_adding_an_endpoint_adds_no_second_one_and_the_secret_is
                                                        "events": ["*"]})
     assert added.status_code == 303 and added.headers["location"] == "/admin/webhooks/endpoints"
     [endpoint] = session.scalars(select(WebhookEndpoint)).all()
-    cookie = str(admin.cookies.get("session", ""))
+    cookie = admin.cookies[SESSION_COOKIE]  # a missing cookie fails here, not silently
     assert endpoint.secret not in b64decode(cookie.split(".")[0] + "==").decode()  # the session holds its id
     shown = admin.get(added.headers["location"])
     assert SECRET_SHOWN.search(shown.text).group(1) == endpoint.secret  # type: ignore[union-attr]
