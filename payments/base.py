@@ -108,8 +108,8 @@ class PaymentWrites:
     checkout_seen: tuple[str, str | None] | None = None
     checkout_new: tuple[str, str | None] | None = None
     # The audit row `payments.settlement.apply_payment_status` records (no ERP delivery subscribes to
-    # it): (action, customer id, company id, before, after); None when it records none.
-    audit: tuple[str, int, int, dict[str, Any], dict[str, Any]] | None = None
+    # it), its action `payment.<status>`: (customer id, company id, before, after); None when it records none.
+    audit: tuple[int, int, dict[str, Any], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)

@@ -476,7 +476,7 @@ def triage(connection: Connection, update: PaymentUpdate, *, by_checkout_ref: bo
     if action in EVENT_TYPES:  # an ERP delivery to queue: the full handler's
         return None
     writes = replace(writes, status=status, reason=update.reason or failure_reason,
-                     audit=(action, customer_id, company_id, {"status": previous},
+                     audit=(customer_id, company_id, {"status": previous},
                             {"status": status, "amount_minor": paid_minor, "reason": update.reason}))
     # _follow: the checkout shows its latest payment's state, unless the debtor or we ended it.
     follows = failure_code not in ENDED_BY_US and latest == payment_id
@@ -545,9 +545,9 @@ def write_payment(connection: Connection, provider: str, writes: PaymentWrites) 
                 "code": writes.checkout_new[1], "now": now}):
             return False
     if writes.audit is not None:
-        action, customer_id, company_id, before, after = writes.audit
+        customer_id, company_id, before, after = writes.audit
         driver_rows(connection, _WRITE_AUDIT, {
-            "actor_type": "provider", "actor": provider, "action": action, "entity_type": "payment",
+            "actor_type": "provider", "actor": provider, "action": f"payment.{writes.status}", "entity_type": "payment",
             "entity_id": writes.payment_id, "customer_id": customer_id, "company_id": company_id,
             "before": before, "after": after, "created_at": now})
     return True
@@ -613,7 +613,8 @@ def write_payment_with_event(connection: Connection, provider: str, writes: Paym
     seen_brand, seen_last4 = writes.seen_card
     checkout_seen = writes.checkout_seen or ("", None)
     checkout_new = writes.checkout_new or ("", None)
-    action, customer_id, company_id, before, after = writes.audit or ("", None, None, None, None)
+    customer_id, company_id, before, after = writes.audit or (None, None, None, None)
+    action = f"payment.{writes.status}"  # as apply_payment_status names it
     params: dict[str, Any] = {
         "payment_id": writes.payment_id, "checkout_id": writes.checkout_id, "seen_status": writes.seen_status,
         "seen_reason": writes.seen_reason, "seen_brand": seen_brand, "seen_last4": seen_last4,
