@@ -32,16 +32,21 @@ def assign_receipt_number(session: Session, payment: Payment) -> str:
     if payment.receipt_number:
         return payment.receipt_number
     customer = session.get_one(Customer, payment.customer_id)
+    payment.receipt_number = next_receipt_number(session, customer.company_id)
+    return payment.receipt_number
+
+
+def next_receipt_number(session: Session, company_id: int) -> str:
+    """The company's next receipt number, taken now: its counter's row stays locked to the commit."""
     companies = cast(Table, Company.__table__)
     # On the connection, not the session: no autoflush, so the caller writes the payment's new state
     # (status, amount, this number) in one UPDATE when it flushes.
     issued = session.connection().execute(
-        update(companies).where(companies.c.id == customer.company_id)
+        update(companies).where(companies.c.id == company_id)
         .values(receipts_issued=companies.c.receipts_issued + 1)
         .returning(companies.c.receipts_issued, companies.c.code)
     ).one()
-    payment.receipt_number = f"{issued.code}-R{issued.receipts_issued:06d}"
-    return payment.receipt_number
+    return f"{issued.code}-R{issued.receipts_issued:06d}"
 
 
 @dataclass(frozen=True)

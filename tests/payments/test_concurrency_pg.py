@@ -6,11 +6,13 @@ server or worker processes."""
 from __future__ import annotations
 
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from typing import Any, Callable
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
@@ -19,7 +21,7 @@ from kernel.clock import clock
 from kernel.db import make_sessionmaker, unit_of_work
 from kernel.settings import load_settings
 from ledger.allocation import invariant_violations
-from ledger.models import Allocation, Contact, Invoice, Payment, WebhookEvent
+from ledger.models import Allocation, Contact, Invoice, InvoiceKind, Payment, WebhookEvent
 from payments import webhooks
 from payments.checkout import cancel_checkout, create_checkout
 from sandbox.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET
@@ -200,3 +202,71 @@ def test_two_workers_retry_each_due_webhook_once(
         assert all(processed is not None and retry is None for _, processed, retry in rows)
     else:
         assert all(processed is None and retry > clock.now() + timedelta(seconds=30) for _, processed, retry in rows)
+
+
+# --- (d) a card success takes its company's receipt counter before any running total -----------
+
+
+def _post(app: Any, payload: bytes) -> Any:
+    with TestClient(app, base_url="http://testserver") as client:
+        response = client.post("/webhooks/stripe", content=payload,
+                               headers={"Content-Type": "application/json", "Stripe-Signature": sign(payload)})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+def _someone_waits_on_a_lock(engine: Engine) -> bool:
+    """Whether a session of the test database waits on a lock, asked until one does (a few seconds
+    at most: the other thread's request has to reach its UPDATE first)."""
+    for _ in range(200):
+        with engine.connect() as connection:
+            if connection.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                       "AND wait_event_type = 'Lock'")).scalar_one():
+                return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.postgres
+def test_a_card_success_takes_its_companys_receipt_counter_before_it_moves_a_running_total(
+    pg_fresh_url: str, engines: Callable[[str], Engine]
+) -> None:
+    """Two card successes of one company deadlocked (bench/RESULTS.md, succ9): one applied the credit
+    its checkout had reserved, moving running totals (the credit note's and the invoice's open items
+    by due date), then waited for the company's receipt counter; the other, holding the counter,
+    needed those totals to allocate. A success now takes the counter first: while another
+    transaction holds it, the success waits having moved no running total."""
+    engine = engines(pg_fresh_url)
+    factory = make_sessionmaker(engine)
+    with unit_of_work(factory) as session:
+        company = factories.company(session)
+        customer = factories.customer(session, company)
+        factories.invoice(session, customer, total_minor=102_00, number="AV-1", kind=InvoiceKind.credit_note,
+                          due_date=date(2026, 10, 15))
+        invoice = factories.invoice(session, customer, total_minor=1234_56, due_date=date(2026, 10, 1))
+        checkout = _card_checkout(session, customer, customer.primary_contact, [invoice], "pi_credit")
+        assert checkout.credit_minor == 102_00  # reserved now, applied when the card succeeds
+        payload = _succeeded(checkout.id, "pi_credit", checkout.amount_minor, "evt_credit")
+        company_id, customer_id, invoice_id = company.id, customer.id, invoice.id
+    [app] = _servers(pg_fresh_url, 1)
+    with engine.connect() as holder, ThreadPoolExecutor(max_workers=1) as pool:
+        # Another success of the company, in the middle of its transaction: it holds the counter.
+        holder.execute(text("UPDATE companies SET receipts_issued = receipts_issued WHERE id = :id"), {"id": company_id})
+        answer = pool.submit(_post, app, payload)
+        try:
+            assert _someone_waits_on_a_lock(engine), "the success never waited for the counter"
+            with engine.connect() as probe:  # every running total of the company and the customer is free
+                totals = probe.execute(text("SELECT due_date FROM open_items_by_due WHERE company_id = :id "
+                                            "FOR UPDATE NOWAIT"), {"id": company_id}).all()
+                balances = probe.execute(text("SELECT customer_id FROM customer_balances WHERE customer_id = :id "
+                                              "FOR UPDATE NOWAIT"), {"id": customer_id}).all()
+                probe.rollback()
+            assert len(totals) >= 2 and balances == [(customer_id,)]
+        finally:
+            holder.rollback()
+        assert answer.result(timeout=60)["outcomes"] == ["processed"]
+    with factory() as session:
+        payment = session.scalars(select(Payment)).one()
+        assert payment.status == "succeeded" and payment.receipt_number is not None
+        assert session.get_one(Invoice, invoice_id).open_minor == 0
+        assert invariant_violations(session) == []
