@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 
+import socket
+import threading
 from datetime import datetime, timezone
 
 from typing import Iterator
@@ -130,3 +132,30 @@ def pg_session_factory(pg_engine: Engine) -> Iterator[sessionmaker[Session]]:
 def pg_session(pg_session_factory: sessionmaker[Session]) -> Iterator[Session]:
     with pg_session_factory() as session:
         yield session
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never answers: a database that hangs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for connection in accepted:
+        connection.close()
+    listener.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -116,37 +115,10 @@ def test_connections_are_opened_when_needed_kept_and_closed_by_close(pg_engine_f
     assert _our_connections(pg_engine_fresh) == 0
 
 
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A port that accepts connections and never answers: a database that hangs."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                pass
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    for connection in accepted:
-        connection.close()
-    listener.close()
-
-
 def test_a_database_that_does_not_answer_fails_the_read_within_the_timeout_and_the_loop_goes_on(
-    silent_server: int
+    silent_port: int
 ) -> None:
-    engine = db.make_engine(f"postgresql+psycopg://nobody@127.0.0.1:{silent_server}/nothing")
+    engine = db.make_engine(f"postgresql+psycopg://nobody@127.0.0.1:{silent_port}/nothing")
     reads = LoopReads(engine, timeout=0.5)
 
     async def on_loop() -> tuple[BaseException | None, int, float]:

@@ -49,6 +49,18 @@ def _pay(session: Session, settings: Settings, checkout: Checkout, status: str, 
                                 settings=settings)
 
 
+def _paid_twice(session: Session, settings: Settings, customer: Customer, invoice: Invoice) -> None:
+    """The same invoice paid twice (a card confirmed in another tab after the debtor chose to pay
+    by transfer instead): the second payment stays unapplied, credit for the next checkout."""
+    one = _checkout(session, customer, [invoice])
+    cancel_checkout(session, one, contact=customer.primary_contact)
+    two = _checkout(session, customer, [invoice], method="bank_transfer")
+    _pay(session, settings, one, "succeeded", ref="pi_one")
+    apply_payment_status(session, checkout=two, provider="bank_transfer", provider_ref="tr_two",
+                         method="bank_transfer", status="succeeded", amount_minor=invoice.total_minor,
+                         currency="EUR", settings=settings)
+
+
 def test_a_credit_note_is_deducted_from_what_is_charged(
     session: Session, customer: Customer, invoices: list[Invoice]
 ) -> None:
@@ -155,15 +167,7 @@ def test_unapplied_money_is_credit_too(
     session: Session, settings: Settings, customer: Customer, invoices: list[Invoice]
 ) -> None:
     overdue, discounted, later = invoices
-    # The same invoice paid twice (a card confirmed in another tab after the debtor chose to pay
-    # by transfer instead): the second payment's 318,40 € stays unapplied.
-    one = _checkout(session, customer, [later])
-    cancel_checkout(session, one, contact=customer.primary_contact)
-    two = _checkout(session, customer, [later], method="bank_transfer")
-    _pay(session, settings, one, "succeeded", ref="pi_one")
-    apply_payment_status(session, checkout=two, provider="bank_transfer", provider_ref="tr_two",
-                         method="bank_transfer", status="succeeded", amount_minor=318_40, currency="EUR",
-                         settings=settings)
+    _paid_twice(session, settings, customer, later)
     assert available_credit(session, customer.id, "EUR") == 318_40
     checkout = _checkout(session, customer, [overdue])
     assert checkout.credit_minor == 318_40 and checkout.amount_minor == 1234_56 - 318_40
@@ -236,13 +240,7 @@ def test_a_card_success_reads_only_the_allocations_of_the_customers_payments(
     payment's index, never by grouping every allocation of the book (800,000 rows on the bench book:
     ~50 ms of each card success, bench/RESULTS.md, succ9)."""
     overdue, discounted, later = invoices
-    one = _checkout(session, customer, [later])
-    cancel_checkout(session, one, contact=customer.primary_contact)
-    two = _checkout(session, customer, [later], method="bank_transfer")
-    _pay(session, settings, one, "succeeded", ref="pi_one")
-    apply_payment_status(session, checkout=two, provider="bank_transfer", provider_ref="tr_two",
-                         method="bank_transfer", status="succeeded", amount_minor=318_40, currency="EUR",
-                         settings=settings)
+    _paid_twice(session, settings, customer, later)
     checkout = _checkout(session, customer, [overdue])
     assert checkout.credit_minor == 318_40
     seen: list[tuple[str, Any]] = []

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Callable
 
@@ -111,33 +109,6 @@ def test_a_link_is_checked_on_the_loop_and_its_connections_close_with_the_app(
         assert client.portal is not None
         assert client.portal.call(app.state.loop_reads.open_connections) == 1  # the check's, kept
     assert _connections(engine) == 0  # the app's pool and the loop's connections, all closed
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A port that accepts connections and never answers: a database that hangs."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                pass
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    for connection in accepted:
-        connection.close()
-    listener.close()
 
 
 def _refused_port() -> int:
