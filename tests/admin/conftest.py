@@ -11,6 +11,7 @@ from encours.app import create_app
 from kernel.settings import Settings
 from admin.staff_accounts import create_user
 from ledger.models import User
+from tests import factories
 
 PASSWORD = "correct horse battery"
 
@@ -61,3 +62,13 @@ def login(client: TestClient, email: str, password: str = PASSWORD, next_path: s
     if next_path is not None:
         data["next"] = next_path
     return client.post("/admin/login", data=data, follow_redirects=False)
+
+
+@pytest.fixture
+def admin(client: TestClient, session: Session) -> TestClient:
+    """The browser of an admin of company NORTH, signed in, reading English."""
+    factories.company(session, code="NORTH", name="North SAS")
+    make_user(session, "root@x.test", "admin")
+    client.headers["Accept-Language"] = "en"
+    assert login(client, "root@x.test").status_code == 303
+    return client

@@ -24,16 +24,6 @@ def _post(client: TestClient, path: str, data: dict):  # type: ignore[no-untyped
     return client.post(path, data={"csrf_token": token, **data}, follow_redirects=False)
 
 
-@pytest.fixture
-def admin(client: TestClient, session: Session):  # type: ignore[no-untyped-def]
-    factories.company(session, code="NORTH", name="North SAS")
-    factories.company(session, code="SOUTH", name="South SAS")
-    make_user(session, "root@x.test", "admin")
-    client.headers["Accept-Language"] = "en"
-    assert login(client, "root@x.test").status_code == 303
-    return client
-
-
 def test_a_key_is_shown_once_works_on_the_api_and_stops_when_revoked(admin: TestClient, session: Session) -> None:
     made = _post(admin, "/admin/api-keys", {"company": "NORTH", "name": "Sage X3", "read_only": "1"})
     assert made.status_code == 303 and made.headers["location"] == "/admin/api-keys"

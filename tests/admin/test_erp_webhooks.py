@@ -44,15 +44,6 @@ def _post(client: TestClient, path: str, data: dict):  # type: ignore[no-untyped
     return client.post(path, data={"csrf_token": token, **data}, follow_redirects=False)
 
 
-@pytest.fixture
-def admin(client: TestClient, session: Session):  # type: ignore[no-untyped-def]
-    factories.company(session, code="NORTH", name="North SAS")
-    make_user(session, "root@x.test", "admin")
-    client.headers["Accept-Language"] = "en"
-    assert login(client, "root@x.test").status_code == 303
-    return client
-
-
 def test_an_endpoint_added_in_the_back_office_is_sent_its_events_and_failures_can_be_sent_again(
         admin: TestClient, session: Session, session_factory: sessionmaker[Session], settings: Settings,
         receiver: Receiver) -> None:

@@ -20,8 +20,7 @@ from kernel.clock import clock
 from kernel.settings import Settings, load_settings
 from ledger.api_keys import REVEAL_WITHIN
 from ledger.models import ApiKey, AuditEvent, WebhookEndpoint
-from tests import factories
-from tests.admin.conftest import csrf_from, login, make_user
+from tests.admin.conftest import csrf_from
 from tests.conftest import TEST_SECRET
 
 
@@ -49,15 +48,6 @@ PAGES = [
 def settings(db_url: str) -> Settings:
     return load_settings({"ENCOURS_DATABASE_URL": db_url, "ENCOURS_SECRET_KEY": TEST_SECRET,
                           "ENCOURS_BASE_URL": "http://testserver", "ENCOURS_WEBHOOK_ALLOW_PRIVATE": "true"})
-
-
-@pytest.fixture
-def admin(client: TestClient, session: Session) -> TestClient:
-    factories.company(session, code="NORTH", name="North SAS")
-    make_user(session, "root@x.test", "admin")
-    client.headers["Accept-Language"] = "en"
-    assert login(client, "root@x.test").status_code == 303
-    return client
 
 
 def _create(client: TestClient, page: Creating) -> str:
