@@ -87,9 +87,6 @@ class BankTransferProvider:
     def apply(self, session: Session, settings: Settings, event: ProviderEvent, fetched: Any) -> str:
         raise NotOurs("bank transfers are matched on the bank statement, never by an event")
 
-    def unchanged(self, connection: Connection, event: ProviderEvent) -> str | None:
-        return None
-
     def triage(self, connection: Connection, event: ProviderEvent) -> Triage | None:
         return None
 

@@ -194,16 +194,12 @@ class PaymentProvider(Protocol):
         nothing we created."""
         ...
 
-    def unchanged(self, connection: Connection, event: ProviderEvent) -> str | None:
-        """What `apply` would report for `event` when applying it changes nothing, told by a cheap
-        read on a Core connection (`payments.settlement.unchanged`); the event is then stored as
-        processed (`payments.webhooks.store_unchanged`). None when it would change something or
-        cannot be told so: `apply` runs then. Only asked for an event that needs nothing fetched."""
-        ...
-
     def triage(self, connection: Connection, event: ProviderEvent) -> Triage | None:
-        """`unchanged`, and also, for an event that moves a payment we hold without settling money
-        (a new decline reason, `processing`, a card to record), the writes `apply` would make, told
-        by the same one read (`payments.settlement.triage`); they are then made with Core
-        statements (`payments.webhooks.store_and_write`). None: `apply` runs."""
+        """What `apply` would do for `event`, told by one cheap read on a Core connection
+        (`payments.settlement.triage`): change nothing (`Triage.writes` None: the event is stored
+        already processed, `payments.webhooks.store_unchanged`), or, for an event that moves a
+        payment we hold without settling money (a new decline reason, `processing`, a card to
+        record), the writes `apply` would make, then made with Core statements
+        (`payments.webhooks.store_and_write`). None when it cannot be told so: `apply` runs. Only
+        asked for an event that needs nothing fetched."""
         ...

@@ -307,9 +307,6 @@ class GoCardlessProvider(_GoCardless):
     def apply(self, session: Session, settings: Settings, event: ProviderEvent, fetched: Any) -> str:
         return apply_event(session, event.payload, settings, fetched)
 
-    def unchanged(self, connection: Connection, event: ProviderEvent) -> str | None:
-        return None  # its events ask the API first (calls_out), or carry nothing to check cheaply
-
     def triage(self, connection: Connection, event: ProviderEvent) -> Triage | None:
         return None  # its events ask the API first (calls_out)
 

@@ -423,12 +423,6 @@ _PAYMENT_AND_CHECKOUT = (
 )
 
 
-def unchanged(connection: Connection, update: PaymentUpdate, *, by_checkout_ref: bool = False) -> bool:
-    """Whether `apply_update` would change nothing for `update` and raise nothing (`triage`)."""
-    told = triage(connection, update, by_checkout_ref=by_checkout_ref)
-    return told is not None and told.writes is None
-
-
 def triage(connection: Connection, update: PaymentUpdate, *, by_checkout_ref: bool = False) -> Triage | None:
     """What `apply_update` would do for `update`, told by one read on a Core connection, in no
     transaction of its own, when the payment is recorded already for a checkout that matches it

@@ -203,9 +203,6 @@ class StripeProvider:
     def apply(self, session: Session, settings: Settings, event: ProviderEvent, fetched: Any) -> str:
         return apply_event(session, event.payload, settings)
 
-    def unchanged(self, connection: Connection, event: ProviderEvent) -> str | None:
-        return unchanged_event(connection, event.payload)
-
     def triage(self, connection: Connection, event: ProviderEvent) -> Triage | None:
         return triage_event(connection, event.payload)
 
@@ -432,15 +429,6 @@ def apply_event(session: Session, payload: dict[str, Any], settings: Settings | 
             return f"{obj.get('payment_intent')} dispute closed {obj.get('status')}: recorded"
         case _:
             return f"{kind}: ignored"
-
-
-def unchanged_event(connection: Connection, payload: dict[str, Any]) -> str | None:
-    """What `apply_event` would report for a PaymentIntent event that changes nothing (a declined
-    attempt told again, a late `processing`, a redelivered success under a new event id), told by
-    one read (`triage_event`); None when it would change something, or raise: then `apply_event`
-    applies it."""
-    told = triage_event(connection, payload)
-    return told.outcome if told is not None and told.writes is None else None
 
 
 def triage_event(connection: Connection, payload: dict[str, Any]) -> Triage | None:

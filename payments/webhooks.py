@@ -216,7 +216,7 @@ def store_unchanged(
     session_factory: sessionmaker[Session], provider: str, event_id: str, event_type: str, body: str,
     headers: Mapping[str, str],
 ) -> bool | None:
-    """A new event that changes nothing, as a read has just told (`PaymentProvider.unchanged`):
+    """A new event that changes nothing, as a read has just told (`PaymentProvider.triage`, no writes):
     stored raw already marked processed, in one statement that is its whole transaction (on
     PostgreSQL in autocommit; on SQLite the one writer holds the lock for that INSERT alone).
     True when stored, None when it was stored already (a duplicate).

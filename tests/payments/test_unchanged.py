@@ -1,7 +1,7 @@
-"""payments.settlement.unchanged (through the Stripe provider's `unchanged`): an event it calls
-unchanged is one the full handler applies without changing a single row, and every event the
-handler would change something for is left to the handler. Events of every kind, in and out of
-order, wrong amounts and currencies, on both engines."""
+"""payments.settlement.triage (through the Stripe provider's `triage`): an event it tells
+unchanged (a Triage without writes) is one the full handler applies without changing a single
+row, and every event the handler would change something for is left to the handler or given its
+writes. Events of every kind, in and out of order, wrong amounts and currencies, on both engines."""
 
 from __future__ import annotations
 
@@ -71,16 +71,19 @@ def test_unchanged_only_for_what_the_handler_leaves_as_it_is(
     for n, (kind, obj, expected) in enumerate(steps):
         payload = event_payload(kind, obj, f"evt_{n}")
         event = ProviderEvent(id=f"evt_{n}", type=kind, payload=json.loads(payload), body=payload.decode())
-        told = provider.unchanged(session.connection(), event)
-        assert (told is not None) == expected, (n, kind, told)
+        told = provider.triage(session.connection(), event)
+        unchanged = told is not None and told.writes is None
+        assert unchanged == expected, (n, kind, told)
         before = _snapshot(session)
         outcome = _apply(session, settings, payload)
         after = _snapshot(session)
-        if told is not None:
+        if unchanged:
+            assert told is not None
             # Told unchanged: the handler applies it without raising and without changing a row.
             assert not outcome.startswith("raised"), (n, outcome)
-            assert told == outcome.split(":")[0]
+            assert told.outcome == outcome.split(":")[0]
             assert after == before, (n, kind, [name for name in before if before[name] != after[name]])
         else:
-            # Left to the handler: it changes something, or refuses the event (not ours, retried).
+            # Left to the handler, or given writes: it changes something, or refuses the event (not
+            # ours, retried).
             assert outcome.startswith("raised") or after != before or kind.startswith("charge."), (n, kind, outcome)
