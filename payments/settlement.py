@@ -136,11 +136,12 @@ def apply_payment_status(
     if payment.checkout_id != checkout.id:
         raise SettlementError(f"{provider} {provider_ref} belongs to another checkout")
     previous = None if created else payment.status
-    if card is not None and payment.card_last4 is None:  # told at confirmation or by the event, whichever first
-        payment.card_brand, payment.card_last4 = card.brand[:20], card.last4[-4:]
-    if previous is not None and RANK[PaymentStatus(status)] <= RANK[PaymentStatus(previous)]:
-        if status == previous == "pending" and reason and payment.failure_reason != reason:
-            payment.failure_reason = reason  # another declined attempt: the debtor sees the latest why
+    recorded_card = _card_to_record(card, payment.card_last4)
+    if recorded_card is not None:
+        payment.card_brand, payment.card_last4 = recorded_card
+    if previous is not None and not _moves_forward(status, previous):
+        if _another_decline(status, previous, reason, payment.failure_reason):
+            payment.failure_reason = reason  # the debtor sees the latest why
             _journey_hooks(session, checkout, status, reason)
         return payment  # a duplicate, or an older event arriving late
     # Loaded before anything changes (its query would flush the payment half-updated) and held
@@ -192,6 +193,25 @@ def apply_payment_status(
     elif status in UNDOES_SUCCESS and previous != "refunded" and previous != "charged_back":
         _queue_email(session, checkout, payment, "payment_failed", settings)
     return payment
+
+
+def _moves_forward(status: str, previous: str) -> bool:
+    """A status only moves to a higher rank: anything else is a duplicate or a late, older event."""
+    return RANK[PaymentStatus(status)] > RANK[PaymentStatus(previous)]
+
+
+def _another_decline(status: str, previous: str, reason: str | None, seen_reason: str | None) -> bool:
+    """Another declined attempt of a payment still pending, for another reason: kept, though its
+    status does not move (the debtor may retry under the same reference)."""
+    return status == previous == "pending" and bool(reason) and seen_reason != reason
+
+
+def _card_to_record(card: CardDetails | None, seen_last4: str | None) -> tuple[str, str] | None:
+    """The card (brand, last four) to record: told at confirmation or by an event, whichever comes
+    first, then kept; None when there is nothing new to record."""
+    if card is None or seen_last4 is not None:
+        return None
+    return card.brand[:20], card.last4[-4:]
 
 
 def _record_mandate(payment: Payment, customer: Customer) -> None:
@@ -333,12 +353,17 @@ def _journey_hooks(session: Session, checkout: Checkout, status: str, reason: st
         record_failure_code(checkout, reason)
 
 
+def _follows(failure_code: str | None, status: str) -> bool:
+    """Whether a checkout follows its payment moving to `status`: one the debtor cancelled or that
+    expired or we ended (`ENDED_BY_US`) stays so, unless money arrives for it after all."""
+    return failure_code not in ENDED_BY_US or status == "succeeded"
+
+
 def _follow(session: Session, checkout: Checkout, payment: Payment) -> None:
-    """The checkout shows the state of its latest payment (one the debtor cancelled or that
-    expired stays so, unless money arrives for it after all)."""
+    """The checkout shows the state of its latest payment, as `_follows` allows."""
+    if not _follows(checkout.failure_code, payment.status):
+        return
     if checkout.failure_code in ENDED_BY_US:
-        if payment.status != "succeeded":
-            return
         checkout.failure_code = None  # money came after all: from here the checkout follows it
     latest = session.scalar(
         select(Payment).where(Payment.checkout_id == checkout.id).order_by(Payment.id.desc()).limit(1)
@@ -455,15 +480,14 @@ def triage(connection: Connection, update: PaymentUpdate, *, by_checkout_ref: bo
         return None
     outcome = f"{update.provider_ref} {update.status}"
     seen_card = (card_brand, card_last4)
-    card = (update.card.brand[:20], update.card.last4[-4:]) \
-        if update.card is not None and card_last4 is None else seen_card
+    card = _card_to_record(update.card, card_last4) or seen_card
     writes = PaymentWrites(payment_id=payment_id, seen_status=previous, seen_reason=failure_reason,
                            seen_card=seen_card, status=previous, reason=failure_reason, card=card,
                            checkout_id=checkout_id)
-    if RANK[PaymentStatus(status)] <= RANK[PaymentStatus(previous)]:
+    if not _moves_forward(status, previous):
         # As apply_payment_status: a duplicate or a late event, but another declined attempt's reason
         # and a card told for the first time are kept.
-        if status == previous == "pending" and update.reason and failure_reason != update.reason:
+        if _another_decline(status, previous, update.reason, failure_reason):
             code = failures.classify(update.reason)  # record_failure_code, through _journey_hooks
             writes = replace(writes, reason=update.reason)
             if code != failure_code:
@@ -480,8 +504,8 @@ def triage(connection: Connection, update: PaymentUpdate, *, by_checkout_ref: bo
     writes = replace(writes, status=status, reason=update.reason or failure_reason,
                      audit=(customer_id, company_id, {"status": previous},
                             {"status": status, "amount_minor": paid_minor, "reason": update.reason}))
-    # _follow: the checkout shows its latest payment's state, unless the debtor or we ended it.
-    follows = failure_code not in ENDED_BY_US and latest == payment_id
+    # _follow: the checkout shows its latest payment's state, as `_follows` allows.
+    follows = _follows(failure_code, status) and latest == payment_id
     if follows and checkout_status != CHECKOUT_STATUS[PaymentStatus(status)]:
         writes = replace(writes, checkout_seen=(checkout_status, failure_code),
                          checkout_new=(CHECKOUT_STATUS[PaymentStatus(status)], failure_code))

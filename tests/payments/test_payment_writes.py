@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
+import pytest
 from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from kernel.settings import Settings
 from ledger.models import Base, Checkout, Invoice, Payment, WebhookEvent
 from payments.base import ProviderEvent, Triage
+from payments.checkout import ENDED_BY_US
 from payments.stripe import StripeProvider
 from payments.webhooks import store_and_apply, store_and_write, store_unchanged
 from tests.fakes.localstripe_server import event_payload
@@ -63,8 +65,9 @@ def _event(n: int, kind: str, obj: dict[str, Any]) -> ProviderEvent:
     return ProviderEvent(id=f"evt_w{n}", type=kind, payload=json.loads(payload), body=payload.decode())
 
 
-def _cancelled_by_debtor(connection: Connection, checkout_id: int) -> None:
-    connection.execute(update(Checkout).where(Checkout.id == checkout_id).values(failure_code="debtor_cancelled"))
+def _checkout_set(checkout_id: int, **values: Any) -> Callable[[Connection], None]:
+    """Something done to the checkout before an event (the debtor, the worker, another attempt)."""
+    return lambda connection: connection.execute(update(Checkout).where(Checkout.id == checkout_id).values(**values))
 
 
 def test_writes_leave_the_rows_the_handler_leaves(
@@ -110,21 +113,67 @@ def test_writes_leave_the_rows_the_handler_leaves(
     _check(session, session_factory, settings, steps)
 
 
-def test_processing_of_a_checkout_the_debtor_cancelled(
+@pytest.mark.parametrize("code", ENDED_BY_US)
+def test_processing_of_a_checkout_the_debtor_or_we_ended(
     session: Session, session_factory: sessionmaker[Session], checkout: Checkout,  # noqa: F811
-    invoices: list[Invoice], settings: Settings,  # noqa: F811
+    invoices: list[Invoice], settings: Settings, code: str,  # noqa: F811
 ) -> None:
-    """The payment moves and its audit row is written; the checkout stays as the debtor left it."""
+    """The payment moves and its audit row is written; the checkout stays as it was left."""
     declined = {"last_payment_error": {"code": "card_declined", "message": "Your card was declined."}}
     checkout_id = checkout.id
     steps: list[tuple[str, dict[str, Any], str, Callable[[Connection], None] | None]] = [
         ("payment_intent.payment_failed", intent(checkout, "requires_payment_method", **declined), "full", None),
         ("payment_intent.processing", intent(checkout, "processing"), "writes",
-         lambda connection: _cancelled_by_debtor(connection, checkout_id)),
+         _checkout_set(checkout_id, status="cancelled", failure_code=code)),
         ("payment_intent.processing", intent(checkout, "processing"), "unchanged", None),
     ]
     _check(session, session_factory, settings, steps)
-    assert session.scalar(select(Checkout.failure_code).where(Checkout.id == checkout_id)) == "debtor_cancelled"
+    assert tuple(session.execute(select(Checkout.status, Checkout.failure_code)
+                                 .where(Checkout.id == checkout_id)).one()) == ("cancelled", code)
+
+
+def test_processing_of_a_checkout_showing_it_already_and_a_card_told_late(
+    session: Session, session_factory: sessionmaker[Session], checkout: Checkout,  # noqa: F811
+    invoices: list[Invoice], settings: Settings,  # noqa: F811
+) -> None:
+    """A checkout the card page moved to processing already: the payment moves, the checkout is
+    left alone. A card told first by a late decline is recorded, and never replaced."""
+    declined = {"last_payment_error": {"code": "card_declined", "message": "Your card was declined."}}
+    card = {"id": "pm_1", "object": "payment_method", "card": {"brand": "visa", "last4": "4242"}}
+    other_card = {"id": "pm_2", "object": "payment_method", "card": {"brand": "mastercard", "last4": "4444"}}
+    failed = "payment_intent.payment_failed"
+    steps: list[tuple[str, dict[str, Any], str, Callable[[Connection], None] | None]] = [
+        (failed, intent(checkout, "requires_payment_method", **declined), "full", None),
+        ("payment_intent.processing", intent(checkout, "processing"), "writes",
+         _checkout_set(checkout.id, status="processing")),
+        (failed, intent(checkout, "requires_payment_method", payment_method=card, **declined), "writes", None),
+        (failed, intent(checkout, "requires_payment_method", payment_method=other_card, **declined), "unchanged",
+         None),
+        ("payment_intent.processing", intent(checkout, "processing", payment_method=other_card), "unchanged", None),
+    ]
+    _check(session, session_factory, settings, steps)
+    assert tuple(session.execute(select(Payment.status, Payment.card_brand, Payment.card_last4)).one()) == (
+        "processing", "visa", "4242")
+
+
+def test_processing_of_a_payment_that_is_not_its_checkouts_latest(
+    session: Session, session_factory: sessionmaker[Session], checkout: Checkout,  # noqa: F811
+    invoices: list[Invoice], settings: Settings,  # noqa: F811
+) -> None:
+    """Another attempt made a newer payment: the older one moves, the checkout keeps showing the newer one."""
+    declined = {"last_payment_error": {"code": "card_declined", "message": "Your card was declined."}}
+    funds = {"last_payment_error": {"message": "Your card has insufficient funds."}}
+    failed = "payment_intent.payment_failed"
+    steps: list[tuple[str, dict[str, Any], str, Callable[[Connection], None] | None]] = [
+        (failed, intent(checkout, "requires_payment_method", **declined), "full", None),
+        (failed, {**intent(checkout, "requires_payment_method", **funds), "id": "pi_second_attempt"}, "full",
+         _checkout_set(checkout.id, provider_ref="pi_second_attempt")),
+        ("payment_intent.processing", intent(checkout, "processing"), "writes",
+         _checkout_set(checkout.id, provider_ref=INTENT)),
+    ]
+    _check(session, session_factory, settings, steps)
+    assert tuple(session.execute(select(Checkout.status, Checkout.failure_code)
+                                 .where(Checkout.id == checkout.id)).one()) == ("open", "insufficient_funds")
 
 
 def _check(session: Session, factory: sessionmaker[Session], settings: Settings,
