@@ -231,23 +231,26 @@ def _checkouts_of(session: Any, candidates: list[Invoice], prefix: str, count: i
     return made
 
 
-def succeeded_event(checkout: tuple[int, int, str], event_id: str, intent: str) -> bytes:
-    """`payment_intent.succeeded` for a checkout of `success_checkouts`: the whole amount received."""
+def _intent_event(event_id: str, kind: str, checkout: tuple[int, int, str], intent: str,
+                  **fields: Any) -> bytes:
+    """A Stripe event about the PaymentIntent `intent` of a bench checkout, as localstripe sends one."""
     checkout_id, amount, currency = checkout
     return json.dumps({
         "id": event_id, "object": "event", "api_version": "2026-10-28.endive", "created": int(time.time()),
-        "type": "payment_intent.succeeded", "livemode": False, "pending_webhooks": 1,
+        "type": kind, "livemode": False, "pending_webhooks": 1,
         "request": {"id": None, "idempotency_key": None},
         "data": {"object": {
-            "id": intent, "object": "payment_intent", "amount": amount, "amount_received": amount,
-            "currency": currency.lower(), "status": "succeeded", "metadata": {"checkout_id": str(checkout_id)},
-            "payment_method": {"id": "pm_bench", "object": "payment_method",
-                               "card": {"brand": "visa", "last4": "4242"}},
+            "id": intent, "object": "payment_intent", "amount": amount, "currency": currency.lower(),
+            "metadata": {"checkout_id": str(checkout_id)}, **fields,
         }},
     }, separators=(",", ":")).encode()
 
 
-# --- running and timing ---------------------------------------------------------------------
+def succeeded_event(checkout: tuple[int, int, str], event_id: str, intent: str) -> bytes:
+    """`payment_intent.succeeded` for a checkout of `success_checkouts`: the whole amount received."""
+    return _intent_event(event_id, "payment_intent.succeeded", checkout, intent, amount_received=checkout[1],
+                         status="succeeded", payment_method={"id": "pm_bench", "object": "payment_method",
+                                                             "card": {"brand": "visa", "last4": "4242"}})
 
 
 def declined_event(checkout: tuple[int, int, str], event_id: str, message: str = "Your card was declined.",
@@ -255,17 +258,12 @@ def declined_event(checkout: tuple[int, int, str], event_id: str, message: str =
     """`payment_intent.payment_failed` for a bench checkout (of `intent`): applied for real (the
     payment's latest decline reason, `message`), without settling invoices, so runs can repeat on
     one book."""
-    checkout_id, amount, currency = checkout
-    return json.dumps({
-        "id": event_id, "object": "event", "api_version": "2026-10-28.endive", "created": int(time.time()),
-        "type": "payment_intent.payment_failed", "livemode": False, "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None},
-        "data": {"object": {
-            "id": intent, "object": "payment_intent", "amount": amount, "currency": currency.lower(),
-            "status": "requires_payment_method", "metadata": {"checkout_id": str(checkout_id)},
-            "last_payment_error": {"code": "card_declined", "message": message},
-        }},
-    }, separators=(",", ":")).encode()
+    return _intent_event(event_id, "payment_intent.payment_failed", checkout, intent,
+                         status="requires_payment_method",
+                         last_payment_error={"code": "card_declined", "message": message})
+
+
+# --- running and timing ---------------------------------------------------------------------
 
 
 def signed_in(app: Any, email: str) -> TestClient:
