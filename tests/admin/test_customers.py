@@ -7,17 +7,14 @@ from datetime import date
 from html import unescape
 
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from dunning import planner
-from admin import staff_accounts as users
 from dunning.scenarios import ensure_default_scenario
 from ledger.models import (
     AuditEvent,
-    Contact,
     Customer,
     CustomerNote,
     Dispute,

@@ -12,7 +12,7 @@ import io
 import json
 import logging
 import re
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 from playwright.sync_api import expect

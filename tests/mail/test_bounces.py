@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 
 from encours.app import create_app
 from kernel.db import make_engine, make_sessionmaker, upgrade
-from kernel.settings import Settings, load_settings
+from kernel.settings import load_settings
 from ledger.models import Contact, OutboxMessage
 from mail import bounces
 from mail.outbox import deliver_due, parse_smtp_url

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 from encours.app import create_app
 from kernel.settings import Settings, SettingsError, load_settings
 from ledger.models import Checkout, Company, Customer, Invoice, Payment
-from payments import base, registry
+from payments import registry
 from payments.checkout import create_checkout
 from payments.gocardless import DirectDebitProvider, GoCardlessUnavailable, InstantBankPayProvider
 from sandbox.gocardless_server import ACCESS_TOKEN, ApiError, GoCardlessStandIn

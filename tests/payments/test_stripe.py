@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from encours.app import create_app
 from kernel.settings import Settings, SettingsError, load_settings
 from ledger.models import Checkout, Company, Customer, Invoice, Payment
-from payments import base, registry
+from payments import registry
 from payments import stripe as provider_module
 from payments.checkout import create_checkout
 from payments.stripe import StripeAmountError, StripeProvider, from_stripe_amount, to_stripe_amount

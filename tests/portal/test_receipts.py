@@ -9,14 +9,13 @@ from datetime import date
 
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from kernel.settings import load_settings
 from ledger import disputes
 from ledger.storage import FileStorage
-from ledger.models import Checkout, Customer, Invoice, InvoiceKind, OutboxMessage, Payment
+from ledger.models import Customer, Invoice, InvoiceKind, Payment
 from payments.checkout import create_checkout
 from payments.settlement import apply_payment_status
 from payments.base import CardDetails
