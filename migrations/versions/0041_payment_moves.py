@@ -1,4 +1,5 @@
-"""payments' running totals on PostgreSQL moved by a row trigger that fires only when they move
+"""payments' running totals on PostgreSQL moved by a row trigger that fires only when they move;
+the webhook events' pending index holds the unprocessed ones only
 
 Revision ID: 0041_payment_moves
 Revises: 0040_mend
@@ -10,6 +11,7 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0041_payment_moves"
@@ -57,7 +59,17 @@ def _drop() -> None:
     op.execute(f"DROP FUNCTION IF EXISTS encours_{_NAME}()")
 
 
+# ix_webhook_events_pending indexed every event by (processed_at, next_attempt_at), but only the
+# unprocessed ones are ever looked up by it (the worker's retries, the back-office's failed count):
+# each event stored processed, nearly every one, added an entry nobody reads.
+_PENDING = "ix_webhook_events_pending"
+_UNPROCESSED = "processed_at IS NULL"
+
+
 def upgrade() -> None:
+    op.drop_index(_PENDING, table_name="webhook_events")
+    op.create_index(_PENDING, "webhook_events", ["next_attempt_at"], sqlite_where=sa.text(_UNPROCESSED),
+                    postgresql_where=sa.text(_UNPROCESSED))
     if op.get_bind().dialect.name == "sqlite":
         return  # SQLite keeps 0010's row triggers
     totals = _migration("0026_pg_totals")
@@ -69,6 +81,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(_PENDING, table_name="webhook_events")
+    op.create_index(_PENDING, "webhook_events", ["processed_at", "next_attempt_at"])
     if op.get_bind().dialect.name == "sqlite":
         return
     _drop()
