@@ -68,8 +68,10 @@ _UNPROCESSED = "processed_at IS NULL"
 
 def upgrade() -> None:
     op.drop_index(_PENDING, table_name="webhook_events")
-    op.create_index(_PENDING, "webhook_events", ["next_attempt_at"], sqlite_where=sa.text(_UNPROCESSED),
-                    postgresql_where=sa.text(_UNPROCESSED))
+    # The same columns (with next_attempt_at alone, SQLite's planner chose the (provider, event_id)
+    # index for the worker's query and read every event of the provider).
+    op.create_index(_PENDING, "webhook_events", ["processed_at", "next_attempt_at"],
+                    sqlite_where=sa.text(_UNPROCESSED), postgresql_where=sa.text(_UNPROCESSED))
     if op.get_bind().dialect.name == "sqlite":
         return  # SQLite keeps 0010's row triggers
     totals = _migration("0026_pg_totals")
