@@ -758,7 +758,11 @@ class WebhookEvent(Base):
 
     __table_args__ = (
         UniqueConstraint("provider", "event_id", name="uq_webhook_events_provider_event"),
-        Index("ix_webhook_events_pending", "processed_at", "next_attempt_at"),
+        # What the worker retries and the back-office counts as failed: the unprocessed events only
+        # (migration 0041), so an event stored processed, nearly every one, adds no entry to it.
+        # processed_at stays its first column: SQLite's planner then picks it for the worker's query.
+        Index("ix_webhook_events_pending", "processed_at", "next_attempt_at",
+              sqlite_where=text("processed_at IS NULL"), postgresql_where=text("processed_at IS NULL")),
         Index("ix_webhook_events_received", "received_at", "id"),
     )
 

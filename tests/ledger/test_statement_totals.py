@@ -1,7 +1,8 @@
 """On PostgreSQL the running totals (open_items_by_due, invoices_issued_by_day, payment_days,
 customer_balances) are moved once per statement from its transition tables (migration
-0026_pg_totals): statements of many rows, of one row, and of rows that change nothing leave them
-equal to a recount from the rows, on both engines."""
+0026_pg_totals), but for an UPDATE of payments, moved by a row trigger only when a column the
+totals read changes (0041_payment_moves): statements of many rows, of one row, and of rows that
+change nothing leave them equal to a recount from the rows, on both engines."""
 
 from __future__ import annotations
 
@@ -126,20 +127,45 @@ def test_bulk_and_single_row_statements_keep_every_total(session: Session, seed:
 
 
 _TRIGGERS = text(
-    "SELECT c.relname, t.tgname, (t.tgtype & 1) = 1 AS per_row FROM pg_trigger t "
+    "SELECT c.relname, t.tgname, (t.tgtype & 1) = 1 AS per_row, t.tgqual IS NOT NULL AS filtered FROM pg_trigger t "
     "JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal "
     "AND c.relname IN ('invoices', 'payments', 'allocations', 'customers', 'bank_entries')")
 
 
+# The one row trigger: it fires only for a payment whose totals' columns changed (its WHEN).
+ROW_TRIGGERS = ["tr_payments_totals_update"]
+
+
 def test_postgresql_moves_the_totals_once_per_statement(pg_session: Session) -> None:
-    """No row trigger is left on the tables the totals follow: each one fires once per statement."""
+    """No row trigger is left on the tables the totals follow but the payments' UPDATE one, which a
+    WHEN condition keeps from firing for an update that moves none of them: the others fire once
+    per statement."""
     rows = pg_session.execute(_TRIGGERS).all()
-    assert {name for _table, name, _per_row in rows} >= {
+    assert {name for _table, name, _per_row, _filtered in rows} >= {
         "tr_invoices_totals_insert", "tr_invoices_totals_update", "tr_invoices_totals_delete",
         "tr_payments_totals_insert", "tr_payments_totals_update", "tr_payments_totals_delete",
         "tr_allocations_totals_insert", "tr_allocations_totals_update", "tr_allocations_totals_delete",
         "tr_customers_totals_insert", "tr_bank_entries_days_insert"}
-    assert [name for _table, name, per_row in rows if per_row] == []
+    assert [name for _table, name, per_row, filtered in rows if per_row and filtered] == ROW_TRIGGERS
+    assert [name for _table, name, per_row, _filtered in rows if per_row] == ROW_TRIGGERS
+
+
+def test_an_update_of_a_payment_that_moves_no_total_fires_no_trigger(pg_session: Session) -> None:
+    """A new decline reason, a card, the same status again: payment_days is not written (its row
+    stays where it was), while a status that moves writes it."""
+    customer = factories.customer(pg_session, factories.company(pg_session))
+    paid = insert(Payment).values(customer_id=customer.id, provider="test", provider_ref="p-1", method="card",
+                                  amount_minor=12_00, currency="EUR", status="succeeded", received_on=TODAY)
+    payment_id = pg_session.execute(paid.returning(Payment.id)).scalar_one()
+    day = text("SELECT ctid::text FROM payment_days WHERE received_on = :day")
+    written = pg_session.scalar(day, {"day": TODAY})
+    assert written is not None
+    pg_session.execute(update(Payment).where(Payment.id == payment_id).values(
+        status="succeeded", failure_reason="Your card was declined.", card_brand="visa", card_last4="4242"))
+    assert pg_session.scalar(day, {"day": TODAY}) == written
+    pg_session.execute(update(Payment).where(Payment.id == payment_id).values(status="refunded"))
+    assert pg_session.scalar(day, {"day": TODAY}) != written
+    assert drift(pg_session) == []
 
 
 def test_downgrade_restores_the_row_triggers(pg_server: "PostgresServer") -> None:
@@ -151,7 +177,7 @@ def test_downgrade_restores_the_row_triggers(pg_server: "PostgresServer") -> Non
     try:
         with engine.connect() as connection:
             rows = connection.execute(_TRIGGERS).all()
-        per_row = {name for _table, name, per_row in rows if per_row}
+        per_row = {name for _table, name, per_row, _filtered in rows if per_row}
         assert per_row == {"tr_invoices_open_insert", "tr_invoices_open_delete", "tr_invoices_open_update",
                            "tr_invoices_issued_insert", "tr_invoices_issued_delete", "tr_invoices_issued_update",
                            "tr_invoices_reissued", "tr_payments_days_insert", "tr_payments_days_delete",
@@ -166,6 +192,7 @@ def test_downgrade_restores_the_row_triggers(pg_server: "PostgresServer") -> Non
             session.rollback()
         upgrade(url)
         with engine.connect() as connection:
-            assert [name for _table, name, per_row in connection.execute(_TRIGGERS) if per_row] == []
+            assert [name for _table, name, per_row, _filtered in connection.execute(_TRIGGERS) if per_row] \
+                == ROW_TRIGGERS
     finally:
         engine.dispose()

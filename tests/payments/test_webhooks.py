@@ -399,3 +399,36 @@ def test_the_sqlite_writer_is_one_across_processes(
     with session_factory() as session:
         stored = session.scalars(select(WebhookEvent)).one()
         assert (stored.processed_at, stored.attempts, stored.next_attempt_at) == (clock.now(), 1, None)
+
+
+def test_the_workers_due_events_are_found_through_the_pending_index(session_factory: sessionmaker[Session]) -> None:
+    """ix_webhook_events_pending holds the unprocessed events only (migration 0041); the worker's
+    query for the due ones still reads through it, not through every event of the provider (with
+    next_attempt_at alone as its column, SQLite's planner chose the (provider, event_id) index)."""
+    with session_factory() as session, session.begin():
+        _store(session, "evt_lost")
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().startswith("SELECT webhook_events.id, webhook_events.provider \nFROM") \
+                and "ORDER BY webhook_events.received_at" in statement:
+            seen.append((statement, parameters))
+
+    with session_factory() as session:
+        engine = session.get_bind().engine
+    sa_event.listen(engine, "before_cursor_execute", record)
+    try:
+        clock.set(clock.now() + webhooks.FIRST_RETRY)
+        assert retry_due(session_factory, {"stripe": _mark}).processed == 1
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", record)
+    assert seen, "the worker's query was not seen"
+    with session_factory() as session:
+        connection = session.connection()
+        for statement, parameters in seen:
+            if connection.dialect.name == "sqlite":
+                rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
+                plan = "\n".join(str(row[-1]) for row in rows)
+            else:  # too few rows for PostgreSQL's planner to prefer any index: its plan is not checked
+                continue
+            assert "ix_webhook_events_pending" in plan, plan
