@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Iterator
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -18,6 +19,11 @@ from kernel.settings import Settings, load_settings
 pytest_plugins = ["tests.fakes.smtp", "tests.databases"]
 
 TEST_SECRET = "test-secret-key-0123456789abcdef"
+
+# No per-example deadline anywhere: tests never assert a time, and a 2-core CI machine running
+# browsers beside them once took 301 ms for an example hypothesis allows 200 ms by default.
+hypothesis_settings.register_profile("encours", deadline=None)
+hypothesis_settings.load_profile("encours")
 
 
 @pytest.fixture(scope="session")
