@@ -17,9 +17,11 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from encours.error_reports import init_error_reports
@@ -52,12 +54,13 @@ SESSION_MAX_AGE = 12 * 60 * 60
 # Providers sign webhooks: they carry no cookie, so they get no session and no CSRF check.
 # The ERP authenticates each API request with a bearer key: no cookie, so no CSRF either.
 # /metrics is read by Prometheus with its own bearer token.
-NO_SESSION_PREFIXES = ("/webhooks/", "/api/", "/metrics")
+WEBHOOK_PREFIX = "/webhooks/"
+NO_SESSION_PREFIXES = (WEBHOOK_PREFIX, "/api/", "/metrics")
 # Request bodies, by path prefix: what each place needs and no more (multipart adds a little to
 # each file). Forms are small; uploads have their own limits, checked again on each file.
 FORM_BODY_LIMIT = 1 * MIB
 BODY_LIMITS = {
-    "/webhooks/": 1 * MIB,
+    WEBHOOK_PREFIX: 1 * MIB,
     "/portal/requests": 55 * MIB,  # a dispute: up to 5 attachments of 10 MB
     "/admin/disputes": 55 * MIB,
     "/admin/imports": 21 * MIB,  # CSV imports: 20 MB
@@ -112,21 +115,50 @@ def brand_logo(request: Request) -> Response:
     return Response(content, media_type=mime, headers={"Cache-Control": "public, max-age=300"})
 
 
+class _PathSwitch:
+    """Requests whose path starts with `prefix` to `matched`, every other one to `rest`."""
+
+    def __init__(self, prefix: str, matched: ASGIApp, rest: ASGIApp) -> None:
+        self.prefix = prefix
+        self.matched = matched
+        self.rest = rest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            await self.matched(scope, receive, send)
+        else:
+            await self.rest(scope, receive, send)
+
+
 class _App(Starlette):
     """Starlette with the security headers outside its ServerErrorMiddleware, so that a 500
-    page carries them too (a user middleware runs inside it)."""
+    page carries them too (a user middleware runs inside it); and the machine-to-machine
+    webhooks (`/webhooks/…`, `webhook_routes`) through a stack of their own."""
 
-    def __init__(self, *, csp: dict[str, list[str]], forwarded_allow_ips: str, hsts: bool, **kwargs: Any) -> None:
+    def __init__(self, *, csp: dict[str, list[str]], forwarded_allow_ips: str, hsts: bool,
+                 webhook_routes: list[BaseRoute], **kwargs: Any) -> None:
         self.csp = csp
         self.forwarded_allow_ips = forwarded_allow_ips
         self.hsts = hsts
+        self.webhook_routes = webhook_routes
         super().__init__(**kwargs)
 
     def build_middleware_stack(self) -> ASGIApp:
+        # A provider's delivery carries no cookie and reads no page: no session, no CSRF check, no
+        # walk past the pages' routes. What it shares with every request: the request id, the
+        # metrics, the forwarded client address, the security headers, the body limit and the
+        # errors as the app answers them (bench/RESULTS.md, 2026-12-05 floor10).
+        error_handler = self.exception_handlers.get(500) or self.exception_handlers.get(Exception)
+        handlers = {key: value for key, value in self.exception_handlers.items() if key not in (500, Exception)}
+        webhooks = ServerErrorMiddleware(
+            BodyLimitMiddleware(ExceptionMiddleware(Router(self.webhook_routes), handlers=handlers, debug=self.debug),
+                                limits={}, default=BODY_LIMITS[WEBHOOK_PREFIX]),
+            handler=error_handler, debug=self.debug)
         # The request id outermost: every log line of the request carries it, a 500's included.
         # Forwarded headers next: the client address every throttle counts by, only from trusted proxies.
         return RequestIdMiddleware(MetricsMiddleware(ProxyHeadersMiddleware(
-            SecurityHeadersMiddleware(super().build_middleware_stack(), csp=self.csp, hsts=self.hsts),
+            SecurityHeadersMiddleware(_PathSwitch(WEBHOOK_PREFIX, webhooks, super().build_middleware_stack()),
+                                      csp=self.csp, hsts=self.hsts),
             trusted_hosts=self.forwarded_allow_ips,
         )))
 
@@ -163,6 +195,9 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         if engine is not None:
             engine.dispose()
 
+    # /webhooks is shared by two packages (the relay's bounces, the providers' deliveries), so
+    # each lists its own absolute path; the bounces go first, before /webhooks/{provider}.
+    webhook_routes = [*mail_routing.routes, *payments_routing.routes]
     routes = [
         Route("/healthz", healthz, name="healthz"),
         Route("/readyz", readyz, name="readyz"),
@@ -170,10 +205,8 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         Route("/brand/{code:str}.css", brand_css, name="brand_css"),
         Route("/brand/{code:str}/logo", brand_logo, name="brand_logo"),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
-        # /webhooks is shared by two packages (the relay's bounces, the providers' deliveries), so
-        # each lists its own absolute path; the bounces go first, before /webhooks/{provider}.
-        *mail_routing.routes,
-        *payments_routing.routes,
+        # Listed for url_path_for and the route table; served through the app's webhook stack.
+        *webhook_routes,
         *portal_routing.links,  # /p/{token} and /p/renew: the emailed link stays short
         # Each package's routes under the prefix it owns; the bare prefix is a page of its own.
         portal_routing.home,
@@ -201,6 +234,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
         forwarded_allow_ips=settings.forwarded_allow_ips,
         hsts=settings.https,
         routes=routes,
+        webhook_routes=webhook_routes,
         middleware=middleware,
         exception_handlers={HTTPException: errors.http_exception, 500: errors.server_error},
         lifespan=lifespan,

@@ -14,6 +14,7 @@ stored event and retried by the worker, which also picks up an event whose proce
 
 from __future__ import annotations
 
+import json
 import logging
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -53,17 +54,27 @@ async def webhook(request: Request) -> Response:
     checked = request.app.state.reads_inline
     if checked and _stored_already(request, provider, events):
         # SQLite: a read on the event loop tells a duplicate, with no thread hop and no wait for the writer.
-        return JSONResponse({"received": len(events), "outcomes": ["duplicate"] * len(events)})
+        return _duplicates(len(events))
     loop_reads = getattr(request.app.state, "loop_reads", None)
     if loop_reads is not None and len({event.id for event in events}) == 1:
         # PostgreSQL: the same read through the loop's own connections (kernel.loop_reads).
         if await stored_one_on_loop(loop_reads, provider.name, events[0].id):
-            return JSONResponse({"received": len(events), "outcomes": ["duplicate"] * len(events)})
+            return _duplicates(len(events))
         checked = True
     outcomes, deferred = await run_in_threadpool(_intake, request, provider, events, checked)
     background = BackgroundTask(_apply_deferred, request.app.state.sessions, provider, settings, deferred) \
         if deferred else None
     return JSONResponse({"received": len(events), "outcomes": outcomes}, background=background)
+
+
+# The answer to a delivery of one event stored already, as JSONResponse renders it, encoded once.
+_ONE_DUPLICATE = json.dumps({"received": 1, "outcomes": ["duplicate"]}, separators=(",", ":")).encode("utf-8")
+
+
+def _duplicates(count: int) -> Response:
+    if count == 1:
+        return Response(_ONE_DUPLICATE, media_type="application/json")
+    return JSONResponse({"received": count, "outcomes": ["duplicate"] * count})
 
 
 def _stored_already(request: Request, provider: PaymentProvider, events: list[ProviderEvent]) -> bool:

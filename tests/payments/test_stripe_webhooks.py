@@ -484,3 +484,113 @@ def test_event_times_are_read_from_unix_and_iso_dates() -> None:
     assert event_time(1795600000) == datetime(2026, 11, 25, 9, 46, 40, tzinfo=timezone.utc)
     assert event_time("2024-09-17T06:20:52.246Z") == datetime(2024, 9, 17, 6, 20, 52, 246000, tzinfo=timezone.utc)
     assert event_time(None) is None and event_time("yesterday") is None
+
+
+def test_a_rotated_secret_verifies_with_either_signature_in_the_header(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
+) -> None:
+    # While an endpoint's secret is rolled, Stripe signs with the old and the new one: one v1 each.
+    for n, order in enumerate(((WEBHOOK_SECRET, "whsec_the_other_one"), ("whsec_the_other_one", WEBHOOK_SECRET))):
+        payload = event_payload("payment_intent.processing", intent(checkout, "processing"), f"evt_rolled_{n}")
+        at = int(time.time())
+        signatures = ",".join(sign(payload, secret, at).split(",")[1] for secret in order)
+        response = deliver(client, payload, f"t={at},{signatures}")
+        assert response.status_code == 200 and response.json()["outcomes"] == ["processed"], response.text
+    assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 2
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"", b"[]", b'{"id": "evt_no_type"}', b"\xff\xfe{}"])
+def test_a_signed_body_that_is_not_an_event_is_refused_and_not_stored(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice], body: bytes
+) -> None:
+    response = deliver(client, body)  # signed with our secret: the check passes, the body is no event
+    assert response.status_code == 400
+    assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 0
+
+
+def test_a_duplicate_is_answered_as_before(
+    client: TestClient, session: Session, checkout: Checkout, invoices: list[Invoice]
+) -> None:
+    payload = event_payload("payment_intent.processing", intent(checkout, "processing"), "evt_same_answer")
+    assert deliver(client, payload).status_code == 200
+    again = deliver(client, payload)
+    assert again.status_code == 200 and again.headers["content-type"] == "application/json"
+    assert again.content == b'{"received":1,"outcomes":["duplicate"]}'  # what JSONResponse wrote
+    assert again.headers["x-request-id"] and again.headers["x-content-type-options"] == "nosniff"
+
+
+# The signature scheme against the SDK's own: `verify_signature` must accept what Stripe's
+# `WebhookSignature.verify_header` accepts, and refuse what it refuses, but for the two stricter
+# rules it documents (a time in the future, more than one time).
+
+SECRET = "whsec_sdk_0123456789"
+BODY = b'{"id":"evt_sdk","object":"event","type":"payment_intent.succeeded","data":{"object":{}}}'
+
+
+def _headers(now: int) -> dict[str, str]:
+    import stripe
+
+    good = stripe.WebhookSignature.generate_signature_header(BODY.decode(), SECRET, timestamp=now)
+    digest = good.split("v1=")[1]
+    other = stripe.WebhookSignature.generate_signature_header(BODY.decode(), "whsec_other", timestamp=now)
+    other_digest = other.split("v1=")[1]
+    return {
+        "the SDK's": good,
+        "rotated, ours second": f"t={now},v1={other_digest},v1={digest}",
+        "rotated, ours first": f"t={now},v1={digest},v1={other_digest}",
+        "with a v0": f"t={now},v0={other_digest},v1={digest}",
+        "the scheme's order reversed": f"v1={digest},t={now}",
+        "another secret": other,
+        "no v1": f"t={now},v0={digest}",
+        "no time": f"v1={digest}",
+        "a time that is no number": f"t=soon,v1={digest}",
+        "an empty one": "",
+        "garbage": "garbage",
+        "upper-case hex": f"t={now},v1={digest.upper()}",
+        "a digest cut short": f"t={now},v1={digest[:-2]}",
+        "stale": stripe.WebhookSignature.generate_signature_header(BODY.decode(), SECRET, timestamp=now - 301),
+        "just in time": stripe.WebhookSignature.generate_signature_header(BODY.decode(), SECRET, timestamp=now - 299),
+    }
+
+
+@pytest.mark.parametrize("name", list(_headers(0)))
+def test_the_signature_check_agrees_with_the_sdks(name: str) -> None:
+    import stripe
+
+    from payments.base import SignatureError
+    from payments.stripe import verify_signature
+
+    now = int(time.time())
+    header = _headers(now)[name]
+    try:
+        stripe.WebhookSignature.verify_header(BODY, header, SECRET, tolerance=300)
+        sdk = True
+    except stripe.SignatureVerificationError:
+        sdk = False
+    try:
+        verify_signature(BODY, header, SECRET, now)
+        ours = True
+    except SignatureError:
+        ours = False
+    assert ours == sdk, (name, header)
+    if name in ("the SDK's", "rotated, ours second", "rotated, ours first", "with a v0", "just in time"):
+        assert ours, name
+    tampered = BODY.replace(b"succeeded", b"canceled!")
+    with pytest.raises(SignatureError):
+        verify_signature(tampered, header, SECRET, now)
+
+
+def test_the_signature_check_is_stricter_than_the_sdk_on_time() -> None:
+    import stripe
+
+    from payments.base import SignatureError
+    from payments.stripe import verify_signature
+
+    now = int(time.time())
+    ahead = stripe.WebhookSignature.generate_signature_header(BODY.decode(), SECRET, timestamp=now + 301)
+    stripe.WebhookSignature.verify_header(BODY, ahead, SECRET, tolerance=300)  # the SDK takes it
+    with pytest.raises(SignatureError, match="future"):
+        verify_signature(BODY, ahead, SECRET, now)
+    digest = ahead.split("v1=")[1]
+    with pytest.raises(SignatureError, match="single timestamp"):
+        verify_signature(BODY, f"t={now + 301},t={now},{'v1=' + digest}", SECRET, now)
