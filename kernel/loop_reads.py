@@ -1,14 +1,20 @@
 """The hottest one-statement reads on PostgreSQL, run on the event loop through psycopg's async
-connections: no hop to the thread pool, no SQLAlchemy pool checkout, and the loop never blocked
-(bench/RESULTS.md, 2026-12-05 loop9).
+connections and asked together: no hop to the thread pool, no SQLAlchemy pool checkout, the loop
+never blocked, and one statement for every caller waiting (bench/RESULTS.md, 2026-12-05 batch10).
 
-Each event loop has a few connections of its own, opened when first needed and closed by
-`close` (the app's lifespan). A read waits for a free one, runs the statement `kernel.db.driver_sql`
-compiles (the same SQL and converted parameters as `driver_rows`), in autocommit, and gives the
-connection back. A database that does not answer fails the read with `TimeoutError` after
-`timeout` seconds while the loop goes on serving others; one that refuses fails it with the
-driver's error. A connection the server closed since its last use (a restart, an idle timeout)
-is replaced and the read run again, once: a read may run twice.
+A `BatchedRead` is a statement that answers many questions at once: each of its parameters is an
+array holding every question's value in turn, and it returns one row per question, numbered from 1
+in its first column. `LoopReads.ask` queues a question; when no statement of that read is in flight
+on this event loop, one goes at the next turn of the loop with every question queued by then, and
+the questions that arrive while it runs go together in the next. A question asked alone goes at
+once: nothing waits to fill a batch.
+
+Each event loop has its connections (one per read in flight), opened when first needed and closed
+by `close` (the app's lifespan). A question the database leaves unanswered fails with
+`TimeoutError` `timeout` seconds after it was asked while the loop goes on serving others; one the
+database refuses fails with the driver's error, and so do all the questions of that statement. A
+connection the server closed since its last use (a restart, an idle timeout) is replaced and the
+statement run again, once.
 """
 
 from __future__ import annotations
@@ -17,171 +23,195 @@ import asyncio
 import functools
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
-from sqlalchemy import ClauseElement, Engine
+from sqlalchemy import Engine, TextClause
 
 from kernel.db import driver_sql
 
-# Per event loop: enough for the reads one process has in flight at once (each is one round trip
-# of a fraction of a millisecond); a read finding all of them busy waits for one.
-LOOP_CONNECTIONS = 4
 LOOP_READ_TIMEOUT_SECONDS = 10.0
 
-T = TypeVar("T")
-_Connection = psycopg.AsyncConnection[tuple[Any, ...]]
-_Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
+Row = tuple[Any, ...]
+_Connection = psycopg.AsyncConnection[Row]
 
 
-class _Connections:
-    """One event loop's connections."""
+@dataclass(frozen=True, eq=False)
+class BatchedRead:
+    """A statement answering many questions at once (see the module's docstring). `names` are its
+    parameters, each given as an array with one value per question."""
 
-    def __init__(self, size: int) -> None:
-        self.idle: list[_Connection] = []
-        self.slots = asyncio.Semaphore(size)
-        self.closed = False
-        self.abandoned: set[asyncio.Task[Any]] = set()  # reads given up on (timeout), still winding down
+    statement: TextClause
+    names: tuple[str, ...]
+
+
+@dataclass(eq=False)
+class _Queue:
+    """The questions of one read waiting on one loop, since the oldest was asked (loop time)."""
+
+    waiting: list[tuple[Mapping[str, Any], asyncio.Future[Row]]] = field(default_factory=list)
+    since: float = 0.0
+    running: bool = False
+
+
+@dataclass(eq=False)
+class _Loop:
+    """One event loop's connections and queues."""
+
+    idle: list[_Connection] = field(default_factory=list)
+    queues: dict[BatchedRead, _Queue] = field(default_factory=dict)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # statements running, given up on or not
+    closed: bool = False
 
 
 class LoopReads:
     """Reads on the running event loop from `engine`'s PostgreSQL database (its URL and the
     driver settings SQLAlchemy's dialect gives its own connections: the same type adapters)."""
 
-    def __init__(self, engine: Engine, *, connections: int = LOOP_CONNECTIONS,
-                 timeout: float = LOOP_READ_TIMEOUT_SECONDS) -> None:
+    def __init__(self, engine: Engine, *, timeout: float = LOOP_READ_TIMEOUT_SECONDS) -> None:
         if engine.dialect.name != "postgresql":
             raise ValueError(f"reads on the event loop need PostgreSQL, not {engine.dialect.name}")
         self.dialect = engine.dialect
         args, self.connect_params = engine.dialect.create_connect_args(engine.url)
         if args:
             raise ValueError("connection arguments beyond keywords are not supported")
-        self.connections = connections
         self.timeout = timeout
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Connections] = weakref.WeakKeyDictionary()
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Loop] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
-    async def rows(self, statement: ClauseElement, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        """`kernel.db.driver_rows(connection, statement, params)`, on the event loop."""
-        return await self._run(statement, params, _all_rows)
-
-    async def first(self, statement: ClauseElement, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """`kernel.db.first_row(connection, statement, params)`, on the event loop."""
-        return await self._run(statement, params, _first_row)
+    async def ask(self, read: BatchedRead, question: Mapping[str, Any]) -> Row:
+        """`read`'s row for `question` (a value for each of its names, the row without its number),
+        asked in one statement with the other questions of this loop waiting for the same read."""
+        loop = asyncio.get_running_loop()
+        state = self._state(loop)
+        queue = state.queues.get(read)
+        if queue is None:
+            queue = state.queues[read] = _Queue()
+        answer: asyncio.Future[Row] = loop.create_future()
+        if not queue.waiting:
+            queue.since = loop.time()
+        queue.waiting.append((question, answer))
+        if not queue.running:
+            queue.running = True
+            # A task's first step runs at the loop's next turn: the questions asked in this one join it.
+            self._keep(state, loop.create_task(self._serve(state, read, queue)))
+        return await answer
 
     async def close(self) -> None:
-        """Close the running loop's connections (those in use as they come back)."""
+        """Close the running loop's connections (those in use as their statement ends)."""
         with self._lock:
-            pool = self._loops.pop(asyncio.get_running_loop(), None)
-        if pool is None:
+            state = self._loops.pop(asyncio.get_running_loop(), None)
+        if state is None:
             return
-        pool.closed = True
-        idle, pool.idle = pool.idle, []
+        state.closed = True
+        idle, state.idle = state.idle, []
         for connection in idle:
             await connection.close()
 
     def open_connections(self) -> int:
         """Connections idle in the running loop's set (tests)."""
-        pool = self._loops.get(asyncio.get_running_loop())
-        return 0 if pool is None else len(pool.idle)
+        state = self._loops.get(asyncio.get_running_loop())
+        return 0 if state is None else len(state.idle)
 
-    def _pool(self) -> _Connections:
-        loop = asyncio.get_running_loop()
-        pool = self._loops.get(loop)
-        if pool is None:
+    def _state(self, loop: asyncio.AbstractEventLoop) -> _Loop:
+        state = self._loops.get(loop)
+        if state is None:
             with self._lock:
-                pool = self._loops.get(loop)
-                if pool is None:
-                    pool = self._loops[loop] = _Connections(self.connections)
-        return pool
+                state = self._loops.get(loop)
+                if state is None:
+                    state = self._loops[loop] = _Loop()
+        return state
 
-    async def _run(self, statement: ClauseElement, params: Mapping[str, Any],
-                   read: Callable[[_Cursor], Awaitable[T]]) -> T:
-        sql, arguments = driver_sql(statement, self.dialect, params)
-        pool = self._pool()
+    @staticmethod
+    def _keep(state: _Loop, task: asyncio.Task[Any]) -> None:
+        """A task referenced until it ends (the loop keeps only weak references), its outcome consumed."""
+        state.tasks.add(task)
+        task.add_done_callback(functools.partial(_forget, state))
+
+    async def _serve(self, state: _Loop, read: BatchedRead, queue: _Queue) -> None:
+        """One statement after another while questions wait, each with every question waiting."""
         loop = asyncio.get_running_loop()
-        # In a task of its own, awaited through `done`, so that giving up on it takes no longer than
-        # the timeout (a cancelled query makes psycopg ask the server to cancel it and wait, up to
-        # 10 s more), and a caller that goes away leaves the connection in a known state. A timer
-        # and a future: asyncio.timeout and shield cost more (bench/RESULTS.md, 2026-12-05 loop9).
-        work = loop.create_task(self._read(pool, sql, arguments, read))
-        done: asyncio.Future[None] = loop.create_future()
-        work.add_done_callback(functools.partial(_settle, done))
-        timer = loop.call_later(self.timeout, _settle, done)
         try:
-            await done
-        except BaseException:  # the caller was cancelled: the read ends on its own
-            _let_go(pool, work)
-            raise
+            while queue.waiting:
+                batch, queue.waiting = queue.waiting, []
+                deadline = queue.since + self.timeout  # the oldest question's
+                # In a task of its own, given up at that deadline whatever it is doing: a cancelled
+                # query makes psycopg ask the server to cancel it and wait (up to 10 s more).
+                work = loop.create_task(self._rows(state, read, [question for question, _ in batch]))
+                self._keep(state, work)
+                await asyncio.wait({work}, timeout=deadline - loop.time())
+                if not work.done():
+                    work.cancel()
+                    _fail(batch, TimeoutError(f"database read took more than {self.timeout:g} s"))
+                elif work.cancelled():
+                    _fail(batch, RuntimeError("the database read was cancelled"))
+                elif (error := work.exception()) is not None:
+                    _fail(batch, error)
+                else:
+                    _answer(batch, work.result())
         finally:
-            timer.cancel()
-        if not work.done():
-            work.cancel()
-            _let_go(pool, work)
-            raise TimeoutError(f"database read took more than {self.timeout:g} s")
-        return work.result()
+            queue.running = False
+            _fail(queue.waiting, RuntimeError("the reads on this loop stopped"))  # only when cancelled
 
-    async def _read(self, pool: _Connections, sql: str, arguments: Any, read: Callable[[_Cursor], Awaitable[T]]) -> T:
-        async with pool.slots:
-            reused = bool(pool.idle)
-            connection = pool.idle.pop() if reused else await self._connect()
-            try:
-                result = await _execute(connection, sql, arguments, read)
-            except psycopg.OperationalError:
-                await connection.close()
-                if not reused:
-                    raise
-                # Closed by the server since its last use: the next connection is a new one.
-                connection = await self._connect()
-                try:
-                    result = await _execute(connection, sql, arguments, read)
-                except BaseException:
-                    await connection.close()
-                    raise
-            except BaseException:
-                await connection.close()  # in an unknown state: never used again
+    async def _rows(self, state: _Loop, read: BatchedRead, questions: list[Mapping[str, Any]]) -> list[Row]:
+        sql, arguments = driver_sql(read.statement, self.dialect,
+                                    {name: [question[name] for question in questions] for name in read.names})
+        reused = bool(state.idle)
+        connection = state.idle.pop() if reused else await self._connect()
+        try:
+            rows = await _execute(connection, sql, arguments)
+        except psycopg.OperationalError:
+            await connection.close()
+            if not reused:
                 raise
-            if pool.closed:
+            # Closed by the server since its last use: the next connection is a new one.
+            connection = await self._connect()
+            try:
+                rows = await _execute(connection, sql, arguments)
+            except BaseException:
                 await connection.close()
-            else:
-                pool.idle.append(connection)
-            return result
+                raise
+        except BaseException:
+            await connection.close()  # in an unknown state: never used again
+            raise
+        if state.closed:
+            await connection.close()
+        else:
+            state.idle.append(connection)
+        return rows
 
     async def _connect(self) -> _Connection:
         connection: _Connection = await psycopg.AsyncConnection.connect(autocommit=True, **self.connect_params)
+        # Always the generic plan, made once per connection: a batched read's array parameters hide
+        # how many questions it holds, and the custom plan PostgreSQL would otherwise keep choosing
+        # for a batch of one costs more to make (0.6 ms) than the statement to run.
+        await connection.execute("SET plan_cache_mode = force_generic_plan")
         return connection
 
 
-def _settle(done: asyncio.Future[None], *_: Any) -> None:
-    if not done.done():
-        done.set_result(None)
-
-
-def _let_go(pool: _Connections, work: asyncio.Task[Any]) -> None:
-    """A read nobody waits for any more: kept referenced until it ends, its outcome consumed."""
-    pool.abandoned.add(work)
-    work.add_done_callback(_forget(pool))
-
-
-def _forget(pool: _Connections) -> Callable[[asyncio.Task[Any]], None]:
-    def forget(work: asyncio.Task[Any]) -> None:
-        pool.abandoned.discard(work)
-        if not work.cancelled():
-            work.exception()
-
-    return forget
-
-
-async def _execute(connection: _Connection, sql: str, arguments: Any, read: Callable[[_Cursor], Awaitable[T]]) -> T:
+async def _execute(connection: _Connection, sql: str, arguments: Any) -> list[Row]:
     # The cursor holds nothing on the server (a client-side cursor): no close to wait for.
-    return await read(await connection.execute(sql, arguments))
+    cursor = await connection.execute(sql, arguments)
+    return await cursor.fetchall()
 
 
-async def _all_rows(cursor: _Cursor) -> list[tuple[Any, ...]]:
-    return [tuple(row) for row in await cursor.fetchall()] if cursor.description is not None else []
+def _forget(state: _Loop, task: asyncio.Task[Any]) -> None:
+    state.tasks.discard(task)
+    if not task.cancelled():
+        task.exception()
 
 
-async def _first_row(cursor: _Cursor) -> tuple[Any, ...] | None:
-    row = await cursor.fetchone()
-    return tuple(row) if row is not None else None
+def _answer(batch: list[tuple[Mapping[str, Any], asyncio.Future[Row]]], rows: list[Row]) -> None:
+    for row in rows:
+        answer = batch[row[0] - 1][1]
+        if not answer.done():  # its caller may have gone away
+            answer.set_result(row[1:])
+    _fail(batch, LookupError("the batched read gave no row for this question"))
+
+
+def _fail(batch: list[tuple[Mapping[str, Any], asyncio.Future[Row]]], error: BaseException) -> None:
+    for _, answer in batch:
+        if not answer.done():
+            answer.set_exception(error)
