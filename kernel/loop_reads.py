@@ -57,6 +57,15 @@ class _Queue:
 
 
 @dataclass(eq=False)
+class _Batch:
+    """The questions one statement answers, and its deadline."""
+
+    answers: list[tuple[Mapping[str, Any], asyncio.Future[Row]]]
+    timer: asyncio.TimerHandle | None = None
+    over: bool = False  # answered, failed or given up on
+
+
+@dataclass(eq=False)
 class _Loop:
     """One event loop's connections and queues."""
 
@@ -95,8 +104,8 @@ class LoopReads:
         queue.waiting.append((question, answer))
         if not queue.running:
             queue.running = True
-            # A task's first step runs at the loop's next turn: the questions asked in this one join it.
-            self._keep(state, loop.create_task(self._serve(state, read, queue)))
+            # At the loop's next turn, with every question asked in this one.
+            loop.call_soon(self._send, state, read, queue)
         return await answer
 
     async def close(self) -> None:
@@ -124,36 +133,50 @@ class LoopReads:
                     state = self._loops[loop] = _Loop()
         return state
 
-    @staticmethod
-    def _keep(state: _Loop, task: asyncio.Task[Any]) -> None:
-        """A task referenced until it ends (the loop keeps only weak references), its outcome consumed."""
-        state.tasks.add(task)
-        task.add_done_callback(functools.partial(_forget, state))
-
-    async def _serve(self, state: _Loop, read: BatchedRead, queue: _Queue) -> None:
-        """One statement after another while questions wait, each with every question waiting."""
+    def _send(self, state: _Loop, read: BatchedRead, queue: _Queue) -> None:
+        """Every waiting question of `read` in one statement, in a task of its own given up at the
+        oldest question's deadline whatever it is doing (a cancelled query makes psycopg ask the
+        server to cancel it and wait, up to 10 s more); then the next waiting, if any."""
         loop = asyncio.get_running_loop()
-        try:
-            while queue.waiting:
-                batch, queue.waiting = queue.waiting, []
-                deadline = queue.since + self.timeout  # the oldest question's
-                # In a task of its own, given up at that deadline whatever it is doing: a cancelled
-                # query makes psycopg ask the server to cancel it and wait (up to 10 s more).
-                work = loop.create_task(self._rows(state, read, [question for question, _ in batch]))
-                self._keep(state, work)
-                await asyncio.wait({work}, timeout=deadline - loop.time())
-                if not work.done():
-                    work.cancel()
-                    _fail(batch, TimeoutError(f"database read took more than {self.timeout:g} s"))
-                elif work.cancelled():
-                    _fail(batch, RuntimeError("the database read was cancelled"))
-                elif (error := work.exception()) is not None:
-                    _fail(batch, error)
-                else:
-                    _answer(batch, work.result())
-        finally:
+        batch = _Batch(queue.waiting)
+        queue.waiting = []
+        work = loop.create_task(self._rows(state, read, [question for question, _ in batch.answers]))
+        state.tasks.add(work)  # the loop keeps only a weak reference
+        batch.timer = loop.call_at(queue.since + self.timeout, self._give_up, state, read, queue, batch, work)
+        work.add_done_callback(functools.partial(self._settle, state, read, queue, batch))
+
+    def _settle(self, state: _Loop, read: BatchedRead, queue: _Queue, batch: _Batch, work: asyncio.Task[list[Row]]
+                ) -> None:
+        state.tasks.discard(work)
+        if batch.over:  # given up on already: its outcome consumed, nothing more
+            if not work.cancelled():
+                work.exception()
+            return
+        batch.over = True
+        if batch.timer is not None:
+            batch.timer.cancel()
+        if work.cancelled():
+            _fail(batch.answers, RuntimeError("the database read was cancelled"))
+        elif (error := work.exception()) is not None:
+            _fail(batch.answers, error)
+        else:
+            _answer(batch.answers, work.result())
+        self._next(state, read, queue)
+
+    def _give_up(self, state: _Loop, read: BatchedRead, queue: _Queue, batch: _Batch, work: asyncio.Task[list[Row]]
+                 ) -> None:
+        if batch.over:
+            return
+        batch.over = True
+        work.cancel()
+        _fail(batch.answers, TimeoutError(f"database read took more than {self.timeout:g} s"))
+        self._next(state, read, queue)
+
+    def _next(self, state: _Loop, read: BatchedRead, queue: _Queue) -> None:
+        if queue.waiting:  # asked while the last statement ran: the next goes now
+            self._send(state, read, queue)
+        else:
             queue.running = False
-            _fail(queue.waiting, RuntimeError("the reads on this loop stopped"))  # only when cancelled
 
     async def _rows(self, state: _Loop, read: BatchedRead, questions: list[Mapping[str, Any]]) -> list[Row]:
         sql, arguments = driver_sql(read.statement, self.dialect,
@@ -195,12 +218,6 @@ async def _execute(connection: _Connection, sql: str, arguments: Any) -> list[Ro
     # The cursor holds nothing on the server (a client-side cursor): no close to wait for.
     cursor = await connection.execute(sql, arguments)
     return await cursor.fetchall()
-
-
-def _forget(state: _Loop, task: asyncio.Task[Any]) -> None:
-    state.tasks.discard(task)
-    if not task.cancelled():
-        task.exception()
 
 
 def _answer(batch: list[tuple[Mapping[str, Any], asyncio.Future[Row]]], rows: list[Row]) -> None:
