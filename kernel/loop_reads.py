@@ -136,7 +136,7 @@ class LoopReads:
     def _send(self, state: _Loop, read: BatchedRead, queue: _Queue) -> None:
         """Every waiting question of `read` in one statement, in a task of its own given up at the
         oldest question's deadline whatever it is doing (a cancelled query makes psycopg ask the
-        server to cancel it and wait, up to 10 s more); then the next waiting, if any."""
+        server to cancel it and wait, up to 10 s more); `_next` sends those asked meanwhile."""
         loop = asyncio.get_running_loop()
         batch = _Batch(queue.waiting)
         queue.waiting = []
@@ -155,12 +155,12 @@ class LoopReads:
         batch.over = True
         if batch.timer is not None:
             batch.timer.cancel()
-        if work.cancelled():
-            _fail(batch.answers, RuntimeError("the database read was cancelled"))
-        elif (error := work.exception()) is not None:
+        try:
+            if work.cancelled():
+                raise RuntimeError("the database read was cancelled")
+            _answer(batch.answers, work.result())  # its error, if it failed
+        except Exception as error:  # to each question, never left waiting
             _fail(batch.answers, error)
-        else:
-            _answer(batch.answers, work.result())
         self._next(state, read, queue)
 
     def _give_up(self, state: _Loop, read: BatchedRead, queue: _Queue, batch: _Batch, work: asyncio.Task[list[Row]]
