@@ -2,9 +2,10 @@
 connections and asked together: no hop to the thread pool, no SQLAlchemy pool checkout, the loop
 never blocked, and one statement for every caller waiting (bench/RESULTS.md, 2026-12-05 batch10).
 
-A `BatchedRead` is a statement that answers many questions at once: each of its parameters is an
-array holding every question's value in turn, and it returns one row per question, numbered from 1
-in its first column. `LoopReads.ask` queues a question; when no statement of that read is in flight
+A `BatchedRead` is a statement that answers many questions at once: its one parameter,
+`:questions`, is a JSON array with an object per question (its values by name, datetimes in ISO
+8601), which the statement reads as typed columns (`json_to_recordset`), and it returns one row per
+question, numbered from 1 in its first column. `LoopReads.ask` queues a question; when no statement of that read is in flight
 on this event loop, one goes at the next turn of the loop with every question queued by then, and
 the questions that arrive while it runs go together in the next. A question asked alone goes at
 once: nothing waits to fill a batch.
@@ -21,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import psycopg
@@ -40,8 +43,8 @@ _Connection = psycopg.AsyncConnection[Row]
 
 @dataclass(frozen=True, eq=False)
 class BatchedRead:
-    """A statement answering many questions at once (see the module's docstring). `names` are its
-    parameters, each given as an array with one value per question."""
+    """A statement answering many questions at once (see the module's docstring). `names` are the
+    values of a question, the keys of its object in `:questions`."""
 
     statement: TextClause
     names: tuple[str, ...]
@@ -104,8 +107,7 @@ class LoopReads:
         queue.waiting.append((question, answer))
         if not queue.running:
             queue.running = True
-            # At the loop's next turn, with every question asked in this one.
-            loop.call_soon(self._send, state, read, queue)
+            self._send(state, read, queue)
         return await answer
 
     async def close(self) -> None:
@@ -136,11 +138,12 @@ class LoopReads:
     def _send(self, state: _Loop, read: BatchedRead, queue: _Queue) -> None:
         """Every waiting question of `read` in one statement, in a task of its own given up at the
         oldest question's deadline whatever it is doing (a cancelled query makes psycopg ask the
-        server to cancel it and wait, up to 10 s more); `_next` sends those asked meanwhile."""
+        server to cancel it and wait, up to 10 s more); `_next` sends those asked meanwhile. The
+        task takes the questions when it starts, at the loop's next turn: those asked in this turn
+        too, with no turn of the loop spent waiting for them."""
         loop = asyncio.get_running_loop()
-        batch = _Batch(queue.waiting)
-        queue.waiting = []
-        work = loop.create_task(self._rows(state, read, [question for question, _ in batch.answers]))
+        batch = _Batch([])
+        work = loop.create_task(self._rows(state, read, queue, batch))
         state.tasks.add(work)  # the loop keeps only a weak reference
         batch.timer = loop.call_at(queue.since + self.timeout, self._give_up, state, read, queue, batch, work)
         work.add_done_callback(functools.partial(self._settle, state, read, queue, batch))
@@ -168,6 +171,8 @@ class LoopReads:
         if batch.over:
             return
         batch.over = True
+        if not batch.answers:  # its task never started (the timer runs after it, so never in fact)
+            batch.answers, queue.waiting = queue.waiting, []
         work.cancel()
         _fail(batch.answers, TimeoutError(f"database read took more than {self.timeout:g} s"))
         self._next(state, read, queue)
@@ -178,9 +183,13 @@ class LoopReads:
         else:
             queue.running = False
 
-    async def _rows(self, state: _Loop, read: BatchedRead, questions: list[Mapping[str, Any]]) -> list[Row]:
-        sql, arguments = driver_sql(read.statement, self.dialect,
-                                    {name: [question[name] for question in questions] for name in read.names})
+    async def _rows(self, state: _Loop, read: BatchedRead, queue: _Queue, batch: _Batch) -> list[Row]:
+        batch.answers, queue.waiting = queue.waiting, []
+        # One JSON parameter rather than an array per name: psycopg worked out each array's element
+        # type on every call, which made a batch of one dearer than the single-row statement.
+        sql, arguments = driver_sql(read.statement, self.dialect, {"questions": json.dumps(
+            [{name: question[name] for name in read.names} for question, _ in batch.answers],
+            default=_json_value, separators=(",", ":"))})
         reused = bool(state.idle)
         connection = state.idle.pop() if reused else await self._connect()
         try:
@@ -207,8 +216,8 @@ class LoopReads:
 
     async def _connect(self) -> _Connection:
         connection: _Connection = await psycopg.AsyncConnection.connect(autocommit=True, **self.connect_params)
-        # Always the generic plan, made once per connection: a batched read's array parameters hide
-        # how many questions it holds, and the custom plan PostgreSQL would otherwise keep choosing
+        # Always the generic plan, made once per connection: a batched read's parameter hides how
+        # many questions it holds, and the custom plan PostgreSQL would otherwise keep choosing
         # for a batch of one costs more to make (0.6 ms) than the statement to run.
         await connection.execute("SET plan_cache_mode = force_generic_plan")
         return connection
@@ -218,6 +227,12 @@ async def _execute(connection: _Connection, sql: str, arguments: Any) -> list[Ro
     # The cursor holds nothing on the server (a client-side cursor): no close to wait for.
     cursor = await connection.execute(sql, arguments)
     return await cursor.fetchall()
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, date):  # datetimes too: the offset kept, the microseconds too
+        return value.isoformat()
+    raise TypeError(f"a question's value must be JSON or a date, not {type(value).__name__}")
 
 
 def _answer(batch: list[tuple[Mapping[str, Any], asyncio.Future[Row]]], rows: list[Row]) -> None:

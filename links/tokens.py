@@ -202,9 +202,9 @@ SELECT q.n, contact.id, contact.customer_id, contact.link_version, contact.sessi
        EXISTS (SELECT FROM throttles AS throttle
                WHERE throttle.key = q.throttle_key AND throttle.count >= q.throttle_limit
                  AND throttle.window_start > q.throttle_since)
-FROM unnest(CAST(:contact_id AS integer[]), CAST(:since AS timestamptz[]), CAST(:ip AS varchar[]),
-            CAST(:agent AS varchar[]), CAST(:throttle_key AS varchar[]), CAST(:throttle_limit AS integer[]),
-            CAST(:throttle_since AS timestamptz[]))
+FROM ROWS FROM (json_to_recordset(CAST(:questions AS json))
+                AS (contact_id integer, since timestamptz, ip varchar, agent varchar, throttle_key varchar,
+                    throttle_limit integer, throttle_since timestamptz))
      WITH ORDINALITY AS q (contact_id, since, ip, agent, throttle_key, throttle_limit, throttle_since, n)
 LEFT JOIN (contacts AS contact JOIN customers AS customer ON customer.id = contact.customer_id
            JOIN companies AS company ON company.id = customer.company_id) ON contact.id = q.contact_id

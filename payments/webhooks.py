@@ -160,7 +160,8 @@ def stored_already(connection: Connection, provider: str, event_ids: list[str]) 
 STORED_ASKED = BatchedRead(text("""
 SELECT q.n, EXISTS (SELECT FROM webhook_events AS stored
                     WHERE stored.provider = q.provider AND stored.event_id = q.event_id)
-FROM unnest(CAST(:provider AS varchar[]), CAST(:event_id AS varchar[])) WITH ORDINALITY AS q (provider, event_id, n)
+FROM ROWS FROM (json_to_recordset(CAST(:questions AS json)) AS (provider varchar, event_id varchar))
+     WITH ORDINALITY AS q (provider, event_id, n)
 """), ("provider", "event_id"))
 
 
