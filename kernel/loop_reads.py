@@ -2,10 +2,12 @@
 connections and asked together: no hop to the thread pool, no SQLAlchemy pool checkout, the loop
 never blocked, and one statement for every caller waiting (bench/RESULTS.md, 2026-12-05 batch10).
 
-A `BatchedRead` is a statement that answers many questions at once: its one parameter,
-`:questions`, is a JSON array with an object per question (its values by name, datetimes in ISO
-8601), which the statement reads as typed columns (`json_to_recordset`), and it returns one row per
-question, numbered from 1 in its first column. `LoopReads.ask` queues a question; when no statement of that read is in flight
+A `BatchedRead` is a statement that answers many questions at once: it reads them from a row
+source `q` (a typed column per value of a question, and `n`, its number from 1) and returns one row
+per question, numbered in its first column. Many questions go as one JSON parameter (an object per
+question, datetimes in ISO 8601) read by `json_to_recordset`; a question alone goes as one
+parameter per value, `q` then a single row: a batch of one costs what the single-row statement
+costs. `LoopReads.ask` queues a question; when no statement of that read is in flight
 on this event loop, one goes at the next turn of the loop with every question queued by then, and
 the questions that arrive while it runs go together in the next. A question asked alone goes at
 once: nothing waits to fill a batch.
@@ -31,7 +33,7 @@ from datetime import date
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, TextClause
+from sqlalchemy import Engine, TextClause, text
 
 from kernel.db import driver_sql
 
@@ -43,11 +45,26 @@ _Connection = psycopg.AsyncConnection[Row]
 
 @dataclass(frozen=True, eq=False)
 class BatchedRead:
-    """A statement answering many questions at once (see the module's docstring). `names` are the
-    values of a question, the keys of its object in `:questions`."""
+    """A statement answering many questions at once (see the module's docstring): `sql` with
+    `{questions}` where the row source `q` goes, `columns` a question's values (name, PostgreSQL
+    type), in `q` in that order."""
 
-    statement: TextClause
-    names: tuple[str, ...]
+    sql: str
+    columns: tuple[tuple[str, str], ...]
+    names: tuple[str, ...] = field(init=False)
+    many: TextClause = field(init=False)
+    one: TextClause = field(init=False)
+
+    def __post_init__(self) -> None:
+        names = tuple(name for name, _ in self.columns)
+        listed = ", ".join(names)
+        typed = ", ".join(f"{name} {kind}" for name, kind in self.columns)
+        many = (f"ROWS FROM (json_to_recordset(CAST(:questions AS json)) AS ({typed})) "
+                f"WITH ORDINALITY AS q ({listed}, n)")
+        one = "(SELECT " + "".join(f"CAST(:{name} AS {kind}), " for name, kind in self.columns) + f"1) AS q ({listed}, n)"
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "many", text(self.sql.replace("{questions}", many)))
+        object.__setattr__(self, "one", text(self.sql.replace("{questions}", one)))
 
 
 @dataclass(eq=False)
@@ -185,11 +202,14 @@ class LoopReads:
 
     async def _rows(self, state: _Loop, read: BatchedRead, queue: _Queue, batch: _Batch) -> list[Row]:
         batch.answers, queue.waiting = queue.waiting, []
-        # One JSON parameter rather than an array per name: psycopg worked out each array's element
-        # type on every call, which made a batch of one dearer than the single-row statement.
-        sql, arguments = driver_sql(read.statement, self.dialect, {"questions": json.dumps(
-            [{name: question[name] for name in read.names} for question, _ in batch.answers],
-            default=_json_value, separators=(",", ":"))})
+        if len(batch.answers) == 1:
+            sql, arguments = driver_sql(read.one, self.dialect, batch.answers[0][0])
+        else:
+            # One JSON parameter rather than an array per name: psycopg worked out each array's
+            # element type on every call.
+            sql, arguments = driver_sql(read.many, self.dialect, {"questions": json.dumps(
+                [{name: question[name] for name in read.names} for question, _ in batch.answers],
+                default=_json_value, separators=(",", ":"))})
         reused = bool(state.idle)
         connection = state.idle.pop() if reused else await self._connect()
         try:

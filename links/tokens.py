@@ -193,7 +193,7 @@ def check_link(session: Session | Connection, secret: str, token: str, ip: str |
 
 # `_LINK_FACTS` and the throttle of `throttle.blocked_clause` for many links at once (see
 # kernel.loop_reads): one row per question, numbered; the contact's columns NULL when it names none.
-LINK_FACTS_ASKED = BatchedRead(text("""
+LINK_FACTS_ASKED = BatchedRead("""
 SELECT q.n, contact.id, contact.customer_id, contact.link_version, contact.session_version, contact.language,
        contact.email, customer.company_id, company.link_lifetime_days,
        EXISTS (SELECT FROM link_opens AS opened
@@ -202,13 +202,11 @@ SELECT q.n, contact.id, contact.customer_id, contact.link_version, contact.sessi
        EXISTS (SELECT FROM throttles AS throttle
                WHERE throttle.key = q.throttle_key AND throttle.count >= q.throttle_limit
                  AND throttle.window_start > q.throttle_since)
-FROM ROWS FROM (json_to_recordset(CAST(:questions AS json))
-                AS (contact_id integer, since timestamptz, ip varchar, agent varchar, throttle_key varchar,
-                    throttle_limit integer, throttle_since timestamptz))
-     WITH ORDINALITY AS q (contact_id, since, ip, agent, throttle_key, throttle_limit, throttle_since, n)
+FROM {questions}
 LEFT JOIN (contacts AS contact JOIN customers AS customer ON customer.id = contact.customer_id
            JOIN companies AS company ON company.id = customer.company_id) ON contact.id = q.contact_id
-"""), ("contact_id", "since", "ip", "agent", "throttle_key", "throttle_limit", "throttle_since"))
+""", (("contact_id", "integer"), ("since", "timestamptz"), ("ip", "varchar"), ("agent", "varchar"),
+        ("throttle_key", "varchar"), ("throttle_limit", "integer"), ("throttle_since", "timestamptz")))
 
 
 async def check_link_on_loop(reads: LoopReads, secret: str, token: str, ip: str | None, user_agent: str | None,

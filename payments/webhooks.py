@@ -46,7 +46,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from sqlalchemy import Connection, Engine, Insert, Table, bindparam, select, text, update
+from sqlalchemy import Connection, Engine, Insert, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -157,12 +157,11 @@ def stored_already(connection: Connection, provider: str, event_ids: list[str]) 
 
 
 # `_STORED_ONE` for many events at once (kernel.loop_reads): whether each is stored, one row per question.
-STORED_ASKED = BatchedRead(text("""
+STORED_ASKED = BatchedRead("""
 SELECT q.n, EXISTS (SELECT FROM webhook_events AS stored
                     WHERE stored.provider = q.provider AND stored.event_id = q.event_id)
-FROM ROWS FROM (json_to_recordset(CAST(:questions AS json)) AS (provider varchar, event_id varchar))
-     WITH ORDINALITY AS q (provider, event_id, n)
-"""), ("provider", "event_id"))
+FROM {questions}
+""", (("provider", "varchar"), ("event_id", "varchar")))
 
 
 async def stored_one_on_loop(reads: LoopReads, provider: str, event_id: str) -> bool:

@@ -38,17 +38,16 @@ def _our_connections(engine: Engine) -> int:
         )).scalar_one())
 
 
-_XS = "ROWS FROM (json_to_recordset(CAST(:questions AS json)) AS (x integer)) WITH ORDINALITY AS q (x, n)"
 # Which statement answered (a sequence read once per statement), and a value of the question's own.
-_STATEMENT = BatchedRead(text("""
+_STATEMENT = BatchedRead("""
 WITH statement AS (SELECT nextval('loop_reads_statements') AS number)
-SELECT q.n, statement.number, q.x, 1 / q.x FROM """ + _XS + """, statement
-"""), ("x",))
-_BACKEND = BatchedRead(text(f"SELECT q.n, pg_backend_pid() FROM {_XS}"), ("x",))
+SELECT q.n, statement.number, q.x, 1 / q.x FROM {questions}, statement
+""", (("x", "integer"),))
+_BACKEND = BatchedRead("SELECT q.n, pg_backend_pid() FROM {questions}", (("x", "integer"),))
 
 
 def _sleep(seconds: float) -> BatchedRead:
-    return BatchedRead(text(f"SELECT q.n, q.x FROM {_XS}, pg_sleep({seconds})"), ("x",))
+    return BatchedRead(f"SELECT q.n, q.x FROM {{questions}}, pg_sleep({seconds})", (("x", "integer"),))
 
 
 def test_each_question_gets_what_its_statement_alone_gives(pg_engine_fresh: Engine) -> None:
@@ -67,35 +66,32 @@ def test_each_question_gets_what_its_statement_alone_gives(pg_engine_fresh: Engi
         ])
     alone = (select(table.c.id, table.c.kind, table.c.at, table.c.doc)
              .where(table.c.id == bindparam("id"), table.c.at.is_distinct_from(bindparam("not_at", type_=UTCDateTime()))))
-    together = BatchedRead(text("""
+    together = BatchedRead("""
 SELECT q.n, t.id, t.kind, t.at, t.doc
-FROM ROWS FROM (json_to_recordset(CAST(:questions AS json)) AS (id integer, not_at timestamptz))
-     WITH ORDINALITY AS q (id, not_at, n)
+FROM {questions}
 LEFT JOIN loop_reads_test AS t ON t.id = q.id AND t.at IS DISTINCT FROM q.not_at
-"""), ("id", "not_at"))
+""", (("id", "integer"), ("not_at", "timestamptz")))
     questions: list[dict[str, Any]] = [{"id": k % 5, "not_at": None if k % 3 else at} for k in range(40)]
     reads = LoopReads(pg_engine_fresh)
 
-    async def on_loop() -> list[tuple[Any, ...]]:
+    async def on_loop() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         try:
-            return await asyncio.gather(*(reads.ask(together, question) for question in questions))
+            return (await asyncio.gather(*(reads.ask(together, question) for question in questions)),
+                    [await reads.ask(together, question) for question in questions[:15]])
         finally:
             await reads.close()
 
-    found = asyncio.run(on_loop())
+    found, one_by_one = asyncio.run(on_loop())
     with pg_engine_fresh.connect() as connection:
         expected = [db.first_row(connection, alone, question) or (None,) * 4 for question in questions]
-    assert found == expected
+    assert found == expected and one_by_one == expected[:15]
     assert found[1][2] == at and found[1][2].utcoffset() is not None and found[1][3] == {"x": [1, "é"], "y": None}
     assert found[12] == (2, None, None, None) and found[0] == found[6] == (None,) * 4  # none; the datetime compared
 
 
 def test_a_questions_values_reach_the_statement_as_they_are(pg_engine_fresh: Engine) -> None:
-    echo = BatchedRead(text("""
-SELECT q.n, q.s, q.i, q.at, q.day FROM ROWS FROM (json_to_recordset(CAST(:questions AS json))
-                                                 AS (s varchar, i bigint, at timestamptz, day date))
-     WITH ORDINALITY AS q (s, i, at, day, n)
-"""), ("s", "i", "at", "day"))
+    echo = BatchedRead("SELECT q.n, q.s, q.i, q.at, q.day FROM {questions}",
+                       (("s", "varchar"), ("i", "bigint"), ("at", "timestamptz"), ("day", "date")))
     at = datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=timezone(timedelta(hours=-5, minutes=-30)))
     questions: list[dict[str, Any]] = [
         {"s": 'quote " backslash \\ new\nline tab\t é 😀 \u2028', "i": 2**40 + 1, "at": at, "day": at.date()},
@@ -104,14 +100,15 @@ SELECT q.n, q.s, q.i, q.at, q.day FROM ROWS FROM (json_to_recordset(CAST(:questi
     ]
     reads = LoopReads(pg_engine_fresh)
 
-    async def on_loop() -> list[tuple[Any, ...]]:
-        try:
-            return await asyncio.gather(*(reads.ask(echo, question) for question in questions))
+    async def on_loop() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        try:  # together (one JSON parameter), then each alone (a parameter per value)
+            return (await asyncio.gather(*(reads.ask(echo, question) for question in questions)),
+                    [await reads.ask(echo, question) for question in questions])
         finally:
             await reads.close()
 
-    found = asyncio.run(on_loop())
-    assert found == [tuple(question.values()) for question in questions]
+    found, alone = asyncio.run(on_loop())
+    assert found == alone == [tuple(question.values()) for question in questions]
     assert found[0][2].microsecond == 123456
 
 
