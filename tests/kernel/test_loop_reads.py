@@ -7,6 +7,7 @@ answer fails the question within the timeout while the loop goes on; connections
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -308,3 +309,27 @@ def test_a_statement_slower_than_the_timeout_fails_the_read_and_its_connection_i
 
     took, dropped, after = asyncio.run(on_loop())
     assert took < 2 and dropped == 0 and after == (1,)
+
+
+def test_many_questions_probe_an_index_on_the_generic_plan(pg_engine_fresh: Engine) -> None:
+    """The loop's connections run the generic plan: it must expect a few questions (the LIMIT by
+    the batch's size), not json_to_recordset's 100, for which it hashed a whole table instead."""
+    with pg_engine_fresh.begin() as connection:
+        connection.execute(text("CREATE TABLE loop_reads_keys (kind varchar, key varchar, UNIQUE (kind, key))"))
+        connection.execute(text("INSERT INTO loop_reads_keys SELECT 'k', 'key' || i FROM generate_series(1, 20000) AS i"))
+        connection.execute(text("ANALYZE loop_reads_keys"))
+    read = BatchedRead("""
+SELECT q.n, EXISTS (SELECT FROM loop_reads_keys AS stored WHERE stored.kind = q.kind AND stored.key = q.key)
+FROM {questions}
+""", (("kind", "varchar"), ("key", "varchar")))
+    sql, _ = db.driver_sql(read.many, pg_engine_fresh.dialect, {"questions": "", "count": 0})
+    questions = json.dumps([{"kind": "k", "key": f"key{i}"} for i in range(16)])
+    with psycopg.connect(pg_engine_fresh.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                         autocommit=True) as connection:
+        connection.execute("SET plan_cache_mode = force_generic_plan")
+        connection.execute("PREPARE many (text, bigint) AS "
+                           + sql.replace("%(questions)s", "$1").replace("%(count)s", "$2"))
+        plan = "\n".join(row[0] for row in connection.execute(
+            psycopg.sql.SQL("EXPLAIN ANALYZE EXECUTE many({}, 16)").format(psycopg.sql.Literal(questions))))
+    assert "Index Cond: ((kind = (q.kind)::text) AND (key = (q.key)::text))" in plan, plan
+    assert "loops=16" in plan and "rows=20000" not in plan, plan
