@@ -1,187 +1,271 @@
 """The hottest one-statement reads on PostgreSQL, run on the event loop through psycopg's async
-connections: no hop to the thread pool, no SQLAlchemy pool checkout, and the loop never blocked
-(bench/RESULTS.md, 2026-12-05 loop9).
+connections and asked together: no hop to the thread pool, no SQLAlchemy pool checkout, the loop
+never blocked, and one statement for every caller waiting (bench/RESULTS.md, 2026-12-05 batch10).
 
-Each event loop has a few connections of its own, opened when first needed and closed by
-`close` (the app's lifespan). A read waits for a free one, runs the statement `kernel.db.driver_sql`
-compiles (the same SQL and converted parameters as `driver_rows`), in autocommit, and gives the
-connection back. A database that does not answer fails the read with `TimeoutError` after
-`timeout` seconds while the loop goes on serving others; one that refuses fails it with the
-driver's error. A connection the server closed since its last use (a restart, an idle timeout)
-is replaced and the read run again, once: a read may run twice.
+A `BatchedRead` is a statement that answers many questions at once: it reads them from a row
+source `q` (a typed column per value of a question, and `n`, its number from 1) and returns one row
+per question, numbered in its first column. Many questions go as one JSON parameter (an object per
+question, datetimes in ISO 8601) read by `json_to_recordset`; a question alone goes as one
+parameter per value, `q` then a single row: a batch of one costs what the single-row statement
+costs. `LoopReads.ask` queues a question; when no statement of that read is in flight
+on this event loop, one goes at the next turn of the loop with every question queued by then, and
+the questions that arrive while it runs go together in the next. A question asked alone goes at
+once: nothing waits to fill a batch.
+
+Each event loop has its connections (one per read in flight), opened when first needed and closed
+by `close` (the app's lifespan). A question the database leaves unanswered fails with
+`TimeoutError` `timeout` seconds after it was asked while the loop goes on serving others; one the
+database refuses fails with the driver's error, and so do all the questions of that statement. A
+connection the server closed since its last use (a restart, an idle timeout) is replaced and the
+statement run again, once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
 
 import psycopg
-from sqlalchemy import ClauseElement, Engine
+from sqlalchemy import Engine, TextClause, text
 
 from kernel.db import driver_sql
 
-# Per event loop: enough for the reads one process has in flight at once (each is one round trip
-# of a fraction of a millisecond); a read finding all of them busy waits for one.
-LOOP_CONNECTIONS = 4
 LOOP_READ_TIMEOUT_SECONDS = 10.0
 
-T = TypeVar("T")
-_Connection = psycopg.AsyncConnection[tuple[Any, ...]]
-_Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
+Row = tuple[Any, ...]
+_Connection = psycopg.AsyncConnection[Row]
 
 
-class _Connections:
-    """One event loop's connections."""
+@dataclass(frozen=True, eq=False)
+class BatchedRead:
+    """A statement answering many questions at once (see the module's docstring): `sql` with
+    `{questions}` where the row source `q` goes, `columns` a question's values (name, PostgreSQL
+    type), in `q` in that order."""
 
-    def __init__(self, size: int) -> None:
-        self.idle: list[_Connection] = []
-        self.slots = asyncio.Semaphore(size)
-        self.closed = False
-        self.abandoned: set[asyncio.Task[Any]] = set()  # reads given up on (timeout), still winding down
+    sql: str
+    columns: tuple[tuple[str, str], ...]
+    names: tuple[str, ...] = field(init=False)
+    many: TextClause = field(init=False)
+    one: TextClause = field(init=False)
+
+    def __post_init__(self) -> None:
+        names = tuple(name for name, _ in self.columns)
+        listed = ", ".join(names)
+        typed = ", ".join(f"{name} {kind}" for name, kind in self.columns)
+        # The LIMIT by a parameter makes the generic plan expect 10 questions, not json_to_recordset's
+        # 100: with 100 it hashed a whole table for an EXISTS instead of probing its index per question.
+        many = (f"(SELECT * FROM ROWS FROM (json_to_recordset(CAST(:questions AS json)) AS ({typed})) "
+                f"WITH ORDINALITY AS q ({listed}, n) LIMIT CAST(:count AS bigint)) AS q")
+        one = "(SELECT " + "".join(f"CAST(:{name} AS {kind}), " for name, kind in self.columns) + f"1) AS q ({listed}, n)"
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "many", text(self.sql.replace("{questions}", many)))
+        object.__setattr__(self, "one", text(self.sql.replace("{questions}", one)))
+
+
+@dataclass(eq=False)
+class _Queue:
+    """The questions of one read waiting on one loop, since the oldest was asked (loop time)."""
+
+    waiting: list[tuple[Mapping[str, Any], asyncio.Future[Row]]] = field(default_factory=list)
+    since: float = 0.0
+    running: bool = False
+
+
+@dataclass(eq=False)
+class _Batch:
+    """The questions one statement answers, and its deadline."""
+
+    answers: list[tuple[Mapping[str, Any], asyncio.Future[Row]]]
+    timer: asyncio.TimerHandle | None = None
+    over: bool = False  # answered, failed or given up on
+
+
+@dataclass(eq=False)
+class _Loop:
+    """One event loop's connections and queues."""
+
+    idle: list[_Connection] = field(default_factory=list)
+    queues: dict[BatchedRead, _Queue] = field(default_factory=dict)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # statements running, given up on or not
+    closed: bool = False
 
 
 class LoopReads:
     """Reads on the running event loop from `engine`'s PostgreSQL database (its URL and the
     driver settings SQLAlchemy's dialect gives its own connections: the same type adapters)."""
 
-    def __init__(self, engine: Engine, *, connections: int = LOOP_CONNECTIONS,
-                 timeout: float = LOOP_READ_TIMEOUT_SECONDS) -> None:
+    def __init__(self, engine: Engine, *, timeout: float = LOOP_READ_TIMEOUT_SECONDS) -> None:
         if engine.dialect.name != "postgresql":
             raise ValueError(f"reads on the event loop need PostgreSQL, not {engine.dialect.name}")
         self.dialect = engine.dialect
         args, self.connect_params = engine.dialect.create_connect_args(engine.url)
         if args:
             raise ValueError("connection arguments beyond keywords are not supported")
-        self.connections = connections
         self.timeout = timeout
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Connections] = weakref.WeakKeyDictionary()
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Loop] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
-    async def rows(self, statement: ClauseElement, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        """`kernel.db.driver_rows(connection, statement, params)`, on the event loop."""
-        return await self._run(statement, params, _all_rows)
-
-    async def first(self, statement: ClauseElement, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """`kernel.db.first_row(connection, statement, params)`, on the event loop."""
-        return await self._run(statement, params, _first_row)
+    async def ask(self, read: BatchedRead, question: Mapping[str, Any]) -> Row:
+        """`read`'s row for `question` (a value for each of its names, the row without its number),
+        asked in one statement with the other questions of this loop waiting for the same read."""
+        loop = asyncio.get_running_loop()
+        state = self._state(loop)
+        queue = state.queues.get(read)
+        if queue is None:
+            queue = state.queues[read] = _Queue()
+        answer: asyncio.Future[Row] = loop.create_future()
+        if not queue.waiting:
+            queue.since = loop.time()
+        queue.waiting.append((question, answer))
+        if not queue.running:
+            queue.running = True
+            self._send(state, read, queue)
+        return await answer
 
     async def close(self) -> None:
-        """Close the running loop's connections (those in use as they come back)."""
+        """Close the running loop's connections (those in use as their statement ends)."""
         with self._lock:
-            pool = self._loops.pop(asyncio.get_running_loop(), None)
-        if pool is None:
+            state = self._loops.pop(asyncio.get_running_loop(), None)
+        if state is None:
             return
-        pool.closed = True
-        idle, pool.idle = pool.idle, []
+        state.closed = True
+        idle, state.idle = state.idle, []
         for connection in idle:
             await connection.close()
 
     def open_connections(self) -> int:
         """Connections idle in the running loop's set (tests)."""
-        pool = self._loops.get(asyncio.get_running_loop())
-        return 0 if pool is None else len(pool.idle)
+        state = self._loops.get(asyncio.get_running_loop())
+        return 0 if state is None else len(state.idle)
 
-    def _pool(self) -> _Connections:
-        loop = asyncio.get_running_loop()
-        pool = self._loops.get(loop)
-        if pool is None:
+    def _state(self, loop: asyncio.AbstractEventLoop) -> _Loop:
+        state = self._loops.get(loop)
+        if state is None:
             with self._lock:
-                pool = self._loops.get(loop)
-                if pool is None:
-                    pool = self._loops[loop] = _Connections(self.connections)
-        return pool
+                state = self._loops.get(loop)
+                if state is None:
+                    state = self._loops[loop] = _Loop()
+        return state
 
-    async def _run(self, statement: ClauseElement, params: Mapping[str, Any],
-                   read: Callable[[_Cursor], Awaitable[T]]) -> T:
-        sql, arguments = driver_sql(statement, self.dialect, params)
-        pool = self._pool()
+    def _send(self, state: _Loop, read: BatchedRead, queue: _Queue) -> None:
+        """Every waiting question of `read` in one statement, in a task of its own given up at the
+        oldest question's deadline whatever it is doing (a cancelled query makes psycopg ask the
+        server to cancel it and wait, up to 10 s more); `_next` sends those asked meanwhile. The
+        task takes the questions when it starts, at the loop's next turn: those asked in this turn
+        too, with no turn of the loop spent waiting for them."""
         loop = asyncio.get_running_loop()
-        # In a task of its own, awaited through `done`, so that giving up on it takes no longer than
-        # the timeout (a cancelled query makes psycopg ask the server to cancel it and wait, up to
-        # 10 s more), and a caller that goes away leaves the connection in a known state. A timer
-        # and a future: asyncio.timeout and shield cost more (bench/RESULTS.md, 2026-12-05 loop9).
-        work = loop.create_task(self._read(pool, sql, arguments, read))
-        done: asyncio.Future[None] = loop.create_future()
-        work.add_done_callback(functools.partial(_settle, done))
-        timer = loop.call_later(self.timeout, _settle, done)
-        try:
-            await done
-        except BaseException:  # the caller was cancelled: the read ends on its own
-            _let_go(pool, work)
-            raise
-        finally:
-            timer.cancel()
-        if not work.done():
-            work.cancel()
-            _let_go(pool, work)
-            raise TimeoutError(f"database read took more than {self.timeout:g} s")
-        return work.result()
+        batch = _Batch([])
+        work = loop.create_task(self._rows(state, read, queue, batch))
+        state.tasks.add(work)  # the loop keeps only a weak reference
+        batch.timer = loop.call_at(queue.since + self.timeout, self._give_up, state, read, queue, batch, work)
+        work.add_done_callback(functools.partial(self._settle, state, read, queue, batch))
 
-    async def _read(self, pool: _Connections, sql: str, arguments: Any, read: Callable[[_Cursor], Awaitable[T]]) -> T:
-        async with pool.slots:
-            reused = bool(pool.idle)
-            connection = pool.idle.pop() if reused else await self._connect()
-            try:
-                result = await _execute(connection, sql, arguments, read)
-            except psycopg.OperationalError:
-                await connection.close()
-                if not reused:
-                    raise
-                # Closed by the server since its last use: the next connection is a new one.
-                connection = await self._connect()
-                try:
-                    result = await _execute(connection, sql, arguments, read)
-                except BaseException:
-                    await connection.close()
-                    raise
-            except BaseException:
-                await connection.close()  # in an unknown state: never used again
+    def _settle(self, state: _Loop, read: BatchedRead, queue: _Queue, batch: _Batch, work: asyncio.Task[list[Row]]
+                ) -> None:
+        state.tasks.discard(work)
+        if batch.over:  # given up on already: its outcome consumed, nothing more
+            if not work.cancelled():
+                work.exception()
+            return
+        batch.over = True
+        if batch.timer is not None:
+            batch.timer.cancel()
+        try:
+            if work.cancelled():
+                raise RuntimeError("the database read was cancelled")
+            _answer(batch.answers, work.result())  # its error, if it failed
+        except Exception as error:  # to each question, never left waiting
+            _fail(batch.answers, error)
+        self._next(state, read, queue)
+
+    def _give_up(self, state: _Loop, read: BatchedRead, queue: _Queue, batch: _Batch, work: asyncio.Task[list[Row]]
+                 ) -> None:
+        if batch.over:
+            return
+        batch.over = True
+        if not batch.answers:  # its task never started (the timer runs after it, so never in fact)
+            batch.answers, queue.waiting = queue.waiting, []
+        work.cancel()
+        _fail(batch.answers, TimeoutError(f"database read took more than {self.timeout:g} s"))
+        self._next(state, read, queue)
+
+    def _next(self, state: _Loop, read: BatchedRead, queue: _Queue) -> None:
+        if queue.waiting:  # asked while the last statement ran: the next goes now
+            self._send(state, read, queue)
+        else:
+            queue.running = False
+
+    async def _rows(self, state: _Loop, read: BatchedRead, queue: _Queue, batch: _Batch) -> list[Row]:
+        batch.answers, queue.waiting = queue.waiting, []
+        if len(batch.answers) == 1:
+            sql, arguments = driver_sql(read.one, self.dialect, batch.answers[0][0])
+        else:
+            # One JSON parameter rather than an array per name: psycopg worked out each array's
+            # element type on every call.
+            sql, arguments = driver_sql(read.many, self.dialect, {"questions": json.dumps(
+                [{name: question[name] for name in read.names} for question, _ in batch.answers],
+                default=_json_value, separators=(",", ":")), "count": len(batch.answers)})
+        reused = bool(state.idle)
+        connection = state.idle.pop() if reused else await self._connect()
+        try:
+            rows = await _execute(connection, sql, arguments)
+        except psycopg.OperationalError:
+            await connection.close()
+            if not reused:
                 raise
-            if pool.closed:
+            # Closed by the server since its last use: the next connection is a new one.
+            connection = await self._connect()
+            try:
+                rows = await _execute(connection, sql, arguments)
+            except BaseException:
                 await connection.close()
-            else:
-                pool.idle.append(connection)
-            return result
+                raise
+        except BaseException:
+            await connection.close()  # in an unknown state: never used again
+            raise
+        if state.closed:
+            await connection.close()
+        else:
+            state.idle.append(connection)
+        return rows
 
     async def _connect(self) -> _Connection:
         connection: _Connection = await psycopg.AsyncConnection.connect(autocommit=True, **self.connect_params)
+        # Always the generic plan, made once per connection: a batched read's parameter hides how
+        # many questions it holds, and the custom plan PostgreSQL would otherwise keep choosing
+        # for a batch of one costs more to make (0.6 ms) than the statement to run.
+        await connection.execute("SET plan_cache_mode = force_generic_plan")
         return connection
 
 
-def _settle(done: asyncio.Future[None], *_: Any) -> None:
-    if not done.done():
-        done.set_result(None)
-
-
-def _let_go(pool: _Connections, work: asyncio.Task[Any]) -> None:
-    """A read nobody waits for any more: kept referenced until it ends, its outcome consumed."""
-    pool.abandoned.add(work)
-    work.add_done_callback(_forget(pool))
-
-
-def _forget(pool: _Connections) -> Callable[[asyncio.Task[Any]], None]:
-    def forget(work: asyncio.Task[Any]) -> None:
-        pool.abandoned.discard(work)
-        if not work.cancelled():
-            work.exception()
-
-    return forget
-
-
-async def _execute(connection: _Connection, sql: str, arguments: Any, read: Callable[[_Cursor], Awaitable[T]]) -> T:
+async def _execute(connection: _Connection, sql: str, arguments: Any) -> list[Row]:
     # The cursor holds nothing on the server (a client-side cursor): no close to wait for.
-    return await read(await connection.execute(sql, arguments))
+    cursor = await connection.execute(sql, arguments)
+    return await cursor.fetchall()
 
 
-async def _all_rows(cursor: _Cursor) -> list[tuple[Any, ...]]:
-    return [tuple(row) for row in await cursor.fetchall()] if cursor.description is not None else []
+def _json_value(value: Any) -> str:
+    if isinstance(value, date):  # datetimes too: the offset kept, the microseconds too
+        return value.isoformat()
+    raise TypeError(f"a question's value must be JSON or a date, not {type(value).__name__}")
 
 
-async def _first_row(cursor: _Cursor) -> tuple[Any, ...] | None:
-    row = await cursor.fetchone()
-    return tuple(row) if row is not None else None
+def _answer(batch: list[tuple[Mapping[str, Any], asyncio.Future[Row]]], rows: list[Row]) -> None:
+    for row in rows:
+        answer = batch[row[0] - 1][1]
+        if not answer.done():  # its caller may have gone away
+            answer.set_result(row[1:])
+    _fail(batch, LookupError("the batched read gave no row for this question"))
+
+
+def _fail(batch: list[tuple[Mapping[str, Any], asyncio.Future[Row]]], error: BaseException) -> None:
+    for _, answer in batch:
+        if not answer.done():
+            answer.set_exception(error)

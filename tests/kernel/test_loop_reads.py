@@ -1,22 +1,25 @@
-"""kernel.loop_reads on PostgreSQL: reads on the event loop return what `driver_rows` and
-`first_row` return, replace a connection the server closed, give up on a database that does not
-answer within the timeout while the loop goes on, and close their connections."""
+"""kernel.loop_reads on PostgreSQL: questions asked on the event loop get their own row of one
+statement asked for all of them, what `driver_rows` gives for each alone; the questions asked
+together go together, and one asked alone goes at once; a failed statement fails each of its
+questions with its error; a connection the server closed is replaced; a database that does not
+answer fails the question within the timeout while the loop goes on; connections close."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import JSON, Column, DateTime, Engine, Integer, MetaData, String, Table, bindparam, func, select, text
+from sqlalchemy import JSON, Column, Engine, Integer, MetaData, String, Table, bindparam, select, text
 
 from kernel import db
-from kernel.loop_reads import LoopReads
+from kernel.loop_reads import BatchedRead, LoopReads
 
 pytestmark = pytest.mark.postgres
 
@@ -36,56 +39,136 @@ def _our_connections(engine: Engine) -> int:
         )).scalar_one())
 
 
-def test_reads_return_what_driver_rows_and_first_row_return(pg_engine_fresh: Engine) -> None:
+# Which statement answered (a sequence read once per statement), and a value of the question's own.
+_STATEMENT = BatchedRead("""
+WITH statement AS (SELECT nextval('loop_reads_statements') AS number)
+SELECT q.n, statement.number, q.x, 1 / q.x FROM {questions}, statement
+""", (("x", "integer"),))
+_BACKEND = BatchedRead("SELECT q.n, pg_backend_pid() FROM {questions}", (("x", "integer"),))
+
+
+def _sleep(seconds: float) -> BatchedRead:
+    return BatchedRead(f"SELECT q.n, q.x FROM {{questions}}, pg_sleep({seconds})", (("x", "integer"),))
+
+
+def test_each_question_gets_what_its_statement_alone_gives(pg_engine_fresh: Engine) -> None:
     from ledger.models import UTCDateTime
 
     metadata = MetaData()
     table = Table("loop_reads_test", metadata, Column("id", Integer, primary_key=True), Column("kind", String(20)),
-                  Column("at", UTCDateTime()), Column("plain_at", DateTime(timezone=True)), Column("doc", JSON))
+                  Column("at", UTCDateTime()), Column("doc", JSON))
     metadata.create_all(pg_engine_fresh)
     at = datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
     with pg_engine_fresh.begin() as connection:
         connection.execute(table.insert(), [
-            {"kind": "a", "at": at, "plain_at": at, "doc": {"x": [1, "é"], "y": None}},
-            {"kind": None, "at": None, "plain_at": None, "doc": None},
-            {"kind": "b", "at": at.astimezone(timezone.utc), "plain_at": at, "doc": []},
+            {"id": 1, "kind": "a", "at": at, "doc": {"x": [1, "é"], "y": None}},
+            {"id": 2, "kind": None, "at": None, "doc": None},
+            {"id": 3, "kind": "b", "at": at.astimezone(timezone.utc), "doc": []},
         ])
-    # Parameters converted by their columns' types (an aware datetime), a literal of the statement's own.
-    query = (select(table.c.id, table.c.kind, table.c.at, table.c.plain_at, table.c.doc)
-             .where(table.c.id >= bindparam("least"), table.c.kind.is_distinct_from("zzz"),
-                    func.coalesce(table.c.at, bindparam("when", type_=table.c.at.type)) <= bindparam(
-                        "when", type_=table.c.at.type))
-             .order_by(table.c.id))
-    cases: list[dict[str, Any]] = [{"least": 0, "when": at + timedelta(days=1)}, {"least": 2, "when": at},
-                                   {"least": 9, "when": at}]
+    alone = (select(table.c.id, table.c.kind, table.c.at, table.c.doc)
+             .where(table.c.id == bindparam("id"), table.c.at.is_distinct_from(bindparam("not_at", type_=UTCDateTime()))))
+    together = BatchedRead("""
+SELECT q.n, t.id, t.kind, t.at, t.doc
+FROM {questions}
+LEFT JOIN loop_reads_test AS t ON t.id = q.id AND t.at IS DISTINCT FROM q.not_at
+""", (("id", "integer"), ("not_at", "timestamptz")))
+    questions: list[dict[str, Any]] = [{"id": k % 5, "not_at": None if k % 3 else at} for k in range(40)]
     reads = LoopReads(pg_engine_fresh)
 
-    async def on_loop() -> list[tuple[list[tuple[Any, ...]], tuple[Any, ...] | None]]:
+    async def on_loop() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         try:
-            return [(await reads.rows(query, params), await reads.first(query, params)) for params in cases]
+            return (await asyncio.gather(*(reads.ask(together, question) for question in questions)),
+                    [await reads.ask(together, question) for question in questions[:15]])
         finally:
             await reads.close()
 
-    found = asyncio.run(on_loop())
+    found, one_by_one = asyncio.run(on_loop())
     with pg_engine_fresh.connect() as connection:
-        expected = [(db.driver_rows(connection, query, params), db.first_row(connection, query, params))
-                    for params in cases]
-    assert found == expected
-    assert len(found[0][0]) == 3 and found[2] == ([], None)
-    first = found[0][0][0]
-    assert first[2] == at and first[2].utcoffset() is not None and first[4] == {"x": [1, "é"], "y": None}
-    assert found[0][0][1][1:] == (None, None, None, None)  # NULLs, JSON null included
+        expected = [db.first_row(connection, alone, question) or (None,) * 4 for question in questions]
+    assert found == expected and one_by_one == expected[:15]
+    assert found[1][2] == at and found[1][2].utcoffset() is not None and found[1][3] == {"x": [1, "é"], "y": None}
+    assert found[12] == (2, None, None, None) and found[0] == found[6] == (None,) * 4  # none; the datetime compared
+
+
+def test_a_questions_values_reach_the_statement_as_they_are(pg_engine_fresh: Engine) -> None:
+    echo = BatchedRead("SELECT q.n, q.s, q.i, q.at, q.day FROM {questions}",
+                       (("s", "varchar"), ("i", "bigint"), ("at", "timestamptz"), ("day", "date")))
+    at = datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=timezone(timedelta(hours=-5, minutes=-30)))
+    questions: list[dict[str, Any]] = [
+        {"s": 'quote " backslash \\ new\nline tab\t é 😀 \u2028', "i": 2**40 + 1, "at": at, "day": at.date()},
+        {"s": None, "i": None, "at": None, "day": None},
+        {"s": "", "i": -(2**62), "at": at.astimezone(timezone.utc), "day": date(1, 1, 1)},
+    ]
+    reads = LoopReads(pg_engine_fresh)
+
+    async def on_loop() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        try:  # together (one JSON parameter), then each alone (a parameter per value)
+            return (await asyncio.gather(*(reads.ask(echo, question) for question in questions)),
+                    [await reads.ask(echo, question) for question in questions])
+        finally:
+            await reads.close()
+
+    found, alone = asyncio.run(on_loop())
+    assert found == alone == [tuple(question.values()) for question in questions]
+    assert found[0][2].microsecond == 123456
+
+
+def _with_statement_counter(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(text("CREATE SEQUENCE loop_reads_statements"))
+
+
+def test_questions_asked_together_go_in_one_statement_and_one_alone_goes_at_once(pg_engine_fresh: Engine) -> None:
+    _with_statement_counter(pg_engine_fresh)
+    reads = LoopReads(pg_engine_fresh)
+
+    async def on_loop() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], tuple[Any, ...], float]:
+        try:
+            together = await asyncio.gather(*(reads.ask(_STATEMENT, {"x": x}) for x in range(1, 21)))
+            # Asked while a statement of the same read is in flight: all in the next one.
+            first = asyncio.ensure_future(reads.ask(_STATEMENT, {"x": 100}))
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # the first statement is on its way
+            behind = await asyncio.gather(first, *(reads.ask(_STATEMENT, {"x": x}) for x in range(101, 111)))
+            started = time.monotonic()
+            alone = await reads.ask(_STATEMENT, {"x": 7})
+            return together, behind, alone, time.monotonic() - started
+        finally:
+            await reads.close()
+
+    together, behind, alone, took = asyncio.run(on_loop())
+    assert [row[1:] for row in together] == [(x, 1 // x) for x in range(1, 21)]  # each its own row
+    assert {row[0] for row in together} == {1}
+    assert behind[0][0] == 2 and {row[0] for row in behind[1:]} == {3}
+    assert alone == (4, 7, 0) and took < 1
+
+
+def test_a_failed_statement_fails_each_of_its_questions_with_its_error(pg_engine_fresh: Engine) -> None:
+    _with_statement_counter(pg_engine_fresh)
+    reads = LoopReads(pg_engine_fresh)
+
+    async def on_loop() -> tuple[list[BaseException | tuple[Any, ...]], tuple[Any, ...]]:
+        try:
+            outcomes = await asyncio.gather(*(reads.ask(_STATEMENT, {"x": x}) for x in (3, 0, 5)),
+                                            return_exceptions=True)
+            return outcomes, await reads.ask(_STATEMENT, {"x": 2})  # the next statement, on a new connection
+        finally:
+            await reads.close()
+
+    outcomes, after = asyncio.run(on_loop())
+    assert all(isinstance(outcome, psycopg.errors.DivisionByZero) for outcome in outcomes)
+    assert outcomes[0] is outcomes[1] is outcomes[2]
+    assert after[1:] == (2, 0)
 
 
 def test_a_connection_the_server_closed_is_replaced_and_the_read_runs_again(pg_engine_fresh: Engine) -> None:
     reads = LoopReads(pg_engine_fresh)
-    backend = select(func.pg_backend_pid())
 
     async def on_loop() -> tuple[int, int, int]:
         try:
-            [(before,)] = await reads.rows(backend, {})
+            (before,) = await reads.ask(_BACKEND, {"x": 1})
             await asyncio.to_thread(_terminate, pg_engine_fresh, before)  # a restart, an idle timeout
-            [(after,)] = await reads.rows(backend, {})
+            (after,) = await reads.ask(_BACKEND, {"x": 1})
             return before, after, reads.open_connections()
         finally:
             await reads.close()
@@ -95,12 +178,14 @@ def test_a_connection_the_server_closed_is_replaced_and_the_read_runs_again(pg_e
 
 
 def test_connections_are_opened_when_needed_kept_and_closed_by_close(pg_engine_fresh: Engine) -> None:
-    reads = LoopReads(pg_engine_fresh, connections=3)
-    sleep = select(func.pg_sleep(0.2))
+    reads = LoopReads(pg_engine_fresh)
+    slow, other = _sleep(0.2), _sleep(0.1)
 
     async def on_loop() -> tuple[int, int, int, int]:
         opened_before = await asyncio.to_thread(_our_connections, pg_engine_fresh)
-        await asyncio.gather(*(reads.rows(sleep, {}) for _ in range(5)))  # at most 3 at once
+        # Two reads in flight at once, each a statement at a time: two connections.
+        await asyncio.gather(*(reads.ask(slow, {"x": x}) for x in range(5)), *(reads.ask(other, {"x": x}) for x in range(5)))
+        await asyncio.gather(*(reads.ask(slow, {"x": x}) for x in range(5)))
         kept = reads.open_connections()
         seen = await asyncio.to_thread(_our_connections, pg_engine_fresh)
         await reads.close()
@@ -108,20 +193,20 @@ def test_connections_are_opened_when_needed_kept_and_closed_by_close(pg_engine_f
         return opened_before, kept, seen, reads.open_connections()
 
     opened_before, kept, seen, after_close = asyncio.run(on_loop())
-    assert (opened_before, kept, seen, after_close) == (0, 3, 3, 0)
+    assert (opened_before, kept, seen, after_close) == (0, 2, 2, 0)
     deadline = time.monotonic() + 10
     while _our_connections(pg_engine_fresh) and time.monotonic() < deadline:  # the server notices in its time
         time.sleep(0.05)
     assert _our_connections(pg_engine_fresh) == 0
 
 
-def test_a_database_that_does_not_answer_fails_the_read_within_the_timeout_and_the_loop_goes_on(
+def test_a_database_that_does_not_answer_fails_the_questions_within_the_timeout_and_the_loop_goes_on(
     silent_port: int
 ) -> None:
     engine = db.make_engine(f"postgresql+psycopg://nobody@127.0.0.1:{silent_port}/nothing")
     reads = LoopReads(engine, timeout=0.5)
 
-    async def on_loop() -> tuple[BaseException | None, int, float]:
+    async def on_loop() -> tuple[list[BaseException | tuple[Any, ...]], int, float]:
         ticks = 0
 
         async def ticking() -> None:
@@ -132,23 +217,22 @@ def test_a_database_that_does_not_answer_fails_the_read_within_the_timeout_and_t
 
         ticker = asyncio.create_task(ticking())
         started = time.monotonic()
-        failure: BaseException | None = None
-        try:
-            await reads.rows(select(func.now()), {})
-        except TimeoutError as error:
-            failure = error
+        first = asyncio.ensure_future(reads.ask(_BACKEND, {"x": 1}))
+        await asyncio.sleep(0.3)  # these wait behind the first statement, each bounded from when it was asked
+        outcomes = await asyncio.gather(first, *(reads.ask(_BACKEND, {"x": x}) for x in range(3)),
+                                        return_exceptions=True)
         took = time.monotonic() - started
         ticker.cancel()
         await reads.close()
-        return failure, ticks, took
+        return outcomes, ticks, took
 
     try:
-        failure, ticks, took = asyncio.run(on_loop())
+        outcomes, ticks, took = asyncio.run(on_loop())
     finally:
         engine.dispose()
-    assert isinstance(failure, TimeoutError)
+    assert all(isinstance(outcome, TimeoutError) for outcome in outcomes)
     assert ticks >= 10  # the loop ran other work all along
-    assert took < 5  # given up at the timeout, not after psycopg's own waits
+    assert took < 1.5  # each given up at its timeout, not after psycopg's own waits nor the first's
 
 
 def test_a_database_that_refuses_fails_the_read_with_the_drivers_error() -> None:
@@ -160,7 +244,7 @@ def test_a_database_that_refuses_fails_the_read_with_the_drivers_error() -> None
 
     async def on_loop() -> None:
         try:
-            await reads.rows(select(func.now()), {})
+            await reads.ask(_BACKEND, {"x": 1})
         finally:
             await reads.close()
 
@@ -186,21 +270,25 @@ def _terminate(engine: Engine, pid: int) -> None:
         other.execute("SELECT pg_terminate_backend(%s)", [pid])
 
 
-def test_a_read_whose_caller_goes_away_ends_on_its_own_and_keeps_its_connection(pg_engine_fresh: Engine) -> None:
+def test_a_question_whose_caller_goes_away_leaves_the_others_answered_and_the_connection_kept(
+    pg_engine_fresh: Engine
+) -> None:
     reads = LoopReads(pg_engine_fresh)
+    slow = _sleep(0.3)
 
-    async def on_loop() -> int:
-        caller = asyncio.create_task(reads.rows(select(func.pg_sleep(0.3)), {}))
+    async def on_loop() -> tuple[tuple[Any, ...], int]:
+        caller = asyncio.create_task(reads.ask(slow, {"x": 1}))
+        other = asyncio.create_task(reads.ask(slow, {"x": 2}))
         await asyncio.sleep(0.1)
         caller.cancel()  # the client went away
         with pytest.raises(asyncio.CancelledError):
             await caller
-        await asyncio.sleep(0.6)
+        answered = await other
         kept = reads.open_connections()
         await reads.close()
-        return kept
+        return answered, kept
 
-    assert asyncio.run(on_loop()) == 1
+    assert asyncio.run(on_loop()) == ((2,), 1)
 
 
 def test_a_statement_slower_than_the_timeout_fails_the_read_and_its_connection_is_dropped(
@@ -208,16 +296,40 @@ def test_a_statement_slower_than_the_timeout_fails_the_read_and_its_connection_i
 ) -> None:
     reads = LoopReads(pg_engine_fresh, timeout=0.3)
 
-    async def on_loop() -> tuple[float, int, list[tuple[Any, ...]]]:
+    async def on_loop() -> tuple[float, int, tuple[Any, ...]]:
         started = time.monotonic()
         with pytest.raises(TimeoutError):
-            await reads.rows(select(func.pg_sleep(30)), {})
+            await reads.ask(_sleep(30), {"x": 1})
         took = time.monotonic() - started
         await asyncio.sleep(0.5)  # psycopg has the server cancel the statement, then the connection goes
         dropped = reads.open_connections()
-        after = await reads.rows(select(func.now() > func.now() - text("interval '1 second'")), {})
+        after = await reads.ask(_sleep(0), {"x": 1})
         await reads.close()
         return took, dropped, after
 
     took, dropped, after = asyncio.run(on_loop())
-    assert took < 2 and dropped == 0 and after == [(True,)]
+    assert took < 2 and dropped == 0 and after == (1,)
+
+
+def test_many_questions_probe_an_index_on_the_generic_plan(pg_engine_fresh: Engine) -> None:
+    """The loop's connections run the generic plan: it must expect a few questions (the LIMIT by
+    the batch's size), not json_to_recordset's 100, for which it hashed a whole table instead."""
+    with pg_engine_fresh.begin() as connection:
+        connection.execute(text("CREATE TABLE loop_reads_keys (kind varchar, key varchar, UNIQUE (kind, key))"))
+        connection.execute(text("INSERT INTO loop_reads_keys SELECT 'k', 'key' || i FROM generate_series(1, 20000) AS i"))
+        connection.execute(text("ANALYZE loop_reads_keys"))
+    read = BatchedRead("""
+SELECT q.n, EXISTS (SELECT FROM loop_reads_keys AS stored WHERE stored.kind = q.kind AND stored.key = q.key)
+FROM {questions}
+""", (("kind", "varchar"), ("key", "varchar")))
+    sql, _ = db.driver_sql(read.many, pg_engine_fresh.dialect, {"questions": "", "count": 0})
+    questions = json.dumps([{"kind": "k", "key": f"key{i}"} for i in range(16)])
+    with psycopg.connect(pg_engine_fresh.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                         autocommit=True) as connection:
+        connection.execute("SET plan_cache_mode = force_generic_plan")
+        connection.execute("PREPARE many (text, bigint) AS "
+                           + sql.replace("%(questions)s", "$1").replace("%(count)s", "$2"))
+        plan = "\n".join(row[0] for row in connection.execute(
+            psycopg.sql.SQL("EXPLAIN ANALYZE EXECUTE many({}, 16)").format(psycopg.sql.Literal(questions))))
+    assert "Index Cond: ((kind = (q.kind)::text) AND (key = (q.key)::text))" in plan, plan
+    assert "loops=16" in plan and "rows=20000" not in plan, plan

@@ -96,6 +96,46 @@ async def _on_loop(app: Starlette, token: str, rule: tokens.ThrottleRule) -> tok
         await app.state.loop_reads.close()
 
 
+def test_links_checked_together_each_get_the_thread_pools_facts(
+    pg_fresh_url: str, engines: Callable[[str], Engine]
+) -> None:
+    """Many exchanges at once on one loop go in one statement (kernel.loop_reads): each gets its
+    own link's facts, as the thread pool's check reads them one at a time."""
+    engine = engines(pg_fresh_url)
+    factory = make_sessionmaker(engine)
+    with unit_of_work(factory) as session:
+        company = factories.company(session)
+        contacts = [factories.customer(session, company).primary_contact for _ in range(6)]
+        good = [tokens.make_token(TEST_SECRET, contact) for contact in contacts]
+        tokens.revoke_all(session, contacts[1].customer)  # its link withdrawn
+        tokens.record_open(session, contacts[2].id, "192.0.2.1", "Mail")  # opened already from one browser
+        for _ in range(2):  # one client throttled
+            throttle.record_failure(session, "link:192.0.2.66", 600)
+    unknown = tokens.make_token(TEST_SECRET, Contact(id=999_999, link_version=1))
+    links = [*good, unknown, good[0][:-3] + "abc", "x.y.z"]
+    cases = [(token, ip, agent) for token in links for ip in ("192.0.2.1", "192.0.2.66")
+             for agent in ("Mail", None)]
+    app = _served_app(pg_fresh_url)
+
+    def rule(ip: str) -> tokens.ThrottleRule:
+        return tokens.ThrottleRule(f"link:{ip}", 2, 600)
+
+    async def together() -> list[tokens.LinkFacts]:
+        try:
+            return await asyncio.gather(*(tokens.check_link_on_loop(app.state.loop_reads, TEST_SECRET, token, ip,
+                                                                    agent, rule(ip)) for token, ip, agent in cases))
+        finally:
+            await app.state.loop_reads.close()
+
+    on_loop = asyncio.run(together())
+    with read_connection(make_sessionmaker(engine, write=False)) as connection:
+        one_by_one = [tokens.check_link(connection, TEST_SECRET, token, ip, agent, rule(ip)) for token, ip, agent in cases]
+    assert on_loop == one_by_one
+    kinds = {(facts.ok, facts.problem, facts.throttled, facts.recorded) for facts in one_by_one}
+    assert kinds == {(True, None, False, False), (True, None, False, True), (False, None, True, False),
+                     (False, tokens.LinkProblem.invalid, True, False), (False, tokens.LinkProblem.revoked, False, False), (False, tokens.LinkProblem.invalid, False, False)}
+
+
 def test_a_link_is_checked_on_the_loop_and_its_connections_close_with_the_app(
     pg_fresh_url: str, engines: Callable[[str], Engine]
 ) -> None:
