@@ -19,6 +19,7 @@ import re
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -89,7 +90,9 @@ def text_of(page: str) -> str:
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'journey.sqlite3'}"
-    return str(request.getfixturevalue("pg_server").create_database("operator_journey"))
+    # A name of its own: tests/e2e/test_operator_card_browser.py takes this fixture too, on the
+    # same worker's server.
+    return str(request.getfixturevalue("pg_server").create_database(f"operator_journey_{uuid.uuid4().hex[:12]}"))
 
 
 @pytest.fixture
