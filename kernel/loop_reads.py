@@ -2,12 +2,13 @@
 connections and asked together: no hop to the thread pool, no SQLAlchemy pool checkout, the loop
 never blocked, and one statement for every caller waiting (bench/RESULTS.md, 2026-12-05 batch10).
 
-A `BatchedRead` is a statement that answers many questions at once: it reads them from a row
-source `q` (a typed column per value of a question, and `n`, its number from 1) and returns one row
-per question, numbered in its first column. Many questions go as one JSON parameter (an object per
-question, datetimes in ISO 8601) read by `json_to_recordset`; a question alone goes as one
-parameter per value, `q` then a single row: a batch of one costs what the single-row statement
-costs. `LoopReads.ask` queues a question; when no statement of that read is in flight
+A `BatchedRead` is a Core statement that answers many questions at once: it reads them from a
+row source `q` (a typed column per value of a question, and `n`, its number from 1) and returns one
+row per question, numbered in its first column. Built from `q` by a function, it is made of the same
+clauses as the single-row statement it batches, correlated to `q`'s columns where that one has
+parameters. Many questions go as one JSON parameter (an object per question, datetimes in ISO 8601)
+read by `json_to_recordset`; a question alone goes as one parameter per value, `q` then a single
+row: a batch of one costs what the single-row statement costs. `LoopReads.ask` queues a question; when no statement of that read is in flight
 on this event loop, one goes at the next turn of the loop with every question queued by then, and
 the questions that arrive while it runs go together in the next. A question asked alone goes at
 once: nothing waits to fill a batch.
@@ -27,46 +28,67 @@ import functools
 import json
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, TextClause, text
+from sqlalchemy import BigInteger, Dialect, Engine, Select, Subquery, column, text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql.type_api import TypeEngine
 
 from kernel.db import driver_sql
 
 LOOP_READ_TIMEOUT_SECONDS = 10.0
 
 Row = tuple[Any, ...]
+# What a batched read's names, types and parameters are checked with (the statement itself is
+# compiled with the engine's dialect, once: kernel.db.driver_sql).
+_POSTGRESQL: Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it untyped
 _Connection = psycopg.AsyncConnection[Row]
 
 
 @dataclass(frozen=True, eq=False)
 class BatchedRead:
-    """A statement answering many questions at once (see the module's docstring): `sql` with
-    `{questions}` where the row source `q` goes, `columns` a question's values (name, PostgreSQL
-    type), in `q` in that order."""
+    """A statement answering many questions at once (see the module's docstring): `build` makes it
+    from the row source `q`, its first column `q.c.n`; `columns` a question's values (name, type), in
+    `q` in that order. The statement takes no values of its own: the questions are its only
+    parameters, so it is one plan whatever they hold."""
 
-    sql: str
-    columns: tuple[tuple[str, str], ...]
+    build: Callable[[Subquery], Select[Any]]
+    columns: tuple[tuple[str, TypeEngine[Any]], ...]
     names: tuple[str, ...] = field(init=False)
-    many: TextClause = field(init=False)
-    one: TextClause = field(init=False)
+    many: Select[Any] = field(init=False)
+    one: Select[Any] = field(init=False)
 
     def __post_init__(self) -> None:
+        dialect = _POSTGRESQL
         names = tuple(name for name, _ in self.columns)
-        listed = ", ".join(names)
-        typed = ", ".join(f"{name} {kind}" for name, kind in self.columns)
+        quoted = [dialect.identifier_preparer.quote(name) for name in names]
+        kinds = [dialect.type_compiler_instance.process(kind) for _, kind in self.columns]
+        listed = ", ".join(quoted)
+        typed = ", ".join(f"{name} {kind}" for name, kind in zip(quoted, kinds))
         # The LIMIT by a parameter makes the generic plan expect 10 questions, not json_to_recordset's
         # 100: with 100 it hashed a whole table for an EXISTS instead of probing its index per question.
-        many = (f"(SELECT * FROM ROWS FROM (json_to_recordset(CAST(:questions AS json)) AS ({typed})) "
-                f"WITH ORDINALITY AS q ({listed}, n) LIMIT CAST(:count AS bigint)) AS q")
-        one = "(SELECT " + "".join(f"CAST(:{name} AS {kind}), " for name, kind in self.columns) + f"1) AS q ({listed}, n)"
+        many = self.build(self._source(
+            f"SELECT * FROM ROWS FROM (json_to_recordset(CAST(:questions AS json)) AS ({typed})) "
+            f"WITH ORDINALITY AS q ({listed}, n) LIMIT CAST(:count AS bigint)"))
+        one = self.build(self._source(
+            "SELECT " + "".join(f"CAST(:{name} AS {kind}) AS {quote}, "
+                                for name, kind, quote in zip(names, kinds, quoted)) + "1 AS n"))
+        for statement, parameters in ((many, {"questions", "count"}), (one, set(names))):
+            if set(statement.compile(dialect=dialect).binds) != parameters:
+                raise ValueError("a batched read's only parameters are its questions': a value of its own "
+                                 "goes in as a literal column, a value per question as a column of q")
         object.__setattr__(self, "names", names)
-        object.__setattr__(self, "many", text(self.sql.replace("{questions}", many)))
-        object.__setattr__(self, "one", text(self.sql.replace("{questions}", one)))
+        object.__setattr__(self, "many", many)
+        object.__setattr__(self, "one", one)
+
+    def _source(self, sql: str) -> Subquery:
+        """The row source `q` selected by `sql`: the questions' columns, then `n`."""
+        columns = [column(name, kind) for name, kind in self.columns]
+        return text(sql).columns(*columns, column("n", BigInteger())).subquery("q")
 
 
 @dataclass(eq=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, exists, select, type_coerce
+from sqlalchemy import Connection, Exists, bindparam, case, exists, select, type_coerce
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -30,15 +30,17 @@ def is_blocked(session: Session | Connection, key: str, limit: int, window_secon
     return count >= limit
 
 
-def blocked_clause() -> Any:
-    """SQL for `is_blocked` (parameters `throttle_key`, `throttle_limit`, `throttle_since` = now minus
-    the window), to ask it within another query: the magic-link exchange reads it with the link's
-    facts in one statement."""
+def blocked_clause(key: Any = None, limit: Any = None, since: Any = None) -> Exists:
+    """SQL for `is_blocked`, to ask it within another query (the magic-link exchange reads it with the
+    link's facts in one statement): the client's `key`, the `limit` and `since` (now minus the window)
+    by default the parameters `throttle_key`, `throttle_limit` and `throttle_since` (`blocked_params`),
+    or the columns of a batch's questions on the event loop (`links.tokens.LINK_FACTS_ASKED`)."""
     table = Throttle.__table__
-    return (
-        exists()
-        .where(table.c.key == bindparam("throttle_key"), table.c.count >= bindparam("throttle_limit"),
-               table.c.window_start > bindparam("throttle_since", type_=table.c.window_start.type))
+    return exists().where(
+        table.c.key == (bindparam("throttle_key") if key is None else key),
+        table.c.count >= (bindparam("throttle_limit") if limit is None else limit),
+        table.c.window_start > (bindparam("throttle_since", type_=table.c.window_start.type) if since is None
+                                else since),
     )
 
 

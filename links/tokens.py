@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer, want_bytes
-from sqlalchemy import Connection, Table, TextClause, bindparam, exists, insert, select, text
+from sqlalchemy import (Connection, DateTime, Exists, Integer, String, Table, TextClause, bindparam, exists, insert,
+                        select, text)
 from sqlalchemy.orm import Session, joinedload
 
 from kernel.clock import clock
@@ -150,26 +151,32 @@ class ThrottleRule:
 # machinery, which cost more than the query itself on the portal's busiest request.
 _contacts, _customers, _companies, _opens = (Contact.__table__, Customer.__table__, Company.__table__,
                                              LinkOpen.__table__)
-_LINK_FACTS = (
-    select(
+_OWNERS = (_contacts.join(_customers, _customers.c.id == _contacts.c.customer_id)
+           .join(_companies, _companies.c.id == _customers.c.company_id))
+
+
+def _facts(since: Any, ip: Any, agent: Any, throttled: Exists) -> tuple[Any, ...]:
+    """The link's facts as `_link_facts` reads them: the contact's, its customer's and company's
+    columns, whether this client's open since `since` is recorded already (from `ip` with `agent`),
+    and whether the client is `throttled` (`throttle.blocked_clause`). Asked of one link with
+    parameters (`_LINK_FACTS`), of many with the columns of their questions (`LINK_FACTS_ASKED`)."""
+    return (
         _contacts.c.id, _contacts.c.customer_id, _contacts.c.link_version, _contacts.c.session_version,
-        _contacts.c.language, _contacts.c.email, _customers.c.company_id,
-        _companies.c.link_lifetime_days,
+        _contacts.c.language, _contacts.c.email, _customers.c.company_id, _companies.c.link_lifetime_days,
         exists()
-        .where(
-            _opens.c.contact_id == _contacts.c.id,
-            _opens.c.opened_at >= bindparam("since", type_=_opens.c.opened_at.type),
-            _opens.c.ip.is_not_distinct_from(bindparam("ip", type_=_opens.c.ip.type)),
-            _opens.c.user_agent.is_not_distinct_from(bindparam("agent", type_=_opens.c.user_agent.type)),
-        )
+        .where(_opens.c.contact_id == _contacts.c.id, _opens.c.opened_at >= since,
+               _opens.c.ip.is_not_distinct_from(ip), _opens.c.user_agent.is_not_distinct_from(agent))
         .label("recorded"),
-        throttle.blocked_clause().label("throttled"),
+        throttled.label("throttled"),
     )
-    .select_from(_contacts.join(_customers, _customers.c.id == _contacts.c.customer_id)
-                 .join(_companies, _companies.c.id == _customers.c.company_id))
+
+
+_LINK_FACTS = (
+    select(*_facts(bindparam("since", type_=_opens.c.opened_at.type), bindparam("ip", type_=_opens.c.ip.type),
+                   bindparam("agent", type_=_opens.c.user_agent.type), throttle.blocked_clause()))
+    .select_from(_OWNERS)
     .where(_contacts.c.id == bindparam("contact_id"))
 )
-
 
 def check_link(session: Session | Connection, secret: str, token: str, ip: str | None, user_agent: str | None,
                rule: ThrottleRule) -> LinkFacts:
@@ -191,23 +198,15 @@ def check_link(session: Session | Connection, secret: str, token: str, ip: str |
     return _link_facts(payload, signed_at, row)
 
 
-# `_LINK_FACTS` and the throttle of `throttle.blocked_clause` for many links at once (see
-# kernel.loop_reads): one row per question, numbered; the contact's columns NULL when it names none.
-LINK_FACTS_ASKED = BatchedRead("""
-SELECT q.n, contact.id, contact.customer_id, contact.link_version, contact.session_version, contact.language,
-       contact.email, customer.company_id, company.link_lifetime_days,
-       EXISTS (SELECT FROM link_opens AS opened
-               WHERE opened.contact_id = contact.id AND opened.opened_at >= q.since
-                 AND opened.ip IS NOT DISTINCT FROM q.ip AND opened.user_agent IS NOT DISTINCT FROM q.agent),
-       EXISTS (SELECT FROM throttles AS throttle
-               WHERE throttle.key = q.throttle_key AND throttle.count >= q.throttle_limit
-                 AND throttle.window_start > q.throttle_since)
-FROM {questions}
-LEFT JOIN (contacts AS contact JOIN customers AS customer ON customer.id = contact.customer_id
-           JOIN companies AS company ON company.id = customer.company_id) ON contact.id = q.contact_id
-""", (("contact_id", "integer"), ("since", "timestamptz"), ("ip", "varchar"), ("agent", "varchar"),
-        ("throttle_key", "varchar"), ("throttle_limit", "integer"), ("throttle_since", "timestamptz")))
-
+# `_LINK_FACTS` for many links at once (see kernel.loop_reads): one row per question, numbered; the
+# contact's columns NULL when it names none. A question's values typed without the columns' lengths:
+# a CAST to varchar(n) would cut a longer value instead of comparing it.
+LINK_FACTS_ASKED = BatchedRead(
+    lambda q: select(q.c.n, *_facts(q.c.since, q.c.ip, q.c.agent,
+                                    throttle.blocked_clause(q.c.throttle_key, q.c.throttle_limit, q.c.throttle_since)))
+    .select_from(q.outerjoin(_OWNERS, _contacts.c.id == q.c.contact_id)),
+    (("contact_id", Integer()), ("since", DateTime(timezone=True)), ("ip", String()), ("agent", String()),
+     ("throttle_key", String()), ("throttle_limit", Integer()), ("throttle_since", DateTime(timezone=True))))
 
 async def check_link_on_loop(reads: LoopReads, secret: str, token: str, ip: str | None, user_agent: str | None,
                              rule: ThrottleRule) -> LinkFacts:

@@ -46,7 +46,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from sqlalchemy import Connection, Engine, Insert, Table, bindparam, select, update
+from sqlalchemy import (ColumnElement, Connection, Engine, Insert, String, Table, and_, bindparam, exists, select,
+                        update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -81,10 +82,15 @@ def is_stored(session: Session, provider: str, event_id: str) -> bool:
 
 
 _TABLE = WebhookEvent.metadata.tables[WebhookEvent.__tablename__]
-_STORED = select(_TABLE.c.id).where(_TABLE.c.provider == bindparam("provider"),
-                                    _TABLE.c.event_id == bindparam("event_id"))
-_STORED_ONE = select(_TABLE.c.event_id).where(_TABLE.c.provider == bindparam("provider"),
-                                              _TABLE.c.event_id == bindparam("event_id"))
+
+
+def _is_event(provider: Any, event_id: Any) -> ColumnElement[bool]:
+    """The stored event of this provider and id (both parameters, or the columns of a batch's questions)."""
+    return and_(_TABLE.c.provider == provider, _TABLE.c.event_id == event_id)
+
+
+_STORED = select(_TABLE.c.id).where(_is_event(bindparam("provider"), bindparam("event_id")))
+_STORED_ONE = select(_TABLE.c.event_id).where(_is_event(bindparam("provider"), bindparam("event_id")))
 _STORED_MANY = select(_TABLE.c.event_id).where(_TABLE.c.provider == bindparam("provider"),
                                                _TABLE.c.event_id.in_(bindparam("event_ids", expanding=True)))
 _INSERT_DIALECTS: dict[str, Callable[[Table], sqlite.Insert | postgresql.Insert]] = {
@@ -157,12 +163,8 @@ def stored_already(connection: Connection, provider: str, event_ids: list[str]) 
 
 
 # `_STORED_ONE` for many events at once (kernel.loop_reads): whether each is stored, one row per question.
-STORED_ASKED = BatchedRead("""
-SELECT q.n, EXISTS (SELECT FROM webhook_events AS stored
-                    WHERE stored.provider = q.provider AND stored.event_id = q.event_id)
-FROM {questions}
-""", (("provider", "varchar"), ("event_id", "varchar")))
-
+STORED_ASKED = BatchedRead(lambda q: select(q.c.n, exists().where(_is_event(q.c.provider, q.c.event_id))),
+                           (("provider", String()), ("event_id", String())))
 
 async def stored_one_on_loop(reads: LoopReads, provider: str, event_id: str) -> bool:
     """`stored_already` of one event through `reads` (PostgreSQL, on the event loop): the same

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -16,7 +17,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import JSON, Column, Engine, Integer, MetaData, String, Table, bindparam, select, text
+from sqlalchemy import (JSON, BigInteger, ClauseElement, Column, ColumnElement, Date, DateTime, Engine, Integer, MetaData, String,
+                        Table, and_, bindparam, column, exists, func, literal_column, select, table, text)
+
+from sqlalchemy.dialects import postgresql
 
 from kernel import db
 from kernel.loop_reads import BatchedRead, LoopReads
@@ -39,16 +43,23 @@ def _our_connections(engine: Engine) -> int:
         )).scalar_one())
 
 
+def as_asked(statement: ClauseElement) -> str:
+    """`statement`'s PostgreSQL SQL with each parameter a column of the questions' row source `q`:
+    what a batched read built of its clauses says where it says a parameter."""
+    sql = str(statement.compile(dialect=postgresql.dialect()))
+    return re.sub(r"%\((\w+)\)s(?:::(?:TIMESTAMP WITH TIME ZONE|[A-Z]+))?", r"q.\1", sql)
+
+
 # Which statement answered (a sequence read once per statement), and a value of the question's own.
-_STATEMENT = BatchedRead("""
-WITH statement AS (SELECT nextval('loop_reads_statements') AS number)
-SELECT q.n, statement.number, q.x, 1 / q.x FROM {questions}, statement
-""", (("x", "integer"),))
-_BACKEND = BatchedRead("SELECT q.n, pg_backend_pid() FROM {questions}", (("x", "integer"),))
+_NUMBER = select(literal_column("nextval('loop_reads_statements')").label("number")).cte("statement")
+_STATEMENT = BatchedRead(lambda q: select(q.c.n, _NUMBER.c.number, q.c.x, literal_column("1", Integer()) // q.c.x)
+                         .select_from(q, _NUMBER), (("x", Integer()),))
+_BACKEND = BatchedRead(lambda q: select(q.c.n, func.pg_backend_pid()), (("x", Integer()),))
 
 
 def _sleep(seconds: float) -> BatchedRead:
-    return BatchedRead(f"SELECT q.n, q.x FROM {{questions}}, pg_sleep({seconds})", (("x", "integer"),))
+    sleep = select(func.pg_sleep(literal_column(repr(seconds)))).subquery("sleep")
+    return BatchedRead(lambda q: select(q.c.n, q.c.x).select_from(q, sleep), (("x", Integer()),))
 
 
 def test_each_question_gets_what_its_statement_alone_gives(pg_engine_fresh: Engine) -> None:
@@ -65,13 +76,15 @@ def test_each_question_gets_what_its_statement_alone_gives(pg_engine_fresh: Engi
             {"id": 2, "kind": None, "at": None, "doc": None},
             {"id": 3, "kind": "b", "at": at.astimezone(timezone.utc), "doc": []},
         ])
+
+    def found_by(id: Any, not_at: Any) -> ColumnElement[bool]:
+        return and_(table.c.id == id, table.c.at.is_distinct_from(not_at))
+
     alone = (select(table.c.id, table.c.kind, table.c.at, table.c.doc)
-             .where(table.c.id == bindparam("id"), table.c.at.is_distinct_from(bindparam("not_at", type_=UTCDateTime()))))
-    together = BatchedRead("""
-SELECT q.n, t.id, t.kind, t.at, t.doc
-FROM {questions}
-LEFT JOIN loop_reads_test AS t ON t.id = q.id AND t.at IS DISTINCT FROM q.not_at
-""", (("id", "integer"), ("not_at", "timestamptz")))
+             .where(found_by(bindparam("id"), bindparam("not_at", type_=UTCDateTime()))))
+    together = BatchedRead(lambda q: select(q.c.n, table.c.id, table.c.kind, table.c.at, table.c.doc)
+                           .select_from(q.outerjoin(table, found_by(q.c.id, q.c.not_at))),
+                           (("id", Integer()), ("not_at", UTCDateTime())))
     questions: list[dict[str, Any]] = [{"id": k % 5, "not_at": None if k % 3 else at} for k in range(40)]
     reads = LoopReads(pg_engine_fresh)
 
@@ -91,8 +104,8 @@ LEFT JOIN loop_reads_test AS t ON t.id = q.id AND t.at IS DISTINCT FROM q.not_at
 
 
 def test_a_questions_values_reach_the_statement_as_they_are(pg_engine_fresh: Engine) -> None:
-    echo = BatchedRead("SELECT q.n, q.s, q.i, q.at, q.day FROM {questions}",
-                       (("s", "varchar"), ("i", "bigint"), ("at", "timestamptz"), ("day", "date")))
+    echo = BatchedRead(lambda q: select(q.c.n, q.c.s, q.c.i, q.c.at, q.c.day),
+                       (("s", String()), ("i", BigInteger()), ("at", DateTime(timezone=True)), ("day", Date())))
     at = datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=timezone(timedelta(hours=-5, minutes=-30)))
     questions: list[dict[str, Any]] = [
         {"s": 'quote " backslash \\ new\nline tab\t é 😀 \u2028', "i": 2**40 + 1, "at": at, "day": at.date()},
@@ -318,10 +331,9 @@ def test_many_questions_probe_an_index_on_the_generic_plan(pg_engine_fresh: Engi
         connection.execute(text("CREATE TABLE loop_reads_keys (kind varchar, key varchar, UNIQUE (kind, key))"))
         connection.execute(text("INSERT INTO loop_reads_keys SELECT 'k', 'key' || i FROM generate_series(1, 20000) AS i"))
         connection.execute(text("ANALYZE loop_reads_keys"))
-    read = BatchedRead("""
-SELECT q.n, EXISTS (SELECT FROM loop_reads_keys AS stored WHERE stored.kind = q.kind AND stored.key = q.key)
-FROM {questions}
-""", (("kind", "varchar"), ("key", "varchar")))
+    keys = table("loop_reads_keys", column("kind"), column("key"))
+    read = BatchedRead(lambda q: select(q.c.n, exists().where(keys.c.kind == q.c.kind, keys.c.key == q.c.key)),
+                       (("kind", String()), ("key", String())))
     sql, _ = db.driver_sql(read.many, pg_engine_fresh.dialect, {"questions": "", "count": 0})
     questions = json.dumps([{"kind": "k", "key": f"key{i}"} for i in range(16)])
     with psycopg.connect(pg_engine_fresh.url.set(drivername="postgresql").render_as_string(hide_password=False),
@@ -333,3 +345,11 @@ FROM {questions}
             psycopg.sql.SQL("EXPLAIN ANALYZE EXECUTE many({}, 16)").format(psycopg.sql.Literal(questions))))
     assert "Index Cond: ((kind = (q.kind)::text) AND (key = (q.key)::text))" in plan, plan
     assert "loops=16" in plan and "rows=20000" not in plan, plan
+
+
+def test_a_statement_with_a_value_of_its_own_is_refused() -> None:
+    """A value of the statement's own would be a parameter beside the questions' (a plan per value
+    where literals differ); it goes in as a literal column instead."""
+    with pytest.raises(ValueError, match="only parameters"):
+        BatchedRead(lambda q: select(q.c.n, q.c.x + 1), (("x", Integer()),))
+    BatchedRead(lambda q: select(q.c.n, q.c.x + literal_column("1")), (("x", Integer()),))

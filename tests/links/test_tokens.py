@@ -9,6 +9,7 @@ from links import tokens
 from links.tokens import LinkProblem
 from tests import factories
 from tests.conftest import TEST_SECRET
+from tests.kernel.test_loop_reads import as_asked
 
 
 def _contact(session: Session):
@@ -135,3 +136,12 @@ def test_the_exchanges_connection_path_gives_the_facts_a_session_gives(session: 
     session.flush()
     clock.set(clock.now() + timedelta(days=31))
     assert both(None, None).problem is LinkProblem.expired
+
+
+def test_the_batched_check_asks_the_single_checks_own_clauses() -> None:
+    """`LINK_FACTS_ASKED` is built of `_LINK_FACTS`'s clauses (the contact's columns, the recorded
+    open, the throttle), each parameter a column of the questions: one spelling of the facts."""
+    single = as_asked(tokens._LINK_FACTS)
+    columns = single[len("SELECT "):single.rindex(" \nFROM ")]
+    for statement in (tokens.LINK_FACTS_ASKED.many, tokens.LINK_FACTS_ASKED.one):
+        assert as_asked(statement).startswith(f"SELECT q.n, {columns} \nFROM "), as_asked(statement)

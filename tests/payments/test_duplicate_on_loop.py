@@ -14,9 +14,11 @@ from encours.app import create_app
 from kernel.db import make_sessionmaker
 from kernel.settings import load_settings
 from ledger.models import WebhookEvent
+from payments import webhooks
 from sandbox.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET
 from tests.conftest import TEST_SECRET
 from tests.fakes.localstripe_server import event_payload, sign
+from tests.kernel.test_loop_reads import as_asked
 
 pytestmark = pytest.mark.postgres
 
@@ -53,3 +55,10 @@ def test_a_duplicate_is_told_on_the_loop_and_a_new_event_read_once(
         assert client.portal.call(app.state.loop_reads.open_connections) == 1
     with make_sessionmaker(engines(pg_fresh_url))() as session:
         assert session.scalar(select(func.count()).select_from(WebhookEvent)) == 1
+
+
+def test_the_batched_read_asks_the_single_reads_own_condition() -> None:
+    """`STORED_ASKED` is built of `_STORED_ONE`'s condition, each parameter a column of the questions."""
+    condition = as_asked(webhooks._STORED_ONE).split("\nWHERE ")[1]
+    for statement in (webhooks.STORED_ASKED.many, webhooks.STORED_ASKED.one):
+        assert f"\nWHERE {condition})" in as_asked(statement), as_asked(statement)
