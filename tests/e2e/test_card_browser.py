@@ -148,6 +148,26 @@ def fill_card(page: Page, number: str) -> None:
     element.locator("input[placeholder=postal_code]").fill("75001")
 
 
+def pay_by_card_in_the_sandbox(page: Page, received: str, timeout: float = 30) -> None:
+    """From the portal's payment summary: the card chosen, paid with Stripe's good test card on the
+    sandbox's card page, then the payment page reloaded until its heading says `received` (the
+    Stripe stand-in signs payment_intent.succeeded and posts it to the server's /webhooks/stripe)."""
+    summary = page.locator("#pay-summary")
+    summary.locator("#method-card").check()
+    summary.locator("button[name=action][value=pay]").click()
+    expect(page).to_have_url(re.compile(r"/portal/pay/\d+/card$"))
+    expect(page.locator(".sandbox-banner")).to_be_visible()
+    expect(page.locator("#card-element input")).to_have_count(5)  # the stand-in's Card Element, mounted
+    fill_card(page, "4242424242424242")
+    page.locator("#card-submit").click()
+    expect(page).to_have_url(re.compile(r"/portal/pay/\d+$"))
+    deadline = time.monotonic() + timeout
+    while received not in page.locator("h1").inner_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+        page.reload()
+    expect(page.locator("h1")).to_have_text(re.compile(re.escape(received)))
+
+
 def test_pay_two_overdue_invoices_by_card(card_demo: CardDemo, make_page: MakePage) -> None:
     page = make_page()
     confirmed = bridge(page, card_demo.localstripe)

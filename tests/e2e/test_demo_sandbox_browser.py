@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import ENCOURS, _clean_environ, _parse_links
-from tests.e2e.test_card_browser import fill_card, plain
+from tests.e2e.test_card_browser import pay_by_card_in_the_sandbox, plain
 
 pytestmark = pytest.mark.e2e
 MARTIN = "C-MARTIN"
@@ -76,22 +76,7 @@ def test_the_demo_runs_a_card_sandbox_a_debtor_can_pay_with(
     page = make_page()
     page.goto(links[MARTIN])
     page.goto(f"{base_url}/portal?select=overdue&currency=EUR")
-    summary = page.locator("#pay-summary")
-    summary.locator("#method-card").check()
-    summary.locator("button[name=action][value=pay]").click()
-    expect(page).to_have_url(re.compile(r"/portal/pay/\d+/card$"))
-    expect(page.locator(".sandbox-banner")).to_be_visible()
-    expect(page.locator("#card-element input")).to_have_count(5)
-    fill_card(page, "4242424242424242")
-    page.locator("#card-submit").click()
-    expect(page).to_have_url(re.compile(r"/portal/pay/\d+$"))
-
-    # localstripe signs payment_intent.succeeded and posts it to the demo's /webhooks/stripe.
-    deadline = time.monotonic() + 20
-    while "Paiement reçu" not in page.locator("h1").inner_text() and time.monotonic() < deadline:
-        time.sleep(0.5)
-        page.reload()
-    expect(page.locator("h1")).to_have_text(re.compile("Paiement reçu"))
+    pay_by_card_in_the_sandbox(page, "Paiement reçu")
     page.goto(f"{base_url}/portal")
     # 6 662,96 € due; the two overdue invoices (4 094,56 €) paid with 3 944,56 € by card and the
     # 150,00 € credit note.

@@ -12,7 +12,6 @@ itself, so only this test sees a card payment of a book the CLI built.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -21,7 +20,7 @@ from playwright.sync_api import Page, expect
 from sqlalchemy import create_engine, text
 
 from encours import sandbox
-from tests.e2e.test_card_browser import fill_card, plain
+from tests.e2e.test_card_browser import pay_by_card_in_the_sandbox, plain
 from tests.encours.test_operator_journey import Operator, database_url, operator  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.e2e
@@ -53,12 +52,8 @@ def served(operator: Operator) -> Iterator[str]:  # noqa: F811
             f"ACME,C-200,F-200,{day(-50)},{day(-20)},EUR,999.00,,,invoice\n", encoding="utf-8")
         assert "4 created" in operator("import", "invoices", str(operator.cwd / "invoices.csv"))
         link = operator("link", "C-100", "--company", "ACME").strip()
-        process = operator.serve()
-        try:
+        with operator.serve():
             yield link
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
     finally:
         stand_ins.stop()
 
@@ -78,20 +73,7 @@ def test_a_debtor_pays_by_card_what_the_operator_imported_with_its_credit_note_d
     expect(summary.locator("#method-card")).to_be_visible()
     shown = plain(summary.inner_text())
     assert re.search(r"-€200.00", shown) and re.search(r"Amount charged\s+€1,034.56", shown), shown
-    summary.locator("#method-card").check()
-    summary.locator("button[name=action][value=pay]").click()
-    expect(page).to_have_url(re.compile(r"/portal/pay/\d+/card$"))
-    expect(page.locator(".sandbox-banner")).to_be_visible()
-    fill_card(page, "4242424242424242")
-    page.locator("#card-submit").click()
-    expect(page).to_have_url(re.compile(r"/portal/pay/\d+$"))
-
-    # localstripe signs payment_intent.succeeded and posts it to the server's /webhooks/stripe.
-    deadline = time.monotonic() + 30
-    while "Payment received" not in page.locator("h1").inner_text() and time.monotonic() < deadline:
-        time.sleep(0.5)
-        page.reload()
-    expect(page.locator("h1")).to_have_text(re.compile("Payment received"))
+    pay_by_card_in_the_sandbox(page, "Payment received")
     page.goto(f"{base}/portal")
     after = plain(page.locator("main").inner_text())
     assert re.search(r"Total due\s+€318.40", after) and "F-100" not in after and "AV-100" not in after, after

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -56,7 +57,17 @@ class Operator:
         assert result.returncode == 0, f"encours {' '.join(args)}: {result.returncode}\n{result.stdout}{result.stderr}"
         return result.stdout
 
-    def serve(self) -> subprocess.Popen[bytes]:
+    @contextmanager
+    def serve(self) -> Iterator[subprocess.Popen[bytes]]:
+        """`encours serve` answering for the block, stopped after it."""
+        server = self._started()
+        try:
+            yield server
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+
+    def _started(self) -> subprocess.Popen[bytes]:
         server = subprocess.Popen([ENCOURS, "serve", "--host", "127.0.0.1", "--port", str(self.port)], cwd=self.cwd,
                                   env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         for _attempt in range(300):
@@ -123,12 +134,8 @@ def server(operator: Operator) -> Iterator[str]:
              input=PASSWORD + "\n")
     link = operator("link", "C-100", "--company", "JOURNEY").strip()
     assert link.startswith(f"http://127.0.0.1:{operator.port}/p/")
-    process = operator.serve()
-    try:
+    with operator.serve():
         yield link
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def test_a_debtor_and_a_collector_use_what_an_operator_set_up(operator: Operator, server: str) -> None:
