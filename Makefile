@@ -49,7 +49,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: help venv system-deps test-deps demo test lint lock bench bench-postgres bench-api i18n clean
+.PHONY: help venv system-deps test-deps demo test lint lock screenshots bench bench-postgres bench-api i18n clean
 
 help:
 	@echo "make demo         install into $(VENV), create the SQLite demo and serve it"
@@ -59,6 +59,7 @@ help:
 	@echo "make test-deps    ... and those the tests need (chromium, poppler-utils, postgresql, systemd)"
 	@echo "make lint         import layers, ruff and mypy (make test runs it first)"
 	@echo "make lock         re-pin requirements/*.txt from pyproject.toml (uv, with hashes)"
+	@echo "make screenshots  take the README's pictures of the portal anew into docs/ (a browser test)"
 	@echo "make bench        build (once, cached in var/bench/) a 50,000-customer book and run the benchmarks;"
 	@echo "                  not tests: prints a table and JSON (BENCH_ARGS='--small' for a quick run), SQLite"
 	@echo "make bench-postgres  the same on PostgreSQL: a throwaway server (fsync on), or BENCH_POSTGRES=URL;"
@@ -106,6 +107,11 @@ demo: $(DEMO_STAMP) system-deps
 
 test: venv test-deps lint
 	$(BIN)/pytest -p xdist -n $(PYTEST_WORKERS)
+
+# The README's pictures of the portal, taken anew into docs/ (the test run alone writes them to a
+# temporary directory).
+screenshots: venv test-deps
+	ENCOURS_README_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_portal_browser.py::test_readme_screenshots
 
 # The layers (.importlinter), pyflakes (ruff) and strict typing (mypy): fast, and first.
 lint: venv
