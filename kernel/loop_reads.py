@@ -8,10 +8,10 @@ row per question, numbered in its first column. Built from `q` by a function, it
 clauses as the single-row statement it batches, correlated to `q`'s columns where that one has
 parameters. Many questions go as one JSON parameter (an object per question, datetimes in ISO 8601)
 read by `json_to_recordset`; a question alone goes as one parameter per value, `q` then a single
-row: a batch of one costs what the single-row statement costs. `LoopReads.ask` queues a question; when no statement of that read is in flight
-on this event loop, one goes at the next turn of the loop with every question queued by then, and
-the questions that arrive while it runs go together in the next. A question asked alone goes at
-once: nothing waits to fill a batch.
+row: a batch of one costs what the single-row statement costs. `LoopReads.ask` queues a question;
+when no statement of that read is in flight on this event loop, one goes at the next turn of the
+loop with every question queued by then, and the questions that arrive while it runs go together
+in the next. A question asked alone goes at once: nothing waits to fill a batch.
 
 Each event loop has its connections (one per read in flight), opened when first needed and closed
 by `close` (the app's lifespan). A question the database leaves unanswered fails with
