@@ -461,15 +461,27 @@ def triage(connection: Connection, update: PaymentUpdate, *, by_checkout_ref: bo
 
     `by_checkout_ref`: the checkout is the one whose provider reference is `update.provider_ref`
     (a Stripe PaymentIntent's), as the provider found it, instead of `update.checkout_id`."""
-    status = ALIASES.get(update.status, update.status)
-    if status not in RANK or update.amount_minor <= 0:
+    if not triage_reads(update):
         return None
     rows = driver_rows(connection, _PAYMENT_AND_CHECKOUT,
                        {"provider": update.provider, "provider_ref": update.provider_ref})
-    if not rows:
+    return triage_told(update, rows[0] if rows else None, by_checkout_ref=by_checkout_ref)
+
+
+def triage_reads(update: PaymentUpdate) -> bool:
+    """Whether `triage` reads anything for `update` (else it tells None at once)."""
+    return ALIASES.get(update.status, update.status) in RANK and update.amount_minor > 0
+
+
+def triage_told(update: PaymentUpdate, row: tuple[Any, ...] | None, *, by_checkout_ref: bool = False
+                ) -> Triage | None:
+    """`triage` from its read's row (None: no payment recorded), however it was read (on
+    PostgreSQL's event loop too: `payments.webhooks.STORED_AND_PAYMENT_ASKED`)."""
+    if row is None:
         return None
+    status = ALIASES.get(update.status, update.status)
     (checkout_id, provider, checkout_ref, currency, amount_minor, previous, failure_reason, card_last4, payment_id,
-     card_brand, paid_minor, checkout_status, failure_code, customer_id, company_id, latest) = rows[0]
+     card_brand, paid_minor, checkout_status, failure_code, customer_id, company_id, latest) = row
     if (checkout_ref != update.provider_ref) if by_checkout_ref else (checkout_id != update.checkout_id):
         return None
     if provider != update.provider or currency != update.currency:
@@ -634,6 +646,14 @@ def write_payment_with_event(connection: Connection, provider: str, writes: Paym
     in one statement, run in autocommit (`kernel.db.statement_connection`): True when done, None
     when the event was stored already (nothing written), False when the payment or its checkout
     no longer holds what the read saw (nothing written: the caller leaves it to the handler)."""
+    statement, params = payment_with_event(connection.dialect, provider, writes, event)
+    return payment_with_event_done(driver_rows(connection, statement, params)[0])
+
+
+def payment_with_event(dialect: Dialect, provider: str, writes: PaymentWrites, event: Mapping[str, Any]
+                       ) -> tuple[TextClause, dict[str, Any]]:
+    """`write_payment_with_event`'s statement and parameters (for a connection of one's own: the
+    event loop's, `payments.webhooks.store_and_write_on_loop`)."""
     now = clock.now()
     brand, last4 = writes.card
     seen_brand, seen_last4 = writes.seen_card
@@ -652,7 +672,12 @@ def write_payment_with_event(connection: Connection, provider: str, writes: Paym
         **{f"au_{name}": value for name, value in zip(_AUDIT_COLUMNS, (
             "provider", provider, action, "payment", writes.payment_id, customer_id, company_id, before, after, now))},
     }
-    locked, stored, stored_before = driver_rows(connection, _with_event(connection.dialect), params)[0]
+    return _with_event(dialect), params
+
+
+def payment_with_event_done(row: tuple[Any, ...]) -> bool | None:
+    """`write_payment_with_event`'s answer from its statement's row."""
+    locked, stored, stored_before = row
     if not locked:
         return None if stored_before else False
     return None if stored is None else True
