@@ -276,20 +276,23 @@ def store_and_write(
     return True
 
 
-# PostgreSQL, on the event loop (`intake_on_loop`): whether the event is stored, and `triage`'s read
-# (`payments.settlement._PAYMENT_AND_CHECKOUT`, the same columns in the same order) of the payment
-# its update names, for many events at once; no payment asked (NULL) or none recorded: NULLs.
+# PostgreSQL, on the event loop (`intake_on_loop`): whether the event is stored, and, only when it
+# is not (a duplicate reads no payment: its key is NULL; `NOT s.stored` was a join filter in the
+# batched form, the payment read for every question), `triage`'s read (`payments.settlement._PAYMENT_AND_CHECKOUT`,
+# the same columns in the same order) of the payment its update names, for many events at once; no
+# payment asked (NULL) or none recorded: NULLs.
 STORED_AND_PAYMENT_ASKED = BatchedRead("""
-SELECT q.n, EXISTS (SELECT FROM webhook_events AS stored
-                    WHERE stored.provider = q.provider AND stored.event_id = q.event_id), t.*
+SELECT q.n, s.stored, t.*
 FROM {questions}
+CROSS JOIN LATERAL (SELECT EXISTS (SELECT FROM webhook_events AS stored
+                                   WHERE stored.provider = q.provider AND stored.event_id = q.event_id) AS stored) AS s
 LEFT JOIN LATERAL (
   SELECT c.id AS checkout_id, c.provider AS checkout_provider, c.provider_ref AS checkout_ref, c.currency,
          c.amount_minor AS checkout_minor, p.status, p.failure_reason, p.card_last4, p.id AS payment_id,
          p.card_brand, p.amount_minor, c.status AS checkout_status, c.failure_code, c.customer_id,
          cu.company_id, (SELECT max(latest.id) FROM payments AS latest WHERE latest.checkout_id = c.id) AS latest
   FROM payments AS p JOIN checkouts AS c ON c.id = p.checkout_id JOIN customers AS cu ON cu.id = c.customer_id
-  WHERE p.provider = q.payment_provider AND p.provider_ref = q.provider_ref
+  WHERE p.provider = q.payment_provider AND p.provider_ref = CASE WHEN s.stored THEN NULL ELSE q.provider_ref END
 ) AS t ON true
 """, (("provider", "varchar"), ("event_id", "varchar"), ("payment_provider", "varchar"), ("provider_ref", "varchar")))
 
