@@ -44,7 +44,7 @@ from kernel.db import driver_sql
 
 LOOP_READ_TIMEOUT_SECONDS = 10.0
 # Writes in flight at once on one loop (`LoopReads.write`): each holds a connection of its own.
-LOOP_WRITES_IN_FLIGHT = 4
+LOOP_WRITES_IN_FLIGHT = 8
 
 Row = tuple[Any, ...]
 _Connection = psycopg.AsyncConnection[Row]
