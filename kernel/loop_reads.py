@@ -43,8 +43,9 @@ from sqlalchemy import ClauseElement, Engine, TextClause, text
 from kernel.db import driver_sql
 
 LOOP_READ_TIMEOUT_SECONDS = 10.0
-# Writes in flight at once on one loop (`LoopReads.write`): each holds a connection of its own.
-LOOP_WRITES_IN_FLIGHT = 8
+# Writes in flight at once on one loop (`LoopReads.write`), each on a connection of its own: as
+# many as the app's pool and thread pool let through the thread pool's path (kernel.db, encours.app).
+LOOP_WRITES_IN_FLIGHT = 20
 
 Row = tuple[Any, ...]
 _Connection = psycopg.AsyncConnection[Row]
