@@ -19,6 +19,11 @@ by `close` (the app's lifespan). A question the database leaves unanswered fails
 database refuses fails with the driver's error, and so do all the questions of that statement. A
 connection the server closed since its last use (a restart, an idle timeout) is replaced and the
 statement run again, once.
+
+`LoopReads.write` runs one statement that writes on the same connections, alone and in
+autocommit (its own transaction), and never runs it again: a write whose outcome is unknown
+raises, and its caller answers so that the work is sent again (bench/RESULTS.md, 2026-12-06
+pghook11).
 """
 
 from __future__ import annotations
@@ -34,13 +39,16 @@ from datetime import date
 from typing import Any
 
 import psycopg
-from sqlalchemy import BigInteger, Dialect, Engine, Select, Subquery, column, text
+from sqlalchemy import BigInteger, ClauseElement, Dialect, Engine, Select, Subquery, column, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.type_api import TypeEngine
 
 from kernel.db import driver_sql
 
 LOOP_READ_TIMEOUT_SECONDS = 10.0
+# Writes in flight at once on one loop (`LoopReads.write`), each on a connection of its own: as
+# many as the app's pool and thread pool let through the thread pool's path (kernel.db, encours.app).
+LOOP_WRITES_IN_FLIGHT = 20
 
 Row = tuple[Any, ...]
 # What a batched read's names, types and parameters are checked with (the statement itself is
@@ -116,6 +124,7 @@ class _Loop:
     idle: list[_Connection] = field(default_factory=list)
     queues: dict[BatchedRead, _Queue] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # statements running, given up on or not
+    write_turns: asyncio.Semaphore | None = None  # made on the loop it serves, at its first write
     closed: bool = False
 
 
@@ -150,6 +159,46 @@ class LoopReads:
             queue.running = True
             self._send(state, read, queue)
         return await answer
+
+    async def write(self, statement: ClauseElement, params: Mapping[str, Any]) -> list[Row]:
+        """Run ONE statement that writes on one of the running loop's connections, in autocommit:
+        the statement is its own transaction, committed when it answers, with no BEGIN or COMMIT
+        round trip; its rows. Never batched with another caller's (each is its own transaction),
+        at most `LOOP_WRITES_IN_FLIGHT` at once per loop (the others wait their turn).
+
+        Sent once, never again: unlike a read, a write that fails or stays unanswered `timeout`
+        seconds after it was asked (its wait for a turn included) raises — `TimeoutError`, the
+        driver's error — with its outcome unknown (it may yet commit). The caller must then answer
+        so that whoever sent the work sends it again (a webhook: 5xx), and the statement must be
+        safe to run again (a webhook event's INSERT ... ON CONFLICT DO NOTHING: stored already,
+        the second delivery is a duplicate)."""
+        loop = asyncio.get_running_loop()
+        state = self._state(loop)
+        sql, arguments = driver_sql(statement, self.dialect, params)
+        work = loop.create_task(self._write(state, sql, arguments))
+        state.tasks.add(work)  # the loop keeps only a weak reference
+        work.add_done_callback(state.tasks.discard)
+        done, _ = await asyncio.wait((work,), timeout=self.timeout)
+        if not done:
+            work.cancel()  # psycopg asks the server to cancel it; the connection is closed
+            raise TimeoutError(f"database write took more than {self.timeout:g} s: its outcome is unknown")
+        return work.result()
+
+    async def _write(self, state: _Loop, sql: str, arguments: Any) -> list[Row]:
+        if state.write_turns is None:
+            state.write_turns = asyncio.Semaphore(LOOP_WRITES_IN_FLIGHT)
+        async with state.write_turns:
+            connection = state.idle.pop() if state.idle else await self._connect()
+            try:
+                rows = await _execute(connection, sql, arguments)
+            except BaseException:
+                await connection.close()  # in an unknown state: never used again
+                raise
+        if state.closed:
+            await connection.close()
+        else:
+            state.idle.append(connection)
+        return rows
 
     async def close(self) -> None:
         """Close the running loop's connections (those in use as their statement ends)."""

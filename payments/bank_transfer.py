@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from ledger.banking import format_iban
 from payments import rf
-from payments.base import NotOurs, ProviderEvent, StandIn, StartResult, Triage
+from payments.base import NotOurs, PaymentUpdate, ProviderEvent, StandIn, StartResult, Triage
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -88,6 +88,9 @@ class BankTransferProvider:
         raise NotOurs("bank transfers are matched on the bank statement, never by an event")
 
     def triage(self, connection: Connection, event: ProviderEvent) -> Triage | None:
+        return None
+
+    def triage_update(self, event: ProviderEvent) -> tuple[PaymentUpdate, bool] | None:
         return None
 
     def start(self, session: Session, checkout: Checkout, settings: Settings, base_url: str) -> StartResult:

@@ -203,3 +203,9 @@ class PaymentProvider(Protocol):
         (`payments.webhooks.store_and_write`). None when it cannot be told so: `apply` runs. Only
         asked for an event that needs nothing fetched."""
         ...
+
+    def triage_update(self, event: ProviderEvent) -> tuple[PaymentUpdate, bool] | None:
+        """What `triage` reads about for `event`: the update `payments.settlement.triage` is asked,
+        and its `by_checkout_ref`; None when `triage` tells None without reading. For a read of
+        one's own (PostgreSQL's event loop: `payments.webhooks.intake_on_loop`)."""
+        ...

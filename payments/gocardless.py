@@ -310,6 +310,9 @@ class GoCardlessProvider(_GoCardless):
     def triage(self, connection: Connection, event: ProviderEvent) -> Triage | None:
         return None  # its events ask the API first (calls_out)
 
+    def triage_update(self, event: ProviderEvent) -> tuple[PaymentUpdate, bool] | None:
+        return None
+
 
 def payment_method(checkout: Checkout) -> str:
     """How a checkout's GoCardless payment moves money: a direct-debit checkout's instant first

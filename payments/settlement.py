@@ -36,7 +36,7 @@ from functools import lru_cache
 from typing import Any, Literal, Mapping
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import JSON, Connection, String, Table, Text, TextClause, bindparam, func, insert, select, text
+from sqlalchemy import JSON, Connection, Select, String, Table, Text, TextClause, bindparam, func, insert, select, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy import update as update_statement
 from sqlalchemy.exc import IntegrityError
@@ -437,15 +437,23 @@ def _matched(session: Session, update: PaymentUpdate) -> tuple[Checkout, Payment
 # A recorded payment with its checkout, its customer's company and the checkout's latest payment,
 # for `triage`.
 _LATEST = aliased(Payment)
-_PAYMENT_AND_CHECKOUT = (
-    select(Checkout.id, Checkout.provider, Checkout.provider_ref, Checkout.currency, Checkout.amount_minor,
-           Payment.status, Payment.failure_reason, Payment.card_last4, Payment.id, Payment.card_brand,
-           Payment.amount_minor, Checkout.status, Checkout.failure_code, Checkout.customer_id, Customer.company_id,
-           select(func.max(_LATEST.id)).where(_LATEST.checkout_id == Checkout.id).scalar_subquery())
-    .join_from(Payment, Checkout, Checkout.id == Payment.checkout_id)
-    .join(Customer, Customer.id == Checkout.customer_id)
-    .where(Payment.provider == bindparam("provider"), Payment.provider_ref == bindparam("provider_ref"))
-)
+
+
+def payment_and_checkout(provider: Any, provider_ref: Any) -> Select[Any]:
+    """`triage`'s read of the payment that `provider` and `provider_ref` name (parameters, or the
+    columns of a batch's questions on PostgreSQL's event loop: `payments.webhooks.stored_and_payment_asked`)."""
+    return (
+        select(Checkout.id, Checkout.provider, Checkout.provider_ref, Checkout.currency, Checkout.amount_minor,
+               Payment.status, Payment.failure_reason, Payment.card_last4, Payment.id, Payment.card_brand,
+               Payment.amount_minor, Checkout.status, Checkout.failure_code, Checkout.customer_id, Customer.company_id,
+               select(func.max(_LATEST.id)).where(_LATEST.checkout_id == Checkout.id).scalar_subquery())
+        .join_from(Payment, Checkout, Checkout.id == Payment.checkout_id)
+        .join(Customer, Customer.id == Checkout.customer_id)
+        .where(Payment.provider == provider, Payment.provider_ref == provider_ref)
+    )
+
+
+_PAYMENT_AND_CHECKOUT = payment_and_checkout(bindparam("provider"), bindparam("provider_ref"))
 
 
 def triage(connection: Connection, update: PaymentUpdate, *, by_checkout_ref: bool = False) -> Triage | None:
@@ -461,15 +469,27 @@ def triage(connection: Connection, update: PaymentUpdate, *, by_checkout_ref: bo
 
     `by_checkout_ref`: the checkout is the one whose provider reference is `update.provider_ref`
     (a Stripe PaymentIntent's), as the provider found it, instead of `update.checkout_id`."""
-    status = ALIASES.get(update.status, update.status)
-    if status not in RANK or update.amount_minor <= 0:
+    if not triage_reads(update):
         return None
     rows = driver_rows(connection, _PAYMENT_AND_CHECKOUT,
                        {"provider": update.provider, "provider_ref": update.provider_ref})
-    if not rows:
+    return triage_told(update, rows[0] if rows else None, by_checkout_ref=by_checkout_ref)
+
+
+def triage_reads(update: PaymentUpdate) -> bool:
+    """Whether `triage` reads anything for `update` (else it tells None at once)."""
+    return ALIASES.get(update.status, update.status) in RANK and update.amount_minor > 0
+
+
+def triage_told(update: PaymentUpdate, row: tuple[Any, ...] | None, *, by_checkout_ref: bool = False
+                ) -> Triage | None:
+    """`triage` from its read's row (None: no payment recorded), however it was read (on
+    PostgreSQL's event loop too: `payments.webhooks.stored_and_payment_asked`)."""
+    if row is None:
         return None
+    status = ALIASES.get(update.status, update.status)
     (checkout_id, provider, checkout_ref, currency, amount_minor, previous, failure_reason, card_last4, payment_id,
-     card_brand, paid_minor, checkout_status, failure_code, customer_id, company_id, latest) = rows[0]
+     card_brand, paid_minor, checkout_status, failure_code, customer_id, company_id, latest) = row
     if (checkout_ref != update.provider_ref) if by_checkout_ref else (checkout_id != update.checkout_id):
         return None
     if provider != update.provider or currency != update.currency:
@@ -634,6 +654,14 @@ def write_payment_with_event(connection: Connection, provider: str, writes: Paym
     in one statement, run in autocommit (`kernel.db.statement_connection`): True when done, None
     when the event was stored already (nothing written), False when the payment or its checkout
     no longer holds what the read saw (nothing written: the caller leaves it to the handler)."""
+    statement, params = payment_with_event(connection.dialect, provider, writes, event)
+    return payment_with_event_done(driver_rows(connection, statement, params)[0])
+
+
+def payment_with_event(dialect: Dialect, provider: str, writes: PaymentWrites, event: Mapping[str, Any]
+                       ) -> tuple[TextClause, dict[str, Any]]:
+    """`write_payment_with_event`'s statement and parameters (for a connection of one's own: the
+    event loop's, `payments.webhooks.store_and_write_on_loop`)."""
     now = clock.now()
     brand, last4 = writes.card
     seen_brand, seen_last4 = writes.seen_card
@@ -652,7 +680,12 @@ def write_payment_with_event(connection: Connection, provider: str, writes: Paym
         **{f"au_{name}": value for name, value in zip(_AUDIT_COLUMNS, (
             "provider", provider, action, "payment", writes.payment_id, customer_id, company_id, before, after, now))},
     }
-    locked, stored, stored_before = driver_rows(connection, _with_event(connection.dialect), params)[0]
+    return _with_event(dialect), params
+
+
+def payment_with_event_done(row: tuple[Any, ...]) -> bool | None:
+    """`write_payment_with_event`'s answer from its statement's row."""
+    locked, stored, stored_before = row
     if not locked:
         return None if stored_before else False
     return None if stored is None else True

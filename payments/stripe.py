@@ -208,6 +208,10 @@ class StripeProvider:
     def triage(self, connection: Connection, event: ProviderEvent) -> Triage | None:
         return triage_event(connection, event.payload)
 
+    def triage_update(self, event: ProviderEvent) -> tuple[PaymentUpdate, bool] | None:
+        change = triage_update(event.payload)
+        return None if change is None else (change, True)
+
     def start(self, session: Session, checkout: Checkout, settings: Settings, base_url: str) -> StartResult:
         """Create the checkout's PaymentIntent once; the card page confirms it."""
         if not (checkout.provider == PROVIDER and checkout.provider_ref):
@@ -470,6 +474,13 @@ def triage_event(connection: Connection, payload: dict[str, Any]) -> Triage | No
     applies it, or says why not."""
     from payments.settlement import triage
 
+    change = triage_update(payload)
+    return None if change is None else triage(connection, change, by_checkout_ref=True)
+
+
+def triage_update(payload: dict[str, Any]) -> PaymentUpdate | None:
+    """What `triage_event` reads about (the checkout found by the update's `provider_ref`), or None
+    when it tells None without reading."""
     kind = str(payload.get("type") or "")
     if kind not in ("payment_intent.processing", "payment_intent.succeeded", "payment_intent.payment_failed"):
         return None
@@ -495,7 +506,7 @@ def triage_event(connection: Connection, payload: dict[str, Any]) -> Triage | No
                                currency=currency.upper(), reason=reason, card=card_of(obj))
     except Exception:  # noqa: BLE001 - anything odd (a currency we do not know): apply_event says why
         return None
-    return triage(connection, change, by_checkout_ref=True)
+    return change
 
 
 def _checkout_of_intent(session: Session, intent: dict[str, Any]) -> Checkout:

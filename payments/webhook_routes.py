@@ -30,7 +30,7 @@ from payments.base import PaymentProvider, ProviderEvent, SignatureError
 from payments.registry import webhook_providers
 from payments.webhooks import (
     PreparedHandler, ProviderHandler, apply_new, decode_headers, store_and_apply, store_and_write, store_many,
-    store_unchanged, stored_already, stored_event, stored_one_on_loop,
+    intake_on_loop, store_unchanged, stored_already, stored_event, stored_one_on_loop,
 )
 
 log = logging.getLogger("encours.webhooks")
@@ -56,12 +56,23 @@ async def webhook(request: Request) -> Response:
         # SQLite: a read on the event loop tells a duplicate, with no thread hop and no wait for the writer.
         return _duplicates(len(events))
     loop_reads = getattr(request.app.state, "loop_reads", None)
-    if loop_reads is not None and len({event.id for event in events}) == 1:
+    triaged = False
+    if loop_reads is not None and len(events) == 1 and not provider.calls_out(events[0]):
+        # PostgreSQL: the read and, when it tells enough, the write on the loop's own connections
+        # (kernel.loop_reads); a write whose outcome is unknown raises: a 500, the provider sends
+        # the event again (payments.webhooks.intake_on_loop).
+        outcome = await intake_on_loop(loop_reads, provider, events[0], decode_headers(request.headers))
+        if outcome == "duplicate":
+            return _duplicates(1)
+        if outcome is not None:
+            return Response(_ONE_PROCESSED, media_type="application/json")
+        checked = triaged = True
+    elif loop_reads is not None and len({event.id for event in events}) == 1:
         # PostgreSQL: the same read through the loop's own connections (kernel.loop_reads).
         if await stored_one_on_loop(loop_reads, provider.name, events[0].id):
             return _duplicates(len(events))
         checked = True
-    outcomes, deferred = await run_in_threadpool(_intake, request, provider, events, checked)
+    outcomes, deferred = await run_in_threadpool(_intake, request, provider, events, checked, triaged)
     background = BackgroundTask(_apply_deferred, request.app.state.sessions, provider, settings, deferred) \
         if deferred else None
     return JSONResponse({"received": len(events), "outcomes": outcomes}, background=background)
@@ -69,6 +80,7 @@ async def webhook(request: Request) -> Response:
 
 # The answer to a delivery of one event stored already, as JSONResponse renders it, encoded once.
 _ONE_DUPLICATE = json.dumps({"received": 1, "outcomes": ["duplicate"]}, separators=(",", ":")).encode("utf-8")
+_ONE_PROCESSED = json.dumps({"received": 1, "outcomes": ["processed"]}, separators=(",", ":")).encode("utf-8")
 
 
 def _duplicates(count: int) -> Response:
@@ -83,7 +95,7 @@ def _stored_already(request: Request, provider: PaymentProvider, events: list[Pr
 
 
 def _intake(request: Request, provider: PaymentProvider, events: list[ProviderEvent],
-            checked: bool) -> tuple[list[str], Deferred]:
+            checked: bool, triaged: bool = False) -> tuple[list[str], Deferred]:
     sessions = request.app.state.sessions
     settings = request.app.state.settings
     if len(events) == 1 and not provider.calls_out(events[0]):
@@ -97,8 +109,10 @@ def _intake(request: Request, provider: PaymentProvider, events: list[ProviderEv
         # status): stored already processed in one statement (payments.webhooks.store_unchanged);
         # or one that moves its payment without settling money (a new decline reason,
         # processing): stored and written with Core statements (payments.webhooks.store_and_write).
-        with read_connection(request.app.state.read_sessions) as connection:
-            told = provider.triage(connection, event)
+        told = None
+        if not triaged:  # `triaged`: told already on the event loop (PostgreSQL)
+            with read_connection(request.app.state.read_sessions) as connection:
+                told = provider.triage(connection, event)
         if told is not None:
             if told.writes is None:
                 done = store_unchanged(sessions, provider.name, event.id, event.type, event.body,

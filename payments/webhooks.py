@@ -35,6 +35,7 @@ marked processed with the outcome "not_ours" and why, and never retried. A provi
 from __future__ import annotations
 
 import fcntl
+import functools
 import itertools
 import json
 import logging
@@ -46,8 +47,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from sqlalchemy import (ColumnElement, Connection, Engine, Insert, String, Table, and_, bindparam, exists, select,
-                        update)
+from sqlalchemy import (ColumnElement, Connection, Engine, Insert, Select, String, Subquery, Table, and_, bindparam,
+                        case, exists, null, select, true, update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -276,6 +277,68 @@ def store_and_write(
     except _Moved:
         return False
     return True
+
+
+@functools.cache
+def stored_and_payment_asked() -> BatchedRead:
+    """PostgreSQL, on the event loop (`intake_on_loop`): whether the event is stored (`_is_event`, as
+    `STORED_ASKED`), and, only when it is not, `triage`'s read of the payment its update names
+    (`payments.settlement.payment_and_checkout`, the same clauses), for many events at once. A
+    duplicate reads no payment: its reference is NULL once the event is found stored (`NOT stored`
+    as a join filter read the payment for every question). No payment asked (NULL) or none
+    recorded: NULLs. Built on first use: payments.settlement imports this module."""
+    from payments.settlement import payment_and_checkout
+
+    def build(q: Subquery) -> Select[Any]:
+        stored = select(exists().where(_is_event(q.c.provider, q.c.event_id)).label("stored")).lateral("s")
+        payment = payment_and_checkout(q.c.payment_provider,
+                                       case((stored.c.stored, null()), else_=q.c.provider_ref)).lateral("t")
+        return (select(q.c.n, stored.c.stored, *payment.c)
+                .select_from(q.join(stored, true()).outerjoin(payment, true())))
+
+    return BatchedRead(build, (("provider", String()), ("event_id", String()), ("payment_provider", String()),
+                               ("provider_ref", String())))
+
+
+async def intake_on_loop(reads: LoopReads, provider: PaymentProvider, event: ProviderEvent,
+                         headers: Mapping[str, str]) -> str | None:
+    """One event that needs nothing from the provider's API, taken in on PostgreSQL's event loop
+    (`kernel.loop_reads`), without the thread pool: ONE read tells whether it is stored already
+    and what `triage` tells of it; an event that changes nothing is then stored already
+    processed, and one that moves its payment without settling money is stored with its writes
+    (`payments.settlement.write_payment_with_event`), each in ONE statement on a loop connection
+    in autocommit (its own transaction, no BEGIN/COMMIT round trips). The outcome for the answer
+    ("duplicate", "processed"), or None when the event is for `store_and_apply` (not stored yet,
+    not told by the read, or its payment moved since the read: nothing written).
+
+    A write whose outcome is unknown (timed out, its connection lost) is never sent again here:
+    it raises, the delivery is answered 5xx and the provider sends the event again. That is safe
+    whether or not the first write committed: the event's INSERT is ON CONFLICT DO NOTHING on
+    (provider, event id), so a committed first write makes the second delivery a duplicate, and
+    one that did not commit left nothing."""
+    from payments.settlement import payment_with_event, payment_with_event_done, triage_reads, triage_told
+
+    asked = provider.triage_update(event)
+    update, by_checkout_ref = asked if asked is not None and triage_reads(asked[0]) else (None, False)
+    row = await reads.ask(stored_and_payment_asked(), {
+        "provider": provider.name, "event_id": event.id, "payment_provider": None if update is None else update.provider,
+        "provider_ref": None if update is None else update.provider_ref})
+    if row[0]:
+        return "duplicate"
+    if update is None:
+        return None
+    told = triage_told(update, row[1:] if row[1] is not None else None, by_checkout_ref=by_checkout_ref)
+    if told is None:
+        return None
+    stored = event_row(provider.name, event.id, event.type, event.body, headers,
+                       {"attempts": 1, "processed_at": clock.now(), "next_attempt_at": None})
+    if told.writes is None:  # store_unchanged's one statement
+        return "processed" if await reads.write(_insert("postgresql"), stored) else "duplicate"
+    statement, params = payment_with_event(reads.dialect, provider.name, told.writes, stored)
+    done = payment_with_event_done((await reads.write(statement, params))[0])
+    if done is False:  # the payment moved since the read: the handler decides
+        return None
+    return "duplicate" if done is None else "processed"
 
 
 # SQLite has one writer at a time. Intake threads that find the write lock taken wait in SQLite's

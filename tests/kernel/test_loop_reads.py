@@ -353,3 +353,32 @@ def test_a_statement_with_a_value_of_its_own_is_refused() -> None:
     with pytest.raises(ValueError, match="only parameters"):
         BatchedRead(lambda q: select(q.c.n, q.c.x + 1), (("x", Integer()),))
     BatchedRead(lambda q: select(q.c.n, q.c.x + literal_column("1")), (("x", Integer()),))
+def test_a_write_is_its_own_transaction_and_never_sent_again(pg_engine_fresh: Engine) -> None:
+    """`LoopReads.write`: one statement in autocommit (seen by another connection at once); on a
+    connection the server closed it raises, where a read would run again, and the next write takes
+    a new connection."""
+    with pg_engine_fresh.begin() as connection:
+        connection.execute(text("CREATE TABLE loop_writes (id serial PRIMARY KEY, note varchar UNIQUE)"))
+    reads = LoopReads(pg_engine_fresh)
+    insert = text("INSERT INTO loop_writes (note) VALUES (:note) ON CONFLICT (note) DO NOTHING RETURNING id")
+
+    async def on_loop() -> tuple[list[Any], list[Any], BaseException | None, list[Any]]:
+        try:
+            first = await reads.write(insert, {"note": "a"})
+            again = await reads.write(insert, {"note": "a"})
+            (pid,) = await reads.ask(_BACKEND, {"x": 1})
+            await asyncio.to_thread(_terminate, pg_engine_fresh, pid)
+            failure = None
+            try:
+                await reads.write(insert, {"note": "b"})
+            except psycopg.OperationalError as error:
+                failure = error
+            return first, again, failure, await reads.write(insert, {"note": "c"})
+        finally:
+            await reads.close()
+
+    first, again, failure, after = asyncio.run(on_loop())
+    assert len(first) == 1 and again == [] and len(after) == 1
+    assert failure is not None
+    with pg_engine_fresh.connect() as connection:
+        assert connection.execute(text("SELECT note FROM loop_writes ORDER BY id")).scalars().all() == ["a", "c"]
