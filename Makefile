@@ -76,8 +76,13 @@ if ! command -v $(PYTHON) >/dev/null || ! $(PYTHON) -c 'import ensurepip, venv' 
 fi; \
 $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	|| { echo "Encours needs Python 3.11 or newer ($(PYTHON) is $$($(PYTHON) -V))" >&2; exit 1; }; \
-test -x $(BIN)/python || { echo "Creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+test -x $(BIN)/python || { echo "Creating $(VENV)"; $(PYTHON) -m venv $(VENV); }; \
+$(BIN)/python -c 'import pip, sys; sys.exit(int(pip.__version__.split(".")[0]) < 25)' \
+	|| $(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade 'pip>=25'
 endef
+# Debian 12's venv brings pip 23.2, which refuses a hash-locked install once a dependency asked with
+# an extra (weasyprint's fonttools[woff]) has a release newer than the lock's pin: it resolves the
+# extra on its own, to the newest. pip 25 reads the pin for it.
 
 # Re-run only when pyproject.toml or the lock is newer than the stamp. The test tools include the
 # sandbox's (`test` lists localstripe as `demo` does).
