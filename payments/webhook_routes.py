@@ -5,11 +5,13 @@ A delivery whose events are all stored already is answered after one indexed rea
 the event loop: no thread hop, no wait for the one writer). An event that needs nothing from the
 provider's API is stored and applied before the answer, in one transaction of its own; one that
 changes nothing, as one read tells (`PaymentProvider.triage`), in one statement; one that moves
-its payment without settling money, as that read tells too, with Core statements. One that
-calls out is applied just after the answer is sent (a background task of this request): the
-provider's API is asked first, outside any transaction, so a slow provider never holds the
-database writer nor the provider's own delivery. Either way a failure is kept on the
-stored event and retried by the worker, which also picks up an event whose process died.
+its payment without settling money, as that read tells too, with Core statements (on PostgreSQL
+the duplicate check, that read and that write all on the event loop's own connections, with no
+thread hop: `payments.webhooks.intake_on_loop`). One that calls out is applied just after the
+answer is sent (a background task of this request): the provider's API is asked first, outside
+any transaction, so a slow provider never holds the database writer nor the provider's own
+delivery. Either way a failure is kept on the stored event and retried by the worker, which also
+picks up an event whose process died.
 """
 
 from __future__ import annotations
