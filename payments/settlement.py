@@ -442,11 +442,13 @@ _LATEST = aliased(Payment)
 def payment_and_checkout(provider: Any, provider_ref: Any) -> Select[Any]:
     """`triage`'s read of the payment that `provider` and `provider_ref` name (parameters, or the
     columns of a batch's questions on PostgreSQL's event loop: `payments.webhooks.stored_and_payment_asked`)."""
+    columns: tuple[Any, ...] = (
+        Checkout.id, Checkout.provider, Checkout.provider_ref, Checkout.currency, Checkout.amount_minor,
+        Payment.status, Payment.failure_reason, Payment.card_last4, Payment.id, Payment.card_brand,
+        Payment.amount_minor, Checkout.status, Checkout.failure_code, Checkout.customer_id, Customer.company_id,
+        select(func.max(_LATEST.id)).where(_LATEST.checkout_id == Checkout.id).scalar_subquery())
     return (
-        select(Checkout.id, Checkout.provider, Checkout.provider_ref, Checkout.currency, Checkout.amount_minor,
-               Payment.status, Payment.failure_reason, Payment.card_last4, Payment.id, Payment.card_brand,
-               Payment.amount_minor, Checkout.status, Checkout.failure_code, Checkout.customer_id, Customer.company_id,
-               select(func.max(_LATEST.id)).where(_LATEST.checkout_id == Checkout.id).scalar_subquery())
+        select(*columns)
         .join_from(Payment, Checkout, Checkout.id == Payment.checkout_id)
         .join(Customer, Customer.id == Checkout.customer_id)
         .where(Payment.provider == provider, Payment.provider_ref == provider_ref)
