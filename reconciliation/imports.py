@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import ARRAY, String, any_, cast, literal, select, text, update
 from sqlalchemy.orm import Session
 
 from kernel.clock import clock
@@ -545,6 +545,12 @@ def _cut(text: str | None, size: int) -> str | None:
 
 
 def _known_keys(session: Session, account_id: int, keys: list[str]) -> set[str]:
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement with the keys as one array parameter: a list of 500 bound values per
+        # statement cost 100 round trips and their compilation for a 50,000-entry file.
+        return set(session.scalars(select(BankEntry.identity_key).where(
+            BankEntry.account_id == account_id,
+            BankEntry.identity_key == any_(cast(literal(keys, ARRAY(String)), ARRAY(String))))))
     known: set[str] = set()
     for start in range(0, len(keys), _CHUNK):
         chunk = keys[start:start + _CHUNK]
