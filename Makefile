@@ -105,7 +105,7 @@ demo: $(DEMO_STAMP) system-deps
 	$(BIN)/encours demo
 
 test: venv test-deps lint
-	$(BIN)/pytest -p xdist -n $(PYTEST_WORKERS)
+	$(BIN)/pytest -p xdist -n $(PYTEST_WORKERS) --durations=30
 
 # The layers (.importlinter), pyflakes (ruff) and strict typing (mypy): fast, and first.
 lint: venv
