@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 
+import gc
 import socket
 import threading
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
 from typing import Iterator
 
@@ -39,6 +41,22 @@ def cheap_password_hashes() -> Iterator[None]:
     Commands run in a subprocess (the CLI, the demo) still hash at the production cost."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(staff_accounts, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def young_collection_before_freezing() -> Iterator[None]:
+    """The app's lifespan collects the whole heap, then freezes what start-up built (encours.app):
+    once per server process in production, but in a test process once per app started (hundreds),
+    each a walk of every object the suite holds: 15 % of the CPU of tests/admin/test_settings.py.
+    Here it collects the youngest generation only; the freeze stays real (tests/encours/
+    test_http_stack.py checks it), and `encours serve`'s whole start-up, full collection included,
+    is checked in a process of its own (tests/encours/test_serve.py)."""
+    import encours.app
+
+    quick = SimpleNamespace(collect=lambda: gc.collect(0), freeze=gc.freeze, unfreeze=gc.unfreeze)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(encours.app, "gc", quick)
         yield
 
 
