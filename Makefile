@@ -111,7 +111,7 @@ demo: $(DEMO_STAMP) system-deps
 	$(BIN)/encours demo
 
 test: venv test-deps lint
-	$(BIN)/pytest -p xdist -n $(PYTEST_WORKERS)
+	$(BIN)/pytest -p xdist -n $(PYTEST_WORKERS) --durations=30
 
 # The README's pictures of the portal, taken anew into docs/ (the test run alone writes them to a
 # temporary directory).

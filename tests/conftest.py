@@ -1,17 +1,21 @@
 from __future__ import annotations
 
 
+import gc
 import socket
 import threading
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
 from typing import Iterator
 
 import pytest
+from argon2 import PasswordHasher
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from admin import staff_accounts
 from kernel.clock import clock
 from kernel.db import make_engine, upgrade
 from kernel.settings import Settings, load_settings
@@ -24,6 +28,36 @@ TEST_SECRET = "test-secret-key-0123456789abcdef"
 # browsers beside them once took 301 ms for an example hypothesis allows 200 ms by default.
 hypothesis_settings.register_profile("encours", deadline=None)
 hypothesis_settings.load_profile("encours")
+
+
+# What staff passwords are hashed with outside the tests (tests/admin/test_users.py checks its cost).
+PRODUCTION_PASSWORD_HASHER = staff_accounts._hasher
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashes() -> Iterator[None]:
+    """Real argon2, at its smallest cost: at the production cost a hash or a check took 0.5 s of
+    a loaded 2-core machine, and most back-office tests create several users and sign them in.
+    Commands run in a subprocess (the CLI, the demo) still hash at the production cost."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(staff_accounts, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def young_collection_before_freezing() -> Iterator[None]:
+    """The app's lifespan collects the whole heap, then freezes what start-up built (encours.app):
+    once per server process in production, but in a test process once per app started (hundreds),
+    each a walk of every object the suite holds: 15 % of the CPU of tests/admin/test_settings.py.
+    Here it collects the youngest generation only; the freeze stays real (tests/encours/
+    test_http_stack.py checks it), and `encours serve`'s whole start-up, full collection included,
+    is checked in a process of its own (tests/encours/test_serve.py)."""
+    import encours.app
+
+    quick = SimpleNamespace(collect=lambda: gc.collect(0), freeze=gc.freeze, unfreeze=gc.unfreeze)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(encours.app, "gc", quick)
+        yield
 
 
 @pytest.fixture(scope="session")

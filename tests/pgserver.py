@@ -124,15 +124,18 @@ class PostgresServer:
             raise
         return self.url(database)
 
-    def create_database(self, name: str) -> str:
-        """A new, empty database on this server; returns its SQLAlchemy URL."""
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """A new database on this server, empty or a copy of `template` (which nobody may be
+        connected to); returns its SQLAlchemy URL."""
         import psycopg
 
-        if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
-            raise ValueError(f"unsafe database name {name!r}")
+        for unsafe in (name, template or "template0"):
+            if not re.fullmatch(r"[a-z_][a-z0-9_]*", unsafe):
+                raise ValueError(f"unsafe database name {unsafe!r}")
+        copy = f' TEMPLATE "{template}"' if template else ""
         with psycopg.connect(host="127.0.0.1", port=self.port, user=SUPERUSER, dbname="postgres",
                              autocommit=True, connect_timeout=10) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')
+            connection.execute(f'CREATE DATABASE "{name}"{copy}')
         return self.url(name)
 
     def stop(self) -> None:

@@ -5,22 +5,14 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
-from admin import staff_accounts as users
 from ledger.models import Customer
 from tests import factories
 from tests.admin.conftest import csrf_from, login, make_user
 
 TODAY = date(2026, 11, 25)
-
-
-@pytest.fixture(autouse=True)
-def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Real argon2, with the smallest cost: these tests sign in dozens of times on a shared machine."""
-    monkeypatch.setattr(users, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from ledger.allocation import invariant_violations
 from ledger.models import AuditEvent, BankEntry, Customer, Payment
 from ledger.statement import unapplied_credit
 from tests.admin.conftest import csrf_from, make_user
-from tests.admin.staff_book import cheap_hashes, signed_in  # noqa: F401 - fixtures
+from tests.admin.staff_book import signed_in  # noqa: F401 - fixtures
 from tests.reconciliation.bank_world import PETIT_IBAN, World, camt, credit, make_world
 from tests.reconciliation.camt_builder import Ntry, Tx
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.admin.staff_book import cheap_hashes  # noqa: F401 - fixture
 from tests.admin.test_my_day import (  # noqa: F401 - collected here on both databases
     test_the_list_ranks_urgent_reasons_then_converted_overdue as test_my_day_on_both_databases,
 )

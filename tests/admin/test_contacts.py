@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from ledger.models import AuditEvent, Contact, OutboxMessage
 from links import tokens
-from tests.admin.staff_book import book, cheap_hashes, post, signed_in  # noqa: F401 - fixtures
+from tests.admin.staff_book import book, post, signed_in  # noqa: F401 - fixtures
 from tests.conftest import TEST_SECRET
 
 NEW = {"email": "boss@mine.test", "name": "Jeanne Martin", "phone": "+33 1 23 45 67 89", "language": "en",

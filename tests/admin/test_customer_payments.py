@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from ledger.models import AuditEvent, Invoice, Payment
 from tests.admin.conftest import csrf_from
-from tests.admin.staff_book import book, cheap_hashes, post, signed_in  # noqa: F401 - fixtures
+from tests.admin.staff_book import book, post, signed_in  # noqa: F401 - fixtures
 
 
 def _text(html: str) -> str:

@@ -26,7 +26,7 @@ from ledger.models import (
 from links import tokens
 from tests import factories
 from tests.admin.conftest import make_user
-from tests.admin.staff_book import TODAY, book, cheap_hashes, post, signed_in  # noqa: F401 - fixtures
+from tests.admin.staff_book import TODAY, book, post, signed_in  # noqa: F401 - fixtures
 from tests.conftest import TEST_SECRET
 
 ROLES = ("admin@x.test", "boss@north.test", "boss@south.test", "anne@north.test", "bob@north.test",

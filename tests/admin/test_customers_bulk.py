@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from ledger.models import AuditEvent, Contact, Customer, OutboxMessage, SavedView
 from tests import factories
 from tests.admin.conftest import csrf_from
-from tests.admin.staff_book import book, cheap_hashes, signed_in  # noqa: F401 - fixtures
+from tests.admin.staff_book import book, signed_in  # noqa: F401 - fixtures
 
 
 def _bulk(client, data: dict[str, object]):  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from admin import spreadsheets
 from ledger.csv_import import import_csv
 from ledger.models import AuditEvent
-from tests.admin.staff_book import book, cheap_hashes, signed_in  # noqa: F401 - fixtures
+from tests.admin.staff_book import book, signed_in  # noqa: F401 - fixtures
 
 LISTS = ("customers", "invoices", "payments", "disputes", "promises", "audit")
 

@@ -20,7 +20,7 @@ from ledger.models import Customer, FxRate, Invoice
 from ledger.money import Money
 from tests import factories
 from tests.admin.conftest import make_user
-from tests.admin.staff_book import cheap_hashes, signed_in  # noqa: F401 - fixtures
+from tests.admin.staff_book import signed_in  # noqa: F401 - fixtures
 
 CUSTOMERS = """company,customer_ref,name,email,language,phone,segment
 FIG,A,Alpha,ap@alpha.test,fr,,

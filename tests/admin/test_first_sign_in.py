@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 
 from ledger.models import User
 from tests.admin.conftest import PASSWORD, csrf_from, login
-from tests.admin.staff_book import book, cheap_hashes, signed_in  # noqa: F401 - fixtures
+from tests.admin.staff_book import book, signed_in  # noqa: F401 - fixtures
 
 NEW = "my very own passphrase"
 

@@ -17,7 +17,7 @@ from payments.stripe import StripeProvider
 from payments.webhooks import ProviderHandler
 from payments.webhooks import process_event, store_event
 from tests import factories
-from tests.admin.staff_book import TODAY, book, cheap_hashes, signed_in, worker_env  # noqa: F401 - fixtures
+from tests.admin.staff_book import TODAY, book, signed_in, worker_env  # noqa: F401 - fixtures
 
 INTENT = "pi_admin_test_0001"
 

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ledger.models import Payment
-from tests.admin.staff_book import book, cheap_hashes, post, signed_in  # noqa: F401 - fixtures
+from tests.admin.staff_book import book, post, signed_in  # noqa: F401 - fixtures
 from tests.admin.test_customer_payments import _text
 from tests.portal.conftest import login as portal_login
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.admin.staff_book import book, cheap_hashes, signed_in  # noqa: F401 - fixtures
+from tests.admin.staff_book import book, signed_in  # noqa: F401 - fixtures
 
 ROLES = {"admin": "admin@x.test", "manager": "boss@north.test", "collector": "anne@north.test",
          "viewer": "reader@north.test"}

@@ -13,7 +13,7 @@ from ledger import fx
 from ledger.models import AuditEvent, CustomerNote, Dispute, DisputeMessage, PromiseToPay
 from tests import factories
 from tests.admin.conftest import make_user
-from tests.admin.staff_book import cheap_hashes, signed_in  # noqa: F401 - fixtures
+from tests.admin.staff_book import signed_in  # noqa: F401 - fixtures
 from tests.admin.conftest import csrf_from
 
 

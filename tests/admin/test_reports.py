@@ -16,7 +16,7 @@ from ledger.storage import FileStorage
 from payments import manual
 from tests import factories
 from tests.admin.conftest import make_user
-from tests.admin.staff_book import cheap_hashes, signed_in  # noqa: F401 - fixtures
+from tests.admin.staff_book import signed_in  # noqa: F401 - fixtures
 
 
 def _world(session: Session, tmp_path: Path) -> dict[str, object]:

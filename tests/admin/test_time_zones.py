@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from kernel.clock import clock
 from ledger.models import Invoice
-from tests.admin.staff_book import book, cheap_hashes, signed_in, worker_env  # noqa: F401 - fixtures
+from tests.admin.staff_book import book, signed_in, worker_env  # noqa: F401 - fixtures
 from tests.admin.test_invoices_payments import paid_by_card
 
 LATE_EVENING = datetime(2026, 11, 25, 23, 30, tzinfo=timezone.utc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import argon2
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
@@ -13,6 +14,7 @@ from admin.staff_accounts import check_password
 from ledger.models import AuditEvent, User
 from tests import factories
 from tests.admin.conftest import csrf_from, login, make_user
+from tests.conftest import PRODUCTION_PASSWORD_HASHER
 
 PASSWORD_SHOWN = re.compile(r'id="new-password">([^<]+)<')
 
@@ -169,3 +171,10 @@ def test_only_admins_manage_users(client: TestClient, session: Session) -> None:
     response = client.post("/admin/users", data={"csrf_token": token, "email": "x@x.test", "role": "admin"})
     assert response.status_code == 403
     assert session.scalar(select(User).where(User.email == "x@x.test")) is None
+
+
+def test_outside_the_tests_passwords_are_hashed_at_argon2s_recommended_cost() -> None:
+    # The tests hash at the smallest cost (tests/conftest.py): this is what production pays.
+    hashed = PRODUCTION_PASSWORD_HASHER.hash("a staff password")
+    assert argon2.extract_parameters(hashed) == argon2.profiles.RFC_9106_LOW_MEMORY
+    assert PRODUCTION_PASSWORD_HASHER.verify(hashed, "a staff password")

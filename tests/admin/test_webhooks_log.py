@@ -12,7 +12,7 @@ from payments.checkout import create_checkout
 from payments.webhooks import process_event, store_event
 from tests import factories
 from tests.admin.conftest import csrf_from
-from tests.admin.staff_book import TODAY, book, cheap_hashes, signed_in, worker_env  # noqa: F401 - fixtures
+from tests.admin.staff_book import TODAY, book, signed_in, worker_env  # noqa: F401 - fixtures
 from tests.admin.test_invoices_payments import paid_by_card, stripe_event, stripe_handler
 
 import pytest

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from datetime import date, datetime, timedelta, timezone
@@ -37,6 +36,7 @@ from ledger.models import (
 from links import tokens
 from tests import factories
 from tests.conftest import TEST_SECRET
+from tests.databases import pg_migrated_copy, sqlite_migrated_copy
 
 TODAY = date(2026, 11, 25)
 
@@ -418,9 +418,9 @@ def _assert_each_customer_once(session: Session, customers: int) -> None:
     assert orphans == 0
 
 
-def test_two_overlapping_runs_on_one_sqlite_file_queue_each_message_once(tmp_path: Path, settings: Settings) -> None:
-    url = f"sqlite:///{tmp_path / 'overlap.sqlite3'}"
-    upgrade(url)
+def test_two_overlapping_runs_on_one_sqlite_file_queue_each_message_once(
+        tmp_path: Path, settings: Settings, sqlite_migrated_template: Path) -> None:
+    url = sqlite_migrated_copy(sqlite_migrated_template, tmp_path / "overlap.sqlite3")
     engine = make_engine(url)
     try:
         factory = make_sessionmaker(engine)
@@ -436,9 +436,9 @@ def test_two_overlapping_runs_on_one_sqlite_file_queue_each_message_once(tmp_pat
         engine.dispose()
 
 
-def test_two_overlapping_runs_on_postgresql_queue_each_message_once(pg_server: Any, settings: Settings) -> None:
-    url = pg_server.create_database(f"overlap_{os.getpid()}")
-    upgrade(url)
+def test_two_overlapping_runs_on_postgresql_queue_each_message_once(
+        pg_server: Any, settings: Settings, pg_migrated_template: str) -> None:
+    url = pg_migrated_copy(pg_server, pg_migrated_template, "overlap")
     engine = make_engine(url)
     try:
         factory = make_sessionmaker(engine)
@@ -659,11 +659,10 @@ def test_an_invoice_disputed_in_part_is_chased_for_the_rest_only(
 
 
 def test_a_customer_with_hundreds_of_overdue_invoices_is_reminded_once_on_postgresql(
-        pg_server: Any, settings: Settings) -> None:
+        pg_server: Any, settings: Settings, pg_migrated_template: str) -> None:
     # The joined ids of 600 invoices make an index row PostgreSQL refuses (over 2,704 bytes):
     # the reminder's identity is a digest of them.
-    url = pg_server.create_database(f"many_{os.getpid()}")
-    upgrade(url)
+    url = pg_migrated_copy(pg_server, pg_migrated_template, "many")
     engine = make_engine(url)
     try:
         factory = make_sessionmaker(engine)

@@ -15,13 +15,14 @@ from sqlalchemy.orm import Session
 
 import encours.cli
 from kernel.clock import clock
-from kernel.db import make_engine, migration_heads, upgrade
+from kernel.db import make_engine, migration_heads
 from admin import auth
 from admin.staff_accounts import check_password
 from ledger.disputes import DEFAULT_REASONS, active_reasons
 from ledger.models import AuditEvent, Company, Contact, Customer, User
 from links import tokens
 from links.tokens import LinkProblem
+from tests.databases import sqlite_migrated_copy
 from tests.pgserver import PostgresServer
 
 ENCOURS = Path(sys.executable).with_name("encours")
@@ -103,9 +104,9 @@ def fresh_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def db_file_url(fresh_url: str) -> str:
-    upgrade(fresh_url)
-    return fresh_url
+def db_file_url(tmp_path: Path, sqlite_migrated_template: Path) -> str:
+    """`fresh_url`'s file, migrated (a copy of a file migrated once per session)."""
+    return sqlite_migrated_copy(sqlite_migrated_template, tmp_path / "fresh.sqlite3")
 
 
 @pytest.fixture

@@ -19,12 +19,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from dunning.scenarios import ensure_default_scenario
 from encours import worker
 from kernel.clock import clock
-from kernel.db import make_engine, upgrade
+from kernel.db import make_engine
 from kernel.settings import Settings, load_settings
 from ledger.models import Contact, Customer, OutboxMessage, Reminder, ReminderRun, ScenarioStep
 from mail import outbox
 from tests import factories
 from tests.conftest import TEST_SECRET
+from tests.databases import sqlite_migrated_copy
 from tests.dunning.test_planner import _bulk_book
 from tests.fakes.smtp import CapturingSMTP
 
@@ -45,10 +46,9 @@ def _encours(cwd: Path, url: str, *args: str) -> subprocess.CompletedProcess[str
 
 
 @pytest.fixture
-def book(tmp_path: Path) -> Iterator[tuple[str, Engine]]:
+def book(tmp_path: Path, sqlite_migrated_template: Path) -> Iterator[tuple[str, Engine]]:
     """A migrated SQLite file with company DURAND: C-LATE (two invoices), C-PAUSED, C-NOMAIL."""
-    url = f"sqlite:///{tmp_path / 'encours.sqlite3'}"
-    upgrade(url)
+    url = sqlite_migrated_copy(sqlite_migrated_template, tmp_path / "encours.sqlite3")
     engine = make_engine(url)
     with Session(engine) as session:
         company = factories.company(session, code="DURAND", name="Durand Industrie SAS")
@@ -134,9 +134,8 @@ def _sent(engine: Engine) -> list[tuple[str, str, str]]:
 
 
 @pytest.fixture
-def empty_book(tmp_path: Path) -> Iterator[tuple[str, Engine]]:
-    url = f"sqlite:///{tmp_path / 'new.sqlite3'}"
-    upgrade(url)
+def empty_book(tmp_path: Path, sqlite_migrated_template: Path) -> Iterator[tuple[str, Engine]]:
+    url = sqlite_migrated_copy(sqlite_migrated_template, tmp_path / "new.sqlite3")
     engine = make_engine(url)
     yield url, engine
     engine.dispose()
@@ -273,11 +272,11 @@ def test_remind_help(tmp_path: Path, book: tuple[str, Engine]) -> None:
 
 
 @pytest.mark.parametrize("more_contacts", [False, True], ids=["one-contact", "several-contacts"])
-def test_a_run_killed_half_way_then_rerun_queues_every_message_exactly_once(tmp_path: Path,
-                                                                            more_contacts: bool) -> None:
+def test_a_run_killed_half_way_then_rerun_queues_every_message_exactly_once(
+    tmp_path: Path, sqlite_migrated_template: Path, more_contacts: bool
+) -> None:
     customers = 3000
-    url = f"sqlite:///{tmp_path / 'crash.sqlite3'}"
-    upgrade(url)
+    url = sqlite_migrated_copy(sqlite_migrated_template, tmp_path / "crash.sqlite3")
     engine = make_engine(url)
     try:
         with Session(engine) as session:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from encours.app import create_app
-from kernel.db import unit_of_work, upgrade
+from kernel.db import unit_of_work
 from kernel.settings import Settings, load_settings
 from ledger.models import Checkout, Invoice, Payment
 from payments import gocardless as gc
@@ -24,6 +24,7 @@ from sandbox.gocardless_server import sign as gocardless_sign
 from sandbox.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET
 from tests import factories
 from tests.conftest import TEST_SECRET
+from tests.databases import sqlite_migrated_copy
 from tests.fakes.gocardless_server import gocardless, gocardless_server  # noqa: F401
 from tests.fakes.localstripe_server import event_payload
 from tests.fakes.localstripe_server import sign as stripe_sign
@@ -32,10 +33,9 @@ TODAY = date(2026, 11, 25)
 
 
 @pytest.fixture
-def both(tmp_path: Path, gocardless: GoCardlessStandIn) -> Settings:  # noqa: F811
+def both(tmp_path: Path, gocardless: GoCardlessStandIn, sqlite_migrated_template: Path) -> Settings:  # noqa: F811
     """Stripe and GoCardless configured, on a database file of the test's own (real locks)."""
-    url = f"sqlite:///{tmp_path / 'intake.sqlite3'}"
-    upgrade(url)
+    url = sqlite_migrated_copy(sqlite_migrated_template, tmp_path / "intake.sqlite3")
     return load_settings({
         "ENCOURS_DATABASE_URL": url, "ENCOURS_SECRET_KEY": TEST_SECRET, "ENCOURS_BASE_URL": "http://testserver",
         "STRIPE_SECRET_KEY": SECRET_KEY, "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY,
