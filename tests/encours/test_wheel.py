@@ -73,6 +73,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = root / "venv"
     _run([sys.executable, "-m", "venv", venv], **outside)
     pip = [venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    _run([*pip, "--upgrade", "pip>=25"], **outside)  # as the README says: Debian's pip 23 misreads the lock
     _run([*pip, "--require-hashes", "-r", REPO / "requirements" / "prod.txt"], **outside)
     _run([*pip, "--no-deps", wheels[0]], **outside)
     return venv
