@@ -159,7 +159,7 @@ def plan(i: dict[str, float]) -> str:
         f"one per message sent); with group commit and a battery-backed or cloud volume, "
         f"**{_n(commits * i['iops_per_commit'])} write IOPS** plus checkpoints.")
     out(f"- Connections: {procs} servers + {workers} outbox workers + {plan_workers} planners × "
-        f"{_n(i['pool_per_process'])} (SQLAlchemy's pool) = **{_n(connections)}**: behind PgBouncer in "
+        f"{_n(i['pool_per_process'])} (SQLAlchemy's pool and the event loop's) = **{_n(connections)}**: behind PgBouncer in "
         f"transaction mode, {_n(math.ceil((db_cores_portal + 1) * 4))} server connections suffice (≈ 4 per "
         f"database core), `max_connections` 200.")
     cores = db_cores_portal + messages * i["outbox_db_ms"] / 1000 / send_s / util + dash_db
