@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 
+import asyncio
 import gc
 import socket
 import threading
@@ -42,6 +43,24 @@ def cheap_password_hashes() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(staff_accounts, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
         yield
+
+
+@pytest.fixture(autouse=True)
+def no_browser_loop_running(request: pytest.FixtureRequest) -> Iterator[None]:
+    """pytest-playwright's sync API keeps its event loop marked running in the worker's thread from
+    the first browser test to the end of the session: a later test of the same worker calling
+    `asyncio.run` (the loop reads, the link checks on the loop) then failed, or not, by where xdist
+    happened to send it (15 failures in one CI run, none in the one before). Tests that use no
+    browser run with no loop marked running, as they would alone; the browser's loop is put back after."""
+    left = asyncio._get_running_loop()
+    if left is None or "playwright" in request.fixturenames:
+        yield
+        return
+    asyncio._set_running_loop(None)
+    try:
+        yield
+    finally:
+        asyncio._set_running_loop(left)
 
 
 @pytest.fixture(scope="session", autouse=True)
