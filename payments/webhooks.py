@@ -268,7 +268,7 @@ def store_and_write(
             return write_payment_with_event(connection, provider, writes,
                                             event_row(provider, event_id, event_type, body, headers, done))
     try:
-        with _checked_out_then_locked(session_factory) as connection:
+        with _one_writer(session_factory), write_connection(session_factory) as connection:
             pk = insert_event(connection, provider, event_id, event_type, body, headers, done)
             if pk is None:
                 return None
@@ -339,19 +339,6 @@ async def intake_on_loop(reads: LoopReads, provider: PaymentProvider, event: Pro
     if done is False:  # the payment moved since the read: the handler decides
         return None
     return "duplicate" if done is None else "processed"
-@contextmanager
-def _checked_out_then_locked(session_factory: sessionmaker[Session]) -> Iterator[Connection]:
-    """`write_connection` under `_one_writer`, with the pool's checkout made before the writer
-    lock is taken: on SQLite the lock is held for the transaction alone, so the next writer, of
-    this process or the other, waits less (bench/RESULTS.md, 2026-12-06 sqhook11)."""
-    bind = session_factory.kw.get("bind")
-    if not isinstance(bind, Engine):  # tests: a savepoint of the connection given
-        with _one_writer(session_factory), write_connection(session_factory) as connection:
-            yield connection
-        return
-    with bind.connect() as connection:
-        with _one_writer(session_factory), connection.begin():
-            yield connection
 
 
 # SQLite has one writer at a time. Intake threads that find the write lock taken wait in SQLite's
