@@ -111,6 +111,41 @@ def wait_until_idle(read: Callable[[], float], window: float = 0.25, busy_share:
         before = after
 
 
+@dataclass(frozen=True)
+class MachineTimes:
+    """Seconds of all CPUs from /proc/stat's first line: busy (user, nice, system, irq, softirq),
+    stolen by the hypervisor (steal), and idle (idle, iowait)."""
+
+    busy: float
+    steal: float
+    idle: float
+
+
+def parse_machine(text: str) -> MachineTimes:
+    """The `cpu` line of /proc/stat (proc(5)); guest time is counted in user time already."""
+    fields = [int(x) for x in text.split("\n", 1)[0].split()[1:]]
+    fields += [0] * (8 - len(fields))
+    user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]
+    return MachineTimes((user + nice + system + irq + softirq) / TICKS, steal / TICKS, (idle + iowait) / TICKS)
+
+
+def machine_times(proc: Path = PROC) -> MachineTimes:
+    return parse_machine((proc / "stat").read_text())
+
+
+def machine_spent(before: MachineTimes, after: MachineTimes, seconds: float, ours: float) -> dict[str, float]:
+    """What the whole machine did over `seconds` of wall time, in cores: busy, busy outside the
+    `ours` CPU seconds that were measured (the app, PostgreSQL, the load generator: anyone else's
+    work, the kernel's writeback), and stolen by the hypervisor. A run whose `others` or `steal`
+    stands out measured a machine that was not its own."""
+    if seconds <= 0:
+        return {}
+    busy = after.busy - before.busy
+    return {"machine_busy_cores": round(busy / seconds, 2),
+            "machine_others_busy_cores": round(max(0.0, busy - ours) / seconds, 2),
+            "machine_steal_cores": round((after.steal - before.steal) / seconds, 3)}
+
+
 def per_request_ms(seconds: float, requests: int | None) -> float | None:
     return round(1000 * seconds / requests, 3) if requests else None
 

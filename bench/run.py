@@ -174,12 +174,16 @@ class Meter:
         self.app = cpu.cpu_seconds(self.pids)
         self.generator = cpu.children_cpu_seconds()
         self.db = self.pg.reading(self.database) if self.pg else {}
+        self.machine, self.started = cpu.machine_times(), time.monotonic()
         return self
 
     def __exit__(self, *_: object) -> None:
         self.app = cpu.cpu_seconds(self.pids) - self.app
         self.generator = cpu.children_cpu_seconds() - self.generator
         self.db = self.pg.spent(self.db, self.pg.reading(self.database)) if self.pg else {}
+        ours = self.app + self.generator + self.db.get("server", 0.0)
+        self.whole_machine = cpu.machine_spent(self.machine, cpu.machine_times(), time.monotonic() - self.started,
+                                               ours)
 
     def per_request(self, requests: int | None) -> dict[str, Any]:
         figures = {"server_cpu_ms_per_request": cpu.per_request_ms(self.app, requests),
@@ -191,6 +195,8 @@ class Meter:
             figures["postgres_backends_seen_cpu_ms_per_request"] = cpu.per_request_ms(self.db["backends"],
                                                                                       requests)
             figures["postgres_connections_opened"] = self.db["sessions"]
+        # Not per request: the machine around the measurement (see cpu.machine_spent)
+        figures.update(self.whole_machine)
         return figures
 
 
@@ -248,6 +254,10 @@ def cpu_figures(scenario: str, what: str, result: dict[str, Any]) -> list[Figure
                                       "backends_seen_ms": result.get("postgres_backends_seen_cpu_ms_per_request")}))
     figures.append(Figure(scenario, f"CPU per {what}: load generator",
                           result.get("loadgen_cpu_ms_per_request") or -1, "ms"))
+    if "machine_others_busy_cores" in result:  # a machine that was not the run's own: RESULTS.md, 2026-12-06 probe12
+        figures.append(Figure(scenario, f"machine during {what}: others' busy cores",
+                              result["machine_others_busy_cores"], "cores",
+                              detail={k: result[k] for k in ("machine_busy_cores", "machine_steal_cores")}))
     return figures
 
 

@@ -129,3 +129,23 @@ def test_wait_until_idle_returns_after_one_window_when_already_idle() -> None:
 
     waited, idle = cpu.wait_until_idle(lambda: 5.0, window=0.25, clock=lambda: now[0], sleep=sleep)
     assert idle and waited == pytest.approx(0.25)
+
+
+def test_parse_machine_reads_the_first_cpu_line() -> None:
+    ticks = cpu.TICKS
+    # proc(5): cpu user nice system idle iowait irq softirq steal guest guest_nice
+    text = f"cpu  {10 * ticks} {2 * ticks} {3 * ticks} {40 * ticks} {5 * ticks} 0 {ticks} {ticks // 2} 0 0\ncpu0 1 2 3\n"
+    times = cpu.parse_machine(text)
+    assert times == cpu.MachineTimes(busy=16.0, steal=0.5, idle=45.0)
+    assert cpu.parse_machine("cpu 1 2 3 4\n").steal == 0  # an old kernel's shorter line
+    assert cpu.machine_times().busy > 0
+
+
+def test_machine_spent_counts_in_cores_what_was_not_measured() -> None:
+    before = cpu.MachineTimes(busy=100.0, steal=1.0, idle=50.0)
+    after = cpu.MachineTimes(busy=118.0, steal=1.2, idle=52.0)
+    # 10 s of wall: 18 s busy, 12 s of it measured (app, PostgreSQL, load generator)
+    assert cpu.machine_spent(before, after, 10.0, 12.0) == {
+        "machine_busy_cores": 1.8, "machine_others_busy_cores": 0.6, "machine_steal_cores": 0.02}
+    assert cpu.machine_spent(before, after, 10.0, 30.0)["machine_others_busy_cores"] == 0  # readings' skew
+    assert cpu.machine_spent(before, after, 0.0, 1.0) == {}
