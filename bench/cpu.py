@@ -92,6 +92,12 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def own_cpu_seconds() -> float:
+    """CPU of this process (all its threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def wait_until_idle(read: Callable[[], float], window: float = 0.25, busy_share: float = 0.1,
                     timeout: float = 30.0, clock: Callable[[], float] = time.monotonic,
                     sleep: Callable[[float], None] = time.sleep) -> tuple[float, bool]:
@@ -135,8 +141,8 @@ def machine_times(proc: Path = PROC) -> MachineTimes:
 
 def machine_spent(before: MachineTimes, after: MachineTimes, seconds: float, ours: float) -> dict[str, float]:
     """What the whole machine did over `seconds` of wall time, in cores: busy, busy outside the
-    `ours` CPU seconds that were measured (the app, PostgreSQL, the load generator: anyone else's
-    work, the kernel's writeback), and stolen by the hypervisor. A run whose `others` or `steal`
+    `ours` CPU seconds that were measured (the app, PostgreSQL, the load generator, the harness:
+    anyone else's work, the kernel's writeback and softirqs), and stolen by the hypervisor. A run whose `others` or `steal`
     stands out measured a machine that was not its own."""
     if seconds <= 0:
         return {}

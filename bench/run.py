@@ -174,14 +174,15 @@ class Meter:
         self.app = cpu.cpu_seconds(self.pids)
         self.generator = cpu.children_cpu_seconds()
         self.db = self.pg.reading(self.database) if self.pg else {}
-        self.machine, self.started = cpu.machine_times(), time.monotonic()
+        self.machine, self.started, self.harness = cpu.machine_times(), time.monotonic(), cpu.own_cpu_seconds()
         return self
 
     def __exit__(self, *_: object) -> None:
         self.app = cpu.cpu_seconds(self.pids) - self.app
         self.generator = cpu.children_cpu_seconds() - self.generator
         self.db = self.pg.spent(self.db, self.pg.reading(self.database)) if self.pg else {}
-        ours = self.app + self.generator + self.db.get("server", 0.0)
+        # this process too: its RSS sampler and PostgreSQL meter run while the load does
+        ours = self.app + self.generator + self.db.get("server", 0.0) + cpu.own_cpu_seconds() - self.harness
         self.whole_machine = cpu.machine_spent(self.machine, cpu.machine_times(), time.monotonic() - self.started,
                                                ours)
 
