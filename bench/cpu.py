@@ -92,6 +92,20 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def calibration_ms(rounds: int = 3, clock: Callable[[], float] = time.process_time) -> float:
+    """CPU milliseconds of one fixed piece of pure Python (the best of `rounds`): this VM's CPU second
+    is not a constant, the same page cost 11.8 ms of app CPU in one run and 16.3-17.0 ms in others
+    (RESULTS.md, 2026-12-06 probe12); a figure read beside this one can be told from the machine's
+    speed of the moment."""
+    best = float("inf")
+    for _ in range(rounds):
+        started = clock()
+        for _ in range(5_000):
+            sum(range(1_000))
+        best = min(best, clock() - started)
+    return round(1000 * best, 2)
+
+
 def own_cpu_seconds() -> float:
     """CPU of this process (all its threads)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -906,17 +906,17 @@ WARM_UP_SECONDS = 2
 
 
 def machine() -> dict[str, Any]:
-    cpu = ""
+    model = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
+                model = line.split(":", 1)[1].strip()
                 break
     except OSError:
         pass
     load = os.getloadavg()
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "loadavg_at_start": [round(x, 2) for x in load]}
+    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "loadavg_at_start": [round(x, 2) for x in load], "calibration_ms_at_start": cpu.calibration_ms()}
 
 
 def table(figures: list[Figure]) -> str:
@@ -1015,7 +1015,8 @@ def _run(args: argparse.Namespace) -> None:
             ctx.pg.close()
     report = {
         "date": started.isoformat(timespec="seconds"),
-        "machine": {**host, "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {**host, "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+                    "calibration_ms_at_end": cpu.calibration_ms()},
         "book": {k: v for k, v in book.items() if k != "rows"},
         "settings": {"duration_s": ctx.duration, "connections": ctx.connections, "wrk_threads": ctx.threads,
                      "uvicorn_workers": ctx.workers, "database": "postgresql" if args.postgres else "sqlite",

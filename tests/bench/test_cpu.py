@@ -149,3 +149,9 @@ def test_machine_spent_counts_in_cores_what_was_not_measured() -> None:
         "machine_busy_cores": 1.8, "machine_others_busy_cores": 0.6, "machine_steal_cores": 0.02}
     assert cpu.machine_spent(before, after, 10.0, 30.0)["machine_others_busy_cores"] == 0  # readings' skew
     assert cpu.machine_spent(before, after, 0.0, 1.0) == {}
+
+
+def test_calibration_ms_is_the_best_of_its_rounds() -> None:
+    readings = iter([0.0, 0.120, 1.0, 1.090, 2.0, 2.100])
+    assert cpu.calibration_ms(rounds=3, clock=lambda: next(readings)) == 90.0
+    assert cpu.calibration_ms(rounds=1) > 0
