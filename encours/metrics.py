@@ -12,7 +12,7 @@ import hmac
 import os
 import time
 from datetime import datetime
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -80,10 +80,22 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            route = _route_template(scope)
-            method = str(scope.get("method", ""))
-            REQUESTS.labels(method, route, str(status)).inc()
-            LATENCY.labels(method, route).observe(time.perf_counter() - began)
+            counted, timed = _series(str(scope.get("method", "")), _route_template(scope), status)
+            counted.inc()
+            timed.observe(time.perf_counter() - began)
+
+
+# Each (method, route, status)'s two series, looked up once: `labels()` formats the labels, takes a
+# lock and looks them up on every call. As many keys as the series they name, no more.
+_SERIES: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def _series(method: str, route: str, status: int) -> tuple[Any, Any]:
+    key = (method, route, status)
+    found = _SERIES.get(key)
+    if found is None:
+        found = _SERIES[key] = (REQUESTS.labels(method, route, str(status)), LATENCY.labels(method, route))
+    return found
 
 
 def _seconds(moment: datetime | None) -> float:

@@ -10,7 +10,6 @@ import json
 
 from typing import Mapping
 
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MIB = 1024 * 1024
@@ -49,7 +48,9 @@ class BodyLimitMiddleware:
             return
         limit = self.limit_for(scope["path"])
         problem = scope["path"].startswith(self.problem_prefixes) if self.problem_prefixes else False
-        declared = Headers(scope=scope).get("content-length")
+        # The raw headers read in place: Headers(scope=scope) would copy the list on every request.
+        declared = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"content-length"),
+                        None)
         if declared is not None:
             if not declared.strip().isdigit():
                 await _refuse(send, 400, "Invalid Content-Length", problem)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
-import uuid
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import IO, Any
@@ -62,16 +62,42 @@ def mask_tokens(text: str) -> str:
     return _TOKEN_PATH.sub(MASKED_PATH, text)
 
 
+# What a match of each pattern must contain, for a plain substring test before the pattern's own
+# scan (tens of microseconds each on a log line): on an ASCII line, `in` on the lowered text finds
+# every case the (?i) patterns match; any other line goes through each pattern.
+_PAIR_WORDS = ("token", "passw", "secret", "api_key", "apikey", "signature", "code")
+_ITEM_WORDS = ("passw", "token", "secret", "api_key")
+_BEARER_WORDS = ("bearer", "basic")
+# A card number's digits with their separators: at least 13 characters of [0-9 -] from a digit.
+_CARD_SPAN = re.compile(r"[0-9][0-9 -]{12}")
+
+
+def _lacks(text: str, words: tuple[str, ...]) -> bool:
+    """True only when `text` surely holds none of `words` in any case."""
+    if not text.isascii():
+        return False
+    lowered = text.lower()
+    return not any(word in lowered for word in words)
+
+
 def mask_secrets(text: str) -> str:
     """`text` with magic-link tokens, passwords, keys, credentials in URLs and card numbers masked."""
     text = _TOKEN_PATH.sub(MASKED_PATH, text)
     text = _SIGNED.sub("[signed]", text)
-    text = _SECRET_PAIR.sub(lambda match: f"{match.group(1)}={HIDDEN}", text)
-    text = _SECRET_ITEM.sub(lambda match: f"{match.group(1)}{match.group(2)}{HIDDEN}{match.group(2)}", text)
-    text = _BEARER.sub(lambda match: f"{match.group(1)} {HIDDEN}", text)
-    text = _URL_PASSWORD.sub(r"\1:***@", text)
-    text = _API_KEY.sub("enc_[key]", text)
-    text = _STRIPE_CLIENT_SECRET.sub(r"\1_secret_[hidden]", text)
+    if "=" in text and not _lacks(text, _PAIR_WORDS):
+        text = _SECRET_PAIR.sub(lambda match: f"{match.group(1)}={HIDDEN}", text)
+    if ":" in text and ('"' in text or "'" in text) and not _lacks(text, _ITEM_WORDS):
+        text = _SECRET_ITEM.sub(lambda match: f"{match.group(1)}{match.group(2)}{HIDDEN}{match.group(2)}", text)
+    if not _lacks(text, _BEARER_WORDS):
+        text = _BEARER.sub(lambda match: f"{match.group(1)} {HIDDEN}", text)
+    if "://" in text and "@" in text:
+        text = _URL_PASSWORD.sub(r"\1:***@", text)
+    if "enc_" in text:
+        text = _API_KEY.sub("enc_[key]", text)
+    if "_secret_" in text:
+        text = _STRIPE_CLIENT_SECRET.sub(r"\1_secret_[hidden]", text)
+    if text.isascii() and not _CARD_SPAN.search(text):
+        return text
     return _CARD.sub(_mask_card, text)
 
 
@@ -175,8 +201,14 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"x-request-id"), "")
-        current = given if _SANE_REQUEST_ID.fullmatch(given) and not _TOKEN_PATH.search(given) else uuid.uuid4().hex
+        current = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+                if _SANE_REQUEST_ID.fullmatch(given) and not _TOKEN_PATH.search(given):
+                    current = given
+                break
+        current = current or _new_request_id()
         reset = request_id.set(current)
 
         async def send_with_id(message: Message) -> None:
@@ -194,6 +226,11 @@ class RequestIdMiddleware:
             raise
         finally:
             request_id.reset(reset)
+
+
+def _new_request_id() -> str:
+    """128 random bits as 32 hex digits, the shape of `uuid4().hex` at a fifth of its cost."""
+    return os.urandom(16).hex()
 
 
 _errors = logging.getLogger("encours.errors")

@@ -8,12 +8,15 @@ import logging
 from typing import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from kernel import logs
 from kernel.logs import RequestIdMiddleware, configure_logging, mask_secrets
 
 
@@ -40,6 +43,34 @@ def test_ordinary_numbers_and_paths_stay() -> None:
             "sqlalchemy.exc.OperationalError in encours.worker, pay.example.com")
     assert mask_secrets(text) == text
     assert mask_secrets("order 1234567812345678") == "order 1234567812345678"  # not a Luhn number
+
+
+def _every_pattern(text: str) -> str:
+    """mask_secrets as it was before its substring tests: every pattern over every line."""
+    text = logs._TOKEN_PATH.sub(logs.MASKED_PATH, text)
+    text = logs._SIGNED.sub("[signed]", text)
+    text = logs._SECRET_PAIR.sub(lambda match: f"{match.group(1)}={logs.HIDDEN}", text)
+    text = logs._SECRET_ITEM.sub(lambda match: f"{match.group(1)}{match.group(2)}{logs.HIDDEN}{match.group(2)}",
+                                 text)
+    text = logs._BEARER.sub(lambda match: f"{match.group(1)} {logs.HIDDEN}", text)
+    text = logs._URL_PASSWORD.sub(r"\1:***@", text)
+    text = logs._API_KEY.sub("enc_[key]", text)
+    text = logs._STRIPE_CLIENT_SECRET.sub(r"\1_secret_[hidden]", text)
+    return logs._CARD.sub(logs._mask_card, text)
+
+
+_PIECES = ["token", "TOKEN", "Password", "passwd", "new_password", "secret", "client_secret", "API_KEY", "apikey",
+           "access_token", "Signature", "code", "Bearer", "BASIC", "basic", "enc_", "live_", "test_", "_secret_",
+           "pi_3Abc", "seti_9", "smtp://", "user:pw@", "@", ":", "=", '"', "'", " ", "  ", "-", ".", "/p/", "/p/renew",
+           "4242", "4000", "0025", "3155", "1234", "5678", "0", "9", "٣", "K", "ſ", "İ", "é", "\n", "&", "?", "abc",
+           "eyJjIjoxLCJ2IjoxfQ", "aSecretStampX", "Zx9aQwQwQwQwQwQwQwQw"]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=24))
+@settings(max_examples=3000, deadline=None)
+def test_the_substring_tests_mask_what_every_pattern_masks(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    assert mask_secrets(text) == _every_pattern(text)
 
 
 @pytest.fixture
