@@ -13,8 +13,9 @@ when no statement of that read is in flight on this event loop, one goes at the 
 loop with every question queued by then, and the questions that arrive while it runs go together
 in the next. A question asked alone goes at once: nothing waits to fill a batch.
 
-Each event loop has its connections (one per read in flight), opened when first needed and closed
-by `close` (the app's lifespan). A question the database leaves unanswered fails with
+Each event loop has its connections (one per statement in flight), opened when first needed and
+closed by `close` (the app's lifespan); beyond `idle_kept` idle ones, a connection no statement
+took for `idle_seconds` is closed. A question the database leaves unanswered fails with
 `TimeoutError` `timeout` seconds after it was asked while the loop goes on serving others; one the
 database refuses fails with the driver's error, and so do all the questions of that statement. A
 connection the server closed since its last use (a restart, an idle timeout) is replaced and the
@@ -49,6 +50,12 @@ LOOP_READ_TIMEOUT_SECONDS = 10.0
 # Writes in flight at once on one loop (`LoopReads.write`), each on a connection of its own: as
 # many as the app's pool and thread pool let through the thread pool's path (kernel.db, encours.app).
 LOOP_WRITES_IN_FLIGHT = 20
+# Idle connections one loop keeps however long they stay idle, reads and writes alike. Beyond them,
+# those left idle for `LOOP_IDLE_SECONDS` are closed, so a burst's connections do not stay open; not
+# at once on their return: at the bench's webhook load a process has 1 to 21 in use from one moment
+# to the next (bench/RESULTS.md, 2026-12-06 tidy12).
+LOOP_IDLE_KEPT = 4
+LOOP_IDLE_SECONDS = 10.0
 
 Row = tuple[Any, ...]
 # What a batched read's names, types and parameters are checked with (the statement itself is
@@ -126,13 +133,18 @@ class _Loop:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # statements running, given up on or not
     write_turns: asyncio.Semaphore | None = None  # made on the loop it serves, at its first write
     closed: bool = False
+    # While more than `idle_kept` are idle: the next trim, and the fewest idle since the last one
+    # (the connections below it in `idle` were taken by no statement meanwhile).
+    trim: asyncio.TimerHandle | None = None
+    fewest_idle: int = 0
 
 
 class LoopReads:
     """Reads on the running event loop from `engine`'s PostgreSQL database (its URL and the
     driver settings SQLAlchemy's dialect gives its own connections: the same type adapters)."""
 
-    def __init__(self, engine: Engine, *, timeout: float = LOOP_READ_TIMEOUT_SECONDS) -> None:
+    def __init__(self, engine: Engine, *, timeout: float = LOOP_READ_TIMEOUT_SECONDS,
+                 idle_kept: int = LOOP_IDLE_KEPT, idle_seconds: float = LOOP_IDLE_SECONDS) -> None:
         if engine.dialect.name != "postgresql":
             raise ValueError(f"reads on the event loop need PostgreSQL, not {engine.dialect.name}")
         self.dialect = engine.dialect
@@ -140,6 +152,8 @@ class LoopReads:
         if args:
             raise ValueError("connection arguments beyond keywords are not supported")
         self.timeout = timeout
+        self.idle_kept = idle_kept
+        self.idle_seconds = idle_seconds
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Loop] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -188,13 +202,14 @@ class LoopReads:
         if state.write_turns is None:
             state.write_turns = asyncio.Semaphore(LOOP_WRITES_IN_FLIGHT)
         async with state.write_turns:
-            connection = state.idle.pop() if state.idle else await self._connect()
+            idle = _idle_one(state)
+            connection = idle if idle is not None else await self._connect()
             try:
                 rows = await _execute(connection, sql, arguments)
             except BaseException:
                 await connection.close()  # in an unknown state: never used again
                 raise
-        await _give_back(state, connection)
+        await self._give_back(state, connection)
         return rows
 
     async def close(self) -> None:
@@ -204,6 +219,8 @@ class LoopReads:
         if state is None:
             return
         state.closed = True
+        if state.trim is not None:
+            state.trim.cancel()
         idle, state.idle = state.idle, []
         for connection in idle:
             await connection.close()
@@ -280,8 +297,9 @@ class LoopReads:
             sql, arguments = driver_sql(read.many, self.dialect, {"questions": json.dumps(
                 [{name: question[name] for name in read.names} for question, _ in batch.answers],
                 default=_json_value, separators=(",", ":")), "count": len(batch.answers)})
-        reused = bool(state.idle)
-        connection = state.idle.pop() if reused else await self._connect()
+        idle = _idle_one(state)
+        reused = idle is not None
+        connection = idle if idle is not None else await self._connect()
         try:
             rows = await _execute(connection, sql, arguments)
         except psycopg.OperationalError:
@@ -298,8 +316,35 @@ class LoopReads:
         except BaseException:
             await connection.close()  # in an unknown state: never used again
             raise
-        await _give_back(state, connection)
+        await self._give_back(state, connection)
         return rows
+
+    async def _give_back(self, state: _Loop, connection: _Connection) -> None:
+        """A connection whose statement ended well back to the loop's idle set (closed once the loop's
+        connections are: `close` ran while it was in use)."""
+        if state.closed:
+            await connection.close()
+            return
+        state.idle.append(connection)
+        if len(state.idle) > self.idle_kept and state.trim is None:
+            self._trim_later(state)
+
+    def _trim_later(self, state: _Loop) -> None:
+        state.fewest_idle = len(state.idle)
+        state.trim = asyncio.get_running_loop().call_later(self.idle_seconds, self._trim, state)
+
+    def _trim(self, state: _Loop) -> None:
+        """Close the idle connections beyond `idle_kept` that no statement took since the last trim
+        (the first in `idle`: a statement takes the last)."""
+        state.trim = None
+        surplus = min(state.fewest_idle, len(state.idle) - self.idle_kept)
+        if surplus > 0:
+            unused, state.idle[:surplus] = state.idle[:surplus], []
+            closing = asyncio.get_running_loop().create_task(_close_all(unused))
+            state.tasks.add(closing)  # the loop keeps only a weak reference
+            closing.add_done_callback(state.tasks.discard)
+        if len(state.idle) > self.idle_kept:
+            self._trim_later(state)
 
     async def _connect(self) -> _Connection:
         connection: _Connection = await psycopg.AsyncConnection.connect(autocommit=True, **self.connect_params)
@@ -310,13 +355,18 @@ class LoopReads:
         return connection
 
 
-async def _give_back(state: _Loop, connection: _Connection) -> None:
-    """A connection whose statement ended well back to the loop's idle set (closed once the loop's
-    connections are: `LoopReads.close` ran while it was in use)."""
-    if state.closed:
+def _idle_one(state: _Loop) -> _Connection | None:
+    """The idle connection given back last (those given back first stay idle: the first trimmed), or None."""
+    if not state.idle:
+        return None
+    connection = state.idle.pop()
+    state.fewest_idle = min(state.fewest_idle, len(state.idle))
+    return connection
+
+
+async def _close_all(connections: list[_Connection]) -> None:
+    for connection in connections:
         await connection.close()
-    else:
-        state.idle.append(connection)
 
 
 async def _execute(connection: _Connection, sql: str, arguments: Any) -> list[Row]:

@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from ledger.banking import format_iban
 from payments import rf
-from payments.base import NotOurs, PaymentUpdate, ProviderEvent, StandIn, StartResult, Triage
+from payments.base import NotOurs, PaymentUpdate, ProviderEvent, StandIn, StartResult
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
     from sqlalchemy.orm import Session
 
     from kernel.settings import Settings
@@ -86,9 +85,6 @@ class BankTransferProvider:
 
     def apply(self, session: Session, settings: Settings, event: ProviderEvent, fetched: Any) -> str:
         raise NotOurs("bank transfers are matched on the bank statement, never by an event")
-
-    def triage(self, connection: Connection, event: ProviderEvent) -> Triage | None:
-        return None
 
     def triage_update(self, event: ProviderEvent) -> tuple[PaymentUpdate, bool] | None:
         return None

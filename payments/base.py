@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, runtime_checkable
 from ledger.models import DEBTOR_METHODS
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
     from sqlalchemy.orm import Session
 
     from kernel.settings import Settings
@@ -114,7 +113,7 @@ class PaymentWrites:
 
 @dataclass(frozen=True)
 class Triage:
-    """What one read tells about an event (`PaymentProvider.triage`): `outcome`, what `apply`
+    """What one read tells about an event (`payments.settlement.triage`): `outcome`, what `apply`
     would report; `writes`, what it would change (None: nothing but the event's own record)."""
 
     outcome: str
@@ -194,18 +193,13 @@ class PaymentProvider(Protocol):
         nothing we created."""
         ...
 
-    def triage(self, connection: Connection, event: ProviderEvent) -> Triage | None:
-        """What `apply` would do for `event`, told by one cheap read on a Core connection
-        (`payments.settlement.triage`): change nothing (`Triage.writes` None: the event is stored
-        already processed, `payments.webhooks.store_unchanged`), or, for an event that moves a
-        payment we hold without settling money (a new decline reason, `processing`, a card to
-        record), the writes `apply` would make, then made with Core statements
-        (`payments.webhooks.store_and_write`). None when it cannot be told so: `apply` runs. Only
-        asked for an event that needs nothing fetched."""
-        ...
-
     def triage_update(self, event: ProviderEvent) -> tuple[PaymentUpdate, bool] | None:
-        """What `triage` reads about for `event`: the update `payments.settlement.triage` is asked,
-        and its `by_checkout_ref`; None when `triage` tells None without reading. For a read of
-        one's own (PostgreSQL's event loop: `payments.webhooks.intake_on_loop`)."""
+        """The update `event` would make to a payment, as `payments.settlement.triage` reads about it,
+        and its `by_checkout_ref`; None when no read can tell what `apply` would do. A read then
+        tells (`payments.settlement.triage_event`, or one of its own on PostgreSQL's event loop:
+        `payments.webhooks.intake_on_loop`) whether the event changes nothing (`Triage.writes`
+        None: stored already processed, `payments.webhooks.store_unchanged`) or moves a payment we
+        hold without settling money (a new decline reason, `processing`, a card to record: the
+        writes `apply` would make, made with Core statements, `payments.webhooks.store_and_write`);
+        else `apply` runs. Only asked for an event that needs nothing fetched."""
         ...

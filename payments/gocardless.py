@@ -46,12 +46,10 @@ from payments.base import (
     SignatureError,
     StandIn,
     StartResult,
-    Triage,
 )
 from payments.collections import MANDATE_ENDED, CollectionReport, collectable_invoices, mandate_currency
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
     from sqlalchemy.orm import Session, sessionmaker
 
     from kernel.settings import Settings
@@ -306,9 +304,6 @@ class GoCardlessProvider(_GoCardless):
 
     def apply(self, session: Session, settings: Settings, event: ProviderEvent, fetched: Any) -> str:
         return apply_event(session, event.payload, settings, fetched)
-
-    def triage(self, connection: Connection, event: ProviderEvent) -> Triage | None:
-        return None  # its events ask the API first (calls_out)
 
     def triage_update(self, event: ProviderEvent) -> tuple[PaymentUpdate, bool] | None:
         return None

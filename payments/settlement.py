@@ -69,7 +69,7 @@ from ledger.money import Money
 from links import tokens
 from ledger.receipts import next_receipt_number
 from payments import failures
-from payments.base import CardDetails, NotOurs, PaymentUpdate, PaymentWrites, Triage
+from payments.base import CardDetails, NotOurs, PaymentProvider, PaymentUpdate, PaymentWrites, ProviderEvent, Triage
 from payments.checkout import ENDED_BY_US, apply_reserved_credit, record_failure_code, release_applied_credit
 
 RANK = {PaymentStatus.pending: 0, PaymentStatus.processing: 1, PaymentStatus.succeeded: 2, PaymentStatus.refunded: 3,
@@ -476,6 +476,17 @@ def triage(connection: Connection, update: PaymentUpdate, *, by_checkout_ref: bo
     rows = driver_rows(connection, _PAYMENT_AND_CHECKOUT,
                        {"provider": update.provider, "provider_ref": update.provider_ref})
     return triage_told(update, rows[0] if rows else None, by_checkout_ref=by_checkout_ref)
+
+
+def triage_event(connection: Connection, provider: PaymentProvider, event: ProviderEvent) -> Triage | None:
+    """`triage` of the update `provider` reads about for `event` (`PaymentProvider.triage_update`),
+    read on `connection`: the thread pool's path (PostgreSQL's event loop reads the same row in its
+    own batched read: `payments.webhooks.intake_on_loop`). None when the provider names no update."""
+    asked = provider.triage_update(event)
+    if asked is None:
+        return None
+    update, by_checkout_ref = asked
+    return triage(connection, update, by_checkout_ref=by_checkout_ref)
 
 
 def triage_reads(update: PaymentUpdate) -> bool:

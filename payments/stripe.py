@@ -32,11 +32,9 @@ from payments.base import (
     SignatureError,
     StandIn,
     StartResult,
-    Triage,
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
     from sqlalchemy.orm import Session
 
     from kernel.settings import Settings
@@ -204,9 +202,6 @@ class StripeProvider:
 
     def apply(self, session: Session, settings: Settings, event: ProviderEvent, fetched: Any) -> str:
         return apply_event(session, event.payload, settings)
-
-    def triage(self, connection: Connection, event: ProviderEvent) -> Triage | None:
-        return triage_event(connection, event.payload)
 
     def triage_update(self, event: ProviderEvent) -> tuple[PaymentUpdate, bool] | None:
         change = triage_update(event.payload)
@@ -466,21 +461,10 @@ def apply_event(session: Session, payload: dict[str, Any], settings: Settings | 
             return f"{kind}: ignored"
 
 
-def triage_event(connection: Connection, payload: dict[str, Any]) -> Triage | None:
-    """What `apply_event` would do for a PaymentIntent event about a payment we hold, told by one
-    read (`payments.settlement.triage`): change nothing, or move the payment without settling
-    money (a new decline reason, `processing`, a card to record: `Triage.writes`). None for
-    anything else (a success to settle, charges, disputes, an event not ours): `apply_event`
-    applies it, or says why not."""
-    from payments.settlement import triage
-
-    change = triage_update(payload)
-    return None if change is None else triage(connection, change, by_checkout_ref=True)
-
-
 def triage_update(payload: dict[str, Any]) -> PaymentUpdate | None:
-    """What `triage_event` reads about (the checkout found by the update's `provider_ref`), or None
-    when it tells None without reading."""
+    """What a PaymentIntent event would make of a payment we hold, for `payments.settlement.triage`
+    (the checkout found by the update's `provider_ref`); None for anything else (a charge, a
+    dispute, an event no read can tell: `apply_event` applies it, or says why not)."""
     kind = str(payload.get("type") or "")
     if kind not in ("payment_intent.processing", "payment_intent.succeeded", "payment_intent.payment_failed"):
         return None

@@ -4,7 +4,7 @@
 A delivery whose events are all stored already is answered after one indexed read (on SQLite on
 the event loop: no thread hop, no wait for the one writer). An event that needs nothing from the
 provider's API is stored and applied before the answer, in one transaction of its own; one that
-changes nothing, as one read tells (`PaymentProvider.triage`), in one statement; one that moves
+changes nothing, as one read tells (`payments.settlement.triage`), in one statement; one that moves
 its payment without settling money, as that read tells too, with Core statements (on PostgreSQL
 the duplicate check, that read and that write all on the event loop's own connections, with no
 thread hop: `payments.webhooks.intake_on_loop`). One that calls out is applied just after the
@@ -16,8 +16,10 @@ picks up an event whose process died.
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
+from typing import Literal
 
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.background import BackgroundTask
@@ -28,8 +30,9 @@ from starlette.routing import Route
 
 from kernel.db import read_connection
 from kernel.settings import Settings
-from payments.base import PaymentProvider, ProviderEvent, SignatureError
+from payments.base import PaymentProvider, ProviderEvent, SignatureError, Triage
 from payments.registry import webhook_providers
+from payments.settlement import triage_event
 from payments.webhooks import (
     PreparedHandler, ProviderHandler, apply_new, decode_headers, store_and_apply, store_and_write, store_many,
     intake_on_loop, store_unchanged, stored_already, stored_event, stored_one_on_loop,
@@ -38,6 +41,15 @@ from payments.webhooks import (
 log = logging.getLogger("encours.webhooks")
 
 Deferred = list[tuple[int, ProviderEvent]]
+
+
+class _NotTriaged(enum.Enum):
+    not_triaged = "not triaged"  # no read has told what the event does yet: `_intake` reads
+
+
+NOT_TRIAGED = _NotTriaged.not_triaged
+# What one read told of a single event (`payments.settlement.triage`; None: the handler's), or not yet.
+Told = Triage | None | Literal[_NotTriaged.not_triaged]
 
 
 async def webhook(request: Request) -> Response:
@@ -58,7 +70,7 @@ async def webhook(request: Request) -> Response:
         # SQLite: a read on the event loop tells a duplicate, with no thread hop and no wait for the writer.
         return _duplicates(len(events))
     loop_reads = getattr(request.app.state, "loop_reads", None)
-    triaged = False
+    told: Told = NOT_TRIAGED
     if loop_reads is not None and len(events) == 1 and not provider.calls_out(events[0]):
         # PostgreSQL: the read and, when it tells enough, the write on the loop's own connections
         # (kernel.loop_reads); a write whose outcome is unknown raises: a 500, the provider sends
@@ -68,13 +80,13 @@ async def webhook(request: Request) -> Response:
             return _duplicates(1)
         if outcome is not None:
             return Response(_ONE_PROCESSED, media_type="application/json")
-        checked = triaged = True
+        checked, told = True, None  # told on the loop: nothing its read lets it write, the handler's
     elif loop_reads is not None and len({event.id for event in events}) == 1:
         # PostgreSQL: the same read through the loop's own connections (kernel.loop_reads).
         if await stored_one_on_loop(loop_reads, provider.name, events[0].id):
             return _duplicates(len(events))
         checked = True
-    outcomes, deferred = await run_in_threadpool(_intake, request, provider, events, checked, triaged)
+    outcomes, deferred = await run_in_threadpool(_intake, request, provider, events, checked, told)
     background = BackgroundTask(_apply_deferred, request.app.state.sessions, provider, settings, deferred) \
         if deferred else None
     return JSONResponse({"received": len(events), "outcomes": outcomes}, background=background)
@@ -97,7 +109,7 @@ def _stored_already(request: Request, provider: PaymentProvider, events: list[Pr
 
 
 def _intake(request: Request, provider: PaymentProvider, events: list[ProviderEvent],
-            checked: bool, triaged: bool = False) -> tuple[list[str], Deferred]:
+            checked: bool, told: Told = NOT_TRIAGED) -> tuple[list[str], Deferred]:
     sessions = request.app.state.sessions
     settings = request.app.state.settings
     if len(events) == 1 and not provider.calls_out(events[0]):
@@ -111,10 +123,10 @@ def _intake(request: Request, provider: PaymentProvider, events: list[ProviderEv
         # status): stored already processed in one statement (payments.webhooks.store_unchanged);
         # or one that moves its payment without settling money (a new decline reason,
         # processing): stored and written with Core statements (payments.webhooks.store_and_write).
-        told = None
-        if not triaged:  # `triaged`: told already on the event loop (PostgreSQL)
+        # Unless the event loop's read told already (PostgreSQL).
+        if told is NOT_TRIAGED:
             with read_connection(request.app.state.read_sessions) as connection:
-                told = provider.triage(connection, event)
+                told = triage_event(connection, provider, event)
         if told is not None:
             if told.writes is None:
                 done = store_unchanged(sessions, provider.name, event.id, event.type, event.body,

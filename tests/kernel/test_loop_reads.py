@@ -23,7 +23,7 @@ from sqlalchemy import (JSON, BigInteger, ClauseElement, Column, ColumnElement, 
 from sqlalchemy.dialects import postgresql
 
 from kernel import db
-from kernel.loop_reads import BatchedRead, LoopReads
+from kernel.loop_reads import LOOP_IDLE_KEPT, LOOP_WRITES_IN_FLIGHT, BatchedRead, LoopReads
 
 pytestmark = pytest.mark.postgres
 
@@ -172,6 +172,68 @@ def test_a_failed_statement_fails_each_of_its_questions_with_its_error(pg_engine
     assert all(isinstance(outcome, psycopg.errors.DivisionByZero) for outcome in outcomes)
     assert outcomes[0] is outcomes[1] is outcomes[2]
     assert after[1:] == (2, 0)
+
+
+def test_after_a_burst_the_idle_kept_connections_stay_open(pg_engine_fresh: Engine) -> None:
+    """A burst of writes and reads in flight at once opens a connection for each, all kept for the
+    next statements; once none was taken for `idle_seconds` (or twice that), the loop keeps `LOOP_IDLE_KEPT` and
+    the server sees the others close; the next burst opens again what it needs."""
+    reads = LoopReads(pg_engine_fresh, idle_seconds=0.5)
+    write, slow = text("SELECT pg_sleep(0.3)"), _sleep(0.3)
+
+    async def burst() -> int:
+        work = [*(reads.write(write, {}) for _ in range(LOOP_WRITES_IN_FLIGHT)), reads.ask(slow, {"x": 1})]
+        running = asyncio.gather(*work)
+        await asyncio.sleep(0.15)
+        during = await asyncio.to_thread(_our_connections, pg_engine_fresh)
+        await running
+        return during
+
+    async def on_loop() -> tuple[int, int, int, int, int, int]:
+        try:
+            during = await burst()
+            right_after = reads.open_connections()
+            await asyncio.sleep(1.3)  # two trims: those given back after the first came idle for one
+            kept = reads.open_connections()
+            seen = await asyncio.to_thread(_closed_down_to, pg_engine_fresh, kept)
+            again = await burst()
+            await asyncio.sleep(1.3)
+            return during, right_after, kept, seen, again, reads.open_connections()
+        finally:
+            await reads.close()
+
+    during, right_after, kept, seen, again, kept_again = asyncio.run(on_loop())
+    assert during == right_after == again == LOOP_WRITES_IN_FLIGHT + 1
+    assert kept == seen == kept_again == LOOP_IDLE_KEPT < LOOP_WRITES_IN_FLIGHT
+
+
+def test_connections_in_use_from_one_moment_to_the_next_are_kept(pg_engine_fresh: Engine) -> None:
+    """Statements that keep coming take the idle connections in turn: none is closed, whatever
+    `idle_seconds`, and none opened again."""
+    reads = LoopReads(pg_engine_fresh, idle_seconds=0.2)
+    write = text("SELECT pg_sleep(0.05)")
+
+    async def on_loop() -> tuple[int, int]:
+        try:
+            await asyncio.gather(*(reads.write(write, {}) for _ in range(8)))
+            backends = set()
+            for _ in range(12):  # 8 at once every 0.05 s, for 0.6 s
+                await asyncio.gather(*(reads.write(write, {}) for _ in range(8)))
+                backends |= {row[0] for row in await asyncio.gather(
+                    *(reads.write(text("SELECT pg_backend_pid()"), {}) for _ in range(8)))}
+            return len(backends), reads.open_connections()
+        finally:
+            await reads.close()
+
+    assert asyncio.run(on_loop()) == (8, 8)
+
+
+def _closed_down_to(engine: Engine, count: int) -> int:
+    """Our connections the server sees, once it has seen them close down to `count` (or 10 s passed)."""
+    deadline = time.monotonic() + 10
+    while (seen := _our_connections(engine)) > count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return seen
 
 
 def test_a_connection_the_server_closed_is_replaced_and_the_read_runs_again(pg_engine_fresh: Engine) -> None:

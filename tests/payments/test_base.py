@@ -7,6 +7,8 @@ from kernel.settings import Settings, load_settings
 from ledger.models import Company
 from payments import base, registry
 from payments.bank_transfer import BankTransferProvider
+from payments.gocardless import GoCardlessProvider
+from payments.settlement import triage_event
 from tests import factories
 from tests.conftest import TEST_SECRET
 
@@ -40,6 +42,18 @@ def test_every_registered_provider_follows_the_protocol(settings: Settings) -> N
     served = [method for provider in registry.PROVIDERS for method in provider.methods]
     assert sorted(served) == sorted(base.METHODS)
     assert len({provider.name for provider in registry.PROVIDERS}) == len(registry.PROVIDERS)
+
+
+def test_a_providers_triage_is_derived_from_its_triage_update() -> None:
+    """One way to tell an event by one read: the provider names the update (`triage_update`, on the
+    protocol), `payments.settlement.triage_event` reads; no provider keeps a `triage` of its own.
+    A provider that names no update is told None without a read (no connection is touched)."""
+    for provider in registry.PROVIDERS:
+        assert not hasattr(provider, "triage"), provider.name
+    event = base.ProviderEvent(id="EV1", type="payments.confirmed", payload={"id": "EV1"}, body="{}")
+    for provider in (GoCardlessProvider(), BankTransferProvider()):
+        assert provider.triage_update(event) is None
+        assert triage_event(None, provider, event) is None  # type: ignore[arg-type]  # never read
 
 
 def test_webhooks_are_taken_for_the_providers_that_send_them() -> None:

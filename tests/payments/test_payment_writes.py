@@ -18,6 +18,7 @@ from kernel.settings import Settings
 from ledger.models import Base, Checkout, Invoice, Payment, WebhookEvent
 from payments.base import ProviderEvent, Triage
 from payments.checkout import ENDED_BY_US
+from payments.settlement import triage_event
 from payments.stripe import StripeProvider
 from payments.webhooks import store_and_apply, store_and_write, store_unchanged
 from tests.fakes.localstripe_server import event_payload
@@ -185,7 +186,7 @@ def _check(session: Session, factory: sessionmaker[Session], settings: Settings,
         if first is not None:
             first(connection)
         event = _event(n, kind, obj)
-        told = provider.triage(connection, event)
+        told = triage_event(connection, provider, event)
         found = "full" if told is None else "unchanged" if told.writes is None else "writes"
         assert found == expected, (n, kind, told)
         seen.add(found)
@@ -214,7 +215,7 @@ def test_a_payment_moved_since_the_read_is_left_to_the_handler(
     assert _handler(session_factory, settings, _event(0, "payment_intent.payment_failed",
                                                       intent(checkout, "requires_payment_method", **declined)))
     late = _event(1, "payment_intent.payment_failed", intent(checkout, "requires_payment_method", **expired))
-    told = provider.triage(connection, late)
+    told = triage_event(connection, provider, late)
     assert told is not None and told.writes is not None
     assert _handler(session_factory, settings, _event(2, "payment_intent.processing", intent(checkout, "processing")))
     before = _snapshot(connection)

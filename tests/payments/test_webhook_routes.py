@@ -4,21 +4,27 @@ GoCardless stand-in, with deliveries arriving while another is still being appli
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import threading
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
+from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from encours.app import create_app
 from kernel.db import unit_of_work
 from kernel.settings import Settings, load_settings
-from ledger.models import Checkout, Invoice, Payment
+from ledger.models import Checkout, Invoice, Payment, WebhookEvent
 from payments import gocardless as gc
+from payments.base import ProviderEvent, Triage
 from payments.checkout import create_checkout
+from payments.stripe import StripeProvider
+from payments.webhook_routes import NOT_TRIAGED, _intake
 from sandbox.gocardless_server import GoCardlessStandIn
 from sandbox.gocardless_server import sign as gocardless_sign
 from sandbox.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET
@@ -139,3 +145,48 @@ def test_a_slow_provider_holds_neither_its_answer_nor_other_deliveries(
 def test_an_unknown_provider_is_404(client: TestClient) -> None:
     assert client.post("/webhooks/paypal", content=b"{}").status_code == 404
     assert client.post("/webhooks/bank_transfer", content=b"{}").status_code == 404
+
+
+def test_intake_acts_on_the_triage_it_is_given(both: Settings) -> None:
+    """`_intake` after a read told an event (the event loop's, on PostgreSQL) goes on from what it
+    told, with no read of its own: a Triage is stored as told, None goes to the handler; an event
+    not triaged yet is read first. One code path after the read, whoever read."""
+    app = create_app(both)
+    with unit_of_work(app.state.sessions) as session:
+        customer = factories.customer(session, factories.company(session))
+        invoice = factories.invoice(session, customer, total_minor=318_40, number="F-1")
+        card = create_checkout(session, customer=customer, contact=None, selection={invoice.id: None},
+                               method="card", today=TODAY)
+        card.provider, card.provider_ref = "stripe", "pi_told"
+        checkout_id = card.id
+    declined = {"id": "pi_told", "object": "payment_intent", "amount": 318_40, "amount_received": 0, "currency": "eur",
+                "metadata": {"checkout_id": str(checkout_id)}, "status": "requires_payment_method",
+                "last_payment_error": {"code": "card_declined"}}
+    provider = StripeProvider()
+    statements: list[str] = []
+    for bind in {app.state.sessions.kw["bind"], app.state.read_sessions.kw["bind"]}:
+        event.listen(bind, "before_cursor_execute", lambda *args: statements.append(args[2]))
+
+    def intake(n: int, told: Any) -> tuple[list[str], bool, bool]:
+        """The outcomes, whether the triage's read ran (the payment joined to its checkout), and
+        whether the handler ran (it looks the checkout up by its intent)."""
+        body = event_payload("payment_intent.payment_failed", declined, f"evt_told{n}")
+        verified = ProviderEvent(id=f"evt_told{n}", type="payment_intent.payment_failed", payload=json.loads(body),
+                                 body=body.decode())
+        request = Request({"type": "http", "app": app, "headers": [(b"content-type", b"application/json")]})
+        statements.clear()
+        outcomes, deferred = _intake(request, provider, [verified], True, told)
+        assert deferred == []
+        read = any(re.search(r"FROM payments JOIN checkouts", sql) for sql in statements)
+        return outcomes, read, any(re.search(r"FROM checkouts\s+WHERE checkouts.provider =", sql) for sql in statements)
+
+    with TestClient(app):
+        assert intake(0, NOT_TRIAGED) == (["processed"], True, True)  # read: no payment yet, the handler creates it
+        assert intake(1, NOT_TRIAGED) == (["processed"], True, False)  # read: unchanged, stored as told
+        assert intake(2, Triage("told elsewhere")) == (["processed"], False, False)  # stored as told, unread
+        assert intake(3, None) == (["processed"], False, True)  # the handler's, with no read before it
+    with app.state.sessions() as session:
+        stored = session.execute(select(WebhookEvent.event_id, WebhookEvent.processed_at.is_not(None))
+                                 .order_by(WebhookEvent.id)).all()
+        assert [tuple(row) for row in stored] == [(f"evt_told{n}", True) for n in range(4)]
+    app.state.sessions.kw["bind"].dispose()
