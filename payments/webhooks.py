@@ -34,18 +34,12 @@ marked processed with the outcome "not_ours" and why, and never retried. A provi
 
 from __future__ import annotations
 
-import fcntl
 import functools
-import itertools
 import json
 import logging
-import os
-import threading
-import time
 import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from sqlalchemy import (ColumnElement, Connection, Engine, Insert, Select, String, Subquery, Table, and_, bindparam,
                         case, exists, null, select, true, update)
@@ -54,6 +48,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kernel.clock import clock
 from kernel.retry import RetryPolicy
+from kernel.sqlite_writer import one_writer
 from kernel.db import SQLITE_BEGIN_OPTION, driver_rows, statement_connection, unit_of_work, write_connection
 from kernel.loop_reads import BatchedRead, LoopReads
 from ledger.models import WebhookEvent
@@ -191,7 +186,7 @@ def store_and_apply(
     cursor (`kernel.db.driver_rows`); `apply` gets a Session joined to that transaction."""
     failure: Exception | None = None
     try:
-        with _one_writer(session_factory), write_connection(session_factory) as connection:
+        with one_writer(session_factory), write_connection(session_factory) as connection:
             pk = insert_event(connection, provider, event_id, event_type, body, headers,
                               {"attempts": 1, "processed_at": clock.now(), "next_attempt_at": None})
             if pk is None:
@@ -218,7 +213,7 @@ def store_and_apply(
         log.warning("webhook %s %s failed: %s", provider, event_id, failure)
         state = {"attempts": 1, "next_attempt_at": RETRY.next_attempt(1, clock.now()),
                  "error": "".join(traceback.format_exception(failure))[-4000:]}
-    with _one_writer(session_factory), statement_connection(session_factory) as connection:
+    with one_writer(session_factory), statement_connection(session_factory) as connection:
         if insert_event(connection, provider, event_id, event_type, body, headers, state) is None:
             return None  # another delivery stored it meanwhile: that one applies it
     return isinstance(failure, NotOurs)
@@ -237,7 +232,7 @@ def store_unchanged(
     read, where it changes nothing; whatever commits between the read and the INSERT comes after
     it in the order of events, so nothing is lost and no status moves backwards. Its record is
     one statement: stored and applied in one transaction of its own all the same."""
-    with _one_writer(session_factory), statement_connection(session_factory) as connection:
+    with one_writer(session_factory), statement_connection(session_factory) as connection:
         pk = insert_event(connection, provider, event_id, event_type, body, headers,
                           {"attempts": 1, "processed_at": clock.now(), "next_attempt_at": None})
     return None if pk is None else True
@@ -268,7 +263,7 @@ def store_and_write(
             return write_payment_with_event(connection, provider, writes,
                                             event_row(provider, event_id, event_type, body, headers, done))
     try:
-        with _one_writer(session_factory), write_connection(session_factory) as connection:
+        with one_writer(session_factory), write_connection(session_factory) as connection:
             pk = insert_event(connection, provider, event_id, event_type, body, headers, done)
             if pk is None:
                 return None
@@ -341,67 +336,6 @@ async def intake_on_loop(reads: LoopReads, provider: PaymentProvider, event: Pro
     return "duplicate" if done is None else "processed"
 
 
-# SQLite has one writer at a time. Intake threads that find the write lock taken wait in SQLite's
-# busy handler, which polls with sleeps growing to 100 ms: under a burst of deliveries most of the
-# time went there (p99 of 5 s at 111 events/s with the CPU half idle). Queued on a lock of the
-# process instead, the next writer starts as soon as the previous one commits. Between processes
-# (`encours serve --workers 2`), the intake's writers also take an exclusive lock on a file beside
-# the database, polled in steps of at most half a millisecond: with SQLite's busy handler alone,
-# each one found the other process's writer in and slept 1 ms or more, for a write of 0.3 ms
-# (bench/RESULTS.md, 2026-12-05 hooks8). Other writers (the portal, the worker) still meet them
-# in SQLite's busy handler. The wait is bounded like SQLite's busy timeout: a handler stuck on a
-# provider's API must not hold every delivery forever.
-_SQLITE_WRITER = threading.Lock()
-WRITER_WAIT = 10.0  # seconds, kernel.db's busy_timeout
-_WRITER_FILES: dict[str, int] = {}  # database file → its open writer-lock file, one per process
-_POLL = (0.00005, 0.0001, 0.0002, 0.0005)
-
-
-@contextmanager
-def _one_writer(session_factory: sessionmaker[Session]) -> Iterator[None]:
-    bind = session_factory.kw.get("bind")
-    if bind is None or bind.dialect.name != "sqlite":
-        yield
-        return
-    started = time.monotonic()
-    if not _SQLITE_WRITER.acquire(timeout=WRITER_WAIT):
-        raise TimeoutError(f"the database stayed busy with another webhook for {WRITER_WAIT:.0f} s")
-    try:
-        lock_file = _writer_file(bind.engine.url.database)
-        if lock_file is None:
-            yield
-            return
-        _lock_file(lock_file, started)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
-    finally:
-        _SQLITE_WRITER.release()
-
-
-def _writer_file(database: str | None) -> int | None:
-    """The writer-lock file of a SQLite database file, opened once (under `_SQLITE_WRITER`)."""
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    found = _WRITER_FILES.get(database)
-    if found is None:
-        found = _WRITER_FILES[database] = os.open(f"{database}.writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
-    return found
-
-
-def _lock_file(lock_file: int, started: float) -> None:
-    for step in itertools.count():
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() - started > WRITER_WAIT:
-                raise TimeoutError(f"the database stayed busy with another process's webhook for "
-                                   f"{WRITER_WAIT:.0f} s") from None
-            time.sleep(_POLL[min(step, len(_POLL) - 1)])
-
-
 def store_new(
     session_factory: sessionmaker[Session], provider: str, event_id: str, event_type: str, body: str,
     headers: Mapping[str, str],
@@ -418,9 +352,9 @@ def store_many(
     """Several events of one request `(event id, type, raw body)` kept together in one transaction
     (all or none): for each, its new row id or None when it was stored already."""
     if len(events) == 1:  # one statement: no transaction of its own around it (on PostgreSQL)
-        with _one_writer(session_factory), statement_connection(session_factory) as connection:
+        with one_writer(session_factory), statement_connection(session_factory) as connection:
             return [insert_event(connection, provider, *events[0], headers)]
-    with _one_writer(session_factory), unit_of_work(session_factory) as session:
+    with one_writer(session_factory), unit_of_work(session_factory) as session:
         connection = session.connection()
         return [insert_event(connection, provider, event_id, event_type, body, headers)
                 for event_id, event_type, body in events]
@@ -459,7 +393,7 @@ def apply_new(session_factory: sessionmaker[Session], event_pk: int, apply: Call
     True when it is (or already was) processed. On an exception nothing of the attempt is kept
     but the error, recorded as `process_event` does, and a retry scheduled."""
     try:
-        with _one_writer(session_factory), unit_of_work(session_factory) as session:
+        with one_writer(session_factory), unit_of_work(session_factory) as session:
             # First, as process_event and retry_due do: the event row is locked before anything
             # the handler locks (on PostgreSQL; on SQLite the transaction holds the write lock).
             claimed = session.connection().execute(_CLAIM_DONE, {"pk": event_pk, "now": clock.now()}).rowcount
@@ -471,7 +405,7 @@ def apply_new(session_factory: sessionmaker[Session], event_pk: int, apply: Call
         failure: Exception = unmatched
     except Exception as error:  # noqa: BLE001 - any failure is kept and retried
         failure = error
-    with _one_writer(session_factory), unit_of_work(session_factory) as session:
+    with one_writer(session_factory), unit_of_work(session_factory) as session:
         event = session.get(WebhookEvent, event_pk, with_for_update=True)
         if event is None:
             raise LookupError(f"no webhook event {event_pk}") from failure

@@ -20,6 +20,7 @@ from kernel import i18n
 from kernel.clock import clock
 from kernel.db import read_connection, statement_connection, unit_of_work
 from kernel.security import client_ip
+from kernel.sqlite_writer import one_writer
 from ledger import statement as statements
 from ledger.disputes import disputed_parts
 from ledger.models import Company, Contact, Customer, Invoice
@@ -191,8 +192,9 @@ def _open_recorder(request: Request) -> OpenRecorder:
         sessions = _sessions(request)
 
         def write(rows: list[dict[str, Any]]) -> None:
-            # One statement on PostgreSQL (tokens.record_opens): a transaction by itself.
-            with statement_connection(sessions) as connection:
+            # One statement on PostgreSQL (tokens.record_opens): a transaction by itself. On SQLite,
+            # queued with the webhooks' writers rather than meeting them in SQLite's busy handler.
+            with one_writer(sessions), statement_connection(sessions) as connection:
                 tokens.record_opens(connection, rows)
 
         recorder = request.app.state.open_recorder = OpenRecorder(write)

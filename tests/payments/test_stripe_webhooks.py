@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
+from kernel import sqlite_writer
 from kernel.settings import Settings, load_settings
 from ledger.models import Allocation, AuditEvent, Checkout, Customer, Invoice, Payment, WebhookEvent
-from payments import webhooks
 from payments.checkout import create_checkout
 from sandbox.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET
 from tests.conftest import TEST_SECRET
@@ -170,9 +170,9 @@ def test_a_duplicate_is_answered_while_another_delivery_holds_the_writer(
     event still does, for as long as the writer's wait allows)."""
     payload = event_payload("payment_intent.succeeded", intent(checkout, "succeeded"), "evt_dup")
     assert deliver(client, payload).json()["outcomes"] == ["processed"]
-    monkeypatch.setattr(webhooks, "WRITER_WAIT", 0)
+    monkeypatch.setattr(sqlite_writer, "WRITER_WAIT", 0)
     sessions = client.app.state.sessions  # type: ignore[attr-defined]
-    with webhooks._one_writer(sessions):  # noqa: SLF001 - a writer holding it, as a slow apply would
+    with sqlite_writer.one_writer(sessions):  # a writer holding it, as a slow apply would
         again = deliver(client, payload)
         assert again.status_code == 200 and again.json()["outcomes"] == ["duplicate"]
         if session.get_bind().dialect.name == "sqlite":

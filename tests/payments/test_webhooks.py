@@ -9,6 +9,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from kernel import sqlite_writer
 from kernel.clock import clock
 from kernel.settings import Settings
 from ledger.models import AuditEvent, WebhookEvent
@@ -242,8 +243,8 @@ def test_a_delivery_waits_for_the_sqlite_writer_only_so_long(
     """On SQLite the intake's writes queue on one lock of the process; a writer that never lets
     go (a handler stuck on a provider) makes the next delivery fail, not hang. PostgreSQL has row
     locks: its writers never queue in the process."""
-    monkeypatch.setattr(webhooks, "WRITER_WAIT", 0)  # no wait at all: the lock is held below
-    with webhooks._one_writer(session_factory):
+    monkeypatch.setattr(sqlite_writer, "WRITER_WAIT", 0)  # no wait at all: the lock is held below
+    with sqlite_writer.one_writer(session_factory):
         if session_factory.kw["bind"].dialect.name == "sqlite":
             with pytest.raises(TimeoutError):
                 store_new(session_factory, "stripe", "evt_1", "payment_intent.succeeded", "{}", HEADERS)
@@ -352,8 +353,8 @@ def test_a_failure_that_is_not_the_handlers_fails_the_delivery_and_stores_nothin
     with pytest.raises(Exception):  # noqa: B017 - the database's own error (a body that cannot be stored)
         store_and_apply(session_factory, "stripe", "evt_1", "payment_intent.succeeded", None,  # type: ignore[arg-type]
                         HEADERS, lambda session: calls.append(1))
-    monkeypatch.setattr(webhooks, "WRITER_WAIT", 0)
-    with webhooks._one_writer(session_factory):
+    monkeypatch.setattr(sqlite_writer, "WRITER_WAIT", 0)
+    with sqlite_writer.one_writer(session_factory):
         if session_factory.kw["bind"].dialect.name == "sqlite":
             with pytest.raises(TimeoutError):
                 store_and_apply(session_factory, "stripe", "evt_2", "payment_intent.succeeded", "{}", HEADERS,
@@ -387,7 +388,7 @@ def test_the_sqlite_writer_is_one_across_processes(
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        monkeypatch.setattr(webhooks, "WRITER_WAIT", 0.2)
+        monkeypatch.setattr(sqlite_writer, "WRITER_WAIT", 0.2)
         with pytest.raises(TimeoutError, match="another process"):
             store_unchanged(session_factory, "stripe", "evt_1", "payment_intent.processing", "{}", HEADERS)
         with session_factory() as session:

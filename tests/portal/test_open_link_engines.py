@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
 from typing import Callable
 
+import pytest
 from anyio import to_thread
 from sqlalchemy import Engine, func, select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from encours.app import create_app
+from kernel import sqlite_writer
 from kernel.clock import clock
 from kernel.db import SERVER_POOL_SIZE, make_sessionmaker, unit_of_work
 from kernel.settings import load_settings
@@ -89,3 +93,42 @@ def test_a_server_database_gets_no_more_threads_than_pooled_connections(fresh_ur
         assert client.portal is not None
         threads = client.portal.call(lambda: to_thread.current_default_thread_limiter().total_tokens)
     assert threads == (40 if fresh_url.startswith("sqlite") else SERVER_POOL_SIZE)
+
+
+def test_an_open_waits_for_the_sqlite_writer_of_the_other_processes(
+    fresh_url: str, engines: Callable[[str], Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite the open is written under the writers' lock the webhook intake takes (a file beside
+    the database, shared by `encours serve`'s processes), not in SQLite's busy handler: while
+    another process holds it the open waits (bounded) and nothing is written; once let go, it goes in."""
+    engine = engines(fresh_url)
+    factory = make_sessionmaker(engine)
+    with unit_of_work(factory) as session:
+        contact = factories.customer(session, factories.company(session)).primary_contact
+        token, contact_id = tokens.make_token(TEST_SECRET, contact), contact.id
+
+    def opens() -> int:
+        with factory() as session:
+            return int(session.scalar(select(func.count()).select_from(LinkOpen)
+                                      .where(LinkOpen.contact_id == contact_id)) or 0)
+
+    with TestClient(_served_app(fresh_url), base_url="http://testserver") as client:
+        if engine.dialect.name != "sqlite":  # a server database has no lock file: its own locks suffice
+            assert client.get(f"/p/{token}", follow_redirects=False).status_code == 303
+            assert opens() == 1
+            return
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+             "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.readline()",
+             f"{engine.url.database}.writer-lock"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+            monkeypatch.setattr(sqlite_writer, "WRITER_WAIT", 0.2)
+            with pytest.raises(TimeoutError, match="another process"):
+                client.get(f"/p/{token}", follow_redirects=False)
+            assert opens() == 0
+        finally:
+            holder.communicate("\n", timeout=30)
+        assert client.get(f"/p/{token}", follow_redirects=False).status_code == 303
+    assert opens() == 1
