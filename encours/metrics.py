@@ -12,7 +12,7 @@ import hmac
 import os
 import time
 from datetime import datetime
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -87,10 +87,10 @@ class MetricsMiddleware:
 
 # Each (method, route, status)'s two series, looked up once: `labels()` formats the labels, takes a
 # lock and looks them up on every call. As many keys as the series they name, no more.
-_SERIES: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+_SERIES: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
 
-def _series(method: str, route: str, status: int) -> tuple[Any, Any]:
+def _series(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
     key = (method, route, status)
     found = _SERIES.get(key)
     if found is None:

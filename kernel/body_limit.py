@@ -12,6 +12,8 @@ from typing import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kernel.web import raw_header
+
 MIB = 1024 * 1024
 
 
@@ -48,9 +50,7 @@ class BodyLimitMiddleware:
             return
         limit = self.limit_for(scope["path"])
         problem = scope["path"].startswith(self.problem_prefixes) if self.problem_prefixes else False
-        # The raw headers read in place: Headers(scope=scope) would copy the list on every request.
-        declared = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"content-length"),
-                        None)
+        declared = raw_header(scope, b"content-length")
         if declared is not None:
             if not declared.strip().isdigit():
                 await _refuse(send, 400, "Invalid Content-Length", problem)

@@ -17,6 +17,8 @@ from typing import IO, Any
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kernel.web import raw_header
+
 _TOKEN_PATH = re.compile(r"/p/(?!renew\b)[^/?#\s\"']+")
 MASKED_PATH = "/p/[token]"
 HIDDEN = "[hidden]"
@@ -201,14 +203,9 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        current = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                given = value.decode("latin-1")
-                if _SANE_REQUEST_ID.fullmatch(given) and not _TOKEN_PATH.search(given):
-                    current = given
-                break
-        current = current or _new_request_id()
+        given = raw_header(scope, b"x-request-id")
+        sane = given is not None and _SANE_REQUEST_ID.fullmatch(given) and not _TOKEN_PATH.search(given)
+        current = given if sane and given is not None else _new_request_id()
         reset = request_id.set(current)
 
         async def send_with_id(message: Message) -> None:

@@ -8,8 +8,19 @@ from dataclasses import dataclass, field
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from kernel.files import MAX_UPLOAD_BYTES, Upload
+
+def raw_header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header `name` (lower case) read in place from the ASGI scope, for the
+    middleware every request passes (`Headers(scope=scope)` copies the whole list each time)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            found: bytes = value
+            return found.decode("latin-1")
+    return None
+
 
 FORM_LIMITS = {"max_files": 20, "max_fields": 200}
 

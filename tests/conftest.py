@@ -4,10 +4,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
+import subprocess
+import sys
 import threading
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
+from contextlib import contextmanager
 from typing import Iterator
 
 import pytest
@@ -218,3 +221,18 @@ def silent_port() -> Iterator[int]:
     for connection in accepted:
         connection.close()
     listener.close()
+
+
+@contextmanager
+def sqlite_writer_held_elsewhere(database: str) -> Iterator[None]:
+    """Another process holding the writers' lock file of this SQLite database (`kernel.sqlite_writer`,
+    as a second `encours serve` process would) until the block ends."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.readline()", f"{database}.writer-lock"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.communicate("\n", timeout=30)

@@ -19,6 +19,7 @@ from payments.webhooks import (
     store_new, stored_already,
 )
 from payments.base import NotOurs
+from tests.conftest import sqlite_writer_held_elsewhere
 
 
 def _store(session: Session, event_id: str = "evt_1", body: str = '{"id": "evt_1"}') -> tuple[WebhookEvent, bool]:
@@ -370,9 +371,6 @@ def test_the_sqlite_writer_is_one_across_processes(
     """Two `encours serve` processes on one SQLite file: the intake's writers queue on a lock file
     beside the database instead of in SQLite's busy handler. While another process holds it, a
     delivery waits (bounded: it fails, and the provider delivers it again); once let go, it goes in."""
-    import subprocess
-    import sys
-
     from payments.webhooks import store_unchanged
 
     bind = session_factory.kw["bind"]
@@ -381,20 +379,12 @@ def test_the_sqlite_writer_is_one_across_processes(
         with session_factory() as session:
             assert is_stored(session, "stripe", "evt_pg")
         return
-    lock_path = f"{bind.engine.url.database}.writer-lock"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
-         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.readline()", lock_path],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with sqlite_writer_held_elsewhere(bind.engine.url.database):
         monkeypatch.setattr(sqlite_writer, "WRITER_WAIT", 0.2)
         with pytest.raises(TimeoutError, match="another process"):
             store_unchanged(session_factory, "stripe", "evt_1", "payment_intent.processing", "{}", HEADERS)
         with session_factory() as session:
             assert not is_stored(session, "stripe", "evt_1")
-    finally:
-        holder.communicate("\n", timeout=30)
     assert store_unchanged(session_factory, "stripe", "evt_1", "payment_intent.processing", "{}", HEADERS) is True
     assert store_unchanged(session_factory, "stripe", "evt_1", "payment_intent.processing", "{}", HEADERS) is None
     with session_factory() as session:

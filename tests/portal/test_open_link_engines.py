@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import timedelta
 from typing import Callable
 
@@ -22,7 +20,7 @@ from kernel.settings import load_settings
 from ledger.models import AuditEvent, Customer, LinkOpen, WebhookDelivery, WebhookEndpoint
 from links import tokens
 from tests import factories
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, sqlite_writer_held_elsewhere
 
 
 def test_a_first_open_is_recorded_once_with_its_event_and_a_repeat_writes_nothing(
@@ -117,18 +115,10 @@ def test_an_open_waits_for_the_sqlite_writer_of_the_other_processes(
             assert client.get(f"/p/{token}", follow_redirects=False).status_code == 303
             assert opens() == 1
             return
-        holder = subprocess.Popen(
-            [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
-             "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.readline()",
-             f"{engine.url.database}.writer-lock"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        try:
-            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with sqlite_writer_held_elsewhere(str(engine.url.database)):
             monkeypatch.setattr(sqlite_writer, "WRITER_WAIT", 0.2)
             with pytest.raises(TimeoutError, match="another process"):
                 client.get(f"/p/{token}", follow_redirects=False)
             assert opens() == 0
-        finally:
-            holder.communicate("\n", timeout=30)
         assert client.get(f"/p/{token}", follow_redirects=False).status_code == 303
     assert opens() == 1
