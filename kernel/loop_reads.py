@@ -25,6 +25,11 @@ statement run again, once.
 autocommit (its own transaction), and never runs it again: a write whose outcome is unknown
 raises, and its caller answers so that the work is sent again (bench/RESULTS.md, 2026-12-06
 pghook11).
+
+A statement goes through libpq itself (psycopg's `pgconn`), not psycopg's cursors: prepared once
+per connection, its parameters dumped and its rows loaded by psycopg's own adapters (the
+connection's), the connection's socket watched by the loop from its opening to its closing. The
+cursor's machinery cost two thirds of a read's app CPU (bench/RESULTS.md, 2026-12-06 lean13).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 import threading
 import weakref
 from collections.abc import Callable, Mapping
@@ -40,6 +46,8 @@ from datetime import date
 from typing import Any
 
 import psycopg
+from psycopg import pq
+from psycopg.adapt import PyFormat, Transformer
 from sqlalchemy import BigInteger, ClauseElement, Dialect, Engine, Select, Subquery, column, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.type_api import TypeEngine
@@ -56,12 +64,18 @@ LOOP_WRITES_IN_FLIGHT = 20
 # to the next (bench/RESULTS.md, 2026-12-06 tidy12).
 LOOP_IDLE_KEPT = 4
 LOOP_IDLE_SECONDS = 10.0
+# Statements prepared on one connection at most; any other runs unprepared. The loop's statements
+# are a handful, each compiled once (kernel.db.driver_sql): a bound, not a cache that turns over.
+LOOP_PREPARED_KEPT = 64
+# How long a connection given up on mid-statement waits for the server to cancel it before closing.
+LOOP_CANCEL_SECONDS = 5.0
 
 Row = tuple[Any, ...]
 # What a batched read's names, types and parameters are checked with (the statement itself is
 # compiled with the engine's dialect, once: kernel.db.driver_sql).
 _POSTGRESQL: Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it untyped
 _Connection = psycopg.AsyncConnection[Row]
+_Result = pq.abc.PGresult
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,6 +120,145 @@ class BatchedRead:
         return text(sql).columns(*columns, column("n", BigInteger())).subquery("q")
 
 
+class _Link:
+    """One loop connection driven through libpq (psycopg's `pgconn`) one statement at a time: its
+    socket watched by the loop while it is open, each statement prepared on it once. A connection
+    the server closed (a restart, an idle timeout) is seen when the loop next runs, and its next
+    statement raises `psycopg.OperationalError` without being sent."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self.connection = connection
+        self.pgconn = connection.pgconn
+        self.pgconn.nonblocking = 1
+        self.socket = self.pgconn.socket
+        self.loop = asyncio.get_running_loop()
+        # Dumps parameters and loads rows with the connection's adapters, what its cursors use.
+        self.transformer = Transformer(connection)
+        self.prepared: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+        self.answer: asyncio.Future[_Result] | None = None  # the statement in flight's
+        self.results: list[_Result] = []
+        self.lost: psycopg.OperationalError | None = None
+        self.loop.add_reader(self.socket, self._readable)
+
+    async def run(self, sql: str, arguments: Any) -> list[Row]:
+        """`sql` (psycopg's placeholders) run with `arguments`: its rows, or none. Raises the
+        server's error, and `psycopg.OperationalError` when the connection is lost (never sent
+        when it was lost before)."""
+        query, names = _numbered(sql)
+        values = arguments if names is None else [arguments[name] for name in names]
+        transformer = self.transformer
+        parameters = transformer.dump_sequence(values, [PyFormat.AUTO] * len(values))
+        types = transformer.types or ()
+        formats = transformer.formats
+        if self.lost is not None:
+            raise self.lost
+        key = (query, types)
+        name = self.prepared.get(key)
+        if name is None and len(self.prepared) < LOOP_PREPARED_KEPT:
+            name = b"loop_%d" % len(self.prepared)
+            self.pgconn.send_prepare(name, query, param_types=types)
+            self._outcome(await self._answered())
+            self.prepared[key] = name
+        if name is None:
+            self.pgconn.send_query_params(query, parameters, param_types=types, param_formats=formats)
+        else:
+            self.pgconn.send_query_prepared(name, parameters, param_formats=formats)
+        result = self._outcome(await self._answered())
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            return []
+        transformer.set_pgresult(result)
+        return transformer.load_rows(0, result.ntuples, tuple)
+
+    async def close(self) -> None:
+        """Closed, the statement in flight (its caller gone) cancelled on the server first."""
+        if self.lost is None:
+            self.loop.remove_reader(self.socket)
+            self.lost = psycopg.OperationalError("the connection is closed")
+            if self.answer is not None:
+                self.answer = None
+                try:
+                    await self.connection.cancel_safe(timeout=LOOP_CANCEL_SECONDS)
+                except psycopg.Error:
+                    pass  # closed below anyway: the server ends the statement when it next writes
+        await self.connection.close()
+
+    async def _answered(self) -> _Result:
+        """The last result of the statement just sent, once the server has said it is done."""
+        while self.pgconn.flush():  # a statement larger than the socket's buffer
+            writable: asyncio.Future[None] = self.loop.create_future()
+            self.loop.add_writer(self.socket, _done, writable)
+            try:
+                await writable
+            finally:
+                self.loop.remove_writer(self.socket)
+        self.answer = self.loop.create_future()
+        return await self.answer
+
+    def _outcome(self, result: _Result) -> _Result:
+        if result.status == pq.ExecStatus.FATAL_ERROR:
+            raise psycopg.errors.error_from_result(result, encoding=self.connection.info.encoding)
+        return result
+
+    def _readable(self) -> None:
+        pgconn = self.pgconn
+        try:
+            pgconn.consume_input()
+            while not pgconn.is_busy():
+                result = pgconn.get_result()
+                if result is None:
+                    break
+                self.results.append(result)
+            else:
+                return  # more to come
+        except psycopg.OperationalError as error:
+            self._lose(error)
+            return
+        if pgconn.status == pq.ConnStatus.BAD:
+            self._lose(psycopg.OperationalError("the server closed the connection"))
+            return
+        answer, results = self.answer, self.results
+        if answer is None or not results:  # idle: a notice, a parameter's new value
+            self.results = []
+            return
+        self.answer, self.results = None, []
+        if not answer.done():
+            answer.set_result(results[-1])
+
+    def _lose(self, error: psycopg.OperationalError) -> None:
+        self.loop.remove_reader(self.socket)
+        self.lost = error
+        answer, self.answer = self.answer, None
+        if answer is not None and not answer.done():
+            answer.set_exception(error)
+
+
+@functools.lru_cache(maxsize=256)
+def _numbered(sql: str) -> tuple[bytes, tuple[str, ...] | None]:
+    """`sql` with psycopg's placeholders, `%(name)s` or `%s`, in PostgreSQL's `$1`…: and the names
+    in their numbers' order (a name said twice one number), None for positional ones."""
+    names: list[str] = []
+
+    def numbered(placeholder: re.Match[str]) -> str:
+        if placeholder[0] == "%%":
+            return "%"
+        if placeholder[1] is None:
+            names.append("")
+            return f"${len(names)}"
+        if placeholder[1] not in names:
+            names.append(placeholder[1])
+        return f"${names.index(placeholder[1]) + 1}"
+
+    query = re.sub(r"%%|%\((\w+)\)s|%s", numbered, sql).encode()
+    if "" in names and len(set(names)) > 1:
+        raise ValueError("a statement's placeholders are all named or all positional")
+    return query, None if "" in names else tuple(names)
+
+
+def _done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 @dataclass(eq=False)
 class _Queue:
     """The questions of one read waiting on one loop, since the oldest was asked (loop time)."""
@@ -128,7 +281,7 @@ class _Batch:
 class _Loop:
     """One event loop's connections and queues."""
 
-    idle: list[_Connection] = field(default_factory=list)
+    idle: list[_Link] = field(default_factory=list)
     queues: dict[BatchedRead, _Queue] = field(default_factory=dict)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # statements running, given up on or not
     write_turns: asyncio.Semaphore | None = None  # made on the loop it serves, at its first write
@@ -205,7 +358,7 @@ class LoopReads:
             idle = _idle_one(state)
             connection = idle if idle is not None else await self._connect()
             try:
-                rows = await _execute(connection, sql, arguments)
+                rows = await connection.run(sql, arguments)
             except BaseException:
                 await connection.close()  # in an unknown state: never used again
                 raise
@@ -301,7 +454,7 @@ class LoopReads:
         reused = idle is not None
         connection = idle if idle is not None else await self._connect()
         try:
-            rows = await _execute(connection, sql, arguments)
+            rows = await connection.run(sql, arguments)
         except psycopg.OperationalError:
             await connection.close()
             if not reused:
@@ -309,7 +462,7 @@ class LoopReads:
             # Closed by the server since its last use: the next connection is a new one.
             connection = await self._connect()
             try:
-                rows = await _execute(connection, sql, arguments)
+                rows = await connection.run(sql, arguments)
             except BaseException:
                 await connection.close()
                 raise
@@ -319,7 +472,7 @@ class LoopReads:
         await self._give_back(state, connection)
         return rows
 
-    async def _give_back(self, state: _Loop, connection: _Connection) -> None:
+    async def _give_back(self, state: _Loop, connection: _Link) -> None:
         """A connection whose statement ended well back to the loop's idle set (closed once the loop's
         connections are: `close` ran while it was in use)."""
         if state.closed:
@@ -346,16 +499,20 @@ class LoopReads:
         if len(state.idle) > self.idle_kept:
             self._trim_later(state)
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self) -> _Link:
         connection: _Connection = await psycopg.AsyncConnection.connect(autocommit=True, **self.connect_params)
-        # Always the generic plan, made once per connection: a batched read's parameter hides how
-        # many questions it holds, and the custom plan PostgreSQL would otherwise keep choosing
-        # for a batch of one costs more to make (0.6 ms) than the statement to run.
-        await connection.execute("SET plan_cache_mode = force_generic_plan")
-        return connection
+        try:
+            # Always the generic plan, made once per connection: a batched read's parameter hides how
+            # many questions it holds, and the custom plan PostgreSQL would otherwise keep choosing
+            # for a batch of one costs more to make (0.6 ms) than the statement to run.
+            await connection.execute("SET plan_cache_mode = force_generic_plan")
+        except BaseException:
+            await connection.close()
+            raise
+        return _Link(connection)  # psycopg's own waits are over: the socket is the loop's from now
 
 
-def _idle_one(state: _Loop) -> _Connection | None:
+def _idle_one(state: _Loop) -> _Link | None:
     """The idle connection given back last (those given back first stay idle: the first trimmed), or None."""
     if not state.idle:
         return None
@@ -364,15 +521,9 @@ def _idle_one(state: _Loop) -> _Connection | None:
     return connection
 
 
-async def _close_all(connections: list[_Connection]) -> None:
+async def _close_all(connections: list[_Link]) -> None:
     for connection in connections:
         await connection.close()
-
-
-async def _execute(connection: _Connection, sql: str, arguments: Any) -> list[Row]:
-    # The cursor holds nothing on the server (a client-side cursor): no close to wait for.
-    cursor = await connection.execute(sql, arguments)
-    return await cursor.fetchall()
 
 
 def _json_value(value: Any) -> str:
