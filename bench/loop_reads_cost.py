@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
+from sqlalchemy import text
 
 from kernel import db
 from kernel.db import driver_sql
@@ -98,10 +99,23 @@ async def main() -> None:
         assert base_reads is not None
         return await base_reads.ask(read, _question(k))
 
+    # A write's machinery (its turn, its task, its deadline) around a statement that writes nothing.
+    nothing = text("SELECT CAST(:k AS integer)")
+
+    async def written(k: int) -> Any:
+        return await reads.write(nothing, {"k": k})
+
+    async def base_written(k: int) -> Any:
+        assert base_reads is not None
+        return await base_reads.write(nothing, {"k": k})
+
     kinds = [("asyncio floor (task + future)", floor), ("psycopg AsyncConnection.execute + fetchall", bare),
              ("a loop connection's run (kernel.loop_reads._Link)", linked), ("LoopReads.ask", asked)]
     if base_reads is not None:
         kinds.append(("LoopReads.ask of --base", base_asked))
+    kinds.append(("LoopReads.write (SELECT)", written))
+    if base_reads is not None:
+        kinds.append(("LoopReads.write (SELECT) of --base", base_written))
     for _ in range(args.rounds):
         for name, ask in kinds:
             await _timed(name, args.questions, args.together, args.repeats, ask)

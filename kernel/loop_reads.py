@@ -40,7 +40,7 @@ import json
 import re
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -169,17 +169,22 @@ class _Link:
         transformer.set_pgresult(result)
         return transformer.load_rows(0, result.ntuples, tuple)
 
-    async def close(self) -> None:
-        """Closed, the statement in flight (its caller gone) cancelled on the server first."""
+    def close(self) -> Coroutine[Any, Any, None]:
+        """No longer watched nor used from now; the coroutine closes it, the statement in flight
+        (its caller gone) cancelled on the server first."""
+        in_flight = self.answer is not None and self.lost is None
         if self.lost is None:
             self.loop.remove_reader(self.socket)
             self.lost = psycopg.OperationalError("the connection is closed")
-            if self.answer is not None:
-                self.answer = None
-                try:
-                    await self.connection.cancel_safe(timeout=LOOP_CANCEL_SECONDS)
-                except psycopg.Error:
-                    pass  # closed below anyway: the server ends the statement when it next writes
+        self.answer = None
+        return self._closed(in_flight)
+
+    async def _closed(self, in_flight: bool) -> None:
+        if in_flight:
+            try:
+                await self.connection.cancel_safe(timeout=LOOP_CANCEL_SECONDS)
+            except psycopg.Error:
+                pass  # closed below anyway: the server ends the statement when it next writes
         await self.connection.close()
 
     async def _answered(self) -> _Result:
@@ -338,18 +343,17 @@ class LoopReads:
         driver's error — with its outcome unknown (it may yet commit). The caller must then answer
         so that whoever sent the work sends it again (a webhook: 5xx), and the statement must be
         safe to run again (a webhook event's INSERT ... ON CONFLICT DO NOTHING: stored already,
-        the second delivery is a duplicate)."""
-        loop = asyncio.get_running_loop()
-        state = self._state(loop)
+        the second delivery is a duplicate). A caller cancelled cancels its write likewise.
+
+        Run in the caller's task, no task of its own: its connection, given up on, is closed
+        while the caller goes on (the server asked to cancel the statement first)."""
+        state = self._state(asyncio.get_running_loop())
         sql, arguments = driver_sql(statement, self.dialect, params)
-        work = loop.create_task(self._write(state, sql, arguments))
-        state.tasks.add(work)  # the loop keeps only a weak reference
-        work.add_done_callback(state.tasks.discard)
-        done, _ = await asyncio.wait((work,), timeout=self.timeout)
-        if not done:
-            work.cancel()  # psycopg asks the server to cancel it; the connection is closed
-            raise TimeoutError(f"database write took more than {self.timeout:g} s: its outcome is unknown")
-        return work.result()
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._write(state, sql, arguments)
+        except TimeoutError:
+            raise TimeoutError(f"database write took more than {self.timeout:g} s: its outcome is unknown") from None
 
     async def _write(self, state: _Loop, sql: str, arguments: Any) -> list[Row]:
         if state.write_turns is None:
@@ -359,8 +363,10 @@ class LoopReads:
             connection = idle if idle is not None else await self._connect()
             try:
                 rows = await connection.run(sql, arguments)
-            except BaseException:
-                await connection.close()  # in an unknown state: never used again
+            except BaseException:  # in an unknown state: never used again
+                closing = asyncio.get_running_loop().create_task(connection.close())
+                state.tasks.add(closing)  # the loop keeps only a weak reference
+                closing.add_done_callback(state.tasks.discard)
                 raise
         await self._give_back(state, connection)
         return rows

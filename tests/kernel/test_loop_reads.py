@@ -444,3 +444,88 @@ def test_a_write_is_its_own_transaction_and_never_sent_again(pg_engine_fresh: En
     assert failure is not None
     with pg_engine_fresh.connect() as connection:
         assert connection.execute(text("SELECT note FROM loop_writes ORDER BY id")).scalars().all() == ["a", "c"]
+
+
+def _terminate_when_running(engine: Engine, pattern: str) -> int:
+    """Terminate the backend running a statement like `pattern`, once it runs (or 10 s passed): its pid."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with engine.connect() as connection:
+            pid = connection.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND state = 'active' AND query LIKE :pattern"), {"pattern": pattern}).scalar()
+        if pid is not None:
+            _terminate(engine, pid)
+            return int(pid)
+        time.sleep(0.02)
+    raise AssertionError(f"no statement like {pattern} ran")
+
+
+def test_a_connection_lost_mid_statement_runs_a_read_again_and_fails_a_write_sent_once(pg_engine_fresh: Engine) -> None:
+    """The server ends the connection while a statement runs on it: a read is run again on a new
+    connection, a write raises (its outcome unknown) and is not sent again."""
+    with pg_engine_fresh.begin() as connection:
+        connection.execute(text("CREATE TABLE loop_lost (note varchar)"))
+    reads = LoopReads(pg_engine_fresh)
+    slow = _sleep(0.4)
+    insert = text("INSERT INTO loop_lost SELECT :note FROM pg_sleep(0.4)")
+
+    async def on_loop() -> tuple[tuple[Any, ...], int, BaseException | None, int]:
+        try:
+            await reads.ask(_BACKEND, {"x": 1})  # a connection open and idle: the read's is a reused one
+            asked = asyncio.ensure_future(reads.ask(slow, {"x": 7}))
+            first = await asyncio.to_thread(_terminate_when_running, pg_engine_fresh, "%pg_sleep%")
+            answered = await asyncio.wait_for(asked, 5)
+            written = asyncio.ensure_future(reads.write(insert, {"note": "lost"}))
+            await asyncio.to_thread(_terminate_when_running, pg_engine_fresh, "INSERT INTO loop_lost%")
+            try:
+                await written
+                failure = None
+            except psycopg.OperationalError as error:
+                failure = error
+            (after,) = await reads.ask(_BACKEND, {"x": 1})
+            return answered, first, failure, after
+        finally:
+            await reads.close()
+
+    answered, first, failure, after = asyncio.run(on_loop())
+    assert answered == (7,) and failure is not None and after != first
+    time.sleep(0.6)  # had it been sent again, it would have written by now
+    with pg_engine_fresh.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM loop_lost")).scalar_one() == 0
+
+
+def test_a_statement_the_server_cannot_prepare_fails_its_questions_and_the_next_goes_on(pg_engine_fresh: Engine) -> None:
+    missing = table("loop_reads_missing", column("x"))
+    broken = BatchedRead(lambda q: select(q.c.n, exists().where(missing.c.x == q.c.x)), (("x", Integer()),))
+    reads = LoopReads(pg_engine_fresh)
+
+    async def on_loop() -> tuple[list[BaseException | tuple[Any, ...]], tuple[Any, ...]]:
+        try:
+            outcomes = await asyncio.gather(reads.ask(broken, {"x": 1}), reads.ask(broken, {"x": 2}),
+                                            return_exceptions=True)
+            return outcomes, await reads.ask(_BACKEND, {"x": 1})
+        finally:
+            await reads.close()
+
+    outcomes, after = asyncio.run(on_loop())
+    assert all(isinstance(outcome, psycopg.errors.UndefinedTable) for outcome in outcomes)
+    assert isinstance(after[0], int)
+
+
+def test_values_of_other_types_for_one_statement_and_a_value_larger_than_the_sockets_buffer(
+    pg_engine_fresh: Engine
+) -> None:
+    """One statement given a small and a large integer (psycopg dumps them as int2 and int8: a
+    statement prepared for each), and a value of megabytes (sent over many turns of the loop)."""
+    reads = LoopReads(pg_engine_fresh)
+    echo = text("SELECT CAST(:x AS bigint), length(CAST(:s AS text))")
+    large = "é" * (4 << 20)
+
+    async def on_loop() -> list[list[Any]]:
+        try:
+            return [await reads.write(echo, {"x": x, "s": s}) for x, s in ((1, "a"), (2**40, "b"), (3, large))]
+        finally:
+            await reads.close()
+
+    assert asyncio.run(on_loop()) == [[(1, 1)], [(2**40, 1)], [(3, len(large))]]
