@@ -46,6 +46,56 @@ async def _timed(name: str, questions: int, together: int, repeats: int,
           f"({questions} questions, {together} at a time, last {elapsed / questions * 1e6:.0f} µs wall)")
 
 
+def _each(name: str, piece: Callable[[int], Any], times: int = 20_000) -> None:
+    best = float("inf")
+    for _ in range(3):
+        start = time.process_time()
+        for k in range(times):
+            piece(k)
+        best = min(best, time.process_time() - start)
+    print(f"{name:<44} {best / times * 1e6:8.2f} µs app CPU")
+
+
+async def _parts(engine: Any, read: Any) -> None:
+    """The Python a loop read runs besides the round trip, piece by piece (kernel.loop_reads._Link)."""
+    from psycopg.adapt import PyFormat
+
+    from kernel.loop_reads import _numbered
+    reads = LoopReads(engine)
+    link = await reads._connect()
+    sql, arguments = driver_sql(read.one, engine.dialect, _question(0))
+    await link.run(sql, arguments)
+    _, names = _numbered(sql)
+    assert names is not None
+    transformer = link.transformer
+    _each("driver_sql (compiled once: the parameters)", lambda k: driver_sql(read.one, engine.dialect, _question(k)))
+    _each("placeholders numbered (cached), values ordered", lambda k: [arguments[n] for n in _numbered(sql)[1] or ()])
+    _each("parameters dumped (psycopg's C Transformer)",
+          lambda k: transformer.dump_sequence([arguments[n] for n in names], [PyFormat.AUTO] * len(names)))
+    rows = link.transformer.dump_sequence([arguments[n] for n in names], [PyFormat.AUTO] * len(names))
+    link.pgconn.send_query_prepared(b"loop_0", rows, param_formats=transformer.formats)
+    link.answer = asyncio.get_running_loop().create_future()
+    result = await link.answer
+    _each(f"a row of {result.nfields} columns loaded", lambda k: (
+        transformer.set_pgresult(result), transformer.load_rows(0, result.ntuples, tuple)))
+    loop = asyncio.get_running_loop()
+
+    async def nothing() -> None:
+        return None
+    for name, step, times in (("a task created and awaited", lambda: loop.create_task(nothing()), 5000),
+                              ("a turn of the loop (sleep(0))", lambda: asyncio.sleep(0), 5000),
+                              ("a loop connection's run, whole", lambda: link.run(sql, arguments), 3000)):
+        best = float("inf")
+        for _ in range(3):
+            start = time.process_time()
+            for _ in range(times):
+                await step()
+            best = min(best, time.process_time() - start)
+        print(f"{name:<44} {best / times * 1e6:8.2f} µs app CPU")
+    await link.close()
+    await reads.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
@@ -54,9 +104,14 @@ async def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--base", help="another kernel/loop_reads.py, its LoopReads timed in turn with this one's")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of every kind, alternated")
+    parser.add_argument("--parts", action="store_true", help="only the Python pieces of one read, each alone")
     args = parser.parse_args()
     engine = db.make_engine(args.url)
     read = stored_and_payment_asked()
+    if args.parts:
+        await _parts(engine, read)
+        engine.dispose()
+        return
     reads = LoopReads(engine)
     await reads.ask(read, _question(0))
     base_reads = None
