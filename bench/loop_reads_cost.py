@@ -166,6 +166,8 @@ async def main() -> None:
 
     kinds = [("asyncio floor (task + future)", floor), ("psycopg AsyncConnection.execute + fetchall", bare),
              ("a loop connection's run (kernel.loop_reads._Link)", linked), ("LoopReads.ask", asked)]
+    if args.together > 1:  # one statement at a time on one connection: only LoopReads batches them
+        kinds = [kind for kind in kinds if kind[1] not in (bare, linked)]
     if base_reads is not None:
         kinds.append(("LoopReads.ask of --base", base_asked))
     kinds.append(("LoopReads.write (SELECT)", written))
