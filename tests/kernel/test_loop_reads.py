@@ -529,3 +529,48 @@ def test_values_of_other_types_for_one_statement_and_a_value_larger_than_the_soc
             await reads.close()
 
     assert asyncio.run(on_loop()) == [[(1, 1)], [(2**40, 1)], [(3, len(large))]]
+
+
+def test_a_write_given_up_or_whose_caller_goes_away_is_cancelled_on_the_server(pg_engine_fresh: Engine) -> None:
+    """A write past its timeout raises `TimeoutError` at the deadline, and one whose caller is
+    cancelled stops there: the server is asked to cancel each statement (neither commits, no
+    backend keeps running it), and the next write takes a connection that works."""
+    with pg_engine_fresh.begin() as connection:
+        connection.execute(text("CREATE TABLE loop_given_up (note varchar)"))
+    reads = LoopReads(pg_engine_fresh, timeout=0.3)
+    slow = text("INSERT INTO loop_given_up SELECT :note FROM pg_sleep(3)")
+
+    async def on_loop() -> tuple[float, int, list[Any]]:
+        try:
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await reads.write(slow, {"note": "timed out"})
+            took = time.monotonic() - started
+            caller = asyncio.create_task(reads.write(slow, {"note": "caller gone"}))
+            await asyncio.sleep(0.1)
+            caller.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+            running = await asyncio.to_thread(_still_running, pg_engine_fresh, "INSERT INTO loop_given_up%")
+            return took, running, await reads.write(text("SELECT CAST(:x AS integer)"), {"x": 5})
+        finally:
+            await reads.close()
+
+    took, running, after = asyncio.run(on_loop())
+    assert took < 1 and running == 0 and after == [(5,)]
+    time.sleep(0.2)
+    with pg_engine_fresh.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM loop_given_up")).scalar_one() == 0
+
+
+def _still_running(engine: Engine, pattern: str) -> int:
+    """Statements like `pattern` still running once none is (or 2 s passed)."""
+    deadline = time.monotonic() + 2
+    while True:
+        with engine.connect() as connection:
+            running = int(connection.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' "
+                "AND pid <> pg_backend_pid() AND query LIKE :pattern"), {"pattern": pattern}).scalar_one())
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.05)
