@@ -7,6 +7,7 @@ answer fails the question within the timeout while the loop goes on; connections
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -179,13 +180,16 @@ def test_after_a_burst_the_idle_kept_connections_stay_open(pg_engine_fresh: Engi
     next statements; once none was taken for `idle_seconds` (or twice that), the loop keeps `LOOP_IDLE_KEPT` and
     the server sees the others close; the next burst opens again what it needs."""
     reads = LoopReads(pg_engine_fresh, idle_seconds=0.5)
-    write, slow = text("SELECT pg_sleep(0.3)"), _sleep(0.3)
+    write, gated = text(f"SELECT pg_advisory_xact_lock_shared({_GATE})"), _gated()
 
     async def burst() -> int:
-        work = [*(reads.write(write, {}) for _ in range(LOOP_WRITES_IN_FLIGHT)), reads.ask(slow, {"x": 1})]
-        running = asyncio.gather(*work)
-        await asyncio.sleep(0.15)
-        during = await asyncio.to_thread(_our_connections, pg_engine_fresh)
+        # Every statement waits at the gate until the server has seen them all in flight: counted
+        # at a fixed moment instead, a loaded machine had not opened them all yet (18 of 21).
+        with _gate_held(pg_engine_fresh):
+            work = [*(reads.write(write, {}) for _ in range(LOOP_WRITES_IN_FLIGHT)), reads.ask(gated, {"x": 1})]
+            running = asyncio.gather(*work)
+            # The gate's holder is one of the test's connections too.
+            during = await asyncio.to_thread(_opened_up_to, pg_engine_fresh, LOOP_WRITES_IN_FLIGHT + 2) - 1
         await running
         return during
 
@@ -205,6 +209,35 @@ def test_after_a_burst_the_idle_kept_connections_stay_open(pg_engine_fresh: Engi
     during, right_after, kept, seen, again, kept_again = asyncio.run(on_loop())
     assert during == right_after == again == LOOP_WRITES_IN_FLIGHT + 1
     assert kept == seen == kept_again == LOOP_IDLE_KEPT < LOOP_WRITES_IN_FLIGHT
+
+
+_GATE = 4242  # the advisory lock a burst's statements wait for
+
+
+def _gated() -> BatchedRead:
+    """A read that waits at the gate (`_gate_held`)."""
+    gate = select(func.pg_advisory_xact_lock_shared(literal_column(str(_GATE)))).subquery("gate")
+    return BatchedRead(lambda q: select(q.c.n, q.c.x).select_from(q, gate), (("x", Integer()),))
+
+
+@contextlib.contextmanager
+def _gate_held(engine: Engine) -> Iterator[None]:
+    """The gate closed (`_GATE` held exclusively by a connection of the test's) until the block ends."""
+    with engine.connect() as holder:
+        holder.execute(text(f"SELECT pg_advisory_lock({_GATE})"))
+        try:
+            yield
+        finally:
+            holder.execute(text(f"SELECT pg_advisory_unlock({_GATE})"))
+            holder.invalidate()  # closed, not kept in the pool: the server counts the loop's alone
+
+
+def _opened_up_to(engine: Engine, count: int) -> int:
+    """Our connections the server sees, once it has seen `count` of them (or 10 s passed)."""
+    deadline = time.monotonic() + 10
+    while (seen := _our_connections(engine)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return seen
 
 
 def test_connections_in_use_from_one_moment_to_the_next_are_kept(pg_engine_fresh: Engine) -> None:
