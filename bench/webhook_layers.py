@@ -99,7 +99,7 @@ def main() -> None:
         await route.app(route_scope(), receive, send)
 
     async def endpoint() -> None:
-        response = await route.endpoint(Request(route_scope(), receive))
+        response = await webhook_routes.webhook(Request(route_scope(), receive))
         assert response.status_code == 200
 
     async def verify() -> None:
