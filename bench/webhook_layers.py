@@ -42,7 +42,7 @@ def main() -> None:
 
     from starlette.datastructures import Headers
     from starlette.requests import Request
-    from starlette.routing import Route
+    from starlette.routing import Route, request_response
 
     from encours.app import create_app
     from kernel.logs import configure_logging
@@ -102,6 +102,31 @@ def main() -> None:
         response = await webhook_routes.webhook(Request(route_scope(), receive))
         assert response.status_code == 200
 
+    forged = [(b"stripe-signature", run.stripe_signature(body, "whsec_not_ours").encode()) if name == b"stripe-signature"
+              else (name, value) for name, value in headers[1:]]
+
+    def refused_scope() -> dict[str, Any]:
+        scope = route_scope()
+        scope["headers"] = [(b"host", b"127.0.0.1:8000"), *forged]
+        return scope
+
+    async def route_app_refused() -> None:
+        await route.app(refused_scope(), receive, send)
+
+    # The route as Starlette wraps a function endpoint (session 12's route), beside it in the same
+    # process: the two compared on the same machine of the same moment.
+    wrapped = request_response(webhook_routes.webhook)
+
+    async def wrapped_app() -> None:
+        await wrapped(route_scope(), receive, send)
+
+    async def wrapped_app_refused() -> None:
+        await wrapped(refused_scope(), receive, send)
+
+    async def endpoint_refused() -> None:
+        response = await webhook_routes.webhook(Request(refused_scope(), receive))
+        assert response.status_code == 400
+
     async def verify() -> None:
         provider.verify(settings, Headers(scope=route_scope()), body)
 
@@ -127,10 +152,14 @@ def main() -> None:
 
     layers: dict[str, Callable[[], Awaitable[None]]] = {
         "whole app (ASGI, every middleware)": whole, "webhook route's ASGI app": route_app,
+        "the same, as request_response(webhook) wraps it": wrapped_app,
         "endpoint (Request built, body read, answer built)": endpoint,
         "verify (signature, JSON, ProviderEvent)": verify, "decode_headers(request.headers)": headers_decoded,
         "Request + await body()": request_and_body, "provider lookup + is_configured": lookup,
-        "answer built and sent": answer, "(the scope this script builds, to subtract)": scope_only,
+        "answer built and sent": answer,
+        "a refused delivery (no database): the route's ASGI app": route_app_refused,
+        "a refused delivery: the same, as request_response(webhook) wraps it": wrapped_app_refused,
+        "a refused delivery: the endpoint": endpoint_refused, "(the scope this script builds, to subtract)": scope_only,
     }
     if loop_reads is not None:
         layers["loop read (intake_on_loop, a duplicate)"] = loop_read
