@@ -183,7 +183,8 @@ class _Endpoint:
     """`webhook` as the route's ASGI app: its Request built, its answer sent. Starlette's wrapper of a
     function endpoint (`request_response`) adds per delivery a closure and a layer that hands an
     exception to the app's handlers, which the webhooks' stack does already one layer up
-    (`encours.app`: its ExceptionMiddleware, with the same handlers)."""
+    (`encours.app`: its ExceptionMiddleware, with the same handlers): 3-7 µs a delivery
+    (bench/RESULTS.md, 2026-12-06 hook13)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await webhook(Request(scope, receive, send))
