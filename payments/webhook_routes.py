@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from kernel.db import read_connection
 from kernel.settings import Settings
@@ -75,7 +76,8 @@ async def webhook(request: Request) -> Response:
         # PostgreSQL: the read and, when it tells enough, the write on the loop's own connections
         # (kernel.loop_reads); a write whose outcome is unknown raises: a 500, the provider sends
         # the event again (payments.webhooks.intake_on_loop).
-        outcome = await intake_on_loop(loop_reads, provider, events[0], decode_headers(request.headers))
+        # The request's headers as they are: only an event stored reads them (`event_row` keeps a few).
+        outcome = await intake_on_loop(loop_reads, provider, events[0], request.headers)
         if outcome == "duplicate":
             return _duplicates(1)
         if outcome is not None:
@@ -177,6 +179,18 @@ def _apply_deferred(sessions: sessionmaker[Session], provider: PaymentProvider, 
         apply_new(sessions, pk, apply)
 
 
+class _Endpoint:
+    """`webhook` as the route's ASGI app: its Request built, its answer sent. Starlette's wrapper of a
+    function endpoint (`request_response`) adds per delivery a closure and a layer that hands an
+    exception to the app's handlers, which the webhooks' stack does already one layer up
+    (`encours.app`: its ExceptionMiddleware, with the same handlers): 3-7 µs a delivery
+    (bench/RESULTS.md, 2026-12-06 hook13)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await webhook(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
 routes = [
-    Route("/webhooks/{provider:str}", webhook, methods=["POST"], name="payments:webhook"),
+    Route("/webhooks/{provider:str}", _Endpoint(), methods=["POST"], name="payments:webhook"),
 ]

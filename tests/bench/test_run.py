@@ -13,3 +13,28 @@ def test_the_statement_load_sends_the_cookie_the_first_page_set() -> None:
     assert run.kept_cookie(first, "encours_session=old.sig") == "encours_session=new.sig"
     unchanged = httpx.Response(200)
     assert run.kept_cookie(unchanged, "encours_session=new.sig") == "encours_session=new.sig"
+
+
+def _phase(app_ms: float, postgres_ms: float | None, requests: int, per_s: float) -> dict[str, object]:
+    return {"server_cpu_ms_per_request": app_ms, "postgres_cpu_ms_per_request": postgres_ms, "requests": requests,
+            "requests_per_s": per_s, "non_2xx_3xx": 0, "socket_errors": "", "p99_ms": 2.0,
+            "machine_busy_cores": 1.0}
+
+
+def test_each_duplicate_phase_is_taken_against_the_new_phases_either_side() -> None:
+    # A machine slowing down steadily: new events 1.0, 1.2, 1.4 ms; duplicates 0.33, 0.39 ms.
+    new = [_phase(0.8, 0.2, 1000, 500.0), _phase(1.0, 0.2, 1000, 500.0), _phase(1.2, 0.2, 1000, 500.0)]
+    duplicates = [_phase(0.3, 0.03, 4000, 2000.0), _phase(0.36, 0.03, 4000, 2000.0)]
+    ratios = run.round_ratios(new, duplicates)
+    assert [round(r, 3) for r in ratios] == [round(0.33 / 1.1, 3), round(0.39 / 1.3, 3)]
+
+
+def test_phases_pooled_weigh_cpu_by_requests_and_rates_by_time() -> None:
+    pooled = run.pooled([_phase(1.0, 0.5, 1000, 500.0), _phase(2.0, None, 3000, 1000.0)])
+    assert pooled["requests"] == 4000
+    assert pooled["requests_per_s"] == 4000 / (2.0 + 3.0)
+    assert pooled["server_cpu_ms_per_request"] == 1.75
+    assert "postgres_cpu_ms_per_request" not in pooled  # not measured in every phase: no figure
+    assert pooled["machine_busy_cores"] == 1.0
+    assert pooled["p99_ms"] == 2.0
+    assert run.whole_cpu_ms(pooled) == 1.75
