@@ -26,7 +26,7 @@ from ledger.disputes import disputed_parts
 from ledger.models import Company, Contact, Customer, Invoice
 from ledger.money import Money
 from ledger.storage import FileStorage, ObjectMissing
-from payments.checkout import in_progress_by_invoice, reservations
+from payments.checkout import in_progress_by_invoice, statement_checkouts
 from payments.collections import mandate_summary
 from links import throttle, tokens
 from mail import renewal
@@ -401,7 +401,7 @@ def statement_page(request: Request, session: Session, visit: Visit) -> Response
         request.query_params.get("select"), request.query_params.get("currency"), statement
     )
     partial = visit.company.allow_partial_payments
-    progress = in_progress_by_invoice(session, visit.customer)
+    progress, reserved = statement_checkouts(session, visit.customer)
     return request.app.state.templates.response(
         request,
         "portal/statement.html",
@@ -413,7 +413,7 @@ def statement_page(request: Request, session: Session, visit: Visit) -> Response
             "rows": statement_view.statement_rows(statement, visit.language, today, pick, pick_currency, partial,
                                                   progress, statements.promised_invoices(session, visit.customer.id)),
             "partial": partial,
-            "reservations": reservations(session, visit.customer),
+            "reservations": reserved,
             "money_of": Money,
             "mandate": mandate_summary(session, visit.customer, today),
         },
