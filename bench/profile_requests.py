@@ -143,7 +143,8 @@ def main() -> None:
     parser.add_argument("--only", metavar="KIND", help="measure only this kind (e.g. webhook_new; under py-spy)")
     parser.add_argument("--cprofile", metavar="KIND", help="print cProfile's top functions for this kind on stderr")
     parser.add_argument("--timings", action="store_true",
-                        help="each statement's text, parameters, rows and wall time from cursor execute to its end")
+                        help="each statement's text, parameters, rows (the driver's rowcount: none from SQLite's "
+                             "sqlite3 for a SELECT) and wall time from cursor execute to its end")
     args = parser.parse_args()
     global TIMING
     TIMING = args.timings
