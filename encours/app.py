@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,7 +30,7 @@ from encours.metrics import MetricsMiddleware, metrics
 from kernel import errors
 from kernel.body_limit import MIB, BodyLimitMiddleware
 from kernel.logs import RequestIdMiddleware, configure_logging, install_token_filter
-from kernel.db import SERVER_POOL_SIZE, make_engine, make_sessionmaker, schema_problem, unit_of_work
+from kernel.db import PAGE_THREADS, SERVER_POOL_SIZE, make_engine, make_sessionmaker, schema_problem, unit_of_work
 from kernel.loop_reads import LoopReads
 from kernel.security import DEFAULT_CSP, CSRFMiddleware, SecurityHeadersMiddleware, extend_csp
 from kernel.sessions import SessionMiddleware
@@ -191,6 +191,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
             # connections beyond the pool were opened and closed again under load, 22 in 8 s with
             # one process (bench/RESULTS.md, 2026-12-05 opens8). Set in the server's event loop.
             to_thread.current_default_thread_limiter().total_tokens = SERVER_POOL_SIZE
+            app.state.page_limiter = CapacityLimiter(PAGE_THREADS)  # portal.routes.debtor_view
         try:
             yield
         finally:
@@ -252,6 +253,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
     bind = engine if engine is not None else sessions.kw.get("bind")  # none: an app only listed, never served
     app.state.reads_inline = bind is not None and bind.dialect.name == "sqlite"
     app.state.loop_reads = loop_reads
+    app.state.page_limiter = None  # anyio's own thread pool, until the lifespan sets one
     app.state.templates = Templates()
     return app
 

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
+from anyio import to_thread
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -374,14 +375,14 @@ def debtor_page(handler: DebtorHandler) -> Callable[[Request], Response]:
     return _debtor_endpoint(handler, _sessions, staff_view=False)
 
 
-def debtor_view(handler: DebtorHandler) -> Callable[[Request], Response]:
+def debtor_view(handler: DebtorHandler) -> Callable[[Request], Any]:
     """`debtor_page` for a handler that only reads (see make_sessionmaker's `write`); staff
     looking as the customer see these pages, and only these."""
     return _debtor_endpoint(handler, _read_sessions, staff_view=True)
 
 
 def _debtor_endpoint(handler: DebtorHandler, sessions: Callable[[Request], Any], *,
-                     staff_view: bool) -> Callable[[Request], Response]:
+                     staff_view: bool) -> Callable[[Request], Any]:
     @functools.wraps(handler)
     def endpoint(request: Request) -> Response:
         with unit_of_work(sessions(request)) as session:
@@ -390,7 +391,16 @@ def _debtor_endpoint(handler: DebtorHandler, sessions: Callable[[Request], Any],
                 return session_required(request)
             return handler(request, session, visit)
 
-    return endpoint
+    if not staff_view:
+        return endpoint
+
+    @functools.wraps(handler)
+    async def read_only_page(request: Request) -> Response:
+        # In the app's few page threads on a server database (kernel.db.PAGE_THREADS), else in
+        # anyio's thread pool as Starlette runs a plain function.
+        return await to_thread.run_sync(endpoint, request, limiter=request.app.state.page_limiter)
+
+    return read_only_page
 
 
 @debtor_view
