@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from anyio import CapacityLimiter, to_thread
+from anyio import to_thread
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -191,7 +191,6 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
             # connections beyond the pool were opened and closed again under load, 22 in 8 s with
             # one process (bench/RESULTS.md, 2026-12-05 opens8). Set in the server's event loop.
             to_thread.current_default_thread_limiter().total_tokens = SERVER_POOL_SIZE
-            app.state.page_limiter = CapacityLimiter(PAGE_THREADS)  # portal.routes.debtor_view
         try:
             yield
         finally:
@@ -253,7 +252,8 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
     bind = engine if engine is not None else sessions.kw.get("bind")  # none: an app only listed, never served
     app.state.reads_inline = bind is not None and bind.dialect.name == "sqlite"
     app.state.loop_reads = loop_reads
-    app.state.page_limiter = None  # anyio's own thread pool, until the lifespan sets one
+    # The debtor's read-only pages in a few threads of their own on a server database (portal.routes).
+    app.state.page_threads = None if bind is None or bind.dialect.name == "sqlite" else PAGE_THREADS
     app.state.templates = Templates()
     return app
 

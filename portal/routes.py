@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
+from anyio.lowlevel import RunVar
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -396,11 +397,27 @@ def _debtor_endpoint(handler: DebtorHandler, sessions: Callable[[Request], Any],
 
     @functools.wraps(handler)
     async def read_only_page(request: Request) -> Response:
-        # In the app's few page threads on a server database (kernel.db.PAGE_THREADS), else in
-        # anyio's thread pool as Starlette runs a plain function.
-        return await to_thread.run_sync(endpoint, request, limiter=request.app.state.page_limiter)
+        return await to_thread.run_sync(endpoint, request, limiter=page_limiter(request))
 
     return read_only_page
+
+
+_PAGE_LIMITER: RunVar[CapacityLimiter] = RunVar("encours_page_limiter")
+
+
+def page_limiter(request: Request) -> CapacityLimiter | None:
+    """The event loop's few threads for the debtor's read-only pages on a server database
+    (kernel.db.PAGE_THREADS; one per loop, as anyio's own pool), else None: anyio's thread pool,
+    as Starlette runs a plain function."""
+    threads = request.app.state.page_threads
+    if threads is None:
+        return None
+    try:
+        return _PAGE_LIMITER.get()
+    except LookupError:
+        limiter = CapacityLimiter(threads)
+        _PAGE_LIMITER.set(limiter)
+        return limiter
 
 
 @debtor_view
