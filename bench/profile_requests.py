@@ -44,12 +44,26 @@ from links import tokens  # noqa: E402
 
 TRACE = Path(tempfile.mkdtemp(prefix="encours-trace-")) / "libpq.trace"
 statements: collections.Counter[str] = collections.Counter()
+# --timings: each statement's text -> [count, seconds from before to after cursor execute, rows, one parameter set]
+TIMINGS: dict[str, list[Any]] = {}
 PROFILE = False
 BACKENDS: set[int] = set()  # PostgreSQL server processes of our connections (the server runs on this machine)
 
 
 def _count_statement(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
     statements[statement.split(None, 1)[0].upper()] += 1
+    if TIMING:
+        conn.info["started"] = time.perf_counter()
+
+
+def _time_statement(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+    entry = TIMINGS.setdefault(statement, [0, 0.0, 0, parameters])
+    entry[0] += 1
+    entry[1] += time.perf_counter() - conn.info.pop("started")
+    entry[2] += max(cursor.rowcount, 0)
+
+
+TIMING = False
 
 
 def _trace(dbapi_connection: Any, record: Any) -> None:
@@ -91,6 +105,7 @@ def _measure(client: httpx.AsyncClient, requests: list[dict[str, Any]], expect: 
 
     TRACE.write_text("")
     statements.clear()
+    TIMINGS.clear()
     profiler = cProfile.Profile() if PROFILE else None
     started = time.process_time()
     server_before = cpu_seconds(sorted(BACKENDS))
@@ -112,7 +127,12 @@ def _measure(client: httpx.AsyncClient, requests: list[dict[str, Any]], expect: 
             "statements_per_request": round(sum(statements.values()) / n, 2),
             "statements": {k: round(v / n, 2) for k, v in statements.most_common()},
             "round_trips_per_request": round(sum(trips.values()) / n, 2) if trips else None,
-            "round_trips": {k: round(v / n, 2) for k, v in trips.most_common()}}
+            "round_trips": {k: round(v / n, 2) for k, v in trips.most_common()},
+            **({"statement_timings": [
+                {"statement": " ".join(text.split()), "per_request": round(count / n, 2),
+                 "wall_ms_each": round(1000 * seconds / count, 3), "rows_each": round(rows / count, 1),
+                 "parameters": repr(parameters)}
+                for text, (count, seconds, rows, parameters) in TIMINGS.items()]} if TIMING else {})}
 
 
 def main() -> None:
@@ -122,9 +142,16 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--only", metavar="KIND", help="measure only this kind (e.g. webhook_new; under py-spy)")
     parser.add_argument("--cprofile", metavar="KIND", help="print cProfile's top functions for this kind on stderr")
+    parser.add_argument("--timings", action="store_true",
+                        help="each statement's text, parameters, rows (the driver's rowcount: none from SQLite's "
+                             "sqlite3 for a SELECT) and wall time from cursor execute to its end")
     args = parser.parse_args()
+    global TIMING
+    TIMING = args.timings
     url = args.postgres or f"sqlite:///{args.sqlite}"
     event.listen(Engine, "before_cursor_execute", _count_statement)
+    if TIMING:
+        event.listen(Engine, "after_cursor_execute", _time_statement)
     event.listen(Pool, "connect", _trace)
 
     from encours.app import create_app
@@ -183,6 +210,15 @@ def main() -> None:
             _measure(client, successes[:warm], 200)
             PROFILE = args.cprofile == "webhook_success"
             results["webhook_success"] = _measure(client, successes[warm:], 200)
+            return
+        if args.only == "statement_page":
+            # The cookie the first page sets (with its CSRF token), as a browser and `bench/run.py` send it.
+            cookie = loop.run_until_complete(client.get(same["url"])).headers["set-cookie"].split(";", 1)[0]
+            first = loop.run_until_complete(client.get("/portal", headers={"Cookie": cookie}))
+            page = {"method": "GET", "url": "/portal", "headers": {"Cookie": run.kept_cookie(first, cookie)}}
+            _measure(client, [page] * 20, 200)
+            PROFILE = args.cprofile == "statement_page"
+            results["statement_page"] = _measure(client, [page] * n, 200)
             return
         if args.only in ("webhook_new", "webhook_duplicate"):
             _measure(client, [webhook(f"evt_prof_warm_{run_id}_{i}") for i in range(20)], 200)

@@ -30,7 +30,7 @@ from encours.metrics import MetricsMiddleware, metrics
 from kernel import errors
 from kernel.body_limit import MIB, BodyLimitMiddleware
 from kernel.logs import RequestIdMiddleware, configure_logging, install_token_filter
-from kernel.db import SERVER_POOL_SIZE, make_engine, make_sessionmaker, schema_problem, unit_of_work
+from kernel.db import PAGE_THREADS, SERVER_POOL_SIZE, make_engine, make_sessionmaker, schema_problem, unit_of_work
 from kernel.loop_reads import LoopReads
 from kernel.security import DEFAULT_CSP, CSRFMiddleware, SecurityHeadersMiddleware, extend_csp
 from kernel.sessions import SessionMiddleware
@@ -252,6 +252,8 @@ def create_app(settings: Settings, sessions: sessionmaker[Session] | None = None
     bind = engine if engine is not None else sessions.kw.get("bind")  # none: an app only listed, never served
     app.state.reads_inline = bind is not None and bind.dialect.name == "sqlite"
     app.state.loop_reads = loop_reads
+    # The debtor's read-only pages in a few threads of their own on a server database (portal.routes).
+    app.state.page_threads = None if bind is None or bind.dialect.name == "sqlite" else PAGE_THREADS
     app.state.templates = Templates()
     return app
 

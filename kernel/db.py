@@ -62,6 +62,11 @@ PING_AFTER_IDLE_SECONDS = 2.0
 # connection costs milliseconds to open. The overflow is for work that holds two at once.
 SERVER_POOL_SIZE = 20
 SERVER_POOL_OVERFLOW = 20
+# Threads of one process rendering the debtor's read-only pages at once on a server database (the
+# rest wait their turn on the event loop): 16 at once, each waiting on its statements in turn, cost
+# the statement page a fifth more CPU in the app and PostgreSQL than 4 did (bench/RESULTS.md,
+# 2026-12-06 page13). A page is mostly rendering: 4 keep a core busy.
+PAGE_THREADS = 4
 _IDLE_SINCE = "encours_idle_since"
 
 

@@ -417,7 +417,9 @@ def disputed_parts(session: Session, customer_id: int | None = None, invoice_ids
              .join(Dispute, Dispute.id == dispute_invoices.c.dispute_id)
              .where(Dispute.status == "open", Dispute.kind == "dispute", Dispute.disputed_minor.is_not(None)))
     if customer_id is not None:
-        query = query.where(Invoice.customer_id == customer_id)
+        # A dispute's invoices are its customer's (open_case): naming the dispute's customer too lets
+        # the plan start from the customer's few disputes, not every disputed invoice (page13).
+        query = query.where(Invoice.customer_id == customer_id, Dispute.customer_id == customer_id)
     if invoice_ids is not None:
         query = query.where(Invoice.id.in_(invoice_ids))
     if company_id is not None:

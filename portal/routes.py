@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
+from anyio import CapacityLimiter, to_thread
+from anyio.lowlevel import RunVar
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,7 +28,7 @@ from ledger.disputes import disputed_parts
 from ledger.models import Company, Contact, Customer, Invoice
 from ledger.money import Money
 from ledger.storage import FileStorage, ObjectMissing
-from payments.checkout import in_progress_by_invoice, reservations
+from payments.checkout import in_progress_by_invoice, statement_checkouts
 from payments.collections import mandate_summary
 from links import throttle, tokens
 from mail import renewal
@@ -374,14 +376,14 @@ def debtor_page(handler: DebtorHandler) -> Callable[[Request], Response]:
     return _debtor_endpoint(handler, _sessions, staff_view=False)
 
 
-def debtor_view(handler: DebtorHandler) -> Callable[[Request], Response]:
+def debtor_view(handler: DebtorHandler) -> Callable[[Request], Any]:
     """`debtor_page` for a handler that only reads (see make_sessionmaker's `write`); staff
     looking as the customer see these pages, and only these."""
     return _debtor_endpoint(handler, _read_sessions, staff_view=True)
 
 
 def _debtor_endpoint(handler: DebtorHandler, sessions: Callable[[Request], Any], *,
-                     staff_view: bool) -> Callable[[Request], Response]:
+                     staff_view: bool) -> Callable[[Request], Any]:
     @functools.wraps(handler)
     def endpoint(request: Request) -> Response:
         with unit_of_work(sessions(request)) as session:
@@ -390,7 +392,32 @@ def _debtor_endpoint(handler: DebtorHandler, sessions: Callable[[Request], Any],
                 return session_required(request)
             return handler(request, session, visit)
 
-    return endpoint
+    if not staff_view:
+        return endpoint
+
+    @functools.wraps(handler)
+    async def read_only_page(request: Request) -> Response:
+        return await to_thread.run_sync(endpoint, request, limiter=page_limiter(request))
+
+    return read_only_page
+
+
+_PAGE_LIMITER: RunVar[CapacityLimiter] = RunVar("encours_page_limiter")
+
+
+def page_limiter(request: Request) -> CapacityLimiter | None:
+    """The event loop's few threads for the debtor's read-only pages on a server database
+    (kernel.db.PAGE_THREADS; one per loop, as anyio's own pool), else None: anyio's thread pool,
+    as Starlette runs a plain function."""
+    threads = request.app.state.page_threads
+    if threads is None:
+        return None
+    try:
+        return _PAGE_LIMITER.get()
+    except LookupError:
+        limiter = CapacityLimiter(threads)
+        _PAGE_LIMITER.set(limiter)
+        return limiter
 
 
 @debtor_view
@@ -401,7 +428,7 @@ def statement_page(request: Request, session: Session, visit: Visit) -> Response
         request.query_params.get("select"), request.query_params.get("currency"), statement
     )
     partial = visit.company.allow_partial_payments
-    progress = in_progress_by_invoice(session, visit.customer)
+    progress, reserved = statement_checkouts(session, visit.customer)
     return request.app.state.templates.response(
         request,
         "portal/statement.html",
@@ -413,7 +440,7 @@ def statement_page(request: Request, session: Session, visit: Visit) -> Response
             "rows": statement_view.statement_rows(statement, visit.language, today, pick, pick_currency, partial,
                                                   progress, statements.promised_invoices(session, visit.customer.id)),
             "partial": partial,
-            "reservations": reservations(session, visit.customer),
+            "reservations": reserved,
             "money_of": Money,
             "mandate": mandate_summary(session, visit.customer, today),
         },

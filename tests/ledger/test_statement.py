@@ -83,3 +83,17 @@ def test_lines_are_plain_rows_with_the_invoices_values(session: Session) -> None
     assert note.id == credit.id and note.is_credit_note and eur.lines[1].days_overdue == 0
     offer = available_discount(row, TODAY)
     assert offer is not None and offer.amount == Money(14_00, "EUR")  # 2 % of what is still open
+
+
+def test_lines_in_currency_due_date_and_number_order(session: Session) -> None:
+    """Read unordered and sorted in Python: by currency, due date, then number in code point order
+    (SQLite's and a "C" collation's ORDER BY), whatever order they were written in."""
+    customer = factories.customer(session, factories.company(session, base_currency="EUR"))
+    written = [("F-b", "EUR", date(2026, 11, 2)), ("F-B", "EUR", date(2026, 11, 2)), ("F-10", "EUR", date(2026, 11, 2)),
+               ("F-9", "EUR", date(2026, 11, 2)), ("F-é", "EUR", date(2026, 11, 2)), ("F-a", "EUR", date(2026, 10, 30)),
+               ("G-1", "USD", date(2026, 10, 1)), ("A-1", "GBP", date(2026, 12, 1)), ("F-z", "EUR", date(2027, 1, 1))]
+    for number, currency, due in written:
+        factories.invoice(session, customer, total_minor=10_00, number=number, currency=currency, due_date=due)
+    statement = build_statement(session, customer, TODAY)
+    assert [(s.currency, [line.invoice.number for line in s.lines]) for s in statement.sections] == [
+        ("EUR", ["F-a", "F-10", "F-9", "F-B", "F-b", "F-é", "F-z"]), ("GBP", ["A-1"]), ("USD", ["G-1"])]

@@ -8,8 +8,9 @@ from kernel.user_error import UserError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ledger.models import Checkout, Company, Customer, Invoice, InvoiceKind
-from payments.checkout import create_checkout, parse_selection, quote
+from ledger.models import Checkout, CheckoutLine, Company, Customer, Invoice, InvoiceKind
+from payments.checkout import (create_checkout, in_progress_by_invoice, parse_selection, quote, reservations,
+                               statement_checkouts)
 from tests import factories
 from tests.payments.conftest import start
 
@@ -122,3 +123,32 @@ def test_quote_writes_nothing(session: Session, customer: Customer, invoices: li
     priced = quote(session, customer, {invoice.id: None for invoice in invoices}, TODAY)
     assert priced.subtotal.minor == 2052_96 and priced.discount.minor == 10_00 and priced.charged.minor == 2042_96
     assert session.scalar(select(func.count()).select_from(Checkout)) == 0
+
+
+
+def test_statement_checkouts_read_once_as_the_three_reads(session: Session, customer: Customer,
+                                                          invoices: list[Invoice]) -> None:
+    """The statement page's one read of the live checkouts tells what in_progress_by_invoice and
+    reservations tell: drafts lock nothing, started ones lock their invoices (the newest of two
+    wins), reserved credit shows until applied, settled checkouts show nowhere."""
+    def three_reads() -> tuple[object, object]:
+        return in_progress_by_invoice(session, customer), reservations(session, customer)
+
+    assert statement_checkouts(session, customer) == three_reads() == ({}, {})
+    overdue, discounted, later = invoices
+    draft = create_checkout(session, customer=customer, contact=customer.primary_contact,  # never started
+                            selection={overdue.id: None}, method="card", today=TODAY)
+    settled = _create(session, customer, {discounted.id: None}, method="card")
+    settled.status, settled.credit_minor = "succeeded", 2_00
+    transfer = _create(session, customer, {overdue.id: None, discounted.id: None})
+    transfer.credit_minor, transfer.credit_applied = 3_00, True
+    card = _create(session, customer, {later.id: None}, method="card")
+    card.status, card.credit_minor = "processing", 12_00
+    session.add(CheckoutLine(checkout_id=transfer.id, invoice_id=later.id, amount_minor=later.open_minor))
+    draft.status, draft.credit_minor = "open", 5_00  # superseded by `settled`; a live draft again
+    session.flush()
+    in_progress, reserved = statement_checkouts(session, customer)
+    assert (in_progress, reserved) == three_reads()
+    assert {invoice: view.checkout_id for invoice, view in in_progress.items()} == {
+        overdue.id: transfer.id, discounted.id: transfer.id, later.id: card.id}
+    assert [view.checkout_id for view in reserved["EUR"]] == [card.id, draft.id]
