@@ -82,17 +82,9 @@ def _measure(loop: asyncio.AbstractEventLoop, app: Any, request: Request, n: int
     return 1000 * cpu / n
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--postgres", metavar="URL")
-    parser.add_argument("--sqlite", metavar="PATH", default=str(sqlite_path(50_000, 1_000_000)))
-    parser.add_argument("--requests", type=int, default=5000, help="of each kind, over all rounds")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--cprofile", metavar="KIND", help="print cProfile's top functions for this kind on stderr")
-    parser.add_argument("--only", metavar="KIND", action="append", help="measure only these kinds")
-    args = parser.parse_args()
-    url = args.postgres or f"sqlite:///{args.sqlite}"
-
+def in_process_app(url: str, event_prefix: str) -> tuple[Any, Any, bytes]:
+    """The app on `url` as `encours serve` builds it (Stripe configured as `bench/run.py` does), its
+    settings, and a signed Stripe decline of the bench's webhook checkout under a new event id."""
     from encours.app import create_app
     from kernel.logs import configure_logging
     from kernel.settings import load_settings
@@ -104,8 +96,21 @@ def main() -> None:
     # As `encours serve` logs (a refused delivery writes a warning), to nowhere.
     configure_logging(settings.log_format, settings.log_level, stream=open(os.devnull, "w"))  # noqa: SIM115
     app = create_app(settings)
-    checkout = webhook_checkout(url)
-    body = declined_event(checkout, f"evt_floor_{os.urandom(4).hex()}")
+    return app, settings, declined_event(webhook_checkout(url), f"{event_prefix}_{os.urandom(4).hex()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--postgres", metavar="URL")
+    parser.add_argument("--sqlite", metavar="PATH", default=str(sqlite_path(50_000, 1_000_000)))
+    parser.add_argument("--requests", type=int, default=5000, help="of each kind, over all rounds")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--cprofile", metavar="KIND", help="print cProfile's top functions for this kind on stderr")
+    parser.add_argument("--only", metavar="KIND", action="append", help="measure only these kinds")
+    args = parser.parse_args()
+    url = args.postgres or f"sqlite:///{args.sqlite}"
+
+    app, _settings, body = in_process_app(url, "evt_floor")
     json_type = (b"content-type", b"application/json")
 
     def signed(payload: bytes, secret: str = run.WEBHOOK_SECRET) -> list[tuple[bytes, bytes]]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,9 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import run  # noqa: E402
-from bench.floor import _one, _scope  # noqa: E402
+from bench.floor import _one, _scope, in_process_app  # noqa: E402
 from bench.generate import sqlite_path  # noqa: E402
-from bench.harness import declined_event, webhook_checkout  # noqa: E402
 
 
 def main() -> None:
@@ -44,20 +42,11 @@ def main() -> None:
     from starlette.requests import Request
     from starlette.routing import Route, request_response
 
-    from encours.app import create_app
-    from kernel.logs import configure_logging
-    from kernel.settings import load_settings
     from payments import webhook_routes
     from payments.registry import webhook_providers
     from payments.webhooks import decode_headers, intake_on_loop
 
-    ctx = run.Context(url=url, duration=1, connections=1, threads=1, workers=1)
-    env = run._stripe_env(ctx)
-    os.environ.update(env)
-    settings = load_settings(env)
-    configure_logging(settings.log_format, settings.log_level, stream=open(os.devnull, "w"))  # noqa: SIM115
-    app = create_app(settings)
-    body = declined_event(webhook_checkout(url), f"evt_layers_{os.urandom(4).hex()}")
+    app, settings, body = in_process_app(url, "evt_layers")
     headers = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"Stripe/1.0 (+https://stripe.com/docs/webhooks)"),
                (b"stripe-signature", run.stripe_signature(body).encode()), (b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode()), (b"accept", b"*/*; q=0.5, application/xml")]
