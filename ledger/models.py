@@ -147,7 +147,8 @@ class Company(Base):
     country: Mapped[str] = mapped_column(CHAR(2), default="FR")
     timezone: Mapped[str] = mapped_column(String(64), default="Europe/Paris")
     brand_color: Mapped[str] = mapped_column(String(7), default="#1d4f91")
-    logo: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    # Loaded only when read (up to 512 KB): every portal page loads its company, and asks `has_logo`.
+    logo: Mapped[bytes | None] = mapped_column(LargeBinary, default=None, deferred=True)
     logo_mime: Mapped[str | None] = mapped_column(String(64), default=None)
     iban: Mapped[str | None] = mapped_column(String(34), default=None)
     bic: Mapped[str | None] = mapped_column(String(11), default=None)
@@ -186,6 +187,11 @@ class Company(Base):
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
     customers: Mapped[list[Customer]] = relationship(back_populates="company")
+
+    @property
+    def has_logo(self) -> bool:
+        """Whether a logo is set, without loading it: its type is stored with it (`logo_mime`)."""
+        return self.logo_mime is not None
 
 
 class User(Base):

@@ -253,14 +253,14 @@ class Brand:
 
     code: str
     name: str
-    logo: bool
+    has_logo: bool
     support_email: str | None
 
 
 def _brand_of_contact(request: Request, contact_id: int) -> Brand | None:
     with read_connection(_read_sessions(request)) as connection:
         row = connection.execute(
-            select(Company.code, Company.name, Company.logo.is_not(None), Company.support_email)
+            select(Company.code, Company.name, Company.logo_mime.is_not(None), Company.support_email)
             .join(Customer, Customer.company_id == Company.id).join(Contact, Contact.customer_id == Customer.id)
             .where(Contact.id == contact_id)
         ).first()
@@ -271,7 +271,7 @@ def _brand_of_code(session: Session, code: str) -> tuple[Company | None, Brand |
     company = session.scalar(select(Company).where(Company.code == code)) if code else None
     if company is None:
         return None, None
-    return company, Brand(company.code, company.name, company.logo is not None, company.support_email)
+    return company, Brand(company.code, company.name, company.has_logo, company.support_email)
 
 
 def _link_problem(request: Request, problem: LinkProblem | None, contact_language: str | None, token: str,
