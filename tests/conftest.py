@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 from argon2 import PasswordHasher
 from hypothesis import settings as hypothesis_settings
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from admin import staff_accounts
@@ -236,3 +236,18 @@ def sqlite_writer_held_elsewhere(database: str) -> Iterator[None]:
         yield
     finally:
         holder.communicate("\n", timeout=30)
+
+
+@contextmanager
+def statements_run(engine: Engine) -> Iterator[list[str]]:
+    """The SQL of every statement `engine` runs inside the block, in order."""
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from portal.branding import contrast, palette
 from tests import factories
+from tests.conftest import statements_run
 from tests.portal.conftest import login
 
 
@@ -29,17 +29,8 @@ def test_pages_show_the_logo_without_reading_it(session: Session, client: TestCl
     factories.invoice(session, customer, number="F-LOGO")
     session.expire_all()  # the pages load the company afresh, as in another request
     login(client, customer)
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
-        statements.append(statement)
-
-    engine = session.get_bind().engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statements_run(session.get_bind().engine) as statements:
         page = client.get("/portal")
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert page.status_code == 200 and 'src="/brand/LOGO/logo"' in page.text
     assert statements and not [sql for sql in statements if re.search(r"\bcompanies(_\d+)?\.logo\b", sql)]
     served = client.get("/brand/LOGO/logo")

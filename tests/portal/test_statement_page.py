@@ -3,12 +3,12 @@ from __future__ import annotations
 import re
 from datetime import date
 
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from ledger.models import InvoiceKind, Payment
 from tests import factories
+from tests.conftest import statements_run
 from tests.portal.conftest import login
 
 
@@ -116,14 +116,7 @@ def test_statement_page_queries_do_not_grow_with_its_lines(session: Session, cli
     for _ in range(3):
         factories.invoice(session, customer)
     login(client, customer)
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
-        statements.append(statement)
-
-    engine = session.get_bind().engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with statements_run(session.get_bind().engine) as statements:
         assert client.get("/portal").status_code == 200
         few = len(statements)
         for n in range(40):
@@ -134,8 +127,6 @@ def test_statement_page_queries_do_not_grow_with_its_lines(session: Session, cli
         session.flush()
         statements.clear()
         page = client.get("/portal")
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
     assert page.status_code == 200 and page.text.count('name="invoice"') == 3 + 40 - 6
     assert len(statements) == few, statements
 
