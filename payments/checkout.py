@@ -615,9 +615,13 @@ def in_progress_by_invoice(session: Session, customer: Customer) -> dict[int, In
 
 def reservations(session: Session, customer: Customer) -> dict[str, list[InProgress]]:
     """Per currency, the live checkouts that reserve some of the customer's credit."""
-    tz = ZoneInfo(customer.company.timezone)
+    return _reserving(live_checkouts(session, customer.id), ZoneInfo(customer.company.timezone))
+
+
+def _reserving(live: list[Checkout], tz: ZoneInfo) -> dict[str, list[InProgress]]:
+    """`reservations` from the customer's live checkouts, loaded already."""
     out: dict[str, list[InProgress]] = {}
-    for checkout in live_checkouts(session, customer.id):
+    for checkout in live:
         if checkout.credit_minor and not checkout.credit_applied:
             out.setdefault(checkout.currency, []).append(_in_progress(checkout, tz))
     return out
@@ -630,10 +634,7 @@ def statement_checkouts(session: Session, customer: Customer) -> tuple[dict[int,
     three, on most pages)."""
     tz = ZoneInfo(customer.company.timezone)
     live = live_checkouts(session, customer.id)
-    out: dict[str, list[InProgress]] = {}
-    for checkout in live:
-        if checkout.credit_minor and not checkout.credit_applied:
-            out.setdefault(checkout.currency, []).append(_in_progress(checkout, tz))
+    out = _reserving(live, tz)
     views = {checkout.id: _in_progress(checkout, tz) for checkout in live if _started(checkout)}
     if not views:
         return {}, out
