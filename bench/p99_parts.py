@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import gc
 import json
 import os
@@ -38,8 +37,8 @@ def create_app() -> Any:
 
     app = create_app_from_env()
     folder = Path(os.environ[NOTES])
-    notes = open(folder / f"{os.getpid()}.jsonl", "w", buffering=1 << 20)
-    atexit.register(notes.close)
+    # A line at a time: uvicorn's workers end through os._exit, without flushing a buffer.
+    notes = open(folder / f"{os.getpid()}.jsonl", "w", buffering=1)
     started: list[float] = []
 
     def collection(phase: str, info: dict[str, Any]) -> None:
@@ -99,6 +98,11 @@ def main() -> None:
             elif note["id"].startswith("q"):
                 app[note["id"]] = note
     start = result["started_at_unix_s"]
+    end = start + args.duration + 5
+    pauses = [p for p in pauses if start <= p["at"] <= end]  # not start-up's collect, nor the warm-up's
+    spans: dict[int, list[tuple[float, float]]] = {}
+    for note in app.values():
+        spans.setdefault(note["pid"], []).append((note["at"], note["at"] + note["ms"] / 1000))
     rows = []
     for index, due, latency in result["each"]:
         note = app.get(f"q{index}")
@@ -109,7 +113,13 @@ def main() -> None:
                       and p["at"] < note["at"] + note["ms"] / 1000 and p["at"] + p["ms"] / 1000 > note["at"]]
         rows.append({"latency": latency, "app": note["ms"], "outside": outside, "pid": note["pid"],
                      "due": due, "waited_to_start": (note["at"] - (start + due)) * 1000,
-                     "gc_ms": sum(p["ms"] for p in overlapped)})
+                     "gc_ms": sum(p["ms"] for p in overlapped),
+                     "gen2": sum(1 for p in overlapped if p["gc"] == 2),
+                     # requests of the same process in the app at some moment of this one (itself excluded)
+                     "beside": sum(1 for a, b in spans[note["pid"]] if a < note["at"] + note["ms"] / 1000
+                                   and b > note["at"]) - 1})
+    if not rows:
+        raise SystemExit(f"no request noted by the serving processes (in {folder})")
     rows.sort(key=lambda row: row["latency"])
     slowest = rows[-max(1, len(rows) // 100):]
 
@@ -127,10 +137,14 @@ def main() -> None:
         "slowest_1pc": {"n": len(slowest), "latency_median_ms": round(statistics.median(r["latency"] for r in slowest), 2),
                         "app_median_ms": round(statistics.median(r["app"] for r in slowest), 2),
                         "before_the_app_median_ms": round(statistics.median(r["waited_to_start"] for r in slowest), 2),
-                        "with_a_collection": sum(1 for r in slowest if r["gc_ms"] > 0),
-                        "collection_ms_in_them": round(sum(r["gc_ms"] for r in slowest), 2),
+                        "collection_ms_median": round(statistics.median(r["gc_ms"] for r in slowest), 2),
+                        "with_a_full_collection": sum(1 for r in slowest if r["gen2"]),
+                        "requests_beside_median": statistics.median(r["beside"] for r in slowest),
+                        "by_process": sorted(sum(1 for r in slowest if r["pid"] == pid) for pid in spans),
                         "due_s": sorted(round(r["due"], 2) for r in slowest)},
-        "collections": {f"gen{g}": {"n": sum(1 for p in pauses if p["gc"] == g),
+        "all_requests": {"collection_ms_median": round(statistics.median(r["gc_ms"] for r in rows), 2),
+                         "requests_beside_median": statistics.median(r["beside"] for r in rows)},
+        "collections_during_the_load": {f"gen{g}": {"n": sum(1 for p in pauses if p["gc"] == g),
                                     "max_ms": max((p["ms"] for p in pauses if p["gc"] == g), default=0),
                                     "total_ms": round(sum(p["ms"] for p in pauses if p["gc"] == g), 1)} for g in (0, 1, 2)},
         "requests_by_process": sorted(by_pid.values()),
