@@ -142,6 +142,8 @@ def main() -> None:
                         "requests_beside_median": statistics.median(r["beside"] for r in slowest),
                         "by_process": sorted(sum(1 for r in slowest if r["pid"] == pid) for pid in spans),
                         "due_s": sorted(round(r["due"], 2) for r in slowest)},
+        "first_requests": [{key: round(value, 2) for key, value in row.items() if key != "pid"}
+                           for row in sorted(rows, key=lambda row: row["due"])[:8]],
         "all_requests": {"collection_ms_median": round(statistics.median(r["gc_ms"] for r in rows), 2),
                          "requests_beside_median": statistics.median(r["beside"] for r in rows)},
         "collections_during_the_load": {f"gen{g}": {"n": sum(1 for p in pauses if p["gc"] == g),
