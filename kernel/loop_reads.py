@@ -77,6 +77,7 @@ Row = tuple[Any, ...]
 class NotSent(psycopg.OperationalError):
     """The connection was lost before the statement went to the server: it cannot have run."""
 
+
 # What a batched read's names, types and parameters are checked with (the statement itself is
 # compiled with the engine's dialect, once: kernel.db.driver_sql).
 _POSTGRESQL: Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it untyped
