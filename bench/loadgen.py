@@ -124,6 +124,7 @@ class Run:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     next_index: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    indexes: list[int] = field(default_factory=list)  # each latency's request number
     send_lag_ms: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
@@ -160,6 +161,7 @@ async def _connection(run: Run, host: str, port: int, timeout: float) -> None:
             reader = writer = None
             continue
         run.latencies_ms.append((clock() - due) * 1000)
+        run.indexes.append(index)
         run.statuses[status] = run.statuses.get(status, 0) + 1
         if not keep:
             writer.close()
@@ -171,13 +173,16 @@ async def _connection(run: Run, host: str, port: int, timeout: float) -> None:
 async def generate(url: str, rate: float, duration: float, connections: int,
                    requests: list[dict[str, Any]] | None = None, timeout: float = 10.0,
                    clock: Callable[[], float] = time.perf_counter,
-                   sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> dict[str, Any]:
+                   sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, each: bool = False) -> dict[str, Any]:
+    """The run's figures; with `each`, also every request's number, intended send time
+    (`started_at_unix_s` + seconds) and latency, in the order they completed (`bench/p99_parts.py`)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     authority = f"{host}:{port}"
     specs = requests or [{"method": "GET", "path": parts.path or "/"}]
     raw = [raw_request(authority, s.get("method", "GET"), s["path"], s.get("headers"), s.get("body")) for s in specs]
     run = Run(start=clock() + 0.05, intended=schedule(rate, duration), requests=raw, clock=clock, sleep=sleep)
+    started_at = time.time() + (run.start - clock())
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     began = clock()
     await asyncio.gather(*(_connection(run, host, port, timeout) for _ in range(connections)))
@@ -186,7 +191,7 @@ async def generate(url: str, rate: float, duration: float, connections: int,
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     done = len(run.latencies_ms)
     ok = sum(n for status, n in run.statuses.items() if 200 <= status < 400)
-    return {
+    result = {
         "rate_per_s": rate, "duration_s": duration, "connections": connections, "scheduled": len(run.intended),
         "completed": done, "achieved_per_s": round(done / wall, 1) if wall else None, "wall_s": round(wall, 2),
         **summarize(run.latencies_ms),
@@ -196,6 +201,11 @@ async def generate(url: str, rate: float, duration: float, connections: int,
         "loadgen_cpu_s": round(cpu, 3), "loadgen_cpu_ms_per_request": round(1000 * cpu / done, 3) if done else None,
         "loadgen_cpu_share_of_a_core": round(cpu / wall, 3) if wall else None,
     }
+    if each:
+        result["started_at_unix_s"] = started_at
+        result["each"] = [[index, round(run.intended[index], 4), round(latency, 2)]
+                          for index, latency in zip(run.indexes, run.latencies_ms)]
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -64,33 +65,37 @@ def mask_tokens(text: str) -> str:
     return _TOKEN_PATH.sub(MASKED_PATH, text)
 
 
-# What a match of each pattern must contain, for a plain substring test before the pattern's own
-# scan (tens of microseconds each on a log line): on an ASCII line, `in` on the lowered text finds
-# every case the (?i) patterns match; any other line goes through each pattern.
-_PAIR_WORDS = ("token", "passw", "secret", "api_key", "apikey", "signature", "code")
-_ITEM_WORDS = ("passw", "token", "secret", "api_key")
-_BEARER_WORDS = ("bearer", "basic")
+# What a match of each pattern must contain, for a test before the pattern's own scan (tens of
+# microseconds each on a log line). On an ASCII line the lowered text holds every match of the (?i)
+# patterns in lower case, so a plain pattern over it finds each key the (?i) one would; any other
+# line goes through each pattern.
+_PAIR_KEY = re.compile(r"(?:token|password|passwd|secret|api_key|apikey|signature|code)=")
+_ITEM_KEY = re.compile(r"(?:password|passwd|token|secret|api_key)[\"']?\s*:")
+# A signed value's last two parts: a dot and 16 URL-safe characters.
+_SIGNED_TAIL = re.compile(r"\.[A-Za-z0-9_-]{16}")
 # A card number's digits with their separators: at least 13 characters of [0-9 -] from a digit.
 _CARD_SPAN = re.compile(r"[0-9][0-9 -]{12}")
-
-
-def _lacks(text: str, words: tuple[str, ...]) -> bool:
-    """True only when `text` surely holds none of `words` in any case."""
-    if not text.isascii():
-        return False
-    lowered = text.lower()
-    return not any(word in lowered for word in words)
+# What any pattern's match holds at least one of: a text with none of them has nothing to mask (the
+# access log's method, path and HTTP version, nearly always).
+_MAYBE_SECRET = re.compile(r"/p/|[.=:]|(?i:bearer|basic)|enc_|_secret_|\d[\d -]{12}")
 
 
 def mask_secrets(text: str) -> str:
     """`text` with magic-link tokens, passwords, keys, credentials in URLs and card numbers masked."""
-    text = _TOKEN_PATH.sub(MASKED_PATH, text)
-    text = _SIGNED.sub("[signed]", text)
-    if "=" in text and not _lacks(text, _PAIR_WORDS):
+    if not _MAYBE_SECRET.search(text):
+        return text
+    if "/p/" in text:
+        text = _TOKEN_PATH.sub(MASKED_PATH, text)
+    if "." in text and _SIGNED_TAIL.search(text):
+        text = _SIGNED.sub("[signed]", text)
+    # Lowered once: the substitutions below leave brackets around what they put in, so they never
+    # make a new key of what was around them.
+    lowered = text.lower() if text.isascii() else None
+    if "=" in text and (lowered is None or _PAIR_KEY.search(lowered)):
         text = _SECRET_PAIR.sub(lambda match: f"{match.group(1)}={HIDDEN}", text)
-    if ":" in text and ('"' in text or "'" in text) and not _lacks(text, _ITEM_WORDS):
+    if ":" in text and ('"' in text or "'" in text) and (lowered is None or _ITEM_KEY.search(lowered)):
         text = _SECRET_ITEM.sub(lambda match: f"{match.group(1)}{match.group(2)}{HIDDEN}{match.group(2)}", text)
-    if not _lacks(text, _BEARER_WORDS):
+    if lowered is None or "bearer" in lowered or "basic" in lowered:
         text = _BEARER.sub(lambda match: f"{match.group(1)} {HIDDEN}", text)
     if "://" in text and "@" in text:
         text = _URL_PASSWORD.sub(r"\1:***@", text)
@@ -111,7 +116,7 @@ class TokenFilter(logging.Filter):
         if isinstance(record.msg, str):
             record.msg = mask_secrets(record.msg)
         if isinstance(record.args, tuple):
-            record.args = tuple(mask_secrets(arg) if isinstance(arg, str) else arg for arg in record.args)
+            record.args = tuple([mask_secrets(arg) if isinstance(arg, str) else arg for arg in record.args])
         elif isinstance(record.args, dict):
             record.args = {key: mask_secrets(value) if isinstance(value, str) else value
                            for key, value in record.args.items()}
@@ -126,9 +131,27 @@ def install_token_filter(logger_names: tuple[str, ...] = ACCESS_LOGGERS) -> None
             logger.addFilter(TokenFilter())
 
 
+# The last second written, and its text: lines come many to a second.
+_second: tuple[float, str] = (math.nan, "")
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    return datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    """`2026-12-05T06:00:00.123Z`: the record's time rounded to the microsecond as datetime rounds a
+    timestamp (half to even, carried into the second), then cut to the millisecond."""
+    global _second
+    created = record.created
+    if not created >= 0:  # before 1970 (or not a number): datetime itself
+        return datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds").replace(
+            "+00:00", "Z")
+    fraction, whole = math.modf(created)
+    micro = round(fraction * 1e6)
+    if micro >= 1_000_000:
+        whole, micro = whole + 1.0, micro - 1_000_000
+    second, text = _second
+    if whole != second:
+        text = datetime.fromtimestamp(whole, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "")
+        _second = (whole, text)
+    return f"{text}.{micro // 1000:03d}Z"
 
 
 class TextFormatter(logging.Formatter):

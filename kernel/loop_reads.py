@@ -22,9 +22,10 @@ connection the server closed since its last use (a restart, an idle timeout) is 
 statement run again, once.
 
 `LoopReads.write` runs one statement that writes on the same connections, alone and in
-autocommit (its own transaction), and never runs it again: a write whose outcome is unknown
-raises, and its caller answers so that the work is sent again (bench/RESULTS.md, 2026-12-06
-pghook11).
+autocommit (its own transaction), and never runs it again once sent: a write whose outcome is
+unknown raises, and its caller answers so that the work is sent again (bench/RESULTS.md, 2026-12-06
+pghook11). A write not sent yet, because its idle connection was found closed by the server, goes
+on a new connection instead, as a read does.
 
 A statement goes through libpq itself (psycopg's `pgconn`), not psycopg's cursors: prepared once
 per connection, its parameters dumped and its rows loaded by psycopg's own adapters (the
@@ -71,6 +72,12 @@ LOOP_PREPARED_KEPT = 64
 LOOP_CANCEL_SECONDS = 5.0
 
 Row = tuple[Any, ...]
+
+
+class NotSent(psycopg.OperationalError):
+    """The connection was lost before the statement went to the server: it cannot have run."""
+
+
 # What a batched read's names, types and parameters are checked with (the statement itself is
 # compiled with the engine's dialect, once: kernel.db.driver_sql).
 _POSTGRESQL: Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it untyped
@@ -124,7 +131,7 @@ class _Link:
     """One loop connection driven through libpq (psycopg's `pgconn`) one statement at a time: its
     socket watched by the loop while it is open, each statement prepared on it once. A connection
     the server closed (a restart, an idle timeout) is seen when the loop next runs, and its next
-    statement raises `psycopg.OperationalError` without being sent."""
+    statement raises `NotSent`."""
 
     def __init__(self, connection: _Connection) -> None:
         self.connection = connection
@@ -142,8 +149,8 @@ class _Link:
 
     async def run(self, sql: str, arguments: Any) -> list[Row]:
         """`sql` (psycopg's placeholders) run with `arguments`: its rows, or none. Raises the
-        server's error, and `psycopg.OperationalError` when the connection is lost (never sent
-        when it was lost before)."""
+        server's error, `NotSent` when the connection was lost before the statement was sent (its
+        preparation included), and `psycopg.OperationalError` when it was lost after."""
         query, names = _numbered(sql)
         values = arguments if names is None else [arguments[name] for name in names]
         transformer = self.transformer
@@ -151,13 +158,18 @@ class _Link:
         types = transformer.types or ()
         formats = transformer.formats
         if self.lost is not None:
-            raise self.lost
+            raise NotSent(str(self.lost)) from self.lost
         key = (query, types)
         name = self.prepared.get(key)
         if name is None and len(self.prepared) < LOOP_PREPARED_KEPT:
             name = b"loop_%d" % len(self.prepared)
             self.pgconn.send_prepare(name, query, param_types=types)
-            self._outcome(await self._answered())
+            try:
+                self._outcome(await self._answered())
+            except psycopg.OperationalError as error:
+                if self.lost is None:
+                    raise
+                raise NotSent(str(error)) from error  # lost while preparing: the statement never went
             self.prepared[key] = name
         if name is None:
             self.pgconn.send_query_params(query, parameters, param_types=types, param_formats=formats)
@@ -363,13 +375,26 @@ class LoopReads:
             connection = idle if idle is not None else await self._connect()
             try:
                 rows = await connection.run(sql, arguments)
-            except BaseException:  # in an unknown state: never used again
-                closing = asyncio.get_running_loop().create_task(connection.close())
-                state.tasks.add(closing)  # the loop keeps only a weak reference
-                closing.add_done_callback(state.tasks.discard)
+            except NotSent:
+                await connection.close()
+                if idle is None:
+                    raise
+                # Closed by the server while idle (a restart, an idle timeout): nothing was sent, so
+                # the write goes once, on a new connection.
+                connection = await self._connect()
+                rows = await self._write_on(state, connection, sql, arguments)
+            except BaseException:
+                _close_later(state, connection)  # in an unknown state: never used again
                 raise
         await self._give_back(state, connection)
         return rows
+
+    async def _write_on(self, state: _Loop, connection: _Link, sql: str, arguments: Any) -> list[Row]:
+        try:
+            return await connection.run(sql, arguments)
+        except BaseException:
+            _close_later(state, connection)
+            raise
 
     async def close(self) -> None:
         """Close the running loop's connections (those in use as their statement ends)."""
@@ -525,6 +550,13 @@ def _idle_one(state: _Loop) -> _Link | None:
     connection = state.idle.pop()
     state.fewest_idle = min(state.fewest_idle, len(state.idle))
     return connection
+
+
+def _close_later(state: _Loop, connection: _Link) -> None:
+    """Close `connection` in a task of its own, the caller going on (a write given up on)."""
+    closing = asyncio.get_running_loop().create_task(connection.close())
+    state.tasks.add(closing)  # the loop keeps only a weak reference
+    closing.add_done_callback(state.tasks.discard)
 
 
 async def _close_all(connections: list[_Link]) -> None:

@@ -38,3 +38,20 @@ def test_phases_pooled_weigh_cpu_by_requests_and_rates_by_time() -> None:
     assert pooled["machine_busy_cores"] == 1.0
     assert pooled["p99_ms"] == 2.0
     assert run.whole_cpu_ms(pooled) == 1.75
+
+
+def test_the_open_loop_rate_is_half_the_median_of_the_maximum_and_its_rechecks() -> None:
+    # The maximum measured while the VM ran fast (156), then twice right before the open loop.
+    ctx = run.Context(url="sqlite://", duration=10, connections=32, threads=2, workers=2)
+    asked: list[int] = []
+    again = iter([120.0, 110.0])
+
+    def recheck(seconds: int) -> dict[str, object]:
+        asked.append(seconds)
+        return {"requests_per_s": next(again)}
+
+    rate, basis = run.steady_rate(156.0, recheck, ctx)
+    assert (rate, asked) == (60.0, [3, 3])
+    assert basis["maxima_per_s"] == [156.0, 120.0, 110.0] and basis["rate_basis_per_s"] == 120.0
+    alone = run.Context(url="sqlite://", duration=10, connections=32, threads=2, workers=2, rate_rechecks=0)
+    assert run.steady_rate(156.0, recheck, alone)[0] == 78.0  # the rule until tail14

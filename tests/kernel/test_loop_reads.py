@@ -24,7 +24,7 @@ from sqlalchemy import (JSON, BigInteger, ClauseElement, Column, ColumnElement, 
 from sqlalchemy.dialects import postgresql
 
 from kernel import db
-from kernel.loop_reads import LOOP_IDLE_KEPT, LOOP_WRITES_IN_FLIGHT, BatchedRead, LoopReads
+from kernel.loop_reads import LOOP_IDLE_KEPT, LOOP_WRITES_IN_FLIGHT, BatchedRead, LoopReads, NotSent
 
 pytestmark = pytest.mark.postgres
 
@@ -448,35 +448,51 @@ def test_a_statement_with_a_value_of_its_own_is_refused() -> None:
     with pytest.raises(ValueError, match="only parameters"):
         BatchedRead(lambda q: select(q.c.n, q.c.x + 1), (("x", Integer()),))
     BatchedRead(lambda q: select(q.c.n, q.c.x + literal_column("1")), (("x", Integer()),))
-def test_a_write_is_its_own_transaction_and_never_sent_again(pg_engine_fresh: Engine) -> None:
-    """`LoopReads.write`: one statement in autocommit (seen by another connection at once); on a
-    connection the server closed it raises, where a read would run again, and the next write takes
-    a new connection."""
+def test_a_write_is_its_own_transaction_and_goes_on_a_new_connection_when_its_idle_one_was_closed(
+    pg_engine_fresh: Engine
+) -> None:
+    """`LoopReads.write`: one statement in autocommit (seen by another connection at once); the idle
+    connection it would take was closed by the server (a restart, an idle timeout) and the loop has
+    seen it: nothing was sent, so the write goes once, on a new connection, instead of raising (the
+    webhook it writes for was answered 500 until tail14)."""
     with pg_engine_fresh.begin() as connection:
         connection.execute(text("CREATE TABLE loop_writes (id serial PRIMARY KEY, note varchar UNIQUE)"))
     reads = LoopReads(pg_engine_fresh)
     insert = text("INSERT INTO loop_writes (note) VALUES (:note) ON CONFLICT (note) DO NOTHING RETURNING id")
+    backend = text("SELECT pg_backend_pid()")
 
-    async def on_loop() -> tuple[list[Any], list[Any], BaseException | None, list[Any]]:
+    async def on_loop() -> tuple[list[Any], list[Any], int, list[Any], int, int, list[Any]]:
         try:
             first = await reads.write(insert, {"note": "a"})
             again = await reads.write(insert, {"note": "a"})
-            (pid,) = await reads.ask(_BACKEND, {"x": 1})
-            await asyncio.to_thread(_terminate, pg_engine_fresh, pid)
-            failure = None
-            try:
-                await reads.write(insert, {"note": "b"})
-            except psycopg.OperationalError as error:
-                failure = error
-            return first, again, failure, await reads.write(insert, {"note": "c"})
+            ((pid,),) = await reads.write(backend, {})
+            await asyncio.to_thread(_terminate_and_wait, pg_engine_fresh, pid)
+            await asyncio.sleep(0.1)  # the loop sees the socket close
+            written = await reads.write(insert, {"note": "b"})
+            kept = reads.open_connections()
+            ((now,),) = await reads.write(backend, {})
+            return first, again, pid, written, kept, now, await reads.write(insert, {"note": "c"})
         finally:
             await reads.close()
 
-    first, again, failure, after = asyncio.run(on_loop())
-    assert len(first) == 1 and again == [] and len(after) == 1
-    assert failure is not None
+    first, again, pid, written, kept, now, after = asyncio.run(on_loop())
+    assert len(first) == 1 and again == [] and len(written) == 1 and len(after) == 1
+    assert kept == 1 and now != pid  # the closed one dropped, the new one kept
     with pg_engine_fresh.connect() as connection:
-        assert connection.execute(text("SELECT note FROM loop_writes ORDER BY id")).scalars().all() == ["a", "c"]
+        assert connection.execute(text("SELECT note FROM loop_writes ORDER BY id")).scalars().all() == ["a", "b", "c"]
+
+
+def _terminate_and_wait(engine: Engine, pid: int) -> None:
+    """Terminate a backend and wait until the server no longer lists it (it has closed its socket)."""
+    _terminate(engine, pid)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with engine.connect() as connection:
+            if connection.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
+                                  {"pid": pid}).scalar_one() == 0:
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"backend {pid} still listed")
 
 
 def _terminate_when_running(engine: Engine, pattern: str) -> int:
@@ -523,6 +539,7 @@ def test_a_connection_lost_mid_statement_runs_a_read_again_and_fails_a_write_sen
 
     answered, first, failure, after = asyncio.run(on_loop())
     assert answered == (7,) and failure is not None and after != first
+    assert not isinstance(failure, NotSent)  # sent, then lost: its outcome unknown, never sent again
     time.sleep(0.6)  # had it been sent again, it would have written by now
     with pg_engine_fresh.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM loop_lost")).scalar_one() == 0
