@@ -166,7 +166,7 @@ def apply_payment_status(
             payment.failure_reason = None
         _record_mandate(payment, customer)
         held += _hold_back(payment)
-        settled = _allocate(session, checkout, payment)  # noqa: F841 - held for the receipt, as `customer`
+        settled = _allocate(session, checkout, payment, fresh=created)  # noqa: F841 - held for the receipt, as `customer`
     elif status in UNDOES_SUCCESS and was_succeeded:
         session.flush()
         reopened = _reverse(session, payment) | release_applied_credit(session, checkout, payment)  # journey hook
@@ -321,9 +321,11 @@ def _local_day(customer: Customer, moment: datetime) -> date:
     return moment.astimezone(ZoneInfo(customer.company.timezone)).date()
 
 
-def _allocate(session: Session, checkout: Checkout, payment: Payment) -> dict[int, Invoice]:
+def _allocate(session: Session, checkout: Checkout, payment: Payment, *, fresh: bool = False) -> dict[int, Invoice]:
     """Settle the checkout's invoices in line order with what the payment brought and has not
-    yet applied (so it also re-applies a leftover once an invoice reopens); the invoices, by id."""
+    yet applied (so it also re-applies a leftover once an invoice reopens); the invoices, by id.
+    `fresh`: the payment was created in this transaction, so nothing of it is applied yet (the
+    reserved credit takes no money of its own checkout's payments): not read."""
     ids = [line.invoice_id for line in checkout.lines]
     invoices = {
         invoice.id: invoice
@@ -333,7 +335,7 @@ def _allocate(session: Session, checkout: Checkout, payment: Payment) -> dict[in
             select(Invoice).where(Invoice.id.in_(ids)).order_by(Invoice.id).with_for_update()
         )
     }
-    applied_before = dict(
+    applied_before = {} if fresh else dict(
         session.execute(
             select(Allocation.invoice_id, func.sum(Allocation.amount_minor))
             .where(Allocation.payment_id == payment.id)
@@ -423,9 +425,9 @@ def _follow(session: Session, checkout: Checkout, payment: Payment) -> None:
     if checkout.failure_code in ENDED_BY_US:
         checkout.failure_code = None  # money came after all: from here the checkout follows it
     latest = session.scalar(
-        select(Payment).where(Payment.checkout_id == checkout.id).order_by(Payment.id.desc()).limit(1)
+        select(Payment.id).where(Payment.checkout_id == checkout.id).order_by(Payment.id.desc()).limit(1)
     )
-    if latest is not None and latest.id == payment.id:
+    if latest == payment.id:
         checkout.status = CHECKOUT_STATUS[PaymentStatus(payment.status)]
         checkout.provider = payment.provider
         checkout.provider_ref = checkout.provider_ref or payment.provider_ref
@@ -439,16 +441,12 @@ def _queue_email(session: Session, checkout: Checkout, payment: Payment, kind: s
     if contact is None:
         return
     settings = settings or load_settings()
-    allocations = list(
-        session.scalars(select(Allocation).where(Allocation.payment_id == payment.id).order_by(Allocation.id))
-    )
     context = {
         "company": customer.company,
         "customer": customer,
         "contact": contact,
         "checkout": checkout,
         "payment": payment,
-        "allocations": allocations,
         "link": tokens.link_url(settings.base_url, tokens.make_token(str(settings.secret_key), contact)),
     }
     notifications.queue_email(session, customer=customer, contact=contact, kind=kind, to=contact.email, name=kind,
