@@ -6,7 +6,7 @@ Runs the app in-process (httpx's ASGI transport, one request at a time) on a ben
 per kind of request (the magic link again, first opens, new and duplicate webhook events, new
 events that change their payment, the statement page; card successes with `--only
 webhook_success`), counts the SQL statements SQLAlchemy
-sends, and on PostgreSQL the round trips to the server (every Sync or simple Query message of the wire protocol, read from libpq's trace:
+sends (and the ORM flushes that wrote anything), and on PostgreSQL the round trips to the server (every Sync or simple Query message of the wire protocol, read from libpq's trace:
 BEGIN, COMMIT, ROLLBACK and pings included), and the process CPU per request (client included:
 compare kinds and versions, not engines), and on PostgreSQL the CPU of the server processes
 serving this process's connections (read from /proc: the server must run on this machine). Prints one JSON document.
@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
 from sqlalchemy.pool import Pool  # noqa: E402
 
 from bench import run  # noqa: E402
@@ -48,6 +49,13 @@ statements: collections.Counter[str] = collections.Counter()
 TIMINGS: dict[str, list[Any]] = {}
 PROFILE = False
 BACKENDS: set[int] = set()  # PostgreSQL server processes of our connections (the server runs on this machine)
+
+
+FLUSHES = collections.Counter[str]()  # the ORM flushes that had something to write, per request kind
+
+
+def _count_flush(session: Any, context: Any, instances: Any) -> None:
+    FLUSHES["flushes"] += 1
 
 
 def _count_statement(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
@@ -105,6 +113,7 @@ def _measure(client: httpx.AsyncClient, requests: list[dict[str, Any]], expect: 
 
     TRACE.write_text("")
     statements.clear()
+    FLUSHES.clear()
     TIMINGS.clear()
     profiler = cProfile.Profile() if PROFILE else None
     started = time.process_time()
@@ -125,6 +134,7 @@ def _measure(client: httpx.AsyncClient, requests: list[dict[str, Any]], expect: 
     return {"requests": n, "cpu_ms_per_request": round(1000 * cpu / n, 3),
             "postgres_cpu_ms_per_request": round(1000 * server / n, 3) if BACKENDS else None,
             "statements_per_request": round(sum(statements.values()) / n, 2),
+            "orm_flushes_per_request": round(FLUSHES["flushes"] / n, 2),
             "statements": {k: round(v / n, 2) for k, v in statements.most_common()},
             "round_trips_per_request": round(sum(trips.values()) / n, 2) if trips else None,
             "round_trips": {k: round(v / n, 2) for k, v in trips.most_common()},
@@ -153,6 +163,7 @@ def main() -> None:
     if TIMING:
         event.listen(Engine, "after_cursor_execute", _time_statement)
     event.listen(Pool, "connect", _trace)
+    event.listen(Session, "before_flush", _count_flush)
 
     from encours.app import create_app
     from kernel.settings import load_settings

@@ -39,8 +39,8 @@ def assign_receipt_number(session: Session, payment: Payment) -> str:
 def next_receipt_number(session: Session, company_id: int) -> str:
     """The company's next receipt number, taken now: its counter's row stays locked to the commit."""
     companies = cast(Table, Company.__table__)
-    # On the connection, not the session: no autoflush, so the caller writes the payment's new state
-    # (status, amount, this number) in one UPDATE when it flushes.
+    # On the connection, not the session: no autoflush, so whatever the caller has not flushed yet
+    # is not written while the counter's row is locked (a settlement takes it last: payments.settlement).
     issued = session.connection().execute(
         update(companies).where(companies.c.id == company_id)
         .values(receipts_issued=companies.c.receipts_issued + 1)

@@ -36,11 +36,12 @@ from functools import lru_cache
 from typing import Any, Literal, Mapping
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import JSON, Connection, Select, String, Table, Text, TextClause, bindparam, func, insert, select, text
+from sqlalchemy import JSON, Connection, Select, String, Table, Text, TextClause, bindparam, func, insert, inspect, select, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy import update as update_statement
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm.attributes import flag_modified, set_committed_value
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from kernel.clock import clock
@@ -147,52 +148,113 @@ def apply_payment_status(
     # Loaded before anything changes (its query would flush the payment half-updated) and held
     # to the end: the session keeps only referenced objects, and the counter, the day, the audit
     # row and the email all read the customer and its company (each was queried again before).
-    customer = session.get_one(Customer, checkout.customer_id)
-    receipt_number = None
-    if status == "succeeded" and not payment.receipt_number:
-        # The company's receipt counter before any running total moves (the reserved credit's
-        # invoices just below, the allocation after): two successes of one company then queue on
-        # the counter, instead of each holding a total the other needs (PostgreSQL deadlocks,
-        # bench/RESULTS.md succ9). Set on the payment with its new state: one UPDATE.
-        receipt_number = next_receipt_number(session, customer.company_id)
-    _journey_hooks(session, checkout, status, reason)
-    was_succeeded = previous == "succeeded"
-    received_on = _local_day(customer, occurred_at) if status == "succeeded" else None
-    payment.status = status
-    if reason:
-        payment.failure_reason = reason
-    if status == "succeeded":
-        payment.amount_minor = amount_minor
-        payment.received_on = received_on
-        if reason is None:
-            payment.failure_reason = None
-        _record_mandate(payment, customer)
-        if receipt_number is not None:
-            payment.receipt_number = receipt_number
+    # A success's changes to the payment (the card just above too) are written last (`_write_last`).
+    held = _hold_back(payment) if status == "succeeded" else []
+    try:
+        if status == "succeeded":
+            _lock_open_items(session, checkout)
+        customer = session.get_one(Customer, checkout.customer_id)
+        _journey_hooks(session, checkout, status, reason)
+        was_succeeded = previous == "succeeded"
+        received_on = _local_day(customer, occurred_at) if status == "succeeded" else None
+        payment.status = status
+        if reason:
+            payment.failure_reason = reason
+        if status == "succeeded":
+            payment.amount_minor = amount_minor
+            payment.received_on = received_on
+            if reason is None:
+                payment.failure_reason = None
+            _record_mandate(payment, customer)
+            held += _hold_back(payment)
+            settled = _allocate(session, checkout, payment, fresh=created)  # noqa: F841 - held for the receipt, as `customer`
+        elif status in UNDOES_SUCCESS and was_succeeded:
+            session.flush()
+            reopened = _reverse(session, payment) | release_applied_credit(session, checkout, payment)  # journey hook
+            _reapply_leftovers(session, checkout.customer_id, reopened, payment)
         session.flush()
-        settled = _allocate(session, checkout, payment)  # noqa: F841 - held for the receipt, as `customer`
-    elif status in UNDOES_SUCCESS and was_succeeded:
-        session.flush()
-        reopened = _reverse(session, payment) | release_applied_credit(session, checkout, payment)  # journey hook
-        _reapply_leftovers(session, checkout.customer_id, reopened, payment)
-    session.flush()
-    _follow(session, checkout, payment)
-    audit.record(
-        session,
-        actor_type="provider",
-        actor=provider,
-        action=f"payment.{status}",
-        entity_type="payment",
-        entity_id=payment.id,
-        customer_id=checkout.customer_id,
-        before={"status": previous},
-        after={"status": status, "amount_minor": payment.amount_minor, "reason": reason},
-    )
-    if status == "succeeded":
-        _queue_email(session, checkout, payment, "receipt", settings)
-    elif status in UNDOES_SUCCESS and previous != "refunded" and previous != "charged_back":
-        _queue_email(session, checkout, payment, "payment_failed", settings)
+        _follow(session, checkout, payment)
+        audit.record(
+            session,
+            actor_type="provider",
+            actor=provider,
+            action=f"payment.{status}",
+            entity_type="payment",
+            entity_id=payment.id,
+            customer_id=checkout.customer_id,
+            before={"status": previous},
+            after={"status": status, "amount_minor": payment.amount_minor, "reason": reason},
+        )
+        if status == "succeeded":
+            _queue_email(session, checkout, payment, "receipt", settings)
+            _write_last(session, payment, held, customer.company_id)
+        elif status in UNDOES_SUCCESS and previous != "refunded" and previous != "charged_back":
+            _queue_email(session, checkout, payment, "payment_failed", settings)
+    except BaseException:
+        if held:  # not written: the object must not show them (a caller's savepoint may carry on)
+            session.expire(payment, held)
+        raise
     return payment
+
+
+# The open items by due day a success may move (its invoices', and its customer's open credit notes'
+# when it applies reserved credit), each as it stands and partly paid, locked in key order; a key not
+# there yet is inserted at zero (as a total that fell back to zero stays).
+_LOCK_OPEN_ITEMS = text("""
+WITH moved AS (
+  SELECT i.company_id, i.currency, i.kind, i.status, i.due_date
+  FROM checkout_lines l JOIN invoices i ON i.id = l.invoice_id WHERE l.checkout_id = :checkout_id
+  UNION ALL
+  SELECT i.company_id, i.currency, i.kind, i.status, i.due_date FROM invoices i
+  WHERE :credit AND i.customer_id = :customer_id AND i.currency = :currency AND i.kind = 'credit_note'
+    AND i.open_minor > 0
+)
+INSERT INTO open_items_by_due (company_id, currency, kind, status, due_date, open_minor)
+SELECT DISTINCT m.company_id, m.currency, m.kind, s.status, m.due_date, 0
+FROM moved m CROSS JOIN LATERAL (VALUES (m.status), ('partially_paid')) AS s (status)
+ORDER BY 1, 2, 3, 4, 5
+ON CONFLICT (company_id, currency, kind, status, due_date) DO UPDATE SET open_minor = open_items_by_due.open_minor
+""")
+
+
+def _lock_open_items(session: Session, checkout: Checkout) -> None:
+    """On PostgreSQL, before a success moves any running total: the company's open items by due day
+    it may move, locked in one statement in key order. Its settlement writes one invoice per
+    statement, each moving that invoice's keys (a trigger, in key order within the statement only);
+    two successes of the company no longer wait on the counter first (`_write_last`), and two whose
+    invoices are due on the same days in another order deadlocked."""
+    if session.get_bind().dialect.name != "postgresql":
+        return  # SQLite: one writer at a time
+    session.execute(_LOCK_OPEN_ITEMS, {
+        "checkout_id": checkout.id, "credit": bool(checkout.credit_minor) and not checkout.credit_applied,
+        "customer_id": checkout.customer_id, "currency": checkout.currency})
+
+
+def _hold_back(payment: Payment) -> list[str]:
+    """The payment's changed columns (its new state), kept on the object but out of the session's
+    flushes until `_write_last` writes them; their names."""
+    state = inspect(payment)
+    held = [key for key in state.mapper.column_attrs.keys() if state.attrs[key].history.has_changes()]
+    for key in held:
+        set_committed_value(payment, key, getattr(payment, key))
+    return held
+
+
+def _write_last(session: Session, payment: Payment, held: list[str], company_id: int) -> None:
+    """A success's last writes, once everything else is written: the payment's new state (`held`),
+    then its receipt number. Both lock a row every success of the company (and day, and method)
+    needs: the payment's UPDATE its `payment_days` total (a trigger), the number its company's
+    receipt counter. Taken last, each is held only to the commit, so the company's successes no
+    longer queue for the whole settlement (bench/RESULTS.md card14). Every other writer also takes
+    the counter after the running totals it moves (a payment recorded by hand, a receipt first
+    shown), so no one holding the counter waits for a total: no deadlock (succ9's)."""
+    session.flush()
+    for key in held:
+        flag_modified(payment, key)
+    session.flush()
+    if not payment.receipt_number:
+        payment.receipt_number = next_receipt_number(session, company_id)
+        session.flush()
 
 
 def _moves_forward(status: str, previous: str) -> bool:
@@ -264,9 +326,11 @@ def _local_day(customer: Customer, moment: datetime) -> date:
     return moment.astimezone(ZoneInfo(customer.company.timezone)).date()
 
 
-def _allocate(session: Session, checkout: Checkout, payment: Payment) -> dict[int, Invoice]:
+def _allocate(session: Session, checkout: Checkout, payment: Payment, *, fresh: bool = False) -> dict[int, Invoice]:
     """Settle the checkout's invoices in line order with what the payment brought and has not
-    yet applied (so it also re-applies a leftover once an invoice reopens); the invoices, by id."""
+    yet applied (so it also re-applies a leftover once an invoice reopens); the invoices, by id.
+    `fresh`: the payment was created in this transaction, so nothing of it is applied yet (the
+    reserved credit takes no money of its own checkout's payments): not read."""
     ids = [line.invoice_id for line in checkout.lines]
     invoices = {
         invoice.id: invoice
@@ -276,7 +340,7 @@ def _allocate(session: Session, checkout: Checkout, payment: Payment) -> dict[in
             select(Invoice).where(Invoice.id.in_(ids)).order_by(Invoice.id).with_for_update()
         )
     }
-    applied_before = dict(
+    applied_before = {} if fresh else dict(
         session.execute(
             select(Allocation.invoice_id, func.sum(Allocation.amount_minor))
             .where(Allocation.payment_id == payment.id)
@@ -366,9 +430,9 @@ def _follow(session: Session, checkout: Checkout, payment: Payment) -> None:
     if checkout.failure_code in ENDED_BY_US:
         checkout.failure_code = None  # money came after all: from here the checkout follows it
     latest = session.scalar(
-        select(Payment).where(Payment.checkout_id == checkout.id).order_by(Payment.id.desc()).limit(1)
+        select(Payment.id).where(Payment.checkout_id == checkout.id).order_by(Payment.id.desc()).limit(1)
     )
-    if latest is not None and latest.id == payment.id:
+    if latest == payment.id:
         checkout.status = CHECKOUT_STATUS[PaymentStatus(payment.status)]
         checkout.provider = payment.provider
         checkout.provider_ref = checkout.provider_ref or payment.provider_ref
@@ -382,16 +446,12 @@ def _queue_email(session: Session, checkout: Checkout, payment: Payment, kind: s
     if contact is None:
         return
     settings = settings or load_settings()
-    allocations = list(
-        session.scalars(select(Allocation).where(Allocation.payment_id == payment.id).order_by(Allocation.id))
-    )
     context = {
         "company": customer.company,
         "customer": customer,
         "contact": contact,
         "checkout": checkout,
         "payment": payment,
-        "allocations": allocations,
         "link": tokens.link_url(settings.base_url, tokens.make_token(str(settings.secret_key), contact)),
     }
     notifications.queue_email(session, customer=customer, contact=contact, kind=kind, to=contact.email, name=kind,

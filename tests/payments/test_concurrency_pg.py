@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import pytest
 from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
@@ -204,7 +205,7 @@ def test_two_workers_retry_each_due_webhook_once(
         assert all(processed is None and retry > clock.now() + timedelta(seconds=30) for _, processed, retry in rows)
 
 
-# --- (d) a card success takes its company's receipt counter before any running total -----------
+# --- (d) a card success takes its company's receipt counter as its last write -----------------
 
 
 def _post(app: Any, payload: bytes) -> Any:
@@ -215,27 +216,30 @@ def _post(app: Any, payload: bytes) -> Any:
         return response.json()
 
 
-def _someone_waits_on_a_lock(engine: Engine) -> bool:
-    """Whether a session of the test database waits on a lock, asked until one does (a few seconds
-    at most: the other thread's request has to reach its UPDATE first)."""
+def _waiting_statements(engine: Engine) -> list[str]:
+    """The statements sessions of the test database wait in on a lock, asked until one does (a few
+    seconds at most: the other thread's request has to reach it first)."""
     for _ in range(200):
         with engine.connect() as connection:
-            if connection.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                       "AND wait_event_type = 'Lock'")).scalar_one():
-                return True
+            waiting = connection.execute(text("SELECT query FROM pg_stat_activity WHERE datname = current_database() "
+                                              "AND wait_event_type = 'Lock'")).scalars().all()
+        if waiting:
+            return list(waiting)
         time.sleep(0.05)
-    return False
+    return []
 
 
 @pytest.mark.postgres
-def test_a_card_success_takes_its_companys_receipt_counter_before_it_moves_a_running_total(
+def test_a_card_success_takes_its_companys_receipt_counter_as_its_last_write(
     pg_fresh_url: str, engines: Callable[[str], Engine]
 ) -> None:
-    """Two card successes of one company deadlocked (bench/RESULTS.md, succ9): one applied the credit
-    its checkout had reserved, moving running totals (the credit note's and the invoice's open items
-    by due date), then waited for the company's receipt counter; the other, holding the counter,
-    needed those totals to allocate. A success now takes the counter first: while another
-    transaction holds it, the success waits having moved no running total."""
+    """The company's receipt counter is locked from its UPDATE to the commit, and every card success
+    of the company takes it. Taken first (succ9, against a deadlock), it made the company's successes
+    settle one at a time (bench/RESULTS.md card14); it is now the success's last write: while another
+    transaction holds the counter, the success waits there with all the rest written (the reserved
+    credit and the allocation: their running totals are held by it). No deadlock: whoever holds the
+    counter has moved its running totals already (a success, a payment recorded by hand) or moves
+    none (a receipt shown for the first time)."""
     engine = engines(pg_fresh_url)
     factory = make_sessionmaker(engine)
     with unit_of_work(factory) as session:
@@ -247,26 +251,69 @@ def test_a_card_success_takes_its_companys_receipt_counter_before_it_moves_a_run
         checkout = _card_checkout(session, customer, customer.primary_contact, [invoice], "pi_credit")
         assert checkout.credit_minor == 102_00  # reserved now, applied when the card succeeds
         payload = _succeeded(checkout.id, "pi_credit", checkout.amount_minor, "evt_credit")
-        company_id, customer_id, invoice_id = company.id, customer.id, invoice.id
+        company_id, customer_id, invoice_id, code = company.id, customer.id, invoice.id, company.code
     [app] = _servers(pg_fresh_url, 1)
     with engine.connect() as holder, ThreadPoolExecutor(max_workers=1) as pool:
-        # Another success of the company, in the middle of its transaction: it holds the counter.
+        # Another transaction of the company holds the counter, as one takes it just before its commit.
         holder.execute(text("UPDATE companies SET receipts_issued = receipts_issued WHERE id = :id"), {"id": company_id})
         answer = pool.submit(_post, app, payload)
         try:
-            assert _someone_waits_on_a_lock(engine), "the success never waited for the counter"
-            with engine.connect() as probe:  # every running total of the company and the customer is free
-                totals = probe.execute(text("SELECT due_date FROM open_items_by_due WHERE company_id = :id "
-                                            "FOR UPDATE NOWAIT"), {"id": company_id}).all()
-                balances = probe.execute(text("SELECT customer_id FROM customer_balances WHERE customer_id = :id "
-                                              "FOR UPDATE NOWAIT"), {"id": customer_id}).all()
-                probe.rollback()
-            assert len(totals) >= 2 and balances == [(customer_id,)]
+            waiting = _waiting_statements(engine)
+            assert len(waiting) == 1 and waiting[0].lstrip().startswith("UPDATE companies SET receipts_issued"), waiting
+            with engine.connect() as probe:  # the success has settled: its running totals are its own to the commit
+                for total in ("SELECT 1 FROM open_items_by_due WHERE company_id = :id FOR UPDATE NOWAIT",
+                              "SELECT 1 FROM customer_balances WHERE customer_id = :customer FOR UPDATE NOWAIT"):
+                    with pytest.raises(OperationalError, match="could not obtain lock"):
+                        probe.execute(text(total), {"id": company_id, "customer": customer_id})
+                    probe.rollback()
         finally:
             holder.rollback()
         assert answer.result(timeout=60)["outcomes"] == ["processed"]
     with factory() as session:
         payment = session.scalars(select(Payment)).one()
-        assert payment.status == "succeeded" and payment.receipt_number is not None
+        assert payment.status == "succeeded" and payment.receipt_number == f"{code}-R000001"
         assert session.get_one(Invoice, invoice_id).open_minor == 0
+        assert invariant_violations(session) == []
+
+
+@pytest.mark.postgres
+def test_card_successes_of_one_company_at_once_get_gapless_receipt_numbers(
+    pg_fresh_url: str, engines: Callable[[str], Engine]
+) -> None:
+    """Six card successes of one company on six servers at once (two of each customer, one of them
+    applying reserved credit, each paying two invoices due on days the others share): all are
+    processed (no deadlock, no retry), numbered R000001 to R000006 with no gap, and the ledger and
+    its running totals agree."""
+    engine = engines(pg_fresh_url)
+    factory = make_sessionmaker(engine)
+    with unit_of_work(factory) as session:
+        company = factories.company(session)
+        payloads = []
+        for c in range(3):
+            customer = factories.customer(session, company)
+            if c == 0:
+                factories.invoice(session, customer, total_minor=50_00, number=f"AV-{c}",
+                                  kind=InvoiceKind.credit_note, due_date=date(2026, 10, 15))
+            contacts = [customer.primary_contact, Contact(customer_id=customer.id, email=f"ap{c}@example.com",
+                                                          language="en", is_primary=False)]
+            session.add(contacts[1])
+            session.flush()
+            for k, contact in enumerate(contacts):
+                invoices = [factories.invoice(session, customer, total_minor=(100 + 10 * c + k) * 100,
+                                              due_date=date(2026, 10, 1 + 14 * ((c + k + d) % 2)))
+                            for d in range(2)]
+                intent = f"pi_many_{c}_{k}"
+                checkout = _card_checkout(session, customer, contact, invoices, intent)
+                payloads.append(_succeeded(checkout.id, intent, checkout.amount_minor, f"evt_many_{c}_{k}"))
+        code = company.code
+
+    answers = _post_together(_servers(pg_fresh_url, len(payloads)), payloads)
+
+    assert [answer["outcomes"] for answer in answers] == [["processed"]] * len(payloads)
+    with factory() as session:
+        payments = session.scalars(select(Payment)).all()
+        assert [p.status for p in payments] == ["succeeded"] * len(payloads)
+        assert sorted(p.receipt_number or "" for p in payments) == [f"{code}-R{n:06d}"
+                                                                    for n in range(1, len(payloads) + 1)]
+        assert session.scalars(select(WebhookEvent.error)).all() == [None] * len(payloads)
         assert invariant_violations(session) == []

@@ -236,7 +236,12 @@ def test_a_success_reads_its_customer_company_and_invoices_once(
     assert deliver(client, payload).json()["outcomes"][0] == "processed"
     reads = [s.split(" FROM ", 1)[1].split()[0] for s in statements if s.startswith("SELECT ") and " FROM " in s]
     assert (reads.count("customers"), reads.count("companies"), reads.count("invoices")) == (1, 1, 1)
-    assert sum(s.startswith("UPDATE payments") for s in statements) == 1  # its new state in one UPDATE
+    # Its new state in one UPDATE; then, last, the company's receipt counter and the number it gave.
+    writes = [s.split(" WHERE ")[0] for s in statements if s.startswith(("UPDATE payments", "UPDATE companies"))]
+    assert [w.split(" SET ")[0] for w in writes] == ["UPDATE payments", "UPDATE companies", "UPDATE payments"]
+    assert "status=" in writes[0] and "receipt_number" not in writes[0] and "receipt_number=" in writes[2]
+    assert not any(s.startswith(("UPDATE", "INSERT", "DELETE")) for s in statements[statements.index(
+        next(s for s in statements if s.startswith("UPDATE companies"))) + 2:] if "webhook_events" not in s)
     assert state(session, invoices) == (PAID, ["succeeded"], 2)
 
 
