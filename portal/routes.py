@@ -373,26 +373,27 @@ DebtorHandler = Callable[[Request, Session, Visit], Response]
 
 def debtor_page(handler: DebtorHandler) -> Callable[[Request], Response]:
     """Runs `handler` inside a unit of work for the signed-in debtor, or asks for the link."""
-    return _debtor_endpoint(handler, _sessions, staff_view=False)
+    return _debtor_endpoint(handler, _sessions, read_only=False)
 
 
 def debtor_view(handler: DebtorHandler) -> Callable[[Request], Any]:
     """`debtor_page` for a handler that only reads (see make_sessionmaker's `write`); staff
     looking as the customer see these pages, and only these."""
-    return _debtor_endpoint(handler, _read_sessions, staff_view=True)
+    return _debtor_endpoint(handler, _read_sessions, read_only=True)
 
 
 def _debtor_endpoint(handler: DebtorHandler, sessions: Callable[[Request], Any], *,
-                     staff_view: bool) -> Callable[[Request], Any]:
+                     read_only: bool) -> Callable[[Request], Any]:
     @functools.wraps(handler)
     def endpoint(request: Request) -> Response:
         with unit_of_work(sessions(request)) as session:
-            visit = current_visit(request, session, staff_view=staff_view)
+            # Staff may look at the customer's read-only pages, and only at those.
+            visit = current_visit(request, session, staff_view=read_only)
             if visit is None:
                 return session_required(request)
             return handler(request, session, visit)
 
-    if not staff_view:
+    if not read_only:
         return endpoint
 
     @functools.wraps(handler)
