@@ -12,7 +12,7 @@ from datetime import date, timedelta
 from typing import Any, Callable
 
 import pytest
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, inspect, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
@@ -22,9 +22,11 @@ from kernel.clock import clock
 from kernel.db import make_sessionmaker, unit_of_work
 from kernel.settings import load_settings
 from ledger.allocation import invariant_violations
+from ledger.day_totals import drift
 from ledger.models import Allocation, Contact, Invoice, InvoiceKind, Payment, WebhookEvent
-from payments import webhooks
+from payments import settlement, webhooks
 from payments.checkout import cancel_checkout, create_checkout
+from payments.stripe import StripeProvider
 from sandbox.localstripe_server import PUBLISHABLE_KEY, SECRET_KEY, WEBHOOK_SECRET
 from tests import factories
 from tests.conftest import TEST_SECRET
@@ -317,3 +319,69 @@ def test_card_successes_of_one_company_at_once_get_gapless_receipt_numbers(
                                                                     for n in range(1, len(payloads) + 1)]
         assert session.scalars(select(WebhookEvent.error)).all() == [None] * len(payloads)
         assert invariant_violations(session) == []
+
+
+# --- (e) a card success that fails half-way leaves nothing behind, on the object either -----------
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("held", ["invoice", "counter"])
+def test_a_card_success_failing_half_way_shows_and_writes_nothing_and_settles_once_later(
+    pg_fresh_url: str, engines: Callable[[str], Engine], held: str
+) -> None:
+    """A stored success applied by the worker's `_attempt` while another transaction holds a row the
+    settlement needs: the checkout's invoice (the settlement fails in `_allocate`, the payment's new
+    state held back on the object) or the company's receipt counter (it fails in `_write_last`, the
+    payment's new state written in the savepoint). Either way the lock times out, the attempt's
+    savepoint is rolled back and the attempt is recorded as failed: the payment object the caller's
+    session still holds shows the row as it is (processing, no day, no number), nothing else is
+    written, and the same event applied once the lock is gone settles it once."""
+    engine = engines(pg_fresh_url)
+    factory = make_sessionmaker(engine)
+    settings = _settings(pg_fresh_url)
+    with unit_of_work(factory) as session:
+        company = factories.company(session)
+        customer = factories.customer(session, company)
+        invoice = factories.invoice(session, customer, total_minor=1234_56, due_date=date(2026, 10, 1))
+        checkout = _card_checkout(session, customer, customer.primary_contact, [invoice], "pi_held")
+        settlement.apply_payment_status(session, checkout=checkout, provider="stripe", provider_ref="pi_held",
+                                        method="card", status="processing", amount_minor=checkout.amount_minor,
+                                        currency=checkout.currency, settings=settings)
+        body = _succeeded(checkout.id, "pi_held", checkout.amount_minor, "evt_held").decode()
+        stored, _ = webhooks.store_event(session, "stripe", "evt_held", "payment_intent.succeeded", body, {})
+        event_pk, company_id, invoice_id, code = stored.id, company.id, invoice.id, company.code
+    handler = webhooks.ProviderHandler(StripeProvider(), settings)
+    lock = {"invoice": "SELECT 1 FROM invoices WHERE id = :id FOR UPDATE",
+            "counter": "UPDATE companies SET receipts_issued = receipts_issued WHERE id = :id"}[held]
+
+    with engine.connect() as holder:
+        holder.execute(text(lock), {"id": invoice_id if held == "invoice" else company_id})
+        with unit_of_work(factory) as session:
+            session.execute(text("SET LOCAL lock_timeout = '200ms'"))
+            payment = session.scalars(select(Payment)).one()  # the object the settlement moves
+            event = session.get_one(WebhookEvent, event_pk, with_for_update=True)
+            assert not webhooks._attempt(session, event, webhooks.prepared(factory, event_pk, handler))
+            assert event.error is not None and "lock timeout" in event.error
+            # What protects the caller: rolling back its savepoint expires the whole payment (flushed
+            # in it, with nothing to write, while its new state was held back), not the held columns only.
+            assert inspect(payment).expired_attributes >= {"status", "received_on", "provider_ref", "customer_id"}
+            assert (payment.status, payment.received_on, payment.receipt_number) == ("processing", None, None)
+            assert session.scalars(select(Allocation)).all() == []
+        holder.rollback()
+
+    with factory() as session:
+        assert session.execute(select(Payment.status, Payment.received_on, Payment.receipt_number)).all() == [
+            ("processing", None, None)]
+        assert session.get_one(Invoice, invoice_id).open_minor == 1234_56
+        assert session.scalar(text("SELECT receipts_issued FROM companies WHERE id = :id"), {"id": company_id}) == 0
+        assert session.get_one(WebhookEvent, event_pk).attempts == 1
+        assert drift(session) == []
+    assert webhooks.process_event(factory, event_pk, handler)
+    with factory() as session:
+        payment = session.scalars(select(Payment)).one()
+        assert (payment.status, payment.receipt_number) == ("succeeded", f"{code}-R000001")
+        assert payment.received_on is not None
+        assert session.execute(select(Allocation.invoice_id, Allocation.amount_minor)).all() == [(invoice_id, 1234_56)]
+        assert session.get_one(Invoice, invoice_id).open_minor == 0
+        assert session.get_one(WebhookEvent, event_pk).error is None
+        assert drift(session) == [] and invariant_violations(session) == []
