@@ -150,50 +150,45 @@ def apply_payment_status(
     # row and the email all read the customer and its company (each was queried again before).
     # A success's changes to the payment (the card just above too) are written last (`_write_last`).
     held = _hold_back(payment) if status == "succeeded" else []
-    try:
-        if status == "succeeded":
-            _lock_open_items(session, checkout)
-        customer = session.get_one(Customer, checkout.customer_id)
-        _journey_hooks(session, checkout, status, reason)
-        was_succeeded = previous == "succeeded"
-        received_on = _local_day(customer, occurred_at) if status == "succeeded" else None
-        payment.status = status
-        if reason:
-            payment.failure_reason = reason
-        if status == "succeeded":
-            payment.amount_minor = amount_minor
-            payment.received_on = received_on
-            if reason is None:
-                payment.failure_reason = None
-            _record_mandate(payment, customer)
-            held += _hold_back(payment)
-            settled = _allocate(session, checkout, payment, fresh=created)  # noqa: F841 - held for the receipt, as `customer`
-        elif status in UNDOES_SUCCESS and was_succeeded:
-            session.flush()
-            reopened = _reverse(session, payment) | release_applied_credit(session, checkout, payment)  # journey hook
-            _reapply_leftovers(session, checkout.customer_id, reopened, payment)
+    if status == "succeeded":
+        _lock_open_items(session, checkout)
+    customer = session.get_one(Customer, checkout.customer_id)
+    _journey_hooks(session, checkout, status, reason)
+    was_succeeded = previous == "succeeded"
+    received_on = _local_day(customer, occurred_at) if status == "succeeded" else None
+    payment.status = status
+    if reason:
+        payment.failure_reason = reason
+    if status == "succeeded":
+        payment.amount_minor = amount_minor
+        payment.received_on = received_on
+        if reason is None:
+            payment.failure_reason = None
+        _record_mandate(payment, customer)
+        held += _hold_back(payment)
+        settled = _allocate(session, checkout, payment, fresh=created)  # noqa: F841 - held for the receipt, as `customer`
+    elif status in UNDOES_SUCCESS and was_succeeded:
         session.flush()
-        _follow(session, checkout, payment)
-        audit.record(
-            session,
-            actor_type="provider",
-            actor=provider,
-            action=f"payment.{status}",
-            entity_type="payment",
-            entity_id=payment.id,
-            customer_id=checkout.customer_id,
-            before={"status": previous},
-            after={"status": status, "amount_minor": payment.amount_minor, "reason": reason},
-        )
-        if status == "succeeded":
-            _queue_email(session, checkout, payment, "receipt", settings)
-            _write_last(session, payment, held, customer.company_id)
-        elif status in UNDOES_SUCCESS and previous != "refunded" and previous != "charged_back":
-            _queue_email(session, checkout, payment, "payment_failed", settings)
-    except BaseException:
-        if held:  # not written: the object must not show them (a caller's savepoint may carry on)
-            session.expire(payment, held)
-        raise
+        reopened = _reverse(session, payment) | release_applied_credit(session, checkout, payment)  # journey hook
+        _reapply_leftovers(session, checkout.customer_id, reopened, payment)
+    session.flush()
+    _follow(session, checkout, payment)
+    audit.record(
+        session,
+        actor_type="provider",
+        actor=provider,
+        action=f"payment.{status}",
+        entity_type="payment",
+        entity_id=payment.id,
+        customer_id=checkout.customer_id,
+        before={"status": previous},
+        after={"status": status, "amount_minor": payment.amount_minor, "reason": reason},
+    )
+    if status == "succeeded":
+        _queue_email(session, checkout, payment, "receipt", settings)
+        _write_last(session, payment, held, customer.company_id)
+    elif status in UNDOES_SUCCESS and previous != "refunded" and previous != "charged_back":
+        _queue_email(session, checkout, payment, "payment_failed", settings)
     return payment
 
 
@@ -232,7 +227,9 @@ def _lock_open_items(session: Session, checkout: Checkout) -> None:
 
 def _hold_back(payment: Payment) -> list[str]:
     """The payment's changed columns (its new state), kept on the object but out of the session's
-    flushes until `_write_last` writes them; their names."""
+    flushes until `_write_last` writes them; their names. A settlement failing before then needs no
+    undoing here: the payment is flushed in the caller's savepoint (or set in it), so rolling that
+    back expires the whole object (tests/payments/test_concurrency_pg.py, a success failing half-way)."""
     state = inspect(payment)
     held = [key for key in state.mapper.column_attrs.keys() if state.attrs[key].history.has_changes()]
     for key in held:
