@@ -55,3 +55,10 @@ def test_the_open_loop_rate_is_half_the_median_of_the_maximum_and_its_rechecks()
     assert basis["maxima_per_s"] == [156.0, 120.0, 110.0] and basis["rate_basis_per_s"] == 120.0
     alone = run.Context(url="sqlite://", duration=10, connections=32, threads=2, workers=2, rate_rechecks=0)
     assert run.steady_rate(156.0, recheck, alone)[0] == 78.0  # the rule until tail14
+
+
+def test_card_successes_are_prepared_again_twice_as_many_while_a_run_wraps_around() -> None:
+    assert run.successes_again(2_000, 2_000, tries=1) is None  # each sent once
+    assert run.successes_again(2_001, 2_000, tries=1) == 4_000  # not from what it sent: resent ones were cheap
+    assert run.successes_again(30_000, 4_000, tries=2) == 8_000
+    assert run.successes_again(30_000, 8_000, tries=run.SUCCESS_TRIES) is None  # the last wrap stays flagged
