@@ -65,7 +65,7 @@ def create_app() -> Any:
 
 def main() -> None:
     from bench import run
-    from bench.loadgen import generate
+    from bench.loadgen import generate, percentile
     from bench.generate import ensure_book
     from links import tokens
 
@@ -124,8 +124,8 @@ def main() -> None:
     slowest = rows[-max(1, len(rows) // 100):]
 
     def quantile(values: list[float], q: float) -> float:
-        ordered = sorted(values)
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+        """As `bench/run.py` reads its open loops' p50 and p99 (`loadgen.percentile`, q in 0..1)."""
+        return round(percentile(values, 100 * q) or 0.0, 2)
 
     by_pid: dict[int, int] = {}
     for row in rows:

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 from sqlalchemy.pool import Pool  # noqa: E402
 
 from bench import run  # noqa: E402
-from bench.harness import (WEBHOOK_INTENT, declined_event, success_checkouts, succeeded_event,  # noqa: E402
+from bench.harness import (WEBHOOK_INTENT, declined_event,  # noqa: E402
                            webhook_checkout)
 from bench.cpu import cpu_seconds  # noqa: E402
 from bench.generate import sqlite_path  # noqa: E402
@@ -212,12 +212,10 @@ def main() -> None:
             # Card successes, as `bench/run.py`'s: a new card checkout each, prepared beforehand;
             # the first ones warm the process (templates, caches) and are not counted.
             warm = 10
-            prepared = success_checkouts(url, f"pi_prof_success_{run_id}_", warm + n)
-            successes = [{"method": "POST", "url": "/webhooks/stripe", "content": body,
-                          "headers": {"Stripe-Signature": run.stripe_signature(body),
-                                      "Content-Type": "application/json"}}
-                         for body in (succeeded_event(c, f"evt_prof_success_{run_id}_{i}", intent)
-                                      for i, (c, intent) in enumerate(prepared))]
+            successes = [{"method": method, "url": path, "content": body.encode(),
+                          "headers": {"Stripe-Signature": signature, "Content-Type": "application/json"}}
+                         for method, path, signature, body in run.success_requests(url, f"prof_success_{run_id}",
+                                                                                  warm + n)]
             _measure(client, successes[:warm], 200)
             PROFILE = args.cprofile == "webhook_success"
             results["webhook_success"] = _measure(client, successes[warm:], 200)

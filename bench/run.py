@@ -678,7 +678,7 @@ def successes_again(sent: int, prepared: int, tries: int) -> int | None:
     return None if sent <= prepared or tries >= SUCCESS_TRIES else 2 * prepared
 
 
-def _success_requests(url: str, tag: str, count: int) -> list[tuple[str, str, str, str]]:
+def success_requests(url: str, tag: str, count: int) -> list[tuple[str, str, str, str]]:
     """`count` card successes (`success_checkouts`), each event's and intent's id made of `tag`."""
     requests = []
     for n, (payment, intent) in enumerate(success_checkouts(url, f"pi_bench_{tag}_", count)):
@@ -733,7 +733,7 @@ def webhook_intake(ctx: Context) -> list[Figure]:
     # run settles new invoices (allocations, receipt emails, running totals) and can repeat on the
     # same book, which grows by as many checkouts each run.
     success_tag = f"success_{run_id}"
-    successes = _success_requests(ctx.url, success_tag, SUCCESSES_PER_S * ctx.duration)
+    successes = success_requests(ctx.url, success_tag, SUCCESSES_PER_S * ctx.duration)
     with Server(APP, ctx.workers, _stripe_env(ctx), ctx.as_served) as server:
         server.wait("/healthz")
         first = httpx.post(server.base + "/webhooks/stripe", content=duplicate[3].encode(),
@@ -753,7 +753,7 @@ def webhook_intake(ctx: Context) -> list[Figure]:
         while (more := successes_again(settled["requests"], len(successes), len(wrapped) + 1)) is not None:
             wrapped.append({"prepared": len(successes), "sent": settled["requests"]})
             success_tag = f"success{len(wrapped)}_{run_id}"
-            successes = _success_requests(ctx.url, success_tag, more)  # the server idles meanwhile
+            successes = success_requests(ctx.url, success_tag, more)  # the server idles meanwhile
             settled = wrk_list(server.base, ctx, server, successes)
         forged = ("POST", "/webhooks/stripe", stripe_signature(duplicate[3].encode(), secret="whsec_not_ours"),
                   duplicate[3])
